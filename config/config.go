@@ -1,0 +1,123 @@
+// Package config loads capsuled's YAML configuration
+// (/etc/capsule/capsule.yaml by default). Every field has a default that
+// suits the all-in-one, so an empty file is a valid config.
+package config
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole of capsuled's configuration; each role reads its
+// own section.
+type Config struct {
+	Region    string    `yaml:"region"`
+	Database  Database  `yaml:"database"`
+	Bus       Bus       `yaml:"bus"`
+	API       API       `yaml:"api"`
+	Scheduler Scheduler `yaml:"scheduler"`
+	Conductor Conductor `yaml:"conductor"`
+	Agent     Agent     `yaml:"agent"`
+	Registry  Registry  `yaml:"registry"`
+}
+
+// Database is read by the control-plane roles only.
+type Database struct {
+	Driver string `yaml:"driver"` // sqlite | postgres
+	DSN    string `yaml:"dsn"`
+}
+
+// Bus is the RabbitMQ connection.
+type Bus struct {
+	URL      string `yaml:"url"`
+	Prefetch int    `yaml:"prefetch"`
+}
+
+// API is the OpenStack-compatible API server.
+type API struct {
+	// PublicHost is the host name or IP clients reach the API on; it is
+	// what the service catalog and version documents advertise.
+	PublicHost   string        `yaml:"public_host"`
+	Listen       string        `yaml:"listen"` // bind address, e.g. 0.0.0.0
+	IdentityPort int           `yaml:"identity_port"`
+	ComputePort  int           `yaml:"compute_port"`
+	ImagePort    int           `yaml:"image_port"`
+	NetworkPort  int           `yaml:"network_port"`
+	PortalPort   int           `yaml:"portal_port"`
+	TokenTTL     time.Duration `yaml:"token_ttl"`
+	// CallTimeout bounds request/reply calls to agents (console output).
+	CallTimeout time.Duration `yaml:"call_timeout"`
+}
+
+// Scheduler places instances on hosts.
+type Scheduler struct {
+	Weigher         string        `yaml:"weigher"` // spread | pack
+	MaxAttempts     int           `yaml:"max_attempts"`
+	ServiceDownTime time.Duration `yaml:"service_down_time"`
+}
+
+// Conductor owns the database on behalf of agents.
+type Conductor struct {
+	// BuildTimeout puts an instance stuck in BUILD into ERROR.
+	BuildTimeout time.Duration `yaml:"build_timeout"`
+}
+
+// Agent is the per-host compute agent.
+type Agent struct {
+	Host                string        `yaml:"host"`
+	Zone                string        `yaml:"zone"`
+	HostIP              string        `yaml:"host_ip"`
+	DockerHost          string        `yaml:"docker_host"`
+	Driver              string        `yaml:"driver"` // docker | fake
+	PidsLimit           int64         `yaml:"pids_limit"`
+	CPUAllocationRatio  float64       `yaml:"cpu_allocation_ratio"`
+	RAMAllocationRatio  float64       `yaml:"ram_allocation_ratio"`
+	DiskAllocationRatio float64       `yaml:"disk_allocation_ratio"`
+	ReservedMemoryMB    int           `yaml:"reserved_memory_mb"`
+	HeartbeatInterval   time.Duration `yaml:"heartbeat_interval"`
+	StopTimeout         time.Duration `yaml:"stop_timeout"`
+}
+
+// Registry is the private image registry.
+type Registry struct {
+	Address  string `yaml:"address"` // host:port
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+}
+
+// Default returns the all-in-one defaults.
+func Default() Config {
+	host, _ := os.Hostname()
+	return Config{
+		Region:   "RegionOne",
+		Database: Database{Driver: "sqlite", DSN: "/var/lib/capsule/capsule.db"},
+		Bus:      Bus{URL: "amqp://guest:guest@127.0.0.1:5672/", Prefetch: 8},
+		API: API{PublicHost: "127.0.0.1", Listen: "0.0.0.0", IdentityPort: 5000, ComputePort: 8774,
+			ImagePort: 9292, NetworkPort: 9696, PortalPort: 8080, TokenTTL: 12 * time.Hour, CallTimeout: 30 * time.Second},
+		Scheduler: Scheduler{Weigher: "spread", MaxAttempts: 3, ServiceDownTime: 60 * time.Second},
+		Conductor: Conductor{BuildTimeout: 10 * time.Minute},
+		Agent: Agent{Host: host, Zone: "nova", HostIP: "127.0.0.1", DockerHost: "unix:///run/capsule/docker.sock",
+			Driver: "docker", PidsLimit: 1024, CPUAllocationRatio: 4, RAMAllocationRatio: 1, DiskAllocationRatio: 1,
+			ReservedMemoryMB: 512, HeartbeatInterval: 10 * time.Second, StopTimeout: 10 * time.Second},
+		Registry: Registry{Address: "127.0.0.1:5050"},
+	}
+}
+
+// Load reads path over the defaults; a missing file means all defaults.
+func Load(path string) (Config, error) {
+	c := Default()
+	b, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return c, nil
+	}
+	if err != nil {
+		return c, fmt.Errorf("config: read %s: %w", path, err)
+	}
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		return c, fmt.Errorf("config: parse %s: %w", path, err)
+	}
+	return c, nil
+}

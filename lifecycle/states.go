@@ -1,0 +1,224 @@
+// Package lifecycle holds the instance state machine: Nova's vm_state,
+// task_state and power_state as explicit types, the transitions each
+// operation may make, and the mapping to the API's "status" field.
+//
+// Every component that changes an instance's state (API, scheduler,
+// conductor) goes through Begin/Finish here instead of writing strings,
+// so an illegal transition is an error at one place.
+package lifecycle
+
+import "fmt"
+
+// VMState is the stable state of an instance (Nova's vm_state).
+type VMState string
+
+const (
+	Building VMState = "building"
+	Active   VMState = "active"
+	Stopped  VMState = "stopped"
+	Paused   VMState = "paused"
+	Resized  VMState = "resized"
+	Error    VMState = "error"
+	Deleted  VMState = "deleted"
+)
+
+// TaskState is the operation in progress (Nova's task_state); NoTask is
+// rendered as JSON null.
+type TaskState string
+
+const (
+	NoTask           TaskState = ""
+	Scheduling       TaskState = "scheduling"
+	Spawning         TaskState = "spawning"
+	PoweringOff      TaskState = "powering-off"
+	PoweringOn       TaskState = "powering-on"
+	Rebooting        TaskState = "rebooting"
+	RebootingHard    TaskState = "rebooting_hard"
+	Pausing          TaskState = "pausing"
+	Unpausing        TaskState = "unpausing"
+	Deleting         TaskState = "deleting"
+	ResizePrep       TaskState = "resize_prep"
+	ResizeMigrating  TaskState = "resize_migrating"
+	ResizeFinish     TaskState = "resize_finish"
+	ResizeReverting  TaskState = "resize_reverting"
+	ResizeConfirming TaskState = "resize_confirming"
+	Migrating        TaskState = "migrating"
+	ImageSnapshot    TaskState = "image_snapshot"
+)
+
+// PowerState mirrors Nova's integer power states.
+type PowerState int
+
+const (
+	NoState  PowerState = 0
+	Running  PowerState = 1
+	PausedPS PowerState = 3
+	Shutdown PowerState = 4
+	Crashed  PowerState = 6
+)
+
+// Status is the API-visible status derived from vm_state and task_state
+// (nova/api/openstack/common.py _STATE_MAP).
+func Status(vm VMState, task TaskState) string {
+	switch vm {
+	case Building:
+		return "BUILD"
+	case Active:
+		switch task {
+		case Rebooting:
+			return "REBOOT"
+		case RebootingHard:
+			return "HARD_REBOOT"
+		case Migrating:
+			return "MIGRATING"
+		case ResizePrep, ResizeMigrating, ResizeFinish:
+			return "RESIZE"
+		}
+		return "ACTIVE"
+	case Stopped:
+		switch task {
+		case ResizePrep, ResizeMigrating, ResizeFinish:
+			return "RESIZE"
+		}
+		return "SHUTOFF"
+	case Paused:
+		if task == Migrating {
+			return "MIGRATING"
+		}
+		return "PAUSED"
+	case Resized:
+		if task == ResizeReverting {
+			return "REVERT_RESIZE"
+		}
+		return "VERIFY_RESIZE"
+	case Error:
+		return "ERROR"
+	case Deleted:
+		return "DELETED"
+	}
+	return "UNKNOWN"
+}
+
+// StatusFilter returns the vm_states whose default status is s (case
+// insensitive), for the servers list "status" filter; ok is false for an
+// unknown status.
+func StatusFilter(s string) (states []VMState, ok bool) {
+	all := []VMState{Building, Active, Stopped, Paused, Resized, Error, Deleted}
+	for _, vm := range all {
+		if equalFold(Status(vm, NoTask), s) {
+			states = append(states, vm)
+		}
+	}
+	// Transitional statuses map to their vm_state.
+	switch {
+	case equalFold(s, "REBOOT"), equalFold(s, "HARD_REBOOT"), equalFold(s, "RESIZE"), equalFold(s, "MIGRATING"):
+		states = append(states, Active)
+	}
+	return states, len(states) > 0
+}
+
+func equalFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'a' <= x && x <= 'z' {
+			x -= 'a' - 'A'
+		}
+		if 'a' <= y && y <= 'z' {
+			y -= 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// Action is an operation a user or the system asks of an instance.
+type Action string
+
+const (
+	ActCreate     Action = "create"
+	ActStart      Action = "start"
+	ActStop       Action = "stop"
+	ActReboot     Action = "reboot"
+	ActRebootHard Action = "reboot_hard"
+	ActPause      Action = "pause"
+	ActUnpause    Action = "unpause"
+	ActDelete     Action = "delete"
+)
+
+// rule says from which vm_states an action may start (with no task in
+// progress unless Preempts is set) and which task_state it sets meanwhile.
+type rule struct {
+	From     []VMState
+	Task     TaskState
+	Preempts bool // may interrupt any task (delete)
+}
+
+var rules = map[Action]rule{
+	ActStart:      {From: []VMState{Stopped}, Task: PoweringOn},
+	ActStop:       {From: []VMState{Active, Paused, Error}, Task: PoweringOff},
+	ActReboot:     {From: []VMState{Active}, Task: Rebooting},
+	ActRebootHard: {From: []VMState{Active, Stopped, Paused, Error}, Task: RebootingHard},
+	ActPause:      {From: []VMState{Active}, Task: Pausing},
+	ActUnpause:    {From: []VMState{Paused}, Task: Unpausing},
+	ActDelete:     {From: []VMState{Building, Active, Stopped, Paused, Resized, Error}, Task: Deleting, Preempts: true},
+}
+
+// ConflictError is returned when an action is not allowed in the
+// instance's current state; the API maps it to 409.
+type ConflictError struct {
+	Action Action
+	VM     VMState
+	Task   TaskState
+}
+
+func (e *ConflictError) Error() string {
+	if e.Task != NoTask {
+		return fmt.Sprintf("Cannot '%s' instance while it is in task_state %s", e.Action, e.Task)
+	}
+	return fmt.Sprintf("Cannot '%s' instance while it is in vm_state %s", e.Action, e.VM)
+}
+
+// Begin checks that action may start from (vm, task) and returns the
+// task_state to record while it runs.
+func Begin(action Action, vm VMState, task TaskState) (TaskState, error) {
+	r, ok := rules[action]
+	if !ok {
+		return NoTask, fmt.Errorf("lifecycle: unknown action %q", action)
+	}
+	if task != NoTask && !r.Preempts {
+		return NoTask, &ConflictError{Action: action, VM: vm, Task: task}
+	}
+	if action == ActDelete && task == Deleting {
+		// A second delete is accepted (idempotent) and keeps the task.
+		return Deleting, nil
+	}
+	for _, f := range r.From {
+		if f == vm {
+			return r.Task, nil
+		}
+	}
+	return NoTask, &ConflictError{Action: action, VM: vm, Task: task}
+}
+
+// Outcome is the stable state an action reaches on success.
+func Outcome(action Action) (VMState, PowerState) {
+	switch action {
+	case ActStart, ActReboot, ActRebootHard, ActUnpause, ActCreate:
+		return Active, Running
+	case ActStop:
+		return Stopped, Shutdown
+	case ActPause:
+		return Paused, PausedPS
+	case ActDelete:
+		return Deleted, NoState
+	}
+	return Error, NoState
+}
+
+// TaskOf returns the task_state an action runs under.
+func TaskOf(action Action) TaskState { return rules[action].Task }

@@ -1,0 +1,136 @@
+// Package protocol holds the message bodies exchanged on the bus between
+// the API, scheduler, conductor and agents: the wire contract of the
+// control plane. Kinds are constants so a typo is a compile error.
+package protocol
+
+import (
+	"time"
+
+	"github.com/capsule-cloud/capsule/lifecycle"
+)
+
+// Message kinds, by the queue that receives them.
+const (
+	// scheduler queue
+	KindScheduleInstance = "schedule_instance"
+
+	// compute.<host> queues
+	KindBuildInstance  = "build_instance"
+	KindInstanceAction = "instance_action"
+	KindConsoleOutput  = "console_output" // request/reply
+
+	// conductor queue
+	KindHostReport      = "host_report"
+	KindInstanceReport  = "instance_report"
+	KindPowerSync       = "power_sync"
+	KindInstancesOnHost = "instances_on_host" // request/reply
+)
+
+// ScheduleInstance asks the scheduler to place an instance.
+type ScheduleInstance struct {
+	InstanceID string   `json:"instance_id"`
+	RequestID  string   `json:"request_id"`
+	Attempt    int      `json:"attempt"`  // 1 for the first try
+	Excluded   []string `json:"excluded"` // hosts a build already failed on
+}
+
+// InstanceSpec is everything an agent needs to build an instance; agents
+// have no database, so the spec travels with the message.
+type InstanceSpec struct {
+	ID         string            `json:"id"`
+	Name       string            `json:"name"`
+	Hostname   string            `json:"hostname"`
+	ProjectID  string            `json:"project_id"`
+	ImageRef   string            `json:"image_ref"` // registry reference
+	VCPUs      int               `json:"vcpus"`
+	MemoryMB   int               `json:"memory_mb"`
+	DiskGB     int               `json:"disk_gb"`
+	ExtraSpecs map[string]string `json:"extra_specs,omitempty"`
+	Metadata   map[string]string `json:"metadata,omitempty"`
+}
+
+// BuildInstance asks an agent to create and start an instance.
+type BuildInstance struct {
+	RequestID string       `json:"request_id"`
+	Attempt   int          `json:"attempt"`
+	Spec      InstanceSpec `json:"spec"`
+}
+
+// InstanceAction asks an agent to run a lifecycle action.
+type InstanceAction struct {
+	RequestID  string           `json:"request_id"`
+	InstanceID string           `json:"instance_id"`
+	Action     lifecycle.Action `json:"action"`
+}
+
+// ConsoleOutputRequest asks an agent for the tail of a console log.
+type ConsoleOutputRequest struct {
+	InstanceID string `json:"instance_id"`
+	Lines      int    `json:"lines"` // < 0 = all
+}
+
+// ConsoleOutputReply carries the console log.
+type ConsoleOutputReply struct {
+	Output string `json:"output"`
+}
+
+// HostReport is an agent's heartbeat with its capacity.
+type HostReport struct {
+	Host                string    `json:"host"`
+	Zone                string    `json:"zone"`
+	HostIP              string    `json:"host_ip"`
+	HypervisorType      string    `json:"hypervisor_type"`
+	HypervisorVersion   int       `json:"hypervisor_version"`
+	VCPUs               int       `json:"vcpus"`
+	MemoryMB            int       `json:"memory_mb"`
+	DiskGB              int       `json:"disk_gb"`
+	CPUModel            string    `json:"cpu_model"`
+	Arch                string    `json:"arch"`
+	RunningVMs          int       `json:"running_vms"`
+	CPUAllocationRatio  float64   `json:"cpu_allocation_ratio"`
+	RAMAllocationRatio  float64   `json:"ram_allocation_ratio"`
+	DiskAllocationRatio float64   `json:"disk_allocation_ratio"`
+	ReservedMemoryMB    int       `json:"reserved_memory_mb"`
+	At                  time.Time `json:"at"`
+}
+
+// InstanceReport is an agent's account of an action it ran (or of a
+// build), recorded by the conductor as the instance's new state and as an
+// instance-action event.
+type InstanceReport struct {
+	RequestID  string           `json:"request_id"`
+	InstanceID string           `json:"instance_id"`
+	Host       string           `json:"host"`
+	Action     lifecycle.Action `json:"action"`
+	Attempt    int              `json:"attempt,omitempty"`
+	OK         bool             `json:"ok"`
+	Error      string           `json:"error,omitempty"`
+	PowerState int              `json:"power_state"`
+	Event      string           `json:"event"` // e.g. compute_build_and_run_instance
+	Started    time.Time        `json:"started"`
+	Finished   time.Time        `json:"finished"`
+}
+
+// PowerSync carries the power states an agent observed (reconciliation).
+type PowerSync struct {
+	Host    string         `json:"host"`
+	States  map[string]int `json:"states"`  // instance id -> power state
+	Orphans []string       `json:"orphans"` // instances running here the cloud does not place here
+}
+
+// InstancesOnHostRequest asks the conductor what should run on a host.
+type InstancesOnHostRequest struct {
+	Host string `json:"host"`
+}
+
+// ExpectedInstance is one instance the control plane places on a host.
+type ExpectedInstance struct {
+	Spec      InstanceSpec        `json:"spec"`
+	VMState   lifecycle.VMState   `json:"vm_state"`
+	TaskState lifecycle.TaskState `json:"task_state"`
+}
+
+// InstancesOnHostReply lists the instances placed on a host.
+type InstancesOnHostReply struct {
+	Instances []ExpectedInstance `json:"instances"`
+}

@@ -1,0 +1,66 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// SchemaMigration records an applied schema version.
+type SchemaMigration struct {
+	Version   int `gorm:"primaryKey;autoIncrement:false"`
+	Name      string
+	AppliedAt time.Time
+}
+
+type migration struct {
+	version int
+	name    string
+	up      func(tx *gorm.DB) error
+}
+
+// migrations is append-only: never edit an applied step, add a new one.
+var migrations = []migration{
+	{1, "initial schema", func(tx *gorm.DB) error {
+		return tx.AutoMigrate(&Project{}, &User{}, &Role{}, &RoleAssignment{}, &Token{},
+			&Flavor{}, &FlavorExtraSpec{}, &FlavorAccess{}, &Image{}, &Instance{},
+			&InstanceAction{}, &InstanceActionEvent{}, &Service{}, &Claim{}, &Migration{})
+	}},
+}
+
+// SchemaVersion is the newest schema version this binary knows.
+func SchemaVersion() int { return migrations[len(migrations)-1].version }
+
+// Migrate applies every migration newer than the database's version, each
+// in its own transaction.
+func (s *Store) Migrate(ctx context.Context) error {
+	db := s.DB.WithContext(ctx)
+	if err := db.AutoMigrate(&SchemaMigration{}); err != nil {
+		return fmt.Errorf("store: schema_migrations table: %w", err)
+	}
+	var current int
+	if err := db.Model(&SchemaMigration{}).Select("COALESCE(MAX(version), 0)").Scan(&current).Error; err != nil {
+		return fmt.Errorf("store: read schema version: %w", err)
+	}
+	if current > SchemaVersion() {
+		return fmt.Errorf("store: database schema version %d is newer than this binary's %d", current, SchemaVersion())
+	}
+	for _, m := range migrations {
+		if m.version <= current {
+			continue
+		}
+		err := db.Transaction(func(tx *gorm.DB) error {
+			if err := m.up(tx); err != nil {
+				return err
+			}
+			return tx.Create(&SchemaMigration{Version: m.version, Name: m.name, AppliedAt: time.Now().UTC()}).Error
+		})
+		if err != nil {
+			return fmt.Errorf("store: migration %d (%s): %w", m.version, m.name, err)
+		}
+		logSchema(m.version, m.name)
+	}
+	return nil
+}

@@ -1,0 +1,245 @@
+package store
+
+import (
+	"time"
+)
+
+// The models below are the database schema. API views live in
+// api-server/, never here: a column rename must not change an API field.
+
+// Project is a Keystone project (tenant).
+type Project struct {
+	ID          string `gorm:"primaryKey;size:64"`
+	Name        string `gorm:"size:255;uniqueIndex:ux_project_name"`
+	DomainID    string `gorm:"size:64;uniqueIndex:ux_project_name"`
+	Description string
+	Enabled     bool
+	CreatedAt   time.Time
+}
+
+// User is a Keystone user; the password is stored only as a bcrypt hash.
+type User struct {
+	ID               string `gorm:"primaryKey;size:64"`
+	Name             string `gorm:"size:255;uniqueIndex:ux_user_name"`
+	DomainID         string `gorm:"size:64;uniqueIndex:ux_user_name"`
+	PasswordHash     string
+	DefaultProjectID string `gorm:"size:64"`
+	Email            string
+	Enabled          bool
+	CreatedAt        time.Time
+}
+
+// Role is a Keystone role (admin, member, reader).
+type Role struct {
+	ID          string `gorm:"primaryKey;size:64"`
+	Name        string `gorm:"size:255;uniqueIndex"`
+	Description string
+}
+
+// RoleAssignment grants a role to a user on a project.
+type RoleAssignment struct {
+	UserID    string `gorm:"primaryKey;size:64"`
+	ProjectID string `gorm:"primaryKey;size:64"`
+	RoleID    string `gorm:"primaryKey;size:64"`
+}
+
+// Token is an issued Keystone token. Only the SHA-256 of the token string
+// is stored, so a database dump does not leak live credentials.
+type Token struct {
+	Hash      string `gorm:"primaryKey;size:64"`
+	UserID    string `gorm:"size:64;index"`
+	ProjectID string `gorm:"size:64"` // "" for an unscoped token
+	Methods   string // comma separated
+	AuditID   string
+	IssuedAt  time.Time
+	ExpiresAt time.Time `gorm:"index"`
+	Revoked   bool
+}
+
+// Flavor is a Nova flavor. ID is the internal integer id (Nova reports it
+// in migrations as old/new_instance_type_id); FlavorID is the API id.
+type Flavor struct {
+	ID          uint   `gorm:"primaryKey"`
+	FlavorID    string `gorm:"size:255;index"`
+	Name        string `gorm:"size:255;index"`
+	VCPUs       int
+	MemoryMB    int
+	RootGB      int
+	EphemeralGB int
+	SwapMB      int
+	RxtxFactor  float64
+	IsPublic    bool
+	Disabled    bool
+	Description *string
+	Deleted     bool `gorm:"index"`
+	CreatedAt   time.Time
+	ExtraSpecs  []FlavorExtraSpec `gorm:"foreignKey:FlavorID;constraint:OnDelete:CASCADE"`
+}
+
+// FlavorExtraSpec is one key=value of a flavor's extra specs.
+type FlavorExtraSpec struct {
+	FlavorID uint   `gorm:"primaryKey"`
+	Key      string `gorm:"primaryKey;size:255"`
+	Value    string
+}
+
+// FlavorAccess lets a project use a private flavor.
+type FlavorAccess struct {
+	FlavorID  uint   `gorm:"primaryKey"`
+	ProjectID string `gorm:"primaryKey;size:64"`
+}
+
+// Image is a Glance image backed by a reference in the private registry.
+type Image struct {
+	ID              string `gorm:"primaryKey;size:64"`
+	Name            string `gorm:"size:255;index"`
+	Owner           string `gorm:"size:64;index"`
+	Visibility      string `gorm:"size:16"`
+	Status          string `gorm:"size:16"`
+	ContainerFormat string `gorm:"size:16"`
+	DiskFormat      string `gorm:"size:16"`
+	Size            *int64
+	Checksum        string
+	RegistryRef     string // e.g. 127.0.0.1:5050/capsule/busybox:latest
+	MinDisk         int
+	MinRAM          int
+	Protected       bool
+	Hidden          bool
+	Properties      string // JSON object of additional string properties
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+}
+
+// Instance is a server. The flavor is copied in (as Nova's
+// instance.flavor) so deleting a flavor never breaks a server.
+type Instance struct {
+	ID               string `gorm:"primaryKey;size:64"`
+	Name             string `gorm:"size:255"`
+	ProjectID        string `gorm:"size:64;index"`
+	UserID           string `gorm:"size:64"`
+	ImageID          string `gorm:"size:64"`
+	FlavorRowID      uint
+	FlavorID         string
+	FlavorName       string
+	VCPUs            int
+	MemoryMB         int
+	RootGB           int
+	ExtraSpecs       string // JSON object
+	Host             string `gorm:"size:255;index"`
+	AvailabilityZone string
+	VMState          string `gorm:"size:32;index"`
+	TaskState        string `gorm:"size:32"`
+	PowerState       int
+	Metadata         string // JSON object
+	AccessIPv4       string
+	AccessIPv6       string
+	Description      *string
+	KeyName          *string
+	UserData         string
+	Locked           bool
+	ReservationID    string
+	LaunchIndex      int
+	Hostname         string
+	FaultCode        int
+	FaultMessage     string
+	FaultDetails     string
+	FaultAt          *time.Time
+	BuildAttempts    int
+	TriedHosts       string // comma separated hosts a build failed on
+	LaunchedAt       *time.Time
+	TerminatedAt     *time.Time
+	CreatedAt        time.Time `gorm:"index"`
+	UpdatedAt        time.Time
+	DeletedAt        *time.Time `gorm:"index"` // soft delete: actions stay listable (2.21)
+}
+
+// InstanceAction is one API-level operation on an instance
+// (os-instance-actions), keyed by the request id of the API call.
+type InstanceAction struct {
+	ID         uint   `gorm:"primaryKey"`
+	InstanceID string `gorm:"size:64;index"`
+	Action     string
+	RequestID  string `gorm:"size:64;index"`
+	UserID     string
+	ProjectID  string
+	StartTime  time.Time
+	UpdatedAt  time.Time
+	Message    *string
+	Events     []InstanceActionEvent `gorm:"foreignKey:ActionID;constraint:OnDelete:CASCADE"`
+}
+
+// InstanceActionEvent is a step of an action done by a component.
+type InstanceActionEvent struct {
+	ID         uint `gorm:"primaryKey"`
+	ActionID   uint `gorm:"index"`
+	Event      string
+	Host       string
+	StartTime  time.Time
+	FinishTime *time.Time
+	Result     string // "", Success, Error
+	Traceback  string
+}
+
+// Service is a registered Capsule service (nova-compute, nova-scheduler,
+// nova-conductor). Compute services carry the host's capacity, reported
+// by its agent's heartbeats.
+type Service struct {
+	ID                  uint   `gorm:"primaryKey"`
+	UUID                string `gorm:"size:64;uniqueIndex"`
+	Host                string `gorm:"size:255;uniqueIndex:ux_service_host_binary"`
+	Binary              string `gorm:"column:binary_name;size:64;uniqueIndex:ux_service_host_binary"`
+	Zone                string
+	Disabled            bool
+	DisabledReason      *string
+	ForcedDown          bool
+	LastHeartbeat       *time.Time
+	HostIP              string
+	HypervisorType      string
+	HypervisorVersion   int
+	VCPUs               int
+	MemoryMB            int
+	DiskGB              int
+	RunningVMs          int
+	CPUInfo             string  // JSON
+	CPUAllocationRatio  float64 // from the agent config, as Nova compute-node ratios
+	RAMAllocationRatio  float64
+	DiskAllocationRatio float64
+	ReservedMemoryMB    int
+	// ClaimGeneration is bumped by every claim on this host; the bump is
+	// the row lock that serialises concurrent claims (see claims.go).
+	ClaimGeneration int64
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+}
+
+// Claim reserves a host's resources for an instance. An instance has one
+// claim, or two while a migration or resize holds the target too.
+type Claim struct {
+	ID          uint   `gorm:"primaryKey"`
+	InstanceID  string `gorm:"size:64;uniqueIndex:ux_claim_instance_host"`
+	Host        string `gorm:"size:255;uniqueIndex:ux_claim_instance_host;index"`
+	VCPUs       int
+	MemoryMB    int
+	DiskGB      int
+	MigrationID *uint
+	CreatedAt   time.Time
+}
+
+// Migration records a cold migration or resize (os-migrations).
+type Migration struct {
+	ID            uint   `gorm:"primaryKey"`
+	UUID          string `gorm:"size:64;uniqueIndex"`
+	InstanceID    string `gorm:"size:64;index"`
+	MigrationType string
+	Status        string
+	SourceCompute string
+	SourceNode    string
+	DestCompute   string
+	DestNode      string
+	DestHost      string
+	OldFlavorID   uint
+	NewFlavorID   uint
+	Step          string
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+}
