@@ -57,7 +57,7 @@ func Fits(capacity, used, want Resources) bool {
 // (instance, host) is a no-op, so a redelivered message is harmless.
 func (s *Store) ClaimOnHost(ctx context.Context, host, instanceID string, want Resources, migrationID *uint) error {
 	return s.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		res := tx.Model(&Service{}).Where("host = ? AND binary = ?", host, ComputeBinary).
+		res := tx.Model(&Service{}).Where("host = ? AND binary_name = ?", host, ComputeBinary).
 			UpdateColumn("claim_generation", gorm.Expr("claim_generation + 1"))
 		if res.Error != nil {
 			return fmt.Errorf("claim: lock host %s: %w", host, res.Error)
@@ -73,7 +73,7 @@ func (s *Store) ClaimOnHost(ctx context.Context, host, instanceID string, want R
 			return nil
 		}
 		var svc Service
-		if err := tx.Where("host = ? AND binary = ?", host, ComputeBinary).First(&svc).Error; err != nil {
+		if err := tx.Where("host = ? AND binary_name = ?", host, ComputeBinary).First(&svc).Error; err != nil {
 			return NotFound(err, "claim: host "+host)
 		}
 		used, err := usedOn(tx, host)

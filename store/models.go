@@ -62,7 +62,7 @@ type Flavor struct {
 	ID          uint   `gorm:"primaryKey"`
 	FlavorID    string `gorm:"size:255;index"`
 	Name        string `gorm:"size:255;index"`
-	VCPUs       int
+	VCPUs       int    `gorm:"column:vcpus"`
 	MemoryMB    int
 	RootGB      int
 	EphemeralGB int
@@ -121,7 +121,7 @@ type Instance struct {
 	FlavorRowID      uint
 	FlavorID         string
 	FlavorName       string
-	VCPUs            int
+	VCPUs            int `gorm:"column:vcpus"`
 	MemoryMB         int
 	RootGB           int
 	ExtraSpecs       string // JSON object
@@ -196,7 +196,7 @@ type Service struct {
 	HostIP              string
 	HypervisorType      string
 	HypervisorVersion   int
-	VCPUs               int
+	VCPUs               int `gorm:"column:vcpus"`
 	MemoryMB            int
 	DiskGB              int
 	RunningVMs          int
@@ -218,7 +218,7 @@ type Claim struct {
 	ID          uint   `gorm:"primaryKey"`
 	InstanceID  string `gorm:"size:64;uniqueIndex:ux_claim_instance_host"`
 	Host        string `gorm:"size:255;uniqueIndex:ux_claim_instance_host;index"`
-	VCPUs       int
+	VCPUs       int    `gorm:"column:vcpus"`
 	MemoryMB    int
 	DiskGB      int
 	MigrationID *uint

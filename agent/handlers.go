@@ -1,0 +1,318 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/drivers"
+	"github.com/capsule-cloud/capsule/lifecycle"
+	"github.com/capsule-cloud/capsule/protocol"
+)
+
+// Event names recorded as instance-action events (Nova's names, which
+// clients and Tempest look for).
+const (
+	EventBuild     = "compute__do_build_and_run_instance"
+	EventStart     = "compute_start_instance"
+	EventStop      = "compute_stop_instance"
+	EventReboot    = "compute_reboot_instance"
+	EventPause     = "compute_pause_instance"
+	EventUnpause   = "compute_unpause_instance"
+	EventTerminate = "compute_terminate_instance"
+)
+
+// Labels the agent puts on every server it creates, on top of the ones the
+// driver sets itself.
+const (
+	LabelProject = "capsule.project"
+	LabelHost    = "capsule.host"
+	LabelName    = "capsule.name"
+)
+
+// ActionEvent returns the instance-action event name of action.
+func ActionEvent(action lifecycle.Action) string {
+	switch action {
+	case lifecycle.ActCreate:
+		return EventBuild
+	case lifecycle.ActStart:
+		return EventStart
+	case lifecycle.ActStop:
+		return EventStop
+	case lifecycle.ActReboot, lifecycle.ActRebootHard:
+		return EventReboot
+	case lifecycle.ActPause:
+		return EventPause
+	case lifecycle.ActUnpause:
+		return EventUnpause
+	case lifecycle.ActDelete:
+		return EventTerminate
+	}
+	return "compute_" + string(action) + "_instance"
+}
+
+// Handle serves one message of the compute queue. It is the bus handler
+// Run installs, exported so a caller with its own consumer can reuse it.
+// A malformed message is dropped (plain error); a report that could not
+// be published asks for a redelivery (bus.Retry), which is safe because
+// every operation is idempotent.
+func (a *Agent) Handle(ctx context.Context, m bus.Message) (any, error) {
+	switch m.Kind {
+	case protocol.KindBuildInstance:
+		var req protocol.BuildInstance
+		if err := m.Decode(&req); err != nil {
+			return nil, err
+		}
+		return nil, a.handleBuild(ctx, req, m.Redelivered)
+	case protocol.KindInstanceAction:
+		var req protocol.InstanceAction
+		if err := m.Decode(&req); err != nil {
+			return nil, err
+		}
+		return nil, a.handleAction(ctx, req)
+	case protocol.KindConsoleOutput:
+		var req protocol.ConsoleOutputRequest
+		if err := m.Decode(&req); err != nil {
+			return nil, err
+		}
+		return a.consoleOutput(ctx, req)
+	}
+	return nil, fmt.Errorf("agent: unknown message kind %q (id %s)", m.Kind, m.ID)
+}
+
+func (a *Agent) handleBuild(ctx context.Context, req protocol.BuildInstance, redelivered bool) error {
+	id := req.Spec.ID
+	if id == "" {
+		return fmt.Errorf("agent: build request %s without an instance id", req.RequestID)
+	}
+	log := a.log.With("instance", id, "request_id", req.RequestID, "attempt", req.Attempt)
+	unlock, err := a.locks.lock(ctx, id)
+	if err != nil {
+		return bus.Retry(err)
+	}
+	defer unlock()
+
+	rep := protocol.InstanceReport{
+		RequestID: req.RequestID, InstanceID: id, Host: a.cfg.Host,
+		Action: lifecycle.ActCreate, Attempt: req.Attempt, Event: EventBuild,
+		Started: a.now().UTC(),
+	}
+	log.Info("building instance", "image", req.Spec.ImageRef, "redelivered", redelivered)
+	power, err := a.build(ctx, req.Spec)
+	if err != nil {
+		log.Error("build failed", "err", err)
+		rep.Error = err.Error()
+		// A build refused because the instance was deleted must not
+		// destroy anything: there is nothing of ours left.
+		if !errors.Is(err, errDeleted) {
+			if derr := a.destroy(ctx, id); derr != nil {
+				log.Error("cleanup after failed build failed: the container may leak until reconcile", "err", derr)
+				rep.Error += "; cleanup failed: " + derr.Error()
+			}
+		}
+	} else {
+		rep.OK = true
+		log.Info("instance built", "power_state", power)
+	}
+	rep.PowerState = int(power)
+	rep.Finished = a.now().UTC()
+	return a.report(ctx, rep)
+}
+
+// errDeleted refuses a build whose instance was deleted meanwhile.
+var errDeleted = errors.New("instance was deleted on this host")
+
+// build creates and starts the server and returns its power state.
+func (a *Agent) build(ctx context.Context, s protocol.InstanceSpec) (drivers.PowerState, error) {
+	if a.deleted.has(s.ID, a.now()) {
+		return drivers.PowerNoState, fmt.Errorf("build %s: %w", s.ID, errDeleted)
+	}
+	ctx, cancel := context.WithTimeout(ctx, a.buildTimeout)
+	defer cancel()
+	spec := drivers.Spec{
+		ID: s.ID, Name: s.Name, Hostname: s.Hostname, Image: s.ImageRef,
+		VCPUs: s.VCPUs, MemoryMB: s.MemoryMB, DiskGB: s.DiskGB,
+		PidsLimit:  a.cfg.PidsLimit,
+		ExtraSpecs: s.ExtraSpecs, Metadata: s.Metadata,
+		Labels: map[string]string{
+			LabelProject: s.ProjectID,
+			LabelHost:    a.cfg.Host,
+			LabelName:    s.Name,
+		},
+	}
+	if spec.Hostname == "" {
+		spec.Hostname = s.Name
+	}
+	if err := a.drv.Create(ctx, spec); err != nil {
+		return drivers.PowerNoState, fmt.Errorf("create instance %s: %w", s.ID, err)
+	}
+	if err := a.drv.Start(ctx, s.ID); err != nil {
+		return drivers.PowerNoState, fmt.Errorf("start instance %s: %w", s.ID, err)
+	}
+	st, err := a.drv.Status(ctx, s.ID)
+	if err != nil {
+		return drivers.PowerNoState, fmt.Errorf("status of instance %s after start: %w", s.ID, err)
+	}
+	if st.Power != drivers.PowerRunning {
+		return st.Power, fmt.Errorf("instance %s is not running after start (power state %d, %s, exit code %d)",
+			s.ID, st.Power, st.Description, st.ExitCode)
+	}
+	return st.Power, nil
+}
+
+// destroy removes an instance; it keeps going when the caller's context
+// ended so a failed build never leaks its container.
+func (a *Agent) destroy(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.StopTimeout+time.Minute)
+	defer cancel()
+	if err := a.drv.Destroy(ctx, id); err != nil {
+		return fmt.Errorf("destroy instance %s: %w", id, err)
+	}
+	return nil
+}
+
+func (a *Agent) handleAction(ctx context.Context, req protocol.InstanceAction) error {
+	id := req.InstanceID
+	if id == "" {
+		return fmt.Errorf("agent: %s request %s without an instance id", req.Action, req.RequestID)
+	}
+	log := a.log.With("instance", id, "request_id", req.RequestID, "action", req.Action)
+	unlock, err := a.locks.lock(ctx, id)
+	if err != nil {
+		return bus.Retry(err)
+	}
+	defer unlock()
+
+	rep := protocol.InstanceReport{
+		RequestID: req.RequestID, InstanceID: id, Host: a.cfg.Host,
+		Action: req.Action, Event: ActionEvent(req.Action), Started: a.now().UTC(),
+	}
+	power, err := a.runAction(ctx, id, req.Action)
+	rep.PowerState = int(power)
+	if err != nil {
+		log.Error("action failed", "err", err, "power_state", power)
+		rep.Error = err.Error()
+	} else {
+		rep.OK = true
+		log.Info("action done", "power_state", power)
+	}
+	rep.Finished = a.now().UTC()
+	return a.report(ctx, rep)
+}
+
+// runAction runs one lifecycle action and returns the power state the
+// instance is in afterwards (also on failure, so the conductor can put
+// the instance back in the state it really is in).
+func (a *Agent) runAction(ctx context.Context, id string, action lifecycle.Action) (drivers.PowerState, error) {
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.StopTimeout+2*time.Minute)
+	defer cancel()
+
+	if action == lifecycle.ActDelete {
+		// Destroy of a missing instance succeeds: a delete is done when
+		// nothing is left, however it got there.
+		if err := a.drv.Destroy(ctx, id); err != nil {
+			return a.powerOf(ctx, id), fmt.Errorf("delete instance %s: %w", id, err)
+		}
+		a.deleted.add(id, a.now())
+		return drivers.PowerNoState, nil
+	}
+
+	var op func() error
+	caps := a.drv.Capabilities()
+	switch action {
+	case lifecycle.ActStart:
+		op = func() error { return a.drv.Start(ctx, id) }
+	case lifecycle.ActStop:
+		op = func() error { return a.drv.Stop(ctx, id, a.cfg.StopTimeout) }
+	case lifecycle.ActReboot, lifecycle.ActRebootHard:
+		hard := action == lifecycle.ActRebootHard
+		op = func() error { return a.drv.Reboot(ctx, id, hard) }
+	case lifecycle.ActPause, lifecycle.ActUnpause:
+		if !caps.Pause {
+			return a.powerOf(ctx, id), fmt.Errorf("%s instance %s: driver %s: %w", action, id, a.drv.Name(), drivers.ErrNotSupported)
+		}
+		if action == lifecycle.ActPause {
+			op = func() error { return a.drv.Pause(ctx, id) }
+		} else {
+			op = func() error { return a.drv.Unpause(ctx, id) }
+		}
+	default:
+		return a.powerOf(ctx, id), fmt.Errorf("agent: unknown action %q for instance %s", action, id)
+	}
+
+	if _, err := a.drv.Status(ctx, id); err != nil {
+		if errors.Is(err, drivers.ErrNotFound) {
+			return drivers.PowerNoState, fmt.Errorf("%s instance %s: no such instance on host %s (its container is missing): %w",
+				action, id, a.cfg.Host, err)
+		}
+		return drivers.PowerNoState, fmt.Errorf("%s instance %s: status: %w", action, id, err)
+	}
+	if err := op(); err != nil {
+		return a.powerOf(ctx, id), fmt.Errorf("%s instance %s: %w", action, id, err)
+	}
+	st, err := a.drv.Status(ctx, id)
+	if err != nil {
+		return drivers.PowerNoState, fmt.Errorf("status of instance %s after %s: %w", id, action, err)
+	}
+	return st.Power, nil
+}
+
+// powerOf returns id's power state, PowerNoState when it cannot be read.
+func (a *Agent) powerOf(ctx context.Context, id string) drivers.PowerState {
+	st, err := a.drv.Status(context.WithoutCancel(ctx), id)
+	if err != nil {
+		return drivers.PowerNoState
+	}
+	return st.Power
+}
+
+func (a *Agent) consoleOutput(ctx context.Context, req protocol.ConsoleOutputRequest) (protocol.ConsoleOutputReply, error) {
+	if !a.drv.Capabilities().ConsoleOutput {
+		return protocol.ConsoleOutputReply{}, fmt.Errorf("console output of instance %s: driver %s: %w",
+			req.InstanceID, a.drv.Name(), drivers.ErrNotSupported)
+	}
+	// No instance lock: reading the log must not wait behind a build's
+	// image pull, and the driver reads it atomically.
+	ctx, cancel := context.WithTimeout(ctx, a.callTimeout)
+	defer cancel()
+	out, err := a.drv.ConsoleOutput(ctx, req.InstanceID, req.Lines)
+	if err != nil {
+		return protocol.ConsoleOutputReply{}, fmt.Errorf("console output of instance %s on host %s: %w",
+			req.InstanceID, a.cfg.Host, err)
+	}
+	return protocol.ConsoleOutputReply{Output: out}, nil
+}
+
+// report publishes an instance report to the conductor, retrying a few
+// times in place (a redelivery would re-run the operation, e.g. reboot
+// twice) before asking the bus to redeliver.
+func (a *Agent) report(ctx context.Context, rep protocol.InstanceReport) error {
+	return a.publish(ctx, protocol.KindInstanceReport, rep)
+}
+
+func (a *Agent) publish(ctx context.Context, kind string, body any) error {
+	m, err := bus.NewMessage(kind, body)
+	if err != nil {
+		return err // cannot happen with our bodies; retrying would not help
+	}
+	delay := 200 * time.Millisecond
+	for try := 1; ; try++ {
+		pctx, cancel := context.WithTimeout(ctx, a.callTimeout)
+		err = a.bus.Publish(pctx, bus.ConductorQueue, m)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if try == 3 || ctx.Err() != nil {
+			return bus.Retry(fmt.Errorf("agent: publish %s to %s: %w", kind, bus.ConductorQueue, err))
+		}
+		a.log.Warn("publish failed; retrying", "kind", kind, "err", err)
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+		}
+		delay *= 2
+	}
+}

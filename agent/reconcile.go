@@ -1,0 +1,127 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/drivers"
+	"github.com/capsule-cloud/capsule/lifecycle"
+	"github.com/capsule-cloud/capsule/protocol"
+)
+
+// Reconcile compares what the conductor places on this host with what the
+// driver runs and sends the conductor one PowerSync: the observed power
+// state of every expected instance (PowerNoState when its container is
+// missing, e.g. removed behind our back) and the orphans, managed
+// containers the cloud does not place here. Instances with an operation
+// in flight on this agent are left out of States: their state is a
+// transition and the operation's own report follows.
+//
+// Orphans are only reported and logged: destroying them is an operator's
+// decision (they may be a failed migration's source or a database
+// restored from an old backup). The exception is an expected instance
+// whose delete is in progress (task_state deleting): its delete request
+// may have been lost, so its container is destroyed and a delete report
+// sent, which lets the conductor finish the delete.
+func (a *Agent) Reconcile(ctx context.Context) error {
+	expected, err := a.instancesOnHost(ctx)
+	if err != nil {
+		return err
+	}
+	observed, err := a.drv.List(ctx)
+	if err != nil {
+		return fmt.Errorf("agent: reconcile: list instances: %w", err)
+	}
+
+	byID := make(map[string]drivers.Status, len(observed))
+	for _, st := range observed {
+		byID[st.ID] = st
+	}
+	ps := protocol.PowerSync{Host: a.cfg.Host, States: map[string]int{}, Orphans: []string{}}
+	placed := make(map[string]bool, len(expected))
+	for _, e := range expected {
+		id := e.Spec.ID
+		placed[id] = true
+		if a.locks.busy(id) {
+			// An operation on it runs here right now: what the driver
+			// shows is a transition, and that operation reports itself.
+			continue
+		}
+		if e.TaskState == lifecycle.Deleting || e.VMState == lifecycle.Deleted {
+			if err := a.finishDelete(ctx, id); err != nil {
+				a.log.Error("reconcile: could not destroy an instance being deleted", "instance", id, "err", err)
+				ps.States[id] = int(byID[id].Power)
+				continue
+			}
+			ps.States[id] = int(drivers.PowerNoState)
+			continue
+		}
+		st, ok := byID[id]
+		if !ok {
+			if e.VMState != lifecycle.Building {
+				a.log.Warn("reconcile: instance placed here has no container", "instance", id, "vm_state", e.VMState, "task_state", e.TaskState)
+			}
+			ps.States[id] = int(drivers.PowerNoState)
+			continue
+		}
+		ps.States[id] = int(st.Power)
+	}
+	for _, st := range observed {
+		if !placed[st.ID] {
+			ps.Orphans = append(ps.Orphans, st.ID)
+			a.log.Warn("reconcile: orphan instance: managed here but not placed here by the cloud; left alone for an operator",
+				"instance", st.ID, "backend_id", st.BackendID, "power_state", st.Power, "state", st.Description)
+		}
+	}
+	slices.Sort(ps.Orphans)
+
+	if err := a.publish(ctx, protocol.KindPowerSync, ps); err != nil {
+		return fmt.Errorf("agent: reconcile: %w", err)
+	}
+	a.log.Debug("reconciled", "expected", len(expected), "observed", len(observed), "orphans", len(ps.Orphans))
+	return nil
+}
+
+// instancesOnHost asks the conductor which instances it places here.
+func (a *Agent) instancesOnHost(ctx context.Context) ([]protocol.ExpectedInstance, error) {
+	m, err := bus.NewMessage(protocol.KindInstancesOnHost, protocol.InstancesOnHostRequest{Host: a.cfg.Host})
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, a.callTimeout)
+	defer cancel()
+	var reply protocol.InstancesOnHostReply
+	if err := a.bus.Call(cctx, bus.ConductorQueue, m, &reply); err != nil {
+		return nil, fmt.Errorf("agent: reconcile: ask the conductor for the instances on %s: %w", a.cfg.Host, err)
+	}
+	return reply.Instances, nil
+}
+
+// finishDelete destroys an instance whose delete is in progress and
+// reports the delete done. It takes the instance lock so it cannot
+// interleave with the delete request itself, should that still arrive.
+func (a *Agent) finishDelete(ctx context.Context, id string) error {
+	unlock, err := a.locks.lock(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	rep := protocol.InstanceReport{
+		InstanceID: id, Host: a.cfg.Host, Action: lifecycle.ActDelete,
+		Event: EventTerminate, Started: a.now().UTC(),
+	}
+	if err := a.destroy(ctx, id); err != nil {
+		return err
+	}
+	a.deleted.add(id, a.now())
+	a.log.Info("reconcile: destroyed an instance being deleted", "instance", id)
+	rep.OK = true
+	rep.Finished = a.now().UTC()
+	if err := a.report(ctx, rep); err != nil {
+		// The instance stays in deleting, so the next reconcile reports again.
+		a.log.Warn("reconcile: could not report a finished delete", "instance", id, "err", err)
+	}
+	return nil
+}

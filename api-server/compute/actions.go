@@ -1,0 +1,396 @@
+package compute
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/capsule-cloud/capsule/api-server/auth"
+	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/lifecycle"
+	"github.com/capsule-cloud/capsule/protocol"
+	"github.com/capsule-cloud/capsule/store"
+)
+
+// notYet are Nova actions Capsule knows but does not offer yet; they get a
+// clear error instead of "no such action".
+var notYet = map[string]string{
+	"resize": "resize", "confirmResize": "resize", "revertResize": "resize", "migrate": "cold migration",
+	"os-migrateLive": "live migration", "createImage": "snapshots", "createBackup": "backups",
+	"rebuild": "rebuild", "suspend": "suspend", "resume": "resume", "shelve": "shelve", "unshelve": "shelve",
+	"shelveOffload": "shelve", "rescue": "rescue", "unrescue": "rescue", "changePassword": "password change",
+	"addSecurityGroup": "security groups", "removeSecurityGroup": "security groups",
+	"os-getVNCConsole": "VNC consoles", "trigger_crash_dump": "crash dumps", "forceDelete": "soft delete",
+	"restore": "soft delete", "lock": "", "unlock": "", "os-resetState": "",
+}
+
+func (s *Service) serverAction(w http.ResponseWriter, r *http.Request) {
+	var body map[string]json.RawMessage
+	if !decodeBody(w, r, &body) {
+		return
+	}
+	if len(body) != 1 {
+		writeError(w, http.StatusBadRequest, "Malformed request body: exactly one action is expected")
+		return
+	}
+	inst, ok := s.loadServer(w, r)
+	if !ok {
+		return
+	}
+	var name string
+	var arg json.RawMessage
+	for k, v := range body {
+		name, arg = k, v
+	}
+	creds := auth.FromContext(r.Context())
+	if inst.Locked && !creds.IsAdmin() && name != "unlock" && name != "os-getConsoleOutput" {
+		writeError(w, http.StatusConflict, fmt.Sprintf("Instance %s is locked", inst.ID))
+		return
+	}
+	switch name {
+	case "os-start":
+		s.simpleAction(w, r, inst, lifecycle.ActStart, "start")
+	case "os-stop":
+		s.simpleAction(w, r, inst, lifecycle.ActStop, "stop")
+	case "pause":
+		s.simpleAction(w, r, inst, lifecycle.ActPause, "pause")
+	case "unpause":
+		s.simpleAction(w, r, inst, lifecycle.ActUnpause, "unpause")
+	case "reboot":
+		var rb struct {
+			Type string `json:"type"`
+		}
+		if err := json.Unmarshal(arg, &rb); err != nil || (!strings.EqualFold(rb.Type, "SOFT") && !strings.EqualFold(rb.Type, "HARD")) {
+			writeError(w, http.StatusBadRequest, "Invalid input for field/attribute type. Value must be SOFT or HARD.")
+			return
+		}
+		act := lifecycle.ActReboot
+		if strings.EqualFold(rb.Type, "HARD") {
+			act = lifecycle.ActRebootHard
+		}
+		s.simpleAction(w, r, inst, act, "reboot")
+	case "lock", "unlock":
+		s.lockAction(w, r, inst, name == "lock")
+	case "os-resetState":
+		s.resetState(w, r, inst, arg)
+	case "os-getConsoleOutput":
+		s.consoleOutput(w, r, inst, arg)
+	default:
+		if feature, known := notYet[name]; known {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("Action '%s' (%s) is not supported by this Capsule release yet.", name, feature))
+			return
+		}
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("There is no such action: %s", name))
+	}
+}
+
+func (s *Service) simpleAction(w http.ResponseWriter, r *http.Request, inst *store.Instance, act lifecycle.Action, apiName string) {
+	if err := s.startAction(w, r, inst, act, apiName); err != nil {
+		return
+	}
+	noContent(w, http.StatusAccepted)
+}
+
+func (s *Service) lockAction(w http.ResponseWriter, r *http.Request, inst *store.Instance, lock bool) {
+	creds := auth.FromContext(r.Context())
+	act := "unlock"
+	if lock {
+		act = "lock"
+	}
+	if err := s.st.StartAction(r.Context(), inst.ID, act, requestID(w), creds.UserID, creds.ProjectID); err != nil {
+		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+		return
+	}
+	if err := s.st.WithContext(r.Context()).Model(&store.Instance{}).Where("id = ?", inst.ID).Update("locked", lock).Error; err != nil {
+		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+		return
+	}
+	noContent(w, http.StatusAccepted)
+}
+
+// resetState is the admin's way out of a stuck state; synchronous, as
+// Tempest reads the status right after.
+func (s *Service) resetState(w http.ResponseWriter, r *http.Request, inst *store.Instance, arg json.RawMessage) {
+	if !auth.FromContext(r.Context()).IsAdmin() {
+		writeError(w, http.StatusForbidden, "Policy doesn't allow os_compute_api:os-admin-actions:reset_state to be performed.")
+		return
+	}
+	var rs struct {
+		State string `json:"state"`
+	}
+	if err := json.Unmarshal(arg, &rs); err != nil || (rs.State != "error" && rs.State != "active") {
+		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute state. Value must be 'error' or 'active'.")
+		return
+	}
+	err := s.st.WithContext(r.Context()).Model(&store.Instance{}).Where("id = ?", inst.ID).
+		Updates(map[string]any{"vm_state": rs.State, "task_state": "", "updated_at": s.opts.Now()}).Error
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+		return
+	}
+	noContent(w, http.StatusAccepted)
+}
+
+var consoleCtl = regexp.MustCompile("[\x00-\x08\x0B-\x1F]")
+
+func (s *Service) consoleOutput(w http.ResponseWriter, r *http.Request, inst *store.Instance, arg json.RawMessage) {
+	lines := -1
+	var opt struct {
+		Length any `json:"length"`
+	}
+	if len(arg) > 0 && string(arg) != "null" {
+		if err := json.Unmarshal(arg, &opt); err != nil {
+			writeError(w, http.StatusBadRequest, "Invalid input for field/attribute os-getConsoleOutput.")
+			return
+		}
+	}
+	switch l := opt.Length.(type) {
+	case nil:
+	case float64:
+		lines = int(l)
+	case string:
+		n, err := strconv.Atoi(l)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "Invalid input for field/attribute length. Value: "+l+" is not an integer.")
+			return
+		}
+		lines = n
+	default:
+		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute length.")
+		return
+	}
+	if lines < -1 {
+		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute length. Value must be >= -1.")
+		return
+	}
+	if inst.Host == "" || lifecycle.VMState(inst.VMState) == lifecycle.Building {
+		writeError(w, http.StatusConflict, fmt.Sprintf("Instance %s is not ready yet.", inst.ID))
+		return
+	}
+	if lines == 0 {
+		writeJSON(w, http.StatusOK, map[string]any{"output": ""})
+		return
+	}
+	msg, err := bus.NewMessage(protocol.KindConsoleOutput, protocol.ConsoleOutputRequest{InstanceID: inst.ID, Lines: lines})
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.opts.CallTimeout)
+	defer cancel()
+	var reply protocol.ConsoleOutputReply
+	if err := s.bus.Call(ctx, bus.ComputeQueue(inst.Host), msg, &reply); err != nil {
+		var remote *bus.RemoteError
+		if errors.As(err, &remote) {
+			writeError(w, http.StatusNotFound, "Guest does not have a console available: "+remote.Message)
+			return
+		}
+		s.log.Warn("console output call", "instance", inst.ID, "host", inst.Host, "error", err)
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("The compute host %s did not answer in time.", inst.Host))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"output": consoleCtl.ReplaceAllString(reply.Output, "")})
+}
+
+// Instance actions.
+
+func (s *Service) actionView(r *http.Request, a *store.InstanceAction, withEvents bool) map[string]any {
+	v := versionOf(r.Context())
+	out := map[string]any{"action": a.Action, "instance_uuid": a.InstanceID, "request_id": a.RequestID,
+		"user_id": a.UserID, "project_id": a.ProjectID, "start_time": a.StartTime.UTC().Format(actionFmt), "message": a.Message}
+	if v.AtLeast(58) {
+		out["updated_at"] = a.UpdatedAt.UTC().Format(actionFmt)
+	}
+	if withEvents {
+		creds := auth.FromContext(r.Context())
+		evs := []map[string]any{}
+		for _, e := range a.Events {
+			ev := map[string]any{"event": e.Event, "start_time": e.StartTime.UTC().Format(actionFmt),
+				"finish_time": nil, "result": nil}
+			if e.FinishTime != nil {
+				ev["finish_time"] = e.FinishTime.UTC().Format(actionFmt)
+			}
+			if e.Result != "" {
+				ev["result"] = e.Result
+			}
+			if creds.IsAdmin() {
+				var tb any
+				if e.Traceback != "" {
+					tb = e.Traceback
+				}
+				ev["traceback"] = tb
+			}
+			evs = append(evs, ev)
+		}
+		out["events"] = evs
+	}
+	return out
+}
+
+func (s *Service) listInstanceActions(w http.ResponseWriter, r *http.Request) {
+	inst, ok := s.loadServerAny(w, r, versionOf(r.Context()).AtLeast(21))
+	if !ok {
+		return
+	}
+	var acts []store.InstanceAction
+	if err := s.st.WithContext(r.Context()).Where("instance_id = ?", inst.ID).Order("start_time DESC").Order("id DESC").Find(&acts).Error; err != nil {
+		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+		return
+	}
+	items := make([]any, 0, len(acts))
+	for i := range acts {
+		items = append(items, s.actionView(r, &acts[i], false))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"instanceActions": items})
+}
+
+func (s *Service) showInstanceAction(w http.ResponseWriter, r *http.Request) {
+	inst, ok := s.loadServerAny(w, r, versionOf(r.Context()).AtLeast(21))
+	if !ok {
+		return
+	}
+	var a store.InstanceAction
+	err := s.st.WithContext(r.Context()).Preload("Events").Where("instance_id = ? AND request_id = ?", inst.ID, r.PathValue("req")).First(&a).Error
+	if err != nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("Action for request_id %s on instance %s not found", r.PathValue("req"), inst.ID))
+		return
+	}
+	creds := auth.FromContext(r.Context())
+	withEvents := creds.IsAdmin() || versionOf(r.Context()).AtLeast(51)
+	writeJSON(w, http.StatusOK, map[string]any{"instanceAction": s.actionView(r, &a, withEvents)})
+}
+
+// Metadata.
+
+func (s *Service) getMetadata(w http.ResponseWriter, r *http.Request) {
+	inst, ok := s.loadServer(w, r)
+	if !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"metadata": jsonMap(inst.Metadata)})
+}
+
+func (s *Service) saveMetadata(w http.ResponseWriter, r *http.Request, inst *store.Instance, m map[string]string) bool {
+	if len(m) > 128 {
+		writeError(w, http.StatusForbidden, "Quota exceeded for metadata items: at most 128 allowed.")
+		return false
+	}
+	b, _ := json.Marshal(m)
+	err := s.st.WithContext(r.Context()).Model(&store.Instance{}).Where("id = ?", inst.ID).
+		Updates(map[string]any{"metadata": string(b), "updated_at": s.opts.Now()}).Error
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+		return false
+	}
+	return true
+}
+
+func decodeStringMap(w http.ResponseWriter, raw map[string]any, field string) (map[string]string, bool) {
+	out := map[string]string{}
+	for k, v := range raw {
+		str, ok := v.(string)
+		if !ok || k == "" || len(k) > 255 || len(str) > 255 {
+			writeError(w, http.StatusBadRequest, "Invalid input for field/attribute "+field+". Keys and values must be strings of 1-255 characters.")
+			return nil, false
+		}
+		out[k] = str
+	}
+	return out, true
+}
+
+func (s *Service) setMetadata(replace bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		inst, ok := s.loadServer(w, r)
+		if !ok {
+			return
+		}
+		var req struct {
+			Metadata map[string]any `json:"metadata"`
+		}
+		if !decodeBody(w, r, &req) {
+			return
+		}
+		if req.Metadata == nil {
+			writeError(w, http.StatusBadRequest, "Invalid input for field/attribute metadata. Value: 'metadata' is a required property")
+			return
+		}
+		in, ok := decodeStringMap(w, req.Metadata, "metadata")
+		if !ok {
+			return
+		}
+		m := jsonMap(inst.Metadata)
+		if replace {
+			m = in
+		} else {
+			for k, v := range in {
+				m[k] = v
+			}
+		}
+		if s.saveMetadata(w, r, inst, m) {
+			writeJSON(w, http.StatusOK, map[string]any{"metadata": m})
+		}
+	}
+}
+
+func (s *Service) getMetadataItem(w http.ResponseWriter, r *http.Request) {
+	inst, ok := s.loadServer(w, r)
+	if !ok {
+		return
+	}
+	key := r.PathValue("key")
+	v, found := jsonMap(inst.Metadata)[key]
+	if !found {
+		writeError(w, http.StatusNotFound, "Metadata item was not found")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"meta": map[string]string{key: v}})
+}
+
+func (s *Service) putMetadataItem(w http.ResponseWriter, r *http.Request) {
+	inst, ok := s.loadServer(w, r)
+	if !ok {
+		return
+	}
+	var req struct {
+		Meta map[string]any `json:"meta"`
+	}
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	key := r.PathValue("key")
+	in, ok := decodeStringMap(w, req.Meta, "meta")
+	if !ok {
+		return
+	}
+	if _, found := in[key]; !found || len(in) != 1 {
+		writeError(w, http.StatusBadRequest, "Request body and URI mismatch")
+		return
+	}
+	m := jsonMap(inst.Metadata)
+	m[key] = in[key]
+	if s.saveMetadata(w, r, inst, m) {
+		writeJSON(w, http.StatusOK, map[string]any{"meta": in})
+	}
+}
+
+func (s *Service) deleteMetadataItem(w http.ResponseWriter, r *http.Request) {
+	inst, ok := s.loadServer(w, r)
+	if !ok {
+		return
+	}
+	m := jsonMap(inst.Metadata)
+	key := r.PathValue("key")
+	if _, found := m[key]; !found {
+		writeError(w, http.StatusNotFound, "Metadata item was not found")
+		return
+	}
+	delete(m, key)
+	if s.saveMetadata(w, r, inst, m) {
+		noContent(w, http.StatusNoContent)
+	}
+}

@@ -1,0 +1,353 @@
+package compute
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/capsule-cloud/capsule/api-server/auth"
+	"github.com/capsule-cloud/capsule/store"
+)
+
+func (s *Service) computeServices(r *http.Request) ([]store.Service, error) {
+	var svcs []store.Service
+	err := s.st.WithContext(r.Context()).Where("binary_name = ?", store.ComputeBinary).Order("id").Find(&svcs).Error
+	return svcs, err
+}
+
+func (s *Service) serviceView(r *http.Request, svc *store.Service) map[string]any {
+	v := versionOf(r.Context())
+	state, status := "down", "enabled"
+	if s.serviceUp(svc) {
+		state = "up"
+	}
+	if svc.Disabled {
+		status = "disabled"
+	}
+	var updated any
+	if svc.LastHeartbeat != nil {
+		updated = svc.LastHeartbeat.UTC().Format(serviceFmt)
+	}
+	out := map[string]any{"binary": svc.Binary, "host": svc.Host, "zone": svc.Zone, "status": status, "state": state,
+		"updated_at": updated, "disabled_reason": svc.DisabledReason}
+	if v.AtLeast(53) {
+		out["id"] = svc.UUID
+	} else {
+		out["id"] = svc.ID
+	}
+	if v.AtLeast(11) {
+		out["forced_down"] = svc.ForcedDown
+	}
+	return out
+}
+
+func (s *Service) listServices(w http.ResponseWriter, r *http.Request) {
+	var svcs []store.Service
+	db := s.st.WithContext(r.Context()).Order("id")
+	if b := r.URL.Query().Get("binary"); b != "" {
+		db = db.Where("binary_name = ?", b)
+	}
+	if h := r.URL.Query().Get("host"); h != "" {
+		db = db.Where("host = ?", h)
+	}
+	if err := db.Find(&svcs).Error; err != nil {
+		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+		return
+	}
+	items := make([]any, 0, len(svcs))
+	for i := range svcs {
+		items = append(items, s.serviceView(r, &svcs[i]))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"services": items})
+}
+
+// updateService handles PUT /os-services/{enable|disable|disable-log-reason|force-down}
+// below 2.53 and PUT /os-services/{uuid} from 2.53.
+func (s *Service) updateService(w http.ResponseWriter, r *http.Request) {
+	v := versionOf(r.Context())
+	action := r.PathValue("action")
+	var body map[string]any
+	if !decodeBody(w, r, &body) {
+		return
+	}
+	db := s.st.WithContext(r.Context())
+	var svc store.Service
+	if v.AtLeast(53) {
+		if err := db.Where("uuid = ?", action).First(&svc).Error; err != nil {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("Service %s not found.", action))
+			return
+		}
+		upd := map[string]any{}
+		if st, ok := body["status"].(string); ok {
+			if st != "enabled" && st != "disabled" {
+				writeError(w, http.StatusBadRequest, "Invalid input for field/attribute status.")
+				return
+			}
+			upd["disabled"] = st == "disabled"
+			if st == "enabled" {
+				upd["disabled_reason"] = nil
+			}
+		}
+		if reason, ok := body["disabled_reason"].(string); ok {
+			upd["disabled_reason"] = reason
+		}
+		if fd, ok := body["forced_down"].(bool); ok {
+			upd["forced_down"] = fd
+		}
+		if len(upd) == 0 {
+			writeError(w, http.StatusBadRequest, "No updates were requested.")
+			return
+		}
+		db.Model(&store.Service{}).Where("id = ?", svc.ID).Updates(upd)
+		db.First(&svc, svc.ID)
+		writeJSON(w, http.StatusOK, map[string]any{"service": s.serviceView(r, &svc)})
+		return
+	}
+	host, _ := body["host"].(string)
+	binary, _ := body["binary"].(string)
+	if host == "" || binary == "" {
+		writeError(w, http.StatusBadRequest, "Invalid input: 'host' and 'binary' are required.")
+		return
+	}
+	if err := db.Where("host = ? AND binary_name = ?", host, binary).First(&svc).Error; err != nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("Host '%s' is not mapped to any cell", host))
+		return
+	}
+	out := map[string]any{"host": host, "binary": binary}
+	switch action {
+	case "enable":
+		db.Model(&store.Service{}).Where("id = ?", svc.ID).Updates(map[string]any{"disabled": false, "disabled_reason": nil})
+		out["status"] = "enabled"
+	case "disable":
+		db.Model(&store.Service{}).Where("id = ?", svc.ID).Update("disabled", true)
+		out["status"] = "disabled"
+	case "disable-log-reason":
+		reason, _ := body["disabled_reason"].(string)
+		db.Model(&store.Service{}).Where("id = ?", svc.ID).Updates(map[string]any{"disabled": true, "disabled_reason": reason})
+		out["status"], out["disabled_reason"] = "disabled", reason
+	case "force-down":
+		if !v.AtLeast(11) {
+			writeError(w, http.StatusNotFound, "The resource could not be found.")
+			return
+		}
+		fd, ok := body["forced_down"].(bool)
+		if !ok {
+			writeError(w, http.StatusBadRequest, "Invalid input for field/attribute forced_down.")
+			return
+		}
+		db.Model(&store.Service{}).Where("id = ?", svc.ID).Update("forced_down", fd)
+		out["forced_down"] = fd
+	default:
+		writeError(w, http.StatusNotFound, "Unknown action")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"service": out})
+}
+
+// Hypervisors: one per compute host.
+
+func (s *Service) hypervisorView(r *http.Request, svc *store.Service, usage store.Resources, detail bool) map[string]any {
+	v := versionOf(r.Context())
+	state, status := "down", "enabled"
+	if s.serviceUp(svc) {
+		state = "up"
+	}
+	if svc.Disabled {
+		status = "disabled"
+	}
+	out := map[string]any{"hypervisor_hostname": svc.Host, "state": state, "status": status}
+	if v.AtLeast(53) {
+		out["id"] = svc.UUID
+	} else {
+		out["id"] = svc.ID
+	}
+	if !detail {
+		return out
+	}
+	var cpuInfo any = svc.CPUInfo
+	if svc.CPUInfo == "" {
+		cpuInfo = "{}"
+	}
+	if v.AtLeast(28) {
+		var m map[string]any
+		_ = json.Unmarshal([]byte(cpuInfo.(string)), &m)
+		cpuInfo = m
+	}
+	hostIP := svc.HostIP
+	if hostIP == "" {
+		hostIP = "127.0.0.1"
+	}
+	svcID := any(svc.ID)
+	if v.AtLeast(53) {
+		svcID = svc.UUID
+	}
+	hvType := svc.HypervisorType
+	if hvType == "" {
+		hvType = "docker"
+	}
+	out["hypervisor_type"] = hvType
+	out["hypervisor_version"] = svc.HypervisorVersion
+	out["host_ip"] = hostIP
+	out["cpu_info"] = cpuInfo
+	out["vcpus"] = svc.VCPUs
+	out["vcpus_used"] = usage.VCPUs
+	out["memory_mb"] = svc.MemoryMB
+	out["memory_mb_used"] = usage.MemoryMB + svc.ReservedMemoryMB
+	out["local_gb"] = svc.DiskGB
+	out["local_gb_used"] = usage.DiskGB
+	out["free_ram_mb"] = svc.MemoryMB - svc.ReservedMemoryMB - usage.MemoryMB
+	out["free_disk_gb"] = svc.DiskGB - usage.DiskGB
+	out["disk_available_least"] = svc.DiskGB - usage.DiskGB
+	out["current_workload"] = 0
+	out["running_vms"] = svc.RunningVMs
+	out["service"] = map[string]any{"id": svcID, "host": svc.Host, "disabled_reason": svc.DisabledReason}
+	return out
+}
+
+func (s *Service) listHypervisors(detail bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		svcs, err := s.computeServices(r)
+		usage, err2 := s.st.Usage(r.Context())
+		if err != nil || err2 != nil {
+			writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+			return
+		}
+		pattern := r.URL.Query().Get("hypervisor_hostname_pattern")
+		items := []any{}
+		for i := range svcs {
+			if pattern != "" && !strings.Contains(svcs[i].Host, pattern) {
+				continue
+			}
+			items = append(items, s.hypervisorView(r, &svcs[i], usage[svcs[i].Host], detail))
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"hypervisors": items})
+	}
+}
+
+func (s *Service) findHypervisor(w http.ResponseWriter, r *http.Request) (*store.Service, bool) {
+	id := r.PathValue("id")
+	var svc store.Service
+	db := s.st.WithContext(r.Context()).Where("binary_name = ?", store.ComputeBinary)
+	if n, err := strconv.Atoi(id); err == nil && !versionOf(r.Context()).AtLeast(53) {
+		db = db.Where("id = ?", n)
+	} else {
+		db = db.Where("uuid = ?", id)
+	}
+	if err := db.First(&svc).Error; err != nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("Hypervisor with ID %s could not be found.", id))
+		return nil, false
+	}
+	return &svc, true
+}
+
+func (s *Service) showHypervisor(w http.ResponseWriter, r *http.Request) {
+	svc, ok := s.findHypervisor(w, r)
+	if !ok {
+		return
+	}
+	usage, _ := s.st.Usage(r.Context())
+	writeJSON(w, http.StatusOK, map[string]any{"hypervisor": s.hypervisorView(r, svc, usage[svc.Host], true)})
+}
+
+func (s *Service) hypervisorUptime(w http.ResponseWriter, r *http.Request) {
+	svc, ok := s.findHypervisor(w, r)
+	if !ok {
+		return
+	}
+	out := s.hypervisorView(r, svc, store.Resources{}, false)
+	out["uptime"] = " 00:00:00 up 0 min,  0 users,  load average: 0.00, 0.00, 0.00"
+	writeJSON(w, http.StatusOK, map[string]any{"hypervisor": out})
+}
+
+func (s *Service) hypervisorStatistics(w http.ResponseWriter, r *http.Request) {
+	svcs, err := s.computeServices(r)
+	usage, err2 := s.st.Usage(r.Context())
+	if err != nil || err2 != nil {
+		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+		return
+	}
+	st := map[string]int{"count": 0, "current_workload": 0, "disk_available_least": 0, "free_disk_gb": 0, "free_ram_mb": 0,
+		"local_gb": 0, "local_gb_used": 0, "memory_mb": 0, "memory_mb_used": 0, "running_vms": 0, "vcpus": 0, "vcpus_used": 0}
+	for i := range svcs {
+		h := s.hypervisorView(r, &svcs[i], usage[svcs[i].Host], true)
+		st["count"]++
+		for _, k := range []string{"disk_available_least", "free_disk_gb", "free_ram_mb", "local_gb", "local_gb_used",
+			"memory_mb", "memory_mb_used", "running_vms", "vcpus", "vcpus_used"} {
+			st[k] += h[k].(int)
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"hypervisor_statistics": st})
+}
+
+func (s *Service) limits(w http.ResponseWriter, r *http.Request) {
+	v := versionOf(r.Context())
+	creds := auth.FromContext(r.Context())
+	project := creds.ProjectID
+	if t := r.URL.Query().Get("tenant_id"); t != "" && creds.IsAdmin() {
+		project = t
+	}
+	var u struct{ N, C, R int }
+	s.st.WithContext(r.Context()).Model(&store.Instance{}).Where("project_id = ? AND deleted_at IS NULL", project).
+		Select("COUNT(*) AS n, COALESCE(SUM(vcpus),0) AS c, COALESCE(SUM(memory_mb),0) AS r").Scan(&u)
+	q := s.opts.DefaultQuota
+	abs := map[string]int{"maxServerMeta": 128, "maxTotalInstances": q.Instances, "maxTotalCores": q.Cores,
+		"maxTotalRAMSize": q.RAM, "maxTotalKeypairs": 100, "maxServerGroups": 10, "maxServerGroupMembers": 10,
+		"totalInstancesUsed": u.N, "totalCoresUsed": u.C, "totalRAMUsed": u.R, "totalServerGroupsUsed": 0}
+	if !v.AtLeast(36) {
+		for k, n := range map[string]int{"maxSecurityGroups": 10, "maxSecurityGroupRules": 20, "maxTotalFloatingIps": 10,
+			"totalSecurityGroupsUsed": 0, "totalFloatingIpsUsed": 0} {
+			abs[k] = n
+		}
+	}
+	if !v.AtLeast(39) {
+		abs["maxImageMeta"] = 128
+	}
+	if !v.AtLeast(57) {
+		abs["maxPersonality"] = 5
+		abs["maxPersonalitySize"] = 10240
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"limits": map[string]any{"rate": []any{}, "absolute": abs}})
+}
+
+func (s *Service) availabilityZones(detail bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		svcs, err := s.computeServices(r)
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+			return
+		}
+		zones := map[string]map[string]any{}
+		var order []string
+		for i := range svcs {
+			z := svcs[i].Zone
+			if z == "" {
+				z = "nova"
+			}
+			if _, ok := zones[z]; !ok {
+				zones[z] = map[string]any{}
+				order = append(order, z)
+			}
+			var updated any
+			if svcs[i].LastHeartbeat != nil {
+				updated = svcs[i].LastHeartbeat.UTC().Format(serviceFmt)
+			}
+			zones[z][svcs[i].Host] = map[string]any{"nova-compute": map[string]any{
+				"available": s.serviceUp(&svcs[i]) && !svcs[i].Disabled, "active": !svcs[i].Disabled, "updated_at": updated}}
+		}
+		if len(order) == 0 {
+			order = []string{"nova"}
+			zones["nova"] = map[string]any{}
+		}
+		items := []any{}
+		for _, z := range order {
+			item := map[string]any{"zoneName": z, "zoneState": map[string]bool{"available": true}, "hosts": nil}
+			if detail {
+				item["hosts"] = zones[z]
+			}
+			items = append(items, item)
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"availabilityZoneInfo": items})
+	}
+}

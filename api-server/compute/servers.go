@@ -1,0 +1,741 @@
+package compute
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+
+	"github.com/capsule-cloud/capsule/api-server/auth"
+	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/conductor"
+	"github.com/capsule-cloud/capsule/lifecycle"
+	"github.com/capsule-cloud/capsule/protocol"
+	"github.com/capsule-cloud/capsule/store"
+)
+
+func newUUID() string { return uuid.NewString() }
+
+// requestID is the id the request-id middleware (or withVersion) put on
+// the response; instance actions are recorded under it.
+func requestID(w http.ResponseWriter) string { return w.Header().Get("x-compute-request-id") }
+
+// lastSegment accepts an id or a full href (flavorRef/imageRef may be
+// either).
+func lastSegment(ref string) string {
+	ref = strings.TrimRight(ref, "/")
+	if i := strings.LastIndex(ref, "/"); i >= 0 {
+		return ref[i+1:]
+	}
+	return ref
+}
+
+type createRequest struct {
+	Server struct {
+		Name             *string           `json:"name"`
+		ImageRef         *string           `json:"imageRef"`
+		FlavorRef        any               `json:"flavorRef"`
+		Networks         json.RawMessage   `json:"networks"`
+		Metadata         map[string]any    `json:"metadata"`
+		AdminPass        *string           `json:"adminPass"`
+		KeyName          *string           `json:"key_name"`
+		AvailabilityZone *string           `json:"availability_zone"`
+		UserData         *string           `json:"user_data"`
+		MinCount         any               `json:"min_count"`
+		MaxCount         any               `json:"max_count"`
+		AccessIPv4       string            `json:"accessIPv4"`
+		AccessIPv6       string            `json:"accessIPv6"`
+		Description      *string           `json:"description"`
+		DiskConfig       string            `json:"OS-DCF:diskConfig"`
+		SecurityGroups   []map[string]any  `json:"security_groups"`
+		ReturnResID      bool              `json:"return_reservation_id"`
+		Tags             []string          `json:"tags"`
+		BDM              []json.RawMessage `json:"block_device_mapping_v2"`
+	} `json:"server"`
+}
+
+func asInt(v any, def int) (int, bool) {
+	switch x := v.(type) {
+	case nil:
+		return def, true
+	case float64:
+		if x != float64(int(x)) {
+			return 0, false
+		}
+		return int(x), true
+	case string:
+		n, err := strconv.Atoi(strings.TrimSpace(x))
+		return n, err == nil
+	}
+	return 0, false
+}
+
+func validName(name string) error {
+	if strings.TrimSpace(name) == "" {
+		return errors.New("Invalid input for field/attribute name. Value: name must not be empty or only whitespace.")
+	}
+	if utf8.RuneCountInString(name) > 255 {
+		return errors.New("Invalid input for field/attribute name. Value is too long (maximum is 255 characters).")
+	}
+	if !utf8.ValidString(name) {
+		return errors.New("Invalid input for field/attribute name. Value is not valid UTF-8.")
+	}
+	return nil
+}
+
+var hostnameBad = regexp.MustCompile(`[^a-z0-9-]+`)
+
+// hostnameFor turns a display name into an RFC 952 hostname, as Nova does.
+func hostnameFor(name string) string {
+	h := hostnameBad.ReplaceAllString(strings.ToLower(name), "-")
+	h = strings.Trim(h, "-")
+	if len(h) > 63 {
+		h = strings.Trim(h[:63], "-")
+	}
+	if h == "" {
+		h = "server"
+	}
+	return h
+}
+
+func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	creds := auth.FromContext(ctx)
+	v := versionOf(ctx)
+	var req createRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	in := req.Server
+	if in.Name == nil {
+		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute server. Value: 'name' is a required property")
+		return
+	}
+	if err := validName(*in.Name); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if in.FlavorRef == nil {
+		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute server. Value: 'flavorRef' is a required property")
+		return
+	}
+	flavorRef := lastSegment(fmt.Sprint(in.FlavorRef))
+	if f, ok := in.FlavorRef.(float64); ok {
+		flavorRef = strconv.Itoa(int(f))
+	}
+	flavor, err := s.findFlavor(ctx, flavorRef)
+	if err != nil || flavor.Disabled || !s.flavorVisible(ctx, flavor) {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("Flavor %s could not be found.", flavorRef))
+		return
+	}
+	if in.ImageRef == nil || *in.ImageRef == "" {
+		if len(in.BDM) > 0 {
+			writeError(w, http.StatusBadRequest, "Block device mapping is not supported: Capsule servers boot from an image.")
+			return
+		}
+		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute imageRef. An image is required to boot a server.")
+		return
+	}
+	imageID := lastSegment(*in.ImageRef)
+	img, err := s.findImage(ctx, imageID)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("Image %s could not be found.", imageID))
+		return
+	}
+	if img.Status != "active" {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("Image %s is not active.", imageID))
+		return
+	}
+	if img.MinRAM > flavor.MemoryMB {
+		writeError(w, http.StatusBadRequest, "Flavor's memory is too small for requested image.")
+		return
+	}
+	if img.MinDisk > flavor.RootGB && flavor.RootGB > 0 {
+		writeError(w, http.StatusBadRequest, "Flavor's disk is too small for requested image.")
+		return
+	}
+	if msg := validateNetworks(in.Networks, v); msg != "" {
+		writeError(w, http.StatusBadRequest, msg)
+		return
+	}
+	meta := map[string]string{}
+	for k, val := range in.Metadata {
+		str, ok := val.(string)
+		if !ok || k == "" || len(k) > 255 || len(str) > 255 {
+			writeError(w, http.StatusBadRequest, "Invalid input for field/attribute metadata. Keys and values must be strings of at most 255 characters.")
+			return
+		}
+		meta[k] = str
+	}
+	if len(meta) > 128 {
+		writeError(w, http.StatusForbidden, "Quota exceeded for metadata items: at most 128 allowed.")
+		return
+	}
+	if in.KeyName != nil && *in.KeyName != "" {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("Invalid key_name provided: keypair %s not found.", *in.KeyName))
+		return
+	}
+	zone := ""
+	if in.AvailabilityZone != nil && *in.AvailabilityZone != "" {
+		zone = strings.SplitN(*in.AvailabilityZone, ":", 2)[0]
+		if !s.zoneExists(ctx, zone) {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("The requested availability zone is not available: %s", zone))
+			return
+		}
+	}
+	userData := ""
+	if in.UserData != nil && *in.UserData != "" {
+		if _, err := base64.StdEncoding.DecodeString(*in.UserData); err != nil {
+			writeError(w, http.StatusBadRequest, "Invalid input for field/attribute user_data. Value must be base64 encoded.")
+			return
+		}
+		userData = *in.UserData
+	}
+	minCount, ok1 := asInt(in.MinCount, 1)
+	maxCount, ok2 := asInt(in.MaxCount, minCount)
+	if !ok1 || !ok2 || minCount < 1 || maxCount < 1 || minCount > maxCount {
+		writeError(w, http.StatusBadRequest, "min_count and max_count must be integers >= 1 with min_count <= max_count.")
+		return
+	}
+	if in.Description != nil && (!v.AtLeast(19) || utf8.RuneCountInString(*in.Description) > 255) {
+		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute description.")
+		return
+	}
+	count, qerr := s.fitQuota(ctx, creds.ProjectID, flavor, minCount, maxCount)
+	if qerr != "" {
+		writeError(w, http.StatusForbidden, qerr)
+		return
+	}
+	adminPass := ""
+	if in.AdminPass != nil {
+		adminPass = *in.AdminPass
+	} else {
+		adminPass = randomPassword()
+	}
+	metaJSON, _ := json.Marshal(meta)
+	specs := map[string]string{}
+	for _, es := range flavor.ExtraSpecs {
+		specs[es.Key] = es.Value
+	}
+	specsJSON, _ := json.Marshal(specs)
+	resID := "r-" + strings.ReplaceAll(newUUID(), "-", "")[:8]
+	reqID := requestID(w)
+	var created []store.Instance
+	for i := 0; i < count; i++ {
+		name := *in.Name
+		if count > 1 {
+			name = fmt.Sprintf("%s-%d", *in.Name, i+1)
+		}
+		inst := store.Instance{
+			ID: newUUID(), Name: name, ProjectID: creds.ProjectID, UserID: creds.UserID, ImageID: img.ID,
+			FlavorRowID: flavor.ID, FlavorID: flavor.FlavorID, FlavorName: flavor.Name, VCPUs: flavor.VCPUs,
+			MemoryMB: flavor.MemoryMB, RootGB: flavor.RootGB, ExtraSpecs: string(specsJSON),
+			AvailabilityZone: zone, VMState: string(lifecycle.Building), TaskState: string(lifecycle.Scheduling),
+			Metadata: string(metaJSON), AccessIPv4: in.AccessIPv4, AccessIPv6: in.AccessIPv6,
+			Description: in.Description, UserData: userData, ReservationID: resID, LaunchIndex: i,
+			Hostname: hostnameFor(name), BuildAttempts: 1,
+		}
+		err := s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+			if err := tx.Create(&inst).Error; err != nil {
+				return err
+			}
+			now := s.opts.Now()
+			return tx.Create(&store.InstanceAction{InstanceID: inst.ID, Action: "create", RequestID: reqID,
+				UserID: creds.UserID, ProjectID: creds.ProjectID, StartTime: now, UpdatedAt: now}).Error
+		})
+		if err != nil {
+			s.log.Error("create instance row", "error", err)
+			writeError(w, http.StatusInternalServerError, "Unexpected API Error: could not record the server.")
+			return
+		}
+		msg, err := bus.NewMessage(protocol.KindScheduleInstance, protocol.ScheduleInstance{
+			InstanceID: inst.ID, RequestID: reqID, Attempt: 1})
+		if err == nil {
+			err = s.bus.Publish(ctx, bus.SchedulerQueue, msg)
+		}
+		if err != nil {
+			// Nothing will build it: remove the record rather than leave
+			// a server stuck in BUILD.
+			s.log.Error("publish schedule request", "instance", inst.ID, "error", err)
+			s.st.WithContext(context.WithoutCancel(ctx)).Where("instance_id = ?", inst.ID).Delete(&store.InstanceAction{})
+			s.st.WithContext(context.WithoutCancel(ctx)).Delete(&store.Instance{}, "id = ?", inst.ID)
+			writeError(w, http.StatusServiceUnavailable, "The scheduler is unreachable; the server was not created. Try again later.")
+			return
+		}
+		created = append(created, inst)
+	}
+	first := created[0]
+	if in.ReturnResID {
+		writeJSON(w, http.StatusAccepted, map[string]any{"reservation_id": resID})
+		return
+	}
+	links := s.links(r, "servers", first.ID)
+	w.Header().Set("Location", links[0]["href"])
+	body := map[string]any{"id": first.ID, "links": links, "OS-DCF:diskConfig": "MANUAL",
+		"security_groups": []map[string]string{{"name": "default"}}, "adminPass": adminPass}
+	writeJSON(w, http.StatusAccepted, map[string]any{"server": body})
+}
+
+// validateNetworks checks the "networks" field. Capsule's Network API
+// (static IPs on OVS VLANs) is not there yet, so only "no NIC" forms pass.
+func validateNetworks(raw json.RawMessage, v apiVersion) string {
+	if len(raw) == 0 || string(raw) == "null" {
+		if v.AtLeast(37) {
+			return "Invalid input for field/attribute server. Value: 'networks' is a required property"
+		}
+		return ""
+	}
+	var word string
+	if json.Unmarshal(raw, &word) == nil {
+		if !v.AtLeast(37) || (word != "auto" && word != "none") {
+			return "Invalid input for field/attribute networks. Value: " + word + " is not valid."
+		}
+		return ""
+	}
+	var nets []map[string]any
+	if err := json.Unmarshal(raw, &nets); err != nil {
+		return "Bad networks format"
+	}
+	for _, n := range nets {
+		id, _ := n["uuid"].(string)
+		if port, ok := n["port"].(string); ok && port != "" {
+			return fmt.Sprintf("Port id %s could not be found.", port)
+		}
+		if _, err := uuid.Parse(id); err != nil {
+			return "Bad networks format: network uuid is not in proper format (" + id + ")"
+		}
+		return fmt.Sprintf("Network %s could not be found.", id)
+	}
+	return ""
+}
+
+func randomPassword() string {
+	b := make([]byte, 9)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// fitQuota returns how many servers (between min and max) the project's
+// quota allows, or a Nova-style quota error.
+func (s *Service) fitQuota(ctx context.Context, projectID string, f *store.Flavor, min, max int) (int, string) {
+	var u struct{ N, C, R int }
+	s.st.WithContext(ctx).Model(&store.Instance{}).Where("project_id = ? AND deleted_at IS NULL", projectID).
+		Select("COUNT(*) AS n, COALESCE(SUM(vcpus),0) AS c, COALESCE(SUM(memory_mb),0) AS r").Scan(&u)
+	q := s.opts.DefaultQuota
+	allowed := max
+	for allowed >= min {
+		if u.N+allowed <= q.Instances && u.C+allowed*f.VCPUs <= q.Cores && u.R+allowed*f.MemoryMB <= q.RAM {
+			return allowed, ""
+		}
+		allowed--
+	}
+	switch {
+	case u.N+min > q.Instances:
+		return 0, fmt.Sprintf("Quota exceeded for instances: Requested %d, but already used %d of %d instances", min, u.N, q.Instances)
+	case u.C+min*f.VCPUs > q.Cores:
+		return 0, fmt.Sprintf("Quota exceeded for cores: Requested %d, but already used %d of %d cores", min*f.VCPUs, u.C, q.Cores)
+	default:
+		return 0, fmt.Sprintf("Quota exceeded for ram: Requested %d, but already used %d of %d ram", min*f.MemoryMB, u.R, q.RAM)
+	}
+}
+
+func (s *Service) findImage(ctx context.Context, id string) (*store.Image, error) {
+	creds := auth.FromContext(ctx)
+	var img store.Image
+	if err := s.st.WithContext(ctx).Where("id = ?", id).First(&img).Error; err != nil {
+		return nil, store.NotFound(err, "image "+id)
+	}
+	if img.Visibility != "public" && img.Owner != creds.ProjectID && !creds.IsAdmin() {
+		return nil, fmt.Errorf("image %s: %w", id, store.ErrNotFound)
+	}
+	return &img, nil
+}
+
+func (s *Service) zoneExists(ctx context.Context, zone string) bool {
+	var n int64
+	s.st.WithContext(ctx).Model(&store.Service{}).Where("binary_name = ? AND zone = ?", store.ComputeBinary, zone).Count(&n)
+	return n > 0 || zone == "nova"
+}
+
+// loadServer finds a live server the caller may see; other projects'
+// servers are indistinguishable from missing ones (404).
+func (s *Service) loadServer(w http.ResponseWriter, r *http.Request) (*store.Instance, bool) {
+	return s.loadServerAny(w, r, false)
+}
+
+func (s *Service) loadServerAny(w http.ResponseWriter, r *http.Request, withDeleted bool) (*store.Instance, bool) {
+	id := r.PathValue("id")
+	creds := auth.FromContext(r.Context())
+	var inst store.Instance
+	q := s.st.WithContext(r.Context()).Where("id = ?", id)
+	if !withDeleted {
+		q = q.Where("deleted_at IS NULL")
+	}
+	if !creds.IsAdmin() {
+		q = q.Where("project_id = ?", creds.ProjectID)
+	}
+	if err := q.First(&inst).Error; err != nil {
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("Instance %s could not be found.", id))
+		} else {
+			s.log.Error("load server", "id", id, "error", err)
+			writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+		}
+		return nil, false
+	}
+	return &inst, true
+}
+
+func (s *Service) showServer(w http.ResponseWriter, r *http.Request) {
+	inst, ok := s.loadServer(w, r)
+	if !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"server": s.serverView(r, inst, viewFull)})
+}
+
+func truthy(v string) bool {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "", "1", "t", "true", "on", "y", "yes":
+		return true
+	}
+	return false
+}
+
+func (s *Service) listServers(detail bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		creds := auth.FromContext(ctx)
+		v := versionOf(ctx)
+		q := r.URL.Query()
+		db := s.st.WithContext(ctx).Model(&store.Instance{})
+		allTenants := false
+		if vals, ok := q["all_tenants"]; ok && creds.IsAdmin() {
+			allTenants = truthy(vals[0])
+		}
+		if allTenants {
+			if p := q.Get("project_id"); p != "" {
+				db = db.Where("project_id = ?", p)
+			} else if p := q.Get("tenant_id"); p != "" {
+				db = db.Where("project_id = ?", p)
+			}
+		} else {
+			db = db.Where("project_id = ?", creds.ProjectID)
+		}
+		if creds.IsAdmin() && truthy(q.Get("deleted")) && q.Has("deleted") {
+			db = db.Where("deleted_at IS NOT NULL")
+		} else {
+			db = db.Where("deleted_at IS NULL")
+		}
+		if st := q["status"]; len(st) > 0 {
+			var states []string
+			for _, one := range st {
+				vms, ok := lifecycle.StatusFilter(one)
+				if !ok {
+					if v.AtLeast(38) {
+						writeError(w, http.StatusBadRequest, "Invalid status value: "+one)
+						return
+					}
+					continue
+				}
+				for _, vm := range vms {
+					states = append(states, string(vm))
+				}
+			}
+			if len(states) == 0 {
+				writeJSON(w, http.StatusOK, map[string]any{"servers": []any{}})
+				return
+			}
+			db = db.Where("vm_state IN ?", states)
+		}
+		if img := q.Get("image"); img != "" {
+			db = db.Where("image_id = ?", lastSegment(img))
+		}
+		if fl := q.Get("flavor"); fl != "" {
+			db = db.Where("flavor_id = ?", lastSegment(fl))
+		}
+		if h := q.Get("host"); h != "" && creds.IsAdmin() {
+			db = db.Where("host = ?", h)
+		}
+		if cs := q.Get("changes-since"); cs != "" {
+			t, err := time.Parse(time.RFC3339, cs)
+			if err != nil {
+				writeError(w, http.StatusBadRequest, "Invalid changes-since value")
+				return
+			}
+			db = db.Where("updated_at >= ?", t.UTC())
+		}
+		if rid := q.Get("reservation_id"); rid != "" {
+			db = db.Where("reservation_id = ?", rid)
+		}
+		var insts []store.Instance
+		if err := db.Order("created_at DESC").Order("id DESC").Find(&insts).Error; err != nil {
+			s.log.Error("list servers", "error", err)
+			writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+			return
+		}
+		// name is an unanchored regex in Nova; filter in Go for portability
+		// between SQLite and PostgreSQL.
+		if name := q.Get("name"); name != "" {
+			re, err := regexp.Compile(name)
+			if err != nil {
+				re = regexp.MustCompile(regexp.QuoteMeta(name))
+			}
+			kept := insts[:0]
+			for _, in := range insts {
+				if re.MatchString(in.Name) {
+					kept = append(kept, in)
+				}
+			}
+			insts = kept
+		}
+		if sk := q.Get("sort_key"); sk == "display_name" || sk == "name" {
+			asc := q.Get("sort_dir") == "asc"
+			sort.SliceStable(insts, func(i, j int) bool {
+				if asc {
+					return insts[i].Name < insts[j].Name
+				}
+				return insts[i].Name > insts[j].Name
+			})
+		}
+		// Paging: marker is the last id seen.
+		if m := q.Get("marker"); m != "" {
+			idx := -1
+			for i, in := range insts {
+				if in.ID == m {
+					idx = i
+					break
+				}
+			}
+			if idx < 0 {
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("marker [%s] not found", m))
+				return
+			}
+			insts = insts[idx+1:]
+		}
+		limit := -1
+		if l := q.Get("limit"); l != "" {
+			n, err := strconv.Atoi(l)
+			if err != nil || n < 0 {
+				writeError(w, http.StatusBadRequest, "limit param must be an integer")
+				return
+			}
+			limit = min(n, 1000)
+		}
+		more := false
+		if limit >= 0 && len(insts) > limit {
+			insts = insts[:limit]
+			more = true
+		}
+		items := make([]any, 0, len(insts))
+		for i := range insts {
+			if detail {
+				items = append(items, s.serverView(r, &insts[i], viewFull))
+			} else {
+				items = append(items, map[string]any{"id": insts[i].ID, "name": insts[i].Name,
+					"links": s.links(r, "servers", insts[i].ID)})
+			}
+		}
+		out := map[string]any{"servers": items}
+		if limit > 0 && len(insts) == limit && more {
+			nq := r.URL.Query()
+			nq.Set("limit", strconv.Itoa(limit))
+			nq.Set("marker", insts[len(insts)-1].ID)
+			path := "/v2.1/servers"
+			if detail {
+				path += "/detail"
+			}
+			out["servers_links"] = []map[string]string{link("next", s.baseURL(r)+path+"?"+nq.Encode())}
+		}
+		writeJSON(w, http.StatusOK, out)
+	}
+}
+
+func (s *Service) updateServer(w http.ResponseWriter, r *http.Request) {
+	inst, ok := s.loadServer(w, r)
+	if !ok {
+		return
+	}
+	var req struct {
+		Server map[string]json.RawMessage `json:"server"`
+	}
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	if req.Server == nil {
+		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute server. Value: 'server' is a required property")
+		return
+	}
+	v := versionOf(r.Context())
+	upd := map[string]any{}
+	for k, raw := range req.Server {
+		var str *string
+		if err := json.Unmarshal(raw, &str); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("Invalid input for field/attribute %s.", k))
+			return
+		}
+		switch k {
+		case "name":
+			if str == nil {
+				writeError(w, http.StatusBadRequest, "Invalid input for field/attribute name.")
+				return
+			}
+			if err := validName(*str); err != nil {
+				writeError(w, http.StatusBadRequest, err.Error())
+				return
+			}
+			upd["name"] = *str
+			inst.Name = *str
+		case "accessIPv4":
+			upd["access_ipv4"] = deref(str)
+			inst.AccessIPv4 = deref(str)
+		case "accessIPv6":
+			upd["access_ipv6"] = deref(str)
+			inst.AccessIPv6 = deref(str)
+		case "OS-DCF:diskConfig":
+		case "description":
+			if !v.AtLeast(19) {
+				writeError(w, http.StatusBadRequest, "Additional properties are not allowed ('description' was unexpected)")
+				return
+			}
+			upd["description"] = str
+			inst.Description = str
+		default:
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("Additional properties are not allowed ('%s' was unexpected)", k))
+			return
+		}
+	}
+	if len(upd) > 0 {
+		upd["updated_at"] = s.opts.Now()
+		if err := s.st.WithContext(r.Context()).Model(&store.Instance{}).Where("id = ?", inst.ID).Updates(upd).Error; err != nil {
+			writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+			return
+		}
+		inst.UpdatedAt = upd["updated_at"].(time.Time)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"server": s.serverView(r, inst, viewBasic)})
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+func (s *Service) deleteServer(w http.ResponseWriter, r *http.Request) {
+	inst, ok := s.loadServer(w, r)
+	if !ok {
+		return
+	}
+	creds := auth.FromContext(r.Context())
+	if inst.Locked && !creds.IsAdmin() {
+		writeError(w, http.StatusConflict, fmt.Sprintf("Instance %s is locked", inst.ID))
+		return
+	}
+	if err := s.startAction(w, r, inst, lifecycle.ActDelete, "delete"); err != nil {
+		return
+	}
+	noContent(w, http.StatusNoContent)
+}
+
+// startAction moves the instance into the action's task state (checked by
+// the lifecycle rules, and conditional on nobody else having changed it),
+// records the instance action and casts the work to the instance's host.
+// It writes the error response itself and returns non-nil on failure.
+func (s *Service) startAction(w http.ResponseWriter, r *http.Request, inst *store.Instance, action lifecycle.Action, apiName string) error {
+	ctx := r.Context()
+	creds := auth.FromContext(ctx)
+	vm, task := lifecycle.VMState(inst.VMState), lifecycle.TaskState(inst.TaskState)
+	newTask, err := lifecycle.Begin(action, vm, task)
+	if err != nil {
+		msg := fmt.Sprintf("Cannot '%s' instance %s while it is in vm_state %s", apiName, inst.ID, vm)
+		if task != lifecycle.NoTask {
+			msg = fmt.Sprintf("Cannot '%s' instance %s while it is in task_state %s", apiName, inst.ID, task)
+		}
+		writeError(w, http.StatusConflict, msg)
+		return err
+	}
+	reqID := requestID(w)
+	if err := s.st.StartAction(ctx, inst.ID, apiName, reqID, creds.UserID, creds.ProjectID); err != nil {
+		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+		return err
+	}
+	// No host yet (or never scheduled): nothing runs anywhere, so a delete
+	// completes here.
+	if action == lifecycle.ActDelete && inst.Host == "" {
+		if err := conductor.MarkDeleted(ctx, s.st, inst.ID, s.opts.Now()); err != nil {
+			writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+			return err
+		}
+		return nil
+	}
+	if inst.Host == "" {
+		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot '%s' instance %s: it is not placed on any host", apiName, inst.ID))
+		return errors.New("no host")
+	}
+	res := s.st.WithContext(ctx).Model(&store.Instance{}).
+		Where("id = ? AND vm_state = ? AND task_state = ? AND deleted_at IS NULL", inst.ID, string(vm), string(task)).
+		Updates(map[string]any{"task_state": string(newTask), "updated_at": s.opts.Now()})
+	if res.Error != nil {
+		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+		return res.Error
+	}
+	if res.RowsAffected == 0 {
+		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot '%s' instance %s: its state changed meanwhile", apiName, inst.ID))
+		return errors.New("state changed")
+	}
+	msg, err := bus.NewMessage(protocol.KindInstanceAction, protocol.InstanceAction{RequestID: reqID, InstanceID: inst.ID, Action: action})
+	if err == nil {
+		err = s.bus.Publish(ctx, bus.ComputeQueue(inst.Host), msg)
+	}
+	if err != nil {
+		s.log.Error("cast action", "instance", inst.ID, "action", action, "error", err)
+		s.st.WithContext(context.WithoutCancel(ctx)).Model(&store.Instance{}).Where("id = ? AND task_state = ?", inst.ID, string(newTask)).
+			Updates(map[string]any{"task_state": string(task)})
+		writeError(w, http.StatusServiceUnavailable, "The compute host is unreachable; try again later.")
+		return err
+	}
+	inst.TaskState = string(newTask)
+	return nil
+}
+
+func (s *Service) serverIPs(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.loadServer(w, r); !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"addresses": map[string]any{}})
+}
+
+func (s *Service) serverIPsByNetwork(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.loadServer(w, r); !ok {
+		return
+	}
+	writeError(w, http.StatusNotFound, "Networks with that label could not be found.")
+}
+
+func (s *Service) listInterfaces(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.loadServer(w, r); !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"interfaceAttachments": []any{}})
+}
+
+func (s *Service) listVolumeAttachments(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.loadServer(w, r); !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"volumeAttachments": []any{}})
+}

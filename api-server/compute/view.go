@@ -1,0 +1,193 @@
+package compute
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/capsule-cloud/capsule/api-server/auth"
+	"github.com/capsule-cloud/capsule/lifecycle"
+	"github.com/capsule-cloud/capsule/store"
+)
+
+const (
+	timeFmt    = "2006-01-02T15:04:05Z"
+	usageFmt   = "2006-01-02T15:04:05.000000" // OS-SRV-USG: no zone (gophercloud JSONRFC3339MilliNoZ)
+	actionFmt  = "2006-01-02T15:04:05.000000"
+	serviceFmt = "2006-01-02T15:04:05.000000"
+)
+
+func link(rel, href string) map[string]string { return map[string]string{"rel": rel, "href": href} }
+
+func (s *Service) links(r *http.Request, coll, id string) []map[string]string {
+	base := s.baseURL(r)
+	return []map[string]string{link("self", base+"/v2.1/"+coll+"/"+id), link("bookmark", base+"/"+coll+"/"+id)}
+}
+
+// hostID is Nova's opaque per-project host id: sha224(project + host).
+func hostID(projectID, host string) string {
+	if host == "" {
+		return ""
+	}
+	return fmt.Sprintf("%x", sha256.Sum224([]byte(projectID+host)))
+}
+
+func jsonMap(s string) map[string]string {
+	m := map[string]string{}
+	if s != "" {
+		_ = json.Unmarshal([]byte(s), &m)
+	}
+	return m
+}
+
+// viewKind selects which of Nova's server views to render.
+type viewKind int
+
+const (
+	viewFull  viewKind = iota // show / detail
+	viewBasic                 // PUT and rebuild responses below 2.75
+)
+
+func instanceName(id string) string {
+	if len(id) >= 8 {
+		return "instance-" + id[:8]
+	}
+	return "instance-" + id
+}
+
+// serverView renders an instance as Nova does at the request's microversion.
+func (s *Service) serverView(r *http.Request, inst *store.Instance, kind viewKind) map[string]any {
+	v := versionOf(r.Context())
+	creds := auth.FromContext(r.Context())
+	isAdmin := creds != nil && creds.IsAdmin()
+	vm := lifecycle.VMState(inst.VMState)
+	task := lifecycle.TaskState(inst.TaskState)
+	status := lifecycle.Status(vm, task)
+
+	out := map[string]any{
+		"id": inst.ID, "name": inst.Name, "status": status, "tenant_id": inst.ProjectID, "user_id": inst.UserID,
+		"created": inst.CreatedAt.UTC().Format(timeFmt), "updated": inst.UpdatedAt.UTC().Format(timeFmt),
+		"hostId": hostID(inst.ProjectID, inst.Host), "metadata": jsonMap(inst.Metadata),
+		"links": s.links(r, "servers", inst.ID), "accessIPv4": inst.AccessIPv4, "accessIPv6": inst.AccessIPv6,
+		"OS-DCF:diskConfig": "MANUAL", "addresses": map[string]any{},
+	}
+	if inst.ImageID == "" {
+		out["image"] = ""
+	} else {
+		base := s.baseURL(r)
+		out["image"] = map[string]any{"id": inst.ImageID, "links": []map[string]string{link("bookmark", base+"/images/"+inst.ImageID)}}
+	}
+	if v.AtLeast(47) {
+		fl := map[string]any{"original_name": inst.FlavorName, "vcpus": inst.VCPUs, "ram": inst.MemoryMB,
+			"disk": inst.RootGB, "ephemeral": 0, "swap": 0}
+		if isAdmin {
+			fl["extra_specs"] = jsonMap(inst.ExtraSpecs)
+		}
+		out["flavor"] = fl
+	} else {
+		out["flavor"] = map[string]any{"id": inst.FlavorID,
+			"links": []map[string]string{link("bookmark", s.baseURL(r)+"/flavors/"+inst.FlavorID)}}
+	}
+	switch status {
+	case "ACTIVE", "BUILD", "REBUILD", "RESIZE", "VERIFY_RESIZE", "MIGRATING":
+		progress := 0
+		if status == "ACTIVE" {
+			progress = 100
+		}
+		out["progress"] = progress
+	}
+	if (status == "ERROR" || status == "DELETED") && inst.FaultMessage != "" {
+		f := map[string]any{"code": inst.FaultCode, "message": inst.FaultMessage}
+		if inst.FaultAt != nil {
+			f["created"] = inst.FaultAt.UTC().Format(timeFmt)
+		}
+		if isAdmin && inst.FaultDetails != "" {
+			f["details"] = inst.FaultDetails
+		}
+		out["fault"] = f
+	}
+	if v.AtLeast(9) {
+		out["locked"] = inst.Locked
+	}
+	if v.AtLeast(19) {
+		out["description"] = inst.Description
+	}
+	if v.AtLeast(26) {
+		out["tags"] = []string{}
+	}
+	if kind == viewBasic {
+		return out
+	}
+	out["key_name"] = inst.KeyName
+	out["security_groups"] = []map[string]string{{"name": "default"}}
+	out["config_drive"] = ""
+	out["OS-EXT-AZ:availability_zone"] = inst.AvailabilityZone
+	out["OS-SRV-USG:launched_at"] = usageTime(inst.LaunchedAt)
+	out["OS-SRV-USG:terminated_at"] = usageTime(inst.TerminatedAt)
+	out["OS-EXT-STS:vm_state"] = string(vm)
+	if task == lifecycle.NoTask {
+		out["OS-EXT-STS:task_state"] = nil
+	} else {
+		out["OS-EXT-STS:task_state"] = string(task)
+	}
+	out["OS-EXT-STS:power_state"] = inst.PowerState
+	out["os-extended-volumes:volumes_attached"] = []any{}
+	if isAdmin {
+		var host any
+		if inst.Host != "" {
+			host = inst.Host
+		}
+		out["OS-EXT-SRV-ATTR:host"] = host
+		out["OS-EXT-SRV-ATTR:hypervisor_hostname"] = host
+		out["OS-EXT-SRV-ATTR:instance_name"] = instanceName(inst.ID)
+		if v.AtLeast(3) {
+			out["OS-EXT-SRV-ATTR:reservation_id"] = inst.ReservationID
+			out["OS-EXT-SRV-ATTR:launch_index"] = inst.LaunchIndex
+			out["OS-EXT-SRV-ATTR:hostname"] = inst.Hostname
+			out["OS-EXT-SRV-ATTR:kernel_id"] = ""
+			out["OS-EXT-SRV-ATTR:ramdisk_id"] = ""
+			out["OS-EXT-SRV-ATTR:root_device_name"] = "/dev/sda"
+			var ud any
+			if inst.UserData != "" {
+				ud = inst.UserData
+			}
+			out["OS-EXT-SRV-ATTR:user_data"] = ud
+		}
+		if v.AtLeast(16) {
+			out["host_status"] = s.hostStatus(r, inst.Host)
+		}
+	}
+	return out
+}
+
+func usageTime(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return t.UTC().Format(usageFmt)
+}
+
+// hostStatus is UP/DOWN/MAINTENANCE/"" for the 2.16 host_status field.
+func (s *Service) hostStatus(r *http.Request, host string) string {
+	if host == "" {
+		return ""
+	}
+	var svc store.Service
+	err := s.st.WithContext(r.Context()).Where("host = ? AND binary_name = ?", host, store.ComputeBinary).First(&svc).Error
+	if err != nil {
+		return "UNKNOWN"
+	}
+	if svc.Disabled {
+		return "MAINTENANCE"
+	}
+	if s.serviceUp(&svc) {
+		return "UP"
+	}
+	return "DOWN"
+}
+
+func (s *Service) serviceUp(svc *store.Service) bool {
+	return !svc.ForcedDown && svc.LastHeartbeat != nil && s.opts.Now().Sub(*svc.LastHeartbeat) <= s.opts.ServiceDownTime
+}

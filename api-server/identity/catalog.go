@@ -1,0 +1,151 @@
+package identity
+
+import (
+	"net/http"
+
+	"github.com/capsule-cloud/capsule/api-server/auth"
+	"github.com/capsule-cloud/capsule/api-server/httpapi"
+)
+
+type catalogEndpoint struct {
+	ID        string `json:"id"`
+	Interface string `json:"interface"`
+	Region    string `json:"region"`
+	RegionID  string `json:"region_id"`
+	URL       string `json:"url"`
+}
+
+type catalogEntry struct {
+	ID        string            `json:"id"`
+	Name      string            `json:"name"`
+	Type      string            `json:"type"`
+	Endpoints []catalogEndpoint `json:"endpoints"`
+}
+
+// catalogService is one service Capsule advertises.
+type catalogService struct {
+	name, typ, url string
+}
+
+// services lists the catalog's services with their URLs in the shapes
+// clients need: identity and compute versioned, image and network not
+// (gophercloud appends v2/ and v2.0/ itself).
+func (s *Service) services(r *http.Request) []catalogService {
+	host := s.opts.PublicHost
+	if host == "" {
+		host = httpapi.HostName(r)
+	}
+	p := s.opts.Ports
+	return []catalogService{
+		{"keystone", "identity", httpapi.HostURL(host, p.Identity) + "/v3"},
+		{"nova", "compute", httpapi.HostURL(host, p.Compute) + "/v2.1"},
+		{"glance", "image", httpapi.HostURL(host, p.Image)},
+		{"neutron", "network", httpapi.HostURL(host, p.Network)},
+	}
+}
+
+var interfaces = []string{"public", "internal", "admin"}
+
+// catalog builds the token's service catalog. Ids are derived from the
+// service type so issue and validation return identical bodies.
+func (s *Service) catalog(r *http.Request) []catalogEntry {
+	var out []catalogEntry
+	for _, svc := range s.services(r) {
+		e := catalogEntry{ID: stableID("service", svc.typ), Name: svc.name, Type: svc.typ}
+		for _, itf := range interfaces {
+			e.Endpoints = append(e.Endpoints, catalogEndpoint{ID: stableID("endpoint", svc.typ, itf),
+				Interface: itf, Region: s.opts.Region, RegionID: s.opts.Region, URL: svc.url})
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+const identityVersionID = "v3.14"
+
+func (s *Service) versionObject(r *http.Request) map[string]any {
+	return map[string]any{
+		"id":      identityVersionID,
+		"status":  "stable",
+		"updated": "2020-04-07T00:00:00Z",
+		"links":   []map[string]string{{"rel": "self", "href": httpapi.BaseURL(r) + "/v3/"}},
+		"media-types": []map[string]string{{"base": "application/json",
+			"type": "application/vnd.openstack.identity-v3+json"}},
+	}
+}
+
+// versions is GET /: 300 Multiple Choices, as Keystone (and Tempest) have it.
+func (s *Service) versions(w http.ResponseWriter, r *http.Request) {
+	httpapi.WriteJSON(w, http.StatusMultipleChoices, map[string]any{
+		"versions": map[string]any{"values": []any{s.versionObject(r)}}})
+}
+
+func (s *Service) version(w http.ResponseWriter, r *http.Request) {
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"version": s.versionObject(r)})
+}
+
+func (s *Service) authCatalog(w http.ResponseWriter, r *http.Request) {
+	c := auth.FromContext(r.Context())
+	if c.ProjectID == "" {
+		s.fail(w, r, http.StatusForbidden, "A project-scoped token is required to produce a service catalog.")
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"catalog": s.catalog(r), "links": s.collectionLinks(r)})
+}
+
+func (s *Service) listServices(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.requireAdmin(w, r); !ok {
+		return
+	}
+	var out []map[string]any
+	for _, svc := range s.services(r) {
+		id := stableID("service", svc.typ)
+		out = append(out, map[string]any{"id": id, "name": svc.name, "type": svc.typ, "enabled": true,
+			"description": "", "links": map[string]string{"self": s.selfURL(r, "services", id)}})
+	}
+	if n := r.URL.Query().Get("type"); n != "" {
+		out = filterMaps(out, "type", n)
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"services": out, "links": s.collectionLinks(r)})
+}
+
+func (s *Service) listEndpoints(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.requireAdmin(w, r); !ok {
+		return
+	}
+	q := r.URL.Query()
+	var out []map[string]any
+	for _, svc := range s.services(r) {
+		sid := stableID("service", svc.typ)
+		if v := q.Get("service_id"); v != "" && v != sid {
+			continue
+		}
+		for _, itf := range interfaces {
+			if v := q.Get("interface"); v != "" && v != itf {
+				continue
+			}
+			id := stableID("endpoint", svc.typ, itf)
+			out = append(out, map[string]any{"id": id, "interface": itf, "region": s.opts.Region,
+				"region_id": s.opts.Region, "url": svc.url, "service_id": sid, "enabled": true,
+				"links": map[string]string{"self": s.selfURL(r, "endpoints", id)}})
+		}
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"endpoints": out, "links": s.collectionLinks(r)})
+}
+
+func (s *Service) listRegions(w http.ResponseWriter, r *http.Request) {
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"regions": []map[string]any{{
+		"id": s.opts.Region, "description": "", "parent_region_id": nil,
+		"links": map[string]string{"self": s.selfURL(r, "regions", s.opts.Region)}}},
+		"links": s.collectionLinks(r)})
+}
+
+func filterMaps(in []map[string]any, key, want string) []map[string]any {
+	out := []map[string]any{}
+	for _, m := range in {
+		if m[key] == want {
+			out = append(out, m)
+		}
+	}
+	return out
+}

@@ -1,0 +1,217 @@
+// Package identity is Capsule's Keystone v3: password and token
+// authentication, opaque tokens stored hashed, the service catalog, and the
+// small admin API (projects, users, roles, grants) that the OpenStack CLI
+// and Tempest's dynamic credentials use. There is one domain, "default".
+package identity
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/capsule-cloud/capsule/api-server/httpapi"
+	"github.com/capsule-cloud/capsule/store"
+	"github.com/google/uuid"
+)
+
+// The only domain. Keystone's default domain has id "default" and name
+// "Default"; clients send either.
+const (
+	DefaultDomainID   = "default"
+	DefaultDomainName = "Default"
+)
+
+// Ports are the TCP ports the catalog advertises for each service.
+type Ports struct {
+	Identity int
+	Compute  int
+	Image    int
+	Network  int
+}
+
+// Options configure the identity service.
+type Options struct {
+	// PublicHost is the host clients reach the APIs on; the catalog's
+	// URLs use it. Empty means the host the client used for the token
+	// request.
+	PublicHost string
+	Ports      Ports
+	Region     string        // default "RegionOne"
+	TokenTTL   time.Duration // default 12h
+	Logger     *slog.Logger
+}
+
+// Service is the identity API. It also validates tokens for the other
+// API services (it implements auth.Validator).
+type Service struct {
+	st   *store.Store
+	opts Options
+	log  *slog.Logger
+	now  func() time.Time
+}
+
+// New returns the identity service over st, filling unset options with
+// the OpenStack defaults.
+func New(st *store.Store, opts Options) *Service {
+	if opts.Ports.Identity == 0 {
+		opts.Ports.Identity = 5000
+	}
+	if opts.Ports.Compute == 0 {
+		opts.Ports.Compute = 8774
+	}
+	if opts.Ports.Image == 0 {
+		opts.Ports.Image = 9292
+	}
+	if opts.Ports.Network == 0 {
+		opts.Ports.Network = 9696
+	}
+	if opts.Region == "" {
+		opts.Region = "RegionOne"
+	}
+	if opts.TokenTTL <= 0 {
+		opts.TokenTTL = 12 * time.Hour
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Service{st: st, opts: opts, log: opts.Logger.With("service", "identity"),
+		now: func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }}
+}
+
+// Handler serves the identity port.
+func (s *Service) Handler() http.Handler {
+	mux := http.NewServeMux()
+	authed := RequireToken(s, s.fail)
+	h := func(pattern string, fn http.HandlerFunc) { mux.Handle(pattern, authed(fn)) }
+
+	// Discovery answers without a token (keystoneauth asks unauthenticated).
+	mux.HandleFunc("GET /{$}", s.versions)
+	mux.HandleFunc("GET /v3", s.version)
+
+	mux.HandleFunc("POST /v3/auth/tokens", s.issueToken)
+	h("GET /v3/auth/tokens", s.validateToken) // also HEAD
+	h("DELETE /v3/auth/tokens", s.revokeToken)
+	h("GET /v3/auth/projects", s.authProjects)
+	h("GET /v3/auth/domains", s.authDomains)
+	h("GET /v3/auth/catalog", s.authCatalog)
+
+	h("GET /v3/domains", s.listDomains)
+	h("GET /v3/domains/{id}", s.getDomain)
+	h("POST /v3/domains", s.notImplemented)
+	h("PATCH /v3/domains/{id}", s.notImplemented)
+	h("DELETE /v3/domains/{id}", s.notImplemented)
+
+	h("GET /v3/projects", s.listProjects)
+	h("POST /v3/projects", s.createProject)
+	h("GET /v3/projects/{id}", s.getProject)
+	h("PATCH /v3/projects/{id}", s.updateProject)
+	h("DELETE /v3/projects/{id}", s.deleteProject)
+	h("GET /v3/projects/{p}/users/{u}/roles", s.listGrants)
+	h("GET /v3/projects/{p}/users/{u}/roles/{r}", s.checkGrant) // also HEAD
+	h("PUT /v3/projects/{p}/users/{u}/roles/{r}", s.putGrant)
+	h("DELETE /v3/projects/{p}/users/{u}/roles/{r}", s.deleteGrant)
+
+	h("GET /v3/users", s.listUsers)
+	h("POST /v3/users", s.createUser)
+	h("GET /v3/users/{id}", s.getUser)
+	h("PATCH /v3/users/{id}", s.updateUser)
+	h("DELETE /v3/users/{id}", s.deleteUser)
+	h("POST /v3/users/{id}/password", s.changePassword)
+	h("GET /v3/users/{id}/projects", s.userProjects)
+	h("GET /v3/users/{id}/groups", s.userGroups)
+
+	h("GET /v3/roles", s.listRoles)
+	h("POST /v3/roles", s.createRole)
+	h("GET /v3/roles/{id}", s.getRole)
+	h("PATCH /v3/roles/{id}", s.updateRole)
+	h("DELETE /v3/roles/{id}", s.deleteRole)
+	h("GET /v3/role_assignments", s.listAssignments)
+
+	h("GET /v3/services", s.listServices)
+	h("GET /v3/endpoints", s.listEndpoints)
+	h("GET /v3/regions", s.listRegions)
+
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.fail(w, r, http.StatusNotFound, "The resource could not be found.")
+	})
+	return httpapi.WithRequestID(httpapi.AccessLog(s.opts.Logger, "identity", httpapi.TrimSlash(mux)))
+}
+
+// fail writes a Keystone error body: {"error":{"code","message","title"}}.
+// Tempest reads error.message from 401/403 bodies, so it must be JSON.
+func (s *Service) fail(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Keystone uri="`+httpapi.BaseURL(r)+`"`)
+	}
+	WriteError(w, status, msg)
+}
+
+// WriteError writes a Keystone-style error body with status.
+func WriteError(w http.ResponseWriter, status int, msg string) {
+	httpapi.WriteJSON(w, status, map[string]any{"error": map[string]any{
+		"code": status, "title": errorTitle(status), "message": msg}})
+}
+
+func errorTitle(status int) string {
+	switch status {
+	case http.StatusUnauthorized:
+		return "Unauthorized"
+	case http.StatusNotFound:
+		return "Not Found"
+	default:
+		if t := http.StatusText(status); t != "" {
+			return t
+		}
+		return "Error"
+	}
+}
+
+func (s *Service) notImplemented(w http.ResponseWriter, r *http.Request) {
+	s.fail(w, r, http.StatusNotImplemented, "Capsule has a single domain, \"default\"; domains cannot be changed.")
+}
+
+// internalError logs err and answers 500 without leaking details.
+func (s *Service) internalError(w http.ResponseWriter, r *http.Request, err error) {
+	s.log.ErrorContext(r.Context(), "identity request failed", "error", err,
+		"request_id", httpapi.RequestID(r.Context()))
+	s.fail(w, r, http.StatusInternalServerError, "An unexpected error prevented the server from fulfilling your request.")
+}
+
+// storeError maps a store error to the API status.
+func (s *Service) storeError(w http.ResponseWriter, r *http.Request, err error, notFoundMsg string) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		s.fail(w, r, http.StatusNotFound, notFoundMsg)
+	case errors.Is(err, store.ErrConflict):
+		s.fail(w, r, http.StatusConflict, "Conflict occurred attempting to store the resource: duplicate entry.")
+	default:
+		s.internalError(w, r, err)
+	}
+}
+
+// newID returns a Keystone-style id: a UUID4 as 32 hex digits.
+func newID() string { return strings.ReplaceAll(uuid.NewString(), "-", "") }
+
+// stableID derives a fixed id from parts, so catalog entries keep the same
+// ids across token issue and validation (Tempest compares the bodies).
+func stableID(parts ...string) string {
+	sum := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
+	return hex.EncodeToString(sum[:16])
+}
+
+// isDefaultDomain reports whether ref (an id or a name) names the default
+// domain.
+func isDefaultDomain(ref string) bool {
+	return ref == DefaultDomainID || strings.EqualFold(ref, DefaultDomainName)
+}
+
+// keystoneTime formats token timestamps the way Keystone does:
+// microseconds and a Z (Tempest compares expires_at strings).
+func keystoneTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000000Z") }
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

@@ -1,0 +1,562 @@
+package identity
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/capsule-cloud/capsule/api-server/auth"
+	"github.com/capsule-cloud/capsule/api-server/httpapi"
+	"github.com/capsule-cloud/capsule/store"
+	"golang.org/x/crypto/bcrypt"
+	"gorm.io/gorm"
+)
+
+// Errors Validate returns. ErrInvalidToken covers unknown, expired and
+// revoked tokens and tokens whose user or scope is gone; ErrUnavailable
+// means the check itself could not run (the database failed).
+var (
+	ErrInvalidToken = errors.New("invalid token")
+	ErrUnavailable  = errors.New("token validation unavailable")
+)
+
+// authFailMsg is Keystone's 401 message.
+const authFailMsg = "The request you have made requires authentication."
+
+// RequireToken returns middleware that validates the X-Auth-Token header
+// with v and puts the caller's credentials in the request context. Each
+// service renders failures in its own error format through onFail (401
+// for a missing or invalid token, 503 when validation cannot run).
+func RequireToken(v auth.Validator, onFail func(w http.ResponseWriter, r *http.Request, status int, msg string)) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			tok := r.Header.Get("X-Auth-Token")
+			if tok == "" {
+				onFail(w, r, http.StatusUnauthorized, authFailMsg)
+				return
+			}
+			c, err := v.Validate(r.Context(), tok)
+			if err != nil {
+				if errors.Is(err, ErrUnavailable) {
+					onFail(w, r, http.StatusServiceUnavailable, "Token validation is temporarily unavailable.")
+					return
+				}
+				onFail(w, r, http.StatusUnauthorized, authFailMsg)
+				return
+			}
+			next.ServeHTTP(w, r.WithContext(auth.WithCredentials(r.Context(), c)))
+		})
+	}
+}
+
+// hashToken is what the database keeps instead of the token.
+func hashToken(tok string) string {
+	sum := sha256.Sum256([]byte(tok))
+	return hex.EncodeToString(sum[:])
+}
+
+func randomString(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("random bytes: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// tokenInfo is a live token with everything its body shows.
+type tokenInfo struct {
+	id      string
+	row     store.Token
+	user    store.User
+	project *store.Project
+	roles   []store.Role
+}
+
+// loadToken looks tok up and checks it is live: not expired, not revoked,
+// its user enabled, and (when scoped) its project enabled with at least
+// one role for the user.
+func (s *Service) loadToken(ctx context.Context, tok string) (*tokenInfo, error) {
+	if tok == "" {
+		return nil, fmt.Errorf("empty token: %w", ErrInvalidToken)
+	}
+	db := s.st.WithContext(ctx)
+	var row store.Token
+	if err := db.Where("hash = ?", hashToken(tok)).Take(&row).Error; err != nil {
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			return nil, fmt.Errorf("unknown token: %w", ErrInvalidToken)
+		}
+		return nil, fmt.Errorf("load token: %w: %w", ErrUnavailable, err)
+	}
+	if row.Revoked {
+		return nil, fmt.Errorf("token revoked: %w", ErrInvalidToken)
+	}
+	if !s.now().Before(row.ExpiresAt) {
+		return nil, fmt.Errorf("token expired at %s: %w", row.ExpiresAt.UTC().Format(time.RFC3339), ErrInvalidToken)
+	}
+	ti := &tokenInfo{id: tok, row: row}
+	if err := db.Where("id = ?", row.UserID).Take(&ti.user).Error; err != nil {
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			return nil, fmt.Errorf("token user %s gone: %w", row.UserID, ErrInvalidToken)
+		}
+		return nil, fmt.Errorf("load token user: %w: %w", ErrUnavailable, err)
+	}
+	if !ti.user.Enabled {
+		return nil, fmt.Errorf("user %s disabled: %w", row.UserID, ErrInvalidToken)
+	}
+	if row.ProjectID != "" {
+		var p store.Project
+		if err := db.Where("id = ?", row.ProjectID).Take(&p).Error; err != nil {
+			if errors.Is(err, gorm.ErrRecordNotFound) {
+				return nil, fmt.Errorf("token project %s gone: %w", row.ProjectID, ErrInvalidToken)
+			}
+			return nil, fmt.Errorf("load token project: %w: %w", ErrUnavailable, err)
+		}
+		if !p.Enabled {
+			return nil, fmt.Errorf("project %s disabled: %w", p.ID, ErrInvalidToken)
+		}
+		ti.project = &p
+		roles, err := userRoles(ctx, s.st, row.UserID, p.ID)
+		if err != nil {
+			return nil, fmt.Errorf("load token roles: %w: %w", ErrUnavailable, err)
+		}
+		if len(roles) == 0 {
+			return nil, fmt.Errorf("user %s has no role on project %s any more: %w", row.UserID, p.ID, ErrInvalidToken)
+		}
+		ti.roles = roles
+	}
+	return ti, nil
+}
+
+// userRoles returns the roles userID holds on projectID, sorted by name.
+func userRoles(ctx context.Context, st *store.Store, userID, projectID string) ([]store.Role, error) {
+	var roles []store.Role
+	err := st.WithContext(ctx).
+		Joins("JOIN role_assignments ra ON ra.role_id = roles.id").
+		Where("ra.user_id = ? AND ra.project_id = ?", userID, projectID).
+		Order("roles.name").Find(&roles).Error
+	return roles, err
+}
+
+// Validate implements auth.Validator for every API service.
+func (s *Service) Validate(ctx context.Context, tok string) (*auth.Credentials, error) {
+	ti, err := s.loadToken(ctx, tok)
+	if err != nil {
+		return nil, err
+	}
+	return ti.credentials(), nil
+}
+
+func (ti *tokenInfo) credentials() *auth.Credentials {
+	c := &auth.Credentials{TokenID: ti.id, UserID: ti.user.ID, UserName: ti.user.Name,
+		DomainID: ti.user.DomainID, ExpiresAt: ti.row.ExpiresAt}
+	if ti.project != nil {
+		c.ProjectID, c.ProjectName = ti.project.ID, ti.project.Name
+	}
+	for _, r := range ti.roles {
+		c.Roles = append(c.Roles, strings.ToLower(r.Name))
+	}
+	return c
+}
+
+// Token request body (POST /v3/auth/tokens).
+type authRequest struct {
+	Auth struct {
+		Identity struct {
+			Methods  []string `json:"methods"`
+			Password *struct {
+				User struct {
+					ID       string     `json:"id"`
+					Name     string     `json:"name"`
+					Password string     `json:"password"`
+					Domain   *domainRef `json:"domain"`
+				} `json:"user"`
+			} `json:"password"`
+			Token *struct {
+				ID string `json:"id"`
+			} `json:"token"`
+		} `json:"identity"`
+		Scope json.RawMessage `json:"scope"`
+	} `json:"auth"`
+}
+
+type domainRef struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+// ref returns the id or name given; "" when neither.
+func (d *domainRef) ref() string {
+	if d == nil {
+		return ""
+	}
+	if d.ID != "" {
+		return d.ID
+	}
+	return d.Name
+}
+
+type scopeRequest struct {
+	Project *struct {
+		ID     string     `json:"id"`
+		Name   string     `json:"name"`
+		Domain *domainRef `json:"domain"`
+	} `json:"project"`
+	Domain *domainRef      `json:"domain"`
+	System json.RawMessage `json:"system"`
+	Trust  json.RawMessage `json:"OS-TRUST:trust"`
+}
+
+// authError is a failure the token request reports with its status.
+type authError struct {
+	status int
+	msg    string
+}
+
+func (e *authError) Error() string { return e.msg }
+
+func unauthorized(msg string) error { return &authError{http.StatusUnauthorized, msg} }
+
+func (s *Service) issueToken(w http.ResponseWriter, r *http.Request) {
+	var req authRequest
+	if err := httpapi.ReadJSON(r, &req); err != nil {
+		s.fail(w, r, http.StatusBadRequest, "Invalid authentication request: "+err.Error())
+		return
+	}
+	row, err := s.authenticate(r.Context(), &req)
+	if err != nil {
+		var ae *authError
+		if errors.As(err, &ae) {
+			s.log.InfoContext(r.Context(), "authentication refused", "reason", ae.msg,
+				"request_id", httpapi.RequestID(r.Context()))
+			msg := ae.msg
+			if ae.status == http.StatusUnauthorized {
+				msg = authFailMsg // do not tell a guesser which part was wrong
+			}
+			s.fail(w, r, ae.status, msg)
+			return
+		}
+		s.internalError(w, r, err)
+		return
+	}
+	tok, err := randomString(32)
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	row.Hash = hashToken(tok)
+	if err := s.st.WithContext(r.Context()).Create(row).Error; err != nil {
+		s.internalError(w, r, fmt.Errorf("store token: %w", err))
+		return
+	}
+	ti, err := s.loadToken(r.Context(), tok)
+	if err != nil {
+		s.internalError(w, r, fmt.Errorf("reload issued token: %w", err))
+		return
+	}
+	w.Header().Set("X-Subject-Token", tok)
+	httpapi.WriteJSON(w, http.StatusCreated, s.tokenBody(r, ti, !r.URL.Query().Has("nocatalog")))
+}
+
+// authenticate checks the identity methods and the requested scope and
+// returns the token row to store (without its hash).
+func (s *Service) authenticate(ctx context.Context, req *authRequest) (*store.Token, error) {
+	id := &req.Auth.Identity
+	if len(id.Methods) == 0 {
+		return nil, &authError{http.StatusBadRequest, "Invalid authentication request: identity.methods is required."}
+	}
+	var (
+		user     store.User
+		methods  []string
+		auditIDs []string
+		prevExp  time.Time
+	)
+	db := s.st.WithContext(ctx)
+	switch {
+	case slices.Contains(id.Methods, "password"):
+		if id.Password == nil {
+			return nil, &authError{http.StatusBadRequest, "Invalid authentication request: identity.password is required."}
+		}
+		pu := id.Password.User
+		q := db.Model(&store.User{})
+		switch {
+		case pu.ID != "":
+			q = q.Where("id = ?", pu.ID)
+		case pu.Name != "":
+			// Keystone requires a domain with a name; Capsule has only
+			// one, so a missing domain means it.
+			if d := pu.Domain.ref(); d != "" && !isDefaultDomain(d) {
+				return nil, unauthorized("unknown domain " + d)
+			}
+			q = q.Where("name = ? AND domain_id = ?", pu.Name, DefaultDomainID)
+		default:
+			return nil, &authError{http.StatusBadRequest, "Invalid authentication request: user id or name is required."}
+		}
+		if err := q.Take(&user).Error; err != nil {
+			if errors.Is(err, gorm.ErrRecordNotFound) {
+				return nil, unauthorized("unknown user")
+			}
+			return nil, fmt.Errorf("load user: %w", err)
+		}
+		if user.PasswordHash == "" || bcrypt.CompareHashAndPassword([]byte(user.PasswordHash), []byte(pu.Password)) != nil {
+			return nil, unauthorized("wrong password for user " + user.ID)
+		}
+		methods = []string{"password"}
+	case slices.Contains(id.Methods, "token"):
+		if id.Token == nil || id.Token.ID == "" {
+			return nil, &authError{http.StatusBadRequest, "Invalid authentication request: identity.token.id is required."}
+		}
+		prev, err := s.loadToken(ctx, id.Token.ID)
+		if err != nil {
+			if errors.Is(err, ErrInvalidToken) {
+				return nil, unauthorized("token method: " + err.Error())
+			}
+			return nil, err
+		}
+		user = prev.user
+		// A rescoped token keeps the original's expiry and audit chain,
+		// as Keystone's does.
+		methods = append([]string{"token"}, strings.Split(prev.row.Methods, ",")...)
+		methods = slices.Compact(methods)
+		auditIDs = append(auditIDs, strings.Split(prev.row.AuditID, ",")[0])
+		prevExp = prev.row.ExpiresAt
+	default:
+		return nil, unauthorized("unsupported authentication methods " + strings.Join(id.Methods, ","))
+	}
+	if !user.Enabled {
+		return nil, unauthorized("user " + user.ID + " is disabled")
+	}
+
+	projectID, err := s.resolveScope(ctx, req.Auth.Scope, &user)
+	if err != nil {
+		return nil, err
+	}
+
+	audit, err := randomString(16)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	exp := now.Add(s.opts.TokenTTL)
+	if !prevExp.IsZero() && prevExp.Before(exp) {
+		exp = prevExp
+	}
+	return &store.Token{UserID: user.ID, ProjectID: projectID, Methods: strings.Join(methods, ","),
+		AuditID: strings.Join(append([]string{audit}, auditIDs...), ","), IssuedAt: now, ExpiresAt: exp}, nil
+}
+
+// resolveScope returns the project the token is scoped to ("" unscoped).
+// With no scope at all, Keystone scopes to the user's default project
+// when the user has a role there.
+func (s *Service) resolveScope(ctx context.Context, raw json.RawMessage, user *store.User) (string, error) {
+	db := s.st.WithContext(ctx)
+	trimmed := strings.TrimSpace(string(raw))
+	if trimmed == "" || trimmed == "null" {
+		if user.DefaultProjectID == "" {
+			return "", nil
+		}
+		var p store.Project
+		if err := db.Where("id = ?", user.DefaultProjectID).Take(&p).Error; err != nil {
+			if errors.Is(err, gorm.ErrRecordNotFound) {
+				return "", nil
+			}
+			return "", fmt.Errorf("load default project: %w", err)
+		}
+		roles, err := userRoles(ctx, s.st, user.ID, p.ID)
+		if err != nil {
+			return "", fmt.Errorf("load roles: %w", err)
+		}
+		if !p.Enabled || len(roles) == 0 {
+			return "", nil
+		}
+		return p.ID, nil
+	}
+	if trimmed == `"unscoped"` {
+		return "", nil
+	}
+	var sc scopeRequest
+	if err := json.Unmarshal(raw, &sc); err != nil {
+		return "", &authError{http.StatusBadRequest, "Invalid authentication request: malformed scope."}
+	}
+	switch {
+	case sc.Project != nil:
+	case sc.Domain != nil:
+		return "", unauthorized("domain-scoped tokens are not supported")
+	case len(sc.System) > 0:
+		return "", unauthorized("system-scoped tokens are not supported")
+	case len(sc.Trust) > 0:
+		return "", unauthorized("trusts are not supported")
+	default:
+		return "", &authError{http.StatusBadRequest, "Invalid authentication request: unknown scope."}
+	}
+	q := db.Model(&store.Project{})
+	switch {
+	case sc.Project.ID != "":
+		q = q.Where("id = ?", sc.Project.ID)
+	case sc.Project.Name != "":
+		if d := sc.Project.Domain.ref(); d != "" && !isDefaultDomain(d) {
+			return "", unauthorized("unknown project domain " + d)
+		}
+		q = q.Where("name = ? AND domain_id = ?", sc.Project.Name, DefaultDomainID)
+	default:
+		return "", &authError{http.StatusBadRequest, "Invalid authentication request: project id or name is required."}
+	}
+	var p store.Project
+	if err := q.Take(&p).Error; err != nil {
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			return "", unauthorized("unknown project")
+		}
+		return "", fmt.Errorf("load project: %w", err)
+	}
+	if !p.Enabled {
+		return "", unauthorized("project " + p.ID + " is disabled")
+	}
+	roles, err := userRoles(ctx, s.st, user.ID, p.ID)
+	if err != nil {
+		return "", fmt.Errorf("load roles: %w", err)
+	}
+	if len(roles) == 0 {
+		return "", unauthorized("user " + user.ID + " has no role on project " + p.ID)
+	}
+	return p.ID, nil
+}
+
+// Token response body. Field order and presence follow Keystone: an
+// unscoped token has no project, roles or catalog.
+type tokenView struct {
+	Methods   []string        `json:"methods"`
+	AuditIDs  []string        `json:"audit_ids"`
+	ExpiresAt string          `json:"expires_at"`
+	IssuedAt  string          `json:"issued_at"`
+	User      tokenUser       `json:"user"`
+	Project   *tokenProject   `json:"project,omitempty"`
+	IsDomain  *bool           `json:"is_domain,omitempty"`
+	Roles     []idName        `json:"roles,omitempty"`
+	Catalog   *[]catalogEntry `json:"catalog,omitempty"`
+}
+
+type idName struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+type tokenUser struct {
+	ID                string  `json:"id"`
+	Name              string  `json:"name"`
+	Domain            idName  `json:"domain"`
+	PasswordExpiresAt *string `json:"password_expires_at"`
+}
+
+type tokenProject struct {
+	ID     string `json:"id"`
+	Name   string `json:"name"`
+	Domain idName `json:"domain"`
+}
+
+var defaultDomain = idName{ID: DefaultDomainID, Name: DefaultDomainName}
+
+func (s *Service) tokenBody(r *http.Request, ti *tokenInfo, withCatalog bool) map[string]any {
+	v := tokenView{
+		Methods:   strings.Split(ti.row.Methods, ","),
+		AuditIDs:  strings.Split(ti.row.AuditID, ","),
+		ExpiresAt: keystoneTime(ti.row.ExpiresAt),
+		IssuedAt:  keystoneTime(ti.row.IssuedAt),
+		User:      tokenUser{ID: ti.user.ID, Name: ti.user.Name, Domain: defaultDomain},
+	}
+	if ti.project != nil {
+		isDomain := false
+		v.Project = &tokenProject{ID: ti.project.ID, Name: ti.project.Name, Domain: defaultDomain}
+		v.IsDomain = &isDomain
+		v.Roles = []idName{}
+		for _, role := range ti.roles {
+			v.Roles = append(v.Roles, idName{ID: role.ID, Name: role.Name})
+		}
+		if withCatalog {
+			cat := s.catalog(r)
+			v.Catalog = &cat
+		}
+	}
+	return map[string]any{"token": v}
+}
+
+// subjectToken loads X-Subject-Token for the token API and checks the
+// caller may see it: its own tokens, or any token for an admin.
+func (s *Service) subjectToken(w http.ResponseWriter, r *http.Request) (*tokenInfo, bool) {
+	caller := auth.FromContext(r.Context())
+	subj := r.Header.Get("X-Subject-Token")
+	if subj == "" {
+		s.fail(w, r, http.StatusBadRequest, "X-Subject-Token header is required.")
+		return nil, false
+	}
+	ti, err := s.loadToken(r.Context(), subj)
+	if err != nil {
+		if errors.Is(err, ErrInvalidToken) {
+			s.fail(w, r, http.StatusNotFound, "Could not find token: "+truncate(subj, 8)+"...")
+			return nil, false
+		}
+		s.internalError(w, r, err)
+		return nil, false
+	}
+	if ti.user.ID != caller.UserID && !caller.IsAdmin() {
+		s.fail(w, r, http.StatusForbidden, "You are not authorized to perform the requested action: identity:validate_token.")
+		return nil, false
+	}
+	return ti, true
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+func (s *Service) validateToken(w http.ResponseWriter, r *http.Request) {
+	ti, ok := s.subjectToken(w, r)
+	if !ok {
+		return
+	}
+	w.Header().Set("X-Subject-Token", ti.id)
+	httpapi.WriteJSON(w, http.StatusOK, s.tokenBody(r, ti, !r.URL.Query().Has("nocatalog")))
+}
+
+func (s *Service) revokeToken(w http.ResponseWriter, r *http.Request) {
+	ti, ok := s.subjectToken(w, r)
+	if !ok {
+		return
+	}
+	if err := s.st.WithContext(r.Context()).Model(&store.Token{}).Where("hash = ?", ti.row.Hash).
+		Update("revoked", true).Error; err != nil {
+		s.internalError(w, r, fmt.Errorf("revoke token: %w", err))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// revokeUserTokens revokes every token of userID (password change,
+// disable, delete), as Keystone's revocation events do.
+func revokeUserTokens(ctx context.Context, db *gorm.DB, userID string) error {
+	if err := db.WithContext(ctx).Model(&store.Token{}).Where("user_id = ? AND revoked = ?", userID, false).
+		Update("revoked", true).Error; err != nil {
+		return fmt.Errorf("revoke tokens of user %s: %w", userID, err)
+	}
+	return nil
+}
+
+// PurgeExpiredTokens deletes tokens that expired before now-grace; the
+// API server may call it periodically.
+func (s *Service) PurgeExpiredTokens(ctx context.Context, grace time.Duration) (int64, error) {
+	res := s.st.WithContext(ctx).Where("expires_at < ?", s.now().Add(-grace)).Delete(&store.Token{})
+	if res.Error != nil {
+		return 0, fmt.Errorf("purge expired tokens: %w", res.Error)
+	}
+	return res.RowsAffected, nil
+}

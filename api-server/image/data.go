@@ -1,0 +1,127 @@
+package image
+
+import (
+	"crypto/md5" //nolint:gosec // Glance's checksum is MD5 by definition
+	"crypto/sha512"
+	"encoding/hex"
+	"fmt"
+	"hash"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/capsule-cloud/capsule/store"
+)
+
+// countingHasher feeds everything read through it to the image checksums.
+type countingHasher struct {
+	r      io.Reader
+	md5    hash.Hash
+	sha512 hash.Hash
+	n      int64
+}
+
+func (c *countingHasher) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if n > 0 {
+		c.md5.Write(p[:n])
+		c.sha512.Write(p[:n])
+		c.n += int64(n)
+	}
+	return n, err
+}
+
+// uploadImage is PUT /v2/images/{id}/file: only from queued; the data goes
+// to the Data backend (the registry) while size and checksums are taken.
+func (s *Service) uploadImage(w http.ResponseWriter, r *http.Request) {
+	img, c, ok := s.loadVisible(w, r)
+	if !ok {
+		return
+	}
+	if !canModify(c, &img) {
+		s.fail(w, r, http.StatusForbidden, "You are not authorized to upload data to image "+img.ID)
+		return
+	}
+	if s.opts.Data == nil {
+		s.fail(w, r, http.StatusNotImplemented, "Image data upload is not available on this Capsule deployment.")
+		return
+	}
+	if img.Status != StatusQueued {
+		s.fail(w, r, http.StatusConflict, "Image status transition from "+img.Status+" to saving is not allowed")
+		return
+	}
+	// Claim the image: only one upload may move it out of queued.
+	res := s.st.WithContext(r.Context()).Model(&store.Image{}).
+		Where("id = ? AND status = ?", img.ID, StatusQueued).Update("status", StatusSaving)
+	if res.Error != nil {
+		s.internalError(w, r, fmt.Errorf("mark image %s saving: %w", img.ID, res.Error))
+		return
+	}
+	if res.RowsAffected == 0 {
+		s.fail(w, r, http.StatusConflict, "Image "+img.ID+" is already being uploaded")
+		return
+	}
+	img.Status = StatusSaving
+	hr := &countingHasher{r: r.Body, md5: md5.New(), sha512: sha512.New()} //nolint:gosec
+	ref, err := s.opts.Data.Put(r.Context(), img, hr)
+	if err != nil {
+		s.log.WarnContext(r.Context(), "image upload failed", "image", img.ID, "error", err)
+		img.Status = StatusQueued
+		if serr := s.save(r, &img); serr != nil {
+			s.log.ErrorContext(r.Context(), "reset image status after a failed upload", "image", img.ID, "error", serr)
+		}
+		s.fail(w, r, http.StatusBadRequest, "Image upload failed: "+err.Error())
+		return
+	}
+	size := hr.n
+	img.Size = &size
+	img.Checksum = hex.EncodeToString(hr.md5.Sum(nil))
+	img.RegistryRef = ref
+	props := Properties(&img)
+	props[propHashAlgo] = "sha512"
+	props[propHashValue] = hex.EncodeToString(hr.sha512.Sum(nil))
+	setProperties(&img, props)
+	img.Status = StatusActive
+	if err := s.save(r, &img); err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// downloadImage is GET /v2/images/{id}/file.
+func (s *Service) downloadImage(w http.ResponseWriter, r *http.Request) {
+	img, c, ok := s.loadVisible(w, r)
+	if !ok {
+		return
+	}
+	if img.Status == StatusDeactivated && !c.IsAdmin() {
+		s.fail(w, r, http.StatusForbidden, "The requested image has been deactivated. Image data download is forbidden.")
+		return
+	}
+	if img.Status != StatusActive && img.Status != StatusDeactivated {
+		w.WriteHeader(http.StatusNoContent) // no data yet
+		return
+	}
+	if s.opts.Data == nil {
+		s.fail(w, r, http.StatusNotImplemented, "Image data download is not available on this Capsule deployment.")
+		return
+	}
+	rc, err := s.opts.Data.Get(r.Context(), img)
+	if err != nil {
+		s.internalError(w, r, fmt.Errorf("open image %s data: %w", img.ID, err))
+		return
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	if img.Checksum != "" {
+		w.Header().Set("Content-MD5", img.Checksum)
+	}
+	if img.Size != nil {
+		w.Header().Set("Content-Length", strconv.FormatInt(*img.Size, 10))
+	}
+	w.WriteHeader(http.StatusOK)
+	if _, err := io.Copy(w, rc); err != nil {
+		s.log.WarnContext(r.Context(), "image download interrupted", "image", img.ID, "error", err)
+	}
+}

@@ -1,0 +1,558 @@
+package image
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/capsule-cloud/capsule/api-server/auth"
+	"github.com/capsule-cloud/capsule/api-server/httpapi"
+	"github.com/capsule-cloud/capsule/store"
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+)
+
+// Image statuses and visibilities (Glance's).
+const (
+	StatusQueued      = "queued"
+	StatusSaving      = "saving"
+	StatusActive      = "active"
+	StatusDeactivated = "deactivated"
+	StatusKilled      = "killed"
+
+	VisibilityPublic    = "public"
+	VisibilityPrivate   = "private"
+	VisibilityShared    = "shared"
+	VisibilityCommunity = "community"
+)
+
+// Formats Glance accepts.
+var (
+	containerFormats = []string{"bare", "ovf", "ova", "aki", "ari", "ami", "docker", "compressed"}
+	diskFormats      = []string{"raw", "qcow2", "vhd", "vhdx", "vmdk", "vdi", "iso", "ploop", "aki", "ari", "ami"}
+)
+
+// Keys of store.Image.Properties that hold base attributes the schema has
+// no column for; they are rendered as those attributes, never as
+// additional properties. tags holds a JSON-encoded list.
+const (
+	propTags        = "tags"
+	propHashAlgo    = "os_hash_algo"
+	propHashValue   = "os_hash_value"
+	propVirtualSize = "virtual_size"
+)
+
+// reserved are attributes a client may not set: Glance answers 403.
+var reserved = []string{"status", "size", "checksum", "created_at", "updated_at", "self", "file", "schema",
+	"location", "locations", "direct_url", "virtual_size", "os_hash_algo", "os_hash_value", "deleted",
+	"deleted_at", "stores"}
+
+// baseAttrs are the schema's own attributes; everything else is an
+// additional property.
+var baseAttrs = []string{"id", "name", "status", "visibility", "protected", "os_hidden", "owner",
+	"container_format", "disk_format", "size", "virtual_size", "checksum", "os_hash_algo", "os_hash_value",
+	"min_disk", "min_ram", "tags", "created_at", "updated_at", "self", "file", "schema", "locations",
+	"direct_url", "member_status"}
+
+// Properties decodes an image's property map (additional properties plus
+// the internal keys above).
+func Properties(img *store.Image) map[string]string {
+	props := map[string]string{}
+	if img.Properties != "" {
+		_ = json.Unmarshal([]byte(img.Properties), &props)
+	}
+	return props
+}
+
+func setProperties(img *store.Image, props map[string]string) {
+	if len(props) == 0 {
+		img.Properties = ""
+		return
+	}
+	b, _ := json.Marshal(props)
+	img.Properties = string(b)
+}
+
+func tagsOf(props map[string]string) []string {
+	tags := []string{}
+	if v := props[propTags]; v != "" {
+		_ = json.Unmarshal([]byte(v), &tags)
+	}
+	return tags
+}
+
+func setTags(props map[string]string, tags []string) {
+	if len(tags) == 0 {
+		delete(props, propTags)
+		return
+	}
+	b, _ := json.Marshal(tags)
+	props[propTags] = string(b)
+}
+
+func isInternalProp(k string) bool {
+	return k == propTags || k == propHashAlgo || k == propHashValue || k == propVirtualSize
+}
+
+func orNull(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func glanceTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05Z") }
+
+// View renders img as Glance does: every base attribute present (null
+// when unset) and additional properties as flat top-level strings. Never
+// a "properties" object: gophercloud decodes that key as a string.
+func View(img *store.Image) map[string]any {
+	props := Properties(img)
+	v := map[string]any{
+		"id": img.ID, "name": orNull(img.Name), "status": img.Status, "visibility": img.Visibility,
+		"protected": img.Protected, "os_hidden": img.Hidden, "owner": orNull(img.Owner),
+		"container_format": orNull(img.ContainerFormat), "disk_format": orNull(img.DiskFormat),
+		"size": nil, "virtual_size": nil, "checksum": orNull(img.Checksum),
+		"os_hash_algo": orNull(props[propHashAlgo]), "os_hash_value": orNull(props[propHashValue]),
+		"min_disk": img.MinDisk, "min_ram": img.MinRAM, "tags": tagsOf(props),
+		"created_at": glanceTime(img.CreatedAt), "updated_at": glanceTime(img.UpdatedAt),
+		"self": "/v2/images/" + img.ID, "file": "/v2/images/" + img.ID + "/file", "schema": "/v2/schemas/image",
+	}
+	if img.Size != nil {
+		v["size"] = *img.Size
+	}
+	if vs, err := strconv.ParseInt(props[propVirtualSize], 10, 64); err == nil {
+		v["virtual_size"] = vs
+	}
+	for k, val := range props {
+		if isInternalProp(k) || k == "properties" || slices.Contains(baseAttrs, k) {
+			continue
+		}
+		v[k] = val
+	}
+	return v
+}
+
+// canSee reports whether the caller may see img at all.
+func canSee(c *auth.Credentials, img *store.Image) bool {
+	if c.IsAdmin() || img.Visibility == VisibilityPublic || img.Visibility == VisibilityCommunity {
+		return true
+	}
+	return img.Owner != "" && img.Owner == c.ProjectID
+}
+
+// canModify reports whether the caller may change or delete img.
+func canModify(c *auth.Credentials, img *store.Image) bool {
+	if c.IsAdmin() {
+		return true
+	}
+	return c.CanWrite() && img.Owner != "" && img.Owner == c.ProjectID
+}
+
+func (s *Service) load(ctx context.Context, id string) (store.Image, error) {
+	var img store.Image
+	err := s.st.WithContext(ctx).Where("id = ?", id).Take(&img).Error
+	return img, store.NotFound(err, "image "+id)
+}
+
+// loadVisible loads image id, answering 404 when it is missing or the
+// caller may not see it (Glance does not reveal other tenants' images).
+func (s *Service) loadVisible(w http.ResponseWriter, r *http.Request) (store.Image, *auth.Credentials, bool) {
+	id := r.PathValue("id")
+	c := auth.FromContext(r.Context())
+	img, err := s.load(r.Context(), id)
+	if err == nil && !canSee(c, &img) {
+		err = fmt.Errorf("image %s: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		s.storeError(w, r, err, id)
+		return img, c, false
+	}
+	return img, c, true
+}
+
+func (s *Service) getImage(w http.ResponseWriter, r *http.Request) {
+	img, _, ok := s.loadVisible(w, r)
+	if !ok {
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, View(&img))
+}
+
+func (s *Service) deleteImage(w http.ResponseWriter, r *http.Request) {
+	img, c, ok := s.loadVisible(w, r)
+	if !ok {
+		return
+	}
+	if !canModify(c, &img) {
+		s.fail(w, r, http.StatusForbidden, "You are not authorized to delete image "+img.ID)
+		return
+	}
+	if img.Protected {
+		s.fail(w, r, http.StatusForbidden, "Image "+img.ID+" is protected and cannot be deleted.")
+		return
+	}
+	res := s.st.WithContext(r.Context()).Where("id = ?", img.ID).Delete(&store.Image{})
+	if res.Error != nil {
+		s.internalError(w, r, fmt.Errorf("delete image %s: %w", img.ID, res.Error))
+		return
+	}
+	if res.RowsAffected == 0 {
+		s.fail(w, r, http.StatusNotFound, "No image found with ID "+img.ID)
+		return
+	}
+	// The row is gone, so the image is deleted for clients; a registry
+	// tag left behind is only wasted space, hence best effort.
+	if del, ok := s.opts.Data.(Deleter); ok && img.RegistryRef != "" {
+		if err := del.Delete(r.Context(), img); err != nil {
+			s.log.WarnContext(r.Context(), "delete image data", "image", img.ID, "ref", img.RegistryRef, "error", err)
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// ---- list ----
+
+// listParams are GET /v2/images query keys that are not property filters.
+var listParams = []string{"limit", "marker", "sort_key", "sort_dir", "sort", "visibility", "member_status",
+	"name", "status", "owner", "container_format", "disk_format", "size_min", "size_max", "tag", "os_hidden",
+	"id", "protected", "created_at", "updated_at", "checksum", "os_hash_value"}
+
+var sortKeys = []string{"name", "status", "container_format", "disk_format", "size", "id", "created_at",
+	"updated_at", "visibility", "owner", "min_disk", "min_ram"}
+
+type sortSpec struct {
+	key  string
+	desc bool
+}
+
+// parseSort reads sort_key/sort_dir (repeatable) or sort=key:dir,...;
+// default created_at desc, with id as the tie-breaker so paging is stable.
+func parseSort(q url.Values) ([]sortSpec, error) {
+	var specs []sortSpec
+	if v := q.Get("sort"); v != "" {
+		if q.Has("sort_key") || q.Has("sort_dir") {
+			return nil, errors.New("the 'sort' parameter cannot be combined with sort_key/sort_dir")
+		}
+		for _, part := range strings.Split(v, ",") {
+			key, dir, _ := strings.Cut(strings.TrimSpace(part), ":")
+			specs = append(specs, sortSpec{key: key, desc: dir == "" || dir == "desc"})
+			if dir != "" && dir != "asc" && dir != "desc" {
+				return nil, fmt.Errorf("invalid sort direction %q", dir)
+			}
+		}
+	} else {
+		keys, dirs := q["sort_key"], q["sort_dir"]
+		for i, k := range keys {
+			dir := "desc"
+			if i < len(dirs) {
+				dir = dirs[i]
+			} else if len(dirs) == 1 {
+				dir = dirs[0]
+			}
+			if dir != "asc" && dir != "desc" {
+				return nil, fmt.Errorf("invalid sort direction %q", dir)
+			}
+			specs = append(specs, sortSpec{key: k, desc: dir == "desc"})
+		}
+		if len(keys) == 0 {
+			dir := q.Get("sort_dir")
+			if dir != "" && dir != "asc" && dir != "desc" {
+				return nil, fmt.Errorf("invalid sort direction %q", dir)
+			}
+			specs = []sortSpec{{key: "created_at", desc: dir != "asc"}}
+		}
+	}
+	for _, sp := range specs {
+		if !slices.Contains(sortKeys, sp.key) {
+			return nil, fmt.Errorf("invalid sort key %q", sp.key)
+		}
+	}
+	if !slices.ContainsFunc(specs, func(sp sortSpec) bool { return sp.key == "id" }) {
+		specs = append(specs, sortSpec{key: "id", desc: specs[len(specs)-1].desc})
+	}
+	return specs, nil
+}
+
+func compareBy(a, b *store.Image, key string) int {
+	switch key {
+	case "name":
+		return cmp.Compare(a.Name, b.Name)
+	case "status":
+		return cmp.Compare(a.Status, b.Status)
+	case "container_format":
+		return cmp.Compare(a.ContainerFormat, b.ContainerFormat)
+	case "disk_format":
+		return cmp.Compare(a.DiskFormat, b.DiskFormat)
+	case "size":
+		return cmp.Compare(sizeOf(a), sizeOf(b))
+	case "created_at":
+		return a.CreatedAt.Compare(b.CreatedAt)
+	case "updated_at":
+		return a.UpdatedAt.Compare(b.UpdatedAt)
+	case "visibility":
+		return cmp.Compare(a.Visibility, b.Visibility)
+	case "owner":
+		return cmp.Compare(a.Owner, b.Owner)
+	case "min_disk":
+		return cmp.Compare(a.MinDisk, b.MinDisk)
+	case "min_ram":
+		return cmp.Compare(a.MinRAM, b.MinRAM)
+	default:
+		return cmp.Compare(a.ID, b.ID)
+	}
+}
+
+func sizeOf(img *store.Image) int64 {
+	if img.Size == nil {
+		return -1
+	}
+	return *img.Size
+}
+
+func parseBool(v string) (bool, error) {
+	switch strings.ToLower(v) {
+	case "true", "1", "yes", "on", "t", "y":
+		return true, nil
+	case "false", "0", "no", "off", "f", "n":
+		return false, nil
+	}
+	return false, fmt.Errorf("invalid boolean %q", v)
+}
+
+// filter is one predicate built from the query.
+type filter func(img *store.Image, props map[string]string) bool
+
+// buildFilters turns the list query into predicates (visibility rules
+// included). Glance's "in:a,b" operator is supported for the string
+// attributes that are commonly filtered.
+func buildFilters(c *auth.Credentials, q url.Values) ([]filter, error) {
+	var fs []filter
+	own := func(img *store.Image) bool { return img.Owner != "" && img.Owner == c.ProjectID }
+	switch vis := q.Get("visibility"); vis {
+	case "":
+		// Default: own images, public ones; admins see everything but
+		// other tenants' community images.
+		fs = append(fs, func(img *store.Image, _ map[string]string) bool {
+			if own(img) || img.Visibility == VisibilityPublic {
+				return true
+			}
+			return c.IsAdmin() && img.Visibility != VisibilityCommunity
+		})
+	case "all":
+		fs = append(fs, func(img *store.Image, _ map[string]string) bool { return canSee(c, img) })
+	case VisibilityPublic, VisibilityCommunity, VisibilityPrivate, VisibilityShared:
+		fs = append(fs, func(img *store.Image, _ map[string]string) bool {
+			return img.Visibility == vis && canSee(c, img)
+		})
+	default:
+		return nil, fmt.Errorf("invalid visibility value: %s", vis)
+	}
+	hidden := false
+	if v := q.Get("os_hidden"); v != "" {
+		b, err := parseBool(v)
+		if err != nil {
+			return nil, fmt.Errorf("os_hidden: %w", err)
+		}
+		hidden = b
+	}
+	fs = append(fs, func(img *store.Image, _ map[string]string) bool { return img.Hidden == hidden })
+
+	strAttr := map[string]func(*store.Image) string{
+		"name": func(i *store.Image) string { return i.Name }, "status": func(i *store.Image) string { return i.Status },
+		"owner": func(i *store.Image) string { return i.Owner }, "id": func(i *store.Image) string { return i.ID },
+		"container_format": func(i *store.Image) string { return i.ContainerFormat },
+		"disk_format":      func(i *store.Image) string { return i.DiskFormat },
+		"checksum":         func(i *store.Image) string { return i.Checksum },
+	}
+	for key, get := range strAttr {
+		if !q.Has(key) {
+			continue
+		}
+		want := q.Get(key)
+		var set []string
+		if rest, ok := strings.CutPrefix(want, "in:"); ok {
+			set = strings.Split(rest, ",")
+		} else {
+			set = []string{want}
+		}
+		fs = append(fs, func(img *store.Image, _ map[string]string) bool { return slices.Contains(set, get(img)) })
+	}
+	if v := q.Get("protected"); v != "" {
+		b, err := parseBool(v)
+		if err != nil {
+			return nil, fmt.Errorf("protected: %w", err)
+		}
+		fs = append(fs, func(img *store.Image, _ map[string]string) bool { return img.Protected == b })
+	}
+	for _, k := range []string{"size_min", "size_max"} {
+		if !q.Has(k) {
+			continue
+		}
+		n, err := strconv.ParseInt(q.Get(k), 10, 64)
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("invalid %s value %q", k, q.Get(k))
+		}
+		isMin := k == "size_min"
+		fs = append(fs, func(img *store.Image, _ map[string]string) bool {
+			if img.Size == nil {
+				return false
+			}
+			if isMin {
+				return *img.Size >= n
+			}
+			return *img.Size <= n
+		})
+	}
+	if tags := q["tag"]; len(tags) > 0 {
+		fs = append(fs, func(_ *store.Image, props map[string]string) bool {
+			have := tagsOf(props)
+			for _, t := range tags {
+				if !slices.Contains(have, t) {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	// Any other key filters on an additional property (Tempest filters
+	// backups by image_type, backup_type and instance_uuid).
+	for k, vals := range q {
+		if slices.Contains(listParams, k) || len(vals) == 0 {
+			continue
+		}
+		want := vals[0]
+		fs = append(fs, func(_ *store.Image, props map[string]string) bool {
+			v, ok := props[k]
+			return ok && !isInternalProp(k) && v == want
+		})
+	}
+	return fs, nil
+}
+
+func (s *Service) listImages(w http.ResponseWriter, r *http.Request) {
+	c := auth.FromContext(r.Context())
+	q := r.URL.Query()
+	limit := 25
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			s.fail(w, r, http.StatusBadRequest, "limit param must be a non-negative integer")
+			return
+		}
+		limit = min(n, 1000)
+	}
+	specs, err := parseSort(q)
+	if err != nil {
+		s.fail(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
+	filters, err := buildFilters(c, q)
+	if err != nil {
+		s.fail(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
+	// The image table is small (tens to hundreds of rows): filtering and
+	// sorting here keeps property filters and markers simple and exact.
+	var all []store.Image
+	if err := s.st.WithContext(r.Context()).Find(&all).Error; err != nil {
+		s.internalError(w, r, fmt.Errorf("list images: %w", err))
+		return
+	}
+	var matched []store.Image
+	for i := range all {
+		props := Properties(&all[i])
+		if !slices.ContainsFunc(filters, func(f filter) bool { return !f(&all[i], props) }) {
+			matched = append(matched, all[i])
+		}
+	}
+	slices.SortStableFunc(matched, func(a, b store.Image) int {
+		for _, sp := range specs {
+			if d := compareBy(&a, &b, sp.key); d != 0 {
+				if sp.desc {
+					return -d
+				}
+				return d
+			}
+		}
+		return 0
+	})
+	if m := q.Get("marker"); m != "" {
+		i := slices.IndexFunc(matched, func(img store.Image) bool { return img.ID == m })
+		if i < 0 {
+			s.fail(w, r, http.StatusBadRequest, "marker not found: "+m)
+			return
+		}
+		matched = matched[i+1:]
+	}
+	more := len(matched) > limit
+	if more {
+		matched = matched[:limit]
+	}
+	out := make([]map[string]any, 0, len(matched))
+	for i := range matched {
+		out = append(out, View(&matched[i]))
+	}
+	first := url.Values{}
+	for k, v := range q {
+		if k != "marker" {
+			first[k] = v
+		}
+	}
+	body := map[string]any{"images": out, "schema": "/v2/schemas/images", "first": withQuery("/v2/images", first)}
+	// next only when more remain: openstacksdk follows it until absent.
+	if more && len(matched) > 0 {
+		next := url.Values{}
+		for k, v := range first {
+			next[k] = v
+		}
+		next.Set("marker", matched[len(matched)-1].ID)
+		body["next"] = withQuery("/v2/images", next)
+	}
+	httpapi.WriteJSON(w, http.StatusOK, body)
+}
+
+func withQuery(path string, q url.Values) string {
+	if len(q) == 0 {
+		return path
+	}
+	return path + "?" + q.Encode()
+}
+
+// ---- register (bootstrap) ----
+
+// Register records an active image backed by registryRef, owned by owner
+// (a project id), public or private. It is idempotent: an image with the
+// same name and reference is returned as it is.
+func Register(ctx context.Context, st *store.Store, name, registryRef string, size int64, owner string, public bool) (store.Image, error) {
+	var img store.Image
+	err := st.WithContext(ctx).Where("name = ? AND registry_ref = ?", name, registryRef).
+		Order("created_at").Take(&img).Error
+	if err == nil {
+		return img, nil
+	}
+	if !errors.Is(err, gorm.ErrRecordNotFound) {
+		return img, fmt.Errorf("look up image %s: %w", name, err)
+	}
+	vis := VisibilityPrivate
+	if public {
+		vis = VisibilityPublic
+	}
+	img = store.Image{ID: uuid.NewString(), Name: name, Owner: owner, Visibility: vis, Status: StatusActive,
+		ContainerFormat: "docker", DiskFormat: "raw", RegistryRef: registryRef}
+	if size > 0 {
+		img.Size = &size
+	}
+	if err := st.WithContext(ctx).Create(&img).Error; err != nil {
+		return img, fmt.Errorf("register image %s: %w", name, err)
+	}
+	return img, nil
+}

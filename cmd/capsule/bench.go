@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/client"
+	"github.com/google/uuid"
+	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/flavors"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
+)
+
+// benchResult summarises one series of boots.
+type benchResult struct {
+	Name               string
+	Count, Concurrency int
+	P50, P95, P99, Max time.Duration
+	Wall               time.Duration
+	BootsPerSecond     float64
+	Failures           int
+}
+
+func summarise(name string, d []time.Duration, wall time.Duration, conc, failures int) benchResult {
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	pct := func(p float64) time.Duration {
+		if len(d) == 0 {
+			return 0
+		}
+		i := int(float64(len(d))*p+0.5) - 1
+		return d[min(max(i, 0), len(d)-1)]
+	}
+	r := benchResult{Name: name, Count: len(d) + failures, Concurrency: conc, P50: pct(.5), P95: pct(.95), P99: pct(.99), Wall: wall, Failures: failures}
+	if len(d) > 0 {
+		r.Max = d[len(d)-1]
+	}
+	if wall > 0 {
+		r.BootsPerSecond = float64(len(d)) / wall.Seconds()
+	}
+	return r
+}
+
+// parallel runs n jobs, at most conc at a time, and returns each job's
+// duration (failed jobs are counted, not timed).
+func parallel(ctx context.Context, n, conc int, job func(ctx context.Context, i int) (time.Duration, error)) ([]time.Duration, int, time.Duration) {
+	var mu sync.Mutex
+	var out []time.Duration
+	failures := 0
+	sem := make(chan struct{}, conc)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(i int) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			d, err := job(ctx, i)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "bench:", err)
+				failures++
+				return
+			}
+			out = append(out, d)
+		}(i)
+	}
+	wg.Wait()
+	return out, failures, time.Since(start)
+}
+
+func (c *cli) benchBoot(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("bench boot", flag.ContinueOnError)
+	count := fs.Int("count", 10, "servers to boot")
+	conc := fs.Int("concurrency", 1, "boots in flight at once")
+	imageName := fs.String("image", "busybox", "image name")
+	flavorName := fs.String("flavor", "m1.tiny", "flavor name")
+	dockerHost := fs.String("docker-host", "unix:///run/capsule/docker.sock", "dockerd of the compute host, for the raw docker baseline (empty: skip)")
+	timeout := fs.Duration("timeout", 3*time.Minute, "per-boot timeout")
+	rawRef := fs.String("raw-image", "", "registry reference for the raw docker baseline (default: the image's capsule_registry_ref property)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *count < 1 || *conc < 1 {
+		return fmt.Errorf("--count and --concurrency must be >= 1")
+	}
+	cc, err := c.compute()
+	if err != nil {
+		return err
+	}
+	ic, err := openstack.NewImageV2(c.pc, gophercloud.EndpointOpts{Region: c.region})
+	if err != nil {
+		return err
+	}
+	imgID, imgRef, err := findImage(ctx, ic, *imageName)
+	if err != nil {
+		return err
+	}
+	if *rawRef != "" {
+		imgRef = *rawRef
+	}
+	flv, err := findFlavor(ctx, cc, *flavorName)
+	if err != nil {
+		return err
+	}
+	prefix := "bench-" + uuid.NewString()[:6]
+	var created sync.Map
+	boot := func(ctx context.Context, i int) (time.Duration, error) {
+		start := time.Now()
+		s, err := servers.Create(ctx, cc, servers.CreateOpts{Name: fmt.Sprintf("%s-%d", prefix, i), ImageRef: imgID, FlavorRef: flv.ID}, nil).Extract()
+		if err != nil {
+			return 0, fmt.Errorf("create: %w", err)
+		}
+		created.Store(s.ID, true)
+		deadline := time.Now().Add(*timeout)
+		for time.Now().Before(deadline) {
+			cur, err := servers.Get(ctx, cc, s.ID).Extract()
+			if err == nil && cur.Status == "ACTIVE" {
+				return time.Since(start), nil
+			}
+			if err == nil && cur.Status == "ERROR" {
+				return 0, fmt.Errorf("server %s ERROR: %s", s.ID, cur.Fault.Message)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		return 0, fmt.Errorf("server %s not ACTIVE after %s", s.ID, *timeout)
+	}
+	d, failures, wall := parallel(ctx, *count, *conc, boot)
+	results := []benchResult{summarise("capsule (API to ACTIVE)", d, wall, *conc, failures)}
+	// Clean up, and wait so the raw run does not compete with deletes.
+	created.Range(func(k, _ any) bool {
+		_ = servers.Delete(ctx, cc, k.(string)).ExtractErr()
+		return true
+	})
+	created.Range(func(k, _ any) bool {
+		for i := 0; i < 600; i++ {
+			if _, err := servers.Get(ctx, cc, k.(string)).Extract(); gophercloud.ResponseCodeIs(err, 404) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		return true
+	})
+	if *dockerHost != "" && imgRef != "" {
+		raw, err := rawDockerBench(ctx, *dockerHost, imgRef, flv, *count, *conc)
+		if err != nil {
+			return err
+		}
+		results = append(results, raw)
+	}
+	rows := [][]string{}
+	for _, r := range results {
+		rows = append(rows, []string{r.Name, fmt.Sprint(r.Count), fmt.Sprint(r.Concurrency), ms(r.P50), ms(r.P95), ms(r.P99),
+			ms(r.Max), fmt.Sprintf("%.2f", r.BootsPerSecond), fmt.Sprint(r.Failures)})
+	}
+	if len(results) == 2 && results[1].P50 > 0 && results[1].BootsPerSecond > 0 {
+		fmt.Fprintf(os.Stderr, "ratio: p50 %.2fx raw docker, throughput %.2fx raw docker\n",
+			float64(results[0].P50)/float64(results[1].P50), results[0].BootsPerSecond/results[1].BootsPerSecond)
+	}
+	return c.table([]string{"Series", "N", "Conc", "p50 ms", "p95 ms", "p99 ms", "max ms", "boots/s", "failed"}, rows)
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.0f", float64(d)/float64(time.Millisecond)) }
+
+func findImage(ctx context.Context, ic *gophercloud.ServiceClient, name string) (id, ref string, err error) {
+	pages, err := images.List(ic, images.ListOpts{Name: name}).AllPages(ctx)
+	if err != nil {
+		return "", "", fmt.Errorf("find image %s: %w", name, err)
+	}
+	list, err := images.ExtractImages(pages)
+	if err != nil || len(list) == 0 {
+		return "", "", fmt.Errorf("image %q not found", name)
+	}
+	ref, _ = list[0].Properties["capsule_registry_ref"].(string)
+	return list[0].ID, ref, nil
+}
+
+func findFlavor(ctx context.Context, cc *gophercloud.ServiceClient, name string) (*flavors.Flavor, error) {
+	pages, err := flavors.ListDetail(cc, nil).AllPages(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list flavors: %w", err)
+	}
+	list, err := flavors.ExtractFlavors(pages)
+	if err != nil {
+		return nil, err
+	}
+	for i := range list {
+		if list[i].Name == name || list[i].ID == name {
+			return &list[i], nil
+		}
+	}
+	return nil, fmt.Errorf("flavor %q not found", name)
+}
+
+// rawDockerBench times plain "docker run -d" (create+start) of the same
+// image with the same limits on the same dockerd: the floor Capsule's
+// boot path is compared against.
+func rawDockerBench(ctx context.Context, host, ref string, flv *flavors.Flavor, n, conc int) (benchResult, error) {
+	cli, err := client.NewClientWithOpts(client.WithHost(host), client.WithAPIVersionNegotiation())
+	if err != nil {
+		return benchResult{}, err
+	}
+	defer cli.Close()
+	var ids sync.Map
+	job := func(ctx context.Context, i int) (time.Duration, error) {
+		start := time.Now()
+		pids := int64(1024)
+		resp, err := cli.ContainerCreate(ctx, &container.Config{Image: ref, Labels: map[string]string{"capsule.bench": "raw"}},
+			&container.HostConfig{NetworkMode: "none", Resources: container.Resources{CPUPeriod: 100000,
+				CPUQuota: int64(flv.VCPUs) * 100000, Memory: int64(flv.RAM) << 20, PidsLimit: &pids}}, nil, nil, "")
+		if err != nil {
+			return 0, fmt.Errorf("raw create: %w", err)
+		}
+		ids.Store(resp.ID, true)
+		if err := cli.ContainerStart(ctx, resp.ID, container.StartOptions{}); err != nil {
+			return 0, fmt.Errorf("raw start: %w", err)
+		}
+		return time.Since(start), nil
+	}
+	d, failures, wall := parallel(ctx, n, conc, job)
+	ids.Range(func(k, _ any) bool {
+		_ = cli.ContainerRemove(ctx, k.(string), container.RemoveOptions{Force: true})
+		return true
+	})
+	return summarise("raw docker run", d, wall, conc, failures), nil
+}

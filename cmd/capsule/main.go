@@ -1,0 +1,109 @@
+// Command capsule is the operator CLI of a Capsule cloud. It speaks the
+// cloud's OpenStack API through gophercloud and reads the same credentials
+// as the openstack CLI: OS_CLOUD with clouds.yaml, or the OS_* variables of
+// an openrc file.
+//
+//	capsule [-f table|json] server list [--all-projects] | server show ID
+//	capsule [-f table|json] host list
+//	capsule bench boot --count N --concurrency C [--image NAME] [--flavor NAME]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack"
+	"github.com/gophercloud/gophercloud/v2/openstack/config/clouds"
+)
+
+const usage = `usage: capsule [-f table|json] COMMAND
+commands:
+  server list [--all-projects]     servers with status, host and flavor
+  server show SERVER               one server (id or name)
+  host list                        compute hosts with state and usage (admin)
+  bench boot --count N --concurrency C [--image busybox] [--flavor m1.tiny] [--docker-host unix:///run/capsule/docker.sock]
+                                   boot-and-delete benchmark beside raw docker run
+Credentials: OS_CLOUD (clouds.yaml) or OS_AUTH_URL/OS_USERNAME/... (source /etc/capsule/admin-openrc).
+`
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "capsule:", err)
+		os.Exit(1)
+	}
+}
+
+// cli holds what every command needs.
+type cli struct {
+	format string
+	region string
+	pc     *gophercloud.ProviderClient
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("capsule", flag.ContinueOnError)
+	format := fs.String("f", "table", "output format: table or json")
+	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *format != "table" && *format != "json" {
+		return fmt.Errorf("unknown format %q (table or json)", *format)
+	}
+	rest := fs.Args()
+	if len(rest) < 2 {
+		fs.Usage()
+		return errors.New("missing command")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	c := &cli{format: *format}
+	if err := c.authenticate(ctx); err != nil {
+		return err
+	}
+	switch rest[0] + " " + rest[1] {
+	case "server list":
+		return c.serverList(ctx, rest[2:])
+	case "server show":
+		return c.serverShow(ctx, rest[2:])
+	case "host list":
+		return c.hostList(ctx)
+	case "bench boot":
+		return c.benchBoot(ctx, rest[2:])
+	}
+	fs.Usage()
+	return fmt.Errorf("unknown command %q", rest[0]+" "+rest[1])
+}
+
+// authenticate reads clouds.yaml when OS_CLOUD is set, OS_* otherwise.
+func (c *cli) authenticate(ctx context.Context) error {
+	var ao gophercloud.AuthOptions
+	var err error
+	c.region = os.Getenv("OS_REGION_NAME")
+	if os.Getenv("OS_CLOUD") != "" {
+		var eo gophercloud.EndpointOpts
+		ao, eo, _, err = clouds.Parse()
+		c.region = eo.Region
+	} else {
+		ao, err = openstack.AuthOptionsFromEnv()
+	}
+	if err != nil {
+		return fmt.Errorf("credentials: %w (source an openrc file or set OS_CLOUD)", err)
+	}
+	ao.AllowReauth = true
+	c.pc, err = openstack.AuthenticatedClient(ctx, ao)
+	if err != nil {
+		return fmt.Errorf("authenticate at %s: %w", ao.IdentityEndpoint, err)
+	}
+	return nil
+}
+
+func (c *cli) compute() (*gophercloud.ServiceClient, error) {
+	return openstack.NewComputeV2(c.pc, gophercloud.EndpointOpts{Region: c.region})
+}

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/capsule-cloud/capsule/agent"
+	"github.com/capsule-cloud/capsule/api-server/compute"
+	"github.com/capsule-cloud/capsule/api-server/httpapi"
+	"github.com/capsule-cloud/capsule/api-server/identity"
+	"github.com/capsule-cloud/capsule/api-server/image"
+	"github.com/capsule-cloud/capsule/api-server/network"
+	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/conductor"
+	"github.com/capsule-cloud/capsule/config"
+	"github.com/capsule-cloud/capsule/drivers"
+	"github.com/capsule-cloud/capsule/drivers/docker"
+	"github.com/capsule-cloud/capsule/drivers/fake"
+	"github.com/capsule-cloud/capsule/scheduler"
+	"github.com/capsule-cloud/capsule/store"
+)
+
+// deps are the connections roles share.
+type deps struct {
+	st  *store.Store // nil for an agent-only process: agents hold no DB credentials
+	bus bus.Bus
+}
+
+func (d *deps) close() {
+	if d.bus != nil {
+		_ = d.bus.Close()
+	}
+	if d.st != nil {
+		_ = d.st.Close()
+	}
+}
+
+func connect(ctx context.Context, cfg config.Config, needDB bool, log *slog.Logger) (*deps, error) {
+	d := &deps{}
+	if needDB {
+		st, err := store.Open(ctx, cfg.Database.Driver, cfg.Database.DSN)
+		if err != nil {
+			return nil, err
+		}
+		d.st = st
+	}
+	b, err := bus.DialAMQP(ctx, cfg.Bus.URL, bus.AMQPOptions{Prefetch: cfg.Bus.Prefetch, Logger: log})
+	if err != nil {
+		d.close()
+		return nil, fmt.Errorf("connect to the bus: %w", err)
+	}
+	d.bus = b
+	return d, nil
+}
+
+func runConductor(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) error {
+	return conductor.New(d.st, d.bus, cfg.Conductor, cfg.Scheduler.MaxAttempts, log).Run(ctx)
+}
+
+func runScheduler(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) error {
+	return scheduler.New(d.st, d.bus, cfg.Scheduler, log).Run(ctx)
+}
+
+func newDriver(ctx context.Context, cfg config.Config) (drivers.Driver, error) {
+	switch cfg.Agent.Driver {
+	case "fake":
+		return fake.New(), nil
+	case "docker", "":
+		opts := docker.Options{Host: cfg.Agent.DockerHost, StopTimeout: cfg.Agent.StopTimeout}
+		if cfg.Registry.Username != "" {
+			opts.RegistryAuth = &docker.RegistryAuth{Username: cfg.Registry.Username, Password: cfg.Registry.Password}
+		}
+		return docker.New(ctx, opts)
+	}
+	return nil, fmt.Errorf("unknown agent driver %q (want docker or fake)", cfg.Agent.Driver)
+}
+
+func runAgent(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) error {
+	drv, err := newDriver(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return agent.New(cfg.Agent, drv, d.bus, log).Run(ctx)
+}
+
+// runAPI serves each OpenStack service on its conventional port.
+func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) error {
+	a := cfg.API
+	ids := identity.New(d.st, identity.Options{PublicHost: a.PublicHost, Region: cfg.Region, TokenTTL: a.TokenTTL, Logger: log,
+		Ports: identity.Ports{Identity: a.IdentityPort, Compute: a.ComputePort, Image: a.ImagePort, Network: a.NetworkPort}})
+	comp := compute.New(d.st, d.bus, compute.Options{PublicHost: a.PublicHost, ComputePort: a.ComputePort, ImagePort: a.ImagePort,
+		CallTimeout: a.CallTimeout, ServiceDownTime: cfg.Scheduler.ServiceDownTime, Validator: ids, Log: log})
+	img := image.New(d.st, image.Options{Validator: ids, Logger: log, Data: &image.RegistryData{
+		Address: cfg.Registry.Address, Username: cfg.Registry.Username, Password: cfg.Registry.Password}})
+	netw := network.New(ids)
+	servers := []*http.Server{
+		newServer(a.Listen, a.IdentityPort, httpapi.AccessLog(log, "identity", httpapi.WithRequestID(ids.Handler()))),
+		newServer(a.Listen, a.ComputePort, httpapi.AccessLog(log, "compute", httpapi.WithRequestID(comp.Handler(), "x-compute-request-id"))),
+		newServer(a.Listen, a.ImagePort, httpapi.AccessLog(log, "image", httpapi.WithRequestID(img.Handler()))),
+		newServer(a.Listen, a.NetworkPort, httpapi.AccessLog(log, "network", httpapi.WithRequestID(netw.Handler()))),
+	}
+	errc := make(chan error, len(servers))
+	for _, srv := range servers {
+		ln, err := listen(srv.Addr)
+		if err != nil {
+			return err
+		}
+		log.Info("API listening", "addr", srv.Addr)
+		go func(srv *http.Server) {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("serve %s: %w", srv.Addr, err)
+			}
+		}(srv)
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		return err
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, srv := range servers {
+		_ = srv.Shutdown(shutdown)
+	}
+	return nil
+}
+
+func newServer(host string, port int, h http.Handler) *http.Server {
+	return &http.Server{Addr: net.JoinHostPort(host, strconv.Itoa(port)), Handler: h, ReadHeaderTimeout: 10 * time.Second}
+}
+
+func listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	return ln, nil
+}

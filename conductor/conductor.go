@@ -1,0 +1,367 @@
+// Package conductor is the control-plane role that owns the database on
+// behalf of the agents: it records their heartbeats, the outcome of every
+// action they run, reschedules failed builds, and answers their
+// reconciliation queries. Agents never hold database credentials.
+package conductor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+
+	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/config"
+	"github.com/capsule-cloud/capsule/lifecycle"
+	"github.com/capsule-cloud/capsule/protocol"
+	"github.com/capsule-cloud/capsule/scheduler"
+	"github.com/capsule-cloud/capsule/store"
+)
+
+// Conductor handles the conductor queue.
+type Conductor struct {
+	st          *store.Store
+	b           bus.Bus
+	cfg         config.Conductor
+	maxAttempts int
+	log         *slog.Logger
+	now         func() time.Time
+}
+
+// New returns a conductor; maxAttempts bounds build reschedules.
+func New(st *store.Store, b bus.Bus, cfg config.Conductor, maxAttempts int, log *slog.Logger) *Conductor {
+	if maxAttempts < 1 {
+		maxAttempts = 1
+	}
+	return &Conductor{st: st, b: b, cfg: cfg, maxAttempts: maxAttempts, log: log.With("role", "conductor"),
+		now: func() time.Time { return time.Now().UTC() }}
+}
+
+// Run consumes the conductor queue and runs the periodic checks until ctx
+// ends.
+func (c *Conductor) Run(ctx context.Context) error {
+	if err := c.b.Consume(ctx, bus.ConductorQueue, c.Handle); err != nil {
+		return fmt.Errorf("conductor: consume: %w", err)
+	}
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		c.periodic(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Handle dispatches one conductor message.
+func (c *Conductor) Handle(ctx context.Context, m bus.Message) (any, error) {
+	switch m.Kind {
+	case protocol.KindHostReport:
+		var r protocol.HostReport
+		if err := m.Decode(&r); err != nil {
+			return nil, err
+		}
+		return nil, retryOnDB(c.onHostReport(ctx, r))
+	case protocol.KindInstanceReport:
+		var r protocol.InstanceReport
+		if err := m.Decode(&r); err != nil {
+			return nil, err
+		}
+		return nil, retryOnDB(c.onInstanceReport(ctx, r))
+	case protocol.KindPowerSync:
+		var r protocol.PowerSync
+		if err := m.Decode(&r); err != nil {
+			return nil, err
+		}
+		return nil, retryOnDB(c.onPowerSync(ctx, r))
+	case protocol.KindInstancesOnHost:
+		var r protocol.InstancesOnHostRequest
+		if err := m.Decode(&r); err != nil {
+			return nil, err
+		}
+		return c.instancesOnHost(ctx, r.Host)
+	}
+	return nil, fmt.Errorf("conductor: unknown message kind %q", m.Kind)
+}
+
+// retryOnDB requeues messages whose handling failed for a reason other
+// than the message itself (the database was unreachable, say).
+func retryOnDB(err error) error {
+	if err == nil || errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	return bus.Retry(err)
+}
+
+func (c *Conductor) onHostReport(ctx context.Context, r protocol.HostReport) error {
+	if r.Host == "" {
+		return nil
+	}
+	db := c.st.WithContext(ctx)
+	now := c.now()
+	cpuInfo := fmt.Sprintf(`{"arch": %q, "model": %q, "vendor": "", "features": [], "topology": {"cores": %d, "threads": 1, "sockets": 1}}`,
+		r.Arch, r.CPUModel, r.VCPUs)
+	fields := map[string]any{
+		"host_ip": r.HostIP, "hypervisor_type": r.HypervisorType, "hypervisor_version": r.HypervisorVersion,
+		"vcpus": r.VCPUs, "memory_mb": r.MemoryMB, "disk_gb": r.DiskGB, "running_vms": r.RunningVMs,
+		"cpu_info": cpuInfo, "cpu_allocation_ratio": r.CPUAllocationRatio, "ram_allocation_ratio": r.RAMAllocationRatio,
+		"disk_allocation_ratio": r.DiskAllocationRatio, "reserved_memory_mb": r.ReservedMemoryMB,
+		"last_heartbeat": now, "updated_at": now,
+	}
+	res := db.Model(&store.Service{}).Where("host = ? AND binary_name = ?", r.Host, store.ComputeBinary).Updates(fields)
+	if res.Error != nil {
+		return fmt.Errorf("host report of %s: %w", r.Host, res.Error)
+	}
+	if res.RowsAffected > 0 {
+		return nil
+	}
+	zone := r.Zone
+	if zone == "" {
+		zone = "nova"
+	}
+	svc := store.Service{UUID: uuid.NewString(), Host: r.Host, Binary: store.ComputeBinary, Zone: zone}
+	if err := db.Create(&svc).Error; err != nil && !errors.Is(err, gorm.ErrDuplicatedKey) {
+		return fmt.Errorf("register host %s: %w", r.Host, err)
+	}
+	c.log.Info("compute host registered", "host", r.Host, "vcpus", r.VCPUs, "memory_mb", r.MemoryMB)
+	return db.Model(&store.Service{}).Where("host = ? AND binary_name = ?", r.Host, store.ComputeBinary).Updates(fields).Error
+}
+
+func (c *Conductor) loadInstance(ctx context.Context, id string) (*store.Instance, error) {
+	var inst store.Instance
+	err := c.st.WithContext(ctx).Where("id = ?", id).First(&inst).Error
+	if err != nil {
+		return nil, store.NotFound(err, "instance "+id)
+	}
+	return &inst, nil
+}
+
+func (c *Conductor) onInstanceReport(ctx context.Context, r protocol.InstanceReport) error {
+	inst, err := c.loadInstance(ctx, r.InstanceID)
+	if err != nil {
+		return err
+	}
+	ev := store.Event{InstanceID: r.InstanceID, RequestID: r.RequestID, Name: r.Event, Host: r.Host,
+		Start: r.Started, Finish: r.Finished, OK: r.OK, Detail: r.Error}
+	if err := c.st.RecordEvent(ctx, ev); err != nil {
+		return err
+	}
+	switch r.Action {
+	case lifecycle.ActCreate:
+		return c.onBuildReport(ctx, inst, r)
+	case lifecycle.ActDelete:
+		return c.onDeleteReport(ctx, inst, r)
+	default:
+		return c.onActionReport(ctx, inst, r)
+	}
+}
+
+// updateIf applies fields to the instance only while it still is in the
+// state the report answers, so a stale or duplicate report is a no-op.
+func (c *Conductor) updateIf(ctx context.Context, id string, vm lifecycle.VMState, task lifecycle.TaskState, fields map[string]any) (bool, error) {
+	fields["updated_at"] = c.now()
+	res := c.st.WithContext(ctx).Model(&store.Instance{}).
+		Where("id = ? AND vm_state = ? AND task_state = ? AND deleted_at IS NULL", id, string(vm), string(task)).
+		Updates(fields)
+	if res.Error != nil {
+		return false, fmt.Errorf("update instance %s: %w", id, res.Error)
+	}
+	return res.RowsAffected > 0, nil
+}
+
+func (c *Conductor) onBuildReport(ctx context.Context, inst *store.Instance, r protocol.InstanceReport) error {
+	if inst.DeletedAt != nil || inst.Host != r.Host || lifecycle.VMState(inst.VMState) != lifecycle.Building {
+		c.log.Debug("stale build report ignored", "instance", inst.ID, "host", r.Host)
+		return nil
+	}
+	if r.OK {
+		now := c.now()
+		_, err := c.updateIf(ctx, inst.ID, lifecycle.Building, lifecycle.Spawning, map[string]any{
+			"vm_state": string(lifecycle.Active), "task_state": "", "power_state": r.PowerState, "launched_at": now,
+		})
+		if err == nil {
+			c.log.Info("instance active", "instance", inst.ID, "host", r.Host)
+		}
+		return err
+	}
+	// The build failed on r.Host: give its room back, then retry elsewhere
+	// or give up.
+	if err := c.st.ReleaseClaim(ctx, inst.ID, r.Host); err != nil {
+		return err
+	}
+	tried := splitHosts(inst.TriedHosts)
+	tried = append(tried, r.Host)
+	attempt := max(r.Attempt, inst.BuildAttempts, 1)
+	c.log.Warn("build failed", "instance", inst.ID, "host", r.Host, "attempt", attempt, "error", r.Error)
+	if attempt < c.maxAttempts {
+		ok, err := c.updateIf(ctx, inst.ID, lifecycle.Building, lifecycle.Spawning, map[string]any{
+			"host": "", "task_state": string(lifecycle.Scheduling), "tried_hosts": strings.Join(tried, ","),
+			"build_attempts": attempt + 1,
+		})
+		if err != nil || !ok {
+			return err
+		}
+		msg, err := bus.NewMessage(protocol.KindScheduleInstance, protocol.ScheduleInstance{
+			InstanceID: inst.ID, RequestID: r.RequestID, Attempt: attempt + 1, Excluded: tried})
+		if err != nil {
+			return err
+		}
+		return c.b.Publish(ctx, bus.SchedulerQueue, msg)
+	}
+	now := c.now()
+	_, err := c.updateIf(ctx, inst.ID, lifecycle.Building, lifecycle.Spawning, map[string]any{
+		"vm_state": string(lifecycle.Error), "task_state": "", "power_state": 0, "tried_hosts": strings.Join(tried, ","),
+		"fault_code": 500, "fault_at": now,
+		"fault_message": fmt.Sprintf("Exceeded maximum number of retries. Exhausted all hosts available for retrying build failures for instance %s.", inst.ID),
+		"fault_details": r.Error,
+	})
+	return err
+}
+
+func (c *Conductor) onDeleteReport(ctx context.Context, inst *store.Instance, r protocol.InstanceReport) error {
+	if inst.DeletedAt != nil {
+		return nil
+	}
+	if !r.OK {
+		now := c.now()
+		_, err := c.updateIf(ctx, inst.ID, lifecycle.VMState(inst.VMState), lifecycle.Deleting, map[string]any{
+			"vm_state": string(lifecycle.Error), "task_state": "", "fault_code": 500, "fault_at": now,
+			"fault_message": "Failed to delete the instance on its host", "fault_details": r.Error,
+		})
+		return err
+	}
+	return MarkDeleted(ctx, c.st, inst.ID, c.now())
+}
+
+// MarkDeleted soft-deletes an instance and releases every claim it holds.
+// The API uses it too, for instances that never reached a host.
+func MarkDeleted(ctx context.Context, st *store.Store, id string, now time.Time) error {
+	return st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Where("instance_id = ?", id).Delete(&store.Claim{}).Error; err != nil {
+			return fmt.Errorf("release claims of %s: %w", id, err)
+		}
+		err := tx.Model(&store.Instance{}).Where("id = ? AND deleted_at IS NULL", id).Updates(map[string]any{
+			"vm_state": string(lifecycle.Deleted), "task_state": "", "power_state": 0,
+			"deleted_at": now, "terminated_at": now, "updated_at": now,
+		}).Error
+		if err != nil {
+			return fmt.Errorf("mark %s deleted: %w", id, err)
+		}
+		return nil
+	})
+}
+
+func (c *Conductor) onActionReport(ctx context.Context, inst *store.Instance, r protocol.InstanceReport) error {
+	if inst.DeletedAt != nil || inst.Host != r.Host {
+		return nil
+	}
+	task := lifecycle.TaskOf(r.Action)
+	fields := map[string]any{"task_state": "", "power_state": r.PowerState}
+	if r.OK {
+		vm, _ := lifecycle.Outcome(r.Action)
+		fields["vm_state"] = string(vm)
+	}
+	_, err := c.updateIf(ctx, inst.ID, lifecycle.VMState(inst.VMState), task, fields)
+	return err
+}
+
+// onPowerSync records the power states an agent observed. An instance
+// whose container stopped behind the cloud's back becomes SHUTOFF, as
+// Nova's power-state sync does; instances with a task in flight are left
+// to that task.
+func (c *Conductor) onPowerSync(ctx context.Context, r protocol.PowerSync) error {
+	for id, ps := range r.States {
+		inst, err := c.loadInstance(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if inst.DeletedAt != nil || inst.Host != r.Host || inst.TaskState != "" {
+			continue
+		}
+		fields := map[string]any{"power_state": ps}
+		vm := lifecycle.VMState(inst.VMState)
+		if vm == lifecycle.Active && lifecycle.PowerState(ps) != lifecycle.Running {
+			fields["vm_state"] = string(lifecycle.Stopped)
+			c.log.Warn("instance found not running; marking it stopped", "instance", id, "host", r.Host, "power_state", ps)
+		}
+		if _, err := c.updateIf(ctx, id, vm, lifecycle.NoTask, fields); err != nil {
+			return err
+		}
+	}
+	for _, o := range r.Orphans {
+		c.log.Warn("orphan container on host", "host", r.Host, "instance", o)
+	}
+	return nil
+}
+
+func (c *Conductor) instancesOnHost(ctx context.Context, host string) (protocol.InstancesOnHostReply, error) {
+	var insts []store.Instance
+	if err := c.st.WithContext(ctx).Where("host = ? AND deleted_at IS NULL", host).Find(&insts).Error; err != nil {
+		return protocol.InstancesOnHostReply{}, fmt.Errorf("instances on %s: %w", host, err)
+	}
+	out := protocol.InstancesOnHostReply{Instances: []protocol.ExpectedInstance{}}
+	for i := range insts {
+		spec, err := scheduler.SpecFor(ctx, c.st, &insts[i])
+		if err != nil {
+			return out, err
+		}
+		out.Instances = append(out.Instances, protocol.ExpectedInstance{Spec: spec,
+			VMState: lifecycle.VMState(insts[i].VMState), TaskState: lifecycle.TaskState(insts[i].TaskState)})
+	}
+	return out, nil
+}
+
+// periodic puts builds that never finished into ERROR and drops claims
+// left by deleted instances, so nothing stays stuck or leaks.
+func (c *Conductor) periodic(ctx context.Context) {
+	timeout := c.cfg.BuildTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Minute
+	}
+	var stuck []store.Instance
+	cutoff := c.now().Add(-timeout)
+	db := c.st.WithContext(ctx)
+	if err := db.Where("vm_state = ? AND deleted_at IS NULL AND created_at < ?", string(lifecycle.Building), cutoff).Find(&stuck).Error; err != nil {
+		c.log.Error("find stuck builds", "error", err)
+		return
+	}
+	for _, inst := range stuck {
+		now := c.now()
+		ok, err := c.updateIf(ctx, inst.ID, lifecycle.Building, lifecycle.TaskState(inst.TaskState), map[string]any{
+			"vm_state": string(lifecycle.Error), "task_state": "", "fault_code": 500, "fault_at": now,
+			"fault_message": fmt.Sprintf("Build of instance %s timed out after %s", inst.ID, timeout),
+		})
+		if err != nil {
+			c.log.Error("fail stuck build", "instance", inst.ID, "error", err)
+			continue
+		}
+		if ok {
+			c.log.Warn("build timed out", "instance", inst.ID, "host", inst.Host)
+		}
+	}
+	err := db.Where("instance_id IN (?)", db.Model(&store.Instance{}).Select("id").Where("deleted_at IS NOT NULL")).
+		Delete(&store.Claim{}).Error
+	if err != nil {
+		c.log.Error("drop claims of deleted instances", "error", err)
+	}
+}
+
+func splitHosts(s string) []string {
+	var out []string
+	for _, h := range strings.Split(s, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			out = append(out, h)
+		}
+	}
+	return out
+}

@@ -1,0 +1,537 @@
+# shellcheck shell=bash
+# Shared functions of Capsule's deployment scripts (allinone.sh, test-env.sh,
+# test.sh, .ci/run). Sourced, never run. Every "start" function is idempotent:
+# it checks the service answers before starting anything, so the all-in-one
+# and the test suite start daemons one way and running a script twice is fine.
+#
+# Supervision: when systemd is PID 1, Capsule's own daemons run as the units
+# in deploy/systemd/; otherwise (containers, CI sandboxes) as background
+# processes with pid files under $CAPSULE_RUN and logs under $CAPSULE_LOG.
+#
+# The paths below may be overridden from the environment (e.g. to try the
+# scripts on a scratch tree); the systemd units assume the defaults, so
+# non-default paths force process supervision.
+
+CAPSULE_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CAPSULE_ETC=${CAPSULE_ETC:-/etc/capsule}
+CAPSULE_RUN=${CAPSULE_RUN:-/run/capsule}
+CAPSULE_LIB=${CAPSULE_LIB:-/var/lib/capsule}
+CAPSULE_LOG=${CAPSULE_LOG:-/var/log/capsule}
+CAPSULE_BIN=${CAPSULE_BIN:-/usr/local/bin}
+CAPSULE_REGISTRY_ADDR=${CAPSULE_REGISTRY_ADDR:-127.0.0.1:5050}
+CAPSULE_DOCKER_SOCK=$CAPSULE_RUN/docker.sock
+CAPSULE_DOCKER_HOST=unix://$CAPSULE_DOCKER_SOCK
+CAPSULE_IMAGE=$CAPSULE_REGISTRY_ADDR/capsule/busybox:latest
+# shellcheck disable=SC2034 # used by allinone.sh
+CAPSULE_CONFIG=$CAPSULE_ETC/capsule.yaml
+CAPSULE_SECRETS=$CAPSULE_ETC/secrets
+CAPSULE_IDENTITY_URL=${CAPSULE_IDENTITY_URL:-http://127.0.0.1:5000/v3}
+CAPSULE_COMPUTE_URL=${CAPSULE_COMPUTE_URL:-http://127.0.0.1:8774/v2.1}
+
+# Go lives in /usr/local/go on the project's machines; sbin holds dockerd,
+# pg_* and OVS tools, which a non-login root shell may lack.
+export PATH=/usr/local/go/bin:$PATH:/usr/local/sbin:/usr/sbin:/sbin
+
+# Debian packages Capsule needs on a host (control plane + compute agent).
+CAPSULE_PACKAGES=(docker.io openvswitch-switch rabbitmq-server docker-registry postgresql
+	busybox-static python3-openstackclient apache2-utils curl ca-certificates iproute2 procps
+	cgroupfs-mount apparmor)
+
+# ---- messages ---------------------------------------------------------------
+
+cap_say() { printf '%s\n' "capsule: $*" >&2; }
+cap_warn() { printf '%s\n' "capsule: WARNING: $*" >&2; }
+cap_die() {
+	printf '%s\n' "capsule: ERROR: $*" >&2
+	exit 1
+}
+cap_section() { printf '\n==== %s ====\n' "$*" >&2; }
+
+# cap_wait DESCRIPTION SECONDS CMD...: polls CMD until it succeeds.
+cap_wait() {
+	local what=$1 secs=$2 deadline
+	shift 2
+	deadline=$((SECONDS + secs))
+	while [ $SECONDS -lt $deadline ]; do
+		if "$@" >/dev/null 2>&1; then return 0; fi
+		sleep 0.5
+	done
+	cap_warn "$what did not come up within ${secs}s"
+	return 1
+}
+
+cap_tail_log() {
+	[ -f "$1" ] || return 0
+	echo "---- last lines of $1 ----" >&2
+	tail -n "${2:-30}" "$1" >&2
+}
+
+cap_need_root() { [ "$(id -u)" = 0 ] || cap_die "run as root (it installs packages and starts system daemons)"; }
+
+# ---- supervision ------------------------------------------------------------
+
+cap_default_paths() {
+	[ "$CAPSULE_ETC" = /etc/capsule ] && [ "$CAPSULE_RUN" = /run/capsule ] &&
+		[ "$CAPSULE_LIB" = /var/lib/capsule ] && [ "$CAPSULE_LOG" = /var/log/capsule ] &&
+		[ "$CAPSULE_BIN" = /usr/local/bin ] && [ "$CAPSULE_REGISTRY_ADDR" = 127.0.0.1:5050 ]
+}
+
+# cap_systemd: true when daemons should be systemd units. CAPSULE_SUPERVISOR
+# (systemd|process) overrides the detection.
+cap_systemd() {
+	case ${CAPSULE_SUPERVISOR:-auto} in
+	systemd) return 0 ;;
+	process) return 1 ;;
+	esac
+	[ -d /run/systemd/system ] && [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ] && cap_default_paths
+}
+
+cap_dirs() {
+	mkdir -p "$CAPSULE_ETC" "$CAPSULE_RUN" "$CAPSULE_LIB" "$CAPSULE_LOG"
+	chmod 700 "$CAPSULE_ETC"
+}
+
+cap_pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# cap_spawn PIDFILE LOGFILE CMD...: runs CMD detached (own session, no
+# stdin, survives the calling shell). The pid written is CMD's own (sh
+# execs into it); PIDFILE "-" leaves pid files to CMD (dockerd writes its own).
+cap_spawn() {
+	local pidfile=$1 log=$2
+	shift 2
+	mkdir -p "$(dirname "$log")"
+	if [ "$pidfile" = - ]; then
+		nohup setsid "$@" >>"$log" 2>&1 </dev/null &
+	else
+		# shellcheck disable=SC2016
+		nohup setsid sh -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" >>"$log" 2>&1 </dev/null &
+	fi
+	disown 2>/dev/null || true
+}
+
+# cap_stop_pidfile NAME PIDFILE [SECONDS]: TERM, wait, then KILL.
+cap_stop_pidfile() {
+	local name=$1 pidfile=$2 secs=${3:-20} pid i
+	if ! cap_pid_alive "$pidfile"; then
+		rm -f "$pidfile"
+		return 0
+	fi
+	pid=$(cat "$pidfile")
+	cap_say "stopping $name (pid $pid)"
+	kill -TERM "$pid" 2>/dev/null || true
+	for ((i = 0; i < secs * 2; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.5
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		cap_warn "$name did not stop in ${secs}s; killing it"
+		kill -KILL "$pid" 2>/dev/null || true
+	fi
+	rm -f "$pidfile"
+}
+
+# cap_install_unit NAME: copies deploy/systemd/NAME.service into place
+# (reloading systemd only when it changed).
+cap_install_unit() {
+	local src=$CAPSULE_REPO/deploy/systemd/$1.service dst=/etc/systemd/system/$1.service
+	if ! cmp -s "$src" "$dst"; then
+		install -m 644 "$src" "$dst"
+		systemctl daemon-reload
+	fi
+}
+
+# cap_mark_started NAME: remembers that this script (not the user or the
+# distribution) started a shared daemon, so "stop" stops only those.
+cap_mark_started() { mkdir -p "$CAPSULE_RUN" && touch "$CAPSULE_RUN/started.$1"; }
+cap_started_by_us() { [ -e "$CAPSULE_RUN/started.$1" ]; }
+
+# ---- packages ---------------------------------------------------------------
+
+cap_pkg_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+CAP_APT_UPDATED=
+cap_apt_update() {
+	[ -n "$CAP_APT_UPDATED" ] && return 0
+	cap_say "apt-get update"
+	# One retry: a mirror may be briefly out of sync with its index.
+	apt-get update -qq >/dev/null || { sleep 5 && apt-get update -qq >/dev/null; } || cap_die "apt-get update failed"
+	CAP_APT_UPDATED=1
+}
+
+cap_apt_install() {
+	# On a host without systemd, package scripts would start distribution
+	# services (a second dockerd on /var/run/docker.sock, a registry on
+	# Keystone's port 5000...). A temporary policy-rc.d keeps them off; we
+	# start what Capsule needs ourselves.
+	local policy=/usr/sbin/policy-rc.d made_policy='' rc=0
+	if ! cap_systemd && [ ! -e "$policy" ]; then
+		printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && made_policy=1
+	fi
+	mkdir -p "$CAPSULE_LOG"
+	DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 apt-get install -y -q --no-install-recommends \
+		-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@" >>"$CAPSULE_LOG/apt.log" 2>&1 || rc=$?
+	[ -n "$made_policy" ] && rm -f "$policy"
+	[ $rc = 0 ] || cap_tail_log "$CAPSULE_LOG/apt.log" 40
+	return $rc
+}
+
+# cap_install_deps: installs the missing Debian packages (one apt-get update
+# at most), plus docker-compose when the distribution has it (optional: used
+# only to validate docker-compose.yml; tried once per machine).
+cap_install_deps() {
+	local missing=() p compose_marker=$CAPSULE_LIB/.docker-compose-tried
+	for p in "${CAPSULE_PACKAGES[@]}"; do cap_pkg_installed "$p" || missing+=("$p"); done
+	if [ ${#missing[@]} -gt 0 ]; then
+		cap_say "installing: ${missing[*]}"
+		cap_apt_update
+		cap_apt_install "${missing[@]}" || cap_die "apt-get install ${missing[*]} failed"
+		if cap_systemd && [[ " ${missing[*]} " == *" docker-registry "* ]]; then
+			# Debian's registry unit listens on :5000, Keystone's port;
+			# Capsule runs its own registry on $CAPSULE_REGISTRY_ADDR.
+			systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
+		fi
+	else
+		cap_say "Debian packages present"
+	fi
+	if ! cap_compose_cmd >/dev/null && [ ! -e "$compose_marker" ]; then
+		mkdir -p "$CAPSULE_LIB" && touch "$compose_marker"
+		cap_apt_update
+		if apt-cache show docker-compose >/dev/null 2>&1; then
+			cap_apt_install docker-compose || cap_warn "docker-compose could not be installed (optional)"
+		fi
+	fi
+	cap_check_go
+}
+
+cap_check_go() {
+	command -v go >/dev/null ||
+		cap_die "Go is missing: install Go $(sed -n 's/^go //p' "$CAPSULE_REPO/go.mod") at /usr/local/go (https://go.dev/dl/)"
+}
+
+# cap_compose_cmd: prints the compose command available, if any.
+cap_compose_cmd() {
+	if command -v docker-compose >/dev/null 2>&1; then
+		echo docker-compose
+	elif docker compose version >/dev/null 2>&1; then
+		echo "docker compose"
+	else
+		return 1
+	fi
+}
+
+# ---- secrets ----------------------------------------------------------------
+
+cap_random() { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' | cut -c1-"${1:-24}"; }
+
+# cap_secret KEY: prints KEY's value from $CAPSULE_SECRETS, generating and
+# storing it (mode 600) the first time.
+cap_secret() {
+	local key=$1 val
+	mkdir -p "$CAPSULE_ETC"
+	touch "$CAPSULE_SECRETS"
+	chmod 600 "$CAPSULE_SECRETS"
+	val=$(sed -n "s/^$key=//p" "$CAPSULE_SECRETS" | tail -n 1)
+	if [ -z "$val" ]; then
+		val=$(cap_random 24)
+		printf '%s=%s\n' "$key" "$val" >>"$CAPSULE_SECRETS"
+	fi
+	printf '%s' "$val"
+}
+
+# ---- dockerd (dedicated to Capsule) -----------------------------------------
+
+cap_docker() { docker -H "$CAPSULE_DOCKER_HOST" "$@"; }
+cap_dockerd_up() { curl -sf --max-time 3 --unix-socket "$CAPSULE_DOCKER_SOCK" http://docker/_ping >/dev/null 2>&1; }
+
+# The dedicated dockerd: its own socket, data and exec roots and containerd
+# namespace, no bridge/NAT/iptables (Capsule wires networks itself), so it
+# never disturbs a Docker the user runs. Extra flags (e.g.
+# --insecure-registry CONTROLLER:5050 on a compute host) come from
+# CAPSULE_DOCKERD_ARGS in $CAPSULE_ETC/dockerd.env.
+cap_dockerd_args() {
+	local extra=
+	# shellcheck disable=SC1091
+	[ -f "$CAPSULE_ETC/dockerd.env" ] && extra=$(. "$CAPSULE_ETC/dockerd.env" && echo "${CAPSULE_DOCKERD_ARGS:-}")
+	# shellcheck disable=SC2086
+	echo --host "$CAPSULE_DOCKER_HOST" --data-root "$CAPSULE_LIB/docker" --exec-root "$CAPSULE_RUN/docker-exec" \
+		--pidfile "$CAPSULE_RUN/docker.pid" --bridge=none --iptables=false --ip-forward=false --ip-masq=false \
+		--containerd-namespace capsule --containerd-plugins-namespace capsule-plugins $extra
+}
+
+cap_start_dockerd() {
+	if cap_dockerd_up; then
+		cap_say "dockerd already answers on $CAPSULE_DOCKER_HOST"
+		return 0
+	fi
+	cap_dirs
+	mkdir -p "$CAPSULE_LIB/docker" "$CAPSULE_RUN/docker-exec"
+	# Without systemd nothing may have mounted the cgroup hierarchies
+	# dockerd needs.
+	if [ ! -e /sys/fs/cgroup/cgroup.controllers ] && [ ! -d /sys/fs/cgroup/memory ] && command -v cgroupfs-mount >/dev/null; then
+		cgroupfs-mount || cap_warn "cgroupfs-mount failed"
+	fi
+	if cap_systemd; then
+		cap_install_unit capsule-dockerd
+		systemctl start capsule-dockerd.service
+	else
+		# A pid file left by a dead dockerd makes the next one refuse to start.
+		cap_pid_alive "$CAPSULE_RUN/docker.pid" || rm -f "$CAPSULE_RUN/docker.pid"
+		# shellcheck disable=SC2046
+		cap_spawn - "$CAPSULE_LOG/dockerd.log" dockerd $(cap_dockerd_args)
+	fi
+	cap_say "starting dockerd on $CAPSULE_DOCKER_HOST"
+	cap_wait dockerd 60 cap_dockerd_up || {
+		cap_tail_log "$CAPSULE_LOG/dockerd.log"
+		cap_die "dockerd did not start (see $CAPSULE_LOG/dockerd.log or journalctl -u capsule-dockerd)"
+	}
+}
+
+cap_stop_dockerd() {
+	if cap_systemd; then
+		systemctl stop capsule-dockerd.service 2>/dev/null || true
+	fi
+	cap_stop_pidfile dockerd "$CAPSULE_RUN/docker.pid" 30
+}
+
+# ---- registry ---------------------------------------------------------------
+
+cap_registry_up() { curl -sf --max-time 3 "http://$CAPSULE_REGISTRY_ADDR/v2/" >/dev/null 2>&1; }
+
+cap_write_registry_config() {
+	local f=$CAPSULE_ETC/registry.yml
+	[ -f "$f" ] && return 0
+	cat >"$f" <<EOF
+# Capsule's private image registry (deploy/lib.sh). Not on :5000, which is
+# the Identity API's port.
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $CAPSULE_LIB/registry
+  delete:
+    enabled: true
+http:
+  addr: $CAPSULE_REGISTRY_ADDR
+EOF
+}
+
+cap_start_registry() {
+	if cap_registry_up; then
+		cap_say "registry already answers on $CAPSULE_REGISTRY_ADDR"
+		return 0
+	fi
+	cap_dirs
+	mkdir -p "$CAPSULE_LIB/registry"
+	cap_write_registry_config
+	if cap_systemd; then
+		cap_install_unit capsule-registry
+		systemctl start capsule-registry.service
+	else
+		cap_spawn "$CAPSULE_RUN/registry.pid" "$CAPSULE_LOG/registry.log" docker-registry serve "$CAPSULE_ETC/registry.yml"
+	fi
+	cap_say "starting registry on $CAPSULE_REGISTRY_ADDR"
+	cap_wait registry 30 cap_registry_up || {
+		cap_tail_log "$CAPSULE_LOG/registry.log"
+		cap_die "registry did not start on $CAPSULE_REGISTRY_ADDR"
+	}
+}
+
+cap_stop_registry() {
+	if cap_systemd; then
+		systemctl stop capsule-registry.service 2>/dev/null || true
+	fi
+	cap_stop_pidfile registry "$CAPSULE_RUN/registry.pid"
+}
+
+# cap_ensure_base_image: builds and pushes the base image when the registry
+# lacks it, and pre-pulls it into the dedicated dockerd so boots are fast.
+cap_ensure_base_image() {
+	local manifest="http://$CAPSULE_REGISTRY_ADDR/v2/capsule/busybox/manifests/latest"
+	if curl -sf --max-time 5 -o /dev/null -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "$manifest"; then
+		cap_say "base image $CAPSULE_IMAGE present in the registry"
+		if ! cap_docker image inspect "$CAPSULE_IMAGE" >/dev/null 2>&1; then
+			cap_docker pull -q "$CAPSULE_IMAGE" >/dev/null || cap_die "pulling $CAPSULE_IMAGE into the capsule dockerd failed"
+		fi
+	else
+		cap_say "building base image $CAPSULE_IMAGE"
+		sh "$CAPSULE_REPO/deploy/images/build-base.sh" "$CAPSULE_DOCKER_HOST" "$CAPSULE_REGISTRY_ADDR" >/dev/null ||
+			cap_die "building/pushing the base image failed"
+	fi
+}
+
+# ---- RabbitMQ ---------------------------------------------------------------
+
+cap_rabbit_up() { timeout 15 rabbitmq-diagnostics -q ping >/dev/null 2>&1; }
+
+cap_start_rabbitmq() {
+	if cap_rabbit_up; then
+		cap_say "RabbitMQ already running"
+		return 0
+	fi
+	cap_say "starting RabbitMQ"
+	# The Erlang node is rabbit@<short hostname>, which must resolve.
+	if ! getent hosts "$(hostname -s)" >/dev/null; then
+		cap_warn "$(hostname -s) does not resolve: adding it to /etc/hosts for RabbitMQ"
+		printf '127.0.1.1\t%s\n' "$(hostname -s)" >>/etc/hosts
+	fi
+	if cap_systemd; then
+		systemctl start rabbitmq-server.service
+	else
+		rabbitmq-server -detached >/dev/null 2>&1 || true
+	fi
+	cap_mark_started rabbitmq
+	cap_wait RabbitMQ 120 cap_rabbit_up || {
+		cap_tail_log /var/log/rabbitmq/startup_err
+		cap_die "RabbitMQ did not start (see /var/log/rabbitmq/)"
+	}
+	# The broker answers ping before it accepts AMQP connections.
+	cap_wait "RabbitMQ AMQP listener" 60 timeout 15 rabbitmq-diagnostics -q check_port_connectivity || true
+}
+
+cap_stop_rabbitmq() {
+	cap_started_by_us rabbitmq || return 0
+	cap_say "stopping RabbitMQ"
+	if cap_systemd; then
+		systemctl stop rabbitmq-server.service || true
+	else
+		timeout 60 rabbitmqctl -q stop >/dev/null 2>&1 || true
+	fi
+	rm -f "$CAPSULE_RUN/started.rabbitmq"
+}
+
+# cap_rabbit_user USER PASSWORD: creates (or re-keys) a user with full
+# rights on vhost /.
+cap_rabbit_user() {
+	local user=$1 pass=$2
+	if rabbitmqctl -q list_users 2>/dev/null | awk '{print $1}' | grep -qx "$user"; then
+		rabbitmqctl -q change_password "$user" "$pass" >/dev/null
+	else
+		rabbitmqctl -q add_user "$user" "$pass" >/dev/null
+	fi
+	rabbitmqctl -q set_permissions -p / "$user" '.*' '.*' '.*' >/dev/null
+}
+
+# ---- PostgreSQL -------------------------------------------------------------
+
+cap_pg_version() { find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -V | tail -n 1; }
+cap_pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 -t 3; }
+cap_psql() { runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+
+cap_start_postgres() {
+	local v
+	if cap_pg_up; then
+		cap_say "PostgreSQL already running"
+		return 0
+	fi
+	v=$(cap_pg_version)
+	[ -n "$v" ] || cap_die "PostgreSQL is not installed"
+	if ! pg_lsclusters -h 2>/dev/null | awk '{print $1"/"$2}' | grep -qx "$v/main"; then
+		cap_say "creating PostgreSQL cluster $v/main"
+		pg_createcluster "$v" main >/dev/null
+	fi
+	cap_say "starting PostgreSQL $v"
+	if cap_systemd; then
+		systemctl start "postgresql@$v-main.service"
+	else
+		pg_ctlcluster "$v" main start
+	fi
+	cap_mark_started postgres
+	cap_wait PostgreSQL 60 cap_pg_up || cap_die "PostgreSQL did not start (see /var/log/postgresql/)"
+}
+
+cap_stop_postgres() {
+	local v
+	cap_started_by_us postgres || return 0
+	v=$(cap_pg_version)
+	cap_say "stopping PostgreSQL"
+	if cap_systemd; then
+		systemctl stop "postgresql@$v-main.service" || true
+	else
+		pg_ctlcluster "$v" main stop || true
+	fi
+	rm -f "$CAPSULE_RUN/started.postgres"
+}
+
+# cap_pg_database ROLE PASSWORD DB: role with CREATEDB owning DB.
+cap_pg_database() {
+	local role=$1 pass=$2 db=$3
+	if [ "$(cap_psql -tAc "SELECT 1 FROM pg_roles WHERE rolname='$role'")" != 1 ]; then
+		cap_psql -c "CREATE ROLE \"$role\" LOGIN CREATEDB PASSWORD '$pass'"
+	fi
+	if [ "$(cap_psql -tAc "SELECT 1 FROM pg_database WHERE datname='$db'")" != 1 ]; then
+		cap_psql -c "CREATE DATABASE \"$db\" OWNER \"$role\""
+	fi
+}
+
+# ---- Open vSwitch -----------------------------------------------------------
+
+cap_ovs_up() { ovs-vsctl --timeout=3 show >/dev/null 2>&1 && ovs-appctl -t ovs-vswitchd version >/dev/null 2>&1; }
+
+# cap_start_ovs: best effort. Without the openvswitch kernel module
+# ovs-ctl refuses to start ovs-vswitchd, so it is then started directly:
+# it runs userspace-only, which serves bridges of datapath_type=netdev.
+cap_start_ovs() {
+	local ctl=/usr/share/openvswitch/scripts/ovs-ctl
+	if cap_ovs_up; then
+		cap_say "Open vSwitch already running"
+		return 0
+	fi
+	cap_say "starting Open vSwitch"
+	if cap_systemd; then
+		systemctl start openvswitch-switch.service >/dev/null 2>&1 || true
+	fi
+	if ! cap_ovs_up && [ -x "$ctl" ]; then
+		if ! "$ctl" start --system-id=random >>"$CAPSULE_LOG/ovs-ctl.log" 2>&1; then
+			"$ctl" start --system-id=random --no-ovs-vswitchd >>"$CAPSULE_LOG/ovs-ctl.log" 2>&1 || true
+			if ovs-vsctl --timeout=3 show >/dev/null 2>&1; then
+				cap_warn "openvswitch kernel module unavailable: ovs-vswitchd runs userspace-only (datapath_type=netdev)"
+				ovs-vswitchd --pidfile --detach --log-file "unix:/var/run/openvswitch/db.sock" \
+					-vconsole:emer -vsyslog:err -vfile:info >>"$CAPSULE_LOG/ovs-ctl.log" 2>&1 || true
+			fi
+		fi
+	fi
+	if cap_wait "Open vSwitch" 10 cap_ovs_up; then
+		cap_mark_started ovs
+	else
+		cap_warn "Open vSwitch is not running (see $CAPSULE_LOG/ovs-ctl.log); servers will have no networking"
+	fi
+}
+
+cap_stop_ovs() {
+	cap_started_by_us ovs || return 0
+	cap_say "stopping Open vSwitch"
+	if cap_systemd; then
+		systemctl stop openvswitch-switch.service >/dev/null 2>&1 || true
+	fi
+	/usr/share/openvswitch/scripts/ovs-ctl stop >/dev/null 2>&1 || true
+	rm -f "$CAPSULE_RUN/started.ovs"
+}
+
+# ---- Capsule ----------------------------------------------------------------
+
+# cap_build: builds capsuled and capsule into the repo's bin/ and installs
+# them into $CAPSULE_BIN (CAPSULE_SKIP_BUILD=1 keeps installed binaries).
+cap_build() {
+	if [ -n "${CAPSULE_SKIP_BUILD:-}" ]; then
+		[ -x "$CAPSULE_BIN/capsuled" ] || cap_die "CAPSULE_SKIP_BUILD is set but $CAPSULE_BIN/capsuled is missing"
+		cap_say "using installed $CAPSULE_BIN/capsuled (CAPSULE_SKIP_BUILD)"
+		return 0
+	fi
+	local version ldflags
+	cap_check_go
+	version=$(git -C "$CAPSULE_REPO" describe --always --dirty 2>/dev/null || echo dev)
+	ldflags="-X main.version=$version"
+	cap_say "building capsuled $version ($(go version | awk '{print $3}'))"
+	(cd "$CAPSULE_REPO" && go build -ldflags "$ldflags" -o bin/capsuled ./cmd/capsuled) ||
+		cap_die "building capsuled failed (go build ./cmd/capsuled in $CAPSULE_REPO): see the compiler errors above"
+	install -m 755 "$CAPSULE_REPO/bin/capsuled" "$CAPSULE_BIN/"
+	# The capsule CLI is a convenience; the all-in-one works without it.
+	if (cd "$CAPSULE_REPO" && go build -ldflags "$ldflags" -o bin/capsule ./cmd/capsule); then
+		install -m 755 "$CAPSULE_REPO/bin/capsule" "$CAPSULE_BIN/"
+	else
+		cap_warn "the capsule CLI (./cmd/capsule) did not build; continuing without it"
+	fi
+}
+
+cap_api_up() { curl -sf --max-time 3 "$CAPSULE_IDENTITY_URL" >/dev/null 2>&1; }

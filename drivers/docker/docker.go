@@ -1,0 +1,714 @@
+// Package docker is the compute driver that runs each server as a Docker
+// container through the Docker Engine API, with hard CPU, memory and pid
+// limits and a locked-down security profile (the tenant must not be able to
+// take the host down, see docs/lessons).
+package docker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/registry"
+	"github.com/docker/docker/client"
+
+	"github.com/capsule-cloud/capsule/drivers"
+)
+
+// Labels the driver puts on every container it creates.
+const (
+	LabelInstance = "capsule.instance"
+	LabelManaged  = "capsule.managed"
+	namePrefix    = "capsule-"
+)
+
+// CapDrop is the set of capabilities removed from every container on top of
+// Docker's default set. The aim is that a tenant cannot build network
+// devices or namespaces, craft raw packets, create device nodes, write to
+// the host's audit log or read the kernel log (the lessons: a bridge made
+// inside a container crashed the host; host and container rsyslog fought
+// over the kernel ring buffer). NET_ADMIN, SYS_ADMIN, SYS_MODULE, SYSLOG...
+// are not in Docker's default set; they are listed anyway so they stay
+// absent even if a daemon's defaults change. SYS_CHROOT is kept: sshd's
+// privilege separation chroots, and VM users expect sshd to work.
+// Creating user/network namespaces without CAP_SYS_ADMIN is blocked by
+// Docker's default seccomp profile, which is why it is never disabled.
+var CapDrop = []string{
+	"NET_RAW", "MKNOD", "AUDIT_WRITE", "SETFCAP",
+	"NET_ADMIN", "SYS_ADMIN", "SYS_MODULE", "SYS_RAWIO", "SYS_PTRACE",
+	"SYS_BOOT", "SYS_TIME", "SYSLOG", "MAC_ADMIN", "MAC_OVERRIDE",
+	"AUDIT_CONTROL", "SYS_RESOURCE", "NET_BROADCAST", "LINUX_IMMUTABLE",
+	"DAC_READ_SEARCH", "WAKE_ALARM", "BLOCK_SUSPEND", "LEASE", "IPC_LOCK",
+	"SYS_NICE", "SYS_PACCT", "SYS_TTY_CONFIG", "AUDIT_READ",
+}
+
+// SecurityOpt is set on every container. Docker's default seccomp profile
+// applies because no seccomp option is given.
+var SecurityOpt = []string{"no-new-privileges"}
+
+// cfsPeriod is the CFS period in microseconds; the quota is VCPUs periods.
+const cfsPeriod = 100000
+
+// RegistryAuth is the optional registry login used for pulls.
+type RegistryAuth struct {
+	Username      string
+	Password      string
+	ServerAddress string
+}
+
+// Options configures the driver.
+type Options struct {
+	// Host is the dockerd endpoint, e.g. unix:///run/capsule/docker.sock.
+	// Empty means the client's environment defaults (DOCKER_HOST...).
+	Host string
+	// RegistryAuth, when set, is sent with every image pull.
+	RegistryAuth *RegistryAuth
+	// StopTimeout is the grace period of a soft reboot and of a Stop
+	// called with grace <= 0. Default 10s.
+	StopTimeout time.Duration
+	// LogMaxSize and LogMaxFile bound each container's console log so a
+	// chatty server cannot fill the disk. Defaults 10m and 2.
+	LogMaxSize string
+	LogMaxFile int
+	// DefaultDiskGB is reported by Fingerprint when Docker's root dir
+	// cannot be inspected (remote daemon). Default 100.
+	DefaultDiskGB int
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Driver implements drivers.Driver on the Docker Engine API.
+type Driver struct {
+	cli  *client.Client
+	opts Options
+	log  *slog.Logger
+}
+
+var _ drivers.Driver = (*Driver)(nil)
+
+// New connects to dockerd (negotiating the API version, so an older daemon
+// such as 20.10 works) and checks that it answers.
+func New(ctx context.Context, opts Options) (*Driver, error) {
+	if opts.StopTimeout <= 0 {
+		opts.StopTimeout = 10 * time.Second
+	}
+	if opts.LogMaxSize == "" {
+		opts.LogMaxSize = "10m"
+	}
+	if opts.LogMaxFile <= 0 {
+		opts.LogMaxFile = 2
+	}
+	if opts.DefaultDiskGB <= 0 {
+		opts.DefaultDiskGB = 100
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	copts := []client.Opt{client.FromEnv, client.WithAPIVersionNegotiation()}
+	if opts.Host != "" {
+		copts = append(copts, client.WithHost(opts.Host))
+	}
+	cli, err := client.NewClientWithOpts(copts...)
+	if err != nil {
+		return nil, fmt.Errorf("docker client for %q: %w", opts.Host, err)
+	}
+	if _, err := cli.Ping(ctx); err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("ping dockerd at %q: %w", opts.Host, err)
+	}
+	// Settle the API version now: the client negotiates lazily on first
+	// use, and that is not safe when the first calls are concurrent.
+	cli.NegotiateAPIVersion(ctx)
+	return &Driver{cli: cli, opts: opts, log: opts.Logger.With("driver", "docker")}, nil
+}
+
+// Close releases the client's connections.
+func (d *Driver) Close() error { return d.cli.Close() }
+
+// Client exposes the Docker client, for code that must reach the same
+// daemon (e.g. networking putting a workload into an infra netns).
+func (d *Driver) Client() *client.Client { return d.cli }
+
+// ContainerName is the name of the container of instance id.
+func ContainerName(id string) string { return namePrefix + id }
+
+// Name implements drivers.Driver.
+func (d *Driver) Name() string { return "docker" }
+
+// Capabilities implements drivers.Driver.
+func (d *Driver) Capabilities() drivers.Capabilities {
+	return drivers.Capabilities{Pause: true, ConsoleOutput: true}
+}
+
+// wrap turns a Docker error into one carrying the driver's error kind.
+func wrap(op, id string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case cerrdefs.IsNotFound(err):
+		return fmt.Errorf("docker %s %s: %w: %w", op, id, drivers.ErrNotFound, err)
+	case cerrdefs.IsConflict(err):
+		return fmt.Errorf("docker %s %s: %w: %w", op, id, drivers.ErrInvalidState, err)
+	}
+	return fmt.Errorf("docker %s %s: %w", op, id, err)
+}
+
+// inspect returns the container of instance id, checking it is ours (a
+// same-named container without our label is not an instance).
+func (d *Driver) inspect(ctx context.Context, op, id string) (container.InspectResponse, error) {
+	if id == "" {
+		return container.InspectResponse{}, fmt.Errorf("docker %s: empty instance id: %w", op, drivers.ErrNotFound)
+	}
+	c, err := d.cli.ContainerInspect(ctx, ContainerName(id))
+	if err != nil {
+		return c, wrap(op, id, err)
+	}
+	if c.Config == nil || c.Config.Labels[LabelInstance] != id || c.State == nil {
+		return c, fmt.Errorf("docker %s %s: container %s is not managed by capsule: %w", op, id, c.ID, drivers.ErrNotFound)
+	}
+	return c, nil
+}
+
+// validate refuses specs that would run a server without hard limits.
+func validate(spec drivers.Spec) error {
+	switch {
+	case spec.ID == "":
+		return fmt.Errorf("docker create: empty instance id: %w", drivers.ErrInvalidState)
+	case spec.Image == "":
+		return fmt.Errorf("docker create %s: empty image: %w", spec.ID, drivers.ErrInvalidState)
+	case spec.PidsLimit <= 0:
+		// The thread-leak lesson: no container may run without a pid cap.
+		return fmt.Errorf("docker create %s: pids limit must be > 0, got %d: %w", spec.ID, spec.PidsLimit, drivers.ErrInvalidState)
+	case spec.VCPUs <= 0:
+		return fmt.Errorf("docker create %s: vcpus must be > 0, got %d: %w", spec.ID, spec.VCPUs, drivers.ErrInvalidState)
+	case spec.MemoryMB < 6:
+		// Docker's own minimum is 6 MiB; 0 would mean unlimited.
+		return fmt.Errorf("docker create %s: memory must be >= 6 MB, got %d: %w", spec.ID, spec.MemoryMB, drivers.ErrInvalidState)
+	}
+	return nil
+}
+
+// configs builds the container and host configuration of spec.
+func (d *Driver) configs(spec drivers.Spec) (*container.Config, *container.HostConfig) {
+	labels := make(map[string]string, len(spec.Labels)+2)
+	for k, v := range spec.Labels {
+		labels[k] = v
+	}
+	// Ours last, so a spec label cannot hide the instance from List.
+	labels[LabelInstance] = spec.ID
+	labels[LabelManaged] = "true"
+
+	stopSecs := int(math.Ceil(d.opts.StopTimeout.Seconds()))
+	cfg := &container.Config{
+		Hostname:    spec.Hostname,
+		Image:       spec.Image,
+		Labels:      labels,
+		StopTimeout: &stopSecs,
+		// No TTY: the console log is then a clean stdout/stderr stream.
+		Tty: false,
+	}
+	mem := int64(spec.MemoryMB) * 1024 * 1024
+	pids := spec.PidsLimit
+	noInit := false
+	host := &container.HostConfig{
+		// "none" until networking moves the workload into an infra
+		// container's namespace.
+		NetworkMode:   "none",
+		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
+		LogConfig: container.LogConfig{
+			Type: "json-file",
+			Config: map[string]string{
+				"max-size": d.opts.LogMaxSize,
+				"max-file": strconv.Itoa(d.opts.LogMaxFile),
+			},
+		},
+		Privileged:  false,
+		CapDrop:     append([]string(nil), CapDrop...),
+		SecurityOpt: append([]string(nil), SecurityOpt...),
+		// The image brings its own PID 1.
+		Init: &noInit,
+		Resources: container.Resources{
+			CPUPeriod:  cfsPeriod,
+			CPUQuota:   int64(spec.VCPUs) * cfsPeriod,
+			CPUShares:  int64(spec.VCPUs) * 1024,
+			Memory:     mem,
+			MemorySwap: mem, // equal to Memory: no swap
+			PidsLimit:  &pids,
+		},
+	}
+	return cfg, host
+}
+
+// Create implements drivers.Driver: it pulls the image when missing and
+// creates the container, not started. An existing container of the same
+// instance is accepted as is.
+func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
+	if err := validate(spec); err != nil {
+		return err
+	}
+	if _, err := d.inspect(ctx, "create", spec.ID); err == nil {
+		return nil
+	} else if !errors.Is(err, drivers.ErrNotFound) {
+		return err
+	}
+	if err := d.ensureImage(ctx, spec.Image); err != nil {
+		return fmt.Errorf("docker create %s: %w", spec.ID, err)
+	}
+	cfg, host := d.configs(spec)
+	resp, err := d.cli.ContainerCreate(ctx, cfg, host, nil, nil, ContainerName(spec.ID))
+	if err != nil {
+		if cerrdefs.IsConflict(err) {
+			// A concurrent create of the same instance won the name.
+			if _, ierr := d.inspect(ctx, "create", spec.ID); ierr == nil {
+				return nil
+			}
+		}
+		return wrap("create", spec.ID, err)
+	}
+	for _, w := range resp.Warnings {
+		d.log.Warn("container create warning", "instance", spec.ID, "warning", w)
+	}
+	d.log.Info("container created", "instance", spec.ID, "container", resp.ID, "image", spec.Image,
+		"vcpus", spec.VCPUs, "memory_mb", spec.MemoryMB, "pids_limit", spec.PidsLimit)
+	return nil
+}
+
+// ensureImage pulls ref unless it is already present.
+func (d *Driver) ensureImage(ctx context.Context, ref string) error {
+	if _, err := d.cli.ImageInspect(ctx, ref); err == nil {
+		return nil
+	} else if !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("inspect image %s: %w", ref, err)
+	}
+	var popts image.PullOptions
+	if a := d.opts.RegistryAuth; a != nil {
+		enc, err := registry.EncodeAuthConfig(registry.AuthConfig{
+			Username: a.Username, Password: a.Password, ServerAddress: a.ServerAddress,
+		})
+		if err != nil {
+			return fmt.Errorf("encode registry auth: %w", err)
+		}
+		popts.RegistryAuth = enc
+	}
+	d.log.Info("pulling image", "image", ref)
+	rc, err := d.cli.ImagePull(ctx, ref, popts)
+	if err != nil {
+		return fmt.Errorf("pull image %s: %w", ref, err)
+	}
+	defer rc.Close()
+	if err := drainPull(rc); err != nil {
+		return fmt.Errorf("pull image %s: %w", ref, err)
+	}
+	return nil
+}
+
+// drainPull reads a pull's JSON progress stream to its end: the pull only
+// completes when the stream is consumed, and failures arrive in it as
+// messages, not as an HTTP status.
+func drainPull(r io.Reader) error {
+	dec := json.NewDecoder(r)
+	for {
+		var msg struct {
+			Error       string `json:"error"`
+			ErrorDetail *struct {
+				Message string `json:"message"`
+			} `json:"errorDetail"`
+		}
+		if err := dec.Decode(&msg); err == io.EOF {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("read pull progress: %w", err)
+		}
+		if msg.ErrorDetail != nil && msg.ErrorDetail.Message != "" {
+			return errors.New(msg.ErrorDetail.Message)
+		}
+		if msg.Error != "" {
+			return errors.New(msg.Error)
+		}
+	}
+}
+
+// Start implements drivers.Driver; starting a running instance succeeds.
+func (d *Driver) Start(ctx context.Context, id string) error {
+	c, err := d.inspect(ctx, "start", id)
+	if err != nil {
+		return err
+	}
+	if c.State.Running && !c.State.Paused {
+		return nil
+	}
+	if err := d.cli.ContainerStart(ctx, c.ID, container.StartOptions{}); err != nil {
+		return wrap("start", id, err)
+	}
+	d.log.Info("container started", "instance", id, "container", c.ID)
+	return nil
+}
+
+func secondsCeil(dur time.Duration) *int {
+	s := int(math.Ceil(dur.Seconds()))
+	return &s
+}
+
+// Stop implements drivers.Driver: SIGTERM, then SIGKILL after grace.
+func (d *Driver) Stop(ctx context.Context, id string, grace time.Duration) error {
+	c, err := d.inspect(ctx, "stop", id)
+	if err != nil {
+		return err
+	}
+	if !c.State.Running {
+		return nil
+	}
+	if c.State.Paused {
+		// Docker refuses to signal a frozen container.
+		if err := d.cli.ContainerUnpause(ctx, c.ID); err != nil {
+			return wrap("stop", id, err)
+		}
+	}
+	if grace <= 0 {
+		grace = d.opts.StopTimeout
+	}
+	if err := d.cli.ContainerStop(ctx, c.ID, container.StopOptions{Timeout: secondsCeil(grace)}); err != nil {
+		return wrap("stop", id, err)
+	}
+	d.log.Info("container stopped", "instance", id, "container", c.ID)
+	return nil
+}
+
+// Reboot implements drivers.Driver: soft is a docker restart with the stop
+// timeout (the init gets SIGTERM), hard is a kill then a start.
+func (d *Driver) Reboot(ctx context.Context, id string, hard bool) error {
+	c, err := d.inspect(ctx, "reboot", id)
+	if err != nil {
+		return err
+	}
+	if c.State.Paused {
+		// A frozen init cannot handle SIGTERM; thaw it first.
+		if err := d.cli.ContainerUnpause(ctx, c.ID); err != nil {
+			return wrap("reboot", id, err)
+		}
+	}
+	if !hard {
+		if err := d.cli.ContainerRestart(ctx, c.ID, container.StopOptions{Timeout: secondsCeil(d.opts.StopTimeout)}); err != nil {
+			return wrap("reboot", id, err)
+		}
+		d.log.Info("container rebooted", "instance", id, "container", c.ID, "hard", false)
+		return nil
+	}
+	if c.State.Running {
+		if err := d.cli.ContainerKill(ctx, c.ID, "KILL"); err != nil && !cerrdefs.IsConflict(err) {
+			// Conflict means it stopped on its own meanwhile.
+			return wrap("reboot", id, err)
+		}
+		if err := d.waitNotRunning(ctx, c.ID); err != nil {
+			return wrap("reboot", id, err)
+		}
+	}
+	if err := d.cli.ContainerStart(ctx, c.ID, container.StartOptions{}); err != nil {
+		return wrap("reboot", id, err)
+	}
+	d.log.Info("container rebooted", "instance", id, "container", c.ID, "hard", true)
+	return nil
+}
+
+// waitNotRunning waits until the container has exited, so that a following
+// start is not taken for a start of a running container.
+func (d *Driver) waitNotRunning(ctx context.Context, cid string) error {
+	resC, errC := d.cli.ContainerWait(ctx, cid, container.WaitConditionNotRunning)
+	select {
+	case <-resC:
+		return nil
+	case err := <-errC:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Pause implements drivers.Driver (cgroup freezer); pausing a paused
+// instance succeeds.
+func (d *Driver) Pause(ctx context.Context, id string) error {
+	c, err := d.inspect(ctx, "pause", id)
+	if err != nil {
+		return err
+	}
+	if c.State.Paused {
+		return nil
+	}
+	if err := d.cli.ContainerPause(ctx, c.ID); err != nil {
+		return wrap("pause", id, err)
+	}
+	return nil
+}
+
+// Unpause implements drivers.Driver; unpausing a running instance succeeds.
+func (d *Driver) Unpause(ctx context.Context, id string) error {
+	c, err := d.inspect(ctx, "unpause", id)
+	if err != nil {
+		return err
+	}
+	if c.State.Running && !c.State.Paused {
+		return nil
+	}
+	if err := d.cli.ContainerUnpause(ctx, c.ID); err != nil {
+		return wrap("unpause", id, err)
+	}
+	return nil
+}
+
+// Destroy implements drivers.Driver: it force-removes the container and its
+// anonymous volumes. A missing instance is not an error.
+func (d *Driver) Destroy(ctx context.Context, id string) error {
+	c, err := d.inspect(ctx, "destroy", id)
+	if errors.Is(err, drivers.ErrNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	err = d.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	switch {
+	case err == nil, cerrdefs.IsNotFound(err):
+	case cerrdefs.IsConflict(err):
+		// "removal already in progress": wait for the other removal.
+		if err := d.waitGone(ctx, c.ID); err != nil {
+			return wrap("destroy", id, err)
+		}
+	default:
+		return wrap("destroy", id, err)
+	}
+	d.log.Info("container destroyed", "instance", id, "container", c.ID)
+	return nil
+}
+
+func (d *Driver) waitGone(ctx context.Context, cid string) error {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if _, err := d.cli.ContainerInspect(ctx, cid); cerrdefs.IsNotFound(err) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// powerOf maps Docker's state to a Nova power state. An exit Docker or the
+// user caused (0, SIGTERM 143, SIGKILL 137) is a shutdown; any other exit
+// of PID 1, an OOM kill or a dead container is a crash.
+func powerOf(s *container.State) drivers.PowerState {
+	switch {
+	case s.Paused:
+		return drivers.PowerPaused
+	case s.Running, s.Restarting:
+		return drivers.PowerRunning
+	case s.Dead, s.OOMKilled:
+		return drivers.PowerCrashed
+	}
+	switch s.Status {
+	case container.StateCreated:
+		return drivers.PowerShutdown
+	case container.StateExited:
+		switch s.ExitCode {
+		case 0, 128 + 9, 128 + 15:
+			return drivers.PowerShutdown
+		}
+		return drivers.PowerCrashed
+	}
+	return drivers.PowerNoState
+}
+
+func statusOf(id string, c container.InspectResponse) drivers.Status {
+	st := drivers.Status{
+		ID:          id,
+		Power:       powerOf(c.State),
+		BackendID:   c.ID,
+		ExitCode:    c.State.ExitCode,
+		Description: string(c.State.Status),
+	}
+	if c.State.Running {
+		if t, err := time.Parse(time.RFC3339Nano, c.State.StartedAt); err == nil {
+			st.StartedAt = t
+		}
+	}
+	if c.State.Status == container.StateExited {
+		st.Description = fmt.Sprintf("exited (%d)", c.State.ExitCode)
+	}
+	if c.State.OOMKilled {
+		st.Description += ", OOM killed"
+	}
+	if c.State.Error != "" {
+		st.Description += ": " + c.State.Error
+	}
+	return st
+}
+
+// Status implements drivers.Driver.
+func (d *Driver) Status(ctx context.Context, id string) (drivers.Status, error) {
+	c, err := d.inspect(ctx, "status", id)
+	if err != nil {
+		return drivers.Status{}, err
+	}
+	return statusOf(id, c), nil
+}
+
+// List implements drivers.Driver: every container labelled as managed by
+// capsule, whether or not the control plane knows it.
+func (d *Driver) List(ctx context.Context) ([]drivers.Status, error) {
+	cs, err := d.cli.ContainerList(ctx, container.ListOptions{
+		All:     true,
+		Filters: filters.NewArgs(filters.Arg("label", LabelManaged+"=true")),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("docker list: %w", err)
+	}
+	out := make([]drivers.Status, 0, len(cs))
+	for _, s := range cs {
+		id := s.Labels[LabelInstance]
+		if id == "" {
+			continue
+		}
+		// Inspect for the exit code, start time and OOM flag the
+		// summary lacks.
+		c, err := d.cli.ContainerInspect(ctx, s.ID)
+		if cerrdefs.IsNotFound(err) {
+			continue // removed since the listing
+		} else if err != nil {
+			return nil, wrap("list", id, err)
+		}
+		if c.State == nil {
+			continue
+		}
+		out = append(out, statusOf(id, c))
+	}
+	return out, nil
+}
+
+// ConsoleOutput implements drivers.Driver: the container's stdout and
+// stderr, the last lines of them when lines >= 0, cleaned of control
+// characters so it can be shown to users and stored as JSON.
+func (d *Driver) ConsoleOutput(ctx context.Context, id string, lines int) (string, error) {
+	c, err := d.inspect(ctx, "console", id)
+	if err != nil {
+		return "", err
+	}
+	tail := "all"
+	if lines >= 0 {
+		tail = strconv.Itoa(lines)
+	}
+	rc, err := d.cli.ContainerLogs(ctx, c.ID, container.LogsOptions{ShowStdout: true, ShowStderr: true, Tail: tail})
+	if err != nil {
+		return "", wrap("console", id, err)
+	}
+	defer rc.Close()
+	raw, err := demux(rc, c.Config.Tty)
+	if err != nil {
+		return "", wrap("console", id, err)
+	}
+	out := CleanConsole(raw)
+	if lines >= 0 {
+		// Docker's tail counts raw lines; keep the contract exact anyway.
+		out = lastLines(out, lines)
+	}
+	return out, nil
+}
+
+func lastLines(s string, n int) string {
+	if n == 0 {
+		return ""
+	}
+	trail := strings.HasSuffix(s, "\n")
+	ls := strings.Split(strings.TrimSuffix(s, "\n"), "\n")
+	if len(ls) <= n {
+		return s
+	}
+	out := strings.Join(ls[len(ls)-n:], "\n")
+	if trail {
+		out += "\n"
+	}
+	return out
+}
+
+// Fingerprint implements drivers.Driver from docker info, the daemon's
+// version and the filesystem holding Docker's root dir.
+func (d *Driver) Fingerprint(ctx context.Context) (drivers.HostInfo, error) {
+	info, err := d.cli.Info(ctx)
+	if err != nil {
+		return drivers.HostInfo{}, fmt.Errorf("docker info: %w", err)
+	}
+	hi := drivers.HostInfo{
+		VCPUs:             info.NCPU,
+		MemoryMB:          int(info.MemTotal / (1024 * 1024)),
+		DiskGB:            d.opts.DefaultDiskGB,
+		HypervisorType:    "docker",
+		HypervisorVersion: VersionInt(info.ServerVersion),
+		Arch:              info.Architecture,
+		CPUModel:          "unknown",
+	}
+	if d.local() {
+		if gb, err := diskGB(info.DockerRootDir); err == nil {
+			hi.DiskGB = gb
+		} else {
+			d.log.Debug("cannot statfs docker root dir, using default disk size", "dir", info.DockerRootDir, "err", err)
+		}
+		if m := cpuModel(); m != "" {
+			hi.CPUModel = m
+		}
+	}
+	return hi, nil
+}
+
+// local reports whether dockerd runs on this machine, so its root dir and
+// /proc/cpuinfo describe the same host.
+func (d *Driver) local() bool {
+	return strings.HasPrefix(d.cli.DaemonHost(), "unix://")
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return ""
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// VersionInt encodes a version such as "20.10.24+dfsg1" as
+// major*1000000 + minor*1000 + patch (20010024), Nova's convention.
+func VersionInt(v string) int {
+	parts := strings.SplitN(strings.TrimPrefix(v, "v"), ".", 3)
+	mult := []int{1000000, 1000, 1}
+	total := 0
+	for i, p := range parts {
+		end := 0
+		for end < len(p) && p[end] >= '0' && p[end] <= '9' {
+			end++
+		}
+		n, _ := strconv.Atoi(p[:end])
+		total += n * mult[i]
+		if end < len(p) {
+			break // suffix such as "-ce" or "+dfsg1"
+		}
+	}
+	return total
+}

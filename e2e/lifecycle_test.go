@@ -1,0 +1,250 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/hypervisors"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/instanceactions"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+)
+
+func waitStatus(t *testing.T, cc *gophercloud.ServiceClient, id, want string, timeout time.Duration) *servers.Server {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last *servers.Server
+	for time.Now().Before(deadline) {
+		s, err := servers.Get(context.Background(), cc, id).Extract()
+		if err != nil {
+			t.Fatalf("get server %s: %v", id, err)
+		}
+		last = s
+		if s.Status == want && s.TaskState == "" {
+			return s
+		}
+		if s.Status == "ERROR" && want != "ERROR" {
+			t.Fatalf("server %s went to ERROR: %+v", id, s.Fault)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Fatalf("server %s did not reach %s within %s (last status %s task %q)", id, want, timeout, last.Status, last.TaskState)
+	return nil
+}
+
+func waitGone(t *testing.T, cc *gophercloud.ServiceClient, id string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		_, err := servers.Get(context.Background(), cc, id).Extract()
+		if gophercloud.ResponseCodeIs(err, 404) {
+			return
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Fatalf("server %s still exists after %s", id, timeout)
+}
+
+// containerOf finds the Docker container of an instance.
+func (c *cloud) containerOf(t *testing.T, id string) (cid string, running bool, pid int) {
+	t.Helper()
+	out, err := c.docker("ps", "-a", "--filter", "label=capsule.instance="+id, "--format", "{{.ID}}")
+	if err != nil {
+		t.Fatalf("docker ps: %v %s", err, out)
+	}
+	if out == "" {
+		return "", false, 0
+	}
+	cid = strings.Fields(out)[0]
+	st, err := c.docker("inspect", "-f", "{{.State.Running}} {{.State.Pid}}", cid)
+	if err != nil {
+		t.Fatalf("docker inspect: %v %s", err, st)
+	}
+	f := strings.Fields(st)
+	pid, _ = strconv.Atoi(f[1])
+	return cid, f[0] == "true", pid
+}
+
+// cgroupFile reads a cgroup control file of a process (v1 or v2).
+func cgroupFile(t *testing.T, pid int, controller, file string) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		for _, ctl := range strings.Split(parts[1], ",") {
+			if ctl == controller {
+				p := filepath.Join("/sys/fs/cgroup", parts[1], parts[2], file)
+				v, err := os.ReadFile(p)
+				if err != nil {
+					t.Fatalf("read %s: %v", p, err)
+				}
+				return strings.TrimSpace(string(v))
+			}
+		}
+	}
+	t.Fatalf("no %s cgroup for pid %d", controller, pid)
+	return ""
+}
+
+func hostUsage(t *testing.T, cc *gophercloud.ServiceClient, host string) (vcpus, ram int) {
+	t.Helper()
+	pages, err := hypervisors.List(cc, nil).AllPages(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, err := hypervisors.ExtractHypervisors(pages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hs {
+		if h.HypervisorHostname == host {
+			return h.VCPUsUsed, h.MemoryMBUsed
+		}
+	}
+	t.Fatalf("hypervisor %s not listed", host)
+	return
+}
+
+// TestServerLifecycle is the spine: demo boots a server, it becomes a
+// running container with the flavor's limits, and stop/start/reboot/
+// console/delete behave as Nova's do, leaving nothing behind.
+func TestServerLifecycle(t *testing.T) {
+	c := startCloud(t)
+	ctx := context.Background()
+	admin := c.computeClient(t, "admin", c.adminPass, "admin")
+	demo := c.computeClient(t, "demo", c.demoPass, "demo")
+	vcpus0, ram0 := hostUsage(t, admin, c.host)
+
+	images := c.imageIDs(t, "demo", c.demoPass, "demo")
+	srv, err := servers.Create(ctx, demo, servers.CreateOpts{Name: "vm1", ImageRef: images["busybox"], FlavorRef: "2"}, nil).Extract()
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	if srv.AdminPass == "" {
+		t.Error("create response lacks adminPass")
+	}
+	first, err := servers.Get(ctx, demo, srv.ID).Extract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Status != "BUILD" && first.Status != "ACTIVE" {
+		t.Fatalf("new server status %s, want BUILD (or already ACTIVE)", first.Status)
+	}
+	active := waitStatus(t, demo, srv.ID, "ACTIVE", 90*time.Second)
+	if active.PowerState != servers.RUNNING {
+		t.Errorf("power state %v, want RUNNING", active.PowerState)
+	}
+
+	cid, running, pid := c.containerOf(t, srv.ID)
+	if cid == "" || !running {
+		t.Fatalf("no running container for ACTIVE server (cid=%q running=%v)", cid, running)
+	}
+	// m1.small = 1 vCPU, 512 MB: hard quota of one CPU, 512 MiB memory.
+	if q := cgroupFile(t, pid, "cpu", "cpu.cfs_quota_us"); q != "100000" {
+		t.Errorf("cpu.cfs_quota_us = %s, want 100000", q)
+	}
+	if m := cgroupFile(t, pid, "memory", "memory.limit_in_bytes"); m != strconv.Itoa(512<<20) {
+		t.Errorf("memory.limit_in_bytes = %s, want %d", m, 512<<20)
+	}
+	if p := cgroupFile(t, pid, "pids", "pids.max"); p == "max" || p == "" {
+		t.Errorf("pids.max = %q, want a limit", p)
+	}
+	priv, _ := c.docker("inspect", "-f", "{{.HostConfig.Privileged}}", cid)
+	if priv != "false" {
+		t.Errorf("container privileged = %s", priv)
+	}
+	if v, h := hostUsage(t, admin, c.host); v != vcpus0+1 || h != ram0+512 {
+		t.Errorf("host usage after boot = %d vCPU / %d MB, want %d / %d", v, h, vcpus0+1, ram0+512)
+	}
+
+	// Console output: the base image's boot log, tailed by lines.
+	out, err := servers.ShowConsoleOutput(ctx, demo, srv.ID, servers.ShowConsoleOutputOpts{Length: 3}).Extract()
+	if err != nil {
+		t.Fatalf("console output: %v", err)
+	}
+	if n := len(strings.Split(out, "\n")); n != 3 {
+		t.Errorf("console output with length 3 has %d lines: %q", n, out)
+	}
+	full, _ := servers.ShowConsoleOutput(ctx, demo, srv.ID, servers.ShowConsoleOutputOpts{}).Extract()
+	if !strings.Contains(full, "capsule-init: system ready") {
+		t.Errorf("full console output lacks the boot log: %q", full)
+	}
+
+	// Stop → SHUTOFF with the container stopped.
+	if err := servers.Stop(ctx, demo, srv.ID).ExtractErr(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	off := waitStatus(t, demo, srv.ID, "SHUTOFF", 60*time.Second)
+	if off.PowerState != servers.SHUTDOWN {
+		t.Errorf("power state after stop %v, want SHUTDOWN", off.PowerState)
+	}
+	if _, running, _ := c.containerOf(t, srv.ID); running {
+		t.Error("container still running after SHUTOFF")
+	}
+	// Stopping a stopped server is a conflict.
+	if err := servers.Stop(ctx, demo, srv.ID).ExtractErr(); !gophercloud.ResponseCodeIs(err, 409) {
+		t.Errorf("stop of SHUTOFF server: got %v, want 409", err)
+	}
+
+	if err := servers.Start(ctx, demo, srv.ID).ExtractErr(); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	waitStatus(t, demo, srv.ID, "ACTIVE", 60*time.Second)
+	if _, running, _ := c.containerOf(t, srv.ID); !running {
+		t.Error("container not running after start")
+	}
+
+	if err := servers.Reboot(ctx, demo, srv.ID, servers.RebootOpts{Type: servers.HardReboot}).ExtractErr(); err != nil {
+		t.Fatalf("reboot: %v", err)
+	}
+	waitStatus(t, demo, srv.ID, "ACTIVE", 60*time.Second)
+
+	if err := servers.Pause(ctx, demo, srv.ID).ExtractErr(); err != nil {
+		t.Fatalf("pause: %v", err)
+	}
+	waitStatus(t, demo, srv.ID, "PAUSED", 60*time.Second)
+	if err := servers.Unpause(ctx, demo, srv.ID).ExtractErr(); err != nil {
+		t.Fatalf("unpause: %v", err)
+	}
+	waitStatus(t, demo, srv.ID, "ACTIVE", 60*time.Second)
+
+	// Instance actions recorded, one per API call.
+	pages, err := instanceactions.List(demo, srv.ID, nil).AllPages(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acts, err := instanceactions.ExtractInstanceActions(pages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, a := range acts {
+		names = append(names, a.Action)
+	}
+	if strings.Join(names, ",") != "unpause,pause,reboot,start,stop,create" {
+		t.Errorf("instance actions = %v", names)
+	}
+
+	if err := servers.Delete(ctx, demo, srv.ID).ExtractErr(); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	waitGone(t, demo, srv.ID, 60*time.Second)
+	if cid, _, _ := c.containerOf(t, srv.ID); cid != "" {
+		t.Errorf("container %s left after delete", cid)
+	}
+	if v, h := hostUsage(t, admin, c.host); v != vcpus0 || h != ram0 {
+		t.Errorf("host usage after delete = %d/%d, want %d/%d", v, h, vcpus0, ram0)
+	}
+}

@@ -1,0 +1,123 @@
+package scheduler
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"net/url"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/config"
+	"github.com/capsule-cloud/capsule/internal/testenv"
+	"github.com/capsule-cloud/capsule/store"
+)
+
+// testNow is the fixed clock of the tests' schedulers.
+var testNow = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+
+func openSQLite(t *testing.T) *store.Store {
+	t.Helper()
+	st, err := store.Open(context.Background(), "sqlite", filepath.Join(t.TempDir(), "capsule.db"))
+	if err != nil {
+		t.Fatalf("open sqlite: %v", err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// openPostgres creates a database of its own on the test server (so runs
+// never see each other's rows) and drops it after the test.
+func openPostgres(t *testing.T) *store.Store {
+	t.Helper()
+	dsn := testenv.PostgresDSN(t)
+	admin, err := gorm.Open(postgres.Open(dsn), &gorm.Config{Logger: logger.Default.LogMode(logger.Silent)})
+	if err != nil {
+		t.Fatalf("connect to postgres: %v", err)
+	}
+	b := make([]byte, 6)
+	rand.Read(b)
+	name := "capsule_sched_" + hex.EncodeToString(b)
+	if err := admin.Exec("CREATE DATABASE " + name).Error; err != nil {
+		t.Fatalf("create database %s: %v", name, err)
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatalf("parse dsn: %v", err)
+	}
+	u.Path = "/" + name
+	st, err := store.Open(context.Background(), "postgres", u.String())
+	if err != nil {
+		t.Fatalf("open postgres store: %v", err)
+	}
+	t.Cleanup(func() {
+		st.Close()
+		if err := admin.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)").Error; err != nil {
+			t.Errorf("drop database %s: %v", name, err)
+		}
+		if db, err := admin.DB(); err == nil {
+			db.Close()
+		}
+	})
+	return st
+}
+
+// forEachDB runs f on SQLite and on PostgreSQL.
+func forEachDB(t *testing.T, f func(t *testing.T, st *store.Store)) {
+	t.Run("sqlite", func(t *testing.T) { f(t, openSQLite(t)) })
+	t.Run("postgres", func(t *testing.T) { f(t, openPostgres(t)) })
+}
+
+// hostOpt adjusts a compute service row before it is stored.
+type hostOpt func(*store.Service)
+
+func zone(z string) hostOpt           { return func(s *store.Service) { s.Zone = z } }
+func disabled() hostOpt               { return func(s *store.Service) { s.Disabled = true } }
+func forcedDown() hostOpt             { return func(s *store.Service) { s.ForcedDown = true } }
+func heartbeat(at *time.Time) hostOpt { return func(s *store.Service) { s.LastHeartbeat = at } }
+func cpuRatio(r float64) hostOpt      { return func(s *store.Service) { s.CPUAllocationRatio = r } }
+func binaryName(b string) hostOpt     { return func(s *store.Service) { s.Binary = b } }
+func reservedMemory(mb int) hostOpt   { return func(s *store.Service) { s.ReservedMemoryMB = mb } }
+func capacity(v, m, d int) hostOpt {
+	return func(s *store.Service) { s.VCPUs, s.MemoryMB, s.DiskGB = v, m, d }
+}
+
+// addHost registers a live compute host (4 vCPU, 4096 MB, 40 GB, ratios 1).
+func addHost(t *testing.T, st *store.Store, host string, opts ...hostOpt) {
+	t.Helper()
+	hb := testNow.Add(-5 * time.Second)
+	svc := store.Service{UUID: "svc-" + host, Host: host, Binary: store.ComputeBinary, Zone: "nova",
+		LastHeartbeat: &hb, VCPUs: 4, MemoryMB: 4096, DiskGB: 40,
+		CPUAllocationRatio: 1, RAMAllocationRatio: 1, DiskAllocationRatio: 1}
+	for _, o := range opts {
+		o(&svc)
+	}
+	if err := st.DB.Create(&svc).Error; err != nil {
+		t.Fatalf("add host %s: %v", host, err)
+	}
+}
+
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// newTestScheduler returns a scheduler on st and b with the test clock.
+func newTestScheduler(st *store.Store, b bus.Bus, weigher string) *Scheduler {
+	cfg := config.Default().Scheduler
+	cfg.Weigher = weigher
+	s := New(st, b, cfg, quietLog())
+	s.now = func() time.Time { return testNow }
+	return s
+}
+
+func configWithWeigher(w string) config.Scheduler {
+	cfg := config.Default().Scheduler
+	cfg.Weigher = w
+	return cfg
+}

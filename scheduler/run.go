@@ -1,0 +1,313 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/lifecycle"
+	"github.com/capsule-cloud/capsule/protocol"
+	"github.com/capsule-cloud/capsule/store"
+)
+
+// EventSchedule is the instance-action event the scheduler records.
+const EventSchedule = "schedule_instances"
+
+// Run serves the scheduler queue until ctx ends.
+func (s *Scheduler) Run(ctx context.Context) error {
+	if err := s.b.Consume(ctx, bus.SchedulerQueue, s.Handle); err != nil {
+		return fmt.Errorf("scheduler: consume %s: %w", bus.SchedulerQueue, err)
+	}
+	s.log.Info("scheduler running", "weigher", s.weigher.Name(), "service_down_time", s.cfg.ServiceDownTime)
+	<-ctx.Done()
+	return nil
+}
+
+// Handle processes one scheduler-queue message. Database and bus failures
+// are marked bus.Retry (the message comes back); everything else is final.
+func (s *Scheduler) Handle(ctx context.Context, m bus.Message) (any, error) {
+	switch m.Kind {
+	case protocol.KindScheduleInstance:
+		var req protocol.ScheduleInstance
+		if err := m.Decode(&req); err != nil {
+			return nil, err
+		}
+		return nil, s.schedule(ctx, req)
+	}
+	return nil, fmt.Errorf("scheduler: unexpected message kind %q (%s)", m.Kind, m.ID)
+}
+
+// schedule places one instance. It is idempotent: a redelivered message
+// finds the instance already placed (or gone) and at most re-sends the
+// build, never claiming twice.
+func (s *Scheduler) schedule(ctx context.Context, req protocol.ScheduleInstance) error {
+	start := s.now().UTC()
+	log := s.log.With("instance", req.InstanceID, "request_id", req.RequestID, "attempt", req.Attempt)
+	inst, err := s.loadInstance(ctx, req.InstanceID)
+	if errors.Is(err, store.ErrNotFound) {
+		log.Debug("schedule request for an unknown instance ignored")
+		return nil
+	}
+	if err != nil {
+		return bus.Retry(err)
+	}
+	if inst.DeletedAt != nil || lifecycle.VMState(inst.VMState) != lifecycle.Building {
+		log.Debug("instance no longer building; schedule request ignored", "vm_state", inst.VMState)
+		return nil
+	}
+	if req.Attempt > 0 && req.Attempt < inst.BuildAttempts {
+		log.Debug("stale schedule request ignored", "build_attempts", inst.BuildAttempts)
+		return nil
+	}
+	attempt := max(req.Attempt, inst.BuildAttempts, 1)
+	switch lifecycle.TaskState(inst.TaskState) {
+	case lifecycle.Scheduling:
+	case lifecycle.Spawning:
+		return s.resend(ctx, inst, req, attempt)
+	default:
+		log.Debug("instance not waiting for a host; schedule request ignored", "task_state", inst.TaskState)
+		return nil
+	}
+
+	spec, err := SpecFor(ctx, s.st, inst)
+	if err != nil {
+		return bus.Retry(err)
+	}
+	if spec.ImageRef == "" {
+		return s.fail(ctx, inst, req.RequestID, start, fmt.Sprintf("Image %s could not be found.", inst.ImageID), "")
+	}
+
+	excluded := slices.Clone(req.Excluded)
+	for _, h := range splitHosts(inst.TriedHosts) {
+		if !slices.Contains(excluded, h) {
+			excluded = append(excluded, h)
+		}
+	}
+	host, err := s.Select(ctx, Request{
+		InstanceID: inst.ID, AvailabilityZone: inst.AvailabilityZone, Excluded: excluded,
+		Resources: store.Resources{VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB},
+	})
+	var nv *NoValidHostError
+	if errors.As(err, &nv) {
+		log.Warn("no valid host", "explain", nv.Explain())
+		return s.fail(ctx, inst, req.RequestID, start, NoValidHostMessage, nv.Explain())
+	}
+	if err != nil {
+		return bus.Retry(err)
+	}
+	log = log.With("host", host)
+
+	zone, err := s.zoneOf(ctx, host)
+	if err != nil {
+		return s.undoClaim(ctx, inst.ID, host, err)
+	}
+	placed, err := s.place(ctx, inst.ID, host, zone)
+	if err != nil {
+		return s.undoClaim(ctx, inst.ID, host, err)
+	}
+	if !placed {
+		// The instance changed under us (deleted, or placed by a
+		// concurrent delivery of the same request): give the room back
+		// unless the other delivery placed it on this very host.
+		cur, err := s.loadInstance(ctx, inst.ID)
+		if err == nil && cur.DeletedAt == nil && cur.Host == host {
+			return nil
+		}
+		log.Info("instance changed while scheduling; claim released")
+		return s.undoClaim(ctx, inst.ID, host, nil)
+	}
+
+	if err := s.publishBuild(ctx, host, req.RequestID, attempt, spec); err != nil {
+		// Nothing will build it there: put the instance back to waiting
+		// for a host and free the room, then let the message come back.
+		log.Warn("publish build failed; unplacing instance", "error", err)
+		if uerr := s.unplace(ctx, inst, host); uerr != nil {
+			log.Error("unplace after failed publish", "error", uerr)
+		}
+		return s.undoClaim(ctx, inst.ID, host, err)
+	}
+	log.Info("instance scheduled", "zone", zone)
+	s.recordEvent(ctx, inst.ID, req.RequestID, start, true, "")
+	return nil
+}
+
+// resend re-publishes the build of an instance already placed, for a
+// redelivered request whose first delivery placed it but may have died
+// before the build message left. Without a claim on its host the
+// placement was undone by someone else and there is nothing to resend.
+func (s *Scheduler) resend(ctx context.Context, inst *store.Instance, req protocol.ScheduleInstance, attempt int) error {
+	if inst.Host == "" {
+		return nil
+	}
+	var n int64
+	if err := s.st.WithContext(ctx).Model(&store.Claim{}).Where("instance_id = ? AND host = ?", inst.ID, inst.Host).
+		Count(&n).Error; err != nil {
+		return bus.Retry(fmt.Errorf("scheduler: look up claim of %s: %w", inst.ID, err))
+	}
+	if n == 0 {
+		s.log.Debug("placed instance holds no claim; schedule request ignored", "instance", inst.ID, "host", inst.Host)
+		return nil
+	}
+	spec, err := SpecFor(ctx, s.st, inst)
+	if err != nil {
+		return bus.Retry(err)
+	}
+	if err := s.publishBuild(ctx, inst.Host, req.RequestID, attempt, spec); err != nil {
+		return bus.Retry(err)
+	}
+	s.log.Info("build re-sent to the host already chosen", "instance", inst.ID, "host", inst.Host)
+	return nil
+}
+
+func (s *Scheduler) publishBuild(ctx context.Context, host, requestID string, attempt int, spec protocol.InstanceSpec) error {
+	msg, err := bus.NewMessage(protocol.KindBuildInstance, protocol.BuildInstance{
+		RequestID: requestID, Attempt: attempt, Spec: spec})
+	if err != nil {
+		return err
+	}
+	if err := s.b.Publish(ctx, bus.ComputeQueue(host), msg); err != nil {
+		return fmt.Errorf("scheduler: send build of %s to %s: %w", spec.ID, host, err)
+	}
+	return nil
+}
+
+// place records the chosen host in one update, guarded on the instance
+// still waiting for a host, and drops any claim the instance still holds
+// elsewhere (left by an earlier delivery that died mid-way). It reports
+// false when the guard did not match.
+func (s *Scheduler) place(ctx context.Context, id, host, zone string) (bool, error) {
+	placed := false
+	err := s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		res := tx.Model(&store.Instance{}).
+			Where("id = ? AND deleted_at IS NULL AND vm_state = ? AND task_state = ?", id,
+				string(lifecycle.Building), string(lifecycle.Scheduling)).
+			Updates(map[string]any{"host": host, "availability_zone": zone,
+				"task_state": string(lifecycle.Spawning), "updated_at": s.now().UTC()})
+		if res.Error != nil {
+			return fmt.Errorf("scheduler: place %s on %s: %w", id, host, res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return nil
+		}
+		placed = true
+		if err := tx.Where("instance_id = ? AND host <> ?", id, host).Delete(&store.Claim{}).Error; err != nil {
+			return fmt.Errorf("scheduler: drop stale claims of %s: %w", id, err)
+		}
+		return nil
+	})
+	return placed, err
+}
+
+// unplace reverts place after the build could not be sent.
+func (s *Scheduler) unplace(ctx context.Context, inst *store.Instance, host string) error {
+	ctx = context.WithoutCancel(ctx)
+	err := s.st.WithContext(ctx).Model(&store.Instance{}).
+		Where("id = ? AND deleted_at IS NULL AND vm_state = ? AND task_state = ? AND host = ?", inst.ID,
+			string(lifecycle.Building), string(lifecycle.Spawning), host).
+		Updates(map[string]any{"host": "", "availability_zone": inst.AvailabilityZone,
+			"task_state": string(lifecycle.Scheduling), "updated_at": s.now().UTC()}).Error
+	if err != nil {
+		return fmt.Errorf("scheduler: unplace %s from %s: %w", inst.ID, host, err)
+	}
+	return nil
+}
+
+// undoClaim releases the claim just made on host and returns cause marked
+// for retry (nil cause: nothing to retry).
+func (s *Scheduler) undoClaim(ctx context.Context, id, host string, cause error) error {
+	// The release must happen even when ctx was cancelled mid-way.
+	if err := s.st.ReleaseClaim(context.WithoutCancel(ctx), id, host); err != nil {
+		s.log.Error("release claim", "instance", id, "host", host, "error", err)
+		if cause == nil {
+			cause = err
+		}
+	}
+	if cause == nil {
+		return nil
+	}
+	return bus.Retry(cause)
+}
+
+// fail puts a building instance into ERROR with a fault, releases every
+// claim it holds and records the failed schedule event.
+func (s *Scheduler) fail(ctx context.Context, inst *store.Instance, requestID string, start time.Time, message, details string) error {
+	now := s.now().UTC()
+	changed := false
+	err := s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		res := tx.Model(&store.Instance{}).
+			Where("id = ? AND deleted_at IS NULL AND vm_state = ? AND task_state = ?", inst.ID,
+				string(lifecycle.Building), string(lifecycle.Scheduling)).
+			Updates(map[string]any{"vm_state": string(lifecycle.Error), "task_state": string(lifecycle.NoTask),
+				"fault_code": 500, "fault_message": message, "fault_details": details, "fault_at": now,
+				"updated_at": now})
+		if res.Error != nil {
+			return fmt.Errorf("scheduler: put %s in error: %w", inst.ID, res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return nil
+		}
+		changed = true
+		if err := tx.Where("instance_id = ?", inst.ID).Delete(&store.Claim{}).Error; err != nil {
+			return fmt.Errorf("scheduler: release claims of %s: %w", inst.ID, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return bus.Retry(err)
+	}
+	if changed {
+		s.recordEvent(ctx, inst.ID, requestID, start, false, message)
+	}
+	return nil
+}
+
+// recordEvent adds the schedule event to the instance's action; failing
+// to record it must not undo a placement, so errors are only logged.
+func (s *Scheduler) recordEvent(ctx context.Context, id, requestID string, start time.Time, ok bool, detail string) {
+	if requestID == "" {
+		return
+	}
+	err := s.st.RecordEvent(ctx, store.Event{InstanceID: id, RequestID: requestID, Name: EventSchedule,
+		Host: s.self, Start: start, Finish: s.now().UTC(), OK: ok, Detail: detail})
+	if err != nil {
+		s.log.Error("record schedule event", "instance", id, "request_id", requestID, "error", err)
+	}
+}
+
+func (s *Scheduler) loadInstance(ctx context.Context, id string) (*store.Instance, error) {
+	var inst store.Instance
+	err := s.st.WithContext(ctx).Where("id = ?", id).First(&inst).Error
+	if err != nil {
+		return nil, store.NotFound(err, "scheduler: instance "+id)
+	}
+	return &inst, nil
+}
+
+// zoneOf returns the availability zone of a compute host ("" = default).
+func (s *Scheduler) zoneOf(ctx context.Context, host string) (string, error) {
+	var svc store.Service
+	err := s.st.WithContext(ctx).Where(&store.Service{Host: host, Binary: store.ComputeBinary}).First(&svc).Error
+	if err != nil {
+		return "", store.NotFound(err, "scheduler: zone of "+host)
+	}
+	if svc.Zone == "" {
+		return DefaultZone, nil
+	}
+	return svc.Zone, nil
+}
+
+func splitHosts(s string) []string {
+	var out []string
+	for _, h := range strings.Split(s, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			out = append(out, h)
+		}
+	}
+	return out
+}
