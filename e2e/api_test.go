@@ -129,8 +129,7 @@ func TestBadInputAndIsolation(t *testing.T) {
 		t.Errorf("bad requests left servers behind: %d -> %d", before, after)
 	}
 
-	noTok := *demo
-	noTok.TokenID = ""
+	noTok := *demo // a copy with an empty provider: no token at all
 	noTok.ProviderClient = &gophercloud.ProviderClient{}
 	st, body = raw(t, &noTok, "GET", "servers", "")
 	novaFault(t, "missing token", st, body, 401, "unauthorized")

@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,9 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack"
-	"github.com/google/uuid"
 
 	"github.com/capsule-cloud/capsule/internal/testenv"
 )
@@ -88,6 +89,7 @@ func startCloud(t *testing.T) *cloud {
 	c := &cloud{dir: t.TempDir(), bin: buildCapsuled(t), host: "e2e-" + uuid.NewString()[:8],
 		identity: freePort(t), compute: freePort(t), image: freePort(t), network: freePort(t),
 		adminPass: "admin-" + uuid.NewString()[:8], demoPass: "demo-" + uuid.NewString()[:8], dockerHost: dockerHost}
+	amqp = c.ownVhost(t, amqp)
 	c.configPath = filepath.Join(c.dir, "capsule.yaml")
 	cfg := fmt.Sprintf(`region: RegionOne
 database:
@@ -139,6 +141,27 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// ownVhost gives the cloud a RabbitMQ virtual host of its own, as separate
+// clouds sharing a broker have: queue names ("conductor", "scheduler")
+// would otherwise be shared between the clouds of concurrent tests.
+func (c *cloud) ownVhost(t *testing.T, amqpURL string) string {
+	t.Helper()
+	u, err := url.Parse(amqpURL)
+	if err != nil {
+		t.Fatalf("bad CAPSULE_TEST_AMQP_URL: %v", err)
+	}
+	vhost := "capsule-" + c.host
+	user := u.User.Username()
+	for _, args := range [][]string{{"add_vhost", vhost}, {"set_permissions", "-p", vhost, user, ".*", ".*", ".*"}} {
+		if out, err := exec.Command("rabbitmqctl", args...).CombinedOutput(); err != nil {
+			t.Fatalf("rabbitmqctl %v: %v\n%s", args, err, out)
+		}
+	}
+	t.Cleanup(func() { _ = exec.Command("rabbitmqctl", "delete_vhost", vhost).Run() })
+	u.Path = "/" + vhost
+	return u.String()
 }
 
 // start runs capsuled all; it can be called again after stop.
@@ -227,17 +250,12 @@ func (c *cloud) computeUp() bool {
 	if err != nil {
 		return false
 	}
-	resp, err := cc.Get(ctx, cc.ServiceURL("os-services"), nil, nil)
-	if err != nil {
-		return false
-	}
-	defer resp.Body.Close()
 	var body struct {
 		Services []struct {
 			Host, State string
 		} `json:"services"`
 	}
-	if err := decodeJSON(resp.Body, &body); err != nil {
+	if _, err := cc.Get(ctx, cc.ServiceURL("os-services"), &body, nil); err != nil {
 		return false
 	}
 	for _, s := range body.Services {

@@ -176,7 +176,14 @@ func (s *Service) consoleOutput(w http.ResponseWriter, r *http.Request, inst *st
 		writeJSON(w, http.StatusOK, map[string]any{"output": ""})
 		return
 	}
-	msg, err := bus.NewMessage(protocol.KindConsoleOutput, protocol.ConsoleOutputRequest{InstanceID: inst.ID, Lines: lines})
+	// Ask for one line more than wanted, then cut as Nova does, counting
+	// "\n"-separated segments (a log ending in a newline has an empty last
+	// segment; clients count segments, not lines).
+	want := lines
+	if want > 0 {
+		want++
+	}
+	msg, err := bus.NewMessage(protocol.KindConsoleOutput, protocol.ConsoleOutputRequest{InstanceID: inst.ID, Lines: want})
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
 		return
@@ -194,7 +201,20 @@ func (s *Service) consoleOutput(w http.ResponseWriter, r *http.Request, inst *st
 		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("The compute host %s did not answer in time.", inst.Host))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"output": consoleCtl.ReplaceAllString(reply.Output, "")})
+	writeJSON(w, http.StatusOK, map[string]any{"output": tailSegments(consoleCtl.ReplaceAllString(reply.Output, ""), lines)})
+}
+
+// tailSegments keeps the last n "\n"-separated segments (all when n < 0),
+// as nova.compute.manager._tail_log does.
+func tailSegments(log string, n int) string {
+	if n < 0 {
+		return log
+	}
+	segs := strings.Split(log, "\n")
+	if n < len(segs) {
+		segs = segs[len(segs)-n:]
+	}
+	return strings.Join(segs, "\n")
 }
 
 // Instance actions.
