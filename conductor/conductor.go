@@ -166,8 +166,12 @@ func (c *Conductor) onInstanceReport(ctx context.Context, r protocol.InstanceRep
 // updateIf applies fields to the instance only while it still is in the
 // state the report answers, so a stale or duplicate report is a no-op.
 func (c *Conductor) updateIf(ctx context.Context, id string, vm lifecycle.VMState, task lifecycle.TaskState, fields map[string]any) (bool, error) {
+	return c.updateIfTx(c.st.WithContext(ctx), id, vm, task, fields)
+}
+
+func (c *Conductor) updateIfTx(tx *gorm.DB, id string, vm lifecycle.VMState, task lifecycle.TaskState, fields map[string]any) (bool, error) {
 	fields["updated_at"] = c.now()
-	res := c.st.WithContext(ctx).Model(&store.Instance{}).
+	res := tx.Model(&store.Instance{}).
 		Where("id = ? AND vm_state = ? AND task_state = ? AND deleted_at IS NULL", id, string(vm), string(task)).
 		Updates(fields)
 	if res.Error != nil {
@@ -177,8 +181,20 @@ func (c *Conductor) updateIf(ctx context.Context, id string, vm lifecycle.VMStat
 }
 
 func (c *Conductor) onBuildReport(ctx context.Context, inst *store.Instance, r protocol.InstanceReport) error {
-	if inst.DeletedAt != nil || inst.Host != r.Host || lifecycle.VMState(inst.VMState) != lifecycle.Building {
+	if inst.DeletedAt != nil || lifecycle.VMState(inst.VMState) != lifecycle.Building {
 		c.log.Debug("stale build report ignored", "instance", inst.ID, "host", r.Host)
+		return nil
+	}
+	if !r.OK && rescheduledBy(inst, r) {
+		// This failure was handled before, but its schedule request may
+		// never have left (the publish failed, or the conductor died
+		// before acking the report): send it again. A duplicate is
+		// harmless, the scheduler is idempotent per attempt.
+		c.log.Info("build failure seen again; re-sending its reschedule", "instance", inst.ID, "host", r.Host, "attempt", inst.BuildAttempts)
+		return c.reschedule(ctx, inst.ID, r.RequestID, inst.BuildAttempts, splitHosts(inst.TriedHosts))
+	}
+	if inst.Host != r.Host {
+		c.log.Debug("stale build report ignored", "instance", inst.ID, "host", r.Host, "instance_host", inst.Host)
 		return nil
 	}
 	if r.OK {
@@ -191,38 +207,72 @@ func (c *Conductor) onBuildReport(ctx context.Context, inst *store.Instance, r p
 		}
 		return err
 	}
-	// The build failed on r.Host: give its room back, then retry elsewhere
-	// or give up.
-	if err := c.st.ReleaseClaim(ctx, inst.ID, r.Host); err != nil {
-		return err
-	}
+	// The build failed on r.Host: retry elsewhere or give up.
 	tried := splitHosts(inst.TriedHosts)
 	tried = append(tried, r.Host)
 	attempt := max(r.Attempt, inst.BuildAttempts, 1)
 	c.log.Warn("build failed", "instance", inst.ID, "host", r.Host, "attempt", attempt, "error", r.Error)
-	if attempt < c.maxAttempts {
-		ok, err := c.updateIf(ctx, inst.ID, lifecycle.Building, lifecycle.Spawning, map[string]any{
-			"host": "", "task_state": string(lifecycle.Scheduling), "tried_hosts": strings.Join(tried, ","),
-			"build_attempts": attempt + 1,
-		})
+	retry := attempt < c.maxAttempts
+	fields := map[string]any{
+		"host": "", "task_state": string(lifecycle.Scheduling), "tried_hosts": strings.Join(tried, ","),
+		"build_attempts": attempt + 1,
+	}
+	if !retry {
+		now := c.now()
+		fields = map[string]any{
+			"vm_state": string(lifecycle.Error), "task_state": "", "power_state": 0, "tried_hosts": strings.Join(tried, ","),
+			"fault_code": 500, "fault_at": now,
+			"fault_message": fmt.Sprintf("Exceeded maximum number of retries. Exhausted all hosts available for retrying build failures for instance %s.", inst.ID),
+			"fault_details": r.Error,
+		}
+	}
+	ok, err := c.failBuild(ctx, inst.ID, r.Host, fields)
+	if err != nil || !ok || !retry {
+		return err
+	}
+	return c.reschedule(ctx, inst.ID, r.RequestID, attempt+1, tried)
+}
+
+// failBuild records a failed build on host and gives the host's room
+// back, in one transaction guarded on the build still running there, so a
+// report that lost a race with a delete or a reschedule frees nothing.
+func (c *Conductor) failBuild(ctx context.Context, id, host string, fields map[string]any) (bool, error) {
+	applied := false
+	err := c.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		ok, err := c.updateIfTx(tx.Where("host = ?", host), id, lifecycle.Building, lifecycle.Spawning, fields)
 		if err != nil || !ok {
 			return err
 		}
-		msg, err := bus.NewMessage(protocol.KindScheduleInstance, protocol.ScheduleInstance{
-			InstanceID: inst.ID, RequestID: r.RequestID, Attempt: attempt + 1, Excluded: tried})
-		if err != nil {
-			return err
+		applied = true
+		if err := tx.Where("instance_id = ? AND host = ?", id, host).Delete(&store.Claim{}).Error; err != nil {
+			return fmt.Errorf("release claim of %s on %s: %w", id, host, err)
 		}
-		return c.b.Publish(ctx, bus.SchedulerQueue, msg)
-	}
-	now := c.now()
-	_, err := c.updateIf(ctx, inst.ID, lifecycle.Building, lifecycle.Spawning, map[string]any{
-		"vm_state": string(lifecycle.Error), "task_state": "", "power_state": 0, "tried_hosts": strings.Join(tried, ","),
-		"fault_code": 500, "fault_at": now,
-		"fault_message": fmt.Sprintf("Exceeded maximum number of retries. Exhausted all hosts available for retrying build failures for instance %s.", inst.ID),
-		"fault_details": r.Error,
+		return nil
 	})
-	return err
+	return applied, err
+}
+
+// rescheduledBy reports whether inst is waiting for a host because of the
+// failure r reports (r is a duplicate of a report already handled).
+func rescheduledBy(inst *store.Instance, r protocol.InstanceReport) bool {
+	tried := splitHosts(inst.TriedHosts)
+	return lifecycle.TaskState(inst.TaskState) == lifecycle.Scheduling && inst.Host == "" &&
+		r.Attempt > 0 && inst.BuildAttempts == r.Attempt+1 &&
+		len(tried) > 0 && tried[len(tried)-1] == r.Host
+}
+
+// reschedule asks the scheduler to place the instance again, away from
+// the hosts it already failed on.
+func (c *Conductor) reschedule(ctx context.Context, id, requestID string, attempt int, excluded []string) error {
+	msg, err := bus.NewMessage(protocol.KindScheduleInstance, protocol.ScheduleInstance{
+		InstanceID: id, RequestID: requestID, Attempt: attempt, Excluded: excluded})
+	if err != nil {
+		return err
+	}
+	if err := c.b.Publish(ctx, bus.SchedulerQueue, msg); err != nil {
+		return fmt.Errorf("reschedule %s: %w", id, err)
+	}
+	return nil
 }
 
 func (c *Conductor) onDeleteReport(ctx context.Context, inst *store.Instance, r protocol.InstanceReport) error {
@@ -272,10 +322,10 @@ func (c *Conductor) onActionReport(ctx context.Context, inst *store.Instance, r 
 	return err
 }
 
-// onPowerSync records the power states an agent observed. An instance
-// whose container stopped behind the cloud's back becomes SHUTOFF, as
-// Nova's power-state sync does; instances with a task in flight are left
-// to that task.
+// onPowerSync records the power states an agent observed. An active or
+// paused instance whose container stopped or vanished behind the cloud's
+// back becomes SHUTOFF, as Nova's power-state sync does; instances with a
+// task in flight are left to that task.
 func (c *Conductor) onPowerSync(ctx context.Context, r protocol.PowerSync) error {
 	for id, ps := range r.States {
 		inst, err := c.loadInstance(ctx, id)
@@ -290,7 +340,7 @@ func (c *Conductor) onPowerSync(ctx context.Context, r protocol.PowerSync) error
 		}
 		fields := map[string]any{"power_state": ps}
 		vm := lifecycle.VMState(inst.VMState)
-		if vm == lifecycle.Active && lifecycle.PowerState(ps) != lifecycle.Running {
+		if (vm == lifecycle.Active || vm == lifecycle.Paused) && notRunning(lifecycle.PowerState(ps)) {
 			fields["vm_state"] = string(lifecycle.Stopped)
 			c.log.Warn("instance found not running; marking it stopped", "instance", id, "host", r.Host, "power_state", ps)
 		}
@@ -302,6 +352,17 @@ func (c *Conductor) onPowerSync(ctx context.Context, r protocol.PowerSync) error
 		c.log.Warn("orphan container on host", "host", r.Host, "instance", o)
 	}
 	return nil
+}
+
+// notRunning reports whether ps means the instance's container is gone or
+// stopped. A paused container is not: an active instance found paused
+// stays active, as in Nova's power-state sync.
+func notRunning(ps lifecycle.PowerState) bool {
+	switch ps {
+	case lifecycle.NoState, lifecycle.Shutdown, lifecycle.Crashed:
+		return true
+	}
+	return false
 }
 
 func (c *Conductor) instancesOnHost(ctx context.Context, host string) (protocol.InstancesOnHostReply, error) {

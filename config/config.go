@@ -22,6 +22,14 @@ type Config struct {
 	Conductor Conductor `yaml:"conductor"`
 	Agent     Agent     `yaml:"agent"`
 	Registry  Registry  `yaml:"registry"`
+	Quota     Quota     `yaml:"quota"`
+}
+
+// Quota is the default compute quota of every project (Nova's defaults).
+type Quota struct {
+	Instances int `yaml:"instances"`
+	Cores     int `yaml:"cores"`
+	RAMMB     int `yaml:"ram_mb"`
 }
 
 // Database is read by the control-plane roles only.
@@ -100,9 +108,10 @@ func Default() Config {
 		Scheduler: Scheduler{Weigher: "spread", MaxAttempts: 3, ServiceDownTime: 60 * time.Second},
 		Conductor: Conductor{BuildTimeout: 10 * time.Minute},
 		Agent: Agent{Host: host, Zone: "nova", HostIP: "127.0.0.1", DockerHost: "unix:///run/capsule/docker.sock",
-			Driver: "docker", PidsLimit: 1024, CPUAllocationRatio: 4, RAMAllocationRatio: 1, DiskAllocationRatio: 1,
+			Driver: "docker", PidsLimit: 1024, CPUAllocationRatio: 16, RAMAllocationRatio: 1, DiskAllocationRatio: 1,
 			ReservedMemoryMB: 512, HeartbeatInterval: 10 * time.Second, StopTimeout: 10 * time.Second},
 		Registry: Registry{Address: "127.0.0.1:5050"},
+		Quota:    Quota{Instances: 10, Cores: 20, RAMMB: 51200},
 	}
 }
 

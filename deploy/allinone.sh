@@ -41,7 +41,7 @@ database:
   driver: sqlite
   dsn: $CAPSULE_LIB/capsule.db
 bus:
-  url: amqp://capsule:$rabbit_pw@127.0.0.1:5672/
+  url: amqp://capsule:$rabbit_pw@127.0.0.1:5672/capsule
 api:
   public_host: 127.0.0.1
   listen: 0.0.0.0
@@ -138,6 +138,14 @@ start_capsuled() {
 	fi
 }
 
+show_capsuled_log() {
+	if cap_systemd; then
+		journalctl -u capsule.service -n 40 --no-pager >&2 || true
+	else
+		cap_tail_log "$CAPSULED_LOG" 40
+	fi
+}
+
 capsuled_log_hint() {
 	if cap_systemd; then echo "journalctl -u capsule"; else echo "$CAPSULED_LOG"; fi
 }
@@ -151,12 +159,12 @@ wait_for() {
 	while [ $SECONDS -lt $deadline ]; do
 		"$@" >/dev/null 2>&1 && return 0
 		if ! capsuled_running; then
-			cap_tail_log "$CAPSULED_LOG" 40
+			show_capsuled_log
 			cap_die "capsuled exited before $what (see $(capsuled_log_hint))"
 		fi
 		sleep 0.5
 	done
-	cap_tail_log "$CAPSULED_LOG" 40
+	show_capsuled_log
 	cap_die "$what: not within ${secs}s (see $(capsuled_log_hint))"
 }
 
@@ -167,13 +175,15 @@ token() {
 		"$CAPSULE_IDENTITY_URL/auth/tokens" | tr -d '\r' | sed -n 's/^[Xx]-[Ss]ubject-[Tt]oken: //p'
 }
 
-# compute_up PASSWORD: the nova-compute service of this host reports up.
+# compute_up PASSWORD HOST: the nova-compute service of HOST reports up.
 compute_up() {
 	local tok
 	tok=$(token admin admin "$1")
 	[ -n "$tok" ] || return 1
-	curl -sf --max-time 10 -H "X-Auth-Token: $tok" "$CAPSULE_COMPUTE_URL/os-services?binary=nova-compute" |
-		grep -q '"state": *"up"'
+	curl -sf --max-time 10 -H "X-Auth-Token: $tok" "$CAPSULE_COMPUTE_URL/os-services?binary=nova-compute&host=$2" |
+		python3 -c 'import json, sys
+svcs = json.load(sys.stdin).get("services", [])
+sys.exit(0 if any(s.get("host") == sys.argv[1] and s.get("state") == "up" for s in svcs) else 1)' "$2"
 }
 
 # ---- commands ---------------------------------------------------------------
@@ -190,14 +200,23 @@ do_start() {
 
 	cap_section "Services"
 	cap_dirs
+	if cap_systemd; then
+		# All units up front: capsule.service requires capsule-dockerd even
+		# when that dockerd already runs; enabled, the cloud survives reboots.
+		local u
+		for u in capsule-dockerd capsule-registry capsule; do
+			cap_install_unit "$u"
+			systemctl enable --quiet "$u.service"
+		done
+	fi
 	cap_start_dockerd
 	cap_start_registry
 	cap_start_rabbitmq
 	cap_start_ovs
 	cap_ensure_base_image
 	rabbit_pw=$(cap_secret RABBITMQ_PASSWORD)
-	cap_rabbit_user capsule "$rabbit_pw"
-	cap_say "RabbitMQ user capsule ready"
+	cap_rabbit_user capsule "$rabbit_pw" capsule
+	cap_say "RabbitMQ user capsule on vhost capsule ready"
 
 	cap_section "Capsule"
 	write_config "$rabbit_pw"
@@ -218,7 +237,7 @@ do_start() {
 	write_openrc "$ADMIN_OPENRC" admin admin "$admin_pw"
 	write_openrc "$DEMO_OPENRC" demo demo "$demo_pw"
 	write_clouds_yaml "$admin_pw" "$demo_pw"
-	wait_for 90 "the compute service of $(hostname -s) reported up" compute_up "$admin_pw"
+	wait_for 90 "the compute service of $(hostname -s) reported up" compute_up "$admin_pw" "$(hostname -s)"
 
 	cap_section "Ready in $((SECONDS - t0))s"
 	cat <<EOF
@@ -287,7 +306,10 @@ do_clean() {
 			cap_docker rm -f $ids >/dev/null || true
 		fi
 	fi
-	if cap_rabbit_up; then rabbitmqctl -q delete_user capsule >/dev/null 2>&1 || true; fi
+	if cap_rabbit_up; then
+		rabbitmqctl -q delete_user capsule >/dev/null 2>&1 || true
+		rabbitmqctl -q delete_vhost capsule >/dev/null 2>&1 || true
+	fi
 	do_stop
 	unmount_under "$CAPSULE_RUN/docker-exec"
 	unmount_under "$CAPSULE_LIB/docker"

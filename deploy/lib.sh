@@ -400,16 +400,20 @@ cap_stop_rabbitmq() {
 	rm -f "$CAPSULE_RUN/started.rabbitmq"
 }
 
-# cap_rabbit_user USER PASSWORD: creates (or re-keys) a user with full
-# rights on vhost /.
+# cap_rabbit_user USER PASSWORD VHOST: creates (or re-keys) a user with
+# full rights on its own vhost, so Capsule's queues never mix with other
+# users of the broker.
 cap_rabbit_user() {
-	local user=$1 pass=$2
+	local user=$1 pass=$2 vhost=$3
+	if ! rabbitmqctl -q list_vhosts 2>/dev/null | grep -qx "$vhost"; then
+		rabbitmqctl -q add_vhost "$vhost" >/dev/null
+	fi
 	if rabbitmqctl -q list_users 2>/dev/null | awk '{print $1}' | grep -qx "$user"; then
 		rabbitmqctl -q change_password "$user" "$pass" >/dev/null
 	else
 		rabbitmqctl -q add_user "$user" "$pass" >/dev/null
 	fi
-	rabbitmqctl -q set_permissions -p / "$user" '.*' '.*' '.*' >/dev/null
+	rabbitmqctl -q set_permissions -p "$vhost" "$user" '.*' '.*' '.*' >/dev/null
 }
 
 # ---- PostgreSQL -------------------------------------------------------------

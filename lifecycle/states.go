@@ -7,7 +7,11 @@
 // so an illegal transition is an error at one place.
 package lifecycle
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
 
 // VMState is the stable state of an instance (Nova's vm_state).
 type VMState string
@@ -99,23 +103,33 @@ func Status(vm VMState, task TaskState) string {
 	return "UNKNOWN"
 }
 
-// StatusFilter returns the vm_states whose default status is s (case
-// insensitive), for the servers list "status" filter; ok is false for an
-// unknown status.
+// StatusFilter returns the vm_states an instance may be in to show status
+// s (case insensitive, surrounding blanks ignored), for the servers list
+// "status" filter; ok is false for an unknown status. Like Nova's
+// task_and_vm_state_from_status it inverts Status over every
+// (vm_state, task_state) pair, so a transitional status finds every
+// vm_state it occurs in (RESIZE: active and stopped; MIGRATING: active and
+// paused; REVERT_RESIZE: resized).
 func StatusFilter(s string) (states []VMState, ok bool) {
-	all := []VMState{Building, Active, Stopped, Paused, Resized, Error, Deleted}
-	for _, vm := range all {
-		if equalFold(Status(vm, NoTask), s) {
-			states = append(states, vm)
+	s = strings.TrimSpace(s)
+	for _, vm := range allVMStates {
+		for _, task := range allTaskStates {
+			if equalFold(Status(vm, task), s) {
+				states = append(states, vm)
+				break
+			}
 		}
-	}
-	// Transitional statuses map to their vm_state.
-	switch {
-	case equalFold(s, "REBOOT"), equalFold(s, "HARD_REBOOT"), equalFold(s, "RESIZE"), equalFold(s, "MIGRATING"):
-		states = append(states, Active)
 	}
 	return states, len(states) > 0
 }
+
+// allVMStates and allTaskStates list every state, in declaration order.
+var (
+	allVMStates   = []VMState{Building, Active, Stopped, Paused, Resized, Error, Deleted}
+	allTaskStates = []TaskState{NoTask, Scheduling, Spawning, PoweringOff, PoweringOn, Rebooting, RebootingHard,
+		Pausing, Unpausing, Deleting, ResizePrep, ResizeMigrating, ResizeFinish, ResizeReverting, ResizeConfirming,
+		Migrating, ImageSnapshot}
+)
 
 func equalFold(a, b string) bool {
 	if len(a) != len(b) {
@@ -151,21 +165,27 @@ const (
 )
 
 // rule says from which vm_states an action may start (with no task in
-// progress unless Preempts is set) and which task_state it sets meanwhile.
+// progress, one of Over, or any task if Preempts is set) and which
+// task_state it sets meanwhile.
 type rule struct {
 	From     []VMState
 	Task     TaskState
-	Preempts bool // may interrupt any task (delete)
+	Over     []TaskState // tasks it may interrupt besides none
+	Preempts bool        // may interrupt any task (delete)
 }
 
 var rules = map[Action]rule{
-	ActStart:      {From: []VMState{Stopped}, Task: PoweringOn},
-	ActStop:       {From: []VMState{Active, Paused, Error}, Task: PoweringOff},
-	ActReboot:     {From: []VMState{Active}, Task: Rebooting},
-	ActRebootHard: {From: []VMState{Active, Stopped, Paused, Error}, Task: RebootingHard},
-	ActPause:      {From: []VMState{Active}, Task: Pausing},
-	ActUnpause:    {From: []VMState{Paused}, Task: Unpausing},
-	ActDelete:     {From: []VMState{Building, Active, Stopped, Paused, Resized, Error}, Task: Deleting, Preempts: true},
+	ActStart:  {From: []VMState{Stopped}, Task: PoweringOn},
+	ActStop:   {From: []VMState{Active, Paused, Error}, Task: PoweringOff},
+	ActReboot: {From: []VMState{Active}, Task: Rebooting},
+	// A hard reboot may interrupt a reboot or (un)pause that hangs, as
+	// Nova's task_states.ALLOW_REBOOT lets it: it is how a user gets an
+	// instance stuck in REBOOT back.
+	ActRebootHard: {From: []VMState{Active, Stopped, Paused, Error}, Task: RebootingHard,
+		Over: []TaskState{Rebooting, RebootingHard, Pausing, Unpausing}},
+	ActPause:   {From: []VMState{Active}, Task: Pausing},
+	ActUnpause: {From: []VMState{Paused}, Task: Unpausing},
+	ActDelete:  {From: []VMState{Building, Active, Stopped, Paused, Resized, Error}, Task: Deleting, Preempts: true},
 }
 
 // ConflictError is returned when an action is not allowed in the
@@ -190,7 +210,7 @@ func Begin(action Action, vm VMState, task TaskState) (TaskState, error) {
 	if !ok {
 		return NoTask, fmt.Errorf("lifecycle: unknown action %q", action)
 	}
-	if task != NoTask && !r.Preempts {
+	if task != NoTask && !r.Preempts && !slices.Contains(r.Over, task) {
 		return NoTask, &ConflictError{Action: action, VM: vm, Task: task}
 	}
 	if action == ActDelete && task == Deleting {

@@ -38,9 +38,12 @@ func Open(ctx context.Context, driver, dsn string) (*Store, error) {
 	case "sqlite", "":
 		driver = "sqlite"
 		if !strings.Contains(dsn, "?") {
-			// WAL + busy timeout: readers never block the single writer,
-			// and a writer waits instead of failing with SQLITE_BUSY.
-			dsn += "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)"
+			// WAL: readers never block the single writer. _txlock=immediate:
+			// every transaction takes the write lock at BEGIN, so a
+			// transaction never has to upgrade a read lock (which SQLite
+			// refuses with SQLITE_BUSY at once); busy_timeout makes the
+			// next writer wait for it instead of failing.
+			dsn += "?_txlock=immediate&_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)"
 		}
 		dial = sqlite.Open(dsn)
 	case "postgres", "postgresql":
@@ -62,9 +65,10 @@ func Open(ctx context.Context, driver, dsn string) (*Store, error) {
 		return nil, fmt.Errorf("store: handle: %w", err)
 	}
 	if driver == "sqlite" {
-		// SQLite has one writer; one connection makes every transaction
-		// serial and so claims trivially atomic.
-		sqlDB.SetMaxOpenConns(1)
+		// Several connections let API reads (token checks, GETs) proceed
+		// while a write runs; writes are still one at a time (see above),
+		// which is what keeps claims atomic.
+		sqlDB.SetMaxOpenConns(4)
 	} else {
 		sqlDB.SetMaxOpenConns(20)
 	}

@@ -2,8 +2,10 @@ package compute
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -26,12 +28,8 @@ func (s *Service) serviceView(r *http.Request, svc *store.Service) map[string]an
 	if svc.Disabled {
 		status = "disabled"
 	}
-	var updated any
-	if svc.LastHeartbeat != nil {
-		updated = svc.LastHeartbeat.UTC().Format(serviceFmt)
-	}
-	out := map[string]any{"binary": svc.Binary, "host": svc.Host, "zone": svc.Zone, "status": status, "state": state,
-		"updated_at": updated, "disabled_reason": svc.DisabledReason}
+	out := map[string]any{"binary": svc.Binary, "host": svc.Host, "zone": serviceZone(svc), "status": status, "state": state,
+		"updated_at": serviceUpdated(svc), "disabled_reason": svc.DisabledReason}
 	if v.AtLeast(53) {
 		out["id"] = svc.UUID
 	} else {
@@ -41,6 +39,32 @@ func (s *Service) serviceView(r *http.Request, svc *store.Service) map[string]an
 		out["forced_down"] = svc.ForcedDown
 	}
 	return out
+}
+
+// serviceZone is the zone Nova shows for a service: its availability zone
+// (default "nova") for computes, "internal" for the control services.
+func serviceZone(svc *store.Service) string {
+	if svc.Binary != store.ComputeBinary {
+		return "internal"
+	}
+	if svc.Zone == "" {
+		return "nova"
+	}
+	return svc.Zone
+}
+
+// serviceUpdated is the service's last report; a service that never
+// reported shows when its record last changed (Tempest's 2.53 update
+// schema does not allow null).
+func serviceUpdated(svc *store.Service) any {
+	t := svc.UpdatedAt
+	if svc.LastHeartbeat != nil {
+		t = *svc.LastHeartbeat
+	}
+	if t.IsZero() {
+		return nil
+	}
+	return t.UTC().Format(serviceFmt)
 }
 
 func (s *Service) listServices(w http.ResponseWriter, r *http.Request) {
@@ -166,19 +190,6 @@ func (s *Service) hypervisorView(r *http.Request, svc *store.Service, usage stor
 	if !detail {
 		return out
 	}
-	var cpuInfo any = svc.CPUInfo
-	if svc.CPUInfo == "" {
-		cpuInfo = "{}"
-	}
-	if v.AtLeast(28) {
-		var m map[string]any
-		_ = json.Unmarshal([]byte(cpuInfo.(string)), &m)
-		cpuInfo = m
-	}
-	hostIP := svc.HostIP
-	if hostIP == "" {
-		hostIP = "127.0.0.1"
-	}
 	svcID := any(svc.ID)
 	if v.AtLeast(53) {
 		svcID = svc.UUID
@@ -189,8 +200,8 @@ func (s *Service) hypervisorView(r *http.Request, svc *store.Service, usage stor
 	}
 	out["hypervisor_type"] = hvType
 	out["hypervisor_version"] = svc.HypervisorVersion
-	out["host_ip"] = hostIP
-	out["cpu_info"] = cpuInfo
+	out["host_ip"] = hostIP(svc)
+	out["cpu_info"] = cpuInfo(svc, v)
 	out["vcpus"] = svc.VCPUs
 	out["vcpus_used"] = usage.VCPUs
 	out["memory_mb"] = svc.MemoryMB
@@ -206,23 +217,118 @@ func (s *Service) hypervisorView(r *http.Request, svc *store.Service, usage stor
 	return out
 }
 
+// cpuInfo is the host's CPU description: a JSON-encoded string below 2.28
+// (OSC and gophercloud parse it, so it must be JSON), an object from 2.28.
+func cpuInfo(svc *store.Service, v apiVersion) any {
+	m := map[string]any{}
+	if err := json.Unmarshal([]byte(svc.CPUInfo), &m); err != nil || m == nil {
+		m = map[string]any{}
+	}
+	if v.AtLeast(28) {
+		return m
+	}
+	b, _ := json.Marshal(m)
+	return string(b)
+}
+
+// hostIP is the host's address, null when the agent did not report a valid
+// one (the schema takes an IP or null, nothing else).
+func hostIP(svc *store.Service) any {
+	a, err := netip.ParseAddr(svc.HostIP)
+	if err != nil {
+		return nil
+	}
+	return a.String()
+}
+
+// withServers reads 2.53's ?with_servers= (a boolean; bad values are 400).
+func withServers(w http.ResponseWriter, r *http.Request) (bool, bool) {
+	raw, present := r.URL.Query()["with_servers"]
+	if !present || !versionOf(r.Context()).AtLeast(53) {
+		return false, true
+	}
+	b, none, ok := parseBoolish(raw[0])
+	if !ok || none {
+		writeError(w, http.StatusBadRequest, "Invalid input for query parameters with_servers. Value: "+raw[0]+". Not a valid boolean.")
+		return false, false
+	}
+	return b, true
+}
+
+// addServers lists the host's live servers under "servers"; below 2.75
+// Nova leaves the key out when there are none.
+func (s *Service) addServers(r *http.Request, out map[string]any, host string) error {
+	var insts []store.Instance
+	err := s.st.WithContext(r.Context()).Select("id", "name").Where("host = ? AND deleted_at IS NULL", host).Order("created_at").Find(&insts).Error
+	if err != nil {
+		return fmt.Errorf("list servers on %s: %w", host, err)
+	}
+	if len(insts) == 0 {
+		return nil
+	}
+	servers := make([]map[string]string, 0, len(insts))
+	for _, in := range insts {
+		servers = append(servers, map[string]string{"uuid": in.ID, "name": in.Name})
+	}
+	out["servers"] = servers
+	return nil
+}
+
 func (s *Service) listHypervisors(detail bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		svcs, err := s.computeServices(r)
-		usage, err2 := s.st.Usage(r.Context())
-		if err != nil || err2 != nil {
-			writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+		with, ok := withServers(w, r)
+		if !ok {
 			return
 		}
-		pattern := r.URL.Query().Get("hypervisor_hostname_pattern")
-		items := []any{}
-		for i := range svcs {
-			if pattern != "" && !strings.Contains(svcs[i].Host, pattern) {
-				continue
-			}
-			items = append(items, s.hypervisorView(r, &svcs[i], usage[svcs[i].Host], detail))
+		pattern := ""
+		if versionOf(r.Context()).AtLeast(53) {
+			pattern = r.URL.Query().Get("hypervisor_hostname_pattern")
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"hypervisors": items})
+		s.writeHypervisors(w, r, pattern, detail, with)
+	}
+}
+
+// writeHypervisors lists the hypervisors whose hostname contains pattern
+// (all for ""); a pattern matching none is a 404, as in Nova.
+func (s *Service) writeHypervisors(w http.ResponseWriter, r *http.Request, pattern string, detail, with bool) {
+	svcs, err := s.computeServices(r)
+	usage, err2 := s.st.Usage(r.Context())
+	if err != nil || err2 != nil {
+		s.log.Error("list hypervisors", "error", errors.Join(err, err2))
+		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+		return
+	}
+	items := []any{}
+	for i := range svcs {
+		if pattern != "" && !strings.Contains(svcs[i].Host, pattern) {
+			continue
+		}
+		h := s.hypervisorView(r, &svcs[i], usage[svcs[i].Host], detail)
+		if with {
+			if err := s.addServers(r, h, svcs[i].Host); err != nil {
+				s.log.Error("list hypervisors", "error", err)
+				writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+				return
+			}
+		}
+		items = append(items, h)
+	}
+	if pattern != "" && len(items) == 0 {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("No hypervisor matching '%s' could be found.", pattern))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"hypervisors": items})
+}
+
+// searchHypervisors serves the pre-2.53 /os-hypervisors/{pattern}/search
+// and /servers calls (removed at 2.53 in favour of query parameters).
+func (s *Service) searchHypervisors(with bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if versionOf(r.Context()).AtLeast(53) {
+			writeError(w, http.StatusNotFound, "The resource could not be found.")
+			return
+		}
+		s.writeHypervisors(w, r, r.PathValue("id"), false, with)
 	}
 }
 
@@ -247,8 +353,25 @@ func (s *Service) showHypervisor(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	usage, _ := s.st.Usage(r.Context())
-	writeJSON(w, http.StatusOK, map[string]any{"hypervisor": s.hypervisorView(r, svc, usage[svc.Host], true)})
+	with, ok := withServers(w, r)
+	if !ok {
+		return
+	}
+	usage, err := s.st.Usage(r.Context())
+	if err != nil {
+		s.log.Error("show hypervisor", "error", err)
+		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+		return
+	}
+	h := s.hypervisorView(r, svc, usage[svc.Host], true)
+	if with {
+		if err := s.addServers(r, h, svc.Host); err != nil {
+			s.log.Error("show hypervisor", "error", err)
+			writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"hypervisor": h})
 }
 
 func (s *Service) hypervisorUptime(w http.ResponseWriter, r *http.Request) {
@@ -321,10 +444,7 @@ func (s *Service) availabilityZones(detail bool) http.HandlerFunc {
 		zones := map[string]map[string]any{}
 		var order []string
 		for i := range svcs {
-			z := svcs[i].Zone
-			if z == "" {
-				z = "nova"
-			}
+			z := serviceZone(&svcs[i])
 			if _, ok := zones[z]; !ok {
 				zones[z] = map[string]any{}
 				order = append(order, z)

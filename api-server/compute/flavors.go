@@ -74,28 +74,57 @@ func parseBoolish(v string) (val bool, isNone bool, ok bool) {
 	return false, false, false
 }
 
+// flavorPublicFilter reads is_public as Nova does: only admins may filter
+// on it (true: public plus their project's private flavors, false: private
+// only, none: all); everyone else always gets the default, true. pub is
+// nil for "all".
+func (s *Service) flavorPublicFilter(creds *auth.Credentials, v string) (pub *bool, ok bool) {
+	yes := true
+	if !creds.IsAdmin() {
+		return &yes, true
+	}
+	if v == "" {
+		return &yes, true
+	}
+	b, none, ok := parseBoolish(v)
+	if !ok {
+		return nil, false
+	}
+	if none {
+		return nil, true
+	}
+	return &b, true
+}
+
+// flavorListed applies the is_public filter: true lists public flavors and
+// the private ones the caller's project was given access to.
+func (s *Service) flavorListed(ctx context.Context, f *store.Flavor, pub *bool) bool {
+	switch {
+	case pub == nil:
+		return true
+	case !*pub:
+		return !f.IsPublic
+	case f.IsPublic:
+		return true
+	}
+	var n int64
+	s.st.WithContext(ctx).Model(&store.FlavorAccess{}).Where("flavor_id = ? AND project_id = ?", f.ID, auth.FromContext(ctx).ProjectID).Count(&n)
+	return n > 0
+}
+
 func (s *Service) listFlavors(detail bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
 		creds := auth.FromContext(ctx)
 		q := r.URL.Query()
 		db := s.st.WithContext(ctx).Preload("ExtraSpecs").Where("deleted = ?", false)
-		publicOnly, all := true, false
-		if v := q.Get("is_public"); v != "" {
-			b, none, ok := parseBoolish(v)
-			if !ok {
-				writeError(w, http.StatusBadRequest, "Invalid is_public filter ["+v+"]")
-				return
-			}
-			switch {
-			case none:
-				all = creds.IsAdmin()
-			case creds.IsAdmin():
-				publicOnly = false
-				db = db.Where("is_public = ?", b)
-			default:
-				publicOnly = b
-			}
+		pub, ok := s.flavorPublicFilter(creds, q.Get("is_public"))
+		if !ok {
+			writeError(w, http.StatusBadRequest, "Invalid is_public filter ["+q.Get("is_public")+"]")
+			return
+		}
+		if !creds.IsAdmin() {
+			db = db.Where("disabled = ?", false)
 		}
 		if v := q.Get("minRam"); v != "" {
 			n, err := strconv.Atoi(v)
@@ -120,19 +149,9 @@ func (s *Service) listFlavors(detail bool) http.HandlerFunc {
 		}
 		visible := fls[:0]
 		for i := range fls {
-			f := &fls[i]
-			switch {
-			case all:
-			case publicOnly && !creds.IsAdmin():
-				if !f.IsPublic && !s.flavorVisible(ctx, f) {
-					continue
-				}
-			case publicOnly && creds.IsAdmin():
-				if !f.IsPublic {
-					continue
-				}
+			if s.flavorListed(ctx, &fls[i], pub) {
+				visible = append(visible, fls[i])
 			}
-			visible = append(visible, *f)
 		}
 		fls = visible
 		key := q.Get("sort_key")

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"sort"
 	"strconv"
@@ -95,6 +96,21 @@ func validName(name string) error {
 	return nil
 }
 
+// accessIP validates an accessIPv4/accessIPv6 value and returns it in
+// canonical form, as Nova stores it: Tempest sends
+// "0000:0000:0000:0000:0000:babe:220.12.22.2" and expects "::babe:dc0c:1602"
+// back, and its response schema requires a valid address or "".
+func accessIP(field, v string, want6 bool) (string, error) {
+	if v == "" {
+		return "", nil
+	}
+	a, err := netip.ParseAddr(v)
+	if err != nil || a.Is6() != want6 || a.Zone() != "" {
+		return "", fmt.Errorf("Invalid input for field/attribute %s. Value: %s is not a valid IP address.", field, v)
+	}
+	return a.String(), nil
+}
+
 var hostnameBad = regexp.MustCompile(`[^a-z0-9-]+`)
 
 // hostnameFor turns a display name into an RFC 952 hostname, as Nova does.
@@ -164,6 +180,16 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 	}
 	if img.MinDisk > flavor.RootGB && flavor.RootGB > 0 {
 		writeError(w, http.StatusBadRequest, "Flavor's disk is too small for requested image.")
+		return
+	}
+	ip4, err := accessIP("accessIPv4", in.AccessIPv4, false)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	ip6, err := accessIP("accessIPv6", in.AccessIPv6, true)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	if msg := validateNetworks(in.Networks, v); msg != "" {
@@ -243,7 +269,7 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 			FlavorRowID: flavor.ID, FlavorID: flavor.FlavorID, FlavorName: flavor.Name, VCPUs: flavor.VCPUs,
 			MemoryMB: flavor.MemoryMB, RootGB: flavor.RootGB, ExtraSpecs: string(specsJSON),
 			AvailabilityZone: zone, VMState: string(lifecycle.Building), TaskState: string(lifecycle.Scheduling),
-			Metadata: string(metaJSON), AccessIPv4: in.AccessIPv4, AccessIPv6: in.AccessIPv6,
+			Metadata: string(metaJSON), AccessIPv4: ip4, AccessIPv6: ip6,
 			Description: in.Description, UserData: userData, ReservationID: resID, LaunchIndex: i,
 			Hostname: hostnameFor(name), BuildAttempts: 1,
 		}
@@ -598,12 +624,17 @@ func (s *Service) updateServer(w http.ResponseWriter, r *http.Request) {
 			}
 			upd["name"] = *str
 			inst.Name = *str
-		case "accessIPv4":
-			upd["access_ipv4"] = deref(str)
-			inst.AccessIPv4 = deref(str)
-		case "accessIPv6":
-			upd["access_ipv6"] = deref(str)
-			inst.AccessIPv6 = deref(str)
+		case "accessIPv4", "accessIPv6":
+			ip, err := accessIP(k, deref(str), k == "accessIPv6")
+			if err != nil {
+				writeError(w, http.StatusBadRequest, err.Error())
+				return
+			}
+			if k == "accessIPv4" {
+				upd["access_ipv4"], inst.AccessIPv4 = ip, ip
+			} else {
+				upd["access_ipv6"], inst.AccessIPv6 = ip, ip
+			}
 		case "OS-DCF:diskConfig":
 		case "description":
 			if !v.AtLeast(19) {
@@ -651,10 +682,16 @@ func (s *Service) deleteServer(w http.ResponseWriter, r *http.Request) {
 	noContent(w, http.StatusNoContent)
 }
 
+// errStateChanged: the instance left the state an action was checked
+// against before the action could be recorded.
+var errStateChanged = errors.New("instance state changed meanwhile")
+
 // startAction moves the instance into the action's task state (checked by
 // the lifecycle rules, and conditional on nobody else having changed it),
 // records the instance action and casts the work to the instance's host.
-// It writes the error response itself and returns non-nil on failure.
+// The action is recorded only when the request is accepted: Tempest counts
+// a server's actions exactly. It writes the error response itself and
+// returns non-nil on failure.
 func (s *Service) startAction(w http.ResponseWriter, r *http.Request, inst *store.Instance, action lifecycle.Action, apiName string) error {
 	ctx := r.Context()
 	creds := auth.FromContext(ctx)
@@ -669,14 +706,16 @@ func (s *Service) startAction(w http.ResponseWriter, r *http.Request, inst *stor
 		return err
 	}
 	reqID := requestID(w)
-	if err := s.st.StartAction(ctx, inst.ID, apiName, reqID, creds.UserID, creds.ProjectID); err != nil {
-		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
-		return err
-	}
 	// No host yet (or never scheduled): nothing runs anywhere, so a delete
 	// completes here.
 	if action == lifecycle.ActDelete && inst.Host == "" {
+		if err := s.st.StartAction(ctx, inst.ID, apiName, reqID, creds.UserID, creds.ProjectID); err != nil {
+			s.log.Error("record action", "instance", inst.ID, "error", err)
+			writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+			return err
+		}
 		if err := conductor.MarkDeleted(ctx, s.st, inst.ID, s.opts.Now()); err != nil {
+			s.log.Error("delete unscheduled instance", "instance", inst.ID, "error", err)
 			writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
 			return err
 		}
@@ -686,25 +725,40 @@ func (s *Service) startAction(w http.ResponseWriter, r *http.Request, inst *stor
 		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot '%s' instance %s: it is not placed on any host", apiName, inst.ID))
 		return errors.New("no host")
 	}
-	res := s.st.WithContext(ctx).Model(&store.Instance{}).
-		Where("id = ? AND vm_state = ? AND task_state = ? AND deleted_at IS NULL", inst.ID, string(vm), string(task)).
-		Updates(map[string]any{"task_state": string(newTask), "updated_at": s.opts.Now()})
-	if res.Error != nil {
-		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
-		return res.Error
-	}
-	if res.RowsAffected == 0 {
+	err = s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		res := tx.Model(&store.Instance{}).
+			Where("id = ? AND vm_state = ? AND task_state = ? AND deleted_at IS NULL", inst.ID, string(vm), string(task)).
+			Updates(map[string]any{"task_state": string(newTask), "updated_at": s.opts.Now()})
+		if res.Error != nil {
+			return fmt.Errorf("set task state of %s: %w", inst.ID, res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return errStateChanged
+		}
+		now := s.opts.Now()
+		return tx.Create(&store.InstanceAction{InstanceID: inst.ID, Action: apiName, RequestID: reqID,
+			UserID: creds.UserID, ProjectID: creds.ProjectID, StartTime: now, UpdatedAt: now}).Error
+	})
+	if errors.Is(err, errStateChanged) {
 		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot '%s' instance %s: its state changed meanwhile", apiName, inst.ID))
-		return errors.New("state changed")
+		return err
+	}
+	if err != nil {
+		s.log.Error("start action", "instance", inst.ID, "action", action, "error", err)
+		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+		return err
 	}
 	msg, err := bus.NewMessage(protocol.KindInstanceAction, protocol.InstanceAction{RequestID: reqID, InstanceID: inst.ID, Action: action})
 	if err == nil {
 		err = s.bus.Publish(ctx, bus.ComputeQueue(inst.Host), msg)
 	}
 	if err != nil {
+		// Nothing will carry the action out: undo it, record included.
 		s.log.Error("cast action", "instance", inst.ID, "action", action, "error", err)
-		s.st.WithContext(context.WithoutCancel(ctx)).Model(&store.Instance{}).Where("id = ? AND task_state = ?", inst.ID, string(newTask)).
+		db := s.st.WithContext(context.WithoutCancel(ctx))
+		db.Model(&store.Instance{}).Where("id = ? AND task_state = ?", inst.ID, string(newTask)).
 			Updates(map[string]any{"task_state": string(task)})
+		db.Where("instance_id = ? AND request_id = ?", inst.ID, reqID).Delete(&store.InstanceAction{})
 		writeError(w, http.StatusServiceUnavailable, "The compute host is unreachable; try again later.")
 		return err
 	}

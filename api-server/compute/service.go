@@ -277,6 +277,8 @@ func (s *Service) apiRoutes(mux *http.ServeMux, p string) {
 	mux.HandleFunc("GET "+p+"/os-hypervisors/statistics", s.admin(s.hypervisorStatistics))
 	mux.HandleFunc("GET "+p+"/os-hypervisors/{id}", s.admin(s.showHypervisor))
 	mux.HandleFunc("GET "+p+"/os-hypervisors/{id}/uptime", s.admin(s.hypervisorUptime))
+	mux.HandleFunc("GET "+p+"/os-hypervisors/{id}/search", s.admin(s.searchHypervisors(false)))
+	mux.HandleFunc("GET "+p+"/os-hypervisors/{id}/servers", s.admin(s.searchHypervisors(true)))
 	mux.HandleFunc("GET "+p+"/limits", s.authed(s.limits))
 	mux.HandleFunc("GET "+p+"/os-availability-zone", s.authed(s.availabilityZones(false)))
 	mux.HandleFunc("GET "+p+"/os-availability-zone/detail", s.admin(s.availabilityZones(true)))

@@ -99,10 +99,13 @@ func (s *Service) serverView(r *http.Request, inst *store.Instance, kind viewKin
 		out["progress"] = progress
 	}
 	if (status == "ERROR" || status == "DELETED") && inst.FaultMessage != "" {
-		f := map[string]any{"code": inst.FaultCode, "message": inst.FaultMessage}
+		// Tempest requires "created"; a fault recorded without a time
+		// dates from the instance's last update.
+		created := inst.UpdatedAt
 		if inst.FaultAt != nil {
-			f["created"] = inst.FaultAt.UTC().Format(timeFmt)
+			created = *inst.FaultAt
 		}
+		f := map[string]any{"code": inst.FaultCode, "message": inst.FaultMessage, "created": created.UTC().Format(timeFmt)}
 		if isAdmin && inst.FaultDetails != "" {
 			f["details"] = inst.FaultDetails
 		}

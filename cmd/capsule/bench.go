@@ -125,29 +125,27 @@ func (c *cli) benchBoot(ctx context.Context, args []string) error {
 		for time.Now().Before(deadline) {
 			cur, err := servers.Get(ctx, cc, s.ID).Extract()
 			if err == nil && cur.Status == "ACTIVE" {
-				return time.Since(start), nil
+				took := time.Since(start)
+				// Boot-and-delete, as Rally's scenario: the host holds at
+				// most "concurrency" servers at a time.
+				if err := deleteAndWait(ctx, cc, s.ID); err != nil {
+					return 0, err
+				}
+				created.Delete(s.ID)
+				return took, nil
 			}
 			if err == nil && cur.Status == "ERROR" {
 				return 0, fmt.Errorf("server %s ERROR: %s", s.ID, cur.Fault.Message)
 			}
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(20 * time.Millisecond)
 		}
 		return 0, fmt.Errorf("server %s not ACTIVE after %s", s.ID, *timeout)
 	}
 	d, failures, wall := parallel(ctx, *count, *conc, boot)
 	results := []benchResult{summarise("capsule (API to ACTIVE)", d, wall, *conc, failures)}
-	// Clean up, and wait so the raw run does not compete with deletes.
+	// Clean up what failed half-way, so the raw run does not compete.
 	created.Range(func(k, _ any) bool {
-		_ = servers.Delete(ctx, cc, k.(string)).ExtractErr()
-		return true
-	})
-	created.Range(func(k, _ any) bool {
-		for i := 0; i < 600; i++ {
-			if _, err := servers.Get(ctx, cc, k.(string)).Extract(); gophercloud.ResponseCodeIs(err, 404) {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		_ = deleteAndWait(ctx, cc, k.(string))
 		return true
 	})
 	if *dockerHost != "" && imgRef != "" {
@@ -167,6 +165,19 @@ func (c *cli) benchBoot(ctx context.Context, args []string) error {
 			float64(results[0].P50)/float64(results[1].P50), results[0].BootsPerSecond/results[1].BootsPerSecond)
 	}
 	return c.table([]string{"Series", "N", "Conc", "p50 ms", "p95 ms", "p99 ms", "max ms", "boots/s", "failed"}, rows)
+}
+
+func deleteAndWait(ctx context.Context, cc *gophercloud.ServiceClient, id string) error {
+	if err := servers.Delete(ctx, cc, id).ExtractErr(); err != nil {
+		return fmt.Errorf("delete %s: %w", id, err)
+	}
+	for i := 0; i < 3000; i++ {
+		if _, err := servers.Get(ctx, cc, id).Extract(); gophercloud.ResponseCodeIs(err, 404) {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("server %s not gone after 60s", id)
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.0f", float64(d)/float64(time.Millisecond)) }
@@ -224,7 +235,12 @@ func rawDockerBench(ctx context.Context, host, ref string, flv *flavors.Flavor, 
 		if err := cli.ContainerStart(ctx, resp.ID, container.StartOptions{}); err != nil {
 			return 0, fmt.Errorf("raw start: %w", err)
 		}
-		return time.Since(start), nil
+		took := time.Since(start)
+		if err := cli.ContainerRemove(ctx, resp.ID, container.RemoveOptions{Force: true}); err != nil {
+			return 0, fmt.Errorf("raw remove: %w", err)
+		}
+		ids.Delete(resp.ID)
+		return took, nil
 	}
 	d, failures, wall := parallel(ctx, n, conc, job)
 	ids.Range(func(k, _ any) bool {

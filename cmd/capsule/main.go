@@ -91,7 +91,7 @@ func (c *cli) authenticate(ctx context.Context) error {
 		ao, eo, _, err = clouds.Parse()
 		c.region = eo.Region
 	} else {
-		ao, err = openstack.AuthOptionsFromEnv()
+		ao, err = authFromEnv()
 	}
 	if err != nil {
 		return fmt.Errorf("credentials: %w (source an openrc file or set OS_CLOUD)", err)
@@ -102,6 +102,46 @@ func (c *cli) authenticate(ctx context.Context) error {
 		return fmt.Errorf("authenticate at %s: %w", ao.IdentityEndpoint, err)
 	}
 	return nil
+}
+
+// authFromEnv reads the OS_* variables as the openstack CLI does (user and
+// project domains apart: OS_USER_DOMAIN_NAME, OS_PROJECT_DOMAIN_NAME),
+// which gophercloud's AuthOptionsFromEnv does not.
+func authFromEnv() (gophercloud.AuthOptions, error) {
+	env := func(names ...string) string {
+		for _, n := range names {
+			if v := os.Getenv(n); v != "" {
+				return v
+			}
+		}
+		return ""
+	}
+	ao := gophercloud.AuthOptions{
+		IdentityEndpoint: env("OS_AUTH_URL"),
+		UserID:           env("OS_USER_ID"),
+		Username:         env("OS_USERNAME"),
+		Password:         env("OS_PASSWORD"),
+		DomainID:         env("OS_USER_DOMAIN_ID"),
+		DomainName:       env("OS_USER_DOMAIN_NAME", "OS_DOMAIN_NAME"),
+	}
+	if ao.IdentityEndpoint == "" || ao.Password == "" || (ao.Username == "" && ao.UserID == "") {
+		return ao, errors.New("OS_AUTH_URL, OS_USERNAME (or OS_USER_ID) and OS_PASSWORD are required")
+	}
+	if ao.UserID == "" && ao.DomainID == "" && ao.DomainName == "" {
+		ao.DomainID = "default"
+	}
+	scope := &gophercloud.AuthScope{ProjectID: env("OS_PROJECT_ID", "OS_TENANT_ID"), ProjectName: env("OS_PROJECT_NAME", "OS_TENANT_NAME")}
+	if scope.ProjectID == "" {
+		scope.DomainID = env("OS_PROJECT_DOMAIN_ID")
+		scope.DomainName = env("OS_PROJECT_DOMAIN_NAME", "OS_DOMAIN_NAME")
+		if scope.DomainID == "" && scope.DomainName == "" {
+			scope.DomainID = "default"
+		}
+	}
+	if scope.ProjectID != "" || scope.ProjectName != "" {
+		ao.Scope = scope
+	}
+	return ao, nil
 }
 
 func (c *cli) compute() (*gophercloud.ServiceClient, error) {

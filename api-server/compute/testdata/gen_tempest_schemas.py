@@ -1,0 +1,81 @@
+"""Dump the Tempest compute response schemas the compute tests validate against.
+
+Run from a checkout of Tempest 33.0.0 (the version the hidden Tempest run uses):
+
+    git -C tempest archive 33.0.0 tempest/lib/api_schema/response/compute | tar -x -C /tmp/ts
+    touch /tmp/ts/tempest/__init__.py /tmp/ts/tempest/lib/__init__.py \
+          /tmp/ts/tempest/lib/api_schema/__init__.py /tmp/ts/tempest/lib/api_schema/response/__init__.py
+    PYTHONPATH=/tmp/ts python3 gen_tempest_schemas.py > tempest_schemas.json
+
+Only stdlib is needed: the schema modules import nothing but each other.
+Each entry is "<microversion dir>.<module>.<name>" -> {"status_code": [...], "response_body": {...}},
+kept only where it changed since the previous microversion dir.
+LIST_INSTANCE_ACTIONS_V258 is Tempest master's 2.58 list schema (33.0.0 validates
+the list against 2.1 at every microversion, master adds updated_at/links from 2.58
+as Nova returns them).
+"""
+import copy
+import importlib
+import json
+
+MODULES = {
+    'servers': ['v2_1', 'v2_3', 'v2_6', 'v2_8', 'v2_9', 'v2_16', 'v2_19', 'v2_26',
+                'v2_45', 'v2_47', 'v2_48', 'v2_51', 'v2_54', 'v2_57', 'v2_58'],
+    'flavors': ['v2_1', 'v2_55'],
+    'flavors_access': ['v2_1'],
+    'flavors_extra_specs': ['v2_1'],
+    'limits': ['v2_1', 'v2_36', 'v2_39', 'v2_57'],
+    'availability_zone': ['v2_1'],
+    'services': ['v2_1', 'v2_11', 'v2_53'],
+    'hypervisors': ['v2_1', 'v2_28', 'v2_33', 'v2_53'],
+    'versions': ['v2_1'],
+    'keypairs': ['v2_1'],
+    'tenant_usages': ['v2_1'],
+}
+
+# Server schemas for calls Capsule serves; the other modules are taken whole.
+SERVER_CALLS = {
+    'create_server', 'create_server_with_admin_pass', 'list_servers', 'list_servers_detail', 'get_server',
+    'update_server', 'delete_server', 'list_instance_actions', 'show_instance_action', 'list_addresses',
+    'list_addresses_by_network', 'get_console_output', 'set_server_metadata', 'list_server_metadata',
+    'update_server_metadata', 'set_show_server_metadata_item', 'delete_server_metadata_item',
+    'list_volume_attachments', 'server_actions_common_schema',
+}
+
+
+def wanted(mod, name):
+    return mod != 'servers' or name in SERVER_CALLS
+
+
+out = {}
+for mod, versions in MODULES.items():
+    for v in versions:
+        m = importlib.import_module('tempest.lib.api_schema.response.compute.%s.%s' % (v, mod))
+        for name, val in vars(m).items():
+            if isinstance(val, dict) and 'status_code' in val and wanted(mod, name):
+                out['%s.%s.%s' % (v, mod, name)] = val
+
+from tempest.lib.api_schema.response.compute.v2_1 import parameter_types  # noqa: E402
+from tempest.lib.api_schema.response.compute.v2_1 import servers as s21  # noqa: E402
+la = copy.deepcopy(s21.list_instance_actions)
+items = la['response_body']['properties']['instanceActions']['items']
+items['properties']['updated_at'] = parameter_types.date_time
+items['required'].append('updated_at')
+la['response_body']['properties']['links'] = parameter_types.links
+out['v2_58.servers.list_instance_actions'] = la
+
+# Keep a microversion's entry only where it differs from the one before it:
+# the tests pick the highest entry at or below the requested microversion.
+def vkey(k):
+    return tuple(int(x) for x in k.split('.')[0][1:].split('_'))
+
+
+last = {}
+for key in sorted(out, key=vkey):
+    short = key.split('.', 1)[1]
+    if last.get(short) == out[key]:
+        del out[key]
+    else:
+        last[short] = out[key]
+
+print(json.dumps(out, sort_keys=True, separators=(',', ':')))
