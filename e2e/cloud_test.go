@@ -38,6 +38,8 @@ type cloud struct {
 	adminPass  string
 	demoPass   string
 	dockerHost string
+	dbDriver   string
+	dbDSN      string
 	cmd        *exec.Cmd
 	logPath    string
 	mu         sync.Mutex
@@ -79,9 +81,31 @@ func buildCapsuled(t *testing.T) string {
 	return builtBin
 }
 
+// cloudOption changes how a test cloud is set up.
+type cloudOption func(t *testing.T, c *cloud)
+
+// onPostgres puts the cloud's database on PostgreSQL (a fresh database,
+// dropped at cleanup) instead of SQLite, as a multi-host cloud runs.
+func onPostgres(t *testing.T, c *cloud) {
+	dsn := testenv.PostgresDSN(t)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatalf("bad CAPSULE_TEST_POSTGRES_DSN: %v", err)
+	}
+	name := "capsule_e2e_" + strings.ReplaceAll(c.host, "-", "_")
+	if out, err := exec.Command("psql", dsn, "-qc", "CREATE DATABASE "+name).CombinedOutput(); err != nil {
+		t.Fatalf("create database: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		_ = exec.Command("psql", dsn, "-qc", "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)").Run()
+	})
+	u.Path = "/" + name
+	c.dbDriver, c.dbDSN = "postgres", u.String()
+}
+
 // startCloud boots a cloud for the test and tears it down (deleting every
 // container it made) at cleanup.
-func startCloud(t *testing.T) *cloud {
+func startCloud(t *testing.T, opts ...cloudOption) *cloud {
 	t.Helper()
 	amqp := testenv.AMQPURL(t)
 	dockerHost := testenv.DockerHost(t)
@@ -90,11 +114,15 @@ func startCloud(t *testing.T) *cloud {
 		identity: freePort(t), compute: freePort(t), image: freePort(t), network: freePort(t),
 		adminPass: "admin-" + uuid.NewString()[:8], demoPass: "demo-" + uuid.NewString()[:8], dockerHost: dockerHost}
 	amqp = c.ownVhost(t, amqp)
+	c.dbDriver, c.dbDSN = "sqlite", filepath.Join(c.dir, "capsule.db")
+	for _, o := range opts {
+		o(t, c)
+	}
 	c.configPath = filepath.Join(c.dir, "capsule.yaml")
 	cfg := fmt.Sprintf(`region: RegionOne
 database:
-  driver: sqlite
-  dsn: %s/capsule.db
+  driver: %s
+  dsn: %q
 bus:
   url: %s
 api:
@@ -112,7 +140,7 @@ agent:
   docker_host: %s
   heartbeat_interval: 2s
   stop_timeout: 5s
-`, c.dir, amqp, c.identity, c.compute, c.image, c.network, freePort(t), c.host, dockerHost)
+`, c.dbDriver, c.dbDSN, amqp, c.identity, c.compute, c.image, c.network, freePort(t), c.host, dockerHost)
 	if err := os.WriteFile(c.configPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

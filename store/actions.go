@@ -54,9 +54,19 @@ func (s *Store) RecordEvent(ctx context.Context, e Event) error {
 	if finish.IsZero() {
 		finish = time.Now().UTC()
 	}
-	ev := InstanceActionEvent{ActionID: a.ID, Event: e.Name, Host: e.Host, StartTime: e.Start.UTC(),
+	ev := InstanceActionEvent{ActionID: a.ID, Event: e.Name, Host: e.Host, StartTime: e.Start.UTC().Truncate(time.Microsecond),
 		FinishTime: &finish, Result: result, Traceback: e.Detail}
 	db := s.WithContext(ctx)
+	// A redelivered report carries the same event (same step, host and
+	// start): record it once.
+	var dup int64
+	if err := db.Model(&InstanceActionEvent{}).Where("action_id = ? AND event = ? AND host = ? AND start_time = ?",
+		a.ID, ev.Event, ev.Host, ev.StartTime).Count(&dup).Error; err != nil {
+		return fmt.Errorf("look up event %s: %w", e.Name, err)
+	}
+	if dup > 0 {
+		return nil
+	}
 	if err := db.Create(&ev).Error; err != nil {
 		return fmt.Errorf("record event %s: %w", e.Name, err)
 	}

@@ -192,6 +192,10 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	if msg := validateSecurityGroups(in.SecurityGroups); msg != "" {
+		writeError(w, http.StatusBadRequest, msg)
+		return
+	}
 	if msg := validateNetworks(in.Networks, v); msg != "" {
 		writeError(w, http.StatusBadRequest, msg)
 		return
@@ -343,6 +347,22 @@ func validateNetworks(raw json.RawMessage, v apiVersion) string {
 			return "Bad networks format: network uuid is not in proper format (" + id + ")"
 		}
 		return fmt.Sprintf("Network %s could not be found.", id)
+	}
+	return ""
+}
+
+// validateSecurityGroups checks the requested security groups. Every
+// server is in "default" and Capsule has no other groups yet, so any other
+// name is unknown (a 400 in Nova, which Tempest checks).
+func validateSecurityGroups(groups []map[string]any) string {
+	for _, g := range groups {
+		name, ok := g["name"].(string)
+		if !ok || name == "" {
+			return "Invalid input for field/attribute security_groups. Each group needs a name."
+		}
+		if name != "default" {
+			return fmt.Sprintf("Unable to find security_group with name or id '%s'", name)
+		}
 	}
 	return ""
 }
