@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 
+	"gorm.io/gorm"
+
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/lifecycle"
@@ -102,11 +104,18 @@ func (s *Service) lockAction(w http.ResponseWriter, r *http.Request, inst *store
 	if lock {
 		act = "lock"
 	}
-	if err := s.st.StartAction(r.Context(), inst.ID, act, requestID(w), creds.UserID, creds.ProjectID); err != nil {
-		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
-		return
-	}
-	if err := s.st.WithContext(r.Context()).Model(&store.Instance{}).Where("id = ?", inst.ID).Update("locked", lock).Error; err != nil {
+	// The flag and the action record go together: a failed lock must not
+	// show up in os-instance-actions.
+	err := s.st.WithContext(r.Context()).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Model(&store.Instance{}).Where("id = ?", inst.ID).Update("locked", lock).Error; err != nil {
+			return fmt.Errorf("set locked=%v on %s: %w", lock, inst.ID, err)
+		}
+		now := s.opts.Now()
+		return tx.Create(&store.InstanceAction{InstanceID: inst.ID, Action: act, RequestID: requestID(w),
+			UserID: creds.UserID, ProjectID: creds.ProjectID, StartTime: now, UpdatedAt: now}).Error
+	})
+	if err != nil {
+		s.log.Error("lock action", "instance", inst.ID, "error", err)
 		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
 		return
 	}

@@ -203,6 +203,11 @@ func TestContractServersReadEveryMicroversion(t *testing.T) {
 			if wantEvents := tok == "admin" || v.AtLeast(51); hasEvents != wantEvents {
 				t.Errorf("%s %s: instance action events shown = %v, want %v", tok, v, hasEvents, wantEvents)
 			}
+			if tok == "admin" {
+				for _, id := range []string{w.active, w.shutoff} {
+					f.check(t, ts, v, contractCall{tok, "GET", "/v2.1/servers/" + id + "/diagnostics", "", "servers", "show_server_diagnostics"})
+				}
+			}
 			if v.AtLeast(21) {
 				body := f.check(t, ts, v, contractCall{tok, "GET", "/v2.1/servers/" + w.deleted + "/os-instance-actions", "", "servers", "list_instance_actions"})
 				if n := len(body["instanceActions"].([]any)); n != 2 {
@@ -572,4 +577,80 @@ func TestContractInstanceActionsRecordOnlyRealActions(t *testing.T) {
 	if resp, _ := f.do("GET", "/v2.1/servers/"+id+"/os-instance-actions/"+reqID, "demo", ""); resp.StatusCode != 200 {
 		t.Errorf("reboot action not found by its request id: %d", resp.StatusCode)
 	}
+}
+
+func TestContractTenantUsage(t *testing.T) {
+	f := newFixture(t)
+	ts := loadTempestSchemas(t)
+	w := seedContractWorld(t, f)
+	now := time.Now().UTC()
+	period := "?start=" + now.Add(-24*time.Hour).Format("2006-01-02T15:04:05.000000") + "&end=" + now.Add(24*time.Hour).Format("2006-01-02T15:04:05.000000")
+	for _, v := range []apiVersion{{2, 1}, {2, 40}, {2, 60}} {
+		body := f.check(t, ts, v, contractCall{"admin", "GET", "/v2.1/os-simple-tenant-usage" + period + "&detailed=1", "", "tenant_usages", "list_tenant_usage"})
+		if u := body["tenant_usages"].([]any); len(u) != 1 || len(u[0].(map[string]any)) != 8 {
+			t.Errorf("list usage: %v", body)
+		}
+		for _, tok := range []string{"admin", "demo"} {
+			body := f.check(t, ts, v, contractCall{tok, "GET", "/v2.1/os-simple-tenant-usage/p-demo" + period, "", "tenant_usages", "get_tenant_usage"})
+			u := body["tenant_usage"].(map[string]any)
+			if len(u) != 8 || u["total_hours"].(float64) <= 0 {
+				t.Errorf("%s usage of p-demo: %v", tok, u)
+			}
+			found := false
+			for _, su := range u["server_usages"].([]any) {
+				found = found || su.(map[string]any)["instance_id"] == w.active
+			}
+			if !found {
+				t.Errorf("active server missing from usage %v", u)
+			}
+		}
+	}
+	for _, c := range []struct {
+		token, path string
+		status      int
+		fault       string
+	}{
+		{"demo", "/v2.1/os-simple-tenant-usage" + period, 403, "forbidden"},
+		{"demo", "/v2.1/os-simple-tenant-usage/p-other" + period, 403, "forbidden"},
+		{"admin", "/v2.1/os-simple-tenant-usage/" + period, 404, "itemNotFound"},
+		{"admin", "/v2.1/os-simple-tenant-usage/p-demo?start=2024-01-02T00:00:00&end=2024-01-01T00:00:00", 400, "badRequest"},
+		{"admin", "/v2.1/os-simple-tenant-usage/p-demo?start=yesterday", 400, "badRequest"},
+	} {
+		resp, body := f.do("GET", c.path, c.token, "")
+		expectFault(t, resp, body, c.status, c.fault)
+	}
+}
+
+func TestContractCreateSecurityGroups(t *testing.T) {
+	f := newFixture(t)
+	mk := func(sg string) (*http.Response, map[string]any) {
+		return f.do("POST", "/v2.1/servers", "demo", `{"server":{"name":"n","imageRef":"`+f.image+`","flavorRef":"1","security_groups":`+sg+`}}`)
+	}
+	if resp, body := mk(`[{"name":"default"}]`); resp.StatusCode != 202 {
+		t.Errorf("default group: %d %v", resp.StatusCode, body)
+	}
+	resp, body := mk(`[{"name":"does_not_exist"}]`)
+	expectFault(t, resp, body, 400, "badRequest")
+}
+
+func TestContractQuotaSets(t *testing.T) {
+	f := newFixture(t)
+	ts := loadTempestSchemas(t)
+	seedContractWorld(t, f)
+	for _, v := range allVersions() {
+		for _, tok := range []string{"demo", "admin"} {
+			q := f.check(t, ts, v, contractCall{tok, "GET", "/v2.1/os-quota-sets/p-demo", "", "quotas", "get_quota_set"})
+			f.check(t, ts, v, contractCall{tok, "GET", "/v2.1/os-quota-sets/p-demo?user_id=u-demo", "", "quotas", "get_quota_set"})
+			d := f.check(t, ts, v, contractCall{tok, "GET", "/v2.1/os-quota-sets/p-demo/defaults", "", "quotas", "get_quota_set"})
+			if fmt.Sprint(q) != fmt.Sprint(d) || q["quota_set"].(map[string]any)["id"] != "p-demo" {
+				t.Errorf("%s quota set %v differs from defaults %v", v, q, d)
+			}
+			det := f.check(t, ts, v, contractCall{tok, "GET", "/v2.1/os-quota-sets/p-demo/detail", "", "quotas", "get_quota_set_details"})
+			if used := det["quota_set"].(map[string]any)["instances"].(map[string]any)["in_use"]; used != float64(5) {
+				t.Errorf("instances in use = %v, want 5", used)
+			}
+		}
+	}
+	resp, body := f.do("GET", "/v2.1/os-quota-sets/p-admin", "demo", "")
+	expectFault(t, resp, body, 403, "forbidden")
 }

@@ -148,6 +148,9 @@ func (c *cli) benchBoot(ctx context.Context, args []string) error {
 		_ = deleteAndWait(ctx, cc, k.(string))
 		return true
 	})
+	if *dockerHost != "" && imgRef == "" {
+		fmt.Fprintln(os.Stderr, "bench: raw docker baseline skipped: pass --raw-image REGISTRY_REF")
+	}
 	if *dockerHost != "" && imgRef != "" {
 		raw, err := rawDockerBench(ctx, *dockerHost, imgRef, flv, *count, *conc)
 		if err != nil {

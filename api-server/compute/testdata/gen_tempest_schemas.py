@@ -31,6 +31,7 @@ MODULES = {
     'versions': ['v2_1'],
     'keypairs': ['v2_1'],
     'tenant_usages': ['v2_1'],
+    'quotas': ['v2_1', 'v2_36', 'v2_57'],
 }
 
 # Server schemas for calls Capsule serves; the other modules are taken whole.
@@ -39,7 +40,7 @@ SERVER_CALLS = {
     'update_server', 'delete_server', 'list_instance_actions', 'show_instance_action', 'list_addresses',
     'list_addresses_by_network', 'get_console_output', 'set_server_metadata', 'list_server_metadata',
     'update_server_metadata', 'set_show_server_metadata_item', 'delete_server_metadata_item',
-    'list_volume_attachments', 'server_actions_common_schema',
+    'list_volume_attachments', 'server_actions_common_schema', 'show_server_diagnostics',
 }
 
 
