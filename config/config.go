@@ -23,6 +23,20 @@ type Config struct {
 	Agent     Agent     `yaml:"agent"`
 	Registry  Registry  `yaml:"registry"`
 	Quota     Quota     `yaml:"quota"`
+	Network   Network   `yaml:"network"`
+}
+
+// Network is the control plane's view of the data-centre network.
+type Network struct {
+	// TenantPhysicalNetwork and the VLAN range are where a network a
+	// tenant creates (without provider attributes) gets its VLAN.
+	TenantPhysicalNetwork string `yaml:"tenant_physical_network"`
+	TenantVLANMin         int    `yaml:"tenant_vlan_min"`
+	TenantVLANMax         int    `yaml:"tenant_vlan_max"`
+	// PhysicalNetworks lists the physical networks that exist (agents map
+	// each to an OVS bridge with bridge_mappings).
+	PhysicalNetworks []string `yaml:"physical_networks"`
+	MTU              int      `yaml:"mtu"`
 }
 
 // Quota is the default compute quota of every project (Nova's defaults).
@@ -87,6 +101,9 @@ type Agent struct {
 	ReservedMemoryMB    int           `yaml:"reserved_memory_mb"`
 	HeartbeatInterval   time.Duration `yaml:"heartbeat_interval"`
 	StopTimeout         time.Duration `yaml:"stop_timeout"`
+	// BridgeMappings maps physical network names to this host's OVS
+	// bridges (Neutron's bridge_mappings), e.g. physnet1: br-physnet1.
+	BridgeMappings map[string]string `yaml:"bridge_mappings"`
 }
 
 // Registry is the private image registry.
@@ -109,9 +126,12 @@ func Default() Config {
 		Conductor: Conductor{BuildTimeout: 10 * time.Minute},
 		Agent: Agent{Host: host, Zone: "nova", HostIP: "127.0.0.1", DockerHost: "unix:///run/capsule/docker.sock",
 			Driver: "docker", PidsLimit: 1024, CPUAllocationRatio: 16, RAMAllocationRatio: 1, DiskAllocationRatio: 1,
-			ReservedMemoryMB: 512, HeartbeatInterval: 10 * time.Second, StopTimeout: 10 * time.Second},
+			ReservedMemoryMB: 512, HeartbeatInterval: 10 * time.Second, StopTimeout: 10 * time.Second,
+			BridgeMappings: map[string]string{"physnet1": "br-physnet1"}},
 		Registry: Registry{Address: "127.0.0.1:5050"},
 		Quota:    Quota{Instances: 10, Cores: 20, RAMMB: 51200},
+		Network: Network{TenantPhysicalNetwork: "physnet1", TenantVLANMin: 100, TenantVLANMax: 199,
+			PhysicalNetworks: []string{"physnet1"}, MTU: 1500},
 	}
 }
 

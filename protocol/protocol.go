@@ -47,6 +47,32 @@ type InstanceSpec struct {
 	DiskGB     int               `json:"disk_gb"`
 	ExtraSpecs map[string]string `json:"extra_specs,omitempty"`
 	Metadata   map[string]string `json:"metadata,omitempty"`
+	// NICs are plumbed, in order (eth0, eth1, ...), before the workload
+	// starts; none means the server has no network.
+	NICs []NIC `json:"nics,omitempty"`
+}
+
+// NIC is one network interface of a server: a Neutron port bound to the
+// server's host, with a static address on a VLAN (or flat) network.
+type NIC struct {
+	PortID          string   `json:"port_id"`
+	NetworkID       string   `json:"network_id"`
+	MAC             string   `json:"mac"`
+	IPs             []IP     `json:"ips"`
+	Gateway         string   `json:"gateway,omitempty"` // default route via it (first NIC with one)
+	DNS             []string `json:"dns,omitempty"`
+	MTU             int      `json:"mtu"`
+	PhysicalNetwork string   `json:"physical_network"`
+	NetworkType     string   `json:"network_type"`    // vlan | flat
+	SegmentationID  int      `json:"segmentation_id"` // VLAN id; 0 for flat
+	PortSecurity    bool     `json:"port_security"`   // anti-spoofing flows on
+}
+
+// IP is one fixed address of a NIC.
+type IP struct {
+	Address   string `json:"address"`
+	PrefixLen int    `json:"prefix_len"`
+	SubnetID  string `json:"subnet_id"`
 }
 
 // BuildInstance asks an agent to create and start an instance.
