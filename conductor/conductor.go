@@ -191,7 +191,7 @@ func (c *Conductor) onBuildReport(ctx context.Context, inst *store.Instance, r p
 		// before acking the report): send it again. A duplicate is
 		// harmless, the scheduler is idempotent per attempt.
 		c.log.Info("build failure seen again; re-sending its reschedule", "instance", inst.ID, "host", r.Host, "attempt", inst.BuildAttempts)
-		return c.reschedule(ctx, inst.ID, r.RequestID, inst.BuildAttempts, splitHosts(inst.TriedHosts))
+		return c.reschedule(ctx, inst.ID, r.RequestID, inst.BuildAttempts, inst.TriedHostList())
 	}
 	if inst.Host != r.Host {
 		c.log.Debug("stale build report ignored", "instance", inst.ID, "host", r.Host, "instance_host", inst.Host)
@@ -208,7 +208,7 @@ func (c *Conductor) onBuildReport(ctx context.Context, inst *store.Instance, r p
 		return err
 	}
 	// The build failed on r.Host: retry elsewhere or give up.
-	tried := splitHosts(inst.TriedHosts)
+	tried := inst.TriedHostList()
 	tried = append(tried, r.Host)
 	attempt := max(r.Attempt, inst.BuildAttempts, 1)
 	c.log.Warn("build failed", "instance", inst.ID, "host", r.Host, "attempt", attempt, "error", r.Error)
@@ -255,7 +255,7 @@ func (c *Conductor) failBuild(ctx context.Context, id, host string, fields map[s
 // rescheduledBy reports whether inst is waiting for a host because of the
 // failure r reports (r is a duplicate of a report already handled).
 func rescheduledBy(inst *store.Instance, r protocol.InstanceReport) bool {
-	tried := splitHosts(inst.TriedHosts)
+	tried := inst.TriedHostList()
 	return lifecycle.TaskState(inst.TaskState) == lifecycle.Scheduling && inst.Host == "" &&
 		r.Attempt > 0 && inst.BuildAttempts == r.Attempt+1 &&
 		len(tried) > 0 && tried[len(tried)-1] == r.Host
@@ -415,14 +415,4 @@ func (c *Conductor) periodic(ctx context.Context) {
 	if err != nil {
 		c.log.Error("drop claims of deleted instances", "error", err)
 	}
-}
-
-func splitHosts(s string) []string {
-	var out []string
-	for _, h := range strings.Split(s, ",") {
-		if h = strings.TrimSpace(h); h != "" {
-			out = append(out, h)
-		}
-	}
-	return out
 }

@@ -2,23 +2,16 @@ package conductor
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"io"
 	"log/slog"
-	"net/url"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"gorm.io/driver/postgres"
-	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/config"
-	"github.com/capsule-cloud/capsule/internal/testenv"
+	"github.com/capsule-cloud/capsule/internal/storetest"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/store"
@@ -26,58 +19,6 @@ import (
 
 // testNow is the conductor's clock in the tests.
 var testNow = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
-
-func openSQLite(t *testing.T) *store.Store {
-	t.Helper()
-	st, err := store.Open(context.Background(), "sqlite", filepath.Join(t.TempDir(), "capsule.db"))
-	if err != nil {
-		t.Fatalf("open sqlite: %v", err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
-}
-
-// openPostgres creates a database of its own on the test server (so runs
-// never see each other's rows) and drops it after the test.
-func openPostgres(t *testing.T) *store.Store {
-	t.Helper()
-	dsn := testenv.PostgresDSN(t)
-	admin, err := gorm.Open(postgres.Open(dsn), &gorm.Config{Logger: logger.Default.LogMode(logger.Silent)})
-	if err != nil {
-		t.Fatalf("connect to postgres: %v", err)
-	}
-	b := make([]byte, 6)
-	rand.Read(b)
-	name := "capsule_cond_" + hex.EncodeToString(b)
-	if err := admin.Exec("CREATE DATABASE " + name).Error; err != nil {
-		t.Fatalf("create database %s: %v", name, err)
-	}
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatalf("parse dsn: %v", err)
-	}
-	u.Path = "/" + name
-	st, err := store.Open(context.Background(), "postgres", u.String())
-	if err != nil {
-		t.Fatalf("open postgres store: %v", err)
-	}
-	t.Cleanup(func() {
-		st.Close()
-		if err := admin.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)").Error; err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-		}
-		if db, err := admin.DB(); err == nil {
-			db.Close()
-		}
-	})
-	return st
-}
-
-// forEachDB runs f on SQLite and on PostgreSQL.
-func forEachDB(t *testing.T, f func(t *testing.T, st *store.Store)) {
-	t.Run("sqlite", func(t *testing.T) { f(t, openSQLite(t)) })
-	t.Run("postgres", func(t *testing.T) { f(t, openPostgres(t)) })
-}
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
@@ -248,3 +189,9 @@ func sameInstance(t *testing.T, got, want store.Instance) {
 		t.Errorf("instance touched: deleted_at %v→%v, updated_at %v→%v", want.DeletedAt, got.DeletedAt, want.UpdatedAt, got.UpdatedAt)
 	}
 }
+
+func openSQLite(t *testing.T) *store.Store { return storetest.SQLite(t) }
+
+func openPostgres(t *testing.T) *store.Store { return storetest.Postgres(t) }
+
+func forEachDB(t *testing.T, f func(t *testing.T, st *store.Store)) { storetest.ForEach(t, f) }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -84,7 +83,7 @@ func (s *Scheduler) schedule(ctx context.Context, req protocol.ScheduleInstance)
 	}
 
 	excluded := slices.Clone(req.Excluded)
-	for _, h := range splitHosts(inst.TriedHosts) {
+	for _, h := range inst.TriedHostList() {
 		if !slices.Contains(excluded, h) {
 			excluded = append(excluded, h)
 		}
@@ -300,14 +299,4 @@ func (s *Scheduler) zoneOf(ctx context.Context, host string) (string, error) {
 		return DefaultZone, nil
 	}
 	return svc.Zone, nil
-}
-
-func splitHosts(s string) []string {
-	var out []string
-	for _, h := range strings.Split(s, ",") {
-		if h = strings.TrimSpace(h); h != "" {
-			out = append(out, h)
-		}
-	}
-	return out
 }

@@ -2,75 +2,15 @@ package store_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/url"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
-	"gorm.io/driver/postgres"
-	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
-
-	"github.com/capsule-cloud/capsule/internal/testenv"
+	"github.com/capsule-cloud/capsule/internal/storetest"
 	"github.com/capsule-cloud/capsule/store"
 )
-
-// openClaimsSQLite opens a fresh SQLite store in the test's temp dir.
-func openClaimsSQLite(t *testing.T) *store.Store {
-	t.Helper()
-	st, err := store.Open(context.Background(), "sqlite", filepath.Join(t.TempDir(), "capsule.db"))
-	if err != nil {
-		t.Fatalf("open sqlite: %v", err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
-}
-
-// openClaimsPostgres creates a database of its own on the test server, so
-// parallel test runs never see each other's rows, and drops it after.
-func openClaimsPostgres(t *testing.T) *store.Store {
-	t.Helper()
-	dsn := testenv.PostgresDSN(t)
-	admin, err := gorm.Open(postgres.Open(dsn), &gorm.Config{Logger: logger.Default.LogMode(logger.Silent)})
-	if err != nil {
-		t.Fatalf("connect to postgres: %v", err)
-	}
-	b := make([]byte, 6)
-	rand.Read(b)
-	name := "capsule_claims_" + hex.EncodeToString(b)
-	if err := admin.Exec("CREATE DATABASE " + name).Error; err != nil {
-		t.Fatalf("create database %s: %v", name, err)
-	}
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatalf("parse dsn: %v", err)
-	}
-	u.Path = "/" + name
-	st, err := store.Open(context.Background(), "postgres", u.String())
-	if err != nil {
-		t.Fatalf("open postgres store: %v", err)
-	}
-	t.Cleanup(func() {
-		st.Close()
-		if err := admin.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)").Error; err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-		}
-		if db, err := admin.DB(); err == nil {
-			db.Close()
-		}
-	})
-	return st
-}
-
-func forEachClaimsDB(t *testing.T, f func(t *testing.T, st *store.Store)) {
-	t.Run("sqlite", func(t *testing.T) { f(t, openClaimsSQLite(t)) })
-	t.Run("postgres", func(t *testing.T) { f(t, openClaimsPostgres(t)) })
-}
 
 func addClaimsHost(t *testing.T, st *store.Store, host string, vcpus, memMB, diskGB int) {
 	t.Helper()
@@ -105,7 +45,7 @@ func TestFits(t *testing.T) {
 }
 
 func TestClaimOnHost(t *testing.T) {
-	forEachClaimsDB(t, func(t *testing.T, st *store.Store) {
+	storetest.ForEach(t, func(t *testing.T, st *store.Store) {
 		ctx := context.Background()
 		addClaimsHost(t, st, "h1", 2, 1024, 10)
 		want := store.Resources{VCPUs: 1, MemoryMB: 512, DiskGB: 5}
@@ -151,7 +91,7 @@ func TestClaimOnHost(t *testing.T) {
 // TestClaimOnHostConcurrent hammers one host: the claims that succeed
 // must never exceed its capacity.
 func TestClaimOnHostConcurrent(t *testing.T) {
-	forEachClaimsDB(t, func(t *testing.T, st *store.Store) {
+	storetest.ForEach(t, func(t *testing.T, st *store.Store) {
 		ctx := context.Background()
 		addClaimsHost(t, st, "h1", 8, 4096, 100)
 		var wg sync.WaitGroup

@@ -21,12 +21,8 @@ import (
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/api-server/identity"
-	"github.com/capsule-cloud/capsule/internal/testenv"
+	"github.com/capsule-cloud/capsule/internal/storetest"
 	"github.com/capsule-cloud/capsule/store"
-	"github.com/google/uuid"
-	"gorm.io/driver/postgres"
-	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 )
 
 // env is an identity server over a fresh SQLite store with an admin and a
@@ -41,57 +37,13 @@ type env struct {
 	projID string
 }
 
-func openSQLite(t *testing.T) *store.Store {
-	t.Helper()
-	st, err := store.Open(context.Background(), "sqlite", filepath.Join(t.TempDir(), "capsule.db"))
-	if err != nil {
-		t.Fatalf("open store: %v", err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	return st
-}
-
-// openPostgres creates a database of its own on the test server and drops
-// it afterwards.
-func openPostgres(t *testing.T) *store.Store {
-	t.Helper()
-	dsn := testenv.PostgresDSN(t)
-	admin, err := gorm.Open(postgres.Open(dsn), &gorm.Config{Logger: logger.Default.LogMode(logger.Silent)})
-	if err != nil {
-		t.Fatalf("connect to postgres: %v", err)
-	}
-	name := "capsule_identity_" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12]
-	if err := admin.Exec("CREATE DATABASE " + name).Error; err != nil {
-		t.Fatalf("create database %s: %v", name, err)
-	}
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Path = "/" + name
-	st, err := store.Open(context.Background(), "postgres", u.String())
-	if err != nil {
-		t.Fatalf("open postgres store: %v", err)
-	}
-	t.Cleanup(func() {
-		st.Close()
-		if err := admin.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)").Error; err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-		}
-		if db, err := admin.DB(); err == nil {
-			db.Close()
-		}
-	})
-	return st
-}
-
 // forEachDB runs f against SQLite and PostgreSQL.
 func forEachDB(t *testing.T, f func(t *testing.T, e *env)) {
-	t.Run("sqlite", func(t *testing.T) { f(t, newEnvOn(t, openSQLite(t))) })
-	t.Run("postgres", func(t *testing.T) { f(t, newEnvOn(t, openPostgres(t))) })
+	t.Run("sqlite", func(t *testing.T) { f(t, newEnvOn(t, storetest.SQLite(t))) })
+	t.Run("postgres", func(t *testing.T) { f(t, newEnvOn(t, storetest.Postgres(t))) })
 }
 
-func newEnv(t *testing.T) *env { return newEnvOn(t, openSQLite(t)) }
+func newEnv(t *testing.T) *env { return newEnvOn(t, storetest.SQLite(t)) }
 
 func newEnvOn(t *testing.T, st *store.Store) *env {
 	t.Helper()
