@@ -175,31 +175,9 @@ func (s *Service) listFlavors(detail bool) http.HandlerFunc {
 			}
 			return less
 		})
-		if m := q.Get("marker"); m != "" {
-			idx := -1
-			for i := range fls {
-				if fls[i].FlavorID == m {
-					idx = i
-				}
-			}
-			if idx < 0 {
-				writeError(w, http.StatusBadRequest, fmt.Sprintf("marker [%s] not found", m))
-				return
-			}
-			fls = fls[idx+1:]
-		}
-		limit := -1
-		if l := q.Get("limit"); l != "" {
-			n, err := strconv.Atoi(l)
-			if err != nil || n < 0 {
-				writeError(w, http.StatusBadRequest, "limit param must be an integer")
-				return
-			}
-			limit = n
-		}
-		more := false
-		if limit >= 0 && len(fls) > limit {
-			fls, more = fls[:limit], true
+		fls, limit, more, ok := pageOf(w, r, fls, func(f *store.Flavor) string { return f.FlavorID })
+		if !ok {
+			return
 		}
 		items := make([]any, 0, len(fls))
 		for i := range fls {
@@ -215,13 +193,7 @@ func (s *Service) listFlavors(detail bool) http.HandlerFunc {
 		}
 		out := map[string]any{"flavors": items}
 		if more && limit > 0 {
-			nq := r.URL.Query()
-			nq.Set("marker", fls[len(fls)-1].FlavorID)
-			path := "/v2.1/flavors"
-			if detail {
-				path += "/detail"
-			}
-			out["flavors_links"] = []map[string]string{link("next", s.baseURL(r)+path+"?"+nq.Encode())}
+			out["flavors_links"] = s.nextLinks(r, "flavors", detail, limit, fls[len(fls)-1].FlavorID)
 		}
 		writeJSON(w, http.StatusOK, out)
 	}

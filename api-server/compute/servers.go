@@ -556,34 +556,9 @@ func (s *Service) listServers(detail bool) http.HandlerFunc {
 				return insts[i].Name > insts[j].Name
 			})
 		}
-		// Paging: marker is the last id seen.
-		if m := q.Get("marker"); m != "" {
-			idx := -1
-			for i, in := range insts {
-				if in.ID == m {
-					idx = i
-					break
-				}
-			}
-			if idx < 0 {
-				writeError(w, http.StatusBadRequest, fmt.Sprintf("marker [%s] not found", m))
-				return
-			}
-			insts = insts[idx+1:]
-		}
-		limit := -1
-		if l := q.Get("limit"); l != "" {
-			n, err := strconv.Atoi(l)
-			if err != nil || n < 0 {
-				writeError(w, http.StatusBadRequest, "limit param must be an integer")
-				return
-			}
-			limit = min(n, 1000)
-		}
-		more := false
-		if limit >= 0 && len(insts) > limit {
-			insts = insts[:limit]
-			more = true
+		insts, limit, more, ok := pageOf(w, r, insts, func(i *store.Instance) string { return i.ID })
+		if !ok {
+			return
 		}
 		items := make([]any, 0, len(insts))
 		for i := range insts {
@@ -595,15 +570,8 @@ func (s *Service) listServers(detail bool) http.HandlerFunc {
 			}
 		}
 		out := map[string]any{"servers": items}
-		if limit > 0 && len(insts) == limit && more {
-			nq := r.URL.Query()
-			nq.Set("limit", strconv.Itoa(limit))
-			nq.Set("marker", insts[len(insts)-1].ID)
-			path := "/v2.1/servers"
-			if detail {
-				path += "/detail"
-			}
-			out["servers_links"] = []map[string]string{link("next", s.baseURL(r)+path+"?"+nq.Encode())}
+		if more && limit > 0 {
+			out["servers_links"] = s.nextLinks(r, "servers", detail, limit, insts[len(insts)-1].ID)
 		}
 		writeJSON(w, http.StatusOK, out)
 	}
