@@ -12,8 +12,11 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sync/errgroup"
@@ -21,9 +24,10 @@ import (
 	"github.com/capsule-cloud/capsule/config"
 )
 
-const usage = `usage: capsuled [-config FILE] [-log-level debug|info|warn] ROLE
+const usage = `usage: capsuled [-config FILE] [-log-level debug|info|warn] ROLE[,ROLE...]
 roles:
-  all         api + scheduler + conductor + agent in one process (all-in-one)
+  all         api + scheduler + conductor + agent in one process (all-in-one);
+              or a list, e.g. api,scheduler,conductor for a control-plane node
   api         the OpenStack API (identity, compute, image, network)
   scheduler   places instances on hosts
   conductor   records agents' reports in the database
@@ -74,24 +78,47 @@ func run(args []string) error {
 		return nil
 	case "bootstrap":
 		return bootstrap(ctx, cfg, rest, log)
-	case "all", "api", "scheduler", "conductor", "agent":
-		return runRoles(ctx, cfg, role, log)
+	}
+	if roles, ok := parseRoles(role); ok {
+		return runRoles(ctx, cfg, roles, log)
 	}
 	fs.Usage()
 	return fmt.Errorf("unknown role %q", role)
 }
 
-// runRoles starts the requested role(s) sharing one database handle and
-// one bus connection, and stops them all when one fails or a signal
-// arrives.
-func runRoles(ctx context.Context, cfg config.Config, role string, log *slog.Logger) error {
-	deps, err := connect(ctx, cfg, role != "agent", log)
+// parseRoles reads "all" or a comma-separated list of roles, e.g.
+// "api,scheduler,conductor" for a control-plane node.
+func parseRoles(arg string) (map[string]bool, bool) {
+	known := []string{"api", "scheduler", "conductor", "agent"}
+	roles := map[string]bool{}
+	if arg == "all" {
+		for _, r := range known {
+			roles[r] = true
+		}
+		return roles, true
+	}
+	for _, r := range strings.Split(arg, ",") {
+		if !slices.Contains(known, r) {
+			return nil, false
+		}
+		roles[r] = true
+	}
+	return roles, len(roles) > 0
+}
+
+// runRoles starts the requested roles sharing one database handle and one
+// bus connection, and stops them all when one fails or a signal arrives.
+// An agent-only process never opens the database.
+func runRoles(ctx context.Context, cfg config.Config, roles map[string]bool, log *slog.Logger) error {
+	role := strings.Join(slices.Sorted(maps.Keys(roles)), ",")
+	needDB := roles["api"] || roles["scheduler"] || roles["conductor"]
+	deps, err := connect(ctx, cfg, needDB, log)
 	if err != nil {
 		return err
 	}
 	defer deps.close()
 	g, ctx := errgroup.WithContext(ctx)
-	want := func(r string) bool { return role == "all" || role == r }
+	want := func(r string) bool { return roles[r] }
 	if want("conductor") {
 		g.Go(func() error { return runConductor(ctx, cfg, deps, log) })
 	}
