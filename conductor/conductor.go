@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -48,6 +49,10 @@ func (c *Conductor) Run(ctx context.Context) error {
 	if err := c.b.Consume(ctx, bus.ConductorQueue, c.Handle); err != nil {
 		return fmt.Errorf("conductor: consume: %w", err)
 	}
+	host, _ := os.Hostname()
+	go c.st.KeepAlive(ctx, host, store.ConductorBinary, 10*time.Second, func(err error) {
+		c.log.Warn("conductor heartbeat", "error", err)
+	})
 	t := time.NewTicker(30 * time.Second)
 	defer t.Stop()
 	for {

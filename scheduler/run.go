@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"time"
 
@@ -24,7 +25,10 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		return fmt.Errorf("scheduler: consume %s: %w", bus.SchedulerQueue, err)
 	}
 	s.log.Info("scheduler running", "weigher", s.weigher.Name(), "service_down_time", s.cfg.ServiceDownTime)
-	<-ctx.Done()
+	host, _ := os.Hostname()
+	s.st.KeepAlive(ctx, host, store.SchedulerBinary, 10*time.Second, func(err error) {
+		s.log.Warn("scheduler heartbeat", "error", err)
+	})
 	return nil
 }
 

@@ -43,3 +43,23 @@ func TestRecordEventIsIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestHeartbeatRegistersThenUpdates(t *testing.T) {
+	ctx := context.Background()
+	st, err := Open(ctx, "sqlite", filepath.Join(t.TempDir(), "h.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := 0; i < 2; i++ {
+		if err := st.Heartbeat(ctx, "ctl1", SchedulerBinary, t0.Add(time.Duration(i)*time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var svcs []Service
+	st.DB.Find(&svcs)
+	if len(svcs) != 1 || svcs[0].Zone != "internal" || !svcs[0].LastHeartbeat.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("services %+v", svcs)
+	}
+}
