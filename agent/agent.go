@@ -47,6 +47,9 @@ type Agent struct {
 	locks    *instanceLocks
 	deleted  *tombstones
 	inflight *inflight
+
+	plumber Plumber // nil: no networking on this host
+	nics    *nicCache
 }
 
 // Option tunes an Agent beyond config.Agent.
@@ -119,6 +122,7 @@ func New(cfg config.Agent, drv drivers.Driver, b bus.Bus, log *slog.Logger, opts
 		locks:             newInstanceLocks(),
 		deleted:           newTombstones(tombstoneTTL),
 		inflight:          newInflight(),
+		nics:              newNICCache(),
 	}
 	for _, o := range opts {
 		o(a)

@@ -1,12 +1,19 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/pkg/stdcopy"
 	"github.com/google/uuid"
 
 	"github.com/capsule-cloud/capsule/drivers"
@@ -22,7 +29,8 @@ import (
 func newDockerEnv(t *testing.T, ctx context.Context) (*env, *docker.Driver, string) {
 	t.Helper()
 	host := testenv.DockerHost(t)
-	drv, err := docker.New(ctx, docker.Options{Host: host, StopTimeout: 5 * time.Second, Logger: testLogger(t)})
+	drv, err := docker.New(ctx, docker.Options{Host: host, StopTimeout: 5 * time.Second, Logger: testLogger(t),
+		SandboxImage: testenv.Image(t)})
 	if err != nil {
 		t.Fatalf("docker.New: %v", err)
 	}
@@ -142,4 +150,159 @@ func TestAgentWithDockerBuildFailure(t *testing.T) {
 	if st, err := drv.Status(ctx, id); !errors.Is(err, drivers.ErrNotFound) {
 		t.Errorf("after the failed build: status %+v, err %v; want no container", st, err)
 	}
+}
+
+// nsPlumber is a Plumber for the docker tests: it plugs nothing but
+// checks, at each Plug, that the namespace exists and that the workload
+// does not run yet (or runs in it), and records its identity.
+type nsPlumber struct {
+	drv *docker.Driver
+
+	mu    sync.Mutex
+	plugs []uint64 // netns inode of each Plug
+	bad   []string
+}
+
+func (p *nsPlumber) Plug(ctx context.Context, id, netns string, nics []protocol.NIC) error {
+	fi, err := os.Stat(netns)
+	if err != nil {
+		return fmt.Errorf("netns %s: %w", netns, err)
+	}
+	ino := fi.Sys().(*syscall.Stat_t).Ino
+	c, err := p.drv.Client().ContainerInspect(ctx, docker.ContainerName(id))
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c.State.Running {
+		if w := nsInode(c.State.Pid); w != ino {
+			p.bad = append(p.bad, fmt.Sprintf("plug into netns %d while the workload runs in %d", ino, w))
+		}
+	}
+	p.plugs = append(p.plugs, ino)
+	return nil
+}
+
+func (p *nsPlumber) Unplug(context.Context, string, []protocol.NIC) error { return nil }
+func (p *nsPlumber) UnplugInstance(context.Context, string) error         { return nil }
+func (p *nsPlumber) RemoveOrphans(context.Context, func(string) bool) ([]string, error) {
+	return nil, nil
+}
+
+func (p *nsPlumber) last() (uint64, int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.plugs) == 0 {
+		return 0, 0
+	}
+	return p.plugs[len(p.plugs)-1], len(p.plugs)
+}
+
+func nsInode(pid int) uint64 {
+	fi, err := os.Stat(fmt.Sprintf("/proc/%d/ns/net", pid))
+	if err != nil {
+		return 0
+	}
+	return fi.Sys().(*syscall.Stat_t).Ino
+}
+
+// TestAgentWithDockerPlumbsTheSandbox: a build with NICs plumbs the
+// sandbox's namespace before the workload starts and the workload runs in
+// exactly that namespace, with the NICs' name servers; after a stop the
+// start plumbs the new namespace first, and reboots keep it.
+func TestAgentWithDockerPlumbsTheSandbox(t *testing.T) {
+	image := testenv.Image(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	host := testenv.DockerHost(t)
+	drv, err := docker.New(ctx, docker.Options{Host: host, StopTimeout: 5 * time.Second, Logger: testLogger(t), SandboxImage: image})
+	if err != nil {
+		t.Fatalf("docker.New: %v", err)
+	}
+	t.Cleanup(func() { drv.Close() })
+	id := "agtest-" + uuid.NewString()
+	t.Cleanup(func() {
+		cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := drv.Destroy(cctx, id); err != nil {
+			t.Errorf("cleanup: destroy %s: %v", id, err)
+		}
+	})
+	p := &nsPlumber{drv: drv}
+	cfg := testConfig()
+	cfg.StopTimeout = 5 * time.Second
+	e := newEnv(t, drv, cfg, WithPlumber(p))
+	e.serveConductor()
+	e.start()
+
+	workloadNS := func() uint64 {
+		c, err := drv.Client().ContainerInspect(ctx, docker.ContainerName(id))
+		if err != nil || !c.State.Running {
+			t.Fatalf("workload not running: %v", err)
+		}
+		return nsInode(c.State.Pid)
+	}
+
+	spec := netSpec(id)
+	spec.ImageRef = image
+	e.publish(protocol.KindBuildInstance, protocol.BuildInstance{RequestID: "req-p1", Attempt: 1, Spec: spec})
+	if r := e.waitReport(id, 1, 2*time.Minute); !r.OK {
+		t.Fatalf("build report = %+v", r)
+	}
+	plugged, n := p.last()
+	if n != 1 {
+		t.Fatalf("%d plugs during the build, want 1", n)
+	}
+	if w := workloadNS(); w != plugged {
+		t.Errorf("workload runs in netns %d, the plumbed one is %d", w, plugged)
+	}
+	code, out, err := execInContainer(ctx, drv, docker.ContainerName(id), "cat", "/etc/resolv.conf")
+	if err != nil || code != 0 || !strings.Contains(out, "nameserver 10.0.0.53") || !strings.Contains(out, "nameserver 10.1.0.53") {
+		t.Errorf("resolv.conf = %q (%d, %v), want the NICs' name servers", out, code, err)
+	}
+
+	steps := []lifecycle.Action{lifecycle.ActReboot, lifecycle.ActRebootHard, lifecycle.ActStop, lifecycle.ActStart}
+	for i, act := range steps {
+		e.action(id, "req-p2", act)
+		if r := e.waitReport(id, i+2, time.Minute); !r.OK {
+			t.Fatalf("%s report = %+v", act, r)
+		}
+		if act == lifecycle.ActStop {
+			continue
+		}
+		ns, _ := p.last()
+		if w := workloadNS(); w != ns {
+			t.Errorf("after %s the workload runs in netns %d, the last plumbed is %d", act, w, ns)
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.bad) > 0 {
+		t.Errorf("plumbing mistakes: %v", p.bad)
+	}
+}
+
+// execInContainer runs cmd in a container and returns its exit code and
+// output.
+func execInContainer(ctx context.Context, drv *docker.Driver, name string, cmd ...string) (int, string, error) {
+	cli := drv.Client()
+	ex, err := cli.ContainerExecCreate(ctx, name, container.ExecOptions{Cmd: cmd, AttachStdout: true, AttachStderr: true})
+	if err != nil {
+		return 0, "", err
+	}
+	att, err := cli.ContainerExecAttach(ctx, ex.ID, container.ExecAttachOptions{})
+	if err != nil {
+		return 0, "", err
+	}
+	defer att.Close()
+	var buf bytes.Buffer
+	if _, err := stdcopy.StdCopy(&buf, &buf, att.Reader); err != nil {
+		return 0, "", err
+	}
+	ins, err := cli.ContainerExecInspect(ctx, ex.ID)
+	if err != nil {
+		return 0, "", err
+	}
+	return ins.ExitCode, buf.String(), nil
 }

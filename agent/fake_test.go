@@ -85,7 +85,7 @@ func (d *fakeDriver) put(t *testing.T, id string, p drivers.PowerState) {
 	t.Helper()
 	ctx := context.Background()
 	f := d.Driver
-	err := f.Create(ctx, drivers.Spec{ID: id, Image: fakeImage, PidsLimit: 10})
+	err := f.Create(ctx, drivers.Spec{ID: id, Image: fakeImage, PidsLimit: 10, Networked: true})
 	if err == nil && p != drivers.PowerShutdown {
 		err = f.Start(ctx, id)
 	}

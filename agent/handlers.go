@@ -124,10 +124,25 @@ func (a *Agent) handleBuild(ctx context.Context, req protocol.BuildInstance, red
 // errDeleted refuses a build whose instance was deleted meanwhile.
 var errDeleted = errors.New("instance was deleted on this host")
 
-// build creates and starts the server and returns its power state.
+// build creates the server, plumbs its NICs into its sandbox, then starts
+// it, and returns its power state. The workload never runs without its
+// network: a plumbing failure fails the build before the start.
 func (a *Agent) build(ctx context.Context, s protocol.InstanceSpec) (drivers.PowerState, error) {
 	if a.deleted.has(s.ID, a.now()) {
 		return drivers.PowerNoState, fmt.Errorf("build %s: %w", s.ID, errDeleted)
+	}
+	// Known before anything is plugged, so reconcile's orphan removal
+	// never takes this build's ports for leftovers.
+	a.nics.set(s.ID, s.NICs)
+	if len(s.NICs) > 0 {
+		// Refuse before creating anything we could not plumb.
+		if a.plumber == nil {
+			return drivers.PowerNoState, fmt.Errorf("build %s with %d NICs: %w", s.ID, len(s.NICs), errNoPlumber)
+		}
+		if !a.drv.Capabilities().Networking {
+			return drivers.PowerNoState, fmt.Errorf("build %s with %d NICs: driver %s has no sandbox networking: %w",
+				s.ID, len(s.NICs), a.drv.Name(), drivers.ErrNotSupported)
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, a.buildTimeout)
 	defer cancel()
@@ -141,12 +156,17 @@ func (a *Agent) build(ctx context.Context, s protocol.InstanceSpec) (drivers.Pow
 			LabelHost:    a.cfg.Host,
 			LabelName:    s.Name,
 		},
+		DNS:       dnsOf(s.NICs),
+		Networked: len(s.NICs) > 0,
 	}
 	if spec.Hostname == "" {
 		spec.Hostname = s.Name
 	}
 	if err := a.drv.Create(ctx, spec); err != nil {
 		return drivers.PowerNoState, fmt.Errorf("create instance %s: %w", s.ID, err)
+	}
+	if err := a.plumb(ctx, s.ID, s.NICs); err != nil {
+		return drivers.PowerNoState, err
 	}
 	if err := a.drv.Start(ctx, s.ID); err != nil {
 		return drivers.PowerNoState, fmt.Errorf("start instance %s: %w", s.ID, err)
@@ -162,14 +182,20 @@ func (a *Agent) build(ctx context.Context, s protocol.InstanceSpec) (drivers.Pow
 	return st.Power, nil
 }
 
-// destroy removes an instance; it keeps going when the caller's context
-// ended so a failed build never leaks its container.
+// destroy removes an instance, then its network plumbing (nothing runs in
+// the namespace any more), and forgets its NICs; it keeps going when the
+// caller's context ended so a failed build never leaks its container or
+// ports.
 func (a *Agent) destroy(ctx context.Context, id string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.StopTimeout+time.Minute)
 	defer cancel()
 	if err := a.drv.Destroy(ctx, id); err != nil {
 		return fmt.Errorf("destroy instance %s: %w", id, err)
 	}
+	if err := a.unplug(ctx, id); err != nil {
+		return err
+	}
+	a.nics.del(id)
 	return nil
 }
 
@@ -211,8 +237,9 @@ func (a *Agent) runAction(ctx context.Context, id string, action lifecycle.Actio
 
 	if action == lifecycle.ActDelete {
 		// Destroy of a missing instance succeeds: a delete is done when
-		// nothing is left, however it got there.
-		if err := a.drv.Destroy(ctx, id); err != nil {
+		// nothing is left, however it got there. Ports left behind fail
+		// the delete (a retried delete finishes the job).
+		if err := a.destroy(ctx, id); err != nil {
 			return a.powerOf(ctx, id), fmt.Errorf("delete instance %s: %w", id, err)
 		}
 		a.deleted.add(id, a.now())
@@ -223,12 +250,44 @@ func (a *Agent) runAction(ctx context.Context, id string, action lifecycle.Actio
 	caps := a.drv.Capabilities()
 	switch action {
 	case lifecycle.ActStart:
-		op = func() error { return a.drv.Start(ctx, id) }
+		// The sandbox of a stopped server (or one a dockerd or host
+		// restart took down) comes back in a new namespace: plumb it
+		// before the workload joins it.
+		op = func() error {
+			if err := a.plumbFor(ctx, id); err != nil {
+				return err
+			}
+			return a.drv.Start(ctx, id)
+		}
 	case lifecycle.ActStop:
-		op = func() error { return a.drv.Stop(ctx, id, a.cfg.StopTimeout) }
+		op = func() error {
+			if err := a.drv.Stop(ctx, id, a.cfg.StopTimeout); err != nil {
+				return err
+			}
+			// The sandbox stopped with the workload, its namespace and
+			// veths are gone; remove the ports too. The server is
+			// stopped either way, so a failure is for reconcile to
+			// retry, not the user's problem.
+			if err := a.unplug(ctx, id); err != nil {
+				a.log.Error("stop: could not unplug the stopped instance; reconcile retries", "instance", id, "err", err)
+			}
+			return nil
+		}
 	case lifecycle.ActReboot, lifecycle.ActRebootHard:
 		hard := action == lifecycle.ActRebootHard
-		op = func() error { return a.drv.Reboot(ctx, id, hard) }
+		op = func() error {
+			if err := a.plumbFor(ctx, id); err != nil {
+				return err
+			}
+			if err := a.drv.Reboot(ctx, id, hard); err != nil {
+				return err
+			}
+			// Normally a no-op: the workload rejoined the namespace
+			// plumbed above. It repairs the case of a sandbox that had
+			// been restarted under the running workload, whose reboot
+			// moved it to the sandbox's new namespace.
+			return a.plumbFor(ctx, id)
+		}
 	case lifecycle.ActPause, lifecycle.ActUnpause:
 		if !caps.Pause {
 			return a.powerOf(ctx, id), fmt.Errorf("%s instance %s: driver %s: %w", action, id, a.drv.Name(), drivers.ErrNotSupported)
@@ -257,6 +316,15 @@ func (a *Agent) runAction(ctx context.Context, id string, action lifecycle.Actio
 		return drivers.PowerNoState, fmt.Errorf("status of instance %s after %s: %w", id, action, err)
 	}
 	return st.Power, nil
+}
+
+// plumbFor plumbs instance id's NICs, looking them up first.
+func (a *Agent) plumbFor(ctx context.Context, id string) error {
+	nics, err := a.nicsOf(ctx, id)
+	if err != nil {
+		return err
+	}
+	return a.plumb(ctx, id, nics)
 }
 
 // powerOf returns id's power state, PowerNoState when it cannot be read.

@@ -61,6 +61,32 @@ func (l *instanceLocks) lock(ctx context.Context, id string) (unlock func(), err
 	}, nil
 }
 
+// tryLock takes id's lock only if nobody holds or awaits it: background
+// work (reconcile's network repair) gives way to operations.
+func (l *instanceLocks) tryLock(id string) (unlock func(), ok bool) {
+	l.mu.Lock()
+	if _, busy := l.m[id]; busy {
+		l.mu.Unlock()
+		return nil, false
+	}
+	e := &lockEntry{ch: make(chan struct{}, 1), refs: 1}
+	e.ch <- struct{}{}
+	l.m[id] = e
+	l.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			<-e.ch
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			e.refs--
+			if e.refs == 0 {
+				delete(l.m, id)
+			}
+		})
+	}, true
+}
+
 // busy reports whether an operation on id holds or awaits its lock.
 func (l *instanceLocks) busy(id string) bool {
 	l.mu.Lock()

@@ -21,7 +21,9 @@ import (
 //
 // Orphans are only reported and logged: destroying them is an operator's
 // decision (they may be a failed migration's source or a database
-// restored from an old backup). The exception is an expected instance
+// restored from an old backup); the network plumbing of instances not
+// placed here is removed, though (see repairNetwork): ports hold no tenant
+// data. The exception is an expected instance
 // whose delete is in progress (task_state deleting): its delete request
 // may have been lost, so its container is destroyed and a delete report
 // sent, which lets the conductor finish the delete.
@@ -42,14 +44,17 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 	ps := protocol.PowerSync{Host: a.cfg.Host, States: map[string]int{}, Orphans: []string{}}
 	placed := make(map[string]bool, len(expected))
 	for _, e := range expected {
+		placed[e.Spec.ID] = true
+		a.nics.refresh(e.Spec.ID, e.Spec.NICs)
+	}
+	for _, e := range expected {
 		id := e.Spec.ID
-		placed[id] = true
 		if a.locks.busy(id) {
 			// An operation on it runs here right now: what the driver
 			// shows is a transition, and that operation reports itself.
 			continue
 		}
-		if e.TaskState == lifecycle.Deleting || e.VMState == lifecycle.Deleted {
+		if deleting(e) {
 			if err := a.finishDelete(ctx, id); err != nil {
 				a.log.Error("reconcile: could not destroy an instance being deleted", "instance", id, "err", err)
 				ps.States[id] = int(byID[id].Power)
@@ -77,11 +82,19 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 	}
 	slices.Sort(ps.Orphans)
 
-	if err := a.publish(ctx, protocol.KindPowerSync, ps); err != nil {
+	// The power sync goes first: the network repair may take a while.
+	err = a.publish(ctx, protocol.KindPowerSync, ps)
+	a.repairNetwork(ctx, expected, placed)
+	if err != nil {
 		return fmt.Errorf("agent: reconcile: %w", err)
 	}
 	a.log.Debug("reconciled", "expected", len(expected), "observed", len(observed), "orphans", len(ps.Orphans))
 	return nil
+}
+
+// deleting reports whether e's delete is in progress or done.
+func deleting(e protocol.ExpectedInstance) bool {
+	return e.TaskState == lifecycle.Deleting || e.VMState == lifecycle.Deleted
 }
 
 // instancesOnHost asks the conductor which instances it places here.

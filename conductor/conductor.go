@@ -295,9 +295,19 @@ func (c *Conductor) onDeleteReport(ctx context.Context, inst *store.Instance, r 
 	return MarkDeleted(ctx, c.st, inst.ID, c.now())
 }
 
-// MarkDeleted soft-deletes an instance and releases every claim it holds.
+// MarkDeleted soft-deletes an instance and releases every claim and port
+// it holds.
 // The API uses it too, for instances that never reached a host.
 func MarkDeleted(ctx context.Context, st *store.Store, id string, now time.Time) error {
+	// Ports first (idempotent): if marking the instance fails, the retry
+	// finds them already released; the other way round they could leak.
+	var inst store.Instance
+	if err := st.WithContext(ctx).Where("id = ?", id).First(&inst).Error; err != nil {
+		return store.NotFound(err, "instance "+id)
+	}
+	if err := st.ReleaseInstancePorts(ctx, &inst); err != nil {
+		return err
+	}
 	return st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := tx.Where("instance_id = ?", id).Delete(&store.Claim{}).Error; err != nil {
 			return fmt.Errorf("release claims of %s: %w", id, err)

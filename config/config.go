@@ -104,6 +104,10 @@ type Agent struct {
 	// BridgeMappings maps physical network names to this host's OVS
 	// bridges (Neutron's bridge_mappings), e.g. physnet1: br-physnet1.
 	BridgeMappings map[string]string `yaml:"bridge_mappings"`
+	// SandboxImage is the infra image of the container holding each
+	// server's network namespace (docker driver); empty means the base
+	// image in the registry, <registry.address>/capsule/busybox:latest.
+	SandboxImage string `yaml:"sandbox_image"`
 }
 
 // Registry is the private image registry.
@@ -126,8 +130,7 @@ func Default() Config {
 		Conductor: Conductor{BuildTimeout: 10 * time.Minute},
 		Agent: Agent{Host: host, Zone: "nova", HostIP: "127.0.0.1", DockerHost: "unix:///run/capsule/docker.sock",
 			Driver: "docker", PidsLimit: 1024, CPUAllocationRatio: 16, RAMAllocationRatio: 1, DiskAllocationRatio: 1,
-			ReservedMemoryMB: 512, HeartbeatInterval: 10 * time.Second, StopTimeout: 10 * time.Second,
-			BridgeMappings: map[string]string{"physnet1": "br-physnet1"}},
+			ReservedMemoryMB: 512, HeartbeatInterval: 10 * time.Second, StopTimeout: 10 * time.Second},
 		Registry: Registry{Address: "127.0.0.1:5050"},
 		Quota:    Quota{Instances: 10, Cores: 20, RAMMB: 51200},
 		Network: Network{TenantPhysicalNetwork: "physnet1", TenantVLANMin: 100, TenantVLANMax: 199,
@@ -140,6 +143,7 @@ func Load(path string) (Config, error) {
 	c := Default()
 	b, err := os.ReadFile(path)
 	if os.IsNotExist(err) {
+		c.applyLateDefaults()
 		return c, nil
 	}
 	if err != nil {
@@ -148,5 +152,15 @@ func Load(path string) (Config, error) {
 	if err := yaml.Unmarshal(b, &c); err != nil {
 		return c, fmt.Errorf("config: parse %s: %w", path, err)
 	}
+	c.applyLateDefaults()
 	return c, nil
+}
+
+// applyLateDefaults fills defaults that must not be merged with what the
+// file says: a map in the defaults would be merged key by key by the YAML
+// decoder, so a host mapping only physnet2 would still get physnet1.
+func (c *Config) applyLateDefaults() {
+	if c.Agent.BridgeMappings == nil {
+		c.Agent.BridgeMappings = map[string]string{"physnet1": "br-physnet1"}
+	}
 }

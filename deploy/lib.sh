@@ -35,7 +35,7 @@ export PATH=/usr/local/go/bin:$PATH:/usr/local/sbin:/usr/sbin:/sbin
 # Debian packages Capsule needs on a host (control plane + compute agent).
 CAPSULE_PACKAGES=(docker.io openvswitch-switch rabbitmq-server docker-registry postgresql
 	busybox-static python3-openstackclient apache2-utils curl ca-certificates iproute2 procps
-	cgroupfs-mount apparmor)
+	cgroupfs-mount apparmor ethtool)
 
 # ---- messages ---------------------------------------------------------------
 
@@ -107,6 +107,16 @@ cap_spawn() {
 		nohup setsid sh -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" >>"$log" 2>&1 </dev/null &
 	fi
 	disown 2>/dev/null || true
+	# The pid file is written by the detached shell: wait for it, so a
+	# liveness check right after this returns sees the new process.
+	if [ "$pidfile" != - ]; then
+		local i
+		for ((i = 0; i < 50; i++)); do
+			[ -s "$pidfile" ] && return 0
+			sleep 0.1
+		done
+		cap_warn "$pidfile not written within 5s"
+	fi
 }
 
 # cap_stop_pidfile NAME PIDFILE [SECONDS]: TERM, wait, then KILL.
@@ -240,57 +250,129 @@ cap_secret() {
 
 # ---- dockerd (dedicated to Capsule) -----------------------------------------
 
-cap_docker() { docker -H "$CAPSULE_DOCKER_HOST" "$@"; }
-cap_dockerd_up() { curl -sf --max-time 3 --unix-socket "$CAPSULE_DOCKER_SOCK" http://docker/_ping >/dev/null 2>&1; }
+# Capsule's dockerds are named instances. The main one (name "") serves the
+# all-in-one's single compute host and the test suite; named ones (host-a,
+# host-b... of `allinone.sh --hosts N`, test-a/test-b of test-env.sh) each
+# play one more compute host on this machine, with their own socket, data
+# and exec roots, pid file and containerd namespace:
+#
+#   name ""      unix://$CAPSULE_RUN/docker.sock       $CAPSULE_LIB/docker
+#   name host-a  unix://$CAPSULE_RUN/docker-host-a.sock $CAPSULE_LIB/docker-host-a
+cap_dockerd_sock() { if [ -z "${1:-}" ]; then echo "$CAPSULE_RUN/docker.sock"; else echo "$CAPSULE_RUN/docker-$1.sock"; fi; }
+cap_dockerd_host() { echo "unix://$(cap_dockerd_sock "${1:-}")"; }
+cap_dockerd_pidfile() { if [ -z "${1:-}" ]; then echo "$CAPSULE_RUN/docker.pid"; else echo "$CAPSULE_RUN/docker-$1.pid"; fi; }
+cap_dockerd_log() { if [ -z "${1:-}" ]; then echo "$CAPSULE_LOG/dockerd.log"; else echo "$CAPSULE_LOG/dockerd-$1.log"; fi; }
+cap_dockerd_data() { if [ -z "${1:-}" ]; then echo "$CAPSULE_LIB/docker"; else echo "$CAPSULE_LIB/docker-$1"; fi; }
+cap_dockerd_exec() { if [ -z "${1:-}" ]; then echo "$CAPSULE_RUN/docker-exec"; else echo "$CAPSULE_RUN/docker-$1-exec"; fi; }
+# cap_dockerd_unit NAME: the systemd unit of instance NAME.
+cap_dockerd_unit() { if [ -z "${1:-}" ]; then echo capsule-dockerd.service; else echo "capsule-dockerd@$1.service"; fi; }
 
-# The dedicated dockerd: its own socket, data and exec roots and containerd
-# namespace, no bridge/NAT/iptables (Capsule wires networks itself), so it
-# never disturbs a Docker the user runs. Extra flags (e.g.
+# cap_docker [--name NAME] ARGS...: the docker CLI against a Capsule dockerd.
+cap_docker() {
+	local name=
+	if [ "${1:-}" = --name ]; then
+		name=$2
+		shift 2
+	fi
+	docker -H "$(cap_dockerd_host "$name")" "$@"
+}
+# cap_dockerd_up [NAME]: the instance answers on its socket.
+cap_dockerd_up() { curl -sf --max-time 3 --unix-socket "$(cap_dockerd_sock "${1:-}")" http://docker/_ping >/dev/null 2>&1; }
+
+# cap_dockerd_args [NAME]: no bridge/NAT/iptables (Capsule wires networks
+# itself), so a Docker the user runs is never disturbed. Extra flags (e.g.
 # --insecure-registry CONTROLLER:5050 on a compute host) come from
-# CAPSULE_DOCKERD_ARGS in $CAPSULE_ETC/dockerd.env.
+# CAPSULE_DOCKERD_ARGS in $CAPSULE_ETC/dockerd.env (every instance).
+# Keep in step with deploy/systemd/capsule-dockerd{,@}.service.
 cap_dockerd_args() {
-	local extra=
+	local name=${1:-} extra='' ns=capsule
+	[ -n "$name" ] && ns=capsule-$name
 	# shellcheck disable=SC1091
 	[ -f "$CAPSULE_ETC/dockerd.env" ] && extra=$(. "$CAPSULE_ETC/dockerd.env" && echo "${CAPSULE_DOCKERD_ARGS:-}")
 	# shellcheck disable=SC2086
-	echo --host "$CAPSULE_DOCKER_HOST" --data-root "$CAPSULE_LIB/docker" --exec-root "$CAPSULE_RUN/docker-exec" \
-		--pidfile "$CAPSULE_RUN/docker.pid" --bridge=none --iptables=false --ip-forward=false --ip-masq=false \
-		--containerd-namespace capsule --containerd-plugins-namespace capsule-plugins $extra
+	echo --host "$(cap_dockerd_host "$name")" --data-root "$(cap_dockerd_data "$name")" \
+		--exec-root "$(cap_dockerd_exec "$name")" --pidfile "$(cap_dockerd_pidfile "$name")" \
+		--bridge=none --iptables=false --ip-forward=false --ip-masq=false \
+		--containerd-namespace "$ns" --containerd-plugins-namespace "$ns-plugins" $extra
 }
 
+# cap_start_dockerd [NAME]: starts instance NAME unless it answers.
 cap_start_dockerd() {
-	if cap_dockerd_up; then
-		cap_say "dockerd already answers on $CAPSULE_DOCKER_HOST"
+	local name=${1:-} log
+	log=$(cap_dockerd_log "$name")
+	if cap_dockerd_up "$name"; then
+		cap_say "dockerd already answers on $(cap_dockerd_host "$name")"
 		return 0
 	fi
 	cap_dirs
-	mkdir -p "$CAPSULE_LIB/docker" "$CAPSULE_RUN/docker-exec"
+	mkdir -p "$(cap_dockerd_data "$name")" "$(cap_dockerd_exec "$name")"
 	# Without systemd nothing may have mounted the cgroup hierarchies
 	# dockerd needs.
 	if [ ! -e /sys/fs/cgroup/cgroup.controllers ] && [ ! -d /sys/fs/cgroup/memory ] && command -v cgroupfs-mount >/dev/null; then
 		cgroupfs-mount || cap_warn "cgroupfs-mount failed"
 	fi
 	if cap_systemd; then
-		cap_install_unit capsule-dockerd
-		systemctl start capsule-dockerd.service
+		if [ -z "$name" ]; then cap_install_unit capsule-dockerd; else cap_install_unit capsule-dockerd@; fi
+		systemctl start "$(cap_dockerd_unit "$name")"
 	else
 		# A pid file left by a dead dockerd makes the next one refuse to start.
-		cap_pid_alive "$CAPSULE_RUN/docker.pid" || rm -f "$CAPSULE_RUN/docker.pid"
+		cap_pid_alive "$(cap_dockerd_pidfile "$name")" || rm -f "$(cap_dockerd_pidfile "$name")"
 		# shellcheck disable=SC2046
-		cap_spawn - "$CAPSULE_LOG/dockerd.log" dockerd $(cap_dockerd_args)
+		cap_spawn - "$log" dockerd $(cap_dockerd_args "$name")
 	fi
-	cap_say "starting dockerd on $CAPSULE_DOCKER_HOST"
-	cap_wait dockerd 60 cap_dockerd_up || {
-		cap_tail_log "$CAPSULE_LOG/dockerd.log"
-		cap_die "dockerd did not start (see $CAPSULE_LOG/dockerd.log or journalctl -u capsule-dockerd)"
+	cap_say "starting dockerd on $(cap_dockerd_host "$name")"
+	cap_wait "dockerd ${name:-(main)}" 60 cap_dockerd_up "$name" || {
+		cap_tail_log "$log"
+		cap_die "dockerd did not start (see $log or journalctl -u $(cap_dockerd_unit "$name"))"
 	}
 }
 
+# cap_stop_dockerd [NAME]: stops instance NAME (its containers stop with it).
 cap_stop_dockerd() {
+	local name=${1:-}
 	if cap_systemd; then
-		systemctl stop capsule-dockerd.service 2>/dev/null || true
+		systemctl stop "$(cap_dockerd_unit "$name")" 2>/dev/null || true
 	fi
-	cap_stop_pidfile dockerd "$CAPSULE_RUN/docker.pid" 30
+	cap_stop_pidfile "dockerd ${name:-(main)}" "$(cap_dockerd_pidfile "$name")" 30
+}
+
+# cap_dockerd_names: the named instances that have a pid file, socket or
+# data root on this machine (whatever started them).
+cap_dockerd_names() {
+	local f n
+	for f in "$CAPSULE_RUN"/docker-*.pid "$CAPSULE_RUN"/docker-*.sock "$CAPSULE_LIB"/docker-*; do
+		[ -e "$f" ] || continue
+		n=${f##*/docker-}
+		n=${n%.pid}
+		n=${n%.sock}
+		echo "$n"
+	done | sort -u
+}
+
+# cap_unmount_under DIR: lazily unmounts what a killed dockerd left mounted
+# (overlay layers, netns, shm), deepest first, so rm -rf can proceed.
+cap_unmount_under() {
+	local d=$1 m
+	[ -d "$d" ] || return 0
+	awk -v d="$d" '$2 == d || index($2, d "/") == 1 {print $2}' /proc/mounts | sort -r |
+		while read -r m; do umount -l "$m" 2>/dev/null || true; done
+}
+
+# cap_remove_dockerd NAME: stops a named instance and deletes its data.
+cap_remove_dockerd() {
+	local name=$1
+	[ -n "$name" ] || cap_die "cap_remove_dockerd: refusing to remove the main dockerd"
+	if cap_dockerd_up "$name"; then
+		local ids
+		ids=$(cap_docker --name "$name" ps -aq 2>/dev/null || true)
+		# shellcheck disable=SC2086
+		[ -z "$ids" ] || cap_docker --name "$name" rm -f $ids >/dev/null 2>&1 || true
+	fi
+	cap_stop_dockerd "$name"
+	cap_unmount_under "$(cap_dockerd_exec "$name")"
+	cap_unmount_under "$(cap_dockerd_data "$name")"
+	rm -rf "$(cap_dockerd_data "$name")" "$(cap_dockerd_exec "$name")" "$(cap_dockerd_sock "$name")" \
+		"$(cap_dockerd_pidfile "$name")"
 }
 
 # ---- registry ---------------------------------------------------------------
@@ -350,14 +432,22 @@ cap_ensure_base_image() {
 	local manifest="http://$CAPSULE_REGISTRY_ADDR/v2/capsule/busybox/manifests/latest"
 	if curl -sf --max-time 5 -o /dev/null -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "$manifest"; then
 		cap_say "base image $CAPSULE_IMAGE present in the registry"
-		if ! cap_docker image inspect "$CAPSULE_IMAGE" >/dev/null 2>&1; then
-			cap_docker pull -q "$CAPSULE_IMAGE" >/dev/null || cap_die "pulling $CAPSULE_IMAGE into the capsule dockerd failed"
-		fi
+		cap_prepull_image ""
 	else
 		cap_say "building base image $CAPSULE_IMAGE"
 		sh "$CAPSULE_REPO/deploy/images/build-base.sh" "$CAPSULE_DOCKER_HOST" "$CAPSULE_REGISTRY_ADDR" >/dev/null ||
 			cap_die "building/pushing the base image failed"
 	fi
+}
+
+# cap_prepull_image [NAME]: pulls the base image from the registry into
+# dockerd instance NAME (agents would pull it on the first boot anyway;
+# this makes that boot fast and proves the instance reaches the registry).
+cap_prepull_image() {
+	local name=${1:-}
+	cap_docker --name "$name" image inspect "$CAPSULE_IMAGE" >/dev/null 2>&1 && return 0
+	cap_docker --name "$name" pull -q "$CAPSULE_IMAGE" >/dev/null ||
+		cap_die "pulling $CAPSULE_IMAGE into dockerd $(cap_dockerd_host "$name") failed"
 }
 
 # ---- RabbitMQ ---------------------------------------------------------------
@@ -512,30 +602,62 @@ cap_stop_ovs() {
 	rm -f "$CAPSULE_RUN/started.ovs"
 }
 
+# cap_ovs_bridge NAME: an OVS bridge on the userspace datapath
+# (datapath_type=netdev), which needs no openvswitch kernel module; kept as
+# is when it exists. Bridge names are interface names: 15 characters at most.
+cap_ovs_bridge() {
+	[ ${#1} -le 15 ] || cap_die "OVS bridge name $1 is longer than 15 characters"
+	ovs-vsctl --timeout=10 --may-exist add-br "$1" -- set bridge "$1" datapath_type=netdev
+}
+
+cap_ovs_del_bridge() { ovs-vsctl --timeout=10 --if-exists del-br "$1"; }
+
+# cap_ovs_patch BRIDGE1 PORT1 BRIDGE2 PORT2: joins two bridges with a pair
+# of patch ports (they work in the userspace datapath, unlike veths of the
+# kernel one, and cost no copy). Neither end has a tag or a trunks list, so
+# the link is a trunk carrying every VLAN, like a switch's uplink.
+cap_ovs_patch() {
+	ovs-vsctl --timeout=10 \
+		--may-exist add-port "$1" "$2" -- set interface "$2" type=patch "options:peer=$4" -- clear port "$2" tag trunks \
+		-- --may-exist add-port "$3" "$4" -- set interface "$4" type=patch "options:peer=$2" -- clear port "$4" tag trunks
+}
+
 # ---- Capsule ----------------------------------------------------------------
 
 # cap_build: builds capsuled and capsule into the repo's bin/ and installs
 # them into $CAPSULE_BIN (CAPSULE_SKIP_BUILD=1 keeps installed binaries).
+# CAPSULE_BUILD_REF=REV builds a committed revision (e.g. HEAD) instead of
+# the working tree, for a tree with work in progress that does not compile.
 cap_build() {
 	if [ -n "${CAPSULE_SKIP_BUILD:-}" ]; then
 		[ -x "$CAPSULE_BIN/capsuled" ] || cap_die "CAPSULE_SKIP_BUILD is set but $CAPSULE_BIN/capsuled is missing"
 		cap_say "using installed $CAPSULE_BIN/capsuled (CAPSULE_SKIP_BUILD)"
 		return 0
 	fi
-	local version ldflags
+	local version ldflags src=$CAPSULE_REPO tmp=
 	cap_check_go
-	version=$(git -C "$CAPSULE_REPO" describe --always --dirty 2>/dev/null || echo dev)
+	if [ -n "${CAPSULE_BUILD_REF:-}" ]; then
+		tmp=$(mktemp -d)
+		git -C "$CAPSULE_REPO" archive "$CAPSULE_BUILD_REF" | tar -x -C "$tmp" ||
+			cap_die "git archive $CAPSULE_BUILD_REF failed"
+		src=$tmp
+		version=$(git -C "$CAPSULE_REPO" describe --always "$CAPSULE_BUILD_REF")
+	else
+		version=$(git -C "$CAPSULE_REPO" describe --always --dirty 2>/dev/null || echo dev)
+	fi
 	ldflags="-X main.version=$version"
 	cap_say "building capsuled $version ($(go version | awk '{print $3}'))"
-	(cd "$CAPSULE_REPO" && go build -ldflags "$ldflags" -o bin/capsuled ./cmd/capsuled) ||
-		cap_die "building capsuled failed (go build ./cmd/capsuled in $CAPSULE_REPO): see the compiler errors above"
+	mkdir -p "$CAPSULE_REPO/bin"
+	(cd "$src" && go build -ldflags "$ldflags" -o "$CAPSULE_REPO/bin/capsuled" ./cmd/capsuled) ||
+		cap_die "building capsuled failed (go build ./cmd/capsuled in $src): see the compiler errors above"
 	install -m 755 "$CAPSULE_REPO/bin/capsuled" "$CAPSULE_BIN/"
 	# The capsule CLI is a convenience; the all-in-one works without it.
-	if (cd "$CAPSULE_REPO" && go build -ldflags "$ldflags" -o bin/capsule ./cmd/capsule); then
+	if (cd "$src" && go build -ldflags "$ldflags" -o "$CAPSULE_REPO/bin/capsule" ./cmd/capsule); then
 		install -m 755 "$CAPSULE_REPO/bin/capsule" "$CAPSULE_BIN/"
 	else
 		cap_warn "the capsule CLI (./cmd/capsule) did not build; continuing without it"
 	fi
+	[ -z "$tmp" ] || rm -rf "$tmp"
 }
 
 cap_api_up() { curl -sf --max-time 3 "$CAPSULE_IDENTITY_URL" >/dev/null 2>&1; }

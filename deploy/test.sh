@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Capsule's test command (what CI runs, as root):
 #
-#   deploy/test.sh                 everything: gofmt, go vet, deploy scripts, compose file, go test ./...
+#   deploy/test.sh                 everything: gofmt, go vet, deploy scripts, compose file,
+#                                  OVS trunk check, go test ./...
 #   deploy/test.sh ./bus/...       only these packages' tests (checks still run)
 #
 # It starts the real components the tests use (deploy/test-env.sh) and sets
@@ -67,7 +68,6 @@ shell_check() {
 	fi
 }
 
-
 pkgs=("$@")
 [ ${#pkgs[@]} -gt 0 ] || pkgs=(./...)
 
@@ -78,6 +78,10 @@ step "gofmt" gofmt_check
 step "go vet" go vet ./...
 step "Deployment files" shell_check
 step "docker-compose.yml" compose_check
+# The simulated physical network the networking tests build (OVS userspace
+# bridges joined by a trunk): checked on its own first, so a machine where
+# it cannot work says so plainly.
+step "OVS trunk (deploy/check-trunk.sh --scratch)" deploy/check-trunk.sh --scratch
 step "go test ${pkgs[*]}" go test -count=1 -timeout 40m -p "${CAPSULE_TEST_P:-2}" "${pkgs[@]}"
 # Go end-to-end tests live in ./e2e (part of ./...); a deployment-level
 # script, when there is one, runs last.

@@ -33,6 +33,14 @@ type Spec struct {
 	ExtraSpecs map[string]string
 	Metadata   map[string]string
 	Labels     map[string]string // extra labels/annotations to set
+	// DNS is the server's name servers, written to its /etc/resolv.conf
+	// (empty: the driver's default).
+	DNS []string
+	// Networked says the server has NICs: its network namespace is then
+	// held by a sandbox that exists before the workload starts (so the
+	// agent plumbs first) and survives workload restarts. A server
+	// without NICs needs none and boots as one container.
+	Networked bool
 }
 
 // PowerState of a driver-managed instance. Values match Nova's
@@ -76,6 +84,10 @@ type Capabilities struct {
 	ConsoleOutput bool
 	LiveResize    bool
 	Snapshot      bool
+	// Networking: the driver holds each server's network namespace apart
+	// from its workload (a sandbox), so it can be plumbed before the
+	// workload starts and survives workload restarts; Sandbox works.
+	Networking bool
 }
 
 // Driver runs servers on one host. Every method is idempotent where it
@@ -109,4 +121,14 @@ type Driver interface {
 	// ConsoleOutput returns the last lines of the console log (all when
 	// lines < 0).
 	ConsoleOutput(ctx context.Context, id string, lines int) (string, error)
+
+	// Sandbox makes sure the network namespace of a created instance
+	// exists (starting its sandbox if needed) and returns its path, e.g.
+	// /proc/<pid>/ns/net, for the agent to plumb. While the workload runs
+	// it is the workload's namespace; otherwise it is the one the
+	// workload joins at its next start. The namespace changes when the
+	// sandbox restarts (Stop, a dockerd or host restart), so the agent
+	// plumbs (idempotently) before every start. Drivers without
+	// Capabilities.Networking return ErrNotSupported.
+	Sandbox(ctx context.Context, id string) (netnsPath string, err error)
 }

@@ -140,6 +140,7 @@ agent:
   docker_host: %s
   heartbeat_interval: 2s
   stop_timeout: 5s
+  bridge_mappings: {}
 `, c.dbDriver, c.dbDSN, amqp, c.identity, c.compute, c.image, c.network, freePort(t), c.host, dockerHost)
 	if err := os.WriteFile(c.configPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

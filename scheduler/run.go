@@ -93,7 +93,7 @@ func (s *Scheduler) schedule(ctx context.Context, req protocol.ScheduleInstance)
 		}
 	}
 	host, err := s.Select(ctx, Request{
-		InstanceID: inst.ID, AvailabilityZone: inst.AvailabilityZone, Excluded: excluded,
+		InstanceID: inst.ID, AvailabilityZone: inst.AvailabilityZone, Excluded: excluded, ForceHost: inst.RequestedHost,
 		Resources: store.Resources{VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB},
 	})
 	var nv *NoValidHostError
@@ -201,6 +201,12 @@ func (s *Scheduler) place(ctx context.Context, id, host, zone string) (bool, err
 		placed = true
 		if err := tx.Where("instance_id = ? AND host <> ?", id, host).Delete(&store.Claim{}).Error; err != nil {
 			return fmt.Errorf("scheduler: drop stale claims of %s: %w", id, err)
+		}
+		// The server's ports are bound to the chosen host (Neutron's
+		// binding:host_id), in the same transaction as the placement.
+		if err := tx.Model(&store.Port{}).Where("device_id = ?", id).
+			Updates(map[string]any{"binding_host_id": host, "status": store.PortActive}).Error; err != nil {
+			return fmt.Errorf("scheduler: bind ports of %s to %s: %w", id, host, err)
 		}
 		return nil
 	})

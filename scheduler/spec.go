@@ -27,6 +27,9 @@ func SpecFor(ctx context.Context, st *store.Store, inst *store.Instance) (protoc
 	if spec.Metadata, err = stringMap(inst.Metadata); err != nil {
 		return spec, fmt.Errorf("spec of %s: metadata: %w", inst.ID, err)
 	}
+	if spec.NICs, err = nicsFor(ctx, st, inst.ID); err != nil {
+		return spec, fmt.Errorf("spec of %s: %w", inst.ID, err)
+	}
 	if inst.ImageID == "" {
 		return spec, nil
 	}
@@ -40,6 +43,47 @@ func SpecFor(ctx context.Context, st *store.Store, inst *store.Instance) (protoc
 	}
 	spec.ImageRef = img.RegistryRef
 	return spec, nil
+}
+
+// nicsFor describes the server's ports (its NICs, in port creation order)
+// with what the agent needs to plumb them: addresses with their prefix,
+// gateway and DNS of the subnet, and the network's segment.
+func nicsFor(ctx context.Context, st *store.Store, instanceID string) ([]protocol.NIC, error) {
+	ports, err := st.PortsOfDevice(ctx, instanceID)
+	if err != nil {
+		return nil, err
+	}
+	var nics []protocol.NIC
+	nets := map[string]*store.Network{}
+	subnets := map[string]*store.Subnet{}
+	for _, p := range ports {
+		n, ok := nets[p.NetworkID]
+		if !ok {
+			if n, err = st.GetNetwork(ctx, p.NetworkID); err != nil {
+				return nil, fmt.Errorf("network of port %s: %w", p.ID, err)
+			}
+			nets[p.NetworkID] = n
+		}
+		nic := protocol.NIC{PortID: p.ID, NetworkID: p.NetworkID, MAC: p.MACAddress, MTU: n.MTU,
+			PhysicalNetwork: n.PhysicalNetwork, NetworkType: n.NetworkType, SegmentationID: n.SegmentationID,
+			PortSecurity: p.PortSecurityEnabled}
+		for _, a := range p.FixedIPs {
+			sn, ok := subnets[a.SubnetID]
+			if !ok {
+				if sn, err = st.GetSubnet(ctx, a.SubnetID); err != nil {
+					return nil, fmt.Errorf("subnet of port %s: %w", p.ID, err)
+				}
+				subnets[a.SubnetID] = sn
+			}
+			nic.IPs = append(nic.IPs, protocol.IP{Address: a.IPAddress, PrefixLen: sn.Prefix().Bits(), SubnetID: sn.ID})
+			if nic.Gateway == "" && sn.GatewayIP != nil {
+				nic.Gateway = *sn.GatewayIP
+			}
+			nic.DNS = append(nic.DNS, sn.DNS()...)
+		}
+		nics = append(nics, nic)
+	}
+	return nics, nil
 }
 
 // stringMap decodes a JSON object column; "" and "null" are empty.

@@ -28,6 +28,22 @@ var migrations = []migration{
 			&Flavor{}, &FlavorExtraSpec{}, &FlavorAccess{}, &Image{}, &Instance{},
 			&InstanceAction{}, &InstanceActionEvent{}, &Service{}, &Claim{}, &Migration{})
 	}},
+	{2, "networks, subnets, ports, IP allocations", func(tx *gorm.DB) error {
+		return tx.AutoMigrate(&Network{}, &Subnet{}, &Port{}, &IPAllocation{})
+	}},
+	{3, "instances remember their own ports and a requested host", func(tx *gorm.DB) error {
+		// A database created by this binary already has them (migration 1
+		// migrates the current model); older ones get them here.
+		for _, col := range []string{"OwnedPorts", "RequestedHost"} {
+			if tx.Migrator().HasColumn(&Instance{}, col) {
+				continue
+			}
+			if err := tx.Migrator().AddColumn(&Instance{}, col); err != nil {
+				return err
+			}
+		}
+		return nil
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

@@ -146,11 +146,17 @@ type Instance struct {
 	FaultAt          *time.Time
 	BuildAttempts    int
 	TriedHosts       string // comma separated hosts a build failed on
-	LaunchedAt       *time.Time
-	TerminatedAt     *time.Time
-	CreatedAt        time.Time `gorm:"index"`
-	UpdatedAt        time.Time
-	DeletedAt        *time.Time `gorm:"index"` // soft delete: actions stay listable (2.21)
+	// OwnedPorts lists (JSON) the ports the Compute API created for the
+	// server: deleted with it. Ports the user passed in are only unbound.
+	OwnedPorts string
+	// RequestedHost is the host an admin asked for ("zone:host" on
+	// create); the scheduler then considers that host only.
+	RequestedHost string
+	LaunchedAt    *time.Time
+	TerminatedAt  *time.Time
+	CreatedAt     time.Time `gorm:"index"`
+	UpdatedAt     time.Time
+	DeletedAt     *time.Time `gorm:"index"` // soft delete: actions stay listable (2.21)
 }
 
 // InstanceAction is one API-level operation on an instance

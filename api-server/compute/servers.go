@@ -196,10 +196,6 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, msg)
 		return
 	}
-	if msg := validateNetworks(in.Networks, v); msg != "" {
-		writeError(w, http.StatusBadRequest, msg)
-		return
-	}
 	meta := map[string]string{}
 	for k, val := range in.Metadata {
 		str, ok := val.(string)
@@ -217,9 +213,21 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("Invalid key_name provided: keypair %s not found.", *in.KeyName))
 		return
 	}
-	zone := ""
+	zone, forcedHost := "", ""
 	if in.AvailabilityZone != nil && *in.AvailabilityZone != "" {
-		zone = strings.SplitN(*in.AvailabilityZone, ":", 2)[0]
+		var host string
+		zone, host, _ = strings.Cut(*in.AvailabilityZone, ":")
+		if host != "" {
+			if !creds.IsAdmin() {
+				writeError(w, http.StatusForbidden, "Policy doesn't allow os_compute_api:servers:create:forced_host to be performed.")
+				return
+			}
+			if !s.computeHostExists(ctx, host) {
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("Compute host %s could not be found.", host))
+				return
+			}
+			forcedHost = host
+		}
 		if !s.zoneExists(ctx, zone) {
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("The requested availability zone is not available: %s", zone))
 			return
@@ -241,6 +249,11 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 	}
 	if in.Description != nil && (!v.AtLeast(19) || utf8.RuneCountInString(*in.Description) > 255) {
 		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute description.")
+		return
+	}
+	nicReqs, nf := s.resolveNICs(ctx, in.Networks, v, maxCount)
+	if nf != nil {
+		writeError(w, nf.status, nf.msg)
 		return
 	}
 	count, qerr := s.fitQuota(ctx, creds.ProjectID, flavor, minCount, maxCount)
@@ -275,7 +288,7 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 			AvailabilityZone: zone, VMState: string(lifecycle.Building), TaskState: string(lifecycle.Scheduling),
 			Metadata: string(metaJSON), AccessIPv4: ip4, AccessIPv6: ip6,
 			Description: in.Description, UserData: userData, ReservationID: resID, LaunchIndex: i,
-			Hostname: hostnameFor(name), BuildAttempts: 1,
+			Hostname: hostnameFor(name), BuildAttempts: 1, RequestedHost: forcedHost,
 		}
 		err := s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 			if err := tx.Create(&inst).Error; err != nil {
@@ -290,17 +303,38 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusInternalServerError, "Unexpected API Error: could not record the server.")
 			return
 		}
+		// forget removes the record of a server that will not be built
+		// (its ports first), rather than leave it stuck in BUILD.
+		forget := func() {
+			ctx := context.WithoutCancel(ctx)
+			if err := s.st.ReleaseInstancePorts(ctx, &inst); err != nil {
+				s.log.Error("release ports of a server not created", "instance", inst.ID, "error", err)
+			}
+			s.st.WithContext(ctx).Where("instance_id = ?", inst.ID).Delete(&store.InstanceAction{})
+			s.st.WithContext(ctx).Delete(&store.Instance{}, "id = ?", inst.ID)
+		}
+		owned, nf := s.allocateNICs(ctx, &inst, nicReqs)
+		if nf != nil {
+			forget()
+			writeError(w, nf.status, nf.msg)
+			return
+		}
+		if len(owned) > 0 {
+			inst.SetOwnedPorts(owned)
+			if err := s.st.WithContext(ctx).Model(&store.Instance{}).Where("id = ?", inst.ID).Update("owned_ports", inst.OwnedPorts).Error; err != nil {
+				forget()
+				writeError(w, http.StatusInternalServerError, "Unexpected API Error: could not record the server's ports.")
+				return
+			}
+		}
 		msg, err := bus.NewMessage(protocol.KindScheduleInstance, protocol.ScheduleInstance{
 			InstanceID: inst.ID, RequestID: reqID, Attempt: 1})
 		if err == nil {
 			err = s.bus.Publish(ctx, bus.SchedulerQueue, msg)
 		}
 		if err != nil {
-			// Nothing will build it: remove the record rather than leave
-			// a server stuck in BUILD.
 			s.log.Error("publish schedule request", "instance", inst.ID, "error", err)
-			s.st.WithContext(context.WithoutCancel(ctx)).Where("instance_id = ?", inst.ID).Delete(&store.InstanceAction{})
-			s.st.WithContext(context.WithoutCancel(ctx)).Delete(&store.Instance{}, "id = ?", inst.ID)
+			forget()
 			writeError(w, http.StatusServiceUnavailable, "The scheduler is unreachable; the server was not created. Try again later.")
 			return
 		}
@@ -316,39 +350,6 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 	body := map[string]any{"id": first.ID, "links": links, "OS-DCF:diskConfig": "MANUAL",
 		"security_groups": []map[string]string{{"name": "default"}}, "adminPass": adminPass}
 	writeJSON(w, http.StatusAccepted, map[string]any{"server": body})
-}
-
-// validateNetworks checks the "networks" field. Capsule's Network API
-// (static IPs on OVS VLANs) is not there yet, so only "no NIC" forms pass.
-func validateNetworks(raw json.RawMessage, v apiVersion) string {
-	if len(raw) == 0 || string(raw) == "null" {
-		if v.AtLeast(37) {
-			return "Invalid input for field/attribute server. Value: 'networks' is a required property"
-		}
-		return ""
-	}
-	var word string
-	if json.Unmarshal(raw, &word) == nil {
-		if !v.AtLeast(37) || (word != "auto" && word != "none") {
-			return "Invalid input for field/attribute networks. Value: " + word + " is not valid."
-		}
-		return ""
-	}
-	var nets []map[string]any
-	if err := json.Unmarshal(raw, &nets); err != nil {
-		return "Bad networks format"
-	}
-	for _, n := range nets {
-		id, _ := n["uuid"].(string)
-		if port, ok := n["port"].(string); ok && port != "" {
-			return fmt.Sprintf("Port id %s could not be found.", port)
-		}
-		if _, err := uuid.Parse(id); err != nil {
-			return "Bad networks format: network uuid is not in proper format (" + id + ")"
-		}
-		return fmt.Sprintf("Network %s could not be found.", id)
-	}
-	return ""
 }
 
 // validateSecurityGroups checks the requested security groups. Every
@@ -407,6 +408,12 @@ func (s *Service) findImage(ctx context.Context, id string) (*store.Image, error
 		return nil, fmt.Errorf("image %s: %w", id, store.ErrNotFound)
 	}
 	return &img, nil
+}
+
+func (s *Service) computeHostExists(ctx context.Context, host string) bool {
+	var n int64
+	s.st.WithContext(ctx).Model(&store.Service{}).Where("binary_name = ? AND host = ?", store.ComputeBinary, host).Count(&n)
+	return n > 0
 }
 
 func (s *Service) zoneExists(ctx context.Context, zone string) bool {
@@ -752,27 +759,6 @@ func (s *Service) startAction(w http.ResponseWriter, r *http.Request, inst *stor
 	}
 	inst.TaskState = string(newTask)
 	return nil
-}
-
-func (s *Service) serverIPs(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.loadServer(w, r); !ok {
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"addresses": map[string]any{}})
-}
-
-func (s *Service) serverIPsByNetwork(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.loadServer(w, r); !ok {
-		return
-	}
-	writeError(w, http.StatusNotFound, "Networks with that label could not be found.")
-}
-
-func (s *Service) listInterfaces(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.loadServer(w, r); !ok {
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"interfaceAttachments": []any{}})
 }
 
 func (s *Service) listVolumeAttachments(w http.ResponseWriter, r *http.Request) {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os/exec"
 	"strconv"
 	"time"
 
@@ -22,8 +23,11 @@ import (
 	"github.com/capsule-cloud/capsule/drivers"
 	"github.com/capsule-cloud/capsule/drivers/docker"
 	"github.com/capsule-cloud/capsule/drivers/fake"
+	"github.com/capsule-cloud/capsule/ovs"
+	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/scheduler"
 	"github.com/capsule-cloud/capsule/store"
+	"github.com/capsule-cloud/capsule/vif"
 )
 
 // deps are the connections roles share.
@@ -72,7 +76,8 @@ func newDriver(ctx context.Context, cfg config.Config) (drivers.Driver, error) {
 	case "fake":
 		return fake.New(), nil
 	case "docker", "":
-		opts := docker.Options{Host: cfg.Agent.DockerHost, StopTimeout: cfg.Agent.StopTimeout}
+		opts := docker.Options{Host: cfg.Agent.DockerHost, StopTimeout: cfg.Agent.StopTimeout,
+			SandboxImage: sandboxImage(cfg)}
 		if cfg.Registry.Username != "" {
 			opts.RegistryAuth = &docker.RegistryAuth{Username: cfg.Registry.Username, Password: cfg.Registry.Password}
 		}
@@ -81,12 +86,62 @@ func newDriver(ctx context.Context, cfg config.Config) (drivers.Driver, error) {
 	return nil, fmt.Errorf("unknown agent driver %q (want docker or fake)", cfg.Agent.Driver)
 }
 
+// sandboxImage is the infra image of servers' sandboxes: the configured
+// one, else the base image every Capsule registry holds (its busybox has
+// the sleep the sandbox runs).
+func sandboxImage(cfg config.Config) string {
+	if cfg.Agent.SandboxImage != "" {
+		return cfg.Agent.SandboxImage
+	}
+	return cfg.Registry.Address + "/capsule/busybox:latest"
+}
+
 func runAgent(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) error {
 	drv, err := newDriver(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	return agent.New(cfg.Agent, drv, d.bus, log).Run(ctx)
+	var opts []agent.Option
+	if p := newPlumber(ctx, cfg, log); p != nil {
+		opts = append(opts, agent.WithPlumber(p))
+	}
+	return agent.New(cfg.Agent, drv, d.bus, log, opts...).Run(ctx)
+}
+
+// newPlumber returns the agent's network plumbing: Open vSwitch through
+// vif for the docker driver, nothing to do for the fake one (its
+// namespaces are names). Without Open vSwitch it returns nil and the agent
+// refuses servers with NICs (it never starts one without its network);
+// servers without NICs still run.
+func newPlumber(ctx context.Context, cfg config.Config, log *slog.Logger) agent.Plumber {
+	if cfg.Agent.Driver == "fake" {
+		return noopPlumber{}
+	}
+	if _, err := exec.LookPath("ovs-vsctl"); err != nil {
+		log.Warn("Open vSwitch (ovs-vsctl) not found: servers with NICs cannot be built on this host", "err", err)
+		return nil
+	}
+	p := vif.New(ovs.New(ovs.Options{Logger: log}), cfg.Agent.BridgeMappings, log)
+	// The mapped bridges must exist before a port can be plugged; an
+	// error here only concerns servers with NICs, so the agent still runs
+	// and each such build reports the plumbing error.
+	ectx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := p.EnsureBridges(ectx); err != nil {
+		log.Error("cannot set up the bridges of agent.bridge_mappings: servers with NICs will fail to plug", "err", err,
+			"bridge_mappings", cfg.Agent.BridgeMappings)
+	}
+	return agent.VIF(p)
+}
+
+// noopPlumber is the fake driver's plumbing: there is no namespace to wire.
+type noopPlumber struct{}
+
+func (noopPlumber) Plug(context.Context, string, string, []protocol.NIC) error { return nil }
+func (noopPlumber) Unplug(context.Context, string, []protocol.NIC) error       { return nil }
+func (noopPlumber) UnplugInstance(context.Context, string) error               { return nil }
+func (noopPlumber) RemoveOrphans(context.Context, func(string) bool) ([]string, error) {
+	return nil, nil
 }
 
 // runAPI serves each OpenStack service on its conventional port.
@@ -99,7 +154,7 @@ func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) e
 		DefaultQuota: compute.Quota{Instances: cfg.Quota.Instances, Cores: cfg.Quota.Cores, RAM: cfg.Quota.RAMMB}})
 	img := image.New(d.st, image.Options{Validator: ids, Logger: log, Data: &image.RegistryData{
 		Address: cfg.Registry.Address, Username: cfg.Registry.Username, Password: cfg.Registry.Password}})
-	netw := network.New(ids)
+	netw := network.New(ids, network.WithStore(d.st), network.WithConfig(cfg.Network), network.WithLogger(log))
 	servers := []*http.Server{
 		newServer(a.Listen, a.IdentityPort, httpapi.AccessLog(log, "identity", httpapi.WithRequestID(ids.Handler()))),
 		newServer(a.Listen, a.ComputePort, httpapi.AccessLog(log, "compute", httpapi.WithRequestID(comp.Handler(), "x-compute-request-id"))),

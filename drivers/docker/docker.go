@@ -87,6 +87,12 @@ type Options struct {
 	DefaultDiskGB int
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// SandboxImage is the infra image of every server's sandbox, the
+	// container holding its network namespace (see sandbox.go), e.g. the
+	// base image. Required. SandboxCmd is its process, DefaultSandboxCmd
+	// when empty; it must run forever.
+	SandboxImage string
+	SandboxCmd   []string
 }
 
 // Driver implements drivers.Driver on the Docker Engine API.
@@ -115,6 +121,12 @@ func New(ctx context.Context, opts Options) (*Driver, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.SandboxImage == "" {
+		return nil, errors.New("docker driver: no sandbox image configured (the infra image holding each server's network namespace)")
+	}
+	if len(opts.SandboxCmd) == 0 {
+		opts.SandboxCmd = DefaultSandboxCmd
 	}
 	copts := []client.Opt{client.FromEnv, client.WithAPIVersionNegotiation()}
 	if opts.Host != "" {
@@ -149,7 +161,7 @@ func (d *Driver) Name() string { return "docker" }
 
 // Capabilities implements drivers.Driver.
 func (d *Driver) Capabilities() drivers.Capabilities {
-	return drivers.Capabilities{Pause: true, ConsoleOutput: true}
+	return drivers.Capabilities{Pause: true, ConsoleOutput: true, Networking: true}
 }
 
 // wrap turns a Docker error into one carrying the driver's error kind.
@@ -212,7 +224,9 @@ func (d *Driver) configs(spec drivers.Spec) (*container.Config, *container.HostC
 
 	stopSecs := int(math.Ceil(d.opts.StopTimeout.Seconds()))
 	cfg := &container.Config{
-		Hostname:    spec.Hostname,
+		// No Hostname when sandboxed: Docker refuses one with a container
+		// network mode; the workload gets the sandbox's (and its
+		// /etc/resolv.conf).
 		Image:       spec.Image,
 		Labels:      labels,
 		StopTimeout: &stopSecs,
@@ -223,9 +237,8 @@ func (d *Driver) configs(spec drivers.Spec) (*container.Config, *container.HostC
 	pids := spec.PidsLimit
 	noInit := false
 	host := &container.HostConfig{
-		// "none" until networking moves the workload into an infra
-		// container's namespace.
-		NetworkMode:   "none",
+		// The sandbox's namespace, plumbed before the workload starts.
+		NetworkMode:   container.NetworkMode("container:" + SandboxName(spec.ID)),
 		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
 		LogConfig: container.LogConfig{
 			Type: "json-file",
@@ -248,12 +261,25 @@ func (d *Driver) configs(spec drivers.Spec) (*container.Config, *container.HostC
 			PidsLimit:  &pids,
 		},
 	}
+	if !spec.Networked {
+		// No NICs, no sandbox: the server is one container without a
+		// network, with its own hostname.
+		cfg.Hostname = spec.Hostname
+		host.NetworkMode = "none"
+		host.DNS = spec.DNS
+	}
 	return cfg, host
 }
 
-// Create implements drivers.Driver: it pulls the image when missing and
-// creates the container, not started. An existing container of the same
-// instance is accepted as is.
+// sandboxed reports whether the workload c lives in a sandbox's namespace.
+func sandboxed(c container.InspectResponse) bool {
+	return c.HostConfig != nil && c.HostConfig.NetworkMode.IsContainer()
+}
+
+// Create implements drivers.Driver: it pulls the images when missing and
+// creates the sandbox and the workload container, neither started. An
+// existing workload container of the same instance is accepted as is; a
+// failed create leaves no sandbox behind.
 func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 	if err := validate(spec); err != nil {
 		return err
@@ -266,6 +292,14 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 	if err := d.ensureImage(ctx, spec.Image); err != nil {
 		return fmt.Errorf("docker create %s: %w", spec.ID, err)
 	}
+	if spec.Networked {
+		if err := d.ensureImage(ctx, d.opts.SandboxImage); err != nil {
+			return fmt.Errorf("docker create %s: sandbox: %w", spec.ID, err)
+		}
+		if _, err := d.createSandbox(ctx, spec); err != nil {
+			return err
+		}
+	}
 	cfg, host := d.configs(spec)
 	resp, err := d.cli.ContainerCreate(ctx, cfg, host, nil, nil, ContainerName(spec.ID))
 	if err != nil {
@@ -274,6 +308,9 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 			if _, ierr := d.inspect(ctx, "create", spec.ID); ierr == nil {
 				return nil
 			}
+		}
+		if rerr := d.removeSandbox(context.WithoutCancel(ctx), spec.ID); rerr != nil {
+			d.log.Error("could not remove the sandbox of a failed create", "instance", spec.ID, "err", rerr)
 		}
 		return wrap("create", spec.ID, err)
 	}
@@ -341,10 +378,17 @@ func drainPull(r io.Reader) error {
 }
 
 // Start implements drivers.Driver; starting a running instance succeeds.
+// The sandbox starts first: the workload cannot join a namespace that does
+// not exist.
 func (d *Driver) Start(ctx context.Context, id string) error {
 	c, err := d.inspect(ctx, "start", id)
 	if err != nil {
 		return err
+	}
+	if sandboxed(c) {
+		if _, err := d.ensureSandbox(ctx, "start", id); err != nil {
+			return err
+		}
 	}
 	if c.State.Running && !c.State.Paused {
 		return nil
@@ -361,14 +405,15 @@ func secondsCeil(dur time.Duration) *int {
 	return &s
 }
 
-// Stop implements drivers.Driver: SIGTERM, then SIGKILL after grace.
+// Stop implements drivers.Driver: SIGTERM, then SIGKILL after grace, then
+// the sandbox (see sandbox.go for why it does not outlive the workload).
 func (d *Driver) Stop(ctx context.Context, id string, grace time.Duration) error {
 	c, err := d.inspect(ctx, "stop", id)
 	if err != nil {
 		return err
 	}
 	if !c.State.Running {
-		return nil
+		return d.stopSandbox(ctx, id)
 	}
 	if c.State.Paused {
 		// Docker refuses to signal a frozen container.
@@ -382,6 +427,9 @@ func (d *Driver) Stop(ctx context.Context, id string, grace time.Duration) error
 	if err := d.cli.ContainerStop(ctx, c.ID, container.StopOptions{Timeout: secondsCeil(grace)}); err != nil {
 		return wrap("stop", id, err)
 	}
+	if err := d.stopSandbox(ctx, id); err != nil {
+		return err
+	}
 	d.log.Info("container stopped", "instance", id, "container", c.ID)
 	return nil
 }
@@ -392,6 +440,12 @@ func (d *Driver) Reboot(ctx context.Context, id string, hard bool) error {
 	c, err := d.inspect(ctx, "reboot", id)
 	if err != nil {
 		return err
+	}
+	// The restarted workload joins the sandbox's namespace.
+	if sandboxed(c) {
+		if _, err := d.ensureSandbox(ctx, "reboot", id); err != nil {
+			return err
+		}
 	}
 	if c.State.Paused {
 		// A frozen init cannot handle SIGTERM; thaw it first.
@@ -467,12 +521,14 @@ func (d *Driver) Unpause(ctx context.Context, id string) error {
 	return nil
 }
 
-// Destroy implements drivers.Driver: it force-removes the container and its
-// anonymous volumes. A missing instance is not an error.
+// Destroy implements drivers.Driver: it force-removes the workload
+// container and its anonymous volumes, then the sandbox (also when the
+// workload is already gone, e.g. after a create that died half-way). A
+// missing instance is not an error.
 func (d *Driver) Destroy(ctx context.Context, id string) error {
 	c, err := d.inspect(ctx, "destroy", id)
 	if errors.Is(err, drivers.ErrNotFound) {
-		return nil
+		return d.removeSandbox(ctx, id)
 	} else if err != nil {
 		return err
 	}
@@ -486,6 +542,9 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 		}
 	default:
 		return wrap("destroy", id, err)
+	}
+	if err := d.removeSandbox(ctx, id); err != nil {
+		return err
 	}
 	d.log.Info("container destroyed", "instance", id, "container", c.ID)
 	return nil
@@ -567,8 +626,11 @@ func (d *Driver) Status(ctx context.Context, id string) (drivers.Status, error) 
 	return statusOf(id, c), nil
 }
 
-// List implements drivers.Driver: every container labelled as managed by
-// capsule, whether or not the control plane knows it.
+// List implements drivers.Driver: every instance with a container
+// labelled as managed by capsule, whether or not the control plane knows
+// it. Sandboxes are part of their instance, not instances; a sandbox left
+// without its workload (a create cut short) is listed as its instance with
+// no power state, so the leftover shows up as an orphan.
 func (d *Driver) List(ctx context.Context) ([]drivers.Status, error) {
 	cs, err := d.cli.ContainerList(ctx, container.ListOptions{
 		All:     true,
@@ -578,11 +640,19 @@ func (d *Driver) List(ctx context.Context) ([]drivers.Status, error) {
 		return nil, fmt.Errorf("docker list: %w", err)
 	}
 	out := make([]drivers.Status, 0, len(cs))
+	workloads := map[string]bool{}
+	var sandboxes []drivers.Status
 	for _, s := range cs {
 		id := s.Labels[LabelInstance]
 		if id == "" {
 			continue
 		}
+		if s.Labels[LabelRole] == RoleSandbox {
+			sandboxes = append(sandboxes, drivers.Status{ID: id, Power: drivers.PowerNoState, BackendID: s.ID,
+				Description: "sandbox only: the workload container is missing"})
+			continue
+		}
+		workloads[id] = true
 		// Inspect for the exit code, start time and OOM flag the
 		// summary lacks.
 		c, err := d.cli.ContainerInspect(ctx, s.ID)
@@ -595,6 +665,11 @@ func (d *Driver) List(ctx context.Context) ([]drivers.Status, error) {
 			continue
 		}
 		out = append(out, statusOf(id, c))
+	}
+	for _, sb := range sandboxes {
+		if !workloads[sb.ID] {
+			out = append(out, sb)
+		}
 	}
 	return out, nil
 }

@@ -346,6 +346,85 @@ func Run(t *testing.T, newDriver func(t *testing.T) drivers.Driver, image string
 		}
 	})
 
+	t.Run("Sandbox", func(t *testing.T) {
+		d := newDriver(t)
+		ctx := Ctx(t)
+		if !d.Capabilities().Networking {
+			if _, err := d.Sandbox(ctx, uuid.NewString()); !errors.Is(err, drivers.ErrNotSupported) {
+				t.Errorf("Sandbox without Networking: %v, want ErrNotSupported", err)
+			}
+			t.Skip("driver does not declare Networking")
+		}
+		_, err := d.Sandbox(ctx, uuid.NewString())
+		WantNotFound(t, "Sandbox", err)
+
+		// A server without NICs has no sandbox to plumb.
+		plain := Spec(image)
+		Create(t, d, plain)
+		if _, err := d.Sandbox(ctx, plain.ID); !errors.Is(err, drivers.ErrNotSupported) {
+			t.Errorf("Sandbox of an instance created without network: %v, want ErrNotSupported", err)
+		}
+
+		spec := Spec(image)
+		spec.DNS = []string{"192.0.2.53"}
+		spec.Networked = true
+		Create(t, d, spec)
+		// The namespace exists before the workload ever ran: that is
+		// what lets the agent plumb first.
+		p1, err := d.Sandbox(ctx, spec.ID)
+		if err != nil || p1 == "" {
+			t.Fatalf("sandbox of a created instance: %q, %v", p1, err)
+		}
+		WantPower(t, d, spec.ID, drivers.PowerShutdown)
+		if p2, err := d.Sandbox(ctx, spec.ID); err != nil || p2 != p1 {
+			t.Errorf("second sandbox call: %q, %v; want %q", p2, err, p1)
+		}
+		if err := d.Start(ctx, spec.ID); err != nil {
+			t.Fatalf("start after sandbox: %v", err)
+		}
+		WantPower(t, d, spec.ID, drivers.PowerRunning)
+		if p, err := d.Sandbox(ctx, spec.ID); err != nil || p == "" {
+			t.Errorf("sandbox of a running instance: %q, %v", p, err)
+		}
+		// A workload restart keeps running in a namespace the driver
+		// can name.
+		if err := d.Reboot(ctx, spec.ID, true); err != nil {
+			t.Fatalf("reboot: %v", err)
+		}
+		WantPower(t, d, spec.ID, drivers.PowerRunning)
+		if err := d.Stop(ctx, spec.ID, stopGrace); err != nil {
+			t.Fatalf("stop: %v", err)
+		}
+		WantPower(t, d, spec.ID, drivers.PowerShutdown)
+		if p, err := d.Sandbox(ctx, spec.ID); err != nil || p == "" {
+			t.Errorf("sandbox after stop: %q, %v", p, err)
+		}
+		if err := d.Start(ctx, spec.ID); err != nil {
+			t.Fatalf("start after stop: %v", err)
+		}
+		WantPower(t, d, spec.ID, drivers.PowerRunning)
+
+		// The sandbox is part of the instance, never an instance.
+		list, err := d.List(ctx)
+		if err != nil {
+			t.Fatalf("list: %v", err)
+		}
+		n := 0
+		for _, st := range list {
+			if st.ID == spec.ID {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("instance listed %d times, want once: %+v", n, list)
+		}
+		if err := d.Destroy(ctx, spec.ID); err != nil {
+			t.Fatalf("destroy: %v", err)
+		}
+		_, err = d.Sandbox(ctx, spec.ID)
+		WantNotFound(t, "Sandbox after Destroy", err)
+	})
+
 	t.Run("CreateRefusesNoPidsLimit", func(t *testing.T) {
 		d := newDriver(t)
 		spec := Spec(image)

@@ -30,6 +30,7 @@ const (
 	OpList          Op = "list"
 	OpConsoleOutput Op = "console"
 	OpFingerprint   Op = "fingerprint"
+	OpSandbox       Op = "sandbox"
 )
 
 // bootLines is the console log an instance gets each time it starts, like
@@ -51,6 +52,14 @@ type Instance struct {
 	ExitCode  int
 	Console   []string
 	Boots     int
+
+	// The sandbox, as in the docker driver: it holds the network
+	// namespace, starts before the workload and stops with it. Each
+	// sandbox start is a new namespace (generation); the workload joins
+	// the current one when it starts.
+	SandboxRunning bool
+	SandboxGen     int
+	WorkloadNetns  string // namespace the workload joined at its last start
 }
 
 // Driver is the in-memory driver. The zero value is not usable: call New.
@@ -74,10 +83,13 @@ type Driver struct {
 	Host drivers.HostInfo
 	// Caps is what Capabilities reports.
 	Caps drivers.Capabilities
+	// NetnsPath names the namespace of generation gen of id's sandbox;
+	// default /run/fake-netns/<id>/<gen>.
+	NetnsPath func(id string, gen int) string
 }
 
 // New returns an empty fake driver with all capabilities but LiveResize
-// and Snapshot, and a small host.
+// and Snapshot (Networking included), and a small host.
 func New() *Driver {
 	return &Driver{
 		instances: map[string]*Instance{},
@@ -91,7 +103,7 @@ func New() *Driver {
 			CPUModel:          "fake-cpu",
 			Arch:              "x86_64",
 		},
-		Caps: drivers.Capabilities{Pause: true, ConsoleOutput: true},
+		Caps: drivers.Capabilities{Pause: true, ConsoleOutput: true, Networking: true},
 	}
 }
 
@@ -150,6 +162,21 @@ func (d *Driver) Crash(id string, exitCode int) error {
 	return nil
 }
 
+// RestartHost simulates a host (or dockerd) restart: every workload and
+// sandbox is down, so every namespace is gone.
+func (d *Driver) RestartHost() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, in := range d.instances {
+		if in.Power == drivers.PowerRunning || in.Power == drivers.PowerPaused {
+			in.Power = drivers.PowerShutdown
+			in.ExitCode = 137
+		}
+		in.SandboxRunning = false
+		in.WorkloadNetns = ""
+	}
+}
+
 // Remove deletes an instance without going through Destroy, as if it
 // vanished from the host.
 func (d *Driver) Remove(id string) {
@@ -196,6 +223,30 @@ func (d *Driver) lookup(op Op, id string) (*Instance, error) {
 	return in, nil
 }
 
+// netns returns the path of the sandbox's current namespace; d.mu held.
+func (d *Driver) netns(in *Instance) string {
+	if d.NetnsPath != nil {
+		return d.NetnsPath(in.Spec.ID, in.SandboxGen)
+	}
+	return fmt.Sprintf("/run/fake-netns/%s/%d", in.Spec.ID, in.SandboxGen)
+}
+
+// ensureSandbox starts the sandbox in a new namespace unless it runs;
+// d.mu held.
+func (d *Driver) ensureSandbox(in *Instance) {
+	if !in.SandboxRunning {
+		in.SandboxRunning = true
+		in.SandboxGen++
+	}
+}
+
+// boot starts the workload in the sandbox's namespace; d.mu held.
+func (d *Driver) boot(in *Instance) {
+	d.ensureSandbox(in)
+	in.WorkloadNetns = d.netns(in)
+	in.boot()
+}
+
 func (in *Instance) boot() {
 	in.Power = drivers.PowerRunning
 	in.StartedAt = time.Now()
@@ -240,6 +291,7 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 	cp.Labels = copyMap(spec.Labels)
 	cp.Metadata = copyMap(spec.Metadata)
 	cp.ExtraSpecs = copyMap(spec.ExtraSpecs)
+	cp.DNS = append([]string(nil), spec.DNS...)
 	d.instances[spec.ID] = &Instance{Spec: cp, Power: drivers.PowerShutdown}
 	return nil
 }
@@ -286,7 +338,7 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 	case drivers.PowerPaused:
 		return fmt.Errorf("fake start %s: instance is paused: %w", id, drivers.ErrInvalidState)
 	}
-	in.boot()
+	d.boot(in)
 	return nil
 }
 
@@ -305,6 +357,8 @@ func (d *Driver) Stop(ctx context.Context, id string, grace time.Duration) error
 		in.ExitCode = 0
 		in.Console = append(in.Console, "capsule-init: shutting down")
 	}
+	in.SandboxRunning = false
+	in.WorkloadNetns = ""
 	return nil
 }
 
@@ -321,7 +375,7 @@ func (d *Driver) Reboot(ctx context.Context, id string, hard bool) error {
 	if !hard {
 		in.Console = append(in.Console, "capsule-init: shutting down")
 	}
-	in.boot()
+	d.boot(in)
 	return nil
 }
 
@@ -437,4 +491,28 @@ func (d *Driver) ConsoleOutput(ctx context.Context, id string, lines int) (strin
 		return "", nil
 	}
 	return strings.Join(out, "\n") + "\n", nil
+}
+
+// Sandbox implements drivers.Driver: it starts the sandbox if needed and
+// returns the running workload's namespace, else the sandbox's.
+func (d *Driver) Sandbox(ctx context.Context, id string) (string, error) {
+	if err := d.begin(ctx, OpSandbox, id); err != nil {
+		return "", err
+	}
+	defer d.mu.Unlock()
+	if !d.Caps.Networking {
+		return "", fmt.Errorf("fake sandbox %s: %w", id, drivers.ErrNotSupported)
+	}
+	in, err := d.lookup(OpSandbox, id)
+	if err != nil {
+		return "", err
+	}
+	if !in.Spec.Networked {
+		return "", fmt.Errorf("fake sandbox %s: created without network: %w", id, drivers.ErrNotSupported)
+	}
+	d.ensureSandbox(in)
+	if (in.Power == drivers.PowerRunning || in.Power == drivers.PowerPaused) && in.WorkloadNetns != "" {
+		return in.WorkloadNetns, nil
+	}
+	return d.netns(in), nil
 }

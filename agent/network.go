@@ -1,0 +1,215 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/capsule-cloud/capsule/drivers"
+	"github.com/capsule-cloud/capsule/protocol"
+)
+
+// Plumber wires servers' NICs on the host: veths into the namespace the
+// driver's sandbox holds, OVS ports with their VLAN tag, anti-spoofing
+// flows. Every method is idempotent (Plug repairs drift); Plug undoes
+// itself when it fails. The vif package implements it (adapted in
+// cmd/capsuled).
+type Plumber interface {
+	// Plug wires nics of instance id into the namespace at netnsPath.
+	Plug(ctx context.Context, id, netnsPath string, nics []protocol.NIC) error
+	// Unplug removes what Plug made for nics of id.
+	Unplug(ctx context.Context, id string, nics []protocol.NIC) error
+	// UnplugInstance removes everything plugged for id, for when its NICs
+	// are not known (after an agent restart).
+	UnplugInstance(ctx context.Context, id string) error
+	// RemoveOrphans removes what is plugged for every instance keep
+	// refuses and returns those instance ids.
+	RemoveOrphans(ctx context.Context, keep func(id string) bool) ([]string, error)
+}
+
+// WithPlumber gives the agent its network plumbing. Without one, a build
+// with NICs fails: a server never runs without its network.
+func WithPlumber(p Plumber) Option { return func(a *Agent) { a.plumber = p } }
+
+// errNoPlumber fails a build or start of a server with NICs on an agent
+// that cannot plumb them.
+var errNoPlumber = errors.New("this agent has no network plumbing (Open vSwitch) configured")
+
+// nicCache remembers the NICs of the instances on this host: the agent has
+// no database, and stop, start and delete messages carry only the id.
+// Builds fill it, reconciles refresh it from the conductor, deletes empty
+// it. An entry with no NICs means "known to have none".
+type nicCache struct {
+	mu sync.Mutex
+	m  map[string][]protocol.NIC
+}
+
+func newNICCache() *nicCache { return &nicCache{m: map[string][]protocol.NIC{}} }
+
+func (c *nicCache) get(id string) ([]protocol.NIC, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n, ok := c.m[id]
+	return n, ok
+}
+
+func (c *nicCache) has(id string) bool {
+	_, ok := c.get(id)
+	return ok
+}
+
+func (c *nicCache) set(id string, nics []protocol.NIC) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m[id] = slices.Clone(nics)
+}
+
+// refresh records what the conductor says, except that an empty list does
+// not erase NICs a build brought: a conductor that does not send NICs
+// must not make the agent start servers without their network.
+func (c *nicCache) refresh(id string, nics []protocol.NIC) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(nics) == 0 && len(c.m[id]) > 0 {
+		return
+	}
+	c.m[id] = slices.Clone(nics)
+}
+
+func (c *nicCache) del(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, id)
+}
+
+// dnsOf gathers the name servers of nics, in order, without repeats.
+func dnsOf(nics []protocol.NIC) []string {
+	var out []string
+	for _, n := range nics {
+		for _, s := range n.DNS {
+			if s != "" && !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// nicsOf returns the NICs of instance id: from memory, else from the
+// conductor (after an agent restart, before the first reconcile). An
+// instance the conductor does not place here has none.
+func (a *Agent) nicsOf(ctx context.Context, id string) ([]protocol.NIC, error) {
+	if nics, ok := a.nics.get(id); ok || a.plumber == nil {
+		return nics, nil
+	}
+	expected, err := a.instancesOnHost(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("NICs of instance %s: %w", id, err)
+	}
+	for _, e := range expected {
+		a.nics.refresh(e.Spec.ID, e.Spec.NICs)
+	}
+	nics, ok := a.nics.get(id)
+	if !ok {
+		a.log.Warn("instance not placed here by the conductor; treating it as having no NICs", "instance", id)
+	}
+	return nics, nil
+}
+
+// plumb wires nics of id into its sandbox's namespace, starting the
+// sandbox if needed; the workload may start once it returns nil.
+func (a *Agent) plumb(ctx context.Context, id string, nics []protocol.NIC) error {
+	if len(nics) == 0 {
+		return nil
+	}
+	if a.plumber == nil {
+		return fmt.Errorf("plug %d NICs of instance %s: %w", len(nics), id, errNoPlumber)
+	}
+	if !a.drv.Capabilities().Networking {
+		return fmt.Errorf("plug %d NICs of instance %s: driver %s has no sandbox networking: %w",
+			len(nics), id, a.drv.Name(), drivers.ErrNotSupported)
+	}
+	netns, err := a.drv.Sandbox(ctx, id)
+	if err != nil {
+		return fmt.Errorf("sandbox of instance %s: %w", id, err)
+	}
+	if err := a.plumber.Plug(ctx, id, netns, nics); err != nil {
+		return fmt.Errorf("plug NICs of instance %s into %s: %w", id, netns, err)
+	}
+	return nil
+}
+
+// unplug removes what is plugged for id: its known NICs, or everything
+// tagged with its id when they are not known.
+func (a *Agent) unplug(ctx context.Context, id string) error {
+	if a.plumber == nil {
+		return nil
+	}
+	nics, ok := a.nics.get(id)
+	if ok && len(nics) == 0 {
+		return nil
+	}
+	var err error
+	if ok {
+		err = a.plumber.Unplug(ctx, id, nics)
+	} else {
+		err = a.plumber.UnplugInstance(ctx, id)
+	}
+	if err != nil {
+		return fmt.Errorf("unplug NICs of instance %s: %w", id, err)
+	}
+	return nil
+}
+
+// repairNetwork is reconcile's drift repair: every instance with NICs
+// whose workload runs here is plugged again (Plug is idempotent and puts
+// back veths, ports, tags and flows lost to an agent, OVS or host
+// restart); one whose workload does not run is unplugged (its namespace
+// is gone with its sandbox, see drivers/docker/sandbox.go), and what is
+// plugged for instances this host does not hold is removed. Instances with
+// an operation in flight are left to it. It logs and goes on: one broken
+// server must not stop the repair of the others.
+func (a *Agent) repairNetwork(ctx context.Context, expected []protocol.ExpectedInstance, placed map[string]bool) {
+	if a.plumber == nil {
+		return
+	}
+	for _, e := range expected {
+		id := e.Spec.ID
+		nics, _ := a.nics.get(id)
+		if len(nics) == 0 || deleting(e) {
+			continue
+		}
+		unlock, ok := a.locks.tryLock(id)
+		if !ok {
+			continue
+		}
+		a.repairInstance(ctx, id, nics)
+		unlock()
+	}
+	keep := func(id string) bool { return placed[id] || a.nics.has(id) || a.locks.busy(id) }
+	removed, err := a.plumber.RemoveOrphans(ctx, keep)
+	if err != nil {
+		a.log.Error("reconcile: could not remove the network plumbing of instances not on this host", "err", err)
+	}
+	for _, id := range removed {
+		a.log.Warn("reconcile: removed the network plumbing of an instance not on this host", "instance", id)
+	}
+}
+
+func (a *Agent) repairInstance(ctx context.Context, id string, nics []protocol.NIC) {
+	st, err := a.drv.Status(ctx, id)
+	switch {
+	case err != nil && !errors.Is(err, drivers.ErrNotFound):
+		a.log.Error("reconcile: status for the network repair", "instance", id, "err", err)
+	case err == nil && (st.Power == drivers.PowerRunning || st.Power == drivers.PowerPaused):
+		if err := a.plumb(ctx, id, nics); err != nil {
+			a.log.Error("reconcile: could not repair the network of a running instance", "instance", id, "err", err)
+		}
+	default:
+		if err := a.plumber.Unplug(ctx, id, nics); err != nil {
+			a.log.Error("reconcile: could not unplug the network of an instance that is not running", "instance", id, "err", err)
+		}
+	}
+}

@@ -1,0 +1,354 @@
+package network
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/capsule-cloud/capsule/api-server/auth"
+	"github.com/capsule-cloud/capsule/api-server/httpapi"
+	"github.com/capsule-cloud/capsule/store"
+)
+
+// portView is §4.5's port object; binding:* attributes are admin-only as
+// in Neutron's policy.
+func portView(p *store.Port, admin bool) view {
+	ips := make([]map[string]string, 0, len(p.FixedIPs))
+	for _, a := range p.FixedIPs {
+		ips = append(ips, map[string]string{"subnet_id": a.SubnetID, "ip_address": a.IPAddress})
+	}
+	v := view{
+		"id": p.ID, "name": p.Name, "network_id": p.NetworkID, "project_id": p.ProjectID, "tenant_id": p.ProjectID,
+		"mac_address": p.MACAddress, "fixed_ips": ips, "device_id": p.DeviceID, "device_owner": p.DeviceOwner,
+		"status": p.Status, "admin_state_up": p.AdminStateUp, "security_groups": []string{},
+		"port_security_enabled": p.PortSecurityEnabled, "allowed_address_pairs": []any{}, "extra_dhcp_opts": []any{},
+		"description": p.Description, "tags": []string{}, "created_at": ts(p.CreatedAt), "updated_at": ts(p.UpdatedAt),
+		"revision_number": p.RevisionNumber,
+	}
+	if admin {
+		vif := "unbound"
+		details := map[string]any{}
+		if p.BindingHostID != "" {
+			vif = "ovs"
+			details = map[string]any{"port_filter": p.PortSecurityEnabled, "ovs_hybrid_plug": false}
+		}
+		v["binding:host_id"] = p.BindingHostID
+		v["binding:vif_type"] = vif
+		v["binding:vnic_type"] = "normal"
+		v["binding:profile"] = map[string]any{}
+		v["binding:vif_details"] = details
+	}
+	return v
+}
+
+// canSeePort: own ports, and every port on a network the caller owns.
+func canSeePort(c *auth.Credentials, p *store.Port, n *store.Network) bool {
+	return c.IsAdmin() || p.ProjectID == c.ProjectID || (n != nil && n.ProjectID == c.ProjectID)
+}
+
+func (s *Service) visiblePort(w http.ResponseWriter, r *http.Request, id string) (*store.Port, *store.Network, bool) {
+	p, err := s.st.GetPort(r.Context(), id)
+	var n *store.Network
+	if err == nil {
+		n, err = s.st.GetNetwork(r.Context(), p.NetworkID)
+	}
+	if err == nil && !canSeePort(creds(r), p, n) {
+		err = &store.NetError{Kind: store.ErrPortNotFound, Message: "Port " + id + " could not be found."}
+	}
+	if err != nil {
+		s.storeError(w, r, err)
+		return nil, nil, false
+	}
+	return p, n, true
+}
+
+func (s *Service) listPorts(w http.ResponseWriter, r *http.Request) {
+	c := creds(r)
+	nets, err := s.networksByID(r.Context())
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	// device_id and network_id narrow the query in the database: they are
+	// what Nova-style lookups (port list --server) send.
+	q := r.URL.Query()
+	var f store.PortFilter
+	if v := q["device_id"]; len(v) == 1 {
+		f.DeviceID = v[0]
+	}
+	if v := q["network_id"]; len(v) == 1 {
+		f.NetworkID = v[0]
+	}
+	ports, err := s.st.ListPorts(r.Context(), f)
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	var views []view
+	for i := range ports {
+		if canSeePort(c, &ports[i], nets[ports[i].NetworkID]) {
+			views = append(views, portView(&ports[i], c.IsAdmin()))
+		}
+	}
+	listQuery(w, r, "ports", views, keysOf(portView(&store.Port{}, c.IsAdmin())), func(id string) {
+		writeError(w, http.StatusNotFound, "PortNotFound", "Port "+id+" could not be found.")
+	})
+}
+
+func (s *Service) getPort(w http.ResponseWriter, r *http.Request) {
+	p, _, ok := s.visiblePort(w, r, r.PathValue("id"))
+	if !ok {
+		return
+	}
+	showOne(w, r, http.StatusOK, "port", portView(p, creds(r).IsAdmin()))
+}
+
+var portCreateAttrs = []string{"network_id", "name", "description", "admin_state_up", "mac_address", "fixed_ips",
+	"device_id", "device_owner", "binding:host_id", "binding:vnic_type", "binding:profile", "port_security_enabled",
+	"security_groups", "allowed_address_pairs", "extra_dhcp_opts", "project_id", "tenant_id", "qos_policy_id",
+	"propagate_uplink_status", "dns_name", "tags"}
+
+// fixedIPs decodes a fixed_ips attribute; nil when absent or null.
+func fixedIPs(a attrs) (*[]store.FixedIPRequest, error) {
+	var raw []struct {
+		SubnetID  string `json:"subnet_id"`
+		IPAddress string `json:"ip_address"`
+	}
+	ok, err := a.decode("fixed_ips", &raw)
+	if err != nil || !ok {
+		return nil, err
+	}
+	out := make([]store.FixedIPRequest, 0, len(raw))
+	for _, f := range raw {
+		out = append(out, store.FixedIPRequest{SubnetID: f.SubnetID, IP: f.IPAddress})
+	}
+	return &out, nil
+}
+
+// checkUnsupported refuses non-empty values of port features Capsule has
+// not got; security_groups is accepted and ignored (port security is the
+// anti-spoofing switch, there are no group rules to apply).
+func checkUnsupported(a attrs) error {
+	for _, k := range []string{"allowed_address_pairs", "extra_dhcp_opts"} {
+		if err := a.emptyList(k); err != nil {
+			return err
+		}
+	}
+	if v, err := a.str("binding:vnic_type"); err != nil || (v != nil && *v != "normal") {
+		return inputErr("binding:vnic_type must be normal")
+	}
+	return nil
+}
+
+func (s *Service) createPorts(w http.ResponseWriter, r *http.Request) {
+	c := creds(r)
+	if !canWrite(w, c, "rule:create_port") {
+		return
+	}
+	objs, bulk, err := readBody(r, "port", "ports")
+	if err != nil {
+		badRequest(w, err.Error())
+		return
+	}
+	var created []view
+	fail := func(answer func()) {
+		for _, v := range created {
+			_ = s.st.ReleasePort(context.WithoutCancel(r.Context()), v["id"].(string))
+		}
+		answer()
+	}
+	for _, a := range objs {
+		req, answer := s.portFromRequest(w, r, a, c)
+		if answer != nil {
+			fail(answer)
+			return
+		}
+		p, err := s.st.AllocatePort(r.Context(), req)
+		if err != nil {
+			fail(func() { s.storeError(w, r, err) })
+			return
+		}
+		created = append(created, portView(p, c.IsAdmin()))
+	}
+	if bulk {
+		httpapi.WriteJSON(w, http.StatusCreated, map[string]any{"ports": created})
+		return
+	}
+	showOne(w, r, http.StatusCreated, "port", created[0])
+}
+
+func (s *Service) portFromRequest(w http.ResponseWriter, r *http.Request, a attrs, c *auth.Credentials) (store.PortRequest, func()) {
+	var req store.PortRequest
+	bad := func(err error) (store.PortRequest, func()) { return req, func() { invalidInput(w, err.Error()) } }
+	if err := a.unknown(portCreateAttrs...); err != nil {
+		return req, func() { badRequest(w, err.Error()) }
+	}
+	proj, ok, err := ownerProject(a, c.ProjectID, c.IsAdmin())
+	if err != nil {
+		return bad(err)
+	}
+	if !ok {
+		return req, func() { forbidden(w, "rule:create_port") }
+	}
+	if err := checkUnsupported(a); err != nil {
+		return bad(err)
+	}
+	netID, err := a.str("network_id")
+	if err != nil {
+		return bad(err)
+	}
+	if netID == nil || *netID == "" {
+		return req, func() { badRequest(w, "Failed to parse request. Required attribute 'network_id' not specified") }
+	}
+	req = store.PortRequest{NetworkID: *netID, ProjectID: proj, Admin: c.IsAdmin()}
+	for _, f := range []struct {
+		key string
+		dst *string
+	}{{"name", &req.Name}, {"description", &req.Description}, {"mac_address", &req.MAC},
+		{"device_id", &req.DeviceID}, {"device_owner", &req.DeviceOwner}, {"binding:host_id", &req.HostID}} {
+		v, err := a.str(f.key)
+		if err != nil {
+			return bad(err)
+		}
+		if v != nil {
+			*f.dst = *v
+		}
+	}
+	if req.AdminStateUp, err = a.boolean("admin_state_up"); err != nil {
+		return bad(err)
+	}
+	if req.PortSecurity, err = a.boolean("port_security_enabled"); err != nil {
+		return bad(err)
+	}
+	ips, err := fixedIPs(a)
+	if err != nil {
+		return bad(err)
+	}
+	if ips != nil {
+		req.FixedIPs = *ips
+	}
+	if req.HostID != "" && !c.IsAdmin() {
+		return req, func() { forbidden(w, "rule:create_port and rule:create_port:binding:host_id") }
+	}
+	n, err := s.st.GetNetwork(r.Context(), req.NetworkID)
+	if err == nil && !canSeeNetwork(c, n) {
+		err = &store.NetError{Kind: store.ErrNetworkNotFound, Message: "Network " + req.NetworkID + " could not be found."}
+	}
+	if err != nil {
+		return req, func() { s.storeError(w, r, err) }
+	}
+	// On a shared network only its owner (and admins) pick addresses and
+	// MACs, as in Neutron's policy.
+	if !owns(c, n.ProjectID) {
+		if req.MAC != "" {
+			return req, func() { forbidden(w, "rule:create_port and rule:create_port:mac_address") }
+		}
+		for _, f := range req.FixedIPs {
+			if f.IP != "" {
+				return req, func() { forbidden(w, "rule:create_port and rule:create_port:fixed_ips:ip_address") }
+			}
+		}
+	}
+	return req, nil
+}
+
+func (s *Service) updatePort(w http.ResponseWriter, r *http.Request) {
+	c := creds(r)
+	id := r.PathValue("id")
+	cur, n, ok := s.visiblePort(w, r, id)
+	if !ok {
+		return
+	}
+	if !owns(c, cur.ProjectID) && !owns(c, n.ProjectID) {
+		forbidden(w, "rule:update_port")
+		return
+	}
+	if !canWrite(w, c, "rule:update_port") {
+		return
+	}
+	objs, bulk, err := readBody(r, "port", "")
+	if err != nil || bulk {
+		badRequest(w, errText(err, "Unable to find 'port' in request body"))
+		return
+	}
+	a := objs[0]
+	for _, k := range []string{"network_id", "project_id", "tenant_id"} {
+		if a.has(k) {
+			badRequest(w, "Cannot update read-only attribute "+k)
+			return
+		}
+	}
+	if err := a.unknown(portCreateAttrs...); err != nil {
+		badRequest(w, err.Error())
+		return
+	}
+	if err := checkUnsupported(a); err != nil {
+		invalidInput(w, err.Error())
+		return
+	}
+	u := store.PortUpdate{Admin: c.IsAdmin()}
+	for _, f := range []struct {
+		key string
+		dst **string
+	}{{"name", &u.Name}, {"description", &u.Description}, {"device_id", &u.DeviceID},
+		{"device_owner", &u.DeviceOwner}, {"binding:host_id", &u.HostID}, {"mac_address", &u.MAC}} {
+		if *f.dst, err = a.str(f.key); err != nil {
+			invalidInput(w, err.Error())
+			return
+		}
+	}
+	if u.AdminStateUp, err = a.boolean("admin_state_up"); err != nil {
+		invalidInput(w, err.Error())
+		return
+	}
+	if u.PortSecurity, err = a.boolean("port_security_enabled"); err != nil {
+		invalidInput(w, err.Error())
+		return
+	}
+	if u.FixedIPs, err = fixedIPs(a); err != nil {
+		invalidInput(w, err.Error())
+		return
+	}
+	if u.HostID != nil && *u.HostID != cur.BindingHostID && !c.IsAdmin() {
+		forbidden(w, "rule:update_port and rule:update_port:binding:host_id")
+		return
+	}
+	if u.MAC != nil && *u.MAC != cur.MACAddress && !c.IsAdmin() {
+		forbidden(w, "rule:update_port and rule:update_port:mac_address")
+		return
+	}
+	if u.FixedIPs != nil && !owns(c, n.ProjectID) {
+		for _, f := range *u.FixedIPs {
+			if f.IP != "" {
+				forbidden(w, "rule:update_port and rule:update_port:fixed_ips:ip_address")
+				return
+			}
+		}
+	}
+	p, err := s.st.UpdatePort(r.Context(), id, u)
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	showOne(w, r, http.StatusOK, "port", portView(p, c.IsAdmin()))
+}
+
+// deletePort deletes any port the caller owns, compute:nova ones included
+// (as Neutron does): the server's NIC then loses its allocation, and the
+// agent's drift repair removes the plumbing.
+func (s *Service) deletePort(w http.ResponseWriter, r *http.Request) {
+	c := creds(r)
+	id := r.PathValue("id")
+	cur, n, ok := s.visiblePort(w, r, id)
+	if !ok {
+		return
+	}
+	if (!owns(c, cur.ProjectID) && !owns(c, n.ProjectID)) || !c.CanWrite() {
+		forbidden(w, "rule:delete_port")
+		return
+	}
+	if err := s.st.ReleasePort(r.Context(), id); err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

@@ -1,0 +1,200 @@
+// Package network serves the Network API (Neutron v2.0 subset): networks
+// on VLAN or flat segments of the data-centre's physical networks, IPv4
+// subnets with allocation pools, and ports with static fixed IPs. IPAM
+// lives in the store (store.AllocatePort), so the Compute API creates
+// servers' ports through the same code and the same database guarantees.
+package network
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/capsule-cloud/capsule/api-server/auth"
+	"github.com/capsule-cloud/capsule/api-server/httpapi"
+	"github.com/capsule-cloud/capsule/api-server/identity"
+	"github.com/capsule-cloud/capsule/config"
+	"github.com/capsule-cloud/capsule/store"
+)
+
+// Service is the network API.
+type Service struct {
+	validator auth.Validator
+	st        *store.Store
+	cfg       config.Network
+	log       *slog.Logger
+}
+
+// Option configures the network API.
+type Option func(*Service)
+
+// WithStore gives the API its database. Without one the API only answers
+// discovery and empty lists (the pre-networking stub).
+func WithStore(st *store.Store) Option { return func(s *Service) { s.st = st } }
+
+// WithConfig sets the control plane's view of the physical networks: the
+// tenant VLAN range, the known physical networks and the MTU.
+func WithConfig(c config.Network) Option { return func(s *Service) { s.cfg = c } }
+
+// WithLogger sets the logger.
+func WithLogger(l *slog.Logger) Option { return func(s *Service) { s.log = l } }
+
+// New returns the network API; v (the identity service) checks tokens.
+func New(v auth.Validator, opts ...Option) *Service {
+	s := &Service{validator: v, log: slog.Default()}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.cfg.MTU <= 0 {
+		s.cfg.MTU = 1500
+	}
+	s.log = s.log.With("service", "network")
+	return s
+}
+
+// Handler returns the network port's handler.
+func (s *Service) Handler() http.Handler {
+	mux := http.NewServeMux()
+	authed := identity.RequireToken(s.validator, s.authFailed)
+	h := func(pattern string, fn http.HandlerFunc) { mux.Handle(pattern, authed(fn)) }
+
+	// Version discovery answers without a token (keystoneauth and
+	// gophercloud probe it unauthenticated).
+	mux.HandleFunc("GET /{$}", s.versions)
+	h("GET /v2.0", s.resources)
+	h("GET /v2.0/extensions", s.listExtensions)
+	h("GET /v2.0/extensions/{alias}", s.getExtension)
+
+	if s.st == nil {
+		for _, coll := range []string{"networks", "subnets", "ports"} {
+			h("GET /v2.0/"+coll, func(w http.ResponseWriter, r *http.Request) {
+				httpapi.WriteJSON(w, http.StatusOK, map[string]any{coll: []any{}})
+			})
+		}
+		return s.finish(mux)
+	}
+	h("GET /v2.0/networks", s.listNetworks)
+	h("POST /v2.0/networks", s.createNetworks)
+	h("GET /v2.0/networks/{id}", s.getNetwork)
+	h("PUT /v2.0/networks/{id}", s.updateNetwork)
+	h("DELETE /v2.0/networks/{id}", s.deleteNetwork)
+
+	h("GET /v2.0/subnets", s.listSubnets)
+	h("POST /v2.0/subnets", s.createSubnets)
+	h("GET /v2.0/subnets/{id}", s.getSubnet)
+	h("PUT /v2.0/subnets/{id}", s.updateSubnet)
+	h("DELETE /v2.0/subnets/{id}", s.deleteSubnet)
+
+	h("GET /v2.0/ports", s.listPorts)
+	h("POST /v2.0/ports", s.createPorts)
+	h("GET /v2.0/ports/{id}", s.getPort)
+	h("PUT /v2.0/ports/{id}", s.updatePort)
+	h("DELETE /v2.0/ports/{id}", s.deletePort)
+
+	h("GET /v2.0/security-groups", s.listSecurityGroups)
+	h("GET /v2.0/security-groups/{id}", s.getSecurityGroup)
+	h("GET /v2.0/security-group-rules", s.listSecurityGroupRules)
+	return s.finish(mux)
+}
+
+// finish adds what every variant of the API serves: empty lists of the
+// resources Capsule does not implement (so clients that look, like OSC and
+// openstacksdk, do not break) and Neutron's 404.
+func (s *Service) finish(mux *http.ServeMux) http.Handler {
+	authed := identity.RequireToken(s.validator, s.authFailed)
+	for _, coll := range []string{"floatingips", "routers"} {
+		mux.Handle("GET /v2.0/"+coll, authed(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			httpapi.WriteJSON(w, http.StatusOK, map[string]any{coll: []any{}})
+		})))
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "HTTPNotFound", "The resource could not be found.")
+	})
+	return httpapi.TrimSlash(mux)
+}
+
+func (s *Service) authFailed(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	typ := "HTTPUnauthorized"
+	if status == http.StatusServiceUnavailable {
+		typ = "ServiceUnavailable"
+	}
+	writeError(w, status, typ, msg)
+}
+
+// writeError writes a Neutron error body.
+func writeError(w http.ResponseWriter, status int, typ, msg string) {
+	httpapi.WriteJSON(w, status, map[string]any{"NeutronError": map[string]string{"type": typ, "message": msg, "detail": ""}})
+}
+
+func badRequest(w http.ResponseWriter, msg string) {
+	writeError(w, http.StatusBadRequest, "HTTPBadRequest", msg)
+}
+
+func invalidInput(w http.ResponseWriter, msg string) {
+	writeError(w, http.StatusBadRequest, "InvalidInput", "Invalid input for operation: "+msg+".")
+}
+
+func forbidden(w http.ResponseWriter, rule string) {
+	writeError(w, http.StatusForbidden, "PolicyNotAuthorized", "("+rule+") is disallowed by policy")
+}
+
+// statusOf is the HTTP status of a store network error kind.
+func statusOf(kind error) int {
+	switch kind {
+	case store.ErrNetworkNotFound, store.ErrSubnetNotFound, store.ErrPortNotFound:
+		return http.StatusNotFound
+	case store.ErrInvalidInput, store.ErrInvalidIPForSubnet, store.ErrInvalidIPForNetwork:
+		return http.StatusBadRequest
+	case store.ErrNoNetworkAvailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusConflict
+}
+
+// storeError answers a store failure: its Neutron type and message for a
+// *store.NetError, 500 for anything else.
+func (s *Service) storeError(w http.ResponseWriter, r *http.Request, err error) {
+	var ne *store.NetError
+	if errors.As(err, &ne) {
+		writeError(w, statusOf(ne.Kind), ne.Kind.Error(), ne.Message)
+		return
+	}
+	s.log.ErrorContext(r.Context(), "network request failed", "error", err,
+		"request_id", httpapi.RequestID(r.Context()), "method", r.Method, "path", r.URL.Path)
+	writeError(w, http.StatusInternalServerError, "HTTPInternalServerError", "Request Failed: internal server error while processing your request.")
+}
+
+// creds returns the caller; RequireToken guarantees one.
+func creds(r *http.Request) *auth.Credentials {
+	if c := auth.FromContext(r.Context()); c != nil {
+		return c
+	}
+	return &auth.Credentials{}
+}
+
+// canWrite answers 403 to reader-only tokens.
+func canWrite(w http.ResponseWriter, c *auth.Credentials, rule string) bool {
+	if !c.CanWrite() {
+		forbidden(w, rule)
+		return false
+	}
+	return true
+}
+
+// owns reports whether c may change a resource of project.
+func owns(c *auth.Credentials, project string) bool { return c.IsAdmin() || project == c.ProjectID }
+
+func (s *Service) versions(w http.ResponseWriter, r *http.Request) {
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"versions": []any{map[string]any{
+		"id": "v2.0", "status": "CURRENT",
+		"links": []map[string]string{{"rel": "self", "href": httpapi.BaseURL(r) + "/v2.0/"}}}}})
+}
+
+func (s *Service) resources(w http.ResponseWriter, r *http.Request) {
+	var res []any
+	for _, p := range [][2]string{{"network", "networks"}, {"subnet", "subnets"}, {"port", "ports"}} {
+		res = append(res, map[string]any{"name": p[0], "collection": p[1],
+			"links": []map[string]string{{"rel": "self", "href": httpapi.BaseURL(r) + "/v2.0/" + p[1]}}})
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"resources": res})
+}

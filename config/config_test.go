@@ -1,0 +1,62 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func load(t *testing.T, yaml string) Config {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestDefaultsAndOverrides(t *testing.T) {
+	c := load(t, "agent:\n  host: h1\n  heartbeat_interval: 2s\nscheduler:\n  weigher: pack\n")
+	if c.Agent.Host != "h1" || c.Agent.HeartbeatInterval != 2*time.Second || c.Scheduler.Weigher != "pack" {
+		t.Errorf("overrides not applied: %+v", c)
+	}
+	if c.API.IdentityPort != 5000 || c.Registry.Address != "127.0.0.1:5050" || c.Agent.PidsLimit != 1024 {
+		t.Errorf("defaults lost: %+v", c)
+	}
+	if c.Agent.BridgeMappings["physnet1"] != "br-physnet1" {
+		t.Errorf("default bridge mapping = %v", c.Agent.BridgeMappings)
+	}
+}
+
+// TestBridgeMappingsReplaceTheDefault: a map in the file replaces the
+// default map instead of being merged into it.
+func TestBridgeMappingsReplaceTheDefault(t *testing.T) {
+	c := load(t, "agent:\n  bridge_mappings:\n    physnet2: br-p2\n")
+	if len(c.Agent.BridgeMappings) != 1 || c.Agent.BridgeMappings["physnet2"] != "br-p2" {
+		t.Errorf("bridge mappings = %v", c.Agent.BridgeMappings)
+	}
+	c = load(t, "agent:\n  bridge_mappings: {}\n")
+	if len(c.Agent.BridgeMappings) != 0 {
+		t.Errorf("explicitly empty bridge mappings = %v", c.Agent.BridgeMappings)
+	}
+}
+
+func TestMissingFileIsDefaults(t *testing.T) {
+	c, err := Load(filepath.Join(t.TempDir(), "absent.yaml"))
+	if err != nil || c.Database.Driver != "sqlite" || c.Agent.BridgeMappings == nil {
+		t.Fatalf("Load(missing) = %+v, %v", c, err)
+	}
+}
+
+func TestBadYAMLIsAnError(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	_ = os.WriteFile(p, []byte("agent: [\n"), 0o600)
+	if _, err := Load(p); err == nil {
+		t.Fatal("bad YAML accepted")
+	}
+}

@@ -1,0 +1,83 @@
+package vif
+
+import (
+	"fmt"
+	"hash/fnv"
+	"net"
+
+	"github.com/capsule-cloud/capsule/ovs"
+)
+
+// Cookie is the OpenFlow cookie of the port-security flows of Neutron port
+// portID: Capsule's prefix and 48 bits of a hash of the id, so a port's
+// flows are found and replaced by cookie alone, whatever its ofport.
+func Cookie(portID string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(portID))
+	v := h.Sum64() & (1<<48 - 1)
+	if v == 0 {
+		v = 1 // 0 is ovs.BaseCookie, the bridge's fallback flow
+	}
+	return ovs.CookiePrefix | v
+}
+
+// Priorities of the per-port flows, above the bridge's priority-0 NORMAL
+// fallback: what a port may send is allowed at 100 (110 for the IPv6
+// neighbour advertisements it may send), everything else it sends is
+// dropped at 90 (105 for forbidden ICMPv6 it must not send from any source).
+const (
+	prioAllowND  = 110
+	prioDenyND   = 105
+	prioAllow    = 100
+	prioDropPort = 90
+)
+
+// securityFlows are the anti-spoofing rules for a port at ofport: frames
+// only from mac; IPv4 only from the port's IPv4 addresses; ARP only with
+// mac as sender hardware address and one of those addresses as sender IP
+// (no ARP poisoning); IPv6 (only when the port has IPv6 addresses) only from
+// those and mac's EUI-64 link-local address, neighbour advertisements only
+// for them, no router advertisements; all else from the port dropped.
+// Traffic to the port is not filtered here: the VLAN does that.
+func securityFlows(cookie uint64, ofport int, mac net.HardwareAddr, ips []net.IP) []string {
+	from := fmt.Sprintf("cookie=%#x,in_port=%d,dl_src=%s", cookie, ofport, mac)
+	var flows []string
+	var v6 []net.IP
+	for _, ip := range ips {
+		if ip4 := ip.To4(); ip4 != nil {
+			flows = append(flows,
+				fmt.Sprintf("%s,priority=%d,ip,nw_src=%s,actions=NORMAL", from, prioAllow, ip4),
+				fmt.Sprintf("%s,priority=%d,arp,arp_sha=%s,arp_spa=%s,actions=NORMAL", from, prioAllow, mac, ip4))
+		} else {
+			v6 = append(v6, ip)
+		}
+	}
+	if len(v6) > 0 {
+		v6 = append(v6, linkLocal(mac))
+		for _, ip := range v6 {
+			flows = append(flows,
+				fmt.Sprintf("%s,priority=%d,icmp6,icmp_type=136,icmp_code=0,nd_target=%s,actions=NORMAL", from, prioAllowND, ip),
+				fmt.Sprintf("%s,priority=%d,ipv6,ipv6_src=%s,actions=NORMAL", from, prioAllow, ip))
+		}
+		flows = append(flows,
+			// Duplicate address detection and its MLD report come from ::.
+			fmt.Sprintf("%s,priority=%d,icmp6,ipv6_src=::,icmp_type=135,icmp_code=0,actions=NORMAL", from, prioAllow),
+			fmt.Sprintf("%s,priority=%d,icmp6,ipv6_src=::,icmp_type=143,actions=NORMAL", from, prioAllow),
+			fmt.Sprintf("cookie=%#x,in_port=%d,priority=%d,icmp6,icmp_type=136,actions=drop", cookie, ofport, prioDenyND),
+			fmt.Sprintf("cookie=%#x,in_port=%d,priority=%d,icmp6,icmp_type=134,actions=drop", cookie, ofport, prioDenyND))
+	}
+	flows = append(flows, fmt.Sprintf("cookie=%#x,in_port=%d,priority=%d,actions=drop", cookie, ofport, prioDropPort))
+	return flows
+}
+
+// linkLocal is the EUI-64 IPv6 link-local address the kernel derives from
+// mac (fe80::/64, universal/local bit flipped, ff:fe in the middle).
+func linkLocal(mac net.HardwareAddr) net.IP {
+	ip := make(net.IP, net.IPv6len)
+	ip[0], ip[1] = 0xfe, 0x80
+	ip[8] = mac[0] ^ 0x02
+	ip[9], ip[10] = mac[1], mac[2]
+	ip[11], ip[12] = 0xff, 0xfe
+	ip[13], ip[14], ip[15] = mac[3], mac[4], mac[5]
+	return ip
+}
