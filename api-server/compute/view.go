@@ -71,7 +71,7 @@ func (s *Service) serverView(r *http.Request, inst *store.Instance, kind viewKin
 		"created": inst.CreatedAt.UTC().Format(timeFmt), "updated": inst.UpdatedAt.UTC().Format(timeFmt),
 		"hostId": hostID(inst.ProjectID, inst.Host), "metadata": jsonMap(inst.Metadata),
 		"links": s.links(r, "servers", inst.ID), "accessIPv4": inst.AccessIPv4, "accessIPv6": inst.AccessIPv6,
-		"OS-DCF:diskConfig": "MANUAL", "addresses": map[string]any{},
+		"OS-DCF:diskConfig": "MANUAL", "addresses": s.addressesOf(r.Context(), inst, kind == viewFull),
 	}
 	if inst.ImageID == "" {
 		out["image"] = ""
