@@ -36,7 +36,7 @@ const (
 
 // CapDrop is the set of capabilities removed from every container on top of
 // Docker's default set. The aim is that a tenant cannot build network
-// devices or namespaces, craft raw packets, create device nodes, write to
+// devices or namespaces, create device nodes, write to
 // the host's audit log or read the kernel log (the lessons: a bridge made
 // inside a container crashed the host; host and container rsyslog fought
 // over the kernel ring buffer). NET_ADMIN, SYS_ADMIN, SYS_MODULE, SYSLOG...
@@ -45,8 +45,11 @@ const (
 // privilege separation chroots, and VM users expect sshd to work.
 // Creating user/network namespaces without CAP_SYS_ADMIN is blocked by
 // Docker's default seccomp profile, which is why it is never disabled.
+// NET_RAW is kept: a server is used like a VM (ping, traceroute, tcpdump
+// inside it), raw sockets only reach the server's own namespace, and what
+// it sends is checked by its port's anti-spoofing flows in Open vSwitch.
 var CapDrop = []string{
-	"NET_RAW", "MKNOD", "AUDIT_WRITE", "SETFCAP",
+	"MKNOD", "AUDIT_WRITE", "SETFCAP",
 	"NET_ADMIN", "SYS_ADMIN", "SYS_MODULE", "SYS_RAWIO", "SYS_PTRACE",
 	"SYS_BOOT", "SYS_TIME", "SYSLOG", "MAC_ADMIN", "MAC_OVERRIDE",
 	"AUDIT_CONTROL", "SYS_RESOURCE", "NET_BROADCAST", "LINUX_IMMUTABLE",
