@@ -24,53 +24,25 @@ import (
 	"github.com/capsule-cloud/capsule/internal/testenv"
 )
 
-// cloud is one running Capsule cloud with its own database, RabbitMQ
-// vhost, ports and compute host names (so its bus queues are its own). By
-// default it is one `capsuled all` process on one host; twoHosts makes it a
-// control-plane process plus one agent process per simulated compute host.
+// cloud is one running capsuled all-in-one with its own SQLite database,
+// ports and compute host name (so its bus queues are its own).
 type cloud struct {
 	dir        string
 	bin        string
-	configPath string // the control plane's (or the all-in-one's) config
-	host       string // the cloud's name; the compute host of a one-process cloud
+	configPath string
+	host       string
 	identity   int
 	compute    int
 	image      int
 	network    int
 	adminPass  string
 	demoPass   string
-	dockerHost string // the first compute host's dockerd
+	dockerHost string
 	dbDriver   string
 	dbDSN      string
-	amqp       string
-
-	// Set by options before the cloud starts.
-	twoHosts    bool   // control plane + two agents on bridges joined by a trunk
-	bridge      bool   // a one-process cloud maps physnet1 to a real bridge
-	agentDriver string // agent.driver ("" = docker)
-	extraConfig string // YAML appended to the control plane's config
-
-	hosts []*computeHost // the compute hosts, in order
-	procs []*proc        // the capsuled processes, control plane first
-	trunk string         // the trunk bridge of a two-host cloud
-}
-
-// computeHost is one compute host of the cloud: its agent's host name,
-// dockerd and the OVS bridge physnet1 maps to ("" = no mapping).
-type computeHost struct {
-	name       string
-	dockerHost string
-	bridge     string
-}
-
-// proc is one capsuled process: the roles it runs, its config and log.
-type proc struct {
-	name   string
-	roles  string
-	config string
-	log    string
-	mu     sync.Mutex
-	cmd    *exec.Cmd
+	cmd        *exec.Cmd
+	logPath    string
+	mu         sync.Mutex
 }
 
 func freePort(t *testing.T) int {
