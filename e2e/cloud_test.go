@@ -1,5 +1,6 @@
 // Package e2e runs a whole Capsule cloud (the capsuled binary, in
-// all-in-one mode) against the real RabbitMQ, dockerd and registry that
+// all-in-one mode or as a control plane plus one agent per simulated
+// compute host) against the real RabbitMQ, dockerd and registry that
 // deploy/test.sh starts, and drives it with real clients: gophercloud and
 // the Debian openstack CLI.
 package e2e
@@ -22,27 +23,57 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack"
 
 	"github.com/capsule-cloud/capsule/internal/testenv"
+	"github.com/capsule-cloud/capsule/ovs/ovstest"
 )
 
-// cloud is one running capsuled all-in-one with its own SQLite database,
-// ports and compute host name (so its bus queues are its own).
+// cloud is one running Capsule cloud with its own database, RabbitMQ
+// vhost, ports and compute host names (so its bus queues are its own). By
+// default it is one `capsuled all` process on one host; twoHosts makes it a
+// control-plane process plus one agent process per simulated compute host.
 type cloud struct {
 	dir        string
 	bin        string
-	configPath string
-	host       string
+	configPath string // the control plane's (or the all-in-one's) config
+	host       string // the cloud's name; the compute host of a one-process cloud
 	identity   int
 	compute    int
 	image      int
 	network    int
 	adminPass  string
 	demoPass   string
-	dockerHost string
+	dockerHost string // the first compute host's dockerd
 	dbDriver   string
 	dbDSN      string
-	cmd        *exec.Cmd
-	logPath    string
-	mu         sync.Mutex
+	amqp       string
+
+	// Set by options before the cloud starts.
+	twoHosts    bool   // control plane + two agents on bridges joined by a trunk
+	bridge      bool   // a one-process cloud maps physnet1 to a real bridge
+	agentDriver string // agent.driver ("" = docker)
+	extraConfig string // YAML appended to the control plane's config
+
+	hosts []*computeHost // the compute hosts, in order
+	procs []*proc        // the capsuled processes, control plane first
+	trunk string         // the trunk bridge of a two-host cloud
+}
+
+// computeHost is one compute host of the cloud: its agent's host name,
+// dockerd and the OVS bridge physnet1 maps to ("" = no mapping).
+type computeHost struct {
+	name       string
+	dockerHost string
+	bridge     string
+}
+
+// proc is one capsuled process: the roles it runs, its config and log.
+type proc struct {
+	bin    string
+	name   string
+	roles  string
+	config string
+	log    string
+	mu     sync.Mutex
+	cmd    *exec.Cmd
 }
 
 func freePort(t *testing.T) int {
@@ -103,8 +134,45 @@ func onPostgres(t *testing.T, c *cloud) {
 	c.dbDriver, c.dbDSN = "postgres", u.String()
 }
 
+// twoHosts makes the cloud multi-host, as deploy/allinone.sh --hosts 2
+// does (docs/multihost.md): one process runs api,scheduler,conductor and
+// two agent processes play compute hosts <cloud>-a and <cloud>-b, each
+// with its own dockerd (CAPSULE_TEST_DOCKER_HOST_A/_B) and its own OVS
+// bridge for physnet1; the two bridges are joined through a trunk bridge
+// by patch ports that carry every VLAN (the data-centre switch).
+func twoHosts(t *testing.T, c *cloud) { c.twoHosts = true }
+
+// withBridge gives a one-process cloud's agent a real OVS bridge for
+// physnet1, so servers get NICs.
+func withBridge(t *testing.T, c *cloud) { c.bridge = true }
+
+// fakeAgents runs the agents with the fake driver (no containers, no
+// plumbing): the control plane's behaviour at a scale 2 cores cannot run.
+func fakeAgents(t *testing.T, c *cloud) { c.agentDriver = "fake" }
+
+// withQuota raises the default project quotas to n instances.
+func withQuota(n int) cloudOption {
+	return func(t *testing.T, c *cloud) {
+		c.extraConfig += fmt.Sprintf("quota:\n  instances: %d\n  cores: %d\n  ram_mb: %d\n", n, 4*n, 1024*n)
+	}
+}
+
+// needEnv returns an environment variable the way internal/testenv does:
+// a test without it skips, or fails under CAPSULE_TEST_REQUIRE=1.
+func needEnv(t *testing.T, env, what string) string {
+	t.Helper()
+	v := os.Getenv(env)
+	if v == "" {
+		if os.Getenv("CAPSULE_TEST_REQUIRE") == "1" {
+			t.Fatalf("%s is required (CAPSULE_TEST_REQUIRE=1) but %s is not set (deploy/test-env.sh sets it)", what, env)
+		}
+		t.Skipf("%s not configured: set %s (deploy/test-env.sh does)", what, env)
+	}
+	return v
+}
+
 // startCloud boots a cloud for the test and tears it down (deleting every
-// container it made) at cleanup.
+// container it made, its bridges) at cleanup.
 func startCloud(t *testing.T, opts ...cloudOption) *cloud {
 	t.Helper()
 	amqp := testenv.AMQPURL(t)
@@ -113,11 +181,28 @@ func startCloud(t *testing.T, opts ...cloudOption) *cloud {
 	c := &cloud{dir: t.TempDir(), bin: buildCapsuled(t), host: "e2e-" + uuid.NewString()[:8],
 		identity: freePort(t), compute: freePort(t), image: freePort(t), network: freePort(t),
 		adminPass: "admin-" + uuid.NewString()[:8], demoPass: "demo-" + uuid.NewString()[:8], dockerHost: dockerHost}
-	amqp = c.ownVhost(t, amqp)
+	c.amqp = c.ownVhost(t, amqp)
 	c.dbDriver, c.dbDSN = "sqlite", filepath.Join(c.dir, "capsule.db")
 	for _, o := range opts {
 		o(t, c)
 	}
+	suffix := strings.TrimPrefix(c.host, "e2e-") // 8 hex digits
+	if c.twoHosts {
+		c.hosts = []*computeHost{
+			{name: c.host + "-a", dockerHost: needEnv(t, "CAPSULE_TEST_DOCKER_HOST_A", "the dockerd of test host A"), bridge: "bt" + suffix + "a"},
+			{name: c.host + "-b", dockerHost: needEnv(t, "CAPSULE_TEST_DOCKER_HOST_B", "the dockerd of test host B"), bridge: "bt" + suffix + "b"},
+		}
+		c.trunk = "bt" + suffix + "t"
+		c.dockerHost = c.hosts[0].dockerHost
+	} else {
+		h := &computeHost{name: c.host, dockerHost: dockerHost}
+		if c.bridge {
+			h.bridge = "bt" + suffix + "s"
+		}
+		c.hosts = []*computeHost{h}
+	}
+	c.makeBridges(t)
+
 	c.configPath = filepath.Join(c.dir, "capsule.yaml")
 	cfg := fmt.Sprintf(`region: RegionOne
 database:
@@ -135,13 +220,11 @@ api:
   portal_port: %d
 scheduler:
   service_down_time: 30s
-agent:
-  host: %s
-  docker_host: %s
-  heartbeat_interval: 2s
-  stop_timeout: 5s
-  bridge_mappings: {}
-`, c.dbDriver, c.dbDSN, amqp, c.identity, c.compute, c.image, c.network, freePort(t), c.host, dockerHost)
+`, c.dbDriver, c.dbDSN, c.amqp, c.identity, c.compute, c.image, c.network, freePort(t))
+	if !c.twoHosts {
+		cfg += c.agentSection(c.hosts[0])
+	}
+	cfg += c.extraConfig
 	if err := os.WriteFile(c.configPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -150,19 +233,112 @@ agent:
 	if err != nil {
 		t.Fatalf("bootstrap: %v\n%s", err, out)
 	}
-	c.logPath = filepath.Join(c.dir, "capsuled.log")
-	c.start(t)
+	if c.twoHosts {
+		c.procs = append(c.procs, c.newProc("control", "api,scheduler,conductor", c.configPath))
+		for _, h := range c.hosts {
+			// An agent's config has no database section: agents hold no
+			// database credentials, they talk to the conductor.
+			p := filepath.Join(c.dir, "agent-"+h.name+".yaml")
+			acfg := fmt.Sprintf("region: RegionOne\nbus:\n  url: %s\n", c.amqp) + c.agentSection(h)
+			if err := os.WriteFile(p, []byte(acfg), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c.procs = append(c.procs, c.newProc("agent-"+h.name, "agent", p))
+		}
+	} else {
+		c.procs = append(c.procs, c.newProc("capsuled", "all", c.configPath))
+	}
+	// Registered before the start, so a start that fails half-way stops
+	// what did start.
 	t.Cleanup(func() {
 		c.stop()
 		c.removeContainers(t)
 		if t.Failed() {
-			if b, err := os.ReadFile(c.logPath); err == nil {
-				t.Logf("capsuled log (last 8 KiB):\n%s", tail(string(b), 8192))
+			for _, p := range c.procs {
+				if b, err := os.ReadFile(p.log); err == nil {
+					t.Logf("%s log (%s, last 8 KiB):\n%s", p.name, p.log, tail(string(b), 8192))
+				}
 			}
 		}
 	})
+	c.start(t)
 	c.waitReady(t)
 	return c
+}
+
+// agentSection is the agent: part of a config for compute host h.
+func (c *cloud) agentSection(h *computeHost) string {
+	mappings := "{}"
+	if h.bridge != "" {
+		mappings = "{physnet1: " + h.bridge + "}"
+	}
+	driver := c.agentDriver
+	if driver == "" {
+		driver = "docker"
+	}
+	return fmt.Sprintf(`agent:
+  host: %s
+  docker_host: %s
+  driver: %s
+  heartbeat_interval: 2s
+  stop_timeout: 5s
+  bridge_mappings: %s
+`, h.name, h.dockerHost, driver, mappings)
+}
+
+// makeBridges creates the hosts' OVS bridges (as the agents' EnsureBridges
+// would: userspace datapath, fail_mode=secure, a NORMAL fallback flow) and,
+// for two hosts, the trunk joining them, and removes them at cleanup. The
+// deletion is registered first so that it runs last, after the processes
+// and containers are gone.
+func (c *cloud) makeBridges(t *testing.T) {
+	t.Helper()
+	var bridges []string
+	for _, h := range c.hosts {
+		if h.bridge != "" {
+			bridges = append(bridges, h.bridge)
+		}
+	}
+	if len(bridges) == 0 {
+		return
+	}
+	o := ovstest.Client(t)
+	if c.trunk != "" {
+		bridges = append(bridges, c.trunk)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for _, br := range bridges {
+			if err := o.DeleteBridge(ctx, br); err != nil {
+				t.Errorf("cleanup: %v", err)
+			}
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, br := range bridges {
+		if err := o.EnsureBridge(ctx, br); err != nil {
+			t.Fatalf("create bridge: %v", err)
+		}
+	}
+	if c.trunk == "" {
+		return
+	}
+	// Patch ports with no tag and no trunks list: each uplink carries
+	// every VLAN, tagged, like a switch's trunk port.
+	for _, h := range c.hosts {
+		if err := o.AddPatchPair(ctx, h.bridge, uplinkPort(h.bridge), c.trunk, "tk"+h.bridge); err != nil {
+			t.Fatalf("trunk: %v", err)
+		}
+	}
+}
+
+// uplinkPort is the patch port joining bridge to the trunk bridge.
+func uplinkPort(bridge string) string { return bridge + "-up" }
+
+func (c *cloud) newProc(name, roles, config string) *proc {
+	return &proc{bin: c.bin, name: name, roles: roles, config: config, log: filepath.Join(c.dir, name+".log")}
 }
 
 func tail(s string, n int) string {
@@ -193,28 +369,75 @@ func (c *cloud) ownVhost(t *testing.T, amqpURL string) string {
 	return u.String()
 }
 
-// start runs capsuled all; it can be called again after stop.
+// proc finds a process by name ("capsuled", "control", "agent-<host>"),
+// to start, stop or kill it alone.
+func (c *cloud) proc(t *testing.T, name string) *proc {
+	t.Helper()
+	for _, p := range c.procs {
+		if p.name == name {
+			return p
+		}
+	}
+	t.Fatalf("cloud has no process %q", name)
+	return nil
+}
+
+// start runs every process of the cloud; it can be called again after
+// stop or kill.
 func (c *cloud) start(t *testing.T) {
 	t.Helper()
-	logf, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	for _, p := range c.procs {
+		p.start(t)
+	}
+}
+
+// stop stops every process (SIGINT, then SIGKILL after 15s), agents first.
+func (c *cloud) stop() {
+	for i := len(c.procs) - 1; i >= 0; i-- {
+		c.procs[i].stop()
+	}
+}
+
+// kill stops every process abruptly (SIGKILL), as a crash would.
+func (c *cloud) kill() {
+	for _, p := range c.procs {
+		p.kill()
+	}
+}
+
+// start runs the process unless it runs.
+func (p *proc) start(t *testing.T) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil {
+		return
+	}
+	logf, err := os.OpenFile(p.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(c.bin, "-config", c.configPath, "-log-level", "debug", "all")
+	cmd := exec.Command(p.bin, "-config", p.config, "-log-level", "debug", p.roles)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		logf.Close()
+		t.Fatalf("start %s: %v", p.name, err)
 	}
-	c.mu.Lock()
-	c.cmd = cmd
-	c.mu.Unlock()
+	// The child has its own copy of the descriptor.
+	logf.Close()
+	p.cmd = cmd
 }
 
-func (c *cloud) stop() {
-	c.mu.Lock()
-	cmd := c.cmd
-	c.cmd = nil
-	c.mu.Unlock()
+func (p *proc) take() *exec.Cmd {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cmd := p.cmd
+	p.cmd = nil
+	return cmd
+}
+
+func (p *proc) stop() {
+	cmd := p.take()
 	if cmd == nil || cmd.Process == nil {
 		return
 	}
@@ -229,55 +452,65 @@ func (c *cloud) stop() {
 	}
 }
 
-// kill stops capsuled abruptly (SIGKILL), as a crash would.
-func (c *cloud) kill() {
-	c.mu.Lock()
-	cmd := c.cmd
-	c.cmd = nil
-	c.mu.Unlock()
+func (p *proc) kill() {
+	cmd := p.take()
 	if cmd != nil && cmd.Process != nil {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	}
 }
 
-func (c *cloud) docker(args ...string) (string, error) {
-	out, err := exec.Command("docker", append([]string{"-H", c.dockerHost}, args...)...).CombinedOutput()
+// docker runs the docker CLI against the first compute host's dockerd.
+func (c *cloud) docker(args ...string) (string, error) { return c.hosts[0].docker(args...) }
+
+// docker runs the docker CLI against the host's dockerd.
+func (h *computeHost) docker(args ...string) (string, error) {
+	out, err := exec.Command("docker", append([]string{"-H", h.dockerHost}, args...)...).CombinedOutput()
 	return strings.TrimSpace(string(out)), err
 }
 
-// containersOfCloud lists the containers of this cloud's instances.
+// removeContainers removes what the agents left on every host's dockerd.
 func (c *cloud) removeContainers(t *testing.T) {
-	ids, _ := c.docker("ps", "-aq", "--filter", "label=capsule.host="+c.host)
-	for _, id := range strings.Fields(ids) {
-		_, _ = c.docker("rm", "-f", id)
+	for _, h := range c.hosts {
+		ids, _ := h.docker("ps", "-aq", "--filter", "label=capsule.host="+h.name)
+		for _, id := range strings.Fields(ids) {
+			_, _ = h.docker("rm", "-f", id)
+		}
 	}
 }
 
 func (c *cloud) authURL() string { return fmt.Sprintf("http://127.0.0.1:%d/v3", c.identity) }
 
+// waitReady waits until every compute host's service reports up.
 func (c *cloud) waitReady(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
+	var down []string
 	for time.Now().Before(deadline) {
-		if ok := c.computeUp(); ok {
+		if down = c.computeDown(); len(down) == 0 {
 			return
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
-	t.Fatalf("cloud did not become ready within 60s (compute service %s never reported up)", c.host)
+	t.Fatalf("cloud did not become ready within 60s (compute services %v never reported up)", down)
 }
 
-func (c *cloud) computeUp() bool {
+// computeDown lists the compute hosts whose service is not up (all of
+// them while the API does not answer).
+func (c *cloud) computeDown() []string {
+	all := make([]string, len(c.hosts))
+	for i, h := range c.hosts {
+		all[i] = h.name
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	pc, err := c.provider(ctx, "admin", c.adminPass, "admin")
 	if err != nil {
-		return false
+		return all
 	}
 	cc, err := openstack.NewComputeV2(pc, gophercloud.EndpointOpts{Region: "RegionOne"})
 	if err != nil {
-		return false
+		return all
 	}
 	var body struct {
 		Services []struct {
@@ -285,14 +518,21 @@ func (c *cloud) computeUp() bool {
 		} `json:"services"`
 	}
 	if _, err := cc.Get(ctx, cc.ServiceURL("os-services"), &body, nil); err != nil {
-		return false
+		return all
 	}
+	up := map[string]bool{}
 	for _, s := range body.Services {
-		if s.Host == c.host && s.State == "up" {
-			return true
+		if s.State == "up" {
+			up[s.Host] = true
 		}
 	}
-	return false
+	var down []string
+	for _, h := range all {
+		if !up[h] {
+			down = append(down, h)
+		}
+	}
+	return down
 }
 
 func (c *cloud) provider(ctx context.Context, user, pass, project string) (*gophercloud.ProviderClient, error) {
