@@ -168,11 +168,28 @@ func (s *Service) allocateNICs(ctx context.Context, inst *store.Instance, reqs [
 		p, err := s.st.AllocatePort(ctx, pr)
 		if err != nil {
 			undo()
+			if errors.Is(err, store.ErrIPAddressInUse) && rq.FixedIP != "" {
+				return nil, badNet("Fixed IP address %s is already in use on instance %s.", rq.FixedIP, s.holderOf(ctx, rq.NetworkID, rq.FixedIP))
+			}
 			return nil, nicFault(err)
 		}
 		owned = append(owned, p.ID)
 	}
 	return owned, nil
+}
+
+// holderOf names the device holding addr on a network (Nova's message
+// names the instance), or the port when it belongs to no server.
+func (s *Service) holderOf(ctx context.Context, networkID, addr string) string {
+	var a store.IPAllocation
+	if err := s.st.WithContext(ctx).Where("network_id = ? AND ip_address = ?", networkID, addr).First(&a).Error; err != nil {
+		return "unknown"
+	}
+	p, err := s.st.GetPort(ctx, a.PortID)
+	if err != nil || p.DeviceID == "" {
+		return "port " + a.PortID
+	}
+	return p.DeviceID
 }
 
 // nicFault maps an IPAM error to Nova's answer: bad or taken addresses are

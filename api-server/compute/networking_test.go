@@ -64,8 +64,13 @@ func TestServerWithRequestedFixedIP(t *testing.T) {
 		t.Errorf("os-interface = %v", body)
 	}
 
-	// The same address again, one outside the subnet, a bad one: 400,
-	// and nothing left behind.
+	// The same address again (Nova's message names the holder), one
+	// outside the subnet, a bad one: 400, and nothing left behind.
+	resp, body = f.do("POST", "/v2.1/servers", "demo",
+		`{"server":{"name":"b","imageRef":"`+imageID+`","flavorRef":"1","networks":[{"uuid":"`+n.ID+`","fixed_ip":"10.9.0.20"}]}}`)
+	if msg, _ := body["badRequest"].(map[string]any)["message"].(string); msg != "Fixed IP address 10.9.0.20 is already in use on instance "+id+"." {
+		t.Errorf("taken address: %d %v", resp.StatusCode, body)
+	}
 	for _, ip := range []string{"10.9.0.20", "10.10.0.5", "not-an-ip"} {
 		resp, body := f.do("POST", "/v2.1/servers", "demo",
 			`{"server":{"name":"b","imageRef":"`+imageID+`","flavorRef":"1","networks":[{"uuid":"`+n.ID+`","fixed_ip":"`+ip+`"}]}}`)
