@@ -66,6 +66,22 @@ type NIC struct {
 	NetworkType     string   `json:"network_type"`    // vlan | flat
 	SegmentationID  int      `json:"segmentation_id"` // VLAN id; 0 for flat
 	PortSecurity    bool     `json:"port_security"`   // anti-spoofing flows on
+	// Bandwidth shapes the NIC (Nova's quota:vif_* extra specs); nil or
+	// zero values mean unlimited.
+	Bandwidth *Bandwidth `json:"bandwidth,omitempty"`
+}
+
+// Bandwidth is a NIC's traffic shaping in Nova's units: averages and peaks
+// in KB/s (1000 bytes per second), bursts in KB (1024 bytes), as libvirt
+// hands them to tc. Zero means not set; a direction without an average is
+// not shaped.
+type Bandwidth struct {
+	InboundAverageKBps  int `json:"inbound_average_kbps,omitempty"` // into the server
+	InboundPeakKBps     int `json:"inbound_peak_kbps,omitempty"`
+	InboundBurstKB      int `json:"inbound_burst_kb,omitempty"`
+	OutboundAverageKBps int `json:"outbound_average_kbps,omitempty"` // out of the server
+	OutboundPeakKBps    int `json:"outbound_peak_kbps,omitempty"`
+	OutboundBurstKB     int `json:"outbound_burst_kb,omitempty"`
 }
 
 // IP is one fixed address of a NIC.

@@ -115,6 +115,8 @@ type nicPlan struct {
 	gw     net.IP
 	mtu    int // 0 = leave the kernel default
 	cookie uint64
+	in     *shape // into the server; nil = unshaped
+	out    *shape // out of the server; nil = unshaped
 }
 
 // plan validates every NIC before anything is touched, so a bad request
@@ -186,6 +188,9 @@ func (p *Plumber) plan(id string, nics []protocol.NIC) ([]nicPlan, error) {
 		if nic.MTU != 0 && (nic.MTU < 68 || nic.MTU > 65535) {
 			return nil, bad("MTU %d out of range", nic.MTU)
 		}
+		if pl.in, pl.out, err = shapes(nic.Bandwidth); err != nil {
+			return nil, bad("%v", err)
+		}
 		plans = append(plans, pl)
 	}
 	return plans, nil
@@ -235,14 +240,16 @@ func (u undoStack) run(ctx context.Context) error {
 // with OVS's userspace datapath); the host end up, MTU, added to the bridge
 // bridgeMappings[nic.PhysicalNetwork] as an access port with tag
 // nic.SegmentationID (vlan) or untagged (flat), external_ids
-// iface-id=<port id>, attached-mac, vm-uuid=<id>, iface-status=active; and,
+// iface-id=<port id>, attached-mac, vm-uuid=<id>, iface-status=active;
 // when nic.PortSecurity, OpenFlow rules with cookie Cookie(port id) so the
 // port may only send frames from its MAC and IP packets/ARP from its own
-// IPs, everything else from it dropped; normal forwarding otherwise.
+// IPs, everything else from it dropped; normal forwarding otherwise; and
+// nic.Bandwidth's shaping, HTB on each end's egress (see shaping.go).
 //
 // Idempotent: plugging an already plugged instance (same namespace) fixes
-// drift (missing port, wrong tag, missing flows, missing veth, addresses)
-// and succeeds. On failure every step done by this call is undone before
+// drift (missing port, wrong tag, missing flows, missing veth, addresses,
+// missing or different shaping; shaping no longer wanted is removed) and
+// succeeds. On failure every step done by this call is undone before
 // returning the error. DNS and hostname are not set here: they belong to
 // the container's configuration (resolv.conf, hostname).
 func (p *Plumber) Plug(ctx context.Context, id, netnsPath string, nics []protocol.NIC) (err error) {
@@ -368,6 +375,12 @@ func (p *Plumber) plugNIC(ctx context.Context, id string, ns netns.NsHandle, nsh
 	}
 	if !found || port.OFPort <= 0 || port.Error != "" {
 		return fmt.Errorf("OVS did not open port %s on %s (ofport %d): %s", pl.host, pl.bridge, port.OFPort, port.Error)
+	}
+	// Shaping only once OVS has the port open: opening a port, OVS resets
+	// its root qdisc to the port's (empty) QoS. The qdiscs go with the veth
+	// when an undo deletes it.
+	if err := p.shapeNIC(id, nsh, host, pl, created); err != nil {
+		return err
 	}
 
 	// Flows: the bridge's fallback, then this port's rules (replaced
