@@ -9,6 +9,7 @@ import (
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/drivers"
 	"github.com/capsule-cloud/capsule/lifecycle"
+	"github.com/capsule-cloud/capsule/limits"
 	"github.com/capsule-cloud/capsule/protocol"
 )
 
@@ -144,12 +145,24 @@ func (a *Agent) build(ctx context.Context, s protocol.InstanceSpec) (drivers.Pow
 				s.ID, len(s.NICs), a.drv.Name(), drivers.ErrNotSupported)
 		}
 	}
+	// The API validated the extra specs when they were set; a flavor
+	// older than that validation may still carry bad ones, and a server
+	// must not run without a limit its flavor promises.
+	lim, err := limits.Parse(s.ExtraSpecs, s.VCPUs)
+	if err != nil {
+		return drivers.PowerNoState, fmt.Errorf("build %s: flavor extra specs: %w", s.ID, err)
+	}
+	pids := a.cfg.PidsLimit
+	if lim.PidsMax > 0 {
+		pids = lim.PidsMax // capsule:pids_max overrides the host's default
+	}
 	ctx, cancel := context.WithTimeout(ctx, a.buildTimeout)
 	defer cancel()
 	spec := drivers.Spec{
 		ID: s.ID, Name: s.Name, Hostname: s.Hostname, Image: s.ImageRef,
 		VCPUs: s.VCPUs, MemoryMB: s.MemoryMB, DiskGB: s.DiskGB,
-		PidsLimit:  a.cfg.PidsLimit,
+		PidsLimit:  pids,
+		Limits:     lim,
 		ExtraSpecs: s.ExtraSpecs, Metadata: s.Metadata,
 		Labels: map[string]string{
 			LabelProject: s.ProjectID,

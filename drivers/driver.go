@@ -8,6 +8,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/capsule-cloud/capsule/limits"
 )
 
 // Error kinds (in the spirit of containerd's errdefs). Wrap them with
@@ -29,7 +31,13 @@ type Spec struct {
 	DiskGB   int
 	// PidsLimit caps the number of tasks; the agent always sets one (the
 	// thread-leak lesson), drivers must refuse 0.
-	PidsLimit  int64
+	PidsLimit int64
+	// Limits are the flavor's extra specs parsed (limits.Parse): CPU
+	// quota/period/shares, disk throttles, NIC shaping. The zero value
+	// keeps the defaults: a hard quota of VCPUs CPUs, no disk throttle.
+	// PidsLimit above is already the effective pid cap (the agent folds
+	// Limits.PidsMax into it).
+	Limits     limits.Limits
 	ExtraSpecs map[string]string
 	Metadata   map[string]string
 	Labels     map[string]string // extra labels/annotations to set
@@ -41,6 +49,10 @@ type Spec struct {
 	// agent plumbs first) and survives workload restarts. A server
 	// without NICs needs none and boots as one container.
 	Networked bool
+	// Command, when set, replaces the image's command (its CMD; the
+	// entrypoint stays). Servers boot their image's init; this is for
+	// tests and special images.
+	Command []string
 }
 
 // PowerState of a driver-managed instance. Values match Nova's

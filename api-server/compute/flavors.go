@@ -14,6 +14,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
+	"github.com/capsule-cloud/capsule/limits"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -359,8 +360,14 @@ func (s *Service) updateFlavor(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"flavor": s.flavorView(r, f)})
 }
 
-// Extra specs. Validation of the quota:* and capsule:* keys comes with the
-// resource-control work; until then keys and values are stored as given.
+// Extra specs. Keys in the quota:, hw: and capsule: namespaces are
+// validated with limits.Parse (Nova's names and units; an unknown key or a
+// bad value is a 400 naming the key), always against the flavor's whole
+// resulting set, since some keys only make sense together (a total disk
+// throttle excludes read/write ones, a NIC peak needs its average). Keys
+// in other namespaces are stored as given, as Nova below 2.86 does. A
+// flavor is created without extra specs (they are set afterwards, as in
+// Nova), so creation has nothing to validate.
 
 func specsMap(f *store.Flavor) map[string]string {
 	m := map[string]string{}
@@ -392,6 +399,14 @@ func (s *Service) saveSpecs(w http.ResponseWriter, r *http.Request, f *store.Fla
 			return nil, false
 		}
 		out[k] = str
+	}
+	merged := specsMap(f)
+	for k, v := range out {
+		merged[k] = v
+	}
+	if _, err := limits.Parse(merged, f.VCPUs); err != nil {
+		writeError(w, http.StatusBadRequest, "Invalid extra_specs: "+err.Error())
+		return nil, false
 	}
 	err := s.st.WithContext(r.Context()).Transaction(func(tx *gorm.DB) error {
 		for k, v := range out {
@@ -468,13 +483,25 @@ func (s *Service) deleteExtraSpec(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	res := s.st.WithContext(r.Context()).Where("flavor_id = ? AND key = ?", f.ID, r.PathValue("key")).Delete(&store.FlavorExtraSpec{})
+	key := r.PathValue("key")
+	// Removing a key may break a combination (the average a NIC peak
+	// needs). A flavor that was valid must stay so; one that already
+	// was not (older than validation) may be cleaned up key by key.
+	before := specsMap(f)
+	if _, err := limits.Parse(before, f.VCPUs); err == nil {
+		delete(before, key)
+		if _, err := limits.Parse(before, f.VCPUs); err != nil {
+			writeError(w, http.StatusBadRequest, "Invalid extra_specs after removing "+key+": "+err.Error())
+			return
+		}
+	}
+	res := s.st.WithContext(r.Context()).Where("flavor_id = ? AND key = ?", f.ID, key).Delete(&store.FlavorExtraSpec{})
 	if res.Error != nil {
 		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
 		return
 	}
 	if res.RowsAffected == 0 {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("Flavor %s has no extra specs with key %s.", f.FlavorID, r.PathValue("key")))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("Flavor %s has no extra specs with key %s.", f.FlavorID, key))
 		return
 	}
 	noContent(w, http.StatusOK)

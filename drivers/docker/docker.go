@@ -25,6 +25,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/capsule-cloud/capsule/drivers"
+	"github.com/capsule-cloud/capsule/limits"
 )
 
 // Labels the driver puts on every container it creates.
@@ -61,8 +62,9 @@ var CapDrop = []string{
 // applies because no seccomp option is given.
 var SecurityOpt = []string{"no-new-privileges"}
 
-// cfsPeriod is the CFS period in microseconds; the quota is VCPUs periods.
-const cfsPeriod = 100000
+// cfsPeriod is the CFS period in microseconds of the sandboxes; servers
+// get their flavor's (limits.CPU.CFS, default the same 100 ms).
+const cfsPeriod = limits.DefaultCPUPeriodUS
 
 // RegistryAuth is the optional registry login used for pulls.
 type RegistryAuth struct {
@@ -96,6 +98,11 @@ type Options struct {
 	// when empty; it must run forever.
 	SandboxImage string
 	SandboxCmd   []string
+	// DiskDevice is the whole-disk block device holding Docker's data
+	// (e.g. /dev/vda), where a flavor's disk throttles apply. Empty: found
+	// from docker info and this host's mounts at the first throttled
+	// create (a remote daemon needs it set).
+	DiskDevice string
 }
 
 // Driver implements drivers.Driver on the Docker Engine API.
@@ -103,6 +110,7 @@ type Driver struct {
 	cli  *client.Client
 	opts Options
 	log  *slog.Logger
+	disk diskDevice
 }
 
 var _ drivers.Driver = (*Driver)(nil)
@@ -203,9 +211,9 @@ func validate(spec drivers.Spec) error {
 		return fmt.Errorf("docker create: empty instance id: %w", drivers.ErrInvalidState)
 	case spec.Image == "":
 		return fmt.Errorf("docker create %s: empty image: %w", spec.ID, drivers.ErrInvalidState)
-	case spec.PidsLimit <= 0:
+	case pidsLimit(spec) <= 0:
 		// The thread-leak lesson: no container may run without a pid cap.
-		return fmt.Errorf("docker create %s: pids limit must be > 0, got %d: %w", spec.ID, spec.PidsLimit, drivers.ErrInvalidState)
+		return fmt.Errorf("docker create %s: pids limit must be > 0, got %d: %w", spec.ID, pidsLimit(spec), drivers.ErrInvalidState)
 	case spec.VCPUs <= 0:
 		return fmt.Errorf("docker create %s: vcpus must be > 0, got %d: %w", spec.ID, spec.VCPUs, drivers.ErrInvalidState)
 	case spec.MemoryMB < 6:
@@ -215,8 +223,9 @@ func validate(spec drivers.Spec) error {
 	return nil
 }
 
-// configs builds the container and host configuration of spec.
-func (d *Driver) configs(spec drivers.Spec) (*container.Config, *container.HostConfig) {
+// configs builds the container and host configuration of spec; diskDev
+// is where its disk throttles apply (empty: none).
+func (d *Driver) configs(spec drivers.Spec, diskDev string) (*container.Config, *container.HostConfig) {
 	labels := make(map[string]string, len(spec.Labels)+2)
 	for k, v := range spec.Labels {
 		labels[k] = v
@@ -235,9 +244,8 @@ func (d *Driver) configs(spec drivers.Spec) (*container.Config, *container.HostC
 		StopTimeout: &stopSecs,
 		// No TTY: the console log is then a clean stdout/stderr stream.
 		Tty: false,
+		Cmd: spec.Command,
 	}
-	mem := int64(spec.MemoryMB) * 1024 * 1024
-	pids := spec.PidsLimit
 	noInit := false
 	host := &container.HostConfig{
 		// The sandbox's namespace, plumbed before the workload starts.
@@ -254,15 +262,8 @@ func (d *Driver) configs(spec drivers.Spec) (*container.Config, *container.HostC
 		CapDrop:     append([]string(nil), CapDrop...),
 		SecurityOpt: append([]string(nil), SecurityOpt...),
 		// The image brings its own PID 1.
-		Init: &noInit,
-		Resources: container.Resources{
-			CPUPeriod:  cfsPeriod,
-			CPUQuota:   int64(spec.VCPUs) * cfsPeriod,
-			CPUShares:  int64(spec.VCPUs) * 1024,
-			Memory:     mem,
-			MemorySwap: mem, // equal to Memory: no swap
-			PidsLimit:  &pids,
-		},
+		Init:      &noInit,
+		Resources: resources(spec, diskDev),
 	}
 	if !spec.Networked {
 		// No NICs, no sandbox: the server is one container without a
@@ -295,6 +296,21 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 	if err := d.ensureImage(ctx, spec.Image); err != nil {
 		return fmt.Errorf("docker create %s: %w", spec.ID, err)
 	}
+	var diskDev string
+	if spec.Limits.Disk.Limited() {
+		// Refuse rather than run the server without the throttle its
+		// flavor promises; before the sandbox, so nothing is left behind.
+		dev, err := d.diskDevice(ctx)
+		if err != nil {
+			return fmt.Errorf("docker create %s: disk throttles: %w", spec.ID, err)
+		}
+		diskDev = dev
+	}
+	if spec.Limits.CPU.Dedicated {
+		// Exclusive CPUs need the scheduler to track which host CPUs
+		// are taken; until it does, the hard quota is all we can give.
+		d.log.Warn("hw:cpu_policy=dedicated is not pinned to exclusive CPUs yet; the server gets a hard quota of its vCPUs", "instance", spec.ID)
+	}
 	if spec.Networked {
 		if err := d.ensureImage(ctx, d.opts.SandboxImage); err != nil {
 			return fmt.Errorf("docker create %s: sandbox: %w", spec.ID, err)
@@ -303,7 +319,7 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 			return err
 		}
 	}
-	cfg, host := d.configs(spec)
+	cfg, host := d.configs(spec, diskDev)
 	resp, err := d.cli.ContainerCreate(ctx, cfg, host, nil, nil, ContainerName(spec.ID))
 	if err != nil {
 		if cerrdefs.IsConflict(err) {
@@ -321,7 +337,8 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 		d.log.Warn("container create warning", "instance", spec.ID, "warning", w)
 	}
 	d.log.Info("container created", "instance", spec.ID, "container", resp.ID, "image", spec.Image,
-		"vcpus", spec.VCPUs, "memory_mb", spec.MemoryMB, "pids_limit", spec.PidsLimit)
+		"vcpus", spec.VCPUs, "memory_mb", spec.MemoryMB, "pids_limit", pidsLimit(spec),
+		"cpu_quota_us", host.CPUQuota, "cpu_period_us", host.CPUPeriod, "cpu_shares", host.CPUShares, "disk_device", diskDev)
 	return nil
 }
 
