@@ -424,3 +424,47 @@ func TestSpecFor(t *testing.T) {
 		t.Error("bad metadata JSON accepted")
 	}
 }
+
+// TestSpecForNICs: the spec carries the server's ports as NICs, with the
+// subnet's gateway and prefix, the network's VLAN, and the flavor's
+// quota:vif_* shaping on each.
+func TestSpecForNICs(t *testing.T) {
+	st := openSQLite(t)
+	ctx := context.Background()
+	inst := newInstance(t, st, "i1", func(i *store.Instance) {
+		i.ExtraSpecs = `{"quota:vif_inbound_average":"1250","quota:vif_outbound_average":"625"}`
+	})
+	n := &store.Network{Name: "n", ProjectID: "p", AdminStateUp: true, MTU: 1500, PortSecurityEnabled: true,
+		NetworkType: store.NetworkTypeVLAN, PhysicalNetwork: "physnet1", SegmentationID: 101}
+	if err := st.CreateNetwork(ctx, n, store.VLANRange{}); err != nil {
+		t.Fatal(err)
+	}
+	sn := &store.Subnet{NetworkID: n.ID, ProjectID: "p", IPVersion: 4, CIDR: "10.5.0.0/24"}
+	if err := store.ValidateSubnet(sn, true, nil, []string{"10.5.0.53"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateSubnet(ctx, sn); err != nil {
+		t.Fatal(err)
+	}
+	p, err := st.AllocatePort(ctx, store.PortRequest{NetworkID: n.ID, ProjectID: "p", DeviceID: "i1", DeviceOwner: "compute:nova",
+		FixedIPs: []store.FixedIPRequest{{IP: "10.5.0.7"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := SpecFor(ctx, st, inst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sp.NICs) != 1 {
+		t.Fatalf("NICs = %+v", sp.NICs)
+	}
+	nic := sp.NICs[0]
+	if nic.PortID != p.ID || nic.MAC != p.MACAddress || nic.SegmentationID != 101 || nic.PhysicalNetwork != "physnet1" ||
+		nic.Gateway != "10.5.0.1" || len(nic.IPs) != 1 || nic.IPs[0].Address != "10.5.0.7" || nic.IPs[0].PrefixLen != 24 ||
+		!nic.PortSecurity || len(nic.DNS) != 1 {
+		t.Errorf("NIC = %+v", nic)
+	}
+	if nic.Bandwidth == nil || nic.Bandwidth.InboundAverageKBps != 1250 || nic.Bandwidth.OutboundAverageKBps != 625 {
+		t.Errorf("bandwidth = %+v", nic.Bandwidth)
+	}
+}

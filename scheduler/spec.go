@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/capsule-cloud/capsule/limits"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/store"
 )
@@ -29,6 +30,16 @@ func SpecFor(ctx context.Context, st *store.Store, inst *store.Instance) (protoc
 	}
 	if spec.NICs, err = nicsFor(ctx, st, inst.ID); err != nil {
 		return spec, fmt.Errorf("spec of %s: %w", inst.ID, err)
+	}
+	// Every NIC is shaped as the flavor's quota:vif_* say (as libvirt
+	// applies them to each interface). Specs were validated when set; a
+	// flavor stored before validation existed is shaped as far as it parses.
+	if l, err := limits.Parse(spec.ExtraSpecs, inst.VCPUs); err == nil && l.VIF.Limited() {
+		bw := bandwidthOf(l.VIF)
+		for i := range spec.NICs {
+			b := bw
+			spec.NICs[i].Bandwidth = &b
+		}
 	}
 	if inst.ImageID == "" {
 		return spec, nil
@@ -84,6 +95,13 @@ func nicsFor(ctx context.Context, st *store.Store, instanceID string) ([]protoco
 		nics = append(nics, nic)
 	}
 	return nics, nil
+}
+
+func bandwidthOf(v limits.VIF) protocol.Bandwidth {
+	return protocol.Bandwidth{
+		InboundAverageKBps: int(v.Inbound.AverageKBps), InboundPeakKBps: int(v.Inbound.PeakKBps), InboundBurstKB: int(v.Inbound.BurstKB),
+		OutboundAverageKBps: int(v.Outbound.AverageKBps), OutboundPeakKBps: int(v.Outbound.PeakKBps), OutboundBurstKB: int(v.Outbound.BurstKB),
+	}
 }
 
 // stringMap decodes a JSON object column; "" and "null" are empty.
