@@ -50,6 +50,10 @@ func ActionEvent(action lifecycle.Action) string {
 		return EventUnpause
 	case lifecycle.ActDelete:
 		return EventTerminate
+	case lifecycle.ActResize:
+		return EventResize
+	case lifecycle.ActRevertResize:
+		return EventRevertResize
 	}
 	return "compute_" + string(action) + "_instance"
 }
@@ -79,6 +83,18 @@ func (a *Agent) Handle(ctx context.Context, m bus.Message) (any, error) {
 			return nil, err
 		}
 		return a.consoleOutput(ctx, req)
+	case protocol.KindDiagnostics:
+		var req protocol.DiagnosticsRequest
+		if err := m.Decode(&req); err != nil {
+			return nil, err
+		}
+		return a.diagnostics(ctx, req)
+	case protocol.KindResizeInstance, protocol.KindRevertResize:
+		var req protocol.ResizeInstance
+		if err := m.Decode(&req); err != nil {
+			return nil, err
+		}
+		return nil, a.handleResize(ctx, req, m.Kind == protocol.KindRevertResize)
 	}
 	return nil, fmt.Errorf("agent: unknown message kind %q (id %s)", m.Kind, m.ID)
 }

@@ -163,6 +163,8 @@ func (c *Conductor) onInstanceReport(ctx context.Context, r protocol.InstanceRep
 		return c.onBuildReport(ctx, inst, r)
 	case lifecycle.ActDelete:
 		return c.onDeleteReport(ctx, inst, r)
+	case lifecycle.ActResize, lifecycle.ActRevertResize:
+		return c.onResizeReport(ctx, inst, r)
 	default:
 		return c.onActionReport(ctx, inst, r)
 	}

@@ -32,10 +32,11 @@ CAPSULE_COMPUTE_URL=${CAPSULE_COMPUTE_URL:-http://127.0.0.1:8774/v2.1}
 # pg_* and OVS tools, which a non-login root shell may lack.
 export PATH=/usr/local/go/bin:$PATH:/usr/local/sbin:/usr/sbin:/sbin
 
-# Debian packages Capsule needs on a host (control plane + compute agent).
+# Debian packages Capsule needs on a host (control plane + compute agent);
+# chromium runs the portal's browser tests (e2e/portal_test.go).
 CAPSULE_PACKAGES=(docker.io openvswitch-switch rabbitmq-server docker-registry postgresql
 	busybox-static python3-openstackclient apache2-utils curl ca-certificates iproute2 procps
-	cgroupfs-mount apparmor ethtool)
+	cgroupfs-mount apparmor ethtool chromium)
 
 # ---- messages ---------------------------------------------------------------
 

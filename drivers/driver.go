@@ -143,4 +143,12 @@ type Driver interface {
 	// plumbs (idempotently) before every start. Drivers without
 	// Capabilities.Networking return ErrNotSupported.
 	Sandbox(ctx context.Context, id string) (netnsPath string, err error)
+
+	// Resize applies a new size to an existing instance in place (live
+	// when it runs: no restart, its processes keep their PIDs): vcpus and
+	// memoryMB as in Spec, l the new flavor's limits (l.PidsMax, when set,
+	// is the new pid cap; 0 keeps the current one). A failure half-way
+	// puts the old values back before returning the error. Drivers
+	// without Capabilities.LiveResize return ErrNotSupported.
+	Resize(ctx context.Context, id string, vcpus, memoryMB int, l limits.Limits) error
 }

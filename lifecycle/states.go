@@ -162,6 +162,11 @@ const (
 	ActPause      Action = "pause"
 	ActUnpause    Action = "unpause"
 	ActDelete     Action = "delete"
+	// Resize applies a new flavor (live, on the same host); the instance
+	// then waits in resized (VERIFY_RESIZE) for a confirm or a revert.
+	ActResize        Action = "resize"
+	ActConfirmResize Action = "confirm_resize"
+	ActRevertResize  Action = "revert_resize"
 )
 
 // rule says from which vm_states an action may start (with no task in
@@ -186,6 +191,11 @@ var rules = map[Action]rule{
 	ActPause:   {From: []VMState{Active}, Task: Pausing},
 	ActUnpause: {From: []VMState{Paused}, Task: Unpausing},
 	ActDelete:  {From: []VMState{Building, Active, Stopped, Paused, Resized, Error}, Task: Deleting, Preempts: true},
+	// Resize starts in resize_prep; the driver's work runs as
+	// resize_finish (both show RESIZE) and it ends in resized.
+	ActResize:        {From: []VMState{Active, Stopped}, Task: ResizePrep},
+	ActConfirmResize: {From: []VMState{Resized}, Task: ResizeConfirming},
+	ActRevertResize:  {From: []VMState{Resized}, Task: ResizeReverting},
 }
 
 // ConflictError is returned when an action is not allowed in the
@@ -236,8 +246,19 @@ func Outcome(action Action) (VMState, PowerState) {
 		return Paused, PausedPS
 	case ActDelete:
 		return Deleted, NoState
+	case ActResize:
+		return Resized, Running
 	}
 	return Error, NoState
+}
+
+// ResizeOutcome is the vm_state a resize's confirm or revert returns the
+// instance to: where it was before the resize (active or stopped).
+func ResizeOutcome(before VMState) VMState {
+	if before == Stopped {
+		return Stopped
+	}
+	return Active
 }
 
 // TaskOf returns the task_state an action runs under.

@@ -126,7 +126,7 @@ func TestBeginDeletePreemptsEveryTask(t *testing.T) {
 }
 
 func TestBeginUnknownAction(t *testing.T) {
-	for _, a := range []Action{ActCreate, "resize", ""} {
+	for _, a := range []Action{ActCreate, "shelve", ""} {
 		got, err := Begin(a, Active, NoTask)
 		if err == nil {
 			t.Errorf("Begin(%q) succeeded with %q, want an error", a, got)
@@ -171,7 +171,8 @@ func TestOutcome(t *testing.T) {
 		{ActPause, Paused, PausedPS},
 		{ActUnpause, Active, Running},
 		{ActDelete, Deleted, NoState},
-		{"resize", Error, NoState},
+		{ActResize, Resized, Running},
+		{"shelve", Error, NoState},
 	}
 	for _, c := range cases {
 		vm, power := Outcome(c.action)

@@ -44,6 +44,18 @@ var migrations = []migration{
 		}
 		return nil
 	}},
+	{4, "instances keep their old flavor while a resize awaits confirmation", func(tx *gorm.DB) error {
+		for _, col := range []string{"OldFlavorRowID", "OldFlavorID", "OldFlavorName", "OldVCPUs", "OldMemoryMB",
+			"OldRootGB", "OldExtraSpecs", "ResizeFromState"} {
+			if tx.Migrator().HasColumn(&Instance{}, col) {
+				continue
+			}
+			if err := tx.Migrator().AddColumn(&Instance{}, col); err != nil {
+				return err
+			}
+		}
+		return nil
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

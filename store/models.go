@@ -152,11 +152,23 @@ type Instance struct {
 	// RequestedHost is the host an admin asked for ("zone:host" on
 	// create); the scheduler then considers that host only.
 	RequestedHost string
-	LaunchedAt    *time.Time
-	TerminatedAt  *time.Time
-	CreatedAt     time.Time `gorm:"index"`
-	UpdatedAt     time.Time
-	DeletedAt     *time.Time `gorm:"index"` // soft delete: actions stay listable (2.21)
+	// The flavor before a resize, kept while the instance waits in
+	// VERIFY_RESIZE so a revert can put it back (Nova's
+	// instance.old_flavor), with the vm_state to return to; OldFlavorID
+	// "" means no resize is pending.
+	OldFlavorRowID  uint
+	OldFlavorID     string
+	OldFlavorName   string
+	OldVCPUs        int `gorm:"column:old_vcpus"`
+	OldMemoryMB     int
+	OldRootGB       int
+	OldExtraSpecs   string // JSON object
+	ResizeFromState string `gorm:"size:32"`
+	LaunchedAt      *time.Time
+	TerminatedAt    *time.Time
+	CreatedAt       time.Time `gorm:"index"`
+	UpdatedAt       time.Time
+	DeletedAt       *time.Time `gorm:"index"` // soft delete: actions stay listable (2.21)
 }
 
 // InstanceAction is one API-level operation on an instance

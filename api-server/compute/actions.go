@@ -22,7 +22,7 @@ import (
 // notYet are Nova actions Capsule knows but does not offer yet; they get a
 // clear error instead of "no such action".
 var notYet = map[string]string{
-	"resize": "resize", "confirmResize": "resize", "revertResize": "resize", "migrate": "cold migration",
+	"migrate":        "cold migration",
 	"os-migrateLive": "live migration", "createImage": "snapshots", "createBackup": "backups",
 	"rebuild": "rebuild", "suspend": "suspend", "resume": "resume", "shelve": "shelve", "unshelve": "shelve",
 	"shelveOffload": "shelve", "rescue": "rescue", "unrescue": "rescue", "changePassword": "password change",
@@ -82,6 +82,12 @@ func (s *Service) serverAction(w http.ResponseWriter, r *http.Request) {
 		s.resetState(w, r, inst, arg)
 	case "os-getConsoleOutput":
 		s.consoleOutput(w, r, inst, arg)
+	case "resize":
+		s.resizeServer(w, r, inst, arg)
+	case "confirmResize":
+		s.confirmResize(w, r, inst)
+	case "revertResize":
+		s.revertResize(w, r, inst)
 	default:
 		if feature, known := notYet[name]; known {
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("Action '%s' (%s) is not supported by this Capsule release yet.", name, feature))

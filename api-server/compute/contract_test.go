@@ -180,6 +180,7 @@ func TestContractServersReadEveryMicroversion(t *testing.T) {
 	f := newFixture(t)
 	ts := loadTempestSchemas(t)
 	w := seedContractWorld(t, f)
+	f.serveDiagnostics("h1", runningReply(), nil) // the agent of h1, for diagnostics
 	servers := []string{w.build, w.active, w.shutoff, w.errored, w.locked}
 	for _, v := range allVersions() {
 		for _, tok := range []string{"demo", "admin"} {

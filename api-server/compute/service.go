@@ -291,6 +291,7 @@ func (s *Service) apiRoutes(mux *http.ServeMux, p string) {
 	mux.HandleFunc("GET "+p+"/os-quota-sets/{project}/detail", s.authed(s.showQuotaDetail))
 	mux.HandleFunc("GET "+p+"/os-simple-tenant-usage", s.admin(s.listTenantUsage))
 	mux.HandleFunc("GET "+p+"/os-simple-tenant-usage/{project}", s.authed(s.showTenantUsage))
+	mux.HandleFunc("GET "+p+"/os-migrations", s.admin(s.listMigrations))
 	mux.HandleFunc("GET "+p+"/os-aggregates", s.admin(emptyList("aggregates")))
 	mux.HandleFunc("GET "+p+"/os-server-groups", s.authed(emptyList("server_groups")))
 	mux.HandleFunc("GET "+p+"/os-keypairs", s.authed(emptyList("keypairs")))

@@ -17,6 +17,7 @@ import (
 	"github.com/capsule-cloud/capsule/api-server/identity"
 	"github.com/capsule-cloud/capsule/api-server/image"
 	"github.com/capsule-cloud/capsule/api-server/network"
+	"github.com/capsule-cloud/capsule/api-server/portal"
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/conductor"
 	"github.com/capsule-cloud/capsule/config"
@@ -155,11 +156,23 @@ func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) e
 	img := image.New(d.st, image.Options{Validator: ids, Logger: log, Data: &image.RegistryData{
 		Address: cfg.Registry.Address, Username: cfg.Registry.Username, Password: cfg.Registry.Password}})
 	netw := network.New(ids, network.WithStore(d.st), network.WithConfig(cfg.Network), network.WithLogger(log))
+	// The portal is a client of the APIs above, reaching them where they
+	// listen on this host (the catalog's public host may not resolve here).
+	local := localHost(a.Listen)
+	web, err := portal.New(portal.Options{Logger: log, Endpoints: portal.Endpoints{
+		Identity: httpapi.HostURL(local, a.IdentityPort) + "/v3", Compute: httpapi.HostURL(local, a.ComputePort) + "/v2.1",
+		Image: httpapi.HostURL(local, a.ImagePort), Network: httpapi.HostURL(local, a.NetworkPort)}})
+	if err != nil {
+		return err
+	}
 	servers := []*http.Server{
 		newServer(a.Listen, a.IdentityPort, httpapi.AccessLog(log, "identity", httpapi.WithRequestID(ids.Handler()))),
 		newServer(a.Listen, a.ComputePort, httpapi.AccessLog(log, "compute", httpapi.WithRequestID(comp.Handler(), "x-compute-request-id"))),
 		newServer(a.Listen, a.ImagePort, httpapi.AccessLog(log, "image", httpapi.WithRequestID(img.Handler()))),
 		newServer(a.Listen, a.NetworkPort, httpapi.AccessLog(log, "network", httpapi.WithRequestID(netw.Handler()))),
+	}
+	if a.PortalPort > 0 {
+		servers = append(servers, newServer(a.Listen, a.PortalPort, httpapi.AccessLog(log, "portal", web.Handler())))
 	}
 	errc := make(chan error, len(servers))
 	for _, srv := range servers {
@@ -185,6 +198,15 @@ func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) e
 		_ = srv.Shutdown(shutdown)
 	}
 	return nil
+}
+
+// localHost is the address this host's API listeners answer on: the bind
+// address, or loopback when they bind every address.
+func localHost(listen string) string {
+	if ip := net.ParseIP(listen); listen == "" || (ip != nil && ip.IsUnspecified()) {
+		return "127.0.0.1"
+	}
+	return listen
 }
 
 func newServer(host string, port int, h http.Handler) *http.Server {

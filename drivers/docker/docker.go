@@ -172,7 +172,7 @@ func (d *Driver) Name() string { return "docker" }
 
 // Capabilities implements drivers.Driver.
 func (d *Driver) Capabilities() drivers.Capabilities {
-	return drivers.Capabilities{Pause: true, ConsoleOutput: true, Networking: true}
+	return drivers.Capabilities{Pause: true, ConsoleOutput: true, Networking: true, LiveResize: true}
 }
 
 // wrap turns a Docker error into one carrying the driver's error kind.

@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/capsule-cloud/capsule/drivers"
+	"github.com/capsule-cloud/capsule/limits"
 )
 
 // Timeouts generous enough for a real dockerd pulling an image.
@@ -423,6 +424,38 @@ func Run(t *testing.T, newDriver func(t *testing.T) drivers.Driver, image string
 		}
 		_, err = d.Sandbox(ctx, spec.ID)
 		WantNotFound(t, "Sandbox after Destroy", err)
+	})
+
+	t.Run("ResizeLiveKeepsItRunning", func(t *testing.T) {
+		d := newDriver(t)
+		if !d.Capabilities().LiveResize {
+			err := d.Resize(Ctx(t), uuid.NewString(), 1, 64, limits.Limits{})
+			if !errors.Is(err, drivers.ErrNotSupported) && !errors.Is(err, drivers.ErrNotFound) {
+				t.Errorf("Resize without LiveResize: %v, want ErrNotSupported", err)
+			}
+			return
+		}
+		spec := Spec(image)
+		Boot(t, d, spec)
+		before := WantPower(t, d, spec.ID, drivers.PowerRunning)
+		if err := d.Resize(Ctx(t), spec.ID, 2, 128, limits.Limits{PidsMax: 100}); err != nil {
+			t.Fatalf("resize: %v", err)
+		}
+		after := WantPower(t, d, spec.ID, drivers.PowerRunning)
+		if !after.StartedAt.Equal(before.StartedAt) || after.BackendID != before.BackendID {
+			t.Errorf("resize restarted the instance: started %v -> %v, backend %s -> %s",
+				before.StartedAt, after.StartedAt, before.BackendID, after.BackendID)
+		}
+		// Back down, as a revert does.
+		if err := d.Resize(Ctx(t), spec.ID, 1, 64, limits.Limits{}); err != nil {
+			t.Fatalf("resize back: %v", err)
+		}
+		// A size no driver accepts fails, and the instance keeps running.
+		if err := d.Resize(Ctx(t), spec.ID, 0, 64, limits.Limits{}); err == nil {
+			t.Error("resize to 0 vCPUs succeeded")
+		}
+		WantPower(t, d, spec.ID, drivers.PowerRunning)
+		WantNotFound(t, "Resize", d.Resize(Ctx(t), uuid.NewString(), 1, 64, limits.Limits{}))
 	})
 
 	t.Run("CreateRefusesNoPidsLimit", func(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/capsule-cloud/capsule/drivers"
+	"github.com/capsule-cloud/capsule/limits"
 )
 
 // Op names a driver operation, for error injection and call counting.
@@ -31,6 +32,7 @@ const (
 	OpConsoleOutput Op = "console"
 	OpFingerprint   Op = "fingerprint"
 	OpSandbox       Op = "sandbox"
+	OpResize        Op = "resize"
 )
 
 // bootLines is the console log an instance gets each time it starts, like
@@ -60,6 +62,8 @@ type Instance struct {
 	SandboxRunning bool
 	SandboxGen     int
 	WorkloadNetns  string // namespace the workload joined at its last start
+	// Resizes counts the live resizes applied; Spec holds the newest size.
+	Resizes int
 }
 
 // Driver is the in-memory driver. The zero value is not usable: call New.
@@ -88,8 +92,7 @@ type Driver struct {
 	NetnsPath func(id string, gen int) string
 }
 
-// New returns an empty fake driver with all capabilities but LiveResize
-// and Snapshot (Networking included), and a small host.
+// New returns an empty fake driver with all capabilities but Snapshot (Networking included), and a small host.
 func New() *Driver {
 	return &Driver{
 		instances: map[string]*Instance{},
@@ -103,7 +106,7 @@ func New() *Driver {
 			CPUModel:          "fake-cpu",
 			Arch:              "x86_64",
 		},
-		Caps: drivers.Capabilities{Pause: true, ConsoleOutput: true, Networking: true},
+		Caps: drivers.Capabilities{Pause: true, ConsoleOutput: true, Networking: true, LiveResize: true},
 	}
 }
 
@@ -515,4 +518,34 @@ func (d *Driver) Sandbox(ctx context.Context, id string) (string, error) {
 		return in.WorkloadNetns, nil
 	}
 	return d.netns(in), nil
+}
+
+// Resize implements drivers.Driver: it records the new size in the
+// instance's Spec, leaving it running (no boot: Boots is unchanged).
+func (d *Driver) Resize(ctx context.Context, id string, vcpus, memoryMB int, l limits.Limits) error {
+	if err := d.begin(ctx, OpResize, id); err != nil {
+		return err
+	}
+	defer d.mu.Unlock()
+	if !d.Caps.LiveResize {
+		return fmt.Errorf("fake resize %s: %w", id, drivers.ErrNotSupported)
+	}
+	in, err := d.lookup(OpResize, id)
+	if err != nil {
+		return err
+	}
+	if vcpus <= 0 || memoryMB <= 0 {
+		return fmt.Errorf("fake resize %s: vcpus and memory must be > 0, got %d/%d: %w", id, vcpus, memoryMB, drivers.ErrInvalidState)
+	}
+	next := in.Spec
+	next.VCPUs, next.MemoryMB, next.Limits = vcpus, memoryMB, l
+	if l.PidsMax > 0 {
+		next.PidsLimit = l.PidsMax
+	}
+	if err := validate(next); err != nil {
+		return fmt.Errorf("fake resize %s: %w", id, err)
+	}
+	in.Spec = next
+	in.Resizes++
+	return nil
 }

@@ -1,0 +1,396 @@
+package compute
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"gorm.io/gorm"
+
+	"github.com/capsule-cloud/capsule/api-server/auth"
+	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/conductor"
+	"github.com/capsule-cloud/capsule/lifecycle"
+	"github.com/capsule-cloud/capsule/limits"
+	"github.com/capsule-cloud/capsule/protocol"
+	"github.com/capsule-cloud/capsule/store"
+)
+
+// Resize is live and in place: the server's host must hold the new
+// flavor (with the server's own claim given back first). Moving to
+// another host is a migration, which Capsule does not offer yet, so a
+// host without room refuses the resize.
+
+// stateConflict writes Nova's 409 for an action refused in inst's state.
+func stateConflict(w http.ResponseWriter, inst *store.Instance, apiName string) {
+	msg := fmt.Sprintf("Cannot '%s' instance %s while it is in vm_state %s", apiName, inst.ID, inst.VMState)
+	if inst.TaskState != "" {
+		msg = fmt.Sprintf("Cannot '%s' instance %s while it is in task_state %s", apiName, inst.ID, inst.TaskState)
+	}
+	writeError(w, http.StatusConflict, msg)
+}
+
+// flavorRefOf reads the flavorRef of a resize body: an id, an href or a
+// number.
+func flavorRefOf(arg json.RawMessage) (string, bool) {
+	var in struct {
+		FlavorRef any `json:"flavorRef"`
+	}
+	if err := json.Unmarshal(arg, &in); err != nil || in.FlavorRef == nil {
+		return "", false
+	}
+	switch v := in.FlavorRef.(type) {
+	case string:
+		if v == "" {
+			return "", false
+		}
+		return lastSegment(v), true
+	case float64:
+		return strconv.Itoa(int(v)), true
+	}
+	return "", false
+}
+
+// specsOf returns a flavor's extra specs as a map and as the JSON the
+// instance keeps.
+func specsOf(f *store.Flavor) (map[string]string, string) {
+	m := map[string]string{}
+	for _, es := range f.ExtraSpecs {
+		m[es.Key] = es.Value
+	}
+	b, _ := json.Marshal(m)
+	return m, string(b)
+}
+
+func (s *Service) resizeServer(w http.ResponseWriter, r *http.Request, inst *store.Instance, arg json.RawMessage) {
+	ctx := r.Context()
+	creds := auth.FromContext(ctx)
+	ref, ok := flavorRefOf(arg)
+	if !ok {
+		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute resize. Value: 'flavorRef' is a required property")
+		return
+	}
+	flavor, err := s.findFlavor(ctx, ref)
+	if err != nil || flavor.Disabled || !s.flavorVisible(ctx, flavor) {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("Flavor %s could not be found.", ref))
+		return
+	}
+	if flavor.ID == inst.FlavorRowID || flavor.FlavorID == inst.FlavorID {
+		writeError(w, http.StatusBadRequest, "When resizing, instances must change flavor!")
+		return
+	}
+	if flavor.RootGB < inst.RootGB {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf(
+			"Resize to a smaller disk is not allowed: flavor %s has a %d GB root disk, the server has %d GB.", flavor.FlavorID, flavor.RootGB, inst.RootGB))
+		return
+	}
+	specs, specsJSON := specsOf(flavor)
+	if _, err := limits.Parse(specs, flavor.VCPUs); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("Flavor %s has invalid extra specs: %v", flavor.FlavorID, err))
+		return
+	}
+	vm, task := lifecycle.VMState(inst.VMState), lifecycle.TaskState(inst.TaskState)
+	newTask, err := lifecycle.Begin(lifecycle.ActResize, vm, task)
+	if err != nil {
+		stateConflict(w, inst, "resize")
+		return
+	}
+	if inst.Host == "" {
+		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot 'resize' instance %s: it is not placed on any host", inst.ID))
+		return
+	}
+	if msg := s.resizeQuota(ctx, inst, flavor); msg != "" {
+		writeError(w, http.StatusForbidden, msg)
+		return
+	}
+	reqID := requestID(w)
+	now := s.opts.Now()
+	mig := store.Migration{UUID: newUUID(), InstanceID: inst.ID, MigrationType: "resize", Status: conductor.MigrationPreMigrating,
+		SourceCompute: inst.Host, SourceNode: inst.Host, DestCompute: inst.Host, DestNode: inst.Host, DestHost: inst.Host,
+		OldFlavorID: inst.FlavorRowID, NewFlavorID: flavor.ID, CreatedAt: now, UpdatedAt: now}
+	want := store.Resources{VCPUs: flavor.VCPUs, MemoryMB: flavor.MemoryMB, DiskGB: flavor.RootGB}
+	// Claim, state, flavor swap, action and migration record commit
+	// together: a refused claim leaves nothing behind, and status is
+	// RESIZE before the 202 goes out.
+	err = s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := store.ResizeClaimTx(tx, inst.ID, inst.Host, want); err != nil {
+			return err
+		}
+		res := tx.Model(&store.Instance{}).
+			Where("id = ? AND vm_state = ? AND task_state = ? AND deleted_at IS NULL", inst.ID, string(vm), string(task)).
+			Updates(map[string]any{
+				"task_state": string(newTask), "updated_at": now,
+				"old_flavor_row_id": inst.FlavorRowID, "old_flavor_id": inst.FlavorID, "old_flavor_name": inst.FlavorName,
+				"old_vcpus": inst.VCPUs, "old_memory_mb": inst.MemoryMB, "old_root_gb": inst.RootGB,
+				"old_extra_specs": inst.ExtraSpecs, "resize_from_state": string(vm),
+				"flavor_row_id": flavor.ID, "flavor_id": flavor.FlavorID, "flavor_name": flavor.Name,
+				"vcpus": flavor.VCPUs, "memory_mb": flavor.MemoryMB, "root_gb": flavor.RootGB, "extra_specs": specsJSON,
+			})
+		if res.Error != nil {
+			return fmt.Errorf("start resize of %s: %w", inst.ID, res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return errStateChanged
+		}
+		if err := tx.Create(&store.InstanceAction{InstanceID: inst.ID, Action: "resize", RequestID: reqID,
+			UserID: creds.UserID, ProjectID: creds.ProjectID, StartTime: now, UpdatedAt: now}).Error; err != nil {
+			return fmt.Errorf("record resize action of %s: %w", inst.ID, err)
+		}
+		if err := tx.Create(&mig).Error; err != nil {
+			return fmt.Errorf("record resize migration of %s: %w", inst.ID, err)
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, store.ErrInsufficient):
+		writeError(w, http.StatusBadRequest, fmt.Sprintf(
+			"No valid host was found. Host %s has no room for flavor %s (%d vCPU, %d MB RAM, %d GB disk); "+
+				"resizing onto another host needs a migration, which this Capsule release does not support yet.",
+			inst.Host, flavor.FlavorID, flavor.VCPUs, flavor.MemoryMB, flavor.RootGB))
+		return
+	case errors.Is(err, errStateChanged):
+		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot 'resize' instance %s: its state changed meanwhile", inst.ID))
+		return
+	case err != nil:
+		s.log.Error("start resize", "instance", inst.ID, "error", err)
+		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+		return
+	}
+	oldSpecs := jsonMap(inst.ExtraSpecs)
+	body := protocol.ResizeInstance{RequestID: reqID, InstanceID: inst.ID, MigrationID: mig.ID,
+		Spec: protocol.InstanceSpec{ID: inst.ID, Name: inst.Name, ProjectID: inst.ProjectID,
+			VCPUs: flavor.VCPUs, MemoryMB: flavor.MemoryMB, DiskGB: flavor.RootGB, ExtraSpecs: specs},
+		Old: protocol.InstanceSpec{ID: inst.ID, Name: inst.Name, ProjectID: inst.ProjectID,
+			VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB, ExtraSpecs: oldSpecs}}
+	if err := s.cast(ctx, inst.Host, protocol.KindResizeInstance, body); err != nil {
+		// Nothing will carry the resize out: undo it all.
+		s.log.Error("cast resize", "instance", inst.ID, "host", inst.Host, "error", err)
+		s.undoResize(context.WithoutCancel(ctx), inst, reqID)
+		writeError(w, http.StatusServiceUnavailable, "The compute host is unreachable; try again later.")
+		return
+	}
+	if err := s.st.WithContext(ctx).Model(&store.Migration{}).Where("id = ? AND status = ?", mig.ID, conductor.MigrationPreMigrating).
+		Update("status", conductor.MigrationMigrating).Error; err != nil {
+		s.log.Warn("mark resize migration migrating", "instance", inst.ID, "error", err)
+	}
+	noContent(w, http.StatusAccepted)
+}
+
+// cast publishes one message to a compute host.
+func (s *Service) cast(ctx context.Context, host, kind string, body any) error {
+	msg, err := bus.NewMessage(kind, body)
+	if err != nil {
+		return err
+	}
+	return s.bus.Publish(ctx, bus.ComputeQueue(host), msg)
+}
+
+// undoResize puts a resize that never reached its host back: old flavor,
+// old claim, no action, migration in error. inst is the instance as it
+// was before the resize.
+func (s *Service) undoResize(ctx context.Context, inst *store.Instance, reqID string) {
+	err := s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		fields := map[string]any{"flavor_row_id": inst.FlavorRowID, "flavor_id": inst.FlavorID, "flavor_name": inst.FlavorName,
+			"vcpus": inst.VCPUs, "memory_mb": inst.MemoryMB, "root_gb": inst.RootGB, "extra_specs": inst.ExtraSpecs,
+			"task_state": inst.TaskState}
+		for k, v := range conductor.ForgetOldFlavor() {
+			fields[k] = v
+		}
+		if err := tx.Model(&store.Instance{}).Where("id = ? AND task_state = ?", inst.ID, string(lifecycle.ResizePrep)).
+			Updates(fields).Error; err != nil {
+			return err
+		}
+		if err := tx.Model(&store.Claim{}).Where("instance_id = ? AND host = ?", inst.ID, inst.Host).
+			Updates(map[string]any{"vcpus": inst.VCPUs, "memory_mb": inst.MemoryMB, "disk_gb": inst.RootGB}).Error; err != nil {
+			return err
+		}
+		if err := tx.Where("instance_id = ? AND request_id = ?", inst.ID, reqID).Delete(&store.InstanceAction{}).Error; err != nil {
+			return err
+		}
+		return conductor.SetMigrationStatus(tx, inst.ID, conductor.MigrationError)
+	})
+	if err != nil {
+		s.log.Error("undo resize", "instance", inst.ID, "error", err)
+	}
+}
+
+// resizeQuota checks the project's cores and RAM quota for the growth
+// the new flavor asks for (a shrink always fits).
+func (s *Service) resizeQuota(ctx context.Context, inst *store.Instance, f *store.Flavor) string {
+	dc, dr := f.VCPUs-inst.VCPUs, f.MemoryMB-inst.MemoryMB
+	if dc <= 0 && dr <= 0 {
+		return ""
+	}
+	var u struct{ C, R int }
+	s.st.WithContext(ctx).Model(&store.Instance{}).Where("project_id = ? AND deleted_at IS NULL", inst.ProjectID).
+		Select("COALESCE(SUM(vcpus),0) AS c, COALESCE(SUM(memory_mb),0) AS r").Scan(&u)
+	q := s.opts.DefaultQuota
+	switch {
+	case dc > 0 && u.C+dc > q.Cores:
+		return fmt.Sprintf("Quota exceeded for cores: Requested %d, but already used %d of %d cores", dc, u.C, q.Cores)
+	case dr > 0 && u.R+dr > q.RAM:
+		return fmt.Sprintf("Quota exceeded for ram: Requested %d, but already used %d of %d ram", dr, u.R, q.RAM)
+	}
+	return ""
+}
+
+// confirmResize keeps the new flavor: the old copy is dropped, the
+// migration confirmed and the server back in the state it was resized
+// from. Nothing runs on the host (the new limits already apply), so it is
+// synchronous; 204 as Nova.
+func (s *Service) confirmResize(w http.ResponseWriter, r *http.Request, inst *store.Instance) {
+	ctx := r.Context()
+	creds := auth.FromContext(ctx)
+	vm, task := lifecycle.VMState(inst.VMState), lifecycle.TaskState(inst.TaskState)
+	if _, err := lifecycle.Begin(lifecycle.ActConfirmResize, vm, task); err != nil {
+		stateConflict(w, inst, "confirmResize")
+		return
+	}
+	now := s.opts.Now()
+	back := lifecycle.ResizeOutcome(lifecycle.VMState(inst.ResizeFromState))
+	err := s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		fields := conductor.ForgetOldFlavor()
+		fields["vm_state"], fields["task_state"], fields["updated_at"] = string(back), "", now
+		res := tx.Model(&store.Instance{}).
+			Where("id = ? AND vm_state = ? AND task_state = ? AND deleted_at IS NULL", inst.ID, string(vm), string(task)).
+			Updates(fields)
+		if res.Error != nil {
+			return fmt.Errorf("confirm resize of %s: %w", inst.ID, res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return errStateChanged
+		}
+		if err := tx.Create(&store.InstanceAction{InstanceID: inst.ID, Action: "confirmResize", RequestID: requestID(w),
+			UserID: creds.UserID, ProjectID: creds.ProjectID, StartTime: now, UpdatedAt: now}).Error; err != nil {
+			return fmt.Errorf("record confirmResize of %s: %w", inst.ID, err)
+		}
+		return conductor.SetMigrationStatus(tx, inst.ID, conductor.MigrationConfirmed)
+	})
+	switch {
+	case errors.Is(err, errStateChanged):
+		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot 'confirmResize' instance %s: its state changed meanwhile", inst.ID))
+	case err != nil:
+		s.log.Error("confirm resize", "instance", inst.ID, "error", err)
+		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+	default:
+		noContent(w, http.StatusNoContent)
+	}
+}
+
+// revertResize gives the server its old flavor back: the claim returns to
+// the old size at once (it always fits: the server held it before), the
+// agent applies the old limits, and the conductor restores the flavor
+// copy when it reports.
+func (s *Service) revertResize(w http.ResponseWriter, r *http.Request, inst *store.Instance) {
+	ctx := r.Context()
+	creds := auth.FromContext(ctx)
+	vm, task := lifecycle.VMState(inst.VMState), lifecycle.TaskState(inst.TaskState)
+	newTask, err := lifecycle.Begin(lifecycle.ActRevertResize, vm, task)
+	if err != nil {
+		stateConflict(w, inst, "revertResize")
+		return
+	}
+	if inst.OldFlavorID == "" {
+		writeError(w, http.StatusConflict, fmt.Sprintf("Instance %s has no resize to revert.", inst.ID))
+		return
+	}
+	reqID := requestID(w)
+	now := s.opts.Now()
+	old := store.Resources{VCPUs: inst.OldVCPUs, MemoryMB: inst.OldMemoryMB, DiskGB: inst.OldRootGB}
+	err = s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := store.ResizeClaimTx(tx, inst.ID, inst.Host, old); err != nil {
+			return err
+		}
+		res := tx.Model(&store.Instance{}).
+			Where("id = ? AND vm_state = ? AND task_state = ? AND deleted_at IS NULL", inst.ID, string(vm), string(task)).
+			Updates(map[string]any{"task_state": string(newTask), "updated_at": now})
+		if res.Error != nil {
+			return fmt.Errorf("start revert of %s: %w", inst.ID, res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return errStateChanged
+		}
+		if err := tx.Create(&store.InstanceAction{InstanceID: inst.ID, Action: "revertResize", RequestID: reqID,
+			UserID: creds.UserID, ProjectID: creds.ProjectID, StartTime: now, UpdatedAt: now}).Error; err != nil {
+			return fmt.Errorf("record revertResize of %s: %w", inst.ID, err)
+		}
+		return conductor.SetMigrationStatus(tx, inst.ID, conductor.MigrationReverting)
+	})
+	switch {
+	case errors.Is(err, errStateChanged):
+		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot 'revertResize' instance %s: its state changed meanwhile", inst.ID))
+		return
+	case errors.Is(err, store.ErrInsufficient):
+		// Only if the host shrank (its capacity was re-reported) since.
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("No valid host was found. Host %s has no room left for the old flavor %s.", inst.Host, inst.OldFlavorID))
+		return
+	case err != nil:
+		s.log.Error("start revert resize", "instance", inst.ID, "error", err)
+		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+		return
+	}
+	body := protocol.ResizeInstance{RequestID: reqID, InstanceID: inst.ID,
+		Spec: protocol.InstanceSpec{ID: inst.ID, Name: inst.Name, ProjectID: inst.ProjectID,
+			VCPUs: inst.OldVCPUs, MemoryMB: inst.OldMemoryMB, DiskGB: inst.OldRootGB, ExtraSpecs: jsonMap(inst.OldExtraSpecs)},
+		Old: protocol.InstanceSpec{ID: inst.ID, Name: inst.Name, ProjectID: inst.ProjectID,
+			VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB, ExtraSpecs: jsonMap(inst.ExtraSpecs)}}
+	if err := s.cast(ctx, inst.Host, protocol.KindRevertResize, body); err != nil {
+		s.log.Error("cast revert resize", "instance", inst.ID, "host", inst.Host, "error", err)
+		db := s.st.WithContext(context.WithoutCancel(ctx))
+		_ = db.Transaction(func(tx *gorm.DB) error {
+			tx.Model(&store.Instance{}).Where("id = ? AND task_state = ?", inst.ID, string(newTask)).Update("task_state", "")
+			tx.Model(&store.Claim{}).Where("instance_id = ? AND host = ?", inst.ID, inst.Host).
+				Updates(map[string]any{"vcpus": inst.VCPUs, "memory_mb": inst.MemoryMB, "disk_gb": inst.RootGB})
+			tx.Where("instance_id = ? AND request_id = ?", inst.ID, reqID).Delete(&store.InstanceAction{})
+			return conductor.SetMigrationStatus(tx, inst.ID, conductor.MigrationFinished)
+		})
+		writeError(w, http.StatusServiceUnavailable, "The compute host is unreachable; try again later.")
+		return
+	}
+	noContent(w, http.StatusAccepted)
+}
+
+// listMigrations is GET /os-migrations (admin): resizes (and, later,
+// migrations), newest first, with Nova's filters.
+func (s *Service) listMigrations(w http.ResponseWriter, r *http.Request) {
+	v := versionOf(r.Context())
+	q := s.st.WithContext(r.Context()).Model(&store.Migration{})
+	qs := r.URL.Query()
+	if h := qs.Get("host"); h != "" {
+		q = q.Where("source_compute = ? OR dest_compute = ?", h, h)
+	}
+	if st := qs.Get("status"); st != "" {
+		q = q.Where("status = ?", st)
+	}
+	if id := qs.Get("instance_uuid"); id != "" {
+		q = q.Where("instance_id = ?", id)
+	}
+	if t := qs.Get("migration_type"); t != "" {
+		q = q.Where("migration_type = ?", t)
+	}
+	var ms []store.Migration
+	if err := q.Order("created_at DESC").Order("id DESC").Find(&ms).Error; err != nil {
+		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+		return
+	}
+	out := make([]map[string]any, 0, len(ms))
+	for _, m := range ms {
+		item := map[string]any{"id": m.ID, "status": m.Status, "instance_uuid": m.InstanceID,
+			"source_node": m.SourceNode, "source_compute": m.SourceCompute, "dest_node": m.DestNode,
+			"dest_compute": m.DestCompute, "dest_host": m.DestHost,
+			"old_instance_type_id": m.OldFlavorID, "new_instance_type_id": m.NewFlavorID,
+			"created_at": m.CreatedAt.UTC().Format(actionFmt), "updated_at": m.UpdatedAt.UTC().Format(actionFmt)}
+		if v.AtLeast(23) {
+			item["migration_type"] = m.MigrationType
+			item["links"] = []map[string]string{}
+		}
+		if v.AtLeast(59) {
+			item["uuid"] = m.UUID
+		}
+		out = append(out, item)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"migrations": out})
+}

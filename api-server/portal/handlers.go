@@ -1,0 +1,432 @@
+package portal
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ---- login and logout ----
+
+type loginData struct {
+	User, Project string
+}
+
+func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
+	if s.session(r) != nil {
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+		return
+	}
+	v := view{Title: "Log in", Data: loginData{Project: r.URL.Query().Get("project")}}
+	if r.URL.Query().Get("expired") != "" {
+		v.Error = "Your session has ended: log in again."
+	}
+	if r.URL.Query().Get("out") != "" {
+		v.Notice = "You are logged out."
+	}
+	s.renderLogin(w, r, http.StatusOK, v)
+}
+
+// renderLogin shows the login form with a fresh login CSRF token, kept in
+// a cookie of its own (double submit): there is no session yet.
+func (s *Server) renderLogin(w http.ResponseWriter, r *http.Request, status int, v view) {
+	v.CSRF = randomToken()
+	setCookie(w, r, loginCookie, v.CSRF, time.Now().Add(time.Hour))
+	s.render(w, r, status, "login", v)
+}
+
+func (s *Server) loginPost(w http.ResponseWriter, r *http.Request) {
+	c, err := r.Cookie(loginCookie)
+	if err != nil || !checkCSRF(r, c.Value) {
+		s.render(w, r, http.StatusForbidden, "error", view{Title: "Forbidden",
+			Error: "The form's security token (CSRF) is missing or wrong. Reload the login page and try again."})
+		return
+	}
+	d := loginData{User: strings.TrimSpace(r.PostFormValue("user")), Project: strings.TrimSpace(r.PostFormValue("project"))}
+	pass := r.PostFormValue("password")
+	if d.Project == "" {
+		d.Project = d.User
+	}
+	if d.User == "" || pass == "" {
+		s.renderLogin(w, r, http.StatusBadRequest, view{Title: "Log in", Data: d, Error: "Enter your user name and password."})
+		return
+	}
+	sess, err := s.login(r.Context(), d.User, pass, d.Project)
+	if err != nil {
+		msg := "The identity service cannot be reached."
+		st := statusOf(err)
+		if ae, ok := err.(*APIError); ok {
+			msg = ae.Message
+		}
+		if st == http.StatusUnauthorized {
+			// Keystone's message for a bad password is deliberately vague;
+			// say what the user can check.
+			msg = "Wrong user name, password or project (" + msg + ")"
+		}
+		if st < 400 {
+			st = http.StatusBadGateway
+		}
+		s.log.Info("portal: login refused", "user", d.User, "project", d.Project, "status", st)
+		s.renderLogin(w, r, st, view{Title: "Log in", Data: d, Error: msg})
+		return
+	}
+	setCookie(w, r, loginCookie, "", time.Time{})
+	setCookie(w, r, sessionCookie, s.keys.encode(sess), sess.Expires)
+	s.log.Info("portal: login", "user", sess.User, "project", sess.Project)
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+func (s *Server) logout(w http.ResponseWriter, r *http.Request, sess *session) {
+	if err := s.revoke(r.Context(), sess.Token); err != nil {
+		s.log.Warn("portal: logout could not revoke the token", "user", sess.User, "err", err)
+	}
+	setCookie(w, r, sessionCookie, "", time.Time{})
+	http.Redirect(w, r, "/login?out=1", http.StatusSeeOther)
+}
+
+// ---- overview ----
+
+type overviewData struct {
+	Limits  *Limits
+	Servers int
+}
+
+func (s *Server) overview(w http.ResponseWriter, r *http.Request, sess *session) {
+	l, err := s.limits(r.Context(), sess)
+	if err != nil {
+		s.fail(w, r, sess, "Overview", err)
+		return
+	}
+	s.render(w, r, http.StatusOK, "overview", view{Title: "Overview", Nav: "overview", Sess: sess, Data: overviewData{Limits: l}})
+}
+
+// ---- servers ----
+
+// serverRow is a server as the list shows it (and the list's script gets it).
+type serverRow struct {
+	ID      string   `json:"id"`
+	Name    string   `json:"name"`
+	Status  string   `json:"status"`
+	Task    string   `json:"task"`
+	Class   string   `json:"class"`
+	IPs     []string `json:"ips"`
+	Flavor  string   `json:"flavor"`
+	Image   string   `json:"image"`
+	Created string   `json:"created"`
+}
+
+type serversData struct {
+	Rows   []serverRow
+	Marker string
+	Next   string
+	Limit  int
+}
+
+// catalogNames fetches flavor and image names for display; failing that
+// (a flavor hidden from the project) rows show ids.
+func (s *Server) catalogNames(ctx context.Context, sess *session) (flavors, images map[string]string) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		fl, _ := s.flavors(ctx, sess)
+		flavors = names(fl, func(f Flavor) string { return f.ID }, func(f Flavor) string { return f.Name })
+	}()
+	go func() {
+		defer wg.Done()
+		im, _ := s.images(ctx, sess)
+		images = names(im, func(i Image) string { return i.ID }, func(i Image) string { return i.Name })
+	}()
+	wg.Wait()
+	return flavors, images
+}
+
+func orID(names map[string]string, id string) string {
+	if n := names[id]; n != "" {
+		return n
+	}
+	if id == "" {
+		return "-"
+	}
+	return id
+}
+
+func (s *Server) rows(ctx context.Context, sess *session, list []ServerView) []serverRow {
+	fl, im := s.catalogNames(ctx, sess)
+	out := make([]serverRow, 0, len(list))
+	for i := range list {
+		sv := &list[i]
+		out = append(out, serverRow{ID: sv.ID, Name: sv.Name, Status: sv.Status, Task: sv.Task(), Class: statusClass(sv.Status),
+			IPs: sv.IPs(), Flavor: orID(fl, sv.Flavor.ID), Image: orID(im, sv.ImageID()), Created: sv.Created})
+	}
+	return out
+}
+
+// pageArgs reads marker and limit (1..200, default the page size).
+func (s *Server) pageArgs(r *http.Request) (string, int) {
+	limit, err := strconv.Atoi(r.URL.Query().Get("limit"))
+	if err != nil || limit <= 0 {
+		limit = s.page
+	}
+	if limit > 200 {
+		limit = 200
+	}
+	return r.URL.Query().Get("marker"), limit
+}
+
+func (s *Server) serversPage(w http.ResponseWriter, r *http.Request, sess *session) {
+	marker, limit := s.pageArgs(r)
+	list, next, err := s.listServers(r.Context(), sess, marker, limit)
+	if err != nil {
+		s.fail(w, r, sess, "Servers", err)
+		return
+	}
+	v := view{Title: "Servers", Nav: "servers", Sess: sess,
+		Data: serversData{Rows: s.rows(r.Context(), sess, list), Marker: marker, Next: next, Limit: limit}}
+	v.Notice = doneMessage(r.URL.Query().Get("done"))
+	s.render(w, r, http.StatusOK, "servers", v)
+}
+
+// serversJSON is the page of servers the list's script polls.
+func (s *Server) serversJSON(w http.ResponseWriter, r *http.Request, sess *session) {
+	marker, limit := s.pageArgs(r)
+	list, next, err := s.listServers(r.Context(), sess, marker, limit)
+	if err != nil {
+		s.failJSON(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"servers": s.rows(r.Context(), sess, list), "next": next})
+}
+
+func (s *Server) serverJSON(w http.ResponseWriter, r *http.Request, sess *session) {
+	sv, err := s.getServer(r.Context(), sess, r.PathValue("id"))
+	if err != nil {
+		s.failJSON(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"id": sv.ID, "status": sv.Status, "task": sv.Task(),
+		"class": statusClass(sv.Status), "ips": sv.IPs()})
+}
+
+// doneMessage is the notice after a redirect; a fixed set, so a link
+// cannot make the portal say anything else.
+func doneMessage(code string) string {
+	return map[string]string{
+		"launched": "Launch requested: the servers appear below and turn ACTIVE when they run.",
+		"start":    "Start requested.",
+		"stop":     "Stop requested.",
+		"reboot":   "Reboot requested.",
+		"delete":   "Delete requested: the server disappears once it is gone.",
+	}[code]
+}
+
+// ---- server detail ----
+
+type serverData struct {
+	Server  *ServerView
+	Flavor  *Flavor
+	Image   string
+	IPs     []string
+	Actions []InstanceAction
+	Host    string
+	Task    string
+	Class   string
+	Console string
+	Lines   int
+}
+
+func (s *Server) serverData(ctx context.Context, sess *session, id string) (*serverData, error) {
+	sv, err := s.getServer(ctx, sess, id)
+	if err != nil {
+		return nil, err
+	}
+	d := &serverData{Server: sv, IPs: sv.IPs(), Task: sv.Task(), Class: statusClass(sv.Status)}
+	if sv.Host != nil {
+		d.Host = *sv.Host
+	}
+	fl, _ := s.flavors(ctx, sess)
+	for i := range fl {
+		if fl[i].ID == sv.Flavor.ID {
+			d.Flavor = &fl[i]
+		}
+	}
+	_, im := s.catalogNames(ctx, sess)
+	d.Image = orID(im, sv.ImageID())
+	d.Actions, err = s.instanceActions(ctx, sess, id)
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (s *Server) serverPage(w http.ResponseWriter, r *http.Request, sess *session) {
+	d, err := s.serverData(r.Context(), sess, r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, sess, "Server", err)
+		return
+	}
+	v := view{Title: d.Server.Name, Nav: "servers", Sess: sess, Data: d, Notice: doneMessage(r.URL.Query().Get("done"))}
+	s.render(w, r, http.StatusOK, "server", v)
+}
+
+func (s *Server) consolePage(w http.ResponseWriter, r *http.Request, sess *session) {
+	lines, err := strconv.Atoi(r.URL.Query().Get("lines"))
+	if err != nil || lines <= 0 || lines > 10000 {
+		lines = 100
+	}
+	sv, err := s.getServer(r.Context(), sess, r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, sess, "Console output", err)
+		return
+	}
+	out, err := s.consoleOutput(r.Context(), sess, sv.ID, lines)
+	if err != nil {
+		s.fail(w, r, sess, "Console output", err)
+		return
+	}
+	s.render(w, r, http.StatusOK, "console", view{Title: "Console of " + sv.Name, Nav: "servers", Sess: sess,
+		Data: serverData{Server: sv, Console: out, Lines: lines}})
+}
+
+type confirmData struct {
+	Server *ServerView
+	Action string
+}
+
+// destructive actions are confirmed on a page of their own (a form, so it
+// works without script and cannot be triggered by a link).
+var destructive = map[string]bool{"stop": true, "reboot": true, "delete": true}
+
+func (s *Server) confirmPage(w http.ResponseWriter, r *http.Request, sess *session) {
+	action := r.URL.Query().Get("action")
+	if !destructive[action] {
+		s.render(w, r, http.StatusBadRequest, "error", view{Title: "Unknown action", Sess: sess, Error: "There is no action " + strconv.Quote(action) + " to confirm."})
+		return
+	}
+	sv, err := s.getServer(r.Context(), sess, r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, sess, "Confirm", err)
+		return
+	}
+	s.render(w, r, http.StatusOK, "confirm", view{Title: "Confirm " + action, Nav: "servers", Sess: sess,
+		Data: confirmData{Server: sv, Action: action}})
+}
+
+func (s *Server) actionPost(w http.ResponseWriter, r *http.Request, sess *session) {
+	id, action := r.PathValue("id"), r.PostFormValue("action")
+	if destructive[action] && r.PostFormValue("confirmed") != "yes" {
+		http.Redirect(w, r, "/servers/"+url.PathEscape(id)+"/confirm?action="+url.QueryEscape(action), http.StatusSeeOther)
+		return
+	}
+	if err := s.serverAction(r.Context(), sess, id, action); err != nil {
+		s.fail(w, r, sess, "Server action", err)
+		return
+	}
+	s.log.Info("portal: server action", "user", sess.User, "project", sess.Project, "server", id, "action", action)
+	if action == "delete" {
+		http.Redirect(w, r, "/servers?done=delete", http.StatusSeeOther)
+		return
+	}
+	http.Redirect(w, r, "/servers/"+url.PathEscape(id)+"?done="+url.QueryEscape(action), http.StatusSeeOther)
+}
+
+// ---- launch ----
+
+type launchData struct {
+	Req      LaunchRequest
+	Images   []Image
+	Flavors  []Flavor
+	Networks []Network
+}
+
+func (s *Server) launchChoices(ctx context.Context, sess *session, d *launchData) error {
+	var err error
+	if d.Images, err = s.images(ctx, sess); err != nil {
+		return err
+	}
+	if d.Flavors, err = s.flavors(ctx, sess); err != nil {
+		return err
+	}
+	d.Networks, err = s.networks(ctx, sess)
+	return err
+}
+
+func (s *Server) launchPage(w http.ResponseWriter, r *http.Request, sess *session) {
+	d := launchData{Req: LaunchRequest{Count: 1}}
+	if err := s.launchChoices(r.Context(), sess, &d); err != nil {
+		s.fail(w, r, sess, "Launch", err)
+		return
+	}
+	s.render(w, r, http.StatusOK, "launch", view{Title: "Launch servers", Nav: "launch", Sess: sess, Data: d})
+}
+
+func (s *Server) launchPost(w http.ResponseWriter, r *http.Request, sess *session) {
+	req := LaunchRequest{Name: strings.TrimSpace(r.PostFormValue("name")), Image: r.PostFormValue("image"),
+		Flavor: r.PostFormValue("flavor"), Network: r.PostFormValue("network"), FixedIP: strings.TrimSpace(r.PostFormValue("fixed_ip"))}
+	var msg string
+	count, err := strconv.Atoi(strings.TrimSpace(r.PostFormValue("count")))
+	switch {
+	case err != nil || count < 1 || count > 100:
+		msg = "Count must be a whole number from 1 to 100."
+	case req.Name == "":
+		msg = "Give the server a name."
+	case req.FixedIP != "" && req.Network == "":
+		msg = "A fixed IP needs a network: choose one."
+	}
+	req.Count = count
+	if msg == "" {
+		err := s.createServer(r.Context(), sess, req)
+		if err == nil {
+			s.log.Info("portal: launch", "user", sess.User, "project", sess.Project, "name", req.Name, "count", count)
+			http.Redirect(w, r, "/servers?done=launched", http.StatusSeeOther)
+			return
+		}
+		if statusOf(err) == http.StatusUnauthorized {
+			s.fail(w, r, sess, "Launch", err)
+			return
+		}
+		msg = err.Error()
+		if ae, ok := err.(*APIError); ok {
+			msg = ae.Message
+		}
+	}
+	d := launchData{Req: req}
+	if err := s.launchChoices(r.Context(), sess, &d); err != nil {
+		s.fail(w, r, sess, "Launch", err)
+		return
+	}
+	s.render(w, r, http.StatusBadRequest, "launch", view{Title: "Launch servers", Nav: "launch", Sess: sess, Data: d, Error: msg})
+}
+
+// ---- lists ----
+
+func (s *Server) imagesPage(w http.ResponseWriter, r *http.Request, sess *session) {
+	im, err := s.images(r.Context(), sess)
+	if err != nil {
+		s.fail(w, r, sess, "Images", err)
+		return
+	}
+	s.render(w, r, http.StatusOK, "images", view{Title: "Images", Nav: "images", Sess: sess, Data: im})
+}
+
+func (s *Server) flavorsPage(w http.ResponseWriter, r *http.Request, sess *session) {
+	fl, err := s.flavors(r.Context(), sess)
+	if err != nil {
+		s.fail(w, r, sess, "Flavors", err)
+		return
+	}
+	s.render(w, r, http.StatusOK, "flavors", view{Title: "Flavors", Nav: "flavors", Sess: sess, Data: fl})
+}
+
+func (s *Server) networksPage(w http.ResponseWriter, r *http.Request, sess *session) {
+	nets, err := s.networks(r.Context(), sess)
+	if err != nil {
+		s.fail(w, r, sess, "Networks", err)
+		return
+	}
+	s.render(w, r, http.StatusOK, "networks", view{Title: "Networks", Nav: "networks", Sess: sess, Data: nets})
+}

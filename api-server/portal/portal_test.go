@@ -1,0 +1,609 @@
+package portal
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// fakeAPI plays Keystone, Nova, Glance and Neutron with just what the
+// portal calls, recording the requests it got.
+type fakeAPI struct {
+	mu       sync.Mutex
+	revoked  []string
+	requests []string
+	servers  []map[string]any
+	created  []map[string]any
+	actions  []string
+}
+
+func (f *fakeAPI) handler(t *testing.T) http.Handler {
+	mux := http.NewServeMux()
+	authed := func(h http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			tok := r.Header.Get("X-Auth-Token")
+			f.mu.Lock()
+			f.requests = append(f.requests, r.Method+" "+r.URL.RequestURI())
+			revoked := false
+			for _, t := range f.revoked {
+				revoked = revoked || t == tok
+			}
+			f.mu.Unlock()
+			if tok != "tok-demo" && tok != "tok-admin" || revoked {
+				w.WriteHeader(401)
+				_, _ = io.WriteString(w, `{"error": {"code": 401, "title": "Unauthorized", "message": "The request you have made requires authentication."}}`)
+				return
+			}
+			h(w, r)
+		}
+	}
+	writeJSON := func(w http.ResponseWriter, status int, v any) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		_ = json.NewEncoder(w).Encode(v)
+	}
+	mux.HandleFunc("POST /v3/auth/tokens", func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Auth struct {
+				Identity struct {
+					Password struct {
+						User struct{ Name, Password string }
+					}
+				}
+				Scope struct{ Project struct{ Name string } }
+			}
+		}
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		u := body.Auth.Identity.Password.User
+		if u.Password != "secret" || (u.Name != "demo" && u.Name != "admin") || body.Auth.Scope.Project.Name != u.Name {
+			writeJSON(w, 401, map[string]any{"error": map[string]any{"code": 401, "title": "Unauthorized",
+				"message": "The request you have made requires authentication."}})
+			return
+		}
+		role := "member"
+		if u.Name == "admin" {
+			role = "admin"
+		}
+		w.Header().Set("X-Subject-Token", "tok-"+u.Name)
+		writeJSON(w, 201, map[string]any{"token": map[string]any{"expires_at": "2999-01-01T00:00:00.000000Z",
+			"user": map[string]any{"name": u.Name}, "project": map[string]any{"id": "p-" + u.Name, "name": u.Name},
+			"roles": []map[string]any{{"name": role}}}})
+	})
+	mux.HandleFunc("DELETE /v3/auth/tokens", authed(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		f.revoked = append(f.revoked, r.Header.Get("X-Subject-Token"))
+		f.mu.Unlock()
+		w.WriteHeader(204)
+	}))
+	mux.HandleFunc("GET /v2.1/limits", authed(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 200, map[string]any{"limits": map[string]any{"absolute": map[string]any{
+			"maxTotalInstances": 10, "totalInstancesUsed": 3, "maxTotalCores": 20, "totalCoresUsed": 5,
+			"maxTotalRAMSize": 51200, "totalRAMUsed": 1536}}})
+	}))
+	mux.HandleFunc("GET /v2.1/servers/detail", authed(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		list := f.servers
+		if m := r.URL.Query().Get("marker"); m != "" {
+			for i, s := range list {
+				if s["id"] == m {
+					list = list[i+1:]
+					break
+				}
+			}
+		}
+		var n int
+		_ = json.Unmarshal([]byte(r.URL.Query().Get("limit")), &n)
+		if n > 0 && n < len(list) {
+			list = list[:n]
+		}
+		writeJSON(w, 200, map[string]any{"servers": list})
+	}))
+	mux.HandleFunc("GET /v2.1/servers/{id}", authed(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for _, s := range f.servers {
+			if s["id"] == r.PathValue("id") {
+				writeJSON(w, 200, map[string]any{"server": s})
+				return
+			}
+		}
+		writeJSON(w, 404, map[string]any{"itemNotFound": map[string]any{"code": 404, "message": "Instance " + r.PathValue("id") + " could not be found."}})
+	}))
+	mux.HandleFunc("GET /v2.1/servers/{id}/os-instance-actions", authed(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 200, map[string]any{"instanceActions": []map[string]any{{"action": "create", "request_id": "req-1", "start_time": "2026-01-01T00:00:00.000000"}}})
+	}))
+	mux.HandleFunc("POST /v2.1/servers", authed(func(w http.ResponseWriter, r *http.Request) {
+		var body struct{ Server map[string]any }
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		if body.Server["flavorRef"] == "huge" {
+			writeJSON(w, 403, map[string]any{"forbidden": map[string]any{"code": 403,
+				"message": "Quota exceeded for cores: Requested 64, but already used 5 of 20 cores"}})
+			return
+		}
+		f.mu.Lock()
+		f.created = append(f.created, body.Server)
+		f.mu.Unlock()
+		writeJSON(w, 202, map[string]any{"server": map[string]any{"id": "new"}})
+	}))
+	mux.HandleFunc("POST /v2.1/servers/{id}/action", authed(func(w http.ResponseWriter, r *http.Request) {
+		var body map[string]any
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		for k := range body {
+			f.mu.Lock()
+			f.actions = append(f.actions, r.PathValue("id")+" "+k)
+			f.mu.Unlock()
+			if k == "os-getConsoleOutput" {
+				writeJSON(w, 200, map[string]any{"output": "capsule-init: booted\n<b>not bold</b>\n"})
+				return
+			}
+			if k == "os-start" {
+				writeJSON(w, 409, map[string]any{"conflictingRequest": map[string]any{"code": 409,
+					"message": "Cannot 'start' instance " + r.PathValue("id") + " while it is in vm_state active"}})
+				return
+			}
+		}
+		w.WriteHeader(202)
+	}))
+	mux.HandleFunc("DELETE /v2.1/servers/{id}", authed(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		f.actions = append(f.actions, r.PathValue("id")+" delete")
+		f.mu.Unlock()
+		w.WriteHeader(204)
+	}))
+	mux.HandleFunc("GET /v2.1/flavors/detail", authed(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 200, map[string]any{"flavors": []map[string]any{{"id": "1", "name": "m1.tiny", "vcpus": 1, "ram": 512, "disk": 1}}})
+	}))
+	mux.HandleFunc("GET /v2/images", authed(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 200, map[string]any{"images": []map[string]any{{"id": "img-1", "name": "busybox", "status": "active", "visibility": "public"}}})
+	}))
+	mux.HandleFunc("GET /v2.0/networks", authed(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Auth-Token") == "tok-admin" {
+			writeJSON(w, 503, map[string]any{"NeutronError": map[string]any{"type": "ServiceUnavailable",
+				"message": "The network service is down for maintenance.", "detail": ""}})
+			return
+		}
+		writeJSON(w, 200, map[string]any{"networks": []map[string]any{{"id": "net-1", "name": "private", "status": "ACTIVE", "subnets": []string{"sn-1"}}}})
+	}))
+	mux.HandleFunc("GET /v2.0/subnets", authed(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 200, map[string]any{"subnets": []map[string]any{{"id": "sn-1", "cidr": "10.0.0.0/24"}}})
+	}))
+	return mux
+}
+
+func server(id, name, status string) map[string]any {
+	return map[string]any{"id": id, "name": name, "status": status, "OS-EXT-STS:task_state": nil,
+		"flavor": map[string]any{"id": "1"}, "image": map[string]any{"id": "img-1"},
+		"addresses": map[string]any{"private": []map[string]any{{"addr": "10.0.0.5"}}}}
+}
+
+type env struct {
+	t      *testing.T
+	api    *fakeAPI
+	portal *httptest.Server
+	client *http.Client
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	f := &fakeAPI{}
+	up := httptest.NewServer(f.handler(t))
+	t.Cleanup(up.Close)
+	p, err := New(Options{Endpoints: Endpoints{Identity: up.URL + "/v3", Compute: up.URL + "/v2.1", Image: up.URL, Network: up.URL},
+		PageSize: 2, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := httptest.NewServer(p.Handler())
+	t.Cleanup(ps.Close)
+	return &env{t: t, api: f, portal: ps, client: newClient(t)}
+}
+
+func newClient(t *testing.T) *http.Client {
+	jar, _ := cookiejar.New(nil)
+	return &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+// get fetches a page (following redirects by hand) and returns status and body.
+func (e *env) get(path string) (int, string) {
+	e.t.Helper()
+	resp, err := e.client.Get(e.portal.URL + path)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func (e *env) post(path string, form url.Values) *http.Response {
+	e.t.Helper()
+	resp, err := e.client.PostForm(e.portal.URL+path, form)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp
+}
+
+var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+func csrfOf(t *testing.T, page string) string {
+	t.Helper()
+	m := csrfRE.FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("page has no CSRF field:\n%s", page)
+	}
+	return m[1]
+}
+
+func body(resp *http.Response) string {
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// login logs in and returns the session's CSRF token.
+func (e *env) login(user string) string {
+	e.t.Helper()
+	_, page := e.get("/login")
+	resp := e.post("/login", url.Values{"csrf": {csrfOf(e.t, page)}, "user": {user}, "password": {"secret"}, "project": {user}})
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/" {
+		e.t.Fatalf("login: %d %s\n%s", resp.StatusCode, resp.Header.Get("Location"), body(resp))
+	}
+	resp.Body.Close()
+	st, page := e.get("/")
+	if st != 200 {
+		e.t.Fatalf("overview after login: %d\n%s", st, page)
+	}
+	return csrfOf(e.t, page)
+}
+
+func TestLoginSessionCookieAndLogout(t *testing.T) {
+	e := newEnv(t)
+	if st, _ := e.get("/servers"); st != http.StatusSeeOther {
+		t.Fatalf("servers without a session: %d, want a redirect to the login page", st)
+	}
+	_, page := e.get("/login")
+	resp := e.post("/login", url.Values{"csrf": {csrfOf(t, page)}, "user": {"demo"}, "password": {"secret"}, "project": {"demo"}})
+	var sc *http.Cookie
+	for _, c := range resp.Cookies() {
+		if c.Name == sessionCookie {
+			sc = c
+		}
+	}
+	resp.Body.Close()
+	if sc == nil {
+		t.Fatal("login set no session cookie")
+	}
+	if !sc.HttpOnly || sc.SameSite != http.SameSiteStrictMode || sc.Secure {
+		t.Errorf("session cookie on plain http: HttpOnly=%v SameSite=%v Secure=%v, want HttpOnly, Strict, not Secure", sc.HttpOnly, sc.SameSite, sc.Secure)
+	}
+	st, page := e.get("/")
+	if st != 200 || !strings.Contains(page, "3 of 10") || !strings.Contains(page, "5 of 20") || !strings.Contains(page, "1536 of 51200") {
+		t.Fatalf("overview: %d, want usage from /limits:\n%s", st, page)
+	}
+	if !strings.Contains(page, "w30") || !strings.Contains(page, "w25") {
+		t.Errorf("overview bars: want 30%% and 25%% fills")
+	}
+	// A tampered cookie is no session.
+	u, _ := url.Parse(e.portal.URL)
+	e.client.Jar.SetCookies(u, []*http.Cookie{{Name: sessionCookie, Value: sc.Value + "x", Path: "/"}})
+	if st, _ := e.get("/"); st != http.StatusSeeOther {
+		t.Errorf("tampered cookie: %d, want a redirect to the login page", st)
+	}
+	e.client.Jar.SetCookies(u, []*http.Cookie{sc})
+
+	resp = e.post("/logout", url.Values{"csrf": {csrfOf(t, page)}})
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("logout: %d", resp.StatusCode)
+	}
+	if len(e.api.revoked) != 1 || e.api.revoked[0] != "tok-demo" {
+		t.Errorf("logout revoked %v, want the session's token", e.api.revoked)
+	}
+	if st, _ := e.get("/"); st != http.StatusSeeOther {
+		t.Errorf("after logout: %d, want a redirect to the login page", st)
+	}
+}
+
+func TestSecureCookieOverTLS(t *testing.T) {
+	e := newEnv(t)
+	p, err := New(Options{Endpoints: Endpoints{Identity: e.portal.URL, Compute: "x", Image: "x", Network: "x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct := httptest.NewRequest("GET", "https://portal.example/login", nil)
+	direct.TLS = &tls.ConnectionState{}
+	proxied := httptest.NewRequest("GET", "http://127.0.0.1:8080/login", nil)
+	proxied.Header.Set("X-Forwarded-Proto", "https") // a TLS-terminating proxy
+	for _, req := range []*http.Request{direct, proxied} {
+		rec := httptest.NewRecorder()
+		p.Handler().ServeHTTP(rec, req)
+		cookies := rec.Result().Cookies()
+		if len(cookies) == 0 {
+			t.Fatalf("%s: no cookie", req.URL)
+		}
+		for _, c := range cookies {
+			if !c.Secure || !c.HttpOnly || c.SameSite != http.SameSiteStrictMode {
+				t.Errorf("%s: cookie %s: Secure=%v HttpOnly=%v SameSite=%v", req.URL, c.Name, c.Secure, c.HttpOnly, c.SameSite)
+			}
+		}
+	}
+}
+
+func TestWrongPasswordShowsKeystoneMessage(t *testing.T) {
+	e := newEnv(t)
+	_, page := e.get("/login")
+	resp := e.post("/login", url.Values{"csrf": {csrfOf(t, page)}, "user": {"demo"}, "password": {"nope"}, "project": {"demo"}})
+	b := body(resp)
+	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(b, "Wrong user name, password or project") ||
+		!strings.Contains(b, "requires authentication") || !strings.Contains(b, `value="demo"`) {
+		t.Fatalf("wrong password: %d\n%s", resp.StatusCode, b)
+	}
+	for _, c := range resp.Cookies() {
+		if c.Name == sessionCookie && c.Value != "" {
+			t.Error("a refused login set a session")
+		}
+	}
+}
+
+func TestCSRFEnforced(t *testing.T) {
+	e := newEnv(t)
+	// The login form too: a POST without the login cookie's token.
+	resp := e.post("/login", url.Values{"user": {"demo"}, "password": {"secret"}})
+	if b := body(resp); resp.StatusCode != http.StatusForbidden || !strings.Contains(b, "CSRF") {
+		t.Errorf("login without CSRF: %d %s", resp.StatusCode, b)
+	}
+	csrf := e.login("demo")
+	form := url.Values{"name": {"x"}, "image": {"img-1"}, "flavor": {"1"}, "count": {"1"}}
+	for _, tok := range []string{"", "0123" + csrf[4:], csrf + "0"} {
+		f := url.Values{}
+		for k, v := range form {
+			f[k] = v
+		}
+		if tok != "" {
+			f.Set("csrf", tok)
+		}
+		resp := e.post("/launch", f)
+		if b := body(resp); resp.StatusCode != http.StatusForbidden || !strings.Contains(b, "CSRF") {
+			t.Errorf("launch with CSRF %q: %d, want 403\n%s", tok, resp.StatusCode, b)
+		}
+	}
+	resp = e.post("/logout", url.Values{})
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || len(e.api.revoked) != 0 {
+		t.Errorf("logout without CSRF: %d (revoked %v), want 403 and nothing revoked", resp.StatusCode, e.api.revoked)
+	}
+	if len(e.api.created) != 0 {
+		t.Fatalf("a refused POST reached the API: %v", e.api.created)
+	}
+	// Another session's token does not pass either.
+	other := newClient(t)
+	e2 := *e
+	e2.client = other
+	otherCSRF := e2.login("admin")
+	form.Set("csrf", otherCSRF)
+	resp = e.post("/launch", form)
+	if resp.Body.Close(); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("launch with another session's CSRF token: %d, want 403", resp.StatusCode)
+	}
+	// The header works as the field does.
+	req, _ := http.NewRequest("POST", e.portal.URL+"/launch", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set(csrfHeader, csrf)
+	resp, err := e.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Body.Close(); resp.StatusCode != http.StatusSeeOther || len(e.api.created) != 1 {
+		t.Errorf("launch with the CSRF header: %d, created %v", resp.StatusCode, e.api.created)
+	}
+}
+
+func TestLaunchAndAPIErrors(t *testing.T) {
+	e := newEnv(t)
+	csrf := e.login("demo")
+	st, page := e.get("/launch")
+	if st != 200 || !strings.Contains(page, "busybox") || !strings.Contains(page, "m1.tiny") || !strings.Contains(page, "10.0.0.0/24") {
+		t.Fatalf("launch form: %d\n%s", st, page)
+	}
+	resp := e.post("/launch", url.Values{"csrf": {csrf}, "name": {"web"}, "image": {"img-1"}, "flavor": {"1"},
+		"network": {"net-1"}, "fixed_ip": {"10.0.0.10"}, "count": {"1"}})
+	if resp.Body.Close(); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("launch: %d", resp.StatusCode)
+	}
+	resp = e.post("/launch", url.Values{"csrf": {csrf}, "name": {"many"}, "image": {"img-1"}, "flavor": {"1"}, "count": {"3"}})
+	resp.Body.Close()
+	got, _ := json.Marshal(e.api.created)
+	want := `[{"flavorRef":"1","imageRef":"img-1","name":"web","networks":[{"fixed_ip":"10.0.0.10","uuid":"net-1"}]},` +
+		`{"flavorRef":"1","imageRef":"img-1","max_count":3,"min_count":3,"name":"many"}]`
+	if string(got) != want {
+		t.Errorf("create requests:\n got %s\nwant %s", got, want)
+	}
+	// Nova's refusal reaches the user as Nova wrote it, form kept.
+	resp = e.post("/launch", url.Values{"csrf": {csrf}, "name": {"big"}, "image": {"img-1"}, "flavor": {"huge"}, "count": {"1"}})
+	b := body(resp)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(b, "Quota exceeded for cores: Requested 64") || !strings.Contains(b, `value="big"`) {
+		t.Errorf("quota refusal: %d\n%s", resp.StatusCode, b)
+	}
+	resp = e.post("/launch", url.Values{"csrf": {csrf}, "name": {"x"}, "image": {"img-1"}, "flavor": {"1"}, "count": {"zero"}})
+	if b := body(resp); !strings.Contains(b, "Count must be a whole number") {
+		t.Errorf("bad count: %s", b)
+	}
+	// A server that is not there: Nova's 404 message, not a blank page.
+	st, page = e.get("/servers/nope")
+	if st != 404 || !strings.Contains(page, "Instance nope could not be found.") {
+		t.Errorf("missing server: %d\n%s", st, page)
+	}
+	// Neutron's error body.
+	e2 := *e
+	e2.client = newClient(t)
+	e2.login("admin")
+	st, page = e2.get("/networks")
+	if st != 503 || !strings.Contains(page, "The network service is down for maintenance.") {
+		t.Errorf("neutron error: %d\n%s", st, page)
+	}
+}
+
+func TestServersPagedLiveAndEscaped(t *testing.T) {
+	e := newEnv(t)
+	e.api.servers = []map[string]any{server("s1", "<script>alert(1)</script>", "BUILD"), server("s2", "two", "ACTIVE"), server("s3", "three", "SHUTOFF")}
+	e.login("demo")
+	st, page := e.get("/servers")
+	if st != 200 || strings.Contains(page, "<script>alert") || !strings.Contains(page, "&lt;script&gt;alert(1)&lt;/script&gt;") {
+		t.Fatalf("servers page does not escape names: %d\n%s", st, page)
+	}
+	if !strings.Contains(page, "two") || strings.Contains(page, "three") || !strings.Contains(page, `href="/servers?marker=s2&amp;limit=2"`) {
+		t.Errorf("first page (size 2) should show s1, s2 and link the next page:\n%s", page)
+	}
+	if !strings.Contains(e.api.requests[len(e.api.requests)-3], "limit=3") && !strings.Contains(strings.Join(e.api.requests, " "), "servers/detail?limit=3") {
+		t.Errorf("portal should ask for a page plus one: %v", e.api.requests)
+	}
+	_, page = e.get("/servers?marker=s2")
+	if !strings.Contains(page, "three") || strings.Contains(page, ">two<") || !strings.Contains(page, `id="next" hidden`) {
+		t.Errorf("second page:\n%s", page)
+	}
+	// The JSON the list's script polls: statuses change without a reload.
+	e.api.mu.Lock()
+	e.api.servers[0]["status"] = "ACTIVE"
+	e.api.mu.Unlock()
+	st, js := e.get("/api/servers?limit=2")
+	var got struct {
+		Servers []serverRow
+		Next    string
+	}
+	if err := json.Unmarshal([]byte(js), &got); err != nil || st != 200 {
+		t.Fatalf("servers JSON: %d %v %s", st, err, js)
+	}
+	if len(got.Servers) != 2 || got.Servers[0].Status != "ACTIVE" || got.Servers[0].Class != "ok" || got.Next != "s2" ||
+		got.Servers[0].Flavor != "m1.tiny" || got.Servers[0].Image != "busybox" || got.Servers[0].IPs[0] != "private: 10.0.0.5" {
+		t.Errorf("servers JSON: %+v", got)
+	}
+	// Without a session the script gets a 401 it understands.
+	anon := *e
+	anon.client = newClient(t)
+	if st, _ := anon.get("/api/servers"); st != http.StatusUnauthorized {
+		t.Errorf("servers JSON without a session: %d", st)
+	}
+}
+
+func TestServerDetailActionsConsole(t *testing.T) {
+	e := newEnv(t)
+	e.api.servers = []map[string]any{server("s1", "web", "ACTIVE")}
+	csrf := e.login("demo")
+	st, page := e.get("/servers/s1")
+	if st != 200 || !strings.Contains(page, "m1.tiny (1 vCPU, 512 MB RAM") || !strings.Contains(page, "private: 10.0.0.5") ||
+		!strings.Contains(page, "req-1") || strings.Contains(page, `id="host"`) {
+		t.Fatalf("detail (member: no host): %d\n%s", st, page)
+	}
+	st, page = e.get("/servers/s1/console")
+	if st != 200 || !strings.Contains(page, "capsule-init: booted") || !strings.Contains(page, "&lt;b&gt;not bold") {
+		t.Errorf("console: %d\n%s", st, page)
+	}
+	// A destructive action without confirmation only asks.
+	resp := e.post("/servers/s1/action", url.Values{"csrf": {csrf}, "action": {"delete"}})
+	if resp.Body.Close(); resp.StatusCode != http.StatusSeeOther || !strings.Contains(resp.Header.Get("Location"), "/confirm?action=delete") {
+		t.Errorf("unconfirmed delete: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	st, page = e.get("/servers/s1/confirm?action=delete")
+	if st != 200 || !strings.Contains(page, "Delete web?") {
+		t.Errorf("confirm page: %d\n%s", st, page)
+	}
+	for _, a := range []string{"stop", "reboot", "delete"} {
+		resp := e.post("/servers/s1/action", url.Values{"csrf": {csrf}, "action": {a}, "confirmed": {"yes"}})
+		if resp.Body.Close(); resp.StatusCode != http.StatusSeeOther {
+			t.Errorf("%s: %d", a, resp.StatusCode)
+		}
+	}
+	// Nova's conflict message for a start of a running server.
+	resp = e.post("/servers/s1/action", url.Values{"csrf": {csrf}, "action": {"start"}})
+	if b := body(resp); resp.StatusCode != http.StatusConflict || !strings.Contains(b, "Cannot &#39;start&#39; instance s1 while it is in vm_state active") {
+		t.Errorf("start conflict: %d\n%s", resp.StatusCode, b)
+	}
+	want := "s1 os-getConsoleOutput,s1 os-stop,s1 reboot,s1 delete,s1 os-start"
+	if got := strings.Join(e.api.actions, ","); got != want {
+		t.Errorf("actions sent: %s, want %s", got, want)
+	}
+}
+
+// TestExpiredTokenSendsToLogin: when the API stops accepting the token,
+// the user is asked to log in again rather than shown a failure.
+func TestExpiredTokenSendsToLogin(t *testing.T) {
+	e := newEnv(t)
+	e.login("demo")
+	e.api.mu.Lock()
+	e.api.revoked = append(e.api.revoked, "tok-demo")
+	e.api.mu.Unlock()
+	resp, err := e.client.Get(e.portal.URL + "/servers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/login?expired=1" {
+		t.Errorf("revoked token: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if _, page := e.get("/login?expired=1"); !strings.Contains(page, "Your session has ended") {
+		t.Errorf("login page does not say why")
+	}
+}
+
+// TestAPIUnreachable: an API that does not answer is a sentence on the
+// page, not a Go error with addresses in it.
+func TestAPIUnreachable(t *testing.T) {
+	ln := httptest.NewServer(http.NotFoundHandler())
+	dead := ln.URL
+	ln.Close()
+	p, err := New(Options{Endpoints: Endpoints{Identity: dead + "/v3", Compute: dead, Image: dead, Network: dead},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := httptest.NewServer(p.Handler())
+	defer ps.Close()
+	e := &env{t: t, portal: ps, client: newClient(t)}
+	_, page := e.get("/login")
+	resp := e.post("/login", url.Values{"csrf": {csrfOf(t, page)}, "user": {"demo"}, "password": {"x"}})
+	b := body(resp)
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(b, "The identity service cannot be reached right now") ||
+		strings.Contains(b, strings.TrimPrefix(dead, "http://")) {
+		t.Errorf("unreachable identity: %d\n%s", resp.StatusCode, b)
+	}
+}
+
+// TestAssetsOffline: nothing in the pages loads from another site, and the
+// security headers forbid it anyway.
+func TestAssetsOffline(t *testing.T) {
+	ext := regexp.MustCompile(`(?i)(src|href)\s*=\s*["']?(https?:)?//|@import|url\(\s*["']?https?:`)
+	err := fs.WalkDir(assets, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, _ := fs.ReadFile(assets, p)
+		if loc := ext.FindIndex(b); loc != nil {
+			t.Errorf("%s loads from another site: %q", p, b[loc[0]:loc[1]])
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t)
+	resp, err := http.Get(e.portal.URL + "/static/portal.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "default-src 'self'") {
+		t.Errorf("static asset: %d CSP %q", resp.StatusCode, resp.Header.Get("Content-Security-Policy"))
+	}
+}

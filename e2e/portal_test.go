@@ -1,0 +1,436 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/google/uuid"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+)
+
+// chromiumPath finds Debian's chromium the way internal/testenv finds
+// components: a test without it skips, or fails under CAPSULE_TEST_REQUIRE=1.
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	for _, p := range []string{os.Getenv("CAPSULE_TEST_CHROMIUM"), "/usr/bin/chromium"} {
+		if p == "" {
+			continue
+		}
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if p, err := exec.LookPath("chromium"); err == nil {
+		return p
+	}
+	if os.Getenv("CAPSULE_TEST_REQUIRE") == "1" {
+		t.Fatal("chromium is required (CAPSULE_TEST_REQUIRE=1) but not installed (apt-get install chromium; deploy/lib.sh installs it)")
+	}
+	t.Skip("chromium not installed (apt-get install chromium)")
+	return ""
+}
+
+// portalURL reads the portal port startCloud gave the cloud.
+func (c *cloud) portalURL(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(c.configPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^\s*portal_port:\s*(\d+)`).FindSubmatch(b)
+	if m == nil {
+		t.Fatalf("cloud config has no portal_port:\n%s", b)
+	}
+	return "http://127.0.0.1:" + string(m[1])
+}
+
+// browser is a headless Chromium tab with its own profile.
+type browser struct {
+	t    *testing.T
+	ctx  context.Context
+	base string
+	dir  string // screenshots
+}
+
+func newBrowser(t *testing.T, base string) *browser {
+	t.Helper()
+	exe := chromiumPath(t)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(exe),
+		chromedp.Flag("headless", true),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true),
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 860),
+	)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	// The first run starts the browser: no timeout on it (a timeout would
+	// end the browser with it).
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return &browser{t: t, ctx: ctx, base: base, dir: t.ArtifactDir()}
+}
+
+// do runs steps with a deadline.
+func (b *browser) do(what string, steps ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		b.t.Fatalf("%s: %v (page %s)", what, err, b.location())
+	}
+}
+
+func (b *browser) location() string {
+	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+	defer cancel()
+	loc, _ := chromedp.Run(ctx, chromedp.Location())
+	return loc
+}
+
+func (b *browser) open(path string) { b.t.Helper(); b.do("open "+path, chromedp.Navigate(b.base+path)) }
+
+// eval evaluates a JavaScript expression (awaiting a promise).
+func evalJS[T any](b *browser, expr string) T {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
+	if err != nil {
+		b.t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	return v
+}
+
+// waitJS polls a boolean expression until it holds.
+func (b *browser) waitJS(what, expr string, timeout time.Duration) {
+	b.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](expr))
+		cancel()
+		if err == nil && ok {
+			return
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	b.shot("timeout-" + strings.ReplaceAll(what, " ", "-"))
+	b.t.Fatalf("%s: not true within %s on %s: %s\npage text: %s", what, timeout, b.location(), expr, b.text("body"))
+}
+
+func (b *browser) text(sel string) string {
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	s, _ := chromedp.Run(ctx, chromedp.Evaluate[string](fmt.Sprintf(`(document.querySelector(%q)||{}).innerText||""`, sel)))
+	return s
+}
+
+// shot saves a full-page screenshot under the test's artifact directory.
+func (b *browser) shot(name string) string {
+	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		b.t.Logf("screenshot %s: %v", name, err)
+		return ""
+	}
+	p := filepath.Join(b.dir, name+".png")
+	if err := os.WriteFile(p, png, 0o644); err != nil {
+		b.t.Fatal(err)
+	}
+	b.t.Logf("screenshot %s", p)
+	return p
+}
+
+// submit clicks a button and waits for the next page to have path prefix.
+func (b *browser) submit(button, wantPath string) {
+	b.t.Helper()
+	b.do("click "+button, chromedp.Click(chromedp.CSS(button)))
+	b.waitJS("page "+wantPath, fmt.Sprintf(`document.readyState === "complete" && location.pathname + location.search !== "" && (location.pathname + location.search).startsWith(%q)`, wantPath), 30*time.Second)
+}
+
+func (b *browser) login(user, pass, project string) {
+	b.t.Helper()
+	b.open("/login")
+	b.do("fill the login form",
+		chromedp.SetValue(chromedp.CSS("#user"), user),
+		chromedp.SetValue(chromedp.CSS("#password"), pass),
+		chromedp.SetValue(chromedp.CSS("#project"), project))
+	b.do("log in", chromedp.Click(chromedp.CSS(`#login button[type=submit]`)))
+	b.waitJS("login answered", `document.readyState === "complete" && (location.pathname === "/" || !!document.querySelector("#error"))`, 30*time.Second)
+}
+
+// rowStatus is the JS for the status of the list's row named name.
+func rowJS(name, field string) string {
+	return fmt.Sprintf(`(function(){var r=Array.from(document.querySelectorAll("#servers tbody tr")).find(function(r){return r.cells.length>1 && r.cells[0].innerText.trim()===%q}); if(!r) return ""; return %s;})()`, name, field)
+}
+
+// TestPortal drives the tenant portal in headless Chromium: a wrong
+// password is refused with a message; demo logs in, sees its usage,
+// launches a server and watches it turn ACTIVE without reloading the page,
+// reads its console, stops and deletes it; demo never sees admin's
+// server; a POST without (or with a wrong) CSRF token is refused; the
+// pages stay usable at phone width. Screenshots of the main pages land in
+// the test's artifact directory (go test -artifacts keeps them) and the
+// servers page also in docs/portal-servers.png.
+func TestPortal(t *testing.T) {
+	chromiumPath(t)
+	c := startCloud(t, withBridge)
+	ctx := context.Background()
+	admin := c.computeClient(t, "admin", c.adminPass, "admin")
+	// demo's own network, for the launch form's network and fixed IP.
+	netName := "portal-net"
+	tenantNetwork(t, c.networkClient(t, "demo", c.demoPass, "demo"), netName, "10.77.0.0/24", nil)
+	demo := c.computeClient(t, "demo", c.demoPass, "demo")
+	img := c.imageIDs(t, "demo", c.demoPass, "demo")["busybox"]
+
+	// admin's own server, which demo must never see.
+	adminName := "admins-" + uuid.NewString()[:6]
+	asrv, err := servers.Create(ctx, admin, servers.CreateOpts{Name: adminName, ImageRef: img, FlavorRef: "1"}, nil).Extract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = servers.Delete(context.Background(), admin, asrv.ID).ExtractErr() })
+
+	b := newBrowser(t, c.portalURL(t))
+
+	// A wrong password: Keystone's refusal as a readable message.
+	b.login("demo", "not-the-password", "demo")
+	if e := b.text("#error"); !strings.Contains(e, "Wrong user name, password or project") {
+		t.Fatalf("wrong password: error %q, page %s", e, b.text("body"))
+	}
+	b.shot("login-wrong-password")
+
+	b.login("demo", c.demoPass, "demo")
+	if who := b.text("#who"); !strings.Contains(who, "demo") {
+		t.Fatalf("after login: %q (error %q)", who, b.text("#error"))
+	}
+	if u := b.text("#usage"); !strings.Contains(u, "Servers") || !strings.Contains(u, "vCPUs") || !strings.Contains(u, "RAM") {
+		t.Errorf("overview usage: %q", u)
+	}
+	b.shot("overview")
+
+	// Launch.
+	name := "portal-" + uuid.NewString()[:6]
+	b.open("/launch")
+	b.do("fill the launch form",
+		chromedp.SetValue(chromedp.CSS("#name"), name),
+		chromedp.SetValue(chromedp.CSS("#image"), img),
+		chromedp.SetValue(chromedp.CSS("#flavor"), "1"),
+		chromedp.SetValue(chromedp.CSS("#fixed_ip"), "10.77.0.50"),
+		chromedp.SetValue(chromedp.CSS("#count"), "1"))
+	// The network by its label, as a user picks it.
+	evalJS[bool](b, fmt.Sprintf(`(function(){var s=document.querySelector("#network"); var o=Array.from(s.options).find(function(o){return o.text.indexOf(%q)===0}); if(!o) return false; s.value=o.value; return true})()`, netName))
+	b.shot("launch")
+	b.submit("#launch-go", "/servers?done=launched")
+
+	// Live status: the row turns ACTIVE while the page stays the same
+	// document (a mark set on window survives only without a reload).
+	b.waitJS("server row listed", rowJS(name, "r.getAttribute('data-id')")+` !== ""`, 20*time.Second)
+	first := evalJS[string](b, rowJS(name, "r.cells[1].innerText"))
+	evalJS[bool](b, `window.__portalMark = "same-page"; true`)
+	b.waitJS("server ACTIVE in the list", rowJS(name, "r.cells[1].innerText.trim()")+` === "ACTIVE" && window.__portalMark === "same-page"`, 120*time.Second)
+	t.Logf("row status went from %q to ACTIVE without a reload", first)
+	id := evalJS[string](b, rowJS(name, "r.getAttribute('data-id')"))
+	if ips := evalJS[string](b, rowJS(name, "r.cells[2].innerText")); !strings.Contains(ips, netName+": 10.77.0.50") {
+		t.Errorf("server's addresses in the list: %q, want %s: 10.77.0.50", ips, netName)
+	}
+	if body := b.text("body"); strings.Contains(body, adminName) {
+		t.Errorf("demo's server list shows admin's server %s", adminName)
+	}
+	servPNG := b.shot("servers")
+	if servPNG != "" {
+		if png, err := os.ReadFile(servPNG); err == nil {
+			if err := os.WriteFile(filepath.Join("..", "docs", "portal-servers.png"), png, 0o644); err != nil {
+				t.Logf("copy the screenshot to docs: %v", err)
+			}
+		}
+	}
+	// demo cannot open admin's server by id either: Nova's 404 message.
+	b.open("/servers/" + asrv.ID)
+	if e := b.text("#error"); !strings.Contains(e, "could not be found") {
+		t.Errorf("admin's server by id: %q", e)
+	}
+
+	// Detail and console output.
+	b.open("/servers/" + id)
+	b.waitJS("detail page", `!!document.querySelector("#status")`, 10*time.Second)
+	if ips := b.text("#actions"); !strings.Contains(ips, "create") {
+		t.Errorf("action log: %q", ips)
+	}
+	b.shot("server-detail")
+	b.submit("#console-link", "/servers/"+id+"/console")
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out := b.text("#console")
+		if out != "" && !strings.Contains(out, "(no output yet)") {
+			t.Logf("console output:\n%s", out)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("console output stayed empty: %q", b.text("body"))
+		}
+		time.Sleep(time.Second)
+		b.open("/servers/" + id + "/console")
+	}
+	b.shot("console")
+
+	// CSRF: the browser's own session, a POST without the token and with a
+	// wrong one: 403, and the server is untouched.
+	for _, tok := range []string{"", "wrong-token"} {
+		js := fmt.Sprintf(`fetch("/servers/%s/action", {method: "POST", credentials: "same-origin", redirect: "manual",
+			body: new URLSearchParams({action: "delete", confirmed: "yes"%s})}).then(function(r){return r.status})`,
+			id, map[bool]string{true: "", false: `, csrf: "` + tok + `"`}[tok == ""])
+		if st := evalJS[int](b, js); st != 403 {
+			t.Errorf("POST with CSRF token %q: status %d, want 403", tok, st)
+		}
+	}
+	if s, err := servers.Get(ctx, demo, id).Extract(); err != nil || s.Status != "ACTIVE" {
+		t.Fatalf("server after refused POSTs: %v %v", s, err)
+	}
+
+	// Stop, with confirmation, and watch the status change in place.
+	b.open("/servers/" + id)
+	b.submit("#act-stop", "/servers/"+id+"/confirm?action=stop")
+	b.shot("confirm-stop")
+	b.submit("#confirm-yes", "/servers/"+id+"?done=stop")
+	b.waitJS("status SHUTOFF on the detail page", `document.querySelector("#status").innerText.trim() === "SHUTOFF"`, 90*time.Second)
+	waitStatus(t, demo, id, "SHUTOFF", 30*time.Second)
+	b.shot("server-stopped")
+
+	// Phone width: no page wider than the screen.
+	b.do("phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
+	for _, p := range []string{"/servers", "/", "/launch", "/servers/" + id, "/images"} {
+		b.open(p)
+		if w := evalJS[int](b, `document.documentElement.scrollWidth - window.innerWidth`); w > 0 {
+			t.Errorf("page %s is %dpx wider than a 390px phone", p, w)
+		}
+	}
+	b.open("/servers")
+	b.shot("servers-phone")
+	b.do("desktop viewport", chromedp.EmulateViewport(1280, 860))
+
+	// Lists.
+	for _, p := range []string{"images", "flavors", "networks"} {
+		b.open("/" + p)
+		if e := b.text("#error"); e != "" {
+			t.Errorf("%s page: %s", p, e)
+		}
+		b.shot(p)
+	}
+	if im := b.text("body"); im == "" {
+		t.Error("blank page")
+	}
+	b.open("/images")
+	if !strings.Contains(b.text("#images"), "busybox") {
+		t.Errorf("images page: %q", b.text("#images"))
+	}
+	b.open("/flavors")
+	if !strings.Contains(b.text("#flavors"), "vCPUs") {
+		t.Errorf("flavors page: %q", b.text("#flavors"))
+	}
+
+	// Delete, confirmed; the row disappears from the live list.
+	b.open("/servers/" + id)
+	b.submit("#act-delete", "/servers/"+id+"/confirm?action=delete")
+	b.shot("confirm-delete")
+	b.submit("#confirm-yes", "/servers?done=delete")
+	waitGone(t, demo, id, 60*time.Second)
+	b.waitJS("row gone from the list", rowJS(name, "r.getAttribute('data-id')")+` === ""`, 20*time.Second)
+
+	// Log out: the session is gone.
+	b.submit("#logout", "/login")
+	if n := b.text("#notice"); !strings.Contains(n, "logged out") {
+		t.Errorf("logout notice: %q", n)
+	}
+	b.open("/servers")
+	if loc := b.location(); !strings.HasSuffix(loc, "/login") {
+		t.Errorf("after logout /servers went to %s, want the login page", loc)
+	}
+
+	// An admin sees the host of a server (Nova shows it to admins only).
+	waitStatus(t, admin, asrv.ID, "ACTIVE", 60*time.Second)
+	b.login("admin", c.adminPass, "admin")
+	b.open("/servers/" + asrv.ID)
+	if h := b.text("#host"); h != c.host {
+		t.Errorf("admin's server detail: host %q, want %s", h, c.host)
+	}
+	b.shot("server-detail-admin")
+}
+
+// TestPortalManyServers: with 500 servers in the project (fake agents; a
+// server the scheduler cannot place is listed in ERROR all the same), the
+// servers page shows one page of rows at a time, follows the API's markers
+// from page to page without repeating a server, and stays quick.
+func TestPortalManyServers(t *testing.T) {
+	chromiumPath(t)
+	const n = 500
+	c := startCloud(t, fakeAgents, withQuota(n))
+	demo := c.computeClient(t, "demo", c.demoPass, "demo")
+	img := c.imageIDs(t, "demo", c.demoPass, "demo")["busybox"]
+	for i := 0; i < n; i += 100 {
+		st, body := raw(t, demo, "POST", "servers", fmt.Sprintf(
+			`{"server": {"name": "many", "imageRef": %q, "flavorRef": "1", "min_count": 100, "max_count": 100}}`, img))
+		if st != 202 {
+			t.Fatalf("create servers %d..%d: %d %v", i, i+99, st, body)
+		}
+	}
+	if got := countServers(t, demo); got != n {
+		t.Fatalf("project has %d servers, want %d", got, n)
+	}
+
+	b := newBrowser(t, c.portalURL(t))
+	b.login("demo", c.demoPass, "demo")
+	if u := b.text("#use-servers"); !strings.Contains(u, fmt.Sprintf("%d of %d", n, n)) {
+		t.Errorf("overview: servers %q, want %d of %d", u, n, n)
+	}
+	seen := map[string]bool{}
+	b.open("/servers")
+	for page := 1; page <= 3; page++ {
+		ids := evalJS[[]string](b, `Array.from(document.querySelectorAll("#servers tbody tr[data-id]")).map(function(r){return r.getAttribute("data-id")})`)
+		if len(ids) != 20 {
+			t.Fatalf("page %d shows %d rows, want 20", page, len(ids))
+		}
+		for _, id := range ids {
+			if seen[id] {
+				t.Errorf("page %d repeats server %s", page, id)
+			}
+			seen[id] = true
+		}
+		if page == 1 {
+			b.shot("servers-500")
+		}
+		start := time.Now()
+		b.submit("#next", "/servers?marker=")
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("next page took %s", d)
+		}
+	}
+	// The live list keeps to its page too.
+	js := evalJS[string](b, `fetch("/api/servers?limit=20", {credentials: "same-origin"}).then(function(r){return r.text()})`)
+	if strings.Count(js, `"id"`) != 20 || !strings.Contains(js, `"next"`) {
+		t.Errorf("live list JSON: %.300s", js)
+	}
+	b.do("phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
+	b.open("/servers")
+	if w := evalJS[int](b, `document.documentElement.scrollWidth - window.innerWidth`); w > 0 {
+		t.Errorf("servers page with %d servers is %dpx wider than a phone", n, w)
+	}
+}

@@ -1,0 +1,224 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/flavors"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+
+	"github.com/capsule-cloud/capsule/cgroupstats"
+)
+
+// cpuRate measures how many CPUs the cgroup of pid uses, from its CPU
+// time accounting over a window of a few seconds.
+func cpuRate(t *testing.T, pid int, window time.Duration) float64 {
+	t.Helper()
+	s0, err := cgroupstats.ForPID(pid)
+	if err != nil {
+		t.Fatalf("cgroup stats of %d: %v", pid, err)
+	}
+	t0 := time.Now()
+	time.Sleep(window) // the measurement window, not a wait for a state
+	s1, err := cgroupstats.ForPID(pid)
+	if err != nil {
+		t.Fatalf("cgroup stats of %d: %v", pid, err)
+	}
+	return float64(s1.CPUUsageNS-s0.CPUUsageNS) / float64(time.Since(t0).Nanoseconds())
+}
+
+// wantCPU checks the measured CPU rate of pid's cgroup is want ± tol.
+func wantCPU(t *testing.T, what string, pid int, want, tol float64) {
+	t.Helper()
+	got := cpuRate(t, pid, 4*time.Second)
+	t.Logf("%s: %.3f CPU (want %.2f ± %.2f)", what, got, want, tol)
+	if math.Abs(got-want) > tol {
+		t.Errorf("%s: server uses %.3f CPU, want %.2f ± %.2f", what, got, want, tol)
+	}
+}
+
+// TestLiveResize: a CPU-burning server with a 0.5-CPU quota is resized
+// live to a 1-CPU flavor (same container, same PID 1: no restart), gets
+// one CPU, is reverted to half a CPU; the host's usage follows; a
+// resize to the same flavor and a stranger's resize are refused; then
+// the openstack CLI resizes, confirms and reverts.
+func TestLiveResize(t *testing.T) {
+	c := startCloud(t)
+	ctx := context.Background()
+	admin := c.computeClient(t, "admin", c.adminPass, "admin")
+	demo := c.computeClient(t, "demo", c.demoPass, "demo")
+	mkFlavor := func(name string, ram int, specs map[string]string) string {
+		t.Helper()
+		fl, err := flavors.Create(ctx, admin, flavors.CreateOpts{Name: name, RAM: ram, VCPUs: 1, Disk: gophercloud.IntToPointer(1)}).Extract()
+		if err != nil {
+			t.Fatalf("create flavor %s: %v", name, err)
+		}
+		if len(specs) > 0 {
+			if _, err := flavors.CreateExtraSpecs(ctx, admin, fl.ID, flavors.ExtraSpecsOpts(specs)).Extract(); err != nil {
+				t.Fatalf("extra specs of %s: %v", name, err)
+			}
+		}
+		return fl.ID
+	}
+	half := mkFlavor("half-cpu", 128, map[string]string{"quota:cpu_quota": "50000"})
+	full := mkFlavor("full-cpu", 256, nil)
+
+	vcpus0, ram0 := hostUsage(t, admin, c.host)
+	img := c.imageIDs(t, "demo", c.demoPass, "demo")["busybox"]
+	srv, err := servers.Create(ctx, demo, servers.CreateOpts{Name: "burner", ImageRef: img, FlavorRef: half}, nil).Extract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, demo, srv.ID, "ACTIVE", 90*time.Second)
+	cid, running, pid := c.containerOf(t, srv.ID)
+	if !running {
+		t.Fatal("server container not running")
+	}
+	if out, err := c.docker("exec", "-d", cid, "sh", "-c", "while :; do :; done"); err != nil {
+		t.Fatalf("start the burner: %v %s", err, out)
+	}
+	if v, r := hostUsage(t, admin, c.host); v != vcpus0+1 || r != ram0+128 {
+		t.Errorf("host usage after boot = %d vCPU/%d MB, want %d/%d", v, r, vcpus0+1, ram0+128)
+	}
+	wantCPU(t, "0.5-CPU flavor", pid, 0.5, 0.1)
+
+	// Refusals first: they must change nothing.
+	st, body := raw(t, demo, "POST", "servers/"+srv.ID+"/action", fmt.Sprintf(`{"resize": {"flavorRef": %q}}`, half))
+	novaFault(t, "resize to the same flavor", st, body, 400, "badRequest")
+	st, body = raw(t, demo, "POST", "servers/"+srv.ID+"/action", `{"resize": {"flavorRef": "no-such-flavor"}}`)
+	novaFault(t, "resize to an unknown flavor", st, body, 400, "badRequest")
+	other, err := servers.Create(ctx, admin, servers.CreateOpts{Name: "admins", ImageRef: img, FlavorRef: "1"}, nil).Extract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, admin, other.ID, "ACTIVE", 90*time.Second)
+	st, body = raw(t, demo, "POST", "servers/"+other.ID+"/action", fmt.Sprintf(`{"resize": {"flavorRef": %q}}`, full))
+	novaFault(t, "member resizes another project's server", st, body, 404, "itemNotFound")
+	if err := servers.Delete(ctx, admin, other.ID).ExtractErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, admin, other.ID, 60*time.Second)
+
+	// Live resize to one full CPU.
+	if err := servers.Resize(ctx, demo, srv.ID, servers.ResizeOpts{FlavorRef: full}).ExtractErr(); err != nil {
+		t.Fatalf("resize: %v", err)
+	}
+	s := waitStatus(t, demo, srv.ID, "VERIFY_RESIZE", 60*time.Second)
+	if s.Flavor["original_name"] != "full-cpu" && s.Flavor["id"] != full {
+		t.Errorf("flavor after resize = %v", s.Flavor)
+	}
+	cid2, running, pid2 := c.containerOf(t, srv.ID)
+	if cid2 != cid || pid2 != pid || !running {
+		t.Fatalf("resize restarted the server: container %s pid %d -> %s pid %d (running %v)", cid, pid, cid2, pid2, running)
+	}
+	if v, r := hostUsage(t, admin, c.host); v != vcpus0+1 || r != ram0+256 {
+		t.Errorf("host usage after resize = %d vCPU/%d MB, want %d/%d", v, r, vcpus0+1, ram0+256)
+	}
+	wantCPU(t, "after live resize to 1 CPU", pid, 1, 0.15)
+
+	// Revert: half a CPU again, same processes, ACTIVE.
+	if err := servers.RevertResize(ctx, demo, srv.ID).ExtractErr(); err != nil {
+		t.Fatalf("revert: %v", err)
+	}
+	waitStatus(t, demo, srv.ID, "ACTIVE", 60*time.Second)
+	if _, _, p := c.containerOf(t, srv.ID); p != pid {
+		t.Fatalf("revert restarted the server: pid %d -> %d", pid, p)
+	}
+	if v, r := hostUsage(t, admin, c.host); v != vcpus0+1 || r != ram0+128 {
+		t.Errorf("host usage after revert = %d vCPU/%d MB, want %d/%d", v, r, vcpus0+1, ram0+128)
+	}
+	wantCPU(t, "after revert", pid, 0.5, 0.1)
+
+	// Confirm path: resize, confirm, the full CPU stays.
+	if err := servers.Resize(ctx, demo, srv.ID, servers.ResizeOpts{FlavorRef: full}).ExtractErr(); err != nil {
+		t.Fatalf("second resize: %v", err)
+	}
+	waitStatus(t, demo, srv.ID, "VERIFY_RESIZE", 60*time.Second)
+	if err := servers.ConfirmResize(ctx, demo, srv.ID).ExtractErr(); err != nil {
+		t.Fatalf("confirm: %v", err)
+	}
+	waitStatus(t, demo, srv.ID, "ACTIVE", 30*time.Second)
+	// Confirm changes no limit: the kernel's quota is still one CPU (the
+	// rate itself was measured after the first live resize above).
+	if q := cgroupFile(t, pid, "cpu", "cpu.cfs_quota_us"); q != "100000" {
+		t.Errorf("cpu.cfs_quota_us after confirm = %s, want 100000 (one CPU)", q)
+	}
+	if v, r := hostUsage(t, admin, c.host); v != vcpus0+1 || r != ram0+256 {
+		t.Errorf("host usage after confirm = %d vCPU/%d MB, want %d/%d", v, r, vcpus0+1, ram0+256)
+	}
+
+	// The record: migrations (admin) and the server's actions.
+	st, body = raw(t, admin, "GET", "os-migrations?instance_uuid="+srv.ID, "")
+	if st != 200 {
+		t.Fatalf("os-migrations = %d %v", st, body)
+	}
+	statuses := map[string]int{}
+	for _, m := range body["migrations"].([]any) {
+		statuses[m.(map[string]any)["status"].(string)]++
+	}
+	if statuses["reverted"] != 1 || statuses["confirmed"] != 1 {
+		t.Errorf("migration statuses %v, want one reverted and one confirmed", statuses)
+	}
+	st, body = raw(t, demo, "GET", "servers/"+srv.ID+"/os-instance-actions", "")
+	var acts []string
+	for _, a := range body["instanceActions"].([]any) {
+		acts = append(acts, a.(map[string]any)["action"].(string))
+	}
+	if got := strings.Join(acts, ","); got != "confirmResize,resize,revertResize,resize,create" {
+		t.Errorf("instance actions = %s", got)
+	}
+
+	// The openstack CLI: resize --wait, confirm; resize --wait, revert.
+	if _, err := exec.LookPath("openstack"); err != nil {
+		t.Fatalf("the openstack CLI (python3-openstackclient) is required: %v", err)
+	}
+	run := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command("openstack", args...)
+		cmd.Env = c.env("demo", c.demoPass, "demo")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("openstack %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	show := func() map[string]any {
+		t.Helper()
+		var m map[string]any
+		if err := json.Unmarshal([]byte(run("server", "show", "burner", "-f", "json")), &m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	run("server", "resize", "--flavor", "half-cpu", "--wait", "burner")
+	if m := show(); m["status"] != "VERIFY_RESIZE" {
+		t.Errorf("status after CLI resize = %v", m["status"])
+	}
+	run("server", "resize", "confirm", "burner")
+	waitStatus(t, demo, srv.ID, "ACTIVE", 30*time.Second)
+	wantCPU(t, "after CLI resize to 0.5 CPU", pid, 0.5, 0.1)
+	run("server", "resize", "--flavor", "full-cpu", "--wait", "burner")
+	run("server", "resize", "revert", "burner")
+	waitStatus(t, demo, srv.ID, "ACTIVE", 60*time.Second)
+	if m := show(); !strings.Contains(fmt.Sprint(m["flavor"]), "half-cpu") {
+		t.Errorf("flavor after CLI revert = %v", m["flavor"])
+	}
+	if _, _, p := c.containerOf(t, srv.ID); p != pid {
+		t.Errorf("the CLI resizes restarted the server: pid %d -> %d", pid, p)
+	}
+
+	if err := servers.Delete(ctx, demo, srv.ID).ExtractErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, demo, srv.ID, 60*time.Second)
+	if v, r := hostUsage(t, admin, c.host); v != vcpus0 || r != ram0 {
+		t.Errorf("host usage after delete = %d vCPU/%d MB, want %d/%d", v, r, vcpus0, ram0)
+	}
+}

@@ -1,0 +1,22 @@
+package protocol
+
+// Resize message kinds, on compute.<host> queues. The agent answers each
+// with an InstanceReport (Action resize or revert_resize) on the
+// conductor queue.
+const (
+	KindResizeInstance = "resize_instance"
+	KindRevertResize   = "revert_resize_instance"
+)
+
+// ResizeInstance asks an agent to apply a flavor to a running (or
+// stopped) instance in place: Spec carries the flavor to apply (vCPUs,
+// memory, extra specs), Old the one it had, so a failure half-way can be
+// rolled back without a database. A revert sends the same body with Spec
+// the old flavor and Old the new one.
+type ResizeInstance struct {
+	RequestID   string       `json:"request_id"`
+	InstanceID  string       `json:"instance_id"`
+	MigrationID uint         `json:"migration_id"`
+	Spec        InstanceSpec `json:"spec"`
+	Old         InstanceSpec `json:"old"`
+}
