@@ -214,6 +214,31 @@ func TestLiveResize(t *testing.T) {
 		t.Errorf("the CLI resizes restarted the server: pid %d -> %d", pid, p)
 	}
 
+	// Flavors with Nova's extra specs from the CLI: an admin sets them, a
+	// malformed one and a member are refused.
+	asAdmin := func(args ...string) (string, error) {
+		cmd := exec.Command("openstack", args...)
+		cmd.Env = c.env("admin", c.adminPass, "admin")
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := asAdmin("flavor", "create", "--vcpus", "1", "--ram", "256", "--disk", "0",
+		"--property", "quota:cpu_quota=25000", "--property", "quota:cpu_period=100000", "cli-quarter"); err != nil {
+		t.Fatalf("openstack flavor create --property: %v\n%s", err, out)
+	}
+	out, err := asAdmin("flavor", "show", "cli-quarter", "-f", "json")
+	if err != nil || !strings.Contains(out, "quota:cpu_quota") || !strings.Contains(out, "25000") {
+		t.Errorf("flavor show = %v %s", err, out)
+	}
+	if out, err := asAdmin("flavor", "set", "--property", "quota:cpu_quota=lots", "cli-quarter"); err == nil {
+		t.Errorf("a malformed quota:cpu_quota was accepted: %s", out)
+	}
+	cmd := exec.Command("openstack", "flavor", "set", "--property", "quota:cpu_shares=2048", "cli-quarter")
+	cmd.Env = c.env("demo", c.demoPass, "demo")
+	if out, err := cmd.CombinedOutput(); err == nil {
+		t.Errorf("a member set an extra spec: %s", out)
+	}
+
 	if err := servers.Delete(ctx, demo, srv.ID).ExtractErr(); err != nil {
 		t.Fatal(err)
 	}
