@@ -582,3 +582,36 @@ func TestReconcileSkipsInstancesWithAnOperationInFlight(t *testing.T) {
 		t.Fatalf("power sync = %+v, want i-idle only and no orphan", ps)
 	}
 }
+
+// TestReconcileReappliesLimits: drift repair re-applies the flavor's
+// limits to running servers with no operation in flight, and leaves
+// stopped servers and servers mid-operation alone.
+func TestReconcileReappliesLimits(t *testing.T) {
+	drv := newFakeDriver()
+	drv.put(t, "i-run", drivers.PowerRunning)
+	drv.put(t, "i-off", drivers.PowerShutdown)
+	drv.put(t, "i-task", drivers.PowerRunning)
+	e := newEnv(t, drv, testConfig())
+	spec := func(id string) protocol.InstanceSpec {
+		return protocol.InstanceSpec{ID: id, VCPUs: 2, MemoryMB: 256,
+			ExtraSpecs: map[string]string{"quota:cpu_quota": "50000", "capsule:pids_max": "64"}}
+	}
+	e.cond.setExpected(
+		protocol.ExpectedInstance{Spec: spec("i-run"), VMState: lifecycle.Active},
+		protocol.ExpectedInstance{Spec: spec("i-off"), VMState: lifecycle.Stopped},
+		protocol.ExpectedInstance{Spec: spec("i-task"), VMState: lifecycle.Active, TaskState: lifecycle.ResizePrep},
+	)
+	e.serveConductor()
+	if err := e.agent.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	in, _ := drv.get("i-run")
+	if in.Resizes != 1 || in.Spec.VCPUs != 2 || in.Spec.MemoryMB != 256 || in.Spec.Limits.PidsMax != 64 {
+		t.Errorf("running instance after reconcile: resizes %d, spec %+v", in.Resizes, in.Spec)
+	}
+	for _, id := range []string{"i-off", "i-task"} {
+		if in, _ := drv.get(id); in.Resizes != 0 {
+			t.Errorf("%s had its limits re-applied (%d resizes)", id, in.Resizes)
+		}
+	}
+}

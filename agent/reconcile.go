@@ -85,11 +85,38 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 	// The power sync goes first: the network repair may take a while.
 	err = a.publish(ctx, protocol.KindPowerSync, ps)
 	a.repairNetwork(ctx, expected, placed)
+	a.repairLimits(ctx, expected, byID)
 	if err != nil {
 		return fmt.Errorf("agent: reconcile: %w", err)
 	}
 	a.log.Debug("reconciled", "expected", len(expected), "observed", len(observed), "orphans", len(ps.Orphans))
 	return nil
+}
+
+// repairLimits re-applies the flavor's cgroup limits (CPU, memory, pids)
+// to every running server with no operation in flight, so a limit changed
+// behind the cloud's back (by hand, or lost in a dockerd restart) comes
+// back within one reconcile. Re-applying unchanged limits changes nothing.
+func (a *Agent) repairLimits(ctx context.Context, expected []protocol.ExpectedInstance, observed map[string]drivers.Status) {
+	if !a.drv.Capabilities().LiveResize {
+		return
+	}
+	for _, e := range expected {
+		id := e.Spec.ID
+		st, ok := observed[id]
+		if !ok || e.TaskState != lifecycle.NoTask || deleting(e) ||
+			(st.Power != drivers.PowerRunning && st.Power != drivers.PowerPaused) {
+			continue
+		}
+		unlock, ok := a.locks.tryLock(id)
+		if !ok {
+			continue
+		}
+		if _, err := a.resize(ctx, e.Spec); err != nil {
+			a.log.Error("reconcile: could not re-apply the limits of an instance", "instance", id, "err", err)
+		}
+		unlock()
+	}
 }
 
 // deleting reports whether e's delete is in progress or done.
