@@ -108,6 +108,10 @@ type Agent struct {
 	// server's network namespace (docker driver); empty means the base
 	// image in the registry, <registry.address>/capsule/busybox:latest.
 	SandboxImage string `yaml:"sandbox_image"`
+	// MetricsListen is the address of the agent's Prometheus /metrics
+	// endpoint; "" disables it. Loopback by default: the figures name
+	// tenants' servers and projects.
+	MetricsListen string `yaml:"metrics_listen"`
 }
 
 // Registry is the private image registry.
@@ -130,7 +134,8 @@ func Default() Config {
 		Conductor: Conductor{BuildTimeout: 10 * time.Minute},
 		Agent: Agent{Host: host, Zone: "nova", HostIP: "127.0.0.1", DockerHost: "unix:///run/capsule/docker.sock",
 			Driver: "docker", PidsLimit: 1024, CPUAllocationRatio: 16, RAMAllocationRatio: 1, DiskAllocationRatio: 1,
-			ReservedMemoryMB: 512, HeartbeatInterval: 10 * time.Second, StopTimeout: 10 * time.Second},
+			ReservedMemoryMB: 512, HeartbeatInterval: 10 * time.Second, StopTimeout: 10 * time.Second,
+			MetricsListen: "127.0.0.1:9180"},
 		Registry: Registry{Address: "127.0.0.1:5050"},
 		Quota:    Quota{Instances: 10, Cores: 20, RAMMB: 51200},
 		Network: Network{TenantPhysicalNetwork: "physnet1", TenantVLANMin: 100, TenantVLANMax: 199,

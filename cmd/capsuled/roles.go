@@ -24,6 +24,7 @@ import (
 	"github.com/capsule-cloud/capsule/drivers"
 	"github.com/capsule-cloud/capsule/drivers/docker"
 	"github.com/capsule-cloud/capsule/drivers/fake"
+	"github.com/capsule-cloud/capsule/metrics"
 	"github.com/capsule-cloud/capsule/ovs"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/scheduler"
@@ -103,10 +104,40 @@ func runAgent(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger)
 		return err
 	}
 	var opts []agent.Option
-	if p := newPlumber(ctx, cfg, log); p != nil {
+	p := newPlumber(ctx, cfg, log)
+	if p != nil {
 		opts = append(opts, agent.WithPlumber(p))
 	}
-	return agent.New(cfg.Agent, drv, d.bus, log, opts...).Run(ctx)
+	ag := agent.New(cfg.Agent, drv, d.bus, log, opts...)
+	if cfg.Agent.MetricsListen != "" {
+		defer serveAgentMetrics(ctx, cfg, ag, p != nil, log)()
+	}
+	return ag.Run(ctx)
+}
+
+// serveAgentMetrics serves the agent's /metrics on agent.metrics_listen
+// until ctx ends or the returned stop is called (stop waits for the
+// endpoint to close). withOVS: the host plumbs with Open vSwitch, whose
+// health is then exported.
+func serveAgentMetrics(ctx context.Context, cfg config.Config, ag *agent.Agent, withOVS bool, log *slog.Logger) (stop func()) {
+	var ovsCheck func(context.Context) error
+	if withOVS {
+		o := ovs.New(ovs.Options{Logger: log, Timeout: 5 * time.Second})
+		ovsCheck = func(ctx context.Context) error { _, err := o.Vsctl(ctx, "show"); return err }
+	}
+	reg := ag.MetricsRegistry(ovsCheck)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// Metrics are not worth refusing to run servers for: a busy port
+		// is logged and the agent serves on.
+		if err := metrics.Serve(ctx, cfg.Agent.MetricsListen, reg, log); err != nil {
+			log.Error("agent metrics endpoint not served", "listen", cfg.Agent.MetricsListen, "err", err)
+		}
+	}()
+	log.Info("agent metrics endpoint", "listen", cfg.Agent.MetricsListen)
+	return func() { cancel(); <-done }
 }
 
 // newPlumber returns the agent's network plumbing: Open vSwitch through
