@@ -95,6 +95,12 @@ func (a *Agent) Handle(ctx context.Context, m bus.Message) (any, error) {
 			return nil, err
 		}
 		return nil, a.handleResize(ctx, req, m.Kind == protocol.KindRevertResize)
+	case protocol.KindSnapshotInstance:
+		var req protocol.SnapshotInstance
+		if err := m.Decode(&req); err != nil {
+			return nil, err
+		}
+		return nil, a.handleSnapshot(ctx, req)
 	}
 	return nil, fmt.Errorf("agent: unknown message kind %q (id %s)", m.Kind, m.ID)
 }

@@ -28,6 +28,7 @@ type conductor struct {
 	reports  []protocol.InstanceReport
 	syncs    []protocol.PowerSync
 	hosts    []protocol.HostReport
+	snaps    []protocol.SnapshotReport
 	asked    int
 }
 
@@ -47,6 +48,12 @@ func (c *conductor) handle(_ context.Context, m bus.Message) (any, error) {
 			return nil, err
 		}
 		c.syncs = append(c.syncs, r)
+	case protocol.KindSnapshotReport:
+		var r protocol.SnapshotReport
+		if err := m.Decode(&r); err != nil {
+			return nil, err
+		}
+		c.snaps = append(c.snaps, r)
 	case protocol.KindHostReport:
 		var r protocol.HostReport
 		if err := m.Decode(&r); err != nil {

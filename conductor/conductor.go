@@ -92,6 +92,12 @@ func (c *Conductor) Handle(ctx context.Context, m bus.Message) (any, error) {
 			return nil, err
 		}
 		return c.instancesOnHost(ctx, r.Host)
+	case protocol.KindSnapshotReport:
+		var r protocol.SnapshotReport
+		if err := m.Decode(&r); err != nil {
+			return nil, err
+		}
+		return nil, retryOnDB(c.onSnapshotReport(ctx, r))
 	}
 	return nil, fmt.Errorf("conductor: unknown message kind %q", m.Kind)
 }

@@ -167,6 +167,9 @@ const (
 	ActResize        Action = "resize"
 	ActConfirmResize Action = "confirm_resize"
 	ActRevertResize  Action = "revert_resize"
+	// Snapshot saves the instance as an image (createImage); the
+	// vm_state does not change.
+	ActSnapshot Action = "snapshot"
 )
 
 // rule says from which vm_states an action may start (with no task in
@@ -196,6 +199,7 @@ var rules = map[Action]rule{
 	ActResize:        {From: []VMState{Active, Stopped}, Task: ResizePrep},
 	ActConfirmResize: {From: []VMState{Resized}, Task: ResizeConfirming},
 	ActRevertResize:  {From: []VMState{Resized}, Task: ResizeReverting},
+	ActSnapshot:      {From: []VMState{Active, Stopped, Paused}, Task: ImageSnapshot},
 }
 
 // ConflictError is returned when an action is not allowed in the

@@ -23,7 +23,7 @@ import (
 // clear error instead of "no such action".
 var notYet = map[string]string{
 	"migrate":        "cold migration",
-	"os-migrateLive": "live migration", "createImage": "snapshots", "createBackup": "backups",
+	"os-migrateLive": "live migration", "createBackup": "backups",
 	"rebuild": "rebuild", "suspend": "suspend", "resume": "resume", "shelve": "shelve", "unshelve": "shelve",
 	"shelveOffload": "shelve", "rescue": "rescue", "unrescue": "rescue", "changePassword": "password change",
 	"addSecurityGroup": "security groups", "removeSecurityGroup": "security groups",
@@ -88,6 +88,8 @@ func (s *Service) serverAction(w http.ResponseWriter, r *http.Request) {
 		s.confirmResize(w, r, inst)
 	case "revertResize":
 		s.revertResize(w, r, inst)
+	case "createImage":
+		s.createImage(w, r, inst, arg)
 	default:
 		if feature, known := notYet[name]; known {
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("Action '%s' (%s) is not supported by this Capsule release yet.", name, feature))

@@ -35,6 +35,9 @@ type Options struct {
 	ServiceDownTime time.Duration // heartbeat age after which a host is "down"
 	DefaultQuota    Quota
 	Validator       auth.Validator
+	// RegistryAddress (host:port) is where snapshots of servers whose image
+	// registry cannot be told from its reference are pushed.
+	RegistryAddress string
 	Log             *slog.Logger
 	Now             func() time.Time
 }

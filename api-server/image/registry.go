@@ -46,6 +46,10 @@ type RegistryData struct {
 	Client   *http.Client // default http.DefaultClient
 }
 
+// snapshotRepo is where compute hosts push server snapshots
+// (compute.SnapshotRepo).
+const snapshotRepo = "capsule/snapshots"
+
 func (d *RegistryData) repo() string {
 	if d.Repo == "" {
 		return "capsule/images"
@@ -435,7 +439,9 @@ func (d *RegistryData) Size(ctx context.Context, ref string) (int64, error) {
 // base images) are left alone.
 func (d *RegistryData) Delete(ctx context.Context, img store.Image) error {
 	host, repo, reference, err := parseRef(img.RegistryRef)
-	if err != nil || host != d.Address || repo != d.repo() {
+	// Snapshots (createImage) are pushed by compute hosts to
+	// snapshotRepo: Capsule's too, so their tags go with the image.
+	if err != nil || host != d.Address || (repo != d.repo() && repo != snapshotRepo) {
 		return nil
 	}
 	if !strings.HasPrefix(reference, "sha256:") {

@@ -1,0 +1,38 @@
+package fake
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/capsule-cloud/capsule/drivers"
+)
+
+// OpSnapshot counts (and can fail) Snapshot calls.
+const OpSnapshot Op = "snapshot"
+
+var _ drivers.Snapshotter = (*Driver)(nil)
+
+// Snapshot implements drivers.Snapshotter: nothing is pushed; the digest
+// is derived from the instance and ref so repeated calls agree, and the
+// instance's state is left as it was (as the docker driver's pause and
+// unpause around its commit does).
+func (d *Driver) Snapshot(ctx context.Context, id, ref string, progress func(int64)) (string, int64, error) {
+	if err := d.begin(ctx, OpSnapshot, id); err != nil {
+		return "", 0, err
+	}
+	defer d.mu.Unlock()
+	if _, err := d.lookup(OpSnapshot, id); err != nil {
+		return "", 0, err
+	}
+	if ref == "" {
+		return "", 0, fmt.Errorf("fake snapshot %s: empty ref: %w", id, drivers.ErrInvalidState)
+	}
+	const size = 4 << 20
+	if progress != nil {
+		progress(size)
+	}
+	sum := sha256.Sum256([]byte(id + "\x00" + ref))
+	return "sha256:" + hex.EncodeToString(sum[:]), size, nil
+}

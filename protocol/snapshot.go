@@ -1,0 +1,38 @@
+package protocol
+
+import "time"
+
+// Snapshot message kinds: the API casts KindSnapshotInstance to the
+// server's compute.<host> queue; the agent answers with a SnapshotReport
+// on the conductor queue.
+const (
+	KindSnapshotInstance = "snapshot_instance"
+	KindSnapshotReport   = "snapshot_report"
+)
+
+// SnapshotInstance asks an agent to commit an instance's container and
+// push it to Ref (<registry>/capsule/snapshots:<image id>), the registry
+// reference the image row ImageID will point at.
+type SnapshotInstance struct {
+	RequestID  string `json:"request_id"`
+	InstanceID string `json:"instance_id"`
+	ImageID    string `json:"image_id"`
+	Ref        string `json:"ref"`
+}
+
+// SnapshotReport is the outcome of a SnapshotInstance: on success the
+// digest and compressed size of what was pushed.
+type SnapshotReport struct {
+	RequestID  string    `json:"request_id"`
+	InstanceID string    `json:"instance_id"`
+	ImageID    string    `json:"image_id"`
+	Host       string    `json:"host"`
+	Ref        string    `json:"ref"`
+	OK         bool      `json:"ok"`
+	Error      string    `json:"error,omitempty"`
+	Digest     string    `json:"digest,omitempty"`
+	Size       int64     `json:"size,omitempty"`
+	Event      string    `json:"event"`
+	Started    time.Time `json:"started"`
+	Finished   time.Time `json:"finished"`
+}
