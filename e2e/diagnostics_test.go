@@ -5,14 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
-	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/flavors"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 
 	"github.com/capsule-cloud/capsule/vif"
@@ -123,28 +121,8 @@ func TestDiagnostics(t *testing.T) {
 // as sent, and its inbound shaping queue is reported (below 2.48).
 func TestDiagnosticsNICs(t *testing.T) {
 	c := startCloud(t, withBridge)
-	ctx := context.Background()
 	admin := c.computeClient(t, "admin", c.adminPass, "admin")
-	nc := c.networkClient(t, "admin", c.adminPass, "admin")
-	fl, err := flavors.Create(ctx, admin, flavors.CreateOpts{Name: "diag-shaped", RAM: 128, VCPUs: 1, Disk: gophercloud.IntToPointer(0)}).Extract()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := flavors.CreateExtraSpecs(ctx, admin, fl.ID, flavors.ExtraSpecsOpts{
-		"quota:vif_inbound_average": "5000", "quota:vif_outbound_average": "5000"}).Extract(); err != nil {
-		t.Fatalf("set extra specs: %v", err)
-	}
-	netID, _ := vlanNetwork(t, nc, "diagnet", 200+rand.IntN(800), "10.78.0.0/24", true)
-	img := c.imageIDs(t, "admin", c.adminPass, "admin")["busybox"]
-	boot := func(name, flavor string) *netServer {
-		srv, err := servers.Create(ctx, admin, servers.CreateOpts{Name: name, ImageRef: img, FlavorRef: flavor,
-			Networks: []servers.Network{{UUID: netID}}}, nil).Extract()
-		if err != nil {
-			t.Fatalf("create %s: %v", name, err)
-		}
-		return activeServer(t, admin, nc, name, srv.ID, c.hosts[0])
-	}
-	shaped, plain := boot("diag-shaped", fl.ID), boot("diag-plain", "1")
+	shaped, plain := c.shapedPair(t, "diag", 5000, "10.78.0.0/24")
 
 	const size = 2_000_000
 	if out, err := plain.exec("sh", "-c", fmt.Sprintf("mkdir -p /tmp/w && dd if=/dev/zero of=/tmp/w/f bs=1000 count=%d 2>/dev/null && httpd -p 8080 -h /tmp/w", size/1000)); err != nil {

@@ -18,28 +18,7 @@ import (
 // real servers on one VLAN.
 func TestFlavorShapesServerNICs(t *testing.T) {
 	c := startCloud(t, withBridge)
-	ctx := context.Background()
-	admin := c.computeClient(t, "admin", c.adminPass, "admin")
-	nc := c.networkClient(t, "admin", c.adminPass, "admin")
-	fl, err := flavors.Create(ctx, admin, flavors.CreateOpts{Name: "shaped", RAM: 128, VCPUs: 1, Disk: gophercloud.IntToPointer(0)}).Extract()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := flavors.CreateExtraSpecs(ctx, admin, fl.ID, flavors.ExtraSpecsOpts{
-		"quota:vif_inbound_average": "1250", "quota:vif_outbound_average": "1250"}).Extract(); err != nil {
-		t.Fatalf("set extra specs: %v", err)
-	}
-	netID, _ := vlanNetwork(t, nc, "shapenet", 200+rand.IntN(800), "10.79.0.0/24", true)
-	img := c.imageIDs(t, "admin", c.adminPass, "admin")["busybox"]
-	boot := func(name, flavor string) *netServer {
-		srv, err := servers.Create(ctx, admin, servers.CreateOpts{Name: name, ImageRef: img, FlavorRef: flavor,
-			Networks: []servers.Network{{UUID: netID}}}, nil).Extract()
-		if err != nil {
-			t.Fatalf("create %s: %v", name, err)
-		}
-		return activeServer(t, admin, nc, name, srv.ID, c.hosts[0])
-	}
-	shaped, plain := boot("shaped", fl.ID), boot("plain", "1")
+	shaped, plain := c.shapedPair(t, "shape", 1250, "10.79.0.0/24")
 
 	const size = 5_000_000 // bytes served; 4 s at 1250 KB/s
 	serve := func(s *netServer) {
@@ -73,4 +52,35 @@ func TestFlavorShapesServerNICs(t *testing.T) {
 			t.Errorf("TCP %s the shaped server at %.0f KB/s, want 1250 ± 15%%", m.dir, m.rate)
 		}
 	}
+}
+
+// shapedPair boots two servers on a new VLAN network of cidr: one from a
+// flavor shaping its NIC to kbps KB/s each way (quota:vif_*_average), one
+// unshaped (flavor 1). Names are prefixed with prefix.
+func (c *cloud) shapedPair(t *testing.T, prefix string, kbps int, cidr string) (shaped, plain *netServer) {
+	t.Helper()
+	ctx := context.Background()
+	admin := c.computeClient(t, "admin", c.adminPass, "admin")
+	nc := c.networkClient(t, "admin", c.adminPass, "admin")
+	fl, err := flavors.Create(ctx, admin, flavors.CreateOpts{Name: prefix + "-shaped", RAM: 128, VCPUs: 1,
+		Disk: gophercloud.IntToPointer(0)}).Extract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rate := fmt.Sprint(kbps)
+	if _, err := flavors.CreateExtraSpecs(ctx, admin, fl.ID, flavors.ExtraSpecsOpts{
+		"quota:vif_inbound_average": rate, "quota:vif_outbound_average": rate}).Extract(); err != nil {
+		t.Fatalf("set extra specs: %v", err)
+	}
+	netID, _ := vlanNetwork(t, nc, prefix+"net", 200+rand.IntN(800), cidr, true)
+	img := c.imageIDs(t, "admin", c.adminPass, "admin")["busybox"]
+	boot := func(name, flavor string) *netServer {
+		srv, err := servers.Create(ctx, admin, servers.CreateOpts{Name: name, ImageRef: img, FlavorRef: flavor,
+			Networks: []servers.Network{{UUID: netID}}}, nil).Extract()
+		if err != nil {
+			t.Fatalf("create %s: %v", name, err)
+		}
+		return activeServer(t, admin, nc, name, srv.ID, c.hosts[0])
+	}
+	return boot(prefix+"-shaped", fl.ID), boot(prefix+"-plain", "1")
 }
