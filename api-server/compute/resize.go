@@ -33,6 +33,22 @@ func stateConflict(w http.ResponseWriter, inst *store.Instance, apiName string) 
 	writeError(w, http.StatusConflict, msg)
 }
 
+// beginOnHost checks that action may start on inst (lifecycle rules) and
+// that inst runs somewhere, for actions its host must carry out; it writes
+// the 409 itself and returns the task state to set.
+func beginOnHost(w http.ResponseWriter, inst *store.Instance, action lifecycle.Action, apiName string) (lifecycle.TaskState, bool) {
+	newTask, err := lifecycle.Begin(action, lifecycle.VMState(inst.VMState), lifecycle.TaskState(inst.TaskState))
+	if err != nil {
+		stateConflict(w, inst, apiName)
+		return "", false
+	}
+	if inst.Host == "" {
+		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot '%s' instance %s: it is not placed on any host", apiName, inst.ID))
+		return "", false
+	}
+	return newTask, true
+}
+
 // flavorRefOf reads the flavorRef of a resize body: an id, an href or a
 // number.
 func flavorRefOf(arg json.RawMessage) (string, bool) {
@@ -93,13 +109,8 @@ func (s *Service) resizeServer(w http.ResponseWriter, r *http.Request, inst *sto
 		return
 	}
 	vm, task := lifecycle.VMState(inst.VMState), lifecycle.TaskState(inst.TaskState)
-	newTask, err := lifecycle.Begin(lifecycle.ActResize, vm, task)
-	if err != nil {
-		stateConflict(w, inst, "resize")
-		return
-	}
-	if inst.Host == "" {
-		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot 'resize' instance %s: it is not placed on any host", inst.ID))
+	newTask, ok := beginOnHost(w, inst, lifecycle.ActResize, "resize")
+	if !ok {
 		return
 	}
 	if msg := s.resizeQuota(ctx, inst, flavor); msg != "" {

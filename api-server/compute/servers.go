@@ -693,11 +693,7 @@ func (s *Service) startAction(w http.ResponseWriter, r *http.Request, inst *stor
 	vm, task := lifecycle.VMState(inst.VMState), lifecycle.TaskState(inst.TaskState)
 	newTask, err := lifecycle.Begin(action, vm, task)
 	if err != nil {
-		msg := fmt.Sprintf("Cannot '%s' instance %s while it is in vm_state %s", apiName, inst.ID, vm)
-		if task != lifecycle.NoTask {
-			msg = fmt.Sprintf("Cannot '%s' instance %s while it is in task_state %s", apiName, inst.ID, task)
-		}
-		writeError(w, http.StatusConflict, msg)
+		stateConflict(w, inst, apiName)
 		return err
 	}
 	reqID := requestID(w)

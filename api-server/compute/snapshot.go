@@ -39,13 +39,8 @@ func (s *Service) createImage(w http.ResponseWriter, r *http.Request, inst *stor
 		return
 	}
 	vm, task := lifecycle.VMState(inst.VMState), lifecycle.TaskState(inst.TaskState)
-	newTask, err := lifecycle.Begin(lifecycle.ActSnapshot, vm, task)
-	if err != nil {
-		stateConflict(w, inst, "createImage")
-		return
-	}
-	if inst.Host == "" {
-		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot 'createImage' instance %s: it is not placed on any host", inst.ID))
+	newTask, ok := beginOnHost(w, inst, lifecycle.ActSnapshot, "createImage")
+	if !ok {
 		return
 	}
 	imageID := newUUID()
@@ -66,7 +61,7 @@ func (s *Service) createImage(w http.ResponseWriter, r *http.Request, inst *stor
 	reqID := requestID(w)
 	// Image row, task and action commit together, so a refused
 	// transition leaves no queued image behind.
-	err = s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		res := tx.Model(&store.Instance{}).
 			Where("id = ? AND vm_state = ? AND task_state = ? AND deleted_at IS NULL", inst.ID, string(vm), string(task)).
 			Updates(map[string]any{"task_state": string(newTask), "updated_at": now})
