@@ -85,6 +85,13 @@ type Scheduler struct {
 type Conductor struct {
 	// BuildTimeout puts an instance stuck in BUILD into ERROR.
 	BuildTimeout time.Duration `yaml:"build_timeout"`
+	// MigrationStepTimeout is how long a cold migration waits for one
+	// step's agent (export, import, cleanup, restore) before it rolls
+	// back; a push or pull of a large server must fit in it.
+	MigrationStepTimeout time.Duration `yaml:"migration_step_timeout"`
+	// PeriodicInterval is how often the conductor looks for stuck builds
+	// and migrations.
+	PeriodicInterval time.Duration `yaml:"periodic_interval"`
 }
 
 // Agent is the per-host compute agent.
@@ -112,6 +119,26 @@ type Agent struct {
 	// endpoint; "" disables it. Loopback by default: the figures name
 	// tenants' servers and projects.
 	MetricsListen string `yaml:"metrics_listen"`
+	// LXCFS is the mount point of the host's LXCFS (Debian's lxcfs,
+	// started with --enable-loadavg --enable-cfs): its proc files are
+	// bind-mounted over each server's /proc, so free, top, uptime and
+	// nproc show the server's own limits and load. "" disables it.
+	LXCFS string `yaml:"lxcfs"`
+	// Alarms are the thresholds the agent checks every AlarmInterval.
+	Alarms Alarms `yaml:"alarms"`
+}
+
+// Alarms are the agent's alarm thresholds: a figure crossing one raises a
+// host event (and, for a server, an instance action) once, and again only
+// after it fell back below. Fractions are of the limit (0.9 = 90 %); 0
+// disables that alarm. OOM kills are always events.
+type Alarms struct {
+	Interval        time.Duration `yaml:"interval"`
+	ServerPids      float64       `yaml:"server_pids"`      // pids.current / pids.max
+	ServerMemory    float64       `yaml:"server_memory"`    // non-reclaimable memory / limit
+	ServerThrottled float64       `yaml:"server_throttled"` // throttled periods / periods over the interval
+	HostPids        float64       `yaml:"host_pids"`        // tasks / kernel.pid_max
+	HostConntrack   float64       `yaml:"host_conntrack"`   // nf_conntrack_count / max
 }
 
 // Registry is the private image registry.
@@ -131,11 +158,13 @@ func Default() Config {
 		API: API{PublicHost: "127.0.0.1", Listen: "0.0.0.0", IdentityPort: 5000, ComputePort: 8774,
 			ImagePort: 9292, NetworkPort: 9696, PortalPort: 8080, TokenTTL: 12 * time.Hour, CallTimeout: 30 * time.Second},
 		Scheduler: Scheduler{Weigher: "spread", MaxAttempts: 3, ServiceDownTime: 60 * time.Second},
-		Conductor: Conductor{BuildTimeout: 10 * time.Minute},
+		Conductor: Conductor{BuildTimeout: 10 * time.Minute, MigrationStepTimeout: 15 * time.Minute, PeriodicInterval: 30 * time.Second},
 		Agent: Agent{Host: host, Zone: "nova", HostIP: "127.0.0.1", DockerHost: "unix:///run/capsule/docker.sock",
 			Driver: "docker", PidsLimit: 1024, CPUAllocationRatio: 16, RAMAllocationRatio: 1, DiskAllocationRatio: 1,
 			ReservedMemoryMB: 512, HeartbeatInterval: 10 * time.Second, StopTimeout: 10 * time.Second,
-			MetricsListen: "127.0.0.1:9180"},
+			MetricsListen: "127.0.0.1:9180", LXCFS: "/var/lib/lxcfs",
+			Alarms: Alarms{Interval: 10 * time.Second, ServerPids: 0.9, ServerMemory: 0.9, ServerThrottled: 0.9,
+				HostPids: 0.8, HostConntrack: 0.8}},
 		Registry: Registry{Address: "127.0.0.1:5050"},
 		Quota:    Quota{Instances: 10, Cores: 20, RAMMB: 51200},
 		Network: Network{TenantPhysicalNetwork: "physnet1", TenantVLANMin: 100, TenantVLANMax: 199,

@@ -43,6 +43,7 @@ const (
 	Deleting         TaskState = "deleting"
 	ResizePrep       TaskState = "resize_prep"
 	ResizeMigrating  TaskState = "resize_migrating"
+	ResizeMigrated   TaskState = "resize_migrated"
 	ResizeFinish     TaskState = "resize_finish"
 	ResizeReverting  TaskState = "resize_reverting"
 	ResizeConfirming TaskState = "resize_confirming"
@@ -75,13 +76,13 @@ func Status(vm VMState, task TaskState) string {
 			return "HARD_REBOOT"
 		case Migrating:
 			return "MIGRATING"
-		case ResizePrep, ResizeMigrating, ResizeFinish:
+		case ResizePrep, ResizeMigrating, ResizeMigrated, ResizeFinish:
 			return "RESIZE"
 		}
 		return "ACTIVE"
 	case Stopped:
 		switch task {
-		case ResizePrep, ResizeMigrating, ResizeFinish:
+		case ResizePrep, ResizeMigrating, ResizeMigrated, ResizeFinish:
 			return "RESIZE"
 		}
 		return "SHUTOFF"
@@ -127,7 +128,7 @@ func StatusFilter(s string) (states []VMState, ok bool) {
 var (
 	allVMStates   = []VMState{Building, Active, Stopped, Paused, Resized, Error, Deleted}
 	allTaskStates = []TaskState{NoTask, Scheduling, Spawning, PoweringOff, PoweringOn, Rebooting, RebootingHard,
-		Pausing, Unpausing, Deleting, ResizePrep, ResizeMigrating, ResizeFinish, ResizeReverting, ResizeConfirming,
+		Pausing, Unpausing, Deleting, ResizePrep, ResizeMigrating, ResizeMigrated, ResizeFinish, ResizeReverting, ResizeConfirming,
 		Migrating, ImageSnapshot}
 )
 
@@ -170,6 +171,10 @@ const (
 	// Snapshot saves the instance as an image (createImage); the
 	// vm_state does not change.
 	ActSnapshot Action = "snapshot"
+	// Migrate moves the instance to another host, cold (commit, push,
+	// pull: see package migrate); a resize that does not fit its host
+	// becomes one too. Both end in resized (VERIFY_RESIZE) on the target.
+	ActMigrate Action = "migrate"
 )
 
 // rule says from which vm_states an action may start (with no task in
@@ -200,6 +205,11 @@ var rules = map[Action]rule{
 	ActConfirmResize: {From: []VMState{Resized}, Task: ResizeConfirming},
 	ActRevertResize:  {From: []VMState{Resized}, Task: ResizeReverting},
 	ActSnapshot:      {From: []VMState{Active, Stopped, Paused}, Task: ImageSnapshot},
+	// A cold migration starts in resize_prep (scheduling, claim), then
+	// runs as resize_migrating (source: stop, commit, push),
+	// resize_migrated (handed over) and resize_finish (target: pull,
+	// create, start), all shown as RESIZE, as Nova's.
+	ActMigrate: {From: []VMState{Active, Stopped}, Task: ResizePrep},
 }
 
 // ConflictError is returned when an action is not allowed in the

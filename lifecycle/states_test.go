@@ -11,7 +11,7 @@ import (
 var (
 	testVMStates   = []VMState{Building, Active, Stopped, Paused, Resized, Error, Deleted}
 	testTaskStates = []TaskState{NoTask, Scheduling, Spawning, PoweringOff, PoweringOn, Rebooting, RebootingHard,
-		Pausing, Unpausing, Deleting, ResizePrep, ResizeMigrating, ResizeFinish, ResizeReverting, ResizeConfirming,
+		Pausing, Unpausing, Deleting, ResizePrep, ResizeMigrating, ResizeMigrated, ResizeFinish, ResizeReverting, ResizeConfirming,
 		Migrating, ImageSnapshot}
 	userActions = []Action{ActStart, ActStop, ActReboot, ActRebootHard, ActPause, ActUnpause, ActDelete}
 )
@@ -210,10 +210,10 @@ var novaStateMap = map[VMState]struct {
 }{
 	Active: {"ACTIVE", map[TaskState]string{
 		Rebooting: "REBOOT", RebootingHard: "HARD_REBOOT", Migrating: "MIGRATING",
-		ResizePrep: "RESIZE", ResizeMigrating: "RESIZE", ResizeFinish: "RESIZE"}},
+		ResizePrep: "RESIZE", ResizeMigrating: "RESIZE", ResizeMigrated: "RESIZE", ResizeFinish: "RESIZE"}},
 	Building: {"BUILD", nil},
 	Stopped: {"SHUTOFF", map[TaskState]string{
-		ResizePrep: "RESIZE", ResizeMigrating: "RESIZE", ResizeFinish: "RESIZE"}},
+		ResizePrep: "RESIZE", ResizeMigrating: "RESIZE", ResizeMigrated: "RESIZE", ResizeFinish: "RESIZE"}},
 	Resized: {"VERIFY_RESIZE", map[TaskState]string{ResizeReverting: "REVERT_RESIZE"}},
 	Paused:  {"PAUSED", map[TaskState]string{Migrating: "MIGRATING"}},
 	Error:   {"ERROR", nil},

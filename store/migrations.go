@@ -56,6 +56,24 @@ var migrations = []migration{
 		}
 		return nil
 	}},
+	{5, "migrations carry the cold-migration step machine", func(tx *gorm.DB) error {
+		for _, col := range []string{"RequestedHost", "RequestID", "UserID", "ProjectID", "SourceVMState", "SnapshotRef",
+			"SnapshotDigest", "ImageBytes", "PushedBytes", "PulledBytes", "Rollback", "ErrorMessage", "StepStartedAt"} {
+			if tx.Migrator().HasColumn(&Migration{}, col) {
+				continue
+			}
+			if err := tx.Migrator().AddColumn(&Migration{}, col); err != nil {
+				return err
+			}
+		}
+		if !tx.Migrator().HasIndex(&Migration{}, "Step") {
+			return tx.Migrator().CreateIndex(&Migration{}, "Step")
+		}
+		return nil
+	}},
+	{6, "host events (alarms, OOM kills)", func(tx *gorm.DB) error {
+		return tx.AutoMigrate(&HostEvent{})
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

@@ -243,13 +243,17 @@ type Claim struct {
 	CreatedAt   time.Time
 }
 
-// Migration records a cold migration or resize (os-migrations).
+// Migration records a cold migration or resize (os-migrations). A live
+// resize (same host) only uses Status; a cold migration or a resize onto
+// another host is driven by package migrate through Step, which is
+// persisted before each step's work is sent, so a restarted conductor
+// resumes (or rolls back) from the row alone.
 type Migration struct {
 	ID            uint   `gorm:"primaryKey"`
 	UUID          string `gorm:"size:64;uniqueIndex"`
 	InstanceID    string `gorm:"size:64;index"`
-	MigrationType string
-	Status        string
+	MigrationType string // migration | resize
+	Status        string // Nova's: pre-migrating, migrating, post-migrating, finished, confirming, confirmed, reverting, reverted, error
 	SourceCompute string
 	SourceNode    string
 	DestCompute   string
@@ -257,7 +261,39 @@ type Migration struct {
 	DestHost      string
 	OldFlavorID   uint
 	NewFlavorID   uint
-	Step          string
-	CreatedAt     time.Time
-	UpdatedAt     time.Time
+	Step          string `gorm:"size:32;index"` // migrate.Step; "" for a live resize
+	// Cold-migration bookkeeping (package migrate).
+	RequestedHost  string     // the host an admin asked for ("" = the scheduler's choice)
+	RequestID      string     `gorm:"size:64"` // request id of the action the current steps belong to
+	UserID         string     `gorm:"size:64"`
+	ProjectID      string     `gorm:"size:64"`
+	SourceVMState  string     `gorm:"size:32"` // active | stopped: what the instance returns to
+	SnapshotRef    string     // registry reference of the migration's commit
+	SnapshotDigest string     // manifest digest pushed (deleting the tag needs it)
+	ImageBytes     int64      // compressed bytes of the layers the export pushed
+	PushedBytes    int64      // progress of the push
+	PulledBytes    int64      // progress of the pull
+	Rollback       bool       // the steps after a failure: ends in error, not reverted
+	ErrorMessage   string     // why it failed (also the instance's fault)
+	StepStartedAt  *time.Time // deadline base of the current step
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+}
+
+// HostEvent is something an agent saw that an operator should know: an
+// alarm threshold crossed, an OOM kill, a daemon down. Server-level
+// events also appear as instance actions of the server (os-instance-actions).
+type HostEvent struct {
+	ID         uint      `gorm:"primaryKey"`
+	UUID       string    `gorm:"size:64;uniqueIndex"` // the agent's id of the event: a redelivery inserts nothing
+	Host       string    `gorm:"size:255;index"`
+	InstanceID string    `gorm:"size:64;index"` // "" for a host-level event
+	ProjectID  string    `gorm:"size:64"`
+	Kind       string    `gorm:"size:64;index"` // protocol.EventKind
+	Severity   string    `gorm:"size:16"`       // info | warning | critical
+	Message    string    // one line for humans
+	Value      float64   // the figure that crossed the threshold
+	Threshold  float64   // the threshold it crossed
+	At         time.Time `gorm:"index"`
+	CreatedAt  time.Time
 }

@@ -4,7 +4,10 @@
 // an openrc file.
 //
 //	capsule [-f table|json] server list [--all-projects] | server show ID
-//	capsule [-f table|json] host list
+//	capsule [-f table|json] host list|disable|enable|evacuate|events
+//	capsule [-f table|json] server migrate|resize ...
+//	capsule [-f table|json] migration list
+//	capsule rescue-data SERVER --to DIR   (offline: reads Docker's data root)
 //	capsule bench boot --count N --concurrency C [--image NAME] [--flavor NAME]
 package main
 
@@ -26,7 +29,20 @@ const usage = `usage: capsule [-f table|json] COMMAND
 commands:
   server list [--all-projects]     servers with status, host and flavor
   server show SERVER               one server (id or name)
+  server migrate SERVER [--host H] [--wait]
+                                   cold-migrate a server (admin); --wait shows progress
+  server resize SERVER FLAVOR [--wait] | server resize SERVER --confirm|--revert [--wait]
+                                   resize (across hosts when the host lacks room); confirm or revert
   host list                        compute hosts with state and usage (admin)
+  host disable HOST [--reason R] | host enable HOST
+                                   keep the scheduler off a host, or let it back
+  host evacuate HOST [--wait]      disable HOST and cold-migrate every server away (admin)
+  host events [HOST] [--server S] [--kind K]
+                                   alarms and OOM kills agents raised (admin)
+  migration list [--host H] [--server S] [--status S]
+                                   migrations and resizes, newest first (admin)
+  rescue-data SERVER --to DIR [--data-root /var/lib/capsule/docker]
+                                   offline: copy a server's files out of Docker's data root (dockerd may be down)
   bench boot --count N --concurrency C [--image busybox] [--flavor m1.tiny] [--docker-host unix:///run/capsule/docker.sock]
                                    boot-and-delete benchmark beside raw docker run
 Credentials: OS_CLOUD (clouds.yaml) or OS_AUTH_URL/OS_USERNAME/... (source /etc/capsule/admin-openrc).
@@ -57,6 +73,12 @@ func run(args []string) error {
 		return fmt.Errorf("unknown format %q (table or json)", *format)
 	}
 	rest := fs.Args()
+	if len(rest) > 0 && rest[0] == "rescue-data" {
+		// Offline by design: no API, no credentials, dockerd may be down.
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return rescueData(ctx, rest[1:])
+	}
 	if len(rest) < 2 {
 		fs.Usage()
 		return errors.New("missing command")
@@ -74,6 +96,20 @@ func run(args []string) error {
 		return c.serverShow(ctx, rest[2:])
 	case "host list":
 		return c.hostList(ctx)
+	case "host disable":
+		return c.hostDisable(ctx, rest[2:])
+	case "host enable":
+		return c.hostEnable(ctx, rest[2:])
+	case "host evacuate":
+		return c.hostEvacuate(ctx, rest[2:])
+	case "host events":
+		return c.hostEvents(ctx, rest[2:])
+	case "server migrate":
+		return c.serverMigrate(ctx, rest[2:])
+	case "server resize":
+		return c.serverResize(ctx, rest[2:])
+	case "migration list":
+		return c.migrationList(ctx, rest[2:])
 	case "bench boot":
 		return c.benchBoot(ctx, rest[2:])
 	}
