@@ -11,51 +11,28 @@ import (
 	"github.com/capsule-cloud/capsule/store"
 )
 
-// Migration statuses of a resize (Nova's), in the order a resize goes
-// through them.
+// The migration statuses and flavor-copy helpers live in package store
+// (store/resize.go), shared with the API and package migrate; these names
+// stay for the conductor's own code.
 const (
-	MigrationPreMigrating = "pre-migrating"
-	MigrationMigrating    = "migrating"
-	MigrationFinished     = "finished"
-	MigrationConfirmed    = "confirmed"
-	MigrationReverting    = "reverting"
-	MigrationReverted     = "reverted"
-	MigrationError        = "error"
+	MigrationPreMigrating = store.MigrationPreMigrating
+	MigrationMigrating    = store.MigrationMigrating
+	MigrationFinished     = store.MigrationFinished
+	MigrationConfirmed    = store.MigrationConfirmed
+	MigrationReverting    = store.MigrationReverting
+	MigrationReverted     = store.MigrationReverted
+	MigrationError        = store.MigrationError
 )
 
-// RestoreOldFlavor returns the instance fields that put inst's flavor copy
-// back to the one it had before its resize and forget the resize.
-func RestoreOldFlavor(inst *store.Instance) map[string]any {
-	return map[string]any{
-		"flavor_row_id": inst.OldFlavorRowID, "flavor_id": inst.OldFlavorID, "flavor_name": inst.OldFlavorName,
-		"vcpus": inst.OldVCPUs, "memory_mb": inst.OldMemoryMB, "root_gb": inst.OldRootGB, "extra_specs": inst.OldExtraSpecs,
-	}
-}
+// RestoreOldFlavor is store.RestoreOldFlavor.
+func RestoreOldFlavor(inst *store.Instance) map[string]any { return store.RestoreOldFlavor(inst) }
 
-// ForgetOldFlavor returns the instance fields that drop the pre-resize
-// flavor copy (after a confirm, a revert or a failed resize).
-func ForgetOldFlavor() map[string]any {
-	return map[string]any{
-		"old_flavor_row_id": 0, "old_flavor_id": "", "old_flavor_name": "", "old_vcpus": 0, "old_memory_mb": 0,
-		"old_root_gb": 0, "old_extra_specs": "", "resize_from_state": "",
-	}
-}
+// ForgetOldFlavor is store.ForgetOldFlavor.
+func ForgetOldFlavor() map[string]any { return store.ForgetOldFlavor() }
 
-// SetMigrationStatus sets the status of instanceID's newest resize
-// migration.
+// SetMigrationStatus is store.SetResizeStatus.
 func SetMigrationStatus(tx *gorm.DB, instanceID, status string) error {
-	var m store.Migration
-	err := tx.Where("instance_id = ? AND migration_type = ?", instanceID, "resize").Order("id DESC").Limit(1).Find(&m).Error
-	if err != nil {
-		return fmt.Errorf("migration of %s: %w", instanceID, err)
-	}
-	if m.ID == 0 {
-		return nil
-	}
-	if err := tx.Model(&store.Migration{}).Where("id = ?", m.ID).Update("status", status).Error; err != nil {
-		return fmt.Errorf("set migration %d of %s to %s: %w", m.ID, instanceID, status, err)
-	}
-	return nil
+	return store.SetResizeStatus(tx, instanceID, status)
 }
 
 // setClaim records that instanceID holds res on host, whatever the room:
