@@ -51,6 +51,7 @@ type cloud struct {
 	bridge      bool   // a one-process cloud maps physnet1 to a real bridge
 	agentDriver string // agent.driver ("" = docker)
 	extraConfig string // YAML appended to the control plane's config
+	registry    string // the registry section of every config ("" = the default, the test registry)
 
 	hosts []*computeHost // the compute hosts, in order
 	procs []*proc        // the capsuled processes, control plane first
@@ -224,7 +225,7 @@ scheduler:
 	if !c.twoHosts {
 		cfg += c.agentSection(c.hosts[0])
 	}
-	cfg += c.extraConfig
+	cfg += c.registry + c.extraConfig
 	if err := os.WriteFile(c.configPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +240,7 @@ scheduler:
 			// An agent's config has no database section: agents hold no
 			// database credentials, they talk to the conductor.
 			p := filepath.Join(c.dir, "agent-"+h.name+".yaml")
-			acfg := fmt.Sprintf("region: RegionOne\nbus:\n  url: %s\n", c.amqp) + c.agentSection(h)
+			acfg := fmt.Sprintf("region: RegionOne\nbus:\n  url: %s\n", c.amqp) + c.agentSection(h) + c.registry
 			if err := os.WriteFile(p, []byte(acfg), 0o600); err != nil {
 				t.Fatal(err)
 			}

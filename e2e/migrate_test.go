@@ -1,0 +1,413 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+
+	"github.com/capsule-cloud/capsule/ovs"
+	"github.com/capsule-cloud/capsule/store"
+)
+
+// The cold-migration proofs of issue 5, on two simulated compute hosts
+// (own dockerd and OVS bridge each, joined by a trunk), with a registry
+// that requires a login, as deploy/allinone.sh --hosts 2 runs them.
+
+// migrationRepo is where agents push migration commits.
+const migrationRepo = "capsule/migrations"
+
+// migrationCloud starts a two-host cloud using its own authenticated
+// registry, with a short migration step timeout so a dead agent is given
+// up on quickly.
+func migrationCloud(t *testing.T) (*cloud, *authRegistry) {
+	t.Helper()
+	reg := startAuthRegistry(t)
+	c := startCloud(t, twoHosts, withRegistry(reg), withQuota(20), func(t *testing.T, c *cloud) {
+		c.extraConfig += "conductor:\n  migration_step_timeout: 40s\n  periodic_interval: 2s\n"
+	})
+	return c, reg
+}
+
+// serverHost is the server's OS-EXT-SRV-ATTR:host.
+func serverHost(t *testing.T, cc *gophercloud.ServiceClient, id string) string {
+	t.Helper()
+	var ext struct {
+		Host string `json:"OS-EXT-SRV-ATTR:host"`
+	}
+	if err := servers.Get(context.Background(), cc, id).ExtractInto(&ext); err != nil {
+		t.Fatal(err)
+	}
+	return ext.Host
+}
+
+// containersOn lists the ids of instance id's containers on host h
+// (workload and sandbox).
+func containersOn(t *testing.T, h *computeHost, id string) []string {
+	t.Helper()
+	out, err := h.docker("ps", "-aq", "--filter", "label=capsule.instance="+id)
+	if err != nil {
+		t.Fatalf("docker ps on %s: %v %s", h.name, err, out)
+	}
+	return strings.Fields(out)
+}
+
+// eventually polls cond every 250 ms until it holds or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within %s", what, timeout)
+}
+
+// sha256Of is the checksum of a file inside a server.
+func sha256Of(t *testing.T, s *netServer, path string) string {
+	t.Helper()
+	out, err := s.exec("sha256sum", path)
+	if err != nil {
+		t.Fatalf("sha256sum %s in %s on %s: %v %s", path, s.name, s.host.name, err, out)
+	}
+	return strings.Fields(out)[0]
+}
+
+// writeData writes mb MB of random (incompressible) data to path inside s
+// and returns its checksum.
+func writeData(t *testing.T, s *netServer, path string, mb int) string {
+	t.Helper()
+	if out, err := s.exec("sh", "-c", fmt.Sprintf("head -c %d /dev/urandom > %s", mb<<20, path)); err != nil {
+		t.Fatalf("write %d MB in %s: %v %s", mb, s.name, err, out)
+	}
+	return sha256Of(t, s, path)
+}
+
+// moved is s as it runs on host h after a migration: same port, address
+// and MAC.
+func (s *netServer) moved(h *computeHost) *netServer {
+	m := *s
+	m.host = h
+	return &m
+}
+
+// migrations lists os-migrations of server id (admin, microversion 2.59).
+func migrations(t *testing.T, cc *gophercloud.ServiceClient, id string) []map[string]any {
+	t.Helper()
+	res, err := cc.Get(context.Background(), cc.ServiceURL("os-migrations")+"?instance_uuid="+id, nil,
+		&gophercloud.RequestOpts{MoreHeaders: map[string]string{"X-OpenStack-Nova-API-Version": "2.59"}})
+	if err != nil {
+		t.Fatalf("list migrations of %s: %v", id, err)
+	}
+	defer res.Body.Close()
+	var body struct {
+		Migrations []map[string]any `json:"migrations"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	return body.Migrations
+}
+
+// migrationRow reads the migration's row straight from the cloud's
+// database: the bytes the export pushed are bookkeeping the API does not
+// show once the migration is finished.
+func (c *cloud) migrationRow(t *testing.T, uuid string) store.Migration {
+	t.Helper()
+	ctx := context.Background()
+	st, err := store.Open(ctx, c.dbDriver, c.dbDSN)
+	if err != nil {
+		t.Fatalf("open the cloud's database: %v", err)
+	}
+	defer st.Close()
+	var m store.Migration
+	if err := st.WithContext(ctx).Where("uuid = ?", uuid).First(&m).Error; err != nil {
+		t.Fatalf("migration %s: %v", uuid, err)
+	}
+	return m
+}
+
+// hostClean checks that host h keeps nothing of server s: no container,
+// no OVS port of its port on h's bridge, no claim (usage back to 0 when
+// nothing else runs there).
+func (c *cloud) hostClean(t *testing.T, cc *gophercloud.ServiceClient, h *computeHost, s *netServer, othersOnHost bool) {
+	t.Helper()
+	eventually(t, 60*time.Second, fmt.Sprintf("containers of %s gone from %s", s.name, h.name), func() bool {
+		return len(containersOn(t, h, s.id)) == 0
+	})
+	o := ovs.New(ovs.Options{})
+	out, err := o.Vsctl(context.Background(), "list-ports", h.bridge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range strings.Fields(out) {
+		if p != uplinkPort(h.bridge) && !othersOnHost {
+			t.Errorf("OVS port %s left on %s after %s moved away", p, h.bridge, s.name)
+		}
+	}
+	if !othersOnHost {
+		eventually(t, 30*time.Second, "claims on "+h.name+" released", func() bool {
+			v, _ := hostUsage(t, cc, h.name)
+			return v == 0
+		})
+	}
+}
+
+// TestColdMigration is issue 5's main proof: a server with 100 MB written
+// on top of its image moves to the other host keeping its data, IP and
+// MAC, is reached there by TCP from a neighbour, and the source keeps no
+// trace after the confirm; the bytes pushed are the changed data, not the
+// image. Then it moves back with the openstack CLI and a revert puts it
+// where it was, running, with its data. API errors along the way.
+func TestColdMigration(t *testing.T) {
+	c, reg := migrationCloud(t)
+	ctx := context.Background()
+	cc := c.computeClient(t, "admin", c.adminPass, "admin")
+	nc := c.networkClient(t, "admin", c.adminPass, "admin")
+	demo := c.computeClient(t, "demo", c.demoPass, "demo")
+	ha, hb := c.hosts[0], c.hosts[1]
+	netID, _ := vlanNetwork(t, nc, "mig-net", 311, "10.31.1.0/24", true)
+	aID := c.bootOn(t, cc, "mig-a", ha, netID, "")
+	bID := c.bootOn(t, cc, "mig-b", hb, netID, "")
+	a := activeServer(t, cc, nc, "mig-a", aID, ha)
+	b := activeServer(t, cc, nc, "mig-b", bID, hb)
+	sum := writeData(t, a, "/root/data", 100)
+
+	// A member may not migrate (403); an unknown host is a 400; live
+	// migration is refused clearly (400).
+	if code, body := raw(t, demo, "POST", "servers/"+aID+"/action", `{"migrate": null}`); code != 403 && code != 404 {
+		t.Errorf("member migrate: %d %v, want 403 (or 404: not the member's server)", code, body)
+	}
+	code, body := rawV(t, cc, "2.56", "POST", "servers/"+aID+"/action", `{"migrate": {"host": "no-such-host"}}`)
+	novaFault(t, "migrate to an unknown host", code, body, 400, "badRequest")
+	code, body = rawV(t, cc, "2.56", "POST", "servers/"+aID+"/action", `{"migrate": {"host": "`+ha.name+`"}}`)
+	novaFault(t, "migrate to its own host", code, body, 400, "badRequest")
+	code, body = rawV(t, cc, "2.30", "POST", "servers/"+aID+"/action", `{"os-migrateLive": {"host": null, "block_migration": "auto"}}`)
+	novaFault(t, "live migration", code, body, 400, "badRequest")
+
+	start := time.Now()
+	if err := servers.Migrate(ctx, cc, aID).ExtractErr(); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	waitStatus(t, cc, aID, "VERIFY_RESIZE", 5*time.Minute)
+	took := time.Since(start)
+	if h := serverHost(t, cc, aID); h != hb.name {
+		t.Fatalf("after migrate the server is on %q, want %s", h, hb.name)
+	}
+	// Migrating a server waiting for its confirm is a state conflict.
+	code, body = raw(t, cc, "POST", "servers/"+aID+"/action", `{"migrate": null}`)
+	novaFault(t, "migrate in VERIFY_RESIZE", code, body, 409, "conflictingRequest")
+
+	moved := a.moved(hb)
+	if got := sha256Of(t, moved, "/root/data"); got != sum {
+		t.Fatalf("data after migration: sha256 %s, want %s", got, sum)
+	}
+	addrs, mac := moved.eth0(t)
+	if !slices.Contains(addrs, a.ip+"/24") || !strings.EqualFold(mac, a.mac) {
+		t.Errorf("eth0 after migration: %v %s, want %s/24 %s", addrs, mac, a.ip, a.mac)
+	}
+	if _, binding := portOf(t, nc, aID); binding != hb.name {
+		t.Errorf("port binding after migration: %q, want %s", binding, hb.name)
+	}
+	moved.serve(t)
+	expectTCP(t, b, moved, a.ip, true, "neighbour to the migrated server")
+
+	ms := migrations(t, cc, aID)
+	if len(ms) != 1 || ms[0]["migration_type"] != "migration" || ms[0]["status"] != "finished" ||
+		ms[0]["source_compute"] != ha.name || ms[0]["dest_compute"] != hb.name {
+		t.Fatalf("os-migrations = %v, want one finished migration %s -> %s", ms, ha.name, hb.name)
+	}
+	row := c.migrationRow(t, fmt.Sprint(ms[0]["uuid"]))
+	t.Logf("migration of a server with 100 MB changed: %d bytes pushed (compressed), %s end to end", row.ImageBytes, took.Round(time.Millisecond))
+	if row.ImageBytes < 95<<20 || row.ImageBytes > 130<<20 {
+		t.Errorf("bytes pushed = %d, want about the 100 MB changed (95-130 MiB)", row.ImageBytes)
+	}
+
+	if err := servers.ConfirmResize(ctx, cc, aID).ExtractErr(); err != nil {
+		t.Fatalf("confirm: %v", err)
+	}
+	waitStatus(t, cc, aID, "ACTIVE", time.Minute)
+	c.hostClean(t, cc, ha, a, false)
+	eventually(t, 60*time.Second, "migration tag deleted from the registry", func() bool {
+		return len(reg.tags(t, migrationRepo)) == 0
+	})
+	eventually(t, 30*time.Second, "migration confirmed", func() bool {
+		ms := migrations(t, cc, aID)
+		return len(ms) == 1 && ms[0]["status"] == "confirmed"
+	})
+
+	// Back with the Debian openstack CLI, then revert: it stays on hb.
+	cli := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command("openstack", args...)
+		cmd.Env = c.env("admin", c.adminPass, "admin")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("openstack %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	cli("server", "migrate", "--wait", aID)
+	waitStatus(t, cc, aID, "VERIFY_RESIZE", time.Minute)
+	if h := serverHost(t, cc, aID); h != ha.name {
+		t.Fatalf("second migration went to %q, want %s", h, ha.name)
+	}
+	cli("server", "resize", "revert", aID)
+	waitStatus(t, cc, aID, "ACTIVE", 2*time.Minute)
+	if h := serverHost(t, cc, aID); h != hb.name {
+		t.Fatalf("after revert the server is on %q, want %s", h, hb.name)
+	}
+	if got := sha256Of(t, moved, "/root/data"); got != sum {
+		t.Fatalf("data after revert: sha256 %s, want %s", got, sum)
+	}
+	moved.serve(t)
+	expectTCP(t, b, moved, a.ip, true, "neighbour to the reverted server")
+	c.hostClean(t, cc, ha, a, false)
+	eventually(t, 60*time.Second, "reverted migration's tag deleted", func() bool {
+		return len(reg.tags(t, migrationRepo)) == 0
+	})
+}
+
+// TestMigrationTargetAgentDies: the target's agent dies in the middle of a
+// migration. The conductor gives up on it after the step timeout and
+// rolls back: the server is ACTIVE on its source with its data, the
+// migration in error; when the agent comes back it creates nothing and
+// nothing is leaked (container, tag, claim, port binding).
+func TestMigrationTargetAgentDies(t *testing.T) {
+	c, reg := migrationCloud(t)
+	ctx := context.Background()
+	cc := c.computeClient(t, "admin", c.adminPass, "admin")
+	nc := c.networkClient(t, "admin", c.adminPass, "admin")
+	ha, hb := c.hosts[0], c.hosts[1]
+	netID, _ := vlanNetwork(t, nc, "kill-net", 312, "10.31.2.0/24", true)
+	aID := c.bootOn(t, cc, "kill-a", ha, netID, "")
+	a := activeServer(t, cc, nc, "kill-a", aID, ha)
+	sum := writeData(t, a, "/root/data", 20)
+
+	if err := servers.Migrate(ctx, cc, aID).ExtractErr(); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	c.proc(t, "agent-"+hb.name).kill()
+	s := waitStatus(t, cc, aID, "ACTIVE", 3*time.Minute)
+	if h := serverHost(t, cc, aID); h != ha.name {
+		t.Fatalf("after the rollback the server is on %q, want its source %s", h, ha.name)
+	}
+	if s.Fault.Message == "" {
+		t.Errorf("rolled-back server has no fault message")
+	}
+	ms := migrations(t, cc, aID)
+	if len(ms) != 1 || ms[0]["status"] != "error" {
+		t.Errorf("os-migrations = %v, want one migration in error", ms)
+	}
+	if got := sha256Of(t, a, "/root/data"); got != sum {
+		t.Fatalf("data after the rollback: sha256 %s, want %s", got, sum)
+	}
+	if _, binding := portOf(t, nc, aID); binding != ha.name {
+		t.Errorf("port binding after the rollback: %q, want %s", binding, ha.name)
+	}
+	a.serve(t)
+
+	c.proc(t, "agent-"+hb.name).start(t)
+	c.waitReady(t)
+	// Whatever the revived agent finds in its queue, it must leave hb
+	// clean: give it time to drain, then check.
+	time.Sleep(5 * time.Second)
+	c.hostClean(t, cc, hb, a, false)
+	eventually(t, 60*time.Second, "rolled-back migration's tag deleted", func() bool {
+		return len(reg.tags(t, migrationRepo)) == 0
+	})
+	if n := len(containersOn(t, ha, aID)); n == 0 {
+		t.Errorf("the server's containers vanished from its source %s", ha.name)
+	}
+}
+
+// TestMigrationRegistryRestart: the registry restarts while a server's
+// commit is pushed. The migration either survives (the push retried) or
+// rolls back; either way the server ends ACTIVE on exactly one host with
+// its data, and no migration tag is left.
+func TestMigrationRegistryRestart(t *testing.T) {
+	c, reg := migrationCloud(t)
+	ctx := context.Background()
+	cc := c.computeClient(t, "admin", c.adminPass, "admin")
+	nc := c.networkClient(t, "admin", c.adminPass, "admin")
+	ha, hb := c.hosts[0], c.hosts[1]
+	netID, _ := vlanNetwork(t, nc, "reg-net", 313, "10.31.3.0/24", true)
+	aID := c.bootOn(t, cc, "reg-a", ha, netID, "")
+	a := activeServer(t, cc, nc, "reg-a", aID, ha)
+	sum := writeData(t, a, "/root/data", 150)
+
+	if err := servers.Migrate(ctx, cc, aID).ExtractErr(); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	eventually(t, 2*time.Minute, "migration reaches its export", func() bool {
+		ms := migrations(t, cc, aID)
+		return len(ms) == 1 && ms[0]["status"] != "pre-migrating"
+	})
+	reg.restart(t)
+
+	// Settle: VERIFY_RESIZE (confirm it) or ACTIVE after a rollback.
+	var status string
+	eventually(t, 4*time.Minute, "migration settles", func() bool {
+		s, err := servers.Get(ctx, cc, aID).Extract()
+		if err != nil {
+			t.Fatal(err)
+		}
+		status = s.Status
+		return s.TaskState == "" && (s.Status == "VERIFY_RESIZE" || s.Status == "ACTIVE")
+	})
+	t.Logf("after a registry restart mid-push the migration ended in %s (%v)", status, migrations(t, cc, aID))
+	if status == "VERIFY_RESIZE" {
+		if err := servers.ConfirmResize(ctx, cc, aID).ExtractErr(); err != nil {
+			t.Fatalf("confirm: %v", err)
+		}
+		waitStatus(t, cc, aID, "ACTIVE", time.Minute)
+	}
+	host := serverHost(t, cc, aID)
+	var here, there *computeHost = ha, hb
+	if host == hb.name {
+		here, there = hb, ha
+	}
+	if got := sha256Of(t, a.moved(here), "/root/data"); got != sum {
+		t.Fatalf("data: sha256 %s, want %s", got, sum)
+	}
+	c.hostClean(t, cc, there, a, false)
+	eventually(t, 90*time.Second, "no migration tag left", func() bool {
+		return len(reg.tags(t, migrationRepo)) == 0
+	})
+}
+
+// rawV is raw with a compute microversion.
+func rawV(t *testing.T, cc *gophercloud.ServiceClient, version, method, path, body string) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(method, cc.ServiceURL(path), strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Auth-Token", cc.TokenID)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-OpenStack-Nova-API-Version", version)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	b, _ := io.ReadAll(resp.Body)
+	if len(strings.TrimSpace(string(b))) > 0 {
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatalf("%s %s: non-JSON body %q", method, path, b)
+		}
+	}
+	return resp.StatusCode, m
+}

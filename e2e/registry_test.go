@@ -1,0 +1,177 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// authRegistry is a private registry of the test's own that requires a
+// login (htpasswd, bcrypt), as the all-in-one's does: migrations and
+// snapshots of a cloud using it prove the agents and the control plane
+// send their credentials. The test can restart it (a registry outage).
+type authRegistry struct {
+	addr, user, pass string
+	dir, config      string
+	cmd              *exec.Cmd
+}
+
+// startAuthRegistry runs Debian's docker-registry on a free loopback port
+// with storage and htpasswd under the test's temporary directory.
+func startAuthRegistry(t *testing.T) *authRegistry {
+	t.Helper()
+	if _, err := exec.LookPath("docker-registry"); err != nil {
+		if os.Getenv("CAPSULE_TEST_REQUIRE") == "1" {
+			t.Fatalf("docker-registry is required (CAPSULE_TEST_REQUIRE=1): %v", err)
+		}
+		t.Skipf("docker-registry not installed: %v", err)
+	}
+	r := &authRegistry{addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), user: "capsule",
+		pass: "reg-" + uuid.NewString()[:12], dir: t.TempDir()}
+	hash, err := bcrypt.GenerateFromPassword([]byte(r.pass), bcrypt.DefaultCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	htpasswd := filepath.Join(r.dir, "htpasswd")
+	if err := os.WriteFile(htpasswd, []byte(r.user+":"+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.config = filepath.Join(r.dir, "registry.yml")
+	cfg := fmt.Sprintf(`version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: %s
+  delete:
+    enabled: true
+http:
+  addr: %s
+auth:
+  htpasswd:
+    realm: capsule-test
+    path: %s
+`, filepath.Join(r.dir, "data"), r.addr, htpasswd)
+	if err := os.WriteFile(r.config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.start(t)
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *authRegistry) start(t *testing.T) {
+	t.Helper()
+	logf, err := os.OpenFile(filepath.Join(r.dir, "registry.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	r.cmd = exec.Command("docker-registry", "serve", r.config)
+	r.cmd.Stdout, r.cmd.Stderr = logf, logf
+	if err := r.cmd.Start(); err != nil {
+		t.Fatalf("start registry: %v", err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if code, _ := r.status("/v2/", false); code == http.StatusUnauthorized {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("registry on %s did not answer 401 to an anonymous /v2/ within 20s", r.addr)
+}
+
+func (r *authRegistry) stop() {
+	if r.cmd != nil && r.cmd.Process != nil {
+		_ = r.cmd.Process.Kill()
+		_ = r.cmd.Wait()
+		r.cmd = nil
+	}
+}
+
+// restart stops the registry and starts it again at once (its data stays).
+func (r *authRegistry) restart(t *testing.T) {
+	t.Helper()
+	r.stop()
+	r.start(t)
+}
+
+// status GETs path, logged in or not, and returns the HTTP status.
+func (r *authRegistry) status(path string, login bool) (int, error) {
+	req, err := http.NewRequest(http.MethodGet, "http://"+r.addr+path, nil)
+	if err != nil {
+		return 0, err
+	}
+	if login {
+		req.SetBasicAuth(r.user, r.pass)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	res, err := http.DefaultClient.Do(req.WithContext(ctx))
+	if err != nil {
+		return 0, err
+	}
+	res.Body.Close()
+	return res.StatusCode, nil
+}
+
+// tags lists the tags of repo ("" = none; a repository never pushed to
+// has none).
+func (r *authRegistry) tags(t *testing.T, repo string) []string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+r.addr+"/v2/"+repo+"/tags/list", nil)
+	req.SetBasicAuth(r.user, r.pass)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("list tags of %s: %v", repo, err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode == http.StatusNotFound {
+		return nil
+	}
+	var body struct {
+		Tags []string `json:"tags"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&body); err != nil {
+		t.Fatalf("list tags of %s: %v", repo, err)
+	}
+	return body.Tags
+}
+
+// yaml is the registry section of a Capsule config using this registry.
+func (r *authRegistry) yaml() string {
+	return fmt.Sprintf("registry:\n  address: %s\n  username: %s\n  password: %q\n", r.addr, r.user, r.pass)
+}
+
+// withRegistry makes the cloud's control plane and agents use reg
+// (snapshots, migrations) with its login.
+func withRegistry(reg *authRegistry) cloudOption {
+	return func(t *testing.T, c *cloud) { c.registry = reg.yaml() }
+}
+
+// TestAuthRegistryRefusesAnonymous: the test registry, like the
+// all-in-one's, wants a login; a wrong one is refused too.
+func TestAuthRegistryRefusesAnonymous(t *testing.T) {
+	reg := startAuthRegistry(t)
+	if code, err := reg.status("/v2/", false); err != nil || code != http.StatusUnauthorized {
+		t.Fatalf("anonymous /v2/: %d %v, want 401", code, err)
+	}
+	if code, err := reg.status("/v2/", true); err != nil || code != http.StatusOK {
+		t.Fatalf("logged-in /v2/: %d %v, want 200", code, err)
+	}
+	bad := *reg
+	bad.pass = "wrong"
+	if code, _ := bad.status("/v2/", true); code != http.StatusUnauthorized {
+		t.Fatalf("wrong password: %d, want 401", code)
+	}
+}
