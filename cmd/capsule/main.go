@@ -36,7 +36,9 @@ commands:
   host list                        compute hosts with state and usage (admin)
   host disable HOST [--reason R] | host enable HOST
                                    keep the scheduler off a host, or let it back
-  host evacuate HOST [--wait]      disable HOST and cold-migrate every server away (admin)
+  host evacuate HOST [--wait] [--parallel N]
+                                   disable HOST and cold-migrate every server away (admin);
+                                   --wait confirms each move; --timeout D bounds every wait
   host events [HOST] [--server S] [--kind K]
                                    alarms and OOM kills agents raised (admin)
   migration list [--host H] [--server S] [--status S]

@@ -28,13 +28,9 @@ func (c *cli) serverList(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	pages, err := servers.List(cc, servers.ListOpts{AllTenants: *all}).AllPages(ctx)
+	list, err := listServers(ctx, cc, servers.ListOpts{AllTenants: *all})
 	if err != nil {
 		return fmt.Errorf("list servers: %w", err)
-	}
-	var list []serverExt
-	if err := servers.ExtractServersInto(pages, &list); err != nil {
-		return err
 	}
 	rows := [][]string{}
 	for _, s := range list {
@@ -51,12 +47,8 @@ func findServer(ctx context.Context, cc *gophercloud.ServiceClient, ref string) 
 	} else if !gophercloud.ResponseCodeIs(err, 404) {
 		return nil, err
 	}
-	pages, err := servers.List(cc, servers.ListOpts{Name: "^" + ref + "$"}).AllPages(ctx)
+	list, err := listServers(ctx, cc, servers.ListOpts{Name: "^" + ref + "$"})
 	if err != nil {
-		return nil, err
-	}
-	var list []serverExt
-	if err := servers.ExtractServersInto(pages, &list); err != nil {
 		return nil, err
 	}
 	switch len(list) {
