@@ -101,6 +101,13 @@ func (a *Agent) Handle(ctx context.Context, m bus.Message) (any, error) {
 			return nil, err
 		}
 		return nil, a.handleSnapshot(ctx, req)
+	case protocol.KindMigrationExport, protocol.KindMigrationImport,
+		protocol.KindMigrationCleanup, protocol.KindMigrationRestore:
+		var w protocol.MigrationWork
+		if err := m.Decode(&w); err != nil {
+			return nil, err
+		}
+		return nil, a.handleMigration(ctx, m.Kind, w)
 	}
 	return nil, fmt.Errorf("agent: unknown message kind %q (id %s)", m.Kind, m.ID)
 }
@@ -154,16 +161,27 @@ func (a *Agent) build(ctx context.Context, s protocol.InstanceSpec) (drivers.Pow
 	if a.deleted.has(s.ID, a.now()) {
 		return drivers.PowerNoState, fmt.Errorf("build %s: %w", s.ID, errDeleted)
 	}
+	ctx, cancel := context.WithTimeout(ctx, a.buildTimeout)
+	defer cancel()
+	if err := a.create(ctx, s); err != nil {
+		return drivers.PowerNoState, err
+	}
+	return a.bringUp(ctx, s.ID, s.NICs)
+}
+
+// create records s's NICs and creates the server (not started) with its
+// flavor's limits: builds and migration imports.
+func (a *Agent) create(ctx context.Context, s protocol.InstanceSpec) error {
 	// Known before anything is plugged, so reconcile's orphan removal
 	// never takes this build's ports for leftovers.
 	a.nics.set(s.ID, s.NICs)
 	if len(s.NICs) > 0 {
 		// Refuse before creating anything we could not plumb.
 		if a.plumber == nil {
-			return drivers.PowerNoState, fmt.Errorf("build %s with %d NICs: %w", s.ID, len(s.NICs), errNoPlumber)
+			return fmt.Errorf("build %s with %d NICs: %w", s.ID, len(s.NICs), errNoPlumber)
 		}
 		if !a.drv.Capabilities().Networking {
-			return drivers.PowerNoState, fmt.Errorf("build %s with %d NICs: driver %s has no sandbox networking: %w",
+			return fmt.Errorf("build %s with %d NICs: driver %s has no sandbox networking: %w",
 				s.ID, len(s.NICs), a.drv.Name(), drivers.ErrNotSupported)
 		}
 	}
@@ -172,14 +190,12 @@ func (a *Agent) build(ctx context.Context, s protocol.InstanceSpec) (drivers.Pow
 	// must not run without a limit its flavor promises.
 	lim, err := limits.Parse(s.ExtraSpecs, s.VCPUs)
 	if err != nil {
-		return drivers.PowerNoState, fmt.Errorf("build %s: flavor extra specs: %w", s.ID, err)
+		return fmt.Errorf("build %s: flavor extra specs: %w", s.ID, err)
 	}
 	pids := a.cfg.PidsLimit
 	if lim.PidsMax > 0 {
 		pids = lim.PidsMax // capsule:pids_max overrides the host's default
 	}
-	ctx, cancel := context.WithTimeout(ctx, a.buildTimeout)
-	defer cancel()
 	spec := drivers.Spec{
 		ID: s.ID, Name: s.Name, Hostname: s.Hostname, Image: s.ImageRef,
 		VCPUs: s.VCPUs, MemoryMB: s.MemoryMB, DiskGB: s.DiskGB,
@@ -198,21 +214,27 @@ func (a *Agent) build(ctx context.Context, s protocol.InstanceSpec) (drivers.Pow
 		spec.Hostname = s.Name
 	}
 	if err := a.drv.Create(ctx, spec); err != nil {
-		return drivers.PowerNoState, fmt.Errorf("create instance %s: %w", s.ID, err)
+		return fmt.Errorf("create instance %s: %w", s.ID, err)
 	}
-	if err := a.plumb(ctx, s.ID, s.NICs); err != nil {
+	return nil
+}
+
+// bringUp plumbs nics of created server id, then starts it, and returns
+// its power state: running, or an error.
+func (a *Agent) bringUp(ctx context.Context, id string, nics []protocol.NIC) (drivers.PowerState, error) {
+	if err := a.plumb(ctx, id, nics); err != nil {
 		return drivers.PowerNoState, err
 	}
-	if err := a.drv.Start(ctx, s.ID); err != nil {
-		return drivers.PowerNoState, fmt.Errorf("start instance %s: %w", s.ID, err)
+	if err := a.drv.Start(ctx, id); err != nil {
+		return drivers.PowerNoState, fmt.Errorf("start instance %s: %w", id, err)
 	}
-	st, err := a.drv.Status(ctx, s.ID)
+	st, err := a.drv.Status(ctx, id)
 	if err != nil {
-		return drivers.PowerNoState, fmt.Errorf("status of instance %s after start: %w", s.ID, err)
+		return drivers.PowerNoState, fmt.Errorf("status of instance %s after start: %w", id, err)
 	}
 	if st.Power != drivers.PowerRunning {
 		return st.Power, fmt.Errorf("instance %s is not running after start (power state %d, %s, exit code %d)",
-			s.ID, st.Power, st.Description, st.ExitCode)
+			id, st.Power, st.Description, st.ExitCode)
 	}
 	return st.Power, nil
 }

@@ -47,16 +47,20 @@ func (s *metricsSource) Servers(ctx context.Context) ([]metrics.Server, error) {
 		return nil, err
 	}
 	expected := s.learnProjects(ctx, list)
-	sr, canMeasure := a.drv.(drivers.StatsReader)
+	_, canMeasure := a.drv.(drivers.StatsReader)
+	if _, ok := a.drv.(cgroupReader); ok {
+		canMeasure = true
+	}
 	out := make([]metrics.Server, 0, len(list))
 	for _, st := range list {
 		srv := metrics.Server{ID: st.ID, Project: s.project(st.ID)}
 		running := st.Power == drivers.PowerRunning || st.Power == drivers.PowerPaused
 		if running && canMeasure {
-			stats, err := sr.InstanceStats(ctx, st.ID)
+			stats, ws, hasWS, err := a.serverStats(ctx, st.ID)
 			switch {
 			case err == nil:
 				srv.Stats, srv.HasStats = stats, true
+				srv.WorkingSetBytes, srv.HasWorkingSet = ws, hasWS
 			case errors.Is(err, drivers.ErrInvalidState), errors.Is(err, drivers.ErrNotFound):
 				running = false // stopped or gone since List
 			default:

@@ -169,7 +169,9 @@ func (a *Agent) unplug(ctx context.Context, id string) error {
 // restart); one whose workload does not run is unplugged (its namespace
 // is gone with its sandbox, see drivers/docker/sandbox.go), and what is
 // plugged for instances this host does not hold is removed. Instances with
-// an operation in flight are left to it. It logs and goes on: one broken
+// an operation in flight, or in a cold migration, are left to it; so are
+// the ports of instances whose NICs the agent knows though the cloud does
+// not place them here yet (a migration's import). It logs and goes on: one broken
 // server must not stop the repair of the others.
 func (a *Agent) repairNetwork(ctx context.Context, expected []protocol.ExpectedInstance, placed map[string]bool) {
 	if a.plumber == nil {
@@ -178,7 +180,10 @@ func (a *Agent) repairNetwork(ctx context.Context, expected []protocol.ExpectedI
 	for _, e := range expected {
 		id := e.Spec.ID
 		nics, _ := a.nics.get(id)
-		if len(nics) == 0 || deleting(e) {
+		// A migrating instance's plumbing is the migration's: its
+		// stopped source must not be "unplugged" while the target
+		// plugs the same ports (by name, on hosts sharing a kernel).
+		if len(nics) == 0 || deleting(e) || migrating(e) {
 			continue
 		}
 		unlock, ok := a.locks.tryLock(id)

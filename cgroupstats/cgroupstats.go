@@ -27,9 +27,16 @@ type Stats struct {
 	CPUThrottledPeriods uint64 // periods the quota ran out in
 	CPUThrottledNS      uint64 // time spent throttled
 
-	MemoryUsageBytes uint64
+	MemoryUsageBytes uint64 // page cache included (what the limit is compared to)
 	MemoryLimitBytes uint64 // 0: unlimited
-	OOMKills         uint64 // tasks the OOM killer killed in this cgroup
+	// The usage's split: page cache (v1 cache, v2 file; tmpfs files
+	// included) and anonymous memory (v1 rss, v2 anon).
+	MemoryCacheBytes uint64
+	MemoryRSSBytes   uint64
+	// MemoryInactiveFileBytes is the page cache not used lately: what
+	// the kernel reclaims first, and at no cost, before it OOM-kills.
+	MemoryInactiveFileBytes uint64
+	OOMKills                uint64 // tasks the OOM killer killed in this cgroup
 
 	Pids      uint64 // tasks now
 	PidsLimit uint64 // 0: unlimited
@@ -89,6 +96,10 @@ func fromV1(m *v1.Metrics) Stats {
 	if mem := m.GetMemory(); mem != nil {
 		s.MemoryUsageBytes = mem.GetUsage().GetUsage()
 		s.MemoryLimitBytes = limit(mem.GetUsage().GetLimit())
+		// total_*: the cgroup and its children, as usage counts them.
+		s.MemoryCacheBytes = mem.GetTotalCache()
+		s.MemoryRSSBytes = mem.GetTotalRSS()
+		s.MemoryInactiveFileBytes = mem.GetTotalInactiveFile()
 	}
 	s.OOMKills = m.GetMemoryOomControl().GetOomKill()
 	s.Pids = m.GetPids().GetCurrent()
@@ -141,6 +152,9 @@ func forPIDv2(pid int) (Stats, error) {
 	}
 	s.MemoryUsageBytes = m.GetMemory().GetUsage()
 	s.MemoryLimitBytes = limit(m.GetMemory().GetUsageLimit())
+	s.MemoryCacheBytes = m.GetMemory().GetFile()
+	s.MemoryRSSBytes = m.GetMemory().GetAnon()
+	s.MemoryInactiveFileBytes = m.GetMemory().GetInactiveFile()
 	s.OOMKills = m.GetMemoryEvents().GetOomKill()
 	s.Pids = m.GetPids().GetCurrent()
 	s.PidsLimit = limit(m.GetPids().GetLimit())
@@ -151,6 +165,18 @@ func forPIDv2(pid int) (Stats, error) {
 		s.DiskWriteOps += e.GetWios()
 	}
 	return s, nil
+}
+
+// WorkingSetBytes is the memory the cgroup holds that the kernel cannot
+// simply drop: usage minus the inactive page cache (cAdvisor's and the
+// kubelet's working set). Page cache under memory pressure is reclaimed
+// before any OOM kill, so usage alone overstates a server that reads or
+// writes a lot of files; tmpfs files and recently used cache do count.
+func (s Stats) WorkingSetBytes() uint64 {
+	if s.MemoryInactiveFileBytes >= s.MemoryUsageBytes {
+		return 0
+	}
+	return s.MemoryUsageBytes - s.MemoryInactiveFileBytes
 }
 
 func limit(v uint64) uint64 {

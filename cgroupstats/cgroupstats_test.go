@@ -33,3 +33,24 @@ func TestForPIDErrors(t *testing.T) {
 		t.Error("missing pid accepted")
 	}
 }
+
+// The working set leaves out the inactive page cache only, and never
+// goes below zero (v1's usage is batched per CPU and may read lower than
+// its parts for a moment).
+func TestWorkingSet(t *testing.T) {
+	for _, c := range []struct {
+		usage, inactive, want uint64
+	}{{100, 30, 70}, {100, 0, 100}, {30, 40, 0}, {0, 0, 0}} {
+		s := cgroupstats.Stats{MemoryUsageBytes: c.usage, MemoryInactiveFileBytes: c.inactive}
+		if got := s.WorkingSetBytes(); got != c.want {
+			t.Errorf("usage %d, inactive_file %d: working set %d, want %d", c.usage, c.inactive, got, c.want)
+		}
+	}
+	s, err := cgroupstats.ForPID(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.MemoryInactiveFileBytes > s.MemoryCacheBytes || s.MemoryRSSBytes == 0 || s.WorkingSetBytes() > s.MemoryUsageBytes {
+		t.Errorf("memory split of this test inconsistent: %+v (working set %d)", s, s.WorkingSetBytes())
+	}
+}

@@ -14,6 +14,9 @@ import (
 type Memory struct {
 	CacheBytes uint64
 	RSSBytes   uint64
+	// InactiveFileBytes is the part of the cache the kernel reclaims
+	// first (see Stats.WorkingSetBytes).
+	InactiveFileBytes uint64
 }
 
 // MemoryForPID reads the memory split of the cgroup process pid belongs
@@ -36,7 +39,8 @@ func MemoryForPID(pid int) (Memory, error) {
 		if err != nil {
 			return Memory{}, fmt.Errorf("cgroup memory of pid %d (%s): %w", pid, group, err)
 		}
-		return Memory{CacheBytes: m.GetMemory().GetFile(), RSSBytes: m.GetMemory().GetAnon()}, nil
+		return Memory{CacheBytes: m.GetMemory().GetFile(), RSSBytes: m.GetMemory().GetAnon(),
+			InactiveFileBytes: m.GetMemory().GetInactiveFile()}, nil
 	case cgroups.Legacy, cgroups.Hybrid:
 		// Only the memory controller: the other controllers' files are
 		// not needed here.
@@ -48,7 +52,8 @@ func MemoryForPID(pid int) (Memory, error) {
 		if err != nil {
 			return Memory{}, fmt.Errorf("cgroup memory of pid %d: %w", pid, err)
 		}
-		return Memory{CacheBytes: m.GetMemory().GetCache(), RSSBytes: m.GetMemory().GetRSS()}, nil
+		return Memory{CacheBytes: m.GetMemory().GetCache(), RSSBytes: m.GetMemory().GetRSS(),
+			InactiveFileBytes: m.GetMemory().GetTotalInactiveFile()}, nil
 	}
 	return Memory{}, fmt.Errorf("cgroup memory of pid %d: no cgroup filesystem mounted at /sys/fs/cgroup", pid)
 }

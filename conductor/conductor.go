@@ -19,6 +19,7 @@ import (
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/config"
 	"github.com/capsule-cloud/capsule/lifecycle"
+	"github.com/capsule-cloud/capsule/migrate"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/scheduler"
 	"github.com/capsule-cloud/capsule/store"
@@ -32,6 +33,8 @@ type Conductor struct {
 	maxAttempts int
 	log         *slog.Logger
 	now         func() time.Time
+	// mig drives cold migrations (package migrate).
+	mig *migrate.Engine
 }
 
 // New returns a conductor; maxAttempts bounds build reschedules.
@@ -39,9 +42,18 @@ func New(st *store.Store, b bus.Bus, cfg config.Conductor, maxAttempts int, log 
 	if maxAttempts < 1 {
 		maxAttempts = 1
 	}
-	return &Conductor{st: st, b: b, cfg: cfg, maxAttempts: maxAttempts, log: log.With("role", "conductor"),
+	c := &Conductor{st: st, b: b, cfg: cfg, maxAttempts: maxAttempts, log: log.With("role", "conductor"),
 		now: func() time.Time { return time.Now().UTC() }}
+	// A working engine by default (default scheduler, no registry: tags
+	// are left behind, logged); the conductor role sets the real one.
+	c.mig = migrate.New(migrate.Options{Store: st, Bus: b, Scheduler: scheduler.New(st, b, config.Default().Scheduler, log),
+		RegistryAddress: config.Default().Registry.Address, StepTimeout: cfg.MigrationStepTimeout, Log: log,
+		Now: func() time.Time { return c.now() }})
+	return c
 }
+
+// SetMigrations replaces the cold-migration engine.
+func (c *Conductor) SetMigrations(e *migrate.Engine) { c.mig = e }
 
 // Run consumes the conductor queue and runs the periodic checks until ctx
 // ends.
@@ -53,10 +65,17 @@ func (c *Conductor) Run(ctx context.Context) error {
 	go c.st.KeepAlive(ctx, host, store.ConductorBinary, 10*time.Second, func(err error) {
 		c.log.Warn("conductor heartbeat", "error", err)
 	})
-	t := time.NewTicker(30 * time.Second)
+	// Migrations whose work the previous conductor may never have sent.
+	c.mig.Resume(ctx)
+	every := c.cfg.PeriodicInterval
+	if every <= 0 {
+		every = 30 * time.Second
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		c.periodic(ctx)
+		c.mig.Periodic(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -98,6 +117,40 @@ func (c *Conductor) Handle(ctx context.Context, m bus.Message) (any, error) {
 			return nil, err
 		}
 		return nil, retryOnDB(c.onSnapshotReport(ctx, r))
+	case protocol.KindHostEvent:
+		var r protocol.HostEvent
+		if err := m.Decode(&r); err != nil {
+			return nil, err
+		}
+		return nil, retryOnDB(c.onHostEvent(ctx, r))
+	case protocol.KindMigrationReport:
+		var r protocol.MigrationReport
+		if err := m.Decode(&r); err != nil {
+			return nil, err
+		}
+		return nil, retryOnDB(c.mig.OnReport(ctx, r))
+	case protocol.KindMigrationProgress:
+		var p protocol.MigrationProgress
+		if err := m.Decode(&p); err != nil {
+			return nil, err
+		}
+		// Best effort: the next progress message says more anyway.
+		if err := c.mig.OnProgress(ctx, p); err != nil {
+			c.log.Warn("record migration progress", "migration_id", p.MigrationID, "error", err)
+		}
+		return nil, nil
+	case protocol.KindMigrationCheck:
+		var q protocol.MigrationCheck
+		if err := m.Decode(&q); err != nil {
+			return nil, err
+		}
+		return c.mig.Check(ctx, q)
+	case migrate.KindMigrationAdvance:
+		var a migrate.Advance
+		if err := m.Decode(&a); err != nil {
+			return nil, err
+		}
+		return nil, retryOnDB(c.mig.Advance(ctx, a.MigrationID))
 	}
 	return nil, fmt.Errorf("conductor: unknown message kind %q", m.Kind)
 }
@@ -300,7 +353,15 @@ func (c *Conductor) onDeleteReport(ctx context.Context, inst *store.Instance, r 
 		})
 		return err
 	}
-	return MarkDeleted(ctx, c.st, inst.ID, c.now())
+	if err := MarkDeleted(ctx, c.st, inst.ID, c.now()); err != nil {
+		return err
+	}
+	// A migration in flight ends here: both hosts clean up, the tag goes
+	// (the periodic pass would notice too).
+	if err := c.mig.InstanceDeleted(ctx, inst.ID); err != nil {
+		c.log.Error("end migrations of deleted instance", "instance", inst.ID, "error", err)
+	}
+	return nil
 }
 
 // MarkDeleted soft-deletes an instance and releases every claim and port

@@ -163,7 +163,7 @@ func Default() Config {
 			Driver: "docker", PidsLimit: 1024, CPUAllocationRatio: 16, RAMAllocationRatio: 1, DiskAllocationRatio: 1,
 			ReservedMemoryMB: 512, HeartbeatInterval: 10 * time.Second, StopTimeout: 10 * time.Second,
 			MetricsListen: "127.0.0.1:9180", LXCFS: "/var/lib/lxcfs",
-			Alarms: Alarms{Interval: 10 * time.Second, ServerPids: 0.9, ServerMemory: 0.9, ServerThrottled: 0.9,
+			Alarms: Alarms{Interval: 5 * time.Second, ServerPids: 0.9, ServerMemory: 0.9, ServerThrottled: 0.9,
 				HostPids: 0.8, HostConntrack: 0.8}},
 		Registry: Registry{Address: "127.0.0.1:5050"},
 		Quota:    Quota{Instances: 10, Cores: 20, RAMMB: 51200},

@@ -17,6 +17,9 @@
 # Capsule's containers run in dockerds of its own (unix:///run/capsule/docker*.sock),
 # so a Docker the user already runs is never touched.
 set -euo pipefail
+# The all-in-one's registry requires a login (htpasswd, bcrypt); agents and
+# the API get it from their config. CAPSULE_REGISTRY_AUTH=0 opens it.
+export CAPSULE_REGISTRY_AUTH=${CAPSULE_REGISTRY_AUTH:-1}
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
@@ -125,6 +128,7 @@ agent:
     $PHYSNET: $SINGLE_BRIDGE
 registry:
   address: $CAPSULE_REGISTRY_ADDR
+$(registry_login_yaml)
 EOF
 	umask 022
 }
@@ -157,9 +161,17 @@ agent:
     $PHYSNET: $(host_bridge "$host")
 registry:
   address: $CAPSULE_REGISTRY_ADDR
+$(registry_login_yaml)
 EOF
 	umask 022
 	mv "$f.tmp" "$f"
+}
+
+# registry_login_yaml: the registry section's login lines (none when the
+# registry is open).
+registry_login_yaml() {
+	cap_registry_auth || return 0
+	printf '  username: %s\n  password: %s\n' "$CAPSULE_REGISTRY_USER" "$(cap_registry_password)"
 }
 
 write_openrc() {
@@ -512,6 +524,8 @@ do_start() {
 	cap_start_registry
 	cap_start_rabbitmq
 	cap_start_ovs
+	# Servers' own figures in /proc (agent.lxcfs); best effort.
+	cap_start_lxcfs
 	cap_ensure_base_image
 	rabbit_pw=$(cap_secret RABBITMQ_PASSWORD)
 	cap_rabbit_user capsule "$rabbit_pw" capsule

@@ -36,7 +36,7 @@ export PATH=/usr/local/go/bin:$PATH:/usr/local/sbin:/usr/sbin:/sbin
 # chromium runs the portal's browser tests (e2e/portal_test.go).
 CAPSULE_PACKAGES=(docker.io openvswitch-switch rabbitmq-server docker-registry postgresql
 	busybox-static python3-openstackclient apache2-utils curl ca-certificates iproute2 procps
-	cgroupfs-mount apparmor ethtool chromium)
+	cgroupfs-mount apparmor ethtool chromium lxcfs)
 
 # ---- messages ---------------------------------------------------------------
 
@@ -378,14 +378,61 @@ cap_remove_dockerd() {
 
 # ---- registry ---------------------------------------------------------------
 
-cap_registry_up() { curl -sf --max-time 3 "http://$CAPSULE_REGISTRY_ADDR/v2/" >/dev/null 2>&1; }
+# The registry is open for the test suite and protected (htpasswd, bcrypt)
+# for the all-in-one: CAPSULE_REGISTRY_AUTH=1 (deploy/allinone.sh sets it).
+# The user is "capsule", the password REGISTRY_PASSWORD in $CAPSULE_SECRETS;
+# capsule.yaml's registry section hands both to the API and the agents.
+CAPSULE_REGISTRY_AUTH=${CAPSULE_REGISTRY_AUTH:-0}
+CAPSULE_REGISTRY_USER=capsule
+CAPSULE_REGISTRY_HTPASSWD=$CAPSULE_ETC/registry.htpasswd
+# Docker CLI logins for Capsule's own pushes/pulls stay out of root's
+# ~/.docker (the user's own Docker is never touched).
+CAPSULE_DOCKER_CONFIG=$CAPSULE_ETC/docker-client
+
+cap_registry_auth() { [ "$CAPSULE_REGISTRY_AUTH" = 1 ]; }
+cap_registry_password() { cap_secret REGISTRY_PASSWORD; }
+
+# cap_registry_status: the HTTP status of an anonymous GET /v2/ (200 open,
+# 401 protected, 000 down).
+cap_registry_status() {
+	curl -s -o /dev/null -w '%{http_code}' --max-time 3 "http://$CAPSULE_REGISTRY_ADDR/v2/" 2>/dev/null || true
+}
+cap_registry_up() {
+	local code
+	code=$(cap_registry_status)
+	[ "$code" = 200 ] || [ "$code" = 401 ]
+}
+# cap_registry_mode_ok: it answers, open or protected as wanted.
+cap_registry_mode_ok() {
+	local code
+	code=$(cap_registry_status)
+	if cap_registry_auth; then [ "$code" = 401 ]; else [ "$code" = 200 ]; fi
+}
+
+# cap_registry_curl ARGS...: curl with the registry login when protected.
+cap_registry_curl() {
+	if cap_registry_auth; then
+		curl -u "$CAPSULE_REGISTRY_USER:$(cap_registry_password)" "$@"
+	else
+		curl "$@"
+	fi
+}
 
 cap_write_registry_config() {
-	local f=$CAPSULE_ETC/registry.yml
-	[ -f "$f" ] && return 0
-	cat >"$f" <<EOF
-# Capsule's private image registry (deploy/lib.sh). Not on :5000, which is
-# the Identity API's port.
+	local f=$CAPSULE_ETC/registry.yml auth=
+	if cap_registry_auth; then
+		umask 077
+		htpasswd -Bbn "$CAPSULE_REGISTRY_USER" "$(cap_registry_password)" >"$CAPSULE_REGISTRY_HTPASSWD.tmp"
+		umask 022
+		mv "$CAPSULE_REGISTRY_HTPASSWD.tmp" "$CAPSULE_REGISTRY_HTPASSWD"
+		auth="auth:
+  htpasswd:
+    realm: capsule-registry
+    path: $CAPSULE_REGISTRY_HTPASSWD"
+	fi
+	cat >"$f.tmp" <<EOF
+# Capsule's private image registry (deploy/lib.sh; rewritten on start).
+# Not on :5000, which is the Identity API's port.
 version: 0.1
 log:
   level: warn
@@ -396,28 +443,49 @@ storage:
     enabled: true
 http:
   addr: $CAPSULE_REGISTRY_ADDR
+$auth
 EOF
+	mv "$f.tmp" "$f"
 }
 
 cap_start_registry() {
-	if cap_registry_up; then
+	if cap_registry_mode_ok; then
 		cap_say "registry already answers on $CAPSULE_REGISTRY_ADDR"
+		cap_registry_login
 		return 0
+	fi
+	if cap_registry_up; then
+		# Running, but open where it must be protected or the other way
+		# round (the test suite and the all-in-one share this machine).
+		cap_say "restarting the registry on $CAPSULE_REGISTRY_ADDR (authentication $(cap_registry_auth && echo on || echo off))"
+		cap_stop_registry
 	fi
 	cap_dirs
 	mkdir -p "$CAPSULE_LIB/registry"
 	cap_write_registry_config
 	if cap_systemd; then
 		cap_install_unit capsule-registry
-		systemctl start capsule-registry.service
+		systemctl restart capsule-registry.service
 	else
 		cap_spawn "$CAPSULE_RUN/registry.pid" "$CAPSULE_LOG/registry.log" docker-registry serve "$CAPSULE_ETC/registry.yml"
 	fi
 	cap_say "starting registry on $CAPSULE_REGISTRY_ADDR"
-	cap_wait registry 30 cap_registry_up || {
+	cap_wait registry 30 cap_registry_mode_ok || {
 		cap_tail_log "$CAPSULE_LOG/registry.log"
 		cap_die "registry did not start on $CAPSULE_REGISTRY_ADDR"
 	}
+	cap_registry_login
+}
+
+# cap_registry_login: logs Capsule's Docker CLI config in to a protected
+# registry, for the base image's push and the pre-pulls.
+cap_registry_login() {
+	export DOCKER_CONFIG=$CAPSULE_DOCKER_CONFIG
+	mkdir -p "$DOCKER_CONFIG"
+	chmod 700 "$DOCKER_CONFIG"
+	cap_registry_auth || return 0
+	cap_registry_password | cap_docker login -u "$CAPSULE_REGISTRY_USER" --password-stdin "$CAPSULE_REGISTRY_ADDR" >/dev/null ||
+		cap_die "docker login to the registry $CAPSULE_REGISTRY_ADDR failed"
 }
 
 cap_stop_registry() {
@@ -431,7 +499,7 @@ cap_stop_registry() {
 # lacks it, and pre-pulls it into the dedicated dockerd so boots are fast.
 cap_ensure_base_image() {
 	local manifest="http://$CAPSULE_REGISTRY_ADDR/v2/capsule/busybox/manifests/latest"
-	if curl -sf --max-time 5 -o /dev/null -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "$manifest"; then
+	if cap_registry_curl -sf --max-time 5 -o /dev/null -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "$manifest"; then
 		cap_say "base image $CAPSULE_IMAGE present in the registry"
 		cap_prepull_image ""
 	else
@@ -621,6 +689,76 @@ cap_ovs_patch() {
 	ovs-vsctl --timeout=10 \
 		--may-exist add-port "$1" "$2" -- set interface "$2" type=patch "options:peer=$4" -- clear port "$2" tag trunks \
 		-- --may-exist add-port "$3" "$4" -- set interface "$4" type=patch "options:peer=$2" -- clear port "$4" tag trunks
+}
+
+# ---- LXCFS ------------------------------------------------------------------
+
+# LXCFS (Debian's lxcfs) serves /proc files computed from the reading
+# process's cgroups: meminfo, cpuinfo, stat, uptime, loadavg... The docker
+# driver bind-mounts them over each server's /proc (config agent.lxcfs), so
+# free, top, uptime and nproc inside a server show its own limits and load
+# (the tenants-saw-the-host lesson). The loadavg and CPU-quota views are off
+# unless asked for. A restarted LXCFS breaks the mounts of running servers
+# until they reboot (docs/operations.md).
+CAPSULE_LXCFS_DIR=${CAPSULE_LXCFS_DIR:-/var/lib/lxcfs}
+CAPSULE_LXCFS_FLAGS=(--enable-loadavg --enable-cfs)
+
+# cap_lxcfs_up: LXCFS answers (a dead one leaves a mount that fails reads
+# with "transport endpoint is not connected").
+cap_lxcfs_up() { head -c 1 "$CAPSULE_LXCFS_DIR/proc/meminfo" >/dev/null 2>&1; }
+
+# cap_start_lxcfs: best effort, like OVS (always returns 0; cap_lxcfs_up
+# tells): without it servers run with the host's /proc view (the agent logs
+# a warning), they never fail to boot.
+cap_start_lxcfs() {
+	local pidfile=$CAPSULE_RUN/lxcfs.pid log=$CAPSULE_LOG/lxcfs.log reconfigured=
+	if ! command -v lxcfs >/dev/null || [ ! -e /dev/fuse ]; then
+		cap_warn "lxcfs or /dev/fuse missing: servers will see the host's /proc (apt-get install lxcfs)"
+		return 0
+	fi
+	# Installing Debian's package on a systemd host starts lxcfs at once,
+	# without Capsule's flags: the drop-in is checked even when it answers.
+	if cap_systemd && cap_lxcfs_dropin; then reconfigured=1; fi
+	if cap_lxcfs_up; then
+		if [ -z "$reconfigured" ]; then
+			cap_say "LXCFS already serves $CAPSULE_LXCFS_DIR"
+			return 0
+		fi
+		cap_warn "restarting LXCFS with ${CAPSULE_LXCFS_FLAGS[*]}: running servers' /proc views break until they reboot"
+	fi
+	# A dead LXCFS's mount point cannot be mounted over: detach it.
+	if ! cap_lxcfs_up && grep -q " $CAPSULE_LXCFS_DIR fuse" /proc/mounts; then
+		umount -l "$CAPSULE_LXCFS_DIR" 2>/dev/null || fusermount -uz "$CAPSULE_LXCFS_DIR" 2>/dev/null || true
+	fi
+	mkdir -p "$CAPSULE_LXCFS_DIR"
+	cap_say "starting LXCFS on $CAPSULE_LXCFS_DIR"
+	if cap_systemd; then
+		systemctl enable --quiet lxcfs.service 2>/dev/null || true
+		systemctl restart lxcfs.service || true
+	else
+		cap_pid_alive "$pidfile" || rm -f "$pidfile"
+		# In the foreground lxcfs writes its own pid into its pid file.
+		cap_spawn - "$log" lxcfs --foreground --pidfile="$pidfile" "${CAPSULE_LXCFS_FLAGS[@]}" "$CAPSULE_LXCFS_DIR"
+	fi
+	cap_mark_started lxcfs
+	cap_wait LXCFS 15 cap_lxcfs_up || {
+		cap_tail_log "$log"
+		cap_warn "LXCFS did not start (see $log or journalctl -u lxcfs): servers will see the host's /proc"
+		return 0
+	}
+}
+
+# cap_lxcfs_dropin: writes the drop-in of Debian's lxcfs.service that adds
+# Capsule's flags and clears its ConditionVirtualization (which keeps it off
+# inside containers); true when it changed.
+cap_lxcfs_dropin() {
+	local dropin=/etc/systemd/system/lxcfs.service.d/capsule.conf conf
+	conf=$(printf '[Unit]\nConditionVirtualization=\n[Service]\nExecStart=\nExecStart=%s %s %s\n' \
+		"$(command -v lxcfs)" "${CAPSULE_LXCFS_FLAGS[*]}" "$CAPSULE_LXCFS_DIR")
+	[ "$(cat "$dropin" 2>/dev/null)" = "$conf" ] && return 1
+	mkdir -p "$(dirname "$dropin")"
+	printf '%s\n' "$conf" >"$dropin"
+	systemctl daemon-reload
 }
 
 # ---- Capsule ----------------------------------------------------------------

@@ -8,7 +8,8 @@
 #   set -a; eval "$(deploy/test-env.sh)"; set +a
 #
 # Tests that need OVS create their own bridges and trunk (and remove them);
-# CAPSULE_TEST_OVS=1 is printed only when Open vSwitch answers.
+# CAPSULE_TEST_OVS=1 is printed only when Open vSwitch answers,
+# CAPSULE_TEST_LXCFS only when LXCFS serves its proc files.
 # Progress goes to stderr; stdout carries only the variable lines.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -40,6 +41,7 @@ cap_start_rabbitmq
 cap_start_postgres
 cap_pg_database capsule capsule capsule_test
 cap_start_ovs
+cap_start_lxcfs
 
 cat <<ENV
 CAPSULE_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/
@@ -51,3 +53,4 @@ CAPSULE_TEST_POSTGRES_DSN=postgres://capsule:capsule@127.0.0.1:5432/capsule_test
 CAPSULE_TEST_REGISTRY=$CAPSULE_REGISTRY_ADDR
 ENV
 if cap_ovs_up; then echo CAPSULE_TEST_OVS=1; fi
+if cap_lxcfs_up; then echo "CAPSULE_TEST_LXCFS=$CAPSULE_LXCFS_DIR"; fi

@@ -52,6 +52,7 @@ type cloud struct {
 	agentDriver string // agent.driver ("" = docker)
 	extraConfig string // YAML appended to the control plane's config
 	registry    string // the registry section of every config ("" = the default, the test registry)
+	baseImage   string // the base image's registry reference (the servers' image, the sandboxes')
 
 	hosts []*computeHost // the compute hosts, in order
 	procs []*proc        // the capsuled processes, control plane first
@@ -181,7 +182,8 @@ func startCloud(t *testing.T, opts ...cloudOption) *cloud {
 	img := testenv.Image(t)
 	c := &cloud{dir: t.TempDir(), bin: buildCapsuled(t), host: "e2e-" + uuid.NewString()[:8],
 		identity: freePort(t), compute: freePort(t), image: freePort(t), network: freePort(t),
-		adminPass: "admin-" + uuid.NewString()[:8], demoPass: "demo-" + uuid.NewString()[:8], dockerHost: dockerHost}
+		adminPass: "admin-" + uuid.NewString()[:8], demoPass: "demo-" + uuid.NewString()[:8], dockerHost: dockerHost,
+		baseImage: img}
 	c.amqp = c.ownVhost(t, amqp)
 	c.dbDriver, c.dbDSN = "sqlite", filepath.Join(c.dir, "capsule.db")
 	for _, o := range opts {
@@ -284,7 +286,8 @@ func (c *cloud) agentSection(h *computeHost) string {
   heartbeat_interval: 2s
   stop_timeout: 5s
   bridge_mappings: %s
-`, h.name, h.dockerHost, driver, mappings)
+  sandbox_image: %s
+`, h.name, h.dockerHost, driver, mappings, c.baseImage)
 }
 
 // makeBridges creates the hosts' OVS bridges (as the agents' EnsureBridges

@@ -13,7 +13,10 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/google/uuid"
+	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
 )
 
 // chromiumPath finds Debian's chromium the way internal/testenv finds
@@ -201,9 +204,12 @@ func TestPortal(t *testing.T) {
 	demo := c.computeClient(t, "demo", c.demoPass, "demo")
 	img := c.imageIDs(t, "demo", c.demoPass, "demo")["busybox"]
 
-	// admin's own server, which demo must never see.
+	// admin's own server, which demo must never see (with a NIC of its
+	// own for the network chart).
 	adminName := "admins-" + uuid.NewString()[:6]
-	asrv, err := servers.Create(ctx, admin, servers.CreateOpts{Name: adminName, ImageRef: img, FlavorRef: "1"}, nil).Extract()
+	adminNet, _ := tenantNetwork(t, c.networkClient(t, "admin", c.adminPass, "admin"), "portal-admin-net", "10.78.0.0/24", nil)
+	asrv, err := servers.Create(ctx, admin, servers.CreateOpts{Name: adminName, ImageRef: img, FlavorRef: "1",
+		Networks: []servers.Network{{UUID: adminNet}}}, nil).Extract()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,6 +312,22 @@ func TestPortal(t *testing.T) {
 		t.Fatalf("server after refused POSTs: %v %v", s, err)
 	}
 
+	// A member has no Hosts page: no link, and its URL is refused.
+	if evalJS[bool](b, `!!document.querySelector("#hosts-link")`) {
+		t.Error("demo's menu links the Hosts page")
+	}
+	b.open("/hosts")
+	if e := b.text("#error"); !strings.Contains(e, "for cloud administrators") {
+		t.Errorf("demo on /hosts: %q", e)
+	}
+	// ...nor charts: a note says why (Nova's diagnostics are admin-only).
+	b.open("/servers/" + id)
+	if n := b.text("#charts-note"); !strings.Contains(n, "admin role") {
+		t.Errorf("member's charts note: %q", n)
+	}
+
+	portalServerActions(t, b, c, demo, id, name)
+
 	// Stop, with confirmation, and watch the status change in place.
 	b.open("/servers/" + id)
 	b.submit("#act-stop", "/servers/"+id+"/confirm?action=stop")
@@ -373,6 +395,204 @@ func TestPortal(t *testing.T) {
 		t.Errorf("admin's server detail: host %q, want %s", h, c.host)
 	}
 	b.shot("server-detail-admin")
+
+	portalAdmin(t, b, c, admin, asrv.ID)
+}
+
+// waitVisible waits until the element sel is shown (its form or section
+// is not hidden: the page's script shows actions as the status allows).
+func (b *browser) waitVisible(sel string, timeout time.Duration) {
+	b.t.Helper()
+	b.waitJS(sel+" visible", fmt.Sprintf(`(function(){var e=document.querySelector(%q); return !!e && e.offsetParent !== null})()`, sel), timeout)
+}
+
+// copyShot copies a screenshot into docs/ (the pictures docs/portal.md
+// shows).
+func copyShot(t *testing.T, png, name string) {
+	if png == "" {
+		return
+	}
+	if b, err := os.ReadFile(png); err == nil {
+		if err := os.WriteFile(filepath.Join("..", "docs", name), b, 0o644); err != nil {
+			t.Logf("copy the screenshot to docs: %v", err)
+		}
+	}
+}
+
+// portalServerActions drives demo's ACTIVE server through the detail
+// page's actions: pause and unpause, a resize Nova refuses (same flavor:
+// its message shows), a live resize to m1.small confirmed from the page,
+// and a snapshot that shows up in the images list.
+func portalServerActions(t *testing.T, b *browser, c *cloud, demo *gophercloud.ServiceClient, id, name string) {
+	t.Helper()
+	ctx := context.Background()
+	status := `document.querySelector("#status").innerText.trim()`
+
+	// Pause and unpause: the buttons follow the status without a reload.
+	b.open("/servers/" + id)
+	b.submit("#act-pause", "/servers/"+id+"?done=pause")
+	b.waitJS("status PAUSED", status+` === "PAUSED"`, 60*time.Second)
+	b.waitVisible("#act-unpause", 10*time.Second)
+	if evalJS[bool](b, `document.querySelector("#act-pause").offsetParent !== null`) {
+		t.Error("a paused server still offers Pause")
+	}
+	b.shot("server-paused")
+	b.submit("#act-unpause", "/servers/"+id+"?done=unpause")
+	b.waitJS("status ACTIVE after unpause", status+` === "ACTIVE"`, 60*time.Second)
+	waitStatus(t, demo, id, "ACTIVE", 30*time.Second)
+
+	// A resize to the flavor the server has: Nova's refusal, readable, on
+	// the server's page.
+	b.open("/servers/" + id)
+	b.do("pick the current flavor", chromedp.SetValue(chromedp.CSS("#resize-flavor"), "1"))
+	b.submit("#act-resize", "/servers/"+id+"/action")
+	if e := b.text("#error"); !strings.Contains(e, "When resizing, instances must change flavor!") {
+		t.Errorf("resize to the same flavor: error %q, page %s", e, b.text("body"))
+	}
+	b.shot("resize-refused")
+
+	// Live resize to m1.small, then confirm from the page.
+	b.open("/servers/" + id)
+	b.do("pick m1.small", chromedp.SetValue(chromedp.CSS("#resize-flavor"), "2"))
+	b.submit("#act-resize", "/servers/"+id+"?done=resize")
+	b.waitJS("status VERIFY_RESIZE", status+` === "VERIFY_RESIZE"`, 90*time.Second)
+	b.waitVisible("#act-confirm-resize", 10*time.Second)
+	b.shot("server-verify-resize")
+	b.submit("#act-confirm-resize", "/servers/"+id+"?done=confirmResize")
+	s := waitStatus(t, demo, id, "ACTIVE", 60*time.Second)
+	if s.Flavor["id"] != "2" {
+		t.Errorf("flavor after the confirmed resize: %v, want 2", s.Flavor)
+	}
+	b.open("/servers/" + id)
+	if f := b.text("#flavor"); !strings.Contains(f, "m1.small") {
+		t.Errorf("detail page flavor after resize: %q", f)
+	}
+	if a := b.text("#actions"); !strings.Contains(a, "resize") || !strings.Contains(a, "confirmResize") || !strings.Contains(a, "pause") {
+		t.Errorf("action log after pause and resize: %q", a)
+	}
+
+	// Snapshot: the new image is listed (queued, then active).
+	snap := name + "-snap"
+	b.do("name the snapshot", chromedp.SetValue(chromedp.CSS("#snapshot-name"), snap))
+	b.submit("#act-snapshot", "/images?done=snapshot")
+	row := fmt.Sprintf(`(Array.from(document.querySelectorAll("#images tbody tr")).find(function(r){return r.cells[0].innerText.trim()===%q})||{cells:[{},{innerText:""}]}).cells[1].innerText.trim()`, snap)
+	if st := evalJS[string](b, row); st == "" {
+		t.Fatalf("the snapshot %s is not in the images list: %s", snap, b.text("#images"))
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for evalJS[string](b, row) != "active" {
+		if time.Now().After(deadline) {
+			t.Fatalf("snapshot %s not active within 2m: %s", snap, b.text("#images"))
+		}
+		time.Sleep(time.Second)
+		b.open("/images")
+	}
+	b.shot("images-snapshot")
+	waitStatus(t, demo, id, "ACTIVE", 60*time.Second)
+	// The image's registry tag goes with the image.
+	pc, err := c.provider(ctx, "demo", c.demoPass, "demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ic, err := openstack.NewImageV2(pc, gophercloud.EndpointOpts{Region: "RegionOne"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id := c.imageIDs(t, "demo", c.demoPass, "demo")[snap]; id != "" {
+		if err := images.Delete(ctx, ic, id).ExtractErr(); err != nil {
+			t.Errorf("delete the snapshot image: %v", err)
+		}
+	}
+}
+
+// portalAdmin: admin (logged in) sees usage charts drawn from live
+// diagnostics samples on its server's page, and the Hosts page: the
+// cloud's host with capacity numbers and the server under it; it
+// disables and enables the host, and a migration gets a readable answer
+// (with one host there is nowhere to go, or migration is not there yet).
+func portalAdmin(t *testing.T, b *browser, c *cloud, admin *gophercloud.ServiceClient, sid string) {
+	t.Helper()
+	// A burner for a while, so the CPU chart has something to show.
+	if out, err := c.docker("exec", "-d", "capsule-"+sid, "sh", "-c", "while :; do :; done & sleep 25; kill $!"); err != nil {
+		t.Fatalf("start a burner in %s: %v %s", sid, err, out)
+	}
+	b.open("/servers/" + sid)
+	// Any sample at 20% of the vCPU or more: the burner wants all of it,
+	// the margin is for a busy test machine.
+	b.waitJS("CPU chart shows the burner", `parseFloat(document.querySelector("#cpu-now").innerText) >= 20`, 30*time.Second)
+	b.waitJS("CPU chart has 2 points", `+(document.querySelector("#chart-cpu polyline.cpu")||{getAttribute:function(){return 0}}).getAttribute("data-points") >= 2`, 40*time.Second)
+	if m := b.text("#mem-now"); !strings.Contains(m, "of 128 MB") {
+		t.Errorf("memory chart caption: %q, want used of the flavor's 128 MB", m)
+	}
+	if n := evalJS[int](b, `+document.querySelector("#chart-mem polyline.mem").getAttribute("data-points")`); n < 2 {
+		t.Errorf("memory chart has %d points", n)
+	}
+	if cpu := b.text("#cpu-now"); !strings.Contains(cpu, "% of 1 vCPU") {
+		t.Errorf("CPU chart caption: %q", cpu)
+	}
+	if n := b.text("#net-now"); !strings.Contains(n, "rx ") || !strings.Contains(n, "/s") {
+		t.Errorf("network chart caption: %q, want the NIC's rates", n)
+	}
+	// A few more samples, for a picture with lines in it.
+	b.waitJS("7 samples", `+document.querySelector("#charts").getAttribute("data-samples") >= 7`, 40*time.Second)
+	t.Logf("charts: cpu %q, memory %q, network %q", b.text("#cpu-now"), b.text("#mem-now"), b.text("#net-now"))
+	copyShot(t, b.shot("server-detail-charts"), "portal-server-charts.png")
+
+	b.open("/hosts")
+	card := fmt.Sprintf(`document.querySelector('[data-host=%q]')`, c.host)
+	if !evalJS[bool](b, "!!"+card) {
+		t.Fatalf("hosts page has no card for %s: %s", c.host, b.text("body"))
+	}
+	for _, cls := range []string{".cap-vcpus", ".cap-ram", ".cap-disk"} {
+		if v := evalJS[string](b, card+`.querySelector(`+fmt.Sprintf("%q", cls)+`).innerText`); !regexp.MustCompile(`^\d+ of [1-9]\d*$`).MatchString(v) {
+			t.Errorf("host capacity %s: %q", cls, v)
+		}
+	}
+	if !evalJS[bool](b, card+fmt.Sprintf(`.querySelector('tr[data-id=%q]') !== null`, sid)) {
+		t.Errorf("server %s not listed under its host: %s", sid, b.text("#hosts"))
+	}
+	if st := evalJS[string](b, card+`.querySelector(".host-state").innerText`); st != "up" {
+		t.Errorf("host state %q", st)
+	}
+	copyShot(t, b.shot("hosts"), "portal-hosts.png")
+
+	// Disable, then enable.
+	b.submit(`[data-host="`+c.host+`"] .host-disable`, "/hosts?done=disable")
+	if n, st := b.text("#notice"), evalJS[string](b, card+`.querySelector(".host-status").innerText`); !strings.Contains(n, "is disabled") || st != "disabled" {
+		t.Errorf("after disable: notice %q, status %q", n, st)
+	}
+	st, body := raw(t, admin, "GET", "os-services?binary=nova-compute&host="+c.host, "")
+	if svcs, _ := body["services"].([]any); st != 200 || len(svcs) != 1 || svcs[0].(map[string]any)["status"] != "disabled" {
+		t.Errorf("os-services after disable: %d %v", st, body)
+	}
+	b.shot("hosts-disabled")
+	b.submit(`[data-host="`+c.host+`"] .host-enable`, "/hosts?done=enable")
+	if st := evalJS[string](b, card+`.querySelector(".host-status").innerText`); st != "enabled" {
+		t.Errorf("after enable: status %q", st)
+	}
+
+	// Migrate: whatever the API answers, the page says it in words.
+	b.do("migrate", chromedp.Click(chromedp.CSS(`[data-host="`+c.host+`"] tr[data-id="`+sid+`"] .migrate-go`)))
+	// Accepted: back on /hosts?done=migrate; refused: the Hosts page
+	// rendered at the form's address with the API's message.
+	b.waitJS("migrate answered", `document.readyState === "complete" && (location.search.indexOf("done=migrate") >= 0 || location.pathname.indexOf("/admin/") === 0)`, 30*time.Second)
+	msg := b.text("#error") + b.text("#notice")
+	t.Logf("migrate on a one-host cloud: %q", msg)
+	if msg == "" || strings.Contains(msg, "goroutine") || strings.Contains(msg, "Traceback") || strings.Contains(msg, "{") {
+		t.Errorf("migrate answer is not a readable message: %q", msg)
+	}
+	b.shot("hosts-migrate")
+
+	// Phone width for the admin pages.
+	b.do("phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
+	for _, p := range []string{"/servers/" + sid, "/hosts"} {
+		b.open(p)
+		if w := evalJS[int](b, `document.documentElement.scrollWidth - window.innerWidth`); w > 0 {
+			t.Errorf("page %s is %dpx wider than a 390px phone", p, w)
+		}
+	}
+	b.shot("hosts-phone")
+	b.do("desktop viewport", chromedp.EmulateViewport(1280, 860))
 }
 
 // TestPortalManyServers: with 500 servers in the project (fake agents; a
@@ -432,5 +652,67 @@ func TestPortalManyServers(t *testing.T) {
 	b.open("/servers")
 	if w := evalJS[int](b, `document.documentElement.scrollWidth - window.innerWidth`); w > 0 {
 		t.Errorf("servers page with %d servers is %dpx wider than a phone", n, w)
+	}
+}
+
+// TestPortalMigrate: on a two-host cloud an admin migrates a server from
+// the Hosts page to the host picked in the menu, confirms it from the
+// migrations list once it waits in VERIFY_RESIZE, then evacuates that
+// host: it is disabled, the server's migration is reported as started,
+// and once confirmed the server runs on the first host again.
+func TestPortalMigrate(t *testing.T) {
+	chromiumPath(t)
+	c, _ := migrationCloud(t)
+	ctx := context.Background()
+	admin := c.computeClient(t, "admin", c.adminPass, "admin")
+	img := c.imageIDs(t, "admin", c.adminPass, "admin")["busybox"]
+	srv, err := servers.Create(ctx, admin, servers.CreateOpts{Name: "portal-mig", ImageRef: img, FlavorRef: "1"}, nil).Extract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = servers.Delete(context.Background(), admin, srv.ID).ExtractErr() })
+	waitStatus(t, admin, srv.ID, "ACTIVE", 90*time.Second)
+	from := serverHost(t, admin, srv.ID)
+	to := c.hosts[0].name
+	if to == from {
+		to = c.hosts[1].name
+	}
+
+	b := newBrowser(t, c.portalURL(t))
+	b.login("admin", c.adminPass, "admin")
+	b.open("/hosts")
+	row := fmt.Sprintf(`[data-host=%q] tr[data-id=%q]`, from, srv.ID)
+	b.do("pick the target host", chromedp.SetValue(chromedp.CSS(row+` select[name=host]`), to))
+	b.submit(row+" .migrate-go", "/hosts?done=migrate")
+	waitStatus(t, admin, srv.ID, "VERIFY_RESIZE", 3*time.Minute)
+	b.open("/hosts")
+	confirm := fmt.Sprintf(`#migrations tr[data-id=%q] .mig-confirm`, srv.ID)
+	b.waitVisible(confirm, 10*time.Second)
+	copyShot(t, b.shot("hosts-verify-migration"), "portal-hosts-migration.png")
+	b.submit(confirm, "/hosts?done=confirmResize")
+	waitStatus(t, admin, srv.ID, "ACTIVE", 2*time.Minute)
+	if h := serverHost(t, admin, srv.ID); h != to {
+		t.Fatalf("server on %s after the confirmed migration, want %s", h, to)
+	}
+
+	// Evacuate the host it now runs on.
+	b.open("/hosts")
+	b.submit(fmt.Sprintf(`[data-host=%q] .host-evacuate`, to), "/hosts/"+to+"/evacuate")
+	// The results come on the confirmation page's own path: wait for them.
+	b.do("evacuate", chromedp.Click(chromedp.CSS("#evacuate-yes")))
+	b.waitJS("evacuate results", `document.readyState === "complete" && !!document.querySelector("#back-hosts")`, 60*time.Second)
+	if r := b.text(fmt.Sprintf(`#evacuate tr[data-id=%q]`, srv.ID)); !strings.Contains(r, "migrating") {
+		t.Errorf("evacuate result for the server: %q (page %s)", r, b.text("main"))
+	}
+	b.shot("hosts-evacuate")
+	waitStatus(t, admin, srv.ID, "VERIFY_RESIZE", 3*time.Minute)
+	b.open("/hosts")
+	if st := evalJS[string](b, fmt.Sprintf(`document.querySelector('[data-host=%q] .host-status').innerText`, to)); st != "disabled" {
+		t.Errorf("evacuated host %s is %q, want disabled", to, st)
+	}
+	b.submit(confirm, "/hosts?done=confirmResize")
+	waitStatus(t, admin, srv.ID, "ACTIVE", 2*time.Minute)
+	if h := serverHost(t, admin, srv.ID); h != from {
+		t.Errorf("server on %s after the evacuation, want %s", h, from)
 	}
 }

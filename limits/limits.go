@@ -99,10 +99,11 @@ type CPU struct {
 	// libvirt applies it to each vCPU thread; 0 when unset, negative for
 	// "no quota" (each vCPU may then use a whole CPU).
 	QuotaUS int64
-	// Dedicated is hw:cpu_policy=dedicated. It is recorded only: pinning
-	// to exclusive CPUs needs the scheduler to track which host CPUs are
-	// taken, which is not built yet, so a dedicated server gets the same
-	// hard quota as a shared one.
+	// Dedicated is hw:cpu_policy=dedicated: the docker driver pins the
+	// server to host CPUs no other pinned server uses (drivers/docker
+	// cpuset.go) and refuses the build when none are free, which makes
+	// the scheduler retry on another host. The scheduler itself does not
+	// count free CPUs per host yet.
 	Dedicated bool
 }
 

@@ -28,7 +28,7 @@ type Collector struct {
 	log     *slog.Logger
 
 	cpuSeconds, cpuThrottledSeconds, cpuPeriods, cpuThrottledPeriods *prometheus.Desc
-	memUsage, memCache, memRSS, memLimit, oomKills                   *prometheus.Desc
+	memUsage, memCache, memRSS, memLimit, oomKills, memWorkingSet    *prometheus.Desc
 	pids, pidsMax                                                    *prometheus.Desc
 	diskReadBytes, diskWriteBytes, diskReadOps, diskWriteOps         *prometheus.Desc
 	nicRxBytes, nicTxBytes, nicRxDrops, nicTxDrops, tcDrops          *prometheus.Desc
@@ -55,7 +55,9 @@ func NewCollector(host string, src Source, timeout time.Duration, log *slog.Logg
 		cpuThrottledPeriods: desc("server_cpu_throttled_periods_total", "CFS periods in which the server was throttled.", s),
 		memUsage: desc("server_memory_usage_bytes",
 			"Memory charged to the server's cgroup, page cache included (what the OOM killer compares to the limit).", s),
-		memCache:       desc("server_memory_cache_bytes", "Page cache charged to the server's cgroup.", s),
+		memCache: desc("server_memory_cache_bytes", "Page cache charged to the server's cgroup (tmpfs files included).", s),
+		memWorkingSet: desc("server_memory_working_set_bytes",
+			"Memory the server uses that the kernel cannot simply reclaim: usage minus inactive page cache (what memory alarms compare to the limit).", s),
 		memRSS:         desc("server_memory_rss_bytes", "Anonymous memory of the server.", s),
 		memLimit:       desc("server_memory_limit_bytes", "Memory limit of the server (absent when unlimited).", s),
 		oomKills:       desc("server_oom_kills_total", "Processes of the server killed by the OOM killer.", s),
@@ -85,7 +87,7 @@ func NewCollector(host string, src Source, timeout time.Duration, log *slog.Logg
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.cpuSeconds, c.cpuThrottledSeconds, c.cpuPeriods, c.cpuThrottledPeriods,
-		c.memUsage, c.memCache, c.memRSS, c.memLimit, c.oomKills, c.pids, c.pidsMax,
+		c.memUsage, c.memCache, c.memRSS, c.memLimit, c.oomKills, c.memWorkingSet, c.pids, c.pidsMax,
 		c.diskReadBytes, c.diskWriteBytes, c.diskReadOps, c.diskWriteOps,
 		c.nicRxBytes, c.nicTxBytes, c.nicRxDrops, c.nicTxDrops, c.tcDrops,
 		c.hostPids, c.hostPidMax, c.conntrack, c.conntrackMax, c.dockerUp, c.ovsUp, c.running, c.scrapeErrors} {
@@ -145,6 +147,9 @@ func (c *Collector) collectServer(ch chan<- prometheus.Metric, s Server) {
 		gauge(c.memUsage, float64(st.MemoryUsageBytes))
 		gauge(c.memCache, float64(st.MemoryCacheBytes))
 		gauge(c.memRSS, float64(st.MemoryRSSBytes))
+		if s.HasWorkingSet {
+			gauge(c.memWorkingSet, float64(s.WorkingSetBytes))
+		}
 		if st.MemoryLimitBytes > 0 {
 			gauge(c.memLimit, float64(st.MemoryLimitBytes))
 		}

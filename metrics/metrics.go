@@ -27,7 +27,13 @@ type Server struct {
 	// does not run (or the driver cannot measure it).
 	Stats    drivers.InstanceStats
 	HasStats bool
-	NICs     []NIC
+	// WorkingSetBytes is the memory the kernel cannot simply reclaim
+	// from the server: usage minus the inactive page cache (tmpfs and
+	// recently used cache count). HasWorkingSet is false when the driver
+	// cannot split the usage; the series is then not exported.
+	WorkingSetBytes uint64
+	HasWorkingSet   bool
+	NICs            []NIC
 }
 
 // NIC is one server NIC's counters, from the server's point of view (rx is

@@ -67,6 +67,7 @@ func TestCollectorSeries(t *testing.T) {
 				CPUThrottledPeriods: 4, MemoryUsageBytes: 100 << 20, MemoryCacheBytes: 60 << 20, MemoryRSSBytes: 40 << 20,
 				MemoryLimitBytes: 512 << 20, OOMKills: 2, Pids: 7, PidsLimit: 100,
 				DiskReadBytes: 4096, DiskWriteBytes: 8192, DiskReadOps: 1, DiskWriteOps: 2},
+			WorkingSetBytes: 55 << 20, HasWorkingSet: true,
 			NICs: []NIC{{PortID: "port-a", Interface: "tap-a", RxBytes: 10, TxBytes: 20, RxDrops: 1, TxDrops: 2, Shaped: true, TCDrops: 5},
 				{PortID: "port-b", Interface: "tap-b", RxBytes: 3}},
 		}, {ID: "i-2", Project: "p-2"}}, // stopped: no cgroup series
@@ -82,6 +83,7 @@ func TestCollectorSeries(t *testing.T) {
 		"capsule_server_memory_usage_bytes" + srv:          100 << 20,
 		"capsule_server_memory_cache_bytes" + srv:          60 << 20,
 		"capsule_server_memory_rss_bytes" + srv:            40 << 20,
+		"capsule_server_memory_working_set_bytes" + srv:    55 << 20,
 		"capsule_server_memory_limit_bytes" + srv:          512 << 20,
 		"capsule_server_oom_kills_total" + srv:             2,
 		"capsule_server_pids" + srv:                        7,

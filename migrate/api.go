@@ -74,9 +74,12 @@ func Pending(ctx context.Context, st *store.Store, instanceID string) (*store.Mi
 	return pending(ctx, st, instanceID)
 }
 
-// Confirm starts confirming inst's pending cold migration (task
-// resize_confirming, step confirming): the engine then removes the source
-// container and the registry tag and drops the source claim.
+// Confirm confirms inst's pending cold migration: the instance goes back
+// to the vm_state it was migrated from at once (no task: the API answers
+// 204 as Nova does), the confirmResize action is recorded, and the
+// migration moves to step confirming, where the engine removes the source
+// container and the registry tag and drops the source claim in the
+// background.
 func Confirm(ctx context.Context, st *store.Store, inst *store.Instance, req Request) (*store.Migration, error) {
 	return confirm(ctx, st, inst, req)
 }

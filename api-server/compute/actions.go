@@ -22,9 +22,8 @@ import (
 // notYet are Nova actions Capsule knows but does not offer yet; they get a
 // clear error instead of "no such action".
 var notYet = map[string]string{
-	"migrate":        "cold migration",
-	"os-migrateLive": "live migration", "createBackup": "backups",
-	"rebuild": "rebuild", "suspend": "suspend", "resume": "resume", "shelve": "shelve", "unshelve": "shelve",
+	"createBackup": "backups",
+	"rebuild":      "rebuild", "suspend": "suspend", "resume": "resume", "shelve": "shelve", "unshelve": "shelve",
 	"shelveOffload": "shelve", "rescue": "rescue", "unrescue": "rescue", "changePassword": "password change",
 	"addSecurityGroup": "security groups", "removeSecurityGroup": "security groups",
 	"os-getVNCConsole": "VNC consoles", "trigger_crash_dump": "crash dumps", "forceDelete": "soft delete",
@@ -90,6 +89,12 @@ func (s *Service) serverAction(w http.ResponseWriter, r *http.Request) {
 		s.revertResize(w, r, inst)
 	case "createImage":
 		s.createImage(w, r, inst, arg)
+	case "migrate":
+		s.migrateServer(w, r, inst, arg)
+	case "os-migrateLive":
+		s.migrateLive(w, r)
+	case "evacuate":
+		s.evacuate(w, r)
 	default:
 		if feature, known := notYet[name]; known {
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("Action '%s' (%s) is not supported by this Capsule release yet.", name, feature))

@@ -19,10 +19,11 @@ import (
 	"github.com/capsule-cloud/capsule/store"
 )
 
-// Resize is live and in place: the server's host must hold the new
-// flavor (with the server's own claim given back first). Moving to
-// another host is a migration, which Capsule does not offer yet, so a
-// host without room refuses the resize.
+// Resize is live and in place when the server's host holds the new
+// flavor (with the server's own claim given back first); on a host
+// without room it becomes a cold migration onto another host with the
+// new flavor (package migrate, see migrate.go), as Nova's resize moves
+// hosts.
 
 // stateConflict writes Nova's 409 for an action refused in inst's state.
 func stateConflict(w http.ResponseWriter, inst *store.Instance, apiName string) {
@@ -157,10 +158,9 @@ func (s *Service) resizeServer(w http.ResponseWriter, r *http.Request, inst *sto
 	})
 	switch {
 	case errors.Is(err, store.ErrInsufficient):
-		writeError(w, http.StatusBadRequest, fmt.Sprintf(
-			"No valid host was found. Host %s has no room for flavor %s (%d vCPU, %d MB RAM, %d GB disk); "+
-				"resizing onto another host needs a migration, which this Capsule release does not support yet.",
-			inst.Host, flavor.FlavorID, flavor.VCPUs, flavor.MemoryMB, flavor.RootGB))
+		// The host lacks room (the transaction left nothing behind):
+		// resize onto another host, cold.
+		s.beginCold(w, r, inst, flavor, "", "resize")
 		return
 	case errors.Is(err, errStateChanged):
 		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot 'resize' instance %s: its state changed meanwhile", inst.ID))
@@ -250,9 +250,13 @@ func (s *Service) resizeQuota(ctx context.Context, inst *store.Instance, f *stor
 
 // confirmResize keeps the new flavor: the old copy is dropped, the
 // migration confirmed and the server back in the state it was resized
-// from. Nothing runs on the host (the new limits already apply), so it is
-// synchronous; 204 as Nova.
+// from. A cold migration's confirm is package migrate's (finishCold); a
+// live resize's runs nothing on the host (the new limits already apply),
+// so it is synchronous; 204 as Nova.
 func (s *Service) confirmResize(w http.ResponseWriter, r *http.Request, inst *store.Instance) {
+	if s.finishCold(w, r, inst, true) {
+		return
+	}
 	ctx := r.Context()
 	creds := auth.FromContext(ctx)
 	vm, task := lifecycle.VMState(inst.VMState), lifecycle.TaskState(inst.TaskState)
@@ -291,11 +295,15 @@ func (s *Service) confirmResize(w http.ResponseWriter, r *http.Request, inst *st
 	}
 }
 
-// revertResize gives the server its old flavor back: the claim returns to
-// the old size at once (it always fits: the server held it before), the
-// agent applies the old limits, and the conductor restores the flavor
-// copy when it reports.
+// revertResize gives the server its old flavor back (a cold migration's
+// revert is package migrate's: finishCold). For a live resize the claim
+// returns to the old size at once (it always fits: the server held it
+// before), the agent applies the old limits, and the conductor restores
+// the flavor copy when it reports.
 func (s *Service) revertResize(w http.ResponseWriter, r *http.Request, inst *store.Instance) {
+	if s.finishCold(w, r, inst, false) {
+		return
+	}
 	ctx := r.Context()
 	creds := auth.FromContext(ctx)
 	vm, task := lifecycle.VMState(inst.VMState), lifecycle.TaskState(inst.TaskState)
@@ -364,8 +372,8 @@ func (s *Service) revertResize(w http.ResponseWriter, r *http.Request, inst *sto
 	noContent(w, http.StatusAccepted)
 }
 
-// listMigrations is GET /os-migrations (admin): resizes (and, later,
-// migrations), newest first, with Nova's filters.
+// listMigrations is GET /os-migrations (admin): resizes and cold
+// migrations in every status, newest first, with Nova's filters.
 func (s *Service) listMigrations(w http.ResponseWriter, r *http.Request) {
 	v := versionOf(r.Context())
 	q := s.st.WithContext(r.Context()).Model(&store.Migration{})

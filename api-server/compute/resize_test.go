@@ -90,7 +90,6 @@ func TestResizeFlow(t *testing.T) {
 		{"unknown flavor", `{"resize":{"flavorRef":"99"}}`},
 		{"disabled flavor", `{"resize":{"flavorRef":"5"}}`},
 		{"no flavorRef", `{"resize":{}}`},
-		{"no room on the host", `{"resize":{"flavorRef":"4"}}`},
 	} {
 		resp, body := f.do("POST", action, "demo", c.body)
 		expectFault(t, resp, body, 400, "badRequest")

@@ -55,6 +55,7 @@ type Service struct {
 	bus  bus.Bus
 	opts Options
 	log  *slog.Logger
+	mig  migrator // package migrate's API (a fake in tests)
 }
 
 // New returns the compute API service.
@@ -74,7 +75,7 @@ func New(st *store.Store, b bus.Bus, opts Options) *Service {
 	if opts.Now == nil {
 		opts.Now = func() time.Time { return time.Now().UTC() }
 	}
-	return &Service{st: st, bus: b, opts: opts, log: opts.Log.With("api", "compute")}
+	return &Service{st: st, bus: b, opts: opts, log: opts.Log.With("api", "compute"), mig: engineMigrator{}}
 }
 
 // apiVersion is a compute microversion.
@@ -260,6 +261,8 @@ func (s *Service) apiRoutes(mux *http.ServeMux, p string) {
 	mux.HandleFunc("GET "+p+"/servers/{id}/os-interface", s.authed(s.listInterfaces))
 	mux.HandleFunc("GET "+p+"/servers/{id}/diagnostics", s.admin(s.serverDiagnostics))
 	mux.HandleFunc("GET "+p+"/servers/{id}/os-volume_attachments", s.authed(s.listVolumeAttachments))
+	mux.HandleFunc("GET "+p+"/servers/{id}/migrations", s.admin(s.listServerMigrations))
+	mux.HandleFunc("GET "+p+"/servers/{id}/migrations/{mid}", s.admin(s.showServerMigration))
 
 	// Flavors.
 	mux.HandleFunc("GET "+p+"/flavors", s.authed(s.listFlavors(false)))
@@ -295,6 +298,7 @@ func (s *Service) apiRoutes(mux *http.ServeMux, p string) {
 	mux.HandleFunc("GET "+p+"/os-simple-tenant-usage", s.admin(s.listTenantUsage))
 	mux.HandleFunc("GET "+p+"/os-simple-tenant-usage/{project}", s.authed(s.showTenantUsage))
 	mux.HandleFunc("GET "+p+"/os-migrations", s.admin(s.listMigrations))
+	mux.HandleFunc("GET "+p+"/os-host-events", s.admin(s.listHostEvents))
 	mux.HandleFunc("GET "+p+"/os-aggregates", s.admin(emptyList("aggregates")))
 	mux.HandleFunc("GET "+p+"/os-server-groups", s.authed(emptyList("server_groups")))
 	mux.HandleFunc("GET "+p+"/os-keypairs", s.authed(emptyList("keypairs")))

@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -199,24 +201,56 @@ func (s *Server) createServer(ctx context.Context, sess *session, lr LaunchReque
 	return err
 }
 
-// serverAction runs start, stop, reboot or delete on a server.
-func (s *Server) serverAction(ctx context.Context, sess *session, id, action string) error {
+// ActionArgs are the form fields some actions take.
+type ActionArgs struct {
+	Flavor string // resize: the new flavor's id
+	Name   string // snapshot: the new image's name
+	Host   string // migrate: the target host ("" = the scheduler's choice)
+}
+
+// actionBodies are the Nova action bodies of the portal's simple actions.
+var actionBodies = map[string]any{
+	"start":         map[string]any{"os-start": nil},
+	"stop":          map[string]any{"os-stop": nil},
+	"reboot":        map[string]any{"reboot": map[string]string{"type": "SOFT"}},
+	"pause":         map[string]any{"pause": nil},
+	"unpause":       map[string]any{"unpause": nil},
+	"confirmResize": map[string]any{"confirmResize": nil},
+	"revertResize":  map[string]any{"revertResize": nil},
+}
+
+// serverAction runs one of the portal's actions on a server: the simple
+// ones above, delete, resize, snapshot (createImage) and migrate.
+func (s *Server) serverAction(ctx context.Context, sess *session, id, action string, args ActionArgs) error {
 	u := s.ep.Compute + "/servers/" + url.PathEscape(id)
-	var body any
-	switch action {
-	case "delete":
+	version := ""
+	body, ok := actionBodies[action]
+	switch {
+	case ok:
+	case action == "delete":
 		_, err := s.up.do(ctx, "compute", sess.Token, http.MethodDelete, u, nil, nil)
 		return err
-	case "start":
-		body = map[string]any{"os-start": nil}
-	case "stop":
-		body = map[string]any{"os-stop": nil}
-	case "reboot":
-		body = map[string]any{"reboot": map[string]string{"type": "SOFT"}}
+	case action == "resize":
+		if args.Flavor == "" {
+			return &APIError{Status: http.StatusBadRequest, Service: "portal", Message: "Choose the flavor to resize to."}
+		}
+		body = map[string]any{"resize": map[string]string{"flavorRef": args.Flavor}}
+	case action == "snapshot":
+		if strings.TrimSpace(args.Name) == "" {
+			return &APIError{Status: http.StatusBadRequest, Service: "portal", Message: "Give the snapshot a name."}
+		}
+		body = map[string]any{"createImage": map[string]string{"name": strings.TrimSpace(args.Name)}}
+	case action == "migrate":
+		body = map[string]any{"migrate": nil}
+		if args.Host != "" {
+			// A target host is 2.56's; below it migrate takes no body.
+			version = "2.56"
+			body = map[string]any{"migrate": map[string]string{"host": args.Host}}
+		}
 	default:
-		return &APIError{Status: http.StatusBadRequest, Service: "portal", Message: "unknown action " + action}
+		return &APIError{Status: http.StatusBadRequest, Service: "portal", Message: "There is no action " + strconv.Quote(action) + "."}
 	}
-	_, err := s.up.do(ctx, "compute", sess.Token, http.MethodPost, u+"/action", body, nil)
+	_, err := s.up.doAt(ctx, "compute", version, sess.Token, http.MethodPost, u+"/action", body, nil)
 	return err
 }
 
@@ -229,21 +263,154 @@ func (s *Server) consoleOutput(ctx context.Context, sess *session, id string, li
 	return body.Output, err
 }
 
-// InstanceAction is one entry of a server's action log.
+// InstanceAction is one entry of a server's action log: what users asked
+// for, and what the cloud noticed by itself (alarms such as "oom_kill" or
+// "pids_alarm" are recorded as actions too).
 type InstanceAction struct {
-	Action    string  `json:"action"`
-	RequestID string  `json:"request_id"`
-	StartTime string  `json:"start_time"`
-	Message   *string `json:"message"`
-	UserID    string  `json:"user_id"`
+	Action    string        `json:"action"`
+	RequestID string        `json:"request_id"`
+	StartTime string        `json:"start_time"`
+	Message   *string       `json:"message"`
+	UserID    string        `json:"user_id"`
+	Events    []ActionEvent `json:"events"`
 }
 
+// ActionEvent is one step of an action, with its result.
+type ActionEvent struct {
+	Event      string  `json:"event"`
+	StartTime  string  `json:"start_time"`
+	FinishTime *string `json:"finish_time"`
+	Result     *string `json:"result"`
+}
+
+// Failed reports whether a step of the action ended in Error.
+func (a *InstanceAction) Failed() bool {
+	for _, e := range a.Events {
+		if e.Result != nil && strings.EqualFold(*e.Result, "Error") {
+			return true
+		}
+	}
+	return false
+}
+
+// EventSummary lists the action's steps as "event: result".
+func (a *InstanceAction) EventSummary() string {
+	parts := make([]string, 0, len(a.Events))
+	for _, e := range a.Events {
+		r := "running"
+		if e.Result != nil && *e.Result != "" {
+			r = *e.Result
+		}
+		parts = append(parts, e.Event+": "+r)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// actionDetails is how many of the newest actions get their events
+// fetched (one call each): enough for the page, bounded for a server
+// with a long history.
+const actionDetails = 25
+
+// instanceActions lists the server's actions, newest first, with the
+// events of the newest ones. The list has no events; each action's own
+// GET has them for members from 2.51 (for admins always).
 func (s *Server) instanceActions(ctx context.Context, sess *session, id string) ([]InstanceAction, error) {
 	var body struct {
 		Actions []InstanceAction `json:"instanceActions"`
 	}
-	_, err := s.up.do(ctx, "compute", sess.Token, http.MethodGet, s.ep.Compute+"/servers/"+url.PathEscape(id)+"/os-instance-actions", nil, &body)
-	return body.Actions, err
+	base := s.ep.Compute + "/servers/" + url.PathEscape(id) + "/os-instance-actions"
+	if _, err := s.up.do(ctx, "compute", sess.Token, http.MethodGet, base, nil, &body); err != nil {
+		return nil, err
+	}
+	var wg sync.WaitGroup
+	for i := range body.Actions[:min(len(body.Actions), actionDetails)] {
+		a := &body.Actions[i]
+		if a.RequestID == "" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var one struct {
+				Action InstanceAction `json:"instanceAction"`
+			}
+			// Without its events an action is still listed: the log
+			// matters more than the highlight.
+			if _, err := s.up.doAt(ctx, "compute", "2.51", sess.Token, http.MethodGet, base+"/"+url.PathEscape(a.RequestID), nil, &one); err == nil {
+				a.Events = one.Action.Events
+			}
+		}()
+	}
+	wg.Wait()
+	return body.Actions, nil
+}
+
+// Sample is one diagnostics reading of a server, as the detail page's
+// charts take it: counters, not rates (the page keeps the samples and
+// works the rates out from consecutive ones).
+type Sample struct {
+	At       int64   `json:"t"` // when the portal read it, Unix ms
+	State    string  `json:"state"`
+	VCPUs    int     `json:"vcpus"`
+	CPUNS    *uint64 `json:"cpu_ns"`      // CPU time used, all vCPUs; nil when not running
+	MemUsed  *int64  `json:"mem_used_mb"` // nil when not running
+	MemMax   int64   `json:"mem_max_mb"`
+	RxBytes  *uint64 `json:"rx_bytes"` // summed over the server's NICs; nil without one
+	TxBytes  *uint64 `json:"tx_bytes"`
+	NumNICs  int     `json:"nics"`
+	Uptime   *int64  `json:"uptime"`
+	ServerID string  `json:"id"`
+}
+
+// diagnostics reads the server's diagnostics in 2.48's standard body
+// (the same fields on every Nova driver). Nova lets admins only.
+func (s *Server) diagnostics(ctx context.Context, sess *session, id string) (*Sample, error) {
+	var body struct {
+		State      string `json:"state"`
+		NumCPUs    int    `json:"num_cpus"`
+		Uptime     *int64 `json:"uptime"`
+		CPUDetails []struct {
+			Time *uint64 `json:"time"`
+		} `json:"cpu_details"`
+		Memory struct {
+			Maximum int64  `json:"maximum"`
+			Used    *int64 `json:"used"`
+		} `json:"memory_details"`
+		NICs []struct {
+			Rx *uint64 `json:"rx_octets"`
+			Tx *uint64 `json:"tx_octets"`
+		} `json:"nic_details"`
+	}
+	_, err := s.up.doAt(ctx, "compute", "2.48", sess.Token, http.MethodGet, s.ep.Compute+"/servers/"+url.PathEscape(id)+"/diagnostics", nil, &body)
+	if err != nil {
+		return nil, err
+	}
+	smp := &Sample{At: time.Now().UnixMilli(), ServerID: id, State: body.State, VCPUs: body.NumCPUs, MemUsed: body.Memory.Used,
+		MemMax: body.Memory.Maximum, NumNICs: len(body.NICs), Uptime: body.Uptime}
+	for _, c := range body.CPUDetails {
+		if c.Time != nil {
+			t := *c.Time
+			if smp.CPUNS != nil {
+				t += *smp.CPUNS
+			}
+			smp.CPUNS = &t
+		}
+	}
+	add := func(sum **uint64, v *uint64) {
+		if v == nil {
+			return
+		}
+		t := *v
+		if *sum != nil {
+			t += **sum
+		}
+		*sum = &t
+	}
+	for _, n := range body.NICs {
+		add(&smp.RxBytes, n.Rx)
+		add(&smp.TxBytes, n.Tx)
+	}
+	return smp, nil
 }
 
 // Flavor is a compute flavor.

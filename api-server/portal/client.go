@@ -45,6 +45,13 @@ type upstream struct {
 // nil), decodes a 2xx JSON answer into out (if not nil) and returns the
 // response headers. Any other status becomes an *APIError.
 func (u upstream) do(ctx context.Context, service, token, method, url string, body, out any) (http.Header, error) {
+	return u.doAt(ctx, service, "", token, method, url, body, out)
+}
+
+// doAt is do at a compute microversion ("" = the API's default, 2.1):
+// pages ask for one only where a field or a call needs it, so the
+// bodies they parse stay the plain 2.1 ones elsewhere.
+func (u upstream) doAt(ctx context.Context, service, version, token, method, url string, body, out any) (http.Header, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -63,6 +70,10 @@ func (u upstream) do(ctx context.Context, service, token, method, url string, bo
 	}
 	if token != "" {
 		req.Header.Set("X-Auth-Token", token)
+	}
+	if version != "" {
+		req.Header.Set("OpenStack-API-Version", "compute "+version)
+		req.Header.Set("X-OpenStack-Nova-API-Version", version)
 	}
 	resp, err := u.client.Do(req)
 	if err != nil {

@@ -216,12 +216,29 @@ func (s *Server) serverJSON(w http.ResponseWriter, r *http.Request, sess *sessio
 // cannot make the portal say anything else.
 func doneMessage(code string) string {
 	return map[string]string{
-		"launched": "Launch requested: the servers appear below and turn ACTIVE when they run.",
-		"start":    "Start requested.",
-		"stop":     "Stop requested.",
-		"reboot":   "Reboot requested.",
-		"delete":   "Delete requested: the server disappears once it is gone.",
+		"launched":      "Launch requested: the servers appear below and turn ACTIVE when they run.",
+		"start":         "Start requested.",
+		"stop":          "Stop requested.",
+		"reboot":        "Reboot requested.",
+		"delete":        "Delete requested: the server disappears once it is gone.",
+		"pause":         "Pause requested: the server's processes are frozen until you unpause it.",
+		"unpause":       "Unpause requested.",
+		"resize":        "Resize requested: when the server shows VERIFY_RESIZE, confirm the new flavor or revert to the old one.",
+		"confirmResize": "Resize confirmed.",
+		"revertResize":  "Resize reverted: the server goes back to its old flavor.",
+		"snapshot":      "Snapshot requested: the image is listed below and turns active once it is uploaded.",
+		"migrate":       "Migration requested.",
 	}[code]
+}
+
+// diagnosticsJSON is one diagnostics sample for the detail page's charts.
+func (s *Server) diagnosticsJSON(w http.ResponseWriter, r *http.Request, sess *session) {
+	smp, err := s.diagnostics(r.Context(), sess, r.PathValue("id"))
+	if err != nil {
+		s.failJSON(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, smp)
 }
 
 // ---- server detail ----
@@ -229,6 +246,7 @@ func doneMessage(code string) string {
 type serverData struct {
 	Server  *ServerView
 	Flavor  *Flavor
+	Flavors []Flavor // the resize picker's choices
 	Image   string
 	IPs     []string
 	Actions []InstanceAction
@@ -248,10 +266,10 @@ func (s *Server) serverData(ctx context.Context, sess *session, id string) (*ser
 	if sv.Host != nil {
 		d.Host = *sv.Host
 	}
-	fl, _ := s.flavors(ctx, sess)
-	for i := range fl {
-		if fl[i].ID == sv.Flavor.ID {
-			d.Flavor = &fl[i]
+	d.Flavors, _ = s.flavors(ctx, sess)
+	for i := range d.Flavors {
+		if d.Flavors[i].ID == sv.Flavor.ID {
+			d.Flavor = &d.Flavors[i]
 		}
 	}
 	_, im := s.catalogNames(ctx, sess)
@@ -264,13 +282,19 @@ func (s *Server) serverData(ctx context.Context, sess *session, id string) (*ser
 }
 
 func (s *Server) serverPage(w http.ResponseWriter, r *http.Request, sess *session) {
-	d, err := s.serverData(r.Context(), sess, r.PathValue("id"))
+	s.renderServer(w, r, sess, r.PathValue("id"), http.StatusOK, doneMessage(r.URL.Query().Get("done")), "")
+}
+
+// renderServer shows the detail page, with a notice or the error of an
+// action the user just tried (so it reads where they clicked).
+func (s *Server) renderServer(w http.ResponseWriter, r *http.Request, sess *session, id string, status int, notice, errMsg string) {
+	d, err := s.serverData(r.Context(), sess, id)
 	if err != nil {
 		s.fail(w, r, sess, "Server", err)
 		return
 	}
-	v := view{Title: d.Server.Name, Nav: "servers", Sess: sess, Data: d, Notice: doneMessage(r.URL.Query().Get("done"))}
-	s.render(w, r, http.StatusOK, "server", v)
+	v := view{Title: d.Server.Name, Nav: "servers", Sess: sess, Data: d, Notice: notice, Error: errMsg}
+	s.render(w, r, status, "server", v)
 }
 
 func (s *Server) consolePage(w http.ResponseWriter, r *http.Request, sess *session) {
@@ -322,16 +346,29 @@ func (s *Server) actionPost(w http.ResponseWriter, r *http.Request, sess *sessio
 		http.Redirect(w, r, "/servers/"+url.PathEscape(id)+"/confirm?action="+url.QueryEscape(action), http.StatusSeeOther)
 		return
 	}
-	if err := s.serverAction(r.Context(), sess, id, action); err != nil {
-		s.fail(w, r, sess, "Server action", err)
+	args := ActionArgs{Flavor: r.PostFormValue("flavor"), Name: r.PostFormValue("name"), Host: r.PostFormValue("host")}
+	if err := s.serverAction(r.Context(), sess, id, action, args); err != nil {
+		st := statusOf(err)
+		if st == http.StatusUnauthorized || st == http.StatusNotFound || action == "delete" {
+			s.fail(w, r, sess, "Server action", err)
+			return
+		}
+		if st < 400 {
+			st = http.StatusBadGateway
+		}
+		s.renderServer(w, r, sess, id, st, "", messageOf(err))
 		return
 	}
 	s.log.Info("portal: server action", "user", sess.User, "project", sess.Project, "server", id, "action", action)
-	if action == "delete" {
+	switch action {
+	case "delete":
 		http.Redirect(w, r, "/servers?done=delete", http.StatusSeeOther)
-		return
+	case "snapshot":
+		// The new image is what the user wants to see next.
+		http.Redirect(w, r, "/images?done=snapshot", http.StatusSeeOther)
+	default:
+		http.Redirect(w, r, "/servers/"+url.PathEscape(id)+"?done="+url.QueryEscape(action), http.StatusSeeOther)
 	}
-	http.Redirect(w, r, "/servers/"+url.PathEscape(id)+"?done="+url.QueryEscape(action), http.StatusSeeOther)
 }
 
 // ---- launch ----
@@ -410,7 +447,8 @@ func (s *Server) imagesPage(w http.ResponseWriter, r *http.Request, sess *sessio
 		s.fail(w, r, sess, "Images", err)
 		return
 	}
-	s.render(w, r, http.StatusOK, "images", view{Title: "Images", Nav: "images", Sess: sess, Data: im})
+	s.render(w, r, http.StatusOK, "images", view{Title: "Images", Nav: "images", Sess: sess, Data: im,
+		Notice: doneMessage(r.URL.Query().Get("done"))})
 }
 
 func (s *Server) flavorsPage(w http.ResponseWriter, r *http.Request, sess *session) {

@@ -104,6 +104,20 @@ var funcs = template.FuncMap{
 		}
 		return *p
 	},
+	"num": func(p *float64) string {
+		if p == nil {
+			return "-"
+		}
+		return strconv.FormatFloat(*p, 'g', 6, 64)
+	},
+	"has": func(list, item string) bool {
+		for _, s := range strings.Fields(list) {
+			if s == item {
+				return true
+			}
+		}
+		return false
+	},
 }
 
 // parsePages parses each page template together with the layout.
@@ -152,6 +166,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /servers", s.authed(s.serversPage))
 	mux.HandleFunc("GET /api/servers", s.authedJSON(s.serversJSON))
 	mux.HandleFunc("GET /api/servers/{id}", s.authedJSON(s.serverJSON))
+	mux.HandleFunc("GET /api/servers/{id}/diagnostics", s.authedJSON(s.diagnosticsJSON))
 	mux.HandleFunc("GET /launch", s.authed(s.launchPage))
 	mux.HandleFunc("POST /launch", s.authed(s.launchPost))
 	mux.HandleFunc("GET /servers/{id}", s.authed(s.serverPage))
@@ -161,6 +176,11 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /images", s.authed(s.imagesPage))
 	mux.HandleFunc("GET /flavors", s.authed(s.flavorsPage))
 	mux.HandleFunc("GET /networks", s.authed(s.networksPage))
+	mux.HandleFunc("GET /hosts", s.authed(s.adminOnly(s.hostsPage)))
+	mux.HandleFunc("POST /hosts/{host}/{op}", s.authed(s.adminOnly(s.hostEnablePost)))
+	mux.HandleFunc("GET /hosts/{host}/evacuate", s.authed(s.adminOnly(s.evacuatePage)))
+	mux.HandleFunc("POST /hosts/{host}/evacuate", s.authed(s.adminOnly(s.evacuatePost)))
+	mux.HandleFunc("POST /admin/servers/{id}/{op}", s.authed(s.adminOnly(s.migratePost)))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.render(w, r, http.StatusNotFound, "error", view{Title: "Not found", Error: "There is no page at " + r.URL.Path + "."})
 	})

@@ -25,6 +25,8 @@ type fakeAPI struct {
 	servers  []map[string]any
 	created  []map[string]any
 	actions  []string
+	bodies   []string // action bodies, with the microversion asked for
+	services map[string]bool
 }
 
 func (f *fakeAPI) handler(t *testing.T) http.Handler {
@@ -102,6 +104,15 @@ func (f *fakeAPI) handler(t *testing.T) http.Handler {
 				}
 			}
 		}
+		if h := r.URL.Query().Get("host"); h != "" {
+			var on []map[string]any
+			for _, s := range list {
+				if s["OS-EXT-SRV-ATTR:host"] == h && r.URL.Query().Get("all_tenants") == "1" {
+					on = append(on, s)
+				}
+			}
+			list = on
+		}
 		var n int
 		_ = json.Unmarshal([]byte(r.URL.Query().Get("limit")), &n)
 		if n > 0 && n < len(list) {
@@ -121,7 +132,9 @@ func (f *fakeAPI) handler(t *testing.T) http.Handler {
 		writeJSON(w, 404, map[string]any{"itemNotFound": map[string]any{"code": 404, "message": "Instance " + r.PathValue("id") + " could not be found."}})
 	}))
 	mux.HandleFunc("GET /v2.1/servers/{id}/os-instance-actions", authed(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, 200, map[string]any{"instanceActions": []map[string]any{{"action": "create", "request_id": "req-1", "start_time": "2026-01-01T00:00:00.000000"}}})
+		writeJSON(w, 200, map[string]any{"instanceActions": []map[string]any{
+			{"action": "oom_kill", "request_id": "req-2", "start_time": "2026-01-01T00:01:00.000000", "message": "a process was killed: out of memory"},
+			{"action": "create", "request_id": "req-1", "start_time": "2026-01-01T00:00:00.000000"}}})
 	}))
 	mux.HandleFunc("POST /v2.1/servers", authed(func(w http.ResponseWriter, r *http.Request) {
 		var body struct{ Server map[string]any }
@@ -136,10 +149,92 @@ func (f *fakeAPI) handler(t *testing.T) http.Handler {
 		f.mu.Unlock()
 		writeJSON(w, 202, map[string]any{"server": map[string]any{"id": "new"}})
 	}))
+	mux.HandleFunc("GET /v2.1/servers/{id}/os-instance-actions/{req}", authed(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("OpenStack-API-Version") != "compute 2.51" {
+			writeJSON(w, 200, map[string]any{"instanceAction": map[string]any{"action": "x"}}) // no events below 2.51
+			return
+		}
+		act := map[string]any{"action": "create", "request_id": "req-1", "events": []map[string]any{{"event": "compute_build", "result": "Success"}}}
+		if r.PathValue("req") == "req-2" {
+			act = map[string]any{"action": "oom_kill", "request_id": "req-2", "events": []map[string]any{{"event": "oom_kill", "result": "Error"}}}
+		}
+		writeJSON(w, 200, map[string]any{"instanceAction": act})
+	}))
+	mux.HandleFunc("GET /v2.1/servers/{id}/diagnostics", authed(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Auth-Token") != "tok-admin" {
+			writeJSON(w, 403, map[string]any{"forbidden": map[string]any{"code": 403, "message": "Policy doesn't allow os_compute_api:os-server-diagnostics to be performed."}})
+			return
+		}
+		if r.Header.Get("OpenStack-API-Version") != "compute 2.48" {
+			writeJSON(w, 200, map[string]any{"cpu0_time": 1})
+			return
+		}
+		writeJSON(w, 200, map[string]any{"state": "running", "num_cpus": 2, "uptime": 50,
+			"cpu_details":    []map[string]any{{"id": 0, "time": 3000000000}, {"id": 1, "time": 1000000000}},
+			"memory_details": map[string]any{"maximum": 512, "used": 37},
+			"nic_details":    []map[string]any{{"rx_octets": 1000, "tx_octets": 10}, {"rx_octets": 24, "tx_octets": nil}}})
+	}))
+	mux.HandleFunc("GET /v2.1/os-services", authed(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Auth-Token") != "tok-admin" || r.URL.Query().Get("binary") != "nova-compute" {
+			writeJSON(w, 403, map[string]any{"forbidden": map[string]any{"code": 403, "message": "Policy doesn't allow os_compute_api:os-services:list to be performed."}})
+			return
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		var list []map[string]any
+		for _, h := range []string{"cn-a", "cn-b"} {
+			st := "enabled"
+			if f.services[h] {
+				st = "disabled"
+			}
+			list = append(list, map[string]any{"host": h, "binary": "nova-compute", "state": "up", "status": st, "zone": "nova"})
+		}
+		writeJSON(w, 200, map[string]any{"services": list})
+	}))
+	mux.HandleFunc("PUT /v2.1/os-services/{op}", authed(func(w http.ResponseWriter, r *http.Request) {
+		var body struct{ Host, Binary string }
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.services == nil {
+			f.services = map[string]bool{}
+		}
+		f.services[body.Host] = r.PathValue("op") == "disable"
+		f.bodies = append(f.bodies, "service "+r.PathValue("op")+" "+body.Host+" "+body.Binary)
+		writeJSON(w, 200, map[string]any{"service": map[string]any{"host": body.Host}})
+	}))
+	mux.HandleFunc("GET /v2.1/os-hypervisors/detail", authed(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 200, map[string]any{"hypervisors": []map[string]any{
+			{"hypervisor_hostname": "cn-a", "state": "up", "status": "enabled", "vcpus": 8, "vcpus_used": 3, "memory_mb": 16000,
+				"memory_mb_used": 4096, "local_gb": 100, "local_gb_used": 7, "running_vms": 2},
+			{"hypervisor_hostname": "cn-b", "state": "up", "status": "enabled", "vcpus": 4, "vcpus_used": 0, "memory_mb": 8000,
+				"memory_mb_used": 512, "local_gb": 50, "local_gb_used": 0, "running_vms": 0}}})
+	}))
+	mux.HandleFunc("GET /v2.1/os-migrations", authed(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("OpenStack-API-Version") != "compute 2.59" {
+			writeJSON(w, 400, map[string]any{"badRequest": map[string]any{"code": 400, "message": "want 2.59"}})
+			return
+		}
+		writeJSON(w, 200, map[string]any{"migrations": []map[string]any{{"id": 1, "uuid": "m-1", "status": "finished",
+			"instance_uuid": "s1", "source_compute": "cn-a", "dest_compute": "cn-b", "migration_type": "migration"}}})
+	}))
 	mux.HandleFunc("POST /v2.1/servers/{id}/action", authed(func(w http.ResponseWriter, r *http.Request) {
 		var body map[string]any
-		_ = json.NewDecoder(r.Body).Decode(&body)
+		raw, _ := io.ReadAll(r.Body)
+		_ = json.Unmarshal(raw, &body)
+		f.mu.Lock()
+		f.bodies = append(f.bodies, strings.TrimSpace(r.Header.Get("OpenStack-API-Version")+" "+string(raw)))
+		f.mu.Unlock()
 		for k := range body {
+			if k == "migrate" {
+				writeJSON(w, 400, map[string]any{"badRequest": map[string]any{"code": 400,
+					"message": "Action 'migrate' (cold migration) is not supported by this Capsule release yet."}})
+				return
+			}
+			if k == "resize" && body[k].(map[string]any)["flavorRef"] == "1" {
+				writeJSON(w, 400, map[string]any{"badRequest": map[string]any{"code": 400, "message": "When resizing, instances must change flavor!"}})
+				return
+			}
 			f.mu.Lock()
 			f.actions = append(f.actions, r.PathValue("id")+" "+k)
 			f.mu.Unlock()
@@ -605,5 +700,176 @@ func TestAssetsOffline(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "default-src 'self'") {
 		t.Errorf("static asset: %d CSP %q", resp.StatusCode, resp.Header.Get("Content-Security-Policy"))
+	}
+}
+
+// TestNewServerActions: pause, unpause, resize, confirm, revert and
+// snapshot send Nova's bodies; a refusal (resize to the same flavor) is
+// shown on the server's page as Nova wrote it; the action log highlights
+// an alarm whose event ended in Error.
+func TestNewServerActions(t *testing.T) {
+	e := newEnv(t)
+	e.api.servers = []map[string]any{server("s1", "web", "ACTIVE")}
+	csrf := e.login("demo")
+	st, page := e.get("/servers/s1")
+	if st != 200 || !strings.Contains(page, `id="act-pause"`) || !strings.Contains(page, `id="resize-flavor"`) || !strings.Contains(page, `id="snapshot-name"`) {
+		t.Fatalf("detail: %d\n%s", st, page)
+	}
+	// The alarm is listed with its message and highlighted; the create is not.
+	if !regexp.MustCompile(`<tr class="failed" data-action="oom_kill">`).MatchString(page) || !strings.Contains(page, "out of memory") ||
+		!strings.Contains(page, "oom_kill: Error") || !strings.Contains(page, `<tr class="" data-action="create">`) {
+		t.Errorf("action log does not highlight the failed alarm:\n%s", page)
+	}
+	// Members get a note instead of charts.
+	if !strings.Contains(page, `id="charts-note"`) || strings.Contains(page, `id="charts"`) {
+		t.Errorf("member's detail page should have the charts note, not the charts")
+	}
+	for _, tc := range []struct {
+		form url.Values
+		loc  string
+	}{
+		{url.Values{"action": {"pause"}}, "/servers/s1?done=pause"},
+		{url.Values{"action": {"unpause"}}, "/servers/s1?done=unpause"},
+		{url.Values{"action": {"resize"}, "flavor": {"2"}}, "/servers/s1?done=resize"},
+		{url.Values{"action": {"confirmResize"}}, "/servers/s1?done=confirmResize"},
+		{url.Values{"action": {"revertResize"}}, "/servers/s1?done=revertResize"},
+		{url.Values{"action": {"snapshot"}, "name": {" web-snap "}}, "/images?done=snapshot"},
+	} {
+		tc.form.Set("csrf", csrf)
+		resp := e.post("/servers/s1/action", tc.form)
+		if resp.Body.Close(); resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != tc.loc {
+			t.Errorf("%v: %d %s, want a redirect to %s", tc.form["action"], resp.StatusCode, resp.Header.Get("Location"), tc.loc)
+		}
+	}
+	want := []string{`{"pause":null}`, `{"unpause":null}`, `{"resize":{"flavorRef":"2"}}`, `{"confirmResize":null}`,
+		`{"revertResize":null}`, `{"createImage":{"name":"web-snap"}}`}
+	if got := strings.Join(e.api.bodies, " "); got != strings.Join(want, " ") {
+		t.Errorf("action bodies:\n got %s\nwant %s", got, strings.Join(want, " "))
+	}
+	if _, page := e.get("/images?done=snapshot"); !strings.Contains(page, "Snapshot requested") {
+		t.Errorf("images page after a snapshot has no notice")
+	}
+	// Nova's refusal on the server's own page, with its status.
+	resp := e.post("/servers/s1/action", url.Values{"csrf": {csrf}, "action": {"resize"}, "flavor": {"1"}})
+	if b := body(resp); resp.StatusCode != http.StatusBadRequest || !strings.Contains(b, "When resizing, instances must change flavor!") ||
+		!strings.Contains(b, `id="act-pause"`) {
+		t.Errorf("resize to the same flavor: %d\n%s", resp.StatusCode, b)
+	}
+	// A snapshot without a name is refused before the API.
+	n := len(e.api.bodies)
+	resp = e.post("/servers/s1/action", url.Values{"csrf": {csrf}, "action": {"snapshot"}, "name": {" "}})
+	if b := body(resp); resp.StatusCode != http.StatusBadRequest || !strings.Contains(b, "Give the snapshot a name.") || len(e.api.bodies) != n {
+		t.Errorf("nameless snapshot: %d\n%s", resp.StatusCode, b)
+	}
+	// Buttons follow the status: a paused server offers unpause, not pause.
+	e.api.mu.Lock()
+	e.api.servers[0]["status"] = "PAUSED"
+	e.api.mu.Unlock()
+	_, page = e.get("/servers/s1")
+	if !regexp.MustCompile(`data-when="PAUSED" *>`).MatchString(page) || !regexp.MustCompile(`data-when="ACTIVE" hidden><input[^>]*><input type="hidden" name="action" value="pause">`).MatchString(page) {
+		t.Errorf("paused server's buttons:\n%s", page)
+	}
+}
+
+// TestDiagnosticsSample: the charts' JSON sums the vCPUs' times and the
+// NICs' counters of Nova's 2.48 body; a member gets Nova's 403 as JSON.
+func TestDiagnosticsSample(t *testing.T) {
+	e := newEnv(t)
+	e.api.servers = []map[string]any{server("s1", "web", "ACTIVE")}
+	e.login("demo")
+	st, js := e.get("/api/servers/s1/diagnostics")
+	if st != http.StatusForbidden || !strings.Contains(js, "os-server-diagnostics") {
+		t.Errorf("member's diagnostics: %d %s", st, js)
+	}
+	a := *e
+	a.client = newClient(t)
+	a.login("admin")
+	st, js = a.get("/api/servers/s1/diagnostics")
+	var smp Sample
+	if err := json.Unmarshal([]byte(js), &smp); err != nil || st != 200 {
+		t.Fatalf("admin's diagnostics: %d %v %s", st, err, js)
+	}
+	if smp.VCPUs != 2 || smp.CPUNS == nil || *smp.CPUNS != 4e9 || *smp.MemUsed != 37 || smp.MemMax != 512 ||
+		*smp.RxBytes != 1024 || *smp.TxBytes != 10 || smp.NumNICs != 2 || smp.At == 0 {
+		t.Errorf("sample: %s", js)
+	}
+	if _, page := a.get("/servers/s1"); !strings.Contains(page, `id="chart-cpu"`) || strings.Contains(page, `id="charts-note"`) {
+		t.Errorf("admin's detail page has no charts")
+	}
+}
+
+// TestHostsPage: admins see each host's state, capacity and servers,
+// the migrations (with confirm and revert for a server in VERIFY_RESIZE)
+// and "no events" where the API has no os-host-events; they disable and
+// enable hosts; a migration the API refuses shows its message; evacuate
+// disables the host and reports each server. Members are refused.
+func TestHostsPage(t *testing.T) {
+	e := newEnv(t)
+	s1 := server("s1", "web", "VERIFY_RESIZE")
+	s1["OS-EXT-SRV-ATTR:host"], s1["tenant_id"] = "cn-a", "p-demo"
+	s2 := server("s2", "db", "ACTIVE")
+	s2["OS-EXT-SRV-ATTR:host"] = "cn-a"
+	e.api.servers = []map[string]any{s1, s2}
+
+	_, page := (func() (int, string) { e.login("demo"); return e.get("/") })()
+	if strings.Contains(page, `id="hosts-link"`) {
+		t.Error("a member's menu links the Hosts page")
+	}
+	if st, page := e.get("/hosts"); st != http.StatusForbidden || !strings.Contains(page, "for cloud administrators") {
+		t.Errorf("member on /hosts: %d\n%s", st, page)
+	}
+	csrf := csrfOf(t, page)
+	resp := e.post("/hosts/cn-a/disable", url.Values{"csrf": {csrf}})
+	if resp.Body.Close(); resp.StatusCode != http.StatusForbidden || len(e.api.bodies) != 0 {
+		t.Errorf("member disables a host: %d %v", resp.StatusCode, e.api.bodies)
+	}
+
+	a := *e
+	a.client = newClient(t)
+	csrf = a.login("admin")
+	st, page := a.get("/hosts")
+	if st != 200 {
+		t.Fatalf("hosts: %d\n%s", st, page)
+	}
+	for _, want := range []string{`id="hosts-link"`, `data-host="cn-a"`, `data-host="cn-b"`, "3 of 8", "4096 of 16000", "7 of 100",
+		`<tr data-id="s1"><td><a href="/servers/s1">web</a>`, `<option value="cn-b">cn-b</option>`, "mig-confirm", "mig-revert",
+		"No events: this cloud&#39;s compute API has no host events", "cn-a → cn-b"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("hosts page lacks %q", want)
+		}
+	}
+	resp = a.post("/hosts/cn-b/disable", url.Values{"csrf": {csrf}})
+	if resp.Body.Close(); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("disable: %d", resp.StatusCode)
+	}
+	_, page = a.get(resp.Header.Get("Location"))
+	if !strings.Contains(page, "Host cn-b is disabled") || !regexp.MustCompile(`(?s)data-host="cn-b".*host-enable`).MatchString(page) {
+		t.Errorf("after disable:\n%s", page)
+	}
+	resp = a.post("/hosts/cn-b/enable", url.Values{"csrf": {csrf}})
+	resp.Body.Close()
+	// Migrate: the API's refusal on the Hosts page, readable.
+	resp = a.post("/admin/servers/s2/migrate", url.Values{"csrf": {csrf}, "host": {"cn-b"}})
+	if b := body(resp); resp.StatusCode != http.StatusBadRequest || !strings.Contains(b, "cold migration) is not supported") || !strings.Contains(b, `data-host="cn-a"`) {
+		t.Errorf("refused migration: %d\n%s", resp.StatusCode, b)
+	}
+	resp = a.post("/admin/servers/s1/confirmResize", url.Values{"csrf": {csrf}})
+	if resp.Body.Close(); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("confirm: %d", resp.StatusCode)
+	}
+	// Evacuate: confirmation lists the servers; the POST disables the
+	// host and reports each server's answer.
+	if _, page := a.get("/hosts/cn-a/evacuate"); !strings.Contains(page, "Yes, evacuate cn-a") || !strings.Contains(page, "db") {
+		t.Errorf("evacuate confirmation:\n%s", page)
+	}
+	resp = a.post("/hosts/cn-a/evacuate", url.Values{"csrf": {csrf}})
+	b := body(resp)
+	if resp.StatusCode != 200 || strings.Count(b, "cold migration) is not supported") != 2 || !strings.Contains(b, "cn-a is disabled") {
+		t.Errorf("evacuate: %d\n%s", resp.StatusCode, b)
+	}
+	want := []string{"service disable cn-b nova-compute", "service enable cn-b nova-compute", `compute 2.56 {"migrate":{"host":"cn-b"}}`,
+		`{"confirmResize":null}`, "service disable cn-a nova-compute", `{"migrate":null}`, `{"migrate":null}`}
+	if got := strings.Join(a.api.bodies, " | "); got != strings.Join(want, " | ") {
+		t.Errorf("requests:\n got %s\nwant %s", got, strings.Join(want, " | "))
 	}
 }

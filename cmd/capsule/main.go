@@ -39,11 +39,11 @@ commands:
   host evacuate HOST [--wait] [--parallel N]
                                    disable HOST and cold-migrate every server away (admin);
                                    --wait confirms each move; --timeout D bounds every wait
-  host events [HOST] [--server S] [--kind K]
+  host events [HOST] [--server S] [--kind K] [--since 1h] [--limit N]
                                    alarms and OOM kills agents raised (admin)
   migration list [--host H] [--server S] [--status S]
                                    migrations and resizes, newest first (admin)
-  rescue-data SERVER --to DIR [--data-root /var/lib/capsule/docker]
+  rescue-data SERVER --to DIR [--data-root /var/lib/capsule/docker] | rescue-data --list
                                    offline: copy a server's files out of Docker's data root (dockerd may be down)
   bench boot --count N --concurrency C [--image busybox] [--flavor m1.tiny] [--docker-host unix:///run/capsule/docker.sock]
                                    boot-and-delete benchmark beside raw docker run

@@ -25,8 +25,10 @@ import (
 	"github.com/capsule-cloud/capsule/drivers/docker"
 	"github.com/capsule-cloud/capsule/drivers/fake"
 	"github.com/capsule-cloud/capsule/metrics"
+	"github.com/capsule-cloud/capsule/migrate"
 	"github.com/capsule-cloud/capsule/ovs"
 	"github.com/capsule-cloud/capsule/protocol"
+	"github.com/capsule-cloud/capsule/registry"
 	"github.com/capsule-cloud/capsule/scheduler"
 	"github.com/capsule-cloud/capsule/store"
 	"github.com/capsule-cloud/capsule/vif"
@@ -66,7 +68,13 @@ func connect(ctx context.Context, cfg config.Config, needDB bool, log *slog.Logg
 }
 
 func runConductor(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) error {
-	return conductor.New(d.st, d.bus, cfg.Conductor, cfg.Scheduler.MaxAttempts, log).Run(ctx)
+	c := conductor.New(d.st, d.bus, cfg.Conductor, cfg.Scheduler.MaxAttempts, log)
+	// Cold migrations pick their target with the scheduler's filters and
+	// weigher and delete their commit from the private registry.
+	c.SetMigrations(migrate.New(migrate.Options{Store: d.st, Bus: d.bus,
+		Scheduler: scheduler.New(d.st, d.bus, cfg.Scheduler, log), Registry: registry.New(cfg.Registry),
+		RegistryAddress: cfg.Registry.Address, StepTimeout: cfg.Conductor.MigrationStepTimeout, Log: log}))
+	return c.Run(ctx)
 }
 
 func runScheduler(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) error {
@@ -78,10 +86,11 @@ func newDriver(ctx context.Context, cfg config.Config) (drivers.Driver, error) {
 	case "fake":
 		return fake.New(), nil
 	case "docker", "":
-		opts := docker.Options{Host: cfg.Agent.DockerHost, StopTimeout: cfg.Agent.StopTimeout,
-			SandboxImage: sandboxImage(cfg)}
+		opts := docker.Options{Host: cfg.Agent.DockerHost, Owner: cfg.Agent.Host, StopTimeout: cfg.Agent.StopTimeout,
+			SandboxImage: sandboxImage(cfg), LXCFS: cfg.Agent.LXCFS}
 		if cfg.Registry.Username != "" {
-			opts.RegistryAuth = &docker.RegistryAuth{Username: cfg.Registry.Username, Password: cfg.Registry.Password}
+			opts.RegistryAuth = &docker.RegistryAuth{Username: cfg.Registry.Username, Password: cfg.Registry.Password,
+				ServerAddress: cfg.Registry.Address}
 		}
 		return docker.New(ctx, opts)
 	}

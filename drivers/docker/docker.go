@@ -21,6 +21,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/registry"
 	"github.com/docker/docker/client"
 
@@ -33,6 +34,10 @@ const (
 	LabelInstance = "capsule.instance"
 	LabelManaged  = "capsule.managed"
 	namePrefix    = "capsule-"
+	// LabelOwnerHost is the compute host whose agent created the
+	// container (the agent sets it through Spec.Labels; Options.Owner
+	// filters on it).
+	LabelOwnerHost = "capsule.host"
 )
 
 // CapDrop is the set of capabilities removed from every container on top of
@@ -80,6 +85,12 @@ type Options struct {
 	Host string
 	// RegistryAuth, when set, is sent with every image pull.
 	RegistryAuth *RegistryAuth
+	// Owner, when set, is the compute host this driver serves: List only
+	// sees containers labelled capsule.host=<Owner> (the agent labels
+	// every server it creates), so agents sharing one dockerd — test
+	// clouds, simulated hosts — never count, alarm on or report each
+	// other's servers.
+	Owner string
 	// StopTimeout is the grace period of a soft reboot and of a Stop
 	// called with grace <= 0. Default 10s.
 	StopTimeout time.Duration
@@ -103,6 +114,10 @@ type Options struct {
 	// from docker info and this host's mounts at the first throttled
 	// create (a remote daemon needs it set).
 	DiskDevice string
+	// LXCFS is the mount point of the host's LXCFS (config agent.lxcfs):
+	// when it answers at driver start, its proc files are bind-mounted
+	// read-only over every server's /proc (see proc.go). Empty disables.
+	LXCFS string
 }
 
 // Driver implements drivers.Driver on the Docker Engine API.
@@ -111,6 +126,8 @@ type Driver struct {
 	opts Options
 	log  *slog.Logger
 	disk diskDevice
+	proc procView // LXCFS mounts of every server (proc.go)
+	pin  pinning  // CPU pinning (cpuset.go)
 }
 
 var _ drivers.Driver = (*Driver)(nil)
@@ -154,7 +171,9 @@ func New(ctx context.Context, opts Options) (*Driver, error) {
 	// Settle the API version now: the client negotiates lazily on first
 	// use, and that is not safe when the first calls are concurrent.
 	cli.NegotiateAPIVersion(ctx)
-	return &Driver{cli: cli, opts: opts, log: opts.Logger.With("driver", "docker")}, nil
+	d := &Driver{cli: cli, opts: opts, log: opts.Logger.With("driver", "docker")}
+	d.initProcView()
+	return d, nil
 }
 
 // Close releases the client's connections.
@@ -264,6 +283,8 @@ func (d *Driver) configs(spec drivers.Spec, diskDev string) (*container.Config, 
 		// The image brings its own PID 1.
 		Init:      &noInit,
 		Resources: resources(spec, diskDev),
+		// The server's own figures in /proc (LXCFS), when the host has it.
+		Mounts: append([]mount.Mount(nil), d.proc.mounts...),
 	}
 	if !spec.Networked {
 		// No NICs, no sandbox: the server is one container without a
@@ -306,11 +327,6 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 		}
 		diskDev = dev
 	}
-	if spec.Limits.CPU.Dedicated {
-		// Exclusive CPUs need the scheduler to track which host CPUs
-		// are taken; until it does, the hard quota is all we can give.
-		d.log.Warn("hw:cpu_policy=dedicated is not pinned to exclusive CPUs yet; the server gets a hard quota of its vCPUs", "instance", spec.ID)
-	}
 	if spec.Networked {
 		if err := d.ensureImage(ctx, d.opts.SandboxImage); err != nil {
 			return fmt.Errorf("docker create %s: sandbox: %w", spec.ID, err)
@@ -320,7 +336,8 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 		}
 	}
 	cfg, host := d.configs(spec, diskDev)
-	resp, err := d.cli.ContainerCreate(ctx, cfg, host, nil, nil, ContainerName(spec.ID))
+	// Pinned to its vCPUs' worth of host CPUs (cpuset.go).
+	resp, err := d.createPinned(ctx, spec, cfg, host)
 	if err != nil {
 		if cerrdefs.IsConflict(err) {
 			// A concurrent create of the same instance won the name.
@@ -338,7 +355,8 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 	}
 	d.log.Info("container created", "instance", spec.ID, "container", resp.ID, "image", spec.Image,
 		"vcpus", spec.VCPUs, "memory_mb", spec.MemoryMB, "pids_limit", pidsLimit(spec),
-		"cpu_quota_us", host.CPUQuota, "cpu_period_us", host.CPUPeriod, "cpu_shares", host.CPUShares, "disk_device", diskDev)
+		"cpu_quota_us", host.CPUQuota, "cpu_period_us", host.CPUPeriod, "cpu_shares", host.CPUShares, "disk_device", diskDev,
+		"cpuset", host.CpusetCpus, "lxcfs", len(host.Mounts) > 0)
 	return nil
 }
 
@@ -567,7 +585,24 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 		return err
 	}
 	d.log.Info("container destroyed", "instance", id, "container", c.ID)
+	if c.Config != nil && isMigrationImage(c.Config.Image) {
+		// A migrated server booted from its own migration commit, which
+		// nothing else uses: it goes with the server, or it would leak.
+		if err := d.RemoveImage(ctx, c.Config.Image); err != nil {
+			d.log.Warn("could not remove the migration image of a destroyed instance", "instance", id, "image", c.Config.Image, "err", err)
+		}
+	}
 	return nil
+}
+
+// isMigrationImage reports whether ref is a migration commit
+// (<registry>/capsule/migrations:<migration uuid>), private to one server.
+func isMigrationImage(ref string) bool {
+	repo := ref
+	if i := strings.LastIndex(ref, ":"); i > strings.LastIndex(ref, "/") {
+		repo = ref[:i] // drop the tag, not a registry's port
+	}
+	return strings.HasSuffix(repo, "/capsule/migrations")
 }
 
 func (d *Driver) waitGone(ctx context.Context, cid string) error {
@@ -652,10 +687,11 @@ func (d *Driver) Status(ctx context.Context, id string) (drivers.Status, error) 
 // without its workload (a create cut short) is listed as its instance with
 // no power state, so the leftover shows up as an orphan.
 func (d *Driver) List(ctx context.Context) ([]drivers.Status, error) {
-	cs, err := d.cli.ContainerList(ctx, container.ListOptions{
-		All:     true,
-		Filters: filters.NewArgs(filters.Arg("label", LabelManaged+"=true")),
-	})
+	f := filters.NewArgs(filters.Arg("label", LabelManaged+"=true"))
+	if d.opts.Owner != "" {
+		f.Add("label", LabelOwnerHost+"="+d.opts.Owner)
+	}
+	cs, err := d.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
 	if err != nil {
 		return nil, fmt.Errorf("docker list: %w", err)
 	}

@@ -48,6 +48,13 @@ func (d *Driver) Resize(ctx context.Context, id string, vcpus, memoryMB int, l l
 		return fmt.Errorf("docker resize %s: the new flavor changes disk IO throttles, which cannot be changed on a running container: %w",
 			id, drivers.ErrNotSupported)
 	}
+	// The cpuset follows the vCPUs (nproc counts it), chosen and applied
+	// under the pinning lock so a concurrent boot sees it.
+	d.pin.mu.Lock()
+	defer d.pin.mu.Unlock()
+	if want.CpusetCpus, old.CpusetCpus, err = d.resizeCPUs(ctx, c, vcpus, l); err != nil {
+		return fmt.Errorf("docker resize %s: %w", id, err)
+	}
 	if err := d.update(ctx, c.ID, want); err != nil {
 		// Put back what was there: a partly applied update (say, CPU
 		// changed, memory refused) must not leave a mix of two flavors.
@@ -58,7 +65,7 @@ func (d *Driver) Resize(ctx context.Context, id string, vcpus, memoryMB int, l l
 		return fmt.Errorf("docker resize %s (rolled back): %w", id, err)
 	}
 	d.log.Info("container resized", "instance", id, "vcpus", vcpus, "memory_mb", memoryMB,
-		"cpu_quota_us", want.CPUQuota, "cpu_period_us", want.CPUPeriod, "cpu_shares", want.CPUShares, "pids_limit", *want.PidsLimit)
+		"cpu_quota_us", want.CPUQuota, "cpu_period_us", want.CPUPeriod, "cpu_shares", want.CPUShares, "pids_limit", *want.PidsLimit, "cpuset", want.CpusetCpus)
 	return nil
 }
 
@@ -67,6 +74,7 @@ func (d *Driver) update(ctx context.Context, cid string, r container.Resources) 
 	u := container.Resources{
 		CPUPeriod: r.CPUPeriod, CPUQuota: r.CPUQuota, CPUShares: r.CPUShares,
 		Memory: r.Memory, MemorySwap: r.MemorySwap, PidsLimit: r.PidsLimit,
+		CpusetCpus: r.CpusetCpus, // "" leaves it as is
 	}
 	if u.CPUQuota == 0 {
 		// 0 means "leave as is" to docker update; -1 lifts a quota.

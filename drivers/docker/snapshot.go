@@ -9,7 +9,6 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/api/types/registry"
 
 	"github.com/capsule-cloud/capsule/drivers"
 )
@@ -22,17 +21,39 @@ var _ drivers.Snapshotter = (*Driver)(nil)
 // ref and drops the local tag, so the only copy is the registry's and
 // hosts pull it like any image.
 func (d *Driver) Snapshot(ctx context.Context, id, ref string, progress func(bytes int64)) (string, int64, error) {
-	c, err := d.inspect(ctx, "snapshot", id)
+	res, err := d.commitPush(ctx, id, ref, "capsule snapshot of instance "+id, progress)
 	if err != nil {
 		return "", 0, err
 	}
+	d.log.Info("instance snapshot pushed", "instance", id, "ref", ref, "digest", res.digest, "size", res.size)
+	return res.digest, res.size, nil
+}
+
+// pushResult is what commitPush did.
+type pushResult struct {
+	digest  string   // manifest digest pushed
+	size    int64    // the image's (uncompressed) size
+	diffIDs []string // the image's layers, base first
+	// uploaded holds the layers (by shortID) the registry did not have,
+	// and sent the uncompressed bytes read for them.
+	uploaded map[string]bool
+	sent     int64
+}
+
+// commitPush commits instance id's workload container to ref, pushes ref
+// and drops the local tag (Snapshot and ExportMigration).
+func (d *Driver) commitPush(ctx context.Context, id, ref, comment string, progress func(bytes int64)) (pushResult, error) {
+	c, err := d.inspect(ctx, "snapshot", id)
+	if err != nil {
+		return pushResult{}, err
+	}
 	res, err := d.cli.ContainerCommit(ctx, c.ID, container.CommitOptions{
 		Reference: ref,
-		Comment:   "capsule snapshot of instance " + id,
+		Comment:   comment,
 		Pause:     true,
 	})
 	if err != nil {
-		return "", 0, wrap("snapshot commit", id, err)
+		return pushResult{}, wrap("snapshot commit", id, err)
 	}
 	// The tag goes whatever happens next: a failed push must not leave
 	// a local image behind.
@@ -41,83 +62,81 @@ func (d *Driver) Snapshot(ctx context.Context, id, ref string, progress func(byt
 			d.log.Warn("could not remove the local snapshot tag", "instance", id, "ref", ref, "err", rerr)
 		}
 	}()
-	var size int64
+	var out pushResult
 	if ii, err := d.cli.ImageInspect(ctx, res.ID); err == nil {
-		size = ii.Size
-	}
-	var popts image.PushOptions
-	if a := d.opts.RegistryAuth; a != nil {
-		enc, err := registry.EncodeAuthConfig(registry.AuthConfig{
-			Username: a.Username, Password: a.Password, ServerAddress: a.ServerAddress,
-		})
-		if err != nil {
-			return "", 0, fmt.Errorf("encode registry auth: %w", err)
+		out.size = ii.Size
+		if ii.RootFS.Type == "layers" {
+			out.diffIDs = ii.RootFS.Layers
 		}
-		popts.RegistryAuth = enc
-	} else {
-		// The daemon requires an X-Registry-Auth header even for an
-		// anonymous push; "{}" base64-encoded is the empty login.
-		popts.RegistryAuth = "e30="
 	}
-	rc, err := d.cli.ImagePush(ctx, ref, popts)
+	enc, err := d.encodedAuth()
 	if err != nil {
-		return "", 0, fmt.Errorf("docker snapshot %s: push %s: %w", id, ref, err)
+		return pushResult{}, err
+	}
+	rc, err := d.cli.ImagePush(ctx, ref, image.PushOptions{RegistryAuth: enc})
+	if err != nil {
+		return pushResult{}, fmt.Errorf("docker snapshot %s: push %s: %w", id, ref, err)
 	}
 	defer rc.Close()
-	digest, err := drainPush(rc, progress)
+	pl, err := drainPush(rc, progress)
 	if err != nil {
-		return "", 0, fmt.Errorf("docker snapshot %s: push %s: %w", id, ref, err)
+		return pushResult{}, fmt.Errorf("docker snapshot %s: push %s: %w", id, ref, err)
 	}
-	d.log.Info("instance snapshot pushed", "instance", id, "ref", ref, "digest", digest, "size", size)
-	return digest, size, nil
+	out.digest, out.uploaded, out.sent = pl.digest, pl.uploaded, pl.sent
+	return out, nil
+}
+
+// pushLog is what a push's progress stream told.
+type pushLog struct {
+	digest   string
+	uploaded map[string]bool // layers "Pushed", not "Layer already exists" nor "Mounted from"
+	sent     int64           // uncompressed bytes read for the uploaded layers
 }
 
 // drainPush reads a push's JSON progress stream to its end, reporting the
 // bytes pushed (summed over layers) and returning the manifest digest the
-// daemon announces in its final aux message.
-func drainPush(r io.Reader, progress func(int64)) (string, error) {
+// daemon announces in its final aux message and which layers it uploaded.
+func drainPush(r io.Reader, progress func(int64)) (pushLog, error) {
 	dec := json.NewDecoder(r)
 	layers := map[string]int64{}
-	var digest string
+	out := pushLog{uploaded: map[string]bool{}}
+	sum := func() int64 {
+		var total int64
+		for _, n := range layers {
+			total += n
+		}
+		return total
+	}
 	for {
-		var msg struct {
-			ID             string `json:"id"`
-			Status         string `json:"status"`
-			ProgressDetail struct {
-				Current int64 `json:"current"`
-			} `json:"progressDetail"`
-			Aux *struct {
-				Digest string `json:"Digest"`
-			} `json:"aux"`
-			Error       string `json:"error"`
-			ErrorDetail *struct {
-				Message string `json:"message"`
-			} `json:"errorDetail"`
-		}
+		var msg jsonMessage
 		if err := dec.Decode(&msg); err == io.EOF {
-			if digest == "" {
-				return "", errors.New("push ended without a manifest digest")
+			if out.digest == "" {
+				return pushLog{}, errors.New("push ended without a manifest digest")
 			}
-			return digest, nil
+			for id, n := range layers {
+				if out.uploaded[id] {
+					out.sent += n
+				}
+			}
+			return out, nil
 		} else if err != nil {
-			return "", fmt.Errorf("read push progress: %w", err)
+			return pushLog{}, fmt.Errorf("read push progress: %w", err)
 		}
-		if msg.ErrorDetail != nil && msg.ErrorDetail.Message != "" {
-			return "", errors.New(msg.ErrorDetail.Message)
-		}
-		if msg.Error != "" {
-			return "", errors.New(msg.Error)
+		if err := msg.err(); err != nil {
+			return pushLog{}, err
 		}
 		if msg.Aux != nil && msg.Aux.Digest != "" {
-			digest = msg.Aux.Digest
+			out.digest = msg.Aux.Digest
 		}
-		if msg.Status == "Pushing" && msg.ID != "" && progress != nil {
+		switch {
+		case msg.ID == "":
+		case msg.Status == "Pushing":
 			layers[msg.ID] = msg.ProgressDetail.Current
-			var total int64
-			for _, n := range layers {
-				total += n
+			if progress != nil {
+				progress(sum())
 			}
-			progress(total)
+		case msg.Status == "Pushed":
+			out.uploaded[msg.ID] = true
 		}
 	}
 }

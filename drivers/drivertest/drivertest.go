@@ -469,4 +469,25 @@ func Run(t *testing.T, newDriver func(t *testing.T) drivers.Driver, image string
 		_, err := d.Status(Ctx(t), spec.ID)
 		WantNotFound(t, "Status after refused create", err)
 	})
+
+	t.Run("MigratorBasics", func(t *testing.T) {
+		d := newDriver(t)
+		m, ok := d.(drivers.Migrator)
+		if !ok {
+			t.Skip("driver does not implement drivers.Migrator")
+		}
+		spec := Spec(image)
+		Boot(t, d, spec)
+		// A server built from an image has no data outside its
+		// container: nothing the driver mounts itself counts.
+		if vols, err := m.Volumes(Ctx(t), spec.ID); err != nil || len(vols) != 0 {
+			t.Errorf("volumes of a plain server: %v, %v", vols, err)
+		}
+		_, err := m.Volumes(Ctx(t), uuid.NewString())
+		WantNotFound(t, "Volumes", err)
+		// Removing an image that is not here succeeds (cleanups retry).
+		if err := m.RemoveImage(Ctx(t), "capsule-drivertest/missing:"+uuid.NewString()[:8]); err != nil {
+			t.Errorf("remove a missing image: %v", err)
+		}
+	})
 }

@@ -64,6 +64,12 @@ type Instance struct {
 	WorkloadNetns  string // namespace the workload joined at its last start
 	// Resizes counts the live resizes applied; Spec holds the newest size.
 	Resizes int
+	// Files is the instance's disk: what a snapshot or migration carries
+	// (WriteFile puts files; an instance created from a pushed image
+	// starts with the image's files).
+	Files map[string]string
+	// Volumes are the mounts Migrator.Volumes reports (SetVolumes).
+	Volumes []string
 }
 
 // Driver is the in-memory driver. The zero value is not usable: call New.
@@ -90,6 +96,11 @@ type Driver struct {
 	// NetnsPath names the namespace of generation gen of id's sandbox;
 	// default /run/fake-netns/<id>/<gen>.
 	NetnsPath func(id string, gen int) string
+
+	// registry is where Snapshot pushes and Pull pulls from (see
+	// migrate.go); images is this host's image store: refs pulled.
+	registry *Registry
+	images   map[string]bool
 }
 
 // New returns an empty fake driver with all capabilities but Snapshot (Networking included), and a small host.
@@ -97,6 +108,8 @@ func New() *Driver {
 	return &Driver{
 		instances: map[string]*Instance{},
 		calls:     map[Op]int{},
+		registry:  NewRegistry(),
+		images:    map[string]bool{},
 		Host: drivers.HostInfo{
 			VCPUs:             8,
 			MemoryMB:          16384,
@@ -147,6 +160,8 @@ func (d *Driver) Get(id string) (Instance, bool) {
 	}
 	cp := *in
 	cp.Console = append([]string(nil), in.Console...)
+	cp.Files = copyMap(in.Files)
+	cp.Volumes = append([]string(nil), in.Volumes...)
 	return cp, true
 }
 
@@ -295,7 +310,14 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 	cp.Metadata = copyMap(spec.Metadata)
 	cp.ExtraSpecs = copyMap(spec.ExtraSpecs)
 	cp.DNS = append([]string(nil), spec.DNS...)
-	d.instances[spec.ID] = &Instance{Spec: cp, Power: drivers.PowerShutdown}
+	in := &Instance{Spec: cp, Power: drivers.PowerShutdown}
+	// Like dockerd, a create pulls an image it lacks; one pushed by a
+	// snapshot brings its files.
+	if img, ok := d.registry.get(spec.Image); ok {
+		d.images[spec.Image] = true
+		in.Files = copyMap(img.Files)
+	}
+	d.instances[spec.ID] = in
 	return nil
 }
 

@@ -14,16 +14,18 @@ const OpSnapshot Op = "snapshot"
 
 var _ drivers.Snapshotter = (*Driver)(nil)
 
-// Snapshot implements drivers.Snapshotter: nothing is pushed; the digest
-// is derived from the instance and ref so repeated calls agree, and the
-// instance's state is left as it was (as the docker driver's pause and
-// unpause around its commit does).
+// Snapshot implements drivers.Snapshotter: the instance's files are
+// pushed to the driver's in-memory registry under ref (see migrate.go);
+// the digest is derived from the instance and ref so repeated calls
+// agree, and the instance's state is left as it was (as the docker
+// driver's pause and unpause around its commit does).
 func (d *Driver) Snapshot(ctx context.Context, id, ref string, progress func(int64)) (string, int64, error) {
 	if err := d.begin(ctx, OpSnapshot, id); err != nil {
 		return "", 0, err
 	}
 	defer d.mu.Unlock()
-	if _, err := d.lookup(OpSnapshot, id); err != nil {
+	in, err := d.lookup(OpSnapshot, id)
+	if err != nil {
 		return "", 0, err
 	}
 	if ref == "" {
@@ -34,5 +36,7 @@ func (d *Driver) Snapshot(ctx context.Context, id, ref string, progress func(int
 		progress(size)
 	}
 	sum := sha256.Sum256([]byte(id + "\x00" + ref))
-	return "sha256:" + hex.EncodeToString(sum[:]), size, nil
+	digest := "sha256:" + hex.EncodeToString(sum[:])
+	d.registry.put(ref, Image{Digest: digest, Size: size, Base: in.Spec.Image, Files: copyMap(in.Files)})
+	return digest, size, nil
 }

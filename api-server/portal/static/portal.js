@@ -1,6 +1,7 @@
 // Capsule portal: live status without reloading the page. The list and
 // detail pages poll the portal's JSON every 2 s; rows are built with
-// textContent only (names come from users).
+// textContent only (names come from users). The detail page also draws
+// its usage charts (inline SVG) from diagnostics samples it polls.
 (function () {
   "use strict";
   var POLL_MS = 2000;
@@ -71,6 +72,7 @@
         if (!res.ok) return true;
         badge.textContent = res.body.status;
         badge.className = "status " + res.body["class"];
+        showFor(res.body.status);
         var task = document.getElementById("task");
         if (task) task.textContent = res.body.task || "";
         var ips = document.getElementById("ips");
@@ -81,10 +83,127 @@
       .then(function (again) { if (again) setTimeout(function () { pollServer(badge); }, POLL_MS); });
   }
 
+  // showFor shows the actions that make sense in status (data-when).
+  function showFor(status) {
+    Array.prototype.forEach.call(document.querySelectorAll("[data-when]"), function (e) {
+      e.hidden = e.getAttribute("data-when").split(" ").indexOf(status) < 0;
+    });
+  }
+
+  // ---- usage charts ----
+
+  var CHART_MS = 3000, KEEP = 60, SVGNS = "http://www.w3.org/2000/svg";
+
+  function svgEl(tag, attrs) {
+    var e = document.createElementNS(SVGNS, tag);
+    Object.keys(attrs).forEach(function (k) { e.setAttribute(k, attrs[k]); });
+    return e;
+  }
+
+  // draw plots series (arrays of numbers or null, newest last) on a
+  // 300x100 view box, KEEP samples across, the newest at the right edge;
+  // top is the value at the top of the box.
+  function draw(svg, series, top) {
+    while (svg.firstChild) svg.removeChild(svg.firstChild);
+    [25, 50, 75].forEach(function (y) { svg.appendChild(svgEl("line", { x1: 0, x2: 300, y1: y, y2: y, "class": "grid" })); });
+    var step = 300 / (KEEP - 1), drawn = 0;
+    series.forEach(function (s) {
+      var pts = [];
+      s.values.forEach(function (v, i) {
+        if (v === null || v === undefined || !isFinite(v)) return;
+        var x = 300 - (s.values.length - 1 - i) * step;
+        // 3 units of margin: a line at 0 or at the top stays in sight.
+        var y = 97 - Math.max(0, Math.min(1, top > 0 ? v / top : 0)) * 94;
+        pts.push(x.toFixed(1) + "," + y.toFixed(1));
+      });
+      svg.appendChild(svgEl("polyline", { points: pts.join(" "), "class": "line " + s.cls, "data-points": pts.length }));
+      drawn = Math.max(drawn, pts.length);
+    });
+    svg.setAttribute("data-drawn", drawn);
+  }
+
+  function bytes(n) {
+    var u = ["B", "kB", "MB", "GB"], i = 0;
+    while (n >= 1000 && i < u.length - 1) { n /= 1000; i++; }
+    return (i ? n.toFixed(1) : Math.round(n)) + " " + u[i];
+  }
+
+  // niceTop rounds a maximum up to 1, 2 or 5 times a power of ten.
+  function niceTop(v) {
+    if (!(v > 0)) return 1;
+    var p = Math.pow(10, Math.floor(Math.log10(v)));
+    return [1, 2, 5, 10].map(function (m) { return m * p; }).find(function (t) { return t >= v; });
+  }
+
+  // rate is the per-second change of field between samples a and b
+  // (null when either lacks it or the counter went back: a restart).
+  function rate(a, b, field) {
+    var dt = (b.t - a.t) / 1000;
+    if (a[field] === null || b[field] === null || dt <= 0 || b[field] < a[field]) return null;
+    return (b[field] - a[field]) / dt;
+  }
+
+  function charts(root) {
+    var id = root.getAttribute("data-id"), samples = [];
+    var msg = document.getElementById("charts-msg");
+    var cpuSVG = document.getElementById("chart-cpu"), memSVG = document.getElementById("chart-mem"), netSVG = document.getElementById("chart-net");
+    function say(text, bad) { if (msg) { msg.textContent = text; msg.className = bad ? "error" : "hint"; } }
+    function render() {
+      var cpu = [], rx = [], tx = [], mem = samples.map(function (s) { return s.mem_used_mb; });
+      for (var i = 1; i < samples.length; i++) {
+        var a = samples[i - 1], b = samples[i];
+        var vcpus = b.vcpus || parseInt(root.getAttribute("data-vcpus"), 10) || 1;
+        var c = rate(a, b, "cpu_ns");
+        cpu.push(c === null ? null : Math.min(100, c / 1e9 / vcpus * 100));
+        rx.push(rate(a, b, "rx_bytes"));
+        tx.push(rate(a, b, "tx_bytes"));
+      }
+      var last = samples[samples.length - 1];
+      draw(cpuSVG, [{ cls: "cpu", values: cpu }], 100);
+      var cpuNow = cpu.length ? cpu[cpu.length - 1] : null;
+      document.getElementById("cpu-now").textContent = cpuNow === null ? "–" : cpuNow.toFixed(1) + "% of " + (last.vcpus || 1) + " vCPU";
+      // The limit is drawn a little below the top, so a server at its
+      // limit shows both lines.
+      var limit = last.mem_max_mb || niceTop(Math.max.apply(null, mem.map(function (v) { return v || 0; })));
+      draw(memSVG, [{ cls: "limit", values: mem.map(function () { return limit; }) }, { cls: "mem", values: mem }], limit * 1.1);
+      document.getElementById("mem-now").textContent = last.mem_used_mb === null ? "not running" : last.mem_used_mb + " of " + limit + " MB";
+      var netTop = niceTop(Math.max.apply(null, rx.concat(tx, [1000]).map(function (v) { return v || 0; })));
+      draw(netSVG, [{ cls: "rx", values: rx }, { cls: "tx", values: tx }], netTop);
+      var r = rx.length ? rx[rx.length - 1] : null, t = tx.length ? tx[tx.length - 1] : null;
+      document.getElementById("net-now").textContent = !last.nics ? "no NICs" :
+        "rx " + (r === null ? "–" : bytes(r) + "/s") + " · tx " + (t === null ? "–" : bytes(t) + "/s") + " (top " + bytes(netTop) + "/s)";
+      root.setAttribute("data-samples", samples.length);
+    }
+    function poll() {
+      fetch("/api/servers/" + encodeURIComponent(id) + "/diagnostics", { credentials: "same-origin", cache: "no-store" })
+        .then(function (r) { return r.json().then(function (b) { return { status: r.status, ok: r.ok, body: b }; }); })
+        .then(function (res) {
+          if (res.status === 401) { say("Your session has ended: log in again.", true); return false; }
+          if (res.status === 403) {
+            root.hidden = true;
+            say("CPU, memory and network charts need an admin role: " + (res.body.error || "the diagnostics API refused."), false);
+            return false;
+          }
+          if (res.status === 404) { say("The server is gone.", false); return false; }
+          if (!res.ok) { say("No new sample: " + (res.body.error || ("HTTP " + res.status)), false); return true; }
+          samples.push(res.body);
+          if (samples.length > KEEP + 1) samples.shift();
+          render();
+          say("Sampled every " + CHART_MS / 1000 + " s from the server's diagnostics; " + samples.length + " of the last " + KEEP + " samples shown.", false);
+          return true;
+        })
+        .catch(function (e) { say("No new sample: " + e.message, false); return true; })
+        .then(function (again) { if (again) setTimeout(poll, CHART_MS); });
+    }
+    poll();
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     var table = document.getElementById("servers");
     if (table) setTimeout(function () { pollList(table); }, POLL_MS);
     var badge = document.getElementById("status");
     if (badge && badge.getAttribute("data-id")) setTimeout(function () { pollServer(badge); }, POLL_MS);
+    var root = document.getElementById("charts");
+    if (root) charts(root);
   });
 })();

@@ -1,0 +1,146 @@
+package agent
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/drivers"
+	"github.com/capsule-cloud/capsule/drivers/docker"
+	"github.com/capsule-cloud/capsule/internal/testenv"
+	"github.com/capsule-cloud/capsule/protocol"
+)
+
+// The docker driver tells the bytes a migration pushed; a signature drift
+// would silently fall back to Snapshot.
+var _ migrationExporter = (*docker.Driver)(nil)
+
+func dockerOn(t *testing.T, env string) *docker.Driver {
+	t.Helper()
+	host := os.Getenv(env)
+	if host == "" {
+		if os.Getenv("CAPSULE_TEST_REQUIRE") == "1" {
+			t.Fatalf("%s is required (CAPSULE_TEST_REQUIRE=1) but not set", env)
+		}
+		t.Skipf("%s not set", env)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	drv, err := docker.New(ctx, docker.Options{Host: host, StopTimeout: 5 * time.Second, Logger: testLogger(t),
+		SandboxImage: testenv.Image(t)})
+	if err != nil {
+		t.Fatalf("docker.New(%s): %v", host, err)
+	}
+	t.Cleanup(func() { drv.Close() })
+	return drv
+}
+
+// TestMigrationWithDocker moves a running server between the two test
+// dockerds through two agents: export, import (running, with its file),
+// then the confirm's cleanup of the source.
+func TestMigrationWithDocker(t *testing.T) {
+	img := testenv.Image(t)
+	registry := testenv.Registry(t)
+	a, b := dockerOn(t, "CAPSULE_TEST_DOCKER_HOST_A"), dockerOn(t, "CAPSULE_TEST_DOCKER_HOST_B")
+	e := newMigBus(t)
+	e.runAgent(srcHost, a)
+	e.runAgent(dstHost, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	id := uuid.NewString()
+	t.Cleanup(func() {
+		for _, d := range []*docker.Driver{a, b} {
+			_ = d.Destroy(context.Background(), id)
+		}
+		_ = b.RemoveImage(context.Background(), registry+"/capsule/migrations-test-"+id[:8]+":mig-"+id[:8])
+	})
+	spec := protocol.InstanceSpec{ID: id, Name: "mig-" + id[:8], ProjectID: "proj-1", ImageRef: img, VCPUs: 1, MemoryMB: 64, DiskGB: 1}
+	m, _ := bus.NewMessage(protocol.KindBuildInstance, protocol.BuildInstance{RequestID: "req-build", Attempt: 1, Spec: spec})
+	if err := e.bus.Publish(ctx, bus.ComputeQueue(srcHost), m); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "the build", func() bool { _, ok := e.cond.buildReport(id); return ok })
+	if r, _ := e.cond.buildReport(id); !r.OK {
+		t.Fatalf("build %+v", r)
+	}
+	if code, out, err := execInContainer(ctx, a, docker.ContainerName(id), "sh", "-c", "echo moved-data > /root/data"); err != nil || code != 0 {
+		t.Fatalf("write: %d %q %v", code, out, err)
+	}
+
+	repo := "capsule/migrations-test-" + id[:8]
+	tag := "mig-" + id[:8]
+	ref := registry + "/" + repo + ":" + tag
+	t.Cleanup(func() { deleteRegistryTag(t, registry, repo, tag) })
+	w := work(id, "exporting")
+	w.Ref = ref
+	e.send(srcHost, protocol.KindMigrationExport, w)
+	r := e.waitMigFor(1, 2*time.Minute)
+	wantReport(t, r, protocol.KindMigrationExport, "exporting", srcHost, EventResize, true)
+	// A few bytes written: the pushed layer is a small tarball, nothing
+	// like the base image.
+	if r.Bytes <= 0 || r.Bytes > 64<<10 || !strings.HasPrefix(r.Digest, "sha256:") || r.PowerState != int(drivers.PowerShutdown) {
+		t.Fatalf("export report %+v", r)
+	}
+	t.Logf("export pushed %d bytes, digest %s", r.Bytes, r.Digest)
+
+	w = work(id, "importing")
+	w.Ref = ref
+	w.Spec = spec
+	w.Spec.ImageRef = ref
+	w.Spec.MemoryMB = 96
+	w.Start = true
+	e.send(dstHost, protocol.KindMigrationImport, w)
+	r = e.waitMigFor(2, 2*time.Minute)
+	wantReport(t, r, protocol.KindMigrationImport, "importing", dstHost, EventFinishResize, true)
+	if r.PowerState != int(drivers.PowerRunning) || r.Bytes <= 0 {
+		t.Fatalf("import report %+v", r)
+	}
+	code, out, err := execInContainer(ctx, b, docker.ContainerName(id), "cat", "/root/data")
+	if err != nil || code != 0 || strings.TrimSpace(out) != "moved-data" {
+		t.Fatalf("data on the target: %d %q %v", code, out, err)
+	}
+	c, err := b.Client().ContainerInspect(ctx, docker.ContainerName(id))
+	if err != nil || c.HostConfig.Memory != 96<<20 || c.Config.Labels[LabelHost] != dstHost {
+		t.Fatalf("target container: memory %d, labels %v, %v", c.HostConfig.Memory, c.Config.Labels, err)
+	}
+
+	w = work(id, stepConfirming)
+	w.Ref = ref
+	e.send(srcHost, protocol.KindMigrationCleanup, w)
+	r = e.waitMigFor(3, time.Minute)
+	wantReport(t, r, protocol.KindMigrationCleanup, stepConfirming, srcHost, EventConfirmResize, true)
+	if _, err := a.Status(ctx, id); err == nil {
+		t.Error("source container left after the confirm")
+	}
+	if st, err := b.Status(ctx, id); err != nil || st.Power != drivers.PowerRunning {
+		t.Errorf("target after the confirm: %+v, %v", st, err)
+	}
+}
+
+// deleteRegistryTag removes repo:tag's manifest from the test registry.
+func deleteRegistryTag(t *testing.T, registry, repo, tag string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodHead, "http://"+registry+"/v2/"+repo+"/manifests/"+tag, nil)
+	req.Header.Set("Accept", "application/vnd.docker.distribution.manifest.v2+json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Logf("resolve %s: %v", tag, err)
+		return
+	}
+	res.Body.Close()
+	dg := res.Header.Get("Docker-Content-Digest")
+	if dg == "" {
+		return
+	}
+	req, _ = http.NewRequest(http.MethodDelete, "http://"+registry+"/v2/"+repo+"/manifests/"+dg, nil)
+	if res, err := http.DefaultClient.Do(req); err == nil {
+		res.Body.Close()
+	}
+}

@@ -1,0 +1,445 @@
+package portal
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// The Hosts page is for cloud administrators: the compute hosts with
+// their state, capacity and servers, the migrations and the hosts'
+// events. Every call it makes is admin-only in the API too; the portal
+// refuses members first only so they get a plain page rather than a
+// string of 403s.
+
+// computeBinary is the service whose hosts run servers.
+const computeBinary = "nova-compute"
+
+// Hypervisor is a compute host's capacity and usage (os-hypervisors).
+type Hypervisor struct {
+	Hostname   string `json:"hypervisor_hostname"`
+	State      string `json:"state"`
+	Status     string `json:"status"`
+	VCPUs      int    `json:"vcpus"`
+	VCPUsUsed  int    `json:"vcpus_used"`
+	MemoryMB   int    `json:"memory_mb"`
+	MemoryUsed int    `json:"memory_mb_used"`
+	DiskGB     int    `json:"local_gb"`
+	DiskUsed   int    `json:"local_gb_used"`
+	RunningVMs int    `json:"running_vms"`
+}
+
+// ComputeService is a compute host's service record (os-services).
+type ComputeService struct {
+	Host           string  `json:"host"`
+	State          string  `json:"state"`
+	Status         string  `json:"status"`
+	Zone           string  `json:"zone"`
+	UpdatedAt      *string `json:"updated_at"`
+	DisabledReason *string `json:"disabled_reason"`
+}
+
+// AdminServer is a server as an admin's list shows it.
+type AdminServer struct {
+	ServerView
+	ProjectID string `json:"tenant_id"`
+}
+
+// Migration is one entry of os-migrations (2.59).
+type Migration struct {
+	ID         int    `json:"id"`
+	UUID       string `json:"uuid"`
+	Status     string `json:"status"`
+	InstanceID string `json:"instance_uuid"`
+	Source     string `json:"source_compute"`
+	Dest       string `json:"dest_compute"`
+	Type       string `json:"migration_type"`
+	OldFlavor  any    `json:"old_instance_type_id"`
+	NewFlavor  any    `json:"new_instance_type_id"`
+	CreatedAt  string `json:"created_at"`
+	UpdatedAt  string `json:"updated_at"`
+}
+
+// HostEvent is one entry of Capsule's os-host-events extension.
+type HostEvent struct {
+	ID         string   `json:"id"`
+	Host       string   `json:"host"`
+	InstanceID string   `json:"instance_uuid"`
+	ProjectID  string   `json:"project_id"`
+	Kind       string   `json:"kind"`
+	Severity   string   `json:"severity"`
+	Message    string   `json:"message"`
+	Value      *float64 `json:"value"`
+	Threshold  *float64 `json:"threshold"`
+	CreatedAt  string   `json:"created_at"`
+}
+
+// hostRow is one compute host on the page.
+type hostRow struct {
+	Name    string
+	State   string // up, down
+	Status  string // enabled, disabled
+	Reason  string
+	Zone    string
+	Updated string
+	HV      *Hypervisor
+	Servers []AdminServer
+	Others  []string // the other hosts, for the migrate picker
+	Err     string   // its servers could not be listed
+}
+
+// Up reports whether the host's service reports in.
+func (h *hostRow) Up() bool { return h.State == "up" }
+
+// Enabled reports whether the scheduler may place servers on the host.
+func (h *hostRow) Enabled() bool { return h.Status != "disabled" }
+
+type migrationRow struct {
+	Migration
+	Server string // the server's name, when it is listed under a host
+	Verify bool   // the server waits in VERIFY_RESIZE
+}
+
+type hostsData struct {
+	Hosts      []*hostRow
+	Migrations []migrationRow
+	Events     []HostEvent
+	EventsNote string // why there are no events to show
+}
+
+func (s *Server) hypervisors(ctx context.Context, sess *session) ([]Hypervisor, error) {
+	var body struct {
+		Hypervisors []Hypervisor `json:"hypervisors"`
+	}
+	_, err := s.up.do(ctx, "compute", sess.Token, http.MethodGet, s.ep.Compute+"/os-hypervisors/detail", nil, &body)
+	return body.Hypervisors, err
+}
+
+func (s *Server) computeServices(ctx context.Context, sess *session) ([]ComputeService, error) {
+	var body struct {
+		Services []ComputeService `json:"services"`
+	}
+	_, err := s.up.do(ctx, "compute", sess.Token, http.MethodGet, s.ep.Compute+"/os-services?binary="+computeBinary, nil, &body)
+	return body.Services, err
+}
+
+// hostServers lists every project's servers on host.
+func (s *Server) hostServers(ctx context.Context, sess *session, host string) ([]AdminServer, error) {
+	var body struct {
+		Servers []AdminServer `json:"servers"`
+	}
+	q := url.Values{"all_tenants": {"1"}, "host": {host}}
+	_, err := s.up.do(ctx, "compute", sess.Token, http.MethodGet, s.ep.Compute+"/servers/detail?"+q.Encode(), nil, &body)
+	sort.Slice(body.Servers, func(i, j int) bool { return body.Servers[i].Name < body.Servers[j].Name })
+	return body.Servers, err
+}
+
+func (s *Server) migrations(ctx context.Context, sess *session) ([]Migration, error) {
+	var body struct {
+		Migrations []Migration `json:"migrations"`
+	}
+	_, err := s.up.doAt(ctx, "compute", "2.59", sess.Token, http.MethodGet, s.ep.Compute+"/os-migrations", nil, &body)
+	return body.Migrations, err
+}
+
+// hostEvents reads Capsule's os-host-events; a compute API without the
+// extension (404) has none to show, which is no error.
+func (s *Server) hostEvents(ctx context.Context, sess *session) ([]HostEvent, bool, error) {
+	var body struct {
+		Events []HostEvent `json:"host_events"`
+	}
+	_, err := s.up.do(ctx, "compute", sess.Token, http.MethodGet, s.ep.Compute+"/os-host-events?limit="+strconv.Itoa(maxListed), nil, &body)
+	if statusOf(err) == http.StatusNotFound {
+		return nil, false, nil
+	}
+	sort.SliceStable(body.Events, func(i, j int) bool { return body.Events[i].CreatedAt > body.Events[j].CreatedAt })
+	return body.Events, true, err
+}
+
+// setHostEnabled enables or disables a host's compute service (the
+// pre-2.53 form, by host and binary).
+func (s *Server) setHostEnabled(ctx context.Context, sess *session, host string, enable bool) error {
+	action := "disable"
+	if enable {
+		action = "enable"
+	}
+	_, err := s.up.do(ctx, "compute", sess.Token, http.MethodPut, s.ep.Compute+"/os-services/"+action,
+		map[string]string{"host": host, "binary": computeBinary}, nil)
+	return err
+}
+
+// maxListed bounds the migrations and events lists: the newest matter.
+const maxListed = 50
+
+// hostsData gathers the page: hosts from services and hypervisors, their
+// servers, migrations and events, fetched side by side.
+func (s *Server) hostsData(ctx context.Context, sess *session) (*hostsData, error) {
+	var (
+		wg            sync.WaitGroup
+		svcs          []ComputeService
+		hvs           []Hypervisor
+		migs          []Migration
+		evs           []HostEvent
+		evOK          bool
+		svcErr, hvErr error
+		migErr, evErr error
+		hostNames     []string
+		hostsByName   = map[string]*hostRow{}
+		d             = &hostsData{}
+	)
+	wg.Add(4)
+	go func() { defer wg.Done(); svcs, svcErr = s.computeServices(ctx, sess) }()
+	go func() { defer wg.Done(); hvs, hvErr = s.hypervisors(ctx, sess) }()
+	go func() { defer wg.Done(); migs, migErr = s.migrations(ctx, sess) }()
+	go func() { defer wg.Done(); evs, evOK, evErr = s.hostEvents(ctx, sess) }()
+	wg.Wait()
+	// Services and hypervisors are the page; without them it fails (and
+	// a member's 403 or an expired token is reported as such).
+	if svcErr != nil {
+		return nil, svcErr
+	}
+	if hvErr != nil {
+		return nil, hvErr
+	}
+	row := func(name string) *hostRow {
+		if h := hostsByName[name]; h != nil {
+			return h
+		}
+		h := &hostRow{Name: name, State: "down", Status: "enabled"}
+		hostsByName[name] = h
+		hostNames = append(hostNames, name)
+		return h
+	}
+	for _, sv := range svcs {
+		h := row(sv.Host)
+		h.State, h.Status, h.Zone = sv.State, sv.Status, sv.Zone
+		if sv.DisabledReason != nil {
+			h.Reason = *sv.DisabledReason
+		}
+		if sv.UpdatedAt != nil {
+			h.Updated = *sv.UpdatedAt
+		}
+	}
+	for i := range hvs {
+		h := row(hvs[i].Hostname)
+		h.HV = &hvs[i]
+	}
+	sort.Strings(hostNames)
+	for _, n := range hostNames {
+		h := hostsByName[n]
+		for _, o := range hostNames {
+			if o != n {
+				h.Others = append(h.Others, o)
+			}
+		}
+		d.Hosts = append(d.Hosts, h)
+	}
+	status := map[string]*AdminServer{}
+	var mu sync.Mutex
+	for _, h := range d.Hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			list, err := s.hostServers(ctx, sess, h.Name)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				h.Err = messageOf(err)
+				return
+			}
+			h.Servers = list
+			for i := range list {
+				status[list[i].ID] = &list[i]
+			}
+		}()
+	}
+	wg.Wait()
+	if migErr != nil {
+		return nil, migErr
+	}
+	for _, m := range migs[:min(len(migs), maxListed)] {
+		mr := migrationRow{Migration: m}
+		if sv := status[m.InstanceID]; sv != nil {
+			mr.Server = sv.Name
+			mr.Verify = sv.Status == "VERIFY_RESIZE" && m.Status == "finished"
+		}
+		d.Migrations = append(d.Migrations, mr)
+	}
+	switch {
+	case evErr != nil:
+		d.EventsNote = "The host events could not be read: " + messageOf(evErr)
+	case !evOK:
+		d.EventsNote = "No events: this cloud's compute API has no host events (os-host-events)."
+	case len(evs) == 0:
+		d.EventsNote = "No events."
+	}
+	d.Events = evs[:min(len(evs), maxListed)]
+	return d, nil
+}
+
+// messageOf is what a page says about err: the API's own message, or a
+// plain sentence for anything else.
+func messageOf(err error) string {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae.Message
+	}
+	return "The cloud's API gave an answer the portal does not understand."
+}
+
+// adminOnly runs h for sessions with the admin role; members get a 403
+// page (the API would refuse each call anyway).
+func (s *Server) adminOnly(h sessHandler) sessHandler {
+	return func(w http.ResponseWriter, r *http.Request, sess *session) {
+		if !sess.Admin {
+			s.render(w, r, http.StatusForbidden, "error", view{Title: "Forbidden", Sess: sess,
+				Error: "The Hosts page is for cloud administrators: your role in this project is not admin."})
+			return
+		}
+		h(w, r, sess)
+	}
+}
+
+func (s *Server) hostsPage(w http.ResponseWriter, r *http.Request, sess *session) {
+	s.renderHosts(w, r, sess, http.StatusOK, hostsDone(r.URL.Query().Get("done"), r.URL.Query().Get("host")), "")
+}
+
+// renderHosts shows the Hosts page with a notice or an error (the page
+// itself stays, so the admin sees the error where they acted).
+func (s *Server) renderHosts(w http.ResponseWriter, r *http.Request, sess *session, status int, notice, errMsg string) {
+	d, err := s.hostsData(r.Context(), sess)
+	if err != nil {
+		s.fail(w, r, sess, "Hosts", err)
+		return
+	}
+	s.render(w, r, status, "hosts", view{Title: "Hosts", Nav: "hosts", Sess: sess, Data: d, Notice: notice, Error: errMsg})
+}
+
+// hostsDone is the notice after a redirect: a fixed set, with the host
+// name only from the query (escaped by the template).
+func hostsDone(code, host string) string {
+	switch code {
+	case "enable":
+		return "Host " + host + " is enabled: the scheduler places new servers on it."
+	case "disable":
+		return "Host " + host + " is disabled: the scheduler places no new servers on it; its servers keep running."
+	case "migrate":
+		return "Migration requested: it appears under Migrations; confirm or revert it once the server shows VERIFY_RESIZE."
+	case "confirmResize":
+		return "Migration confirmed."
+	case "revertResize":
+		return "Migration reverted."
+	}
+	return ""
+}
+
+// hostsResult redirects back to the Hosts page after an action, or shows
+// the API's refusal on it.
+func (s *Server) hostsResult(w http.ResponseWriter, r *http.Request, sess *session, done, host string, err error) {
+	if err == nil {
+		q := url.Values{"done": {done}}
+		if host != "" {
+			q.Set("host", host)
+		}
+		http.Redirect(w, r, "/hosts?"+q.Encode(), http.StatusSeeOther)
+		return
+	}
+	st := statusOf(err)
+	if st == http.StatusUnauthorized {
+		s.fail(w, r, sess, "Hosts", err)
+		return
+	}
+	if st < 400 {
+		st = http.StatusBadGateway
+	}
+	s.renderHosts(w, r, sess, st, "", messageOf(err))
+}
+
+func (s *Server) hostEnablePost(w http.ResponseWriter, r *http.Request, sess *session) {
+	host := r.PathValue("host")
+	enable := r.PathValue("op") == "enable"
+	if op := r.PathValue("op"); op != "enable" && op != "disable" {
+		s.render(w, r, http.StatusNotFound, "error", view{Title: "Not found", Sess: sess, Error: "There is no host action " + op + "."})
+		return
+	}
+	err := s.setHostEnabled(r.Context(), sess, host, enable)
+	if err == nil {
+		s.log.Info("portal: host "+r.PathValue("op"), "user", sess.User, "host", host)
+	}
+	s.hostsResult(w, r, sess, r.PathValue("op"), host, err)
+}
+
+// migratePost migrates one server (to the picked host, or where the
+// scheduler finds room), or confirms or reverts its migration.
+func (s *Server) migratePost(w http.ResponseWriter, r *http.Request, sess *session) {
+	id, op := r.PathValue("id"), r.PathValue("op")
+	if op != "migrate" && op != "confirmResize" && op != "revertResize" {
+		s.render(w, r, http.StatusNotFound, "error", view{Title: "Not found", Sess: sess, Error: "There is no server action " + op + " here."})
+		return
+	}
+	err := s.serverAction(r.Context(), sess, id, op, ActionArgs{Host: strings.TrimSpace(r.PostFormValue("host"))})
+	if err == nil {
+		s.log.Info("portal: "+op, "user", sess.User, "server", id, "host", r.PostFormValue("host"))
+	}
+	s.hostsResult(w, r, sess, op, "", err)
+}
+
+type evacuateResult struct {
+	ID, Name, Project string
+	Err               string
+}
+
+type evacuateData struct {
+	Host     string
+	Servers  []AdminServer
+	Disabled string // the refusal to disable the host, if any
+	Results  []evacuateResult
+	Done     bool
+}
+
+// evacuatePage asks for confirmation, listing what will move.
+func (s *Server) evacuatePage(w http.ResponseWriter, r *http.Request, sess *session) {
+	host := r.PathValue("host")
+	list, err := s.hostServers(r.Context(), sess, host)
+	if err != nil {
+		s.fail(w, r, sess, "Evacuate", err)
+		return
+	}
+	s.render(w, r, http.StatusOK, "evacuate", view{Title: "Evacuate " + host, Nav: "hosts", Sess: sess,
+		Data: evacuateData{Host: host, Servers: list}})
+}
+
+// evacuatePost disables the host (so nothing new lands on it and the
+// scheduler does not pick it back), then asks for a cold migration of
+// each of its servers, one after the other, and shows each answer.
+func (s *Server) evacuatePost(w http.ResponseWriter, r *http.Request, sess *session) {
+	host := r.PathValue("host")
+	d := evacuateData{Host: host, Done: true}
+	if err := s.setHostEnabled(r.Context(), sess, host, false); err != nil {
+		if statusOf(err) == http.StatusUnauthorized {
+			s.fail(w, r, sess, "Evacuate", err)
+			return
+		}
+		d.Disabled = messageOf(err)
+	}
+	list, err := s.hostServers(r.Context(), sess, host)
+	if err != nil {
+		s.fail(w, r, sess, "Evacuate", err)
+		return
+	}
+	d.Servers = list
+	for _, sv := range list {
+		res := evacuateResult{ID: sv.ID, Name: sv.Name, Project: sv.ProjectID}
+		if err := s.serverAction(r.Context(), sess, sv.ID, "migrate", ActionArgs{}); err != nil {
+			res.Err = messageOf(err)
+		}
+		d.Results = append(d.Results, res)
+	}
+	s.log.Info("portal: evacuate", "user", sess.User, "host", host, "servers", len(list))
+	s.render(w, r, http.StatusOK, "evacuate", view{Title: "Evacuate " + host, Nav: "hosts", Sess: sess, Data: d})
+}

@@ -1,0 +1,289 @@
+package docker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+
+	"github.com/capsule-cloud/capsule/drivers"
+	"github.com/capsule-cloud/capsule/limits"
+)
+
+// Why servers are pinned: nproc (busybox and GNU), the JVM, Go's runtime
+// and every thread pool size themselves from sched_getaffinity, the CPUs a
+// process may run on, not from its CFS quota. Unpinned, a 1-vCPU server
+// counts every host CPU and starts that many workers. So each server whose
+// vCPUs are fewer than the host's CPUs gets a cpuset of exactly its vCPUs,
+// chosen among the least-used CPUs so servers spread across cores (the
+// quota still caps its total CPU time). LXCFS's cpuinfo, stat and
+// sys/devices/system/cpu/online follow the cpuset too.
+
+// LabelCPUPolicy marks a server pinned to exclusive CPUs
+// (hw:cpu_policy=dedicated): no other server is pinned to its CPUs.
+const LabelCPUPolicy = "capsule.cpu_policy"
+
+const policyDedicated = "dedicated"
+
+// ErrNoFreeCPUs: a dedicated server needs more host CPUs than are free of
+// other pinned servers.
+var ErrNoFreeCPUs = errors.New("not enough host CPUs free for exclusive pinning")
+
+// pinning serializes the choice of CPUs with the create or update that
+// applies it, so two concurrent boots do not both pick the idle core.
+type pinning struct {
+	mu   sync.Mutex
+	cpus []int // the host's CPUs, found once
+}
+
+// cpuUse is how the host's CPUs are taken by the servers pinned to them.
+type cpuUse struct {
+	load      map[int]int  // shared servers pinned to each CPU
+	dedicated map[int]bool // CPUs held by a dedicated server
+}
+
+// pickCPUs chooses the CPUs of a server of vcpus vCPUs: nil means no
+// pinning (it may use the whole host). keep are its current CPUs (a
+// resize), kept when possible so its caches stay warm. A dedicated server
+// gets CPUs no other pinned server uses; a shared one the least-used CPUs
+// not held by a dedicated server.
+func pickCPUs(host []int, use cpuUse, vcpus int, dedicated bool, keep []int) ([]int, error) {
+	kept := func(c int) bool { return slices.Contains(keep, c) }
+	order := func(cpus []int) {
+		sort.SliceStable(cpus, func(i, j int) bool {
+			a, b := cpus[i], cpus[j]
+			if kept(a) != kept(b) {
+				return kept(a)
+			}
+			if use.load[a] != use.load[b] {
+				return use.load[a] < use.load[b]
+			}
+			return a < b
+		})
+	}
+	if dedicated {
+		var free []int
+		for _, c := range host {
+			if use.load[c] == 0 && !use.dedicated[c] {
+				free = append(free, c)
+			}
+		}
+		if len(free) < vcpus {
+			return nil, fmt.Errorf("hw:cpu_policy=dedicated: %d vCPUs need as many host CPUs free of other pinned servers, %d of %d are: %w",
+				vcpus, len(free), len(host), ErrNoFreeCPUs)
+		}
+		order(free)
+		out := free[:vcpus]
+		slices.Sort(out)
+		return out, nil
+	}
+	var avail []int
+	for _, c := range host {
+		if !use.dedicated[c] {
+			avail = append(avail, c)
+		}
+	}
+	switch {
+	case len(avail) == 0:
+		return nil, fmt.Errorf("every host CPU is held by dedicated servers: %w", ErrNoFreeCPUs)
+	case vcpus >= len(avail) && len(avail) == len(host):
+		return nil, nil
+	case vcpus >= len(avail):
+		// Bigger than what dedicated servers leave: all of that, so a
+		// dedicated server's CPUs stay its own.
+		return avail, nil
+	}
+	order(avail)
+	out := avail[:vcpus]
+	slices.Sort(out)
+	return out, nil
+}
+
+// parseCPUList parses the kernel's CPU list format ("0-3,6,8-9").
+func parseCPUList(s string) ([]int, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, nil
+	}
+	var out []int
+	for _, part := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil || a < 0 {
+			return nil, fmt.Errorf("parse cpu list %q: bad cpu %q", s, lo)
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(hi); err != nil || b < a {
+				return nil, fmt.Errorf("parse cpu list %q: bad range %q", s, part)
+			}
+		}
+		for c := a; c <= b; c++ {
+			out = append(out, c)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// formatCPUList writes cpus (sorted) in the kernel's list format; nil is "".
+func formatCPUList(cpus []int) string {
+	var b strings.Builder
+	for i := 0; i < len(cpus); {
+		j := i
+		for j+1 < len(cpus) && cpus[j+1] == cpus[j]+1 {
+			j++
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.Itoa(cpus[i]))
+		if j > i {
+			b.WriteByte('-')
+			b.WriteString(strconv.Itoa(cpus[j]))
+		}
+		i = j + 1
+	}
+	return b.String()
+}
+
+// hostCPUs returns the CPUs servers may be pinned to (d.pin.mu held): the
+// online CPUs when dockerd is local and sees them all, else 0..NCPU-1.
+func (d *Driver) hostCPUs(ctx context.Context) ([]int, error) {
+	if d.pin.cpus != nil {
+		return d.pin.cpus, nil
+	}
+	info, err := d.cli.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("docker info: %w", err)
+	}
+	if info.NCPU <= 0 {
+		return nil, fmt.Errorf("docker info reports %d CPUs", info.NCPU)
+	}
+	cpus := make([]int, info.NCPU)
+	for i := range cpus {
+		cpus[i] = i
+	}
+	if d.local() {
+		if b, err := os.ReadFile("/sys/devices/system/cpu/online"); err == nil {
+			if online, err := parseCPUList(string(b)); err == nil && len(online) == info.NCPU {
+				cpus = online
+			}
+		}
+	}
+	d.pin.cpus = cpus
+	return cpus, nil
+}
+
+// cpuUse counts how the servers on this dockerd are pinned (stopped ones
+// included: they keep their CPUs for their next start), leaving out
+// container except (a resize's own). Every Capsule server counts, whatever
+// agent owns it (Options.Owner): agents sharing a dockerd share its CPUs.
+// A cpuset of the whole host is no pinning.
+func (d *Driver) cpuUse(ctx context.Context, host []int, except string) (cpuUse, error) {
+	use := cpuUse{load: map[int]int{}, dedicated: map[int]bool{}}
+	cs, err := d.cli.ContainerList(ctx, container.ListOptions{
+		All:     true,
+		Filters: filters.NewArgs(filters.Arg("label", LabelManaged+"=true")),
+	})
+	if err != nil {
+		return use, fmt.Errorf("list containers for cpu pinning: %w", err)
+	}
+	for _, s := range cs {
+		if s.ID == except || s.Labels[LabelRole] == RoleSandbox {
+			continue
+		}
+		c, err := d.cli.ContainerInspect(ctx, s.ID)
+		if err != nil || c.HostConfig == nil {
+			continue // removed since the listing
+		}
+		cpus, err := parseCPUList(c.HostConfig.CpusetCpus)
+		if err != nil {
+			d.log.Warn("ignoring a container's unreadable cpuset", "container", s.ID, "cpuset", c.HostConfig.CpusetCpus, "err", err)
+			continue
+		}
+		dedicated := s.Labels[LabelCPUPolicy] == policyDedicated
+		if len(cpus) == 0 || (!dedicated && len(cpus) >= len(host)) {
+			continue
+		}
+		for _, cpu := range cpus {
+			if dedicated {
+				use.dedicated[cpu] = true
+			} else {
+				use.load[cpu]++
+			}
+		}
+	}
+	return use, nil
+}
+
+// createPinned creates the workload container of spec pinned to its CPUs,
+// choosing them and creating under the pinning lock.
+func (d *Driver) createPinned(ctx context.Context, spec drivers.Spec, cfg *container.Config, host *container.HostConfig) (container.CreateResponse, error) {
+	d.pin.mu.Lock()
+	defer d.pin.mu.Unlock()
+	hostCPUs, err := d.hostCPUs(ctx)
+	if err != nil {
+		return container.CreateResponse{}, fmt.Errorf("cpu pinning: %w", err)
+	}
+	use, err := d.cpuUse(ctx, hostCPUs, "")
+	if err != nil {
+		return container.CreateResponse{}, err
+	}
+	cpus, err := pickCPUs(hostCPUs, use, spec.VCPUs, spec.Limits.CPU.Dedicated, nil)
+	if err != nil {
+		return container.CreateResponse{}, err
+	}
+	host.Resources.CpusetCpus = formatCPUList(cpus)
+	if spec.Limits.CPU.Dedicated {
+		cfg.Labels[LabelCPUPolicy] = policyDedicated
+	}
+	return d.cli.ContainerCreate(ctx, cfg, host, nil, nil, ContainerName(spec.ID))
+}
+
+// resizeCPUs returns the cpuset of container c resized to vcpus (to set
+// with docker update, where "" leaves it as is) and the one to restore on
+// a rollback. d.pin.mu must be held until the update is done. The CPU
+// policy cannot change: it is a label, which docker update cannot set.
+func (d *Driver) resizeCPUs(ctx context.Context, c container.InspectResponse, vcpus int, l limits.Limits) (set, rollback string, err error) {
+	dedicated := c.Config.Labels[LabelCPUPolicy] == policyDedicated
+	if l.CPU.Dedicated != dedicated {
+		return "", "", fmt.Errorf("the new flavor changes hw:cpu_policy, which cannot be changed on an existing container: %w", drivers.ErrNotSupported)
+	}
+	hostCPUs, err := d.hostCPUs(ctx)
+	if err != nil {
+		return "", "", fmt.Errorf("cpu pinning: %w", err)
+	}
+	cur, err := parseCPUList(c.HostConfig.CpusetCpus)
+	if err != nil {
+		return "", "", err
+	}
+	use, err := d.cpuUse(ctx, hostCPUs, c.ID)
+	if err != nil {
+		return "", "", err
+	}
+	cpus, err := pickCPUs(hostCPUs, use, vcpus, dedicated, cur)
+	if err != nil {
+		return "", "", err
+	}
+	all := formatCPUList(hostCPUs)
+	rollback = c.HostConfig.CpusetCpus
+	switch {
+	case cpus != nil:
+		set = formatCPUList(cpus)
+	case len(cur) > 0:
+		set = all // unpinned: "" would leave the old cpuset
+	}
+	if rollback == "" && set != "" {
+		rollback = all
+	}
+	return set, rollback, nil
+}

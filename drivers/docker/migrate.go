@@ -1,0 +1,484 @@
+package docker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"path"
+	"slices"
+	"strings"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/distribution/reference"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/mount"
+	"github.com/docker/docker/api/types/registry"
+
+	"github.com/capsule-cloud/capsule/drivers"
+)
+
+var _ drivers.Migrator = (*Driver)(nil)
+
+// driverFiles are the files Docker bind-mounts into every container from
+// its own per-container directory: they are regenerated on the target, so
+// a commit not carrying them loses nothing.
+var driverFiles = map[string]bool{"/etc/resolv.conf": true, "/etc/hostname": true, "/etc/hosts": true}
+
+// ownMount reports whether a mount at dest is one the driver or Docker
+// adds itself rather than tenant data: the /etc files above and anything
+// over /proc or /sys (LXCFS views of /proc files, for instance).
+func ownMount(dest string) bool {
+	dest = path.Clean("/" + dest)
+	if driverFiles[dest] {
+		return true
+	}
+	for _, pseudo := range []string{"/proc", "/sys"} {
+		if dest == pseudo || strings.HasPrefix(dest, pseudo+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// Volumes implements drivers.Migrator: the named (or anonymous) volumes
+// and the bind-mounted host paths of the workload container, whose data a
+// commit would not carry. tmpfs mounts hold nothing that survives a stop.
+func (d *Driver) Volumes(ctx context.Context, id string) ([]string, error) {
+	c, err := d.inspect(ctx, "volumes", id)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, m := range c.Mounts {
+		if ownMount(m.Destination) {
+			continue
+		}
+		switch m.Type {
+		case mount.TypeVolume:
+			out = append(out, m.Name)
+		case mount.TypeBind:
+			out = append(out, m.Source)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// encodedAuth is the X-Registry-Auth header of pushes and pulls.
+func (d *Driver) encodedAuth() (string, error) {
+	a := d.opts.RegistryAuth
+	if a == nil {
+		// The daemon requires the header even for an anonymous push;
+		// "{}" base64-encoded is the empty login.
+		return "e30=", nil
+	}
+	enc, err := registry.EncodeAuthConfig(registry.AuthConfig{
+		Username: a.Username, Password: a.Password, ServerAddress: a.ServerAddress,
+	})
+	if err != nil {
+		return "", fmt.Errorf("encode registry auth: %w", err)
+	}
+	return enc, nil
+}
+
+// Pull implements drivers.Migrator: it pulls ref with the driver's
+// registry login, telling progress the compressed bytes downloaded so far
+// (summed over layers), and returns that total: 0 when every layer was
+// already here.
+func (d *Driver) Pull(ctx context.Context, ref string, progress func(bytes int64)) (int64, error) {
+	enc, err := d.encodedAuth()
+	if err != nil {
+		return 0, err
+	}
+	d.log.Info("pulling migration image", "image", ref)
+	rc, err := d.cli.ImagePull(ctx, ref, image.PullOptions{RegistryAuth: enc})
+	if err != nil {
+		return 0, fmt.Errorf("docker pull %s: %w", ref, err)
+	}
+	defer rc.Close()
+	n, fetched, err := readPull(rc, progress)
+	if err != nil {
+		return n, fmt.Errorf("docker pull %s (%d bytes downloaded): %w", ref, n, err)
+	}
+	if len(fetched) > 0 {
+		// Docker may send no progress line at all for a small layer:
+		// the manifest has the exact sizes of the layers fetched.
+		if exact, err := d.fetchedBytes(ctx, ref, fetched); err != nil {
+			d.log.Warn("could not read the pulled manifest's layer sizes; reporting the progress seen", "image", ref, "err", err)
+		} else if exact != n {
+			n = exact
+			if progress != nil {
+				progress(n)
+			}
+		}
+	}
+	d.log.Info("migration image pulled", "image", ref, "bytes", n, "layers_fetched", len(fetched))
+	return n, nil
+}
+
+// fetchedBytes sums the compressed sizes of ref's layers in fetched
+// (short digests, as pull progress names layers).
+func (d *Driver) fetchedBytes(ctx context.Context, ref string, fetched map[string]bool) (int64, error) {
+	named, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return 0, fmt.Errorf("parse %s: %w", ref, err)
+	}
+	which := "latest"
+	if c, ok := named.(reference.Canonical); ok {
+		which = c.Digest().String()
+	} else if t, ok := named.(reference.Tagged); ok {
+		which = t.Tag()
+	}
+	layers, err := d.manifestLayers(ctx, ref, which)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, l := range layers {
+		if fetched[shortID(l.Digest)] {
+			n += l.Size
+		}
+	}
+	return n, nil
+}
+
+// jsonMessage is one line of Docker's push and pull progress streams.
+type jsonMessage struct {
+	ID             string `json:"id"`
+	Status         string `json:"status"`
+	ProgressDetail struct {
+		Current int64 `json:"current"`
+		Total   int64 `json:"total"`
+	} `json:"progressDetail"`
+	Aux *struct {
+		Digest string `json:"Digest"`
+	} `json:"aux"`
+	Error       string `json:"error"`
+	ErrorDetail *struct {
+		Message string `json:"message"`
+	} `json:"errorDetail"`
+}
+
+// err returns the failure the message reports, if any: failures arrive in
+// the stream, not as an HTTP status.
+func (m jsonMessage) err() error {
+	if m.ErrorDetail != nil && m.ErrorDetail.Message != "" {
+		return errors.New(m.ErrorDetail.Message)
+	}
+	if m.Error != "" {
+		return errors.New(m.Error)
+	}
+	return nil
+}
+
+// readPull drains a pull's progress stream and returns the bytes
+// downloaded and the layers fetched (not already here). A layer's last
+// "Downloading" message may come before its end (Docker throttles them),
+// so a finished layer counts its full size when a message told it.
+func readPull(r io.Reader, progress func(int64)) (int64, map[string]bool, error) {
+	type layer struct{ cur, total int64 }
+	layers := map[string]*layer{}
+	fetched := map[string]bool{}
+	sum := func() int64 {
+		var n int64
+		for _, l := range layers {
+			n += l.cur
+		}
+		return n
+	}
+	dec := json.NewDecoder(r)
+	for {
+		var msg jsonMessage
+		if err := dec.Decode(&msg); err == io.EOF {
+			return sum(), fetched, nil
+		} else if err != nil {
+			return sum(), fetched, fmt.Errorf("read pull progress: %w", err)
+		}
+		if err := msg.err(); err != nil {
+			return sum(), fetched, err
+		}
+		if msg.ID == "" {
+			continue
+		}
+		l := layers[msg.ID]
+		before := int64(0)
+		if l != nil {
+			before = l.cur
+		}
+		switch msg.Status {
+		case "Downloading":
+			if l == nil {
+				l = &layer{}
+				layers[msg.ID] = l
+			}
+			l.cur = max(l.cur, msg.ProgressDetail.Current)
+			if msg.ProgressDetail.Total > 0 {
+				l.total = msg.ProgressDetail.Total
+			}
+		case "Verifying Checksum", "Download complete", "Extracting", "Pull complete":
+			fetched[msg.ID] = true
+			if l != nil && l.total > l.cur {
+				l.cur = l.total
+			}
+		}
+		if l != nil && l.cur != before && progress != nil {
+			progress(sum())
+		}
+	}
+}
+
+// RemoveImage implements drivers.Migrator: it untags ref here. A missing
+// image, or one a container still uses, is left alone without an error.
+func (d *Driver) RemoveImage(ctx context.Context, ref string) error {
+	_, err := d.cli.ImageRemove(ctx, ref, image.RemoveOptions{PruneChildren: true})
+	switch {
+	case err == nil:
+		d.log.Info("migration image removed", "image", ref)
+		return nil
+	case cerrdefs.IsNotFound(err):
+		return nil
+	case cerrdefs.IsConflict(err):
+		d.log.Info("migration image still in use; kept", "image", ref, "reason", err)
+		return nil
+	}
+	return fmt.Errorf("docker remove image %s: %w", ref, err)
+}
+
+// ExportMigration commits instance id (stopped by the caller, so nothing
+// is paused) to ref and pushes it, like Snapshot, and returns the pushed
+// manifest's digest and the compressed bytes of the layers this push
+// uploaded: the registry already holds the base image's layers, so this
+// is the server's own changes, what the migration really moved. The agent
+// prefers it to Snapshot for a migration's export.
+func (d *Driver) ExportMigration(ctx context.Context, id, ref string, progress func(bytes int64)) (string, int64, error) {
+	res, err := d.commitPush(ctx, id, ref, "capsule cold migration of instance "+id, progress)
+	if err != nil {
+		return "", 0, err
+	}
+	layers, err := d.manifestLayers(ctx, ref, res.digest)
+	if err == nil && len(layers) != len(res.diffIDs) {
+		err = fmt.Errorf("manifest has %d layers, the image %d", len(layers), len(res.diffIDs))
+	}
+	if err != nil {
+		// The push succeeded; only the figure is uncertain. The
+		// uncompressed bytes sent bound it from above.
+		d.log.Warn("could not read the pushed manifest's layer sizes; reporting the uncompressed bytes pushed",
+			"instance", id, "ref", ref, "err", err)
+		return res.digest, res.sent, nil
+	}
+	var pushed int64
+	for i, diffID := range res.diffIDs {
+		if res.uploaded[shortID(diffID)] {
+			pushed += layers[i].Size
+		}
+	}
+	d.log.Info("migration image pushed", "instance", id, "ref", ref, "digest", res.digest,
+		"image_size", res.size, "bytes_pushed", pushed, "layers", len(res.diffIDs), "layers_uploaded", len(res.uploaded))
+	return res.digest, pushed, nil
+}
+
+// shortID is how push progress names a layer: its diff ID's first 12 hex
+// digits (stringid.TruncateID).
+func shortID(diffID string) string {
+	if _, hex, ok := strings.Cut(diffID, ":"); ok {
+		diffID = hex
+	}
+	if len(diffID) > 12 {
+		diffID = diffID[:12]
+	}
+	return diffID
+}
+
+// layerDesc is one layer of a manifest: its compressed (as stored)
+// digest and size.
+type layerDesc struct {
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
+}
+
+// manifestLayers reads the manifest which (a tag or digest) of ref's
+// repository from the registry and returns its layers, in order, which
+// is the order of the image's diff IDs.
+func (d *Driver) manifestLayers(ctx context.Context, ref, which string) ([]layerDesc, error) {
+	named, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return nil, fmt.Errorf("parse %s: %w", ref, err)
+	}
+	host, repo := reference.Domain(named), reference.Path(named)
+	if host == "docker.io" {
+		host = "registry-1.docker.io"
+	}
+	rc := &registryClient{auth: d.opts.RegistryAuth, http: http.DefaultClient}
+	body, err := rc.get(ctx, host, repo, "/v2/"+repo+"/manifests/"+which,
+		"application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json")
+	if err != nil {
+		return nil, err
+	}
+	var m struct {
+		Layers []layerDesc `json:"layers"`
+	}
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, fmt.Errorf("decode manifest %s of %s: %w", which, ref, err)
+	}
+	if len(m.Layers) == 0 {
+		return nil, fmt.Errorf("manifest %s of %s lists no layers (an index?)", which, ref)
+	}
+	return m.Layers, nil
+}
+
+// registryClient reads from a registry's v2 API the way dockerd would:
+// HTTPS, or plain HTTP when the registry speaks only that (an insecure
+// registry such as a loopback one), anonymous, then with the driver's login (basic, or a
+// bearer token from the realm the registry names).
+type registryClient struct {
+	auth *RegistryAuth
+	http *http.Client
+}
+
+func (c *registryClient) get(ctx context.Context, host, repo, p, accept string) ([]byte, error) {
+	var lastErr error
+	for _, scheme := range []string{"https", "http"} {
+		body, err := c.getFrom(ctx, scheme+"://"+host, repo, p, accept)
+		if err == nil {
+			return body, nil
+		}
+		lastErr = err
+		if !errors.Is(err, http.ErrSchemeMismatch) {
+			// Only a registry that speaks plain HTTP on its port is
+			// asked again without TLS: a TLS failure is no reason to
+			// send a login in clear.
+			break
+		}
+	}
+	return nil, lastErr
+}
+
+type statusError struct {
+	url    string
+	status string
+}
+
+func (e *statusError) Error() string { return "GET " + e.url + ": " + e.status }
+
+func (c *registryClient) getFrom(ctx context.Context, base, repo, p, accept string) ([]byte, error) {
+	url := base + p
+	do := func(authz string) (*http.Response, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Accept", accept)
+		if authz != "" {
+			req.Header.Set("Authorization", authz)
+		}
+		return c.http.Do(req)
+	}
+	res, err := do("")
+	if err != nil {
+		return nil, err
+	}
+	if res.StatusCode == http.StatusUnauthorized {
+		challenge := res.Header.Get("WWW-Authenticate")
+		res.Body.Close()
+		authz, err := c.authorization(ctx, challenge, repo)
+		if err != nil {
+			return nil, fmt.Errorf("GET %s: %w", url, err)
+		}
+		if res, err = do(authz); err != nil {
+			return nil, err
+		}
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return nil, &statusError{url: url, status: res.Status}
+	}
+	body, err := io.ReadAll(io.LimitReader(res.Body, 4<<20))
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", url, err)
+	}
+	return body, nil
+}
+
+// authorization answers a registry's WWW-Authenticate challenge.
+func (c *registryClient) authorization(ctx context.Context, challenge, repo string) (string, error) {
+	scheme, params, _ := strings.Cut(challenge, " ")
+	switch strings.ToLower(scheme) {
+	case "basic":
+		if c.auth == nil {
+			return "", errors.New("the registry wants a login and none is configured")
+		}
+		req, _ := http.NewRequest(http.MethodGet, "/", nil)
+		req.SetBasicAuth(c.auth.Username, c.auth.Password)
+		return req.Header.Get("Authorization"), nil
+	case "bearer":
+		p := parseChallenge(params)
+		if p["realm"] == "" {
+			return "", fmt.Errorf("bearer challenge without a realm: %q", challenge)
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, p["realm"], nil)
+		if err != nil {
+			return "", err
+		}
+		q := req.URL.Query()
+		if p["service"] != "" {
+			q.Set("service", p["service"])
+		}
+		scope := p["scope"]
+		if scope == "" {
+			scope = "repository:" + repo + ":pull"
+		}
+		q.Set("scope", scope)
+		req.URL.RawQuery = q.Encode()
+		if c.auth != nil {
+			req.SetBasicAuth(c.auth.Username, c.auth.Password)
+		}
+		res, err := c.http.Do(req)
+		if err != nil {
+			return "", fmt.Errorf("registry token: %w", err)
+		}
+		defer res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			return "", fmt.Errorf("registry token from %s: %s", p["realm"], res.Status)
+		}
+		var tok struct {
+			Token       string `json:"token"`
+			AccessToken string `json:"access_token"`
+		}
+		if err := json.NewDecoder(io.LimitReader(res.Body, 1<<20)).Decode(&tok); err != nil {
+			return "", fmt.Errorf("registry token: %w", err)
+		}
+		if tok.Token == "" {
+			tok.Token = tok.AccessToken
+		}
+		return "Bearer " + tok.Token, nil
+	}
+	return "", fmt.Errorf("unsupported registry auth challenge %q", challenge)
+}
+
+// parseChallenge splits `realm="x",service="y"` into its parameters.
+func parseChallenge(s string) map[string]string {
+	out := map[string]string{}
+	for s != "" {
+		s = strings.TrimLeft(s, " ,")
+		k, rest, ok := strings.Cut(s, "=")
+		if !ok {
+			break
+		}
+		var v string
+		if strings.HasPrefix(rest, `"`) {
+			end := strings.Index(rest[1:], `"`)
+			if end < 0 {
+				v, s = rest[1:], ""
+			} else {
+				v, s = rest[1:1+end], rest[2+end:]
+			}
+		} else {
+			v, s, _ = strings.Cut(rest, ",")
+		}
+		out[strings.ToLower(strings.TrimSpace(k))] = v
+	}
+	return out
+}

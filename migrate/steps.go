@@ -1,0 +1,460 @@
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/capsule-cloud/capsule/lifecycle"
+	"github.com/capsule-cloud/capsule/protocol"
+	"github.com/capsule-cloud/capsule/scheduler"
+	"github.com/capsule-cloud/capsule/store"
+)
+
+// migratedTask marks an instance whose export was reported: the import
+// step comes next, whatever happened to the conductor meanwhile.
+const migratedTask = lifecycle.ResizeMigrated
+
+// errInstanceChanged: the instance left the state the step expects
+// (typically: it is being deleted).
+var errInstanceChanged = errors.New("the instance left the state the migration expects")
+
+// updateInstance applies fields to instance id while it is not deleted,
+// its vm_state is vm ("" = any) and its task one of tasks.
+func updateInstance(tx *gorm.DB, id string, vm string, tasks []lifecycle.TaskState, fields map[string]any) error {
+	ts := make([]string, len(tasks))
+	for i, t := range tasks {
+		ts[i] = string(t)
+	}
+	q := tx.Model(&store.Instance{}).Where("id = ? AND deleted_at IS NULL AND task_state IN ?", id, ts)
+	if vm != "" {
+		q = q.Where("vm_state = ?", vm)
+	}
+	res := q.Updates(fields)
+	if res.Error != nil {
+		return fmt.Errorf("update instance %s: %w", id, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return errInstanceChanged
+	}
+	return nil
+}
+
+// bindPorts binds the instance's ports to host (Neutron's
+// binding:host_id), as the scheduler does when it places a server.
+func bindPorts(tx *gorm.DB, instanceID, host string) error {
+	err := tx.Model(&store.Port{}).Where("device_id = ?", instanceID).
+		Updates(map[string]any{"binding_host_id": host, "status": store.PortActive}).Error
+	if err != nil {
+		return fmt.Errorf("bind ports of %s to %s: %w", instanceID, host, err)
+	}
+	return nil
+}
+
+func zoneOf(tx *gorm.DB, host string) (string, error) {
+	var svc store.Service
+	err := tx.Where("host = ? AND binary_name = ?", host, store.ComputeBinary).Limit(1).Find(&svc).Error
+	if err != nil {
+		return "", fmt.Errorf("zone of %s: %w", host, err)
+	}
+	if svc.Zone == "" {
+		return scheduler.DefaultZone, nil
+	}
+	return svc.Zone, nil
+}
+
+// flavorBack returns the fields that give a resized instance its old
+// flavor back and forget the resize (nothing for a plain migration).
+func flavorBack(inst *store.Instance) map[string]any {
+	if inst.OldFlavorID == "" {
+		return map[string]any{"resize_from_state": ""}
+	}
+	f := store.RestoreOldFlavor(inst)
+	maps.Copy(f, store.ForgetOldFlavor())
+	return f
+}
+
+// schedule is the scheduling step: claim room on a target (the scheduler
+// never picks the source; an admin's requested host is the only
+// candidate), then hand over to the export.
+func (e *Engine) schedule(ctx context.Context, m *store.Migration, inst *store.Instance) error {
+	start := e.now()
+	log := e.logFor(m)
+	// A claim this migration already holds is from an attempt that died
+	// before recording its choice: keep that host.
+	var prior store.Claim
+	if err := e.st.WithContext(ctx).Where("instance_id = ? AND migration_id = ?", m.InstanceID, m.ID).
+		Limit(1).Find(&prior).Error; err != nil {
+		return fmt.Errorf("claims of migration %s: %w", m.UUID, err)
+	}
+	target := prior.Host
+	if target == "" {
+		id := m.ID
+		var err error
+		target, err = e.sched.Select(ctx, scheduler.Request{InstanceID: inst.ID,
+			Resources:        store.Resources{VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB},
+			AvailabilityZone: inst.AvailabilityZone, Excluded: []string{m.SourceCompute}, ForceHost: m.RequestedHost,
+			MigrationID: &id})
+		var nv *scheduler.NoValidHostError
+		if errors.As(err, &nv) {
+			return e.noValidHost(ctx, m, inst, start, nv.Explain())
+		}
+		if err != nil {
+			return fmt.Errorf("select target of migration %s: %w", m.UUID, err)
+		}
+	}
+	err := e.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := move(tx, m, StepExporting, e.now(), map[string]any{"status": store.MigrationMigrating,
+			"dest_compute": target, "dest_node": target, "dest_host": target, "snapshot_ref": e.Ref(m)}); err != nil {
+			return err
+		}
+		return updateInstance(tx, inst.ID, m.SourceVMState, []lifecycle.TaskState{lifecycle.ResizePrep},
+			map[string]any{"task_state": string(lifecycle.ResizeMigrating), "updated_at": e.now()})
+	})
+	if errors.Is(err, errMoved) {
+		return nil // another handler scheduled it (and its claim is the one kept above)
+	}
+	if errors.Is(err, errInstanceChanged) {
+		// Being deleted: the deletion ends the migration (and drops the
+		// claim); until then the claim is harmless.
+		log.Info("instance changed while scheduling its migration", "target", target)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log = e.logFor(m)
+	log.Info("migration step", "from", string(StepScheduling), "to", m.Step, "status", m.Status)
+	e.recordEvent(ctx, m, store.Event{Name: EventSchedule, Host: e.host, Start: start, Finish: e.now(), OK: true})
+	return e.publish(ctx, m, inst, true)
+}
+
+// noValidHost ends a migration nobody can take: the instance goes back
+// to where it was, with the fault Nova records.
+func (e *Engine) noValidHost(ctx context.Context, m *store.Migration, inst *store.Instance, start time.Time, explain string) error {
+	at := e.now()
+	err := e.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := move(tx, m, StepDone, at, map[string]any{"status": store.MigrationError,
+			"error_message": scheduler.NoValidHostMessage}); err != nil {
+			return err
+		}
+		fields := flavorBack(inst)
+		maps.Copy(fields, map[string]any{"vm_state": m.SourceVMState, "task_state": string(lifecycle.NoTask),
+			"fault_code": 500, "fault_message": scheduler.NoValidHostMessage, "fault_details": explain, "fault_at": at,
+			"updated_at": at})
+		err := updateInstance(tx, inst.ID, m.SourceVMState, []lifecycle.TaskState{lifecycle.ResizePrep}, fields)
+		if errors.Is(err, errInstanceChanged) {
+			return nil // being deleted: only the migration ends
+		}
+		return err
+	})
+	if err != nil {
+		return ignoreMoved(err)
+	}
+	e.logFor(m).Warn("no valid host for migration", "explain", explain)
+	e.recordEvent(ctx, m, store.Event{Name: EventSchedule, Host: e.host, Start: start, Finish: at, OK: false,
+		Detail: scheduler.NoValidHostMessage + " " + explain})
+	return nil
+}
+
+// onExported records what the source pushed (task resize_migrated),
+// then moves on to the import.
+func (e *Engine) onExported(ctx context.Context, m *store.Migration, r protocol.MigrationReport) error {
+	at := e.now()
+	err := e.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		res := tx.Model(&store.Migration{}).Where("id = ? AND step = ?", m.ID, string(StepExporting)).
+			Updates(map[string]any{"snapshot_digest": r.Digest, "image_bytes": r.Bytes,
+				"pushed_bytes": maxExpr("pushed_bytes", r.Bytes),
+				"updated_at":   at})
+		if res.Error != nil {
+			return fmt.Errorf("record export of migration %s: %w", m.UUID, res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return errMoved
+		}
+		return updateInstance(tx, m.InstanceID, m.SourceVMState, []lifecycle.TaskState{lifecycle.ResizeMigrating},
+			map[string]any{"task_state": string(migratedTask), "power_state": r.PowerState, "updated_at": at})
+	})
+	if errors.Is(err, errMoved) || errors.Is(err, errInstanceChanged) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	e.logFor(m).Info("migration exported", "digest", r.Digest, "bytes", r.Bytes)
+	return e.enterImporting(ctx, m)
+}
+
+// enterImporting binds the ports to the target and sends the import.
+func (e *Engine) enterImporting(ctx context.Context, m *store.Migration) error {
+	err := e.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := move(tx, m, StepImporting, e.now(), map[string]any{"status": store.MigrationPostMigrating}); err != nil {
+			return err
+		}
+		if err := updateInstance(tx, m.InstanceID, m.SourceVMState, []lifecycle.TaskState{migratedTask},
+			map[string]any{"task_state": string(lifecycle.ResizeFinish), "updated_at": e.now()}); err != nil {
+			return err
+		}
+		return bindPorts(tx, m.InstanceID, m.DestCompute)
+	})
+	if errors.Is(err, errMoved) || errors.Is(err, errInstanceChanged) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	e.logFor(m).Info("migration step", "from", string(StepExporting), "to", m.Step, "status", m.Status)
+	inst, err := e.instance(ctx, m)
+	if err != nil {
+		return err
+	}
+	return e.publish(ctx, m, inst, true)
+}
+
+// onImported: the server runs on the target and waits in VERIFY_RESIZE.
+// Both claims stay until the confirm or revert.
+func (e *Engine) onImported(ctx context.Context, m *store.Migration, r protocol.MigrationReport) error {
+	at := e.now()
+	err := e.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		zone, err := zoneOf(tx, m.DestCompute)
+		if err != nil {
+			return err
+		}
+		if err := move(tx, m, StepFinished, at, map[string]any{"status": store.MigrationFinished,
+			"pulled_bytes": maxExpr("pulled_bytes", r.Bytes)}); err != nil {
+			return err
+		}
+		return updateInstance(tx, m.InstanceID, m.SourceVMState, []lifecycle.TaskState{lifecycle.ResizeFinish},
+			map[string]any{"host": m.DestCompute, "availability_zone": zone, "vm_state": string(lifecycle.Resized),
+				"task_state": string(lifecycle.NoTask), "power_state": r.PowerState, "updated_at": at})
+	})
+	if errors.Is(err, errMoved) || errors.Is(err, errInstanceChanged) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	e.forget(m.ID)
+	e.logFor(m).Info("migration finished; awaiting confirm or revert", "status", m.Status)
+	return nil
+}
+
+// rollback undoes a migration that failed before it finished: the
+// target's copy is dropped (without waiting for that host) and the source
+// restarted; it ends in status error with reason as the instance's fault.
+func (e *Engine) rollback(ctx context.Context, m *store.Migration, reason string) error {
+	from := m.Step
+	err := e.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		return move(tx, m, StepRevertTarget, e.now(), map[string]any{"rollback": true, "error_message": reason})
+	})
+	if err != nil {
+		return ignoreMoved(err)
+	}
+	e.logFor(m).Warn("migration failed; rolling back", "from", from, "reason", reason)
+	at := e.now()
+	e.recordEvent(ctx, m, store.Event{Name: EventRollback, Host: e.host, Start: at, Finish: at, OK: false, Detail: reason})
+	return e.advance(ctx, m, true)
+}
+
+// enterRevertSource binds the ports back to the source and sends the
+// restore.
+func (e *Engine) enterRevertSource(ctx context.Context, m *store.Migration) error {
+	from := m.Step
+	err := e.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := move(tx, m, StepRevertSource, e.now(), nil); err != nil {
+			return err
+		}
+		return bindPorts(tx, m.InstanceID, m.SourceCompute)
+	})
+	if err != nil {
+		return ignoreMoved(err)
+	}
+	e.logFor(m).Info("migration step", "from", from, "to", m.Step, "status", m.Status, "rollback", m.Rollback)
+	inst, err := e.instance(ctx, m)
+	if err != nil {
+		return err
+	}
+	return e.publish(ctx, m, inst, true)
+}
+
+// revertTasks are the task states the instance may have while m's
+// source restarts: a user's revert, or a failure's rollback.
+func revertTasks(m *store.Migration) []lifecycle.TaskState {
+	if m.Rollback {
+		return migrationTasks
+	}
+	return []lifecycle.TaskState{lifecycle.ResizeReverting}
+}
+
+// completeRevert: the source runs again; the instance is back there with
+// its old flavor, the target claim goes, then the tag.
+func (e *Engine) completeRevert(ctx context.Context, m *store.Migration, r protocol.MigrationReport) error {
+	inst, err := e.instance(ctx, m)
+	if err != nil {
+		return err
+	}
+	at := e.now()
+	status := store.MigrationReverted
+	if m.Rollback {
+		status = store.MigrationError
+	}
+	err = e.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		zone, err := zoneOf(tx, m.SourceCompute)
+		if err != nil {
+			return err
+		}
+		if err := move(tx, m, StepDeleteTag, at, map[string]any{"status": status}); err != nil {
+			return err
+		}
+		fields := flavorBack(inst)
+		maps.Copy(fields, map[string]any{"host": m.SourceCompute, "availability_zone": zone, "vm_state": m.SourceVMState,
+			"task_state": string(lifecycle.NoTask), "power_state": r.PowerState, "updated_at": at})
+		if m.Rollback {
+			maps.Copy(fields, map[string]any{"fault_code": 500, "fault_message": m.ErrorMessage, "fault_at": at})
+		}
+		if err := updateInstance(tx, m.InstanceID, "", revertTasks(m), fields); errors.Is(err, errInstanceChanged) {
+			// Deleted meanwhile (the deletion's pass cleans up), or a
+			// failed delete left it in ERROR: the migration ends anyway.
+			e.logFor(m).Warn("instance changed during the revert; left as it is", "vm_state", inst.VMState, "task_state", inst.TaskState)
+		} else if err != nil {
+			return err
+		}
+		return releaseTarget(tx, m)
+	})
+	if err != nil {
+		return ignoreMoved(err)
+	}
+	e.forget(m.ID)
+	if m.Rollback {
+		e.logFor(m).Warn("migration rolled back; instance back on its source", "status", m.Status, "reason", m.ErrorMessage)
+	} else {
+		e.logFor(m).Info("migration reverted; instance back on its source", "status", m.Status)
+	}
+	return e.deleteTag(ctx, m)
+}
+
+// releaseTarget drops the claim the migration took on its target, unless
+// the instance lives there.
+func releaseTarget(tx *gorm.DB, m *store.Migration) error {
+	if m.DestCompute == "" {
+		return nil
+	}
+	err := tx.Where("instance_id = ? AND host = ? AND host NOT IN (?)", m.InstanceID, m.DestCompute,
+		tx.Model(&store.Instance{}).Select("host").Where("id = ? AND deleted_at IS NULL", m.InstanceID)).
+		Delete(&store.Claim{}).Error
+	if err != nil {
+		return fmt.Errorf("release target claim of migration %s: %w", m.UUID, err)
+	}
+	return nil
+}
+
+// failOnSource: the source could not be restarted. The instance stays
+// there in ERROR with the fault; the target's room is given back.
+func (e *Engine) failOnSource(ctx context.Context, m *store.Migration, reason string) error {
+	inst, err := e.instance(ctx, m)
+	if err != nil {
+		return err
+	}
+	at := e.now()
+	msg := reason
+	if m.ErrorMessage != "" {
+		msg = m.ErrorMessage + " " + reason
+	}
+	err = e.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := move(tx, m, StepDeleteTag, at, map[string]any{"status": store.MigrationError, "error_message": msg}); err != nil {
+			return err
+		}
+		fields := flavorBack(inst)
+		maps.Copy(fields, map[string]any{"host": m.SourceCompute, "vm_state": string(lifecycle.Error),
+			"task_state": string(lifecycle.NoTask), "power_state": int(lifecycle.NoState),
+			"fault_code": 500, "fault_message": msg, "fault_at": at, "updated_at": at})
+		if err := updateInstance(tx, m.InstanceID, "", revertTasks(m), fields); err != nil && !errors.Is(err, errInstanceChanged) {
+			return err
+		}
+		return releaseTarget(tx, m)
+	})
+	if err != nil {
+		return ignoreMoved(err)
+	}
+	e.forget(m.ID)
+	e.logFor(m).Error("migration failed on its source; instance in error", "reason", msg)
+	return e.deleteTag(ctx, m)
+}
+
+// finishConfirm: the source's copy is gone (or its cleanup waits in that
+// host's queue); its claim goes, then the tag.
+func (e *Engine) finishConfirm(ctx context.Context, m *store.Migration) error {
+	err := e.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := move(tx, m, StepDeleteTag, e.now(), map[string]any{"status": store.MigrationConfirmed}); err != nil {
+			return err
+		}
+		// The source claim, unless the instance lives there (it cannot,
+		// short of a bug: then its room must stay claimed).
+		err := tx.Where("instance_id = ? AND host = ? AND host NOT IN (?)", m.InstanceID, m.SourceCompute,
+			tx.Model(&store.Instance{}).Select("host").Where("id = ? AND deleted_at IS NULL", m.InstanceID)).
+			Delete(&store.Claim{}).Error
+		if err != nil {
+			return fmt.Errorf("release source claim of migration %s: %w", m.UUID, err)
+		}
+		// The target claim is the instance's only one now.
+		return tx.Model(&store.Claim{}).Where("instance_id = ? AND host = ?", m.InstanceID, m.DestCompute).
+			Update("migration_id", nil).Error
+	})
+	if err != nil {
+		return ignoreMoved(err)
+	}
+	e.forget(m.ID)
+	e.logFor(m).Info("migration confirmed", "status", m.Status)
+	return e.deleteTag(ctx, m)
+}
+
+// abandon ends the migration of a deleted instance: whatever either host
+// has is removed, the claims go (the deletion dropped them already,
+// unless a claim raced it), then the tag.
+func (e *Engine) abandon(ctx context.Context, m *store.Migration) error {
+	if s := Step(m.Step); s == StepAbandoned || s.Settled() {
+		return nil
+	}
+	from := m.Step
+	fields := map[string]any{"status": store.MigrationError, "error_message": "The instance was deleted during its migration."}
+	if Step(from) == StepConfirming {
+		// The user's confirm stands; only its cleanup is widened.
+		fields = map[string]any{"status": store.MigrationConfirmed}
+	}
+	err := e.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := move(tx, m, StepAbandoned, e.now(), fields); err != nil {
+			return err
+		}
+		err := tx.Where("instance_id = ? AND instance_id IN (?)", m.InstanceID,
+			tx.Model(&store.Instance{}).Select("id").Where("id = ? AND deleted_at IS NOT NULL", m.InstanceID)).
+			Delete(&store.Claim{}).Error
+		if err != nil {
+			return fmt.Errorf("release claims of deleted instance %s: %w", m.InstanceID, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return ignoreMoved(err)
+	}
+	e.logFor(m).Warn("instance deleted during its migration; cleaning up both hosts", "from", from)
+	return e.advance(ctx, m, true)
+}
+
+// deleteTag removes the migration's image from the registry, then the
+// migration is done. A failure leaves it at this step: the periodic pass
+// tries again.
+func (e *Engine) deleteTag(ctx context.Context, m *store.Migration) error {
+	if m.SnapshotRef != "" {
+		if e.reg == nil {
+			e.logFor(m).Warn("no registry client: migration image left in the registry", "ref", m.SnapshotRef)
+		} else if err := e.reg.DeleteImage(ctx, m.SnapshotRef, m.SnapshotDigest); err != nil {
+			e.logFor(m).Warn("delete migration image; will retry", "ref", m.SnapshotRef, "error", err)
+			return nil
+		}
+	}
+	return ignoreMoved(e.moveTo(ctx, m, StepDone, nil))
+}
