@@ -230,9 +230,17 @@ func TestColdMigration(t *testing.T) {
 		t.Errorf("bytes pushed = %d, want about the 100 MB changed (95-130 MiB)", row.ImageBytes)
 	}
 
-	if err := servers.ConfirmResize(ctx, cc, aID).ExtractErr(); err != nil {
-		t.Fatalf("confirm: %v", err)
+	cli := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command("openstack", args...)
+		cmd.Env = c.env("admin", c.adminPass, "admin")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("openstack %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
 	}
+	cli("server", "resize", "confirm", aID)
 	waitStatus(t, cc, aID, "ACTIVE", time.Minute)
 	c.hostClean(t, cc, ha, a, false)
 	eventually(t, 60*time.Second, "migration tag deleted from the registry", func() bool {
@@ -244,16 +252,6 @@ func TestColdMigration(t *testing.T) {
 	})
 
 	// Back with the Debian openstack CLI, then revert: it stays on hb.
-	cli := func(args ...string) string {
-		t.Helper()
-		cmd := exec.Command("openstack", args...)
-		cmd.Env = c.env("admin", c.adminPass, "admin")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("openstack %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
 	cli("server", "migrate", "--wait", aID)
 	waitStatus(t, cc, aID, "VERIFY_RESIZE", time.Minute)
 	if h := serverHost(t, cc, aID); h != ha.name {
@@ -273,6 +271,24 @@ func TestColdMigration(t *testing.T) {
 	eventually(t, 60*time.Second, "reverted migration's tag deleted", func() bool {
 		return len(reg.tags(t, migrationRepo)) == 0
 	})
+
+	// A snapshot with the CLI (pushed to the protected registry), and a
+	// server booted from it with the CLI has the data.
+	cli("server", "image", "create", "--name", "mig-snap", "--wait", aID)
+	cli("server", "create", "--image", "mig-snap", "--flavor", "m1.tiny", "--wait", "mig-from-snap")
+	var show map[string]any
+	if err := json.Unmarshal([]byte(cli("server", "show", "-f", "json", "mig-from-snap")), &show); err != nil {
+		t.Fatal(err)
+	}
+	snapID := fmt.Sprint(show["id"])
+	snapHost := hb
+	if serverHost(t, cc, snapID) == ha.name {
+		snapHost = ha
+	}
+	fromSnap := &netServer{name: "mig-from-snap", id: snapID, host: snapHost}
+	if got := sha256Of(t, fromSnap, "/root/data"); got != sum {
+		t.Errorf("server booted from the CLI snapshot: data sha256 %s, want %s", got, sum)
+	}
 }
 
 // TestMigrationTargetAgentDies: the target's agent dies in the middle of a
@@ -441,4 +457,114 @@ func rawV(t *testing.T, cc *gophercloud.ServiceClient, version, method, path, bo
 		}
 	}
 	return resp.StatusCode, m
+}
+
+// TestResizeAcrossHostsWithCapsuleCLI: a resize that does not fit the
+// server's host becomes a cold migration (the new flavor's memory limit
+// applies on the target), and the operator CLI drives migrations: resize
+// --confirm, migrate --wait (a refusal when no host has room, then a move
+// and a revert), migration list, host evacuate and enable.
+func TestResizeAcrossHostsWithCapsuleCLI(t *testing.T) {
+	c, _ := migrationCloud(t)
+	ctx := context.Background()
+	cc := c.computeClient(t, "admin", c.adminPass, "admin")
+	ha, hb := c.hosts[0], c.hosts[1]
+	bin := buildCapsuleCLI(t)
+	capsule := func(wantOK bool, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(bin, args...)
+		cmd.Env = c.env("admin", c.adminPass, "admin")
+		out, err := cmd.CombinedOutput()
+		if (err == nil) != wantOK {
+			t.Fatalf("capsule %s: error %v (want ok=%v)\n%s", strings.Join(args, " "), err, wantOK, out)
+		}
+		return string(out)
+	}
+	// Two "big" servers cannot share a host (each host has the machine's
+	// RAM, ~23.5 GB after the reservation); a tiny one and a big one can.
+	code, body := raw(t, cc, "POST", "flavors", `{"flavor": {"name": "x.big", "ram": 12000, "vcpus": 1, "disk": 1, "id": "big"}}`)
+	if code != 200 {
+		t.Fatalf("create flavor: %d %v", code, body)
+	}
+	img := c.imageIDs(t, "admin", c.adminPass, "admin")["busybox"]
+	boot := func(name, flavor string, h *computeHost) string {
+		t.Helper()
+		srv, err := servers.Create(ctx, cc, servers.CreateOpts{Name: name, ImageRef: img, FlavorRef: flavor,
+			AvailabilityZone: "nova:" + h.name}, nil).Extract()
+		if err != nil {
+			t.Fatalf("create %s: %v", name, err)
+		}
+		return srv.ID
+	}
+	fillerID := boot("filler", "big", ha)
+	sID := boot("grower", "1", ha)
+	waitStatus(t, cc, fillerID, "ACTIVE", 90*time.Second)
+	waitStatus(t, cc, sID, "ACTIVE", 90*time.Second)
+
+	if err := servers.Resize(ctx, cc, sID, servers.ResizeOpts{FlavorRef: "big"}).ExtractErr(); err != nil {
+		t.Fatalf("resize: %v", err)
+	}
+	waitStatus(t, cc, sID, "VERIFY_RESIZE", 3*time.Minute)
+	if h := serverHost(t, cc, sID); h != hb.name {
+		t.Fatalf("a resize that does not fit %s went to %q, want %s", ha.name, h, hb.name)
+	}
+	if mem, err := hb.docker("inspect", "-f", "{{.HostConfig.Memory}}", "capsule-"+sID); err != nil || mem != fmt.Sprint(12000<<20) {
+		t.Errorf("memory limit on the target = %q (%v), want the new flavor's %d", mem, err, 12000<<20)
+	}
+	capsule(true, "server", "resize", sID, "--confirm", "--wait")
+	s := waitStatus(t, cc, sID, "ACTIVE", time.Minute)
+	if s.Flavor["original_name"] != "x.big" && s.Flavor["id"] != "big" {
+		t.Errorf("flavor after the confirmed resize = %v, want x.big", s.Flavor)
+	}
+	var migs []map[string]any
+	if err := json.Unmarshal([]byte(capsule(true, "-f", "json", "migration", "list", "--server", sID)), &migs); err != nil {
+		t.Fatal(err)
+	}
+	if len(migs) != 1 || fmt.Sprint(migs[0]["Status"], migs[0]["status"]) == "" {
+		t.Fatalf("capsule migration list = %v, want one migration", migs)
+	}
+	t.Logf("capsule migration list: %v", migs)
+
+	// No room back on ha while the filler is there: the CLI says so and
+	// the server stays ACTIVE on hb.
+	out := capsule(false, "server", "migrate", sID, "--wait")
+	t.Logf("migrate with no room: %s", strings.TrimSpace(out))
+	waitStatus(t, cc, sID, "ACTIVE", time.Minute)
+	if h := serverHost(t, cc, sID); h != hb.name {
+		t.Fatalf("after a refused migration the server is on %q, want %s", h, hb.name)
+	}
+	if err := servers.Delete(ctx, cc, fillerID).ExtractErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, cc, fillerID, time.Minute)
+
+	out = capsule(true, "server", "migrate", sID, "--wait")
+	if !strings.Contains(out, "VERIFY_RESIZE") && !strings.Contains(strings.ToLower(out), "confirm") {
+		t.Errorf("migrate --wait output = %q", out)
+	}
+	if h := serverHost(t, cc, sID); h != ha.name {
+		t.Fatalf("migrate moved the server to %q, want %s", h, ha.name)
+	}
+	capsule(true, "server", "resize", sID, "--revert", "--wait")
+	waitStatus(t, cc, sID, "ACTIVE", time.Minute)
+	if h := serverHost(t, cc, sID); h != hb.name {
+		t.Fatalf("after revert the server is on %q, want %s", h, hb.name)
+	}
+
+	// Evacuate hb: disabled, its server moved to ha and confirmed.
+	out = capsule(true, "host", "evacuate", hb.name, "--wait")
+	t.Logf("host evacuate: %s", strings.TrimSpace(out))
+	waitStatus(t, cc, sID, "ACTIVE", time.Minute)
+	if h := serverHost(t, cc, sID); h != ha.name {
+		t.Fatalf("after evacuating %s the server is on %q", hb.name, h)
+	}
+	var hosts []map[string]any
+	if err := json.Unmarshal([]byte(capsule(true, "-f", "json", "host", "list")), &hosts); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("hosts after the evacuation: %v", hosts)
+	capsule(true, "host", "enable", hb.name)
+	eventually(t, 60*time.Second, "evacuated host left clean", func() bool {
+		return len(containersOn(t, hb, sID)) == 0
+	})
 }
