@@ -31,8 +31,15 @@ const migrationRepo = "capsule/migrations"
 // up on quickly.
 func migrationCloud(t *testing.T) (*cloud, *authRegistry) {
 	t.Helper()
+	return migrationCloudQuota(t, 20)
+}
+
+// migrationCloudQuota is migrationCloud with a quota of n instances (n
+// GB of RAM, 4n cores).
+func migrationCloudQuota(t *testing.T, n int) (*cloud, *authRegistry) {
+	t.Helper()
 	reg := startAuthRegistry(t)
-	c := startCloud(t, twoHosts, withRegistry(reg), withQuota(20), func(t *testing.T, c *cloud) {
+	c := startCloud(t, twoHosts, withRegistry(reg), withQuota(n), func(t *testing.T, c *cloud) {
 		c.extraConfig += "conductor:\n  migration_step_timeout: 40s\n  periodic_interval: 2s\n"
 	})
 	return c, reg
@@ -465,7 +472,7 @@ func rawV(t *testing.T, cc *gophercloud.ServiceClient, version, method, path, bo
 // --confirm, migrate --wait (a refusal when no host has room, then a move
 // and a revert), migration list, host evacuate and enable.
 func TestResizeAcrossHostsWithCapsuleCLI(t *testing.T) {
-	c, _ := migrationCloud(t)
+	c, _ := migrationCloudQuota(t, 40)
 	ctx := context.Background()
 	cc := c.computeClient(t, "admin", c.adminPass, "admin")
 	ha, hb := c.hosts[0], c.hosts[1]
