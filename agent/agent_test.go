@@ -406,6 +406,21 @@ func TestHeartbeatContent(t *testing.T) {
 	}
 }
 
+// TestHeartbeatSplitsDedicatedCPUs: with a cpu_dedicated_set the host
+// reports those CPUs as PCPUs and only the others as VCPUs.
+func TestHeartbeatSplitsDedicatedCPUs(t *testing.T) {
+	cfg := testConfig()
+	cfg.CPUDedicatedSet = "2-3,6"
+	e := newEnv(t, newFakeDriver(), cfg)
+	h, err := e.agent.HostReport(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.VCPUs != 5 || h.PCPUs != 3 {
+		t.Errorf("vcpus/pcpus = %d/%d, want 5/3 of the fake's 8 CPUs", h.VCPUs, h.PCPUs)
+	}
+}
+
 func TestHeartbeatIsImmediate(t *testing.T) {
 	cfg := testConfig() // hour-long interval
 	e := newEnv(t, newFakeDriver(), cfg)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/capsule-cloud/capsule/limits"
 	"github.com/capsule-cloud/capsule/protocol"
 )
 
@@ -20,13 +21,20 @@ func (a *Agent) HostReport(ctx context.Context) (protocol.HostReport, error) {
 	if err != nil {
 		return protocol.HostReport{}, fmt.Errorf("agent: list instances: %w", err)
 	}
+	// Nova's split: the dedicated CPUs are the PCPU inventory, the
+	// others the shared VCPUs (overcommitted by the allocation ratio).
+	pcpus, err := limits.CountCPUs(a.cfg.CPUDedicatedSet)
+	if err != nil {
+		return protocol.HostReport{}, fmt.Errorf("agent: cpu_dedicated_set: %w", err)
+	}
 	return protocol.HostReport{
 		Host:              a.cfg.Host,
 		Zone:              a.cfg.Zone,
 		HostIP:            a.cfg.HostIP,
 		HypervisorType:    info.HypervisorType,
 		HypervisorVersion: info.HypervisorVersion,
-		VCPUs:             info.VCPUs,
+		VCPUs:             max(info.VCPUs-pcpus, 0),
+		PCPUs:             pcpus,
 		MemoryMB:          info.MemoryMB,
 		DiskGB:            info.DiskGB,
 		CPUModel:          info.CPUModel,

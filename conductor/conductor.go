@@ -171,12 +171,12 @@ func (c *Conductor) onHostReport(ctx context.Context, r protocol.HostReport) err
 	db := c.st.WithContext(ctx)
 	now := c.now()
 	cpuInfo := fmt.Sprintf(`{"arch": %q, "model": %q, "vendor": "", "features": [], "topology": {"cores": %d, "threads": 1, "sockets": 1}}`,
-		r.Arch, r.CPUModel, r.VCPUs)
+		r.Arch, r.CPUModel, r.VCPUs+r.PCPUs) // every host CPU, shared and dedicated
 	fields := map[string]any{
 		"host_ip": r.HostIP, "hypervisor_type": r.HypervisorType, "hypervisor_version": r.HypervisorVersion,
 		"vcpus": r.VCPUs, "memory_mb": r.MemoryMB, "disk_gb": r.DiskGB, "running_vms": r.RunningVMs,
 		"cpu_info": cpuInfo, "cpu_allocation_ratio": r.CPUAllocationRatio, "ram_allocation_ratio": r.RAMAllocationRatio,
-		"disk_allocation_ratio": r.DiskAllocationRatio, "reserved_memory_mb": r.ReservedMemoryMB,
+		"disk_allocation_ratio": r.DiskAllocationRatio, "reserved_memory_mb": r.ReservedMemoryMB, "pcpus": r.PCPUs,
 		"last_heartbeat": now, "updated_at": now,
 	}
 	res := db.Model(&store.Service{}).Where("host = ? AND binary_name = ?", r.Host, store.ComputeBinary).Updates(fields)

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/capsule-cloud/capsule/limits"
 )
 
 // Config is the whole of capsuled's configuration; each role reads its
@@ -126,6 +128,13 @@ type Agent struct {
 	LXCFS string `yaml:"lxcfs"`
 	// Alarms are the thresholds the agent checks every AlarmInterval.
 	Alarms Alarms `yaml:"alarms"`
+	// CPUDedicatedSet is Nova's [compute] cpu_dedicated_set, a CPU list
+	// ("1", "2-3,6"): the host CPUs reserved for hw:cpu_policy=dedicated
+	// servers, one server per CPU; shared servers are pinned within the
+	// other CPUs. "" (default) reserves none, and then no dedicated server
+	// can land on this host. The agent reports its size as the host's
+	// PCPUs and the other CPUs as its VCPUs.
+	CPUDedicatedSet string `yaml:"cpu_dedicated_set"`
 }
 
 // Alarms are the agent's alarm thresholds: a figure crossing one raises a
@@ -185,6 +194,11 @@ func Load(path string) (Config, error) {
 	}
 	if err := yaml.Unmarshal(b, &c); err != nil {
 		return c, fmt.Errorf("config: parse %s: %w", path, err)
+	}
+	// The CPUs themselves are checked against the host by the agent's
+	// driver at start; a malformed list fails every role here.
+	if _, err := limits.ParseCPUList(c.Agent.CPUDedicatedSet); err != nil {
+		return c, fmt.Errorf("config: %s: agent.cpu_dedicated_set: %w", path, err)
 	}
 	c.applyLateDefaults()
 	return c, nil

@@ -60,3 +60,19 @@ func TestBadYAMLIsAnError(t *testing.T) {
 		t.Fatal("bad YAML accepted")
 	}
 }
+
+// TestCPUDedicatedSet: the key is read, empty by default, and a malformed
+// CPU list fails the load.
+func TestCPUDedicatedSet(t *testing.T) {
+	if c := load(t, "agent:\n  host: h1\n"); c.Agent.CPUDedicatedSet != "" {
+		t.Errorf("default cpu_dedicated_set = %q, want none", c.Agent.CPUDedicatedSet)
+	}
+	if c := load(t, "agent:\n  cpu_dedicated_set: \"2-3,6\"\n"); c.Agent.CPUDedicatedSet != "2-3,6" {
+		t.Errorf("cpu_dedicated_set = %q", c.Agent.CPUDedicatedSet)
+	}
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	_ = os.WriteFile(p, []byte("agent:\n  cpu_dedicated_set: \"3-1\"\n"), 0o600)
+	if _, err := Load(p); err == nil {
+		t.Fatal("malformed cpu_dedicated_set accepted")
+	}
+}

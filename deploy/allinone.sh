@@ -89,6 +89,7 @@ write_config() {
 	local rabbit_pw=$1
 	if [ -f "$CAPSULE_CONFIG" ]; then
 		cap_say "keeping existing $CAPSULE_CONFIG"
+		upgrade_config
 		return 0
 	fi
 	cap_say "writing $CAPSULE_CONFIG"
@@ -165,6 +166,25 @@ $(registry_login_yaml)
 EOF
 	umask 022
 	mv "$f.tmp" "$f"
+}
+
+# upgrade_config: a config written by an older allinone.sh lacks the
+# registry login (the registry was open then); add it, leaving the rest of
+# the user's file as it is.
+upgrade_config() {
+	cap_registry_auth || return 0
+	if ! grep -q '^registry:' "$CAPSULE_CONFIG"; then
+		printf 'registry:\n  address: %s\n' "$CAPSULE_REGISTRY_ADDR" >>"$CAPSULE_CONFIG"
+	fi
+	if awk '/^registry:/ {r = 1; next} /^[^ #]/ {r = 0} r && /^  username:/ {found = 1} END {exit !found}' "$CAPSULE_CONFIG"; then
+		return 0
+	fi
+	cap_say "adding the registry login to $CAPSULE_CONFIG"
+	umask 077
+	awk -v u="$CAPSULE_REGISTRY_USER" -v p="$(cap_registry_password)" \
+		'{print} /^registry:/ {print "  username: " u; print "  password: " p}' "$CAPSULE_CONFIG" >"$CAPSULE_CONFIG.tmp"
+	umask 022
+	mv "$CAPSULE_CONFIG.tmp" "$CAPSULE_CONFIG"
 }
 
 # registry_login_yaml: the registry section's login lines (none when the

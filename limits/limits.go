@@ -99,11 +99,11 @@ type CPU struct {
 	// libvirt applies it to each vCPU thread; 0 when unset, negative for
 	// "no quota" (each vCPU may then use a whole CPU).
 	QuotaUS int64
-	// Dedicated is hw:cpu_policy=dedicated: the docker driver pins the
-	// server to host CPUs no other pinned server uses (drivers/docker
-	// cpuset.go) and refuses the build when none are free, which makes
-	// the scheduler retry on another host. The scheduler itself does not
-	// count free CPUs per host yet.
+	// Dedicated is hw:cpu_policy=dedicated, Nova's PCPU model: the
+	// server needs one CPU of its host's cpu_dedicated_set per vCPU
+	// (CPUPools), exclusively. The scheduler counts them per host
+	// (store.ClaimOnHost) and the docker driver pins the server to them
+	// (drivers/docker/cpuset.go), refusing the build when none are free.
 	Dedicated bool
 }
 

@@ -133,6 +133,7 @@ type HostReport struct {
 	RAMAllocationRatio  float64   `json:"ram_allocation_ratio"`
 	DiskAllocationRatio float64   `json:"disk_allocation_ratio"`
 	ReservedMemoryMB    int       `json:"reserved_memory_mb"`
+	PCPUs               int       `json:"pcpus"` // size of cpu_dedicated_set; VCPUs counts the other CPUs
 	At                  time.Time `json:"at"`
 }
 

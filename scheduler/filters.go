@@ -30,6 +30,7 @@ func (h HostState) Free() store.Resources {
 		VCPUs:    h.Capacity.VCPUs - h.Used.VCPUs,
 		MemoryMB: h.Capacity.MemoryMB - h.Used.MemoryMB,
 		DiskGB:   h.Capacity.DiskGB - h.Used.DiskGB,
+		PCPUs:    h.Capacity.PCPUs - h.Used.PCPUs,
 	}
 }
 
@@ -43,12 +44,26 @@ func hostStateOf(svc *store.Service, used store.Resources) HostState {
 
 // Request is what an instance needs from a host.
 type Request struct {
-	InstanceID       string
-	Resources        store.Resources
+	InstanceID string
+	// Resources is the flavor's size (its vCPUs in VCPUs).
+	Resources store.Resources
+	// Dedicated is hw:cpu_policy=dedicated: the vCPUs are wanted as the
+	// host's PCPUs. Select finds it from the instance's extra specs when
+	// the caller did not set it.
+	Dedicated        bool
 	AvailabilityZone string   // "" = any
 	Excluded         []string // hosts a build already failed on (or the source of a migration)
 	ForceHost        string   // only this host may be chosen (migrate --host)
 	MigrationID      *uint    // recorded on the claim of a migration's target
+}
+
+// Demand is what req takes from a host: a dedicated request's vCPUs are
+// PCPUs.
+func (r Request) Demand() store.Resources {
+	if r.Dedicated {
+		return r.Resources.AsDedicated()
+	}
+	return r.Resources
 }
 
 // Filter removes hosts that cannot take a request.
@@ -91,15 +106,31 @@ func (AvailabilityZone) Pass(h HostState, req Request) bool {
 	return req.AvailabilityZone == "" || req.AvailabilityZone == DefaultZone || req.AvailabilityZone == h.Zone
 }
 
-// Resources passes hosts with room for the request after what is already
-// claimed, counting allocation ratios. It is only a pre-check on a
+// Resources passes hosts with room for the request's shared vCPUs, RAM
+// and disk after what is already claimed, counting allocation ratios
+// (dedicated CPUs are DedicatedCPUs'). It is only a pre-check on a
 // snapshot: the claim itself (store.ClaimOnHost) is what is atomic.
 type Resources struct{}
 
 func (Resources) Name() string { return "Resources" }
 
 func (Resources) Pass(h HostState, req Request) bool {
-	return store.Fits(h.Capacity, h.Used, req.Resources)
+	want := req.Demand()
+	want.PCPUs = 0
+	return store.Fits(h.Capacity, h.Used, want)
+}
+
+// DedicatedCPUs passes, for a hw:cpu_policy=dedicated request, hosts with
+// as many free PCPUs (CPUs of their cpu_dedicated_set no dedicated server
+// holds) as it has vCPUs; every host for any other request. A pre-check
+// too: ClaimOnHost counts PCPUs under the host lock.
+type DedicatedCPUs struct{}
+
+func (DedicatedCPUs) Name() string { return "DedicatedCPUs" }
+
+func (DedicatedCPUs) Pass(h HostState, req Request) bool {
+	want := req.Demand().PCPUs
+	return want == 0 || h.Used.PCPUs+want <= h.Capacity.PCPUs
 }
 
 // Excluded removes hosts a build already failed on.
@@ -122,7 +153,7 @@ func (ForcedHost) Pass(h HostState, req Request) bool {
 // host-identity checks first so the explanation blames the real cause.
 func DefaultFilters(downTime time.Duration, now func() time.Time) []Filter {
 	return []Filter{ForcedHost{}, Excluded{}, ComputeAlive{DownTime: downTime, Now: now}, Enabled{},
-		AvailabilityZone{}, Resources{}}
+		AvailabilityZone{}, Resources{}, DedicatedCPUs{}}
 }
 
 // FilterResult says how many hosts one filter removed.

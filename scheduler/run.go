@@ -95,6 +95,7 @@ func (s *Scheduler) schedule(ctx context.Context, req protocol.ScheduleInstance)
 	host, err := s.Select(ctx, Request{
 		InstanceID: inst.ID, AvailabilityZone: inst.AvailabilityZone, Excluded: excluded, ForceHost: inst.RequestedHost,
 		Resources: store.Resources{VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB},
+		Dedicated: store.IsDedicated(inst.ExtraSpecs),
 	})
 	var nv *NoValidHostError
 	if errors.As(err, &nv) {

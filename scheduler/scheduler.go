@@ -121,13 +121,24 @@ func (s *Scheduler) candidates(ctx context.Context, req Request) ([]HostState, [
 // meanwhile: the claim is atomic, and on ErrInsufficient the next host is
 // tried. When none is left the error is a *NoValidHostError.
 func (s *Scheduler) Select(ctx context.Context, req Request) (string, error) {
+	if !req.Dedicated && req.InstanceID != "" {
+		// Callers sizing from the flavor alone (a migration's target)
+		// get the instance's CPU policy here, so the filters see what
+		// the claim will count.
+		var specs []string
+		if err := s.st.WithContext(ctx).Model(&store.Instance{}).Where("id = ?", req.InstanceID).Limit(1).
+			Pluck("extra_specs", &specs).Error; err != nil {
+			return "", fmt.Errorf("scheduler: cpu policy of %s: %w", req.InstanceID, err)
+		}
+		req.Dedicated = len(specs) > 0 && store.IsDedicated(specs[0])
+	}
 	hosts, results, total, err := s.candidates(ctx, req)
 	if err != nil {
 		return "", err
 	}
 	nv := &NoValidHostError{Hosts: total, Filters: results}
 	for _, h := range hosts {
-		err := s.st.ClaimOnHost(ctx, h.Host, req.InstanceID, req.Resources, req.MigrationID)
+		err := s.st.ClaimOnHost(ctx, h.Host, req.InstanceID, req.Demand(), req.MigrationID)
 		switch {
 		case err == nil:
 			s.log.Debug("host selected", "instance", req.InstanceID, "host", h.Host, "weigher", s.weigher.Name(),

@@ -37,7 +37,7 @@ func TestFits(t *testing.T) {
 	if !store.Fits(capa, store.Resources{VCPUs: 2, MemoryMB: 512, DiskGB: 5}, store.Resources{VCPUs: 2, MemoryMB: 512, DiskGB: 5}) {
 		t.Error("exactly full should fit")
 	}
-	for _, want := range []store.Resources{{5, 0, 0}, {0, 1025, 0}, {0, 0, 11}} {
+	for _, want := range []store.Resources{{VCPUs: 5}, {MemoryMB: 1025}, {DiskGB: 11}} {
 		if store.Fits(capa, store.Resources{}, want) {
 			t.Errorf("%+v should not fit %+v", want, capa)
 		}

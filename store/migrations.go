@@ -74,6 +74,20 @@ var migrations = []migration{
 	{6, "host events (alarms, OOM kills)", func(tx *gorm.DB) error {
 		return tx.AutoMigrate(&HostEvent{})
 	}},
+	{7, "hosts report dedicated CPUs (PCPUs), claims say whether they take them", func(tx *gorm.DB) error {
+		for _, c := range []struct {
+			model any
+			col   string
+		}{{&Service{}, "PCPUs"}, {&Claim{}, "Dedicated"}} {
+			if tx.Migrator().HasColumn(c.model, c.col) {
+				continue
+			}
+			if err := tx.Migrator().AddColumn(c.model, c.col); err != nil {
+				return err
+			}
+		}
+		return nil
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

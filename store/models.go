@@ -223,6 +223,10 @@ type Service struct {
 	RAMAllocationRatio  float64
 	DiskAllocationRatio float64
 	ReservedMemoryMB    int
+	// PCPUs is the size of the host's cpu_dedicated_set: CPUs handed out
+	// whole to hw:cpu_policy=dedicated servers, never overcommitted. VCPUs
+	// counts only the other (shared) CPUs.
+	PCPUs int `gorm:"column:pcpus;not null;default:0"`
 	// ClaimGeneration is bumped by every claim on this host; the bump is
 	// the row lock that serialises concurrent claims (see claims.go).
 	ClaimGeneration int64
@@ -239,6 +243,7 @@ type Claim struct {
 	VCPUs       int    `gorm:"column:vcpus"`
 	MemoryMB    int
 	DiskGB      int
+	Dedicated   bool `gorm:"not null;default:false"` // VCPUs are host PCPUs (hw:cpu_policy=dedicated), see ClaimOnHost
 	MigrationID *uint
 	CreatedAt   time.Time
 }

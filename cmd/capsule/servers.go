@@ -110,5 +110,5 @@ func (c *cli) hostList(ctx context.Context) error {
 			fmt.Sprintf("%d/%d", h.VCPUsUsed, h.VCPUs), fmt.Sprintf("%d/%d", h.MemoryMBUsed, h.MemoryMB),
 			strconv.Itoa(h.RunningVMs), s.DisabledReason})
 	}
-	return c.table([]string{"Host", "Zone", "Status", "State", "vCPUs used", "RAM MB used", "Servers", "Disabled reason"}, rows)
+	return c.table([]string{"Host", "Zone", "Status", "State", "vCPUs used/physical", "RAM MB used/total", "Servers", "Disabled reason"}, rows)
 }

@@ -87,7 +87,7 @@ func newDriver(ctx context.Context, cfg config.Config) (drivers.Driver, error) {
 		return fake.New(), nil
 	case "docker", "":
 		opts := docker.Options{Host: cfg.Agent.DockerHost, Owner: cfg.Agent.Host, StopTimeout: cfg.Agent.StopTimeout,
-			SandboxImage: sandboxImage(cfg), LXCFS: cfg.Agent.LXCFS}
+			SandboxImage: sandboxImage(cfg), LXCFS: cfg.Agent.LXCFS, CPUDedicatedSet: cfg.Agent.CPUDedicatedSet}
 		if cfg.Registry.Username != "" {
 			opts.RegistryAuth = &docker.RegistryAuth{Username: cfg.Registry.Username, Password: cfg.Registry.Password,
 				ServerAddress: cfg.Registry.Address}

@@ -7,8 +7,6 @@ import (
 	"os"
 	"slices"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/docker/docker/api/types/container"
@@ -26,6 +24,14 @@ import (
 // chosen among the least-used CPUs so servers spread across cores (the
 // quota still caps its total CPU time). LXCFS's cpuinfo, stat and
 // sys/devices/system/cpu/online follow the cpuset too.
+//
+// The host's CPUs are two pools, Nova's model (limits.CPUPools): the
+// cpu_dedicated_set (Options.CPUDedicatedSet), where each CPU goes whole
+// to one hw:cpu_policy=dedicated server, and the others, shared by every
+// other server. The scheduler counts the dedicated CPUs per host (PCPUs),
+// so a dedicated build normally finds its CPUs free; the driver still
+// refuses one that does not (ErrNoFreeCPUs), e.g. after the operator
+// shrank the set.
 
 // LabelCPUPolicy marks a server pinned to exclusive CPUs
 // (hw:cpu_policy=dedicated): no other server is pinned to its CPUs.
@@ -33,15 +39,15 @@ const LabelCPUPolicy = "capsule.cpu_policy"
 
 const policyDedicated = "dedicated"
 
-// ErrNoFreeCPUs: a dedicated server needs more host CPUs than are free of
-// other pinned servers.
-var ErrNoFreeCPUs = errors.New("not enough host CPUs free for exclusive pinning")
+// ErrNoFreeCPUs: a dedicated server needs more CPUs of the host's
+// cpu_dedicated_set than are free of other pinned servers.
+var ErrNoFreeCPUs = errors.New("not enough dedicated host CPUs free for exclusive pinning")
 
 // pinning serializes the choice of CPUs with the create or update that
 // applies it, so two concurrent boots do not both pick the idle core.
 type pinning struct {
-	mu   sync.Mutex
-	cpus []int // the host's CPUs, found once
+	mu    sync.Mutex
+	pools *limits.CPUPools // the host's CPUs split by the dedicated set, found once
 }
 
 // cpuUse is how the host's CPUs are taken by the servers pinned to them.
@@ -53,9 +59,10 @@ type cpuUse struct {
 // pickCPUs chooses the CPUs of a server of vcpus vCPUs: nil means no
 // pinning (it may use the whole host). keep are its current CPUs (a
 // resize), kept when possible so its caches stay warm. A dedicated server
-// gets CPUs no other pinned server uses; a shared one the least-used CPUs
-// not held by a dedicated server.
-func pickCPUs(host []int, use cpuUse, vcpus int, dedicated bool, keep []int) ([]int, error) {
+// gets CPUs of the dedicated pool that no other pinned server uses; a
+// shared one the least-used CPUs of the shared pool (not pinned at all
+// when it is as big as a host without dedicated CPUs).
+func pickCPUs(pools limits.CPUPools, use cpuUse, vcpus int, dedicated bool, keep []int) ([]int, error) {
 	kept := func(c int) bool { return slices.Contains(keep, c) }
 	order := func(cpus []int) {
 		sort.SliceStable(cpus, func(i, j int) bool {
@@ -70,15 +77,19 @@ func pickCPUs(host []int, use cpuUse, vcpus int, dedicated bool, keep []int) ([]
 		})
 	}
 	if dedicated {
+		if len(pools.Dedicated) == 0 {
+			return nil, fmt.Errorf("hw:cpu_policy=dedicated: this host has no dedicated CPUs (agent cpu_dedicated_set is empty): %w",
+				ErrNoFreeCPUs)
+		}
 		var free []int
-		for _, c := range host {
+		for _, c := range pools.Dedicated {
 			if use.load[c] == 0 && !use.dedicated[c] {
 				free = append(free, c)
 			}
 		}
 		if len(free) < vcpus {
-			return nil, fmt.Errorf("hw:cpu_policy=dedicated: %d vCPUs need as many host CPUs free of other pinned servers, %d of %d are: %w",
-				vcpus, len(free), len(host), ErrNoFreeCPUs)
+			return nil, fmt.Errorf("hw:cpu_policy=dedicated: %d vCPUs need as many dedicated host CPUs free, %d of %d (%s) are: %w",
+				vcpus, len(free), len(pools.Dedicated), limits.FormatCPUList(pools.Dedicated), ErrNoFreeCPUs)
 		}
 		order(free)
 		out := free[:vcpus]
@@ -86,19 +97,19 @@ func pickCPUs(host []int, use cpuUse, vcpus int, dedicated bool, keep []int) ([]
 		return out, nil
 	}
 	var avail []int
-	for _, c := range host {
-		if !use.dedicated[c] {
+	for _, c := range pools.Shared {
+		if !use.dedicated[c] { // a dedicated server pinned before the set was configured
 			avail = append(avail, c)
 		}
 	}
 	switch {
 	case len(avail) == 0:
-		return nil, fmt.Errorf("every host CPU is held by dedicated servers: %w", ErrNoFreeCPUs)
-	case vcpus >= len(avail) && len(avail) == len(host):
+		return nil, fmt.Errorf("every shared host CPU is held by dedicated servers: %w", ErrNoFreeCPUs)
+	case vcpus >= len(avail) && len(avail) == len(pools.Shared)+len(pools.Dedicated):
 		return nil, nil
 	case vcpus >= len(avail):
-		// Bigger than what dedicated servers leave: all of that, so a
-		// dedicated server's CPUs stay its own.
+		// Bigger than the shared pool: all of it, so dedicated CPUs
+		// stay dedicated.
 		return avail, nil
 	}
 	order(avail)
@@ -107,66 +118,20 @@ func pickCPUs(host []int, use cpuUse, vcpus int, dedicated bool, keep []int) ([]
 	return out, nil
 }
 
-// parseCPUList parses the kernel's CPU list format ("0-3,6,8-9").
-func parseCPUList(s string) ([]int, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return nil, nil
-	}
-	var out []int
-	for _, part := range strings.Split(s, ",") {
-		lo, hi, isRange := strings.Cut(part, "-")
-		a, err := strconv.Atoi(lo)
-		if err != nil || a < 0 {
-			return nil, fmt.Errorf("parse cpu list %q: bad cpu %q", s, lo)
-		}
-		b := a
-		if isRange {
-			if b, err = strconv.Atoi(hi); err != nil || b < a {
-				return nil, fmt.Errorf("parse cpu list %q: bad range %q", s, part)
-			}
-		}
-		for c := a; c <= b; c++ {
-			out = append(out, c)
-		}
-	}
-	slices.Sort(out)
-	return slices.Compact(out), nil
-}
-
-// formatCPUList writes cpus (sorted) in the kernel's list format; nil is "".
-func formatCPUList(cpus []int) string {
-	var b strings.Builder
-	for i := 0; i < len(cpus); {
-		j := i
-		for j+1 < len(cpus) && cpus[j+1] == cpus[j]+1 {
-			j++
-		}
-		if b.Len() > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(strconv.Itoa(cpus[i]))
-		if j > i {
-			b.WriteByte('-')
-			b.WriteString(strconv.Itoa(cpus[j]))
-		}
-		i = j + 1
-	}
-	return b.String()
-}
-
-// hostCPUs returns the CPUs servers may be pinned to (d.pin.mu held): the
-// online CPUs when dockerd is local and sees them all, else 0..NCPU-1.
-func (d *Driver) hostCPUs(ctx context.Context) ([]int, error) {
-	if d.pin.cpus != nil {
-		return d.pin.cpus, nil
+// cpuPools returns the host's CPUs split into the shared and dedicated
+// pools (d.pin.mu held, or at driver start): the online CPUs when dockerd
+// is local and sees them all, else 0..NCPU-1; the dedicated set must be
+// among them and leave a shared CPU.
+func (d *Driver) cpuPools(ctx context.Context) (limits.CPUPools, error) {
+	if d.pin.pools != nil {
+		return *d.pin.pools, nil
 	}
 	info, err := d.cli.Info(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("docker info: %w", err)
+		return limits.CPUPools{}, fmt.Errorf("docker info: %w", err)
 	}
 	if info.NCPU <= 0 {
-		return nil, fmt.Errorf("docker info reports %d CPUs", info.NCPU)
+		return limits.CPUPools{}, fmt.Errorf("docker info reports %d CPUs", info.NCPU)
 	}
 	cpus := make([]int, info.NCPU)
 	for i := range cpus {
@@ -174,13 +139,17 @@ func (d *Driver) hostCPUs(ctx context.Context) ([]int, error) {
 	}
 	if d.local() {
 		if b, err := os.ReadFile("/sys/devices/system/cpu/online"); err == nil {
-			if online, err := parseCPUList(string(b)); err == nil && len(online) == info.NCPU {
+			if online, err := limits.ParseCPUList(string(b)); err == nil && len(online) == info.NCPU {
 				cpus = online
 			}
 		}
 	}
-	d.pin.cpus = cpus
-	return cpus, nil
+	pools, err := limits.SplitCPUs(cpus, d.opts.CPUDedicatedSet)
+	if err != nil {
+		return limits.CPUPools{}, err
+	}
+	d.pin.pools = &pools
+	return pools, nil
 }
 
 // cpuUse counts how the servers on this dockerd are pinned (stopped ones
@@ -188,7 +157,8 @@ func (d *Driver) hostCPUs(ctx context.Context) ([]int, error) {
 // container except (a resize's own). Every Capsule server counts, whatever
 // agent owns it (Options.Owner): agents sharing a dockerd share its CPUs.
 // A cpuset of the whole host is no pinning.
-func (d *Driver) cpuUse(ctx context.Context, host []int, except string) (cpuUse, error) {
+func (d *Driver) cpuUse(ctx context.Context, pools limits.CPUPools, except string) (cpuUse, error) {
+	host := len(pools.Shared) + len(pools.Dedicated)
 	use := cpuUse{load: map[int]int{}, dedicated: map[int]bool{}}
 	cs, err := d.cli.ContainerList(ctx, container.ListOptions{
 		All:     true,
@@ -205,13 +175,13 @@ func (d *Driver) cpuUse(ctx context.Context, host []int, except string) (cpuUse,
 		if err != nil || c.HostConfig == nil {
 			continue // removed since the listing
 		}
-		cpus, err := parseCPUList(c.HostConfig.CpusetCpus)
+		cpus, err := limits.ParseCPUList(c.HostConfig.CpusetCpus)
 		if err != nil {
 			d.log.Warn("ignoring a container's unreadable cpuset", "container", s.ID, "cpuset", c.HostConfig.CpusetCpus, "err", err)
 			continue
 		}
 		dedicated := s.Labels[LabelCPUPolicy] == policyDedicated
-		if len(cpus) == 0 || (!dedicated && len(cpus) >= len(host)) {
+		if len(cpus) == 0 || (!dedicated && len(cpus) >= host) {
 			continue
 		}
 		for _, cpu := range cpus {
@@ -230,19 +200,19 @@ func (d *Driver) cpuUse(ctx context.Context, host []int, except string) (cpuUse,
 func (d *Driver) createPinned(ctx context.Context, spec drivers.Spec, cfg *container.Config, host *container.HostConfig) (container.CreateResponse, error) {
 	d.pin.mu.Lock()
 	defer d.pin.mu.Unlock()
-	hostCPUs, err := d.hostCPUs(ctx)
+	pools, err := d.cpuPools(ctx)
 	if err != nil {
 		return container.CreateResponse{}, fmt.Errorf("cpu pinning: %w", err)
 	}
-	use, err := d.cpuUse(ctx, hostCPUs, "")
+	use, err := d.cpuUse(ctx, pools, "")
 	if err != nil {
 		return container.CreateResponse{}, err
 	}
-	cpus, err := pickCPUs(hostCPUs, use, spec.VCPUs, spec.Limits.CPU.Dedicated, nil)
+	cpus, err := pickCPUs(pools, use, spec.VCPUs, spec.Limits.CPU.Dedicated, nil)
 	if err != nil {
 		return container.CreateResponse{}, err
 	}
-	host.Resources.CpusetCpus = formatCPUList(cpus)
+	host.Resources.CpusetCpus = limits.FormatCPUList(cpus)
 	if spec.Limits.CPU.Dedicated {
 		cfg.Labels[LabelCPUPolicy] = policyDedicated
 	}
@@ -258,27 +228,29 @@ func (d *Driver) resizeCPUs(ctx context.Context, c container.InspectResponse, vc
 	if l.CPU.Dedicated != dedicated {
 		return "", "", fmt.Errorf("the new flavor changes hw:cpu_policy, which cannot be changed on an existing container: %w", drivers.ErrNotSupported)
 	}
-	hostCPUs, err := d.hostCPUs(ctx)
+	pools, err := d.cpuPools(ctx)
 	if err != nil {
 		return "", "", fmt.Errorf("cpu pinning: %w", err)
 	}
-	cur, err := parseCPUList(c.HostConfig.CpusetCpus)
+	cur, err := limits.ParseCPUList(c.HostConfig.CpusetCpus)
 	if err != nil {
 		return "", "", err
 	}
-	use, err := d.cpuUse(ctx, hostCPUs, c.ID)
+	use, err := d.cpuUse(ctx, pools, c.ID)
 	if err != nil {
 		return "", "", err
 	}
-	cpus, err := pickCPUs(hostCPUs, use, vcpus, dedicated, cur)
+	// A dedicated server grows only onto free dedicated CPUs: without
+	// them the resize fails here and the caller rolls it back.
+	cpus, err := pickCPUs(pools, use, vcpus, dedicated, cur)
 	if err != nil {
 		return "", "", err
 	}
-	all := formatCPUList(hostCPUs)
+	all := limits.FormatCPUList(slices.Sorted(slices.Values(append(slices.Clone(pools.Shared), pools.Dedicated...))))
 	rollback = c.HostConfig.CpusetCpus
 	switch {
 	case cpus != nil:
-		set = formatCPUList(cpus)
+		set = limits.FormatCPUList(cpus)
 	case len(cur) > 0:
 		set = all // unpinned: "" would leave the old cpuset
 	}

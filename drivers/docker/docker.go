@@ -118,6 +118,12 @@ type Options struct {
 	// when it answers at driver start, its proc files are bind-mounted
 	// read-only over every server's /proc (see proc.go). Empty disables.
 	LXCFS string
+	// CPUDedicatedSet is the agent's cpu_dedicated_set, a CPU list: the
+	// CPUs hw:cpu_policy=dedicated servers are pinned to, one server per
+	// CPU; shared servers are pinned within the others (cpuset.go). ""
+	// reserves none. New refuses CPUs the host lacks and a set that leaves
+	// no shared CPU.
+	CPUDedicatedSet string
 }
 
 // Driver implements drivers.Driver on the Docker Engine API.
@@ -172,6 +178,14 @@ func New(ctx context.Context, opts Options) (*Driver, error) {
 	// use, and that is not safe when the first calls are concurrent.
 	cli.NegotiateAPIVersion(ctx)
 	d := &Driver{cli: cli, opts: opts, log: opts.Logger.With("driver", "docker")}
+	if opts.CPUDedicatedSet != "" {
+		pools, err := d.cpuPools(ctx)
+		if err != nil {
+			cli.Close()
+			return nil, fmt.Errorf("docker driver: %w", err)
+		}
+		d.log.Info("cpu pools", "shared", limits.FormatCPUList(pools.Shared), "dedicated", limits.FormatCPUList(pools.Dedicated))
+	}
 	d.initProcView()
 	return d, nil
 }

@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -260,61 +259,6 @@ func TestBootsWithoutLXCFS(t *testing.T) {
 	}
 	if got := sh(t, ctx, d, spec.ID, "nproc"); got != "1" {
 		t.Errorf("nproc without lxcfs = %q (cpuset %q), want 1", got, c.HostConfig.CpusetCpus)
-	}
-}
-
-// TestDedicatedCPUs: a hw:cpu_policy=dedicated server gets a CPU that no
-// shared server is then pinned to; a dedicated server that would need a
-// CPU a pinned server holds is refused, leaving nothing behind; the policy
-// cannot change in a resize.
-func TestDedicatedCPUs(t *testing.T) {
-	image := testenv.Image(t)
-	d := newDriver(t)
-	ctx := drivertest.Ctx(t)
-	info, err := d.Client().Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.NCPU < 2 {
-		t.Skipf("exclusive pinning needs 2 host CPUs, dockerd has %d", info.NCPU)
-	}
-	ded := limitedSpec(t, image, 1, map[string]string{"hw:cpu_policy": "dedicated"})
-	drivertest.Create(t, d, ded)
-	inspect := func(id string) container.InspectResponse {
-		t.Helper()
-		c, err := d.Client().ContainerInspect(ctx, docker.ContainerName(id))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	dc := inspect(ded.ID)
-	if dc.Config.Labels[docker.LabelCPUPolicy] != "dedicated" || strings.ContainsAny(dc.HostConfig.CpusetCpus, ",-") || dc.HostConfig.CpusetCpus == "" {
-		t.Fatalf("dedicated server: cpuset %q, labels %v; want one CPU and the dedicated label", dc.HostConfig.CpusetCpus, dc.Config.Labels)
-	}
-	shared := limitedSpec(t, image, 1, nil)
-	drivertest.Create(t, d, shared)
-	sc := inspect(shared.ID)
-	t.Logf("dedicated server on CPU %s, shared one on %s", dc.HostConfig.CpusetCpus, sc.HostConfig.CpusetCpus)
-	if sc.HostConfig.CpusetCpus == dc.HostConfig.CpusetCpus || sc.HostConfig.CpusetCpus == "" {
-		t.Errorf("shared server pinned to %q, the dedicated server's CPU is %s", sc.HostConfig.CpusetCpus, dc.HostConfig.CpusetCpus)
-	}
-
-	// Every other CPU for a second dedicated server: the shared one holds
-	// one of them.
-	big := limitedSpec(t, image, info.NCPU-1, map[string]string{"hw:cpu_policy": "dedicated"})
-	err = d.Create(ctx, big)
-	if !errors.Is(err, docker.ErrNoFreeCPUs) {
-		_ = d.Destroy(context.WithoutCancel(ctx), big.ID)
-		t.Fatalf("dedicated server without free CPUs: %v, want ErrNoFreeCPUs", err)
-	}
-	t.Logf("refused as wanted: %v", err)
-	if _, err := d.Status(ctx, big.ID); !errors.Is(err, drivers.ErrNotFound) {
-		t.Errorf("a refused create left an instance: %v", err)
-	}
-
-	if err := d.Resize(ctx, ded.ID, 1, 64, limits.Limits{}); !errors.Is(err, drivers.ErrNotSupported) {
-		t.Errorf("resize dedicated -> shared: %v, want ErrNotSupported", err)
 	}
 }
 
