@@ -9,7 +9,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/capsule-cloud/capsule/cgroupstats"
 	"github.com/capsule-cloud/capsule/config"
 	"github.com/capsule-cloud/capsule/drivers"
 	"github.com/capsule-cloud/capsule/metrics"
@@ -36,53 +35,20 @@ const minThrottlePeriods = 10
 // bus does not take them: a long outage drops the oldest, not the agent.
 const maxPendingEvents = 256
 
-// cgroupReader is implemented by drivers whose servers are cgroups on this
-// host (docker): their full counters, the page cache split included.
-type cgroupReader interface {
-	Stats(ctx context.Context, id string) (cgroupstats.Stats, error)
-}
-
-// serverStats reads running instance id's counters and, when the driver
-// can split its memory, its working set (usage minus inactive page
-// cache). Errors are the driver's: ErrInvalidState when it does not run,
+// serverStats reads running instance id's counters and its working set
+// (usage minus inactive page cache) when the driver can split its memory.
+// Errors are the driver's: ErrInvalidState when it does not run,
 // ErrNotFound when it is gone.
 func (a *Agent) serverStats(ctx context.Context, id string) (st drivers.InstanceStats, workingSet uint64, hasWorkingSet bool, err error) {
-	if cr, ok := a.drv.(cgroupReader); ok {
-		cs, err := cr.Stats(ctx, id)
-		if err != nil {
-			return drivers.InstanceStats{}, 0, false, err
-		}
-		return instanceStatsOf(cs), cs.WorkingSetBytes(), true, nil
-	}
 	sr, ok := a.drv.(drivers.StatsReader)
 	if !ok {
 		return drivers.InstanceStats{}, 0, false, fmt.Errorf("%s driver cannot measure servers: %w", a.drv.Name(), drivers.ErrNotSupported)
 	}
 	st, err = sr.InstanceStats(ctx, id)
-	return st, 0, false, err
-}
-
-func instanceStatsOf(s cgroupstats.Stats) drivers.InstanceStats {
-	return drivers.InstanceStats{
-		CgroupVersion:       s.CgroupVersion,
-		CPUUsageNS:          s.CPUUsageNS,
-		CPUUserNS:           s.CPUUserNS,
-		CPUSystemNS:         s.CPUSystemNS,
-		CPUPeriods:          s.CPUPeriods,
-		CPUThrottledPeriods: s.CPUThrottledPeriods,
-		CPUThrottledNS:      s.CPUThrottledNS,
-		MemoryUsageBytes:    s.MemoryUsageBytes,
-		MemoryLimitBytes:    s.MemoryLimitBytes,
-		MemoryCacheBytes:    s.MemoryCacheBytes,
-		MemoryRSSBytes:      s.MemoryRSSBytes,
-		OOMKills:            s.OOMKills,
-		Pids:                s.Pids,
-		PidsLimit:           s.PidsLimit,
-		DiskReadBytes:       s.DiskReadBytes,
-		DiskWriteBytes:      s.DiskWriteBytes,
-		DiskReadOps:         s.DiskReadOps,
-		DiskWriteOps:        s.DiskWriteOps,
+	if err != nil {
+		return drivers.InstanceStats{}, 0, false, err
 	}
+	return st, st.MemoryWorkingSetBytes, st.MemoryWorkingSetBytes > 0, nil
 }
 
 // serverFigures are one server's figures in one alarm round.

@@ -48,9 +48,6 @@ func (s *metricsSource) Servers(ctx context.Context) ([]metrics.Server, error) {
 	}
 	expected := s.learnProjects(ctx, list)
 	_, canMeasure := a.drv.(drivers.StatsReader)
-	if _, ok := a.drv.(cgroupReader); ok {
-		canMeasure = true
-	}
 	out := make([]metrics.Server, 0, len(list))
 	for _, st := range list {
 		srv := metrics.Server{ID: st.ID, Project: s.project(st.ID)}

@@ -23,6 +23,10 @@ type InstanceStats struct {
 	MemoryLimitBytes uint64
 	MemoryCacheBytes uint64 // page cache; 0 when unknown
 	MemoryRSSBytes   uint64 // anonymous memory; 0 when unknown
+	// MemoryWorkingSetBytes is the usage minus the inactive page cache:
+	// what the kernel cannot reclaim, which alarms and "used" memory
+	// count; 0 when unknown.
+	MemoryWorkingSetBytes uint64
 	OOMKills         uint64
 
 	Pids      uint64
