@@ -27,7 +27,7 @@ type InstanceStats struct {
 	// what the kernel cannot reclaim, which alarms and "used" memory
 	// count; 0 when unknown.
 	MemoryWorkingSetBytes uint64
-	OOMKills         uint64
+	OOMKills              uint64
 
 	Pids      uint64
 	PidsLimit uint64
