@@ -95,6 +95,12 @@ func (a *Agent) Handle(ctx context.Context, m bus.Message) (any, error) {
 			return nil, err
 		}
 		return nil, a.handleResize(ctx, req, m.Kind == protocol.KindRevertResize)
+	case protocol.KindRebuildInstance:
+		var req protocol.RebuildInstance
+		if err := m.Decode(&req); err != nil {
+			return nil, err
+		}
+		return nil, a.handleRebuild(ctx, req)
 	case protocol.KindSnapshotInstance:
 		var req protocol.SnapshotInstance
 		if err := m.Decode(&req); err != nil {
@@ -185,12 +191,25 @@ func (a *Agent) create(ctx context.Context, s protocol.InstanceSpec) error {
 				s.ID, len(s.NICs), a.drv.Name(), drivers.ErrNotSupported)
 		}
 	}
+	spec, err := a.driverSpec(s)
+	if err != nil {
+		return err
+	}
+	if err := a.drv.Create(ctx, spec); err != nil {
+		return fmt.Errorf("create instance %s: %w", s.ID, err)
+	}
+	return nil
+}
+
+// driverSpec turns the control plane's spec into the driver's: the
+// flavor's limits parsed, the host's pid cap applied, the agent's labels.
+func (a *Agent) driverSpec(s protocol.InstanceSpec) (drivers.Spec, error) {
 	// The API validated the extra specs when they were set; a flavor
 	// older than that validation may still carry bad ones, and a server
 	// must not run without a limit its flavor promises.
 	lim, err := limits.Parse(s.ExtraSpecs, s.VCPUs)
 	if err != nil {
-		return fmt.Errorf("build %s: flavor extra specs: %w", s.ID, err)
+		return drivers.Spec{}, fmt.Errorf("build %s: flavor extra specs: %w", s.ID, err)
 	}
 	pids := a.cfg.PidsLimit
 	if lim.PidsMax > 0 {
@@ -207,16 +226,14 @@ func (a *Agent) create(ctx context.Context, s protocol.InstanceSpec) error {
 			LabelHost:    a.cfg.Host,
 			LabelName:    s.Name,
 		},
-		DNS:       dnsOf(s.NICs),
-		Networked: len(s.NICs) > 0,
+		DNS:            dnsOf(s.NICs),
+		Networked:      len(s.NICs) > 0,
+		AuthorizedKeys: s.AuthorizedKeys,
 	}
 	if spec.Hostname == "" {
 		spec.Hostname = s.Name
 	}
-	if err := a.drv.Create(ctx, spec); err != nil {
-		return fmt.Errorf("create instance %s: %w", s.ID, err)
-	}
-	return nil
+	return spec, nil
 }
 
 // bringUp plumbs nics of created server id, then starts it, and returns

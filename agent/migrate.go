@@ -278,6 +278,9 @@ func (a *Agent) importInstance(ctx context.Context, w protocol.MigrationWork) (i
 func (a *Agent) createFromImport(ctx context.Context, s protocol.InstanceSpec, start bool) (drivers.PowerState, error) {
 	ctx, cancel := context.WithTimeout(ctx, a.buildTimeout)
 	defer cancel()
+	// The imported disk carries /root/.ssh/authorized_keys as the server
+	// left it; writing the boot key again would undo the user's changes.
+	s.AuthorizedKeys = ""
 	if err := a.create(ctx, s); err != nil {
 		return drivers.PowerNoState, fmt.Errorf("import: %w", err)
 	}

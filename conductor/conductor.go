@@ -224,6 +224,8 @@ func (c *Conductor) onInstanceReport(ctx context.Context, r protocol.InstanceRep
 		return c.onDeleteReport(ctx, inst, r)
 	case lifecycle.ActResize, lifecycle.ActRevertResize:
 		return c.onResizeReport(ctx, inst, r)
+	case lifecycle.ActRebuild:
+		return c.onRebuildReport(ctx, inst, r)
 	default:
 		return c.onActionReport(ctx, inst, r)
 	}

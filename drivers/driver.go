@@ -53,6 +53,11 @@ type Spec struct {
 	// entrypoint stays). Servers boot their image's init; this is for
 	// tests and special images.
 	Command []string
+	// AuthorizedKeys, when set, is written by Create to
+	// /root/.ssh/authorized_keys (directory 0700, file 0600, owned by
+	// 0:0) before the first start: the keypair's key, with no cloud-init
+	// or metadata service to fetch it.
+	AuthorizedKeys string
 }
 
 // PowerState of a driver-managed instance. Values match Nova's
@@ -124,6 +129,13 @@ type Driver interface {
 	// Destroy removes the instance and everything the driver created for
 	// it. Missing instances are not an error.
 	Destroy(ctx context.Context, id string) error
+	// Rebuild replaces the instance's workload with a new one made from
+	// spec (same ID; a new image, so the old disk is gone), keeping its
+	// sandbox and so its network namespace. The old workload gets grace
+	// to shut down; the new one is created, not started. The new image is
+	// fetched before anything is removed. A missing workload (a rebuild
+	// that failed half-way) is simply created.
+	Rebuild(ctx context.Context, spec Spec, grace time.Duration) error
 
 	// Status returns ErrNotFound (wrapped) when the instance is missing.
 	Status(ctx context.Context, id string) (Status, error)

@@ -49,6 +49,7 @@ const (
 	ResizeConfirming TaskState = "resize_confirming"
 	Migrating        TaskState = "migrating"
 	ImageSnapshot    TaskState = "image_snapshot"
+	Rebuilding       TaskState = "rebuilding"
 )
 
 // PowerState mirrors Nova's integer power states.
@@ -70,6 +71,8 @@ func Status(vm VMState, task TaskState) string {
 		return "BUILD"
 	case Active:
 		switch task {
+		case Rebuilding:
+			return "REBUILD"
 		case Rebooting:
 			return "REBOOT"
 		case RebootingHard:
@@ -82,6 +85,8 @@ func Status(vm VMState, task TaskState) string {
 		return "ACTIVE"
 	case Stopped:
 		switch task {
+		case Rebuilding:
+			return "REBUILD"
 		case ResizePrep, ResizeMigrating, ResizeMigrated, ResizeFinish:
 			return "RESIZE"
 		}
@@ -97,6 +102,9 @@ func Status(vm VMState, task TaskState) string {
 		}
 		return "VERIFY_RESIZE"
 	case Error:
+		if task == Rebuilding {
+			return "REBUILD"
+		}
 		return "ERROR"
 	case Deleted:
 		return "DELETED"
@@ -129,7 +137,7 @@ var (
 	allVMStates   = []VMState{Building, Active, Stopped, Paused, Resized, Error, Deleted}
 	allTaskStates = []TaskState{NoTask, Scheduling, Spawning, PoweringOff, PoweringOn, Rebooting, RebootingHard,
 		Pausing, Unpausing, Deleting, ResizePrep, ResizeMigrating, ResizeMigrated, ResizeFinish, ResizeReverting, ResizeConfirming,
-		Migrating, ImageSnapshot}
+		Migrating, ImageSnapshot, Rebuilding}
 )
 
 func equalFold(a, b string) bool {
@@ -175,6 +183,10 @@ const (
 	// pull: see package migrate); a resize that does not fit its host
 	// becomes one too. Both end in resized (VERIFY_RESIZE) on the target.
 	ActMigrate Action = "migrate"
+	// Rebuild replaces the server's disk with a new image (its writable
+	// layer is wiped) keeping its identity, flavor, ports and addresses.
+	// A stopped server stays stopped; an errored one comes back active.
+	ActRebuild Action = "rebuild"
 )
 
 // rule says from which vm_states an action may start (with no task in
@@ -210,6 +222,7 @@ var rules = map[Action]rule{
 	// resize_migrated (handed over) and resize_finish (target: pull,
 	// create, start), all shown as RESIZE, as Nova's.
 	ActMigrate: {From: []VMState{Active, Stopped}, Task: ResizePrep},
+	ActRebuild: {From: []VMState{Active, Stopped, Error}, Task: Rebuilding},
 }
 
 // ConflictError is returned when an action is not allowed in the
@@ -273,6 +286,16 @@ func ResizeOutcome(before VMState) VMState {
 		return Stopped
 	}
 	return Active
+}
+
+// RebuildOutcome is the vm_state a successful rebuild leaves: stopped
+// when the new workload was left stopped (the server was SHUTOFF),
+// active otherwise.
+func RebuildOutcome(power PowerState) VMState {
+	if power == Running {
+		return Active
+	}
+	return Stopped
 }
 
 // TaskOf returns the task_state an action runs under.

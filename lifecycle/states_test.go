@@ -12,8 +12,8 @@ var (
 	testVMStates   = []VMState{Building, Active, Stopped, Paused, Resized, Error, Deleted}
 	testTaskStates = []TaskState{NoTask, Scheduling, Spawning, PoweringOff, PoweringOn, Rebooting, RebootingHard,
 		Pausing, Unpausing, Deleting, ResizePrep, ResizeMigrating, ResizeMigrated, ResizeFinish, ResizeReverting, ResizeConfirming,
-		Migrating, ImageSnapshot}
-	userActions = []Action{ActStart, ActStop, ActReboot, ActRebootHard, ActPause, ActUnpause, ActDelete}
+		Migrating, ImageSnapshot, Rebuilding}
+	userActions = []Action{ActStart, ActStop, ActReboot, ActRebootHard, ActPause, ActUnpause, ActDelete, ActRebuild}
 )
 
 // TestStateListsComplete keeps the package's own state lists (used by
@@ -46,6 +46,7 @@ func TestBegin(t *testing.T) {
 		ActPause:   {from: []VMState{Active}, task: Pausing},
 		ActUnpause: {from: []VMState{Paused}, task: Unpausing},
 		ActDelete:  {from: []VMState{Building, Active, Stopped, Paused, Resized, Error}, task: Deleting, any: true},
+		ActRebuild: {from: []VMState{Active, Stopped, Error}, task: Rebuilding},
 	}
 	for _, action := range userActions {
 		w := wants[action]
@@ -209,14 +210,14 @@ var novaStateMap = map[VMState]struct {
 	overrides map[TaskState]string
 }{
 	Active: {"ACTIVE", map[TaskState]string{
-		Rebooting: "REBOOT", RebootingHard: "HARD_REBOOT", Migrating: "MIGRATING",
+		Rebooting: "REBOOT", RebootingHard: "HARD_REBOOT", Migrating: "MIGRATING", Rebuilding: "REBUILD",
 		ResizePrep: "RESIZE", ResizeMigrating: "RESIZE", ResizeMigrated: "RESIZE", ResizeFinish: "RESIZE"}},
 	Building: {"BUILD", nil},
-	Stopped: {"SHUTOFF", map[TaskState]string{
+	Stopped: {"SHUTOFF", map[TaskState]string{Rebuilding: "REBUILD",
 		ResizePrep: "RESIZE", ResizeMigrating: "RESIZE", ResizeMigrated: "RESIZE", ResizeFinish: "RESIZE"}},
 	Resized: {"VERIFY_RESIZE", map[TaskState]string{ResizeReverting: "REVERT_RESIZE"}},
 	Paused:  {"PAUSED", map[TaskState]string{Migrating: "MIGRATING"}},
-	Error:   {"ERROR", nil},
+	Error:   {"ERROR", map[TaskState]string{Rebuilding: "REBUILD"}},
 	Deleted: {"DELETED", nil},
 }
 

@@ -50,6 +50,9 @@ type InstanceSpec struct {
 	// NICs are plumbed, in order (eth0, eth1, ...), before the workload
 	// starts; none means the server has no network.
 	NICs []NIC `json:"nics,omitempty"`
+	// AuthorizedKeys is the public key of the server's keypair, written
+	// to /root/.ssh/authorized_keys before the first boot ("" = none).
+	AuthorizedKeys string `json:"authorized_keys,omitempty"`
 }
 
 // NIC is one network interface of a server: a Neutron port bound to the

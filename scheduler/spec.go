@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/capsule-cloud/capsule/limits"
 	"github.com/capsule-cloud/capsule/protocol"
@@ -20,6 +21,7 @@ func SpecFor(ctx context.Context, st *store.Store, inst *store.Instance) (protoc
 	spec := protocol.InstanceSpec{
 		ID: inst.ID, Name: inst.Name, Hostname: inst.Hostname, ProjectID: inst.ProjectID,
 		VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB,
+		AuthorizedKeys: authorizedKeys(inst.KeyData),
 	}
 	var err error
 	if spec.ExtraSpecs, err = stringMap(inst.ExtraSpecs); err != nil {
@@ -117,4 +119,15 @@ func stringMap(s string) (map[string]string, error) {
 		return nil, nil
 	}
 	return m, nil
+}
+
+// authorizedKeys is what the server's authorized_keys gets from the key
+// copied at boot: an OpenSSH key line. An x509 keypair's certificate is
+// for WinRM, not ssh, and is not written.
+func authorizedKeys(keyData string) string {
+	k := strings.TrimSpace(keyData)
+	if strings.HasPrefix(k, "-----BEGIN") {
+		return ""
+	}
+	return k
 }

@@ -88,6 +88,18 @@ var migrations = []migration{
 		}
 		return nil
 	}},
+	{8, "keypairs; instances keep the public key they booted with", func(tx *gorm.DB) error {
+		if err := tx.AutoMigrate(&Keypair{}); err != nil {
+			return err
+		}
+		if tx.Migrator().HasColumn(&Instance{}, "KeyData") {
+			return nil
+		}
+		return tx.Migrator().AddColumn(&Instance{}, "KeyData")
+	}},
+	{9, "operator-set quota limits per project and per user", func(tx *gorm.DB) error {
+		return tx.AutoMigrate(&QuotaLimit{})
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

@@ -135,6 +135,7 @@ type Instance struct {
 	AccessIPv6       string
 	Description      *string
 	KeyName          *string
+	KeyData          string // the keypair's public key copied at boot (Nova's key_data): deleting the keypair changes nothing
 	UserData         string
 	Locked           bool
 	ReservationID    string
@@ -301,4 +302,32 @@ type HostEvent struct {
 	Threshold  float64   // the threshold it crossed
 	At         time.Time `gorm:"index"`
 	CreatedAt  time.Time
+}
+
+// Keypair is a Nova keypair. Keypairs belong to a user, not a project: the
+// same user sees them from every project. ID is shown by the API (Nova's
+// integer id).
+type Keypair struct {
+	ID          uint   `gorm:"primaryKey"`
+	UserID      string `gorm:"size:64;uniqueIndex:ux_keypair_user_name"`
+	Name        string `gorm:"size:255;uniqueIndex:ux_keypair_user_name"`
+	Type        string `gorm:"size:8"` // ssh | x509
+	PublicKey   string // an OpenSSH public key line, or a PEM certificate (x509)
+	Fingerprint string
+	CreatedAt   time.Time
+	// UpdatedAt stays null: a keypair is never changed (Nova shows null).
+	UpdatedAt *time.Time `gorm:"autoUpdateTime:false"`
+}
+
+// QuotaLimit is an operator-set quota (Nova's quotas table): a project's
+// limit on one resource (UserID "") or one user's within the project.
+// Without a row the default applies; -1 means unlimited.
+type QuotaLimit struct {
+	ID        uint   `gorm:"primaryKey"`
+	ProjectID string `gorm:"size:64;uniqueIndex:ux_quota_limit"`
+	UserID    string `gorm:"size:64;uniqueIndex:ux_quota_limit"` // "" for the project level
+	Resource  string `gorm:"size:64;uniqueIndex:ux_quota_limit"` // a Nova quota key: instances, cores, ram, ...
+	HardLimit int
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }

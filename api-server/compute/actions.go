@@ -23,11 +23,11 @@ import (
 // clear error instead of "no such action".
 var notYet = map[string]string{
 	"createBackup": "backups",
-	"rebuild":      "rebuild", "suspend": "suspend", "resume": "resume", "shelve": "shelve", "unshelve": "shelve",
+	"suspend":      "suspend", "resume": "resume", "shelve": "shelve", "unshelve": "shelve",
 	"shelveOffload": "shelve", "rescue": "rescue", "unrescue": "rescue", "changePassword": "password change",
 	"addSecurityGroup": "security groups", "removeSecurityGroup": "security groups",
 	"os-getVNCConsole": "VNC consoles", "trigger_crash_dump": "crash dumps", "forceDelete": "soft delete",
-	"restore": "soft delete", "lock": "", "unlock": "", "os-resetState": "",
+	"restore": "soft delete",
 }
 
 func (s *Service) serverAction(w http.ResponseWriter, r *http.Request) {
@@ -95,6 +95,8 @@ func (s *Service) serverAction(w http.ResponseWriter, r *http.Request) {
 		s.migrateLive(w, r)
 	case "evacuate":
 		s.evacuate(w, r)
+	case "rebuild":
+		s.rebuildServer(w, r, inst, arg)
 	default:
 		if feature, known := notYet[name]; known {
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("Action '%s' (%s) is not supported by this Capsule release yet.", name, feature))

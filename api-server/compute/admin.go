@@ -411,25 +411,32 @@ func (s *Service) limits(w http.ResponseWriter, r *http.Request) {
 	if t := r.URL.Query().Get("tenant_id"); t != "" && creds.IsAdmin() {
 		project = t
 	}
-	var u struct{ N, C, R int }
-	s.st.WithContext(r.Context()).Model(&store.Instance{}).Where("project_id = ? AND deleted_at IS NULL", project).
-		Select("COUNT(*) AS n, COALESCE(SUM(vcpus),0) AS c, COALESCE(SUM(memory_mb),0) AS r").Scan(&u)
-	q := s.opts.DefaultQuota
-	abs := map[string]int{"maxServerMeta": 128, "maxTotalInstances": q.Instances, "maxTotalCores": q.Cores,
-		"maxTotalRAMSize": q.RAM, "maxTotalKeypairs": 100, "maxServerGroups": 10, "maxServerGroupMembers": 10,
-		"totalInstancesUsed": u.N, "totalCoresUsed": u.C, "totalRAMUsed": u.R, "totalServerGroupsUsed": 0}
+	// The caller's own limits count only in their own project.
+	user := ""
+	if project == creds.ProjectID {
+		user = creds.UserID
+	}
+	q, u, err := s.limitsFor(r.Context(), project, user)
+	if err != nil {
+		s.quotaFailed(w, project, err)
+		return
+	}
+	abs := map[string]int{"maxServerMeta": q["metadata_items"], "maxTotalInstances": q["instances"],
+		"maxTotalCores": q["cores"], "maxTotalRAMSize": q["ram"], "maxTotalKeypairs": q["key_pairs"],
+		"maxServerGroups": q["server_groups"], "maxServerGroupMembers": q["server_group_members"],
+		"totalInstancesUsed": u.Instances, "totalCoresUsed": u.Cores, "totalRAMUsed": u.RAM, "totalServerGroupsUsed": 0}
 	if !v.AtLeast(36) {
-		for k, n := range map[string]int{"maxSecurityGroups": 10, "maxSecurityGroupRules": 20, "maxTotalFloatingIps": 10,
-			"totalSecurityGroupsUsed": 0, "totalFloatingIpsUsed": 0} {
+		for k, n := range map[string]int{"maxSecurityGroups": q["security_groups"], "maxSecurityGroupRules": q["security_group_rules"],
+			"maxTotalFloatingIps": q["floating_ips"], "totalSecurityGroupsUsed": 0, "totalFloatingIpsUsed": 0} {
 			abs[k] = n
 		}
 	}
 	if !v.AtLeast(39) {
-		abs["maxImageMeta"] = 128
+		abs["maxImageMeta"] = q["metadata_items"]
 	}
 	if !v.AtLeast(57) {
-		abs["maxPersonality"] = 5
-		abs["maxPersonalitySize"] = 10240
+		abs["maxPersonality"] = q["injected_files"]
+		abs["maxPersonalitySize"] = q["injected_file_content_bytes"]
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"limits": map[string]any{"rate": []any{}, "absolute": abs}})
 }

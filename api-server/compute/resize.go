@@ -228,24 +228,20 @@ func (s *Service) undoResize(ctx context.Context, inst *store.Instance, reqID st
 	}
 }
 
-// resizeQuota checks the project's cores and RAM quota for the growth
-// the new flavor asks for (a shrink always fits).
+// resizeQuota checks the growth the new flavor asks for (a shrink always
+// fits) against the quota of the server's project, and of its owner where
+// the owner has limits of their own, as Nova's upsize check.
 func (s *Service) resizeQuota(ctx context.Context, inst *store.Instance, f *store.Flavor) string {
-	dc, dr := f.VCPUs-inst.VCPUs, f.MemoryMB-inst.MemoryMB
-	if dc <= 0 && dr <= 0 {
+	grow := store.QuotaUsage{Cores: f.VCPUs - inst.VCPUs, RAM: f.MemoryMB - inst.MemoryMB}
+	if grow.Cores <= 0 && grow.RAM <= 0 {
 		return ""
 	}
-	var u struct{ C, R int }
-	s.st.WithContext(ctx).Model(&store.Instance{}).Where("project_id = ? AND deleted_at IS NULL", inst.ProjectID).
-		Select("COALESCE(SUM(vcpus),0) AS c, COALESCE(SUM(memory_mb),0) AS r").Scan(&u)
-	q := s.opts.DefaultQuota
-	switch {
-	case dc > 0 && u.C+dc > q.Cores:
-		return fmt.Sprintf("Quota exceeded for cores: Requested %d, but already used %d of %d cores", dc, u.C, q.Cores)
-	case dr > 0 && u.R+dr > q.RAM:
-		return fmt.Sprintf("Quota exceeded for ram: Requested %d, but already used %d of %d ram", dr, u.R, q.RAM)
+	qc, err := s.loadQuotaCheck(ctx, inst.ProjectID, inst.UserID)
+	if err != nil {
+		s.log.Error("quota check of a resize", "instance", inst.ID, "error", err)
+		return quotaUnchecked
 	}
-	return ""
+	return qc.over(grow)
 }
 
 // confirmResize keeps the new flavor: the old copy is dropped, the

@@ -196,21 +196,17 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, msg)
 		return
 	}
-	meta := map[string]string{}
-	for k, val := range in.Metadata {
-		str, ok := val.(string)
-		if !ok || k == "" || len(k) > 255 || len(str) > 255 {
-			writeError(w, http.StatusBadRequest, "Invalid input for field/attribute metadata. Keys and values must be strings of at most 255 characters.")
-			return
-		}
-		meta[k] = str
+	meta, msg := serverMetadata(in.Metadata)
+	if msg != "" {
+		writeError(w, http.StatusBadRequest, msg)
+		return
 	}
 	if len(meta) > 128 {
 		writeError(w, http.StatusForbidden, "Quota exceeded for metadata items: at most 128 allowed.")
 		return
 	}
-	if in.KeyName != nil && *in.KeyName != "" {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("Invalid key_name provided: keypair %s not found.", *in.KeyName))
+	keypair, kpOK := s.serverKeypair(w, r, in.KeyName)
+	if !kpOK {
 		return
 	}
 	zone, forcedHost := "", ""
@@ -290,6 +286,10 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 			Description: in.Description, UserData: userData, ReservationID: resID, LaunchIndex: i,
 			Hostname: hostnameFor(name), BuildAttempts: 1, RequestedHost: forcedHost,
 		}
+		if keypair != nil {
+			// The key is copied: the server keeps it if the keypair goes.
+			inst.KeyName, inst.KeyData = &keypair.Name, keypair.PublicKey
+		}
 		err := s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 			if err := tx.Create(&inst).Error; err != nil {
 				return err
@@ -352,6 +352,21 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, map[string]any{"server": body})
 }
 
+// serverMetadata checks a server's metadata as Nova's schema does: string
+// keys and values of 1-255 and 0-255 characters. It returns a 400 message
+// for bad input; the item quota is the caller's (a 403 on create).
+func serverMetadata(in map[string]any) (map[string]string, string) {
+	meta := map[string]string{}
+	for k, val := range in {
+		str, ok := val.(string)
+		if !ok || k == "" || len(k) > 255 || len(str) > 255 {
+			return nil, "Invalid input for field/attribute metadata. Keys and values must be strings of at most 255 characters."
+		}
+		meta[k] = str
+	}
+	return meta, ""
+}
+
 // validateSecurityGroups checks the requested security groups. Every
 // server is in "default" and Capsule has no other groups yet, so any other
 // name is unknown (a 400 in Nova, which Tempest checks).
@@ -374,28 +389,19 @@ func randomPassword() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// fitQuota returns how many servers (between min and max) the project's
-// quota allows, or a Nova-style quota error.
+// fitQuota returns how many servers (between min and max) the quota
+// allows: the project's, and the caller's own where they have limits of
+// their own. Otherwise it returns Nova's quota error.
 func (s *Service) fitQuota(ctx context.Context, projectID string, f *store.Flavor, min, max int) (int, string) {
-	var u struct{ N, C, R int }
-	s.st.WithContext(ctx).Model(&store.Instance{}).Where("project_id = ? AND deleted_at IS NULL", projectID).
-		Select("COUNT(*) AS n, COALESCE(SUM(vcpus),0) AS c, COALESCE(SUM(memory_mb),0) AS r").Scan(&u)
-	q := s.opts.DefaultQuota
-	allowed := max
-	for allowed >= min {
-		if u.N+allowed <= q.Instances && u.C+allowed*f.VCPUs <= q.Cores && u.R+allowed*f.MemoryMB <= q.RAM {
-			return allowed, ""
-		}
-		allowed--
+	qc, err := s.loadQuotaCheck(ctx, projectID, auth.FromContext(ctx).UserID)
+	if err != nil {
+		s.log.Error("quota check of a server creation", "project", projectID, "error", err)
+		return 0, quotaUnchecked
 	}
-	switch {
-	case u.N+min > q.Instances:
-		return 0, fmt.Sprintf("Quota exceeded for instances: Requested %d, but already used %d of %d instances", min, u.N, q.Instances)
-	case u.C+min*f.VCPUs > q.Cores:
-		return 0, fmt.Sprintf("Quota exceeded for cores: Requested %d, but already used %d of %d cores", min*f.VCPUs, u.C, q.Cores)
-	default:
-		return 0, fmt.Sprintf("Quota exceeded for ram: Requested %d, but already used %d of %d ram", min*f.MemoryMB, u.R, q.RAM)
+	if n := qc.room(serversOf(f, 1), max); n >= min {
+		return n, ""
 	}
+	return 0, qc.over(serversOf(f, min))
 }
 
 func (s *Service) findImage(ctx context.Context, id string) (*store.Image, error) {

@@ -293,7 +293,9 @@ func (s *Service) apiRoutes(mux *http.ServeMux, p string) {
 	mux.HandleFunc("GET "+p+"/os-availability-zone", s.authed(s.availabilityZones(false)))
 	mux.HandleFunc("GET "+p+"/os-availability-zone/detail", s.admin(s.availabilityZones(true)))
 	mux.HandleFunc("GET "+p+"/os-quota-sets/{project}", s.authed(s.showQuotaSet))
-	mux.HandleFunc("GET "+p+"/os-quota-sets/{project}/defaults", s.authed(s.showQuotaSet))
+	mux.HandleFunc("PUT "+p+"/os-quota-sets/{project}", s.authed(s.updateQuotaSet))
+	mux.HandleFunc("DELETE "+p+"/os-quota-sets/{project}", s.authed(s.deleteQuotaSet))
+	mux.HandleFunc("GET "+p+"/os-quota-sets/{project}/defaults", s.authed(s.showQuotaDefaults))
 	mux.HandleFunc("GET "+p+"/os-quota-sets/{project}/detail", s.authed(s.showQuotaDetail))
 	mux.HandleFunc("GET "+p+"/os-simple-tenant-usage", s.admin(s.listTenantUsage))
 	mux.HandleFunc("GET "+p+"/os-simple-tenant-usage/{project}", s.authed(s.showTenantUsage))
@@ -301,7 +303,7 @@ func (s *Service) apiRoutes(mux *http.ServeMux, p string) {
 	mux.HandleFunc("GET "+p+"/os-host-events", s.admin(s.listHostEvents))
 	mux.HandleFunc("GET "+p+"/os-aggregates", s.admin(emptyList("aggregates")))
 	mux.HandleFunc("GET "+p+"/os-server-groups", s.authed(emptyList("server_groups")))
-	mux.HandleFunc("GET "+p+"/os-keypairs", s.authed(emptyList("keypairs")))
+	s.keypairRoutes(mux, p)
 	mux.HandleFunc("GET "+p+"/extensions", s.authed(emptyList("extensions")))
 }
 

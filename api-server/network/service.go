@@ -107,6 +107,7 @@ func (s *Service) finish(mux *http.ServeMux) http.Handler {
 			httpapi.WriteJSON(w, http.StatusOK, map[string]any{coll: []any{}})
 		})))
 	}
+	s.quotaRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "HTTPNotFound", "The resource could not be found.")
 	})

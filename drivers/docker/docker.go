@@ -367,6 +367,16 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 	for _, w := range resp.Warnings {
 		d.log.Warn("container create warning", "instance", spec.ID, "warning", w)
 	}
+	if spec.AuthorizedKeys != "" {
+		if err := d.writeAuthorizedKeys(ctx, resp.ID, spec.AuthorizedKeys); err != nil {
+			// Not half an instance: a replayed create would accept the
+			// container as is and boot it without its key.
+			if derr := d.Destroy(context.WithoutCancel(ctx), spec.ID); derr != nil {
+				d.log.Error("could not remove a container whose key could not be written", "instance", spec.ID, "err", derr)
+			}
+			return wrap("create", spec.ID, err)
+		}
+	}
 	d.log.Info("container created", "instance", spec.ID, "container", resp.ID, "image", spec.Image,
 		"vcpus", spec.VCPUs, "memory_mb", spec.MemoryMB, "pids_limit", pidsLimit(spec),
 		"cpu_quota_us", host.CPUQuota, "cpu_period_us", host.CPUPeriod, "cpu_shares", host.CPUShares, "disk_device", diskDev,
@@ -584,28 +594,13 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 	} else if err != nil {
 		return err
 	}
-	err = d.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
-	switch {
-	case err == nil, cerrdefs.IsNotFound(err):
-	case cerrdefs.IsConflict(err):
-		// "removal already in progress": wait for the other removal.
-		if err := d.waitGone(ctx, c.ID); err != nil {
-			return wrap("destroy", id, err)
-		}
-	default:
-		return wrap("destroy", id, err)
+	if err := d.removeWorkload(ctx, id, c); err != nil {
+		return fmt.Errorf("destroy: %w", err)
 	}
 	if err := d.removeSandbox(ctx, id); err != nil {
 		return err
 	}
 	d.log.Info("container destroyed", "instance", id, "container", c.ID)
-	if c.Config != nil && isMigrationImage(c.Config.Image) {
-		// A migrated server booted from its own migration commit, which
-		// nothing else uses: it goes with the server, or it would leak.
-		if err := d.RemoveImage(ctx, c.Config.Image); err != nil {
-			d.log.Warn("could not remove the migration image of a destroyed instance", "instance", id, "image", c.Config.Image, "err", err)
-		}
-	}
 	return nil
 }
 

@@ -39,7 +39,10 @@ func newDriver(t *testing.T) *docker.Driver {
 
 func TestConformance(t *testing.T) {
 	image := testenv.Image(t)
-	drivertest.Run(t, func(t *testing.T) drivers.Driver { return newDriver(t) }, image)
+	drivertest.Run(t, func(t *testing.T) drivers.Driver { return newDriver(t) }, image,
+		drivertest.WithFileReader(func(t *testing.T, d drivers.Driver, id, path string) string {
+			return readContainerFile(t, d.(*docker.Driver), id, path).body
+		}))
 }
 
 // TestLimitsAndSecurity checks what the kernel enforces on a running

@@ -133,10 +133,52 @@ func splitLines(s string) []string {
 	return strings.Split(s, "\n")
 }
 
+// FileReader returns the content of the file at path on instance id's
+// disk, failing t if it cannot; the suite has no driver method for it, so
+// each driver's test supplies one.
+type FileReader func(t *testing.T, d drivers.Driver, id, path string) string
+
+// Option changes what Run checks.
+type Option func(*options)
+
+type options struct{ readFile FileReader }
+
+// WithFileReader lets Run check file contents the driver wrote (the
+// authorized_keys of Spec.AuthorizedKeys); without it only the boot is
+// checked.
+func WithFileReader(r FileReader) Option { return func(o *options) { o.readFile = r } }
+
 // Run runs the conformance suite. newDriver is called once per subtest;
 // image is a base image whose PID 1 prints a few boot lines, keeps running
 // and exits on SIGTERM.
-func Run(t *testing.T, newDriver func(t *testing.T) drivers.Driver, image string) {
+func Run(t *testing.T, newDriver func(t *testing.T) drivers.Driver, image string, opts ...Option) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	t.Run("AuthorizedKeysWrittenBeforeBoot", func(t *testing.T) {
+		d := newDriver(t)
+		spec := Spec(image)
+		spec.AuthorizedKeys = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDrivertestKeyDrivertestKeyDrivertestKey0 conformance"
+		Create(t, d, spec)
+		// A replayed create keeps the instance, key included.
+		if err := d.Create(Ctx(t), spec); err != nil {
+			t.Fatalf("second create: %v", err)
+		}
+		if err := d.Start(Ctx(t), spec.ID); err != nil {
+			t.Fatalf("start: %v", err)
+		}
+		WantPower(t, d, spec.ID, drivers.PowerRunning)
+		if o.readFile == nil {
+			return
+		}
+		if got := o.readFile(t, d, spec.ID, "/root/.ssh/authorized_keys"); got != spec.AuthorizedKeys+"\n" {
+			t.Errorf("authorized_keys = %q, want %q", got, spec.AuthorizedKeys+"\n")
+		}
+	})
+
+	runRebuild(t, newDriver, image, o)
+
 	t.Run("Identity", func(t *testing.T) {
 		d := newDriver(t)
 		if d.Name() == "" {

@@ -35,6 +35,10 @@ const (
 	OpResize        Op = "resize"
 )
 
+// AuthorizedKeysPath is where Create writes Spec.AuthorizedKeys in the
+// instance's Files, as the docker driver does on the container's disk.
+const AuthorizedKeysPath = "/root/.ssh/authorized_keys"
+
 // bootLines is the console log an instance gets each time it starts, like
 // the base image's init.
 var bootLines = []string{
@@ -316,6 +320,14 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 	if img, ok := d.registry.get(spec.Image); ok {
 		d.images[spec.Image] = true
 		in.Files = copyMap(img.Files)
+	}
+	if spec.AuthorizedKeys != "" {
+		// As the docker driver: on the disk before the first boot, so a
+		// snapshot or migration carries it.
+		if in.Files == nil {
+			in.Files = map[string]string{}
+		}
+		in.Files[AuthorizedKeysPath] = strings.TrimRight(spec.AuthorizedKeys, "\n") + "\n"
 	}
 	d.instances[spec.ID] = in
 	return nil

@@ -13,7 +13,14 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	drivertest.Run(t, func(t *testing.T) drivers.Driver { return fake.New() }, "example/busybox:latest")
+	drivertest.Run(t, func(t *testing.T) drivers.Driver { return fake.New() }, "example/busybox:latest",
+		drivertest.WithFileReader(func(t *testing.T, d drivers.Driver, id, path string) string {
+			in, ok := d.(*fake.Driver).Get(id)
+			if !ok {
+				t.Fatalf("instance %s not found", id)
+			}
+			return in.Files[path]
+		}))
 }
 
 func TestFailCreate(t *testing.T) {

@@ -29,7 +29,7 @@ MODULES = {
     'services': ['v2_1', 'v2_11', 'v2_53'],
     'hypervisors': ['v2_1', 'v2_28', 'v2_33', 'v2_53'],
     'versions': ['v2_1'],
-    'keypairs': ['v2_1'],
+    'keypairs': ['v2_1', 'v2_2'],
     'tenant_usages': ['v2_1'],
     'quotas': ['v2_1', 'v2_36', 'v2_57'],
 }
@@ -41,6 +41,7 @@ SERVER_CALLS = {
     'list_addresses_by_network', 'get_console_output', 'set_server_metadata', 'list_server_metadata',
     'update_server_metadata', 'set_show_server_metadata_item', 'delete_server_metadata_item',
     'list_volume_attachments', 'server_actions_common_schema', 'show_server_diagnostics',
+    'rebuild_server', 'rebuild_server_with_admin_pass',
 }
 
 

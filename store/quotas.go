@@ -1,0 +1,104 @@
+package store
+
+import (
+	"context"
+	"fmt"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+)
+
+// Quota limits set by an operator (Nova's quotas table). A project's limit
+// on a resource is its row with UserID "", else the configured default; a
+// user's limit inside the project is their own row, else the project's.
+// -1 means unlimited. Usage is never stored: it is counted from the live
+// instances, as Nova does since Pike, so it cannot drift.
+
+// QuotaLimits returns the limits set at one level: the project's
+// (userID "") or one user's within the project, by resource.
+func (s *Store) QuotaLimits(ctx context.Context, projectID, userID string) (map[string]int, error) {
+	var rows []QuotaLimit
+	err := s.WithContext(ctx).Where("project_id = ? AND user_id = ?", projectID, userID).Find(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("quota limits of project %s user %q: %w", projectID, userID, err)
+	}
+	out := make(map[string]int, len(rows))
+	for _, r := range rows {
+		out[r.Resource] = r.HardLimit
+	}
+	return out, nil
+}
+
+// UserQuotaLimits returns every user-level limit set in the project.
+func (s *Store) UserQuotaLimits(ctx context.Context, projectID string) ([]QuotaLimit, error) {
+	var rows []QuotaLimit
+	err := s.WithContext(ctx).Where("project_id = ? AND user_id <> ''", projectID).
+		Order("user_id, resource").Find(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("user quota limits of project %s: %w", projectID, err)
+	}
+	return rows, nil
+}
+
+// SetQuotaLimits creates or replaces the limits at one level, all of them
+// or none.
+func (s *Store) SetQuotaLimits(ctx context.Context, projectID, userID string, limits map[string]int) error {
+	if projectID == "" {
+		return fmt.Errorf("set quota limits: no project: %w", ErrNotFound)
+	}
+	err := s.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		for res, n := range limits {
+			row := QuotaLimit{ProjectID: projectID, UserID: userID, Resource: res, HardLimit: n}
+			err := tx.Clauses(clause.OnConflict{
+				Columns:   []clause.Column{{Name: "project_id"}, {Name: "user_id"}, {Name: "resource"}},
+				DoUpdates: clause.AssignmentColumns([]string{"hard_limit", "updated_at"}),
+			}).Create(&row).Error
+			if err != nil {
+				return fmt.Errorf("%s: %w", res, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("set quota limits of project %s user %q: %w", projectID, userID, err)
+	}
+	return nil
+}
+
+// DeleteQuotaLimits puts a level back to its defaults. For the project
+// level (userID "") the users' limits go too, as Nova's
+// destroy_all_by_project: what is left is the configured default.
+func (s *Store) DeleteQuotaLimits(ctx context.Context, projectID, userID string) error {
+	q := s.WithContext(ctx).Where("project_id = ?", projectID)
+	if userID != "" {
+		q = q.Where("user_id = ?", userID)
+	}
+	if err := q.Delete(&QuotaLimit{}).Error; err != nil {
+		return fmt.Errorf("delete quota limits of project %s user %q: %w", projectID, userID, err)
+	}
+	return nil
+}
+
+// QuotaUsage is what a project (or one user in it) holds of the counted
+// resources.
+type QuotaUsage struct {
+	Instances int
+	Cores     int
+	RAM       int
+}
+
+// CountQuotaUsage counts the live (not deleted) instances of the project,
+// or only the user's when userID is not "", with their vCPUs and RAM.
+// A server awaiting resize confirmation counts at its new flavor.
+func (s *Store) CountQuotaUsage(ctx context.Context, projectID, userID string) (QuotaUsage, error) {
+	var u struct{ N, C, R int }
+	q := s.WithContext(ctx).Model(&Instance{}).Where("project_id = ? AND deleted_at IS NULL", projectID)
+	if userID != "" {
+		q = q.Where("user_id = ?", userID)
+	}
+	err := q.Select("COUNT(*) AS n, COALESCE(SUM(vcpus),0) AS c, COALESCE(SUM(memory_mb),0) AS r").Scan(&u).Error
+	if err != nil {
+		return QuotaUsage{}, fmt.Errorf("count quota usage of project %s user %q: %w", projectID, userID, err)
+	}
+	return QuotaUsage{Instances: u.N, Cores: u.C, RAM: u.R}, nil
+}
