@@ -22,6 +22,8 @@ const (
 	EventReboot    = "compute_reboot_instance"
 	EventPause     = "compute_pause_instance"
 	EventUnpause   = "compute_unpause_instance"
+	EventSuspend   = "compute_suspend_instance"
+	EventResume    = "compute_resume_instance"
 	EventTerminate = "compute_terminate_instance"
 )
 
@@ -48,6 +50,10 @@ func ActionEvent(action lifecycle.Action) string {
 		return EventPause
 	case lifecycle.ActUnpause:
 		return EventUnpause
+	case lifecycle.ActSuspend:
+		return EventSuspend
+	case lifecycle.ActResume:
+		return EventResume
 	case lifecycle.ActDelete:
 		return EventTerminate
 	case lifecycle.ActResize:
@@ -362,11 +368,14 @@ func (a *Agent) runAction(ctx context.Context, id string, action lifecycle.Actio
 			// moved it to the sandbox's new namespace.
 			return a.plumbFor(ctx, id)
 		}
-	case lifecycle.ActPause, lifecycle.ActUnpause:
+	case lifecycle.ActPause, lifecycle.ActUnpause, lifecycle.ActSuspend, lifecycle.ActResume:
 		if !caps.Pause {
 			return a.powerOf(ctx, id), fmt.Errorf("%s instance %s: driver %s: %w", action, id, a.drv.Name(), drivers.ErrNotSupported)
 		}
-		if action == lifecycle.ActPause {
+		// Suspend is pause under Nova's other name: the cgroup freezer
+		// keeps the processes and their memory, nothing goes to disk.
+		// The conductor records it as suspended.
+		if action == lifecycle.ActPause || action == lifecycle.ActSuspend {
 			op = func() error { return a.drv.Pause(ctx, id) }
 		} else {
 			op = func() error { return a.drv.Unpause(ctx, id) }

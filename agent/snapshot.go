@@ -29,7 +29,7 @@ func (a *Agent) handleSnapshot(ctx context.Context, req protocol.SnapshotInstanc
 	defer unlock()
 
 	rep := protocol.SnapshotReport{RequestID: req.RequestID, InstanceID: id, ImageID: req.ImageID, Host: a.cfg.Host,
-		Ref: req.Ref, Event: EventSnapshot, Started: a.now().UTC()}
+		Ref: req.Ref, Backup: req.Backup, Event: EventSnapshot, Started: a.now().UTC()}
 	digest, size, err := a.snapshot(ctx, id, req.Ref)
 	if err != nil {
 		log.Error("snapshot failed", "err", err)

@@ -35,6 +35,9 @@ type Conductor struct {
 	now         func() time.Time
 	// mig drives cold migrations (package migrate).
 	mig *migrate.Engine
+	// reg removes the registry tags of backups rotated out (nil: left
+	// behind, logged).
+	reg TagDeleter
 }
 
 // New returns a conductor; maxAttempts bounds build reschedules.
@@ -383,6 +386,11 @@ func MarkDeleted(ctx context.Context, st *store.Store, id string, now time.Time)
 		if err := tx.Where("instance_id = ?", id).Delete(&store.Claim{}).Error; err != nil {
 			return fmt.Errorf("release claims of %s: %w", id, err)
 		}
+		// A deleted server leaves its group (frees the member quota, and
+		// no longer constrains where the others go).
+		if err := store.RemoveGroupMember(tx, id); err != nil {
+			return err
+		}
 		err := tx.Model(&store.Instance{}).Where("id = ? AND deleted_at IS NULL", id).Updates(map[string]any{
 			"vm_state": string(lifecycle.Deleted), "task_state": "", "power_state": 0,
 			"deleted_at": now, "terminated_at": now, "updated_at": now,
@@ -399,11 +407,12 @@ func (c *Conductor) onActionReport(ctx context.Context, inst *store.Instance, r 
 		return nil
 	}
 	task := lifecycle.TaskOf(r.Action)
-	fields := map[string]any{"task_state": "", "power_state": r.PowerState}
+	vm := lifecycle.VMState(inst.VMState)
 	if r.OK {
-		vm, _ := lifecycle.Outcome(r.Action)
-		fields["vm_state"] = string(vm)
+		vm, _ = lifecycle.Outcome(r.Action)
 	}
+	fields := map[string]any{"task_state": "", "vm_state": string(vm),
+		"power_state": int(recordedPower(vm, lifecycle.PowerState(r.PowerState)))}
 	_, err := c.updateIf(ctx, inst.ID, lifecycle.VMState(inst.VMState), task, fields)
 	return err
 }
@@ -424,9 +433,11 @@ func (c *Conductor) onPowerSync(ctx context.Context, r protocol.PowerSync) error
 		if inst.DeletedAt != nil || inst.Host != r.Host || inst.TaskState != "" {
 			continue
 		}
-		fields := map[string]any{"power_state": ps}
 		vm := lifecycle.VMState(inst.VMState)
-		if (vm == lifecycle.Active || vm == lifecycle.Paused) && notRunning(lifecycle.PowerState(ps)) {
+		fields := map[string]any{"power_state": int(recordedPower(vm, lifecycle.PowerState(ps)))}
+		// A suspended container that stopped lost its memory: it is no
+		// more suspended than a paused one would be.
+		if (vm == lifecycle.Active || vm == lifecycle.Paused || vm == lifecycle.Suspended) && notRunning(lifecycle.PowerState(ps)) {
 			fields["vm_state"] = string(lifecycle.Stopped)
 			c.log.Warn("instance found not running; marking it stopped", "instance", id, "host", r.Host, "power_state", ps)
 		}
@@ -438,6 +449,16 @@ func (c *Conductor) onPowerSync(ctx context.Context, r protocol.PowerSync) error
 		c.log.Warn("orphan container on host", "host", r.Host, "instance", o)
 	}
 	return nil
+}
+
+// recordedPower is the power state to record for an instance in vm that
+// the driver sees in ps: a suspended instance is a frozen container, which
+// the driver reports as paused, but Nova shows SUSPENDED (7) for it.
+func recordedPower(vm lifecycle.VMState, ps lifecycle.PowerState) lifecycle.PowerState {
+	if vm == lifecycle.Suspended && ps == lifecycle.PausedPS {
+		return lifecycle.SuspendedPS
+	}
+	return ps
 }
 
 // notRunning reports whether ps means the instance's container is gone or

@@ -2,7 +2,9 @@ package conductor
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 
 	"gorm.io/gorm"
@@ -20,47 +22,139 @@ const (
 	imageKilled = "killed"
 )
 
-// onSnapshotReport records the outcome of a createImage: the image goes
-// active with what was pushed, or is killed and removed; either way the
-// server's image_snapshot task ends. Updates are guarded on the image
-// still waiting and the task still running, so a duplicate report
-// changes nothing.
+// TagDeleter removes an image from the private registry (registry.Client):
+// what the conductor needs to rotate backups out.
+type TagDeleter interface {
+	DeleteImage(ctx context.Context, ref, digest string) error
+}
+
+// SetRegistry sets the registry client backups are rotated out of.
+func (c *Conductor) SetRegistry(reg TagDeleter) { c.reg = reg }
+
+// onSnapshotReport records the outcome of a createImage or createBackup:
+// the image goes active with what was pushed, or is killed and removed;
+// either way the server's image_snapshot/image_backup task ends. Updates
+// are guarded on the image still waiting and the task still running, so
+// a duplicate report changes nothing. A successful backup then rotates
+// the instance's older backups out (see rotateBackups).
 func (c *Conductor) onSnapshotReport(ctx context.Context, r protocol.SnapshotReport) error {
 	ev := store.Event{InstanceID: r.InstanceID, RequestID: r.RequestID, Name: r.Event, Host: r.Host,
 		Start: r.Started, Finish: r.Finished, OK: r.OK, Detail: r.Error}
 	if err := c.st.RecordEvent(ctx, ev); err != nil {
 		return err
 	}
-	now := c.now()
-	return c.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		waiting := tx.Model(&store.Image{}).Where("id = ? AND status IN ?", r.ImageID, []string{imageQueued, imageSaving})
-		if r.OK {
-			size := r.Size
-			res := waiting.Updates(map[string]any{"status": imageActive, "size": &size,
-				"checksum": strings.TrimPrefix(r.Digest, "sha256:"), "registry_ref": r.Ref, "updated_at": now})
-			if res.Error != nil {
-				return fmt.Errorf("activate snapshot image %s: %w", r.ImageID, res.Error)
-			}
-			if res.RowsAffected > 0 {
-				c.log.Info("snapshot image active", "image", r.ImageID, "instance", r.InstanceID, "ref", r.Ref, "size", size)
-			}
-		} else {
-			// Glance's killed, then gone: a failed snapshot must not
-			// linger as an image nobody can boot.
-			res := waiting.Updates(map[string]any{"status": imageKilled, "updated_at": now})
-			if res.Error != nil {
-				return fmt.Errorf("kill snapshot image %s: %w", r.ImageID, res.Error)
-			}
-			if err := tx.Where("id = ? AND status = ?", r.ImageID, imageKilled).Delete(&store.Image{}).Error; err != nil {
-				return fmt.Errorf("remove failed snapshot image %s: %w", r.ImageID, err)
-			}
-			c.log.Warn("snapshot failed; image removed", "image", r.ImageID, "instance", r.InstanceID, "error", r.Error)
+	var rotated []store.Image
+	err := c.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := c.recordSnapshot(tx, r); err != nil {
+			return err
 		}
-		err := tx.Model(&store.Instance{}).Where("id = ? AND task_state = ?", r.InstanceID, string(lifecycle.ImageSnapshot)).
-			Updates(map[string]any{"task_state": "", "updated_at": now}).Error
-		if err != nil {
-			return fmt.Errorf("end snapshot task of %s: %w", r.InstanceID, err)
+		if !r.OK || r.Backup == nil {
+			return nil
 		}
-		return nil
+		var err error
+		rotated, err = c.rotateBackups(tx, r.InstanceID, *r.Backup)
+		return err
 	})
+	if err != nil {
+		return err
+	}
+	c.deleteTags(ctx, rotated)
+	return nil
+}
+
+// recordSnapshot activates or kills the image and ends the task.
+func (c *Conductor) recordSnapshot(tx *gorm.DB, r protocol.SnapshotReport) error {
+	now := c.now()
+	waiting := tx.Model(&store.Image{}).Where("id = ? AND status IN ?", r.ImageID, []string{imageQueued, imageSaving})
+	if r.OK {
+		size := r.Size
+		res := waiting.Updates(map[string]any{"status": imageActive, "size": &size,
+			"checksum": strings.TrimPrefix(r.Digest, "sha256:"), "registry_ref": r.Ref, "updated_at": now})
+		if res.Error != nil {
+			return fmt.Errorf("activate snapshot image %s: %w", r.ImageID, res.Error)
+		}
+		if res.RowsAffected > 0 {
+			c.log.Info("snapshot image active", "image", r.ImageID, "instance", r.InstanceID, "ref", r.Ref, "size", size)
+		}
+	} else {
+		// Glance's killed, then gone: a failed snapshot must not
+		// linger as an image nobody can boot.
+		res := waiting.Updates(map[string]any{"status": imageKilled, "updated_at": now})
+		if res.Error != nil {
+			return fmt.Errorf("kill snapshot image %s: %w", r.ImageID, res.Error)
+		}
+		if err := tx.Where("id = ? AND status = ?", r.ImageID, imageKilled).Delete(&store.Image{}).Error; err != nil {
+			return fmt.Errorf("remove failed snapshot image %s: %w", r.ImageID, err)
+		}
+		c.log.Warn("snapshot failed; image removed", "image", r.ImageID, "instance", r.InstanceID, "error", r.Error)
+	}
+	err := tx.Model(&store.Instance{}).
+		Where("id = ? AND task_state IN ?", r.InstanceID, []string{string(lifecycle.ImageSnapshot), string(lifecycle.ImageBackup)}).
+		Updates(map[string]any{"task_state": "", "updated_at": now}).Error
+	if err != nil {
+		return fmt.Errorf("end snapshot task of %s: %w", r.InstanceID, err)
+	}
+	return nil
+}
+
+// rotateBackups deletes the instance's active backups of type b.Type
+// beyond the newest b.Rotation (Nova's _rotate_backups: rotation 0
+// deletes them all, the one just made too) and returns the deleted rows,
+// whose registry tags the caller removes once the deletion is committed.
+// Backups still being saved are not counted: they rotate when they land.
+// A protected image is kept, as Glance would refuse its delete.
+func (c *Conductor) rotateBackups(tx *gorm.DB, instanceID string, b protocol.BackupRotation) ([]store.Image, error) {
+	var cands []store.Image
+	// The LIKE only narrows the scan; the properties decide.
+	err := tx.Where("status = ? AND properties LIKE ?", imageActive, "%"+instanceID+"%").
+		Order("created_at DESC").Order("id DESC").Find(&cands).Error
+	if err != nil {
+		return nil, fmt.Errorf("list backups of %s: %w", instanceID, err)
+	}
+	backups := slices.DeleteFunc(cands, func(img store.Image) bool { return !isBackupOf(&img, instanceID, b.Type) })
+	if b.Rotation >= len(backups) {
+		return nil, nil
+	}
+	var gone []store.Image
+	for _, img := range backups[max(b.Rotation, 0):] {
+		if img.Protected {
+			c.log.Warn("backup beyond rotation is protected; kept", "image", img.ID, "instance", instanceID)
+			continue
+		}
+		if err := tx.Where("id = ?", img.ID).Delete(&store.Image{}).Error; err != nil {
+			return nil, fmt.Errorf("rotate out backup %s of %s: %w", img.ID, instanceID, err)
+		}
+		gone = append(gone, img)
+	}
+	return gone, nil
+}
+
+// isBackupOf reports whether img is a backup of the instance with
+// backup_type typ (Nova's image properties).
+func isBackupOf(img *store.Image, instanceID, typ string) bool {
+	props := map[string]string{}
+	if err := json.Unmarshal([]byte(img.Properties), &props); err != nil {
+		return false
+	}
+	return props["image_type"] == "backup" && props["instance_uuid"] == instanceID && props["backup_type"] == typ
+}
+
+// deleteTags removes the registry tags of rotated-out backups. The rows
+// are gone already, so for clients the images are; a tag left behind is
+// only wasted space (as with a Glance image delete), hence logged, not
+// retried.
+func (c *Conductor) deleteTags(ctx context.Context, imgs []store.Image) {
+	for _, img := range imgs {
+		c.log.Info("backup rotated out", "image", img.ID, "ref", img.RegistryRef)
+		if img.RegistryRef == "" {
+			continue
+		}
+		if c.reg == nil {
+			c.log.Warn("no registry client: rotated-out backup left in the registry", "image", img.ID, "ref", img.RegistryRef)
+			continue
+		}
+		if err := c.reg.DeleteImage(ctx, img.RegistryRef, ""); err != nil {
+			c.log.Warn("delete tag of rotated-out backup", "image", img.ID, "ref", img.RegistryRef, "error", err)
+		}
+	}
 }

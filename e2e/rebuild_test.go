@@ -17,8 +17,9 @@ import (
 // TestRebuildCLI drives `openstack server rebuild` on a server with a
 // fixed IP on a VLAN and a keypair: the server comes back on the new
 // image (a file only that image has is there, a file written on the old
-// disk is not), with its IP, port and key; a SHUTOFF server's rebuild
-// leaves it SHUTOFF; the instance actions list the rebuilds.
+// disk is not), with its IP, port and key; its tags are set, filtered
+// on and unset; a SHUTOFF server's rebuild leaves it SHUTOFF; the
+// instance actions list the rebuilds.
 func TestRebuildCLI(t *testing.T) {
 	if _, err := exec.LookPath("openstack"); err != nil {
 		t.Fatalf("the openstack CLI (python3-openstackclient) is required: %v", err)
@@ -108,6 +109,20 @@ func TestRebuildCLI(t *testing.T) {
 	jsonOf(&ports, "port", "list", "--server", "rbvm")
 	if len(ports) != 1 || ports[0]["ID"] != portID {
 		t.Errorf("ports after rebuild = %v, want the same port %v", ports, portID)
+	}
+
+	// Tags (2.26) with the CLI: set, filter the list, unset.
+	run("--os-compute-api-version", "2.26", "server", "set", "--tag", "prod", "--tag", "web", "rbvm")
+	if out := run("--os-compute-api-version", "2.26", "server", "list", "--tags", "prod,web", "-f", "value", "-c", "Name"); strings.TrimSpace(out) != "rbvm" {
+		t.Errorf("server list --tags prod,web = %q, want rbvm", out)
+	}
+	run("--os-compute-api-version", "2.26", "server", "unset", "--tag", "web", "rbvm")
+	if out := run("--os-compute-api-version", "2.26", "server", "list", "--tags", "web", "-f", "value", "-c", "Name"); strings.TrimSpace(out) != "" {
+		t.Errorf("server list --tags web after unset = %q, want nothing", out)
+	}
+	jsonOf(&srv, "--os-compute-api-version", "2.26", "server", "show", "rbvm")
+	if fmt.Sprint(srv["tags"]) != "[prod]" {
+		t.Errorf("server show tags = %v, want [prod]", srv["tags"])
 	}
 
 	// A SHUTOFF server is rebuilt and stays SHUTOFF.

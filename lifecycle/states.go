@@ -21,9 +21,13 @@ const (
 	Active   VMState = "active"
 	Stopped  VMState = "stopped"
 	Paused   VMState = "paused"
-	Resized  VMState = "resized"
-	Error    VMState = "error"
-	Deleted  VMState = "deleted"
+	// Suspended is Nova's suspended. Capsule suspends like it pauses
+	// (cgroup freezer: memory kept, nothing written to disk) but keeps
+	// Nova's own states so clients see SUSPENDED and power_state 7.
+	Suspended VMState = "suspended"
+	Resized   VMState = "resized"
+	Error     VMState = "error"
+	Deleted   VMState = "deleted"
 )
 
 // TaskState is the operation in progress (Nova's task_state); NoTask is
@@ -40,6 +44,8 @@ const (
 	RebootingHard    TaskState = "rebooting_hard"
 	Pausing          TaskState = "pausing"
 	Unpausing        TaskState = "unpausing"
+	Suspending       TaskState = "suspending"
+	Resuming         TaskState = "resuming"
 	Deleting         TaskState = "deleting"
 	ResizePrep       TaskState = "resize_prep"
 	ResizeMigrating  TaskState = "resize_migrating"
@@ -49,6 +55,7 @@ const (
 	ResizeConfirming TaskState = "resize_confirming"
 	Migrating        TaskState = "migrating"
 	ImageSnapshot    TaskState = "image_snapshot"
+	ImageBackup      TaskState = "image_backup"
 	Rebuilding       TaskState = "rebuilding"
 )
 
@@ -61,6 +68,9 @@ const (
 	PausedPS PowerState = 3
 	Shutdown PowerState = 4
 	Crashed  PowerState = 6
+	// SuspendedPS is what the conductor records for a suspended
+	// instance; the driver itself only knows "paused" (frozen).
+	SuspendedPS PowerState = 7
 )
 
 // Status is the API-visible status derived from vm_state and task_state
@@ -96,6 +106,8 @@ func Status(vm VMState, task TaskState) string {
 			return "MIGRATING"
 		}
 		return "PAUSED"
+	case Suspended:
+		return "SUSPENDED"
 	case Resized:
 		if task == ResizeReverting {
 			return "REVERT_RESIZE"
@@ -134,10 +146,10 @@ func StatusFilter(s string) (states []VMState, ok bool) {
 
 // allVMStates and allTaskStates list every state, in declaration order.
 var (
-	allVMStates   = []VMState{Building, Active, Stopped, Paused, Resized, Error, Deleted}
+	allVMStates   = []VMState{Building, Active, Stopped, Paused, Suspended, Resized, Error, Deleted}
 	allTaskStates = []TaskState{NoTask, Scheduling, Spawning, PoweringOff, PoweringOn, Rebooting, RebootingHard,
-		Pausing, Unpausing, Deleting, ResizePrep, ResizeMigrating, ResizeMigrated, ResizeFinish, ResizeReverting, ResizeConfirming,
-		Migrating, ImageSnapshot, Rebuilding}
+		Pausing, Unpausing, Suspending, Resuming, Deleting, ResizePrep, ResizeMigrating, ResizeMigrated, ResizeFinish,
+		ResizeReverting, ResizeConfirming, Migrating, ImageSnapshot, ImageBackup, Rebuilding}
 )
 
 func equalFold(a, b string) bool {
@@ -170,7 +182,11 @@ const (
 	ActRebootHard Action = "reboot_hard"
 	ActPause      Action = "pause"
 	ActUnpause    Action = "unpause"
-	ActDelete     Action = "delete"
+	// Suspend and resume freeze and thaw the container like pause and
+	// unpause do, under Nova's suspended states.
+	ActSuspend Action = "suspend"
+	ActResume  Action = "resume"
+	ActDelete  Action = "delete"
 	// Resize applies a new flavor (live, on the same host); the instance
 	// then waits in resized (VERIFY_RESIZE) for a confirm or a revert.
 	ActResize        Action = "resize"
@@ -179,6 +195,9 @@ const (
 	// Snapshot saves the instance as an image (createImage); the
 	// vm_state does not change.
 	ActSnapshot Action = "snapshot"
+	// Backup is a snapshot (createBackup) that the conductor rotates:
+	// older backups of the same type beyond the rotation are deleted.
+	ActBackup Action = "backup"
 	// Migrate moves the instance to another host, cold (commit, push,
 	// pull: see package migrate); a resize that does not fit its host
 	// becomes one too. Both end in resized (VERIFY_RESIZE) on the target.
@@ -203,20 +222,28 @@ var rules = map[Action]rule{
 	ActStart:  {From: []VMState{Stopped}, Task: PoweringOn},
 	ActStop:   {From: []VMState{Active, Paused, Error}, Task: PoweringOff},
 	ActReboot: {From: []VMState{Active}, Task: Rebooting},
-	// A hard reboot may interrupt a reboot or (un)pause that hangs, as
-	// Nova's task_states.ALLOW_REBOOT lets it: it is how a user gets an
-	// instance stuck in REBOOT back.
-	ActRebootHard: {From: []VMState{Active, Stopped, Paused, Error}, Task: RebootingHard,
-		Over: []TaskState{Rebooting, RebootingHard, Pausing, Unpausing}},
+	// A hard reboot may interrupt a reboot, (un)pause or suspend/resume
+	// that hangs, as Nova's task_states.ALLOW_REBOOT lets it: it is how a
+	// user gets an instance stuck in REBOOT back. Like Nova's
+	// ALLOW_HARD_REBOOT it also wakes a suspended instance.
+	ActRebootHard: {From: []VMState{Active, Stopped, Paused, Suspended, Error}, Task: RebootingHard,
+		Over: []TaskState{Rebooting, RebootingHard, Pausing, Unpausing, Suspending, Resuming}},
 	ActPause:   {From: []VMState{Active}, Task: Pausing},
 	ActUnpause: {From: []VMState{Paused}, Task: Unpausing},
-	ActDelete:  {From: []VMState{Building, Active, Stopped, Paused, Resized, Error}, Task: Deleting, Preempts: true},
+	ActSuspend: {From: []VMState{Active}, Task: Suspending},
+	ActResume:  {From: []VMState{Suspended}, Task: Resuming},
+	ActDelete: {From: []VMState{Building, Active, Stopped, Paused, Suspended, Resized, Error}, Task: Deleting,
+		Preempts: true},
 	// Resize starts in resize_prep; the driver's work runs as
 	// resize_finish (both show RESIZE) and it ends in resized.
 	ActResize:        {From: []VMState{Active, Stopped}, Task: ResizePrep},
 	ActConfirmResize: {From: []VMState{Resized}, Task: ResizeConfirming},
 	ActRevertResize:  {From: []VMState{Resized}, Task: ResizeReverting},
-	ActSnapshot:      {From: []VMState{Active, Stopped, Paused}, Task: ImageSnapshot},
+	// Nova's snapshot and backup both allow active, stopped, paused and
+	// suspended (stop, resize, migrate and rebuild do not allow
+	// suspended: the instance must be resumed first).
+	ActSnapshot: {From: []VMState{Active, Stopped, Paused, Suspended}, Task: ImageSnapshot},
+	ActBackup:   {From: []VMState{Active, Stopped, Paused, Suspended}, Task: ImageBackup},
 	// A cold migration starts in resize_prep (scheduling, claim), then
 	// runs as resize_migrating (source: stop, commit, push),
 	// resize_migrated (handed over) and resize_finish (target: pull,
@@ -265,12 +292,14 @@ func Begin(action Action, vm VMState, task TaskState) (TaskState, error) {
 // Outcome is the stable state an action reaches on success.
 func Outcome(action Action) (VMState, PowerState) {
 	switch action {
-	case ActStart, ActReboot, ActRebootHard, ActUnpause, ActCreate:
+	case ActStart, ActReboot, ActRebootHard, ActUnpause, ActResume, ActCreate:
 		return Active, Running
 	case ActStop:
 		return Stopped, Shutdown
 	case ActPause:
 		return Paused, PausedPS
+	case ActSuspend:
+		return Suspended, SuspendedPS
 	case ActDelete:
 		return Deleted, NoState
 	case ActResize:

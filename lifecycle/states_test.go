@@ -9,11 +9,12 @@ import (
 )
 
 var (
-	testVMStates   = []VMState{Building, Active, Stopped, Paused, Resized, Error, Deleted}
+	testVMStates   = []VMState{Building, Active, Stopped, Paused, Suspended, Resized, Error, Deleted}
 	testTaskStates = []TaskState{NoTask, Scheduling, Spawning, PoweringOff, PoweringOn, Rebooting, RebootingHard,
-		Pausing, Unpausing, Deleting, ResizePrep, ResizeMigrating, ResizeMigrated, ResizeFinish, ResizeReverting, ResizeConfirming,
-		Migrating, ImageSnapshot, Rebuilding}
-	userActions = []Action{ActStart, ActStop, ActReboot, ActRebootHard, ActPause, ActUnpause, ActDelete, ActRebuild}
+		Pausing, Unpausing, Suspending, Resuming, Deleting, ResizePrep, ResizeMigrating, ResizeMigrated, ResizeFinish,
+		ResizeReverting, ResizeConfirming, Migrating, ImageSnapshot, ImageBackup, Rebuilding}
+	userActions = []Action{ActStart, ActStop, ActReboot, ActRebootHard, ActPause, ActUnpause, ActSuspend, ActResume,
+		ActDelete, ActRebuild, ActSnapshot, ActBackup, ActResize, ActMigrate}
 )
 
 // TestStateListsComplete keeps the package's own state lists (used by
@@ -38,15 +39,25 @@ func TestBegin(t *testing.T) {
 		any  bool        // interrupts any task
 	}
 	wants := map[Action]want{
+		// Nova's stop does not take a suspended instance (409).
 		ActStart:  {from: []VMState{Stopped}, task: PoweringOn},
 		ActStop:   {from: []VMState{Active, Paused, Error}, task: PoweringOff},
 		ActReboot: {from: []VMState{Active}, task: Rebooting},
-		ActRebootHard: {from: []VMState{Active, Stopped, Paused, Error}, task: RebootingHard,
-			over: []TaskState{Rebooting, RebootingHard, Pausing, Unpausing}},
+		// vm_states.ALLOW_HARD_REBOOT and task_states.ALLOW_REBOOT.
+		ActRebootHard: {from: []VMState{Active, Stopped, Paused, Suspended, Error}, task: RebootingHard,
+			over: []TaskState{Rebooting, RebootingHard, Pausing, Unpausing, Suspending, Resuming}},
 		ActPause:   {from: []VMState{Active}, task: Pausing},
 		ActUnpause: {from: []VMState{Paused}, task: Unpausing},
-		ActDelete:  {from: []VMState{Building, Active, Stopped, Paused, Resized, Error}, task: Deleting, any: true},
+		ActSuspend: {from: []VMState{Active}, task: Suspending},
+		ActResume:  {from: []VMState{Suspended}, task: Resuming},
+		ActDelete:  {from: []VMState{Building, Active, Stopped, Paused, Suspended, Resized, Error}, task: Deleting, any: true},
 		ActRebuild: {from: []VMState{Active, Stopped, Error}, task: Rebuilding},
+		// snapshot and backup: ACTIVE, STOPPED, PAUSED, SUSPENDED; resize
+		// and migrate: ACTIVE, STOPPED only.
+		ActSnapshot: {from: []VMState{Active, Stopped, Paused, Suspended}, task: ImageSnapshot},
+		ActBackup:   {from: []VMState{Active, Stopped, Paused, Suspended}, task: ImageBackup},
+		ActResize:   {from: []VMState{Active, Stopped}, task: ResizePrep},
+		ActMigrate:  {from: []VMState{Active, Stopped}, task: ResizePrep},
 	}
 	for _, action := range userActions {
 		w := wants[action]
@@ -105,7 +116,7 @@ func taskName(task TaskState) string {
 }
 
 func TestBeginDeletePreemptsEveryTask(t *testing.T) {
-	for _, vm := range []VMState{Building, Active, Stopped, Paused, Resized, Error} {
+	for _, vm := range []VMState{Building, Active, Stopped, Paused, Suspended, Resized, Error} {
 		for _, task := range testTaskStates {
 			got, err := Begin(ActDelete, vm, task)
 			if err != nil || got != Deleting {
@@ -171,6 +182,8 @@ func TestOutcome(t *testing.T) {
 		{ActRebootHard, Active, Running},
 		{ActPause, Paused, PausedPS},
 		{ActUnpause, Active, Running},
+		{ActSuspend, Suspended, SuspendedPS},
+		{ActResume, Active, Running},
 		{ActDelete, Deleted, NoState},
 		{ActResize, Resized, Running},
 		{"shelve", Error, NoState},
@@ -185,7 +198,8 @@ func TestOutcome(t *testing.T) {
 
 func TestTaskOf(t *testing.T) {
 	want := map[Action]TaskState{ActStart: PoweringOn, ActStop: PoweringOff, ActReboot: Rebooting,
-		ActRebootHard: RebootingHard, ActPause: Pausing, ActUnpause: Unpausing, ActDelete: Deleting, ActCreate: NoTask}
+		ActRebootHard: RebootingHard, ActPause: Pausing, ActUnpause: Unpausing, ActSuspend: Suspending, ActResume: Resuming,
+		ActSnapshot: ImageSnapshot, ActBackup: ImageBackup, ActDelete: Deleting, ActCreate: NoTask}
 	for a, task := range want {
 		if got := TaskOf(a); got != task {
 			t.Errorf("TaskOf(%s) = %q, want %q", a, got, task)
@@ -195,7 +209,8 @@ func TestTaskOf(t *testing.T) {
 
 func TestPowerStateValues(t *testing.T) {
 	// Nova's integers; clients print them (OS-EXT-STS:power_state).
-	for ps, want := range map[PowerState]int{NoState: 0, Running: 1, PausedPS: 3, Shutdown: 4, Crashed: 6} {
+	for ps, want := range map[PowerState]int{NoState: 0, Running: 1, PausedPS: 3, Shutdown: 4, Crashed: 6,
+		SuspendedPS: 7} {
 		if int(ps) != want {
 			t.Errorf("power state %d, want %d", ps, want)
 		}
@@ -215,10 +230,11 @@ var novaStateMap = map[VMState]struct {
 	Building: {"BUILD", nil},
 	Stopped: {"SHUTOFF", map[TaskState]string{Rebuilding: "REBUILD",
 		ResizePrep: "RESIZE", ResizeMigrating: "RESIZE", ResizeMigrated: "RESIZE", ResizeFinish: "RESIZE"}},
-	Resized: {"VERIFY_RESIZE", map[TaskState]string{ResizeReverting: "REVERT_RESIZE"}},
-	Paused:  {"PAUSED", map[TaskState]string{Migrating: "MIGRATING"}},
-	Error:   {"ERROR", map[TaskState]string{Rebuilding: "REBUILD"}},
-	Deleted: {"DELETED", nil},
+	Resized:   {"VERIFY_RESIZE", map[TaskState]string{ResizeReverting: "REVERT_RESIZE"}},
+	Paused:    {"PAUSED", map[TaskState]string{Migrating: "MIGRATING"}},
+	Suspended: {"SUSPENDED", nil},
+	Error:     {"ERROR", map[TaskState]string{Rebuilding: "REBUILD"}},
+	Deleted:   {"DELETED", nil},
 }
 
 func TestStatusEveryPair(t *testing.T) {
@@ -253,6 +269,7 @@ func TestStatusFilter(t *testing.T) {
 		{" shutoff ", []VMState{Stopped}},
 		{"BUILD", []VMState{Building}},
 		{"PAUSED", []VMState{Paused}},
+		{"suspended", []VMState{Suspended}},
 		{"ERROR", []VMState{Error}},
 		{"deleted", []VMState{Deleted}},
 		{"VERIFY_RESIZE", []VMState{Resized}},

@@ -18,21 +18,37 @@ type SnapshotInstance struct {
 	InstanceID string `json:"instance_id"`
 	ImageID    string `json:"image_id"`
 	Ref        string `json:"ref"`
+	// Backup is set for a createBackup; the agent hands it back in its
+	// report untouched.
+	Backup *BackupRotation `json:"backup,omitempty"`
+}
+
+// BackupRotation says which backups the conductor prunes once a backup is
+// active: those of the instance with image property backup_type Type,
+// all but the newest Rotation (0: all, the new one too, as Nova does).
+// It rides on the messages rather than on the image row because Glance
+// has no attribute for it and an image property would show it to users;
+// backup_type is on the image anyway (Nova's property).
+type BackupRotation struct {
+	Type     string `json:"type"`
+	Rotation int    `json:"rotation"`
 }
 
 // SnapshotReport is the outcome of a SnapshotInstance: on success the
 // digest and compressed size of what was pushed.
 type SnapshotReport struct {
-	RequestID  string    `json:"request_id"`
-	InstanceID string    `json:"instance_id"`
-	ImageID    string    `json:"image_id"`
-	Host       string    `json:"host"`
-	Ref        string    `json:"ref"`
-	OK         bool      `json:"ok"`
-	Error      string    `json:"error,omitempty"`
-	Digest     string    `json:"digest,omitempty"`
-	Size       int64     `json:"size,omitempty"`
-	Event      string    `json:"event"`
-	Started    time.Time `json:"started"`
-	Finished   time.Time `json:"finished"`
+	RequestID  string `json:"request_id"`
+	InstanceID string `json:"instance_id"`
+	ImageID    string `json:"image_id"`
+	Host       string `json:"host"`
+	Ref        string `json:"ref"`
+	// Backup echoes the request's (nil for createImage).
+	Backup   *BackupRotation `json:"backup,omitempty"`
+	OK       bool            `json:"ok"`
+	Error    string          `json:"error,omitempty"`
+	Digest   string          `json:"digest,omitempty"`
+	Size     int64           `json:"size,omitempty"`
+	Event    string          `json:"event"`
+	Started  time.Time       `json:"started"`
+	Finished time.Time       `json:"finished"`
 }

@@ -55,6 +55,9 @@ type Request struct {
 	Excluded         []string // hosts a build already failed on (or the source of a migration)
 	ForceHost        string   // only this host may be chosen (migrate --host)
 	MigrationID      *uint    // recorded on the claim of a migration's target
+	// Placement is the instance's server group and scheduler hints; Select
+	// loads it from the instance (see placementOf).
+	Placement Placement
 }
 
 // Demand is what req takes from a host: a dedicated request's vCPUs are
@@ -153,7 +156,7 @@ func (ForcedHost) Pass(h HostState, req Request) bool {
 // host-identity checks first so the explanation blames the real cause.
 func DefaultFilters(downTime time.Duration, now func() time.Time) []Filter {
 	return []Filter{ForcedHost{}, Excluded{}, ComputeAlive{DownTime: downTime, Now: now}, Enabled{},
-		AvailabilityZone{}, Resources{}, DedicatedCPUs{}}
+		AvailabilityZone{}, Resources{}, DedicatedCPUs{}, ServerGroup{}, SameHost{}, DifferentHost{}}
 }
 
 // FilterResult says how many hosts one filter removed.

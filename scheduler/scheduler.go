@@ -112,7 +112,7 @@ func (s *Scheduler) candidates(ctx context.Context, req Request) ([]HostState, [
 		return nil, nil, 0, err
 	}
 	hosts, results := applyFilters(s.filters, all, req)
-	weigh(s.weigher, hosts)
+	weigh(weigherFor(s.weigher, req), hosts)
 	return hosts, results, len(all), nil
 }
 
@@ -132,21 +132,29 @@ func (s *Scheduler) Select(ctx context.Context, req Request) (string, error) {
 		}
 		req.Dedicated = len(specs) > 0 && store.IsDedicated(specs[0])
 	}
+	if req.InstanceID != "" {
+		p, err := s.placementOf(ctx, req.InstanceID)
+		if err != nil {
+			return "", err
+		}
+		req.Placement = p
+	}
 	hosts, results, total, err := s.candidates(ctx, req)
 	if err != nil {
 		return "", err
 	}
 	nv := &NoValidHostError{Hosts: total, Filters: results}
 	for _, h := range hosts {
-		err := s.st.ClaimOnHost(ctx, h.Host, req.InstanceID, req.Demand(), req.MigrationID)
+		err := s.st.ClaimOnHostIf(ctx, h.Host, req.InstanceID, req.Demand(), req.MigrationID, req.Placement.guard(req.InstanceID))
 		switch {
 		case err == nil:
 			s.log.Debug("host selected", "instance", req.InstanceID, "host", h.Host, "weigher", s.weigher.Name(),
 				"candidates", len(hosts), "filters", nv.Explain())
 			return h.Host, nil
-		case errors.Is(err, store.ErrInsufficient), errors.Is(err, store.ErrNotFound):
-			// Raced with another claim, or the service was deleted
-			// since the snapshot: try the next host.
+		case errors.Is(err, store.ErrInsufficient), errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrGroupPolicy):
+			// Raced with another claim (of room, or of a member of the
+			// same server group), or the service was deleted since the
+			// snapshot: try the next host.
 			s.log.Debug("claim refused, trying next host", "instance", req.InstanceID, "host", h.Host, "error", err)
 			nv.Rejected = append(nv.Rejected, h.Host)
 		default:

@@ -126,6 +126,18 @@ func demandOf(tx *gorm.DB, instanceID string, want Resources) (Resources, error)
 // is the flavor's size: a dedicated instance's vCPUs are claimed as the
 // host's PCPUs (see demandOf), under the same lock.
 func (s *Store) ClaimOnHost(ctx context.Context, host, instanceID string, want Resources, migrationID *uint) error {
+	return s.ClaimOnHostIf(ctx, host, instanceID, want, migrationID, nil)
+}
+
+// ClaimGuard is a check a claim must pass under the host lock, in the
+// claim's transaction (e.g. a server group's policy, see GroupClaimGuard);
+// its error aborts the claim.
+type ClaimGuard func(tx *gorm.DB, host string) error
+
+// ClaimOnHostIf is ClaimOnHost that first runs guard (nil: none) under the
+// same lock, so what the guard read cannot change before the claim lands.
+func (s *Store) ClaimOnHostIf(ctx context.Context, host, instanceID string, want Resources, migrationID *uint,
+	guard ClaimGuard) error {
 	return s.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		res := tx.Model(&Service{}).Where("host = ? AND binary_name = ?", host, ComputeBinary).
 			UpdateColumn("claim_generation", gorm.Expr("claim_generation + 1"))
@@ -141,6 +153,11 @@ func (s *Store) ClaimOnHost(ctx context.Context, host, instanceID string, want R
 		}
 		if existing > 0 {
 			return nil
+		}
+		if guard != nil {
+			if err := guard(tx, host); err != nil {
+				return err
+			}
 		}
 		var svc Service
 		if err := tx.Where("host = ? AND binary_name = ?", host, ComputeBinary).First(&svc).Error; err != nil {

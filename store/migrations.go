@@ -100,6 +100,21 @@ var migrations = []migration{
 	{9, "operator-set quota limits per project and per user", func(tx *gorm.DB) error {
 		return tx.AutoMigrate(&QuotaLimit{})
 	}},
+	{10, "server groups; instances keep their scheduler hints", func(tx *gorm.DB) error {
+		if err := tx.AutoMigrate(&ServerGroup{}, &ServerGroupMember{}); err != nil {
+			return err
+		}
+		if tx.Migrator().HasColumn(&Instance{}, "SchedulerHints") {
+			return nil
+		}
+		return tx.Migrator().AddColumn(&Instance{}, "SchedulerHints")
+	}},
+	{11, "server tags", func(tx *gorm.DB) error {
+		if tx.Migrator().HasColumn(&Instance{}, "Tags") {
+			return nil
+		}
+		return tx.Migrator().AddColumn(&Instance{}, "Tags")
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

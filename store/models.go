@@ -137,6 +137,7 @@ type Instance struct {
 	KeyName          *string
 	KeyData          string // the keypair's public key copied at boot (Nova's key_data): deleting the keypair changes nothing
 	UserData         string
+	Tags             string // the server's tags (Nova 2.26): a sorted JSON list of distinct strings, see store/tags.go
 	Locked           bool
 	ReservationID    string
 	LaunchIndex      int
@@ -153,6 +154,10 @@ type Instance struct {
 	// RequestedHost is the host an admin asked for ("zone:host" on
 	// create); the scheduler then considers that host only.
 	RequestedHost string
+	// SchedulerHints is the create request's os:scheduler_hints (JSON
+	// object: group, same_host, different_host), kept so a reschedule or a
+	// cold migration places the server under the same constraints.
+	SchedulerHints string
 	// The flavor before a resize, kept while the instance waits in
 	// VERIFY_RESIZE so a revert can put it back (Nova's
 	// instance.old_flavor), with the vm_state to return to; OldFlavorID
@@ -330,4 +335,29 @@ type QuotaLimit struct {
 	HardLimit int
 	CreatedAt time.Time
 	UpdatedAt time.Time
+}
+
+// ServerGroup is a Nova server group (os-server-groups): servers placed
+// together (affinity) or apart (anti-affinity), strictly or, for the
+// soft-* policies, as a preference only.
+type ServerGroup struct {
+	ID        string `gorm:"primaryKey;size:64"`
+	Name      string `gorm:"size:255"`
+	ProjectID string `gorm:"size:64;index"`
+	UserID    string `gorm:"size:64"`
+	Policy    string `gorm:"size:32"` // affinity | anti-affinity | soft-affinity | soft-anti-affinity
+	// ClaimGeneration is bumped by every claim of a member and every
+	// member added: the row lock that serialises them, so two concurrent
+	// boots of a group cannot both see the other's host as free.
+	ClaimGeneration int64 `gorm:"not null;default:0"`
+	CreatedAt       time.Time
+}
+
+// ServerGroupMember puts an instance in a group; an instance is in at
+// most one group. The row goes when the instance is deleted.
+type ServerGroupMember struct {
+	ID         uint   `gorm:"primaryKey"`
+	GroupID    string `gorm:"size:64;index"`
+	InstanceID string `gorm:"size:64;uniqueIndex"`
+	CreatedAt  time.Time
 }

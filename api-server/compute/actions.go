@@ -22,8 +22,7 @@ import (
 // notYet are Nova actions Capsule knows but does not offer yet; they get a
 // clear error instead of "no such action".
 var notYet = map[string]string{
-	"createBackup": "backups",
-	"suspend":      "suspend", "resume": "resume", "shelve": "shelve", "unshelve": "shelve",
+	"shelve": "shelve", "unshelve": "shelve",
 	"shelveOffload": "shelve", "rescue": "rescue", "unrescue": "rescue", "changePassword": "password change",
 	"addSecurityGroup": "security groups", "removeSecurityGroup": "security groups",
 	"os-getVNCConsole": "VNC consoles", "trigger_crash_dump": "crash dumps", "forceDelete": "soft delete",
@@ -62,6 +61,10 @@ func (s *Service) serverAction(w http.ResponseWriter, r *http.Request) {
 		s.simpleAction(w, r, inst, lifecycle.ActPause, "pause")
 	case "unpause":
 		s.simpleAction(w, r, inst, lifecycle.ActUnpause, "unpause")
+	case "suspend":
+		s.simpleAction(w, r, inst, lifecycle.ActSuspend, "suspend")
+	case "resume":
+		s.simpleAction(w, r, inst, lifecycle.ActResume, "resume")
 	case "reboot":
 		var rb struct {
 			Type string `json:"type"`
@@ -89,6 +92,8 @@ func (s *Service) serverAction(w http.ResponseWriter, r *http.Request) {
 		s.revertResize(w, r, inst)
 	case "createImage":
 		s.createImage(w, r, inst, arg)
+	case "createBackup":
+		s.createBackup(w, r, inst, arg)
 	case "migrate":
 		s.migrateServer(w, r, inst, arg)
 	case "os-migrateLive":

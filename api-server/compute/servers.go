@@ -65,6 +65,9 @@ type createRequest struct {
 		Tags             []string          `json:"tags"`
 		BDM              []json.RawMessage `json:"block_device_mapping_v2"`
 	} `json:"server"`
+	// Hints sits beside "server" (OS-SCH-HNT: is its pre-2.1 name).
+	Hints       json.RawMessage `json:"os:scheduler_hints"`
+	LegacyHints json.RawMessage `json:"OS-SCH-HNT:scheduler_hints"`
 }
 
 func asInt(v any, def int) (int, bool) {
@@ -201,12 +204,30 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, msg)
 		return
 	}
+	if in.Tags != nil {
+		if !versionOf(ctx).AtLeast(52) {
+			writeError(w, http.StatusBadRequest, "Additional properties are not allowed ('tags' was unexpected)")
+			return
+		}
+		if msg := validTagList(in.Tags); msg != "" {
+			writeError(w, http.StatusBadRequest, msg)
+			return
+		}
+	}
 	if len(meta) > 128 {
 		writeError(w, http.StatusForbidden, "Quota exceeded for metadata items: at most 128 allowed.")
 		return
 	}
 	keypair, kpOK := s.serverKeypair(w, r, in.KeyName)
 	if !kpOK {
+		return
+	}
+	hintsRaw := req.Hints
+	if len(hintsRaw) == 0 {
+		hintsRaw = req.LegacyHints
+	}
+	placement, ok := s.schedulerHints(w, r, hintsRaw)
+	if !ok {
 		return
 	}
 	zone, forcedHost := "", ""
@@ -257,6 +278,9 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, qerr)
 		return
 	}
+	if !s.groupRoom(w, r, placement, count) {
+		return
+	}
 	adminPass := ""
 	if in.AdminPass != nil {
 		adminPass = *in.AdminPass
@@ -284,8 +308,9 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 			AvailabilityZone: zone, VMState: string(lifecycle.Building), TaskState: string(lifecycle.Scheduling),
 			Metadata: string(metaJSON), AccessIPv4: ip4, AccessIPv6: ip6,
 			Description: in.Description, UserData: userData, ReservationID: resID, LaunchIndex: i,
-			Hostname: hostnameFor(name), BuildAttempts: 1, RequestedHost: forcedHost,
+			Hostname: hostnameFor(name), BuildAttempts: 1, RequestedHost: forcedHost, Tags: store.EncodeTags(in.Tags),
 		}
+		inst.SchedulerHints = placement.hintsJSON()
 		if keypair != nil {
 			// The key is copied: the server keeps it if the keypair goes.
 			inst.KeyName, inst.KeyData = &keypair.Name, keypair.PublicKey
@@ -294,10 +319,16 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 			if err := tx.Create(&inst).Error; err != nil {
 				return err
 			}
+			if err := placement.join(tx, inst.ID); err != nil {
+				return err
+			}
 			now := s.opts.Now()
 			return tx.Create(&store.InstanceAction{InstanceID: inst.ID, Action: "create", RequestID: reqID,
 				UserID: creds.UserID, ProjectID: creds.ProjectID, StartTime: now, UpdatedAt: now}).Error
 		})
+		if err != nil && writeJoinError(w, placement, err) {
+			return
+		}
 		if err != nil {
 			s.log.Error("create instance row", "error", err)
 			writeError(w, http.StatusInternalServerError, "Unexpected API Error: could not record the server.")
@@ -311,6 +342,7 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 				s.log.Error("release ports of a server not created", "instance", inst.ID, "error", err)
 			}
 			s.st.WithContext(ctx).Where("instance_id = ?", inst.ID).Delete(&store.InstanceAction{})
+			_ = store.RemoveGroupMember(s.st.WithContext(ctx), inst.ID)
 			s.st.WithContext(ctx).Delete(&store.Instance{}, "id = ?", inst.ID)
 		}
 		owned, nf := s.allocateNICs(ctx, &inst, nicReqs)
@@ -544,6 +576,15 @@ func (s *Service) listServers(detail bool) http.HandlerFunc {
 			s.log.Error("list servers", "error", err)
 			writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
 			return
+		}
+		if tf, ok := parseTagFilter(q); ok && versionOf(r.Context()).AtLeast(26) {
+			kept := insts[:0]
+			for i := range insts {
+				if tf.match(store.TagsOf(&insts[i])) {
+					kept = append(kept, insts[i])
+				}
+			}
+			insts = kept
 		}
 		// name is an unanchored regex in Nova; filter in Go for portability
 		// between SQLite and PostgreSQL.

@@ -22,14 +22,22 @@ import (
 // tag per image id; image delete removes the tag.
 const SnapshotRepo = "capsule/snapshots"
 
+// snapshotRequest is what createImage and createBackup have in common: an
+// image of the server, recorded queued and pushed by its host.
+type snapshotRequest struct {
+	act     lifecycle.Action // ActSnapshot or ActBackup
+	apiName string           // the action's name in errors and os-instance-actions
+	name    string
+	props   map[string]string // the request's metadata, as image properties
+	backup  *protocol.BackupRotation
+}
+
 // createImage (Nova's createImage) records a queued, private image owned
 // by the caller's project, puts the server in task image_snapshot and asks
 // its host to commit and push it; the conductor activates the image when
 // the push is done. 202 with the Location header (all versions) and, from
 // 2.45, {"image_id"}.
 func (s *Service) createImage(w http.ResponseWriter, r *http.Request, inst *store.Instance, arg json.RawMessage) {
-	ctx := r.Context()
-	creds := auth.FromContext(ctx)
 	var in struct {
 		Name     *string           `json:"name"`
 		Metadata map[string]string `json:"metadata"`
@@ -38,24 +46,118 @@ func (s *Service) createImage(w http.ResponseWriter, r *http.Request, inst *stor
 		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute createImage. Value: 'name' is a required property")
 		return
 	}
+	s.startSnapshot(w, r, inst, snapshotRequest{act: lifecycle.ActSnapshot, apiName: "createImage",
+		name: strings.TrimSpace(*in.Name), props: in.Metadata})
+}
+
+// createBackup (Nova's createBackup) is a createImage whose image is a
+// backup (image_type=backup, backup_type): once it is active the
+// conductor deletes the server's backups of that type beyond rotation.
+// The server runs task image_backup meanwhile.
+func (s *Service) createBackup(w http.ResponseWriter, r *http.Request, inst *store.Instance, arg json.RawMessage) {
+	req, err := parseBackup(arg)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute createBackup. "+err.Error())
+		return
+	}
+	s.startSnapshot(w, r, inst, req)
+}
+
+// parseBackup validates a createBackup body as Nova's schema does: name,
+// backup_type and rotation required, rotation a non-negative integer (a
+// string of digits too), optional string metadata, nothing else.
+func parseBackup(arg json.RawMessage) (snapshotRequest, error) {
+	var in map[string]json.RawMessage
+	if err := json.Unmarshal(arg, &in); err != nil || in == nil {
+		return snapshotRequest{}, errors.New("Value: the action's body must be an object")
+	}
+	for k := range in {
+		if k != "name" && k != "backup_type" && k != "rotation" && k != "metadata" {
+			return snapshotRequest{}, fmt.Errorf("Additional properties are not allowed ('%s' was unexpected)", k)
+		}
+	}
+	req := snapshotRequest{act: lifecycle.ActBackup, apiName: "createBackup"}
+	var err error
+	if req.name, err = backupName(in["name"]); err != nil {
+		return req, err
+	}
+	var typ *string
+	if raw, ok := in["backup_type"]; !ok || json.Unmarshal(raw, &typ) != nil || typ == nil {
+		return req, errors.New("Value: 'backup_type' is a required property and must be a string")
+	}
+	rotation, err := backupRotation(in["rotation"])
+	if err != nil {
+		return req, err
+	}
+	req.backup = &protocol.BackupRotation{Type: *typ, Rotation: rotation}
+	if raw, ok := in["metadata"]; ok {
+		if json.Unmarshal(raw, &req.props) != nil {
+			return req, errors.New("Value: 'metadata' must be an object of strings")
+		}
+		for k, v := range req.props {
+			if k == "" || len(k) > 255 || len(v) > 255 {
+				return req, errors.New("Value: metadata keys must have 1-255 characters and values at most 255")
+			}
+		}
+	}
+	return req, nil
+}
+
+// backupName checks Nova's "name" type: a string of 1-255 characters
+// without leading or trailing blanks.
+func backupName(raw json.RawMessage) (string, error) {
+	var name *string
+	if raw == nil || json.Unmarshal(raw, &name) != nil || name == nil {
+		return "", errors.New("Value: 'name' is a required property and must be a string")
+	}
+	if *name == "" || len(*name) > 255 || strings.TrimSpace(*name) != *name {
+		return "", fmt.Errorf("Value: %q: 'name' must have 1-255 characters, without leading or trailing blanks", *name)
+	}
+	return *name, nil
+}
+
+// backupRotation reads Nova's non_negative_integer: a JSON integer or a
+// string of digits, >= 0.
+func backupRotation(raw json.RawMessage) (int, error) {
+	if raw == nil {
+		return 0, errors.New("Value: 'rotation' is a required property")
+	}
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return 0, errors.New("Value: 'rotation' must be a non-negative integer")
+	}
+	var digits string
+	switch x := v.(type) {
+	case float64:
+		digits = string(raw)
+	case string:
+		digits = x
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(digits))
+	if err != nil || n < 0 || digits == "" || strings.ContainsAny(digits, "+-. eE") {
+		return 0, fmt.Errorf("Value: %s: 'rotation' must be a non-negative integer", raw)
+	}
+	return n, nil
+}
+
+// startSnapshot records the queued image (private, owned by the caller's
+// project, with Nova's snapshot properties), moves the server into the
+// action's task and asks its host to commit and push it; the conductor
+// activates the image when the push is done. 202 with the Location header
+// (all versions) and, from 2.45, {"image_id"}.
+func (s *Service) startSnapshot(w http.ResponseWriter, r *http.Request, inst *store.Instance, in snapshotRequest) {
+	ctx := r.Context()
+	creds := auth.FromContext(ctx)
 	vm, task := lifecycle.VMState(inst.VMState), lifecycle.TaskState(inst.TaskState)
-	newTask, ok := beginOnHost(w, inst, lifecycle.ActSnapshot, "createImage")
+	newTask, ok := beginOnHost(w, inst, in.act, in.apiName)
 	if !ok {
 		return
 	}
 	imageID := newUUID()
 	ref := s.snapshotRegistry(ctx, inst) + "/" + SnapshotRepo + ":" + imageID
-	props := map[string]string{}
-	for k, v := range in.Metadata {
-		props[k] = v
-	}
-	props["image_type"] = "snapshot"
-	props["instance_uuid"] = inst.ID
-	props["base_image_ref"] = inst.ImageID
-	props["user_id"] = creds.UserID
-	pb, _ := json.Marshal(props)
+	pb, _ := json.Marshal(snapshotProps(in, inst, creds.UserID))
 	now := s.opts.Now()
-	img := store.Image{ID: imageID, Name: strings.TrimSpace(*in.Name), Owner: creds.ProjectID, Visibility: "private",
+	img := store.Image{ID: imageID, Name: in.name, Owner: creds.ProjectID, Visibility: "private",
 		Status: "queued", ContainerFormat: "docker", DiskFormat: "raw", MinRAM: inst.MemoryMB, MinDisk: inst.RootGB,
 		Properties: string(pb), CreatedAt: now, UpdatedAt: now}
 	reqID := requestID(w)
@@ -66,43 +168,62 @@ func (s *Service) createImage(w http.ResponseWriter, r *http.Request, inst *stor
 			Where("id = ? AND vm_state = ? AND task_state = ? AND deleted_at IS NULL", inst.ID, string(vm), string(task)).
 			Updates(map[string]any{"task_state": string(newTask), "updated_at": now})
 		if res.Error != nil {
-			return fmt.Errorf("start snapshot of %s: %w", inst.ID, res.Error)
+			return fmt.Errorf("start %s of %s: %w", in.apiName, inst.ID, res.Error)
 		}
 		if res.RowsAffected == 0 {
 			return errStateChanged
 		}
 		if err := tx.Create(&img).Error; err != nil {
-			return fmt.Errorf("record snapshot image of %s: %w", inst.ID, err)
+			return fmt.Errorf("record %s image of %s: %w", in.apiName, inst.ID, err)
 		}
-		if err := tx.Create(&store.InstanceAction{InstanceID: inst.ID, Action: "createImage", RequestID: reqID,
+		if err := tx.Create(&store.InstanceAction{InstanceID: inst.ID, Action: in.apiName, RequestID: reqID,
 			UserID: creds.UserID, ProjectID: creds.ProjectID, StartTime: now, UpdatedAt: now}).Error; err != nil {
-			return fmt.Errorf("record createImage action of %s: %w", inst.ID, err)
+			return fmt.Errorf("record %s action of %s: %w", in.apiName, inst.ID, err)
 		}
 		return nil
 	})
 	switch {
 	case errors.Is(err, errStateChanged):
-		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot 'createImage' instance %s: its state changed meanwhile", inst.ID))
+		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot '%s' instance %s: its state changed meanwhile", in.apiName, inst.ID))
 		return
 	case err != nil:
-		s.log.Error("start snapshot", "instance", inst.ID, "error", err)
+		s.log.Error("start snapshot", "instance", inst.ID, "action", in.apiName, "error", err)
 		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
 		return
 	}
-	body := protocol.SnapshotInstance{RequestID: reqID, InstanceID: inst.ID, ImageID: imageID, Ref: ref}
+	body := protocol.SnapshotInstance{RequestID: reqID, InstanceID: inst.ID, ImageID: imageID, Ref: ref, Backup: in.backup}
 	if err := s.cast(ctx, inst.Host, protocol.KindSnapshotInstance, body); err != nil {
 		s.log.Error("cast snapshot", "instance", inst.ID, "host", inst.Host, "error", err)
-		s.undoSnapshot(context.WithoutCancel(ctx), inst, imageID, reqID)
+		s.undoSnapshot(context.WithoutCancel(ctx), inst, newTask, imageID, reqID)
 		writeError(w, http.StatusServiceUnavailable, "The compute host is unreachable; try again later.")
 		return
 	}
-	s.log.Info("snapshot requested", "instance", inst.ID, "image", imageID, "ref", ref, "host", inst.Host)
+	s.log.Info("snapshot requested", "instance", inst.ID, "action", in.apiName, "image", imageID, "ref", ref, "host", inst.Host)
 	w.Header().Set("Location", "http://"+s.opts.PublicHost+":"+strconv.Itoa(s.opts.ImagePort)+"/v2/images/"+imageID)
 	if versionOf(ctx).AtLeast(45) {
 		writeJSON(w, http.StatusAccepted, map[string]string{"image_id": imageID})
 		return
 	}
 	noContent(w, http.StatusAccepted)
+}
+
+// snapshotProps are the new image's additional properties: the request's
+// metadata, then Nova's own (which win): image_type snapshot or backup,
+// backup_type for a backup, the server and its base image.
+func snapshotProps(in snapshotRequest, inst *store.Instance, userID string) map[string]string {
+	props := map[string]string{}
+	for k, v := range in.props {
+		props[k] = v
+	}
+	props["image_type"] = "snapshot"
+	if in.backup != nil {
+		props["image_type"] = "backup"
+		props["backup_type"] = in.backup.Type
+	}
+	props["instance_uuid"] = inst.ID
+	props["base_image_ref"] = inst.ImageID
+	props["user_id"] = userID
+	return props
 }
 
 // snapshotRegistry is the registry (host:port) a snapshot goes to: the
@@ -123,9 +244,9 @@ func (s *Service) snapshotRegistry(ctx context.Context, inst *store.Instance) st
 
 // undoSnapshot removes what createImage recorded when the request could
 // not reach the host.
-func (s *Service) undoSnapshot(ctx context.Context, inst *store.Instance, imageID, reqID string) {
+func (s *Service) undoSnapshot(ctx context.Context, inst *store.Instance, task lifecycle.TaskState, imageID, reqID string) {
 	err := s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := tx.Model(&store.Instance{}).Where("id = ? AND task_state = ?", inst.ID, string(lifecycle.ImageSnapshot)).
+		if err := tx.Model(&store.Instance{}).Where("id = ? AND task_state = ?", inst.ID, string(task)).
 			Update("task_state", inst.TaskState).Error; err != nil {
 			return err
 		}

@@ -118,7 +118,7 @@ func (s *Service) serverView(r *http.Request, inst *store.Instance, kind viewKin
 		out["description"] = inst.Description
 	}
 	if v.AtLeast(26) {
-		out["tags"] = []string{}
+		out["tags"] = store.TagsOf(inst)
 	}
 	if kind == viewBasic {
 		return out

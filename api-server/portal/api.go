@@ -181,8 +181,8 @@ func (s *Server) getServer(ctx context.Context, sess *session, id string) (*Serv
 
 // LaunchRequest is the launch form.
 type LaunchRequest struct {
-	Name, Image, Flavor, Network, FixedIP string
-	Count                                 int
+	Name, Image, Flavor, Network, FixedIP, KeyName string
+	Count                                          int
 }
 
 func (s *Server) createServer(ctx context.Context, sess *session, lr LaunchRequest) error {
@@ -196,6 +196,9 @@ func (s *Server) createServer(ctx context.Context, sess *session, lr LaunchReque
 	}
 	if lr.Count > 1 {
 		srv["min_count"], srv["max_count"] = lr.Count, lr.Count
+	}
+	if lr.KeyName != "" {
+		srv["key_name"] = lr.KeyName
 	}
 	_, err := s.up.do(ctx, "compute", sess.Token, http.MethodPost, s.ep.Compute+"/servers", map[string]any{"server": srv}, nil)
 	return err
@@ -215,6 +218,8 @@ var actionBodies = map[string]any{
 	"reboot":        map[string]any{"reboot": map[string]string{"type": "SOFT"}},
 	"pause":         map[string]any{"pause": nil},
 	"unpause":       map[string]any{"unpause": nil},
+	"suspend":       map[string]any{"suspend": nil},
+	"resume":        map[string]any{"resume": nil},
 	"confirmResize": map[string]any{"confirmResize": nil},
 	"revertResize":  map[string]any{"revertResize": nil},
 }

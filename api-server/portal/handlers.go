@@ -216,18 +216,22 @@ func (s *Server) serverJSON(w http.ResponseWriter, r *http.Request, sess *sessio
 // cannot make the portal say anything else.
 func doneMessage(code string) string {
 	return map[string]string{
-		"launched":      "Launch requested: the servers appear below and turn ACTIVE when they run.",
-		"start":         "Start requested.",
-		"stop":          "Stop requested.",
-		"reboot":        "Reboot requested.",
-		"delete":        "Delete requested: the server disappears once it is gone.",
-		"pause":         "Pause requested: the server's processes are frozen until you unpause it.",
-		"unpause":       "Unpause requested.",
-		"resize":        "Resize requested: when the server shows VERIFY_RESIZE, confirm the new flavor or revert to the old one.",
-		"confirmResize": "Resize confirmed.",
-		"revertResize":  "Resize reverted: the server goes back to its old flavor.",
-		"snapshot":      "Snapshot requested: the image is listed below and turns active once it is uploaded.",
-		"migrate":       "Migration requested.",
+		"launched":        "Launch requested: the servers appear below and turn ACTIVE when they run.",
+		"start":           "Start requested.",
+		"stop":            "Stop requested.",
+		"reboot":          "Reboot requested.",
+		"delete":          "Delete requested: the server disappears once it is gone.",
+		"pause":           "Pause requested: the server's processes are frozen until you unpause it.",
+		"unpause":         "Unpause requested.",
+		"suspend":         "Suspend requested: the server's processes are frozen, memory kept, until you resume it.",
+		"resume":          "Resume requested.",
+		"resize":          "Resize requested: when the server shows VERIFY_RESIZE, confirm the new flavor or revert to the old one.",
+		"confirmResize":   "Resize confirmed.",
+		"revertResize":    "Resize reverted: the server goes back to its old flavor.",
+		"snapshot":        "Snapshot requested: the image is listed below and turns active once it is uploaded.",
+		"migrate":         "Migration requested.",
+		"keypair":         "Key pair added.",
+		"keypair-deleted": "Key pair deleted.",
 	}[code]
 }
 
@@ -378,6 +382,7 @@ type launchData struct {
 	Images   []Image
 	Flavors  []Flavor
 	Networks []Network
+	Keypairs []Keypair
 }
 
 func (s *Server) launchChoices(ctx context.Context, sess *session, d *launchData) error {
@@ -388,7 +393,10 @@ func (s *Server) launchChoices(ctx context.Context, sess *session, d *launchData
 	if d.Flavors, err = s.flavors(ctx, sess); err != nil {
 		return err
 	}
-	d.Networks, err = s.networks(ctx, sess)
+	if d.Networks, err = s.networks(ctx, sess); err != nil {
+		return err
+	}
+	d.Keypairs, err = s.keypairs(ctx, sess)
 	return err
 }
 
@@ -403,7 +411,8 @@ func (s *Server) launchPage(w http.ResponseWriter, r *http.Request, sess *sessio
 
 func (s *Server) launchPost(w http.ResponseWriter, r *http.Request, sess *session) {
 	req := LaunchRequest{Name: strings.TrimSpace(r.PostFormValue("name")), Image: r.PostFormValue("image"),
-		Flavor: r.PostFormValue("flavor"), Network: r.PostFormValue("network"), FixedIP: strings.TrimSpace(r.PostFormValue("fixed_ip"))}
+		Flavor: r.PostFormValue("flavor"), Network: r.PostFormValue("network"), FixedIP: strings.TrimSpace(r.PostFormValue("fixed_ip")),
+		KeyName: r.PostFormValue("key_name")}
 	var msg string
 	count, err := strconv.Atoi(strings.TrimSpace(r.PostFormValue("count")))
 	switch {

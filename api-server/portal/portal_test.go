@@ -27,6 +27,9 @@ type fakeAPI struct {
 	actions  []string
 	bodies   []string // action bodies, with the microversion asked for
 	services map[string]bool
+	keypairs []string // names, in creation order
+	// keypairVersions is the OpenStack-API-Version of each keypair create.
+	keypairVersions []string
 }
 
 func (f *fakeAPI) handler(t *testing.T) http.Handler {
@@ -148,6 +151,46 @@ func (f *fakeAPI) handler(t *testing.T) http.Handler {
 		f.created = append(f.created, body.Server)
 		f.mu.Unlock()
 		writeJSON(w, 202, map[string]any{"server": map[string]any{"id": "new"}})
+	}))
+	mux.HandleFunc("GET /v2.1/os-keypairs", authed(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		items := []map[string]any{}
+		for _, n := range f.keypairs {
+			items = append(items, map[string]any{"keypair": map[string]any{"name": n, "type": "ssh",
+				"fingerprint": "aa:bb", "public_key": "ssh-ed25519 AAAA " + n}})
+		}
+		writeJSON(w, 200, map[string]any{"keypairs": items})
+	}))
+	mux.HandleFunc("POST /v2.1/os-keypairs", authed(func(w http.ResponseWriter, r *http.Request) {
+		var body struct{ Keypair map[string]string }
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		name, pub := body.Keypair["name"], body.Keypair["public_key"]
+		if pub == "bad" {
+			writeJSON(w, 400, map[string]any{"badRequest": map[string]any{"code": 400, "message": "Keypair data is invalid: not a key"}})
+			return
+		}
+		f.mu.Lock()
+		f.keypairs = append(f.keypairs, name)
+		f.keypairVersions = append(f.keypairVersions, r.Header.Get("OpenStack-API-Version"))
+		f.mu.Unlock()
+		kp := map[string]any{"name": name, "type": "ssh", "fingerprint": "aa:bb", "public_key": pub}
+		if pub == "" {
+			kp["private_key"] = "-----BEGIN RSA PRIVATE KEY-----\nsecret<&>\n-----END RSA PRIVATE KEY-----\n"
+		}
+		writeJSON(w, 201, map[string]any{"keypair": kp})
+	}))
+	mux.HandleFunc("DELETE /v2.1/os-keypairs/{name}", authed(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for i, n := range f.keypairs {
+			if n == r.PathValue("name") {
+				f.keypairs = append(f.keypairs[:i], f.keypairs[i+1:]...)
+				w.WriteHeader(204)
+				return
+			}
+		}
+		writeJSON(w, 404, map[string]any{"itemNotFound": map[string]any{"code": 404, "message": "Keypair " + r.PathValue("name") + " not found."}})
 	}))
 	mux.HandleFunc("GET /v2.1/servers/{id}/os-instance-actions/{req}", authed(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("OpenStack-API-Version") != "compute 2.51" {

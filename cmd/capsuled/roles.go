@@ -74,6 +74,8 @@ func runConductor(ctx context.Context, cfg config.Config, d *deps, log *slog.Log
 	c.SetMigrations(migrate.New(migrate.Options{Store: d.st, Bus: d.bus,
 		Scheduler: scheduler.New(d.st, d.bus, cfg.Scheduler, log), Registry: registry.New(cfg.Registry),
 		RegistryAddress: cfg.Registry.Address, StepTimeout: cfg.Conductor.MigrationStepTimeout, Log: log}))
+	// Backups rotated out lose their registry tags too.
+	c.SetRegistry(registry.New(cfg.Registry))
 	return c.Run(ctx)
 }
 

@@ -32,6 +32,7 @@ MODULES = {
     'keypairs': ['v2_1', 'v2_2'],
     'tenant_usages': ['v2_1'],
     'quotas': ['v2_1', 'v2_36', 'v2_57'],
+    'server_groups': ['v2_1', 'v2_13'],
 }
 
 # Server schemas for calls Capsule serves; the other modules are taken whole.
@@ -42,6 +43,7 @@ SERVER_CALLS = {
     'update_server_metadata', 'set_show_server_metadata_item', 'delete_server_metadata_item',
     'list_volume_attachments', 'server_actions_common_schema', 'show_server_diagnostics',
     'rebuild_server', 'rebuild_server_with_admin_pass',
+    'list_tags', 'update_all_tags', 'delete_all_tags', 'check_tag_existence', 'update_tag', 'delete_tag',
 }
 
 

@@ -205,5 +205,11 @@
     if (badge && badge.getAttribute("data-id")) setTimeout(function () { pollServer(badge); }, POLL_MS);
     var root = document.getElementById("charts");
     if (root) charts(root);
+    // Small destructive forms (a key pair's delete) ask first.
+    Array.prototype.forEach.call(document.querySelectorAll("form[data-confirm]"), function (f) {
+      f.addEventListener("submit", function (ev) {
+        if (!window.confirm(f.getAttribute("data-confirm"))) ev.preventDefault();
+      });
+    });
   });
 })();

@@ -1,0 +1,248 @@
+package compute
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/capsule-cloud/capsule/lifecycle"
+	"github.com/capsule-cloud/capsule/store"
+)
+
+// Server tags (Nova 2.26): strings of 1-60 characters without ',' or '/',
+// at most store.MaxServerTags per server, kept sorted and distinct.
+// Servers may be tagged in the vm_states Nova allows it in; the list
+// filters tags, tags-any, not-tags and not-tags-any are in servers.go.
+
+// maxTagLength is Nova's tag length limit.
+const maxTagLength = 60
+
+// validTag returns a 400 message for a tag Nova's schema refuses.
+func validTag(tag string) string {
+	if tag == "" || len(tag) > maxTagLength || strings.ContainsAny(tag, ",/") {
+		return fmt.Sprintf("Invalid input for field/attribute tag. Value: %q. A tag is 1 to %d characters without ',' or '/'.", tag, maxTagLength)
+	}
+	return ""
+}
+
+// validTagList checks a whole list of tags (create at 2.52, PUT all).
+func validTagList(tags []string) string {
+	if len(tags) > store.MaxServerTags {
+		return fmt.Sprintf("The number of tags exceeded the per-server limit %d", store.MaxServerTags)
+	}
+	for _, t := range tags {
+		if msg := validTag(t); msg != "" {
+			return msg
+		}
+	}
+	return ""
+}
+
+// taggable are the vm_states Nova lets tags change in.
+var taggable = []lifecycle.VMState{lifecycle.Active, lifecycle.Paused, lifecycle.Suspended, lifecycle.Stopped}
+
+// tagTarget loads the server of a tag request: 404 below 2.26 (the
+// resource does not exist there), 404 for a server the caller cannot
+// see; when changing, 409 outside the taggable states.
+func (s *Service) tagTarget(w http.ResponseWriter, r *http.Request, changing bool) (*store.Instance, bool) {
+	if !versionOf(r.Context()).AtLeast(26) {
+		writeError(w, http.StatusNotFound, "The resource could not be found.")
+		return nil, false
+	}
+	inst, ok := s.loadServer(w, r)
+	if !ok {
+		return nil, false
+	}
+	if changing && !slices.Contains(taggable, lifecycle.VMState(inst.VMState)) {
+		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot 'update tags' instance %s while it is in vm_state %s", inst.ID, inst.VMState))
+		return nil, false
+	}
+	return inst, true
+}
+
+func (s *Service) listTags(w http.ResponseWriter, r *http.Request) {
+	inst, ok := s.tagTarget(w, r, false)
+	if !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tags": store.TagsOf(inst)})
+}
+
+// updateTags runs change on the server's tags, writing Nova's errors.
+func (s *Service) updateTags(w http.ResponseWriter, r *http.Request, inst *store.Instance, change func([]string) ([]string, error)) ([]string, bool) {
+	tags, err := s.st.UpdateTags(r.Context(), inst.ID, change)
+	var notFound *tagNotFound
+	switch {
+	case err == nil:
+		return tags, true
+	case errors.Is(err, store.ErrTooManyTags):
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("The number of tags exceeded the per-server limit %d", store.MaxServerTags))
+	case errors.As(err, &notFound):
+		writeError(w, http.StatusNotFound, fmt.Sprintf("Tag %s could not be found.", notFound.tag))
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, fmt.Sprintf("Instance %s could not be found.", inst.ID))
+	default:
+		s.log.Error("update tags", "instance", inst.ID, "error", err)
+		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+	}
+	return nil, false
+}
+
+type tagNotFound struct{ tag string }
+
+func (e *tagNotFound) Error() string { return "tag " + e.tag + " not found" }
+
+// replaceTags serves PUT /servers/{id}/tags {"tags": [...]}.
+func (s *Service) replaceTags(w http.ResponseWriter, r *http.Request) {
+	inst, ok := s.tagTarget(w, r, true)
+	if !ok {
+		return
+	}
+	var body struct {
+		Tags *[]string `json:"tags"`
+	}
+	if !decodeBody(w, r, &body) {
+		return
+	}
+	if body.Tags == nil {
+		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute tags. Value: 'tags' is a required property")
+		return
+	}
+	if msg := validTagList(*body.Tags); msg != "" {
+		writeError(w, http.StatusBadRequest, msg)
+		return
+	}
+	tags, ok := s.updateTags(w, r, inst, func([]string) ([]string, error) { return *body.Tags, nil })
+	if ok {
+		writeJSON(w, http.StatusOK, map[string]any{"tags": tags})
+	}
+}
+
+// deleteAllTags serves DELETE /servers/{id}/tags.
+func (s *Service) deleteAllTags(w http.ResponseWriter, r *http.Request) {
+	inst, ok := s.tagTarget(w, r, true)
+	if !ok {
+		return
+	}
+	if _, ok := s.updateTags(w, r, inst, func([]string) ([]string, error) { return nil, nil }); ok {
+		noContent(w, http.StatusNoContent)
+	}
+}
+
+// checkTag serves GET /servers/{id}/tags/{tag}: 204 when present.
+func (s *Service) checkTag(w http.ResponseWriter, r *http.Request) {
+	inst, ok := s.tagTarget(w, r, false)
+	if !ok {
+		return
+	}
+	tag := r.PathValue("tag")
+	if !slices.Contains(store.TagsOf(inst), tag) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("Tag %s could not be found.", tag))
+		return
+	}
+	noContent(w, http.StatusNoContent)
+}
+
+// addTag serves PUT /servers/{id}/tags/{tag}: 201 when added, 204 when it
+// was there; both with the tag's Location, as Nova answers.
+func (s *Service) addTag(w http.ResponseWriter, r *http.Request) {
+	inst, ok := s.tagTarget(w, r, true)
+	if !ok {
+		return
+	}
+	tag := r.PathValue("tag")
+	if msg := validTag(tag); msg != "" {
+		writeError(w, http.StatusBadRequest, msg)
+		return
+	}
+	existed := false
+	_, ok = s.updateTags(w, r, inst, func(tags []string) ([]string, error) {
+		existed = slices.Contains(tags, tag)
+		return append(tags, tag), nil
+	})
+	if !ok {
+		return
+	}
+	w.Header().Set("Location", s.links(r, "servers", inst.ID)[0]["href"]+"/tags/"+tag)
+	if existed {
+		noContent(w, http.StatusNoContent)
+		return
+	}
+	noContent(w, http.StatusCreated)
+}
+
+// deleteTag serves DELETE /servers/{id}/tags/{tag}.
+func (s *Service) deleteTag(w http.ResponseWriter, r *http.Request) {
+	inst, ok := s.tagTarget(w, r, true)
+	if !ok {
+		return
+	}
+	tag := r.PathValue("tag")
+	_, ok = s.updateTags(w, r, inst, func(tags []string) ([]string, error) {
+		if !slices.Contains(tags, tag) {
+			return nil, &tagNotFound{tag}
+		}
+		return slices.DeleteFunc(tags, func(t string) bool { return t == tag }), nil
+	})
+	if ok {
+		noContent(w, http.StatusNoContent)
+	}
+}
+
+// tagFilter is the servers list's tag filters (2.26): tags (all of),
+// tags-any (one of), not-tags (not all of), not-tags-any (none of), each
+// a comma-separated list.
+type tagFilter struct {
+	all, anyOf, notAll, notAny []string
+}
+
+func parseTagFilter(q map[string][]string) (tagFilter, bool) {
+	split := func(key string) []string {
+		v := strings.Join(q[key], ",")
+		if v == "" {
+			return nil
+		}
+		return strings.Split(v, ",")
+	}
+	f := tagFilter{all: split("tags"), anyOf: split("tags-any"), notAll: split("not-tags"), notAny: split("not-tags-any")}
+	return f, f.all != nil || f.anyOf != nil || f.notAll != nil || f.notAny != nil
+}
+
+// match reports whether a server with tags passes every given filter.
+func (f tagFilter) match(tags []string) bool {
+	has := func(t string) bool { return slices.Contains(tags, t) }
+	all := func(want []string) bool {
+		for _, t := range want {
+			if !has(t) {
+				return false
+			}
+		}
+		return true
+	}
+	anyOf := func(want []string) bool { return slices.ContainsFunc(want, has) }
+	if f.all != nil && !all(f.all) {
+		return false
+	}
+	if f.anyOf != nil && !anyOf(f.anyOf) {
+		return false
+	}
+	if f.notAll != nil && all(f.notAll) {
+		return false
+	}
+	if f.notAny != nil && anyOf(f.notAny) {
+		return false
+	}
+	return true
+}
+
+// decodeCreateTags reads the "tags" of a server create (2.52).
+func decodeCreateTags(raw json.RawMessage) ([]string, string) {
+	var tags []string
+	if err := json.Unmarshal(raw, &tags); err != nil {
+		return nil, "Invalid input for field/attribute tags. Value must be a list of strings."
+	}
+	return tags, validTagList(tags)
+}
