@@ -209,6 +209,7 @@ type ActionArgs struct {
 	Flavor string // resize: the new flavor's id
 	Name   string // snapshot: the new image's name
 	Host   string // migrate: the target host ("" = the scheduler's choice)
+	Image  string // rebuild: the new image's id
 }
 
 // actionBodies are the Nova action bodies of the portal's simple actions.
@@ -245,6 +246,11 @@ func (s *Server) serverAction(ctx context.Context, sess *session, id, action str
 			return &APIError{Status: http.StatusBadRequest, Service: "portal", Message: "Give the snapshot a name."}
 		}
 		body = map[string]any{"createImage": map[string]string{"name": strings.TrimSpace(args.Name)}}
+	case action == "rebuild":
+		if args.Image == "" {
+			return &APIError{Status: http.StatusBadRequest, Service: "portal", Message: "Choose the image to rebuild the server with."}
+		}
+		body = map[string]any{"rebuild": map[string]string{"imageRef": args.Image}}
 	case action == "migrate":
 		body = map[string]any{"migrate": nil}
 		if args.Host != "" {

@@ -230,6 +230,7 @@ func doneMessage(code string) string {
 		"revertResize":    "Resize reverted: the server goes back to its old flavor.",
 		"snapshot":        "Snapshot requested: the image is listed below and turns active once it is uploaded.",
 		"migrate":         "Migration requested.",
+		"rebuild":         "Rebuild requested: the server comes back on its new image, with its addresses and key.",
 		"keypair":         "Key pair added.",
 		"keypair-deleted": "Key pair deleted.",
 	}[code]
@@ -251,6 +252,7 @@ type serverData struct {
 	Server  *ServerView
 	Flavor  *Flavor
 	Flavors []Flavor // the resize picker's choices
+	Images  []Image  // the rebuild picker's choices
 	Image   string
 	IPs     []string
 	Actions []InstanceAction
@@ -276,8 +278,8 @@ func (s *Server) serverData(ctx context.Context, sess *session, id string) (*ser
 			d.Flavor = &d.Flavors[i]
 		}
 	}
-	_, im := s.catalogNames(ctx, sess)
-	d.Image = orID(im, sv.ImageID())
+	d.Images, _ = s.images(ctx, sess)
+	d.Image = orID(names(d.Images, func(i Image) string { return i.ID }, func(i Image) string { return i.Name }), sv.ImageID())
 	d.Actions, err = s.instanceActions(ctx, sess, id)
 	if err != nil {
 		return nil, err
@@ -323,11 +325,13 @@ func (s *Server) consolePage(w http.ResponseWriter, r *http.Request, sess *sessi
 type confirmData struct {
 	Server *ServerView
 	Action string
+	// Image is a rebuild's new image (ID and name).
+	Image, ImageName string
 }
 
 // destructive actions are confirmed on a page of their own (a form, so it
 // works without script and cannot be triggered by a link).
-var destructive = map[string]bool{"stop": true, "reboot": true, "delete": true}
+var destructive = map[string]bool{"stop": true, "reboot": true, "delete": true, "rebuild": true}
 
 func (s *Server) confirmPage(w http.ResponseWriter, r *http.Request, sess *session) {
 	action := r.URL.Query().Get("action")
@@ -340,17 +344,31 @@ func (s *Server) confirmPage(w http.ResponseWriter, r *http.Request, sess *sessi
 		s.fail(w, r, sess, "Confirm", err)
 		return
 	}
-	s.render(w, r, http.StatusOK, "confirm", view{Title: "Confirm " + action, Nav: "servers", Sess: sess,
-		Data: confirmData{Server: sv, Action: action}})
+	d := confirmData{Server: sv, Action: action}
+	if action == "rebuild" {
+		d.Image = r.URL.Query().Get("image")
+		if d.Image == "" {
+			s.renderServer(w, r, sess, sv.ID, http.StatusBadRequest, "", "Choose the image to rebuild the server with.")
+			return
+		}
+		_, im := s.catalogNames(r.Context(), sess)
+		d.ImageName = orID(im, d.Image)
+	}
+	s.render(w, r, http.StatusOK, "confirm", view{Title: "Confirm " + action, Nav: "servers", Sess: sess, Data: d})
 }
 
 func (s *Server) actionPost(w http.ResponseWriter, r *http.Request, sess *session) {
 	id, action := r.PathValue("id"), r.PostFormValue("action")
 	if destructive[action] && r.PostFormValue("confirmed") != "yes" {
-		http.Redirect(w, r, "/servers/"+url.PathEscape(id)+"/confirm?action="+url.QueryEscape(action), http.StatusSeeOther)
+		q := url.Values{"action": {action}}
+		if img := r.PostFormValue("image"); img != "" {
+			q.Set("image", img)
+		}
+		http.Redirect(w, r, "/servers/"+url.PathEscape(id)+"/confirm?"+q.Encode(), http.StatusSeeOther)
 		return
 	}
-	args := ActionArgs{Flavor: r.PostFormValue("flavor"), Name: r.PostFormValue("name"), Host: r.PostFormValue("host")}
+	args := ActionArgs{Flavor: r.PostFormValue("flavor"), Name: r.PostFormValue("name"), Host: r.PostFormValue("host"),
+		Image: r.PostFormValue("image")}
 	if err := s.serverAction(r.Context(), sess, id, action, args); err != nil {
 		st := statusOf(err)
 		if st == http.StatusUnauthorized || st == http.StatusNotFound || action == "delete" {
