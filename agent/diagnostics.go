@@ -84,8 +84,9 @@ func (a *Agent) diagnostics(ctx context.Context, req protocol.DiagnosticsRequest
 	return rep, nil
 }
 
-// outboundShaping fills the outbound queue counters of nics (eth<i> inside
-// the server's namespace, in NIC order). Only when no operation holds the
+// outboundShaping fills the outbound queue counters of nics (each found
+// inside the server's namespace by its veth: after a hot-plug, eth<i> is
+// not the i-th port). Only when no operation holds the
 // instance: asking the driver for the namespace of an instance being
 // stopped could bring its sandbox back. Best effort: the counters stay
 // unset when the namespace cannot be entered.
@@ -113,13 +114,17 @@ func (a *Agent) outboundShaping(ctx context.Context, id string, nics []protocol.
 	}
 	defer h.Close()
 	for i := range nics {
-		link, err := h.LinkByName(vif.ContainerIfName(i))
-		if err != nil {
+		name, err := vif.PluggedName(h, nics[i].PortID)
+		if err != nil || name == "" {
 			continue // not plugged (yet): nothing shapes it
+		}
+		link, err := h.LinkByName(name)
+		if err != nil {
+			continue
 		}
 		q, err := htbRoot(h, link)
 		if err != nil {
-			return fmt.Errorf("qdiscs of %s in %s: %w", vif.ContainerIfName(i), path, err)
+			return fmt.Errorf("qdiscs of %s in %s: %w", name, path, err)
 		}
 		if q != nil {
 			nics[i].OutboundShaped = true

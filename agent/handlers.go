@@ -95,6 +95,18 @@ func (a *Agent) Handle(ctx context.Context, m bus.Message) (any, error) {
 			return nil, err
 		}
 		return a.diagnostics(ctx, req)
+	case protocol.KindAttachInterface:
+		var req protocol.AttachInterface
+		if err := m.Decode(&req); err != nil {
+			return nil, err
+		}
+		return a.attachInterface(ctx, req)
+	case protocol.KindDetachInterface:
+		var req protocol.DetachInterface
+		if err := m.Decode(&req); err != nil {
+			return nil, err
+		}
+		return a.detachInterface(ctx, req)
 	case protocol.KindResizeInstance, protocol.KindRevertResize:
 		var req protocol.ResizeInstance
 		if err := m.Decode(&req); err != nil {
@@ -280,11 +292,20 @@ func (a *Agent) destroy(ctx context.Context, id string) error {
 }
 
 func (a *Agent) handleAction(ctx context.Context, req protocol.InstanceAction) error {
-	id := req.InstanceID
-	if id == "" {
+	if req.InstanceID == "" {
 		return fmt.Errorf("agent: %s request %s without an instance id", req.Action, req.RequestID)
 	}
-	log := a.log.With("instance", id, "request_id", req.RequestID, "action", req.Action)
+	return a.runReported(ctx, req.RequestID, req.InstanceID, req.Action, func(ctx context.Context) (drivers.PowerState, error) {
+		return a.runAction(ctx, req.InstanceID, req.Action)
+	})
+}
+
+// runReported runs one operation on instance id under the instance's
+// lock and reports its outcome (with the power state the instance is in
+// afterwards, also on failure) to the conductor.
+func (a *Agent) runReported(ctx context.Context, requestID, id string, action lifecycle.Action,
+	run func(context.Context) (drivers.PowerState, error)) error {
+	log := a.log.With("instance", id, "request_id", requestID, "action", action)
 	unlock, err := a.locks.lock(ctx, id)
 	if err != nil {
 		return bus.Retry(err)
@@ -292,10 +313,10 @@ func (a *Agent) handleAction(ctx context.Context, req protocol.InstanceAction) e
 	defer unlock()
 
 	rep := protocol.InstanceReport{
-		RequestID: req.RequestID, InstanceID: id, Host: a.cfg.Host,
-		Action: req.Action, Event: ActionEvent(req.Action), Started: a.now().UTC(),
+		RequestID: requestID, InstanceID: id, Host: a.cfg.Host,
+		Action: action, Event: ActionEvent(action), Started: a.now().UTC(),
 	}
-	power, err := a.runAction(ctx, id, req.Action)
+	power, err := run(ctx)
 	rep.PowerState = int(power)
 	if err != nil {
 		log.Error("action failed", "err", err, "power_state", power)

@@ -44,9 +44,15 @@ var errNoPlumber = errors.New("this agent has no network plumbing (Open vSwitch)
 type nicCache struct {
 	mu sync.Mutex
 	m  map[string][]protocol.NIC
+	// gen counts interface attaches and detaches per instance, so a
+	// conductor answer fetched before one does not undo it (see
+	// refreshSince in interfaces.go).
+	gen map[string]uint64
 }
 
-func newNICCache() *nicCache { return &nicCache{m: map[string][]protocol.NIC{}} }
+func newNICCache() *nicCache {
+	return &nicCache{m: map[string][]protocol.NIC{}, gen: map[string]uint64{}}
+}
 
 func (c *nicCache) get(id string) ([]protocol.NIC, bool) {
 	c.mu.Lock()
@@ -66,13 +72,18 @@ func (c *nicCache) set(id string, nics []protocol.NIC) {
 	c.m[id] = slices.Clone(nics)
 }
 
-// refresh records what the conductor says, except that an empty list does
-// not erase NICs a build brought: a conductor that does not send NICs
-// must not make the agent start servers without their network.
-func (c *nicCache) refresh(id string, nics []protocol.NIC) {
+// refreshSince records what the conductor says, except that an empty list
+// does not erase NICs a build brought (a conductor that does not send NICs
+// must not make the agent start servers without their network), and an
+// answer fetched before an interface attach or detach (gens taken before
+// asking, see generations) does not undo it.
+func (c *nicCache) refreshSince(gens map[string]uint64, id string, nics []protocol.NIC) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(nics) == 0 && len(c.m[id]) > 0 {
+		return
+	}
+	if c.gen[id] != gens[id] {
 		return
 	}
 	c.m[id] = slices.Clone(nics)
@@ -82,6 +93,7 @@ func (c *nicCache) del(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.m, id)
+	delete(c.gen, id)
 }
 
 // dnsOf gathers the name servers of nics, in order, without repeats.
@@ -104,12 +116,13 @@ func (a *Agent) nicsOf(ctx context.Context, id string) ([]protocol.NIC, error) {
 	if nics, ok := a.nics.get(id); ok || a.plumber == nil {
 		return nics, nil
 	}
+	gens := a.nics.generations()
 	expected, err := a.instancesOnHost(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("NICs of instance %s: %w", id, err)
 	}
 	for _, e := range expected {
-		a.nics.refresh(e.Spec.ID, e.Spec.NICs)
+		a.nics.refreshSince(gens, e.Spec.ID, e.Spec.NICs)
 	}
 	nics, ok := a.nics.get(id)
 	if !ok {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/drivers"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
@@ -13,33 +12,13 @@ import (
 // handleRebuild replaces a server's workload with one from its new image
 // and reports the outcome (Action rebuild) to the conductor.
 func (a *Agent) handleRebuild(ctx context.Context, req protocol.RebuildInstance) error {
-	id := req.Spec.ID
-	if id == "" {
+	if req.Spec.ID == "" {
 		return fmt.Errorf("agent: rebuild request %s without an instance id", req.RequestID)
 	}
-	log := a.log.With("instance", id, "request_id", req.RequestID, "action", lifecycle.ActRebuild)
-	unlock, err := a.locks.lock(ctx, id)
-	if err != nil {
-		return bus.Retry(err)
-	}
-	defer unlock()
-
-	rep := protocol.InstanceReport{
-		RequestID: req.RequestID, InstanceID: id, Host: a.cfg.Host,
-		Action: lifecycle.ActRebuild, Event: ActionEvent(lifecycle.ActRebuild), Started: a.now().UTC(),
-	}
-	log.Info("rebuilding instance", "image", req.Spec.ImageRef, "start", req.Start)
-	power, err := a.rebuild(ctx, req)
-	rep.PowerState = int(power)
-	if err != nil {
-		log.Error("rebuild failed", "err", err, "power_state", power)
-		rep.Error = err.Error()
-	} else {
-		rep.OK = true
-		log.Info("instance rebuilt", "power_state", power)
-	}
-	rep.Finished = a.now().UTC()
-	return a.report(ctx, rep)
+	a.log.Info("rebuilding instance", "instance", req.Spec.ID, "request_id", req.RequestID, "image", req.Spec.ImageRef, "start", req.Start)
+	return a.runReported(ctx, req.RequestID, req.Spec.ID, lifecycle.ActRebuild, func(ctx context.Context) (drivers.PowerState, error) {
+		return a.rebuild(ctx, req)
+	})
 }
 
 // rebuild swaps the workload through the driver, which keeps the sandbox

@@ -28,6 +28,7 @@ import (
 // may have been lost, so its container is destroyed and a delete report
 // sent, which lets the conductor finish the delete.
 func (a *Agent) Reconcile(ctx context.Context) error {
+	gens := a.nics.generations()
 	expected, err := a.instancesOnHost(ctx)
 	if err != nil {
 		return err
@@ -45,7 +46,7 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 	placed := make(map[string]bool, len(expected))
 	for _, e := range expected {
 		placed[e.Spec.ID] = true
-		a.nics.refresh(e.Spec.ID, e.Spec.NICs)
+		a.nics.refreshSince(gens, e.Spec.ID, e.Spec.NICs)
 	}
 	for _, e := range expected {
 		id := e.Spec.ID

@@ -234,7 +234,8 @@ func (u undoStack) run(ctx context.Context) error {
 // Plug makes the NICs of instance id exist inside the network namespace at
 // netnsPath (e.g. /proc/<pid>/ns/net of the server's sandbox): for NIC i a
 // veth pair whose host end is named HostIfName(nic.PortID) and whose
-// container end is eth<i> in the namespace, with nic.MAC, nic.MTU, the
+// container end is eth<i> in the namespace (a NIC already plugged keeps its
+// name, a new one takes the lowest free index: see assignNames), with nic.MAC, nic.MTU, the
 // addresses, link up (and lo up), the default route via nic.Gateway (first
 // NIC that has one), TX checksum offload off on the container end (needed
 // with OVS's userspace datapath); the host end up, MTU, added to the bridge
@@ -272,6 +273,9 @@ func (p *Plumber) Plug(ctx context.Context, id, netnsPath string, nics []protoco
 		return fmt.Errorf("vif: plug %s: netlink: %w", id, err)
 	}
 	defer host.Close()
+	if err := assignNames(nsh, host, plans); err != nil {
+		return fmt.Errorf("vif: plug %s: name NICs: %w", id, err)
+	}
 
 	var undo undoStack
 	defer func() {

@@ -325,8 +325,7 @@ func (s *Service) getMetadata(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) saveMetadata(w http.ResponseWriter, r *http.Request, inst *store.Instance, m map[string]string) bool {
-	if len(m) > 128 {
-		writeError(w, http.StatusForbidden, "Quota exceeded for metadata items: at most 128 allowed.")
+	if !s.metadataFits(w, r, len(m)) {
 		return false
 	}
 	b, _ := json.Marshal(m)

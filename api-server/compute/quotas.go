@@ -625,3 +625,21 @@ func (s *Service) limitsFor(ctx context.Context, project, user string) (map[stri
 	}
 	return qc.user.limits, used, nil
 }
+
+// metadataFits checks n metadata items against the metadata_items quota
+// of the caller's project (and user), writing Nova's 403 when over (-1 is
+// unlimited) or a 500 when the quota cannot be read.
+func (s *Service) metadataFits(w http.ResponseWriter, r *http.Request, n int) bool {
+	creds := auth.FromContext(r.Context())
+	limits, err := s.effectiveQuota(r.Context(), creds.ProjectID, creds.UserID)
+	if err != nil {
+		s.log.Error("metadata quota", "project", creds.ProjectID, "error", err)
+		writeError(w, http.StatusInternalServerError, "Unexpected API Error: could not read the quota.")
+		return false
+	}
+	if max := limits["metadata_items"]; max >= 0 && n > max {
+		writeError(w, http.StatusForbidden, fmt.Sprintf("Quota exceeded for metadata items: at most %d allowed.", max))
+		return false
+	}
+	return true
+}

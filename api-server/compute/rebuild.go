@@ -223,8 +223,7 @@ func (s *Service) rebuildFields(w http.ResponseWriter, r *http.Request, inst *st
 		if msg != "" {
 			return bad(msg)
 		}
-		if len(meta) > 128 {
-			writeError(w, http.StatusForbidden, "Quota exceeded for metadata items: at most 128 allowed.")
+		if !s.metadataFits(w, r, len(meta)) {
 			return nil, nil, false
 		}
 		b, _ := json.Marshal(meta)
@@ -309,31 +308,21 @@ func (s *Service) beginRebuild(ctx context.Context, inst *store.Instance, newTas
 	})
 }
 
+// rebuildColumns are the instance columns a rebuild may change, with
+// inst's values.
+func rebuildColumns(inst *store.Instance) map[string]any {
+	return map[string]any{"image_id": inst.ImageID, "name": inst.Name, "metadata": inst.Metadata,
+		"access_ipv4": inst.AccessIPv4, "access_ipv6": inst.AccessIPv6, "description": inst.Description,
+		"key_name": inst.KeyName, "key_data": inst.KeyData, "user_data": inst.UserData}
+}
+
 // undoRebuild puts back what beginRebuild wrote when no agent will carry
 // the rebuild out.
 func (s *Service) undoRebuild(ctx context.Context, inst *store.Instance, newTask lifecycle.TaskState, fields map[string]any, reqID string) {
+	before := rebuildColumns(inst)
 	old := map[string]any{"task_state": inst.TaskState}
 	for k := range fields {
-		switch k {
-		case "image_id":
-			old[k] = inst.ImageID
-		case "name":
-			old[k] = inst.Name
-		case "metadata":
-			old[k] = inst.Metadata
-		case "access_ipv4":
-			old[k] = inst.AccessIPv4
-		case "access_ipv6":
-			old[k] = inst.AccessIPv6
-		case "description":
-			old[k] = inst.Description
-		case "key_name":
-			old[k] = inst.KeyName
-		case "key_data":
-			old[k] = inst.KeyData
-		case "user_data":
-			old[k] = inst.UserData
-		}
+		old[k] = before[k]
 	}
 	db := s.st.WithContext(context.WithoutCancel(ctx))
 	if err := db.Model(&store.Instance{}).Where("id = ? AND task_state = ?", inst.ID, string(newTask)).Updates(old).Error; err != nil {

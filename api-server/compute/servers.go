@@ -214,8 +214,7 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if len(meta) > 128 {
-		writeError(w, http.StatusForbidden, "Quota exceeded for metadata items: at most 128 allowed.")
+	if !s.metadataFits(w, r, len(meta)) {
 		return
 	}
 	keypair, kpOK := s.serverKeypair(w, r, in.KeyName)

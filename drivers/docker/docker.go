@@ -477,17 +477,8 @@ func (d *Driver) Stop(ctx context.Context, id string, grace time.Duration) error
 	if !c.State.Running {
 		return d.stopSandbox(ctx, id)
 	}
-	if c.State.Paused {
-		// Docker refuses to signal a frozen container.
-		if err := d.cli.ContainerUnpause(ctx, c.ID); err != nil {
-			return wrap("stop", id, err)
-		}
-	}
-	if grace <= 0 {
-		grace = d.opts.StopTimeout
-	}
-	if err := d.cli.ContainerStop(ctx, c.ID, container.StopOptions{Timeout: secondsCeil(grace)}); err != nil {
-		return wrap("stop", id, err)
+	if err := d.stopWorkload(ctx, id, c, grace); err != nil {
+		return err
 	}
 	if err := d.stopSandbox(ctx, id); err != nil {
 		return err

@@ -10,7 +10,9 @@ import (
 	"encoding/hex"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
@@ -43,8 +45,17 @@ func Postgres(t testing.TB) *store.Store {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
 	name := "capsule_test_" + hex.EncodeToString(b)
-	if err := admin.Exec("CREATE DATABASE " + name).Error; err != nil {
-		t.Fatalf("create database %s: %v", name, err)
+	// CREATE DATABASE copies template1 and fails while another session
+	// (a test process running beside this one) is copying it too: retry.
+	for attempt := 1; ; attempt++ {
+		err := admin.Exec("CREATE DATABASE " + name).Error
+		if err == nil {
+			break
+		}
+		if attempt == 20 || !strings.Contains(err.Error(), "is being accessed by other users") {
+			t.Fatalf("create database %s: %v", name, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	u, err := url.Parse(dsn)
 	if err != nil {

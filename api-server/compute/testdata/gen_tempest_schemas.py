@@ -33,6 +33,7 @@ MODULES = {
     'tenant_usages': ['v2_1'],
     'quotas': ['v2_1', 'v2_36', 'v2_57'],
     'server_groups': ['v2_1', 'v2_13'],
+    'interfaces': ['v2_1'],
 }
 
 # Server schemas for calls Capsule serves; the other modules are taken whole.
