@@ -40,6 +40,9 @@ done
 cap_start_rabbitmq
 cap_start_postgres
 cap_pg_database capsule capsule capsule_test
+# Tests drop their throw-away databases WITH (FORCE), which must be able to
+# end an autovacuum worker busy in them (a superuser's backend).
+cap_psql -c 'GRANT pg_signal_backend TO capsule' >/dev/null 2>&1
 cap_start_ovs
 cap_start_lxcfs
 

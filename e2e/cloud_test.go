@@ -8,6 +8,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	mathrand "math/rand/v2"
 	"net"
 	"net/url"
 	"os"
@@ -78,14 +79,24 @@ type proc struct {
 	cmd    *exec.Cmd
 }
 
+// freePort returns a port free on 127.0.0.1 for a process the test starts
+// next. It is picked below the kernel's ephemeral range (32768 up), not
+// with :0: an ephemeral port handed out and closed here can be taken by any
+// outbound connection (to RabbitMQ, dockerd, the registry) before the
+// process binds it, which failed a run with "address already in use".
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 200 {
+		port := 20000 + mathrand.IntN(12000)
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return port
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port in 20000-31999")
+	return 0
 }
 
 var buildOnce sync.Once

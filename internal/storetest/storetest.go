@@ -68,7 +68,16 @@ func Postgres(t testing.TB) *store.Store {
 	}
 	t.Cleanup(func() {
 		st.Close()
-		if err := admin.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)").Error; err != nil {
+		// An autovacuum worker in the database can make the drop fail
+		// for a moment (without pg_signal_backend, FORCE cannot end it).
+		var err error
+		for attempt := 0; attempt < 50; attempt++ {
+			if err = admin.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)").Error; err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
 			t.Errorf("drop database %s: %v", name, err)
 		}
 		if db, err := admin.DB(); err == nil {
