@@ -23,8 +23,7 @@ import (
 // decision (they may be a failed migration's source or a database
 // restored from an old backup); the network plumbing of instances not
 // placed here is removed, though (see repairNetwork): ports hold no tenant
-// data; so are NICs still plugged for a server that no longer has them.
-// The exception is an expected instance
+// data. The exception is an expected instance
 // whose delete is in progress (task_state deleting): its delete request
 // may have been lost, so its container is destroyed and a delete report
 // sent, which lets the conductor finish the delete.
@@ -86,12 +85,12 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 
 	// The power sync goes first: the network repair may take a while.
 	err = a.publish(ctx, protocol.KindPowerSync, ps)
-	pruned := a.repairNetwork(ctx, gens, expected, placed)
+	a.repairNetwork(ctx, expected, placed)
 	a.repairLimits(ctx, expected, byID)
 	if err != nil {
 		return fmt.Errorf("agent: reconcile: %w", err)
 	}
-	a.log.Debug("reconciled", "expected", len(expected), "observed", len(observed), "orphans", len(ps.Orphans), "pruned_nics", pruned)
+	a.log.Debug("reconciled", "expected", len(expected), "observed", len(observed), "orphans", len(ps.Orphans))
 	return nil
 }
 
