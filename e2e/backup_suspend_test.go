@@ -68,16 +68,7 @@ func TestBackupRotationAndSuspendCLI(t *testing.T) {
 	}
 	c := startCloud(t)
 	ctx := context.Background()
-	run := func(args ...string) string {
-		t.Helper()
-		cmd := exec.Command("openstack", args...)
-		cmd.Env = c.env("demo", c.demoPass, "demo")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("openstack %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
+	run := c.openstack(t, "demo", c.demoPass, "demo").run
 	show := func() map[string]any {
 		t.Helper()
 		var s map[string]any

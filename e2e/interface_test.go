@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os/exec"
@@ -45,23 +44,8 @@ func TestInterfaceHotplugCLI(t *testing.T) {
 	c := startCloud(t, withBridge)
 	h := c.hosts[0]
 	ctx := context.Background()
-	run := func(args ...string) string {
-		t.Helper()
-		cmd := exec.Command("openstack", args...)
-		cmd.Env = c.env("admin", c.adminPass, "admin")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("openstack %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
-	jsonOf := func(v any, args ...string) {
-		t.Helper()
-		out := run(append(args, "-f", "json")...)
-		if err := json.Unmarshal([]byte(out), v); err != nil {
-			t.Fatalf("openstack %s: not JSON: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
+	osc := c.openstack(t, "admin", c.adminPass, "admin")
+	run, jsonOf := osc.run, osc.json
 	vlan := 101 + rand.IntN(800)
 	for i, n := range []struct{ name, cidr string }{{"hpnetA", "10.81.0.0/24"}, {"hpnetB", "10.82.0.0/24"}} {
 		run("network", "create", "--provider-network-type", "vlan", "--provider-physical-network", "physnet1",
@@ -145,9 +129,7 @@ func TestInterfaceHotplugCLI(t *testing.T) {
 	if len(ps) != 1 {
 		t.Errorf("port list --server hpvm after the detach = %v, want one port", ps)
 	}
-	show := exec.Command("openstack", "port", "show", portB)
-	show.Env = c.env("admin", c.adminPass, "admin")
-	if out, err := show.CombinedOutput(); err == nil {
+	if out, err := osc.try("port", "show", portB); err == nil {
 		t.Errorf("the port the compute API created for the attach still exists: %s", out)
 	}
 

@@ -3,9 +3,7 @@ package e2e
 import (
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,31 +16,9 @@ import (
 // show, a server booted with the imported key that finds it in root's
 // authorized_keys, and the deletes.
 func TestKeypairCLI(t *testing.T) {
-	if _, err := exec.LookPath("openstack"); err != nil {
-		t.Fatalf("the openstack CLI (python3-openstackclient) is required: %v", err)
-	}
 	c := startCloud(t)
-	cli := func(args ...string) (string, error) {
-		cmd := exec.Command("openstack", args...)
-		cmd.Env = c.env("demo", c.demoPass, "demo")
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
-	run := func(args ...string) string {
-		t.Helper()
-		out, err := cli(args...)
-		if err != nil {
-			t.Fatalf("openstack %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return out
-	}
-	runJSON := func(v any, args ...string) {
-		t.Helper()
-		out := run(append(args, "-f", "json")...)
-		if err := json.Unmarshal([]byte(out), v); err != nil {
-			t.Fatalf("openstack %s: not JSON: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
+	osc := c.openstack(t, "demo", c.demoPass, "demo")
+	cli, run, runJSON := osc.try, osc.run, osc.json
 
 	// Generated: the private key is printed, and it is a usable ssh key.
 	priv := run("keypair", "create", "k1")

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -16,26 +15,9 @@ import (
 // message, `openstack quota show` reads it (Neutron's quotas included),
 // and once the quota is back to the defaults the boot succeeds.
 func TestQuotaCLI(t *testing.T) {
-	if _, err := exec.LookPath("openstack"); err != nil {
-		t.Fatalf("the openstack CLI (python3-openstackclient) is required: %v", err)
-	}
 	c := startCloud(t)
-	osc := func(user, pass string, args ...string) (string, error) {
-		cmd := exec.Command("openstack", args...)
-		cmd.Env = c.env(user, pass, user)
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
-	must := func(user, pass string, args ...string) string {
-		t.Helper()
-		out, err := osc(user, pass, args...)
-		if err != nil {
-			t.Fatalf("openstack %s (as %s): %v\n%s", strings.Join(args, " "), user, err, out)
-		}
-		return out
-	}
-	admin := func(args ...string) string { t.Helper(); return must("admin", c.adminPass, args...) }
-	demo := func(args ...string) string { t.Helper(); return must("demo", c.demoPass, args...) }
+	adminCLI, demoCLI := c.openstack(t, "admin", c.adminPass, "admin"), c.openstack(t, "demo", c.demoPass, "demo")
+	admin, demo := adminCLI.run, demoCLI.run
 	instances := func(showJSON string) float64 {
 		t.Helper()
 		var show map[string]any
@@ -57,7 +39,7 @@ func TestQuotaCLI(t *testing.T) {
 		t.Fatalf("demo's quota show = %s", show)
 	}
 	demo("server", "create", "--image", "busybox", "--flavor", "m1.tiny", "--wait", "q1")
-	out, err := osc("demo", c.demoPass, "server", "create", "--image", "busybox", "--flavor", "m1.tiny", "q2")
+	out, err := demoCLI.try("server", "create", "--image", "busybox", "--flavor", "m1.tiny", "q2")
 	if err == nil || !strings.Contains(out, "Quota exceeded for instances: Requested 1, but already used 1 of 1 instances") {
 		t.Fatalf("second server under a quota of 1: err %v\n%s", err, out)
 	}

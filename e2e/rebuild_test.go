@@ -1,11 +1,9 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,31 +19,9 @@ import (
 // on and unset; a SHUTOFF server's rebuild leaves it SHUTOFF; the
 // instance actions list the rebuilds.
 func TestRebuildCLI(t *testing.T) {
-	if _, err := exec.LookPath("openstack"); err != nil {
-		t.Fatalf("the openstack CLI (python3-openstackclient) is required: %v", err)
-	}
 	c := startCloud(t, withBridge)
-	cli := func(args ...string) (string, error) {
-		cmd := exec.Command("openstack", args...)
-		cmd.Env = c.env("admin", c.adminPass, "admin")
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
-	run := func(args ...string) string {
-		t.Helper()
-		out, err := cli(args...)
-		if err != nil {
-			t.Fatalf("openstack %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return out
-	}
-	jsonOf := func(v any, args ...string) {
-		t.Helper()
-		out := run(append(args, "-f", "json")...)
-		if err := json.Unmarshal([]byte(out), v); err != nil {
-			t.Fatalf("openstack %s: not JSON: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
+	osc := c.openstack(t, "admin", c.adminPass, "admin")
+	cli, run, jsonOf := osc.try, osc.run, osc.json
 	inServer := func(ctr string, cmd ...string) (string, error) {
 		return c.docker(append([]string{"exec", ctr}, cmd...)...)
 	}

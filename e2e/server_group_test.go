@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
-	"os/exec"
 	"strings"
 	"testing"
 )
@@ -13,40 +11,17 @@ import (
 // group land on different hosts, a third finds no valid host, and the
 // group shows, lists and deletes.
 func TestServerGroupAntiAffinityCLI(t *testing.T) {
-	if _, err := exec.LookPath("openstack"); err != nil {
-		t.Fatalf("the openstack CLI (python3-openstackclient) is required: %v", err)
-	}
 	c := startCloud(t, twoHosts)
-	osc := func(user, pass, project string, args ...string) (string, error) {
-		cmd := exec.Command("openstack", args...)
-		cmd.Env = c.env(user, pass, project)
-		out, err := cmd.CombinedOutput()
-		return string(out), err
+	demoCLI, adminCLI := c.openstack(t, "demo", c.demoPass, "demo"), c.openstack(t, "admin", c.adminPass, "admin")
+	jsonMap := func(o *openstackCLI) func(args ...string) map[string]any {
+		return func(args ...string) map[string]any {
+			t.Helper()
+			var m map[string]any
+			o.json(&m, args...)
+			return m
+		}
 	}
-	demo := func(args ...string) map[string]any {
-		t.Helper()
-		out, err := osc("demo", c.demoPass, "demo", append(args, "-f", "json")...)
-		if err != nil {
-			t.Fatalf("openstack %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(out), &m); err != nil {
-			t.Fatalf("openstack %s: not JSON: %s", strings.Join(args, " "), out)
-		}
-		return m
-	}
-	asAdmin := func(args ...string) map[string]any {
-		t.Helper()
-		out, err := osc("admin", c.adminPass, "admin", append(args, "-f", "json")...)
-		if err != nil {
-			t.Fatalf("openstack (admin) %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(out), &m); err != nil {
-			t.Fatalf("openstack (admin) %s: not JSON: %s", strings.Join(args, " "), out)
-		}
-		return m
-	}
+	demo, asAdmin := jsonMap(demoCLI), jsonMap(adminCLI)
 
 	g := demo("server", "group", "create", "--policy", "anti-affinity", "g1")
 	gid := fmt.Sprint(g["id"])
@@ -73,7 +48,7 @@ func TestServerGroupAntiAffinityCLI(t *testing.T) {
 	// A third member has no host left: --wait reports the failure (OSC
 	// 6.0 exits 0 after printing it), the server is in ERROR with Nova's
 	// fault.
-	out, err := osc("demo", c.demoPass, "demo", "server", "create", "--image", "busybox", "--flavor", "m1.tiny",
+	out, err := demoCLI.try("server", "create", "--image", "busybox", "--flavor", "m1.tiny",
 		"--hint", "group="+gid, "--wait", "ga-3")
 	if err == nil && !strings.Contains(out, "Error creating server") {
 		t.Fatalf("a third anti-affinity member on two hosts was created:\n%s", out)
@@ -89,13 +64,13 @@ func TestServerGroupAntiAffinityCLI(t *testing.T) {
 			t.Errorf("server group show members %v lacks %s", shown["members"], id)
 		}
 	}
-	listOut, err := osc("demo", c.demoPass, "demo", "server", "group", "list", "-f", "json")
+	listOut, err := demoCLI.try("server", "group", "list", "-f", "json")
 	if err != nil || !strings.Contains(listOut, gid) {
 		t.Errorf("server group list (%v): %s", err, listOut)
 	}
 
 	// Deleting a member frees its place: a new member may take it.
-	if out, err := osc("demo", c.demoPass, "demo", "server", "delete", "--wait", "ga-3", ids[0]); err != nil {
+	if out, err := demoCLI.try("server", "delete", "--wait", "ga-3", ids[0]); err != nil {
 		t.Fatalf("server delete: %v\n%s", err, out)
 	}
 	s := demo("server", "create", "--image", "busybox", "--flavor", "m1.tiny", "--hint", "group="+gid, "--wait", "ga-4")
@@ -103,10 +78,10 @@ func TestServerGroupAntiAffinityCLI(t *testing.T) {
 		t.Errorf("ga-4 on %v, want the host ga-1 left (%s)", h, hosts["ga-1"])
 	}
 
-	if out, err := osc("demo", c.demoPass, "demo", "server", "group", "delete", gid); err != nil {
+	if out, err := demoCLI.try("server", "group", "delete", gid); err != nil {
 		t.Fatalf("server group delete: %v\n%s", err, out)
 	}
-	listOut, err = osc("demo", c.demoPass, "demo", "server", "group", "list", "-f", "value")
+	listOut, err = demoCLI.try("server", "group", "list", "-f", "value")
 	if err != nil || strings.Contains(listOut, gid) {
 		t.Errorf("server group list after delete (%v): %q", err, listOut)
 	}

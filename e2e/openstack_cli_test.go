@@ -1,0 +1,52 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// openstackCLI runs the Debian openstack client against a test cloud as
+// one user in one project, the way a user at a shell would.
+type openstackCLI struct {
+	t   *testing.T
+	env []string
+}
+
+// openstack returns the CLI of user (password pass) scoped to project; the
+// test fails at once when python3-openstackclient is not installed.
+func (c *cloud) openstack(t *testing.T, user, pass, project string) *openstackCLI {
+	t.Helper()
+	if _, err := exec.LookPath("openstack"); err != nil {
+		t.Fatalf("the openstack CLI (python3-openstackclient) is required: %v", err)
+	}
+	return &openstackCLI{t: t, env: c.env(user, pass, project)}
+}
+
+// try runs one command and returns its combined output and error.
+func (o *openstackCLI) try(args ...string) (string, error) {
+	cmd := exec.Command("openstack", args...)
+	cmd.Env = o.env
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// run runs one command and fails the test when it fails.
+func (o *openstackCLI) run(args ...string) string {
+	o.t.Helper()
+	out, err := o.try(args...)
+	if err != nil {
+		o.t.Fatalf("openstack %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// json runs one command with -f json and decodes its output into v.
+func (o *openstackCLI) json(v any, args ...string) {
+	o.t.Helper()
+	out := o.run(append(args, "-f", "json")...)
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		o.t.Fatalf("openstack %s: not JSON: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
