@@ -58,7 +58,7 @@ func TestSuspendResumeReports(t *testing.T) {
 			r.PowerState = int(tc.seen)
 			mustSend(t, c, protocol.KindInstanceReport, r)
 			got := loadInst(t, st, inst.ID)
-			if got.VMState != string(tc.wantVM) || got.TaskState != "" || got.PowerState != int(tc.wantPower) {
+			if got.VMState != tc.wantVM || got.TaskState != "" || got.PowerState != int(tc.wantPower) {
 				t.Errorf("%s/%q/%d, want %s/none/%d", got.VMState, got.TaskState, got.PowerState, tc.wantVM, tc.wantPower)
 			}
 		})
@@ -102,7 +102,7 @@ func TestPowerSyncSuspended(t *testing.T) {
 	mustSend(t, c, protocol.KindPowerSync, ps)
 	for _, tc := range cases {
 		got := loadInst(t, st, tc.inst.ID)
-		if got.VMState != string(tc.vm) || got.PowerState != int(tc.power) || got.TaskState != "" {
+		if got.VMState != tc.vm || got.PowerState != int(tc.power) || got.TaskState != "" {
 			t.Errorf("seen %d: %s/%q/%d, want %s/none/%d", tc.seen, got.VMState, got.TaskState, got.PowerState, tc.vm, tc.power)
 		}
 	}
@@ -213,7 +213,7 @@ func TestBackupRotation(t *testing.T) {
 		if got := tags.deleted(); !slices.Equal(got, wantTags) {
 			t.Errorf("tags deleted = %v, want %v (newest first)", got, wantTags)
 		}
-		if got := loadInst(t, st, inst.ID); got.TaskState != "" || got.VMState != string(lifecycle.Active) {
+		if got := loadInst(t, st, inst.ID); got.TaskState != "" || got.VMState != lifecycle.Active {
 			t.Errorf("instance after the backup: %s/%q", got.VMState, got.TaskState)
 		}
 		// A duplicate report removes nothing more.

@@ -252,7 +252,7 @@ func (c *Conductor) updateIfTx(tx *gorm.DB, id string, vm lifecycle.VMState, tas
 }
 
 func (c *Conductor) onBuildReport(ctx context.Context, inst *store.Instance, r protocol.InstanceReport) error {
-	if inst.DeletedAt != nil || lifecycle.VMState(inst.VMState) != lifecycle.Building {
+	if inst.DeletedAt != nil || inst.VMState != lifecycle.Building {
 		c.log.Debug("stale build report ignored", "instance", inst.ID, "host", r.Host)
 		return nil
 	}
@@ -327,7 +327,7 @@ func (c *Conductor) failBuild(ctx context.Context, id, host string, fields map[s
 // failure r reports (r is a duplicate of a report already handled).
 func rescheduledBy(inst *store.Instance, r protocol.InstanceReport) bool {
 	tried := inst.TriedHostList()
-	return lifecycle.TaskState(inst.TaskState) == lifecycle.Scheduling && inst.Host == "" &&
+	return inst.TaskState == lifecycle.Scheduling && inst.Host == "" &&
 		r.Attempt > 0 && inst.BuildAttempts == r.Attempt+1 &&
 		len(tried) > 0 && tried[len(tried)-1] == r.Host
 }
@@ -352,7 +352,7 @@ func (c *Conductor) onDeleteReport(ctx context.Context, inst *store.Instance, r 
 	}
 	if !r.OK {
 		now := c.now()
-		_, err := c.updateIf(ctx, inst.ID, lifecycle.VMState(inst.VMState), lifecycle.Deleting, map[string]any{
+		_, err := c.updateIf(ctx, inst.ID, inst.VMState, lifecycle.Deleting, map[string]any{
 			"vm_state": string(lifecycle.Error), "task_state": "", "fault_code": 500, "fault_at": now,
 			"fault_message": "Failed to delete the instance on its host", "fault_details": r.Error,
 		})
@@ -407,13 +407,13 @@ func (c *Conductor) onActionReport(ctx context.Context, inst *store.Instance, r 
 		return nil
 	}
 	task := lifecycle.TaskOf(r.Action)
-	vm := lifecycle.VMState(inst.VMState)
+	vm := inst.VMState
 	if r.OK {
 		vm, _ = lifecycle.Outcome(r.Action)
 	}
 	fields := map[string]any{"task_state": "", "vm_state": string(vm),
 		"power_state": int(recordedPower(vm, lifecycle.PowerState(r.PowerState)))}
-	_, err := c.updateIf(ctx, inst.ID, lifecycle.VMState(inst.VMState), task, fields)
+	_, err := c.updateIf(ctx, inst.ID, inst.VMState, task, fields)
 	return err
 }
 
@@ -433,7 +433,7 @@ func (c *Conductor) onPowerSync(ctx context.Context, r protocol.PowerSync) error
 		if inst.DeletedAt != nil || inst.Host != r.Host || inst.TaskState != "" {
 			continue
 		}
-		vm := lifecycle.VMState(inst.VMState)
+		vm := inst.VMState
 		fields := map[string]any{"power_state": int(recordedPower(vm, lifecycle.PowerState(ps)))}
 		// A suspended container that stopped lost its memory: it is no
 		// more suspended than a paused one would be.
@@ -484,7 +484,7 @@ func (c *Conductor) instancesOnHost(ctx context.Context, host string) (protocol.
 			return out, err
 		}
 		out.Instances = append(out.Instances, protocol.ExpectedInstance{Spec: spec,
-			VMState: lifecycle.VMState(insts[i].VMState), TaskState: lifecycle.TaskState(insts[i].TaskState)})
+			VMState: insts[i].VMState, TaskState: insts[i].TaskState})
 	}
 	return out, nil
 }
@@ -505,7 +505,7 @@ func (c *Conductor) periodic(ctx context.Context) {
 	}
 	for _, inst := range stuck {
 		now := c.now()
-		ok, err := c.updateIf(ctx, inst.ID, lifecycle.Building, lifecycle.TaskState(inst.TaskState), map[string]any{
+		ok, err := c.updateIf(ctx, inst.ID, lifecycle.Building, inst.TaskState, map[string]any{
 			"vm_state": string(lifecycle.Error), "task_state": "", "fault_code": 500, "fault_at": now,
 			"fault_message": fmt.Sprintf("Build of instance %s timed out after %s", inst.ID, timeout),
 		})

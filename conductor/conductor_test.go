@@ -131,7 +131,7 @@ func TestBuildReportOK(t *testing.T) {
 		mustSend(t, c, protocol.KindInstanceReport, report(inst, "h1", lifecycle.ActCreate, "req-1", true))
 
 		got := loadInst(t, st, inst.ID)
-		if got.VMState != string(lifecycle.Active) || got.TaskState != "" || got.PowerState != int(lifecycle.Running) {
+		if got.VMState != lifecycle.Active || got.TaskState != "" || got.PowerState != int(lifecycle.Running) {
 			t.Errorf("state = %s/%q/%d, want active/none/running", got.VMState, got.TaskState, got.PowerState)
 		}
 		if got.LaunchedAt == nil || !got.LaunchedAt.Equal(testNow) {
@@ -171,7 +171,7 @@ func TestBuildReportFailureReschedules(t *testing.T) {
 		mustSend(t, c, protocol.KindInstanceReport, report(inst, "h1", lifecycle.ActCreate, "req-1", false))
 
 		got := loadInst(t, st, inst.ID)
-		if got.VMState != string(lifecycle.Building) || got.TaskState != string(lifecycle.Scheduling) || got.Host != "" {
+		if got.VMState != lifecycle.Building || got.TaskState != lifecycle.Scheduling || got.Host != "" {
 			t.Errorf("after a failed attempt: %s/%q on %q, want building/scheduling on no host", got.VMState, got.TaskState, got.Host)
 		}
 		if got.TriedHosts != "h1" || got.BuildAttempts != 2 || got.FaultMessage != "" {
@@ -203,7 +203,7 @@ func TestBuildReportFailureReschedules(t *testing.T) {
 		mustSend(t, c, protocol.KindInstanceReport, report(inst, "h2", lifecycle.ActCreate, "req-1", false))
 
 		got = loadInst(t, st, inst.ID)
-		if got.TaskState != string(lifecycle.Scheduling) || got.TriedHosts != "h1,h2" || got.BuildAttempts != 3 {
+		if got.TaskState != lifecycle.Scheduling || got.TriedHosts != "h1,h2" || got.BuildAttempts != 3 {
 			t.Errorf("after attempt 2: task %q tried %q attempts %d", got.TaskState, got.TriedHosts, got.BuildAttempts)
 		}
 		reqs = scheduleRequests(t, b)
@@ -230,7 +230,7 @@ func TestBuildReportFailureLastAttempt(t *testing.T) {
 		mustSend(t, c, protocol.KindInstanceReport, report(inst, "h1", lifecycle.ActCreate, "req-1", false))
 
 		got := loadInst(t, st, inst.ID)
-		if got.VMState != string(lifecycle.Error) || got.TaskState != "" || got.PowerState != 0 {
+		if got.VMState != lifecycle.Error || got.TaskState != "" || got.PowerState != 0 {
 			t.Errorf("state = %s/%q/%d, want error/none/0", got.VMState, got.TaskState, got.PowerState)
 		}
 		wantMsg := fmt.Sprintf("Exceeded maximum number of retries. Exhausted all hosts available for retrying build failures for instance %s.", inst.ID)
@@ -257,7 +257,7 @@ func TestBuildReportFailureLastAttempt(t *testing.T) {
 		c1 := newTestConductor(st, b, 1)
 		one := addInstance(t, st, onHost("h1"))
 		mustSend(t, c1, protocol.KindInstanceReport, report(one, "h1", lifecycle.ActCreate, "req-2", false))
-		if got := loadInst(t, st, one.ID); got.VMState != string(lifecycle.Error) || !strings.HasPrefix(got.FaultMessage, "Exceeded maximum number of retries") {
+		if got := loadInst(t, st, one.ID); got.VMState != lifecycle.Error || !strings.HasPrefix(got.FaultMessage, "Exceeded maximum number of retries") {
 			t.Errorf("single attempt: %s %q, want error with the retries fault", got.VMState, got.FaultMessage)
 		}
 	})
@@ -382,7 +382,7 @@ func TestRescheduleSurvivesPublishFailure(t *testing.T) {
 		t.Fatalf("scheduler got %+v, want [%+v]", reqs, want)
 	}
 	got := loadInst(t, st, inst.ID)
-	if got.TaskState != string(lifecycle.Scheduling) || got.BuildAttempts != 2 || got.TriedHosts != "h1" || got.Host != "" {
+	if got.TaskState != lifecycle.Scheduling || got.BuildAttempts != 2 || got.TriedHosts != "h1" || got.Host != "" {
 		t.Errorf("instance = task %q attempts %d tried %q host %q", got.TaskState, got.BuildAttempts, got.TriedHosts, got.Host)
 	}
 
@@ -411,7 +411,7 @@ func TestDeleteReport(t *testing.T) {
 		mustSend(t, c, protocol.KindInstanceReport, report(inst, "h1", lifecycle.ActDelete, "req-d", true))
 
 		got := loadInst(t, st, inst.ID)
-		if got.VMState != string(lifecycle.Deleted) || got.TaskState != "" || got.PowerState != 0 {
+		if got.VMState != lifecycle.Deleted || got.TaskState != "" || got.PowerState != 0 {
 			t.Errorf("state = %s/%q/%d, want deleted/none/0", got.VMState, got.TaskState, got.PowerState)
 		}
 		if got.DeletedAt == nil || !got.DeletedAt.Equal(testNow) || got.TerminatedAt == nil || !got.TerminatedAt.Equal(testNow) {
@@ -441,7 +441,7 @@ func TestDeleteReportFailure(t *testing.T) {
 	mustSend(t, c, protocol.KindInstanceReport, report(inst, "h1", lifecycle.ActDelete, "req-d", false))
 
 	got := loadInst(t, st, inst.ID)
-	if got.VMState != string(lifecycle.Error) || got.TaskState != "" || got.DeletedAt != nil {
+	if got.VMState != lifecycle.Error || got.TaskState != "" || got.DeletedAt != nil {
 		t.Errorf("state = %s/%q deleted_at %v, want error/none, not deleted", got.VMState, got.TaskState, got.DeletedAt)
 	}
 	if got.FaultCode != 500 || got.FaultMessage == "" || got.FaultDetails != "boom: delete failed" {
@@ -493,7 +493,7 @@ func TestActionReports(t *testing.T) {
 			addAction(t, st, inst.ID, string(tc.action), "req-ok")
 			mustSend(t, c, protocol.KindInstanceReport, report(inst, "h1", tc.action, "req-ok", true))
 			got := loadInst(t, st, inst.ID)
-			if got.VMState != string(tc.vm) || got.TaskState != "" || got.PowerState != int(tc.power) {
+			if got.VMState != tc.vm || got.TaskState != "" || got.PowerState != int(tc.power) {
 				t.Errorf("success: %s/%q/%d, want %s/none/%d", got.VMState, got.TaskState, got.PowerState, tc.vm, tc.power)
 			}
 			if evs := eventsOf(t, st, inst.ID, "req-ok"); len(evs) != 1 || evs[0].Result != "Success" {
@@ -506,7 +506,7 @@ func TestActionReports(t *testing.T) {
 			r.PowerState = int(startPower[tc.from])
 			mustSend(t, c, protocol.KindInstanceReport, r)
 			got = loadInst(t, st, inst.ID)
-			if got.VMState != string(tc.from) || got.TaskState != "" || got.PowerState != int(startPower[tc.from]) {
+			if got.VMState != tc.from || got.TaskState != "" || got.PowerState != int(startPower[tc.from]) {
 				t.Errorf("failure: %s/%q/%d, want %s/none/%d", got.VMState, got.TaskState, got.PowerState, tc.from, startPower[tc.from])
 			}
 
@@ -554,7 +554,7 @@ func TestHardRebootPreemptsReboot(t *testing.T) {
 	mustSend(t, c, protocol.KindInstanceReport, report(inst, "h1", lifecycle.ActReboot, "req-soft", false))
 	sameInstance(t, loadInst(t, st, inst.ID), before)
 	mustSend(t, c, protocol.KindInstanceReport, report(inst, "h1", lifecycle.ActRebootHard, "req-hard", true))
-	if got := loadInst(t, st, inst.ID); got.VMState != string(lifecycle.Active) || got.TaskState != "" {
+	if got := loadInst(t, st, inst.ID); got.VMState != lifecycle.Active || got.TaskState != "" {
 		t.Errorf("after the hard reboot: %s/%q", got.VMState, got.TaskState)
 	}
 }
@@ -603,7 +603,7 @@ func TestPowerSync(t *testing.T) {
 			t.Run(name, func(t *testing.T) { sameInstance(t, got, before[name]) })
 			continue
 		}
-		if got.VMState != string(e.vm) || got.PowerState != int(e.power) || got.TaskState != "" {
+		if got.VMState != e.vm || got.PowerState != int(e.power) || got.TaskState != "" {
 			t.Errorf("%s: %s/%q/%d, want %s/none/%d", name, got.VMState, got.TaskState, got.PowerState, e.vm, e.power)
 		}
 	}
@@ -632,7 +632,7 @@ func TestInstancesOnHost(t *testing.T) {
 		{onHost("h1"), state(lifecycle.Active, lifecycle.Deleting)},
 	} {
 		inst := addInstance(t, st, opts...)
-		want[inst.ID] = protocol.ExpectedInstance{VMState: lifecycle.VMState(inst.VMState), TaskState: lifecycle.TaskState(inst.TaskState)}
+		want[inst.ID] = protocol.ExpectedInstance{VMState: inst.VMState, TaskState: inst.TaskState}
 	}
 	addInstance(t, st, onHost("h1"), deletedAt(testNow))
 	addInstance(t, st, onHost("h2"), state(lifecycle.Active, lifecycle.NoTask))
@@ -716,7 +716,7 @@ func TestPeriodic(t *testing.T) {
 
 		for _, s := range []store.Instance{stuckSpawning, stuckScheduling} {
 			got := loadInst(t, st, s.ID)
-			if got.VMState != string(lifecycle.Error) || got.TaskState != "" || got.FaultCode != 500 ||
+			if got.VMState != lifecycle.Error || got.TaskState != "" || got.FaultCode != 500 ||
 				!strings.Contains(got.FaultMessage, "timed out") || !strings.Contains(got.FaultMessage, s.ID) {
 				t.Errorf("stuck build %s: %s/%q fault %d %q, want error with a timeout fault", s.TaskState, got.VMState, got.TaskState, got.FaultCode, got.FaultMessage)
 			}
@@ -747,10 +747,10 @@ func TestPeriodicBuildTimeoutFromConfig(t *testing.T) {
 	stuck := addInstance(t, st, createdAt(testNow.Add(-3*time.Minute)), state(lifecycle.Building, lifecycle.Scheduling))
 	fresh := addInstance(t, st, createdAt(testNow.Add(-time.Minute)), state(lifecycle.Building, lifecycle.Scheduling))
 	c.periodic(context.Background())
-	if got := loadInst(t, st, stuck.ID); got.VMState != string(lifecycle.Error) || !strings.Contains(got.FaultMessage, "2m0s") {
+	if got := loadInst(t, st, stuck.ID); got.VMState != lifecycle.Error || !strings.Contains(got.FaultMessage, "2m0s") {
 		t.Errorf("stuck: %s %q, want error after 2m0s", got.VMState, got.FaultMessage)
 	}
-	if got := loadInst(t, st, fresh.ID); got.VMState != string(lifecycle.Building) {
+	if got := loadInst(t, st, fresh.ID); got.VMState != lifecycle.Building {
 		t.Errorf("fresh build: %s, want still building", got.VMState)
 	}
 }

@@ -46,7 +46,7 @@ func addHost(t *testing.T, st *store.Store, host string) {
 type instOpt func(*store.Instance)
 
 func state(vm lifecycle.VMState, task lifecycle.TaskState) instOpt {
-	return func(i *store.Instance) { i.VMState, i.TaskState = string(vm), string(task) }
+	return func(i *store.Instance) { i.VMState, i.TaskState = vm, task }
 }
 func onHost(h string) instOpt { return func(i *store.Instance) { i.Host = h } }
 func power(ps lifecycle.PowerState) instOpt {
@@ -56,7 +56,7 @@ func attempts(n int) instOpt         { return func(i *store.Instance) { i.BuildA
 func tried(hosts string) instOpt     { return func(i *store.Instance) { i.TriedHosts = hosts } }
 func createdAt(at time.Time) instOpt { return func(i *store.Instance) { i.CreatedAt = at } }
 func deletedAt(at time.Time) instOpt {
-	return func(i *store.Instance) { i.DeletedAt = &at; i.VMState = string(lifecycle.Deleted); i.TaskState = "" }
+	return func(i *store.Instance) { i.DeletedAt = &at; i.VMState = lifecycle.Deleted; i.TaskState = "" }
 }
 
 // addInstance stores an instance (default: building/spawning on no host,
@@ -65,7 +65,7 @@ func addInstance(t *testing.T, st *store.Store, opts ...instOpt) store.Instance 
 	t.Helper()
 	inst := store.Instance{ID: uuid.NewString(), Name: "vm", ProjectID: "p1", UserID: "u1",
 		FlavorID: "f1", FlavorName: "m1.tiny", VCPUs: 1, MemoryMB: 512, RootGB: 1,
-		VMState: string(lifecycle.Building), TaskState: string(lifecycle.Spawning), BuildAttempts: 1,
+		VMState: lifecycle.Building, TaskState: lifecycle.Spawning, BuildAttempts: 1,
 		Hostname: "vm", CreatedAt: testNow.Add(-time.Minute), UpdatedAt: testNow.Add(-time.Minute)}
 	for _, o := range opts {
 		o(&inst)

@@ -134,7 +134,7 @@ func (a *fakeAgent) handle(ctx context.Context, m bus.Message) (any, error) {
 	seen := seenWork{Kind: m.Kind, Work: w}
 	var inst store.Instance
 	a.h.st.DB.Where("id = ?", w.InstanceID).Limit(1).Find(&inst)
-	seen.Task = inst.TaskState
+	seen.Task = string(inst.TaskState)
 	var p store.Port
 	a.h.st.DB.Where("device_id = ?", w.InstanceID).Order("created_at").Limit(1).Find(&p)
 	seen.PortHost = p.BindingHostID
@@ -346,7 +346,7 @@ func eventNames(evs []store.InstanceActionEvent) []string {
 }
 
 func status(inst store.Instance) string {
-	return lifecycle.Status(lifecycle.VMState(inst.VMState), lifecycle.TaskState(inst.TaskState))
+	return lifecycle.Status(inst.VMState, inst.TaskState)
 }
 
 // TestColdMigrationConfirm: a running server moves h1 → h2 (the only

@@ -32,7 +32,7 @@ func (c *Conductor) onRebuildReport(ctx context.Context, inst *store.Instance, r
 		fields["fault_message"] = fmt.Sprintf("Rebuild of instance %s failed", inst.ID)
 		fields["fault_details"] = r.Error
 	}
-	ok, err := c.updateIf(ctx, inst.ID, lifecycle.VMState(inst.VMState), lifecycle.Rebuilding, fields)
+	ok, err := c.updateIf(ctx, inst.ID, inst.VMState, lifecycle.Rebuilding, fields)
 	if err != nil {
 		return err
 	}

@@ -31,14 +31,14 @@ func TestRebuildReports(t *testing.T) {
 			// Another host's report is not this server's.
 			stray := report(inst, "h2", lifecycle.ActRebuild, "req-r", true)
 			mustSend(t, c, protocol.KindInstanceReport, stray)
-			if got := loadInst(t, st, inst.ID); got.TaskState != string(lifecycle.Rebuilding) {
+			if got := loadInst(t, st, inst.ID); got.TaskState != lifecycle.Rebuilding {
 				t.Fatalf("a report from h2 ended the rebuild: task %q", got.TaskState)
 			}
 			r := report(inst, "h1", lifecycle.ActRebuild, "req-r", true)
 			r.PowerState = int(tc.power)
 			mustSend(t, c, protocol.KindInstanceReport, r)
 			got := loadInst(t, st, inst.ID)
-			if got.VMState != string(tc.want) || got.TaskState != "" || got.PowerState != int(tc.power) || got.LaunchedAt == nil {
+			if got.VMState != tc.want || got.TaskState != "" || got.PowerState != int(tc.power) || got.LaunchedAt == nil {
 				t.Errorf("after rebuild: %s/%q/%d launched %v, want %s/none/%d", got.VMState, got.TaskState, got.PowerState,
 					got.LaunchedAt, tc.want, tc.power)
 			}
@@ -51,7 +51,7 @@ func TestRebuildReports(t *testing.T) {
 		r.Error = "pull image: not found"
 		mustSend(t, c, protocol.KindInstanceReport, r)
 		got := loadInst(t, st, inst.ID)
-		if got.VMState != string(lifecycle.Error) || got.TaskState != "" || got.FaultCode != 500 ||
+		if got.VMState != lifecycle.Error || got.TaskState != "" || got.FaultCode != 500 ||
 			got.FaultDetails != r.Error || got.FaultMessage == "" {
 			t.Errorf("after a failed rebuild: %s/%q fault %d %q %q", got.VMState, got.TaskState, got.FaultCode, got.FaultMessage, got.FaultDetails)
 		}
@@ -59,7 +59,7 @@ func TestRebuildReports(t *testing.T) {
 		ok := report(inst, "h1", lifecycle.ActRebuild, "req-f", true)
 		ok.PowerState = int(lifecycle.Running)
 		mustSend(t, c, protocol.KindInstanceReport, ok)
-		if got := loadInst(t, st, inst.ID); got.VMState != string(lifecycle.Error) {
+		if got := loadInst(t, st, inst.ID); got.VMState != lifecycle.Error {
 			t.Errorf("a stale report moved the server to %s", got.VMState)
 		}
 		if evs := eventsOf(t, st, inst.ID, "req-f"); len(evs) != 1 || evs[0].Result != "Error" {

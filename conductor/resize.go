@@ -31,7 +31,7 @@ func RestoreOldFlavor(inst *store.Instance) map[string]any { return store.Restor
 func ForgetOldFlavor() map[string]any { return store.ForgetOldFlavor() }
 
 // SetMigrationStatus is store.SetResizeStatus.
-func SetMigrationStatus(tx *gorm.DB, instanceID, status string) error {
+func SetMigrationStatus(tx *gorm.DB, instanceID string, status lifecycle.MigrationStatus) error {
 	return store.SetResizeStatus(tx, instanceID, status)
 }
 
@@ -54,8 +54,8 @@ func (c *Conductor) onResizeReport(ctx context.Context, inst *store.Instance, r 
 	if inst.DeletedAt != nil || inst.Host != r.Host {
 		return nil
 	}
-	task := lifecycle.TaskState(inst.TaskState)
-	from := lifecycle.ResizeOutcome(lifecycle.VMState(inst.ResizeFromState))
+	task := inst.TaskState
+	from := lifecycle.ResizeOutcome(inst.ResizeFromState)
 	return c.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		guard := func(vm lifecycle.VMState, tasks ...lifecycle.TaskState) *gorm.DB {
 			ts := make([]string, len(tasks))
@@ -78,7 +78,7 @@ func (c *Conductor) onResizeReport(ctx context.Context, inst *store.Instance, r 
 			if task != lifecycle.ResizePrep && task != lifecycle.ResizeFinish {
 				return nil
 			}
-			ok, err := apply(guard(lifecycle.VMState(inst.VMState), lifecycle.ResizePrep, lifecycle.ResizeFinish), map[string]any{
+			ok, err := apply(guard(inst.VMState, lifecycle.ResizePrep, lifecycle.ResizeFinish), map[string]any{
 				"vm_state": string(lifecycle.Resized), "task_state": "", "power_state": r.PowerState})
 			if err != nil || !ok {
 				return err
@@ -95,7 +95,7 @@ func (c *Conductor) onResizeReport(ctx context.Context, inst *store.Instance, r 
 				fields[k] = v
 			}
 			fields["vm_state"], fields["task_state"], fields["power_state"] = string(from), "", r.PowerState
-			ok, err := apply(guard(lifecycle.VMState(inst.VMState), lifecycle.ResizePrep, lifecycle.ResizeFinish), fields)
+			ok, err := apply(guard(inst.VMState, lifecycle.ResizePrep, lifecycle.ResizeFinish), fields)
 			if err != nil || !ok {
 				return err
 			}

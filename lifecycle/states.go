@@ -329,3 +329,21 @@ func RebuildOutcome(power PowerState) VMState {
 
 // TaskOf returns the task_state an action runs under.
 func TaskOf(action Action) TaskState { return rules[action].Task }
+
+// MigrationStatus is a migration's status (Nova's), for a live resize
+// and a cold migration alike.
+type MigrationStatus string
+
+// Migration statuses, in the order a resize or migration goes through
+// them.
+const (
+	MigrationPreMigrating  MigrationStatus = "pre-migrating"
+	MigrationMigrating     MigrationStatus = "migrating"
+	MigrationPostMigrating MigrationStatus = "post-migrating"
+	MigrationConfirming    MigrationStatus = "confirming"
+	MigrationFinished      MigrationStatus = "finished"
+	MigrationConfirmed     MigrationStatus = "confirmed"
+	MigrationReverting     MigrationStatus = "reverting"
+	MigrationReverted      MigrationStatus = "reverted"
+	MigrationError         MigrationStatus = "error"
+)

@@ -190,7 +190,7 @@ func (e *Engine) advance(ctx context.Context, m *store.Migration, force bool) er
 	case StepScheduling:
 		return e.schedule(ctx, m, inst)
 	case StepExporting:
-		if inst.TaskState == string(migratedTask) {
+		if inst.TaskState == migratedTask {
 			// Exported, but the conductor stopped before the import
 			// step was recorded.
 			return e.enterImporting(ctx, m)

@@ -177,7 +177,7 @@ func (e *Engine) Check(ctx context.Context, q protocol.MigrationCheck) (protocol
 		if d := e.deadline(m); (step == StepExporting || step == StepImporting) && !d.IsZero() && e.now().After(d) {
 			return reply(false, "step deadline passed")
 		}
-		if step == StepExporting && inst.TaskState != string(lifecycle.ResizeMigrating) {
+		if step == StepExporting && inst.TaskState != lifecycle.ResizeMigrating {
 			return reply(false, "export already reported")
 		}
 		return reply(true, "")

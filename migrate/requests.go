@@ -50,7 +50,7 @@ func begin(ctx context.Context, st *store.Store, req BeginRequest) (*store.Migra
 	if inst == nil {
 		return nil, errors.New("migrate: begin without an instance")
 	}
-	vm, task := lifecycle.VMState(inst.VMState), lifecycle.TaskState(inst.TaskState)
+	vm, task := inst.VMState, inst.TaskState
 	newTask, err := lifecycle.Begin(lifecycle.ActMigrate, vm, task)
 	if err != nil {
 		return nil, err
@@ -73,7 +73,7 @@ func begin(ctx context.Context, st *store.Store, req BeginRequest) (*store.Migra
 		Status: store.MigrationPreMigrating, SourceCompute: inst.Host, SourceNode: inst.Host,
 		OldFlavorID: inst.FlavorRowID, NewFlavorID: inst.FlavorRowID, Step: string(StepScheduling),
 		RequestedHost: req.Host, RequestID: req.RequestID, UserID: req.UserID, ProjectID: req.ProjectID,
-		SourceVMState: string(vm), StepStartedAt: &at, CreatedAt: at, UpdatedAt: at}
+		SourceVMState: vm, StepStartedAt: &at, CreatedAt: at, UpdatedAt: at}
 	fields := map[string]any{"task_state": string(newTask), "resize_from_state": string(vm), "updated_at": at}
 	if f := req.NewFlavor; f != nil {
 		m.NewFlavorID = f.ID
@@ -156,12 +156,12 @@ func pending(ctx context.Context, st *store.Store, instanceID string) (*store.Mi
 // one transaction the instance gets fields (guarded on its state), the
 // migration moves to step to with status, and the action is recorded.
 func settle(ctx context.Context, st *store.Store, inst *store.Instance, req Request, action lifecycle.Action, apiAction string,
-	fields func(m *store.Migration, task lifecycle.TaskState) map[string]any, to Step, status string) (*store.Migration, error) {
+	fields func(m *store.Migration, task lifecycle.TaskState) map[string]any, to Step, status lifecycle.MigrationStatus) (*store.Migration, error) {
 	m, err := pending(ctx, st, inst.ID)
 	if err != nil {
 		return nil, err
 	}
-	vm, task := lifecycle.VMState(inst.VMState), lifecycle.TaskState(inst.TaskState)
+	vm, task := inst.VMState, inst.TaskState
 	newTask, err := lifecycle.Begin(action, vm, task)
 	if err != nil {
 		return nil, err
@@ -208,7 +208,7 @@ func confirm(ctx context.Context, st *store.Store, inst *store.Instance, req Req
 	return settle(ctx, st, inst, req, lifecycle.ActConfirmResize, "confirmResize",
 		func(m *store.Migration, _ lifecycle.TaskState) map[string]any {
 			f := store.ForgetOldFlavor()
-			f["vm_state"] = string(lifecycle.ResizeOutcome(lifecycle.VMState(m.SourceVMState)))
+			f["vm_state"] = string(lifecycle.ResizeOutcome(m.SourceVMState))
 			f["task_state"] = string(lifecycle.NoTask)
 			return f
 		}, StepConfirming, store.MigrationConfirming)

@@ -9,6 +9,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/store"
 )
@@ -99,7 +100,7 @@ func (s Step) HostOf(m *store.Migration) string {
 }
 
 // Terminal migration statuses: the user-visible outcome is final.
-var terminalStatuses = []string{store.MigrationConfirmed, store.MigrationReverted, store.MigrationError}
+var terminalStatuses = []lifecycle.MigrationStatus{store.MigrationConfirmed, store.MigrationReverted, store.MigrationError}
 
 // ErrBadTransition is a move the step machine does not allow: a bug.
 var ErrBadTransition = errors.New("migration step transition not allowed")

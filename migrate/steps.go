@@ -25,7 +25,7 @@ var errInstanceChanged = errors.New("the instance left the state the migration e
 
 // updateInstance applies fields to instance id while it is not deleted,
 // its vm_state is vm ("" = any) and its task one of tasks.
-func updateInstance(tx *gorm.DB, id string, vm string, tasks []lifecycle.TaskState, fields map[string]any) error {
+func updateInstance(tx *gorm.DB, id string, vm lifecycle.VMState, tasks []lifecycle.TaskState, fields map[string]any) error {
 	ts := make([]string, len(tasks))
 	for i, t := range tasks {
 		ts[i] = string(t)

@@ -60,7 +60,7 @@ func (s *Scheduler) schedule(ctx context.Context, req protocol.ScheduleInstance)
 	if err != nil {
 		return bus.Retry(err)
 	}
-	if inst.DeletedAt != nil || lifecycle.VMState(inst.VMState) != lifecycle.Building {
+	if inst.DeletedAt != nil || inst.VMState != lifecycle.Building {
 		log.Debug("instance no longer building; schedule request ignored", "vm_state", inst.VMState)
 		return nil
 	}
@@ -69,7 +69,7 @@ func (s *Scheduler) schedule(ctx context.Context, req protocol.ScheduleInstance)
 		return nil
 	}
 	attempt := max(req.Attempt, inst.BuildAttempts, 1)
-	switch lifecycle.TaskState(inst.TaskState) {
+	switch inst.TaskState {
 	case lifecycle.Scheduling:
 	case lifecycle.Spawning:
 		return s.resend(ctx, inst, req, attempt)

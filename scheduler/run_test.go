@@ -25,7 +25,7 @@ func newInstance(t *testing.T, st *store.Store, id string, mod ...func(*store.In
 	}
 	inst := store.Instance{ID: id, Name: "vm-" + id, Hostname: "vm-" + id, ProjectID: "p1", UserID: "u1",
 		ImageID: img.ID, VCPUs: 1, MemoryMB: 512, RootGB: 5, ExtraSpecs: `{"hw:cpu_policy":"shared"}`,
-		Metadata: `{"role":"web"}`, VMState: string(lifecycle.Building), TaskState: string(lifecycle.Scheduling),
+		Metadata: `{"role":"web"}`, VMState: lifecycle.Building, TaskState: lifecycle.Scheduling,
 		BuildAttempts: 1}
 	for _, m := range mod {
 		m(&inst)

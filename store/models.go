@@ -2,6 +2,8 @@ package store
 
 import (
 	"time"
+
+	"github.com/capsule-cloud/capsule/lifecycle"
 )
 
 // The models below are the database schema. API views live in
@@ -127,8 +129,8 @@ type Instance struct {
 	ExtraSpecs       string // JSON object
 	Host             string `gorm:"size:255;index"`
 	AvailabilityZone string
-	VMState          string `gorm:"size:32;index"`
-	TaskState        string `gorm:"size:32"`
+	VMState          lifecycle.VMState   `gorm:"size:32;index"`
+	TaskState        lifecycle.TaskState `gorm:"size:32"`
 	PowerState       int
 	Metadata         string // JSON object
 	AccessIPv4       string
@@ -168,8 +170,8 @@ type Instance struct {
 	OldVCPUs        int `gorm:"column:old_vcpus"`
 	OldMemoryMB     int
 	OldRootGB       int
-	OldExtraSpecs   string // JSON object
-	ResizeFromState string `gorm:"size:32"`
+	OldExtraSpecs   string            // JSON object
+	ResizeFromState lifecycle.VMState `gorm:"size:32"`
 	LaunchedAt      *time.Time
 	TerminatedAt    *time.Time
 	CreatedAt       time.Time `gorm:"index"`
@@ -260,11 +262,11 @@ type Claim struct {
 // persisted before each step's work is sent, so a restarted conductor
 // resumes (or rolls back) from the row alone.
 type Migration struct {
-	ID            uint   `gorm:"primaryKey"`
-	UUID          string `gorm:"size:64;uniqueIndex"`
-	InstanceID    string `gorm:"size:64;index"`
-	MigrationType string // migration | resize
-	Status        string // Nova's: pre-migrating, migrating, post-migrating, finished, confirming, confirmed, reverting, reverted, error
+	ID            uint                      `gorm:"primaryKey"`
+	UUID          string                    `gorm:"size:64;uniqueIndex"`
+	InstanceID    string                    `gorm:"size:64;index"`
+	MigrationType string                    // migration | resize
+	Status        lifecycle.MigrationStatus // Nova's: pre-migrating, migrating, post-migrating, finished, confirming, confirmed, reverting, reverted, error
 	SourceCompute string
 	SourceNode    string
 	DestCompute   string
@@ -274,19 +276,19 @@ type Migration struct {
 	NewFlavorID   uint
 	Step          string `gorm:"size:32;index"` // migrate.Step; "" for a live resize
 	// Cold-migration bookkeeping (package migrate).
-	RequestedHost  string     // the host an admin asked for ("" = the scheduler's choice)
-	RequestID      string     `gorm:"size:64"` // request id of the action the current steps belong to
-	UserID         string     `gorm:"size:64"`
-	ProjectID      string     `gorm:"size:64"`
-	SourceVMState  string     `gorm:"size:32"` // active | stopped: what the instance returns to
-	SnapshotRef    string     // registry reference of the migration's commit
-	SnapshotDigest string     // manifest digest pushed (deleting the tag needs it)
-	ImageBytes     int64      // compressed bytes of the layers the export pushed
-	PushedBytes    int64      // progress of the push
-	PulledBytes    int64      // progress of the pull
-	Rollback       bool       // the steps after a failure: ends in error, not reverted
-	ErrorMessage   string     // why it failed (also the instance's fault)
-	StepStartedAt  *time.Time // deadline base of the current step
+	RequestedHost  string            // the host an admin asked for ("" = the scheduler's choice)
+	RequestID      string            `gorm:"size:64"` // request id of the action the current steps belong to
+	UserID         string            `gorm:"size:64"`
+	ProjectID      string            `gorm:"size:64"`
+	SourceVMState  lifecycle.VMState `gorm:"size:32"` // active | stopped: what the instance returns to
+	SnapshotRef    string            // registry reference of the migration's commit
+	SnapshotDigest string            // manifest digest pushed (deleting the tag needs it)
+	ImageBytes     int64             // compressed bytes of the layers the export pushed
+	PushedBytes    int64             // progress of the push
+	PulledBytes    int64             // progress of the pull
+	Rollback       bool              // the steps after a failure: ends in error, not reverted
+	ErrorMessage   string            // why it failed (also the instance's fault)
+	StepStartedAt  *time.Time        // deadline base of the current step
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
 }

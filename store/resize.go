@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"gorm.io/gorm"
+
+	"github.com/capsule-cloud/capsule/lifecycle"
 )
 
 // ResizeClaim atomically changes instanceID's claim on host to want: the
@@ -79,18 +81,18 @@ func ResizeClaimTx(tx *gorm.DB, instanceID, host string, want Resources) error {
 	return nil
 }
 
-// Migration statuses of a resize (Nova's), in the order a resize goes
-// through them.
+// Migration statuses (lifecycle.MigrationStatus), kept under these names
+// for the store's callers.
 const (
-	MigrationPreMigrating  = "pre-migrating"
-	MigrationMigrating     = "migrating"
-	MigrationPostMigrating = "post-migrating"
-	MigrationConfirming    = "confirming"
-	MigrationFinished      = "finished"
-	MigrationConfirmed     = "confirmed"
-	MigrationReverting     = "reverting"
-	MigrationReverted      = "reverted"
-	MigrationError         = "error"
+	MigrationPreMigrating  = lifecycle.MigrationPreMigrating
+	MigrationMigrating     = lifecycle.MigrationMigrating
+	MigrationPostMigrating = lifecycle.MigrationPostMigrating
+	MigrationConfirming    = lifecycle.MigrationConfirming
+	MigrationFinished      = lifecycle.MigrationFinished
+	MigrationConfirmed     = lifecycle.MigrationConfirmed
+	MigrationReverting     = lifecycle.MigrationReverting
+	MigrationReverted      = lifecycle.MigrationReverted
+	MigrationError         = lifecycle.MigrationError
 )
 
 // RestoreOldFlavor returns the instance fields that put inst's flavor copy
@@ -113,7 +115,7 @@ func ForgetOldFlavor() map[string]any {
 
 // SetResizeStatus sets the status of instanceID's newest resize
 // migration.
-func SetResizeStatus(tx *gorm.DB, instanceID, status string) error {
+func SetResizeStatus(tx *gorm.DB, instanceID string, status lifecycle.MigrationStatus) error {
 	var m Migration
 	err := tx.Where("instance_id = ? AND migration_type = ?", instanceID, "resize").Order("id DESC").Limit(1).Find(&m).Error
 	if err != nil {

@@ -197,7 +197,7 @@ func (s *Service) consoleOutput(w http.ResponseWriter, r *http.Request, inst *st
 		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute length. Value must be >= -1.")
 		return
 	}
-	if inst.Host == "" || lifecycle.VMState(inst.VMState) == lifecycle.Building {
+	if inst.Host == "" || inst.VMState == lifecycle.Building {
 		writeError(w, http.StatusConflict, fmt.Sprintf("Instance %s is not ready yet.", inst.ID))
 		return
 	}

@@ -32,7 +32,7 @@ func (s *Service) serverDiagnostics(w http.ResponseWriter, r *http.Request) {
 	// No host, or not built yet: there is nothing to measure. A stopped
 	// server is answered (state shutdown, no counters), as libvirt
 	// answers for a shut-off domain.
-	if inst.Host == "" || lifecycle.VMState(inst.VMState) == lifecycle.Building {
+	if inst.Host == "" || inst.VMState == lifecycle.Building {
 		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot 'get_diagnostics' instance %s while it is in vm_state %s", inst.ID, inst.VMState))
 		return
 	}

@@ -62,7 +62,7 @@ func (s *Service) interfaceState(w http.ResponseWriter, r *http.Request, inst *s
 		writeError(w, http.StatusConflict, fmt.Sprintf("Instance %s is locked", inst.ID))
 		return false
 	}
-	switch lifecycle.VMState(inst.VMState) {
+	switch inst.VMState {
 	case lifecycle.Active, lifecycle.Paused, lifecycle.Stopped:
 	default:
 		stateConflict(w, inst, apiName)

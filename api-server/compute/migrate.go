@@ -168,7 +168,7 @@ func (s *Service) migrateFailed(w http.ResponseWriter, inst *store.Instance, api
 	case err == nil:
 		return false
 	case errors.As(err, &conflict):
-		stateConflict(w, &store.Instance{ID: inst.ID, VMState: string(conflict.VM), TaskState: string(conflict.Task)}, apiName)
+		stateConflict(w, &store.Instance{ID: inst.ID, VMState: conflict.VM, TaskState: conflict.Task}, apiName)
 	case errors.Is(err, migrate.ErrStateChanged):
 		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot '%s' instance %s: its state changed meanwhile", apiName, inst.ID))
 	case errors.Is(err, migrate.ErrNoPending):
@@ -208,7 +208,7 @@ func (s *Service) finishCold(w http.ResponseWriter, r *http.Request, inst *store
 	if confirm {
 		act, apiName, finish, status = lifecycle.ActConfirmResize, "confirmResize", s.mig.Confirm, http.StatusNoContent
 	}
-	if _, err := lifecycle.Begin(act, lifecycle.VMState(inst.VMState), lifecycle.TaskState(inst.TaskState)); err != nil {
+	if _, err := lifecycle.Begin(act, inst.VMState, inst.TaskState); err != nil {
 		stateConflict(w, inst, apiName)
 		return true
 	}
@@ -245,7 +245,7 @@ func (s *Service) evacuate(w http.ResponseWriter, r *http.Request) {
 }
 
 // terminalMigration are the statuses of a migration that is over.
-var terminalMigration = []string{store.MigrationConfirmed, store.MigrationReverted, store.MigrationError,
+var terminalMigration = []lifecycle.MigrationStatus{store.MigrationConfirmed, store.MigrationReverted, store.MigrationError,
 	"failed", "done", "cancelled", "completed"}
 
 // serverMigrationView is a migration as os-server-migrations shows it.

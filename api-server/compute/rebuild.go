@@ -126,7 +126,7 @@ func (s *Service) rebuildServer(w http.ResponseWriter, r *http.Request, inst *st
 	if !ok {
 		return
 	}
-	vm, task := lifecycle.VMState(inst.VMState), lifecycle.TaskState(inst.TaskState)
+	vm, task := inst.VMState, inst.TaskState
 	newTask, err := lifecycle.Begin(lifecycle.ActRebuild, vm, task)
 	if err != nil {
 		stateConflict(w, inst, "rebuild")
@@ -138,7 +138,7 @@ func (s *Service) rebuildServer(w http.ResponseWriter, r *http.Request, inst *st
 	}
 	// The spec is made before anything is written, so a server whose NICs
 	// or image cannot be read is refused untouched.
-	updated.TaskState = string(newTask)
+	updated.TaskState = newTask
 	spec, err := scheduler.SpecFor(ctx, s.st, updated)
 	if err != nil || spec.ImageRef == "" {
 		s.log.Error("rebuild spec", "instance", inst.ID, "error", err)

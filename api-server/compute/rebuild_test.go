@@ -44,7 +44,7 @@ func TestContractRebuild(t *testing.T) {
 			if err := msgs[len(msgs)-1].Decode(&req); err != nil {
 				t.Fatal(err)
 			}
-			wantStart := lifecycle.VMState(before.VMState) != lifecycle.Stopped
+			wantStart := before.VMState != lifecycle.Stopped
 			if req.Spec.ID != id || req.Spec.ImageRef != "127.0.0.1:5050/capsule/other:1" || req.Start != wantStart ||
 				req.Spec.Name != "rebuilt-"+v.String() || req.Spec.Metadata["m"] != "1" {
 				t.Errorf("rebuild cast %+v (start %v)", req.Spec, req.Start)

@@ -38,7 +38,7 @@ func stateConflict(w http.ResponseWriter, inst *store.Instance, apiName string) 
 // that inst runs somewhere, for actions its host must carry out; it writes
 // the 409 itself and returns the task state to set.
 func beginOnHost(w http.ResponseWriter, inst *store.Instance, action lifecycle.Action, apiName string) (lifecycle.TaskState, bool) {
-	newTask, err := lifecycle.Begin(action, lifecycle.VMState(inst.VMState), lifecycle.TaskState(inst.TaskState))
+	newTask, err := lifecycle.Begin(action, inst.VMState, inst.TaskState)
 	if err != nil {
 		stateConflict(w, inst, apiName)
 		return "", false
@@ -109,7 +109,7 @@ func (s *Service) resizeServer(w http.ResponseWriter, r *http.Request, inst *sto
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("Flavor %s has invalid extra specs: %v", flavor.FlavorID, err))
 		return
 	}
-	vm, task := lifecycle.VMState(inst.VMState), lifecycle.TaskState(inst.TaskState)
+	vm, task := inst.VMState, inst.TaskState
 	newTask, ok := beginOnHost(w, inst, lifecycle.ActResize, "resize")
 	if !ok {
 		return
@@ -255,13 +255,13 @@ func (s *Service) confirmResize(w http.ResponseWriter, r *http.Request, inst *st
 	}
 	ctx := r.Context()
 	creds := auth.FromContext(ctx)
-	vm, task := lifecycle.VMState(inst.VMState), lifecycle.TaskState(inst.TaskState)
+	vm, task := inst.VMState, inst.TaskState
 	if _, err := lifecycle.Begin(lifecycle.ActConfirmResize, vm, task); err != nil {
 		stateConflict(w, inst, "confirmResize")
 		return
 	}
 	now := s.opts.Now()
-	back := lifecycle.ResizeOutcome(lifecycle.VMState(inst.ResizeFromState))
+	back := lifecycle.ResizeOutcome(inst.ResizeFromState)
 	err := s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		fields := conductor.ForgetOldFlavor()
 		fields["vm_state"], fields["task_state"], fields["updated_at"] = string(back), "", now
@@ -302,7 +302,7 @@ func (s *Service) revertResize(w http.ResponseWriter, r *http.Request, inst *sto
 	}
 	ctx := r.Context()
 	creds := auth.FromContext(ctx)
-	vm, task := lifecycle.VMState(inst.VMState), lifecycle.TaskState(inst.TaskState)
+	vm, task := inst.VMState, inst.TaskState
 	newTask, err := lifecycle.Begin(lifecycle.ActRevertResize, vm, task)
 	if err != nil {
 		stateConflict(w, inst, "revertResize")

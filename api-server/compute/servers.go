@@ -304,7 +304,7 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 			ID: newUUID(), Name: name, ProjectID: creds.ProjectID, UserID: creds.UserID, ImageID: img.ID,
 			FlavorRowID: flavor.ID, FlavorID: flavor.FlavorID, FlavorName: flavor.Name, VCPUs: flavor.VCPUs,
 			MemoryMB: flavor.MemoryMB, RootGB: flavor.RootGB, ExtraSpecs: string(specsJSON),
-			AvailabilityZone: zone, VMState: string(lifecycle.Building), TaskState: string(lifecycle.Scheduling),
+			AvailabilityZone: zone, VMState: lifecycle.Building, TaskState: lifecycle.Scheduling,
 			Metadata: string(metaJSON), AccessIPv4: ip4, AccessIPv6: ip6,
 			Description: in.Description, UserData: userData, ReservationID: resID, LaunchIndex: i,
 			Hostname: hostnameFor(name), BuildAttempts: 1, RequestedHost: forcedHost, Tags: store.EncodeTags(in.Tags),
@@ -736,7 +736,7 @@ var errStateChanged = errors.New("instance state changed meanwhile")
 func (s *Service) startAction(w http.ResponseWriter, r *http.Request, inst *store.Instance, action lifecycle.Action, apiName string) error {
 	ctx := r.Context()
 	creds := auth.FromContext(ctx)
-	vm, task := lifecycle.VMState(inst.VMState), lifecycle.TaskState(inst.TaskState)
+	vm, task := inst.VMState, inst.TaskState
 	newTask, err := lifecycle.Begin(action, vm, task)
 	if err != nil {
 		stateConflict(w, inst, apiName)
@@ -799,7 +799,7 @@ func (s *Service) startAction(w http.ResponseWriter, r *http.Request, inst *stor
 		writeError(w, http.StatusServiceUnavailable, "The compute host is unreachable; try again later.")
 		return err
 	}
-	inst.TaskState = string(newTask)
+	inst.TaskState = newTask
 	return nil
 }
 

@@ -148,7 +148,7 @@ func backupRotation(raw json.RawMessage) (int, error) {
 func (s *Service) startSnapshot(w http.ResponseWriter, r *http.Request, inst *store.Instance, in snapshotRequest) {
 	ctx := r.Context()
 	creds := auth.FromContext(ctx)
-	vm, task := lifecycle.VMState(inst.VMState), lifecycle.TaskState(inst.TaskState)
+	vm, task := inst.VMState, inst.TaskState
 	newTask, ok := beginOnHost(w, inst, in.act, in.apiName)
 	if !ok {
 		return

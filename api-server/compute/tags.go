@@ -56,7 +56,7 @@ func (s *Service) tagTarget(w http.ResponseWriter, r *http.Request, changing boo
 	if !ok {
 		return nil, false
 	}
-	if changing && !slices.Contains(taggable, lifecycle.VMState(inst.VMState)) {
+	if changing && !slices.Contains(taggable, inst.VMState) {
 		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot 'update tags' instance %s while it is in vm_state %s", inst.ID, inst.VMState))
 		return nil, false
 	}

@@ -62,8 +62,8 @@ func (s *Service) serverView(r *http.Request, inst *store.Instance, kind viewKin
 	v := versionOf(r.Context())
 	creds := auth.FromContext(r.Context())
 	isAdmin := creds != nil && creds.IsAdmin()
-	vm := lifecycle.VMState(inst.VMState)
-	task := lifecycle.TaskState(inst.TaskState)
+	vm := inst.VMState
+	task := inst.TaskState
 	status := lifecycle.Status(vm, task)
 
 	out := map[string]any{
