@@ -192,6 +192,4 @@ func sameInstance(t *testing.T, got, want store.Instance) {
 
 func openSQLite(t *testing.T) *store.Store { return storetest.SQLite(t) }
 
-func openPostgres(t *testing.T) *store.Store { return storetest.Postgres(t) }
-
 func forEachDB(t *testing.T, f func(t *testing.T, st *store.Store)) { storetest.ForEach(t, f) }

@@ -167,6 +167,9 @@ func TestLiveResize(t *testing.T) {
 		t.Errorf("migration statuses %v, want one reverted and one confirmed", statuses)
 	}
 	st, body = raw(t, demo, "GET", "servers/"+srv.ID+"/os-instance-actions", "")
+	if st != 200 {
+		t.Fatalf("os-instance-actions = %d %v", st, body)
+	}
 	var acts []string
 	for _, a := range body["instanceActions"].([]any) {
 		acts = append(acts, a.(map[string]any)["action"].(string))

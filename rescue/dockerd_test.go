@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -333,7 +332,8 @@ func TestRescueWithDockerdStopped(t *testing.T) {
 
 	// The CLI, as an operator runs it: by name, from --list.
 	bin := filepath.Join(d.dir, "capsule")
-	build := exec.CommandContext(ctx, goBin(), "build", "-o", bin, "./cmd/capsule")
+	// "go test" puts its own GOROOT/bin first on the PATH of the tests.
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/capsule")
 	build.Dir = ".."
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build capsule: %v\n%s", err, out)
@@ -354,11 +354,4 @@ func TestRescueWithDockerdStopped(t *testing.T) {
 		t.Errorf("CLI manifest: %+v, %v", mm, err)
 	}
 	t.Logf("capsule rescue-data: %s", cout)
-}
-
-func goBin() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
 }

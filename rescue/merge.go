@@ -42,22 +42,6 @@ type Stats struct {
 	Warnings   []string `json:"warnings,omitempty"`
 }
 
-func (s *Stats) add(o Stats) {
-	s.Files += o.Files
-	s.Dirs += o.Dirs
-	s.Symlinks += o.Symlinks
-	s.Hardlinks += o.Hardlinks
-	s.Others += o.Others
-	s.Bytes += o.Bytes
-	s.Skipped += o.Skipped
-	s.ReadErrors += o.ReadErrors
-	for _, w := range o.Warnings {
-		if len(s.Warnings) < maxWarnings {
-			s.Warnings = append(s.Warnings, w)
-		}
-	}
-}
-
 // readErr records a source that could not be read.
 func (s *Stats) readErr(format string, args ...any) {
 	s.ReadErrors++

@@ -63,6 +63,4 @@ func configWithWeigher(w string) config.Scheduler {
 
 func openSQLite(t *testing.T) *store.Store { return storetest.SQLite(t) }
 
-func openPostgres(t *testing.T) *store.Store { return storetest.Postgres(t) }
-
 func forEachDB(t *testing.T, f func(t *testing.T, st *store.Store)) { storetest.ForEach(t, f) }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 
@@ -160,6 +161,11 @@ func TestPoolExhaustion(t *testing.T) {
 				t.Fatalf("allocation %d: %v", i, err)
 			}
 			got = append(got, p.FixedIPs[0].IPAddress)
+		}
+		// The pool's three addresses, each handed out once.
+		slices.Sort(got)
+		if want := []string{"10.7.0.2", "10.7.0.3", "10.7.0.4"}; !slices.Equal(got, want) {
+			t.Fatalf("allocated %v, want %v", got, want)
 		}
 		if _, err := st.AllocatePort(ctx, store.PortRequest{NetworkID: n.ID}); !errors.Is(err, store.ErrIPGenerationFailure) {
 			t.Fatalf("exhausted pool: %v", err)

@@ -171,6 +171,9 @@ func TestCreateServerCastsToScheduler(t *testing.T) {
 		t.Errorf("request id %q vs header %q", req.RequestID, resp.Header.Get("x-compute-request-id"))
 	}
 	resp, body = f.do("GET", "/v2.1/servers/"+id, "demo", "")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("show = %d %v", resp.StatusCode, body)
+	}
 	srv := body["server"].(map[string]any)
 	if srv["status"] != "BUILD" || srv["OS-EXT-STS:task_state"] != "scheduling" || srv["metadata"].(map[string]any)["a"] != "b" {
 		t.Errorf("show = %v", srv)
@@ -179,6 +182,9 @@ func TestCreateServerCastsToScheduler(t *testing.T) {
 		t.Error("non-admin sees OS-EXT-SRV-ATTR:host")
 	}
 	resp, body = f.do("GET", "/v2.1/servers/"+id+"/os-instance-actions", "demo", "")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("instance actions = %d %v", resp.StatusCode, body)
+	}
 	acts := body["instanceActions"].([]any)
 	if len(acts) != 1 || acts[0].(map[string]any)["action"] != "create" || acts[0].(map[string]any)["request_id"] != req.RequestID {
 		t.Errorf("actions = %v", acts)

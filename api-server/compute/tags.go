@@ -1,7 +1,6 @@
 package compute
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -236,13 +235,4 @@ func (f tagFilter) match(tags []string) bool {
 		return false
 	}
 	return true
-}
-
-// decodeCreateTags reads the "tags" of a server create (2.52).
-func decodeCreateTags(raw json.RawMessage) ([]string, string) {
-	var tags []string
-	if err := json.Unmarshal(raw, &tags); err != nil {
-		return nil, "Invalid input for field/attribute tags. Value must be a list of strings."
-	}
-	return tags, validTagList(tags)
 }

@@ -295,7 +295,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, sess *session, tit
 		http.Redirect(w, r, "/login?expired=1", http.StatusSeeOther)
 		return
 	}
-	msg := err.Error()
+	var msg string
 	var ae *APIError
 	if errors.As(err, &ae) {
 		msg = ae.Message
