@@ -3,6 +3,8 @@ package compute
 import (
 	"encoding/json"
 	"net/http"
+
+	"github.com/capsule-cloud/capsule/errdefs"
 )
 
 // faultNames are Nova's error body keys by status (wsgi.Fault._fault_names).
@@ -10,6 +12,53 @@ var faultNames = map[int]string{
 	400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "itemNotFound", 405: "badMethod",
 	409: "conflictingRequest", 413: "overLimit", 415: "badMediaType", 429: "overLimit",
 	501: "notImplemented", 503: "serviceUnavailable",
+}
+
+// statusOf is the one table from an error kind to the Compute API's
+// status; the fault body's name follows from the status (faultNames), as
+// in Nova. Quotas are 403 in Nova (QuotaError is a Forbidden), a state
+// that forbids an action is 409 (InstanceInvalidState is a conflict).
+func statusOf(k errdefs.Kind) int {
+	switch k {
+	case errdefs.ErrInvalidArgument:
+		return http.StatusBadRequest
+	case errdefs.ErrUnauthenticated:
+		return http.StatusUnauthorized
+	case errdefs.ErrForbidden, errdefs.ErrQuotaExceeded:
+		return http.StatusForbidden
+	case errdefs.ErrNotFound:
+		return http.StatusNotFound
+	case errdefs.ErrConflict, errdefs.ErrFailedPrecondition:
+		return http.StatusConflict
+	case errdefs.ErrNotSupported:
+		return http.StatusNotImplemented
+	case errdefs.ErrUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+// unexpectedError is Nova's message for a failure it does not classify.
+const unexpectedError = "Unexpected API Error."
+
+// fail answers err as a Nova fault: a classified error (package errdefs)
+// with its kind's status and its safe message; anything else is logged
+// and answered 500 without details.
+func (s *Service) fail(w http.ResponseWriter, r *http.Request, err error) {
+	k := errdefs.KindOf(err)
+	if k == "" {
+		s.log.ErrorContext(r.Context(), "compute request failed", "error", err, "method", r.Method, "path", r.URL.Path)
+	}
+	writeError(w, statusOf(k), clientMessage(err))
+}
+
+// clientMessage is what a client is told of err: its safe message, or
+// Nova's generic text for an unclassified error.
+func clientMessage(err error) string {
+	if msg := errdefs.Message(err); msg != "" {
+		return msg
+	}
+	return unexpectedError
 }
 
 // writeError writes a Nova fault body: {"<faultName>": {"code", "message"}}.

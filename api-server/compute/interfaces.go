@@ -14,6 +14,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/scheduler"
@@ -112,23 +113,23 @@ func (s *Service) serverPort(w http.ResponseWriter, r *http.Request, inst *store
 // parseAttach validates the body into one NIC request, with Nova's
 // messages. A port must exist, be visible and free; a network must be
 // visible; neither picks the project's network (firstNetwork).
-func (s *Service) parseAttach(ctx context.Context, body attachBody) (nicRequest, *netFault) {
+func (s *Service) parseAttach(ctx context.Context, body attachBody) (nicRequest, error) {
 	if body.InterfaceAttachment == nil {
 		return s.firstNetwork(ctx)
 	}
 	a := body.InterfaceAttachment
 	if a.PortID != "" && a.NetID != "" {
-		return nicRequest{}, badNet("Must not input both network_id and port_id")
+		return nicRequest{}, errdefs.InvalidArgumentf("Must not input both network_id and port_id")
 	}
 	if len(a.FixedIPs) > 1 {
-		return nicRequest{}, badNet("Invalid input for field/attribute fixed_ips. Value: %d items. List is too long", len(a.FixedIPs))
+		return nicRequest{}, errdefs.InvalidArgumentf("Invalid input for field/attribute fixed_ips. Value: %d items. List is too long", len(a.FixedIPs))
 	}
 	if len(a.FixedIPs) == 1 && a.NetID == "" {
-		return nicRequest{}, badNet("Must input network_id when request IP address")
+		return nicRequest{}, errdefs.InvalidArgumentf("Must input network_id when request IP address")
 	}
 	for _, id := range []struct{ field, v string }{{"port_id", a.PortID}, {"net_id", a.NetID}} {
 		if _, err := uuid.Parse(id.v); id.v != "" && err != nil {
-			return nicRequest{}, badNet("Invalid input for field/attribute %s. Value: %s. '%s' is not a 'uuid'", id.field, id.v, id.v)
+			return nicRequest{}, errdefs.InvalidArgumentf("Invalid input for field/attribute %s. Value: %s. '%s' is not a 'uuid'", id.field, id.v, id.v)
 		}
 	}
 	creds := auth.FromContext(ctx)
@@ -136,22 +137,22 @@ func (s *Service) parseAttach(ctx context.Context, body attachBody) (nicRequest,
 	case a.PortID != "":
 		p, err := s.st.GetPort(ctx, a.PortID)
 		if err != nil || (p.ProjectID != creds.ProjectID && !creds.IsAdmin()) {
-			return nicRequest{}, &netFault{http.StatusNotFound, fmt.Sprintf("Port %s could not be found.", a.PortID)}
+			return nicRequest{}, errdefs.NotFoundf("Port %s could not be found.", a.PortID)
 		}
 		if p.DeviceID != "" {
-			return nicRequest{}, &netFault{http.StatusConflict, fmt.Sprintf("Port %s is still in use.", a.PortID)}
+			return nicRequest{}, errdefs.Conflictf("Port %s is still in use.", a.PortID)
 		}
 		return nicRequest{PortID: p.ID, NetworkID: p.NetworkID}, nil
 	case a.NetID != "":
 		n, err := s.st.GetNetwork(ctx, a.NetID)
 		if err != nil || !networkVisible(creds, n) {
-			return nicRequest{}, &netFault{http.StatusNotFound, fmt.Sprintf("Network %s could not be found.", a.NetID)}
+			return nicRequest{}, errdefs.NotFoundf("Network %s could not be found.", a.NetID)
 		}
 		rq := nicRequest{NetworkID: n.ID}
 		if len(a.FixedIPs) == 1 {
 			ip := a.FixedIPs[0].IPAddress
 			if _, err := netip.ParseAddr(ip); err != nil {
-				return nicRequest{}, badNet("Invalid input for field/attribute ip_address. Value: %s. '%s' is not a 'ip-address'", ip, ip)
+				return nicRequest{}, errdefs.InvalidArgumentf("Invalid input for field/attribute ip_address. Value: %s. '%s' is not a 'ip-address'", ip, ip)
 			}
 			rq.FixedIP = ip
 		}
@@ -163,11 +164,11 @@ func (s *Service) parseAttach(ctx context.Context, body attachBody) (nicRequest,
 // firstNetwork is the network an attach without port or network uses: the
 // project's own first, then shared ones, oldest first (Nova lets Neutron
 // pick among the project's networks). None is Nova's 400.
-func (s *Service) firstNetwork(ctx context.Context) (nicRequest, *netFault) {
+func (s *Service) firstNetwork(ctx context.Context) (nicRequest, error) {
 	creds := auth.FromContext(ctx)
 	nets, err := s.st.ListNetworks(ctx)
 	if err != nil {
-		return nicRequest{}, &netFault{http.StatusInternalServerError, "Unexpected API Error."}
+		return nicRequest{}, fmt.Errorf("list networks: %w", err)
 	}
 	var shared *store.Network
 	for i, n := range nets {
@@ -181,7 +182,7 @@ func (s *Service) firstNetwork(ctx context.Context) (nicRequest, *netFault) {
 	if shared != nil {
 		return nicRequest{NetworkID: shared.ID}, nil
 	}
-	return nicRequest{}, badNet("No specific network was requested and none are available for project '%s'.", creds.ProjectID)
+	return nicRequest{}, errdefs.InvalidArgumentf("No specific network was requested and none are available for project '%s'.", creds.ProjectID)
 }
 
 // attachInterface is POST /servers/{id}/os-interface: the port is
@@ -200,9 +201,9 @@ func (s *Service) attachInterface(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &body) {
 		return
 	}
-	rq, nf := s.parseAttach(ctx, body)
-	if nf != nil {
-		writeError(w, nf.status, nf.msg)
+	rq, err := s.parseAttach(ctx, body)
+	if err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	existing, err := s.st.PortsOfDevice(ctx, inst.ID)
@@ -222,10 +223,10 @@ func (s *Service) attachInterface(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	started := s.opts.Now()
-	port, nf := s.reserveInterface(ctx, inst, rq)
-	if nf != nil {
-		s.interfaceEvent(ctx, inst, reqID, eventAttachInterface, started, errors.New(nf.msg))
-		writeError(w, nf.status, nf.msg)
+	port, err := s.reserveInterface(ctx, inst, rq)
+	if err != nil {
+		s.interfaceEvent(ctx, inst, reqID, eventAttachInterface, started, errors.New(clientMessage(err)))
+		s.fail(w, r, err)
 		return
 	}
 	nic, err := s.nicOf(ctx, inst, port.ID)
@@ -248,22 +249,21 @@ func (s *Service) attachInterface(w http.ResponseWriter, r *http.Request) {
 // create uses (allocateNICs), binds it to the server's host as the
 // scheduler does at placement, and records a port it created as owned.
 // A taken fixed IP is Nova's FixedIpAlreadyInUse, a 409 on attach.
-func (s *Service) reserveInterface(ctx context.Context, inst *store.Instance, rq nicRequest) (*store.Port, *netFault) {
-	owned, nf := s.allocateNICs(ctx, inst, []nicRequest{rq})
-	if nf != nil {
-		if nf.status == http.StatusBadRequest && strings.Contains(nf.msg, "already in use") {
-			nf.status = http.StatusConflict
+func (s *Service) reserveInterface(ctx context.Context, inst *store.Instance, rq nicRequest) (*store.Port, error) {
+	owned, err := s.allocateNICs(ctx, inst, []nicRequest{rq})
+	if err != nil {
+		if errdefs.Reason(err) == fixedIPInUse {
+			return nil, errdefs.Conflict(errdefs.Message(err)).WithReason(fixedIPInUse)
 		}
-		return nil, nf
+		return nil, err
 	}
 	portID := rq.PortID
 	if portID == "" && len(owned) == 1 {
 		portID = owned[0]
 	}
-	fail := func(what string, err error) (*store.Port, *netFault) {
-		s.log.Error("attach interface: "+what, "instance", inst.ID, "port", portID, "error", err)
+	fail := func(what string, err error) (*store.Port, error) {
 		s.releaseInterface(context.WithoutCancel(ctx), inst, portID, len(owned) > 0)
-		return nil, &netFault{http.StatusInternalServerError, "Unexpected API Error."}
+		return nil, fmt.Errorf("attach interface to %s: %s of port %s: %w", inst.ID, what, portID, err)
 	}
 	// Bound to the host, the port is ACTIVE (store.portStatus).
 	if _, err := s.st.BindPort(ctx, portID, inst.ID, "compute:nova", inst.Host); err != nil {

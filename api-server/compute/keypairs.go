@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -82,16 +83,16 @@ func keypairShowView(kp *store.Keypair, v apiVersion) map[string]any {
 func parseKeypairInput(body map[string]json.RawMessage, v apiVersion) (keypairInput, error) {
 	raw, ok := body["keypair"]
 	if !ok {
-		return keypairInput{}, errors.New("Invalid input for field/attribute keypair. Value: 'keypair' is a required property")
+		return keypairInput{}, errdefs.InvalidArgument("Invalid input for field/attribute keypair. Value: 'keypair' is a required property")
 	}
 	for k := range body {
 		if k != "keypair" {
-			return keypairInput{}, fmt.Errorf("Invalid input for field/attribute body. Additional properties are not allowed ('%s' was unexpected)", k)
+			return keypairInput{}, errdefs.InvalidArgumentf("Invalid input for field/attribute body. Additional properties are not allowed ('%s' was unexpected)", k)
 		}
 	}
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &fields); err != nil || fields == nil {
-		return keypairInput{}, errors.New("Invalid input for field/attribute keypair. Value must be an object.")
+		return keypairInput{}, errdefs.InvalidArgument("Invalid input for field/attribute keypair. Value must be an object.")
 	}
 	in := keypairInput{typ: keypairSSH}
 	for k, val := range fields {
@@ -100,7 +101,7 @@ func parseKeypairInput(body map[string]json.RawMessage, v apiVersion) (keypairIn
 		}
 	}
 	if _, ok := fields["name"]; !ok {
-		return keypairInput{}, errors.New("Invalid input for field/attribute keypair. Value: 'name' is a required property")
+		return keypairInput{}, errdefs.InvalidArgument("Invalid input for field/attribute keypair. Value: 'name' is a required property")
 	}
 	return in, validKeypairName(in.name)
 }
@@ -109,11 +110,11 @@ func parseKeypairInput(body map[string]json.RawMessage, v apiVersion) (keypairIn
 func (in *keypairInput) set(key string, val json.RawMessage, v apiVersion) error {
 	allowed := key == "name" || key == "public_key" || (key == "type" && v.AtLeast(2)) || (key == "user_id" && v.AtLeast(10))
 	if !allowed {
-		return fmt.Errorf("Invalid input for field/attribute keypair. Additional properties are not allowed ('%s' was unexpected)", key)
+		return errdefs.InvalidArgumentf("Invalid input for field/attribute keypair. Additional properties are not allowed ('%s' was unexpected)", key)
 	}
 	var str string
 	if err := json.Unmarshal(val, &str); err != nil {
-		return fmt.Errorf("Invalid input for field/attribute %s. Value: %s. It is not of type 'string'", key, val)
+		return errdefs.InvalidArgumentf("Invalid input for field/attribute %s. Value: %s. It is not of type 'string'", key, val)
 	}
 	switch key {
 	case "name":
@@ -122,7 +123,7 @@ func (in *keypairInput) set(key string, val json.RawMessage, v apiVersion) error
 		in.publicKey = &str
 	case "type":
 		if str != keypairSSH && str != keypairX509 {
-			return fmt.Errorf("Invalid input for field/attribute type. Value: %s. '%s' is not one of ['ssh', 'x509']", str, str)
+			return errdefs.InvalidArgumentf("Invalid input for field/attribute type. Value: %s. '%s' is not one of ['ssh', 'x509']", str, str)
 		}
 		in.typ = str
 	case "user_id":
@@ -134,10 +135,10 @@ func (in *keypairInput) set(key string, val json.RawMessage, v apiVersion) error
 func validKeypairName(name string) error {
 	n := utf8.RuneCountInString(name)
 	if n < 1 || n > 255 {
-		return fmt.Errorf("Invalid input for field/attribute name. Value: %s. Keypair name must be between 1 and 255 characters long", name)
+		return errdefs.InvalidArgumentf("Invalid input for field/attribute name. Value: %s. Keypair name must be between 1 and 255 characters long", name)
 	}
 	if strings.IndexFunc(name, func(r rune) bool { return !strings.ContainsRune(keypairNameChars, r) }) >= 0 {
-		return fmt.Errorf("Invalid input for field/attribute name. Value: %s. Keypair name may contain only letters, digits, spaces, '_' and '-'", name)
+		return errdefs.InvalidArgumentf("Invalid input for field/attribute name. Value: %s. Keypair name may contain only letters, digits, spaces, '_' and '-'", name)
 	}
 	return nil
 }
@@ -171,7 +172,7 @@ func (s *Service) createKeypair(w http.ResponseWriter, r *http.Request) {
 	}
 	in, err := parseKeypairInput(body, v)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		s.fail(w, r, err)
 		return
 	}
 	owner, ok := keypairOwner(w, r, "create", in.userID)

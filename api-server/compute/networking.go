@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -22,24 +23,18 @@ type nicRequest struct {
 	PortID    string
 }
 
-// netFault is a rejected "networks" field: the status and Nova's message.
-type netFault struct {
-	status int
-	msg    string
-}
-
-func badNet(format string, args ...any) *netFault {
-	return &netFault{http.StatusBadRequest, fmt.Sprintf(format, args...)}
-}
+// fixedIPInUse is the reason of a requested fixed IP that another port
+// holds (Nova's FixedIpAlreadyInUse): a 400 on create, a 409 on attach.
+const fixedIPInUse = "FixedIpAlreadyInUse"
 
 // resolveNICs turns the "networks" field of a create request into NIC
 // requests, with Nova's rules: absent or [] below 2.37 (and "auto" from
 // 2.37) mean "the one network the project can use" (none: no NIC, several:
 // 409); "none" means no NIC; a list names networks or ports.
-func (s *Service) resolveNICs(ctx context.Context, raw json.RawMessage, v apiVersion, maxCount int) ([]nicRequest, *netFault) {
+func (s *Service) resolveNICs(ctx context.Context, raw json.RawMessage, v apiVersion, maxCount int) ([]nicRequest, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		if v.AtLeast(37) {
-			return nil, badNet("Invalid input for field/attribute server. Value: 'networks' is a required property")
+			return nil, errdefs.InvalidArgumentf("Invalid input for field/attribute server. Value: 'networks' is a required property")
 		}
 		return s.onlyNetwork(ctx)
 	}
@@ -54,15 +49,15 @@ func (s *Service) resolveNICs(ctx context.Context, raw json.RawMessage, v apiVer
 			// networks (clients send "auto" by default from 2.37).
 			return s.onlyNetwork(ctx)
 		}
-		return nil, badNet("Invalid input for field/attribute networks. Value: %s is not valid.", word)
+		return nil, errdefs.InvalidArgumentf("Invalid input for field/attribute networks. Value: %s is not valid.", word)
 	}
 	var items []map[string]any
 	if err := json.Unmarshal(raw, &items); err != nil {
-		return nil, badNet("Bad networks format")
+		return nil, errdefs.InvalidArgumentf("Bad networks format")
 	}
 	if len(items) == 0 {
 		if v.AtLeast(37) {
-			return nil, badNet("Invalid input for field/attribute networks. Value: [] is too short")
+			return nil, errdefs.InvalidArgumentf("Invalid input for field/attribute networks. Value: [] is too short")
 		}
 		return s.onlyNetwork(ctx)
 	}
@@ -75,35 +70,35 @@ func (s *Service) resolveNICs(ctx context.Context, raw json.RawMessage, v apiVer
 		switch {
 		case portID != "":
 			if maxCount > 1 {
-				return nil, badNet("Unable to launch multiple instances with a single configured port ID. Please launch your instance one by one with different ports.")
+				return nil, errdefs.InvalidArgumentf("Unable to launch multiple instances with a single configured port ID. Please launch your instance one by one with different ports.")
 			}
 			p, err := s.st.GetPort(ctx, portID)
 			if err != nil || (p.ProjectID != creds.ProjectID && !creds.IsAdmin()) {
-				return nil, badNet("Port id %s could not be found.", portID)
+				return nil, errdefs.InvalidArgumentf("Port id %s could not be found.", portID)
 			}
 			if p.DeviceID != "" {
-				return nil, &netFault{http.StatusConflict, fmt.Sprintf("Port %s is still in use.", portID)}
+				return nil, errdefs.Conflictf("Port %s is still in use.", portID)
 			}
 			out = append(out, nicRequest{PortID: portID, NetworkID: p.NetworkID})
 		case netID != "":
 			if _, err := uuid.Parse(netID); err != nil {
-				return nil, badNet("Bad networks format: network uuid is not in proper format (%s)", netID)
+				return nil, errdefs.InvalidArgumentf("Bad networks format: network uuid is not in proper format (%s)", netID)
 			}
 			n, err := s.st.GetNetwork(ctx, netID)
 			if err != nil || !networkVisible(creds, n) {
-				return nil, badNet("Network %s could not be found.", netID)
+				return nil, errdefs.InvalidArgumentf("Network %s could not be found.", netID)
 			}
 			if fixed != "" {
 				if _, err := netip.ParseAddr(fixed); err != nil {
-					return nil, badNet("Invalid fixed IP address (%s)", fixed)
+					return nil, errdefs.InvalidArgumentf("Invalid fixed IP address (%s)", fixed)
 				}
 				if maxCount > 1 {
-					return nil, badNet("max_count cannot be greater than 1 if an fixed_ip is specified.")
+					return nil, errdefs.InvalidArgumentf("max_count cannot be greater than 1 if an fixed_ip is specified.")
 				}
 			}
 			out = append(out, nicRequest{NetworkID: netID, FixedIP: fixed})
 		default:
-			return nil, badNet("Bad networks format: each network needs a uuid or a port")
+			return nil, errdefs.InvalidArgumentf("Bad networks format: each network needs a uuid or a port")
 		}
 	}
 	return out, nil
@@ -115,11 +110,11 @@ func networkVisible(c *auth.Credentials, n *store.Network) bool {
 
 // onlyNetwork picks the single network the project can use (its own and
 // shared ones), as Nova does when no network is named.
-func (s *Service) onlyNetwork(ctx context.Context) ([]nicRequest, *netFault) {
+func (s *Service) onlyNetwork(ctx context.Context) ([]nicRequest, error) {
 	creds := auth.FromContext(ctx)
 	nets, err := s.st.ListNetworks(ctx)
 	if err != nil {
-		return nil, &netFault{http.StatusInternalServerError, "Unexpected API Error."}
+		return nil, fmt.Errorf("list networks: %w", err)
 	}
 	var usable []store.Network
 	for _, n := range nets {
@@ -131,7 +126,7 @@ func (s *Service) onlyNetwork(ctx context.Context) ([]nicRequest, *netFault) {
 	case len(usable) == 1:
 		return []nicRequest{{NetworkID: usable[0].ID}}, nil
 	case len(usable) > 1:
-		return nil, &netFault{http.StatusConflict, "Multiple possible networks found, use a Network ID to be more specific."}
+		return nil, errdefs.Conflict("Multiple possible networks found, use a Network ID to be more specific.")
 	}
 	return nil, nil
 }
@@ -139,7 +134,7 @@ func (s *Service) onlyNetwork(ctx context.Context) ([]nicRequest, *netFault) {
 // allocateNICs gives the instance its ports: new ones on the requested
 // networks (with the requested address) and the existing ones it was
 // given. On failure everything done here is undone.
-func (s *Service) allocateNICs(ctx context.Context, inst *store.Instance, reqs []nicRequest) ([]string, *netFault) {
+func (s *Service) allocateNICs(ctx context.Context, inst *store.Instance, reqs []nicRequest) ([]string, error) {
 	creds := auth.FromContext(ctx)
 	var owned, bound []string
 	undo := func() {
@@ -169,7 +164,8 @@ func (s *Service) allocateNICs(ctx context.Context, inst *store.Instance, reqs [
 		if err != nil {
 			undo()
 			if errors.Is(err, store.ErrIPAddressInUse) && rq.FixedIP != "" {
-				return nil, badNet("Fixed IP address %s is already in use on instance %s.", rq.FixedIP, s.holderOf(ctx, rq.NetworkID, rq.FixedIP))
+				return nil, errdefs.InvalidArgumentf("Fixed IP address %s is already in use on instance %s.", rq.FixedIP,
+					s.holderOf(ctx, rq.NetworkID, rq.FixedIP)).WithReason(fixedIPInUse)
 			}
 			return nil, nicFault(err)
 		}
@@ -195,16 +191,16 @@ func (s *Service) holderOf(ctx context.Context, networkID, addr string) string {
 // nicFault maps an IPAM error to Nova's answer: bad or taken addresses are
 // the caller's mistake (400, as Nova's FixedIpAlreadyInUse), an exhausted
 // pool or a MAC clash a conflict.
-func nicFault(err error) *netFault {
+func nicFault(err error) error {
 	var ne *store.NetError
 	if !errors.As(err, &ne) {
-		return &netFault{http.StatusInternalServerError, "Unexpected API Error."}
+		return err
 	}
 	switch {
 	case errors.Is(err, store.ErrIPGenerationFailure), errors.Is(err, store.ErrMACAddressInUse):
-		return &netFault{http.StatusConflict, ne.Message}
+		return errdefs.Conflict(ne.Message)
 	}
-	return &netFault{http.StatusBadRequest, ne.Message}
+	return errdefs.InvalidArgument(ne.Message)
 }
 
 // serverNICs is what views need of an instance's ports.

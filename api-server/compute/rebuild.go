@@ -12,6 +12,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/scheduler"
@@ -39,11 +40,11 @@ func parseRebuild(arg json.RawMessage, v apiVersion) (rebuildRequest, error) {
 	var in rebuildRequest
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(arg, &raw); err != nil || raw == nil {
-		return in, errors.New("Invalid input for field/attribute rebuild. Value must be an object with imageRef.")
+		return in, errdefs.InvalidArgument("Invalid input for field/attribute rebuild. Value must be an object with imageRef.")
 	}
 	into := func(key string, dst any) error {
 		if err := json.Unmarshal(raw[key], dst); err != nil {
-			return fmt.Errorf("Invalid input for field/attribute %s.", key)
+			return errdefs.InvalidArgumentf("Invalid input for field/attribute %s.", key)
 		}
 		return nil
 	}
@@ -91,20 +92,20 @@ func parseRebuild(arg json.RawMessage, v apiVersion) (rebuildRequest, error) {
 		}
 	}
 	if in.ImageRef == nil || *in.ImageRef == "" {
-		return in, errors.New("Invalid input for field/attribute rebuild. Value: 'imageRef' is a required property")
+		return in, errdefs.InvalidArgument("Invalid input for field/attribute rebuild. Value: 'imageRef' is a required property")
 	}
 	return in, nil
 }
 
 func unexpectedKey(key string) error {
-	return fmt.Errorf("Additional properties are not allowed ('%s' was unexpected)", key)
+	return errdefs.InvalidArgumentf("Additional properties are not allowed ('%s' was unexpected)", key)
 }
 
 // nullableString decodes a field that may be null (nil result) or a string.
 func nullableString(field string, raw json.RawMessage) (*string, error) {
 	var s *string
 	if err := json.Unmarshal(raw, &s); err != nil {
-		return nil, fmt.Errorf("Invalid input for field/attribute %s.", field)
+		return nil, errdefs.InvalidArgumentf("Invalid input for field/attribute %s.", field)
 	}
 	return s, nil
 }
@@ -119,7 +120,7 @@ func (s *Service) rebuildServer(w http.ResponseWriter, r *http.Request, inst *st
 	v := versionOf(ctx)
 	in, err := parseRebuild(arg, v)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		s.fail(w, r, err)
 		return
 	}
 	updated, fields, ok := s.rebuildFields(w, r, inst, in)

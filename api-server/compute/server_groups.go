@@ -15,6 +15,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -52,15 +53,15 @@ func groupPolicies(v apiVersion) []string {
 func groupName(raw any) (string, error) {
 	name, ok := raw.(string)
 	if !ok {
-		return "", errors.New("Invalid input for field/attribute name. Value: name must be a string.")
+		return "", errdefs.InvalidArgument("Invalid input for field/attribute name. Value: name must be a string.")
 	}
 	if name == "" || utf8.RuneCountInString(name) > 255 || !utf8.ValidString(name) {
-		return "", fmt.Errorf("Invalid input for field/attribute name. Value: %s. The name must be 1 to 255 characters long.", name)
+		return "", errdefs.InvalidArgumentf("Invalid input for field/attribute name. Value: %s. The name must be 1 to 255 characters long.", name)
 	}
 	first, _ := utf8.DecodeRuneInString(name)
 	last, _ := utf8.DecodeLastRuneInString(name)
 	if unicode.IsSpace(first) || unicode.IsSpace(last) || strings.IndexFunc(name, unicode.IsControl) >= 0 {
-		return "", fmt.Errorf("Invalid input for field/attribute name. Value: %s. The name has leading or trailing whitespace or a control character.", name)
+		return "", errdefs.InvalidArgumentf("Invalid input for field/attribute name. Value: %s. The name has leading or trailing whitespace or a control character.", name)
 	}
 	return name, nil
 }
@@ -69,12 +70,12 @@ func groupName(raw any) (string, error) {
 func groupPolicy(raw any, v apiVersion) (string, error) {
 	list, ok := raw.([]any)
 	if !ok || len(list) != 1 {
-		return "", errors.New("Invalid input for field/attribute policies. Value: policies must be a list of exactly one policy.")
+		return "", errdefs.InvalidArgument("Invalid input for field/attribute policies. Value: policies must be a list of exactly one policy.")
 	}
 	p, ok := list[0].(string)
 	allowed := groupPolicies(v)
 	if !ok || !slices.Contains(allowed, p) {
-		return "", fmt.Errorf("Invalid input for field/attribute policies. Value: %v. %v is not one of %q", list, list[0], allowed)
+		return "", errdefs.InvalidArgumentf("Invalid input for field/attribute policies. Value: %v. %v is not one of %q", list, list[0], allowed)
 	}
 	return p, nil
 }
@@ -84,18 +85,18 @@ func groupPolicy(raw any, v apiVersion) (string, error) {
 func parseServerGroup(body map[string]any, v apiVersion) (name, policy string, err error) {
 	sg, ok := body["server_group"].(map[string]any)
 	if !ok || len(body) != 1 {
-		return "", "", errors.New("Invalid input for field/attribute server_group. Value: 'server_group' is a required property and the only one allowed.")
+		return "", "", errdefs.InvalidArgument("Invalid input for field/attribute server_group. Value: 'server_group' is a required property and the only one allowed.")
 	}
 	for _, k := range sortedBodyKeys(sg) {
 		if k != "name" && k != "policies" {
-			return "", "", fmt.Errorf("Additional properties are not allowed ('%s' was unexpected)", k)
+			return "", "", errdefs.InvalidArgumentf("Additional properties are not allowed ('%s' was unexpected)", k)
 		}
 	}
 	if _, ok := sg["name"]; !ok {
-		return "", "", errors.New("Invalid input for field/attribute server_group. Value: 'name' is a required property")
+		return "", "", errdefs.InvalidArgument("Invalid input for field/attribute server_group. Value: 'name' is a required property")
 	}
 	if _, ok := sg["policies"]; !ok {
-		return "", "", errors.New("Invalid input for field/attribute server_group. Value: 'policies' is a required property")
+		return "", "", errdefs.InvalidArgument("Invalid input for field/attribute server_group. Value: 'policies' is a required property")
 	}
 	if name, err = groupName(sg["name"]); err != nil {
 		return "", "", err
@@ -128,7 +129,7 @@ func (s *Service) createServerGroup(w http.ResponseWriter, r *http.Request) {
 	}
 	name, policy, err := parseServerGroup(body, versionOf(ctx))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		s.fail(w, r, err)
 		return
 	}
 	limits, err := s.effectiveQuota(ctx, creds.ProjectID, creds.UserID)
@@ -204,7 +205,7 @@ func offsetParam(r *http.Request, key string, def int) (int, error) {
 	}
 	n, err := strconv.Atoi(strings.TrimSpace(raw[len(raw)-1]))
 	if err != nil || n < 0 {
-		return 0, fmt.Errorf("Invalid input for query parameters %s. Value: %s. It must be an integer >= 0.", key, raw[len(raw)-1])
+		return 0, errdefs.InvalidArgumentf("Invalid input for query parameters %s. Value: %s. It must be an integer >= 0.", key, raw[len(raw)-1])
 	}
 	return n, nil
 }
@@ -317,13 +318,13 @@ func uuidList(key string, raw any) ([]string, error) {
 	case []any:
 		items = x
 	default:
-		return nil, fmt.Errorf("Invalid input for field/attribute %s. Value: %v. It must be a server uuid or a list of them.", key, raw)
+		return nil, errdefs.InvalidArgumentf("Invalid input for field/attribute %s. Value: %v. It must be a server uuid or a list of them.", key, raw)
 	}
 	out := make([]string, 0, len(items))
 	for _, it := range items {
 		id, ok := canonicalUUID(it)
 		if !ok {
-			return nil, fmt.Errorf("Invalid input for field/attribute %s. Value: %v. '%v' is not a 'uuid'", key, raw, it)
+			return nil, errdefs.InvalidArgumentf("Invalid input for field/attribute %s. Value: %v. '%v' is not a 'uuid'", key, raw, it)
 		}
 		out = append(out, id)
 	}
@@ -349,7 +350,7 @@ func (s *Service) schedulerHints(w http.ResponseWriter, r *http.Request, raw jso
 		p.hints.DifferentHost, err = uuidList("different_host", m["different_host"])
 	}
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		s.fail(w, r, err)
 		return nil, false
 	}
 	if raw, ok := m["group"]; ok {

@@ -22,6 +22,7 @@ import (
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/conductor"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/store"
@@ -88,13 +89,13 @@ func asInt(v any, def int) (int, bool) {
 
 func validName(name string) error {
 	if strings.TrimSpace(name) == "" {
-		return errors.New("Invalid input for field/attribute name. Value: name must not be empty or only whitespace.")
+		return errdefs.InvalidArgument("Invalid input for field/attribute name. Value: name must not be empty or only whitespace.")
 	}
 	if utf8.RuneCountInString(name) > 255 {
-		return errors.New("Invalid input for field/attribute name. Value is too long (maximum is 255 characters).")
+		return errdefs.InvalidArgument("Invalid input for field/attribute name. Value is too long (maximum is 255 characters).")
 	}
 	if !utf8.ValidString(name) {
-		return errors.New("Invalid input for field/attribute name. Value is not valid UTF-8.")
+		return errdefs.InvalidArgument("Invalid input for field/attribute name. Value is not valid UTF-8.")
 	}
 	return nil
 }
@@ -109,7 +110,7 @@ func accessIP(field, v string, want6 bool) (string, error) {
 	}
 	a, err := netip.ParseAddr(v)
 	if err != nil || a.Is6() != want6 || a.Zone() != "" {
-		return "", fmt.Errorf("Invalid input for field/attribute %s. Value: %s is not a valid IP address.", field, v)
+		return "", errdefs.InvalidArgumentf("Invalid input for field/attribute %s. Value: %s is not a valid IP address.", field, v)
 	}
 	return a.String(), nil
 }
@@ -143,7 +144,7 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := validName(*in.Name); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		s.fail(w, r, err)
 		return
 	}
 	if in.FlavorRef == nil {
@@ -187,12 +188,12 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 	}
 	ip4, err := accessIP("accessIPv4", in.AccessIPv4, false)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		s.fail(w, r, err)
 		return
 	}
 	ip6, err := accessIP("accessIPv6", in.AccessIPv6, true)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		s.fail(w, r, err)
 		return
 	}
 	if msg := validateSecurityGroups(in.SecurityGroups); msg != "" {
@@ -267,9 +268,9 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute description.")
 		return
 	}
-	nicReqs, nf := s.resolveNICs(ctx, in.Networks, v, maxCount)
-	if nf != nil {
-		writeError(w, nf.status, nf.msg)
+	nicReqs, err := s.resolveNICs(ctx, in.Networks, v, maxCount)
+	if err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	count, qerr := s.fitQuota(ctx, creds.ProjectID, flavor, minCount, maxCount)
@@ -344,10 +345,10 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 			_ = store.RemoveGroupMember(s.st.WithContext(ctx), inst.ID)
 			s.st.WithContext(ctx).Delete(&store.Instance{}, "id = ?", inst.ID)
 		}
-		owned, nf := s.allocateNICs(ctx, &inst, nicReqs)
-		if nf != nil {
+		owned, err := s.allocateNICs(ctx, &inst, nicReqs)
+		if err != nil {
 			forget()
-			writeError(w, nf.status, nf.msg)
+			s.fail(w, r, err)
 			return
 		}
 		if len(owned) > 0 {
@@ -660,7 +661,7 @@ func (s *Service) updateServer(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			if err := validName(*str); err != nil {
-				writeError(w, http.StatusBadRequest, err.Error())
+				s.fail(w, r, err)
 				return
 			}
 			upd["name"] = *str
@@ -668,7 +669,7 @@ func (s *Service) updateServer(w http.ResponseWriter, r *http.Request) {
 		case "accessIPv4", "accessIPv6":
 			ip, err := accessIP(k, deref(str), k == "accessIPv6")
 			if err != nil {
-				writeError(w, http.StatusBadRequest, err.Error())
+				s.fail(w, r, err)
 				return
 			}
 			if k == "accessIPv4" {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/config"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/store"
@@ -57,7 +58,7 @@ func (s *Service) createImage(w http.ResponseWriter, r *http.Request, inst *stor
 func (s *Service) createBackup(w http.ResponseWriter, r *http.Request, inst *store.Instance, arg json.RawMessage) {
 	req, err := parseBackup(arg)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute createBackup. "+err.Error())
+		s.fail(w, r, errdefs.InvalidArgument("Invalid input for field/attribute createBackup. "+errdefs.Message(err)))
 		return
 	}
 	s.startSnapshot(w, r, inst, req)
@@ -69,11 +70,11 @@ func (s *Service) createBackup(w http.ResponseWriter, r *http.Request, inst *sto
 func parseBackup(arg json.RawMessage) (snapshotRequest, error) {
 	var in map[string]json.RawMessage
 	if err := json.Unmarshal(arg, &in); err != nil || in == nil {
-		return snapshotRequest{}, errors.New("Value: the action's body must be an object")
+		return snapshotRequest{}, errdefs.InvalidArgument("Value: the action's body must be an object")
 	}
 	for k := range in {
 		if k != "name" && k != "backup_type" && k != "rotation" && k != "metadata" {
-			return snapshotRequest{}, fmt.Errorf("Additional properties are not allowed ('%s' was unexpected)", k)
+			return snapshotRequest{}, errdefs.InvalidArgumentf("Additional properties are not allowed ('%s' was unexpected)", k)
 		}
 	}
 	req := snapshotRequest{act: lifecycle.ActBackup, apiName: "createBackup"}
@@ -83,7 +84,7 @@ func parseBackup(arg json.RawMessage) (snapshotRequest, error) {
 	}
 	var typ *string
 	if raw, ok := in["backup_type"]; !ok || json.Unmarshal(raw, &typ) != nil || typ == nil {
-		return req, errors.New("Value: 'backup_type' is a required property and must be a string")
+		return req, errdefs.InvalidArgument("Value: 'backup_type' is a required property and must be a string")
 	}
 	rotation, err := backupRotation(in["rotation"])
 	if err != nil {
@@ -92,11 +93,11 @@ func parseBackup(arg json.RawMessage) (snapshotRequest, error) {
 	req.backup = &protocol.BackupRotation{Type: *typ, Rotation: rotation}
 	if raw, ok := in["metadata"]; ok {
 		if json.Unmarshal(raw, &req.props) != nil {
-			return req, errors.New("Value: 'metadata' must be an object of strings")
+			return req, errdefs.InvalidArgument("Value: 'metadata' must be an object of strings")
 		}
 		for k, v := range req.props {
 			if k == "" || len(k) > 255 || len(v) > 255 {
-				return req, errors.New("Value: metadata keys must have 1-255 characters and values at most 255")
+				return req, errdefs.InvalidArgument("Value: metadata keys must have 1-255 characters and values at most 255")
 			}
 		}
 	}
@@ -108,10 +109,10 @@ func parseBackup(arg json.RawMessage) (snapshotRequest, error) {
 func backupName(raw json.RawMessage) (string, error) {
 	var name *string
 	if raw == nil || json.Unmarshal(raw, &name) != nil || name == nil {
-		return "", errors.New("Value: 'name' is a required property and must be a string")
+		return "", errdefs.InvalidArgument("Value: 'name' is a required property and must be a string")
 	}
 	if *name == "" || len(*name) > 255 || strings.TrimSpace(*name) != *name {
-		return "", fmt.Errorf("Value: %q: 'name' must have 1-255 characters, without leading or trailing blanks", *name)
+		return "", errdefs.InvalidArgumentf("Value: %q: 'name' must have 1-255 characters, without leading or trailing blanks", *name)
 	}
 	return *name, nil
 }
@@ -120,11 +121,11 @@ func backupName(raw json.RawMessage) (string, error) {
 // string of digits, >= 0.
 func backupRotation(raw json.RawMessage) (int, error) {
 	if raw == nil {
-		return 0, errors.New("Value: 'rotation' is a required property")
+		return 0, errdefs.InvalidArgument("Value: 'rotation' is a required property")
 	}
 	var v any
 	if err := json.Unmarshal(raw, &v); err != nil {
-		return 0, errors.New("Value: 'rotation' must be a non-negative integer")
+		return 0, errdefs.InvalidArgument("Value: 'rotation' must be a non-negative integer")
 	}
 	var digits string
 	switch x := v.(type) {
@@ -135,7 +136,7 @@ func backupRotation(raw json.RawMessage) (int, error) {
 	}
 	n, err := strconv.Atoi(strings.TrimSpace(digits))
 	if err != nil || n < 0 || digits == "" || strings.ContainsAny(digits, "+-. eE") {
-		return 0, fmt.Errorf("Value: %s: 'rotation' must be a non-negative integer", raw)
+		return 0, errdefs.InvalidArgumentf("Value: %s: 'rotation' must be a non-negative integer", raw)
 	}
 	return n, nil
 }
