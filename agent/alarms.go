@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/capsule-cloud/capsule/cgroup"
 	"github.com/capsule-cloud/capsule/config"
 	"github.com/capsule-cloud/capsule/drivers"
 	"github.com/capsule-cloud/capsule/metrics"
@@ -35,20 +36,15 @@ const minThrottlePeriods = 10
 // bus does not take them: a long outage drops the oldest, not the agent.
 const maxPendingEvents = 256
 
-// serverStats reads running instance id's counters and its working set
-// (usage minus inactive page cache) when the driver can split its memory.
-// Errors are the driver's: ErrInvalidState when it does not run,
-// ErrNotFound when it is gone.
-func (a *Agent) serverStats(ctx context.Context, id string) (st drivers.InstanceStats, workingSet uint64, hasWorkingSet bool, err error) {
+// serverStats reads running instance id's counters. Errors are the
+// driver's: ErrInvalidState when it does not run, ErrNotFound when it is
+// gone.
+func (a *Agent) serverStats(ctx context.Context, id string) (drivers.InstanceStats, error) {
 	sr, ok := a.drv.(drivers.StatsReader)
 	if !ok {
-		return drivers.InstanceStats{}, 0, false, fmt.Errorf("%s driver cannot measure servers: %w", a.drv.Name(), drivers.ErrNotSupported)
+		return drivers.InstanceStats{}, fmt.Errorf("%s driver cannot measure servers: %w", a.drv.Name(), drivers.ErrNotSupported)
 	}
-	st, err = sr.InstanceStats(ctx, id)
-	if err != nil {
-		return drivers.InstanceStats{}, 0, false, err
-	}
-	return st, st.MemoryWorkingSetBytes, st.MemoryWorkingSetBytes > 0, nil
+	return sr.InstanceStats(ctx, id)
 }
 
 // serverFigures are one server's figures in one alarm round.
@@ -61,13 +57,9 @@ type serverFigures struct {
 	// DiedOOM says the driver saw the workload end killed by the OOM
 	// killer (its cgroup, and counter, went with it).
 	DiedOOM bool
-
-	Pids, PidsLimit          uint64
-	WorkingSet, MemoryLimit  uint64
-	MemoryUsage              uint64
-	CPUPeriods, CPUThrottled uint64
-	OOMKills                 uint64
-	HasWorkingSet            bool
+	// The server's counters, when Measured. A working set of 0 is one
+	// the driver cannot tell: memory alarms then count the whole usage.
+	cgroup.Stats
 
 	hasBaseline bool // OOMKills were read for this StartedAt (state only)
 }
@@ -167,7 +159,7 @@ func (al *alarms) server(s serverFigures, ev func(string, protocol.EventKind, st
 			// Ran at the last round, now dead of an OOM kill: the
 			// counter went with the cgroup, the driver tells.
 			ev(s.ID, protocol.EventOOMKill, protocol.SeverityCritical, 1, 0,
-				"the OOM killer ended the server's workload: the server stopped (memory limit %s)", mib(p.MemoryLimit))
+				"the OOM killer ended the server's workload: the server stopped (memory limit %s)", mib(p.MemoryLimitBytes))
 		}
 		if sameStart {
 			p.Measured = false // keeps its baseline: a read that failed once loses nothing
@@ -194,7 +186,7 @@ func (al *alarms) server(s serverFigures, ev func(string, protocol.EventKind, st
 	if kills > 0 {
 		ev(s.ID, protocol.EventOOMKill, protocol.SeverityCritical, float64(kills), 0,
 			"the OOM killer killed %d process(es) in the server: its memory limit is %s (%s held now)",
-			kills, mib(s.MemoryLimit), mib(s.WorkingSet))
+			kills, mib(s.MemoryLimitBytes), mib(s.MemoryWorkingSetBytes))
 	}
 
 	if s.PidsLimit > 0 {
@@ -210,21 +202,21 @@ func (al *alarms) server(s serverFigures, ev func(string, protocol.EventKind, st
 		}
 	}
 
-	if s.MemoryLimit > 0 {
-		used := s.WorkingSet
-		if !s.HasWorkingSet {
-			used = s.MemoryUsage // cannot tell cache apart: count it all
+	if s.MemoryLimitBytes > 0 {
+		used := s.MemoryWorkingSetBytes
+		if used == 0 {
+			used = s.MemoryUsageBytes // cannot tell cache apart: count it all
 		}
-		ratio := float64(used) / float64(s.MemoryLimit)
+		ratio := float64(used) / float64(s.MemoryLimitBytes)
 		if al.level(alarmKey{s.ID, protocol.EventMemoryAlarm}, ratio, al.cfg.ServerMemory) {
-			ev(s.ID, protocol.EventMemoryAlarm, protocol.SeverityWarning, float64(used), al.cfg.ServerMemory*float64(s.MemoryLimit),
+			ev(s.ID, protocol.EventMemoryAlarm, protocol.SeverityWarning, float64(used), al.cfg.ServerMemory*float64(s.MemoryLimitBytes),
 				"server holds %s it cannot give back of its %s memory limit (%.0f%%; %s of usage is reclaimable page cache); alarm at %.0f%%",
-				mib(used), mib(s.MemoryLimit), 100*ratio, mib(s.MemoryUsage-min(used, s.MemoryUsage)), 100*al.cfg.ServerMemory)
+				mib(used), mib(s.MemoryLimitBytes), 100*ratio, mib(s.MemoryUsageBytes-min(used, s.MemoryUsageBytes)), 100*al.cfg.ServerMemory)
 		}
 	}
 
-	if sameStart && p.Measured && s.CPUPeriods >= p.CPUPeriods && s.CPUThrottled >= p.CPUThrottled {
-		periods, throttled := s.CPUPeriods-p.CPUPeriods, s.CPUThrottled-p.CPUThrottled
+	if sameStart && p.Measured && s.CPUPeriods >= p.CPUPeriods && s.CPUThrottledPeriods >= p.CPUThrottledPeriods {
+		periods, throttled := s.CPUPeriods-p.CPUPeriods, s.CPUThrottledPeriods-p.CPUThrottledPeriods
 		ratio := 0.0 // idle over the interval: not starved, re-arms
 		if periods >= minThrottlePeriods {
 			ratio = float64(throttled) / float64(periods)
@@ -283,14 +275,10 @@ func (a *Agent) readAlarmRound(ctx context.Context) alarmRound {
 	for _, st := range list {
 		f := serverFigures{ID: st.ID, StartedAt: st.StartedAt}
 		if st.Power == drivers.PowerRunning || st.Power == drivers.PowerPaused {
-			s, ws, hasWS, err := a.serverStats(ctx, st.ID)
+			s, err := a.serverStats(ctx, st.ID)
 			switch {
 			case err == nil:
-				f.Measured = true
-				f.Pids, f.PidsLimit = s.Pids, s.PidsLimit
-				f.WorkingSet, f.HasWorkingSet, f.MemoryUsage, f.MemoryLimit = ws, hasWS, s.MemoryUsageBytes, s.MemoryLimitBytes
-				f.CPUPeriods, f.CPUThrottled = s.CPUPeriods, s.CPUThrottledPeriods
-				f.OOMKills = s.OOMKills
+				f.Measured, f.Stats = true, s.Stats
 			case errors.Is(err, drivers.ErrInvalidState), errors.Is(err, drivers.ErrNotFound):
 				// stopped or gone since the listing
 			default:

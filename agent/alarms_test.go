@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/cgroup"
 	"github.com/capsule-cloud/capsule/config"
 	"github.com/capsule-cloud/capsule/drivers"
 	"github.com/capsule-cloud/capsule/drivers/docker"
@@ -38,8 +39,8 @@ func round(i int, servers ...serverFigures) alarmRound {
 
 // srv is a measured server started at t0 with nothing near a limit.
 func srv(id string) serverFigures {
-	return serverFigures{ID: id, StartedAt: alarmT0, Measured: true, Pids: 1, PidsLimit: 48,
-		WorkingSet: 1 << 20, MemoryUsage: 1 << 20, MemoryLimit: 64 << 20, HasWorkingSet: true}
+	return serverFigures{ID: id, StartedAt: alarmT0, Measured: true, Stats: cgroup.Stats{Pids: 1, PidsLimit: 48,
+		MemoryWorkingSetBytes: 1 << 20, MemoryUsageBytes: 1 << 20, MemoryLimitBytes: 64 << 20}}
 }
 
 func kinds(evs []protocol.HostEvent) []string {
@@ -154,11 +155,11 @@ func TestAlarmOOMAlwaysRaised(t *testing.T) {
 func TestAlarmMemoryWorkingSet(t *testing.T) {
 	al := testAlarms()
 	s := srv("i-1")
-	s.MemoryUsage, s.WorkingSet = 62<<20, 20<<20 // 42 MiB of cold cache
+	s.MemoryUsageBytes, s.MemoryWorkingSetBytes = 62<<20, 20<<20 // 42 MiB of cold cache
 	if evs := al.evaluate(round(0, s)); len(evs) != 0 {
 		t.Fatalf("page cache raised %v", kinds(evs))
 	}
-	s.WorkingSet = 60 << 20
+	s.MemoryWorkingSetBytes = 60 << 20
 	evs := al.evaluate(round(1, s))
 	if len(evs) != 1 || evs[0].Kind != protocol.EventMemoryAlarm || evs[0].Value != 60<<20 || evs[0].Threshold != 0.9*(64<<20) {
 		t.Fatalf("events %+v, want one memory alarm", evs)
@@ -168,7 +169,7 @@ func TestAlarmMemoryWorkingSet(t *testing.T) {
 	}
 	// A driver that cannot split the usage: all of it counts.
 	al = testAlarms()
-	s.HasWorkingSet, s.WorkingSet = false, 0
+	s.MemoryWorkingSetBytes = 0
 	if evs := al.evaluate(round(0, s)); len(evs) != 1 || evs[0].Value != 62<<20 {
 		t.Fatalf("without a split, 62 of 64 MiB used: %+v, want one memory alarm", evs)
 	}
@@ -178,20 +179,20 @@ func TestAlarmMemoryWorkingSet(t *testing.T) {
 func TestAlarmCPUThrottled(t *testing.T) {
 	al := testAlarms()
 	s := srv("i-1")
-	s.CPUPeriods, s.CPUThrottled = 1000, 10
+	s.CPUPeriods, s.CPUThrottledPeriods = 1000, 10
 	al.evaluate(round(0, s))
-	s.CPUPeriods, s.CPUThrottled = 1100, 105 // 95 of 100
+	s.CPUPeriods, s.CPUThrottledPeriods = 1100, 105 // 95 of 100
 	evs := al.evaluate(round(1, s))
 	if len(evs) != 1 || evs[0].Kind != protocol.EventCPUAlarm || evs[0].Value != 0.95 {
 		t.Fatalf("events %+v, want a CPU alarm of 0.95", evs)
 	}
-	s.CPUPeriods, s.CPUThrottled = 1200, 200 // still throttled: quiet
+	s.CPUPeriods, s.CPUThrottledPeriods = 1200, 200 // still throttled: quiet
 	if evs := al.evaluate(round(2, s)); len(evs) != 0 {
 		t.Fatalf("raised again: %v", kinds(evs))
 	}
-	s.CPUPeriods, s.CPUThrottled = 1203, 203 // 3 periods: idle, re-arms
+	s.CPUPeriods, s.CPUThrottledPeriods = 1203, 203 // 3 periods: idle, re-arms
 	al.evaluate(round(3, s))
-	s.CPUPeriods, s.CPUThrottled = 1303, 300
+	s.CPUPeriods, s.CPUThrottledPeriods = 1303, 300
 	if evs := al.evaluate(round(4, s)); len(evs) != 1 {
 		t.Fatalf("after idling: %v, want a new CPU alarm", kinds(evs))
 	}
@@ -413,7 +414,7 @@ func TestAlarmMemoryPageCacheWithDocker(t *testing.T) {
 	d := startAlarmDocker(t, time.Second, func(a *config.Alarms) { a.ServerMemory = 0.6 })
 	id := d.server(t, 96, 64)
 	ctx := context.Background()
-	before, _, _, err := d.agent.serverStats(ctx, id)
+	before, err := d.agent.serverStats(ctx, id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -468,7 +469,7 @@ func TestAlarmPidsLeakWithDocker(t *testing.T) {
 			t.Fatalf("the host cannot fork while a server leaks (try %d): %v", i, err)
 		}
 	}
-	s, _, _, err := d.agent.serverStats(context.Background(), id)
+	s, err := d.agent.serverStats(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
 	}

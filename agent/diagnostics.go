@@ -8,6 +8,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/capsule-cloud/capsule/cgroup"
 	"github.com/capsule-cloud/capsule/drivers"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/vif"
@@ -52,7 +53,7 @@ func (a *Agent) diagnostics(ctx context.Context, req protocol.DiagnosticsRequest
 		case err != nil:
 			return protocol.DiagnosticsReply{}, fmt.Errorf("diagnostics of instance %s on host %s: %w", id, a.cfg.Host, err)
 		default:
-			fillStats(&rep, s)
+			fillStats(&rep, s.Stats)
 			started := s.StartedAt
 			if started.IsZero() {
 				started = st.StartedAt
@@ -162,7 +163,7 @@ func queueStats(q netlink.Qdisc) (drops, overlimits uint64) {
 	return 0, 0
 }
 
-func fillStats(rep *protocol.DiagnosticsReply, s drivers.InstanceStats) {
+func fillStats(rep *protocol.DiagnosticsReply, s cgroup.Stats) {
 	rep.CgroupVersion = s.CgroupVersion
 	rep.CPUTimeNS = s.CPUUsageNS
 	rep.CPUUserNS = s.CPUUserNS

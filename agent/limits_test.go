@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/capsule-cloud/capsule/cgroup"
 	"github.com/capsule-cloud/capsule/drivers"
 	"github.com/capsule-cloud/capsule/drivers/docker"
 	"github.com/capsule-cloud/capsule/internal/testenv"
@@ -79,7 +80,7 @@ func TestAgentAppliesLimitsWithDocker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lim, err := docker.CgroupLimits(c.State.Pid)
+	lim, err := cgroup.LimitsOf(c.State.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}

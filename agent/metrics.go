@@ -53,11 +53,10 @@ func (s *metricsSource) Servers(ctx context.Context) ([]metrics.Server, error) {
 		srv := metrics.Server{ID: st.ID, Project: s.project(st.ID)}
 		running := st.Power == drivers.PowerRunning || st.Power == drivers.PowerPaused
 		if running && canMeasure {
-			stats, ws, hasWS, err := a.serverStats(ctx, st.ID)
+			stats, err := a.serverStats(ctx, st.ID)
 			switch {
 			case err == nil:
-				srv.Stats, srv.HasStats = stats, true
-				srv.WorkingSetBytes, srv.HasWorkingSet = ws, hasWS
+				srv.Stats, srv.HasStats = stats.Stats, true
 			case errors.Is(err, drivers.ErrInvalidState), errors.Is(err, drivers.ErrNotFound):
 				running = false // stopped or gone since List
 			default:

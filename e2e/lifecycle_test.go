@@ -2,9 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,6 +11,8 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/hypervisors"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/instanceactions"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+
+	"github.com/capsule-cloud/capsule/cgroup"
 )
 
 func waitStatus(t *testing.T, cc *gophercloud.ServiceClient, id, want string, timeout time.Duration) *servers.Server {
@@ -71,31 +70,14 @@ func (c *cloud) containerOf(t *testing.T, id string) (cid string, running bool, 
 	return cid, f[0] == "true", pid
 }
 
-// cgroupFile reads a cgroup control file of a process (v1 or v2).
-func cgroupFile(t *testing.T, pid int, controller, file string) string {
+// cgroupLimits reads the limits the kernel enforces on pid.
+func cgroupLimits(t *testing.T, pid int) cgroup.Limits {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	l, err := cgroup.LimitsOf(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		for _, ctl := range strings.Split(parts[1], ",") {
-			if ctl == controller {
-				p := filepath.Join("/sys/fs/cgroup", parts[1], parts[2], file)
-				v, err := os.ReadFile(p)
-				if err != nil {
-					t.Fatalf("read %s: %v", p, err)
-				}
-				return strings.TrimSpace(string(v))
-			}
-		}
-	}
-	t.Fatalf("no %s cgroup for pid %d", controller, pid)
-	return ""
+	return l
 }
 
 func hostUsage(t *testing.T, cc *gophercloud.ServiceClient, host string) (vcpus, ram int) {
@@ -157,14 +139,15 @@ func serverLifecycle(t *testing.T, c *cloud) {
 		t.Fatalf("no running container for ACTIVE server (cid=%q running=%v)", cid, running)
 	}
 	// m1.small = 1 vCPU, 512 MB: hard quota of one CPU, 512 MiB memory.
-	if q := cgroupFile(t, pid, "cpu", "cpu.cfs_quota_us"); q != "100000" {
-		t.Errorf("cpu.cfs_quota_us = %s, want 100000", q)
+	lim := cgroupLimits(t, pid)
+	if lim.CPUQuotaUS != 100000 {
+		t.Errorf("cpu quota = %d µs, want 100000", lim.CPUQuotaUS)
 	}
-	if m := cgroupFile(t, pid, "memory", "memory.limit_in_bytes"); m != strconv.Itoa(512<<20) {
-		t.Errorf("memory.limit_in_bytes = %s, want %d", m, 512<<20)
+	if lim.MemoryBytes != 512<<20 {
+		t.Errorf("memory limit = %d, want %d", lim.MemoryBytes, 512<<20)
 	}
-	if p := cgroupFile(t, pid, "pids", "pids.max"); p == "max" || p == "" {
-		t.Errorf("pids.max = %q, want a limit", p)
+	if lim.PidsMax <= 0 {
+		t.Errorf("pids max = %d, want a limit", lim.PidsMax)
 	}
 	priv, _ := c.docker("inspect", "-f", "{{.HostConfig.Privileged}}", cid)
 	if priv != "false" {

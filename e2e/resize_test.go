@@ -14,20 +14,20 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/flavors"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 
-	"github.com/capsule-cloud/capsule/cgroupstats"
+	"github.com/capsule-cloud/capsule/cgroup"
 )
 
 // cpuRate measures how many CPUs the cgroup of pid uses, from its CPU
 // time accounting over a window of a few seconds.
 func cpuRate(t *testing.T, pid int, window time.Duration) float64 {
 	t.Helper()
-	s0, err := cgroupstats.ForPID(pid)
+	s0, err := cgroup.StatsOf(pid)
 	if err != nil {
 		t.Fatalf("cgroup stats of %d: %v", pid, err)
 	}
 	t0 := time.Now()
 	time.Sleep(window) // the measurement window, not a wait for a state
-	s1, err := cgroupstats.ForPID(pid)
+	s1, err := cgroup.StatsOf(pid)
 	if err != nil {
 		t.Fatalf("cgroup stats of %d: %v", pid, err)
 	}
@@ -147,8 +147,8 @@ func TestLiveResize(t *testing.T) {
 	waitStatus(t, demo, srv.ID, "ACTIVE", 30*time.Second)
 	// Confirm changes no limit: the kernel's quota is still one CPU (the
 	// rate itself was measured after the first live resize above).
-	if q := cgroupFile(t, pid, "cpu", "cpu.cfs_quota_us"); q != "100000" {
-		t.Errorf("cpu.cfs_quota_us after confirm = %s, want 100000 (one CPU)", q)
+	if q := cgroupLimits(t, pid).CPUQuotaUS; q != 100000 {
+		t.Errorf("cpu quota after confirm = %d µs, want 100000 (one CPU)", q)
 	}
 	if v, r := hostUsage(t, admin, c.host); v != vcpus0+1 || r != ram0+256 {
 		t.Errorf("host usage after confirm = %d vCPU/%d MB, want %d/%d", v, r, vcpus0+1, ram0+256)

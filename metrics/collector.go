@@ -147,8 +147,8 @@ func (c *Collector) collectServer(ch chan<- prometheus.Metric, s Server) {
 		gauge(c.memUsage, float64(st.MemoryUsageBytes))
 		gauge(c.memCache, float64(st.MemoryCacheBytes))
 		gauge(c.memRSS, float64(st.MemoryRSSBytes))
-		if s.HasWorkingSet {
-			gauge(c.memWorkingSet, float64(s.WorkingSetBytes))
+		if st.MemoryWorkingSetBytes > 0 {
+			gauge(c.memWorkingSet, float64(st.MemoryWorkingSetBytes))
 		}
 		if st.MemoryLimitBytes > 0 {
 			gauge(c.memLimit, float64(st.MemoryLimitBytes))

@@ -17,7 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/capsule-cloud/capsule/drivers"
+	"github.com/capsule-cloud/capsule/cgroup"
 )
 
 // Server is one server's figures at scrape time.
@@ -25,16 +25,11 @@ type Server struct {
 	ID      string // instance UUID
 	Project string // owning project id ("" when unknown)
 	// Stats are the cgroup counters; HasStats is false while the workload
-	// does not run (or the driver cannot measure it).
-	Stats    drivers.InstanceStats
+	// does not run (or the driver cannot measure it). A working set of 0
+	// is one the driver cannot tell: its series is then not exported.
+	Stats    cgroup.Stats
 	HasStats bool
-	// WorkingSetBytes is the memory the kernel cannot simply reclaim
-	// from the server: usage minus the inactive page cache (tmpfs and
-	// recently used cache count). HasWorkingSet is false when the driver
-	// cannot split the usage; the series is then not exported.
-	WorkingSetBytes uint64
-	HasWorkingSet   bool
-	NICs            []NIC
+	NICs     []NIC
 }
 
 // NIC is one server NIC's counters, from the server's point of view (rx is

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/capsule-cloud/capsule/drivers"
+	"github.com/capsule-cloud/capsule/cgroup"
 )
 
 type staticSource struct {
@@ -63,11 +63,10 @@ func TestCollectorSeries(t *testing.T) {
 	src := staticSource{
 		servers: []Server{{
 			ID: "i-1", Project: "p-1", HasStats: true,
-			Stats: drivers.InstanceStats{CPUUsageNS: 2_500_000_000, CPUThrottledNS: 1_000_000_000, CPUPeriods: 40,
+			Stats: cgroup.Stats{CPUUsageNS: 2_500_000_000, CPUThrottledNS: 1_000_000_000, CPUPeriods: 40,
 				CPUThrottledPeriods: 4, MemoryUsageBytes: 100 << 20, MemoryCacheBytes: 60 << 20, MemoryRSSBytes: 40 << 20,
 				MemoryLimitBytes: 512 << 20, OOMKills: 2, Pids: 7, PidsLimit: 100,
-				DiskReadBytes: 4096, DiskWriteBytes: 8192, DiskReadOps: 1, DiskWriteOps: 2},
-			WorkingSetBytes: 55 << 20, HasWorkingSet: true,
+				DiskReadBytes: 4096, DiskWriteBytes: 8192, DiskReadOps: 1, DiskWriteOps: 2, MemoryWorkingSetBytes: 55 << 20},
 			NICs: []NIC{{PortID: "port-a", Interface: "tap-a", RxBytes: 10, TxBytes: 20, RxDrops: 1, TxDrops: 2, Shaped: true, TCDrops: 5},
 				{PortID: "port-b", Interface: "tap-b", RxBytes: 3}},
 		}, {ID: "i-2", Project: "p-2"}}, // stopped: no cgroup series

@@ -13,6 +13,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	dimage "github.com/docker/docker/api/types/image"
 
+	"github.com/capsule-cloud/capsule/cgroup"
 	"github.com/capsule-cloud/capsule/drivers"
 	"github.com/capsule-cloud/capsule/drivers/docker"
 	"github.com/capsule-cloud/capsule/drivers/drivertest"
@@ -112,7 +113,7 @@ func TestLimitsAndSecurity(t *testing.T) {
 	if c.State.Pid <= 0 {
 		t.Fatalf("no pid for running container: %+v", c.State)
 	}
-	lim, err := docker.CgroupLimits(c.State.Pid)
+	lim, err := cgroup.LimitsOf(c.State.Pid)
 	if err != nil {
 		t.Fatalf("cgroup limits of pid %d: %v", c.State.Pid, err)
 	}
@@ -125,6 +126,12 @@ func TestLimitsAndSecurity(t *testing.T) {
 	}
 	if lim.PidsMax != 77 {
 		t.Errorf("pids.max = %d, want 77", lim.PidsMax)
+	}
+	if lim.CgroupVersion == 1 && lim.CPUShares != 2048 {
+		t.Errorf("cpu.shares = %d, want 2048", lim.CPUShares)
+	}
+	if lim.Cpuset == "" || lim.Disk != nil {
+		t.Errorf("cpuset %q, disk throttles %+v: want a cpuset and no throttle", lim.Cpuset, lim.Disk)
 	}
 	status, err := readProcStatus(c.State.Pid)
 	if err != nil {

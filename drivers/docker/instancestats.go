@@ -5,16 +5,17 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/capsule-cloud/capsule/cgroupstats"
+	"github.com/capsule-cloud/capsule/cgroup"
 	"github.com/capsule-cloud/capsule/drivers"
 )
 
 var _ drivers.StatsReader = (*Driver)(nil)
 
-// InstanceStats implements drivers.StatsReader: Stats' cgroup counters,
-// the memory split (cache/rss) and when the workload started. The memory
-// split is best effort: a failure to read it leaves it at 0 rather than
-// hiding the counters.
+// InstanceStats implements drivers.StatsReader: the cgroup counters of a
+// running instance's workload (CPU time and throttling, memory, OOM
+// kills, tasks, block IO) and when it started, for diagnostics and for
+// measuring that its limits hold. It needs dockerd on this host: the
+// counters are read from this host's cgroup filesystem.
 func (d *Driver) InstanceStats(ctx context.Context, id string) (drivers.InstanceStats, error) {
 	c, err := d.inspect(ctx, "stats", id)
 	if err != nil {
@@ -26,40 +27,13 @@ func (d *Driver) InstanceStats(ctx context.Context, id string) (drivers.Instance
 	if !d.local() {
 		return drivers.InstanceStats{}, fmt.Errorf("docker stats %s: dockerd at %s is not on this host: %w", id, d.cli.DaemonHost(), drivers.ErrNotSupported)
 	}
-	st, err := cgroupstats.ForPID(c.State.Pid)
+	st, err := cgroup.StatsOf(c.State.Pid)
 	if err != nil {
 		return drivers.InstanceStats{}, fmt.Errorf("docker stats %s: %w", id, err)
 	}
-	out := fromCgroupStats(st)
-	if mem, err := cgroupstats.MemoryForPID(c.State.Pid); err == nil {
-		out.MemoryCacheBytes, out.MemoryRSSBytes = mem.CacheBytes, mem.RSSBytes
-	}
+	out := drivers.InstanceStats{Stats: st}
 	if t, err := time.Parse(time.RFC3339Nano, c.State.StartedAt); err == nil {
 		out.StartedAt = t
 	}
 	return out, nil
-}
-
-func fromCgroupStats(s cgroupstats.Stats) drivers.InstanceStats {
-	return drivers.InstanceStats{
-		CgroupVersion:         s.CgroupVersion,
-		CPUUsageNS:            s.CPUUsageNS,
-		CPUUserNS:             s.CPUUserNS,
-		CPUSystemNS:           s.CPUSystemNS,
-		CPUPeriods:            s.CPUPeriods,
-		CPUThrottledPeriods:   s.CPUThrottledPeriods,
-		CPUThrottledNS:        s.CPUThrottledNS,
-		MemoryUsageBytes:      s.MemoryUsageBytes,
-		MemoryLimitBytes:      s.MemoryLimitBytes,
-		MemoryCacheBytes:      s.MemoryCacheBytes,
-		MemoryRSSBytes:        s.MemoryRSSBytes,
-		MemoryWorkingSetBytes: s.WorkingSetBytes(),
-		OOMKills:              s.OOMKills,
-		Pids:                  s.Pids,
-		PidsLimit:             s.PidsLimit,
-		DiskReadBytes:         s.DiskReadBytes,
-		DiskWriteBytes:        s.DiskWriteBytes,
-		DiskReadOps:           s.DiskReadOps,
-		DiskWriteOps:          s.DiskWriteOps,
-	}
 }

@@ -1,7 +1,6 @@
 package docker
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 
 	"github.com/capsule-cloud/capsule/drivers"
+	"github.com/capsule-cloud/capsule/internal/mountinfo"
 )
 
 // pidsLimit is the effective pid cap of spec: the flavor's
@@ -85,7 +85,7 @@ func (d *Driver) diskDevice(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("docker info: %w", err)
 	}
-	dev, err := blockDeviceOf(info.DockerRootDir, "/proc/self/mountinfo", "/sys")
+	dev, err := blockDeviceOf(info.DockerRootDir, mountinfo.Self, "/sys")
 	if err != nil {
 		return "", err
 	}
@@ -97,17 +97,22 @@ func (d *Driver) diskDevice(ctx context.Context) (string, error) {
 // blockDeviceOf returns the /dev path of the whole disk holding dir: the
 // device number of the mount holding it (from mountinfo), resolved from a
 // partition to its disk through sysfs.
-func blockDeviceOf(dir, mountinfo, sysfs string) (string, error) {
+func blockDeviceOf(dir, mounttable, sysfs string) (string, error) {
 	if dir == "" {
 		return "", fmt.Errorf("find the disk of docker's root dir: empty root dir")
 	}
 	if real, err := filepath.EvalSymlinks(dir); err == nil {
 		dir = real
 	}
-	majmin, fstype, err := mountDevice(dir, mountinfo)
+	mounts, err := mountinfo.Read(mounttable)
 	if err != nil {
 		return "", err
 	}
+	m, ok := mountinfo.Holding(mounts, dir)
+	if !ok {
+		return "", fmt.Errorf("no mount holds %s", dir)
+	}
+	majmin, fstype := m.Device, m.FSType
 	if strings.HasPrefix(majmin, "0:") {
 		// Device 0 is anonymous: tmpfs, overlay, btrfs subvolumes, NFS...
 		return "", fmt.Errorf("docker's root dir %s is on %s (device %s), not on a block device: disk IO cannot be throttled", dir, fstype, majmin)
@@ -126,50 +131,6 @@ func blockDeviceOf(dir, mountinfo, sysfs string) (string, error) {
 		return "", fmt.Errorf("block device %s of %s: %w", majmin, dir, err)
 	}
 	return "/dev/" + name, nil
-}
-
-// mountDevice returns the major:minor and file system type of the mount
-// holding dir: the one with the longest mount point containing it.
-func mountDevice(dir, mountinfo string) (majmin, fstype string, err error) {
-	f, err := os.Open(mountinfo)
-	if err != nil {
-		return "", "", fmt.Errorf("read mounts: %w", err)
-	}
-	defer f.Close()
-	best := -1
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		// id parent major:minor root mountpoint opts [optional...] - fstype source superopts
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
-			continue
-		}
-		pf, sf := strings.Fields(pre), strings.Fields(post)
-		if len(pf) < 5 || len(sf) < 1 {
-			continue
-		}
-		mp := unescapeMount(pf[4])
-		if !within(dir, mp) || len(mp) < best {
-			continue
-		}
-		// Later mounts on the same point hide earlier ones: >= keeps the last.
-		best, majmin, fstype = len(mp), pf[2], sf[0]
-	}
-	if err := sc.Err(); err != nil {
-		return "", "", fmt.Errorf("read %s: %w", mountinfo, err)
-	}
-	if best < 0 {
-		return "", "", fmt.Errorf("no mount holds %s", dir)
-	}
-	return majmin, fstype, nil
-}
-
-func within(dir, mountpoint string) bool {
-	if mountpoint == "/" {
-		return true
-	}
-	return dir == mountpoint || strings.HasPrefix(dir, mountpoint+"/")
 }
 
 // devName reads DEVNAME from a sysfs uevent file.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +13,7 @@ import (
 	"github.com/docker/docker/api/types/blkiodev"
 	"github.com/docker/docker/api/types/container"
 
-	"github.com/capsule-cloud/capsule/cgroupstats"
+	"github.com/capsule-cloud/capsule/cgroup"
 	"github.com/capsule-cloud/capsule/drivers"
 	"github.com/capsule-cloud/capsule/drivers/docker"
 	"github.com/capsule-cloud/capsule/drivers/drivertest"
@@ -39,13 +40,13 @@ func limitedSpec(t *testing.T, image string, vcpus int, extra map[string]string)
 	return spec
 }
 
-func stats(t *testing.T, ctx context.Context, d *docker.Driver, id string) cgroupstats.Stats {
+func stats(t *testing.T, ctx context.Context, d *docker.Driver, id string) cgroup.Stats {
 	t.Helper()
-	s, err := d.Stats(ctx, id)
+	s, err := d.InstanceStats(ctx, id)
 	if err != nil {
 		t.Fatalf("stats: %v", err)
 	}
-	return s
+	return s.Stats
 }
 
 func within(got, want, tol float64) bool { return math.Abs(got-want) <= tol }
@@ -77,7 +78,7 @@ func TestCPUQuotaMeasured(t *testing.T) {
 	if c.HostConfig.CPUQuota != 50000 || c.HostConfig.CPUPeriod != 100000 {
 		t.Errorf("docker cpu quota/period = %d/%d, want 50000/100000", c.HostConfig.CPUQuota, c.HostConfig.CPUPeriod)
 	}
-	lim, err := docker.CgroupLimits(c.State.Pid)
+	lim, err := cgroup.LimitsOf(c.State.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +192,8 @@ func rateOf(ts []*blkiodev.ThrottleDevice) uint64 {
 	return ts[0].Rate
 }
 
-// checkThrottle: Docker got the throttle on a whole disk (not a partition).
+// checkThrottle: Docker got the throttle on a whole disk (not a partition)
+// and the kernel enforces it on one device.
 func checkThrottle(t *testing.T, ctx context.Context, d *docker.Driver, id string, get func(*container.HostConfig) (string, uint64), want uint64) {
 	t.Helper()
 	c, err := d.Client().ContainerInspect(ctx, docker.ContainerName(id))
@@ -201,6 +203,13 @@ func checkThrottle(t *testing.T, ctx context.Context, d *docker.Driver, id strin
 	name, got := get(c.HostConfig)
 	if got != want {
 		t.Fatalf("docker %s = %d, want %d (host config %+v)", name, got, want, c.HostConfig.Resources)
+	}
+	lim, err := cgroup.LimitsOf(c.State.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lim.Disk) != 1 || !slices.Contains([]uint64{lim.Disk[0].ReadBPS, lim.Disk[0].WriteBPS, lim.Disk[0].ReadIOPS, lim.Disk[0].WriteIOPS}, want) {
+		t.Fatalf("kernel disk throttles = %+v, want %s %d on one device", lim.Disk, name, want)
 	}
 }
 

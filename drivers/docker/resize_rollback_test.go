@@ -1,9 +1,11 @@
 package docker_test
 
 import (
+	"reflect"
 	"testing"
 	"time"
 
+	"github.com/capsule-cloud/capsule/cgroup"
 	"github.com/capsule-cloud/capsule/drivers/docker"
 	"github.com/capsule-cloud/capsule/drivers/drivertest"
 	"github.com/capsule-cloud/capsule/internal/testenv"
@@ -39,7 +41,7 @@ func TestLiveResizeFailureRollsBack(t *testing.T) {
 		}
 		wait(ctx, t, 100*time.Millisecond)
 	}
-	before, err := docker.CgroupLimits(pid)
+	before, err := cgroup.LimitsOf(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,11 +62,11 @@ func TestLiveResizeFailureRollsBack(t *testing.T) {
 		t.Fatalf("resize to 64 MiB under 150 MiB of shared memory succeeded; want the kernel to refuse it")
 	}
 	t.Logf("resize refused as expected: %v", err)
-	after, err := docker.CgroupLimits(pid)
+	after, err := cgroup.LimitsOf(pid)
 	if err != nil {
 		t.Fatalf("the server died with the failed resize: %v", err)
 	}
-	if after != before {
+	if !reflect.DeepEqual(after, before) {
 		t.Errorf("limits after a failed resize: %+v, want the old %+v", after, before)
 	}
 	if got := cpuset(); got != setBefore {

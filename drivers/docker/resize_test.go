@@ -2,9 +2,11 @@ package docker_test
 
 import (
 	"errors"
+	"reflect"
 	"testing"
 	"time"
 
+	"github.com/capsule-cloud/capsule/cgroup"
 	"github.com/capsule-cloud/capsule/drivers"
 	"github.com/capsule-cloud/capsule/drivers/docker"
 	"github.com/capsule-cloud/capsule/drivers/drivertest"
@@ -49,7 +51,7 @@ func TestLiveResizeMeasured(t *testing.T) {
 	if p := pidOf(); p != pid {
 		t.Fatalf("resize restarted the container: pid %d -> %d", pid, p)
 	}
-	lim, err := docker.CgroupLimits(pid)
+	lim, err := cgroup.LimitsOf(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +70,7 @@ func TestLiveResizeMeasured(t *testing.T) {
 	if !errors.Is(err, drivers.ErrNotSupported) {
 		t.Fatalf("resize changing disk throttles: %v, want ErrNotSupported", err)
 	}
-	if after, _ := docker.CgroupLimits(pid); after != lim {
+	if after, _ := cgroup.LimitsOf(pid); !reflect.DeepEqual(after, lim) {
 		t.Errorf("a refused resize changed limits: %+v -> %+v", lim, after)
 	}
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/capsule-cloud/capsule/cgroup"
 	"github.com/capsule-cloud/capsule/drivers"
 )
 
@@ -33,8 +34,7 @@ func (d *Driver) InstanceStats(ctx context.Context, id string) (drivers.Instance
 	cpu := uint64(time.Since(in.StartedAt).Nanoseconds()/10) + 1
 	limit := uint64(in.Spec.MemoryMB) << 20
 	boots := uint64(in.Boots)
-	return drivers.InstanceStats{
-		StartedAt:        in.StartedAt,
+	return drivers.InstanceStats{StartedAt: in.StartedAt, Stats: cgroup.Stats{
 		CgroupVersion:    2,
 		CPUUsageNS:       cpu,
 		CPUUserNS:        cpu * 3 / 4,
@@ -50,5 +50,5 @@ func (d *Driver) InstanceStats(ctx context.Context, id string) (drivers.Instance
 		DiskWriteBytes:   boots << 20,
 		DiskReadOps:      boots * 256,
 		DiskWriteOps:     boots * 256,
-	}, nil
+	}}, nil
 }

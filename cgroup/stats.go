@@ -1,9 +1,13 @@
-// Package cgroupstats reads what the kernel accounts to a process's
-// cgroups (CPU time and throttling, memory, OOM kills, tasks, block IO)
-// through containerd/cgroups, on cgroup v1 (legacy or hybrid hosts, the
-// controllers mounted separately) and v2 (unified) alike. It is how the
-// proofs measure a server's limits and how diagnostics report them.
-package cgroupstats
+// Package cgroup reads what the kernel does to a process through its
+// cgroups, on cgroup v1 (legacy or hybrid hosts, the controllers mounted
+// separately or co-mounted) and v2 (unified) alike: the counters it
+// accounts (Stats: CPU time and throttling, memory, OOM kills, tasks,
+// block IO; through containerd/cgroups) and the limits it enforces
+// (Limits: CPU quota, period, shares and cpuset, memory, pids, disk
+// throttles; read back from the cgroup files). Drivers measure their
+// instances with it; the agent's diagnostics, alarms and metrics and the
+// tests' proofs use its Stats.
+package cgroup
 
 import (
 	"errors"
@@ -16,7 +20,8 @@ import (
 )
 
 // Stats are the counters of one cgroup (a server's container). Counters
-// only grow; rates come from two samples. Limits of 0 mean "none".
+// only grow; rates come from two samples. Limits of 0 mean "none", and
+// figures a reader cannot tell are 0.
 type Stats struct {
 	CgroupVersion int // 1 or 2
 
@@ -33,10 +38,15 @@ type Stats struct {
 	// included) and anonymous memory (v1 rss, v2 anon).
 	MemoryCacheBytes uint64
 	MemoryRSSBytes   uint64
-	// MemoryInactiveFileBytes is the page cache not used lately: what
-	// the kernel reclaims first, and at no cost, before it OOM-kills.
-	MemoryInactiveFileBytes uint64
-	OOMKills                uint64 // tasks the OOM killer killed in this cgroup
+	// MemoryWorkingSetBytes is the memory the cgroup holds that the
+	// kernel cannot simply drop: usage minus the inactive page cache
+	// (cAdvisor's and the kubelet's working set), what alarms and "used"
+	// memory count. Page cache under memory pressure is reclaimed before
+	// any OOM kill, so usage alone overstates a server that reads or
+	// writes a lot of files; tmpfs files and recently used cache do
+	// count. 0 when unknown.
+	MemoryWorkingSetBytes uint64
+	OOMKills              uint64 // tasks the OOM killer killed in this cgroup
 
 	Pids      uint64 // tasks now
 	PidsLimit uint64 // 0: unlimited
@@ -53,23 +63,23 @@ type Stats struct {
 // number, v2 as max (the library turns it into MaxUint64).
 const unlimited = 1 << 62
 
-// ForPID reads the stats of the cgroups process pid belongs to. On a
+// StatsOf reads the stats of the cgroups process pid belongs to. On a
 // hybrid host (v1 controllers plus an empty v2 mount) the v1 controllers
 // are the ones that count.
-func ForPID(pid int) (Stats, error) {
+func StatsOf(pid int) (Stats, error) {
 	if pid <= 0 {
 		return Stats{}, fmt.Errorf("cgroup stats: invalid pid %d", pid)
 	}
 	switch cgroups.Mode() {
 	case cgroups.Unified:
-		return forPIDv2(pid)
+		return statsV2(pid)
 	case cgroups.Legacy, cgroups.Hybrid:
-		return forPIDv1(pid)
+		return statsV1(pid)
 	}
 	return Stats{}, errors.New("cgroup stats: no cgroup filesystem mounted at /sys/fs/cgroup")
 }
 
-func forPIDv1(pid int) (Stats, error) {
+func statsV1(pid int) (Stats, error) {
 	cg, err := cgroup1.Load(cgroup1.PidPath(pid))
 	if err != nil {
 		return Stats{}, fmt.Errorf("cgroup stats of pid %d: load v1 cgroups: %w", pid, err)
@@ -99,7 +109,7 @@ func fromV1(m *v1.Metrics) Stats {
 		// total_*: the cgroup and its children, as usage counts them.
 		s.MemoryCacheBytes = mem.GetTotalCache()
 		s.MemoryRSSBytes = mem.GetTotalRSS()
-		s.MemoryInactiveFileBytes = mem.GetTotalInactiveFile()
+		s.MemoryWorkingSetBytes = workingSet(s.MemoryUsageBytes, mem.GetTotalInactiveFile())
 	}
 	s.OOMKills = m.GetMemoryOomControl().GetOomKill()
 	s.Pids = m.GetPids().GetCurrent()
@@ -125,7 +135,7 @@ func fromV1(m *v1.Metrics) Stats {
 	return s
 }
 
-func forPIDv2(pid int) (Stats, error) {
+func statsV2(pid int) (Stats, error) {
 	_, group, err := cgroups.ParseCgroupFileUnified(fmt.Sprintf("/proc/%d/cgroup", pid))
 	if err != nil {
 		return Stats{}, fmt.Errorf("cgroup stats of pid %d: %w", pid, err)
@@ -154,7 +164,7 @@ func forPIDv2(pid int) (Stats, error) {
 	s.MemoryLimitBytes = limit(m.GetMemory().GetUsageLimit())
 	s.MemoryCacheBytes = m.GetMemory().GetFile()
 	s.MemoryRSSBytes = m.GetMemory().GetAnon()
-	s.MemoryInactiveFileBytes = m.GetMemory().GetInactiveFile()
+	s.MemoryWorkingSetBytes = workingSet(s.MemoryUsageBytes, m.GetMemory().GetInactiveFile())
 	s.OOMKills = m.GetMemoryEvents().GetOomKill()
 	s.Pids = m.GetPids().GetCurrent()
 	s.PidsLimit = limit(m.GetPids().GetLimit())
@@ -167,16 +177,14 @@ func forPIDv2(pid int) (Stats, error) {
 	return s, nil
 }
 
-// WorkingSetBytes is the memory the cgroup holds that the kernel cannot
-// simply drop: usage minus the inactive page cache (cAdvisor's and the
-// kubelet's working set). Page cache under memory pressure is reclaimed
-// before any OOM kill, so usage alone overstates a server that reads or
-// writes a lot of files; tmpfs files and recently used cache do count.
-func (s Stats) WorkingSetBytes() uint64 {
-	if s.MemoryInactiveFileBytes >= s.MemoryUsageBytes {
+// workingSet is usage minus the inactive page cache, never below zero
+// (v1's usage is batched per CPU and may read lower than its parts for a
+// moment).
+func workingSet(usage, inactiveFile uint64) uint64 {
+	if inactiveFile >= usage {
 		return 0
 	}
-	return s.MemoryUsageBytes - s.MemoryInactiveFileBytes
+	return usage - inactiveFile
 }
 
 func limit(v uint64) uint64 {
