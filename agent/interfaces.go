@@ -9,13 +9,14 @@ import (
 	"time"
 
 	"github.com/capsule-cloud/capsule/drivers"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/protocol"
 )
 
 // errNoSandbox refuses to hot-plug a NIC into a server that has none: it
 // was created without a sandbox (drivers/docker/sandbox.go), so there is
-// no network namespace to plug into. The API maps the phrase to a 409.
-var errNoSandbox = errors.New("the instance has no network sandbox (it was booted without a network)")
+// no network namespace to plug into. The API maps its kind to a 409.
+var errNoSandbox = errdefs.FailedPrecondition("the instance has no network sandbox (it was booted without a network)")
 
 // generations snapshots the attach/detach counts, taken before asking the
 // conductor for the instances on this host (see refreshSince).

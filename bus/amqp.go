@@ -24,9 +24,13 @@ const (
 	// message may be published again).
 	publishTokenHeader = "x-capsule-publish"
 	// errorHeader marks a Call reply as a handler error; its value is the
-	// error text.
-	errorHeader = "x-capsule-error"
-	contentJSON = "application/json"
+	// error text. The kind, safe message and reason of a classified error
+	// (package errdefs) travel in the three headers after it.
+	errorHeader        = "x-capsule-error"
+	errorKindHeader    = "x-capsule-error-kind"
+	errorMessageHeader = "x-capsule-error-message"
+	errorReasonHeader  = "x-capsule-error-reason"
+	contentJSON        = "application/json"
 	// replyPublishTimeout bounds how long a consumer tries to send a Call
 	// reply before it gives up (the caller then times out).
 	replyPublishTimeout = 30 * time.Second
@@ -136,9 +140,8 @@ type pubResult struct {
 }
 
 type amqpReply struct {
-	body  []byte
-	err   string
-	isErr bool
+	body []byte
+	err  *wireError // nil: the handler succeeded
 }
 
 // DialAMQP connects to RabbitMQ at url and declares the topology. It
@@ -586,13 +589,13 @@ func (a *AMQP) Call(ctx context.Context, queue string, m Message, reply any) err
 		}
 		select {
 		case r := <-replies:
-			return decodeReply(queue, m, r.isErr, r.err, r.body, reply)
+			return decodeReply(queue, m, r.err, r.body, reply)
 		case <-ctx.Done():
 			return callCtxErr(queue, m, ctx.Err())
 		case <-s.lost:
 			select {
 			case r := <-replies:
-				return decodeReply(queue, m, r.isErr, r.err, r.body, reply)
+				return decodeReply(queue, m, r.err, r.body, reply)
 			default:
 			}
 			a.log.Info("bus: connection lost during call; sending it again", "queue", queue, "kind", m.Kind, "id", m.ID)
@@ -612,7 +615,8 @@ func (a *AMQP) readReplies(replies <-chan amqp.Delivery) {
 		}
 		r := amqpReply{body: d.Body}
 		if e, ok := d.Headers[errorHeader]; ok {
-			r.isErr, r.err = true, fmt.Sprint(e)
+			r.err = &wireError{Text: fmt.Sprint(e), Kind: headerString(d.Headers, errorKindHeader),
+				Message: headerString(d.Headers, errorMessageHeader), Reason: headerString(d.Headers, errorReasonHeader)}
 		}
 		select {
 		case ch <- r:
@@ -766,7 +770,7 @@ func (c *amqpConsumer) handle(d amqp.Delivery) {
 	switch {
 	case err == nil:
 		if d.ReplyTo != "" {
-			c.reply(d, body, "")
+			c.reply(d, body, nil)
 		}
 		c.settle(log, d.Ack(false))
 	case c.ctx.Err() != nil:
@@ -786,7 +790,7 @@ func (c *amqpConsumer) handle(d amqp.Delivery) {
 	default:
 		log.Error("bus: handler failed; message dropped", "err", err)
 		if d.ReplyTo != "" {
-			c.reply(d, nil, err.Error())
+			c.reply(d, nil, toWire(err))
 		}
 		c.settle(log, d.Ack(false))
 	}
@@ -801,7 +805,7 @@ func (c *amqpConsumer) settle(log *slog.Logger, err error) {
 
 // reply sends a Call's result (or handler error) to the caller's reply
 // queue. Not mandatory: a caller that went away simply gets nothing.
-func (c *amqpConsumer) reply(d amqp.Delivery, body []byte, errText string) {
+func (c *amqpConsumer) reply(d amqp.Delivery, body []byte, werr *wireError) {
 	p := amqp.Publishing{
 		ContentType:   contentJSON,
 		DeliveryMode:  amqp.Transient,
@@ -810,8 +814,13 @@ func (c *amqpConsumer) reply(d amqp.Delivery, body []byte, errText string) {
 		Timestamp:     time.Now(),
 		Body:          body,
 	}
-	if errText != "" {
-		p.Headers = amqp.Table{errorHeader: errText}
+	if werr != nil {
+		p.Headers = amqp.Table{errorHeader: werr.Text}
+		for h, v := range map[string]string{errorKindHeader: werr.Kind, errorMessageHeader: werr.Message, errorReasonHeader: werr.Reason} {
+			if v != "" {
+				p.Headers[h] = v
+			}
+		}
 	}
 	ctx, cancel := context.WithTimeout(c.a.life, replyPublishTimeout)
 	defer cancel()
@@ -850,4 +859,12 @@ func (a *AMQP) dropConnection() bool {
 	}
 	s.netConn.Close()
 	return true
+}
+
+// headerString returns header h of a delivery as a string, "" if absent.
+func headerString(t amqp.Table, h string) string {
+	if v, ok := t[h]; ok {
+		return fmt.Sprint(v)
+	}
+	return ""
 }

@@ -15,6 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/capsule-cloud/capsule/errdefs"
 )
 
 // Well-known queues (= routing keys).
@@ -75,10 +77,47 @@ type Bus interface {
 	Close() error
 }
 
-// RemoteError is a handler's error carried back to a caller.
-type RemoteError struct{ Message string }
+// RemoteError is a handler's error carried back to a caller. When the
+// handler's error was classified (package errdefs), the kind, safe message
+// and reason travel with it and RemoteError unwraps to an equal errdefs
+// error: errdefs.IsNotFound(err) and errdefs.Message(err) work at the
+// caller as they did in the handler.
+type RemoteError struct {
+	Message string // the handler's whole error text, for logs
+	// Kind is the kind of the outermost classified error in the
+	// handler's error, "" when it had none.
+	Kind errdefs.Kind
+	// SafeMessage and Reason are that error's errdefs.Message and
+	// errdefs.Reason.
+	SafeMessage string
+	Reason      string
+}
 
 func (e *RemoteError) Error() string { return e.Message }
+
+// Unwrap returns the handler's classification, nil when it had none (or
+// one this build does not know).
+func (e *RemoteError) Unwrap() error {
+	if !e.Kind.Valid() {
+		return nil
+	}
+	return errdefs.New(e.Kind, e.SafeMessage).WithReason(e.Reason)
+}
+
+// wireError is a handler error as a reply carries it.
+type wireError struct {
+	Text, Kind, Message, Reason string
+}
+
+// toWire describes a handler's error for its reply.
+func toWire(err error) *wireError {
+	return &wireError{Text: err.Error(), Kind: string(errdefs.KindOf(err)), Message: errdefs.Message(err), Reason: errdefs.Reason(err)}
+}
+
+// remote is the caller's side of a wireError.
+func (w *wireError) remote() *RemoteError {
+	return &RemoteError{Message: w.Text, Kind: errdefs.Kind(w.Kind), SafeMessage: w.Message, Reason: w.Reason}
+}
 
 // ErrTimeout is returned by Call when no reply came before the deadline.
 var ErrTimeout = errors.New("bus: no reply before the deadline")

@@ -3,11 +3,13 @@ package bus
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/google/uuid"
 )
 
@@ -247,6 +249,42 @@ func runConformance(t *testing.T, h harness) {
 		var re *RemoteError
 		if !errors.As(err, &re) || re.Message != "no valid host found" {
 			t.Fatalf("err = %#v, want RemoteError(no valid host found)", err)
+		}
+	})
+
+	t.Run("HandlerErrorKeepsItsKind", func(t *testing.T) {
+		b, q := h.newBus(t), h.queue(t)
+		ctx := testCtx(t, 20*time.Second)
+		if err := b.Consume(ctx, q, func(_ context.Context, m Message) (any, error) {
+			switch m.Kind {
+			case "missing":
+				return nil, fmt.Errorf("diagnostics of i-1: %w", errdefs.NotFound("Instance i-1 could not be found.").
+					WithCause(errors.New("docker: no such container")))
+			case "taken":
+				return nil, errdefs.Conflict("The IP address 10.0.0.5 is in use.").WithReason("IpAddressInUse")
+			}
+			return nil, errors.New("plain failure")
+		}); err != nil {
+			t.Fatal(err)
+		}
+		err := b.Call(ctx, q, mustMsg(t, "missing", nil), nil)
+		if !errdefs.IsNotFound(err) || errdefs.IsConflict(err) {
+			t.Fatalf("err = %#v, want a NotFound", err)
+		}
+		if got := errdefs.Message(err); got != "Instance i-1 could not be found." {
+			t.Errorf("safe message %q", got)
+		}
+		var re *RemoteError
+		if !errors.As(err, &re) || re.Message != "diagnostics of i-1: Instance i-1 could not be found.: docker: no such container" {
+			t.Errorf("remote text = %#v", err)
+		}
+		err = b.Call(ctx, q, mustMsg(t, "taken", nil), nil)
+		if !errdefs.IsConflict(err) || errdefs.Reason(err) != "IpAddressInUse" || errdefs.Message(err) != "The IP address 10.0.0.5 is in use." {
+			t.Errorf("conflict: kind %q reason %q message %q", errdefs.KindOf(err), errdefs.Reason(err), errdefs.Message(err))
+		}
+		err = b.Call(ctx, q, mustMsg(t, "plain", nil), nil)
+		if !errors.As(err, &re) || errdefs.KindOf(err) != "" || errdefs.Message(err) != "" {
+			t.Errorf("plain error classified: %#v", err)
 		}
 	})
 

@@ -75,9 +75,8 @@ type memDelivery struct {
 }
 
 type memReply struct {
-	body  json.RawMessage
-	err   string
-	isErr bool
+	body json.RawMessage
+	err  *wireError // nil: the handler succeeded
 }
 
 // NewMem returns an empty in-process bus.
@@ -123,7 +122,7 @@ func (m *Mem) Call(ctx context.Context, queue string, msg Message, reply any) er
 	}
 	select {
 	case r := <-ch:
-		return decodeReply(queue, msg, r.isErr, r.err, r.body, reply)
+		return decodeReply(queue, msg, r.err, r.body, reply)
 	case <-ctx.Done():
 		return callCtxErr(queue, msg, ctx.Err())
 	}
@@ -139,9 +138,9 @@ func callCtxErr(queue string, m Message, err error) error {
 }
 
 // decodeReply turns a received reply into Call's result.
-func decodeReply(queue string, m Message, isErr bool, errText string, body []byte, reply any) error {
-	if isErr {
-		return &RemoteError{Message: errText}
+func decodeReply(queue string, m Message, werr *wireError, body []byte, reply any) error {
+	if werr != nil {
+		return werr.remote()
 	}
 	if reply == nil {
 		return nil
@@ -345,7 +344,7 @@ func (m *Mem) handle(q *memQueue, c *memConsumer, d memDelivery) {
 			m.log.Warn("bus: handler failed; message dropped", "queue", queueName(m, q), "kind", d.msg.Kind, "id", d.msg.ID, "err", err)
 		}
 		if d.reply != nil {
-			d.reply <- memReply{isErr: true, err: err.Error()}
+			d.reply <- memReply{err: toWire(err)}
 		}
 	case d.reply != nil:
 		d.reply <- memReply{body: body}

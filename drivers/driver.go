@@ -6,18 +6,20 @@ package drivers
 
 import (
 	"context"
-	"errors"
 	"time"
 
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/limits"
 )
 
-// Error kinds (in the spirit of containerd's errdefs). Wrap them with
-// fmt.Errorf("...: %w", drivers.ErrNotFound) and test with errors.Is.
+// The driver's errors, values of the errdefs kinds (NotFound, NotSupported,
+// FailedPrecondition). Wrap them with fmt.Errorf("...: %w",
+// drivers.ErrNotFound); test with errors.Is for this exact error, or with
+// errdefs.IsNotFound and friends for the kind (which survives the bus).
 var (
-	ErrNotFound     = errors.New("instance not found")
-	ErrNotSupported = errors.New("not supported by this driver")
-	ErrInvalidState = errors.New("invalid state for this operation")
+	ErrNotFound     = errdefs.NotFound("instance not found")
+	ErrNotSupported = errdefs.NotSupported("not supported by this driver")
+	ErrInvalidState = errdefs.FailedPrecondition("invalid state for this operation")
 )
 
 // Spec is what the agent asks a driver to create for one server.

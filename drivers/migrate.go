@@ -2,13 +2,15 @@ package drivers
 
 import (
 	"context"
-	"errors"
+
+	"github.com/capsule-cloud/capsule/errdefs"
 )
 
 // ErrHasVolumes refuses to migrate an instance whose data lives partly
 // outside its container filesystem (Docker volumes, bind mounts): a commit
 // would not carry it, and no data may be silently dropped.
-var ErrHasVolumes = errors.New("instance keeps data in volumes, which a cold migration cannot move")
+// A FailedPrecondition: the instance must lose its volumes first.
+var ErrHasVolumes = errdefs.FailedPrecondition("instance keeps data in volumes, which a cold migration cannot move")
 
 // Migrator is implemented by drivers that can move an instance to another
 // host cold: the source commits and pushes it (Snapshotter.Snapshot on the

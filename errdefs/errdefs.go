@@ -56,6 +56,10 @@ const (
 	// ErrNotSupported: the operation is not implemented here (by this
 	// driver, this release).
 	ErrNotSupported Kind = "NotSupported"
+	// ErrInternal: the operation failed in a way the caller cannot fix,
+	// and the message says what failed (Nova's InterfaceAttachFailed).
+	// An error without any kind is internal too, but shows no message.
+	ErrInternal Kind = "Internal"
 )
 
 // Error makes a Kind a sentinel error; its text is the default message.
@@ -79,6 +83,8 @@ func (k Kind) Error() string {
 		return "unavailable"
 	case ErrNotSupported:
 		return "not supported"
+	case ErrInternal:
+		return "internal error"
 	}
 	return "unknown error kind " + string(k)
 }
@@ -88,7 +94,7 @@ func (k Kind) Error() string {
 func (k Kind) Valid() bool {
 	switch k {
 	case ErrNotFound, ErrConflict, ErrInvalidArgument, ErrFailedPrecondition, ErrQuotaExceeded,
-		ErrForbidden, ErrUnauthenticated, ErrUnavailable, ErrNotSupported:
+		ErrForbidden, ErrUnauthenticated, ErrUnavailable, ErrNotSupported, ErrInternal:
 		return true
 	}
 	return false
@@ -291,3 +297,12 @@ func NotSupported(msg string) *Error { return New(ErrNotSupported, msg) }
 
 // NotSupportedf returns a NotSupported with a formatted safe message.
 func NotSupportedf(format string, args ...any) *Error { return Newf(ErrNotSupported, format, args...) }
+
+// IsInternal reports whether err is (or wraps) an Internal.
+func IsInternal(err error) bool { return errors.Is(err, ErrInternal) }
+
+// Internal returns an Internal with the safe message msg.
+func Internal(msg string) *Error { return New(ErrInternal, msg) }
+
+// Internalf returns an Internal with a formatted safe message.
+func Internalf(format string, args ...any) *Error { return Newf(ErrInternal, format, args...) }

@@ -108,7 +108,7 @@ func TestDefaultMessageAndValidity(t *testing.T) {
 		t.Errorf("default message %q", got)
 	}
 	for _, k := range []Kind{ErrNotFound, ErrConflict, ErrInvalidArgument, ErrFailedPrecondition, ErrQuotaExceeded,
-		ErrForbidden, ErrUnauthenticated, ErrUnavailable, ErrNotSupported} {
+		ErrForbidden, ErrUnauthenticated, ErrUnavailable, ErrNotSupported, ErrInternal} {
 		if !k.Valid() {
 			t.Errorf("%q not valid", k)
 		}
@@ -135,6 +135,7 @@ func TestConstructorsPickTheirKind(t *testing.T) {
 		{Unauthenticated("m"), ErrUnauthenticated},
 		{Unavailable("m"), ErrUnavailable}, {Unavailablef("%s", "m"), ErrUnavailable},
 		{NotSupported("m"), ErrNotSupported}, {NotSupportedf("%s", "m"), ErrNotSupported},
+		{Internal("m"), ErrInternal}, {Internalf("%s", "m"), ErrInternal},
 	} {
 		if c.err.Kind() != c.kind || c.err.Message() != "m" {
 			t.Errorf("%v: kind %q message %q, want %q", c.err, c.err.Kind(), c.err.Message(), c.kind)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/store"
@@ -223,11 +224,11 @@ func (s *Service) consoleOutput(w http.ResponseWriter, r *http.Request, inst *st
 	if err := s.bus.Call(ctx, bus.ComputeQueue(inst.Host), msg, &reply); err != nil {
 		var remote *bus.RemoteError
 		if errors.As(err, &remote) {
-			writeError(w, http.StatusNotFound, "Guest does not have a console available: "+remote.Message)
+			s.fail(w, r, errdefs.NotFound("Guest does not have a console available: "+remote.Message))
 			return
 		}
 		s.log.Warn("console output call", "instance", inst.ID, "host", inst.Host, "error", err)
-		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("The compute host %s did not answer in time.", inst.Host))
+		s.fail(w, r, errdefs.Unavailablef("The compute host %s did not answer in time.", inst.Host))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"output": tailSegments(consoleCtl.ReplaceAllString(reply.Output, ""), lines)})

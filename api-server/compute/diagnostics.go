@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/store"
@@ -36,9 +37,9 @@ func (s *Service) serverDiagnostics(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot 'get_diagnostics' instance %s while it is in vm_state %s", inst.ID, inst.VMState))
 		return
 	}
-	rep, status, msg := s.callDiagnostics(r.Context(), inst)
-	if status != 0 {
-		writeError(w, status, msg)
+	rep, err := s.callDiagnostics(r.Context(), inst)
+	if err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	if !versionOf(r.Context()).AtLeast(48) {
@@ -48,31 +49,33 @@ func (s *Service) serverDiagnostics(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, standardDiagnostics(inst, rep))
 }
 
-// callDiagnostics asks the server's agent for its counters. On failure it
-// returns the HTTP status and message to answer with.
-func (s *Service) callDiagnostics(ctx context.Context, inst *store.Instance) (protocol.DiagnosticsReply, int, string) {
+// callDiagnostics asks the server's agent for its counters. A driver that
+// cannot measure is NotSupported (Nova's 501), a host that does not hold
+// or cannot read the server a conflict, a host that did not answer
+// unavailable.
+func (s *Service) callDiagnostics(ctx context.Context, inst *store.Instance) (protocol.DiagnosticsReply, error) {
 	msg, err := bus.NewMessage(protocol.KindDiagnostics, protocol.DiagnosticsRequest{InstanceID: inst.ID})
 	if err != nil {
-		return protocol.DiagnosticsReply{}, http.StatusInternalServerError, "Unexpected API Error."
+		return protocol.DiagnosticsReply{}, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.CallTimeout)
 	defer cancel()
 	var rep protocol.DiagnosticsReply
 	err = s.bus.Call(ctx, bus.ComputeQueue(inst.Host), msg, &rep)
 	if err == nil {
-		return rep, 0, ""
+		return rep, nil
 	}
 	var remote *bus.RemoteError
 	if errors.As(err, &remote) {
-		if strings.Contains(remote.Message, "not supported") {
-			return rep, http.StatusNotImplemented, "Unable to get diagnostics, functionality not implemented: " + remote.Message
+		if errdefs.IsNotSupported(remote) {
+			return rep, errdefs.NotSupported("Unable to get diagnostics, functionality not implemented: " + remote.Message)
 		}
 		// The host does not hold the server (yet, or any more), or
 		// could not read it: the server is not in a state to measure.
-		return rep, http.StatusConflict, fmt.Sprintf("Instance %s is not ready: %s", inst.ID, remote.Message)
+		return rep, errdefs.Conflictf("Instance %s is not ready: %s", inst.ID, remote.Message)
 	}
 	s.log.Warn("diagnostics call", "instance", inst.ID, "host", inst.Host, "error", err)
-	return rep, http.StatusServiceUnavailable, fmt.Sprintf("The compute host %s did not answer in time.", inst.Host)
+	return rep, errdefs.Unavailablef("The compute host %s did not answer in time.", inst.Host)
 }
 
 // cpuTimes splits the server's CPU time over its vCPUs. A container's

@@ -2,17 +2,18 @@ package compute
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/drivers"
 	"github.com/capsule-cloud/capsule/protocol"
 )
 
 // serveDiagnostics stands in for the agent of host: it answers
 // diagnostics requests with reply (an error for ids in fail) and
 // acknowledges every other message.
-func (f *fixture) serveDiagnostics(host string, reply protocol.DiagnosticsReply, fail map[string]string) {
+func (f *fixture) serveDiagnostics(host string, reply protocol.DiagnosticsReply, fail map[string]error) {
 	f.t.Helper()
 	h := func(_ context.Context, m bus.Message) (any, error) {
 		if m.Kind != protocol.KindDiagnostics {
@@ -22,8 +23,8 @@ func (f *fixture) serveDiagnostics(host string, reply protocol.DiagnosticsReply,
 		if err := m.Decode(&req); err != nil {
 			return nil, err
 		}
-		if msg, ok := fail[req.InstanceID]; ok {
-			return nil, errors.New(msg)
+		if err, ok := fail[req.InstanceID]; ok {
+			return nil, err
 		}
 		return reply, nil
 	}
@@ -52,7 +53,12 @@ func TestDiagnosticsRendering(t *testing.T) {
 	f.activate(id, "h1")
 	gone := f.create("demo", "gone")
 	f.activate(gone, "h1")
-	f.serveDiagnostics("h1", runningReply(), map[string]string{gone: "diagnostics of instance " + gone + ": instance not found"})
+	unmeasured := f.create("demo", "unmeasured")
+	f.activate(unmeasured, "h1")
+	f.serveDiagnostics("h1", runningReply(), map[string]error{
+		gone:       fmt.Errorf("diagnostics of instance %s: %w", gone, drivers.ErrNotFound),
+		unmeasured: fmt.Errorf("diagnostics of instance %s: driver fake cannot measure instances: %w", unmeasured, drivers.ErrNotSupported),
+	})
 	path := "/v2.1/servers/" + id + "/diagnostics"
 
 	resp, body := f.do("GET", path, "admin", "", "X-OpenStack-Nova-API-Version", "2.47")
@@ -98,6 +104,13 @@ func TestDiagnosticsRendering(t *testing.T) {
 	expectFault(t, resp, body, 404, "itemNotFound")
 	resp, body = f.do("GET", "/v2.1/servers/"+gone+"/diagnostics", "admin", "")
 	expectFault(t, resp, body, 409, "conflictingRequest")
+	// A driver that cannot measure: its NotSupported crosses the bus.
+	resp, body = f.do("GET", "/v2.1/servers/"+unmeasured+"/diagnostics", "admin", "")
+	expectFault(t, resp, body, 501, "notImplemented")
+	if msg := body["notImplemented"].(map[string]any)["message"]; msg != "Unable to get diagnostics, functionality not implemented: diagnostics of instance "+
+		unmeasured+": driver fake cannot measure instances: not supported by this driver" {
+		t.Errorf("not-implemented message %q", msg)
+	}
 	building := f.create("demo", "building")
 	resp, body = f.do("GET", "/v2.1/servers/"+building+"/diagnostics", "admin", "")
 	expectFault(t, resp, body, 409, "conflictingRequest")

@@ -34,6 +34,8 @@ func statusOf(k errdefs.Kind) int {
 		return http.StatusNotImplemented
 	case errdefs.ErrUnavailable:
 		return http.StatusServiceUnavailable
+	case errdefs.ErrInternal:
+		return http.StatusInternalServerError
 	}
 	return http.StatusInternalServerError
 }
@@ -46,7 +48,7 @@ const unexpectedError = "Unexpected API Error."
 // and answered 500 without details.
 func (s *Service) fail(w http.ResponseWriter, r *http.Request, err error) {
 	k := errdefs.KindOf(err)
-	if k == "" {
+	if k == "" || k == errdefs.ErrInternal {
 		s.log.ErrorContext(r.Context(), "compute request failed", "error", err, "method", r.Method, "path", r.URL.Path)
 	}
 	writeError(w, statusOf(k), clientMessage(err))

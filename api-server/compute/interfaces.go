@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -28,10 +27,6 @@ const (
 	eventAttachInterface = "compute_attach_interface"
 	eventDetachInterface = "compute_detach_interface"
 )
-
-// noSandboxMarker is in the agent's error when a server has no network
-// namespace to plug into (agent.errNoSandbox); the API answers a 409.
-const noSandboxMarker = "no network sandbox"
 
 // attachBody is POST /servers/{id}/os-interface. Every field is optional:
 // an empty attachment asks for a port on the project's network.
@@ -237,8 +232,7 @@ func (s *Service) attachInterface(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.releaseInterface(context.WithoutCancel(ctx), inst, port.ID, rq.PortID == "")
 		s.interfaceEvent(ctx, inst, reqID, eventAttachInterface, started, err)
-		status, msg := agentFault(inst, "attach network adapter device to", err)
-		writeError(w, status, msg)
+		s.fail(w, r, agentFault(inst, "attach network adapter device to", err))
 		return
 	}
 	s.interfaceEvent(ctx, inst, reqID, eventAttachInterface, started, nil)
@@ -367,20 +361,21 @@ func (s *Service) callInterface(ctx context.Context, inst *store.Instance, kind 
 	return nil
 }
 
-// agentFault turns a failed plug or unplug into Nova's answer: a server
-// without a network sandbox is a conflict, a host that did not answer
-// unavailable, anything else Nova's InterfaceAttachFailed (500).
-func agentFault(inst *store.Instance, what string, err error) (int, string) {
+// agentFault classifies a failed plug or unplug as Nova answers it: a
+// server the agent finds without a network sandbox (a FailedPrecondition)
+// is a conflict, a host that did not answer unavailable, anything else
+// Nova's InterfaceAttachFailed (500, with what failed).
+func agentFault(inst *store.Instance, what string, err error) error {
 	var remote *bus.RemoteError
 	switch {
-	case errors.As(err, &remote) && strings.Contains(remote.Message, noSandboxMarker):
-		return http.StatusConflict, fmt.Sprintf("Failed to %s %s: %s", what, inst.ID, remote.Message)
+	case errors.As(err, &remote) && errdefs.IsFailedPrecondition(remote):
+		return errdefs.Conflictf("Failed to %s %s: %s", what, inst.ID, remote.Message).WithCause(err)
 	case errors.As(err, &remote):
-		return http.StatusInternalServerError, fmt.Sprintf("Failed to %s %s: %s", what, inst.ID, remote.Message)
+		return errdefs.Internalf("Failed to %s %s: %s", what, inst.ID, remote.Message).WithCause(err)
 	case errors.Is(err, context.DeadlineExceeded):
-		return http.StatusServiceUnavailable, fmt.Sprintf("The compute host %s did not answer in time.", inst.Host)
+		return errdefs.Unavailablef("The compute host %s did not answer in time.", inst.Host).WithCause(err)
 	}
-	return http.StatusInternalServerError, fmt.Sprintf("Failed to %s %s.", what, inst.ID)
+	return errdefs.Internalf("Failed to %s %s.", what, inst.ID).WithCause(err)
 }
 
 // interfaceEvent records the outcome of an attach or detach as the
@@ -435,8 +430,7 @@ func (s *Service) detachInterface(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.rebindInterface(context.WithoutCancel(ctx), inst, port)
 		s.interfaceEvent(ctx, inst, reqID, eventDetachInterface, started, err)
-		status, msg := agentFault(inst, "detach network adapter device from", err)
-		writeError(w, status, msg)
+		s.fail(w, r, agentFault(inst, "detach network adapter device from", err))
 		return
 	}
 	s.releaseInterface(context.WithoutCancel(ctx), inst, port.ID, slices.Contains(inst.OwnedPortList(), port.ID))

@@ -3,12 +3,14 @@ package compute
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/store"
@@ -16,17 +18,17 @@ import (
 
 // ifaceAgent stands in for a host's agent: it records the attach and
 // detach requests it gets and fails the ones whose port is in fail (with
-// that message); every other message is acknowledged.
+// that error); every other message is acknowledged.
 type ifaceAgent struct {
 	mu       sync.Mutex
 	attached []protocol.AttachInterface
 	detached []protocol.DetachInterface
-	fail     map[string]string
+	fail     map[string]error
 }
 
 func (f *fixture) serveInterfaces(host string) *ifaceAgent {
 	f.t.Helper()
-	ag := &ifaceAgent{fail: map[string]string{}}
+	ag := &ifaceAgent{fail: map[string]error{}}
 	h := func(_ context.Context, m bus.Message) (any, error) {
 		ag.mu.Lock()
 		defer ag.mu.Unlock()
@@ -38,8 +40,8 @@ func (f *fixture) serveInterfaces(host string) *ifaceAgent {
 			}
 			ag.attached = append(ag.attached, req)
 			for _, k := range []string{req.NIC.PortID, "*"} {
-				if msg, ok := ag.fail[k]; ok {
-					return nil, errors.New(msg)
+				if err, ok := ag.fail[k]; ok {
+					return nil, err
 				}
 			}
 			return protocol.InterfaceReply{Live: true}, nil
@@ -49,8 +51,8 @@ func (f *fixture) serveInterfaces(host string) *ifaceAgent {
 				return nil, err
 			}
 			ag.detached = append(ag.detached, req)
-			if msg, ok := ag.fail[req.PortID]; ok {
-				return nil, errors.New(msg)
+			if err, ok := ag.fail[req.PortID]; ok {
+				return nil, err
 			}
 			return protocol.InterfaceReply{Live: true}, nil
 		}
@@ -64,15 +66,17 @@ func (f *fixture) serveInterfaces(host string) *ifaceAgent {
 	return ag
 }
 
-func (ag *ifaceAgent) failPort(portID, msg string) {
+func (ag *ifaceAgent) failPort(portID string, err error) {
 	ag.mu.Lock()
 	defer ag.mu.Unlock()
-	ag.fail[portID] = msg
+	ag.fail[portID] = err
 }
 
 // failAttaches makes the agent stand-in fail every attach (the port id is
 // not known before the API allocates it).
-func (ag *ifaceAgent) failAttaches() { ag.failPort("*", "attach port: vif: plug: veth exploded") }
+func (ag *ifaceAgent) failAttaches() {
+	ag.failPort("*", errors.New("attach port: vif: plug: veth exploded"))
+}
 
 func (ag *ifaceAgent) calls() ([]protocol.AttachInterface, []protocol.DetachInterface) {
 	ag.mu.Lock()
@@ -353,9 +357,18 @@ func TestInterfaceStateAndDetachErrors(t *testing.T) {
 
 	// The agent cannot unplug: 500 and the port is still the server's.
 	port := f.portsOf(srv)[0]
-	ag.failPort(port.ID, "unplug: ovs-vsctl timed out")
+	ag.failPort(port.ID, errors.New("unplug: ovs-vsctl timed out"))
 	resp, body = f.do("DELETE", base+"/"+port.ID, "demo", "")
 	expectFault(t, resp, body, 500, "computeFault")
+	// The agent finds no network sandbox (its FailedPrecondition crosses
+	// the bus): 409 with the agent's words.
+	ag.failPort(port.ID, fmt.Errorf("detach from %s: %w", srv, errdefs.FailedPrecondition("the instance has no network sandbox")))
+	resp, body = f.do("DELETE", base+"/"+port.ID, "demo", "")
+	expectFault(t, resp, body, 409, "conflictingRequest")
+	if msg := body["conflictingRequest"].(map[string]any)["message"].(string); msg !=
+		"Failed to detach network adapter device from "+srv+": detach from "+srv+": the instance has no network sandbox" {
+		t.Errorf("no-sandbox message %q", msg)
+	}
 	p, err := f.st.GetPort(context.Background(), port.ID)
 	if err != nil || p.DeviceID != srv || p.BindingHostID != "h1" || p.Status != store.PortActive {
 		t.Errorf("port after a failed detach = %+v, %v", p, err)
