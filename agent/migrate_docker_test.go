@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -23,13 +22,7 @@ var _ migrationExporter = (*docker.Driver)(nil)
 
 func dockerOn(t *testing.T, env string) *docker.Driver {
 	t.Helper()
-	host := os.Getenv(env)
-	if host == "" {
-		if os.Getenv("CAPSULE_TEST_REQUIRE") == "1" {
-			t.Fatalf("%s is required (CAPSULE_TEST_REQUIRE=1) but not set", env)
-		}
-		t.Skipf("%s not set", env)
-	}
+	host := testenv.Env(t, env, "a test host's dockerd")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	drv, err := docker.New(ctx, docker.Options{Host: host, StopTimeout: 5 * time.Second, Logger: testLogger(t),

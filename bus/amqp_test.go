@@ -320,9 +320,7 @@ func TestAMQPReconnectAfterNetworkFailure(t *testing.T) {
 func TestAMQPReconnectAfterBrokerClose(t *testing.T) {
 	t.Parallel()
 	ctl, err := exec.LookPath("rabbitmqctl")
-	if err != nil {
-		t.Skip("rabbitmqctl not available")
-	}
+	testenv.Require(t, err == nil, "rabbitmqctl not available: %v", err)
 	e := newAMQPEnv(t)
 	q := e.queue(t)
 	name := "capsule-bus-test-" + newID()[:8]

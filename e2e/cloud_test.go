@@ -170,20 +170,6 @@ func withQuota(n int) cloudOption {
 	}
 }
 
-// needEnv returns an environment variable the way internal/testenv does:
-// a test without it skips, or fails under CAPSULE_TEST_REQUIRE=1.
-func needEnv(t *testing.T, env, what string) string {
-	t.Helper()
-	v := os.Getenv(env)
-	if v == "" {
-		if os.Getenv("CAPSULE_TEST_REQUIRE") == "1" {
-			t.Fatalf("%s is required (CAPSULE_TEST_REQUIRE=1) but %s is not set (deploy/test-env.sh sets it)", what, env)
-		}
-		t.Skipf("%s not configured: set %s (deploy/test-env.sh does)", what, env)
-	}
-	return v
-}
-
 // startCloud boots a cloud for the test and tears it down (deleting every
 // container it made, its bridges) at cleanup.
 func startCloud(t *testing.T, opts ...cloudOption) *cloud {
@@ -203,8 +189,8 @@ func startCloud(t *testing.T, opts ...cloudOption) *cloud {
 	suffix := strings.TrimPrefix(c.host, "e2e-") // 8 hex digits
 	if c.twoHosts {
 		c.hosts = []*computeHost{
-			{name: c.host + "-a", dockerHost: needEnv(t, "CAPSULE_TEST_DOCKER_HOST_A", "the dockerd of test host A"), bridge: "bt" + suffix + "a"},
-			{name: c.host + "-b", dockerHost: needEnv(t, "CAPSULE_TEST_DOCKER_HOST_B", "the dockerd of test host B"), bridge: "bt" + suffix + "b"},
+			{name: c.host + "-a", dockerHost: testenv.Env(t, "CAPSULE_TEST_DOCKER_HOST_A", "the dockerd of test host A"), bridge: "bt" + suffix + "a"},
+			{name: c.host + "-b", dockerHost: testenv.Env(t, "CAPSULE_TEST_DOCKER_HOST_B", "the dockerd of test host B"), bridge: "bt" + suffix + "b"},
 		}
 		c.trunk = "bt" + suffix + "t"
 		c.dockerHost = c.hosts[0].dockerHost

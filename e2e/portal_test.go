@@ -17,10 +17,11 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
+
+	"github.com/capsule-cloud/capsule/internal/testenv"
 )
 
-// chromiumPath finds Debian's chromium the way internal/testenv finds
-// components: a test without it skips, or fails under CAPSULE_TEST_REQUIRE=1.
+// chromiumPath finds Debian's chromium, Required like any component.
 func chromiumPath(t *testing.T) string {
 	t.Helper()
 	for _, p := range []string{os.Getenv("CAPSULE_TEST_CHROMIUM"), "/usr/bin/chromium"} {
@@ -34,10 +35,7 @@ func chromiumPath(t *testing.T) string {
 	if p, err := exec.LookPath("chromium"); err == nil {
 		return p
 	}
-	if os.Getenv("CAPSULE_TEST_REQUIRE") == "1" {
-		t.Fatal("chromium is required (CAPSULE_TEST_REQUIRE=1) but not installed (apt-get install chromium; deploy/lib.sh installs it)")
-	}
-	t.Skip("chromium not installed (apt-get install chromium)")
+	testenv.Require(t, false, "chromium not installed (apt-get install chromium; deploy/lib.sh installs it)")
 	return ""
 }
 

@@ -13,6 +13,8 @@ import (
 
 	"github.com/google/uuid"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/capsule-cloud/capsule/internal/testenv"
 )
 
 // authRegistry is a private registry of the test's own that requires a
@@ -29,12 +31,8 @@ type authRegistry struct {
 // with storage and htpasswd under the test's temporary directory.
 func startAuthRegistry(t *testing.T) *authRegistry {
 	t.Helper()
-	if _, err := exec.LookPath("docker-registry"); err != nil {
-		if os.Getenv("CAPSULE_TEST_REQUIRE") == "1" {
-			t.Fatalf("docker-registry is required (CAPSULE_TEST_REQUIRE=1): %v", err)
-		}
-		t.Skipf("docker-registry not installed: %v", err)
-	}
+	_, err := exec.LookPath("docker-registry")
+	testenv.Require(t, err == nil, "docker-registry not installed: %v", err)
 	r := &authRegistry{addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), user: "capsule",
 		pass: "reg-" + uuid.NewString()[:12], dir: t.TempDir()}
 	hash, err := bcrypt.GenerateFromPassword([]byte(r.pass), bcrypt.DefaultCost)

@@ -30,18 +30,6 @@ import (
 	"github.com/capsule-cloud/capsule/rescue"
 )
 
-// need skips (or, under CAPSULE_TEST_REQUIRE=1, fails) like testenv.
-func need(t *testing.T, ok bool, why string) {
-	t.Helper()
-	if ok {
-		return
-	}
-	if os.Getenv("CAPSULE_TEST_REQUIRE") == "1" {
-		t.Fatalf("required (CAPSULE_TEST_REQUIRE=1): %s", why)
-	}
-	t.Skip(why)
-}
-
 // privateDockerd is a dockerd of the test's own, with its own data root,
 // so the test can stop it without disturbing anyone.
 type privateDockerd struct {
@@ -53,8 +41,8 @@ type privateDockerd struct {
 
 func startDockerd(t *testing.T, ctx context.Context) *privateDockerd {
 	bin, err := exec.LookPath("dockerd")
-	need(t, err == nil, "no dockerd binary on PATH")
-	need(t, os.Geteuid() == 0, "dockerd needs root")
+	testenv.Require(t, err == nil, "no dockerd binary on PATH")
+	testenv.Require(t, os.Geteuid() == 0, "dockerd needs root")
 	// Short paths: unix sockets (ours and containerd's below exec-root)
 	// are limited to 108 bytes.
 	dir, err := os.MkdirTemp("", "rsq")

@@ -160,6 +160,9 @@ func TestPoolExhaustion(t *testing.T) {
 			if err != nil {
 				t.Fatalf("allocation %d: %v", i, err)
 			}
+			if len(p.FixedIPs) != 1 {
+				t.Fatalf("allocation %d: fixed IPs %+v, want one", i, p.FixedIPs)
+			}
 			got = append(got, p.FixedIPs[0].IPAddress)
 		}
 		// The pool's three addresses, each handed out once.

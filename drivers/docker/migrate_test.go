@@ -33,13 +33,7 @@ import (
 // "hosts" of a migration), skipped or failed like testenv's components.
 func hostDriver(t *testing.T, env string) *docker.Driver {
 	t.Helper()
-	host := os.Getenv(env)
-	if host == "" {
-		if os.Getenv("CAPSULE_TEST_REQUIRE") == "1" {
-			t.Fatalf("%s is required (CAPSULE_TEST_REQUIRE=1) but not set", env)
-		}
-		t.Skipf("%s not set (deploy/test.sh sets it)", env)
-	}
+	host := testenv.Env(t, env, "a test host's dockerd")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	d, err := docker.New(ctx, docker.Options{

@@ -1,8 +1,7 @@
 // Package ovstest gives tests a working Open vSwitch: a Client, and
 // throw-away bridges named with a test prefix that are removed when the test
-// ends. Like internal/testenv, a machine without a usable OVS skips the test,
-// and with CAPSULE_TEST_REQUIRE=1 (as CI runs) fails it instead, so a broken
-// environment never turns the suite silently green.
+// ends. A machine without a usable OVS skips the test, or fails it under
+// CAPSULE_TEST_REQUIRE=1 (testenv.Require).
 package ovstest
 
 import (
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/capsule-cloud/capsule/internal/testenv"
 	"github.com/capsule-cloud/capsule/ovs"
 )
 
@@ -24,21 +24,10 @@ func Client(t testing.TB) *ovs.Client {
 	c := ovs.New(ovs.Options{Timeout: 10 * time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if os.Geteuid() != 0 {
-		unavailable(t, "tests need root (CAP_NET_ADMIN) to create bridges, veths and namespaces")
-	}
-	if _, err := c.Vsctl(ctx, "show"); err != nil {
-		unavailable(t, "Open vSwitch is not usable (start it with /usr/share/openvswitch/scripts/ovs-ctl start): "+err.Error())
-	}
+	testenv.Require(t, os.Geteuid() == 0, "tests need root (CAP_NET_ADMIN) to create bridges, veths and namespaces")
+	_, err := c.Vsctl(ctx, "show")
+	testenv.Require(t, err == nil, "Open vSwitch is not usable (start it with /usr/share/openvswitch/scripts/ovs-ctl start): %v", err)
 	return c
-}
-
-func unavailable(t testing.TB, why string) {
-	t.Helper()
-	if os.Getenv("CAPSULE_TEST_REQUIRE") == "1" {
-		t.Fatalf("required (CAPSULE_TEST_REQUIRE=1): %s", why)
-	}
-	t.Skip(why)
 }
 
 // Name returns prefix followed by random hex digits, at most 15 characters
