@@ -39,16 +39,31 @@ func Env(t testing.TB, env, what string) string {
 }
 
 // AMQPURL returns the RabbitMQ URL for tests.
-func AMQPURL(t testing.TB) string { return Env(t, "CAPSULE_TEST_AMQP_URL", "RabbitMQ") }
+func AMQPURL(t testing.TB) string {
+	t.Helper()
+	return Env(t, "CAPSULE_TEST_AMQP_URL", "RabbitMQ")
+}
 
 // DockerHost returns the dockerd endpoint for tests (unix:///...sock).
-func DockerHost(t testing.TB) string { return Env(t, "CAPSULE_TEST_DOCKER_HOST", "dockerd") }
+func DockerHost(t testing.TB) string {
+	t.Helper()
+	return Env(t, "CAPSULE_TEST_DOCKER_HOST", "dockerd")
+}
 
 // Image returns the base image reference in the local registry.
-func Image(t testing.TB) string { return Env(t, "CAPSULE_TEST_IMAGE", "the base image") }
+func Image(t testing.TB) string {
+	t.Helper()
+	return Env(t, "CAPSULE_TEST_IMAGE", "the base image")
+}
 
 // PostgresDSN returns a PostgreSQL DSN for a database tests may wipe.
-func PostgresDSN(t testing.TB) string { return Env(t, "CAPSULE_TEST_POSTGRES_DSN", "PostgreSQL") }
+func PostgresDSN(t testing.TB) string {
+	t.Helper()
+	return Env(t, "CAPSULE_TEST_POSTGRES_DSN", "PostgreSQL")
+}
 
 // Registry returns the registry host:port.
-func Registry(t testing.TB) string { return Env(t, "CAPSULE_TEST_REGISTRY", "the registry") }
+func Registry(t testing.TB) string {
+	t.Helper()
+	return Env(t, "CAPSULE_TEST_REGISTRY", "the registry")
+}
