@@ -165,11 +165,43 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.cause }
 
 // Is matches e's kind, so errors.Is(err, errdefs.ErrNotFound) holds for any
-// NotFound in err's chain. Other targets match by identity (errors.Is
-// compares those itself), so a package's named error values stay distinct.
+// NotFound in err's chain, and a Class of the same kind and reason. Other
+// targets match by identity (errors.Is compares those itself), so a
+// package's named *Error values stay distinct.
 func (e *Error) Is(target error) bool {
+	switch t := target.(type) {
+	case Kind:
+		return t == e.kind
+	case Class:
+		return t.Kind == e.kind && t.Reason == e.reason
+	}
+	return false
+}
+
+// Class names the errors of one kind and reason, for a package whose
+// callers tell reasons apart: store.ErrPortNotFound is
+// Class{ErrNotFound, "PortNotFound"}; store.ErrPortNotFound.Newf(...)
+// makes one, errors.Is(err, store.ErrPortNotFound) recognises it (and
+// errdefs.IsNotFound too). A Class is itself an error, its reason.
+type Class struct {
+	Kind   Kind
+	Reason string
+}
+
+func (c Class) Error() string { return c.Reason }
+
+// Is makes a bare Class an error of its kind.
+func (c Class) Is(target error) bool {
 	k, ok := target.(Kind)
-	return ok && k == e.kind
+	return ok && k == c.Kind
+}
+
+// New returns an error of the class with the safe message msg.
+func (c Class) New(msg string) *Error { return New(c.Kind, msg).WithReason(c.Reason) }
+
+// Newf returns an error of the class with a formatted safe message.
+func (c Class) Newf(format string, args ...any) *Error {
+	return Newf(c.Kind, format, args...).WithReason(c.Reason)
 }
 
 // classified is what *Error and a bare Kind have in common: errors.As
@@ -180,6 +212,8 @@ type classified interface {
 }
 
 func (k Kind) classification() (Kind, string, string) { return k, k.Error(), "" }
+
+func (c Class) classification() (Kind, string, string) { return c.Kind, c.Reason, c.Reason }
 
 func (e *Error) classification() (Kind, string, string) { return e.kind, e.Message(), e.reason }
 

@@ -142,3 +142,27 @@ func TestConstructorsPickTheirKind(t *testing.T) {
 		}
 	}
 }
+
+func TestClass(t *testing.T) {
+	portNotFound := Class{ErrNotFound, "PortNotFound"}
+	netNotFound := Class{ErrNotFound, "NetworkNotFound"}
+	err := fmt.Errorf("bind: %w", portNotFound.Newf("Port %s could not be found.", "p-1"))
+	if !errors.Is(err, portNotFound) || errors.Is(err, netNotFound) {
+		t.Errorf("class match: port %v network %v", errors.Is(err, portNotFound), errors.Is(err, netNotFound))
+	}
+	if !IsNotFound(err) || Reason(err) != "PortNotFound" || Message(err) != "Port p-1 could not be found." {
+		t.Errorf("kind %q reason %q message %q", KindOf(err), Reason(err), Message(err))
+	}
+	if err.Error() != "bind: Port p-1 could not be found." {
+		t.Errorf("Error() = %q", err.Error())
+	}
+	// A bare class is an error of its kind whose text is its reason.
+	bare := fmt.Errorf("x: %w", portNotFound)
+	if !errors.Is(bare, portNotFound) || !IsNotFound(bare) || Reason(bare) != "PortNotFound" || bare.Error() != "x: PortNotFound" {
+		t.Errorf("bare class: %v kind %q reason %q", bare, KindOf(bare), Reason(bare))
+	}
+	// Same reason, other kind: not the class.
+	if errors.Is(Conflict("m").WithReason("PortNotFound"), portNotFound) {
+		t.Error("a Conflict matched a NotFound class")
+	}
+}

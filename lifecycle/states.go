@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/capsule-cloud/capsule/errdefs"
 )
 
 // VMState is the stable state of an instance (Nova's vm_state).
@@ -253,7 +255,8 @@ var rules = map[Action]rule{
 }
 
 // ConflictError is returned when an action is not allowed in the
-// instance's current state; the API maps it to 409.
+// instance's current state. It is an errdefs Conflict (its text the safe
+// message), which the APIs map to 409.
 type ConflictError struct {
 	Action Action
 	VM     VMState
@@ -266,6 +269,9 @@ func (e *ConflictError) Error() string {
 	}
 	return fmt.Sprintf("Cannot '%s' instance while it is in vm_state %s", e.Action, e.VM)
 }
+
+// Unwrap classifies the refusal as a Conflict.
+func (e *ConflictError) Unwrap() error { return errdefs.Conflict(e.Error()) }
 
 // Begin checks that action may start from (vm, task) and returns the
 // task_state to record while it runs.

@@ -3,9 +3,9 @@ package store
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 
+	"github.com/capsule-cloud/capsule/errdefs"
 	"gorm.io/gorm"
 )
 
@@ -44,8 +44,9 @@ func IsDedicated(extraSpecs string) bool {
 	return m["hw:cpu_policy"] == "dedicated"
 }
 
-// ErrInsufficient is returned when a claim does not fit the host.
-var ErrInsufficient = errors.New("insufficient resources")
+// ErrInsufficient is returned when a claim does not fit the host (a
+// FailedPrecondition: the host has no room now).
+var ErrInsufficient = errdefs.FailedPrecondition("insufficient resources")
 
 // ComputeBinary is the service binary name compute agents register as;
 // clients (Tempest, OSC) filter os-services on it.

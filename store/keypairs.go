@@ -7,11 +7,12 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/capsule-cloud/capsule/errdefs"
 	"gorm.io/gorm"
 )
 
 // ErrKeypairQuota means the user already has as many keypairs as allowed.
-var ErrKeypairQuota = errors.New("keypair quota exceeded")
+var ErrKeypairQuota = errdefs.QuotaExceeded("keypair quota exceeded")
 
 // CreateKeypair inserts kp unless its user already has a keypair of that
 // name (ErrConflict) or limit keypairs (ErrKeypairQuota; limit < 0 means

@@ -30,6 +30,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/google/uuid"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -130,51 +131,31 @@ const (
 	NetworkTypeFlat = "flat"
 )
 
-// Network errors. Each one's text is the Neutron error type an API
-// reports it as; a *NetError carries the human message and matches both
-// its kind and the generic ErrNotFound / ErrConflict with errors.Is.
+// Network errors: errdefs classes whose reason is the Neutron error type
+// an API reports. Make one with netErr (Neutron's message as the safe
+// message); callers test errors.Is(err, store.ErrPortNotFound) for the
+// class, or the kind (errdefs.IsNotFound, store.ErrNotFound) for all.
 var (
-	ErrNetworkNotFound         = errors.New("NetworkNotFound")
-	ErrSubnetNotFound          = errors.New("SubnetNotFound")
-	ErrPortNotFound            = errors.New("PortNotFound")
-	ErrInvalidInput            = errors.New("InvalidInput")
-	ErrInvalidIPForSubnet      = errors.New("InvalidIpForSubnet")
-	ErrInvalidIPForNetwork     = errors.New("InvalidIpForNetwork")
-	ErrIPAddressInUse          = errors.New("IpAddressInUse")
-	ErrMACAddressInUse         = errors.New("MacAddressInUse")
-	ErrIPGenerationFailure     = errors.New("IpAddressGenerationFailure")
-	ErrVLANInUse               = errors.New("VlanIdInUse")
-	ErrFlatNetworkInUse        = errors.New("FlatNetworkInUse")
-	ErrNoNetworkAvailable      = errors.New("NoNetworkAvailable")
-	ErrNetworkInUse            = errors.New("NetworkInUse")
-	ErrSubnetInUse             = errors.New("SubnetInUse")
-	ErrGatewayConflictWithPool = errors.New("GatewayConflictWithAllocationPools")
-	ErrGatewayIPInUse          = errors.New("GatewayIpInUse")
+	ErrNetworkNotFound         = errdefs.Class{Kind: errdefs.ErrNotFound, Reason: "NetworkNotFound"}
+	ErrSubnetNotFound          = errdefs.Class{Kind: errdefs.ErrNotFound, Reason: "SubnetNotFound"}
+	ErrPortNotFound            = errdefs.Class{Kind: errdefs.ErrNotFound, Reason: "PortNotFound"}
+	ErrInvalidInput            = errdefs.Class{Kind: errdefs.ErrInvalidArgument, Reason: "InvalidInput"}
+	ErrInvalidIPForSubnet      = errdefs.Class{Kind: errdefs.ErrInvalidArgument, Reason: "InvalidIpForSubnet"}
+	ErrInvalidIPForNetwork     = errdefs.Class{Kind: errdefs.ErrInvalidArgument, Reason: "InvalidIpForNetwork"}
+	ErrIPAddressInUse          = errdefs.Class{Kind: errdefs.ErrConflict, Reason: "IpAddressInUse"}
+	ErrMACAddressInUse         = errdefs.Class{Kind: errdefs.ErrConflict, Reason: "MacAddressInUse"}
+	ErrIPGenerationFailure     = errdefs.Class{Kind: errdefs.ErrConflict, Reason: "IpAddressGenerationFailure"}
+	ErrVLANInUse               = errdefs.Class{Kind: errdefs.ErrConflict, Reason: "VlanIdInUse"}
+	ErrFlatNetworkInUse        = errdefs.Class{Kind: errdefs.ErrConflict, Reason: "FlatNetworkInUse"}
+	ErrNoNetworkAvailable      = errdefs.Class{Kind: errdefs.ErrUnavailable, Reason: "NoNetworkAvailable"}
+	ErrNetworkInUse            = errdefs.Class{Kind: errdefs.ErrConflict, Reason: "NetworkInUse"}
+	ErrSubnetInUse             = errdefs.Class{Kind: errdefs.ErrConflict, Reason: "SubnetInUse"}
+	ErrGatewayConflictWithPool = errdefs.Class{Kind: errdefs.ErrConflict, Reason: "GatewayConflictWithAllocationPools"}
+	ErrGatewayIPInUse          = errdefs.Class{Kind: errdefs.ErrConflict, Reason: "GatewayIpInUse"}
 )
 
-// NetError is a network operation's failure: Kind is one of the Err*
-// variables above, Message says what happened in Neutron's words.
-type NetError struct {
-	Kind    error
-	Message string
-}
-
-func (e *NetError) Error() string { return e.Message }
-
-// Unwrap lets errors.Is match the kind and its generic class.
-func (e *NetError) Unwrap() []error {
-	switch e.Kind {
-	case ErrNetworkNotFound, ErrSubnetNotFound, ErrPortNotFound:
-		return []error{e.Kind, ErrNotFound}
-	case ErrIPAddressInUse, ErrMACAddressInUse, ErrIPGenerationFailure, ErrVLANInUse, ErrFlatNetworkInUse,
-		ErrNetworkInUse, ErrSubnetInUse, ErrGatewayConflictWithPool, ErrGatewayIPInUse:
-		return []error{e.Kind, ErrConflict}
-	}
-	return []error{e.Kind}
-}
-
-func netErr(kind error, format string, args ...any) error {
-	return &NetError{Kind: kind, Message: fmt.Sprintf(format, args...)}
+func netErr(class errdefs.Class, format string, args ...any) error {
+	return class.Newf(format, args...)
 }
 
 // InvalidInput is a 400 "Invalid input for operation: ..." error.
@@ -783,7 +764,7 @@ type PortRequest struct {
 var errMACTaken = errors.New("random MAC taken")
 
 // AllocatePort creates a port with its MAC and fixed IPs in one
-// transaction. Errors (all *NetError): ErrNetworkNotFound,
+// transaction. Errors (all network error classes): ErrNetworkNotFound,
 // ErrSubnetNotFound, ErrInvalidInput (bad MAC, subnet of another network,
 // address not usable), ErrInvalidIPForSubnet / ErrInvalidIPForNetwork
 // (address outside the subnet / every subnet, or outside the pools for a

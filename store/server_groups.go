@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/capsule-cloud/capsule/errdefs"
 	"gorm.io/gorm"
 )
 
@@ -21,12 +22,13 @@ const (
 var (
 	// ErrServerGroupQuota means the project already has as many server
 	// groups as allowed.
-	ErrServerGroupQuota = errors.New("server group quota exceeded")
+	ErrServerGroupQuota = errdefs.QuotaExceeded("server group quota exceeded")
 	// ErrGroupMemberQuota means the group already has as many members as
 	// allowed.
-	ErrGroupMemberQuota = errors.New("server group member quota exceeded")
-	// ErrGroupPolicy means a claim would break its server group's policy.
-	ErrGroupPolicy = errors.New("server group policy violated")
+	ErrGroupMemberQuota = errdefs.QuotaExceeded("server group member quota exceeded")
+	// ErrGroupPolicy means a claim would break its server group's policy
+	// (a FailedPrecondition: not on this host).
+	ErrGroupPolicy = errdefs.FailedPrecondition("server group policy violated")
 )
 
 // CreateServerGroup inserts g unless its project already has limit groups

@@ -12,16 +12,20 @@ import (
 	"strings"
 	"time"
 
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/glebarez/sqlite"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 )
 
-// Errors callers map to API status codes.
-var (
-	ErrNotFound = errors.New("not found")
-	ErrConflict = errors.New("conflict")
+// The store's generic errors are the errdefs kinds themselves: errors.Is(err,
+// store.ErrNotFound) holds for any NotFound the store returns, the
+// network errors below included. APIs map kinds to statuses (package
+// errdefs).
+const (
+	ErrNotFound = errdefs.ErrNotFound
+	ErrConflict = errdefs.ErrConflict
 )
 
 // Store wraps the database handle.

@@ -3,10 +3,10 @@ package store
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 
+	"github.com/capsule-cloud/capsule/errdefs"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 )
@@ -16,7 +16,7 @@ const MaxServerTags = 50
 
 // ErrTooManyTags refuses a change that would leave a server with more
 // than MaxServerTags tags.
-var ErrTooManyTags = errors.New("too many tags")
+var ErrTooManyTags = errdefs.QuotaExceeded("too many tags")
 
 // TagsOf decodes an instance's Tags column: a sorted list of distinct
 // tags, empty (never nil) when there are none.

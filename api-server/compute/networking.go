@@ -192,15 +192,14 @@ func (s *Service) holderOf(ctx context.Context, networkID, addr string) string {
 // the caller's mistake (400, as Nova's FixedIpAlreadyInUse), an exhausted
 // pool or a MAC clash a conflict.
 func nicFault(err error) error {
-	var ne *store.NetError
-	if !errors.As(err, &ne) {
+	if errdefs.Reason(err) == "" { // not one of the store's network errors
 		return err
 	}
 	switch {
 	case errors.Is(err, store.ErrIPGenerationFailure), errors.Is(err, store.ErrMACAddressInUse):
-		return errdefs.Conflict(ne.Message)
+		return errdefs.Conflict(errdefs.Message(err))
 	}
-	return errdefs.InvalidArgument(ne.Message)
+	return errdefs.InvalidArgument(errdefs.Message(err))
 }
 
 // serverNICs is what views need of an instance's ports.

@@ -54,7 +54,7 @@ func canSeeNetwork(c *auth.Credentials, n *store.Network) bool {
 func (s *Service) visibleNetwork(w http.ResponseWriter, r *http.Request, id string) (*store.Network, bool) {
 	n, err := s.st.GetNetwork(r.Context(), id)
 	if err == nil && !canSeeNetwork(creds(r), n) {
-		err = &store.NetError{Kind: store.ErrNetworkNotFound, Message: "Network " + id + " could not be found."}
+		err = store.ErrNetworkNotFound.New("Network " + id + " could not be found.")
 	}
 	if err != nil {
 		s.storeError(w, r, err)

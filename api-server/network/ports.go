@@ -52,7 +52,7 @@ func (s *Service) visiblePort(w http.ResponseWriter, r *http.Request, id string)
 		n, err = s.st.GetNetwork(r.Context(), p.NetworkID)
 	}
 	if err == nil && !canSeePort(creds(r), p, n) {
-		err = &store.NetError{Kind: store.ErrPortNotFound, Message: "Port " + id + " could not be found."}
+		err = store.ErrPortNotFound.New("Port " + id + " could not be found.")
 	}
 	if err != nil {
 		s.storeError(w, r, err)
@@ -231,7 +231,7 @@ func (s *Service) portFromRequest(w http.ResponseWriter, r *http.Request, a attr
 	}
 	n, err := s.st.GetNetwork(r.Context(), req.NetworkID)
 	if err == nil && !canSeeNetwork(c, n) {
-		err = &store.NetError{Kind: store.ErrNetworkNotFound, Message: "Network " + req.NetworkID + " could not be found."}
+		err = store.ErrNetworkNotFound.New("Network " + req.NetworkID + " could not be found.")
 	}
 	if err != nil {
 		return req, func() { s.storeError(w, r, err) }

@@ -6,7 +6,6 @@
 package network
 
 import (
-	"errors"
 	"log/slog"
 	"net/http"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/capsule-cloud/capsule/api-server/httpapi"
 	"github.com/capsule-cloud/capsule/api-server/identity"
 	"github.com/capsule-cloud/capsule/config"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -139,25 +139,34 @@ func forbidden(w http.ResponseWriter, rule string) {
 	writeError(w, http.StatusForbidden, "PolicyNotAuthorized", "("+rule+") is disallowed by policy")
 }
 
-// statusOf is the HTTP status of a store network error kind.
-func statusOf(kind error) int {
-	switch kind {
-	case store.ErrNetworkNotFound, store.ErrSubnetNotFound, store.ErrPortNotFound:
+// statusOf is the one table from an error kind to the Networking API's
+// status; the NeutronError's type is the error's reason (the store's
+// network error classes carry Neutron's type names).
+func statusOf(k errdefs.Kind) int {
+	switch k {
+	case errdefs.ErrNotFound:
 		return http.StatusNotFound
-	case store.ErrInvalidInput, store.ErrInvalidIPForSubnet, store.ErrInvalidIPForNetwork:
+	case errdefs.ErrInvalidArgument:
 		return http.StatusBadRequest
-	case store.ErrNoNetworkAvailable:
+	case errdefs.ErrUnauthenticated:
+		return http.StatusUnauthorized
+	case errdefs.ErrForbidden:
+		return http.StatusForbidden
+	case errdefs.ErrConflict, errdefs.ErrFailedPrecondition, errdefs.ErrQuotaExceeded:
+		return http.StatusConflict // Neutron's OverQuota is a 409 too
+	case errdefs.ErrNotSupported:
+		return http.StatusNotImplemented
+	case errdefs.ErrUnavailable:
 		return http.StatusServiceUnavailable
 	}
-	return http.StatusConflict
+	return http.StatusInternalServerError
 }
 
-// storeError answers a store failure: its Neutron type and message for a
-// *store.NetError, 500 for anything else.
+// storeError answers a failure: a classified error with a Neutron type
+// (its reason) as that NeutronError, anything else a logged 500.
 func (s *Service) storeError(w http.ResponseWriter, r *http.Request, err error) {
-	var ne *store.NetError
-	if errors.As(err, &ne) {
-		writeError(w, statusOf(ne.Kind), ne.Kind.Error(), ne.Message)
+	if typ := errdefs.Reason(err); typ != "" {
+		writeError(w, statusOf(errdefs.KindOf(err)), typ, errdefs.Message(err))
 		return
 	}
 	s.log.ErrorContext(r.Context(), "network request failed", "error", err,

@@ -39,7 +39,7 @@ func (s *Service) visibleSubnet(w http.ResponseWriter, r *http.Request, id strin
 		n, err = s.st.GetNetwork(r.Context(), sn.NetworkID)
 	}
 	if err == nil && !canSeeSubnet(creds(r), sn, n) {
-		err = &store.NetError{Kind: store.ErrSubnetNotFound, Message: "Subnet " + id + " could not be found."}
+		err = store.ErrSubnetNotFound.New("Subnet " + id + " could not be found.")
 	}
 	if err != nil {
 		s.storeError(w, r, err)
@@ -210,7 +210,7 @@ func (s *Service) subnetFromRequest(w http.ResponseWriter, r *http.Request, a at
 	}
 	n, err := s.st.GetNetwork(r.Context(), *netID)
 	if err == nil && !canSeeNetwork(c, n) {
-		err = &store.NetError{Kind: store.ErrNetworkNotFound, Message: "Network " + *netID + " could not be found."}
+		err = store.ErrNetworkNotFound.New("Network " + *netID + " could not be found.")
 	}
 	if err != nil {
 		return nil, func() { s.storeError(w, r, err) }
