@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -170,18 +171,18 @@ func countedAmounts(u store.QuotaUsage) [3]quotaAmount {
 
 // over returns Nova's message for the first limit taking want would
 // cross (project before user, then instances, cores, ram), or "".
-func (c *quotaCheck) over(want store.QuotaUsage) string {
+func (c *quotaCheck) over(want store.QuotaUsage) error {
 	for _, l := range c.levels() {
 		used := countedAmounts(l.used)
 		for i, w := range countedAmounts(want) {
 			lim := l.limits[w.name]
 			if w.n > 0 && lim >= 0 && used[i].n+w.n > lim {
-				return fmt.Sprintf("Quota exceeded for %s: Requested %d, but already used %d of %d %s",
+				return errdefs.QuotaExceededf("Quota exceeded for %s: Requested %d, but already used %d of %d %s",
 					w.name, w.n, used[i].n, lim, w.name)
 			}
 		}
 	}
-	return ""
+	return nil
 }
 
 // room returns how many more servers taking per each fit, at most most.
@@ -204,9 +205,11 @@ func serversOf(f *store.Flavor, n int) store.QuotaUsage {
 	return store.QuotaUsage{Instances: n, Cores: n * f.VCPUs, RAM: n * f.MemoryMB}
 }
 
-// quotaUnchecked is the refusal when the quota cannot be read: refusing
-// is safer than letting a project past its limits.
-const quotaUnchecked = "Quota exceeded: the quota could not be checked, try again later."
+// quotaUnchecked is the refusal when the quota cannot be read (cause):
+// refusing is safer than letting a project past its limits.
+func quotaUnchecked(cause error) error {
+	return errdefs.Wrap(cause, errdefs.ErrQuotaExceeded, "Quota exceeded: the quota could not be checked, try again later.")
+}
 
 // Handlers.
 

@@ -193,7 +193,7 @@ func (s *Service) rebuildServer(w http.ResponseWriter, r *http.Request, inst *st
 func (s *Service) rebuildFields(w http.ResponseWriter, r *http.Request, inst *store.Instance, in rebuildRequest) (*store.Instance, map[string]any, bool) {
 	ctx := r.Context()
 	bad := func(msg string) (*store.Instance, map[string]any, bool) {
-		writeError(w, http.StatusBadRequest, msg)
+		s.fail(w, r, errdefs.InvalidArgument(msg))
 		return nil, nil, false
 	}
 	u := *inst
@@ -220,9 +220,9 @@ func (s *Service) rebuildFields(w http.ResponseWriter, r *http.Request, inst *st
 		u.Name, fields["name"] = *in.Name, *in.Name
 	}
 	if in.Metadata != nil {
-		meta, msg := serverMetadata(in.Metadata)
-		if msg != "" {
-			return bad(msg)
+		meta, err := serverMetadata(in.Metadata)
+		if err != nil {
+			return bad(err.Error())
 		}
 		if !s.metadataFits(w, r, len(meta)) {
 			return nil, nil, false

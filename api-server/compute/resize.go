@@ -114,8 +114,8 @@ func (s *Service) resizeServer(w http.ResponseWriter, r *http.Request, inst *sto
 	if !ok {
 		return
 	}
-	if msg := s.resizeQuota(ctx, inst, flavor); msg != "" {
-		writeError(w, http.StatusForbidden, msg)
+	if err := s.resizeQuota(ctx, inst, flavor); err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	reqID := requestID(w)
@@ -231,15 +231,15 @@ func (s *Service) undoResize(ctx context.Context, inst *store.Instance, reqID st
 // resizeQuota checks the growth the new flavor asks for (a shrink always
 // fits) against the quota of the server's project, and of its owner where
 // the owner has limits of their own, as Nova's upsize check.
-func (s *Service) resizeQuota(ctx context.Context, inst *store.Instance, f *store.Flavor) string {
+func (s *Service) resizeQuota(ctx context.Context, inst *store.Instance, f *store.Flavor) error {
 	grow := store.QuotaUsage{Cores: f.VCPUs - inst.VCPUs, RAM: f.MemoryMB - inst.MemoryMB}
 	if grow.Cores <= 0 && grow.RAM <= 0 {
-		return ""
+		return nil
 	}
 	qc, err := s.loadQuotaCheck(ctx, inst.ProjectID, inst.UserID)
 	if err != nil {
 		s.log.Error("quota check of a resize", "instance", inst.ID, "error", err)
-		return quotaUnchecked
+		return quotaUnchecked(err)
 	}
 	return qc.over(grow)
 }

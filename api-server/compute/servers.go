@@ -196,13 +196,13 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if msg := validateSecurityGroups(in.SecurityGroups); msg != "" {
-		writeError(w, http.StatusBadRequest, msg)
+	if err := validateSecurityGroups(in.SecurityGroups); err != nil {
+		s.fail(w, r, err)
 		return
 	}
-	meta, msg := serverMetadata(in.Metadata)
-	if msg != "" {
-		writeError(w, http.StatusBadRequest, msg)
+	meta, err := serverMetadata(in.Metadata)
+	if err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	if in.Tags != nil {
@@ -210,8 +210,8 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, "Additional properties are not allowed ('tags' was unexpected)")
 			return
 		}
-		if msg := validTagList(in.Tags); msg != "" {
-			writeError(w, http.StatusBadRequest, msg)
+		if err := validTagList(in.Tags); err != nil {
+			s.fail(w, r, err)
 			return
 		}
 	}
@@ -273,9 +273,9 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	count, qerr := s.fitQuota(ctx, creds.ProjectID, flavor, minCount, maxCount)
-	if qerr != "" {
-		writeError(w, http.StatusForbidden, qerr)
+	count, err := s.fitQuota(ctx, creds.ProjectID, flavor, minCount, maxCount)
+	if err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	if !s.groupRoom(w, r, placement, count) {
@@ -387,32 +387,32 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 // serverMetadata checks a server's metadata as Nova's schema does: string
 // keys and values of 1-255 and 0-255 characters. It returns a 400 message
 // for bad input; the item quota is the caller's (a 403 on create).
-func serverMetadata(in map[string]any) (map[string]string, string) {
+func serverMetadata(in map[string]any) (map[string]string, error) {
 	meta := map[string]string{}
 	for k, val := range in {
 		str, ok := val.(string)
 		if !ok || k == "" || len(k) > 255 || len(str) > 255 {
-			return nil, "Invalid input for field/attribute metadata. Keys and values must be strings of at most 255 characters."
+			return nil, errdefs.InvalidArgument("Invalid input for field/attribute metadata. Keys and values must be strings of at most 255 characters.")
 		}
 		meta[k] = str
 	}
-	return meta, ""
+	return meta, nil
 }
 
 // validateSecurityGroups checks the requested security groups. Every
 // server is in "default" and Capsule has no other groups yet, so any other
 // name is unknown (a 400 in Nova, which Tempest checks).
-func validateSecurityGroups(groups []map[string]any) string {
+func validateSecurityGroups(groups []map[string]any) error {
 	for _, g := range groups {
 		name, ok := g["name"].(string)
 		if !ok || name == "" {
-			return "Invalid input for field/attribute security_groups. Each group needs a name."
+			return errdefs.InvalidArgument("Invalid input for field/attribute security_groups. Each group needs a name.")
 		}
 		if name != "default" {
-			return fmt.Sprintf("Unable to find security_group with name or id '%s'", name)
+			return errdefs.InvalidArgumentf("Unable to find security_group with name or id '%s'", name)
 		}
 	}
-	return ""
+	return nil
 }
 
 func randomPassword() string {
@@ -424,14 +424,14 @@ func randomPassword() string {
 // fitQuota returns how many servers (between min and max) the quota
 // allows: the project's, and the caller's own where they have limits of
 // their own. Otherwise it returns Nova's quota error.
-func (s *Service) fitQuota(ctx context.Context, projectID string, f *store.Flavor, min, max int) (int, string) {
+func (s *Service) fitQuota(ctx context.Context, projectID string, f *store.Flavor, min, max int) (int, error) {
 	qc, err := s.loadQuotaCheck(ctx, projectID, auth.FromContext(ctx).UserID)
 	if err != nil {
 		s.log.Error("quota check of a server creation", "project", projectID, "error", err)
-		return 0, quotaUnchecked
+		return 0, quotaUnchecked(err)
 	}
 	if n := qc.room(serversOf(f, 1), max); n >= min {
-		return n, ""
+		return n, nil
 	}
 	return 0, qc.over(serversOf(f, min))
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/store"
 )
@@ -19,25 +20,25 @@ import (
 // maxTagLength is Nova's tag length limit.
 const maxTagLength = 60
 
-// validTag returns a 400 message for a tag Nova's schema refuses.
-func validTag(tag string) string {
+// validTag refuses a tag Nova's schema refuses.
+func validTag(tag string) error {
 	if tag == "" || len(tag) > maxTagLength || strings.ContainsAny(tag, ",/") {
-		return fmt.Sprintf("Invalid input for field/attribute tag. Value: %q. A tag is 1 to %d characters without ',' or '/'.", tag, maxTagLength)
+		return errdefs.InvalidArgumentf("Invalid input for field/attribute tag. Value: %q. A tag is 1 to %d characters without ',' or '/'.", tag, maxTagLength)
 	}
-	return ""
+	return nil
 }
 
 // validTagList checks a whole list of tags (create at 2.52, PUT all).
-func validTagList(tags []string) string {
+func validTagList(tags []string) error {
 	if len(tags) > store.MaxServerTags {
-		return fmt.Sprintf("The number of tags exceeded the per-server limit %d", store.MaxServerTags)
+		return errdefs.InvalidArgumentf("The number of tags exceeded the per-server limit %d", store.MaxServerTags)
 	}
 	for _, t := range tags {
-		if msg := validTag(t); msg != "" {
-			return msg
+		if err := validTag(t); err != nil {
+			return err
 		}
 	}
-	return ""
+	return nil
 }
 
 // taggable are the vm_states Nova lets tags change in.
@@ -73,26 +74,24 @@ func (s *Service) listTags(w http.ResponseWriter, r *http.Request) {
 // updateTags runs change on the server's tags, writing Nova's errors.
 func (s *Service) updateTags(w http.ResponseWriter, r *http.Request, inst *store.Instance, change func([]string) ([]string, error)) ([]string, bool) {
 	tags, err := s.st.UpdateTags(r.Context(), inst.ID, change)
-	var notFound *tagNotFound
 	switch {
 	case err == nil:
 		return tags, true
 	case errors.Is(err, store.ErrTooManyTags):
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("The number of tags exceeded the per-server limit %d", store.MaxServerTags))
-	case errors.As(err, &notFound):
-		writeError(w, http.StatusNotFound, fmt.Sprintf("Tag %s could not be found.", notFound.tag))
+		// A per-server limit, which Nova answers 400 (not a quota's 403).
+		s.fail(w, r, errdefs.InvalidArgumentf("The number of tags exceeded the per-server limit %d", store.MaxServerTags))
+	case errors.Is(err, errTagNotFound):
+		s.fail(w, r, err)
 	case errors.Is(err, store.ErrNotFound):
-		writeError(w, http.StatusNotFound, fmt.Sprintf("Instance %s could not be found.", inst.ID))
+		s.fail(w, r, errdefs.NotFoundf("Instance %s could not be found.", inst.ID))
 	default:
-		s.log.Error("update tags", "instance", inst.ID, "error", err)
-		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+		s.fail(w, r, fmt.Errorf("update tags of %s: %w", inst.ID, err))
 	}
 	return nil, false
 }
 
-type tagNotFound struct{ tag string }
-
-func (e *tagNotFound) Error() string { return "tag " + e.tag + " not found" }
+// errTagNotFound is a change naming a tag the server does not have.
+var errTagNotFound = errdefs.Class{Kind: errdefs.ErrNotFound, Reason: "TagNotFound"}
 
 // replaceTags serves PUT /servers/{id}/tags {"tags": [...]}.
 func (s *Service) replaceTags(w http.ResponseWriter, r *http.Request) {
@@ -110,8 +109,8 @@ func (s *Service) replaceTags(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute tags. Value: 'tags' is a required property")
 		return
 	}
-	if msg := validTagList(*body.Tags); msg != "" {
-		writeError(w, http.StatusBadRequest, msg)
+	if err := validTagList(*body.Tags); err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	tags, ok := s.updateTags(w, r, inst, func([]string) ([]string, error) { return *body.Tags, nil })
@@ -153,8 +152,8 @@ func (s *Service) addTag(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tag := r.PathValue("tag")
-	if msg := validTag(tag); msg != "" {
-		writeError(w, http.StatusBadRequest, msg)
+	if err := validTag(tag); err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	existed := false
@@ -182,7 +181,7 @@ func (s *Service) deleteTag(w http.ResponseWriter, r *http.Request) {
 	tag := r.PathValue("tag")
 	_, ok = s.updateTags(w, r, inst, func(tags []string) ([]string, error) {
 		if !slices.Contains(tags, tag) {
-			return nil, &tagNotFound{tag}
+			return nil, errTagNotFound.Newf("Tag %s could not be found.", tag)
 		}
 		return slices.DeleteFunc(tags, func(t string) bool { return t == tag }), nil
 	})
