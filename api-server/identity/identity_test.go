@@ -21,6 +21,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/api-server/identity"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/internal/storetest"
 	"github.com/capsule-cloud/capsule/store"
 )
@@ -605,9 +606,13 @@ func testBootstrapIdempotent(t *testing.T, e *env) {
 func TestRequireTokenMiddleware(t *testing.T) {
 	e := newEnv(t)
 	var failed []int
-	mw := identity.RequireToken(e.svc, func(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	mw := identity.RequireToken(e.svc, func(w http.ResponseWriter, r *http.Request, err error) {
+		status := http.StatusInternalServerError
+		if errdefs.IsUnauthenticated(err) {
+			status = http.StatusUnauthorized
+		}
 		failed = append(failed, status)
-		http.Error(w, msg, status)
+		http.Error(w, errdefs.Message(err), status)
 	})
 	h := mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := auth.FromContext(r.Context())

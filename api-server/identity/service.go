@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/capsule-cloud/capsule/api-server/httpapi"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/store"
 	"github.com/google/uuid"
 )
@@ -86,7 +87,7 @@ func New(st *store.Store, opts Options) *Service {
 // Handler serves the identity port.
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
-	authed := RequireToken(s, s.fail)
+	authed := RequireToken(s, s.failErr)
 	h := func(pattern string, fn http.HandlerFunc) { mux.Handle(pattern, authed(fn)) }
 
 	// Discovery answers without a token (keystoneauth asks unauthenticated).
@@ -182,16 +183,53 @@ func (s *Service) internalError(w http.ResponseWriter, r *http.Request, err erro
 	s.fail(w, r, http.StatusInternalServerError, "An unexpected error prevented the server from fulfilling your request.")
 }
 
-// storeError maps a store error to the API status.
+// storeError answers a store error: a missing row with notFoundMsg, a
+// duplicate with Keystone's conflict message, anything else a 500.
 func (s *Service) storeError(w http.ResponseWriter, r *http.Request, err error, notFoundMsg string) {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		s.fail(w, r, http.StatusNotFound, notFoundMsg)
+		err = errdefs.Wrap(err, errdefs.ErrNotFound, notFoundMsg)
 	case errors.Is(err, store.ErrConflict):
-		s.fail(w, r, http.StatusConflict, "Conflict occurred attempting to store the resource: duplicate entry.")
-	default:
-		s.internalError(w, r, err)
+		err = errdefs.Wrap(err, errdefs.ErrConflict, "Conflict occurred attempting to store the resource: duplicate entry.")
 	}
+	s.failErr(w, r, err)
+}
+
+// statusOf is the one table from an error kind to the Identity API's
+// status.
+func statusOf(k errdefs.Kind) int {
+	switch k {
+	case errdefs.ErrInvalidArgument:
+		return http.StatusBadRequest
+	case errdefs.ErrUnauthenticated:
+		return http.StatusUnauthorized
+	case errdefs.ErrForbidden, errdefs.ErrQuotaExceeded:
+		return http.StatusForbidden
+	case errdefs.ErrNotFound:
+		return http.StatusNotFound
+	case errdefs.ErrConflict, errdefs.ErrFailedPrecondition:
+		return http.StatusConflict
+	case errdefs.ErrNotSupported:
+		return http.StatusNotImplemented
+	case errdefs.ErrUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+// failErr answers err as a Keystone error: a classified error (package
+// errdefs) with its kind's status and safe message, anything else logged
+// and answered 500 without details.
+func (s *Service) failErr(w http.ResponseWriter, r *http.Request, err error) {
+	k := errdefs.KindOf(err)
+	if k == "" {
+		s.internalError(w, r, err)
+		return
+	}
+	if k == errdefs.ErrInternal {
+		s.log.ErrorContext(r.Context(), "identity request failed", "error", err, "request_id", httpapi.RequestID(r.Context()))
+	}
+	s.fail(w, r, statusOf(k), errdefs.Message(err))
 }
 
 // newID returns a Keystone-style id: a UUID4 as 32 hex digits.

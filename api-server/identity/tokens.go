@@ -16,6 +16,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/api-server/httpapi"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/store"
 	"golang.org/x/crypto/bcrypt"
 	"gorm.io/gorm"
@@ -25,8 +26,8 @@ import (
 // revoked tokens and tokens whose user or scope is gone; ErrUnavailable
 // means the check itself could not run (the database failed).
 var (
-	ErrInvalidToken = errors.New("invalid token")
-	ErrUnavailable  = errors.New("token validation unavailable")
+	ErrInvalidToken = errdefs.Unauthenticated("invalid token")
+	ErrUnavailable  = errdefs.Unavailable("token validation unavailable")
 )
 
 // authFailMsg is Keystone's 401 message.
@@ -34,23 +35,24 @@ const authFailMsg = "The request you have made requires authentication."
 
 // RequireToken returns middleware that validates the X-Auth-Token header
 // with v and puts the caller's credentials in the request context. Each
-// service renders failures in its own error format through onFail (401
-// for a missing or invalid token, 503 when validation cannot run).
-func RequireToken(v auth.Validator, onFail func(w http.ResponseWriter, r *http.Request, status int, msg string)) func(http.Handler) http.Handler {
+// service renders failures in its own error format through onFail, which
+// maps the error's kind (Unauthenticated for a missing or invalid token,
+// Unavailable when validation cannot run).
+func RequireToken(v auth.Validator, onFail func(w http.ResponseWriter, r *http.Request, err error)) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			tok := r.Header.Get("X-Auth-Token")
 			if tok == "" {
-				onFail(w, r, http.StatusUnauthorized, authFailMsg)
+				onFail(w, r, errdefs.Unauthenticated(authFailMsg))
 				return
 			}
 			c, err := v.Validate(r.Context(), tok)
 			if err != nil {
 				if errors.Is(err, ErrUnavailable) {
-					onFail(w, r, http.StatusServiceUnavailable, "Token validation is temporarily unavailable.")
+					onFail(w, r, errdefs.Unavailable("Token validation is temporarily unavailable.").WithCause(err))
 					return
 				}
-				onFail(w, r, http.StatusUnauthorized, authFailMsg)
+				onFail(w, r, errdefs.Unauthenticated(authFailMsg).WithCause(err))
 				return
 			}
 			next.ServeHTTP(w, r.WithContext(auth.WithCredentials(r.Context(), c)))
@@ -215,15 +217,12 @@ type scopeRequest struct {
 	Trust  json.RawMessage `json:"OS-TRUST:trust"`
 }
 
-// authError is a failure the token request reports with its status.
-type authError struct {
-	status int
-	msg    string
-}
+// unauthorized is a refused authentication; msg is logged, the client
+// only hears Keystone's generic 401 (issueToken).
+func unauthorized(msg string) error { return errdefs.Unauthenticated(msg) }
 
-func (e *authError) Error() string { return e.msg }
-
-func unauthorized(msg string) error { return &authError{http.StatusUnauthorized, msg} }
+// badAuthRequest is a malformed token request (400, msg shown).
+func badAuthRequest(msg string) error { return errdefs.InvalidArgument(msg) }
 
 func (s *Service) issueToken(w http.ResponseWriter, r *http.Request) {
 	var req authRequest
@@ -233,18 +232,20 @@ func (s *Service) issueToken(w http.ResponseWriter, r *http.Request) {
 	}
 	row, err := s.authenticate(r.Context(), &req)
 	if err != nil {
-		var ae *authError
-		if errors.As(err, &ae) {
-			s.log.InfoContext(r.Context(), "authentication refused", "reason", ae.msg,
+		// Only the request's own faults are answered as such; anything
+		// else (the database, token validation) is a 500.
+		switch errdefs.KindOf(err) {
+		case errdefs.ErrUnauthenticated:
+			s.log.InfoContext(r.Context(), "authentication refused", "reason", errdefs.Message(err),
 				"request_id", httpapi.RequestID(r.Context()))
-			msg := ae.msg
-			if ae.status == http.StatusUnauthorized {
-				msg = authFailMsg // do not tell a guesser which part was wrong
-			}
-			s.fail(w, r, ae.status, msg)
-			return
+			s.failErr(w, r, errdefs.Unauthenticated(authFailMsg)) // do not tell a guesser which part was wrong
+		case errdefs.ErrInvalidArgument:
+			s.log.InfoContext(r.Context(), "authentication refused", "reason", errdefs.Message(err),
+				"request_id", httpapi.RequestID(r.Context()))
+			s.failErr(w, r, err)
+		default:
+			s.internalError(w, r, err)
 		}
-		s.internalError(w, r, err)
 		return
 	}
 	tok, err := randomString(32)
@@ -271,7 +272,7 @@ func (s *Service) issueToken(w http.ResponseWriter, r *http.Request) {
 func (s *Service) authenticate(ctx context.Context, req *authRequest) (*store.Token, error) {
 	id := &req.Auth.Identity
 	if len(id.Methods) == 0 {
-		return nil, &authError{http.StatusBadRequest, "Invalid authentication request: identity.methods is required."}
+		return nil, badAuthRequest("Invalid authentication request: identity.methods is required.")
 	}
 	var (
 		user     store.User
@@ -283,7 +284,7 @@ func (s *Service) authenticate(ctx context.Context, req *authRequest) (*store.To
 	switch {
 	case slices.Contains(id.Methods, "password"):
 		if id.Password == nil {
-			return nil, &authError{http.StatusBadRequest, "Invalid authentication request: identity.password is required."}
+			return nil, badAuthRequest("Invalid authentication request: identity.password is required.")
 		}
 		pu := id.Password.User
 		q := db.Model(&store.User{})
@@ -298,7 +299,7 @@ func (s *Service) authenticate(ctx context.Context, req *authRequest) (*store.To
 			}
 			q = q.Where("name = ? AND domain_id = ?", pu.Name, DefaultDomainID)
 		default:
-			return nil, &authError{http.StatusBadRequest, "Invalid authentication request: user id or name is required."}
+			return nil, badAuthRequest("Invalid authentication request: user id or name is required.")
 		}
 		if err := q.Take(&user).Error; err != nil {
 			if errors.Is(err, gorm.ErrRecordNotFound) {
@@ -312,7 +313,7 @@ func (s *Service) authenticate(ctx context.Context, req *authRequest) (*store.To
 		methods = []string{"password"}
 	case slices.Contains(id.Methods, "token"):
 		if id.Token == nil || id.Token.ID == "" {
-			return nil, &authError{http.StatusBadRequest, "Invalid authentication request: identity.token.id is required."}
+			return nil, badAuthRequest("Invalid authentication request: identity.token.id is required.")
 		}
 		prev, err := s.loadToken(ctx, id.Token.ID)
 		if err != nil {
@@ -384,7 +385,7 @@ func (s *Service) resolveScope(ctx context.Context, raw json.RawMessage, user *s
 	}
 	var sc scopeRequest
 	if err := json.Unmarshal(raw, &sc); err != nil {
-		return "", &authError{http.StatusBadRequest, "Invalid authentication request: malformed scope."}
+		return "", badAuthRequest("Invalid authentication request: malformed scope.")
 	}
 	switch {
 	case sc.Project != nil:
@@ -395,7 +396,7 @@ func (s *Service) resolveScope(ctx context.Context, raw json.RawMessage, user *s
 	case len(sc.Trust) > 0:
 		return "", unauthorized("trusts are not supported")
 	default:
-		return "", &authError{http.StatusBadRequest, "Invalid authentication request: unknown scope."}
+		return "", badAuthRequest("Invalid authentication request: unknown scope.")
 	}
 	q := db.Model(&store.Project{})
 	switch {
@@ -407,7 +408,7 @@ func (s *Service) resolveScope(ctx context.Context, raw json.RawMessage, user *s
 		}
 		q = q.Where("name = ? AND domain_id = ?", sc.Project.Name, DefaultDomainID)
 	default:
-		return "", &authError{http.StatusBadRequest, "Invalid authentication request: project id or name is required."}
+		return "", badAuthRequest("Invalid authentication request: project id or name is required.")
 	}
 	var p store.Project
 	if err := q.Take(&p).Error; err != nil {

@@ -59,7 +59,7 @@ func New(st *store.Store, opts Options) *Service {
 // Handler serves the image port.
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
-	authed := identity.RequireToken(s.opts.Validator, s.fail)
+	authed := identity.RequireToken(s.opts.Validator, s.respondErr)
 	h := func(pattern string, fn http.HandlerFunc) { mux.Handle(pattern, authed(fn)) }
 
 	// Discovery answers without a token.

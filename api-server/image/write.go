@@ -10,35 +10,53 @@ import (
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/api-server/httpapi"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/store"
 	"github.com/google/uuid"
 	"gorm.io/gorm"
 )
 
 // apiError is a client error with its status.
-type apiError struct {
-	status int
-	msg    string
-}
+func badRequest(format string, a ...any) error { return errdefs.InvalidArgumentf(format, a...) }
 
-func (e *apiError) Error() string { return e.msg }
+func forbidden(format string, a ...any) error { return errdefs.Forbiddenf(format, a...) }
 
-func badRequest(format string, a ...any) error {
-	return &apiError{http.StatusBadRequest, fmt.Sprintf(format, a...)}
-}
-
-func forbidden(format string, a ...any) error {
-	return &apiError{http.StatusForbidden, fmt.Sprintf(format, a...)}
-}
-
-// respondErr renders an apiError, or a 500 for anything else.
-func (s *Service) respondErr(w http.ResponseWriter, r *http.Request, err error) {
-	var ae *apiError
-	if errors.As(err, &ae) {
-		s.fail(w, r, ae.status, ae.msg)
-		return
+// statusOf is the one table from an error kind to the Image API's status.
+func statusOf(k errdefs.Kind) int {
+	switch k {
+	case errdefs.ErrInvalidArgument:
+		return http.StatusBadRequest
+	case errdefs.ErrUnauthenticated:
+		return http.StatusUnauthorized
+	case errdefs.ErrForbidden:
+		return http.StatusForbidden
+	case errdefs.ErrNotFound:
+		return http.StatusNotFound
+	case errdefs.ErrConflict, errdefs.ErrFailedPrecondition:
+		return http.StatusConflict
+	case errdefs.ErrQuotaExceeded:
+		return http.StatusRequestEntityTooLarge // Glance's quota and size limits
+	case errdefs.ErrNotSupported:
+		return http.StatusNotImplemented
+	case errdefs.ErrUnavailable:
+		return http.StatusServiceUnavailable
 	}
-	s.internalError(w, r, err)
+	return http.StatusInternalServerError
+}
+
+// respondErr answers err as a Glance error: a classified error (package
+// errdefs) with its kind's status and safe message, anything else logged
+// and answered 500 without details.
+func (s *Service) respondErr(w http.ResponseWriter, r *http.Request, err error) {
+	switch k := errdefs.KindOf(err); k {
+	case "":
+		s.internalError(w, r, err)
+	case errdefs.ErrInternal:
+		s.log.ErrorContext(r.Context(), "image request failed", "error", err, "request_id", httpapi.RequestID(r.Context()))
+		fallthrough
+	default:
+		s.fail(w, r, statusOf(k), errdefs.Message(err))
+	}
 }
 
 func asString(key string, v any) (string, error) {

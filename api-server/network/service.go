@@ -114,12 +114,14 @@ func (s *Service) finish(mux *http.ServeMux) http.Handler {
 	return httpapi.TrimSlash(mux)
 }
 
-func (s *Service) authFailed(w http.ResponseWriter, r *http.Request, status int, msg string) {
+// authFailed answers a token RequireToken refused: Unauthenticated (401,
+// HTTPUnauthorized) or Unavailable (503, ServiceUnavailable).
+func (s *Service) authFailed(w http.ResponseWriter, r *http.Request, err error) {
 	typ := "HTTPUnauthorized"
-	if status == http.StatusServiceUnavailable {
+	if errdefs.IsUnavailable(err) {
 		typ = "ServiceUnavailable"
 	}
-	writeError(w, status, typ, msg)
+	writeError(w, statusOf(errdefs.KindOf(err)), typ, errdefs.Message(err))
 }
 
 // writeError writes a Neutron error body.
