@@ -256,6 +256,11 @@ func (s *Service) quotaFailed(w http.ResponseWriter, project string, err error) 
 	writeError(w, http.StatusInternalServerError, "Unexpected API Error: the quota could not be read.")
 }
 
+// quotaUnreadable is a quota that could not be read (cause): Nova's 500.
+func quotaUnreadable(cause error) error {
+	return errdefs.Wrap(cause, errdefs.ErrInternal, "Unexpected API Error: the quota could not be read.")
+}
+
 // showQuotaSet serves GET /os-quota-sets/{project}[?user_id=]: the limits
 // in force for the project or the user.
 func (s *Service) showQuotaSet(w http.ResponseWriter, r *http.Request) {
@@ -344,9 +349,9 @@ func (s *Service) updateQuotaSet(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	upd, msg := parseQuotaUpdate(body, v)
-	if msg != "" {
-		writeError(w, http.StatusBadRequest, msg)
+	upd, err := parseQuotaUpdate(body, v)
+	if err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	if err := s.st.WithContext(ctx).First(&store.Project{}, "id = ?", project).Error; err != nil {
@@ -358,13 +363,8 @@ func (s *Service) updateQuotaSet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !upd.force {
-		msg, err := s.checkSettable(ctx, project, user, upd.limits)
-		if err != nil {
-			s.quotaFailed(w, project, err)
-			return
-		}
-		if msg != "" {
-			writeError(w, http.StatusBadRequest, msg)
+		if err := s.checkSettable(ctx, project, user, upd.limits); err != nil {
+			s.fail(w, r, err)
 			return
 		}
 	}
@@ -424,18 +424,18 @@ func decodeQuotaBody(w http.ResponseWriter, r *http.Request) (map[string]any, bo
 
 // parseQuotaUpdate validates body as Nova's quota_sets.update schema at v
 // and returns Nova's message for the first fault.
-func parseQuotaUpdate(body map[string]any, v apiVersion) (*quotaUpdate, string) {
+func parseQuotaUpdate(body map[string]any, v apiVersion) (*quotaUpdate, error) {
 	raw, ok := body["quota_set"]
 	if !ok {
-		return nil, "Invalid input for field/attribute body. 'quota_set' is a required property"
+		return nil, errdefs.InvalidArgument("Invalid input for field/attribute body. 'quota_set' is a required property")
 	}
 	if extra := quotaUnexpected(body, map[string]bool{"quota_set": true}); extra != "" {
-		return nil, "Invalid input for field/attribute body. " + extra
+		return nil, errdefs.InvalidArgument("Invalid input for field/attribute body. " + extra)
 	}
 	set, ok := raw.(map[string]any)
 	if !ok {
 		b, _ := json.Marshal(raw)
-		return nil, fmt.Sprintf("Invalid input for field/attribute quota_set. Value: %s. %s is not of type 'object'", b, b)
+		return nil, errdefs.InvalidArgumentf("Invalid input for field/attribute quota_set. Value: %s. %s is not of type 'object'", b, b)
 	}
 	allowed := map[string]bool{"force": true}
 	for _, k := range servedQuotaKeys(v) {
@@ -446,28 +446,28 @@ func parseQuotaUpdate(body map[string]any, v apiVersion) (*quotaUpdate, string) 
 		allowed["networks"] = true
 	}
 	if extra := quotaUnexpected(set, allowed); extra != "" {
-		return nil, "Invalid input for field/attribute quota_set. " + extra
+		return nil, errdefs.InvalidArgument("Invalid input for field/attribute quota_set. " + extra)
 	}
 	if _, ok := set["networks"]; ok {
-		return nil, "The networks quota has been removed"
+		return nil, errdefs.InvalidArgument("The networks quota has been removed")
 	}
 	upd := &quotaUpdate{limits: map[string]int{}}
 	for _, k := range sortedBodyKeys(set) {
 		if k == "force" {
 			b, ok := novaBool(set[k])
 			if !ok {
-				return nil, fmt.Sprintf("Invalid input for field/attribute force. Value: %v. %v is not a valid boolean", set[k], set[k])
+				return nil, errdefs.InvalidArgumentf("Invalid input for field/attribute force. Value: %v. %v is not a valid boolean", set[k], set[k])
 			}
 			upd.force = b
 			continue
 		}
-		n, msg := quotaValue(k, set[k])
-		if msg != "" {
-			return nil, msg
+		n, err := quotaValue(k, set[k])
+		if err != nil {
+			return nil, err
 		}
 		upd.limits[k] = n
 	}
-	return upd, ""
+	return upd, nil
 }
 
 // quotaUnexpected returns jsonschema's additionalProperties message for the
@@ -501,31 +501,31 @@ var quotaNumber = regexp.MustCompile(`^-?[0-9]+$`)
 
 // quotaValue parses one limit: an integer or a string of digits (OSC and
 // Tempest send both), from -1 (unlimited) to MAX_INT.
-func quotaValue(key string, raw any) (int, string) {
+func quotaValue(key string, raw any) (int, error) {
 	var text string
 	switch x := raw.(type) {
 	case json.Number:
 		text = x.String()
 		if !quotaNumber.MatchString(text) {
-			return 0, fmt.Sprintf("Invalid input for field/attribute %s. Value: %s. %s is not of type 'integer', 'string'", key, text, text)
+			return 0, errdefs.InvalidArgumentf("Invalid input for field/attribute %s. Value: %s. %s is not of type 'integer', 'string'", key, text, text)
 		}
 	case string:
 		text = x
 		if !quotaNumber.MatchString(text) {
-			return 0, fmt.Sprintf("Invalid input for field/attribute %s. Value: %s. '%s' does not match '^-?[0-9]+$'", key, text, text)
+			return 0, errdefs.InvalidArgumentf("Invalid input for field/attribute %s. Value: %s. '%s' does not match '^-?[0-9]+$'", key, text, text)
 		}
 	default:
 		b, _ := json.Marshal(raw)
-		return 0, fmt.Sprintf("Invalid input for field/attribute %s. Value: %s. %s is not of type 'integer', 'string'", key, b, b)
+		return 0, errdefs.InvalidArgumentf("Invalid input for field/attribute %s. Value: %s. %s is not of type 'integer', 'string'", key, b, b)
 	}
 	n, err := strconv.ParseInt(text, 10, 64)
 	switch {
 	case err != nil || n > 0x7FFFFFFF:
-		return 0, fmt.Sprintf("Invalid input for field/attribute %s. Value: %s. %s is greater than the maximum of 2147483647", key, text, text)
+		return 0, errdefs.InvalidArgumentf("Invalid input for field/attribute %s. Value: %s. %s is greater than the maximum of 2147483647", key, text, text)
 	case n < -1:
-		return 0, fmt.Sprintf("Invalid input for field/attribute %s. Value: %s. %s is less than the minimum of -1", key, text, text)
+		return 0, errdefs.InvalidArgumentf("Invalid input for field/attribute %s. Value: %s. %s is less than the minimum of -1", key, text, text)
 	}
-	return int(n), ""
+	return int(n), nil
 }
 
 // novaBool accepts what Nova's parameter_types.boolean does.
@@ -547,17 +547,17 @@ func novaBool(raw any) (bool, bool) {
 }
 
 // checkSettable applies Nova's get_settable_quotas bounds to a PUT without
-// force. A project's limit must cover its usage and what its users'
+// force: a limit out of bounds is an InvalidArgument. A project's limit must cover its usage and what its users'
 // limits already hand out; a user's must cover the user's usage and fit
 // in what the project has not handed to other users.
-func (s *Service) checkSettable(ctx context.Context, project, user string, want map[string]int) (string, error) {
+func (s *Service) checkSettable(ctx context.Context, project, user string, want map[string]int) error {
 	proj, err := s.projectQuota(ctx, project)
 	if err != nil {
-		return "", err
+		return quotaUnreadable(err)
 	}
 	rows, err := s.st.UserQuotaLimits(ctx, project)
 	if err != nil {
-		return "", err
+		return quotaUnreadable(err)
 	}
 	handedOut, mine := map[string]int{}, map[string]int{}
 	for _, row := range rows {
@@ -570,7 +570,7 @@ func (s *Service) checkSettable(ctx context.Context, project, user string, want 
 	}
 	u, err := s.st.CountQuotaUsage(ctx, project, user)
 	if err != nil {
-		return "", err
+		return quotaUnreadable(err)
 	}
 	used := usageOf(u)
 	for _, k := range quotaKeys() {
@@ -586,10 +586,10 @@ func (s *Service) checkSettable(ctx context.Context, project, user string, want 
 			maximum = max(0, proj[k.name]-handedOut[k.name]+max(0, mine[k.name]))
 		}
 		if msg := settableMessage(k.name, n, minimum, maximum); msg != "" {
-			return msg, nil
+			return errdefs.InvalidArgument(msg)
 		}
 	}
-	return "", nil
+	return nil
 }
 
 // settableMessage is Nova's _validate_quota_limit: -1 counts as infinite.
