@@ -119,8 +119,9 @@ func (w *wireError) remote() *RemoteError {
 	return &RemoteError{Message: w.Text, Kind: errdefs.Kind(w.Kind), SafeMessage: w.Message, Reason: w.Reason}
 }
 
-// ErrTimeout is returned by Call when no reply came before the deadline.
-var ErrTimeout = errors.New("bus: no reply before the deadline")
+// ErrTimeout is returned by Call when no reply came before the deadline:
+// an Unavailable (the peer may answer a later call).
+var ErrTimeout = errdefs.Unavailable("bus: no reply before the deadline")
 
 // retryError marks a handler error as transient.
 type retryError struct{ err error }

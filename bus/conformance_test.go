@@ -211,8 +211,8 @@ func runConformance(t *testing.T, h harness) {
 		defer cancel()
 		start := time.Now()
 		err := b.Call(cctx, q, mustMsg(t, "slow", nil), nil)
-		if !errors.Is(err, ErrTimeout) {
-			t.Fatalf("err = %v, want ErrTimeout", err)
+		if !errors.Is(err, ErrTimeout) || !errdefs.IsUnavailable(err) {
+			t.Fatalf("err = %v, want ErrTimeout (an Unavailable)", err)
 		}
 		if d := time.Since(start); d > 3*time.Second {
 			t.Fatalf("timeout took %s", d)
