@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -100,13 +101,13 @@ func (s *Service) updateService(w http.ResponseWriter, r *http.Request) {
 	var svc store.Service
 	if v.AtLeast(53) {
 		if err := db.Where("uuid = ?", action).First(&svc).Error; err != nil {
-			writeError(w, http.StatusNotFound, fmt.Sprintf("Service %s not found.", action))
+			writeFault(w, errdefs.NotFoundf("Service %s not found.", action))
 			return
 		}
 		upd := map[string]any{}
 		if st, ok := body["status"].(string); ok {
 			if st != "enabled" && st != "disabled" {
-				writeError(w, http.StatusBadRequest, "Invalid input for field/attribute status.")
+				writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute status."))
 				return
 			}
 			upd["disabled"] = st == "disabled"
@@ -121,7 +122,7 @@ func (s *Service) updateService(w http.ResponseWriter, r *http.Request) {
 			upd["forced_down"] = fd
 		}
 		if len(upd) == 0 {
-			writeError(w, http.StatusBadRequest, "No updates were requested.")
+			writeFault(w, errdefs.InvalidArgument("No updates were requested."))
 			return
 		}
 		db.Model(&store.Service{}).Where("id = ?", svc.ID).Updates(upd)
@@ -132,11 +133,11 @@ func (s *Service) updateService(w http.ResponseWriter, r *http.Request) {
 	host, _ := body["host"].(string)
 	binary, _ := body["binary"].(string)
 	if host == "" || binary == "" {
-		writeError(w, http.StatusBadRequest, "Invalid input: 'host' and 'binary' are required.")
+		writeFault(w, errdefs.InvalidArgument("Invalid input: 'host' and 'binary' are required."))
 		return
 	}
 	if err := db.Where("host = ? AND binary_name = ?", host, binary).First(&svc).Error; err != nil {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("Host '%s' is not mapped to any cell", host))
+		writeFault(w, errdefs.NotFoundf("Host '%s' is not mapped to any cell", host))
 		return
 	}
 	out := map[string]any{"host": host, "binary": binary}
@@ -153,18 +154,18 @@ func (s *Service) updateService(w http.ResponseWriter, r *http.Request) {
 		out["status"], out["disabled_reason"] = "disabled", reason
 	case "force-down":
 		if !v.AtLeast(11) {
-			writeError(w, http.StatusNotFound, "The resource could not be found.")
+			writeFault(w, errdefs.NotFound("The resource could not be found."))
 			return
 		}
 		fd, ok := body["forced_down"].(bool)
 		if !ok {
-			writeError(w, http.StatusBadRequest, "Invalid input for field/attribute forced_down.")
+			writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute forced_down."))
 			return
 		}
 		db.Model(&store.Service{}).Where("id = ?", svc.ID).Update("forced_down", fd)
 		out["forced_down"] = fd
 	default:
-		writeError(w, http.StatusNotFound, "Unknown action")
+		writeFault(w, errdefs.NotFound("Unknown action"))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"service": out})
@@ -249,7 +250,7 @@ func withServers(w http.ResponseWriter, r *http.Request) (bool, bool) {
 	}
 	b, none, ok := parseBoolish(raw[0])
 	if !ok || none {
-		writeError(w, http.StatusBadRequest, "Invalid input for query parameters with_servers. Value: "+raw[0]+". Not a valid boolean.")
+		writeFault(w, errdefs.InvalidArgument("Invalid input for query parameters with_servers. Value: "+raw[0]+". Not a valid boolean."))
 		return false, false
 	}
 	return b, true
@@ -314,7 +315,7 @@ func (s *Service) writeHypervisors(w http.ResponseWriter, r *http.Request, patte
 		items = append(items, h)
 	}
 	if pattern != "" && len(items) == 0 {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("No hypervisor matching '%s' could be found.", pattern))
+		writeFault(w, errdefs.NotFoundf("No hypervisor matching '%s' could be found.", pattern))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"hypervisors": items})
@@ -325,7 +326,7 @@ func (s *Service) writeHypervisors(w http.ResponseWriter, r *http.Request, patte
 func (s *Service) searchHypervisors(with bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if versionOf(r.Context()).AtLeast(53) {
-			writeError(w, http.StatusNotFound, "The resource could not be found.")
+			writeFault(w, errdefs.NotFound("The resource could not be found."))
 			return
 		}
 		s.writeHypervisors(w, r, r.PathValue("id"), false, with)
@@ -342,7 +343,7 @@ func (s *Service) findHypervisor(w http.ResponseWriter, r *http.Request) (*store
 		db = db.Where("uuid = ?", id)
 	}
 	if err := db.First(&svc).Error; err != nil {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("Hypervisor with ID %s could not be found.", id))
+		writeFault(w, errdefs.NotFoundf("Hypervisor with ID %s could not be found.", id))
 		return nil, false
 	}
 	return &svc, true

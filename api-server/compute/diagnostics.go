@@ -34,7 +34,7 @@ func (s *Service) serverDiagnostics(w http.ResponseWriter, r *http.Request) {
 	// server is answered (state shutdown, no counters), as libvirt
 	// answers for a shut-off domain.
 	if inst.Host == "" || inst.VMState == lifecycle.Building {
-		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot 'get_diagnostics' instance %s while it is in vm_state %s", inst.ID, inst.VMState))
+		writeFault(w, errdefs.Conflictf("Cannot 'get_diagnostics' instance %s while it is in vm_state %s", inst.ID, inst.VMState))
 		return
 	}
 	rep, err := s.callDiagnostics(r.Context(), inst)

@@ -47,11 +47,16 @@ const unexpectedError = "Unexpected API Error."
 // with its kind's status and its safe message; anything else is logged
 // and answered 500 without details.
 func (s *Service) fail(w http.ResponseWriter, r *http.Request, err error) {
-	k := errdefs.KindOf(err)
-	if k == "" || k == errdefs.ErrInternal {
+	if k := errdefs.KindOf(err); k == "" || k == errdefs.ErrInternal {
 		s.log.ErrorContext(r.Context(), "compute request failed", "error", err, "method", r.Method, "path", r.URL.Path)
 	}
-	writeError(w, statusOf(k), clientMessage(err))
+	writeFault(w, err)
+}
+
+// writeFault writes err as a Nova fault, through the kind table, without
+// logging: for errors the handler itself classified.
+func writeFault(w http.ResponseWriter, err error) {
+	writeError(w, statusOf(errdefs.KindOf(err)), clientMessage(err))
 }
 
 // clientMessage is what a client is told of err: its safe message, or

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -45,7 +46,7 @@ func (s *Service) listHostEvents(w http.ResponseWriter, r *http.Request) {
 	if v := qs.Get("since"); v != "" {
 		since, ok := parseSince(strings.TrimSpace(v))
 		if !ok {
-			writeError(w, http.StatusBadRequest, "Invalid since "+strconv.Quote(v)+": an ISO 8601 time is expected, e.g. 2026-11-25T12:00:00Z.")
+			writeFault(w, errdefs.InvalidArgument("Invalid since "+strconv.Quote(v)+": an ISO 8601 time is expected, e.g. 2026-11-25T12:00:00Z."))
 			return
 		}
 		q = q.Where("at >= ?", since)
@@ -54,7 +55,7 @@ func (s *Service) listHostEvents(w http.ResponseWriter, r *http.Request) {
 	if v := qs.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
-			writeError(w, http.StatusBadRequest, "Invalid limit "+strconv.Quote(v)+": a positive integer is expected.")
+			writeFault(w, errdefs.InvalidArgument("Invalid limit "+strconv.Quote(v)+": a positive integer is expected."))
 			return
 		}
 		limit = min(n, maxEventLimit)

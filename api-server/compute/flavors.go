@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"sort"
 	"strconv"
@@ -14,6 +13,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/limits"
 	"github.com/capsule-cloud/capsule/store"
 )
@@ -57,7 +57,7 @@ func (s *Service) flavorView(r *http.Request, f *store.Flavor) map[string]any {
 func (s *Service) loadFlavor(w http.ResponseWriter, r *http.Request) (*store.Flavor, bool) {
 	f, err := s.findFlavor(r.Context(), r.PathValue("id"))
 	if err != nil || !s.flavorVisible(r.Context(), f) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("Flavor %s could not be found.", r.PathValue("id")))
+		writeFault(w, errdefs.NotFoundf("Flavor %s could not be found.", r.PathValue("id")))
 		return nil, false
 	}
 	return f, true
@@ -121,7 +121,7 @@ func (s *Service) listFlavors(detail bool) http.HandlerFunc {
 		db := s.st.WithContext(ctx).Preload("ExtraSpecs").Where("deleted = ?", false)
 		pub, ok := s.flavorPublicFilter(creds, q.Get("is_public"))
 		if !ok {
-			writeError(w, http.StatusBadRequest, "Invalid is_public filter ["+q.Get("is_public")+"]")
+			writeFault(w, errdefs.InvalidArgument("Invalid is_public filter ["+q.Get("is_public")+"]"))
 			return
 		}
 		if !creds.IsAdmin() {
@@ -130,7 +130,7 @@ func (s *Service) listFlavors(detail bool) http.HandlerFunc {
 		if v := q.Get("minRam"); v != "" {
 			n, err := strconv.Atoi(v)
 			if err != nil {
-				writeError(w, http.StatusBadRequest, "Invalid minRam filter ["+v+"]")
+				writeFault(w, errdefs.InvalidArgument("Invalid minRam filter ["+v+"]"))
 				return
 			}
 			db = db.Where("memory_mb >= ?", n)
@@ -138,7 +138,7 @@ func (s *Service) listFlavors(detail bool) http.HandlerFunc {
 		if v := q.Get("minDisk"); v != "" {
 			n, err := strconv.Atoi(v)
 			if err != nil {
-				writeError(w, http.StatusBadRequest, "Invalid minDisk filter ["+v+"]")
+				writeFault(w, errdefs.InvalidArgument("Invalid minDisk filter ["+v+"]"))
 				return
 			}
 			db = db.Where("root_gb >= ?", n)
@@ -231,13 +231,13 @@ func (s *Service) createFlavor(w http.ResponseWriter, r *http.Request) {
 	}
 	in := req.Flavor
 	if in == nil {
-		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute flavor. Value: 'flavor' is a required property")
+		writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute flavor. Value: 'flavor' is a required property"))
 		return
 	}
 	name, _ := in["name"].(string)
 	name = strings.TrimSpace(name)
 	if name == "" || len(name) > 255 {
-		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute name. Flavor names must be 1-255 characters.")
+		writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute name. Flavor names must be 1-255 characters."))
 		return
 	}
 	f := store.Flavor{Name: name, RxtxFactor: 1.0, IsPublic: true}
@@ -251,14 +251,14 @@ func (s *Service) createFlavor(w http.ResponseWriter, r *http.Request) {
 		v, present := in[fld.key]
 		if !present || v == nil {
 			if fld.req {
-				writeError(w, http.StatusBadRequest, fmt.Sprintf("Invalid input for field/attribute flavor. Value: '%s' is a required property", fld.key))
+				writeFault(w, errdefs.InvalidArgumentf("Invalid input for field/attribute flavor. Value: '%s' is a required property", fld.key))
 				return
 			}
 			continue
 		}
 		n, ok := numField(v)
 		if !ok || n < fld.min {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("Invalid input for field/attribute %s. Value must be an integer >= %d.", fld.key, fld.min))
+			writeFault(w, errdefs.InvalidArgumentf("Invalid input for field/attribute %s. Value must be an integer >= %d.", fld.key, fld.min))
 			return
 		}
 		*fld.dst = n
@@ -266,7 +266,7 @@ func (s *Service) createFlavor(w http.ResponseWriter, r *http.Request) {
 	if v, ok := in["rxtx_factor"]; ok && v != nil {
 		x, ok := v.(float64)
 		if !ok || x <= 0 {
-			writeError(w, http.StatusBadRequest, "Invalid input for field/attribute rxtx_factor.")
+			writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute rxtx_factor."))
 			return
 		}
 		f.RxtxFactor = x
@@ -278,12 +278,12 @@ func (s *Service) createFlavor(w http.ResponseWriter, r *http.Request) {
 		case string:
 			val, _, ok := parseBoolish(b)
 			if !ok {
-				writeError(w, http.StatusBadRequest, "Invalid input for field/attribute os-flavor-access:is_public.")
+				writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute os-flavor-access:is_public."))
 				return
 			}
 			f.IsPublic = val
 		default:
-			writeError(w, http.StatusBadRequest, "Invalid input for field/attribute os-flavor-access:is_public.")
+			writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute os-flavor-access:is_public."))
 			return
 		}
 	}
@@ -295,14 +295,14 @@ func (s *Service) createFlavor(w http.ResponseWriter, r *http.Request) {
 		f.FlavorID = uuid.NewString()
 	case string:
 		if strings.TrimSpace(id) == "" || len(id) > 255 {
-			writeError(w, http.StatusBadRequest, "Invalid input for field/attribute id.")
+			writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute id."))
 			return
 		}
 		f.FlavorID = id
 	case float64:
 		f.FlavorID = strconv.Itoa(int(id))
 	default:
-		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute id.")
+		writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute id."))
 		return
 	}
 	err := s.st.WithContext(r.Context()).Transaction(func(tx *gorm.DB) error {
@@ -314,7 +314,7 @@ func (s *Service) createFlavor(w http.ResponseWriter, r *http.Request) {
 		return tx.Create(&f).Error
 	})
 	if errors.Is(err, store.ErrConflict) {
-		writeError(w, http.StatusConflict, fmt.Sprintf("Flavor with name %s or ID %s already exists.", f.Name, f.FlavorID))
+		writeFault(w, errdefs.Conflictf("Flavor with name %s or ID %s already exists.", f.Name, f.FlavorID))
 		return
 	}
 	if err != nil {
@@ -340,7 +340,7 @@ func (s *Service) deleteFlavor(w http.ResponseWriter, r *http.Request) {
 
 func (s *Service) updateFlavor(w http.ResponseWriter, r *http.Request) {
 	if !versionOf(r.Context()).AtLeast(55) {
-		writeError(w, http.StatusNotFound, "The resource could not be found.")
+		writeFault(w, errdefs.NotFound("The resource could not be found."))
 		return
 	}
 	f, ok := s.loadFlavor(w, r)
@@ -395,7 +395,7 @@ func (s *Service) saveSpecs(w http.ResponseWriter, r *http.Request, f *store.Fla
 			}
 		}
 		if !ok || k == "" || len(k) > 255 || len(str) > 255 {
-			writeError(w, http.StatusBadRequest, "Invalid input for field/attribute extra_specs. Keys and values must be strings of 1-255 characters.")
+			writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute extra_specs. Keys and values must be strings of 1-255 characters."))
 			return nil, false
 		}
 		out[k] = str
@@ -405,7 +405,7 @@ func (s *Service) saveSpecs(w http.ResponseWriter, r *http.Request, f *store.Fla
 		merged[k] = v
 	}
 	if _, err := limits.Parse(merged, f.VCPUs); err != nil {
-		writeError(w, http.StatusBadRequest, "Invalid extra_specs: "+err.Error())
+		writeFault(w, errdefs.InvalidArgument("Invalid extra_specs: "+err.Error()))
 		return nil, false
 	}
 	err := s.st.WithContext(r.Context()).Transaction(func(tx *gorm.DB) error {
@@ -435,7 +435,7 @@ func (s *Service) setExtraSpecs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.ExtraSpecs == nil {
-		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute extra_specs. Value: 'extra_specs' is a required property")
+		writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute extra_specs. Value: 'extra_specs' is a required property"))
 		return
 	}
 	out, ok := s.saveSpecs(w, r, f, req.ExtraSpecs)
@@ -452,7 +452,7 @@ func (s *Service) showExtraSpec(w http.ResponseWriter, r *http.Request) {
 	key := r.PathValue("key")
 	v, found := specsMap(f)[key]
 	if !found {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("Flavor %s has no extra specs with key %s.", f.FlavorID, key))
+		writeFault(w, errdefs.NotFoundf("Flavor %s has no extra specs with key %s.", f.FlavorID, key))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{key: v})
@@ -469,7 +469,7 @@ func (s *Service) putExtraSpec(w http.ResponseWriter, r *http.Request) {
 	}
 	key := r.PathValue("key")
 	if _, found := in[key]; !found || len(in) != 1 {
-		writeError(w, http.StatusBadRequest, "Request body and URI mismatch")
+		writeFault(w, errdefs.InvalidArgument("Request body and URI mismatch"))
 		return
 	}
 	out, ok := s.saveSpecs(w, r, f, in)
@@ -491,7 +491,7 @@ func (s *Service) deleteExtraSpec(w http.ResponseWriter, r *http.Request) {
 	if _, err := limits.Parse(before, f.VCPUs); err == nil {
 		delete(before, key)
 		if _, err := limits.Parse(before, f.VCPUs); err != nil {
-			writeError(w, http.StatusBadRequest, "Invalid extra_specs after removing "+key+": "+err.Error())
+			writeFault(w, errdefs.InvalidArgument("Invalid extra_specs after removing "+key+": "+err.Error()))
 			return
 		}
 	}
@@ -501,7 +501,7 @@ func (s *Service) deleteExtraSpec(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if res.RowsAffected == 0 {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("Flavor %s has no extra specs with key %s.", f.FlavorID, key))
+		writeFault(w, errdefs.NotFoundf("Flavor %s has no extra specs with key %s.", f.FlavorID, key))
 		return
 	}
 	noContent(w, http.StatusOK)
@@ -513,7 +513,7 @@ func (s *Service) listFlavorAccess(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if f.IsPublic {
-		writeError(w, http.StatusNotFound, "Access list not available for public flavors.")
+		writeFault(w, errdefs.NotFound("Access list not available for public flavors."))
 		return
 	}
 	s.writeFlavorAccess(w, r, f)
@@ -543,32 +543,32 @@ func (s *Service) flavorAction(w http.ResponseWriter, r *http.Request) {
 			Tenant string `json:"tenant"`
 		}
 		if err := json.Unmarshal(raw, &arg); err != nil || arg.Tenant == "" {
-			writeError(w, http.StatusBadRequest, "Invalid input for field/attribute tenant.")
+			writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute tenant."))
 			return
 		}
 		if f.IsPublic {
-			writeError(w, http.StatusConflict, "Can not add access to a public flavor.")
+			writeFault(w, errdefs.Conflict("Can not add access to a public flavor."))
 			return
 		}
 		db := s.st.WithContext(r.Context())
 		switch name {
 		case "addTenantAccess":
 			if err := db.Create(&store.FlavorAccess{FlavorID: f.ID, ProjectID: arg.Tenant}).Error; err != nil {
-				writeError(w, http.StatusConflict, fmt.Sprintf("Flavor access already exists for flavor %s and project %s combination.", f.FlavorID, arg.Tenant))
+				writeFault(w, errdefs.Conflictf("Flavor access already exists for flavor %s and project %s combination.", f.FlavorID, arg.Tenant))
 				return
 			}
 		case "removeTenantAccess":
 			res := db.Where("flavor_id = ? AND project_id = ?", f.ID, arg.Tenant).Delete(&store.FlavorAccess{})
 			if res.RowsAffected == 0 {
-				writeError(w, http.StatusNotFound, fmt.Sprintf("Flavor access not found for %s / %s combination.", f.FlavorID, arg.Tenant))
+				writeFault(w, errdefs.NotFoundf("Flavor access not found for %s / %s combination.", f.FlavorID, arg.Tenant))
 				return
 			}
 		default:
-			writeError(w, http.StatusBadRequest, "There is no such action: "+name)
+			writeFault(w, errdefs.InvalidArgument("There is no such action: "+name))
 			return
 		}
 		s.writeFlavorAccess(w, r, f)
 		return
 	}
-	writeError(w, http.StatusBadRequest, "Malformed request body")
+	writeFault(w, errdefs.InvalidArgument("Malformed request body"))
 }

@@ -55,7 +55,7 @@ func attachmentView(p *store.Port) map[string]any {
 func (s *Service) interfaceState(w http.ResponseWriter, r *http.Request, inst *store.Instance, apiName string) bool {
 	creds := auth.FromContext(r.Context())
 	if inst.Locked && !creds.IsAdmin() {
-		writeError(w, http.StatusConflict, fmt.Sprintf("Instance %s is locked", inst.ID))
+		writeFault(w, errdefs.Conflictf("Instance %s is locked", inst.ID))
 		return false
 	}
 	switch inst.VMState {
@@ -69,7 +69,7 @@ func (s *Service) interfaceState(w http.ResponseWriter, r *http.Request, inst *s
 		return false
 	}
 	if inst.Host == "" {
-		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot '%s' instance %s: it is not placed on any host", apiName, inst.ID))
+		writeFault(w, errdefs.Conflictf("Cannot '%s' instance %s: it is not placed on any host", apiName, inst.ID))
 		return false
 	}
 	return true
@@ -99,7 +99,7 @@ func (s *Service) serverPort(w http.ResponseWriter, r *http.Request, inst *store
 		return nil, false
 	}
 	if err != nil || p.DeviceID != inst.ID {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("Instance %s does not have a port with id %s", inst.ID, portID))
+		writeFault(w, errdefs.NotFoundf("Instance %s does not have a port with id %s", inst.ID, portID))
 		return nil, false
 	}
 	return p, true
@@ -207,7 +207,7 @@ func (s *Service) attachInterface(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(existing) == 0 {
-		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot 'attach_interface' instance %s: it was booted without a network, "+
+		writeFault(w, errdefs.FailedPreconditionf("Cannot 'attach_interface' instance %s: it was booted without a network, "+
 			"so it has no network sandbox to plug an interface into; boot it with a network", inst.ID))
 		return
 	}

@@ -3,7 +3,6 @@ package compute
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"strings"
 	"unicode/utf8"
@@ -39,7 +38,7 @@ func keypairOwner(w http.ResponseWriter, r *http.Request, action, requested stri
 		return creds.UserID, true
 	}
 	if !creds.IsAdmin() {
-		writeError(w, http.StatusForbidden, fmt.Sprintf("Policy doesn't allow os_compute_api:os-keypairs:%s to be performed.", action))
+		writeFault(w, errdefs.Forbiddenf("Policy doesn't allow os_compute_api:os-keypairs:%s to be performed.", action))
 		return "", false
 	}
 	return requested, true
@@ -186,7 +185,7 @@ func (s *Service) createKeypair(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusInternalServerError, "Unexpected API Error: could not generate the key pair.")
 			return
 		}
-		writeError(w, http.StatusBadRequest, "Keypair data is invalid: "+err.Error())
+		writeFault(w, errdefs.InvalidArgument("Keypair data is invalid: "+err.Error()))
 		return
 	}
 	if !s.storeKeypair(w, r, kp) {
@@ -217,9 +216,9 @@ func (s *Service) storeKeypair(w http.ResponseWriter, r *http.Request, kp *store
 	case err == nil:
 		return true
 	case errors.Is(err, store.ErrKeypairQuota):
-		writeError(w, http.StatusForbidden, "Quota exceeded, too many key pairs.")
+		writeFault(w, errdefs.QuotaExceeded("Quota exceeded, too many key pairs."))
 	case errors.Is(err, store.ErrConflict):
-		writeError(w, http.StatusConflict, fmt.Sprintf("Key pair '%s' already exists.", kp.Name))
+		writeFault(w, errdefs.Conflictf("Key pair '%s' already exists.", kp.Name))
 	default:
 		s.log.Error("store keypair", "user", kp.UserID, "name", kp.Name, "error", err)
 		writeError(w, http.StatusInternalServerError, "Unexpected API Error: could not record the key pair.")
@@ -301,7 +300,7 @@ func (s *Service) loadKeypair(w http.ResponseWriter, r *http.Request, action str
 
 func (s *Service) keypairError(w http.ResponseWriter, owner, name string, err error) {
 	if errors.Is(err, store.ErrNotFound) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("Keypair %s not found for user %s", name, owner))
+		writeFault(w, errdefs.NotFoundf("Keypair %s not found for user %s", name, owner))
 		return
 	}
 	s.log.Error("keypair", "user", owner, "name", name, "error", err)
@@ -321,7 +320,7 @@ func (s *Service) serverKeypair(w http.ResponseWriter, r *http.Request, name *st
 	case err == nil:
 		return kp, true
 	case errors.Is(err, store.ErrNotFound):
-		writeError(w, http.StatusBadRequest, "Invalid key_name provided.")
+		writeFault(w, errdefs.InvalidArgument("Invalid key_name provided."))
 	default:
 		s.log.Error("keypair of a server create", "user", creds.UserID, "name", *name, "error", err)
 		writeError(w, http.StatusInternalServerError, "Unexpected API Error: could not read the key pair.")

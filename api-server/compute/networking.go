@@ -268,7 +268,7 @@ func (s *Service) serverIPsByNetwork(w http.ResponseWriter, r *http.Request) {
 	}
 	addrs, found := s.addressesOf(r.Context(), inst, false)[r.PathValue("net")]
 	if !found {
-		writeError(w, http.StatusNotFound, "Networks with that label could not be found.")
+		writeFault(w, errdefs.NotFound("Networks with that label could not be found."))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{r.PathValue("net"): addrs})

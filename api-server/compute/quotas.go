@@ -219,7 +219,7 @@ func quotaProject(w http.ResponseWriter, r *http.Request, action string) (string
 	creds := auth.FromContext(r.Context())
 	project := r.PathValue("project")
 	if project != creds.ProjectID && !creds.IsAdmin() {
-		writeError(w, http.StatusForbidden, fmt.Sprintf("Policy doesn't allow os_compute_api:os-quota-sets:%s to be performed.", action))
+		writeFault(w, errdefs.Forbiddenf("Policy doesn't allow os_compute_api:os-quota-sets:%s to be performed.", action))
 		return "", false
 	}
 	return project, true
@@ -228,7 +228,7 @@ func quotaProject(w http.ResponseWriter, r *http.Request, action string) (string
 // quotaAdmin answers 403 in Nova's words unless the caller is an admin.
 func quotaAdmin(w http.ResponseWriter, r *http.Request, action string) bool {
 	if !auth.FromContext(r.Context()).IsAdmin() {
-		writeError(w, http.StatusForbidden, fmt.Sprintf("Policy doesn't allow os_compute_api:os-quota-sets:%s to be performed.", action))
+		writeFault(w, errdefs.Forbiddenf("Policy doesn't allow os_compute_api:os-quota-sets:%s to be performed.", action))
 		return false
 	}
 	return true
@@ -356,7 +356,7 @@ func (s *Service) updateQuotaSet(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := s.st.WithContext(ctx).First(&store.Project{}, "id = ?", project).Error; err != nil {
 		if errors.Is(store.NotFound(err, project), store.ErrNotFound) {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("Project ID %s is not a valid project.", project))
+			writeFault(w, errdefs.InvalidArgumentf("Project ID %s is not a valid project.", project))
 			return
 		}
 		s.quotaFailed(w, project, err)
@@ -416,7 +416,7 @@ func decodeQuotaBody(w http.ResponseWriter, r *http.Request) (map[string]any, bo
 		if err != nil {
 			msg = "Malformed request body: " + err.Error()
 		}
-		writeError(w, http.StatusBadRequest, msg)
+		writeFault(w, errdefs.InvalidArgument(msg))
 		return nil, false
 	}
 	return body, true
@@ -641,7 +641,7 @@ func (s *Service) metadataFits(w http.ResponseWriter, r *http.Request, n int) bo
 		return false
 	}
 	if max := limits["metadata_items"]; max >= 0 && n > max {
-		writeError(w, http.StatusForbidden, fmt.Sprintf("Quota exceeded for metadata items: at most %d allowed.", max))
+		writeFault(w, errdefs.QuotaExceededf("Quota exceeded for metadata items: at most %d allowed.", max))
 		return false
 	}
 	return true

@@ -141,7 +141,7 @@ func (s *Service) createServerGroup(w http.ResponseWriter, r *http.Request) {
 		Policy: policy, CreatedAt: s.opts.Now()}
 	err = s.st.CreateServerGroup(ctx, g, limits["server_groups"])
 	if errors.Is(err, store.ErrServerGroupQuota) {
-		writeError(w, http.StatusForbidden, msgGroupQuota)
+		writeFault(w, errdefs.QuotaExceeded(msgGroupQuota))
 		return
 	}
 	if err != nil {
@@ -158,7 +158,7 @@ func (s *Service) visibleGroup(w http.ResponseWriter, r *http.Request, id string
 	g, err := s.lookupGroup(r, id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		writeError(w, http.StatusNotFound, groupNotFound(id))
+		writeFault(w, errdefs.NotFound(groupNotFound(id)))
 		return nil, false
 	case err != nil:
 		s.log.Error("look up server group", "group", id, "error", err)
@@ -216,7 +216,7 @@ func (s *Service) listServerGroups(w http.ResponseWriter, r *http.Request) {
 	project := creds.ProjectID
 	if _, all := r.URL.Query()["all_projects"]; all {
 		if !creds.IsAdmin() {
-			writeError(w, http.StatusForbidden, "Policy doesn't allow os_compute_api:os-server-groups:index:all_projects to be performed.")
+			writeFault(w, errdefs.Forbidden("Policy doesn't allow os_compute_api:os-server-groups:index:all_projects to be performed."))
 			return
 		}
 		project = ""
@@ -227,7 +227,7 @@ func (s *Service) listServerGroups(w http.ResponseWriter, r *http.Request) {
 	}
 	offset, err2 := offsetParam(r, "offset", 0)
 	if err = errors.Join(err, err2); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		writeFault(w, errdefs.InvalidArgument(err.Error()))
 		return
 	}
 	groups, err := s.st.ListServerGroups(ctx, project)
@@ -262,7 +262,7 @@ func (s *Service) deleteServerGroup(w http.ResponseWriter, r *http.Request) {
 	}
 	err := s.st.DeleteServerGroup(r.Context(), g.ID)
 	if errors.Is(err, store.ErrNotFound) {
-		writeError(w, http.StatusNotFound, groupNotFound(g.ID))
+		writeFault(w, errdefs.NotFound(groupNotFound(g.ID)))
 		return
 	}
 	if err != nil {
@@ -342,7 +342,7 @@ func (s *Service) schedulerHints(w http.ResponseWriter, r *http.Request, raw jso
 	}
 	var m map[string]any
 	if err := json.Unmarshal(raw, &m); err != nil {
-		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute os:scheduler_hints. Value must be an object.")
+		writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute os:scheduler_hints. Value must be an object."))
 		return nil, false
 	}
 	var err error
@@ -366,12 +366,12 @@ func (s *Service) schedulerHints(w http.ResponseWriter, r *http.Request, raw jso
 func (s *Service) resolveHintGroup(w http.ResponseWriter, r *http.Request, p *serverPlacement, raw any) bool {
 	id, ok := canonicalUUID(raw)
 	if !ok {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("Invalid input for field/attribute group. Value: %v. '%v' is not a 'uuid'", raw, raw))
+		writeFault(w, errdefs.InvalidArgumentf("Invalid input for field/attribute group. Value: %v. '%v' is not a 'uuid'", raw, raw))
 		return false
 	}
 	g, err := s.lookupGroup(r, id)
 	if errors.Is(err, store.ErrNotFound) {
-		writeError(w, http.StatusBadRequest, groupNotFound(id))
+		writeFault(w, errdefs.InvalidArgument(groupNotFound(id)))
 		return false
 	}
 	if err != nil {
@@ -403,7 +403,7 @@ func (s *Service) groupRoom(w http.ResponseWriter, r *http.Request, p *serverPla
 		return false
 	}
 	if len(members[p.group.ID])+count > p.memberLimit {
-		writeError(w, http.StatusForbidden, msgGroupMemberQuota)
+		writeFault(w, errdefs.QuotaExceeded(msgGroupMemberQuota))
 		return false
 	}
 	return true
@@ -423,9 +423,9 @@ func (p *serverPlacement) join(tx *gorm.DB, instanceID string) error {
 func writeJoinError(w http.ResponseWriter, p *serverPlacement, err error) bool {
 	switch {
 	case errors.Is(err, store.ErrGroupMemberQuota):
-		writeError(w, http.StatusForbidden, msgGroupMemberQuota)
+		writeFault(w, errdefs.QuotaExceeded(msgGroupMemberQuota))
 	case errors.Is(err, store.ErrNotFound) && p.group != nil:
-		writeError(w, http.StatusBadRequest, groupNotFound(p.group.ID))
+		writeFault(w, errdefs.InvalidArgument(groupNotFound(p.group.ID)))
 	default:
 		return false
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -163,7 +164,7 @@ func (s *Service) withVersion(next http.Handler) http.Handler {
 		w.Header().Set("Vary", "OpenStack-API-Version, X-OpenStack-Nova-API-Version")
 		v, raw, ok := requestVersion(r)
 		if !ok {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("API Version String %s is of invalid format. Must be of format MajorNum.MinorNum.", raw))
+			writeFault(w, errdefs.InvalidArgumentf("API Version String %s is of invalid format. Must be of format MajorNum.MinorNum.", raw))
 			return
 		}
 		if v.less(minVersion) || maxVersion.less(v) {
@@ -188,16 +189,16 @@ func (s *Service) authed(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		tok := r.Header.Get("X-Auth-Token")
 		if tok == "" {
-			writeError(w, http.StatusUnauthorized, "The request you have made requires authentication.")
+			writeFault(w, errdefs.Unauthenticated("The request you have made requires authentication."))
 			return
 		}
 		creds, err := s.opts.Validator.Validate(r.Context(), tok)
 		if err != nil || creds == nil {
-			writeError(w, http.StatusUnauthorized, "The request you have made requires authentication.")
+			writeFault(w, errdefs.Unauthenticated("The request you have made requires authentication."))
 			return
 		}
 		if creds.ProjectID == "" {
-			writeError(w, http.StatusUnauthorized, "The request you have made requires a project-scoped token.")
+			writeFault(w, errdefs.Unauthenticated("The request you have made requires a project-scoped token."))
 			return
 		}
 		h(w, r.WithContext(auth.WithCredentials(r.Context(), creds)))
@@ -208,7 +209,7 @@ func (s *Service) authed(h http.HandlerFunc) http.HandlerFunc {
 func (s *Service) admin(h http.HandlerFunc) http.HandlerFunc {
 	return s.authed(func(w http.ResponseWriter, r *http.Request) {
 		if !auth.FromContext(r.Context()).IsAdmin() {
-			writeError(w, http.StatusForbidden, "Policy doesn't allow this operation to be performed.")
+			writeFault(w, errdefs.Forbidden("Policy doesn't allow this operation to be performed."))
 			return
 		}
 		h(w, r)
@@ -219,7 +220,7 @@ func (s *Service) admin(h http.HandlerFunc) http.HandlerFunc {
 func (s *Service) writer(h http.HandlerFunc) http.HandlerFunc {
 	return s.authed(func(w http.ResponseWriter, r *http.Request) {
 		if !auth.FromContext(r.Context()).CanWrite() {
-			writeError(w, http.StatusForbidden, "Policy doesn't allow this operation to be performed.")
+			writeFault(w, errdefs.Forbidden("Policy doesn't allow this operation to be performed."))
 			return
 		}
 		h(w, r)
@@ -235,7 +236,7 @@ func (s *Service) routes(mux *http.ServeMux) {
 		s.apiRoutes(mux, prefix)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "The resource could not be found.")
+		writeFault(w, errdefs.NotFound("The resource could not be found."))
 	})
 }
 
@@ -381,7 +382,7 @@ func noContent(w http.ResponseWriter, status int) {
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
 	if err := dec.Decode(v); err != nil {
-		writeError(w, http.StatusBadRequest, "Malformed request body: "+err.Error())
+		writeFault(w, errdefs.InvalidArgument("Malformed request body: "+err.Error()))
 		return false
 	}
 	return true

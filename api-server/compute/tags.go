@@ -49,7 +49,7 @@ var taggable = []lifecycle.VMState{lifecycle.Active, lifecycle.Paused, lifecycle
 // see; when changing, 409 outside the taggable states.
 func (s *Service) tagTarget(w http.ResponseWriter, r *http.Request, changing bool) (*store.Instance, bool) {
 	if !versionOf(r.Context()).AtLeast(26) {
-		writeError(w, http.StatusNotFound, "The resource could not be found.")
+		writeFault(w, errdefs.NotFound("The resource could not be found."))
 		return nil, false
 	}
 	inst, ok := s.loadServer(w, r)
@@ -57,7 +57,7 @@ func (s *Service) tagTarget(w http.ResponseWriter, r *http.Request, changing boo
 		return nil, false
 	}
 	if changing && !slices.Contains(taggable, inst.VMState) {
-		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot 'update tags' instance %s while it is in vm_state %s", inst.ID, inst.VMState))
+		writeFault(w, errdefs.Conflictf("Cannot 'update tags' instance %s while it is in vm_state %s", inst.ID, inst.VMState))
 		return nil, false
 	}
 	return inst, true
@@ -106,7 +106,7 @@ func (s *Service) replaceTags(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if body.Tags == nil {
-		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute tags. Value: 'tags' is a required property")
+		writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute tags. Value: 'tags' is a required property"))
 		return
 	}
 	if err := validTagList(*body.Tags); err != nil {
@@ -138,7 +138,7 @@ func (s *Service) checkTag(w http.ResponseWriter, r *http.Request) {
 	}
 	tag := r.PathValue("tag")
 	if !slices.Contains(store.TagsOf(inst), tag) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("Tag %s could not be found.", tag))
+		writeFault(w, errdefs.NotFoundf("Tag %s could not be found.", tag))
 		return
 	}
 	noContent(w, http.StatusNoContent)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -43,14 +44,14 @@ func (s *Service) usagePeriod(w http.ResponseWriter, r *http.Request) (start, st
 		if v := q.Get(p.key); v != "" {
 			t, parsed := parseUsageTime(v)
 			if !parsed {
-				writeError(w, http.StatusBadRequest, fmt.Sprintf("Invalid %s time. The time must be in the format %%Y-%%m-%%dT%%H:%%M:%%S[.%%f].", p.key))
+				writeFault(w, errdefs.InvalidArgumentf("Invalid %s time. The time must be in the format %%Y-%%m-%%dT%%H:%%M:%%S[.%%f].", p.key))
 				return start, stop, false
 			}
 			*p.dst = t
 		}
 	}
 	if !start.Before(stop) {
-		writeError(w, http.StatusBadRequest, "Invalid start time. The start time cannot occur after the end time.")
+		writeFault(w, errdefs.InvalidArgument("Invalid start time. The start time cannot occur after the end time."))
 		return start, stop, false
 	}
 	return start, stop, true
@@ -149,7 +150,7 @@ func (s *Service) listTenantUsage(w http.ResponseWriter, r *http.Request) {
 	if d := r.URL.Query().Get("detailed"); d != "" {
 		n, err := strconv.Atoi(d)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "Invalid input for query parameters detailed.")
+			writeFault(w, errdefs.InvalidArgument("Invalid input for query parameters detailed."))
 			return
 		}
 		detailed = n != 0
@@ -170,11 +171,11 @@ func (s *Service) showTenantUsage(w http.ResponseWriter, r *http.Request) {
 	creds := auth.FromContext(r.Context())
 	project := r.PathValue("project")
 	if project == "" {
-		writeError(w, http.StatusNotFound, "The resource could not be found.")
+		writeFault(w, errdefs.NotFound("The resource could not be found."))
 		return
 	}
 	if project != creds.ProjectID && !creds.IsAdmin() {
-		writeError(w, http.StatusForbidden, "Policy doesn't allow os_compute_api:os-simple-tenant-usage:show to be performed.")
+		writeFault(w, errdefs.Forbidden("Policy doesn't allow os_compute_api:os-simple-tenant-usage:show to be performed."))
 		return
 	}
 	start, stop, ok := s.usagePeriod(w, r)
