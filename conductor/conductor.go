@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/config"
+	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/migrate"
 	"github.com/capsule-cloud/capsule/protocol"
@@ -234,23 +234,6 @@ func (c *Conductor) onInstanceReport(ctx context.Context, r protocol.InstanceRep
 	}
 }
 
-// updateIf applies fields to the instance only while it still is in the
-// state the report answers, so a stale or duplicate report is a no-op.
-func (c *Conductor) updateIf(ctx context.Context, id string, vm lifecycle.VMState, task lifecycle.TaskState, fields map[string]any) (bool, error) {
-	return c.updateIfTx(c.st.WithContext(ctx), id, vm, task, fields)
-}
-
-func (c *Conductor) updateIfTx(tx *gorm.DB, id string, vm lifecycle.VMState, task lifecycle.TaskState, fields map[string]any) (bool, error) {
-	fields["updated_at"] = c.now()
-	res := tx.Model(&store.Instance{}).
-		Where("id = ? AND vm_state = ? AND task_state = ? AND deleted_at IS NULL", id, string(vm), string(task)).
-		Updates(fields)
-	if res.Error != nil {
-		return false, fmt.Errorf("update instance %s: %w", id, res.Error)
-	}
-	return res.RowsAffected > 0, nil
-}
-
 func (c *Conductor) onBuildReport(ctx context.Context, inst *store.Instance, r protocol.InstanceReport) error {
 	if inst.DeletedAt != nil || inst.VMState != lifecycle.Building {
 		c.log.Debug("stale build report ignored", "instance", inst.ID, "host", r.Host)
@@ -270,9 +253,7 @@ func (c *Conductor) onBuildReport(ctx context.Context, inst *store.Instance, r p
 	}
 	if r.OK {
 		now := c.now()
-		_, err := c.updateIf(ctx, inst.ID, lifecycle.Building, lifecycle.Spawning, map[string]any{
-			"vm_state": string(lifecycle.Active), "task_state": "", "power_state": r.PowerState, "launched_at": now,
-		})
+		_, err := instance.Launched(c.st.WithContext(ctx), inst.ID, lifecycle.PowerState(r.PowerState), now)
 		if err == nil {
 			c.log.Info("instance active", "instance", inst.ID, "host", r.Host)
 		}
@@ -283,44 +264,17 @@ func (c *Conductor) onBuildReport(ctx context.Context, inst *store.Instance, r p
 	tried = append(tried, r.Host)
 	attempt := max(r.Attempt, inst.BuildAttempts, 1)
 	c.log.Warn("build failed", "instance", inst.ID, "host", r.Host, "attempt", attempt, "error", r.Error)
-	retry := attempt < c.maxAttempts
-	fields := map[string]any{
-		"host": "", "task_state": string(lifecycle.Scheduling), "tried_hosts": strings.Join(tried, ","),
-		"build_attempts": attempt + 1,
+	var fault *instance.Fault
+	if attempt >= c.maxAttempts {
+		fault = &instance.Fault{Code: 500, At: c.now(), Details: r.Error,
+			Message: fmt.Sprintf("Exceeded maximum number of retries. Exhausted all hosts available for retrying build failures for instance %s.", inst.ID)}
 	}
-	if !retry {
-		now := c.now()
-		fields = map[string]any{
-			"vm_state": string(lifecycle.Error), "task_state": "", "power_state": 0, "tried_hosts": strings.Join(tried, ","),
-			"fault_code": 500, "fault_at": now,
-			"fault_message": fmt.Sprintf("Exceeded maximum number of retries. Exhausted all hosts available for retrying build failures for instance %s.", inst.ID),
-			"fault_details": r.Error,
-		}
-	}
-	ok, err := c.failBuild(ctx, inst.ID, r.Host, fields)
-	if err != nil || !ok || !retry {
+	ok, err := instance.BuildFailed(c.st.WithContext(ctx), inst.ID,
+		instance.BuildFailure{Host: r.Host, Tried: tried, Attempt: attempt}, fault, c.now())
+	if err != nil || !ok || fault != nil {
 		return err
 	}
 	return c.reschedule(ctx, inst.ID, r.RequestID, attempt+1, tried)
-}
-
-// failBuild records a failed build on host and gives the host's room
-// back, in one transaction guarded on the build still running there, so a
-// report that lost a race with a delete or a reschedule frees nothing.
-func (c *Conductor) failBuild(ctx context.Context, id, host string, fields map[string]any) (bool, error) {
-	applied := false
-	err := c.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		ok, err := c.updateIfTx(tx.Where("host = ?", host), id, lifecycle.Building, lifecycle.Spawning, fields)
-		if err != nil || !ok {
-			return err
-		}
-		applied = true
-		if err := tx.Where("instance_id = ? AND host = ?", id, host).Delete(&store.Claim{}).Error; err != nil {
-			return fmt.Errorf("release claim of %s on %s: %w", id, host, err)
-		}
-		return nil
-	})
-	return applied, err
 }
 
 // rescheduledBy reports whether inst is waiting for a host because of the
@@ -352,13 +306,11 @@ func (c *Conductor) onDeleteReport(ctx context.Context, inst *store.Instance, r 
 	}
 	if !r.OK {
 		now := c.now()
-		_, err := c.updateIf(ctx, inst.ID, inst.VMState, lifecycle.Deleting, map[string]any{
-			"vm_state": string(lifecycle.Error), "task_state": "", "fault_code": 500, "fault_at": now,
-			"fault_message": "Failed to delete the instance on its host", "fault_details": r.Error,
-		})
+		_, err := instance.Fail(c.st.WithContext(ctx), inst.ID, instance.In(inst.VMState, lifecycle.Deleting),
+			instance.Fault{Code: 500, Message: "Failed to delete the instance on its host", Details: r.Error, At: now}, nil, now)
 		return err
 	}
-	if err := MarkDeleted(ctx, c.st, inst.ID, c.now()); err != nil {
+	if err := instance.MarkDeleted(ctx, c.st, inst.ID, c.now()); err != nil {
 		return err
 	}
 	// A migration in flight ends here: both hosts clean up, the tag goes
@@ -369,51 +321,11 @@ func (c *Conductor) onDeleteReport(ctx context.Context, inst *store.Instance, r 
 	return nil
 }
 
-// MarkDeleted soft-deletes an instance and releases every claim and port
-// it holds.
-// The API uses it too, for instances that never reached a host.
-func MarkDeleted(ctx context.Context, st *store.Store, id string, now time.Time) error {
-	// Ports first (idempotent): if marking the instance fails, the retry
-	// finds them already released; the other way round they could leak.
-	var inst store.Instance
-	if err := st.WithContext(ctx).Where("id = ?", id).First(&inst).Error; err != nil {
-		return store.NotFound(err, "instance "+id)
-	}
-	if err := st.ReleaseInstancePorts(ctx, &inst); err != nil {
-		return err
-	}
-	return st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := tx.Where("instance_id = ?", id).Delete(&store.Claim{}).Error; err != nil {
-			return fmt.Errorf("release claims of %s: %w", id, err)
-		}
-		// A deleted server leaves its group (frees the member quota, and
-		// no longer constrains where the others go).
-		if err := store.RemoveGroupMember(tx, id); err != nil {
-			return err
-		}
-		err := tx.Model(&store.Instance{}).Where("id = ? AND deleted_at IS NULL", id).Updates(map[string]any{
-			"vm_state": string(lifecycle.Deleted), "task_state": "", "power_state": 0,
-			"deleted_at": now, "terminated_at": now, "updated_at": now,
-		}).Error
-		if err != nil {
-			return fmt.Errorf("mark %s deleted: %w", id, err)
-		}
-		return nil
-	})
-}
-
 func (c *Conductor) onActionReport(ctx context.Context, inst *store.Instance, r protocol.InstanceReport) error {
 	if inst.DeletedAt != nil || inst.Host != r.Host {
 		return nil
 	}
-	task := lifecycle.TaskOf(r.Action)
-	vm := inst.VMState
-	if r.OK {
-		vm, _ = lifecycle.Outcome(r.Action)
-	}
-	fields := map[string]any{"task_state": "", "vm_state": string(vm),
-		"power_state": int(recordedPower(vm, lifecycle.PowerState(r.PowerState)))}
-	_, err := c.updateIf(ctx, inst.ID, inst.VMState, task, fields)
+	_, err := instance.Finish(c.st.WithContext(ctx), inst, r.Action, r.OK, lifecycle.PowerState(r.PowerState), c.now())
 	return err
 }
 
@@ -434,14 +346,15 @@ func (c *Conductor) onPowerSync(ctx context.Context, r protocol.PowerSync) error
 			continue
 		}
 		vm := inst.VMState
-		fields := map[string]any{"power_state": int(recordedPower(vm, lifecycle.PowerState(ps)))}
+		change := instance.Change{Task: lifecycle.NoTask, At: c.now(),
+			Set: map[string]any{"power_state": int(lifecycle.RecordedPower(vm, lifecycle.PowerState(ps)))}}
 		// A suspended container that stopped lost its memory: it is no
 		// more suspended than a paused one would be.
 		if (vm == lifecycle.Active || vm == lifecycle.Paused || vm == lifecycle.Suspended) && notRunning(lifecycle.PowerState(ps)) {
-			fields["vm_state"] = string(lifecycle.Stopped)
+			change.VM = lifecycle.Stopped
 			c.log.Warn("instance found not running; marking it stopped", "instance", id, "host", r.Host, "power_state", ps)
 		}
-		if _, err := c.updateIf(ctx, id, vm, lifecycle.NoTask, fields); err != nil {
+		if _, err := instance.Apply(c.st.WithContext(ctx), id, instance.In(vm, lifecycle.NoTask), change); err != nil {
 			return err
 		}
 	}
@@ -449,16 +362,6 @@ func (c *Conductor) onPowerSync(ctx context.Context, r protocol.PowerSync) error
 		c.log.Warn("orphan container on host", "host", r.Host, "instance", o)
 	}
 	return nil
-}
-
-// recordedPower is the power state to record for an instance in vm that
-// the driver sees in ps: a suspended instance is a frozen container, which
-// the driver reports as paused, but Nova shows SUSPENDED (7) for it.
-func recordedPower(vm lifecycle.VMState, ps lifecycle.PowerState) lifecycle.PowerState {
-	if vm == lifecycle.Suspended && ps == lifecycle.PausedPS {
-		return lifecycle.SuspendedPS
-	}
-	return ps
 }
 
 // notRunning reports whether ps means the instance's container is gone or
@@ -479,7 +382,7 @@ func (c *Conductor) instancesOnHost(ctx context.Context, host string) (protocol.
 	}
 	out := protocol.InstancesOnHostReply{Instances: []protocol.ExpectedInstance{}}
 	for i := range insts {
-		spec, err := scheduler.SpecFor(ctx, c.st, &insts[i])
+		spec, err := instance.SpecFor(ctx, c.st, &insts[i])
 		if err != nil {
 			return out, err
 		}
@@ -505,10 +408,9 @@ func (c *Conductor) periodic(ctx context.Context) {
 	}
 	for _, inst := range stuck {
 		now := c.now()
-		ok, err := c.updateIf(ctx, inst.ID, lifecycle.Building, inst.TaskState, map[string]any{
-			"vm_state": string(lifecycle.Error), "task_state": "", "fault_code": 500, "fault_at": now,
-			"fault_message": fmt.Sprintf("Build of instance %s timed out after %s", inst.ID, timeout),
-		})
+		ok, err := instance.Fail(db, inst.ID, instance.In(lifecycle.Building, inst.TaskState),
+			instance.Fault{Code: 500, Message: fmt.Sprintf("Build of instance %s timed out after %s", inst.ID, timeout), At: now},
+			nil, now)
 		if err != nil {
 			c.log.Error("fail stuck build", "instance", inst.ID, "error", err)
 			continue

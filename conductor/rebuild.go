@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/store"
@@ -21,18 +22,14 @@ func (c *Conductor) onRebuildReport(ctx context.Context, inst *store.Instance, r
 		return nil
 	}
 	now := c.now()
-	fields := map[string]any{"task_state": "", "power_state": r.PowerState}
-	if r.OK {
-		fields["vm_state"] = string(lifecycle.RebuildOutcome(lifecycle.PowerState(r.PowerState)))
-		fields["launched_at"] = now
-		fields["fault_code"], fields["fault_message"], fields["fault_details"], fields["fault_at"] = 0, "", "", nil
-	} else {
-		fields["vm_state"] = string(lifecycle.Error)
-		fields["fault_code"], fields["fault_at"] = 500, now
-		fields["fault_message"] = fmt.Sprintf("Rebuild of instance %s failed", inst.ID)
-		fields["fault_details"] = r.Error
+	change := instance.Change{VM: lifecycle.RebuildOutcome(lifecycle.PowerState(r.PowerState)), Task: lifecycle.NoTask,
+		ClearFault: true, Set: map[string]any{"power_state": r.PowerState, "launched_at": now}, At: now}
+	if !r.OK {
+		change = instance.Change{VM: lifecycle.Error, Task: lifecycle.NoTask, At: now,
+			Fault: &instance.Fault{Code: 500, Message: fmt.Sprintf("Rebuild of instance %s failed", inst.ID), Details: r.Error, At: now},
+			Set:   map[string]any{"power_state": r.PowerState}}
 	}
-	ok, err := c.updateIf(ctx, inst.ID, inst.VMState, lifecycle.Rebuilding, fields)
+	ok, err := instance.Apply(c.st.WithContext(ctx), inst.ID, instance.In(inst.VMState, lifecycle.Rebuilding), change)
 	if err != nil {
 		return err
 	}

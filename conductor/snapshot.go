@@ -9,6 +9,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/store"
@@ -88,9 +89,8 @@ func (c *Conductor) recordSnapshot(tx *gorm.DB, r protocol.SnapshotReport) error
 		}
 		c.log.Warn("snapshot failed; image removed", "image", r.ImageID, "instance", r.InstanceID, "error", r.Error)
 	}
-	err := tx.Model(&store.Instance{}).
-		Where("id = ? AND task_state IN ?", r.InstanceID, []string{string(lifecycle.ImageSnapshot), string(lifecycle.ImageBackup)}).
-		Updates(map[string]any{"task_state": "", "updated_at": now}).Error
+	_, err := instance.Apply(tx, r.InstanceID, instance.During(lifecycle.ImageSnapshot, lifecycle.ImageBackup),
+		instance.Change{Task: lifecycle.NoTask, At: now})
 	if err != nil {
 		return fmt.Errorf("end snapshot task of %s: %w", r.InstanceID, err)
 	}

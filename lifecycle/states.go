@@ -2,9 +2,11 @@
 // task_state and power_state as explicit types, the transitions each
 // operation may make, and the mapping to the API's "status" field.
 //
-// Every component that changes an instance's state (API, scheduler,
-// conductor) goes through Begin/Finish here instead of writing strings,
-// so an illegal transition is an error at one place.
+// It is pure (no database): the rules table says which vm_states each
+// action may start from and which task it runs as, Outcome where it ends.
+// Package instance applies these rules to the database; it is the only
+// code that writes an instance's states, so an illegal transition is an
+// error at one place.
 package lifecycle
 
 import (
@@ -353,3 +355,13 @@ const (
 	MigrationReverted      MigrationStatus = "reverted"
 	MigrationError         MigrationStatus = "error"
 )
+
+// RecordedPower is the power state to record for an instance in vm whose
+// driver sees ps: a suspended instance is a frozen container, which the
+// driver reports as paused, but Nova shows SUSPENDED (7) for it.
+func RecordedPower(vm VMState, ps PowerState) PowerState {
+	if vm == Suspended && ps == PausedPS {
+		return SuspendedPS
+	}
+	return ps
+}

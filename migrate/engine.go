@@ -12,14 +12,15 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/protocol"
-	"github.com/capsule-cloud/capsule/scheduler"
 	"github.com/capsule-cloud/capsule/store"
 )
 
 // Selector picks and claims a migration's target (*scheduler.Scheduler).
+// When no host can take it, the error has an Explain() string method.
 type Selector interface {
-	Select(ctx context.Context, req scheduler.Request) (string, error)
+	SelectTarget(ctx context.Context, t instance.MigrationTarget) (string, error)
 }
 
 // Registry deletes a migration's image from the private registry
@@ -369,7 +370,7 @@ func (e *Engine) work(ctx context.Context, m *store.Migration, inst *store.Insta
 		specOf.FlavorRowID, specOf.FlavorID, specOf.FlavorName = inst.OldFlavorRowID, inst.OldFlavorID, inst.OldFlavorName
 		specOf.VCPUs, specOf.MemoryMB, specOf.RootGB, specOf.ExtraSpecs = inst.OldVCPUs, inst.OldMemoryMB, inst.OldRootGB, inst.OldExtraSpecs
 	}
-	spec, err := scheduler.SpecFor(ctx, e.st, &specOf)
+	spec, err := instance.SpecFor(ctx, e.st, &specOf)
 	if err != nil {
 		return w, fmt.Errorf("spec for migration %s: %w", m.UUID, err)
 	}

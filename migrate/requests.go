@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"gorm.io/gorm"
 
+	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/store"
 )
@@ -50,9 +51,8 @@ func begin(ctx context.Context, st *store.Store, req BeginRequest) (*store.Migra
 	if inst == nil {
 		return nil, errors.New("migrate: begin without an instance")
 	}
-	vm, task := inst.VMState, inst.TaskState
-	newTask, err := lifecycle.Begin(lifecycle.ActMigrate, vm, task)
-	if err != nil {
+	vm := inst.VMState
+	if _, err := lifecycle.Begin(lifecycle.ActMigrate, vm, inst.TaskState); err != nil {
 		return nil, err
 	}
 	if inst.Host == "" || inst.DeletedAt != nil {
@@ -74,7 +74,7 @@ func begin(ctx context.Context, st *store.Store, req BeginRequest) (*store.Migra
 		OldFlavorID: inst.FlavorRowID, NewFlavorID: inst.FlavorRowID, Step: string(StepScheduling),
 		RequestedHost: req.Host, RequestID: req.RequestID, UserID: req.UserID, ProjectID: req.ProjectID,
 		SourceVMState: vm, StepStartedAt: &at, CreatedAt: at, UpdatedAt: at}
-	fields := map[string]any{"task_state": string(newTask), "resize_from_state": string(vm), "updated_at": at}
+	fields := map[string]any{"resize_from_state": vm}
 	if f := req.NewFlavor; f != nil {
 		m.NewFlavorID = f.ID
 		fields["old_flavor_row_id"], fields["old_flavor_id"], fields["old_flavor_name"] = inst.FlavorRowID, inst.FlavorID, inst.FlavorName
@@ -83,7 +83,7 @@ func begin(ctx context.Context, st *store.Store, req BeginRequest) (*store.Migra
 		fields["flavor_row_id"], fields["flavor_id"], fields["flavor_name"] = f.ID, f.FlavorID, f.Name
 		fields["vcpus"], fields["memory_mb"], fields["root_gb"] = f.VCPUs, f.MemoryMB, f.RootGB
 	}
-	err = st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if busy, err := Active(ctx, tx, inst.ID); err != nil {
 			return err
 		} else if busy != nil {
@@ -96,14 +96,10 @@ func begin(ctx context.Context, st *store.Store, req BeginRequest) (*store.Migra
 			}
 			fields["extra_specs"] = specs
 		}
-		res := tx.Model(&store.Instance{}).
-			Where("id = ? AND vm_state = ? AND task_state = ? AND host = ? AND deleted_at IS NULL", inst.ID, string(vm), string(task), inst.Host).
-			Updates(fields)
-		if res.Error != nil {
-			return fmt.Errorf("start migration of %s: %w", inst.ID, res.Error)
-		}
-		if res.RowsAffected == 0 {
+		if _, err := instance.Begin(tx, inst, lifecycle.ActMigrate, at, fields); errors.Is(err, instance.ErrStateChanged) {
 			return ErrStateChanged
+		} else if err != nil {
+			return fmt.Errorf("start migration of %s: %w", inst.ID, err)
 		}
 		if err := tx.Create(&store.InstanceAction{InstanceID: inst.ID, Action: action, RequestID: req.RequestID,
 			UserID: req.UserID, ProjectID: req.ProjectID, StartTime: at, UpdatedAt: at}).Error; err != nil {
@@ -156,7 +152,7 @@ func pending(ctx context.Context, st *store.Store, instanceID string) (*store.Mi
 // one transaction the instance gets fields (guarded on its state), the
 // migration moves to step to with status, and the action is recorded.
 func settle(ctx context.Context, st *store.Store, inst *store.Instance, req Request, action lifecycle.Action, apiAction string,
-	fields func(m *store.Migration, task lifecycle.TaskState) map[string]any, to Step, status lifecycle.MigrationStatus) (*store.Migration, error) {
+	change func(m *store.Migration, task lifecycle.TaskState) instance.Change, to Step, status lifecycle.MigrationStatus) (*store.Migration, error) {
 	m, err := pending(ctx, st, inst.ID)
 	if err != nil {
 		return nil, err
@@ -168,18 +164,16 @@ func settle(ctx context.Context, st *store.Store, inst *store.Instance, req Requ
 	}
 	at := now(req)
 	err = st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		upd := fields(m, newTask)
-		upd["updated_at"] = at
-		res := tx.Model(&store.Instance{}).
-			Where("id = ? AND vm_state = ? AND task_state = ? AND deleted_at IS NULL", inst.ID, string(vm), string(task)).
-			Updates(upd)
-		if res.Error != nil {
-			return fmt.Errorf("%s of %s: %w", apiAction, inst.ID, res.Error)
+		c := change(m, newTask)
+		c.At = at
+		ok, err := instance.Apply(tx, inst.ID, instance.In(vm, task), c)
+		if err != nil {
+			return fmt.Errorf("%s of %s: %w", apiAction, inst.ID, err)
 		}
-		if res.RowsAffected == 0 {
+		if !ok {
 			return ErrStateChanged
 		}
-		err := move(tx, m, to, at, map[string]any{"status": status, "request_id": req.RequestID,
+		err = move(tx, m, to, at, map[string]any{"status": status, "request_id": req.RequestID,
 			"user_id": req.UserID, "project_id": req.ProjectID})
 		if errors.Is(err, errMoved) {
 			return ErrStateChanged
@@ -206,11 +200,9 @@ func settle(ctx context.Context, st *store.Store, inst *store.Instance, req Requ
 // then removes the source's copy, the tag and the source claim.
 func confirm(ctx context.Context, st *store.Store, inst *store.Instance, req Request) (*store.Migration, error) {
 	return settle(ctx, st, inst, req, lifecycle.ActConfirmResize, "confirmResize",
-		func(m *store.Migration, _ lifecycle.TaskState) map[string]any {
-			f := store.ForgetOldFlavor()
-			f["vm_state"] = string(lifecycle.ResizeOutcome(m.SourceVMState))
-			f["task_state"] = string(lifecycle.NoTask)
-			return f
+		func(m *store.Migration, _ lifecycle.TaskState) instance.Change {
+			return instance.Change{VM: lifecycle.ResizeOutcome(m.SourceVMState), Task: lifecycle.NoTask,
+				Set: instance.ForgetOldFlavor()}
 		}, StepConfirming, store.MigrationConfirming)
 }
 
@@ -218,7 +210,7 @@ func confirm(ctx context.Context, st *store.Store, inst *store.Instance, req Req
 // removed the target's copy and restarted the source.
 func revert(ctx context.Context, st *store.Store, inst *store.Instance, req Request) (*store.Migration, error) {
 	return settle(ctx, st, inst, req, lifecycle.ActRevertResize, "revertResize",
-		func(_ *store.Migration, task lifecycle.TaskState) map[string]any {
-			return map[string]any{"task_state": string(task)}
+		func(_ *store.Migration, task lifecycle.TaskState) instance.Change {
+			return instance.Change{Task: task}
 		}, StepRevertTarget, store.MigrationReverting)
 }

@@ -9,9 +9,9 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
-	"github.com/capsule-cloud/capsule/scheduler"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -23,48 +23,22 @@ const migratedTask = lifecycle.ResizeMigrated
 // (typically: it is being deleted).
 var errInstanceChanged = errors.New("the instance left the state the migration expects")
 
-// updateInstance applies fields to instance id while it is not deleted,
-// its vm_state is vm ("" = any) and its task one of tasks.
-func updateInstance(tx *gorm.DB, id string, vm lifecycle.VMState, tasks []lifecycle.TaskState, fields map[string]any) error {
-	ts := make([]string, len(tasks))
-	for i, t := range tasks {
-		ts[i] = string(t)
-	}
-	q := tx.Model(&store.Instance{}).Where("id = ? AND deleted_at IS NULL AND task_state IN ?", id, ts)
+// updateInstance applies change to instance id while it is not deleted,
+// its vm_state is vm ("" = any) and its task one of tasks; else
+// errInstanceChanged.
+func updateInstance(tx *gorm.DB, id string, vm lifecycle.VMState, tasks []lifecycle.TaskState, change instance.Change) error {
+	g := instance.Guard{Task: tasks}
 	if vm != "" {
-		q = q.Where("vm_state = ?", vm)
+		g.VM = []lifecycle.VMState{vm}
 	}
-	res := q.Updates(fields)
-	if res.Error != nil {
-		return fmt.Errorf("update instance %s: %w", id, res.Error)
+	ok, err := instance.Apply(tx, id, g, change)
+	if err != nil {
+		return err
 	}
-	if res.RowsAffected == 0 {
+	if !ok {
 		return errInstanceChanged
 	}
 	return nil
-}
-
-// bindPorts binds the instance's ports to host (Neutron's
-// binding:host_id), as the scheduler does when it places a server.
-func bindPorts(tx *gorm.DB, instanceID, host string) error {
-	err := tx.Model(&store.Port{}).Where("device_id = ?", instanceID).
-		Updates(map[string]any{"binding_host_id": host, "status": store.PortActive}).Error
-	if err != nil {
-		return fmt.Errorf("bind ports of %s to %s: %w", instanceID, host, err)
-	}
-	return nil
-}
-
-func zoneOf(tx *gorm.DB, host string) (string, error) {
-	var svc store.Service
-	err := tx.Where("host = ? AND binary_name = ?", host, store.ComputeBinary).Limit(1).Find(&svc).Error
-	if err != nil {
-		return "", fmt.Errorf("zone of %s: %w", host, err)
-	}
-	if svc.Zone == "" {
-		return scheduler.DefaultZone, nil
-	}
-	return svc.Zone, nil
 }
 
 // flavorBack returns the fields that give a resized instance its old
@@ -93,13 +67,11 @@ func (e *Engine) schedule(ctx context.Context, m *store.Migration, inst *store.I
 	}
 	target := prior.Host
 	if target == "" {
-		id := m.ID
 		var err error
-		target, err = e.sched.Select(ctx, scheduler.Request{InstanceID: inst.ID,
+		target, err = e.sched.SelectTarget(ctx, instance.MigrationTarget{InstanceID: inst.ID, MigrationID: m.ID,
 			Resources:        store.Resources{VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB},
-			AvailabilityZone: inst.AvailabilityZone, Excluded: []string{m.SourceCompute}, ForceHost: m.RequestedHost,
-			MigrationID: &id})
-		var nv *scheduler.NoValidHostError
+			AvailabilityZone: inst.AvailabilityZone, Source: m.SourceCompute, Host: m.RequestedHost})
+		var nv interface{ Explain() string }
 		if errors.As(err, &nv) {
 			return e.noValidHost(ctx, m, inst, start, nv.Explain())
 		}
@@ -113,7 +85,7 @@ func (e *Engine) schedule(ctx context.Context, m *store.Migration, inst *store.I
 			return err
 		}
 		return updateInstance(tx, inst.ID, m.SourceVMState, []lifecycle.TaskState{lifecycle.ResizePrep},
-			map[string]any{"task_state": string(lifecycle.ResizeMigrating), "updated_at": e.now()})
+			instance.Change{Task: lifecycle.ResizeMigrating, At: e.now()})
 	})
 	if errors.Is(err, errMoved) {
 		return nil // another handler scheduled it (and its claim is the one kept above)
@@ -139,14 +111,12 @@ func (e *Engine) noValidHost(ctx context.Context, m *store.Migration, inst *stor
 	at := e.now()
 	err := e.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := move(tx, m, StepDone, at, map[string]any{"status": store.MigrationError,
-			"error_message": scheduler.NoValidHostMessage}); err != nil {
+			"error_message": instance.NoValidHostMessage}); err != nil {
 			return err
 		}
-		fields := flavorBack(inst)
-		maps.Copy(fields, map[string]any{"vm_state": m.SourceVMState, "task_state": string(lifecycle.NoTask),
-			"fault_code": 500, "fault_message": scheduler.NoValidHostMessage, "fault_details": explain, "fault_at": at,
-			"updated_at": at})
-		err := updateInstance(tx, inst.ID, m.SourceVMState, []lifecycle.TaskState{lifecycle.ResizePrep}, fields)
+		err := updateInstance(tx, inst.ID, m.SourceVMState, []lifecycle.TaskState{lifecycle.ResizePrep},
+			instance.Change{VM: m.SourceVMState, Task: lifecycle.NoTask, Set: flavorBack(inst), At: at,
+				Fault: &instance.Fault{Code: 500, Message: instance.NoValidHostMessage, Details: explain, At: at}})
 		if errors.Is(err, errInstanceChanged) {
 			return nil // being deleted: only the migration ends
 		}
@@ -157,7 +127,7 @@ func (e *Engine) noValidHost(ctx context.Context, m *store.Migration, inst *stor
 	}
 	e.logFor(m).Warn("no valid host for migration", "explain", explain)
 	e.recordEvent(ctx, m, store.Event{Name: EventSchedule, Host: e.host, Start: start, Finish: at, OK: false,
-		Detail: scheduler.NoValidHostMessage + " " + explain})
+		Detail: instance.NoValidHostMessage + " " + explain})
 	return nil
 }
 
@@ -177,7 +147,7 @@ func (e *Engine) onExported(ctx context.Context, m *store.Migration, r protocol.
 			return errMoved
 		}
 		return updateInstance(tx, m.InstanceID, m.SourceVMState, []lifecycle.TaskState{lifecycle.ResizeMigrating},
-			map[string]any{"task_state": string(migratedTask), "power_state": r.PowerState, "updated_at": at})
+			instance.Change{Task: migratedTask, Set: map[string]any{"power_state": r.PowerState}, At: at})
 	})
 	if errors.Is(err, errMoved) || errors.Is(err, errInstanceChanged) {
 		return nil
@@ -196,10 +166,10 @@ func (e *Engine) enterImporting(ctx context.Context, m *store.Migration) error {
 			return err
 		}
 		if err := updateInstance(tx, m.InstanceID, m.SourceVMState, []lifecycle.TaskState{migratedTask},
-			map[string]any{"task_state": string(lifecycle.ResizeFinish), "updated_at": e.now()}); err != nil {
+			instance.Change{Task: lifecycle.ResizeFinish, At: e.now()}); err != nil {
 			return err
 		}
-		return bindPorts(tx, m.InstanceID, m.DestCompute)
+		return instance.BindPorts(tx, m.InstanceID, m.DestCompute)
 	})
 	if errors.Is(err, errMoved) || errors.Is(err, errInstanceChanged) {
 		return nil
@@ -220,7 +190,7 @@ func (e *Engine) enterImporting(ctx context.Context, m *store.Migration) error {
 func (e *Engine) onImported(ctx context.Context, m *store.Migration, r protocol.MigrationReport) error {
 	at := e.now()
 	err := e.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		zone, err := zoneOf(tx, m.DestCompute)
+		zone, err := instance.ZoneOf(tx, m.DestCompute)
 		if err != nil {
 			return err
 		}
@@ -229,8 +199,8 @@ func (e *Engine) onImported(ctx context.Context, m *store.Migration, r protocol.
 			return err
 		}
 		return updateInstance(tx, m.InstanceID, m.SourceVMState, []lifecycle.TaskState{lifecycle.ResizeFinish},
-			map[string]any{"host": m.DestCompute, "availability_zone": zone, "vm_state": string(lifecycle.Resized),
-				"task_state": string(lifecycle.NoTask), "power_state": r.PowerState, "updated_at": at})
+			instance.Change{VM: lifecycle.Resized, Task: lifecycle.NoTask, At: at,
+				Set: map[string]any{"host": m.DestCompute, "availability_zone": zone, "power_state": r.PowerState}})
 	})
 	if errors.Is(err, errMoved) || errors.Is(err, errInstanceChanged) {
 		return nil
@@ -268,7 +238,7 @@ func (e *Engine) enterRevertSource(ctx context.Context, m *store.Migration) erro
 		if err := move(tx, m, StepRevertSource, e.now(), nil); err != nil {
 			return err
 		}
-		return bindPorts(tx, m.InstanceID, m.SourceCompute)
+		return instance.BindPorts(tx, m.InstanceID, m.SourceCompute)
 	})
 	if err != nil {
 		return ignoreMoved(err)
@@ -303,7 +273,7 @@ func (e *Engine) completeRevert(ctx context.Context, m *store.Migration, r proto
 		status = store.MigrationError
 	}
 	err = e.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		zone, err := zoneOf(tx, m.SourceCompute)
+		zone, err := instance.ZoneOf(tx, m.SourceCompute)
 		if err != nil {
 			return err
 		}
@@ -311,12 +281,13 @@ func (e *Engine) completeRevert(ctx context.Context, m *store.Migration, r proto
 			return err
 		}
 		fields := flavorBack(inst)
-		maps.Copy(fields, map[string]any{"host": m.SourceCompute, "availability_zone": zone, "vm_state": m.SourceVMState,
-			"task_state": string(lifecycle.NoTask), "power_state": r.PowerState, "updated_at": at})
+		maps.Copy(fields, map[string]any{"host": m.SourceCompute, "availability_zone": zone, "power_state": r.PowerState})
 		if m.Rollback {
+			// The fault of the rollback (its details, if any, are kept).
 			maps.Copy(fields, map[string]any{"fault_code": 500, "fault_message": m.ErrorMessage, "fault_at": at})
 		}
-		if err := updateInstance(tx, m.InstanceID, "", revertTasks(m), fields); errors.Is(err, errInstanceChanged) {
+		change := instance.Change{VM: m.SourceVMState, Task: lifecycle.NoTask, Set: fields, At: at}
+		if err := updateInstance(tx, m.InstanceID, "", revertTasks(m), change); errors.Is(err, errInstanceChanged) {
 			// Deleted meanwhile (the deletion's pass cleans up), or a
 			// failed delete left it in ERROR: the migration ends anyway.
 			e.logFor(m).Warn("instance changed during the revert; left as it is", "vm_state", inst.VMState, "task_state", inst.TaskState)
@@ -369,10 +340,10 @@ func (e *Engine) failOnSource(ctx context.Context, m *store.Migration, reason st
 			return err
 		}
 		fields := flavorBack(inst)
-		maps.Copy(fields, map[string]any{"host": m.SourceCompute, "vm_state": string(lifecycle.Error),
-			"task_state": string(lifecycle.NoTask), "power_state": int(lifecycle.NoState),
-			"fault_code": 500, "fault_message": msg, "fault_at": at, "updated_at": at})
-		if err := updateInstance(tx, m.InstanceID, "", revertTasks(m), fields); err != nil && !errors.Is(err, errInstanceChanged) {
+		maps.Copy(fields, map[string]any{"host": m.SourceCompute, "power_state": int(lifecycle.NoState),
+			"fault_code": 500, "fault_message": msg, "fault_at": at})
+		change := instance.Change{VM: lifecycle.Error, Task: lifecycle.NoTask, Set: fields, At: at}
+		if err := updateInstance(tx, m.InstanceID, "", revertTasks(m), change); err != nil && !errors.Is(err, errInstanceChanged) {
 			return err
 		}
 		return releaseTarget(tx, m)

@@ -4,12 +4,13 @@ import (
 	"slices"
 	"time"
 
+	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/store"
 )
 
 // DefaultZone is Nova's default availability zone: a request for it (or
 // for no zone) may land on any host.
-const DefaultZone = "nova"
+const DefaultZone = instance.DefaultZone
 
 // HostState is a compute host as the filters and weighers see it: the
 // service row plus what is already claimed on it.

@@ -8,9 +8,8 @@ import (
 	"slices"
 	"time"
 
-	"gorm.io/gorm"
-
 	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/store"
@@ -78,7 +77,7 @@ func (s *Scheduler) schedule(ctx context.Context, req protocol.ScheduleInstance)
 		return nil
 	}
 
-	spec, err := SpecFor(ctx, s.st, inst)
+	spec, err := instance.SpecFor(ctx, s.st, inst)
 	if err != nil {
 		return bus.Retry(err)
 	}
@@ -158,7 +157,7 @@ func (s *Scheduler) resend(ctx context.Context, inst *store.Instance, req protoc
 		s.log.Debug("placed instance holds no claim; schedule request ignored", "instance", inst.ID, "host", inst.Host)
 		return nil
 	}
-	spec, err := SpecFor(ctx, s.st, inst)
+	spec, err := instance.SpecFor(ctx, s.st, inst)
 	if err != nil {
 		return bus.Retry(err)
 	}
@@ -181,48 +180,20 @@ func (s *Scheduler) publishBuild(ctx context.Context, host, requestID string, at
 	return nil
 }
 
-// place records the chosen host in one update, guarded on the instance
-// still waiting for a host, and drops any claim the instance still holds
-// elsewhere (left by an earlier delivery that died mid-way). It reports
-// false when the guard did not match.
+// place records the chosen host (instance.Place) and reports false when
+// the instance no longer waits for one.
 func (s *Scheduler) place(ctx context.Context, id, host, zone string) (bool, error) {
-	placed := false
-	err := s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		res := tx.Model(&store.Instance{}).
-			Where("id = ? AND deleted_at IS NULL AND vm_state = ? AND task_state = ?", id,
-				string(lifecycle.Building), string(lifecycle.Scheduling)).
-			Updates(map[string]any{"host": host, "availability_zone": zone,
-				"task_state": string(lifecycle.Spawning), "updated_at": s.now().UTC()})
-		if res.Error != nil {
-			return fmt.Errorf("scheduler: place %s on %s: %w", id, host, res.Error)
-		}
-		if res.RowsAffected == 0 {
-			return nil
-		}
-		placed = true
-		if err := tx.Where("instance_id = ? AND host <> ?", id, host).Delete(&store.Claim{}).Error; err != nil {
-			return fmt.Errorf("scheduler: drop stale claims of %s: %w", id, err)
-		}
-		// The server's ports are bound to the chosen host (Neutron's
-		// binding:host_id), in the same transaction as the placement.
-		if err := tx.Model(&store.Port{}).Where("device_id = ?", id).
-			Updates(map[string]any{"binding_host_id": host, "status": store.PortActive}).Error; err != nil {
-			return fmt.Errorf("scheduler: bind ports of %s to %s: %w", id, host, err)
-		}
-		return nil
-	})
-	return placed, err
+	placed, err := instance.Place(s.st.WithContext(ctx), id, host, zone, s.now().UTC())
+	if err != nil {
+		return false, fmt.Errorf("scheduler: place %s on %s: %w", id, host, err)
+	}
+	return placed, nil
 }
 
 // unplace reverts place after the build could not be sent.
 func (s *Scheduler) unplace(ctx context.Context, inst *store.Instance, host string) error {
 	ctx = context.WithoutCancel(ctx)
-	err := s.st.WithContext(ctx).Model(&store.Instance{}).
-		Where("id = ? AND deleted_at IS NULL AND vm_state = ? AND task_state = ? AND host = ?", inst.ID,
-			string(lifecycle.Building), string(lifecycle.Spawning), host).
-		Updates(map[string]any{"host": "", "availability_zone": inst.AvailabilityZone,
-			"task_state": string(lifecycle.Scheduling), "updated_at": s.now().UTC()}).Error
-	if err != nil {
+	if err := instance.Unplace(s.st.WithContext(ctx), inst.ID, host, inst.AvailabilityZone, s.now().UTC()); err != nil {
 		return fmt.Errorf("scheduler: unplace %s from %s: %w", inst.ID, host, err)
 	}
 	return nil
@@ -247,29 +218,10 @@ func (s *Scheduler) undoClaim(ctx context.Context, id, host string, cause error)
 // fail puts a building instance into ERROR with a fault, releases every
 // claim it holds and records the failed schedule event.
 func (s *Scheduler) fail(ctx context.Context, inst *store.Instance, requestID string, start time.Time, message, details string) error {
-	now := s.now().UTC()
-	changed := false
-	err := s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		res := tx.Model(&store.Instance{}).
-			Where("id = ? AND deleted_at IS NULL AND vm_state = ? AND task_state = ?", inst.ID,
-				string(lifecycle.Building), string(lifecycle.Scheduling)).
-			Updates(map[string]any{"vm_state": string(lifecycle.Error), "task_state": string(lifecycle.NoTask),
-				"fault_code": 500, "fault_message": message, "fault_details": details, "fault_at": now,
-				"updated_at": now})
-		if res.Error != nil {
-			return fmt.Errorf("scheduler: put %s in error: %w", inst.ID, res.Error)
-		}
-		if res.RowsAffected == 0 {
-			return nil
-		}
-		changed = true
-		if err := tx.Where("instance_id = ?", inst.ID).Delete(&store.Claim{}).Error; err != nil {
-			return fmt.Errorf("scheduler: release claims of %s: %w", inst.ID, err)
-		}
-		return nil
-	})
+	changed, err := instance.FailScheduling(s.st.WithContext(ctx), inst.ID,
+		instance.Fault{Code: 500, Message: message, Details: details, At: s.now().UTC()})
 	if err != nil {
-		return bus.Retry(err)
+		return bus.Retry(fmt.Errorf("scheduler: put %s in error: %w", inst.ID, err))
 	}
 	if changed {
 		s.recordEvent(ctx, inst.ID, requestID, start, false, message)

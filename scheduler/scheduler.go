@@ -15,12 +15,13 @@ import (
 
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/config"
+	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/store"
 )
 
 // NoValidHostMessage is Nova's fault message when scheduling fails;
 // clients and Tempest match on it.
-const NoValidHostMessage = "No valid host was found. There are not enough hosts available."
+const NoValidHostMessage = instance.NoValidHostMessage
 
 // NoValidHostError is returned by Select when no host can take a request.
 // Filters and Rejected explain why, for logs and the fault details.
@@ -163,4 +164,13 @@ func (s *Scheduler) Select(ctx context.Context, req Request) (string, error) {
 	}
 	s.log.Debug("no valid host", "instance", req.InstanceID, "explain", nv.Explain())
 	return "", nv
+}
+
+// SelectTarget picks and claims the target of a cold migration (package
+// migrate's Selector): never its source; t.Host, when set, is the only
+// candidate. No host is a *NoValidHostError.
+func (s *Scheduler) SelectTarget(ctx context.Context, t instance.MigrationTarget) (string, error) {
+	id := t.MigrationID
+	return s.Select(ctx, Request{InstanceID: t.InstanceID, Resources: t.Resources,
+		AvailabilityZone: t.AvailabilityZone, Excluded: []string{t.Source}, ForceHost: t.Host, MigrationID: &id})
 }

@@ -11,7 +11,7 @@ import (
 
 	"gorm.io/gorm"
 
-	"github.com/capsule-cloud/capsule/conductor"
+	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/internal/storetest"
 	"github.com/capsule-cloud/capsule/store"
 )
@@ -127,7 +127,7 @@ func TestServerGroupMembership(t *testing.T) {
 		}
 
 		// Deleting a server takes it out of its group.
-		if err := conductor.MarkDeleted(ctx, st, "a", time.Now().UTC()); err != nil {
+		if err := instance.MarkDeleted(ctx, st, "a", time.Now().UTC()); err != nil {
 			t.Fatal(err)
 		}
 		m, _ = st.GroupMembers(ctx, []string{"g"})

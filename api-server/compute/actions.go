@@ -15,6 +15,7 @@ import (
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/errdefs"
+	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/store"
@@ -157,8 +158,7 @@ func (s *Service) resetState(w http.ResponseWriter, r *http.Request, inst *store
 		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute state. Value must be 'error' or 'active'.")
 		return
 	}
-	err := s.st.WithContext(r.Context()).Model(&store.Instance{}).Where("id = ?", inst.ID).
-		Updates(map[string]any{"vm_state": rs.State, "task_state": "", "updated_at": s.opts.Now()}).Error
+	err := instance.ResetState(s.st.WithContext(r.Context()), inst.ID, lifecycle.VMState(rs.State), s.opts.Now())
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
 		return

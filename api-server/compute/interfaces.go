@@ -14,9 +14,9 @@ import (
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/errdefs"
+	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
-	"github.com/capsule-cloud/capsule/scheduler"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -322,7 +322,7 @@ func (s *Service) updateOwnedPorts(ctx context.Context, instanceID string, chang
 // nicOf describes port portID of inst as the agent plumbs it: the spec the
 // scheduler builds at boot (nicsFor, with the flavor's shaping).
 func (s *Service) nicOf(ctx context.Context, inst *store.Instance, portID string) (protocol.NIC, error) {
-	spec, err := scheduler.SpecFor(ctx, s.st, inst)
+	spec, err := instance.SpecFor(ctx, s.st, inst)
 	if err != nil {
 		return protocol.NIC{}, fmt.Errorf("spec of %s: %w", inst.ID, err)
 	}

@@ -13,9 +13,9 @@ import (
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/errdefs"
+	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
-	"github.com/capsule-cloud/capsule/scheduler"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -139,15 +139,14 @@ func (s *Service) rebuildServer(w http.ResponseWriter, r *http.Request, inst *st
 	}
 	// The spec is made before anything is written, so a server whose NICs
 	// or image cannot be read is refused untouched.
-	updated.TaskState = newTask
-	spec, err := scheduler.SpecFor(ctx, s.st, updated)
+	spec, err := instance.SpecFor(ctx, s.st, updated)
 	if err != nil || spec.ImageRef == "" {
 		s.log.Error("rebuild spec", "instance", inst.ID, "error", err)
 		writeError(w, http.StatusInternalServerError, "Unexpected API Error: could not prepare the rebuild.")
 		return
 	}
 	reqID := requestID(w)
-	if err := s.beginRebuild(ctx, inst, newTask, fields, reqID); err != nil {
+	if err := s.beginRebuild(ctx, inst, fields, reqID); err != nil {
 		if errors.Is(err, errStateChanged) {
 			writeError(w, http.StatusConflict, fmt.Sprintf("Cannot 'rebuild' instance %s: its state changed meanwhile", inst.ID))
 			return
@@ -171,7 +170,7 @@ func (s *Service) rebuildServer(w http.ResponseWriter, r *http.Request, inst *st
 	if in.AdminPass != nil {
 		adminPass = *in.AdminPass
 	}
-	out := s.serverView(r, updated, viewBasic)
+	out := s.serverView(r, instance.Begun(updated, newTask), viewBasic)
 	if v.AtLeast(54) {
 		out["key_name"] = updated.KeyName
 	}
@@ -287,22 +286,12 @@ func (s *Service) rebuildFields(w http.ResponseWriter, r *http.Request, inst *st
 // beginRebuild writes the rebuild's changes, its task and its action
 // record in one transaction, guarded on the state the request was
 // checked against.
-func (s *Service) beginRebuild(ctx context.Context, inst *store.Instance, newTask lifecycle.TaskState, fields map[string]any, reqID string) error {
+func (s *Service) beginRebuild(ctx context.Context, inst *store.Instance, fields map[string]any, reqID string) error {
 	creds := auth.FromContext(ctx)
 	now := s.opts.Now()
-	upd := map[string]any{"task_state": string(newTask), "updated_at": now}
-	for k, val := range fields {
-		upd[k] = val
-	}
 	return s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		res := tx.Model(&store.Instance{}).
-			Where("id = ? AND vm_state = ? AND task_state = ? AND deleted_at IS NULL", inst.ID, inst.VMState, inst.TaskState).
-			Updates(upd)
-		if res.Error != nil {
-			return fmt.Errorf("begin rebuild of %s: %w", inst.ID, res.Error)
-		}
-		if res.RowsAffected == 0 {
-			return errStateChanged
+		if _, err := instance.Begin(tx, inst, lifecycle.ActRebuild, now, fields); err != nil {
+			return err
 		}
 		return tx.Create(&store.InstanceAction{InstanceID: inst.ID, Action: "rebuild", RequestID: reqID,
 			UserID: creds.UserID, ProjectID: creds.ProjectID, StartTime: now, UpdatedAt: now}).Error
@@ -321,12 +310,12 @@ func rebuildColumns(inst *store.Instance) map[string]any {
 // the rebuild out.
 func (s *Service) undoRebuild(ctx context.Context, inst *store.Instance, newTask lifecycle.TaskState, fields map[string]any, reqID string) {
 	before := rebuildColumns(inst)
-	old := map[string]any{"task_state": inst.TaskState}
+	old := map[string]any{}
 	for k := range fields {
 		old[k] = before[k]
 	}
 	db := s.st.WithContext(context.WithoutCancel(ctx))
-	if err := db.Model(&store.Instance{}).Where("id = ? AND task_state = ?", inst.ID, string(newTask)).Updates(old).Error; err != nil {
+	if err := instance.Undo(db, inst.ID, newTask, inst.TaskState, old); err != nil {
 		s.log.Error("undo rebuild", "instance", inst.ID, "error", err)
 	}
 	if err := db.Where("instance_id = ? AND request_id = ?", inst.ID, reqID).Delete(&store.InstanceAction{}).Error; err != nil {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/bus"
-	"github.com/capsule-cloud/capsule/conductor"
+	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/limits"
 	"github.com/capsule-cloud/capsule/protocol"
@@ -109,9 +109,8 @@ func (s *Service) resizeServer(w http.ResponseWriter, r *http.Request, inst *sto
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("Flavor %s has invalid extra specs: %v", flavor.FlavorID, err))
 		return
 	}
-	vm, task := inst.VMState, inst.TaskState
-	newTask, ok := beginOnHost(w, inst, lifecycle.ActResize, "resize")
-	if !ok {
+	vm := inst.VMState
+	if _, ok := beginOnHost(w, inst, lifecycle.ActResize, "resize"); !ok {
 		return
 	}
 	if err := s.resizeQuota(ctx, inst, flavor); err != nil {
@@ -120,7 +119,7 @@ func (s *Service) resizeServer(w http.ResponseWriter, r *http.Request, inst *sto
 	}
 	reqID := requestID(w)
 	now := s.opts.Now()
-	mig := store.Migration{UUID: newUUID(), InstanceID: inst.ID, MigrationType: "resize", Status: conductor.MigrationPreMigrating,
+	mig := store.Migration{UUID: newUUID(), InstanceID: inst.ID, MigrationType: "resize", Status: lifecycle.MigrationPreMigrating,
 		SourceCompute: inst.Host, SourceNode: inst.Host, DestCompute: inst.Host, DestNode: inst.Host, DestHost: inst.Host,
 		OldFlavorID: inst.FlavorRowID, NewFlavorID: flavor.ID, CreatedAt: now, UpdatedAt: now}
 	want := store.Resources{VCPUs: flavor.VCPUs, MemoryMB: flavor.MemoryMB, DiskGB: flavor.RootGB}
@@ -128,24 +127,17 @@ func (s *Service) resizeServer(w http.ResponseWriter, r *http.Request, inst *sto
 	// together: a refused claim leaves nothing behind, and status is
 	// RESIZE before the 202 goes out.
 	err = s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := store.ResizeClaimTx(tx, inst.ID, inst.Host, want); err != nil {
+		if err := instance.ResizeClaim(tx, inst.ID, inst.Host, want); err != nil {
 			return err
 		}
-		res := tx.Model(&store.Instance{}).
-			Where("id = ? AND vm_state = ? AND task_state = ? AND deleted_at IS NULL", inst.ID, string(vm), string(task)).
-			Updates(map[string]any{
-				"task_state": string(newTask), "updated_at": now,
-				"old_flavor_row_id": inst.FlavorRowID, "old_flavor_id": inst.FlavorID, "old_flavor_name": inst.FlavorName,
-				"old_vcpus": inst.VCPUs, "old_memory_mb": inst.MemoryMB, "old_root_gb": inst.RootGB,
-				"old_extra_specs": inst.ExtraSpecs, "resize_from_state": string(vm),
-				"flavor_row_id": flavor.ID, "flavor_id": flavor.FlavorID, "flavor_name": flavor.Name,
-				"vcpus": flavor.VCPUs, "memory_mb": flavor.MemoryMB, "root_gb": flavor.RootGB, "extra_specs": specsJSON,
-			})
-		if res.Error != nil {
-			return fmt.Errorf("start resize of %s: %w", inst.ID, res.Error)
-		}
-		if res.RowsAffected == 0 {
-			return errStateChanged
+		if _, err := instance.Begin(tx, inst, lifecycle.ActResize, now, map[string]any{
+			"old_flavor_row_id": inst.FlavorRowID, "old_flavor_id": inst.FlavorID, "old_flavor_name": inst.FlavorName,
+			"old_vcpus": inst.VCPUs, "old_memory_mb": inst.MemoryMB, "old_root_gb": inst.RootGB,
+			"old_extra_specs": inst.ExtraSpecs, "resize_from_state": string(vm),
+			"flavor_row_id": flavor.ID, "flavor_id": flavor.FlavorID, "flavor_name": flavor.Name,
+			"vcpus": flavor.VCPUs, "memory_mb": flavor.MemoryMB, "root_gb": flavor.RootGB, "extra_specs": specsJSON,
+		}); err != nil {
+			return err
 		}
 		if err := tx.Create(&store.InstanceAction{InstanceID: inst.ID, Action: "resize", RequestID: reqID,
 			UserID: creds.UserID, ProjectID: creds.ProjectID, StartTime: now, UpdatedAt: now}).Error; err != nil {
@@ -183,8 +175,7 @@ func (s *Service) resizeServer(w http.ResponseWriter, r *http.Request, inst *sto
 		writeError(w, http.StatusServiceUnavailable, "The compute host is unreachable; try again later.")
 		return
 	}
-	if err := s.st.WithContext(ctx).Model(&store.Migration{}).Where("id = ? AND status = ?", mig.ID, conductor.MigrationPreMigrating).
-		Update("status", conductor.MigrationMigrating).Error; err != nil {
+	if err := instance.AdvanceMigration(s.st.WithContext(ctx), mig.ID, lifecycle.MigrationPreMigrating, lifecycle.MigrationMigrating); err != nil {
 		s.log.Warn("mark resize migration migrating", "instance", inst.ID, "error", err)
 	}
 	noContent(w, http.StatusAccepted)
@@ -205,23 +196,20 @@ func (s *Service) cast(ctx context.Context, host, kind string, body any) error {
 func (s *Service) undoResize(ctx context.Context, inst *store.Instance, reqID string) {
 	err := s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		fields := map[string]any{"flavor_row_id": inst.FlavorRowID, "flavor_id": inst.FlavorID, "flavor_name": inst.FlavorName,
-			"vcpus": inst.VCPUs, "memory_mb": inst.MemoryMB, "root_gb": inst.RootGB, "extra_specs": inst.ExtraSpecs,
-			"task_state": inst.TaskState}
-		for k, v := range conductor.ForgetOldFlavor() {
+			"vcpus": inst.VCPUs, "memory_mb": inst.MemoryMB, "root_gb": inst.RootGB, "extra_specs": inst.ExtraSpecs}
+		for k, v := range instance.ForgetOldFlavor() {
 			fields[k] = v
 		}
-		if err := tx.Model(&store.Instance{}).Where("id = ? AND task_state = ?", inst.ID, string(lifecycle.ResizePrep)).
-			Updates(fields).Error; err != nil {
+		if err := instance.Undo(tx, inst.ID, lifecycle.ResizePrep, inst.TaskState, fields); err != nil {
 			return err
 		}
-		if err := tx.Model(&store.Claim{}).Where("instance_id = ? AND host = ?", inst.ID, inst.Host).
-			Updates(map[string]any{"vcpus": inst.VCPUs, "memory_mb": inst.MemoryMB, "disk_gb": inst.RootGB}).Error; err != nil {
+		if err := instance.SetClaim(tx, inst.ID, inst.Host, store.Resources{VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB}); err != nil {
 			return err
 		}
 		if err := tx.Where("instance_id = ? AND request_id = ?", inst.ID, reqID).Delete(&store.InstanceAction{}).Error; err != nil {
 			return err
 		}
-		return conductor.SetMigrationStatus(tx, inst.ID, conductor.MigrationError)
+		return instance.SetResizeStatus(tx, inst.ID, lifecycle.MigrationError)
 	})
 	if err != nil {
 		s.log.Error("undo resize", "instance", inst.ID, "error", err)
@@ -263,22 +251,19 @@ func (s *Service) confirmResize(w http.ResponseWriter, r *http.Request, inst *st
 	now := s.opts.Now()
 	back := lifecycle.ResizeOutcome(inst.ResizeFromState)
 	err := s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		fields := conductor.ForgetOldFlavor()
-		fields["vm_state"], fields["task_state"], fields["updated_at"] = string(back), "", now
-		res := tx.Model(&store.Instance{}).
-			Where("id = ? AND vm_state = ? AND task_state = ? AND deleted_at IS NULL", inst.ID, string(vm), string(task)).
-			Updates(fields)
-		if res.Error != nil {
-			return fmt.Errorf("confirm resize of %s: %w", inst.ID, res.Error)
+		ok, err := instance.Apply(tx, inst.ID, instance.In(vm, task),
+			instance.Change{VM: back, Task: lifecycle.NoTask, Set: instance.ForgetOldFlavor(), At: now})
+		if err != nil {
+			return fmt.Errorf("confirm resize of %s: %w", inst.ID, err)
 		}
-		if res.RowsAffected == 0 {
+		if !ok {
 			return errStateChanged
 		}
 		if err := tx.Create(&store.InstanceAction{InstanceID: inst.ID, Action: "confirmResize", RequestID: requestID(w),
 			UserID: creds.UserID, ProjectID: creds.ProjectID, StartTime: now, UpdatedAt: now}).Error; err != nil {
 			return fmt.Errorf("record confirmResize of %s: %w", inst.ID, err)
 		}
-		return conductor.SetMigrationStatus(tx, inst.ID, conductor.MigrationConfirmed)
+		return instance.SetResizeStatus(tx, inst.ID, lifecycle.MigrationConfirmed)
 	})
 	switch {
 	case errors.Is(err, errStateChanged):
@@ -316,23 +301,17 @@ func (s *Service) revertResize(w http.ResponseWriter, r *http.Request, inst *sto
 	now := s.opts.Now()
 	old := store.Resources{VCPUs: inst.OldVCPUs, MemoryMB: inst.OldMemoryMB, DiskGB: inst.OldRootGB}
 	err = s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := store.ResizeClaimTx(tx, inst.ID, inst.Host, old); err != nil {
+		if err := instance.ResizeClaim(tx, inst.ID, inst.Host, old); err != nil {
 			return err
 		}
-		res := tx.Model(&store.Instance{}).
-			Where("id = ? AND vm_state = ? AND task_state = ? AND deleted_at IS NULL", inst.ID, string(vm), string(task)).
-			Updates(map[string]any{"task_state": string(newTask), "updated_at": now})
-		if res.Error != nil {
-			return fmt.Errorf("start revert of %s: %w", inst.ID, res.Error)
-		}
-		if res.RowsAffected == 0 {
-			return errStateChanged
+		if _, err := instance.Begin(tx, inst, lifecycle.ActRevertResize, now, nil); err != nil {
+			return err
 		}
 		if err := tx.Create(&store.InstanceAction{InstanceID: inst.ID, Action: "revertResize", RequestID: reqID,
 			UserID: creds.UserID, ProjectID: creds.ProjectID, StartTime: now, UpdatedAt: now}).Error; err != nil {
 			return fmt.Errorf("record revertResize of %s: %w", inst.ID, err)
 		}
-		return conductor.SetMigrationStatus(tx, inst.ID, conductor.MigrationReverting)
+		return instance.SetResizeStatus(tx, inst.ID, lifecycle.MigrationReverting)
 	})
 	switch {
 	case errors.Is(err, errStateChanged):
@@ -356,11 +335,10 @@ func (s *Service) revertResize(w http.ResponseWriter, r *http.Request, inst *sto
 		s.log.Error("cast revert resize", "instance", inst.ID, "host", inst.Host, "error", err)
 		db := s.st.WithContext(context.WithoutCancel(ctx))
 		_ = db.Transaction(func(tx *gorm.DB) error {
-			tx.Model(&store.Instance{}).Where("id = ? AND task_state = ?", inst.ID, string(newTask)).Update("task_state", "")
-			tx.Model(&store.Claim{}).Where("instance_id = ? AND host = ?", inst.ID, inst.Host).
-				Updates(map[string]any{"vcpus": inst.VCPUs, "memory_mb": inst.MemoryMB, "disk_gb": inst.RootGB})
+			_ = instance.Undo(tx, inst.ID, newTask, lifecycle.NoTask, nil)
+			_ = instance.SetClaim(tx, inst.ID, inst.Host, store.Resources{VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB})
 			tx.Where("instance_id = ? AND request_id = ?", inst.ID, reqID).Delete(&store.InstanceAction{})
-			return conductor.SetMigrationStatus(tx, inst.ID, conductor.MigrationFinished)
+			return instance.SetResizeStatus(tx, inst.ID, lifecycle.MigrationFinished)
 		})
 		writeError(w, http.StatusServiceUnavailable, "The compute host is unreachable; try again later.")
 		return

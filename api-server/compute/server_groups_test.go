@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/capsule-cloud/capsule/conductor"
+	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -249,7 +249,7 @@ func TestCreateServerWithSchedulerHints(t *testing.T) {
 	}
 
 	// Deleting a server takes it out of the group.
-	if err := conductor.MarkDeleted(context.Background(), f.st, id, time.Now().UTC()); err != nil {
+	if err := instance.MarkDeleted(context.Background(), f.st, id, time.Now().UTC()); err != nil {
 		t.Fatal(err)
 	}
 	if m := f.groupMembers(g); len(m) != 1 || m[0] != id2 {

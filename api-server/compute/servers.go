@@ -21,8 +21,8 @@ import (
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/bus"
-	"github.com/capsule-cloud/capsule/conductor"
 	"github.com/capsule-cloud/capsule/errdefs"
+	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/store"
@@ -305,8 +305,8 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 			ID: newUUID(), Name: name, ProjectID: creds.ProjectID, UserID: creds.UserID, ImageID: img.ID,
 			FlavorRowID: flavor.ID, FlavorID: flavor.FlavorID, FlavorName: flavor.Name, VCPUs: flavor.VCPUs,
 			MemoryMB: flavor.MemoryMB, RootGB: flavor.RootGB, ExtraSpecs: string(specsJSON),
-			AvailabilityZone: zone, VMState: lifecycle.Building, TaskState: lifecycle.Scheduling,
-			Metadata: string(metaJSON), AccessIPv4: ip4, AccessIPv6: ip6,
+			AvailabilityZone: zone,
+			Metadata:         string(metaJSON), AccessIPv4: ip4, AccessIPv6: ip6,
 			Description: in.Description, UserData: userData, ReservationID: resID, LaunchIndex: i,
 			Hostname: hostnameFor(name), BuildAttempts: 1, RequestedHost: forcedHost, Tags: store.EncodeTags(in.Tags),
 		}
@@ -316,7 +316,7 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 			inst.KeyName, inst.KeyData = &keypair.Name, keypair.PublicKey
 		}
 		err := s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-			if err := tx.Create(&inst).Error; err != nil {
+			if err := instance.Create(tx, &inst); err != nil {
 				return err
 			}
 			if err := placement.join(tx, inst.ID); err != nil {
@@ -726,7 +726,7 @@ func (s *Service) deleteServer(w http.ResponseWriter, r *http.Request) {
 
 // errStateChanged: the instance left the state an action was checked
 // against before the action could be recorded.
-var errStateChanged = errors.New("instance state changed meanwhile")
+var errStateChanged = instance.ErrStateChanged
 
 // startAction moves the instance into the action's task state (checked by
 // the lifecycle rules, and conditional on nobody else having changed it),
@@ -752,7 +752,7 @@ func (s *Service) startAction(w http.ResponseWriter, r *http.Request, inst *stor
 			writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
 			return err
 		}
-		if err := conductor.MarkDeleted(ctx, s.st, inst.ID, s.opts.Now()); err != nil {
+		if err := instance.MarkDeleted(ctx, s.st, inst.ID, s.opts.Now()); err != nil {
 			s.log.Error("delete unscheduled instance", "instance", inst.ID, "error", err)
 			writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
 			return err
@@ -764,14 +764,8 @@ func (s *Service) startAction(w http.ResponseWriter, r *http.Request, inst *stor
 		return errors.New("no host")
 	}
 	err = s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		res := tx.Model(&store.Instance{}).
-			Where("id = ? AND vm_state = ? AND task_state = ? AND deleted_at IS NULL", inst.ID, string(vm), string(task)).
-			Updates(map[string]any{"task_state": string(newTask), "updated_at": s.opts.Now()})
-		if res.Error != nil {
-			return fmt.Errorf("set task state of %s: %w", inst.ID, res.Error)
-		}
-		if res.RowsAffected == 0 {
-			return errStateChanged
+		if _, err := instance.Begin(tx, inst, action, s.opts.Now(), nil); err != nil {
+			return err
 		}
 		now := s.opts.Now()
 		return tx.Create(&store.InstanceAction{InstanceID: inst.ID, Action: apiName, RequestID: reqID,
@@ -794,13 +788,11 @@ func (s *Service) startAction(w http.ResponseWriter, r *http.Request, inst *stor
 		// Nothing will carry the action out: undo it, record included.
 		s.log.Error("cast action", "instance", inst.ID, "action", action, "error", err)
 		db := s.st.WithContext(context.WithoutCancel(ctx))
-		db.Model(&store.Instance{}).Where("id = ? AND task_state = ?", inst.ID, string(newTask)).
-			Updates(map[string]any{"task_state": string(task)})
+		_ = instance.Undo(db, inst.ID, newTask, task, nil)
 		db.Where("instance_id = ? AND request_id = ?", inst.ID, reqID).Delete(&store.InstanceAction{})
 		writeError(w, http.StatusServiceUnavailable, "The compute host is unreachable; try again later.")
 		return err
 	}
-	inst.TaskState = newTask
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/config"
 	"github.com/capsule-cloud/capsule/errdefs"
+	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/store"
@@ -149,7 +150,6 @@ func backupRotation(raw json.RawMessage) (int, error) {
 func (s *Service) startSnapshot(w http.ResponseWriter, r *http.Request, inst *store.Instance, in snapshotRequest) {
 	ctx := r.Context()
 	creds := auth.FromContext(ctx)
-	vm, task := inst.VMState, inst.TaskState
 	newTask, ok := beginOnHost(w, inst, in.act, in.apiName)
 	if !ok {
 		return
@@ -165,14 +165,8 @@ func (s *Service) startSnapshot(w http.ResponseWriter, r *http.Request, inst *st
 	// Image row, task and action commit together, so a refused
 	// transition leaves no queued image behind.
 	err := s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		res := tx.Model(&store.Instance{}).
-			Where("id = ? AND vm_state = ? AND task_state = ? AND deleted_at IS NULL", inst.ID, string(vm), string(task)).
-			Updates(map[string]any{"task_state": string(newTask), "updated_at": now})
-		if res.Error != nil {
-			return fmt.Errorf("start %s of %s: %w", in.apiName, inst.ID, res.Error)
-		}
-		if res.RowsAffected == 0 {
-			return errStateChanged
+		if _, err := instance.Begin(tx, inst, in.act, now, nil); err != nil {
+			return err
 		}
 		if err := tx.Create(&img).Error; err != nil {
 			return fmt.Errorf("record %s image of %s: %w", in.apiName, inst.ID, err)
@@ -247,8 +241,7 @@ func (s *Service) snapshotRegistry(ctx context.Context, inst *store.Instance) st
 // not reach the host.
 func (s *Service) undoSnapshot(ctx context.Context, inst *store.Instance, task lifecycle.TaskState, imageID, reqID string) {
 	err := s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := tx.Model(&store.Instance{}).Where("id = ? AND task_state = ?", inst.ID, string(task)).
-			Update("task_state", inst.TaskState).Error; err != nil {
+		if err := instance.Undo(tx, inst.ID, task, inst.TaskState, nil); err != nil {
 			return err
 		}
 		if err := tx.Where("id = ?", imageID).Delete(&store.Image{}).Error; err != nil {
