@@ -7,6 +7,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/capsule-cloud/capsule/api-server/httpapi"
+	"github.com/capsule-cloud/capsule/errdefs"
 )
 
 // extension is a Neutron API extension Capsule implements.
@@ -51,7 +52,7 @@ func (s *Service) getExtension(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	writeError(w, http.StatusNotFound, "HTTPNotFound", "Extension with alias "+alias+" does not exist")
+	writeFault(w, errdefs.NotFound("Extension with alias "+alias+" does not exist").WithReason("HTTPNotFound"))
 }
 
 // sgNamespace derives the stable ids of each project's default security
@@ -98,7 +99,7 @@ func (s *Service) listSecurityGroups(w http.ResponseWriter, r *http.Request) {
 		views = append(views, defaultSecurityGroup(c.ProjectID))
 	}
 	listQuery(w, r, "security_groups", views, keysOf(defaultSecurityGroup("")), func(id string) {
-		writeError(w, http.StatusNotFound, "SecurityGroupNotFound", "Security group "+id+" does not exist")
+		writeFault(w, errdefs.NotFound("Security group "+id+" does not exist").WithReason("SecurityGroupNotFound"))
 	})
 }
 
@@ -108,7 +109,7 @@ func (s *Service) getSecurityGroup(w http.ResponseWriter, r *http.Request) {
 		showOne(w, r, http.StatusOK, "security_group", sg)
 		return
 	}
-	writeError(w, http.StatusNotFound, "SecurityGroupNotFound", "Security group "+r.PathValue("id")+" does not exist")
+	writeFault(w, errdefs.NotFound("Security group "+r.PathValue("id")+" does not exist").WithReason("SecurityGroupNotFound"))
 }
 
 func (s *Service) listSecurityGroupRules(w http.ResponseWriter, r *http.Request) {
@@ -119,6 +120,6 @@ func (s *Service) listSecurityGroupRules(w http.ResponseWriter, r *http.Request)
 		views = append(views, sg["security_group_rules"].([]map[string]any)...)
 	}
 	listQuery(w, r, "security_group_rules", views, keysOf(defaultRules("", "")[0]), func(id string) {
-		writeError(w, http.StatusNotFound, "SecurityGroupRuleNotFound", "Security group rule "+id+" does not exist")
+		writeFault(w, errdefs.NotFound("Security group rule "+id+" does not exist").WithReason("SecurityGroupRuleNotFound"))
 	})
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/api-server/httpapi"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -95,7 +96,7 @@ func (s *Service) listNetworks(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	listQuery(w, r, "networks", views, keysOf(networkView(&store.Network{}, nil, c.IsAdmin())), func(id string) {
-		writeError(w, http.StatusNotFound, "NetworkNotFound", "Network "+id+" could not be found.")
+		writeFault(w, errdefs.NotFound("Network "+id+" could not be found.").WithReason("NetworkNotFound"))
 	})
 }
 
@@ -162,22 +163,18 @@ func (s *Service) createNetworks(w http.ResponseWriter, r *http.Request) {
 	}
 	var created []view
 	for _, a := range objs {
-		n, status, typ, msg := s.networkFromRequest(a, c)
-		if status == 0 {
+		n, err := s.networkFromRequest(a, c)
+		if err == nil {
 			n.RevisionNumber = 1
 			err = s.st.CreateNetwork(r.Context(), n, store.VLANRange{PhysicalNetwork: s.cfg.TenantPhysicalNetwork,
 				Min: s.cfg.TenantVLANMin, Max: s.cfg.TenantVLANMax})
 		}
-		if status != 0 || err != nil {
+		if err != nil {
 			// Bulk creates are all or nothing.
 			for _, v := range created {
 				_ = s.st.DeleteNetwork(context.WithoutCancel(r.Context()), v["id"].(string))
 			}
-			if status != 0 {
-				writeError(w, status, typ, msg)
-			} else {
-				s.storeError(w, r, err)
-			}
+			s.storeError(w, r, err)
 			return
 		}
 		created = append(created, networkView(n, nil, c.IsAdmin()))
@@ -192,14 +189,14 @@ func (s *Service) createNetworks(w http.ResponseWriter, r *http.Request) {
 	showOne(w, r, http.StatusCreated, "network", created[0])
 }
 
-// networkFromRequest checks a create body; a non-zero status is the error
-// to answer.
-func (s *Service) networkFromRequest(a attrs, c *auth.Credentials) (n *store.Network, status int, typ, msg string) {
-	bad := func(err error) (*store.Network, int, string, string) {
-		return nil, http.StatusBadRequest, "InvalidInput", "Invalid input for operation: " + err.Error() + "."
+// networkFromRequest checks a create body; its errors carry their Neutron
+// type as the reason (writeFault answers them).
+func (s *Service) networkFromRequest(a attrs, c *auth.Credentials) (*store.Network, error) {
+	bad := func(err error) (*store.Network, error) {
+		return nil, store.ErrInvalidInput.New("Invalid input for operation: " + err.Error() + ".")
 	}
 	if err := a.unknown(networkCreateAttrs...); err != nil {
-		return nil, http.StatusBadRequest, "HTTPBadRequest", err.Error()
+		return nil, errdefs.InvalidArgument(err.Error()).WithReason("HTTPBadRequest")
 	}
 	if err := flattenSegments(a); err != nil {
 		return bad(err)
@@ -209,9 +206,9 @@ func (s *Service) networkFromRequest(a attrs, c *auth.Credentials) (n *store.Net
 		return bad(err)
 	}
 	if !ok {
-		return nil, http.StatusForbidden, "PolicyNotAuthorized", "(rule:create_network) is disallowed by policy"
+		return nil, policyRefused("rule:create_network")
 	}
-	n = &store.Network{ProjectID: proj, AdminStateUp: true, PortSecurityEnabled: true, MTU: s.cfg.MTU}
+	n := &store.Network{ProjectID: proj, AdminStateUp: true, PortSecurityEnabled: true, MTU: s.cfg.MTU}
 	for _, f := range []struct {
 		key string
 		dst *string
@@ -237,7 +234,7 @@ func (s *Service) networkFromRequest(a attrs, c *auth.Credentials) (n *store.Net
 		}
 	}
 	if n.Shared && !c.IsAdmin() {
-		return nil, http.StatusForbidden, "PolicyNotAuthorized", "(rule:create_network and rule:create_network:shared) is disallowed by policy"
+		return nil, policyRefused("rule:create_network and rule:create_network:shared")
 	}
 	if err := s.checkMTU(a, n); err != nil {
 		return bad(err)
@@ -256,14 +253,12 @@ func (s *Service) networkFromRequest(a attrs, c *auth.Credentials) (n *store.Net
 		// A tenant network: the next free VLAN of the tenant range.
 		n.NetworkType = store.NetworkTypeVLAN
 		if s.cfg.TenantPhysicalNetwork == "" || s.cfg.TenantVLANMin < 1 {
-			return nil, http.StatusServiceUnavailable, "NoNetworkAvailable",
-				"Unable to create the network. No tenant network is available for allocation."
+			return nil, store.ErrNoNetworkAvailable.New("Unable to create the network. No tenant network is available for allocation.")
 		}
-		return n, 0, "", ""
+		return n, nil
 	}
 	if !c.IsAdmin() {
-		return nil, http.StatusForbidden, "PolicyNotAuthorized",
-			"(rule:create_network and rule:create_network:provider:network_type) is disallowed by policy"
+		return nil, policyRefused("rule:create_network and rule:create_network:provider:network_type")
 	}
 	typStr, err := a.str("provider:network_type")
 	if err != nil {
@@ -310,7 +305,7 @@ func (s *Service) networkFromRequest(a attrs, c *auth.Credentials) (n *store.Net
 	case n.NetworkType == store.NetworkTypeVLAN && n.PhysicalNetwork != s.cfg.TenantPhysicalNetwork:
 		return bad(inputErr("segmentation_id required for VLAN provider network on %s", n.PhysicalNetwork))
 	}
-	return n, 0, "", ""
+	return n, nil
 }
 
 // checkMTU applies a requested MTU, which may not exceed the physical

@@ -6,6 +6,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/api-server/httpapi"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -90,7 +91,7 @@ func (s *Service) listPorts(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	listQuery(w, r, "ports", views, keysOf(portView(&store.Port{}, c.IsAdmin())), func(id string) {
-		writeError(w, http.StatusNotFound, "PortNotFound", "Port "+id+" could not be found.")
+		writeFault(w, errdefs.NotFound("Port "+id+" could not be found.").WithReason("PortNotFound"))
 	})
 }
 

@@ -109,7 +109,7 @@ func (s *Service) finish(mux *http.ServeMux) http.Handler {
 	}
 	s.quotaRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "HTTPNotFound", "The resource could not be found.")
+		writeFault(w, errdefs.NotFound("The resource could not be found.").WithReason("HTTPNotFound"))
 	})
 	return httpapi.TrimSlash(mux)
 }
@@ -130,16 +130,19 @@ func writeError(w http.ResponseWriter, status int, typ, msg string) {
 }
 
 func badRequest(w http.ResponseWriter, msg string) {
-	writeError(w, http.StatusBadRequest, "HTTPBadRequest", msg)
+	writeFault(w, errdefs.InvalidArgument(msg).WithReason("HTTPBadRequest"))
 }
 
 func invalidInput(w http.ResponseWriter, msg string) {
-	writeError(w, http.StatusBadRequest, "InvalidInput", "Invalid input for operation: "+msg+".")
+	writeFault(w, store.ErrInvalidInput.New("Invalid input for operation: "+msg+"."))
 }
 
-func forbidden(w http.ResponseWriter, rule string) {
-	writeError(w, http.StatusForbidden, "PolicyNotAuthorized", "("+rule+") is disallowed by policy")
+// policyRefused is Neutron's PolicyNotAuthorized for rule.
+func policyRefused(rule string) error {
+	return errdefs.Forbidden("(" + rule + ") is disallowed by policy").WithReason("PolicyNotAuthorized")
 }
+
+func forbidden(w http.ResponseWriter, rule string) { writeFault(w, policyRefused(rule)) }
 
 // statusOf is the one table from an error kind to the Networking API's
 // status; the NeutronError's type is the error's reason (the store's
@@ -164,11 +167,17 @@ func statusOf(k errdefs.Kind) int {
 	return http.StatusInternalServerError
 }
 
+// writeFault writes a classified error whose reason is a Neutron type
+// as that NeutronError, with its kind's status.
+func writeFault(w http.ResponseWriter, err error) {
+	writeError(w, statusOf(errdefs.KindOf(err)), errdefs.Reason(err), errdefs.Message(err))
+}
+
 // storeError answers a failure: a classified error with a Neutron type
 // (its reason) as that NeutronError, anything else a logged 500.
 func (s *Service) storeError(w http.ResponseWriter, r *http.Request, err error) {
-	if typ := errdefs.Reason(err); typ != "" {
-		writeError(w, statusOf(errdefs.KindOf(err)), typ, errdefs.Message(err))
+	if errdefs.Reason(err) != "" {
+		writeFault(w, err)
 		return
 	}
 	s.log.ErrorContext(r.Context(), "network request failed", "error", err,

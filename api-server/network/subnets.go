@@ -6,6 +6,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/api-server/httpapi"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -79,7 +80,7 @@ func (s *Service) listSubnets(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	listQuery(w, r, "subnets", views, keysOf(subnetView(&store.Subnet{})), func(id string) {
-		writeError(w, http.StatusNotFound, "SubnetNotFound", "Subnet "+id+" could not be found.")
+		writeFault(w, errdefs.NotFound("Subnet "+id+" could not be found.").WithReason("SubnetNotFound"))
 	})
 }
 
