@@ -37,7 +37,7 @@ func (s *Service) serverAction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(body) != 1 {
-		writeError(w, http.StatusBadRequest, "Malformed request body: exactly one action is expected")
+		writeFault(w, errdefs.InvalidArgument("Malformed request body: exactly one action is expected"))
 		return
 	}
 	inst, ok := s.loadServer(w, r)
@@ -51,7 +51,7 @@ func (s *Service) serverAction(w http.ResponseWriter, r *http.Request) {
 	}
 	creds := auth.FromContext(r.Context())
 	if inst.Locked && !creds.IsAdmin() && name != "unlock" && name != "os-getConsoleOutput" {
-		writeError(w, http.StatusConflict, fmt.Sprintf("Instance %s is locked", inst.ID))
+		writeFault(w, errdefs.Conflictf("Instance %s is locked", inst.ID))
 		return
 	}
 	switch name {
@@ -72,7 +72,7 @@ func (s *Service) serverAction(w http.ResponseWriter, r *http.Request) {
 			Type string `json:"type"`
 		}
 		if err := json.Unmarshal(arg, &rb); err != nil || (!strings.EqualFold(rb.Type, "SOFT") && !strings.EqualFold(rb.Type, "HARD")) {
-			writeError(w, http.StatusBadRequest, "Invalid input for field/attribute type. Value must be SOFT or HARD.")
+			writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute type. Value must be SOFT or HARD."))
 			return
 		}
 		act := lifecycle.ActReboot
@@ -106,10 +106,10 @@ func (s *Service) serverAction(w http.ResponseWriter, r *http.Request) {
 		s.rebuildServer(w, r, inst, arg)
 	default:
 		if feature, known := notYet[name]; known {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("Action '%s' (%s) is not supported by this Capsule release yet.", name, feature))
+			writeFault(w, errdefs.InvalidArgumentf("Action '%s' (%s) is not supported by this Capsule release yet.", name, feature))
 			return
 		}
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("There is no such action: %s", name))
+		writeFault(w, errdefs.InvalidArgumentf("There is no such action: %s", name))
 	}
 }
 
@@ -148,14 +148,14 @@ func (s *Service) lockAction(w http.ResponseWriter, r *http.Request, inst *store
 // Tempest reads the status right after.
 func (s *Service) resetState(w http.ResponseWriter, r *http.Request, inst *store.Instance, arg json.RawMessage) {
 	if !auth.FromContext(r.Context()).IsAdmin() {
-		writeError(w, http.StatusForbidden, "Policy doesn't allow os_compute_api:os-admin-actions:reset_state to be performed.")
+		writeFault(w, errdefs.Forbidden("Policy doesn't allow os_compute_api:os-admin-actions:reset_state to be performed."))
 		return
 	}
 	var rs struct {
 		State string `json:"state"`
 	}
 	if err := json.Unmarshal(arg, &rs); err != nil || (rs.State != "error" && rs.State != "active") {
-		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute state. Value must be 'error' or 'active'.")
+		writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute state. Value must be 'error' or 'active'."))
 		return
 	}
 	err := instance.ResetState(s.st.WithContext(r.Context()), inst.ID, lifecycle.VMState(rs.State), s.opts.Now())
@@ -175,7 +175,7 @@ func (s *Service) consoleOutput(w http.ResponseWriter, r *http.Request, inst *st
 	}
 	if len(arg) > 0 && string(arg) != "null" {
 		if err := json.Unmarshal(arg, &opt); err != nil {
-			writeError(w, http.StatusBadRequest, "Invalid input for field/attribute os-getConsoleOutput.")
+			writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute os-getConsoleOutput."))
 			return
 		}
 	}
@@ -186,20 +186,20 @@ func (s *Service) consoleOutput(w http.ResponseWriter, r *http.Request, inst *st
 	case string:
 		n, err := strconv.Atoi(l)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "Invalid input for field/attribute length. Value: "+l+" is not an integer.")
+			writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute length. Value: "+l+" is not an integer."))
 			return
 		}
 		lines = n
 	default:
-		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute length.")
+		writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute length."))
 		return
 	}
 	if lines < -1 {
-		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute length. Value must be >= -1.")
+		writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute length. Value must be >= -1."))
 		return
 	}
 	if inst.Host == "" || inst.VMState == lifecycle.Building {
-		writeError(w, http.StatusConflict, fmt.Sprintf("Instance %s is not ready yet.", inst.ID))
+		writeFault(w, errdefs.Conflictf("Instance %s is not ready yet.", inst.ID))
 		return
 	}
 	if lines == 0 {
@@ -307,7 +307,7 @@ func (s *Service) showInstanceAction(w http.ResponseWriter, r *http.Request) {
 	var a store.InstanceAction
 	err := s.st.WithContext(r.Context()).Preload("Events").Where("instance_id = ? AND request_id = ?", inst.ID, r.PathValue("req")).First(&a).Error
 	if err != nil {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("Action for request_id %s on instance %s not found", r.PathValue("req"), inst.ID))
+		writeFault(w, errdefs.NotFoundf("Action for request_id %s on instance %s not found", r.PathValue("req"), inst.ID))
 		return
 	}
 	creds := auth.FromContext(r.Context())
@@ -344,7 +344,7 @@ func decodeStringMap(w http.ResponseWriter, raw map[string]any, field string) (m
 	for k, v := range raw {
 		str, ok := v.(string)
 		if !ok || k == "" || len(k) > 255 || len(str) > 255 {
-			writeError(w, http.StatusBadRequest, "Invalid input for field/attribute "+field+". Keys and values must be strings of 1-255 characters.")
+			writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute "+field+". Keys and values must be strings of 1-255 characters."))
 			return nil, false
 		}
 		out[k] = str
@@ -365,7 +365,7 @@ func (s *Service) setMetadata(replace bool) http.HandlerFunc {
 			return
 		}
 		if req.Metadata == nil {
-			writeError(w, http.StatusBadRequest, "Invalid input for field/attribute metadata. Value: 'metadata' is a required property")
+			writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute metadata. Value: 'metadata' is a required property"))
 			return
 		}
 		in, ok := decodeStringMap(w, req.Metadata, "metadata")
@@ -394,7 +394,7 @@ func (s *Service) getMetadataItem(w http.ResponseWriter, r *http.Request) {
 	key := r.PathValue("key")
 	v, found := jsonMap(inst.Metadata)[key]
 	if !found {
-		writeError(w, http.StatusNotFound, "Metadata item was not found")
+		writeFault(w, errdefs.NotFound("Metadata item was not found"))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"meta": map[string]string{key: v}})
@@ -417,7 +417,7 @@ func (s *Service) putMetadataItem(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if _, found := in[key]; !found || len(in) != 1 {
-		writeError(w, http.StatusBadRequest, "Request body and URI mismatch")
+		writeFault(w, errdefs.InvalidArgument("Request body and URI mismatch"))
 		return
 	}
 	m := jsonMap(inst.Metadata)
@@ -435,7 +435,7 @@ func (s *Service) deleteMetadataItem(w http.ResponseWriter, r *http.Request) {
 	m := jsonMap(inst.Metadata)
 	key := r.PathValue("key")
 	if _, found := m[key]; !found {
-		writeError(w, http.StatusNotFound, "Metadata item was not found")
+		writeFault(w, errdefs.NotFound("Metadata item was not found"))
 		return
 	}
 	delete(m, key)

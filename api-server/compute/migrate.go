@@ -12,6 +12,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/migrate"
 	"github.com/capsule-cloud/capsule/store"
@@ -71,13 +72,13 @@ func migrateHostOf(w http.ResponseWriter, v apiVersion, arg json.RawMessage) (st
 	}
 	var body map[string]json.RawMessage
 	if err := json.Unmarshal(arg, &body); err != nil || body == nil {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("Invalid input for field/attribute migrate. Value: %s. %s is not of type 'object', 'null'", arg, arg))
+		writeFault(w, errdefs.InvalidArgumentf("Invalid input for field/attribute migrate. Value: %s. %s is not of type 'object', 'null'", arg, arg))
 		return "", false
 	}
 	host := ""
 	for k, raw := range body {
 		if k != "host" || !v.AtLeast(56) {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf(
+			writeFault(w, errdefs.InvalidArgumentf(
 				"Invalid input for field/attribute migrate. Value: %s. Additional properties are not allowed ('%s' was unexpected)", arg, k))
 			return "", false
 		}
@@ -85,7 +86,7 @@ func migrateHostOf(w http.ResponseWriter, v apiVersion, arg json.RawMessage) (st
 			continue
 		}
 		if err := json.Unmarshal(raw, &host); err != nil || host == "" || len(host) > 255 {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("Invalid input for field/attribute host. Value: %s. It must be a host name of 1 to 255 characters or null", raw))
+			writeFault(w, errdefs.InvalidArgumentf("Invalid input for field/attribute host. Value: %s. It must be a host name of 1 to 255 characters or null", raw))
 			return "", false
 		}
 	}
@@ -96,7 +97,7 @@ func migrateHostOf(w http.ResponseWriter, v apiVersion, arg json.RawMessage) (st
 // or where the scheduler finds room.
 func (s *Service) migrateServer(w http.ResponseWriter, r *http.Request, inst *store.Instance, arg json.RawMessage) {
 	if !auth.FromContext(r.Context()).IsAdmin() {
-		writeError(w, http.StatusForbidden, "Policy doesn't allow os_compute_api:os-migrate-server:migrate to be performed.")
+		writeFault(w, errdefs.Forbidden("Policy doesn't allow os_compute_api:os-migrate-server:migrate to be performed."))
 		return
 	}
 	host, ok := migrateHostOf(w, versionOf(r.Context()), arg)
@@ -120,7 +121,7 @@ func (s *Service) checkTargetHost(w http.ResponseWriter, r *http.Request, inst *
 	err := s.st.WithContext(r.Context()).Where("host = ? AND binary_name = ?", host, store.ComputeBinary).First(&svc).Error
 	switch {
 	case errors.Is(err, gorm.ErrRecordNotFound):
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("Compute host %s could not be found.", host))
+		writeFault(w, errdefs.InvalidArgumentf("Compute host %s could not be found.", host))
 		return false
 	case err != nil:
 		s.log.Error("look up migration target", "host", host, "error", err)
@@ -128,7 +129,7 @@ func (s *Service) checkTargetHost(w http.ResponseWriter, r *http.Request, inst *
 		return false
 	}
 	if host == inst.Host {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("Cannot migrate to the host where the server exists (%s): choose another host.", host))
+		writeFault(w, errdefs.InvalidArgumentf("Cannot migrate to the host where the server exists (%s): choose another host.", host))
 		return false
 	}
 	if svc.Disabled {
@@ -136,11 +137,11 @@ func (s *Service) checkTargetHost(w http.ResponseWriter, r *http.Request, inst *
 		if svc.DisabledReason != nil && *svc.DisabledReason != "" {
 			reason = " (" + *svc.DisabledReason + ")"
 		}
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("Compute host %s is disabled%s: enable it or choose another host.", host, reason))
+		writeFault(w, errdefs.InvalidArgumentf("Compute host %s is disabled%s: enable it or choose another host.", host, reason))
 		return false
 	}
 	if !s.serviceUp(&svc) {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("Compute host %s is down: choose another host.", host))
+		writeFault(w, errdefs.InvalidArgumentf("Compute host %s is down: choose another host.", host))
 		return false
 	}
 	return true
@@ -170,9 +171,9 @@ func (s *Service) migrateFailed(w http.ResponseWriter, inst *store.Instance, api
 	case errors.As(err, &conflict):
 		stateConflict(w, &store.Instance{ID: inst.ID, VMState: conflict.VM, TaskState: conflict.Task}, apiName)
 	case errors.Is(err, migrate.ErrStateChanged):
-		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot '%s' instance %s: its state changed meanwhile", apiName, inst.ID))
+		writeFault(w, errdefs.Conflictf("Cannot '%s' instance %s: its state changed meanwhile", apiName, inst.ID))
 	case errors.Is(err, migrate.ErrNoPending):
-		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot '%s' instance %s: no migration awaits confirmation", apiName, inst.ID))
+		writeFault(w, errdefs.Conflictf("Cannot '%s' instance %s: no migration awaits confirmation", apiName, inst.ID))
 	default:
 		s.log.Error("cold migration", "action", apiName, "instance", inst.ID, "error", err)
 		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
@@ -225,23 +226,23 @@ func (s *Service) finishCold(w http.ResponseWriter, r *http.Request, inst *store
 // moved while it runs.
 func (s *Service) migrateLive(w http.ResponseWriter, r *http.Request) {
 	if !auth.FromContext(r.Context()).IsAdmin() {
-		writeError(w, http.StatusForbidden, "Policy doesn't allow os_compute_api:os-migrate-server:migrate_live to be performed.")
+		writeFault(w, errdefs.Forbidden("Policy doesn't allow os_compute_api:os-migrate-server:migrate_live to be performed."))
 		return
 	}
-	writeError(w, http.StatusBadRequest, "Migration pre-check error: live migration is not supported by Capsule's "+
+	writeFault(w, errdefs.InvalidArgument("Migration pre-check error: live migration is not supported by Capsule's "+
 		"container servers; use a cold migration (the migrate action, or `capsule server migrate`), which keeps the "+
-		"server's id, addresses and data.")
+		"server's id, addresses and data."))
 }
 
 // evacuate refuses Nova's rebuild-elsewhere of a dead host's server.
 func (s *Service) evacuate(w http.ResponseWriter, r *http.Request) {
 	if !auth.FromContext(r.Context()).IsAdmin() {
-		writeError(w, http.StatusForbidden, "Policy doesn't allow os_compute_api:os-evacuate to be performed.")
+		writeFault(w, errdefs.Forbidden("Policy doesn't allow os_compute_api:os-evacuate to be performed."))
 		return
 	}
-	writeError(w, http.StatusBadRequest, "Evacuate is not supported: Capsule cannot rebuild a server from a dead host's "+
+	writeFault(w, errdefs.InvalidArgument("Evacuate is not supported: Capsule cannot rebuild a server from a dead host's "+
 		"disk. To move servers off a host that still runs, cold-migrate them: `capsule host evacuate HOST` disables "+
-		"the host and migrates each of its servers away.")
+		"the host and migrates each of its servers away."))
 }
 
 // terminalMigration are the statuses of a migration that is over.
@@ -286,7 +287,7 @@ func serverMigrationView(v apiVersion, m *store.Migration) map[string]any {
 func (s *Service) listServerMigrations(w http.ResponseWriter, r *http.Request) {
 	v := versionOf(r.Context())
 	if !v.AtLeast(23) {
-		writeError(w, http.StatusNotFound, "The resource could not be found.")
+		writeFault(w, errdefs.NotFound("The resource could not be found."))
 		return
 	}
 	inst, ok := s.loadServer(w, r)
@@ -312,7 +313,7 @@ func (s *Service) listServerMigrations(w http.ResponseWriter, r *http.Request) {
 func (s *Service) showServerMigration(w http.ResponseWriter, r *http.Request) {
 	v := versionOf(r.Context())
 	if !v.AtLeast(23) {
-		writeError(w, http.StatusNotFound, "The resource could not be found.")
+		writeFault(w, errdefs.NotFound("The resource could not be found."))
 		return
 	}
 	inst, ok := s.loadServer(w, r)
@@ -323,14 +324,14 @@ func (s *Service) showServerMigration(w http.ResponseWriter, r *http.Request) {
 	notFound := fmt.Sprintf("In-progress migration %s is not found for server %s.", mid, inst.ID)
 	n, err := strconv.ParseUint(mid, 10, 64)
 	if err != nil {
-		writeError(w, http.StatusNotFound, notFound)
+		writeFault(w, errdefs.NotFound(notFound))
 		return
 	}
 	var m store.Migration
 	err = s.st.WithContext(r.Context()).Where("id = ? AND instance_id = ? AND status NOT IN ?", n, inst.ID, terminalMigration).First(&m).Error
 	switch {
 	case errors.Is(err, gorm.ErrRecordNotFound):
-		writeError(w, http.StatusNotFound, notFound)
+		writeFault(w, errdefs.NotFound(notFound))
 		return
 	case err != nil:
 		s.log.Error("show server migration", "instance", inst.ID, "migration", mid, "error", err)

@@ -1,9 +1,10 @@
 package compute
 
 import (
-	"fmt"
 	"net/http"
 	"strconv"
+
+	"github.com/capsule-cloud/capsule/errdefs"
 )
 
 // maxPageSize caps "limit", as Nova's osapi_max_limit does.
@@ -24,7 +25,7 @@ func pageOf[T any](w http.ResponseWriter, r *http.Request, items []T, id func(*T
 			}
 		}
 		if idx < 0 {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("marker [%s] not found", m))
+			writeFault(w, errdefs.InvalidArgumentf("marker [%s] not found", m))
 			return nil, 0, false, false
 		}
 		items = items[idx+1:]
@@ -33,7 +34,7 @@ func pageOf[T any](w http.ResponseWriter, r *http.Request, items []T, id func(*T
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 0 {
-			writeError(w, http.StatusBadRequest, "limit param must be an integer")
+			writeFault(w, errdefs.InvalidArgument("limit param must be an integer"))
 			return nil, 0, false, false
 		}
 		limit = min(n, maxPageSize)

@@ -134,7 +134,7 @@ func (s *Service) rebuildServer(w http.ResponseWriter, r *http.Request, inst *st
 		return
 	}
 	if inst.Host == "" {
-		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot 'rebuild' instance %s: it is not placed on any host", inst.ID))
+		writeFault(w, errdefs.Conflictf("Cannot 'rebuild' instance %s: it is not placed on any host", inst.ID))
 		return
 	}
 	// The spec is made before anything is written, so a server whose NICs
@@ -148,7 +148,7 @@ func (s *Service) rebuildServer(w http.ResponseWriter, r *http.Request, inst *st
 	reqID := requestID(w)
 	if err := s.beginRebuild(ctx, inst, fields, reqID); err != nil {
 		if errors.Is(err, errStateChanged) {
-			writeError(w, http.StatusConflict, fmt.Sprintf("Cannot 'rebuild' instance %s: its state changed meanwhile", inst.ID))
+			writeFault(w, errdefs.Conflictf("Cannot 'rebuild' instance %s: its state changed meanwhile", inst.ID))
 			return
 		}
 		s.log.Error("begin rebuild", "instance", inst.ID, "error", err)
@@ -163,7 +163,7 @@ func (s *Service) rebuildServer(w http.ResponseWriter, r *http.Request, inst *st
 	if err != nil {
 		s.log.Error("cast rebuild", "instance", inst.ID, "host", inst.Host, "error", err)
 		s.undoRebuild(ctx, inst, newTask, fields, reqID)
-		writeError(w, http.StatusServiceUnavailable, "The compute host is unreachable; try again later.")
+		writeFault(w, errdefs.Unavailable("The compute host is unreachable; try again later."))
 		return
 	}
 	adminPass := randomPassword()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/limits"
@@ -31,7 +32,7 @@ func stateConflict(w http.ResponseWriter, inst *store.Instance, apiName string) 
 	if inst.TaskState != "" {
 		msg = fmt.Sprintf("Cannot '%s' instance %s while it is in task_state %s", apiName, inst.ID, inst.TaskState)
 	}
-	writeError(w, http.StatusConflict, msg)
+	writeFault(w, errdefs.Conflict(msg))
 }
 
 // beginOnHost checks that action may start on inst (lifecycle rules) and
@@ -44,7 +45,7 @@ func beginOnHost(w http.ResponseWriter, inst *store.Instance, action lifecycle.A
 		return "", false
 	}
 	if inst.Host == "" {
-		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot '%s' instance %s: it is not placed on any host", apiName, inst.ID))
+		writeFault(w, errdefs.Conflictf("Cannot '%s' instance %s: it is not placed on any host", apiName, inst.ID))
 		return "", false
 	}
 	return newTask, true
@@ -87,26 +88,26 @@ func (s *Service) resizeServer(w http.ResponseWriter, r *http.Request, inst *sto
 	creds := auth.FromContext(ctx)
 	ref, ok := flavorRefOf(arg)
 	if !ok {
-		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute resize. Value: 'flavorRef' is a required property")
+		writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute resize. Value: 'flavorRef' is a required property"))
 		return
 	}
 	flavor, err := s.findFlavor(ctx, ref)
 	if err != nil || flavor.Disabled || !s.flavorVisible(ctx, flavor) {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("Flavor %s could not be found.", ref))
+		writeFault(w, errdefs.InvalidArgumentf("Flavor %s could not be found.", ref))
 		return
 	}
 	if flavor.ID == inst.FlavorRowID || flavor.FlavorID == inst.FlavorID {
-		writeError(w, http.StatusBadRequest, "When resizing, instances must change flavor!")
+		writeFault(w, errdefs.InvalidArgument("When resizing, instances must change flavor!"))
 		return
 	}
 	if flavor.RootGB < inst.RootGB {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf(
+		writeFault(w, errdefs.InvalidArgumentf(
 			"Resize to a smaller disk is not allowed: flavor %s has a %d GB root disk, the server has %d GB.", flavor.FlavorID, flavor.RootGB, inst.RootGB))
 		return
 	}
 	specs, specsJSON := specsOf(flavor)
 	if _, err := limits.Parse(specs, flavor.VCPUs); err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("Flavor %s has invalid extra specs: %v", flavor.FlavorID, err))
+		writeFault(w, errdefs.InvalidArgumentf("Flavor %s has invalid extra specs: %v", flavor.FlavorID, err))
 		return
 	}
 	vm := inst.VMState
@@ -155,7 +156,7 @@ func (s *Service) resizeServer(w http.ResponseWriter, r *http.Request, inst *sto
 		s.beginCold(w, r, inst, flavor, "", "resize")
 		return
 	case errors.Is(err, errStateChanged):
-		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot 'resize' instance %s: its state changed meanwhile", inst.ID))
+		writeFault(w, errdefs.Conflictf("Cannot 'resize' instance %s: its state changed meanwhile", inst.ID))
 		return
 	case err != nil:
 		s.log.Error("start resize", "instance", inst.ID, "error", err)
@@ -172,7 +173,7 @@ func (s *Service) resizeServer(w http.ResponseWriter, r *http.Request, inst *sto
 		// Nothing will carry the resize out: undo it all.
 		s.log.Error("cast resize", "instance", inst.ID, "host", inst.Host, "error", err)
 		s.undoResize(context.WithoutCancel(ctx), inst, reqID)
-		writeError(w, http.StatusServiceUnavailable, "The compute host is unreachable; try again later.")
+		writeFault(w, errdefs.Unavailable("The compute host is unreachable; try again later."))
 		return
 	}
 	if err := instance.AdvanceMigration(s.st.WithContext(ctx), mig.ID, lifecycle.MigrationPreMigrating, lifecycle.MigrationMigrating); err != nil {
@@ -267,7 +268,7 @@ func (s *Service) confirmResize(w http.ResponseWriter, r *http.Request, inst *st
 	})
 	switch {
 	case errors.Is(err, errStateChanged):
-		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot 'confirmResize' instance %s: its state changed meanwhile", inst.ID))
+		writeFault(w, errdefs.Conflictf("Cannot 'confirmResize' instance %s: its state changed meanwhile", inst.ID))
 	case err != nil:
 		s.log.Error("confirm resize", "instance", inst.ID, "error", err)
 		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
@@ -294,7 +295,7 @@ func (s *Service) revertResize(w http.ResponseWriter, r *http.Request, inst *sto
 		return
 	}
 	if inst.OldFlavorID == "" {
-		writeError(w, http.StatusConflict, fmt.Sprintf("Instance %s has no resize to revert.", inst.ID))
+		writeFault(w, errdefs.Conflictf("Instance %s has no resize to revert.", inst.ID))
 		return
 	}
 	reqID := requestID(w)
@@ -315,11 +316,11 @@ func (s *Service) revertResize(w http.ResponseWriter, r *http.Request, inst *sto
 	})
 	switch {
 	case errors.Is(err, errStateChanged):
-		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot 'revertResize' instance %s: its state changed meanwhile", inst.ID))
+		writeFault(w, errdefs.Conflictf("Cannot 'revertResize' instance %s: its state changed meanwhile", inst.ID))
 		return
 	case errors.Is(err, store.ErrInsufficient):
 		// Only if the host shrank (its capacity was re-reported) since.
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("No valid host was found. Host %s has no room left for the old flavor %s.", inst.Host, inst.OldFlavorID))
+		writeFault(w, errdefs.InvalidArgumentf("No valid host was found. Host %s has no room left for the old flavor %s.", inst.Host, inst.OldFlavorID))
 		return
 	case err != nil:
 		s.log.Error("start revert resize", "instance", inst.ID, "error", err)
@@ -340,7 +341,7 @@ func (s *Service) revertResize(w http.ResponseWriter, r *http.Request, inst *sto
 			tx.Where("instance_id = ? AND request_id = ?", inst.ID, reqID).Delete(&store.InstanceAction{})
 			return instance.SetResizeStatus(tx, inst.ID, lifecycle.MigrationFinished)
 		})
-		writeError(w, http.StatusServiceUnavailable, "The compute host is unreachable; try again later.")
+		writeFault(w, errdefs.Unavailable("The compute host is unreachable; try again later."))
 		return
 	}
 	noContent(w, http.StatusAccepted)

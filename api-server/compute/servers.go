@@ -140,7 +140,7 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 	}
 	in := req.Server
 	if in.Name == nil {
-		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute server. Value: 'name' is a required property")
+		writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute server. Value: 'name' is a required property"))
 		return
 	}
 	if err := validName(*in.Name); err != nil {
@@ -148,7 +148,7 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if in.FlavorRef == nil {
-		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute server. Value: 'flavorRef' is a required property")
+		writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute server. Value: 'flavorRef' is a required property"))
 		return
 	}
 	flavorRef := lastSegment(fmt.Sprint(in.FlavorRef))
@@ -157,33 +157,33 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 	}
 	flavor, err := s.findFlavor(ctx, flavorRef)
 	if err != nil || flavor.Disabled || !s.flavorVisible(ctx, flavor) {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("Flavor %s could not be found.", flavorRef))
+		writeFault(w, errdefs.InvalidArgumentf("Flavor %s could not be found.", flavorRef))
 		return
 	}
 	if in.ImageRef == nil || *in.ImageRef == "" {
 		if len(in.BDM) > 0 {
-			writeError(w, http.StatusBadRequest, "Block device mapping is not supported: Capsule servers boot from an image.")
+			writeFault(w, errdefs.InvalidArgument("Block device mapping is not supported: Capsule servers boot from an image."))
 			return
 		}
-		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute imageRef. An image is required to boot a server.")
+		writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute imageRef. An image is required to boot a server."))
 		return
 	}
 	imageID := lastSegment(*in.ImageRef)
 	img, err := s.findImage(ctx, imageID)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("Image %s could not be found.", imageID))
+		writeFault(w, errdefs.InvalidArgumentf("Image %s could not be found.", imageID))
 		return
 	}
 	if img.Status != "active" {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("Image %s is not active.", imageID))
+		writeFault(w, errdefs.InvalidArgumentf("Image %s is not active.", imageID))
 		return
 	}
 	if img.MinRAM > flavor.MemoryMB {
-		writeError(w, http.StatusBadRequest, "Flavor's memory is too small for requested image.")
+		writeFault(w, errdefs.InvalidArgument("Flavor's memory is too small for requested image."))
 		return
 	}
 	if img.MinDisk > flavor.RootGB && flavor.RootGB > 0 {
-		writeError(w, http.StatusBadRequest, "Flavor's disk is too small for requested image.")
+		writeFault(w, errdefs.InvalidArgument("Flavor's disk is too small for requested image."))
 		return
 	}
 	ip4, err := accessIP("accessIPv4", in.AccessIPv4, false)
@@ -207,7 +207,7 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 	}
 	if in.Tags != nil {
 		if !versionOf(ctx).AtLeast(52) {
-			writeError(w, http.StatusBadRequest, "Additional properties are not allowed ('tags' was unexpected)")
+			writeFault(w, errdefs.InvalidArgument("Additional properties are not allowed ('tags' was unexpected)"))
 			return
 		}
 		if err := validTagList(in.Tags); err != nil {
@@ -236,24 +236,24 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 		zone, host, _ = strings.Cut(*in.AvailabilityZone, ":")
 		if host != "" {
 			if !creds.IsAdmin() {
-				writeError(w, http.StatusForbidden, "Policy doesn't allow os_compute_api:servers:create:forced_host to be performed.")
+				writeFault(w, errdefs.Forbidden("Policy doesn't allow os_compute_api:servers:create:forced_host to be performed."))
 				return
 			}
 			if !s.computeHostExists(ctx, host) {
-				writeError(w, http.StatusBadRequest, fmt.Sprintf("Compute host %s could not be found.", host))
+				writeFault(w, errdefs.InvalidArgumentf("Compute host %s could not be found.", host))
 				return
 			}
 			forcedHost = host
 		}
 		if !s.zoneExists(ctx, zone) {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("The requested availability zone is not available: %s", zone))
+			writeFault(w, errdefs.InvalidArgumentf("The requested availability zone is not available: %s", zone))
 			return
 		}
 	}
 	userData := ""
 	if in.UserData != nil && *in.UserData != "" {
 		if _, err := base64.StdEncoding.DecodeString(*in.UserData); err != nil {
-			writeError(w, http.StatusBadRequest, "Invalid input for field/attribute user_data. Value must be base64 encoded.")
+			writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute user_data. Value must be base64 encoded."))
 			return
 		}
 		userData = *in.UserData
@@ -261,11 +261,11 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 	minCount, ok1 := asInt(in.MinCount, 1)
 	maxCount, ok2 := asInt(in.MaxCount, minCount)
 	if !ok1 || !ok2 || minCount < 1 || maxCount < 1 || minCount > maxCount {
-		writeError(w, http.StatusBadRequest, "min_count and max_count must be integers >= 1 with min_count <= max_count.")
+		writeFault(w, errdefs.InvalidArgument("min_count and max_count must be integers >= 1 with min_count <= max_count."))
 		return
 	}
 	if in.Description != nil && (!v.AtLeast(19) || utf8.RuneCountInString(*in.Description) > 255) {
-		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute description.")
+		writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute description."))
 		return
 	}
 	nicReqs, err := s.resolveNICs(ctx, in.Networks, v, maxCount)
@@ -367,7 +367,7 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			s.log.Error("publish schedule request", "instance", inst.ID, "error", err)
 			forget()
-			writeError(w, http.StatusServiceUnavailable, "The scheduler is unreachable; the server was not created. Try again later.")
+			writeFault(w, errdefs.Unavailable("The scheduler is unreachable; the server was not created. Try again later."))
 			return
 		}
 		created = append(created, inst)
@@ -479,7 +479,7 @@ func (s *Service) loadServerAny(w http.ResponseWriter, r *http.Request, withDele
 	}
 	if err := q.First(&inst).Error; err != nil {
 		if errors.Is(err, gorm.ErrRecordNotFound) {
-			writeError(w, http.StatusNotFound, fmt.Sprintf("Instance %s could not be found.", id))
+			writeFault(w, errdefs.NotFoundf("Instance %s could not be found.", id))
 		} else {
 			s.log.Error("load server", "id", id, "error", err)
 			writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
@@ -536,7 +536,7 @@ func (s *Service) listServers(detail bool) http.HandlerFunc {
 				vms, ok := lifecycle.StatusFilter(one)
 				if !ok {
 					if v.AtLeast(38) {
-						writeError(w, http.StatusBadRequest, "Invalid status value: "+one)
+						writeFault(w, errdefs.InvalidArgument("Invalid status value: "+one))
 						return
 					}
 					continue
@@ -563,7 +563,7 @@ func (s *Service) listServers(detail bool) http.HandlerFunc {
 		if cs := q.Get("changes-since"); cs != "" {
 			t, err := time.Parse(time.RFC3339, cs)
 			if err != nil {
-				writeError(w, http.StatusBadRequest, "Invalid changes-since value")
+				writeFault(w, errdefs.InvalidArgument("Invalid changes-since value"))
 				return
 			}
 			db = db.Where("updated_at >= ?", t.UTC())
@@ -643,7 +643,7 @@ func (s *Service) updateServer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Server == nil {
-		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute server. Value: 'server' is a required property")
+		writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute server. Value: 'server' is a required property"))
 		return
 	}
 	v := versionOf(r.Context())
@@ -651,13 +651,13 @@ func (s *Service) updateServer(w http.ResponseWriter, r *http.Request) {
 	for k, raw := range req.Server {
 		var str *string
 		if err := json.Unmarshal(raw, &str); err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("Invalid input for field/attribute %s.", k))
+			writeFault(w, errdefs.InvalidArgumentf("Invalid input for field/attribute %s.", k))
 			return
 		}
 		switch k {
 		case "name":
 			if str == nil {
-				writeError(w, http.StatusBadRequest, "Invalid input for field/attribute name.")
+				writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute name."))
 				return
 			}
 			if err := validName(*str); err != nil {
@@ -680,13 +680,13 @@ func (s *Service) updateServer(w http.ResponseWriter, r *http.Request) {
 		case "OS-DCF:diskConfig":
 		case "description":
 			if !v.AtLeast(19) {
-				writeError(w, http.StatusBadRequest, "Additional properties are not allowed ('description' was unexpected)")
+				writeFault(w, errdefs.InvalidArgument("Additional properties are not allowed ('description' was unexpected)"))
 				return
 			}
 			upd["description"] = str
 			inst.Description = str
 		default:
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("Additional properties are not allowed ('%s' was unexpected)", k))
+			writeFault(w, errdefs.InvalidArgumentf("Additional properties are not allowed ('%s' was unexpected)", k))
 			return
 		}
 	}
@@ -715,7 +715,7 @@ func (s *Service) deleteServer(w http.ResponseWriter, r *http.Request) {
 	}
 	creds := auth.FromContext(r.Context())
 	if inst.Locked && !creds.IsAdmin() {
-		writeError(w, http.StatusConflict, fmt.Sprintf("Instance %s is locked", inst.ID))
+		writeFault(w, errdefs.Conflictf("Instance %s is locked", inst.ID))
 		return
 	}
 	if err := s.startAction(w, r, inst, lifecycle.ActDelete, "delete"); err != nil {
@@ -760,7 +760,7 @@ func (s *Service) startAction(w http.ResponseWriter, r *http.Request, inst *stor
 		return nil
 	}
 	if inst.Host == "" {
-		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot '%s' instance %s: it is not placed on any host", apiName, inst.ID))
+		writeFault(w, errdefs.Conflictf("Cannot '%s' instance %s: it is not placed on any host", apiName, inst.ID))
 		return errors.New("no host")
 	}
 	err = s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
@@ -772,7 +772,7 @@ func (s *Service) startAction(w http.ResponseWriter, r *http.Request, inst *stor
 			UserID: creds.UserID, ProjectID: creds.ProjectID, StartTime: now, UpdatedAt: now}).Error
 	})
 	if errors.Is(err, errStateChanged) {
-		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot '%s' instance %s: its state changed meanwhile", apiName, inst.ID))
+		writeFault(w, errdefs.Conflictf("Cannot '%s' instance %s: its state changed meanwhile", apiName, inst.ID))
 		return err
 	}
 	if err != nil {
@@ -790,7 +790,7 @@ func (s *Service) startAction(w http.ResponseWriter, r *http.Request, inst *stor
 		db := s.st.WithContext(context.WithoutCancel(ctx))
 		_ = instance.Undo(db, inst.ID, newTask, task, nil)
 		db.Where("instance_id = ? AND request_id = ?", inst.ID, reqID).Delete(&store.InstanceAction{})
-		writeError(w, http.StatusServiceUnavailable, "The compute host is unreachable; try again later.")
+		writeFault(w, errdefs.Unavailable("The compute host is unreachable; try again later."))
 		return err
 	}
 	return nil

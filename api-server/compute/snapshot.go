@@ -45,7 +45,7 @@ func (s *Service) createImage(w http.ResponseWriter, r *http.Request, inst *stor
 		Metadata map[string]string `json:"metadata"`
 	}
 	if err := json.Unmarshal(arg, &in); err != nil || in.Name == nil || strings.TrimSpace(*in.Name) == "" || len(*in.Name) > 255 {
-		writeError(w, http.StatusBadRequest, "Invalid input for field/attribute createImage. Value: 'name' is a required property")
+		writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute createImage. Value: 'name' is a required property"))
 		return
 	}
 	s.startSnapshot(w, r, inst, snapshotRequest{act: lifecycle.ActSnapshot, apiName: "createImage",
@@ -179,7 +179,7 @@ func (s *Service) startSnapshot(w http.ResponseWriter, r *http.Request, inst *st
 	})
 	switch {
 	case errors.Is(err, errStateChanged):
-		writeError(w, http.StatusConflict, fmt.Sprintf("Cannot '%s' instance %s: its state changed meanwhile", in.apiName, inst.ID))
+		writeFault(w, errdefs.Conflictf("Cannot '%s' instance %s: its state changed meanwhile", in.apiName, inst.ID))
 		return
 	case err != nil:
 		s.log.Error("start snapshot", "instance", inst.ID, "action", in.apiName, "error", err)
@@ -190,7 +190,7 @@ func (s *Service) startSnapshot(w http.ResponseWriter, r *http.Request, inst *st
 	if err := s.cast(ctx, inst.Host, protocol.KindSnapshotInstance, body); err != nil {
 		s.log.Error("cast snapshot", "instance", inst.ID, "host", inst.Host, "error", err)
 		s.undoSnapshot(context.WithoutCancel(ctx), inst, newTask, imageID, reqID)
-		writeError(w, http.StatusServiceUnavailable, "The compute host is unreachable; try again later.")
+		writeFault(w, errdefs.Unavailable("The compute host is unreachable; try again later."))
 		return
 	}
 	s.log.Info("snapshot requested", "instance", inst.ID, "action", in.apiName, "image", imageID, "ref", ref, "host", inst.Host)
