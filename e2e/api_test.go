@@ -109,6 +109,7 @@ func countServers(t *testing.T, cc *gophercloud.ServiceClient) int {
 // Nova-style body, and leaves nothing behind; projects cannot see or touch
 // each other's servers; members cannot call admin APIs.
 func TestBadInputAndIsolation(t *testing.T) {
+	t.Parallel()
 	c := startCloud(t)
 	admin := c.computeClient(t, "admin", c.adminPass, "admin")
 	demo := c.computeClient(t, "demo", c.demoPass, "demo")

@@ -62,6 +62,7 @@ func frozen(t *testing.T, pid int) bool {
 // name right after the request, and two images of one name (the older
 // backup still exists then) make that lookup fail.
 func TestBackupRotationAndSuspendCLI(t *testing.T) {
+	t.Parallel()
 	registry := testenv.Registry(t)
 	if _, err := exec.LookPath("openstack"); err != nil {
 		t.Fatalf("the openstack CLI (python3-openstackclient) is required: %v", err)

@@ -38,6 +38,7 @@ func buildCapsuleCLI(t *testing.T) string {
 // host list (table and JSON), server list/show and a small boot benchmark
 // beside raw docker run.
 func TestCapsuleCLI(t *testing.T) {
+	t.Parallel()
 	c := startCloud(t)
 	bin := buildCapsuleCLI(t)
 	run := func(args ...string) string {

@@ -10,6 +10,7 @@ import (
 // TestOpenstackCLI drives the cloud with the real Debian openstack client,
 // as a newcomer following the README would.
 func TestOpenstackCLI(t *testing.T) {
+	t.Parallel()
 	if _, err := exec.LookPath("openstack"); err != nil {
 		t.Fatalf("the openstack CLI (python3-openstackclient) is required: %v", err)
 	}

@@ -3,6 +3,15 @@
 // compute host) against the real RabbitMQ, dockerd and registry that
 // deploy/test.sh starts, and drives it with real clients: gophercloud and
 // the Debian openstack CLI.
+//
+// Tests run side by side (t.Parallel; go test -parallel sets how many):
+// each test's cloud has its own database, RabbitMQ vhost, ports, compute
+// host names (its containers are labelled with them), OVS bridges and
+// registry tags, and a test checks only what its own cloud made. A test
+// stays serial when it measures a time or a rate, or when it disrupts
+// something clouds share (RabbitMQ, a dockerd, the test registry,
+// PostgreSQL, Open vSwitch); go test runs the serial tests first, before
+// any parallel one starts.
 package e2e
 
 import (
@@ -79,20 +88,36 @@ type proc struct {
 	cmd    *exec.Cmd
 }
 
+// handedOut is every port freePort has returned in this test process. A
+// port is free when freePort checks it but bound only later, by the
+// process the test starts: without this record two tests running side by
+// side could be handed the same port in between.
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
 // freePort returns a port free on 127.0.0.1 for a process the test starts
-// next. It is picked below the kernel's ephemeral range (32768 up), not
-// with :0: an ephemeral port handed out and closed here can be taken by any
-// outbound connection (to RabbitMQ, dockerd, the registry) before the
-// process binds it, which failed a run with "address already in use".
+// next, never one it returned before. It is picked below the kernel's
+// ephemeral range (32768 up), not with :0: an ephemeral port handed out
+// and closed here can be taken by any outbound connection (to RabbitMQ,
+// dockerd, the registry) before the process binds it, which failed a run
+// with "address already in use".
 func freePort(t *testing.T) int {
 	t.Helper()
+	handedOut.Lock()
+	defer handedOut.Unlock()
 	for range 200 {
 		port := 20000 + mathrand.IntN(12000)
+		if handedOut.ports[port] {
+			continue
+		}
 		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
 			continue
 		}
 		ln.Close()
+		handedOut.ports[port] = true
 		return port
 	}
 	t.Fatal("no free port in 20000-31999")

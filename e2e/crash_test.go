@@ -12,6 +12,7 @@ import (
 // boot is in flight; after a restart the server ends ACTIVE or ERROR with
 // a fault, never stuck in BUILD, and deleting it leaves no container.
 func TestAgentKilledDuringBoot(t *testing.T) {
+	t.Parallel()
 	c := startCloud(t)
 	ctx := context.Background()
 	demo := c.computeClient(t, "demo", c.demoPass, "demo")

@@ -43,6 +43,7 @@ func diagnostics(t *testing.T, cc *gophercloud.ServiceClient, id, v string) (int
 // is in use under the flavor's limit, its tasks are counted under their
 // limit; members may not look.
 func TestDiagnostics(t *testing.T) {
+	t.Parallel()
 	c := startCloud(t)
 	ctx := context.Background()
 	admin := c.computeClient(t, "admin", c.adminPass, "admin")
@@ -120,6 +121,7 @@ func TestDiagnostics(t *testing.T) {
 // the server: what it downloads counts as received, what it sends back
 // as sent, and its inbound shaping queue is reported (below 2.48).
 func TestDiagnosticsNICs(t *testing.T) {
+	t.Parallel()
 	c := startCloud(t, withBridge)
 	admin := c.computeClient(t, "admin", c.adminPass, "admin")
 	shaped, plain := c.shapedPair(t, "diag", 5000, "10.78.0.0/24")

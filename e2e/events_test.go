@@ -55,7 +55,8 @@ func getJSON(t *testing.T, cc *gophercloud.ServiceClient, path string) (int, map
 // OOM-killed; within seconds an admin sees the oom_kill event through
 // GET /os-host-events, the server's owner sees it in the server's
 // instance actions (openstack server event list), the operator CLI lists
-// it; members may not list host events.
+// it; members may not list host events. Not parallel: the event must
+// show within 15 s of the kill, a latency other clouds' load would skew.
 func TestOOMKillEvent(t *testing.T) {
 	c := startCloud(t, withAlarmInterval(time.Second))
 	ctx := context.Background()

@@ -38,6 +38,7 @@ func (s *netServer) addrsOf(dev string) ([]string, bool) {
 // flows go, the port the compute API created is deleted, and the
 // agent's start-up reconcile (drift repair) does not bring it back.
 func TestInterfaceHotplugCLI(t *testing.T) {
+	t.Parallel()
 	if _, err := exec.LookPath("openstack"); err != nil {
 		t.Fatalf("the openstack CLI (python3-openstackclient) is required: %v", err)
 	}

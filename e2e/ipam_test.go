@@ -66,12 +66,14 @@ func inPools(ip string, pools []subnets.AllocationPool) bool {
 // addresses, all inside the subnet's pools; deleting them releases every
 // port and address.
 func TestConcurrentBootsDistinctAddresses(t *testing.T) {
+	t.Parallel()
 	concurrentBoots(t, startCloud(t, onPostgres, fakeAgents, withQuota(60)))
 }
 
 // TestConcurrentBootsDistinctAddressesOnSQLite is the same on SQLite, the
 // all-in-one's database.
 func TestConcurrentBootsDistinctAddressesOnSQLite(t *testing.T) {
+	t.Parallel()
 	concurrentBoots(t, startCloud(t, fakeAgents, withQuota(60)))
 }
 
@@ -169,6 +171,7 @@ func concurrentBoots(t *testing.T, c *cloud) {
 // one outside the network's subnets, is refused with Nova's 400 body, and
 // the refusal leaves no server, port or address behind.
 func TestFixedIPConflicts(t *testing.T) {
+	t.Parallel()
 	c := startCloud(t, fakeAgents)
 	ctx := context.Background()
 	cc := c.computeClient(t, "demo", c.demoPass, "demo")

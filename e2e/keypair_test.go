@@ -16,6 +16,7 @@ import (
 // show, a server booted with the imported key that finds it in root's
 // authorized_keys, and the deletes.
 func TestKeypairCLI(t *testing.T) {
+	t.Parallel()
 	c := startCloud(t)
 	osc := c.openstack(t, "demo", c.demoPass, "demo")
 	cli, run, runJSON := osc.try, osc.run, osc.json

@@ -102,11 +102,17 @@ func hostUsage(t *testing.T, cc *gophercloud.ServiceClient, host string) (vcpus,
 // TestServerLifecycle is the spine: demo boots a server, it becomes a
 // running container with the flavor's limits, and stop/start/reboot/
 // console/delete behave as Nova's do, leaving nothing behind.
-func TestServerLifecycle(t *testing.T) { serverLifecycle(t, startCloud(t)) }
+func TestServerLifecycle(t *testing.T) {
+	t.Parallel()
+	serverLifecycle(t, startCloud(t))
+}
 
 // TestServerLifecycleOnPostgres runs the same journey with the database on
 // PostgreSQL, the multi-host configuration.
-func TestServerLifecycleOnPostgres(t *testing.T) { serverLifecycle(t, startCloud(t, onPostgres)) }
+func TestServerLifecycleOnPostgres(t *testing.T) {
+	t.Parallel()
+	serverLifecycle(t, startCloud(t, onPostgres))
+}
 
 func serverLifecycle(t *testing.T, c *cloud) {
 	ctx := context.Background()

@@ -63,6 +63,7 @@ func scrapeLines(url string) ([]string, error) {
 // series labelled with its UUID, its project and its host, and the
 // host's own series.
 func TestMetrics(t *testing.T) {
+	t.Parallel()
 	c := startCloud(t)
 	url := withMetricsOn(t, c)
 	ctx := context.Background()

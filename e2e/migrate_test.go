@@ -174,6 +174,7 @@ func (c *cloud) hostClean(t *testing.T, cc *gophercloud.ServiceClient, h *comput
 // image. Then it moves back with the openstack CLI and a revert puts it
 // where it was, running, with its data. API errors along the way.
 func TestColdMigration(t *testing.T) {
+	t.Parallel()
 	c, reg := migrationCloud(t)
 	ctx := context.Background()
 	cc := c.computeClient(t, "admin", c.adminPass, "admin")
@@ -304,6 +305,7 @@ func TestColdMigration(t *testing.T) {
 // migration in error; when the agent comes back it creates nothing and
 // nothing is leaked (container, tag, claim, port binding).
 func TestMigrationTargetAgentDies(t *testing.T) {
+	t.Parallel()
 	c, reg := migrationCloud(t)
 	ctx := context.Background()
 	cc := c.computeClient(t, "admin", c.adminPass, "admin")
@@ -360,6 +362,7 @@ func TestMigrationTargetAgentDies(t *testing.T) {
 // rolls back; either way the server ends ACTIVE on exactly one host with
 // its data, and no migration tag is left.
 func TestMigrationRegistryRestart(t *testing.T) {
+	t.Parallel()
 	c, reg := migrationCloud(t)
 	ctx := context.Background()
 	cc := c.computeClient(t, "admin", c.adminPass, "admin")
@@ -472,6 +475,7 @@ func rawV(t *testing.T, cc *gophercloud.ServiceClient, version, method, path, bo
 // --confirm, migrate --wait (a refusal when no host has room, then a move
 // and a revert), migration list, host evacuate and enable.
 func TestResizeAcrossHostsWithCapsuleCLI(t *testing.T) {
+	t.Parallel()
 	c, _ := migrationCloudQuota(t, 40)
 	ctx := context.Background()
 	cc := c.computeClient(t, "admin", c.adminPass, "admin")

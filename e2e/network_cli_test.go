@@ -14,6 +14,7 @@ import (
 // issue's proof lists them, on a cloud whose host maps physnet1 to a real
 // Open vSwitch bridge.
 func TestNetworkOpenstackCLI(t *testing.T) {
+	t.Parallel()
 	if _, err := exec.LookPath("openstack"); err != nil {
 		t.Fatalf("the openstack CLI (python3-openstackclient) is required: %v", err)
 	}

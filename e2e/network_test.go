@@ -265,6 +265,7 @@ func expectTCP(t *testing.T, from, to *netServer, ip string, want bool, why stri
 // and MAC spoofing, addresses survive reboots, and deleting the servers
 // leaves nothing on the hosts or in the API.
 func TestNetworkTwoHosts(t *testing.T) {
+	t.Parallel()
 	c := startCloud(t, twoHosts)
 	ctx := context.Background()
 	cc := c.computeClient(t, "admin", c.adminPass, "admin")

@@ -192,6 +192,7 @@ func rowJS(name, field string) string {
 // the test's artifact directory (go test -artifacts keeps them) and the
 // servers page also in docs/portal-servers.png.
 func TestPortal(t *testing.T) {
+	t.Parallel()
 	chromiumPath(t)
 	c := startCloud(t, withBridge)
 	ctx := context.Background()
@@ -596,7 +597,9 @@ func portalAdmin(t *testing.T, b *browser, c *cloud, admin *gophercloud.ServiceC
 // TestPortalManyServers: with 500 servers in the project (fake agents; a
 // server the scheduler cannot place is listed in ERROR all the same), the
 // servers page shows one page of rows at a time, follows the API's markers
-// from page to page without repeating a server, and stays quick.
+// from page to page without repeating a server, and stays quick. Not
+// parallel: "quick" is a time limit per page, which other clouds' load
+// would skew.
 func TestPortalManyServers(t *testing.T) {
 	chromiumPath(t)
 	const n = 500
@@ -659,6 +662,7 @@ func TestPortalManyServers(t *testing.T) {
 // host: it is disabled, the server's migration is reported as started,
 // and once confirmed the server runs on the first host again.
 func TestPortalMigrate(t *testing.T) {
+	t.Parallel()
 	chromiumPath(t)
 	c, _ := migrationCloud(t)
 	ctx := context.Background()

@@ -26,6 +26,7 @@ import (
 // (procps, which the tenant installs as on any Debian) shows ~512 MB
 // total, /proc/uptime is the server's (LXCFS, agent.lxcfs at its default).
 func TestServerSeesItsOwnProc(t *testing.T) {
+	t.Parallel()
 	if dir := testenv.LXCFS(t); dir != config.Default().Agent.LXCFS {
 		t.Skipf("the test cloud's agent uses LXCFS at the default %s, the test LXCFS is at %s", config.Default().Agent.LXCFS, dir)
 	}

@@ -15,6 +15,7 @@ import (
 // message, `openstack quota show` reads it (Neutron's quotas included),
 // and once the quota is back to the defaults the boot succeeds.
 func TestQuotaCLI(t *testing.T) {
+	t.Parallel()
 	c := startCloud(t)
 	adminCLI, demoCLI := c.openstack(t, "admin", c.adminPass, "admin"), c.openstack(t, "demo", c.demoPass, "demo")
 	admin, demo := adminCLI.run, demoCLI.run

@@ -19,6 +19,7 @@ import (
 // on and unset; a SHUTOFF server's rebuild leaves it SHUTOFF; the
 // instance actions list the rebuilds.
 func TestRebuildCLI(t *testing.T) {
+	t.Parallel()
 	c := startCloud(t, withBridge)
 	osc := c.openstack(t, "admin", c.adminPass, "admin")
 	cli, run, jsonOf := osc.try, osc.run, osc.json

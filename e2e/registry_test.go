@@ -160,6 +160,7 @@ func withRegistry(reg *authRegistry) cloudOption {
 // TestAuthRegistryRefusesAnonymous: the test registry, like the
 // all-in-one's, wants a login; a wrong one is refused too.
 func TestAuthRegistryRefusesAnonymous(t *testing.T) {
+	t.Parallel()
 	reg := startAuthRegistry(t)
 	if code, err := reg.status("/v2/", false); err != nil || code != http.StatusUnauthorized {
 		t.Fatalf("anonymous /v2/: %d %v, want 401", code, err)

@@ -48,7 +48,9 @@ func wantCPU(t *testing.T, what string, pid int, want, tol float64) {
 // live to a 1-CPU flavor (same container, same PID 1: no restart), gets
 // one CPU, is reverted to half a CPU; the host's usage follows; a
 // resize to the same flavor and a stranger's resize are refused; then
-// the openstack CLI resizes, confirms and reverts.
+// the openstack CLI resizes, confirms and reverts. Not parallel: it
+// measures the CPU rate the server gets, which other clouds' load would
+// skew.
 func TestLiveResize(t *testing.T) {
 	c := startCloud(t)
 	ctx := context.Background()

@@ -11,6 +11,7 @@ import (
 // group land on different hosts, a third finds no valid host, and the
 // group shows, lists and deletes.
 func TestServerGroupAntiAffinityCLI(t *testing.T) {
+	t.Parallel()
 	c := startCloud(t, twoHosts)
 	demoCLI, adminCLI := c.openstack(t, "demo", c.demoPass, "demo"), c.openstack(t, "admin", c.adminPass, "admin")
 	jsonMap := func(o *openstackCLI) func(args ...string) map[string]any {

@@ -15,7 +15,8 @@ import (
 // TestFlavorShapesServerNICs: a flavor with quota:vif_inbound_average and
 // quota:vif_outbound_average of 1250 KB/s (10 Mbit/s) shapes TCP into and
 // out of a server booted from it to that rate (±15%), measured between two
-// real servers on one VLAN.
+// real servers on one VLAN. Not parallel: a rate measured against a
+// tolerance needs a quiet machine.
 func TestFlavorShapesServerNICs(t *testing.T) {
 	c := startCloud(t, withBridge)
 	shaped, plain := c.shapedPair(t, "shape", 1250, "10.79.0.0/24")

@@ -41,6 +41,7 @@ func snapshotTags(t *testing.T, registry string) []string {
 // booted from it (pulled from the registry) has the file; deleting the
 // image removes its registry tag.
 func TestSnapshotBootAndDelete(t *testing.T) {
+	t.Parallel()
 	registry := testenv.Registry(t)
 	c := startCloud(t)
 	ctx := context.Background()
