@@ -10,6 +10,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/api-server/httpapi"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/store"
 	"golang.org/x/crypto/bcrypt"
 	"gorm.io/gorm"
@@ -27,7 +28,7 @@ const forbiddenMsg = "You are not authorized to perform the requested action."
 func (s *Service) requireAdmin(w http.ResponseWriter, r *http.Request) (*auth.Credentials, bool) {
 	c := auth.FromContext(r.Context())
 	if c == nil || !c.IsAdmin() {
-		s.fail(w, r, http.StatusForbidden, forbiddenMsg)
+		s.failErr(w, r, errdefs.Forbidden(forbiddenMsg))
 		return c, false
 	}
 	return c, true
@@ -45,16 +46,16 @@ func (s *Service) collectionLinks(r *http.Request) map[string]any {
 func (s *Service) readEntity(w http.ResponseWriter, r *http.Request, key string, v any) bool {
 	var body map[string]jsonRaw
 	if err := httpapi.ReadJSON(r, &body); err != nil {
-		s.fail(w, r, http.StatusBadRequest, "Invalid input: "+err.Error())
+		s.failErr(w, r, errdefs.InvalidArgument("Invalid input: "+err.Error()))
 		return false
 	}
 	raw, ok := body[key]
 	if !ok {
-		s.fail(w, r, http.StatusBadRequest, fmt.Sprintf("Invalid input: '%s' is a required property.", key))
+		s.failErr(w, r, errdefs.InvalidArgumentf("Invalid input: '%s' is a required property.", key))
 		return false
 	}
 	if err := raw.decode(v); err != nil {
-		s.fail(w, r, http.StatusBadRequest, "Invalid input for "+key+": "+err.Error())
+		s.failErr(w, r, errdefs.InvalidArgument("Invalid input for "+key+": "+err.Error()))
 		return false
 	}
 	return true
@@ -100,7 +101,7 @@ func (s *Service) listDomains(w http.ResponseWriter, r *http.Request) {
 
 func (s *Service) getDomain(w http.ResponseWriter, r *http.Request) {
 	if r.PathValue("id") != DefaultDomainID {
-		s.fail(w, r, http.StatusNotFound, "Could not find domain: "+r.PathValue("id")+".")
+		s.failErr(w, r, errdefs.NotFound("Could not find domain: "+r.PathValue("id")+"."))
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"domain": s.domainView(r)})
@@ -188,11 +189,11 @@ func (s *Service) createProject(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if in.Name == nil {
-		s.fail(w, r, http.StatusBadRequest, "Invalid input: 'name' is a required property.")
+		s.failErr(w, r, errdefs.InvalidArgument("Invalid input: 'name' is a required property."))
 		return
 	}
 	if msg := checkProjectInput(&in); msg != "" {
-		s.fail(w, r, http.StatusBadRequest, msg)
+		s.failErr(w, r, errdefs.InvalidArgument(msg))
 		return
 	}
 	p := store.Project{ID: newID(), Name: *in.Name, DomainID: DefaultDomainID, Enabled: true}
@@ -204,7 +205,7 @@ func (s *Service) createProject(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := s.st.WithContext(r.Context()).Create(&p).Error; err != nil {
 		if errors.Is(err, gorm.ErrDuplicatedKey) {
-			s.fail(w, r, http.StatusConflict, "Conflict occurred attempting to store project - Duplicate entry found with name "+p.Name+".")
+			s.failErr(w, r, errdefs.Conflict("Conflict occurred attempting to store project - Duplicate entry found with name "+p.Name+"."))
 			return
 		}
 		s.internalError(w, r, fmt.Errorf("create project: %w", err))
@@ -223,7 +224,7 @@ func (s *Service) getProject(w http.ResponseWriter, r *http.Request) {
 	c := auth.FromContext(r.Context())
 	id := r.PathValue("id")
 	if !c.IsAdmin() && c.ProjectID != id {
-		s.fail(w, r, http.StatusForbidden, forbiddenMsg)
+		s.failErr(w, r, errdefs.Forbidden(forbiddenMsg))
 		return
 	}
 	p, err := s.loadProject(r.Context(), id)
@@ -244,7 +245,7 @@ func (s *Service) updateProject(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if msg := checkProjectInput(&in); msg != "" {
-		s.fail(w, r, http.StatusBadRequest, msg)
+		s.failErr(w, r, errdefs.InvalidArgument(msg))
 		return
 	}
 	p, err := s.loadProject(r.Context(), id)
@@ -263,7 +264,7 @@ func (s *Service) updateProject(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := s.st.WithContext(r.Context()).Select("name", "description", "enabled").Save(&p).Error; err != nil {
 		if errors.Is(err, gorm.ErrDuplicatedKey) {
-			s.fail(w, r, http.StatusConflict, "Conflict occurred attempting to store project - Duplicate entry found with name "+p.Name+".")
+			s.failErr(w, r, errdefs.Conflict("Conflict occurred attempting to store project - Duplicate entry found with name "+p.Name+"."))
 			return
 		}
 		s.internalError(w, r, fmt.Errorf("update project %s: %w", id, err))
@@ -307,7 +308,7 @@ func (s *Service) userProjects(w http.ResponseWriter, r *http.Request) {
 	c := auth.FromContext(r.Context())
 	id := r.PathValue("id")
 	if c.UserID != id && !c.IsAdmin() {
-		s.fail(w, r, http.StatusForbidden, forbiddenMsg)
+		s.failErr(w, r, errdefs.Forbidden(forbiddenMsg))
 		return
 	}
 	if _, err := s.loadUser(r.Context(), id); err != nil {
@@ -420,11 +421,11 @@ func (s *Service) createUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if in.Name == nil {
-		s.fail(w, r, http.StatusBadRequest, "Invalid input: 'name' is a required property.")
+		s.failErr(w, r, errdefs.InvalidArgument("Invalid input: 'name' is a required property."))
 		return
 	}
 	if msg := checkUserInput(&in); msg != "" {
-		s.fail(w, r, http.StatusBadRequest, msg)
+		s.failErr(w, r, errdefs.InvalidArgument(msg))
 		return
 	}
 	u := store.User{ID: newID(), Name: *in.Name, DomainID: DefaultDomainID, Enabled: true}
@@ -456,7 +457,7 @@ func (s *Service) createUser(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := s.st.WithContext(r.Context()).Create(&u).Error; err != nil {
 		if errors.Is(err, gorm.ErrDuplicatedKey) {
-			s.fail(w, r, http.StatusConflict, "Conflict occurred attempting to store user - Duplicate entry found with name "+u.Name+" at domain ID default.")
+			s.failErr(w, r, errdefs.Conflict("Conflict occurred attempting to store user - Duplicate entry found with name "+u.Name+" at domain ID default."))
 			return
 		}
 		s.internalError(w, r, fmt.Errorf("create user: %w", err))
@@ -469,7 +470,7 @@ func (s *Service) getUser(w http.ResponseWriter, r *http.Request) {
 	c := auth.FromContext(r.Context())
 	id := r.PathValue("id")
 	if c.UserID != id && !c.IsAdmin() {
-		s.fail(w, r, http.StatusForbidden, forbiddenMsg)
+		s.failErr(w, r, errdefs.Forbidden(forbiddenMsg))
 		return
 	}
 	u, err := s.loadUser(r.Context(), id)
@@ -490,7 +491,7 @@ func (s *Service) updateUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if msg := checkUserInput(&in); msg != "" {
-		s.fail(w, r, http.StatusBadRequest, msg)
+		s.failErr(w, r, errdefs.InvalidArgument(msg))
 		return
 	}
 	u, err := s.loadUser(r.Context(), id)
@@ -532,7 +533,7 @@ func (s *Service) updateUser(w http.ResponseWriter, r *http.Request) {
 	})
 	if err != nil {
 		if errors.Is(err, gorm.ErrDuplicatedKey) {
-			s.fail(w, r, http.StatusConflict, "Conflict occurred attempting to store user - Duplicate entry found with name "+u.Name+".")
+			s.failErr(w, r, errdefs.Conflict("Conflict occurred attempting to store user - Duplicate entry found with name "+u.Name+"."))
 			return
 		}
 		s.internalError(w, r, fmt.Errorf("update user %s: %w", id, err))
@@ -572,7 +573,7 @@ func (s *Service) changePassword(w http.ResponseWriter, r *http.Request) {
 	c := auth.FromContext(r.Context())
 	id := r.PathValue("id")
 	if c.UserID != id {
-		s.fail(w, r, http.StatusForbidden, forbiddenMsg)
+		s.failErr(w, r, errdefs.Forbidden(forbiddenMsg))
 		return
 	}
 	var in struct {
@@ -583,7 +584,7 @@ func (s *Service) changePassword(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if in.Password == nil || in.OriginalPassword == nil {
-		s.fail(w, r, http.StatusBadRequest, "Invalid input: 'password' and 'original_password' are required.")
+		s.failErr(w, r, errdefs.InvalidArgument("Invalid input: 'password' and 'original_password' are required."))
 		return
 	}
 	u, err := s.loadUser(r.Context(), id)
@@ -592,7 +593,7 @@ func (s *Service) changePassword(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(*in.OriginalPassword)) != nil {
-		s.fail(w, r, http.StatusUnauthorized, authFailMsg)
+		s.failErr(w, r, errdefs.Unauthenticated(authFailMsg))
 		return
 	}
 	h, err := hashPassword(*in.Password)
@@ -617,7 +618,7 @@ func (s *Service) changePassword(w http.ResponseWriter, r *http.Request) {
 func (s *Service) userGroups(w http.ResponseWriter, r *http.Request) {
 	c := auth.FromContext(r.Context())
 	if c.UserID != r.PathValue("id") && !c.IsAdmin() {
-		s.fail(w, r, http.StatusForbidden, forbiddenMsg)
+		s.failErr(w, r, errdefs.Forbidden(forbiddenMsg))
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"groups": []any{}, "links": s.collectionLinks(r)})
@@ -676,11 +677,11 @@ func (s *Service) createRole(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if in.Name == nil || strings.TrimSpace(*in.Name) == "" || len(*in.Name) > maxName {
-		s.fail(w, r, http.StatusBadRequest, "Invalid input for field 'name': a non-empty name of at most 255 characters is required.")
+		s.failErr(w, r, errdefs.InvalidArgument("Invalid input for field 'name': a non-empty name of at most 255 characters is required."))
 		return
 	}
 	if in.DomainID != nil && *in.DomainID != "" {
-		s.fail(w, r, http.StatusBadRequest, "Domain-specific roles are not supported.")
+		s.failErr(w, r, errdefs.InvalidArgument("Domain-specific roles are not supported."))
 		return
 	}
 	ro := store.Role{ID: newID(), Name: *in.Name}
@@ -689,7 +690,7 @@ func (s *Service) createRole(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := s.createRoleRow(r.Context(), &ro); err != nil {
 		if errors.Is(err, store.ErrConflict) {
-			s.fail(w, r, http.StatusConflict, "Conflict occurred attempting to store role - Duplicate entry found with name "+ro.Name+".")
+			s.failErr(w, r, errdefs.Conflict("Conflict occurred attempting to store role - Duplicate entry found with name "+ro.Name+"."))
 			return
 		}
 		s.internalError(w, r, err)
@@ -742,7 +743,7 @@ func (s *Service) updateRole(w http.ResponseWriter, r *http.Request) {
 	}
 	if in.Name != nil {
 		if strings.TrimSpace(*in.Name) == "" || len(*in.Name) > maxName {
-			s.fail(w, r, http.StatusBadRequest, "Invalid input for field 'name'.")
+			s.failErr(w, r, errdefs.InvalidArgument("Invalid input for field 'name'."))
 			return
 		}
 		ro.Name = *in.Name
@@ -752,7 +753,7 @@ func (s *Service) updateRole(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := s.st.WithContext(r.Context()).Select("name", "description").Save(&ro).Error; err != nil {
 		if errors.Is(err, gorm.ErrDuplicatedKey) {
-			s.fail(w, r, http.StatusConflict, "Conflict occurred attempting to store role - Duplicate entry found with name "+ro.Name+".")
+			s.failErr(w, r, errdefs.Conflict("Conflict occurred attempting to store role - Duplicate entry found with name "+ro.Name+"."))
 			return
 		}
 		s.internalError(w, r, fmt.Errorf("update role %s: %w", id, err))
@@ -836,7 +837,7 @@ func (s *Service) checkGrant(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if n == 0 {
-		s.fail(w, r, http.StatusNotFound, "Could not find role assignment.")
+		s.failErr(w, r, errdefs.NotFound("Could not find role assignment."))
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -871,7 +872,7 @@ func (s *Service) deleteGrant(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if res.RowsAffected == 0 {
-		s.fail(w, r, http.StatusNotFound, "Could not find role assignment.")
+		s.failErr(w, r, errdefs.NotFound("Could not find role assignment."))
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -900,7 +901,7 @@ func (s *Service) listAssignments(w http.ResponseWriter, r *http.Request) {
 	c := auth.FromContext(r.Context())
 	q := r.URL.Query()
 	if !c.IsAdmin() && q.Get("user.id") != c.UserID {
-		s.fail(w, r, http.StatusForbidden, forbiddenMsg)
+		s.failErr(w, r, errdefs.Forbidden(forbiddenMsg))
 		return
 	}
 	db := s.st.WithContext(r.Context()).Model(&store.RoleAssignment{})

@@ -5,6 +5,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/api-server/httpapi"
+	"github.com/capsule-cloud/capsule/errdefs"
 )
 
 type catalogEndpoint struct {
@@ -87,7 +88,7 @@ func (s *Service) version(w http.ResponseWriter, r *http.Request) {
 func (s *Service) authCatalog(w http.ResponseWriter, r *http.Request) {
 	c := auth.FromContext(r.Context())
 	if c.ProjectID == "" {
-		s.fail(w, r, http.StatusForbidden, "A project-scoped token is required to produce a service catalog.")
+		s.failErr(w, r, errdefs.Forbidden("A project-scoped token is required to produce a service catalog."))
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"catalog": s.catalog(r), "links": s.collectionLinks(r)})

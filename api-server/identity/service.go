@@ -138,7 +138,7 @@ func (s *Service) Handler() http.Handler {
 	h("GET /v3/regions", s.listRegions)
 
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		s.fail(w, r, http.StatusNotFound, "The resource could not be found.")
+		s.failErr(w, r, errdefs.NotFound("The resource could not be found."))
 	})
 	return httpapi.WithRequestID(httpapi.AccessLog(s.opts.Logger, "identity", httpapi.TrimSlash(mux)))
 }
@@ -173,7 +173,7 @@ func errorTitle(status int) string {
 }
 
 func (s *Service) notImplemented(w http.ResponseWriter, r *http.Request) {
-	s.fail(w, r, http.StatusNotImplemented, "Capsule has a single domain, \"default\"; domains cannot be changed.")
+	s.failErr(w, r, errdefs.NotSupported("Capsule has a single domain, \"default\"; domains cannot be changed."))
 }
 
 // internalError logs err and answers 500 without leaking details.

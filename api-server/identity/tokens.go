@@ -227,7 +227,7 @@ func badAuthRequest(msg string) error { return errdefs.InvalidArgument(msg) }
 func (s *Service) issueToken(w http.ResponseWriter, r *http.Request) {
 	var req authRequest
 	if err := httpapi.ReadJSON(r, &req); err != nil {
-		s.fail(w, r, http.StatusBadRequest, "Invalid authentication request: "+err.Error())
+		s.failErr(w, r, errdefs.InvalidArgument("Invalid authentication request: "+err.Error()))
 		return
 	}
 	row, err := s.authenticate(r.Context(), &req)
@@ -494,20 +494,20 @@ func (s *Service) subjectToken(w http.ResponseWriter, r *http.Request) (*tokenIn
 	caller := auth.FromContext(r.Context())
 	subj := r.Header.Get("X-Subject-Token")
 	if subj == "" {
-		s.fail(w, r, http.StatusBadRequest, "X-Subject-Token header is required.")
+		s.failErr(w, r, errdefs.InvalidArgument("X-Subject-Token header is required."))
 		return nil, false
 	}
 	ti, err := s.loadToken(r.Context(), subj)
 	if err != nil {
 		if errors.Is(err, ErrInvalidToken) {
-			s.fail(w, r, http.StatusNotFound, "Could not find token: "+truncate(subj, 8)+"...")
+			s.failErr(w, r, errdefs.NotFound("Could not find token: "+truncate(subj, 8)+"..."))
 			return nil, false
 		}
 		s.internalError(w, r, err)
 		return nil, false
 	}
 	if ti.user.ID != caller.UserID && !caller.IsAdmin() {
-		s.fail(w, r, http.StatusForbidden, "You are not authorized to perform the requested action: identity:validate_token.")
+		s.failErr(w, r, errdefs.Forbidden("You are not authorized to perform the requested action: identity:validate_token."))
 		return nil, false
 	}
 	return ti, true

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -39,15 +40,15 @@ func (s *Service) uploadImage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !canModify(c, &img) {
-		s.fail(w, r, http.StatusForbidden, "You are not authorized to upload data to image "+img.ID)
+		s.respondErr(w, r, errdefs.Forbidden("You are not authorized to upload data to image "+img.ID))
 		return
 	}
 	if s.opts.Data == nil {
-		s.fail(w, r, http.StatusNotImplemented, "Image data upload is not available on this Capsule deployment.")
+		s.respondErr(w, r, errdefs.NotSupported("Image data upload is not available on this Capsule deployment."))
 		return
 	}
 	if img.Status != StatusQueued {
-		s.fail(w, r, http.StatusConflict, "Image status transition from "+img.Status+" to saving is not allowed")
+		s.respondErr(w, r, errdefs.Conflict("Image status transition from "+img.Status+" to saving is not allowed"))
 		return
 	}
 	// Claim the image: only one upload may move it out of queued.
@@ -58,7 +59,7 @@ func (s *Service) uploadImage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if res.RowsAffected == 0 {
-		s.fail(w, r, http.StatusConflict, "Image "+img.ID+" is already being uploaded")
+		s.respondErr(w, r, errdefs.Conflict("Image "+img.ID+" is already being uploaded"))
 		return
 	}
 	img.Status = StatusSaving
@@ -70,7 +71,7 @@ func (s *Service) uploadImage(w http.ResponseWriter, r *http.Request) {
 		if serr := s.save(r, &img); serr != nil {
 			s.log.ErrorContext(r.Context(), "reset image status after a failed upload", "image", img.ID, "error", serr)
 		}
-		s.fail(w, r, http.StatusBadRequest, "Image upload failed: "+err.Error())
+		s.respondErr(w, r, errdefs.InvalidArgument("Image upload failed: "+err.Error()))
 		return
 	}
 	size := hr.n
@@ -96,7 +97,7 @@ func (s *Service) downloadImage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if img.Status == StatusDeactivated && !c.IsAdmin() {
-		s.fail(w, r, http.StatusForbidden, "The requested image has been deactivated. Image data download is forbidden.")
+		s.respondErr(w, r, errdefs.Forbidden("The requested image has been deactivated. Image data download is forbidden."))
 		return
 	}
 	if img.Status != StatusActive && img.Status != StatusDeactivated {
@@ -104,7 +105,7 @@ func (s *Service) downloadImage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.opts.Data == nil {
-		s.fail(w, r, http.StatusNotImplemented, "Image data download is not available on this Capsule deployment.")
+		s.respondErr(w, r, errdefs.NotSupported("Image data download is not available on this Capsule deployment."))
 		return
 	}
 	rc, err := s.opts.Data.Get(r.Context(), img)

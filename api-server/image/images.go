@@ -15,6 +15,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/api-server/httpapi"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/store"
 	"github.com/google/uuid"
 	"gorm.io/gorm"
@@ -193,11 +194,11 @@ func (s *Service) deleteImage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !canModify(c, &img) {
-		s.fail(w, r, http.StatusForbidden, "You are not authorized to delete image "+img.ID)
+		s.respondErr(w, r, errdefs.Forbidden("You are not authorized to delete image "+img.ID))
 		return
 	}
 	if img.Protected {
-		s.fail(w, r, http.StatusForbidden, "Image "+img.ID+" is protected and cannot be deleted.")
+		s.respondErr(w, r, errdefs.Forbidden("Image "+img.ID+" is protected and cannot be deleted."))
 		return
 	}
 	res := s.st.WithContext(r.Context()).Where("id = ?", img.ID).Delete(&store.Image{})
@@ -206,7 +207,7 @@ func (s *Service) deleteImage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if res.RowsAffected == 0 {
-		s.fail(w, r, http.StatusNotFound, "No image found with ID "+img.ID)
+		s.respondErr(w, r, errdefs.NotFound("No image found with ID "+img.ID))
 		return
 	}
 	// The row is gone, so the image is deleted for clients; a registry
@@ -445,19 +446,19 @@ func (s *Service) listImages(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
-			s.fail(w, r, http.StatusBadRequest, "limit param must be a non-negative integer")
+			s.respondErr(w, r, errdefs.InvalidArgument("limit param must be a non-negative integer"))
 			return
 		}
 		limit = min(n, 1000)
 	}
 	specs, err := parseSort(q)
 	if err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error())
+		s.respondErr(w, r, errdefs.InvalidArgument(err.Error()))
 		return
 	}
 	filters, err := buildFilters(c, q)
 	if err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error())
+		s.respondErr(w, r, errdefs.InvalidArgument(err.Error()))
 		return
 	}
 	// The image table is small (tens to hundreds of rows): filtering and
@@ -488,7 +489,7 @@ func (s *Service) listImages(w http.ResponseWriter, r *http.Request) {
 	if m := q.Get("marker"); m != "" {
 		i := slices.IndexFunc(matched, func(img store.Image) bool { return img.ID == m })
 		if i < 0 {
-			s.fail(w, r, http.StatusBadRequest, "marker not found: "+m)
+			s.respondErr(w, r, errdefs.InvalidArgument("marker not found: "+m))
 			return
 		}
 		matched = matched[i+1:]

@@ -15,6 +15,7 @@ import (
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/api-server/httpapi"
 	"github.com/capsule-cloud/capsule/api-server/identity"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -83,7 +84,7 @@ func (s *Service) Handler() http.Handler {
 	h("GET /v2/schemas/images", s.imagesSchema)
 
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		s.fail(w, r, http.StatusNotFound, "The resource could not be found.")
+		s.respondErr(w, r, errdefs.NotFound("The resource could not be found."))
 	})
 	return httpapi.WithRequestID(httpapi.AccessLog(s.opts.Logger, "image", httpapi.TrimSlash(mux)))
 }
@@ -107,9 +108,9 @@ func (s *Service) internalError(w http.ResponseWriter, r *http.Request, err erro
 func (s *Service) storeError(w http.ResponseWriter, r *http.Request, err error, id string) {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		s.fail(w, r, http.StatusNotFound, "No image found with ID "+id)
+		s.respondErr(w, r, errdefs.NotFound("No image found with ID "+id))
 	case errors.Is(err, store.ErrConflict):
-		s.fail(w, r, http.StatusConflict, fmt.Sprintf("An image with identifier %s already exists", id))
+		s.respondErr(w, r, errdefs.Conflictf("An image with identifier %s already exists", id))
 	default:
 		s.internalError(w, r, err)
 	}

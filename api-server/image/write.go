@@ -213,12 +213,12 @@ func setAttr(c *auth.Credentials, img *store.Image, props map[string]string, key
 func (s *Service) createImage(w http.ResponseWriter, r *http.Request) {
 	c := auth.FromContext(r.Context())
 	if !c.CanWrite() {
-		s.fail(w, r, http.StatusForbidden, "You are not authorized to create images.")
+		s.respondErr(w, r, errdefs.Forbidden("You are not authorized to create images."))
 		return
 	}
 	var body map[string]any
 	if err := httpapi.ReadJSON(r, &body); err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error())
+		s.respondErr(w, r, errdefs.InvalidArgument(err.Error()))
 		return
 	}
 	img := store.Image{ID: uuid.NewString(), Status: StatusQueued, Visibility: VisibilityShared, Owner: c.ProjectID}
@@ -237,7 +237,7 @@ func (s *Service) createImage(w http.ResponseWriter, r *http.Request) {
 	setProperties(&img, props)
 	if err := s.st.WithContext(r.Context()).Create(&img).Error; err != nil {
 		if errors.Is(err, gorm.ErrDuplicatedKey) {
-			s.fail(w, r, http.StatusConflict, "An image with identifier "+img.ID+" already exists")
+			s.respondErr(w, r, errdefs.Conflict("An image with identifier "+img.ID+" already exists"))
 			return
 		}
 		s.internalError(w, r, fmt.Errorf("create image: %w", err))
@@ -294,12 +294,12 @@ func (s *Service) patchImage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !canModify(c, &img) {
-		s.fail(w, r, http.StatusForbidden, "You are not authorized to modify image "+img.ID)
+		s.respondErr(w, r, errdefs.Forbidden("You are not authorized to modify image "+img.ID))
 		return
 	}
 	var ops []patchOp
 	if err := httpapi.ReadJSON(r, &ops); err != nil {
-		s.fail(w, r, http.StatusBadRequest, err.Error())
+		s.respondErr(w, r, errdefs.InvalidArgument(err.Error()))
 		return
 	}
 	props := Properties(&img)
@@ -313,18 +313,18 @@ func (s *Service) patchImage(w http.ResponseWriter, r *http.Request) {
 		switch op.Op {
 		case "remove":
 			if !isProp {
-				s.fail(w, r, http.StatusForbidden, "Attribute '"+op.Path+"' cannot be removed.")
+				s.respondErr(w, r, errdefs.Forbidden("Attribute '"+op.Path+"' cannot be removed."))
 				return
 			}
 			if _, has := props[op.Path]; !has || isInternalProp(op.Path) {
-				s.fail(w, r, http.StatusConflict, "Property "+op.Path+" does not exist.")
+				s.respondErr(w, r, errdefs.Conflict("Property "+op.Path+" does not exist."))
 				return
 			}
 			delete(props, op.Path)
 			continue
 		case "replace":
 			if _, has := props[op.Path]; isProp && !has {
-				s.fail(w, r, http.StatusConflict, "Property "+op.Path+" does not exist.")
+				s.respondErr(w, r, errdefs.Conflict("Property "+op.Path+" does not exist."))
 				return
 			}
 		}
@@ -367,7 +367,7 @@ func (s *Service) changeTags(w http.ResponseWriter, r *http.Request, add bool) {
 		return
 	}
 	if !canModify(c, &img) {
-		s.fail(w, r, http.StatusForbidden, "You are not authorized to modify image "+img.ID)
+		s.respondErr(w, r, errdefs.Forbidden("You are not authorized to modify image "+img.ID))
 		return
 	}
 	tag := r.PathValue("tag")
@@ -377,12 +377,12 @@ func (s *Service) changeTags(w http.ResponseWriter, r *http.Request, add bool) {
 	switch {
 	case add && !has:
 		if len(tag) > 255 {
-			s.fail(w, r, http.StatusBadRequest, "Tag is longer than 255 characters")
+			s.respondErr(w, r, errdefs.InvalidArgument("Tag is longer than 255 characters"))
 			return
 		}
 		tags = append(tags, tag)
 	case !add && !has:
-		s.fail(w, r, http.StatusNotFound, "Tag "+tag+" not found on image "+img.ID)
+		s.respondErr(w, r, errdefs.NotFound("Tag "+tag+" not found on image "+img.ID))
 		return
 	case !add:
 		tags = slices.DeleteFunc(tags, func(t string) bool { return t == tag })
@@ -415,11 +415,11 @@ func (s *Service) setActive(w http.ResponseWriter, r *http.Request, active bool)
 		return
 	}
 	if !c.IsAdmin() {
-		s.fail(w, r, http.StatusForbidden, "You are not authorized to change the activation of image "+img.ID)
+		s.respondErr(w, r, errdefs.Forbidden("You are not authorized to change the activation of image "+img.ID))
 		return
 	}
 	if img.Status != StatusActive && img.Status != StatusDeactivated {
-		s.fail(w, r, http.StatusForbidden, "Not allowed to change the activation of an image in status '"+img.Status+"'")
+		s.respondErr(w, r, errdefs.Forbidden("Not allowed to change the activation of an image in status '"+img.Status+"'"))
 		return
 	}
 	img.Status = StatusDeactivated
