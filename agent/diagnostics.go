@@ -123,44 +123,13 @@ func (a *Agent) outboundShaping(ctx context.Context, id string, nics []protocol.
 		if err != nil {
 			continue
 		}
-		q, err := htbRoot(h, link)
+		sh, err := vif.ReadShaping(h, link)
 		if err != nil {
 			return fmt.Errorf("qdiscs of %s in %s: %w", name, path, err)
 		}
-		if q != nil {
-			nics[i].OutboundShaped = true
-			nics[i].OutboundDrops, nics[i].OutboundOverlimits = queueStats(q)
-		}
+		nics[i].OutboundShaped, nics[i].OutboundDrops, nics[i].OutboundOverlimits = sh.Shaped, sh.Drops, sh.Overlimits
 	}
 	return nil
-}
-
-// htbRoot returns the link's root qdisc when it is an HTB (Capsule's
-// shaping), else nil.
-func htbRoot(h *netlink.Handle, link netlink.Link) (netlink.Qdisc, error) {
-	var qdiscs []netlink.Qdisc
-	var err error
-	for range 5 {
-		if qdiscs, err = h.QdiscList(link); !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	for _, q := range qdiscs {
-		if q.Attrs().Parent == netlink.HANDLE_ROOT && q.Type() == "htb" {
-			return q, nil
-		}
-	}
-	return nil, nil
-}
-
-func queueStats(q netlink.Qdisc) (drops, overlimits uint64) {
-	if s := q.Attrs().Statistics; s != nil && s.Queue != nil {
-		return uint64(s.Queue.Drops), uint64(s.Queue.Overlimits)
-	}
-	return 0, 0
 }
 
 func fillStats(rep *protocol.DiagnosticsReply, s cgroup.Stats) {
@@ -210,13 +179,10 @@ func linkDiagnostics(d *protocol.NICDiagnostics) error {
 		d.TxBytes, d.TxPackets, d.TxErrors, d.TxDrops = s.RxBytes, s.RxPackets, s.RxErrors, s.RxDropped
 		d.RxBytes, d.RxPackets, d.RxErrors, d.RxDrops = s.TxBytes, s.TxPackets, s.TxErrors, s.TxDropped
 	}
-	q, err := htbRoot(&netlink.Handle{}, link) // the zero Handle is the current namespace
+	sh, err := vif.ReadShaping(&netlink.Handle{}, link) // the zero Handle is the current namespace
 	if err != nil {
 		return fmt.Errorf("qdiscs of %s: %w", d.Interface, err)
 	}
-	if q != nil {
-		d.InboundShaped = true
-		d.InboundDrops, d.InboundOverlimits = queueStats(q)
-	}
+	d.InboundShaped, d.InboundDrops, d.InboundOverlimits = sh.Shaped, sh.Drops, sh.Overlimits
 	return nil
 }

@@ -206,6 +206,30 @@ func rootQdisc(h *netlink.Handle, link netlink.Link) (netlink.Qdisc, error) {
 	return nil, nil
 }
 
+// Shaping is what a link's shaping queue did: whether an HTB root qdisc
+// shapes the link (Capsule's shaping), and the packets it dropped and
+// held back over its rate since it was installed.
+type Shaping struct {
+	Shaped     bool
+	Drops      uint64
+	Overlimits uint64
+}
+
+// ReadShaping reads the shaping of link through h, a handle in the
+// link's namespace (the zero Handle is this process's). A link without
+// an HTB root is not shaped: the zero Shaping.
+func ReadShaping(h *netlink.Handle, link netlink.Link) (Shaping, error) {
+	root, err := rootQdisc(h, link)
+	if err != nil || root == nil || root.Type() != "htb" {
+		return Shaping{}, err
+	}
+	out := Shaping{Shaped: true}
+	if s := root.Attrs().Statistics; s != nil && s.Queue != nil {
+		out.Drops, out.Overlimits = uint64(s.Queue.Drops), uint64(s.Queue.Overlimits)
+	}
+	return out, nil
+}
+
 // htbClass returns the HTB class 1:1 of the link, or nil.
 func htbClass(h *netlink.Handle, link netlink.Link) (*netlink.HtbClass, error) {
 	var classes []netlink.Class

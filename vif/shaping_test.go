@@ -123,7 +123,10 @@ func TestShaping(t *testing.T) {
 	checkQdiscs := func(t *testing.T, want bool) {
 		t.Helper()
 		for _, l := range []*tcLink{hostEnd, contEnd} {
-			q, c := l.shaping(t)
+			q, c, sh := l.shaping(t)
+			if sh.Shaped != want {
+				t.Errorf("%s: ReadShaping = %+v, want shaped %v", l.name, sh, want)
+			}
 			if !want {
 				if q != nil || c != nil {
 					t.Errorf("%s: qdisc %v class %v left, want none", l.name, q, c)
@@ -144,12 +147,12 @@ func TestShaping(t *testing.T) {
 	checkQdiscs(t, true)
 
 	t.Run("idempotent", func(t *testing.T) {
-		_, c0 := hostEnd.shaping(t)
+		_, c0, _ := hostEnd.shaping(t)
 		replug(bw)
 		replug(bw)
 		checkQdiscs(t, true)
 		// Left alone, not replaced: the class keeps its counters.
-		_, c1 := hostEnd.shaping(t)
+		_, c1, _ := hostEnd.shaping(t)
 		if c1.Statistics == nil || c0.Statistics == nil || c1.Statistics.Basic.Bytes < c0.Statistics.Basic.Bytes || c1.Statistics.Basic.Bytes == 0 {
 			t.Errorf("class counters %+v -> %+v: re-Plug replaced the class", c0.Statistics, c1.Statistics)
 		}
@@ -221,8 +224,9 @@ func linkOn(t *testing.T, ns *netnsT, name string) *tcLink {
 }
 
 // shaping returns the link's root HTB qdisc and its class 1:1 (with
-// statistics), each nil when absent.
-func (l *tcLink) shaping(t *testing.T) (netlink.Qdisc, *netlink.HtbClass) {
+// statistics), each nil when absent, and its shaping as diagnostics
+// read it.
+func (l *tcLink) shaping(t *testing.T) (netlink.Qdisc, *netlink.HtbClass, Shaping) {
 	t.Helper()
 	link, err := l.h.LinkByName(l.name)
 	if err != nil {
@@ -236,7 +240,11 @@ func (l *tcLink) shaping(t *testing.T) (netlink.Qdisc, *netlink.HtbClass) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return q, c
+	sh, err := ReadShaping(l.h, link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q, c, sh
 }
 
 func (l *tcLink) qdiscCount(t *testing.T) int {
