@@ -19,6 +19,7 @@ import (
 	"github.com/capsule-cloud/capsule/drivers/docker"
 	"github.com/capsule-cloud/capsule/internal/testenv"
 	"github.com/capsule-cloud/capsule/metrics"
+	"github.com/capsule-cloud/capsule/metrics/metricstest"
 	"github.com/capsule-cloud/capsule/protocol"
 )
 
@@ -422,7 +423,7 @@ func TestAlarmMemoryPageCacheWithDocker(t *testing.T) {
 		t.Fatalf("write a file: %v %s", err, out)
 	}
 	reg := d.agent.MetricsRegistry(nil)
-	got := scrapeMetrics(t, metrics.Handler(reg))
+	got := metricstest.Scrape(t, metrics.Handler(reg))
 	lbl := fmt.Sprintf(`{host="%s",instance="%s",project=""}`, testHost, id)
 	usage, cache, ws := got["capsule_server_memory_usage_bytes"+lbl], got["capsule_server_memory_cache_bytes"+lbl],
 		got["capsule_server_memory_working_set_bytes"+lbl]

@@ -1,47 +1,17 @@
 package agent
 
 import (
-	"bufio"
 	"context"
 	"errors"
-	"net/http"
-	"net/http/httptest"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/capsule-cloud/capsule/drivers"
 	"github.com/capsule-cloud/capsule/metrics"
+	"github.com/capsule-cloud/capsule/metrics/metricstest"
 	"github.com/capsule-cloud/capsule/protocol"
 )
-
-// scrapeMetrics GETs h and returns its samples by "name{labels}".
-func scrapeMetrics(t *testing.T, h http.Handler) map[string]float64 {
-	t.Helper()
-	srv := httptest.NewServer(h)
-	defer srv.Close()
-	resp, err := http.Get(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			t.Fatalf("sample %q: %v", line, err)
-		}
-		out[line[:i]] = v
-	}
-	return out
-}
 
 // A running server's cgroup series carry its UUID, the project the
 // conductor placed it for and the host; a stopped one has none; the host
@@ -62,7 +32,7 @@ func TestMetricsOfServers(t *testing.T) {
 	reg := e.agent.MetricsRegistry(func(context.Context) error { return ovsErr })
 	h := metrics.Handler(reg)
 	asked := e.cond.askedCount()
-	got := scrapeMetrics(t, h)
+	got := metricstest.Scrape(t, h)
 
 	srv := `{host="node-t1",instance="i-m1",project="proj-1"}`
 	if got["capsule_server_cpu_usage_seconds_total"+srv] <= 0 {
@@ -96,7 +66,7 @@ func TestMetricsOfServers(t *testing.T) {
 	if asked2 <= asked {
 		t.Errorf("the first scrape did not ask the conductor (asked %d then %d)", asked, asked2)
 	}
-	scrapeMetrics(t, h)
+	metricstest.Scrape(t, h)
 	if n := e.cond.askedCount(); n != asked2 {
 		t.Errorf("second scrape asked the conductor again (%d -> %d)", asked2, n)
 	}

@@ -1,20 +1,16 @@
 package metrics
 
 import (
-	"bufio"
 	"context"
 	"errors"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/capsule-cloud/capsule/cgroup"
+	"github.com/capsule-cloud/capsule/metrics/metricstest"
 )
 
 type staticSource struct {
@@ -25,38 +21,6 @@ type staticSource struct {
 
 func (s staticSource) Servers(context.Context) ([]Server, error) { return s.servers, s.err }
 func (s staticSource) Host(context.Context) Host                 { return s.host }
-
-// scrape GETs /metrics from h and returns its samples by "name{labels}"
-// as the text format prints them (labels sorted by name).
-func scrape(t *testing.T, h http.Handler) map[string]float64 {
-	t.Helper()
-	srv := httptest.NewServer(h)
-	defer srv.Close()
-	resp, err := http.Get(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("scrape: %s: %s", resp.Status, b)
-	}
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			t.Fatalf("sample %q: %v", line, err)
-		}
-		out[line[:i]] = v
-	}
-	return out
-}
 
 func TestCollectorSeries(t *testing.T) {
 	up := false
@@ -72,7 +36,7 @@ func TestCollectorSeries(t *testing.T) {
 		}, {ID: "i-2", Project: "p-2"}}, // stopped: no cgroup series
 		host: Host{PidsInUse: 300, PidMax: 4194304, HasPids: true, DockerUp: true, OVSUp: &up, RunningServers: 1},
 	}
-	got := scrape(t, Handler(NewRegistry("h1", src, time.Second, nil)))
+	got := metricstest.Scrape(t, Handler(NewRegistry("h1", src, time.Second, nil)))
 	srv := `{host="h1",instance="i-1",project="p-1"}`
 	want := map[string]float64{
 		"capsule_server_cpu_usage_seconds_total" + srv:     2.5,
@@ -121,7 +85,7 @@ func TestCollectorSeries(t *testing.T) {
 // OVS is not exported.
 func TestCollectorServersError(t *testing.T) {
 	src := staticSource{err: errors.New("dockerd down"), host: Host{HasConntrack: true, ConntrackCount: 5, ConntrackMax: 10}}
-	got := scrape(t, Handler(NewRegistry("h2", src, time.Second, nil)))
+	got := metricstest.Scrape(t, Handler(NewRegistry("h2", src, time.Second, nil)))
 	if got[`capsule_host_scrape_error{host="h2"}`] != 1 || got[`capsule_host_docker_up{host="h2"}`] != 0 ||
 		got[`capsule_host_conntrack_entries{host="h2"}`] != 5 || got[`capsule_host_conntrack_entries_max{host="h2"}`] != 10 {
 		t.Errorf("series = %v", got)
