@@ -419,9 +419,7 @@ func (c *Conductor) periodic(ctx context.Context) {
 			c.log.Warn("build timed out", "instance", inst.ID, "host", inst.Host)
 		}
 	}
-	err := db.Where("instance_id IN (?)", db.Model(&store.Instance{}).Select("id").Where("deleted_at IS NOT NULL")).
-		Delete(&store.Claim{}).Error
-	if err != nil {
+	if err := instance.ReleaseClaimsOfDeleted(db); err != nil {
 		c.log.Error("drop claims of deleted instances", "error", err)
 	}
 }

@@ -361,7 +361,7 @@ func TestColdMigrationConfirm(t *testing.T) {
 
 		got := h.migration(m.ID)
 		ref := "registry.test:5050/capsule/migrations:" + m.UUID
-		if got.Step != string(migrate.StepFinished) || got.Status != store.MigrationFinished || got.DestCompute != "h2" ||
+		if got.Step != string(migrate.StepFinished) || got.Status != lifecycle.MigrationFinished || got.DestCompute != "h2" ||
 			got.SnapshotRef != ref || got.SnapshotDigest == "" || got.ImageBytes != 4096 || got.PushedBytes != 4096 ||
 			got.PulledBytes != 4096 || got.MigrationType != "migration" || got.SourceVMState != "active" {
 			t.Fatalf("migration after import = %+v", got)
@@ -404,7 +404,7 @@ func TestColdMigrationConfirm(t *testing.T) {
 		}
 		h.idle()
 		got = h.migration(m.ID)
-		if got.Status != store.MigrationConfirmed || got.Step != string(migrate.StepDone) {
+		if got.Status != lifecycle.MigrationConfirmed || got.Step != string(migrate.StepDone) {
 			t.Errorf("migration after confirm: %s / %s", got.Status, got.Step)
 		}
 		if did := h.agents["h1"].Did(); !slices.Equal(did, []string{"migration_export/exporting", "migration_cleanup/confirming"}) {
@@ -479,7 +479,7 @@ func TestColdResizeRevert(t *testing.T) {
 		h.idle()
 
 		got := h.migration(m.ID)
-		if got.Status != store.MigrationReverted || got.Step != string(migrate.StepDone) || got.Rollback {
+		if got.Status != lifecycle.MigrationReverted || got.Step != string(migrate.StepDone) || got.Rollback {
 			t.Errorf("migration after revert: %+v", got)
 		}
 		cur = loadInst(t, st, inst.ID)
@@ -526,7 +526,7 @@ func TestExportFailureRollsBack(t *testing.T) {
 		h.idle()
 
 		got := h.migration(m.ID)
-		if got.Status != store.MigrationError || got.Step != string(migrate.StepDone) || !got.Rollback ||
+		if got.Status != lifecycle.MigrationError || got.Step != string(migrate.StepDone) || !got.Rollback ||
 			got.ErrorMessage != "Migration export on host h1 failed: instance keeps data in volumes" {
 			t.Errorf("migration = %+v", got)
 		}
@@ -576,7 +576,7 @@ func TestImportTimeoutRollsBackWithoutTarget(t *testing.T) {
 	h.eng.Periodic(h.ctx)
 	h.idle()
 	got := h.migration(m.ID)
-	if got.Status != store.MigrationError || got.Step != string(migrate.StepDone) || !got.Rollback ||
+	if got.Status != lifecycle.MigrationError || got.Step != string(migrate.StepDone) || !got.Rollback ||
 		got.ErrorMessage != "Migration step importing on host h2 timed out after 10m0s." {
 		t.Fatalf("migration = %+v", got)
 	}
@@ -659,7 +659,7 @@ func TestConductorRestartResumes(t *testing.T) {
 	h.clock.Add(stepTimeout + time.Second)
 	h.eng.Periodic(h.ctx)
 	h.idle()
-	if got := h.migration(m.ID); got.Status != store.MigrationReverted || got.Step != string(migrate.StepDone) {
+	if got := h.migration(m.ID); got.Status != lifecycle.MigrationReverted || got.Step != string(migrate.StepDone) {
 		t.Errorf("after the deadline: %s / %s", got.Status, got.Step)
 	}
 }
@@ -726,7 +726,7 @@ func TestNoValidHost(t *testing.T) {
 	h.idle()
 
 	got := h.migration(m.ID)
-	if got.Status != store.MigrationError || got.Step != string(migrate.StepDone) || got.ErrorMessage != scheduler.NoValidHostMessage {
+	if got.Status != lifecycle.MigrationError || got.Step != string(migrate.StepDone) || got.ErrorMessage != scheduler.NoValidHostMessage {
 		t.Errorf("migration = %+v", got)
 	}
 	cur := loadInst(t, st, inst.ID)
@@ -753,7 +753,7 @@ func TestNoValidHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.idle()
-	if got := h.migration(m2.ID); got.Status != store.MigrationError {
+	if got := h.migration(m2.ID); got.Status != lifecycle.MigrationError {
 		t.Errorf("migration to the source itself: %s", got.Status)
 	}
 }
@@ -804,7 +804,7 @@ func TestInstanceDeletedMidMigration(t *testing.T) {
 		h.idle()
 
 		got := h.migration(m.ID)
-		if got.Status != store.MigrationError || got.Step != string(migrate.StepDone) {
+		if got.Status != lifecycle.MigrationError || got.Step != string(migrate.StepDone) {
 			t.Errorf("migration = %s / %s", got.Status, got.Step)
 		}
 		if did := h.agents["h1"].Did(); !slices.Contains(did, "migration_cleanup/abandoned") {
@@ -843,7 +843,7 @@ func TestTagDeletionRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.idle()
-	if got := h.migration(m.ID); got.Status != store.MigrationConfirmed || got.Step != string(migrate.StepDeleteTag) {
+	if got := h.migration(m.ID); got.Status != lifecycle.MigrationConfirmed || got.Step != string(migrate.StepDeleteTag) {
 		t.Fatalf("after a failed delete: %s / %s", got.Status, got.Step)
 	}
 	h.eng.Periodic(h.ctx)

@@ -27,8 +27,7 @@ func (c *Conductor) onResizeReport(ctx context.Context, inst *store.Instance, r 
 	// back returns the columns that give the instance its old flavor
 	// back, forgetting the resize, with the power state reported.
 	back := func() map[string]any {
-		fields := instance.RestoreOldFlavor(inst)
-		maps.Copy(fields, instance.ForgetOldFlavor())
+		fields := instance.FlavorBack(inst)
 		maps.Copy(fields, power)
 		return fields
 	}

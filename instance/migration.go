@@ -2,6 +2,7 @@ package instance
 
 import (
 	"fmt"
+	"maps"
 
 	"gorm.io/gorm"
 
@@ -13,7 +14,18 @@ import (
 // migration (a live resize; cold migrations move through package
 // migrate's step machine).
 func SetResizeStatus(tx *gorm.DB, id string, status lifecycle.MigrationStatus) error {
-	return store.SetResizeStatus(tx, id, status)
+	var m store.Migration
+	err := tx.Where("instance_id = ? AND migration_type = ?", id, "resize").Order("id DESC").Limit(1).Find(&m).Error
+	if err != nil {
+		return fmt.Errorf("migration of %s: %w", id, err)
+	}
+	if m.ID == 0 {
+		return nil
+	}
+	if err := tx.Model(&store.Migration{}).Where("id = ?", m.ID).Update("status", status).Error; err != nil {
+		return fmt.Errorf("set migration %d of %s to %s: %w", m.ID, id, status, err)
+	}
+	return nil
 }
 
 // AdvanceMigration moves migration migrationID from status from to to;
@@ -26,10 +38,46 @@ func AdvanceMigration(tx *gorm.DB, migrationID uint, from, to lifecycle.Migratio
 	return nil
 }
 
-// RestoreOldFlavor returns the columns that put inst's flavor copy back
-// to the one it had before its resize.
-func RestoreOldFlavor(inst *store.Instance) map[string]any { return store.RestoreOldFlavor(inst) }
+// SwapFlavor returns the columns that start a resize of inst to f (whose
+// extra specs, as stored, are specsJSON): the current flavor copy is kept
+// as the old one (Nova's instance.old_flavor) with the vm_state to return
+// to, and f's copy becomes the instance's. With f nil (a plain
+// migration) only the vm_state to return to is kept.
+func SwapFlavor(inst *store.Instance, f *store.Flavor, specsJSON string) map[string]any {
+	fields := map[string]any{"resize_from_state": inst.VMState}
+	if f == nil {
+		return fields
+	}
+	maps.Copy(fields, map[string]any{
+		"old_flavor_row_id": inst.FlavorRowID, "old_flavor_id": inst.FlavorID, "old_flavor_name": inst.FlavorName,
+		"old_vcpus": inst.VCPUs, "old_memory_mb": inst.MemoryMB, "old_root_gb": inst.RootGB,
+		"old_extra_specs": inst.ExtraSpecs,
+		"flavor_row_id":   f.ID, "flavor_id": f.FlavorID, "flavor_name": f.Name,
+		"vcpus": f.VCPUs, "memory_mb": f.MemoryMB, "root_gb": f.RootGB, "extra_specs": specsJSON,
+	})
+	return fields
+}
+
+// FlavorBack returns the columns that give a resized instance its old
+// flavor copy back and forget the resize (only the latter when inst has
+// no old flavor: a plain migration).
+func FlavorBack(inst *store.Instance) map[string]any {
+	f := ForgetOldFlavor()
+	if inst.OldFlavorID == "" {
+		return map[string]any{"resize_from_state": ""}
+	}
+	maps.Copy(f, map[string]any{
+		"flavor_row_id": inst.OldFlavorRowID, "flavor_id": inst.OldFlavorID, "flavor_name": inst.OldFlavorName,
+		"vcpus": inst.OldVCPUs, "memory_mb": inst.OldMemoryMB, "root_gb": inst.OldRootGB, "extra_specs": inst.OldExtraSpecs,
+	})
+	return f
+}
 
 // ForgetOldFlavor returns the columns that drop the pre-resize flavor
 // copy (after a confirm, a revert or a failed resize).
-func ForgetOldFlavor() map[string]any { return store.ForgetOldFlavor() }
+func ForgetOldFlavor() map[string]any {
+	return map[string]any{
+		"old_flavor_row_id": 0, "old_flavor_id": "", "old_flavor_name": "", "old_vcpus": 0, "old_memory_mb": 0,
+		"old_root_gb": 0, "old_extra_specs": "", "resize_from_state": "",
+	}
+}

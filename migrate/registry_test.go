@@ -13,6 +13,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/internal/storetest"
 	"github.com/capsule-cloud/capsule/internal/testenv"
+	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/registry"
 	"github.com/capsule-cloud/capsule/store"
 )
@@ -73,7 +74,7 @@ func TestDeleteTagInRealRegistry(t *testing.T) {
 	e := New(Options{Store: st, Registry: reg, RegistryAddress: addr, Log: nil})
 	id := uuid.NewString()
 	copyBase(t, addr, id)
-	m := store.Migration{UUID: id, InstanceID: "i1", Step: string(StepDeleteTag), Status: store.MigrationConfirmed,
+	m := store.Migration{UUID: id, InstanceID: "i1", Step: string(StepDeleteTag), Status: lifecycle.MigrationConfirmed,
 		SnapshotRef: e.Ref(&store.Migration{UUID: id})}
 	if err := st.DB.Create(&m).Error; err != nil {
 		t.Fatal(err)

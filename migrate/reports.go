@@ -186,10 +186,10 @@ func (e *Engine) Check(ctx context.Context, q protocol.MigrationCheck) (protocol
 	var lateOK bool
 	switch step {
 	case StepRevertTarget:
-		lateOK = q.Host == m.DestCompute && m.Status != store.MigrationConfirmed &&
+		lateOK = q.Host == m.DestCompute && m.Status != lifecycle.MigrationConfirmed &&
 			slices.Contains([]Step{StepRevertSource, StepDeleteTag, StepDone}, cur)
 	case StepConfirming:
-		lateOK = q.Host == m.SourceCompute && m.Status == store.MigrationConfirmed
+		lateOK = q.Host == m.SourceCompute && m.Status == lifecycle.MigrationConfirmed
 	}
 	if !lateOK {
 		return reply(false, fmt.Sprintf("migration is at step %s", cur))

@@ -70,18 +70,12 @@ func begin(ctx context.Context, st *store.Store, req BeginRequest) (*store.Migra
 		}
 	}
 	m := store.Migration{UUID: uuid.NewString(), InstanceID: inst.ID, MigrationType: mtype,
-		Status: store.MigrationPreMigrating, SourceCompute: inst.Host, SourceNode: inst.Host,
+		Status: lifecycle.MigrationPreMigrating, SourceCompute: inst.Host, SourceNode: inst.Host,
 		OldFlavorID: inst.FlavorRowID, NewFlavorID: inst.FlavorRowID, Step: string(StepScheduling),
 		RequestedHost: req.Host, RequestID: req.RequestID, UserID: req.UserID, ProjectID: req.ProjectID,
 		SourceVMState: vm, StepStartedAt: &at, CreatedAt: at, UpdatedAt: at}
-	fields := map[string]any{"resize_from_state": vm}
-	if f := req.NewFlavor; f != nil {
-		m.NewFlavorID = f.ID
-		fields["old_flavor_row_id"], fields["old_flavor_id"], fields["old_flavor_name"] = inst.FlavorRowID, inst.FlavorID, inst.FlavorName
-		fields["old_vcpus"], fields["old_memory_mb"], fields["old_root_gb"] = inst.VCPUs, inst.MemoryMB, inst.RootGB
-		fields["old_extra_specs"] = inst.ExtraSpecs
-		fields["flavor_row_id"], fields["flavor_id"], fields["flavor_name"] = f.ID, f.FlavorID, f.Name
-		fields["vcpus"], fields["memory_mb"], fields["root_gb"] = f.VCPUs, f.MemoryMB, f.RootGB
+	if req.NewFlavor != nil {
+		m.NewFlavorID = req.NewFlavor.ID
 	}
 	err := st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if busy, err := Active(ctx, tx, inst.ID); err != nil {
@@ -89,13 +83,14 @@ func begin(ctx context.Context, st *store.Store, req BeginRequest) (*store.Migra
 		} else if busy != nil {
 			return fmt.Errorf("%w: migration %s of instance %s is still %s", ErrStateChanged, busy.UUID, inst.ID, busy.Status)
 		}
+		specs := ""
 		if f := req.NewFlavor; f != nil {
-			specs, err := extraSpecsJSON(tx, f)
-			if err != nil {
+			var err error
+			if specs, err = extraSpecsJSON(tx, f); err != nil {
 				return err
 			}
-			fields["extra_specs"] = specs
 		}
+		fields := instance.SwapFlavor(inst, req.NewFlavor, specs)
 		if _, err := instance.Begin(tx, inst, lifecycle.ActMigrate, at, fields); errors.Is(err, instance.ErrStateChanged) {
 			return ErrStateChanged
 		} else if err != nil {
@@ -203,7 +198,7 @@ func confirm(ctx context.Context, st *store.Store, inst *store.Instance, req Req
 		func(m *store.Migration, _ lifecycle.TaskState) instance.Change {
 			return instance.Change{VM: lifecycle.ResizeOutcome(m.SourceVMState), Task: lifecycle.NoTask,
 				Set: instance.ForgetOldFlavor()}
-		}, StepConfirming, store.MigrationConfirming)
+		}, StepConfirming, lifecycle.MigrationConfirming)
 }
 
 // revert: task resize_reverting (REVERT_RESIZE) until the engine has
@@ -212,5 +207,5 @@ func revert(ctx context.Context, st *store.Store, inst *store.Instance, req Requ
 	return settle(ctx, st, inst, req, lifecycle.ActRevertResize, "revertResize",
 		func(_ *store.Migration, task lifecycle.TaskState) instance.Change {
 			return instance.Change{Task: task}
-		}, StepRevertTarget, store.MigrationReverting)
+		}, StepRevertTarget, lifecycle.MigrationReverting)
 }

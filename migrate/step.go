@@ -100,7 +100,7 @@ func (s Step) HostOf(m *store.Migration) string {
 }
 
 // Terminal migration statuses: the user-visible outcome is final.
-var terminalStatuses = []lifecycle.MigrationStatus{store.MigrationConfirmed, store.MigrationReverted, store.MigrationError}
+var terminalStatuses = []lifecycle.MigrationStatus{lifecycle.MigrationConfirmed, lifecycle.MigrationReverted, lifecycle.MigrationError}
 
 // ErrBadTransition is a move the step machine does not allow: a bug.
 var ErrBadTransition = errors.New("migration step transition not allowed")

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/capsule-cloud/capsule/internal/storetest"
+	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/store"
 )
@@ -59,7 +60,7 @@ func TestStepMachine(t *testing.T) {
 // and only along the table.
 func TestMoveGuarded(t *testing.T) {
 	st := storetest.SQLite(t)
-	m := store.Migration{UUID: "m1", InstanceID: "i1", Step: string(StepExporting), Status: store.MigrationMigrating}
+	m := store.Migration{UUID: "m1", InstanceID: "i1", Step: string(StepExporting), Status: lifecycle.MigrationMigrating}
 	if err := st.DB.Create(&m).Error; err != nil {
 		t.Fatal(err)
 	}
@@ -68,10 +69,10 @@ func TestMoveGuarded(t *testing.T) {
 		t.Errorf("exporting → done: %v, want ErrBadTransition", err)
 	}
 	stale := m
-	if err := move(st.DB, &m, StepImporting, at, map[string]any{"status": store.MigrationPostMigrating}); err != nil {
+	if err := move(st.DB, &m, StepImporting, at, map[string]any{"status": lifecycle.MigrationPostMigrating}); err != nil {
 		t.Fatal(err)
 	}
-	if m.Step != string(StepImporting) || m.Status != store.MigrationPostMigrating || m.StepStartedAt == nil || !m.StepStartedAt.Equal(at) {
+	if m.Step != string(StepImporting) || m.Status != lifecycle.MigrationPostMigrating || m.StepStartedAt == nil || !m.StepStartedAt.Equal(at) {
 		t.Errorf("after move: %+v", m)
 	}
 	if err := move(st.DB, &stale, StepRevertTarget, at, nil); !errors.Is(err, errMoved) {

@@ -41,17 +41,6 @@ func updateInstance(tx *gorm.DB, id string, vm lifecycle.VMState, tasks []lifecy
 	return nil
 }
 
-// flavorBack returns the fields that give a resized instance its old
-// flavor back and forget the resize (nothing for a plain migration).
-func flavorBack(inst *store.Instance) map[string]any {
-	if inst.OldFlavorID == "" {
-		return map[string]any{"resize_from_state": ""}
-	}
-	f := store.RestoreOldFlavor(inst)
-	maps.Copy(f, store.ForgetOldFlavor())
-	return f
-}
-
 // schedule is the scheduling step: claim room on a target (the scheduler
 // never picks the source; an admin's requested host is the only
 // candidate), then hand over to the export.
@@ -60,14 +49,11 @@ func (e *Engine) schedule(ctx context.Context, m *store.Migration, inst *store.I
 	log := e.logFor(m)
 	// A claim this migration already holds is from an attempt that died
 	// before recording its choice: keep that host.
-	var prior store.Claim
-	if err := e.st.WithContext(ctx).Where("instance_id = ? AND migration_id = ?", m.InstanceID, m.ID).
-		Limit(1).Find(&prior).Error; err != nil {
+	target, err := instance.MigrationClaimHost(e.st.WithContext(ctx), m.InstanceID, m.ID)
+	if err != nil {
 		return fmt.Errorf("claims of migration %s: %w", m.UUID, err)
 	}
-	target := prior.Host
 	if target == "" {
-		var err error
 		target, err = e.sched.SelectTarget(ctx, instance.MigrationTarget{InstanceID: inst.ID, MigrationID: m.ID,
 			Resources:        store.Resources{VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB},
 			AvailabilityZone: inst.AvailabilityZone, Source: m.SourceCompute, Host: m.RequestedHost})
@@ -79,8 +65,8 @@ func (e *Engine) schedule(ctx context.Context, m *store.Migration, inst *store.I
 			return fmt.Errorf("select target of migration %s: %w", m.UUID, err)
 		}
 	}
-	err := e.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := move(tx, m, StepExporting, e.now(), map[string]any{"status": store.MigrationMigrating,
+	err = e.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := move(tx, m, StepExporting, e.now(), map[string]any{"status": lifecycle.MigrationMigrating,
 			"dest_compute": target, "dest_node": target, "dest_host": target, "snapshot_ref": e.Ref(m)}); err != nil {
 			return err
 		}
@@ -110,12 +96,12 @@ func (e *Engine) schedule(ctx context.Context, m *store.Migration, inst *store.I
 func (e *Engine) noValidHost(ctx context.Context, m *store.Migration, inst *store.Instance, start time.Time, explain string) error {
 	at := e.now()
 	err := e.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := move(tx, m, StepDone, at, map[string]any{"status": store.MigrationError,
+		if err := move(tx, m, StepDone, at, map[string]any{"status": lifecycle.MigrationError,
 			"error_message": instance.NoValidHostMessage}); err != nil {
 			return err
 		}
 		err := updateInstance(tx, inst.ID, m.SourceVMState, []lifecycle.TaskState{lifecycle.ResizePrep},
-			instance.Change{VM: m.SourceVMState, Task: lifecycle.NoTask, Set: flavorBack(inst), At: at,
+			instance.Change{VM: m.SourceVMState, Task: lifecycle.NoTask, Set: instance.FlavorBack(inst), At: at,
 				Fault: &instance.Fault{Code: 500, Message: instance.NoValidHostMessage, Details: explain, At: at}})
 		if errors.Is(err, errInstanceChanged) {
 			return nil // being deleted: only the migration ends
@@ -162,7 +148,7 @@ func (e *Engine) onExported(ctx context.Context, m *store.Migration, r protocol.
 // enterImporting binds the ports to the target and sends the import.
 func (e *Engine) enterImporting(ctx context.Context, m *store.Migration) error {
 	err := e.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := move(tx, m, StepImporting, e.now(), map[string]any{"status": store.MigrationPostMigrating}); err != nil {
+		if err := move(tx, m, StepImporting, e.now(), map[string]any{"status": lifecycle.MigrationPostMigrating}); err != nil {
 			return err
 		}
 		if err := updateInstance(tx, m.InstanceID, m.SourceVMState, []lifecycle.TaskState{migratedTask},
@@ -194,7 +180,7 @@ func (e *Engine) onImported(ctx context.Context, m *store.Migration, r protocol.
 		if err != nil {
 			return err
 		}
-		if err := move(tx, m, StepFinished, at, map[string]any{"status": store.MigrationFinished,
+		if err := move(tx, m, StepFinished, at, map[string]any{"status": lifecycle.MigrationFinished,
 			"pulled_bytes": maxExpr("pulled_bytes", r.Bytes)}); err != nil {
 			return err
 		}
@@ -268,9 +254,9 @@ func (e *Engine) completeRevert(ctx context.Context, m *store.Migration, r proto
 		return err
 	}
 	at := e.now()
-	status := store.MigrationReverted
+	status := lifecycle.MigrationReverted
 	if m.Rollback {
-		status = store.MigrationError
+		status = lifecycle.MigrationError
 	}
 	err = e.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		zone, err := instance.ZoneOf(tx, m.SourceCompute)
@@ -280,7 +266,7 @@ func (e *Engine) completeRevert(ctx context.Context, m *store.Migration, r proto
 		if err := move(tx, m, StepDeleteTag, at, map[string]any{"status": status}); err != nil {
 			return err
 		}
-		fields := flavorBack(inst)
+		fields := instance.FlavorBack(inst)
 		maps.Copy(fields, map[string]any{"host": m.SourceCompute, "availability_zone": zone, "power_state": r.PowerState})
 		if m.Rollback {
 			// The fault of the rollback (its details, if any, are kept).
@@ -314,10 +300,7 @@ func releaseTarget(tx *gorm.DB, m *store.Migration) error {
 	if m.DestCompute == "" {
 		return nil
 	}
-	err := tx.Where("instance_id = ? AND host = ? AND host NOT IN (?)", m.InstanceID, m.DestCompute,
-		tx.Model(&store.Instance{}).Select("host").Where("id = ? AND deleted_at IS NULL", m.InstanceID)).
-		Delete(&store.Claim{}).Error
-	if err != nil {
+	if err := instance.ReleaseClaimAway(tx, m.InstanceID, m.DestCompute); err != nil {
 		return fmt.Errorf("release target claim of migration %s: %w", m.UUID, err)
 	}
 	return nil
@@ -336,10 +319,10 @@ func (e *Engine) failOnSource(ctx context.Context, m *store.Migration, reason st
 		msg = m.ErrorMessage + " " + reason
 	}
 	err = e.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := move(tx, m, StepDeleteTag, at, map[string]any{"status": store.MigrationError, "error_message": msg}); err != nil {
+		if err := move(tx, m, StepDeleteTag, at, map[string]any{"status": lifecycle.MigrationError, "error_message": msg}); err != nil {
 			return err
 		}
-		fields := flavorBack(inst)
+		fields := instance.FlavorBack(inst)
 		maps.Copy(fields, map[string]any{"host": m.SourceCompute, "power_state": int(lifecycle.NoState),
 			"fault_code": 500, "fault_message": msg, "fault_at": at})
 		change := instance.Change{VM: lifecycle.Error, Task: lifecycle.NoTask, Set: fields, At: at}
@@ -360,20 +343,16 @@ func (e *Engine) failOnSource(ctx context.Context, m *store.Migration, reason st
 // host's queue); its claim goes, then the tag.
 func (e *Engine) finishConfirm(ctx context.Context, m *store.Migration) error {
 	err := e.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := move(tx, m, StepDeleteTag, e.now(), map[string]any{"status": store.MigrationConfirmed}); err != nil {
+		if err := move(tx, m, StepDeleteTag, e.now(), map[string]any{"status": lifecycle.MigrationConfirmed}); err != nil {
 			return err
 		}
 		// The source claim, unless the instance lives there (it cannot,
 		// short of a bug: then its room must stay claimed).
-		err := tx.Where("instance_id = ? AND host = ? AND host NOT IN (?)", m.InstanceID, m.SourceCompute,
-			tx.Model(&store.Instance{}).Select("host").Where("id = ? AND deleted_at IS NULL", m.InstanceID)).
-			Delete(&store.Claim{}).Error
-		if err != nil {
+		if err := instance.ReleaseClaimAway(tx, m.InstanceID, m.SourceCompute); err != nil {
 			return fmt.Errorf("release source claim of migration %s: %w", m.UUID, err)
 		}
 		// The target claim is the instance's only one now.
-		return tx.Model(&store.Claim{}).Where("instance_id = ? AND host = ?", m.InstanceID, m.DestCompute).
-			Update("migration_id", nil).Error
+		return instance.AdoptClaim(tx, m.InstanceID, m.DestCompute)
 	})
 	if err != nil {
 		return ignoreMoved(err)
@@ -391,22 +370,16 @@ func (e *Engine) abandon(ctx context.Context, m *store.Migration) error {
 		return nil
 	}
 	from := m.Step
-	fields := map[string]any{"status": store.MigrationError, "error_message": "The instance was deleted during its migration."}
+	fields := map[string]any{"status": lifecycle.MigrationError, "error_message": "The instance was deleted during its migration."}
 	if Step(from) == StepConfirming {
 		// The user's confirm stands; only its cleanup is widened.
-		fields = map[string]any{"status": store.MigrationConfirmed}
+		fields = map[string]any{"status": lifecycle.MigrationConfirmed}
 	}
 	err := e.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := move(tx, m, StepAbandoned, e.now(), fields); err != nil {
 			return err
 		}
-		err := tx.Where("instance_id = ? AND instance_id IN (?)", m.InstanceID,
-			tx.Model(&store.Instance{}).Select("id").Where("id = ? AND deleted_at IS NOT NULL", m.InstanceID)).
-			Delete(&store.Claim{}).Error
-		if err != nil {
-			return fmt.Errorf("release claims of deleted instance %s: %w", m.InstanceID, err)
-		}
-		return nil
+		return instance.ReleaseClaimsIfDeleted(tx, m.InstanceID)
 	})
 	if err != nil {
 		return ignoreMoved(err)

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -288,7 +289,7 @@ func TestSelectMigrationHonoursGroup(t *testing.T) {
 	if err != nil || target != "h0" {
 		t.Fatalf("migrate m1 off h1: target %q err %v, want h0 (h2, h3 hold its siblings)", target, err)
 	}
-	if err := st.ReleaseClaim(ctx, "m1", "h0"); err != nil {
+	if err := instance.ReleaseClaims(st.WithContext(ctx), "m1", "h0"); err != nil {
 		t.Fatal(err)
 	}
 	st.DB.Where("host = ?", "h0").Delete(&store.Service{})

@@ -148,12 +148,11 @@ func (s *Scheduler) resend(ctx context.Context, inst *store.Instance, req protoc
 	if inst.Host == "" {
 		return nil
 	}
-	var n int64
-	if err := s.st.WithContext(ctx).Model(&store.Claim{}).Where("instance_id = ? AND host = ?", inst.ID, inst.Host).
-		Count(&n).Error; err != nil {
+	claimed, err := instance.HasClaim(s.st.WithContext(ctx), inst.ID, inst.Host)
+	if err != nil {
 		return bus.Retry(fmt.Errorf("scheduler: look up claim of %s: %w", inst.ID, err))
 	}
-	if n == 0 {
+	if !claimed {
 		s.log.Debug("placed instance holds no claim; schedule request ignored", "instance", inst.ID, "host", inst.Host)
 		return nil
 	}
@@ -203,7 +202,7 @@ func (s *Scheduler) unplace(ctx context.Context, inst *store.Instance, host stri
 // for retry (nil cause: nothing to retry).
 func (s *Scheduler) undoClaim(ctx context.Context, id, host string, cause error) error {
 	// The release must happen even when ctx was cancelled mid-way.
-	if err := s.st.ReleaseClaim(context.WithoutCancel(ctx), id, host); err != nil {
+	if err := instance.ReleaseClaims(s.st.WithContext(context.WithoutCancel(ctx)), id, host); err != nil {
 		s.log.Error("release claim", "instance", id, "host", host, "error", err)
 		if cause == nil {
 			cause = err

@@ -187,18 +187,6 @@ func (s *Store) ClaimOnHostIf(ctx context.Context, host, instanceID string, want
 	})
 }
 
-// ReleaseClaim drops an instance's claim on host ("" = every host).
-func (s *Store) ReleaseClaim(ctx context.Context, instanceID, host string) error {
-	q := s.WithContext(ctx).Where("instance_id = ?", instanceID)
-	if host != "" {
-		q = q.Where("host = ?", host)
-	}
-	if err := q.Delete(&Claim{}).Error; err != nil {
-		return fmt.Errorf("release claim of %s on %q: %w", instanceID, host, err)
-	}
-	return nil
-}
-
 // usageColumns sums claims per CPU class: a dedicated claim's vcpus are
 // PCPUs and count nothing against the shared vCPUs (as in Nova).
 const usageColumns = "COALESCE(SUM(CASE WHEN dedicated THEN 0 ELSE vcpus END),0) AS v, " +

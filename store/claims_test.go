@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/internal/storetest"
 	"github.com/capsule-cloud/capsule/store"
 )
@@ -72,13 +73,13 @@ func TestClaimOnHost(t *testing.T) {
 		if got := usage["h1"]; got != (store.Resources{VCPUs: 2, MemoryMB: 1024, DiskGB: 10}) {
 			t.Errorf("usage = %+v", got)
 		}
-		if err := st.ReleaseClaim(ctx, "i1", "h1"); err != nil {
+		if err := instance.ReleaseClaims(st.WithContext(ctx), "i1", "h1"); err != nil {
 			t.Fatal(err)
 		}
 		if err := st.ClaimOnHost(ctx, "h1", "i3", want, nil); err != nil {
 			t.Fatalf("claim after release: %v", err)
 		}
-		if err := st.ReleaseClaim(ctx, "i2", ""); err != nil {
+		if err := instance.ReleaseClaims(st.WithContext(ctx), "i2", ""); err != nil {
 			t.Fatal(err)
 		}
 		usage, _ = st.Usage(ctx)

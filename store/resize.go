@@ -5,8 +5,6 @@ import (
 	"fmt"
 
 	"gorm.io/gorm"
-
-	"github.com/capsule-cloud/capsule/lifecycle"
 )
 
 // ResizeClaim atomically changes instanceID's claim on host to want: the
@@ -77,55 +75,6 @@ func ResizeClaimTx(tx *gorm.DB, instanceID, host string, want Resources) error {
 		Updates(map[string]any{"vcpus": c.VCPUs, "memory_mb": c.MemoryMB, "disk_gb": c.DiskGB, "dedicated": c.Dedicated}).Error
 	if err != nil {
 		return fmt.Errorf("resize claim of %s on %s: update: %w", instanceID, host, err)
-	}
-	return nil
-}
-
-// Migration statuses (lifecycle.MigrationStatus), kept under these names
-// for the store's callers.
-const (
-	MigrationPreMigrating  = lifecycle.MigrationPreMigrating
-	MigrationMigrating     = lifecycle.MigrationMigrating
-	MigrationPostMigrating = lifecycle.MigrationPostMigrating
-	MigrationConfirming    = lifecycle.MigrationConfirming
-	MigrationFinished      = lifecycle.MigrationFinished
-	MigrationConfirmed     = lifecycle.MigrationConfirmed
-	MigrationReverting     = lifecycle.MigrationReverting
-	MigrationReverted      = lifecycle.MigrationReverted
-	MigrationError         = lifecycle.MigrationError
-)
-
-// RestoreOldFlavor returns the instance fields that put inst's flavor copy
-// back to the one it had before its resize and forget the resize.
-func RestoreOldFlavor(inst *Instance) map[string]any {
-	return map[string]any{
-		"flavor_row_id": inst.OldFlavorRowID, "flavor_id": inst.OldFlavorID, "flavor_name": inst.OldFlavorName,
-		"vcpus": inst.OldVCPUs, "memory_mb": inst.OldMemoryMB, "root_gb": inst.OldRootGB, "extra_specs": inst.OldExtraSpecs,
-	}
-}
-
-// ForgetOldFlavor returns the instance fields that drop the pre-resize
-// flavor copy (after a confirm, a revert or a failed resize).
-func ForgetOldFlavor() map[string]any {
-	return map[string]any{
-		"old_flavor_row_id": 0, "old_flavor_id": "", "old_flavor_name": "", "old_vcpus": 0, "old_memory_mb": 0,
-		"old_root_gb": 0, "old_extra_specs": "", "resize_from_state": "",
-	}
-}
-
-// SetResizeStatus sets the status of instanceID's newest resize
-// migration.
-func SetResizeStatus(tx *gorm.DB, instanceID string, status lifecycle.MigrationStatus) error {
-	var m Migration
-	err := tx.Where("instance_id = ? AND migration_type = ?", instanceID, "resize").Order("id DESC").Limit(1).Find(&m).Error
-	if err != nil {
-		return fmt.Errorf("migration of %s: %w", instanceID, err)
-	}
-	if m.ID == 0 {
-		return nil
-	}
-	if err := tx.Model(&Migration{}).Where("id = ?", m.ID).Update("status", status).Error; err != nil {
-		return fmt.Errorf("set migration %d of %s to %s: %w", m.ID, instanceID, status, err)
 	}
 	return nil
 }

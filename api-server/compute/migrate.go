@@ -246,7 +246,7 @@ func (s *Service) evacuate(w http.ResponseWriter, r *http.Request) {
 }
 
 // terminalMigration are the statuses of a migration that is over.
-var terminalMigration = []lifecycle.MigrationStatus{store.MigrationConfirmed, store.MigrationReverted, store.MigrationError,
+var terminalMigration = []lifecycle.MigrationStatus{lifecycle.MigrationConfirmed, lifecycle.MigrationReverted, lifecycle.MigrationError,
 	"failed", "done", "cancelled", "completed"}
 
 // serverMigrationView is a migration as os-server-migrations shows it.
@@ -255,9 +255,9 @@ var terminalMigration = []lifecycle.MigrationStatus{store.MigrationConfirmed, st
 func serverMigrationView(v apiVersion, m *store.Migration) map[string]any {
 	processed := m.PushedBytes
 	switch m.Status {
-	case store.MigrationPreMigrating:
+	case lifecycle.MigrationPreMigrating:
 		processed = 0
-	case store.MigrationMigrating:
+	case lifecycle.MigrationMigrating:
 	default:
 		processed = m.PulledBytes
 	}

@@ -359,10 +359,10 @@ func TestServerMigrations(t *testing.T) {
 	f.placeActive(id, 4)
 	now := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
 	migs := []store.Migration{
-		{UUID: "m-push", InstanceID: id, MigrationType: "migration", Status: store.MigrationMigrating, SourceCompute: "h1",
+		{UUID: "m-push", InstanceID: id, MigrationType: "migration", Status: lifecycle.MigrationMigrating, SourceCompute: "h1",
 			SourceNode: "h1", DestCompute: "h2", DestNode: "h2", DestHost: "h2", ImageBytes: 1000, PushedBytes: 400, PulledBytes: 0,
 			UserID: "u-admin", ProjectID: "p-admin", CreatedAt: now, UpdatedAt: now.Add(time.Minute)},
-		{UUID: "m-old", InstanceID: id, MigrationType: "migration", Status: store.MigrationError, SourceCompute: "h1",
+		{UUID: "m-old", InstanceID: id, MigrationType: "migration", Status: lifecycle.MigrationError, SourceCompute: "h1",
 			DestCompute: "h3", CreatedAt: now.Add(-time.Hour), UpdatedAt: now.Add(-time.Hour)},
 	}
 	for i := range migs {
@@ -374,7 +374,7 @@ func TestServerMigrations(t *testing.T) {
 	mv := func(v string) []string { return []string{"X-OpenStack-Nova-API-Version", v} }
 
 	// The size is unknown (0) until the export pushed it all.
-	unknown := store.Migration{ID: 99, Status: store.MigrationMigrating, PushedBytes: 300}
+	unknown := store.Migration{ID: 99, Status: lifecycle.MigrationMigrating, PushedBytes: 300}
 	if v := serverMigrationView(apiVersion{2, 59}, &unknown); v["disk_total_bytes"] != int64(0) ||
 		v["disk_processed_bytes"] != int64(300) || v["disk_remaining_bytes"] != int64(0) {
 		t.Errorf("view with unknown size: %v", v)
@@ -417,7 +417,7 @@ func TestServerMigrations(t *testing.T) {
 
 	// The import phase shows the pulled bytes.
 	if err := f.st.DB.Model(&store.Migration{}).Where("id = ?", migs[0].ID).
-		Updates(map[string]any{"status": store.MigrationPostMigrating, "pushed_bytes": 1000, "pulled_bytes": 250}).Error; err != nil {
+		Updates(map[string]any{"status": lifecycle.MigrationPostMigrating, "pushed_bytes": 1000, "pulled_bytes": 250}).Error; err != nil {
 		t.Fatal(err)
 	}
 	resp, body = f.do("GET", base+"/"+itoa(migs[0].ID), "admin", "", mv("2.59")...)
@@ -446,10 +446,10 @@ func TestOSMigrationsListsColdMigrations(t *testing.T) {
 	f := newMigrateFixture(t, &fakeMigrator{})
 	now := time.Now().UTC()
 	for i, m := range []store.Migration{
-		{UUID: "a", InstanceID: "i-1", MigrationType: "migration", Status: store.MigrationPreMigrating, SourceCompute: "h1", DestCompute: ""},
-		{UUID: "b", InstanceID: "i-1", MigrationType: "migration", Status: store.MigrationError, SourceCompute: "h1", DestCompute: "h2"},
-		{UUID: "c", InstanceID: "i-2", MigrationType: "resize", Status: store.MigrationFinished, SourceCompute: "h2", DestCompute: "h3"},
-		{UUID: "d", InstanceID: "i-3", MigrationType: "resize", Status: store.MigrationConfirmed, SourceCompute: "h4", DestCompute: "h4"},
+		{UUID: "a", InstanceID: "i-1", MigrationType: "migration", Status: lifecycle.MigrationPreMigrating, SourceCompute: "h1", DestCompute: ""},
+		{UUID: "b", InstanceID: "i-1", MigrationType: "migration", Status: lifecycle.MigrationError, SourceCompute: "h1", DestCompute: "h2"},
+		{UUID: "c", InstanceID: "i-2", MigrationType: "resize", Status: lifecycle.MigrationFinished, SourceCompute: "h2", DestCompute: "h3"},
+		{UUID: "d", InstanceID: "i-3", MigrationType: "resize", Status: lifecycle.MigrationConfirmed, SourceCompute: "h4", DestCompute: "h4"},
 	} {
 		m.CreatedAt, m.UpdatedAt = now.Add(time.Duration(i)*time.Second), now
 		if err := f.st.DB.Create(&m).Error; err != nil {
@@ -534,7 +534,7 @@ func TestMigrateWithEngineEntryPoints(t *testing.T) {
 
 	// As the engine leaves it after the import: on h2, VERIFY_RESIZE.
 	if err := f.st.DB.Model(&store.Migration{}).Where("id = ?", m.ID).Updates(map[string]any{"step": string(migrate.StepFinished),
-		"status": store.MigrationFinished, "dest_compute": "h2", "dest_host": "h2", "dest_node": "h2"}).Error; err != nil {
+		"status": lifecycle.MigrationFinished, "dest_compute": "h2", "dest_host": "h2", "dest_node": "h2"}).Error; err != nil {
 		t.Fatal(err)
 	}
 	if err := f.st.DB.Model(&store.Instance{}).Where("id = ?", id).Updates(map[string]any{"vm_state": "resized", "task_state": "",
@@ -548,7 +548,7 @@ func TestMigrateWithEngineEntryPoints(t *testing.T) {
 	if err := f.st.DB.First(&m, m.ID).Error; err != nil {
 		t.Fatal(err)
 	}
-	if m.Step != string(migrate.StepConfirming) || m.Status != store.MigrationConfirming {
+	if m.Step != string(migrate.StepConfirming) || m.Status != lifecycle.MigrationConfirming {
 		t.Errorf("after confirm: step %s status %s", m.Step, m.Status)
 	}
 	if inst := f.instance(id); inst.VMState != "active" || inst.TaskState != "" {

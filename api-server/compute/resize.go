@@ -110,7 +110,6 @@ func (s *Service) resizeServer(w http.ResponseWriter, r *http.Request, inst *sto
 		writeFault(w, errdefs.InvalidArgumentf("Flavor %s has invalid extra specs: %v", flavor.FlavorID, err))
 		return
 	}
-	vm := inst.VMState
 	if _, ok := beginOnHost(w, inst, lifecycle.ActResize, "resize"); !ok {
 		return
 	}
@@ -131,13 +130,7 @@ func (s *Service) resizeServer(w http.ResponseWriter, r *http.Request, inst *sto
 		if err := instance.ResizeClaim(tx, inst.ID, inst.Host, want); err != nil {
 			return err
 		}
-		if _, err := instance.Begin(tx, inst, lifecycle.ActResize, now, map[string]any{
-			"old_flavor_row_id": inst.FlavorRowID, "old_flavor_id": inst.FlavorID, "old_flavor_name": inst.FlavorName,
-			"old_vcpus": inst.VCPUs, "old_memory_mb": inst.MemoryMB, "old_root_gb": inst.RootGB,
-			"old_extra_specs": inst.ExtraSpecs, "resize_from_state": string(vm),
-			"flavor_row_id": flavor.ID, "flavor_id": flavor.FlavorID, "flavor_name": flavor.Name,
-			"vcpus": flavor.VCPUs, "memory_mb": flavor.MemoryMB, "root_gb": flavor.RootGB, "extra_specs": specsJSON,
-		}); err != nil {
+		if _, err := instance.Begin(tx, inst, lifecycle.ActResize, now, instance.SwapFlavor(inst, flavor, specsJSON)); err != nil {
 			return err
 		}
 		if err := tx.Create(&store.InstanceAction{InstanceID: inst.ID, Action: "resize", RequestID: reqID,
