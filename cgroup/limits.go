@@ -44,22 +44,32 @@ type DiskThrottle struct {
 // mounted in this process's mount namespace, preferring a v1 hierarchy
 // when the controller is bound to one (a hybrid host).
 func LimitsOf(pid int) (Limits, error) {
-	if pid <= 0 {
-		return Limits{}, fmt.Errorf("cgroup limits: invalid pid %d", pid)
-	}
-	v1, unified, err := cgroups.ParseCgroupFileUnified(fmt.Sprintf("/proc/%d/cgroup", pid))
+	p, err := placementOf(pid)
 	if err != nil {
-		return Limits{}, fmt.Errorf("cgroup limits of pid %d: %w", pid, err)
+		return Limits{}, fmt.Errorf("cgroup limits: %w", err)
 	}
-	mounts, err := mountinfo.Read(mountinfo.Self)
-	if err != nil {
-		return Limits{}, fmt.Errorf("cgroup limits of pid %d: %w", pid, err)
-	}
-	l, err := placement{v1: v1, unified: unified, mounts: mounts}.limits()
+	l, err := p.limits()
 	if err != nil {
 		return Limits{}, fmt.Errorf("cgroup limits of pid %d: %w", pid, err)
 	}
 	return l, nil
+}
+
+// placementOf finds where process pid sits, from its /proc/<pid>/cgroup
+// and this process's mount table.
+func placementOf(pid int) (placement, error) {
+	if pid <= 0 {
+		return placement{}, fmt.Errorf("invalid pid %d", pid)
+	}
+	v1, unified, err := cgroups.ParseCgroupFileUnified(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return placement{}, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	mounts, err := mountinfo.Read(mountinfo.Self)
+	if err != nil {
+		return placement{}, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	return placement{v1: v1, unified: unified, mounts: mounts}, nil
 }
 
 // placement is where one process sits in the cgroup hierarchies.

@@ -11,9 +11,8 @@ import (
 	"github.com/capsule-cloud/capsule/internal/mountinfo"
 )
 
-// limitsOfTree reads the limits of p with its mounts under a temporary
-// directory holding files.
-func limitsOfTree(t *testing.T, files map[string]string, p placement) (Limits, error) {
+// inTree moves p's mounts under a temporary directory holding files.
+func inTree(t *testing.T, files map[string]string, p placement) placement {
 	t.Helper()
 	dir := t.TempDir()
 	for name, content := range files {
@@ -29,7 +28,7 @@ func limitsOfTree(t *testing.T, files map[string]string, p placement) (Limits, e
 	for i := range p.mounts {
 		p.mounts[i].MountPoint = filepath.Join(dir, p.mounts[i].MountPoint)
 	}
-	return p.limits()
+	return p
 }
 
 func v1Mount(root, at string, controllers ...string) mountinfo.Mount {
@@ -54,31 +53,39 @@ var limitsTree = map[string]string{
 	"v1/blkio/docker/abc/blkio.throttle.read_iops_device":  "",
 	"v1/blkio/docker/abc/blkio.throttle.write_iops_device": "254:0 100\n",
 	"v1/unified/cgroup.controllers":                        "\n",
+	"v1/freezer/docker/abc/freezer.state":                  "FROZEN\n",
 	"v2/kubepods/x/cgroup.controllers":                     "cpuset cpu io memory pids\n",
 	"v2/kubepods/x/cpu.max":                                "max 100000\n",
 	"v2/kubepods/x/cpu.weight":                             "79\n",
 	"v2/kubepods/x/cpuset.cpus.effective":                  "2\n",
 	"v2/kubepods/x/memory.max":                             "1048576\n",
 	"v2/kubepods/x/pids.max":                               "42\n",
+	"v2/kubepods/x/cgroup.freeze":                          "0\n",
 	"v2/kubepods/x/io.max":                                 "254:0 rbps=20000000 wbps=max riops=max wiops=100\n8:16 rbps=max wbps=max riops=max wiops=max\n",
 }
 
-func TestLimits(t *testing.T) {
-	v1 := func(ctls ...string) placement {
-		p := placement{v1: map[string]string{}, unified: "/", mounts: []mountinfo.Mount{
-			v1Mount("/", "v1/cpuset", "cpuset"), // before cpu: "cpuset" is not "cpu"
-			v1Mount("/", "v1/cpu,cpuacct", "cpu", "cpuacct"),
-			v1Mount("/docker", "v1/memory", "memory"),
-			v1Mount("/", "v1/pids", "pids"),
-			v1Mount("/", "v1/blkio", "blkio"),
-			{Root: "/", MountPoint: "v1/unified", FSType: "cgroup2"},
-		}}
-		for _, c := range ctls {
-			p.v1[c] = "/docker/abc"
-		}
-		return p
+// v1Placement is a process in /docker/abc of the v1 tree's hierarchies
+// of ctls.
+func v1Placement(ctls ...string) placement {
+	p := placement{v1: map[string]string{}, unified: "/", mounts: []mountinfo.Mount{
+		v1Mount("/", "v1/cpuset", "cpuset"), // before cpu: "cpuset" is not "cpu"
+		v1Mount("/", "v1/cpu,cpuacct", "cpu", "cpuacct"),
+		v1Mount("/docker", "v1/memory", "memory"),
+		v1Mount("/", "v1/pids", "pids"),
+		v1Mount("/", "v1/blkio", "blkio"),
+		v1Mount("/", "v1/freezer", "freezer"),
+		{Root: "/", MountPoint: "v1/unified", FSType: "cgroup2"},
+	}}
+	for _, c := range ctls {
+		p.v1[c] = "/docker/abc"
 	}
-	v2 := placement{unified: "/kubepods/x", mounts: []mountinfo.Mount{{Root: "/", MountPoint: "v2", FSType: "cgroup2"}}}
+	return p
+}
+
+var v2Placement = placement{unified: "/kubepods/x", mounts: []mountinfo.Mount{{Root: "/", MountPoint: "v2", FSType: "cgroup2"}}}
+
+func TestLimits(t *testing.T) {
+	v1, v2 := v1Placement, v2Placement
 	for _, c := range []struct {
 		name  string
 		p     placement
@@ -100,7 +107,7 @@ func TestLimits(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			files := maps.Clone(limitsTree)
 			maps.Copy(files, c.patch)
-			got, err := limitsOfTree(t, files, c.p)
+			got, err := inTree(t, files, c.p).limits()
 			switch {
 			case c.want == nil && err == nil:
 				t.Errorf("limits read: %+v", got)
@@ -119,5 +126,27 @@ func TestLimitsOfErrors(t *testing.T) {
 	}
 	if _, err := LimitsOf(1 << 23); err == nil {
 		t.Error("missing pid accepted")
+	}
+}
+
+// The v1 freezer's state, v2's cgroup.freeze; a hybrid host's unified
+// mount does not stand in for a v1 freezer it lacks.
+func TestFrozen(t *testing.T) {
+	for name, c := range map[string]struct {
+		p      placement
+		frozen bool
+		err    bool
+	}{
+		"v1 frozen":          {p: v1Placement("freezer"), frozen: true},
+		"v2 thawed":          {p: v2Placement},
+		"v1 without freezer": {p: v1Placement("cpu"), err: true},
+	} {
+		got, err := inTree(t, limitsTree, c.p).frozen()
+		if got != c.frozen || (err != nil) != c.err {
+			t.Errorf("%s: frozen %v, %v; want %v (error %v)", name, got, err, c.frozen, c.err)
+		}
+	}
+	if _, err := FrozenOf(0); err == nil {
+		t.Error("pid 0 accepted")
 	}
 }

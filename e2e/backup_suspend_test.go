@@ -3,11 +3,8 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/url"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,39 +14,18 @@ import (
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack"
 
+	"github.com/capsule-cloud/capsule/cgroup"
 	"github.com/capsule-cloud/capsule/internal/testenv"
 )
 
-// frozen reports whether the cgroup of pid is frozen (the freezer's
-// FROZEN in cgroup v1, cgroup.freeze 1 in v2).
+// frozen reports whether the cgroup freezer holds pid.
 func frozen(t *testing.T, pid int) bool {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	f, err := cgroup.FrozenOf(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var unified string
-	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		if parts[0] == "0" && parts[1] == "" {
-			unified = parts[2]
-		}
-		if slices.Contains(strings.Split(parts[1], ","), "freezer") {
-			v, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", parts[1], parts[2], "freezer.state"))
-			if err != nil {
-				t.Fatalf("freezer state of pid %d: %v", pid, err)
-			}
-			return strings.TrimSpace(string(v)) == "FROZEN"
-		}
-	}
-	v, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", unified, "cgroup.freeze"))
-	if err != nil {
-		t.Fatalf("no freezer for pid %d: %v", pid, err)
-	}
-	return strings.TrimSpace(string(v)) == "1"
+	return f
 }
 
 // TestBackupRotationAndSuspendCLI drives `openstack server backup create`
