@@ -130,23 +130,22 @@ func (al *alarms) evaluate(r alarmRound) []protocol.HostEvent {
 		al.started = true
 	}
 
+	// A host figure against its kernel maximum: format gets the figure,
+	// the maximum, its percentage and the threshold's.
+	host := func(has bool, kind protocol.EventKind, used, max uint64, threshold float64, format string) {
+		if !has || max == 0 {
+			return
+		}
+		ratio := float64(used) / float64(max)
+		if al.level(alarmKey{"", kind}, ratio, threshold) {
+			ev("", kind, protocol.SeverityCritical, float64(used), threshold*float64(max), format, used, max, 100*ratio, 100*threshold)
+		}
+	}
 	h := r.Host
-	if h.HasPids && h.PidMax > 0 {
-		ratio := float64(h.Tasks) / float64(h.PidMax)
-		if al.level(alarmKey{"", protocol.EventHostPids}, ratio, al.cfg.HostPids) {
-			ev("", protocol.EventHostPids, protocol.SeverityCritical, float64(h.Tasks), al.cfg.HostPids*float64(h.PidMax),
-				"host runs %d tasks of kernel.pid_max %d (%.0f%%); alarm at %.0f%%: forks fail for every server once it is reached",
-				h.Tasks, h.PidMax, 100*ratio, 100*al.cfg.HostPids)
-		}
-	}
-	if h.HasConntrack && h.ConntrackMax > 0 {
-		ratio := float64(h.Conntrack) / float64(h.ConntrackMax)
-		if al.level(alarmKey{"", protocol.EventConntrack}, ratio, al.cfg.HostConntrack) {
-			ev("", protocol.EventConntrack, protocol.SeverityCritical, float64(h.Conntrack), al.cfg.HostConntrack*float64(h.ConntrackMax),
-				"host tracks %d connections of nf_conntrack_max %d (%.0f%%); alarm at %.0f%%: new connections are dropped once it is full",
-				h.Conntrack, h.ConntrackMax, 100*ratio, 100*al.cfg.HostConntrack)
-		}
-	}
+	host(h.HasPids, protocol.EventHostPids, h.Tasks, h.PidMax, al.cfg.HostPids,
+		"host runs %d tasks of kernel.pid_max %d (%.0f%%); alarm at %.0f%%: forks fail for every server once it is reached")
+	host(h.HasConntrack, protocol.EventConntrack, h.Conntrack, h.ConntrackMax, al.cfg.HostConntrack,
+		"host tracks %d connections of nf_conntrack_max %d (%.0f%%); alarm at %.0f%%: new connections are dropped once it is full")
 	return out
 }
 

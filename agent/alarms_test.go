@@ -210,6 +210,11 @@ func TestAlarmHostAndDisabled(t *testing.T) {
 		evs[0].InstanceID != "" || evs[0].Severity != protocol.SeverityCritical || evs[0].Threshold != 0.8*32768 {
 		t.Fatalf("host events %+v", evs)
 	}
+	if evs[0].Message != "host runs 27000 tasks of kernel.pid_max 32768 (82%); alarm at 80%: forks fail for every server once it is reached" ||
+		evs[1].Message != "host tracks 900 connections of nf_conntrack_max 1000 (90%); alarm at 80%: new connections are dropped once it is full" ||
+		evs[1].Value != 900 || evs[1].Threshold != 800 {
+		t.Errorf("host events %+v", evs)
+	}
 	if evs := al.evaluate(r); len(evs) != 0 {
 		t.Fatalf("host alarms raised twice: %v", kinds(evs))
 	}
