@@ -364,26 +364,15 @@ func (d *alarmDocker) exec(id, script string) (string, error) {
 }
 
 // A process that eats memory in a 32 MiB server is OOM-killed; the alarm
-// loop raises an oom_kill event within about one interval; nothing else
-// raises it twice.
+// loop raises an oom_kill event (TestRateAlarmOOMKillLatency: within about
+// one interval); nothing else raises it twice.
 func TestAlarmOOMKillWithDocker(t *testing.T) {
 	d := startAlarmDocker(t, time.Second, nil)
-	id := d.server(t, 32, 64)
-	time.Sleep(1500 * time.Millisecond) // a round saw it running: its baseline
-
-	// tail buffers its "line" of zeros until the OOM killer ends it.
-	out, err := d.exec(id, "tail /dev/zero")
-	killed := time.Now()
-	if err == nil {
-		t.Fatalf("the memory hog was not killed: %s", out)
-	}
-	ev, at := d.rec.wait(t, id, protocol.EventOOMKill, 10*time.Second)
-	t.Logf("OOM kill → event in %v: %+v", at.Sub(killed).Round(time.Millisecond), ev)
+	id, _ := d.oomKill(t)
+	ev, _ := d.rec.wait(t, id, protocol.EventOOMKill, 10*time.Second)
+	t.Logf("OOM kill event: %+v", ev)
 	if ev.Severity != protocol.SeverityCritical || ev.Value < 1 || ev.Host != testHost || ev.ID == "" {
 		t.Errorf("event %+v", ev)
-	}
-	if lag := at.Sub(killed); lag > 3*time.Second {
-		t.Errorf("event %v after the kill, want within about one 1s interval", lag)
 	}
 	st, err := d.drv.Status(context.Background(), id)
 	if err != nil || st.Power != drivers.PowerRunning {
@@ -393,6 +382,23 @@ func TestAlarmOOMKillWithDocker(t *testing.T) {
 	if n := d.rec.count(id, protocol.EventOOMKill); n != 1 {
 		t.Errorf("%d OOM kill events for one kill", n)
 	}
+}
+
+// oomKill starts a 32 MiB server and, once an alarm round has seen it
+// running (its baseline), has a process in it eat memory until the OOM
+// killer ends it; it returns the server and when the kill was seen.
+func (d *alarmDocker) oomKill(t *testing.T) (id string, killed time.Time) {
+	t.Helper()
+	id = d.server(t, 32, 64)
+	time.Sleep(1500 * time.Millisecond) // a round saw it running: its baseline
+
+	// tail buffers its "line" of zeros until the OOM killer ends it.
+	out, err := d.exec(id, "tail /dev/zero")
+	killed = time.Now()
+	if err == nil {
+		t.Fatalf("the memory hog was not killed: %s", out)
+	}
+	return id, killed
 }
 
 // A server whose workload itself is OOM-killed stops, its cgroup (and
