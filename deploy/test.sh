@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
 # Capsule's test command (what CI runs, as root):
 #
-#   deploy/test.sh                 everything: gofmt, go vet, deploy scripts, compose file,
-#                                  OVS trunk check, go test ./...
-#   deploy/test.sh ./bus/...       only these packages' tests (checks still run)
+#   deploy/test.sh                 everything: gofmt, go vet, staticcheck, deploy
+#                                  scripts, compose file, OVS trunk check, then
+#                                  the three test tiers below
+#   deploy/test.sh ./bus/...       only these packages' tests, in the tiers
+#                                  they have (the checks still run)
+#
+# The tests run in three tiers, each its own step:
+#   go test (packages)  every package but ./e2e, side by side: go test -p
+#                       $(nproc) (CAPSULE_TEST_P overrides it);
+#   go test ./e2e       the end-to-end tests, which boot whole clouds;
+#   rate tests          the tests that measure a rate or a latency against a
+#                       tolerance (CPU quota, disk throttles, NIC shaping,
+#                       alarm latency): build tag ratetest, in *_rate_test.go
+#                       files, named TestRate*; run last, one package at a
+#                       time, so nothing else skews what they measure.
 #
 # It starts the real components the tests use (deploy/test-env.sh) and sets
 # CAPSULE_TEST_REQUIRE=1, so a test whose component is missing fails
 # instead of skipping. Every step runs even after a failure; the exit status
-# is non-zero when any failed. CAPSULE_TEST_P sets go test -p (default 1:
-# several packages measure CPU, disk and network rates against their
-# tolerances, and packages running side by side on two cores would skew
-# each other's measurements).
+# is non-zero when any failed.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -70,23 +79,62 @@ shell_check() {
 	fi
 }
 
+# The staticcheck CI pins; installed (from the Go module proxy) when
+# missing or another version.
+STATICCHECK_VERSION=v0.8.2
+
+staticcheck_check() {
+	local sc
+	sc="$(go env GOPATH)/bin/staticcheck"
+	if ! "$sc" -version 2>/dev/null | grep -qF "(${STATICCHECK_VERSION#v})"; then
+		go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION" || return 1
+	fi
+	"$sc" -tags ratetest ./...
+}
+
 pkgs=("$@")
 [ ${#pkgs[@]} -gt 0 ] || pkgs=(./...)
+
+# split_tiers: the packages of pkgs in each tier (import paths).
+unit_pkgs=() e2e_pkgs=() rate_pkgs=()
+split_tiers() {
+	local e2e listed withrate p line
+	e2e="$(go list -m)/e2e"
+	listed=$(go list "${pkgs[@]}") || return 1
+	withrate=$(go list -tags ratetest -f '{{.ImportPath}}{{range .TestGoFiles}} {{.}}{{end}}{{range .XTestGoFiles}} {{.}}{{end}}' "${pkgs[@]}") || return 1
+	for p in $listed; do
+		if [ "$p" = "$e2e" ]; then e2e_pkgs+=("$p"); else unit_pkgs+=("$p"); fi
+	done
+	while read -r line; do
+		[[ $line == *_rate_test.go* ]] && rate_pkgs+=("${line%% *}")
+	done <<<"$withrate"
+	echo "packages: ${#unit_pkgs[@]}; e2e: ${#e2e_pkgs[@]}; with rate tests: ${rate_pkgs[*]:-none}" >&2
+}
 
 cap_need_root
 step "Test environment" test_env
 [ ${#failed[@]} = 0 ] || cap_die "the test environment could not be started: no test can run"
 step "gofmt" gofmt_check
-step "go vet" go vet ./...
+# -tags ratetest: the rate tests' files too (the tag only adds files).
+step "go vet" go vet -tags ratetest ./...
+step "staticcheck" staticcheck_check
 step "Deployment files" shell_check
 step "docker-compose.yml" compose_check
 # The simulated physical network the networking tests build (OVS userspace
 # bridges joined by a trunk): checked on its own first, so a machine where
 # it cannot work says so plainly.
 step "OVS trunk (deploy/check-trunk.sh --scratch)" deploy/check-trunk.sh --scratch
-step "go test ${pkgs[*]}" go test -count=1 -timeout 40m -p "${CAPSULE_TEST_P:-1}" "${pkgs[@]}"
-# Go end-to-end tests live in ./e2e (part of ./...); a deployment-level
-# script, when there is one, runs last.
+step "Test tiers" split_tiers
+if [ ${#unit_pkgs[@]} -gt 0 ]; then
+	step "go test (packages)" go test -count=1 -timeout 40m -p "${CAPSULE_TEST_P:-$(nproc)}" "${unit_pkgs[@]}"
+fi
+if [ ${#e2e_pkgs[@]} -gt 0 ]; then
+	step "go test ./e2e" go test -count=1 -timeout 40m "${e2e_pkgs[@]}"
+fi
+if [ ${#rate_pkgs[@]} -gt 0 ]; then
+	step "rate tests" go test -count=1 -timeout 20m -tags ratetest -p 1 -run '^TestRate' "${rate_pkgs[@]}"
+fi
+# A deployment-level script, when there is one, runs last.
 if [ $# = 0 ] && [ -x deploy/e2e.sh ]; then step "deploy/e2e.sh" deploy/e2e.sh; fi
 
 if [ ${#failed[@]} -gt 0 ]; then

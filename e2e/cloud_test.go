@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -374,6 +375,9 @@ func tail(s string, n int) string {
 	return s
 }
 
+// vhost is the cloud's RabbitMQ virtual host.
+func (c *cloud) vhost() string { return "capsule-" + c.host }
+
 // ownVhost gives the cloud a RabbitMQ virtual host of its own, as separate
 // clouds sharing a broker have: queue names ("conductor", "scheduler")
 // would otherwise be shared between the clouds of concurrent tests.
@@ -383,7 +387,7 @@ func (c *cloud) ownVhost(t *testing.T, amqpURL string) string {
 	if err != nil {
 		t.Fatalf("bad CAPSULE_TEST_AMQP_URL: %v", err)
 	}
-	vhost := "capsule-" + c.host
+	vhost := c.vhost()
 	user := u.User.Username()
 	for _, args := range [][]string{{"add_vhost", vhost}, {"set_permissions", "-p", vhost, user, ".*", ".*", ".*"}} {
 		if out, err := exec.Command("rabbitmqctl", args...).CombinedOutput(); err != nil {
@@ -393,6 +397,29 @@ func (c *cloud) ownVhost(t *testing.T, amqpURL string) string {
 	t.Cleanup(func() { _ = exec.Command("rabbitmqctl", "delete_vhost", vhost).Run() })
 	u.Path = "/" + vhost
 	return u.String()
+}
+
+// queueDepth is the number of messages of the cloud's queue that are
+// waiting or delivered but not yet acknowledged (the bus acknowledges
+// once the handler returned).
+func (c *cloud) queueDepth(t *testing.T, queue string) int {
+	t.Helper()
+	out, err := exec.Command("rabbitmqctl", "list_queues", "-q", "--no-table-headers", "-p", c.vhost(),
+		"name", "messages").CombinedOutput()
+	if err != nil {
+		t.Fatalf("rabbitmqctl list_queues: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == queue {
+			n, err := strconv.Atoi(f[1])
+			if err != nil {
+				t.Fatalf("rabbitmqctl list_queues: %q", line)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no queue %s in the cloud's vhost: %s", queue, out)
+	return 0
 }
 
 // proc finds a process by name ("capsuled", "control", "agent-<host>"),
@@ -484,6 +511,28 @@ func (p *proc) kill() {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	}
+}
+
+// logged counts the lines of the process's log (kept across restarts)
+// that contain s.
+func (p *proc) logged(t *testing.T, s string) int {
+	t.Helper()
+	b, err := os.ReadFile(p.log)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), s)
+}
+
+// agentReconciled is the agent's (debug) log line of a finished
+// reconcile: the power sync sent, the network and limits repaired.
+const agentReconciled = "msg=reconciled "
+
+// waitLogged waits until the process's log holds more than n lines with s:
+// what the process logged since n was counted.
+func (p *proc) waitLogged(t *testing.T, s string, n int, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, fmt.Sprintf("%s logs %q", p.name, s), func() bool { return p.logged(t, s) > n })
 }
 
 // docker runs the docker CLI against the first compute host's dockerd.

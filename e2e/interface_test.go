@@ -138,8 +138,10 @@ func TestInterfaceHotplugCLI(t *testing.T) {
 	// start-up: the detached NIC stays gone, the server's eth0 stays.
 	capsuled := c.proc(t, "capsuled")
 	capsuled.stop()
+	n := capsuled.logged(t, agentReconciled)
 	capsuled.start(t)
 	c.waitReady(t)
-	time.Sleep(5 * time.Second) // the start-up reconcile runs once the conductor answers
+	// The start-up reconcile runs once the conductor answers.
+	capsuled.waitLogged(t, agentReconciled, n, 60*time.Second)
 	gone("after an agent restart")
 }

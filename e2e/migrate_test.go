@@ -15,6 +15,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 
+	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/ovs"
 	"github.com/capsule-cloud/capsule/store"
 )
@@ -343,11 +344,17 @@ func TestMigrationTargetAgentDies(t *testing.T) {
 	}
 	a.serve(t)
 
-	c.proc(t, "agent-"+hb.name).start(t)
+	agentB := c.proc(t, "agent-"+hb.name)
+	n := agentB.logged(t, agentReconciled)
+	agentB.start(t)
 	c.waitReady(t)
 	// Whatever the revived agent finds in its queue, it must leave hb
-	// clean: give it time to drain, then check.
-	time.Sleep(5 * time.Second)
+	// clean: once it has reconciled and handled (acknowledged) every
+	// message of its queue, check.
+	agentB.waitLogged(t, agentReconciled, n, 60*time.Second)
+	eventually(t, 60*time.Second, "queue of "+hb.name+" drained", func() bool {
+		return c.queueDepth(t, bus.ComputeQueue(hb.name)) == 0
+	})
 	c.hostClean(t, cc, hb, a, false)
 	eventually(t, 60*time.Second, "rolled-back migration's tag deleted", func() bool {
 		return len(reg.tags(t, migrationRepo)) == 0
