@@ -139,13 +139,28 @@ func (n netnsT) tcp(t *testing.T, to netnsT, ip string) error {
 	return nil
 }
 
+// mustReach checks TCP and ICMP get from "from" to "to" at ip, each
+// retried for a few seconds: OVS's userspace datapath picks a device that a
+// repair re-created up on a later poll, later still on a machine busy
+// with other packages' tests.
 func mustReach(t *testing.T, from, to netnsT, ip string) {
 	t.Helper()
-	if err := from.tcp(t, to, ip); err != nil {
-		t.Errorf("TCP: %v", err)
-	}
-	if err := from.ping(ip); err != nil {
-		t.Errorf("ICMP: %v", err)
+	deadline := time.Now().Add(10 * time.Second)
+	for _, try := range []struct {
+		what  string
+		reach func() error
+	}{
+		{"TCP", func() error { return from.tcp(t, to, ip) }},
+		{"ICMP", func() error { return from.ping(ip) }},
+	} {
+		err := try.reach()
+		for err != nil && time.Now().Before(deadline) {
+			time.Sleep(200 * time.Millisecond)
+			err = try.reach()
+		}
+		if err != nil {
+			t.Errorf("%s: %v", try.what, err)
+		}
 	}
 }
 
