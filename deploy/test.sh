@@ -132,7 +132,8 @@ if [ ${#e2e_pkgs[@]} -gt 0 ]; then
 	step "go test ./e2e" go test -count=1 -timeout 40m "${e2e_pkgs[@]}"
 fi
 if [ ${#rate_pkgs[@]} -gt 0 ]; then
-	step "rate tests" go test -count=1 -timeout 20m -tags ratetest -p 1 -run '^TestRate' "${rate_pkgs[@]}"
+	# -v: what each one measured goes to the log (docs/benchmarks.md).
+	step "rate tests" go test -count=1 -timeout 20m -tags ratetest -p 1 -run '^TestRate' -v "${rate_pkgs[@]}"
 fi
 # A deployment-level script, when there is one, runs last.
 if [ $# = 0 ] && [ -x deploy/e2e.sh ]; then step "deploy/e2e.sh" deploy/e2e.sh; fi
