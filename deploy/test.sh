@@ -109,6 +109,25 @@ split_tiers() {
 		[[ $line == *_rate_test.go* ]] && rate_pkgs+=("${line%% *}")
 	done <<<"$withrate"
 	echo "packages: ${#unit_pkgs[@]}; e2e: ${#e2e_pkgs[@]}; with rate tests: ${rate_pkgs[*]:-none}" >&2
+	rate_files_check
+}
+
+# rate_files_check: every *_rate_test.go is behind the tag (else it runs
+# in the busy tiers too) and names its tests TestRate* (else the rate
+# step's -run skips them).
+rate_files_check() {
+	local f bad=0
+	while IFS= read -r f; do
+		if ! grep -q '^//go:build ratetest$' "$f"; then
+			echo "$f: a rate test file without //go:build ratetest" >&2
+			bad=1
+		fi
+		if grep -n '^func Test' "$f" | grep -v '^[0-9]*:func TestRate'; then
+			echo "$f: rate tests are named TestRate*" >&2
+			bad=1
+		fi
+	done < <(find . -name '*_rate_test.go' -not -path './.git/*')
+	return "$bad"
 }
 
 cap_need_root
