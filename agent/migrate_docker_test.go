@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/capsule-cloud/capsule/drivers/docker"
 	"github.com/capsule-cloud/capsule/internal/testenv"
 	"github.com/capsule-cloud/capsule/protocol"
+	"github.com/capsule-cloud/capsule/registry/registrytest"
 )
 
 // The docker driver tells the bytes a migration pushed; a signature drift
@@ -70,7 +70,7 @@ func TestMigrationWithDocker(t *testing.T) {
 	repo := "capsule/migrations-test-" + id[:8]
 	tag := "mig-" + id[:8]
 	ref := registry + "/" + repo + ":" + tag
-	t.Cleanup(func() { deleteRegistryTag(t, registry, repo, tag) })
+	registrytest.DeleteAtCleanup(t, ref)
 	w := work(id, "exporting")
 	w.Ref = ref
 	e.send(srcHost, protocol.KindMigrationExport, w)
@@ -114,26 +114,5 @@ func TestMigrationWithDocker(t *testing.T) {
 	}
 	if st, err := b.Status(ctx, id); err != nil || st.Power != drivers.PowerRunning {
 		t.Errorf("target after the confirm: %+v, %v", st, err)
-	}
-}
-
-// deleteRegistryTag removes repo:tag's manifest from the test registry.
-func deleteRegistryTag(t *testing.T, registry, repo, tag string) {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodHead, "http://"+registry+"/v2/"+repo+"/manifests/"+tag, nil)
-	req.Header.Set("Accept", "application/vnd.docker.distribution.manifest.v2+json")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Logf("resolve %s: %v", tag, err)
-		return
-	}
-	res.Body.Close()
-	dg := res.Header.Get("Docker-Content-Digest")
-	if dg == "" {
-		return
-	}
-	req, _ = http.NewRequest(http.MethodDelete, "http://"+registry+"/v2/"+repo+"/manifests/"+dg, nil)
-	if res, err := http.DefaultClient.Do(req); err == nil {
-		res.Body.Close()
 	}
 }

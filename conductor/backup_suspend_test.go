@@ -1,17 +1,9 @@
 package conductor
 
 import (
-	"bytes"
-	"compress/gzip"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
-	"net/http"
-	"net/url"
 	"slices"
 	"sync"
 	"testing"
@@ -24,6 +16,7 @@ import (
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/registry"
+	"github.com/capsule-cloud/capsule/registry/registrytest"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -255,7 +248,7 @@ func TestBackupRotationRealRegistry(t *testing.T) {
 	old := addImage(t, st, "active", testNow.Add(-time.Hour), backupProps(inst.ID, "daily"), false)
 	newest := addImage(t, st, "queued", testNow.Add(-time.Minute), backupProps(inst.ID, "daily"), false)
 	for _, id := range []string{old, newest} {
-		dg := pushTinyImage(t, addr, repo, id)
+		dg := registrytest.PushTiny(t, reg, repo, id)
 		t.Cleanup(func() { _ = reg.DeleteManifest(context.Background(), repo, dg) })
 		ref := addr + "/" + repo + ":" + id
 		if err := st.DB.Model(&store.Image{}).Where("id = ?", id).Update("registry_ref", ref).Error; err != nil {
@@ -274,66 +267,4 @@ func TestBackupRotationRealRegistry(t *testing.T) {
 	if _, err := reg.Resolve(ctx, repo, newest); err != nil {
 		t.Errorf("kept backup's tag: %v", err)
 	}
-}
-
-// pushTinyImage pushes a one-layer image (distinct per tag) to
-// addr/repo:tag through the registry API and returns its manifest digest.
-func pushTinyImage(t *testing.T, addr, repo, tag string) string {
-	t.Helper()
-	digest := func(b []byte) string { s := sha256.Sum256(b); return "sha256:" + hex.EncodeToString(s[:]) }
-	upload := func(blob []byte) string {
-		dg := digest(blob)
-		res, err := http.Post("http://"+addr+"/v2/"+repo+"/blobs/uploads/", "", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Body.Close()
-		if res.StatusCode != http.StatusAccepted {
-			t.Fatalf("start upload: %s", res.Status)
-		}
-		loc, err := url.Parse(res.Header.Get("Location"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !loc.IsAbs() {
-			loc, _ = url.Parse("http://" + addr + loc.String())
-		}
-		q := loc.Query()
-		q.Set("digest", dg)
-		loc.RawQuery = q.Encode()
-		req, _ := http.NewRequest(http.MethodPut, loc.String(), bytes.NewReader(blob))
-		req.Header.Set("Content-Type", "application/octet-stream")
-		res, err = http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Body.Close()
-		if res.StatusCode != http.StatusCreated {
-			t.Fatalf("finish upload: %s", res.Status)
-		}
-		return dg
-	}
-	tarball := make([]byte, 1024) // an empty tar
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	_, _ = zw.Write(tarball)
-	_ = zw.Close()
-	cfg := []byte(fmt.Sprintf(`{"architecture":"amd64","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":[%q]},"comment":%q}`,
-		digest(tarball), tag))
-	cfgDigest, layerDigest := upload(cfg), upload(gz.Bytes())
-	man, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": registry.MediaDockerManifest,
-		"config": map[string]any{"mediaType": "application/vnd.docker.container.image.v1+json", "size": len(cfg), "digest": cfgDigest},
-		"layers": []map[string]any{{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": gz.Len(), "digest": layerDigest}}})
-	req, _ := http.NewRequest(http.MethodPut, "http://"+addr+"/v2/"+repo+"/manifests/"+tag, bytes.NewReader(man))
-	req.Header.Set("Content-Type", registry.MediaDockerManifest)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if res.StatusCode != http.StatusCreated {
-		t.Fatalf("put manifest: %s: %s", res.Status, b)
-	}
-	return digest(man)
 }

@@ -2,7 +2,7 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/capsule-cloud/capsule/internal/testenv"
+	capreg "github.com/capsule-cloud/capsule/registry"
 )
 
 // authRegistry is a private registry of the test's own that requires a
@@ -81,7 +82,7 @@ func (r *authRegistry) start(t *testing.T) {
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		if code, _ := r.status("/v2/", false); code == http.StatusUnauthorized {
+		if code, _ := r.status(false); code == http.StatusUnauthorized {
 			return
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -104,46 +105,33 @@ func (r *authRegistry) restart(t *testing.T) {
 	r.start(t)
 }
 
-// status GETs path, logged in or not, and returns the HTTP status.
-func (r *authRegistry) status(path string, login bool) (int, error) {
-	req, err := http.NewRequest(http.MethodGet, "http://"+r.addr+path, nil)
-	if err != nil {
-		return 0, err
-	}
+// status asks the registry's API version check (/v2/), logged in or
+// not, and returns the HTTP status.
+func (r *authRegistry) status(login bool) (int, error) {
+	c := &capreg.Client{Address: r.addr, HTTP: &http.Client{Timeout: 3 * time.Second}}
 	if login {
-		req.SetBasicAuth(r.user, r.pass)
+		c.Username, c.Password = r.user, r.pass
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	res, err := http.DefaultClient.Do(req.WithContext(ctx))
+	err := c.Ping(context.Background())
+	var se *capreg.StatusError
+	if errors.As(err, &se) {
+		return se.Code, nil
+	}
 	if err != nil {
 		return 0, err
 	}
-	res.Body.Close()
-	return res.StatusCode, nil
+	return http.StatusOK, nil
 }
 
 // tags lists the tags of repo ("" = none; a repository never pushed to
 // has none).
 func (r *authRegistry) tags(t *testing.T, repo string) []string {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, "http://"+r.addr+"/v2/"+repo+"/tags/list", nil)
-	req.SetBasicAuth(r.user, r.pass)
-	res, err := http.DefaultClient.Do(req)
+	tags, err := (&capreg.Client{Address: r.addr, Username: r.user, Password: r.pass}).Tags(context.Background(), repo)
 	if err != nil {
 		t.Fatalf("list tags of %s: %v", repo, err)
 	}
-	defer res.Body.Close()
-	if res.StatusCode == http.StatusNotFound {
-		return nil
-	}
-	var body struct {
-		Tags []string `json:"tags"`
-	}
-	if err := json.NewDecoder(res.Body).Decode(&body); err != nil {
-		t.Fatalf("list tags of %s: %v", repo, err)
-	}
-	return body.Tags
+	return tags
 }
 
 // yaml is the registry section of a Capsule config using this registry.
@@ -162,15 +150,15 @@ func withRegistry(reg *authRegistry) cloudOption {
 func TestAuthRegistryRefusesAnonymous(t *testing.T) {
 	t.Parallel()
 	reg := startAuthRegistry(t)
-	if code, err := reg.status("/v2/", false); err != nil || code != http.StatusUnauthorized {
+	if code, err := reg.status(false); err != nil || code != http.StatusUnauthorized {
 		t.Fatalf("anonymous /v2/: %d %v, want 401", code, err)
 	}
-	if code, err := reg.status("/v2/", true); err != nil || code != http.StatusOK {
+	if code, err := reg.status(true); err != nil || code != http.StatusOK {
 		t.Fatalf("logged-in /v2/: %d %v, want 200", code, err)
 	}
 	bad := *reg
 	bad.pass = "wrong"
-	if code, _ := bad.status("/v2/", true); code != http.StatusUnauthorized {
+	if code, _ := bad.status(true); code != http.StatusUnauthorized {
 		t.Fatalf("wrong password: %d, want 401", code)
 	}
 }

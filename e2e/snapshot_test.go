@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
-	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -15,24 +13,17 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
 
 	"github.com/capsule-cloud/capsule/internal/testenv"
+	capreg "github.com/capsule-cloud/capsule/registry"
 )
 
 // snapshotTags lists the registry's capsule/snapshots tags.
 func snapshotTags(t *testing.T, registry string) []string {
 	t.Helper()
-	res, err := http.Get("http://" + registry + "/v2/capsule/snapshots/tags/list")
+	tags, err := (&capreg.Client{Address: registry}).Tags(context.Background(), capreg.SnapshotRepo)
 	if err != nil {
 		t.Fatalf("list snapshot tags: %v", err)
 	}
-	defer res.Body.Close()
-	if res.StatusCode == http.StatusNotFound {
-		return nil
-	}
-	var v struct{ Tags []string }
-	if err := json.NewDecoder(res.Body).Decode(&v); err != nil {
-		t.Fatalf("decode tag list: %v", err)
-	}
-	return v.Tags
+	return tags
 }
 
 // TestSnapshotBootAndDelete: a file written inside a server is in the

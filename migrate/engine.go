@@ -14,6 +14,7 @@ import (
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/protocol"
+	"github.com/capsule-cloud/capsule/registry"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -28,10 +29,6 @@ type Selector interface {
 type Registry interface {
 	DeleteImage(ctx context.Context, ref, digest string) error
 }
-
-// Repo is the registry repository migration commits are pushed to, one
-// tag per migration (its UUID).
-const Repo = "capsule/migrations"
 
 // EventSchedule is the instance-action event the conductor records for
 // the scheduling step (Nova's).
@@ -103,7 +100,9 @@ func New(o Options) *Engine {
 func (e *Engine) StepTimeout() time.Duration { return e.timeout }
 
 // Ref is the registry reference of migration m's commit.
-func (e *Engine) Ref(m *store.Migration) string { return e.regAddr + "/" + Repo + ":" + m.UUID }
+func (e *Engine) Ref(m *store.Migration) string {
+	return registry.Ref{Host: e.regAddr, Repo: registry.MigrationRepo, Tag: m.UUID}.String()
+}
 
 func (e *Engine) logFor(m *store.Migration) *slog.Logger {
 	return e.log.With("migration", m.UUID, "instance", m.InstanceID, "step", m.Step,

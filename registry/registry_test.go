@@ -1,98 +1,24 @@
-package registry
+package registry_test
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/capsule-cloud/capsule/internal/testenv"
+	"github.com/capsule-cloud/capsule/registry"
+	"github.com/capsule-cloud/capsule/registry/registrytest"
 )
-
-func digestOf(b []byte) string {
-	s := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(s[:])
-}
-
-// pushTiny pushes a one-layer image (a config blob, an empty gzip layer
-// and a schema-2 manifest) to addr as repo:tag through the v2 API, as a
-// docker push would, and returns the manifest's digest.
-func pushTiny(t *testing.T, addr, repo, tag string) string {
-	t.Helper()
-	ctx := context.Background()
-	upload := func(blob []byte) string {
-		dg := digestOf(blob)
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/v2/"+repo+"/blobs/uploads/", nil)
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Body.Close()
-		if res.StatusCode != http.StatusAccepted {
-			t.Fatalf("start upload: %s", res.Status)
-		}
-		loc, err := url.Parse(res.Header.Get("Location"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !loc.IsAbs() {
-			loc, _ = url.Parse("http://" + addr + loc.String())
-		}
-		q := loc.Query()
-		q.Set("digest", dg)
-		loc.RawQuery = q.Encode()
-		req, _ = http.NewRequestWithContext(ctx, http.MethodPut, loc.String(), bytes.NewReader(blob))
-		req.Header.Set("Content-Type", "application/octet-stream")
-		res, err = http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Body.Close()
-		if res.StatusCode != http.StatusCreated {
-			t.Fatalf("finish upload: %s", res.Status)
-		}
-		return dg
-	}
-	// An empty tar (two zero blocks), gzipped: the smallest valid layer.
-	tarball := make([]byte, 1024)
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	_, _ = zw.Write(tarball)
-	_ = zw.Close()
-	layer := gz.Bytes()
-	cfg := []byte(fmt.Sprintf(`{"architecture":"amd64","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":[%q]},"comment":%q}`,
-		digestOf(tarball), tag))
-	cfgDigest, layerDigest := upload(cfg), upload(layer)
-	man, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": MediaDockerManifest,
-		"config": map[string]any{"mediaType": "application/vnd.docker.container.image.v1+json", "size": len(cfg), "digest": cfgDigest},
-		"layers": []map[string]any{{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": len(layer), "digest": layerDigest}}})
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+addr+"/v2/"+repo+"/manifests/"+tag, bytes.NewReader(man))
-	req.Header.Set("Content-Type", MediaDockerManifest)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if res.StatusCode != http.StatusCreated {
-		t.Fatalf("put manifest: %s: %s", res.Status, b)
-	}
-	return digestOf(man)
-}
 
 // TestRealRegistryResolveDeleteTags runs against the test registry:
 // a pushed tag resolves to the digest of what was pushed, is listed,
@@ -100,17 +26,17 @@ func pushTiny(t *testing.T, addr, repo, tag string) string {
 func TestRealRegistryResolveDeleteTags(t *testing.T) {
 	addr := testenv.Registry(t)
 	ctx := context.Background()
-	c := &Client{Address: addr}
+	c := &registry.Client{Address: addr}
 	repo, tag := "capsule/migrations", "regtest-"+uuid.NewString()
-	pushed := pushTiny(t, addr, repo, tag)
+	pushed := registrytest.PushTiny(t, c, repo, tag)
 	t.Cleanup(func() { _ = c.DeleteManifest(context.Background(), repo, pushed) })
 
 	d, err := c.Resolve(ctx, repo, tag)
 	if err != nil {
 		t.Fatalf("resolve: %v", err)
 	}
-	if d.Digest != pushed || d.MediaType != MediaDockerManifest {
-		t.Errorf("resolved %+v, want digest %s of type %s", d, pushed, MediaDockerManifest)
+	if d.Digest != pushed || d.MediaType != registry.MediaDockerManifest {
+		t.Errorf("resolved %+v, want digest %s of type %s", d, pushed, registry.MediaDockerManifest)
 	}
 	tags, err := c.Tags(ctx, repo)
 	if err != nil {
@@ -125,8 +51,8 @@ func TestRealRegistryResolveDeleteTags(t *testing.T) {
 	if err := c.DeleteImage(ctx, ref, ""); err != nil {
 		t.Fatalf("delete %s: %v", ref, err)
 	}
-	if _, err := c.Resolve(ctx, repo, tag); !errors.Is(err, ErrNotFound) {
-		t.Errorf("resolve after delete: %v, want ErrNotFound", err)
+	if _, err := c.Resolve(ctx, repo, tag); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("resolve after delete: %v, want registry.ErrNotFound", err)
 	}
 	tags, err = c.Tags(ctx, repo)
 	if err != nil {
@@ -142,18 +68,79 @@ func TestRealRegistryResolveDeleteTags(t *testing.T) {
 	if err := c.DeleteImage(ctx, ref, pushed); err != nil {
 		t.Errorf("second delete by digest: %v", err)
 	}
-	if err := c.DeleteManifest(ctx, repo, pushed); !errors.Is(err, ErrNotFound) {
-		t.Errorf("DeleteManifest of a deleted manifest: %v, want ErrNotFound", err)
+	if err := c.DeleteManifest(ctx, repo, pushed); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("DeleteManifest of a deleted manifest: %v, want registry.ErrNotFound", err)
 	}
 
 	// By the digest recorded at push time.
 	tag2 := tag + "-b"
-	pushed2 := pushTiny(t, addr, repo, tag2)
+	pushed2 := registrytest.PushTiny(t, c, repo, tag2)
 	if err := c.DeleteImage(ctx, addr+"/"+repo+":"+tag2, pushed2); err != nil {
 		t.Fatalf("delete by digest: %v", err)
 	}
-	if _, err := c.Resolve(ctx, repo, tag2); !errors.Is(err, ErrNotFound) {
-		t.Errorf("resolve after delete by digest: %v, want ErrNotFound", err)
+	if _, err := c.Resolve(ctx, repo, tag2); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("resolve after delete by digest: %v, want registry.ErrNotFound", err)
+	}
+}
+
+// TestRealRegistryBlobsAndManifests runs against the test registry what
+// Glance upload and download do: a streamed blob upload comes back
+// byte for byte, a manifest put is read back (decoded, raw, sized), a
+// blob mounted from another repository is there without an upload.
+func TestRealRegistryBlobsAndManifests(t *testing.T) {
+	addr := testenv.Registry(t)
+	ctx := context.Background()
+	c := &registry.Client{Address: addr}
+	repo := "capsuletest/blob-" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12]
+
+	payload := bytes.Repeat([]byte("capsule"), 200_000) // larger than one read
+	d, err := c.UploadBlob(ctx, repo, io.MultiReader(bytes.NewReader(payload[:1000]), bytes.NewReader(payload[1000:])))
+	if err != nil {
+		t.Fatalf("upload: %v", err)
+	}
+	if d.Digest != digest.FromBytes(payload).String() || d.Size != int64(len(payload)) {
+		t.Fatalf("uploaded %+v, want %s of %d bytes", d, digest.FromBytes(payload), len(payload))
+	}
+	rc, err := c.GetBlob(ctx, repo, d.Digest)
+	if err != nil {
+		t.Fatalf("get blob: %v", err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(got, payload) {
+		t.Fatalf("blob read back: %d bytes, %v", len(got), err)
+	}
+	if _, err := c.GetBlob(ctx, repo, digest.FromString("nothing").String()); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("get of a missing blob: %v, want ErrNotFound", err)
+	}
+
+	tag := "t-" + uuid.NewString()
+	pushed := registrytest.PushTiny(t, c, repo, tag)
+	t.Cleanup(func() { _ = c.DeleteManifest(context.Background(), repo, pushed) })
+	m, err := c.Manifest(ctx, repo, tag)
+	if err != nil || len(m.Layers) != 1 || m.Config.Digest == "" || m.Size() != m.Config.Size+m.Layers[0].Size {
+		t.Fatalf("manifest %+v, %v", m, err)
+	}
+	raw, mt, err := c.RawManifest(ctx, repo, pushed)
+	if err != nil || digest.FromBytes(raw).String() != pushed || mt != registry.MediaDockerManifest {
+		t.Fatalf("raw manifest by digest: %s %s, %v", digest.FromBytes(raw), mt, err)
+	}
+	if n, err := c.ImageSize(ctx, addr+"/"+repo+":"+tag); err != nil || n != m.Size() {
+		t.Errorf("image size %d, %v; want %d", n, err, m.Size())
+	}
+
+	other := repo + "-mounted"
+	for _, dg := range []string{m.Config.Digest, m.Layers[0].Digest} {
+		if err := c.MountBlob(ctx, other, repo, dg); err != nil {
+			t.Fatalf("mount %s: %v", dg, err)
+		}
+	}
+	if dg, err := c.PutManifest(ctx, other, tag, mt, raw); err != nil || dg != pushed {
+		t.Fatalf("put the same manifest in %s: %s, %v", other, dg, err)
+	}
+	t.Cleanup(func() { _ = c.DeleteManifest(context.Background(), other, pushed) })
+	if n, err := c.ImageSize(ctx, addr+"/"+other+"@"+pushed); err != nil || n != m.Size() {
+		t.Errorf("mounted image size %d, %v", n, err)
 	}
 }
 
@@ -177,15 +164,15 @@ func TestClientSendsAuthAndAccept(t *testing.T) {
 		}
 		switch {
 		case r.URL.Path == "/v2/capsule/migrations/manifests/with-header":
-			for _, mt := range []string{MediaDockerManifest, MediaDockerList, MediaOCIManifest, MediaOCIIndex} {
+			for _, mt := range []string{registry.MediaDockerManifest, registry.MediaDockerList, registry.MediaOCIManifest, registry.MediaOCIIndex} {
 				if !strings.Contains(r.Header.Get("Accept"), mt) {
 					t.Errorf("%s %s: Accept %q lacks %s", r.Method, r.URL.Path, r.Header.Get("Accept"), mt)
 				}
 			}
 			w.Header().Set("Docker-Content-Digest", "sha256:"+strings.Repeat("a", 64))
-			w.Header().Set("Content-Type", MediaDockerManifest)
+			w.Header().Set("Content-Type", registry.MediaDockerManifest)
 		case r.URL.Path == "/v2/capsule/migrations/manifests/no-header":
-			w.Header().Set("Content-Type", MediaOCIManifest)
+			w.Header().Set("Content-Type", registry.MediaOCIManifest)
 			if r.Method == http.MethodGet {
 				_, _ = w.Write(manifest)
 			}
@@ -206,19 +193,19 @@ func TestClientSendsAuthAndAccept(t *testing.T) {
 	ctx := context.Background()
 	host := strings.TrimPrefix(srv.URL, "http://")
 
-	anon := &Client{Address: host}
+	anon := &registry.Client{Address: host}
 	if _, err := anon.Resolve(ctx, "capsule/migrations", "with-header"); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Errorf("resolve without credentials: %v, want a 401 error", err)
 	}
 
-	c := &Client{Address: host, Username: "capsule", Password: "s3cret"}
+	c := &registry.Client{Address: host, Username: "capsule", Password: "s3cret"}
 	d, err := c.Resolve(ctx, "capsule/migrations", "with-header")
-	if err != nil || d.Digest != "sha256:"+strings.Repeat("a", 64) || d.MediaType != MediaDockerManifest {
+	if err != nil || d.Digest != "sha256:"+strings.Repeat("a", 64) || d.MediaType != registry.MediaDockerManifest {
 		t.Errorf("resolve with header: %+v, %v", d, err)
 	}
 	d, err = c.Resolve(ctx, "capsule/migrations", "no-header")
-	if err != nil || d.Digest != digestOf(manifest) || d.MediaType != MediaOCIManifest {
-		t.Errorf("resolve without header: %+v, %v; want digest %s", d, err, digestOf(manifest))
+	if err != nil || d.Digest != digest.FromBytes(manifest).String() || d.MediaType != registry.MediaOCIManifest {
+		t.Errorf("resolve without header: %+v, %v; want digest %s", d, err, digest.FromBytes(manifest))
 	}
 	if err := c.DeleteImage(ctx, host+"/capsule/migrations:with-header", ""); err != nil {
 		t.Errorf("delete: %v", err)
@@ -226,8 +213,8 @@ func TestClientSendsAuthAndAccept(t *testing.T) {
 	if err := c.DeleteImage(ctx, host+"/capsule/migrations:gone", ""); err != nil {
 		t.Errorf("delete of a missing tag: %v, want nil", err)
 	}
-	if err := c.DeleteManifest(ctx, "capsule/migrations", "sha256:"+strings.Repeat("b", 64)); !errors.Is(err, ErrDeleteDisabled) {
-		t.Errorf("delete on a registry refusing deletes: %v, want ErrDeleteDisabled", err)
+	if err := c.DeleteManifest(ctx, "capsule/migrations", "sha256:"+strings.Repeat("b", 64)); !errors.Is(err, registry.ErrDeleteDisabled) {
+		t.Errorf("delete on a registry refusing deletes: %v, want registry.ErrDeleteDisabled", err)
 	}
 	if err := c.DeleteImage(ctx, "other.example:5000/capsule/migrations:x", ""); err == nil {
 		t.Error("delete of another registry's image accepted")
@@ -247,20 +234,141 @@ func TestClientSendsAuthAndAccept(t *testing.T) {
 	}
 }
 
+// TestClientBearer: a registry that wants a token gets one from its realm
+// with the client's login, for the scope the challenge names; the token
+// serves the next requests of that scope without a new challenge, and a
+// streamed upload (whose body cannot be sent twice) goes with it.
+func TestClientBearer(t *testing.T) {
+	var mu sync.Mutex
+	var tokenQueries []string
+	var unauthorized int
+	mux := http.NewServeMux()
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	mux.HandleFunc("/token", func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != "bob" || p != "secret" {
+			http.Error(w, "bad login", http.StatusUnauthorized)
+			return
+		}
+		mu.Lock()
+		tokenQueries = append(tokenQueries, r.URL.RawQuery)
+		mu.Unlock()
+		_, _ = w.Write([]byte(`{"token":"tok-1","expires_in":300}`))
+	})
+	mux.HandleFunc("/v2/", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer tok-1" {
+			mu.Lock()
+			unauthorized++
+			mu.Unlock()
+			w.Header().Set("WWW-Authenticate", `Bearer realm="`+srv.URL+`/token",service="reg",scope="repository:capsule/migrations:pull"`)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		switch {
+		case r.Method == http.MethodGet && r.URL.Path == "/v2/capsule/migrations/manifests/sha256:beef":
+			w.Header().Set("Content-Type", registry.MediaDockerManifest)
+			_, _ = w.Write([]byte(`{"schemaVersion":2,"config":{"digest":"sha256:c","size":2},"layers":[{"size":3},{"size":4}]}`))
+		case r.Method == http.MethodPost && r.URL.Path == "/v2/capsule/migrations/blobs/uploads/":
+			w.Header().Set("Location", "/v2/capsule/migrations/blobs/uploads/u1")
+			w.WriteHeader(http.StatusAccepted)
+		case r.Method == http.MethodPatch:
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.Header().Set("Location", "/v2/capsule/migrations/blobs/uploads/u1?state=x")
+			w.WriteHeader(http.StatusAccepted)
+		case r.Method == http.MethodPut && r.URL.Query().Get("digest") != "":
+			w.WriteHeader(http.StatusCreated)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+	c := registry.Remote(strings.TrimPrefix(srv.URL, "http://"), "bob", "secret")
+	c.HTTP = srv.Client()
+	ctx := context.Background()
+	m, err := c.Manifest(ctx, "capsule/migrations", "sha256:beef")
+	if err != nil || len(m.Layers) != 2 || m.Size() != 9 {
+		t.Fatalf("manifest: %+v, %v", m, err)
+	}
+	if _, err := c.Manifest(ctx, "capsule/migrations", "sha256:beef"); err != nil {
+		t.Fatalf("second read: %v", err)
+	}
+	if d, err := c.UploadBlob(ctx, "capsule/migrations", io.LimitReader(strings.NewReader("stream"), 6)); err != nil ||
+		d.Size != 6 || d.Digest != digest.FromString("stream").String() {
+		t.Fatalf("streamed upload with a token: %+v, %v", d, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(tokenQueries) == 0 || !strings.Contains(tokenQueries[0], "service=reg") ||
+		!strings.Contains(tokenQueries[0], "scope=repository%3Acapsule%2Fmigrations%3Apull") {
+		t.Errorf("token queries %q", tokenQueries)
+	}
+	// One challenge for the pulls, one for the push scope's first request.
+	if unauthorized != 2 || len(tokenQueries) != 2 {
+		t.Errorf("%d challenges, %d tokens fetched; want 2 and 2 (tokens reused per scope)", unauthorized, len(tokenQueries))
+	}
+}
+
+// TestRemoteFallsBackToPlainHTTP: a registry that speaks only plain HTTP
+// (an insecure loopback one) is reached by a Remote client after its
+// HTTPS attempt, and a client with an explicit scheme is not probed.
+func TestRemoteFallsBackToPlainHTTP(t *testing.T) {
+	var seen int
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen++
+		_, _ = w.Write([]byte(`{"tags":["x"]}`))
+	}))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	c := registry.Remote(host, "", "")
+	ctx := context.Background()
+	for range 2 {
+		if tags, err := c.Tags(ctx, "a/b"); err != nil || !slices.Equal(tags, []string{"x"}) {
+			t.Fatalf("tags over the plain-HTTP fallback: %v, %v", tags, err)
+		}
+	}
+	if seen != 2 {
+		t.Errorf("registry saw %d requests, want 2", seen)
+	}
+	tls := &registry.Client{Address: "https://" + host}
+	if _, err := tls.Tags(ctx, "a/b"); err == nil {
+		t.Error("an https:// address fell back to plain HTTP")
+	}
+}
+
 func TestParseRef(t *testing.T) {
-	for in, want := range map[string]Ref{
+	dg := "sha256:" + strings.Repeat("0", 64)
+	for in, want := range map[string]registry.Ref{
 		"127.0.0.1:5050/capsule/migrations:abc": {Host: "127.0.0.1:5050", Repo: "capsule/migrations", Tag: "abc"},
 		"reg.example/capsule/busybox":           {Host: "reg.example", Repo: "capsule/busybox", Tag: "latest"},
-		"localhost/a/b@sha256:00":               {Host: "localhost", Repo: "a/b", Digest: "sha256:00"},
+		"localhost/a/b@" + dg:                   {Host: "localhost", Repo: "a/b", Digest: dg},
+		"reg.example:5000/a/b:v1@" + dg:         {Host: "reg.example:5000", Repo: "a/b", Tag: "v1", Digest: dg},
+		"docker.io/library/busybox:1.36":        {Host: "docker.io", Repo: "library/busybox", Tag: "1.36"},
 	} {
-		got, err := ParseRef(in)
+		got, err := registry.ParseRef(in)
 		if err != nil || got != want {
 			t.Errorf("ParseRef(%q) = %+v, %v; want %+v", in, got, err, want)
 		}
+		if err == nil && got.String() != in && got.String() != in+":latest" {
+			t.Errorf("ParseRef(%q).String() = %q", in, got.String())
+		}
 	}
-	for _, bad := range []string{"busybox", "capsule/busybox:latest", "127.0.0.1:5050/", "h:1/a@latest"} {
-		if _, err := ParseRef(bad); err == nil {
+	for _, bad := range []string{"busybox", "capsule/busybox:latest", "127.0.0.1:5050/", "h:1/a@latest", "h:1/a@sha256:00", ""} {
+		if _, err := registry.ParseRef(bad); err == nil {
 			t.Errorf("ParseRef(%q) accepted", bad)
 		}
+	}
+	if _, err := registry.ParseRef("capsule/busybox"); err == nil || !strings.Contains(err.Error(), "does not name a registry host") {
+		t.Errorf("ParseRef without a host: %v", err)
+	}
+	for in, want := range map[string]registry.Ref{
+		"busybox":                        {Host: "docker.io", Repo: "library/busybox", Tag: "latest"},
+		"capsule/busybox:1":              {Host: "docker.io", Repo: "capsule/busybox", Tag: "1"},
+		"127.0.0.1:5050/capsule/b@" + dg: {Host: "127.0.0.1:5050", Repo: "capsule/b", Digest: dg},
+	} {
+		if got, err := registry.ParseNormalizedRef(in); err != nil || got != want {
+			t.Errorf("ParseNormalizedRef(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+	if r := (registry.Ref{Tag: "v1", Digest: dg}); r.Reference() != dg {
+		t.Errorf("Reference() = %q, want the digest", r.Reference())
 	}
 }

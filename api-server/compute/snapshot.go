@@ -17,12 +17,9 @@ import (
 	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
+	"github.com/capsule-cloud/capsule/registry"
 	"github.com/capsule-cloud/capsule/store"
 )
-
-// SnapshotRepo is the registry repository snapshots are pushed to, one
-// tag per image id; image delete removes the tag.
-const SnapshotRepo = "capsule/snapshots"
 
 // snapshotRequest is what createImage and createBackup have in common: an
 // image of the server, recorded queued and pushed by its host.
@@ -155,7 +152,9 @@ func (s *Service) startSnapshot(w http.ResponseWriter, r *http.Request, inst *st
 		return
 	}
 	imageID := newUUID()
-	ref := s.snapshotRegistry(ctx, inst) + "/" + SnapshotRepo + ":" + imageID
+	// One tag per image id in the snapshot repository; image delete
+	// removes the tag.
+	ref := registry.Ref{Host: s.snapshotRegistry(ctx, inst), Repo: registry.SnapshotRepo, Tag: imageID}.String()
 	pb, _ := json.Marshal(snapshotProps(in, inst, creds.UserID))
 	now := s.opts.Now()
 	img := store.Image{ID: imageID, Name: in.name, Owner: creds.ProjectID, Visibility: "private",
@@ -227,8 +226,8 @@ func snapshotProps(in snapshotRequest, inst *store.Instance, userID string) map[
 func (s *Service) snapshotRegistry(ctx context.Context, inst *store.Instance) string {
 	var base store.Image
 	if err := s.st.WithContext(ctx).Where("id = ?", inst.ImageID).Limit(1).Find(&base).Error; err == nil {
-		if host, _, ok := strings.Cut(base.RegistryRef, "/"); ok && strings.ContainsAny(host, ".:") {
-			return host
+		if ref, err := registry.ParseRef(base.RegistryRef); err == nil {
+			return ref.Host
 		}
 	}
 	if s.opts.RegistryAddress != "" {

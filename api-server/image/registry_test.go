@@ -17,6 +17,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/api-server/image"
 	"github.com/capsule-cloud/capsule/internal/testenv"
+	"github.com/capsule-cloud/capsule/registry"
 	"github.com/capsule-cloud/capsule/store"
 	"github.com/google/uuid"
 )
@@ -102,9 +103,10 @@ func TestRegistryDataRoundTrip(t *testing.T) {
 	defer cancel()
 
 	repo := "capsuletest/img-" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12]
-	data := &image.RegistryData{Address: reg, Repo: repo}
+	client := &registry.Client{Address: reg}
+	data := &image.RegistryData{Registry: client, Repo: repo}
 
-	if n, err := data.Size(ctx, base); err != nil || n <= 0 {
+	if n, err := client.ImageSize(ctx, base); err != nil || n <= 0 {
 		t.Fatalf("size of %s: %d %v", base, n, err)
 	}
 	// dockerd must have the base image to save it.
@@ -134,7 +136,9 @@ func TestRegistryDataRoundTrip(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		_, _ = docker.call(context.Background(), "DELETE", "/images/"+url.PathEscape(wantRef)+"?noprune=1", nil)
-		deleteManifest(t, reg, repo, id)
+		if err := client.DeleteImage(context.Background(), wantRef, ""); err != nil {
+			t.Logf("registry cleanup of %s: %v", wantRef, err)
+		}
 	})
 
 	// dockerd pulls the pushed image; same config, so the same image id.
@@ -167,11 +171,11 @@ func TestRegistryDataRoundTrip(t *testing.T) {
 
 	// Deleting the image drops its tag; the base image's is kept.
 	e.want(e.do("DELETE", "/v2/images/"+id, e.alice, nil), http.StatusNoContent)
-	if res, err := http.Get("http://" + reg + "/v2/" + repo + "/manifests/" + id); err != nil || res.StatusCode != http.StatusNotFound {
-		t.Fatalf("tag survived the image delete: %v %v", res.Status, err)
+	if _, err := client.Resolve(ctx, repo, id); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("tag survived the image delete: %v", err)
 	}
 	e.want(e.do("DELETE", "/v2/images/"+img.ID, e.admin, nil), http.StatusNoContent)
-	if n, err := data.Size(ctx, base); err != nil || n <= 0 {
+	if n, err := client.ImageSize(ctx, base); err != nil || n <= 0 {
 		t.Fatalf("base image damaged by a delete: %v", err)
 	}
 
@@ -191,28 +195,5 @@ func TestRegistryDataRoundTrip(t *testing.T) {
 	e.wantError(e.do("PUT", "/v2/images/"+badID+"/file", e.alice, []byte("not a tarball"), "Content-Type", "application/octet-stream"), http.StatusBadRequest)
 	if r := e.want(e.do("GET", "/v2/images/"+badID, e.alice, nil), http.StatusOK); r.body["status"] != "queued" {
 		t.Fatalf("failed upload left status %v", r.body["status"])
-	}
-}
-
-// deleteManifest removes a test tag from the registry (best effort: the
-// registry may not allow deletes).
-func deleteManifest(t *testing.T, reg, repo, tag string) {
-	req, _ := http.NewRequest("HEAD", "http://"+reg+"/v2/"+repo+"/manifests/"+tag, nil)
-	req.Header.Set("Accept", "application/vnd.docker.distribution.manifest.v2+json")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return
-	}
-	res.Body.Close()
-	dg := res.Header.Get("Docker-Content-Digest")
-	if dg == "" {
-		return
-	}
-	req, _ = http.NewRequest("DELETE", "http://"+reg+"/v2/"+repo+"/manifests/"+dg, nil)
-	if res, err := http.DefaultClient.Do(req); err == nil {
-		res.Body.Close()
-		if res.StatusCode != http.StatusAccepted {
-			t.Logf("registry cleanup of %s/%s: %s", repo, tag, res.Status)
-		}
 	}
 }

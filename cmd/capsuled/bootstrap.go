@@ -11,6 +11,7 @@ import (
 	"github.com/capsule-cloud/capsule/api-server/identity"
 	"github.com/capsule-cloud/capsule/api-server/image"
 	"github.com/capsule-cloud/capsule/config"
+	"github.com/capsule-cloud/capsule/registry"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -100,8 +101,7 @@ func bootstrap(ctx context.Context, cfg config.Config, args []string, log *slog.
 		}
 		// The size is informative (Glance's "size"); an unreachable
 		// registry must not stop the bootstrap.
-		size, err := (&image.RegistryData{Address: cfg.Registry.Address, Username: cfg.Registry.Username,
-			Password: cfg.Registry.Password}).Size(ctx, ref)
+		size, err := registry.New(cfg.Registry).ImageSize(ctx, ref)
 		if err != nil {
 			log.Warn("image size unknown", "image", ref, "error", err)
 		}

@@ -196,8 +196,7 @@ func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) e
 		CallTimeout: a.CallTimeout, ServiceDownTime: cfg.Scheduler.ServiceDownTime, Validator: ids, Log: log,
 		RegistryAddress: cfg.Registry.Address,
 		DefaultQuota:    compute.Quota{Instances: cfg.Quota.Instances, Cores: cfg.Quota.Cores, RAM: cfg.Quota.RAMMB}})
-	img := image.New(d.st, image.Options{Validator: ids, Logger: log, Data: &image.RegistryData{
-		Address: cfg.Registry.Address, Username: cfg.Registry.Username, Password: cfg.Registry.Password}})
+	img := image.New(d.st, image.Options{Validator: ids, Logger: log, Data: image.NewRegistryData(cfg.Registry)})
 	netw := network.New(ids, network.WithStore(d.st), network.WithConfig(cfg.Network), network.WithLogger(log))
 	// The portal is a client of the APIs above, reaching them where they
 	// listen on this host (the catalog's public host may not resolve here).

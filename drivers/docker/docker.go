@@ -27,6 +27,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/drivers"
 	"github.com/capsule-cloud/capsule/limits"
+	capreg "github.com/capsule-cloud/capsule/registry"
 )
 
 // Labels the driver puts on every container it creates.
@@ -598,11 +599,8 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 // isMigrationImage reports whether ref is a migration commit
 // (<registry>/capsule/migrations:<migration uuid>), private to one server.
 func isMigrationImage(ref string) bool {
-	repo := ref
-	if i := strings.LastIndex(ref, ":"); i > strings.LastIndex(ref, "/") {
-		repo = ref[:i] // drop the tag, not a registry's port
-	}
-	return strings.HasSuffix(repo, "/capsule/migrations")
+	r, err := capreg.ParseRef(ref)
+	return err == nil && r.Repo == capreg.MigrationRepo
 }
 
 func (d *Driver) waitGone(ctx context.Context, cid string) error {

@@ -6,18 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"path"
 	"slices"
 	"strings"
 
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/distribution/reference"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/registry"
 
 	"github.com/capsule-cloud/capsule/drivers"
+	capreg "github.com/capsule-cloud/capsule/registry"
 )
 
 var _ drivers.Migrator = (*Driver)(nil)
@@ -122,17 +121,11 @@ func (d *Driver) Pull(ctx context.Context, ref string, progress func(bytes int64
 // fetchedBytes sums the compressed sizes of ref's layers in fetched
 // (short digests, as pull progress names layers).
 func (d *Driver) fetchedBytes(ctx context.Context, ref string, fetched map[string]bool) (int64, error) {
-	named, err := reference.ParseNormalizedNamed(ref)
+	r, err := capreg.ParseNormalizedRef(ref)
 	if err != nil {
-		return 0, fmt.Errorf("parse %s: %w", ref, err)
+		return 0, err
 	}
-	which := "latest"
-	if c, ok := named.(reference.Canonical); ok {
-		which = c.Digest().String()
-	} else if t, ok := named.(reference.Tagged); ok {
-		which = t.Tag()
-	}
-	layers, err := d.manifestLayers(ctx, ref, which)
+	layers, err := d.manifestLayers(ctx, ref, r.Reference())
 	if err != nil {
 		return 0, err
 	}
@@ -292,193 +285,25 @@ func shortID(diffID string) string {
 	return diffID
 }
 
-// layerDesc is one layer of a manifest: its compressed (as stored)
-// digest and size.
-type layerDesc struct {
-	Digest string `json:"digest"`
-	Size   int64  `json:"size"`
-}
-
 // manifestLayers reads the manifest which (a tag or digest) of ref's
-// repository from the registry and returns its layers, in order, which
-// is the order of the image's diff IDs.
-func (d *Driver) manifestLayers(ctx context.Context, ref, which string) ([]layerDesc, error) {
-	named, err := reference.ParseNormalizedNamed(ref)
-	if err != nil {
-		return nil, fmt.Errorf("parse %s: %w", ref, err)
-	}
-	host, repo := reference.Domain(named), reference.Path(named)
-	if host == "docker.io" {
-		host = "registry-1.docker.io"
-	}
-	rc := &registryClient{auth: d.opts.RegistryAuth, http: http.DefaultClient}
-	body, err := rc.get(ctx, host, repo, "/v2/"+repo+"/manifests/"+which,
-		"application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json")
+// repository from the registry, with the driver's login, and returns its
+// layers (compressed, as stored), in order, which is the order of the
+// image's diff IDs.
+func (d *Driver) manifestLayers(ctx context.Context, ref, which string) ([]capreg.Descriptor, error) {
+	r, err := capreg.ParseNormalizedRef(ref)
 	if err != nil {
 		return nil, err
 	}
-	var m struct {
-		Layers []layerDesc `json:"layers"`
+	var user, pass string
+	if a := d.opts.RegistryAuth; a != nil {
+		user, pass = a.Username, a.Password
 	}
-	if err := json.Unmarshal(body, &m); err != nil {
-		return nil, fmt.Errorf("decode manifest %s of %s: %w", which, ref, err)
+	m, err := capreg.Remote(r.Host, user, pass).Manifest(ctx, r.Repo, which)
+	if err != nil {
+		return nil, err
 	}
 	if len(m.Layers) == 0 {
 		return nil, fmt.Errorf("manifest %s of %s lists no layers (an index?)", which, ref)
 	}
 	return m.Layers, nil
-}
-
-// registryClient reads from a registry's v2 API the way dockerd would:
-// HTTPS, or plain HTTP when the registry speaks only that (an insecure
-// registry such as a loopback one), anonymous, then with the driver's login (basic, or a
-// bearer token from the realm the registry names).
-type registryClient struct {
-	auth *RegistryAuth
-	http *http.Client
-}
-
-func (c *registryClient) get(ctx context.Context, host, repo, p, accept string) ([]byte, error) {
-	var lastErr error
-	for _, scheme := range []string{"https", "http"} {
-		body, err := c.getFrom(ctx, scheme+"://"+host, repo, p, accept)
-		if err == nil {
-			return body, nil
-		}
-		lastErr = err
-		if !errors.Is(err, http.ErrSchemeMismatch) {
-			// Only a registry that speaks plain HTTP on its port is
-			// asked again without TLS: a TLS failure is no reason to
-			// send a login in clear.
-			break
-		}
-	}
-	return nil, lastErr
-}
-
-type statusError struct {
-	url    string
-	status string
-}
-
-func (e *statusError) Error() string { return "GET " + e.url + ": " + e.status }
-
-func (c *registryClient) getFrom(ctx context.Context, base, repo, p, accept string) ([]byte, error) {
-	url := base + p
-	do := func(authz string) (*http.Response, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return nil, err
-		}
-		req.Header.Set("Accept", accept)
-		if authz != "" {
-			req.Header.Set("Authorization", authz)
-		}
-		return c.http.Do(req)
-	}
-	res, err := do("")
-	if err != nil {
-		return nil, err
-	}
-	if res.StatusCode == http.StatusUnauthorized {
-		challenge := res.Header.Get("WWW-Authenticate")
-		res.Body.Close()
-		authz, err := c.authorization(ctx, challenge, repo)
-		if err != nil {
-			return nil, fmt.Errorf("GET %s: %w", url, err)
-		}
-		if res, err = do(authz); err != nil {
-			return nil, err
-		}
-	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		return nil, &statusError{url: url, status: res.Status}
-	}
-	body, err := io.ReadAll(io.LimitReader(res.Body, 4<<20))
-	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", url, err)
-	}
-	return body, nil
-}
-
-// authorization answers a registry's WWW-Authenticate challenge.
-func (c *registryClient) authorization(ctx context.Context, challenge, repo string) (string, error) {
-	scheme, params, _ := strings.Cut(challenge, " ")
-	switch strings.ToLower(scheme) {
-	case "basic":
-		if c.auth == nil {
-			return "", errors.New("the registry wants a login and none is configured")
-		}
-		req, _ := http.NewRequest(http.MethodGet, "/", nil)
-		req.SetBasicAuth(c.auth.Username, c.auth.Password)
-		return req.Header.Get("Authorization"), nil
-	case "bearer":
-		p := parseChallenge(params)
-		if p["realm"] == "" {
-			return "", fmt.Errorf("bearer challenge without a realm: %q", challenge)
-		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, p["realm"], nil)
-		if err != nil {
-			return "", err
-		}
-		q := req.URL.Query()
-		if p["service"] != "" {
-			q.Set("service", p["service"])
-		}
-		scope := p["scope"]
-		if scope == "" {
-			scope = "repository:" + repo + ":pull"
-		}
-		q.Set("scope", scope)
-		req.URL.RawQuery = q.Encode()
-		if c.auth != nil {
-			req.SetBasicAuth(c.auth.Username, c.auth.Password)
-		}
-		res, err := c.http.Do(req)
-		if err != nil {
-			return "", fmt.Errorf("registry token: %w", err)
-		}
-		defer res.Body.Close()
-		if res.StatusCode != http.StatusOK {
-			return "", fmt.Errorf("registry token from %s: %s", p["realm"], res.Status)
-		}
-		var tok struct {
-			Token       string `json:"token"`
-			AccessToken string `json:"access_token"`
-		}
-		if err := json.NewDecoder(io.LimitReader(res.Body, 1<<20)).Decode(&tok); err != nil {
-			return "", fmt.Errorf("registry token: %w", err)
-		}
-		if tok.Token == "" {
-			tok.Token = tok.AccessToken
-		}
-		return "Bearer " + tok.Token, nil
-	}
-	return "", fmt.Errorf("unsupported registry auth challenge %q", challenge)
-}
-
-// parseChallenge splits `realm="x",service="y"` into its parameters.
-func parseChallenge(s string) map[string]string {
-	out := map[string]string{}
-	for s != "" {
-		s = strings.TrimLeft(s, " ,")
-		k, rest, ok := strings.Cut(s, "=")
-		if !ok {
-			break
-		}
-		var v string
-		if strings.HasPrefix(rest, `"`) {
-			end := strings.Index(rest[1:], `"`)
-			if end < 0 {
-				v, s = rest[1:], ""
-			} else {
-				v, s = rest[1:1+end], rest[2+end:]
-			}
-		} else {
-			v, s, _ = strings.Cut(rest, ",")
-		}
-		out[strings.ToLower(strings.TrimSpace(k))] = v
-	}
-	return out
 }

@@ -4,11 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -27,6 +25,8 @@ import (
 	"github.com/capsule-cloud/capsule/drivers/docker"
 	"github.com/capsule-cloud/capsule/drivers/drivertest"
 	"github.com/capsule-cloud/capsule/internal/testenv"
+	capreg "github.com/capsule-cloud/capsule/registry"
+	"github.com/capsule-cloud/capsule/registry/registrytest"
 )
 
 // hostDriver returns a driver on the test dockerd named by env (the two
@@ -58,24 +58,13 @@ func randomHex(t *testing.T, n int) string {
 	return hex.EncodeToString(b)
 }
 
-// manifestLayers reads ref's manifest (by digest) from the test registry
-// and returns its layers' compressed sizes.
-func manifestLayers(t *testing.T, registry, repo, dgst string) []int64 {
+// layerSizes reads the manifest dgst of repo from the test registry and
+// returns its layers' compressed sizes.
+func layerSizes(t *testing.T, registry, repo, dgst string) []int64 {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, "http://"+registry+"/v2/"+repo+"/manifests/"+dgst, nil)
-	req.Header.Set("Accept", "application/vnd.docker.distribution.manifest.v2+json")
-	res, err := http.DefaultClient.Do(req)
+	m, err := (&capreg.Client{Address: registry}).Manifest(context.Background(), repo, dgst)
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	var m struct {
-		Layers []struct {
-			Size int64 `json:"size"`
-		} `json:"layers"`
-	}
-	if err := json.NewDecoder(res.Body).Decode(&m); err != nil {
-		t.Fatalf("manifest %s: %s: %v", dgst, res.Status, err)
 	}
 	var out []int64
 	for _, l := range m.Layers {
@@ -180,7 +169,7 @@ func TestMigrateBetweenDaemons(t *testing.T) {
 	repo := "capsule/migrations-test-" + randomHex(t, 4)
 	tag := spec.ID
 	ref := registry + "/" + repo + ":" + tag
-	t.Cleanup(func() { deleteTag(t, registry, repo, tag) })
+	registrytest.DeleteAtCleanup(t, ref)
 
 	var mu sync.Mutex
 	var pushProgress int64
@@ -196,7 +185,7 @@ func TestMigrateBetweenDaemons(t *testing.T) {
 	if _, err := a.Client().ImageInspect(ctx, ref); err == nil {
 		t.Errorf("local tag %s left on the source", ref)
 	}
-	layers := manifestLayers(t, registry, repo, digest)
+	layers := layerSizes(t, registry, repo, digest)
 	var total int64
 	for _, n := range layers {
 		total += n

@@ -1,9 +1,6 @@
 package docker
 
 import (
-	"context"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -98,43 +95,5 @@ func TestDrainPush(t *testing.T) {
 	}
 	if _, err := drainPush(strings.NewReader(`{"status":"Preparing","id":"x"}`), nil); err == nil {
 		t.Error("a push without a digest succeeded")
-	}
-}
-
-// TestRegistryClientBearer: a registry that wants a token gets one from
-// its realm with the driver's login, for the repository's scope.
-func TestRegistryClientBearer(t *testing.T) {
-	var tokenQuery string
-	mux := http.NewServeMux()
-	srv := httptest.NewServer(mux)
-	defer srv.Close()
-	mux.HandleFunc("/token", func(w http.ResponseWriter, r *http.Request) {
-		if u, p, ok := r.BasicAuth(); !ok || u != "bob" || p != "secret" {
-			http.Error(w, "bad login", http.StatusUnauthorized)
-			return
-		}
-		tokenQuery = r.URL.RawQuery
-		w.Write([]byte(`{"token":"tok-1"}`))
-	})
-	mux.HandleFunc("/v2/capsule/migrations/manifests/sha256:beef", func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer tok-1" {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="`+srv.URL+`/token",service="reg",scope="repository:capsule/migrations:pull"`)
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		}
-		w.Write([]byte(`{"layers":[{"size":3},{"size":4}]}`))
-	})
-	c := &registryClient{auth: &RegistryAuth{Username: "bob", Password: "secret"}, http: srv.Client()}
-	host := strings.TrimPrefix(srv.URL, "http://")
-	body, err := c.get(context.Background(), host, "capsule/migrations", "/v2/capsule/migrations/manifests/sha256:beef", "application/json")
-	if err != nil || !strings.Contains(string(body), `"size":4`) {
-		t.Fatalf("get: %q, %v", body, err)
-	}
-	if !strings.Contains(tokenQuery, "service=reg") || !strings.Contains(tokenQuery, "scope=repository%3Acapsule%2Fmigrations%3Apull") {
-		t.Errorf("token query %q", tokenQuery)
-	}
-	p := parseChallenge(`realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push"`)
-	if p["realm"] != "https://auth.example/token" || p["service"] != "registry.example" || p["scope"] != "repository:a/b:pull,push" {
-		t.Errorf("parseChallenge = %v", p)
 	}
 }

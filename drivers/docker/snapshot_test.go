@@ -2,8 +2,7 @@ package docker_test
 
 import (
 	"context"
-	"io"
-	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,28 +13,9 @@ import (
 	"github.com/capsule-cloud/capsule/drivers/docker"
 	"github.com/capsule-cloud/capsule/drivers/drivertest"
 	"github.com/capsule-cloud/capsule/internal/testenv"
+	capreg "github.com/capsule-cloud/capsule/registry"
+	"github.com/capsule-cloud/capsule/registry/registrytest"
 )
-
-// deleteTag removes ref's manifest from the registry (test cleanup).
-func deleteTag(t *testing.T, registry, repo, tag string) {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodHead, "http://"+registry+"/v2/"+repo+"/manifests/"+tag, nil)
-	req.Header.Set("Accept", "application/vnd.docker.distribution.manifest.v2+json")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Logf("resolve %s: %v", tag, err)
-		return
-	}
-	res.Body.Close()
-	dg := res.Header.Get("Docker-Content-Digest")
-	if dg == "" {
-		return
-	}
-	req, _ = http.NewRequest(http.MethodDelete, "http://"+registry+"/v2/"+repo+"/manifests/"+dg, nil)
-	if res, err := http.DefaultClient.Do(req); err == nil {
-		res.Body.Close()
-	}
-}
 
 // TestSnapshotCommitPushAndBoot: a file written inside a running server
 // is in the image Snapshot pushes; a new server created from that image
@@ -53,7 +33,7 @@ func TestSnapshotCommitPushAndBoot(t *testing.T) {
 	}
 	tag := "test-" + spec.ID[:8]
 	ref := registry + "/capsule/snapshots:" + tag
-	t.Cleanup(func() { deleteTag(t, registry, "capsule/snapshots", tag) })
+	registrytest.DeleteAtCleanup(t, ref)
 
 	var pushed int64
 	pctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -70,14 +50,12 @@ func TestSnapshotCommitPushAndBoot(t *testing.T) {
 	if _, err := d.Client().ImageInspect(ctx, ref); err == nil {
 		t.Errorf("local tag %s left behind", ref)
 	}
-	res, err := http.Get("http://" + registry + "/v2/capsule/snapshots/tags/list")
+	tags, err := (&capreg.Client{Address: registry}).Tags(ctx, capreg.SnapshotRepo)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tags, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if !strings.Contains(string(tags), `"`+tag+`"`) {
-		t.Errorf("registry tags %s lack %s", tags, tag)
+	if !slices.Contains(tags, tag) {
+		t.Errorf("registry tags %v lack %s", tags, tag)
 	}
 
 	clone := drivertest.Spec(ref)
