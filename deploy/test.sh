@@ -10,7 +10,10 @@
 # The tests run in three tiers, each its own step:
 #   go test (packages)  every package but ./e2e, side by side: go test -p
 #                       $(nproc) (CAPSULE_TEST_P overrides it);
-#   go test ./e2e       the end-to-end tests, which boot whole clouds;
+#   go test ./e2e       the end-to-end tests, which boot whole clouds, up
+#                       to 8 at a time: go test -parallel 8
+#                       (CAPSULE_E2E_PARALLEL overrides it; they mostly
+#                       wait on dockerd, so more clouds than cores pay);
 #   rate tests          the tests that measure a rate or a latency against a
 #                       tolerance (CPU quota, disk throttles, NIC shaping,
 #                       alarm latency): build tag ratetest, in *_rate_test.go
@@ -148,7 +151,7 @@ if [ ${#unit_pkgs[@]} -gt 0 ]; then
 	step "go test (packages)" go test -count=1 -timeout 40m -p "${CAPSULE_TEST_P:-$(nproc)}" "${unit_pkgs[@]}"
 fi
 if [ ${#e2e_pkgs[@]} -gt 0 ]; then
-	step "go test ./e2e" go test -count=1 -timeout 40m "${e2e_pkgs[@]}"
+	step "go test ./e2e" go test -count=1 -timeout 40m -parallel "${CAPSULE_E2E_PARALLEL:-8}" "${e2e_pkgs[@]}"
 fi
 if [ ${#rate_pkgs[@]} -gt 0 ]; then
 	# -v: what each one measured goes to the log (docs/benchmarks.md).
