@@ -55,6 +55,24 @@ func LimitsOf(pid int) (Limits, error) {
 	return l, nil
 }
 
+// DiskThrottlesOf reads the block IO throttles of process pid's cgroup
+// (as LimitsOf's Disk), by device; nil when none.
+func DiskThrottlesOf(pid int) ([]DiskThrottle, error) {
+	p, err := placementOf(pid)
+	if err != nil {
+		return nil, fmt.Errorf("cgroup disk throttles: %w", err)
+	}
+	dir, v2, err := p.blockIO()
+	if err != nil {
+		return nil, fmt.Errorf("cgroup disk throttles of pid %d: %w", pid, err)
+	}
+	ts, err := readDiskThrottles(dir, v2)
+	if err != nil {
+		return nil, fmt.Errorf("cgroup disk throttles of pid %d: %w", pid, err)
+	}
+	return ts, nil
+}
+
 // placementOf finds where process pid sits, from its /proc/<pid>/cgroup
 // and this process's mount table.
 func placementOf(pid int) (placement, error) {
@@ -138,18 +156,27 @@ func (p placement) limits() (Limits, error) {
 		return l, err
 	}
 
-	// Block IO: the blkio controller on v1, io on v2.
-	if dir, v2, err = p.dir("blkio"); err != nil {
-		if dir, v2, err = p.dir("io"); err != nil {
-			return l, err
-		}
+	if dir, v2, err = p.blockIO(); err != nil {
+		return l, err
 	}
-	if v2 {
-		l.Disk, err = readIOMax(dir)
-	} else {
-		l.Disk, err = readBlkioThrottles(dir)
-	}
+	l.Disk, err = readDiskThrottles(dir, v2)
 	return l, err
+}
+
+// blockIO finds the cgroup directory of block IO: the blkio controller's
+// on v1, the io controller's on v2.
+func (p placement) blockIO() (dir string, v2 bool, err error) {
+	if dir, v2, err = p.dir("blkio"); err != nil {
+		return p.dir("io")
+	}
+	return dir, v2, nil
+}
+
+func readDiskThrottles(dir string, v2 bool) ([]DiskThrottle, error) {
+	if v2 {
+		return readIOMax(dir)
+	}
+	return readBlkioThrottles(dir)
 }
 
 // dir finds the directory of the process's cgroup for controller ctl,

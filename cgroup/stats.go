@@ -6,7 +6,9 @@
 // (Limits: CPU quota, period, shares and cpuset, memory, pids, disk
 // throttles; read back from the cgroup files). Drivers measure their
 // instances with it; the agent's diagnostics, alarms and metrics and the
-// tests' proofs use its Stats.
+// tests' proofs use its Stats. It also sets one limit, the disk throttles
+// (SetDiskThrottles), which the Docker Engine cannot change on a running
+// container.
 package cgroup
 
 import (

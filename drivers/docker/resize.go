@@ -3,23 +3,33 @@ package docker
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"slices"
 
 	"github.com/docker/docker/api/types/blkiodev"
 	"github.com/docker/docker/api/types/container"
+	"golang.org/x/sys/unix"
 
+	"github.com/capsule-cloud/capsule/cgroup"
 	"github.com/capsule-cloud/capsule/drivers"
 	"github.com/capsule-cloud/capsule/limits"
 )
 
 // Resize implements drivers.Driver: docker update of the workload
 // container's CPU period/quota/shares, memory (+swap: none), pids cap,
-// on the running container: no restart, so every process keeps its PID.
-// If the update fails the old values are applied again.
+// and the disk IO throttles written to its cgroup, on the running
+// container: no restart, so every process keeps its PID. If any of it
+// fails the old values are applied again.
 //
-// Docker's update does not change device IO throttles; a resize that
-// would change them is refused before anything changes, rather than
-// leaving the server with throttles its flavor no longer promises.
+// Docker's update does not change device IO throttles, so the driver
+// writes them to the container's cgroup itself (cgroup.SetDiskThrottles),
+// which needs the container running on this host. Docker's record of the
+// container keeps the throttles it was created with, which a restart
+// applies again until the agent's reconcile re-applies the flavor's
+// (agent.repairLimits). A resize that changes the throttles of a stopped
+// container, or of one on a remote dockerd, is refused before anything
+// changes, rather than leaving the server with throttles its flavor no
+// longer promises.
 func (d *Driver) Resize(ctx context.Context, id string, vcpus, memoryMB int, l limits.Limits) error {
 	c, err := d.inspect(ctx, "resize", id)
 	if err != nil {
@@ -44,9 +54,9 @@ func (d *Driver) Resize(ctx context.Context, id string, vcpus, memoryMB int, l l
 		}
 	}
 	want := resources(spec, diskDev)
-	if !sameThrottles(old, want) {
-		return fmt.Errorf("docker resize %s: the new flavor changes disk IO throttles, which cannot be changed on a running container: %w",
-			id, drivers.ErrNotSupported)
+	throttles, err := d.throttleChange(c, l.Disk, diskDev, old, want)
+	if err != nil {
+		return fmt.Errorf("docker resize %s: %w", id, err)
 	}
 	// The cpuset follows the vCPUs (nproc counts it), chosen and applied
 	// under the pinning lock so a concurrent boot sees it.
@@ -55,18 +65,109 @@ func (d *Driver) Resize(ctx context.Context, id string, vcpus, memoryMB int, l l
 	if want.CpusetCpus, old.CpusetCpus, err = d.resizeCPUs(ctx, c, vcpus, l); err != nil {
 		return fmt.Errorf("docker resize %s: %w", id, err)
 	}
-	if err := d.update(ctx, c.ID, want); err != nil {
+	err = d.update(ctx, c.ID, want)
+	if err == nil && throttles != nil {
+		if err = cgroup.SetDiskThrottles(c.State.Pid, throttles.new); err != nil {
+			err = fmt.Errorf("disk throttles: %w", err)
+		}
+	}
+	if err != nil {
 		// Put back what was there: a partly applied update (say, CPU
 		// changed, memory refused) must not leave a mix of two flavors.
-		if rerr := d.update(context.WithoutCancel(ctx), c.ID, old); rerr != nil {
+		rerr := d.update(context.WithoutCancel(ctx), c.ID, old)
+		if throttles != nil {
+			if terr := cgroup.SetDiskThrottles(c.State.Pid, throttles.old); terr != nil && rerr == nil {
+				rerr = fmt.Errorf("disk throttles: %w", terr)
+			}
+		}
+		if rerr != nil {
 			d.log.Error("resize rollback failed: the container may run with mixed limits", "instance", id, "err", rerr)
 			return fmt.Errorf("docker resize %s: %w (rollback failed: %v)", id, err, rerr)
 		}
 		return fmt.Errorf("docker resize %s (rolled back): %w", id, err)
 	}
-	d.log.Info("container resized", "instance", id, "vcpus", vcpus, "memory_mb", memoryMB,
-		"cpu_quota_us", want.CPUQuota, "cpu_period_us", want.CPUPeriod, "cpu_shares", want.CPUShares, "pids_limit", *want.PidsLimit, "cpuset", want.CpusetCpus)
+	args := []any{"instance", id, "vcpus", vcpus, "memory_mb", memoryMB,
+		"cpu_quota_us", want.CPUQuota, "cpu_period_us", want.CPUPeriod, "cpu_shares", want.CPUShares, "pids_limit", *want.PidsLimit, "cpuset", want.CpusetCpus}
+	if throttles != nil {
+		args = append(args, "disk_throttles", fmt.Sprintf("%+v", throttles.new), "old_disk_throttles", fmt.Sprintf("%+v", throttles.old))
+	}
+	d.log.Info("container resized", args...)
 	return nil
+}
+
+// throttleSwap is a change of a running container's disk throttles: the
+// ones its cgroup has and the ones its new flavor asks for.
+type throttleSwap struct {
+	old, new []cgroup.DiskThrottle
+}
+
+// throttleChange compares the disk throttles container c runs with to the
+// ones of the new flavor (disk on diskDev; want its Docker form, old the
+// container's): nil when they are the same. A running container on this
+// host is compared by its cgroup, the kernel's view (a live resize or a
+// hand-made change is not in Docker's record); others by Docker's record,
+// and refused when it differs: there is no cgroup to write.
+func (d *Driver) throttleChange(c container.InspectResponse, disk limits.Disk, diskDev string, old, want container.Resources) (*throttleSwap, error) {
+	running := c.State != nil && c.State.Running && c.State.Pid > 0
+	if !running || !d.local() {
+		if sameThrottles(old, want) {
+			return nil, nil
+		}
+		where := "a stopped container"
+		if running {
+			where = "a container of a dockerd on another host (" + d.cli.DaemonHost() + ")"
+		}
+		return nil, fmt.Errorf("the new flavor changes disk IO throttles, which cannot be changed on %s: %w", where, drivers.ErrNotSupported)
+	}
+	cur, err := cgroup.DiskThrottlesOf(c.State.Pid)
+	if err != nil {
+		return nil, fmt.Errorf("disk throttles: %w", err)
+	}
+	var next []cgroup.DiskThrottle
+	if diskDev != "" {
+		dev, err := deviceNumber(diskDev)
+		if err != nil {
+			return nil, fmt.Errorf("disk throttles: %w", err)
+		}
+		next = diskThrottles(disk, dev)
+	}
+	if slices.Equal(cur, next) {
+		return nil, nil
+	}
+	return &throttleSwap{old: cur, new: next}, nil
+}
+
+// diskThrottles are the cgroup throttles of disk on device dev
+// (major:minor); nil when none.
+func diskThrottles(disk limits.Disk, dev string) []cgroup.DiskThrottle {
+	rb, wb, ri, wi := disk.Throttles()
+	t := cgroup.DiskThrottle{Device: dev, ReadBPS: positive(rb), WriteBPS: positive(wb), ReadIOPS: positive(ri), WriteIOPS: positive(wi)}
+	if t == (cgroup.DiskThrottle{Device: dev}) {
+		return nil
+	}
+	return []cgroup.DiskThrottle{t}
+}
+
+func positive(v int64) uint64 {
+	if v <= 0 {
+		return 0
+	}
+	return uint64(v)
+}
+
+// deviceNumber is the major:minor of the block device at path.
+func deviceNumber(path string) (string, error) {
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		path = real
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return "", fmt.Errorf("device number of %s: %w", path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
+		return "", fmt.Errorf("device number of %s: not a block device", path)
+	}
+	return fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev)), nil
 }
 
 // update applies the CPU, memory and pids settings of r to container cid.

@@ -15,13 +15,14 @@ import (
 // TestLiveResizeFailureRollsBack makes a real docker update fail: the
 // server holds 150 MiB of anonymous memory (a dd whose buffer waits on a
 // pipe nobody reads; not reclaimable: there is no swap), so the kernel refuses a memory limit of 64 MiB, while the same
-// update also asks for more CPU and pids. Every limit — CPU quota, cpuset,
-// memory, pids — must be what it was before, and the server still runs
+// update also asks for more CPU and pids and other disk throttles. Every
+// limit — CPU quota, cpuset, memory, pids, disk throttles — must be what
+// it was before, and the server still runs
 // with the same PID 1.
 func TestLiveResizeFailureRollsBack(t *testing.T) {
 	image := testenv.Image(t)
 	d := newDriver(t)
-	spec := limitedSpec(t, image, 1, map[string]string{"quota:cpu_quota": "50000"})
+	spec := limitedSpec(t, image, 1, map[string]string{"quota:cpu_quota": "50000", "quota:disk_write_bytes_sec": "10000000"})
 	spec.MemoryMB = 256
 	spec.Command = []string{"sh", "-c", "dd if=/dev/zero bs=150M count=1 | sleep 3600"}
 	drivertest.Boot(t, d, spec)
@@ -57,7 +58,7 @@ func TestLiveResizeFailureRollsBack(t *testing.T) {
 	}
 	setBefore := cpuset()
 
-	err = d.Resize(ctx, spec.ID, 2, 64, limits.Limits{PidsMax: 50})
+	err = d.Resize(ctx, spec.ID, 2, 64, limits.Limits{PidsMax: 50, Disk: limits.Disk{WriteBytesSec: 20_000_000, ReadIOPSSec: 300}})
 	if err == nil {
 		t.Fatalf("resize to 64 MiB under 150 MiB of shared memory succeeded; want the kernel to refuse it")
 	}

@@ -3,7 +3,9 @@ package docker_test
 import (
 	"errors"
 	"reflect"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/capsule-cloud/capsule/cgroup"
 	"github.com/capsule-cloud/capsule/drivers"
@@ -15,8 +17,7 @@ import (
 
 // TestLiveResize: a server held at 0.5 CPU by its flavor's quota is
 // resized live to 1 CPU, in the same container with the same PID 1, with
-// the new CPU, memory and pid limits in the kernel; a resize the driver
-// must refuse changes no limit. (TestRateLiveResizeCPU measures the CPU a
+// the new CPU, memory and pid limits in the kernel. (TestRateLiveResizeCPU measures the CPU a
 // burner gets through the same resizes.)
 func TestLiveResize(t *testing.T) {
 	image := testenv.Image(t)
@@ -51,16 +52,6 @@ func TestLiveResize(t *testing.T) {
 		t.Errorf("kernel limits after resize: %+v, want quota 100000, 128 MiB, 100 pids", lim)
 	}
 
-	// Disk throttles cannot change on a running container: refused
-	// before anything changes.
-	err = d.Resize(ctx, spec.ID, 1, 64, limits.Limits{Disk: limits.Disk{WriteBytesSec: 10 << 20}})
-	if !errors.Is(err, drivers.ErrNotSupported) {
-		t.Fatalf("resize changing disk throttles: %v, want ErrNotSupported", err)
-	}
-	if after, _ := cgroup.LimitsOf(pid); !reflect.DeepEqual(after, lim) {
-		t.Errorf("a refused resize changed limits: %+v -> %+v", lim, after)
-	}
-
 	// Back to half a CPU, as a revert does.
 	l, _ := limits.Parse(map[string]string{"quota:cpu_quota": "50000"}, 1)
 	if err := d.Resize(ctx, spec.ID, 1, 64, l); err != nil {
@@ -68,5 +59,89 @@ func TestLiveResize(t *testing.T) {
 	}
 	if back, err := cgroup.LimitsOf(pid); err != nil || back.CPUQuotaUS != 50000 || back.MemoryBytes != 64<<20 {
 		t.Errorf("kernel limits after resize back: %+v %v, want quota 50000, 64 MiB", back, err)
+	}
+}
+
+// TestLiveResizeDiskThrottles: a live resize changes a running server's
+// disk IO throttles in its cgroup (the kernel's view, read back), same
+// PID 1: raised, with a new kind of throttle, lifted; re-applying the
+// flavor after a change made behind the cloud's back puts it back (what
+// the agent's drift repair does). A stopped server's throttles cannot
+// change (there is no cgroup): refused, nothing changes.
+func TestLiveResizeDiskThrottles(t *testing.T) {
+	image := testenv.Image(t)
+	d := newDriver(t)
+	spec := limitedSpec(t, image, 1, map[string]string{"quota:disk_write_bytes_sec": "10000000"})
+	drivertest.Boot(t, d, spec)
+	ctx := drivertest.Ctx(t)
+	c, err := d.Client().ContainerInspect(ctx, docker.ContainerName(spec.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := c.State.Pid
+	throttles := func() []cgroup.DiskThrottle {
+		t.Helper()
+		lim, err := cgroup.LimitsOf(pid)
+		if err != nil {
+			t.Fatalf("the server's limits (did it restart?): %v", err)
+		}
+		return lim.Disk
+	}
+	before := throttles()
+	if len(before) != 1 || before[0].WriteBPS != 10_000_000 {
+		t.Fatalf("kernel disk throttles at boot = %+v, want write 10 MB/s on one device", before)
+	}
+	dev := before[0].Device
+	resize := func(extra map[string]string) {
+		t.Helper()
+		l, err := limits.Parse(extra, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Resize(ctx, spec.ID, 1, spec.MemoryMB, l); err != nil {
+			t.Fatalf("resize to %v: %v", extra, err)
+		}
+	}
+	check := func(what string, want []cgroup.DiskThrottle) {
+		t.Helper()
+		if got := throttles(); !slices.Equal(got, want) {
+			t.Errorf("%s: kernel disk throttles = %+v, want %+v", what, got, want)
+		}
+	}
+
+	bigger := map[string]string{"quota:disk_write_bytes_sec": "20000000", "quota:disk_read_iops_sec": "300"}
+	resize(bigger)
+	check("after a live resize", []cgroup.DiskThrottle{{Device: dev, WriteBPS: 20_000_000, ReadIOPS: 300}})
+
+	// Drift: the throttles lifted by hand; the flavor applied again
+	// restores them.
+	if err := cgroup.SetDiskThrottles(pid, nil); err != nil {
+		t.Fatal(err)
+	}
+	check("lifted by hand", nil)
+	resize(bigger)
+	check("re-applied after drift", []cgroup.DiskThrottle{{Device: dev, WriteBPS: 20_000_000, ReadIOPS: 300}})
+
+	resize(nil)
+	check("resized to a flavor without throttles", nil)
+	resize(map[string]string{"quota:disk_write_bytes_sec": "10000000"})
+	check("resized back", before)
+	if c, err := d.Client().ContainerInspect(ctx, docker.ContainerName(spec.ID)); err != nil || c.State.Pid != pid || !c.State.Running {
+		t.Fatalf("the resizes restarted the server: pid %d -> %+v, %v", pid, c.State, err)
+	}
+
+	if err := d.Stop(ctx, spec.ID, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	l, _ := limits.Parse(bigger, 1)
+	if err := d.Resize(ctx, spec.ID, 1, spec.MemoryMB, l); !errors.Is(err, drivers.ErrNotSupported) {
+		t.Fatalf("resize of a stopped server's disk throttles: %v, want ErrNotSupported", err)
+	}
+	c2, err := d.Client().ContainerInspect(ctx, docker.ContainerName(spec.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c2.HostConfig.Resources, c.HostConfig.Resources) {
+		t.Errorf("a refused resize changed the stopped server: %+v -> %+v", c.HostConfig.Resources, c2.HostConfig.Resources)
 	}
 }
