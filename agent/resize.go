@@ -7,6 +7,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/drivers"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/limits"
 	"github.com/capsule-cloud/capsule/protocol"
@@ -44,7 +45,7 @@ func (a *Agent) handleResize(ctx context.Context, req protocol.ResizeInstance, r
 	rep.PowerState = int(power)
 	if err != nil {
 		log.Error("resize failed", "err", err, "vcpus", req.Spec.VCPUs, "memory_mb", req.Spec.MemoryMB)
-		rep.Error = err.Error()
+		rep.Error, rep.ErrorMessage = err.Error(), errdefs.Message(err)
 	} else {
 		rep.OK = true
 		log.Info("resized", "vcpus", req.Spec.VCPUs, "memory_mb", req.Spec.MemoryMB, "power_state", power)

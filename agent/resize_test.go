@@ -2,9 +2,11 @@ package agent
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
 )
@@ -46,12 +48,14 @@ func TestResizeAppliesLimitsLiveAndReports(t *testing.T) {
 		t.Errorf("driver spec after revert: %+v", got.Spec)
 	}
 
-	// A driver failure is reported with its error.
-	drv.setFail("resize", "i-r", errors.New("cgroup write refused"))
+	// A driver failure is reported with its error, and its safe
+	// message apart (what the user is shown).
+	drv.setFail("resize", "i-r", errdefs.Wrap(errors.New("cgroup write refused"), errdefs.ErrFailedPrecondition, "the server uses more memory than the new flavor has"))
 	e.publish(protocol.KindResizeInstance, protocol.ResizeInstance{RequestID: "req-4", InstanceID: "i-r",
 		Spec: protocol.InstanceSpec{ID: "i-r", VCPUs: 2, MemoryMB: 128}})
 	r = e.waitReport("i-r", 4, 5*time.Second)
-	if r.OK || r.Error == "" || r.Action != lifecycle.ActResize {
+	if r.OK || !strings.Contains(r.Error, "cgroup write refused") || r.Action != lifecycle.ActResize ||
+		r.ErrorMessage != "the server uses more memory than the new flavor has" {
 		t.Fatalf("failed resize report %+v", r)
 	}
 	// Unknown instance and bad extra specs fail cleanly too.

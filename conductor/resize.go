@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"strings"
+	"time"
 
 	"gorm.io/gorm"
 
@@ -58,7 +60,8 @@ func (c *Conductor) onResizeReport(ctx context.Context, inst *store.Instance, r 
 			if task != lifecycle.ResizePrep && task != lifecycle.ResizeFinish {
 				return nil
 			}
-			ok, err := apply(running, instance.Change{VM: from, Set: back()})
+			fault := resizeFault(r, now, "Resize error: %s; the server keeps its old flavor.")
+			ok, err := apply(running, instance.Change{VM: from, Set: back(), Fault: &fault})
 			if err != nil || !ok {
 				return err
 			}
@@ -81,7 +84,8 @@ func (c *Conductor) onResizeReport(ctx context.Context, inst *store.Instance, r 
 			if task != lifecycle.ResizeReverting {
 				return nil
 			}
-			ok, err := apply(reverting, instance.Change{Set: power})
+			fault := resizeFault(r, now, "Revert of the resize failed: %s; the server keeps its new flavor.")
+			ok, err := apply(reverting, instance.Change{Set: power, Fault: &fault})
 			if err != nil || !ok {
 				return err
 			}
@@ -93,4 +97,18 @@ func (c *Conductor) onResizeReport(ctx context.Context, inst *store.Instance, r 
 			return instance.SetResizeStatus(tx, inst.ID, lifecycle.MigrationFinished)
 		}
 	})
+}
+
+// resizeFault is the fault a failed resize or revert records on the
+// server (through the domain layer, like every fault): format's %s is the
+// agent's safe message, the whole error the admins' details. The server
+// stays ACTIVE (or RESIZED), so the compute API shows it only once the
+// server is in ERROR, as Nova; the instance action's event carries the
+// error too (result Error, traceback for admins).
+func resizeFault(r protocol.InstanceReport, at time.Time, format string) instance.Fault {
+	why := r.ErrorMessage
+	if why == "" {
+		why = "the compute host could not apply the flavor"
+	}
+	return instance.Fault{Code: 500, Message: fmt.Sprintf(format, strings.TrimSuffix(why, ".")), Details: r.Error, At: at}
 }

@@ -151,10 +151,15 @@ type InstanceReport struct {
 	Attempt    int              `json:"attempt,omitempty"`
 	OK         bool             `json:"ok"`
 	Error      string           `json:"error,omitempty"`
-	PowerState int              `json:"power_state"`
-	Event      string           `json:"event"` // e.g. compute_build_and_run_instance
-	Started    time.Time        `json:"started"`
-	Finished   time.Time        `json:"finished"`
+	// ErrorMessage is the failure's safe message (errdefs.Message of the
+	// error), what the user may be shown as the server's fault; empty
+	// when the error carries none (Error, the whole chain, is for
+	// admins and logs).
+	ErrorMessage string    `json:"error_message,omitempty"`
+	PowerState   int       `json:"power_state"`
+	Event        string    `json:"event"` // e.g. compute_build_and_run_instance
+	Started      time.Time `json:"started"`
+	Finished     time.Time `json:"finished"`
 }
 
 // PowerSync carries the power states an agent observed (reconciliation).

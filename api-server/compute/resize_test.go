@@ -101,6 +101,9 @@ func TestResizeFlow(t *testing.T) {
 	must(f.st.DB.Model(&store.Instance{}).Where("id = ?", id).Update("root_gb", 10).Error)
 	resp, body := f.do("POST", action, "demo", `{"resize":{"flavorRef":"3"}}`)
 	expectFault(t, resp, body, 400, "badRequest")
+	if msg := body["badRequest"].(map[string]any)["message"]; msg != "Resize to a smaller disk is not allowed: flavor 3 has a 1 GB root disk, the server has 10 GB." {
+		t.Errorf("refusal of a smaller disk says %q", msg)
+	}
 	must(f.st.DB.Model(&store.Instance{}).Where("id = ?", id).Update("root_gb", 1).Error)
 	// Another project's server does not exist for the caller.
 	resp, body = f.do("POST", action, "other", `{"resize":{"flavorRef":"3"}}`)
@@ -190,12 +193,40 @@ func TestResizeFlow(t *testing.T) {
 	if resp.StatusCode != 202 {
 		t.Fatalf("second resize = %d", resp.StatusCode)
 	}
-	f.report(cond, protocol.InstanceReport{RequestID: resp.Header.Get("x-compute-request-id"), InstanceID: id, Host: "h1",
-		Action: lifecycle.ActResize, OK: false, Error: "boom", PowerState: 1, Event: "compute_resize_instance",
-		Started: time.Now(), Finished: time.Now()})
+	failedID := resp.Header.Get("x-compute-request-id")
+	f.report(cond, protocol.InstanceReport{RequestID: failedID, InstanceID: id, Host: "h1",
+		Action: lifecycle.ActResize, OK: false, Error: "resize instance: boom", ErrorMessage: "the server uses more memory than the new flavor has",
+		PowerState: 1, Event: "compute_resize_instance", Started: time.Now(), Finished: time.Now()})
 	inst = f.instance(id)
 	if inst.VMState != "active" || inst.TaskState != "" || inst.FlavorID != "1" || inst.OldFlavorID != "" {
 		t.Errorf("after failed resize: %s/%q flavor %s", inst.VMState, inst.TaskState, inst.FlavorID)
+	}
+	// Why: the fault is recorded (shown once the server is in ERROR, as
+	// Nova: an ACTIVE server has none in its view), the action's event
+	// is an Error whose traceback admins see, the migration is in error.
+	if inst.FaultMessage != "Resize error: the server uses more memory than the new flavor has; the server keeps its old flavor." || inst.FaultDetails != "resize instance: boom" {
+		t.Errorf("fault after failed resize: %q %q", inst.FaultMessage, inst.FaultDetails)
+	}
+	_, body = f.do("GET", "/v2.1/servers/"+id, "demo", "")
+	if s := body["server"].(map[string]any); s["status"] != "ACTIVE" || s["fault"] != nil {
+		t.Errorf("after failed resize: status %v fault %v, want ACTIVE without a fault (Nova shows it in ERROR only)", s["status"], s["fault"])
+	}
+	for _, who := range []string{"admin", "demo"} {
+		_, body = f.do("GET", "/v2.1/servers/"+id+"/os-instance-actions/"+failedID, who, "", "X-OpenStack-Nova-API-Version", "2.51")
+		a := body["instanceAction"].(map[string]any)
+		evs := a["events"].([]any)
+		if len(evs) != 1 || a["message"] != "Error" {
+			t.Fatalf("%s: failed resize action %v", who, a)
+		}
+		ev := evs[0].(map[string]any)
+		tb, hasTB := ev["traceback"]
+		if ev["result"] != "Error" || ev["event"] != "compute_resize_instance" || (who == "admin") != hasTB || (who == "admin" && tb != "resize instance: boom") {
+			t.Errorf("%s: failed resize event %v, want result Error and the traceback for admins only", who, ev)
+		}
+	}
+	_, body = f.do("GET", "/v2.1/os-migrations?instance_uuid="+id+"&status=error", "admin", "")
+	if n := len(body["migrations"].([]any)); n != 1 {
+		t.Errorf("migrations in error = %d, want 1", n)
 	}
 	if c := f.claim(id); c.VCPUs != 1 || c.MemoryMB != 128 {
 		t.Errorf("claim after failed resize = %+v", c)

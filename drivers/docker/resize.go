@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/docker/docker/api/types/blkiodev"
 	"github.com/docker/docker/api/types/container"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/cgroup"
 	"github.com/capsule-cloud/capsule/drivers"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/limits"
 )
 
@@ -84,7 +86,7 @@ func (d *Driver) Resize(ctx context.Context, id string, vcpus, memoryMB int, l l
 			d.log.Error("resize rollback failed: the container may run with mixed limits", "instance", id, "err", rerr)
 			return fmt.Errorf("docker resize %s: %w (rollback failed: %v)", id, err, rerr)
 		}
-		return fmt.Errorf("docker resize %s (rolled back): %w", id, err)
+		return resizeRefused(fmt.Errorf("docker resize %s (rolled back): %w", id, err))
 	}
 	args := []any{"instance", id, "vcpus", vcpus, "memory_mb", memoryMB,
 		"cpu_quota_us", want.CPUQuota, "cpu_period_us", want.CPUPeriod, "cpu_shares", want.CPUShares, "pids_limit", *want.PidsLimit, "cpuset", want.CpusetCpus}
@@ -113,11 +115,11 @@ func (d *Driver) throttleChange(c container.InspectResponse, disk limits.Disk, d
 		if sameThrottles(old, want) {
 			return nil, nil
 		}
-		where := "a stopped container"
+		msg := "the new flavor changes disk IO throttles, which cannot be changed while the server is stopped"
 		if running {
-			where = "a container of a dockerd on another host (" + d.cli.DaemonHost() + ")"
+			msg = "the new flavor changes disk IO throttles, which this host cannot change on a running server"
 		}
-		return nil, fmt.Errorf("the new flavor changes disk IO throttles, which cannot be changed on %s: %w", where, drivers.ErrNotSupported)
+		return nil, errdefs.Wrap(fmt.Errorf("dockerd %s, container %s: %w", d.cli.DaemonHost(), c.ID, drivers.ErrNotSupported), errdefs.ErrNotSupported, msg)
 	}
 	cur, err := cgroup.DiskThrottlesOf(c.State.Pid)
 	if err != nil {
@@ -198,4 +200,18 @@ func sameThrottles(a, b container.Resources) bool {
 	}
 	return eq(a.BlkioDeviceReadBps, b.BlkioDeviceReadBps) && eq(a.BlkioDeviceWriteBps, b.BlkioDeviceWriteBps) &&
 		eq(a.BlkioDeviceReadIOps, b.BlkioDeviceReadIOps) && eq(a.BlkioDeviceWriteIOps, b.BlkioDeviceWriteIOps)
+}
+
+// resizeRefused classifies a resize the kernel or runc refused (and that
+// was rolled back) with a message the server's user may see.
+// runc names a memory limit below the cgroup's usage (it reclaims what
+// it can first) this way; no error type says it.
+func resizeRefused(err error) error {
+	switch {
+	case strings.Contains(err.Error(), "unable to set memory limit"):
+		return errdefs.Wrap(err, errdefs.ErrFailedPrecondition, "the server uses more memory than the new flavor has")
+	case errdefs.KindOf(err) == "":
+		return errdefs.Wrap(err, errdefs.ErrInternal, "the host could not apply the new flavor's limits to the running server")
+	}
+	return err // already classified (e.g. the container went away)
 }

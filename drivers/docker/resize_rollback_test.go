@@ -8,6 +8,7 @@ import (
 	"github.com/capsule-cloud/capsule/cgroup"
 	"github.com/capsule-cloud/capsule/drivers/docker"
 	"github.com/capsule-cloud/capsule/drivers/drivertest"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/internal/testenv"
 	"github.com/capsule-cloud/capsule/limits"
 )
@@ -63,6 +64,9 @@ func TestLiveResizeFailureRollsBack(t *testing.T) {
 		t.Fatalf("resize to 64 MiB under 150 MiB of shared memory succeeded; want the kernel to refuse it")
 	}
 	t.Logf("resize refused as expected: %v", err)
+	if msg := errdefs.Message(err); msg != "the server uses more memory than the new flavor has" {
+		t.Errorf("the refusal's safe message is %q, want the memory reason", msg)
+	}
 	after, err := cgroup.LimitsOf(pid)
 	if err != nil {
 		t.Fatalf("the server died with the failed resize: %v", err)

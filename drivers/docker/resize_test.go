@@ -4,6 +4,7 @@ import (
 	"errors"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/capsule-cloud/capsule/drivers"
 	"github.com/capsule-cloud/capsule/drivers/docker"
 	"github.com/capsule-cloud/capsule/drivers/drivertest"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/internal/testenv"
 	"github.com/capsule-cloud/capsule/limits"
 )
@@ -134,8 +136,9 @@ func TestLiveResizeDiskThrottles(t *testing.T) {
 		t.Fatal(err)
 	}
 	l, _ := limits.Parse(bigger, 1)
-	if err := d.Resize(ctx, spec.ID, 1, spec.MemoryMB, l); !errors.Is(err, drivers.ErrNotSupported) {
-		t.Fatalf("resize of a stopped server's disk throttles: %v, want ErrNotSupported", err)
+	err = d.Resize(ctx, spec.ID, 1, spec.MemoryMB, l)
+	if !errors.Is(err, drivers.ErrNotSupported) || !strings.Contains(errdefs.Message(err), "while the server is stopped") {
+		t.Fatalf("resize of a stopped server's disk throttles: %v (message %q), want ErrNotSupported saying why", err, errdefs.Message(err))
 	}
 	c2, err := d.Client().ContainerInspect(ctx, docker.ContainerName(spec.ID))
 	if err != nil {
