@@ -135,6 +135,7 @@ type Driver struct {
 	disk diskDevice
 	proc procView // LXCFS mounts of every server (proc.go)
 	pin  pinning  // CPU pinning (cpuset.go)
+	live liveThrottles
 }
 
 var _ drivers.Driver = (*Driver)(nil)
@@ -459,6 +460,7 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 	if err := d.cli.ContainerStart(ctx, c.ID, container.StartOptions{}); err != nil {
 		return wrap("start", id, err)
 	}
+	d.restoreThrottles(ctx, id, c.ID)
 	d.log.Info("container started", "instance", id, "container", c.ID)
 	return nil
 }
@@ -511,6 +513,7 @@ func (d *Driver) Reboot(ctx context.Context, id string, hard bool) error {
 		if err := d.cli.ContainerRestart(ctx, c.ID, container.StopOptions{Timeout: secondsCeil(d.opts.StopTimeout)}); err != nil {
 			return wrap("reboot", id, err)
 		}
+		d.restoreThrottles(ctx, id, c.ID)
 		d.log.Info("container rebooted", "instance", id, "container", c.ID, "hard", false)
 		return nil
 	}
@@ -526,6 +529,7 @@ func (d *Driver) Reboot(ctx context.Context, id string, hard bool) error {
 	if err := d.cli.ContainerStart(ctx, c.ID, container.StartOptions{}); err != nil {
 		return wrap("reboot", id, err)
 	}
+	d.restoreThrottles(ctx, id, c.ID)
 	d.log.Info("container rebooted", "instance", id, "container", c.ID, "hard", true)
 	return nil
 }

@@ -80,6 +80,7 @@ func (d *Driver) removeWorkload(ctx context.Context, id string, c container.Insp
 	default:
 		return wrap("remove", id, err)
 	}
+	d.live.forget(c.ID)
 	if c.Config != nil && isMigrationImage(c.Config.Image) {
 		if err := d.RemoveImage(ctx, c.Config.Image); err != nil {
 			d.log.Warn("could not remove the migration image of a removed workload", "instance", id, "image", c.Config.Image, "err", err)

@@ -26,12 +26,12 @@ import (
 // Docker's update does not change device IO throttles, so the driver
 // writes them to the container's cgroup itself (cgroup.SetDiskThrottles),
 // which needs the container running on this host. Docker's record of the
-// container keeps the throttles it was created with, which a restart
-// applies again until the agent's reconcile re-applies the flavor's
-// (agent.repairLimits). A resize that changes the throttles of a stopped
-// container, or of one on a remote dockerd, is refused before anything
-// changes, rather than leaving the server with throttles its flavor no
-// longer promises.
+// container keeps the throttles it was created with and a start applies
+// them, so Start and Reboot write a live resize's back (liveThrottles;
+// after an agent restart, the reconcile's limits repair does). A resize
+// that changes the throttles of a stopped container, or of one on a
+// remote dockerd, is refused before anything changes, rather than leaving
+// the server with throttles its flavor no longer promises.
 func (d *Driver) Resize(ctx context.Context, id string, vcpus, memoryMB int, l limits.Limits) error {
 	c, err := d.inspect(ctx, "resize", id)
 	if err != nil {
@@ -88,6 +88,9 @@ func (d *Driver) Resize(ctx context.Context, id string, vcpus, memoryMB int, l l
 		}
 		return resizeRefused(fmt.Errorf("docker resize %s (rolled back): %w", id, err))
 	}
+	if throttles != nil {
+		d.live.set(c.ID, throttles.new)
+	}
 	args := []any{"instance", id, "vcpus", vcpus, "memory_mb", memoryMB,
 		"cpu_quota_us", want.CPUQuota, "cpu_period_us", want.CPUPeriod, "cpu_shares", want.CPUShares, "pids_limit", *want.PidsLimit, "cpuset", want.CpusetCpus}
 	if throttles != nil {
@@ -107,23 +110,18 @@ type throttleSwap struct {
 // ones of the new flavor (disk on diskDev; want its Docker form, old the
 // container's): nil when they are the same. A running container on this
 // host is compared by its cgroup, the kernel's view (a live resize or a
-// hand-made change is not in Docker's record); others by Docker's record,
-// and refused when it differs: there is no cgroup to write.
+// hand-made change is not in Docker's record). A stopped one is compared
+// by what its next start applies: Docker's record, or the throttles of a
+// live resize (liveThrottles); a change is refused, there is no cgroup to
+// write.
 func (d *Driver) throttleChange(c container.InspectResponse, disk limits.Disk, diskDev string, old, want container.Resources) (*throttleSwap, error) {
 	running := c.State != nil && c.State.Running && c.State.Pid > 0
-	if !running || !d.local() {
+	if !d.local() {
 		if sameThrottles(old, want) {
 			return nil, nil
 		}
-		msg := "the new flavor changes disk IO throttles, which cannot be changed while the server is stopped"
-		if running {
-			msg = "the new flavor changes disk IO throttles, which this host cannot change on a running server"
-		}
-		return nil, errdefs.Wrap(fmt.Errorf("dockerd %s, container %s: %w", d.cli.DaemonHost(), c.ID, drivers.ErrNotSupported), errdefs.ErrNotSupported, msg)
-	}
-	cur, err := cgroup.DiskThrottlesOf(c.State.Pid)
-	if err != nil {
-		return nil, fmt.Errorf("disk throttles: %w", err)
+		return nil, errdefs.Wrap(fmt.Errorf("dockerd %s, container %s: %w", d.cli.DaemonHost(), c.ID, drivers.ErrNotSupported),
+			errdefs.ErrNotSupported, "the new flavor changes disk IO throttles, which this compute host cannot change in place")
 	}
 	var next []cgroup.DiskThrottle
 	if diskDev != "" {
@@ -132,6 +130,22 @@ func (d *Driver) throttleChange(c container.InspectResponse, disk limits.Disk, d
 			return nil, fmt.Errorf("disk throttles: %w", err)
 		}
 		next = diskThrottles(disk, dev)
+	}
+	if !running {
+		if live, ok := d.live.get(c.ID); ok && slices.Equal(live, next) {
+			return nil, nil
+		}
+		if sameThrottles(old, want) {
+			// The next start applies Docker's record, as the flavor asks.
+			d.live.forget(c.ID)
+			return nil, nil
+		}
+		return nil, errdefs.Wrap(fmt.Errorf("container %s: %w", c.ID, drivers.ErrNotSupported),
+			errdefs.ErrNotSupported, "the new flavor changes disk IO throttles, which cannot be changed while the server is stopped")
+	}
+	cur, err := cgroup.DiskThrottlesOf(c.State.Pid)
+	if err != nil {
+		return nil, fmt.Errorf("disk throttles: %w", err)
 	}
 	if slices.Equal(cur, next) {
 		return nil, nil

@@ -68,8 +68,11 @@ func TestLiveResize(t *testing.T) {
 // disk IO throttles in its cgroup (the kernel's view, read back), same
 // PID 1: raised, with a new kind of throttle, lifted; re-applying the
 // flavor after a change made behind the cloud's back puts it back (what
-// the agent's drift repair does). A stopped server's throttles cannot
-// change (there is no cgroup): refused, nothing changes.
+// the agent's drift repair does). A reboot, or a stop and a start, keep
+// the live resize's throttles (Docker would apply the create's). A
+// stopped server's throttles cannot change (there is no cgroup): refused,
+// nothing changes; a resize keeping them, or going back to the create's,
+// is fine.
 func TestLiveResizeDiskThrottles(t *testing.T) {
 	image := testenv.Image(t)
 	d := newDriver(t)
@@ -132,10 +135,46 @@ func TestLiveResizeDiskThrottles(t *testing.T) {
 		t.Fatalf("the resizes restarted the server: pid %d -> %+v, %v", pid, c.State, err)
 	}
 
+	// A start applies Docker's record of the container (the create's
+	// throttles): the driver writes the live resize's back.
+	want := []cgroup.DiskThrottle{{Device: dev, WriteBPS: 20_000_000, ReadIOPS: 300}}
+	resize(bigger)
+	pidNow := func() int {
+		t.Helper()
+		c, err := d.Client().ContainerInspect(ctx, docker.ContainerName(spec.ID))
+		if err != nil || !c.State.Running {
+			t.Fatalf("the server does not run: %+v %v", c.State, err)
+		}
+		return c.State.Pid
+	}
+	if err := d.Reboot(ctx, spec.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	pid = pidNow()
+	check("after a soft reboot", want)
+	if err := d.Stop(ctx, spec.ID, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(ctx, spec.ID); err != nil {
+		t.Fatal(err)
+	}
+	pid = pidNow()
+	check("after a stop and a start", want)
+
+	// Stopped: a resize keeping the throttles is fine; one changing them
+	// is refused (no cgroup to write) and changes nothing.
 	if err := d.Stop(ctx, spec.ID, time.Second); err != nil {
 		t.Fatal(err)
 	}
 	l, _ := limits.Parse(bigger, 1)
+	if err := d.Resize(ctx, spec.ID, 1, spec.MemoryMB*2, l); err != nil {
+		t.Fatalf("resize of a stopped server keeping its throttles: %v", err)
+	}
+	c, err = d.Client().ContainerInspect(ctx, docker.ContainerName(spec.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, _ = limits.Parse(map[string]string{"quota:disk_write_bytes_sec": "30000000"}, 1)
 	err = d.Resize(ctx, spec.ID, 1, spec.MemoryMB, l)
 	if !errors.Is(err, drivers.ErrNotSupported) || !strings.Contains(errdefs.Message(err), "while the server is stopped") {
 		t.Fatalf("resize of a stopped server's disk throttles: %v (message %q), want ErrNotSupported saying why", err, errdefs.Message(err))
@@ -147,4 +186,11 @@ func TestLiveResizeDiskThrottles(t *testing.T) {
 	if !reflect.DeepEqual(c2.HostConfig.Resources, c.HostConfig.Resources) {
 		t.Errorf("a refused resize changed the stopped server: %+v -> %+v", c.HostConfig.Resources, c2.HostConfig.Resources)
 	}
+	// Back to the create's throttles, stopped: the start applies them.
+	resize(map[string]string{"quota:disk_write_bytes_sec": "10000000"})
+	if err := d.Start(ctx, spec.ID); err != nil {
+		t.Fatal(err)
+	}
+	pid = pidNow()
+	check("resized back while stopped, then started", before)
 }
