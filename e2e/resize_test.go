@@ -230,3 +230,116 @@ func TestLiveResize(t *testing.T) {
 		t.Errorf("host usage after delete = %d vCPU/%d MB, want %d/%d", v, r, vcpus0, ram0)
 	}
 }
+
+// TestResizeDiskThrottles (issue 20): a server's disk IO throttles change
+// live on resize — the kernel's throttle on its cgroup goes from 10 to
+// 20 MB/s and back on revert, same container, same PID 1 (the rate the
+// server then gets is measured by TestRateLiveResizeDisk in
+// drivers/docker). A stopped server's throttles cannot change (no cgroup
+// to write, and Docker cannot update them): that resize fails at the
+// agent, and the failure says why — the server back SHUTOFF on its old
+// flavor, the action's event an Error whose traceback (admins only)
+// names the cause, the migration in error.
+func TestResizeDiskThrottles(t *testing.T) {
+	t.Parallel()
+	c := startCloud(t)
+	ctx := context.Background()
+	admin := c.computeClient(t, "admin", c.adminPass, "admin")
+	demo := c.computeClient(t, "demo", c.demoPass, "demo")
+	mkFlavor := func(name, rate string) string {
+		t.Helper()
+		fl, err := flavors.Create(ctx, admin, flavors.CreateOpts{Name: name, RAM: 128, VCPUs: 1, Disk: gophercloud.IntToPointer(1)}).Extract()
+		if err != nil {
+			t.Fatalf("create flavor %s: %v", name, err)
+		}
+		if _, err := flavors.CreateExtraSpecs(ctx, admin, fl.ID, flavors.ExtraSpecsOpts{"quota:disk_write_bytes_sec": rate}).Extract(); err != nil {
+			t.Fatalf("extra specs of %s: %v", name, err)
+		}
+		return fl.ID
+	}
+	io10, io20 := mkFlavor("io-10", "10000000"), mkFlavor("io-20", "20000000")
+	writeBPS := func(what string, pid int, want uint64) {
+		t.Helper()
+		d := cgroupLimits(t, pid).Disk
+		if len(d) != 1 || d[0].WriteBPS != want {
+			t.Errorf("%s: kernel disk throttles %+v, want write %d B/s on one device", what, d, want)
+		}
+	}
+
+	img := c.imageIDs(t, "demo", c.demoPass, "demo")["busybox"]
+	srv, err := servers.Create(ctx, demo, servers.CreateOpts{Name: "writer", ImageRef: img, FlavorRef: io10}, nil).Extract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, demo, srv.ID, "ACTIVE", 90*time.Second)
+	cid, _, pid := c.containerOf(t, srv.ID)
+	writeBPS("at boot", pid, 10_000_000)
+
+	if err := servers.Resize(ctx, demo, srv.ID, servers.ResizeOpts{FlavorRef: io20}).ExtractErr(); err != nil {
+		t.Fatalf("resize: %v", err)
+	}
+	waitStatus(t, demo, srv.ID, "VERIFY_RESIZE", 60*time.Second)
+	if cid2, running, pid2 := c.containerOf(t, srv.ID); cid2 != cid || pid2 != pid || !running {
+		t.Fatalf("resize restarted the server: container %s pid %d -> %s pid %d (running %v)", cid, pid, cid2, pid2, running)
+	}
+	writeBPS("after the live resize", pid, 20_000_000)
+	if err := servers.RevertResize(ctx, demo, srv.ID).ExtractErr(); err != nil {
+		t.Fatalf("revert: %v", err)
+	}
+	waitStatus(t, demo, srv.ID, "ACTIVE", 60*time.Second)
+	if _, _, p := c.containerOf(t, srv.ID); p != pid {
+		t.Fatalf("revert restarted the server: pid %d -> %d", pid, p)
+	}
+	writeBPS("after the revert", pid, 10_000_000)
+
+	// The induced failure: the same resize of the stopped server.
+	if err := servers.Stop(ctx, demo, srv.ID).ExtractErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, demo, srv.ID, "SHUTOFF", 60*time.Second)
+	if err := servers.Resize(ctx, demo, srv.ID, servers.ResizeOpts{FlavorRef: io20}).ExtractErr(); err != nil {
+		t.Fatalf("resize of the stopped server: %v", err)
+	}
+	s := waitStatus(t, demo, srv.ID, "SHUTOFF", 60*time.Second)
+	if s.Flavor["id"] != io10 {
+		t.Errorf("flavor after the failed resize = %v, want io-10 (%s) back", s.Flavor, io10)
+	}
+	st, body := raw(t, demo, "GET", "servers/"+srv.ID+"/os-instance-actions", "")
+	if st != 200 {
+		t.Fatalf("os-instance-actions = %d %v", st, body)
+	}
+	last := body["instanceActions"].([]any)[0].(map[string]any)
+	if last["action"] != "resize" || last["message"] != "Error" {
+		t.Fatalf("latest action %v, want the resize with message Error", last)
+	}
+	for _, who := range []*gophercloud.ServiceClient{admin, demo} {
+		// 2.51: members see the events too (never the traceback).
+		st, body = rawV(t, who, "2.51", "GET", "servers/"+srv.ID+"/os-instance-actions/"+last["request_id"].(string), "")
+		if st != 200 {
+			t.Fatalf("os-instance-actions/%v = %d %v", last["request_id"], st, body)
+		}
+		evs := body["instanceAction"].(map[string]any)["events"].([]any)
+		if len(evs) != 1 {
+			t.Fatalf("events of the failed resize: %v", evs)
+		}
+		ev := evs[0].(map[string]any)
+		tb, hasTB := ev["traceback"].(string)
+		switch {
+		case ev["result"] != "Error" || ev["event"] != "compute_resize_instance":
+			t.Errorf("event of the failed resize: %v, want compute_resize_instance Error", ev)
+		case who == admin && !strings.Contains(tb, "disk IO throttles, which cannot be changed while the server is stopped"):
+			t.Errorf("the admin's traceback %q does not say why", tb)
+		case who == demo && hasTB:
+			t.Errorf("a member sees the traceback %q", tb)
+		}
+	}
+	st, body = raw(t, admin, "GET", "os-migrations?instance_uuid="+srv.ID+"&status=error", "")
+	if st != 200 || len(body["migrations"].([]any)) != 1 {
+		t.Errorf("migrations in error = %d %v, want one", st, body)
+	}
+
+	if err := servers.Delete(ctx, demo, srv.ID).ExtractErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, demo, srv.ID, 60*time.Second)
+}
