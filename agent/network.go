@@ -29,6 +29,16 @@ type Plumber interface {
 	RemoveOrphans(ctx context.Context, keep func(id string) bool) ([]string, error)
 }
 
+// NICPruner is implemented by a Plumber that can find what is plugged for
+// an instance beyond the NICs it is told of (vif tags every OVS port with
+// its instance). Drift repair uses it to remove NICs a server no longer
+// has (see pruneNICs); with a Plumber that lacks it they stay plugged.
+type NICPruner interface {
+	// RemoveStaleNICs removes what is plugged for instance id that is not
+	// one of nics (flows, OVS port, veth) and returns those port ids.
+	RemoveStaleNICs(ctx context.Context, id string, nics []protocol.NIC) ([]string, error)
+}
+
 // WithPlumber gives the agent its network plumbing. Without one, a build
 // with NICs fails: a server never runs without its network.
 func WithPlumber(p Plumber) Option { return func(a *Agent) { a.plumber = p } }
@@ -87,6 +97,16 @@ func (c *nicCache) refreshSince(gens map[string]uint64, id string, nics []protoc
 		return
 	}
 	c.m[id] = slices.Clone(nics)
+}
+
+// since returns id's NICs and whether the list is still the one a
+// reconcile refreshed from the conductor's answer (gens taken before
+// asking): false once an attach or detach changed it since, so a decision
+// taken on that answer (pruning NICs) waits for the next reconcile.
+func (c *nicCache) since(gens map[string]uint64, id string) ([]protocol.NIC, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[id], c.gen[id] == gens[id]
 }
 
 func (c *nicCache) del(id string) {
@@ -180,30 +200,42 @@ func (a *Agent) unplug(ctx context.Context, id string) error {
 // whose workload runs here is plugged again (Plug is idempotent and puts
 // back veths, ports, tags and flows lost to an agent, OVS or host
 // restart); one whose workload does not run is unplugged (its namespace
-// is gone with its sandbox, see drivers/docker/sandbox.go), and what is
-// plugged for instances this host does not hold is removed. Instances with
-// an operation in flight, or in a cold migration, are left to it; so are
-// the ports of instances whose NICs the agent knows though the cloud does
-// not place them here yet (a migration's import). It logs and goes on: one broken
-// server must not stop the repair of the others.
-func (a *Agent) repairNetwork(ctx context.Context, expected []protocol.ExpectedInstance, placed map[string]bool) {
+// is gone with its sandbox, see drivers/docker/sandbox.go); what is
+// plugged for an instance beyond its NICs is removed (see pruneNICs), and
+// so is what is plugged for instances this host does not hold. Instances
+// with an operation in flight, or in a cold migration, are left to it; so
+// are the ports of instances whose NICs the agent knows though the cloud
+// does not place them here yet (a migration's import). gens is the NIC
+// list's change counter taken before the conductor was asked. It logs and
+// goes on: one broken server must not stop the repair of the others. It
+// returns how many NICs it pruned.
+func (a *Agent) repairNetwork(ctx context.Context, gens map[string]uint64, expected []protocol.ExpectedInstance, placed map[string]bool) int {
 	if a.plumber == nil {
-		return
+		return 0
 	}
+	pruned := 0
 	for _, e := range expected {
 		id := e.Spec.ID
-		nics, _ := a.nics.get(id)
 		// A migrating instance's plumbing is the migration's: its
 		// stopped source must not be "unplugged" while the target
 		// plugs the same ports (by name, on hosts sharing a kernel).
-		if len(nics) == 0 || deleting(e) || migrating(e) {
+		if deleting(e) || migrating(e) {
 			continue
 		}
 		unlock, ok := a.locks.tryLock(id)
 		if !ok {
 			continue
 		}
-		a.repairInstance(ctx, id, nics)
+		// Read under the lock: attach and detach change the list under it.
+		nics, fresh := a.nics.since(gens, id)
+		if len(nics) > 0 {
+			if fresh {
+				// First, so the Plug below puts back a default route
+				// that went with a pruned NIC.
+				pruned += a.pruneNICs(ctx, id, nics)
+			}
+			a.repairInstance(ctx, id, nics)
+		}
 		unlock()
 	}
 	keep := func(id string) bool { return placed[id] || a.nics.has(id) || a.locks.busy(id) }
@@ -214,6 +246,28 @@ func (a *Agent) repairNetwork(ctx context.Context, expected []protocol.ExpectedI
 	for _, id := range removed {
 		a.log.Warn("reconcile: removed the network plumbing of an instance not on this host", "instance", id)
 	}
+	return pruned
+}
+
+// pruneNICs removes what is plugged for id beyond nics (its list as the
+// conductor answered it, unchanged since): a NIC whose attach the API
+// rolled back after the plug, or whose detach never reached this agent,
+// would otherwise keep its veth, OVS port, flows and an address the server
+// no longer owns. It returns how many NICs it removed.
+func (a *Agent) pruneNICs(ctx context.Context, id string, nics []protocol.NIC) int {
+	pr, ok := a.plumber.(NICPruner)
+	if !ok {
+		return 0
+	}
+	removed, err := pr.RemoveStaleNICs(ctx, id, nics)
+	if err != nil {
+		a.log.Error("reconcile: could not remove NICs an instance no longer has", "instance", id, "err", err)
+	}
+	for _, port := range removed {
+		a.log.Warn("reconcile: removed a NIC its instance no longer has (attach rolled back or detach lost)",
+			"instance", id, "port", port)
+	}
+	return len(removed)
 }
 
 func (a *Agent) repairInstance(ctx context.Context, id string, nics []protocol.NIC) {

@@ -23,7 +23,8 @@ import (
 // decision (they may be a failed migration's source or a database
 // restored from an old backup); the network plumbing of instances not
 // placed here is removed, though (see repairNetwork): ports hold no tenant
-// data. The exception is an expected instance
+// data; so are NICs still plugged for a server that no longer has them.
+// The exception is an expected instance
 // whose delete is in progress (task_state deleting): its delete request
 // may have been lost, so its container is destroyed and a delete report
 // sent, which lets the conductor finish the delete.
@@ -85,12 +86,12 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 
 	// The power sync goes first: the network repair may take a while.
 	err = a.publish(ctx, protocol.KindPowerSync, ps)
-	a.repairNetwork(ctx, expected, placed)
+	pruned := a.repairNetwork(ctx, gens, expected, placed)
 	a.repairLimits(ctx, expected, byID)
 	if err != nil {
 		return fmt.Errorf("agent: reconcile: %w", err)
 	}
-	a.log.Debug("reconciled", "expected", len(expected), "observed", len(observed), "orphans", len(ps.Orphans))
+	a.log.Debug("reconciled", "expected", len(expected), "observed", len(observed), "orphans", len(ps.Orphans), "pruned_nics", pruned)
 	return nil
 }
 
