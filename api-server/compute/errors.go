@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 
+	"github.com/capsule-cloud/capsule/api-server/httpapi"
 	"github.com/capsule-cloud/capsule/errdefs"
 )
 
@@ -14,31 +15,10 @@ var faultNames = map[int]string{
 	501: "notImplemented", 503: "serviceUnavailable",
 }
 
-// statusOf is the one table from an error kind to the Compute API's
-// status; the fault body's name follows from the status (faultNames), as
-// in Nova. Quotas are 403 in Nova (QuotaError is a Forbidden), a state
-// that forbids an action is 409 (InstanceInvalidState is a conflict).
-func statusOf(k errdefs.Kind) int {
-	switch k {
-	case errdefs.ErrInvalidArgument:
-		return http.StatusBadRequest
-	case errdefs.ErrUnauthenticated:
-		return http.StatusUnauthorized
-	case errdefs.ErrForbidden, errdefs.ErrQuotaExceeded:
-		return http.StatusForbidden
-	case errdefs.ErrNotFound:
-		return http.StatusNotFound
-	case errdefs.ErrConflict, errdefs.ErrFailedPrecondition:
-		return http.StatusConflict
-	case errdefs.ErrNotSupported:
-		return http.StatusNotImplemented
-	case errdefs.ErrUnavailable:
-		return http.StatusServiceUnavailable
-	case errdefs.ErrInternal:
-		return http.StatusInternalServerError
-	}
-	return http.StatusInternalServerError
-}
+// statusOf maps an error kind to the Compute API's status (the shared
+// table; Nova's QuotaError is a Forbidden); the fault body's name follows
+// from the status (faultNames), as in Nova.
+func statusOf(k errdefs.Kind) int { return httpapi.StatusOf(k, http.StatusForbidden) }
 
 // unexpectedError is Nova's message for a failure it does not classify.
 const unexpectedError = "Unexpected API Error."

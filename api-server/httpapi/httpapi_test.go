@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/capsule-cloud/capsule/api-server/httpapi"
+	"github.com/capsule-cloud/capsule/errdefs"
 )
 
 var reqID = regexp.MustCompile(`^req-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
@@ -117,5 +118,32 @@ func TestAccessLogOnce(t *testing.T) {
 	if strings.Count(out, "http request") != 1 || !strings.Contains(out, "service=outer") || !strings.Contains(out, "status=404") ||
 		!strings.Contains(out, "request_id="+rec.Header().Get("x-openstack-request-id")) {
 		t.Fatalf("log %q", out)
+	}
+}
+
+func TestStatusOf(t *testing.T) {
+	for _, c := range []struct {
+		kind  errdefs.Kind
+		quota int
+		want  int
+	}{
+		{errdefs.ErrInvalidArgument, 403, 400},
+		{errdefs.ErrUnauthenticated, 403, 401},
+		{errdefs.ErrForbidden, 409, 403},
+		{errdefs.ErrQuotaExceeded, 403, 403},
+		{errdefs.ErrQuotaExceeded, 409, 409},
+		{errdefs.ErrQuotaExceeded, 413, 413},
+		{errdefs.ErrNotFound, 403, 404},
+		{errdefs.ErrConflict, 403, 409},
+		{errdefs.ErrFailedPrecondition, 403, 409},
+		{errdefs.ErrNotSupported, 403, 501},
+		{errdefs.ErrUnavailable, 403, 503},
+		{errdefs.ErrInternal, 403, 500},
+		{"", 403, 500},
+		{"SomethingNew", 403, 500},
+	} {
+		if got := httpapi.StatusOf(c.kind, c.quota); got != c.want {
+			t.Errorf("StatusOf(%q, quota %d) = %d, want %d", c.kind, c.quota, got, c.want)
+		}
 	}
 }

@@ -195,27 +195,9 @@ func (s *Service) storeError(w http.ResponseWriter, r *http.Request, err error, 
 	s.failErr(w, r, err)
 }
 
-// statusOf is the one table from an error kind to the Identity API's
-// status.
-func statusOf(k errdefs.Kind) int {
-	switch k {
-	case errdefs.ErrInvalidArgument:
-		return http.StatusBadRequest
-	case errdefs.ErrUnauthenticated:
-		return http.StatusUnauthorized
-	case errdefs.ErrForbidden, errdefs.ErrQuotaExceeded:
-		return http.StatusForbidden
-	case errdefs.ErrNotFound:
-		return http.StatusNotFound
-	case errdefs.ErrConflict, errdefs.ErrFailedPrecondition:
-		return http.StatusConflict
-	case errdefs.ErrNotSupported:
-		return http.StatusNotImplemented
-	case errdefs.ErrUnavailable:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
-}
+// statusOf maps an error kind to the Identity API's status (the shared
+// table; a quota refusal is a 403).
+func statusOf(k errdefs.Kind) int { return httpapi.StatusOf(k, http.StatusForbidden) }
 
 // failErr answers err as a Keystone error: a classified error (package
 // errdefs) with its kind's status and safe message, anything else logged

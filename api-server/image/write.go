@@ -21,28 +21,9 @@ func badRequest(format string, a ...any) error { return errdefs.InvalidArgumentf
 
 func forbidden(format string, a ...any) error { return errdefs.Forbiddenf(format, a...) }
 
-// statusOf is the one table from an error kind to the Image API's status.
-func statusOf(k errdefs.Kind) int {
-	switch k {
-	case errdefs.ErrInvalidArgument:
-		return http.StatusBadRequest
-	case errdefs.ErrUnauthenticated:
-		return http.StatusUnauthorized
-	case errdefs.ErrForbidden:
-		return http.StatusForbidden
-	case errdefs.ErrNotFound:
-		return http.StatusNotFound
-	case errdefs.ErrConflict, errdefs.ErrFailedPrecondition:
-		return http.StatusConflict
-	case errdefs.ErrQuotaExceeded:
-		return http.StatusRequestEntityTooLarge // Glance's quota and size limits
-	case errdefs.ErrNotSupported:
-		return http.StatusNotImplemented
-	case errdefs.ErrUnavailable:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
-}
+// statusOf maps an error kind to the Image API's status (the shared
+// table; Glance answers its quota and size limits 413).
+func statusOf(k errdefs.Kind) int { return httpapi.StatusOf(k, http.StatusRequestEntityTooLarge) }
 
 // respondErr answers err as a Glance error: a classified error (package
 // errdefs) with its kind's status and safe message, anything else logged

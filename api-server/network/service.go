@@ -144,28 +144,11 @@ func policyRefused(rule string) error {
 
 func forbidden(w http.ResponseWriter, rule string) { writeFault(w, policyRefused(rule)) }
 
-// statusOf is the one table from an error kind to the Networking API's
-// status; the NeutronError's type is the error's reason (the store's
-// network error classes carry Neutron's type names).
-func statusOf(k errdefs.Kind) int {
-	switch k {
-	case errdefs.ErrNotFound:
-		return http.StatusNotFound
-	case errdefs.ErrInvalidArgument:
-		return http.StatusBadRequest
-	case errdefs.ErrUnauthenticated:
-		return http.StatusUnauthorized
-	case errdefs.ErrForbidden:
-		return http.StatusForbidden
-	case errdefs.ErrConflict, errdefs.ErrFailedPrecondition, errdefs.ErrQuotaExceeded:
-		return http.StatusConflict // Neutron's OverQuota is a 409 too
-	case errdefs.ErrNotSupported:
-		return http.StatusNotImplemented
-	case errdefs.ErrUnavailable:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
-}
+// statusOf maps an error kind to the Networking API's status (the shared
+// table; Neutron's OverQuota is a 409); the NeutronError's type is the
+// error's reason (the store's network error classes carry Neutron's type
+// names).
+func statusOf(k errdefs.Kind) int { return httpapi.StatusOf(k, http.StatusConflict) }
 
 // writeFault writes a classified error whose reason is a Neutron type
 // as that NeutronError, with its kind's status.
