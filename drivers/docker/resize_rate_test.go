@@ -23,14 +23,7 @@ func TestRateLiveResizeDisk(t *testing.T) {
 	spec := limitedSpec(t, image, 1, map[string]string{"quota:disk_write_bytes_sec": "10000000"})
 	drivertest.Boot(t, d, spec)
 	ctx := drivertest.Ctx(t)
-	pidOf := func() int {
-		t.Helper()
-		c, err := d.Client().ContainerInspect(ctx, docker.ContainerName(spec.ID))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c.State.Pid
-	}
+	workloadPID := func() int { return pidOf(t, ctx, d, docker.ContainerName(spec.ID)) }
 	measure := func(what string, want float64) {
 		t.Helper()
 		const size = 60 << 20
@@ -55,15 +48,15 @@ func TestRateLiveResizeDisk(t *testing.T) {
 		}
 	}
 
-	pid := pidOf()
+	pid := workloadPID()
 	measure("before the resize", 10e6)
 	resize("20000000")
-	if p := pidOf(); p != pid {
+	if p := workloadPID(); p != pid {
 		t.Fatalf("the resize restarted the server: pid %d -> %d", pid, p)
 	}
 	measure("after the live resize", 20e6)
 	resize("10000000")
-	if p := pidOf(); p != pid {
+	if p := workloadPID(); p != pid {
 		t.Fatalf("the resize back restarted the server: pid %d -> %d", pid, p)
 	}
 	measure("after the resize back", 10e6)

@@ -27,15 +27,8 @@ func TestLiveResize(t *testing.T) {
 	spec := limitedSpec(t, image, 1, map[string]string{"quota:cpu_quota": "50000"})
 	drivertest.Boot(t, d, spec)
 	ctx := drivertest.Ctx(t)
-	pidOf := func() int {
-		t.Helper()
-		c, err := d.Client().ContainerInspect(ctx, docker.ContainerName(spec.ID))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c.State.Pid
-	}
-	pid := pidOf()
+	workloadPID := func() int { return pidOf(t, ctx, d, docker.ContainerName(spec.ID)) }
+	pid := workloadPID()
 	if lim, err := cgroup.LimitsOf(pid); err != nil || lim.CPUQuotaUS != 50000 {
 		t.Errorf("kernel limits before resize: %+v %v, want quota 50000", lim, err)
 	}
@@ -43,7 +36,7 @@ func TestLiveResize(t *testing.T) {
 	if err := d.Resize(ctx, spec.ID, 1, 128, limits.Limits{PidsMax: 100}); err != nil {
 		t.Fatalf("resize: %v", err)
 	}
-	if p := pidOf(); p != pid {
+	if p := workloadPID(); p != pid {
 		t.Fatalf("resize restarted the container: pid %d -> %d", pid, p)
 	}
 	lim, err := cgroup.LimitsOf(pid)
