@@ -51,7 +51,7 @@ func TestResizeFailureSaysWhy(t *testing.T) {
 	addAction(t, st, inst.ID, "resize", "req-rs")
 	r := report(inst, "h1", lifecycle.ActResize, "req-rs", false)
 	r.Error = "resize instance " + inst.ID + ": docker resize: dockerd unix:///x: not supported by this driver"
-	r.ErrorMessage = "the new flavor changes disk IO throttles, which cannot be changed while the server is stopped"
+	r.ErrorMessage = "the server uses more memory than the new flavor has"
 	r.PowerState = int(lifecycle.Running)
 	mustSend(t, c, protocol.KindInstanceReport, r)
 
@@ -60,7 +60,7 @@ func TestResizeFailureSaysWhy(t *testing.T) {
 		t.Errorf("after a failed resize: %s/%q flavor %s (%d vCPUs), old %q; want active, no task, the old flavor",
 			got.VMState, got.TaskState, got.FlavorID, got.VCPUs, got.OldFlavorID)
 	}
-	wantMsg := "Resize error: the new flavor changes disk IO throttles, which cannot be changed while the server is stopped; the server keeps its old flavor."
+	wantMsg := "Resize error: the server uses more memory than the new flavor has; the server keeps its old flavor."
 	if got.FaultCode != 500 || got.FaultMessage != wantMsg || got.FaultDetails != r.Error || got.FaultAt == nil || !got.FaultAt.Equal(testNow) {
 		t.Errorf("fault = %d %q %q %v\nwant 500 %q, the agent's error as details, at %v", got.FaultCode, got.FaultMessage, got.FaultDetails, got.FaultAt, wantMsg, testNow)
 	}

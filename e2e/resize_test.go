@@ -235,20 +235,21 @@ func TestLiveResize(t *testing.T) {
 // live on resize — the kernel's throttle on its cgroup goes from 10 to
 // 20 MB/s and back on revert, same container, same PID 1 (the rate the
 // server then gets is measured by TestRateLiveResizeDisk in
-// drivers/docker). A stopped server's throttles cannot change (no cgroup
-// to write, and Docker cannot update them): that resize fails at the
-// agent, and the failure says why — the server back SHUTOFF on its old
-// flavor, the action's event an Error whose traceback (admins only)
-// names the cause, the migration in error.
+// drivers/docker). A stopped server resized to new throttles (no cgroup
+// to write then) has them when it starts. A resize the host cannot apply
+// (the server holds more memory than the smaller flavor has) fails at the
+// agent, and the failure says why — the server back ACTIVE on its old
+// flavor, same PID 1, the action's event an Error whose traceback (admins
+// only) names the cause, the migration in error.
 func TestResizeDiskThrottles(t *testing.T) {
 	t.Parallel()
 	c := startCloud(t)
 	ctx := context.Background()
 	admin := c.computeClient(t, "admin", c.adminPass, "admin")
 	demo := c.computeClient(t, "demo", c.demoPass, "demo")
-	mkFlavor := func(name, rate string) string {
+	mkFlavor := func(name, rate string, ramMB int) string {
 		t.Helper()
-		fl, err := flavors.Create(ctx, admin, flavors.CreateOpts{Name: name, RAM: 128, VCPUs: 1, Disk: gophercloud.IntToPointer(1)}).Extract()
+		fl, err := flavors.Create(ctx, admin, flavors.CreateOpts{Name: name, RAM: ramMB, VCPUs: 1, Disk: gophercloud.IntToPointer(1)}).Extract()
 		if err != nil {
 			t.Fatalf("create flavor %s: %v", name, err)
 		}
@@ -257,7 +258,8 @@ func TestResizeDiskThrottles(t *testing.T) {
 		}
 		return fl.ID
 	}
-	io10, io20 := mkFlavor("io-10", "10000000"), mkFlavor("io-20", "20000000")
+	io10, io20 := mkFlavor("io-10", "10000000", 256), mkFlavor("io-20", "20000000", 256)
+	small := mkFlavor("io-20-small", "20000000", 64)
 	writeBPS := func(what string, pid int, want uint64) {
 		t.Helper()
 		d := cgroupLimits(t, pid).Disk
@@ -292,7 +294,7 @@ func TestResizeDiskThrottles(t *testing.T) {
 	}
 	writeBPS("after the revert", pid, 10_000_000)
 
-	// The induced failure: the same resize of the stopped server.
+	// Stopped: the new throttles wait for the next start.
 	if err := servers.Stop(ctx, demo, srv.ID).ExtractErr(); err != nil {
 		t.Fatal(err)
 	}
@@ -300,10 +302,49 @@ func TestResizeDiskThrottles(t *testing.T) {
 	if err := servers.Resize(ctx, demo, srv.ID, servers.ResizeOpts{FlavorRef: io20}).ExtractErr(); err != nil {
 		t.Fatalf("resize of the stopped server: %v", err)
 	}
-	s := waitStatus(t, demo, srv.ID, "SHUTOFF", 60*time.Second)
-	if s.Flavor["id"] != io10 {
-		t.Errorf("flavor after the failed resize = %v, want io-10 (%s) back", s.Flavor, io10)
+	waitStatus(t, demo, srv.ID, "VERIFY_RESIZE", 60*time.Second)
+	if err := servers.ConfirmResize(ctx, demo, srv.ID).ExtractErr(); err != nil {
+		t.Fatalf("confirm: %v", err)
 	}
+	waitStatus(t, demo, srv.ID, "SHUTOFF", 60*time.Second)
+	if err := servers.Start(ctx, demo, srv.ID).ExtractErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, demo, srv.ID, "ACTIVE", 60*time.Second)
+	cid, _, pid = c.containerOf(t, srv.ID)
+	writeBPS("resized while stopped, then started", pid, 20_000_000)
+
+	// The induced failure: the server holds 150 MiB of anonymous memory
+	// (a dd whose buffer waits on a pipe) and is resized to 64 MB.
+	if out, err := c.docker("exec", "-d", cid, "sh", "-c", "dd if=/dev/zero bs=150M count=1 | sleep 3600"); err != nil {
+		t.Fatalf("docker exec: %v %s", err, out)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		out, err := c.docker("stats", "--no-stream", "--format", "{{.MemUsage}}", cid)
+		if err == nil && strings.Contains(out, "MiB /") {
+			var used float64
+			if _, err := fmt.Sscanf(out, "%fMiB", &used); err == nil && used >= 150 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server never held 150 MiB: %v %s", err, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := servers.Resize(ctx, demo, srv.ID, servers.ResizeOpts{FlavorRef: small}).ExtractErr(); err != nil {
+		t.Fatalf("resize to the small flavor: %v", err)
+	}
+	// The API set the resize's task before answering: ACTIVE again is
+	// the agent's answer, recorded.
+	s := waitStatus(t, demo, srv.ID, "ACTIVE", 60*time.Second)
+	if s.Flavor["id"] != io20 {
+		t.Errorf("flavor after the failed resize = %v, want io-20 (%s) back", s.Flavor, io20)
+	}
+	if _, running, p := c.containerOf(t, srv.ID); p != pid || !running {
+		t.Errorf("the failed resize restarted the server: pid %d -> %d (running %v)", pid, p, running)
+	}
+	writeBPS("after the failed resize", pid, 20_000_000)
 	st, body := raw(t, demo, "GET", "servers/"+srv.ID+"/os-instance-actions", "")
 	if st != 200 {
 		t.Fatalf("os-instance-actions = %d %v", st, body)
@@ -327,7 +368,7 @@ func TestResizeDiskThrottles(t *testing.T) {
 		switch {
 		case ev["result"] != "Error" || ev["event"] != "compute_resize_instance":
 			t.Errorf("event of the failed resize: %v, want compute_resize_instance Error", ev)
-		case who == admin && !strings.Contains(tb, "disk IO throttles, which cannot be changed while the server is stopped"):
+		case who == admin && !strings.Contains(tb, "the server uses more memory than the new flavor has"):
 			t.Errorf("the admin's traceback %q does not say why", tb)
 		case who == demo && hasTB:
 			t.Errorf("a member sees the traceback %q", tb)

@@ -28,10 +28,12 @@ import (
 // which needs the container running on this host. Docker's record of the
 // container keeps the throttles it was created with and a start applies
 // them, so Start and Reboot write a live resize's back (liveThrottles;
-// after an agent restart, the reconcile's limits repair does). A resize
-// that changes the throttles of a stopped container, or of one on a
-// remote dockerd, is refused before anything changes, rather than leaving
-// the server with throttles its flavor no longer promises.
+// after an agent restart, the reconcile's limits repair does). A stopped
+// container's new throttles are only recorded there: its next start
+// writes them, as a VM's new flavor takes effect when it boots. A resize
+// that changes the throttles of a container on a remote dockerd is
+// refused before anything changes, rather than leaving the server with
+// throttles its flavor no longer promises.
 func (d *Driver) Resize(ctx context.Context, id string, vcpus, memoryMB int, l limits.Limits) error {
 	c, err := d.inspect(ctx, "resize", id)
 	if err != nil {
@@ -68,7 +70,7 @@ func (d *Driver) Resize(ctx context.Context, id string, vcpus, memoryMB int, l l
 		return fmt.Errorf("docker resize %s: %w", id, err)
 	}
 	err = d.update(ctx, c.ID, want)
-	if err == nil && throttles != nil {
+	if err == nil && throttles != nil && !throttles.pending {
 		if err = cgroup.SetDiskThrottles(c.State.Pid, throttles.new); err != nil {
 			err = fmt.Errorf("disk throttles: %w", err)
 		}
@@ -77,7 +79,7 @@ func (d *Driver) Resize(ctx context.Context, id string, vcpus, memoryMB int, l l
 		// Put back what was there: a partly applied update (say, CPU
 		// changed, memory refused) must not leave a mix of two flavors.
 		rerr := d.update(context.WithoutCancel(ctx), c.ID, old)
-		if throttles != nil {
+		if throttles != nil && !throttles.pending {
 			if terr := cgroup.SetDiskThrottles(c.State.Pid, throttles.old); terr != nil && rerr == nil {
 				rerr = fmt.Errorf("disk throttles: %w", terr)
 			}
@@ -88,7 +90,11 @@ func (d *Driver) Resize(ctx context.Context, id string, vcpus, memoryMB int, l l
 		}
 		return resizeRefused(fmt.Errorf("docker resize %s (rolled back): %w", id, err))
 	}
-	if throttles != nil {
+	switch {
+	case throttles == nil:
+	case throttles.pending && throttles.record:
+		d.live.forget(c.ID) // the next start applies Docker's record, as the flavor asks
+	default:
 		d.live.set(c.ID, throttles.new)
 	}
 	args := []any{"instance", id, "vcpus", vcpus, "memory_mb", memoryMB,
@@ -100,10 +106,15 @@ func (d *Driver) Resize(ctx context.Context, id string, vcpus, memoryMB int, l l
 	return nil
 }
 
-// throttleSwap is a change of a running container's disk throttles: the
-// ones its cgroup has and the ones its new flavor asks for.
+// throttleSwap is a change of a container's disk throttles: the ones its
+// cgroup has and the ones its new flavor asks for. A pending one is a
+// stopped container's: nothing to write now, its next start applies new
+// (or, when record is set, Docker's record of the container, which
+// already says what the flavor asks).
 type throttleSwap struct {
 	old, new []cgroup.DiskThrottle
+	pending  bool
+	record   bool
 }
 
 // throttleChange compares the disk throttles container c runs with to the
@@ -112,8 +123,7 @@ type throttleSwap struct {
 // host is compared by its cgroup, the kernel's view (a live resize or a
 // hand-made change is not in Docker's record). A stopped one is compared
 // by what its next start applies: Docker's record, or the throttles of a
-// live resize (liveThrottles); a change is refused, there is no cgroup to
-// write.
+// live resize (liveThrottles); a change is pending until that start.
 func (d *Driver) throttleChange(c container.InspectResponse, disk limits.Disk, diskDev string, old, want container.Resources) (*throttleSwap, error) {
 	running := c.State != nil && c.State.Running && c.State.Pid > 0
 	if !d.local() {
@@ -132,24 +142,28 @@ func (d *Driver) throttleChange(c container.InspectResponse, disk limits.Disk, d
 		next = diskThrottles(disk, dev)
 	}
 	if !running {
-		if live, ok := d.live.get(c.ID); ok && slices.Equal(live, next) {
+		live, ok := d.live.get(c.ID)
+		switch {
+		case ok && slices.Equal(live, next):
 			return nil, nil
+		case sameThrottles(old, want):
+			if !ok {
+				return nil, nil
+			}
+			return &throttleSwap{old: live, new: next, pending: true, record: true}, nil
 		}
-		if sameThrottles(old, want) {
-			// The next start applies Docker's record, as the flavor asks.
-			d.live.forget(c.ID)
-			return nil, nil
-		}
-		return nil, errdefs.Wrap(fmt.Errorf("container %s: %w", c.ID, drivers.ErrNotSupported),
-			errdefs.ErrNotSupported, "the new flavor changes disk IO throttles, which cannot be changed while the server is stopped")
+		return &throttleSwap{old: live, new: next, pending: true}, nil
 	}
 	cur, err := cgroup.DiskThrottlesOf(c.State.Pid)
 	if err != nil {
 		return nil, fmt.Errorf("disk throttles: %w", err)
 	}
-	if slices.Equal(cur, next) {
-		return nil, nil
-	}
+	// Even when they do not change they are written again: docker update
+	// hands runc the whole of Docker's record, whose create-time
+	// throttles it writes back to the cgroup (measured: `docker update
+	// --cpu-shares` put a cgroup's 20 MB/s back to the create's 10), so a
+	// resize that changes only CPU or memory, or a rolled-back one, would
+	// otherwise lose a live resize's throttles.
 	return &throttleSwap{old: cur, new: next}, nil
 }
 

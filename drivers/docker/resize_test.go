@@ -1,18 +1,13 @@
 package docker_test
 
 import (
-	"errors"
-	"reflect"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/capsule-cloud/capsule/cgroup"
-	"github.com/capsule-cloud/capsule/drivers"
 	"github.com/capsule-cloud/capsule/drivers/docker"
 	"github.com/capsule-cloud/capsule/drivers/drivertest"
-	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/internal/testenv"
 	"github.com/capsule-cloud/capsule/limits"
 )
@@ -63,9 +58,8 @@ func TestLiveResize(t *testing.T) {
 // flavor after a change made behind the cloud's back puts it back (what
 // the agent's drift repair does). A reboot, or a stop and a start, keep
 // the live resize's throttles (Docker would apply the create's). A
-// stopped server's throttles cannot change (there is no cgroup): refused,
-// nothing changes; a resize keeping them, or going back to the create's,
-// is fine.
+// stopped server's new throttles (there is no cgroup to write) take effect
+// at its next start, as do the create's when it is resized back to them.
 func TestLiveResizeDiskThrottles(t *testing.T) {
 	image := testenv.Image(t)
 	d := newDriver(t)
@@ -110,6 +104,14 @@ func TestLiveResizeDiskThrottles(t *testing.T) {
 	bigger := map[string]string{"quota:disk_write_bytes_sec": "20000000", "quota:disk_read_iops_sec": "300"}
 	resize(bigger)
 	check("after a live resize", []cgroup.DiskThrottle{{Device: dev, WriteBPS: 20_000_000, ReadIOPS: 300}})
+	// A resize changing only memory keeps them (docker update writes
+	// Docker's record, the create's throttles, back to the cgroup).
+	if l, err := limits.Parse(bigger, 1); err != nil {
+		t.Fatal(err)
+	} else if err := d.Resize(ctx, spec.ID, 1, spec.MemoryMB*2, l); err != nil {
+		t.Fatalf("memory-only resize: %v", err)
+	}
+	check("after a memory-only resize", []cgroup.DiskThrottle{{Device: dev, WriteBPS: 20_000_000, ReadIOPS: 300}})
 
 	// Drift: the throttles lifted by hand; the flavor applied again
 	// restores them.
@@ -154,8 +156,9 @@ func TestLiveResizeDiskThrottles(t *testing.T) {
 	pid = pidNow()
 	check("after a stop and a start", want)
 
-	// Stopped: a resize keeping the throttles is fine; one changing them
-	// is refused (no cgroup to write) and changes nothing.
+	// Stopped: a resize keeping the throttles changes nothing of them; one
+	// changing them leaves Docker's record alone (it cannot change it)
+	// and the next start applies the new throttles.
 	if err := d.Stop(ctx, spec.ID, time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -163,21 +166,15 @@ func TestLiveResizeDiskThrottles(t *testing.T) {
 	if err := d.Resize(ctx, spec.ID, 1, spec.MemoryMB*2, l); err != nil {
 		t.Fatalf("resize of a stopped server keeping its throttles: %v", err)
 	}
-	c, err = d.Client().ContainerInspect(ctx, docker.ContainerName(spec.ID))
-	if err != nil {
+	stopped := map[string]string{"quota:disk_write_bytes_sec": "30000000"}
+	resize(stopped)
+	if err := d.Start(ctx, spec.ID); err != nil {
 		t.Fatal(err)
 	}
-	l, _ = limits.Parse(map[string]string{"quota:disk_write_bytes_sec": "30000000"}, 1)
-	err = d.Resize(ctx, spec.ID, 1, spec.MemoryMB, l)
-	if !errors.Is(err, drivers.ErrNotSupported) || !strings.Contains(errdefs.Message(err), "while the server is stopped") {
-		t.Fatalf("resize of a stopped server's disk throttles: %v (message %q), want ErrNotSupported saying why", err, errdefs.Message(err))
-	}
-	c2, err := d.Client().ContainerInspect(ctx, docker.ContainerName(spec.ID))
-	if err != nil {
+	pid = pidNow()
+	check("resized while stopped, then started", []cgroup.DiskThrottle{{Device: dev, WriteBPS: 30_000_000}})
+	if err := d.Stop(ctx, spec.ID, time.Second); err != nil {
 		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(c2.HostConfig.Resources, c.HostConfig.Resources) {
-		t.Errorf("a refused resize changed the stopped server: %+v -> %+v", c.HostConfig.Resources, c2.HostConfig.Resources)
 	}
 	// Back to the create's throttles, stopped: the start applies them.
 	resize(map[string]string{"quota:disk_write_bytes_sec": "10000000"})
