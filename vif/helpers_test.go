@@ -98,18 +98,25 @@ func (n netnsT) ping(ip string) error {
 	return nil
 }
 
-// tcp opens a TCP connection from namespace n to a listener started in
-// namespace to on ip, and checks a greeting crosses it.
-func (n netnsT) tcp(t *testing.T, to netnsT, ip string) error {
+// listenIn starts a TCP listener in namespace ns on ip (any port).
+func listenIn(t *testing.T, ns netnsT, ip string) net.Listener {
 	t.Helper()
 	var l net.Listener
-	if err := inNamespace(to.handle(t), func() error {
+	if err := inNamespace(ns.handle(t), func() error {
 		var err error
 		l, err = net.Listen("tcp", net.JoinHostPort(ip, "0"))
 		return err
 	}); err != nil {
-		t.Fatalf("listen in %s on %s: %v", to.name, ip, err)
+		t.Fatalf("listen in %s on %s: %v", ns.name, ip, err)
 	}
+	return l
+}
+
+// tcp opens a TCP connection from namespace n to a listener started in
+// namespace to on ip, and checks a greeting crosses it.
+func (n netnsT) tcp(t *testing.T, to netnsT, ip string) error {
+	t.Helper()
+	l := listenIn(t, to, ip)
 	defer l.Close()
 	go func() {
 		c, err := l.Accept()

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/capsule-cloud/capsule/protocol"
 )
 
 // Rate tests (build tag ratetest): they measure what a shaped NIC gets
@@ -23,24 +21,11 @@ import (
 // way, without loss; unshaped it is much faster.
 func TestRateShaping(t *testing.T) {
 	_, _, p := setup(t)
-	ctx := testCtx(t)
-	sn := subnet(t)
-	const rate = 1250 // KB/s
-	bw := &protocol.Bandwidth{InboundAverageKBps: rate, OutboundAverageKBps: rate}
 	// Only a is shaped: a->b measures a's outbound shaping, b->a its
 	// inbound.
-	nicA, nicB := vlanNIC(t, sn, 10, 172, true), vlanNIC(t, sn, 11, 172, true)
-	nicA.Bandwidth = bw
-	idA, a := plug(t, p, nicA)
-	_, b := plug(t, p, nicB)
-	replug := func(bw *protocol.Bandwidth) {
-		t.Helper()
-		nic := nicA
-		nic.Bandwidth = bw
-		if err := p.Plug(ctx, idA, a.path, []protocol.NIC{nic}); err != nil {
-			t.Fatalf("re-Plug: %v", err)
-		}
-	}
+	sp := plugShapedPair(t, p)
+	const rate = shapedRate
+	sn, a, b, replug := sp.subnet, sp.a, sp.b, sp.replug
 
 	shaped := func(t *testing.T, from, to netnsT, ip string) {
 		t.Helper()
@@ -85,14 +70,7 @@ func TestRateShaping(t *testing.T) {
 // second, from its first byte to the end of the stream.
 func throughput(t *testing.T, from, to netnsT, ip string, d time.Duration) float64 {
 	t.Helper()
-	var l net.Listener
-	if err := inNamespace(to.handle(t), func() error {
-		var err error
-		l, err = net.Listen("tcp", net.JoinHostPort(ip, "0"))
-		return err
-	}); err != nil {
-		t.Fatalf("listen in %s: %v", to.name, err)
-	}
+	l := listenIn(t, to, ip)
 	defer l.Close()
 	type result struct {
 		n           int64

@@ -68,22 +68,10 @@ func TestShaping(t *testing.T) {
 	t.Parallel()
 	c, _, p := setup(t)
 	ctx := testCtx(t)
-	sn := subnet(t)
-	const rate = 1250 // KB/s
-	bw := &protocol.Bandwidth{InboundAverageKBps: rate, OutboundAverageKBps: rate}
-	nicA, nicB := vlanNIC(t, sn, 10, 172, true), vlanNIC(t, sn, 11, 172, true)
-	nicA.Bandwidth = bw
-	idA, a := plug(t, p, nicA)
-	_, b := plug(t, p, nicB)
+	sp := plugShapedPair(t, p)
+	const rate = shapedRate
+	sn, bw, nicA, idA, a, b, replug := sp.subnet, sp.bw, sp.nicA, sp.idA, sp.a, sp.b, sp.replug
 	tap := HostIfName(nicA.PortID)
-	replug := func(bw *protocol.Bandwidth) {
-		t.Helper()
-		nic := nicA
-		nic.Bandwidth = bw
-		if err := p.Plug(ctx, idA, a.path, []protocol.NIC{nic}); err != nil {
-			t.Fatalf("re-Plug: %v", err)
-		}
-	}
 	hostEnd, contEnd := linkOn(t, nil, tap), linkOn(t, &a, "eth0")
 	checkQdiscs := func(t *testing.T, want bool) {
 		t.Helper()
@@ -230,4 +218,39 @@ func (l *tcLink) qdiscCount(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(qs)
+}
+
+// shapedRate is the shaping tests' rate each way, KB/s (10 Mbit/s).
+const shapedRate = 1250
+
+// shapedPair is two servers on one VLAN, a's NIC shaped to shapedRate
+// each way and b's not, for the shaping tests.
+type shapedPair struct {
+	subnet string
+	bw     *protocol.Bandwidth
+	nicA   protocol.NIC
+	idA    string
+	a, b   netnsT
+	// replug plugs a's NIC again with bandwidth bw (nil: unshaped).
+	replug func(bw *protocol.Bandwidth)
+}
+
+func plugShapedPair(t *testing.T, p *Plumber) shapedPair {
+	t.Helper()
+	sp := shapedPair{subnet: subnet(t)}
+	sp.bw = &protocol.Bandwidth{InboundAverageKBps: shapedRate, OutboundAverageKBps: shapedRate}
+	nicB := vlanNIC(t, sp.subnet, 11, 172, true)
+	sp.nicA = vlanNIC(t, sp.subnet, 10, 172, true)
+	sp.nicA.Bandwidth = sp.bw
+	sp.idA, sp.a = plug(t, p, sp.nicA)
+	_, sp.b = plug(t, p, nicB)
+	sp.replug = func(bw *protocol.Bandwidth) {
+		t.Helper()
+		nic := sp.nicA
+		nic.Bandwidth = bw
+		if err := p.Plug(testCtx(t), sp.idA, sp.a.path, []protocol.NIC{nic}); err != nil {
+			t.Fatalf("re-Plug: %v", err)
+		}
+	}
+	return sp
 }

@@ -35,20 +35,8 @@ func TestRateCPUQuota(t *testing.T) {
 	drivertest.Boot(t, d, spec)
 	ctx := drivertest.Ctx(t)
 
-	c, err := d.Client().ContainerInspect(ctx, docker.ContainerName(spec.ID))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.HostConfig.CPUQuota != 50000 || c.HostConfig.CPUPeriod != 100000 {
-		t.Errorf("docker cpu quota/period = %d/%d, want 50000/100000", c.HostConfig.CPUQuota, c.HostConfig.CPUPeriod)
-	}
-	lim, err := cgroup.LimitsOf(c.State.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if lim.CPUQuotaUS != 50000 || lim.CPUPeriodUS != 100000 {
-		t.Errorf("kernel cpu quota/period = %d/%d, want 50000/100000", lim.CPUQuotaUS, lim.CPUPeriodUS)
-	}
+	// That the quota is in Docker and in the kernel is TestFlavorLimitsApplied's;
+	// this measures what the server gets under it.
 
 	s1, t1 := stats(t, ctx, d, spec.ID), time.Now()
 	if s1.MemoryLimitBytes != uint64(spec.MemoryMB)<<20 || s1.PidsLimit != uint64(spec.PidsLimit) || s1.MemoryUsageBytes == 0 || s1.Pids == 0 {
