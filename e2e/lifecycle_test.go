@@ -163,17 +163,23 @@ func serverLifecycle(t *testing.T, c *cloud) {
 		t.Errorf("host usage after boot = %d vCPU / %d MB, want %d / %d", v, h, vcpus0+1, ram0+512)
 	}
 
-	// Console output: the base image's boot log, tailed by lines.
+	// Console output: the base image's boot log (ACTIVE is the workload
+	// started, not its boot finished: wait for its last line), tailed by
+	// lines.
+	var full string
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(full, "capsule-init: system ready"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("full console output lacks the boot log: %q", full)
+		}
+		time.Sleep(100 * time.Millisecond)
+		full, _ = servers.ShowConsoleOutput(ctx, demo, srv.ID, servers.ShowConsoleOutputOpts{}).Extract()
+	}
 	out, err := servers.ShowConsoleOutput(ctx, demo, srv.ID, servers.ShowConsoleOutputOpts{Length: 3}).Extract()
 	if err != nil {
 		t.Fatalf("console output: %v", err)
 	}
 	if n := len(strings.Split(out, "\n")); n != 3 {
 		t.Errorf("console output with length 3 has %d lines: %q", n, out)
-	}
-	full, _ := servers.ShowConsoleOutput(ctx, demo, srv.ID, servers.ShowConsoleOutputOpts{}).Extract()
-	if !strings.Contains(full, "capsule-init: system ready") {
-		t.Errorf("full console output lacks the boot log: %q", full)
 	}
 
 	// Stop → SHUTOFF with the container stopped.
