@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestOpenstackCLI drives the cloud with the real Debian openstack client,
@@ -40,8 +41,15 @@ func TestOpenstackCLI(t *testing.T) {
 	if show["status"] != "ACTIVE" || show["flavor"] == nil {
 		t.Errorf("server show = %v", show)
 	}
-	if out := run("console", "log", "show", "cli-vm"); !strings.Contains(out, "system ready") {
-		t.Errorf("console log show = %q", out)
+	// ACTIVE is the workload started; its boot log ends a moment later.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		out := run("console", "log", "show", "cli-vm")
+		if strings.Contains(out, "system ready") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("console log show = %q", out)
+		}
 	}
 	run("server", "stop", "cli-vm")
 	run("server", "delete", "--wait", "cli-vm")
