@@ -268,3 +268,56 @@ func TestBackupRotationRealRegistry(t *testing.T) {
 		t.Errorf("kept backup's tag: %v", err)
 	}
 }
+
+// TestBackupRotationOwnProjectOnly: images of another project that carry
+// the properties of backups of the server (any project can set them)
+// neither get deleted by its rotation nor push its own backups out; the
+// rotation counts and deletes only the backups of the project that made
+// the new backup.
+func TestBackupRotationOwnProjectOnly(t *testing.T) {
+	forEachDB(t, func(t *testing.T, st *store.Store) {
+		tags := &fakeTags{}
+		c := newTestConductor(st, bus.NewMem(), 3)
+		c.SetRegistry(tags)
+		inst := addInstance(t, st, onHost("h1"), state(lifecycle.Active, lifecycle.ImageBackup), power(lifecycle.Running))
+		at := func(m int) time.Time { return testNow.Add(time.Duration(m-60) * time.Minute) }
+		own := addImage(t, st, "active", at(1), backupProps(inst.ID, "daily"), false)
+		// Another project's look-alikes: one older (would be rotated
+		// out), two newer (would fill the rotation and push own out).
+		var foreign []string
+		for _, m := range []int{0, 3, 4} {
+			id := addImage(t, st, "active", at(m), backupProps(inst.ID, "daily"), false)
+			if err := st.DB.Model(&store.Image{}).Where("id = ?", id).Update("owner", "p-other").Error; err != nil {
+				t.Fatal(err)
+			}
+			foreign = append(foreign, id)
+		}
+		newest := addImage(t, st, "queued", at(5), backupProps(inst.ID, "daily"), false)
+
+		mustSend(t, c, protocol.KindSnapshotReport, backupReport(inst, newest, true, 2))
+		want := append(slices.Clone(foreign), own, newest)
+		slices.Sort(want)
+		if got := imageIDs(t, st); !slices.Equal(got, want) {
+			t.Errorf("images after rotation 2 = %v, want %v (own backup kept, foreign untouched)", got, want)
+		}
+		if got := tags.deleted(); len(got) != 0 {
+			t.Errorf("tags deleted = %v, want none", got)
+		}
+
+		// Rotation 1: the own older backup goes, the foreign ones stay.
+		if err := st.DB.Model(&store.Instance{}).Where("id = ?", inst.ID).Update("task_state", string(lifecycle.ImageBackup)).Error; err != nil {
+			t.Fatal(err)
+		}
+		last := addImage(t, st, "queued", at(6), backupProps(inst.ID, "daily"), false)
+		mustSend(t, c, protocol.KindSnapshotReport, backupReport(inst, last, true, 1))
+		want = append(slices.Clone(foreign), last)
+		slices.Sort(want)
+		if got := imageIDs(t, st); !slices.Equal(got, want) {
+			t.Errorf("images after rotation 1 = %v, want %v", got, want)
+		}
+		wantTags := []string{"127.0.0.1:5050/capsule/snapshots:" + newest, "127.0.0.1:5050/capsule/snapshots:" + own}
+		if got := tags.deleted(); !slices.Equal(got, wantTags) {
+			t.Errorf("tags deleted = %v, want %v", got, wantTags)
+		}
+	})
+}

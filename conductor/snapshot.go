@@ -53,7 +53,7 @@ func (c *Conductor) onSnapshotReport(ctx context.Context, r protocol.SnapshotRep
 			return nil
 		}
 		var err error
-		rotated, err = c.rotateBackups(tx, r.InstanceID, *r.Backup)
+		rotated, err = c.rotateBackups(tx, r.InstanceID, r.ImageID, *r.Backup)
 		return err
 	})
 	if err != nil {
@@ -101,12 +101,25 @@ func (c *Conductor) recordSnapshot(tx *gorm.DB, r protocol.SnapshotReport) error
 // beyond the newest b.Rotation (Nova's _rotate_backups: rotation 0
 // deletes them all, the one just made too) and returns the deleted rows,
 // whose registry tags the caller removes once the deletion is committed.
-// Backups still being saved are not counted: they rotate when they land.
-// A protected image is kept, as Glance would refuse its delete.
-func (c *Conductor) rotateBackups(tx *gorm.DB, instanceID string, b protocol.BackupRotation) ([]store.Image, error) {
+// Only the backups of the project that owns the backup just made count
+// (the server's project when its own members back it up; Nova lists them
+// with the caller's context): any project can give its images the
+// properties of a backup of any server, and such images must neither be
+// deleted by nor push out the owner's backups. Backups still being saved
+// are not counted: they rotate when they land. A protected image is
+// kept, as Glance would refuse its delete.
+func (c *Conductor) rotateBackups(tx *gorm.DB, instanceID, imageID string, b protocol.BackupRotation) ([]store.Image, error) {
+	owner, err := backupOwner(tx, instanceID, imageID)
+	if err != nil {
+		return nil, err
+	}
+	if owner == "" {
+		c.log.Warn("backup rotation skipped: neither the backup nor its server is known", "image", imageID, "instance", instanceID)
+		return nil, nil
+	}
 	var cands []store.Image
 	// The LIKE only narrows the scan; the properties decide.
-	err := tx.Where("status = ? AND properties LIKE ?", imageActive, "%"+instanceID+"%").
+	err = tx.Where("status = ? AND owner = ? AND properties LIKE ?", imageActive, owner, "%"+instanceID+"%").
 		Order("created_at DESC").Order("id DESC").Find(&cands).Error
 	if err != nil {
 		return nil, fmt.Errorf("list backups of %s: %w", instanceID, err)
@@ -121,12 +134,33 @@ func (c *Conductor) rotateBackups(tx *gorm.DB, instanceID string, b protocol.Bac
 			c.log.Warn("backup beyond rotation is protected; kept", "image", img.ID, "instance", instanceID)
 			continue
 		}
-		if err := tx.Where("id = ?", img.ID).Delete(&store.Image{}).Error; err != nil {
+		if err := tx.Where("id = ? AND owner = ?", img.ID, owner).Delete(&store.Image{}).Error; err != nil {
 			return nil, fmt.Errorf("rotate out backup %s of %s: %w", img.ID, instanceID, err)
 		}
 		gone = append(gone, img)
 	}
 	return gone, nil
+}
+
+// backupOwner is the project whose backups of the instance a rotation
+// counts: the owner of the backup image just made, or, when that row is
+// gone already, the instance's own project; "" when neither is known.
+func backupOwner(tx *gorm.DB, instanceID, imageID string) (string, error) {
+	var owners []string
+	if err := tx.Model(&store.Image{}).Where("id = ?", imageID).Limit(1).Pluck("owner", &owners).Error; err != nil {
+		return "", fmt.Errorf("owner of backup %s: %w", imageID, err)
+	}
+	if len(owners) == 1 && owners[0] != "" {
+		return owners[0], nil
+	}
+	var projects []string
+	if err := tx.Model(&store.Instance{}).Where("id = ?", instanceID).Limit(1).Pluck("project_id", &projects).Error; err != nil {
+		return "", fmt.Errorf("project of %s: %w", instanceID, err)
+	}
+	if len(projects) == 0 {
+		return "", nil
+	}
+	return projects[0], nil
 }
 
 // isBackupOf reports whether img is a backup of the instance with
