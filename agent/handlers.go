@@ -8,6 +8,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/drivers"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/limits"
 	"github.com/capsule-cloud/capsule/protocol"
@@ -157,7 +158,7 @@ func (a *Agent) handleBuild(ctx context.Context, req protocol.BuildInstance, red
 	power, err := a.build(ctx, req.Spec)
 	if err != nil {
 		log.Error("build failed", "err", err)
-		rep.Error = err.Error()
+		rep.Error, rep.ErrorMessage = err.Error(), errdefs.Message(err)
 		// A build refused because the instance was deleted must not
 		// destroy anything: there is nothing of ours left.
 		if !errors.Is(err, errDeleted) {
@@ -320,7 +321,7 @@ func (a *Agent) runReported(ctx context.Context, requestID, id string, action li
 	rep.PowerState = int(power)
 	if err != nil {
 		log.Error("action failed", "err", err, "power_state", power)
-		rep.Error = err.Error()
+		rep.Error, rep.ErrorMessage = err.Error(), errdefs.Message(err)
 	} else {
 		rep.OK = true
 		log.Info("action done", "power_state", power)

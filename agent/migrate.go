@@ -10,6 +10,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/drivers"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
 )
@@ -121,7 +122,7 @@ func (a *Agent) handleMigration(ctx context.Context, kind string, w protocol.Mig
 	rep.PowerState = int(power)
 	if err != nil {
 		log.Error("migration step failed", "err", err, "power_state", power)
-		rep.Error = err.Error()
+		rep.Error, rep.ErrorMessage = err.Error(), errdefs.Message(err)
 	} else {
 		rep.OK = true
 		log.Info("migration step done", "power_state", power, "bytes", rep.Bytes, "digest", rep.Digest)

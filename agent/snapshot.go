@@ -6,6 +6,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/drivers"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/protocol"
 )
 
@@ -33,7 +34,7 @@ func (a *Agent) handleSnapshot(ctx context.Context, req protocol.SnapshotInstanc
 	digest, size, err := a.snapshot(ctx, id, req.Ref)
 	if err != nil {
 		log.Error("snapshot failed", "err", err)
-		rep.Error = err.Error()
+		rep.Error, rep.ErrorMessage = err.Error(), errdefs.Message(err)
 	} else {
 		rep.OK, rep.Digest, rep.Size = true, digest, size
 		log.Info("snapshot pushed", "digest", digest, "size", size)

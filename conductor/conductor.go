@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -216,7 +217,7 @@ func (c *Conductor) onInstanceReport(ctx context.Context, r protocol.InstanceRep
 		return err
 	}
 	ev := store.Event{InstanceID: r.InstanceID, RequestID: r.RequestID, Name: r.Event, Host: r.Host,
-		Start: r.Started, Finish: r.Finished, OK: r.OK, Detail: r.Error}
+		Start: r.Started, Finish: r.Finished, OK: r.OK, Detail: r.Error, Message: r.ErrorMessage}
 	if err := c.st.RecordEvent(ctx, ev); err != nil {
 		return err
 	}
@@ -325,8 +326,27 @@ func (c *Conductor) onActionReport(ctx context.Context, inst *store.Instance, r 
 	if inst.DeletedAt != nil || inst.Host != r.Host {
 		return nil
 	}
-	_, err := instance.Finish(c.st.WithContext(ctx), inst, r.Action, r.OK, lifecycle.PowerState(r.PowerState), c.now())
+	now := c.now()
+	var fault *instance.Fault
+	if !r.OK {
+		// The server stays in the state it was in (Nova shows a fault
+		// on ERROR servers only); the fault and the event's details
+		// say why the action failed.
+		fault = &instance.Fault{Code: 500, Message: failedBecause(fmt.Sprintf("Action %s of instance %s failed", r.Action, inst.ID), r),
+			Details: r.Error, At: now}
+		c.log.Warn("action failed on the host", "instance", inst.ID, "host", r.Host, "action", r.Action, "error", r.Error)
+	}
+	_, err := instance.Finish(c.st.WithContext(ctx), inst, r.Action, r.OK, lifecycle.PowerState(r.PowerState), fault, now)
 	return err
+}
+
+// failedBecause is what a fault of a failed report says: what failed and,
+// when the agent's error has a message its user may read, why.
+func failedBecause(what string, r protocol.InstanceReport) string {
+	if r.ErrorMessage == "" {
+		return what + "."
+	}
+	return what + ": " + strings.TrimSuffix(r.ErrorMessage, ".") + "."
 }
 
 // onPowerSync records the power states an agent observed. An active or

@@ -500,14 +500,25 @@ func TestActionReports(t *testing.T) {
 				t.Errorf("events = %+v", evs)
 			}
 
-			// Failure: the task is cleared, the vm_state stays.
+			// Failure: the task is cleared, the vm_state stays; the
+			// fault and the event's details say why.
 			inst = addInstance(t, st, onHost("h1"), state(tc.from, task), power(startPower[tc.from]))
+			addAction(t, st, inst.ID, string(tc.action), "req-fail")
 			r := report(inst, "h1", tc.action, "req-fail", false)
 			r.PowerState = int(startPower[tc.from])
+			r.Error, r.ErrorMessage = "docker start abc: runc: exec: no such file", "the server's command could not be started."
 			mustSend(t, c, protocol.KindInstanceReport, r)
 			got = loadInst(t, st, inst.ID)
 			if got.VMState != tc.from || got.TaskState != "" || got.PowerState != int(startPower[tc.from]) {
 				t.Errorf("failure: %s/%q/%d, want %s/none/%d", got.VMState, got.TaskState, got.PowerState, tc.from, startPower[tc.from])
+			}
+			wantFault := fmt.Sprintf("Action %s of instance %s failed: the server's command could not be started.", tc.action, inst.ID)
+			if got.FaultMessage != wantFault || got.FaultDetails != r.Error || got.FaultCode != 500 {
+				t.Errorf("failure's fault %d %q %q, want 500 %q with the agent's error as details", got.FaultCode, got.FaultMessage, got.FaultDetails, wantFault)
+			}
+			if evs := eventsOf(t, st, inst.ID, "req-fail"); len(evs) != 1 || evs[0].Result != "Error" ||
+				evs[0].Details != r.ErrorMessage || evs[0].Traceback != r.Error {
+				t.Errorf("failure's events = %+v, want one Error with the safe message as details", evs)
 			}
 
 			// Stale: the instance is not (or no longer) in this action's

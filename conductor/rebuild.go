@@ -26,7 +26,7 @@ func (c *Conductor) onRebuildReport(ctx context.Context, inst *store.Instance, r
 		ClearFault: true, Set: map[string]any{"power_state": r.PowerState, "launched_at": now}, At: now}
 	if !r.OK {
 		change = instance.Change{VM: lifecycle.Error, Task: lifecycle.NoTask, At: now,
-			Fault: &instance.Fault{Code: 500, Message: fmt.Sprintf("Rebuild of instance %s failed", inst.ID), Details: r.Error, At: now},
+			Fault: &instance.Fault{Code: 500, Message: failedBecause(fmt.Sprintf("Rebuild of instance %s failed", inst.ID), r), Details: r.Error, At: now},
 			Set:   map[string]any{"power_state": r.PowerState}}
 	}
 	ok, err := instance.Apply(c.st.WithContext(ctx), inst.ID, instance.In(inst.VMState, lifecycle.Rebuilding), change)

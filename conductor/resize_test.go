@@ -68,7 +68,7 @@ func TestResizeFailureSaysWhy(t *testing.T) {
 		t.Errorf("migration status %s, want error", s)
 	}
 	evs := eventsOf(t, st, inst.ID, "req-rs")
-	if len(evs) != 1 || evs[0].Result != "Error" || evs[0].Traceback != r.Error || evs[0].Event != r.Event {
+	if len(evs) != 1 || evs[0].Result != "Error" || evs[0].Traceback != r.Error || evs[0].Event != r.Event || evs[0].Details != r.ErrorMessage {
 		t.Errorf("events %+v, want one %s Error with the agent's error as traceback", evs, r.Event)
 	}
 
@@ -78,6 +78,11 @@ func TestResizeFailureSaysWhy(t *testing.T) {
 	mustSend(t, c, protocol.KindInstanceReport, r2)
 	if got := loadInst(t, st, inst2.ID); !strings.HasPrefix(got.FaultMessage, "Resize error: ") || got.FaultDetails != r2.Error {
 		t.Errorf("fault without a safe message: %q %q", got.FaultMessage, got.FaultDetails)
+	}
+	addAction(t, st, inst2.ID, "resize", "req-rs2")
+	mustSend(t, c, protocol.KindInstanceReport, r2) // the event of a redelivery (the first had no action to go with)
+	if evs := eventsOf(t, st, inst2.ID, "req-rs2"); len(evs) != 1 || evs[0].Details != store.GenericEventDetails {
+		t.Errorf("event of a failure without a safe message: %+v, want the generic details", evs)
 	}
 
 	// A failed revert: still RESIZED on the new flavor, with a fault.

@@ -40,7 +40,7 @@ func (c *Conductor) SetRegistry(reg TagDeleter) { c.reg = reg }
 // the instance's older backups out (see rotateBackups).
 func (c *Conductor) onSnapshotReport(ctx context.Context, r protocol.SnapshotReport) error {
 	ev := store.Event{InstanceID: r.InstanceID, RequestID: r.RequestID, Name: r.Event, Host: r.Host,
-		Start: r.Started, Finish: r.Finished, OK: r.OK, Detail: r.Error}
+		Start: r.Started, Finish: r.Finished, OK: r.OK, Detail: r.Error, Message: r.ErrorMessage}
 	if err := c.st.RecordEvent(ctx, ev); err != nil {
 		return err
 	}

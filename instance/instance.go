@@ -164,14 +164,15 @@ func Undo(tx *gorm.DB, id string, task, before lifecycle.TaskState, set map[stri
 // Finish records the outcome of action, which inst's host reports: on
 // success the state the action ends in, else the state inst was in; the
 // task ends either way. It applies only while inst still runs the
-// action's task in its vm_state.
-func Finish(tx *gorm.DB, inst *store.Instance, action lifecycle.Action, ok bool, power lifecycle.PowerState, at time.Time) (bool, error) {
+// action's task in its vm_state. fault, when set, is recorded (a failed
+// action says why).
+func Finish(tx *gorm.DB, inst *store.Instance, action lifecycle.Action, ok bool, power lifecycle.PowerState, fault *Fault, at time.Time) (bool, error) {
 	vm := inst.VMState
 	if ok {
 		vm, _ = lifecycle.Outcome(action)
 	}
 	return Apply(tx, inst.ID, In(inst.VMState, lifecycle.TaskOf(action)), Change{VM: vm, Task: lifecycle.NoTask,
-		Set: map[string]any{"power_state": int(lifecycle.RecordedPower(vm, power))}, At: at})
+		Fault: fault, Set: map[string]any{"power_state": int(lifecycle.RecordedPower(vm, power))}, At: at})
 }
 
 // Fail puts the instance into ERROR with fault, its task ended, while g

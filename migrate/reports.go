@@ -36,7 +36,7 @@ func (e *Engine) OnReport(ctx context.Context, r protocol.MigrationReport) error
 	if step != Step(m.Step) || r.Host != step.HostOf(m) || r.Kind != step.Work() {
 		return e.late(ctx, m, r)
 	}
-	e.recordEvent(ctx, m, store.Event{Name: r.Event, Host: r.Host, Start: r.Started, Finish: r.Finished, OK: r.OK, Detail: r.Error})
+	e.recordEvent(ctx, m, store.Event{Name: r.Event, Host: r.Host, Start: r.Started, Finish: r.Finished, OK: r.OK, Detail: r.Error, Message: r.ErrorMessage})
 	inst, err := e.instance(ctx, m)
 	if err != nil {
 		return err
@@ -52,12 +52,12 @@ func (e *Engine) OnReport(ctx context.Context, r protocol.MigrationReport) error
 		if r.OK {
 			return e.onExported(ctx, m, r)
 		}
-		return e.rollback(ctx, m, fmt.Sprintf("Migration export on host %s failed: %s", r.Host, r.Error))
+		return e.rollback(ctx, m, fmt.Sprintf("Migration export on host %s failed: %s", r.Host, reportReason(r)))
 	case StepImporting:
 		if r.OK {
 			return e.onImported(ctx, m, r)
 		}
-		return e.rollback(ctx, m, fmt.Sprintf("Migration import on host %s failed: %s", r.Host, r.Error))
+		return e.rollback(ctx, m, fmt.Sprintf("Migration import on host %s failed: %s", r.Host, reportReason(r)))
 	case StepConfirming:
 		if r.OK {
 			return e.finishConfirm(ctx, m)
@@ -73,7 +73,7 @@ func (e *Engine) OnReport(ctx context.Context, r protocol.MigrationReport) error
 		if r.OK {
 			return e.completeRevert(ctx, m, r)
 		}
-		return e.failOnSource(ctx, m, fmt.Sprintf("Restoring the instance on host %s failed: %s", r.Host, r.Error))
+		return e.failOnSource(ctx, m, fmt.Sprintf("Restoring the instance on host %s failed: %s", r.Host, reportReason(r)))
 	}
 	return nil
 }
@@ -86,7 +86,7 @@ func (e *Engine) late(ctx context.Context, m *store.Migration, r protocol.Migrat
 	log := e.logFor(m).With("report_step", r.Step, "report_host", r.Host, "kind", r.Kind, "ok", r.OK)
 	switch {
 	case r.Kind == protocol.KindMigrationCleanup:
-		e.recordEvent(ctx, m, store.Event{Name: r.Event, Host: r.Host, Start: r.Started, Finish: r.Finished, OK: r.OK, Detail: r.Error})
+		e.recordEvent(ctx, m, store.Event{Name: r.Event, Host: r.Host, Start: r.Started, Finish: r.Finished, OK: r.OK, Detail: r.Error, Message: r.ErrorMessage})
 		if r.OK {
 			log.Info("late migration cleanup done")
 		} else {
@@ -216,4 +216,14 @@ func (e *Engine) newerMigration(ctx context.Context, m *store.Migration) (bool, 
 		return false, fmt.Errorf("newer migrations of %s: %w", m.InstanceID, err)
 	}
 	return n > 0, nil
+}
+
+// reportReason is why a migration step failed, for the migration's error
+// message and the server's fault: the agent's safe message when its error
+// has one, else the error (the whole error is the step's event traceback).
+func reportReason(r protocol.MigrationReport) string {
+	if r.ErrorMessage != "" {
+		return r.ErrorMessage
+	}
+	return r.Error
 }

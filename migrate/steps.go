@@ -113,7 +113,7 @@ func (e *Engine) noValidHost(ctx context.Context, m *store.Migration, inst *stor
 	}
 	e.logFor(m).Warn("no valid host for migration", "explain", explain)
 	e.recordEvent(ctx, m, store.Event{Name: EventSchedule, Host: e.host, Start: start, Finish: at, OK: false,
-		Detail: instance.NoValidHostMessage + " " + explain})
+		Detail: instance.NoValidHostMessage + " " + explain, Message: instance.NoValidHostMessage})
 	return nil
 }
 
@@ -212,7 +212,7 @@ func (e *Engine) rollback(ctx context.Context, m *store.Migration, reason string
 	}
 	e.logFor(m).Warn("migration failed; rolling back", "from", from, "reason", reason)
 	at := e.now()
-	e.recordEvent(ctx, m, store.Event{Name: EventRollback, Host: e.host, Start: at, Finish: at, OK: false, Detail: reason})
+	e.recordEvent(ctx, m, store.Event{Name: EventRollback, Host: e.host, Start: at, Finish: at, OK: false, Detail: reason, Message: reason})
 	return e.advance(ctx, m, true)
 }
 

@@ -54,21 +54,23 @@ type MigrationWork struct {
 
 // MigrationReport is an agent's outcome of one MigrationWork.
 type MigrationReport struct {
-	RequestID   string    `json:"request_id"`
-	MigrationID uint      `json:"migration_id"`
-	InstanceID  string    `json:"instance_id"`
-	Host        string    `json:"host"`
-	Kind        string    `json:"kind"` // the work's message kind
-	Step        string    `json:"step"`
-	OK          bool      `json:"ok"`
-	Error       string    `json:"error,omitempty"`
-	Digest      string    `json:"digest,omitempty"` // export: manifest digest pushed
-	Bytes       int64     `json:"bytes,omitempty"`  // export: compressed bytes pushed; import: bytes pulled
-	PowerState  int       `json:"power_state"`
-	Event       string    `json:"event"` // instance-action event name (Nova's)
-	Started     time.Time `json:"started"`
-	Finished    time.Time `json:"finished"`
-	Skipped     bool      `json:"skipped,omitempty"` // the conductor said the step was over (MigrationCheck)
+	RequestID   string `json:"request_id"`
+	MigrationID uint   `json:"migration_id"`
+	InstanceID  string `json:"instance_id"`
+	Host        string `json:"host"`
+	Kind        string `json:"kind"` // the work's message kind
+	Step        string `json:"step"`
+	OK          bool   `json:"ok"`
+	Error       string `json:"error,omitempty"`
+	// ErrorMessage is the failure's safe message, as InstanceReport's.
+	ErrorMessage string    `json:"error_message,omitempty"`
+	Digest       string    `json:"digest,omitempty"` // export: manifest digest pushed
+	Bytes        int64     `json:"bytes,omitempty"`  // export: compressed bytes pushed; import: bytes pulled
+	PowerState   int       `json:"power_state"`
+	Event        string    `json:"event"` // instance-action event name (Nova's)
+	Started      time.Time `json:"started"`
+	Finished     time.Time `json:"finished"`
+	Skipped      bool      `json:"skipped,omitempty"` // the conductor said the step was over (MigrationCheck)
 }
 
 // MigrationProgress tells the conductor how far a push or pull got.

@@ -43,12 +43,14 @@ type SnapshotReport struct {
 	Host       string `json:"host"`
 	Ref        string `json:"ref"`
 	// Backup echoes the request's (nil for createImage).
-	Backup   *BackupRotation `json:"backup,omitempty"`
-	OK       bool            `json:"ok"`
-	Error    string          `json:"error,omitempty"`
-	Digest   string          `json:"digest,omitempty"`
-	Size     int64           `json:"size,omitempty"`
-	Event    string          `json:"event"`
-	Started  time.Time       `json:"started"`
-	Finished time.Time       `json:"finished"`
+	Backup *BackupRotation `json:"backup,omitempty"`
+	OK     bool            `json:"ok"`
+	Error  string          `json:"error,omitempty"`
+	// ErrorMessage is the failure's safe message, as InstanceReport's.
+	ErrorMessage string    `json:"error_message,omitempty"`
+	Digest       string    `json:"digest,omitempty"`
+	Size         int64     `json:"size,omitempty"`
+	Event        string    `json:"event"`
+	Started      time.Time `json:"started"`
+	Finished     time.Time `json:"finished"`
 }

@@ -235,7 +235,7 @@ func (s *Scheduler) recordEvent(ctx context.Context, id, requestID string, start
 		return
 	}
 	err := s.st.RecordEvent(ctx, store.Event{InstanceID: id, RequestID: requestID, Name: EventSchedule,
-		Host: s.self, Start: start, Finish: s.now().UTC(), OK: ok, Detail: detail})
+		Host: s.self, Start: start, Finish: s.now().UTC(), OK: ok, Detail: detail, Message: detail})
 	if err != nil {
 		s.log.Error("record schedule event", "instance", id, "request_id", requestID, "error", err)
 	}

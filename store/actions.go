@@ -27,8 +27,16 @@ type Event struct {
 	Start      time.Time
 	Finish     time.Time
 	OK         bool
-	Detail     string // error text when !OK
+	Detail     string // error text when !OK (the admins' traceback)
+	// Message is why it failed in words its user may read (errdefs.Message
+	// of the error); a failure without one is recorded with
+	// GenericEventDetails.
+	Message string
 }
+
+// GenericEventDetails are the details of a failed event whose error
+// carries no message its user may read.
+const GenericEventDetails = "The operation failed on the compute host; an administrator can see why in the event's traceback."
 
 // RecordEvent appends an event to the action with the event's request id.
 // An unknown action is not an error: the event is dropped (the action may
@@ -56,6 +64,12 @@ func (s *Store) RecordEvent(ctx context.Context, e Event) error {
 	}
 	ev := InstanceActionEvent{ActionID: a.ID, Event: e.Name, Host: e.Host, StartTime: e.Start.UTC().Truncate(time.Microsecond),
 		FinishTime: &finish, Result: result, Traceback: e.Detail}
+	if !e.OK {
+		ev.Details = e.Message
+		if ev.Details == "" {
+			ev.Details = GenericEventDetails
+		}
+	}
 	db := s.WithContext(ctx)
 	// A redelivered report carries the same event (same step, host and
 	// start): record it once.

@@ -115,6 +115,12 @@ var migrations = []migration{
 		}
 		return tx.Migrator().AddColumn(&Instance{}, "Tags")
 	}},
+	{12, "instance-action events say why they failed (details, 2.84)", func(tx *gorm.DB) error {
+		if tx.Migrator().HasColumn(&InstanceActionEvent{}, "Details") {
+			return nil
+		}
+		return tx.Migrator().AddColumn(&InstanceActionEvent{}, "Details")
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

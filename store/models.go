@@ -204,6 +204,10 @@ type InstanceActionEvent struct {
 	FinishTime *time.Time
 	Result     string // "", Success, Error
 	Traceback  string
+	// Details is why a failed event failed in words its user may read
+	// (the error's safe message): Nova's event details (2.84), shown to
+	// members too, where Traceback is for admins only.
+	Details string
 }
 
 // Service is a registered Capsule service (nova-compute, nova-scheduler,

@@ -384,7 +384,7 @@ func (s *Service) interfaceEvent(ctx context.Context, inst *store.Instance, reqI
 	ev := store.Event{InstanceID: inst.ID, RequestID: reqID, Name: name, Host: inst.Host, Start: started,
 		Finish: s.opts.Now(), OK: err == nil}
 	if err != nil {
-		ev.Detail = err.Error()
+		ev.Detail, ev.Message = err.Error(), errdefs.Message(err)
 	}
 	if rerr := s.st.RecordEvent(context.WithoutCancel(ctx), ev); rerr != nil {
 		s.log.Error("record event", "instance", inst.ID, "event", name, "error", rerr)
