@@ -26,6 +26,25 @@ type Config struct {
 	Registry  Registry  `yaml:"registry"`
 	Quota     Quota     `yaml:"quota"`
 	Network   Network   `yaml:"network"`
+	HTTP      HTTP      `yaml:"http"`
+}
+
+// HTTP bounds every HTTP listener capsuled serves (the four APIs, the
+// portal, the agent's metrics): a client slower or larger than this is cut
+// off. Image data (Glance's /v2/images/{id}/file) is exempt from the body
+// limit and the read and write timeouts; its upload bounds itself.
+type HTTP struct {
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// ReadTimeout covers the headers and the body.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// WriteTimeout runs from the end of the request headers to the end of
+	// the response: keep it above api.call_timeout.
+	WriteTimeout   time.Duration `yaml:"write_timeout"`
+	IdleTimeout    time.Duration `yaml:"idle_timeout"`
+	MaxHeaderBytes int           `yaml:"max_header_bytes"`
+	// MaxBodyBytes is the largest request body; a larger one gets a 413
+	// in the API's own error format.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 }
 
 // Network is the control plane's view of the data-centre network.
@@ -178,6 +197,8 @@ func Default() Config {
 		Quota:    Quota{Instances: 10, Cores: 20, RAMMB: 51200},
 		Network: Network{TenantPhysicalNetwork: "physnet1", TenantVLANMin: 100, TenantVLANMax: 199,
 			PhysicalNetworks: []string{"physnet1"}, MTU: 1500},
+		HTTP: HTTP{ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 60 * time.Second, WriteTimeout: 120 * time.Second,
+			IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10, MaxBodyBytes: 1 << 20},
 	}
 }
 

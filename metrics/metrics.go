@@ -82,12 +82,17 @@ func Handler(reg *prometheus.Registry) http.Handler {
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 }
 
-// Serve serves /metrics of reg on addr until ctx ends. It returns the
-// listen error, or nil once stopped.
-func Serve(ctx context.Context, addr string, reg *prometheus.Registry, log *slog.Logger) error {
+// Mux serves reg's metrics at /metrics.
+func Mux(reg *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", Handler(reg))
-	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return mux
+}
+
+// Serve serves srv (built with its timeouts and limits by the caller,
+// its handler usually Mux) until ctx ends. It returns the listen error,
+// or nil once stopped.
+func Serve(ctx context.Context, srv *http.Server, log *slog.Logger) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
 	select {

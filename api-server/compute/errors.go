@@ -58,3 +58,9 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]any{name: map[string]any{"code": status, "message": msg}})
 }
+
+// TooLarge answers a request body over the listener's limit: Nova's 413
+// overLimit fault.
+func (s *Service) TooLarge(w http.ResponseWriter, _ *http.Request, msg string) {
+	writeError(w, http.StatusRequestEntityTooLarge, msg)
+}

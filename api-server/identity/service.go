@@ -235,3 +235,9 @@ func isDefaultDomain(ref string) bool {
 func keystoneTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000000Z") }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// TooLarge answers a request body over the listener's limit with
+// Keystone's 413 (its RequestTooLarge).
+func (s *Service) TooLarge(w http.ResponseWriter, _ *http.Request, msg string) {
+	WriteError(w, http.StatusRequestEntityTooLarge, msg)
+}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/api-server/httpapi"
@@ -130,4 +131,26 @@ func (s *Service) versions(w http.ResponseWriter, r *http.Request) {
 			"links": []map[string]string{{"rel": "self", "href": href}}})
 	}
 	httpapi.WriteJSON(w, http.StatusMultipleChoices, map[string]any{"versions": vs})
+}
+
+// TooLarge answers a request body over the listener's limit with Glance's
+// 413. Image data (IsDataTransfer) is not under that limit.
+func (s *Service) TooLarge(w http.ResponseWriter, r *http.Request, msg string) {
+	s.fail(w, r, http.StatusRequestEntityTooLarge, msg)
+}
+
+// IsDataTransfer tells the requests that carry image data (upload and
+// download of /v2/images/{id}/file): they stream, so the listener's small
+// JSON body limit and its read and write timeouts do not apply to them;
+// the upload path bounds itself.
+func IsDataTransfer(r *http.Request) bool {
+	if r.Method != http.MethodPut && r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	rest, ok := strings.CutPrefix(strings.TrimRight(r.URL.Path, "/"), "/v2/images/")
+	if !ok {
+		return false
+	}
+	id, tail, ok := strings.Cut(rest, "/")
+	return ok && id != "" && tail == "file"
 }

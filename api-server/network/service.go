@@ -202,3 +202,9 @@ func (s *Service) resources(w http.ResponseWriter, r *http.Request) {
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"resources": res})
 }
+
+// TooLarge answers a request body over the listener's limit with
+// Neutron's 413 (HTTPRequestEntityTooLarge).
+func (s *Service) TooLarge(w http.ResponseWriter, _ *http.Request, msg string) {
+	writeError(w, http.StatusRequestEntityTooLarge, "HTTPRequestEntityTooLarge", msg)
+}

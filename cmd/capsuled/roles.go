@@ -143,7 +143,9 @@ func serveAgentMetrics(ctx context.Context, cfg config.Config, ag *agent.Agent, 
 		defer close(done)
 		// Metrics are not worth refusing to run servers for: a busy port
 		// is logged and the agent serves on.
-		if err := metrics.Serve(ctx, cfg.Agent.MetricsListen, reg, log); err != nil {
+		srv := httpapi.NewServer(httpapi.Listener{Addr: cfg.Agent.MetricsListen, Limits: httpLimits(cfg.HTTP),
+			Handler: metrics.Mux(reg)})
+		if err := metrics.Serve(ctx, srv, log); err != nil {
 			log.Error("agent metrics endpoint not served", "listen", cfg.Agent.MetricsListen, "err", err)
 		}
 	}()
@@ -207,14 +209,20 @@ func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) e
 	if err != nil {
 		return err
 	}
+	lim := httpLimits(cfg.HTTP)
 	servers := []*http.Server{
-		newServer(a.Listen, a.IdentityPort, httpapi.AccessLog(log, "identity", httpapi.WithRequestID(ids.Handler()))),
-		newServer(a.Listen, a.ComputePort, httpapi.AccessLog(log, "compute", httpapi.WithRequestID(comp.Handler(), "x-compute-request-id"))),
-		newServer(a.Listen, a.ImagePort, httpapi.AccessLog(log, "image", httpapi.WithRequestID(img.Handler()))),
-		newServer(a.Listen, a.NetworkPort, httpapi.AccessLog(log, "network", httpapi.WithRequestID(netw.Handler()))),
+		httpapi.NewServer(httpapi.Listener{Addr: hostPort(a.Listen, a.IdentityPort), Limits: lim, TooLarge: ids.TooLarge,
+			Handler: httpapi.AccessLog(log, "identity", httpapi.WithRequestID(ids.Handler()))}),
+		httpapi.NewServer(httpapi.Listener{Addr: hostPort(a.Listen, a.ComputePort), Limits: lim, TooLarge: comp.TooLarge,
+			Handler: httpapi.AccessLog(log, "compute", httpapi.WithRequestID(comp.Handler(), "x-compute-request-id"))}),
+		httpapi.NewServer(httpapi.Listener{Addr: hostPort(a.Listen, a.ImagePort), Limits: lim, TooLarge: img.TooLarge,
+			Streaming: image.IsDataTransfer, Handler: httpapi.AccessLog(log, "image", httpapi.WithRequestID(img.Handler()))}),
+		httpapi.NewServer(httpapi.Listener{Addr: hostPort(a.Listen, a.NetworkPort), Limits: lim, TooLarge: netw.TooLarge,
+			Handler: httpapi.AccessLog(log, "network", httpapi.WithRequestID(netw.Handler()))}),
 	}
 	if a.PortalPort > 0 {
-		servers = append(servers, newServer(a.Listen, a.PortalPort, httpapi.AccessLog(log, "portal", web.Handler())))
+		servers = append(servers, httpapi.NewServer(httpapi.Listener{Addr: hostPort(a.Listen, a.PortalPort), Limits: lim,
+			Handler: httpapi.AccessLog(log, "portal", web.Handler())}))
 	}
 	errc := make(chan error, len(servers))
 	for _, srv := range servers {
@@ -251,8 +259,13 @@ func localHost(listen string) string {
 	return listen
 }
 
-func newServer(host string, port int, h http.Handler) *http.Server {
-	return &http.Server{Addr: net.JoinHostPort(host, strconv.Itoa(port)), Handler: h, ReadHeaderTimeout: 10 * time.Second}
+func hostPort(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
+
+// httpLimits are the limits of every listener, from the config's http
+// section (zero fields take httpapi's defaults).
+func httpLimits(c config.HTTP) httpapi.Limits {
+	return httpapi.Limits{ReadHeaderTimeout: c.ReadHeaderTimeout, ReadTimeout: c.ReadTimeout, WriteTimeout: c.WriteTimeout,
+		IdleTimeout: c.IdleTimeout, MaxHeaderBytes: c.MaxHeaderBytes, MaxBodyBytes: c.MaxBodyBytes}
 }
 
 func listen(addr string) (net.Listener, error) {

@@ -10,21 +10,66 @@ import (
 	"github.com/docker/docker/pkg/stdcopy"
 )
 
-// demux turns a logs stream into text. Without a TTY Docker multiplexes
-// stdout and stderr in framed chunks; both go into one buffer so lines
-// keep their order.
-func demux(r io.Reader, tty bool) (string, error) {
-	var buf bytes.Buffer
+// DefaultConsoleMaxBytes is the most of a console log one request reads,
+// Nova's MAX_CONSOLE_BYTES (its libvirt driver's cap): a server that
+// writes gigabytes to its console must not make its agent, the bus or the
+// API hold them.
+const DefaultConsoleMaxBytes = 100 << 10
+
+// demux turns a logs stream into text, keeping its last max bytes. Without
+// a TTY Docker multiplexes stdout and stderr in framed chunks; both go
+// into one buffer so lines keep their order.
+func demux(r io.Reader, tty bool, max int) (string, error) {
+	buf := &tailBuffer{max: max}
 	if tty {
-		if _, err := io.Copy(&buf, r); err != nil {
+		if _, err := io.Copy(buf, r); err != nil {
 			return "", fmt.Errorf("read logs: %w", err)
 		}
 		return buf.String(), nil
 	}
-	if _, err := stdcopy.StdCopy(&buf, &buf, r); err != nil {
+	if _, err := stdcopy.StdCopy(buf, buf, r); err != nil {
 		return "", fmt.Errorf("demultiplex logs: %w", err)
 	}
 	return buf.String(), nil
+}
+
+// tailBuffer keeps the last max bytes written to it, in at most 2*max of
+// memory.
+type tailBuffer struct {
+	buf   bytes.Buffer
+	max   int
+	total int64
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	n := len(p)
+	t.total += int64(n)
+	if len(p) > t.max {
+		t.buf.Reset()
+		p = p[len(p)-t.max:]
+	}
+	t.buf.Write(p)
+	if t.buf.Len() > 2*t.max {
+		t.buf.Next(t.buf.Len() - t.max)
+		rest := bytes.Clone(t.buf.Bytes())
+		t.buf.Reset()
+		t.buf.Write(rest)
+	}
+	return n, nil
+}
+
+// String is the kept tail, cut at the first line start when the log was
+// longer than max (no half line at the top).
+func (t *tailBuffer) String() string {
+	b := t.buf.Bytes()
+	if t.total <= int64(t.max) {
+		return string(b)
+	}
+	b = b[len(b)-min(len(b), t.max):]
+	if i := bytes.IndexByte(b, '\n'); i >= 0 && i < len(b)-1 {
+		b = b[i+1:]
+	}
+	return string(b)
 }
 
 // ansiEscape matches terminal escape sequences (CSI such as colours and

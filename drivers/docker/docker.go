@@ -99,6 +99,9 @@ type Options struct {
 	// chatty server cannot fill the disk. Defaults 10m and 2.
 	LogMaxSize string
 	LogMaxFile int
+	// ConsoleMaxBytes caps the console output one request returns (the
+	// log's tail). Default DefaultConsoleMaxBytes.
+	ConsoleMaxBytes int
 	// DefaultDiskGB is reported by Fingerprint when Docker's root dir
 	// cannot be inspected (remote daemon). Default 100.
 	DefaultDiskGB int
@@ -145,6 +148,9 @@ var _ drivers.Driver = (*Driver)(nil)
 func New(ctx context.Context, opts Options) (*Driver, error) {
 	if opts.StopTimeout <= 0 {
 		opts.StopTimeout = 10 * time.Second
+	}
+	if opts.ConsoleMaxBytes <= 0 {
+		opts.ConsoleMaxBytes = DefaultConsoleMaxBytes
 	}
 	if opts.LogMaxSize == "" {
 		opts.LogMaxSize = "10m"
@@ -740,8 +746,11 @@ func (d *Driver) ConsoleOutput(ctx context.Context, id string, lines int) (strin
 	if err != nil {
 		return "", err
 	}
-	tail := "all"
-	if lines >= 0 {
+	// Every line is at least its newline, so the last ConsoleMaxBytes
+	// lines hold the last ConsoleMaxBytes bytes: dockerd is never asked
+	// for more of a huge log than the tail that will be kept.
+	tail := strconv.Itoa(d.opts.ConsoleMaxBytes)
+	if lines >= 0 && lines < d.opts.ConsoleMaxBytes {
 		tail = strconv.Itoa(lines)
 	}
 	rc, err := d.cli.ContainerLogs(ctx, c.ID, container.LogsOptions{ShowStdout: true, ShowStderr: true, Tail: tail})
@@ -749,7 +758,7 @@ func (d *Driver) ConsoleOutput(ctx context.Context, id string, lines int) (strin
 		return "", wrap("console", id, err)
 	}
 	defer rc.Close()
-	raw, err := demux(rc, c.Config.Tty)
+	raw, err := demux(rc, c.Config.Tty, d.opts.ConsoleMaxBytes)
 	if err != nil {
 		return "", wrap("console", id, err)
 	}
