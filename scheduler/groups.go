@@ -49,13 +49,17 @@ func (s *Scheduler) placementOf(ctx context.Context, id string) (Placement, erro
 		return p, nil
 	}
 	hints := insts[0].Hints()
+	project := insts[0].ProjectID
+	if hints.AnyProject {
+		project = ""
+	}
 	if len(hints.SameHost) > 0 {
-		if p.SameHost, err = store.HostsOf(db, hints.SameHost); err != nil {
+		if p.SameHost, err = store.HostsOf(db, hints.SameHost, project); err != nil {
 			return p, fmt.Errorf("scheduler: %w", err)
 		}
 		p.HasSameHost = true
 	}
-	if p.DifferentHost, err = store.HostsOf(db, hints.DifferentHost); err != nil {
+	if p.DifferentHost, err = store.HostsOf(db, hints.DifferentHost, project); err != nil {
 		return p, fmt.Errorf("scheduler: %w", err)
 	}
 	return p, nil

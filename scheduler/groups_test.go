@@ -298,3 +298,33 @@ func TestSelectMigrationHonoursGroup(t *testing.T) {
 		t.Fatalf("migrate m1 with only siblings' hosts left: err %v, want NoValidHost", err)
 	}
 }
+
+// same_host / different_host name only servers of the instance's own
+// project: another project's server counts as unknown (same_host finds no
+// host, different_host excludes none), unless an admin gave the hints.
+func TestSelectHintsSeeOnlyTheProjectsServers(t *testing.T) {
+	st := openSQLite(t)
+	ctx := context.Background()
+	for _, h := range []string{"h1", "h2"} {
+		addHost(t, st, h)
+	}
+	s := newTestScheduler(st, nil, "spread")
+	addMember(t, st, "victim", "", store.SchedulerHints{})
+	if err := st.DB.Model(&store.Instance{}).Where("id = ?", "victim").Update("project_id", "p2").Error; err != nil {
+		t.Fatal(err)
+	}
+	place(t, st, "victim", "h2")
+
+	addMember(t, st, "probe-same", "", store.SchedulerHints{SameHost: []string{"victim"}})
+	if host, err := s.Select(ctx, small("probe-same")); !IsNoValidHost(err) {
+		t.Errorf("same_host of another project's server: host %q err %v, want NoValidHost", host, err)
+	}
+	addMember(t, st, "probe-diff", "", store.SchedulerHints{DifferentHost: []string{"victim"}})
+	if p, err := s.placementOf(ctx, "probe-diff"); err != nil || len(p.DifferentHost) != 0 {
+		t.Errorf("different_host of another project's server: excluded %v (err %v), want none", p.DifferentHost, err)
+	}
+	addMember(t, st, "admin-same", "", store.SchedulerHints{SameHost: []string{"victim"}, AnyProject: true})
+	if host, err := s.Select(ctx, small("admin-same")); err != nil || host != "h2" {
+		t.Errorf("an admin's same_host of another project's server: host %q err %v, want h2", host, err)
+	}
+}

@@ -121,6 +121,12 @@ var migrations = []migration{
 		}
 		return tx.Migrator().AddColumn(&InstanceActionEvent{}, "Details")
 	}},
+	{13, "instances remember who locked them", func(tx *gorm.DB) error {
+		if tx.Migrator().HasColumn(&Instance{}, "LockedBy") {
+			return nil
+		}
+		return tx.Migrator().AddColumn(&Instance{}, "LockedBy")
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

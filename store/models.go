@@ -141,6 +141,11 @@ type Instance struct {
 	UserData         string
 	Tags             string // the server's tags (Nova 2.26): a sorted JSON list of distinct strings, see store/tags.go
 	Locked           bool
+	// LockedBy is who locked the server (Nova's locked_by): "owner" (a
+	// user of its project) or "admin" (an admin of another project); only
+	// an admin may lift an admin's lock. "" (a lock older than the column)
+	// may be lifted by either, as Nova treats a lock without locked_by.
+	LockedBy string `gorm:"size:8"`
 	ReservationID    string
 	LaunchIndex      int
 	Hostname         string

@@ -274,6 +274,12 @@ type SchedulerHints struct {
 	Group         string   `json:"group,omitempty"`
 	SameHost      []string `json:"same_host,omitempty"`
 	DifferentHost []string `json:"different_host,omitempty"`
+	// AnyProject says an admin gave the hints: same_host/different_host
+	// may then name servers of any project. Otherwise only servers of the
+	// instance's own project count (another project's server is as unknown
+	// as one that does not exist: same_host finds no host, different_host
+	// excludes none), so the hints reveal nothing about other tenants.
+	AnyProject bool `json:"any_project,omitempty"`
 }
 
 // Hints decodes the instance's scheduler hints; none (or unreadable ones,
@@ -286,15 +292,18 @@ func (i *Instance) Hints() SchedulerHints {
 	return h
 }
 
-// HostsOf returns the hosts the live instances ids are on, sorted, each
-// once.
-func HostsOf(tx *gorm.DB, ids []string) ([]string, error) {
+// HostsOf returns the hosts the live instances ids of project ("" = of
+// any project) are on, sorted, each once.
+func HostsOf(tx *gorm.DB, ids []string, project string) ([]string, error) {
 	var hosts []string
 	if len(ids) == 0 {
 		return hosts, nil
 	}
-	if err := tx.Model(&Instance{}).Distinct("host").Where("id IN ? AND deleted_at IS NULL AND host <> ''", ids).
-		Order("host").Pluck("host", &hosts).Error; err != nil {
+	q := tx.Model(&Instance{}).Distinct("host").Where("id IN ? AND deleted_at IS NULL AND host <> ''", ids)
+	if project != "" {
+		q = q.Where("project_id = ?", project)
+	}
+	if err := q.Order("host").Pluck("host", &hosts).Error; err != nil {
 		return nil, fmt.Errorf("hosts of instances %v: %w", ids, err)
 	}
 	return hosts, nil

@@ -120,16 +120,34 @@ func (s *Service) simpleAction(w http.ResponseWriter, r *http.Request, inst *sto
 	noContent(w, http.StatusAccepted)
 }
 
+// lockAction locks or unlocks inst with Nova's locked_by rules (2.73's
+// semantics at every microversion): a lock records whether the server's
+// own project ("owner") or an admin of another project ("admin") set it,
+// and only an admin may lift an admin's lock (Nova's unlock_override
+// policy, 403 otherwise).
 func (s *Service) lockAction(w http.ResponseWriter, r *http.Request, inst *store.Instance, lock bool) {
 	creds := auth.FromContext(r.Context())
 	act := "unlock"
 	if lock {
 		act = "lock"
 	}
+	lockedBy := ""
+	switch {
+	case lock && inst.Locked && lockerOf(creds, inst) == "owner":
+		// Nova: the owner re-locking a locked server changes nothing (an
+		// admin's lock stays an admin's).
+		lockedBy = inst.LockedBy
+	case lock:
+		lockedBy = lockerOf(creds, inst)
+	case inst.Locked && inst.LockedBy != "" && inst.LockedBy != lockerOf(creds, inst) && !creds.IsAdmin():
+		writeFault(w, errdefs.Forbidden("Policy doesn't allow os_compute_api:os-lock-server:unlock:unlock_override to be performed."))
+		return
+	}
 	// The flag and the action record go together: a failed lock must not
 	// show up in os-instance-actions.
 	err := s.st.WithContext(r.Context()).Transaction(func(tx *gorm.DB) error {
-		if err := tx.Model(&store.Instance{}).Where("id = ?", inst.ID).Update("locked", lock).Error; err != nil {
+		if err := tx.Model(&store.Instance{}).Where("id = ?", inst.ID).
+			Updates(map[string]any{"locked": lock, "locked_by": lockedBy}).Error; err != nil {
 			return fmt.Errorf("set locked=%v on %s: %w", lock, inst.ID, err)
 		}
 		now := s.opts.Now()
@@ -142,6 +160,15 @@ func (s *Service) lockAction(w http.ResponseWriter, r *http.Request, inst *store
 		return
 	}
 	noContent(w, http.StatusAccepted)
+}
+
+// lockerOf is Nova's locked_by for a lock c would set on inst: "owner"
+// from the server's own project, "admin" from any other.
+func lockerOf(c *auth.Credentials, inst *store.Instance) string {
+	if c.ProjectID == inst.ProjectID {
+		return "owner"
+	}
+	return "admin"
 }
 
 // resetState is the admin's way out of a stuck state; synchronous, as

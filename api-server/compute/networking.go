@@ -164,8 +164,7 @@ func (s *Service) allocateNICs(ctx context.Context, inst *store.Instance, reqs [
 		if err != nil {
 			undo()
 			if errors.Is(err, store.ErrIPAddressInUse) && rq.FixedIP != "" {
-				return nil, errdefs.InvalidArgumentf("Fixed IP address %s is already in use on instance %s.", rq.FixedIP,
-					s.holderOf(ctx, rq.NetworkID, rq.FixedIP)).WithReason(fixedIPInUse)
+				return nil, s.fixedIPTaken(ctx, rq.NetworkID, rq.FixedIP)
 			}
 			return nil, nicFault(err)
 		}
@@ -174,18 +173,36 @@ func (s *Service) allocateNICs(ctx context.Context, inst *store.Instance, reqs [
 	return owned, nil
 }
 
+// fixedIPTaken is Nova's FixedIpAlreadyInUse for addr on a network. Nova
+// names the instance holding it; Capsule does so only for an admin or
+// when the holder is of the caller's own project, so a tenant cannot
+// learn another tenant's server (or port) ids by probing addresses.
+func (s *Service) fixedIPTaken(ctx context.Context, networkID, addr string) error {
+	msg := fmt.Sprintf("Fixed IP address %s is already in use.", addr)
+	if holder, project := s.holderOf(ctx, networkID, addr); holder != "" {
+		if c := auth.FromContext(ctx); c.IsAdmin() || project == c.ProjectID {
+			msg = fmt.Sprintf("Fixed IP address %s is already in use on instance %s.", addr, holder)
+		}
+	}
+	return errdefs.InvalidArgument(msg).WithReason(fixedIPInUse)
+}
+
 // holderOf names the device holding addr on a network (Nova's message
-// names the instance), or the port when it belongs to no server.
-func (s *Service) holderOf(ctx context.Context, networkID, addr string) string {
+// names the instance), or the port when it belongs to no server, with
+// the project of that port; "" when it cannot tell.
+func (s *Service) holderOf(ctx context.Context, networkID, addr string) (holder, project string) {
 	var a store.IPAllocation
 	if err := s.st.WithContext(ctx).Where("network_id = ? AND ip_address = ?", networkID, addr).First(&a).Error; err != nil {
-		return "unknown"
+		return "", ""
 	}
 	p, err := s.st.GetPort(ctx, a.PortID)
-	if err != nil || p.DeviceID == "" {
-		return "port " + a.PortID
+	if err != nil {
+		return "", ""
 	}
-	return p.DeviceID
+	if p.DeviceID == "" {
+		return "port " + a.PortID, p.ProjectID
+	}
+	return p.DeviceID, p.ProjectID
 }
 
 // nicFault maps an IPAM error to Nova's answer: bad or taken addresses are

@@ -353,6 +353,7 @@ func (s *Service) schedulerHints(w http.ResponseWriter, r *http.Request, raw jso
 		s.fail(w, r, err)
 		return nil, false
 	}
+	p.hints.AnyProject = (len(p.hints.SameHost) > 0 || len(p.hints.DifferentHost) > 0) && auth.FromContext(r.Context()).IsAdmin()
 	if raw, ok := m["group"]; ok {
 		if !s.resolveHintGroup(w, r, p, raw) {
 			return nil, false

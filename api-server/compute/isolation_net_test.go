@@ -1,0 +1,127 @@
+package compute
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/capsule-cloud/capsule/store"
+)
+
+// A taken fixed IP on a shared network: the caller hears the address is
+// in use; only an admin, or the holder's own project, hears whose server
+// holds it (Nova names the instance, which would hand one tenant another
+// tenant's server ids).
+func TestFixedIPInUseNamesNoOtherProjectsServer(t *testing.T) {
+	f := newFixture(t)
+	n := f.addNetwork("shared", "p-admin", "10.9.0.0/24", true)
+	boot := func(token, name string) (int, string) {
+		resp, body := f.do("POST", "/v2.1/servers", token,
+			`{"server":{"name":"`+name+`","imageRef":"`+imageID+`","flavorRef":"1","networks":[{"uuid":"`+n.ID+`","fixed_ip":"10.9.0.20"}]}}`)
+		msg := ""
+		if br, ok := body["badRequest"].(map[string]any); ok {
+			msg, _ = br["message"].(string)
+		}
+		return resp.StatusCode, msg
+	}
+	code, _ := boot("demo", "holder")
+	if code != 202 {
+		t.Fatalf("boot the holder: %d", code)
+	}
+	var holder store.Instance
+	if err := f.st.DB.Where("name = ?", "holder").First(&holder).Error; err != nil {
+		t.Fatal(err)
+	}
+	if code, msg := boot("other", "probe"); code != 400 || msg != "Fixed IP address 10.9.0.20 is already in use." {
+		t.Errorf("another project: %d %q, want 400 without the holder", code, msg)
+	}
+	if code, msg := boot("demo", "again"); code != 400 || !strings.Contains(msg, holder.ID) {
+		t.Errorf("the holder's project: %d %q, want the holder named", code, msg)
+	}
+	if code, msg := boot("admin", "admin"); code != 400 || !strings.Contains(msg, holder.ID) {
+		t.Errorf("admin: %d %q, want the holder named", code, msg)
+	}
+}
+
+// Nova's locked_by: an admin's lock on a project's server cannot be lifted
+// (nor taken over by re-locking) by the project's members: 403; the
+// owner's own lock they lift as before, and an admin lifts any lock.
+func TestMemberCannotUnlockAnAdminsLock(t *testing.T) {
+	f := newFixture(t)
+	id := f.create("demo", "vm")
+	f.activate(id, "h1")
+	action := func(token, body string) int {
+		resp, _ := f.do("POST", "/v2.1/servers/"+id+"/action", token, body)
+		return resp.StatusCode
+	}
+	lockedBy := func() (bool, string) {
+		var inst store.Instance
+		if err := f.st.DB.Where("id = ?", id).First(&inst).Error; err != nil {
+			t.Fatal(err)
+		}
+		return inst.Locked, inst.LockedBy
+	}
+
+	if c := action("admin", `{"lock":null}`); c != 202 {
+		t.Fatalf("admin lock: %d", c)
+	}
+	if l, by := lockedBy(); !l || by != "admin" {
+		t.Fatalf("after the admin's lock: locked %v by %q", l, by)
+	}
+	resp, body := f.do("POST", "/v2.1/servers/"+id+"/action", "demo", `{"unlock":null}`)
+	expectFault(t, resp, body, 403, "forbidden")
+	if c := action("demo", `{"lock":null}`); c != 202 && c != 409 {
+		t.Fatalf("owner re-lock: %d", c)
+	}
+	if l, by := lockedBy(); !l || by != "admin" {
+		t.Fatalf("the owner's re-lock took over the admin's lock: locked %v by %q", l, by)
+	}
+	if c := action("demo", `{"os-stop":null}`); c != 409 {
+		t.Errorf("stop of a locked server by its owner: %d, want 409", c)
+	}
+	if c := action("admin", `{"unlock":null}`); c != 202 {
+		t.Fatalf("admin unlock: %d", c)
+	}
+	if l, by := lockedBy(); l || by != "" {
+		t.Fatalf("after the admin's unlock: locked %v by %q", l, by)
+	}
+
+	if c := action("demo", `{"lock":null}`); c != 202 {
+		t.Fatalf("owner lock: %d", c)
+	}
+	if l, by := lockedBy(); !l || by != "owner" {
+		t.Fatalf("after the owner's lock: locked %v by %q", l, by)
+	}
+	if c := action("demo", `{"unlock":null}`); c != 202 {
+		t.Errorf("owner unlock of its own lock: %d", c)
+	}
+	if c := action("demo", `{"lock":null}`); c != 202 {
+		t.Fatalf("owner lock: %d", c)
+	}
+	if c := action("admin", `{"unlock":null}`); c != 202 {
+		t.Errorf("admin unlock of the owner's lock: %d", c)
+	}
+}
+
+// The create records whether an admin gave same_host/different_host, so
+// the scheduler lets only an admin's hints name other projects' servers.
+func TestHintsRecordWhetherAnAdminGaveThem(t *testing.T) {
+	f := newFixture(t)
+	other := f.create("other", "theirs")
+	for _, tc := range []struct {
+		token string
+		any   bool
+	}{{"demo", false}, {"admin", true}} {
+		resp, body := f.do("POST", "/v2.1/servers", tc.token, `{"server":{"name":"h-`+tc.token+`","imageRef":"`+imageID+
+			`","flavorRef":"1"},"os:scheduler_hints":{"same_host":"`+other+`"}}`)
+		if resp.StatusCode != 202 {
+			t.Fatalf("create as %s: %d %v", tc.token, resp.StatusCode, body)
+		}
+		var inst store.Instance
+		if err := f.st.DB.Where("id = ?", body["server"].(map[string]any)["id"]).First(&inst).Error; err != nil {
+			t.Fatal(err)
+		}
+		if h := inst.Hints(); h.AnyProject != tc.any || len(h.SameHost) != 1 {
+			t.Errorf("hints of %s's server = %+v, want any_project %v", tc.token, h, tc.any)
+		}
+	}
+}
