@@ -141,11 +141,6 @@ type Instance struct {
 	UserData         string
 	Tags             string // the server's tags (Nova 2.26): a sorted JSON list of distinct strings, see store/tags.go
 	Locked           bool
-	// LockedBy is who locked the server (Nova's locked_by): "owner" (a
-	// user of its project) or "admin" (an admin of another project); only
-	// an admin may lift an admin's lock. "" (a lock older than the column)
-	// may be lifted by either, as Nova treats a lock without locked_by.
-	LockedBy string `gorm:"size:8"`
 	ReservationID    string
 	LaunchIndex      int
 	Hostname         string
@@ -165,6 +160,11 @@ type Instance struct {
 	// object: group, same_host, different_host), kept so a reschedule or a
 	// cold migration places the server under the same constraints.
 	SchedulerHints string
+	// LockedBy is who locked the server (Nova's locked_by): "owner" (a
+	// user of its project) or "admin" (an admin of another project); only
+	// an admin may lift an admin's lock. "" (a lock older than the column)
+	// may be lifted by either, as Nova treats a lock without locked_by.
+	LockedBy string `gorm:"size:8"`
 	// The flavor before a resize, kept while the instance waits in
 	// VERIFY_RESIZE so a revert can put it back (Nova's
 	// instance.old_flavor), with the vm_state to return to; OldFlavorID
