@@ -238,8 +238,12 @@ func (s *Service) portFromRequest(w http.ResponseWriter, r *http.Request, a attr
 		return req, func() { s.storeError(w, r, err) }
 	}
 	// On a shared network only its owner (and admins) pick addresses and
-	// MACs, as in Neutron's policy.
+	// MACs, or turn port security off (no anti-spoofing flows on the port,
+	// so it could ARP-spoof the network's gateway), as in Neutron's policy.
 	if !owns(c, n.ProjectID) {
+		if req.PortSecurity != nil && !*req.PortSecurity {
+			return req, func() { forbidden(w, "rule:create_port and rule:create_port:port_security_enabled") }
+		}
 		if req.MAC != "" {
 			return req, func() { forbidden(w, "rule:create_port and rule:create_port:mac_address") }
 		}
@@ -315,6 +319,10 @@ func (s *Service) updatePort(w http.ResponseWriter, r *http.Request) {
 	}
 	if u.MAC != nil && *u.MAC != cur.MACAddress && !c.IsAdmin() {
 		forbidden(w, "rule:update_port and rule:update_port:mac_address")
+		return
+	}
+	if u.PortSecurity != nil && !*u.PortSecurity && !owns(c, n.ProjectID) {
+		forbidden(w, "rule:update_port and rule:update_port:port_security_enabled")
 		return
 	}
 	if u.FixedIPs != nil && !owns(c, n.ProjectID) {
