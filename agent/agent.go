@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/capsule-cloud/capsule/bus"
@@ -50,6 +51,14 @@ type Agent struct {
 
 	plumber Plumber // nil: no networking on this host
 	nics    *nicCache
+
+	// resumeDue is set until a reconcile resumed the servers a host
+	// boot (or a runtime restart) stopped (resumeGuests) and its power
+	// sync was sent.
+	resumeDue atomic.Bool
+	// kick asks the reconcile loop for a reconcile now (the runtime
+	// came back); one pending kick is enough.
+	kick chan struct{}
 }
 
 // Option tunes an Agent beyond config.Agent.
@@ -123,7 +132,9 @@ func New(cfg config.Agent, drv drivers.Driver, b bus.Bus, log *slog.Logger, opts
 		deleted:           newTombstones(tombstoneTTL),
 		inflight:          newInflight(),
 		nics:              newNICCache(),
+		kick:              make(chan struct{}, 1),
 	}
+	a.resumeDue.Store(cfg.ResumeOnHostBoot())
 	for _, o := range opts {
 		o(a)
 	}
@@ -185,10 +196,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err := a.reconcileUntilDone(ctx); err != nil {
 			return // stopped before the conductor ever answered
 		}
-		if a.reconcileInterval > 0 {
-			a.reconcileLoop(ctx, work)
-		}
+		a.reconcileLoop(ctx, work)
 	})
+	if w, ok := a.drv.(drivers.RuntimeWatcher); ok {
+		wg.Go(func() { w.WatchRuntime(ctx, a.runtimeRestarted) })
+	}
 
 	<-ctx.Done()
 	a.log.Info("agent stopping: draining operations in flight")
@@ -230,16 +242,39 @@ func (a *Agent) reconcileUntilDone(ctx context.Context) error {
 	}
 }
 
-// reconcileLoop re-syncs power states every reconcileInterval until ctx
-// ends. Each run uses work so a stop does not cut a destroy in half.
+// runtimeRestarted is called when the driver's runtime (dockerd) answers
+// again after it stopped, was killed or restarted. With live-restore the
+// servers kept running and the reconcile it asks for changes nothing; a
+// server the outage stopped was not stopped by its owner, so, as after a
+// host boot, it is started again (when resume is on) before any power sync
+// could record it SHUTOFF.
+func (a *Agent) runtimeRestarted() {
+	if a.cfg.ResumeOnHostBoot() {
+		a.resumeDue.Store(true)
+	}
+	a.log.Info("container runtime answers again; reconciling", "resume_stopped_servers", a.cfg.ResumeOnHostBoot())
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// reconcileLoop re-syncs power states every reconcileInterval (never
+// when it is <= 0) and whenever the runtime came back, until ctx ends.
+// Each run uses work so a stop does not cut a destroy in half.
 func (a *Agent) reconcileLoop(ctx, work context.Context) {
-	t := time.NewTicker(a.reconcileInterval)
-	defer t.Stop()
+	var tick <-chan time.Time
+	if a.reconcileInterval > 0 {
+		t := time.NewTicker(a.reconcileInterval)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-tick:
+		case <-a.kick:
 		}
 		if err := a.inflight.enter(); err != nil {
 			return

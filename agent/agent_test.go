@@ -260,7 +260,12 @@ func TestReconcileReportsPowerStatesAndOrphans(t *testing.T) {
 	drv.put(t, "i-off", drivers.PowerShutdown)
 	drv.put(t, "i-del", drivers.PowerRunning)
 	drv.put(t, "i-orphan", drivers.PowerRunning)
-	e := newEnv(t, drv, testConfig())
+	// Without resume on host boot, a stopped or missing server is
+	// reported as found (agent/resume_test.go covers the default).
+	cfg := testConfig()
+	off := false
+	cfg.ResumeGuestsStateOnHostBoot = &off
+	e := newEnv(t, drv, cfg)
 	spec := func(id string) protocol.InstanceSpec { return protocol.InstanceSpec{ID: id} }
 	e.cond.setExpected(
 		protocol.ExpectedInstance{Spec: spec("i-run"), VMState: lifecycle.Active},

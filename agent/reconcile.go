@@ -49,8 +49,17 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 		placed[e.Spec.ID] = true
 		a.nics.refreshSince(gens, e.Spec.ID, e.Spec.NICs)
 	}
+	// Before any state is reported: a server a host boot stopped must
+	// never be recorded SHUTOFF while its resume is due.
+	resuming := a.resumeDue.Load()
+	if resuming {
+		ps.ResumeFailed = a.resumeGuests(ctx, expected, byID)
+	}
 	for _, e := range expected {
 		id := e.Spec.ID
+		if _, failed := ps.ResumeFailed[id]; failed {
+			continue
+		}
 		if a.locks.busy(id) {
 			// An operation on it runs here right now: what the driver
 			// shows is a transition, and that operation reports itself.
@@ -86,6 +95,11 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 
 	// The power sync goes first: the network repair may take a while.
 	err = a.publish(ctx, protocol.KindPowerSync, ps)
+	if err == nil && resuming {
+		// The next reconciles report a stopped server as it is: it
+		// stopped while the agent ran (a guest poweroff, a crash).
+		a.resumeDue.Store(false)
+	}
 	pruned := a.repairNetwork(ctx, gens, expected, placed)
 	a.repairLimits(ctx, expected, byID)
 	if err != nil {

@@ -354,6 +354,9 @@ func failedBecause(what string, r protocol.InstanceReport) string {
 // back becomes SHUTOFF, as Nova's power-state sync does; instances with a
 // task in flight are left to that task.
 func (c *Conductor) onPowerSync(ctx context.Context, r protocol.PowerSync) error {
+	if err := c.onResumeFailed(ctx, r); err != nil {
+		return err
+	}
 	for id, ps := range r.States {
 		inst, err := c.loadInstance(ctx, id)
 		if errors.Is(err, store.ErrNotFound) {
@@ -380,6 +383,32 @@ func (c *Conductor) onPowerSync(ctx context.Context, r protocol.PowerSync) error
 	}
 	for _, o := range r.Orphans {
 		c.log.Warn("orphan container on host", "host", r.Host, "instance", o)
+	}
+	return nil
+}
+
+// onResumeFailed puts into ERROR, with the agent's reason as the fault,
+// every instance the agent could not start again after its host (or
+// dockerd) came back with its containers stopped, while the instance is
+// still running, paused or suspended with no task on that host.
+func (c *Conductor) onResumeFailed(ctx context.Context, r protocol.PowerSync) error {
+	for id, why := range r.ResumeFailed {
+		now := c.now()
+		g := instance.Guard{VM: []lifecycle.VMState{lifecycle.Active, lifecycle.Paused, lifecycle.Suspended},
+			Task: []lifecycle.TaskState{lifecycle.NoTask}, Host: r.Host}
+		// The message, which the owner sees, names the step that failed
+		// (the agent's reason starts with it); the whole error, which
+		// may name host paths and daemons, is the admins' details.
+		step, _, _ := strings.Cut(why, ": ")
+		ok, err := instance.Fail(c.st.WithContext(ctx), id, g, instance.Fault{Code: 500, At: now, Details: why,
+			Message: fmt.Sprintf("Could not resume the instance after its host restarted: %s", step)},
+			map[string]any{"power_state": int(lifecycle.NoState)}, now)
+		if err != nil {
+			return err
+		}
+		if ok {
+			c.log.Error("instance could not be resumed after its host restarted", "instance", id, "host", r.Host, "reason", why)
+		}
 	}
 	return nil
 }

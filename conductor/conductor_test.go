@@ -807,3 +807,31 @@ func TestDatabaseDownIsRetried(t *testing.T) {
 		t.Error("instances_on_host with the database down succeeded")
 	}
 }
+
+// TestPowerSyncResumeFailed: a server the agent could not start again
+// after its host restarted goes to ERROR with a fault naming the failed
+// step (the whole error as the admins' details); one whose state moved
+// on meanwhile (a task began, another host) is left alone.
+func TestPowerSyncResumeFailed(t *testing.T) {
+	st := openSQLite(t)
+	c := newTestConductor(st, bus.NewMem(), 3)
+	addHost(t, st, "h1")
+	failed := addInstance(t, st, onHost("h1"), state(lifecycle.Suspended, lifecycle.NoTask), power(lifecycle.PausedPS))
+	busy := addInstance(t, st, onHost("h1"), state(lifecycle.Active, lifecycle.PoweringOff), power(lifecycle.Running))
+	moved := addInstance(t, st, onHost("h2"), state(lifecycle.Active, lifecycle.NoTask), power(lifecycle.Running))
+	before := map[string]store.Instance{busy.ID: loadInst(t, st, busy.ID), moved.ID: loadInst(t, st, moved.ID)}
+	why := "start: docker start: Error response from daemon: /var/lib/x: no space left on device"
+	mustSend(t, c, protocol.KindPowerSync, protocol.PowerSync{Host: "h1", States: map[string]int{},
+		ResumeFailed: map[string]string{failed.ID: why, busy.ID: why, moved.ID: why}})
+
+	got := loadInst(t, st, failed.ID)
+	if got.VMState != lifecycle.Error || got.TaskState != "" || got.PowerState != int(lifecycle.NoState) {
+		t.Errorf("unresumable server: %s/%q/%d, want error/none/0", got.VMState, got.TaskState, got.PowerState)
+	}
+	if got.FaultMessage != "Could not resume the instance after its host restarted: start" || got.FaultDetails != why || got.FaultCode != 500 {
+		t.Errorf("fault = %d %q / %q", got.FaultCode, got.FaultMessage, got.FaultDetails)
+	}
+	for id, b := range before {
+		sameInstance(t, loadInst(t, st, id), b)
+	}
+}

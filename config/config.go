@@ -154,6 +154,17 @@ type Agent struct {
 	// can land on this host. The agent reports its size as the host's
 	// PCPUs and the other CPUs as its VCPUs.
 	CPUDedicatedSet string `yaml:"cpu_dedicated_set"`
+	// ResumeGuestsStateOnHostBoot is Nova's option of the same name: when
+	// the agent starts (a host boot) it starts again every server the
+	// cloud records as ACTIVE, PAUSED or SUSPENDED whose container is
+	// stopped, and puts one it cannot start in ERROR; unset means true.
+	// With false such servers become SHUTOFF, as their containers are.
+	ResumeGuestsStateOnHostBoot *bool `yaml:"resume_guests_state_on_host_boot"`
+}
+
+// ResumeOnHostBoot is ResumeGuestsStateOnHostBoot with its default (true).
+func (a Agent) ResumeOnHostBoot() bool {
+	return a.ResumeGuestsStateOnHostBoot == nil || *a.ResumeGuestsStateOnHostBoot
 }
 
 // Alarms are the agent's alarm thresholds: a figure crossing one raises a

@@ -281,7 +281,10 @@ cap_docker() {
 cap_dockerd_up() { curl -sf --max-time 3 --unix-socket "$(cap_dockerd_sock "${1:-}")" http://docker/_ping >/dev/null 2>&1; }
 
 # cap_dockerd_args [NAME]: no bridge/NAT/iptables (Capsule wires networks
-# itself), so a Docker the user runs is never disturbed. Extra flags (e.g.
+# itself), so a Docker the user runs is never disturbed. --live-restore
+# keeps the containers running while dockerd itself stops, restarts or is
+# upgraded: a server's processes, network namespace, veths, OVS port,
+# flows, shaping and cgroups stay as they are (docs/operations.md). Extra flags (e.g.
 # --insecure-registry CONTROLLER:5050 on a compute host) come from
 # CAPSULE_DOCKERD_ARGS in $CAPSULE_ETC/dockerd.env (every instance).
 # Keep in step with deploy/systemd/capsule-dockerd{,@}.service.
@@ -293,7 +296,7 @@ cap_dockerd_args() {
 	# shellcheck disable=SC2086
 	echo --host "$(cap_dockerd_host "$name")" --data-root "$(cap_dockerd_data "$name")" \
 		--exec-root "$(cap_dockerd_exec "$name")" --pidfile "$(cap_dockerd_pidfile "$name")" \
-		--bridge=none --iptables=false --ip-forward=false --ip-masq=false \
+		--bridge=none --iptables=false --ip-forward=false --ip-masq=false --live-restore \
 		--containerd-namespace "$ns" --containerd-plugins-namespace "$ns-plugins" $extra
 }
 

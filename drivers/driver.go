@@ -166,3 +166,12 @@ type Driver interface {
 	// without Capabilities.LiveResize return ErrNotSupported.
 	Resize(ctx context.Context, id string, vcpus, memoryMB int, l limits.Limits) error
 }
+
+// RuntimeWatcher is implemented by a driver whose runtime is a daemon that
+// can stop or restart under running servers (dockerd). WatchRuntime runs
+// until ctx ends and calls restarted each time the runtime answers again
+// after it was lost, so the agent can reconcile at once (and start again
+// servers the outage stopped).
+type RuntimeWatcher interface {
+	WatchRuntime(ctx context.Context, restarted func())
+}

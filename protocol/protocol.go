@@ -167,6 +167,12 @@ type PowerSync struct {
 	Host    string         `json:"host"`
 	States  map[string]int `json:"states"`  // instance id -> power state
 	Orphans []string       `json:"orphans"` // instances running here the cloud does not place here
+	// ResumeFailed holds, per instance, why the agent could not start
+	// again a server the cloud records as running after the host (or its
+	// dockerd) came back with its containers stopped; the conductor puts
+	// it in ERROR with that reason as its fault. Such instances are not
+	// in States.
+	ResumeFailed map[string]string `json:"resume_failed,omitempty"`
 }
 
 // InstancesOnHostRequest asks the conductor what should run on a host.
