@@ -93,6 +93,19 @@ type API struct {
 	TokenTTL     time.Duration `yaml:"token_ttl"`
 	// CallTimeout bounds request/reply calls to agents (console output).
 	CallTimeout time.Duration `yaml:"call_timeout"`
+	// AdminProject names the admin project (Keystone's admin_project_name):
+	// the admin role is cloud-wide only in a token scoped to it. "*" makes
+	// every project the admin project (not recommended).
+	AdminProject string `yaml:"admin_project"`
+	// Password logins are refused for LockoutDuration after
+	// LockoutFailureAttempts failures of one user (Keystone's
+	// lockout_failure_attempts) or LockoutSourceFailureAttempts failures
+	// from one address; -1 disables either.
+	LockoutFailureAttempts       int           `yaml:"lockout_failure_attempts"`
+	LockoutSourceFailureAttempts int           `yaml:"lockout_source_failure_attempts"`
+	LockoutDuration              time.Duration `yaml:"lockout_duration"`
+	// TokenPurgeInterval is how often expired tokens are deleted.
+	TokenPurgeInterval time.Duration `yaml:"token_purge_interval"`
 }
 
 // Scheduler places instances on hosts.
@@ -195,7 +208,9 @@ func Default() Config {
 		Database: Database{Driver: "sqlite", DSN: "/var/lib/capsule/capsule.db"},
 		Bus:      Bus{URL: "amqp://guest:guest@127.0.0.1:5672/", Prefetch: 8},
 		API: API{PublicHost: "127.0.0.1", Listen: "0.0.0.0", IdentityPort: 5000, ComputePort: 8774,
-			ImagePort: 9292, NetworkPort: 9696, PortalPort: 8080, TokenTTL: 12 * time.Hour, CallTimeout: 30 * time.Second},
+			ImagePort: 9292, NetworkPort: 9696, PortalPort: 8080, TokenTTL: 12 * time.Hour, CallTimeout: 30 * time.Second,
+			AdminProject: "admin", LockoutFailureAttempts: 10, LockoutSourceFailureAttempts: 50, LockoutDuration: 5 * time.Minute,
+			TokenPurgeInterval: time.Hour},
 		Scheduler: Scheduler{Weigher: "spread", MaxAttempts: 3, ServiceDownTime: 60 * time.Second},
 		Conductor: Conductor{BuildTimeout: 10 * time.Minute, MigrationStepTimeout: 15 * time.Minute, PeriodicInterval: 30 * time.Second},
 		Agent: Agent{Host: host, Zone: "nova", HostIP: "127.0.0.1", DockerHost: "unix:///run/capsule/docker.sock",

@@ -18,6 +18,9 @@ type Credentials struct {
 	ProjectName string
 	Roles       []string // role names, lower case
 	ExpiresAt   time.Time
+	// IsAdminProject: the token is scoped to the cloud's admin project
+	// (Keystone's is_admin_project), where the admin role is cloud-wide.
+	IsAdminProject bool
 }
 
 // HasRole reports whether the caller holds role (case-insensitive).
@@ -30,12 +33,17 @@ func (c *Credentials) HasRole(role string) bool {
 	return false
 }
 
-// IsAdmin reports whether the caller has the admin role.
-func (c *Credentials) IsAdmin() bool { return c.HasRole("admin") }
+// IsAdmin reports whether the caller is a cloud administrator: the admin
+// role in a token scoped to the admin project (Keystone's admin_project
+// rule, "role:admin and is_admin_project:True"). The admin role on any
+// other project administers that project only: it writes there like a
+// member and sees nothing of other projects.
+func (c *Credentials) IsAdmin() bool { return c.HasRole("admin") && c.IsAdminProject }
 
 // CanWrite reports whether the caller may change resources: a token that
-// carries only "reader" may not.
-func (c *Credentials) CanWrite() bool { return c.IsAdmin() || c.HasRole("member") }
+// carries only "reader" may not. The admin role implies member (Keystone's
+// implied roles), on any project.
+func (c *Credentials) CanWrite() bool { return c.HasRole("admin") || c.HasRole("member") }
 
 type ctxKey struct{}
 

@@ -62,8 +62,10 @@ func newFixture(t *testing.T) *fixture {
 	v := stubValidator{
 		"demo":  {UserID: "u-demo", ProjectID: "p-demo", Roles: []string{"member", "reader"}},
 		"other": {UserID: "u-other", ProjectID: "p-other", Roles: []string{"member"}},
-		"admin": {UserID: "u-admin", ProjectID: "p-admin", Roles: []string{"admin", "member"}},
+		"admin": {UserID: "u-admin", ProjectID: "p-admin", Roles: []string{"admin", "member"}, IsAdminProject: true},
 		"read":  {UserID: "u-read", ProjectID: "p-demo", Roles: []string{"reader"}},
+		// The admin role on a project that is not the admin project.
+		"projadmin": {UserID: "u-projadmin", ProjectID: "p-demo", Roles: []string{"admin", "member", "reader"}},
 	}
 	svc := New(st, b, Options{PublicHost: "127.0.0.1", ComputePort: 8774, Validator: v, CallTimeout: time.Second})
 	srv := httptest.NewServer(svc.Handler())

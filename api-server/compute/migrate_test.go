@@ -73,7 +73,7 @@ func newMigrateFixture(t *testing.T, fake *fakeMigrator) *fixture {
 	f := newFixture(t)
 	v := stubValidator{
 		"demo":  {UserID: "u-demo", ProjectID: "p-demo", Roles: []string{"member", "reader"}},
-		"admin": {UserID: "u-admin", ProjectID: "p-admin", Roles: []string{"admin", "member"}},
+		"admin": {UserID: "u-admin", ProjectID: "p-admin", Roles: []string{"admin", "member"}, IsAdminProject: true},
 	}
 	svc := New(f.st, f.bus, Options{PublicHost: "127.0.0.1", ComputePort: 8774, Validator: v, CallTimeout: time.Second})
 	svc.mig = fake

@@ -404,7 +404,19 @@ func checkUserInput(in *userInput) string {
 	return ""
 }
 
+// MaxPasswordBytes is the longest password bcrypt uses whole; a longer
+// one is refused when set (400) rather than silently truncated, and can
+// never log in.
+const MaxPasswordBytes = 72
+
+// errPasswordTooLong is the 400 for a password bcrypt cannot hold.
+var errPasswordTooLong = errdefs.InvalidArgument(fmt.Sprintf(
+	"Invalid input for field 'password': the password is longer than %d bytes.", MaxPasswordBytes))
+
 func hashPassword(pw string) (string, error) {
+	if len(pw) > MaxPasswordBytes {
+		return "", errPasswordTooLong
+	}
 	h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.DefaultCost)
 	if err != nil {
 		return "", fmt.Errorf("hash password: %w", err)
@@ -450,7 +462,7 @@ func (s *Service) createUser(w http.ResponseWriter, r *http.Request) {
 	if in.Password != nil {
 		h, err := hashPassword(*in.Password)
 		if err != nil {
-			s.internalError(w, r, err)
+			s.failErr(w, r, err)
 			return
 		}
 		u.PasswordHash = h
@@ -516,7 +528,7 @@ func (s *Service) updateUser(w http.ResponseWriter, r *http.Request) {
 	if in.Password != nil {
 		h, err := hashPassword(*in.Password)
 		if err != nil {
-			s.internalError(w, r, err)
+			s.failErr(w, r, err)
 			return
 		}
 		u.PasswordHash = h
@@ -598,7 +610,7 @@ func (s *Service) changePassword(w http.ResponseWriter, r *http.Request) {
 	}
 	h, err := hashPassword(*in.Password)
 	if err != nil {
-		s.internalError(w, r, err)
+		s.failErr(w, r, err)
 		return
 	}
 	err = s.st.WithContext(r.Context()).Transaction(func(tx *gorm.DB) error {

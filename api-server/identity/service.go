@@ -45,15 +45,25 @@ type Options struct {
 	Region     string        // default "RegionOne"
 	TokenTTL   time.Duration // default 12h
 	Logger     *slog.Logger
+	// AdminProject is the name of the admin project (Keystone's
+	// [resource] admin_project_name): the admin role makes a caller a
+	// cloud administrator only in a token scoped to it; elsewhere it is
+	// the project's own administrator, no more than a member. Default
+	// "admin"; "*" makes every project the admin project (Keystone
+	// without admin_project_name).
+	AdminProject string
+	// Lockout throttles password logins; zero takes DefaultLockout.
+	Lockout Lockout
 }
 
 // Service is the identity API. It also validates tokens for the other
 // API services (it implements auth.Validator).
 type Service struct {
-	st   *store.Store
-	opts Options
-	log  *slog.Logger
-	now  func() time.Time
+	st    *store.Store
+	opts  Options
+	log   *slog.Logger
+	now   func() time.Time
+	login *loginGuard
 }
 
 // New returns the identity service over st, filling unset options with
@@ -80,7 +90,16 @@ func New(st *store.Store, opts Options) *Service {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Service{st: st, opts: opts, log: opts.Logger.With("service", "identity"),
+	if opts.AdminProject == "" {
+		opts.AdminProject = "admin"
+	}
+	if opts.Lockout == (Lockout{}) {
+		opts.Lockout = DefaultLockout()
+	}
+	if opts.Lockout.Duration <= 0 {
+		opts.Lockout.Duration = DefaultLockout().Duration
+	}
+	return &Service{st: st, opts: opts, log: opts.Logger.With("service", "identity"), login: newLoginGuard(opts.Lockout),
 		now: func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }}
 }
 

@@ -18,7 +18,6 @@ import (
 	"github.com/capsule-cloud/capsule/api-server/httpapi"
 	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/store"
-	"golang.org/x/crypto/bcrypt"
 	"gorm.io/gorm"
 )
 
@@ -154,14 +153,17 @@ func (s *Service) Validate(ctx context.Context, tok string) (*auth.Credentials, 
 	if err != nil {
 		return nil, err
 	}
-	return ti.credentials(), nil
+	return ti.credentials(s.opts.AdminProject), nil
 }
 
-func (ti *tokenInfo) credentials() *auth.Credentials {
+// credentials are what the token says of its caller; adminProject is the
+// name of the admin project ("*": every project).
+func (ti *tokenInfo) credentials(adminProject string) *auth.Credentials {
 	c := &auth.Credentials{TokenID: ti.id, UserID: ti.user.ID, UserName: ti.user.Name,
 		DomainID: ti.user.DomainID, ExpiresAt: ti.row.ExpiresAt}
 	if ti.project != nil {
 		c.ProjectID, c.ProjectName = ti.project.ID, ti.project.Name
+		c.IsAdminProject = adminProject == "*" || (ti.project.Name == adminProject && ti.project.DomainID == DefaultDomainID)
 	}
 	for _, r := range ti.roles {
 		c.Roles = append(c.Roles, strings.ToLower(r.Name))
@@ -230,7 +232,7 @@ func (s *Service) issueToken(w http.ResponseWriter, r *http.Request) {
 		s.failErr(w, r, errdefs.InvalidArgument("Invalid authentication request: "+err.Error()))
 		return
 	}
-	row, err := s.authenticate(r.Context(), &req)
+	row, err := s.authenticate(r.Context(), &req, sourceAddress(r))
 	if err != nil {
 		// Only the request's own faults are answered as such; anything
 		// else (the database, token validation) is a 500.
@@ -269,7 +271,7 @@ func (s *Service) issueToken(w http.ResponseWriter, r *http.Request) {
 
 // authenticate checks the identity methods and the requested scope and
 // returns the token row to store (without its hash).
-func (s *Service) authenticate(ctx context.Context, req *authRequest) (*store.Token, error) {
+func (s *Service) authenticate(ctx context.Context, req *authRequest, source string) (*store.Token, error) {
 	id := &req.Auth.Identity
 	if len(id.Methods) == 0 {
 		return nil, badAuthRequest("Invalid authentication request: identity.methods is required.")
@@ -295,21 +297,38 @@ func (s *Service) authenticate(ctx context.Context, req *authRequest) (*store.To
 			// Keystone requires a domain with a name; Capsule has only
 			// one, so a missing domain means it.
 			if d := pu.Domain.ref(); d != "" && !isDefaultDomain(d) {
+				s.login.checkPassword("", pu.Password)
+				s.login.sources.fail(source, s.now())
 				return nil, unauthorized("unknown domain " + d)
 			}
 			q = q.Where("name = ? AND domain_id = ?", pu.Name, DefaultDomainID)
 		default:
 			return nil, badAuthRequest("Invalid authentication request: user id or name is required.")
 		}
+		if s.login.sources.locked(source, s.now()) {
+			s.login.checkPassword("", pu.Password)
+			return nil, unauthorized("too many failed logins from " + source)
+		}
 		if err := q.Take(&user).Error; err != nil {
 			if errors.Is(err, gorm.ErrRecordNotFound) {
+				// The same bcrypt work as a known user's wrong password.
+				s.login.checkPassword("", pu.Password)
+				s.login.sources.fail(source, s.now())
 				return nil, unauthorized("unknown user")
 			}
 			return nil, fmt.Errorf("load user: %w", err)
 		}
-		if user.PasswordHash == "" || bcrypt.CompareHashAndPassword([]byte(user.PasswordHash), []byte(pu.Password)) != nil {
+		if s.login.users.locked(user.ID, s.now()) {
+			s.login.checkPassword("", pu.Password)
+			s.login.sources.fail(source, s.now())
+			return nil, unauthorized("user " + user.ID + " is locked out after too many failed logins")
+		}
+		if !s.login.checkPassword(user.PasswordHash, pu.Password) {
+			s.login.users.fail(user.ID, s.now())
+			s.login.sources.fail(source, s.now())
 			return nil, unauthorized("wrong password for user " + user.ID)
 		}
+		s.login.users.clear(user.ID)
 		methods = []string{"password"}
 	case slices.Contains(id.Methods, "token"):
 		if id.Token == nil || id.Token.ID == "" {
@@ -560,4 +579,29 @@ func (s *Service) PurgeExpiredTokens(ctx context.Context, grace time.Duration) (
 		return 0, fmt.Errorf("purge expired tokens: %w", res.Error)
 	}
 	return res.RowsAffected, nil
+}
+
+// PurgeTokensEvery deletes expired tokens every interval until ctx ends:
+// the table would otherwise grow with every login forever.
+func (s *Service) PurgeTokensEvery(ctx context.Context, interval time.Duration) {
+	if interval <= 0 {
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n, err := s.PurgeExpiredTokens(ctx, 0)
+			if err != nil {
+				s.log.Warn("token purge failed", "err", err)
+				continue
+			}
+			if n > 0 {
+				s.log.Info("expired tokens purged", "count", n)
+			}
+		}
+	}
 }

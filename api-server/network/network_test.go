@@ -31,7 +31,7 @@ func (v stubValidator) Validate(_ context.Context, tok string) (*auth.Credential
 }
 
 var callers = stubValidator{
-	"admin":  {UserID: "u-admin", ProjectID: "p-admin", Roles: []string{"admin", "member"}},
+	"admin":  {UserID: "u-admin", ProjectID: "p-admin", Roles: []string{"admin", "member"}, IsAdminProject: true},
 	"alice":  {UserID: "u-alice", ProjectID: "p1", Roles: []string{"member"}},
 	"bob":    {UserID: "u-bob", ProjectID: "p2", Roles: []string{"member"}},
 	"reader": {UserID: "u-reader", ProjectID: "p1", Roles: []string{"reader"}},

@@ -193,7 +193,11 @@ func (noopPlumber) RemoveOrphans(context.Context, func(string) bool) ([]string, 
 func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) error {
 	a := cfg.API
 	ids := identity.New(d.st, identity.Options{PublicHost: a.PublicHost, Region: cfg.Region, TokenTTL: a.TokenTTL, Logger: log,
-		Ports: identity.Ports{Identity: a.IdentityPort, Compute: a.ComputePort, Image: a.ImagePort, Network: a.NetworkPort}})
+		Ports:        identity.Ports{Identity: a.IdentityPort, Compute: a.ComputePort, Image: a.ImagePort, Network: a.NetworkPort},
+		AdminProject: a.AdminProject,
+		Lockout: identity.Lockout{UserAttempts: a.LockoutFailureAttempts, SourceAttempts: a.LockoutSourceFailureAttempts,
+			Duration: a.LockoutDuration}})
+	go ids.PurgeTokensEvery(ctx, a.TokenPurgeInterval)
 	comp := compute.New(d.st, d.bus, compute.Options{PublicHost: a.PublicHost, ComputePort: a.ComputePort, ImagePort: a.ImagePort,
 		CallTimeout: a.CallTimeout, ServiceDownTime: cfg.Scheduler.ServiceDownTime, Validator: ids, Log: log,
 		RegistryAddress: cfg.Registry.Address,

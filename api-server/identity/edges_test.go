@@ -1,0 +1,205 @@
+package identity_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/capsule-cloud/capsule/api-server/auth"
+	"github.com/capsule-cloud/capsule/api-server/identity"
+	"github.com/capsule-cloud/capsule/store"
+)
+
+// withService swaps e's server for one with opts (over the same store).
+func (e *env) withService(opts identity.Options) {
+	opts.Logger = quiet()
+	e.svc = identity.New(e.st, opts)
+	e.srv = httptest.NewServer(e.svc.Handler())
+	e.t.Cleanup(e.srv.Close)
+}
+
+func (e *env) login(user, pw string, hdr ...string) int {
+	e.t.Helper()
+	return e.do("POST", "/v3/auth/tokens", "", passwordAuth(user, pw, nil), hdr...).status
+}
+
+// bcrypt uses 72 bytes of a password: a longer one is refused when set
+// (400, not a 500 from the hash) and never logs in (401).
+func TestPasswordLongerThan72Bytes(t *testing.T) {
+	e := newEnv(t)
+	long := strings.Repeat("p", 73)
+	r := e.do("POST", "/v3/users", e.admin, map[string]any{"user": map[string]any{"name": "longpw", "password": long}})
+	e.want(r, http.StatusBadRequest)
+	if msg, _ := r.body["error"].(map[string]any)["message"].(string); !strings.Contains(msg, "72 bytes") {
+		t.Fatalf("message %q", msg)
+	}
+	r = e.do("POST", "/v3/users", e.admin, map[string]any{"user": map[string]any{"name": "okpw", "password": strings.Repeat("p", 72)}})
+	e.want(r, http.StatusCreated)
+	id := r.body["user"].(map[string]any)["id"].(string)
+	e.want(e.do("PATCH", "/v3/users/"+id, e.admin, map[string]any{"user": map[string]any{"password": long}}), http.StatusBadRequest)
+	aliceID := e.do("GET", "/v3/auth/tokens", e.member, nil, "X-Subject-Token", e.member).body["token"].(map[string]any)["user"].(map[string]any)["id"].(string)
+	e.want(e.do("POST", "/v3/users/"+aliceID+"/password", e.member,
+		map[string]any{"user": map[string]any{"password": long, "original_password": "alicepw"}}), http.StatusBadRequest)
+	if _, err := identity.EnsureUser(context.Background(), e.st, "boot", long, ""); err == nil {
+		t.Fatal("EnsureUser took a password bcrypt cannot hold")
+	}
+	if got := e.login("alice", "alicepw"+strings.Repeat("x", 80)); got != http.StatusUnauthorized {
+		t.Fatalf("login with a 87-byte password: %d, want 401", got)
+	}
+	if got := e.login("okpw", strings.Repeat("p", 72)); got != http.StatusCreated {
+		t.Fatalf("login with the 72-byte password: %d", got)
+	}
+}
+
+// An unknown user is refused after the same bcrypt work as a known user's
+// wrong password, so the answer's time does not tell which names exist.
+func TestUnknownUserTakesAsLongAsWrongPassword(t *testing.T) {
+	e := newEnv(t)
+	e.withService(identity.Options{Lockout: identity.Lockout{UserAttempts: -1, SourceAttempts: -1}})
+	median := func(user string) time.Duration {
+		var ds []time.Duration
+		for range 7 {
+			start := time.Now()
+			if got := e.login(user, "wrong"); got != http.StatusUnauthorized {
+				t.Fatalf("%s: %d", user, got)
+			}
+			ds = append(ds, time.Since(start))
+		}
+		slices.Sort(ds)
+		return ds[len(ds)/2]
+	}
+	median("nobody") // warm up (the dummy hash is made once)
+	known, unknown := median("alice"), median("nobody")
+	t.Logf("known user %v, unknown user %v", known, unknown)
+	if unknown < known/2 || unknown > known*2 {
+		t.Fatalf("unknown user answered in %v, a known user's wrong password in %v: not within 2x", unknown, known)
+	}
+}
+
+// After N failed logins a user is locked out (401 even with the right
+// password) for the lockout duration; other users are not.
+func TestLoginLockoutPerUser(t *testing.T) {
+	e := newEnv(t)
+	e.withService(identity.Options{Lockout: identity.Lockout{UserAttempts: 3, SourceAttempts: -1, Duration: 700 * time.Millisecond}})
+	for range 2 {
+		e.login("alice", "wrong")
+	}
+	if got := e.login("alice", "alicepw"); got != http.StatusCreated {
+		t.Fatalf("below the limit: %d", got)
+	}
+	// The success cleared the count: three more failures lock.
+	for range 3 {
+		e.login("alice", "wrong")
+	}
+	if got := e.login("alice", "alicepw"); got != http.StatusUnauthorized {
+		t.Fatalf("locked user with the right password: %d, want 401", got)
+	}
+	if got := e.login("admin", "s3cret"); got != http.StatusCreated {
+		t.Fatalf("another user: %d", got)
+	}
+	time.Sleep(800 * time.Millisecond)
+	if got := e.login("alice", "alicepw"); got != http.StatusCreated {
+		t.Fatalf("after the lockout: %d", got)
+	}
+}
+
+// Failed logins from one address (whatever names they try) lock that
+// address out, not others.
+func TestLoginLockoutPerSource(t *testing.T) {
+	e := newEnv(t)
+	e.withService(identity.Options{Lockout: identity.Lockout{UserAttempts: -1, SourceAttempts: 4, Duration: time.Minute}})
+	for _, u := range []string{"u1", "u2", "u3", "alice"} {
+		e.login(u, "wrong")
+	}
+	if got := e.login("alice", "alicepw"); got != http.StatusUnauthorized {
+		t.Fatalf("locked address with the right password: %d, want 401", got)
+	}
+	// Another client of a local proxy (the portal says who with
+	// X-Forwarded-For, honoured from loopback only).
+	if got := e.login("alice", "alicepw", "X-Forwarded-For", "203.0.113.9"); got != http.StatusCreated {
+		t.Fatalf("another address: %d", got)
+	}
+}
+
+// The admin role makes a cloud administrator only on the admin project
+// (Keystone's admin_project): on its own project it is that project's
+// admin, which cannot list users or make projects.
+func TestAdminRoleOutsideAdminProject(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if err := identity.Grant(ctx, e.st, "alice", "demo", "admin"); err != nil {
+		t.Fatal(err)
+	}
+	tok := e.token(passwordAuth("alice", "alicepw", projectScope("demo")))
+	c, err := e.svc.Validate(ctx, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.HasRole("admin") || c.IsAdminProject || c.IsAdmin() || !c.CanWrite() {
+		t.Fatalf("admin on demo: roles %v, admin project %v, IsAdmin %v, CanWrite %v", c.Roles, c.IsAdminProject, c.IsAdmin(), c.CanWrite())
+	}
+	e.want(e.do("GET", "/v3/users", tok, nil), http.StatusForbidden)
+	e.want(e.do("POST", "/v3/projects", tok, map[string]any{"project": map[string]any{"name": "mine"}}), http.StatusForbidden)
+	ac, err := e.svc.Validate(ctx, e.admin)
+	if err != nil || !ac.IsAdmin() {
+		t.Fatalf("admin on the admin project: %+v %v", ac, err)
+	}
+	e.want(e.do("GET", "/v3/users", e.admin, nil), http.StatusOK)
+
+	// "*": every project is the admin project (Keystone without
+	// admin_project_name).
+	e.withService(identity.Options{AdminProject: "*"})
+	if c, err := e.svc.Validate(ctx, tok); err != nil || !c.IsAdmin() {
+		t.Fatalf("admin_project *: %+v %v", c, err)
+	}
+}
+
+func TestCredentialsAdminNeedsAdminProject(t *testing.T) {
+	c := auth.Credentials{Roles: []string{"admin"}}
+	if c.IsAdmin() {
+		t.Fatal("admin role outside the admin project is cloud admin")
+	}
+	c.IsAdminProject = true
+	if !c.IsAdmin() {
+		t.Fatal("admin role on the admin project is not admin")
+	}
+	if (&auth.Credentials{Roles: []string{"admin"}, IsAdminProject: true}).IsAdmin() != true ||
+		(&auth.Credentials{Roles: []string{"member"}, IsAdminProject: true}).IsAdmin() {
+		t.Fatal("IsAdmin")
+	}
+}
+
+// Expired tokens are deleted by the periodic purge.
+func TestExpiredTokensPurgedPeriodically(t *testing.T) {
+	e := newEnv(t)
+	db := e.st.WithContext(context.Background())
+	old := store.Token{Hash: strings.Repeat("a", 64), UserID: "u", ExpiresAt: time.Now().Add(-time.Hour), IssuedAt: time.Now().Add(-2 * time.Hour)}
+	if err := db.Create(&old).Error; err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.svc.PurgeTokensEvery(ctx, 50*time.Millisecond); close(done) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var n int64
+		db.Model(&store.Token{}).Where("hash = ?", old.Hash).Count(&n)
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the expired token is still there")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	// Live tokens stay.
+	if _, err := e.svc.Validate(context.Background(), e.member); err != nil {
+		t.Fatalf("live token purged: %v", err)
+	}
+}
