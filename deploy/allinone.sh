@@ -370,11 +370,13 @@ wait_for() {
 	cap_die "$what: not within ${secs}s (see $(capsuled_log_hint))"
 }
 
-# token USER PROJECT PASSWORD: a project-scoped Keystone token.
+# token USER PROJECT PASSWORD: a project-scoped Keystone token. The body
+# (with the password) goes on stdin, not on curl's command line.
 token() {
-	curl -sf --max-time 10 -D - -o /dev/null -H 'Content-Type: application/json' \
-		-d "{\"auth\":{\"identity\":{\"methods\":[\"password\"],\"password\":{\"user\":{\"name\":\"$1\",\"domain\":{\"name\":\"Default\"},\"password\":\"$3\"}}},\"scope\":{\"project\":{\"name\":\"$2\",\"domain\":{\"name\":\"Default\"}}}}}" \
-		"$CAPSULE_IDENTITY_URL/auth/tokens" | tr -d '\r' | sed -n 's/^[Xx]-[Ss]ubject-[Tt]oken: //p'
+	printf '{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"%s","domain":{"name":"Default"},"password":"%s"}}},"scope":{"project":{"name":"%s","domain":{"name":"Default"}}}}}' \
+		"$1" "$3" "$2" |
+		curl -sf --max-time 10 -D - -o /dev/null -H 'Content-Type: application/json' --data-binary @- \
+			"$CAPSULE_IDENTITY_URL/auth/tokens" | tr -d '\r' | sed -n 's/^[Xx]-[Ss]ubject-[Tt]oken: //p'
 }
 
 # compute_state PASSWORD: "HOST STATE STATUS" per nova-compute service.
@@ -572,8 +574,10 @@ do_start() {
 	# Bootstrap writes the database: capsuled is stopped meanwhile (above),
 	# and restarted afterwards so a rebuilt binary or an edited config is used.
 	cap_say "bootstrap (domain, projects, users, flavors, image)"
-	if ! "$CAPSULE_BIN/capsuled" -config "$CAPSULE_CONFIG" bootstrap -admin-password "$admin_pw" \
-		-demo-password "$demo_pw" -image "busybox=$CAPSULE_IMAGE" >>"$CAPSULE_LOG/bootstrap.log" 2>&1; then
+	# The passwords go in the environment (readable by root only), never
+	# on a command line (ps shows it to every user).
+	if ! CAPSULE_ADMIN_PASSWORD=$admin_pw CAPSULE_DEMO_PASSWORD=$demo_pw "$CAPSULE_BIN/capsuled" -config "$CAPSULE_CONFIG" \
+		bootstrap -image "busybox=$CAPSULE_IMAGE" >>"$CAPSULE_LOG/bootstrap.log" 2>&1; then
 		cap_tail_log "$CAPSULE_LOG/bootstrap.log"
 		cap_die "capsuled bootstrap failed (see $CAPSULE_LOG/bootstrap.log)"
 	fi

@@ -413,9 +413,11 @@ cap_registry_mode_ok() {
 }
 
 # cap_registry_curl ARGS...: curl with the registry login when protected.
+# The login goes in a config on a pipe (printf is a builtin): a password on
+# curl's command line is readable by every user in ps.
 cap_registry_curl() {
 	if cap_registry_auth; then
-		curl -u "$CAPSULE_REGISTRY_USER:$(cap_registry_password)" "$@"
+		curl -K <(printf 'user = "%s:%s"\n' "$CAPSULE_REGISTRY_USER" "$(cap_registry_password)") "$@"
 	else
 		curl "$@"
 	fi
@@ -425,7 +427,7 @@ cap_write_registry_config() {
 	local f=$CAPSULE_ETC/registry.yml auth=
 	if cap_registry_auth; then
 		umask 077
-		htpasswd -Bbn "$CAPSULE_REGISTRY_USER" "$(cap_registry_password)" >"$CAPSULE_REGISTRY_HTPASSWD.tmp"
+		cap_registry_password | htpasswd -Bin "$CAPSULE_REGISTRY_USER" >"$CAPSULE_REGISTRY_HTPASSWD.tmp"
 		umask 022
 		mv "$CAPSULE_REGISTRY_HTPASSWD.tmp" "$CAPSULE_REGISTRY_HTPASSWD"
 		auth="auth:
@@ -465,6 +467,8 @@ cap_start_registry() {
 	fi
 	cap_dirs
 	mkdir -p "$CAPSULE_LIB/registry"
+	# Image layers are tenants' data: root only.
+	chmod 700 "$CAPSULE_LIB/registry"
 	cap_write_registry_config
 	if cap_systemd; then
 		cap_install_unit capsule-registry
@@ -564,16 +568,17 @@ cap_stop_rabbitmq() {
 
 # cap_rabbit_user USER PASSWORD VHOST: creates (or re-keys) a user with
 # full rights on its own vhost, so Capsule's queues never mix with other
-# users of the broker.
+# users of the broker. rabbitmqctl reads the password from stdin when the
+# command line has none (never on a command line: ps shows it).
 cap_rabbit_user() {
 	local user=$1 pass=$2 vhost=$3
 	if ! rabbitmqctl -q list_vhosts 2>/dev/null | grep -qx "$vhost"; then
 		rabbitmqctl -q add_vhost "$vhost" >/dev/null
 	fi
 	if rabbitmqctl -q list_users 2>/dev/null | awk '{print $1}' | grep -qx "$user"; then
-		rabbitmqctl -q change_password "$user" "$pass" >/dev/null
+		printf '%s' "$pass" | rabbitmqctl -q change_password "$user" >/dev/null
 	else
-		rabbitmqctl -q add_user "$user" "$pass" >/dev/null
+		printf '%s' "$pass" | rabbitmqctl -q add_user "$user" >/dev/null
 	fi
 	rabbitmqctl -q set_permissions -p "$vhost" "$user" '.*' '.*' '.*' >/dev/null
 }
@@ -623,7 +628,8 @@ cap_stop_postgres() {
 cap_pg_database() {
 	local role=$1 pass=$2 db=$3
 	if [ "$(cap_psql -tAc "SELECT 1 FROM pg_roles WHERE rolname='$role'")" != 1 ]; then
-		cap_psql -c "CREATE ROLE \"$role\" LOGIN CREATEDB PASSWORD '$pass'"
+		# The statement on stdin: psql -c would show the password in ps.
+		printf "CREATE ROLE \"%s\" LOGIN CREATEDB PASSWORD '%s';\n" "$role" "$pass" | cap_psql
 	fi
 	if [ "$(cap_psql -tAc "SELECT 1 FROM pg_database WHERE datname='$db'")" != 1 ]; then
 		cap_psql -c "CREATE DATABASE \"$db\" OWNER \"$role\""

@@ -41,6 +41,9 @@ func Open(ctx context.Context, driver, dsn string) (*Store, error) {
 	switch driver {
 	case "sqlite", "":
 		driver = "sqlite"
+		if err := secureSQLiteFile(dsn); err != nil {
+			return nil, err
+		}
 		if !strings.Contains(dsn, "?") {
 			// WAL: readers never block the single writer. _txlock=immediate:
 			// every transaction takes the write lock at BEGIN, so a

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 )
@@ -71,6 +72,9 @@ func (u upstream) doAt(ctx context.Context, service, version, token, method, url
 	if token != "" {
 		req.Header.Set("X-Auth-Token", token)
 	}
+	if addr := clientAddress(ctx); addr != "" {
+		req.Header.Set("X-Forwarded-For", addr)
+	}
 	if version != "" {
 		req.Header.Set("OpenStack-API-Version", "compute "+version)
 		req.Header.Set("X-OpenStack-Nova-API-Version", version)
@@ -123,4 +127,23 @@ func errorMessage(status int, body []byte) string {
 		return text
 	}
 	return http.StatusText(status)
+}
+
+type clientAddressKey struct{}
+
+// withClientAddress marks ctx with the browser's address: the identity
+// service throttles failed logins per source address, and every portal
+// login reaches it from the portal's own address otherwise (it believes
+// X-Forwarded-For from loopback only).
+func withClientAddress(ctx context.Context, r *http.Request) context.Context {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	return context.WithValue(ctx, clientAddressKey{}, host)
+}
+
+func clientAddress(ctx context.Context) string {
+	a, _ := ctx.Value(clientAddressKey{}).(string)
+	return a
 }

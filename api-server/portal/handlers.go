@@ -55,7 +55,7 @@ func (s *Server) loginPost(w http.ResponseWriter, r *http.Request) {
 		s.renderLogin(w, r, http.StatusBadRequest, view{Title: "Log in", Data: d, Error: "Enter your user name and password."})
 		return
 	}
-	sess, err := s.login(r.Context(), d.User, pass, d.Project)
+	sess, err := s.login(withClientAddress(r.Context(), r), d.User, pass, d.Project)
 	if err != nil {
 		msg := "The identity service cannot be reached."
 		st := statusOf(err)
@@ -75,12 +75,19 @@ func (s *Server) loginPost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setCookie(w, r, loginCookie, "", time.Time{})
-	setCookie(w, r, sessionCookie, s.keys.encode(sess), sess.Expires)
+	if max := time.Now().Add(maxSessionTTL); sess.Expires.After(max) {
+		sess.Expires = max
+	}
+	// The cookie is a random ID of the session kept here, never the token.
+	setCookie(w, r, sessionCookie, s.sess.add(sess), sess.Expires)
 	s.log.Info("portal: login", "user", sess.User, "project", sess.Project)
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
 func (s *Server) logout(w http.ResponseWriter, r *http.Request, sess *session) {
+	if c, err := r.Cookie(sessionCookie); err == nil {
+		s.sess.remove(c.Value)
+	}
 	if err := s.revoke(r.Context(), sess.Token); err != nil {
 		s.log.Warn("portal: logout could not revoke the token", "user", sess.User, "err", err)
 	}

@@ -30,8 +30,9 @@ type Options struct {
 	// Endpoints are the API base URLs the portal calls (Identity is
 	// required; see Endpoints for their shapes).
 	Endpoints Endpoints
-	// Secret signs session cookies; empty means a random key per process
-	// (sessions then end when the portal restarts).
+	// Secret keys the CSRF tokens; empty means a random key per process.
+	// Sessions themselves live in the portal process (the cookie is a
+	// random session ID), so they end when it restarts.
 	Secret string
 	// PageSize is the servers list's page (default 20).
 	PageSize int
@@ -45,6 +46,7 @@ type Server struct {
 	ep    Endpoints
 	up    upstream
 	keys  keys
+	sess  *sessions
 	log   *slog.Logger
 	pages map[string]*template.Template
 	page  int
@@ -55,7 +57,7 @@ func New(opts Options) (*Server, error) {
 	if opts.Endpoints.Identity == "" || opts.Endpoints.Compute == "" || opts.Endpoints.Image == "" || opts.Endpoints.Network == "" {
 		return nil, errors.New("portal: every API endpoint (identity, compute, image, network) is required")
 	}
-	s := &Server{ep: trimEndpoints(opts.Endpoints), keys: newKeys(opts.Secret), log: opts.Logger, page: opts.PageSize}
+	s := &Server{ep: trimEndpoints(opts.Endpoints), keys: newKeys(opts.Secret), sess: newSessions(), log: opts.Logger, page: opts.PageSize}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -251,11 +253,7 @@ func (s *Server) session(r *http.Request) *session {
 	if err != nil {
 		return nil
 	}
-	sess, ok := s.keys.decode(c.Value)
-	if !ok {
-		return nil
-	}
-	return sess
+	return s.sess.get(c.Value)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

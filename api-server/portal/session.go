@@ -5,13 +5,15 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 )
+
+// maxSessionTTL caps a portal session's life whatever its token's.
+const maxSessionTTL = 12 * time.Hour
 
 const (
 	sessionCookie = "capsule_session"
@@ -20,28 +22,27 @@ const (
 	csrfHeader    = "X-CSRF-Token"
 )
 
-// session is what the session cookie carries: the user's Keystone token
-// and what pages show about it. It is signed, not encrypted; it is
-// HttpOnly so page scripts cannot read the token, and what it says about
-// roles only shapes pages: the APIs decide what the token may do.
+// session is what the portal keeps of a login, server-side: the user's
+// Keystone token and what pages show about it. The browser holds only a
+// random session ID (the cookie) that maps to it; the token never leaves
+// the portal. What it says about roles only shapes pages: the APIs decide
+// what the token may do.
 type session struct {
-	Token     string    `json:"t"`
-	User      string    `json:"u"`
-	Project   string    `json:"p"`
-	ProjectID string    `json:"pid"`
-	Admin     bool      `json:"a"`
-	Expires   time.Time `json:"e"`
+	Token     string
+	User      string
+	Project   string
+	ProjectID string
+	Admin     bool
+	Expires   time.Time
 }
 
-// keys signs session cookies and derives CSRF tokens.
+// keys derives CSRF tokens.
 type keys struct{ secret []byte }
 
 func newKeys(secret string) keys {
 	if secret != "" {
 		return keys{secret: []byte(secret)}
 	}
-	// A key per process: sessions end when the portal restarts, which
-	// only costs users a new login.
 	return keys{secret: []byte(randomToken())}
 }
 
@@ -54,30 +55,65 @@ func (k keys) mac(parts ...string) []byte {
 	return h.Sum(nil)
 }
 
-func (k keys) encode(s *session) string {
-	b, _ := json.Marshal(s)
-	payload := base64.RawURLEncoding.EncodeToString(b)
-	return payload + "." + base64.RawURLEncoding.EncodeToString(k.mac("session", payload))
+// sessions maps session IDs to sessions. IDs are 256 random bits; the map
+// is keyed by their hash, so a lookup's timing says nothing of a valid ID.
+// Sessions live in this process: a restart logs everyone out, which only
+// costs a new login.
+type sessions struct {
+	mu   sync.Mutex
+	byID map[string]*session
+	now  func() time.Time
 }
 
-func (k keys) decode(v string) (*session, bool) {
-	payload, sig, ok := strings.Cut(v, ".")
-	if !ok {
-		return nil, false
+func newSessions() *sessions {
+	return &sessions{byID: map[string]*session{}, now: time.Now}
+}
+
+func sessionKey(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(sum[:])
+}
+
+// add keeps sess and returns its new ID, dropping expired sessions first.
+func (ss *sessions) add(sess *session) string {
+	id := randomToken()
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	now := ss.now()
+	for k, s := range ss.byID {
+		if !now.Before(s.Expires) {
+			delete(ss.byID, k)
+		}
 	}
-	got, err := base64.RawURLEncoding.DecodeString(sig)
-	if err != nil || !hmac.Equal(got, k.mac("session", payload)) {
-		return nil, false
+	ss.byID[sessionKey(id)] = sess
+	return id
+}
+
+// get returns the live session of id, nil if none (unknown, ended or
+// expired).
+func (ss *sessions) get(id string) *session {
+	if id == "" {
+		return nil
 	}
-	b, err := base64.RawURLEncoding.DecodeString(payload)
-	if err != nil {
-		return nil, false
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	k := sessionKey(id)
+	s := ss.byID[k]
+	if s == nil {
+		return nil
 	}
-	var s session
-	if json.Unmarshal(b, &s) != nil || s.Token == "" || time.Now().After(s.Expires) {
-		return nil, false
+	if !ss.now().Before(s.Expires) {
+		delete(ss.byID, k)
+		return nil
 	}
-	return &s, true
+	return s
+}
+
+// remove ends the session of id (logout).
+func (ss *sessions) remove(id string) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	delete(ss.byID, sessionKey(id))
 }
 
 // csrf is the session's CSRF token: bound to the Keystone token, so it

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 
 	"github.com/capsule-cloud/capsule/api-server/identity"
@@ -31,15 +32,19 @@ func (f *imageFlags) Set(v string) error { *f = append(*f, v); return nil }
 // nothing but passwords given anew.
 func bootstrap(ctx context.Context, cfg config.Config, args []string, log *slog.Logger) error {
 	fs := flag.NewFlagSet("bootstrap", flag.ContinueOnError)
-	adminPass := fs.String("admin-password", "", "password of user admin (required)")
-	demoPass := fs.String("demo-password", "", "password of user demo (required)")
+	// The passwords come from the environment: a command line is
+	// readable by every user of the host (ps). The flags stay for tests.
+	adminPass := fs.String("admin-password", os.Getenv("CAPSULE_ADMIN_PASSWORD"),
+		"password of user admin (required; default $CAPSULE_ADMIN_PASSWORD, prefer it: ps shows flags)")
+	demoPass := fs.String("demo-password", os.Getenv("CAPSULE_DEMO_PASSWORD"),
+		"password of user demo (required; default $CAPSULE_DEMO_PASSWORD, prefer it: ps shows flags)")
 	var images imageFlags
 	fs.Var(&images, "image", "NAME=REGISTRY_REF of a public base image (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *adminPass == "" || *demoPass == "" {
-		return errors.New("bootstrap: -admin-password and -demo-password are required")
+		return errors.New("bootstrap: CAPSULE_ADMIN_PASSWORD and CAPSULE_DEMO_PASSWORD (or -admin-password and -demo-password) are required")
 	}
 	st, err := store.Open(ctx, cfg.Database.Driver, cfg.Database.DSN)
 	if err != nil {

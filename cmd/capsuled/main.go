@@ -3,7 +3,7 @@
 // all in one process, plus the one-shot "bootstrap" of a new cloud.
 //
 //	capsuled [-config /etc/capsule/capsule.yaml] all|api|scheduler|conductor|agent
-//	capsuled [-config ...] bootstrap -admin-password P -demo-password Q -image NAME=REF
+//	CAPSULE_ADMIN_PASSWORD=P CAPSULE_DEMO_PASSWORD=Q capsuled [-config ...] bootstrap -image NAME=REF
 package main
 
 import (
