@@ -142,13 +142,13 @@ func (c *cli) hostEvacuate(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("list servers on %s: %w", host, err)
 	}
-	fmt.Fprintf(os.Stderr, "host %s disabled; migrating %d server(s) away\n", host, len(list))
+	fmt.Fprintf(os.Stderr, "host %s disabled; migrating %d server(s) away\n", safe(host), len(list))
 	evs := make([]evacuation, len(list))
 	var mu sync.Mutex // serialises the progress lines
 	say := func(format string, a ...any) {
 		mu.Lock()
 		defer mu.Unlock()
-		fmt.Fprintf(os.Stderr, format+"\n", a...)
+		fmt.Fprintln(os.Stderr, safe(fmt.Sprintf(format, a...)))
 	}
 	sem := make(chan struct{}, *parallel)
 	var wg sync.WaitGroup

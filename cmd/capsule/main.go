@@ -52,7 +52,8 @@ Credentials: OS_CLOUD (clouds.yaml) or OS_AUTH_URL/OS_USERNAME/... (source /etc/
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "capsule:", err)
+		// An error may quote the API (a fault message naming a server).
+		fmt.Fprintln(os.Stderr, "capsule:", safe(err.Error()))
 		os.Exit(1)
 	}
 }

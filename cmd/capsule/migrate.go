@@ -394,6 +394,7 @@ func newProgress(f *os.File) *progress {
 }
 
 func (p *progress) show(line string) {
+	line = safe(line) // host names and statuses come from the API
 	if p == nil || line == p.last {
 		return
 	}

@@ -23,10 +23,12 @@ func (c *cli) table(headers []string, rows [][]string) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(out)
 	}
+	// Cells come from the cloud (tenants name servers): stripped of
+	// terminal controls. JSON escapes them itself.
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, strings.Join(headers, "\t"))
+	fmt.Fprintln(tw, strings.Join(safeCells(headers), "\t"))
 	for _, r := range rows {
-		fmt.Fprintln(tw, strings.Join(r, "\t"))
+		fmt.Fprintln(tw, strings.Join(safeCells(r), "\t"))
 	}
 	return tw.Flush()
 }
@@ -40,7 +42,15 @@ func (c *cli) record(fields []string, values map[string]any) error {
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	for _, f := range fields {
-		fmt.Fprintf(tw, "%s\t%v\n", f, values[f])
+		fmt.Fprintf(tw, "%s\t%s\n", safe(f), safe(fmt.Sprint(values[f])))
 	}
 	return tw.Flush()
+}
+
+func safeCells(cells []string) []string {
+	out := make([]string, len(cells))
+	for i, c := range cells {
+		out[i] = safe(c)
+	}
+	return out
 }

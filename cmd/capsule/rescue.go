@@ -52,7 +52,8 @@ func rescueData(ctx context.Context, args []string) error {
 		}
 		return err
 	}
-	fmt.Printf("rescued server %s (%s), container %.12s: %d files, %d bytes", orDash(m.Server), orDash(m.Name), m.ContainerID, m.Root.Files, m.BytesCopied)
+	fmt.Printf("rescued server %s (%s), container %.12s: %d files, %d bytes", safe(orDash(m.Server)), safe(orDash(m.Name)),
+		safe(m.ContainerID), m.Root.Files, m.BytesCopied)
 	if len(m.Volumes) > 0 {
 		fmt.Printf(", %d volume(s) under %s", len(m.Volumes), filepath.Join(dest, rescue.VolumesDir))
 	}
@@ -61,7 +62,7 @@ func rescueData(ctx context.Context, args []string) error {
 		fmt.Printf("%d entries not reproduced (see warnings in the manifest)\n", n)
 	}
 	for _, nc := range m.NotCopied {
-		fmt.Println("not copied:", nc)
+		fmt.Println("not copied:", safe(fmt.Sprint(nc)))
 	}
 	if n := m.ReadErrors(); n > 0 {
 		// Everything readable was copied; a script must still notice.
@@ -82,7 +83,9 @@ func rescueList(dataRoot string) error {
 		if c.Role == rescue.RoleSandbox {
 			continue // part of its server; nothing of the tenant's in it
 		}
-		fmt.Fprintf(w, "%s\t%s\t%.12s\t%s\t%s\n", orDash(c.InstanceID), orDash(c.ServerName), c.ID, c.State, orDash(c.Image))
+		// Names and images are the tenant's: no terminal controls.
+		fmt.Fprintf(w, "%s\t%s\t%.12s\t%s\t%s\n", safe(orDash(c.InstanceID)), safe(orDash(c.ServerName)), safe(c.ID),
+			safe(c.State), safe(orDash(c.Image)))
 	}
 	return w.Flush()
 }
