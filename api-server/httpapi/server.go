@@ -97,6 +97,15 @@ func LimitBody(next http.Handler, max int64, tooLarge TooLargeFunc, streaming fu
 		}
 	}
 	msg := TooLargeMessage(max)
+	refuse := tooLarge
+	tooLarge = func(w http.ResponseWriter, r *http.Request, msg string) {
+		// Refused before the API's own middleware ran: still an id to
+		// quote, as every OpenStack answer has.
+		if w.Header().Get(RequestIDHeader) == "" {
+			w.Header().Set(RequestIDHeader, NewRequestID())
+		}
+		refuse(w, r, msg)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if streaming != nil && streaming(r) {
 			rc := http.NewResponseController(w)

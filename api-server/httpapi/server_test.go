@@ -121,6 +121,9 @@ func TestBodyLimit(t *testing.T) {
 			b, _ := io.ReadAll(resp.Body)
 			t.Fatalf("status %d (%s), want 413", resp.StatusCode, b)
 		}
+		if !reqID.MatchString(resp.Header.Get(httpapi.RequestIDHeader)) {
+			t.Errorf("413 without a request id: %v", resp.Header)
+		}
 		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.OverLimit.Code != 413 ||
 			!strings.Contains(body.OverLimit.Message, "100 bytes") {
 			t.Fatalf("413 body %+v (%v), want the API's format", body, err)
@@ -213,5 +216,45 @@ func TestNewServerHeaderLimit(t *testing.T) {
 	}
 	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
 		t.Fatalf("status %d, want 431", resp.StatusCode)
+	}
+}
+
+// A streaming route (image data) outlives the read timeout that cuts a
+// slow body elsewhere.
+func TestStreamingRouteHasNoReadTimeout(t *testing.T) {
+	srv := httpapi.NewServer(httpapi.Listener{Limits: httpapi.Limits{ReadTimeout: 300 * time.Millisecond, MaxBodyBytes: 1 << 20},
+		Streaming: func(r *http.Request) bool { return r.URL.Path == "/data" },
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if _, err := io.Copy(io.Discard, r.Body); err != nil {
+				w.WriteHeader(http.StatusBadRequest)
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+		})})
+	base := "http://" + serve(t, srv)
+	slow := func(path string) (int, error) {
+		pr, pw := io.Pipe()
+		go func() {
+			for range 8 {
+				time.Sleep(100 * time.Millisecond)
+				if _, err := io.WriteString(pw, "chunk"); err != nil {
+					return
+				}
+			}
+			_ = pw.Close()
+		}()
+		req, _ := http.NewRequest(http.MethodPut, base+path, pr)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	if st, err := slow("/data"); err != nil || st != http.StatusNoContent {
+		t.Fatalf("slow upload on the streaming route: %d %v, want 204", st, err)
+	}
+	if st, err := slow("/json"); err == nil && st == http.StatusNoContent {
+		t.Fatal("a slow body on an ordinary route outlived the read timeout")
 	}
 }
