@@ -109,7 +109,7 @@ type fakeTags struct {
 	err  error
 }
 
-func (f *fakeTags) DeleteImage(_ context.Context, ref, _ string) error {
+func (f *fakeTags) ReleaseImage(_ context.Context, ref string, _ []string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.refs = append(f.refs, ref)

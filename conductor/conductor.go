@@ -38,7 +38,7 @@ type Conductor struct {
 	mig *migrate.Engine
 	// reg removes the registry tags of backups rotated out (nil: left
 	// behind, logged).
-	reg TagDeleter
+	reg ImageReleaser
 }
 
 // New returns a conductor; maxAttempts bounds build reschedules.

@@ -12,6 +12,7 @@ import (
 	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
+	"github.com/capsule-cloud/capsule/registry"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -23,14 +24,16 @@ const (
 	imageKilled = "killed"
 )
 
-// TagDeleter removes an image from the private registry (registry.Client):
-// what the conductor needs to rotate backups out.
-type TagDeleter interface {
-	DeleteImage(ctx context.Context, ref, digest string) error
+// ImageReleaser removes an image from the private registry unless another
+// image (others: the references the remaining image rows hold) still uses
+// its manifest (registry.Client): what the conductor needs to rotate
+// backups out.
+type ImageReleaser interface {
+	ReleaseImage(ctx context.Context, ref string, others []string) error
 }
 
 // SetRegistry sets the registry client backups are rotated out of.
-func (c *Conductor) SetRegistry(reg TagDeleter) { c.reg = reg }
+func (c *Conductor) SetRegistry(reg ImageReleaser) { c.reg = reg }
 
 // onSnapshotReport records the outcome of a createImage or createBackup:
 // the image goes active with what was pushed, or is killed and removed;
@@ -173,7 +176,8 @@ func isBackupOf(img *store.Image, instanceID, typ string) bool {
 	return props["image_type"] == "backup" && props["instance_uuid"] == instanceID && props["backup_type"] == typ
 }
 
-// deleteTags removes the registry tags of rotated-out backups. The rows
+// deleteTags removes the registry tags of rotated-out backups (what no
+// remaining image uses). The rows
 // are gone already, so for clients the images are; a tag left behind is
 // only wasted space (as with a Glance image delete), hence logged, not
 // retried.
@@ -187,8 +191,22 @@ func (c *Conductor) deleteTags(ctx context.Context, imgs []store.Image) {
 			c.log.Warn("no registry client: rotated-out backup left in the registry", "image", img.ID, "ref", img.RegistryRef)
 			continue
 		}
-		if err := c.reg.DeleteImage(ctx, img.RegistryRef, ""); err != nil {
+		if err := c.releaseImage(ctx, img.RegistryRef); err != nil {
 			c.log.Warn("delete tag of rotated-out backup", "image", img.ID, "ref", img.RegistryRef, "error", err)
 		}
 	}
+}
+
+// releaseImage deletes ref from the registry unless an image row still
+// uses its manifest (the rotated-out rows are gone already).
+func (c *Conductor) releaseImage(ctx context.Context, ref string) error {
+	r, err := registry.ParseRef(ref)
+	if err != nil {
+		return err
+	}
+	others, err := c.st.ImageRefsIn(ctx, r.Repository())
+	if err != nil {
+		return err
+	}
+	return c.reg.ReleaseImage(ctx, ref, others)
 }

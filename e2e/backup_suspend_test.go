@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net/url"
 	"os/exec"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -106,7 +105,7 @@ func TestBackupRotationAndSuspendCLI(t *testing.T) {
 		t.Fatalf("backups after the first = %v", first)
 	}
 	b1 := strings.TrimPrefix(first[0], "b1=")
-	if !slices.Contains(snapshotTags(t, registry), b1) {
+	if !snapshotTagged(t, registry, b1) {
 		t.Fatalf("registry lacks the first backup's tag %s", b1)
 	}
 	waitShow("ACTIVE")
@@ -119,12 +118,11 @@ func TestBackupRotationAndSuspendCLI(t *testing.T) {
 	b2 := strings.TrimPrefix(second[0], "b2=")
 	// The tag goes right after the row (same conductor message).
 	deadline := time.Now().Add(15 * time.Second)
-	for slices.Contains(snapshotTags(t, registry), b1) && time.Now().Before(deadline) {
+	for snapshotTagged(t, registry, b1) && time.Now().Before(deadline) {
 		time.Sleep(250 * time.Millisecond)
 	}
-	tags := snapshotTags(t, registry)
-	if slices.Contains(tags, b1) || !slices.Contains(tags, b2) {
-		t.Errorf("registry tags: first backup's present %v, second's present %v", slices.Contains(tags, b1), slices.Contains(tags, b2))
+	if has1, has2 := snapshotTagged(t, registry, b1), snapshotTagged(t, registry, b2); has1 || !has2 {
+		t.Errorf("registry tags: first backup's present %v, second's present %v", has1, has2)
 	}
 	waitShow("ACTIVE")
 

@@ -16,14 +16,15 @@ import (
 	capreg "github.com/capsule-cloud/capsule/registry"
 )
 
-// snapshotTags lists the registry's capsule/snapshots tags.
-func snapshotTags(t *testing.T, registry string) []string {
+// snapshotTagged reports whether the registry has the tag of snapshot
+// (or backup) image id, in its own repository under capsule/snapshots.
+func snapshotTagged(t *testing.T, registry, id string) bool {
 	t.Helper()
-	tags, err := (&capreg.Client{Address: registry}).Tags(context.Background(), capreg.SnapshotRepo)
+	tags, err := (&capreg.Client{Address: registry}).Tags(context.Background(), capreg.PerImageRepo(capreg.SnapshotRepo, id))
 	if err != nil {
 		t.Fatalf("list snapshot tags: %v", err)
 	}
-	return tags
+	return slices.Contains(tags, id)
 }
 
 // TestSnapshotBootAndDelete: a file written inside a server is in the
@@ -76,7 +77,7 @@ func TestSnapshotBootAndDelete(t *testing.T) {
 		img.Properties["image_type"] != "snapshot" || img.Properties["instance_uuid"] != srv.ID {
 		t.Fatalf("snapshot image %+v", img)
 	}
-	if !slices.Contains(snapshotTags(t, registry), imgID) {
+	if !snapshotTagged(t, registry, imgID) {
 		t.Fatalf("registry lacks the snapshot tag %s", imgID)
 	}
 	waitStatus(t, demo, srv.ID, "ACTIVE", 30*time.Second)
@@ -98,7 +99,7 @@ func TestSnapshotBootAndDelete(t *testing.T) {
 	if err := images.Delete(ctx, ic, imgID).ExtractErr(); err != nil {
 		t.Fatalf("delete image: %v", err)
 	}
-	if slices.Contains(snapshotTags(t, registry), imgID) {
+	if snapshotTagged(t, registry, imgID) {
 		t.Errorf("registry still lists the snapshot tag %s after image delete", imgID)
 	}
 }

@@ -11,7 +11,7 @@ const (
 )
 
 // SnapshotInstance asks an agent to commit an instance's container and
-// push it to Ref (<registry>/capsule/snapshots:<image id>), the registry
+// push it to Ref (<registry>/capsule/snapshots/<image id>:<image id>), the registry
 // reference the image row ImageID will point at.
 type SnapshotInstance struct {
 	RequestID  string `json:"request_id"`

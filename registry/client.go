@@ -577,6 +577,70 @@ func (c *Client) DeleteImage(ctx context.Context, ref, digest string) error {
 	return nil
 }
 
+// ReleaseImage deletes the image ref (host/repo:tag or host/repo@digest)
+// from this client's registry unless another image still uses its
+// manifest. others are the references every other image still holds (the
+// database's rows); those outside ref's repository do not matter. Since a
+// registry deletes a manifest with every tag of its repository pointing
+// at it, the manifest stays while another reference names the same tag,
+// or names a tag or digest of the same repository that resolves to the
+// same manifest (images uploaded to a shared repository before each got
+// its own, PerImageRepo). The last image to go takes the manifest along,
+// so nothing leaks. Already gone is success; a reference another image
+// holds that cannot be resolved keeps the manifest (an error): never
+// delete what may still be used.
+func (c *Client) ReleaseImage(ctx context.Context, ref string, others []string) error {
+	r, err := ParseRef(ref)
+	if err != nil {
+		return err
+	}
+	if r.Host != c.Host() {
+		return fmt.Errorf("registry: %s is not in registry %s", ref, c.Host())
+	}
+	var sameRepo []Ref
+	for _, o := range others {
+		or, err := ParseRef(o)
+		if err != nil || or.Host != r.Host || or.Repo != r.Repo {
+			continue
+		}
+		if or == r {
+			return nil // another image holds this very reference
+		}
+		sameRepo = append(sameRepo, or)
+	}
+	digest := r.Digest
+	if digest == "" {
+		d, err := c.Resolve(ctx, r.Repo, r.Tag)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		digest = d.Digest
+	}
+	for _, o := range sameRepo {
+		od := o.Digest
+		if od == "" {
+			d, err := c.Resolve(ctx, o.Repo, o.Tag)
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("registry: keep %s: cannot tell whether %s shares its manifest: %w", ref, o, err)
+			}
+			od = d.Digest
+		}
+		if od == digest {
+			return nil // deleting the manifest would untag o
+		}
+	}
+	if err := c.DeleteManifest(ctx, r.Repo, digest); err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
 // Tags lists repo's tags, following the registry's pagination. A
 // repository that does not exist has none.
 func (c *Client) Tags(ctx context.Context, repo string) ([]string, error) {

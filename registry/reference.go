@@ -15,6 +15,13 @@ const (
 	MigrationRepo = "capsule/migrations" // cold-migration commits, one tag per migration
 )
 
+// PerImageRepo is the repository of one image under base (ImageRepo or
+// SnapshotRepo): every image gets its own, because a registry deletes a
+// manifest by digest together with every tag of its repository pointing
+// at it, so in a shared repository deleting one image would untag every
+// other image with the same content.
+func PerImageRepo(base, imageID string) string { return base + "/" + imageID }
+
 // Ref is a parsed image reference: Host/Repo, then :Tag, @Digest or both.
 type Ref struct {
 	Host   string
@@ -34,6 +41,9 @@ func (r Ref) String() string {
 	}
 	return s
 }
+
+// Repository is Host/Repo: the reference without its tag or digest.
+func (r Ref) Repository() string { return r.Host + "/" + r.Repo }
 
 // Reference is what the registry API names the manifest by: the digest
 // when there is one (it pins the content), else the tag.

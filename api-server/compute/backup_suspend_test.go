@@ -108,7 +108,7 @@ func TestCreateBackupFlow(t *testing.T) {
 		"servers", "server_actions_common_schema"})
 	req1 := f.lastSnapshotRequest()
 	if req1.Backup == nil || *req1.Backup != (protocol.BackupRotation{Type: "daily", Rotation: 1}) || req1.InstanceID != id ||
-		req1.Ref != "127.0.0.1:5050/capsule/snapshots:"+req1.ImageID {
+		req1.Ref != "127.0.0.1:5050/capsule/snapshots/"+req1.ImageID+":"+req1.ImageID {
 		t.Fatalf("snapshot request %+v backup %+v", req1, req1.Backup)
 	}
 	var img store.Image

@@ -152,9 +152,9 @@ func (s *Service) startSnapshot(w http.ResponseWriter, r *http.Request, inst *st
 		return
 	}
 	imageID := newUUID()
-	// One tag per image id in the snapshot repository; image delete
-	// removes the tag.
-	ref := registry.Ref{Host: s.snapshotRegistry(ctx, inst), Repo: registry.SnapshotRepo, Tag: imageID}.String()
+	// Each image its own repository (registry.PerImageRepo), tagged with
+	// its id; image delete removes the tag.
+	ref := registry.Ref{Host: s.snapshotRegistry(ctx, inst), Repo: registry.PerImageRepo(registry.SnapshotRepo, imageID), Tag: imageID}.String()
 	pb, _ := json.Marshal(snapshotProps(in, inst, creds.UserID))
 	now := s.opts.Now()
 	img := store.Image{ID: imageID, Name: in.name, Owner: creds.ProjectID, Visibility: "private",

@@ -72,7 +72,7 @@ func TestCreateImageFlow(t *testing.T) {
 	if err := sent[0].Decode(&req); err != nil {
 		t.Fatal(err)
 	}
-	if req.InstanceID != id || req.ImageID != img1 || req.Ref != "127.0.0.1:5050/capsule/snapshots:"+img1 {
+	if req.InstanceID != id || req.ImageID != img1 || req.Ref != "127.0.0.1:5050/capsule/snapshots/"+img1+":"+img1 {
 		t.Errorf("snapshot message %+v", req)
 	}
 	// A second snapshot while one runs conflicts.

@@ -16,6 +16,7 @@ import (
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/api-server/httpapi"
 	"github.com/capsule-cloud/capsule/errdefs"
+	"github.com/capsule-cloud/capsule/registry"
 	"github.com/capsule-cloud/capsule/store"
 	"github.com/google/uuid"
 	"gorm.io/gorm"
@@ -211,13 +212,29 @@ func (s *Service) deleteImage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The row is gone, so the image is deleted for clients; a registry
-	// tag left behind is only wasted space, hence best effort.
+	// tag left behind is only wasted space, hence best effort. Counted
+	// after the row went: of concurrent deletes of images sharing data,
+	// the last one sees no other and removes it.
 	if del, ok := s.opts.Data.(Deleter); ok && img.RegistryRef != "" {
-		if err := del.Delete(r.Context(), img); err != nil {
+		if err := s.deleteData(r.Context(), del, img); err != nil {
 			s.log.WarnContext(r.Context(), "delete image data", "image", img.ID, "ref", img.RegistryRef, "error", err)
 		}
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// deleteData has del drop the data of the deleted image img, telling it
+// which references the remaining images hold in img's repository.
+func (s *Service) deleteData(ctx context.Context, del Deleter, img store.Image) error {
+	ref, err := registry.ParseRef(img.RegistryRef)
+	if err != nil {
+		return nil // not a reference Capsule stored
+	}
+	others, err := s.st.ImageRefsIn(ctx, ref.Repository())
+	if err != nil {
+		return err
+	}
+	return del.Delete(ctx, img, others)
 }
 
 // ---- list ----

@@ -33,11 +33,13 @@ const smallFile = 1 << 20
 // RegistryData keeps image data in a Docker registry (Data). Images of
 // container_format "docker" are `docker save` tarballs: their layers and
 // config become blobs and a schema-2 manifest tagged with the image id, so
-// compute hosts pull them like any image. Other formats are stored as one
+// compute hosts pull them like any image. Each image has a repository of
+// its own under Repo (registry.PerImageRepo), so deleting its manifest
+// cannot untag another image with the same content. Other formats are stored as one
 // opaque blob (they cannot boot, but upload/download round-trips work).
 type RegistryData struct {
 	Registry *registry.Client
-	Repo     string // repository images go to, default registry.ImageRepo
+	Repo     string // repository images go under, default registry.ImageRepo
 }
 
 // NewRegistryData returns the Data of the configured private registry.
@@ -86,7 +88,7 @@ type saveManifest struct {
 // Put stores an image's data and returns the reference it can be pulled
 // (or fetched) by.
 func (d *RegistryData) Put(ctx context.Context, img store.Image, r io.Reader) (string, error) {
-	repo := d.repo()
+	repo := registry.PerImageRepo(d.repo(), img.ID)
 	if img.ContainerFormat != "docker" {
 		b, err := d.Registry.UploadBlob(ctx, repo, r)
 		if err != nil {
@@ -229,13 +231,15 @@ func writeSave(ctx context.Context, reg *registry.Client, ref registry.Ref, name
 }
 
 // Delete removes the registry tag of an image Capsule stored (a reference
-// in this RegistryData's repository); references elsewhere (pre-pushed
-// base images) are left alone.
-func (d *RegistryData) Delete(ctx context.Context, img store.Image) error {
+// in this RegistryData's repositories or the snapshots' ones) unless
+// another image still uses its manifest (others: the references the
+// remaining images hold in its repository; registry.ReleaseImage);
+// references elsewhere (pre-pushed base images) are left alone.
+func (d *RegistryData) Delete(ctx context.Context, img store.Image, others []string) error {
 	ref, err := registry.ParseRef(img.RegistryRef)
-	// Snapshots (createImage) are pushed by compute hosts to
+	// Snapshots (createImage) are pushed by compute hosts under
 	// registry.SnapshotRepo: Capsule's too, so their tags go with the image.
-	if err != nil || ref.Host != d.Registry.Host() || (ref.Repo != d.repo() && ref.Repo != registry.SnapshotRepo) {
+	if err != nil || ref.Host != d.Registry.Host() || !(within(ref.Repo, d.repo()) || within(ref.Repo, registry.SnapshotRepo)) {
 		return nil
 	}
 	if ref.Tag == "" && img.ContainerFormat != "docker" {
@@ -243,5 +247,11 @@ func (d *RegistryData) Delete(ctx context.Context, img store.Image) error {
 		// once nothing references them; blob deletes are often disabled.
 		return nil
 	}
-	return d.Registry.DeleteImage(ctx, img.RegistryRef, "")
+	return d.Registry.ReleaseImage(ctx, img.RegistryRef, others)
+}
+
+// within reports whether repo is base or one image's repository under it
+// (the shared base held every image before each got its own).
+func within(repo, base string) bool {
+	return repo == base || strings.HasPrefix(repo, base+"/")
 }

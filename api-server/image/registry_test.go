@@ -4,6 +4,8 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +20,7 @@ import (
 	"github.com/capsule-cloud/capsule/api-server/image"
 	"github.com/capsule-cloud/capsule/internal/testenv"
 	"github.com/capsule-cloud/capsule/registry"
+	"github.com/capsule-cloud/capsule/registry/registrytest"
 	"github.com/capsule-cloud/capsule/store"
 	"github.com/google/uuid"
 )
@@ -130,7 +133,7 @@ func TestRegistryDataRoundTrip(t *testing.T) {
 	if err := e.st.DB.Where("id = ?", id).Take(&row).Error; err != nil {
 		t.Fatal(err)
 	}
-	wantRef := reg + "/" + repo + ":" + id
+	wantRef := reg + "/" + repo + "/" + id + ":" + id
 	if row.RegistryRef != wantRef || row.Status != "active" || row.Size == nil || *row.Size != int64(len(saved)) {
 		t.Fatalf("uploaded row %+v, want ref %s", row, wantRef)
 	}
@@ -142,7 +145,7 @@ func TestRegistryDataRoundTrip(t *testing.T) {
 	})
 
 	// dockerd pulls the pushed image; same config, so the same image id.
-	if _, err := docker.call(ctx, "POST", "/images/create?fromImage="+url.QueryEscape(reg+"/"+repo)+"&tag="+id, nil); err != nil {
+	if _, err := docker.call(ctx, "POST", "/images/create?fromImage="+url.QueryEscape(reg+"/"+repo+"/"+id)+"&tag="+id, nil); err != nil {
 		t.Fatalf("docker pull of the uploaded image: %v", err)
 	}
 	if got, err := docker.imageID(ctx, wantRef); err != nil || got != baseID {
@@ -171,7 +174,7 @@ func TestRegistryDataRoundTrip(t *testing.T) {
 
 	// Deleting the image drops its tag; the base image's is kept.
 	e.want(e.do("DELETE", "/v2/images/"+id, e.alice, nil), http.StatusNoContent)
-	if _, err := client.Resolve(ctx, repo, id); !errors.Is(err, registry.ErrNotFound) {
+	if _, err := client.Resolve(ctx, repo+"/"+id, id); !errors.Is(err, registry.ErrNotFound) {
 		t.Fatalf("tag survived the image delete: %v", err)
 	}
 	e.want(e.do("DELETE", "/v2/images/"+img.ID, e.admin, nil), http.StatusNoContent)
@@ -195,5 +198,138 @@ func TestRegistryDataRoundTrip(t *testing.T) {
 	e.wantError(e.do("PUT", "/v2/images/"+badID+"/file", e.alice, []byte("not a tarball"), "Content-Type", "application/octet-stream"), http.StatusBadRequest)
 	if r := e.want(e.do("GET", "/v2/images/"+badID, e.alice, nil), http.StatusOK); r.body["status"] != "queued" {
 		t.Fatalf("failed upload left status %v", r.body["status"])
+	}
+}
+
+// dockerSave builds a minimal `docker save` tarball: one uncompressed
+// tar layer per entry of layers (each a tar holding one file of that
+// content), a config naming their diff ids and a manifest.json.
+func dockerSave(t testing.TB, layers ...[]byte) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	tw := tar.NewWriter(&out)
+	add := func(name string, b []byte) {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var names, diffIDs []string
+	for i, content := range layers {
+		var lb bytes.Buffer
+		lw := tar.NewWriter(&lb)
+		_ = lw.WriteHeader(&tar.Header{Name: fmt.Sprintf("file%d", i), Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg})
+		_, _ = lw.Write(content)
+		_ = lw.Close()
+		sum := sha256.Sum256(lb.Bytes())
+		name := fmt.Sprintf("layer%d/layer.tar", i)
+		add(name, lb.Bytes())
+		names = append(names, name)
+		diffIDs = append(diffIDs, "sha256:"+hex.EncodeToString(sum[:]))
+	}
+	cfg, _ := json.Marshal(map[string]any{"architecture": "amd64", "os": "linux", "config": map[string]any{},
+		"rootfs": map[string]any{"type": "layers", "diff_ids": diffIDs}})
+	add("config.json", cfg)
+	man, _ := json.Marshal([]map[string]any{{"Config": "config.json", "RepoTags": []string{}, "Layers": names}})
+	add("manifest.json", man)
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+// TestImageDeleteKeepsIdenticalImages: two projects upload the same
+// content (so the same manifest digest); deleting one image leaves the
+// other's tag and data intact, and deleting the last one removes its
+// manifest from the registry (nothing leaks). Each image has its own
+// repository, so the delete by digest cannot reach the other's tag.
+func TestImageDeleteKeepsIdenticalImages(t *testing.T) {
+	reg := testenv.Registry(t)
+	ctx := context.Background()
+	base := "capsuletest/img-" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12]
+	client := &registry.Client{Address: reg}
+	e := newEnv(t, &image.RegistryData{Registry: client, Repo: base})
+	saved := dockerSave(t, []byte("same content in two projects"))
+
+	upload := func(token string) (string, registry.Ref) {
+		r := e.want(e.do("POST", "/v2/images", token, map[string]any{"name": "twin", "container_format": "docker", "disk_format": "raw"}), http.StatusCreated)
+		id := r.body["id"].(string)
+		e.want(e.do("PUT", "/v2/images/"+id+"/file", token, saved, "Content-Type", "application/octet-stream"), http.StatusNoContent)
+		var row store.Image
+		if err := e.st.DB.Where("id = ?", id).Take(&row).Error; err != nil {
+			t.Fatal(err)
+		}
+		ref, err := registry.ParseRef(row.RegistryRef)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = client.DeleteImage(context.Background(), row.RegistryRef, "") })
+		return id, ref
+	}
+	aliceID, aliceRef := upload(e.alice)
+	bobID, bobRef := upload(e.bob)
+	da, err := client.Resolve(ctx, aliceRef.Repo, aliceRef.Tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := client.Resolve(ctx, bobRef.Repo, bobRef.Tag)
+	if err != nil || db.Digest != da.Digest {
+		t.Fatalf("the two uploads differ (%v %v): the test needs identical manifests", da, db)
+	}
+
+	e.want(e.do("DELETE", "/v2/images/"+aliceID, e.alice, nil), http.StatusNoContent)
+	if _, err := client.Resolve(ctx, bobRef.Repo, bobRef.Tag); err != nil {
+		t.Fatalf("bob's image lost its tag when alice deleted hers: %v", err)
+	}
+	if d := e.want(e.do("GET", "/v2/images/"+bobID+"/file", e.bob, nil), http.StatusOK); len(tarNames(t, d.raw)) < 3 {
+		t.Fatalf("bob's download after alice's delete: %d bytes", len(d.raw))
+	}
+	if _, err := client.Resolve(ctx, aliceRef.Repo, aliceRef.Tag); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("alice's tag after her delete: %v, want ErrNotFound", err)
+	}
+	e.want(e.do("DELETE", "/v2/images/"+bobID, e.bob, nil), http.StatusNoContent)
+	if _, err := client.Resolve(ctx, bobRef.Repo, db.Digest); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("the last image's manifest after its delete: %v, want ErrNotFound", err)
+	}
+}
+
+// TestImageDeleteSharedRepository: images stored before each had its own
+// repository share one; deleting one whose manifest another row's tag
+// also points to keeps the manifest (and the other's tag), and the last
+// delete removes it. A second row holding the very same reference keeps
+// it too.
+func TestImageDeleteSharedRepository(t *testing.T) {
+	reg := testenv.Registry(t)
+	ctx := context.Background()
+	repo := "capsuletest/img-" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12]
+	client := &registry.Client{Address: reg}
+	e := newEnv(t, &image.RegistryData{Registry: client, Repo: repo})
+	dg := registrytest.PushTiny(t, client, repo, "a")
+	man, _, err := client.RawManifest(ctx, repo, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.PutManifest(ctx, repo, "b", registry.MediaDockerManifest, man); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.DeleteManifest(context.Background(), repo, dg) })
+	refA, refB := reg+"/"+repo+":a", reg+"/"+repo+":b"
+	a := e.register("legacy-a", e.demoPID, "private", func(img *store.Image) { img.RegistryRef = refA })
+	b := e.register("legacy-b", e.otherPID, "private", func(img *store.Image) { img.RegistryRef = refB })
+	b2 := e.register("legacy-b2", e.otherPID, "private", func(img *store.Image) { img.RegistryRef = refB })
+
+	e.want(e.do("DELETE", "/v2/images/"+a, e.alice, nil), http.StatusNoContent)
+	if _, err := client.Resolve(ctx, repo, "b"); err != nil {
+		t.Fatalf("b's tag after a's delete: %v", err)
+	}
+	e.want(e.do("DELETE", "/v2/images/"+b, e.bob, nil), http.StatusNoContent)
+	if _, err := client.Resolve(ctx, repo, "b"); err != nil {
+		t.Fatalf("b2's tag (the same as b's) after b's delete: %v", err)
+	}
+	e.want(e.do("DELETE", "/v2/images/"+b2, e.bob, nil), http.StatusNoContent)
+	if _, err := client.Resolve(ctx, repo, dg); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("manifest after the last delete: %v, want ErrNotFound", err)
 	}
 }

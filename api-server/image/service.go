@@ -30,9 +30,11 @@ type Data interface {
 }
 
 // Deleter is implemented by Data backends that can drop an image's data
-// when its record is deleted.
+// when its record is deleted. others are the registry references the
+// remaining images hold in the repository of img's: data one of them
+// still uses stays.
 type Deleter interface {
-	Delete(ctx context.Context, img store.Image) error
+	Delete(ctx context.Context, img store.Image, others []string) error
 }
 
 // Options configure the image service.
