@@ -21,6 +21,7 @@ import (
 	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/migrate"
+	"github.com/capsule-cloud/capsule/outbox"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/scheduler"
 	"github.com/capsule-cloud/capsule/store"
@@ -69,6 +70,12 @@ func (c *Conductor) Run(ctx context.Context) error {
 	go c.st.KeepAlive(ctx, host, store.ConductorBinary, 10*time.Second, func(err error) {
 		c.log.Warn("conductor heartbeat", "error", err)
 	})
+	// Messages committed with their state changes that their writer
+	// could not publish (it died, the broker was down): every conductor
+	// relays, side by side (the claims keep each row to one).
+	relay := outbox.NewRelay(c.st, c.b, outbox.Options{Owner: fmt.Sprintf("conductor@%s:%d", host, os.Getpid()),
+		Interval: c.cfg.OutboxInterval, Log: c.log})
+	go relay.Run(ctx)
 	// Migrations whose work the previous conductor may never have sent.
 	c.mig.Resume(ctx)
 	every := c.cfg.PeriodicInterval
@@ -441,8 +448,9 @@ func (c *Conductor) instancesOnHost(ctx context.Context, host string) (protocol.
 	return out, nil
 }
 
-// periodic puts builds that never finished into ERROR and drops claims
-// left by deleted instances, so nothing stays stuck or leaks.
+// periodic puts builds that never finished into ERROR, drops claims left
+// by deleted instances and ends the tasks whose worker died (sweepTasks),
+// so nothing stays stuck or leaks.
 func (c *Conductor) periodic(ctx context.Context) {
 	timeout := c.cfg.BuildTimeout
 	if timeout <= 0 {
@@ -471,4 +479,5 @@ func (c *Conductor) periodic(ctx context.Context) {
 	if err := instance.ReleaseClaimsOfDeleted(db); err != nil {
 		c.log.Error("drop claims of deleted instances", "error", err)
 	}
+	c.sweepTasks(ctx)
 }

@@ -123,9 +123,21 @@ type Conductor struct {
 	// step's agent (export, import, cleanup, restore) before it rolls
 	// back; a push or pull of a large server must fit in it.
 	MigrationStepTimeout time.Duration `yaml:"migration_step_timeout"`
-	// PeriodicInterval is how often the conductor looks for stuck builds
-	// and migrations.
+	// PeriodicInterval is how often the conductor looks for stuck builds,
+	// migrations and tasks (the sweeper's period).
 	PeriodicInterval time.Duration `yaml:"periodic_interval"`
+	// TaskTimeout is how long a task an agent carries out (stop, start,
+	// reboot, pause, suspend and their reverses, delete, a live resize
+	// or its revert) may go without progress before the sweeper ends it
+	// as failed: its worker died or its host is gone.
+	TaskTimeout time.Duration `yaml:"task_timeout"`
+	// ImageTaskTimeout is the same for the tasks that push or pull an
+	// image (snapshot, backup, rebuild): a large server's must fit.
+	ImageTaskTimeout time.Duration `yaml:"image_task_timeout"`
+	// OutboxInterval is how often the conductor relays the bus messages
+	// left in the outbox (by a role that died before publishing them, or
+	// while the broker was unreachable).
+	OutboxInterval time.Duration `yaml:"outbox_interval"`
 }
 
 // Agent is the per-host compute agent.
@@ -212,7 +224,8 @@ func Default() Config {
 			AdminProject: "admin", LockoutFailureAttempts: 10, LockoutSourceFailureAttempts: 50, LockoutDuration: 5 * time.Minute,
 			TokenPurgeInterval: time.Hour},
 		Scheduler: Scheduler{Weigher: "spread", MaxAttempts: 3, ServiceDownTime: 60 * time.Second},
-		Conductor: Conductor{BuildTimeout: 10 * time.Minute, MigrationStepTimeout: 15 * time.Minute, PeriodicInterval: 30 * time.Second},
+		Conductor: Conductor{BuildTimeout: 10 * time.Minute, MigrationStepTimeout: 15 * time.Minute, PeriodicInterval: 30 * time.Second,
+			TaskTimeout: 10 * time.Minute, ImageTaskTimeout: time.Hour, OutboxInterval: time.Second},
 		Agent: Agent{Host: host, Zone: "nova", HostIP: "127.0.0.1", DockerHost: "unix:///run/capsule/docker.sock",
 			Driver: "docker", PidsLimit: 1024, CPUAllocationRatio: 16, RAMAllocationRatio: 1, DiskAllocationRatio: 1,
 			ReservedMemoryMB: 512, HeartbeatInterval: 10 * time.Second, StopTimeout: 10 * time.Second,

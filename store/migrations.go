@@ -127,6 +127,9 @@ var migrations = []migration{
 		}
 		return tx.Migrator().AddColumn(&Instance{}, "LockedBy")
 	}},
+	{14, "transactional outbox of bus messages", func(tx *gorm.DB) error {
+		return tx.AutoMigrate(&OutboxMessage{})
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

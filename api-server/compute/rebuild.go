@@ -15,6 +15,7 @@ import (
 	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/lifecycle"
+	"github.com/capsule-cloud/capsule/outbox"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/store"
 )
@@ -146,7 +147,17 @@ func (s *Service) rebuildServer(w http.ResponseWriter, r *http.Request, inst *st
 		return
 	}
 	reqID := requestID(w)
-	if err := s.beginRebuild(ctx, inst, fields, reqID); err != nil {
+	msg, err := bus.NewMessage(protocol.KindRebuildInstance,
+		protocol.RebuildInstance{RequestID: reqID, Spec: spec, Start: vm != lifecycle.Stopped})
+	if err != nil {
+		s.log.Error("rebuild message", "instance", inst.ID, "error", err)
+		writeError(w, http.StatusInternalServerError, "Unexpected API Error: could not prepare the rebuild.")
+		return
+	}
+	var cast outbox.Batch
+	if err := s.beginRebuild(ctx, inst, fields, reqID, func(tx *gorm.DB) error {
+		return cast.Enqueue(tx, bus.ComputeQueue(inst.Host), inst.ID, msg)
+	}); err != nil {
 		if errors.Is(err, errStateChanged) {
 			writeFault(w, errdefs.Conflictf("Cannot 'rebuild' instance %s: its state changed meanwhile", inst.ID))
 			return
@@ -155,17 +166,7 @@ func (s *Service) rebuildServer(w http.ResponseWriter, r *http.Request, inst *st
 		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
 		return
 	}
-	msg, err := bus.NewMessage(protocol.KindRebuildInstance,
-		protocol.RebuildInstance{RequestID: reqID, Spec: spec, Start: vm != lifecycle.Stopped})
-	if err == nil {
-		err = s.bus.Publish(ctx, bus.ComputeQueue(inst.Host), msg)
-	}
-	if err != nil {
-		s.log.Error("cast rebuild", "instance", inst.ID, "host", inst.Host, "error", err)
-		s.undoRebuild(ctx, inst, newTask, fields, reqID)
-		writeFault(w, errdefs.Unavailable("The compute host is unreachable; try again later."))
-		return
-	}
+	s.deliver(ctx, &cast)
 	adminPass := randomPassword()
 	if in.AdminPass != nil {
 		adminPass = *in.AdminPass
@@ -283,42 +284,20 @@ func (s *Service) rebuildFields(w http.ResponseWriter, r *http.Request, inst *st
 	return &u, fields, true
 }
 
-// beginRebuild writes the rebuild's changes, its task and its action
-// record in one transaction, guarded on the state the request was
-// checked against.
-func (s *Service) beginRebuild(ctx context.Context, inst *store.Instance, fields map[string]any, reqID string) error {
+// beginRebuild writes the rebuild's changes, its task, its action record
+// and (cast) the host's message in one transaction, guarded on the state
+// the request was checked against.
+func (s *Service) beginRebuild(ctx context.Context, inst *store.Instance, fields map[string]any, reqID string, cast func(tx *gorm.DB) error) error {
 	creds := auth.FromContext(ctx)
 	now := s.opts.Now()
 	return s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if _, err := instance.Begin(tx, inst, lifecycle.ActRebuild, now, fields); err != nil {
 			return err
 		}
-		return tx.Create(&store.InstanceAction{InstanceID: inst.ID, Action: "rebuild", RequestID: reqID,
-			UserID: creds.UserID, ProjectID: creds.ProjectID, StartTime: now, UpdatedAt: now}).Error
+		if err := tx.Create(&store.InstanceAction{InstanceID: inst.ID, Action: "rebuild", RequestID: reqID,
+			UserID: creds.UserID, ProjectID: creds.ProjectID, StartTime: now, UpdatedAt: now}).Error; err != nil {
+			return err
+		}
+		return cast(tx)
 	})
-}
-
-// rebuildColumns are the instance columns a rebuild may change, with
-// inst's values.
-func rebuildColumns(inst *store.Instance) map[string]any {
-	return map[string]any{"image_id": inst.ImageID, "name": inst.Name, "metadata": inst.Metadata,
-		"access_ipv4": inst.AccessIPv4, "access_ipv6": inst.AccessIPv6, "description": inst.Description,
-		"key_name": inst.KeyName, "key_data": inst.KeyData, "user_data": inst.UserData}
-}
-
-// undoRebuild puts back what beginRebuild wrote when no agent will carry
-// the rebuild out.
-func (s *Service) undoRebuild(ctx context.Context, inst *store.Instance, newTask lifecycle.TaskState, fields map[string]any, reqID string) {
-	before := rebuildColumns(inst)
-	old := map[string]any{}
-	for k := range fields {
-		old[k] = before[k]
-	}
-	db := s.st.WithContext(context.WithoutCancel(ctx))
-	if err := instance.Undo(db, inst.ID, newTask, inst.TaskState, old); err != nil {
-		s.log.Error("undo rebuild", "instance", inst.ID, "error", err)
-	}
-	if err := db.Where("instance_id = ? AND request_id = ?", inst.ID, reqID).Delete(&store.InstanceAction{}).Error; err != nil {
-		s.log.Error("undo rebuild action record", "instance", inst.ID, "error", err)
-	}
 }

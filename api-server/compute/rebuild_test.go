@@ -120,25 +120,3 @@ func TestRebuildBadInput(t *testing.T) {
 		t.Errorf("a refused rebuild changed the server: task %q name %q image %q", inst.TaskState, inst.Name, inst.ImageID)
 	}
 }
-
-// TestRebuildPublishFailureUndoes: when no agent can be told, the server
-// is left as it was, action record included.
-func TestRebuildPublishFailureUndoes(t *testing.T) {
-	f := newFixture(t)
-	id := f.create("demo", "vm")
-	f.activate(id, "h1")
-	f.bus.Close()
-	resp, body := f.do("POST", "/v2.1/servers/"+id+"/action", "demo",
-		`{"rebuild":{"imageRef":"`+f.image+`","name":"new","metadata":{"a":"b"}}}`)
-	expectFault(t, resp, body, 503, "serviceUnavailable")
-	var inst store.Instance
-	f.st.DB.Where("id = ?", id).First(&inst)
-	if inst.TaskState != "" || inst.Name != "vm" || inst.Metadata == `{"a":"b"}` {
-		t.Errorf("failed rebuild left task %q name %q metadata %s", inst.TaskState, inst.Name, inst.Metadata)
-	}
-	var n int64
-	f.st.DB.Model(&store.InstanceAction{}).Where("instance_id = ? AND action = ?", id, "rebuild").Count(&n)
-	if n != 0 {
-		t.Errorf("%d rebuild action records left", n)
-	}
-}

@@ -16,6 +16,7 @@ import (
 	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/limits"
+	"github.com/capsule-cloud/capsule/outbox"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/store"
 )
@@ -123,6 +124,7 @@ func (s *Service) resizeServer(w http.ResponseWriter, r *http.Request, inst *sto
 		SourceCompute: inst.Host, SourceNode: inst.Host, DestCompute: inst.Host, DestNode: inst.Host, DestHost: inst.Host,
 		OldFlavorID: inst.FlavorRowID, NewFlavorID: flavor.ID, CreatedAt: now, UpdatedAt: now}
 	want := store.Resources{VCPUs: flavor.VCPUs, MemoryMB: flavor.MemoryMB, DiskGB: flavor.RootGB}
+	var out outbox.Batch
 	// Claim, state, flavor swap, action and migration record commit
 	// together: a refused claim leaves nothing behind, and status is
 	// RESIZE before the 202 goes out.
@@ -140,7 +142,14 @@ func (s *Service) resizeServer(w http.ResponseWriter, r *http.Request, inst *sto
 		if err := tx.Create(&mig).Error; err != nil {
 			return fmt.Errorf("record resize migration of %s: %w", inst.ID, err)
 		}
-		return nil
+		oldSpecs := jsonMap(inst.ExtraSpecs)
+		body := protocol.ResizeInstance{RequestID: reqID, InstanceID: inst.ID, MigrationID: mig.ID,
+			Spec: protocol.InstanceSpec{ID: inst.ID, Name: inst.Name, ProjectID: inst.ProjectID,
+				VCPUs: flavor.VCPUs, MemoryMB: flavor.MemoryMB, DiskGB: flavor.RootGB, ExtraSpecs: specs},
+			Old: protocol.InstanceSpec{ID: inst.ID, Name: inst.Name, ProjectID: inst.ProjectID,
+				VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB, ExtraSpecs: oldSpecs}}
+		// The agent's work commits with the resize (the outbox).
+		return s.cast(tx, &out, inst.Host, inst.ID, protocol.KindResizeInstance, body)
 	})
 	switch {
 	case errors.Is(err, store.ErrInsufficient):
@@ -156,57 +165,31 @@ func (s *Service) resizeServer(w http.ResponseWriter, r *http.Request, inst *sto
 		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
 		return
 	}
-	oldSpecs := jsonMap(inst.ExtraSpecs)
-	body := protocol.ResizeInstance{RequestID: reqID, InstanceID: inst.ID, MigrationID: mig.ID,
-		Spec: protocol.InstanceSpec{ID: inst.ID, Name: inst.Name, ProjectID: inst.ProjectID,
-			VCPUs: flavor.VCPUs, MemoryMB: flavor.MemoryMB, DiskGB: flavor.RootGB, ExtraSpecs: specs},
-		Old: protocol.InstanceSpec{ID: inst.ID, Name: inst.Name, ProjectID: inst.ProjectID,
-			VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB, ExtraSpecs: oldSpecs}}
-	if err := s.cast(ctx, inst.Host, protocol.KindResizeInstance, body); err != nil {
-		// Nothing will carry the resize out: undo it all.
-		s.log.Error("cast resize", "instance", inst.ID, "host", inst.Host, "error", err)
-		s.undoResize(context.WithoutCancel(ctx), inst, reqID)
-		writeFault(w, errdefs.Unavailable("The compute host is unreachable; try again later."))
-		return
-	}
+	s.deliver(ctx, &out)
 	if err := instance.AdvanceMigration(s.st.WithContext(ctx), mig.ID, lifecycle.MigrationPreMigrating, lifecycle.MigrationMigrating); err != nil {
 		s.log.Warn("mark resize migration migrating", "instance", inst.ID, "error", err)
 	}
 	noContent(w, http.StatusAccepted)
 }
 
-// cast publishes one message to a compute host.
-func (s *Service) cast(ctx context.Context, host, kind string, body any) error {
+// cast writes one message to a compute host, about the server
+// instanceID, in tx, into out: it goes out once tx committed (deliver),
+// so the state change and the message it implies commit together.
+func (s *Service) cast(tx *gorm.DB, out *outbox.Batch, host, instanceID, kind string, body any) error {
 	msg, err := bus.NewMessage(kind, body)
 	if err != nil {
 		return err
 	}
-	return s.bus.Publish(ctx, bus.ComputeQueue(host), msg)
+	return out.Enqueue(tx, bus.ComputeQueue(host), instanceID, msg)
 }
 
-// undoResize puts a resize that never reached its host back: old flavor,
-// old claim, no action, migration in error. inst is the instance as it
-// was before the resize.
-func (s *Service) undoResize(ctx context.Context, inst *store.Instance, reqID string) {
-	err := s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		fields := map[string]any{"flavor_row_id": inst.FlavorRowID, "flavor_id": inst.FlavorID, "flavor_name": inst.FlavorName,
-			"vcpus": inst.VCPUs, "memory_mb": inst.MemoryMB, "root_gb": inst.RootGB, "extra_specs": inst.ExtraSpecs}
-		for k, v := range instance.ForgetOldFlavor() {
-			fields[k] = v
-		}
-		if err := instance.Undo(tx, inst.ID, lifecycle.ResizePrep, inst.TaskState, fields); err != nil {
-			return err
-		}
-		if err := instance.SetClaim(tx, inst.ID, inst.Host, store.Resources{VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB}); err != nil {
-			return err
-		}
-		if err := tx.Where("instance_id = ? AND request_id = ?", inst.ID, reqID).Delete(&store.InstanceAction{}).Error; err != nil {
-			return err
-		}
-		return instance.SetResizeStatus(tx, inst.ID, lifecycle.MigrationError)
-	})
-	if err != nil {
-		s.log.Error("undo resize", "instance", inst.ID, "error", err)
+// deliver publishes what a committed transaction cast. It is best effort
+// and does not stop when the client hangs up: the work is accepted once it
+// committed, and a message that cannot go now is the conductor's outbox
+// relay's to send.
+func (s *Service) deliver(ctx context.Context, out *outbox.Batch) {
+	if err := s.outbox.Deliver(ctx, out); err != nil {
+		s.log.Warn("publish committed messages; the outbox relay will retry", "error", err)
 	}
 }
 
@@ -282,7 +265,7 @@ func (s *Service) revertResize(w http.ResponseWriter, r *http.Request, inst *sto
 	ctx := r.Context()
 	creds := auth.FromContext(ctx)
 	vm, task := inst.VMState, inst.TaskState
-	newTask, err := lifecycle.Begin(lifecycle.ActRevertResize, vm, task)
+	_, err := lifecycle.Begin(lifecycle.ActRevertResize, vm, task)
 	if err != nil {
 		stateConflict(w, inst, "revertResize")
 		return
@@ -294,6 +277,7 @@ func (s *Service) revertResize(w http.ResponseWriter, r *http.Request, inst *sto
 	reqID := requestID(w)
 	now := s.opts.Now()
 	old := store.Resources{VCPUs: inst.OldVCPUs, MemoryMB: inst.OldMemoryMB, DiskGB: inst.OldRootGB}
+	var out outbox.Batch
 	err = s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := instance.ResizeClaim(tx, inst.ID, inst.Host, old); err != nil {
 			return err
@@ -305,7 +289,15 @@ func (s *Service) revertResize(w http.ResponseWriter, r *http.Request, inst *sto
 			UserID: creds.UserID, ProjectID: creds.ProjectID, StartTime: now, UpdatedAt: now}).Error; err != nil {
 			return fmt.Errorf("record revertResize of %s: %w", inst.ID, err)
 		}
-		return instance.SetResizeStatus(tx, inst.ID, lifecycle.MigrationReverting)
+		if err := instance.SetResizeStatus(tx, inst.ID, lifecycle.MigrationReverting); err != nil {
+			return err
+		}
+		body := protocol.ResizeInstance{RequestID: reqID, InstanceID: inst.ID,
+			Spec: protocol.InstanceSpec{ID: inst.ID, Name: inst.Name, ProjectID: inst.ProjectID,
+				VCPUs: inst.OldVCPUs, MemoryMB: inst.OldMemoryMB, DiskGB: inst.OldRootGB, ExtraSpecs: jsonMap(inst.OldExtraSpecs)},
+			Old: protocol.InstanceSpec{ID: inst.ID, Name: inst.Name, ProjectID: inst.ProjectID,
+				VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB, ExtraSpecs: jsonMap(inst.ExtraSpecs)}}
+		return s.cast(tx, &out, inst.Host, inst.ID, protocol.KindRevertResize, body)
 	})
 	switch {
 	case errors.Is(err, errStateChanged):
@@ -320,23 +312,7 @@ func (s *Service) revertResize(w http.ResponseWriter, r *http.Request, inst *sto
 		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
 		return
 	}
-	body := protocol.ResizeInstance{RequestID: reqID, InstanceID: inst.ID,
-		Spec: protocol.InstanceSpec{ID: inst.ID, Name: inst.Name, ProjectID: inst.ProjectID,
-			VCPUs: inst.OldVCPUs, MemoryMB: inst.OldMemoryMB, DiskGB: inst.OldRootGB, ExtraSpecs: jsonMap(inst.OldExtraSpecs)},
-		Old: protocol.InstanceSpec{ID: inst.ID, Name: inst.Name, ProjectID: inst.ProjectID,
-			VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB, ExtraSpecs: jsonMap(inst.ExtraSpecs)}}
-	if err := s.cast(ctx, inst.Host, protocol.KindRevertResize, body); err != nil {
-		s.log.Error("cast revert resize", "instance", inst.ID, "host", inst.Host, "error", err)
-		db := s.st.WithContext(context.WithoutCancel(ctx))
-		_ = db.Transaction(func(tx *gorm.DB) error {
-			_ = instance.Undo(tx, inst.ID, newTask, lifecycle.NoTask, nil)
-			_ = instance.SetClaim(tx, inst.ID, inst.Host, store.Resources{VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB})
-			tx.Where("instance_id = ? AND request_id = ?", inst.ID, reqID).Delete(&store.InstanceAction{})
-			return instance.SetResizeStatus(tx, inst.ID, lifecycle.MigrationFinished)
-		})
-		writeFault(w, errdefs.Unavailable("The compute host is unreachable; try again later."))
-		return
-	}
+	s.deliver(ctx, &out)
 	noContent(w, http.StatusAccepted)
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/lifecycle"
+	"github.com/capsule-cloud/capsule/outbox"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/store"
 )
@@ -351,25 +352,31 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, err)
 			return
 		}
-		if len(owned) > 0 {
-			inst.SetOwnedPorts(owned)
-			if err := s.st.WithContext(ctx).Model(&store.Instance{}).Where("id = ?", inst.ID).Update("owned_ports", inst.OwnedPorts).Error; err != nil {
-				forget()
-				writeError(w, http.StatusInternalServerError, "Unexpected API Error: could not record the server's ports.")
-				return
+		// The server's ports and its schedule request commit together
+		// (the outbox): once they did, the request reaches the scheduler
+		// even if this process dies before publishing it.
+		var out outbox.Batch
+		err = s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+			if len(owned) > 0 {
+				inst.SetOwnedPorts(owned)
+				if err := tx.Model(&store.Instance{}).Where("id = ?", inst.ID).Update("owned_ports", inst.OwnedPorts).Error; err != nil {
+					return err
+				}
 			}
-		}
-		msg, err := bus.NewMessage(protocol.KindScheduleInstance, protocol.ScheduleInstance{
-			InstanceID: inst.ID, RequestID: reqID, Attempt: 1})
-		if err == nil {
-			err = s.bus.Publish(ctx, bus.SchedulerQueue, msg)
-		}
+			msg, err := bus.NewMessage(protocol.KindScheduleInstance, protocol.ScheduleInstance{
+				InstanceID: inst.ID, RequestID: reqID, Attempt: 1})
+			if err != nil {
+				return err
+			}
+			return out.Enqueue(tx, bus.SchedulerQueue, inst.ID, msg)
+		})
 		if err != nil {
-			s.log.Error("publish schedule request", "instance", inst.ID, "error", err)
+			s.log.Error("record schedule request", "instance", inst.ID, "error", err)
 			forget()
-			writeFault(w, errdefs.Unavailable("The scheduler is unreachable; the server was not created. Try again later."))
+			writeError(w, http.StatusInternalServerError, "Unexpected API Error: could not record the server's ports.")
 			return
 		}
+		s.deliver(ctx, &out)
 		created = append(created, inst)
 	}
 	first := created[0]
@@ -738,7 +745,7 @@ func (s *Service) startAction(w http.ResponseWriter, r *http.Request, inst *stor
 	ctx := r.Context()
 	creds := auth.FromContext(ctx)
 	vm, task := inst.VMState, inst.TaskState
-	newTask, err := lifecycle.Begin(action, vm, task)
+	_, err := lifecycle.Begin(action, vm, task)
 	if err != nil {
 		stateConflict(w, inst, apiName)
 		return err
@@ -763,13 +770,21 @@ func (s *Service) startAction(w http.ResponseWriter, r *http.Request, inst *stor
 		writeFault(w, errdefs.Conflictf("Cannot '%s' instance %s: it is not placed on any host", apiName, inst.ID))
 		return errors.New("no host")
 	}
+	// The task, its action record and the message to the host commit
+	// together (the outbox): the host gets the work once it committed,
+	// even if this process dies before publishing it.
+	var out outbox.Batch
 	err = s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if _, err := instance.Begin(tx, inst, action, s.opts.Now(), nil); err != nil {
 			return err
 		}
 		now := s.opts.Now()
-		return tx.Create(&store.InstanceAction{InstanceID: inst.ID, Action: apiName, RequestID: reqID,
-			UserID: creds.UserID, ProjectID: creds.ProjectID, StartTime: now, UpdatedAt: now}).Error
+		if err := tx.Create(&store.InstanceAction{InstanceID: inst.ID, Action: apiName, RequestID: reqID,
+			UserID: creds.UserID, ProjectID: creds.ProjectID, StartTime: now, UpdatedAt: now}).Error; err != nil {
+			return err
+		}
+		return s.cast(tx, &out, inst.Host, inst.ID, protocol.KindInstanceAction,
+			protocol.InstanceAction{RequestID: reqID, InstanceID: inst.ID, Action: action})
 	})
 	if errors.Is(err, errStateChanged) {
 		writeFault(w, errdefs.Conflictf("Cannot '%s' instance %s: its state changed meanwhile", apiName, inst.ID))
@@ -780,19 +795,7 @@ func (s *Service) startAction(w http.ResponseWriter, r *http.Request, inst *stor
 		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
 		return err
 	}
-	msg, err := bus.NewMessage(protocol.KindInstanceAction, protocol.InstanceAction{RequestID: reqID, InstanceID: inst.ID, Action: action})
-	if err == nil {
-		err = s.bus.Publish(ctx, bus.ComputeQueue(inst.Host), msg)
-	}
-	if err != nil {
-		// Nothing will carry the action out: undo it, record included.
-		s.log.Error("cast action", "instance", inst.ID, "action", action, "error", err)
-		db := s.st.WithContext(context.WithoutCancel(ctx))
-		_ = instance.Undo(db, inst.ID, newTask, task, nil)
-		db.Where("instance_id = ? AND request_id = ?", inst.ID, reqID).Delete(&store.InstanceAction{})
-		writeFault(w, errdefs.Unavailable("The compute host is unreachable; try again later."))
-		return err
-	}
+	s.deliver(ctx, &out)
 	return nil
 }
 

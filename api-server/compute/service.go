@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/errdefs"
+	"github.com/capsule-cloud/capsule/outbox"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -57,6 +59,9 @@ type Service struct {
 	opts Options
 	log  *slog.Logger
 	mig  migrator // package migrate's API (a fake in tests)
+	// outbox publishes the messages handlers committed with their state
+	// changes; what it cannot, the conductor's relay sends later.
+	outbox *outbox.Relay
 }
 
 // New returns the compute API service.
@@ -76,7 +81,9 @@ func New(st *store.Store, b bus.Bus, opts Options) *Service {
 	if opts.Now == nil {
 		opts.Now = func() time.Time { return time.Now().UTC() }
 	}
-	return &Service{st: st, bus: b, opts: opts, log: opts.Log.With("api", "compute"), mig: engineMigrator{}}
+	host, _ := os.Hostname()
+	return &Service{st: st, bus: b, opts: opts, log: opts.Log.With("api", "compute"), mig: engineMigrator{},
+		outbox: outbox.NewRelay(st, b, outbox.Options{Owner: fmt.Sprintf("api@%s:%d", host, os.Getpid()), Log: opts.Log})}
 }
 
 // apiVersion is a compute microversion.

@@ -16,6 +16,7 @@ import (
 	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/lifecycle"
+	"github.com/capsule-cloud/capsule/outbox"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/registry"
 	"github.com/capsule-cloud/capsule/store"
@@ -147,7 +148,7 @@ func backupRotation(raw json.RawMessage) (int, error) {
 func (s *Service) startSnapshot(w http.ResponseWriter, r *http.Request, inst *store.Instance, in snapshotRequest) {
 	ctx := r.Context()
 	creds := auth.FromContext(ctx)
-	newTask, ok := beginOnHost(w, inst, in.act, in.apiName)
+	_, ok := beginOnHost(w, inst, in.act, in.apiName)
 	if !ok {
 		return
 	}
@@ -161,8 +162,10 @@ func (s *Service) startSnapshot(w http.ResponseWriter, r *http.Request, inst *st
 		Status: "queued", ContainerFormat: "docker", DiskFormat: "raw", MinRAM: inst.MemoryMB, MinDisk: inst.RootGB,
 		Properties: string(pb), CreatedAt: now, UpdatedAt: now}
 	reqID := requestID(w)
-	// Image row, task and action commit together, so a refused
-	// transition leaves no queued image behind.
+	var out outbox.Batch
+	// Image row, task, action and the host's message commit together, so
+	// a refused transition leaves no queued image behind and a committed
+	// one reaches the host (the outbox).
 	err := s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if _, err := instance.Begin(tx, inst, in.act, now, nil); err != nil {
 			return err
@@ -174,7 +177,8 @@ func (s *Service) startSnapshot(w http.ResponseWriter, r *http.Request, inst *st
 			UserID: creds.UserID, ProjectID: creds.ProjectID, StartTime: now, UpdatedAt: now}).Error; err != nil {
 			return fmt.Errorf("record %s action of %s: %w", in.apiName, inst.ID, err)
 		}
-		return nil
+		body := protocol.SnapshotInstance{RequestID: reqID, InstanceID: inst.ID, ImageID: imageID, Ref: ref, Backup: in.backup}
+		return s.cast(tx, &out, inst.Host, inst.ID, protocol.KindSnapshotInstance, body)
 	})
 	switch {
 	case errors.Is(err, errStateChanged):
@@ -185,13 +189,7 @@ func (s *Service) startSnapshot(w http.ResponseWriter, r *http.Request, inst *st
 		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
 		return
 	}
-	body := protocol.SnapshotInstance{RequestID: reqID, InstanceID: inst.ID, ImageID: imageID, Ref: ref, Backup: in.backup}
-	if err := s.cast(ctx, inst.Host, protocol.KindSnapshotInstance, body); err != nil {
-		s.log.Error("cast snapshot", "instance", inst.ID, "host", inst.Host, "error", err)
-		s.undoSnapshot(context.WithoutCancel(ctx), inst, newTask, imageID, reqID)
-		writeFault(w, errdefs.Unavailable("The compute host is unreachable; try again later."))
-		return
-	}
+	s.deliver(ctx, &out)
 	s.log.Info("snapshot requested", "instance", inst.ID, "action", in.apiName, "image", imageID, "ref", ref, "host", inst.Host)
 	w.Header().Set("Location", "http://"+s.opts.PublicHost+":"+strconv.Itoa(s.opts.ImagePort)+"/v2/images/"+imageID)
 	if versionOf(ctx).AtLeast(45) {
@@ -234,21 +232,4 @@ func (s *Service) snapshotRegistry(ctx context.Context, inst *store.Instance) st
 		return s.opts.RegistryAddress
 	}
 	return config.Default().Registry.Address
-}
-
-// undoSnapshot removes what createImage recorded when the request could
-// not reach the host.
-func (s *Service) undoSnapshot(ctx context.Context, inst *store.Instance, task lifecycle.TaskState, imageID, reqID string) {
-	err := s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := instance.Undo(tx, inst.ID, task, inst.TaskState, nil); err != nil {
-			return err
-		}
-		if err := tx.Where("id = ?", imageID).Delete(&store.Image{}).Error; err != nil {
-			return err
-		}
-		return tx.Where("instance_id = ? AND request_id = ?", inst.ID, reqID).Delete(&store.InstanceAction{}).Error
-	})
-	if err != nil {
-		s.log.Error("undo snapshot", "instance", inst.ID, "image", imageID, "error", err)
-	}
 }
