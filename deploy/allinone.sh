@@ -181,8 +181,9 @@ upgrade_config() {
 	fi
 	cap_say "adding the registry login to $CAPSULE_CONFIG"
 	umask 077
-	awk -v u="$CAPSULE_REGISTRY_USER" -v p="$(cap_registry_password)" \
-		'{print} /^registry:/ {print "  username: " u; print "  password: " p}' "$CAPSULE_CONFIG" >"$CAPSULE_CONFIG.tmp"
+	# The password through the environment: awk -v would show it in ps.
+	CAP_REG_PW=$(cap_registry_password) awk -v u="$CAPSULE_REGISTRY_USER" \
+		'{print} /^registry:/ {print "  username: " u; print "  password: " ENVIRON["CAP_REG_PW"]}' "$CAPSULE_CONFIG" >"$CAPSULE_CONFIG.tmp"
 	umask 022
 	mv "$CAPSULE_CONFIG.tmp" "$CAPSULE_CONFIG"
 }
@@ -384,7 +385,7 @@ compute_state() {
 	local tok
 	tok=$(token admin admin "$1")
 	[ -n "$tok" ] || return 1
-	curl -sf --max-time 10 -H "X-Auth-Token: $tok" "$CAPSULE_COMPUTE_URL/os-services?binary=nova-compute" |
+	curl -sf --max-time 10 -H @<(printf 'X-Auth-Token: %s\n' "$tok") "$CAPSULE_COMPUTE_URL/os-services?binary=nova-compute" |
 		python3 -c 'import json, sys
 for s in json.load(sys.stdin).get("services", []):
     print(s.get("host"), s.get("state"), s.get("status"))'
@@ -435,7 +436,7 @@ compute_service() {
 	tok=$(token admin admin "$1")
 	[ -n "$tok" ] || return 1
 	body="{\"host\": \"$3\", \"binary\": \"nova-compute\"${4:+, \"disabled_reason\": \"$4\"}}"
-	curl -sf --max-time 10 -o /dev/null -X PUT -H "X-Auth-Token: $tok" -H 'Content-Type: application/json' \
+	curl -sf --max-time 10 -o /dev/null -X PUT -H @<(printf 'X-Auth-Token: %s\n' "$tok") -H 'Content-Type: application/json' \
 		-H 'OpenStack-API-Version: compute 2.1' -d "$body" "$CAPSULE_COMPUTE_URL/os-services/$2"
 }
 
@@ -467,7 +468,7 @@ compute_state_reason() {
 	local tok
 	tok=$(token admin admin "$1")
 	[ -n "$tok" ] || return 1
-	curl -sf --max-time 10 -H "X-Auth-Token: $tok" "$CAPSULE_COMPUTE_URL/os-services?binary=nova-compute" |
+	curl -sf --max-time 10 -H @<(printf 'X-Auth-Token: %s\n' "$tok") "$CAPSULE_COMPUTE_URL/os-services?binary=nova-compute" |
 		python3 -c 'import json, sys
 for s in json.load(sys.stdin).get("services", []):
     print("|".join(str(s.get(k) or "") for k in ("host", "state", "status", "disabled_reason")))'
