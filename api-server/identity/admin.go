@@ -604,7 +604,10 @@ func (s *Service) changePassword(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err, "Could not find user: "+id+".")
 		return
 	}
-	if bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(*in.OriginalPassword)) != nil {
+	// A stolen token must not make the password guessable: the original
+	// password's failures count toward the user's lockout like logins.
+	if s.login.users.locked(u.ID, s.now()) || !s.login.checkPassword(u.PasswordHash, *in.OriginalPassword) {
+		s.login.users.fail(u.ID, s.now())
 		s.failErr(w, r, errdefs.Unauthenticated(authFailMsg))
 		return
 	}

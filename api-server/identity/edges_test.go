@@ -203,3 +203,20 @@ func TestExpiredTokensPurgedPeriodically(t *testing.T) {
 		t.Fatalf("live token purged: %v", err)
 	}
 }
+
+// A token's holder cannot guess the user's password through the password
+// change either: its failures lock the user out like failed logins.
+func TestPasswordChangeFailuresLockOut(t *testing.T) {
+	e := newEnv(t)
+	e.withService(identity.Options{Lockout: identity.Lockout{UserAttempts: 2, SourceAttempts: -1, Duration: time.Minute}})
+	aliceID := e.do("GET", "/v3/auth/tokens", e.member, nil, "X-Subject-Token", e.member).body["token"].(map[string]any)["user"].(map[string]any)["id"].(string)
+	for range 2 {
+		e.want(e.do("POST", "/v3/users/"+aliceID+"/password", e.member,
+			map[string]any{"user": map[string]any{"password": "new", "original_password": "guess"}}), http.StatusUnauthorized)
+	}
+	e.want(e.do("POST", "/v3/users/"+aliceID+"/password", e.member,
+		map[string]any{"user": map[string]any{"password": "new", "original_password": "alicepw"}}), http.StatusUnauthorized)
+	if got := e.login("alice", "alicepw"); got != http.StatusUnauthorized {
+		t.Fatalf("login after failed password changes: %d, want 401 (locked)", got)
+	}
+}

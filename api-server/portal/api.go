@@ -57,8 +57,11 @@ func (s *Server) login(ctx context.Context, user, password, project string) (*se
 	if err != nil {
 		sess.Expires = time.Now().Add(time.Hour)
 	}
+	// A cloud admin is the admin role on the admin project; elsewhere
+	// the role administers one project and the admin pages would only
+	// show the APIs' refusals.
 	for _, r := range tb.Token.Roles {
-		if r.Name == "admin" {
+		if r.Name == "admin" && (s.admin == "*" || sess.Project == s.admin) {
 			sess.Admin = true
 		}
 	}

@@ -34,6 +34,10 @@ type Options struct {
 	// Sessions themselves live in the portal process (the cookie is a
 	// random session ID), so they end when it restarts.
 	Secret string
+	// AdminProject is the identity service's admin project (config
+	// api.admin_project, default "admin"; "*" any): the admin pages show
+	// only for the admin role there, the one the APIs treat as cloud admin.
+	AdminProject string
 	// PageSize is the servers list's page (default 20).
 	PageSize int
 	// Client calls the APIs (default: a client with a 60s timeout).
@@ -44,6 +48,7 @@ type Options struct {
 // Server is the portal's HTTP handler set.
 type Server struct {
 	ep    Endpoints
+	admin string // the admin project's name
 	up    upstream
 	keys  keys
 	sess  *sessions
@@ -63,6 +68,10 @@ func New(opts Options) (*Server, error) {
 	}
 	if s.page <= 0 {
 		s.page = 20
+	}
+	s.admin = opts.AdminProject
+	if s.admin == "" {
+		s.admin = "admin"
 	}
 	s.up.client, s.up.log = opts.Client, s.log
 	if s.up.client == nil {

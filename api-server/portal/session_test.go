@@ -1,8 +1,10 @@
 package portal
 
 import (
+	"context"
 	"encoding/base64"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
@@ -67,5 +69,34 @@ func TestSessionsExpire(t *testing.T) {
 	}
 	if len(ss.byID) != 0 {
 		t.Fatal("an expired session is still kept")
+	}
+}
+
+// The admin pages show for the admin role on the admin project only, the
+// callers the APIs treat as cloud admins.
+func TestAdminPagesNeedAdminProject(t *testing.T) {
+	for _, c := range []struct {
+		project, adminProject string
+		want                  bool
+	}{{"admin", "", true}, {"demo", "", false}, {"ops", "ops", true}, {"demo", "*", true}} {
+		idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Subject-Token", "tok")
+			writeJSON(w, 201, map[string]any{"token": map[string]any{"expires_at": "2999-01-01T00:00:00.000000Z",
+				"user": map[string]any{"name": "u"}, "project": map[string]any{"id": "p", "name": c.project},
+				"roles": []map[string]any{{"name": "admin"}, {"name": "member"}}}})
+		}))
+		p, err := New(Options{AdminProject: c.adminProject, Endpoints: Endpoints{Identity: idp.URL + "/v3",
+			Compute: idp.URL, Image: idp.URL, Network: idp.URL}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sess, err := p.login(context.Background(), "u", "pw", c.project)
+		idp.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sess.Admin != c.want {
+			t.Errorf("admin role on %q (admin project %q): Admin %v, want %v", c.project, c.adminProject, sess.Admin, c.want)
+		}
 	}
 }

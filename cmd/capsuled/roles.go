@@ -207,7 +207,7 @@ func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) e
 	// The portal is a client of the APIs above, reaching them where they
 	// listen on this host (the catalog's public host may not resolve here).
 	local := localHost(a.Listen)
-	web, err := portal.New(portal.Options{Logger: log, Endpoints: portal.Endpoints{
+	web, err := portal.New(portal.Options{Logger: log, AdminProject: a.AdminProject, Endpoints: portal.Endpoints{
 		Identity: httpapi.HostURL(local, a.IdentityPort) + "/v3", Compute: httpapi.HostURL(local, a.ComputePort) + "/v2.1",
 		Image: httpapi.HostURL(local, a.ImagePort), Network: httpapi.HostURL(local, a.NetworkPort)}})
 	if err != nil {
