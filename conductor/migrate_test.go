@@ -283,7 +283,7 @@ func (h *migHarness) server(host string, vm lifecycle.VMState) store.Instance {
 		h.t.Fatal(err)
 	}
 	if _, err := h.st.AllocatePort(ctx, store.PortRequest{NetworkID: n.ID, ProjectID: "p1", DeviceID: inst.ID,
-		DeviceOwner: "compute:nova", HostID: host, FixedIPs: []store.FixedIPRequest{{IP: "10.9.0.7"}}}); err != nil {
+		DeviceOwner: "compute:nova", ComputeBound: true, HostID: host, FixedIPs: []store.FixedIPRequest{{IP: "10.9.0.7"}}}); err != nil {
 		h.t.Fatal(err)
 	}
 	return loadInst(h.t, h.st, inst.ID)

@@ -43,11 +43,12 @@ func ReleaseClaims(tx *gorm.DB, id, host string) error {
 	return nil
 }
 
-// BindPorts binds the instance's ports to host (Neutron's
-// binding:host_id) and marks them active: where the scheduler placed it,
-// or where a migration moves it.
+// BindPorts binds the instance's ports (its NICs, see store.ServerPorts)
+// to host (Neutron's binding:host_id) and marks them active: where the
+// scheduler placed it, or where a migration moves it.
 func BindPorts(tx *gorm.DB, id, host string) error {
-	err := tx.Model(&store.Port{}).Where("device_id = ?", id).
+	err := tx.Model(&store.Port{}).Where("device_id = ? AND compute_bound = ? AND project_id IN (?)", id, true,
+		tx.Model(&store.Instance{}).Select("project_id").Where("id = ?", id)).
 		Updates(map[string]any{"binding_host_id": host, "status": store.PortActive}).Error
 	if err != nil {
 		return fmt.Errorf("bind ports of %s to %s: %w", id, host, err)

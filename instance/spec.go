@@ -30,7 +30,7 @@ func SpecFor(ctx context.Context, st *store.Store, inst *store.Instance) (protoc
 	if spec.Metadata, err = stringMap(inst.Metadata); err != nil {
 		return spec, fmt.Errorf("spec of %s: metadata: %w", inst.ID, err)
 	}
-	if spec.NICs, err = nicsFor(ctx, st, inst.ID); err != nil {
+	if spec.NICs, err = nicsFor(ctx, st, inst); err != nil {
 		return spec, fmt.Errorf("spec of %s: %w", inst.ID, err)
 	}
 	// Every NIC is shaped as the flavor's quota:vif_* say (as libvirt
@@ -58,11 +58,12 @@ func SpecFor(ctx context.Context, st *store.Store, inst *store.Instance) (protoc
 	return spec, nil
 }
 
-// nicsFor describes the server's ports (its NICs, in port creation order)
+// nicsFor describes the server's ports (its NICs, in port creation order:
+// the ports of its project the Compute API bound to it, store.ServerPorts)
 // with what the agent needs to plumb them: addresses with their prefix,
 // gateway and DNS of the subnet, and the network's segment.
-func nicsFor(ctx context.Context, st *store.Store, instanceID string) ([]protocol.NIC, error) {
-	ports, err := st.PortsOfDevice(ctx, instanceID)
+func nicsFor(ctx context.Context, st *store.Store, inst *store.Instance) ([]protocol.NIC, error) {
+	ports, err := st.ServerPorts(ctx, inst.ID, inst.ProjectID)
 	if err != nil {
 		return nil, err
 	}

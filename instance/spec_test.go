@@ -77,8 +77,8 @@ func TestSpecForNICs(t *testing.T) {
 	if err := st.CreateSubnet(ctx, sn); err != nil {
 		t.Fatal(err)
 	}
-	p, err := st.AllocatePort(ctx, store.PortRequest{NetworkID: n.ID, ProjectID: "p", DeviceID: "i1", DeviceOwner: "compute:nova",
-		FixedIPs: []store.FixedIPRequest{{IP: "10.5.0.7"}}})
+	p, err := st.AllocatePort(ctx, store.PortRequest{NetworkID: n.ID, ProjectID: "p1", DeviceID: "i1", DeviceOwner: "compute:nova",
+		ComputeBound: true, FixedIPs: []store.FixedIPRequest{{IP: "10.5.0.7"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,6 +118,63 @@ func TestSpecForAuthorizedKeys(t *testing.T) {
 		}
 		if sp.AuthorizedKeys != c.want {
 			t.Errorf("%s: AuthorizedKeys = %q, want %q", c.id, sp.AuthorizedKeys, c.want)
+		}
+	}
+}
+
+// TestSpecForNICsOnlyTheComputeAPIsPorts is the device_id hijack: ports
+// that name a server in device_id without the Compute API having bound
+// them (another project's, created before the server's own so it would be
+// its first NIC and default route; or its own project's label), are none
+// of its NICs, and placement binds none of them to the server's host.
+func TestSpecForNICsOnlyTheComputeAPIsPorts(t *testing.T) {
+	st := openSQLite(t)
+	ctx := context.Background()
+	inst := newInstance(t, st, "victim")
+	n := &store.Network{Name: "shared", ProjectID: "admin", Shared: true, AdminStateUp: true, MTU: 1500,
+		PortSecurityEnabled: true, NetworkType: store.NetworkTypeVLAN, PhysicalNetwork: "physnet1", SegmentationID: 102}
+	if err := st.CreateNetwork(ctx, n, store.VLANRange{}); err != nil {
+		t.Fatal(err)
+	}
+	sn := &store.Subnet{NetworkID: n.ID, ProjectID: "admin", IPVersion: 4, CIDR: "10.6.0.0/24"}
+	if err := store.ValidateSubnet(sn, true, nil, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateSubnet(ctx, sn); err != nil {
+		t.Fatal(err)
+	}
+	alloc := func(req store.PortRequest) *store.Port {
+		t.Helper()
+		req.NetworkID = n.ID
+		p, err := st.AllocatePort(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	// Even flagged as bound, another project's port is not the server's.
+	alloc(store.PortRequest{ProjectID: "attacker", DeviceID: "victim", DeviceOwner: "compute:nova", ComputeBound: true})
+	alloc(store.PortRequest{ProjectID: "attacker", DeviceID: "victim", DeviceOwner: "compute:nova"})
+	alloc(store.PortRequest{ProjectID: "p1", DeviceID: "victim", DeviceOwner: "compute:nova"})
+	own := alloc(store.PortRequest{ProjectID: "p1", DeviceID: "victim", DeviceOwner: "compute:nova", ComputeBound: true})
+
+	sp, err := SpecFor(ctx, st, inst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sp.NICs) != 1 || sp.NICs[0].PortID != own.ID {
+		t.Fatalf("NICs = %+v, want only port %s", sp.NICs, own.ID)
+	}
+	if err := BindPorts(st.DB, "victim", "h1"); err != nil {
+		t.Fatal(err)
+	}
+	ports, err := st.ListPorts(ctx, store.PortFilter{DeviceID: "victim"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range ports {
+		if bound := p.BindingHostID == "h1"; bound != (p.ID == own.ID) {
+			t.Errorf("port %s (project %s, compute-bound %v) bound to %q", p.ID, p.ProjectID, p.ComputeBound, p.BindingHostID)
 		}
 	}
 }

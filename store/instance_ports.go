@@ -31,7 +31,7 @@ func (s *Store) ReleaseInstancePorts(ctx context.Context, inst *Instance) error 
 	for _, id := range inst.OwnedPortList() {
 		owned[id] = true
 	}
-	ports, err := s.PortsOfDevice(ctx, inst.ID)
+	ports, err := s.ServerPorts(ctx, inst.ID, inst.ProjectID)
 	if err != nil {
 		return err
 	}

@@ -130,6 +130,20 @@ var migrations = []migration{
 	{14, "transactional outbox of bus messages", func(tx *gorm.DB) error {
 		return tx.AutoMigrate(&OutboxMessage{})
 	}},
+	{15, "ports say whether the Compute API bound them (a server's NICs)", func(tx *gorm.DB) error {
+		if !tx.Migrator().HasColumn(&Port{}, "ComputeBound") {
+			if err := tx.Migrator().AddColumn(&Port{}, "ComputeBound"); err != nil {
+				return err
+			}
+		}
+		// Until now the Compute API was the only writer of compute:*
+		// owners on ports of a server's own project: those are its NICs.
+		// A port of another project naming the server is not (the
+		// device_id hijack this column closes).
+		return tx.Exec("UPDATE ports SET compute_bound = ? WHERE device_owner LIKE ? AND EXISTS "+
+			"(SELECT 1 FROM instances WHERE instances.id = ports.device_id AND instances.project_id = ports.project_id "+
+			"AND instances.deleted_at IS NULL)", true, "compute:%").Error
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

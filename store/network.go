@@ -98,9 +98,15 @@ type Port struct {
 	Status              string `gorm:"size:16"` // ACTIVE when bound to a host, else DOWN
 	AdminStateUp        bool
 	PortSecurityEnabled bool
-	RevisionNumber      int
-	CreatedAt           time.Time
-	UpdatedAt           time.Time
+	// ComputeBound says the Compute API bound the port to its device (a
+	// server boot or an interface attach): only such a port, of the
+	// server's own project, is one of the server's NICs (ServerPorts).
+	// device_id itself is a label anyone may write through the Networking
+	// API, as in Neutron; it never plugs anything.
+	ComputeBound   bool
+	RevisionNumber int
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
 
 	// FixedIPs are loaded by every store read of a port, ordered by
 	// subnet then address.
@@ -748,9 +754,12 @@ type PortRequest struct {
 	MAC         string // "" = random fa:16:3e:xx:xx:xx
 	DeviceID    string
 	DeviceOwner string
-	HostID      string // binding:host_id; a port with a host is ACTIVE
-	Name        string
-	Description string
+	// ComputeBound: the Compute API creates the port as one of DeviceID's
+	// NICs (see Port.ComputeBound).
+	ComputeBound bool
+	HostID       string // binding:host_id; a port with a host is ACTIVE
+	Name         string
+	Description  string
 	// PortSecurity nil: the network's port_security_enabled.
 	PortSecurity *bool
 	// AdminStateUp nil: true.
@@ -797,7 +806,7 @@ func (s *Store) AllocatePort(ctx context.Context, req PortRequest) (*Port, error
 func (s *Store) allocatePort(ctx context.Context, req PortRequest, mac string) (*Port, error) {
 	p := &Port{ID: req.ID, NetworkID: req.NetworkID, ProjectID: req.ProjectID, Name: req.Name,
 		Description: req.Description, MACAddress: mac, DeviceID: req.DeviceID, DeviceOwner: req.DeviceOwner,
-		BindingHostID: req.HostID, AdminStateUp: req.AdminStateUp == nil || *req.AdminStateUp, RevisionNumber: 1}
+		ComputeBound: req.ComputeBound && req.DeviceID != "", BindingHostID: req.HostID, AdminStateUp: req.AdminStateUp == nil || *req.AdminStateUp, RevisionNumber: 1}
 	if p.ID == "" {
 		p.ID = uuid.NewString()
 	}
@@ -1057,13 +1066,37 @@ func (s *Store) ListPorts(ctx context.Context, f PortFilter) ([]Port, error) {
 	return out, nil
 }
 
-// PortsOfDevice returns the ports bound to deviceID (a server's NICs), in
-// creation order.
-func (s *Store) PortsOfDevice(ctx context.Context, deviceID string) ([]Port, error) {
-	if deviceID == "" {
+// ServerPorts returns the NICs of server instanceID of project, in port
+// creation order: the ports of that project the Compute API bound to it.
+// A port merely labelled with the server's id (device_id set through the
+// Networking API, by its project or any other) is not one: a server's
+// NICs, and so what the agent plugs and which gateway becomes its default
+// route, come only from the Compute API.
+func (s *Store) ServerPorts(ctx context.Context, instanceID, project string) ([]Port, error) {
+	if instanceID == "" {
 		return nil, nil
 	}
-	return s.ListPorts(ctx, PortFilter{DeviceID: deviceID})
+	var out []Port
+	err := s.WithContext(ctx).Preload("FixedIPs", orderAllocations).Order("created_at, id").
+		Where("device_id = ? AND project_id = ? AND compute_bound = ?", instanceID, project, true).Find(&out).Error
+	if err != nil {
+		return nil, fmt.Errorf("ports of server %s: %w", instanceID, err)
+	}
+	return out, nil
+}
+
+// InstanceProject returns the project of live instance id; ok is false
+// when there is none.
+func (s *Store) InstanceProject(ctx context.Context, id string) (project string, ok bool, err error) {
+	var projects []string
+	if err := s.WithContext(ctx).Model(&Instance{}).Where("id = ? AND deleted_at IS NULL", id).Limit(1).
+		Pluck("project_id", &projects).Error; err != nil {
+		return "", false, fmt.Errorf("project of instance %s: %w", id, err)
+	}
+	if len(projects) == 0 {
+		return "", false, nil
+	}
+	return projects[0], true, nil
 }
 
 // PortUpdate changes a port; nil fields are left alone.
@@ -1074,6 +1107,10 @@ type PortUpdate struct {
 	HostID                *string
 	PortSecurity          *bool
 	MAC                   *string
+	// ComputeBound sets Port.ComputeBound (the Compute API's bind path);
+	// nil leaves it, unless DeviceID changes: a port whose device changes
+	// outside the Compute API is no server's NIC.
+	ComputeBound *bool
 	// FixedIPs replaces the port's addresses: entries naming an address
 	// the port already has keep it, the rest are allocated as in
 	// AllocatePort and addresses not named are released.
@@ -1096,8 +1133,17 @@ func (s *Store) UpdatePort(ctx context.Context, id string, u PortUpdate) (*Port,
 		}
 		set(&p.Name, u.Name)
 		set(&p.Description, u.Description)
+		if u.DeviceID != nil && *u.DeviceID != p.DeviceID {
+			p.ComputeBound = false
+		}
+		if u.ComputeBound != nil {
+			p.ComputeBound = *u.ComputeBound
+		}
 		set(&p.DeviceID, u.DeviceID)
 		set(&p.DeviceOwner, u.DeviceOwner)
+		if p.DeviceID == "" {
+			p.ComputeBound = false
+		}
 		set(&p.BindingHostID, u.HostID)
 		if u.AdminStateUp != nil {
 			p.AdminStateUp = *u.AdminStateUp
@@ -1163,9 +1209,11 @@ func (s *Store) UpdatePort(ctx context.Context, id string, u PortUpdate) (*Port,
 
 // BindPort sets a port's device and host (empty strings unbind it): what
 // the Compute API does when a server takes a pre-created port, and when
-// it lets go of one it did not create.
+// it lets go of one it did not create. It is the Compute API's bind path:
+// a port bound here is one of the server's NICs (Port.ComputeBound).
 func (s *Store) BindPort(ctx context.Context, portID, deviceID, owner, host string) (*Port, error) {
-	return s.UpdatePort(ctx, portID, PortUpdate{DeviceID: &deviceID, DeviceOwner: &owner, HostID: &host})
+	bound := deviceID != ""
+	return s.UpdatePort(ctx, portID, PortUpdate{DeviceID: &deviceID, DeviceOwner: &owner, HostID: &host, ComputeBound: &bound})
 }
 
 // SetPortStatus records the data plane's view of a port (ACTIVE once

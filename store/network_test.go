@@ -48,7 +48,7 @@ func TestConcurrentAllocationsAreDistinct(t *testing.T) {
 			go func(i int) {
 				defer wg.Done()
 				ports[i], errs[i] = st.AllocatePort(ctx, store.PortRequest{NetworkID: n.ID, ProjectID: "p1",
-					DeviceID: fmt.Sprintf("server-%d", i), DeviceOwner: "compute:nova", HostID: "host-a"})
+					DeviceID: fmt.Sprintf("server-%d", i), DeviceOwner: "compute:nova", ComputeBound: true, HostID: "host-a"})
 			}(i)
 		}
 		wg.Wait()
@@ -73,7 +73,7 @@ func TestConcurrentAllocationsAreDistinct(t *testing.T) {
 				t.Fatalf("port %+v", p)
 			}
 		}
-		got, err := st.PortsOfDevice(ctx, "server-7")
+		got, err := st.ServerPorts(ctx, "server-7", "p1")
 		if err != nil || len(got) != 1 || got[0].ID != ports[7].ID || len(got[0].FixedIPs) != 1 {
 			t.Fatalf("ports of server-7: %+v %v", got, err)
 		}
@@ -367,6 +367,49 @@ func TestNetworkForeignKeys(t *testing.T) {
 		}
 		if _, err := st.GetSubnet(ctx, sn.ID); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("subnet after network delete: %v", err)
+		}
+	})
+}
+
+// TestMigrationComputeBoundBackfill drops ports.compute_bound and migrates
+// again, as an older database would: the ports the Compute API bound
+// (compute:* owner, device a live server of the port's own project) become
+// their servers' NICs; a port of another project naming a server (the
+// device_id hijack) does not.
+func TestMigrationComputeBoundBackfill(t *testing.T) {
+	storetest.ForEach(t, func(t *testing.T, st *store.Store) {
+		ctx := context.Background()
+		n, _ := netWithSubnet(t, st, "10.4.0.0/24", nil)
+		if err := st.DB.Create(&store.Instance{ID: "vm", Name: "vm", ProjectID: "p1"}).Error; err != nil {
+			t.Fatal(err)
+		}
+		alloc := func(project, owner string) string {
+			p, err := st.AllocatePort(ctx, store.PortRequest{NetworkID: n.ID, ProjectID: project, DeviceID: "vm", DeviceOwner: owner})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return p.ID
+		}
+		own := alloc("p1", "compute:nova")
+		alloc("p2", "compute:nova")
+		alloc("p1", "")
+		var version int
+		if err := st.DB.Model(&store.SchemaMigration{}).Where("name LIKE ?", "ports say whether the Compute API bound them%").
+			Pluck("version", &version).Error; err != nil || version == 0 {
+			t.Fatalf("version of the compute_bound migration: %d %v", version, err)
+		}
+		if err := st.DB.Migrator().DropColumn(&store.Port{}, "ComputeBound"); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.DB.Where("version >= ?", version).Delete(&store.SchemaMigration{}).Error; err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		nics, err := st.ServerPorts(ctx, "vm", "p1")
+		if err != nil || len(nics) != 1 || nics[0].ID != own {
+			t.Fatalf("NICs of vm after the migration = %+v %v, want only %s", nics, err, own)
 		}
 	})
 }

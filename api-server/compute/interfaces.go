@@ -88,8 +88,8 @@ func (s *Service) showInterface(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"interfaceAttachment": attachmentView(p)})
 }
 
-// serverPort loads the path's port, answering 404 unless it is bound to
-// inst.
+// serverPort loads the path's port, answering 404 unless it is one of
+// inst's NICs (store.ServerPorts).
 func (s *Service) serverPort(w http.ResponseWriter, r *http.Request, inst *store.Instance) (*store.Port, bool) {
 	portID := r.PathValue("port")
 	p, err := s.st.GetPort(r.Context(), portID)
@@ -98,7 +98,7 @@ func (s *Service) serverPort(w http.ResponseWriter, r *http.Request, inst *store
 		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
 		return nil, false
 	}
-	if err != nil || p.DeviceID != inst.ID {
+	if err != nil || !p.ComputeBound || p.DeviceID != inst.ID || p.ProjectID != inst.ProjectID {
 		writeFault(w, errdefs.NotFoundf("Instance %s does not have a port with id %s", inst.ID, portID))
 		return nil, false
 	}
@@ -108,7 +108,7 @@ func (s *Service) serverPort(w http.ResponseWriter, r *http.Request, inst *store
 // parseAttach validates the body into one NIC request, with Nova's
 // messages. A port must exist, be visible and free; a network must be
 // visible; neither picks the project's network (firstNetwork).
-func (s *Service) parseAttach(ctx context.Context, body attachBody) (nicRequest, error) {
+func (s *Service) parseAttach(ctx context.Context, inst *store.Instance, body attachBody) (nicRequest, error) {
 	if body.InterfaceAttachment == nil {
 		return s.firstNetwork(ctx)
 	}
@@ -133,6 +133,9 @@ func (s *Service) parseAttach(ctx context.Context, body attachBody) (nicRequest,
 		p, err := s.st.GetPort(ctx, a.PortID)
 		if err != nil || (p.ProjectID != creds.ProjectID && !creds.IsAdmin()) {
 			return nicRequest{}, errdefs.NotFoundf("Port %s could not be found.", a.PortID)
+		}
+		if p.ProjectID != inst.ProjectID {
+			return nicRequest{}, portNotUsable(a.PortID)
 		}
 		if p.DeviceID != "" {
 			return nicRequest{}, errdefs.Conflictf("Port %s is still in use.", a.PortID)
@@ -196,12 +199,12 @@ func (s *Service) attachInterface(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &body) {
 		return
 	}
-	rq, err := s.parseAttach(ctx, body)
+	rq, err := s.parseAttach(ctx, inst, body)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	existing, err := s.st.PortsOfDevice(ctx, inst.ID)
+	existing, err := s.st.ServerPorts(ctx, inst.ID, inst.ProjectID)
 	if err != nil {
 		s.internalError(w, "ports of server", inst.ID, err)
 		return

@@ -125,3 +125,45 @@ func TestHintsRecordWhetherAnAdminGaveThem(t *testing.T) {
 		}
 	}
 }
+
+// A server's NICs are ports of its own project that the Compute API bound:
+// an admin cannot hand another project's port to a server (Nova's
+// PortNotUsable, 400) at boot or attach, and a port merely naming the
+// server in device_id is neither listed nor detachable as its interface.
+func TestServerNICsAreItsProjectsComputeBoundPorts(t *testing.T) {
+	f := newFixture(t)
+	n := f.addNetwork("shared", "p-admin", "10.9.0.0/24", true)
+	ctx := t.Context()
+	theirs, err := f.st.AllocatePort(ctx, store.PortRequest{NetworkID: n.ID, ProjectID: "p-other"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, body := f.do("POST", "/v2.1/servers", "admin",
+		`{"server":{"name":"a","imageRef":"`+imageID+`","flavorRef":"1","networks":[{"port":"`+theirs.ID+`"}]}}`)
+	expectFault(t, resp, body, 400, "badRequest")
+
+	resp, body = f.do("POST", "/v2.1/servers", "demo",
+		`{"server":{"name":"v","imageRef":"`+imageID+`","flavorRef":"1","networks":[{"uuid":"`+n.ID+`"}]}}`)
+	if resp.StatusCode != 202 {
+		t.Fatalf("boot: %d %v", resp.StatusCode, body)
+	}
+	id := body["server"].(map[string]any)["id"].(string)
+	f.activate(id, "h1")
+	resp, body = f.do("POST", "/v2.1/servers/"+id+"/os-interface", "admin", `{"interfaceAttachment":{"port_id":"`+theirs.ID+`"}}`)
+	expectFault(t, resp, body, 400, "badRequest")
+
+	label, err := f.st.AllocatePort(ctx, store.PortRequest{NetworkID: n.ID, ProjectID: "p-other", DeviceID: id, DeviceOwner: "compute:nova"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body = f.do("GET", "/v2.1/servers/"+id+"/os-interface", "demo", "")
+	if ifs := body["interfaceAttachments"].([]any); len(ifs) != 1 || ifs[0].(map[string]any)["port_id"] == label.ID {
+		t.Errorf("os-interface = %v, want only the server's own port", body)
+	}
+	resp, body = f.do("DELETE", "/v2.1/servers/"+id+"/os-interface/"+label.ID, "admin", "")
+	expectFault(t, resp, body, 404, "itemNotFound")
+	_, body = f.do("GET", "/v2.1/servers/"+id, "demo", "")
+	if addrs := body["server"].(map[string]any)["addresses"].(map[string]any)["shared"].([]any); len(addrs) != 1 {
+		t.Errorf("addresses = %v, want the server's one address", addrs)
+	}
+}

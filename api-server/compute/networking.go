@@ -76,6 +76,12 @@ func (s *Service) resolveNICs(ctx context.Context, raw json.RawMessage, v apiVer
 			if err != nil || (p.ProjectID != creds.ProjectID && !creds.IsAdmin()) {
 				return nil, errdefs.InvalidArgumentf("Port id %s could not be found.", portID)
 			}
+			if p.ProjectID != creds.ProjectID {
+				// A server's NICs are ports of its own project (Nova's
+				// PortNotUsable): an admin cannot hand one tenant's port
+				// to another tenant's server.
+				return nil, portNotUsable(portID)
+			}
 			if p.DeviceID != "" {
 				return nil, errdefs.Conflictf("Port %s is still in use.", portID)
 			}
@@ -102,6 +108,12 @@ func (s *Service) resolveNICs(ctx context.Context, raw json.RawMessage, v apiVer
 		}
 	}
 	return out, nil
+}
+
+// portNotUsable is Nova's PortNotUsable for a port of another project
+// than the server's.
+func portNotUsable(portID string) error {
+	return errdefs.InvalidArgumentf("Port %s not usable for the instance: it belongs to another project.", portID)
 }
 
 func networkVisible(c *auth.Credentials, n *store.Network) bool {
@@ -156,7 +168,7 @@ func (s *Service) allocateNICs(ctx context.Context, inst *store.Instance, reqs [
 			continue
 		}
 		pr := store.PortRequest{NetworkID: rq.NetworkID, ProjectID: inst.ProjectID, DeviceID: inst.ID,
-			DeviceOwner: "compute:nova", Admin: creds.IsAdmin()}
+			DeviceOwner: "compute:nova", ComputeBound: true, Admin: creds.IsAdmin()}
 		if rq.FixedIP != "" {
 			pr.FixedIPs = []store.FixedIPRequest{{IP: rq.FixedIP}}
 		}
@@ -226,7 +238,7 @@ type serverNIC struct {
 }
 
 func (s *Service) serverNICs(ctx context.Context, inst *store.Instance) []serverNIC {
-	ports, err := s.st.PortsOfDevice(ctx, inst.ID)
+	ports, err := s.st.ServerPorts(ctx, inst.ID, inst.ProjectID)
 	if err != nil {
 		s.log.Warn("ports of server", "instance", inst.ID, "error", err)
 		return nil

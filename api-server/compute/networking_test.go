@@ -29,7 +29,11 @@ func (f *fixture) addNetwork(name, project, cidr string, shared bool) *store.Net
 
 func (f *fixture) portsOf(id string) []store.Port {
 	f.t.Helper()
-	ports, err := f.st.PortsOfDevice(context.Background(), id)
+	var inst store.Instance
+	if err := f.st.DB.Unscoped().Where("id = ?", id).First(&inst).Error; err != nil {
+		f.t.Fatal(err)
+	}
+	ports, err := f.st.ServerPorts(context.Background(), id, inst.ProjectID)
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -1,8 +1,11 @@
 package network_test
 
 import (
+	"context"
 	"net/http"
 	"testing"
+
+	"github.com/capsule-cloud/capsule/store"
 )
 
 // sharedNet makes an admin's shared VLAN network with a subnet.
@@ -45,5 +48,80 @@ func TestPortSecurityOffOnSharedNetworkIsTheOwners(t *testing.T) {
 	e.subnet("alice", obj{"network_id": own["id"], "cidr": "10.50.0.0/24"})
 	if p := e.port("alice", obj{"network_id": own["id"], "port_security_enabled": false}); p["port_security_enabled"] != false {
 		t.Fatalf("alice's port on her own network: %v", p)
+	}
+}
+
+// addServer records a live server of project, as the Compute API does.
+func (e *env) addServer(id, project string) {
+	e.t.Helper()
+	if err := e.st.DB.Create(&store.Instance{ID: id, Name: id, ProjectID: project, UserID: "u-" + project}).Error; err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// serverNICs is what the agent would plug into server id of project.
+func (e *env) serverNICs(id, project string) []string {
+	e.t.Helper()
+	ports, err := e.st.ServerPorts(context.Background(), id, project)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []string
+	for _, p := range ports {
+		out = append(out, p.ID)
+	}
+	return out
+}
+
+// The device_id hijack: a member cannot create or update a port naming
+// another project's server (Neutron's DeviceIDNotOwnedByTenant, 409), nor
+// use network:* owners or binding:profile (403); what it may write (its
+// own server's id, any non-server id) is a label that makes no NIC. A port
+// the Compute API bound keeps its device until the Compute API lets go
+// (PortInUse, 409, admins included).
+func TestPortDeviceIDHijack(t *testing.T) {
+	e := newEnv(t)
+	n := e.sharedNet(501, "172.17.0.0/24")
+	e.addServer("victim-vm", "p1")
+	e.addServer("bob-vm", "p2")
+
+	for _, owner := range []string{"compute:nova", "", "compute:evil"} {
+		e.fails(http.StatusConflict, "DeviceIDNotOwnedByTenant", "POST", "/v2.0/ports", "bob",
+			obj{"port": obj{"network_id": n["id"], "device_id": "victim-vm", "device_owner": owner}})
+	}
+	p := e.port("bob", obj{"network_id": n["id"]})
+	path := "/v2.0/ports/" + p["id"].(string)
+	e.fails(http.StatusConflict, "DeviceIDNotOwnedByTenant", "PUT", path, "bob",
+		obj{"port": obj{"device_id": "victim-vm", "device_owner": "compute:nova"}})
+	e.fails(http.StatusForbidden, "PolicyNotAuthorized", "PUT", path, "bob", obj{"port": obj{"device_owner": "network:router_gateway"}})
+	e.fails(http.StatusForbidden, "PolicyNotAuthorized", "POST", "/v2.0/ports", "bob",
+		obj{"port": obj{"network_id": n["id"], "binding:profile": obj{"x": "y"}}})
+
+	// Labels: bob's own server, or an id that is no server. No NIC.
+	e.must(http.StatusOK, "PUT", path, "bob", obj{"port": obj{"device_id": "bob-vm", "device_owner": "compute:nova"}})
+	e.port("bob", obj{"network_id": n["id"], "device_id": "not-a-server", "device_owner": "compute:nova"})
+	// An admin may write any label: still no NIC of the victim.
+	e.port("admin", obj{"network_id": n["id"], "device_id": "victim-vm", "device_owner": "compute:nova"})
+	if nics := e.serverNICs("victim-vm", "p1"); len(nics) != 0 {
+		t.Fatalf("victim's NICs = %v, want none", nics)
+	}
+	if nics := e.serverNICs("bob-vm", "p2"); len(nics) != 0 {
+		t.Fatalf("bob-vm's NICs = %v, want none (a Networking API label)", nics)
+	}
+
+	// The victim's own NIC, bound by the Compute API: its device is the
+	// Compute API's to change.
+	nic, err := e.st.AllocatePort(context.Background(), store.PortRequest{NetworkID: n["id"].(string), ProjectID: "p1",
+		DeviceID: "victim-vm", DeviceOwner: "compute:nova", ComputeBound: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tok := range []string{"alice", "admin"} {
+		e.fails(http.StatusConflict, "PortInUse", "PUT", "/v2.0/ports/"+nic.ID, tok, obj{"port": obj{"device_id": ""}})
+		e.fails(http.StatusConflict, "PortInUse", "PUT", "/v2.0/ports/"+nic.ID, tok, obj{"port": obj{"device_owner": "compute:x"}})
+	}
+	e.must(http.StatusOK, "PUT", "/v2.0/ports/"+nic.ID, "alice", obj{"port": obj{"name": "eth0", "device_id": "victim-vm"}})
+	if nics := e.serverNICs("victim-vm", "p1"); len(nics) != 1 || nics[0] != nic.ID {
+		t.Fatalf("victim's NICs = %v, want [%s]", nics, nic.ID)
 	}
 }

@@ -3,6 +3,7 @@ package network
 import (
 	"context"
 	"net/http"
+	"strings"
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/api-server/httpapi"
@@ -230,11 +231,17 @@ func (s *Service) portFromRequest(w http.ResponseWriter, r *http.Request, a attr
 	if req.HostID != "" && !c.IsAdmin() {
 		return req, func() { forbidden(w, "rule:create_port and rule:create_port:binding:host_id") }
 	}
+	if err := bindingProfile(a, c, "create_port"); err != nil {
+		return req, func() { writeFault(w, err) }
+	}
 	n, err := s.st.GetNetwork(r.Context(), req.NetworkID)
 	if err == nil && !canSeeNetwork(c, n) {
 		err = store.ErrNetworkNotFound.New("Network " + req.NetworkID + " could not be found.")
 	}
 	if err != nil {
+		return req, func() { s.storeError(w, r, err) }
+	}
+	if err := s.checkDevice(r.Context(), c, n, "create_port", req.DeviceID, req.DeviceOwner); err != nil {
 		return req, func() { s.storeError(w, r, err) }
 	}
 	// On a shared network only its owner (and admins) pick addresses and
@@ -313,6 +320,29 @@ func (s *Service) updatePort(w http.ResponseWriter, r *http.Request) {
 		invalidInput(w, err.Error())
 		return
 	}
+	if err := bindingProfile(a, c, "update_port"); err != nil {
+		writeFault(w, err)
+		return
+	}
+	if changed(u.DeviceID, cur.DeviceID) || changed(u.DeviceOwner, cur.DeviceOwner) {
+		if cur.ComputeBound {
+			// Its server's NIC: only the Compute API (interface detach,
+			// server delete) lets go of it, unplugging it first.
+			writeFault(w, portInUse(cur))
+			return
+		}
+		dev, owner := cur.DeviceID, cur.DeviceOwner
+		if u.DeviceID != nil {
+			dev = *u.DeviceID
+		}
+		if u.DeviceOwner != nil {
+			owner = *u.DeviceOwner
+		}
+		if err := s.checkDevice(r.Context(), c, n, "update_port", dev, owner); err != nil {
+			s.storeError(w, r, err)
+			return
+		}
+	}
 	if u.HostID != nil && *u.HostID != cur.BindingHostID && !c.IsAdmin() {
 		forbidden(w, "rule:update_port and rule:update_port:binding:host_id")
 		return
@@ -339,6 +369,53 @@ func (s *Service) updatePort(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	showOne(w, r, http.StatusOK, "port", portView(p, c.IsAdmin()))
+}
+
+func changed(v *string, cur string) bool { return v != nil && *v != cur }
+
+// portInUse is Neutron's PortInUse for a port its server holds.
+func portInUse(p *store.Port) error {
+	return errdefs.Conflictf("Unable to complete operation on port %s for network %s. Port already has an attached device %s.",
+		p.ID, p.NetworkID, p.DeviceID).WithReason("PortInUse")
+}
+
+// bindingProfile refuses binding:profile from a non-admin (Neutron's
+// <op>:binding:profile is admin-only); Capsule has no use for one.
+func bindingProfile(a attrs, c *auth.Credentials, op string) error {
+	var v map[string]any
+	if ok, err := a.decode("binding:profile", &v); err != nil {
+		return store.ErrInvalidInput.New("Invalid input for operation: " + err.Error() + ".")
+	} else if ok && len(v) > 0 && !c.IsAdmin() {
+		return policyRefused("rule:" + op + " and rule:" + op + ":binding:profile")
+	}
+	return nil
+}
+
+// checkDevice applies Neutron's rules to a device_id/device_owner a
+// non-admin writes: a network:* owner only on a network the caller owns
+// (<op>:device_owner, 403), and no device_id naming another project's
+// server (DeviceIDNotOwnedByTenant, 409, as Neutron answers for another
+// tenant's router). Either way the port stays a label: a server's NICs
+// are only the ports the Compute API bound (store.ServerPorts).
+func (s *Service) checkDevice(ctx context.Context, c *auth.Credentials, n *store.Network, op, deviceID, deviceOwner string) error {
+	if c.IsAdmin() {
+		return nil
+	}
+	if strings.HasPrefix(deviceOwner, "network:") && !owns(c, n.ProjectID) {
+		return policyRefused("rule:" + op + " and rule:" + op + ":device_owner")
+	}
+	if deviceID == "" {
+		return nil
+	}
+	project, ok, err := s.st.InstanceProject(ctx, deviceID)
+	if err != nil {
+		return err
+	}
+	if ok && project != c.ProjectID {
+		return errdefs.Conflictf("The following device_id %s is not owned by your tenant or matches another tenants router.",
+			deviceID).WithReason("DeviceIDNotOwnedByTenant")
+	}
+	return nil
 }
 
 // deletePort deletes any port the caller owns, compute:nova ones included
