@@ -58,12 +58,13 @@ type cloud struct {
 	amqp       string
 
 	// Set by options before the cloud starts.
-	twoHosts    bool   // control plane + two agents on bridges joined by a trunk
-	bridge      bool   // a one-process cloud maps physnet1 to a real bridge
-	agentDriver string // agent.driver ("" = docker)
-	extraConfig string // YAML appended to the control plane's config
-	registry    string // the registry section of every config ("" = the default, the test registry)
-	baseImage   string // the base image's registry reference (the servers' image, the sandboxes')
+	twoHosts    bool     // control plane + two agents on bridges joined by a trunk
+	bridge      bool     // a one-process cloud maps physnet1 to a real bridge
+	agentDriver string   // agent.driver ("" = docker)
+	extraConfig string   // YAML appended to the control plane's config
+	registry    string   // the registry section of every config ("" = the default, the test registry)
+	baseImage   string   // the base image's registry reference (the servers' image, the sandboxes')
+	procEnv     []string // extra environment of the capsuled processes (KEY=value)
 
 	hosts []*computeHost // the compute hosts, in order
 	procs []*proc        // the capsuled processes, control plane first
@@ -85,6 +86,7 @@ type proc struct {
 	roles  string
 	config string
 	log    string
+	env    []string
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 }
@@ -365,7 +367,7 @@ func (c *cloud) makeBridges(t *testing.T) {
 func uplinkPort(bridge string) string { return bridge + "-up" }
 
 func (c *cloud) newProc(name, roles, config string) *proc {
-	return &proc{bin: c.bin, name: name, roles: roles, config: config, log: filepath.Join(c.dir, name+".log")}
+	return &proc{bin: c.bin, name: name, roles: roles, config: config, log: filepath.Join(c.dir, name+".log"), env: c.procEnv}
 }
 
 func tail(s string, n int) string {
@@ -472,6 +474,9 @@ func (p *proc) start(t *testing.T) {
 	}
 	cmd := exec.Command(p.bin, "-config", p.config, "-log-level", "debug", p.roles)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if len(p.env) > 0 {
+		cmd.Env = append(os.Environ(), p.env...)
+	}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		t.Fatalf("start %s: %v", p.name, err)

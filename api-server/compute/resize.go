@@ -188,6 +188,9 @@ func (s *Service) cast(tx *gorm.DB, out *outbox.Batch, host, instanceID, kind st
 // committed, and a message that cannot go now is the conductor's outbox
 // relay's to send.
 func (s *Service) deliver(ctx context.Context, out *outbox.Batch) {
+	if s.opts.AfterCommit != nil {
+		s.opts.AfterCommit()
+	}
 	if err := s.outbox.Deliver(ctx, out); err != nil {
 		s.log.Warn("publish committed messages; the outbox relay will retry", "error", err)
 	}

@@ -41,8 +41,11 @@ type Options struct {
 	// RegistryAddress (host:port) is where snapshots of servers whose image
 	// registry cannot be told from its reference are pushed.
 	RegistryAddress string
-	Log             *slog.Logger
-	Now             func() time.Time
+	// AfterCommit, when set, runs after a request committed its task and
+	// before its message is published (a test's kill point).
+	AfterCommit func()
+	Log         *slog.Logger
+	Now         func() time.Time
 }
 
 // Quota is a project's compute quota.

@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/capsule-cloud/capsule/agent"
@@ -200,8 +202,8 @@ func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) e
 	go ids.PurgeTokensEvery(ctx, a.TokenPurgeInterval)
 	comp := compute.New(d.st, d.bus, compute.Options{PublicHost: a.PublicHost, ComputePort: a.ComputePort, ImagePort: a.ImagePort,
 		CallTimeout: a.CallTimeout, ServiceDownTime: cfg.Scheduler.ServiceDownTime, Validator: ids, Log: log,
-		RegistryAddress: cfg.Registry.Address,
-		DefaultQuota:    compute.Quota{Instances: cfg.Quota.Instances, Cores: cfg.Quota.Cores, RAM: cfg.Quota.RAMMB}})
+		RegistryAddress: cfg.Registry.Address, AfterCommit: crashAfterCommit(log),
+		DefaultQuota: compute.Quota{Instances: cfg.Quota.Instances, Cores: cfg.Quota.Cores, RAM: cfg.Quota.RAMMB}})
 	img := image.New(d.st, image.Options{Validator: ids, Logger: log, Data: image.NewRegistryData(cfg.Registry)})
 	netw := network.New(ids, network.WithStore(d.st), network.WithConfig(cfg.Network), network.WithLogger(log))
 	// The portal is a client of the APIs above, reaching them where they
@@ -278,4 +280,26 @@ func listen(addr string) (net.Listener, error) {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
 	}
 	return ln, nil
+}
+
+// crashAfterCommitEnv names a file whose presence makes the API process
+// kill itself (SIGKILL) right after it committed a task and before it
+// published the task's message, once (the file is removed first): the
+// end-to-end tests' kill point for the outbox. Unset, nothing happens.
+const crashAfterCommitEnv = "CAPSULE_TEST_CRASH_AFTER_COMMIT"
+
+// crashAfterCommit is the compute API's AfterCommit hook that
+// crashAfterCommitEnv asks for (nil when it is unset).
+func crashAfterCommit(log *slog.Logger) func() {
+	path := os.Getenv(crashAfterCommitEnv)
+	if path == "" {
+		return nil
+	}
+	log.Warn("test kill point armed: the API dies after a commit when this file exists", "file", path)
+	return func() {
+		if os.Remove(path) == nil {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // the signal is on its way
+		}
+	}
 }
