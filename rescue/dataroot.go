@@ -197,6 +197,19 @@ func readContainer(dataRoot, id string) (Container, error) {
 		c.ServerName = cfg.Config.Labels[LabelName]
 		c.Role = cfg.Config.Labels[LabelRole]
 	}
+	if c.InstanceID != "" {
+		// The driver names its containers capsule-<id> and
+		// capsule-<id>-sandbox, which an image cannot; labels an image
+		// baked in could reach containers created before the driver set
+		// all of its own, so the name decides the instance and the role.
+		if rest, ok := strings.CutPrefix(c.Name, "capsule-"); ok && rest != "" {
+			id, sandbox := strings.CutSuffix(rest, "-sandbox")
+			c.InstanceID, c.Role = id, ""
+			if sandbox {
+				c.Role = RoleSandbox
+			}
+		}
+	}
 	if s := cfg.State; s != nil {
 		switch {
 		case s.Running && s.Paused:

@@ -77,7 +77,7 @@ func (r *fakeRoot) save(c *fakeContainer) {
 	}
 	dir := filepath.Join(r.root, "containers", c.id)
 	cfg := map[string]any{
-		"ID": c.id, "Name": "/capsule-" + c.instance + c.role, "Driver": c.driver, "Image": "sha256:feed",
+		"ID": c.id, "Name": "/capsule-" + c.instance + map[string]string{"": "", RoleSandbox: "-sandbox"}[c.role], "Driver": c.driver, "Image": "sha256:feed",
 		"Created": "2024-01-02T03:04:05Z",
 		"Config":  map[string]any{"Image": "127.0.0.1:5050/capsule/busybox:latest", "Labels": labels},
 		"State": map[string]any{"Running": c.running, "Pid": 0, "ExitCode": 143,
@@ -252,5 +252,46 @@ func TestRescueUnreadableConfig(t *testing.T) {
 	}
 	if got := readString(t, filepath.Join(to, "srv/important")); got != "keep me" || m.ContainerID != c.id || m.Server != "" {
 		t.Fatalf("rescued %q, manifest %+v", got, m)
+	}
+}
+
+// TestForgedLabelsDoNotMisleadFind: a workload whose labels came from its
+// image (a container made before the driver set all of its own) claiming
+// to be a sandbox, or another server, is still found as its own server's
+// workload: the container's name, which only the driver sets, decides.
+func TestForgedLabelsDoNotMisleadFind(t *testing.T) {
+	r := newFakeRoot(t)
+	victim := r.container("44444444-4444-4444-4444-444444444444", "victim", "", "overlay2")
+	forged := r.container("55555555-5555-5555-5555-555555555555", "tenant", "", "overlay2")
+	// The tenant's image baked in capsule.role=sandbox and the victim's id.
+	forged.role, forged.instance = RoleSandbox, victim.instance
+	p := filepath.Join(r.root, "containers", forged.id, "config.v2.json")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg["Config"].(map[string]any)["Labels"] = map[string]string{LabelInstance: victim.instance, LabelRole: RoleSandbox, "capsule.managed": "true"}
+	if b, err = json.Marshal(cfg); err != nil {
+		t.Fatal(err)
+	}
+	mkfile(t, p, b, 0o600)
+	// Another one's image claims to be the victim's workload.
+	impostor := r.container("66666666-6666-6666-6666-666666666666", "victim", "", "overlay2")
+	p = filepath.Join(r.root, "containers", impostor.id, "config.v2.json")
+	if b, err = os.ReadFile(p); err != nil {
+		t.Fatal(err)
+	}
+	mkfile(t, p, []byte(strings.Replace(string(b), `"capsule.instance":"`+impostor.instance, `"capsule.instance":"`+victim.instance, 1)), 0o600)
+
+	if c, err := Find(r.root, victim.instance); err != nil || c.ID != victim.id {
+		t.Fatalf("Find the victim: %+v, %v, want its own container", c, err)
+	}
+	c, err := Find(r.root, "55555555-5555-5555-5555-555555555555")
+	if err != nil || c.ID != forged.id || c.Role != "" {
+		t.Fatalf("Find the tenant's server: %+v, %v, want its workload", c, err)
 	}
 }

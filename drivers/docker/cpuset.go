@@ -37,7 +37,10 @@ import (
 // (hw:cpu_policy=dedicated): no other server is pinned to its CPUs.
 const LabelCPUPolicy = "capsule.cpu_policy"
 
-const policyDedicated = "dedicated"
+const (
+	policyDedicated = "dedicated"
+	policyShared    = "shared"
+)
 
 // ErrNoFreeCPUs: a dedicated server needs more CPUs of the host's
 // cpu_dedicated_set than are free of other pinned servers.
@@ -168,7 +171,7 @@ func (d *Driver) cpuUse(ctx context.Context, pools limits.CPUPools, except strin
 		return use, fmt.Errorf("list containers for cpu pinning: %w", err)
 	}
 	for _, s := range cs {
-		if s.ID == except || s.Labels[LabelRole] == RoleSandbox {
+		if s.ID == except || isSandbox(s) {
 			continue
 		}
 		c, err := d.cli.ContainerInspect(ctx, s.ID)
@@ -213,9 +216,6 @@ func (d *Driver) createPinned(ctx context.Context, spec drivers.Spec, cfg *conta
 		return container.CreateResponse{}, err
 	}
 	host.Resources.CpusetCpus = limits.FormatCPUList(cpus)
-	if spec.Limits.CPU.Dedicated {
-		cfg.Labels[LabelCPUPolicy] = policyDedicated
-	}
 	return d.cli.ContainerCreate(ctx, cfg, host, nil, nil, ContainerName(spec.ID))
 }
 

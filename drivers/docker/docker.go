@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -271,9 +272,17 @@ func (d *Driver) configs(spec drivers.Spec, diskDev string) (*container.Config, 
 	for k, v := range spec.Labels {
 		labels[k] = v
 	}
-	// Ours last, so a spec label cannot hide the instance from List.
+	// Ours last, so a spec label cannot hide the instance from List. All
+	// of the driver's labels are set, whatever their value, so that none
+	// comes from the image (Docker adds an image's labels the container
+	// does not set); maskImageLabels blanks the image's other capsule.*.
 	labels[LabelInstance] = spec.ID
 	labels[LabelManaged] = "true"
+	labels[LabelRole] = RoleWorkload
+	labels[LabelCPUPolicy] = policyShared
+	if spec.Limits.CPU.Dedicated {
+		labels[LabelCPUPolicy] = policyDedicated
+	}
 
 	stopSecs := int(math.Ceil(d.opts.StopTimeout.Seconds()))
 	cfg := &container.Config{
@@ -358,6 +367,12 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 		}
 	}
 	cfg, host := d.configs(spec, diskDev)
+	if err := d.maskImageLabels(ctx, spec.Image, cfg.Labels); err != nil {
+		if rerr := d.removeSandbox(context.WithoutCancel(ctx), spec.ID); rerr != nil {
+			d.log.Error("could not remove the sandbox of a failed create", "instance", spec.ID, "err", rerr)
+		}
+		return fmt.Errorf("docker create %s: %w", spec.ID, err)
+	}
 	// Pinned to its vCPUs' worth of host CPUs (cpuset.go).
 	resp, err := d.createPinned(ctx, spec, cfg, host)
 	if err != nil {
@@ -390,6 +405,43 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 		"cpu_quota_us", host.CPUQuota, "cpu_period_us", host.CPUPeriod, "cpu_shares", host.CPUShares, "disk_device", diskDev,
 		"cpuset", host.CpusetCpus, "lxcfs", len(host.Mounts) > 0)
 	return nil
+}
+
+// labelPrefix starts every label Capsule reads (LabelInstance, LabelRole,
+// LabelCPUPolicy, the agent's ...): they are Capsule's alone.
+const labelPrefix = "capsule."
+
+// maskImageLabels blanks in labels every capsule.* label of image ref
+// that labels does not set. Docker gives a container the labels of its
+// image it does not set itself, and images are the tenants': a
+// capsule.role or capsule.cpu_policy baked into one would otherwise
+// steer List, the CPU accounting and the rescue (a label cannot be
+// removed, only overridden; a blank one means nothing to Capsule).
+func (d *Driver) maskImageLabels(ctx context.Context, ref string, labels map[string]string) error {
+	img, err := d.cli.ImageInspect(ctx, ref)
+	if err != nil {
+		return fmt.Errorf("inspect image %s for its labels: %w", ref, err)
+	}
+	if img.Config == nil {
+		return nil
+	}
+	for k := range img.Config.Labels {
+		if _, set := labels[k]; !set && strings.HasPrefix(k, labelPrefix) {
+			labels[k] = ""
+		}
+	}
+	return nil
+}
+
+// isSandbox reports whether the listed container is a sandbox: its role
+// label says so and it bears its instance's sandbox name, which only the
+// driver gives (a workload created before the driver set its own role
+// could carry its image's capsule.role).
+func isSandbox(s container.Summary) bool {
+	if s.Labels[LabelRole] != RoleSandbox {
+		return false
+	}
+	return slices.Contains(s.Names, "/"+SandboxName(s.Labels[LabelInstance]))
 }
 
 // ensureImage pulls ref unless it is already present.
@@ -711,7 +763,7 @@ func (d *Driver) List(ctx context.Context) ([]drivers.Status, error) {
 		if id == "" {
 			continue
 		}
-		if s.Labels[LabelRole] == RoleSandbox {
+		if isSandbox(s) {
 			sandboxes = append(sandboxes, drivers.Status{ID: id, Power: drivers.PowerNoState, BackendID: s.ID,
 				Description: "sandbox only: the workload container is missing"})
 			continue

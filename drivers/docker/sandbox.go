@@ -31,6 +31,7 @@ import (
 const (
 	LabelRole     = "capsule.role"
 	RoleSandbox   = "sandbox"
+	RoleWorkload  = "workload"
 	sandboxSuffix = "-sandbox"
 )
 
@@ -116,6 +117,9 @@ func (d *Driver) createSandbox(ctx context.Context, spec drivers.Spec) (string, 
 		return "", err
 	}
 	cfg, host := d.sandboxConfigs(spec)
+	if err := d.maskImageLabels(ctx, cfg.Image, cfg.Labels); err != nil {
+		return "", fmt.Errorf("docker create %s: sandbox: %w", spec.ID, err)
+	}
 	resp, err := d.cli.ContainerCreate(ctx, cfg, host, nil, nil, SandboxName(spec.ID))
 	if err != nil {
 		if cerrdefs.IsConflict(err) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/image"
@@ -51,6 +52,7 @@ func (d *Driver) commitPush(ctx context.Context, id, ref, comment string, progre
 		Reference: ref,
 		Comment:   comment,
 		Pause:     true,
+		Config:    &container.Config{Labels: blankCapsuleLabels(c.Config.Labels)},
 	})
 	if err != nil {
 		return pushResult{}, wrap("snapshot commit", id, err)
@@ -84,6 +86,21 @@ func (d *Driver) commitPush(ctx context.Context, id, ref, comment string, progre
 	}
 	out.digest, out.uploaded, out.sent = pl.digest, pl.uploaded, pl.sent
 	return out, nil
+}
+
+// blankCapsuleLabels maps every capsule.* label of a container to "": a
+// commit keeps the container's labels (Docker can only override them),
+// and Capsule's (the server's instance, project, host, CPU policy) must
+// not travel with an image another server boots from or a tenant
+// downloads.
+func blankCapsuleLabels(labels map[string]string) map[string]string {
+	out := map[string]string{}
+	for k := range labels {
+		if strings.HasPrefix(k, labelPrefix) {
+			out[k] = ""
+		}
+	}
+	return out
 }
 
 // pushLog is what a push's progress stream told.
