@@ -352,29 +352,9 @@ func (a *Agent) runAction(ctx context.Context, id string, action lifecycle.Actio
 	caps := a.drv.Capabilities()
 	switch action {
 	case lifecycle.ActStart:
-		// The sandbox of a stopped server (or one a dockerd or host
-		// restart took down) comes back in a new namespace: plumb it
-		// before the workload joins it.
-		op = func() error {
-			if err := a.plumbFor(ctx, id); err != nil {
-				return err
-			}
-			return a.drv.Start(ctx, id)
-		}
+		op = func() error { return a.start(ctx, id) }
 	case lifecycle.ActStop:
-		op = func() error {
-			if err := a.drv.Stop(ctx, id, a.cfg.StopTimeout); err != nil {
-				return err
-			}
-			// The sandbox stopped with the workload, its namespace and
-			// veths are gone; remove the ports too. The server is
-			// stopped either way, so a failure is for reconcile to
-			// retry, not the user's problem.
-			if err := a.unplug(ctx, id); err != nil {
-				a.log.Error("stop: could not unplug the stopped instance; reconcile retries", "instance", id, "err", err)
-			}
-			return nil
-		}
+		op = func() error { return a.stop(ctx, id) }
 	case lifecycle.ActReboot, lifecycle.ActRebootHard:
 		hard := action == lifecycle.ActRebootHard
 		op = func() error {
@@ -408,8 +388,8 @@ func (a *Agent) runAction(ctx context.Context, id string, action lifecycle.Actio
 
 	if _, err := a.drv.Status(ctx, id); err != nil {
 		if errors.Is(err, drivers.ErrNotFound) {
-			return drivers.PowerNoState, fmt.Errorf("%s instance %s: no such instance on host %s (its container is missing): %w",
-				action, id, a.cfg.Host, err)
+			return drivers.PowerNoState, errdefs.Wrap(fmt.Errorf("%s instance %s: no such instance on host %s (its container is missing): %w",
+				action, id, a.cfg.Host, err), errdefs.ErrNotFound, "the server's container is missing on its host")
 		}
 		return drivers.PowerNoState, fmt.Errorf("%s instance %s: status: %w", action, id, err)
 	}
@@ -421,6 +401,30 @@ func (a *Agent) runAction(ctx context.Context, id string, action lifecycle.Actio
 		return drivers.PowerNoState, fmt.Errorf("status of instance %s after %s: %w", id, action, err)
 	}
 	return st.Power, nil
+}
+
+// start starts instance id. The sandbox of a stopped server (or one a
+// dockerd or host restart took down) comes back in a new namespace: it is
+// plumbed before the workload joins it.
+func (a *Agent) start(ctx context.Context, id string) error {
+	if err := a.plumbFor(ctx, id); err != nil {
+		return err
+	}
+	return a.drv.Start(ctx, id)
+}
+
+// stop stops instance id (its grace: the agent's stop timeout).
+func (a *Agent) stop(ctx context.Context, id string) error {
+	if err := a.drv.Stop(ctx, id, a.cfg.StopTimeout); err != nil {
+		return err
+	}
+	// The sandbox stopped with the workload, its namespace and veths are
+	// gone; remove the ports too. The server is stopped either way, so a
+	// failure is for reconcile to retry, not the user's problem.
+	if err := a.unplug(ctx, id); err != nil {
+		a.log.Error("stop: could not unplug the stopped instance; reconcile retries", "instance", id, "err", err)
+	}
+	return nil
 }
 
 // plumbFor plumbs instance id's NICs, looking them up first.

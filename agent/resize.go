@@ -23,6 +23,10 @@ const (
 // reports to the conductor: action resize for a resize, revert_resize for
 // a revert (which sends the old flavor as Spec). The driver rolls a
 // failed resize back itself, so a failure leaves the old size running.
+// A change the driver can make only to a stopped instance
+// (drivers.ErrNeedsRestart) is made cold, as Nova's resize on the same
+// host: stop, resize, start (coldResize); the instance keeps its
+// container, so its disk, NICs and IP stay.
 func (a *Agent) handleResize(ctx context.Context, req protocol.ResizeInstance, revert bool) error {
 	id := req.InstanceID
 	if id == "" {
@@ -42,6 +46,10 @@ func (a *Agent) handleResize(ctx context.Context, req protocol.ResizeInstance, r
 	rep := protocol.InstanceReport{RequestID: req.RequestID, InstanceID: id, Host: a.cfg.Host,
 		Action: action, Event: event, Started: a.now().UTC()}
 	power, err := a.resize(ctx, req.Spec)
+	if errors.Is(err, drivers.ErrNeedsRestart) && power == drivers.PowerRunning {
+		log.Info("the new flavor cannot be applied to the running instance; resizing it cold (stop, resize, start)", "why", errdefs.Message(err))
+		power, err = a.coldResize(ctx, req.Spec, req.Old)
+	}
 	rep.PowerState = int(power)
 	if err != nil {
 		log.Error("resize failed", "err", err, "vcpus", req.Spec.VCPUs, "memory_mb", req.Spec.MemoryMB)
@@ -80,6 +88,40 @@ func (a *Agent) resize(ctx context.Context, s protocol.InstanceSpec) (drivers.Po
 	}
 	if err := a.drv.Resize(ctx, s.ID, s.VCPUs, s.MemoryMB, lim); err != nil {
 		return a.powerOf(ctx, s.ID), fmt.Errorf("resize instance %s: %w", s.ID, err)
+	}
+	return a.powerOf(ctx, s.ID), nil
+}
+
+// coldResize makes a resize of running instance s.ID that needs a
+// restart: stop it, apply s (to the stopped instance), start it. When the
+// new size cannot be applied, or the instance does not start with it, the
+// old one (old) is applied again and the instance started, so a failure
+// leaves the old flavor running, as a live resize's rollback does.
+func (a *Agent) coldResize(ctx context.Context, s, old protocol.InstanceSpec) (drivers.PowerState, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*a.cfg.StopTimeout+3*a.callTimeout)
+	defer cancel()
+	if err := a.stop(ctx, s.ID); err != nil {
+		return a.powerOf(ctx, s.ID), fmt.Errorf("cold resize of instance %s: stop: %w", s.ID, err)
+	}
+	if _, err := a.resize(ctx, s); err != nil {
+		if serr := a.start(ctx, s.ID); serr != nil {
+			a.log.Error("cold resize: the instance did not start again with its old flavor", "instance", s.ID, "err", serr)
+			err = fmt.Errorf("%w (starting it again with the old flavor failed: %v)", err, serr)
+		}
+		return a.powerOf(ctx, s.ID), fmt.Errorf("cold resize of instance %s: %w", s.ID, err)
+	}
+	if err := a.start(ctx, s.ID); err != nil {
+		werr := fmt.Errorf("cold resize of instance %s: start with the new flavor: %w", s.ID, err)
+		if _, rerr := a.resize(ctx, old); rerr != nil {
+			a.log.Error("cold resize: could not put the old flavor back", "instance", s.ID, "err", rerr)
+			return a.powerOf(ctx, s.ID), errdefs.Wrap(fmt.Errorf("%w (putting the old flavor back failed: %v)", werr, rerr),
+				errdefs.ErrInternal, "the server did not start with the new flavor")
+		}
+		if serr := a.start(ctx, s.ID); serr != nil {
+			a.log.Error("cold resize: the instance did not start again with its old flavor", "instance", s.ID, "err", serr)
+			werr = fmt.Errorf("%w (starting it again with the old flavor failed: %v)", werr, serr)
+		}
+		return a.powerOf(ctx, s.ID), errdefs.Wrap(werr, errdefs.ErrInternal, "the server did not start with the new flavor")
 	}
 	return a.powerOf(ctx, s.ID), nil
 }

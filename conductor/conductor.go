@@ -342,6 +342,13 @@ func (c *Conductor) onActionReport(ctx context.Context, inst *store.Instance, r 
 		fault = &instance.Fault{Code: 500, Message: failedBecause(fmt.Sprintf("Action %s of instance %s failed", r.Action, inst.ID), r),
 			Details: r.Error, At: now}
 		c.log.Warn("action failed on the host", "instance", inst.ID, "host", r.Host, "action", r.Action, "error", r.Error)
+		if lifecycle.PowerState(r.PowerState) == lifecycle.NoState {
+			// Nothing of the server is left on its host: no state
+			// but ERROR is true, and ERROR shows the fault.
+			_, err := instance.Fail(c.st.WithContext(ctx), inst.ID, instance.In(inst.VMState, lifecycle.TaskOf(r.Action)), *fault,
+				map[string]any{"power_state": int(lifecycle.NoState)}, now)
+			return err
+		}
 	}
 	_, err := instance.Finish(c.st.WithContext(ctx), inst, r.Action, r.OK, lifecycle.PowerState(r.PowerState), fault, now)
 	return err

@@ -543,6 +543,17 @@ func TestActionReports(t *testing.T) {
 			}
 		})
 	}
+	// A failure that leaves nothing of the server on its host (its
+	// container is gone) puts it in ERROR, where the API shows the fault.
+	gone := addInstance(t, st, onHost("h1"), state(lifecycle.Active, lifecycle.RebootingHard), power(lifecycle.Running))
+	r := report(gone, "h1", lifecycle.ActRebootHard, "req-gone", false)
+	r.PowerState, r.ErrorMessage = int(lifecycle.NoState), "the server's container is missing on its host"
+	mustSend(t, c, protocol.KindInstanceReport, r)
+	if got := loadInst(t, st, gone.ID); got.VMState != lifecycle.Error || got.TaskState != "" ||
+		got.FaultMessage != "Action reboot_hard of instance "+gone.ID+" failed: the server's container is missing on its host." {
+		t.Errorf("after a failed hard reboot without a container: %s/%q fault %q", got.VMState, got.TaskState, got.FaultMessage)
+	}
+
 	// Another action's report does not finish this one.
 	inst := addInstance(t, st, onHost("h1"), state(lifecycle.Active, lifecycle.PoweringOff), power(lifecycle.Running))
 	before := loadInst(t, st, inst.ID)

@@ -20,6 +20,10 @@ var (
 	ErrNotFound     = errdefs.NotFound("instance not found")
 	ErrNotSupported = errdefs.NotSupported("not supported by this driver")
 	ErrInvalidState = errdefs.FailedPrecondition("invalid state for this operation")
+	// ErrNeedsRestart is a Resize the driver cannot make to the running
+	// instance but can make to a stopped one (the change is not live-
+	// capable): the agent then resizes cold — stop, Resize, start.
+	ErrNeedsRestart = errdefs.FailedPrecondition("the new flavor cannot be applied to the running server")
 )
 
 // Spec is what the agent asks a driver to create for one server.
@@ -162,8 +166,10 @@ type Driver interface {
 	// when it runs: no restart, its processes keep their PIDs): vcpus and
 	// memoryMB as in Spec, l the new flavor's limits (l.PidsMax, when set,
 	// is the new pid cap; 0 keeps the current one). A failure half-way
-	// puts the old values back before returning the error. Drivers
-	// without Capabilities.LiveResize return ErrNotSupported.
+	// puts the old values back before returning the error. A change it
+	// can make only to a stopped instance fails, the old values in
+	// place, with an error wrapping ErrNeedsRestart. Drivers without
+	// Capabilities.LiveResize return ErrNotSupported.
 	Resize(ctx context.Context, id string, vcpus, memoryMB int, l limits.Limits) error
 }
 

@@ -555,3 +555,32 @@ func TestMigrateWithEngineEntryPoints(t *testing.T) {
 		t.Errorf("after confirm: %s/%q", inst.VMState, inst.TaskState)
 	}
 }
+
+// TestResizeChangingCPUPolicyMigrates: a new flavor with another
+// hw:cpu_policy is made anew on another host (a cold migration with the
+// new flavor), even where the host has room: the policy is fixed when the
+// server's container is made.
+func TestResizeChangingCPUPolicyMigrates(t *testing.T) {
+	fake := &fakeMigrator{}
+	f := newMigrateFixture(t, fake)
+	fl := store.Flavor{FlavorID: "7", Name: "d1.small", VCPUs: 1, MemoryMB: 256, RootGB: 1, IsPublic: true, RxtxFactor: 1,
+		ExtraSpecs: []store.FlavorExtraSpec{{Key: "hw:cpu_policy", Value: "dedicated"}}}
+	if err := f.st.DB.Create(&fl).Error; err != nil {
+		t.Fatal(err)
+	}
+	id := f.create("demo", "pol")
+	f.placeActive(id, 3)
+	resp, body := f.do("POST", "/v2.1/servers/"+id+"/action", "demo", `{"resize":{"flavorRef":"7"}}`)
+	if resp.StatusCode != 202 {
+		t.Fatalf("resize to a dedicated flavor = %d %v", resp.StatusCode, body)
+	}
+	if len(fake.begins) != 1 || fake.begins[0].NewFlavor == nil || fake.begins[0].NewFlavor.FlavorID != "7" || fake.begins[0].Action != "resize" {
+		t.Fatalf("Begin calls %+v, want one resize to flavor 7", fake.begins)
+	}
+	if sent := f.bus.Sent(bus.ComputeQueue("h1")); len(sent) != 0 {
+		t.Errorf("a live resize was cast too: %v", sent)
+	}
+	if c := f.claim(id); c.VCPUs != 1 || c.Host != "h1" {
+		t.Errorf("claim changed by the live path: %+v", c)
+	}
+}

@@ -102,12 +102,14 @@ func (s *Service) resizeServer(w http.ResponseWriter, r *http.Request, inst *sto
 		return
 	}
 	if flavor.RootGB < inst.RootGB {
+		// Nova's words (its exception's message), then the numbers.
 		writeFault(w, errdefs.InvalidArgumentf(
-			"Resize to a smaller disk is not allowed: flavor %s has a %d GB root disk, the server has %d GB.", flavor.FlavorID, flavor.RootGB, inst.RootGB))
+			"Resizing to a smaller disk flavor is not allowed. Flavor %s has a %d GB root disk, the server has %d GB.", flavor.FlavorID, flavor.RootGB, inst.RootGB))
 		return
 	}
 	specs, specsJSON := specsOf(flavor)
-	if _, err := limits.Parse(specs, flavor.VCPUs); err != nil {
+	lim, err := limits.Parse(specs, flavor.VCPUs)
+	if err != nil {
 		writeFault(w, errdefs.InvalidArgumentf("Flavor %s has invalid extra specs: %v", flavor.FlavorID, err))
 		return
 	}
@@ -116,6 +118,14 @@ func (s *Service) resizeServer(w http.ResponseWriter, r *http.Request, inst *sto
 	}
 	if err := s.resizeQuota(ctx, inst, flavor); err != nil {
 		s.fail(w, r, err)
+		return
+	}
+	if lim.CPU.Dedicated != (jsonMap(inst.ExtraSpecs)[limits.KeyCPUPolicy] == "dedicated") {
+		// A server's CPU policy is fixed when its container is made
+		// (dedicated CPUs are the host's to hand out, whole): a change
+		// of hw:cpu_policy makes it anew on another host, as a cold
+		// migration with the new flavor.
+		s.beginCold(w, r, inst, flavor, "", "resize")
 		return
 	}
 	reqID := requestID(w)

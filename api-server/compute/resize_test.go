@@ -101,7 +101,7 @@ func TestResizeFlow(t *testing.T) {
 	must(f.st.DB.Model(&store.Instance{}).Where("id = ?", id).Update("root_gb", 10).Error)
 	resp, body := f.do("POST", action, "demo", `{"resize":{"flavorRef":"3"}}`)
 	expectFault(t, resp, body, 400, "badRequest")
-	if msg := body["badRequest"].(map[string]any)["message"]; msg != "Resize to a smaller disk is not allowed: flavor 3 has a 1 GB root disk, the server has 10 GB." {
+	if msg := body["badRequest"].(map[string]any)["message"]; msg != "Resizing to a smaller disk flavor is not allowed. Flavor 3 has a 1 GB root disk, the server has 10 GB." {
 		t.Errorf("refusal of a smaller disk says %q", msg)
 	}
 	must(f.st.DB.Model(&store.Instance{}).Where("id = ?", id).Update("root_gb", 1).Error)

@@ -5,9 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/hypervisors"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/instanceactions"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/services"
 )
@@ -74,8 +77,50 @@ func (c *cli) serverShow(ctx context.Context, args []string) error {
 	}
 	v := map[string]any{"id": s.ID, "name": s.Name, "status": s.Status, "task_state": s.TaskState,
 		"power_state": s.PowerState.String(), "host": s.Host, "flavor": s.Flavor["id"], "image": s.Image["id"],
-		"project": s.TenantID, "created": s.Created, "fault": s.Fault.Message}
-	return c.record([]string{"id", "name", "status", "task_state", "power_state", "host", "flavor", "image", "project", "created", "fault"}, v)
+		"project": s.TenantID, "created": s.Created, "fault": s.Fault.Message, "last_failure": lastFailure(ctx, cc, s)}
+	return c.record([]string{"id", "name", "status", "task_state", "power_state", "host", "flavor", "image", "project", "created", "fault", "last_failure"}, v)
+}
+
+// lastFailure says why the server's latest failed action failed: its
+// fault when it is in ERROR (Nova shows none otherwise), else the failed
+// events of its newest failed action (an ACTIVE server whose resize or
+// reboot failed keeps running; the events' tracebacks, which the
+// operator as an admin sees, say why). "" when nothing failed.
+func lastFailure(ctx context.Context, cc *gophercloud.ServiceClient, s *serverExt) string {
+	if s.Status == "ERROR" && s.Fault.Message != "" {
+		return s.Fault.Message
+	}
+	pages, err := instanceactions.List(atVersion(cc, mvEvents), s.ID, nil).AllPages(ctx)
+	if err != nil {
+		return ""
+	}
+	acts, err := instanceactions.ExtractInstanceActions(pages)
+	if err != nil {
+		return ""
+	}
+	for _, a := range acts { // newest first
+		if !strings.EqualFold(a.Message, "error") {
+			continue
+		}
+		why := []string{}
+		if full, err := instanceactions.Get(ctx, atVersion(cc, mvEvents), s.ID, a.RequestID).Extract(); err == nil && full.Events != nil {
+			for _, e := range *full.Events {
+				if strings.EqualFold(e.Result, "error") {
+					msg := e.Event
+					if tb := strings.TrimSpace(e.Traceback); tb != "" {
+						msg += ": " + tb
+					}
+					why = append(why, msg)
+				}
+			}
+		}
+		head := fmt.Sprintf("%s (%s, %s) failed", a.Action, a.RequestID, a.StartTime.UTC().Format(time.RFC3339))
+		if len(why) == 0 {
+			return head
+		}
+		return head + ": " + strings.Join(why, "; ")
+	}
+	return ""
 }
 
 func (c *cli) hostList(ctx context.Context) error {

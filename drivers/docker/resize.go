@@ -233,11 +233,14 @@ func sameThrottles(a, b container.Resources) bool {
 // resizeRefused classifies a resize the kernel or runc refused (and that
 // was rolled back) with a message the server's user may see.
 // runc names a memory limit below the cgroup's usage (it reclaims what
-// it can first) this way; no error type says it.
+// it can first) this way; no error type says it. A stopped container has
+// no usage, so that one is a change that needs a restart
+// (drivers.ErrNeedsRestart): the agent makes it cold.
 func resizeRefused(err error) error {
 	switch {
 	case strings.Contains(err.Error(), "unable to set memory limit"):
-		return errdefs.Wrap(err, errdefs.ErrFailedPrecondition, "the server uses more memory than the new flavor has")
+		return errdefs.Wrap(fmt.Errorf("%w: %w", err, drivers.ErrNeedsRestart), errdefs.ErrFailedPrecondition,
+			"the server uses more memory than the new flavor has")
 	case errdefs.KindOf(err) == "":
 		return errdefs.Wrap(err, errdefs.ErrInternal, "the host could not apply the new flavor's limits to the running server")
 	}
