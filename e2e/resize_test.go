@@ -306,7 +306,7 @@ func TestResizeDiskThrottles(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitStatus(t, demo, srv.ID, "ACTIVE", 60*time.Second)
-	cid, _, pid = c.containerOf(t, srv.ID)
+	_, _, pid = c.containerOf(t, srv.ID)
 	writeBPS("resized while stopped, then started", pid, 20_000_000)
 
 	// A resize the running server cannot take (less memory than it
