@@ -45,7 +45,19 @@ type HTTP struct {
 	// MaxBodyBytes is the largest request body; a larger one gets a 413
 	// in the API's own error format.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// TLSCertFile and TLSKeyFile (PEM; the certificate file may hold the
+	// chain) make every listener serve TLS only, and the service catalog
+	// advertise https. Both or neither.
+	TLSCertFile string `yaml:"tls_cert_file"`
+	TLSKeyFile  string `yaml:"tls_key_file"`
+	// TLSCAFile is the CA (PEM) Capsule's own clients of these listeners
+	// (the portal calling the APIs) trust besides the system's roots:
+	// the all-in-one's local CA.
+	TLSCAFile string `yaml:"tls_ca_file"`
 }
+
+// TLS says whether the listeners serve TLS.
+func (h HTTP) TLS() bool { return h.TLSCertFile != "" }
 
 // Network is the control plane's view of the data-centre network.
 type Network struct {
@@ -259,6 +271,9 @@ func Load(path string) (Config, error) {
 	// driver at start; a malformed list fails every role here.
 	if _, err := limits.ParseCPUList(c.Agent.CPUDedicatedSet); err != nil {
 		return c, fmt.Errorf("config: %s: agent.cpu_dedicated_set: %w", path, err)
+	}
+	if (c.HTTP.TLSCertFile == "") != (c.HTTP.TLSKeyFile == "") {
+		return c, fmt.Errorf("config: %s: http.tls_cert_file and http.tls_key_file go together", path)
 	}
 	c.applyLateDefaults()
 	return c, nil

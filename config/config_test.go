@@ -76,3 +76,20 @@ func TestCPUDedicatedSet(t *testing.T) {
 		t.Fatal("malformed cpu_dedicated_set accepted")
 	}
 }
+
+func TestTLSCertAndKeyGoTogether(t *testing.T) {
+	c := load(t, "http:\n  tls_cert_file: /c.pem\n  tls_key_file: /k.pem\n")
+	if !c.HTTP.TLS() || c.HTTP.TLSKeyFile != "/k.pem" {
+		t.Errorf("tls: %+v", c.HTTP)
+	}
+	if load(t, "").HTTP.TLS() {
+		t.Error("TLS on by default")
+	}
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(p, []byte("http:\n  tls_cert_file: /c.pem\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(p); err == nil {
+		t.Error("a certificate without its key loaded")
+	}
+}

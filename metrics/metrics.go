@@ -94,7 +94,13 @@ func Mux(reg *prometheus.Registry) http.Handler {
 // or nil once stopped.
 func Serve(ctx context.Context, srv *http.Server, log *slog.Logger) error {
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
+	go func() {
+		if srv.TLSConfig != nil {
+			errc <- srv.ListenAndServeTLS("", "")
+			return
+		}
+		errc <- srv.ListenAndServe()
+	}()
 	select {
 	case err := <-errc:
 		return err

@@ -12,6 +12,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
+	"github.com/capsule-cloud/capsule/api-server/httpapi"
 	"github.com/capsule-cloud/capsule/config"
 	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/instance"
@@ -191,7 +192,7 @@ func (s *Service) startSnapshot(w http.ResponseWriter, r *http.Request, inst *st
 	}
 	s.deliver(ctx, &out)
 	s.log.Info("snapshot requested", "instance", inst.ID, "action", in.apiName, "image", imageID, "ref", ref, "host", inst.Host)
-	w.Header().Set("Location", "http://"+s.opts.PublicHost+":"+strconv.Itoa(s.opts.ImagePort)+"/v2/images/"+imageID)
+	w.Header().Set("Location", httpapi.HostURL(httpapi.Scheme(r), s.opts.PublicHost, s.opts.ImagePort)+"/v2/images/"+imageID)
 	if versionOf(ctx).AtLeast(45) {
 		writeJSON(w, http.StatusAccepted, map[string]string{"image_id": imageID})
 		return

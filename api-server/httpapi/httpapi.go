@@ -241,7 +241,7 @@ func PublicURL(r *http.Request, port int) string {
 	return Scheme(r) + "://" + net.JoinHostPort(HostName(r), strconv.Itoa(port))
 }
 
-// HostURL returns http://host:port, bracketing IPv6 literals.
-func HostURL(host string, port int) string {
-	return "http://" + net.JoinHostPort(host, strconv.Itoa(port))
+// HostURL returns scheme://host:port, bracketing IPv6 literals.
+func HostURL(scheme, host string, port int) string {
+	return scheme + "://" + net.JoinHostPort(host, strconv.Itoa(port))
 }

@@ -99,7 +99,7 @@ func TestURLs(t *testing.T) {
 	if got := httpapi.PublicURL(r6, 9292); got != "http://[fd00::1]:9292" {
 		t.Fatal(got)
 	}
-	if got := httpapi.HostURL("fd00::1", 9696); got != "http://[fd00::1]:9696" {
+	if got := httpapi.HostURL("http", "fd00::1", 9696); got != "http://[fd00::1]:9696" {
 		t.Fatal(got)
 	}
 }

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net/http"
@@ -68,6 +69,9 @@ type Listener struct {
 	// data): they get neither the body limit nor the read and write
 	// timeouts, and bound themselves. nil: none.
 	Streaming func(r *http.Request) bool
+	// TLS, when set, serves the listener over TLS only (see LoadTLS and
+	// Serve); a plain-HTTP client gets a 400 and no API answer.
+	TLS *tls.Config
 }
 
 // TooLargeFunc writes a 413 carrying msg in an API's error format.
@@ -81,7 +85,7 @@ func NewServer(l Listener) *http.Server {
 	h := LimitBody(l.Handler, lim.MaxBodyBytes, l.TooLarge, l.Streaming)
 	return &http.Server{Addr: l.Addr, Handler: h,
 		ReadHeaderTimeout: lim.ReadHeaderTimeout, ReadTimeout: lim.ReadTimeout, WriteTimeout: lim.WriteTimeout,
-		IdleTimeout: lim.IdleTimeout, MaxHeaderBytes: lim.MaxHeaderBytes}
+		IdleTimeout: lim.IdleTimeout, MaxHeaderBytes: lim.MaxHeaderBytes, TLSConfig: l.TLS}
 }
 
 // LimitBody refuses request bodies over max bytes with tooLarge (a 413):

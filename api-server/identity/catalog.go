@@ -32,16 +32,19 @@ type catalogService struct {
 // clients need: identity and compute versioned, image and network not
 // (gophercloud appends v2/ and v2.0/ itself).
 func (s *Service) services(r *http.Request) []catalogService {
-	host := s.opts.PublicHost
+	host, scheme := s.opts.PublicHost, "http"
 	if host == "" {
-		host = httpapi.HostName(r)
+		host, scheme = httpapi.HostName(r), httpapi.Scheme(r)
+	}
+	if s.opts.TLS {
+		scheme = "https"
 	}
 	p := s.opts.Ports
 	return []catalogService{
-		{"keystone", "identity", httpapi.HostURL(host, p.Identity) + "/v3"},
-		{"nova", "compute", httpapi.HostURL(host, p.Compute) + "/v2.1"},
-		{"glance", "image", httpapi.HostURL(host, p.Image)},
-		{"neutron", "network", httpapi.HostURL(host, p.Network)},
+		{"keystone", "identity", httpapi.HostURL(scheme, host, p.Identity) + "/v3"},
+		{"nova", "compute", httpapi.HostURL(scheme, host, p.Compute) + "/v2.1"},
+		{"glance", "image", httpapi.HostURL(scheme, host, p.Image)},
+		{"neutron", "network", httpapi.HostURL(scheme, host, p.Network)},
 	}
 }
 

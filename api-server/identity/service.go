@@ -42,9 +42,12 @@ type Options struct {
 	// request.
 	PublicHost string
 	Ports      Ports
-	Region     string        // default "RegionOne"
-	TokenTTL   time.Duration // default 12h
-	Logger     *slog.Logger
+	// TLS says the APIs are served over TLS (http.tls_cert_file): the
+	// catalog's URLs are then https.
+	TLS      bool
+	Region   string        // default "RegionOne"
+	TokenTTL time.Duration // default 12h
+	Logger   *slog.Logger
 	// AdminProject is the name of the admin project (Keystone's
 	// [resource] admin_project_name): the admin role makes a caller a
 	// cloud administrator only in a token scoped to it; elsewhere it is

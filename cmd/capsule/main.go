@@ -13,6 +13,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -47,7 +48,8 @@ commands:
                                    offline: copy a server's files out of Docker's data root (dockerd may be down)
   bench boot --count N --concurrency C [--image busybox] [--flavor m1.tiny] [--docker-host unix:///run/capsule/docker.sock]
                                    boot-and-delete benchmark beside raw docker run
-Credentials: OS_CLOUD (clouds.yaml) or OS_AUTH_URL/OS_USERNAME/... (source /etc/capsule/admin-openrc).
+Credentials: OS_CLOUD (clouds.yaml) or OS_AUTH_URL/OS_USERNAME/... (source /etc/capsule/admin-openrc);
+OS_CACERT names the CA of an https endpoint.
 `
 
 func main() {
@@ -123,11 +125,12 @@ func run(args []string) error {
 // authenticate reads clouds.yaml when OS_CLOUD is set, OS_* otherwise.
 func (c *cli) authenticate(ctx context.Context) error {
 	var ao gophercloud.AuthOptions
+	var tc *tls.Config
 	var err error
 	c.region = os.Getenv("OS_REGION_NAME")
 	if os.Getenv("OS_CLOUD") != "" {
 		var eo gophercloud.EndpointOpts
-		ao, eo, _, err = clouds.Parse()
+		ao, eo, tc, err = clouds.Parse()
 		c.region = eo.Region
 	} else {
 		ao, err = authFromEnv()
@@ -135,8 +138,13 @@ func (c *cli) authenticate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("credentials: %w (source an openrc file or set OS_CLOUD)", err)
 	}
+	if ca := os.Getenv("OS_CACERT"); ca != "" && tc == nil {
+		if tc, err = caTLS(ca); err != nil {
+			return err
+		}
+	}
 	ao.AllowReauth = true
-	c.pc, err = openstack.AuthenticatedClient(ctx, ao)
+	c.pc, err = authenticatedClient(ctx, ao, tc)
 	if err != nil {
 		return fmt.Errorf("authenticate at %s: %w", ao.IdentityEndpoint, err)
 	}

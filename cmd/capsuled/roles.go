@@ -2,7 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -145,8 +145,13 @@ func serveAgentMetrics(ctx context.Context, cfg config.Config, ag *agent.Agent, 
 		defer close(done)
 		// Metrics are not worth refusing to run servers for: a busy port
 		// is logged and the agent serves on.
+		tlsConf, err := serverTLS(cfg.HTTP)
+		if err != nil {
+			log.Error("agent metrics endpoint not served", "listen", cfg.Agent.MetricsListen, "err", err)
+			return
+		}
 		srv := httpapi.NewServer(httpapi.Listener{Addr: cfg.Agent.MetricsListen, Limits: httpLimits(cfg.HTTP),
-			Handler: metrics.Mux(reg)})
+			TLS: tlsConf, Handler: metrics.Mux(reg)})
 		if err := metrics.Serve(ctx, srv, log); err != nil {
 			log.Error("agent metrics endpoint not served", "listen", cfg.Agent.MetricsListen, "err", err)
 		}
@@ -196,6 +201,7 @@ func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) e
 	a := cfg.API
 	ids := identity.New(d.st, identity.Options{PublicHost: a.PublicHost, Region: cfg.Region, TokenTTL: a.TokenTTL, Logger: log,
 		Ports:        identity.Ports{Identity: a.IdentityPort, Compute: a.ComputePort, Image: a.ImagePort, Network: a.NetworkPort},
+		TLS:          cfg.HTTP.TLS(),
 		AdminProject: a.AdminProject,
 		Lockout: identity.Lockout{UserAttempts: a.LockoutFailureAttempts, SourceAttempts: a.LockoutSourceFailureAttempts,
 			Duration: a.LockoutDuration}})
@@ -208,26 +214,38 @@ func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) e
 	netw := network.New(ids, network.WithStore(d.st), network.WithConfig(cfg.Network), network.WithLogger(log))
 	// The portal is a client of the APIs above, reaching them where they
 	// listen on this host (the catalog's public host may not resolve here).
-	local := localHost(a.Listen)
-	web, err := portal.New(portal.Options{Logger: log, AdminProject: a.AdminProject, Endpoints: portal.Endpoints{
-		Identity: httpapi.HostURL(local, a.IdentityPort) + "/v3", Compute: httpapi.HostURL(local, a.ComputePort) + "/v2.1",
-		Image: httpapi.HostURL(local, a.ImagePort), Network: httpapi.HostURL(local, a.NetworkPort)}})
+	local, scheme := localHost(a.Listen), "http"
+	if cfg.HTTP.TLS() {
+		scheme = "https"
+	}
+	client, err := apiClient(cfg.HTTP)
+	if err != nil {
+		return err
+	}
+	web, err := portal.New(portal.Options{Logger: log, AdminProject: a.AdminProject, Client: client, Endpoints: portal.Endpoints{
+		Identity: httpapi.HostURL(scheme, local, a.IdentityPort) + "/v3",
+		Compute:  httpapi.HostURL(scheme, local, a.ComputePort) + "/v2.1",
+		Image:    httpapi.HostURL(scheme, local, a.ImagePort), Network: httpapi.HostURL(scheme, local, a.NetworkPort)}})
 	if err != nil {
 		return err
 	}
 	lim := httpLimits(cfg.HTTP)
+	tlsConf, err := serverTLS(cfg.HTTP)
+	if err != nil {
+		return err
+	}
 	servers := []*http.Server{
-		httpapi.NewServer(httpapi.Listener{Addr: hostPort(a.Listen, a.IdentityPort), Limits: lim, TooLarge: ids.TooLarge,
+		httpapi.NewServer(httpapi.Listener{Addr: hostPort(a.Listen, a.IdentityPort), Limits: lim, TLS: tlsConf, TooLarge: ids.TooLarge,
 			Handler: httpapi.AccessLog(log, "identity", httpapi.WithRequestID(ids.Handler()))}),
-		httpapi.NewServer(httpapi.Listener{Addr: hostPort(a.Listen, a.ComputePort), Limits: lim, TooLarge: comp.TooLarge,
+		httpapi.NewServer(httpapi.Listener{Addr: hostPort(a.Listen, a.ComputePort), Limits: lim, TLS: tlsConf, TooLarge: comp.TooLarge,
 			Handler: httpapi.AccessLog(log, "compute", httpapi.WithRequestID(comp.Handler(), "x-compute-request-id"))}),
-		httpapi.NewServer(httpapi.Listener{Addr: hostPort(a.Listen, a.ImagePort), Limits: lim, TooLarge: img.TooLarge,
+		httpapi.NewServer(httpapi.Listener{Addr: hostPort(a.Listen, a.ImagePort), Limits: lim, TLS: tlsConf, TooLarge: img.TooLarge,
 			Streaming: image.IsDataTransfer, Handler: httpapi.AccessLog(log, "image", httpapi.WithRequestID(img.Handler()))}),
-		httpapi.NewServer(httpapi.Listener{Addr: hostPort(a.Listen, a.NetworkPort), Limits: lim, TooLarge: netw.TooLarge,
+		httpapi.NewServer(httpapi.Listener{Addr: hostPort(a.Listen, a.NetworkPort), Limits: lim, TLS: tlsConf, TooLarge: netw.TooLarge,
 			Handler: httpapi.AccessLog(log, "network", httpapi.WithRequestID(netw.Handler()))}),
 	}
 	if a.PortalPort > 0 {
-		servers = append(servers, httpapi.NewServer(httpapi.Listener{Addr: hostPort(a.Listen, a.PortalPort), Limits: lim,
+		servers = append(servers, httpapi.NewServer(httpapi.Listener{Addr: hostPort(a.Listen, a.PortalPort), Limits: lim, TLS: tlsConf,
 			Handler: httpapi.AccessLog(log, "portal", web.Handler())}))
 	}
 	errc := make(chan error, len(servers))
@@ -236,9 +254,9 @@ func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) e
 		if err != nil {
 			return err
 		}
-		log.Info("API listening", "addr", srv.Addr)
+		log.Info("API listening", "addr", srv.Addr, "tls", srv.TLSConfig != nil)
 		go func(srv *http.Server) {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := httpapi.Serve(srv, ln); err != nil {
 				errc <- fmt.Errorf("serve %s: %w", srv.Addr, err)
 			}
 		}(srv)
@@ -272,6 +290,27 @@ func hostPort(host string, port int) string { return net.JoinHostPort(host, strc
 func httpLimits(c config.HTTP) httpapi.Limits {
 	return httpapi.Limits{ReadHeaderTimeout: c.ReadHeaderTimeout, ReadTimeout: c.ReadTimeout, WriteTimeout: c.WriteTimeout,
 		IdleTimeout: c.IdleTimeout, MaxHeaderBytes: c.MaxHeaderBytes, MaxBodyBytes: c.MaxBodyBytes}
+}
+
+// serverTLS is the TLS config of every listener: nil (plain HTTP) unless
+// the http section names a certificate and key.
+func serverTLS(c config.HTTP) (*tls.Config, error) {
+	if !c.TLS() {
+		return nil, nil
+	}
+	return httpapi.LoadTLS(c.TLSCertFile, c.TLSKeyFile)
+}
+
+// apiClient is the HTTP client of a Capsule role calling the APIs (the
+// portal): it trusts http.tls_ca_file besides the system's roots.
+func apiClient(c config.HTTP) (*http.Client, error) {
+	tc, err := httpapi.ClientTLS(c.TLSCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("http.tls_ca_file: %w", err)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tc
+	return &http.Client{Timeout: 60 * time.Second, Transport: tr}, nil
 }
 
 func listen(addr string) (net.Listener, error) {

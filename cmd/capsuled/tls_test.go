@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/tokens"
+
+	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/config"
+	"github.com/capsule-cloud/capsule/store"
+)
+
+// writeTestPKI writes a CA and a server certificate it signed for
+// 127.0.0.1 and localhost into dir; it returns the CA, cert and key paths.
+func writeTestPKI(t *testing.T, dir string) (caFile, certFile, keyFile string) {
+	t.Helper()
+	write := func(name, typ string, der []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "capsule test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "capsule api"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return write("ca.pem", "CERTIFICATE", caDER), write("server.pem", "CERTIFICATE", leafDER), write("server.key", "PRIVATE KEY", keyDER)
+}
+
+// freePort returns a TCP port nothing listens on at the moment.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestAPIServesTLS runs the API role with http.tls_* set: a gophercloud
+// client trusting the CA authenticates, finds https endpoints in the
+// catalog and lists servers; a plain-HTTP request gets no API answer.
+func TestAPIServesTLS(t *testing.T) {
+	dir := t.TempDir()
+	caFile, certFile, keyFile := writeTestPKI(t, dir)
+	cfg := config.Default()
+	cfg.Database = config.Database{Driver: "sqlite", DSN: filepath.Join(dir, "capsule.db")}
+	cfg.API.PublicHost, cfg.API.Listen = "127.0.0.1", "127.0.0.1"
+	cfg.API.IdentityPort, cfg.API.ComputePort, cfg.API.ImagePort = freePort(t), freePort(t), freePort(t)
+	cfg.API.NetworkPort, cfg.API.PortalPort = freePort(t), freePort(t)
+	cfg.HTTP.TLSCertFile, cfg.HTTP.TLSKeyFile, cfg.HTTP.TLSCAFile = certFile, keyFile, caFile
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := bootstrap(ctx, cfg, []string{"-admin-password", "admin-pw", "-demo-password", "demo-pw"}, log); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(ctx, cfg.Database.Driver, cfg.Database.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	apiCtx, stopAPI := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- runAPI(apiCtx, cfg, &deps{st: st, bus: bus.NewMem()}, log) }()
+	defer func() {
+		stopAPI()
+		if err := <-done; err != nil {
+			t.Errorf("runAPI: %v", err)
+		}
+	}()
+
+	pool := x509.NewCertPool()
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.AppendCertsFromPEM(caPEM)
+	authURL := "https://127.0.0.1:" + itoa(cfg.API.IdentityPort) + "/v3"
+	var pc *gophercloud.ProviderClient
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pc, err = openstack.NewClient(authURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc.HTTPClient = http.Client{Timeout: 10 * time.Second,
+			Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+		err = openstack.Authenticate(ctx, pc, gophercloud.AuthOptions{IdentityEndpoint: authURL, Username: "admin",
+			Password: "admin-pw", DomainID: "default", Scope: &gophercloud.AuthScope{ProjectName: "admin", DomainID: "default"}})
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("authenticate over https: %v", err)
+	}
+	catalog, err := tokens.Get(ctx, mustIdentity(t, pc), pc.TokenID).ExtractServiceCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range catalog.Entries {
+		for _, ep := range e.Endpoints {
+			if !strings.HasPrefix(ep.URL, "https://") {
+				t.Errorf("catalog endpoint of %s is %s, want https", e.Type, ep.URL)
+			}
+		}
+	}
+	comp, err := openstack.NewComputeV2(pc, gophercloud.EndpointOpts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages, err := servers.List(comp, servers.ListOpts{}).AllPages(ctx)
+	if err != nil {
+		t.Fatalf("list servers over https: %v", err)
+	}
+	if all, err := servers.ExtractServers(pages); err != nil || len(all) != 0 {
+		t.Fatalf("servers = %v, %v; want none", all, err)
+	}
+
+	// Plain HTTP to a TLS listener never reaches the API.
+	plain := &http.Client{Timeout: 5 * time.Second}
+	for _, port := range []int{cfg.API.IdentityPort, cfg.API.ComputePort, cfg.API.PortalPort} {
+		resp, err := plain.Get("http://127.0.0.1:" + itoa(port) + "/")
+		if err != nil {
+			t.Errorf("plain HTTP to TLS port %d: %v, want Go's 400 for HTTP to an HTTPS server", port, err)
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "HTTPS") {
+			t.Errorf("plain HTTP to TLS port %d: %d %q, want Go's 400 for HTTP to an HTTPS server", port, resp.StatusCode, body)
+		}
+	}
+	// A client that does not trust the CA is refused the handshake.
+	if _, err := (&http.Client{Timeout: 5 * time.Second}).Get(authURL); err == nil {
+		t.Error("https with an untrusted CA succeeded")
+	}
+	// The portal reaches the APIs over https (trusting http.tls_ca_file):
+	// a login through it succeeds.
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	portal := &http.Client{Timeout: 10 * time.Second, Jar: jar,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		Transport:     &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	portalURL := "https://127.0.0.1:" + itoa(cfg.API.PortalPort)
+	resp, err := portal.Get(portalURL + "/login")
+	if err != nil {
+		t.Fatalf("portal over https: %v", err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindSubmatch(page)
+	if m == nil {
+		t.Fatalf("portal login page has no CSRF field:\n%s", page)
+	}
+	resp, err = portal.PostForm(portalURL+"/login", url.Values{"csrf": {string(m[1])}, "user": {"admin"},
+		"password": {"admin-pw"}, "project": {"admin"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("portal login over https: %d\n%s", resp.StatusCode, page)
+	}
+}
+
+func mustIdentity(t *testing.T, pc *gophercloud.ProviderClient) *gophercloud.ServiceClient {
+	t.Helper()
+	c, err := openstack.NewIdentityV3(pc, gophercloud.EndpointOpts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func itoa(n int) string { return big.NewInt(int64(n)).String() }
