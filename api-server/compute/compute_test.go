@@ -34,6 +34,7 @@ type fixture struct {
 	st    *store.Store
 	bus   *bus.Mem
 	srv   *httptest.Server
+	svc   *Service
 	image string
 }
 
@@ -70,7 +71,7 @@ func newFixture(t *testing.T) *fixture {
 	svc := New(st, b, Options{PublicHost: "127.0.0.1", ComputePort: 8774, Validator: v, CallTimeout: time.Second})
 	srv := httptest.NewServer(svc.Handler())
 	t.Cleanup(srv.Close)
-	return &fixture{t: t, st: st, bus: b, srv: srv, image: imageID}
+	return &fixture{t: t, st: st, bus: b, srv: srv, svc: svc, image: imageID}
 }
 
 func (f *fixture) do(method, path, token, body string, hdr ...string) (*http.Response, map[string]any) {

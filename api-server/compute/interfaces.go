@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"gorm.io/gorm"
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
+	"github.com/capsule-cloud/capsule/api-server/httpapi"
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/instance"
@@ -410,35 +412,77 @@ func (s *Service) detachInterface(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	creds := auth.FromContext(ctx)
-	reqID := requestID(w)
-	if err := s.st.StartAction(ctx, inst.ID, actDetachInterface, reqID, creds.UserID, creds.ProjectID); err != nil {
-		s.internalError(w, "record action", inst.ID, err)
+	if err := s.unplugPort(ctx, inst, port, requestID(w)); err != nil {
+		s.fail(w, r, err)
 		return
+	}
+	noContent(w, http.StatusAccepted)
+}
+
+// unplugPort is a detach of port from inst, recorded as its instance
+// action reqID by the caller's credentials.
+func (s *Service) unplugPort(ctx context.Context, inst *store.Instance, port *store.Port, reqID string) error {
+	creds := auth.FromContext(ctx)
+	if err := s.st.StartAction(ctx, inst.ID, actDetachInterface, reqID, creds.UserID, creds.ProjectID); err != nil {
+		return fmt.Errorf("record action on %s: %w", inst.ID, err)
 	}
 	started := s.opts.Now()
 	nic, err := s.nicOf(ctx, inst, port.ID)
 	if err != nil {
 		s.interfaceEvent(ctx, inst, reqID, eventDetachInterface, started, err)
-		s.internalError(w, "describe NIC", inst.ID, err)
-		return
+		return fmt.Errorf("describe NIC of %s: %w", inst.ID, err)
 	}
 	if _, err := s.st.BindPort(ctx, port.ID, "", "", ""); err != nil {
 		s.interfaceEvent(ctx, inst, reqID, eventDetachInterface, started, err)
-		s.internalError(w, "unbind port", inst.ID, err)
-		return
+		return fmt.Errorf("unbind port of %s: %w", inst.ID, err)
 	}
 	err = s.callInterface(ctx, inst, protocol.KindDetachInterface,
 		protocol.DetachInterface{RequestID: reqID, InstanceID: inst.ID, PortID: port.ID, NIC: nic})
 	if err != nil {
 		s.rebindInterface(context.WithoutCancel(ctx), inst, port)
 		s.interfaceEvent(ctx, inst, reqID, eventDetachInterface, started, err)
-		s.fail(w, r, agentFault(inst, "detach network adapter device from", err))
-		return
+		return agentFault(inst, "detach network adapter device from", err)
 	}
 	s.releaseInterface(context.WithoutCancel(ctx), inst, port.ID, slices.Contains(inst.OwnedPortList(), port.ID))
 	s.interfaceEvent(ctx, inst, reqID, eventDetachInterface, started, nil)
-	noContent(w, http.StatusAccepted)
+	return nil
+}
+
+// DetachPort unplugs port from the server the Compute API bound it to,
+// exactly as an interface detach does (the agent removes eth<i>, the veth,
+// the OVS port and its flows; a port the Compute API created is then
+// deleted, a user's port unbound): the Networking API calls it before an
+// admin deletes a server's port, so an address is never freed while a NIC
+// still holds it. A server being deleted, or not placed on a host, has
+// nothing plugged for the port (its agent removes or never plugs it);
+// one in another operation, or in a state a detach refuses, is a
+// Conflict: the port stays.
+func (s *Service) DetachPort(ctx context.Context, port *store.Port) error {
+	if !port.ComputeBound {
+		return nil
+	}
+	var inst store.Instance
+	err := s.st.WithContext(ctx).Where("id = ? AND project_id = ? AND deleted_at IS NULL", port.DeviceID, port.ProjectID).First(&inst).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("server of port %s: %w", port.ID, err)
+	}
+	if inst.Host == "" && inst.TaskState == "" {
+		return nil
+	}
+	switch inst.VMState {
+	case lifecycle.Active, lifecycle.Paused, lifecycle.Stopped:
+	default:
+		return errdefs.Conflictf("Port %s is plugged into server %s, which is %s: it cannot be unplugged now.",
+			port.ID, inst.ID, inst.VMState)
+	}
+	if inst.TaskState != "" || inst.Host == "" {
+		return errdefs.Conflictf("Port %s is plugged into server %s, which is busy (%s): try again when it is done.",
+			port.ID, inst.ID, inst.TaskState)
+	}
+	return s.unplugPort(ctx, &inst, port, httpapi.RequestID(ctx))
 }
 
 // rebindInterface puts back the binding a failed detach removed.

@@ -1,9 +1,13 @@
 package compute
 
 import (
+	"errors"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/capsule-cloud/capsule/api-server/auth"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -165,5 +169,53 @@ func TestServerNICsAreItsProjectsComputeBoundPorts(t *testing.T) {
 	_, body = f.do("GET", "/v2.1/servers/"+id, "demo", "")
 	if addrs := body["server"].(map[string]any)["addresses"].(map[string]any)["shared"].([]any); len(addrs) != 1 {
 		t.Errorf("addresses = %v, want the server's one address", addrs)
+	}
+}
+
+// DetachPort (the Networking API's admin delete of a server's port)
+// unplugs through the agent exactly as an interface detach does; a busy
+// server refuses (Conflict) without touching the agent or the port, and a
+// failed unplug leaves the port bound.
+func TestDetachPortUnplugsThroughTheAgent(t *testing.T) {
+	f := newFixture(t)
+	f.addNetwork("net", "p-demo", "10.30.0.0/24", false)
+	id := f.netServer("vm")
+	ag := f.serveInterfaces("h1")
+	port := f.portsOf(id)[0]
+	ctx := auth.WithCredentials(t.Context(), &auth.Credentials{UserID: "u-admin", ProjectID: "p-admin",
+		Roles: []string{"admin"}, IsAdminProject: true})
+
+	if err := f.st.DB.Model(&store.Instance{}).Where("id = ?", id).Update("task_state", "rebooting").Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := f.svc.DetachPort(ctx, &port); !errdefs.IsConflict(err) {
+		t.Fatalf("detach from a busy server: %v, want a conflict", err)
+	}
+	f.activate(id, "h1")
+	ag.failPort(port.ID, errors.New("vif: unplug: stuck"))
+	if err := f.svc.DetachPort(ctx, &port); err == nil {
+		t.Fatal("a failed unplug succeeded")
+	}
+	if ports := f.portsOf(id); len(ports) != 1 || ports[0].ID != port.ID {
+		t.Fatalf("after a failed unplug the server's ports are %+v, want the port back", ports)
+	}
+	ag.mu.Lock()
+	delete(ag.fail, port.ID)
+	ag.mu.Unlock()
+	if err := f.svc.DetachPort(ctx, &port); err != nil {
+		t.Fatal(err)
+	}
+	_, detached := ag.calls()
+	if len(detached) != 2 || detached[1].PortID != port.ID || detached[1].InstanceID != id {
+		t.Fatalf("agent detaches = %+v", detached)
+	}
+	if ports := f.portsOf(id); len(ports) != 0 {
+		t.Errorf("server's ports after the unplug = %+v", ports)
+	}
+	if _, err := f.st.GetPort(ctx, port.ID); !errors.Is(err, store.ErrPortNotFound) {
+		t.Errorf("the port the compute API created is still there: %v", err)
+	}
+	if !slices.Contains(f.actionNames(id), "detach_interface") {
+		t.Errorf("actions = %v, want detach_interface", f.actionNames(id))
 	}
 }

@@ -2,9 +2,14 @@ package network_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 
+	"github.com/capsule-cloud/capsule/api-server/network"
+	"github.com/capsule-cloud/capsule/errdefs"
+	"github.com/capsule-cloud/capsule/internal/storetest"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -124,4 +129,69 @@ func TestPortDeviceIDHijack(t *testing.T) {
 	if nics := e.serverNICs("victim-vm", "p1"); len(nics) != 1 || nics[0] != nic.ID {
 		t.Fatalf("victim's NICs = %v, want [%s]", nics, nic.ID)
 	}
+}
+
+// detacherFunc is the Compute API's unplug as the test wants it.
+type detacherFunc func(ctx context.Context, p *store.Port) error
+
+func (f detacherFunc) DetachPort(ctx context.Context, p *store.Port) error { return f(ctx, p) }
+
+// A server's NIC is not a member's to delete through the port API (409
+// ServicePortInUse: detach it with the Compute API); an admin's delete
+// unplugs it through the Compute API first and frees the address only
+// after that succeeded. Labels (device_id written through this API) are
+// plain ports.
+func TestDeletePortBoundToServer(t *testing.T) {
+	st := storetest.SQLite(t)
+	var unplugged []string
+	fail := error(nil)
+	det := detacherFunc(func(_ context.Context, p *store.Port) error {
+		if fail != nil {
+			return fail
+		}
+		unplugged = append(unplugged, p.ID)
+		_, err := st.BindPort(context.Background(), p.ID, "", "", "")
+		return err
+	})
+	svc := network.New(callers, network.WithStore(st), network.WithConfig(netConfig), network.WithPortDetacher(det))
+	srv := httptest.NewServer(svc.Handler())
+	t.Cleanup(srv.Close)
+	e := &env{t: t, srv: srv, st: st}
+	n := e.network("alice", obj{"name": "own"})
+	e.subnet("alice", obj{"network_id": n["id"], "cidr": "10.51.0.0/24"})
+	e.addServer("vm", "p1")
+	nic, err := st.AllocatePort(context.Background(), store.PortRequest{NetworkID: n["id"].(string), ProjectID: "p1",
+		DeviceID: "vm", DeviceOwner: "compute:nova", ComputeBound: true, HostID: "h1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := "/v2.0/ports/" + nic.ID
+	e.fails(http.StatusConflict, "ServicePortInUse", "DELETE", path, "alice", nil)
+	fail = errdefs.Conflict("server busy")
+	e.fails(http.StatusConflict, "PortInUse", "DELETE", path, "admin", nil)
+	if _, err := st.GetPort(context.Background(), nic.ID); err != nil {
+		t.Fatalf("the port went with a refused delete: %v", err)
+	}
+	fail = nil
+	e.must(http.StatusNoContent, "DELETE", path, "admin", nil)
+	if len(unplugged) != 1 || unplugged[0] != nic.ID {
+		t.Fatalf("unplugged %v, want [%s]", unplugged, nic.ID)
+	}
+	if _, err := st.GetPort(context.Background(), nic.ID); !errors.Is(err, store.ErrPortNotFound) {
+		t.Fatalf("port after the admin's delete: %v", err)
+	}
+	label := e.port("alice", obj{"network_id": n["id"], "device_id": "vm", "device_owner": "compute:nova"})
+	e.must(http.StatusNoContent, "DELETE", "/v2.0/ports/"+label["id"].(string), "alice", nil)
+	if len(unplugged) != 1 {
+		t.Errorf("deleting a label unplugged something: %v", unplugged)
+	}
+
+	// Without the Compute API at hand, an admin's delete is refused too.
+	nic2, err := st.AllocatePort(context.Background(), store.PortRequest{NetworkID: n["id"].(string), ProjectID: "p1",
+		DeviceID: "vm", DeviceOwner: "compute:nova", ComputeBound: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bare := newEnvOn(t, st)
+	bare.fails(http.StatusConflict, "ServicePortInUse", "DELETE", "/v2.0/ports/"+nic2.ID, "admin", nil)
 }

@@ -2,6 +2,7 @@ package network
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strings"
 
@@ -418,9 +419,11 @@ func (s *Service) checkDevice(ctx context.Context, c *auth.Credentials, n *store
 	return nil
 }
 
-// deletePort deletes any port the caller owns, compute:nova ones included
-// (as Neutron does): the server's NIC then loses its allocation, and the
-// agent's drift repair removes the plumbing.
+// deletePort deletes a port the caller owns (or whose network it owns).
+// A port the Compute API bound to a server is that server's NIC: a member
+// gets 409 (detach it through the Compute API), as Neutron refuses to
+// delete a port a service owns; an admin's delete unplugs it through the
+// agent first (the interface detach), then frees its address.
 func (s *Service) deletePort(w http.ResponseWriter, r *http.Request) {
 	c := creds(r)
 	id := r.PathValue("id")
@@ -432,9 +435,36 @@ func (s *Service) deletePort(w http.ResponseWriter, r *http.Request) {
 		forbidden(w, "rule:delete_port")
 		return
 	}
-	if err := s.st.ReleasePort(r.Context(), id); err != nil {
+	if cur.ComputeBound {
+		if !c.IsAdmin() || s.detacher == nil {
+			writeFault(w, errdefs.Conflictf("Port %s cannot be deleted directly via the port API: it is a NIC of server %s; "+
+				"detach it with the Compute API (DELETE /servers/%s/os-interface/%s).", cur.ID, cur.DeviceID, cur.DeviceID, cur.ID).
+				WithReason("ServicePortInUse"))
+			return
+		}
+		if err := s.detacher.DetachPort(r.Context(), cur); err != nil {
+			s.detachFailed(w, r, err)
+			return
+		}
+	}
+	if err := s.st.ReleasePort(r.Context(), id); err != nil && !(cur.ComputeBound && errors.Is(err, store.ErrPortNotFound)) {
 		s.storeError(w, r, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// detachFailed answers a failed unplug in Neutron's format: the Compute
+// API's classified errors keep their status and message.
+func (s *Service) detachFailed(w http.ResponseWriter, r *http.Request, err error) {
+	switch k := errdefs.KindOf(err); {
+	case errdefs.Reason(err) != "":
+		writeFault(w, err)
+	case k == errdefs.ErrConflict:
+		writeError(w, statusOf(k), "PortInUse", errdefs.Message(err))
+	case k == errdefs.ErrUnavailable:
+		writeError(w, statusOf(k), "ServiceUnavailable", errdefs.Message(err))
+	default:
+		s.storeError(w, r, err)
+	}
 }

@@ -6,6 +6,7 @@
 package network
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 
@@ -23,7 +24,19 @@ type Service struct {
 	st        *store.Store
 	cfg       config.Network
 	log       *slog.Logger
+	detacher  PortDetacher
 }
+
+// PortDetacher unplugs a port from the server the Compute API bound it to
+// (the Compute API's interface detach), so that deleting the port never
+// leaves its NIC plugged with an address that is free again.
+type PortDetacher interface {
+	DetachPort(ctx context.Context, port *store.Port) error
+}
+
+// WithPortDetacher lets admins delete ports bound to servers: d unplugs
+// them first. Without one such a delete is refused like a member's.
+func WithPortDetacher(d PortDetacher) Option { return func(s *Service) { s.detacher = d } }
 
 // Option configures the network API.
 type Option func(*Service)

@@ -211,7 +211,8 @@ func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) e
 		RegistryAddress: cfg.Registry.Address, AfterCommit: crashAfterCommit(log),
 		DefaultQuota: compute.Quota{Instances: cfg.Quota.Instances, Cores: cfg.Quota.Cores, RAM: cfg.Quota.RAMMB}})
 	img := image.New(d.st, image.Options{Validator: ids, Logger: log, Data: image.NewRegistryData(cfg.Registry)})
-	netw := network.New(ids, network.WithStore(d.st), network.WithConfig(cfg.Network), network.WithLogger(log))
+	netw := network.New(ids, network.WithStore(d.st), network.WithConfig(cfg.Network), network.WithLogger(log),
+		network.WithPortDetacher(comp))
 	// The portal is a client of the APIs above, reaching them where they
 	// listen on this host (the catalog's public host may not resolve here).
 	local, scheme := localHost(a.Listen), "http"
