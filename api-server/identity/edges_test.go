@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -60,23 +59,26 @@ func TestPasswordLongerThan72Bytes(t *testing.T) {
 func TestUnknownUserTakesAsLongAsWrongPassword(t *testing.T) {
 	e := newEnv(t)
 	e.withService(identity.Options{Lockout: identity.Lockout{UserAttempts: -1, SourceAttempts: -1}})
-	median := func(user string) time.Duration {
-		var ds []time.Duration
-		for range 7 {
-			start := time.Now()
-			if got := e.login(user, "wrong"); got != http.StatusUnauthorized {
-				t.Fatalf("%s: %d", user, got)
-			}
-			ds = append(ds, time.Since(start))
+	// Timing on a shared machine is noisy, and load only ever adds time: the
+	// two users are measured alternately and each keeps its fastest answer,
+	// and the bound is loose. What it catches is an unknown user answered
+	// without the bcrypt work (microseconds against tens of milliseconds).
+	e.login("nobody", "wrong") // warm up (the dummy hash is made once)
+	fastest := func(user string, best time.Duration) time.Duration {
+		start := time.Now()
+		if got := e.login(user, "wrong"); got != http.StatusUnauthorized {
+			t.Fatalf("%s: %d", user, got)
 		}
-		slices.Sort(ds)
-		return ds[len(ds)/2]
+		return min(best, time.Since(start))
 	}
-	median("nobody") // warm up (the dummy hash is made once)
-	known, unknown := median("alice"), median("nobody")
-	t.Logf("known user %v, unknown user %v", known, unknown)
-	if unknown < known/2 || unknown > known*2 {
-		t.Fatalf("unknown user answered in %v, a known user's wrong password in %v: not within 2x", unknown, known)
+	known, unknown := time.Hour, time.Hour
+	for range 7 {
+		known = fastest("alice", known)
+		unknown = fastest("nobody", unknown)
+	}
+	t.Logf("fastest answers: known user %v, unknown user %v", known, unknown)
+	if unknown < known/4 {
+		t.Fatalf("unknown user answered in %v, a known user's wrong password in %v: the unknown user skips the password hash", unknown, known)
 	}
 }
 
