@@ -57,6 +57,10 @@ type BeginRequest struct {
 	NewFlavor *store.Flavor // nil: a migration
 	Host      string        // requested target host, "" = the scheduler's choice
 	Action    string        // the instance action to record: "migrate" or "resize"
+	// Guard, when set, runs first in the transaction that records the
+	// migration and swaps the flavor (a resize's quota check); its error
+	// is returned as it is and nothing is recorded.
+	Guard store.Guard
 }
 
 // Begin records the migration (Step StepScheduling, status pre-migrating),

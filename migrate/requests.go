@@ -78,6 +78,11 @@ func begin(ctx context.Context, st *store.Store, req BeginRequest) (*store.Migra
 		m.NewFlavorID = req.NewFlavor.ID
 	}
 	err := st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if req.Guard != nil {
+			if err := req.Guard(tx); err != nil {
+				return err
+			}
+		}
 		if busy, err := Active(ctx, tx, inst.ID); err != nil {
 			return err
 		} else if busy != nil {

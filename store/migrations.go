@@ -144,6 +144,9 @@ var migrations = []migration{
 			"(SELECT 1 FROM instances WHERE instances.id = ports.device_id AND instances.project_id = ports.project_id "+
 			"AND instances.deleted_at IS NULL)", true, "compute:%").Error
 	}},
+	{16, "per-project quota lock rows; network quota limits", func(tx *gorm.DB) error {
+		return tx.AutoMigrate(&QuotaLock{}, &NetworkQuotaLimit{})
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

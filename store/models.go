@@ -348,6 +348,26 @@ type QuotaLimit struct {
 	UpdatedAt time.Time
 }
 
+// QuotaLock is the row a quota-checked create locks before it counts
+// what its project holds: one per project and quota scope (Scope
+// "compute:<project>" or "network:<project>"), so concurrent creates of
+// one project, in any API process, count and insert one after another
+// (see LockQuota).
+type QuotaLock struct {
+	Scope      string `gorm:"primaryKey;size:100"`
+	Generation int64
+}
+
+// NetworkQuotaLimit is an operator-set Neutron quota: a project's limit on
+// one network resource (Neutron's names: network, subnet, port, ...).
+// Without a row the configured default applies; -1 means unlimited.
+type NetworkQuotaLimit struct {
+	ProjectID string `gorm:"primaryKey;size:64"`
+	Resource  string `gorm:"primaryKey;size:64"`
+	HardLimit int
+	UpdatedAt time.Time
+}
+
 // ServerGroup is a Nova server group (os-server-groups): servers placed
 // together (affinity) or apart (anti-affinity), strictly or, for the
 // soft-* policies, as a preference only.

@@ -479,7 +479,8 @@ const maxInsertAttempts = 32
 // lowest free VLAN of tenant (ErrNoNetworkAvailable when none is left);
 // an explicit segment that is taken fails with ErrVLANInUse or
 // ErrFlatNetworkInUse. ID, status and timestamps are filled in when empty.
-func (s *Store) CreateNetwork(ctx context.Context, n *Network, tenant VLANRange) error {
+// guards (the project's network quota) run first in the transaction.
+func (s *Store) CreateNetwork(ctx context.Context, n *Network, tenant VLANRange, guards ...Guard) error {
 	if n.ID == "" {
 		n.ID = uuid.NewString()
 	}
@@ -490,6 +491,9 @@ func (s *Store) CreateNetwork(ctx context.Context, n *Network, tenant VLANRange)
 		n.SegmentationID = 0
 	}
 	return s.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := runGuards(tx, guards); err != nil {
+			return err
+		}
 		if n.NetworkType != NetworkTypeVLAN || n.SegmentationID != 0 {
 			err := tx.Omit(clause.Associations).Create(n).Error
 			if errors.Is(err, gorm.ErrDuplicatedKey) {
@@ -619,12 +623,16 @@ func inUseOr(err, inUse error, format string, args ...any) error {
 // ---- subnets --------------------------------------------------------------
 
 // CreateSubnet stores a subnet ValidateSubnet has checked, refusing one
-// that overlaps another subnet of the same network.
-func (s *Store) CreateSubnet(ctx context.Context, sn *Subnet) error {
+// that overlaps another subnet of the same network. guards (the project's
+// network quota) run first in the transaction.
+func (s *Store) CreateSubnet(ctx context.Context, sn *Subnet, guards ...Guard) error {
 	if sn.ID == "" {
 		sn.ID = uuid.NewString()
 	}
 	return s.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := runGuards(tx, guards); err != nil {
+			return err
+		}
 		// The row lock serialises subnet creation per network on
 		// PostgreSQL, so two overlapping creates cannot both pass the check.
 		if _, err := getNetwork(tx.Clauses(clause.Locking{Strength: "UPDATE"}), sn.NetworkID); err != nil {
@@ -767,6 +775,9 @@ type PortRequest struct {
 	// Admin may request addresses outside the pools (but inside the
 	// subnet).
 	Admin bool
+	// Quota, when set, runs first in the port's transaction (the
+	// project's port quota).
+	Quota Guard
 }
 
 // errMACTaken is a random MAC's collision: retried with another one.
@@ -812,6 +823,9 @@ func (s *Store) allocatePort(ctx context.Context, req PortRequest, mac string) (
 	}
 	p.Status = portStatus(p)
 	err := s.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := runGuards(tx, []Guard{req.Quota}); err != nil {
+			return err
+		}
 		net, err := getNetwork(tx, req.NetworkID)
 		if err != nil {
 			return err

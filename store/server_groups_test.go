@@ -227,3 +227,48 @@ func TestMigration10FromVersion9(t *testing.T) {
 		}
 	})
 }
+
+// TestServerGroupQuotasUnderConcurrency: 40 concurrent group creates on a
+// quota of 10 make exactly 10 groups, and 40 concurrent joins of one group
+// on a member quota of 10 make exactly 10 members.
+func TestServerGroupQuotasUnderConcurrency(t *testing.T) {
+	storetest.ForEach(t, func(t *testing.T, st *store.Store) {
+		ctx := context.Background()
+		race := func(n int, f func(i int) error) (ok, over int) {
+			var mu sync.Mutex
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					err := f(i)
+					mu.Lock()
+					defer mu.Unlock()
+					switch {
+					case err == nil:
+						ok++
+					case errors.Is(err, store.ErrServerGroupQuota), errors.Is(err, store.ErrGroupMemberQuota):
+						over++
+					default:
+						t.Errorf("unexpected: %v", err)
+					}
+				}()
+			}
+			wg.Wait()
+			return ok, over
+		}
+		ok, over := race(40, func(i int) error {
+			return st.CreateServerGroup(ctx, newGroup(fmt.Sprintf("g%d", i), "p1", store.PolicyAffinity), 10)
+		})
+		if ok != 10 || over != 30 {
+			t.Errorf("40 group creates on a quota of 10: %d made, %d refused", ok, over)
+		}
+		if err := st.CreateServerGroup(ctx, newGroup("members", "p2", store.PolicyAffinity), -1); err != nil {
+			t.Fatal(err)
+		}
+		ok, over = race(40, func(i int) error { return bootMember(st, fmt.Sprintf("m%d", i), "members", 10) })
+		if ok != 10 || over != 30 {
+			t.Errorf("40 joins on a member quota of 10: %d joined, %d refused", ok, over)
+		}
+	})
+}

@@ -352,18 +352,33 @@ func (s *Service) getMetadata(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"metadata": jsonMap(inst.Metadata)})
 }
 
-func (s *Service) saveMetadata(w http.ResponseWriter, r *http.Request, inst *store.Instance, m map[string]string) bool {
-	if !s.metadataFits(w, r, len(m)) {
-		return false
+// saveMetadata applies change to inst's metadata under the server's row
+// lock and writes the error answer when it fails: a result over the
+// metadata_items quota of the caller's project (and user) is Nova's 403
+// unless shrink (a delete, which Nova never refuses).
+func (s *Service) saveMetadata(w http.ResponseWriter, r *http.Request, inst *store.Instance, shrink bool,
+	change func(m map[string]string) error) (map[string]string, bool) {
+	max := -1
+	if !shrink {
+		var ok bool
+		if max, ok = s.metadataLimit(w, r); !ok {
+			return nil, false
+		}
 	}
-	b, _ := json.Marshal(m)
-	err := s.st.WithContext(r.Context()).Model(&store.Instance{}).Where("id = ?", inst.ID).
-		Updates(map[string]any{"metadata": string(b), "updated_at": s.opts.Now()}).Error
+	m, err := s.st.UpdateMetadata(r.Context(), inst.ID, s.opts.Now(), func(m map[string]string) (map[string]string, error) {
+		if err := change(m); err != nil {
+			return nil, err
+		}
+		if max >= 0 && len(m) > max {
+			return nil, metadataOverQuota(max)
+		}
+		return m, nil
+	})
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
-		return false
+		s.fail(w, r, err)
+		return nil, false
 	}
-	return true
+	return m, true
 }
 
 func decodeStringMap(w http.ResponseWriter, raw map[string]any, field string) (map[string]string, bool) {
@@ -399,15 +414,16 @@ func (s *Service) setMetadata(replace bool) http.HandlerFunc {
 		if !ok {
 			return
 		}
-		m := jsonMap(inst.Metadata)
-		if replace {
-			m = in
-		} else {
+		m, ok := s.saveMetadata(w, r, inst, false, func(m map[string]string) error {
+			if replace {
+				clear(m)
+			}
 			for k, v := range in {
 				m[k] = v
 			}
-		}
-		if s.saveMetadata(w, r, inst, m) {
+			return nil
+		})
+		if ok {
 			writeJSON(w, http.StatusOK, map[string]any{"metadata": m})
 		}
 	}
@@ -447,9 +463,11 @@ func (s *Service) putMetadataItem(w http.ResponseWriter, r *http.Request) {
 		writeFault(w, errdefs.InvalidArgument("Request body and URI mismatch"))
 		return
 	}
-	m := jsonMap(inst.Metadata)
-	m[key] = in[key]
-	if s.saveMetadata(w, r, inst, m) {
+	_, ok = s.saveMetadata(w, r, inst, false, func(m map[string]string) error {
+		m[key] = in[key]
+		return nil
+	})
+	if ok {
 		writeJSON(w, http.StatusOK, map[string]any{"meta": in})
 	}
 }
@@ -459,14 +477,15 @@ func (s *Service) deleteMetadataItem(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	m := jsonMap(inst.Metadata)
 	key := r.PathValue("key")
-	if _, found := m[key]; !found {
-		writeFault(w, errdefs.NotFound("Metadata item was not found"))
-		return
-	}
-	delete(m, key)
-	if s.saveMetadata(w, r, inst, m) {
+	_, ok = s.saveMetadata(w, r, inst, true, func(m map[string]string) error {
+		if _, found := m[key]; !found {
+			return errdefs.NotFound("Metadata item was not found")
+		}
+		delete(m, key)
+		return nil
+	})
+	if ok {
 		noContent(w, http.StatusNoContent)
 	}
 }

@@ -48,6 +48,12 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	return newFixtureOn(t, st)
+}
+
+// newFixtureOn is newFixture on the store st.
+func newFixtureOn(t *testing.T, st *store.Store) *fixture {
+	t.Helper()
 	must := func(err error) {
 		t.Helper()
 		if err != nil {

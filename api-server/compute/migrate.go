@@ -152,8 +152,11 @@ func (s *Service) checkTargetHost(w http.ResponseWriter, r *http.Request, inst *
 // the client named it, for the 409's wording.
 func (s *Service) beginCold(w http.ResponseWriter, r *http.Request, inst *store.Instance, flavor *store.Flavor, host, apiName string) {
 	ctx := r.Context()
-	m, err := s.mig.Begin(ctx, s.st, migrate.BeginRequest{Request: s.migrateRequest(w, r),
-		Instance: inst, NewFlavor: flavor, Host: host, Action: apiName})
+	req := migrate.BeginRequest{Request: s.migrateRequest(w, r), Instance: inst, NewFlavor: flavor, Host: host, Action: apiName}
+	if flavor != nil {
+		req.Guard = s.resizeQuota(inst, flavor)
+	}
+	m, err := s.mig.Begin(ctx, s.st, req)
 	if s.migrateFailed(w, inst, apiName, err) {
 		return
 	}
@@ -172,6 +175,8 @@ func (s *Service) migrateFailed(w http.ResponseWriter, inst *store.Instance, api
 		stateConflict(w, &store.Instance{ID: inst.ID, VMState: conflict.VM, TaskState: conflict.Task}, apiName)
 	case errors.Is(err, migrate.ErrStateChanged):
 		writeFault(w, errdefs.Conflictf("Cannot '%s' instance %s: its state changed meanwhile", apiName, inst.ID))
+	case errdefs.IsQuotaExceeded(err):
+		writeFault(w, err)
 	case errors.Is(err, migrate.ErrNoPending):
 		writeFault(w, errdefs.Conflictf("Cannot '%s' instance %s: no migration awaits confirmation", apiName, inst.ID))
 	default:

@@ -13,6 +13,7 @@ import (
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/migrate"
 	"github.com/capsule-cloud/capsule/store"
+	"gorm.io/gorm"
 )
 
 // fakeMigrator records package migrate's calls and answers with what the
@@ -26,9 +27,15 @@ type fakeMigrator struct {
 	pending  *store.Migration // nil: ErrNoPending
 }
 
-func (m *fakeMigrator) Begin(_ context.Context, _ *store.Store, req migrate.BeginRequest) (*store.Migration, error) {
+func (m *fakeMigrator) Begin(ctx context.Context, st *store.Store, req migrate.BeginRequest) (*store.Migration, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if req.Guard != nil {
+		// As migrate.Begin: the guard runs in the recording transaction.
+		if err := st.WithContext(ctx).Transaction(func(tx *gorm.DB) error { return req.Guard(tx) }); err != nil {
+			return nil, err
+		}
+	}
 	m.begins = append(m.begins, req)
 	if m.beginErr != nil {
 		return nil, m.beginErr

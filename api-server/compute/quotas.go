@@ -14,6 +14,7 @@ import (
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/store"
+	"gorm.io/gorm"
 )
 
 // os-quota-sets, as Nova's DbQuotaDriver. A project's limit on a resource
@@ -121,14 +122,17 @@ type quotaCheck struct {
 	user    *quotaLevel
 }
 
-// loadQuotaCheck reads the limits and usage of project and of user in it
-// (user "" or without own limits: the project level only).
-func (s *Service) loadQuotaCheck(ctx context.Context, project, user string) (*quotaCheck, error) {
-	own, err := s.st.QuotaLimits(ctx, project, "")
+// loadQuotaCheck reads, in tx, the limits and usage of project and of
+// user in it (user "" or without own limits: the project level only). A
+// check that decides a create or resize runs in that write's transaction
+// after lockComputeQuota, so what it counts cannot change before the write
+// commits.
+func (s *Service) loadQuotaCheck(tx *gorm.DB, project, user string) (*quotaCheck, error) {
+	own, err := store.QuotaLimitsIn(tx, project, "")
 	if err != nil {
 		return nil, err
 	}
-	used, err := s.st.CountQuotaUsage(ctx, project, "")
+	used, err := store.CountQuotaUsageIn(tx, project, "")
 	if err != nil {
 		return nil, err
 	}
@@ -136,14 +140,14 @@ func (s *Service) loadQuotaCheck(ctx context.Context, project, user string) (*qu
 	if user == "" {
 		return c, nil
 	}
-	mine, err := s.st.QuotaLimits(ctx, project, user)
+	mine, err := store.QuotaLimitsIn(tx, project, user)
 	if err != nil {
 		return nil, err
 	}
 	if len(mine) == 0 {
 		return c, nil
 	}
-	used, err = s.st.CountQuotaUsage(ctx, project, user)
+	used, err = store.CountQuotaUsageIn(tx, project, user)
 	if err != nil {
 		return nil, err
 	}
@@ -609,7 +613,7 @@ func settableMessage(key string, limit, minimum, maximum int) string {
 // RAM, the usage they are counted against — the user's servers where the
 // user has a limit of their own on that resource, else the project's.
 func (s *Service) limitsFor(ctx context.Context, project, user string) (map[string]int, store.QuotaUsage, error) {
-	qc, err := s.loadQuotaCheck(ctx, project, user)
+	qc, err := s.loadQuotaCheck(s.st.WithContext(ctx), project, user)
 	if err != nil {
 		return nil, store.QuotaUsage{}, err
 	}
@@ -629,19 +633,36 @@ func (s *Service) limitsFor(ctx context.Context, project, user string) (map[stri
 	return qc.user.limits, used, nil
 }
 
-// metadataFits checks n metadata items against the metadata_items quota
-// of the caller's project (and user), writing Nova's 403 when over (-1 is
-// unlimited) or a 500 when the quota cannot be read.
-func (s *Service) metadataFits(w http.ResponseWriter, r *http.Request, n int) bool {
+// metadataLimit is the metadata_items quota of the caller's project (and
+// user), -1 for unlimited; when it cannot be read it writes a 500.
+func (s *Service) metadataLimit(w http.ResponseWriter, r *http.Request) (int, bool) {
 	creds := auth.FromContext(r.Context())
 	limits, err := s.effectiveQuota(r.Context(), creds.ProjectID, creds.UserID)
 	if err != nil {
 		s.log.Error("metadata quota", "project", creds.ProjectID, "error", err)
 		writeError(w, http.StatusInternalServerError, "Unexpected API Error: could not read the quota.")
+		return 0, false
+	}
+	return limits["metadata_items"], true
+}
+
+// metadataOverQuota is Nova's 403 for more than max metadata items.
+func metadataOverQuota(max int) error {
+	return errdefs.QuotaExceededf("Quota exceeded for metadata items: at most %d allowed.", max)
+}
+
+// metadataFits checks n metadata items against the metadata_items quota
+// of the caller's project (and user), writing Nova's 403 when over (-1 is
+// unlimited) or a 500 when the quota cannot be read. It serves creates
+// and rebuilds, whose items are written with the server's row; updates of
+// an existing server's items check under its row lock (saveMetadata).
+func (s *Service) metadataFits(w http.ResponseWriter, r *http.Request, n int) bool {
+	max, ok := s.metadataLimit(w, r)
+	if !ok {
 		return false
 	}
-	if max := limits["metadata_items"]; max >= 0 && n > max {
-		writeFault(w, errdefs.QuotaExceededf("Quota exceeded for metadata items: at most %d allowed.", max))
+	if max >= 0 && n > max {
+		writeFault(w, metadataOverQuota(max))
 		return false
 	}
 	return true

@@ -116,10 +116,6 @@ func (s *Service) resizeServer(w http.ResponseWriter, r *http.Request, inst *sto
 	if _, ok := beginOnHost(w, inst, lifecycle.ActResize, "resize"); !ok {
 		return
 	}
-	if err := s.resizeQuota(ctx, inst, flavor); err != nil {
-		s.fail(w, r, err)
-		return
-	}
 	if lim.CPU.Dedicated != (jsonMap(inst.ExtraSpecs)[limits.KeyCPUPolicy] == "dedicated") {
 		// A server's CPU policy is fixed when its container is made
 		// (dedicated CPUs are the host's to hand out, whole): a change
@@ -139,6 +135,9 @@ func (s *Service) resizeServer(w http.ResponseWriter, r *http.Request, inst *sto
 	// together: a refused claim leaves nothing behind, and status is
 	// RESIZE before the 202 goes out.
 	err = s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := s.resizeQuota(inst, flavor)(tx); err != nil {
+			return err
+		}
 		if err := instance.ResizeClaim(tx, inst.ID, inst.Host, want); err != nil {
 			return err
 		}
@@ -162,6 +161,9 @@ func (s *Service) resizeServer(w http.ResponseWriter, r *http.Request, inst *sto
 		return s.cast(tx, &out, inst.Host, inst.ID, protocol.KindResizeInstance, body)
 	})
 	switch {
+	case errdefs.IsQuotaExceeded(err):
+		s.fail(w, r, err)
+		return
 	case errors.Is(err, store.ErrInsufficient):
 		// The host lacks room (the transaction left nothing behind):
 		// resize onto another host, cold.
@@ -206,20 +208,30 @@ func (s *Service) deliver(ctx context.Context, out *outbox.Batch) {
 	}
 }
 
-// resizeQuota checks the growth the new flavor asks for (a shrink always
-// fits) against the quota of the server's project, and of its owner where
-// the owner has limits of their own, as Nova's upsize check.
-func (s *Service) resizeQuota(ctx context.Context, inst *store.Instance, f *store.Flavor) error {
-	grow := store.QuotaUsage{Cores: f.VCPUs - inst.VCPUs, RAM: f.MemoryMB - inst.MemoryMB}
-	if grow.Cores <= 0 && grow.RAM <= 0 {
-		return nil
+// resizeQuota is the guard of a resize to f, run first in the
+// transaction that swaps the flavor: it checks the growth the new flavor
+// asks for (a shrink always fits) against the quota of the server's
+// project, and of its owner where the owner has limits of their own, as
+// Nova's upsize check, under the project's compute quota lock, so two
+// concurrent resizes (or a resize and a create) cannot both take the last
+// cores or RAM.
+func (s *Service) resizeQuota(inst *store.Instance, f *store.Flavor) store.Guard {
+	return func(tx *gorm.DB) error {
+		grow := store.QuotaUsage{Cores: f.VCPUs - inst.VCPUs, RAM: f.MemoryMB - inst.MemoryMB}
+		if grow.Cores <= 0 && grow.RAM <= 0 {
+			return nil
+		}
+		if err := store.LockQuota(tx, store.ComputeQuota, inst.ProjectID); err != nil {
+			s.log.Error("quota lock of a resize", "instance", inst.ID, "error", err)
+			return quotaUnchecked(err)
+		}
+		qc, err := s.loadQuotaCheck(tx, inst.ProjectID, inst.UserID)
+		if err != nil {
+			s.log.Error("quota check of a resize", "instance", inst.ID, "error", err)
+			return quotaUnchecked(err)
+		}
+		return qc.over(grow)
 	}
-	qc, err := s.loadQuotaCheck(ctx, inst.ProjectID, inst.UserID)
-	if err != nil {
-		s.log.Error("quota check of a resize", "instance", inst.ID, "error", err)
-		return quotaUnchecked(err)
-	}
-	return qc.over(grow)
 }
 
 // confirmResize keeps the new flavor: the old copy is dropped, the

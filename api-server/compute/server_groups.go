@@ -390,28 +390,8 @@ func (s *Service) resolveHintGroup(w http.ResponseWriter, r *http.Request, p *se
 	return true
 }
 
-// groupRoom checks that count more servers fit the group's member quota
-// (a 403 written here otherwise). The join itself re-checks under the
-// group's lock; this answers before any server is recorded.
-func (s *Service) groupRoom(w http.ResponseWriter, r *http.Request, p *serverPlacement, count int) bool {
-	if p.group == nil || p.memberLimit < 0 {
-		return true
-	}
-	members, err := s.st.GroupMembers(r.Context(), []string{p.group.ID})
-	if err != nil {
-		s.log.Error("members of server group", "group", p.group.ID, "error", err)
-		writeError(w, http.StatusInternalServerError, "Unexpected API Error: could not read the server group.")
-		return false
-	}
-	if len(members[p.group.ID])+count > p.memberLimit {
-		writeFault(w, errdefs.QuotaExceeded(msgGroupMemberQuota))
-		return false
-	}
-	return true
-}
-
 // join puts a server being created in its group, in tx (the transaction
-// recording the server).
+// recording the servers of the request, so a refused join records none).
 func (p *serverPlacement) join(tx *gorm.DB, instanceID string) error {
 	if p.group == nil {
 		return nil

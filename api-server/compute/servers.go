@@ -274,14 +274,6 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	count, err := s.fitQuota(ctx, creds.ProjectID, flavor, minCount, maxCount)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if !s.groupRoom(w, r, placement, count) {
-		return
-	}
 	adminPass := ""
 	if in.AdminPass != nil {
 		adminPass = *in.AdminPass
@@ -296,8 +288,7 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 	specsJSON, _ := json.Marshal(specs)
 	resID := "r-" + strings.ReplaceAll(newUUID(), "-", "")[:8]
 	reqID := requestID(w)
-	var created []store.Instance
-	for i := 0; i < count; i++ {
+	newInstance := func(i, count int) store.Instance {
 		name := *in.Name
 		if count > 1 {
 			name = fmt.Sprintf("%s-%d", *in.Name, i+1)
@@ -316,39 +307,67 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 			// The key is copied: the server keeps it if the keypair goes.
 			inst.KeyName, inst.KeyData = &keypair.Name, keypair.PublicKey
 		}
-		err := s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		return inst
+	}
+	// The quota check and the rows of every server it allows commit in
+	// one transaction holding the project's compute quota lock: concurrent
+	// creates (in this process or another API's) count each other's
+	// servers, so a project never holds more than its quota.
+	var created []store.Instance
+	err = s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		created = nil
+		count, err := s.fitQuota(tx, creds.ProjectID, creds.UserID, flavor, minCount, maxCount)
+		if err != nil {
+			return err
+		}
+		now := s.opts.Now()
+		for i := 0; i < count; i++ {
+			inst := newInstance(i, count)
 			if err := instance.Create(tx, &inst); err != nil {
 				return err
 			}
 			if err := placement.join(tx, inst.ID); err != nil {
 				return err
 			}
-			now := s.opts.Now()
-			return tx.Create(&store.InstanceAction{InstanceID: inst.ID, Action: "create", RequestID: reqID,
-				UserID: creds.UserID, ProjectID: creds.ProjectID, StartTime: now, UpdatedAt: now}).Error
-		})
-		if err != nil && writeJoinError(w, placement, err) {
-			return
+			if err := tx.Create(&store.InstanceAction{InstanceID: inst.ID, Action: "create", RequestID: reqID,
+				UserID: creds.UserID, ProjectID: creds.ProjectID, StartTime: now, UpdatedAt: now}).Error; err != nil {
+				return err
+			}
+			created = append(created, inst)
 		}
-		if err != nil {
-			s.log.Error("create instance row", "error", err)
-			writeError(w, http.StatusInternalServerError, "Unexpected API Error: could not record the server.")
-			return
-		}
-		// forget removes the record of a server that will not be built
-		// (its ports first), rather than leave it stuck in BUILD.
-		forget := func() {
-			ctx := context.WithoutCancel(ctx)
-			if err := s.st.ReleaseInstancePorts(ctx, &inst); err != nil {
+		return nil
+	})
+	if err != nil && writeJoinError(w, placement, err) {
+		return
+	}
+	if errdefs.IsQuotaExceeded(err) {
+		s.fail(w, r, err)
+		return
+	}
+	if err != nil {
+		s.log.Error("create instance rows", "error", err)
+		writeError(w, http.StatusInternalServerError, "Unexpected API Error: could not record the server.")
+		return
+	}
+	// forget removes the records of servers that will not be built (their
+	// ports first), rather than leave them stuck in BUILD.
+	forget := func(insts []store.Instance) {
+		ctx := context.WithoutCancel(ctx)
+		for i := range insts {
+			inst := &insts[i]
+			if err := s.st.ReleaseInstancePorts(ctx, inst); err != nil {
 				s.log.Error("release ports of a server not created", "instance", inst.ID, "error", err)
 			}
 			s.st.WithContext(ctx).Where("instance_id = ?", inst.ID).Delete(&store.InstanceAction{})
 			_ = store.RemoveGroupMember(s.st.WithContext(ctx), inst.ID)
 			s.st.WithContext(ctx).Delete(&store.Instance{}, "id = ?", inst.ID)
 		}
-		owned, err := s.allocateNICs(ctx, &inst, nicReqs)
+	}
+	for i := range created {
+		inst := &created[i]
+		owned, err := s.allocateNICs(ctx, inst, nicReqs)
 		if err != nil {
-			forget()
+			forget(created[i:])
 			s.fail(w, r, err)
 			return
 		}
@@ -372,12 +391,11 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 		})
 		if err != nil {
 			s.log.Error("record schedule request", "instance", inst.ID, "error", err)
-			forget()
+			forget(created[i:])
 			writeError(w, http.StatusInternalServerError, "Unexpected API Error: could not record the server's ports.")
 			return
 		}
 		s.deliver(ctx, &out)
-		created = append(created, inst)
 	}
 	first := created[0]
 	if in.ReturnResID {
@@ -430,9 +448,15 @@ func randomPassword() string {
 
 // fitQuota returns how many servers (between min and max) the quota
 // allows: the project's, and the caller's own where they have limits of
-// their own. Otherwise it returns Nova's quota error.
-func (s *Service) fitQuota(ctx context.Context, projectID string, f *store.Flavor, min, max int) (int, error) {
-	qc, err := s.loadQuotaCheck(ctx, projectID, auth.FromContext(ctx).UserID)
+// their own. Otherwise it returns Nova's quota error. It takes the
+// project's compute quota lock in tx, the transaction that then records
+// the servers.
+func (s *Service) fitQuota(tx *gorm.DB, projectID, userID string, f *store.Flavor, min, max int) (int, error) {
+	if err := store.LockQuota(tx, store.ComputeQuota, projectID); err != nil {
+		s.log.Error("quota lock of a server creation", "project", projectID, "error", err)
+		return 0, quotaUnchecked(err)
+	}
+	qc, err := s.loadQuotaCheck(tx, projectID, userID)
 	if err != nil {
 		s.log.Error("quota check of a server creation", "project", projectID, "error", err)
 		return 0, quotaUnchecked(err)
