@@ -53,6 +53,13 @@ type AMQPOptions struct {
 	// API may publish to the scheduler before the scheduler ever ran, and
 	// a publish to a queue that does not exist yet fails as unroutable.
 	Declare []string
+	// QueueType is the type of the durable work queues (scheduler,
+	// conductor, compute.<host>): QueueClassic (the default) or
+	// QueueQuorum, replicated over a RabbitMQ cluster's nodes so the
+	// queues and their messages survive the loss of a node. A queue keeps
+	// the type it was created with: changing it needs the queues deleted
+	// (they are re-declared at the next connect).
+	QueueType string
 	// Name is advertised as the connection name (shown by rabbitmqctl and
 	// the management UI).
 	Name string
@@ -60,7 +67,24 @@ type AMQPOptions struct {
 	Logger *slog.Logger
 }
 
+// Queue types (AMQPOptions.QueueType).
+const (
+	QueueClassic = "classic"
+	QueueQuorum  = "quorum"
+)
+
+// queueArgs are the declare arguments of a work queue of type typ.
+func queueArgs(typ string) amqp.Table {
+	if typ == QueueQuorum {
+		return amqp.Table{"x-queue-type": QueueQuorum}
+	}
+	return nil
+}
+
 func (o AMQPOptions) withDefaults() AMQPOptions {
+	if o.QueueType == "" {
+		o.QueueType = QueueClassic
+	}
 	if o.Prefetch <= 0 {
 		o.Prefetch = 8
 	}
@@ -151,6 +175,9 @@ func DialAMQP(ctx context.Context, url string, opts AMQPOptions) (*AMQP, error) 
 	if _, err := amqp.ParseURI(url); err != nil {
 		return nil, fmt.Errorf("bus: parse AMQP URL: %w", err)
 	}
+	if opts.QueueType != "" && opts.QueueType != QueueClassic && opts.QueueType != QueueQuorum {
+		return nil, fmt.Errorf("bus: unknown queue type %q (want %s or %s)", opts.QueueType, QueueClassic, QueueQuorum)
+	}
 	opts = opts.withDefaults()
 	life, stop := context.WithCancel(context.Background())
 	a := &AMQP{
@@ -189,7 +216,9 @@ func DialAMQP(ctx context.Context, url string, opts AMQPOptions) (*AMQP, error) 
 func transient(err error) bool {
 	var ae *amqp.Error
 	if errors.As(err, &ae) {
-		return ae.Recover || ae.Code == amqp.ConnectionForced
+		// A queue of another type (bus.queue_type) is a configuration
+		// error: retrying will not fix it.
+		return (ae.Recover && ae.Code != amqp.PreconditionFailed) || ae.Code == amqp.ConnectionForced
 	}
 	return true // network errors
 }
@@ -240,7 +269,7 @@ func (a *AMQP) connect(ctx context.Context) (s *amqpSession, err error) {
 		return nil, fmt.Errorf("declare exchange %s: %w", exchangeName, err)
 	}
 	for _, q := range append([]string{SchedulerQueue, ConductorQueue}, a.opts.Declare...) {
-		if err := declareQueue(s.pub, q); err != nil {
+		if err := declareQueue(s.pub, q, a.opts.QueueType); err != nil {
 			return nil, err
 		}
 	}
@@ -272,10 +301,15 @@ func (a *AMQP) connect(ctx context.Context) (s *amqpSession, err error) {
 	return s, nil
 }
 
-// declareQueue declares a durable queue and binds it to the exchange
-// under its own name.
-func declareQueue(ch *amqp.Channel, queue string) error {
-	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+// declareQueue declares a durable queue of type typ and binds it to the
+// exchange under its own name.
+func declareQueue(ch *amqp.Channel, queue, typ string) error {
+	if _, err := ch.QueueDeclare(queue, true, false, false, false, queueArgs(typ)); err != nil {
+		var ae *amqp.Error
+		if errors.As(err, &ae) && ae.Code == amqp.PreconditionFailed {
+			return fmt.Errorf("declare queue %s as %s: it exists with other arguments (was bus.queue_type changed? "+
+				"delete the old queue, e.g. rabbitmqctl delete_queue %s, once it is drained): %w", queue, typ, queue, err)
+		}
 		return fmt.Errorf("declare queue %s: %w", queue, err)
 	}
 	if err := ch.QueueBind(queue, queue, exchangeName, false, nil); err != nil {
@@ -678,7 +712,7 @@ func (c *amqpConsumer) start(s *amqpSession) (*amqp.Channel, <-chan amqp.Deliver
 		ch.Close()
 		return nil, nil, fmt.Errorf("set prefetch: %w", err)
 	}
-	if err := declareQueue(ch, c.queue); err != nil {
+	if err := declareQueue(ch, c.queue, c.a.opts.QueueType); err != nil {
 		ch.Close()
 		return nil, nil, err
 	}

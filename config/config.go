@@ -89,6 +89,10 @@ type Database struct {
 type Bus struct {
 	URL      string `yaml:"url"`
 	Prefetch int    `yaml:"prefetch"`
+	// QueueType is the type of the work queues: "classic" (default, a
+	// single RabbitMQ node) or "quorum" (replicated across a RabbitMQ
+	// cluster: a node may be lost). Every role of a cloud must agree.
+	QueueType string `yaml:"queue_type"`
 }
 
 // API is the OpenStack-compatible API server.
@@ -230,7 +234,7 @@ func Default() Config {
 	return Config{
 		Region:   "RegionOne",
 		Database: Database{Driver: "sqlite", DSN: "/var/lib/capsule/capsule.db"},
-		Bus:      Bus{URL: "amqp://guest:guest@127.0.0.1:5672/", Prefetch: 8},
+		Bus:      Bus{URL: "amqp://guest:guest@127.0.0.1:5672/", Prefetch: 8, QueueType: "classic"},
 		API: API{PublicHost: "127.0.0.1", Listen: "0.0.0.0", IdentityPort: 5000, ComputePort: 8774,
 			ImagePort: 9292, NetworkPort: 9696, PortalPort: 8080, TokenTTL: 12 * time.Hour, CallTimeout: 30 * time.Second,
 			AdminProject: "admin", LockoutFailureAttempts: 10, LockoutSourceFailureAttempts: 50, LockoutDuration: 5 * time.Minute,

@@ -60,7 +60,7 @@ func connect(ctx context.Context, cfg config.Config, needDB bool, log *slog.Logg
 		}
 		d.st = st
 	}
-	b, err := bus.DialAMQP(ctx, cfg.Bus.URL, bus.AMQPOptions{Prefetch: cfg.Bus.Prefetch, Logger: log})
+	b, err := bus.DialAMQP(ctx, cfg.Bus.URL, bus.AMQPOptions{Prefetch: cfg.Bus.Prefetch, QueueType: cfg.Bus.QueueType, Logger: log})
 	if err != nil {
 		d.close()
 		return nil, fmt.Errorf("connect to the bus: %w", err)
