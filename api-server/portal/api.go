@@ -295,6 +295,27 @@ type ActionEvent struct {
 	StartTime  string  `json:"start_time"`
 	FinishTime *string `json:"finish_time"`
 	Result     *string `json:"result"`
+	// Details (Nova 2.84, for everyone) and Traceback (admins) say why
+	// a failed step failed.
+	Details   *string `json:"details"`
+	Traceback *string `json:"traceback"`
+}
+
+// Why is what the action's first failed step says of its failure: its
+// details, else its traceback (which the API shows admins only); "" when
+// nothing failed or the API tells this user nothing more.
+func (a *InstanceAction) Why() string {
+	for _, e := range a.Events {
+		if e.Result == nil || !strings.EqualFold(*e.Result, "Error") {
+			continue
+		}
+		for _, s := range []*string{e.Details, e.Traceback} {
+			if s != nil && strings.TrimSpace(*s) != "" {
+				return strings.TrimSpace(*s)
+			}
+		}
+	}
+	return ""
 }
 
 // Failed reports whether a step of the action ended in Error.

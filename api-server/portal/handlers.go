@@ -2,6 +2,7 @@ package portal
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -268,6 +269,10 @@ type serverData struct {
 	Class   string
 	Console string
 	Lines   int
+	// LastFailure is the newest failed action, said as "<action> at
+	// <time> failed" and why where the API tells (shown when the server
+	// has no fault: Nova shows one on ERROR servers only).
+	LastFailure string
 }
 
 func (s *Server) serverData(ctx context.Context, sess *session, id string) (*serverData, error) {
@@ -290,6 +295,17 @@ func (s *Server) serverData(ctx context.Context, sess *session, id string) (*ser
 	d.Actions, err = s.instanceActions(ctx, sess, id)
 	if err != nil {
 		return nil, err
+	}
+	for i := range d.Actions {
+		a := &d.Actions[i]
+		if !a.Failed() {
+			continue
+		}
+		d.LastFailure = fmt.Sprintf("%s at %s failed", a.Action, a.StartTime)
+		if why := a.Why(); why != "" {
+			d.LastFailure += ": " + why
+		}
+		break
 	}
 	return d, nil
 }

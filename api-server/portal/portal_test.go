@@ -199,7 +199,8 @@ func (f *fakeAPI) handler(t *testing.T) http.Handler {
 		}
 		act := map[string]any{"action": "create", "request_id": "req-1", "events": []map[string]any{{"event": "compute_build", "result": "Success"}}}
 		if r.PathValue("req") == "req-2" {
-			act = map[string]any{"action": "oom_kill", "request_id": "req-2", "events": []map[string]any{{"event": "oom_kill", "result": "Error"}}}
+			act = map[string]any{"action": "oom_kill", "request_id": "req-2", "events": []map[string]any{{"event": "oom_kill", "result": "Error",
+				"details": "the kernel killed sh: out of memory"}}}
 		}
 		writeJSON(w, 200, map[string]any{"instanceAction": act})
 	}))
@@ -762,6 +763,11 @@ func TestNewServerActions(t *testing.T) {
 	if !regexp.MustCompile(`<tr class="failed" data-action="oom_kill">`).MatchString(page) || !strings.Contains(page, "out of memory") ||
 		!strings.Contains(page, "oom_kill: Error") || !strings.Contains(page, `<tr class="" data-action="create">`) {
 		t.Errorf("action log does not highlight the failed alarm:\n%s", page)
+	}
+	// The server has no fault (it is ACTIVE): the newest failed action
+	// says what failed and why.
+	if !strings.Contains(page, `<dd class="bad" id="last-failure">oom_kill at 2026-01-01T00:01:00.000000 failed: the kernel killed sh: out of memory</dd>`) {
+		t.Errorf("detail page lacks the last failure:\n%s", page)
 	}
 	// Members get a note instead of charts.
 	if !strings.Contains(page, `id="charts-note"`) || strings.Contains(page, `id="charts"`) {
