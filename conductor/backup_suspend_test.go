@@ -192,6 +192,10 @@ func TestBackupRotation(t *testing.T) {
 		if n := len(imageIDs(t, st)); n != 9 || len(tags.deleted()) != 0 {
 			t.Fatalf("after a failed backup: %d images, tags deleted %v", n, tags.deleted())
 		}
+		if got := loadInst(t, st, inst.ID); got.FaultMessage != "Backup of instance "+inst.ID+" failed: the compute host could not make the image." ||
+			got.FaultDetails != "push failed" || got.VMState != lifecycle.Active {
+			t.Errorf("after a failed backup: %s, fault %q %q", got.VMState, got.FaultMessage, got.FaultDetails)
+		}
 		if err := st.DB.Model(&store.Instance{}).Where("id = ?", inst.ID).Update("task_state", string(lifecycle.ImageBackup)).Error; err != nil {
 			t.Fatal(err)
 		}

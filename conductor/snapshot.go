@@ -92,8 +92,22 @@ func (c *Conductor) recordSnapshot(tx *gorm.DB, r protocol.SnapshotReport) error
 		}
 		c.log.Warn("snapshot failed; image removed", "image", r.ImageID, "instance", r.InstanceID, "error", r.Error)
 	}
-	_, err := instance.Apply(tx, r.InstanceID, instance.During(lifecycle.ImageSnapshot, lifecycle.ImageBackup),
-		instance.Change{Task: lifecycle.NoTask, At: now})
+	change := instance.Change{Task: lifecycle.NoTask, At: now}
+	if !r.OK {
+		// The server keeps running; its fault says why the image
+		// was not made (as the event's details do).
+		what := "Snapshot"
+		if r.Backup != nil {
+			what = "Backup"
+		}
+		why := strings.TrimSuffix(r.ErrorMessage, ".")
+		if why == "" {
+			why = "the compute host could not make the image"
+		}
+		change.Fault = &instance.Fault{Code: 500, Message: fmt.Sprintf("%s of instance %s failed: %s.", what, r.InstanceID, why),
+			Details: r.Error, At: now}
+	}
+	_, err := instance.Apply(tx, r.InstanceID, instance.During(lifecycle.ImageSnapshot, lifecycle.ImageBackup), change)
 	if err != nil {
 		return fmt.Errorf("end snapshot task of %s: %w", r.InstanceID, err)
 	}
