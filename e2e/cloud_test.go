@@ -59,6 +59,7 @@ type cloud struct {
 
 	// Set by options before the cloud starts.
 	twoHosts    bool     // control plane + two agents on bridges joined by a trunk
+	ownAgent    bool     // a one-host cloud's agent runs in a process of its own
 	bridge      bool     // a one-process cloud maps physnet1 to a real bridge
 	agentDriver string   // agent.driver ("" = docker)
 	extraConfig string   // YAML appended to the control plane's config
@@ -223,7 +224,7 @@ func startCloud(t *testing.T, opts ...cloudOption) *cloud {
 		c.trunk = "bt" + suffix + "t"
 		c.dockerHost = c.hosts[0].dockerHost
 	} else {
-		h := &computeHost{name: c.host, dockerHost: dockerHost}
+		h := &computeHost{name: c.host, dockerHost: c.dockerHost}
 		if c.bridge {
 			h.bridge = "bt" + suffix + "s"
 		}
@@ -249,7 +250,7 @@ api:
 scheduler:
   service_down_time: 30s
 `, c.dbDriver, c.dbDSN, c.amqp, c.identity, c.compute, c.image, c.network, freePort(t))
-	if !c.twoHosts {
+	if !c.twoHosts && !c.ownAgent {
 		cfg += c.agentSection(c.hosts[0])
 	}
 	cfg += c.registry + c.extraConfig
@@ -261,7 +262,7 @@ scheduler:
 	if err != nil {
 		t.Fatalf("bootstrap: %v\n%s", err, out)
 	}
-	if c.twoHosts {
+	if c.twoHosts || c.ownAgent {
 		c.procs = append(c.procs, c.newProc("control", "api,scheduler,conductor", c.configPath))
 		for _, h := range c.hosts {
 			// An agent's config has no database section: agents hold no
