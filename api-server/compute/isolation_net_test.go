@@ -73,6 +73,16 @@ func TestMemberCannotUnlockAnAdminsLock(t *testing.T) {
 	}
 	resp, body := f.do("POST", "/v2.1/servers/"+id+"/action", "demo", `{"unlock":null}`)
 	expectFault(t, resp, body, 403, "forbidden")
+	// Tenant isolation: another project does not see the server, a
+	// reader may not write, no token is a 401.
+	resp, body = f.do("POST", "/v2.1/servers/"+id+"/action", "other", `{"unlock":null}`)
+	expectFault(t, resp, body, 404, "itemNotFound")
+	if c := action("read", `{"unlock":null}`); c != 403 {
+		t.Errorf("reader unlock: %d, want 403", c)
+	}
+	if c := action("", `{"unlock":null}`); c != 401 {
+		t.Errorf("unlock without a token: %d, want 401", c)
+	}
 	if c := action("demo", `{"lock":null}`); c != 202 && c != 409 {
 		t.Fatalf("owner re-lock: %d", c)
 	}

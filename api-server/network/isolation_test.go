@@ -166,6 +166,13 @@ func TestDeletePortBoundToServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := "/v2.0/ports/" + nic.ID
+	// Tenant isolation first: another project does not learn the port
+	// exists (404, not 409), a reader may not write, no token is a 401.
+	e.fails(http.StatusNotFound, "PortNotFound", "DELETE", path, "bob", nil)
+	e.fails(http.StatusForbidden, "PolicyNotAuthorized", "DELETE", path, "reader", nil)
+	e.fails(http.StatusUnauthorized, "", "DELETE", path, "", nil)
+	e.fails(http.StatusUnauthorized, "", "DELETE", path, "garbage", nil)
+	e.fails(http.StatusNotFound, "PortNotFound", "PUT", path, "bob", obj{"port": obj{"device_id": ""}})
 	e.fails(http.StatusConflict, "ServicePortInUse", "DELETE", path, "alice", nil)
 	fail = errdefs.Conflict("server busy")
 	e.fails(http.StatusConflict, "PortInUse", "DELETE", path, "admin", nil)
