@@ -49,7 +49,8 @@ func (a *Agent) resumeGuests(ctx context.Context, expected []protocol.ExpectedIn
 		st, found := observed[id]
 		if !found && e.TaskState == lifecycle.NoTask && !deleting(e) &&
 			(e.VMState == lifecycle.Active || e.VMState == lifecycle.Paused || e.VMState == lifecycle.Suspended) {
-			failed[id] = fmt.Sprintf("its container is missing on host %s (removed while the host was down); rebuild or delete the server", a.cfg.Host)
+			// The owner sees this reason: no host name in it.
+			failed[id] = "its container is missing (removed while the host was down); rebuild or delete the server"
 			a.log.Error("resume after host boot: instance has no container", "instance", id, "vm_state", e.VMState)
 			continue
 		}
