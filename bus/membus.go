@@ -26,6 +26,7 @@ type Mem struct {
 	retryDelay time.Duration
 	prefetch   int
 	log        *slog.Logger
+	noHistory  bool // Sent is not kept (a long-running user, not a test)
 
 	// life ends on Close, stopping consumers like the Consume ctx does.
 	life context.Context
@@ -52,6 +53,11 @@ func MemRetryDelay(d time.Duration) MemOption { return func(m *Mem) { m.retryDel
 // MemPrefetch sets how many messages one consumer handles at once
 // (default 8, like AMQPOptions).
 func MemPrefetch(n int) MemOption { return func(m *Mem) { m.prefetch = n } }
+
+// MemNoHistory stops Mem from keeping every message for Sent: a process
+// that runs long on a Mem (the in-process fuzzing cloud) would otherwise
+// grow with every message.
+func MemNoHistory() MemOption { return func(m *Mem) { m.noHistory = true } }
 
 // MemLogger sets the logger for dropped handler errors (default slog.Default()).
 func MemLogger(l *slog.Logger) MemOption { return func(m *Mem) { m.log = l } }
@@ -256,7 +262,9 @@ func (m *Mem) enqueue(queue string, msg Message, reply chan memReply) error {
 		return fmt.Errorf("bus: publish %s to %s: %w", msg.Kind, queue, errClosed)
 	}
 	q := m.queue(queue)
-	q.sent = append(q.sent, msg)
+	if !m.noHistory {
+		q.sent = append(q.sent, msg)
+	}
 	q.pending = append(q.pending, memDelivery{msg: msg, reply: reply})
 	m.dispatch(q)
 	m.notify()

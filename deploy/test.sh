@@ -14,6 +14,12 @@
 #                       to 8 at a time: go test -parallel 8
 #                       (CAPSULE_E2E_PARALLEL overrides it; they mostly
 #                       wait on dockerd, so more clouds than cores pay);
+#   go fuzz (short)     each native fuzz target (func Fuzz* in a _test.go)
+#                       of the packages run for CAPSULE_FUZZTIME (default
+#                       1s) with -fuzz; their seed corpora already ran as
+#                       ordinary tests in the packages tier, and so did the
+#                       short HTTP fuzz of internal/apifuzz (20,000
+#                       generated requests against an in-process cloud);
 #   rate tests          the tests that measure a rate or a latency against a
 #                       tolerance (CPU quota, disk throttles, NIC shaping,
 #                       alarm latency): build tag ratetest, in *_rate_test.go
@@ -133,6 +139,41 @@ rate_files_check() {
 	return "$bad"
 }
 
+# fuzz_short: every native fuzz target of the unit tier's packages for
+# CAPSULE_FUZZTIME (default 1s) each (docs/security.md, "Fuzzing"). Each
+# package's test binary is built once with the fuzzing instrumentation and
+# run once per target (a go test -fuzz per target would link it again
+# every time: 5 s of overhead a target). The corpus grows in Go's fuzz
+# cache, as go test -fuzz keeps it; a failing input is written to the
+# package's testdata/fuzz/ (commit it as a regression seed).
+fuzz_short() {
+	local module dir pkg target bin log cache bad=0
+	module=$(go list -m)
+	bin=$(mktemp -d)
+	log="$bin/log"
+	cache="$(go env GOCACHE)/fuzz"
+	while IFS= read -r dir; do
+		pkg="$module/${dir#./}"
+		[[ " ${unit_pkgs[*]} " == *" $pkg "* ]] || continue
+		if ! go test -c -fuzz=. -o "$bin/t" "$pkg" >"$log" 2>&1; then
+			echo "build the fuzz targets of $pkg:" >&2
+			cat "$log" >&2
+			bad=1
+			continue
+		fi
+		for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go | sed 's/^func //'); do
+			if ! (cd "$dir" && "$bin/t" -test.run '^$' -test.fuzz "^$target\$" -test.fuzztime "${CAPSULE_FUZZTIME:-1s}" \
+				-test.fuzzcachedir "$cache/$pkg" >"$log" 2>&1); then
+				echo "fuzz target $pkg $target failed:" >&2
+				grep -v ' INFO ' "$log" | tail -30 >&2
+				bad=1
+			fi
+		done
+	done < <(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u)
+	rm -rf "$bin"
+	return "$bad"
+}
+
 cap_need_root
 step "Test environment" test_env
 [ ${#failed[@]} = 0 ] || cap_die "the test environment could not be started: no test can run"
@@ -149,6 +190,9 @@ step "OVS trunk (deploy/check-trunk.sh --scratch)" deploy/check-trunk.sh --scrat
 step "Test tiers" split_tiers
 if [ ${#unit_pkgs[@]} -gt 0 ]; then
 	step "go test (packages)" go test -count=1 -timeout 40m -p "${CAPSULE_TEST_P:-$(nproc)}" "${unit_pkgs[@]}"
+fi
+if [ ${#unit_pkgs[@]} -gt 0 ]; then
+	step "go fuzz (short)" fuzz_short
 fi
 if [ ${#e2e_pkgs[@]} -gt 0 ]; then
 	step "go test ./e2e" go test -count=1 -timeout 40m -parallel "${CAPSULE_E2E_PARALLEL:-8}" "${e2e_pkgs[@]}"

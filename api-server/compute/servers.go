@@ -620,13 +620,10 @@ func (s *Service) listServers(detail bool) http.HandlerFunc {
 		// name is an unanchored regex in Nova; filter in Go for portability
 		// between SQLite and PostgreSQL.
 		if name := q.Get("name"); name != "" {
-			re, err := regexp.Compile(name)
-			if err != nil {
-				re = regexp.MustCompile(regexp.QuoteMeta(name))
-			}
+			match := nameFilter(name)
 			kept := insts[:0]
 			for _, in := range insts {
-				if re.MatchString(in.Name) {
+				if match(in.Name) {
 					kept = append(kept, in)
 				}
 			}
@@ -828,4 +825,14 @@ func (s *Service) listVolumeAttachments(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"volumeAttachments": []any{}})
+}
+
+// nameFilter is Nova's name filter: an unanchored regular expression, or
+// the literal text when it is not a valid one (invalid UTF-8 included:
+// QuoteMeta of it does not compile either).
+func nameFilter(name string) func(string) bool {
+	if re, err := regexp.Compile(name); err == nil {
+		return re.MatchString
+	}
+	return func(s string) bool { return strings.Contains(s, name) }
 }
