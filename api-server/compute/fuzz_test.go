@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/internal/fuzzhttp"
 	"github.com/capsule-cloud/capsule/internal/storetest"
+	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -24,7 +26,20 @@ import (
 // image and one server of project p-demo, built once per fuzz target.
 type fuzzCloud struct {
 	h      http.Handler
+	st     *store.Store
 	server string
+}
+
+// activate puts the fuzzed server back on its host, ACTIVE, unlocked and
+// with no task, as an agent would leave it: each iteration then reaches
+// past the state checks, whatever the previous one did.
+func (c *fuzzCloud) activate(tb testing.TB) {
+	tb.Helper()
+	err := c.st.DB.Model(&store.Instance{}).Where("id = ?", c.server).Updates(map[string]any{
+		"host": "h1", "vm_state": string(lifecycle.Active), "task_state": "", "power_state": 1, "locked": false}).Error
+	if err != nil {
+		tb.Fatal(err)
+	}
 }
 
 func newFuzzCloud(tb testing.TB) *fuzzCloud {
@@ -47,7 +62,7 @@ func newFuzzCloud(tb testing.TB) *fuzzCloud {
 	}
 	svc := New(st, b, Options{PublicHost: "127.0.0.1", ComputePort: 8774, Validator: v, CallTimeout: 100 * time.Millisecond,
 		DefaultQuota: Quota{Instances: 1000, Cores: 1000, RAM: 1 << 30}})
-	c := &fuzzCloud{h: svc.Handler()}
+	c := &fuzzCloud{h: svc.Handler(), st: st}
 	rec := fuzzhttp.Do(c.h, "POST", "/v2.1/servers", "demo",
 		[]byte(`{"server":{"name":"fz","imageRef":"`+imageID+`","flavorRef":"1","networks":"none"}}`),
 		"X-OpenStack-Nova-API-Version", "2.37")
@@ -57,6 +72,7 @@ func newFuzzCloud(tb testing.TB) *fuzzCloud {
 	var out struct{ Server struct{ ID string } }
 	must(json.Unmarshal(rec.Body.Bytes(), &out))
 	c.server = out.Server.ID
+	c.activate(tb)
 	return c
 }
 
@@ -128,6 +144,7 @@ func FuzzServerAction(f *testing.F) {
 	}
 	c := newFuzzCloud(f)
 	f.Fuzz(func(t *testing.T, body []byte, version string, admin bool) {
+		c.activate(t)
 		tok := "demo"
 		if admin {
 			tok = "admin"
@@ -144,6 +161,7 @@ func FuzzServerUpdate(f *testing.F) {
 	}
 	c := newFuzzCloud(f)
 	f.Fuzz(func(t *testing.T, body []byte) {
+		c.activate(t)
 		fuzzhttp.Check(t, fuzzhttp.Do(c.h, "PUT", "/v2.1/servers/"+c.server, "demo", body, "X-OpenStack-Nova-API-Version", "2.19"),
 			"update server")
 	})
@@ -156,6 +174,7 @@ func FuzzMetadata(f *testing.F) {
 	}
 	c := newFuzzCloud(f)
 	f.Fuzz(func(t *testing.T, body []byte, key string) {
+		c.activate(t)
 		base := "/v2.1/servers/" + c.server + "/metadata"
 		fuzzhttp.Check(t, fuzzhttp.Do(c.h, "POST", base, "demo", body), "set metadata")
 		fuzzhttp.Check(t, fuzzhttp.Do(c.h, "PUT", base, "demo", body), "replace metadata")
@@ -170,6 +189,7 @@ func FuzzTags(f *testing.F) {
 	}
 	c := newFuzzCloud(f)
 	f.Fuzz(func(t *testing.T, body []byte, tag string) {
+		c.activate(t)
 		base := "/v2.1/servers/" + c.server + "/tags"
 		hdr := []string{"X-OpenStack-Nova-API-Version", "2.26"}
 		fuzzhttp.Check(t, fuzzhttp.Do(c.h, "PUT", base, "demo", body, hdr...), "replace tags")
@@ -318,4 +338,16 @@ func FuzzTagFilter(f *testing.F) {
 			_ = tf.match([]string{tags})
 		}
 	})
+}
+
+// A tag is free text (Nova allows any character but , and /): the
+// Location of an added tag must escape it, a raw control character in a
+// header breaks the client's connection (found by the HTTP fuzzer).
+func TestAddTagLocationEscapesTheTag(t *testing.T) {
+	c := newFuzzCloud(t)
+	rec := fuzzhttp.Do(c.h, "PUT", "/v2.1/servers/"+c.server+"/tags/%00%1B", "demo", nil, "X-OpenStack-Nova-API-Version", "2.26")
+	fuzzhttp.Check(t, rec, "add tag")
+	if loc := rec.Header().Get("Location"); rec.Code != http.StatusCreated || !strings.HasSuffix(loc, "/tags/%00%1B") {
+		t.Fatalf("add tag: %d, Location %q", rec.Code, loc)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 
@@ -164,7 +165,7 @@ func (s *Service) addTag(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	w.Header().Set("Location", s.links(r, "servers", inst.ID)[0]["href"]+"/tags/"+tag)
+	w.Header().Set("Location", s.links(r, "servers", inst.ID)[0]["href"]+"/tags/"+url.PathEscape(tag))
 	if existed {
 		noContent(w, http.StatusNoContent)
 		return

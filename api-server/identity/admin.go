@@ -401,22 +401,6 @@ func checkUserInput(in *userInput) string {
 	if in.DomainID != nil && *in.DomainID != "" && !isDefaultDomain(*in.DomainID) {
 		return "Could not find domain: " + *in.DomainID + "."
 	}
-	if in.Password != nil {
-		return checkPassword(*in.Password)
-	}
-	return ""
-}
-
-// maxPasswordBytes is the longest password bcrypt hashes (Keystone
-// answers a longer one with a 400 too).
-const maxPasswordBytes = 72
-
-// checkPassword is the 400 message for a password that cannot be stored,
-// "" for one that can.
-func checkPassword(pw string) string {
-	if len(pw) > maxPasswordBytes {
-		return fmt.Sprintf("Invalid input for field 'password': longer than %d bytes.", maxPasswordBytes)
-	}
 	return ""
 }
 
@@ -613,10 +597,6 @@ func (s *Service) changePassword(w http.ResponseWriter, r *http.Request) {
 	}
 	if in.Password == nil || in.OriginalPassword == nil {
 		s.failErr(w, r, errdefs.InvalidArgument("Invalid input: 'password' and 'original_password' are required."))
-		return
-	}
-	if msg := checkPassword(*in.Password); msg != "" {
-		s.failErr(w, r, errdefs.InvalidArgument(msg))
 		return
 	}
 	u, err := s.loadUser(r.Context(), id)

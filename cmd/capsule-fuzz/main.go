@@ -41,6 +41,7 @@ func run() error {
 	adminPass := flag.String("admin-password", os.Getenv("CAPSULE_FUZZ_ADMIN_PASSWORD"), "password of user admin (running cloud)")
 	demoPass := flag.String("demo-password", os.Getenv("CAPSULE_FUZZ_DEMO_PASSWORD"), "password of user demo (running cloud)")
 	pid := flag.Int("pid", 0, "the running cloud's API process, for RSS and threads before/after")
+	heapProfile := flag.String("heap-profile", "", "in-process cloud: write the heap profile after the run here (go tool pprof)")
 	flag.Parse()
 	if *seed == 0 {
 		*seed = uint64(time.Now().UnixNano())
@@ -56,7 +57,7 @@ func run() error {
 			return err
 		}
 		defer os.RemoveAll(dir)
-		res, err := apifuzz.FuzzCloud(ctx, dir, cfg)
+		res, err := apifuzz.FuzzCloud(ctx, dir, cfg, *heapProfile)
 		if err != nil {
 			return err
 		}

@@ -24,7 +24,7 @@ func TestFuzzInProcessCloud(t *testing.T) {
 		n = min(n, 2000)
 	}
 	ctx := context.Background()
-	res, err := FuzzCloud(ctx, t.TempDir(), Config{Requests: n, Concurrency: 8, Seed: uint64(time.Now().UnixNano())})
+	res, err := FuzzCloud(ctx, t.TempDir(), Config{Requests: n, Concurrency: 8, Seed: uint64(time.Now().UnixNano())}, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -173,15 +173,19 @@ func StartCloud(ctx context.Context, dir string) (*Cloud, error) {
 		CallTimeout: 5 * time.Second, Validator: ids, Log: lg, RegistryAddress: cfg.Registry.Address})
 	img := image.New(st, image.Options{Validator: ids, Logger: lg, Data: newMemData()})
 	netw := network.New(ids, network.WithStore(st), network.WithConfig(cfg.Network), network.WithLogger(lg))
+	// The listeners capsuled serves (cmd/capsuled runAPI): body and header
+	// limits and timeouts included, with the default limits.
 	errLog := log.New(panicWriter{e: ev}, "", 0)
-	for i, h := range []http.Handler{
-		httpapi.AccessLog(lg, "identity", httpapi.WithRequestID(ids.Handler())),
-		httpapi.AccessLog(lg, "compute", httpapi.WithRequestID(comp.Handler(), "x-compute-request-id")),
-		httpapi.AccessLog(lg, "image", httpapi.WithRequestID(img.Handler())),
-		httpapi.AccessLog(lg, "network", httpapi.WithRequestID(netw.Handler())),
+	for i, l := range []httpapi.Listener{
+		{TooLarge: ids.TooLarge, Handler: httpapi.AccessLog(lg, "identity", httpapi.WithRequestID(ids.Handler()))},
+		{TooLarge: comp.TooLarge, Handler: httpapi.AccessLog(lg, "compute", httpapi.WithRequestID(comp.Handler(), "x-compute-request-id"))},
+		{TooLarge: img.TooLarge, Streaming: image.IsDataTransfer, Handler: httpapi.AccessLog(lg, "image", httpapi.WithRequestID(img.Handler()))},
+		{TooLarge: netw.TooLarge, Handler: httpapi.AccessLog(lg, "network", httpapi.WithRequestID(netw.Handler()))},
 	} {
-		c.servers = append(c.servers, &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog})
-		srv, ln := c.servers[i], lns[i]
+		l.Limits = httpapi.DefaultLimits()
+		srv, ln := httpapi.NewServer(l), lns[i]
+		srv.ErrorLog = errLog
+		c.servers = append(c.servers, srv)
 		c.done.Add(1)
 		go func() { defer c.done.Done(); _ = srv.Serve(ln) }()
 	}

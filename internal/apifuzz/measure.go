@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -41,7 +42,10 @@ func (r *CloudResult) String() string {
 // passwords are filled in) and measures goroutines and heap once the
 // fuzzer has logged in and seeded, and again after the run, once what the
 // requests set off has settled.
-func FuzzCloud(ctx context.Context, dir string, cfg Config) (*CloudResult, error) {
+//
+// heapProfile, when not "", is where the heap profile after the run goes
+// (go tool pprof), to tell what a grown heap holds.
+func FuzzCloud(ctx context.Context, dir string, cfg Config, heapProfile string) (*CloudResult, error) {
 	c, err := StartCloud(ctx, dir)
 	if err != nil {
 		return nil, err
@@ -61,6 +65,11 @@ func FuzzCloud(ctx context.Context, dir string, cfg Config) (*CloudResult, error
 	res.Report = rep
 	c.Settle(30 * time.Second)
 	res.GoroutinesAfter, res.HeapAfter = settledStats(res.GoroutinesBefore)
+	if heapProfile != "" {
+		if err := writeHeapProfile(heapProfile); err != nil {
+			return nil, err
+		}
+	}
 	res.Panics = c.Events().Panics()
 	res.ErrorLines, res.FirstErrors = c.Events().ErrorLines()
 	return res, nil
@@ -102,4 +111,16 @@ func ProcessStats(pid int) (rss uint64, threads int, err error) {
 		}
 	}
 	return rss, threads, nil
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return fmt.Errorf("write heap profile: %w", err)
+	}
+	return f.Close()
 }

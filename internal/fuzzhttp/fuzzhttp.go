@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -46,6 +47,15 @@ func Check(t testing.TB, rec *httptest.ResponseRecorder, what string, allowed ..
 	t.Helper()
 	if rec.Code >= 500 && !slices.Contains(allowed, rec.Code) {
 		t.Fatalf("%s: %d %s", what, rec.Code, rec.Body.String())
+	}
+	for k, vs := range rec.Header() {
+		for _, v := range vs {
+			if strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f }) {
+				// A client drops the connection on such a header (net/http:
+				// "malformed MIME header line"): the answer is lost.
+				t.Fatalf("%s: header %s has a control character: %q", what, k, v)
+			}
+		}
 	}
 	if rec.Code >= 400 && rec.Code != http.StatusMethodNotAllowed {
 		var m map[string]any
