@@ -92,11 +92,17 @@ func (c *Conductor) sweepTasks(ctx context.Context) {
 // expireTask ends inst's task, past its deadline, as failed.
 func (c *Conductor) expireTask(ctx context.Context, inst *store.Instance, deadline time.Duration) error {
 	db := c.st.WithContext(ctx)
+	// A message the broker refused for the whole deadline (its queue is
+	// gone with its host, say) is dropped with the task; one younger than
+	// the deadline (written by a later request) still has its chance.
+	now := c.now()
+	if dropped, err := store.DropOutbox(db, inst.ID, now.Add(-deadline)); err != nil {
+		return err
+	} else if dropped > 0 {
+		c.log.Warn("dropped messages the broker refused until the task's deadline", "instance", inst.ID,
+			"task", inst.TaskState, "messages", dropped)
+	}
 	if pending, err := store.OutboxPending(db, inst.ID); err != nil || pending {
-		if pending {
-			c.log.Warn("task past its deadline still has its message in the outbox; waiting for the relay",
-				"instance", inst.ID, "task", inst.TaskState)
-		}
 		return err
 	}
 	if m, err := migrate.Active(ctx, db, inst.ID); err != nil || m != nil {
@@ -107,7 +113,6 @@ func (c *Conductor) expireTask(ctx context.Context, inst *store.Instance, deadli
 	if err := db.Where("instance_id = ?", inst.ID).Order("id DESC").Limit(1).Find(&last).Error; err != nil {
 		return fmt.Errorf("last action of %s: %w", inst.ID, err)
 	}
-	now := c.now()
 	why := fmt.Sprintf("the task %s got no answer from host %s within %s", inst.TaskState, inst.Host, deadline)
 	c.log.Warn("task timed out; ending it as failed", "instance", inst.ID, "task", inst.TaskState, "host", inst.Host,
 		"deadline", deadline, "since", inst.UpdatedAt)

@@ -61,12 +61,28 @@ func TestSweeperEndsTasksWhoseWorkerDied(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// A message the broker refused since before the deadline (its
+		// queue is gone): dropped, the task ended.
+		refused := addInstance(t, st, onHost("h1"), active(lifecycle.Rebooting), stale)
+		if err := st.DB.Create(&store.OutboxMessage{Queue: bus.ComputeQueue("gone"), MessageID: "m-refused", Kind: "instance_action",
+			InstanceID: refused.ID, CreatedAt: testNow.Add(-6 * time.Minute), DueAt: testNow, Attempts: 40}).Error; err != nil {
+			t.Fatal(err)
+		}
 		for _, i := range []store.Instance{reboot, stop, del, resize, snap, rebuild} {
 			addAction(t, st, i.ID, "x", "req-"+i.ID)
 		}
 
 		c.periodic(context.Background())
 
+		if got := loadInst(t, st, refused.ID); got.TaskState != lifecycle.NoTask {
+			t.Errorf("task whose message the broker refused past the deadline: still %q", got.TaskState)
+		}
+		if pending, _ := store.OutboxPending(st.DB, refused.ID); pending {
+			t.Error("the refused message is still in the outbox")
+		}
+		if pending, _ := store.OutboxPending(st.DB, undelivered.ID); !pending {
+			t.Error("a message within the deadline was dropped")
+		}
 		for _, i := range []store.Instance{reboot, stop} {
 			got := loadInst(t, st, i.ID)
 			if got.VMState != lifecycle.Active || got.TaskState != lifecycle.NoTask {

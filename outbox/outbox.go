@@ -159,6 +159,19 @@ func (r *Relay) Run(ctx context.Context) {
 	}
 }
 
+// maxBackoff bounds the wait between two publishes of one row.
+const maxBackoff = time.Minute
+
+// backoff is how long a row waits after its attempts-th failed publish:
+// Backoff, doubling, at most maxBackoff.
+func (r *Relay) backoff(attempts int) time.Duration {
+	d := r.opt.Backoff
+	for i := 1; i < attempts && d < maxBackoff; i++ {
+		d *= 2
+	}
+	return min(d, maxBackoff)
+}
+
 // publish sends rows in order, each with the broker's confirm, and deletes
 // the confirmed ones; a row whose publish failed is due again after the
 // back-off.
@@ -176,7 +189,7 @@ func (r *Relay) publish(ctx context.Context, rows []store.OutboxMessage) (int, e
 			if first == nil {
 				first = fmt.Errorf("outbox: publish %s to %s: %w", row.Kind, row.Queue, err)
 			}
-			if rerr := r.st.RetryOutbox(context.WithoutCancel(ctx), row.ID, r.opt.Owner, r.opt.Now().Add(r.opt.Backoff)); rerr != nil {
+			if rerr := r.st.RetryOutbox(context.WithoutCancel(ctx), row.ID, r.opt.Owner, r.opt.Now().Add(r.backoff(row.Attempts))); rerr != nil {
 				r.opt.Log.Warn("outbox: reschedule", "error", rerr)
 			}
 			continue
