@@ -511,8 +511,11 @@ func portalServerActions(t *testing.T, b *browser, c *cloud, demo *gophercloud.S
 // (with one host there is nowhere to go, or migration is not there yet).
 func portalAdmin(t *testing.T, b *browser, c *cloud, admin *gophercloud.ServiceClient, sid string) {
 	t.Helper()
-	// A burner for a while, so the CPU chart has something to show.
-	if out, err := c.docker("exec", "-d", "capsule-"+sid, "sh", "-c", "while :; do :; done & sleep 25; kill $!"); err != nil {
+	// A burner for a while, so the CPU chart has something to show. It
+	// outlasts both waits below (30 s + 40 s): on a loaded machine the page
+	// can take a while to open and to sample, and a burner that ended first
+	// shows 0 %.
+	if out, err := c.docker("exec", "-d", "capsule-"+sid, "sh", "-c", "while :; do :; done & sleep 75; kill $!"); err != nil {
 		t.Fatalf("start a burner in %s: %v %s", sid, err, out)
 	}
 	b.open("/servers/" + sid)
