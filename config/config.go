@@ -122,6 +122,11 @@ type API struct {
 	LockoutDuration              time.Duration `yaml:"lockout_duration"`
 	// TokenPurgeInterval is how often expired tokens are deleted.
 	TokenPurgeInterval time.Duration `yaml:"token_purge_interval"`
+	// ImageSizeCap caps one image upload's data in bytes (Glance's
+	// image_size_cap; 413 beyond it) and ImageUploadTimeout its duration
+	// (408). 0: the image API's defaults, 10 GiB and 1 h.
+	ImageSizeCap       int64         `yaml:"image_size_cap"`
+	ImageUploadTimeout time.Duration `yaml:"image_upload_timeout"`
 }
 
 // Scheduler places instances on hosts.

@@ -1,14 +1,18 @@
 package image
 
 import (
+	"context"
 	"crypto/md5" //nolint:gosec // Glance's checksum is MD5 by definition
 	"crypto/sha512"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
+	"time"
 
 	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/store"
@@ -32,6 +36,36 @@ func (c *countingHasher) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// errImageTooLarge: the upload's data went past Options.MaxImageBytes.
+var errImageTooLarge = errors.New("image data over the size limit")
+
+// cappedReader passes at most left bytes on and fails with
+// errImageTooLarge as soon as the data goes beyond them.
+type cappedReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (c *cappedReader) Read(p []byte) (int, error) {
+	if c.left < 0 {
+		return 0, errImageTooLarge
+	}
+	if int64(len(p)) > c.left+1 {
+		p = p[:c.left+1] // one byte more tells "exactly at the cap" from "over"
+	}
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	if c.left < 0 {
+		return n - 1, errImageTooLarge
+	}
+	return n, err
+}
+
+// tooLarge is Glance's answer to an image over image_size_cap (413).
+func (s *Service) tooLarge() error {
+	return errdefs.QuotaExceededf("The incoming image is too large: the limit is %d bytes.", s.opts.MaxImageBytes)
+}
+
 // uploadImage is PUT /v2/images/{id}/file: only from queued; the data goes
 // to the Data backend (the registry) while size and checksums are taken.
 func (s *Service) uploadImage(w http.ResponseWriter, r *http.Request) {
@@ -51,6 +85,11 @@ func (s *Service) uploadImage(w http.ResponseWriter, r *http.Request) {
 		s.respondErr(w, r, errdefs.Conflict("Image status transition from "+img.Status+" to saving is not allowed"))
 		return
 	}
+	if r.ContentLength > s.opts.MaxImageBytes {
+		w.Header().Set("Connection", "close") // the body is not read
+		s.respondErr(w, r, s.tooLarge())
+		return
+	}
 	// Claim the image: only one upload may move it out of queued.
 	res := s.st.WithContext(r.Context()).Model(&store.Image{}).
 		Where("id = ? AND status = ?", img.ID, StatusQueued).Update("status", StatusSaving)
@@ -63,15 +102,31 @@ func (s *Service) uploadImage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	img.Status = StatusSaving
-	hr := &countingHasher{r: r.Body, md5: md5.New(), sha512: sha512.New()} //nolint:gosec
-	ref, err := s.opts.Data.Put(r.Context(), img, hr)
+	// The whole upload, reading and storing, within UploadTimeout: the
+	// listener lifted its read deadline for image data.
+	ctx, cancel := context.WithTimeout(r.Context(), s.opts.UploadTimeout)
+	defer cancel()
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.opts.UploadTimeout))
+	body := &cappedReader{r: r.Body, left: s.opts.MaxImageBytes}
+	hr := &countingHasher{r: body, md5: md5.New(), sha512: sha512.New()} //nolint:gosec
+	ref, err := s.opts.Data.Put(ctx, img, hr)
 	if err != nil {
-		s.log.WarnContext(r.Context(), "image upload failed", "image", img.ID, "error", err)
+		s.log.WarnContext(r.Context(), "image upload failed", "image", img.ID, "bytes_read", hr.n, "error", err)
 		img.Status = StatusQueued
-		if serr := s.save(r, &img); serr != nil {
+		// Not the request's context: a body cut short may have ended it.
+		if serr := s.save(r.WithContext(context.WithoutCancel(r.Context())), &img); serr != nil {
 			s.log.ErrorContext(r.Context(), "reset image status after a failed upload", "image", img.ID, "error", serr)
 		}
-		s.respondErr(w, r, errdefs.InvalidArgument("Image upload failed: "+err.Error()))
+		switch {
+		case errors.Is(err, errImageTooLarge):
+			w.Header().Set("Connection", "close") // the rest of the body is not read
+			s.respondErr(w, r, s.tooLarge())
+		case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded):
+			w.Header().Set("Connection", "close")
+			s.fail(w, r, http.StatusRequestTimeout, fmt.Sprintf("The image upload took longer than %s.", s.opts.UploadTimeout))
+		default:
+			s.respondErr(w, r, errdefs.InvalidArgument("Image upload failed: "+err.Error()))
+		}
 		return
 	}
 	size := hr.n

@@ -50,7 +50,7 @@ func port(t *testing.T, u string) int {
 	return p
 }
 
-func newEnv(t *testing.T, data image.Data) *env {
+func newEnv(t *testing.T, data image.Data, tune ...func(*image.Options)) *env {
 	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, "sqlite", filepath.Join(t.TempDir(), "capsule.db"))
@@ -91,7 +91,11 @@ func newEnv(t *testing.T, data image.Data) *env {
 	ids := identity.New(st, identity.Options{PublicHost: "127.0.0.1", Logger: quiet(),
 		Ports: identity.Ports{Identity: port(t, e.idSrv.URL), Image: port(t, e.imgSrv.URL)}})
 	idH = ids.Handler()
-	imgH = image.New(st, image.Options{Validator: ids, Data: data, Logger: quiet()}).Handler()
+	opts := image.Options{Validator: ids, Data: data, Logger: quiet()}
+	for _, f := range tune {
+		f(&opts)
+	}
+	imgH = image.New(st, opts).Handler()
 	e.admin = e.token("admin")
 	e.alice = e.token("alice")
 	e.bob = e.token("bob")
@@ -128,6 +132,8 @@ func (e *env) do(method, path, token string, body any, hdr ...string) resp {
 	case nil:
 	case []byte:
 		rd = bytes.NewReader(b)
+	case io.Reader:
+		rd = b
 	default:
 		raw, _ := json.Marshal(b)
 		rd = bytes.NewReader(raw)

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"path"
+	"strconv"
 	"strings"
 
 	"github.com/capsule-cloud/capsule/config"
@@ -25,10 +26,50 @@ const (
 	mediaLayerGzip = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 )
 
-// smallFile is the size under which docker-save members are kept in
-// memory until manifest.json says what they are; larger ones are layers
-// and stream straight to the registry.
-const smallFile = 1 << 20
+// Bounds of a docker-save upload's memory. Members that are layers (a
+// tar or gzip stream, by their first bytes) and members over smallFile
+// stream straight to the registry; the others (manifest.json, the
+// config, legacy json and VERSION files) are kept until manifest.json
+// says what they are, at most smallFile each and metadataBudget in all.
+// maxMembers bounds the member count (and with it the index kept of
+// uploaded layers): an image has at most ~127 layers, a docker save three
+// members per layer and a handful more.
+const (
+	smallFile      = 1 << 20
+	metadataBudget = 16 << 20
+	maxMembers     = 4096
+)
+
+// errBadTarball: the upload is not a docker-save tarball Capsule takes.
+var errBadTarball = errors.New("not a docker-save tarball")
+
+// looksLikeLayer reports whether a member starting with head is a layer:
+// gzip data, or a tar stream (a header with the ustar magic and a right
+// checksum, or the two zero blocks of an empty tar). JSON never is.
+func looksLikeLayer(head []byte) bool {
+	if len(head) >= 2 && head[0] == 0x1f && head[1] == 0x8b {
+		return true
+	}
+	if len(head) < 512 {
+		return false
+	}
+	h := head[:512]
+	if bytes.Equal(h, make([]byte, 512)) {
+		return true
+	}
+	if !bytes.HasPrefix(h[257:], []byte("ustar")) {
+		return false
+	}
+	var sum int64
+	for i, b := range h {
+		if i >= 148 && i < 156 {
+			b = ' '
+		}
+		sum += int64(b)
+	}
+	want, err := strconv.ParseInt(strings.TrimRight(strings.TrimSpace(string(h[148:156])), "\x00 "), 8, 64)
+	return err == nil && want == sum
+}
 
 // RegistryData keeps image data in a Docker registry (Data). Images of
 // container_format "docker" are `docker save` tarballs: their layers and
@@ -97,9 +138,11 @@ func (d *RegistryData) Put(ctx context.Context, img store.Image, r io.Reader) (s
 		return registry.Ref{Host: d.Registry.Host(), Repo: repo, Digest: b.Digest}.String(), nil
 	}
 	small := map[string][]byte{}
+	var kept int64
 	layers := map[string]registry.Descriptor{}
 	tr := tar.NewReader(r)
-	for {
+	br := bufio.NewReaderSize(tr, 64<<10)
+	for members := 0; ; {
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
 			break
@@ -110,16 +153,27 @@ func (d *RegistryData) Put(ctx context.Context, img store.Image, r io.Reader) (s
 		if hdr.Typeflag != tar.TypeReg {
 			continue
 		}
+		if members++; members > maxMembers {
+			return "", fmt.Errorf("%w: more than %d files", errBadTarball, maxMembers)
+		}
 		name := path.Clean(hdr.Name)
-		if hdr.Size <= smallFile {
-			b, err := io.ReadAll(tr)
+		br.Reset(tr)
+		head, err := br.Peek(512)
+		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, bufio.ErrBufferFull) {
+			return "", fmt.Errorf("read %s from tarball: %w", name, err)
+		}
+		if hdr.Size <= smallFile && !looksLikeLayer(head) {
+			if kept += hdr.Size; kept > metadataBudget {
+				return "", fmt.Errorf("%w: over %d bytes of files that are not layers", errBadTarball, metadataBudget)
+			}
+			b, err := io.ReadAll(br)
 			if err != nil {
 				return "", fmt.Errorf("read %s from tarball: %w", name, err)
 			}
 			small[name] = b
 			continue
 		}
-		b, err := d.uploadLayer(ctx, repo, tr)
+		b, err := d.uploadLayer(ctx, repo, br)
 		if err != nil {
 			return "", fmt.Errorf("upload layer %s: %w", name, err)
 		}
@@ -127,7 +181,7 @@ func (d *RegistryData) Put(ctx context.Context, img store.Image, r io.Reader) (s
 	}
 	var sm []saveManifest
 	if err := json.Unmarshal(small["manifest.json"], &sm); err != nil || len(sm) == 0 {
-		return "", errors.New("not a docker-save tarball: manifest.json missing or invalid")
+		return "", fmt.Errorf("%w: manifest.json missing or invalid", errBadTarball)
 	}
 	m := sm[0]
 	cfg, ok := small[path.Clean(m.Config)]

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/api-server/httpapi"
@@ -43,7 +44,22 @@ type Options struct {
 	Validator auth.Validator
 	Data      Data
 	Logger    *slog.Logger
+	// MaxImageBytes caps one upload's data (Glance's image_size_cap):
+	// beyond it the upload gets a 413. Default DefaultMaxImageBytes.
+	MaxImageBytes int64
+	// UploadTimeout bounds one upload, reading the body and storing it
+	// (the listener lifts its own timeouts for image data). Default
+	// DefaultUploadTimeout.
+	UploadTimeout time.Duration
 }
+
+// Upload bounds by default: 10 GiB is far beyond a container image a
+// server boots from (they are tens to hundreds of MiB) and within what
+// the registry's disk is expected to hold; an hour moves it at 3 MB/s.
+const (
+	DefaultMaxImageBytes int64 = 10 << 30
+	DefaultUploadTimeout       = time.Hour
+)
 
 // Service is the image API.
 type Service struct {
@@ -56,6 +72,12 @@ type Service struct {
 func New(st *store.Store, opts Options) *Service {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.MaxImageBytes <= 0 {
+		opts.MaxImageBytes = DefaultMaxImageBytes
+	}
+	if opts.UploadTimeout <= 0 {
+		opts.UploadTimeout = DefaultUploadTimeout
 	}
 	return &Service{st: st, opts: opts, log: opts.Logger.With("service", "image")}
 }

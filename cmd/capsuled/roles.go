@@ -210,7 +210,8 @@ func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) e
 		CallTimeout: a.CallTimeout, ServiceDownTime: cfg.Scheduler.ServiceDownTime, Validator: ids, Log: log,
 		RegistryAddress: cfg.Registry.Address, AfterCommit: crashAfterCommit(log),
 		DefaultQuota: compute.Quota{Instances: cfg.Quota.Instances, Cores: cfg.Quota.Cores, RAM: cfg.Quota.RAMMB}})
-	img := image.New(d.st, image.Options{Validator: ids, Logger: log, Data: image.NewRegistryData(cfg.Registry)})
+	img := image.New(d.st, image.Options{Validator: ids, Logger: log, Data: image.NewRegistryData(cfg.Registry),
+		MaxImageBytes: a.ImageSizeCap, UploadTimeout: a.ImageUploadTimeout})
 	netw := network.New(ids, network.WithStore(d.st), network.WithConfig(cfg.Network), network.WithLogger(log),
 		network.WithPortDetacher(comp))
 	// The portal is a client of the APIs above, reaching them where they
