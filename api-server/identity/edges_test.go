@@ -86,7 +86,7 @@ func TestUnknownUserTakesAsLongAsWrongPassword(t *testing.T) {
 // password) for the lockout duration; other users are not.
 func TestLoginLockoutPerUser(t *testing.T) {
 	e := newEnv(t)
-	e.withService(identity.Options{Lockout: identity.Lockout{UserAttempts: 3, SourceAttempts: -1, Duration: 700 * time.Millisecond}})
+	e.withService(identity.Options{Lockout: identity.Lockout{UserAttempts: 3, SourceAttempts: -1, Duration: 3 * time.Second}})
 	for range 2 {
 		e.login("alice", "wrong")
 	}
@@ -103,7 +103,7 @@ func TestLoginLockoutPerUser(t *testing.T) {
 	if got := e.login("admin", "s3cret"); got != http.StatusCreated {
 		t.Fatalf("another user: %d", got)
 	}
-	time.Sleep(800 * time.Millisecond)
+	time.Sleep(3200 * time.Millisecond)
 	if got := e.login("alice", "alicepw"); got != http.StatusCreated {
 		t.Fatalf("after the lockout: %d", got)
 	}
