@@ -108,3 +108,51 @@ func TestAPIKilledAfterCommit(t *testing.T) {
 		t.Errorf("container %s left after the delete", cid)
 	}
 }
+
+// TestTaskSweptWhenItsAgentDies: the agent of a server's host dies for
+// good before it takes the server's reboot, then its delete. The
+// conductor's sweeper ends each task past conductor.task_timeout as the
+// host's failure would: the reboot rolled back (ACTIVE, a failed event),
+// the delete in ERROR with a fault; none stays in its task. When the agent
+// comes back it runs what waited in its queue: the server is deleted.
+func TestTaskSweptWhenItsAgentDies(t *testing.T) {
+	t.Parallel()
+	c := startCloud(t, twoHosts, func(t *testing.T, c *cloud) {
+		c.extraConfig += "conductor:\n  task_timeout: 20s\n  periodic_interval: 2s\n"
+	})
+	ctx := context.Background()
+	cc := c.computeClient(t, "admin", c.adminPass, "admin")
+	ha := c.hosts[0]
+	img := c.imageIDs(t, "admin", c.adminPass, "admin")["busybox"]
+	srv, err := servers.Create(ctx, cc, servers.CreateOpts{Name: "swept", ImageRef: img, FlavorRef: "1",
+		AvailabilityZone: "nova:" + ha.name}, nil).Extract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, cc, srv.ID, "ACTIVE", 90*time.Second)
+	agent := c.proc(t, "agent-"+ha.name)
+	agent.kill()
+
+	start := time.Now()
+	if err := servers.Reboot(ctx, cc, srv.ID, servers.RebootOpts{Type: servers.SoftReboot}).ExtractErr(); err != nil {
+		t.Fatalf("reboot: %v", err)
+	}
+	waitStatus(t, cc, srv.ID, "ACTIVE", 60*time.Second)
+	t.Logf("reboot whose agent died ended after %s", time.Since(start).Round(time.Second))
+	if ev := failedEvents(t, cc, srv.ID, "reboot"); len(ev) == 0 {
+		t.Error("the swept reboot has no failed event")
+	}
+
+	start = time.Now()
+	if err := servers.Delete(ctx, cc, srv.ID).ExtractErr(); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	s := waitStatus(t, cc, srv.ID, "ERROR", 60*time.Second)
+	t.Logf("delete whose agent died ended after %s: %s", time.Since(start).Round(time.Second), s.Fault.Message)
+	if s.Fault.Message == "" {
+		t.Error("swept delete: ERROR without a fault")
+	}
+
+	agent.start(t)
+	waitGone(t, cc, srv.ID, 90*time.Second)
+}
