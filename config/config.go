@@ -70,6 +70,18 @@ type Network struct {
 	// each to an OVS bridge with bridge_mappings).
 	PhysicalNetworks []string `yaml:"physical_networks"`
 	MTU              int      `yaml:"mtu"`
+	// Quota is every project's default network quota (Neutron's
+	// defaults); an admin changes one project's with PUT /v2.0/quotas.
+	Quota NetworkQuota `yaml:"quota"`
+}
+
+// NetworkQuota is a project's default limit on networks (each a tenant
+// VLAN when the project makes it without provider attributes), subnets and
+// ports; -1 is unlimited.
+type NetworkQuota struct {
+	Networks int `yaml:"networks"`
+	Subnets  int `yaml:"subnets"`
+	Ports    int `yaml:"ports"`
 }
 
 // Quota is the default compute quota of every project (Nova's defaults).
@@ -256,7 +268,8 @@ func Default() Config {
 		Registry: Registry{Address: "127.0.0.1:5050"},
 		Quota:    Quota{Instances: 10, Cores: 20, RAMMB: 51200},
 		Network: Network{TenantPhysicalNetwork: "physnet1", TenantVLANMin: 100, TenantVLANMax: 199,
-			PhysicalNetworks: []string{"physnet1"}, MTU: 1500},
+			PhysicalNetworks: []string{"physnet1"}, MTU: 1500,
+			Quota: NetworkQuota{Networks: 100, Subnets: 100, Ports: 500}},
 		HTTP: HTTP{ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 60 * time.Second, WriteTimeout: 120 * time.Second,
 			IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10, MaxBodyBytes: 1 << 20},
 	}

@@ -3,6 +3,7 @@ package store
 import (
 	"fmt"
 
+	"github.com/capsule-cloud/capsule/errdefs"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 )
@@ -53,24 +54,55 @@ func LockQuota(tx *gorm.DB, scope, projectID string) error {
 	return nil
 }
 
-// CountLimit is a guard for a create of one row of model in projectID
-// under a limit (< 0: unlimited): it takes the project's quota lock of
-// scope and fails with over() when the project already holds limit rows
-// of model (rows whose project_id is projectID).
-func CountLimit(scope, projectID string, model any, limit int, over func(used int) error) Guard {
+// ErrOverQuota is Neutron's OverQuota: a create that would take the
+// project past its network quota (409 from the Networking API, 403 from
+// the Compute API creating a server's port).
+var ErrOverQuota = errdefs.Class{Kind: errdefs.ErrQuotaExceeded, Reason: "OverQuota"}
+
+// ErrInvalidQuotaValue is Neutron's InvalidQuotaValue (409): a limit set
+// with check_limit below what the project already holds.
+var ErrInvalidQuotaValue = errdefs.Class{Kind: errdefs.ErrConflict, Reason: "InvalidQuotaValue"}
+
+// networkQuotaModels are the network resources Capsule counts and
+// enforces, by Neutron name. A tenant network holds one tenant VLAN, so the
+// network quota also caps the VLANs a project takes from the tenant range.
+var networkQuotaModels = map[string]func() any{
+	"network": func() any { return &Network{} },
+	"subnet":  func() any { return &Subnet{} },
+	"port":    func() any { return &Port{} },
+}
+
+// NetworkQuotaGuard is the guard of a create of one resource ("network",
+// "subnet" or "port") of projectID: under the project's network quota
+// lock it reads the project's limit (its network_quota_limits row, else
+// def; < 0 unlimited) and refuses with ErrOverQuota when the project
+// already holds that many.
+func NetworkQuotaGuard(projectID, resource string, def int) Guard {
 	return func(tx *gorm.DB) error {
-		if err := LockQuota(tx, scope, projectID); err != nil {
+		model, ok := networkQuotaModels[resource]
+		if !ok {
+			return fmt.Errorf("network quota: unknown resource %q", resource)
+		}
+		if err := LockQuota(tx, NetworkQuota, projectID); err != nil {
 			return err
+		}
+		limit := def
+		var rows []NetworkQuotaLimit
+		if err := tx.Where("project_id = ? AND resource = ?", projectID, resource).Find(&rows).Error; err != nil {
+			return fmt.Errorf("network quota of project %s: %w", projectID, err)
+		}
+		if len(rows) > 0 {
+			limit = rows[0].HardLimit
 		}
 		if limit < 0 {
 			return nil
 		}
 		var n int64
-		if err := tx.Model(model).Where("project_id = ?", projectID).Count(&n).Error; err != nil {
-			return fmt.Errorf("count usage of project %s: %w", projectID, err)
+		if err := tx.Model(model()).Where("project_id = ?", projectID).Count(&n).Error; err != nil {
+			return fmt.Errorf("count %ss of project %s: %w", resource, projectID, err)
 		}
 		if int(n) >= limit {
-			return over(int(n))
+			return ErrOverQuota.Newf("Quota exceeded for resources: ['%s'].", resource)
 		}
 		return nil
 	}

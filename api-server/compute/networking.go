@@ -168,7 +168,8 @@ func (s *Service) allocateNICs(ctx context.Context, inst *store.Instance, reqs [
 			continue
 		}
 		pr := store.PortRequest{NetworkID: rq.NetworkID, ProjectID: inst.ProjectID, DeviceID: inst.ID,
-			DeviceOwner: "compute:nova", ComputeBound: true, Admin: creds.IsAdmin()}
+			DeviceOwner: "compute:nova", ComputeBound: true, Admin: creds.IsAdmin(),
+			Quota: store.NetworkQuotaGuard(inst.ProjectID, "port", s.opts.DefaultPortQuota)}
 		if rq.FixedIP != "" {
 			pr.FixedIPs = []store.FixedIPRequest{{IP: rq.FixedIP}}
 		}
@@ -225,6 +226,9 @@ func nicFault(err error) error {
 		return err
 	}
 	switch {
+	case errors.Is(err, store.ErrOverQuota):
+		// Nova's PortLimitExceeded (403).
+		return errdefs.QuotaExceeded("Maximum number of ports exceeded")
 	case errors.Is(err, store.ErrIPGenerationFailure), errors.Is(err, store.ErrMACAddressInUse):
 		return errdefs.Conflict(errdefs.Message(err))
 	}

@@ -1,6 +1,7 @@
 package compute
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -147,4 +148,30 @@ func TestConcurrentMetadataHoldsQuota(t *testing.T) {
 			t.Errorf("server keeps %d items, want 10: %v", len(m), m)
 		}
 	})
+}
+
+// TestServerPortsCountAgainstNetworkQuota: the port a server create makes
+// on a network counts against the project's Neutron port quota; past it
+// the create is Nova's 403 and leaves no server behind.
+func TestServerPortsCountAgainstNetworkQuota(t *testing.T) {
+	f := newFixture(t)
+	n := f.addNetwork("net1", "p-demo", "10.9.0.0/24", false)
+	if err := f.st.SetNetworkQuotaLimits(context.Background(), "p-demo", map[string]int{"port": 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	create := func(name string) (*http.Response, map[string]any) {
+		return f.do("POST", "/v2.1/servers", "demo",
+			`{"server":{"name":"`+name+`","imageRef":"`+imageID+`","flavorRef":"1","networks":[{"uuid":"`+n.ID+`"}]}}`)
+	}
+	if resp, body := create("a"); resp.StatusCode != 202 {
+		t.Fatalf("first server: %d %v", resp.StatusCode, body)
+	}
+	resp, body := create("b")
+	expectFault(t, resp, body, 403, "forbidden")
+	if msg := body["forbidden"].(map[string]any)["message"]; msg != "Maximum number of ports exceeded" {
+		t.Errorf("message %q", msg)
+	}
+	if n := f.liveServers("p-demo"); n != 1 {
+		t.Errorf("%d servers recorded, want 1", n)
+	}
 }

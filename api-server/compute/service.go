@@ -37,7 +37,11 @@ type Options struct {
 	CallTimeout     time.Duration // request/reply to agents
 	ServiceDownTime time.Duration // heartbeat age after which a host is "down"
 	DefaultQuota    Quota
-	Validator       auth.Validator
+	// DefaultPortQuota is every project's Neutron port quota (config
+	// network.quota.ports; 0: Neutron's 500): the ports a server's create
+	// or interface attach makes count against it.
+	DefaultPortQuota int
+	Validator        auth.Validator
 	// RegistryAddress (host:port) is where snapshots of servers whose image
 	// registry cannot be told from its reference are pushed.
 	RegistryAddress string
@@ -74,6 +78,9 @@ func New(st *store.Store, b bus.Bus, opts Options) *Service {
 	}
 	if opts.ServiceDownTime <= 0 {
 		opts.ServiceDownTime = 60 * time.Second
+	}
+	if opts.DefaultPortQuota == 0 {
+		opts.DefaultPortQuota = 500
 	}
 	if opts.DefaultQuota == (Quota{}) {
 		opts.DefaultQuota = Quota{Instances: 10, Cores: 20, RAM: 51200}

@@ -167,7 +167,7 @@ func (s *Service) createNetworks(w http.ResponseWriter, r *http.Request) {
 		if err == nil {
 			n.RevisionNumber = 1
 			err = s.st.CreateNetwork(r.Context(), n, store.VLANRange{PhysicalNetwork: s.cfg.TenantPhysicalNetwork,
-				Min: s.cfg.TenantVLANMin, Max: s.cfg.TenantVLANMax})
+				Min: s.cfg.TenantVLANMin, Max: s.cfg.TenantVLANMax}, s.quotaGuard(n.ProjectID, "network"))
 		}
 		if err != nil {
 			// Bulk creates are all or nothing.

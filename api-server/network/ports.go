@@ -165,6 +165,7 @@ func (s *Service) createPorts(w http.ResponseWriter, r *http.Request) {
 			fail(answer)
 			return
 		}
+		req.Quota = s.quotaGuard(req.ProjectID, "port")
 		p, err := s.st.AllocatePort(r.Context(), req)
 		if err != nil {
 			fail(func() { s.storeError(w, r, err) })

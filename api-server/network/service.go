@@ -61,6 +61,9 @@ func New(v auth.Validator, opts ...Option) *Service {
 	if s.cfg.MTU <= 0 {
 		s.cfg.MTU = 1500
 	}
+	if s.cfg.Quota == (config.NetworkQuota{}) {
+		s.cfg.Quota = config.Default().Network.Quota
+	}
 	s.log = s.log.With("service", "network")
 	return s
 }

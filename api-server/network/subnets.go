@@ -120,7 +120,7 @@ func (s *Service) createSubnets(w http.ResponseWriter, r *http.Request) {
 			fail(answer)
 			return
 		}
-		if err := s.st.CreateSubnet(r.Context(), sn); err != nil {
+		if err := s.st.CreateSubnet(r.Context(), sn, s.quotaGuard(sn.ProjectID, "subnet")); err != nil {
 			fail(func() { s.storeError(w, r, err) })
 			return
 		}

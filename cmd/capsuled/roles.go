@@ -209,7 +209,8 @@ func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) e
 	comp := compute.New(d.st, d.bus, compute.Options{PublicHost: a.PublicHost, ComputePort: a.ComputePort, ImagePort: a.ImagePort,
 		CallTimeout: a.CallTimeout, ServiceDownTime: cfg.Scheduler.ServiceDownTime, Validator: ids, Log: log,
 		RegistryAddress: cfg.Registry.Address, AfterCommit: crashAfterCommit(log),
-		DefaultQuota: compute.Quota{Instances: cfg.Quota.Instances, Cores: cfg.Quota.Cores, RAM: cfg.Quota.RAMMB}})
+		DefaultQuota:     compute.Quota{Instances: cfg.Quota.Instances, Cores: cfg.Quota.Cores, RAM: cfg.Quota.RAMMB},
+		DefaultPortQuota: cfg.Network.Quota.Ports})
 	img := image.New(d.st, image.Options{Validator: ids, Logger: log, Data: image.NewRegistryData(cfg.Registry),
 		MaxImageBytes: a.ImageSizeCap, UploadTimeout: a.ImageUploadTimeout})
 	netw := network.New(ids, network.WithStore(d.st), network.WithConfig(cfg.Network), network.WithLogger(log),
