@@ -321,7 +321,7 @@ func (a *Agent) runReported(ctx context.Context, requestID, id string, action li
 	rep.PowerState = int(power)
 	if err != nil {
 		log.Error("action failed", "err", err, "power_state", power)
-		rep.Error, rep.ErrorMessage = err.Error(), errdefs.Message(err)
+		rep.Error, rep.ErrorMessage, rep.ErrorKind = err.Error(), errdefs.Message(err), string(errdefs.KindOf(err))
 	} else {
 		rep.OK = true
 		log.Info("action done", "power_state", power)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/config"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/migrate"
@@ -342,9 +343,10 @@ func (c *Conductor) onActionReport(ctx context.Context, inst *store.Instance, r 
 		fault = &instance.Fault{Code: 500, Message: failedBecause(fmt.Sprintf("Action %s of instance %s failed", r.Action, inst.ID), r),
 			Details: r.Error, At: now}
 		c.log.Warn("action failed on the host", "instance", inst.ID, "host", r.Host, "action", r.Action, "error", r.Error)
-		if lifecycle.PowerState(r.PowerState) == lifecycle.NoState {
-			// Nothing of the server is left on its host: no state
-			// but ERROR is true, and ERROR shows the fault.
+		if r.ErrorKind == string(errdefs.ErrNotFound) && lifecycle.PowerState(r.PowerState) == lifecycle.NoState {
+			// Nothing of the server is left on its host (not merely
+			// a power state the host could not read): no state but
+			// ERROR is true, and ERROR shows the fault.
 			_, err := instance.Fail(c.st.WithContext(ctx), inst.ID, instance.In(inst.VMState, lifecycle.TaskOf(r.Action)), *fault,
 				map[string]any{"power_state": int(lifecycle.NoState)}, now)
 			return err

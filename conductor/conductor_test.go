@@ -547,11 +547,20 @@ func TestActionReports(t *testing.T) {
 	// container is gone) puts it in ERROR, where the API shows the fault.
 	gone := addInstance(t, st, onHost("h1"), state(lifecycle.Active, lifecycle.RebootingHard), power(lifecycle.Running))
 	r := report(gone, "h1", lifecycle.ActRebootHard, "req-gone", false)
-	r.PowerState, r.ErrorMessage = int(lifecycle.NoState), "the server's container is missing on its host"
+	r.PowerState, r.ErrorMessage, r.ErrorKind = int(lifecycle.NoState), "the server's container is missing on its host", "NotFound"
 	mustSend(t, c, protocol.KindInstanceReport, r)
 	if got := loadInst(t, st, gone.ID); got.VMState != lifecycle.Error || got.TaskState != "" ||
 		got.FaultMessage != "Action reboot_hard of instance "+gone.ID+" failed: the server's container is missing on its host." {
 		t.Errorf("after a failed hard reboot without a container: %s/%q fault %q", got.VMState, got.TaskState, got.FaultMessage)
+	}
+	// A power state the host could not read (dockerd down) is no proof
+	// the server is gone: it keeps its state.
+	unread := addInstance(t, st, onHost("h1"), state(lifecycle.Active, lifecycle.RebootingHard), power(lifecycle.Running))
+	r = report(unread, "h1", lifecycle.ActRebootHard, "req-unread", false)
+	r.PowerState, r.ErrorKind = int(lifecycle.NoState), "Unavailable"
+	mustSend(t, c, protocol.KindInstanceReport, r)
+	if got := loadInst(t, st, unread.ID); got.VMState != lifecycle.Active || got.TaskState != "" || got.FaultMessage == "" {
+		t.Errorf("after a failed hard reboot with an unreadable power state: %s/%q fault %q", got.VMState, got.TaskState, got.FaultMessage)
 	}
 
 	// Another action's report does not finish this one.

@@ -155,11 +155,14 @@ type InstanceReport struct {
 	// error), what the user may be shown as the server's fault; empty
 	// when the error carries none (Error, the whole chain, is for
 	// admins and logs).
-	ErrorMessage string    `json:"error_message,omitempty"`
-	PowerState   int       `json:"power_state"`
-	Event        string    `json:"event"` // e.g. compute_build_and_run_instance
-	Started      time.Time `json:"started"`
-	Finished     time.Time `json:"finished"`
+	ErrorMessage string `json:"error_message,omitempty"`
+	// ErrorKind is the failure's errdefs kind ("" when unclassified):
+	// NotFound says nothing of the instance is left on the host.
+	ErrorKind  string    `json:"error_kind,omitempty"`
+	PowerState int       `json:"power_state"`
+	Event      string    `json:"event"` // e.g. compute_build_and_run_instance
+	Started    time.Time `json:"started"`
+	Finished   time.Time `json:"finished"`
 }
 
 // PowerSync carries the power states an agent observed (reconciliation).
