@@ -13,9 +13,10 @@ import (
 // Resuming servers after a host reboot (Nova's
 // resume_guests_state_on_host_boot). A host that rebooted, or a dockerd
 // that went down with its containers, leaves every server's containers
-// stopped while the cloud still records them ACTIVE, PAUSED or SUSPENDED:
-// the owner never asked for a stop. The agent's first reconcile after it
-// starts (a host boot starts the agent) starts those servers again before
+// stopped while the cloud still records them ACTIVE, PAUSED, SUSPENDED or
+// (a running server) VERIFY_RESIZE: the owner never asked for a stop. The
+// agent's first reconcile after it starts (a host boot starts the agent)
+// starts those servers again before
 // it sends any power sync, so the conductor never records them SHUTOFF;
 // what the owner stopped is SHUTOFF in the cloud and stays stopped. Later
 // reconciles do not resume: a server that stops while the agent runs
@@ -26,15 +27,30 @@ import (
 // the cloud records it as running (or paused) while its container, found
 // with status st, is stopped.
 func resumable(e protocol.ExpectedInstance, st drivers.Status, found bool) bool {
-	if !found || e.TaskState != lifecycle.NoTask || deleting(e) {
+	if !found || !expectedRunning(e) {
+		return false
+	}
+	return st.Power == drivers.PowerShutdown || st.Power == drivers.PowerCrashed || st.Power == drivers.PowerNoState
+}
+
+// expectedRunning reports whether the cloud records e's server as running
+// or paused with no task: ACTIVE, PAUSED, SUSPENDED, or waiting in
+// VERIFY_RESIZE after a resize of a running server (vm_state resized,
+// recorded power state running; a stopped server resized stays stopped
+// until confirm or revert). Resuming a server in VERIFY_RESIZE only starts
+// its container, which already has the new flavor: its migration, claims
+// and old flavor stay for the confirm or revert.
+func expectedRunning(e protocol.ExpectedInstance) bool {
+	if e.TaskState != lifecycle.NoTask || deleting(e) {
 		return false
 	}
 	switch e.VMState {
 	case lifecycle.Active, lifecycle.Paused, lifecycle.Suspended:
-	default:
-		return false
+		return true
+	case lifecycle.Resized:
+		return lifecycle.PowerState(e.PowerState) == lifecycle.Running
 	}
-	return st.Power == drivers.PowerShutdown || st.Power == drivers.PowerCrashed || st.Power == drivers.PowerNoState
+	return false
 }
 
 // resumeGuests starts again every server of expected the cloud records as
@@ -47,8 +63,7 @@ func (a *Agent) resumeGuests(ctx context.Context, expected []protocol.ExpectedIn
 	for _, e := range expected {
 		id := e.Spec.ID
 		st, found := observed[id]
-		if !found && e.TaskState == lifecycle.NoTask && !deleting(e) &&
-			(e.VMState == lifecycle.Active || e.VMState == lifecycle.Paused || e.VMState == lifecycle.Suspended) {
+		if !found && expectedRunning(e) {
 			// The owner sees this reason: no host name in it.
 			failed[id] = "its container is missing (removed while the host was down); rebuild or delete the server"
 			a.log.Error("resume after host boot: instance has no container", "instance", id, "vm_state", e.VMState)
@@ -103,7 +118,7 @@ func (a *Agent) resumeGuest(ctx context.Context, id string, vm lifecycle.VMState
 		return drivers.PowerNoState, fmt.Errorf("status after start: %w", err)
 	}
 	want, wantName := drivers.PowerRunning, "running"
-	if vm != lifecycle.Active {
+	if vm == lifecycle.Paused || vm == lifecycle.Suspended {
 		want, wantName = drivers.PowerPaused, "paused"
 	}
 	if st.Power != want {

@@ -15,7 +15,8 @@ import (
 
 // TestReconcileResumesAfterHostBoot: the agent's first reconcile starts
 // again what the cloud records as running or paused and finds stopped
-// (paused ones paused again), leaves what the owner stopped and what has a
+// (paused ones paused again, a running server in VERIFY_RESIZE running and
+// nothing else done to it), leaves what the owner stopped and what has a
 // task, reports what it could not resume instead of a power state, and
 // later reconciles no longer resume.
 func TestReconcileResumesAfterHostBoot(t *testing.T) {
@@ -28,6 +29,8 @@ func TestReconcileResumesAfterHostBoot(t *testing.T) {
 	drv.put(t, "i-stopped", drivers.PowerShutdown)
 	drv.put(t, "i-task", drivers.PowerShutdown)
 	drv.put(t, "i-fail", drivers.PowerShutdown)
+	drv.put(t, "i-verify", drivers.PowerShutdown)
+	drv.put(t, "i-verify-off", drivers.PowerShutdown)
 	drv.setFail("start", "i-fail", errors.New("no space left on device"))
 	e := newEnv(t, drv, testConfig())
 	exp := func(id string, vm lifecycle.VMState, task lifecycle.TaskState) protocol.ExpectedInstance {
@@ -43,6 +46,11 @@ func TestReconcileResumesAfterHostBoot(t *testing.T) {
 		exp("i-task", lifecycle.Active, lifecycle.PoweringOff),
 		exp("i-fail", lifecycle.Active, lifecycle.NoTask),
 		exp("i-missing", lifecycle.Active, lifecycle.NoTask),
+		// VERIFY_RESIZE of a running server, and of a stopped one.
+		protocol.ExpectedInstance{Spec: protocol.InstanceSpec{ID: "i-verify"}, VMState: lifecycle.Resized,
+			PowerState: int(lifecycle.Running)},
+		protocol.ExpectedInstance{Spec: protocol.InstanceSpec{ID: "i-verify-off"}, VMState: lifecycle.Resized,
+			PowerState: int(lifecycle.Shutdown)},
 	)
 	e.serveConductor()
 	e.start()
@@ -52,6 +60,7 @@ func TestReconcileResumesAfterHostBoot(t *testing.T) {
 		"i-run": drivers.PowerRunning, "i-off": drivers.PowerRunning, "i-crashed": drivers.PowerRunning,
 		"i-paused": drivers.PowerPaused, "i-susp": drivers.PowerPaused,
 		"i-stopped": drivers.PowerShutdown, "i-task": drivers.PowerShutdown,
+		"i-verify": drivers.PowerRunning, "i-verify-off": drivers.PowerShutdown,
 	}
 	if len(ps.States) != len(want) {
 		t.Errorf("power sync states = %v, want %v", ps.States, want)
@@ -72,7 +81,7 @@ func TestReconcileResumesAfterHostBoot(t *testing.T) {
 	}
 	starts := drv.callsOf("start")
 	slices.Sort(starts)
-	if !slices.Equal(starts, []string{"i-crashed", "i-fail", "i-off", "i-paused", "i-susp"}) {
+	if !slices.Equal(starts, []string{"i-crashed", "i-fail", "i-off", "i-paused", "i-susp", "i-verify"}) {
 		t.Errorf("start calls = %v, want only the servers the cloud records as running or paused", starts)
 	}
 
@@ -91,7 +100,7 @@ func TestReconcileResumesAfterHostBoot(t *testing.T) {
 	if got := last.States["i-off"]; got != int(drivers.PowerCrashed) || len(last.ResumeFailed) != 0 {
 		t.Errorf("later reconcile: i-off reported %d, resume failures %v; want crashed (6) and none", got, last.ResumeFailed)
 	}
-	if n := len(drv.callsOf("start")); n != 5 {
+	if n := len(drv.callsOf("start")); n != 6 {
 		t.Errorf("a later reconcile started servers again (%d starts in all)", n)
 	}
 }

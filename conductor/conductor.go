@@ -410,7 +410,7 @@ func (c *Conductor) onPowerSync(ctx context.Context, r protocol.PowerSync) error
 func (c *Conductor) onResumeFailed(ctx context.Context, r protocol.PowerSync) error {
 	for id, why := range r.ResumeFailed {
 		now := c.now()
-		g := instance.Guard{VM: []lifecycle.VMState{lifecycle.Active, lifecycle.Paused, lifecycle.Suspended},
+		g := instance.Guard{VM: []lifecycle.VMState{lifecycle.Active, lifecycle.Paused, lifecycle.Suspended, lifecycle.Resized},
 			Task: []lifecycle.TaskState{lifecycle.NoTask}, Host: r.Host}
 		// The message, which the owner sees, names the step that failed
 		// (the agent's reason starts with it); the whole error, which
@@ -452,7 +452,7 @@ func (c *Conductor) instancesOnHost(ctx context.Context, host string) (protocol.
 			return out, err
 		}
 		out.Instances = append(out.Instances, protocol.ExpectedInstance{Spec: spec,
-			VMState: insts[i].VMState, TaskState: insts[i].TaskState})
+			VMState: insts[i].VMState, TaskState: insts[i].TaskState, PowerState: insts[i].PowerState})
 	}
 	return out, nil
 }

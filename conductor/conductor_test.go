@@ -661,9 +661,10 @@ func TestInstancesOnHost(t *testing.T) {
 		{onHost("h1"), state(lifecycle.Stopped, lifecycle.PoweringOn)},
 		{onHost("h1"), state(lifecycle.Error, lifecycle.NoTask)},
 		{onHost("h1"), state(lifecycle.Active, lifecycle.Deleting)},
+		{onHost("h1"), state(lifecycle.Resized, lifecycle.NoTask), power(lifecycle.Running)},
 	} {
 		inst := addInstance(t, st, opts...)
-		want[inst.ID] = protocol.ExpectedInstance{VMState: inst.VMState, TaskState: inst.TaskState}
+		want[inst.ID] = protocol.ExpectedInstance{VMState: inst.VMState, TaskState: inst.TaskState, PowerState: inst.PowerState}
 	}
 	addInstance(t, st, onHost("h1"), deletedAt(testNow))
 	addInstance(t, st, onHost("h2"), state(lifecycle.Active, lifecycle.NoTask))
@@ -698,8 +699,8 @@ func TestInstancesOnHost(t *testing.T) {
 			t.Errorf("unexpected instance %s", e.Spec.ID)
 			continue
 		}
-		if e.VMState != w.VMState || e.TaskState != w.TaskState {
-			t.Errorf("%s: %s/%q, want %s/%q", e.Spec.ID, e.VMState, e.TaskState, w.VMState, w.TaskState)
+		if e.VMState != w.VMState || e.TaskState != w.TaskState || e.PowerState != w.PowerState {
+			t.Errorf("%s: %s/%q/%d, want %s/%q/%d", e.Spec.ID, e.VMState, e.TaskState, e.PowerState, w.VMState, w.TaskState, w.PowerState)
 		}
 		// The spec is scheduler.SpecFor's: the flavor copy, and for the
 		// instance with an image its registry ref, metadata and extra specs.
@@ -837,19 +838,22 @@ func TestPowerSyncResumeFailed(t *testing.T) {
 	c := newTestConductor(st, bus.NewMem(), 3)
 	addHost(t, st, "h1")
 	failed := addInstance(t, st, onHost("h1"), state(lifecycle.Suspended, lifecycle.NoTask), power(lifecycle.PausedPS))
+	verify := addInstance(t, st, onHost("h1"), state(lifecycle.Resized, lifecycle.NoTask), power(lifecycle.Running))
 	busy := addInstance(t, st, onHost("h1"), state(lifecycle.Active, lifecycle.PoweringOff), power(lifecycle.Running))
 	moved := addInstance(t, st, onHost("h2"), state(lifecycle.Active, lifecycle.NoTask), power(lifecycle.Running))
 	before := map[string]store.Instance{busy.ID: loadInst(t, st, busy.ID), moved.ID: loadInst(t, st, moved.ID)}
 	why := "start: docker start: Error response from daemon: /var/lib/x: no space left on device"
 	mustSend(t, c, protocol.KindPowerSync, protocol.PowerSync{Host: "h1", States: map[string]int{},
-		ResumeFailed: map[string]string{failed.ID: why, busy.ID: why, moved.ID: why}})
+		ResumeFailed: map[string]string{failed.ID: why, verify.ID: why, busy.ID: why, moved.ID: why}})
 
-	got := loadInst(t, st, failed.ID)
-	if got.VMState != lifecycle.Error || got.TaskState != "" || got.PowerState != int(lifecycle.NoState) {
-		t.Errorf("unresumable server: %s/%q/%d, want error/none/0", got.VMState, got.TaskState, got.PowerState)
-	}
-	if got.FaultMessage != "Could not resume the instance after its host restarted: start" || got.FaultDetails != why || got.FaultCode != 500 {
-		t.Errorf("fault = %d %q / %q", got.FaultCode, got.FaultMessage, got.FaultDetails)
+	for _, id := range []string{failed.ID, verify.ID} {
+		got := loadInst(t, st, id)
+		if got.VMState != lifecycle.Error || got.TaskState != "" || got.PowerState != int(lifecycle.NoState) {
+			t.Errorf("unresumable server %s: %s/%q/%d, want error/none/0", id, got.VMState, got.TaskState, got.PowerState)
+		}
+		if got.FaultMessage != "Could not resume the instance after its host restarted: start" || got.FaultDetails != why || got.FaultCode != 500 {
+			t.Errorf("fault of %s = %d %q / %q", id, got.FaultCode, got.FaultMessage, got.FaultDetails)
+		}
 	}
 	for id, b := range before {
 		sameInstance(t, loadInst(t, st, id), b)

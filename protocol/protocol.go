@@ -188,6 +188,12 @@ type ExpectedInstance struct {
 	Spec      InstanceSpec        `json:"spec"`
 	VMState   lifecycle.VMState   `json:"vm_state"`
 	TaskState lifecycle.TaskState `json:"task_state"`
+	// PowerState is the power state the cloud last recorded
+	// (lifecycle.PowerState): a server waiting in VERIFY_RESIZE was
+	// running when it is Running, which is how a host boot knows to
+	// resume it (Nova's resume_guests_state_on_host_boot looks at the
+	// recorded power state too). 0 (an older conductor): unknown.
+	PowerState int `json:"power_state,omitempty"`
 }
 
 // InstancesOnHostReply lists the instances placed on a host.
