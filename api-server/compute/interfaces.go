@@ -458,31 +458,78 @@ func (s *Service) unplugPort(ctx context.Context, inst *store.Instance, port *st
 // one in another operation, or in a state a detach refuses, is a
 // Conflict: the port stays.
 func (s *Service) DetachPort(ctx context.Context, port *store.Port) error {
+	inst, err := s.pluggedServer(ctx, port)
+	if err != nil || inst == nil {
+		return err
+	}
+	return s.unplugPort(ctx, inst, port, httpapi.RequestID(ctx))
+}
+
+// pluggedServer is the server whose NIC port is, when the Compute API
+// bound it to one that has it plugged (or may plug it): nil when nothing
+// is plugged for it (not compute-bound, server gone or being deleted,
+// never placed); a Conflict when the server is in a state or operation
+// that a change of its NICs must not race with.
+func (s *Service) pluggedServer(ctx context.Context, port *store.Port) (*store.Instance, error) {
 	if !port.ComputeBound {
-		return nil
+		return nil, nil
 	}
 	var inst store.Instance
 	err := s.st.WithContext(ctx).Where("id = ? AND project_id = ? AND deleted_at IS NULL", port.DeviceID, port.ProjectID).First(&inst).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return fmt.Errorf("server of port %s: %w", port.ID, err)
+		return nil, fmt.Errorf("server of port %s: %w", port.ID, err)
 	}
 	if inst.Host == "" && inst.TaskState == "" {
-		return nil
+		return nil, nil
 	}
 	switch inst.VMState {
 	case lifecycle.Active, lifecycle.Paused, lifecycle.Stopped:
 	default:
-		return errdefs.Conflictf("Port %s is plugged into server %s, which is %s: it cannot be unplugged now.",
+		return nil, errdefs.Conflictf("Port %s is plugged into server %s, which is %s: it cannot be changed now.",
 			port.ID, inst.ID, inst.VMState)
 	}
 	if inst.TaskState != "" || inst.Host == "" {
-		return errdefs.Conflictf("Port %s is plugged into server %s, which is busy (%s): try again when it is done.",
+		return nil, errdefs.Conflictf("Port %s is plugged into server %s, which is busy (%s): try again when it is done.",
 			port.ID, inst.ID, inst.TaskState)
 	}
-	return s.unplugPort(ctx, &inst, port, httpapi.RequestID(ctx))
+	return &inst, nil
+}
+
+// PortPlugReady tells the Networking API whether a change of port's
+// addresses, MAC or port security can be applied on its server's host
+// now: nil when it can (or nothing is plugged for the port), a Conflict
+// when the server is busy, so the update changes nothing.
+func (s *Service) PortPlugReady(ctx context.Context, port *store.Port) error {
+	_, err := s.pluggedServer(ctx, port)
+	return err
+}
+
+// ReplugPort applies port as the database now has it, less the
+// addresses in drop, to its server's NIC through the agent (the
+// interface attach of a NIC the server has replaces it in place: its
+// addresses, MAC and anti-spoofing flows; a stopped server gets it at its
+// next start) and returns once the agent has. The Networking API keeps
+// the dropped addresses allocated until then, so an address is never
+// free while a NIC still answers for it.
+func (s *Service) ReplugPort(ctx context.Context, port *store.Port, drop []string) error {
+	inst, err := s.pluggedServer(ctx, port)
+	if err != nil || inst == nil {
+		return err
+	}
+	nic, err := s.nicOf(ctx, inst, port.ID)
+	if err != nil {
+		return fmt.Errorf("describe NIC of %s: %w", inst.ID, err)
+	}
+	nic.IPs = slices.DeleteFunc(nic.IPs, func(ip protocol.IP) bool { return slices.Contains(drop, ip.Address) })
+	err = s.callInterface(ctx, inst, protocol.KindAttachInterface,
+		protocol.AttachInterface{RequestID: httpapi.RequestID(ctx), InstanceID: inst.ID, NIC: nic})
+	if err != nil {
+		return agentFault(inst, "re-plug network adapter device of", err)
+	}
+	return nil
 }
 
 // rebindInterface puts back the binding a failed detach removed.

@@ -229,3 +229,49 @@ func TestDetachPortUnplugsThroughTheAgent(t *testing.T) {
 		t.Errorf("actions = %v, want detach_interface", f.actionNames(id))
 	}
 }
+
+// ReplugPort (the Networking API's update of a server's port) sends the
+// agent the NIC as the database has it, less the addresses being given
+// up, in place of the one plugged; a busy server refuses without asking
+// the agent, and an agent failure is returned.
+func TestReplugPortThroughTheAgent(t *testing.T) {
+	f := newFixture(t)
+	f.addNetwork("net", "p-demo", "10.31.0.0/24", false)
+	id := f.netServer("vm")
+	ag := f.serveInterfaces("h1")
+	port := f.portsOf(id)[0]
+	ctx := t.Context()
+	old := port.FixedIPs[0].IPAddress
+	if _, err := f.st.UpdatePort(ctx, port.ID, store.PortUpdate{Admin: true, FixedIPs: &[]store.FixedIPRequest{
+		{IP: old}, {IP: "10.31.0.77"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.DB.Model(&store.Instance{}).Where("id = ?", id).Update("task_state", "rebooting").Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := f.svc.PortPlugReady(ctx, &port); !errdefs.IsConflict(err) {
+		t.Fatalf("ready on a busy server: %v, want a conflict", err)
+	}
+	if err := f.svc.ReplugPort(ctx, &port, []string{old}); !errdefs.IsConflict(err) {
+		t.Fatalf("re-plug on a busy server: %v, want a conflict", err)
+	}
+	if attached, _ := ag.calls(); len(attached) != 0 {
+		t.Fatalf("a busy server's agent was asked: %+v", attached)
+	}
+	f.activate(id, "h1")
+	if err := f.svc.PortPlugReady(ctx, &port); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.svc.ReplugPort(ctx, &port, []string{old}); err != nil {
+		t.Fatal(err)
+	}
+	attached, _ := ag.calls()
+	if len(attached) != 1 || attached[0].NIC.PortID != port.ID || len(attached[0].NIC.IPs) != 1 ||
+		attached[0].NIC.IPs[0].Address != "10.31.0.77" {
+		t.Fatalf("agent attaches = %+v, want the port with only 10.31.0.77", attached)
+	}
+	ag.failPort(port.ID, errors.New("vif: plug: stuck"))
+	if err := f.svc.ReplugPort(ctx, &port, nil); err == nil {
+		t.Fatal("a failed re-plug succeeded")
+	}
+}

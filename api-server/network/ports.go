@@ -3,7 +3,9 @@ package network
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
@@ -365,12 +367,96 @@ func (s *Service) updatePort(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	if cur.ComputeBound && s.updater != nil && plugChange(cur, u) {
+		s.updatePluggedPort(w, r, cur, u)
+		return
+	}
 	p, err := s.st.UpdatePort(r.Context(), id, u)
 	if err != nil {
 		s.storeError(w, r, err)
 		return
 	}
 	showOne(w, r, http.StatusOK, "port", portView(p, c.IsAdmin()))
+}
+
+// plugChange: u changes what the host applies for the port (addresses,
+// MAC, anti-spoofing flows).
+func plugChange(cur *store.Port, u store.PortUpdate) bool {
+	return u.FixedIPs != nil || changed(u.MAC, cur.MACAddress) ||
+		(u.PortSecurity != nil && *u.PortSecurity != cur.PortSecurityEnabled)
+}
+
+// updatePluggedPort updates a server's NIC so that no address is free
+// while the host still answers for it: a busy server is a 409 and
+// nothing changes; the port first gets its new addresses while keeping
+// the ones it drops, the agent re-plugs the NIC with the new ones, and
+// only then are the dropped ones released. A failed re-plug puts the
+// port back as it was (and the host with it) and answers the error.
+func (s *Service) updatePluggedPort(w http.ResponseWriter, r *http.Request, cur *store.Port, u store.PortUpdate) {
+	ctx := r.Context()
+	c := creds(r)
+	if err := s.updater.PortPlugReady(ctx, cur); err != nil {
+		s.detachFailed(w, r, err)
+		return
+	}
+	var drop []string
+	if u.FixedIPs != nil {
+		held := slices.Clone(*u.FixedIPs)
+		for _, a := range cur.FixedIPs {
+			kept := slices.ContainsFunc(*u.FixedIPs, func(f store.FixedIPRequest) bool {
+				return f.IP == a.IPAddress && (f.SubnetID == "" || f.SubnetID == a.SubnetID)
+			})
+			if !kept {
+				drop = append(drop, a.IPAddress)
+				held = append(held, store.FixedIPRequest{SubnetID: a.SubnetID, IP: a.IPAddress})
+			}
+		}
+		u.FixedIPs = &held
+	}
+	p, err := s.st.UpdatePort(ctx, cur.ID, u)
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	bg := context.WithoutCancel(ctx)
+	if err := s.updater.ReplugPort(ctx, p, drop); err != nil {
+		s.rollBackPort(bg, cur)
+		s.detachFailed(w, r, err)
+		return
+	}
+	if len(drop) > 0 {
+		final := make([]store.FixedIPRequest, 0, len(p.FixedIPs))
+		for _, a := range p.FixedIPs {
+			if !slices.Contains(drop, a.IPAddress) {
+				final = append(final, store.FixedIPRequest{SubnetID: a.SubnetID, IP: a.IPAddress})
+			}
+		}
+		if p, err = s.st.UpdatePort(bg, cur.ID, store.PortUpdate{FixedIPs: &final, Admin: true}); err != nil {
+			s.storeError(w, r, fmt.Errorf("release the old addresses of port %s: %w", cur.ID, err))
+			return
+		}
+	}
+	showOne(w, r, http.StatusOK, "port", portView(p, c.IsAdmin()))
+}
+
+// rollBackPort puts back what a failed update of a plugged port changed
+// (its new addresses are released, the kept old ones stay) and re-plugs
+// it so; when even that fails, drift repair plugs what the database says.
+func (s *Service) rollBackPort(ctx context.Context, old *store.Port) {
+	ips := make([]store.FixedIPRequest, 0, len(old.FixedIPs))
+	for _, a := range old.FixedIPs {
+		ips = append(ips, store.FixedIPRequest{SubnetID: a.SubnetID, IP: a.IPAddress})
+	}
+	p, err := s.st.UpdatePort(ctx, old.ID, store.PortUpdate{Name: &old.Name, Description: &old.Description,
+		AdminStateUp: &old.AdminStateUp, PortSecurity: &old.PortSecurityEnabled, MAC: &old.MACAddress,
+		HostID: &old.BindingHostID, FixedIPs: &ips, Admin: true})
+	if err != nil {
+		s.log.Error("roll back port after a failed re-plug", "port", old.ID, "error", err)
+		return
+	}
+	if err := s.updater.ReplugPort(ctx, p, nil); err != nil {
+		s.log.Error("re-plug port after a rolled-back update", "port", old.ID, "error", err)
+	}
 }
 
 func changed(v *string, cur string) bool { return v != nil && *v != cur }

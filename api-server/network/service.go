@@ -25,6 +25,7 @@ type Service struct {
 	cfg       config.Network
 	log       *slog.Logger
 	detacher  PortDetacher
+	updater   PortUpdater
 }
 
 // PortDetacher unplugs a port from the server the Compute API bound it to
@@ -37,6 +38,23 @@ type PortDetacher interface {
 // WithPortDetacher lets admins delete ports bound to servers: d unplugs
 // them first. Without one such a delete is refused like a member's.
 func WithPortDetacher(d PortDetacher) Option { return func(s *Service) { s.detacher = d } }
+
+// PortUpdater applies a change of a port's addresses, MAC or port
+// security to the NIC of the server the Compute API bound it to, through
+// the agent, before the update answers.
+type PortUpdater interface {
+	// PortPlugReady is nil when the change can be applied now (or nothing
+	// is plugged for the port), a Conflict when its server is busy.
+	PortPlugReady(ctx context.Context, port *store.Port) error
+	// ReplugPort plugs port as stored, less the addresses in drop, and
+	// returns once the host has it.
+	ReplugPort(ctx context.Context, port *store.Port, drop []string) error
+}
+
+// WithPortUpdater makes updates of a server's port take effect on its
+// host before they answer (u re-plugs it). Without one such an update is
+// only stored, and the agent's drift repair applies it later.
+func WithPortUpdater(u PortUpdater) Option { return func(s *Service) { s.updater = u } }
 
 // Option configures the network API.
 type Option func(*Service)

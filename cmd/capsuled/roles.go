@@ -214,7 +214,7 @@ func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) e
 	img := image.New(d.st, image.Options{Validator: ids, Logger: log, Data: image.NewRegistryData(cfg.Registry),
 		MaxImageBytes: a.ImageSizeCap, UploadTimeout: a.ImageUploadTimeout})
 	netw := network.New(ids, network.WithStore(d.st), network.WithConfig(cfg.Network), network.WithLogger(log),
-		network.WithPortDetacher(comp))
+		network.WithPortDetacher(comp), network.WithPortUpdater(comp))
 	// The portal is a client of the APIs above, reaching them where they
 	// listen on this host (the catalog's public host may not resolve here).
 	local, scheme := localHost(a.Listen), "http"
