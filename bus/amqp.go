@@ -12,6 +12,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/capsule-cloud/capsule/errdefs"
 )
 
 // exchangeName is the durable topic exchange every queue is bound to, with
@@ -60,6 +62,11 @@ type AMQPOptions struct {
 	// the type it was created with: changing it needs the queues deleted
 	// (they are re-declared at the next connect).
 	QueueType string
+	// Passive declares the exchange and the shared queues (scheduler,
+	// conductor) passively: they must exist, made by the control plane.
+	// A compute host's own broker user may not configure them (it could
+	// delete the conductor's queue); the bus retries until they exist.
+	Passive bool
 	// Name is advertised as the connection name (shown by rabbitmqctl and
 	// the management UI).
 	Name string
@@ -113,6 +120,7 @@ func (o AMQPOptions) withDefaults() AMQPOptions {
 // and one per consumer (so a consumer's Qos and failures are its own).
 type AMQP struct {
 	url  string
+	user string // the broker user, stamped as user_id on every publish
 	opts AMQPOptions
 	log  *slog.Logger
 
@@ -172,7 +180,8 @@ type amqpReply struct {
 // retries transient failures (broker not up yet) with backoff until ctx
 // ends; bad credentials or a bad URL fail at once.
 func DialAMQP(ctx context.Context, url string, opts AMQPOptions) (*AMQP, error) {
-	if _, err := amqp.ParseURI(url); err != nil {
+	uri, err := amqp.ParseURI(url)
+	if err != nil {
 		return nil, fmt.Errorf("bus: parse AMQP URL: %w", err)
 	}
 	if opts.QueueType != "" && opts.QueueType != QueueClassic && opts.QueueType != QueueQuorum {
@@ -182,6 +191,7 @@ func DialAMQP(ctx context.Context, url string, opts AMQPOptions) (*AMQP, error) 
 	life, stop := context.WithCancel(context.Background())
 	a := &AMQP{
 		url:   url,
+		user:  uri.Username,
 		opts:  opts,
 		log:   opts.Logger.With("component", "bus"),
 		life:  life,
@@ -265,10 +275,21 @@ func (a *AMQP) connect(ctx context.Context) (s *amqpSession, err error) {
 		return nil, fmt.Errorf("open publish channel: %w", err)
 	}
 	s.closes = append(s.closes, s.pub.NotifyClose(make(chan *amqp.Error, 1)))
-	if err := s.pub.ExchangeDeclare(exchangeName, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+	shared := []string{SchedulerQueue, ConductorQueue}
+	if a.opts.Passive {
+		if err := s.pub.ExchangeDeclarePassive(exchangeName, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+			return nil, fmt.Errorf("exchange %s (made by the control plane): %w", exchangeName, err)
+		}
+		for _, q := range shared {
+			if _, err := s.pub.QueueDeclarePassive(q, true, false, false, false, nil); err != nil {
+				return nil, fmt.Errorf("queue %s (made by the control plane): %w", q, err)
+			}
+		}
+		shared = nil
+	} else if err := s.pub.ExchangeDeclare(exchangeName, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
 		return nil, fmt.Errorf("declare exchange %s: %w", exchangeName, err)
 	}
-	for _, q := range append([]string{SchedulerQueue, ConductorQueue}, a.opts.Declare...) {
+	for _, q := range append(shared, a.opts.Declare...) {
 		if err := declareQueue(s.pub, q, a.opts.QueueType); err != nil {
 			return nil, err
 		}
@@ -291,6 +312,12 @@ func (a *AMQP) connect(ctx context.Context) (s *amqpSession, err error) {
 	q, err := rch.QueueDeclare("", false, true, true, false, nil)
 	if err != nil {
 		return nil, fmt.Errorf("declare reply queue: %w", err)
+	}
+	// Replies come through the exchange, not the default one: a compute
+	// host's user may then publish only the routing keys its topic
+	// permissions allow (the default exchange reaches every queue).
+	if err := rch.QueueBind(q.Name, q.Name, exchangeName, false, nil); err != nil {
+		return nil, fmt.Errorf("bind reply queue: %w", err)
 	}
 	replies, err := rch.Consume(q.Name, "", true, true, false, false, nil)
 	if err != nil {
@@ -558,6 +585,7 @@ func (a *AMQP) Publish(ctx context.Context, queue string, m Message) error {
 		MessageId:    m.ID,
 		Type:         m.Kind,
 		Timestamp:    time.Now(),
+		UserId:       a.user,
 		Body:         m.Body,
 	}
 	err := a.withSession(ctx, func(s *amqpSession) error {
@@ -600,6 +628,7 @@ func (a *AMQP) Call(ctx context.Context, queue string, m Message, reply any) err
 			Timestamp:     time.Now(),
 			CorrelationId: corr,
 			ReplyTo:       s.replyQueue,
+			UserId:        a.user,
 			Body:          m.Body,
 		}
 		// Nobody waits for the reply after the deadline: let the broker
@@ -788,8 +817,19 @@ func (c *amqpConsumer) serve(ch *amqp.Channel, deliveries <-chan amqp.Delivery) 
 // success or a permanent failure, requeue after a Retry (past the retry
 // delay) or when the consumer is stopping mid-work.
 func (c *amqpConsumer) handle(d amqp.Delivery) {
-	m := Message{ID: d.MessageId, Kind: d.Type, Body: d.Body, Redelivered: d.Redelivered}
+	m := Message{ID: d.MessageId, Kind: d.Type, Body: d.Body, Redelivered: d.Redelivered, Sender: d.UserId}
 	log := c.log.With("kind", m.Kind, "id", m.ID, "redelivered", m.Redelivered)
+	if m.Sender == "" {
+		// Every Capsule publisher sets user_id (the broker checks it is
+		// its own user): a message without one is not Capsule's, or is a
+		// host hiding which host it is.
+		log.Warn("bus: message without user_id dropped: its sender is unknown")
+		if d.ReplyTo != "" {
+			c.reply(d, nil, toWire(errdefs.Forbidden("bus: a message must carry its publisher's user_id")))
+		}
+		c.settle(log, d.Ack(false))
+		return
+	}
 	reply, err := runHandler(c.ctx, c.h, m)
 	if p, ok := errors.AsType[*panicError](err); ok {
 		log.Error("bus: handler panicked", "panic", p.val, "stack", string(p.stack))
@@ -846,6 +886,7 @@ func (c *amqpConsumer) reply(d amqp.Delivery, body []byte, werr *wireError) {
 		CorrelationId: d.CorrelationId,
 		Type:          d.Type,
 		Timestamp:     time.Now(),
+		UserId:        c.a.user,
 		Body:          body,
 	}
 	if werr != nil {
@@ -859,7 +900,7 @@ func (c *amqpConsumer) reply(d amqp.Delivery, body []byte, werr *wireError) {
 	ctx, cancel := context.WithTimeout(c.a.life, replyPublishTimeout)
 	defer cancel()
 	err := c.a.withSession(ctx, func(s *amqpSession) error {
-		return s.publishOn(ctx, "", d.ReplyTo, false, p)
+		return s.publishOn(ctx, exchangeName, d.ReplyTo, false, p)
 	})
 	if err != nil {
 		c.log.Warn("bus: send reply failed", "kind", d.Type, "id", d.MessageId, "err", err)

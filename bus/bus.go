@@ -36,6 +36,13 @@ type Message struct {
 	// Redelivered is set on receipt when the broker delivers a message
 	// again (after a consumer died before acking it).
 	Redelivered bool `json:"-"`
+	// Sender is, on receipt, the broker user that published the message:
+	// every Capsule publisher sets the AMQP user_id property to the user
+	// it logged in as, and RabbitMQ refuses a user_id that is not the
+	// publisher's own, so a receiver can trust it. The AMQP bus drops a
+	// message without one; Mem stamps MemSender (or As's). Ignored on
+	// publish.
+	Sender string `json:"-"`
 }
 
 // NewMessage encodes body as a message of kind.

@@ -32,6 +32,8 @@ type Mem struct {
 	life context.Context
 	stop context.CancelFunc
 
+	sender string // stamped on every message published through m
+
 	mu      sync.Mutex
 	closed  bool
 	queues  map[string]*memQueue
@@ -85,9 +87,14 @@ type memReply struct {
 	err  *wireError // nil: the handler succeeded
 }
 
+// MemSender is the Sender of the messages published through a Mem (a
+// control-plane user); MemAs gives another.
+const MemSender = "capsule"
+
 // NewMem returns an empty in-process bus.
 func NewMem(opts ...MemOption) *Mem {
 	m := &Mem{
+		sender:     MemSender,
 		retryDelay: 10 * time.Millisecond,
 		prefetch:   8,
 		log:        slog.Default(),
@@ -111,18 +118,28 @@ var errClosed = errors.New("bus: closed")
 
 // Publish implements Bus.
 func (m *Mem) Publish(ctx context.Context, queue string, msg Message) error {
+	return m.publishAs(ctx, m.sender, queue, msg)
+}
+
+func (m *Mem) publishAs(ctx context.Context, sender, queue string, msg Message) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("bus: publish %s to %s: %w", msg.Kind, queue, err)
 	}
+	msg.Sender = sender
 	return m.enqueue(queue, msg, nil)
 }
 
 // Call implements Bus.
 func (m *Mem) Call(ctx context.Context, queue string, msg Message, reply any) error {
+	return m.callAs(ctx, m.sender, queue, msg, reply)
+}
+
+func (m *Mem) callAs(ctx context.Context, sender, queue string, msg Message, reply any) error {
 	if err := ctx.Err(); err != nil {
 		return callCtxErr(queue, msg, err)
 	}
 	ch := make(chan memReply, 1)
+	msg.Sender = sender
 	if err := m.enqueue(queue, msg, ch); err != nil {
 		return err
 	}
@@ -194,6 +211,29 @@ func (m *Mem) Close() error {
 	m.notify()
 	return nil
 }
+
+// As returns a Bus over m whose messages carry sender as their Sender, as
+// if its user had logged in to the broker as sender (a compute host's own
+// user, say).
+func (m *Mem) As(sender string) Bus { return memAs{m: m, sender: sender} }
+
+type memAs struct {
+	m      *Mem
+	sender string
+}
+
+func (a memAs) Publish(ctx context.Context, queue string, msg Message) error {
+	return a.m.publishAs(ctx, a.sender, queue, msg)
+}
+
+func (a memAs) Call(ctx context.Context, queue string, msg Message, reply any) error {
+	return a.m.callAs(ctx, a.sender, queue, msg, reply)
+}
+
+func (a memAs) Consume(ctx context.Context, queue string, h Handler) error {
+	return a.m.Consume(ctx, queue, h)
+}
+func (a memAs) Close() error { return a.m.Close() }
 
 // Sent returns every message published (or Called) to queue, in order,
 // whether or not it was consumed yet.

@@ -98,6 +98,13 @@ func (c *Conductor) Run(ctx context.Context) error {
 
 // Handle dispatches one conductor message.
 func (c *Conductor) Handle(ctx context.Context, m bus.Message) (any, error) {
+	if err := c.checkSender(ctx, m); err != nil {
+		if bus.IsRetry(err) {
+			return nil, err
+		}
+		c.log.Warn("message refused: its sender may not send it", "kind", m.Kind, "id", m.ID, "sender", m.Sender, "error", err)
+		return nil, err
+	}
 	switch m.Kind {
 	case protocol.KindHostReport:
 		var r protocol.HostReport

@@ -171,6 +171,12 @@ type Conductor struct {
 	// left in the outbox (by a role that died before publishing them, or
 	// while the broker was unreachable).
 	OutboxInterval time.Duration `yaml:"outbox_interval"`
+	// AgentUserPrefix marks the broker users of compute hosts: user
+	// <prefix><host> may only report about host and the servers it owns
+	// (the broker checks the user_id every Capsule publisher sets). Other
+	// users are control-plane roles, trusted with every host. "" trusts
+	// every user (one shared broker user).
+	AgentUserPrefix string `yaml:"agent_user_prefix"`
 }
 
 // Agent is the per-host compute agent.
@@ -258,7 +264,8 @@ func Default() Config {
 			TokenPurgeInterval: time.Hour},
 		Scheduler: Scheduler{Weigher: "spread", MaxAttempts: 3, ServiceDownTime: 60 * time.Second},
 		Conductor: Conductor{BuildTimeout: 10 * time.Minute, MigrationStepTimeout: 15 * time.Minute, PeriodicInterval: 30 * time.Second,
-			TaskTimeout: 10 * time.Minute, ImageTaskTimeout: time.Hour, OutboxInterval: time.Second},
+			TaskTimeout: 10 * time.Minute, ImageTaskTimeout: time.Hour, OutboxInterval: time.Second,
+			AgentUserPrefix: "capsule-agent-"},
 		Agent: Agent{Host: host, Zone: "nova", HostIP: "127.0.0.1", DockerHost: "unix:///run/capsule/docker.sock",
 			Driver: "docker", PidsLimit: 1024, CPUAllocationRatio: 16, RAMAllocationRatio: 1, DiskAllocationRatio: 1,
 			ReservedMemoryMB: 512, HeartbeatInterval: 10 * time.Second, StopTimeout: 10 * time.Second,

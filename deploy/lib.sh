@@ -583,6 +583,36 @@ cap_rabbit_user() {
 	rabbitmqctl -q set_permissions -p "$vhost" "$user" '.*' '.*' '.*' >/dev/null
 }
 
+# cap_rabbit_agent_perms HOST: the configure, write and read regexps (one a
+# line) of the broker user of compute host HOST, then its topic write and
+# read regexps on the capsule exchange. It declares and binds only its own
+# queue compute.HOST and its private reply queues (amq.gen-*), publishes
+# only to the capsule exchange (never the default one, which reaches every
+# queue) with the routing keys of the conductor's queue and of reply queues,
+# and reads only its own queues: it cannot consume, delete or speak to
+# another host's queue. docs/operations.md, one RabbitMQ user per host.
+cap_rabbit_agent_perms() {
+	local q
+	q="compute\\.$(printf '%s' "$1" | sed 's/[.[\\*^$()+?{}|]/\\&/g')"
+	printf '%s\n' "^($q|amq\\.gen-.*)\$" "^(capsule|$q|amq\\.gen-.*)\$" "^(capsule|$q|amq\\.gen-.*)\$" \
+		"^(conductor|amq\\.gen-.*)\$" "^($q|amq\\.gen-.*)\$"
+}
+
+# cap_rabbit_agent_user USER PASSWORD VHOST HOST: creates (or re-keys) the
+# broker user of compute host HOST with cap_rabbit_agent_perms on VHOST.
+# The password goes on rabbitmqctl's stdin.
+cap_rabbit_agent_user() {
+	local user=$1 pass=$2 vhost=$3 host=$4 perms
+	if rabbitmqctl -q list_users 2>/dev/null | awk '{print $1}' | grep -qx "$user"; then
+		printf '%s' "$pass" | rabbitmqctl -q change_password "$user" >/dev/null
+	else
+		printf '%s' "$pass" | rabbitmqctl -q add_user "$user" >/dev/null
+	fi
+	mapfile -t perms < <(cap_rabbit_agent_perms "$host")
+	rabbitmqctl -q set_permissions -p "$vhost" "$user" "${perms[0]}" "${perms[1]}" "${perms[2]}" >/dev/null
+	rabbitmqctl -q set_topic_permissions -p "$vhost" "$user" capsule "${perms[3]}" "${perms[4]}" >/dev/null
+}
+
 # ---- PostgreSQL -------------------------------------------------------------
 
 cap_pg_version() { find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -V | tail -n 1; }

@@ -60,7 +60,11 @@ func connect(ctx context.Context, cfg config.Config, needDB bool, log *slog.Logg
 		}
 		d.st = st
 	}
-	b, err := bus.DialAMQP(ctx, cfg.Bus.URL, bus.AMQPOptions{Prefetch: cfg.Bus.Prefetch, QueueType: cfg.Bus.QueueType, Logger: log})
+	// A process without the database is a compute host's agent: its
+	// broker user may not configure the control plane's exchange and
+	// queues (docs/operations.md, one RabbitMQ user per compute host).
+	b, err := bus.DialAMQP(ctx, cfg.Bus.URL, bus.AMQPOptions{Prefetch: cfg.Bus.Prefetch, QueueType: cfg.Bus.QueueType,
+		Logger: log, Passive: !needDB})
 	if err != nil {
 		d.close()
 		return nil, fmt.Errorf("connect to the bus: %w", err)
