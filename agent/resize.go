@@ -26,7 +26,9 @@ const (
 // A change the driver can make only to a stopped instance
 // (drivers.ErrNeedsRestart) is made cold, as Nova's resize on the same
 // host: stop, resize, start (coldResize); the instance keeps its
-// container, so its disk, NICs and IP stay.
+// container, so its disk, NICs and IP stay. A redelivered request (the
+// agent died mid-way) that finds a server that ran (req.Running) stopped
+// finishes the cold resize: apply, start, report as usual.
 func (a *Agent) handleResize(ctx context.Context, req protocol.ResizeInstance, revert bool) error {
 	id := req.InstanceID
 	if id == "" {
@@ -45,10 +47,19 @@ func (a *Agent) handleResize(ctx context.Context, req protocol.ResizeInstance, r
 
 	rep := protocol.InstanceReport{RequestID: req.RequestID, InstanceID: id, Host: a.cfg.Host,
 		Action: action, Event: event, Started: a.now().UTC()}
-	power, err := a.resize(ctx, req.Spec)
-	if errors.Is(err, drivers.ErrNeedsRestart) && power == drivers.PowerRunning {
-		log.Info("the new flavor cannot be applied to the running instance; resizing it cold (stop, resize, start)", "why", errdefs.Message(err))
-		power, err = a.coldResize(ctx, req.Spec, req.Old)
+	var power drivers.PowerState
+	if req.Running && a.stopped(ctx, id) {
+		// The server ran when the resize began and its container is
+		// stopped: this is a redelivery after the agent died during a
+		// cold resize, between its stop and its start. Finish it.
+		log.Warn("the running instance's container is stopped: finishing a cold resize cut short (resize, start)")
+		power, err = a.resizeAndStart(ctx, req.Spec, req.Old)
+	} else {
+		power, err = a.resize(ctx, req.Spec)
+		if errors.Is(err, drivers.ErrNeedsRestart) && power == drivers.PowerRunning {
+			log.Info("the new flavor cannot be applied to the running instance; resizing it cold (stop, resize, start)", "why", errdefs.Message(err))
+			power, err = a.coldResize(ctx, req.Spec, req.Old)
+		}
 	}
 	rep.PowerState = int(power)
 	if err != nil {
@@ -103,6 +114,22 @@ func (a *Agent) coldResize(ctx context.Context, s, old protocol.InstanceSpec) (d
 	if err := a.stop(ctx, s.ID); err != nil {
 		return a.powerOf(ctx, s.ID), fmt.Errorf("cold resize of instance %s: stop: %w", s.ID, err)
 	}
+	return a.resizeAndStart(ctx, s, old)
+}
+
+// stopped reports whether instance id's container exists and is stopped.
+func (a *Agent) stopped(ctx context.Context, id string) bool {
+	p := a.powerOf(ctx, id)
+	return p == drivers.PowerShutdown || p == drivers.PowerCrashed
+}
+
+// resizeAndStart is the second half of a cold resize, on the stopped
+// instance s.ID: apply s, start it. It is also how a redelivered cold
+// resize the agent died in ends (both steps are idempotent). On failure
+// the old size (old) is applied again and the instance started.
+func (a *Agent) resizeAndStart(ctx context.Context, s, old protocol.InstanceSpec) (drivers.PowerState, error) {
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.StopTimeout+3*a.callTimeout)
+	defer cancel()
 	if _, err := a.resize(ctx, s); err != nil {
 		if serr := a.start(ctx, s.ID); serr != nil {
 			a.log.Error("cold resize: the instance did not start again with its old flavor", "instance", s.ID, "err", serr)

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -141,5 +142,65 @@ func TestColdResize(t *testing.T) {
 	}
 	if got, _ := drv.get("i-c"); got.Spec.MemoryMB != 48 || got.Power != drivers.PowerShutdown || len(drv.callsOf("stop")) != stops {
 		t.Errorf("stopped instance after its resize: memory %d MB, power %d, stops %d -> %d", got.Spec.MemoryMB, got.Power, stops, len(drv.callsOf("stop")))
+	}
+}
+
+// TestColdResizeRedeliveredAfterCrash: the agent died during a cold
+// resize, after the stop and before the start; the redelivered request
+// finds the running server's container stopped, applies the new flavor,
+// starts it and reports a resize of a running server (VERIFY_RESIZE,
+// power running). A stopped server's resize leaves it stopped.
+func TestColdResizeRedeliveredAfterCrash(t *testing.T) {
+	e, drv := startFake(t)
+	e.build("i-r", "req-1", fakeImage)
+	if r := e.waitReport("i-r", 1, 5*time.Second); !r.OK {
+		t.Fatalf("build: %+v", r)
+	}
+	before, _ := drv.get("i-r")
+	// What the first delivery left when the agent died: the container
+	// stopped with its old flavor.
+	if err := drv.Driver.Stop(context.Background(), "i-r", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	drv.resetCalls()
+	// Live, the driver would refuse the new flavor.
+	drv.setHook(func(op, id string) {
+		if op == "resize" {
+			if in, _ := drv.get(id); in.Power == drivers.PowerRunning {
+				t.Errorf("resize applied to the running instance %s, want it applied while stopped", id)
+			}
+		}
+	})
+	newSpec := protocol.InstanceSpec{ID: "i-r", VCPUs: 1, MemoryMB: 32}
+	oldSpec := protocol.InstanceSpec{ID: "i-r", VCPUs: before.Spec.VCPUs, MemoryMB: before.Spec.MemoryMB}
+	e.publish(protocol.KindResizeInstance, protocol.ResizeInstance{RequestID: "req-2", InstanceID: "i-r",
+		Spec: newSpec, Old: oldSpec, Running: true})
+	r := e.waitReport("i-r", 2, 5*time.Second)
+	if !r.OK || r.Action != lifecycle.ActResize || r.PowerState != int(drivers.PowerRunning) {
+		t.Fatalf("redelivered cold resize report %+v, want ok, resize, running", r)
+	}
+	after, _ := drv.get("i-r")
+	if after.Spec.MemoryMB != 32 || after.Power != drivers.PowerRunning || after.Boots != before.Boots+1 {
+		t.Errorf("after the redelivered cold resize: memory %d MB, power %d, boots %d -> %d; want 32 MB, running, one boot more",
+			after.Spec.MemoryMB, after.Power, before.Boots, after.Boots)
+	}
+	if n := len(drv.callsOf("stop")); n != 0 {
+		t.Errorf("%d stops of the stopped instance, want none", n)
+	}
+
+	// The same redelivery for a server that was stopped: it stays so.
+	e.publish(protocol.KindInstanceAction, protocol.InstanceAction{RequestID: "req-3", InstanceID: "i-r", Action: lifecycle.ActStop})
+	if r := e.waitReport("i-r", 3, 5*time.Second); !r.OK {
+		t.Fatalf("stop: %+v", r)
+	}
+	starts := len(drv.callsOf("start"))
+	e.publish(protocol.KindResizeInstance, protocol.ResizeInstance{RequestID: "req-4", InstanceID: "i-r",
+		Spec: protocol.InstanceSpec{ID: "i-r", VCPUs: 1, MemoryMB: 48}, Old: newSpec})
+	if r := e.waitReport("i-r", 4, 5*time.Second); !r.OK || r.PowerState != int(drivers.PowerShutdown) {
+		t.Fatalf("resize of the stopped instance: %+v", r)
+	}
+	if got, _ := drv.get("i-r"); got.Spec.MemoryMB != 48 || got.Power != drivers.PowerShutdown || len(drv.callsOf("start")) != starts {
+		t.Errorf("stopped server after its resize: memory %d MB, power %d, starts %d -> %d; want 48 MB, stopped, no start",
+			got.Spec.MemoryMB, got.Power, starts, len(drv.callsOf("start")))
 	}
 }

@@ -19,4 +19,11 @@ type ResizeInstance struct {
 	MigrationID uint         `json:"migration_id"`
 	Spec        InstanceSpec `json:"spec"`
 	Old         InstanceSpec `json:"old"`
+	// Running says the server ran when the resize (or revert) began
+	// (vm_state active, or a revert back to active) and must run after
+	// it. An agent that finds its container stopped on this message's
+	// delivery died during a cold resize (stopped, not yet started): it
+	// applies Spec and starts the server. false (a stopped server, or
+	// a message from an older API): the container is left as found.
+	Running bool `json:"running,omitempty"`
 }

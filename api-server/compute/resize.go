@@ -156,7 +156,8 @@ func (s *Service) resizeServer(w http.ResponseWriter, r *http.Request, inst *sto
 			Spec: protocol.InstanceSpec{ID: inst.ID, Name: inst.Name, ProjectID: inst.ProjectID,
 				VCPUs: flavor.VCPUs, MemoryMB: flavor.MemoryMB, DiskGB: flavor.RootGB, ExtraSpecs: specs},
 			Old: protocol.InstanceSpec{ID: inst.ID, Name: inst.Name, ProjectID: inst.ProjectID,
-				VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB, ExtraSpecs: oldSpecs}}
+				VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB, ExtraSpecs: oldSpecs},
+			Running: inst.VMState == lifecycle.Active}
 		// The agent's work commits with the resize (the outbox).
 		return s.cast(tx, &out, inst.Host, inst.ID, protocol.KindResizeInstance, body)
 	})
@@ -321,7 +322,8 @@ func (s *Service) revertResize(w http.ResponseWriter, r *http.Request, inst *sto
 			Spec: protocol.InstanceSpec{ID: inst.ID, Name: inst.Name, ProjectID: inst.ProjectID,
 				VCPUs: inst.OldVCPUs, MemoryMB: inst.OldMemoryMB, DiskGB: inst.OldRootGB, ExtraSpecs: jsonMap(inst.OldExtraSpecs)},
 			Old: protocol.InstanceSpec{ID: inst.ID, Name: inst.Name, ProjectID: inst.ProjectID,
-				VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB, ExtraSpecs: jsonMap(inst.ExtraSpecs)}}
+				VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB, ExtraSpecs: jsonMap(inst.ExtraSpecs)},
+			Running: lifecycle.ResizeOutcome(inst.ResizeFromState) == lifecycle.Active}
 		return s.cast(tx, &out, inst.Host, inst.ID, protocol.KindRevertResize, body)
 	})
 	switch {

@@ -131,7 +131,8 @@ func TestResizeFlow(t *testing.T) {
 	}
 	var rz protocol.ResizeInstance
 	must(sent[0].Decode(&rz))
-	if rz.Spec.VCPUs != 2 || rz.Spec.MemoryMB != 256 || rz.Old.VCPUs != 1 || rz.Old.MemoryMB != 128 || rz.RequestID != reqID {
+	if rz.Spec.VCPUs != 2 || rz.Spec.MemoryMB != 256 || rz.Old.VCPUs != 1 || rz.Old.MemoryMB != 128 || rz.RequestID != reqID ||
+		!rz.Running {
 		t.Errorf("resize message %+v", rz)
 	}
 	// A second resize meanwhile conflicts.
@@ -177,8 +178,9 @@ func TestResizeFlow(t *testing.T) {
 	if len(sent) != 2 || sent[1].Kind != protocol.KindRevertResize {
 		t.Fatalf("compute queue got %v", sent)
 	}
+	rz = protocol.ResizeInstance{}
 	must(sent[1].Decode(&rz))
-	if rz.Spec.VCPUs != 1 || rz.Spec.MemoryMB != 128 {
+	if rz.Spec.VCPUs != 1 || rz.Spec.MemoryMB != 128 || !rz.Running {
 		t.Errorf("revert message %+v", rz)
 	}
 	f.report(cond, protocol.InstanceReport{RequestID: revID, InstanceID: id, Host: "h1", Action: lifecycle.ActRevertResize,
@@ -288,6 +290,11 @@ func TestResizeStoppedServer(t *testing.T) {
 	_, body = f.do("GET", "/v2.1/servers/"+id, "demo", "")
 	if s := body["server"].(map[string]any); s["status"] != "RESIZE" {
 		t.Errorf("status %v, want RESIZE", s["status"])
+	}
+	// The agent must not start it (a redelivery finds it stopped).
+	var rz protocol.ResizeInstance
+	if sent := f.bus.Sent(bus.ComputeQueue("h1")); len(sent) == 0 || sent[len(sent)-1].Decode(&rz) != nil || rz.Running {
+		t.Errorf("resize message of the stopped server: %+v (of %d), want running false", rz, len(sent))
 	}
 	cond := conductor.New(f.st, f.bus, config.Conductor{}, 3, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	f.report(cond, protocol.InstanceReport{RequestID: resp.Header.Get("x-compute-request-id"), InstanceID: id, Host: "h1",
