@@ -12,7 +12,12 @@
 #                                 host `hostname -s`. N>=2: hosts host-a, host-b...
 #                                 each with its own agent, dockerd and OVS bridge
 #                                 br-host-X, joined by the trunk bridge br-trunk
-#                                 (docs/multihost.md)
+#                                 (docs/multihost.md); each host's agent logs in
+#                                 to RabbitMQ as its own user capsule-agent-HOST
+#   --tls                         serve every API and the portal over TLS with a
+#                                 local CA (/etc/capsule/tls, made once); the openrc
+#                                 files and clouds.yaml then carry the CA (OS_CACERT).
+#                                 Stays on for later starts (config http.tls_*)
 #
 # Capsule's containers run in dockerds of its own (unix:///run/capsule/docker*.sock),
 # so a Docker the user already runs is never touched.
@@ -23,7 +28,7 @@ export CAPSULE_REGISTRY_AUTH=${CAPSULE_REGISTRY_AUTH:-1}
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2; }
 
 ADMIN_OPENRC=$CAPSULE_ETC/admin-openrc
 DEMO_OPENRC=$CAPSULE_ETC/demo-openrc
@@ -85,11 +90,51 @@ compute_hosts() { if [ "$1" = 1 ]; then hostname -s; else host_names "$1"; fi; }
 
 # ---- configuration ----------------------------------------------------------
 
+TLS_DIR=$CAPSULE_ETC/tls
+TLS_CA=$TLS_DIR/ca.pem
+
+# tls_configured: the config serves TLS (an earlier --tls start).
+tls_configured() { [ -f "$CAPSULE_CONFIG" ] && grep -q '^  tls_cert_file:' "$CAPSULE_CONFIG"; }
+
+# use_tls: this script's own calls (curl) and the URLs it writes go to
+# https, trusting the local CA.
+use_tls() {
+	CAPSULE_IDENTITY_URL=${CAPSULE_IDENTITY_URL/#http:/https:}
+	CAPSULE_COMPUTE_URL=${CAPSULE_COMPUTE_URL/#http:/https:}
+	export CURL_CA_BUNDLE=$TLS_CA
+}
+
+# tls_yaml: the http section's TLS lines.
+tls_yaml() {
+	printf '  tls_cert_file: %s\n  tls_key_file: %s\n  tls_ca_file: %s\n' "$TLS_DIR/server.pem" "$TLS_DIR/server.key" "$TLS_CA"
+}
+
+# config_tls: adds the TLS lines to the http section of an existing config
+# (creating the section), leaving the rest of the user's file as it is.
+config_tls() {
+	tls_configured && return 0
+	cap_say "turning TLS on in $CAPSULE_CONFIG"
+	umask 077
+	if grep -q '^http:' "$CAPSULE_CONFIG"; then
+		awk -v tls="$(tls_yaml)" '{print} /^http:/ {print tls}' "$CAPSULE_CONFIG" >"$CAPSULE_CONFIG.tmp"
+	else
+		{
+			cat "$CAPSULE_CONFIG"
+			echo "http:"
+			tls_yaml
+		} >"$CAPSULE_CONFIG.tmp"
+	fi
+	umask 022
+	mv "$CAPSULE_CONFIG.tmp" "$CAPSULE_CONFIG"
+}
+
+# write_config RABBIT_PASSWORD TLS(0|1)
 write_config() {
 	local rabbit_pw=$1
 	if [ -f "$CAPSULE_CONFIG" ]; then
 		cap_say "keeping existing $CAPSULE_CONFIG"
 		upgrade_config
+		if [ "$2" = 1 ]; then config_tls; fi
 		return 0
 	fi
 	cap_say "writing $CAPSULE_CONFIG"
@@ -131,15 +176,18 @@ registry:
   address: $CAPSULE_REGISTRY_ADDR
 $(registry_login_yaml)
 EOF
+	if [ "$2" = 1 ]; then
+		printf 'http:\n%s\n' "$(tls_yaml)" >>"$CAPSULE_CONFIG"
+	fi
 	umask 022
 }
 
-# write_agent_config HOST RABBIT_PASSWORD: the configuration of one
+# write_agent_config HOST RABBIT_USER RABBIT_PASSWORD: the configuration of one
 # simulated compute host, as a real compute host's (deploy/agent.yaml.example):
 # no database section, its own dockerd and bridge. Rewritten on every start
 # (it is derived from the topology), unless the first line's marker is gone.
 write_agent_config() {
-	local host=$1 rabbit_pw=$2 f marker='# Written by deploy/allinone.sh'
+	local host=$1 rabbit_user=$2 rabbit_pw=$3 f marker='# Written by deploy/allinone.sh'
 	f=$(agent_config "$host")
 	if [ -f "$f" ] && ! head -n 1 "$f" | grep -qF "$marker"; then
 		cap_say "keeping $f (edited: its first line is no longer the generated marker)"
@@ -151,7 +199,7 @@ $marker --hosts (simulated compute host $host); regenerated
 # on each start: delete this first line to keep your edits. Keys: config/config.go.
 region: RegionOne
 bus:
-  url: amqp://capsule:$rabbit_pw@127.0.0.1:5672/capsule
+  url: amqp://$rabbit_user:$rabbit_pw@127.0.0.1:5672/capsule
 agent:
   host: $host
   zone: nova
@@ -211,6 +259,9 @@ export OS_IDENTITY_API_VERSION=3
 export OS_REGION_NAME=RegionOne
 export OS_INTERFACE=public
 EOF
+	if [ -n "${CURL_CA_BUNDLE:-}" ]; then
+		printf 'export OS_CACERT=%s\n' "$TLS_CA" >>"$file"
+	fi
 	umask 022
 }
 
@@ -237,6 +288,7 @@ write_clouds_yaml() {
       user_domain_name: Default
       project_domain_name: Default
 EOF
+			if [ -n "${CURL_CA_BUNDLE:-}" ]; then echo "    cacert: $TLS_CA"; fi
 		done
 	} >"$CAPSULE_ETC/clouds.yaml"
 	umask 022
@@ -492,6 +544,7 @@ remove_host() {
 		ovs-vsctl --timeout=10 --if-exists del-port "$TRUNK_BRIDGE" "trunk-$h" || true
 	fi
 	rm -f "$(agent_config "$h")" "$(agent_pidfile "$h")"
+	rabbitmqctl -q delete_user "capsule-agent-$h" >/dev/null 2>&1 || true
 }
 
 # prune_topology N: removes what belongs to hosts outside topology N.
@@ -521,7 +574,7 @@ start_host_dockerd() {
 # ---- commands ---------------------------------------------------------------
 
 do_start() {
-	local n=$1 t0=$SECONDS rabbit_pw admin_pw demo_pw h hosts
+	local n=$1 tls=$2 t0=$SECONDS rabbit_pw agent_pw admin_pw demo_pw h hosts
 	cap_need_root
 
 	cap_section "Packages"
@@ -553,6 +606,12 @@ do_start() {
 	rabbit_pw=$(cap_secret RABBITMQ_PASSWORD)
 	cap_rabbit_user capsule "$rabbit_pw" capsule
 	cap_say "RabbitMQ user capsule on vhost capsule ready"
+	if [ "$tls" = 1 ] || tls_configured; then
+		tls=1
+		cap_tls_pki "$TLS_DIR"
+		use_tls
+		cap_say "TLS: local CA $TLS_CA, server certificate for $(cat "$TLS_DIR/server.sans")"
+	fi
 
 	cap_section "Compute hosts ($n)"
 	# Agents stop first: a host being removed must not report meanwhile.
@@ -562,14 +621,18 @@ do_start() {
 	if [ "$n" -gt 1 ]; then
 		for h in $(host_names "$n"); do
 			start_host_dockerd "$h"
-			write_agent_config "$h" "$rabbit_pw"
+			# Each host logs in as its own broker user, limited to its own
+			# queues; the conductor takes its reports only about itself.
+			agent_pw=$(cap_secret "RABBITMQ_PASSWORD_${h//-/_}")
+			cap_rabbit_agent_user "capsule-agent-$h" "$agent_pw" capsule "$h"
+			write_agent_config "$h" "capsule-agent-$h" "$agent_pw"
 			cap_say "$h: dockerd $(cap_dockerd_host "$h"), bridge $(host_bridge "$h"), config $(agent_config "$h")"
 		done
 	fi
 	record_hosts "$n"
 
 	cap_section "Capsule"
-	write_config "$rabbit_pw"
+	write_config "$rabbit_pw" "$tls"
 	admin_pw=$(cap_secret ADMIN_PASSWORD)
 	demo_pw=$(cap_secret DEMO_PASSWORD)
 	# Bootstrap writes the database: capsuled is stopped meanwhile (above),
@@ -737,6 +800,9 @@ do_clean() {
 	fi
 	if cap_rabbit_up; then
 		rabbitmqctl -q delete_user capsule >/dev/null 2>&1 || true
+		for u in $(rabbitmqctl -q list_users 2>/dev/null | awk '$1 ~ /^capsule-agent-/ {print $1}'); do
+			rabbitmqctl -q delete_user "$u" >/dev/null 2>&1 || true
+		done
 		rabbitmqctl -q delete_vhost capsule >/dev/null 2>&1 || true
 	fi
 	do_stop
@@ -757,12 +823,13 @@ do_clean() {
 }
 
 main() {
-	local cmd=start hosts='' args=()
+	local cmd=start hosts='' tls=0 args=()
 	while [ $# -gt 0 ]; do
 		case $1 in
 		start | stop | clean | status) cmd=$1 ;;
 		--hosts) hosts=${2:?--hosts needs a number} && shift ;;
 		--hosts=*) hosts=${1#--hosts=} ;;
+		--tls) tls=1 ;;
 		-y) args+=(-y) ;;
 		-h | --help) usage && exit 0 ;;
 		*) usage && cap_die "unknown argument: $1" ;;
@@ -776,7 +843,7 @@ main() {
 		hosts=$(recorded_hosts)
 	fi
 	case $cmd in
-	start) do_start "$hosts" ;;
+	start) do_start "$hosts" "$tls" ;;
 	status) do_status "$hosts" ;;
 	stop) do_stop ;;
 	clean) do_clean "${args[@]}" ;;

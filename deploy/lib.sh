@@ -613,6 +613,55 @@ cap_rabbit_agent_user() {
 	rabbitmqctl -q set_topic_permissions -p "$vhost" "$user" capsule "${perms[3]}" "${perms[4]}" >/dev/null
 }
 
+# ---- TLS ----------------------------------------------------------------------
+
+# cap_tls_sans: the subject alternative names of this host's certificate:
+# localhost, its names and every address it has, loopback included.
+cap_tls_sans() {
+	local sans="DNS:localhost,IP:127.0.0.1,IP:::1" n ip
+	for n in $(hostname -s 2>/dev/null) $(hostname -f 2>/dev/null); do
+		[[ $n == localhost || ,$sans, == *",DNS:$n,"* ]] || sans+=",DNS:$n"
+	done
+	for ip in $(hostname -I 2>/dev/null); do
+		[[ ,$sans, == *",IP:$ip,"* ]] || sans+=",IP:$ip"
+	done
+	printf '%s' "$sans"
+}
+
+# cap_tls_pki DIR: a local CA (DIR/ca.pem, ca.key) and a server
+# certificate it signed for cap_tls_sans (DIR/server.pem, server.key), for
+# allinone.sh --tls. Idempotent: the CA is kept; the server certificate is
+# reissued when missing, not the CA's, or its names changed. Keys 0600 in
+# a 0700 directory.
+cap_tls_pki() {
+	local dir=$1 sans
+	sans=$(cap_tls_sans)
+	(
+		umask 077
+		mkdir -p "$dir"
+		chmod 700 "$dir"
+		if [ ! -s "$dir/ca.pem" ] || [ ! -s "$dir/ca.key" ]; then
+			openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+				-subj "/CN=Capsule local CA $(hostname -s 2>/dev/null)" -keyout "$dir/ca.key" -out "$dir/ca.pem" \
+				-addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null ||
+				cap_die "openssl: cannot create the local CA in $dir"
+			rm -f "$dir/server.pem"
+		fi
+		if [ -s "$dir/server.pem" ] && [ -s "$dir/server.key" ] && [ "$(cat "$dir/server.sans" 2>/dev/null)" = "$sans" ] &&
+			openssl verify -CAfile "$dir/ca.pem" "$dir/server.pem" >/dev/null 2>&1; then
+			exit 0
+		fi
+		openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=$(hostname -s 2>/dev/null || echo localhost)" \
+			-keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null || cap_die "openssl: cannot create the server key"
+		openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -days 825 \
+			-out "$dir/server.pem" -extfile <(printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' "$sans") \
+			2>/dev/null || cap_die "openssl: cannot sign the server certificate"
+		printf '%s' "$sans" >"$dir/server.sans"
+		rm -f "$dir/server.csr"
+		chmod 644 "$dir/ca.pem" "$dir/server.pem"
+	)
+}
+
 # ---- PostgreSQL -------------------------------------------------------------
 
 cap_pg_version() { find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -V | tail -n 1; }

@@ -17,8 +17,10 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -91,6 +93,35 @@ func freePort(t *testing.T) int {
 func TestAPIServesTLS(t *testing.T) {
 	dir := t.TempDir()
 	caFile, certFile, keyFile := writeTestPKI(t, dir)
+	checkAPIServesTLS(t, dir, caFile, certFile, keyFile)
+}
+
+// The local CA and certificate deploy/lib.sh makes for allinone.sh --tls
+// (cap_tls_pki) serve the API as TestAPIServesTLS wants, keys 0600.
+func TestAllInOnePKIServesTLS(t *testing.T) {
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Skip("openssl not installed")
+	}
+	dir := t.TempDir()
+	_, file, _, _ := runtime.Caller(0)
+	lib := filepath.Join(filepath.Dir(file), "..", "..", "deploy", "lib.sh")
+	pki := filepath.Join(dir, "tls")
+	if out, err := exec.Command("bash", "-c", `set -e; . "$1"; cap_tls_pki "$2"; cap_tls_pki "$2"`, "sh", lib, pki).CombinedOutput(); err != nil {
+		t.Fatalf("cap_tls_pki: %v\n%s", err, out)
+	}
+	for name, want := range map[string]os.FileMode{"": 0o700, "ca.key": 0o600, "server.key": 0o600} {
+		fi, err := os.Stat(filepath.Join(pki, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != want {
+			t.Errorf("%s/%s: mode %o, want %o", pki, name, fi.Mode().Perm(), want)
+		}
+	}
+	checkAPIServesTLS(t, dir, filepath.Join(pki, "ca.pem"), filepath.Join(pki, "server.pem"), filepath.Join(pki, "server.key"))
+}
+
+func checkAPIServesTLS(t *testing.T, dir, caFile, certFile, keyFile string) {
 	cfg := config.Default()
 	cfg.Database = config.Database{Driver: "sqlite", DSN: filepath.Join(dir, "capsule.db")}
 	cfg.API.PublicHost, cfg.API.Listen = "127.0.0.1", "127.0.0.1"
