@@ -6,7 +6,10 @@
 // queues bound by routing key: "scheduler", "conductor" and "compute.<host>"
 // (one per agent). Messages are persistent and published with confirms;
 // a consumer acks only after its handler returned, i.e. after the work was
-// recorded, so a crash redelivers and handlers must be idempotent.
+// recorded, so a crash redelivers and handlers must be idempotent. Reply
+// queues (exclusive, server-named) are bound to the exchange by their
+// name and replies go through it. Every publish carries the publisher's
+// broker user as user_id (see Message.Sender).
 package bus
 
 import (
