@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"os/exec"
@@ -29,7 +30,8 @@ import (
 // deleted port does not stay plugged: a member's delete of its own
 // server's port is refused (409), and an admin's delete of a hot-plugged
 // NIC takes eth1, the veth, the OVS port and its flows away before the
-// port is gone.
+// port is gone. A changed address of a server's port is on the host
+// (eth0, flows) when the update answers, and the old one free only then.
 func TestTenantNetworkIsolation(t *testing.T) {
 	t.Parallel()
 	c := startCloud(t, withBridge)
@@ -162,5 +164,30 @@ func TestTenantNetworkIsolation(t *testing.T) {
 	}
 	if after := routes(); after != before {
 		t.Errorf("victim's routes after the delete: %q, were %q", after, before)
+	}
+
+	// A changed address is on the host when the update answers (no
+	// reconcile in between): eth0 and the anti-spoofing flows carry the
+	// new address only, and the old one is free again.
+	newIP := "10.83.0.200"
+	fixed := []ports.IP{{IPAddress: newIP}}
+	if _, err := ports.Update(ctx, anc, victim.portID, ports.UpdateOpts{FixedIPs: fixed}).Extract(); err != nil {
+		t.Fatalf("change the victim's address: %v", err)
+	}
+	if addrs, _ := victim.addrsOf("eth0"); !slices.Equal(addrs, []string{newIP + "/24"}) {
+		t.Errorf("victim's eth0 right after the update = %v, want only %s/24", addrs, newIP)
+	}
+	flows, err := o.DumpFlows(ctx, h.bridge, ovs.CookieMatch(vif.Cookie(victim.portID)))
+	if text := fmt.Sprint(flows); err != nil || !strings.Contains(text, newIP) || strings.Contains(text, victim.ip+",") || strings.Contains(text, victim.ip+" ") {
+		t.Errorf("victim's flows right after the update (%v): %s", err, text)
+	}
+	if r := routes(); !strings.Contains(r, "default via 10.83.0.1 dev eth0") {
+		t.Errorf("victim's routes after the address change = %q, want its default route kept", r)
+	}
+	taken, err := ports.Create(ctx, anc, ports.CreateOpts{NetworkID: netV, FixedIPs: []ports.IP{{IPAddress: victim.ip}}}).Extract()
+	if err != nil {
+		t.Errorf("the victim's old address is not free after the update: %v", err)
+	} else {
+		_ = ports.Delete(ctx, anc, taken.ID).ExtractErr()
 	}
 }
