@@ -58,7 +58,7 @@ func newFuzzCloud(tb testing.TB) *fuzzCloud {
 	tb.Cleanup(func() { b.Close() })
 	v := stubValidator{
 		"demo":  {UserID: "u-demo", ProjectID: "p-demo", Roles: []string{"member", "reader"}},
-		"admin": {UserID: "u-admin", ProjectID: "p-admin", Roles: []string{"admin", "member"}},
+		"admin": {UserID: "u-admin", ProjectID: "p-admin", Roles: []string{"admin", "member"}, IsAdminProject: true},
 	}
 	svc := New(st, b, Options{PublicHost: "127.0.0.1", ComputePort: 8774, Validator: v, CallTimeout: 100 * time.Millisecond,
 		DefaultQuota: Quota{Instances: 1000, Cores: 1000, RAM: 1 << 30}})
@@ -349,5 +349,18 @@ func TestAddTagLocationEscapesTheTag(t *testing.T) {
 	fuzzhttp.Check(t, rec, "add tag")
 	if loc := rec.Header().Get("Location"); rec.Code != http.StatusCreated || !strings.HasSuffix(loc, "/tags/%00%1B") {
 		t.Fatalf("add tag: %d, Location %q", rec.Code, loc)
+	}
+}
+
+// A migration id beyond int64 was a 500 (SQLite refuses uint64 values
+// with the high bit set); found by the HTTP fuzzer.
+func TestServerMigrationIDOutOfRange(t *testing.T) {
+	c := newFuzzCloud(t)
+	for _, mid := range []string{"9223372036854775808", "18446744073709551615", "-1", "0", "9223372036854775807"} {
+		rec := fuzzhttp.Do(c.h, "GET", "/v2.1/servers/"+c.server+"/migrations/"+mid, "admin", nil, "X-OpenStack-Nova-API-Version", "latest")
+		fuzzhttp.Check(t, rec, "show migration "+mid)
+		if rec.Code != http.StatusNotFound {
+			t.Errorf("migration %s: %d %s, want 404", mid, rec.Code, rec.Body)
+		}
 	}
 }

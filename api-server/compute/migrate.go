@@ -327,8 +327,10 @@ func (s *Service) showServerMigration(w http.ResponseWriter, r *http.Request) {
 	}
 	mid := r.PathValue("mid")
 	notFound := fmt.Sprintf("In-progress migration %s is not found for server %s.", mid, inst.ID)
-	n, err := strconv.ParseUint(mid, 10, 64)
-	if err != nil {
+	// An id the database's integers cannot hold (2^63 and up) is as
+	// unknown as any other: SQLite refuses a uint64 with the high bit set.
+	n, err := strconv.ParseInt(mid, 10, 64)
+	if err != nil || n <= 0 {
 		writeFault(w, errdefs.NotFound(notFound))
 		return
 	}

@@ -50,7 +50,7 @@ type fuzzImages struct {
 func newFuzzImages(tb testing.TB) *fuzzImages {
 	tb.Helper()
 	callers := fuzzCallers{
-		"admin": {UserID: "u-admin", ProjectID: "p-admin", Roles: []string{"admin", "member"}},
+		"admin": {UserID: "u-admin", ProjectID: "p-admin", Roles: []string{"admin", "member"}, IsAdminProject: true},
 		"alice": {UserID: "u-alice", ProjectID: "p1", Roles: []string{"member"}},
 	}
 	s := New(storetest.SQLite(tb), Options{Validator: callers, Data: discardData{}})

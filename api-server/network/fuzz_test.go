@@ -39,7 +39,7 @@ type fuzzNet struct {
 func newFuzzNet(tb testing.TB) *fuzzNet {
 	tb.Helper()
 	callers := fuzzCallers{
-		"admin": {UserID: "u-admin", ProjectID: "p-admin", Roles: []string{"admin", "member"}},
+		"admin": {UserID: "u-admin", ProjectID: "p-admin", Roles: []string{"admin", "member"}, IsAdminProject: true},
 		"alice": {UserID: "u-alice", ProjectID: "p1", Roles: []string{"member"}},
 	}
 	svc := New(callers, WithStore(storetest.SQLite(tb)), WithConfig(config.Network{TenantPhysicalNetwork: "physnet1",
