@@ -44,6 +44,10 @@ type Request struct {
 	UserID    string
 	ProjectID string
 	Now       time.Time
+	// Guard, when set, runs first in the transaction that records the
+	// request (a growing resize's or a shrinking resize's revert's quota
+	// check); its error is returned as it is and nothing is recorded.
+	Guard store.Guard
 }
 
 // BeginRequest starts a cold migration of Instance (as the caller loaded
@@ -57,10 +61,6 @@ type BeginRequest struct {
 	NewFlavor *store.Flavor // nil: a migration
 	Host      string        // requested target host, "" = the scheduler's choice
 	Action    string        // the instance action to record: "migrate" or "resize"
-	// Guard, when set, runs first in the transaction that records the
-	// migration and swaps the flavor (a resize's quota check); its error
-	// is returned as it is and nothing is recorded.
-	Guard store.Guard
 }
 
 // Begin records the migration (Step StepScheduling, status pre-migrating),
@@ -90,7 +90,9 @@ func Confirm(ctx context.Context, st *store.Store, inst *store.Instance, req Req
 
 // Revert starts reverting inst's pending cold migration (task
 // resize_reverting, step revert_target): the engine removes the target
-// container, restarts the source, and gives the old flavor back.
+// container, restarts the source, and gives the old flavor back. The
+// caller's req.Guard (the quota check of a revert that grows the server)
+// runs first in the same transaction.
 func Revert(ctx context.Context, st *store.Store, inst *store.Instance, req Request) (*store.Migration, error) {
 	return revert(ctx, st, inst, req)
 }

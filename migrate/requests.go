@@ -164,6 +164,11 @@ func settle(ctx context.Context, st *store.Store, inst *store.Instance, req Requ
 	}
 	at := now(req)
 	err = st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if req.Guard != nil {
+			if err := req.Guard(tx); err != nil {
+				return err
+			}
+		}
 		c := change(m, newTask)
 		c.At = at
 		ok, err := instance.Apply(tx, inst.ID, instance.In(vm, task), c)

@@ -218,7 +218,11 @@ func (s *Service) finishCold(w http.ResponseWriter, r *http.Request, inst *store
 		stateConflict(w, inst, apiName)
 		return true
 	}
-	m, err := finish(ctx, s.st, inst, s.migrateRequest(w, r))
+	req := s.migrateRequest(w, r)
+	if !confirm {
+		req.Guard = s.revertQuota(inst)
+	}
+	m, err := finish(ctx, s.st, inst, req)
 	if s.migrateFailed(w, inst, apiName, err) {
 		return true
 	}

@@ -211,24 +211,40 @@ func (s *Service) deliver(ctx context.Context, out *outbox.Batch) {
 
 // resizeQuota is the guard of a resize to f, run first in the
 // transaction that swaps the flavor: it checks the growth the new flavor
-// asks for (a shrink always fits) against the quota of the server's
-// project, and of its owner where the owner has limits of their own, as
-// Nova's upsize check, under the project's compute quota lock, so two
-// concurrent resizes (or a resize and a create) cannot both take the last
-// cores or RAM.
+// asks for (a shrink always fits) as Nova's upsize check (growQuota).
 func (s *Service) resizeQuota(inst *store.Instance, f *store.Flavor) store.Guard {
+	return s.growQuota(inst, "resize", store.QuotaUsage{Cores: f.VCPUs - inst.VCPUs, RAM: f.MemoryMB - inst.MemoryMB})
+}
+
+// revertQuota is the guard of a revert of inst's resize: the old flavor
+// comes back, so reverting a shrink grows the server, which Nova checks
+// against the quota as an upsize (its revert_resize); a plain migration
+// (no old flavor) changes nothing.
+func (s *Service) revertQuota(inst *store.Instance) store.Guard {
+	if inst.OldFlavorID == "" {
+		return nil
+	}
+	return s.growQuota(inst, "revertResize", store.QuotaUsage{Cores: inst.OldVCPUs - inst.VCPUs, RAM: inst.OldMemoryMB - inst.MemoryMB})
+}
+
+// growQuota checks grow (cores and RAM a server of inst's takes on top
+// of what it holds; nothing to check when it does not grow) against the
+// quota of the server's project, and of its owner where the owner has
+// limits of their own, under the project's compute quota lock, so two
+// concurrent growths (or a growth and a create) cannot both take the last
+// cores or RAM. It runs first in the transaction that records the change.
+func (s *Service) growQuota(inst *store.Instance, apiName string, grow store.QuotaUsage) store.Guard {
 	return func(tx *gorm.DB) error {
-		grow := store.QuotaUsage{Cores: f.VCPUs - inst.VCPUs, RAM: f.MemoryMB - inst.MemoryMB}
 		if grow.Cores <= 0 && grow.RAM <= 0 {
 			return nil
 		}
 		if err := store.LockQuota(tx, store.ComputeQuota, inst.ProjectID); err != nil {
-			s.log.Error("quota lock of a resize", "instance", inst.ID, "error", err)
+			s.log.Error("quota lock of a "+apiName, "instance", inst.ID, "error", err)
 			return quotaUnchecked(err)
 		}
 		qc, err := s.loadQuotaCheck(tx, inst.ProjectID, inst.UserID)
 		if err != nil {
-			s.log.Error("quota check of a resize", "instance", inst.ID, "error", err)
+			s.log.Error("quota check of a "+apiName, "instance", inst.ID, "error", err)
 			return quotaUnchecked(err)
 		}
 		return qc.over(grow)
@@ -280,10 +296,11 @@ func (s *Service) confirmResize(w http.ResponseWriter, r *http.Request, inst *st
 }
 
 // revertResize gives the server its old flavor back (a cold migration's
-// revert is package migrate's: finishCold). For a live resize the claim
-// returns to the old size at once (it always fits: the server held it
-// before), the agent applies the old limits, and the conductor restores
-// the flavor copy when it reports.
+// revert is package migrate's: finishCold). A revert that grows the
+// server (the resize had shrunk it) must fit the quota (revertQuota). For
+// a live resize the claim returns to the old size at once (it always
+// fits: the server held it before), the agent applies the old limits, and
+// the conductor restores the flavor copy when it reports.
 func (s *Service) revertResize(w http.ResponseWriter, r *http.Request, inst *store.Instance) {
 	if s.finishCold(w, r, inst, false) {
 		return
@@ -304,7 +321,13 @@ func (s *Service) revertResize(w http.ResponseWriter, r *http.Request, inst *sto
 	now := s.opts.Now()
 	old := store.Resources{VCPUs: inst.OldVCPUs, MemoryMB: inst.OldMemoryMB, DiskGB: inst.OldRootGB}
 	var out outbox.Batch
+	guard := s.revertQuota(inst)
 	err = s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if guard != nil {
+			if err := guard(tx); err != nil {
+				return err
+			}
+		}
 		if err := instance.ResizeClaim(tx, inst.ID, inst.Host, old); err != nil {
 			return err
 		}
@@ -327,6 +350,9 @@ func (s *Service) revertResize(w http.ResponseWriter, r *http.Request, inst *sto
 		return s.cast(tx, &out, inst.Host, inst.ID, protocol.KindRevertResize, body)
 	})
 	switch {
+	case errdefs.IsQuotaExceeded(err):
+		s.fail(w, r, err)
+		return
 	case errors.Is(err, errStateChanged):
 		writeFault(w, errdefs.Conflictf("Cannot 'revertResize' instance %s: its state changed meanwhile", inst.ID))
 		return
