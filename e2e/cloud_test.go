@@ -66,6 +66,13 @@ type cloud struct {
 	registry    string   // the registry section of every config ("" = the default, the test registry)
 	baseImage   string   // the base image's registry reference (the servers' image, the sandboxes')
 	procEnv     []string // extra environment of the capsuled processes (KEY=value)
+	replicas    int      // >0: each control-plane role in this many processes of its own
+	agentExtra  string   // YAML appended to every agent: section
+	queueType   string   // bus.queue_type of every process ("" = the default)
+
+	// apis are the API processes' identity ports, in order (the one of
+	// c.identity first).
+	apis []int
 
 	hosts []*computeHost // the compute hosts, in order
 	procs []*proc        // the capsuled processes, control plane first
@@ -233,13 +240,16 @@ func startCloud(t *testing.T, opts ...cloudOption) *cloud {
 	c.makeBridges(t)
 
 	c.configPath = filepath.Join(c.dir, "capsule.yaml")
-	cfg := fmt.Sprintf(`region: RegionOne
+	// render is the control plane's config with the API on the given
+	// identity, compute, image, network and portal ports.
+	render := func(identity, compute, image, network, portal int) string {
+		cfg := fmt.Sprintf(`region: RegionOne
 database:
   driver: %s
   dsn: %q
 bus:
   url: %s
-api:
+%sapi:
   public_host: 127.0.0.1
   listen: 127.0.0.1
   identity_port: %d
@@ -249,12 +259,14 @@ api:
   portal_port: %d
 scheduler:
   service_down_time: 30s
-`, c.dbDriver, c.dbDSN, c.amqp, c.identity, c.compute, c.image, c.network, freePort(t))
-	if !c.twoHosts && !c.ownAgent {
-		cfg += c.agentSection(c.hosts[0])
+`, c.dbDriver, c.dbDSN, c.amqp, c.queueTypeLine(), identity, compute, image, network, portal)
+		if !c.twoHosts && !c.ownAgent {
+			cfg += c.agentSection(c.hosts[0])
+		}
+		return cfg + c.registry + c.extraConfig
 	}
-	cfg += c.registry + c.extraConfig
-	if err := os.WriteFile(c.configPath, []byte(cfg), 0o600); err != nil {
+	c.apis = []int{c.identity}
+	if err := os.WriteFile(c.configPath, []byte(render(c.identity, c.compute, c.image, c.network, freePort(t))), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	out, err := exec.Command(c.bin, "-config", c.configPath, "bootstrap", "-admin-password", c.adminPass,
@@ -263,12 +275,16 @@ scheduler:
 		t.Fatalf("bootstrap: %v\n%s", err, out)
 	}
 	if c.twoHosts || c.ownAgent {
-		c.procs = append(c.procs, c.newProc("control", "api,scheduler,conductor", c.configPath))
+		if c.replicas > 0 {
+			c.procs = append(c.procs, c.controlReplicas(t, render)...)
+		} else {
+			c.procs = append(c.procs, c.newProc("control", "api,scheduler,conductor", c.configPath))
+		}
 		for _, h := range c.hosts {
 			// An agent's config has no database section: agents hold no
 			// database credentials, they talk to the conductor.
 			p := filepath.Join(c.dir, "agent-"+h.name+".yaml")
-			acfg := fmt.Sprintf("region: RegionOne\nbus:\n  url: %s\n", c.amqp) + c.agentSection(h) + c.registry
+			acfg := fmt.Sprintf("region: RegionOne\nbus:\n  url: %s\n%s", c.amqp, c.queueTypeLine()) + c.agentSection(h) + c.registry
 			if err := os.WriteFile(p, []byte(acfg), 0o600); err != nil {
 				t.Fatal(err)
 			}
@@ -313,7 +329,43 @@ func (c *cloud) agentSection(h *computeHost) string {
   stop_timeout: 5s
   bridge_mappings: %s
   sandbox_image: %s
-`, h.name, h.dockerHost, driver, mappings, c.baseImage)
+`, h.name, h.dockerHost, driver, mappings, c.baseImage) + c.agentExtra
+}
+
+// queueTypeLine is the bus: section's queue_type line ("" for the
+// default).
+func (c *cloud) queueTypeLine() string {
+	if c.queueType == "" {
+		return ""
+	}
+	return "  queue_type: " + c.queueType + "\n"
+}
+
+// controlReplicas are the processes of a scaled-out control plane:
+// c.replicas processes of each role (api-N, scheduler-N, conductor-N),
+// API replica N>1 on ports of its own with a config of its own.
+func (c *cloud) controlReplicas(t *testing.T, render func(identity, compute, image, network, portal int) string) []*proc {
+	t.Helper()
+	var procs []*proc
+	for i := 1; i <= c.replicas; i++ {
+		config := c.configPath
+		if i > 1 {
+			identity := freePort(t)
+			config = filepath.Join(c.dir, fmt.Sprintf("capsule-api-%d.yaml", i))
+			cfg := render(identity, freePort(t), freePort(t), freePort(t), freePort(t))
+			if err := os.WriteFile(config, []byte(cfg), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c.apis = append(c.apis, identity)
+		}
+		procs = append(procs, c.newProc(fmt.Sprintf("api-%d", i), "api", config))
+	}
+	for _, role := range []string{"scheduler", "conductor"} {
+		for i := 1; i <= c.replicas; i++ {
+			procs = append(procs, c.newProc(fmt.Sprintf("%s-%d", role, i), role, c.configPath))
+		}
+	}
+	return procs
 }
 
 // makeBridges creates the hosts' OVS bridges (as the agents' EnsureBridges
