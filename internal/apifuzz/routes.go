@@ -417,6 +417,24 @@ func routes() []route {
 		delete(p, "network_id")
 		return obj("port", p)
 	}})
+	// A server's own port changed in place: the Networking API has the
+	// server's host re-plug the NIC before it answers (PortUpdater). The
+	// port is the seeded re-plug server's (the pool "serverport"), so
+	// these writes only touch what the fuzzer made.
+	nw(route{method: "PUT", path: "/v2.0/ports/{serverport}", body: func(e *env) any {
+		p := map[string]any{}
+		switch e.rng.IntN(4) {
+		case 0:
+			p["fixed_ips"] = []any{map[string]any{"subnet_id": e.id("subnet"), "ip_address": "10.77.0." + fmt.Sprint(2+e.rng.IntN(200))}}
+		case 1:
+			p["fixed_ips"] = []any{map[string]any{"subnet_id": e.id("subnet")}}
+		case 2:
+			p["mac_address"] = fmt.Sprintf("fa:16:3e:%02x:%02x:%02x", e.rng.IntN(256), e.rng.IntN(256), e.rng.IntN(256))
+		default:
+			p["port_security_enabled"] = e.rng.IntN(2) == 0
+		}
+		return obj("port", p)
+	}})
 	nw(route{method: "DELETE", path: "/v2.0/ports/{port}", destructive: true})
 	nw(route{method: "GET", path: "/v2.0/security-groups"})
 	nw(route{method: "GET", path: "/v2.0/security-groups/{secgroup}"})
@@ -431,6 +449,7 @@ func routes() []route {
 	nw(route{method: "GET", path: "/v2.0/quotas/{project}"})
 	nw(route{method: "GET", path: "/v2.0/quotas/{project}/default"})
 	nw(route{method: "GET", path: "/v2.0/quotas/{project}/details"})
+	nw(route{method: "GET", path: "/v2.0/quotas/{project}/details.json"})
 	nw(route{method: "PUT", path: "/v2.0/quotas/{project}", asAdmin: true, destructive: true, body: func(e *env) any {
 		return obj("quota", map[string]any{"network": 100, "subnet": 100, "port": 500})
 	}})

@@ -105,9 +105,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
 	}
-	f := &fuzzer{cfg: cfg, routes: routes(), pools: newPools(),
-		client: &http.Client{Timeout: cfg.Timeout, Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Concurrency * 2}},
-		report: &Report{ByStatus: map[int]int{}}, findings: map[string]*Finding{}}
+	f := newFuzzer(cfg)
 	defer f.client.CloseIdleConnections()
 	if err := f.login(ctx); err != nil {
 		return nil, err
@@ -149,6 +147,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	return f.report, ctx.Err()
 }
 
+func newFuzzer(cfg Config) *fuzzer {
+	return &fuzzer{cfg: cfg, routes: routes(), pools: newPools(),
+		client: &http.Client{Timeout: cfg.Timeout, Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Concurrency * 2}},
+		report: &Report{ByStatus: map[int]int{}}, findings: map[string]*Finding{}}
+}
+
 func sortedKeys[V any](m map[string]V) []string {
 	ks := make([]string, 0, len(m))
 	for k := range m {
@@ -166,6 +170,9 @@ type fuzzer struct {
 	endpoints map[string]string // service type → URL (identity: the v3 URL)
 	admin     principal
 	demo      principal
+	// replugServer is the seeded server whose port the "serverport"
+	// routes update.
+	replugServer string
 
 	mu       sync.Mutex
 	report   *Report
@@ -315,6 +322,26 @@ func (f *fuzzer) seed(ctx context.Context) error {
 		return err
 	}
 	p.addKnown("server", sub(m, "server"))
+	// The re-plug server: its port (only ever updated, by the route of
+	// pool "serverport") is one the fuzzer made, so a changed address or
+	// MAC is applied on its host while the API answers.
+	if m, err = call("network", "POST", "/v2.0/ports", f.demo.token, obj("port", map[string]any{"network_id": netID, "name": "fuzz-replug-port"})); err != nil {
+		return err
+	}
+	replugPort := sub(m, "port")
+	if m, err = call("compute", "POST", "/servers", f.demo.token, obj("server", map[string]any{"name": "fuzz-replug-vm",
+		"imageRef": p.any("image", nil), "flavorRef": "1", "networks": []any{obj("port", replugPort)}})); err != nil {
+		return err
+	}
+	p.addKnown("serverport", replugPort)
+	f.replugServer = sub(m, "server")
+	// Until it is ACTIVE an update of its port is only refused (409,
+	// the server is busy): give it a while, then fuzz anyway.
+	for wait := time.Now().Add(time.Minute); time.Now().Before(wait) && ctx.Err() == nil; time.Sleep(200 * time.Millisecond) {
+		if m, err = call("compute", "GET", "/servers/"+f.replugServer, f.demo.token, nil); err == nil && asMap(m["server"])["status"] != "BUILD" {
+			break
+		}
+	}
 	p.addKnown("tag", "t1", "a")
 	p.addKnown("metakey", "k")
 	p.addKnown("speckey", extraSpecKeys...)
