@@ -48,6 +48,11 @@ type Agent struct {
 	locks    *instanceLocks
 	deleted  *tombstones
 	inflight *inflight
+	// migDone remembers the migration steps this host carried out and
+	// reported done, so a duplicate of their work is answered with that
+	// report instead of run again: several conductors may each send a
+	// step's work.
+	migDone *doneSteps
 
 	plumber Plumber // nil: no networking on this host
 	nics    *nicCache
@@ -130,6 +135,7 @@ func New(cfg config.Agent, drv drivers.Driver, b bus.Bus, log *slog.Logger, opts
 		now:               time.Now,
 		locks:             newInstanceLocks(),
 		deleted:           newTombstones(tombstoneTTL),
+		migDone:           newDoneSteps(tombstoneTTL),
 		inflight:          newInflight(),
 		nics:              newNICCache(),
 		kick:              make(chan struct{}, 1),

@@ -93,6 +93,18 @@ func (a *Agent) handleMigration(ctx context.Context, kind string, w protocol.Mig
 		RequestID: w.RequestID, MigrationID: w.MigrationID, InstanceID: id, Host: a.cfg.Host,
 		Kind: kind, Step: w.Step, Event: migrationEvent(kind, w.Step), Started: a.now().UTC(),
 	}
+	// Work this host already carried out, and reported done, for this
+	// step is a duplicate (conductors side by side each send work nothing
+	// is in flight for, a starting one sends it again): it is answered
+	// with that report again, not run again. The conductor's check alone
+	// would let it run while that report still waits in the conductor
+	// queue; the report sent again is a duplicate the conductor drops,
+	// or the one it lost.
+	key := migrationStepKey(kind, w)
+	if done, ok := a.migDone.get(key, a.now()); ok {
+		log.Info("migration step already carried out on this host; its report sent again")
+		return a.publish(ctx, protocol.KindMigrationReport, done)
+	}
 	proceed, reason, err := a.migrationCheck(ctx, w)
 	if err != nil {
 		log.Warn("could not ask the conductor whether the migration step is still on; retrying later", "err", err)
@@ -128,7 +140,55 @@ func (a *Agent) handleMigration(ctx context.Context, kind string, w protocol.Mig
 		log.Info("migration step done", "power_state", power, "bytes", rep.Bytes, "digest", rep.Digest)
 	}
 	rep.Finished = a.now().UTC()
-	return a.publish(ctx, protocol.KindMigrationReport, rep)
+	if err := a.publish(ctx, protocol.KindMigrationReport, rep); err != nil {
+		return err // redelivered: carried out again, reported then
+	}
+	if rep.OK {
+		// A failed step is the conductor's to roll back: its check
+		// answers a duplicate of that.
+		a.migDone.add(key, rep, a.now())
+	}
+	return nil
+}
+
+// migrationStepKey names one step's work of one migration on this host.
+func migrationStepKey(kind string, w protocol.MigrationWork) string {
+	return fmt.Sprintf("%d/%s/%s/%s", w.MigrationID, w.InstanceID, w.Step, kind)
+}
+
+// doneSteps are the reports of migration steps done on this host, kept
+// for ttl (far longer than a step's deadline).
+type doneSteps struct {
+	ttl time.Duration
+	mu  sync.Mutex
+	m   map[string]doneStep
+}
+
+type doneStep struct {
+	rep protocol.MigrationReport
+	at  time.Time
+}
+
+func newDoneSteps(ttl time.Duration) *doneSteps {
+	return &doneSteps{ttl: ttl, m: map[string]doneStep{}}
+}
+
+func (d *doneSteps) add(key string, rep protocol.MigrationReport, now time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for k, s := range d.m {
+		if now.Sub(s.at) > d.ttl {
+			delete(d.m, k)
+		}
+	}
+	d.m[key] = doneStep{rep: rep, at: now}
+}
+
+func (d *doneSteps) get(key string, now time.Time) (protocol.MigrationReport, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s, ok := d.m[key]
+	return s.rep, ok && now.Sub(s.at) <= d.ttl
 }
 
 // migrationCheck tells whether the conductor still waits for w's step

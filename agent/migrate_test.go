@@ -702,3 +702,30 @@ func TestMigrationProgressIsThrottled(t *testing.T) {
 		t.Errorf("latest %d", p.latest())
 	}
 }
+
+// TestMigrationDuplicateWorkNotRunAgain: the same step's work sent twice
+// (two conductors each sent it; the conductor stand-in's check still says
+// proceed, as it does while the first report waits in its queue) runs
+// once: the duplicate is answered with the first report again, and the
+// source is not stopped, committed or pushed a second time.
+func TestMigrationDuplicateWorkNotRunAgain(t *testing.T) {
+	e := newMigEnv(t)
+	const id = "i-dup"
+	e.buildSource(id)
+	e.send(srcHost, protocol.KindMigrationExport, work(id, "exporting"))
+	first := e.waitMig(1)
+	wantReport(t, first, protocol.KindMigrationExport, "exporting", srcHost, EventResize, true)
+	snapshots := len(e.src.drv.callsOf("snapshot"))
+
+	e.send(srcHost, protocol.KindMigrationExport, work(id, "exporting"))
+	again := e.waitMig(2)
+	if again.OK != first.OK || again.Digest != first.Digest || again.Skipped || !again.Started.Equal(first.Started) {
+		t.Errorf("duplicate answered %+v, want the first report %+v again", again, first)
+	}
+	if n := len(e.src.drv.callsOf("snapshot")); n != snapshots {
+		t.Errorf("the duplicate committed the source again (%d snapshots, had %d)", n, snapshots)
+	}
+	if n := len(e.cond.checksMade()); n != 1 {
+		t.Errorf("%d checks, want 1 (the duplicate needs none)", n)
+	}
+}

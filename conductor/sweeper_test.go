@@ -123,3 +123,36 @@ func TestSweeperEndsTasksWhoseWorkerDied(t *testing.T) {
 		}
 	})
 }
+
+// TestSweepersSideBySideEndATaskOnce: two conductors (replicas of the
+// role, no leader) read the same stuck reboot; the first ends it, the
+// second ends it again from the row it read before, as a redelivered
+// failure report would: the report handling is idempotent (the state
+// transitions are conditional, the event is keyed by request), so the
+// task has one failure event and its state once, with no lock.
+func TestSweepersSideBySideEndATaskOnce(t *testing.T) {
+	forEachDB(t, func(t *testing.T, st *store.Store) {
+		cfg := config.Conductor{TaskTimeout: 5 * time.Minute}
+		first, second := New(st, bus.NewMem(), cfg, 3, quietLog()), New(st, bus.NewMem(), cfg, 3, quietLog())
+		first.now = func() time.Time { return testNow }
+		second.now = first.now
+		addHost(t, st, "h1")
+		inst := addInstance(t, st, onHost("h1"), state(lifecycle.Active, lifecycle.Rebooting), power(lifecycle.Running),
+			updatedAt(testNow.Add(-6*time.Minute)))
+		addAction(t, st, inst.ID, "reboot", "req-1")
+		read := loadInst(t, st, inst.ID) // what both sweeps found
+
+		for _, c := range []*Conductor{first, second} {
+			stale := read
+			if err := c.expireTask(context.Background(), &stale, 5*time.Minute); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := loadInst(t, st, inst.ID); got.VMState != lifecycle.Active || got.TaskState != lifecycle.NoTask {
+			t.Errorf("swept reboot: now %s/%q, want active with no task", got.VMState, got.TaskState)
+		}
+		if evs := eventsOf(t, st, inst.ID, "req-1"); len(evs) != 1 {
+			t.Errorf("swept by two conductors: %d events %+v, want one", len(evs), evs)
+		}
+	})
+}
