@@ -222,3 +222,46 @@ func TestPasswordChangeFailuresLockOut(t *testing.T) {
 		t.Fatalf("login after failed password changes: %d, want 401 (locked)", got)
 	}
 }
+
+// A project-scoped token says whether its project is the admin project
+// (Keystone's token.is_admin_project), on issue (POST) and on validation
+// (GET); an unscoped token has no project and no such field.
+func TestTokenIsAdminProject(t *testing.T) {
+	e := newEnv(t)
+	if err := identity.Grant(context.Background(), e.st, "alice", "demo", "admin"); err != nil {
+		t.Fatal(err)
+	}
+	isAdminProject := func(body any, service string) (any, bool) {
+		t.Helper()
+		r := e.do("POST", "/v3/auth/tokens", "", body)
+		e.want(r, http.StatusCreated)
+		posted, hasPosted := obj(r.body["token"])["is_admin_project"]
+		g := e.do("GET", "/v3/auth/tokens", e.admin, nil, "X-Subject-Token", r.header.Get("X-Subject-Token"))
+		e.want(g, http.StatusOK)
+		got, has := obj(g.body["token"])["is_admin_project"]
+		if got != posted || has != hasPosted {
+			t.Errorf("%s: is_admin_project %v (present %v) on issue, %v (present %v) on validation", service, posted, hasPosted, got, has)
+		}
+		return got, has
+	}
+	for _, c := range []struct {
+		name string
+		body any
+		want any
+	}{
+		{"admin on the admin project", passwordAuth("admin", "s3cret", projectScope("admin")), true},
+		{"admin role on demo", passwordAuth("alice", "alicepw", projectScope("demo")), false},
+	} {
+		if got, has := isAdminProject(c.body, c.name); !has || got != c.want {
+			t.Errorf("%s: is_admin_project %v (present %v), want %v", c.name, got, has, c.want)
+		}
+	}
+	if got, has := isAdminProject(passwordAuth("alice", "alicepw", nil), "unscoped"); has {
+		t.Errorf("unscoped token: is_admin_project %v, want none", got)
+	}
+	// "*": every project is the admin project.
+	e.withService(identity.Options{AdminProject: "*"})
+	if got, has := isAdminProject(passwordAuth("alice", "alicepw", projectScope("demo")), "admin_project *"); !has || got != true {
+		t.Errorf("admin_project *: is_admin_project %v (present %v), want true", got, has)
+	}
+}

@@ -205,7 +205,7 @@ func testTokenIssueAndValidate(t *testing.T, e *env) {
 		t.Fatalf("content type %q", ct)
 	}
 	tb := obj(r.body["token"])
-	wantKeys := []string{"audit_ids", "catalog", "expires_at", "is_domain", "issued_at", "methods", "project", "roles", "user"}
+	wantKeys := []string{"audit_ids", "catalog", "expires_at", "is_admin_project", "is_domain", "issued_at", "methods", "project", "roles", "user"}
 	if got := keys(tb); !reflect.DeepEqual(got, wantKeys) {
 		t.Fatalf("token keys %v, want %v", got, wantKeys)
 	}

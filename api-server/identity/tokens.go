@@ -452,15 +452,19 @@ func (s *Service) resolveScope(ctx context.Context, raw json.RawMessage, user *s
 // Token response body. Field order and presence follow Keystone: an
 // unscoped token has no project, roles or catalog.
 type tokenView struct {
-	Methods   []string        `json:"methods"`
-	AuditIDs  []string        `json:"audit_ids"`
-	ExpiresAt string          `json:"expires_at"`
-	IssuedAt  string          `json:"issued_at"`
-	User      tokenUser       `json:"user"`
-	Project   *tokenProject   `json:"project,omitempty"`
-	IsDomain  *bool           `json:"is_domain,omitempty"`
-	Roles     []idName        `json:"roles,omitempty"`
-	Catalog   *[]catalogEntry `json:"catalog,omitempty"`
+	Methods   []string      `json:"methods"`
+	AuditIDs  []string      `json:"audit_ids"`
+	ExpiresAt string        `json:"expires_at"`
+	IssuedAt  string        `json:"issued_at"`
+	User      tokenUser     `json:"user"`
+	Project   *tokenProject `json:"project,omitempty"`
+	IsDomain  *bool         `json:"is_domain,omitempty"`
+	// IsAdminProject is Keystone's is_admin_project of a project-scoped
+	// token: whether the project is the admin project (Options.
+	// AdminProject), which services' is_admin_project:True rules read.
+	IsAdminProject *bool           `json:"is_admin_project,omitempty"`
+	Roles          []idName        `json:"roles,omitempty"`
+	Catalog        *[]catalogEntry `json:"catalog,omitempty"`
 }
 
 type idName struct {
@@ -495,6 +499,8 @@ func (s *Service) tokenBody(r *http.Request, ti *tokenInfo, withCatalog bool) ma
 		isDomain := false
 		v.Project = &tokenProject{ID: ti.project.ID, Name: ti.project.Name, Domain: defaultDomain}
 		v.IsDomain = &isDomain
+		admin := ti.credentials(s.opts.AdminProject).IsAdminProject
+		v.IsAdminProject = &admin
 		v.Roles = []idName{}
 		for _, role := range ti.roles {
 			v.Roles = append(v.Roles, idName{ID: role.ID, Name: role.Name})
