@@ -269,8 +269,11 @@ scheduler:
 	if err := os.WriteFile(c.configPath, []byte(render(c.identity, c.compute, c.image, c.network, freePort(t))), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(c.bin, "-config", c.configPath, "bootstrap", "-admin-password", c.adminPass,
-		"-demo-password", c.demoPass, "-image", "busybox="+img).CombinedOutput()
+	// The passwords go in the environment, as deploy's bootstrap passes
+	// them (a command line is visible to every user of the host in ps).
+	boot := exec.Command(c.bin, "-config", c.configPath, "bootstrap", "-image", "busybox="+img)
+	boot.Env = append(os.Environ(), "CAPSULE_ADMIN_PASSWORD="+c.adminPass, "CAPSULE_DEMO_PASSWORD="+c.demoPass)
+	out, err := boot.CombinedOutput()
 	if err != nil {
 		t.Fatalf("bootstrap: %v\n%s", err, out)
 	}
