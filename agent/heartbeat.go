@@ -39,6 +39,7 @@ func (a *Agent) HostReport(ctx context.Context) (protocol.HostReport, error) {
 		DiskGB:            info.DiskGB,
 		CPUModel:          info.CPUModel,
 		Arch:              info.Arch,
+		RootDisk:          info.RootDisk,
 		// Like Nova's running_vms: every server on the host, whatever its
 		// power state (a stopped one still holds its allocation).
 		RunningVMs:          len(list),

@@ -25,6 +25,11 @@ set -euo pipefail
 # The all-in-one's registry requires a login (htpasswd, bcrypt); agents and
 # the API get it from their config. CAPSULE_REGISTRY_AUTH=0 opens it.
 export CAPSULE_REGISTRY_AUTH=${CAPSULE_REGISTRY_AUTH:-1}
+# Capsule's dockerds get an XFS data root with project quotas so a flavor's
+# disk caps each server's root disk (cap_xfs_dataroot in lib.sh; a sparse
+# file of CAPSULE_DATAROOT_GB GiB, default 20). CAPSULE_DATAROOT_XFS=0 keeps
+# the data root where it is (root disks then not enforced).
+export CAPSULE_DATAROOT_XFS=${CAPSULE_DATAROOT_XFS:-1}
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 

@@ -36,7 +36,7 @@ export PATH=/usr/local/go/bin:$PATH:/usr/local/sbin:/usr/sbin:/sbin
 # chromium runs the portal's browser tests (e2e/portal_test.go).
 CAPSULE_PACKAGES=(docker.io openvswitch-switch rabbitmq-server docker-registry postgresql
 	busybox-static python3-openstackclient apache2-utils curl ca-certificates iproute2 procps
-	cgroupfs-mount apparmor ethtool chromium lxcfs)
+	cgroupfs-mount apparmor ethtool chromium lxcfs xfsprogs)
 
 # ---- messages ---------------------------------------------------------------
 
@@ -300,6 +300,56 @@ cap_dockerd_args() {
 		--containerd-namespace "$ns" --containerd-plugins-namespace "$ns-plugins" $extra
 }
 
+# cap_xfs_dataroot DIR IMG GB: DIR becomes an XFS filesystem mounted with
+# project quotas (pquota), held in IMG, a sparse file of GB GiB made and
+# formatted once: overlay2 can then cap each server's root disk at its
+# flavor's disk (docker's storage-opt size; docs/operations.md "Root disk").
+# Idempotent: an XFS pquota mount already at DIR is kept, IMG re-mounted on
+# every run (and by a systemd mount unit at boot when under systemd). A DIR
+# that already holds data on another filesystem is left alone (it would be
+# hidden), as is one on a kernel without XFS quotas: the function warns and
+# fails, and the driver reports the host as not enforcing root disks.
+cap_xfs_dataroot() {
+	local dir=$1 img=$2 gb=$3 fs opts unit
+	mkdir -p "$dir"
+	read -r fs opts < <(awk -v d="$dir" '$2 == d {f=$3; o=$4} END {print f, o}' /proc/mounts)
+	if [ -n "$fs" ]; then
+		case "$fs,$opts" in
+		xfs,*prjquota* | xfs,*pquota*) return 0 ;;
+		esac
+		cap_warn "$dir is a $fs mount without project quotas: root disks are not enforced"
+		return 1
+	fi
+	if [ ! -e "$img" ]; then
+		if [ -n "$(ls -A "$dir" 2>/dev/null)" ]; then
+			cap_warn "$dir already holds data on $(stat -f -c %T "$dir"): not replacing it with an XFS data root; root disks are not enforced"
+			return 1
+		fi
+		command -v mkfs.xfs >/dev/null || { cap_warn "mkfs.xfs missing (xfsprogs)"; return 1; }
+		mkdir -p "$(dirname "$img")"
+		truncate -s "${gb}G" "$img.tmp" && mkfs.xfs -q "$img.tmp" && mv "$img.tmp" "$img" ||
+			{ rm -f "$img.tmp"; cap_warn "could not make the XFS image $img"; return 1; }
+		chmod 600 "$img"
+	fi
+	if cap_systemd; then
+		unit=$(systemd-escape --path --suffix=mount "$dir")
+		printf '[Unit]\nDescription=Capsule dockerd data root with project quotas\nBefore=capsule-dockerd.service\n\n[Mount]\nWhat=%s\nWhere=%s\nType=xfs\nOptions=loop,pquota\n\n[Install]\nWantedBy=multi-user.target\n' \
+			"$img" "$dir" >"/etc/systemd/system/$unit.tmp"
+		if ! cmp -s "/etc/systemd/system/$unit.tmp" "/etc/systemd/system/$unit"; then
+			mv "/etc/systemd/system/$unit.tmp" "/etc/systemd/system/$unit"
+			systemctl daemon-reload
+		else
+			rm -f "/etc/systemd/system/$unit.tmp"
+		fi
+		systemctl enable --quiet "$unit" 2>/dev/null || true
+		systemctl start "$unit" 2>/dev/null || { cap_warn "cannot mount $img on $dir with pquota (kernel without XFS quotas?): root disks are not enforced"; return 1; }
+	else
+		mount -t xfs -o loop,pquota "$img" "$dir" 2>/dev/null ||
+			{ cap_warn "cannot mount $img on $dir with pquota (kernel without XFS quotas?): root disks are not enforced"; return 1; }
+	fi
+	cap_say "$dir: XFS with project quotas on $img (${gb} GiB sparse)"
+}
+
 # cap_start_dockerd [NAME]: starts instance NAME unless it answers.
 cap_start_dockerd() {
 	local name=${1:-} log
@@ -310,6 +360,11 @@ cap_start_dockerd() {
 	fi
 	cap_dirs
 	mkdir -p "$(cap_dockerd_data "$name")" "$(cap_dockerd_exec "$name")"
+	# The all-in-one caps servers' root disks (CAPSULE_DATAROOT_XFS=1):
+	# an XFS data root with project quotas, before dockerd opens it.
+	if [ "${CAPSULE_DATAROOT_XFS:-0}" = 1 ]; then
+		cap_xfs_dataroot "$(cap_dockerd_data "$name")" "$(cap_dockerd_data "$name").xfs" "${CAPSULE_DATAROOT_GB:-20}" || true
+	fi
 	# Without systemd nothing may have mounted the cgroup hierarchies
 	# dockerd needs.
 	if [ ! -e /sys/fs/cgroup/cgroup.controllers ] && [ ! -d /sys/fs/cgroup/memory ] && command -v cgroupfs-mount >/dev/null; then
@@ -377,6 +432,16 @@ cap_remove_dockerd() {
 	cap_unmount_under "$(cap_dockerd_data "$name")"
 	rm -rf "$(cap_dockerd_data "$name")" "$(cap_dockerd_exec "$name")" "$(cap_dockerd_sock "$name")" \
 		"$(cap_dockerd_pidfile "$name")"
+	# Its XFS data root (cap_xfs_dataroot), when it had one.
+	if cap_systemd; then
+		local unit
+		unit=$(systemd-escape --path --suffix=mount "$(cap_dockerd_data "$name")")
+		if [ -e "/etc/systemd/system/$unit" ]; then
+			systemctl disable --quiet --now "$unit" 2>/dev/null || true
+			rm -f "/etc/systemd/system/$unit" && systemctl daemon-reload
+		fi
+	fi
+	rm -f "$(cap_dockerd_data "$name").xfs"
 }
 
 # ---- registry ---------------------------------------------------------------

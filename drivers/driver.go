@@ -97,7 +97,19 @@ type HostInfo struct {
 	HypervisorVersion int    // e.g. 28005002 for 28.5.2
 	CPUModel          string
 	Arch              string
+	// RootDisk says whether a server's root filesystem is capped at its
+	// flavor's disk on this host: RootDiskEnforced, RootDiskUnprobed, or
+	// RootDiskNotEnforced followed by ": " and why ("" when the driver
+	// does not say).
+	RootDisk string
 }
+
+// HostInfo.RootDisk values.
+const (
+	RootDiskEnforced    = "enforced"
+	RootDiskNotEnforced = "not enforced"
+	RootDiskUnprobed    = "not probed yet" // known at the first create
+)
 
 // Capabilities declares which optional operations a driver supports; the
 // agent refuses an operation the driver lacks with ErrNotSupported before

@@ -136,7 +136,8 @@ type HostReport struct {
 	RAMAllocationRatio  float64   `json:"ram_allocation_ratio"`
 	DiskAllocationRatio float64   `json:"disk_allocation_ratio"`
 	ReservedMemoryMB    int       `json:"reserved_memory_mb"`
-	PCPUs               int       `json:"pcpus"` // size of cpu_dedicated_set; VCPUs counts the other CPUs
+	PCPUs               int       `json:"pcpus"`               // size of cpu_dedicated_set; VCPUs counts the other CPUs
+	RootDisk            string    `json:"root_disk,omitempty"` // drivers.HostInfo.RootDisk: is a flavor's disk enforced here
 	At                  time.Time `json:"at"`
 }
 

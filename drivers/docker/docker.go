@@ -140,6 +140,7 @@ type Driver struct {
 	proc procView // LXCFS mounts of every server (proc.go)
 	pin  pinning  // CPU pinning (cpuset.go)
 	live liveThrottles
+	root rootDisk // root disk caps (rootdisk.go)
 }
 
 var _ drivers.Driver = (*Driver)(nil)
@@ -196,6 +197,10 @@ func New(ctx context.Context, opts Options) (*Driver, error) {
 		d.log.Info("cpu pools", "shared", limits.FormatCPUList(pools.Shared), "dedicated", limits.FormatCPUList(pools.Dedicated))
 	}
 	d.initProcView()
+	if err := d.initRootDisk(ctx); err != nil {
+		// Left unprobed: the first create with a disk decides.
+		d.log.Warn("root disk: cannot read docker info at start", "err", err)
+	}
 	return d, nil
 }
 
@@ -348,6 +353,11 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 	if err := d.ensureImage(ctx, spec.Image); err != nil {
 		return fmt.Errorf("docker create %s: %w", spec.ID, err)
 	}
+	if spec.DiskGB > 0 {
+		if err := d.probeRootDisk(ctx, spec.Image, spec.ID); err != nil {
+			return fmt.Errorf("docker create %s: %w", spec.ID, err)
+		}
+	}
 	var diskDev string
 	if spec.Limits.Disk.Limited() {
 		// Refuse rather than run the server without the throttle its
@@ -367,6 +377,8 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 		}
 	}
 	cfg, host := d.configs(spec, diskDev)
+	// The flavor's disk caps the writable layer where dockerd can.
+	host.StorageOpt = d.root.storageOpt(spec.DiskGB)
 	if err := d.maskImageLabels(ctx, spec.Image, cfg.Labels); err != nil {
 		if rerr := d.removeSandbox(context.WithoutCancel(ctx), spec.ID); rerr != nil {
 			d.log.Error("could not remove the sandbox of a failed create", "instance", spec.ID, "err", rerr)
@@ -403,7 +415,7 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 	d.log.Info("container created", "instance", spec.ID, "container", resp.ID, "image", spec.Image,
 		"vcpus", spec.VCPUs, "memory_mb", spec.MemoryMB, "pids_limit", pidsLimit(spec),
 		"cpu_quota_us", host.CPUQuota, "cpu_period_us", host.CPUPeriod, "cpu_shares", host.CPUShares, "disk_device", diskDev,
-		"cpuset", host.CpusetCpus, "lxcfs", len(host.Mounts) > 0)
+		"cpuset", host.CpusetCpus, "lxcfs", len(host.Mounts) > 0, "root_disk", host.StorageOpt["size"])
 	return nil
 }
 
@@ -853,6 +865,7 @@ func (d *Driver) Fingerprint(ctx context.Context) (drivers.HostInfo, error) {
 		HypervisorVersion: VersionInt(info.ServerVersion),
 		Arch:              info.Architecture,
 		CPUModel:          "unknown",
+		RootDisk:          d.root.report(),
 	}
 	if d.local() {
 		if gb, err := diskGB(info.DockerRootDir); err == nil {
