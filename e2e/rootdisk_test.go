@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"context"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,6 +11,16 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/flavors"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+
+	"github.com/capsule-cloud/capsule/drivers"
+	"github.com/capsule-cloud/capsule/drivers/docker"
+	"github.com/capsule-cloud/capsule/internal/testenv"
 )
 
 // xfsDataRoot runs deploy/lib.sh's cap_xfs_dataroot (what the all-in-one
@@ -113,5 +126,124 @@ func TestXFSDataRootFromLib(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "keep")); err != nil {
 		t.Errorf("the re-mounted data root lost its content: %v", err)
+	}
+}
+
+// plainXFS formats a sparse image next to dir and mounts it there without
+// project quotas (what an operator's XFS data root without pquota is).
+func plainXFS(t *testing.T, dir string) {
+	t.Helper()
+	if _, err := exec.LookPath("mkfs.xfs"); err != nil {
+		t.Skip("mkfs.xfs not installed (xfsprogs, in deploy/lib.sh's packages)")
+	}
+	img := dir + ".xfs"
+	for _, c := range [][]string{{"truncate", "-s", "2G", img}, {"mkfs.xfs", "-q", img}, {"mount", "-t", "xfs", "-o", "loop", img, dir}} {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v %s", c, err, out)
+		}
+	}
+}
+
+// A dockerd on XFS without project quotas refuses storage-opt size: the
+// driver finds it out at its first create with a disk, boots the server
+// without a cap and reports the host as not enforcing root disks.
+func TestRootDiskNotEnforcedReported(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (loop devices, mount)")
+	}
+	d := startTestDockerdOn(t, func(dataRoot string) { plainXFS(t, dataRoot) })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	img := testenv.Image(t)
+	drv, err := docker.New(ctx, docker.Options{Host: d.host, StopTimeout: time.Second, SandboxImage: img,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer drv.Close()
+	hi, err := drv.Fingerprint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hi.RootDisk != drivers.RootDiskUnprobed {
+		t.Errorf("before any create on overlay2/xfs: RootDisk %q, want %q", hi.RootDisk, drivers.RootDiskUnprobed)
+	}
+	id := uuid.NewString()
+	spec := drivers.Spec{ID: id, Name: "nocap", Image: img, VCPUs: 1, MemoryMB: 64, PidsLimit: 100, DiskGB: 1,
+		Command: []string{"sleep", "600"}}
+	if err := drv.Create(ctx, spec); err != nil {
+		t.Fatalf("create with a disk on a data root without pquota: %v", err)
+	}
+	defer func() { _ = drv.Destroy(context.Background(), id) }()
+	hi, err = drv.Fingerprint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(hi.RootDisk, drivers.RootDiskNotEnforced+": ") || !strings.Contains(hi.RootDisk, "pquota") {
+		t.Errorf("RootDisk %q, want not enforced with dockerd's reason (pquota)", hi.RootDisk)
+	}
+	if out, err := d.docker("inspect", "-f", "{{json .HostConfig.StorageOpt}}", docker.ContainerName(id)); err != nil || strings.Contains(out, "size") {
+		t.Errorf("the server's StorageOpt %s (err %v), want none", out, err)
+	}
+	if out, err := d.docker("ps", "-a", "-q", "--filter", "name=rootdisk-probe"); err != nil || out != "" {
+		t.Errorf("probe containers left: %q (err %v)", out, err)
+	}
+}
+
+// TestRootDiskENOSPC: on a dockerd whose data root is XFS with project
+// quotas (made by deploy/lib.sh's cap_xfs_dataroot, as the all-in-one
+// does), a server of a 1 GB disk flavor that writes past 1 GiB gets
+// ENOSPC, while its neighbour on the same host still writes and the
+// host's data root keeps its room.
+func TestRootDiskENOSPC(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (loop devices, mount)")
+	}
+	d := startTestDockerdOn(t, func(dataRoot string) {
+		if out, ok := xfsDataRoot(t, dataRoot, dataRoot+".xfs", 8); !ok {
+			t.Skipf("no XFS data root with pquota on this machine:\n%s", out)
+		}
+	})
+	c := startCloud(t, onDockerd(d))
+	ctx := context.Background()
+	admin := c.computeClient(t, "admin", c.adminPass, "admin")
+	demo := c.computeClient(t, "demo", c.demoPass, "demo")
+	fl, err := flavors.Create(ctx, admin, flavors.CreateOpts{Name: "disk-1g", RAM: 128, VCPUs: 1, Disk: gophercloud.IntToPointer(1)}).Extract()
+	if err != nil {
+		t.Fatalf("create flavor: %v", err)
+	}
+	img := c.imageIDs(t, "demo", c.demoPass, "demo")["busybox"]
+	var ids []string
+	for _, n := range []string{"filler", "neighbour"} {
+		s, err := servers.Create(ctx, demo, servers.CreateOpts{Name: n, ImageRef: img, FlavorRef: fl.ID}, nil).Extract()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, s.ID)
+	}
+	for _, id := range ids {
+		waitStatus(t, demo, id, "ACTIVE", 40*time.Second)
+	}
+	if n := c.proc(t, "agent-"+c.host).logged(t, "root disk enforced"); n == 0 {
+		t.Errorf("the agent did not log that root disks are enforced")
+	}
+	dd := func(id string, mb int) (string, error) {
+		return c.docker("exec", "capsule-"+id, "dd", "if=/dev/zero", "of=/fill", "bs=1M", "count="+strconv.Itoa(mb))
+	}
+	out, err := dd(ids[0], 1200)
+	if err == nil || !strings.Contains(out, "No space left on device") {
+		t.Errorf("dd of 1200 MiB in a 1 GB disk server: err %v, output %q, want ENOSPC", err, out)
+	}
+	if out, err := dd(ids[1], 200); err != nil {
+		t.Errorf("the neighbour cannot write 200 MiB: %v %s", err, out)
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(d.dataRoot(t), &st); err != nil {
+		t.Fatal(err)
+	}
+	if free := st.Bavail * uint64(st.Bsize); free < 4<<30 {
+		t.Errorf("the host's data root has %d MiB free after the filler, want ≥ 4 GiB of its 8", free>>20)
 	}
 }

@@ -42,7 +42,13 @@ type testDockerd struct {
 // pulled from the test registry, and removes it all at cleanup (its
 // containers, the dockerd and what it left running or mounted, its
 // directory), whatever the test did to it.
-func startTestDockerd(t *testing.T) *testDockerd {
+func startTestDockerd(t *testing.T) *testDockerd { t.Helper(); return startTestDockerdOn(t, nil) }
+
+// startTestDockerdOn is startTestDockerd with prepare run on the empty
+// data root before dockerd starts (e.g. to mount a filesystem there; what
+// it mounts under the test's directory, loop devices included, is
+// undone at cleanup). prepare may skip the test.
+func startTestDockerdOn(t *testing.T, prepare func(dataRoot string)) *testDockerd {
 	t.Helper()
 	img := testenv.Image(t)
 	testenv.DockerHost(t) // the shared dockerds run: Docker is installed and usable
@@ -73,6 +79,13 @@ func startTestDockerd(t *testing.T) *testDockerd {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if prepare != nil {
+		dataRoot := d.dataRoot(t)
+		if err := os.MkdirAll(dataRoot, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		prepare(dataRoot)
 	}
 	d.start(t)
 	if out, err := d.docker("pull", "-q", img); err != nil {
@@ -212,11 +225,37 @@ func (d *testDockerd) remove(t *testing.T) {
 			}
 		}
 	}
+	detachLoopsUnder(d.dir)
 	if t.Failed() {
 		t.Logf("test dockerd log (last 4 KiB):\n%s", tailFile(d.log, 4096))
 	}
 	if err := os.RemoveAll(d.dir); err != nil {
 		t.Errorf("remove the test dockerd's directory: %v", err)
+	}
+}
+
+// dataRoot is the dockerd's --data-root.
+func (d *testDockerd) dataRoot(t *testing.T) string {
+	for i, a := range d.args {
+		if a == "--data-root" && i+1 < len(d.args) {
+			return d.args[i+1]
+		}
+	}
+	t.Fatalf("no --data-root in %v", d.args)
+	return ""
+}
+
+// detachLoopsUnder detaches the loop devices backed by files under dir
+// (a mount's autoclear normally does it once the lazy unmount is done).
+func detachLoopsUnder(dir string) {
+	out, err := exec.Command("losetup", "-n", "-O", "NAME,BACK-FILE").Output()
+	if err != nil {
+		return
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) == 2 && strings.HasPrefix(f[1], dir+"/") {
+			_ = exec.Command("losetup", "-d", f[0]).Run()
+		}
 	}
 }
 

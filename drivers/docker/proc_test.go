@@ -245,8 +245,11 @@ func TestBootsWithoutLXCFS(t *testing.T) {
 		t.Fatalf("docker.New: %v", err)
 	}
 	t.Cleanup(func() { d.Close() })
-	if n := strings.Count(logs.String(), "level=WARN"); n != 1 || !strings.Contains(logs.String(), "lxcfs not available") {
-		t.Errorf("driver start logged %d warnings, want one about lxcfs:\n%s", n, logs.String())
+	// One about lxcfs, besides the one about root disks the test
+	// dockerds (overlay2 on ext4) cannot cap.
+	n := strings.Count(logs.String(), "level=WARN") - strings.Count(logs.String(), "root disk NOT enforced")
+	if n != 1 || !strings.Contains(logs.String(), "lxcfs not available") {
+		t.Errorf("driver start logged %d warnings (root disk's aside), want one about lxcfs:\n%s", n, logs.String())
 	}
 	spec := drivertest.Spec(image)
 	drivertest.Boot(t, d, spec)
