@@ -79,6 +79,9 @@ type alarmRound struct {
 	Listed  bool
 	Servers []serverFigures
 	Host    hostFigures
+	// RootDisk is the driver's drivers.HostInfo.RootDisk ("" when it
+	// does not say).
+	RootDisk string
 }
 
 // alarmKey names one alarm: a kind on a server ("" for the host).
@@ -140,6 +143,18 @@ func (al *alarms) evaluate(r alarmRound) []protocol.HostEvent {
 		if al.level(alarmKey{"", kind}, ratio, threshold) {
 			ev("", kind, protocol.SeverityCritical, float64(used), threshold*float64(max), format, used, max, 100*ratio, 100*threshold)
 		}
+	}
+	// A data root that cannot cap servers' root disks: once, until it can.
+	key := alarmKey{"", protocol.EventRootDisk}
+	if reason, ok := strings.CutPrefix(r.RootDisk, drivers.RootDiskNotEnforced); ok {
+		if !al.raised[key] {
+			al.raised[key] = true
+			ev("", protocol.EventRootDisk, protocol.SeverityWarning, 0, 0,
+				"root disk not enforced on host %s%s: a server can fill the Docker data root (docs/operations.md, Root disk)",
+				al.host, reason)
+		}
+	} else if r.RootDisk == drivers.RootDiskEnforced {
+		delete(al.raised, key)
 	}
 	h := r.Host
 	host(h.HasPids, protocol.EventHostPids, h.Tasks, h.PidMax, al.cfg.HostPids,
@@ -255,6 +270,9 @@ func mib(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 // lists (running ones measured) and the host's.
 func (a *Agent) readAlarmRound(ctx context.Context) alarmRound {
 	r := alarmRound{At: a.now()}
+	if rd, ok := a.drv.(drivers.RootDiskReporter); ok {
+		r.RootDisk = rd.RootDisk()
+	}
 	if n, m, err := metrics.HostPids(procDir); err == nil {
 		r.Host.Tasks, r.Host.PidMax, r.Host.HasPids = n, m, true
 	} else {

@@ -231,6 +231,35 @@ func TestAlarmHostAndDisabled(t *testing.T) {
 	}
 }
 
+// A host whose data root cannot cap root disks raises one warning event
+// naming the host and the reason; not again while it stays so; again
+// after it could cap and then could not.
+func TestAlarmRootDiskNotEnforced(t *testing.T) {
+	al := testAlarms()
+	r := round(0)
+	r.RootDisk = drivers.RootDiskUnprobed
+	if evs := al.evaluate(r); len(evs) != 0 {
+		t.Fatalf("unprobed root disk raised %v", kinds(evs))
+	}
+	r.RootDisk = drivers.RootDiskNotEnforced + `: overlay2 data root on "extfs", not xfs with pquota`
+	evs := al.evaluate(r)
+	if len(evs) != 1 || evs[0].Kind != protocol.EventRootDisk || evs[0].Severity != protocol.SeverityWarning || evs[0].InstanceID != "" ||
+		!strings.HasPrefix(evs[0].Message, `root disk not enforced on host h-alarm: overlay2 data root on "extfs"`) {
+		t.Fatalf("root disk events %+v", evs)
+	}
+	if evs := al.evaluate(r); len(evs) != 0 {
+		t.Fatalf("root disk event raised twice: %v", kinds(evs))
+	}
+	r.RootDisk = drivers.RootDiskEnforced
+	if evs := al.evaluate(r); len(evs) != 0 {
+		t.Fatalf("enforced root disk raised %v", kinds(evs))
+	}
+	r.RootDisk = drivers.RootDiskNotEnforced + ": again"
+	if evs := al.evaluate(r); len(evs) != 1 || evs[0].Kind != protocol.EventRootDisk {
+		t.Fatalf("root disk not enforced again: %v", kinds(evs))
+	}
+}
+
 // eventRecorder consumes the conductor queue of a Mem bus, keeping the
 // host events (and answering everything else with nothing).
 type eventRecorder struct {

@@ -111,6 +111,12 @@ const (
 	RootDiskUnprobed    = "not probed yet" // known at the first create
 )
 
+// RootDiskReporter is a driver that says, without asking its runtime,
+// what HostInfo.RootDisk would (the agent's alarm loop asks every round).
+type RootDiskReporter interface {
+	RootDisk() string
+}
+
 // Capabilities declares which optional operations a driver supports; the
 // agent refuses an operation the driver lacks with ErrNotSupported before
 // calling it.

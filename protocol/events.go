@@ -18,6 +18,9 @@ const (
 	EventHostPids    EventKind = "host_pids_alarm"
 	EventConntrack   EventKind = "host_conntrack_alarm"
 	EventDaemonDown  EventKind = "daemon_down" // dockerd or Open vSwitch not answering
+	// EventRootDisk: the host's data root cannot cap servers' root disks
+	// at their flavor's disk (drivers.HostInfo.RootDisk), raised once.
+	EventRootDisk EventKind = "root_disk_not_enforced"
 )
 
 // Severities of an event.

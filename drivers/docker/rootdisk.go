@@ -93,6 +93,9 @@ func (r *rootDisk) report() string {
 	return drivers.RootDiskUnprobed
 }
 
+// RootDisk implements drivers.RootDiskReporter.
+func (d *Driver) RootDisk() string { return d.root.report() }
+
 // set records a verdict and warns once when it is "not enforced".
 func (r *rootDisk) set(state rootDiskState, reason string, log *slog.Logger) {
 	r.state, r.reason = state, reason
