@@ -817,6 +817,10 @@ do_clean() {
 	rm -rf "${CAPSULE_LIB:?}" "${CAPSULE_ETC:?}" "${CAPSULE_LOG:?}" "${CAPSULE_RUN:?}"
 	rm -f "$CAPSULE_BIN/capsuled" "$CAPSULE_BIN/capsule"
 	if cap_systemd; then
+		# The main dockerd's XFS data root (cap_xfs_dataroot), unmounted above.
+		u=$(systemd-escape --path --suffix=mount "$(cap_dockerd_data "")")
+		systemctl disable --quiet "$u" 2>/dev/null || true
+		rm -f "/etc/systemd/system/$u"
 		for u in "${ROLE_UNITS[@]}" capsule-dockerd capsule-registry; do
 			systemctl disable "$u.service" >/dev/null 2>&1 || true
 			rm -f "/etc/systemd/system/$u.service"
