@@ -342,7 +342,15 @@ cap_xfs_dataroot() {
 			rm -f "/etc/systemd/system/$unit.tmp"
 		fi
 		systemctl enable --quiet "$unit" 2>/dev/null || true
-		systemctl start "$unit" 2>/dev/null || { cap_warn "cannot mount $img on $dir with pquota (kernel without XFS quotas?): root disks are not enforced"; return 1; }
+		if ! systemctl start "$unit" 2>/dev/null; then
+			# No unit left that capsule-dockerd (RequiresMountsFor) would
+			# then fail on at every start.
+			systemctl disable --quiet "$unit" 2>/dev/null || true
+			rm -f "/etc/systemd/system/$unit" && systemctl daemon-reload
+			systemctl reset-failed "$unit" 2>/dev/null || true
+			cap_warn "cannot mount $img on $dir with pquota (kernel without XFS quotas?): root disks are not enforced"
+			return 1
+		fi
 	else
 		mount -t xfs -o loop,pquota "$img" "$dir" 2>/dev/null ||
 			{ cap_warn "cannot mount $img on $dir with pquota (kernel without XFS quotas?): root disks are not enforced"; return 1; }
