@@ -25,9 +25,11 @@ set -euo pipefail
 # The all-in-one's registry requires a login (htpasswd, bcrypt); agents and
 # the API get it from their config. CAPSULE_REGISTRY_AUTH=0 opens it.
 export CAPSULE_REGISTRY_AUTH=${CAPSULE_REGISTRY_AUTH:-1}
-# Capsule's dockerds get an XFS data root with project quotas so a flavor's
-# disk caps each server's root disk (cap_xfs_dataroot in lib.sh; a sparse
-# file of CAPSULE_DATAROOT_GB GiB, default 20). CAPSULE_DATAROOT_XFS=0 keeps
+# Capsule's dockerds get an XFS data root with project quotas (or, on a
+# kernel without XFS quotas, a btrfs one with quota groups and the btrfs
+# storage driver) so a flavor's disk caps each server's root disk
+# (cap_capped_dataroot in lib.sh; a sparse file of CAPSULE_DATAROOT_GB GiB,
+# default 20). CAPSULE_DATAROOT_XFS=0 keeps
 # the data root where it is (root disks then not enforced).
 export CAPSULE_DATAROOT_XFS=${CAPSULE_DATAROOT_XFS:-1}
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -817,10 +819,12 @@ do_clean() {
 	rm -rf "${CAPSULE_LIB:?}" "${CAPSULE_ETC:?}" "${CAPSULE_LOG:?}" "${CAPSULE_RUN:?}"
 	rm -f "$CAPSULE_BIN/capsuled" "$CAPSULE_BIN/capsule"
 	if cap_systemd; then
-		# The main dockerd's XFS data root (cap_xfs_dataroot), unmounted above.
+		# The main dockerd's XFS or btrfs data root (cap_capped_dataroot),
+		# unmounted above, and its storage driver drop-in.
 		u=$(systemd-escape --path --suffix=mount "$(cap_dockerd_data "")")
 		systemctl disable --quiet "$u" 2>/dev/null || true
 		rm -f "/etc/systemd/system/$u"
+		rm -rf /etc/systemd/system/capsule-dockerd.service.d /etc/systemd/system/capsule-dockerd@*.service.d
 		for u in "${ROLE_UNITS[@]}" capsule-dockerd capsule-registry; do
 			systemctl disable "$u.service" >/dev/null 2>&1 || true
 			rm -f "/etc/systemd/system/$u.service"

@@ -36,7 +36,7 @@ export PATH=/usr/local/go/bin:$PATH:/usr/local/sbin:/usr/sbin:/sbin
 # chromium runs the portal's browser tests (e2e/portal_test.go).
 CAPSULE_PACKAGES=(docker.io openvswitch-switch rabbitmq-server docker-registry postgresql
 	busybox-static python3-openstackclient apache2-utils curl ca-certificates iproute2 procps
-	cgroupfs-mount apparmor ethtool chromium lxcfs xfsprogs)
+	cgroupfs-mount apparmor ethtool chromium lxcfs xfsprogs btrfs-progs)
 
 # ---- messages ---------------------------------------------------------------
 
@@ -287,12 +287,14 @@ cap_dockerd_up() { curl -sf --max-time 3 --unix-socket "$(cap_dockerd_sock "${1:
 # flows, shaping and cgroups stay as they are (docs/operations.md). Extra flags (e.g.
 # --insecure-registry CONTROLLER:5050 on a compute host) come from
 # CAPSULE_DOCKERD_ARGS in $CAPSULE_ETC/dockerd.env (every instance).
+# A btrfs data root (cap_btrfs_dataroot) gets the btrfs storage driver.
 # Keep in step with deploy/systemd/capsule-dockerd{,@}.service.
 cap_dockerd_args() {
 	local name=${1:-} extra='' ns=capsule
 	[ -n "$name" ] && ns=capsule-$name
+	extra=$(cap_dockerd_storage "$name")
 	# shellcheck disable=SC1091
-	[ -f "$CAPSULE_ETC/dockerd.env" ] && extra=$(. "$CAPSULE_ETC/dockerd.env" && echo "${CAPSULE_DOCKERD_ARGS:-}")
+	[ -f "$CAPSULE_ETC/dockerd.env" ] && extra="$extra $(. "$CAPSULE_ETC/dockerd.env" && echo "${CAPSULE_DOCKERD_ARGS:-}")"
 	# shellcheck disable=SC2086
 	echo --host "$(cap_dockerd_host "$name")" --data-root "$(cap_dockerd_data "$name")" \
 		--exec-root "$(cap_dockerd_exec "$name")" --pidfile "$(cap_dockerd_pidfile "$name")" \
@@ -358,6 +360,107 @@ cap_xfs_dataroot() {
 	cap_say "$dir: XFS with project quotas on $img (${gb} GiB sparse)"
 }
 
+# cap_mount_fs DIR: the filesystem type mounted at DIR ("" when none).
+cap_mount_fs() { awk -v d="$1" '$2 == d {f=$3} END {print f}' /proc/mounts; }
+
+# cap_dockerd_storage [NAME]: the storage driver flag for instance NAME:
+# --storage-driver btrfs on a btrfs data root (dockerd would pick overlay2
+# there, which cannot cap), nothing otherwise.
+cap_dockerd_storage() {
+	[ "$(cap_mount_fs "$(cap_dockerd_data "${1:-}")")" = btrfs ] && echo --storage-driver btrfs
+	return 0
+}
+
+# cap_btrfs_dataroot DIR IMG GB: DIR becomes a btrfs filesystem with quota
+# groups enabled, held in IMG, a sparse file of GB GiB made and formatted
+# once: dockerd's btrfs storage driver then caps each server's root disk
+# with a qgroup limit (storage-opt size). The all-in-one's choice on a
+# kernel without XFS quotas (docs/operations.md "Root disk"). Idempotent
+# as cap_xfs_dataroot: a btrfs mount at DIR is kept (quotas enabled
+# again), IMG re-mounted on every run (a systemd mount unit at boot); a
+# DIR holding data on another filesystem is left alone, with a warning.
+cap_btrfs_dataroot() {
+	local dir=$1 img=$2 gb=$3 fs unit
+	mkdir -p "$dir"
+	fs=$(cap_mount_fs "$dir")
+	if [ -n "$fs" ] && [ "$fs" != btrfs ]; then
+		cap_warn "$dir is a $fs mount, not btrfs: root disks are not enforced"
+		return 1
+	fi
+	if [ -z "$fs" ]; then
+		command -v mkfs.btrfs >/dev/null && command -v btrfs >/dev/null ||
+			{ cap_warn "mkfs.btrfs missing (btrfs-progs): root disks are not enforced"; return 1; }
+		if [ ! -e "$img" ]; then
+			if [ -n "$(ls -A "$dir" 2>/dev/null)" ]; then
+				cap_warn "$dir already holds data on $(stat -f -c %T "$dir"): not replacing it with a btrfs data root; root disks are not enforced"
+				return 1
+			fi
+			mkdir -p "$(dirname "$img")"
+			truncate -s "${gb}G" "$img.tmp" && mkfs.btrfs -q "$img.tmp" >/dev/null 2>&1 && mv "$img.tmp" "$img" ||
+				{ rm -f "$img.tmp"; cap_warn "could not make the btrfs image $img: root disks are not enforced"; return 1; }
+			chmod 600 "$img"
+		fi
+		if cap_systemd; then
+			unit=$(systemd-escape --path --suffix=mount "$dir")
+			printf '[Unit]\nDescription=Capsule dockerd data root (btrfs, quota groups)\nBefore=capsule-dockerd.service\n\n[Mount]\nWhat=%s\nWhere=%s\nType=btrfs\nOptions=loop\n\n[Install]\nWantedBy=multi-user.target\n' \
+				"$img" "$dir" >"/etc/systemd/system/$unit.tmp"
+			if ! cmp -s "/etc/systemd/system/$unit.tmp" "/etc/systemd/system/$unit"; then
+				mv "/etc/systemd/system/$unit.tmp" "/etc/systemd/system/$unit"
+				systemctl daemon-reload
+			else
+				rm -f "/etc/systemd/system/$unit.tmp"
+			fi
+			systemctl enable --quiet "$unit" 2>/dev/null || true
+			if ! systemctl start "$unit" 2>/dev/null; then
+				systemctl disable --quiet "$unit" 2>/dev/null || true
+				rm -f "/etc/systemd/system/$unit" && systemctl daemon-reload
+				systemctl reset-failed "$unit" 2>/dev/null || true
+				cap_warn "cannot mount $img on $dir (kernel without btrfs?): root disks are not enforced"
+				return 1
+			fi
+		else
+			mount -t btrfs -o loop "$img" "$dir" 2>/dev/null ||
+				{ cap_warn "cannot mount $img on $dir (kernel without btrfs?): root disks are not enforced"; return 1; }
+		fi
+	fi
+	# Quota groups persist on the filesystem; enabling them again is a no-op.
+	btrfs quota enable "$dir" 2>/dev/null ||
+		{ cap_warn "btrfs quota enable $dir failed: root disks may not be enforced (dockerd's probe decides)"; }
+	cap_say "$dir: btrfs with quota groups on $img (${gb} GiB sparse); dockerd uses the btrfs storage driver"
+}
+
+# cap_capped_dataroot NAME: the all-in-one's data root for instance NAME:
+# XFS with project quotas (overlay2) where the kernel has XFS quotas, else
+# btrfs (the btrfs storage driver). A btrfs image made on an earlier run
+# keeps its choice.
+cap_capped_dataroot() {
+	local data
+	data=$(cap_dockerd_data "${1:-}")
+	if [ ! -e "$data.btrfs" ] && [ "$(cap_mount_fs "$data")" != btrfs ]; then
+		cap_xfs_dataroot "$data" "$data.xfs" "${CAPSULE_DATAROOT_GB:-20}" && return 0
+		# Its failed attempt leaves no mount; nor its image, unused now.
+		[ -n "$(cap_mount_fs "$data")" ] && return 1
+		rm -f "$data.xfs"
+		cap_say "falling back to a btrfs data root for root disk caps"
+	fi
+	cap_btrfs_dataroot "$data" "$data.btrfs" "${CAPSULE_DATAROOT_GB:-20}"
+}
+
+# cap_dockerd_storage_dropin [NAME]: under systemd, the unit of instance
+# NAME gets the storage driver flag (CAPSULE_DOCKERD_STORAGE in a drop-in).
+cap_dockerd_storage_dropin() {
+	local d
+	d=/etc/systemd/system/$(cap_dockerd_unit "${1:-}").d
+	mkdir -p "$d"
+	printf '[Service]\nEnvironment="CAPSULE_DOCKERD_STORAGE=%s"\n' "$(cap_dockerd_storage "${1:-}")" >"$d/storage.conf.tmp"
+	if ! cmp -s "$d/storage.conf.tmp" "$d/storage.conf"; then
+		mv "$d/storage.conf.tmp" "$d/storage.conf"
+		systemctl daemon-reload
+	else
+		rm -f "$d/storage.conf.tmp"
+	fi
+}
+
 # cap_start_dockerd [NAME]: starts instance NAME unless it answers.
 cap_start_dockerd() {
 	local name=${1:-} log
@@ -369,9 +472,10 @@ cap_start_dockerd() {
 	cap_dirs
 	mkdir -p "$(cap_dockerd_data "$name")" "$(cap_dockerd_exec "$name")"
 	# The all-in-one caps servers' root disks (CAPSULE_DATAROOT_XFS=1):
-	# an XFS data root with project quotas, before dockerd opens it.
+	# an XFS data root with project quotas, else a btrfs one, before
+	# dockerd opens it.
 	if [ "${CAPSULE_DATAROOT_XFS:-0}" = 1 ]; then
-		cap_xfs_dataroot "$(cap_dockerd_data "$name")" "$(cap_dockerd_data "$name").xfs" "${CAPSULE_DATAROOT_GB:-20}" || true
+		cap_capped_dataroot "$name" || true
 	fi
 	# Without systemd nothing may have mounted the cgroup hierarchies
 	# dockerd needs.
@@ -380,6 +484,7 @@ cap_start_dockerd() {
 	fi
 	if cap_systemd; then
 		if [ -z "$name" ]; then cap_install_unit capsule-dockerd; else cap_install_unit capsule-dockerd@; fi
+		cap_dockerd_storage_dropin "$name"
 		systemctl start "$(cap_dockerd_unit "$name")"
 	else
 		# A pid file left by a dead dockerd makes the next one refuse to start.
@@ -440,7 +545,7 @@ cap_remove_dockerd() {
 	cap_unmount_under "$(cap_dockerd_data "$name")"
 	rm -rf "$(cap_dockerd_data "$name")" "$(cap_dockerd_exec "$name")" "$(cap_dockerd_sock "$name")" \
 		"$(cap_dockerd_pidfile "$name")"
-	# Its XFS data root (cap_xfs_dataroot), when it had one.
+	# Its XFS or btrfs data root (cap_capped_dataroot), when it had one.
 	if cap_systemd; then
 		local unit
 		unit=$(systemd-escape --path --suffix=mount "$(cap_dockerd_data "$name")")
@@ -448,8 +553,9 @@ cap_remove_dockerd() {
 			systemctl disable --quiet --now "$unit" 2>/dev/null || true
 			rm -f "/etc/systemd/system/$unit" && systemctl daemon-reload
 		fi
+		rm -rf "/etc/systemd/system/$(cap_dockerd_unit "$name").d"
 	fi
-	rm -f "$(cap_dockerd_data "$name").xfs"
+	rm -f "$(cap_dockerd_data "$name").xfs" "$(cap_dockerd_data "$name").btrfs"
 }
 
 # ---- registry ---------------------------------------------------------------

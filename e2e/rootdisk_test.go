@@ -39,6 +39,21 @@ func xfsDataRoot(t *testing.T, dir, img string, gb int) (string, bool) {
 	return string(out), err == nil
 }
 
+// btrfsDataRoot runs deploy/lib.sh's cap_btrfs_dataroot (the all-in-one's
+// data root on a kernel without XFS quotas) as xfsDataRoot does.
+func btrfsDataRoot(t *testing.T, dir, img string, gb int) (string, bool) {
+	t.Helper()
+	lib, err := filepath.Abs("../deploy/lib.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	cmd := exec.Command("bash", "-c", `. "$1" && cap_btrfs_dataroot "$2" "$3" "$4"`, "bash", lib, dir, img, strconv.Itoa(gb))
+	cmd.Env = append(os.Environ(), "CAPSULE_SUPERVISOR=process", "CAPSULE_RUN="+tmp, "CAPSULE_LIB="+tmp, "CAPSULE_LOG="+tmp)
+	out, err := cmd.CombinedOutput()
+	return string(out), err == nil
+}
+
 // mountOf is dir's filesystem type and options in /proc/mounts ("" when
 // dir is no mount point).
 func mountOf(t *testing.T, dir string) (fs, opts string) {
@@ -191,21 +206,35 @@ func TestRootDiskNotEnforcedReported(t *testing.T) {
 	}
 }
 
-// TestRootDiskENOSPC: on a dockerd whose data root is XFS with project
-// quotas (made by deploy/lib.sh's cap_xfs_dataroot, as the all-in-one
-// does), a server of a 1 GB disk flavor that writes past 1 GiB gets
-// ENOSPC, while its neighbour on the same host still writes and the
-// host's data root keeps its room.
+// TestRootDiskENOSPC: on a dockerd whose data root caps root disks, made
+// by deploy/lib.sh as the all-in-one does (XFS with project quotas for
+// overlay2 where the kernel has XFS quotas, else btrfs with quota groups
+// for the btrfs storage driver), a server of a 1 GB disk flavor that
+// writes past 1 GiB gets ENOSPC (EDQUOT on btrfs), while its neighbour on
+// the same host still writes and the host's data root keeps its room.
 func TestRootDiskENOSPC(t *testing.T) {
 	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (loop devices, mount)")
 	}
 	d := startTestDockerdOn(t, func(dataRoot string) {
-		if out, ok := xfsDataRoot(t, dataRoot, dataRoot+".xfs", 8); !ok {
-			t.Skipf("no XFS data root with pquota on this machine:\n%s", out)
+		xout, ok := xfsDataRoot(t, dataRoot, dataRoot+".xfs", 8)
+		if ok {
+			return
+		}
+		_ = os.Remove(dataRoot + ".xfs")
+		if bout, ok := btrfsDataRoot(t, dataRoot, dataRoot+".btrfs", 8); !ok {
+			t.Skipf("neither an XFS data root with pquota nor a btrfs one on this machine:\n%s\n%s", xout, bout)
 		}
 	})
+	if drv, err := d.docker("info", "-f", "{{.Driver}}"); err != nil {
+		t.Fatal(err)
+	} else {
+		t.Logf("test dockerd's storage driver: %s", drv)
+		if fs, _ := mountOf(t, d.dataRoot(t)); fs == "btrfs" && drv != "btrfs" {
+			t.Fatalf("dockerd on a btrfs data root uses %q, want btrfs (cap_dockerd_args)", drv)
+		}
+	}
 	c := startCloud(t, onDockerd(d))
 	ctx := context.Background()
 	admin := c.computeClient(t, "admin", c.adminPass, "admin")
@@ -233,8 +262,8 @@ func TestRootDiskENOSPC(t *testing.T) {
 		return c.docker("exec", "capsule-"+id, "dd", "if=/dev/zero", "of=/fill", "bs=1M", "count="+strconv.Itoa(mb))
 	}
 	out, err := dd(ids[0], 1200)
-	if err == nil || !strings.Contains(out, "No space left on device") {
-		t.Errorf("dd of 1200 MiB in a 1 GB disk server: err %v, output %q, want ENOSPC", err, out)
+	if err == nil || !(strings.Contains(out, "No space left on device") || strings.Contains(out, "Disk quota exceeded")) {
+		t.Errorf("dd of 1200 MiB in a 1 GB disk server: err %v, output %q, want ENOSPC (or EDQUOT)", err, out)
 	}
 	if out, err := dd(ids[1], 200); err != nil {
 		t.Errorf("the neighbour cannot write 200 MiB: %v %s", err, out)
@@ -245,5 +274,92 @@ func TestRootDiskENOSPC(t *testing.T) {
 	}
 	if free := st.Bavail * uint64(st.Bsize); free < 4<<30 {
 		t.Errorf("the host's data root has %d MiB free after the filler, want ≥ 4 GiB of its 8", free>>20)
+	}
+}
+
+// The all-in-one's capped data root (cap_capped_dataroot): XFS with
+// pquota where the kernel has XFS quotas, else btrfs with quota groups and
+// dockerd's flags then name the btrfs storage driver; kept as it is on a
+// re-run, mounted again after a reboot, its choice remembered.
+func TestCappedDataRootFromLib(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (loop devices, mount)")
+	}
+	for _, tool := range []string{"mkfs.xfs", "mkfs.btrfs"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (deploy/lib.sh's packages)", tool)
+		}
+	}
+	lib, err := filepath.Abs("../deploy/lib.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := os.MkdirTemp("/tmp", "capsule-capped-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "capped"
+	dir := filepath.Join(base, "docker-"+name)
+	t.Cleanup(func() {
+		unmountXFS(t, dir, dir+".xfs")
+		unmountXFS(t, dir, dir+".btrfs")
+		_ = os.RemoveAll(base)
+	})
+	run := func(fn string) (string, bool) {
+		cmd := exec.Command("bash", "-c", `. "$1" && `+fn+` "$2"`, "bash", lib, name)
+		cmd.Env = append(os.Environ(), "CAPSULE_SUPERVISOR=process", "CAPSULE_DATAROOT_GB=1",
+			"CAPSULE_RUN="+base, "CAPSULE_LIB="+base, "CAPSULE_LOG="+base, "CAPSULE_ETC="+base)
+		out, err := cmd.CombinedOutput()
+		return string(out), err == nil
+	}
+	if got, _ := run("cap_dockerd_data"); strings.TrimSpace(got) != dir {
+		t.Fatalf("cap_dockerd_data %q, want %q", got, dir)
+	}
+	out, ok := run("cap_capped_dataroot")
+	if !ok {
+		t.Fatalf("cap_capped_dataroot failed:\n%s", out)
+	}
+	fs, opts := mountOf(t, dir)
+	args, _ := run("cap_dockerd_args")
+	switch {
+	case fs == "xfs" && strings.Contains(opts, "prjquota"):
+		if strings.Contains(args, "--storage-driver") {
+			t.Errorf("dockerd args on an XFS data root name a storage driver: %s", args)
+		}
+	case fs == "btrfs":
+		if !strings.Contains(args, "--storage-driver btrfs") {
+			t.Errorf("dockerd args on a btrfs data root: %s, want --storage-driver btrfs", args)
+		}
+		if q, err := exec.Command("btrfs", "qgroup", "show", dir).CombinedOutput(); err != nil {
+			t.Errorf("quota groups not enabled on %s: %v %s", dir, err, q)
+		}
+		if _, err := os.Stat(dir + ".xfs"); err == nil {
+			t.Errorf("the failed XFS attempt left its image %s.xfs", dir)
+		}
+	default:
+		t.Fatalf("%s is %q (%s) after cap_capped_dataroot, want xfs with prjquota or btrfs:\n%s", dir, fs, opts, out)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "keep"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, ok := run("cap_capped_dataroot"); !ok {
+		t.Fatalf("second cap_capped_dataroot failed:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "keep")); err != nil {
+		t.Errorf("a re-run lost the data root's content: %v", err)
+	}
+	// After a reboot (unmounted, image kept): the same filesystem again.
+	if err := syscall.Unmount(dir, 0); err != nil {
+		t.Fatal(err)
+	}
+	if out, ok := run("cap_capped_dataroot"); !ok {
+		t.Fatalf("re-mount by cap_capped_dataroot failed:\n%s", out)
+	}
+	if again, _ := mountOf(t, dir); again != fs {
+		t.Errorf("after a re-mount %s is %q, was %q", dir, again, fs)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "keep")); err != nil {
+		t.Errorf("the re-mounted data root lost its content: %v", err)
 	}
 }

@@ -63,18 +63,23 @@ func startTestDockerdOn(t *testing.T, prepare func(dataRoot string)) *testDocker
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("bash", "-c", `. "$1" && cap_dockerd_args "$2" && cap_dockerd_host "$2"`, "bash", lib, d.name)
-	cmd.Env = append(os.Environ(), "CAPSULE_RUN="+filepath.Join(dir, "run"), "CAPSULE_LIB="+filepath.Join(dir, "lib"),
-		"CAPSULE_LOG="+filepath.Join(dir, "log"))
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("cap_dockerd_args from deploy/lib.sh: %v", err)
+	// The flags come from deploy/lib.sh, after prepare: the data root's
+	// filesystem picks the storage driver (btrfs there).
+	dockerdArgs := func() {
+		cmd := exec.Command("bash", "-c", `. "$1" && cap_dockerd_args "$2" && cap_dockerd_host "$2"`, "bash", lib, d.name)
+		cmd.Env = append(os.Environ(), "CAPSULE_RUN="+filepath.Join(dir, "run"), "CAPSULE_LIB="+filepath.Join(dir, "lib"),
+			"CAPSULE_LOG="+filepath.Join(dir, "log"))
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("cap_dockerd_args from deploy/lib.sh: %v", err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if len(lines) != 2 || !strings.Contains(lines[0], "--live-restore") {
+			t.Fatalf("cap_dockerd_args printed %q, want the flags (with --live-restore) then the host", out)
+		}
+		d.args, d.host = strings.Fields(lines[0]), lines[1]
 	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	if len(lines) != 2 || !strings.Contains(lines[0], "--live-restore") {
-		t.Fatalf("cap_dockerd_args printed %q, want the flags (with --live-restore) then the host", out)
-	}
-	d.args, d.host = strings.Fields(lines[0]), lines[1]
+	dockerdArgs()
 	for _, sub := range []string{"run", "lib"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
 			t.Fatal(err)
@@ -86,6 +91,7 @@ func startTestDockerdOn(t *testing.T, prepare func(dataRoot string)) *testDocker
 			t.Fatal(err)
 		}
 		prepare(dataRoot)
+		dockerdArgs()
 	}
 	d.start(t)
 	if out, err := d.docker("pull", "-q", img); err != nil {

@@ -17,7 +17,9 @@ import (
 // A flavor's disk (GB) is the size of the server's root filesystem: its
 // container's writable layer, capped with Docker's --storage-opt size.
 // overlay2 can cap only on an XFS data root mounted with project quotas
-// (pquota); elsewhere dockerd refuses any create carrying the option. So
+// (pquota); the btrfs storage driver caps with btrfs qgroups (kernels
+// without XFS quotas); elsewhere dockerd refuses any create carrying the
+// option. So
 // the driver finds out once whether this dockerd can cap, and either caps
 // every server (a writer past its disk gets ENOSPC, its neighbours and the
 // host do not notice) or caps none, warns once and says so in its
@@ -29,7 +31,7 @@ import (
 type rootDiskState int
 
 const (
-	rootDiskUnknown     rootDiskState = iota // overlay2 on XFS: the probe create decides
+	rootDiskUnknown     rootDiskState = iota // overlay2 on XFS or btrfs: the probe create decides
 	rootDiskEnforced                         // creates carry storage-opt size
 	rootDiskNotEnforced                      // no caps on this host
 )
@@ -44,8 +46,13 @@ type rootDisk struct {
 // rootDiskFromInfo decides from docker info's storage driver and its
 // status (DriverStatus pairs) whether caps are possible at all.
 func rootDiskFromInfo(driver string, status [][2]string) (rootDiskState, string) {
+	if driver == "btrfs" {
+		// qgroups: dockerd enables them at the first create with a size
+		// and refuses it when it cannot; the probe says which.
+		return rootDiskUnknown, ""
+	}
 	if driver != "overlay2" {
-		return rootDiskNotEnforced, fmt.Sprintf("storage driver %q (root disk caps need overlay2 on XFS with pquota)", driver)
+		return rootDiskNotEnforced, fmt.Sprintf("storage driver %q (root disk caps need overlay2 on XFS with pquota, or btrfs)", driver)
 	}
 	backing := ""
 	for _, kv := range status {
@@ -60,13 +67,15 @@ func rootDiskFromInfo(driver string, status [][2]string) (rootDiskState, string)
 }
 
 // storageOptRefused reports whether err is dockerd refusing storage-opt
-// size because its data root cannot cap (rather than any other failure).
+// size because its data root cannot cap (rather than any other failure):
+// overlay2 names storage-opt or pquota, btrfs the qgroup it failed to set.
 func storageOptRefused(err error) bool {
 	if err == nil {
 		return false
 	}
 	msg := strings.ToLower(err.Error())
-	return strings.Contains(msg, "storage-opt") || strings.Contains(msg, "storage option") || strings.Contains(msg, "pquota")
+	return strings.Contains(msg, "storage-opt") || strings.Contains(msg, "storage option") || strings.Contains(msg, "pquota") ||
+		strings.Contains(msg, "qgroup")
 }
 
 // storageOpt is the StorageOpt of a server with a disk of diskGB; nil when
@@ -103,7 +112,7 @@ func (r *rootDisk) set(state rootDiskState, reason string, log *slog.Logger) {
 	case rootDiskEnforced:
 		log.Info("root disk enforced: every server's writable layer is capped at its flavor's disk (storage-opt size)")
 	case rootDiskNotEnforced:
-		log.Warn("root disk NOT enforced on this host: a server can fill the Docker data root; give dockerd an XFS data root mounted with pquota (docs/operations.md)", "reason", reason)
+		log.Warn("root disk NOT enforced on this host: a server can fill the Docker data root; give dockerd an XFS data root mounted with pquota or a btrfs one (docs/operations.md)", "reason", reason)
 	}
 }
 

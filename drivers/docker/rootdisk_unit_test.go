@@ -22,6 +22,8 @@ func TestRootDiskFromInfo(t *testing.T) {
 		{"overlay2 on ext4", "overlay2", [][2]string{{"Backing Filesystem", "extfs"}}, rootDiskNotEnforced},
 		{"overlay2, no backing fs said", "overlay2", nil, rootDiskNotEnforced},
 		{"vfs", "vfs", [][2]string{{"Backing Filesystem", "xfs"}}, rootDiskNotEnforced},
+		{"btrfs driver: probe decides (qgroups)", "btrfs", [][2]string{{"Build Version", "Btrfs v6.2"}}, rootDiskUnknown},
+		{"overlay2 on btrfs", "overlay2", [][2]string{{"Backing Filesystem", "btrfs"}}, rootDiskNotEnforced},
 	} {
 		got, reason := rootDiskFromInfo(c.driver, c.status)
 		if got != c.want {
@@ -86,6 +88,16 @@ func TestRootDiskProbeDecidesStorageOpt(t *testing.T) {
 	}
 	if err := no.probe(ctx, log, refuse.create); err != nil || refuse.calls != 1 {
 		t.Errorf("second probe: err %v, %d creates, want the verdict kept", err, refuse.calls)
+	}
+
+	// The btrfs driver refuses it when it cannot set the qgroup limit.
+	var nobtrfs rootDisk
+	refuseQgroup := &fakeProbe{err: errors.New("Error response from daemon: Failed to limit qgroup for &{}: operation not permitted")}
+	if err := nobtrfs.probe(ctx, log, refuseQgroup.create); err != nil {
+		t.Fatal(err)
+	}
+	if r := nobtrfs.report(); !strings.HasPrefix(r, drivers.RootDiskNotEnforced+": ") || !strings.Contains(r, "qgroup") || nobtrfs.storageOpt(1) != nil {
+		t.Errorf("after a qgroup refusal: report %q, opt %v, want not enforced, no caps", r, nobtrfs.storageOpt(1))
 	}
 
 	// Another failure decides nothing: no caps yet, tried again next time.
