@@ -16,7 +16,7 @@
 #                       wait on dockerd, so more clouds than cores pay);
 #   go fuzz (short)     each native fuzz target (func Fuzz* in a _test.go)
 #                       of the packages run for CAPSULE_FUZZTIME (default
-#                       1s) with -fuzz; their seed corpora already ran as
+#                       2000x: 2000 inputs) with -fuzz; their seed corpora already ran as
 #                       ordinary tests in the packages tier, and so did the
 #                       short HTTP fuzz of internal/apifuzz (20,000
 #                       generated requests against an in-process cloud);
@@ -140,7 +140,11 @@ rate_files_check() {
 }
 
 # fuzz_short: every native fuzz target of the unit tier's packages for
-# CAPSULE_FUZZTIME (default 1s) each (docs/security.md, "Fuzzing"). Each
+# CAPSULE_FUZZTIME (default 2000x: 2000 inputs) each (docs/security.md,
+# "Fuzzing"). A count, not a duration: Go 1.26's fuzz coordinator can
+# report its own -fuzztime deadline as a failure ("context deadline
+# exceeded", no failing input; golang/go#75804, fixed in Go 1.27) when a
+# loaded machine keeps a worker busy past it. Each
 # package's test binary is built once with the fuzzing instrumentation and
 # run once per target (a go test -fuzz per target would link it again
 # every time: 5 s of overhead a target). The corpus grows in Go's fuzz
@@ -162,7 +166,7 @@ fuzz_short() {
 			continue
 		fi
 		for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go | sed 's/^func //'); do
-			if ! (cd "$dir" && "$bin/t" -test.run '^$' -test.fuzz "^$target\$" -test.fuzztime "${CAPSULE_FUZZTIME:-1s}" \
+			if ! (cd "$dir" && "$bin/t" -test.run '^$' -test.fuzz "^$target\$" -test.fuzztime "${CAPSULE_FUZZTIME:-2000x}" \
 				-test.fuzzcachedir "$cache/$pkg" >"$log" 2>&1); then
 				echo "fuzz target $pkg $target failed:" >&2
 				grep -v ' INFO ' "$log" | tail -30 >&2
