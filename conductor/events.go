@@ -43,6 +43,15 @@ func (c *Conductor) onHostEvent(ctx context.Context, ev protocol.HostEvent) erro
 	row := store.HostEvent{UUID: ev.ID, Host: ev.Host, InstanceID: ev.InstanceID, ProjectID: ev.ProjectID,
 		Kind: string(ev.Kind), Severity: ev.Severity, Message: ev.Message, Value: ev.Value, Threshold: ev.Threshold,
 		At: at, CreatedAt: c.now()}
+	// The server's instance action goes first: once the host event is
+	// listed, its action and event (with its result) are there too. Every
+	// write is idempotent, so a redelivery after a crash in between only
+	// adds what is missing.
+	if inst != nil {
+		if err := c.recordEventAction(ctx, inst, ev, at); err != nil {
+			return err
+		}
+	}
 	db := c.st.WithContext(ctx)
 	if err := db.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "uuid"}}, DoNothing: true}).Create(&row).Error; err != nil {
 		return fmt.Errorf("record host event %s (%s on %s): %w", ev.ID, ev.Kind, ev.Host, err)
@@ -51,9 +60,6 @@ func (c *Conductor) onHostEvent(ctx context.Context, ev protocol.HostEvent) erro
 	if inst == nil {
 		log.Info("host event recorded", "message", ev.Message)
 		return nil
-	}
-	if err := c.recordEventAction(ctx, inst, ev, at); err != nil {
-		return err
 	}
 	log.Info("server event recorded", "instance", inst.ID, "message", ev.Message)
 	return nil
