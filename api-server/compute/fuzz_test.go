@@ -1,6 +1,7 @@
 package compute
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -13,6 +14,7 @@ import (
 	"github.com/capsule-cloud/capsule/internal/fuzzhttp"
 	"github.com/capsule-cloud/capsule/internal/storetest"
 	"github.com/capsule-cloud/capsule/lifecycle"
+	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -56,6 +58,15 @@ func newFuzzCloud(tb testing.TB) *fuzzCloud {
 		ContainerFormat: "docker", DiskFormat: "raw", RegistryRef: "127.0.0.1:5050/capsule/busybox:latest"}).Error)
 	b := bus.NewMem(bus.MemNoHistory())
 	tb.Cleanup(func() { b.Close() })
+	// The server's host answers, as a live agent does: a console output
+	// call gets a log; every other message is taken. Without it a valid
+	// os-getConsoleOutput is the 503 of a host that did not answer.
+	must(b.Consume(context.Background(), bus.ComputeQueue("h1"), func(_ context.Context, m bus.Message) (any, error) {
+		if m.Kind == protocol.KindConsoleOutput {
+			return protocol.ConsoleOutputReply{Output: "capsule-init: system ready\n"}, nil
+		}
+		return nil, nil
+	}))
 	v := stubValidator{
 		"demo":  {UserID: "u-demo", ProjectID: "p-demo", Roles: []string{"member", "reader"}},
 		"admin": {UserID: "u-admin", ProjectID: "p-admin", Roles: []string{"admin", "member"}, IsAdminProject: true},
