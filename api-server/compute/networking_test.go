@@ -141,3 +141,80 @@ func TestForcedHostIsAdminOnly(t *testing.T) {
 		`{"server":{"name":"x","imageRef":"`+imageID+`","flavorRef":"1","availability_zone":"nova:nowhere"}}`)
 	expectFault(t, resp, body, 400, "badRequest")
 }
+
+// TestListServersIPFilter: ip is Nova's regular expression matched at the
+// start of each fixed IPv4 address, so one server's exact address lists
+// that server only, a prefix pattern lists every server it starts, and
+// the filter applies before paging.
+func TestListServersIPFilter(t *testing.T) {
+	f := newFixture(t)
+	n := f.addNetwork("net1", "p-demo", "10.9.0.0/24", false)
+	ids := map[string]string{}
+	for _, ip := range []string{"10.9.0.20", "10.9.0.21", "10.9.0.30"} {
+		resp, body := f.do("POST", "/v2.1/servers", "demo",
+			`{"server":{"name":"s`+ip+`","imageRef":"`+imageID+`","flavorRef":"1","networks":[{"uuid":"`+n.ID+`","fixed_ip":"`+ip+`"}]}}`)
+		if resp.StatusCode != 202 {
+			t.Fatalf("create: %d %v", resp.StatusCode, body)
+		}
+		ids[ip] = body["server"].(map[string]any)["id"].(string)
+	}
+	// A server without any port never matches.
+	if resp, body := f.do("POST", "/v2.1/servers", "demo", `{"server":{"name":"no-net","imageRef":"`+imageID+`","flavorRef":"1","networks":"none"}}`,
+		"X-OpenStack-Nova-API-Version", "2.37"); resp.StatusCode != 202 {
+		t.Fatalf("create: %d %v", resp.StatusCode, body)
+	}
+	listed := func(query string) []string {
+		t.Helper()
+		resp, body := f.do("GET", "/v2.1/servers?"+query, "demo", "")
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %v", query, resp.StatusCode, body)
+		}
+		var out []string
+		for _, s := range body["servers"].([]any) {
+			out = append(out, s.(map[string]any)["id"].(string))
+		}
+		return out
+	}
+	same := func(got []string, want ...string) bool {
+		if len(got) != len(want) {
+			return false
+		}
+		m := map[string]bool{}
+		for _, g := range got {
+			m[g] = true
+		}
+		for _, w := range want {
+			if !m[w] {
+				return false
+			}
+		}
+		return true
+	}
+	if got := listed("ip=10.9.0.21"); !same(got, ids["10.9.0.21"]) {
+		t.Errorf("ip=10.9.0.21 lists %v, want only %s", got, ids["10.9.0.21"])
+	}
+	if got := listed("ip=10.9.0.2"); !same(got, ids["10.9.0.20"], ids["10.9.0.21"]) {
+		t.Errorf("ip=10.9.0.2 (a prefix) lists %v", got)
+	}
+	if got := listed(`ip=10\.9\.0\.3.*`); !same(got, ids["10.9.0.30"]) {
+		t.Errorf("regex lists %v", got)
+	}
+	if got := listed("ip=9.0.0.20"); len(got) != 0 {
+		t.Errorf("an unanchored match must not count (re.match): %v", got)
+	}
+	if got := listed("ip=10.9.0.2&limit=1"); len(got) != 1 {
+		t.Errorf("limit after the filter: %v", got)
+	}
+	if got := listed("ip=10.9.0.[&name=s"); len(got) != 0 {
+		t.Errorf("an invalid pattern is a literal prefix: %v", got)
+	}
+	// ip6: no IPv6 address here; non-admins get it from 2.5 only.
+	resp, body := f.do("GET", "/v2.1/servers?ip6=fd00", "demo", "", "X-OpenStack-Nova-API-Version", "2.5")
+	if resp.StatusCode != 200 || len(body["servers"].([]any)) != 0 {
+		t.Errorf("ip6 at 2.5: %d %v", resp.StatusCode, body)
+	}
+	resp, body = f.do("GET", "/v2.1/servers?ip6=fd00", "demo", "", "X-OpenStack-Nova-API-Version", "2.4")
+	if resp.StatusCode != 200 || len(body["servers"].([]any)) != 4 {
+		t.Errorf("ip6 below 2.5 for a non-admin is ignored as Nova does: %d %v", resp.StatusCode, body)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"regexp"
 	"sort"
 	"strconv"
@@ -629,6 +630,15 @@ func (s *Service) listServers(detail bool) http.HandlerFunc {
 			}
 			insts = kept
 		}
+		if match, ok := ipFilter(q, creds.IsAdmin() || v.AtLeast(5)); ok {
+			kept := insts[:0]
+			for i := range insts {
+				if s.serverHasIP(ctx, &insts[i], match) {
+					kept = append(kept, insts[i])
+				}
+			}
+			insts = kept
+		}
 		if sk := q.Get("sort_key"); sk == "display_name" || sk == "name" {
 			asc := q.Get("sort_dir") == "asc"
 			sort.SliceStable(insts, func(i, j int) bool {
@@ -835,4 +845,47 @@ func nameFilter(name string) func(string) bool {
 		return re.MatchString
 	}
 	return func(s string) bool { return strings.Contains(s, name) }
+}
+
+// ipFilter is Nova's ip / ip6 server filter: each a regular expression
+// matched at the start of the server's fixed IPs of that version (Python's
+// re.match: anchored at the start, not at the end, so "10.0.0.1" also
+// matches 10.0.0.12 as in Nova). A pattern that does not compile matches
+// as a literal prefix. ip6 is honoured for non-admins from 2.5 only (Nova
+// drops it before). ok is false when neither filter applies.
+func ipFilter(q url.Values, ip6Allowed bool) (match func(addr netip.Addr) bool, ok bool) {
+	compile := func(pat string) func(string) bool {
+		if re, err := regexp.Compile("^(?:" + pat + ")"); err == nil {
+			return re.MatchString
+		}
+		return func(s string) bool { return strings.HasPrefix(s, pat) }
+	}
+	var m4, m6 func(string) bool
+	if q.Has("ip") {
+		m4 = compile(q.Get("ip"))
+	}
+	if q.Has("ip6") && ip6Allowed {
+		m6 = compile(q.Get("ip6"))
+	}
+	if m4 == nil && m6 == nil {
+		return nil, false
+	}
+	return func(a netip.Addr) bool {
+		if a.Is4() {
+			return m4 != nil && m4(a.String())
+		}
+		return m6 != nil && m6(a.String())
+	}, true
+}
+
+// serverHasIP reports whether one of the server's fixed IPs matches.
+func (s *Service) serverHasIP(ctx context.Context, inst *store.Instance, match func(netip.Addr) bool) bool {
+	for _, nic := range s.serverNICs(ctx, inst) {
+		for _, a := range nic.port.FixedIPs {
+			if ip, err := netip.ParseAddr(a.IPAddress); err == nil && match(ip) {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -331,7 +331,8 @@ func (s *Service) apiRoutes(mux *http.ServeMux, p string) {
 	mux.HandleFunc("GET "+p+"/os-aggregates", s.admin(emptyList("aggregates")))
 	s.serverGroupRoutes(mux, p)
 	s.keypairRoutes(mux, p)
-	mux.HandleFunc("GET "+p+"/extensions", s.authed(emptyList("extensions")))
+	mux.HandleFunc("GET "+p+"/extensions", s.authed(s.listExtensions))
+	mux.HandleFunc("GET "+p+"/extensions/{alias}", s.authed(s.showExtension))
 }
 
 func emptyList(key string) http.HandlerFunc {

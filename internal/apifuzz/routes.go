@@ -220,6 +220,7 @@ func routes() []route {
 	c(route{method: "GET", path: "/os-host-events", asAdmin: true, query: []string{"host", "since", "limit", "type"}})
 	c(route{method: "GET", path: "/os-aggregates", asAdmin: true})
 	c(route{method: "GET", path: "/extensions"})
+	c(route{method: "GET", path: "/extensions/{alias}"})
 	c(route{method: "GET", path: ""})
 	c(route{method: "GET", path: "/../"})
 

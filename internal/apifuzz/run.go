@@ -349,7 +349,7 @@ func (f *fuzzer) seed(ctx context.Context) error {
 	p.addKnown("hypervisor", "1", "fuzz-host")
 	p.addKnown("migration", "1")
 	p.addKnown("domain", "default")
-	p.addKnown("alias", "quotas", "security-group", "binding")
+	p.addKnown("alias", "quotas", "security-group", "binding", "os-keypairs")
 	return nil
 }
 

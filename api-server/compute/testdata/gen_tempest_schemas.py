@@ -20,8 +20,9 @@ import json
 
 MODULES = {
     'servers': ['v2_1', 'v2_3', 'v2_6', 'v2_8', 'v2_9', 'v2_16', 'v2_19', 'v2_26',
-                'v2_45', 'v2_47', 'v2_48', 'v2_51', 'v2_54', 'v2_57', 'v2_58'],
-    'flavors': ['v2_1', 'v2_55'],
+                'v2_45', 'v2_47', 'v2_48', 'v2_51', 'v2_54', 'v2_57', 'v2_58', 'v2_62', 'v2_63',
+                'v2_70', 'v2_71', 'v2_73', 'v2_75', 'v2_79'],
+    'flavors': ['v2_1', 'v2_55', 'v2_61'],
     'flavors_access': ['v2_1'],
     'flavors_extra_specs': ['v2_1'],
     'limits': ['v2_1', 'v2_36', 'v2_39', 'v2_57'],
@@ -32,8 +33,10 @@ MODULES = {
     'keypairs': ['v2_1', 'v2_2'],
     'tenant_usages': ['v2_1'],
     'quotas': ['v2_1', 'v2_36', 'v2_57'],
-    'server_groups': ['v2_1', 'v2_13'],
-    'interfaces': ['v2_1'],
+    'server_groups': ['v2_1', 'v2_13', 'v2_64'],
+    'interfaces': ['v2_1', 'v2_70'],
+    'extensions': ['v2_1'],
+    'images': ['v2_1', 'v2_45'],
 }
 
 # Server schemas for calls Capsule serves; the other modules are taken whole.
