@@ -130,6 +130,12 @@ func (c *Conductor) Handle(ctx context.Context, m bus.Message) (any, error) {
 			return nil, err
 		}
 		return c.instancesOnHost(ctx, r.Host)
+	case protocol.KindInstanceMetadata:
+		var r protocol.InstanceMetadataRequest
+		if err := m.Decode(&r); err != nil {
+			return nil, err
+		}
+		return c.instanceMetadata(ctx, r)
 	case protocol.KindSnapshotReport:
 		var r protocol.SnapshotReport
 		if err := m.Decode(&r); err != nil {

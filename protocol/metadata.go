@@ -1,0 +1,36 @@
+package protocol
+
+// KindInstanceMetadata (conductor queue, request/reply) asks for what the
+// metadata service serves a server: the agent that proxies a server's
+// request to 169.254.169.254 names the server by the OVS port the request
+// came in on, never by anything the server sent.
+const KindInstanceMetadata = "instance_metadata"
+
+// InstanceMetadataRequest asks the conductor for one server's metadata.
+// Host is the asking agent's host: the conductor answers only about a
+// server placed there.
+type InstanceMetadataRequest struct {
+	Host       string `json:"host"`
+	InstanceID string `json:"instance_id"`
+}
+
+// InstanceMetadata is what the metadata service and the config drive
+// render (package metadata): the server as its owner configured it.
+type InstanceMetadata struct {
+	UUID             string            `json:"uuid"`
+	Name             string            `json:"name"`
+	Hostname         string            `json:"hostname"`
+	ProjectID        string            `json:"project_id"`
+	AvailabilityZone string            `json:"availability_zone"`
+	LaunchIndex      int               `json:"launch_index"`
+	ReservationID    string            `json:"reservation_id,omitempty"`
+	ImageID          string            `json:"image_id,omitempty"`
+	FlavorName       string            `json:"flavor_name,omitempty"`
+	KeyName          string            `json:"key_name,omitempty"`
+	KeyData          string            `json:"key_data,omitempty"` // OpenSSH public key (or x509 PEM)
+	Meta             map[string]string `json:"meta,omitempty"`
+	// UserData is as stored: base64 of the user's bytes ("" = none).
+	UserData       string   `json:"user_data,omitempty"`
+	SecurityGroups []string `json:"security_groups,omitempty"`
+	NICs           []NIC    `json:"nics,omitempty"`
+}
