@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
+	"github.com/capsule-cloud/capsule/api-server/image"
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
@@ -74,7 +75,8 @@ func newFixtureOn(t *testing.T, st *store.Store) *fixture {
 		// The admin role on a project that is not the admin project.
 		"projadmin": {UserID: "u-projadmin", ProjectID: "p-demo", Roles: []string{"admin", "member", "reader"}},
 	}
-	svc := New(st, b, Options{PublicHost: "127.0.0.1", ComputePort: 8774, Validator: v, CallTimeout: time.Second})
+	svc := New(st, b, Options{PublicHost: "127.0.0.1", ComputePort: 8774, Validator: v, CallTimeout: time.Second,
+		Images: image.New(st, image.Options{Validator: v})})
 	srv := httptest.NewServer(svc.Handler())
 	t.Cleanup(srv.Close)
 	return &fixture{t: t, st: st, bus: b, srv: srv, svc: svc, image: imageID}

@@ -42,6 +42,9 @@ type Options struct {
 	// or interface attach makes count against it.
 	DefaultPortQuota int
 	Validator        auth.Validator
+	// Images deletes images for the image proxy (DELETE /images/{id})
+	// as Glance does; package image's Service.
+	Images ImageDeleter
 	// RegistryAddress (host:port) is where snapshots of servers whose image
 	// registry cannot be told from its reference are pushed.
 	RegistryAddress string
@@ -330,6 +333,7 @@ func (s *Service) apiRoutes(mux *http.ServeMux, p string) {
 	mux.HandleFunc("GET "+p+"/os-host-events", s.admin(s.listHostEvents))
 	mux.HandleFunc("GET "+p+"/os-aggregates", s.admin(emptyList("aggregates")))
 	s.serverGroupRoutes(mux, p)
+	s.imageRoutes(mux, p)
 	s.keypairRoutes(mux, p)
 	mux.HandleFunc("GET "+p+"/extensions", s.authed(s.listExtensions))
 	mux.HandleFunc("GET "+p+"/extensions/{alias}", s.authed(s.showExtension))

@@ -190,37 +190,73 @@ func (s *Service) getImage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) deleteImage(w http.ResponseWriter, r *http.Request) {
-	img, c, ok := s.loadVisible(w, r)
-	if !ok {
+	if err := s.DeleteImage(r.Context(), auth.FromContext(r.Context()), r.PathValue("id")); err != nil {
+		s.respondErr(w, r, err)
 		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// DeleteImage deletes image id as c, as Glance does (NotFound when c may
+// not see it, Forbidden when c may not change it or it is protected), and
+// drops its registry data: Glance's DELETE, also behind the Compute API's
+// image proxy.
+func (s *Service) DeleteImage(ctx context.Context, c *auth.Credentials, id string) error {
+	img, err := s.load(ctx, id)
+	if err == nil && !canSee(c, &img) {
+		err = fmt.Errorf("image %s: %w", id, store.ErrNotFound)
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		return errdefs.NotFound("No image found with ID " + id)
+	}
+	if err != nil {
+		return err
 	}
 	if !canModify(c, &img) {
-		s.respondErr(w, r, errdefs.Forbidden("You are not authorized to delete image "+img.ID))
-		return
+		return errdefs.Forbidden("You are not authorized to delete image " + img.ID)
 	}
 	if img.Protected {
-		s.respondErr(w, r, errdefs.Forbidden("Image "+img.ID+" is protected and cannot be deleted."))
-		return
+		return errdefs.Forbidden("Image " + img.ID + " is protected and cannot be deleted.")
 	}
-	res := s.st.WithContext(r.Context()).Where("id = ?", img.ID).Delete(&store.Image{})
+	res := s.st.WithContext(ctx).Where("id = ?", img.ID).Delete(&store.Image{})
 	if res.Error != nil {
-		s.internalError(w, r, fmt.Errorf("delete image %s: %w", img.ID, res.Error))
-		return
+		return fmt.Errorf("delete image %s: %w", img.ID, res.Error)
 	}
 	if res.RowsAffected == 0 {
-		s.respondErr(w, r, errdefs.NotFound("No image found with ID "+img.ID))
-		return
+		return errdefs.NotFound("No image found with ID " + img.ID)
 	}
 	// The row is gone, so the image is deleted for clients; a registry
 	// tag left behind is only wasted space, hence best effort. Counted
 	// after the row went: of concurrent deletes of images sharing data,
 	// the last one sees no other and removes it.
 	if del, ok := s.opts.Data.(Deleter); ok && img.RegistryRef != "" {
-		if err := s.deleteData(r.Context(), del, img); err != nil {
-			s.log.WarnContext(r.Context(), "delete image data", "image", img.ID, "ref", img.RegistryRef, "error", err)
+		if err := s.deleteData(ctx, del, img); err != nil {
+			s.log.WarnContext(ctx, "delete image data", "image", img.ID, "ref", img.RegistryRef, "error", err)
 		}
 	}
-	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// AdditionalProperties are img's additional properties (Nova's image
+// "metadata"): its property map without the keys that hold base
+// attributes.
+func AdditionalProperties(img *store.Image) map[string]string {
+	props := Properties(img)
+	for k := range props {
+		if isInternalProp(k) || slices.Contains(baseAttrs, k) {
+			delete(props, k)
+		}
+	}
+	return props
+}
+
+// SettableProperty reports why a client may not set additional property
+// k (Glance's 403 for a reserved attribute), or nil.
+func SettableProperty(k string) error {
+	if slices.Contains(reserved, k) || slices.Contains(baseAttrs, k) || isInternalProp(k) {
+		return errdefs.Forbiddenf("Attribute '%s' is read-only.", k)
+	}
+	return nil
 }
 
 // deleteData has del drop the data of the deleted image img, telling it

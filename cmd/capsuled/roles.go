@@ -210,13 +210,13 @@ func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) e
 		Lockout: identity.Lockout{UserAttempts: a.LockoutFailureAttempts, SourceAttempts: a.LockoutSourceFailureAttempts,
 			Duration: a.LockoutDuration}})
 	go ids.PurgeTokensEvery(ctx, a.TokenPurgeInterval)
-	comp := compute.New(d.st, d.bus, compute.Options{PublicHost: a.PublicHost, ComputePort: a.ComputePort, ImagePort: a.ImagePort,
-		CallTimeout: a.CallTimeout, ServiceDownTime: cfg.Scheduler.ServiceDownTime, Validator: ids, Log: log,
-		RegistryAddress: cfg.Registry.Address, AfterCommit: crashAfterCommit(log),
-		DefaultQuota:     compute.Quota{Instances: cfg.Quota.Instances, Cores: cfg.Quota.Cores, RAM: cfg.Quota.RAMMB},
-		DefaultPortQuota: cfg.Network.Quota.Ports})
 	img := image.New(d.st, image.Options{Validator: ids, Logger: log, Data: image.NewRegistryData(cfg.Registry),
 		MaxImageBytes: a.ImageSizeCap, UploadTimeout: a.ImageUploadTimeout})
+	comp := compute.New(d.st, d.bus, compute.Options{PublicHost: a.PublicHost, ComputePort: a.ComputePort, ImagePort: a.ImagePort,
+		CallTimeout: a.CallTimeout, ServiceDownTime: cfg.Scheduler.ServiceDownTime, Validator: ids, Log: log,
+		RegistryAddress: cfg.Registry.Address, AfterCommit: crashAfterCommit(log), Images: img,
+		DefaultQuota:     compute.Quota{Instances: cfg.Quota.Instances, Cores: cfg.Quota.Cores, RAM: cfg.Quota.RAMMB},
+		DefaultPortQuota: cfg.Network.Quota.Ports})
 	netw := network.New(ids, network.WithStore(d.st), network.WithConfig(cfg.Network), network.WithLogger(log),
 		network.WithPortDetacher(comp), network.WithPortUpdater(comp))
 	// The portal is a client of the APIs above, reaching them where they

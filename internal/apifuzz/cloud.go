@@ -169,9 +169,9 @@ func StartCloud(ctx context.Context, dir string) (*Cloud, error) {
 	port := func(i int) int { return lns[i].Addr().(*net.TCPAddr).Port }
 	ids := identity.New(st, identity.Options{PublicHost: "127.0.0.1", Logger: lg,
 		Ports: identity.Ports{Identity: port(0), Compute: port(1), Image: port(2), Network: port(3)}})
-	comp := compute.New(st, c.bus, compute.Options{PublicHost: "127.0.0.1", ComputePort: port(1), ImagePort: port(2),
-		CallTimeout: 5 * time.Second, Validator: ids, Log: lg, RegistryAddress: cfg.Registry.Address})
 	img := image.New(st, image.Options{Validator: ids, Logger: lg, Data: newMemData()})
+	comp := compute.New(st, c.bus, compute.Options{PublicHost: "127.0.0.1", ComputePort: port(1), ImagePort: port(2),
+		CallTimeout: 5 * time.Second, Validator: ids, Log: lg, RegistryAddress: cfg.Registry.Address, Images: img})
 	netw := network.New(ids, network.WithStore(st), network.WithConfig(cfg.Network), network.WithLogger(lg))
 	// The listeners capsuled serves (cmd/capsuled runAPI): body and header
 	// limits and timeouts included, with the default limits.

@@ -220,6 +220,24 @@ func routes() []route {
 	c(route{method: "GET", path: "/os-host-events", asAdmin: true, query: []string{"host", "since", "limit", "type"}})
 	c(route{method: "GET", path: "/os-aggregates", asAdmin: true})
 	c(route{method: "GET", path: "/extensions"})
+	// The image proxy (below 2.36).
+	imgQuery := []string{"name", "status", "server", "type", "minRam", "minDisk", "changes-since", "limit", "marker"}
+	c(route{method: "GET", path: "/images", query: imgQuery})
+	c(route{method: "GET", path: "/images/detail", query: imgQuery})
+	c(route{method: "GET", path: "/images/{image}"})
+	c(route{method: "DELETE", path: "/images/{image}", destructive: true})
+	c(route{method: "GET", path: "/images/{image}/metadata"})
+	c(route{method: "POST", path: "/images/{image}/metadata", destructive: true, body: func(e *env) any {
+		return obj("metadata", map[string]any{"k": "v"})
+	}})
+	c(route{method: "PUT", path: "/images/{image}/metadata", destructive: true, body: func(e *env) any {
+		return obj("metadata", map[string]any{"k": "v"})
+	}})
+	c(route{method: "GET", path: "/images/{image}/metadata/{metakey}"})
+	c(route{method: "PUT", path: "/images/{image}/metadata/{metakey}", destructive: true, body: func(e *env) any {
+		return obj("meta", map[string]any{"k": "v"})
+	}})
+	c(route{method: "DELETE", path: "/images/{image}/metadata/{metakey}", destructive: true})
 	c(route{method: "GET", path: "/extensions/{alias}"})
 	c(route{method: "GET", path: ""})
 	c(route{method: "GET", path: "/../"})
