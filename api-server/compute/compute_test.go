@@ -106,6 +106,18 @@ func (f *fixture) do(method, path, token, body string, hdr ...string) (*http.Res
 	return resp, m
 }
 
+// future is a server of f's service that serves microversions up to v,
+// beyond the advertised maximum: for a step's behaviour implemented before
+// maxVersion reaches it. Its do is f.do's.
+func (f *fixture) future(v apiVersion) *fixture {
+	f.t.Helper()
+	srv := httptest.NewServer(f.svc.handlerUpTo(v))
+	f.t.Cleanup(srv.Close)
+	g := *f
+	g.srv = srv
+	return &g
+}
+
 func expectFault(t *testing.T, resp *http.Response, body map[string]any, status int, name string) {
 	t.Helper()
 	if resp.StatusCode != status {

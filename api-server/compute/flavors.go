@@ -360,14 +360,18 @@ func (s *Service) updateFlavor(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"flavor": s.flavorView(r, f)})
 }
 
-// Extra specs. Keys in the quota:, hw: and capsule: namespaces are
-// validated with limits.Parse (Nova's names and units; an unknown key or a
-// bad value is a 400 naming the key), always against the flavor's whole
-// resulting set, since some keys only make sense together (a total disk
-// throttle excludes read/write ones, a NIC peak needs its average). Keys
-// in other namespaces are stored as given, as Nova below 2.86 does. A
-// flavor is created without extra specs (they are set afterwards, as in
-// Nova), so creation has nothing to validate.
+// Extra specs. From microversion 2.86 (Nova's extra-spec validation) keys
+// in the quota:, hw: and capsule: namespaces are validated with
+// limits.Parse (Nova's names and units; an unknown key or a bad value is a
+// 400 naming the key), always against the flavor's whole resulting set,
+// since some keys only make sense together (a total disk throttle excludes
+// read/write ones, a NIC peak needs its average). Below 2.86 any key and
+// value is stored as given, as Nova does (clients set values such as
+// hw:cpu_policy=CPU-POLICY on flavors they never boot); a server is then
+// refused a flavor with invalid specs at create and resize (400), before
+// anything reaches a host. Keys in other namespaces are stored as given at
+// every microversion. A flavor is created without extra specs (they are
+// set afterwards, as in Nova), so creation has nothing to validate.
 
 func specsMap(f *store.Flavor) map[string]string {
 	m := map[string]string{}
@@ -404,7 +408,7 @@ func (s *Service) saveSpecs(w http.ResponseWriter, r *http.Request, f *store.Fla
 	for k, v := range out {
 		merged[k] = v
 	}
-	if _, err := limits.Parse(merged, f.VCPUs); err != nil {
+	if _, err := limits.Parse(merged, f.VCPUs); err != nil && versionOf(r.Context()).AtLeast(86) {
 		writeFault(w, errdefs.InvalidArgument("Invalid extra_specs: "+err.Error()))
 		return nil, false
 	}
@@ -488,7 +492,7 @@ func (s *Service) deleteExtraSpec(w http.ResponseWriter, r *http.Request) {
 	// needs). A flavor that was valid must stay so; one that already
 	// was not (older than validation) may be cleaned up key by key.
 	before := specsMap(f)
-	if _, err := limits.Parse(before, f.VCPUs); err == nil {
+	if _, err := limits.Parse(before, f.VCPUs); err == nil && versionOf(r.Context()).AtLeast(86) {
 		delete(before, key)
 		if _, err := limits.Parse(before, f.VCPUs); err != nil {
 			writeFault(w, errdefs.InvalidArgument("Invalid extra_specs after removing "+key+": "+err.Error()))

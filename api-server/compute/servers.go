@@ -25,6 +25,7 @@ import (
 	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/lifecycle"
+	"github.com/capsule-cloud/capsule/limits"
 	"github.com/capsule-cloud/capsule/outbox"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/store"
@@ -160,6 +161,13 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 	flavor, err := s.findFlavor(ctx, flavorRef)
 	if err != nil || flavor.Disabled || !s.flavorVisible(ctx, flavor) {
 		writeFault(w, errdefs.InvalidArgumentf("Flavor %s could not be found.", flavorRef))
+		return
+	}
+	// Extra specs are validated when set from 2.86 only (Nova's rule);
+	// one a host could not honour refuses the boot here, as Nova's
+	// create refuses an invalid hw: policy, not on the host.
+	if _, err := limits.Parse(specsMap(flavor), flavor.VCPUs); err != nil {
+		writeFault(w, errdefs.InvalidArgumentf("Flavor %s has invalid extra specs: %v", flavor.FlavorID, err))
 		return
 	}
 	if in.ImageRef == nil || *in.ImageRef == "" {

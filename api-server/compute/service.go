@@ -157,15 +157,20 @@ func versionOf(ctx context.Context) apiVersion {
 }
 
 // Handler returns the compute port's handler.
-func (s *Service) Handler() http.Handler {
+func (s *Service) Handler() http.Handler { return s.handlerUpTo(maxVersion) }
+
+// handlerUpTo serves microversions up to max: maxVersion, or beyond it in
+// tests of a step's behaviour that is implemented before the advertised
+// maximum reaches it.
+func (s *Service) handlerUpTo(max apiVersion) http.Handler {
 	mux := http.NewServeMux()
 	s.routes(mux)
-	return s.withVersion(mux)
+	return s.withVersion(mux, max)
 }
 
 // withVersion negotiates the microversion and sets the response headers on
 // every response, errors included.
-func (s *Service) withVersion(next http.Handler) http.Handler {
+func (s *Service) withVersion(next http.Handler, upTo apiVersion) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Clients join endpoint + "/" + path; accept a trailing slash. Not
 		// for a tenant usage with an empty project id: Nova answers 404
@@ -187,14 +192,14 @@ func (s *Service) withVersion(next http.Handler) http.Handler {
 			writeFault(w, errdefs.InvalidArgumentf("API Version String %s is of invalid format. Must be of format MajorNum.MinorNum.", raw))
 			return
 		}
-		if v.less(minVersion) || maxVersion.less(v) {
+		if v.less(minVersion) || upTo.less(v) {
 			w.Header().Set("X-OpenStack-Nova-API-Version", raw)
 			w.Header().Set("OpenStack-API-Version", "compute "+raw)
-			writeError(w, http.StatusNotAcceptable, fmt.Sprintf("Version %s is not supported by the API. Minimum is %s and maximum is %s.", raw, minVersion, maxVersion))
+			writeError(w, http.StatusNotAcceptable, fmt.Sprintf("Version %s is not supported by the API. Minimum is %s and maximum is %s.", raw, minVersion, upTo))
 			return
 		}
 		if strings.EqualFold(raw, "latest") {
-			raw = maxVersion.String()
+			raw = upTo.String()
 		}
 		w.Header().Set("X-OpenStack-Nova-API-Version", raw)
 		w.Header().Set("OpenStack-API-Version", "compute "+raw)
