@@ -200,6 +200,13 @@ type Agent struct {
 	// server's network namespace (docker driver); empty means the base
 	// image in the registry, <registry.address>/capsule/busybox:latest.
 	SandboxImage string `yaml:"sandbox_image"`
+	// MetadataDisabled turns the metadata service (http://169.254.169.254/
+	// from every server on its VLAN, see docs/architecture.md) off on this
+	// host; it is on by default on hosts that plumb with Open vSwitch.
+	MetadataDisabled bool `yaml:"metadata_disabled"`
+	// MetadataCacheTTL is how long the metadata service keeps a server's
+	// tree before asking the control plane again (default 5s).
+	MetadataCacheTTL time.Duration `yaml:"metadata_cache_ttl"`
 	// MetricsListen is the address of the agent's Prometheus /metrics
 	// endpoint; "" disables it. Loopback by default: the figures name
 	// tenants' servers and projects.

@@ -39,6 +39,7 @@ type Plumber struct {
 	ovs      *ovs.Client
 	mappings map[string]string // physical network -> bridge
 	log      *slog.Logger
+	metadata bool // the metadata service's flows and route (metadata.go)
 }
 
 // New returns a Plumber that attaches NICs to the bridges bridgeMappings
@@ -308,6 +309,9 @@ func (p *Plumber) Plug(ctx context.Context, id, netnsPath string, nics []protoco
 		}
 		break
 	}
+	if err := p.metadataRoute(nsh, plans); err != nil {
+		return fmt.Errorf("vif: plug %s: route to the metadata service: %w", id, err)
+	}
 	p.log.Info("plugged NICs", "instance", id, "netns", netnsPath, "nics", len(plans))
 	return nil
 }
@@ -341,6 +345,9 @@ func (p *Plumber) plugNIC(ctx context.Context, id string, ns netns.NsHandle, nsh
 		if err := p.ovs.DeleteFlows(ctx, existing.Bridge, ovs.CookieMatch(pl.cookie)); err != nil {
 			return err
 		}
+		if err := p.ovs.DeleteFlows(ctx, existing.Bridge, ovs.CookieMatch(MetadataCookie(pl.nic.PortID))); err != nil {
+			return err
+		}
 		replace = true
 	}
 	switch {
@@ -367,6 +374,7 @@ func (p *Plumber) plugNIC(ctx context.Context, id string, ns netns.NsHandle, nsh
 		undo.push("OVS port "+pl.host, func(ctx context.Context) error {
 			return errors.Join(
 				p.ovs.DeleteFlows(ctx, pl.bridge, ovs.CookieMatch(pl.cookie)),
+				p.ovs.DeleteFlows(ctx, pl.bridge, ovs.CookieMatch(MetadataCookie(pl.nic.PortID))),
 				p.ovs.DeletePort(ctx, pl.host))
 		})
 	}
@@ -390,6 +398,9 @@ func (p *Plumber) plugNIC(ctx context.Context, id string, ns netns.NsHandle, nsh
 	// Flows: the bridge's fallback, then this port's rules (replaced
 	// atomically, so a running instance is never briefly unfiltered).
 	if err := p.ovs.EnsureFallbackFlow(ctx, pl.bridge); err != nil {
+		return err
+	}
+	if err := p.plugMetadata(ctx, pl, port.OFPort); err != nil {
 		return err
 	}
 	if pl.nic.PortSecurity {
@@ -654,6 +665,9 @@ func (p *Plumber) remove(ctx context.Context, host *netlink.Handle, port Port, b
 	var errs []error
 	for _, br := range bridges {
 		if err := p.ovs.DeleteFlows(ctx, br, ovs.CookieMatch(Cookie(port.PortID))); err != nil {
+			errs = append(errs, err)
+		}
+		if err := p.ovs.DeleteFlows(ctx, br, ovs.CookieMatch(MetadataCookie(port.PortID))); err != nil {
 			errs = append(errs, err)
 		}
 	}

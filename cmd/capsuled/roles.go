@@ -26,6 +26,7 @@ import (
 	"github.com/capsule-cloud/capsule/drivers"
 	"github.com/capsule-cloud/capsule/drivers/docker"
 	"github.com/capsule-cloud/capsule/drivers/fake"
+	"github.com/capsule-cloud/capsule/metaproxy"
 	"github.com/capsule-cloud/capsule/metrics"
 	"github.com/capsule-cloud/capsule/migrate"
 	"github.com/capsule-cloud/capsule/ovs"
@@ -121,11 +122,15 @@ func runAgent(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger)
 		return err
 	}
 	var opts []agent.Option
-	p := newPlumber(ctx, cfg, log)
+	p, vp := newPlumber(ctx, cfg, log)
 	if p != nil {
 		opts = append(opts, agent.WithPlumber(p))
 	}
 	ag := agent.New(cfg.Agent, drv, d.bus, log, opts...)
+	if vp != nil && !cfg.Agent.MetadataDisabled {
+		stop := serveMetadata(ctx, cfg, vp, ag, log)
+		defer stop()
+	}
 	if cfg.Agent.MetricsListen != "" {
 		defer serveAgentMetrics(ctx, cfg, ag, p != nil, log)()
 	}
@@ -169,15 +174,18 @@ func serveAgentMetrics(ctx context.Context, cfg config.Config, ag *agent.Agent, 
 // namespaces are names). Without Open vSwitch it returns nil and the agent
 // refuses servers with NICs (it never starts one without its network);
 // servers without NICs still run.
-func newPlumber(ctx context.Context, cfg config.Config, log *slog.Logger) agent.Plumber {
+func newPlumber(ctx context.Context, cfg config.Config, log *slog.Logger) (agent.Plumber, *vif.Plumber) {
 	if cfg.Agent.Driver == "fake" {
-		return noopPlumber{}
+		return noopPlumber{}, nil
 	}
 	if _, err := exec.LookPath("ovs-vsctl"); err != nil {
 		log.Warn("Open vSwitch (ovs-vsctl) not found: servers with NICs cannot be built on this host", "err", err)
-		return nil
+		return nil, nil
 	}
 	p := vif.New(ovs.New(ovs.Options{Logger: log}), cfg.Agent.BridgeMappings, log)
+	if !cfg.Agent.MetadataDisabled {
+		p.WithMetadata()
+	}
 	// The mapped bridges must exist before a port can be plugged; an
 	// error here only concerns servers with NICs, so the agent still runs
 	// and each such build reports the plumbing error.
@@ -187,7 +195,36 @@ func newPlumber(ctx context.Context, cfg config.Config, log *slog.Logger) agent.
 		log.Error("cannot set up the bridges of agent.bridge_mappings: servers with NICs will fail to plug", "err", err,
 			"bridge_mappings", cfg.Agent.BridgeMappings)
 	}
-	return agent.VIF(p)
+	return agent.VIF(p), p
+}
+
+// serveMetadata runs the host's metadata service (package metaproxy) on
+// every mapped bridge until ctx ends or the returned stop is called (stop
+// waits for it to close, taking its ports' namespaces with it).
+func serveMetadata(ctx context.Context, cfg config.Config, p *vif.Plumber, ag *agent.Agent, log *slog.Logger) (stop func()) {
+	ttl := cfg.Agent.MetadataCacheTTL
+	if ttl <= 0 {
+		ttl = 5 * time.Second
+	}
+	srv := metaproxy.New(metadataPorts{p}, ag.InstanceMetadata, ttl, log)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Run(ctx)
+	}()
+	return func() { cancel(); <-done }
+}
+
+// metadataPorts adapts vif's metadata listener to metaproxy.Ports.
+type metadataPorts struct{ *vif.Plumber }
+
+func (m metadataPorts) ListenMetadata(ctx context.Context, bridge string) (net.Listener, error) {
+	l, err := m.Plumber.ListenMetadata(ctx, bridge)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
 }
 
 // noopPlumber is the fake driver's plumbing: there is no namespace to wire.
