@@ -147,6 +147,15 @@ var migrations = []migration{
 	{16, "per-project quota lock rows; network quota limits", func(tx *gorm.DB) error {
 		return tx.AutoMigrate(&QuotaLock{}, &NetworkQuotaLimit{})
 	}},
+	{17, "security groups, their rules, ports' memberships", func(tx *gorm.DB) error {
+		if err := tx.AutoMigrate(&SecurityGroup{}, &SecurityGroupRule{}, &PortSecurityGroup{}); err != nil {
+			return err
+		}
+		// Ports with port security were (as the API showed) in their
+		// project's default group, which is now enforced: they join the
+		// stored one, so nothing running loses its traffic.
+		return joinDefaultGroups(tx)
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

@@ -108,6 +108,9 @@ type Port struct {
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
 
+	// SecurityGroups are the ids of the groups the port is a member of
+	// (port_security_groups), sorted; loaded with the port.
+	SecurityGroups []string `gorm:"-"`
 	// FixedIPs are loaded by every store read of a port, ordered by
 	// subnet then address.
 	FixedIPs []IPAllocation `gorm:"foreignKey:PortID;constraint:OnDelete:CASCADE"`
@@ -775,6 +778,10 @@ type PortRequest struct {
 	// Admin may request addresses outside the pools (but inside the
 	// subnet).
 	Admin bool
+	// SecurityGroups nil: the project's default group when the port has
+	// port security; non-nil: exactly these groups of the port's project
+	// (none allowed without port security).
+	SecurityGroups *[]string
 	// Quota, when set, runs first in the port's transaction (the
 	// project's port quota).
 	Quota Guard
@@ -838,6 +845,15 @@ func (s *Store) allocatePort(ctx context.Context, req PortRequest, mac string) (
 		if err != nil {
 			return err
 		}
+		var groups []string
+		switch {
+		case p.PortSecurityEnabled:
+			if groups, err = resolvePortGroups(tx, p.ProjectID, req.SecurityGroups); err != nil {
+				return err
+			}
+		case req.SecurityGroups != nil && len(*req.SecurityGroups) > 0:
+			return netErr(ErrPortSecurityRequired, "Port security must be enabled and port must have an IP address in order to use security groups.")
+		}
 		if err := tx.Omit(clause.Associations).Create(p).Error; err != nil {
 			if errors.Is(err, gorm.ErrDuplicatedKey) {
 				return errMACTaken
@@ -846,6 +862,9 @@ func (s *Store) allocatePort(ctx context.Context, req PortRequest, mac string) (
 				return netErr(ErrNetworkNotFound, "Network %s could not be found.", req.NetworkID)
 			}
 			return fmt.Errorf("create port: %w", err)
+		}
+		if err := setPortGroups(tx, p.ID, groups); err != nil {
+			return err
 		}
 		if req.FixedIPs == nil {
 			return allocateAny(tx, p, subnets)
@@ -1049,7 +1068,47 @@ func getPort(tx *gorm.DB, id string) (*Port, error) {
 	if err != nil {
 		return nil, fmt.Errorf("get port %s: %w", id, err)
 	}
+	if err := loadPortGroups(tx, []*Port{&p}); err != nil {
+		return nil, err
+	}
 	return &p, nil
+}
+
+// loadPortGroups fills in the ports' SecurityGroups.
+func loadPortGroups(tx *gorm.DB, ports []*Port) error {
+	if len(ports) == 0 {
+		return nil
+	}
+	ids := make([]string, 0, len(ports))
+	for _, p := range ports {
+		ids = append(ids, p.ID)
+	}
+	var rows []PortSecurityGroup
+	for start := 0; start < len(ids); start += 500 {
+		chunk := ids[start:min(start+500, len(ids))]
+		var part []PortSecurityGroup
+		if err := tx.Session(&gorm.Session{NewDB: true}).Where("port_id IN ?", chunk).
+			Order("port_id, security_group_id").Find(&part).Error; err != nil {
+			return fmt.Errorf("security groups of ports: %w", err)
+		}
+		rows = append(rows, part...)
+	}
+	by := map[string][]string{}
+	for _, r := range rows {
+		by[r.PortID] = append(by[r.PortID], r.SecurityGroupID)
+	}
+	for _, p := range ports {
+		p.SecurityGroups = nonNil(by[p.ID])
+	}
+	return nil
+}
+
+func portPtrs(ps []Port) []*Port {
+	out := make([]*Port, len(ps))
+	for i := range ps {
+		out[i] = &ps[i]
+	}
+	return out
 }
 
 func orderAllocations(db *gorm.DB) *gorm.DB { return db.Order("subnet_id, ip_address") }
@@ -1077,6 +1136,9 @@ func (s *Store) ListPorts(ctx context.Context, f PortFilter) ([]Port, error) {
 	if err := q.Find(&out).Error; err != nil {
 		return nil, fmt.Errorf("list ports: %w", err)
 	}
+	if err := loadPortGroups(s.WithContext(ctx), portPtrs(out)); err != nil {
+		return nil, err
+	}
 	return out, nil
 }
 
@@ -1095,6 +1157,9 @@ func (s *Store) ServerPorts(ctx context.Context, instanceID, project string) ([]
 		Where("device_id = ? AND project_id = ? AND compute_bound = ?", instanceID, project, true).Find(&out).Error
 	if err != nil {
 		return nil, fmt.Errorf("ports of server %s: %w", instanceID, err)
+	}
+	if err := loadPortGroups(s.WithContext(ctx), portPtrs(out)); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -1129,7 +1194,10 @@ type PortUpdate struct {
 	// the port already has keep it, the rest are allocated as in
 	// AllocatePort and addresses not named are released.
 	FixedIPs *[]FixedIPRequest
-	Admin    bool
+	// SecurityGroups replaces the port's groups (of its own project;
+	// none allowed without port security).
+	SecurityGroups *[]string
+	Admin          bool
 }
 
 // UpdatePort applies u in one transaction and bumps the revision. Errors
@@ -1164,6 +1232,9 @@ func (s *Store) UpdatePort(ctx context.Context, id string, u PortUpdate) (*Port,
 		}
 		if u.PortSecurity != nil {
 			p.PortSecurityEnabled = *u.PortSecurity
+		}
+		if err := updatePortGroups(tx, p, u.SecurityGroups); err != nil {
+			return err
 		}
 		if u.MAC != nil {
 			m, err := NormalizeMAC(*u.MAC)
@@ -1250,6 +1321,9 @@ func (s *Store) ReleasePort(ctx context.Context, portID string) error {
 		// opened without the foreign_keys pragma would not cascade.
 		if err := tx.Where("port_id = ?", portID).Delete(&IPAllocation{}).Error; err != nil {
 			return fmt.Errorf("release port %s: addresses: %w", portID, err)
+		}
+		if err := tx.Where("port_id = ?", portID).Delete(&PortSecurityGroup{}).Error; err != nil {
+			return fmt.Errorf("release port %s: security groups: %w", portID, err)
 		}
 		res := tx.Where("id = ?", portID).Delete(&Port{})
 		if res.Error != nil {

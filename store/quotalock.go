@@ -70,6 +70,9 @@ var networkQuotaModels = map[string]func() any{
 	"network": func() any { return &Network{} },
 	"subnet":  func() any { return &Subnet{} },
 	"port":    func() any { return &Port{} },
+	// A project's default group and its rules count too, as in Neutron.
+	"security_group":      func() any { return &SecurityGroup{} },
+	"security_group_rule": func() any { return &SecurityGroupRule{} },
 }
 
 // NetworkQuotaGuard is the guard of a create of one resource ("network",

@@ -202,5 +202,8 @@ func CountNetworkUsage(tx *gorm.DB, projectID string) (map[string]int, error) {
 		}
 		used[m.key] = int(n)
 	}
+	if err := countSecurityGroupUsage(tx, projectID, used); err != nil {
+		return nil, err
+	}
 	return used, nil
 }

@@ -46,7 +46,9 @@ func TestPortSecurityOffOnSharedNetworkIsTheOwners(t *testing.T) {
 	if adm["port_security_enabled"] != false {
 		t.Fatalf("admin's port %v", adm)
 	}
-	if got := e.must(http.StatusOK, "PUT", path, "admin", obj{"port": obj{"port_security_enabled": false}})["port"].(obj); got["port_security_enabled"] != false {
+	// As in Neutron, the port leaves its groups in the same update.
+	e.fails(http.StatusConflict, "PortSecurityPortHasSecurityGroup", "PUT", path, "admin", obj{"port": obj{"port_security_enabled": false}})
+	if got := e.must(http.StatusOK, "PUT", path, "admin", obj{"port": obj{"port_security_enabled": false, "security_groups": []string{}}})["port"].(obj); got["port_security_enabled"] != false {
 		t.Fatalf("admin's update of bob's port: %v", got)
 	}
 	own := e.network("alice", obj{"name": "own"})

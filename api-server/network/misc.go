@@ -2,9 +2,6 @@ package network
 
 import (
 	"net/http"
-	"time"
-
-	"github.com/google/uuid"
 
 	"github.com/capsule-cloud/capsule/api-server/httpapi"
 	"github.com/capsule-cloud/capsule/errdefs"
@@ -32,6 +29,8 @@ var extensions = []extension{
 	{"sorting", "Sorting support", "Extension that indicates that sorting is enabled.", "2016-06-12T00:00:00-00:00"},
 	{"quotas", "Quota management support", "Expose functions for quotas management per tenant", "2012-07-29T10:00:00-00:00"},
 	{"quota_details", "Quota details management support", "Expose functions for quotas usage statistics per project", "2017-02-10T10:00:00-00:00"},
+	{"security-group", "security-group", "The security groups extension.", "2012-10-05T10:00:00-00:00"},
+	{"stateful-security-group", "Stateful security group", "Indicates if the security group is stateful or not", "2019-11-26T09:00:00-00:00"},
 }
 
 func (e extension) view() map[string]any {
@@ -55,73 +54,4 @@ func (s *Service) getExtension(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeFault(w, errdefs.NotFound("Extension with alias "+alias+" does not exist").WithReason("HTTPNotFound"))
-}
-
-// sgNamespace derives the stable ids of each project's default security
-// group and its rules, so they need no table.
-var sgNamespace = uuid.MustParse("5b0c7d0e-3f4e-4c55-9d39-6f3b7c1ea1d0")
-
-// epoch is the creation time the synthesized default groups report.
-var epoch = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
-
-// defaultSecurityGroup is Neutron's per-project "default" group (allow
-// all egress, ingress from the group). Capsule enforces no group rules;
-// the group exists because clients (OSC server create) resolve it by name.
-func defaultSecurityGroup(project string) map[string]any {
-	id := uuid.NewSHA1(sgNamespace, []byte("sg:"+project)).String()
-	return map[string]any{
-		"id": id, "name": "default", "description": "Default security group", "project_id": project,
-		"tenant_id": project, "stateful": true, "security_group_rules": defaultRules(project, id), "tags": []string{},
-		"created_at": ts(epoch), "updated_at": ts(epoch), "revision_number": 1, "shared": false,
-	}
-}
-
-func defaultRules(project, sg string) []map[string]any {
-	var out []map[string]any
-	for _, r := range []struct{ dir, eth string }{{"egress", "IPv4"}, {"egress", "IPv6"}, {"ingress", "IPv4"}, {"ingress", "IPv6"}} {
-		var remote any
-		if r.dir == "ingress" {
-			remote = sg
-		}
-		out = append(out, map[string]any{
-			"id": uuid.NewSHA1(sgNamespace, []byte("rule:"+project+":"+r.dir+":"+r.eth)).String(), "security_group_id": sg,
-			"direction": r.dir, "ethertype": r.eth, "protocol": nil, "port_range_min": nil, "port_range_max": nil,
-			"remote_ip_prefix": nil, "remote_group_id": remote, "remote_address_group_id": nil, "normalized_cidr": nil,
-			"project_id": project, "tenant_id": project, "description": "", "tags": []string{},
-			"created_at": ts(epoch), "updated_at": ts(epoch), "revision_number": 0,
-		})
-	}
-	return out
-}
-
-func (s *Service) listSecurityGroups(w http.ResponseWriter, r *http.Request) {
-	c := creds(r)
-	var views []view
-	if c.ProjectID != "" {
-		views = append(views, defaultSecurityGroup(c.ProjectID))
-	}
-	listQuery(w, r, "security_groups", views, keysOf(defaultSecurityGroup("")), func(id string) {
-		writeFault(w, errdefs.NotFound("Security group "+id+" does not exist").WithReason("SecurityGroupNotFound"))
-	})
-}
-
-func (s *Service) getSecurityGroup(w http.ResponseWriter, r *http.Request) {
-	c := creds(r)
-	if sg := defaultSecurityGroup(c.ProjectID); c.ProjectID != "" && sg["id"] == r.PathValue("id") {
-		showOne(w, r, http.StatusOK, "security_group", sg)
-		return
-	}
-	writeFault(w, errdefs.NotFound("Security group "+r.PathValue("id")+" does not exist").WithReason("SecurityGroupNotFound"))
-}
-
-func (s *Service) listSecurityGroupRules(w http.ResponseWriter, r *http.Request) {
-	c := creds(r)
-	var views []view
-	if c.ProjectID != "" {
-		sg := defaultSecurityGroup(c.ProjectID)
-		views = append(views, sg["security_group_rules"].([]map[string]any)...)
-	}
-	listQuery(w, r, "security_group_rules", views, keysOf(defaultRules("", "")[0]), func(id string) {
-		writeFault(w, errdefs.NotFound("Security group rule "+id+" does not exist").WithReason("SecurityGroupRuleNotFound"))
-	})
 }

@@ -169,12 +169,12 @@ func TestDiscoveryAndAuth(t *testing.T) {
 	for _, x := range exts {
 		aliases = append(aliases, x.(obj)["alias"].(string))
 	}
-	for _, want := range []string{"provider", "binding", "port-security", "standard-attr-description", "external-net", "quotas", "quota_details"} {
+	for _, want := range []string{"provider", "binding", "port-security", "standard-attr-description", "external-net", "quotas", "quota_details", "security-group", "stateful-security-group"} {
 		if !strings.Contains(","+strings.Join(aliases, ",")+",", ","+want+",") {
 			t.Errorf("extension %s not declared: %v", want, aliases)
 		}
 	}
-	for _, not := range []string{"security-group", "router"} {
+	for _, not := range []string{"router"} {
 		if strings.Contains(","+strings.Join(aliases, ",")+",", ","+not+",") {
 			t.Errorf("extension %s declared but not implemented", not)
 		}

@@ -24,7 +24,7 @@ func portView(p *store.Port, admin bool) view {
 	v := view{
 		"id": p.ID, "name": p.Name, "network_id": p.NetworkID, "project_id": p.ProjectID, "tenant_id": p.ProjectID,
 		"mac_address": p.MACAddress, "fixed_ips": ips, "device_id": p.DeviceID, "device_owner": p.DeviceOwner,
-		"status": p.Status, "admin_state_up": p.AdminStateUp, "security_groups": []string{},
+		"status": p.Status, "admin_state_up": p.AdminStateUp, "security_groups": nonNilStrings(p.SecurityGroups),
 		"port_security_enabled": p.PortSecurityEnabled, "allowed_address_pairs": []any{}, "extra_dhcp_opts": []any{},
 		"description": p.Description, "tags": []string{}, "created_at": ts(p.CreatedAt), "updated_at": ts(p.UpdatedAt),
 		"revision_number": p.RevisionNumber,
@@ -130,8 +130,7 @@ func fixedIPs(a attrs) (*[]store.FixedIPRequest, error) {
 }
 
 // checkUnsupported refuses non-empty values of port features Capsule has
-// not got; security_groups is accepted and ignored (port security is the
-// anti-spoofing switch, there are no group rules to apply).
+// not got.
 func checkUnsupported(a attrs) error {
 	for _, k := range []string{"allowed_address_pairs", "extra_dhcp_opts"} {
 		if err := a.emptyList(k); err != nil {
@@ -174,6 +173,7 @@ func (s *Service) createPorts(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		created = append(created, portView(p, c.IsAdmin()))
+		s.membersChanged(r.Context(), p.ID, nil, p.SecurityGroups)
 	}
 	if bulk {
 		httpapi.WriteJSON(w, http.StatusCreated, map[string]any{"ports": created})
@@ -223,6 +223,9 @@ func (s *Service) portFromRequest(w http.ResponseWriter, r *http.Request, a attr
 		return bad(err)
 	}
 	if req.PortSecurity, err = a.boolean("port_security_enabled"); err != nil {
+		return bad(err)
+	}
+	if req.SecurityGroups, err = portGroupsAttr(a); err != nil {
 		return bad(err)
 	}
 	ips, err := fixedIPs(a)
@@ -324,6 +327,10 @@ func (s *Service) updatePort(w http.ResponseWriter, r *http.Request) {
 		invalidInput(w, err.Error())
 		return
 	}
+	if u.SecurityGroups, err = portGroupsAttr(a); err != nil {
+		invalidInput(w, err.Error())
+		return
+	}
 	if err := bindingProfile(a, c, "update_port"); err != nil {
 		writeFault(w, err)
 		return
@@ -376,7 +383,25 @@ func (s *Service) updatePort(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
+	if u.SecurityGroups != nil || plugChange(cur, u) {
+		s.membersChanged(r.Context(), p.ID, cur.SecurityGroups, p.SecurityGroups)
+	}
 	showOne(w, r, http.StatusOK, "port", portView(p, c.IsAdmin()))
+}
+
+// membersChanged tells the hosts about a port whose groups or addresses
+// changed: the port itself, and every port whose rules name one of its
+// old or new groups as remote group.
+func (s *Service) membersChanged(ctx context.Context, port string, old, cur []string) {
+	if s.sgNotifier == nil {
+		return
+	}
+	groups := append(slices.Clone(old), cur...)
+	watchers, err := s.st.SecurityGroupWatchers(ctx, groups)
+	if err != nil {
+		s.log.ErrorContext(ctx, "ports watching security groups", "port", port, "error", err)
+	}
+	s.sgChanged(ctx, append(watchers, port))
 }
 
 // plugChange: u changes what the host applies for the port (addresses,
@@ -436,6 +461,7 @@ func (s *Service) updatePluggedPort(w http.ResponseWriter, r *http.Request, cur 
 			return
 		}
 	}
+	s.membersChanged(ctx, p.ID, cur.SecurityGroups, p.SecurityGroups)
 	showOne(w, r, http.StatusOK, "port", portView(p, c.IsAdmin()))
 }
 
@@ -460,6 +486,13 @@ func (s *Service) rollBackPort(ctx context.Context, old *store.Port) {
 }
 
 func changed(v *string, cur string) bool { return v != nil && *v != cur }
+
+func nonNilStrings(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
 
 // portInUse is Neutron's PortInUse for a port its server holds.
 func portInUse(p *store.Port) error {
@@ -538,6 +571,7 @@ func (s *Service) deletePort(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
+	s.membersChanged(r.Context(), id, cur.SecurityGroups, nil)
 	w.WriteHeader(http.StatusNoContent)
 }
 

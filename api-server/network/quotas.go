@@ -24,9 +24,11 @@ import (
 // the create's transaction (store.NetworkQuotaGuard) and refuses with
 // Neutron's 409 OverQuota (ports the Compute API makes for a server count
 // too: a 403 there). The "quotas" extension is not declared yet, so
-// Tempest does not run its network quota tests. The other resources (routers, floating IPs,
-// security groups, ...) do not exist in Capsule: their limits are stored
-// and shown, and nothing counts against them.
+// Tempest does not run its network quota tests. Security groups and
+// their rules are enforced the same way (a project's default group and
+// its four rules count, as in Neutron). The other resources (routers,
+// floating IPs, ...) do not exist in Capsule: their limits are stored and
+// shown, and nothing counts against them.
 
 // networkQuotaDefaults are the default limits by resource.
 func (s *Service) networkQuotaDefaults() map[string]int {
@@ -136,8 +138,7 @@ func (s *Service) showQuotaDefault(w http.ResponseWriter, r *http.Request) {
 }
 
 // showQuotaDetails gives each limit with what the project uses:
-// networks, subnets and ports counted, plus the default security group
-// and its four rules every project has.
+// networks, subnets, ports, security groups and their rules counted.
 func (s *Service) showQuotaDetails(w http.ResponseWriter, r *http.Request) {
 	project, ok := quotaProject(w, r)
 	if !ok {
@@ -161,7 +162,7 @@ func (s *Service) showQuotaDetails(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) networkUsage(r *http.Request, project string) (map[string]int, error) {
-	used := map[string]int{"security_group": 1, "security_group_rule": 4}
+	used := map[string]int{}
 	if s.st == nil {
 		return used, nil
 	}

@@ -122,7 +122,7 @@ func TestUpdateOfPluggedPortReleasesTheOldAddressAfterTheHost(t *testing.T) {
 
 	// Port security goes through the host too; a rename alone does not.
 	up.fail = nil
-	e.must(http.StatusOK, "PUT", path, "alice", obj{"port": obj{"port_security_enabled": false}})
+	e.must(http.StatusOK, "PUT", path, "alice", obj{"port": obj{"port_security_enabled": false, "security_groups": []string{}}})
 	e.must(http.StatusOK, "PUT", path, "alice", obj{"port": obj{"name": "eth0"}})
 	if up.calls != 4 {
 		t.Fatalf("%d re-plugs, want 4", up.calls)

@@ -26,6 +26,8 @@ type Service struct {
 	log       *slog.Logger
 	detacher  PortDetacher
 	updater   PortUpdater
+	// sgNotifier gets the ports a security group change affects.
+	sgNotifier SecurityGroupNotifier
 }
 
 // PortDetacher unplugs a port from the server the Compute API bound it to
@@ -126,8 +128,14 @@ func (s *Service) Handler() http.Handler {
 	h("DELETE /v2.0/ports/{id}", s.deletePort)
 
 	h("GET /v2.0/security-groups", s.listSecurityGroups)
+	h("POST /v2.0/security-groups", s.createSecurityGroups)
 	h("GET /v2.0/security-groups/{id}", s.getSecurityGroup)
+	h("PUT /v2.0/security-groups/{id}", s.updateSecurityGroup)
+	h("DELETE /v2.0/security-groups/{id}", s.deleteSecurityGroup)
 	h("GET /v2.0/security-group-rules", s.listSecurityGroupRules)
+	h("POST /v2.0/security-group-rules", s.createSecurityGroupRules)
+	h("GET /v2.0/security-group-rules/{id}", s.getSecurityGroupRule)
+	h("DELETE /v2.0/security-group-rules/{id}", s.deleteSecurityGroupRule)
 	return s.finish(mux)
 }
 

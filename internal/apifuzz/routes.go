@@ -32,17 +32,19 @@ type route struct {
 
 // deleteRoutes is how the janitor deletes a created resource of a pool.
 var deleteRoutes = map[string]route{
-	"server":  {service: "compute", method: "DELETE", path: "/servers/%s"},
-	"flavor":  {service: "compute", method: "DELETE", path: "/flavors/%s"},
-	"keypair": {service: "compute", method: "DELETE", path: "/os-keypairs/%s"},
-	"group":   {service: "compute", method: "DELETE", path: "/os-server-groups/%s"},
-	"image":   {service: "image", method: "DELETE", path: "/v2/images/%s"},
-	"network": {service: "network", method: "DELETE", path: "/v2.0/networks/%s"},
-	"subnet":  {service: "network", method: "DELETE", path: "/v2.0/subnets/%s"},
-	"port":    {service: "network", method: "DELETE", path: "/v2.0/ports/%s"},
-	"project": {service: "identity", method: "DELETE", path: "/projects/%s"},
-	"user":    {service: "identity", method: "DELETE", path: "/users/%s"},
-	"role":    {service: "identity", method: "DELETE", path: "/roles/%s"},
+	"server":   {service: "compute", method: "DELETE", path: "/servers/%s"},
+	"flavor":   {service: "compute", method: "DELETE", path: "/flavors/%s"},
+	"keypair":  {service: "compute", method: "DELETE", path: "/os-keypairs/%s"},
+	"group":    {service: "compute", method: "DELETE", path: "/os-server-groups/%s"},
+	"image":    {service: "image", method: "DELETE", path: "/v2/images/%s"},
+	"network":  {service: "network", method: "DELETE", path: "/v2.0/networks/%s"},
+	"subnet":   {service: "network", method: "DELETE", path: "/v2.0/subnets/%s"},
+	"port":     {service: "network", method: "DELETE", path: "/v2.0/ports/%s"},
+	"secgroup": {service: "network", method: "DELETE", path: "/v2.0/security-groups/%s"},
+	"sgrule":   {service: "network", method: "DELETE", path: "/v2.0/security-group-rules/%s"},
+	"project":  {service: "identity", method: "DELETE", path: "/projects/%s"},
+	"user":     {service: "identity", method: "DELETE", path: "/users/%s"},
+	"role":     {service: "identity", method: "DELETE", path: "/roles/%s"},
 }
 
 func obj(k string, v any) map[string]any { return map[string]any{k: v} }
@@ -450,14 +452,49 @@ func routes() []route {
 		case 2:
 			p["mac_address"] = fmt.Sprintf("fa:16:3e:%02x:%02x:%02x", e.rng.IntN(256), e.rng.IntN(256), e.rng.IntN(256))
 		default:
-			p["port_security_enabled"] = e.rng.IntN(2) == 0
+			on := e.rng.IntN(2) == 0
+			p["port_security_enabled"] = on
+			if !on {
+				p["security_groups"] = []any{} // as Neutron, a port leaves its groups to drop port security
+			}
 		}
 		return obj("port", p)
 	}})
 	nw(route{method: "DELETE", path: "/v2.0/ports/{port}", destructive: true})
-	nw(route{method: "GET", path: "/v2.0/security-groups"})
-	nw(route{method: "GET", path: "/v2.0/security-groups/{secgroup}"})
-	nw(route{method: "GET", path: "/v2.0/security-group-rules"})
+	sgQuery := []string{"id", "name", "fields", "limit", "marker", "sort_key", "sort_dir", "project_id", "tenant_id",
+		"security_group_id", "direction", "ethertype", "protocol", "remote_group_id", "stateful"}
+	nw(route{method: "GET", path: "/v2.0/security-groups", query: sgQuery})
+	nw(route{method: "POST", path: "/v2.0/security-groups", creates: "secgroup", body: func(e *env) any {
+		g := map[string]any{"name": e.name("sg"), "description": "d", "stateful": e.rng.IntN(4) != 0}
+		if e.rng.IntN(5) == 0 {
+			return obj("security_groups", []any{g})
+		}
+		return obj("security_group", g)
+	}})
+	nw(route{method: "GET", path: "/v2.0/security-groups/{secgroup}", query: []string{"fields"}})
+	nw(route{method: "PUT", path: "/v2.0/security-groups/{secgroup}", destructive: true, body: func(e *env) any {
+		return obj("security_group", map[string]any{"name": e.name("sg"), "description": "x"})
+	}})
+	nw(route{method: "DELETE", path: "/v2.0/security-groups/{secgroup}", destructive: true})
+	nw(route{method: "GET", path: "/v2.0/security-group-rules", query: sgQuery})
+	nw(route{method: "POST", path: "/v2.0/security-group-rules", creates: "sgrule", body: func(e *env) any {
+		r := map[string]any{"security_group_id": e.id("secgroup"), "direction": e.pickOf("ingress", "egress"),
+			"ethertype": e.pickOf("IPv4", "IPv6"), "description": "d"}
+		switch e.rng.IntN(4) {
+		case 0:
+			lo := 1 + e.rng.IntN(65000)
+			r["protocol"], r["port_range_min"], r["port_range_max"] = e.pickOf("tcp", "udp", "6", 132), lo, lo+e.rng.IntN(100)
+		case 1:
+			r["protocol"], r["ethertype"], r["port_range_min"], r["port_range_max"] = "icmp", "IPv4", e.rng.IntN(256), e.rng.IntN(256)
+		case 2:
+			r["remote_group_id"] = e.id("secgroup")
+		default:
+			r["protocol"], r["remote_ip_prefix"] = e.pickOf(nil, "any", "gre", 47), e.pickOf("10.0.0.0/8", "0.0.0.0/0", "::/0")
+		}
+		return obj("security_group_rule", r)
+	}})
+	nw(route{method: "GET", path: "/v2.0/security-group-rules/{sgrule}", query: []string{"fields"}})
+	nw(route{method: "DELETE", path: "/v2.0/security-group-rules/{sgrule}", destructive: true})
 	nw(route{method: "GET", path: "/v2.0/floatingips"})
 	nw(route{method: "GET", path: "/v2.0/routers"})
 	nw(route{method: "GET", path: "/v2.0/extensions"})

@@ -55,7 +55,8 @@ func TestWriteRoutesReachHandlers(t *testing.T) {
 		t.Fatalf("create project: %d %s", status, answer)
 	}
 	f.pools.addCreated("project", proj.Project.ID, "")
-	fill := map[string]string{"{project}": proj.Project.ID, "{serverport}": f.pools.any("serverport", nil)}
+	fill := map[string]string{"{project}": proj.Project.ID, "{serverport}": f.pools.any("serverport", nil),
+		"{secgroup}": f.pools.any("secgroup", nil)}
 
 	for _, want := range []struct{ method, path, token string }{
 		{"PUT", "/v2.0/quotas/{project}", f.admin.token},
@@ -63,6 +64,8 @@ func TestWriteRoutesReachHandlers(t *testing.T) {
 		{"GET", "/v2.0/quotas/{project}/details.json", f.admin.token},
 		{"DELETE", "/v2.0/quotas/{project}", f.admin.token},
 		{"PUT", "/v2.0/ports/{serverport}", f.demo.token},
+		{"POST", "/v2.0/security-groups", f.demo.token},
+		{"PUT", "/v2.0/security-groups/{secgroup}", f.demo.token},
 	} {
 		var rt *route
 		for i := range f.routes {

@@ -289,6 +289,16 @@ func (f *fuzzer) seed(ctx context.Context) error {
 		return err
 	}
 	p.addKnown("port", sub(m, "port"))
+	if m, err = call("network", "POST", "/v2.0/security-groups", f.demo.token, obj("security_group", map[string]any{"name": "fuzz-sg"})); err != nil {
+		return err
+	}
+	sgID := sub(m, "security_group")
+	p.addKnown("secgroup", sgID)
+	if m, err = call("network", "POST", "/v2.0/security-group-rules", f.demo.token, obj("security_group_rule", map[string]any{
+		"security_group_id": sgID, "direction": "ingress", "protocol": "tcp", "port_range_min": 80, "port_range_max": 80})); err != nil {
+		return err
+	}
+	p.addKnown("sgrule", sub(m, "security_group_rule"))
 	if m, err = call("image", "GET", "/v2/images", f.demo.token, nil); err != nil {
 		return err
 	}
