@@ -146,6 +146,10 @@ type Scheduler struct {
 	Weigher         string        `yaml:"weigher"` // spread | pack
 	MaxAttempts     int           `yaml:"max_attempts"`
 	ServiceDownTime time.Duration `yaml:"service_down_time"`
+	// HostStateMaxAge is how old the scheduler's cached view of the hosts
+	// may get before a placement reloads it (claims re-check each host
+	// under its lock, so the age only affects which host is tried first).
+	HostStateMaxAge time.Duration `yaml:"host_state_max_age"`
 }
 
 // Conductor owns the database on behalf of agents.
@@ -269,7 +273,7 @@ func Default() Config {
 			ImagePort: 9292, NetworkPort: 9696, PortalPort: 8080, TokenTTL: 12 * time.Hour, CallTimeout: 30 * time.Second,
 			AdminProject: "admin", LockoutFailureAttempts: 10, LockoutSourceFailureAttempts: 50, LockoutDuration: 5 * time.Minute,
 			TokenPurgeInterval: time.Hour},
-		Scheduler: Scheduler{Weigher: "spread", MaxAttempts: 3, ServiceDownTime: 60 * time.Second},
+		Scheduler: Scheduler{Weigher: "spread", MaxAttempts: 3, ServiceDownTime: 60 * time.Second, HostStateMaxAge: time.Second},
 		Conductor: Conductor{BuildTimeout: 10 * time.Minute, MigrationStepTimeout: 15 * time.Minute, PeriodicInterval: 30 * time.Second,
 			TaskTimeout: 10 * time.Minute, ImageTaskTimeout: time.Hour, OutboxInterval: time.Second,
 			AgentUserPrefix: "capsule-agent-"},

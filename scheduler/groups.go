@@ -25,14 +25,12 @@ type Placement struct {
 	DifferentHost []string
 }
 
-// placementOf loads instance id's group and hints. An instance not found
-// (a test's bare request) has no constraints.
-func (s *Scheduler) placementOf(ctx context.Context, id string) (Placement, error) {
+// placementOf loads the placement of instance id in group g (nil: none)
+// with its hints (inst: its row, nil when not found, e.g. a test's bare
+// request: no constraints).
+func (s *Scheduler) placementOf(ctx context.Context, id string, inst *store.Instance, g *store.ServerGroup) (Placement, error) {
 	var p Placement
-	g, err := s.st.GroupOf(ctx, id)
-	if err != nil {
-		return p, fmt.Errorf("scheduler: %w", err)
-	}
+	var err error
 	db := s.st.WithContext(ctx)
 	if g != nil {
 		hosts, err := store.MemberHosts(db, g.ID, id)
@@ -41,15 +39,11 @@ func (s *Scheduler) placementOf(ctx context.Context, id string) (Placement, erro
 		}
 		p.Group, p.MemberHosts = g, hosts
 	}
-	var insts []store.Instance
-	if err := db.Where("id = ?", id).Limit(1).Find(&insts).Error; err != nil {
-		return p, fmt.Errorf("scheduler: hints of %s: %w", id, err)
-	}
-	if len(insts) == 0 {
+	if inst == nil {
 		return p, nil
 	}
-	hints := insts[0].Hints()
-	project := insts[0].ProjectID
+	hints := inst.Hints()
+	project := inst.ProjectID
 	if hints.AnyProject {
 		project = ""
 	}

@@ -320,7 +320,9 @@ func TestSelectHintsSeeOnlyTheProjectsServers(t *testing.T) {
 		t.Errorf("same_host of another project's server: host %q err %v, want NoValidHost", host, err)
 	}
 	addMember(t, st, "probe-diff", "", store.SchedulerHints{DifferentHost: []string{"victim"}})
-	if p, err := s.placementOf(ctx, "probe-diff"); err != nil || len(p.DifferentHost) != 0 {
+	req := small("probe-diff")
+	if err := s.resolve(ctx, &req); err != nil || len(req.Placement.DifferentHost) != 0 {
+		p := req.Placement
 		t.Errorf("different_host of another project's server: excluded %v (err %v), want none", p.DifferentHost, err)
 	}
 	addMember(t, st, "admin-same", "", store.SchedulerHints{SameHost: []string{"victim"}, AnyProject: true})

@@ -62,6 +62,7 @@ type Scheduler struct {
 	log     *slog.Logger
 	weigher Weigher
 	filters []Filter
+	hosts   *hostCache
 	now     func() time.Time
 	// self names this scheduler in instance-action events.
 	self string
@@ -85,10 +86,15 @@ func New(st *store.Store, b bus.Bus, cfg config.Scheduler, log *slog.Logger) *Sc
 	self, _ := os.Hostname()
 	s := &Scheduler{st: st, b: b, cfg: cfg, log: log, weigher: w, now: time.Now, self: self}
 	s.filters = DefaultFilters(cfg.ServiceDownTime, func() time.Time { return s.now() })
+	if cfg.HostStateMaxAge <= 0 {
+		cfg.HostStateMaxAge = config.Default().Scheduler.HostStateMaxAge
+	}
+	s.hosts = newHostCache(st, cfg.HostStateMaxAge, w)
 	return s
 }
 
-// HostStates returns every compute host with its capacity and usage.
+// HostStates returns every compute host with its capacity and usage, as
+// the database has them now.
 func (s *Scheduler) HostStates(ctx context.Context) ([]HostState, error) {
 	var svcs []store.Service
 	if err := s.st.WithContext(ctx).Where(&store.Service{Binary: store.ComputeBinary}).Order("host").Find(&svcs).Error; err != nil {
@@ -105,65 +111,156 @@ func (s *Scheduler) HostStates(ctx context.Context) ([]HostState, error) {
 	return out, nil
 }
 
-// candidates returns the hosts that pass the filters, best first, and
-// the per-filter results.
-func (s *Scheduler) candidates(ctx context.Context, req Request) ([]HostState, []FilterResult, int, error) {
-	all, err := s.HostStates(ctx)
-	if err != nil {
-		return nil, nil, 0, err
-	}
-	hosts, results := applyFilters(s.filters, all, req)
-	weigh(weigherFor(s.weigher, req), hosts)
-	return hosts, results, len(all), nil
-}
+// errHostChanged refuses a claim on a host that, read under the claim's
+// lock, no longer passes the filters the cached view passed it on.
+var errHostChanged = fmt.Errorf("host no longer passes the filters: %w", store.ErrInsufficient)
 
 // Select claims req's resources on the best host and returns it. The
-// filters see a snapshot, so a concurrent claim may have taken the room
-// meanwhile: the claim is atomic, and on ErrInsufficient the next host is
-// tried. When none is left the error is a *NoValidHostError.
+// filters and weighers see the scheduler's cached view of the hosts (see
+// hostCache); the claim is atomic and re-checks the host under its lock,
+// and on a refusal the next host is tried. When none is left the error is
+// a *NoValidHostError, always from a view loaded after Select began.
 func (s *Scheduler) Select(ctx context.Context, req Request) (string, error) {
-	if !req.Dedicated && req.InstanceID != "" {
-		// Callers sizing from the flavor alone (a migration's target)
-		// get the instance's CPU policy here, so the filters see what
-		// the claim will count.
-		var specs []string
-		if err := s.st.WithContext(ctx).Model(&store.Instance{}).Where("id = ?", req.InstanceID).Limit(1).
-			Pluck("extra_specs", &specs).Error; err != nil {
-			return "", fmt.Errorf("scheduler: cpu policy of %s: %w", req.InstanceID, err)
-		}
-		req.Dedicated = len(specs) > 0 && store.IsDedicated(specs[0])
-	}
+	begun := time.Now()
 	if req.InstanceID != "" {
-		p, err := s.placementOf(ctx, req.InstanceID)
-		if err != nil {
+		if err := s.resolve(ctx, &req); err != nil {
 			return "", err
 		}
-		req.Placement = p
 	}
-	hosts, results, total, err := s.candidates(ctx, req)
+	host, viewStarted, err := s.selectOnce(ctx, req, time.Time{})
+	if IsNoValidHost(err) && viewStarted.Before(begun) {
+		// The view predates the request: room freed since (a delete,
+		// another scheduler's failed build) is not in it. Look again.
+		host, _, err = s.selectOnce(ctx, req, begun)
+	}
+	return host, err
+}
+
+// resolve fills in, from the instance, its CPU policy (callers sizing from
+// the flavor alone, such as a migration's target, leave it unset) and its
+// server group and hints.
+func (s *Scheduler) resolve(ctx context.Context, req *Request) error {
+	// One read for the instance and its group membership.
+	var rows []struct {
+		store.Instance
+		GroupID *string
+	}
+	if err := s.st.WithContext(ctx).Table("instances").
+		Select("instances.id, instances.project_id, instances.extra_specs, instances.scheduler_hints, "+
+			"server_group_members.group_id AS group_id").
+		Joins("LEFT JOIN server_group_members ON server_group_members.instance_id = instances.id").
+		Where("instances.id = ?", req.InstanceID).Limit(1).Scan(&rows).Error; err != nil {
+		return fmt.Errorf("scheduler: instance %s: %w", req.InstanceID, err)
+	}
+	var inst *store.Instance
+	var group *store.ServerGroup
+	var err error
+	if len(rows) > 0 {
+		inst = &rows[0].Instance
+		req.Dedicated = req.Dedicated || store.IsDedicated(inst.ExtraSpecs)
+		if rows[0].GroupID != nil {
+			if group, err = s.st.GetServerGroup(ctx, *rows[0].GroupID); errors.Is(err, store.ErrNotFound) {
+				group, err = nil, nil // deleted meanwhile: no constraint left
+			}
+		}
+	} else {
+		group, err = s.st.GroupOf(ctx, req.InstanceID)
+	}
 	if err != nil {
-		return "", err
+		return fmt.Errorf("scheduler: %w", err)
 	}
-	nv := &NoValidHostError{Hosts: total, Filters: results}
-	for _, h := range hosts {
-		err := s.st.ClaimOnHostIf(ctx, h.Host, req.InstanceID, req.Demand(), req.MigrationID, req.Placement.guard(req.InstanceID))
+	p, err := s.placementOf(ctx, req.InstanceID, inst, group)
+	if err != nil {
+		return err
+	}
+	req.Placement = p
+	return nil
+}
+
+// selectOnce tries the hosts of one view (loaded no earlier than
+// notBefore) best first and returns the one claimed, or a
+// *NoValidHostError; viewStarted is when that view was loaded.
+func (s *Scheduler) selectOnce(ctx context.Context, req Request, notBefore time.Time) (string, time.Time, error) {
+	snap, err := s.hosts.view(ctx, notBefore)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	want := req.Demand()
+	opts := store.ClaimOptions{MigrationID: req.MigrationID, Guard: req.Placement.guard(req.InstanceID), Resolved: true,
+		Accept: func(svc *store.Service, used store.Resources) error {
+			h := hostStateOf(svc, used)
+			for _, f := range s.filters {
+				if !f.Pass(h, req) {
+					return fmt.Errorf("claim on %s: filter %s: %w", svc.Host, f.Name(), errHostChanged)
+				}
+			}
+			return nil
+		}}
+	var rejected []string
+	// try claims h (already counted in the view) and reports whether it
+	// is taken; a refusal gives the room back in the view.
+	try := func(h string) (bool, error) {
+		err := s.st.Claim(ctx, h, req.InstanceID, want, opts)
+		if err == nil {
+			return true, nil
+		}
+		s.hosts.adjust(snap, h, want.Scale(-1))
 		switch {
-		case err == nil:
-			s.log.Debug("host selected", "instance", req.InstanceID, "host", h.Host, "weigher", s.weigher.Name(),
-				"candidates", len(hosts), "filters", nv.Explain())
-			return h.Host, nil
-		case errors.Is(err, store.ErrInsufficient), errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrGroupPolicy):
-			// Raced with another claim (of room, or of a member of the
-			// same server group), or the service was deleted since the
-			// snapshot: try the next host.
-			s.log.Debug("claim refused, trying next host", "instance", req.InstanceID, "host", h.Host, "error", err)
-			nv.Rejected = append(nv.Rejected, h.Host)
+		case errors.Is(err, store.ErrInsufficient):
+			// Raced with another claim, or the view was stale: learn the
+			// host's real usage, then try the next host.
+			if used, uerr := s.st.HostUsage(ctx, h); uerr == nil {
+				s.hosts.setUsed(snap, h, used)
+			}
+		case errors.Is(err, store.ErrNotFound):
+			s.hosts.drop(snap, h) // deleted since the view was loaded
+		case errors.Is(err, store.ErrGroupPolicy):
+			// A member of the same server group took it meanwhile.
 		default:
-			return "", fmt.Errorf("scheduler: claim on %s for %s: %w", h.Host, req.InstanceID, err)
+			return false, fmt.Errorf("scheduler: claim on %s for %s: %w", h, req.InstanceID, err)
+		}
+		s.log.Debug("claim refused, trying next host", "instance", req.InstanceID, "host", h, "error", err)
+		rejected = append(rejected, h)
+		return false, nil
+	}
+	if w, group := weigherFor(s.weigher, req).(GroupWeigher); group {
+		// A soft group policy weighs by the group first: order this
+		// request's survivors itself.
+		hosts, _ := applyFilters(s.filters, s.hosts.states(snap), req)
+		weigh(w, hosts)
+		for _, h := range hosts {
+			s.hosts.adjust(snap, h.Host, want)
+			ok, err := try(h.Host)
+			if err != nil {
+				return "", snap.started, err
+			}
+			if ok {
+				return h.Host, snap.started, nil
+			}
+		}
+	} else {
+		skip := map[string]bool{}
+		for {
+			h, found := s.hosts.pick(snap, s.filters, req, skip, want)
+			if !found {
+				break
+			}
+			ok, err := try(h.Host)
+			if err != nil {
+				return "", snap.started, err
+			}
+			if ok {
+				s.log.Debug("host selected", "instance", req.InstanceID, "host", h.Host, "weigher", s.weigher.Name())
+				return h.Host, snap.started, nil
+			}
+			skip[h.Host] = true
 		}
 	}
+	all := s.hosts.states(snap)
+	_, results := applyFilters(s.filters, all, req)
+	nv := &NoValidHostError{Hosts: len(all), Filters: results, Rejected: rejected}
 	s.log.Debug("no valid host", "instance", req.InstanceID, "explain", nv.Explain())
-	return "", nv
+	return "", snap.started, nv
 }
 
 // SelectTarget picks and claims the target of a cold migration (package

@@ -7,6 +7,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/errdefs"
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 )
 
 // Resources is an amount of a host's capacity. CPUs come in Nova's two
@@ -25,6 +26,11 @@ type Resources struct {
 func (r Resources) Add(o Resources) Resources {
 	return Resources{VCPUs: r.VCPUs + o.VCPUs, MemoryMB: r.MemoryMB + o.MemoryMB, DiskGB: r.DiskGB + o.DiskGB,
 		PCPUs: r.PCPUs + o.PCPUs}
+}
+
+// Scale returns r with every amount multiplied by k.
+func (r Resources) Scale(k int) Resources {
+	return Resources{VCPUs: r.VCPUs * k, MemoryMB: r.MemoryMB * k, DiskGB: r.DiskGB * k, PCPUs: r.PCPUs * k}
 }
 
 // AsDedicated returns r with its vCPUs asked as PCPUs: what a
@@ -139,44 +145,73 @@ type ClaimGuard func(tx *gorm.DB, host string) error
 // same lock, so what the guard read cannot change before the claim lands.
 func (s *Store) ClaimOnHostIf(ctx context.Context, host, instanceID string, want Resources, migrationID *uint,
 	guard ClaimGuard) error {
+	return s.Claim(ctx, host, instanceID, want, ClaimOptions{MigrationID: migrationID, Guard: guard})
+}
+
+// ClaimOptions are a claim's optional parts.
+type ClaimOptions struct {
+	MigrationID *uint      // recorded on a migration's target claim
+	Guard       ClaimGuard // run first under the host lock (nil: none)
+	// Accept, when set, sees the host's service row and what is claimed on
+	// it under the claim's lock, before the fit check; its error aborts the
+	// claim. A scheduler choosing from a cached view of its hosts re-checks
+	// here what its filters saw (disabled, down, zone), exactly.
+	Accept func(svc *Service, used Resources) error
+	// Resolved says want is already in its CPU class (a dedicated
+	// instance's vCPUs as PCPUs), so the instance's extra specs need not
+	// be read (see demandOf).
+	Resolved bool
+}
+
+// Claim is ClaimOnHost with options (see ClaimOptions).
+func (s *Store) Claim(ctx context.Context, host, instanceID string, want Resources, o ClaimOptions) error {
 	return s.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		res := tx.Model(&Service{}).Where("host = ? AND binary_name = ?", host, ComputeBinary).
+		// The bump is the host lock; RETURNING reads the row under it in
+		// the same statement.
+		var svcs []Service
+		res := tx.Model(&svcs).Clauses(clause.Returning{}).Where("host = ? AND binary_name = ?", host, ComputeBinary).
 			UpdateColumn("claim_generation", gorm.Expr("claim_generation + 1"))
 		if res.Error != nil {
 			return fmt.Errorf("claim: lock host %s: %w", host, res.Error)
 		}
-		if res.RowsAffected == 0 {
+		if res.RowsAffected == 0 || len(svcs) == 0 {
 			return fmt.Errorf("claim: host %s: %w", host, ErrNotFound)
 		}
-		var existing int64
-		if err := tx.Model(&Claim{}).Where("instance_id = ? AND host = ?", instanceID, host).Count(&existing).Error; err != nil {
-			return fmt.Errorf("claim: look up existing: %w", err)
+		svc := &svcs[0]
+		// One read for both: whether this instance already holds a claim
+		// here (a redelivery: nothing to do) and what the host has claimed.
+		var u struct{ Existing, V, P, M, D int }
+		if err := tx.Model(&Claim{}).Where("host = ?", host).
+			Select("COALESCE(SUM(CASE WHEN instance_id = ? THEN 1 ELSE 0 END),0) AS existing, "+usageColumns, instanceID).
+			Scan(&u).Error; err != nil {
+			return fmt.Errorf("claim: usage of %s: %w", host, err)
 		}
-		if existing > 0 {
+		if u.Existing > 0 {
 			return nil
 		}
-		if guard != nil {
-			if err := guard(tx, host); err != nil {
+		used := Resources{VCPUs: u.V, MemoryMB: u.M, DiskGB: u.D, PCPUs: u.P}
+		if o.Guard != nil {
+			if err := o.Guard(tx, host); err != nil {
 				return err
 			}
 		}
-		var svc Service
-		if err := tx.Where("host = ? AND binary_name = ?", host, ComputeBinary).First(&svc).Error; err != nil {
-			return NotFound(err, "claim: host "+host)
+		need := want
+		if !o.Resolved {
+			var err error
+			if need, err = demandOf(tx, instanceID, want); err != nil {
+				return err
+			}
 		}
-		need, err := demandOf(tx, instanceID, want)
+		c, err := claimOf(instanceID, host, need, o.MigrationID)
 		if err != nil {
 			return err
 		}
-		c, err := claimOf(instanceID, host, need, migrationID)
-		if err != nil {
-			return err
+		if o.Accept != nil {
+			if err := o.Accept(svc, used); err != nil {
+				return err
+			}
 		}
-		used, err := usedOn(tx, host)
-		if err != nil {
-			return err
-		}
-		if !Fits(Capacity(&svc), used, need) {
+		if !Fits(Capacity(svc), used, need) {
 			return fmt.Errorf("claim on %s for %d vCPU/%d dedicated CPU/%d MB/%d GB: %w", host, need.VCPUs, need.PCPUs,
 				need.MemoryMB, need.DiskGB, ErrInsufficient)
 		}
@@ -185,6 +220,11 @@ func (s *Store) ClaimOnHostIf(ctx context.Context, host, instanceID string, want
 		}
 		return nil
 	})
+}
+
+// HostUsage returns what is claimed on host.
+func (s *Store) HostUsage(ctx context.Context, host string) (Resources, error) {
+	return usedOn(s.WithContext(ctx), host)
 }
 
 // usageColumns sums claims per CPU class: a dedicated claim's vcpus are

@@ -50,7 +50,7 @@ func Open(ctx context.Context, driver, dsn string) (*Store, error) {
 			// transaction never has to upgrade a read lock (which SQLite
 			// refuses with SQLITE_BUSY at once); busy_timeout makes the
 			// next writer wait for it instead of failing.
-			dsn += "?_txlock=immediate&_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)"
+			dsn += "?_txlock=immediate&_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)"
 		}
 		dial = sqlite.Open(dsn)
 	case "postgres", "postgresql":
