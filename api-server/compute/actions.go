@@ -301,6 +301,22 @@ func (s *Service) actionView(r *http.Request, a *store.InstanceAction, withEvent
 					tb = e.Traceback
 				}
 				ev["traceback"] = tb
+				// 2.62: the host to admins, its opaque id to all.
+				if v.AtLeast(62) {
+					ev["host"] = e.Host
+				}
+			}
+			if v.AtLeast(62) {
+				ev["hostId"] = hostID(a.ProjectID, e.Host)
+			}
+			// 2.84: why a failed event failed, to members too (Nova's
+			// events:details policy is the project reader's).
+			if v.AtLeast(84) {
+				var details any
+				if e.Details != "" {
+					details = e.Details
+				}
+				ev["details"] = details
 			}
 			evs = append(evs, ev)
 		}

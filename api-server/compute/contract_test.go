@@ -501,7 +501,7 @@ func TestContractErrorsAndPitfalls(t *testing.T) {
 	if resp.Header.Get("X-OpenStack-Nova-API-Version") != "2.30" || resp.Header.Get("x-compute-request-id") == "" {
 		t.Errorf("error headers: %v", resp.Header)
 	}
-	resp, body = f.do("GET", "/v2.1/servers", "demo", "", "X-OpenStack-Nova-API-Version", "2.61")
+	resp, body = f.do("GET", "/v2.1/servers", "demo", "", "X-OpenStack-Nova-API-Version", apiVersion{2, maxVersion.Minor + 1}.String())
 	expectFault(t, resp, body, 406, "computeFault")
 	resp, body = f.do("GET", "/v2.1/servers", "demo", "", "X-OpenStack-Nova-API-Version", "2.x")
 	expectFault(t, resp, body, 400, "badRequest")

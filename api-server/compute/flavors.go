@@ -51,6 +51,11 @@ func (s *Service) flavorView(r *http.Request, f *store.Flavor) map[string]any {
 	if versionOf(r.Context()).AtLeast(55) {
 		out["description"] = f.Description
 	}
+	// 2.61: the extra specs in the flavor (everyone may list them, as
+	// with Nova's default policy).
+	if versionOf(r.Context()).AtLeast(61) {
+		out["extra_specs"] = specsMap(f)
+	}
 	return out
 }
 

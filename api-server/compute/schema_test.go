@@ -100,7 +100,7 @@ func validateSchema(path string, schema map[string]any, val any) []string {
 	fail := func(format string, args ...any) { errs = append(errs, path+": "+fmt.Sprintf(format, args...)) }
 	for kw := range schema {
 		switch kw {
-		case "type", "enum", "format", "pattern", "minLength", "maxLength", "maxItems", "items", "oneOf",
+		case "type", "enum", "format", "pattern", "minLength", "maxLength", "minItems", "maxItems", "uniqueItems", "items", "oneOf",
 			"properties", "patternProperties", "additionalProperties", "required":
 		default:
 			fail("validator does not implement keyword %q", kw)
@@ -131,6 +131,21 @@ func validateSchema(path string, schema map[string]any, val any) []string {
 		if m, ok := schema["maxItems"].(json.Number); ok {
 			if n, _ := m.Int64(); int64(len(x)) > n {
 				fail("%d items, at most %d allowed", len(x), n)
+			}
+		}
+		if m, ok := schema["minItems"].(json.Number); ok {
+			if n, _ := m.Int64(); int64(len(x)) < n {
+				fail("%d items, at least %d required", len(x), n)
+			}
+		}
+		if u, _ := schema["uniqueItems"].(bool); u {
+			seen := map[string]bool{}
+			for _, it := range x {
+				b, _ := json.Marshal(it)
+				if seen[string(b)] {
+					fail("item %s repeated, items must be unique", b)
+				}
+				seen[string(b)] = true
 			}
 		}
 		if items, ok := schema["items"].(map[string]any); ok {

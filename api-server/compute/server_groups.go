@@ -19,9 +19,13 @@ import (
 	"github.com/capsule-cloud/capsule/store"
 )
 
-// os-server-groups, as Nova up to microversion 2.63: a group has one
-// policy, given (and shown) as a one-element "policies" list; the soft
-// policies exist from 2.15, project_id and user_id are shown from 2.13.
+// os-server-groups, as Nova: a group has one policy, given (and shown) as
+// a one-element "policies" list up to 2.63 and as "policy" with "rules"
+// from 2.64; the soft policies exist from 2.15, project_id and user_id
+// are shown from 2.13. The scheduler places at most one member of an
+// anti-affinity group per host, so the only rule accepted is Nova's
+// default, max_server_per_host 1 (a larger one is refused rather than
+// silently held to 1), and every group shows rules {}.
 // Members join at server creation (os:scheduler_hints group) and leave
 // when the server is deleted; the scheduler enforces the policy.
 
@@ -87,24 +91,83 @@ func parseServerGroup(body map[string]any, v apiVersion) (name, policy string, e
 	if !ok || len(body) != 1 {
 		return "", "", errdefs.InvalidArgument("Invalid input for field/attribute server_group. Value: 'server_group' is a required property and the only one allowed.")
 	}
+	allowed := []string{"name", "policies"}
+	policyKey := "policies"
+	if v.AtLeast(64) {
+		allowed, policyKey = []string{"name", "policy", "rules"}, "policy"
+	}
 	for _, k := range sortedBodyKeys(sg) {
-		if k != "name" && k != "policies" {
+		if !slices.Contains(allowed, k) {
 			return "", "", errdefs.InvalidArgumentf("Additional properties are not allowed ('%s' was unexpected)", k)
 		}
 	}
 	if _, ok := sg["name"]; !ok {
 		return "", "", errdefs.InvalidArgument("Invalid input for field/attribute server_group. Value: 'name' is a required property")
 	}
-	if _, ok := sg["policies"]; !ok {
-		return "", "", errdefs.InvalidArgument("Invalid input for field/attribute server_group. Value: 'policies' is a required property")
+	if _, ok := sg[policyKey]; !ok {
+		return "", "", errdefs.InvalidArgumentf("Invalid input for field/attribute server_group. Value: '%s' is a required property", policyKey)
 	}
 	if name, err = groupName(sg["name"]); err != nil {
 		return "", "", err
 	}
-	if policy, err = groupPolicy(sg["policies"], v); err != nil {
-		return "", "", err
+	if !v.AtLeast(64) {
+		policy, err = groupPolicy(sg["policies"], v)
+		return name, policy, err
 	}
-	return name, policy, nil
+	p, ok := sg["policy"].(string)
+	if allowed := groupPolicies(v); !ok || !slices.Contains(allowed, p) {
+		return "", "", errdefs.InvalidArgumentf("Invalid input for field/attribute policy. Value: %v. It is not one of %q", sg["policy"], allowed)
+	}
+	if raw, ok := sg["rules"]; ok {
+		if err := groupRules(raw, p); err != nil {
+			return "", "", err
+		}
+	}
+	return name, p, nil
+}
+
+// groupRules checks 2.64's "rules": an object whose only key is
+// max_server_per_host (a positive integer, or a string of digits), for
+// anti-affinity only; Capsule honours Nova's default of 1 only.
+func groupRules(raw any, policy string) error {
+	rules, ok := raw.(map[string]any)
+	if !ok {
+		return errdefs.InvalidArgument("Invalid input for field/attribute rules. Value: rules must be an object.")
+	}
+	if len(rules) == 0 {
+		return nil
+	}
+	for _, k := range sortedBodyKeys(rules) {
+		if k != "max_server_per_host" {
+			return errdefs.InvalidArgumentf("Additional properties are not allowed ('%s' was unexpected)", k)
+		}
+	}
+	if policy != store.PolicyAntiAffinity {
+		return errdefs.InvalidArgument("Only anti-affinity policy supports rules.")
+	}
+	var n int
+	switch x := rules["max_server_per_host"].(type) {
+	case float64:
+		if x != float64(int(x)) {
+			n = -1
+		} else {
+			n = int(x)
+		}
+	case string:
+		var err error
+		if n, err = strconv.Atoi(x); err != nil {
+			n = -1
+		}
+	default:
+		n = -1
+	}
+	if n < 1 {
+		return errdefs.InvalidArgumentf("Invalid input for field/attribute max_server_per_host. Value: %v. It must be a positive integer.", rules["max_server_per_host"])
+	}
+	if n != 1 {
+		return errdefs.InvalidArgumentf("max_server_per_host %d is not supported: Capsule places at most one server of an anti-affinity group per host.", n)
+	}
+	return nil
 }
 
 // groupView is a group's body at v; members lists its servers' ids.
@@ -112,8 +175,12 @@ func groupView(g *store.ServerGroup, members []string, v apiVersion) map[string]
 	if members == nil {
 		members = []string{}
 	}
-	out := map[string]any{"id": g.ID, "name": g.Name, "policies": []string{g.Policy}, "members": members,
-		"metadata": map[string]any{}}
+	out := map[string]any{"id": g.ID, "name": g.Name, "members": members}
+	if v.AtLeast(64) {
+		out["policy"], out["rules"] = g.Policy, map[string]any{}
+	} else {
+		out["policies"], out["metadata"] = []string{g.Policy}, map[string]any{}
+	}
 	if v.AtLeast(13) {
 		out["project_id"], out["user_id"] = g.ProjectID, g.UserID
 	}

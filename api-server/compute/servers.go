@@ -68,6 +68,7 @@ type createRequest struct {
 		ReturnResID      bool              `json:"return_reservation_id"`
 		Tags             []string          `json:"tags"`
 		BDM              []json.RawMessage `json:"block_device_mapping_v2"`
+		TrustedCerts     json.RawMessage   `json:"trusted_image_certificates"`
 	} `json:"server"`
 	// Hints sits beside "server" (OS-SCH-HNT: is its pre-2.1 name).
 	Hints       json.RawMessage `json:"os:scheduler_hints"`
@@ -149,6 +150,12 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 	if err := validName(*in.Name); err != nil {
 		s.fail(w, r, err)
 		return
+	}
+	if in.TrustedCerts != nil {
+		if err := refuseTrustedCerts(v, in.TrustedCerts); err != nil {
+			s.fail(w, r, err)
+			return
+		}
 	}
 	if in.FlavorRef == nil {
 		writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute server. Value: 'flavorRef' is a required property"))

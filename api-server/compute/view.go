@@ -120,6 +120,11 @@ func (s *Service) serverView(r *http.Request, inst *store.Instance, kind viewKin
 	if v.AtLeast(26) {
 		out["tags"] = store.TagsOf(inst)
 	}
+	if v.AtLeast(63) {
+		// Capsule verifies no image signatures, so no server has
+		// trusted certificates (a create asking for them is refused).
+		out["trusted_image_certificates"] = nil
+	}
 	if kind == viewBasic {
 		return out
 	}

@@ -1,0 +1,166 @@
+package compute
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/capsule-cloud/capsule/store"
+)
+
+// Tests of the steps above 2.60: each step's new behaviour at its
+// microversion and the old one just below it. The responses are checked
+// against Tempest's schemas by the contract tests, which run every
+// microversion served.
+
+// TestFlavorExtraSpecsInView261: from 2.61 a flavor carries its extra
+// specs (detail, show, create, update), to members too.
+func TestFlavorExtraSpecsInView261(t *testing.T) {
+	f := newFixture(t)
+	ts := loadTempestSchemas(t)
+	if resp, body := f.do("POST", "/v2.1/flavors/1/os-extra_specs", "admin", `{"extra_specs":{"quota:cpu_shares":"512"}}`); resp.StatusCode != 200 {
+		t.Fatalf("set specs: %d %v", resp.StatusCode, body)
+	}
+	for _, v := range []apiVersion{{2, 60}, {2, 61}} {
+		body := f.check(t, ts, v, contractCall{"demo", "GET", "/v2.1/flavors/1", "", "flavors", "create_update_get_flavor_details"})
+		specs, has := body["flavor"].(map[string]any)["extra_specs"]
+		if has != v.AtLeast(61) {
+			t.Fatalf("%s: extra_specs shown %v", v, has)
+		}
+		if has && fmt.Sprint(specs) != "map[quota:cpu_shares:512]" {
+			t.Errorf("%s: extra_specs %v", v, specs)
+		}
+		body = f.check(t, ts, v, contractCall{"demo", "GET", "/v2.1/flavors/detail", "", "flavors", "list_flavors_details"})
+		for _, fl := range body["flavors"].([]any) {
+			if _, has := fl.(map[string]any)["extra_specs"]; has != v.AtLeast(61) {
+				t.Errorf("%s: detail extra_specs shown %v", v, has)
+			}
+		}
+		created := f.check(t, ts, v, contractCall{"admin", "POST", "/v2.1/flavors",
+			`{"flavor":{"name":"f` + v.String() + `","ram":64,"vcpus":1,"disk":1}}`, "flavors", "create_update_get_flavor_details"})
+		if s, has := created["flavor"].(map[string]any)["extra_specs"]; has != v.AtLeast(61) || (has && len(s.(map[string]any)) != 0) {
+			t.Errorf("%s: created flavor extra_specs %v %v", v, has, s)
+		}
+	}
+}
+
+// TestInstanceActionEventHost262And284: from 2.62 events carry hostId
+// (all) and host (admins); from 2.84 their details (members too).
+func TestInstanceActionEventHost262And284(t *testing.T) {
+	f := newFixture(t)
+	ts := loadTempestSchemas(t)
+	w := seedContractWorld(t, f)
+	now := time.Now().UTC()
+	err := f.st.RecordEvent(context.Background(), store.Event{InstanceID: w.active, RequestID: w.createReq,
+		Name: "compute_resize", Host: "h1", Start: now, Finish: now, OK: false, Detail: "trace", Message: "Disk full."})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := "/v2.1/servers/" + w.active + "/os-instance-actions/" + w.createReq
+	for _, v := range []apiVersion{{2, 61}, {2, 62}} {
+		for _, tok := range []string{"demo", "admin"} {
+			body := f.check(t, ts, v, contractCall{tok, "GET", path, "", "servers", "show_instance_action"})
+			for _, e := range body["instanceAction"].(map[string]any)["events"].([]any) {
+				ev := e.(map[string]any)
+				if _, has := ev["hostId"]; has != v.AtLeast(62) {
+					t.Errorf("%s %s: hostId shown %v", tok, v, has)
+				}
+				if v.AtLeast(62) && ev["hostId"] != hostID("p-demo", "h1") {
+					t.Errorf("%s %s: hostId %v", tok, v, ev["hostId"])
+				}
+				if host, has := ev["host"]; has != (v.AtLeast(62) && tok == "admin") || (has && host != "h1") {
+					t.Errorf("%s %s: host %v %v", tok, v, has, host)
+				}
+				if _, has := ev["details"]; has {
+					t.Errorf("%s %s: details before 2.84", tok, v)
+				}
+			}
+		}
+	}
+	future := f.future(apiVersion{2, 84})
+	_, body := future.do("GET", path, "demo", "", mv(apiVersion{2, 84})...)
+	found := false
+	for _, e := range body["instanceAction"].(map[string]any)["events"].([]any) {
+		ev := e.(map[string]any)
+		if ev["event"] == "compute_resize" {
+			found = ev["details"] == "Disk full."
+		} else if d, has := ev["details"]; !has || d != nil {
+			t.Errorf("a successful event's details: %v %v", has, d)
+		}
+	}
+	if !found {
+		t.Errorf("2.84: the failed event's details are not shown to the member: %v", body)
+	}
+}
+
+// TestTrustedImageCertificates263: Capsule verifies no image signature,
+// so from 2.63 servers show trusted_image_certificates null and a create
+// or rebuild asking for certificates is refused; below 2.63 the key is
+// unknown (400 as Nova's schema).
+func TestTrustedImageCertificates263(t *testing.T) {
+	f := newFixture(t)
+	id := f.create("demo", "vm")
+	f.activate(id, "h1")
+	for _, v := range []apiVersion{{2, 62}, {2, 63}} {
+		_, body := f.do("GET", "/v2.1/servers/"+id, "demo", "", mv(v)...)
+		tic, has := body["server"].(map[string]any)["trusted_image_certificates"]
+		if has != v.AtLeast(63) || tic != nil {
+			t.Errorf("%s: trusted_image_certificates %v %v", v, has, tic)
+		}
+		create := `{"server":{"name":"t","imageRef":"` + imageID + `","flavorRef":"1","networks":"none","trusted_image_certificates":["0b5d2c72-12cc-4ba6-a8d7-3ff5cc1d8cb8"]}}`
+		resp, body := f.do("POST", "/v2.1/servers", "demo", create, mv(v)...)
+		expectFault(t, resp, body, 400, "badRequest")
+		resp, body = f.do("POST", "/v2.1/servers/"+id+"/action", "demo",
+			`{"rebuild":{"imageRef":"`+imageID+`","trusted_image_certificates":["x"]}}`, mv(v)...)
+		expectFault(t, resp, body, 400, "badRequest")
+	}
+	resp, body := f.do("POST", "/v2.1/servers", "demo",
+		`{"server":{"name":"t","imageRef":"`+imageID+`","flavorRef":"1","networks":"none","trusted_image_certificates":null}}`, mv(apiVersion{2, 63})...)
+	if resp.StatusCode != 202 {
+		t.Errorf("null certificates at 2.63: %d %v", resp.StatusCode, body)
+	}
+}
+
+// TestServerGroupPolicyRules264: from 2.64 a group is created with
+// "policy" (and "rules") and shown with policy and rules instead of
+// policies and metadata.
+func TestServerGroupPolicyRules264(t *testing.T) {
+	f := newFixture(t)
+	ts := loadTempestSchemas(t)
+	v := apiVersion{2, 64}
+	for _, body := range []string{
+		`{"server_group":{"name":"a","policy":"anti-affinity"}}`,
+		`{"server_group":{"name":"b","policy":"anti-affinity","rules":{"max_server_per_host":1}}}`,
+		`{"server_group":{"name":"c","policy":"soft-affinity","rules":{}}}`,
+	} {
+		created := f.check(t, ts, v, contractCall{"demo", "POST", "/v2.1/os-server-groups", body, "server_groups", "create_show_server_group"})
+		g := created["server_group"].(map[string]any)
+		if _, has := g["policies"]; has || g["policy"] == nil || fmt.Sprint(g["rules"]) != "map[]" {
+			t.Errorf("2.64 group %v", g)
+		}
+		f.check(t, ts, v, contractCall{"demo", "GET", "/v2.1/os-server-groups/" + g["id"].(string), "", "server_groups", "create_show_server_group"})
+	}
+	f.check(t, ts, v, contractCall{"demo", "GET", "/v2.1/os-server-groups", "", "server_groups", "list_server_groups"})
+	// The old shape below 2.64, of the same groups.
+	_, body := f.do("GET", "/v2.1/os-server-groups", "demo", "", mv(apiVersion{2, 63})...)
+	for _, g := range body["server_groups"].([]any) {
+		if _, has := g.(map[string]any)["policies"]; !has {
+			t.Errorf("2.63 group without policies: %v", g)
+		}
+	}
+	for _, bad := range []string{
+		`{"server_group":{"name":"x","policies":["affinity"]}}`,                                    // the old key
+		`{"server_group":{"name":"x","policy":"affinity","rules":{"max_server_per_host":1}}}`,      // rules for anti-affinity only
+		`{"server_group":{"name":"x","policy":"anti-affinity","rules":{"max_server_per_host":2}}}`, // Capsule holds 1 per host
+		`{"server_group":{"name":"x","policy":"anti-affinity","rules":{"max_server_per_host":0}}}`,
+		`{"server_group":{"name":"x","policy":"anti-affinity","rules":{"other":1}}}`,
+		`{"server_group":{"name":"x","policy":"nope"}}`,
+		`{"server_group":{"name":"x"}}`,
+	} {
+		resp, body := f.do("POST", "/v2.1/os-server-groups", "demo", bad, mv(v)...)
+		expectFault(t, resp, body, 400, "badRequest")
+	}
+	resp, body := f.do("POST", "/v2.1/os-server-groups", "demo", `{"server_group":{"name":"x","policy":"affinity"}}`, mv(apiVersion{2, 63})...)
+	expectFault(t, resp, body, 400, "badRequest")
+}
