@@ -330,8 +330,15 @@ func (s *Service) listInstanceActions(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	v := versionOf(r.Context())
+	since, before, err := changesWindow(r.URL.Query(), v, v.AtLeast(58))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	var acts []store.InstanceAction
-	if err := s.st.WithContext(r.Context()).Where("instance_id = ?", inst.ID).Order("start_time DESC").Order("id DESC").Find(&acts).Error; err != nil {
+	db := whereChanged(s.st.WithContext(r.Context()).Where("instance_id = ?", inst.ID), since, before)
+	if err := db.Order("start_time DESC").Order("id DESC").Find(&acts).Error; err != nil {
 		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
 		return
 	}

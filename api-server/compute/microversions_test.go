@@ -164,3 +164,88 @@ func TestServerGroupPolicyRules264(t *testing.T) {
 	resp, body := f.do("POST", "/v2.1/os-server-groups", "demo", `{"server_group":{"name":"x","policy":"affinity"}}`, mv(apiVersion{2, 63})...)
 	expectFault(t, resp, body, 400, "badRequest")
 }
+
+// TestChangesBefore266: from 2.66 servers, instance actions and
+// os-migrations take changes-before (updated_at at or before it), not
+// after changes-since; below 2.66 it is ignored.
+func TestChangesBefore266(t *testing.T) {
+	f := newFixture(t)
+	old, recent := f.create("demo", "old"), f.create("demo", "recent")
+	t0 := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	t1 := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	f.st.DB.Model(&store.Instance{}).Where("id = ?", old).Update("updated_at", t0)
+	f.st.DB.Model(&store.Instance{}).Where("id = ?", recent).Update("updated_at", t1)
+	f.st.DB.Model(&store.InstanceAction{}).Where("instance_id = ?", old).Update("updated_at", t0)
+	for _, m := range []store.Migration{{UUID: "m-old", InstanceID: old, Status: "confirmed", MigrationType: "resize", CreatedAt: t0, UpdatedAt: t0},
+		{UUID: "m-new", InstanceID: recent, Status: "confirmed", MigrationType: "resize", CreatedAt: t1, UpdatedAt: t1}} {
+		if err := f.st.DB.Create(&m).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func(path, token, key string, v apiVersion) int {
+		t.Helper()
+		resp, body := f.do("GET", path, token, "", mv(v)...)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s at %s: %d %v", path, v, resp.StatusCode, body)
+		}
+		return len(body[key].([]any))
+	}
+	before := "changes-before=2022-01-01T00:00:00Z"
+	for _, c := range []struct {
+		path, token, key string
+		at265, at266     int
+	}{
+		{"/v2.1/servers?" + before, "demo", "servers", 2, 1},
+		{"/v2.1/servers/detail?" + before + "&changes-since=2019-01-01T00:00:00Z", "demo", "servers", 2, 1},
+		{"/v2.1/servers/" + old + "/os-instance-actions?" + before, "demo", "instanceActions", 1, 1},
+		{"/v2.1/servers/" + recent + "/os-instance-actions?" + before, "demo", "instanceActions", 1, 0},
+		{"/v2.1/os-migrations?" + before, "admin", "migrations", 2, 1},
+		{"/v2.1/os-migrations?changes-since=2022-01-01T00:00:00Z", "admin", "migrations", 1, 1},
+	} {
+		if n := count(c.path, c.token, c.key, apiVersion{2, 65}); n != c.at265 {
+			t.Errorf("%s at 2.65: %d, want %d", c.path, n, c.at265)
+		}
+		if n := count(c.path, c.token, c.key, apiVersion{2, 66}); n != c.at266 {
+			t.Errorf("%s at 2.66: %d, want %d", c.path, n, c.at266)
+		}
+	}
+	for _, p := range []string{"/v2.1/servers?changes-before=yesterday",
+		"/v2.1/servers?changes-since=2023-01-01T00:00:00Z&changes-before=2022-01-01T00:00:00Z",
+		"/v2.1/os-migrations?changes-since=2023-01-01T00:00:00Z&changes-before=2022-01-01T00:00:00Z"} {
+		resp, body := f.do("GET", p, "admin", "", mv(apiVersion{2, 66})...)
+		expectFault(t, resp, body, 400, "badRequest")
+	}
+}
+
+// TestBDMVolumeType267: a block device mapping's volume_type (2.67) names
+// a Cinder volume type; Capsule has none, so it is refused at every
+// microversion (below 2.67 as an unknown key), and nothing is created.
+func TestBDMVolumeType267(t *testing.T) {
+	f := newFixture(t)
+	for _, v := range []apiVersion{{2, 66}, {2, 67}} {
+		resp, body := f.do("POST", "/v2.1/servers", "demo", `{"server":{"name":"b","imageRef":"`+imageID+`","flavorRef":"1","networks":"none",
+			"block_device_mapping_v2":[{"boot_index":0,"uuid":"`+imageID+`","source_type":"image","destination_type":"volume","volume_size":1,"volume_type":"ssd"}]}}`, mv(v)...)
+		expectFault(t, resp, body, 400, "badRequest")
+	}
+	var n int64
+	f.st.DB.Model(&store.Instance{}).Count(&n)
+	if n != 0 {
+		t.Errorf("refused creates left %d instances", n)
+	}
+}
+
+// TestForcedMoves268: 2.68 removes "force" from os-migrateLive and
+// evacuate; Capsule refuses both actions at every microversion (no live
+// memory move, no rebuild from a dead host's disk), forced or not.
+func TestForcedMoves268(t *testing.T) {
+	f := newFixture(t)
+	id := f.create("demo", "vm")
+	f.activate(id, "h1")
+	for _, v := range []apiVersion{{2, 67}, {2, 68}} {
+		for _, body := range []string{`{"os-migrateLive":{"host":null,"block_migration":"auto","force":true}}`,
+			`{"os-migrateLive":{"host":null,"block_migration":"auto"}}`, `{"evacuate":{"force":true}}`, `{"evacuate":{}}`} {
+			resp, b := f.do("POST", "/v2.1/servers/"+id+"/action", "admin", body, mv(v)...)
+			expectFault(t, resp, b, 400, "badRequest")
+		}
+	}
+}

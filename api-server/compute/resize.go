@@ -387,6 +387,12 @@ func (s *Service) listMigrations(w http.ResponseWriter, r *http.Request) {
 	if t := qs.Get("migration_type"); t != "" {
 		q = q.Where("migration_type = ?", t)
 	}
+	since, before, err := changesWindow(qs, v, v.AtLeast(59))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	q = whereChanged(q, since, before)
 	var ms []store.Migration
 	if err := q.Order("created_at DESC").Order("id DESC").Find(&ms).Error; err != nil {
 		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")

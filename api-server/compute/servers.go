@@ -151,6 +151,22 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	for _, raw := range in.BDM {
+		var bdm map[string]json.RawMessage
+		if json.Unmarshal(raw, &bdm) != nil {
+			continue
+		}
+		if _, ok := bdm["volume_type"]; ok {
+			// 2.67's volume_type names a Cinder volume type; Capsule
+			// has no volumes (below 2.67 the key is unknown).
+			if v.AtLeast(67) {
+				writeFault(w, errdefs.InvalidArgument("Block device mapping volume_type is not supported: Capsule has no volumes, a server's disk is its image's."))
+			} else {
+				writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute block_device_mapping_v2. Additional properties are not allowed ('volume_type' was unexpected)"))
+			}
+			return
+		}
+	}
 	if in.TrustedCerts != nil {
 		if err := refuseTrustedCerts(v, in.TrustedCerts); err != nil {
 			s.fail(w, r, err)
@@ -607,14 +623,12 @@ func (s *Service) listServers(detail bool) http.HandlerFunc {
 		if h := q.Get("host"); h != "" && creds.IsAdmin() {
 			db = db.Where("host = ?", h)
 		}
-		if cs := q.Get("changes-since"); cs != "" {
-			t, err := time.Parse(time.RFC3339, cs)
-			if err != nil {
-				writeFault(w, errdefs.InvalidArgument("Invalid changes-since value"))
-				return
-			}
-			db = db.Where("updated_at >= ?", t.UTC())
+		since, before, err := changesWindow(q, v, true)
+		if err != nil {
+			s.fail(w, r, err)
+			return
 		}
+		db = whereChanged(db, since, before)
 		if rid := q.Get("reservation_id"); rid != "" {
 			db = db.Where("reservation_id = ?", rid)
 		}
