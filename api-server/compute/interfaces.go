@@ -39,16 +39,23 @@ type attachBody struct {
 		FixedIPs []struct {
 			IPAddress string `json:"ip_address"`
 		} `json:"fixed_ips"`
+		Tag *string `json:"tag"`
 	} `json:"interfaceAttachment"`
 }
 
-// attachmentView is one interfaceAttachment as Nova renders it.
-func attachmentView(p *store.Port) map[string]any {
+// attachmentView is one interfaceAttachment as Nova renders it at v: from
+// 2.70 with its device tag, always null (Capsule keeps no device tags: a
+// tagged attach is refused).
+func attachmentView(p *store.Port, v apiVersion) map[string]any {
 	ips := []map[string]string{}
 	for _, a := range p.FixedIPs {
 		ips = append(ips, map[string]string{"subnet_id": a.SubnetID, "ip_address": a.IPAddress})
 	}
-	return map[string]any{"port_state": p.Status, "fixed_ips": ips, "port_id": p.ID, "net_id": p.NetworkID, "mac_addr": p.MACAddress}
+	out := map[string]any{"port_state": p.Status, "fixed_ips": ips, "port_id": p.ID, "net_id": p.NetworkID, "mac_addr": p.MACAddress}
+	if v.AtLeast(70) {
+		out["tag"] = nil
+	}
+	return out
 }
 
 // interfaceState checks what Nova's check_instance_state allows for
@@ -87,7 +94,7 @@ func (s *Service) showInterface(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"interfaceAttachment": attachmentView(p)})
+	writeJSON(w, http.StatusOK, map[string]any{"interfaceAttachment": attachmentView(p, versionOf(r.Context()))})
 }
 
 // serverPort loads the path's port, answering 404 unless it is one of
@@ -115,6 +122,12 @@ func (s *Service) parseAttach(ctx context.Context, inst *store.Instance, body at
 		return s.firstNetwork(ctx)
 	}
 	a := body.InterfaceAttachment
+	if a.Tag != nil {
+		// A device tag (2.49) is for the guest to find the device in
+		// its metadata; Capsule serves no device metadata, so a tag
+		// would be silently lost.
+		return nicRequest{}, errdefs.InvalidArgument("Device tags are not supported: Capsule serves no device metadata to tag an interface in.")
+	}
 	if a.PortID != "" && a.NetID != "" {
 		return nicRequest{}, errdefs.InvalidArgumentf("Must not input both network_id and port_id")
 	}
@@ -241,7 +254,7 @@ func (s *Service) attachInterface(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.interfaceEvent(ctx, inst, reqID, eventAttachInterface, started, nil)
-	writeJSON(w, http.StatusOK, map[string]any{"interfaceAttachment": attachmentView(port)})
+	writeJSON(w, http.StatusOK, map[string]any{"interfaceAttachment": attachmentView(port, versionOf(r.Context()))})
 }
 
 // reserveInterface gives the server the requested port with the code a

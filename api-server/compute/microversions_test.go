@@ -249,3 +249,69 @@ func TestForcedMoves268(t *testing.T) {
 		}
 	}
 }
+
+// TestInterfaceTag270: from 2.70 interfaces show their device tag, null
+// as Capsule keeps none; a tagged attach is refused, not dropped.
+func TestInterfaceTag270(t *testing.T) {
+	f := newFixture(t)
+	ts := loadTempestSchemas(t)
+	f.addNetwork("netA", "p-demo", "10.20.0.0/24", false)
+	id := f.netServer("if1")
+	port := f.portsOf(id)[0].ID
+	base := "/v2.1/servers/" + id + "/os-interface"
+	for _, v := range []apiVersion{{2, 69}, {2, 70}} {
+		body := f.check(t, ts, v, contractCall{token: "demo", method: "GET", path: base, module: "interfaces", schema: "list_interfaces"})
+		item := body["interfaceAttachments"].([]any)[0].(map[string]any)
+		if tag, has := item["tag"]; has != v.AtLeast(70) || tag != nil {
+			t.Errorf("%s list: tag %v %v", v, has, tag)
+		}
+		body = f.check(t, ts, v, contractCall{token: "demo", method: "GET", path: base + "/" + port, module: "interfaces", schema: "get_create_interfaces"})
+		if tag, has := body["interfaceAttachment"].(map[string]any)["tag"]; has != v.AtLeast(70) || tag != nil {
+			t.Errorf("%s show: tag %v %v", v, has, tag)
+		}
+		f.check(t, ts, v, contractCall{token: "demo", method: "GET", path: "/v2.1/servers/" + id + "/os-volume_attachments",
+			module: "servers", schema: "list_volume_attachments"})
+	}
+	resp, body := f.do("POST", base, "demo", `{"interfaceAttachment":{"tag":"nic2"}}`, mv(apiVersion{2, 70})...)
+	expectFault(t, resp, body, 400, "badRequest")
+	if n := len(f.portsOf(id)); n != 1 {
+		t.Errorf("refused tagged attach left %d ports", n)
+	}
+}
+
+// TestServerGroupsInServer271: from 2.71 a server's show, update and
+// rebuild name the group it is in ([] when none); lists do not.
+func TestServerGroupsInServer271(t *testing.T) {
+	f := newFixture(t)
+	ts := loadTempestSchemas(t)
+	gid := f.createGroup("demo", "g", "anti-affinity")
+	resp, body := f.do("POST", "/v2.1/servers", "demo", `{"server":{"name":"m","imageRef":"`+imageID+`","flavorRef":"1"},
+		"os:scheduler_hints":{"group":"`+gid+`"}}`)
+	if resp.StatusCode != 202 {
+		t.Fatalf("create member: %d %v", resp.StatusCode, body)
+	}
+	member := body["server"].(map[string]any)["id"].(string)
+	f.activate(member, "h1")
+	loner := f.create("demo", "loner")
+	f.activate(loner, "h1")
+	for _, v := range []apiVersion{{2, 70}, {2, 71}} {
+		for id, want := range map[string]string{member: "[" + gid + "]", loner: "[]"} {
+			for _, c := range []contractCall{
+				{"demo", "GET", "/v2.1/servers/" + id, "", "servers", "get_server"},
+				{"demo", "PUT", "/v2.1/servers/" + id, `{"server":{"name":"n"}}`, "servers", "update_server"},
+			} {
+				body := f.check(t, ts, v, c)
+				got, has := body["server"].(map[string]any)["server_groups"]
+				if has != v.AtLeast(71) || (has && fmt.Sprint(got) != want) {
+					t.Errorf("%s %s %s: server_groups %v %v, want %s", v, c.method, id, has, got, want)
+				}
+			}
+		}
+		_, body := f.do("GET", "/v2.1/servers/detail", "demo", "", mv(v)...)
+		for _, s := range body["servers"].([]any) {
+			if _, has := s.(map[string]any)["server_groups"]; has {
+				t.Errorf("%s: server_groups in a list", v)
+			}
+		}
+	}
+}

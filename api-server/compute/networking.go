@@ -318,8 +318,12 @@ func (s *Service) listInterfaces(w http.ResponseWriter, r *http.Request) {
 		for _, a := range nic.port.FixedIPs {
 			ips = append(ips, map[string]string{"subnet_id": a.SubnetID, "ip_address": a.IPAddress})
 		}
-		items = append(items, map[string]any{"port_state": nic.port.Status, "fixed_ips": ips,
-			"port_id": nic.port.ID, "net_id": nic.port.NetworkID, "mac_addr": nic.port.MACAddress})
+		item := map[string]any{"port_state": nic.port.Status, "fixed_ips": ips,
+			"port_id": nic.port.ID, "net_id": nic.port.NetworkID, "mac_addr": nic.port.MACAddress}
+		if versionOf(r.Context()).AtLeast(70) {
+			item["tag"] = nil // see attachmentView
+		}
+		items = append(items, item)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"interfaceAttachments": items})
 }

@@ -189,6 +189,7 @@ func (s *Service) rebuildServer(w http.ResponseWriter, r *http.Request, inst *st
 		adminPass = *in.AdminPass
 	}
 	out := s.serverView(r, instance.Begun(updated, newTask), viewBasic)
+	s.addServerGroups(r, updated, out)
 	if v.AtLeast(54) {
 		out["key_name"] = updated.KeyName
 	}

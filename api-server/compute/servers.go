@@ -557,7 +557,26 @@ func (s *Service) showServer(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"server": s.serverView(r, inst, viewFull)})
+	out := s.serverView(r, inst, viewFull)
+	s.addServerGroups(r, inst, out)
+	writeJSON(w, http.StatusOK, map[string]any{"server": out})
+}
+
+// addServerGroups adds 2.71's server_groups (the group the server is in,
+// if any) to a server's show, update or rebuild body; a list leaves it
+// out, as Nova.
+func (s *Service) addServerGroups(r *http.Request, inst *store.Instance, out map[string]any) {
+	if !versionOf(r.Context()).AtLeast(71) {
+		return
+	}
+	groups := []string{}
+	g, err := s.st.GroupOf(r.Context(), inst.ID)
+	if err != nil {
+		s.log.Warn("server group of server", "instance", inst.ID, "error", err)
+	} else if g != nil {
+		groups = append(groups, g.ID)
+	}
+	out["server_groups"] = groups
 }
 
 func truthy(v string) bool {
@@ -765,7 +784,9 @@ func (s *Service) updateServer(w http.ResponseWriter, r *http.Request) {
 		}
 		inst.UpdatedAt = upd["updated_at"].(time.Time)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"server": s.serverView(r, inst, viewBasic)})
+	out := s.serverView(r, inst, viewBasic)
+	s.addServerGroups(r, inst, out)
+	writeJSON(w, http.StatusOK, map[string]any{"server": out})
 }
 
 func deref(s *string) string {
