@@ -114,6 +114,12 @@ func (a *Agent) Handle(ctx context.Context, m bus.Message) (any, error) {
 			return nil, err
 		}
 		return nil, a.handleResize(ctx, req, m.Kind == protocol.KindRevertResize)
+	case protocol.KindConfirmResize:
+		var req protocol.ResizeInstance
+		if err := m.Decode(&req); err != nil {
+			return nil, err
+		}
+		return nil, a.handleConfirmResize(ctx, req)
 	case protocol.KindRebuildInstance:
 		var req protocol.RebuildInstance
 		if err := m.Decode(&req); err != nil {

@@ -102,6 +102,7 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 	}
 	pruned := a.repairNetwork(ctx, gens, expected, placed)
 	a.repairLimits(ctx, expected, byID)
+	a.dropKeptRootDisks(ctx)
 	if err != nil {
 		return fmt.Errorf("agent: reconcile: %w", err)
 	}
@@ -133,6 +134,59 @@ func (a *Agent) repairLimits(ctx context.Context, expected []protocol.ExpectedIn
 		}
 		unlock()
 	}
+}
+
+// dropKeptRootDisks removes the containers root disk resizes kept for a
+// revert of servers settled without one pending (ACTIVE, SHUTOFF, PAUSED,
+// SUSPENDED with no task: not VERIFY_RESIZE nor a resize or revert in
+// flight): their confirm's message was lost, or the agent died before it
+// acted on it. A kept container of a server not
+// placed here is left, as orphans are (a delete's Destroy removes it).
+func (a *Agent) dropKeptRootDisks(ctx context.Context) {
+	dr, ok := a.drv.(drivers.RootDiskResizer)
+	if !ok {
+		return
+	}
+	kept, err := dr.KeptRootDisks(ctx)
+	if err != nil {
+		a.log.Error("reconcile: could not list the containers root disk resizes kept", "err", err)
+		return
+	}
+	for _, id := range kept {
+		a.dropKeptRootDisk(ctx, dr, id)
+	}
+}
+
+// dropKeptRootDisk is dropKeptRootDisks for instance id. Its state is read
+// under its lock: a resize that ran since the reconcile began left it in
+// a resize task or VERIFY_RESIZE, never settled.
+func (a *Agent) dropKeptRootDisk(ctx context.Context, dr drivers.RootDiskResizer, id string) {
+	unlock, ok := a.locks.tryLock(id)
+	if !ok {
+		return
+	}
+	defer unlock()
+	expected, err := a.instancesOnHost(ctx)
+	if err != nil {
+		a.log.Error("reconcile: kept root disk: could not read the instances on this host", "instance", id, "err", err)
+		return
+	}
+	i := slices.IndexFunc(expected, func(e protocol.ExpectedInstance) bool { return e.Spec.ID == id })
+	if i < 0 {
+		return
+	}
+	// Only a server settled as confirmed (a revert removes what was
+	// kept); one in ERROR keeps it for an operator.
+	e := expected[i]
+	settled := e.VMState == lifecycle.Active || e.VMState == lifecycle.Stopped || e.VMState == lifecycle.Paused || e.VMState == lifecycle.Suspended
+	if !settled || e.TaskState != lifecycle.NoTask {
+		return
+	}
+	if err := dr.ConfirmRootDisk(ctx, id); err != nil {
+		a.log.Error("reconcile: could not drop the container a confirmed root disk resize kept", "instance", id, "err", err)
+		return
+	}
+	a.log.Info("reconcile: dropped the container a confirmed root disk resize kept", "instance", id, "vm_state", e.VMState)
 }
 
 // deleting reports whether e's delete is in progress or done.

@@ -199,3 +199,28 @@ type Driver interface {
 type RuntimeWatcher interface {
 	WatchRuntime(ctx context.Context, restarted func())
 }
+
+// RootDiskResizer is a driver whose root disk caps are fixed when an
+// instance's container is made (drivers/docker: storage-opt size, which
+// dockerd cannot change): a resize to another disk makes the container
+// again, on the stopped instance, keeping its data, network namespace,
+// command, limits and keys. The container it replaces is kept aside (with
+// the data as of the resize) until the resize is confirmed
+// (ConfirmRootDisk drops it) or reverted (ResizeRootDisk back to the kept
+// container's size brings it back, as Nova's revert brings the old disk
+// back). Every method is idempotent, so a request redelivered after the
+// agent died half-way finishes the work.
+type RootDiskResizer interface {
+	// RootDiskChange reports whether giving instance id a root disk of
+	// diskGB means making its container again: this host caps root
+	// disks and the container's cap is another (or a remake was cut
+	// short).
+	RootDiskChange(ctx context.Context, id string, diskGB int) (bool, error)
+	// ResizeRootDisk gives stopped instance id a root disk of diskGB (see
+	// above). A failure leaves the instance as it was, stopped.
+	ResizeRootDisk(ctx context.Context, id string, diskGB int) error
+	// ConfirmRootDisk drops the container a resize kept; none: nothing.
+	ConfirmRootDisk(ctx context.Context, id string) error
+	// KeptRootDisks lists the instances that have a kept container.
+	KeptRootDisks(ctx context.Context) ([]string, error)
+}

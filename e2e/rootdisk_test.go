@@ -214,27 +214,7 @@ func TestRootDiskNotEnforcedReported(t *testing.T) {
 // the same host still writes and the host's data root keeps its room.
 func TestRootDiskENOSPC(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (loop devices, mount)")
-	}
-	d := startTestDockerdOn(t, func(dataRoot string) {
-		xout, ok := xfsDataRoot(t, dataRoot, dataRoot+".xfs", 8)
-		if ok {
-			return
-		}
-		_ = os.Remove(dataRoot + ".xfs")
-		if bout, ok := btrfsDataRoot(t, dataRoot, dataRoot+".btrfs", 8); !ok {
-			t.Skipf("neither an XFS data root with pquota nor a btrfs one on this machine:\n%s\n%s", xout, bout)
-		}
-	})
-	if drv, err := d.docker("info", "-f", "{{.Driver}}"); err != nil {
-		t.Fatal(err)
-	} else {
-		t.Logf("test dockerd's storage driver: %s", drv)
-		if fs, _ := mountOf(t, d.dataRoot(t)); fs == "btrfs" && drv != "btrfs" {
-			t.Fatalf("dockerd on a btrfs data root uses %q, want btrfs (cap_dockerd_args)", drv)
-		}
-	}
+	d := startCappedDockerd(t, 8)
 	c := startCloud(t, onDockerd(d))
 	ctx := context.Background()
 	admin := c.computeClient(t, "admin", c.adminPass, "admin")

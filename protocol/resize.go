@@ -6,6 +6,11 @@ package protocol
 const (
 	KindResizeInstance = "resize_instance"
 	KindRevertResize   = "revert_resize_instance"
+	// KindConfirmResize tells the host a same-host resize is confirmed:
+	// it drops what it kept for a revert (a root disk resize's old
+	// container). No report; the agent's reconcile drops what a lost
+	// message leaves.
+	KindConfirmResize = "confirm_resize_instance"
 )
 
 // ResizeInstance asks an agent to apply a flavor to a running (or

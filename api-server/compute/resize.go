@@ -27,6 +27,26 @@ import (
 // new flavor (package migrate, see migrate.go), as Nova's resize moves
 // hosts.
 
+// How a resize is made is decided in two places, each with what it can
+// know: here, whether it stays on the server's host (newHostResize, and
+// a host without room for the new flavor: store.ErrInsufficient) or is a
+// cold migration with the new flavor onto another host; on the host, the
+// agent's handleResize, whether it is live, a cold restart (what the
+// driver can change only on a stopped server) or a remake of the
+// container (a new root disk where the host caps root disks). Either way
+// the server ends in VERIFY_RESIZE, or back as it was with a fault.
+
+// newHostResize says why a resize of inst to a flavor with limits lim
+// must make the server anew on another host ("" when it need not): its
+// hw:cpu_policy is fixed when its container is made (dedicated CPUs are
+// the host's to hand out, whole).
+func newHostResize(inst *store.Instance, lim limits.Limits) string {
+	if lim.CPU.Dedicated != (jsonMap(inst.ExtraSpecs)[limits.KeyCPUPolicy] == "dedicated") {
+		return "the new flavor changes hw:cpu_policy"
+	}
+	return ""
+}
+
 // stateConflict writes Nova's 409 for an action refused in inst's state.
 func stateConflict(w http.ResponseWriter, inst *store.Instance, apiName string) {
 	msg := fmt.Sprintf("Cannot '%s' instance %s while it is in vm_state %s", apiName, inst.ID, inst.VMState)
@@ -116,11 +136,8 @@ func (s *Service) resizeServer(w http.ResponseWriter, r *http.Request, inst *sto
 	if _, ok := beginOnHost(w, inst, lifecycle.ActResize, "resize"); !ok {
 		return
 	}
-	if lim.CPU.Dedicated != (jsonMap(inst.ExtraSpecs)[limits.KeyCPUPolicy] == "dedicated") {
-		// A server's CPU policy is fixed when its container is made
-		// (dedicated CPUs are the host's to hand out, whole): a change
-		// of hw:cpu_policy makes it anew on another host, as a cold
-		// migration with the new flavor.
+	if why := newHostResize(inst, lim); why != "" {
+		s.log.Info("resize made as a cold migration", "instance", inst.ID, "flavor", flavor.FlavorID, "why", why)
 		s.beginCold(w, r, inst, flavor, "", "resize")
 		return
 	}
@@ -254,8 +271,9 @@ func (s *Service) growQuota(inst *store.Instance, apiName string, grow store.Quo
 // confirmResize keeps the new flavor: the old copy is dropped, the
 // migration confirmed and the server back in the state it was resized
 // from. A cold migration's confirm is package migrate's (finishCold); a
-// live resize's runs nothing on the host (the new limits already apply),
-// so it is synchronous; 204 as Nova.
+// same-host resize's is synchronous (the new limits already apply; 204 as
+// Nova): the host is only told to drop what it kept for a revert (a root
+// disk resize's old container), which its reconcile also does.
 func (s *Service) confirmResize(w http.ResponseWriter, r *http.Request, inst *store.Instance) {
 	if s.finishCold(w, r, inst, true) {
 		return
@@ -269,6 +287,8 @@ func (s *Service) confirmResize(w http.ResponseWriter, r *http.Request, inst *st
 	}
 	now := s.opts.Now()
 	back := lifecycle.ResizeOutcome(inst.ResizeFromState)
+	reqID := requestID(w)
+	var out outbox.Batch
 	err := s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		ok, err := instance.Apply(tx, inst.ID, instance.In(vm, task),
 			instance.Change{VM: back, Task: lifecycle.NoTask, Set: instance.ForgetOldFlavor(), At: now})
@@ -278,11 +298,17 @@ func (s *Service) confirmResize(w http.ResponseWriter, r *http.Request, inst *st
 		if !ok {
 			return errStateChanged
 		}
-		if err := tx.Create(&store.InstanceAction{InstanceID: inst.ID, Action: "confirmResize", RequestID: requestID(w),
+		if err := tx.Create(&store.InstanceAction{InstanceID: inst.ID, Action: "confirmResize", RequestID: reqID,
 			UserID: creds.UserID, ProjectID: creds.ProjectID, StartTime: now, UpdatedAt: now}).Error; err != nil {
 			return fmt.Errorf("record confirmResize of %s: %w", inst.ID, err)
 		}
-		return instance.SetResizeStatus(tx, inst.ID, lifecycle.MigrationConfirmed)
+		if err := instance.SetResizeStatus(tx, inst.ID, lifecycle.MigrationConfirmed); err != nil {
+			return err
+		}
+		// The host drops what it kept for a revert (a root disk
+		// resize's old container); no answer is awaited.
+		return s.cast(tx, &out, inst.Host, inst.ID, protocol.KindConfirmResize,
+			protocol.ResizeInstance{RequestID: reqID, InstanceID: inst.ID})
 	})
 	switch {
 	case errors.Is(err, errStateChanged):
@@ -291,6 +317,7 @@ func (s *Service) confirmResize(w http.ResponseWriter, r *http.Request, inst *st
 		s.log.Error("confirm resize", "instance", inst.ID, "error", err)
 		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
 	default:
+		s.deliver(ctx, &out)
 		noContent(w, http.StatusNoContent)
 	}
 }

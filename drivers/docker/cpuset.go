@@ -157,7 +157,8 @@ func (d *Driver) cpuPools(ctx context.Context) (limits.CPUPools, error) {
 
 // cpuUse counts how the servers on this dockerd are pinned (stopped ones
 // included: they keep their CPUs for their next start), leaving out
-// container except (a resize's own). Every Capsule server counts, whatever
+// container except (a resize's own) and a root disk resize's kept
+// container (its revert re-picks its CPUs, as a resize does). Every Capsule server counts, whatever
 // agent owns it (Options.Owner): agents sharing a dockerd share its CPUs.
 // A cpuset of the whole host is no pinning.
 func (d *Driver) cpuUse(ctx context.Context, pools limits.CPUPools, except string) (cpuUse, error) {
@@ -171,7 +172,7 @@ func (d *Driver) cpuUse(ctx context.Context, pools limits.CPUPools, except strin
 		return use, fmt.Errorf("list containers for cpu pinning: %w", err)
 	}
 	for _, s := range cs {
-		if s.ID == except || isSandbox(s) {
+		if s.ID == except || isSandbox(s) || isKept(s) {
 			continue
 		}
 		c, err := d.cli.ContainerInspect(ctx, s.ID)

@@ -654,6 +654,11 @@ func (d *Driver) Unpause(ctx context.Context, id string) error {
 // workload is already gone, e.g. after a create that died half-way). A
 // missing instance is not an error.
 func (d *Driver) Destroy(ctx context.Context, id string) error {
+	// A container a root disk resize kept aside goes too (its image
+	// with it).
+	if err := d.ConfirmRootDisk(ctx, id); err != nil {
+		return fmt.Errorf("destroy: %w", err)
+	}
 	c, err := d.inspect(ctx, "destroy", id)
 	if errors.Is(err, drivers.ErrNotFound) {
 		return d.removeSandbox(ctx, id)
@@ -666,6 +671,7 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 	if err := d.removeSandbox(ctx, id); err != nil {
 		return err
 	}
+	d.pruneResizeImages(ctx, id)
 	d.log.Info("container destroyed", "instance", id, "container", c.ID)
 	return nil
 }
@@ -774,6 +780,9 @@ func (d *Driver) List(ctx context.Context) ([]drivers.Status, error) {
 		id := s.Labels[LabelInstance]
 		if id == "" {
 			continue
+		}
+		if isKept(s) {
+			continue // a root disk resize's old container, not the instance
 		}
 		if isSandbox(s) {
 			sandboxes = append(sandboxes, drivers.Status{ID: id, Power: drivers.PowerNoState, BackendID: s.ID,

@@ -66,8 +66,9 @@ func (d *Driver) stopWorkload(ctx context.Context, id string, c container.Inspec
 }
 
 // removeWorkload force-removes the workload container c of instance id
-// with its anonymous volumes, and its migration image when it booted from
-// one (private to this server, it would leak otherwise).
+// with its anonymous volumes, and its migration image or root disk resize
+// commit when it booted from one (private to this server, it would leak
+// otherwise).
 func (d *Driver) removeWorkload(ctx context.Context, id string, c container.InspectResponse) error {
 	err := d.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
 	switch {
@@ -81,9 +82,9 @@ func (d *Driver) removeWorkload(ctx context.Context, id string, c container.Insp
 		return wrap("remove", id, err)
 	}
 	d.live.forget(c.ID)
-	if c.Config != nil && isMigrationImage(c.Config.Image) {
+	if c.Config != nil && (isMigrationImage(c.Config.Image) || isResizeImage(c.Config.Image)) {
 		if err := d.RemoveImage(ctx, c.Config.Image); err != nil {
-			d.log.Warn("could not remove the migration image of a removed workload", "instance", id, "image", c.Config.Image, "err", err)
+			d.log.Warn("could not remove the migration or resize image of a removed workload", "instance", id, "image", c.Config.Image, "err", err)
 		}
 	}
 	return nil

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/docker/docker/api/types/container"
 
 	"github.com/capsule-cloud/capsule/drivers"
 )
@@ -112,5 +115,54 @@ func TestRootDiskProbeDecidesStorageOpt(t *testing.T) {
 	down.err = nil
 	if err := flaky.probe(ctx, log, down.create); err != nil || flaky.storageOpt(5)["size"] != "5G" {
 		t.Errorf("retried probe: err %v, opt %v", err, flaky.storageOpt(5))
+	}
+}
+
+// A remade container's cap: btrfs counts what the container references,
+// so the flavor's disk as is; overlay2 counts only the writable layer, so
+// the disk less the data the resize commits hold; data beyond the disk is
+// refused, an uncapped flavor has none.
+func TestRemadeStorageOpt(t *testing.T) {
+	for _, c := range []struct {
+		storage   string
+		gb        int
+		committed int64
+		want      string
+		err       bool
+	}{
+		{"btrfs", 2, 500 << 20, "2G", false},
+		{"overlay2", 2, 500 << 20, strconv.FormatInt(2<<30-500<<20, 10), false},
+		{"overlay2", 1, 1 << 30, "", true},
+		{"btrfs", 0, 500 << 20, "", false},
+	} {
+		opt, err := remadeStorageOpt(c.storage, c.gb, c.committed)
+		if (err != nil) != c.err || opt["size"] != c.want {
+			t.Errorf("remadeStorageOpt(%s, %d, %d) = %v, %v; want size %q, error %v", c.storage, c.gb, c.committed, opt, err, c.want, c.err)
+		}
+	}
+}
+
+// The cap of a container: the label of a remade one, else its
+// storage-opt in GB, else none.
+func TestRootDiskGBOf(t *testing.T) {
+	mk := func(labels, opt map[string]string) container.InspectResponse {
+		return container.InspectResponse{Config: &container.Config{Labels: labels},
+			ContainerJSONBase: &container.ContainerJSONBase{HostConfig: &container.HostConfig{StorageOpt: opt}}}
+	}
+	for _, c := range []struct {
+		c    container.InspectResponse
+		want int
+	}{
+		{mk(nil, map[string]string{"size": "1G"}), 1},
+		{mk(map[string]string{LabelRootDiskGB: "2"}, map[string]string{"size": "1610612736"}), 2},
+		{mk(map[string]string{LabelRootDiskGB: ""}, map[string]string{"size": "3G"}), 3},
+		{mk(nil, nil), 0},
+	} {
+		if got := rootDiskGBOf(c.c); got != c.want {
+			t.Errorf("rootDiskGBOf(%v, %v) = %d, want %d", c.c.Config.Labels, c.c.HostConfig.StorageOpt, got, c.want)
+		}
+	}
+	if !isKept(container.Summary{Names: []string{"/capsule-x.pre-resize"}}) || isKept(container.Summary{Names: []string{"/capsule-x"}}) {
+		t.Errorf("isKept does not tell a kept container by its name")
 	}
 }
