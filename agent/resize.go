@@ -59,7 +59,17 @@ func (a *Agent) handleResize(ctx context.Context, req protocol.ResizeInstance, r
 	rep := protocol.InstanceReport{RequestID: req.RequestID, InstanceID: id, Host: a.cfg.Host,
 		Action: action, Event: event, Started: a.now().UTC()}
 	var power drivers.PowerState
-	dr, remake, derr := a.rootDiskChange(ctx, id, req.Spec.DiskGB)
+	var (
+		dr     drivers.RootDiskResizer
+		remake bool
+		derr   error
+	)
+	if req.Spec.DiskGB != req.Old.DiskGB {
+		// Only a flavor change of the disk remakes the container: a
+		// server made before its host capped root disks is not
+		// restarted by a resize of its CPUs or memory.
+		dr, remake, derr = a.rootDiskChange(ctx, id, req.Spec.DiskGB)
+	}
 	switch {
 	case derr != nil:
 		power, err = a.powerOf(ctx, id), derr

@@ -247,3 +247,28 @@ func TestReconcileDropsKeptRootDisks(t *testing.T) {
 		t.Errorf("kept after the reconcile: %v, want i-err and i-vr", got)
 	}
 }
+
+// TestResizeKeepingTheDiskIsLive: a resize that keeps the flavor's disk
+// stays live even when the container's cap is another (a server made
+// before its host capped root disks): no restart.
+func TestResizeKeepingTheDiskIsLive(t *testing.T) {
+	drv := newDiskFake()
+	e := newEnv(t, drv, testConfig())
+	e.serveConductor()
+	e.start()
+	e.build("i-l", "req-1", fakeImage)
+	if r := e.waitReport("i-l", 1, 5*time.Second); !r.OK {
+		t.Fatalf("build: %+v", r)
+	}
+	before, _ := drv.get("i-l") // its cap: 0, uncapped
+	e.publish(protocol.KindResizeInstance, protocol.ResizeInstance{RequestID: "req-2", InstanceID: "i-l",
+		Spec: protocol.InstanceSpec{ID: "i-l", VCPUs: 1, MemoryMB: 128, DiskGB: 1},
+		Old:  protocol.InstanceSpec{ID: "i-l", VCPUs: 1, MemoryMB: 64, DiskGB: 1}, Running: true})
+	if r := e.waitReport("i-l", 2, 5*time.Second); !r.OK {
+		t.Fatalf("resize: %+v", r)
+	}
+	after, _ := drv.get("i-l")
+	if n := len(drv.callsOf("resize_root_disk")); n != 0 || after.Boots != before.Boots || after.Spec.MemoryMB != 128 {
+		t.Errorf("a resize keeping the disk: %d remakes, boots %d -> %d, memory %d; want live", n, before.Boots, after.Boots, after.Spec.MemoryMB)
+	}
+}
