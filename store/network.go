@@ -1164,6 +1164,41 @@ func (s *Store) ServerPorts(ctx context.Context, instanceID, project string) ([]
 	return out, nil
 }
 
+// PortsOfServers returns the ports the Compute API bound to any of the
+// servers ids, with their addresses, in ServerPorts' order (a server's
+// NICs are those of its own project: the caller keeps those).
+func (s *Store) PortsOfServers(ctx context.Context, ids []string) ([]Port, error) {
+	var out []Port
+	for chunk := range slices.Chunk(ids, 1000) {
+		var ports []Port
+		err := s.WithContext(ctx).Preload("FixedIPs", orderAllocations).Order("created_at, id").
+			Where("device_id IN ? AND compute_bound = ?", chunk, true).Find(&ports).Error
+		if err != nil {
+			return nil, fmt.Errorf("ports of %d servers: %w", len(chunk), err)
+		}
+		out = append(out, ports...)
+	}
+	return out, nil
+}
+
+// NetworkNames returns the names of the networks ids (missing ones are
+// left out).
+func (s *Store) NetworkNames(ctx context.Context, ids []string) (map[string]string, error) {
+	out := map[string]string{}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	for chunk := range slices.Chunk(ids, 1000) {
+		var rows []struct{ ID, Name string }
+		if err := s.WithContext(ctx).Model(&Network{}).Select("id, name").Where("id IN ?", chunk).Scan(&rows).Error; err != nil {
+			return nil, fmt.Errorf("names of %d networks: %w", len(chunk), err)
+		}
+		for _, r := range rows {
+			out[r.ID] = r.Name
+		}
+	}
+	return out, nil
+}
+
 // InstanceProject returns the project of live instance id; ok is false
 // when there is none.
 func (s *Store) InstanceProject(ctx context.Context, id string) (project string, ok bool, err error) {

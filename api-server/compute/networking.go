@@ -268,8 +268,13 @@ func (s *Service) serverNICs(ctx context.Context, inst *store.Instance) []server
 // addressesOf is the server's "addresses": per network name, each fixed
 // IP; the full view adds the OS-EXT-IPS type and MAC.
 func (s *Service) addressesOf(ctx context.Context, inst *store.Instance, full bool) map[string][]map[string]any {
+	return addressesFrom(s.serverNICs(ctx, inst), full)
+}
+
+// addressesFrom is addressesOf of a server whose NICs are nics.
+func addressesFrom(nics []serverNIC, full bool) map[string][]map[string]any {
 	out := map[string][]map[string]any{}
-	for _, nic := range s.serverNICs(ctx, inst) {
+	for _, nic := range nics {
 		for _, a := range nic.port.FixedIPs {
 			ver := 4
 			if ip, err := netip.ParseAddr(a.IPAddress); err == nil && ip.Is6() {

@@ -30,19 +30,29 @@ func pageOf[T any](w http.ResponseWriter, r *http.Request, items []T, id func(*T
 		}
 		items = items[idx+1:]
 	}
-	limit = -1
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 0 {
-			writeFault(w, errdefs.InvalidArgument("limit param must be an integer"))
-			return nil, 0, false, false
-		}
-		limit = min(n, maxPageSize)
+	limit, ok = pageLimit(w, r)
+	if !ok {
+		return nil, 0, false, false
 	}
 	if limit >= 0 && len(items) > limit {
 		return items[:limit], limit, true, true
 	}
 	return items, limit, false, true
+}
+
+// pageLimit is the request's "limit", capped at maxPageSize (-1: none). A
+// bad one is a 400, written here (ok=false).
+func pageLimit(w http.ResponseWriter, r *http.Request) (limit int, ok bool) {
+	l := r.URL.Query().Get("limit")
+	if l == "" {
+		return -1, true
+	}
+	n, err := strconv.Atoi(l)
+	if err != nil || n < 0 {
+		writeFault(w, errdefs.InvalidArgument("limit param must be an integer"))
+		return 0, false
+	}
+	return min(n, maxPageSize), true
 }
 
 // nextLinks is the "<coll>_links" value pointing at the page after the one

@@ -651,59 +651,78 @@ func (s *Service) listServers(detail bool) http.HandlerFunc {
 		if rid := q.Get("reservation_id"); rid != "" {
 			db = db.Where("reservation_id = ?", rid)
 		}
+		tf, tagged := parseTagFilter(q)
+		tagged = tagged && v.AtLeast(26)
+		name := q.Get("name")
+		sk := q.Get("sort_key")
+		byName := sk == "display_name" || sk == "name"
+		ipMatch, byIP := ipFilter(q, creds.IsAdmin() || v.AtLeast(5))
 		var insts []store.Instance
-		if err := db.Order("created_at DESC").Order("id DESC").Find(&insts).Error; err != nil {
-			s.log.Error("list servers", "error", err)
-			writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
-			return
-		}
-		if tf, ok := parseTagFilter(q); ok && versionOf(r.Context()).AtLeast(26) {
-			kept := insts[:0]
-			for i := range insts {
-				if tf.match(store.TagsOf(&insts[i])) {
-					kept = append(kept, insts[i])
-				}
+		var limit int
+		var more, ok bool
+		if !tagged && name == "" && !byName && !byIP {
+			// Every filter is SQL: page in the database (keyset on the
+			// list order), so a page costs its own rows only.
+			if insts, limit, more, ok = s.pageServers(w, r, db); !ok {
+				return
 			}
-			insts = kept
-		}
-		// name is an unanchored regex in Nova; filter in Go for portability
-		// between SQLite and PostgreSQL.
-		if name := q.Get("name"); name != "" {
-			match := nameFilter(name)
-			kept := insts[:0]
-			for _, in := range insts {
-				if match(in.Name) {
-					kept = append(kept, in)
-				}
+		} else {
+			if err := db.Order("created_at DESC").Order("id DESC").Find(&insts).Error; err != nil {
+				s.log.Error("list servers", "error", err)
+				writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+				return
 			}
-			insts = kept
-		}
-		if match, ok := ipFilter(q, creds.IsAdmin() || v.AtLeast(5)); ok {
-			kept := insts[:0]
-			for i := range insts {
-				if s.serverHasIP(ctx, &insts[i], match) {
-					kept = append(kept, insts[i])
+			if tagged {
+				kept := insts[:0]
+				for i := range insts {
+					if tf.match(store.TagsOf(&insts[i])) {
+						kept = append(kept, insts[i])
+					}
 				}
+				insts = kept
 			}
-			insts = kept
-		}
-		if sk := q.Get("sort_key"); sk == "display_name" || sk == "name" {
-			asc := q.Get("sort_dir") == "asc"
-			sort.SliceStable(insts, func(i, j int) bool {
-				if asc {
-					return insts[i].Name < insts[j].Name
+			// name is an unanchored regex in Nova; filter in Go for
+			// portability between SQLite and PostgreSQL.
+			if name != "" {
+				match := nameFilter(name)
+				kept := insts[:0]
+				for _, in := range insts {
+					if match(in.Name) {
+						kept = append(kept, in)
+					}
 				}
-				return insts[i].Name > insts[j].Name
-			})
+				insts = kept
+			}
+			if byIP {
+				kept := insts[:0]
+				for i := range insts {
+					if s.serverHasIP(ctx, &insts[i], ipMatch) {
+						kept = append(kept, insts[i])
+					}
+				}
+				insts = kept
+			}
+			if byName {
+				asc := q.Get("sort_dir") == "asc"
+				sort.SliceStable(insts, func(i, j int) bool {
+					if asc {
+						return insts[i].Name < insts[j].Name
+					}
+					return insts[i].Name > insts[j].Name
+				})
+			}
+			if insts, limit, more, ok = pageOf(w, r, insts, func(i *store.Instance) string { return i.ID }); !ok {
+				return
+			}
 		}
-		insts, limit, more, ok := pageOf(w, r, insts, func(i *store.Instance) string { return i.ID })
-		if !ok {
-			return
+		var batch *viewBatch
+		if detail {
+			batch = s.loadViewBatch(ctx, insts)
 		}
 		items := make([]any, 0, len(insts))
 		for i := range insts {
 			if detail {
-				items = append(items, s.serverView(r, &insts[i], viewFull))
+				items = append(items, s.serverViewWith(r, &insts[i], viewFull, batch))
 			} else {
 				items = append(items, map[string]any{"id": insts[i].ID, "name": insts[i].Name,
 					"links": s.links(r, "servers", insts[i].ID)})
@@ -715,6 +734,47 @@ func (s *Service) listServers(detail bool) http.HandlerFunc {
 		}
 		writeJSON(w, http.StatusOK, out)
 	}
+}
+
+// pageServers runs the list query db one page at a time in the list
+// order (newest first, then id): the page after the marker server, found
+// with the same filters (an unknown marker is a 400), at most limit+1 rows
+// to know whether more follow.
+func (s *Service) pageServers(w http.ResponseWriter, r *http.Request, db *gorm.DB) (insts []store.Instance, limit int,
+	more bool, ok bool) {
+	limit, ok = pageLimit(w, r)
+	if !ok {
+		return nil, 0, false, false
+	}
+	db = db.Session(&gorm.Session{})
+	q := db
+	if m := r.URL.Query().Get("marker"); m != "" {
+		var marker []store.Instance
+		if err := db.Select("id, created_at").Where("id = ?", m).Limit(1).Find(&marker).Error; err != nil {
+			s.log.Error("list servers: marker", "error", err)
+			writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+			return nil, 0, false, false
+		}
+		if len(marker) == 0 {
+			writeFault(w, errdefs.InvalidArgumentf("marker [%s] not found", m))
+			return nil, 0, false, false
+		}
+		at := marker[0].CreatedAt
+		q = q.Where("(created_at < ? OR (created_at = ? AND id < ?))", at, at, marker[0].ID)
+	}
+	q = q.Order("created_at DESC").Order("id DESC")
+	if limit >= 0 {
+		q = q.Limit(limit + 1)
+	}
+	if err := q.Find(&insts).Error; err != nil {
+		s.log.Error("list servers", "error", err)
+		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+		return nil, 0, false, false
+	}
+	if limit >= 0 && len(insts) > limit {
+		return insts[:limit], limit, true, true
+	}
+	return insts, limit, false, true
 }
 
 func (s *Service) updateServer(w http.ResponseWriter, r *http.Request) {

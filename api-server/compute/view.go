@@ -1,10 +1,13 @@
 package compute
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
@@ -59,6 +62,79 @@ func instanceName(id string) string {
 
 // serverView renders an instance as Nova does at the request's microversion.
 func (s *Service) serverView(r *http.Request, inst *store.Instance, kind viewKind) map[string]any {
+	return s.serverViewWith(r, inst, kind, nil)
+}
+
+// viewBatch is what the views of a page of servers need beyond their rows,
+// loaded for the whole page in a few queries (see loadViewBatch) instead
+// of a few per server.
+type viewBatch struct {
+	nics       map[string][]serverNIC // by instance id
+	hostStatus map[string]string      // by host
+}
+
+// loadViewBatch loads the NICs of insts and, for an admin, their hosts'
+// status. On a database error it returns nil: the views then load their
+// own (slower, same answer).
+func (s *Service) loadViewBatch(ctx context.Context, insts []store.Instance) *viewBatch {
+	if len(insts) == 0 {
+		return nil
+	}
+	b := &viewBatch{nics: map[string][]serverNIC{}}
+	projectOf := make(map[string]string, len(insts))
+	ids := make([]string, 0, len(insts))
+	hosts := map[string]bool{}
+	for i := range insts {
+		projectOf[insts[i].ID] = insts[i].ProjectID
+		ids = append(ids, insts[i].ID)
+		if insts[i].Host != "" {
+			hosts[insts[i].Host] = true
+		}
+	}
+	ports, err := s.st.PortsOfServers(ctx, ids)
+	if err != nil {
+		s.log.Warn("ports of servers", "error", err)
+		return nil
+	}
+	var netIDs []string
+	for _, p := range ports {
+		netIDs = append(netIDs, p.NetworkID)
+	}
+	names, err := s.st.NetworkNames(ctx, netIDs)
+	if err != nil {
+		s.log.Warn("networks of servers", "error", err)
+		return nil
+	}
+	for _, p := range ports {
+		if projectOf[p.DeviceID] != p.ProjectID {
+			continue // not the server's NIC (see store.ServerPorts)
+		}
+		name := names[p.NetworkID]
+		if name == "" {
+			name = p.NetworkID
+		}
+		b.nics[p.DeviceID] = append(b.nics[p.DeviceID], serverNIC{port: p, netName: name})
+	}
+	if creds := auth.FromContext(ctx); creds != nil && creds.IsAdmin() && len(hosts) > 0 {
+		var svcs []store.Service
+		if err := s.st.WithContext(ctx).Where("host IN ? AND binary_name = ?", slices.Collect(maps.Keys(hosts)),
+			store.ComputeBinary).Find(&svcs).Error; err != nil {
+			s.log.Warn("hosts of servers", "error", err)
+			return nil
+		}
+		b.hostStatus = make(map[string]string, len(hosts))
+		for h := range hosts {
+			b.hostStatus[h] = "UNKNOWN"
+		}
+		for i := range svcs {
+			b.hostStatus[svcs[i].Host] = s.statusOf(&svcs[i])
+		}
+	}
+	return b
+}
+
+// serverViewWith is serverView taking what it can from b (nil: nothing).
+func (s *Service) serverViewWith(r *http.Request, inst *store.Instance, kind viewKind, b *viewBatch) map[string]any {
 	v := versionOf(r.Context())
 	creds := auth.FromContext(r.Context())
 	isAdmin := creds != nil && creds.IsAdmin()
@@ -71,7 +147,12 @@ func (s *Service) serverView(r *http.Request, inst *store.Instance, kind viewKin
 		"created": inst.CreatedAt.UTC().Format(timeFmt), "updated": inst.UpdatedAt.UTC().Format(timeFmt),
 		"hostId": hostID(inst.ProjectID, inst.Host), "metadata": jsonMap(inst.Metadata),
 		"links": s.links(r, "servers", inst.ID), "accessIPv4": inst.AccessIPv4, "accessIPv6": inst.AccessIPv6,
-		"OS-DCF:diskConfig": "MANUAL", "addresses": s.addressesOf(r.Context(), inst, kind == viewFull),
+		"OS-DCF:diskConfig": "MANUAL", "addresses": nil,
+	}
+	if b != nil {
+		out["addresses"] = addressesFrom(b.nics[inst.ID], kind == viewFull)
+	} else {
+		out["addresses"] = s.addressesOf(r.Context(), inst, kind == viewFull)
 	}
 	if inst.ImageID == "" {
 		out["image"] = ""
@@ -164,10 +245,27 @@ func (s *Service) serverView(r *http.Request, inst *store.Instance, kind viewKin
 			out["OS-EXT-SRV-ATTR:user_data"] = ud
 		}
 		if v.AtLeast(16) {
-			out["host_status"] = s.hostStatus(r, inst.Host)
+			if st, ok := b.statusOf(inst.Host); ok {
+				out["host_status"] = st
+			} else {
+				out["host_status"] = s.hostStatus(r, inst.Host)
+			}
 		}
 	}
 	return out
+}
+
+// statusOf is the batch's host_status of host; ok is false when the batch
+// has none (no batch, or not loaded).
+func (b *viewBatch) statusOf(host string) (string, bool) {
+	if host == "" {
+		return "", true
+	}
+	if b == nil || b.hostStatus == nil {
+		return "", false
+	}
+	st, ok := b.hostStatus[host]
+	return st, ok
 }
 
 func usageTime(t *time.Time) any {
@@ -187,10 +285,15 @@ func (s *Service) hostStatus(r *http.Request, host string) string {
 	if err != nil {
 		return "UNKNOWN"
 	}
+	return s.statusOf(&svc)
+}
+
+// statusOf is host_status of a host whose service row is svc.
+func (s *Service) statusOf(svc *store.Service) string {
 	if svc.Disabled {
 		return "MAINTENANCE"
 	}
-	if s.serviceUp(&svc) {
+	if s.serviceUp(svc) {
 		return "UP"
 	}
 	return "DOWN"
