@@ -26,6 +26,11 @@ const (
 	EventSuspend   = "compute_suspend_instance"
 	EventResume    = "compute_resume_instance"
 	EventTerminate = "compute_terminate_instance"
+	// Nova's shelve events: the shelve itself (stop, commit, push), the
+	// offload, and the unshelve (start, or spawn from the shelve image).
+	EventShelve        = "compute_shelve_instance"
+	EventShelveOffload = "compute_shelve_offload_instance"
+	EventUnshelve      = "compute_unshelve_instance"
 )
 
 // Labels the agent puts on every server it creates, on top of the ones the
@@ -61,6 +66,12 @@ func ActionEvent(action lifecycle.Action) string {
 		return EventResize
 	case lifecycle.ActRevertResize:
 		return EventRevertResize
+	case lifecycle.ActShelve:
+		return EventShelve
+	case lifecycle.ActShelveOffload:
+		return EventShelveOffload
+	case lifecycle.ActUnshelve:
+		return EventUnshelve
 	}
 	return "compute_" + string(action) + "_instance"
 }
@@ -160,7 +171,10 @@ func (a *Agent) handleBuild(ctx context.Context, req protocol.BuildInstance, red
 		Action: lifecycle.ActCreate, Attempt: req.Attempt, Event: EventBuild,
 		Started: a.now().UTC(),
 	}
-	log.Info("building instance", "image", req.Spec.ImageRef, "redelivered", redelivered)
+	if req.Unshelve {
+		rep.Action, rep.Event = lifecycle.ActUnshelve, EventUnshelve
+	}
+	log.Info("building instance", "image", req.Spec.ImageRef, "redelivered", redelivered, "unshelve", req.Unshelve)
 	power, err := a.build(ctx, req.Spec)
 	if err != nil {
 		log.Error("build failed", "err", err)
@@ -353,11 +367,21 @@ func (a *Agent) runAction(ctx context.Context, id string, action lifecycle.Actio
 		a.deleted.add(id, a.now())
 		return drivers.PowerNoState, nil
 	}
+	if action == lifecycle.ActShelveOffload {
+		// The shelve image holds the server; its container, sandbox and
+		// ports go (a missing container is already offloaded). Unlike a
+		// delete, a later unshelve may build it here again.
+		if err := a.destroy(ctx, id); err != nil {
+			return a.powerOf(ctx, id), fmt.Errorf("offload instance %s: %w", id, err)
+		}
+		return drivers.PowerNoState, nil
+	}
 
 	var op func() error
 	caps := a.drv.Capabilities()
 	switch action {
-	case lifecycle.ActStart:
+	case lifecycle.ActStart, lifecycle.ActUnshelve:
+		// Unshelving a server still on its host starts it (Nova's).
 		op = func() error { return a.start(ctx, id) }
 	case lifecycle.ActStop:
 		op = func() error { return a.stop(ctx, id) }

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/drivers"
@@ -30,8 +31,22 @@ func (a *Agent) handleSnapshot(ctx context.Context, req protocol.SnapshotInstanc
 	defer unlock()
 
 	rep := protocol.SnapshotReport{RequestID: req.RequestID, InstanceID: id, ImageID: req.ImageID, Host: a.cfg.Host,
-		Ref: req.Ref, Backup: req.Backup, Event: EventSnapshot, Started: a.now().UTC()}
-	digest, size, err := a.snapshot(ctx, id, req.Ref)
+		Ref: req.Ref, Backup: req.Backup, Shelve: req.Shelve, Event: EventSnapshot, Started: a.now().UTC()}
+	var digest string
+	var size int64
+	if req.Shelve {
+		// Stopped first (its sandbox and ports go with it, as for a
+		// stop), so the image holds a consistent disk and nothing runs
+		// on once the server is shelved. A redelivery finds it stopped.
+		rep.Event = EventShelve
+		err = a.stopForShelve(ctx, id)
+	}
+	if err == nil {
+		digest, size, err = a.snapshot(ctx, id, req.Ref)
+	}
+	if req.Shelve {
+		rep.PowerState = int(a.powerOf(ctx, id))
+	}
 	if err != nil {
 		log.Error("snapshot failed", "err", err)
 		rep.Error, rep.ErrorMessage = err.Error(), errdefs.Message(err)
@@ -56,4 +71,17 @@ func (a *Agent) snapshot(ctx context.Context, id, ref string) (string, int64, er
 		return "", 0, fmt.Errorf("snapshot instance %s to %s (%d bytes pushed): %w", id, ref, last, err)
 	}
 	return digest, size, nil
+}
+
+// stopForShelve stops instance id (bounded like a stop action).
+func (a *Agent) stopForShelve(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.StopTimeout+2*time.Minute)
+	defer cancel()
+	if _, err := a.drv.Status(ctx, id); err != nil {
+		return fmt.Errorf("shelve instance %s: status: %w", id, err)
+	}
+	if err := a.stop(ctx, id); err != nil {
+		return fmt.Errorf("shelve instance %s: stop: %w", id, err)
+	}
+	return nil
 }

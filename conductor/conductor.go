@@ -38,9 +38,12 @@ type Conductor struct {
 	now         func() time.Time
 	// mig drives cold migrations (package migrate).
 	mig *migrate.Engine
-	// reg removes the registry tags of backups rotated out (nil: left
-	// behind, logged).
+	// reg removes the registry tags of backups rotated out and of shelve
+	// images no longer needed (nil: left behind, logged).
 	reg ImageReleaser
+	// outbox publishes the messages the conductor commits with a state
+	// change (an offload's work); what it cannot, the relay sends later.
+	outbox *outbox.Relay
 }
 
 // New returns a conductor; maxAttempts bounds build reschedules.
@@ -50,6 +53,7 @@ func New(st *store.Store, b bus.Bus, cfg config.Conductor, maxAttempts int, log 
 	}
 	c := &Conductor{st: st, b: b, cfg: cfg, maxAttempts: maxAttempts, log: log.With("role", "conductor"),
 		now: func() time.Time { return time.Now().UTC() }}
+	c.outbox = outbox.NewRelay(st, b, outbox.Options{Owner: outboxOwner(), Log: c.log})
 	// A working engine by default (default scheduler, no registry: tags
 	// are left behind, logged); the conductor role sets the real one.
 	c.mig = migrate.New(migrate.Options{Store: st, Bus: b, Scheduler: scheduler.New(st, b, config.Default().Scheduler, log),
@@ -251,6 +255,10 @@ func (c *Conductor) onInstanceReport(ctx context.Context, r protocol.InstanceRep
 		return c.onResizeReport(ctx, inst, r)
 	case lifecycle.ActRebuild:
 		return c.onRebuildReport(ctx, inst, r)
+	case lifecycle.ActShelveOffload:
+		return c.onOffloadReport(ctx, inst, r)
+	case lifecycle.ActUnshelve:
+		return c.onUnshelveReport(ctx, inst, r)
 	default:
 		return c.onActionReport(ctx, inst, r)
 	}
@@ -335,6 +343,7 @@ func (c *Conductor) onDeleteReport(ctx context.Context, inst *store.Instance, r 
 	if err := instance.MarkDeleted(ctx, c.st, inst.ID, c.now()); err != nil {
 		return err
 	}
+	c.forgetShelveImage(ctx, inst)
 	// A migration in flight ends here: both hosts clean up, the tag goes
 	// (the periodic pass would notice too).
 	if err := c.mig.InstanceDeleted(ctx, inst.ID); err != nil {
@@ -501,5 +510,6 @@ func (c *Conductor) periodic(ctx context.Context) {
 	if err := instance.ReleaseClaimsOfDeleted(db); err != nil {
 		c.log.Error("drop claims of deleted instances", "error", err)
 	}
+	c.offloadShelved(ctx)
 	c.sweepTasks(ctx)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"gorm.io/gorm"
 
@@ -47,6 +48,9 @@ func (c *Conductor) onSnapshotReport(ctx context.Context, r protocol.SnapshotRep
 	if err := c.st.RecordEvent(ctx, ev); err != nil {
 		return err
 	}
+	if r.Shelve {
+		return c.onShelveReport(ctx, r)
+	}
 	var rotated []store.Image
 	err := c.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := c.recordSnapshot(tx, r); err != nil {
@@ -69,6 +73,39 @@ func (c *Conductor) onSnapshotReport(ctx context.Context, r protocol.SnapshotRep
 // recordSnapshot activates or kills the image and ends the task.
 func (c *Conductor) recordSnapshot(tx *gorm.DB, r protocol.SnapshotReport) error {
 	now := c.now()
+	if err := c.recordImage(tx, r, now); err != nil {
+		return err
+	}
+	change := instance.Change{Task: lifecycle.NoTask, At: now}
+	if !r.OK {
+		// The server keeps running; its fault says why the image
+		// was not made (as the event's details do).
+		what := "Snapshot"
+		if r.Backup != nil {
+			what = "Backup"
+		}
+		change.Fault = &instance.Fault{Code: 500, Message: fmt.Sprintf("%s of instance %s failed: %s.", what, r.InstanceID, snapshotWhy(r)),
+			Details: r.Error, At: now}
+	}
+	_, err := instance.Apply(tx, r.InstanceID, instance.During(lifecycle.ImageSnapshot, lifecycle.ImageBackup), change)
+	if err != nil {
+		return fmt.Errorf("end snapshot task of %s: %w", r.InstanceID, err)
+	}
+	return nil
+}
+
+// snapshotWhy is the safe reason of a failed snapshot report.
+func snapshotWhy(r protocol.SnapshotReport) string {
+	why := strings.TrimSuffix(r.ErrorMessage, ".")
+	if why == "" {
+		why = "the compute host could not make the image"
+	}
+	return why
+}
+
+// recordImage activates the image a snapshot report is about, or kills
+// and removes it; an image no longer waiting is left alone.
+func (c *Conductor) recordImage(tx *gorm.DB, r protocol.SnapshotReport, now time.Time) error {
 	waiting := tx.Model(&store.Image{}).Where("id = ? AND status IN ?", r.ImageID, []string{imageQueued, imageSaving})
 	if r.OK {
 		size := r.Size
@@ -91,25 +128,6 @@ func (c *Conductor) recordSnapshot(tx *gorm.DB, r protocol.SnapshotReport) error
 			return fmt.Errorf("remove failed snapshot image %s: %w", r.ImageID, err)
 		}
 		c.log.Warn("snapshot failed; image removed", "image", r.ImageID, "instance", r.InstanceID, "error", r.Error)
-	}
-	change := instance.Change{Task: lifecycle.NoTask, At: now}
-	if !r.OK {
-		// The server keeps running; its fault says why the image
-		// was not made (as the event's details do).
-		what := "Snapshot"
-		if r.Backup != nil {
-			what = "Backup"
-		}
-		why := strings.TrimSuffix(r.ErrorMessage, ".")
-		if why == "" {
-			why = "the compute host could not make the image"
-		}
-		change.Fault = &instance.Fault{Code: 500, Message: fmt.Sprintf("%s of instance %s failed: %s.", what, r.InstanceID, why),
-			Details: r.Error, At: now}
-	}
-	_, err := instance.Apply(tx, r.InstanceID, instance.During(lifecycle.ImageSnapshot, lifecycle.ImageBackup), change)
-	if err != nil {
-		return fmt.Errorf("end snapshot task of %s: %w", r.InstanceID, err)
 	}
 	return nil
 }

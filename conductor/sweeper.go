@@ -32,6 +32,12 @@ var sweptTasks = map[lifecycle.TaskState]lifecycle.Action{
 	lifecycle.Rebuilding:      lifecycle.ActRebuild,
 	lifecycle.ImageSnapshot:   lifecycle.ActSnapshot,
 	lifecycle.ImageBackup:     lifecycle.ActBackup,
+	// A shelve pushes (its deadline is an image task's); an offload
+	// and an unshelve on its host report as actions. An unshelve no
+	// scheduler placed ends as an unplaced one (instance.UnshelveUnplaced).
+	lifecycle.Shelving:           lifecycle.ActShelve,
+	lifecycle.ShelvingOffloading: lifecycle.ActShelveOffload,
+	lifecycle.Unshelving:         lifecycle.ActUnshelve,
 }
 
 // taskDeadline is how long task may go without progress.
@@ -44,7 +50,7 @@ func (c *Conductor) taskDeadline(task lifecycle.TaskState) time.Duration {
 		long = time.Hour
 	}
 	switch task {
-	case lifecycle.ImageSnapshot, lifecycle.ImageBackup, lifecycle.Rebuilding:
+	case lifecycle.ImageSnapshot, lifecycle.ImageBackup, lifecycle.Rebuilding, lifecycle.Shelving:
 		return long
 	}
 	return short
@@ -117,10 +123,10 @@ func (c *Conductor) expireTask(ctx context.Context, inst *store.Instance, deadli
 	c.log.Warn("task timed out; ending it as failed", "instance", inst.ID, "task", inst.TaskState, "host", inst.Host,
 		"deadline", deadline, "since", inst.UpdatedAt)
 	const event = "conductor_task_timeout"
-	if action == lifecycle.ActSnapshot || action == lifecycle.ActBackup {
+	if action == lifecycle.ActSnapshot || action == lifecycle.ActBackup || action == lifecycle.ActShelve {
 		return c.onSnapshotReport(ctx, protocol.SnapshotReport{RequestID: last.RequestID, InstanceID: inst.ID,
 			ImageID: c.pendingSnapshot(ctx, inst.ID), Host: inst.Host, OK: false, Error: why, Event: event,
-			Started: inst.UpdatedAt, Finished: now})
+			Shelve: action == lifecycle.ActShelve, PowerState: inst.PowerState, Started: inst.UpdatedAt, Finished: now})
 	}
 	return c.onInstanceReport(ctx, protocol.InstanceReport{RequestID: last.RequestID, InstanceID: inst.ID, Host: inst.Host,
 		Action: action, OK: false, Error: why, ErrorMessage: "Timed out waiting for the compute host",

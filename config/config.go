@@ -181,6 +181,11 @@ type Conductor struct {
 	// users are control-plane roles, trusted with every host. "" trusts
 	// every user (one shared broker user).
 	AgentUserPrefix string `yaml:"agent_user_prefix"`
+	// ShelvedOffloadTime is how long a shelved server keeps its host's
+	// room, container and sandbox before the conductor offloads it
+	// (Nova's shelved_offload_time): 0 offloads at once (Nova's
+	// default), a negative value never (only shelveOffload does).
+	ShelvedOffloadTime time.Duration `yaml:"shelved_offload_time"`
 }
 
 // Agent is the per-host compute agent.

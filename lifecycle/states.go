@@ -30,8 +30,15 @@ const (
 	// Nova's own states so clients see SUSPENDED and power_state 7.
 	Suspended VMState = "suspended"
 	Resized   VMState = "resized"
-	Error     VMState = "error"
-	Deleted   VMState = "deleted"
+	// Shelved is a shelved server still on its host: stopped, pushed to
+	// the registry as its shelve image, its host's room still held.
+	Shelved VMState = "shelved"
+	// ShelvedOffloaded is a shelved server no host holds: its container
+	// and sandbox are gone and its claims released; its ports and fixed
+	// IPs stay, its shelve image is what an unshelve boots.
+	ShelvedOffloaded VMState = "shelved_offloaded"
+	Error            VMState = "error"
+	Deleted          VMState = "deleted"
 )
 
 // TaskState is the operation in progress (Nova's task_state); NoTask is
@@ -61,6 +68,13 @@ const (
 	ImageSnapshot    TaskState = "image_snapshot"
 	ImageBackup      TaskState = "image_backup"
 	Rebuilding       TaskState = "rebuilding"
+	// Shelving: the host stops, commits and pushes the server;
+	// ShelvingOffloading: it removes the container and sandbox;
+	// Unshelving: a host is chosen (offloaded) or the server started
+	// (shelved), then, offloaded, it spawns from the shelve image.
+	Shelving           TaskState = "shelving"
+	ShelvingOffloading TaskState = "shelving_offloading"
+	Unshelving         TaskState = "unshelving"
 )
 
 // PowerState mirrors Nova's integer power states.
@@ -112,6 +126,10 @@ func Status(vm VMState, task TaskState) string {
 		return "PAUSED"
 	case Suspended:
 		return "SUSPENDED"
+	case Shelved:
+		return "SHELVED"
+	case ShelvedOffloaded:
+		return "SHELVED_OFFLOADED"
 	case Resized:
 		if task == ResizeReverting {
 			return "REVERT_RESIZE"
@@ -150,10 +168,11 @@ func StatusFilter(s string) (states []VMState, ok bool) {
 
 // allVMStates and allTaskStates list every state, in declaration order.
 var (
-	allVMStates   = []VMState{Building, Active, Stopped, Paused, Suspended, Resized, Error, Deleted}
+	allVMStates   = []VMState{Building, Active, Stopped, Paused, Suspended, Resized, Shelved, ShelvedOffloaded, Error, Deleted}
 	allTaskStates = []TaskState{NoTask, Scheduling, Spawning, PoweringOff, PoweringOn, Rebooting, RebootingHard,
 		Pausing, Unpausing, Suspending, Resuming, Deleting, ResizePrep, ResizeMigrating, ResizeMigrated, ResizeFinish,
-		ResizeReverting, ResizeConfirming, Migrating, ImageSnapshot, ImageBackup, Rebuilding}
+		ResizeReverting, ResizeConfirming, Migrating, ImageSnapshot, ImageBackup, Rebuilding, Shelving,
+		ShelvingOffloading, Unshelving}
 )
 
 func equalFold(a, b string) bool {
@@ -210,6 +229,16 @@ const (
 	// layer is wiped) keeping its identity, flavor, ports and addresses.
 	// A stopped server stays stopped; an errored one comes back active.
 	ActRebuild Action = "rebuild"
+	// Shelve stops the server and pushes it as its shelve image (Nova's
+	// <name>-shelved snapshot); it ends in shelved, on its host.
+	ActShelve Action = "shelve"
+	// ShelveOffload frees the host of a shelved server (container,
+	// sandbox, claims); it ends in shelved_offloaded, on no host.
+	ActShelveOffload Action = "shelve_offload"
+	// Unshelve brings a shelved server back: started where it is
+	// (shelved) or spawned from its shelve image on a host the scheduler
+	// picks (shelved_offloaded), with the same ports and addresses.
+	ActUnshelve Action = "unshelve"
 )
 
 // rule says from which vm_states an action may start (with no task in
@@ -236,8 +265,8 @@ var rules = map[Action]rule{
 	ActUnpause: {From: []VMState{Paused}, Task: Unpausing},
 	ActSuspend: {From: []VMState{Active}, Task: Suspending},
 	ActResume:  {From: []VMState{Suspended}, Task: Resuming},
-	ActDelete: {From: []VMState{Building, Active, Stopped, Paused, Suspended, Resized, Error}, Task: Deleting,
-		Preempts: true},
+	ActDelete: {From: []VMState{Building, Active, Stopped, Paused, Suspended, Resized, Shelved, ShelvedOffloaded, Error},
+		Task: Deleting, Preempts: true},
 	// Resize starts in resize_prep; the driver's work runs as
 	// resize_finish (both show RESIZE) and it ends in resized.
 	ActResize:        {From: []VMState{Active, Stopped}, Task: ResizePrep},
@@ -254,6 +283,11 @@ var rules = map[Action]rule{
 	// create, start), all shown as RESIZE, as Nova's.
 	ActMigrate: {From: []VMState{Active, Stopped}, Task: ResizePrep},
 	ActRebuild: {From: []VMState{Active, Stopped, Error}, Task: Rebuilding},
+	// Nova's shelve allows active, stopped, paused and suspended;
+	// shelveOffload only shelved; unshelve both shelved states.
+	ActShelve:        {From: []VMState{Active, Stopped, Paused, Suspended}, Task: Shelving},
+	ActShelveOffload: {From: []VMState{Shelved}, Task: ShelvingOffloading},
+	ActUnshelve:      {From: []VMState{Shelved, ShelvedOffloaded}, Task: Unshelving},
 }
 
 // ConflictError is returned when an action is not allowed in the
@@ -312,6 +346,12 @@ func Outcome(action Action) (VMState, PowerState) {
 		return Deleted, NoState
 	case ActResize:
 		return Resized, Running
+	case ActShelve:
+		return Shelved, Shutdown
+	case ActShelveOffload:
+		return ShelvedOffloaded, NoState
+	case ActUnshelve:
+		return Active, Running
 	}
 	return Error, NoState
 }

@@ -9,12 +9,13 @@ import (
 )
 
 var (
-	testVMStates   = []VMState{Building, Active, Stopped, Paused, Suspended, Resized, Error, Deleted}
+	testVMStates   = []VMState{Building, Active, Stopped, Paused, Suspended, Resized, Shelved, ShelvedOffloaded, Error, Deleted}
 	testTaskStates = []TaskState{NoTask, Scheduling, Spawning, PoweringOff, PoweringOn, Rebooting, RebootingHard,
 		Pausing, Unpausing, Suspending, Resuming, Deleting, ResizePrep, ResizeMigrating, ResizeMigrated, ResizeFinish,
-		ResizeReverting, ResizeConfirming, Migrating, ImageSnapshot, ImageBackup, Rebuilding}
+		ResizeReverting, ResizeConfirming, Migrating, ImageSnapshot, ImageBackup, Rebuilding, Shelving,
+		ShelvingOffloading, Unshelving}
 	userActions = []Action{ActStart, ActStop, ActReboot, ActRebootHard, ActPause, ActUnpause, ActSuspend, ActResume,
-		ActDelete, ActRebuild, ActSnapshot, ActBackup, ActResize, ActMigrate}
+		ActDelete, ActRebuild, ActSnapshot, ActBackup, ActResize, ActMigrate, ActShelve, ActShelveOffload, ActUnshelve}
 )
 
 // TestStateListsComplete keeps the package's own state lists (used by
@@ -50,7 +51,8 @@ func TestBegin(t *testing.T) {
 		ActUnpause: {from: []VMState{Paused}, task: Unpausing},
 		ActSuspend: {from: []VMState{Active}, task: Suspending},
 		ActResume:  {from: []VMState{Suspended}, task: Resuming},
-		ActDelete:  {from: []VMState{Building, Active, Stopped, Paused, Suspended, Resized, Error}, task: Deleting, any: true},
+		ActDelete: {from: []VMState{Building, Active, Stopped, Paused, Suspended, Resized, Shelved, ShelvedOffloaded, Error},
+			task: Deleting, any: true},
 		ActRebuild: {from: []VMState{Active, Stopped, Error}, task: Rebuilding},
 		// snapshot and backup: ACTIVE, STOPPED, PAUSED, SUSPENDED; resize
 		// and migrate: ACTIVE, STOPPED only.
@@ -58,6 +60,11 @@ func TestBegin(t *testing.T) {
 		ActBackup:   {from: []VMState{Active, Stopped, Paused, Suspended}, task: ImageBackup},
 		ActResize:   {from: []VMState{Active, Stopped}, task: ResizePrep},
 		ActMigrate:  {from: []VMState{Active, Stopped}, task: ResizePrep},
+		// Nova's shelve: ACTIVE, STOPPED, PAUSED, SUSPENDED; shelve_offload:
+		// SHELVED; unshelve: SHELVED, SHELVED_OFFLOADED.
+		ActShelve:        {from: []VMState{Active, Stopped, Paused, Suspended}, task: Shelving},
+		ActShelveOffload: {from: []VMState{Shelved}, task: ShelvingOffloading},
+		ActUnshelve:      {from: []VMState{Shelved, ShelvedOffloaded}, task: Unshelving},
 	}
 	for _, action := range userActions {
 		w := wants[action]
@@ -138,7 +145,7 @@ func TestBeginDeletePreemptsEveryTask(t *testing.T) {
 }
 
 func TestBeginUnknownAction(t *testing.T) {
-	for _, a := range []Action{ActCreate, "shelve", ""} {
+	for _, a := range []Action{ActCreate, "rescue", ""} {
 		got, err := Begin(a, Active, NoTask)
 		if err == nil {
 			t.Errorf("Begin(%q) succeeded with %q, want an error", a, got)
@@ -186,7 +193,10 @@ func TestOutcome(t *testing.T) {
 		{ActResume, Active, Running},
 		{ActDelete, Deleted, NoState},
 		{ActResize, Resized, Running},
-		{"shelve", Error, NoState},
+		{ActShelve, Shelved, Shutdown},
+		{ActShelveOffload, ShelvedOffloaded, NoState},
+		{ActUnshelve, Active, Running},
+		{"rescue", Error, NoState},
 	}
 	for _, c := range cases {
 		vm, power := Outcome(c.action)
@@ -230,11 +240,13 @@ var novaStateMap = map[VMState]struct {
 	Building: {"BUILD", nil},
 	Stopped: {"SHUTOFF", map[TaskState]string{Rebuilding: "REBUILD",
 		ResizePrep: "RESIZE", ResizeMigrating: "RESIZE", ResizeMigrated: "RESIZE", ResizeFinish: "RESIZE"}},
-	Resized:   {"VERIFY_RESIZE", map[TaskState]string{ResizeReverting: "REVERT_RESIZE"}},
-	Paused:    {"PAUSED", map[TaskState]string{Migrating: "MIGRATING"}},
-	Suspended: {"SUSPENDED", nil},
-	Error:     {"ERROR", map[TaskState]string{Rebuilding: "REBUILD"}},
-	Deleted:   {"DELETED", nil},
+	Resized:          {"VERIFY_RESIZE", map[TaskState]string{ResizeReverting: "REVERT_RESIZE"}},
+	Paused:           {"PAUSED", map[TaskState]string{Migrating: "MIGRATING"}},
+	Suspended:        {"SUSPENDED", nil},
+	Shelved:          {"SHELVED", nil},
+	ShelvedOffloaded: {"SHELVED_OFFLOADED", nil},
+	Error:            {"ERROR", map[TaskState]string{Rebuilding: "REBUILD"}},
+	Deleted:          {"DELETED", nil},
 }
 
 func TestStatusEveryPair(t *testing.T) {
@@ -253,7 +265,7 @@ func TestStatusEveryPair(t *testing.T) {
 			}
 		}
 	}
-	if got := Status("shelved", NoTask); got != "UNKNOWN" {
+	if got := Status("rescued", NoTask); got != "UNKNOWN" {
 		t.Errorf("Status of an unknown vm_state = %s, want UNKNOWN", got)
 	}
 }
@@ -312,5 +324,51 @@ func TestStatusFilterInvertsStatus(t *testing.T) {
 		if !ok || !slices.Equal(got, want) {
 			t.Errorf("StatusFilter(%q) = (%v, %v), want (%v, true)", s, got, ok, want)
 		}
+	}
+}
+
+// TestShelveTransitions: shelve from Nova's four states only, offload
+// only from shelved, unshelve from both shelved states, delete from both,
+// and nothing else (start, stop, resize, snapshot) from a shelved server.
+func TestShelveTransitions(t *testing.T) {
+	for _, vm := range []VMState{Active, Stopped, Paused, Suspended} {
+		if got, err := Begin(ActShelve, vm, NoTask); err != nil || got != Shelving {
+			t.Errorf("shelve from %s = (%q, %v), want shelving", vm, got, err)
+		}
+	}
+	for _, vm := range []VMState{Building, Resized, Error, Shelved, ShelvedOffloaded} {
+		if _, err := Begin(ActShelve, vm, NoTask); err == nil {
+			t.Errorf("shelve from %s allowed", vm)
+		}
+	}
+	if got, err := Begin(ActShelveOffload, Shelved, NoTask); err != nil || got != ShelvingOffloading {
+		t.Errorf("offload of shelved = (%q, %v)", got, err)
+	}
+	for _, vm := range []VMState{Active, Stopped, ShelvedOffloaded} {
+		if _, err := Begin(ActShelveOffload, vm, NoTask); err == nil {
+			t.Errorf("offload from %s allowed", vm)
+		}
+	}
+	for _, vm := range []VMState{Shelved, ShelvedOffloaded} {
+		if got, err := Begin(ActUnshelve, vm, NoTask); err != nil || got != Unshelving {
+			t.Errorf("unshelve from %s = (%q, %v)", vm, got, err)
+		}
+		if got, err := Begin(ActDelete, vm, NoTask); err != nil || got != Deleting {
+			t.Errorf("delete from %s = (%q, %v)", vm, got, err)
+		}
+		for _, a := range []Action{ActStart, ActStop, ActResize, ActSnapshot, ActRebuild, ActMigrate, ActShelve} {
+			if _, err := Begin(a, vm, NoTask); err == nil {
+				t.Errorf("%s from %s allowed", a, vm)
+			}
+		}
+	}
+	if _, err := Begin(ActUnshelve, Active, NoTask); err == nil {
+		t.Error("unshelve of an active server allowed")
+	}
+	if _, err := Begin(ActUnshelve, ShelvedOffloaded, Unshelving); err == nil {
+		t.Error("unshelve while unshelving allowed")
+	}
+	if Status(Shelved, Unshelving) != "SHELVED" || Status(ShelvedOffloaded, Spawning) != "SHELVED_OFFLOADED" {
+		t.Error("shelved statuses")
 	}
 }

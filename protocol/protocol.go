@@ -99,6 +99,10 @@ type BuildInstance struct {
 	RequestID string       `json:"request_id"`
 	Attempt   int          `json:"attempt"`
 	Spec      InstanceSpec `json:"spec"`
+	// Unshelve is set when the build spawns a shelved-offloaded server
+	// from its shelve image (Spec.ImageRef): the agent reports it as an
+	// unshelve (lifecycle.ActUnshelve), not a create.
+	Unshelve bool `json:"unshelve,omitempty"`
 }
 
 // InstanceAction asks an agent to run a lifecycle action.

@@ -21,6 +21,9 @@ type SnapshotInstance struct {
 	// Backup is set for a createBackup; the agent hands it back in its
 	// report untouched.
 	Backup *BackupRotation `json:"backup,omitempty"`
+	// Shelve is set for a shelve: the agent stops the server (and unplugs
+	// it) before the commit, and reports the power state it left.
+	Shelve bool `json:"shelve,omitempty"`
 }
 
 // BackupRotation says which backups the conductor prunes once a backup is
@@ -44,8 +47,12 @@ type SnapshotReport struct {
 	Ref        string `json:"ref"`
 	// Backup echoes the request's (nil for createImage).
 	Backup *BackupRotation `json:"backup,omitempty"`
-	OK     bool            `json:"ok"`
-	Error  string          `json:"error,omitempty"`
+	// Shelve echoes the request's; PowerState is then the server's power
+	// state after the shelve (lifecycle.PowerState), also on failure.
+	Shelve     bool   `json:"shelve,omitempty"`
+	PowerState int    `json:"power_state,omitempty"`
+	OK         bool   `json:"ok"`
+	Error      string `json:"error,omitempty"`
 	// ErrorMessage is the failure's safe message, as InstanceReport's.
 	ErrorMessage string    `json:"error_message,omitempty"`
 	Digest       string    `json:"digest,omitempty"`

@@ -59,6 +59,9 @@ func (s *Scheduler) schedule(ctx context.Context, req protocol.ScheduleInstance)
 	if err != nil {
 		return bus.Retry(err)
 	}
+	if inst.DeletedAt == nil && inst.VMState == lifecycle.ShelvedOffloaded {
+		return s.scheduleUnshelve(ctx, req, inst, start, log)
+	}
 	if inst.DeletedAt != nil || inst.VMState != lifecycle.Building {
 		log.Debug("instance no longer building; schedule request ignored", "vm_state", inst.VMState)
 		return nil

@@ -156,6 +156,17 @@ var migrations = []migration{
 		// stored one, so nothing running loses its traffic.
 		return joinDefaultGroups(tx)
 	}},
+	{18, "shelved servers remember their shelve image, when and where they were shelved", func(tx *gorm.DB) error {
+		for _, col := range []string{"ShelvedImageID", "ShelvedAt", "ShelvedHost"} {
+			if tx.Migrator().HasColumn(&Instance{}, col) {
+				continue
+			}
+			if err := tx.Migrator().AddColumn(&Instance{}, col); err != nil {
+				return err
+			}
+		}
+		return nil
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

@@ -177,11 +177,18 @@ type Instance struct {
 	OldRootGB       int
 	OldExtraSpecs   string            // JSON object
 	ResizeFromState lifecycle.VMState `gorm:"size:32"`
-	LaunchedAt      *time.Time
-	TerminatedAt    *time.Time
-	CreatedAt       time.Time `gorm:"index"`
-	UpdatedAt       time.Time
-	DeletedAt       *time.Time `gorm:"index"` // soft delete: actions stay listable (2.21)
+	// A shelved server's shelve image and when and where it was shelved
+	// (Nova's system_metadata shelved_image_id, shelved_at, shelved_host):
+	// the image an unshelve boots and then deletes, the age an offload
+	// waits for. Cleared by the unshelve.
+	ShelvedImageID string `gorm:"size:64"`
+	ShelvedAt      *time.Time
+	ShelvedHost    string `gorm:"size:255"`
+	LaunchedAt     *time.Time
+	TerminatedAt   *time.Time
+	CreatedAt      time.Time `gorm:"index"`
+	UpdatedAt      time.Time
+	DeletedAt      *time.Time `gorm:"index"` // soft delete: actions stay listable (2.21)
 }
 
 // InstanceAction is one API-level operation on an instance

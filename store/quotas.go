@@ -6,6 +6,8 @@ import (
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
+
+	"github.com/capsule-cloud/capsule/lifecycle"
 )
 
 // Quota limits set by an operator (Nova's quotas table). A project's limit
@@ -95,7 +97,11 @@ type QuotaUsage struct {
 
 // CountQuotaUsage counts the live (not deleted) instances of the project,
 // or only the user's when userID is not "", with their vCPUs and RAM.
-// A server awaiting resize confirmation counts at its new flavor.
+// A server awaiting resize confirmation counts at its new flavor. A
+// shelved-offloaded server holds no host: it counts as an instance but not
+// its cores and RAM (Nova's count with [quota]count_usage_from_placement,
+// where nothing is allocated to it), until an unshelve, which checks them
+// against the quota, starts (its task then counts them again).
 func (s *Store) CountQuotaUsage(ctx context.Context, projectID, userID string) (QuotaUsage, error) {
 	return CountQuotaUsageIn(s.WithContext(ctx), projectID, userID)
 }
@@ -108,12 +114,19 @@ func CountQuotaUsageIn(tx *gorm.DB, projectID, userID string) (QuotaUsage, error
 	if userID != "" {
 		q = q.Where("user_id = ?", userID)
 	}
-	err := q.Select("COUNT(*) AS n, COALESCE(SUM(vcpus),0) AS c, COALESCE(SUM(memory_mb),0) AS r").Scan(&u).Error
+	err := q.Select("COUNT(*) AS n, COALESCE(SUM(CASE WHEN "+offloadedIdle+" THEN 0 ELSE vcpus END),0) AS c, "+
+		"COALESCE(SUM(CASE WHEN "+offloadedIdle+" THEN 0 ELSE memory_mb END),0) AS r", lifecycle.ShelvedOffloaded,
+		lifecycle.NoTask, lifecycle.ShelvedOffloaded, lifecycle.NoTask).Scan(&u).Error
 	if err != nil {
 		return QuotaUsage{}, fmt.Errorf("count quota usage of project %s user %q: %w", projectID, userID, err)
 	}
 	return QuotaUsage{Instances: u.N, Cores: u.C, RAM: u.R}, nil
 }
+
+// offloadedIdle matches a shelved-offloaded server with no task (its two
+// placeholders: the vm_state and the empty task): it takes no cores or
+// RAM of its project's quota.
+const offloadedIdle = "(vm_state = ? AND task_state = ?)"
 
 // Network quotas (Neutron's quotas table).
 

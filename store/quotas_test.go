@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/capsule-cloud/capsule/internal/storetest"
+	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -94,6 +95,10 @@ func TestCountQuotaUsage(t *testing.T) {
 			{ID: "c", ProjectID: "p1", UserID: "u2", VCPUs: 4, MemoryMB: 1024},
 			{ID: "d", ProjectID: "p1", UserID: "u1", VCPUs: 8, MemoryMB: 4096, DeletedAt: &now},
 			{ID: "e", ProjectID: "p2", UserID: "u1", VCPUs: 16, MemoryMB: 8192},
+			// Offloaded: an instance without cores or RAM; unshelving: all three.
+			{ID: "f", ProjectID: "p1", UserID: "u2", VCPUs: 32, MemoryMB: 256, VMState: lifecycle.ShelvedOffloaded},
+			{ID: "g", ProjectID: "p2", UserID: "u1", VCPUs: 1, MemoryMB: 64, VMState: lifecycle.ShelvedOffloaded,
+				TaskState: lifecycle.Unshelving},
 		} {
 			if err := st.DB.Create(&in).Error; err != nil {
 				t.Fatalf("instance %d: %v", i, err)
@@ -103,7 +108,8 @@ func TestCountQuotaUsage(t *testing.T) {
 			project, user string
 			want          store.QuotaUsage
 		}{
-			{"p1", "", store.QuotaUsage{Instances: 3, Cores: 7, RAM: 1664}},
+			{"p1", "", store.QuotaUsage{Instances: 4, Cores: 7, RAM: 1664}},
+			{"p2", "", store.QuotaUsage{Instances: 2, Cores: 17, RAM: 8256}},
 			{"p1", "u1", store.QuotaUsage{Instances: 2, Cores: 3, RAM: 640}},
 			{"p1", "u3", store.QuotaUsage{}},
 			{"p3", "", store.QuotaUsage{}},

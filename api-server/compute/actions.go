@@ -24,8 +24,7 @@ import (
 // notYet are Nova actions Capsule knows but does not offer yet; they get a
 // clear error instead of "no such action".
 var notYet = map[string]string{
-	"shelve": "shelve", "unshelve": "shelve",
-	"shelveOffload": "shelve", "rescue": "rescue", "unrescue": "rescue", "changePassword": "password change",
+	"rescue": "rescue", "unrescue": "rescue", "changePassword": "password change",
 	"addSecurityGroup": "security groups", "removeSecurityGroup": "security groups",
 	"os-getVNCConsole": "VNC consoles", "trigger_crash_dump": "crash dumps", "forceDelete": "soft delete",
 	"restore": "soft delete",
@@ -104,6 +103,12 @@ func (s *Service) serverAction(w http.ResponseWriter, r *http.Request) {
 		s.evacuate(w, r)
 	case "rebuild":
 		s.rebuildServer(w, r, inst, arg)
+	case "shelve":
+		s.shelveServer(w, r, inst)
+	case "shelveOffload":
+		s.shelveOffload(w, r, inst)
+	case "unshelve":
+		s.unshelveServer(w, r, inst, arg)
 	default:
 		if feature, known := notYet[name]; known {
 			writeFault(w, errdefs.InvalidArgumentf("Action '%s' (%s) is not supported by this Capsule release yet.", name, feature))

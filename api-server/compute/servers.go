@@ -905,6 +905,9 @@ func (s *Service) startAction(w http.ResponseWriter, r *http.Request, inst *stor
 			writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
 			return err
 		}
+		// A shelved-offloaded server runs nowhere either; its shelve
+		// image goes with it.
+		s.forgetShelveImage(ctx, inst)
 		return nil
 	}
 	if inst.Host == "" {

@@ -49,6 +49,9 @@ type Options struct {
 	// RegistryAddress (host:port) is where snapshots of servers whose image
 	// registry cannot be told from its reference are pushed.
 	RegistryAddress string
+	// Registry deletes the registry tag of a shelve image when its server
+	// is deleted while offloaded (nil: the tag is left, logged).
+	Registry ImageReleaser
 	// AfterCommit, when set, runs after a request committed its task and
 	// before its message is published (a test's kill point).
 	AfterCommit func()

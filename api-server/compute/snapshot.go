@@ -31,6 +31,7 @@ type snapshotRequest struct {
 	name    string
 	props   map[string]string // the request's metadata, as image properties
 	backup  *protocol.BackupRotation
+	shelve  bool // a shelve: the host stops the server first; 202 without a body
 }
 
 // createImage (Nova's createImage) records a queued, private image owned
@@ -178,7 +179,8 @@ func (s *Service) startSnapshot(w http.ResponseWriter, r *http.Request, inst *st
 			UserID: creds.UserID, ProjectID: creds.ProjectID, StartTime: now, UpdatedAt: now}).Error; err != nil {
 			return fmt.Errorf("record %s action of %s: %w", in.apiName, inst.ID, err)
 		}
-		body := protocol.SnapshotInstance{RequestID: reqID, InstanceID: inst.ID, ImageID: imageID, Ref: ref, Backup: in.backup}
+		body := protocol.SnapshotInstance{RequestID: reqID, InstanceID: inst.ID, ImageID: imageID, Ref: ref, Backup: in.backup,
+			Shelve: in.shelve}
 		return s.cast(tx, &out, inst.Host, inst.ID, protocol.KindSnapshotInstance, body)
 	})
 	switch {
@@ -192,6 +194,10 @@ func (s *Service) startSnapshot(w http.ResponseWriter, r *http.Request, inst *st
 	}
 	s.deliver(ctx, &out)
 	s.log.Info("snapshot requested", "instance", inst.ID, "action", in.apiName, "image", imageID, "ref", ref, "host", inst.Host)
+	if in.shelve {
+		noContent(w, http.StatusAccepted)
+		return
+	}
 	w.Header().Set("Location", httpapi.HostURL(httpapi.Scheme(r), s.opts.PublicHost, s.opts.ImagePort)+"/v2/images/"+imageID)
 	if versionOf(ctx).AtLeast(45) {
 		writeJSON(w, http.StatusAccepted, map[string]string{"image_id": imageID})

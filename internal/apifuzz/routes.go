@@ -549,6 +549,8 @@ var actionBodies = []func(e *env) any{
 			"preserve_ephemeral": false, "key_name": e.id("keypair")})
 	},
 	func(e *env) any { return obj("shelve", nil) },
+	func(e *env) any { return obj("unshelve", e.pickOf(nil, map[string]any{"availability_zone": "nova"})) },
+	func(e *env) any { return obj("shelveOffload", nil) },
 	func(e *env) any { return obj("addFixedIp", map[string]any{"networkId": e.id("network")}) },
 }
 

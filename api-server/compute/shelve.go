@@ -1,0 +1,142 @@
+package compute
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"gorm.io/gorm"
+
+	"github.com/capsule-cloud/capsule/api-server/auth"
+	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/errdefs"
+	"github.com/capsule-cloud/capsule/instance"
+	"github.com/capsule-cloud/capsule/lifecycle"
+	"github.com/capsule-cloud/capsule/outbox"
+	"github.com/capsule-cloud/capsule/protocol"
+	"github.com/capsule-cloud/capsule/registry"
+	"github.com/capsule-cloud/capsule/store"
+)
+
+// ImageReleaser removes an image from the private registry unless another
+// image still uses its manifest (registry.Client): what the compute API
+// needs to delete the shelve image of an offloaded server it deletes.
+type ImageReleaser interface {
+	ReleaseImage(ctx context.Context, ref string, others []string) error
+}
+
+// shelveServer (Nova's shelve): the server's host stops it, commits and
+// pushes it as its shelve image (a private snapshot named
+// <server>-shelved, recorded queued now); the conductor then records it
+// shelved and offloads it (at once with shelved_offload_time 0). 202, no
+// body.
+func (s *Service) shelveServer(w http.ResponseWriter, r *http.Request, inst *store.Instance) {
+	s.startSnapshot(w, r, inst, snapshotRequest{act: lifecycle.ActShelve, apiName: "shelve",
+		name: instance.ShelveImageName(inst.Name), shelve: true})
+}
+
+// shelveOffload (Nova's shelveOffload, admin only by Nova's default
+// policy): the host of a shelved server removes its container and
+// sandbox, and its room is freed. 202.
+func (s *Service) shelveOffload(w http.ResponseWriter, r *http.Request, inst *store.Instance) {
+	if !auth.FromContext(r.Context()).IsAdmin() {
+		writeFault(w, errdefs.Forbidden("Policy doesn't allow os_compute_api:os-shelve:shelve_offload to be performed."))
+		return
+	}
+	s.simpleAction(w, r, inst, lifecycle.ActShelveOffload, "shelveOffload")
+}
+
+// unshelveServer (Nova's unshelve; below 2.77 its body is not looked at,
+// and Capsule's newest microversion is below 2.77, so availability_zone
+// and host are refused by the version negotiation, 406). A shelved server
+// is started on its host; an offloaded one is scheduled anywhere with
+// room (its cores and RAM checked against the quota first, under the
+// project's quota lock, since an offloaded server does not count them)
+// and spawned from its shelve image with its ports, addresses and key.
+func (s *Service) unshelveServer(w http.ResponseWriter, r *http.Request, inst *store.Instance, _ json.RawMessage) {
+	if inst.VMState != lifecycle.ShelvedOffloaded {
+		s.simpleAction(w, r, inst, lifecycle.ActUnshelve, "unshelve")
+		return
+	}
+	ctx := r.Context()
+	creds := auth.FromContext(ctx)
+	if _, err := lifecycle.Begin(lifecycle.ActUnshelve, inst.VMState, inst.TaskState); err != nil {
+		stateConflict(w, inst, "unshelve")
+		return
+	}
+	reqID := requestID(w)
+	guard := s.growQuota(inst, "unshelve", store.QuotaUsage{Cores: inst.VCPUs, RAM: inst.MemoryMB})
+	var out outbox.Batch
+	err := s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := guard(tx); err != nil {
+			return err
+		}
+		if _, err := instance.Begin(tx, inst, lifecycle.ActUnshelve, s.opts.Now(), nil); err != nil {
+			return err
+		}
+		now := s.opts.Now()
+		if err := tx.Create(&store.InstanceAction{InstanceID: inst.ID, Action: "unshelve", RequestID: reqID,
+			UserID: creds.UserID, ProjectID: creds.ProjectID, StartTime: now, UpdatedAt: now}).Error; err != nil {
+			return err
+		}
+		msg, err := bus.NewMessage(protocol.KindScheduleInstance, protocol.ScheduleInstance{InstanceID: inst.ID,
+			RequestID: reqID, Attempt: 1})
+		if err != nil {
+			return err
+		}
+		return out.Enqueue(tx, bus.SchedulerQueue, inst.ID, msg)
+	})
+	switch {
+	case errors.Is(err, errStateChanged):
+		writeFault(w, errdefs.Conflictf("Cannot 'unshelve' instance %s: its state changed meanwhile", inst.ID))
+		return
+	case err != nil && errdefs.KindOf(err) != "":
+		s.fail(w, r, err)
+		return
+	case err != nil:
+		s.log.Error("start unshelve", "instance", inst.ID, "error", err)
+		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+		return
+	}
+	s.deliver(ctx, &out)
+	s.log.Info("unshelve requested", "instance", inst.ID)
+	noContent(w, http.StatusAccepted)
+}
+
+// forgetShelveImage deletes the shelve image of a server deleted while
+// offloaded (row, then registry tag, best effort as Glance's delete).
+func (s *Service) forgetShelveImage(ctx context.Context, inst *store.Instance) {
+	if inst.ShelvedImageID == "" {
+		return
+	}
+	var img *store.Image
+	err := s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var err error
+		img, err = instance.DropShelveImage(tx, inst)
+		return err
+	})
+	if err != nil {
+		s.log.Error("delete the shelve image of a deleted server", "instance", inst.ID, "image", inst.ShelvedImageID, "error", err)
+		return
+	}
+	if img == nil || img.RegistryRef == "" {
+		return
+	}
+	if s.opts.Registry == nil {
+		s.log.Warn("no registry client: shelve image left in the registry", "instance", inst.ID, "ref", img.RegistryRef)
+		return
+	}
+	ref, err := registry.ParseRef(img.RegistryRef)
+	if err != nil {
+		s.log.Warn("shelve image reference", "instance", inst.ID, "ref", img.RegistryRef, "error", err)
+		return
+	}
+	others, err := s.st.ImageRefsIn(ctx, ref.Repository())
+	if err == nil {
+		err = s.opts.Registry.ReleaseImage(context.WithoutCancel(ctx), img.RegistryRef, others)
+	}
+	if err != nil {
+		s.log.Warn("delete tag of shelve image", "instance", inst.ID, "ref", img.RegistryRef, "error", err)
+	}
+}

@@ -1,0 +1,229 @@
+package compute
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/conductor"
+	"github.com/capsule-cloud/capsule/config"
+	"github.com/capsule-cloud/capsule/lifecycle"
+	"github.com/capsule-cloud/capsule/protocol"
+	"github.com/capsule-cloud/capsule/scheduler"
+	"github.com/capsule-cloud/capsule/store"
+)
+
+// lastSent decodes the newest message of kind on queue into v.
+func (f *fixture) lastSent(queue, kind string, v any) {
+	f.t.Helper()
+	sent := f.bus.Sent(queue)
+	for i := len(sent) - 1; i >= 0; i-- {
+		if sent[i].Kind == kind {
+			if err := sent[i].Decode(v); err != nil {
+				f.t.Fatal(err)
+			}
+			return
+		}
+	}
+	f.t.Fatalf("no %s on %s: %v", kind, queue, sent)
+}
+
+func (f *fixture) status(id string) (string, any) {
+	f.t.Helper()
+	_, body := f.do("GET", "/v2.1/servers/"+id, "demo", "")
+	s := body["server"].(map[string]any)
+	return s["status"].(string), s["OS-EXT-STS:task_state"]
+}
+
+// TestShelveOffloadUnshelve walks a server through shelve (stop, push as
+// <name>-shelved), the immediate offload (claims released, ports unbound,
+// cores and RAM out of the quota usage), an unshelve checked against the
+// quota and scheduled from the shelve image, and its end (ACTIVE, shelve
+// image gone); then a delete of an offloaded server deletes its image.
+func TestShelveOffloadUnshelve(t *testing.T) {
+	f := newFixture(t)
+	ts := loadTempestSchemas(t)
+	id := f.create("demo", "sv")
+	f.placeActive(id, 4)
+	action := "/v2.1/servers/" + id + "/action"
+	cond := conductor.New(f.st, f.bus, config.Conductor{}, 3, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	sched := scheduler.New(f.st, f.bus, config.Default().Scheduler, slog.New(slog.NewTextHandler(io.Discard, nil)))
+
+	resp, body := f.do("POST", action, "demo", `{"unshelve":null}`)
+	expectFault(t, resp, body, 409, "conflictingRequest")
+	resp, body = f.do("POST", action, "admin", `{"shelveOffload":null}`)
+	expectFault(t, resp, body, 409, "conflictingRequest")
+
+	f.check(t, ts, apiVersion{2, 1}, contractCall{"demo", "POST", action, `{"shelve":null}`, "servers", "server_actions_common_schema"})
+	req := f.lastSnapshotRequest()
+	if !req.Shelve || req.InstanceID != id || !strings.HasSuffix(req.Ref, ":"+req.ImageID) {
+		t.Fatalf("shelve request %+v", req)
+	}
+	var img store.Image
+	if err := f.st.DB.Where("id = ?", req.ImageID).First(&img).Error; err != nil {
+		t.Fatal(err)
+	}
+	var props map[string]string
+	_ = json.Unmarshal([]byte(img.Properties), &props)
+	if img.Name != "sv-shelved" || img.Owner != "p-demo" || img.Status != "queued" || props["image_type"] != "snapshot" ||
+		props["instance_uuid"] != id {
+		t.Errorf("shelve image %+v %v", img, props)
+	}
+	if st, task := f.status(id); st != "ACTIVE" || task != "shelving" {
+		t.Errorf("during shelve: %s/%v", st, task)
+	}
+	resp, body = f.do("POST", action, "demo", `{"shelve":null}`)
+	expectFault(t, resp, body, 409, "conflictingRequest")
+
+	// Pushed: shelved, then offloaded at once (shelved_offload_time 0).
+	f.snapshotReport(cond, protocol.SnapshotReport{RequestID: req.RequestID, InstanceID: id, ImageID: req.ImageID, Host: "h1",
+		Ref: req.Ref, Shelve: true, OK: true, Digest: "sha256:aa", Size: 10, PowerState: 4, Event: "compute_shelve_instance"})
+	if st, task := f.status(id); st != "SHELVED" || task != "shelving_offloading" {
+		t.Errorf("after the push: %s/%v", st, task)
+	}
+	if got := f.instance(id); got.ShelvedImageID != req.ImageID || got.ShelvedHost != "h1" || got.ShelvedAt == nil {
+		t.Errorf("shelved columns %q %q %v", got.ShelvedImageID, got.ShelvedHost, got.ShelvedAt)
+	}
+	var off protocol.InstanceAction
+	f.lastSent(bus.ComputeQueue("h1"), protocol.KindInstanceAction, &off)
+	if off.Action != lifecycle.ActShelveOffload || off.RequestID != req.RequestID {
+		t.Fatalf("offload cast %+v", off)
+	}
+	f.report(cond, protocol.InstanceReport{RequestID: off.RequestID, InstanceID: id, Host: "h1", Action: lifecycle.ActShelveOffload,
+		OK: true, Event: "compute_shelve_offload_instance"})
+	got := f.instance(id)
+	if got.VMState != lifecycle.ShelvedOffloaded || got.Host != "" || got.TaskState != "" {
+		t.Fatalf("after offload: %s/%s on %q", got.VMState, got.TaskState, got.Host)
+	}
+	var claims int64
+	f.st.DB.Model(&store.Claim{}).Where("instance_id = ?", id).Count(&claims)
+	if claims != 0 {
+		t.Errorf("%d claims left after offload", claims)
+	}
+	u, err := f.st.CountQuotaUsage(context.Background(), "p-demo", "")
+	if err != nil || u.Instances != 1 || u.Cores != 0 || u.RAM != 0 {
+		t.Errorf("quota usage of an offloaded server = %+v (%v), want 1 instance, no cores or RAM", u, err)
+	}
+
+	// Unshelve is checked against the quota: the cores come back.
+	f.setQuota("p-demo", `{"cores":0}`)
+	resp, body = f.do("POST", action, "demo", `{"unshelve":null}`)
+	expectFault(t, resp, body, 403, "forbidden")
+	f.setQuota("p-demo", `{"cores":20}`)
+	f.check(t, ts, apiVersion{2, 1}, contractCall{"demo", "POST", action, `{"unshelve":null}`, "servers", "server_actions_common_schema"})
+	if st, task := f.status(id); st != "SHELVED_OFFLOADED" || task != "unshelving" {
+		t.Errorf("unshelving: %s/%v", st, task)
+	}
+	if u, _ := f.st.CountQuotaUsage(context.Background(), "p-demo", ""); u.Cores != 1 {
+		t.Errorf("cores used while unshelving = %d, want 1", u.Cores)
+	}
+	var sreq protocol.ScheduleInstance
+	f.lastSent(bus.SchedulerQueue, protocol.KindScheduleInstance, &sreq)
+	m, _ := bus.NewMessage(protocol.KindScheduleInstance, sreq)
+	if _, err := sched.Handle(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	var build protocol.BuildInstance
+	f.lastSent(bus.ComputeQueue("h1"), protocol.KindBuildInstance, &build)
+	if !build.Unshelve || build.Spec.ID != id || build.Spec.ImageRef != req.Ref {
+		t.Fatalf("unshelve build %+v", build)
+	}
+	if got := f.instance(id); got.Host != "h1" || got.TaskState != lifecycle.Spawning {
+		t.Errorf("placed: %q %s", got.Host, got.TaskState)
+	}
+	f.report(cond, protocol.InstanceReport{RequestID: build.RequestID, InstanceID: id, Host: "h1", Action: lifecycle.ActUnshelve,
+		OK: true, PowerState: 1, Event: "compute_unshelve_instance"})
+	got = f.instance(id)
+	if got.VMState != lifecycle.Active || got.TaskState != "" || got.ShelvedImageID != "" {
+		t.Fatalf("after unshelve: %s/%s image %q", got.VMState, got.TaskState, got.ShelvedImageID)
+	}
+	var n int64
+	f.st.DB.Model(&store.Image{}).Where("id = ?", req.ImageID).Count(&n)
+	if n != 0 {
+		t.Error("shelve image left after the unshelve")
+	}
+	if names := f.actionNames(id); strings.Join(names, ",") != "unshelve,shelve,create" {
+		t.Errorf("instance actions %v", names)
+	}
+
+	// A failed unshelve spawn leaves the server offloaded, with a fault,
+	// its room released; a delete then takes its shelve image along.
+	f.do("POST", action, "demo", `{"shelve":null}`)
+	req = f.lastSnapshotRequest()
+	f.snapshotReport(cond, protocol.SnapshotReport{RequestID: req.RequestID, InstanceID: id, ImageID: req.ImageID, Host: "h1",
+		Ref: req.Ref, Shelve: true, OK: true, PowerState: 4})
+	f.report(cond, protocol.InstanceReport{RequestID: req.RequestID, InstanceID: id, Host: "h1", Action: lifecycle.ActShelveOffload, OK: true})
+	f.do("POST", action, "demo", `{"unshelve":null}`)
+	f.lastSent(bus.SchedulerQueue, protocol.KindScheduleInstance, &sreq)
+	m, _ = bus.NewMessage(protocol.KindScheduleInstance, sreq)
+	if _, err := sched.Handle(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	f.report(cond, protocol.InstanceReport{RequestID: sreq.RequestID, InstanceID: id, Host: "h1", Action: lifecycle.ActUnshelve,
+		OK: false, Error: "pull failed", ErrorMessage: "the image could not be pulled"})
+	got = f.instance(id)
+	if got.VMState != lifecycle.ShelvedOffloaded || got.Host != "" || got.TaskState != "" || got.FaultMessage == "" {
+		t.Fatalf("after a failed unshelve: %s/%s on %q fault %q", got.VMState, got.TaskState, got.Host, got.FaultMessage)
+	}
+	f.st.DB.Model(&store.Claim{}).Where("instance_id = ?", id).Count(&claims)
+	if claims != 0 {
+		t.Errorf("%d claims left after a failed unshelve", claims)
+	}
+	if resp, _ := f.do("DELETE", "/v2.1/servers/"+id, "demo", ""); resp.StatusCode != 204 {
+		t.Fatalf("delete offloaded: %d", resp.StatusCode)
+	}
+	f.st.DB.Model(&store.Image{}).Where("id = ?", req.ImageID).Count(&n)
+	if n != 0 {
+		t.Error("shelve image left after deleting the offloaded server")
+	}
+}
+
+// TestShelvePolicy: a member shelves and unshelves their own server, a
+// reader may not (403), another project does not see it (404), no or a
+// bad token is 401; shelveOffload is for admins only.
+func TestShelvePolicy(t *testing.T) {
+	f := newFixture(t)
+	id := f.create("demo", "pol")
+	f.placeActive(id, 4)
+	action := "/v2.1/servers/" + id + "/action"
+	for _, b := range []string{`{"shelve":null}`, `{"unshelve":null}`, `{"shelveOffload":null}`} {
+		resp, body := f.do("POST", action, "other", b)
+		expectFault(t, resp, body, 404, "itemNotFound")
+		resp, body = f.do("POST", action, "read", b)
+		expectFault(t, resp, body, 403, "forbidden")
+		for _, tok := range []string{"", "garbage"} {
+			if resp, _ := f.do("POST", action, tok, b); resp.StatusCode != 401 {
+				t.Errorf("%s with token %q: %d, want 401", b, tok, resp.StatusCode)
+			}
+		}
+	}
+	f.setState(id, lifecycle.Shelved, lifecycle.NoTask)
+	resp, body := f.do("POST", action, "demo", `{"shelveOffload":null}`)
+	expectFault(t, resp, body, 403, "forbidden")
+	if resp, body := f.do("POST", action, "admin", `{"shelveOffload":null}`); resp.StatusCode != 202 {
+		t.Fatalf("admin offload: %d %v", resp.StatusCode, body)
+	}
+	var off protocol.InstanceAction
+	f.lastSent(bus.ComputeQueue("h1"), protocol.KindInstanceAction, &off)
+	if off.Action != lifecycle.ActShelveOffload {
+		t.Errorf("cast %+v", off)
+	}
+	// Unshelving a server still on its host starts it there.
+	f.setState(id, lifecycle.Shelved, lifecycle.NoTask)
+	if resp, body := f.do("POST", action, "demo", `{"unshelve":null}`); resp.StatusCode != 202 {
+		t.Fatalf("unshelve shelved: %d %v", resp.StatusCode, body)
+	}
+	f.lastSent(bus.ComputeQueue("h1"), protocol.KindInstanceAction, &off)
+	if off.Action != lifecycle.ActUnshelve {
+		t.Errorf("cast %+v", off)
+	}
+	// 2.77's availability_zone is beyond Capsule's newest microversion.
+	resp, _ = f.do("POST", action, "demo", `{"unshelve":{"availability_zone":"nova"}}`, "X-OpenStack-Nova-API-Version", "2.77")
+	if resp.StatusCode != 406 {
+		t.Errorf("unshelve at 2.77: %d, want 406", resp.StatusCode)
+	}
+}

@@ -1,0 +1,202 @@
+package instance
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/capsule-cloud/capsule/lifecycle"
+	"github.com/capsule-cloud/capsule/store"
+)
+
+// Shelve: the transitions of a shelve, its offload and its unshelve.
+//
+//	active|stopped|paused|suspended --shelve (shelving: stop, commit, push)--> shelved
+//	shelved --offload (shelving_offloading: container, sandbox, claims freed)--> shelved_offloaded
+//	shelved --unshelve (unshelving: start on its host)--> active
+//	shelved_offloaded --unshelve (unshelving: schedule; spawning: pull, create, start)--> active
+//
+// A failed shelve leaves the server stopped (or as it was, when it could
+// not even be stopped) with a fault; a failed unshelve of an offloaded
+// server leaves it shelved_offloaded, on no host, with a fault (Nova's
+// reverts_task_state); a failed offload leaves it shelved on its host.
+
+// Shelved records that the host pushed the shelve image of an instance
+// shelving on host: it is shelved (stopped, on its host, its room still
+// held) with imageID as its shelve image.
+func Shelved(tx *gorm.DB, id, host, imageID string, at time.Time) (bool, error) {
+	return Apply(tx, id, During(lifecycle.Shelving).OnHost(host), Change{VM: lifecycle.Shelved, Task: lifecycle.NoTask,
+		At: at, Set: map[string]any{"power_state": int(lifecycle.Shutdown), "shelved_image_id": imageID,
+			"shelved_at": at, "shelved_host": host}})
+}
+
+// ShelveFailed ends a shelve that failed on host: the server is stopped
+// when its host stopped it (power), else in vm (the state it was shelved
+// from), with fault.
+func ShelveFailed(tx *gorm.DB, id, host string, vm lifecycle.VMState, power lifecycle.PowerState, fault Fault) (bool, error) {
+	if power != lifecycle.Running && power != lifecycle.PausedPS {
+		vm = lifecycle.Stopped
+	}
+	return Apply(tx, id, During(lifecycle.Shelving).OnHost(host), Change{VM: vm, Task: lifecycle.NoTask, Fault: &fault,
+		At: fault.At, Set: map[string]any{"power_state": int(lifecycle.RecordedPower(vm, power))}})
+}
+
+// BeginOffload starts the offload of a shelved instance on host (task
+// shelving_offloading), whoever asks (the API's shelveOffload, the
+// conductor once shelved_offload_time passed).
+func BeginOffload(tx *gorm.DB, id, host string, at time.Time) (bool, error) {
+	return Apply(tx, id, In(lifecycle.Shelved, lifecycle.NoTask).OnHost(host),
+		Change{Task: lifecycle.ShelvingOffloading, At: at})
+}
+
+// Offloaded records that host removed an offloading instance's container
+// and sandbox: it is shelved_offloaded on no host, its claims there
+// released and its ports unbound (they and their addresses stay its own).
+func Offloaded(tx *gorm.DB, id, host string, at time.Time) (bool, error) {
+	done := false
+	err := tx.Transaction(func(tx *gorm.DB) error {
+		ok, err := Apply(tx, id, In(lifecycle.Shelved, lifecycle.ShelvingOffloading).OnHost(host),
+			Change{VM: lifecycle.ShelvedOffloaded, Task: lifecycle.NoTask, At: at,
+				Set: map[string]any{"host": "", "power_state": int(lifecycle.NoState)}})
+		if err != nil || !ok {
+			return err
+		}
+		done = true
+		if err := ReleaseClaims(tx, id, host); err != nil {
+			return err
+		}
+		return UnbindPorts(tx, id)
+	})
+	return done, err
+}
+
+// OffloadFailed ends an offload that failed on host: the server stays
+// shelved there, with fault.
+func OffloadFailed(tx *gorm.DB, id, host string, fault Fault) (bool, error) {
+	return Apply(tx, id, In(lifecycle.Shelved, lifecycle.ShelvingOffloading).OnHost(host),
+		Change{Task: lifecycle.NoTask, Fault: &fault, At: fault.At})
+}
+
+// PlaceUnshelve records host (in zone) as where an offloaded instance
+// waiting to be unshelved spawns (task spawning), drops any claim it
+// holds elsewhere and binds its ports to host; false when it no longer
+// waits.
+func PlaceUnshelve(tx *gorm.DB, id, host, zone string, at time.Time) (bool, error) {
+	placed := false
+	err := tx.Transaction(func(tx *gorm.DB) error {
+		ok, err := Apply(tx, id, In(lifecycle.ShelvedOffloaded, lifecycle.Unshelving),
+			Change{Task: lifecycle.Spawning, Set: map[string]any{"host": host, "availability_zone": zone}, At: at})
+		if err != nil || !ok {
+			return err
+		}
+		placed = true
+		if err := tx.Where("instance_id = ? AND host <> ?", id, host).Delete(&store.Claim{}).Error; err != nil {
+			return fmt.Errorf("drop stale claims of %s: %w", id, err)
+		}
+		return BindPorts(tx, id, host)
+	})
+	return placed, err
+}
+
+// Unshelved records that host runs the unshelved instance again (started
+// where it was shelved, or spawned from its shelve image): active, its
+// shelve image forgotten (the caller deletes it).
+func Unshelved(tx *gorm.DB, id, host string, power lifecycle.PowerState, at time.Time) (bool, error) {
+	g := Guard{VM: []lifecycle.VMState{lifecycle.Shelved, lifecycle.ShelvedOffloaded},
+		Task: []lifecycle.TaskState{lifecycle.Unshelving, lifecycle.Spawning}, Host: host}
+	return Apply(tx, id, g, Change{VM: lifecycle.Active, Task: lifecycle.NoTask, ClearFault: true, At: at,
+		Set: map[string]any{"power_state": int(power), "launched_at": at, "shelved_image_id": "", "shelved_at": nil,
+			"shelved_host": ""}})
+}
+
+// UnshelveFailed ends an unshelve that failed on host. A shelved server
+// stays shelved there; an offloaded one goes back to no host, its claim
+// there released and its ports unbound. Both keep their shelve image
+// (another unshelve may succeed) and get fault.
+func UnshelveFailed(tx *gorm.DB, id, host string, fault Fault) (bool, error) {
+	done := false
+	err := tx.Transaction(func(tx *gorm.DB) error {
+		ok, err := Apply(tx, id, In(lifecycle.Shelved, lifecycle.Unshelving).OnHost(host),
+			Change{Task: lifecycle.NoTask, Fault: &fault, At: fault.At})
+		if err != nil {
+			return err
+		}
+		if ok {
+			done = true
+			return nil
+		}
+		ok, err = Apply(tx, id, In(lifecycle.ShelvedOffloaded, lifecycle.Spawning).OnHost(host),
+			Change{Task: lifecycle.NoTask, Fault: &fault, At: fault.At,
+				Set: map[string]any{"host": "", "power_state": int(lifecycle.NoState)}})
+		if err != nil || !ok {
+			return err
+		}
+		done = true
+		if err := ReleaseClaims(tx, id, host); err != nil {
+			return err
+		}
+		return UnbindPorts(tx, id)
+	})
+	return done, err
+}
+
+// UnshelveUnplaced ends the unshelve of an offloaded instance no host
+// can take (or whose shelve image is gone): it stays offloaded, with
+// fault.
+func UnshelveUnplaced(tx *gorm.DB, id string, fault Fault) (bool, error) {
+	return Apply(tx, id, In(lifecycle.ShelvedOffloaded, lifecycle.Unshelving),
+		Change{Task: lifecycle.NoTask, Fault: &fault, At: fault.At})
+}
+
+// UnbindPorts clears the binding host of the instance's ports (Neutron's
+// binding:host_id) and marks them down: an offloaded server runs nowhere
+// but keeps its ports, MACs and fixed IPs.
+func UnbindPorts(tx *gorm.DB, id string) error {
+	err := tx.Model(&store.Port{}).Where("device_id = ? AND compute_bound = ? AND project_id IN (?)", id, true,
+		tx.Model(&store.Instance{}).Select("project_id").Where("id = ?", id)).
+		Updates(map[string]any{"binding_host_id": "", "status": store.PortDown}).Error
+	if err != nil {
+		return fmt.Errorf("unbind ports of %s: %w", id, err)
+	}
+	return nil
+}
+
+// ShelveImageName is the name of a server's shelve image (Nova's).
+func ShelveImageName(server string) string { return server + "-shelved" }
+
+// ShelveImage returns inst's shelve image: the image row its
+// shelved_image_id names, if it is still there and still the image of
+// this server (instance_uuid); nil otherwise.
+func ShelveImage(tx *gorm.DB, inst *store.Instance) (*store.Image, error) {
+	if inst.ShelvedImageID == "" {
+		return nil, nil
+	}
+	var img store.Image
+	if err := tx.Where("id = ?", inst.ShelvedImageID).Limit(1).Find(&img).Error; err != nil {
+		return nil, fmt.Errorf("shelve image %s of %s: %w", inst.ShelvedImageID, inst.ID, err)
+	}
+	if img.ID == "" {
+		return nil, nil
+	}
+	props := map[string]string{}
+	if json.Unmarshal([]byte(img.Properties), &props) != nil || props["instance_uuid"] != inst.ID {
+		return nil, nil
+	}
+	return &img, nil
+}
+
+// DropShelveImage deletes inst's shelve image row (see ShelveImage) and
+// returns it, for its caller to remove its registry tag once committed;
+// nil when there is none.
+func DropShelveImage(tx *gorm.DB, inst *store.Instance) (*store.Image, error) {
+	img, err := ShelveImage(tx, inst)
+	if err != nil || img == nil {
+		return nil, err
+	}
+	if err := tx.Where("id = ?", img.ID).Delete(&store.Image{}).Error; err != nil {
+		return nil, fmt.Errorf("delete shelve image %s of %s: %w", img.ID, inst.ID, err)
+	}
+	return img, nil
+}
