@@ -208,15 +208,17 @@ func (a *Agent) build(ctx context.Context, s protocol.InstanceSpec) (drivers.Pow
 	}
 	ctx, cancel := context.WithTimeout(ctx, a.buildTimeout)
 	defer cancel()
-	if err := a.create(ctx, s); err != nil {
+	if err := a.create(ctx, s, true); err != nil {
 		return drivers.PowerNoState, err
 	}
 	return a.bringUp(ctx, s.ID, s.NICs)
 }
 
 // create records s's NICs and creates the server (not started) with its
-// flavor's limits: builds and migration imports.
-func (a *Agent) create(ctx context.Context, s protocol.InstanceSpec) error {
+// flavor's limits: builds and migration imports. firstBoot: the server's
+// disk is new (a build), so it gets its first-boot files (firstBootFiles);
+// an import's disk has them as the server left them.
+func (a *Agent) create(ctx context.Context, s protocol.InstanceSpec, firstBoot bool) error {
 	// Known before anything is plugged, so reconcile's orphan removal
 	// never takes this build's ports for leftovers.
 	a.nics.set(s.ID, s.NICs)
@@ -233,6 +235,11 @@ func (a *Agent) create(ctx context.Context, s protocol.InstanceSpec) error {
 	spec, err := a.driverSpec(s)
 	if err != nil {
 		return err
+	}
+	if firstBoot {
+		if spec.Files, err = a.firstBootFiles(ctx, s); err != nil {
+			return fmt.Errorf("build %s: %w", s.ID, err)
+		}
 	}
 	if err := a.drv.Create(ctx, spec); err != nil {
 		return fmt.Errorf("create instance %s: %w", s.ID, err)
@@ -271,6 +278,9 @@ func (a *Agent) driverSpec(s protocol.InstanceSpec) (drivers.Spec, error) {
 	}
 	if spec.Hostname == "" {
 		spec.Hostname = s.Name
+	}
+	if h := a.userDataHostname(s); h != "" {
+		spec.Hostname = h
 	}
 	return spec, nil
 }

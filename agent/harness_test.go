@@ -70,6 +70,15 @@ func (c *conductor) handle(_ context.Context, m bus.Message) (any, error) {
 		}
 		c.asked++
 		return protocol.InstancesOnHostReply{Instances: c.expected}, nil
+	case protocol.KindInstanceMetadata:
+		var r protocol.InstanceMetadataRequest
+		if err := m.Decode(&r); err != nil {
+			return nil, err
+		}
+		if want := cmp.Or(c.host, testHost); r.Host != want {
+			return nil, fmt.Errorf("instance_metadata for unexpected host %q", r.Host)
+		}
+		return protocol.InstanceMetadata{UUID: r.InstanceID, Name: "srv-" + r.InstanceID, ProjectID: "proj-1"}, nil
 	default:
 		return nil, fmt.Errorf("conductor stand-in: unexpected kind %s", m.Kind)
 	}

@@ -342,7 +342,7 @@ func (a *Agent) createFromImport(ctx context.Context, s protocol.InstanceSpec, s
 	// The imported disk carries /root/.ssh/authorized_keys as the server
 	// left it; writing the boot key again would undo the user's changes.
 	s.AuthorizedKeys = ""
-	if err := a.create(ctx, s); err != nil {
+	if err := a.create(ctx, s, false); err != nil {
 		return drivers.PowerNoState, fmt.Errorf("import: %w", err)
 	}
 	if !start {

@@ -33,6 +33,11 @@ func (a *Agent) rebuild(ctx context.Context, req protocol.RebuildInstance) (driv
 	if err != nil {
 		return a.powerOf(ctx, id), err
 	}
+	// A new disk: its first boot runs the user data again, with a fresh
+	// config drive, as on a rebuilt Nova server.
+	if spec.Files, err = a.firstBootFiles(ctx, req.Spec); err != nil {
+		return a.powerOf(ctx, id), fmt.Errorf("rebuild %s: %w", id, err)
+	}
 	a.nics.set(id, req.Spec.NICs)
 	if err := a.drv.Rebuild(ctx, spec, a.cfg.StopTimeout); err != nil {
 		return a.powerOf(ctx, id), fmt.Errorf("rebuild instance %s: %w", id, err)

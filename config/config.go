@@ -121,6 +121,10 @@ type API struct {
 	TokenTTL     time.Duration `yaml:"token_ttl"`
 	// CallTimeout bounds request/reply calls to agents (console output).
 	CallTimeout time.Duration `yaml:"call_timeout"`
+	// ForceConfigDrive is Nova's force_config_drive: every new server gets
+	// a config drive (its metadata tree written into it before its first
+	// boot), as if created with config_drive=true.
+	ForceConfigDrive bool `yaml:"force_config_drive"`
 	// AdminProject names the admin project (Keystone's admin_project_name):
 	// the admin role is cloud-wide only in a token scoped to it. "*" makes
 	// every project the admin project (not recommended).

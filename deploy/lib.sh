@@ -681,26 +681,47 @@ cap_stop_registry() {
 	cap_stop_pidfile registry "$CAPSULE_RUN/registry.pid"
 }
 
+# CAPSULE_BASE_VERSION is the base image's capsule.base-version label that
+# this tree builds (deploy/images/build-base.sh, BASE_VERSION): an older
+# image in the registry or a dockerd is rebuilt or pulled again.
+# 2: capsule-init runs the user data the agent prepares (package userdata).
+CAPSULE_BASE_VERSION=2
+
+# cap_base_version_of [NAME]: the capsule.base-version of the base image in
+# dockerd instance NAME (0 when it lacks the image or the label).
+cap_base_version_of() {
+	local v
+	v=$(cap_docker --name "${1:-}" image inspect -f '{{index .Config.Labels "capsule.base-version"}}' "$CAPSULE_IMAGE" 2>/dev/null) || v=0
+	case $v in '' | *[!0-9]*) v=0 ;; esac
+	echo "$v"
+}
+
 # cap_ensure_base_image: builds and pushes the base image when the registry
-# lacks it, and pre-pulls it into the dedicated dockerd so boots are fast.
+# lacks it or has an older one, and pre-pulls it into the dedicated dockerd
+# so boots are fast.
 cap_ensure_base_image() {
 	local manifest="http://$CAPSULE_REGISTRY_ADDR/v2/capsule/busybox/manifests/latest"
 	if cap_registry_curl -sf --max-time 5 -o /dev/null -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "$manifest"; then
-		cap_say "base image $CAPSULE_IMAGE present in the registry"
 		cap_prepull_image ""
+		if [ "$(cap_base_version_of "")" -ge "$CAPSULE_BASE_VERSION" ]; then
+			cap_say "base image $CAPSULE_IMAGE present in the registry"
+			return 0
+		fi
+		cap_say "base image $CAPSULE_IMAGE is older than version $CAPSULE_BASE_VERSION: rebuilding it"
 	else
 		cap_say "building base image $CAPSULE_IMAGE"
-		sh "$CAPSULE_REPO/deploy/images/build-base.sh" "$CAPSULE_DOCKER_HOST" "$CAPSULE_REGISTRY_ADDR" >/dev/null ||
-			cap_die "building/pushing the base image failed"
 	fi
+	sh "$CAPSULE_REPO/deploy/images/build-base.sh" "$CAPSULE_DOCKER_HOST" "$CAPSULE_REGISTRY_ADDR" >/dev/null ||
+		cap_die "building/pushing the base image failed"
 }
 
 # cap_prepull_image [NAME]: pulls the base image from the registry into
-# dockerd instance NAME (agents would pull it on the first boot anyway;
-# this makes that boot fast and proves the instance reaches the registry).
+# dockerd instance NAME unless it has it at CAPSULE_BASE_VERSION (agents
+# would pull a missing one on the first boot anyway; this makes that boot
+# fast, proves the instance reaches the registry and replaces an older one).
 cap_prepull_image() {
 	local name=${1:-}
-	cap_docker --name "$name" image inspect "$CAPSULE_IMAGE" >/dev/null 2>&1 && return 0
+	[ "$(cap_base_version_of "$name")" -ge "$CAPSULE_BASE_VERSION" ] && return 0
 	cap_docker --name "$name" pull -q "$CAPSULE_IMAGE" >/dev/null ||
 		cap_die "pulling $CAPSULE_IMAGE into dockerd $(cap_dockerd_host "$name") failed"
 }

@@ -64,6 +64,18 @@ type Spec struct {
 	// 0:0) before the first start: the keypair's key, with no cloud-init
 	// or metadata service to fetch it.
 	AuthorizedKeys string
+	// Files are written by Create into the container before its first
+	// start (the config drive's tree, what the base image's init runs of
+	// the user data), owned by root, their directories made 0755 when
+	// missing.
+	Files []File
+}
+
+// File is one file Create writes into a new server.
+type File struct {
+	Path    string // absolute
+	Mode    int64  // permission bits, e.g. 0o444
+	Content []byte
 }
 
 // PowerState of a driver-managed instance. Values match Nova's

@@ -35,6 +35,11 @@ var EC2Versions = []string{
 	"2007-12-15", "2008-02-01", "2008-09-01", "2009-04-04",
 }
 
+// ConfigDriveDir is where a server's config drive is written: the
+// directory cloud-init's ConfigDrive datasource reads besides a config-2
+// block device (its seed_dir), so images with cloud-init find it.
+const ConfigDriveDir = "/var/lib/cloud/seed/config_drive"
+
 // Tree is a rendered metadata tree: file path (no leading slash, e.g.
 // "openstack/latest/meta_data.json") to content. Directories are implied
 // by the paths.

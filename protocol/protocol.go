@@ -53,6 +53,13 @@ type InstanceSpec struct {
 	// AuthorizedKeys is the public key of the server's keypair, written
 	// to /root/.ssh/authorized_keys before the first boot ("" = none).
 	AuthorizedKeys string `json:"authorized_keys,omitempty"`
+	// UserData is the server's user data as stored (base64; "" = none):
+	// the agent writes what Capsule's base image runs of it at first boot
+	// (package userdata), and takes a cloud-config's hostname.
+	UserData string `json:"user_data,omitempty"`
+	// ConfigDrive: the agent writes the server's metadata tree (package
+	// metadata) into it before its first boot.
+	ConfigDrive bool `json:"config_drive,omitempty"`
 }
 
 // NIC is one network interface of a server: a Neutron port bound to the

@@ -167,6 +167,12 @@ var migrations = []migration{
 		}
 		return nil
 	}},
+	{19, "instances may have a config drive", func(tx *gorm.DB) error {
+		if tx.Migrator().HasColumn(&Instance{}, "ConfigDrive") {
+			return nil
+		}
+		return tx.Migrator().AddColumn(&Instance{}, "ConfigDrive")
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

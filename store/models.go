@@ -139,17 +139,20 @@ type Instance struct {
 	KeyName          *string
 	KeyData          string // the keypair's public key copied at boot (Nova's key_data): deleting the keypair changes nothing
 	UserData         string
-	Tags             string // the server's tags (Nova 2.26): a sorted JSON list of distinct strings, see store/tags.go
-	Locked           bool
-	ReservationID    string
-	LaunchIndex      int
-	Hostname         string
-	FaultCode        int
-	FaultMessage     string
-	FaultDetails     string
-	FaultAt          *time.Time
-	BuildAttempts    int
-	TriedHosts       string // comma separated hosts a build failed on
+	// ConfigDrive: the server's metadata tree is written into it before
+	// its first boot (Nova's config_drive).
+	ConfigDrive   bool
+	Tags          string // the server's tags (Nova 2.26): a sorted JSON list of distinct strings, see store/tags.go
+	Locked        bool
+	ReservationID string
+	LaunchIndex   int
+	Hostname      string
+	FaultCode     int
+	FaultMessage  string
+	FaultDetails  string
+	FaultAt       *time.Time
+	BuildAttempts int
+	TriedHosts    string // comma separated hosts a build failed on
 	// OwnedPorts lists (JSON) the ports the Compute API created for the
 	// server: deleted with it. Ports the user passed in are only unbound.
 	OwnedPorts string

@@ -58,6 +58,7 @@ type createRequest struct {
 		KeyName          *string           `json:"key_name"`
 		AvailabilityZone *string           `json:"availability_zone"`
 		UserData         *string           `json:"user_data"`
+		ConfigDrive      any               `json:"config_drive"`
 		MinCount         any               `json:"min_count"`
 		MaxCount         any               `json:"max_count"`
 		AccessIPv4       string            `json:"accessIPv4"`
@@ -291,6 +292,15 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 		}
 		userData = *in.UserData
 	}
+	configDrive, ok := false, true
+	if in.ConfigDrive != nil {
+		configDrive, ok = novaBool(in.ConfigDrive)
+	}
+	if !ok {
+		writeFault(w, errdefs.InvalidArgumentf("Invalid input for field/attribute config_drive. Value: %v. %v is not of type 'boolean', 'string'", in.ConfigDrive, in.ConfigDrive))
+		return
+	}
+	configDrive = configDrive || s.opts.ForceConfigDrive
 	minCount, ok1 := asInt(in.MinCount, 1)
 	maxCount, ok2 := asInt(in.MaxCount, minCount)
 	if !ok1 || !ok2 || minCount < 1 || maxCount < 1 || minCount > maxCount {
@@ -331,7 +341,7 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 			MemoryMB: flavor.MemoryMB, RootGB: flavor.RootGB, ExtraSpecs: string(specsJSON),
 			AvailabilityZone: zone,
 			Metadata:         string(metaJSON), AccessIPv4: ip4, AccessIPv6: ip6,
-			Description: in.Description, UserData: userData, ReservationID: resID, LaunchIndex: i,
+			Description: in.Description, UserData: userData, ConfigDrive: configDrive, ReservationID: resID, LaunchIndex: i,
 			Hostname: hostnameFor(name), BuildAttempts: 1, RequestedHost: forcedHost, Tags: store.EncodeTags(in.Tags),
 		}
 		inst.SchedulerHints = placement.hintsJSON()

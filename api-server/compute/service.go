@@ -32,12 +32,15 @@ var (
 
 // Options configure the compute service.
 type Options struct {
-	PublicHost      string // host clients reach, for links
-	ComputePort     int
-	ImagePort       int
-	CallTimeout     time.Duration // request/reply to agents
-	ServiceDownTime time.Duration // heartbeat age after which a host is "down"
-	DefaultQuota    Quota
+	PublicHost  string // host clients reach, for links
+	ComputePort int
+	ImagePort   int
+	CallTimeout time.Duration // request/reply to agents
+	// ForceConfigDrive gives every new server a config drive (Nova's
+	// force_config_drive).
+	ForceConfigDrive bool
+	ServiceDownTime  time.Duration // heartbeat age after which a host is "down"
+	DefaultQuota     Quota
 	// DefaultPortQuota is every project's Neutron port quota (config
 	// network.quota.ports; 0: Neutron's 500): the ports a server's create
 	// or interface attach makes count against it.

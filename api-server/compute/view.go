@@ -212,6 +212,9 @@ func (s *Service) serverViewWith(r *http.Request, inst *store.Instance, kind vie
 	out["key_name"] = inst.KeyName
 	out["security_groups"] = []map[string]string{{"name": "default"}}
 	out["config_drive"] = ""
+	if inst.ConfigDrive {
+		out["config_drive"] = "True" // Nova's string
+	}
 	out["OS-EXT-AZ:availability_zone"] = inst.AvailabilityZone
 	out["OS-SRV-USG:launched_at"] = usageTime(inst.LaunchedAt)
 	out["OS-SRV-USG:terminated_at"] = usageTime(inst.TerminatedAt)

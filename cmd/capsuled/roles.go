@@ -250,7 +250,7 @@ func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) e
 	img := image.New(d.st, image.Options{Validator: ids, Logger: log, Data: image.NewRegistryData(cfg.Registry),
 		MaxImageBytes: a.ImageSizeCap, UploadTimeout: a.ImageUploadTimeout})
 	comp := compute.New(d.st, d.bus, compute.Options{PublicHost: a.PublicHost, ComputePort: a.ComputePort, ImagePort: a.ImagePort,
-		CallTimeout: a.CallTimeout, ServiceDownTime: cfg.Scheduler.ServiceDownTime, Validator: ids, Log: log,
+		CallTimeout: a.CallTimeout, ForceConfigDrive: a.ForceConfigDrive, ServiceDownTime: cfg.Scheduler.ServiceDownTime, Validator: ids, Log: log,
 		RegistryAddress: cfg.Registry.Address, AfterCommit: crashAfterCommit(log), Images: img, Registry: registry.New(cfg.Registry),
 		DefaultQuota:     compute.Quota{Instances: cfg.Quota.Instances, Cores: cfg.Quota.Cores, RAM: cfg.Quota.RAMMB},
 		DefaultPortQuota: cfg.Network.Quota.Ports})

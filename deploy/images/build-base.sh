@@ -13,6 +13,7 @@ set -eu
 DOCKER_HOST_ARG=${1:?docker host}
 REGISTRY=${2:?registry host:port}
 REF="$REGISTRY/capsule/busybox:latest"
+BASE_VERSION=2
 d=$(mktemp -d)
 dl=$(mktemp -d)
 trap 'rm -rf "$d" "$dl"' EXIT
@@ -91,19 +92,35 @@ UPTIME
 chmod +x "$d/bin/free" "$d/bin/uptime"
 cat > "$d/sbin/capsule-init" <<'INIT'
 #!/bin/sh
-# PID 1 of a Capsule base-image server: prints a boot log (the console)
-# and waits; exits cleanly on SIGTERM so "stop" is fast.
+# PID 1 of a Capsule base-image server: prints a boot log (the console),
+# runs what Capsule's agent prepared of the server's user data (package
+# userdata: bootcmd at every boot, the rest once, at the first boot) and
+# waits; exits cleanly on SIGTERM so "stop" is fast.
 trap 'echo "capsule-init: shutting down"; exit 0' TERM INT
 echo "Capsule base image (busybox $(busybox | head -1 | cut -d' ' -f2))"
 echo "kernel: $(uname -sr)"
 echo "hostname: $(hostname)"
 echo "cpus: $(nproc)"
+ud=/var/lib/capsule/user-data
+if [ -x "$ud/boot.sh" ]; then
+	echo "capsule-init: running bootcmd"
+	"$ud/boot.sh" 2>&1
+	echo "capsule-init: bootcmd exited $?"
+fi
+if [ -x "$ud/once" ] && [ ! -e "$ud/once.done" ]; then
+	# Marked first: user data that reboots the server does not run twice.
+	: >"$ud/once.done"
+	echo "capsule-init: running user data (first boot)"
+	("$ud/once" 2>&1; echo "capsule-init: user data exited $?") &
+fi
 echo "capsule-init: system ready"
 while :; do sleep 3600 & wait $!; done
 INIT
 chmod +x "$d/sbin/capsule-init"
 echo "root:x:0:0:root:/root:/bin/sh" > "$d/etc/passwd"
 echo "root:x:0:" > "$d/etc/group"
-tar -C "$d" -c . | docker -H "$DOCKER_HOST_ARG" import --change 'CMD ["/sbin/capsule-init"]' - "$REF" >/dev/null
+tar -C "$d" -c . | # capsule.base-version: deploy rebuilds an older base image (lib.sh,
+# cap_ensure_base_image). 2: capsule-init runs the user data.
+docker -H "$DOCKER_HOST_ARG" import --change 'CMD ["/sbin/capsule-init"]' --change "LABEL capsule.base-version=$BASE_VERSION" - "$REF" >/dev/null
 docker -H "$DOCKER_HOST_ARG" push "$REF" >/dev/null
 echo "$REF"

@@ -402,6 +402,14 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 	for _, w := range resp.Warnings {
 		d.log.Warn("container create warning", "instance", spec.ID, "warning", w)
 	}
+	if len(spec.Files) > 0 {
+		if err := d.writeFiles(ctx, resp.ID, spec.Files); err != nil {
+			if derr := d.Destroy(context.WithoutCancel(ctx), spec.ID); derr != nil {
+				d.log.Error("could not remove a container whose files could not be written", "instance", spec.ID, "err", derr)
+			}
+			return wrap("create", spec.ID, err)
+		}
+	}
 	if spec.AuthorizedKeys != "" {
 		if err := d.writeAuthorizedKeys(ctx, resp.ID, spec.AuthorizedKeys); err != nil {
 			// Not half an instance: a replayed create would accept the

@@ -5,11 +5,14 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"path"
 	"strings"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
+
+	"github.com/capsule-cloud/capsule/drivers"
 )
 
 // Where the keypair's key goes: root's authorized_keys, as cloud-init
@@ -70,4 +73,34 @@ func authorizedKeysTar(keys string, withRoot bool, now time.Time) (*bytes.Reader
 		return nil, fmt.Errorf("tar %s: %w", authorizedKeysPath, err)
 	}
 	return bytes.NewReader(buf.Bytes()), nil
+}
+
+// writeFiles copies files into the created, never started container cid
+// as one tar stream of regular files only: Docker makes a missing parent
+// directory 0755 root-owned and leaves an existing one as it is (a tar
+// entry for /var, say, would change the image's own directory).
+func (d *Driver) writeFiles(ctx context.Context, cid string, files []drivers.File) error {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	now := time.Now()
+	for _, f := range files {
+		name := strings.TrimPrefix(path.Clean(f.Path), "/")
+		if !path.IsAbs(f.Path) || name == "" || name == "." {
+			return fmt.Errorf("write files: %q is not an absolute file path", f.Path)
+		}
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: f.Mode & 0o7777,
+			Size: int64(len(f.Content)), ModTime: now}); err != nil {
+			return fmt.Errorf("tar %s: %w", f.Path, err)
+		}
+		if _, err := tw.Write(f.Content); err != nil {
+			return fmt.Errorf("tar %s: %w", f.Path, err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return fmt.Errorf("tar files: %w", err)
+	}
+	if err := d.cli.CopyToContainer(ctx, cid, "/", bytes.NewReader(buf.Bytes()), container.CopyToContainerOptions{}); err != nil {
+		return fmt.Errorf("copy %d files: %w", len(files), err)
+	}
+	return nil
 }

@@ -329,6 +329,12 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 		}
 		in.Files[AuthorizedKeysPath] = strings.TrimRight(spec.AuthorizedKeys, "\n") + "\n"
 	}
+	for _, f := range spec.Files {
+		if in.Files == nil {
+			in.Files = map[string]string{}
+		}
+		in.Files[f.Path] = string(f.Content)
+	}
 	d.instances[spec.ID] = in
 	return nil
 }

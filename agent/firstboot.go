@@ -1,0 +1,73 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"sort"
+
+	"github.com/capsule-cloud/capsule/drivers"
+	"github.com/capsule-cloud/capsule/metadata"
+	"github.com/capsule-cloud/capsule/protocol"
+	"github.com/capsule-cloud/capsule/userdata"
+)
+
+// firstBootFiles are the files a new disk of server s gets before its
+// first boot: what Capsule's base image init runs of its user data
+// (package userdata: executable, root's), and, with a config drive, the
+// server's metadata tree, read-only (0444), under metadata.ConfigDriveDir,
+// fetched from the control plane as the metadata service serves it.
+func (a *Agent) firstBootFiles(ctx context.Context, s protocol.InstanceSpec) ([]drivers.File, error) {
+	var files []drivers.File
+	plan, err := userdata.Decode(s.UserData)
+	if err != nil {
+		return nil, err
+	}
+	if plan.Boot != "" {
+		files = append(files, drivers.File{Path: userdata.Boot, Mode: 0o700, Content: []byte(plan.Boot)})
+	}
+	if plan.Once != "" {
+		files = append(files, drivers.File{Path: userdata.Once, Mode: 0o700, Content: []byte(plan.Once)})
+	}
+	if !s.ConfigDrive {
+		return files, nil
+	}
+	md, err := a.InstanceMetadata(ctx, s.ID)
+	if err != nil {
+		return nil, fmt.Errorf("config drive: %w", err)
+	}
+	tree, err := metadata.Render(md)
+	if err != nil {
+		return nil, fmt.Errorf("config drive: %w", err)
+	}
+	cd := tree.ConfigDrive()
+	paths := make([]string, 0, len(cd))
+	for p := range cd {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	for _, p := range paths {
+		files = append(files, drivers.File{Path: metadata.ConfigDriveDir + "/" + p, Mode: 0o444, Content: cd[p]})
+	}
+	return files, nil
+}
+
+// hostnameRE is a host name Docker and the kernel take: labels of letters,
+// digits and hyphens, 63 characters at most.
+var hostnameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+
+// userDataHostname is the hostname a cloud-config in s's user data asks
+// for ("" for none or one that is no valid host name, which is logged): a
+// server cannot set its own (no CAP_SYS_ADMIN), so the agent gives it to
+// the server's UTS namespace at every create.
+func (a *Agent) userDataHostname(s protocol.InstanceSpec) string {
+	plan, err := userdata.Decode(s.UserData)
+	if err != nil || plan.Hostname == "" {
+		return ""
+	}
+	if !hostnameRE.MatchString(plan.Hostname) {
+		a.log.Warn("cloud-config hostname is not a valid host name; ignored", "instance", s.ID, "hostname", plan.Hostname)
+		return ""
+	}
+	return plan.Hostname
+}
