@@ -47,8 +47,12 @@ type AMQPOptions struct {
 	// requeued (default RetryDelay).
 	RetryDelay time.Duration
 	// ReconnectMin and ReconnectMax bound the exponential backoff between
-	// reconnect attempts (default 100ms and 10s).
+	// reconnect attempts, and between the attempts of a publish the broker
+	// refused (default 100ms and 10s).
 	ReconnectMin, ReconnectMax time.Duration
+	// ConfirmTimeout is how long a publish waits for the broker's confirm
+	// before it is published again on a fresh channel (default 15s).
+	ConfirmTimeout time.Duration
 	// Declare lists extra queues declared and bound on every (re)connect,
 	// so a publish to them is routable before their consumer first
 	// starts. SchedulerQueue and ConductorQueue are always declared: the
@@ -107,6 +111,9 @@ func (o AMQPOptions) withDefaults() AMQPOptions {
 	if o.ReconnectMax < o.ReconnectMin {
 		o.ReconnectMax = o.ReconnectMin
 	}
+	if o.ConfirmTimeout <= 0 {
+		o.ConfirmTimeout = 15 * time.Second
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -114,10 +121,11 @@ func (o AMQPOptions) withDefaults() AMQPOptions {
 }
 
 // AMQP is the RabbitMQ Bus. It keeps one connection, replaced with
-// exponential backoff whenever it or one of its shared channels closes;
-// consumers resume on the new connection and publishes wait for it.
-// Channels: one in confirm mode for all publishes, one for Call replies,
-// and one per consumer (so a consumer's Qos and failures are its own).
+// exponential backoff whenever it or its reply channel closes; consumers
+// resume on the new connection and publishes wait for it. Channels: one in
+// confirm mode for all publishes (replaced by a fresh one whenever the
+// broker refuses or does not confirm a publish), one for Call replies, and
+// one per consumer (so a consumer's Qos and failures are its own).
 type AMQP struct {
 	url  string
 	user string // the broker user, stamped as user_id on every publish
@@ -140,22 +148,43 @@ type AMQP struct {
 
 var _ Bus = (*AMQP)(nil)
 
-// errSessionLost means the connection (or its publish channel) went away
-// mid-operation; the operation is repeated on the next connection.
+// errSessionLost means the connection went away mid-operation; the
+// operation is repeated on the next connection.
 var errSessionLost = errors.New("bus: connection lost")
+
+// notConfirmedError means the broker did not take a publish: it refused
+// it (basic.nack), its channel closed before the confirm, or no confirm
+// came within ConfirmTimeout. The publish is repeated on a fresh channel.
+type notConfirmedError struct{ reason string }
+
+func (e *notConfirmedError) Error() string { return "not confirmed: " + e.reason }
 
 // amqpSession is one live connection and its shared channels.
 type amqpSession struct {
 	conn       *amqp.Connection
 	netConn    net.Conn // the socket, for tests that simulate a network failure
-	pub        *amqp.Channel
-	pubMu      sync.Mutex // serialises publishes so sequence numbers match waiters
 	replyQueue string
-	closes     []chan *amqp.Error // conn, pub and reply channel closes
+	closes     []chan *amqp.Error // conn and reply channel closes
+
+	// pubMu serialises publishes (so sequence numbers match waiters) and
+	// the replacement of pub.
+	pubMu sync.Mutex
+	pub   *confirmChannel // nil once retired, until the next publish opens one
 
 	lost     chan struct{} // closed when the session ended
 	lostOnce sync.Once
+}
 
+// confirmChannel is a channel in confirm mode and the publishes waiting
+// for its confirms.
+//
+// A channel is retired (closed, its waiters published again on a fresh
+// one) when the broker refuses a publish: a RabbitMQ channel keeps a
+// client state per quorum queue that can refuse every later publish to
+// that queue (see docs/operations.md, "A highly available control
+// plane"), and only a new channel starts over.
+type confirmChannel struct {
+	ch      *amqp.Channel
 	wmu     sync.Mutex
 	waiters map[uint64]pubWaiter // by publish sequence number; nil once the channel closed
 }
@@ -268,41 +297,36 @@ func (a *AMQP) connect(ctx context.Context) (s *amqpSession, err error) {
 			conn.Close()
 		}
 	}()
-	s = &amqpSession{conn: conn, netConn: netConn, lost: make(chan struct{}), waiters: map[uint64]pubWaiter{}}
+	s = &amqpSession{conn: conn, netConn: netConn, lost: make(chan struct{})}
 	s.closes = append(s.closes, conn.NotifyClose(make(chan *amqp.Error, 1)))
 
-	if s.pub, err = conn.Channel(); err != nil {
+	// The topology is declared on what becomes the first publish channel.
+	ch, err := conn.Channel()
+	if err != nil {
 		return nil, fmt.Errorf("open publish channel: %w", err)
 	}
-	s.closes = append(s.closes, s.pub.NotifyClose(make(chan *amqp.Error, 1)))
 	shared := []string{SchedulerQueue, ConductorQueue}
 	if a.opts.Passive {
-		if err := s.pub.ExchangeDeclarePassive(exchangeName, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+		if err := ch.ExchangeDeclarePassive(exchangeName, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
 			return nil, fmt.Errorf("exchange %s (made by the control plane): %w", exchangeName, err)
 		}
 		for _, q := range shared {
-			if _, err := s.pub.QueueDeclarePassive(q, true, false, false, false, nil); err != nil {
+			if _, err := ch.QueueDeclarePassive(q, true, false, false, false, nil); err != nil {
 				return nil, fmt.Errorf("queue %s (made by the control plane): %w", q, err)
 			}
 		}
 		shared = nil
-	} else if err := s.pub.ExchangeDeclare(exchangeName, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+	} else if err := ch.ExchangeDeclare(exchangeName, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
 		return nil, fmt.Errorf("declare exchange %s: %w", exchangeName, err)
 	}
 	for _, q := range append(shared, a.opts.Declare...) {
-		if err := declareQueue(s.pub, q, a.opts.QueueType); err != nil {
+		if err := declareQueue(ch, q, a.opts.QueueType); err != nil {
 			return nil, err
 		}
 	}
-	if err := s.pub.Confirm(false); err != nil {
-		return nil, fmt.Errorf("enable publisher confirms: %w", err)
+	if s.pub, err = newConfirmChannel(ch); err != nil {
+		return nil, err
 	}
-	// Unbuffered on purpose: the library hands over a basic.return before
-	// it processes the ack of the same publish, so trackConfirms always
-	// sees the return first (see there).
-	confirms := s.pub.NotifyPublish(make(chan amqp.Confirmation))
-	returns := s.pub.NotifyReturn(make(chan amqp.Return))
-	go s.trackConfirms(confirms, returns)
 
 	rch, err := conn.Channel()
 	if err != nil {
@@ -466,12 +490,61 @@ func (a *AMQP) withSession(ctx context.Context, f func(*amqpSession) error) erro
 	}
 }
 
+// newConfirmChannel puts ch in confirm mode and tracks its confirms.
+func newConfirmChannel(ch *amqp.Channel) (*confirmChannel, error) {
+	if err := ch.Confirm(false); err != nil {
+		return nil, fmt.Errorf("enable publisher confirms: %w", err)
+	}
+	c := &confirmChannel{ch: ch, waiters: map[uint64]pubWaiter{}}
+	// Unbuffered on purpose: the library hands over a basic.return before
+	// it processes the ack of the same publish, so trackConfirms always
+	// sees the return first (see there).
+	confirms := ch.NotifyPublish(make(chan amqp.Confirmation))
+	returns := ch.NotifyReturn(make(chan amqp.Return))
+	go c.trackConfirms(confirms, returns)
+	return c, nil
+}
+
+// publishChannel returns the session's publish channel, opening a fresh
+// one if the last was retired or closed. The caller holds pubMu.
+func (s *amqpSession) publishChannel() (*confirmChannel, error) {
+	if s.pub != nil && !s.pub.ch.IsClosed() {
+		return s.pub, nil
+	}
+	ch, err := s.conn.Channel()
+	if err != nil {
+		// The connection is broken (or out of channels): start over on a
+		// new one.
+		s.fail()
+		return nil, fmt.Errorf("%w: open publish channel: %v", errSessionLost, err)
+	}
+	pc, err := newConfirmChannel(ch)
+	if err != nil {
+		_ = ch.Close()
+		s.fail()
+		return nil, fmt.Errorf("%w: %v", errSessionLost, err)
+	}
+	s.pub = pc
+	return pc, nil
+}
+
+// retire closes pc so the next publish opens a fresh channel; publishes
+// still waiting on pc are resolved as not confirmed and published again.
+func (s *amqpSession) retire(pc *confirmChannel) {
+	s.pubMu.Lock()
+	if s.pub == pc {
+		s.pub = nil
+	}
+	s.pubMu.Unlock()
+	_ = pc.ch.Close()
+}
+
 // trackConfirms resolves publish waiters from the channel's confirms.
 // RabbitMQ sends the basic.return of an unroutable mandatory message
 // before its basic.ack, and the library delivers both from one goroutine
 // over unbuffered channels, so by the time this loop reads the ack it has
 // already recorded the return: no race between the two.
-func (s *amqpSession) trackConfirms(confirms <-chan amqp.Confirmation, returns <-chan amqp.Return) {
+func (c *confirmChannel) trackConfirms(confirms <-chan amqp.Confirmation, returns <-chan amqp.Return) {
 	returned := map[string]string{}
 	for confirms != nil {
 		select {
@@ -483,29 +556,29 @@ func (s *amqpSession) trackConfirms(confirms <-chan amqp.Confirmation, returns <
 			if tok, _ := r.Headers[publishTokenHeader].(string); tok != "" {
 				returned[tok] = strconv.Itoa(int(r.ReplyCode)) + " " + r.ReplyText
 			}
-		case c, ok := <-confirms:
+		case cf, ok := <-confirms:
 			if !ok {
 				confirms = nil
 				continue
 			}
-			s.wmu.Lock()
-			w, found := s.waiters[c.DeliveryTag]
-			delete(s.waiters, c.DeliveryTag)
-			s.wmu.Unlock()
+			c.wmu.Lock()
+			w, found := c.waiters[cf.DeliveryTag]
+			delete(c.waiters, cf.DeliveryTag)
+			c.wmu.Unlock()
 			if found {
-				w.done <- pubResult{acked: c.Ack, returned: returned[w.token]}
+				w.done <- pubResult{acked: cf.Ack, returned: returned[w.token]}
 				delete(returned, w.token)
 			}
 		}
 	}
 	// The channel closed: publishes still waiting may or may not have
-	// reached the queue; they are repeated on the next connection.
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	for _, w := range s.waiters {
+	// reached the queue; they are published again.
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	for _, w := range c.waiters {
 		w.done <- pubResult{lost: true}
 	}
-	s.waiters = nil
+	c.waiters = nil
 }
 
 // fail ends the session as a network failure would, so run reconnects
@@ -518,9 +591,12 @@ func (s *amqpSession) fail() {
 	}
 }
 
-// publishOn publishes on s's confirm channel and waits for the confirm.
-// mandatory publishes fail when no queue is bound to key.
-func (s *amqpSession) publishOn(ctx context.Context, exchange, key string, mandatory bool, p amqp.Publishing) error {
+// publishOn publishes once on s's confirm channel and waits for the
+// confirm, at most confirmTimeout. mandatory publishes fail when no queue
+// is bound to key. A publish the broker did not take fails with a
+// *notConfirmedError after retiring the channel; one whose connection
+// broke, with errSessionLost.
+func (s *amqpSession) publishOn(ctx context.Context, confirmTimeout time.Duration, exchange, key string, mandatory bool, p amqp.Publishing) error {
 	token := newID()
 	if mandatory {
 		h := amqp.Table{publishTokenHeader: token}
@@ -532,52 +608,112 @@ func (s *amqpSession) publishOn(ctx context.Context, exchange, key string, manda
 	done := make(chan pubResult, 1)
 
 	s.pubMu.Lock()
-	seq := s.pub.GetNextPublishSeqNo()
-	s.wmu.Lock()
-	if s.waiters == nil {
-		s.wmu.Unlock()
-		s.pubMu.Unlock()
-		return errSessionLost
-	}
-	s.waiters[seq] = pubWaiter{token: token, done: done}
-	s.wmu.Unlock()
-	err := s.pub.PublishWithContext(ctx, exchange, key, mandatory, false, p)
+	pc, err := s.publishChannel()
 	if err != nil {
-		s.wmu.Lock()
-		delete(s.waiters, seq)
-		s.wmu.Unlock()
+		s.pubMu.Unlock()
+		return err
+	}
+	seq := pc.ch.GetNextPublishSeqNo()
+	pc.wmu.Lock()
+	if pc.waiters == nil {
+		pc.wmu.Unlock()
+		s.pubMu.Unlock()
+		return &notConfirmedError{reason: "publish channel closed"}
+	}
+	pc.waiters[seq] = pubWaiter{token: token, done: done}
+	pc.wmu.Unlock()
+	err = pc.ch.PublishWithContext(ctx, exchange, key, mandatory, false, p)
+	if err != nil {
+		pc.wmu.Lock()
+		if pc.waiters != nil {
+			delete(pc.waiters, seq)
+		}
+		pc.wmu.Unlock()
 	}
 	s.pubMu.Unlock()
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		// A failed send means the channel or socket is broken (the
-		// library may not have noticed yet). Cut the socket so the
-		// manager reconnects, and repeat the publish there.
-		s.fail()
-		return fmt.Errorf("%w: %v", errSessionLost, err)
+		if s.conn.IsClosed() {
+			return fmt.Errorf("%w: %v", errSessionLost, err)
+		}
+		// The channel is broken (the library may not have noticed yet):
+		// publish again on a fresh one.
+		s.retire(pc)
+		return &notConfirmedError{reason: fmt.Sprintf("send: %v", err)}
 	}
 
+	timer := time.NewTimer(confirmTimeout)
+	defer timer.Stop()
 	select {
 	case r := <-done:
 		switch {
-		case r.lost:
+		case r.lost && s.conn.IsClosed():
 			return errSessionLost
+		case r.lost:
+			return &notConfirmedError{reason: "publish channel closed before the confirm"}
 		case r.returned != "":
 			return fmt.Errorf("unroutable (no queue bound to %q): %s", key, r.returned)
 		case !r.acked:
-			return errors.New("broker refused the message (nack)")
+			// RabbitMQ 3.10's channel may refuse every later publish to a
+			// quorum queue once it refused one (its client state for the
+			// queue still names a leader that is gone): only a fresh
+			// channel starts over.
+			s.retire(pc)
+			return &notConfirmedError{reason: "broker refused the message (nack)"}
 		}
 		return nil
+	case <-timer.C:
+		s.retire(pc)
+		return &notConfirmedError{reason: fmt.Sprintf("no confirm within %s", confirmTimeout)}
 	case <-ctx.Done():
 		return fmt.Errorf("waiting for the broker's confirm: %w", ctx.Err())
 	}
 }
 
+// publish publishes the message pub makes for a session until the broker
+// confirms it, and returns the session that took it: through reconnects
+// (waiting for the next session) and refusals (again on a fresh channel,
+// with exponential backoff), until ctx ends. A publish repeated after a
+// lost confirm may reach the queue twice (consumers are idempotent).
+func (a *AMQP) publish(ctx context.Context, key string, mandatory bool, pub func(*amqpSession) amqp.Publishing) (*amqpSession, error) {
+	backoff := a.opts.ReconnectMin
+	for attempt := 1; ; attempt++ {
+		s, err := a.session(ctx)
+		if err != nil {
+			return nil, err
+		}
+		err = s.publishOn(ctx, a.opts.ConfirmTimeout, exchangeName, key, mandatory, pub(s))
+		var nc *notConfirmedError
+		switch {
+		case err == nil:
+			return s, nil
+		case errors.Is(err, errSessionLost):
+			select {
+			case <-s.lost:
+			case <-ctx.Done():
+				return nil, fmt.Errorf("%w; %w", err, ctx.Err())
+			}
+		case errors.As(err, &nc):
+			a.log.Warn("bus: publish not confirmed; publishing again on a fresh channel",
+				"queue", key, "reason", nc.reason, "attempt", attempt, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return nil, fmt.Errorf("%w; %w", err, ctx.Err())
+			}
+			backoff = min(2*backoff, a.opts.ReconnectMax)
+		default:
+			return nil, err
+		}
+	}
+}
+
 // Publish implements Bus. During an outage it waits for the reconnect
-// until ctx ends; a message whose confirm was lost with the connection is
-// published again, so consumers may see it twice (they are idempotent).
+// until ctx ends; a message the broker refused (nack) or did not confirm
+// is published again on a fresh channel, so consumers may see it twice
+// (they are idempotent).
 func (a *AMQP) Publish(ctx context.Context, queue string, m Message) error {
 	p := amqp.Publishing{
 		ContentType:  contentJSON,
@@ -588,10 +724,7 @@ func (a *AMQP) Publish(ctx context.Context, queue string, m Message) error {
 		UserId:       a.user,
 		Body:         m.Body,
 	}
-	err := a.withSession(ctx, func(s *amqpSession) error {
-		return s.publishOn(ctx, exchangeName, queue, true, p)
-	})
-	if err != nil {
+	if _, err := a.publish(ctx, queue, true, func(*amqpSession) amqp.Publishing { return p }); err != nil {
 		return fmt.Errorf("bus: publish %s %s to %s: %w", m.Kind, m.ID, queue, err)
 	}
 	return nil
@@ -613,38 +746,26 @@ func (a *AMQP) Call(ctx context.Context, queue string, m Message, reply any) err
 	}()
 
 	for {
-		s, err := a.session(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return callCtxErr(queue, m, ctx.Err())
+		s, err := a.publish(ctx, queue, true, func(s *amqpSession) amqp.Publishing {
+			p := amqp.Publishing{
+				ContentType:   contentJSON,
+				DeliveryMode:  amqp.Persistent,
+				MessageId:     m.ID,
+				Type:          m.Kind,
+				Timestamp:     time.Now(),
+				CorrelationId: corr,
+				ReplyTo:       s.replyQueue,
+				UserId:        a.user,
+				Body:          m.Body,
 			}
-			return fmt.Errorf("bus: call %s %s on %s: %w", m.Kind, m.ID, queue, err)
-		}
-		p := amqp.Publishing{
-			ContentType:   contentJSON,
-			DeliveryMode:  amqp.Persistent,
-			MessageId:     m.ID,
-			Type:          m.Kind,
-			Timestamp:     time.Now(),
-			CorrelationId: corr,
-			ReplyTo:       s.replyQueue,
-			UserId:        a.user,
-			Body:          m.Body,
-		}
-		// Nobody waits for the reply after the deadline: let the broker
-		// drop a request still queued by then.
-		if dl, ok := ctx.Deadline(); ok {
-			p.Expiration = strconv.FormatInt(max(time.Until(dl).Milliseconds(), 1), 10)
-		}
-		err = s.publishOn(ctx, exchangeName, queue, true, p)
+			// Nobody waits for the reply after the deadline: let the
+			// broker drop a request still queued by then.
+			if dl, ok := ctx.Deadline(); ok {
+				p.Expiration = strconv.FormatInt(max(time.Until(dl).Milliseconds(), 1), 10)
+			}
+			return p
+		})
 		switch {
-		case errors.Is(err, errSessionLost):
-			select {
-			case <-s.lost:
-				continue
-			case <-ctx.Done():
-				return callCtxErr(queue, m, ctx.Err())
-			}
 		case err != nil && ctx.Err() != nil:
 			return callCtxErr(queue, m, ctx.Err())
 		case err != nil:
@@ -899,10 +1020,7 @@ func (c *amqpConsumer) reply(d amqp.Delivery, body []byte, werr *wireError) {
 	}
 	ctx, cancel := context.WithTimeout(c.a.life, replyPublishTimeout)
 	defer cancel()
-	err := c.a.withSession(ctx, func(s *amqpSession) error {
-		return s.publishOn(ctx, exchangeName, d.ReplyTo, false, p)
-	})
-	if err != nil {
+	if _, err := c.a.publish(ctx, d.ReplyTo, false, func(*amqpSession) amqp.Publishing { return p }); err != nil {
 		c.log.Warn("bus: send reply failed", "kind", d.Type, "id", d.MessageId, "err", err)
 	}
 }

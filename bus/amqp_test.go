@@ -601,3 +601,68 @@ func TestAMQPConsumerResumesWhileHandlerRuns(t *testing.T) {
 	}
 	once.Do(func() { close(release) })
 }
+
+// A publish the broker refuses (basic.nack; here a full queue with
+// x-overflow=reject-publish) is not an error: it is published again on a
+// fresh channel, with backoff, until the broker takes it or ctx ends.
+func TestAMQPNackedPublishRetriedOnFreshChannel(t *testing.T) {
+	t.Parallel()
+	e := newAMQPEnv(t)
+	b := e.dial(t, AMQPOptions{})
+	q := e.queue(t)
+	ch := rawChannel(t, e.url)
+	if _, err := ch.QueueDeclare(q, true, false, false, false,
+		amqp.Table{"x-max-length": int32(1), "x-overflow": "reject-publish"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.QueueBind(q, q, exchangeName, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t, 30*time.Second)
+	first, second := mustMsg(t, "first", nil), mustMsg(t, "second", nil)
+	if err := b.Publish(ctx, q, first); err != nil {
+		t.Fatal(err)
+	}
+	b.mu.Lock()
+	pubBefore := b.sess.pub
+	b.mu.Unlock()
+
+	// The queue is full: the broker nacks the second message, and a
+	// publish with a short deadline fails with that deadline.
+	sctx, cancel := context.WithTimeout(ctx, 400*time.Millisecond)
+	err := b.Publish(sctx, q, second)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "nack") {
+		t.Fatalf("publish to a full queue: %v, want the nack and the deadline", err)
+	}
+	b.mu.Lock()
+	pubAfter := b.sess.pub
+	b.mu.Unlock()
+	if pubAfter == pubBefore {
+		t.Errorf("the publish channel that got a nack is still in use")
+	}
+
+	// A patient publish waits; once the queue has room it goes through.
+	pubErr := make(chan error, 1)
+	go func() { pubErr <- b.Publish(ctx, q, second) }()
+	time.Sleep(time.Second)
+	select {
+	case err := <-pubErr:
+		t.Fatalf("publish to a full queue returned: %v", err)
+	default:
+	}
+	d, ok, err := ch.Get(q, true)
+	if err != nil || !ok || d.MessageId != first.ID {
+		t.Fatalf("get first: ok=%v id=%q err=%v", ok, d.MessageId, err)
+	}
+	if err := <-pubErr; err != nil {
+		t.Fatalf("publish once the queue had room: %v", err)
+	}
+	d, ok, err = ch.Get(q, true)
+	if err != nil || !ok || d.MessageId != second.ID {
+		t.Fatalf("get second: ok=%v id=%q err=%v", ok, d.MessageId, err)
+	}
+	// The bus still works as before on its fresh channel.
+	q2 := e.queue(t)
+	checkWorks(t, ctx, b, q2, consumeInto(t, ctx, b, q2))
+}

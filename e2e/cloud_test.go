@@ -55,7 +55,7 @@ type cloud struct {
 	dockerHost string // the first compute host's dockerd
 	dbDriver   string
 	dbDSN      string
-	amqp       string
+	amqp       string // the bus URL: a vhost of its own on the shared broker unless an option set one
 
 	// Set by options before the cloud starts.
 	twoHosts    bool     // control plane + two agents on bridges joined by a trunk
@@ -210,17 +210,18 @@ func withQuota(n int) cloudOption {
 // container it made, its bridges) at cleanup.
 func startCloud(t *testing.T, opts ...cloudOption) *cloud {
 	t.Helper()
-	amqp := testenv.AMQPURL(t)
 	dockerHost := testenv.DockerHost(t)
 	img := testenv.Image(t)
 	c := &cloud{dir: t.TempDir(), bin: buildCapsuled(t), host: "e2e-" + uuid.NewString()[:8],
 		identity: freePort(t), compute: freePort(t), image: freePort(t), network: freePort(t),
 		adminPass: "admin-" + uuid.NewString()[:8], demoPass: "demo-" + uuid.NewString()[:8], dockerHost: dockerHost,
 		baseImage: img}
-	c.amqp = c.ownVhost(t, amqp)
 	c.dbDriver, c.dbDSN = "sqlite", filepath.Join(c.dir, "capsule.db")
 	for _, o := range opts {
 		o(t, c)
+	}
+	if c.amqp == "" { // not a broker of the test's own (startRabbitCluster)
+		c.amqp = c.ownVhost(t, testenv.AMQPURL(t))
 	}
 	suffix := strings.TrimPrefix(c.host, "e2e-") // 8 hex digits
 	if c.twoHosts {
@@ -583,6 +584,22 @@ func (p *proc) logged(t *testing.T, s string) int {
 		t.Fatal(err)
 	}
 	return strings.Count(string(b), s)
+}
+
+// logLines are the lines of the process's log that contain s.
+func (p *proc) logLines(t *testing.T, s string) []string {
+	t.Helper()
+	b, err := os.ReadFile(p.log)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // agentReconciled is the agent's (debug) log line of a finished
