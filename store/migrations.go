@@ -173,6 +173,12 @@ var migrations = []migration{
 		}
 		return tx.Migrator().AddColumn(&Instance{}, "ConfigDrive")
 	}},
+	{20, "instances keep the reason they were locked (2.73)", func(tx *gorm.DB) error {
+		if tx.Migrator().HasColumn(&Instance{}, "LockedReason") {
+			return nil
+		}
+		return tx.Migrator().AddColumn(&Instance{}, "LockedReason")
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

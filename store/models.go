@@ -168,6 +168,9 @@ type Instance struct {
 	// an admin may lift an admin's lock. "" (a lock older than the column)
 	// may be lifted by either, as Nova treats a lock without locked_by.
 	LockedBy string `gorm:"size:8"`
+	// LockedReason is the reason the lock was given with (Nova's
+	// locked_reason, 2.73); empty when none or unlocked.
+	LockedReason string `gorm:"size:255"`
 	// The flavor before a resize, kept while the instance waits in
 	// VERIFY_RESIZE so a revert can put it back (Nova's
 	// instance.old_flavor), with the vm_state to return to; OldFlavorID

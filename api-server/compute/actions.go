@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"gorm.io/gorm"
 
@@ -80,7 +81,12 @@ func (s *Service) serverAction(w http.ResponseWriter, r *http.Request) {
 		}
 		s.simpleAction(w, r, inst, act, "reboot")
 	case "lock", "unlock":
-		s.lockAction(w, r, inst, name == "lock")
+		reason, err := lockReason(name, arg, versionOf(r.Context()))
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		s.lockAction(w, r, inst, name == "lock", reason)
 	case "os-resetState":
 		s.resetState(w, r, inst, arg)
 	case "os-getConsoleOutput":
@@ -130,7 +136,7 @@ func (s *Service) simpleAction(w http.ResponseWriter, r *http.Request, inst *sto
 // own project ("owner") or an admin of another project ("admin") set it,
 // and only an admin may lift an admin's lock (Nova's unlock_override
 // policy, 403 otherwise).
-func (s *Service) lockAction(w http.ResponseWriter, r *http.Request, inst *store.Instance, lock bool) {
+func (s *Service) lockAction(w http.ResponseWriter, r *http.Request, inst *store.Instance, lock bool, reason string) {
 	creds := auth.FromContext(r.Context())
 	act := "unlock"
 	if lock {
@@ -140,8 +146,8 @@ func (s *Service) lockAction(w http.ResponseWriter, r *http.Request, inst *store
 	switch {
 	case lock && inst.Locked && lockerOf(creds, inst) == "owner":
 		// Nova: the owner re-locking a locked server changes nothing (an
-		// admin's lock stays an admin's).
-		lockedBy = inst.LockedBy
+		// admin's lock stays an admin's, with its reason).
+		lockedBy, reason = inst.LockedBy, inst.LockedReason
 	case lock:
 		lockedBy = lockerOf(creds, inst)
 	case inst.Locked && inst.LockedBy != "" && inst.LockedBy != lockerOf(creds, inst) && !creds.IsAdmin():
@@ -152,7 +158,7 @@ func (s *Service) lockAction(w http.ResponseWriter, r *http.Request, inst *store
 	// show up in os-instance-actions.
 	err := s.st.WithContext(r.Context()).Transaction(func(tx *gorm.DB) error {
 		if err := tx.Model(&store.Instance{}).Where("id = ?", inst.ID).
-			Updates(map[string]any{"locked": lock, "locked_by": lockedBy}).Error; err != nil {
+			Updates(map[string]any{"locked": lock, "locked_by": lockedBy, "locked_reason": reason}).Error; err != nil {
 			return fmt.Errorf("set locked=%v on %s: %w", lock, inst.ID, err)
 		}
 		now := s.opts.Now()
@@ -165,6 +171,33 @@ func (s *Service) lockAction(w http.ResponseWriter, r *http.Request, inst *store
 		return
 	}
 	noContent(w, http.StatusAccepted)
+}
+
+// lockReason reads the lock action's body: from 2.73 null or
+// {"locked_reason": a string of at most 255 characters} and nothing else
+// (unlock takes null); below 2.73 the body is not looked at, as Nova's.
+func lockReason(action string, arg json.RawMessage, v apiVersion) (string, error) {
+	if !v.AtLeast(73) || len(arg) == 0 || string(arg) == "null" {
+		return "", nil
+	}
+	var body map[string]json.RawMessage
+	if json.Unmarshal(arg, &body) != nil || body == nil {
+		return "", errdefs.InvalidArgumentf("Invalid input for field/attribute %s. Value: %s is not of type 'object', 'null'", action, arg)
+	}
+	for k := range body {
+		if k != "locked_reason" || action != "lock" {
+			return "", errdefs.InvalidArgumentf("Additional properties are not allowed ('%s' was unexpected)", k)
+		}
+	}
+	raw, ok := body["locked_reason"]
+	if !ok {
+		return "", nil
+	}
+	var reason string
+	if json.Unmarshal(raw, &reason) != nil || utf8.RuneCountInString(reason) > 255 {
+		return "", errdefs.InvalidArgument("Invalid input for field/attribute locked_reason. Value must be a string of at most 255 characters.")
+	}
+	return reason, nil
 }
 
 // lockerOf is Nova's locked_by for a lock c would set on inst: "owner"

@@ -658,6 +658,14 @@ func (s *Service) listServers(detail bool) http.HandlerFunc {
 			return
 		}
 		db = whereChanged(db, since, before)
+		if lk, ok := q["locked"]; ok && v.AtLeast(73) {
+			b, isNone, valid := parseBoolish(lk[0])
+			if !valid || isNone {
+				writeFault(w, errdefs.InvalidArgumentf("Unrecognized value '%s' for locked", lk[0]))
+				return
+			}
+			db = db.Where("locked = ?", b)
+		}
 		if rid := q.Get("reservation_id"); rid != "" {
 			db = db.Where("reservation_id = ?", rid)
 		}

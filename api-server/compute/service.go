@@ -27,7 +27,7 @@ import (
 // docs/compatibility.md lists them.
 var (
 	minVersion = apiVersion{2, 1}
-	maxVersion = apiVersion{2, 72}
+	maxVersion = apiVersion{2, 73}
 )
 
 // Options configure the compute service.

@@ -201,6 +201,13 @@ func (s *Service) serverViewWith(r *http.Request, inst *store.Instance, kind vie
 	if v.AtLeast(26) {
 		out["tags"] = store.TagsOf(inst)
 	}
+	if v.AtLeast(73) {
+		var reason any
+		if inst.Locked && inst.LockedReason != "" {
+			reason = inst.LockedReason
+		}
+		out["locked_reason"] = reason
+	}
 	if v.AtLeast(63) {
 		// Capsule verifies no image signatures, so no server has
 		// trusted certificates (a create asking for them is refused).
