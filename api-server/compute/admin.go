@@ -257,14 +257,14 @@ func withServers(w http.ResponseWriter, r *http.Request) (bool, bool) {
 }
 
 // addServers lists the host's live servers under "servers"; below 2.75
-// Nova leaves the key out when there are none.
+// Nova leaves the key out when there are none, from 2.75 it is [].
 func (s *Service) addServers(r *http.Request, out map[string]any, host string) error {
 	var insts []store.Instance
 	err := s.st.WithContext(r.Context()).Select("id", "name").Where("host = ? AND deleted_at IS NULL", host).Order("created_at").Find(&insts).Error
 	if err != nil {
 		return fmt.Errorf("list servers on %s: %w", host, err)
 	}
-	if len(insts) == 0 {
+	if len(insts) == 0 && !versionOf(r.Context()).AtLeast(75) {
 		return nil
 	}
 	servers := make([]map[string]string, 0, len(insts))

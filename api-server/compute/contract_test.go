@@ -256,7 +256,7 @@ func TestContractServerWrites(t *testing.T) {
 	f := newFixture(t)
 	ts := loadTempestSchemas(t)
 	w := seedContractWorld(t, f)
-	for _, v := range []apiVersion{{2, 1}, {2, 3}, {2, 9}, {2, 16}, {2, 19}, {2, 26}, {2, 37}, {2, 47}, {2, 52}, {2, 57}, {2, 60}} {
+	for _, v := range []apiVersion{{2, 1}, {2, 3}, {2, 9}, {2, 16}, {2, 19}, {2, 26}, {2, 37}, {2, 47}, {2, 52}, {2, 57}, {2, 60}, {2, 63}, {2, 71}, {2, 73}, {2, 75}, maxVersion} {
 		body := `{"server":{"name":"n` + v.String() + `","imageRef":"` + f.image + `","flavorRef":"1"}}`
 		if v.AtLeast(37) {
 			body = `{"server":{"name":"n` + v.String() + `","imageRef":"` + f.image + `","flavorRef":"1","networks":"none"}}`

@@ -42,7 +42,7 @@ func (s *Service) flavorVisible(ctx context.Context, f *store.Flavor) bool {
 
 func (s *Service) flavorView(r *http.Request, f *store.Flavor) map[string]any {
 	var swap any = ""
-	if f.SwapMB > 0 {
+	if f.SwapMB > 0 || versionOf(r.Context()).AtLeast(75) {
 		swap = f.SwapMB
 	}
 	out := map[string]any{"id": f.FlavorID, "name": f.Name, "ram": f.MemoryMB, "vcpus": f.VCPUs, "disk": f.RootGB,

@@ -3,6 +3,7 @@ package compute
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"testing"
 	"time"
 
@@ -373,5 +374,104 @@ func TestLockReason273(t *testing.T) {
 	}
 	if resp, fault := f.do("POST", "/v2.1/servers/"+b+"/action", "demo", `{"lock":{"reason":"x"}}`, mv(apiVersion{2, 72})...); resp.StatusCode != 202 {
 		t.Errorf("2.72 lock body: %d %v", resp.StatusCode, fault)
+	}
+}
+
+// TestCreateOnHost274: from 2.74 an admin may name the host (and/or its
+// hypervisor node, the same name in Capsule) to build on; the scheduler
+// still checks it (Instance.RequestedHost is a filter, not a bypass).
+func TestCreateOnHost274(t *testing.T) {
+	f := newFixture(t)
+	now := time.Now().UTC()
+	if err := f.st.DB.Create(&store.Service{UUID: "0b3b4f4e-1111-4a4a-8b8b-0000000000aa", Host: "h1", Binary: store.ComputeBinary,
+		Zone: "nova", LastHeartbeat: &now}).Error; err != nil {
+		t.Fatal(err)
+	}
+	create := func(token string, v apiVersion, extra string) (*http.Response, map[string]any) {
+		return f.do("POST", "/v2.1/servers", token, `{"server":{"name":"h","imageRef":"`+imageID+`","flavorRef":"1","networks":"none"`+extra+`}}`, mv(v)...)
+	}
+	v := apiVersion{2, 74}
+	for _, extra := range []string{`,"host":"h1"`, `,"hypervisor_hostname":"h1"`, `,"host":"h1","hypervisor_hostname":"h1"`} {
+		resp, body := create("admin", v, extra)
+		if resp.StatusCode != 202 {
+			t.Fatalf("%s: %d %v", extra, resp.StatusCode, body)
+		}
+		if got := f.instance(body["server"].(map[string]any)["id"].(string)).RequestedHost; got != "h1" {
+			t.Errorf("%s: requested host %q", extra, got)
+		}
+	}
+	for _, c := range []struct {
+		token, extra string
+		v            apiVersion
+		status       int
+		fault        string
+	}{
+		{"demo", `,"host":"h1"`, v, 403, "forbidden"},
+		{"admin", `,"host":"nope"`, v, 400, "badRequest"},
+		{"admin", `,"hypervisor_hostname":"nope"`, v, 400, "badRequest"},
+		{"admin", `,"host":"h1","hypervisor_hostname":"h2"`, v, 400, "badRequest"},
+		{"admin", `,"host":"h1","availability_zone":"nova:h1"`, v, 400, "badRequest"},
+		{"admin", `,"host":""`, v, 400, "badRequest"},
+		{"admin", `,"host":"h1"`, apiVersion{2, 73}, 400, "badRequest"},
+	} {
+		resp, body := create(c.token, c.v, c.extra)
+		expectFault(t, resp, body, c.status, c.fault)
+	}
+}
+
+// TestStrictSchemas275: from 2.75 an unknown server list query key is a
+// 400 (known keys Capsule does not filter on stay accepted), PUT answers
+// the whole server, a flavor without swap shows 0, and a host without
+// servers shows "servers": [] when asked for them.
+func TestStrictSchemas275(t *testing.T) {
+	f := newFixture(t)
+	ts := loadTempestSchemas(t)
+	w := seedContractWorld(t, f)
+	now := time.Now().UTC()
+	empty := store.Service{UUID: "0b3b4f4e-1111-4a4a-8b8b-0000000000e0", Host: "h-empty", Binary: store.ComputeBinary, Zone: "nova",
+		LastHeartbeat: &now, HypervisorType: "docker"}
+	if err := f.st.DB.Create(&empty).Error; err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"frobnicate=1", "_internal=1", "limit=1&sort_by=name"} {
+		resp, body := f.do("GET", "/v2.1/servers?"+q, "demo", "", mv(apiVersion{2, 75})...)
+		expectFault(t, resp, body, 400, "badRequest")
+		if resp, _ := f.do("GET", "/v2.1/servers?"+q, "demo", "", mv(apiVersion{2, 74})...); resp.StatusCode != 200 && q != "_internal=1" {
+			t.Errorf("%s at 2.74: %d", q, resp.StatusCode)
+		}
+	}
+	for _, q := range []string{"key_name=k1", "vm_state=active&limit=5", "tags=a&changes-before=2030-01-01T00:00:00Z&locked=false"} {
+		if resp, body := f.do("GET", "/v2.1/servers/detail?"+q, "demo", "", mv(apiVersion{2, 75})...); resp.StatusCode != 200 {
+			t.Errorf("%s at 2.75: %d %v", q, resp.StatusCode, body)
+		}
+	}
+	for _, v := range []apiVersion{{2, 74}, {2, 75}} {
+		body := f.check(t, ts, v, contractCall{"demo", "PUT", "/v2.1/servers/" + w.active, `{"server":{"name":"n"}}`, "servers", "update_server"})
+		if _, has := body["server"].(map[string]any)["OS-EXT-STS:vm_state"]; has != v.AtLeast(75) {
+			t.Errorf("%s: PUT answers the full server: %v", v, has)
+		}
+		body = f.check(t, ts, v, contractCall{"demo", "GET", "/v2.1/flavors/1", "", "flavors", "create_update_get_flavor_details"})
+		want := any("")
+		if v.AtLeast(75) {
+			want = float64(0)
+		}
+		if got := body["flavor"].(map[string]any)["swap"]; got != want {
+			t.Errorf("%s: swap %#v, want %#v", v, got, want)
+		}
+		_, body = f.do("GET", "/v2.1/os-hypervisors/detail?with_servers=true", "admin", "", mv(v)...)
+		seen := false
+		for _, h := range body["hypervisors"].([]any) {
+			hm := h.(map[string]any)
+			if hm["hypervisor_hostname"] != empty.Host {
+				continue // h1 and h2 have servers
+			}
+			seen = true
+			if _, has := hm["servers"]; has != v.AtLeast(75) {
+				t.Errorf("%s: an empty host's servers key shown %v: %v", v, has, hm)
+			}
+		}
+		if !seen {
+			t.Errorf("%s: host %s not listed: %v", v, empty.Host, body)
+		}
 	}
 }

@@ -188,7 +188,7 @@ func (s *Service) rebuildServer(w http.ResponseWriter, r *http.Request, inst *st
 	if in.AdminPass != nil {
 		adminPass = *in.AdminPass
 	}
-	out := s.serverView(r, instance.Begun(updated, newTask), viewBasic)
+	out := s.serverView(r, instance.Begun(updated, newTask), updateView(v))
 	s.addServerGroups(r, updated, out)
 	if v.AtLeast(54) {
 		out["key_name"] = updated.KeyName

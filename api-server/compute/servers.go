@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -70,6 +71,8 @@ type createRequest struct {
 		Tags             []string          `json:"tags"`
 		BDM              []json.RawMessage `json:"block_device_mapping_v2"`
 		TrustedCerts     json.RawMessage   `json:"trusted_image_certificates"`
+		Host             *string           `json:"host"`
+		HypervisorHost   *string           `json:"hypervisor_hostname"`
 	} `json:"server"`
 	// Hints sits beside "server" (OS-SCH-HNT: is its pre-2.1 name).
 	Hints       json.RawMessage `json:"os:scheduler_hints"`
@@ -283,6 +286,14 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 			writeFault(w, errdefs.InvalidArgumentf("The requested availability zone is not available: %s", zone))
 			return
 		}
+	}
+	if in.Host != nil || in.HypervisorHost != nil {
+		host, err := s.requestedDestination(ctx, v, in.Host, in.HypervisorHost, forcedHost != "")
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		forcedHost = host
 	}
 	userData := ""
 	if in.UserData != nil && *in.UserData != "" {
@@ -617,6 +628,12 @@ func (s *Service) listServers(detail bool) http.HandlerFunc {
 		} else {
 			db = db.Where("project_id = ?", creds.ProjectID)
 		}
+		if v.AtLeast(75) {
+			if err := strictServerQuery(q); err != nil {
+				s.fail(w, r, err)
+				return
+			}
+		}
 		if creds.IsAdmin() && truthy(q.Get("deleted")) && q.Has("deleted") {
 			db = db.Where("deleted_at IS NOT NULL")
 		} else {
@@ -862,7 +879,7 @@ func (s *Service) updateServer(w http.ResponseWriter, r *http.Request) {
 		}
 		inst.UpdatedAt = upd["updated_at"].(time.Time)
 	}
-	out := s.serverView(r, inst, viewBasic)
+	out := s.serverView(r, inst, updateView(v))
 	s.addServerGroups(r, inst, out)
 	writeJSON(w, http.StatusOK, map[string]any{"server": out})
 }
@@ -1019,4 +1036,83 @@ func (s *Service) serverHasIP(ctx context.Context, inst *store.Instance, match f
 		}
 	}
 	return false
+}
+
+// requestedDestination reads 2.74's host and hypervisor_hostname (admins
+// only, Nova's requested_destination policy): the host to build on, which
+// the scheduler still checks for room. A Capsule host is its own (only)
+// hypervisor node, so both name the same host. They exclude the older
+// "zone:host" form; below 2.74 they are unknown keys.
+func (s *Service) requestedDestination(ctx context.Context, v apiVersion, host, node *string, zoneHost bool) (string, error) {
+	if !v.AtLeast(74) {
+		key := "host"
+		if host == nil {
+			key = "hypervisor_hostname"
+		}
+		return "", errdefs.InvalidArgumentf("Invalid input for field/attribute server. Additional properties are not allowed ('%s' was unexpected)", key)
+	}
+	if !auth.FromContext(ctx).IsAdmin() {
+		return "", errdefs.Forbidden("Policy doesn't allow compute:servers:create:requested_destination to be performed.")
+	}
+	if zoneHost {
+		return "", errdefs.InvalidArgument("The availability_zone zone:host form and host / hypervisor_hostname are mutually exclusive.")
+	}
+	for _, p := range []*string{host, node} {
+		if p != nil && (*p == "" || len(*p) > 255) {
+			return "", errdefs.InvalidArgument("Invalid input for field/attribute host. Value must be a string of 1-255 characters.")
+		}
+	}
+	if host != nil && node != nil && *host != *node {
+		return "", errdefs.InvalidArgumentf("Compute host %s has no hypervisor node %s: a Capsule host is its own node.", *host, *node)
+	}
+	name := deref(host)
+	if name == "" {
+		name = deref(node)
+	}
+	if !s.computeHostExists(ctx, name) {
+		if host == nil {
+			return "", errdefs.InvalidArgumentf("Compute host node %s could not be found.", name)
+		}
+		return "", errdefs.InvalidArgumentf("Compute host %s could not be found.", name)
+	}
+	return name, nil
+}
+
+// serverListKeys are the query keys Nova's server list schema knows at
+// 2.75 (its index_query_v275, whose additionalProperties is false): any
+// other is a 400 from 2.75. Knowing a key is not filtering on it: those
+// Capsule does not filter on are accepted and ignored, as before 2.75.
+var serverListKeys = []string{"user_id", "project_id", "tenant_id", "launch_index", "image_ref", "image", "kernel_id",
+	"ramdisk_id", "hostname", "key_name", "power_state", "vm_state", "task_state", "host", "node", "flavor",
+	"reservation_id", "launched_at", "terminated_at", "availability_zone", "name", "display_name", "description",
+	"display_description", "locked_by", "uuid", "root_device_name", "config_drive", "access_ip_v4", "access_ip_v6",
+	"auto_disk_config", "progress", "sort_key", "sort_dir", "all_tenants", "soft_deleted", "deleted", "status",
+	"changes-since", "ip", "ip6", "created_at", "block_device_mapping", "services", "metadata", "system_metadata",
+	"info_cache", "security_groups", "pci_devices", "limit", "marker", "tags", "tags-any", "not-tags", "not-tags-any",
+	"changes-before", "locked"}
+
+// strictServerQuery is 2.75's 400 for an unknown server list query key
+// (and, at every microversion in Nova, for one naming an internal
+// attribute: a leading underscore).
+func strictServerQuery(q url.Values) error {
+	keys := make([]string, 0, len(q))
+	for k := range q {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if strings.HasPrefix(k, "_") || !slices.Contains(serverListKeys, k) {
+			return errdefs.InvalidArgumentf("Invalid input for query parameters %s. Additional properties are not allowed ('%s' was unexpected)", k, k)
+		}
+	}
+	return nil
+}
+
+// updateView is the view of a server's PUT and rebuild responses: from
+// 2.75 the whole server, as GET shows it.
+func updateView(v apiVersion) viewKind {
+	if v.AtLeast(75) {
+		return viewFull
+	}
+	return viewBasic
 }
