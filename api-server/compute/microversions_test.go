@@ -475,3 +475,28 @@ func TestStrictSchemas275(t *testing.T) {
 		}
 	}
 }
+
+// TestServerTopology278: GET /servers/{id}/topology exists from 2.78 and
+// answers Nova's shape for a server without a guest NUMA topology; it is
+// the project's (other project 404, no token 401), readers may look.
+func TestServerTopology278(t *testing.T) {
+	f := newFixture(t)
+	id := f.create("demo", "vm")
+	path := "/v2.1/servers/" + id + "/topology"
+	v := mv(apiVersion{2, 78})
+	resp, body := f.do("GET", path, "demo", "", mv(apiVersion{2, 77})...)
+	expectFault(t, resp, body, 404, "itemNotFound")
+	for _, tok := range []string{"demo", "read", "admin"} {
+		resp, body = f.do("GET", path, tok, "", v...)
+		if resp.StatusCode != 200 || len(body) != 2 || fmt.Sprint(body["nodes"]) != "[]" || body["pagesize_kb"] != nil {
+			t.Errorf("%s: %d %v", tok, resp.StatusCode, body)
+		}
+	}
+	resp, body = f.do("GET", path, "other", "", v...)
+	expectFault(t, resp, body, 404, "itemNotFound")
+	for _, tok := range []string{"", "garbage"} {
+		if resp, _ := f.do("GET", path, tok, "", v...); resp.StatusCode != 401 {
+			t.Errorf("token %q: %d", tok, resp.StatusCode)
+		}
+	}
+}

@@ -1116,3 +1116,18 @@ func updateView(v apiVersion) viewKind {
 	}
 	return viewBasic
 }
+
+// serverTopology is 2.78's GET /servers/{id}/topology: a container server
+// has no guest NUMA topology (its vCPUs are a CPU quota, or a cpuset of
+// dedicated host CPUs, never a virtual NUMA layout), so it answers as Nova
+// does for an instance without one. Below 2.78 the path does not exist.
+func (s *Service) serverTopology(w http.ResponseWriter, r *http.Request) {
+	if !versionOf(r.Context()).AtLeast(78) {
+		writeFault(w, errdefs.NotFound("The resource could not be found."))
+		return
+	}
+	if _, ok := s.loadServer(w, r); !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"nodes": []any{}, "pagesize_kb": nil})
+}

@@ -27,7 +27,7 @@ import (
 // docs/compatibility.md lists them.
 var (
 	minVersion = apiVersion{2, 1}
-	maxVersion = apiVersion{2, 75}
+	maxVersion = apiVersion{2, 79}
 )
 
 // Options configure the compute service.
@@ -303,6 +303,7 @@ func (s *Service) apiRoutes(mux *http.ServeMux, p string) {
 	mux.HandleFunc("DELETE "+p+"/servers/{id}/os-interface/{port}", s.writer(s.detachInterface))
 	mux.HandleFunc("GET "+p+"/servers/{id}/diagnostics", s.admin(s.serverDiagnostics))
 	mux.HandleFunc("GET "+p+"/servers/{id}/os-volume_attachments", s.authed(s.listVolumeAttachments))
+	mux.HandleFunc("GET "+p+"/servers/{id}/topology", s.authed(s.serverTopology))
 	mux.HandleFunc("GET "+p+"/servers/{id}/migrations", s.admin(s.listServerMigrations))
 	mux.HandleFunc("GET "+p+"/servers/{id}/migrations/{mid}", s.admin(s.showServerMigration))
 

@@ -222,6 +222,7 @@ func routes() []route {
 	c(route{method: "GET", path: "/os-host-events", asAdmin: true, query: []string{"host", "since", "limit", "type"}})
 	c(route{method: "GET", path: "/os-aggregates", asAdmin: true})
 	c(route{method: "GET", path: "/extensions"})
+	c(route{method: "GET", path: "/servers/{server}/topology"})
 	// The image proxy (below 2.36).
 	imgQuery := []string{"name", "status", "server", "type", "minRam", "minDisk", "changes-since", "limit", "marker"}
 	c(route{method: "GET", path: "/images", query: imgQuery})
