@@ -500,3 +500,72 @@ func TestServerTopology278(t *testing.T) {
 		}
 	}
 }
+
+// TestMigrationOwners280: from 2.80 os-migrations shows who migrated
+// (user_id, project_id) and filters on them.
+func TestMigrationOwners280(t *testing.T) {
+	f := newFixture(t)
+	ts := loadTempestSchemas(t)
+	id := f.create("demo", "m")
+	now := time.Now().UTC()
+	for _, m := range []store.Migration{{UUID: "5f0c8a1e-1111-4a4a-8b8b-000000000001", InstanceID: id, Status: "confirmed", MigrationType: "resize", UserID: "u-demo", ProjectID: "p-demo", CreatedAt: now, UpdatedAt: now},
+		{UUID: "5f0c8a1e-1111-4a4a-8b8b-000000000002", InstanceID: id, Status: "confirmed", MigrationType: "migration", UserID: "u-admin", ProjectID: "p-admin", CreatedAt: now, UpdatedAt: now}} {
+		if err := f.st.DB.Create(&m).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, v := range []apiVersion{{2, 1}, {2, 23}, {2, 59}, {2, 79}, {2, 80}} {
+		body := f.check(t, ts, v, contractCall{"admin", "GET", "/v2.1/os-migrations", "", "migrations", "list_migrations"})
+		for _, m := range body["migrations"].([]any) {
+			if _, has := m.(map[string]any)["user_id"]; has != v.AtLeast(80) {
+				t.Errorf("%s: user_id shown %v", v, has)
+			}
+		}
+		body = f.check(t, ts, v, contractCall{"admin", "GET", "/v2.1/os-migrations?user_id=u-demo&project_id=p-demo", "", "migrations", "list_migrations"})
+		want := 2
+		if v.AtLeast(80) {
+			want = 1
+		}
+		if n := len(body["migrations"].([]any)); n != want {
+			t.Errorf("%s: user filter lists %d, want %d", v, n, want)
+		}
+	}
+}
+
+// TestMemberServerFilters283: the server's own columns filter for
+// admins at every microversion and for members from 2.83 (below it Nova
+// drops the filters for them).
+func TestMemberServerFilters283(t *testing.T) {
+	f := newFixture(t)
+	a, b := f.create("demo", "a"), f.create("demo", "b")
+	f.activate(a, "h1")
+	f.st.DB.Model(&store.Instance{}).Where("id = ?", a).Updates(map[string]any{"key_name": "k-1", "availability_zone": "zone-a"})
+	f.st.DB.Model(&store.Instance{}).Where("id = ?", b).Updates(map[string]any{"availability_zone": "zone-b"})
+	for q, wantID := range map[string]string{"vm_state=active": a, "vm_state=building": b, "power_state=1": a, "key_name=k-": a,
+		"availability_zone=zone-b": b, "user_id=u-demo&vm_state=active": a} {
+		for _, c := range []struct {
+			token string
+			v     apiVersion
+			all   bool
+		}{{"demo", apiVersion{2, 82}, true}, {"demo", apiVersion{2, 83}, false}, {"admin", apiVersion{2, 1}, false}} {
+			path := "/v2.1/servers?" + q
+			if c.token == "admin" {
+				path += "&all_tenants=1"
+			}
+			resp, body := f.do("GET", path, c.token, "", mv(c.v)...)
+			if resp.StatusCode != 200 {
+				t.Fatalf("%s %s: %d %v", q, c.v, resp.StatusCode, body)
+			}
+			got := body["servers"].([]any)
+			if c.all {
+				if len(got) != 2 {
+					t.Errorf("%s as %s at %s: %d servers, want the filter ignored", q, c.token, c.v, len(got))
+				}
+			} else if len(got) != 1 || got[0].(map[string]any)["id"] != wantID {
+				t.Errorf("%s as %s at %s: %v, want %s only", q, c.token, c.v, got, wantID)
+			}
+		}
+	}
+	resp, body := f.do("GET", "/v2.1/servers?power_state=on", "demo", "", mv(apiVersion{2, 83})...)
+	expectFault(t, resp, body, 400, "badRequest")
+}

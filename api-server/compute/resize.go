@@ -414,6 +414,13 @@ func (s *Service) listMigrations(w http.ResponseWriter, r *http.Request) {
 	if t := qs.Get("migration_type"); t != "" {
 		q = q.Where("migration_type = ?", t)
 	}
+	if v.AtLeast(80) {
+		for key, col := range map[string]string{"user_id": "user_id", "project_id": "project_id"} {
+			if val := qs.Get(key); val != "" {
+				q = q.Where(col+" = ?", val)
+			}
+		}
+	}
 	since, before, err := changesWindow(qs, v, v.AtLeast(59))
 	if err != nil {
 		s.fail(w, r, err)
@@ -438,6 +445,9 @@ func (s *Service) listMigrations(w http.ResponseWriter, r *http.Request) {
 		}
 		if v.AtLeast(59) {
 			item["uuid"] = m.UUID
+		}
+		if v.AtLeast(80) {
+			item["user_id"], item["project_id"] = m.UserID, m.ProjectID
 		}
 		out = append(out, item)
 	}

@@ -675,6 +675,33 @@ func (s *Service) listServers(detail bool) http.HandlerFunc {
 			return
 		}
 		db = whereChanged(db, since, before)
+		// Nova's filters on the server's own columns: admins' always,
+		// everyone's from 2.83 (before, Nova drops them for others).
+		var regexFilters []func(*store.Instance) bool
+		if creds.IsAdmin() || v.AtLeast(83) {
+			// Query keys that are their columns' names (a fixed list).
+			for _, col := range []string{"user_id", "vm_state", "task_state"} {
+				if val, ok := q[col]; ok {
+					db = db.Where(col+" = ?", val[0])
+				}
+			}
+			if ps, ok := q["power_state"]; ok {
+				n, err := strconv.Atoi(ps[0])
+				if err != nil {
+					writeFault(w, errdefs.InvalidArgumentf("Invalid input for query parameters power_state. Value: %s.", ps[0]))
+					return
+				}
+				db = db.Where("power_state = ?", n)
+			}
+			if kn, ok := q["key_name"]; ok {
+				match := nameFilter(kn[0])
+				regexFilters = append(regexFilters, func(i *store.Instance) bool { return i.KeyName != nil && match(*i.KeyName) })
+			}
+			if az, ok := q["availability_zone"]; ok {
+				match := nameFilter(az[0])
+				regexFilters = append(regexFilters, func(i *store.Instance) bool { return match(i.AvailabilityZone) })
+			}
+		}
 		if lk, ok := q["locked"]; ok && v.AtLeast(73) {
 			b, isNone, valid := parseBoolish(lk[0])
 			if !valid || isNone {
@@ -695,7 +722,7 @@ func (s *Service) listServers(detail bool) http.HandlerFunc {
 		var insts []store.Instance
 		var limit int
 		var more, ok bool
-		if !tagged && name == "" && !byName && !byIP {
+		if !tagged && name == "" && !byName && !byIP && len(regexFilters) == 0 {
 			// Every filter is SQL: page in the database (keyset on the
 			// list order), so a page costs its own rows only.
 			if insts, limit, more, ok = s.pageServers(w, r, db); !ok {
@@ -724,6 +751,15 @@ func (s *Service) listServers(detail bool) http.HandlerFunc {
 				for _, in := range insts {
 					if match(in.Name) {
 						kept = append(kept, in)
+					}
+				}
+				insts = kept
+			}
+			if len(regexFilters) > 0 {
+				kept := insts[:0]
+				for i := range insts {
+					if !slices.ContainsFunc(regexFilters, func(f func(*store.Instance) bool) bool { return !f(&insts[i]) }) {
+						kept = append(kept, insts[i])
 					}
 				}
 				insts = kept

@@ -27,7 +27,7 @@ import (
 // docs/compatibility.md lists them.
 var (
 	minVersion = apiVersion{2, 1}
-	maxVersion = apiVersion{2, 79}
+	maxVersion = apiVersion{2, 84}
 )
 
 // Options configure the compute service.

@@ -7,6 +7,12 @@ Run from a checkout of Tempest 33.0.0 (the version the hidden Tempest run uses):
           /tmp/ts/tempest/lib/api_schema/__init__.py /tmp/ts/tempest/lib/api_schema/response/__init__.py
     PYTHONPATH=/tmp/ts python3 gen_tempest_schemas.py > tempest_schemas.json
 
+Tempest 33.0.0 stops at microversion 2.79. The dirs above it (MASTER_MODULES) come from
+a checkout of Tempest master (fa340b1f5, extracted the same way to /tmp/tsm), given as
+the first argument; they are dumped by a second interpreter with that tree on its path:
+
+    PYTHONPATH=/tmp/ts python3 gen_tempest_schemas.py /tmp/tsm > tempest_schemas.json
+
 Only stdlib is needed: the schema modules import nothing but each other.
 Each entry is "<microversion dir>.<module>.<name>" -> {"status_code": [...], "response_body": {...}},
 kept only where it changed since the previous microversion dir.
@@ -17,6 +23,9 @@ as Nova returns them).
 import copy
 import importlib
 import json
+import os
+import subprocess
+import sys
 
 MODULES = {
     'servers': ['v2_1', 'v2_3', 'v2_6', 'v2_8', 'v2_9', 'v2_16', 'v2_19', 'v2_26',
@@ -34,9 +43,16 @@ MODULES = {
     'tenant_usages': ['v2_1'],
     'quotas': ['v2_1', 'v2_36', 'v2_57'],
     'server_groups': ['v2_1', 'v2_13', 'v2_64'],
+    'migrations': ['v2_1', 'v2_23', 'v2_59'],
     'interfaces': ['v2_1', 'v2_70'],
     'extensions': ['v2_1'],
     'images': ['v2_1', 'v2_45'],
+}
+
+# Dirs above 2.79, from Tempest master.
+MASTER_MODULES = {
+    'servers': ['v2_80', 'v2_84'],
+    'migrations': ['v2_80'],
 }
 
 # Server schemas for calls Capsule serves; the other modules are taken whole.
@@ -55,13 +71,25 @@ def wanted(mod, name):
     return mod != 'servers' or name in SERVER_CALLS
 
 
-out = {}
-for mod, versions in MODULES.items():
-    for v in versions:
-        m = importlib.import_module('tempest.lib.api_schema.response.compute.%s.%s' % (v, mod))
-        for name, val in vars(m).items():
-            if isinstance(val, dict) and 'status_code' in val and wanted(mod, name):
-                out['%s.%s.%s' % (v, mod, name)] = val
+def dump(modules):
+    got = {}
+    for mod, versions in modules.items():
+        for v in versions:
+            m = importlib.import_module('tempest.lib.api_schema.response.compute.%s.%s' % (v, mod))
+            for name, val in vars(m).items():
+                if isinstance(val, dict) and 'status_code' in val and wanted(mod, name):
+                    got['%s.%s.%s' % (v, mod, name)] = val
+    return got
+
+
+if os.environ.get('GEN_MASTER_ONLY'):
+    print(json.dumps(dump(MASTER_MODULES)))
+    sys.exit(0)
+
+out = dump(MODULES)
+if len(sys.argv) > 1:
+    env = dict(os.environ, PYTHONPATH=sys.argv[1], GEN_MASTER_ONLY='1')
+    out.update(json.loads(subprocess.check_output([sys.executable, __file__], env=env)))
 
 from tempest.lib.api_schema.response.compute.v2_1 import parameter_types  # noqa: E402
 from tempest.lib.api_schema.response.compute.v2_1 import servers as s21  # noqa: E402
