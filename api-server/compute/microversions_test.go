@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -568,4 +569,41 @@ func TestMemberServerFilters283(t *testing.T) {
 	}
 	resp, body := f.do("GET", "/v2.1/servers?power_state=on", "demo", "", mv(apiVersion{2, 83})...)
 	expectFault(t, resp, body, 400, "badRequest")
+}
+
+// TestUnshelveZone277: from 2.77 an offloaded server may be unshelved
+// into a named availability zone (the scheduler places it there); a
+// zone that does not exist is a 400, extra keys too; below 2.77 the body
+// is not read.
+func TestUnshelveZone277(t *testing.T) {
+	f := newFixture(t)
+	now := time.Now().UTC()
+	if err := f.st.DB.Create(&store.Service{UUID: "0b3b4f4e-1111-4a4a-8b8b-0000000000z1", Host: "hz", Binary: store.ComputeBinary,
+		Zone: "zone-b", LastHeartbeat: &now}).Error; err != nil {
+		t.Fatal(err)
+	}
+	id := f.create("demo", "sv")
+	action := "/v2.1/servers/" + id + "/action"
+	f.setState(id, lifecycle.ShelvedOffloaded, lifecycle.NoTask)
+	for _, bad := range []string{`{"unshelve":{"availability_zone":"nowhere"}}`, `{"unshelve":{"host":"hz"}}`, `{"unshelve":"x"}`} {
+		resp, body := f.do("POST", action, "demo", bad, mv(apiVersion{2, 77})...)
+		expectFault(t, resp, body, 400, "badRequest")
+	}
+	if got := f.instance(id); got.VMState != lifecycle.ShelvedOffloaded || got.TaskState != lifecycle.NoTask {
+		t.Fatalf("refused unshelve changed the server: %s/%s", got.VMState, got.TaskState)
+	}
+	resp, body := f.do("POST", action, "demo", `{"unshelve":{"availability_zone":"zone-b"}}`, mv(apiVersion{2, 77})...)
+	if resp.StatusCode != 202 {
+		t.Fatalf("unshelve into zone-b: %d %v", resp.StatusCode, body)
+	}
+	if got := f.instance(id); got.AvailabilityZone != "zone-b" || got.TaskState != lifecycle.Unshelving {
+		t.Errorf("after unshelve: zone %q task %q", got.AvailabilityZone, got.TaskState)
+	}
+	// Below 2.77 the body is not read.
+	other := f.create("demo", "sv2")
+	f.setState(other, lifecycle.ShelvedOffloaded, lifecycle.NoTask)
+	resp, body = f.do("POST", "/v2.1/servers/"+other+"/action", "demo", `{"unshelve":{"availability_zone":"nowhere"}}`, mv(apiVersion{2, 76})...)
+	if resp.StatusCode != 202 || f.instance(other).AvailabilityZone == "nowhere" {
+		t.Errorf("2.76 unshelve: %d %v", resp.StatusCode, body)
+	}
 }

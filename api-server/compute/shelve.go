@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 
 	"gorm.io/gorm"
@@ -47,14 +48,20 @@ func (s *Service) shelveOffload(w http.ResponseWriter, r *http.Request, inst *st
 	s.simpleAction(w, r, inst, lifecycle.ActShelveOffload, "shelveOffload")
 }
 
-// unshelveServer (Nova's unshelve; below 2.77 its body is not looked at,
-// and Capsule's newest microversion is below 2.77, so availability_zone
-// and host are refused by the version negotiation, 406). A shelved server
+// unshelveServer (Nova's unshelve; below 2.77 its body is not looked at;
+// from 2.77 it may name the availability_zone an offloaded server is
+// scheduled into, a 409 for a server still on its host; 2.91's host is
+// beyond Capsule's newest microversion, 406). A shelved server
 // is started on its host; an offloaded one is scheduled anywhere with
 // room (its cores and RAM checked against the quota first, under the
 // project's quota lock, since an offloaded server does not count them)
 // and spawned from its shelve image with its ports, addresses and key.
-func (s *Service) unshelveServer(w http.ResponseWriter, r *http.Request, inst *store.Instance, _ json.RawMessage) {
+func (s *Service) unshelveServer(w http.ResponseWriter, r *http.Request, inst *store.Instance, arg json.RawMessage) {
+	zone, err := s.unshelveZone(r, inst, arg)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	if inst.VMState != lifecycle.ShelvedOffloaded {
 		s.simpleAction(w, r, inst, lifecycle.ActUnshelve, "unshelve")
 		return
@@ -68,12 +75,18 @@ func (s *Service) unshelveServer(w http.ResponseWriter, r *http.Request, inst *s
 	reqID := requestID(w)
 	guard := s.growQuota(inst, "unshelve", store.QuotaUsage{Cores: inst.VCPUs, RAM: inst.MemoryMB})
 	var out outbox.Batch
-	err := s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err = s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := guard(tx); err != nil {
 			return err
 		}
 		if _, err := instance.Begin(tx, inst, lifecycle.ActUnshelve, s.opts.Now(), nil); err != nil {
 			return err
+		}
+		if zone != "" {
+			// The scheduler places the server in its zone.
+			if err := tx.Model(&store.Instance{}).Where("id = ?", inst.ID).Update("availability_zone", zone).Error; err != nil {
+				return fmt.Errorf("set availability zone of %s: %w", inst.ID, err)
+			}
 		}
 		now := s.opts.Now()
 		if err := tx.Create(&store.InstanceAction{InstanceID: inst.ID, Action: "unshelve", RequestID: reqID,
@@ -102,6 +115,40 @@ func (s *Service) unshelveServer(w http.ResponseWriter, r *http.Request, inst *s
 	s.deliver(ctx, &out)
 	s.log.Info("unshelve requested", "instance", inst.ID)
 	noContent(w, http.StatusAccepted)
+}
+
+// unshelveZone reads 2.77's unshelve body: null, or {"availability_zone":
+// a zone that exists, or null}, nothing else. A zone is for a server
+// that is offloaded (one still on its host stays there: Nova's 409).
+func (s *Service) unshelveZone(r *http.Request, inst *store.Instance, arg json.RawMessage) (string, error) {
+	if !versionOf(r.Context()).AtLeast(77) || len(arg) == 0 || string(arg) == "null" {
+		return "", nil
+	}
+	var body map[string]json.RawMessage
+	if json.Unmarshal(arg, &body) != nil || body == nil {
+		return "", errdefs.InvalidArgument("Invalid input for field/attribute unshelve. Value must be null or an object.")
+	}
+	for k := range body {
+		if k != "availability_zone" {
+			return "", errdefs.InvalidArgumentf("Additional properties are not allowed ('%s' was unexpected)", k)
+		}
+	}
+	raw, ok := body["availability_zone"]
+	if !ok || string(raw) == "null" {
+		return "", nil
+	}
+	var zone string
+	if json.Unmarshal(raw, &zone) != nil || zone == "" || len(zone) > 255 {
+		return "", errdefs.InvalidArgument("Invalid input for field/attribute availability_zone. Value must be a string of 1-255 characters.")
+	}
+	if inst.VMState != lifecycle.ShelvedOffloaded {
+		return "", errdefs.Conflictf("The availability_zone parameter is only supported for instances in SHELVED_OFFLOADED state: instance %s is %s.",
+			inst.ID, lifecycle.Status(inst.VMState, inst.TaskState))
+	}
+	if !s.zoneExists(r.Context(), zone) {
+		return "", errdefs.InvalidArgumentf("The requested availability zone is not available: %s", zone)
+	}
+	return zone, nil
 }
 
 // forgetShelveImage deletes the shelve image of a server deleted while
