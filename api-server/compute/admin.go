@@ -202,6 +202,14 @@ func (s *Service) hypervisorView(r *http.Request, svc *store.Service, usage stor
 	out["hypervisor_type"] = hvType
 	out["hypervisor_version"] = svc.HypervisorVersion
 	out["host_ip"] = hostIP(svc)
+	out["service"] = map[string]any{"id": svcID, "host": svc.Host, "disabled_reason": svc.DisabledReason}
+	if v.AtLeast(88) {
+		// 2.88 drops the resource figures (placement's to tell) and
+		// shows the uptime here, which Capsule's hosts do not report
+		// (Nova's null for a driver without one).
+		out["uptime"] = nil
+		return out
+	}
 	out["cpu_info"] = cpuInfo(svc, v)
 	out["vcpus"] = svc.VCPUs
 	out["vcpus_used"] = usage.VCPUs
@@ -214,7 +222,6 @@ func (s *Service) hypervisorView(r *http.Request, svc *store.Service, usage stor
 	out["disk_available_least"] = svc.DiskGB - usage.DiskGB
 	out["current_workload"] = 0
 	out["running_vms"] = svc.RunningVMs
-	out["service"] = map[string]any{"id": svcID, "host": svc.Host, "disabled_reason": svc.DisabledReason}
 	return out
 }
 
@@ -373,6 +380,18 @@ func (s *Service) showHypervisor(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"hypervisor": h})
+}
+
+// gone88 answers the hypervisor APIs 2.88 removed (statistics, uptime)
+// with Nova's 404 from 2.88.
+func gone88(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if versionOf(r.Context()).AtLeast(88) {
+			writeFault(w, errdefs.NotFound("The resource could not be found."))
+			return
+		}
+		h(w, r)
+	}
 }
 
 func (s *Service) hypervisorUptime(w http.ResponseWriter, r *http.Request) {

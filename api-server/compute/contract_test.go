@@ -393,7 +393,15 @@ func TestContractAdminEveryMicroversion(t *testing.T) {
 		f.check(t, ts, v, contractCall{"admin", "GET", "/v2.1/os-services?binary=nova-compute&host=h1", "", "services", "list_services"})
 		f.check(t, ts, v, contractCall{"admin", "GET", "/v2.1/os-hypervisors", "", "hypervisors", "list_search_hypervisors"})
 		f.check(t, ts, v, contractCall{"admin", "GET", "/v2.1/os-hypervisors/detail", "", "hypervisors", "list_hypervisors_detail"})
-		f.check(t, ts, v, contractCall{"admin", "GET", "/v2.1/os-hypervisors/statistics", "", "hypervisors", "get_hypervisor_statistics"})
+		if v.AtLeast(88) {
+			// 2.88 removed the statistics and uptime APIs.
+			resp, body := f.do("GET", "/v2.1/os-hypervisors/statistics", "admin", "", mv(v)...)
+			expectFault(t, resp, body, 404, "itemNotFound")
+			resp, body = f.do("GET", "/v2.1/os-hypervisors/"+w.h1.UUID+"/uptime", "admin", "", mv(v)...)
+			expectFault(t, resp, body, 404, "itemNotFound")
+		} else {
+			f.check(t, ts, v, contractCall{"admin", "GET", "/v2.1/os-hypervisors/statistics", "", "hypervisors", "get_hypervisor_statistics"})
+		}
 		for _, h := range []store.Service{w.h1, w.h2} {
 			id := fmt.Sprint(h.ID)
 			if v.AtLeast(53) {
@@ -404,7 +412,9 @@ func TestContractAdminEveryMicroversion(t *testing.T) {
 			if s, isString := ci.(string); !v.AtLeast(28) && (!isString || json.Unmarshal([]byte(s), new(map[string]any)) != nil) {
 				t.Errorf("%s cpu_info %v is not a JSON-encoded string", v, ci)
 			}
-			f.check(t, ts, v, contractCall{"admin", "GET", "/v2.1/os-hypervisors/" + id + "/uptime", "", "hypervisors", "get_hypervisor_uptime"})
+			if !v.AtLeast(88) {
+				f.check(t, ts, v, contractCall{"admin", "GET", "/v2.1/os-hypervisors/" + id + "/uptime", "", "hypervisors", "get_hypervisor_uptime"})
+			}
 			if v.AtLeast(53) {
 				f.check(t, ts, v, contractCall{"admin", "GET", "/v2.1/os-hypervisors/" + id + "?with_servers=true", "", "hypervisors", "get_hypervisor"})
 			} else {

@@ -27,7 +27,7 @@ import (
 // docs/compatibility.md lists them.
 var (
 	minVersion = apiVersion{2, 1}
-	maxVersion = apiVersion{2, 84}
+	maxVersion = apiVersion{2, 88}
 )
 
 // Options configure the compute service.
@@ -327,9 +327,9 @@ func (s *Service) apiRoutes(mux *http.ServeMux, p string) {
 	mux.HandleFunc("PUT "+p+"/os-services/{action}", s.admin(s.updateService))
 	mux.HandleFunc("GET "+p+"/os-hypervisors", s.admin(s.listHypervisors(false)))
 	mux.HandleFunc("GET "+p+"/os-hypervisors/detail", s.admin(s.listHypervisors(true)))
-	mux.HandleFunc("GET "+p+"/os-hypervisors/statistics", s.admin(s.hypervisorStatistics))
+	mux.HandleFunc("GET "+p+"/os-hypervisors/statistics", s.admin(gone88(s.hypervisorStatistics)))
 	mux.HandleFunc("GET "+p+"/os-hypervisors/{id}", s.admin(s.showHypervisor))
-	mux.HandleFunc("GET "+p+"/os-hypervisors/{id}/uptime", s.admin(s.hypervisorUptime))
+	mux.HandleFunc("GET "+p+"/os-hypervisors/{id}/uptime", s.admin(gone88(s.hypervisorUptime)))
 	mux.HandleFunc("GET "+p+"/os-hypervisors/{id}/search", s.admin(s.searchHypervisors(false)))
 	mux.HandleFunc("GET "+p+"/os-hypervisors/{id}/servers", s.admin(s.searchHypervisors(true)))
 	mux.HandleFunc("GET "+p+"/limits", s.authed(s.limits))
