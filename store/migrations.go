@@ -179,6 +179,19 @@ var migrations = []migration{
 		}
 		return tx.Migrator().AddColumn(&Instance{}, "LockedReason")
 	}},
+	{21, "indexes in the servers list's order (a page reads its own rows only)", func(tx *gorm.DB) error {
+		// The list pages newest first, then by id (a keyset on both), per
+		// project or across all of them (admins).
+		for _, ddl := range []string{
+			"CREATE INDEX IF NOT EXISTS ix_instances_project_list ON instances (project_id, created_at, id)",
+			"CREATE INDEX IF NOT EXISTS ix_instances_list ON instances (created_at, id)",
+		} {
+			if err := tx.Exec(ddl).Error; err != nil {
+				return err
+			}
+		}
+		return nil
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

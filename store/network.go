@@ -1165,18 +1165,37 @@ func (s *Store) ServerPorts(ctx context.Context, instanceID, project string) ([]
 }
 
 // PortsOfServers returns the ports the Compute API bound to any of the
-// servers ids, with their addresses, in ServerPorts' order (a server's
-// NICs are those of its own project: the caller keeps those).
+// servers ids, in ServerPorts' order, with what a server view shows of
+// them: id, device, project, network, MAC and fixed IPs (ordered as
+// ServerPorts orders them). A server's NICs are those of its own project:
+// the caller keeps those. One query per 1,000 servers.
 func (s *Store) PortsOfServers(ctx context.Context, ids []string) ([]Port, error) {
 	var out []Port
 	for chunk := range slices.Chunk(ids, 1000) {
-		var ports []Port
-		err := s.WithContext(ctx).Preload("FixedIPs", orderAllocations).Order("created_at, id").
-			Where("device_id IN ? AND compute_bound = ?", chunk, true).Find(&ports).Error
+		var rows []struct {
+			ID, DeviceID, ProjectID, NetworkID, MACAddress string
+			SubnetID, IPAddress                            *string
+		}
+		err := s.WithContext(ctx).Table("ports").
+			Select("ports.id, ports.device_id, ports.project_id, ports.network_id, ports.mac_address, "+
+				"ip_allocations.subnet_id, ip_allocations.ip_address").
+			Joins("LEFT JOIN ip_allocations ON ip_allocations.port_id = ports.id").
+			Where("ports.device_id IN ? AND ports.compute_bound = ?", chunk, true).
+			Order("ports.created_at, ports.id, ip_allocations.subnet_id, ip_allocations.ip_address").Scan(&rows).Error
 		if err != nil {
 			return nil, fmt.Errorf("ports of %d servers: %w", len(chunk), err)
 		}
-		out = append(out, ports...)
+		for _, r := range rows {
+			if len(out) == 0 || out[len(out)-1].ID != r.ID {
+				out = append(out, Port{ID: r.ID, DeviceID: r.DeviceID, ProjectID: r.ProjectID, NetworkID: r.NetworkID,
+					MACAddress: r.MACAddress, FixedIPs: []IPAllocation{}})
+			}
+			if r.IPAddress != nil {
+				p := &out[len(out)-1]
+				p.FixedIPs = append(p.FixedIPs, IPAllocation{SubnetID: *r.SubnetID, IPAddress: *r.IPAddress, PortID: r.ID,
+					NetworkID: r.NetworkID})
+			}
+		}
 	}
 	return out, nil
 }

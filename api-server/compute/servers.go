@@ -833,7 +833,11 @@ func (s *Service) pageServers(w http.ResponseWriter, r *http.Request, db *gorm.D
 		at := marker[0].CreatedAt
 		q = q.Where("(created_at < ? OR (created_at = ? AND id < ?))", at, at, marker[0].ID)
 	}
-	q = q.Order("created_at DESC").Order("id DESC")
+	// The columns a server's view never shows are left out: a page is a
+	// thousand rows.
+	q = q.Omit("owned_ports", "key_data", "scheduler_hints", "tried_hosts", "requested_host", "old_flavor_row_id",
+		"old_flavor_id", "old_flavor_name", "old_vcpus", "old_memory_mb", "old_root_gb", "old_extra_specs",
+		"resize_from_state", "build_attempts", "flavor_row_id").Order("created_at DESC").Order("id DESC")
 	if limit >= 0 {
 		q = q.Limit(limit + 1)
 	}

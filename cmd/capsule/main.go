@@ -9,6 +9,7 @@
 //	capsule [-f table|json] migration list
 //	capsule rescue-data SERVER --to DIR   (offline: reads Docker's data root)
 //	capsule bench boot --count N --concurrency C [--image NAME] [--flavor NAME]
+//	capsule bench sched --hosts N | bench list --servers N   (offline, scratch database)
 package main
 
 import (
@@ -48,6 +49,10 @@ commands:
                                    offline: copy a server's files out of Docker's data root (dockerd may be down)
   bench boot --count N --concurrency C [--image busybox] [--flavor m1.tiny] [--docker-host unix:///run/capsule/docker.sock]
                                    boot-and-delete benchmark beside raw docker run
+  bench sched [--hosts 5000] [--servers 10000] [--concurrency 8] [--postgres DSN]
+                                   offline: the scheduler placing over simulated hosts in a scratch database
+  bench list [--servers 10000] [--limit 1000] [--requests 50] [--admin] [--postgres DSN]
+                                   offline: GET /servers/detail pages over a scratch database of N servers
 Credentials: OS_CLOUD (clouds.yaml) or OS_AUTH_URL/OS_USERNAME/... (source /etc/capsule/admin-openrc);
 OS_CACERT names the CA of an https endpoint.
 `
@@ -91,6 +96,12 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	c := &cli{format: *format}
+	switch rest[0] + " " + rest[1] {
+	case "bench sched": // offline: a scratch database, no cloud
+		return c.benchSched(ctx, rest[2:])
+	case "bench list":
+		return c.benchList(ctx, rest[2:])
+	}
 	if err := c.authenticate(ctx); err != nil {
 		return err
 	}
