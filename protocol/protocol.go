@@ -76,6 +76,12 @@ type NIC struct {
 	NetworkType     string   `json:"network_type"`    // vlan | flat
 	SegmentationID  int      `json:"segmentation_id"` // VLAN id; 0 for flat
 	PortSecurity    bool     `json:"port_security"`   // anti-spoofing flows on
+	// Firewall is the port's security groups resolved to rules (remote
+	// groups to their members' addresses), enforced on top of the
+	// anti-spoofing flows: default deny, allowed by rule, established
+	// and related traffic allowed. nil: no filtering (no port security,
+	// or a control plane from before security groups).
+	Firewall *Firewall `json:"firewall,omitempty"`
 	// Bandwidth shapes the NIC (Nova's quota:vif_* extra specs); nil or
 	// zero values mean unlimited.
 	Bandwidth *Bandwidth `json:"bandwidth,omitempty"`
@@ -92,6 +98,31 @@ type Bandwidth struct {
 	OutboundAverageKBps int `json:"outbound_average_kbps,omitempty"` // out of the server
 	OutboundPeakKBps    int `json:"outbound_peak_kbps,omitempty"`
 	OutboundBurstKB     int `json:"outbound_burst_kb,omitempty"`
+}
+
+// Firewall is what a port's security groups allow. No rule allows
+// nothing (in or out) but the replies of what was allowed.
+type Firewall struct {
+	Rules []FirewallRule `json:"rules"`
+}
+
+// FirewallRule allows one kind of traffic in (from Remotes) or out (to
+// Remotes) of the port.
+type FirewallRule struct {
+	Direction string `json:"direction"` // ingress | egress
+	EtherType string `json:"ethertype"` // IPv4 | IPv6
+	Protocol  int    `json:"protocol"`  // IP protocol number; -1 any
+	// PortMin/PortMax: the destination port range (TCP, UDP, SCTP); for
+	// ICMP the type (min) and code (max). nil: any.
+	PortMin *int `json:"port_min,omitempty"`
+	PortMax *int `json:"port_max,omitempty"`
+	// RemoteAny: from/to anywhere; else only from/to Remotes (CIDRs; a
+	// remote group's members' addresses, possibly none).
+	RemoteAny bool     `json:"remote_any,omitempty"`
+	Remotes   []string `json:"remotes,omitempty"`
+	// Stateful: allowed connections are tracked, so their replies pass
+	// (a stateless group's rules allow only what they match).
+	Stateful bool `json:"stateful"`
 }
 
 // IP is one fixed address of a NIC.

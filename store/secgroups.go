@@ -709,3 +709,50 @@ func (s *Store) SecurityGroupWatchers(ctx context.Context, groups []string) ([]s
 	}
 	return portsOfGroups(tx, watching)
 }
+
+// PortFirewallSource is what a port's filter is made of: its groups with
+// their rules, and the fixed IPs of the members of every group those
+// rules name as remote group.
+type PortFirewallSource struct {
+	Groups  []SecurityGroup
+	Members map[string][]string // remote group id -> member addresses
+}
+
+// PortFirewall gathers port's groups, their rules and the addresses of
+// the remote groups' members.
+func (s *Store) PortFirewall(ctx context.Context, port *Port) (*PortFirewallSource, error) {
+	src := &PortFirewallSource{Members: map[string][]string{}}
+	if len(port.SecurityGroups) == 0 {
+		return src, nil
+	}
+	tx := s.WithContext(ctx)
+	if err := tx.Preload("Rules", func(db *gorm.DB) *gorm.DB { return db.Order("created_at, id") }).
+		Where("id IN ?", port.SecurityGroups).Order("id").Find(&src.Groups).Error; err != nil {
+		return nil, fmt.Errorf("security groups of port %s: %w", port.ID, err)
+	}
+	var remotes []string
+	for _, g := range src.Groups {
+		for _, r := range g.Rules {
+			if r.RemoteGroupID != nil && !containsStr(remotes, *r.RemoteGroupID) {
+				remotes = append(remotes, *r.RemoteGroupID)
+			}
+		}
+	}
+	if len(remotes) == 0 {
+		return src, nil
+	}
+	var rows []struct {
+		SecurityGroupID string
+		IPAddress       string
+	}
+	if err := tx.Table("port_security_groups").Select("port_security_groups.security_group_id, ip_allocations.ip_address").
+		Joins("JOIN ip_allocations ON ip_allocations.port_id = port_security_groups.port_id").
+		Where("port_security_groups.security_group_id IN ?", remotes).
+		Order("port_security_groups.security_group_id, ip_allocations.ip_address").Scan(&rows).Error; err != nil {
+		return nil, fmt.Errorf("members of remote groups of port %s: %w", port.ID, err)
+	}
+	for _, r := range rows {
+		src.Members[r.SecurityGroupID] = append(src.Members[r.SecurityGroupID], r.IPAddress)
+	}
+	return src, nil
+}

@@ -6,6 +6,7 @@ import (
 	"net"
 
 	"github.com/capsule-cloud/capsule/ovs"
+	"github.com/capsule-cloud/capsule/protocol"
 )
 
 // Cookie is the OpenFlow cookie of the port-security flows of Neutron port
@@ -39,14 +40,23 @@ const (
 // those and mac's EUI-64 link-local address, neighbour advertisements only
 // for them, no router advertisements; all else from the port dropped.
 // Traffic to the port is not filtered here: the VLAN does that.
-func securityFlows(cookie uint64, ofport int, mac net.HardwareAddr, ips []net.IP) []string {
+//
+// With a firewall (fw not nil: the port's security groups) the IP and IPv6
+// it may send go through its egress rules (ct, table 71) instead of
+// straight to NORMAL, and what is sent to it through its ingress rules
+// (firewall.go).
+func securityFlows(cookie uint64, ofport int, mac net.HardwareAddr, ips []net.IP, fw *protocol.Firewall, zone int) []string {
 	from := fmt.Sprintf("cookie=%#x,in_port=%d,dl_src=%s", cookie, ofport, mac)
+	ipAction := "NORMAL"
+	if fw != nil {
+		ipAction = egressAction(zone)
+	}
 	var flows []string
 	var v6 []net.IP
 	for _, ip := range ips {
 		if ip4 := ip.To4(); ip4 != nil {
 			flows = append(flows,
-				fmt.Sprintf("%s,priority=%d,ip,nw_src=%s,actions=NORMAL", from, prioAllow, ip4),
+				fmt.Sprintf("%s,priority=%d,ip,nw_src=%s,actions=%s", from, prioAllow, ip4, ipAction),
 				fmt.Sprintf("%s,priority=%d,arp,arp_sha=%s,arp_spa=%s,actions=NORMAL", from, prioAllow, mac, ip4))
 		} else {
 			v6 = append(v6, ip)
@@ -57,7 +67,7 @@ func securityFlows(cookie uint64, ofport int, mac net.HardwareAddr, ips []net.IP
 		for _, ip := range v6 {
 			flows = append(flows,
 				fmt.Sprintf("%s,priority=%d,icmp6,icmp_type=136,icmp_code=0,nd_target=%s,actions=NORMAL", from, prioAllowND, ip),
-				fmt.Sprintf("%s,priority=%d,ipv6,ipv6_src=%s,actions=NORMAL", from, prioAllow, ip))
+				fmt.Sprintf("%s,priority=%d,ipv6,ipv6_src=%s,actions=%s", from, prioAllow, ip, ipAction))
 		}
 		flows = append(flows,
 			// Duplicate address detection and its MLD report come from ::.
@@ -67,6 +77,9 @@ func securityFlows(cookie uint64, ofport int, mac net.HardwareAddr, ips []net.IP
 			fmt.Sprintf("cookie=%#x,in_port=%d,priority=%d,icmp6,icmp_type=134,actions=drop", cookie, ofport, prioDenyND))
 	}
 	flows = append(flows, fmt.Sprintf("cookie=%#x,in_port=%d,priority=%d,actions=drop", cookie, ofport, prioDropPort))
+	if fw != nil {
+		flows = append(flows, firewallFlows(cookie, ofport, mac, zone, fw)...)
+	}
 	return flows
 }
 

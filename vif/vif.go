@@ -404,7 +404,13 @@ func (p *Plumber) plugNIC(ctx context.Context, id string, ns netns.NsHandle, nsh
 		return err
 	}
 	if pl.nic.PortSecurity {
-		return p.ovs.ReplaceFlows(ctx, pl.bridge, pl.cookie, securityFlows(pl.cookie, port.OFPort, pl.mac, pl.ips()))
+		if pl.nic.Firewall != nil {
+			if err := p.ovs.AddFlows(ctx, pl.bridge, []string{dispatchFallback()}); err != nil {
+				return err
+			}
+		}
+		return p.ovs.ReplaceFlows(ctx, pl.bridge, pl.cookie,
+			securityFlows(pl.cookie, port.OFPort, pl.mac, pl.ips(), pl.nic.Firewall, Zone(pl.nic.PortID)))
 	}
 	return p.ovs.DeleteFlows(ctx, pl.bridge, ovs.CookieMatch(pl.cookie))
 }

@@ -26,7 +26,6 @@ import (
 // clear error instead of "no such action".
 var notYet = map[string]string{
 	"rescue": "rescue", "unrescue": "rescue", "changePassword": "password change",
-	"addSecurityGroup": "security groups", "removeSecurityGroup": "security groups",
 	"os-getVNCConsole": "VNC consoles", "trigger_crash_dump": "crash dumps", "forceDelete": "soft delete",
 	"restore": "soft delete",
 }
@@ -115,6 +114,8 @@ func (s *Service) serverAction(w http.ResponseWriter, r *http.Request) {
 		s.shelveOffload(w, r, inst)
 	case "unshelve":
 		s.unshelveServer(w, r, inst, arg)
+	case "addSecurityGroup", "removeSecurityGroup":
+		s.securityGroupAction(w, r, inst, arg, name == "addSecurityGroup")
 	default:
 		if feature, known := notYet[name]; known {
 			writeFault(w, errdefs.InvalidArgumentf("Action '%s' (%s) is not supported by this Capsule release yet.", name, feature))

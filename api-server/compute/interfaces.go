@@ -290,6 +290,7 @@ func (s *Service) reserveInterface(ctx context.Context, inst *store.Instance, rq
 	if err != nil {
 		return fail("reload port", err)
 	}
+	s.membersChanged(ctx, p.SecurityGroups, inst)
 	return p, nil
 }
 
@@ -303,9 +304,14 @@ func (s *Service) releaseInterface(ctx context.Context, inst *store.Instance, po
 		}); err != nil {
 			s.log.Error("forget owned port", "instance", inst.ID, "port", portID, "error", err)
 		}
+		var groups []string
+		if p, err := s.st.GetPort(ctx, portID); err == nil {
+			groups = p.SecurityGroups
+		}
 		if err := s.st.ReleasePort(ctx, portID); err != nil && !errors.Is(err, store.ErrPortNotFound) {
 			s.log.Error("release port", "instance", inst.ID, "port", portID, "error", err)
 		}
+		s.membersChanged(ctx, groups, inst)
 		return
 	}
 	if _, err := s.st.BindPort(ctx, portID, "", "", ""); err != nil && !errors.Is(err, store.ErrPortNotFound) {

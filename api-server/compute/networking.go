@@ -21,6 +21,8 @@ type nicRequest struct {
 	NetworkID string
 	FixedIP   string
 	PortID    string
+	// SecurityGroups of a new port (nil: the project's default group).
+	SecurityGroups *[]string
 }
 
 // fixedIPInUse is the reason of a requested fixed IP that another port
@@ -169,7 +171,7 @@ func (s *Service) allocateNICs(ctx context.Context, inst *store.Instance, reqs [
 		}
 		pr := store.PortRequest{NetworkID: rq.NetworkID, ProjectID: inst.ProjectID, DeviceID: inst.ID,
 			DeviceOwner: "compute:nova", ComputeBound: true, Admin: creds.IsAdmin(),
-			Quota: store.NetworkQuotaGuard(inst.ProjectID, "port", s.opts.DefaultPortQuota)}
+			Quota: store.NetworkQuotaGuard(inst.ProjectID, "port", s.opts.DefaultPortQuota), SecurityGroups: rq.SecurityGroups}
 		if rq.FixedIP != "" {
 			pr.FixedIPs = []store.FixedIPRequest{{IP: rq.FixedIP}}
 		}

@@ -233,9 +233,19 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if err := validateSecurityGroups(in.SecurityGroups); err != nil {
+	sgRefs, err := validateSecurityGroups(in.SecurityGroups)
+	if err != nil {
 		s.fail(w, r, err)
 		return
+	}
+	var sgIDs *[]string
+	if len(sgRefs) > 0 {
+		ids, err := s.resolveSecurityGroups(ctx, creds.ProjectID, sgRefs)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		sgIDs = &ids
 	}
 	meta, err := serverMetadata(in.Metadata)
 	if err != nil {
@@ -326,6 +336,9 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.fail(w, r, err)
 		return
+	}
+	for i := range nicReqs {
+		nicReqs[i].SecurityGroups = sgIDs
 	}
 	adminPass := ""
 	if in.AdminPass != nil {
@@ -424,6 +437,9 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, err)
 			return
 		}
+		if ports, err := s.st.ServerPorts(ctx, inst.ID, inst.ProjectID); err == nil {
+			s.membersChanged(ctx, groupsOfPorts(ports), inst) // the new addresses reach the groups naming them
+		}
 		// The server's ports and its schedule request commit together
 		// (the outbox): once they did, the request reaches the scheduler
 		// even if this process dies before publishing it.
@@ -458,7 +474,7 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 	links := s.links(r, "servers", first.ID)
 	w.Header().Set("Location", links[0]["href"])
 	body := map[string]any{"id": first.ID, "links": links, "OS-DCF:diskConfig": "MANUAL",
-		"security_groups": []map[string]string{{"name": "default"}}, "adminPass": adminPass}
+		"security_groups": createdGroups(sgRefs), "adminPass": adminPass}
 	writeJSON(w, http.StatusAccepted, map[string]any{"server": body})
 }
 
@@ -477,20 +493,31 @@ func serverMetadata(in map[string]any) (map[string]string, error) {
 	return meta, nil
 }
 
-// validateSecurityGroups checks the requested security groups. Every
-// server is in "default" and Capsule has no other groups yet, so any other
-// name is unknown (a 400 in Nova, which Tempest checks).
-func validateSecurityGroups(groups []map[string]any) error {
+// validateSecurityGroups checks the requested security groups' form and
+// returns their names (or ids); the create resolves them in the project.
+// createdGroups is a create response's security_groups: the names asked
+// for, else the default group.
+func createdGroups(refs []string) []map[string]string {
+	if len(refs) == 0 {
+		return []map[string]string{{"name": "default"}}
+	}
+	out := make([]map[string]string, 0, len(refs))
+	for _, r := range refs {
+		out = append(out, map[string]string{"name": r})
+	}
+	return out
+}
+
+func validateSecurityGroups(groups []map[string]any) ([]string, error) {
+	var refs []string
 	for _, g := range groups {
 		name, ok := g["name"].(string)
 		if !ok || name == "" {
-			return errdefs.InvalidArgument("Invalid input for field/attribute security_groups. Each group needs a name.")
+			return nil, errdefs.InvalidArgument("Invalid input for field/attribute security_groups. Each group needs a name.")
 		}
-		if name != "default" {
-			return errdefs.InvalidArgumentf("Unable to find security_group with name or id '%s'", name)
-		}
+		refs = append(refs, name)
 	}
-	return nil
+	return refs, nil
 }
 
 func randomPassword() string {

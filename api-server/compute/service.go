@@ -347,6 +347,7 @@ func (s *Service) apiRoutes(mux *http.ServeMux, p string) {
 	mux.HandleFunc("GET "+p+"/os-aggregates", s.admin(emptyList("aggregates")))
 	s.serverGroupRoutes(mux, p)
 	s.imageRoutes(mux, p)
+	s.securityGroupRoutes(mux, p)
 	s.keypairRoutes(mux, p)
 	mux.HandleFunc("GET "+p+"/extensions", s.authed(s.listExtensions))
 	mux.HandleFunc("GET "+p+"/extensions/{alias}", s.authed(s.showExtension))

@@ -217,7 +217,10 @@ func (s *Service) serverViewWith(r *http.Request, inst *store.Instance, kind vie
 		return out
 	}
 	out["key_name"] = inst.KeyName
-	out["security_groups"] = []map[string]string{{"name": "default"}}
+	// Omitted when the server has none (no NIC, or none with a group), as Nova.
+	if sgs := s.securityGroupNames(r.Context(), s.serverNICs(r.Context(), inst)); len(sgs) > 0 {
+		out["security_groups"] = sgs
+	}
 	out["config_drive"] = ""
 	if inst.ConfigDrive {
 		out["config_drive"] = "True" // Nova's string

@@ -255,7 +255,7 @@ func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) e
 		DefaultQuota:     compute.Quota{Instances: cfg.Quota.Instances, Cores: cfg.Quota.Cores, RAM: cfg.Quota.RAMMB},
 		DefaultPortQuota: cfg.Network.Quota.Ports})
 	netw := network.New(ids, network.WithStore(d.st), network.WithConfig(cfg.Network), network.WithLogger(log),
-		network.WithPortDetacher(comp), network.WithPortUpdater(comp))
+		network.WithPortDetacher(comp), network.WithPortUpdater(comp), network.WithSecurityGroupNotifier(comp))
 	// The portal is a client of the APIs above, reaching them where they
 	// listen on this host (the catalog's public host may not resolve here).
 	local, scheme := localHost(a.Listen), "http"

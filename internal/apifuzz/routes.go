@@ -223,6 +223,23 @@ func routes() []route {
 	c(route{method: "GET", path: "/os-aggregates", asAdmin: true})
 	c(route{method: "GET", path: "/extensions"})
 	c(route{method: "GET", path: "/servers/{server}/topology"})
+	// Security groups: a server's, and Nova's proxy (below 2.36).
+	c(route{method: "GET", path: "/servers/{server}/os-security-groups"})
+	c(route{method: "GET", path: "/os-security-groups"})
+	c(route{method: "POST", path: "/os-security-groups", creates: "secgroup", body: func(e *env) any {
+		return obj("security_group", map[string]any{"name": e.name("sg"), "description": "d"})
+	}})
+	c(route{method: "GET", path: "/os-security-groups/{secgroup}"})
+	c(route{method: "PUT", path: "/os-security-groups/{secgroup}", destructive: true, body: func(e *env) any {
+		return obj("security_group", map[string]any{"name": e.name("sg"), "description": "x"})
+	}})
+	c(route{method: "DELETE", path: "/os-security-groups/{secgroup}", destructive: true})
+	c(route{method: "POST", path: "/os-security-group-rules", creates: "sgrule", body: func(e *env) any {
+		return obj("security_group_rule", map[string]any{"parent_group_id": e.id("secgroup"), "ip_protocol": e.pickOf("tcp", "udp", "icmp", nil),
+			"from_port": e.pickOf(-1, 22, 1000), "to_port": e.pickOf(-1, 22, 2000), "cidr": e.pickOf("0.0.0.0/0", "10.0.0.0/8", nil),
+			"group_id": e.pickOf(nil, e.id("secgroup"))})
+	}})
+	c(route{method: "DELETE", path: "/os-security-group-rules/{sgrule}", destructive: true})
 	// The image proxy (below 2.36).
 	imgQuery := []string{"name", "status", "server", "type", "minRam", "minDisk", "changes-since", "limit", "marker"}
 	c(route{method: "GET", path: "/images", query: imgQuery})
@@ -525,6 +542,12 @@ var actionBodies = []func(e *env) any{
 	func(e *env) any { return obj("reboot", map[string]any{"type": e.pickOf("SOFT", "HARD")}) },
 	func(e *env) any { return obj("lock", e.pickOf(nil, map[string]any{"locked_reason": "fuzz"})) },
 	func(e *env) any { return obj("unlock", nil) },
+	func(e *env) any {
+		return obj("addSecurityGroup", map[string]any{"name": e.pickOf("default", "fuzz-sg", e.id("secgroup"))})
+	},
+	func(e *env) any {
+		return obj("removeSecurityGroup", map[string]any{"name": e.pickOf("default", "fuzz-sg")})
+	},
 	func(e *env) any { return obj("os-resetState", map[string]any{"state": e.pickOf("active", "error")}) },
 	func(e *env) any {
 		return obj("os-getConsoleOutput", map[string]any{"length": e.pickOf(10, -1, nil, "5")})
