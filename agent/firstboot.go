@@ -71,3 +71,23 @@ func (a *Agent) userDataHostname(s protocol.InstanceSpec) string {
 	}
 	return plan.Hostname
 }
+
+// setAdminPassword has the driver put req.Hash in root's /etc/shadow line
+// (changePassword); a driver or image that cannot is NotSupported.
+func (a *Agent) setAdminPassword(ctx context.Context, req protocol.SetAdminPassword) error {
+	ps, ok := a.drv.(drivers.PasswordSetter)
+	if !ok {
+		return fmt.Errorf("set the password of %s: driver %s: %w", req.InstanceID, a.drv.Name(), drivers.ErrNotSupported)
+	}
+	ctx, cancel := context.WithTimeout(ctx, a.callTimeout)
+	defer cancel()
+	unlock, err := a.locks.lock(ctx, req.InstanceID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := ps.SetAdminPassword(ctx, req.InstanceID, req.Hash); err != nil {
+		return fmt.Errorf("set the password of %s on %s: %w", req.InstanceID, a.cfg.Host, err)
+	}
+	return nil
+}

@@ -95,6 +95,12 @@ func (a *Agent) Handle(ctx context.Context, m bus.Message) (any, error) {
 			return nil, err
 		}
 		return nil, a.handleAction(ctx, req)
+	case protocol.KindSetAdminPassword:
+		var req protocol.SetAdminPassword
+		if err := m.Decode(&req); err != nil {
+			return nil, err
+		}
+		return struct{}{}, a.setAdminPassword(ctx, req)
 	case protocol.KindConsoleOutput:
 		var req protocol.ConsoleOutputRequest
 		if err := m.Decode(&req); err != nil {

@@ -1,13 +1,19 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 )
 
 const e2eCloudConfig = `#cloud-config
@@ -123,5 +129,34 @@ func TestUserDataAndConfigDrive(t *testing.T) {
 	})
 	if got := read(vm, "/root/runcmd.out"); got != "ran on ud-host" {
 		t.Errorf("runcmd after a reboot: %q, want one run", got)
+	}
+
+	// adminPass: busybox has no /etc/shadow, so the API says it cannot
+	// (Nova's 501); with one, root's line gets the password's hash.
+	cc := c.computeClient(t, "admin", c.adminPass, "admin")
+	err := servers.ChangeAdminPassword(context.Background(), cc, script.id, "n3w-Secret").ExtractErr()
+	if !gophercloud.ResponseCodeIs(err, http.StatusNotImplemented) || !strings.Contains(err.Error(), "/etc/shadow") {
+		t.Errorf("changePassword without /etc/shadow: %v, want 501 naming /etc/shadow", err)
+	}
+	if out, err := script.exec("sh", "-c", "echo 'root:*:19000:0:99999:7:::' > /etc/shadow && chmod 640 /etc/shadow"); err != nil {
+		t.Fatalf("make /etc/shadow: %v %s", err, out)
+	}
+	if err := servers.ChangeAdminPassword(context.Background(), cc, script.id, "n3w-Secret").ExtractErr(); err != nil {
+		t.Fatalf("changePassword: %v", err)
+	}
+	line := strings.Split(read(script, "/etc/shadow"), ":")
+	if len(line) < 3 || !strings.HasPrefix(line[1], "$6$") {
+		t.Fatalf("/etc/shadow after changePassword: %q", line)
+	}
+	salt := strings.Split(line[1], "$")[2]
+	want, err := exec.Command("openssl", "passwd", "-6", "-salt", salt, "n3w-Secret").Output()
+	if err != nil {
+		t.Fatalf("openssl passwd: %v", err)
+	}
+	if line[1] != strings.TrimSpace(string(want)) {
+		t.Errorf("root's hash %s is not the password's (%s)", line[1], want)
+	}
+	if out, _ := script.exec("stat", "-c", "%a", "/etc/shadow"); out != "640" {
+		t.Errorf("/etc/shadow mode %q after changePassword, want 640 kept", out)
 	}
 }

@@ -34,3 +34,14 @@ type InstanceMetadata struct {
 	SecurityGroups []string `json:"security_groups,omitempty"`
 	NICs           []NIC    `json:"nics,omitempty"`
 }
+
+// KindSetAdminPassword (compute.<host>, request/reply) sets root's
+// password of a server (Nova's changePassword). Only the hash travels.
+const KindSetAdminPassword = "set_admin_password"
+
+// SetAdminPassword asks the host to put Hash (crypt(3) SHA-512) in root's
+// /etc/shadow line of the server.
+type SetAdminPassword struct {
+	InstanceID string `json:"instance_id"`
+	Hash       string `json:"hash"`
+}

@@ -25,7 +25,7 @@ import (
 // notYet are Nova actions Capsule knows but does not offer yet; they get a
 // clear error instead of "no such action".
 var notYet = map[string]string{
-	"rescue": "rescue", "unrescue": "rescue", "changePassword": "password change",
+	"rescue": "rescue", "unrescue": "rescue",
 	"os-getVNCConsole": "VNC consoles", "trigger_crash_dump": "crash dumps", "forceDelete": "soft delete",
 	"restore": "soft delete",
 }
@@ -54,6 +54,8 @@ func (s *Service) serverAction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch name {
+	case "changePassword":
+		s.changePassword(w, r, inst, arg)
 	case "os-start":
 		s.simpleAction(w, r, inst, lifecycle.ActStart, "start")
 	case "os-stop":

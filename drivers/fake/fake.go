@@ -13,6 +13,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/drivers"
 	"github.com/capsule-cloud/capsule/limits"
+	"github.com/capsule-cloud/capsule/shadowpw"
 )
 
 // Op names a driver operation, for error injection and call counting.
@@ -589,3 +590,32 @@ func (d *Driver) Resize(ctx context.Context, id string, vcpus, memoryMB int, l l
 	in.Resizes++
 	return nil
 }
+
+// OpSetAdminPassword names SetAdminPassword for failure injection.
+const OpSetAdminPassword Op = "set_admin_password"
+
+// SetAdminPassword implements drivers.PasswordSetter as the docker driver
+// does, on the instance's Files: root's /etc/shadow line gets hash; an
+// instance without /etc/shadow is NotSupported.
+func (d *Driver) SetAdminPassword(ctx context.Context, id, hash string) error {
+	if err := d.begin(ctx, OpSetAdminPassword, id); err != nil {
+		return err
+	}
+	defer d.mu.Unlock()
+	in, err := d.lookup(OpSetAdminPassword, id)
+	if err != nil {
+		return err
+	}
+	shadow, ok := in.Files["/etc/shadow"]
+	if !ok {
+		return fmt.Errorf("fake: the server's image has no /etc/shadow to hold a root password: %w", drivers.ErrNotSupported)
+	}
+	updated, err := shadowpw.SetRoot([]byte(shadow), hash, time.Now().Unix()/86400)
+	if err != nil {
+		return fmt.Errorf("fake: set password: %w", err)
+	}
+	in.Files["/etc/shadow"] = string(updated)
+	return nil
+}
+
+var _ drivers.PasswordSetter = (*Driver)(nil)

@@ -1,0 +1,12 @@
+package drivers
+
+import "context"
+
+// PasswordSetter is a driver that can set root's password in a server's
+// /etc/shadow (Nova's set_admin_password). A driver without it, or an
+// image without /etc/shadow (ErrNotSupported), cannot.
+type PasswordSetter interface {
+	// SetAdminPassword puts hash (a crypt(3) hash, e.g. "$6$...") in
+	// root's line of instance id's /etc/shadow.
+	SetAdminPassword(ctx context.Context, id, hash string) error
+}
