@@ -32,6 +32,9 @@ type ScheduleInstance struct {
 	RequestID  string   `json:"request_id"`
 	Attempt    int      `json:"attempt"`  // 1 for the first try
 	Excluded   []string `json:"excluded"` // hosts a build already failed on
+	// Host is the only host an unshelve may place the server on (2.91's
+	// unshelve to a host, admins'); "" lets the scheduler choose.
+	Host string `json:"host,omitempty"`
 }
 
 // InstanceSpec is everything an agent needs to build an instance; agents

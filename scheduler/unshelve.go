@@ -60,7 +60,7 @@ func (s *Scheduler) scheduleUnshelve(ctx context.Context, req protocol.ScheduleI
 		return s.unplaced(ctx, inst, req.RequestID, start, fmt.Sprintf("Image %s could not be found.", inst.ShelvedImageID), "")
 	}
 	host, err := s.Select(ctx, Request{
-		InstanceID: inst.ID, AvailabilityZone: inst.AvailabilityZone,
+		InstanceID: inst.ID, AvailabilityZone: inst.AvailabilityZone, ForceHost: req.Host,
 		Resources: store.Resources{VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB},
 		Dedicated: store.IsDedicated(inst.ExtraSpecs),
 	})

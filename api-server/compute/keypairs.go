@@ -102,6 +102,14 @@ func parseKeypairInput(body map[string]json.RawMessage, v apiVersion) (keypairIn
 	if _, ok := fields["name"]; !ok {
 		return keypairInput{}, errdefs.InvalidArgument("Invalid input for field/attribute keypair. Value: 'name' is a required property")
 	}
+	if v.AtLeast(92) {
+		// 2.92: import only (the cloud generates no private keys);
+		// names may also hold '@' and '.'.
+		if in.publicKey == nil {
+			return keypairInput{}, errdefs.InvalidArgument("Invalid input for field/attribute keypair. Value: 'public_key' is a required property")
+		}
+		return in, validKeypairNameChars(in.name, keypairNameChars+"@.")
+	}
 	return in, validKeypairName(in.name)
 }
 
@@ -131,12 +139,17 @@ func (in *keypairInput) set(key string, val json.RawMessage, v apiVersion) error
 	return nil
 }
 
-func validKeypairName(name string) error {
+func validKeypairName(name string) error { return validKeypairNameChars(name, keypairNameChars) }
+
+func validKeypairNameChars(name, chars string) error {
 	n := utf8.RuneCountInString(name)
 	if n < 1 || n > 255 {
 		return errdefs.InvalidArgumentf("Invalid input for field/attribute name. Value: %s. Keypair name must be between 1 and 255 characters long", name)
 	}
-	if strings.IndexFunc(name, func(r rune) bool { return !strings.ContainsRune(keypairNameChars, r) }) >= 0 {
+	if strings.IndexFunc(name, func(r rune) bool { return !strings.ContainsRune(chars, r) }) >= 0 {
+		if chars != keypairNameChars {
+			return errdefs.InvalidArgumentf("Invalid input for field/attribute name. Value: %s. Keypair name may contain only letters, digits, spaces, '_', '-', '@' and '.'", name)
+		}
 		return errdefs.InvalidArgumentf("Invalid input for field/attribute name. Value: %s. Keypair name may contain only letters, digits, spaces, '_' and '-'", name)
 	}
 	return nil

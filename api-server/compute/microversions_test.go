@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/lifecycle"
+	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -605,5 +607,138 @@ func TestUnshelveZone277(t *testing.T) {
 	resp, body = f.do("POST", "/v2.1/servers/"+other+"/action", "demo", `{"unshelve":{"availability_zone":"nowhere"}}`, mv(apiVersion{2, 76})...)
 	if resp.StatusCode != 202 || f.instance(other).AvailabilityZone == "nowhere" {
 		t.Errorf("2.76 unshelve: %d %v", resp.StatusCode, body)
+	}
+}
+
+// TestUnshelveToHost291: from 2.91 an admin may unshelve an offloaded
+// server onto a host (carried by the schedule message, not kept), and
+// availability_zone null unpins it; members may not name a host.
+func TestUnshelveToHost291(t *testing.T) {
+	f := newFixture(t)
+	now := time.Now().UTC()
+	if err := f.st.DB.Create(&store.Service{UUID: "0b3b4f4e-1111-4a4a-8b8b-0000000000h9", Host: "h9", Binary: store.ComputeBinary,
+		Zone: "nova", LastHeartbeat: &now}).Error; err != nil {
+		t.Fatal(err)
+	}
+	id := f.create("demo", "sv")
+	action := "/v2.1/servers/" + id + "/action"
+	f.setState(id, lifecycle.ShelvedOffloaded, lifecycle.NoTask)
+	f.st.DB.Model(&store.Instance{}).Where("id = ?", id).Update("availability_zone", "nova")
+	v := mv(apiVersion{2, 91})
+	resp, body := f.do("POST", action, "demo", `{"unshelve":{"host":"h9"}}`, v...)
+	expectFault(t, resp, body, 403, "forbidden")
+	resp, body = f.do("POST", action, "admin", `{"unshelve":{"host":"nope"}}`, v...)
+	expectFault(t, resp, body, 400, "badRequest")
+	resp, body = f.do("POST", action, "admin", `{"unshelve":{"host":"h9"}}`, mv(apiVersion{2, 90})...)
+	expectFault(t, resp, body, 400, "badRequest")
+	resp, body = f.do("POST", action, "admin", `{"unshelve":{"host":"h9","availability_zone":null}}`, v...)
+	if resp.StatusCode != 202 {
+		t.Fatalf("unshelve to h9: %d %v", resp.StatusCode, body)
+	}
+	var req protocol.ScheduleInstance
+	sent := f.bus.Sent(bus.SchedulerQueue)
+	if len(sent) == 0 || sent[len(sent)-1].Decode(&req) != nil || req.Host != "h9" || req.InstanceID != id {
+		t.Errorf("schedule message %+v", req)
+	}
+	if got := f.instance(id); got.AvailabilityZone != "" || got.RequestedHost != "" {
+		t.Errorf("after unshelve: zone %q (want unpinned), requested host %q (want none kept)", got.AvailabilityZone, got.RequestedHost)
+	}
+}
+
+// TestHostname290And294: from 2.90 a server's hostname may be set at
+// create, update and rebuild (an RFC 1123 label; from 2.94 an FQDN) and
+// everyone sees OS-EXT-SRV-ATTR:hostname; one hostname for several
+// servers is refused.
+func TestHostname290And294(t *testing.T) {
+	f := newFixture(t)
+	ts := loadTempestSchemas(t)
+	create := func(v apiVersion, extra string) (*http.Response, map[string]any) {
+		return f.do("POST", "/v2.1/servers", "demo", `{"server":{"name":"Web One","imageRef":"`+imageID+`","flavorRef":"1","networks":"none"`+extra+`}}`, mv(v)...)
+	}
+	resp, body := create(apiVersion{2, 90}, `,"hostname":"web-1"`)
+	if resp.StatusCode != 202 {
+		t.Fatalf("create: %d %v", resp.StatusCode, body)
+	}
+	id := body["server"].(map[string]any)["id"].(string)
+	f.activate(id, "h1")
+	if h := f.instance(id).Hostname; h != "web-1" {
+		t.Errorf("hostname %q", h)
+	}
+	for _, v := range []apiVersion{{2, 89}, {2, 90}} {
+		body := f.check(t, ts, v, contractCall{"demo", "GET", "/v2.1/servers/" + id, "", "servers", "get_server"})
+		if h, has := body["server"].(map[string]any)["OS-EXT-SRV-ATTR:hostname"]; has != v.AtLeast(90) || (has && h != "web-1") {
+			t.Errorf("%s: member sees hostname %v %v", v, has, h)
+		}
+	}
+	body = f.check(t, ts, apiVersion{2, 90}, contractCall{"demo", "PUT", "/v2.1/servers/" + id, `{"server":{"hostname":"web-2"}}`, "servers", "update_server"})
+	if h := body["server"].(map[string]any)["OS-EXT-SRV-ATTR:hostname"]; h != "web-2" {
+		t.Errorf("updated hostname %v", h)
+	}
+	body = f.check(t, ts, apiVersion{2, 94}, contractCall{"demo", "POST", "/v2.1/servers/" + id + "/action",
+		`{"rebuild":{"imageRef":"` + imageID + `","hostname":"web-3.example.org"}}`, "servers", "rebuild_server_with_admin_pass"})
+	if h := body["server"].(map[string]any)["OS-EXT-SRV-ATTR:hostname"]; h != "web-3.example.org" {
+		t.Errorf("rebuild answers hostname %v", h)
+	}
+	if h := f.instance(id).Hostname; h != "web-3.example.org" {
+		t.Errorf("rebuilt hostname %q", h)
+	}
+	for _, c := range []struct {
+		v     apiVersion
+		extra string
+	}{
+		{apiVersion{2, 89}, `,"hostname":"web"`},
+		{apiVersion{2, 90}, `,"hostname":"web.example.org"`}, // an FQDN from 2.94 only
+		{apiVersion{2, 90}, `,"hostname":"-web"`},
+		{apiVersion{2, 90}, `,"hostname":"w"`},
+		{apiVersion{2, 94}, `,"hostname":"web!"`},
+		{apiVersion{2, 90}, `,"hostname":"web","max_count":2`},
+	} {
+		resp, body := create(c.v, c.extra)
+		expectFault(t, resp, body, 400, "badRequest")
+	}
+	if resp, body := create(apiVersion{2, 94}, `,"hostname":"db.example.org"`); resp.StatusCode != 202 {
+		t.Errorf("FQDN at 2.94: %d %v", resp.StatusCode, body)
+	}
+}
+
+// TestKeypairImportOnly292: from 2.92 a keypair must be imported (no
+// generated private keys) and its name may hold '@' and '.'.
+func TestKeypairImportOnly292(t *testing.T) {
+	f := newFixture(t)
+	key := "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl t@capsule"
+	resp, body := f.do("POST", "/v2.1/os-keypairs", "demo", `{"keypair":{"name":"gen"}}`, mv(apiVersion{2, 92})...)
+	expectFault(t, resp, body, 400, "badRequest")
+	resp, body = f.do("POST", "/v2.1/os-keypairs", "demo", `{"keypair":{"name":"me@host.example","public_key":"`+key+`"}}`, mv(apiVersion{2, 92})...)
+	if resp.StatusCode != 201 {
+		t.Fatalf("import at 2.92: %d %v", resp.StatusCode, body)
+	}
+	if _, has := body["keypair"].(map[string]any)["private_key"]; has {
+		t.Error("private_key in a 2.92 answer")
+	}
+	resp, body = f.do("POST", "/v2.1/os-keypairs", "demo", `{"keypair":{"name":"me@host2"}}`, mv(apiVersion{2, 91})...)
+	expectFault(t, resp, body, 400, "badRequest") // '@' only from 2.92
+	resp, body = f.do("POST", "/v2.1/os-keypairs", "demo", `{"keypair":{"name":"gen"}}`, mv(apiVersion{2, 91})...)
+	if resp.StatusCode != 201 || body["keypair"].(map[string]any)["private_key"] == nil {
+		t.Errorf("generated keypair at 2.91: %d %v", resp.StatusCode, body)
+	}
+}
+
+// TestPinnedAvailabilityZone296: from 2.96 a server shows the zone it is
+// pinned to (asked for at create), null when none.
+func TestPinnedAvailabilityZone296(t *testing.T) {
+	f := newFixture(t)
+	ts := loadTempestSchemas(t)
+	pinned := f.create("demo", "p")
+	free := f.create("demo", "f")
+	f.st.DB.Model(&store.Instance{}).Where("id = ?", pinned).Update("availability_zone", "nova")
+	for _, v := range []apiVersion{{2, 95}, {2, 96}} {
+		for id, want := range map[string]any{pinned: "nova", free: nil} {
+			body := f.check(t, ts, v, contractCall{"demo", "GET", "/v2.1/servers/" + id, "", "servers", "get_server"})
+			got, has := body["server"].(map[string]any)["pinned_availability_zone"]
+			if has != v.AtLeast(96) || (has && got != want) {
+				t.Errorf("%s %s: pinned_availability_zone %v %v, want %v", v, id, has, got, want)
+			}
+		}
+		f.check(t, ts, v, contractCall{"demo", "GET", "/v2.1/servers/detail", "", "servers", "list_servers_detail"})
 	}
 }

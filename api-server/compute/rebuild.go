@@ -33,6 +33,7 @@ type rebuildRequest struct {
 	Description json.RawMessage
 	KeyName     json.RawMessage
 	UserData    json.RawMessage
+	Hostname    *string
 }
 
 // parseRebuild decodes the rebuild body as Nova's schema for microversion
@@ -87,6 +88,16 @@ func parseRebuild(arg json.RawMessage, v apiVersion) (rebuildRequest, error) {
 			in.UserData = raw[key]
 		case "trusted_image_certificates":
 			err = refuseTrustedCerts(v, raw[key])
+		case "hostname":
+			if !v.AtLeast(90) {
+				err = unexpectedKey(key)
+				break
+			}
+			var h string
+			if err = into(key, &h); err == nil {
+				err = validHostname(h, v)
+				in.Hostname = &h
+			}
 		default:
 			err = unexpectedKey(key)
 		}
@@ -231,6 +242,9 @@ func (s *Service) rebuildFields(w http.ResponseWriter, r *http.Request, inst *st
 		return bad("Flavor's disk is too small for requested image.")
 	}
 	u.ImageID, fields["image_id"] = img.ID, img.ID
+	if in.Hostname != nil {
+		u.Hostname, fields["hostname"] = *in.Hostname, *in.Hostname
+	}
 	if in.Name != nil {
 		if err := validName(*in.Name); err != nil {
 			return bad(err.Error())

@@ -71,6 +71,7 @@ type createRequest struct {
 		Tags             []string          `json:"tags"`
 		BDM              []json.RawMessage `json:"block_device_mapping_v2"`
 		TrustedCerts     json.RawMessage   `json:"trusted_image_certificates"`
+		Hostname         *string           `json:"hostname"`
 		Host             *string           `json:"host"`
 		HypervisorHost   *string           `json:"hypervisor_hostname"`
 	} `json:"server"`
@@ -168,6 +169,16 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 			} else {
 				writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute block_device_mapping_v2. Additional properties are not allowed ('volume_type' was unexpected)"))
 			}
+			return
+		}
+	}
+	if in.Hostname != nil {
+		if !v.AtLeast(90) {
+			writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute server. Additional properties are not allowed ('hostname' was unexpected)"))
+			return
+		}
+		if err := validHostname(*in.Hostname, v); err != nil {
+			s.fail(w, r, err)
 			return
 		}
 	}
@@ -328,6 +339,10 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 		writeFault(w, errdefs.InvalidArgument("min_count and max_count must be integers >= 1 with min_count <= max_count."))
 		return
 	}
+	if in.Hostname != nil && maxCount > 1 {
+		writeFault(w, errdefs.InvalidArgument("Unable to launch multiple instances with a single configured hostname."))
+		return
+	}
 	if in.Description != nil && (!v.AtLeast(19) || utf8.RuneCountInString(*in.Description) > 255) {
 		writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute description."))
 		return
@@ -366,7 +381,7 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 			AvailabilityZone: zone,
 			Metadata:         string(metaJSON), AccessIPv4: ip4, AccessIPv6: ip6,
 			Description: in.Description, UserData: userData, ConfigDrive: configDrive, ReservationID: resID, LaunchIndex: i,
-			Hostname: hostnameFor(name), BuildAttempts: 1, RequestedHost: forcedHost, Tags: store.EncodeTags(in.Tags),
+			Hostname: hostnameOf(in.Hostname, name), BuildAttempts: 1, RequestedHost: forcedHost, Tags: store.EncodeTags(in.Tags),
 		}
 		inst.SchedulerHints = placement.hintsJSON()
 		if keypair != nil {
@@ -926,6 +941,17 @@ func (s *Service) updateServer(w http.ResponseWriter, r *http.Request) {
 				upd["access_ipv6"], inst.AccessIPv6 = ip, ip
 			}
 		case "OS-DCF:diskConfig":
+		case "hostname":
+			if !v.AtLeast(90) || str == nil {
+				writeFault(w, errdefs.InvalidArgument("Additional properties are not allowed ('hostname' was unexpected)"))
+				return
+			}
+			if err := validHostname(*str, v); err != nil {
+				s.fail(w, r, err)
+				return
+			}
+			upd["hostname"] = *str
+			inst.Hostname = *str
 		case "description":
 			if !v.AtLeast(19) {
 				writeFault(w, errdefs.InvalidArgument("Additional properties are not allowed ('description' was unexpected)"))
@@ -1197,4 +1223,33 @@ func (s *Service) serverTopology(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"nodes": []any{}, "pagesize_kb": nil})
+}
+
+var (
+	hostname290 = regexp.MustCompile(`^[a-zA-Z0-9]+[a-zA-Z0-9-]*[a-zA-Z0-9]+$`)
+	fqdn294     = regexp.MustCompile(`^[a-zA-Z0-9-._]*$`)
+)
+
+// validHostname checks a requested hostname as Nova's schema: from 2.90
+// an RFC 1123 label of 2-63 characters, from 2.94 an FQDN of 1-255.
+func validHostname(h string, v apiVersion) error {
+	if v.AtLeast(94) {
+		if h == "" || len(h) > 255 || !fqdn294.MatchString(h) {
+			return errdefs.InvalidArgumentf("Invalid input for field/attribute hostname. Value: %s. It must be 1-255 letters, digits, '-', '.' or '_'.", h)
+		}
+		return nil
+	}
+	if len(h) < 2 || len(h) > 63 || !hostname290.MatchString(h) {
+		return errdefs.InvalidArgumentf("Invalid input for field/attribute hostname. Value: %s. It must be 2-63 letters, digits or '-', not starting or ending with '-'.", h)
+	}
+	return nil
+}
+
+// hostnameOf is the hostname a new server gets: the requested one (2.90),
+// else one made from its display name.
+func hostnameOf(requested *string, name string) string {
+	if requested != nil {
+		return *requested
+	}
+	return hostnameFor(name)
 }

@@ -27,7 +27,7 @@ import (
 // docs/compatibility.md lists them.
 var (
 	minVersion = apiVersion{2, 1}
-	maxVersion = apiVersion{2, 88}
+	maxVersion = apiVersion{2, 96}
 )
 
 // Options configure the compute service.

@@ -50,14 +50,14 @@ func (s *Service) shelveOffload(w http.ResponseWriter, r *http.Request, inst *st
 
 // unshelveServer (Nova's unshelve; below 2.77 its body is not looked at;
 // from 2.77 it may name the availability_zone an offloaded server is
-// scheduled into, a 409 for a server still on its host; 2.91's host is
-// beyond Capsule's newest microversion, 406). A shelved server
+// scheduled into, from 2.91 unpin it (null) or name its host (admins),
+// a 409 for a server still on its host: unshelveZone). A shelved server
 // is started on its host; an offloaded one is scheduled anywhere with
 // room (its cores and RAM checked against the quota first, under the
 // project's quota lock, since an offloaded server does not count them)
 // and spawned from its shelve image with its ports, addresses and key.
 func (s *Service) unshelveServer(w http.ResponseWriter, r *http.Request, inst *store.Instance, arg json.RawMessage) {
-	zone, err := s.unshelveZone(r, inst, arg)
+	target, err := s.unshelveZone(r, inst, arg)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -82,9 +82,10 @@ func (s *Service) unshelveServer(w http.ResponseWriter, r *http.Request, inst *s
 		if _, err := instance.Begin(tx, inst, lifecycle.ActUnshelve, s.opts.Now(), nil); err != nil {
 			return err
 		}
-		if zone != "" {
-			// The scheduler places the server in its zone.
-			if err := tx.Model(&store.Instance{}).Where("id = ?", inst.ID).Update("availability_zone", zone).Error; err != nil {
+		if target.zone != "" || target.unpin {
+			// The scheduler places the server in its (new) zone; a
+			// requested host goes with the schedule message.
+			if err := tx.Model(&store.Instance{}).Where("id = ?", inst.ID).Update("availability_zone", target.zone).Error; err != nil {
 				return fmt.Errorf("set availability zone of %s: %w", inst.ID, err)
 			}
 		}
@@ -94,7 +95,7 @@ func (s *Service) unshelveServer(w http.ResponseWriter, r *http.Request, inst *s
 			return err
 		}
 		msg, err := bus.NewMessage(protocol.KindScheduleInstance, protocol.ScheduleInstance{InstanceID: inst.ID,
-			RequestID: reqID, Attempt: 1})
+			RequestID: reqID, Attempt: 1, Host: target.host})
 		if err != nil {
 			return err
 		}
@@ -117,38 +118,66 @@ func (s *Service) unshelveServer(w http.ResponseWriter, r *http.Request, inst *s
 	noContent(w, http.StatusAccepted)
 }
 
-// unshelveZone reads 2.77's unshelve body: null, or {"availability_zone":
-// a zone that exists, or null}, nothing else. A zone is for a server
-// that is offloaded (one still on its host stays there: Nova's 409).
-func (s *Service) unshelveZone(r *http.Request, inst *store.Instance, arg json.RawMessage) (string, error) {
-	if !versionOf(r.Context()).AtLeast(77) || len(arg) == 0 || string(arg) == "null" {
-		return "", nil
+// unshelveTarget is where an unshelve asks an offloaded server to go.
+type unshelveTarget struct {
+	zone    string // 2.77: schedule into this zone (and pin it)
+	unpin   bool   // 2.91: availability_zone null unpins the server
+	host    string // 2.91 (admins): schedule onto this host
+	changed bool
+}
+
+// unshelveZone reads the unshelve body: null, or from 2.77
+// {"availability_zone": a zone that exists}, and from 2.91 also
+// availability_zone null (unpin) and "host" (admins only). A target is
+// for a server that is offloaded (one still on its host stays there:
+// Nova's 409).
+func (s *Service) unshelveZone(r *http.Request, inst *store.Instance, arg json.RawMessage) (unshelveTarget, error) {
+	var t unshelveTarget
+	v := versionOf(r.Context())
+	if !v.AtLeast(77) || len(arg) == 0 || string(arg) == "null" {
+		return t, nil
 	}
 	var body map[string]json.RawMessage
 	if json.Unmarshal(arg, &body) != nil || body == nil {
-		return "", errdefs.InvalidArgument("Invalid input for field/attribute unshelve. Value must be null or an object.")
+		return t, errdefs.InvalidArgument("Invalid input for field/attribute unshelve. Value must be null or an object.")
 	}
 	for k := range body {
-		if k != "availability_zone" {
-			return "", errdefs.InvalidArgumentf("Additional properties are not allowed ('%s' was unexpected)", k)
+		if k != "availability_zone" && (k != "host" || !v.AtLeast(91)) {
+			return t, errdefs.InvalidArgumentf("Additional properties are not allowed ('%s' was unexpected)", k)
 		}
 	}
-	raw, ok := body["availability_zone"]
-	if !ok || string(raw) == "null" {
-		return "", nil
+	if raw, ok := body["availability_zone"]; ok {
+		if string(raw) == "null" {
+			t.unpin, t.changed = v.AtLeast(91), v.AtLeast(91)
+		} else if json.Unmarshal(raw, &t.zone) != nil || t.zone == "" || len(t.zone) > 255 {
+			return t, errdefs.InvalidArgument("Invalid input for field/attribute availability_zone. Value must be a string of 1-255 characters.")
+		} else {
+			t.changed = true
+		}
 	}
-	var zone string
-	if json.Unmarshal(raw, &zone) != nil || zone == "" || len(zone) > 255 {
-		return "", errdefs.InvalidArgument("Invalid input for field/attribute availability_zone. Value must be a string of 1-255 characters.")
+	if raw, ok := body["host"]; ok {
+		if !auth.FromContext(r.Context()).IsAdmin() {
+			return t, errdefs.Forbidden("Policy doesn't allow os_compute_api:os-shelve:unshelve_to_host to be performed.")
+		}
+		if json.Unmarshal(raw, &t.host) != nil || t.host == "" || len(t.host) > 255 {
+			return t, errdefs.InvalidArgument("Invalid input for field/attribute host. Value must be a string of 1-255 characters.")
+		}
+		t.changed = true
+	}
+	if !t.changed {
+		return t, nil
 	}
 	if inst.VMState != lifecycle.ShelvedOffloaded {
-		return "", errdefs.Conflictf("The availability_zone parameter is only supported for instances in SHELVED_OFFLOADED state: instance %s is %s.",
+		return t, errdefs.Conflictf("The availability_zone and host parameters are only supported for instances in SHELVED_OFFLOADED state: instance %s is %s.",
 			inst.ID, lifecycle.Status(inst.VMState, inst.TaskState))
 	}
-	if !s.zoneExists(r.Context(), zone) {
-		return "", errdefs.InvalidArgumentf("The requested availability zone is not available: %s", zone)
+	if t.zone != "" && !s.zoneExists(r.Context(), t.zone) {
+		return t, errdefs.InvalidArgumentf("The requested availability zone is not available: %s", t.zone)
 	}
-	return zone, nil
+	if t.host != "" && !s.computeHostExists(r.Context(), t.host) {
+		return t, errdefs.InvalidArgumentf("Compute host %s could not be found.", t.host)
+	}
+	return t, nil
 }
 
 // forgetShelveImage deletes the shelve image of a server deleted while

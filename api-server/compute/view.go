@@ -236,6 +236,19 @@ func (s *Service) serverViewWith(r *http.Request, inst *store.Instance, kind vie
 	}
 	out["OS-EXT-STS:power_state"] = inst.PowerState
 	out["os-extended-volumes:volumes_attached"] = []any{}
+	if v.AtLeast(90) && !isAdmin {
+		// 2.90: the hostname is everyone's (admins get it below).
+		out["OS-EXT-SRV-ATTR:hostname"] = inst.Hostname
+	}
+	if v.AtLeast(96) {
+		// 2.96: the zone the server is pinned to (asked for at create
+		// or unshelve), null when the scheduler may choose any.
+		var pinned any
+		if inst.AvailabilityZone != "" {
+			pinned = inst.AvailabilityZone
+		}
+		out["pinned_availability_zone"] = pinned
+	}
 	if isAdmin {
 		var host any
 		if inst.Host != "" {

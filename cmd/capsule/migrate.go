@@ -20,7 +20,7 @@ import (
 )
 
 // Microversions the migration commands need (the Compute API serves up to
-// 2.88): a named target host is 2.56, os-server-migrations 2.23, the
+// 2.96): a named target host is 2.56, os-server-migrations 2.23, the
 // migrations' uuid 2.59, instance-action events 2.51.
 const (
 	mvMigrateHost = "2.56"

@@ -51,7 +51,7 @@ MODULES = {
 
 # Dirs above 2.79, from Tempest master.
 MASTER_MODULES = {
-    'servers': ['v2_80', 'v2_84'],
+    'servers': ['v2_80', 'v2_84', 'v2_89', 'v2_96'],
     'migrations': ['v2_80'],
 }
 
