@@ -199,6 +199,8 @@ func (d *Driver) ResizeRootDisk(ctx context.Context, id string, diskGB int) erro
 // and cur (when there is one), the resized container, goes with its commit
 // image.
 func (d *Driver) restoreKept(ctx context.Context, id string, cur container.InspectResponse, haveCur bool, kept container.InspectResponse) error {
+	d.pin.mu.Lock() // as in remake: the CPUs pass from one container to the other
+	defer d.pin.mu.Unlock()
 	if haveCur {
 		if err := d.removeWorkload(ctx, id, cur); err != nil {
 			return fmt.Errorf("docker revert root disk %s: remove the resized container: %w", id, err)
@@ -250,6 +252,11 @@ func (d *Driver) remake(ctx context.Context, id string, src container.InspectRes
 	} else if err != nil {
 		return fmt.Errorf("docker resize root disk %s: inspect %s: %w", id, ref, err)
 	}
+	// Under the pinning lock from the rename to the create: a kept
+	// container's CPUs are not counted (cpuUse), so a concurrent create
+	// must not see them free before the new container holds them.
+	d.pin.mu.Lock()
+	defer d.pin.mu.Unlock()
 	aside := !inPlace
 	undo := func(cause error) error {
 		bg := context.WithoutCancel(ctx)
