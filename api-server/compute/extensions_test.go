@@ -13,7 +13,7 @@ func TestExtensions(t *testing.T) {
 	for _, e := range body["extensions"].([]any) {
 		aliases[e.(map[string]any)["alias"].(string)] = true
 	}
-	for _, want := range []string{"os-keypairs", "os-server-groups", "OS-EXT-SRV-ATTR", "os-instance-actions"} {
+	for _, want := range []string{"os-keypairs", "os-server-groups", "OS-EXT-SRV-ATTR", "os-instance-actions", "os-shelve", "os-admin-password", "os-config-drive"} {
 		if !aliases[want] {
 			t.Errorf("extension %s not listed", want)
 		}
