@@ -158,6 +158,9 @@ func List(ctx context.Context, st *store.Store, o ListOptions) (ListResult, erro
 			Servers []struct {
 				ID string `json:"id"`
 			} `json:"servers"`
+			Links []struct {
+				Rel string `json:"rel"`
+			} `json:"servers_links"`
 		}
 		if err == nil {
 			err = json.Unmarshal(raw, &body)
@@ -170,8 +173,8 @@ func List(ctx context.Context, st *store.Store, o ListOptions) (ListResult, erro
 			ids[i] = s.ID
 		}
 		next := ""
-		if len(ids) == o.Limit {
-			next = ids[len(ids)-1]
+		if len(body.Links) > 0 && len(ids) > 0 {
+			next = ids[len(ids)-1] // the next link's marker
 		}
 		return ids, next, took, nil
 	}
