@@ -2,7 +2,6 @@ package compute
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -288,21 +287,69 @@ func (s *Service) listHypervisors(detail bool) http.HandlerFunc {
 		if !ok {
 			return
 		}
+		v := versionOf(r.Context())
+		q := r.URL.Query()
 		pattern := ""
-		if versionOf(r.Context()).AtLeast(53) {
-			pattern = r.URL.Query().Get("hypervisor_hostname_pattern")
+		if v.AtLeast(53) {
+			pattern = q.Get("hypervisor_hostname_pattern")
 		}
-		s.writeHypervisors(w, r, pattern, detail, with)
+		paged := v.AtLeast(33) // limit and marker (hypervisors_links)
+		if paged && pattern != "" && (q.Has("limit") || q.Get("marker") != "") {
+			writeFault(w, errdefs.InvalidArgument(
+				"Paging over hypervisors with the hypervisor_hostname_pattern query parameter is not supported."))
+			return
+		}
+		s.writeHypervisorsPaged(w, r, pattern, detail, with, paged && pattern == "")
 	}
 }
 
 // writeHypervisors lists the hypervisors whose hostname contains pattern
 // (all for ""); a pattern matching none is a 404, as in Nova.
 func (s *Service) writeHypervisors(w http.ResponseWriter, r *http.Request, pattern string, detail, with bool) {
+	s.writeHypervisorsPaged(w, r, pattern, detail, with, false)
+}
+
+// writeHypervisorsPaged is writeHypervisors; paged applies limit and
+// marker (a hypervisor id as this microversion shows it, in id order) and
+// adds hypervisors_links when more follow.
+func (s *Service) writeHypervisorsPaged(w http.ResponseWriter, r *http.Request, pattern string, detail, with, paged bool) {
 	svcs, err := s.computeServices(r)
-	usage, err2 := s.st.Usage(r.Context())
-	if err != nil || err2 != nil {
-		s.log.Error("list hypervisors", "error", errors.Join(err, err2))
+	if err != nil {
+		s.log.Error("list hypervisors", "error", err)
+		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+		return
+	}
+	var next []map[string]string
+	if paged {
+		uuids := versionOf(r.Context()).AtLeast(53)
+		id := func(svc *store.Service) string {
+			if uuids {
+				return svc.UUID
+			}
+			return strconv.FormatUint(uint64(svc.ID), 10)
+		}
+		if m := r.URL.Query().Get("marker"); m != "" {
+			found := false
+			for i := range svcs {
+				found = found || id(&svcs[i]) == m
+			}
+			if !found {
+				writeFault(w, errdefs.InvalidArgumentf("Marker %s could not be found.", m))
+				return
+			}
+		}
+		page, limit, more, ok := pageOf(w, r, svcs, id)
+		if !ok {
+			return
+		}
+		svcs = page
+		if more && limit > 0 {
+			next = s.nextLinks(r, "os-hypervisors", detail, limit, id(&svcs[len(svcs)-1]))
+		}
+	}
+	usage, err := s.st.Usage(r.Context())
+	if err != nil {
+		s.log.Error("list hypervisors", "error", err)
 		writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
 		return
 	}
@@ -325,7 +372,11 @@ func (s *Service) writeHypervisors(w http.ResponseWriter, r *http.Request, patte
 		writeFault(w, errdefs.NotFoundf("No hypervisor matching '%s' could be found.", pattern))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"hypervisors": items})
+	out := map[string]any{"hypervisors": items}
+	if next != nil {
+		out["hypervisors_links"] = next
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // searchHypervisors serves the pre-2.53 /os-hypervisors/{pattern}/search

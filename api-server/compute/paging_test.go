@@ -113,3 +113,58 @@ func TestListServersPagesInDatabase(t *testing.T) {
 		expectFault(t, resp, body, 400, "badRequest")
 	})
 }
+
+// TestListHypervisorsPages: from 2.33 os-hypervisors takes limit and
+// marker (an id as the microversion shows it: integer below 2.53, UUID
+// from it) and links the next page; every host comes exactly once, in id
+// order; an unknown marker and paging with a hostname pattern are 400s;
+// below 2.33 both parameters are ignored.
+func TestListHypervisorsPages(t *testing.T) {
+	f := newFixture(t)
+	var want []string
+	for i := range 7 {
+		svc := store.Service{UUID: fmt.Sprintf("0b3b4f4e-2222-4a4a-8b8b-%012d", i), Host: fmt.Sprintf("hv%d", i),
+			Binary: store.ComputeBinary, Zone: "nova", VCPUs: 4, MemoryMB: 4096, DiskGB: 40}
+		if err := f.st.DB.Create(&svc).Error; err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, svc.Host)
+	}
+	walk := func(path string, v apiVersion) []string {
+		var hosts []string
+		for page := 0; page < 20; page++ {
+			resp, body := f.do("GET", path, "admin", "", mv(v)...)
+			if resp.StatusCode != 200 {
+				t.Fatalf("GET %s at %s: %d %v", path, v, resp.StatusCode, body)
+			}
+			for _, h := range body["hypervisors"].([]any) {
+				hosts = append(hosts, h.(map[string]any)["hypervisor_hostname"].(string))
+			}
+			links, _ := body["hypervisors_links"].([]any)
+			if len(links) == 0 {
+				return hosts
+			}
+			next, err := url.Parse(links[0].(map[string]any)["href"].(string))
+			if err != nil {
+				t.Fatal(err)
+			}
+			path = next.RequestURI()
+		}
+		t.Fatalf("paging %s does not end", path)
+		return nil
+	}
+	for _, v := range []apiVersion{{2, 33}, {2, 53}, {2, maxVersion.Minor}} {
+		for _, coll := range []string{"/v2.1/os-hypervisors", "/v2.1/os-hypervisors/detail"} {
+			if got := walk(coll+"?limit=3", v); strings.Join(got, ",") != strings.Join(want, ",") {
+				t.Errorf("%s at %s: pages list %v, want %v", coll, v, got, want)
+			}
+		}
+		resp, body := f.do("GET", "/v2.1/os-hypervisors?marker=nope", "admin", "", mv(v)...)
+		expectFault(t, resp, body, 400, "badRequest")
+	}
+	if got := walk("/v2.1/os-hypervisors?limit=3&marker=nope", apiVersion{2, 32}); len(got) != len(want) {
+		t.Errorf("below 2.33 limit and marker are ignored: %v", got)
+	}
+	resp, body := f.do("GET", "/v2.1/os-hypervisors?limit=2&hypervisor_hostname_pattern=hv", "admin", "", mv(apiVersion{2, 53})...)
+	expectFault(t, resp, body, 400, "badRequest")
+}
