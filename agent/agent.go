@@ -7,6 +7,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -55,7 +56,9 @@ type Agent struct {
 	migDone *doneSteps
 
 	plumber Plumber // nil: no networking on this host
-	nics    *nicCache
+	// consoleTLS checks an https console proxy the agent dials back to.
+	consoleTLS *tls.Config
+	nics       *nicCache
 
 	// resumeDue is set until a reconcile resumed the servers a host
 	// boot (or a runtime restart) stopped (resumeGuests) and its power

@@ -107,6 +107,12 @@ func (a *Agent) Handle(ctx context.Context, m bus.Message) (any, error) {
 			return nil, err
 		}
 		return a.consoleOutput(ctx, req)
+	case protocol.KindConsoleAttach:
+		var req protocol.ConsoleAttach
+		if err := m.Decode(&req); err != nil {
+			return nil, err
+		}
+		return a.consoleAttach(ctx, req)
 	case protocol.KindDiagnostics:
 		var req protocol.DiagnosticsRequest
 		if err := m.Decode(&req); err != nil {

@@ -138,6 +138,18 @@ type API struct {
 	LockoutDuration              time.Duration `yaml:"lockout_duration"`
 	// TokenPurgeInterval is how often expired tokens are deleted.
 	TokenPurgeInterval time.Duration `yaml:"token_purge_interval"`
+	// The serial console proxy (nova-serialproxy's role) is served on the
+	// compute port under /console. SerialConsoleDisabled turns it off
+	// (remote consoles then answer "Unavailable console type serial.").
+	// ConsoleTokenTTL is how long a console URL waits for its one use.
+	// ConsolePublicURL is the base of the URLs users get (default
+	// ws[s]://public_host:compute_port/console); ConsoleInternalURL the
+	// base compute agents dial back to with the console's stream
+	// (default http[s]://public_host:compute_port/console).
+	SerialConsoleDisabled bool          `yaml:"serial_console_disabled"`
+	ConsoleTokenTTL       time.Duration `yaml:"console_token_ttl"`
+	ConsolePublicURL      string        `yaml:"console_public_url"`
+	ConsoleInternalURL    string        `yaml:"console_internal_url"`
 	// ImageSizeCap caps one image upload's data in bytes (Glance's
 	// image_size_cap; 413 beyond it) and ImageUploadTimeout its duration
 	// (408). 0: the image API's defaults, 10 GiB and 1 h.
@@ -281,7 +293,7 @@ func Default() Config {
 		API: API{PublicHost: "127.0.0.1", Listen: "0.0.0.0", IdentityPort: 5000, ComputePort: 8774,
 			ImagePort: 9292, NetworkPort: 9696, PortalPort: 8080, TokenTTL: 12 * time.Hour, CallTimeout: 30 * time.Second,
 			AdminProject: "admin", LockoutFailureAttempts: 10, LockoutSourceFailureAttempts: 50, LockoutDuration: 5 * time.Minute,
-			TokenPurgeInterval: time.Hour},
+			TokenPurgeInterval: time.Hour, ConsoleTokenTTL: 10 * time.Minute},
 		Scheduler: Scheduler{Weigher: "spread", MaxAttempts: 3, ServiceDownTime: 60 * time.Second, HostStateMaxAge: time.Second},
 		Conductor: Conductor{BuildTimeout: 10 * time.Minute, MigrationStepTimeout: 15 * time.Minute, PeriodicInterval: 30 * time.Second,
 			TaskTimeout: 10 * time.Minute, ImageTaskTimeout: time.Hour, OutboxInterval: time.Second,

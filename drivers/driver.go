@@ -6,6 +6,7 @@ package drivers
 
 import (
 	"context"
+	"io"
 	"time"
 
 	"github.com/capsule-cloud/capsule/errdefs"
@@ -235,4 +236,13 @@ type RootDiskResizer interface {
 	ConfirmRootDisk(ctx context.Context, id string) error
 	// KeptRootDisks lists the instances that have a kept container.
 	KeptRootDisks(ctx context.Context) ([]string, error)
+}
+
+// Consoler is a driver that opens an interactive shell on a terminal in a
+// running instance (its serial console): what is written goes to the
+// shell's terminal, what the terminal prints is read back. Closing ends
+// the shell's session (the terminal hangs up). A stopped or paused
+// instance is ErrInvalidState, a missing one ErrNotFound.
+type Consoler interface {
+	OpenConsole(ctx context.Context, id string) (io.ReadWriteCloser, error)
 }

@@ -192,6 +192,9 @@ var migrations = []migration{
 		}
 		return nil
 	}},
+	{22, "single-use remote console tokens", func(tx *gorm.DB) error {
+		return tx.AutoMigrate(&ConsoleToken{})
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

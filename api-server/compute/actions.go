@@ -26,9 +26,13 @@ import (
 // clear error instead of "no such action".
 var notYet = map[string]string{
 	"rescue": "rescue", "unrescue": "rescue",
-	"os-getVNCConsole": "VNC consoles", "trigger_crash_dump": "crash dumps", "forceDelete": "soft delete",
+	"trigger_crash_dump": "crash dumps", "forceDelete": "soft delete",
 	"restore": "soft delete",
 }
+
+// consoleActions are the pre-2.6 console URL actions.
+var consoleActions = map[string]bool{"os-getSerialConsole": true, "os-getVNCConsole": true, "os-getSPICEConsole": true,
+	"os-getRDPConsole": true}
 
 func (s *Service) serverAction(w http.ResponseWriter, r *http.Request) {
 	var body map[string]json.RawMessage
@@ -49,7 +53,10 @@ func (s *Service) serverAction(w http.ResponseWriter, r *http.Request) {
 		name, arg = k, v
 	}
 	creds := auth.FromContext(r.Context())
-	if inst.Locked && !creds.IsAdmin() && name != "unlock" && name != "os-getConsoleOutput" {
+	// Reading a console does not change the server: a lock does not
+	// stop it (Nova's console calls do not check the lock).
+	readsConsole := name == "os-getConsoleOutput" || consoleActions[name]
+	if inst.Locked && !creds.IsAdmin() && name != "unlock" && !readsConsole {
 		writeFault(w, errdefs.Conflictf("Instance %s is locked", inst.ID))
 		return
 	}
@@ -92,6 +99,8 @@ func (s *Service) serverAction(w http.ResponseWriter, r *http.Request) {
 		s.resetState(w, r, inst, arg)
 	case "os-getConsoleOutput":
 		s.consoleOutput(w, r, inst, arg)
+	case "os-getSerialConsole", "os-getVNCConsole", "os-getSPICEConsole", "os-getRDPConsole":
+		s.consoleAction(w, r, inst, name, arg)
 	case "resize":
 		s.resizeServer(w, r, inst, arg)
 	case "confirmResize":

@@ -55,6 +55,9 @@ type Options struct {
 	// Registry deletes the registry tag of a shelve image when its server
 	// is deleted while offloaded (nil: the tag is left, logged).
 	Registry ImageReleaser
+	// Consoles issues serial console URLs (nil: the serial console is
+	// not enabled, Nova's 400 "Unavailable console type serial.").
+	Consoles ConsoleIssuer
 	// AfterCommit, when set, runs after a request committed its task and
 	// before its message is published (a test's kill point).
 	AfterCommit func()
@@ -301,6 +304,7 @@ func (s *Service) apiRoutes(mux *http.ServeMux, p string) {
 	mux.HandleFunc("POST "+p+"/servers/{id}/os-interface", s.writer(s.attachInterface))
 	mux.HandleFunc("GET "+p+"/servers/{id}/os-interface/{port}", s.authed(s.showInterface))
 	mux.HandleFunc("DELETE "+p+"/servers/{id}/os-interface/{port}", s.writer(s.detachInterface))
+	mux.HandleFunc("POST "+p+"/servers/{id}/remote-consoles", s.writer(s.createRemoteConsole))
 	mux.HandleFunc("GET "+p+"/servers/{id}/diagnostics", s.admin(s.serverDiagnostics))
 	mux.HandleFunc("GET "+p+"/servers/{id}/os-volume_attachments", s.authed(s.listVolumeAttachments))
 	mux.HandleFunc("GET "+p+"/servers/{id}/topology", s.authed(s.serverTopology))

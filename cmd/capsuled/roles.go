@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/conductor"
 	"github.com/capsule-cloud/capsule/config"
+	"github.com/capsule-cloud/capsule/console"
 	"github.com/capsule-cloud/capsule/drivers"
 	"github.com/capsule-cloud/capsule/drivers/docker"
 	"github.com/capsule-cloud/capsule/drivers/fake"
@@ -126,6 +128,13 @@ func runAgent(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger)
 	if p != nil {
 		opts = append(opts, agent.WithPlumber(p))
 	}
+	// The console proxy the agent dials back to may serve TLS under the
+	// cloud's own CA.
+	ctls, err := httpapi.ClientTLS(cfg.HTTP.TLSCAFile)
+	if err != nil {
+		return fmt.Errorf("http.tls_ca_file: %w", err)
+	}
+	opts = append(opts, agent.WithConsoleTLS(ctls))
 	ag := agent.New(cfg.Agent, drv, d.bus, log, opts...)
 	if vp != nil && !cfg.Agent.MetadataDisabled {
 		stop := serveMetadata(ctx, cfg, vp, ag, log)
@@ -249,7 +258,12 @@ func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) e
 	go ids.PurgeTokensEvery(ctx, a.TokenPurgeInterval)
 	img := image.New(d.st, image.Options{Validator: ids, Logger: log, Data: image.NewRegistryData(cfg.Registry),
 		MaxImageBytes: a.ImageSizeCap, UploadTimeout: a.ImageUploadTimeout})
-	comp := compute.New(d.st, d.bus, compute.Options{PublicHost: a.PublicHost, ComputePort: a.ComputePort, ImagePort: a.ImagePort,
+	proxy := newConsoleProxy(cfg, d, log)
+	var consoles compute.ConsoleIssuer
+	if proxy != nil {
+		consoles = proxy
+	}
+	comp := compute.New(d.st, d.bus, compute.Options{Consoles: consoles, PublicHost: a.PublicHost, ComputePort: a.ComputePort, ImagePort: a.ImagePort,
 		CallTimeout: a.CallTimeout, ForceConfigDrive: a.ForceConfigDrive, ServiceDownTime: cfg.Scheduler.ServiceDownTime, Validator: ids, Log: log,
 		RegistryAddress: cfg.Registry.Address, AfterCommit: crashAfterCommit(log), Images: img, Registry: registry.New(cfg.Registry),
 		DefaultQuota:     compute.Quota{Instances: cfg.Quota.Instances, Cores: cfg.Quota.Cores, RAM: cfg.Quota.RAMMB},
@@ -278,11 +292,17 @@ func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) e
 	if err != nil {
 		return err
 	}
+	// The serial console proxy shares the compute listener (and so its
+	// TLS); its connections are exempt from the API's timeouts.
+	computeHandler := httpapi.AccessLog(log, "compute", httpapi.WithRequestID(comp.Handler(), "x-compute-request-id"))
+	if proxy != nil {
+		computeHandler = consoleRouter(proxy, computeHandler)
+	}
 	servers := []*http.Server{
 		httpapi.NewServer(httpapi.Listener{Addr: hostPort(a.Listen, a.IdentityPort), Limits: lim, TLS: tlsConf, TooLarge: ids.TooLarge,
 			Handler: httpapi.AccessLog(log, "identity", httpapi.WithRequestID(ids.Handler()))}),
 		httpapi.NewServer(httpapi.Listener{Addr: hostPort(a.Listen, a.ComputePort), Limits: lim, TLS: tlsConf, TooLarge: comp.TooLarge,
-			Handler: httpapi.AccessLog(log, "compute", httpapi.WithRequestID(comp.Handler(), "x-compute-request-id"))}),
+			Streaming: console.IsConsole, Handler: computeHandler}),
 		httpapi.NewServer(httpapi.Listener{Addr: hostPort(a.Listen, a.ImagePort), Limits: lim, TLS: tlsConf, TooLarge: img.TooLarge,
 			Streaming: image.IsDataTransfer, Handler: httpapi.AccessLog(log, "image", httpapi.WithRequestID(img.Handler()))}),
 		httpapi.NewServer(httpapi.Listener{Addr: hostPort(a.Listen, a.NetworkPort), Limits: lim, TLS: tlsConf, TooLarge: netw.TooLarge,
@@ -316,6 +336,41 @@ func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) e
 		_ = srv.Shutdown(shutdown)
 	}
 	return nil
+}
+
+// newConsoleProxy is the serial console proxy of an API process, nil
+// when api.serial_console_disabled.
+func newConsoleProxy(cfg config.Config, d *deps, log *slog.Logger) *console.Proxy {
+	a := cfg.API
+	if a.SerialConsoleDisabled {
+		return nil
+	}
+	ws, web := "ws", "http"
+	if cfg.HTTP.TLS() {
+		ws, web = "wss", "https"
+	}
+	public, internal := a.ConsolePublicURL, a.ConsoleInternalURL
+	if public == "" {
+		public = httpapi.HostURL(ws, a.PublicHost, a.ComputePort) + console.PathPrefix
+	}
+	if internal == "" {
+		internal = httpapi.HostURL(web, a.PublicHost, a.ComputePort) + console.PathPrefix
+	}
+	return console.New(console.Options{Store: d.st, Bus: d.bus, PublicURL: strings.TrimSuffix(public, "/"),
+		InternalURL: strings.TrimSuffix(internal, "/"), TokenTTL: a.ConsoleTokenTTL, AttachTimeout: a.CallTimeout, Log: log})
+}
+
+// consoleRouter sends the console proxy's requests to it, the rest to
+// api: the proxy's websockets need the bare connection (no access-log
+// wrapper) and carry no API token.
+func consoleRouter(proxy http.Handler, api http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if console.IsConsole(r) {
+			proxy.ServeHTTP(w, r)
+			return
+		}
+		api.ServeHTTP(w, r)
+	})
 }
 
 // localHost is the address this host's API listeners answer on: the bind

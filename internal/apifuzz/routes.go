@@ -133,6 +133,11 @@ func routes() []route {
 	}})
 	c(route{method: "GET", path: "/servers/{server}/os-interface/{port}"})
 	c(route{method: "DELETE", path: "/servers/{server}/os-interface/{port}"})
+	c(route{method: "POST", path: "/servers/{server}/remote-consoles", body: func(e *env) any {
+		p := e.pickOf("serial", "vnc", "spice", "rdp", "mks")
+		t := map[any]string{"serial": "serial", "vnc": "novnc", "spice": "spice-html5", "rdp": "rdp-html5", "mks": "webmks"}[p]
+		return obj("remote_console", map[string]any{"protocol": p, "type": t})
+	}})
 	c(route{method: "GET", path: "/servers/{server}/diagnostics", asAdmin: true})
 	c(route{method: "GET", path: "/servers/{server}/os-volume_attachments"})
 	c(route{method: "GET", path: "/servers/{server}/migrations", asAdmin: true})
@@ -549,6 +554,9 @@ var actionBodies = []func(e *env) any{
 		return obj("removeSecurityGroup", map[string]any{"name": e.pickOf("default", "fuzz-sg")})
 	},
 	func(e *env) any { return obj("os-resetState", map[string]any{"state": e.pickOf("active", "error")}) },
+	func(e *env) any {
+		return obj(e.pickOf("os-getSerialConsole", "os-getVNCConsole").(string), map[string]any{"type": e.pickOf("serial", "novnc")})
+	},
 	func(e *env) any {
 		return obj("os-getConsoleOutput", map[string]any{"length": e.pickOf(10, -1, nil, "5")})
 	},
