@@ -35,6 +35,7 @@ commands:
                                    cold-migrate a server (admin); --wait shows progress
   server resize SERVER FLAVOR [--wait] | server resize SERVER --confirm|--revert [--wait]
                                    resize (across hosts when the host lacks room); confirm or revert
+  console SERVER                   attach the terminal to a server's serial console (a shell in it); Ctrl-] detaches
   host list                        compute hosts with state and usage (admin)
   host disable HOST [--reason R] | host enable HOST
                                    keep the scheduler off a host, or let it back
@@ -104,6 +105,9 @@ func run(args []string) error {
 	}
 	if err := c.authenticate(ctx); err != nil {
 		return err
+	}
+	if rest[0] == "console" {
+		return c.serverConsole(ctx, rest[1:])
 	}
 	switch rest[0] + " " + rest[1] {
 	case "server list":
