@@ -344,3 +344,36 @@ func (s *Service) serverSecurityGroups(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"security_groups": out})
 }
+
+// refreshAfterDelete takes a deleted server's addresses out of the rules
+// that name its groups: once the delete is done (the conductor releases
+// its ports when the host reports it), the ports whose rules name those
+// groups get their filters again. It polls the instance every second for
+// up to two minutes in the background; the agents' reconcile is the
+// backstop if this process goes first.
+// groups are the server's groups, read before the delete began.
+func (s *Service) refreshAfterDelete(ctx context.Context, inst *store.Instance, groups []string) {
+	if len(groups) == 0 {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	go func() {
+		for range 120 {
+			time.Sleep(time.Second)
+			var live int64
+			if err := s.st.WithContext(ctx).Model(&store.Instance{}).Where("id = ? AND deleted_at IS NULL", inst.ID).
+				Count(&live).Error; err != nil {
+				return
+			}
+			if live == 0 {
+				watchers, err := s.st.SecurityGroupWatchers(ctx, groups)
+				if err != nil {
+					s.log.Warn("ports watching the groups of a deleted server", "instance", inst.ID, "error", err)
+					return
+				}
+				s.SecurityGroupsChanged(ctx, watchers)
+				return
+			}
+		}
+	}()
+}

@@ -994,9 +994,11 @@ func (s *Service) deleteServer(w http.ResponseWriter, r *http.Request) {
 		writeFault(w, errdefs.Conflictf("Instance %s is locked", inst.ID))
 		return
 	}
+	ports, _ := s.st.ServerPorts(r.Context(), inst.ID, inst.ProjectID)
 	if err := s.startAction(w, r, inst, lifecycle.ActDelete, "delete"); err != nil {
 		return
 	}
+	s.refreshAfterDelete(r.Context(), inst, groupsOfPorts(ports))
 	noContent(w, http.StatusNoContent)
 }
 
