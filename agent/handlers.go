@@ -339,6 +339,9 @@ func (a *Agent) handleAction(ctx context.Context, req protocol.InstanceAction) e
 		return fmt.Errorf("agent: %s request %s without an instance id", req.Action, req.RequestID)
 	}
 	return a.runReported(ctx, req.RequestID, req.InstanceID, req.Action, func(ctx context.Context) (drivers.PowerState, error) {
+		if req.Action == lifecycle.ActRescue || req.Action == lifecycle.ActUnrescue {
+			return a.runRescue(ctx, req)
+		}
 		return a.runAction(ctx, req.InstanceID, req.Action)
 	})
 }

@@ -38,6 +38,8 @@ var sweptTasks = map[lifecycle.TaskState]lifecycle.Action{
 	lifecycle.Shelving:           lifecycle.ActShelve,
 	lifecycle.ShelvingOffloading: lifecycle.ActShelveOffload,
 	lifecycle.Unshelving:         lifecycle.ActUnshelve,
+	lifecycle.Rescuing:           lifecycle.ActRescue,
+	lifecycle.Unrescuing:         lifecycle.ActUnrescue,
 }
 
 // taskDeadline is how long task may go without progress.

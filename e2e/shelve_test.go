@@ -157,3 +157,88 @@ func TestShelveUnshelveAcrossHosts(t *testing.T) {
 		t.Error("shelve image still listed after deleting the server")
 	}
 }
+
+// TestRescueUnrescue is issue 17's rescue proof: a server with a broken
+// file is rescued with the openstack CLI; the rescue system runs in the
+// server's network namespace (same address and MAC) with the server's
+// disk at /mnt, the file is fixed from there, and after the unrescue the
+// server runs its own workload again with the fix, same address, and
+// nothing of the rescue is left (container, volume).
+func TestRescueUnrescue(t *testing.T) {
+	t.Parallel()
+	c := shelveCloud(t)
+	cc := c.computeClient(t, "admin", c.adminPass, "admin")
+	nc := c.networkClient(t, "admin", c.adminPass, "admin")
+	ha := c.hosts[0]
+	netID, _ := vlanNetwork(t, nc, "rsc-net", 318, "10.31.8.0/24", true)
+	cli := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command("openstack", args...)
+		cmd.Env = c.env("admin", c.adminPass, "admin")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("openstack %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	id := c.bootOn(t, cc, "rsc", ha, netID, "")
+	s := activeServer(t, cc, nc, "rsc", id, ha)
+	if out, err := s.exec("sh", "-c", "echo broken > /root/config"); err != nil {
+		t.Fatalf("write: %v %s", err, out)
+	}
+
+	start := time.Now()
+	cli("server", "rescue", id)
+	waitStatus(t, cc, id, "RESCUE", 2*time.Minute)
+	t.Logf("rescue took %s", time.Since(start).Round(time.Millisecond))
+	rexec := func(args ...string) (string, error) {
+		return ha.docker(append([]string{"exec", "capsule-" + id + "-rescue"}, args...)...)
+	}
+	if out, err := rexec("cat", "/mnt/root/config"); err != nil || strings.TrimSpace(out) != "broken" {
+		t.Fatalf("the server's file from the rescue system: %q %v", out, err)
+	}
+	if out, err := rexec("ip", "addr", "show", "dev", "eth0"); err != nil || !strings.Contains(out, s.ip+"/24") ||
+		!strings.Contains(strings.ToLower(out), strings.ToLower(s.mac)) {
+		t.Errorf("rescue system's eth0 = %q (%v), want %s %s", out, err, s.ip, s.mac)
+	}
+	if out, err := s.host.docker("inspect", "-f", "{{.State.Running}}", s.workload()); err != nil || strings.TrimSpace(out) != "false" {
+		t.Errorf("workload running during rescue: %q %v", out, err)
+	}
+	if out, err := rexec("sh", "-c", "echo fixed > /mnt/root/config && mkdir -p /mnt/root/new && echo x > /mnt/root/new/f"); err != nil {
+		t.Fatalf("fix from the rescue system: %v %s", err, out)
+	}
+	// Rescuing a rescued server is a conflict.
+	code, body := raw(t, cc, "POST", "servers/"+id+"/action", `{"rescue":null}`)
+	novaFault(t, "rescue in RESCUE", code, body, 409, "conflictingRequest")
+
+	cli("server", "unrescue", id)
+	waitStatus(t, cc, id, "ACTIVE", 2*time.Minute)
+	if out, err := s.exec("cat", "/root/config", "/root/new/f"); err != nil || out != "fixed\nx" {
+		t.Errorf("after unrescue: %q %v, want the fix", out, err)
+	}
+	addrs, mac := s.eth0(t)
+	if !slices.Contains(addrs, s.ip+"/24") || !strings.EqualFold(mac, s.mac) {
+		t.Errorf("eth0 after unrescue: %v %s, want %s/24 %s", addrs, mac, s.ip, s.mac)
+	}
+	if n := len(containersOn(t, ha, id)); n != 2 {
+		t.Errorf("%d containers of the server after unrescue, want 2 (workload, sandbox)", n)
+	}
+	if out, _ := ha.docker("volume", "ls", "-q", "--filter", "name=capsule-"+id+"-rescue"); strings.TrimSpace(out) != "" {
+		t.Errorf("rescue volume left: %q", out)
+	}
+	// Rescued again, then deleted: nothing left.
+	cli("server", "rescue", id)
+	waitStatus(t, cc, id, "RESCUE", 2*time.Minute)
+	cli("server", "delete", "--wait", id)
+	eventually(t, 30*time.Second, "rescue container gone", func() bool {
+		out, _ := ha.docker("ps", "-a", "--filter", "label=capsule.instance="+id, "--format", "{{.Names}} {{.Status}}")
+		if strings.TrimSpace(out) != "" {
+			t.Logf("left: %s", out)
+		}
+		return strings.TrimSpace(out) == ""
+	})
+	c.hostClean(t, cc, ha, s, false)
+	if out, _ := ha.docker("volume", "ls", "-q", "--filter", "name=capsule-"+id+"-rescue"); strings.TrimSpace(out) != "" {
+		t.Errorf("rescue volume left after delete: %q", out)
+	}
+}

@@ -37,8 +37,11 @@ const (
 	// and sandbox are gone and its claims released; its ports and fixed
 	// IPs stay, its shelve image is what an unshelve boots.
 	ShelvedOffloaded VMState = "shelved_offloaded"
-	Error            VMState = "error"
-	Deleted          VMState = "deleted"
+	// Rescued is Nova's rescued: the server's workload is stopped and a
+	// rescue system runs in its place (same NICs), its disk at /mnt.
+	Rescued VMState = "rescued"
+	Error   VMState = "error"
+	Deleted VMState = "deleted"
 )
 
 // TaskState is the operation in progress (Nova's task_state); NoTask is
@@ -75,6 +78,8 @@ const (
 	Shelving           TaskState = "shelving"
 	ShelvingOffloading TaskState = "shelving_offloading"
 	Unshelving         TaskState = "unshelving"
+	Rescuing           TaskState = "rescuing"
+	Unrescuing         TaskState = "unrescuing"
 )
 
 // PowerState mirrors Nova's integer power states.
@@ -130,6 +135,8 @@ func Status(vm VMState, task TaskState) string {
 		return "SHELVED"
 	case ShelvedOffloaded:
 		return "SHELVED_OFFLOADED"
+	case Rescued:
+		return "RESCUE"
 	case Resized:
 		if task == ResizeReverting {
 			return "REVERT_RESIZE"
@@ -168,11 +175,11 @@ func StatusFilter(s string) (states []VMState, ok bool) {
 
 // allVMStates and allTaskStates list every state, in declaration order.
 var (
-	allVMStates   = []VMState{Building, Active, Stopped, Paused, Suspended, Resized, Shelved, ShelvedOffloaded, Error, Deleted}
+	allVMStates   = []VMState{Building, Active, Stopped, Paused, Suspended, Resized, Shelved, ShelvedOffloaded, Rescued, Error, Deleted}
 	allTaskStates = []TaskState{NoTask, Scheduling, Spawning, PoweringOff, PoweringOn, Rebooting, RebootingHard,
 		Pausing, Unpausing, Suspending, Resuming, Deleting, ResizePrep, ResizeMigrating, ResizeMigrated, ResizeFinish,
 		ResizeReverting, ResizeConfirming, Migrating, ImageSnapshot, ImageBackup, Rebuilding, Shelving,
-		ShelvingOffloading, Unshelving}
+		ShelvingOffloading, Unshelving, Rescuing, Unrescuing}
 )
 
 func equalFold(a, b string) bool {
@@ -239,6 +246,11 @@ const (
 	// (shelved) or spawned from its shelve image on a host the scheduler
 	// picks (shelved_offloaded), with the same ports and addresses.
 	ActUnshelve Action = "unshelve"
+	// Rescue boots a rescue system in the server's place (its disk at
+	// /mnt, same NICs); unrescue brings the server back, with every change
+	// made from the rescue system.
+	ActRescue   Action = "rescue"
+	ActUnrescue Action = "unrescue"
 )
 
 // rule says from which vm_states an action may start (with no task in
@@ -265,7 +277,7 @@ var rules = map[Action]rule{
 	ActUnpause: {From: []VMState{Paused}, Task: Unpausing},
 	ActSuspend: {From: []VMState{Active}, Task: Suspending},
 	ActResume:  {From: []VMState{Suspended}, Task: Resuming},
-	ActDelete: {From: []VMState{Building, Active, Stopped, Paused, Suspended, Resized, Shelved, ShelvedOffloaded, Error},
+	ActDelete: {From: []VMState{Building, Active, Stopped, Paused, Suspended, Resized, Shelved, ShelvedOffloaded, Rescued, Error},
 		Task: Deleting, Preempts: true},
 	// Resize starts in resize_prep; the driver's work runs as
 	// resize_finish (both show RESIZE) and it ends in resized.
@@ -288,6 +300,9 @@ var rules = map[Action]rule{
 	ActShelve:        {From: []VMState{Active, Stopped, Paused, Suspended}, Task: Shelving},
 	ActShelveOffload: {From: []VMState{Shelved}, Task: ShelvingOffloading},
 	ActUnshelve:      {From: []VMState{Shelved, ShelvedOffloaded}, Task: Unshelving},
+	// Nova's rescue: active, stopped, error; unrescue: rescued.
+	ActRescue:   {From: []VMState{Active, Stopped, Error}, Task: Rescuing},
+	ActUnrescue: {From: []VMState{Rescued}, Task: Unrescuing},
 }
 
 // ConflictError is returned when an action is not allowed in the
@@ -350,6 +365,10 @@ func Outcome(action Action) (VMState, PowerState) {
 		return Shelved, Shutdown
 	case ActShelveOffload:
 		return ShelvedOffloaded, NoState
+	case ActRescue:
+		return Rescued, Running
+	case ActUnrescue:
+		return Active, Running
 	case ActUnshelve:
 		return Active, Running
 	}

@@ -9,13 +9,14 @@ import (
 )
 
 var (
-	testVMStates   = []VMState{Building, Active, Stopped, Paused, Suspended, Resized, Shelved, ShelvedOffloaded, Error, Deleted}
+	testVMStates   = []VMState{Building, Active, Stopped, Paused, Suspended, Resized, Shelved, ShelvedOffloaded, Rescued, Error, Deleted}
 	testTaskStates = []TaskState{NoTask, Scheduling, Spawning, PoweringOff, PoweringOn, Rebooting, RebootingHard,
 		Pausing, Unpausing, Suspending, Resuming, Deleting, ResizePrep, ResizeMigrating, ResizeMigrated, ResizeFinish,
 		ResizeReverting, ResizeConfirming, Migrating, ImageSnapshot, ImageBackup, Rebuilding, Shelving,
-		ShelvingOffloading, Unshelving}
+		ShelvingOffloading, Unshelving, Rescuing, Unrescuing}
 	userActions = []Action{ActStart, ActStop, ActReboot, ActRebootHard, ActPause, ActUnpause, ActSuspend, ActResume,
-		ActDelete, ActRebuild, ActSnapshot, ActBackup, ActResize, ActMigrate, ActShelve, ActShelveOffload, ActUnshelve}
+		ActDelete, ActRebuild, ActSnapshot, ActBackup, ActResize, ActMigrate, ActShelve, ActShelveOffload, ActUnshelve,
+		ActRescue, ActUnrescue}
 )
 
 // TestStateListsComplete keeps the package's own state lists (used by
@@ -51,7 +52,7 @@ func TestBegin(t *testing.T) {
 		ActUnpause: {from: []VMState{Paused}, task: Unpausing},
 		ActSuspend: {from: []VMState{Active}, task: Suspending},
 		ActResume:  {from: []VMState{Suspended}, task: Resuming},
-		ActDelete: {from: []VMState{Building, Active, Stopped, Paused, Suspended, Resized, Shelved, ShelvedOffloaded, Error},
+		ActDelete: {from: []VMState{Building, Active, Stopped, Paused, Suspended, Resized, Shelved, ShelvedOffloaded, Rescued, Error},
 			task: Deleting, any: true},
 		ActRebuild: {from: []VMState{Active, Stopped, Error}, task: Rebuilding},
 		// snapshot and backup: ACTIVE, STOPPED, PAUSED, SUSPENDED; resize
@@ -65,6 +66,9 @@ func TestBegin(t *testing.T) {
 		ActShelve:        {from: []VMState{Active, Stopped, Paused, Suspended}, task: Shelving},
 		ActShelveOffload: {from: []VMState{Shelved}, task: ShelvingOffloading},
 		ActUnshelve:      {from: []VMState{Shelved, ShelvedOffloaded}, task: Unshelving},
+		// rescue: ACTIVE, STOPPED, ERROR; unrescue: RESCUED.
+		ActRescue:   {from: []VMState{Active, Stopped, Error}, task: Rescuing},
+		ActUnrescue: {from: []VMState{Rescued}, task: Unrescuing},
 	}
 	for _, action := range userActions {
 		w := wants[action]
@@ -145,7 +149,7 @@ func TestBeginDeletePreemptsEveryTask(t *testing.T) {
 }
 
 func TestBeginUnknownAction(t *testing.T) {
-	for _, a := range []Action{ActCreate, "rescue", ""} {
+	for _, a := range []Action{ActCreate, "frobnicate", ""} {
 		got, err := Begin(a, Active, NoTask)
 		if err == nil {
 			t.Errorf("Begin(%q) succeeded with %q, want an error", a, got)
@@ -196,7 +200,9 @@ func TestOutcome(t *testing.T) {
 		{ActShelve, Shelved, Shutdown},
 		{ActShelveOffload, ShelvedOffloaded, NoState},
 		{ActUnshelve, Active, Running},
-		{"rescue", Error, NoState},
+		{ActRescue, Rescued, Running},
+		{ActUnrescue, Active, Running},
+		{"frobnicate", Error, NoState},
 	}
 	for _, c := range cases {
 		vm, power := Outcome(c.action)
@@ -245,6 +251,7 @@ var novaStateMap = map[VMState]struct {
 	Suspended:        {"SUSPENDED", nil},
 	Shelved:          {"SHELVED", nil},
 	ShelvedOffloaded: {"SHELVED_OFFLOADED", nil},
+	Rescued:          {"RESCUE", nil},
 	Error:            {"ERROR", map[TaskState]string{Rebuilding: "REBUILD"}},
 	Deleted:          {"DELETED", nil},
 }
@@ -265,7 +272,7 @@ func TestStatusEveryPair(t *testing.T) {
 			}
 		}
 	}
-	if got := Status("rescued", NoTask); got != "UNKNOWN" {
+	if got := Status("soft-delete", NoTask); got != "UNKNOWN" {
 		t.Errorf("Status of an unknown vm_state = %s, want UNKNOWN", got)
 	}
 }

@@ -151,6 +151,9 @@ type InstanceAction struct {
 	RequestID  string           `json:"request_id"`
 	InstanceID string           `json:"instance_id"`
 	Action     lifecycle.Action `json:"action"`
+	// RescueImage is a rescue's image (registry reference): the rescue
+	// system that gets the server's disk at /mnt.
+	RescueImage string `json:"rescue_image,omitempty"`
 }
 
 // ConsoleOutputRequest asks an agent for the tail of a console log.

@@ -25,7 +25,6 @@ import (
 // notYet are Nova actions Capsule knows but does not offer yet; they get a
 // clear error instead of "no such action".
 var notYet = map[string]string{
-	"rescue": "rescue", "unrescue": "rescue",
 	"trigger_crash_dump": "crash dumps", "forceDelete": "soft delete",
 	"restore": "soft delete",
 }
@@ -127,6 +126,10 @@ func (s *Service) serverAction(w http.ResponseWriter, r *http.Request) {
 		s.unshelveServer(w, r, inst, arg)
 	case "addSecurityGroup", "removeSecurityGroup":
 		s.securityGroupAction(w, r, inst, arg, name == "addSecurityGroup")
+	case "rescue":
+		s.rescueServer(w, r, inst, arg)
+	case "unrescue":
+		s.simpleAction(w, r, inst, lifecycle.ActUnrescue, "unrescue")
 	default:
 		if feature, known := notYet[name]; known {
 			writeFault(w, errdefs.InvalidArgumentf("Action '%s' (%s) is not supported by this Capsule release yet.", name, feature))

@@ -1013,6 +1013,14 @@ var errStateChanged = instance.ErrStateChanged
 // a server's actions exactly. It writes the error response itself and
 // returns non-nil on failure.
 func (s *Service) startAction(w http.ResponseWriter, r *http.Request, inst *store.Instance, action lifecycle.Action, apiName string) error {
+	return s.startActionMsg(w, r, inst, protocol.InstanceAction{Action: action}, apiName)
+}
+
+// startActionMsg is startAction casting msg (its request and instance
+// ids filled in): an action that carries more than its name (a rescue's
+// image).
+func (s *Service) startActionMsg(w http.ResponseWriter, r *http.Request, inst *store.Instance, msg protocol.InstanceAction, apiName string) error {
+	action := msg.Action
 	ctx := r.Context()
 	creds := auth.FromContext(ctx)
 	vm, task := inst.VMState, inst.TaskState
@@ -1057,8 +1065,8 @@ func (s *Service) startAction(w http.ResponseWriter, r *http.Request, inst *stor
 			UserID: creds.UserID, ProjectID: creds.ProjectID, StartTime: now, UpdatedAt: now}).Error; err != nil {
 			return err
 		}
-		return s.cast(tx, &out, inst.Host, inst.ID, protocol.KindInstanceAction,
-			protocol.InstanceAction{RequestID: reqID, InstanceID: inst.ID, Action: action})
+		msg.RequestID, msg.InstanceID = reqID, inst.ID
+		return s.cast(tx, &out, inst.Host, inst.ID, protocol.KindInstanceAction, msg)
 	})
 	if errors.Is(err, errStateChanged) {
 		writeFault(w, errdefs.Conflictf("Cannot '%s' instance %s: its state changed meanwhile", apiName, inst.ID))

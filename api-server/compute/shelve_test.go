@@ -229,3 +229,70 @@ func TestShelvePolicy(t *testing.T) {
 	resp, body = f.do("POST", action, "admin", `{"unshelve":{"host":"h1"}}`, "X-OpenStack-Nova-API-Version", "2.91")
 	expectFault(t, resp, body, 409, "conflictingRequest")
 }
+
+// TestRescuePolicyAndStates: a member rescues their own active, stopped
+// or errored server (200 {"adminPass"}, the image cast to the host: the
+// server's own or rescue_image_ref), a reader may not (403), another
+// project does not see it (404), no or a bad token is 401; a bad image is
+// 400, a rescued server cannot be rescued again (409) but unrescued (202).
+func TestRescuePolicyAndStates(t *testing.T) {
+	f := newFixture(t)
+	id := f.create("demo", "rsc")
+	f.placeActive(id, 4)
+	action := "/v2.1/servers/" + id + "/action"
+	for _, b := range []string{`{"rescue":null}`, `{"unrescue":null}`} {
+		resp, body := f.do("POST", action, "other", b)
+		expectFault(t, resp, body, 404, "itemNotFound")
+		resp, body = f.do("POST", action, "read", b)
+		expectFault(t, resp, body, 403, "forbidden")
+		for _, tok := range []string{"", "garbage"} {
+			if resp, _ := f.do("POST", action, tok, b); resp.StatusCode != 401 {
+				t.Errorf("%s with token %q: %d, want 401", b, tok, resp.StatusCode)
+			}
+		}
+	}
+	resp, body := f.do("POST", action, "demo", `{"unrescue":null}`)
+	expectFault(t, resp, body, 409, "conflictingRequest")
+	for _, bad := range []string{`{"rescue":{"rescue_image_ref":"not-a-uuid"}}`, `{"rescue":{"rescue_image_ref":"` + newUUID() + `"}}`,
+		`{"rescue":{"frob":1}}`, `{"rescue":{"adminPass":1}}`, `{"rescue":[]}`} {
+		resp, body := f.do("POST", action, "demo", bad)
+		expectFault(t, resp, body, 400, "badRequest")
+	}
+	resp, body = f.do("POST", action, "demo", `{"rescue":{"adminPass":"s3cret","rescue_image_ref":"`+f.image+`"}}`)
+	if resp.StatusCode != 200 || body["adminPass"] != "s3cret" || len(body) != 1 {
+		t.Fatalf("rescue: %d %v", resp.StatusCode, body)
+	}
+	var act protocol.InstanceAction
+	f.lastSent(bus.ComputeQueue("h1"), protocol.KindInstanceAction, &act)
+	if act.Action != lifecycle.ActRescue || act.RescueImage != "127.0.0.1:5050/capsule/busybox:latest" {
+		t.Errorf("rescue cast %+v", act)
+	}
+	cond := conductor.New(f.st, f.bus, config.Conductor{}, 3, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	f.report(cond, protocol.InstanceReport{RequestID: act.RequestID, InstanceID: id, Host: "h1", Action: lifecycle.ActRescue,
+		OK: true, PowerState: 1, Event: "compute_rescue_instance"})
+	if st, task := f.status(id); st != "RESCUE" || task != nil {
+		t.Errorf("rescued: %s/%v", st, task)
+	}
+	resp, body = f.do("POST", action, "demo", `{"rescue":null}`)
+	expectFault(t, resp, body, 409, "conflictingRequest")
+	resp, body = f.do("POST", action, "demo", `{"os-start":null}`)
+	expectFault(t, resp, body, 409, "conflictingRequest")
+	if resp, body := f.do("POST", action, "demo", `{"unrescue":null}`); resp.StatusCode != 202 || len(body) != 0 {
+		t.Fatalf("unrescue: %d %v", resp.StatusCode, body)
+	}
+	f.lastSent(bus.ComputeQueue("h1"), protocol.KindInstanceAction, &act)
+	f.report(cond, protocol.InstanceReport{RequestID: act.RequestID, InstanceID: id, Host: "h1", Action: lifecycle.ActUnrescue,
+		OK: true, PowerState: 1})
+	if st, _ := f.status(id); st != "ACTIVE" {
+		t.Errorf("after unrescue: %s", st)
+	}
+	// A stopped server is rescued with its own image; a generated password.
+	f.setState(id, lifecycle.Stopped, lifecycle.NoTask)
+	resp, body = f.do("POST", action, "demo", `{"rescue":null}`)
+	if resp.StatusCode != 200 || body["adminPass"] == "" {
+		t.Fatalf("rescue of a stopped server: %d %v", resp.StatusCode, body)
+	}
+	if names := f.actionNames(id); strings.Join(names, ",") != "rescue,unrescue,rescue,create" {
+		t.Errorf("instance actions %v", names)
+	}
+}

@@ -667,6 +667,10 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 	if err := d.ConfirmRootDisk(ctx, id); err != nil {
 		return fmt.Errorf("destroy: %w", err)
 	}
+	// So does a rescue system (with the volume mounting the disk).
+	if err := d.Unrescue(ctx, id, time.Second); err != nil {
+		return fmt.Errorf("destroy: %w", err)
+	}
 	c, err := d.inspect(ctx, "destroy", id)
 	if errors.Is(err, drivers.ErrNotFound) {
 		return d.removeSandbox(ctx, id)
@@ -789,8 +793,8 @@ func (d *Driver) List(ctx context.Context) ([]drivers.Status, error) {
 		if id == "" {
 			continue
 		}
-		if isKept(s) {
-			continue // a root disk resize's old container, not the instance
+		if isKept(s) || isRescue(s) {
+			continue // a root disk resize's old container, a rescue system: not the instance
 		}
 		if isSandbox(s) {
 			sandboxes = append(sandboxes, drivers.Status{ID: id, Power: drivers.PowerNoState, BackendID: s.ID,

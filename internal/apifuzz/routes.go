@@ -583,6 +583,10 @@ var actionBodies = []func(e *env) any{
 	func(e *env) any { return obj("shelve", nil) },
 	func(e *env) any { return obj("unshelve", e.pickOf(nil, map[string]any{"availability_zone": "nova"})) },
 	func(e *env) any { return obj("shelveOffload", nil) },
+	func(e *env) any {
+		return obj("rescue", e.pickOf(nil, map[string]any{"adminPass": "pw", "rescue_image_ref": e.id("image")}))
+	},
+	func(e *env) any { return obj("unrescue", nil) },
 	func(e *env) any { return obj("addFixedIp", map[string]any{"networkId": e.id("network")}) },
 }
 

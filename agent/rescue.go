@@ -1,0 +1,62 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/capsule-cloud/capsule/drivers"
+	"github.com/capsule-cloud/capsule/errdefs"
+	"github.com/capsule-cloud/capsule/lifecycle"
+	"github.com/capsule-cloud/capsule/protocol"
+)
+
+// runRescue carries out a rescue or an unrescue and returns the power
+// state the conductor records: running while the rescue system runs
+// (Nova's rescued servers are running), the workload's after an unrescue.
+// Both are idempotent, so a redelivery after an agent restart does the
+// same again.
+func (a *Agent) runRescue(ctx context.Context, req protocol.InstanceAction) (drivers.PowerState, error) {
+	id := req.InstanceID
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.StopTimeout+5*time.Minute)
+	defer cancel()
+	rs, ok := a.drv.(drivers.Rescuer)
+	if !ok {
+		return a.powerOf(ctx, id), errdefs.Wrap(fmt.Errorf("%s instance %s: driver %s: %w", req.Action, id, a.drv.Name(), drivers.ErrNotSupported),
+			errdefs.ErrInvalidArgument, "the compute host cannot rescue servers")
+	}
+	if _, err := a.drv.Status(ctx, id); err != nil {
+		if errors.Is(err, drivers.ErrNotFound) {
+			return drivers.PowerNoState, errdefs.Wrap(fmt.Errorf("%s instance %s: %w", req.Action, id, err),
+				errdefs.ErrNotFound, "the server's container is missing on its host")
+		}
+		return drivers.PowerNoState, fmt.Errorf("%s instance %s: status: %w", req.Action, id, err)
+	}
+	if req.Action == lifecycle.ActRescue {
+		if req.RescueImage == "" {
+			return a.powerOf(ctx, id), fmt.Errorf("rescue instance %s: no rescue image", id)
+		}
+		if err := rs.Rescue(ctx, id, req.RescueImage, a.cfg.StopTimeout); err != nil {
+			// Whatever the rescue got to, the rescue system goes and
+			// the server stays as it is (stopped if it got that far).
+			if uerr := rs.Unrescue(context.WithoutCancel(ctx), id, a.cfg.StopTimeout); uerr != nil {
+				a.log.Error("rescue: cleanup after a failed rescue failed", "instance", id, "err", uerr)
+			}
+			return a.powerOf(ctx, id), fmt.Errorf("rescue instance %s: %w", id, err)
+		}
+		// The sandbox may have been started again (a stopped server):
+		// its NICs are plumbed for the rescue system.
+		if err := a.plumbFor(ctx, id); err != nil {
+			return drivers.PowerRunning, fmt.Errorf("rescue instance %s: plumb: %w", id, err)
+		}
+		return drivers.PowerRunning, nil
+	}
+	if err := rs.Unrescue(ctx, id, a.cfg.StopTimeout); err != nil {
+		return drivers.PowerRunning, fmt.Errorf("unrescue instance %s: %w", id, err)
+	}
+	if err := a.start(ctx, id); err != nil {
+		return a.powerOf(ctx, id), fmt.Errorf("unrescue instance %s: start: %w", id, err)
+	}
+	return a.powerOf(ctx, id), nil
+}
