@@ -188,6 +188,13 @@ func (d *RegistryData) Put(ctx context.Context, img store.Image, r io.Reader) (s
 	if !ok {
 		return "", fmt.Errorf("docker-save tarball lacks its config %s", m.Config)
 	}
+	// A server has one root disk: the image's VOLUME paths become plain
+	// directories of it, capped with it and carried by its commits
+	// (registry.WithoutVolumes).
+	cfg, _, err := registry.WithoutVolumes(cfg)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", errBadTarball, err)
+	}
 	cfgBlob, err := d.Registry.UploadBlob(ctx, repo, bytes.NewReader(cfg))
 	if err != nil {
 		return "", fmt.Errorf("upload image config: %w", err)

@@ -206,6 +206,13 @@ func TestRegistryDataRoundTrip(t *testing.T) {
 // content), a config naming their diff ids and a manifest.json.
 func dockerSave(t testing.TB, layers ...[]byte) []byte {
 	t.Helper()
+	return dockerSaveConfig(t, map[string]any{}, layers...)
+}
+
+// dockerSaveConfig is dockerSave with config as the image config's
+// "config" (Cmd, Volumes, ...).
+func dockerSaveConfig(t testing.TB, config map[string]any, layers ...[]byte) []byte {
+	t.Helper()
 	var out bytes.Buffer
 	tw := tar.NewWriter(&out)
 	add := func(name string, b []byte) {
@@ -229,7 +236,7 @@ func dockerSave(t testing.TB, layers ...[]byte) []byte {
 		names = append(names, name)
 		diffIDs = append(diffIDs, "sha256:"+hex.EncodeToString(sum[:]))
 	}
-	cfg, _ := json.Marshal(map[string]any{"architecture": "amd64", "os": "linux", "config": map[string]any{},
+	cfg, _ := json.Marshal(map[string]any{"architecture": "amd64", "os": "linux", "config": config,
 		"rootfs": map[string]any{"type": "layers", "diff_ids": diffIDs}})
 	add("config.json", cfg)
 	man, _ := json.Marshal([]map[string]any{{"Config": "config.json", "RepoTags": []string{}, "Layers": names}})
@@ -331,5 +338,68 @@ func TestImageDeleteSharedRepository(t *testing.T) {
 	e.want(e.do("DELETE", "/v2/images/"+b2, e.bob, nil), http.StatusNoContent)
 	if _, err := client.Resolve(ctx, repo, dg); !errors.Is(err, registry.ErrNotFound) {
 		t.Fatalf("manifest after the last delete: %v, want ErrNotFound", err)
+	}
+}
+
+// TestUploadStripsVolumes: an uploaded image declaring VOLUMEs is stored
+// without them (its VOLUME paths are plain directories of the server's
+// root disk, capped with it and carried by its snapshots and migrations),
+// with its layers and the rest of its config as uploaded.
+func TestUploadStripsVolumes(t *testing.T) {
+	reg := testenv.Registry(t)
+	ctx := context.Background()
+	base := "capsuletest/img-" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12]
+	client := &registry.Client{Address: reg}
+	e := newEnv(t, &image.RegistryData{Registry: client, Repo: base})
+	saved := dockerSaveConfig(t, map[string]any{"Cmd": []string{"sh"}, "WorkingDir": "/data",
+		"Volumes": map[string]any{"/data": map[string]any{}, "/var/lib/db": map[string]any{}}}, []byte("layer one"), []byte("layer two"))
+
+	r := e.want(e.do("POST", "/v2/images", e.alice, map[string]any{"name": "vol", "container_format": "docker", "disk_format": "raw"}), http.StatusCreated)
+	id := r.body["id"].(string)
+	e.want(e.do("PUT", "/v2/images/"+id+"/file", e.alice, saved, "Content-Type", "application/octet-stream"), http.StatusNoContent)
+	var row store.Image
+	if err := e.st.DB.Where("id = ?", id).Take(&row).Error; err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.DeleteImage(context.Background(), row.RegistryRef, "") })
+	ref, err := registry.ParseRef(row.RegistryRef)
+	if err != nil {
+		t.Fatal(err)
+	}
+	man, err := client.Manifest(ctx, ref.Repo, ref.Tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := client.GetBlob(ctx, ref.Repo, man.Config.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Config map[string]any
+		RootFS struct {
+			DiffIDs []string `json:"diff_ids"`
+		}
+	}
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		t.Fatalf("stored config: %v\n%s", err, raw)
+	}
+	if v, ok := cfg.Config["Volumes"]; ok {
+		t.Errorf("stored config still declares volumes: %v", v)
+	}
+	if cfg.Config["WorkingDir"] != "/data" || fmt.Sprint(cfg.Config["Cmd"]) != "[sh]" {
+		t.Errorf("stored config lost more than its volumes: %s", raw)
+	}
+	if len(man.Layers) != 2 || len(cfg.RootFS.DiffIDs) != 2 {
+		t.Errorf("stored image has %d layers, %d diff ids; want the 2 uploaded", len(man.Layers), len(cfg.RootFS.DiffIDs))
+	}
+	// The download is the stored image: no volumes either.
+	d := e.want(e.do("GET", "/v2/images/"+id+"/file", e.alice, nil), http.StatusOK)
+	if bytes.Contains(d.raw, []byte("/var/lib/db")) {
+		t.Errorf("the download still names a volume path")
 	}
 }
