@@ -302,41 +302,32 @@ cap_dockerd_args() {
 		--containerd-namespace "$ns" --containerd-plugins-namespace "$ns-plugins" $extra
 }
 
-# cap_xfs_dataroot DIR IMG GB: DIR becomes an XFS filesystem mounted with
-# project quotas (pquota), held in IMG, a sparse file of GB GiB made and
-# formatted once: overlay2 can then cap each server's root disk at its
-# flavor's disk (docker's storage-opt size; docs/operations.md "Root disk").
-# Idempotent: an XFS pquota mount already at DIR is kept, IMG re-mounted on
-# every run (and by a systemd mount unit at boot when under systemd). A DIR
-# that already holds data on another filesystem is left alone (it would be
-# hidden), as is one on a kernel without XFS quotas: the function warns and
-# fails, and the driver reports the host as not enforcing root disks.
-cap_xfs_dataroot() {
-	local dir=$1 img=$2 gb=$3 fs opts unit
-	mkdir -p "$dir"
-	read -r fs opts < <(awk -v d="$dir" '$2 == d {f=$3; o=$4} END {print f, o}' /proc/mounts)
-	if [ -n "$fs" ]; then
-		case "$fs,$opts" in
-		xfs,*prjquota* | xfs,*pquota*) return 0 ;;
-		esac
-		cap_warn "$dir is a $fs mount without project quotas: root disks are not enforced"
-		return 1
-	fi
+# cap_loop_dataroot FS DIR IMG GB OPTS DESC HINT: the part the XFS and
+# btrfs data roots share: IMG, a sparse file of GB GiB formatted with
+# mkfs.FS, is made once (unless DIR already holds data, which it would
+# hide) and mounted on DIR with OPTS (loop,...): by a systemd mount unit
+# (DESC, enabled for boot, before capsule-dockerd) under systemd, else by
+# mount. It warns and fails (nothing left mounted, no unit left) when it
+# cannot; HINT says why a mount may fail.
+cap_loop_dataroot() {
+	local fs=$1 dir=$2 img=$3 gb=$4 opts=$5 desc=$6 hint=$7 unit quiet=/dev/stderr
 	if [ ! -e "$img" ]; then
 		if [ -n "$(ls -A "$dir" 2>/dev/null)" ]; then
-			cap_warn "$dir already holds data on $(stat -f -c %T "$dir"): not replacing it with an XFS data root; root disks are not enforced"
+			cap_warn "$dir already holds data on $(stat -f -c %T "$dir"): not replacing it with a $fs data root; root disks are not enforced"
 			return 1
 		fi
-		command -v mkfs.xfs >/dev/null || { cap_warn "mkfs.xfs missing (xfsprogs)"; return 1; }
+		command -v "mkfs.$fs" >/dev/null || { cap_warn "mkfs.$fs missing: root disks are not enforced"; return 1; }
 		mkdir -p "$(dirname "$img")"
-		truncate -s "${gb}G" "$img.tmp" && mkfs.xfs -q "$img.tmp" && mv "$img.tmp" "$img" ||
-			{ rm -f "$img.tmp"; cap_warn "could not make the XFS image $img"; return 1; }
+		# mkfs.btrfs talks even with -q.
+		[ "$fs" = btrfs ] && quiet=/dev/null
+		truncate -s "${gb}G" "$img.tmp" && "mkfs.$fs" -q "$img.tmp" >/dev/null 2>"$quiet" && mv "$img.tmp" "$img" ||
+			{ rm -f "$img.tmp"; cap_warn "could not make the $fs image $img: root disks are not enforced"; return 1; }
 		chmod 600 "$img"
 	fi
 	if cap_systemd; then
 		unit=$(systemd-escape --path --suffix=mount "$dir")
-		printf '[Unit]\nDescription=Capsule dockerd data root with project quotas\nBefore=capsule-dockerd.service\n\n[Mount]\nWhat=%s\nWhere=%s\nType=xfs\nOptions=loop,pquota\n\n[Install]\nWantedBy=multi-user.target\n' \
-			"$img" "$dir" >"/etc/systemd/system/$unit.tmp"
+		printf '[Unit]\nDescription=%s\nBefore=capsule-dockerd.service\n\n[Mount]\nWhat=%s\nWhere=%s\nType=%s\nOptions=%s\n\n[Install]\nWantedBy=multi-user.target\n' \
+			"$desc" "$img" "$dir" "$fs" "$opts" >"/etc/systemd/system/$unit.tmp"
 		if ! cmp -s "/etc/systemd/system/$unit.tmp" "/etc/systemd/system/$unit"; then
 			mv "/etc/systemd/system/$unit.tmp" "/etc/systemd/system/$unit"
 			systemctl daemon-reload
@@ -350,13 +341,37 @@ cap_xfs_dataroot() {
 			systemctl disable --quiet "$unit" 2>/dev/null || true
 			rm -f "/etc/systemd/system/$unit" && systemctl daemon-reload
 			systemctl reset-failed "$unit" 2>/dev/null || true
-			cap_warn "cannot mount $img on $dir with pquota (kernel without XFS quotas?): root disks are not enforced"
+			cap_warn "cannot mount $img on $dir $hint: root disks are not enforced"
 			return 1
 		fi
 	else
-		mount -t xfs -o loop,pquota "$img" "$dir" 2>/dev/null ||
-			{ cap_warn "cannot mount $img on $dir with pquota (kernel without XFS quotas?): root disks are not enforced"; return 1; }
+		mount -t "$fs" -o "$opts" "$img" "$dir" 2>/dev/null ||
+			{ cap_warn "cannot mount $img on $dir $hint: root disks are not enforced"; return 1; }
 	fi
+}
+
+# cap_xfs_dataroot DIR IMG GB: DIR becomes an XFS filesystem mounted with
+# project quotas (pquota), held in IMG, a sparse file of GB GiB made and
+# formatted once: overlay2 can then cap each server's root disk at its
+# flavor's disk (docker's storage-opt size; docs/operations.md "Root disk").
+# Idempotent: an XFS pquota mount already at DIR is kept, IMG re-mounted on
+# every run (and by a systemd mount unit at boot when under systemd). A DIR
+# that already holds data on another filesystem is left alone (it would be
+# hidden), as is one on a kernel without XFS quotas: the function warns and
+# fails, and the driver reports the host as not enforcing root disks.
+cap_xfs_dataroot() {
+	local dir=$1 img=$2 gb=$3 fs opts
+	mkdir -p "$dir"
+	read -r fs opts < <(awk -v d="$dir" '$2 == d {f=$3; o=$4} END {print f, o}' /proc/mounts)
+	if [ -n "$fs" ]; then
+		case "$fs,$opts" in
+		xfs,*prjquota* | xfs,*pquota*) return 0 ;;
+		esac
+		cap_warn "$dir is a $fs mount without project quotas: root disks are not enforced"
+		return 1
+	fi
+	cap_loop_dataroot xfs "$dir" "$img" "$gb" loop,pquota "Capsule dockerd data root with project quotas" \
+		"with pquota (kernel without XFS quotas?)" || return 1
 	cap_say "$dir: XFS with project quotas on $img (${gb} GiB sparse)"
 }
 
@@ -380,7 +395,7 @@ cap_dockerd_storage() {
 # again), IMG re-mounted on every run (a systemd mount unit at boot); a
 # DIR holding data on another filesystem is left alone, with a warning.
 cap_btrfs_dataroot() {
-	local dir=$1 img=$2 gb=$3 fs unit
+	local dir=$1 img=$2 gb=$3 fs
 	mkdir -p "$dir"
 	fs=$(cap_mount_fs "$dir")
 	if [ -n "$fs" ] && [ "$fs" != btrfs ]; then
@@ -390,38 +405,8 @@ cap_btrfs_dataroot() {
 	if [ -z "$fs" ]; then
 		command -v mkfs.btrfs >/dev/null && command -v btrfs >/dev/null ||
 			{ cap_warn "mkfs.btrfs missing (btrfs-progs): root disks are not enforced"; return 1; }
-		if [ ! -e "$img" ]; then
-			if [ -n "$(ls -A "$dir" 2>/dev/null)" ]; then
-				cap_warn "$dir already holds data on $(stat -f -c %T "$dir"): not replacing it with a btrfs data root; root disks are not enforced"
-				return 1
-			fi
-			mkdir -p "$(dirname "$img")"
-			truncate -s "${gb}G" "$img.tmp" && mkfs.btrfs -q "$img.tmp" >/dev/null 2>&1 && mv "$img.tmp" "$img" ||
-				{ rm -f "$img.tmp"; cap_warn "could not make the btrfs image $img: root disks are not enforced"; return 1; }
-			chmod 600 "$img"
-		fi
-		if cap_systemd; then
-			unit=$(systemd-escape --path --suffix=mount "$dir")
-			printf '[Unit]\nDescription=Capsule dockerd data root (btrfs, quota groups)\nBefore=capsule-dockerd.service\n\n[Mount]\nWhat=%s\nWhere=%s\nType=btrfs\nOptions=loop\n\n[Install]\nWantedBy=multi-user.target\n' \
-				"$img" "$dir" >"/etc/systemd/system/$unit.tmp"
-			if ! cmp -s "/etc/systemd/system/$unit.tmp" "/etc/systemd/system/$unit"; then
-				mv "/etc/systemd/system/$unit.tmp" "/etc/systemd/system/$unit"
-				systemctl daemon-reload
-			else
-				rm -f "/etc/systemd/system/$unit.tmp"
-			fi
-			systemctl enable --quiet "$unit" 2>/dev/null || true
-			if ! systemctl start "$unit" 2>/dev/null; then
-				systemctl disable --quiet "$unit" 2>/dev/null || true
-				rm -f "/etc/systemd/system/$unit" && systemctl daemon-reload
-				systemctl reset-failed "$unit" 2>/dev/null || true
-				cap_warn "cannot mount $img on $dir (kernel without btrfs?): root disks are not enforced"
-				return 1
-			fi
-		else
-			mount -t btrfs -o loop "$img" "$dir" 2>/dev/null ||
-				{ cap_warn "cannot mount $img on $dir (kernel without btrfs?): root disks are not enforced"; return 1; }
-		fi
+		cap_loop_dataroot btrfs "$dir" "$img" "$gb" loop "Capsule dockerd data root (btrfs, quota groups)" \
+			"(kernel without btrfs?)" || return 1
 	fi
 	# Quota groups persist on the filesystem; enabling them again is a no-op.
 	btrfs quota enable "$dir" 2>/dev/null ||
