@@ -3,6 +3,7 @@ package registry
 import (
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -32,6 +33,15 @@ func TestWithoutVolumes(t *testing.T) {
 		}
 		delete(orig[k].(map[string]any), "Volumes")
 	}
+	// The paths are kept for the driver, which makes the directories.
+	labels := got["config"].(map[string]any)["Labels"].(map[string]any)
+	if v := labels[LabelVolumeDirs]; v != `["/data","/var/log"]` {
+		t.Errorf("label %s = %v", LabelVolumeDirs, v)
+	}
+	if d := VolumeDirs(map[string]string{LabelVolumeDirs: labels[LabelVolumeDirs].(string)}); !reflect.DeepEqual(d, []string{"/data", "/var/log"}) {
+		t.Errorf("VolumeDirs of the label: %v", d)
+	}
+	orig["config"].(map[string]any)["Labels"].(map[string]any)[LabelVolumeDirs] = labels[LabelVolumeDirs]
 	// Everything else, the layers first, is as it was.
 	if !reflect.DeepEqual(got, orig) {
 		t.Errorf("rewrite changed more than the volumes:\n got %v\nwant %v", got, orig)
@@ -40,6 +50,35 @@ func TestWithoutVolumes(t *testing.T) {
 	again, d2, err := WithoutVolumes(out)
 	if err != nil || string(again) != string(out) || d2 != nil {
 		t.Errorf("second rewrite: %s %v %v", again, d2, err)
+	}
+}
+
+// A config without labels gets them; paths already in the label (an
+// image stripped before) are kept with the new ones, cleaned.
+func TestWithoutVolumesMergesTheLabel(t *testing.T) {
+	cfg := []byte(`{"config":{"Labels":{"a":"b","capsule.volume_dirs":"[\"/old\",\"rel/dir/\"]"},"Volumes":{"/new/../data/":{},"/":{}}}}`)
+	out, dropped, err := WithoutVolumes(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"/", "/new/../data/"}; !reflect.DeepEqual(dropped, want) {
+		t.Errorf("dropped %v, want %v", dropped, want)
+	}
+	var got struct {
+		Config struct{ Labels map[string]string }
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatal(err)
+	}
+	if d := VolumeDirs(got.Config.Labels); !reflect.DeepEqual(d, []string{"/data", "/old", "/rel/dir"}) || got.Config.Labels["a"] != "b" {
+		t.Errorf("labels %v, dirs %v", got.Config.Labels, d)
+	}
+	out, _, err = WithoutVolumes([]byte(`{"config":{"Labels":null,"Volumes":{"/d":{}}}}`))
+	if err != nil || !strings.Contains(string(out), `"Labels":{"capsule.volume_dirs":"[\"/d\"]"}`) {
+		t.Errorf("config with null labels: %s %v", out, err)
+	}
+	if d := VolumeDirs(map[string]string{LabelVolumeDirs: "not json"}); d != nil {
+		t.Errorf("VolumeDirs of a bad label: %v", d)
 	}
 }
 

@@ -285,6 +285,7 @@ func (d *Driver) configs(spec drivers.Spec, diskDev string) (*container.Config, 
 	labels[LabelManaged] = "true"
 	labels[LabelRole] = RoleWorkload
 	labels[LabelCPUPolicy] = policyShared
+	labels[LabelSourceImage] = "" // Create names the image when it runs a copy
 	if spec.Limits.CPU.Dedicated {
 		labels[LabelCPUPolicy] = policyDedicated
 	}
@@ -358,31 +359,60 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 			return fmt.Errorf("docker create %s: %w", spec.ID, err)
 		}
 	}
+	// The server's VOLUME paths are directories of its root disk
+	// (volumes.go): it runs a copy of its image without them.
+	img, volumeDirs, err := d.volumeFreeImage(ctx, spec.Image)
+	if err != nil {
+		if !d.root.enforced() {
+			// Without a cap to escape, a volume costs the host nothing
+			// more than the writable layer would: the server runs as
+			// Docker makes it (and a cold migration refuses it).
+			d.log.Warn("server created with its image's VOLUMEs as anonymous volumes", "instance", spec.ID, "image", spec.Image, "err", err)
+			img = spec.Image
+		} else {
+			return fmt.Errorf("docker create %s: %w: %w", spec.ID, ErrImageVolumes, err)
+		}
+	}
+	// A copy made for this create goes if the create fails.
+	copied := img != spec.Image
+	dropCopy := func() {
+		if copied {
+			d.removeVolumeFreeCopy(context.WithoutCancel(ctx), spec.ID, img)
+		}
+	}
 	var diskDev string
 	if spec.Limits.Disk.Limited() {
 		// Refuse rather than run the server without the throttle its
 		// flavor promises; before the sandbox, so nothing is left behind.
 		dev, err := d.diskDevice(ctx)
 		if err != nil {
+			dropCopy()
 			return fmt.Errorf("docker create %s: disk throttles: %w", spec.ID, err)
 		}
 		diskDev = dev
 	}
 	if spec.Networked {
 		if err := d.ensureImage(ctx, d.opts.SandboxImage); err != nil {
+			dropCopy()
 			return fmt.Errorf("docker create %s: sandbox: %w", spec.ID, err)
 		}
 		if _, err := d.createSandbox(ctx, spec); err != nil {
+			dropCopy()
 			return err
 		}
 	}
 	cfg, host := d.configs(spec, diskDev)
+	if copied {
+		cfg.Image = img
+		cfg.Labels[LabelSourceImage] = spec.Image
+	}
 	// The flavor's disk caps the writable layer where dockerd can.
 	host.StorageOpt = d.root.storageOpt(spec.DiskGB)
 	if err := d.maskImageLabels(ctx, spec.Image, cfg.Labels); err != nil {
 		if rerr := d.removeSandbox(context.WithoutCancel(ctx), spec.ID); rerr != nil {
 			d.log.Error("could not remove the sandbox of a failed create", "instance", spec.ID, "err", rerr)
 		}
+		dropCopy()
 		return fmt.Errorf("docker create %s: %w", spec.ID, err)
 	}
 	// Pinned to its vCPUs' worth of host CPUs (cpuset.go).
@@ -397,10 +427,19 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 		if rerr := d.removeSandbox(context.WithoutCancel(ctx), spec.ID); rerr != nil {
 			d.log.Error("could not remove the sandbox of a failed create", "instance", spec.ID, "err", rerr)
 		}
+		dropCopy()
 		return wrap("create", spec.ID, err)
 	}
 	for _, w := range resp.Warnings {
 		d.log.Warn("container create warning", "instance", spec.ID, "warning", w)
+	}
+	// The VOLUME directories first: a file may be written into one.
+	if err := d.makeVolumeDirs(ctx, resp.ID, volumeDirs); err != nil {
+		// Not half an instance, as for the files and keys below.
+		if derr := d.Destroy(context.WithoutCancel(ctx), spec.ID); derr != nil {
+			d.log.Error("could not remove a container whose VOLUME directories could not be made", "instance", spec.ID, "err", derr)
+		}
+		return wrap("create", spec.ID, err)
 	}
 	if len(spec.Files) > 0 {
 		if err := d.writeFiles(ctx, resp.ID, spec.Files); err != nil {
@@ -420,7 +459,7 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 			return wrap("create", spec.ID, err)
 		}
 	}
-	d.log.Info("container created", "instance", spec.ID, "container", resp.ID, "image", spec.Image,
+	d.log.Info("container created", "instance", spec.ID, "container", resp.ID, "image", spec.Image, "run_image", img,
 		"vcpus", spec.VCPUs, "memory_mb", spec.MemoryMB, "pids_limit", pidsLimit(spec),
 		"cpu_quota_us", host.CPUQuota, "cpu_period_us", host.CPUPeriod, "cpu_shares", host.CPUShares, "disk_device", diskDev,
 		"cpuset", host.CpusetCpus, "lxcfs", len(host.Mounts) > 0, "root_disk", host.StorageOpt["size"])

@@ -82,9 +82,18 @@ func (d *Driver) removeWorkload(ctx context.Context, id string, c container.Insp
 		return wrap("remove", id, err)
 	}
 	d.live.forget(c.ID)
-	if c.Config != nil && (isMigrationImage(c.Config.Image) || isResizeImage(c.Config.Image)) {
-		if err := d.RemoveImage(ctx, c.Config.Image); err != nil {
-			d.log.Warn("could not remove the migration or resize image of a removed workload", "instance", id, "image", c.Config.Image, "err", err)
+	if c.Config == nil {
+		return nil
+	}
+	src := c.Config.Image
+	if s := c.Config.Labels[LabelSourceImage]; s != "" {
+		// It ran a volume-free copy of s (volumes.go).
+		d.removeVolumeFreeCopy(ctx, id, c.Image)
+		src = s
+	}
+	if isMigrationImage(src) || isResizeImage(src) {
+		if err := d.RemoveImage(ctx, src); err != nil {
+			d.log.Warn("could not remove the migration or resize image of a removed workload", "instance", id, "image", src, "err", err)
 		}
 	}
 	return nil

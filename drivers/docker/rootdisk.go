@@ -78,6 +78,13 @@ func storageOptRefused(err error) bool {
 		strings.Contains(msg, "qgroup")
 }
 
+// enforced reports whether this host caps root disks.
+func (r *rootDisk) enforced() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.state == rootDiskEnforced
+}
+
 // storageOpt is the StorageOpt of a server with a disk of diskGB; nil when
 // it has no cap (disk 0 is unlimited, as Nova's) or the host cannot cap.
 func (r *rootDisk) storageOpt(diskGB int) map[string]string {
@@ -162,11 +169,11 @@ func (d *Driver) probeRootDisk(ctx context.Context, image, id string) error {
 		if err != nil {
 			if cerrdefs.IsConflict(err) {
 				// A probe left by a crash: remove it and let the next create try.
-				_ = d.cli.ContainerRemove(context.WithoutCancel(ctx), name, container.RemoveOptions{Force: true})
+				_ = d.cli.ContainerRemove(context.WithoutCancel(ctx), name, container.RemoveOptions{Force: true, RemoveVolumes: true})
 			}
 			return err
 		}
-		if err := d.cli.ContainerRemove(context.WithoutCancel(ctx), resp.ID, container.RemoveOptions{Force: true}); err != nil {
+		if err := d.cli.ContainerRemove(context.WithoutCancel(ctx), resp.ID, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil {
 			d.log.Error("could not remove the root disk probe container", "container", resp.ID, "err", err)
 		}
 		return nil

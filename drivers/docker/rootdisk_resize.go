@@ -282,6 +282,9 @@ func (d *Driver) remake(ctx context.Context, id string, src container.InspectRes
 	cfg.Labels = maps.Clone(src.Config.Labels)
 	cfg.Labels[LabelRootDiskGB] = strconv.Itoa(diskGB)
 	cfg.Labels[labelCommitted] = strconv.FormatInt(committed, 10)
+	// It runs the resize commit, not a volume-free copy (volumes.go):
+	// its removal removes that commit; the copy goes with the old one.
+	cfg.Labels[LabelSourceImage] = ""
 	host := *src.HostConfig
 	host.StorageOpt = opt
 	if sandboxed(src) {
