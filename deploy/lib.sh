@@ -869,7 +869,9 @@ cap_start_postgres() {
 	if cap_systemd; then
 		systemctl start "postgresql@$v-main.service"
 	else
-		pg_ctlcluster "$v" main start
+		# It prints "Removed stale pid file." (after an unclean stop) on
+		# stdout, which test-env.sh's callers evaluate.
+		pg_ctlcluster "$v" main start >&2
 	fi
 	cap_mark_started postgres
 	cap_wait PostgreSQL 60 cap_pg_up || cap_die "PostgreSQL did not start (see /var/log/postgresql/)"
@@ -883,7 +885,7 @@ cap_stop_postgres() {
 	if cap_systemd; then
 		systemctl stop "postgresql@$v-main.service" || true
 	else
-		pg_ctlcluster "$v" main stop || true
+		pg_ctlcluster "$v" main stop >&2 || true
 	fi
 	rm -f "$CAPSULE_RUN/started.postgres"
 }

@@ -12,6 +12,10 @@
 # CAPSULE_TEST_LXCFS only when LXCFS serves its proc files.
 # Progress goes to stderr; stdout carries only the variable lines.
 set -euo pipefail
+# Whatever a command run below prints goes to stderr: stdout (kept as
+# fd 3) carries only the variable lines callers evaluate (a service's
+# start message there became "bash: Removed: command not found").
+exec 3>&1 1>&2
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
@@ -46,7 +50,7 @@ cap_psql -c 'GRANT pg_signal_backend TO capsule' >/dev/null 2>&1
 cap_start_ovs
 cap_start_lxcfs
 
-cat <<ENV
+cat >&3 <<ENV
 CAPSULE_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/
 CAPSULE_TEST_DOCKER_HOST=$CAPSULE_DOCKER_HOST
 CAPSULE_TEST_DOCKER_HOST_A=$(cap_dockerd_host "${TEST_HOSTS[0]}")
@@ -55,5 +59,5 @@ CAPSULE_TEST_IMAGE=$CAPSULE_IMAGE
 CAPSULE_TEST_POSTGRES_DSN=postgres://capsule:capsule@127.0.0.1:5432/capsule_test?sslmode=disable
 CAPSULE_TEST_REGISTRY=$CAPSULE_REGISTRY_ADDR
 ENV
-if cap_ovs_up; then echo CAPSULE_TEST_OVS=1; fi
-if cap_lxcfs_up; then echo "CAPSULE_TEST_LXCFS=$CAPSULE_LXCFS_DIR"; fi
+if cap_ovs_up; then echo CAPSULE_TEST_OVS=1 >&3; fi
+if cap_lxcfs_up; then echo "CAPSULE_TEST_LXCFS=$CAPSULE_LXCFS_DIR" >&3; fi

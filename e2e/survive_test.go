@@ -190,8 +190,8 @@ func (d *testDockerd) docker(args ...string) (string, error) {
 }
 
 // remove removes every container, stops dockerd, kills what it left
-// running under its directory (containerd, shims), unmounts and deletes
-// the directory.
+// running under its directory (containerd, shims) and in its containers'
+// cgroups, unmounts and deletes the directory.
 func (d *testDockerd) remove(t *testing.T) {
 	d.mu.Lock()
 	running := d.cmd != nil
@@ -200,6 +200,12 @@ func (d *testDockerd) remove(t *testing.T) {
 		if ids, err := d.docker("ps", "-aq"); err == nil && ids != "" {
 			_, _ = d.docker(append([]string{"rm", "-f"}, strings.Fields(ids)...)...)
 		}
+	}
+	// What docker rm could not end (dockerd stopped by the test, a
+	// removal that failed): killed in its cgroups while its shim still
+	// holds it, before it is reparented to PID 1.
+	d.killContainerProcs(t)
+	if running {
 		d.stop(t, syscall.SIGTERM)
 	}
 	// Shims and their containers (live-restore keeps them), a containerd
@@ -223,6 +229,7 @@ func (d *testDockerd) remove(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+	d.killContainerProcs(t)
 	if b, err := os.ReadFile("/proc/mounts"); err == nil {
 		lines := strings.Split(string(b), "\n")
 		for i := len(lines) - 1; i >= 0; i-- {
@@ -238,6 +245,65 @@ func (d *testDockerd) remove(t *testing.T) {
 	if err := os.RemoveAll(d.dir); err != nil {
 		t.Errorf("remove the test dockerd's directory: %v", err)
 	}
+}
+
+// killContainerProcs SIGKILLs every process in the cgroups of this
+// dockerd's containers, whether dockerd and their shims run or not: their
+// IDs are the directories of its data root's containers/, their cgroups
+// Docker's (cgroupfs: docker/<id> in each v1 hierarchy or in the unified
+// one; systemd: system.slice/docker-<id>.scope). A frozen (paused) one is
+// thawed first, or the kill would wait for a thaw.
+func (d *testDockerd) killContainerProcs(t *testing.T) {
+	var root string
+	for i, a := range d.args {
+		if a == "--data-root" && i+1 < len(d.args) {
+			root = d.args[i+1]
+		}
+	}
+	entries, err := os.ReadDir(filepath.Join(root, "containers"))
+	if root == "" || err != nil {
+		return
+	}
+	var cgroups []string
+	for _, e := range entries {
+		id := e.Name()
+		if len(id) != 64 {
+			continue
+		}
+		for _, pat := range []string{"/sys/fs/cgroup/*/docker/" + id, "/sys/fs/cgroup/docker/" + id,
+			"/sys/fs/cgroup/*/system.slice/docker-" + id + ".scope", "/sys/fs/cgroup/system.slice/docker-" + id + ".scope"} {
+			m, _ := filepath.Glob(pat)
+			cgroups = append(cgroups, m...)
+		}
+	}
+	for _, cg := range cgroups {
+		if _, err := os.Stat(filepath.Join(cg, "freezer.state")); err == nil {
+			_ = os.WriteFile(filepath.Join(cg, "freezer.state"), []byte("THAWED"), 0o644)
+		}
+		if _, err := os.Stat(filepath.Join(cg, "cgroup.freeze")); err == nil {
+			_ = os.WriteFile(filepath.Join(cg, "cgroup.freeze"), []byte("0"), 0o644)
+		}
+	}
+	for range 10 {
+		left := 0
+		for _, cg := range cgroups {
+			b, err := os.ReadFile(filepath.Join(cg, "cgroup.procs"))
+			if err != nil {
+				continue
+			}
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil && pid > 1 && pid != os.Getpid() {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+					left++
+				}
+			}
+		}
+		if left == 0 {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Errorf("processes still in the test dockerd's container cgroups after SIGKILLs: %v", cgroups)
 }
 
 // dataRoot is the dockerd's --data-root.
@@ -520,4 +586,29 @@ func TestServersSurviveDockerdRestartAndHostReboot(t *testing.T) {
 		t.Errorf("containers left on the test's dockerd: %q %v", out, err)
 	}
 	c.assertNoPlumbing(t, srv)
+}
+
+// A test that fails while its dockerd is down leaves no container
+// process behind: remove kills them in their cgroups before their shims
+// go (they would be reparented to PID 1 and run on).
+func TestTestDockerdRemoveKillsContainers(t *testing.T) {
+	t.Parallel()
+	d := startTestDockerd(t)
+	img := testenv.Image(t)
+	id, err := d.docker("run", "-d", "--network", "none", img, "sleep", "inf")
+	if err != nil {
+		t.Fatalf("docker run: %v %s", err, id)
+	}
+	out, err := d.docker("inspect", "-f", "{{.State.Pid}}", id)
+	pid, perr := strconv.Atoi(out)
+	if err != nil || perr != nil || pid <= 1 {
+		t.Fatalf("container pid %q: %v %v", out, err, perr)
+	}
+	d.stop(t, syscall.SIGKILL) // as a test that fails with its dockerd down
+	d.remove(t)
+	eventually(t, 5*time.Second, "the container's process ends", func() bool {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		// Gone, or a zombie its new parent has yet to reap.
+		return err != nil || strings.Contains(string(b), ") Z ")
+	})
 }
