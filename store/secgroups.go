@@ -676,8 +676,11 @@ func updatePortGroups(tx *gorm.DB, p *Port, groups *[]string) error {
 // joinDefaultGroups makes every port with port security and no group a
 // member of its project's default group (migration 17).
 func joinDefaultGroups(tx *gorm.DB) error {
+	// Only the columns used: a "SELECT *" of ports that a connection
+	// prepared before a column of ports changed (a re-run migration) fails
+	// on PostgreSQL with "cached plan must not change result type".
 	var ports []Port
-	if err := tx.Where("port_security_enabled = ? AND id NOT IN (?)", true,
+	if err := tx.Select("id", "project_id").Where("port_security_enabled = ? AND id NOT IN (?)", true,
 		tx.Model(&PortSecurityGroup{}).Select("port_id")).Find(&ports).Error; err != nil {
 		return fmt.Errorf("ports without security groups: %w", err)
 	}
