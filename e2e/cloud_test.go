@@ -35,6 +35,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/internal/testenv"
 	"github.com/capsule-cloud/capsule/ovs/ovstest"
+	"github.com/capsule-cloud/capsule/vif"
 )
 
 // cloud is one running Capsule cloud with its own database, RabbitMQ
@@ -422,6 +423,13 @@ func (c *cloud) makeBridges(t *testing.T) {
 
 // uplinkPort is the patch port joining bridge to the trunk bridge.
 func uplinkPort(bridge string) string { return bridge + "-up" }
+
+// bridgePort says whether OVS port p belongs to bridge itself rather than
+// to a server: the uplink the test made, and the metadata port an agent
+// keeps on every bridge it maps.
+func bridgePort(bridge, p string) bool {
+	return p == uplinkPort(bridge) || p == vif.MetadataIfName(bridge)
+}
 
 func (c *cloud) newProc(name, roles, config string) *proc {
 	return &proc{bin: c.bin, name: name, roles: roles, config: config, log: filepath.Join(c.dir, name+".log"), env: c.procEnv}

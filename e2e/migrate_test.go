@@ -18,7 +18,6 @@ import (
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/ovs"
 	"github.com/capsule-cloud/capsule/store"
-	"github.com/capsule-cloud/capsule/vif"
 )
 
 // The cold-migration proofs of issue 5, on two simulated compute hosts
@@ -157,9 +156,8 @@ func (c *cloud) hostClean(t *testing.T, cc *gophercloud.ServiceClient, h *comput
 		t.Fatal(err)
 	}
 	for _, p := range strings.Fields(out) {
-		// The bridge's metadata port (vif.MetadataIfName) serves every
-		// server and stays.
-		if p != uplinkPort(h.bridge) && p != vif.MetadataIfName(h.bridge) && !othersOnHost {
+		// The bridge's own ports (uplink, metadata port) serve every server and stay.
+		if !bridgePort(h.bridge, p) && !othersOnHost {
 			t.Errorf("OVS port %s left on %s after %s moved away", p, h.bridge, s.name)
 		}
 	}

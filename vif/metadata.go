@@ -70,8 +70,9 @@ const (
 // alone.
 func MetadataCookie(portID string) uint64 { return Cookie("metadata/" + portID) }
 
-// metadataBridgeCookie marks the flows of a bridge's metadata port itself.
-func metadataBridgeCookie(bridge string) uint64 { return Cookie("metadata-bridge/" + bridge) }
+// MetadataBridgeCookie marks the flows of a bridge's metadata port itself
+// (bridge-wide, kept while the agent runs, like the bridge's uplink).
+func MetadataBridgeCookie(bridge string) uint64 { return Cookie("metadata-bridge/" + bridge) }
 
 // MetadataIfName is the host end of bridge's metadata veth (and its OVS
 // port): "mdh" and 8 hex digits of a hash of the bridge name.
@@ -397,7 +398,7 @@ func (p *Plumber) ensureMetadataPort(ctx context.Context, bridge, hostIf string)
 	if err := p.ovs.EnsureFallbackFlow(ctx, bridge); err != nil {
 		return err
 	}
-	cookie := metadataBridgeCookie(bridge)
+	cookie := MetadataBridgeCookie(bridge)
 	return p.ovs.ReplaceFlows(ctx, bridge, cookie, []string{
 		fmt.Sprintf("cookie=%#x,priority=%d,in_port=%d,actions=drop", cookie, prioMetadataDrop, MetadataOFPort)})
 }
