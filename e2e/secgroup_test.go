@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/security/groups"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/security/rules"
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/ports"
@@ -127,6 +128,34 @@ func TestSecurityGroupsEnforced(t *testing.T) {
 	if !tcpTo(b, a, a.ip, 80) {
 		t.Error("TCP 80 rule back: B cannot reach A")
 	}
+
+	// Remote groups follow their members: a server booted into admin (on
+	// the other host) pings A with no other step; once it is deleted its
+	// address leaves A's flows.
+	img := c.imageIDs(t, "admin", c.adminPass, "admin")["busybox"]
+	dsrv, err := servers.Create(ctx, cc, servers.CreateOpts{Name: "sg-d", ImageRef: img, FlavorRef: "1",
+		AvailabilityZone: "nova:" + h1.name, SecurityGroups: []string{"admin"},
+		Networks: []servers.Network{{UUID: netID, FixedIP: "10.79.0.13"}}}, nil).Extract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dd := activeServer(t, cc, nc, "sg-d", dsrv.ID, h1)
+	eventually(t, 10*time.Second, "a new member of admin pings A", func() bool { return dd.ping(t, a.ip) })
+	aFlows := func() string {
+		out, _ := exec.Command("ovs-ofctl", "-O", "OpenFlow14", "dump-flows", h0.bridge,
+			fmt.Sprintf("table=%d,cookie=%#x/-1", vif.TableIngress, vif.Cookie(a.portID))).CombinedOutput()
+		return string(out)
+	}
+	if !strings.Contains(aFlows(), "nw_src=10.79.0.13") {
+		t.Errorf("A's ingress flows lack the new admin member:\n%s", aFlows())
+	}
+	if err := servers.Delete(ctx, cc, dd.id).ExtractErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, cc, dd.id, 60*time.Second)
+	eventually(t, 10*time.Second, "the deleted member's address leaves A's flows", func() bool {
+		return !strings.Contains(aFlows(), "nw_src=10.79.0.13")
+	})
 
 	// Drift: A's ingress flows go; the agent's start-up reconcile puts
 	// them back, and the filter holds across the restart.
