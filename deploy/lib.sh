@@ -320,8 +320,11 @@ cap_loop_dataroot() {
 		mkdir -p "$(dirname "$img")"
 		# mkfs.btrfs talks even with -q.
 		[ "$fs" = btrfs ] && quiet=/dev/null
-		truncate -s "${gb}G" "$img.tmp" && "mkfs.$fs" -q "$img.tmp" >/dev/null 2>"$quiet" && mv "$img.tmp" "$img" ||
-			{ rm -f "$img.tmp"; cap_warn "could not make the $fs image $img: root disks are not enforced"; return 1; }
+		if ! { truncate -s "${gb}G" "$img.tmp" && "mkfs.$fs" -q "$img.tmp" >/dev/null 2>"$quiet" && mv "$img.tmp" "$img"; }; then
+			rm -f "$img.tmp"
+			cap_warn "could not make the $fs image $img: root disks are not enforced"
+			return 1
+		fi
 		chmod 600 "$img"
 	fi
 	if cap_systemd; then
@@ -403,8 +406,10 @@ cap_btrfs_dataroot() {
 		return 1
 	fi
 	if [ -z "$fs" ]; then
-		command -v mkfs.btrfs >/dev/null && command -v btrfs >/dev/null ||
-			{ cap_warn "mkfs.btrfs missing (btrfs-progs): root disks are not enforced"; return 1; }
+		if ! command -v mkfs.btrfs >/dev/null || ! command -v btrfs >/dev/null; then
+			cap_warn "mkfs.btrfs missing (btrfs-progs): root disks are not enforced"
+			return 1
+		fi
 		cap_loop_dataroot btrfs "$dir" "$img" "$gb" loop "Capsule dockerd data root (btrfs, quota groups)" \
 			"(kernel without btrfs?)" || return 1
 	fi
@@ -778,6 +783,7 @@ cap_rabbit_user() {
 # another host's queue. docs/operations.md, one RabbitMQ user per host.
 cap_rabbit_agent_perms() {
 	local q
+	# shellcheck disable=SC2016 # a sed expression: $ and ( are its own
 	q="compute\\.$(printf '%s' "$1" | sed 's/[.[\\*^$()+?{}|]/\\&/g')"
 	printf '%s\n' "^($q|amq\\.gen-.*)\$" "^(capsule|$q|amq\\.gen-.*)\$" "^(capsule|$q|amq\\.gen-.*)\$" \
 		"^(conductor|amq\\.gen-.*)\$" "^($q|amq\\.gen-.*)\$"

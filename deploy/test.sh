@@ -165,6 +165,7 @@ fuzz_short() {
 			bad=1
 			continue
 		fi
+		# shellcheck disable=SC2013 # Go function names: one word each
 		for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go | sed 's/^func //'); do
 			if ! (cd "$dir" && "$bin/t" -test.run '^$' -test.fuzz "^$target\$" -test.fuzztime "${CAPSULE_FUZZTIME:-2000x}" \
 				-test.fuzzcachedir "$cache/$pkg" >"$log" 2>&1); then
