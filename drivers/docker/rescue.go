@@ -99,7 +99,8 @@ func (d *Driver) Rescue(ctx context.Context, id, image string, grace time.Durati
 	return nil
 }
 
-// Unrescue implements drivers.Rescuer: the rescue container and its
+// Unrescue implements drivers.Rescuer: the rescue container (with any
+// anonymous volume its image declares) and its
 // volume go (dockerd unmounts the server's filesystem); the workload is
 // left stopped for the agent to start.
 func (d *Driver) Unrescue(ctx context.Context, id string, grace time.Duration) error {
@@ -107,7 +108,7 @@ func (d *Driver) Unrescue(ctx context.Context, id string, grace time.Duration) e
 	if err := d.cli.ContainerStop(ctx, name, container.StopOptions{Timeout: secondsCeil(grace)}); err != nil && !cerrdefs.IsNotFound(err) {
 		return wrap("unrescue stop", id, err)
 	}
-	if err := d.cli.ContainerRemove(ctx, name, container.RemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+	if err := d.cli.ContainerRemove(ctx, name, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !cerrdefs.IsNotFound(err) {
 		return wrap("unrescue remove", id, err)
 	}
 	if err := d.cli.VolumeRemove(ctx, name, true); err != nil && !cerrdefs.IsNotFound(err) {
