@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"time"
 
@@ -102,6 +103,11 @@ func (a *Agent) attachInterface(ctx context.Context, req protocol.AttachInterfac
 		return fail(err)
 	}
 	next := withNIC(nics, nic)
+	if live && a.refilter(ctx, id, nics, nic) {
+		a.nics.change(id, next)
+		a.log.Info("refiltered interface", "instance", id, "port", nic.PortID)
+		return protocol.InterfaceReply{Live: live}, nil
+	}
 	if live {
 		if err := a.plumb(ctx, id, next); err != nil {
 			// The API rolls the port back; a conductor answer fetched
@@ -168,4 +174,29 @@ func (a *Agent) detachInterface(ctx context.Context, req protocol.DetachInterfac
 	}
 	a.log.Info("detached interface", "instance", id, "port", req.PortID, "live", live, "nics", len(rest))
 	return protocol.InterfaceReply{Live: live}, nil
+}
+
+// refilter applies a change of only nic's filter (its security groups:
+// the same port, addresses and network as the plugged NIC) by replacing
+// its flows, without plugging the server again. It reports whether it
+// did; false means the caller plugs the NIC whole.
+func (a *Agent) refilter(ctx context.Context, id string, nics []protocol.NIC, nic protocol.NIC) bool {
+	fu, ok := a.plumber.(FilterUpdater)
+	if !ok {
+		return false
+	}
+	i := slices.IndexFunc(nics, func(n protocol.NIC) bool { return n.PortID == nic.PortID })
+	if i < 0 {
+		return false
+	}
+	old, want := nics[i], nic
+	old.Firewall, want.Firewall = nil, nil
+	if !reflect.DeepEqual(old, want) {
+		return false
+	}
+	if err := fu.Refilter(ctx, id, nic); err != nil {
+		a.log.Warn("refilter interface; plugging it again", "instance", id, "port", nic.PortID, "error", err)
+		return false
+	}
+	return true
 }

@@ -39,6 +39,16 @@ type NICPruner interface {
 	RemoveStaleNICs(ctx context.Context, id string, nics []protocol.NIC) ([]string, error)
 }
 
+// FilterUpdater is implemented by a Plumber that can replace a plugged
+// NIC's flows alone (vif.Plumber.Refilter): a security group change then
+// leaves the server's namespace untouched. Without it the NIC is plugged
+// again whole.
+type FilterUpdater interface {
+	// Refilter replaces the anti-spoofing and security-group flows of
+	// instance id's plugged NIC nic.
+	Refilter(ctx context.Context, id string, nic protocol.NIC) error
+}
+
 // WithPlumber gives the agent its network plumbing. Without one, a build
 // with NICs fails: a server never runs without its network.
 func WithPlumber(p Plumber) Option { return func(a *Agent) { a.plumber = p } }

@@ -24,12 +24,14 @@ package vif
 // atomically with its anti-spoofing flows and removed with them.
 
 import (
+	"context"
 	"fmt"
 	"hash/fnv"
 	"net"
 	"net/netip"
 	"strings"
 
+	"github.com/capsule-cloud/capsule/ovs"
 	"github.com/capsule-cloud/capsule/protocol"
 )
 
@@ -229,4 +231,35 @@ func PortBlocks(lo, hi int) []string {
 		lo += size
 	}
 	return out
+}
+
+// Refilter replaces only the flows of instance id's plugged NIC nic (its
+// anti-spoofing and security-group rules, one atomic bundle) and leaves
+// the namespace, the veth and the OVS port as they are: a security group
+// change must not re-plumb a running server (a full Plug puts back the
+// addresses the guest holds, among other things). It fails when the
+// NIC's OVS port is not open; the caller then plugs it whole.
+func (p *Plumber) Refilter(ctx context.Context, id string, nic protocol.NIC) error {
+	plans, err := p.plan(id, []protocol.NIC{nic})
+	if err != nil {
+		return err
+	}
+	pl := plans[0]
+	port, found, err := p.ovs.PortByName(ctx, pl.host)
+	if err != nil {
+		return err
+	}
+	if !found || port.OFPort <= 0 || port.Error != "" {
+		return fmt.Errorf("refilter port %s of instance %s: OVS port %s is not open on %s", nic.PortID, id, pl.host, pl.bridge)
+	}
+	if !nic.PortSecurity {
+		return p.ovs.DeleteFlows(ctx, pl.bridge, ovs.CookieMatch(pl.cookie))
+	}
+	if nic.Firewall != nil {
+		if err := p.ovs.AddFlows(ctx, pl.bridge, []string{dispatchFallback()}); err != nil {
+			return err
+		}
+	}
+	return p.ovs.ReplaceFlows(ctx, pl.bridge, pl.cookie,
+		securityFlows(pl.cookie, port.OFPort, pl.mac, pl.ips(), nic.Firewall, Zone(nic.PortID)))
 }
