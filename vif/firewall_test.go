@@ -2,6 +2,7 @@ package vif
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"slices"
 	"strconv"
@@ -186,5 +187,45 @@ func TestFirewallFlowsInstall(t *testing.T) {
 	}
 	if len(left) != 2 {
 		t.Fatalf("the bridge-wide fallbacks (table 0 and 72) should stay: %v", left)
+	}
+}
+
+// Refilter replaces a plugged port's flows (its new rules appear, the old
+// ones go) and leaves the namespace alone: an address the guest added
+// stays, where a Plug would remove it.
+func TestRefilterLeavesNamespace(t *testing.T) {
+	t.Parallel()
+	c, br, p := setup(t)
+	ctx := testCtx(t)
+	sn := subnet(t)
+	nic := vlanNIC(t, sn, 10, 131, true)
+	id, n := plug(t, p, nic)
+	n.ip(t, "addr", "add", sn+"99/24", "dev", "eth0")
+	before := len(flowsWithCookie(t, c, br, nic.PortID))
+
+	nic.Firewall = &protocol.Firewall{Rules: []protocol.FirewallRule{
+		{Direction: "ingress", EtherType: "IPv4", Protocol: 6, PortMin: intp(80), PortMax: intp(80), RemoteAny: true, Stateful: true},
+	}}
+	if err := p.Refilter(ctx, id, nic); err != nil {
+		t.Fatalf("Refilter: %v", err)
+	}
+	flows := flowsWithCookie(t, c, br, nic.PortID)
+	if !strings.Contains(fmt.Sprint(flows), "tp_dst=80") || len(flows) <= before {
+		t.Errorf("after Refilter the port's flows lack its rule (%d flows before, %d after): %v", before, len(flows), flows)
+	}
+	if out := n.ip(t, "-4", "addr", "show", "dev", "eth0"); !strings.Contains(out, sn+"99/24") {
+		t.Errorf("Refilter touched the namespace's addresses: %s", out)
+	}
+	nic.Firewall = nil
+	if err := p.Refilter(ctx, id, nic); err != nil {
+		t.Fatal(err)
+	}
+	if flows := flowsWithCookie(t, c, br, nic.PortID); strings.Contains(fmt.Sprint(flows), "tp_dst=80") {
+		t.Errorf("the removed rule stayed: %v", flows)
+	}
+	gone := nic
+	gone.PortID = "no-such-port"
+	if err := p.Refilter(ctx, id, gone); err == nil {
+		t.Error("Refilter of a port that is not plugged succeeded")
 	}
 }
