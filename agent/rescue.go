@@ -37,11 +37,19 @@ func (a *Agent) runRescue(ctx context.Context, req protocol.InstanceAction) (dri
 		if req.RescueImage == "" {
 			return a.powerOf(ctx, id), fmt.Errorf("rescue instance %s: no rescue image", id)
 		}
+		wasRunning := a.powerOf(ctx, id) == drivers.PowerRunning
 		if err := rs.Rescue(ctx, id, req.RescueImage, a.cfg.StopTimeout); err != nil {
 			// Whatever the rescue got to, the rescue system goes and
-			// the server stays as it is (stopped if it got that far).
-			if uerr := rs.Unrescue(context.WithoutCancel(ctx), id, a.cfg.StopTimeout); uerr != nil {
+			// the server is as it was: a running one is started again
+			// (the rescue stops the workload first), so a failed
+			// rescue never turns an ACTIVE server SHUTOFF.
+			cctx := context.WithoutCancel(ctx)
+			if uerr := rs.Unrescue(cctx, id, a.cfg.StopTimeout); uerr != nil {
 				a.log.Error("rescue: cleanup after a failed rescue failed", "instance", id, "err", uerr)
+			} else if wasRunning && a.powerOf(cctx, id) != drivers.PowerRunning {
+				if serr := a.start(cctx, id); serr != nil {
+					a.log.Error("rescue: start the server again after a failed rescue", "instance", id, "err", serr)
+				}
 			}
 			return a.powerOf(ctx, id), fmt.Errorf("rescue instance %s: %w", id, err)
 		}
