@@ -284,20 +284,8 @@ func (s *Service) updatePort(w http.ResponseWriter, r *http.Request) {
 	if !canWrite(w, c, "rule:update_port") {
 		return
 	}
-	objs, bulk, err := readBody(r, "port", "")
-	if err != nil || bulk {
-		badRequest(w, errText(err, "Unable to find 'port' in request body"))
-		return
-	}
-	a := objs[0]
-	for _, k := range []string{"network_id", "project_id", "tenant_id"} {
-		if a.has(k) {
-			badRequest(w, "Cannot update read-only attribute "+k)
-			return
-		}
-	}
-	if err := a.unknown(portCreateAttrs...); err != nil {
-		badRequest(w, err.Error())
+	a, ok := readUpdate(w, r, "port", []string{"network_id", "project_id", "tenant_id"}, portCreateAttrs)
+	if !ok {
 		return
 	}
 	if err := checkUnsupported(a); err != nil {
@@ -305,6 +293,7 @@ func (s *Service) updatePort(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u := store.PortUpdate{Admin: c.IsAdmin()}
+	var err error
 	for _, f := range []struct {
 		key string
 		dst **string

@@ -189,3 +189,26 @@ func ownerProject(a attrs, callerProject string, admin bool) (string, bool, erro
 	}
 	return p, true, nil
 }
+
+// readUpdate reads the body of an update of one resource (key one): a
+// single object that sets none of readOnly and nothing beyond allowed.
+// Otherwise it answers Neutron's 400 and returns false.
+func readUpdate(w http.ResponseWriter, r *http.Request, one string, readOnly, allowed []string) (attrs, bool) {
+	objs, bulk, err := readBody(r, one, "")
+	if err != nil || bulk {
+		badRequest(w, errText(err, "Unable to find '"+one+"' in request body"))
+		return nil, false
+	}
+	a := objs[0]
+	for _, k := range readOnly {
+		if a.has(k) {
+			badRequest(w, "Cannot update read-only attribute "+k)
+			return nil, false
+		}
+	}
+	if err := a.unknown(allowed...); err != nil {
+		badRequest(w, err.Error())
+		return nil, false
+	}
+	return a, true
+}

@@ -96,11 +96,14 @@ func (s *Service) visibleGroup(ctx context.Context, c *auth.Credentials, id stri
 	return g, nil
 }
 
-func (s *Service) listSecurityGroups(w http.ResponseWriter, r *http.Request) {
+// listedGroups are the groups a list shows the caller (its project's,
+// with its default group made on first use; every project's for an
+// admin). On an error it answers and returns false.
+func (s *Service) listedGroups(w http.ResponseWriter, r *http.Request) ([]store.SecurityGroup, bool) {
 	c := creds(r)
 	if err := s.ensureDefault(r.Context(), c); err != nil {
 		s.storeError(w, r, err)
-		return
+		return nil, false
 	}
 	project := c.ProjectID
 	if c.IsAdmin() {
@@ -109,6 +112,14 @@ func (s *Service) listSecurityGroups(w http.ResponseWriter, r *http.Request) {
 	groups, err := s.st.ListSecurityGroups(r.Context(), project)
 	if err != nil {
 		s.storeError(w, r, err)
+		return nil, false
+	}
+	return groups, true
+}
+
+func (s *Service) listSecurityGroups(w http.ResponseWriter, r *http.Request) {
+	groups, ok := s.listedGroups(w, r)
+	if !ok {
 		return
 	}
 	views := make([]view, 0, len(groups))
@@ -229,23 +240,12 @@ func (s *Service) updateSecurityGroup(w http.ResponseWriter, r *http.Request) {
 	if !canWrite(w, c, "rule:update_security_group") {
 		return
 	}
-	objs, bulk, err := readBody(r, "security_group", "")
-	if err != nil || bulk {
-		badRequest(w, errText(err, "Unable to find 'security_group' in request body"))
-		return
-	}
-	a := objs[0]
-	for _, k := range []string{"project_id", "tenant_id", "id"} {
-		if a.has(k) {
-			badRequest(w, "Cannot update read-only attribute "+k)
-			return
-		}
-	}
-	if err := a.unknown(groupAttrs...); err != nil {
-		badRequest(w, err.Error())
+	a, ok := readUpdate(w, r, "security_group", []string{"project_id", "tenant_id", "id"}, groupAttrs)
+	if !ok {
 		return
 	}
 	var u store.SecurityGroupUpdate
+	var err error
 	if u.Name, err = a.str("name"); err == nil {
 		if u.Description, err = a.str("description"); err == nil {
 			u.Stateful, err = a.boolean("stateful")
@@ -285,18 +285,8 @@ func (s *Service) deleteSecurityGroup(w http.ResponseWriter, r *http.Request) {
 // ---- rules -----------------------------------------------------------------
 
 func (s *Service) listSecurityGroupRules(w http.ResponseWriter, r *http.Request) {
-	c := creds(r)
-	if err := s.ensureDefault(r.Context(), c); err != nil {
-		s.storeError(w, r, err)
-		return
-	}
-	project := c.ProjectID
-	if c.IsAdmin() {
-		project = ""
-	}
-	groups, err := s.st.ListSecurityGroups(r.Context(), project)
-	if err != nil {
-		s.storeError(w, r, err)
+	groups, ok := s.listedGroups(w, r)
+	if !ok {
 		return
 	}
 	var views []view

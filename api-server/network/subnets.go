@@ -239,21 +239,10 @@ func (s *Service) updateSubnet(w http.ResponseWriter, r *http.Request) {
 	if !canWrite(w, c, "rule:update_subnet") {
 		return
 	}
-	objs, bulk, err := readBody(r, "subnet", "")
-	if err != nil || bulk {
-		badRequest(w, errText(err, "Unable to find 'subnet' in request body"))
-		return
-	}
-	a := objs[0]
-	for _, k := range []string{"cidr", "network_id", "ip_version", "project_id", "tenant_id", "subnetpool_id"} {
-		if a.has(k) {
-			badRequest(w, "Cannot update read-only attribute "+k)
-			return
-		}
-	}
-	if err := a.unknown("name", "description", "gateway_ip", "allocation_pools", "dns_nameservers", "host_routes",
-		"enable_dhcp", "service_types", "segment_id", "dns_publish_fixed_ip"); err != nil {
-		badRequest(w, err.Error())
+	a, ok := readUpdate(w, r, "subnet", []string{"cidr", "network_id", "ip_version", "project_id", "tenant_id", "subnetpool_id"},
+		[]string{"name", "description", "gateway_ip", "allocation_pools", "dns_nameservers", "host_routes",
+			"enable_dhcp", "service_types", "segment_id", "dns_publish_fixed_ip"})
+	if !ok {
 		return
 	}
 	name, err1 := a.str("name")
