@@ -36,6 +36,29 @@ set -euo pipefail
 cd "$CAPSULE_REPO"
 
 failed=()
+# Each go test step's output is also kept here, so that the end of the
+# run can repeat what failed (CI shows the tail of a long log).
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+
+# logged NAME CMD...: CMD with its output also in $logs/NAME.
+logged() {
+	local name=$1
+	shift
+	"$@" 2>&1 | tee "$logs/$name"
+	return "${PIPESTATUS[0]}"
+}
+
+# failures_summary: the failing tests' lines of every kept log.
+failures_summary() {
+	local f
+	for f in "$logs"/*; do
+		[ -f "$f" ] || continue
+		grep -E -- '^\s*--- FAIL|^FAIL|^panic:|_test\.go:[0-9]+: ' "$f" | grep -v -E ' (INFO|DEBUG) ' | tail -60 |
+			sed "s|^|$(basename "$f"): |" >&2 || true
+	done
+}
+
 step() {
 	local name=$1
 	shift
@@ -194,22 +217,24 @@ step "docker-compose.yml" compose_check
 step "OVS trunk (deploy/check-trunk.sh --scratch)" deploy/check-trunk.sh --scratch
 step "Test tiers" split_tiers
 if [ ${#unit_pkgs[@]} -gt 0 ]; then
-	step "go test (packages)" go test -count=1 -timeout 40m -p "${CAPSULE_TEST_P:-$(nproc)}" "${unit_pkgs[@]}"
+	step "go test (packages)" logged packages go test -count=1 -timeout 40m -p "${CAPSULE_TEST_P:-$(nproc)}" "${unit_pkgs[@]}"
 fi
 if [ ${#unit_pkgs[@]} -gt 0 ]; then
 	step "go fuzz (short)" fuzz_short
 fi
 if [ ${#e2e_pkgs[@]} -gt 0 ]; then
-	step "go test ./e2e" go test -count=1 -timeout 40m -parallel "${CAPSULE_E2E_PARALLEL:-8}" "${e2e_pkgs[@]}"
+	step "go test ./e2e" logged e2e go test -count=1 -timeout 40m -parallel "${CAPSULE_E2E_PARALLEL:-8}" "${e2e_pkgs[@]}"
 fi
 if [ ${#rate_pkgs[@]} -gt 0 ]; then
 	# -v: what each one measured goes to the log (docs/benchmarks.md).
-	step "rate tests" go test -count=1 -timeout 20m -tags ratetest -p 1 -run '^TestRate' -v "${rate_pkgs[@]}"
+	step "rate tests" logged rate go test -count=1 -timeout 20m -tags ratetest -p 1 -run '^TestRate' -v "${rate_pkgs[@]}"
 fi
 # A deployment-level script, when there is one, runs last.
 if [ $# = 0 ] && [ -x deploy/e2e.sh ]; then step "deploy/e2e.sh" deploy/e2e.sh; fi
 
 if [ ${#failed[@]} -gt 0 ]; then
+	printf '\n==== what failed (repeated from above)\n' >&2
+	failures_summary
 	printf '\ndeploy/test.sh: FAILED:' >&2
 	printf ' [%s]' "${failed[@]}" >&2
 	printf '\n' >&2

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
@@ -76,15 +77,24 @@ func writeTestPKI(t *testing.T, dir string) (caFile, certFile, keyFile string) {
 	return write("ca.pem", "CERTIFICATE", caDER), write("server.pem", "CERTIFICATE", leafDER), write("server.key", "PRIVATE KEY", keyDER)
 }
 
-// freePort returns a TCP port nothing listens on at the moment.
+// freePort returns a TCP port nothing listens on at the moment, below
+// the kernel's ephemeral range (32768 up): a port the kernel hands out
+// for ":0" could be taken by another package's test or an outgoing
+// connection between this check and the API binding it, as it was once
+// in CI; ports down here are only ever taken by an explicit bind.
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 200 {
+		port := 20000 + mrand.IntN(12000)
+		ln, err := net.Listen("tcp", "127.0.0.1:"+itoa(port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return port
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free TCP port in 20000-31999")
+	return 0
 }
 
 // TestAPIServesTLS runs the API role with http.tls_* set: a gophercloud
