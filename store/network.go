@@ -161,7 +161,20 @@ var (
 	ErrSubnetInUse             = errdefs.Class{Kind: errdefs.ErrConflict, Reason: "SubnetInUse"}
 	ErrGatewayConflictWithPool = errdefs.Class{Kind: errdefs.ErrConflict, Reason: "GatewayConflictWithAllocationPools"}
 	ErrGatewayIPInUse          = errdefs.Class{Kind: errdefs.ErrConflict, Reason: "GatewayIpInUse"}
+	// ErrRevisionConstraint is Neutron's 412: an update or delete sent
+	// If-Match: revision_number=N and the resource is at another revision.
+	ErrRevisionConstraint = errdefs.Class{Kind: errdefs.ErrFailedPrecondition, Reason: "RevisionNumberConstraintFailed"}
 )
+
+// CheckRevision is nil when want is nil (no If-Match) or current; else
+// ErrRevisionConstraint. Updates call it on the row they locked, so the
+// compare and the change are one step.
+func CheckRevision(want *int, current int) error {
+	if want == nil || *want == current {
+		return nil
+	}
+	return netErr(ErrRevisionConstraint, "Constrained to %d, but current revision is %d", *want, current)
+}
 
 func netErr(class errdefs.Class, format string, args ...any) error {
 	return class.Newf(format, args...)
@@ -1252,6 +1265,9 @@ type PortUpdate struct {
 	// none allowed without port security).
 	SecurityGroups *[]string
 	Admin          bool
+	// IfRevision refuses the update (ErrRevisionConstraint) unless the
+	// port is at that revision (Neutron's If-Match).
+	IfRevision *int
 }
 
 // UpdatePort applies u in one transaction and bumps the revision. Errors
@@ -1260,6 +1276,9 @@ func (s *Store) UpdatePort(ctx context.Context, id string, u PortUpdate) (*Port,
 	err := s.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		p, err := getPort(tx.Clauses(clause.Locking{Strength: "UPDATE"}), id)
 		if err != nil {
+			return err
+		}
+		if err := CheckRevision(u.IfRevision, p.RevisionNumber); err != nil {
 			return err
 		}
 		set := func(dst *string, v *string) {

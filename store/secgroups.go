@@ -221,6 +221,8 @@ func (s *Store) ListSecurityGroups(ctx context.Context, project string) ([]Secur
 type SecurityGroupUpdate struct {
 	Name, Description *string
 	Stateful          *bool
+	// IfRevision: as PortUpdate's.
+	IfRevision *int
 }
 
 // UpdateSecurityGroup applies u and bumps the revision. The default
@@ -229,6 +231,9 @@ func (s *Store) UpdateSecurityGroup(ctx context.Context, id string, u SecurityGr
 	err := s.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		g, err := getGroup(tx.Clauses(clause.Locking{Strength: "UPDATE"}), id)
 		if err != nil {
+			return err
+		}
+		if err := CheckRevision(u.IfRevision, g.RevisionNumber); err != nil {
 			return err
 		}
 		if u.Name != nil && *u.Name != g.Name {

@@ -62,6 +62,12 @@ type obj = map[string]any
 // do sends a request as token ("" = none) and decodes the JSON answer.
 func (e *env) do(method, path, token string, body any) (int, obj) {
 	e.t.Helper()
+	return e.doHeader(method, path, token, body, nil)
+}
+
+// doHeader is do with extra request headers.
+func (e *env) doHeader(method, path, token string, body any, header http.Header) (int, obj) {
+	e.t.Helper()
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -73,6 +79,9 @@ func (e *env) do(method, path, token string, body any) (int, obj) {
 	req, err := http.NewRequest(method, e.srv.URL+path, rd)
 	if err != nil {
 		e.t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	if token != "" {
 		req.Header.Set("X-Auth-Token", token)
@@ -169,12 +178,12 @@ func TestDiscoveryAndAuth(t *testing.T) {
 	for _, x := range exts {
 		aliases = append(aliases, x.(obj)["alias"].(string))
 	}
-	for _, want := range []string{"provider", "binding", "port-security", "standard-attr-description", "external-net", "quotas", "quota_details", "security-group", "stateful-security-group"} {
+	for _, want := range []string{"provider", "binding", "port-security", "standard-attr-description", "revision-if-match", "standard-attr-revisions", "quotas", "quota_details", "security-group", "stateful-security-group"} {
 		if !strings.Contains(","+strings.Join(aliases, ",")+",", ","+want+",") {
 			t.Errorf("extension %s not declared: %v", want, aliases)
 		}
 	}
-	for _, not := range []string{"router"} {
+	for _, not := range []string{"router", "external-net"} {
 		if strings.Contains(","+strings.Join(aliases, ",")+",", ","+not+",") {
 			t.Errorf("extension %s declared but not implemented", not)
 		}

@@ -351,6 +351,10 @@ func (s *Service) updateNetwork(w http.ResponseWriter, r *http.Request) {
 	if !canWrite(w, c, "rule:update_network") {
 		return
 	}
+	rev, ok := ifMatch(w, r)
+	if !ok {
+		return
+	}
 	objs, bulk, err := readBody(r, "network", "")
 	if err != nil || bulk {
 		badRequest(w, errText(err, "Unable to find 'network' in request body"))
@@ -389,6 +393,9 @@ func (s *Service) updateNetwork(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n, err := s.st.UpdateNetwork(r.Context(), id, func(n *store.Network) error {
+		if err := store.CheckRevision(rev, n.RevisionNumber); err != nil {
+			return err
+		}
 		if name != nil {
 			n.Name = *name
 		}
@@ -443,6 +450,9 @@ func (s *Service) deleteNetwork(w http.ResponseWriter, r *http.Request) {
 	}
 	if !owns(c, cur.ProjectID) || !c.CanWrite() {
 		forbidden(w, "rule:delete_network")
+		return
+	}
+	if !revisionMatches(w, r, cur.RevisionNumber) {
 		return
 	}
 	if err := s.st.DeleteNetwork(r.Context(), id); err != nil {

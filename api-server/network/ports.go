@@ -284,6 +284,10 @@ func (s *Service) updatePort(w http.ResponseWriter, r *http.Request) {
 	if !canWrite(w, c, "rule:update_port") {
 		return
 	}
+	rev, ok := ifMatch(w, r)
+	if !ok {
+		return
+	}
 	a, ok := readUpdate(w, r, "port", []string{"network_id", "project_id", "tenant_id"}, portCreateAttrs)
 	if !ok {
 		return
@@ -292,7 +296,7 @@ func (s *Service) updatePort(w http.ResponseWriter, r *http.Request) {
 		invalidInput(w, err.Error())
 		return
 	}
-	u := store.PortUpdate{Admin: c.IsAdmin()}
+	u := store.PortUpdate{Admin: c.IsAdmin(), IfRevision: rev}
 	var err error
 	for _, f := range []struct {
 		key string
@@ -542,6 +546,9 @@ func (s *Service) deletePort(w http.ResponseWriter, r *http.Request) {
 	}
 	if (!owns(c, cur.ProjectID) && !owns(c, n.ProjectID)) || !c.CanWrite() {
 		forbidden(w, "rule:delete_port")
+		return
+	}
+	if !revisionMatches(w, r, cur.RevisionNumber) {
 		return
 	}
 	if cur.ComputeBound {

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/capsule-cloud/capsule/api-server/httpapi"
+	"github.com/capsule-cloud/capsule/store"
 )
 
 // attrs is one resource object of a request body, decoded lazily so each
@@ -211,4 +212,47 @@ func readUpdate(w http.ResponseWriter, r *http.Request, one string, readOnly, al
 		return nil, false
 	}
 	return a, true
+}
+
+// ifMatch reads Neutron's compare-and-swap constraint: an If-Match entity
+// tag revision_number=N (quoted or not, among other tags). nil when there
+// is none; otherwise it answers 400 for a malformed or repeated one and
+// returns false.
+func ifMatch(w http.ResponseWriter, r *http.Request) (*int, bool) {
+	var rev *int
+	for _, h := range r.Header.Values("If-Match") {
+		for _, tag := range strings.Split(h, ",") {
+			tag = strings.Trim(strings.TrimPrefix(strings.TrimSpace(tag), "W/"), `"`)
+			v, ok := strings.CutPrefix(tag, "revision_number=")
+			if !ok {
+				continue
+			}
+			if rev != nil {
+				badRequest(w, "Multiple revision_number etags are not supported.")
+				return nil, false
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				badRequest(w, "Revision number etag must be in the format of revision_number=<int>")
+				return nil, false
+			}
+			rev = &n
+		}
+	}
+	return rev, true
+}
+
+// revisionMatches answers Neutron's 412 and returns false when the
+// request's If-Match names another revision than current (deletes check
+// the row they loaded).
+func revisionMatches(w http.ResponseWriter, r *http.Request, current int) bool {
+	rev, ok := ifMatch(w, r)
+	if !ok {
+		return false
+	}
+	if err := store.CheckRevision(rev, current); err != nil {
+		writeFault(w, err)
+		return false
+	}
+	return true
 }

@@ -240,11 +240,15 @@ func (s *Service) updateSecurityGroup(w http.ResponseWriter, r *http.Request) {
 	if !canWrite(w, c, "rule:update_security_group") {
 		return
 	}
+	rev, ok := ifMatch(w, r)
+	if !ok {
+		return
+	}
 	a, ok := readUpdate(w, r, "security_group", []string{"project_id", "tenant_id", "id"}, groupAttrs)
 	if !ok {
 		return
 	}
-	var u store.SecurityGroupUpdate
+	u := store.SecurityGroupUpdate{IfRevision: rev}
 	var err error
 	if u.Name, err = a.str("name"); err == nil {
 		if u.Description, err = a.str("description"); err == nil {
@@ -266,11 +270,15 @@ func (s *Service) updateSecurityGroup(w http.ResponseWriter, r *http.Request) {
 func (s *Service) deleteSecurityGroup(w http.ResponseWriter, r *http.Request) {
 	c := creds(r)
 	id := r.PathValue("id")
-	if _, err := s.visibleGroup(r.Context(), c, id); err != nil {
+	g, err := s.visibleGroup(r.Context(), c, id)
+	if err != nil {
 		s.storeError(w, r, err)
 		return
 	}
 	if !canWrite(w, c, "rule:delete_security_group") {
+		return
+	}
+	if !revisionMatches(w, r, g.RevisionNumber) {
 		return
 	}
 	affected, err := s.st.DeleteSecurityGroup(r.Context(), id, c.IsAdmin())

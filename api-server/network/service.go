@@ -7,6 +7,7 @@ package network
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 
@@ -195,7 +196,11 @@ func statusOf(k errdefs.Kind) int { return httpapi.StatusOf(k, http.StatusConfli
 // writeFault writes a classified error whose reason is a Neutron type
 // as that NeutronError, with its kind's status.
 func writeFault(w http.ResponseWriter, err error) {
-	writeError(w, statusOf(errdefs.KindOf(err)), errdefs.Reason(err), errdefs.Message(err))
+	status := statusOf(errdefs.KindOf(err))
+	if errors.Is(err, store.ErrRevisionConstraint) {
+		status = http.StatusPreconditionFailed // the one 412 of Neutron's
+	}
+	writeError(w, status, errdefs.Reason(err), errdefs.Message(err))
 }
 
 // storeError answers a failure: a classified error with a Neutron type

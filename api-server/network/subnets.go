@@ -239,6 +239,10 @@ func (s *Service) updateSubnet(w http.ResponseWriter, r *http.Request) {
 	if !canWrite(w, c, "rule:update_subnet") {
 		return
 	}
+	rev, ok := ifMatch(w, r)
+	if !ok {
+		return
+	}
 	a, ok := readUpdate(w, r, "subnet", []string{"cidr", "network_id", "ip_version", "project_id", "tenant_id", "subnetpool_id"},
 		[]string{"name", "description", "gateway_ip", "allocation_pools", "dns_nameservers", "host_routes",
 			"enable_dhcp", "service_types", "segment_id", "dns_publish_fixed_ip"})
@@ -262,6 +266,9 @@ func (s *Service) updateSubnet(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	sn, err := s.st.UpdateSubnet(r.Context(), id, func(sn *store.Subnet) error {
+		if err := store.CheckRevision(rev, sn.RevisionNumber); err != nil {
+			return err
+		}
 		if name != nil {
 			sn.Name = *name
 		}
@@ -311,6 +318,9 @@ func (s *Service) deleteSubnet(w http.ResponseWriter, r *http.Request) {
 	}
 	if (!owns(c, cur.ProjectID) && !owns(c, n.ProjectID)) || !c.CanWrite() {
 		forbidden(w, "rule:delete_subnet")
+		return
+	}
+	if !revisionMatches(w, r, cur.RevisionNumber) {
 		return
 	}
 	if err := s.st.DeleteSubnet(r.Context(), id); err != nil {
