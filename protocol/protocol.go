@@ -63,6 +63,10 @@ type InstanceSpec struct {
 	// ConfigDrive: the agent writes the server's metadata tree (package
 	// metadata) into it before its first boot.
 	ConfigDrive bool `json:"config_drive,omitempty"`
+	// Volumes are the server's attached volumes (protocol/volumes.go):
+	// the agent mounts them before the workload starts (build, start,
+	// migration import, unshelve, rebuild) and reconcile re-mounts them.
+	Volumes []VolumeMount `json:"volumes,omitempty"`
 }
 
 // NIC is one network interface of a server: a Neutron port bound to the

@@ -195,6 +195,9 @@ var migrations = []migration{
 	{22, "single-use remote console tokens", func(tx *gorm.DB) error {
 		return tx.AutoMigrate(&ConsoleToken{})
 	}},
+	{23, "volumes, volume snapshots, volume attachments, volume quota limits", func(tx *gorm.DB) error {
+		return tx.AutoMigrate(&Volume{}, &VolumeSnapshot{}, &VolumeAttachment{}, &VolumeQuotaLimit{})
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.
