@@ -498,7 +498,22 @@ type Network struct {
 	Shared  bool     `json:"shared"`
 	Subnets []string `json:"subnets"`
 	Type    string   `json:"provider:network_type"`
+	Project string   `json:"project_id"`
 	CIDRs   []string `json:"-"`
+}
+
+// usableNetworks are the networks a launch without one chooses from, as
+// Nova picks: the project's own and shared ones (an admin lists other
+// projects' networks too, which it may name but is never given by
+// default).
+func usableNetworks(nets []Network, projectID string) []Network {
+	var out []Network
+	for _, n := range nets {
+		if n.Shared || n.Project == projectID {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 func (s *Server) networks(ctx context.Context, sess *session) ([]Network, error) {

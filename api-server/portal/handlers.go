@@ -424,6 +424,11 @@ type launchData struct {
 	Flavors  []Flavor
 	Networks []Network
 	Keypairs []Keypair
+	// Usable is how many networks a launch without one would choose
+	// from: with more than one the API refuses such a launch, so the form
+	// makes the user pick; with one it is preselected; with none the
+	// server gets no network.
+	Usable int
 }
 
 func (s *Server) launchChoices(ctx context.Context, sess *session, d *launchData) error {
@@ -436,6 +441,11 @@ func (s *Server) launchChoices(ctx context.Context, sess *session, d *launchData
 	}
 	if d.Networks, err = s.networks(ctx, sess); err != nil {
 		return err
+	}
+	usable := usableNetworks(d.Networks, sess.ProjectID)
+	d.Usable = len(usable)
+	if d.Req.Network == "" && len(usable) == 1 {
+		d.Req.Network = usable[0].ID
 	}
 	d.Keypairs, err = s.keypairs(ctx, sess)
 	return err
@@ -463,6 +473,13 @@ func (s *Server) launchPost(w http.ResponseWriter, r *http.Request, sess *sessio
 		msg = "Give the server a name."
 	case req.FixedIP != "" && req.Network == "":
 		msg = "A fixed IP needs a network: choose one."
+	case req.Network == "":
+		// Nova refuses a launch without a network when the project sees
+		// several; say so in the form's words before asking it.
+		nets, err := s.networks(r.Context(), sess)
+		if err == nil && len(usableNetworks(nets, sess.ProjectID)) > 1 {
+			msg = "Choose a network: this project can use several."
+		}
 	}
 	req.Count = count
 	if msg == "" {

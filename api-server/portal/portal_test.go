@@ -30,6 +30,10 @@ type fakeAPI struct {
 	keypairs []string // names, in creation order
 	// keypairVersions is the OpenStack-API-Version of each keypair create.
 	keypairVersions []string
+	// networks replaces the network list members see (nil: one private
+	// network); launches without a network are refused as Nova does when
+	// more than one of them is the project's own or shared.
+	networks []map[string]any
 }
 
 func (f *fakeAPI) handler(t *testing.T) http.Handler {
@@ -142,6 +146,11 @@ func (f *fakeAPI) handler(t *testing.T) http.Handler {
 	mux.HandleFunc("POST /v2.1/servers", authed(func(w http.ResponseWriter, r *http.Request) {
 		var body struct{ Server map[string]any }
 		_ = json.NewDecoder(r.Body).Decode(&body)
+		if _, named := body.Server["networks"]; !named && f.usableNetworks() > 1 {
+			writeJSON(w, 409, map[string]any{"conflictingRequest": map[string]any{"code": 409,
+				"message": "Multiple possible networks found, use a Network ID to be more specific."}})
+			return
+		}
 		if body.Server["flavorRef"] == "huge" {
 			writeJSON(w, 403, map[string]any{"forbidden": map[string]any{"code": 403,
 				"message": "Quota exceeded for cores: Requested 64, but already used 5 of 20 cores"}})
@@ -312,12 +321,35 @@ func (f *fakeAPI) handler(t *testing.T) http.Handler {
 				"message": "The network service is down for maintenance.", "detail": ""}})
 			return
 		}
-		writeJSON(w, 200, map[string]any{"networks": []map[string]any{{"id": "net-1", "name": "private", "status": "ACTIVE", "subnets": []string{"sn-1"}}}})
+		f.mu.Lock()
+		nets := f.networks
+		f.mu.Unlock()
+		if nets == nil {
+			nets = []map[string]any{{"id": "net-1", "name": "private", "status": "ACTIVE", "subnets": []string{"sn-1"}, "project_id": "p-demo"}}
+		}
+		writeJSON(w, 200, map[string]any{"networks": nets})
 	}))
 	mux.HandleFunc("GET /v2.0/subnets", authed(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, map[string]any{"subnets": []map[string]any{{"id": "sn-1", "cidr": "10.0.0.0/24"}}})
 	}))
 	return mux
+}
+
+// usableNetworks counts the networks a launch without one would choose
+// from: demo's own and shared ones.
+func (f *fakeAPI) usableNetworks() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.networks == nil {
+		return 1
+	}
+	n := 0
+	for _, nw := range f.networks {
+		if nw["shared"] == true || nw["project_id"] == "p-demo" {
+			n++
+		}
+	}
+	return n
 }
 
 func server(id, name, status string) map[string]any {
@@ -881,7 +913,7 @@ func TestHostsPage(t *testing.T) {
 		t.Fatalf("hosts: %d\n%s", st, page)
 	}
 	for _, want := range []string{`id="hosts-link"`, `data-host="cn-a"`, `data-host="cn-b"`, "3 of 8", "4096 of 16000", "7 of 100",
-		`<tr data-id="s1"><td><a href="/servers/s1">web</a>`, `<option value="cn-b">cn-b</option>`, "mig-confirm", "mig-revert",
+		`<tr data-id="s1"><td><a class="clip" href="/servers/s1" title="web">web</a>`, `<option value="cn-b">cn-b</option>`, "mig-confirm", "mig-revert",
 		"No events: this cloud&#39;s compute API has no host events", "cn-a → cn-b"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("hosts page lacks %q", want)

@@ -23,7 +23,8 @@
   function row(s) {
     var tr = el("tr");
     tr.setAttribute("data-id", s.id);
-    var name = el("td"), a = el("a", "", s.name);
+    var name = el("td"), a = el("a", "clip", s.name);
+    a.title = s.name;
     a.href = "/servers/" + encodeURIComponent(s.id);
     name.appendChild(a);
     tr.appendChild(name);
