@@ -146,6 +146,24 @@ func (c *Conductor) Handle(ctx context.Context, m bus.Message) (any, error) {
 			return nil, err
 		}
 		return nil, retryOnDB(c.onSnapshotReport(ctx, r))
+	case protocol.KindVolumeReport:
+		var r protocol.VolumeReport
+		if err := m.Decode(&r); err != nil {
+			return nil, err
+		}
+		if err := c.onVolumeReport(ctx, r); errdefs.IsForbidden(err) {
+			c.log.Warn("volume report refused", "error", err)
+			return nil, err
+		} else if err != nil {
+			return nil, retryOnDB(err)
+		}
+		return nil, nil
+	case protocol.KindVolumesOnHost:
+		var r protocol.VolumesOnHostRequest
+		if err := m.Decode(&r); err != nil {
+			return nil, err
+		}
+		return c.volumesOnHost(ctx, r.Host)
 	case protocol.KindHostEvent:
 		var r protocol.HostEvent
 		if err := m.Decode(&r); err != nil {

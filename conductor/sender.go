@@ -19,7 +19,7 @@ var agentKinds = map[string]bool{
 	protocol.KindHostReport: true, protocol.KindInstanceReport: true, protocol.KindPowerSync: true,
 	protocol.KindInstancesOnHost: true, protocol.KindSnapshotReport: true, protocol.KindHostEvent: true,
 	protocol.KindMigrationReport: true, protocol.KindMigrationProgress: true, protocol.KindMigrationCheck: true,
-	protocol.KindInstanceMetadata: true,
+	protocol.KindInstanceMetadata: true, protocol.KindVolumeReport: true, protocol.KindVolumesOnHost: true,
 }
 
 // senderHost says which compute host's broker user sent m: the host

@@ -26,7 +26,29 @@ type Config struct {
 	Registry  Registry  `yaml:"registry"`
 	Quota     Quota     `yaml:"quota"`
 	Network   Network   `yaml:"network"`
+	Volume    Volume    `yaml:"volume"`
 	HTTP      HTTP      `yaml:"http"`
+}
+
+// Volume is the control plane's side of persistent volumes (the Block
+// Storage API; the hosts' side is in Agent).
+type Volume struct {
+	// Backend of new volumes: "local" (an image file on one compute host;
+	// its data is copied when its server moves) or "shared" (on the shared
+	// export every host mounts).
+	Backend string `yaml:"backend"`
+	// AvailabilityZone is the zone volumes are in (Cinder's
+	// storage_availability_zone).
+	AvailabilityZone string      `yaml:"availability_zone"`
+	Quota            VolumeQuota `yaml:"quota"`
+}
+
+// VolumeQuota is the default Block Storage quota of a project (-1:
+// unlimited).
+type VolumeQuota struct {
+	Volumes   int `yaml:"volumes"`
+	Gigabytes int `yaml:"gigabytes"`
+	Snapshots int `yaml:"snapshots"`
 }
 
 // HTTP bounds every HTTP listener capsuled serves (the four APIs, the
@@ -117,6 +139,7 @@ type API struct {
 	ComputePort  int           `yaml:"compute_port"`
 	ImagePort    int           `yaml:"image_port"`
 	NetworkPort  int           `yaml:"network_port"`
+	VolumePort   int           `yaml:"volume_port"` // Block Storage v3; 0: not served
 	PortalPort   int           `yaml:"portal_port"`
 	TokenTTL     time.Duration `yaml:"token_ttl"`
 	// CallTimeout bounds request/reply calls to agents (console output).
@@ -291,7 +314,7 @@ func Default() Config {
 		Database: Database{Driver: "sqlite", DSN: "/var/lib/capsule/capsule.db"},
 		Bus:      Bus{URL: "amqp://guest:guest@127.0.0.1:5672/", Prefetch: 8, QueueType: "classic"},
 		API: API{PublicHost: "127.0.0.1", Listen: "0.0.0.0", IdentityPort: 5000, ComputePort: 8774,
-			ImagePort: 9292, NetworkPort: 9696, PortalPort: 8080, TokenTTL: 12 * time.Hour, CallTimeout: 30 * time.Second,
+			ImagePort: 9292, NetworkPort: 9696, VolumePort: 8776, PortalPort: 8080, TokenTTL: 12 * time.Hour, CallTimeout: 30 * time.Second,
 			AdminProject: "admin", LockoutFailureAttempts: 10, LockoutSourceFailureAttempts: 50, LockoutDuration: 5 * time.Minute,
 			TokenPurgeInterval: time.Hour, ConsoleTokenTTL: 10 * time.Minute},
 		Scheduler: Scheduler{Weigher: "spread", MaxAttempts: 3, ServiceDownTime: 60 * time.Second, HostStateMaxAge: time.Second},
@@ -306,6 +329,7 @@ func Default() Config {
 				HostPids: 0.8, HostConntrack: 0.8}},
 		Registry: Registry{Address: "127.0.0.1:5050"},
 		Quota:    Quota{Instances: 10, Cores: 20, RAMMB: 51200},
+		Volume:   Volume{Backend: "local", AvailabilityZone: "nova", Quota: VolumeQuota{Volumes: 10, Gigabytes: 1000, Snapshots: 10}},
 		Network: Network{TenantPhysicalNetwork: "physnet1", TenantVLANMin: 100, TenantVLANMax: 199,
 			PhysicalNetworks: []string{"physnet1"}, MTU: 1500,
 			Quota: NetworkQuota{Networks: 100, Subnets: 100, Ports: 500}},

@@ -259,9 +259,10 @@ bus:
   image_port: %d
   network_port: %d
   portal_port: %d
+  volume_port: %d
 scheduler:
   service_down_time: 30s
-`, c.dbDriver, c.dbDSN, c.amqp, c.queueTypeLine(), identity, compute, image, network, portal)
+`, c.dbDriver, c.dbDSN, c.amqp, c.queueTypeLine(), identity, compute, image, network, portal, freePort(t))
 		if !c.twoHosts && !c.ownAgent {
 			cfg += c.agentSection(c.hosts[0])
 		}

@@ -2,6 +2,7 @@ package identity
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/api-server/httpapi"
@@ -40,21 +41,34 @@ func (s *Service) services(r *http.Request) []catalogService {
 		scheme = "https"
 	}
 	p := s.opts.Ports
-	return []catalogService{
+	out := []catalogService{
 		{"keystone", "identity", httpapi.HostURL(scheme, host, p.Identity) + "/v3"},
 		{"nova", "compute", httpapi.HostURL(scheme, host, p.Compute) + "/v2.1"},
 		{"glance", "image", httpapi.HostURL(scheme, host, p.Image)},
 		{"neutron", "network", httpapi.HostURL(scheme, host, p.Network)},
 	}
+	if p.Volume > 0 {
+		// Cinder's endpoints carry the project (Keystone's URL template,
+		// substituted in a token's catalog); both service types as a
+		// current Cinder registers them.
+		vol := httpapi.HostURL(scheme, host, p.Volume) + "/v3/" + projectTemplate
+		out = append(out, catalogService{"cinderv3", "volumev3", vol}, catalogService{"cinder", "block-storage", vol})
+	}
+	return out
 }
+
+// projectTemplate is Keystone's endpoint URL placeholder for the token's
+// project.
+const projectTemplate = "%(project_id)s"
 
 var interfaces = []string{"public", "internal", "admin"}
 
 // catalog builds the token's service catalog. Ids are derived from the
 // service type so issue and validation return identical bodies.
-func (s *Service) catalog(r *http.Request) []catalogEntry {
+func (s *Service) catalog(r *http.Request, projectID string) []catalogEntry {
 	var out []catalogEntry
 	for _, svc := range s.services(r) {
+		svc.url = strings.ReplaceAll(svc.url, projectTemplate, projectID)
 		e := catalogEntry{ID: stableID("service", svc.typ), Name: svc.name, Type: svc.typ}
 		for _, itf := range interfaces {
 			e.Endpoints = append(e.Endpoints, catalogEndpoint{ID: stableID("endpoint", svc.typ, itf),
@@ -94,7 +108,7 @@ func (s *Service) authCatalog(w http.ResponseWriter, r *http.Request) {
 		s.failErr(w, r, errdefs.Forbidden("A project-scoped token is required to produce a service catalog."))
 		return
 	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"catalog": s.catalog(r), "links": s.collectionLinks(r)})
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"catalog": s.catalog(r, c.ProjectID), "links": s.collectionLinks(r)})
 }
 
 func (s *Service) listServices(w http.ResponseWriter, r *http.Request) {

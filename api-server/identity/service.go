@@ -33,6 +33,7 @@ type Ports struct {
 	Compute  int
 	Image    int
 	Network  int
+	Volume   int // 0: no Block Storage API in the catalog
 }
 
 // Options configure the identity service.

@@ -506,7 +506,7 @@ func (s *Service) tokenBody(r *http.Request, ti *tokenInfo, withCatalog bool) ma
 			v.Roles = append(v.Roles, idName{ID: role.ID, Name: role.Name})
 		}
 		if withCatalog {
-			cat := s.catalog(r)
+			cat := s.catalog(r, ti.project.ID)
 			v.Catalog = &cat
 		}
 	}

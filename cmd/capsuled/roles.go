@@ -21,6 +21,7 @@ import (
 	"github.com/capsule-cloud/capsule/api-server/image"
 	"github.com/capsule-cloud/capsule/api-server/network"
 	"github.com/capsule-cloud/capsule/api-server/portal"
+	"github.com/capsule-cloud/capsule/api-server/volume"
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/conductor"
 	"github.com/capsule-cloud/capsule/config"
@@ -250,7 +251,7 @@ func (noopPlumber) RemoveOrphans(context.Context, func(string) bool) ([]string, 
 func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) error {
 	a := cfg.API
 	ids := identity.New(d.st, identity.Options{PublicHost: a.PublicHost, Region: cfg.Region, TokenTTL: a.TokenTTL, Logger: log,
-		Ports:        identity.Ports{Identity: a.IdentityPort, Compute: a.ComputePort, Image: a.ImagePort, Network: a.NetworkPort},
+		Ports:        identity.Ports{Identity: a.IdentityPort, Compute: a.ComputePort, Image: a.ImagePort, Network: a.NetworkPort, Volume: a.VolumePort},
 		TLS:          cfg.HTTP.TLS(),
 		AdminProject: a.AdminProject,
 		Lockout: identity.Lockout{UserAttempts: a.LockoutFailureAttempts, SourceAttempts: a.LockoutSourceFailureAttempts,
@@ -307,6 +308,11 @@ func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) e
 			Streaming: image.IsDataTransfer, Handler: httpapi.AccessLog(log, "image", httpapi.WithRequestID(img.Handler()))}),
 		httpapi.NewServer(httpapi.Listener{Addr: hostPort(a.Listen, a.NetworkPort), Limits: lim, TLS: tlsConf, TooLarge: netw.TooLarge,
 			Handler: httpapi.AccessLog(log, "network", httpapi.WithRequestID(netw.Handler()))}),
+	}
+	if a.VolumePort > 0 {
+		vol := volume.New(d.st, d.bus, volume.Options{Validator: ids, Log: log, Config: cfg.Volume, ServiceDownTime: cfg.Scheduler.ServiceDownTime})
+		servers = append(servers, httpapi.NewServer(httpapi.Listener{Addr: hostPort(a.Listen, a.VolumePort), Limits: lim, TLS: tlsConf,
+			TooLarge: vol.TooLarge, Handler: httpapi.AccessLog(log, "volume", httpapi.WithRequestID(vol.Handler(), "x-openstack-request-id"))}))
 	}
 	if a.PortalPort > 0 {
 		servers = append(servers, httpapi.NewServer(httpapi.Listener{Addr: hostPort(a.Listen, a.PortalPort), Limits: lim, TLS: tlsConf,

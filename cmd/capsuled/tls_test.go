@@ -136,7 +136,7 @@ func checkAPIServesTLS(t *testing.T, dir, caFile, certFile, keyFile string) {
 	cfg.Database = config.Database{Driver: "sqlite", DSN: filepath.Join(dir, "capsule.db")}
 	cfg.API.PublicHost, cfg.API.Listen = "127.0.0.1", "127.0.0.1"
 	cfg.API.IdentityPort, cfg.API.ComputePort, cfg.API.ImagePort = freePort(t), freePort(t), freePort(t)
-	cfg.API.NetworkPort, cfg.API.PortalPort = freePort(t), freePort(t)
+	cfg.API.NetworkPort, cfg.API.PortalPort, cfg.API.VolumePort = freePort(t), freePort(t), freePort(t)
 	cfg.HTTP.TLSCertFile, cfg.HTTP.TLSKeyFile, cfg.HTTP.TLSCAFile = certFile, keyFile, caFile
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 

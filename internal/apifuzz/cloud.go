@@ -23,6 +23,7 @@ import (
 	"github.com/capsule-cloud/capsule/api-server/identity"
 	"github.com/capsule-cloud/capsule/api-server/image"
 	"github.com/capsule-cloud/capsule/api-server/network"
+	"github.com/capsule-cloud/capsule/api-server/volume"
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/conductor"
 	"github.com/capsule-cloud/capsule/config"
@@ -156,7 +157,7 @@ func StartCloud(ctx context.Context, dir string) (*Cloud, error) {
 	cfg.Registry.Address = "registry.invalid:5050"
 
 	// Listen first: the catalog needs the ports.
-	lns := make([]net.Listener, 4)
+	lns := make([]net.Listener, 5)
 	for i := range lns {
 		if lns[i], err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 			for _, l := range lns[:i] {
@@ -168,11 +169,12 @@ func StartCloud(ctx context.Context, dir string) (*Cloud, error) {
 	}
 	port := func(i int) int { return lns[i].Addr().(*net.TCPAddr).Port }
 	ids := identity.New(st, identity.Options{PublicHost: "127.0.0.1", Logger: lg,
-		Ports: identity.Ports{Identity: port(0), Compute: port(1), Image: port(2), Network: port(3)}})
+		Ports: identity.Ports{Identity: port(0), Compute: port(1), Image: port(2), Network: port(3), Volume: port(4)}})
 	img := image.New(st, image.Options{Validator: ids, Logger: lg, Data: newMemData()})
 	comp := compute.New(st, c.bus, compute.Options{PublicHost: "127.0.0.1", ComputePort: port(1), ImagePort: port(2),
 		CallTimeout: 5 * time.Second, Validator: ids, Log: lg, RegistryAddress: cfg.Registry.Address, Images: img})
 	netw := network.New(ids, network.WithStore(st), network.WithConfig(cfg.Network), network.WithLogger(lg))
+	vol := volume.New(st, c.bus, volume.Options{Validator: ids, Log: lg, Config: cfg.Volume})
 	// The listeners capsuled serves (cmd/capsuled runAPI): body and header
 	// limits and timeouts included, with the default limits.
 	errLog := log.New(panicWriter{e: ev}, "", 0)
@@ -181,6 +183,7 @@ func StartCloud(ctx context.Context, dir string) (*Cloud, error) {
 		{TooLarge: comp.TooLarge, Handler: httpapi.AccessLog(lg, "compute", httpapi.WithRequestID(comp.Handler(), "x-compute-request-id"))},
 		{TooLarge: img.TooLarge, Streaming: image.IsDataTransfer, Handler: httpapi.AccessLog(lg, "image", httpapi.WithRequestID(img.Handler()))},
 		{TooLarge: netw.TooLarge, Handler: httpapi.AccessLog(lg, "network", httpapi.WithRequestID(netw.Handler()))},
+		{TooLarge: vol.TooLarge, Handler: httpapi.AccessLog(lg, "volume", httpapi.WithRequestID(vol.Handler(), "x-openstack-request-id"))},
 	} {
 		l.Limits = httpapi.DefaultLimits()
 		srv, ln := httpapi.NewServer(l), lns[i]

@@ -42,6 +42,8 @@ var deleteRoutes = map[string]route{
 	"port":     {service: "network", method: "DELETE", path: "/v2.0/ports/%s"},
 	"secgroup": {service: "network", method: "DELETE", path: "/v2.0/security-groups/%s"},
 	"sgrule":   {service: "network", method: "DELETE", path: "/v2.0/security-group-rules/%s"},
+	"volume":   {service: "volumev3", method: "DELETE", path: "/volumes/%s"},
+	"vsnap":    {service: "volumev3", method: "DELETE", path: "/snapshots/%s"},
 	"project":  {service: "identity", method: "DELETE", path: "/projects/%s"},
 	"user":     {service: "identity", method: "DELETE", path: "/users/%s"},
 	"role":     {service: "identity", method: "DELETE", path: "/roles/%s"},
@@ -372,6 +374,60 @@ func routes() []route {
 	im(route{method: "GET", path: "/versions"})
 	im(route{method: "GET", path: "/v2"})
 	im(route{method: "GET", path: "/"})
+
+	// Block Storage (the endpoint is the member's /v3/{project_id}).
+	vo := func(r route) { r.service = "volumev3"; rs = append(rs, r) }
+	volQuery := []string{"limit", "marker", "sort", "sort_key", "sort_dir", "offset", "name", "status", "metadata",
+		"bootable", "availability_zone", "all_tenants", "project_id", "with_count", "volume_id"}
+	vo(route{method: "POST", path: "/volumes", creates: "volume", body: func(e *env) any {
+		v := map[string]any{"size": e.pickOf(1, 2, 0, -1, "1", 1000000), "name": e.name("vol")}
+		switch e.rng.IntN(5) {
+		case 0:
+			v["snapshot_id"] = e.id("vsnap")
+		case 1:
+			v["imageRef"] = e.id("image")
+		case 2:
+			v["metadata"] = map[string]any{"k": "v"}
+			v["volume_type"] = e.pickOf("__DEFAULT__", "ssd")
+		}
+		return obj("volume", v)
+	}})
+	vo(route{method: "GET", path: "/volumes", query: volQuery})
+	vo(route{method: "GET", path: "/volumes/detail", query: volQuery})
+	vo(route{method: "GET", path: "/volumes/{volume}"})
+	vo(route{method: "PUT", path: "/volumes/{volume}", body: func(e *env) any {
+		return obj("volume", map[string]any{"name": e.name("vol"), "description": "d", "metadata": map[string]any{"a": "b"}})
+	}})
+	vo(route{method: "DELETE", path: "/volumes/{volume}", destructive: true, query: []string{"cascade"}})
+	vo(route{method: "POST", path: "/volumes/{volume}/action", body: func(e *env) any {
+		if e.rng.IntN(3) == 0 {
+			return obj("os-reset_status", map[string]any{"status": e.pickOf("available", "error", "in-use", "bogus")})
+		}
+		return obj("os-extend", map[string]any{"new_size": e.pickOf(2, 3, 0, "4", 1000000)})
+	}})
+	vo(route{method: "GET", path: "/volumes/{volume}/metadata"})
+	vo(route{method: "POST", path: "/volumes/{volume}/metadata", body: func(e *env) any { return obj("metadata", map[string]any{"k": "v"}) }})
+	vo(route{method: "PUT", path: "/volumes/{volume}/metadata", body: func(e *env) any { return obj("metadata", map[string]any{"k": "w"}) }})
+	vo(route{method: "DELETE", path: "/volumes/{volume}/metadata/{metakey}"})
+	vo(route{method: "POST", path: "/snapshots", creates: "vsnap", body: func(e *env) any {
+		return obj("snapshot", map[string]any{"volume_id": e.id("volume"), "name": e.name("snap"), "force": e.pickOf(true, false, "yes")})
+	}})
+	vo(route{method: "GET", path: "/snapshots", query: volQuery})
+	vo(route{method: "GET", path: "/snapshots/detail", query: volQuery})
+	vo(route{method: "GET", path: "/snapshots/{vsnap}"})
+	vo(route{method: "PUT", path: "/snapshots/{vsnap}", body: func(e *env) any { return obj("snapshot", map[string]any{"name": e.name("snap")}) }})
+	vo(route{method: "DELETE", path: "/snapshots/{vsnap}", destructive: true})
+	vo(route{method: "GET", path: "/types"})
+	vo(route{method: "GET", path: "/types/default"})
+	vo(route{method: "GET", path: "/types/{vtype}"})
+	vo(route{method: "GET", path: "/limits"})
+	vo(route{method: "GET", path: "/os-availability-zone"})
+	vo(route{method: "GET", path: "/os-quota-sets/{project}", query: []string{"usage"}})
+	vo(route{method: "GET", path: "/os-quota-sets/{project}/defaults"})
+	vo(route{method: "PUT", path: "/os-quota-sets/{project}", asAdmin: true, destructive: true, body: func(e *env) any {
+		return obj("quota_set", map[string]any{"volumes": e.pickOf(10, -1, -2, "5"), "gigabytes": 1000})
+	}})
+	vo(route{method: "DELETE", path: "/os-quota-sets/{project}", asAdmin: true, destructive: true})
 
 	// Network.
 	nw := func(r route) { r.service = "network"; rs = append(rs, r) }

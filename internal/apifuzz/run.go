@@ -360,6 +360,7 @@ func (f *fuzzer) seed(ctx context.Context) error {
 	p.addKnown("migration", "1")
 	p.addKnown("domain", "default")
 	p.addKnown("alias", "quotas", "security-group", "binding", "os-keypairs")
+	p.addKnown("vtype", "__DEFAULT__", "c5f4d0b8-3c59-5b8a-9a8e-6c1f0d7e2a01")
 	return nil
 }
 

@@ -1,0 +1,201 @@
+package conductor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"gorm.io/gorm"
+
+	"github.com/capsule-cloud/capsule/errdefs"
+	"github.com/capsule-cloud/capsule/protocol"
+	"github.com/capsule-cloud/capsule/store"
+)
+
+// onVolumeReport records an agent's outcome of volume work (see
+// protocol/volumes.go): the volume's (or snapshot's, attachment's) status
+// moves on with a guarded transition, so a redelivered report or one of
+// work the API superseded changes nothing. A host may only report on
+// volumes it holds or servers it runs.
+func (c *Conductor) onVolumeReport(ctx context.Context, r protocol.VolumeReport) error {
+	db := c.st.WithContext(ctx)
+	log := c.log.With("volume", r.VolumeID, "kind", r.Kind, "host", r.Host, "ok", r.OK)
+	if !r.OK {
+		log.Warn("volume work failed", "error", r.Error)
+	}
+	return db.Transaction(func(tx *gorm.DB) error {
+		switch r.Kind {
+		case protocol.KindSnapshotCreate, protocol.KindSnapshotDelete:
+			return c.onSnapshotWork(tx, r)
+		}
+		v, err := store.GetVolume(tx, r.VolumeID)
+		if errdefs.IsNotFound(err) {
+			return nil // deleted meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		att, err := volumeAttachment(tx, v.ID)
+		if err != nil {
+			return err
+		}
+		// Attach and detach run on the server's host; everything else on
+		// the host that holds the data.
+		want := v.Host
+		if (r.Kind == protocol.KindVolumeAttach || r.Kind == protocol.KindVolumeDetach ||
+			r.Kind == protocol.KindVolumeExtend) && att != nil {
+			want = att.Host
+		}
+		if r.Kind == protocol.KindVolumeImport || r.Kind == protocol.KindVolumeExport {
+			want = r.Host // the transfer's driver checks its own hosts
+		}
+		if want != r.Host {
+			return errdefs.Forbiddenf("conductor: host %s reported %s of volume %s of host %s", r.Host, r.Kind, v.ID, want)
+		}
+		msg := errMessage(r)
+		switch r.Kind {
+		case protocol.KindVolumeCreate:
+			to := store.VolumeAvailable
+			if !r.OK {
+				to = store.VolumeError
+			}
+			_, err := store.ChangeVolumeStatus(tx, v.ID, []store.VolumeStatus{store.VolumeCreating}, to, map[string]any{"error_message": msg})
+			return err
+		case protocol.KindVolumeDelete:
+			if r.OK {
+				return tx.Where("id = ? AND status = ?", v.ID, store.VolumeDeleting).Delete(&store.Volume{}).Error
+			}
+			_, err := store.ChangeVolumeStatus(tx, v.ID, []store.VolumeStatus{store.VolumeDeleting}, store.VolumeErrorDeleting, map[string]any{"error_message": msg})
+			return err
+		case protocol.KindVolumeExtend:
+			if !r.OK {
+				set := map[string]any{"error_message": msg}
+				if r.SizeGB > 0 {
+					set["size_gb"] = r.SizeGB // what the volume still is
+				}
+				_, err := store.ChangeVolumeStatus(tx, v.ID, []store.VolumeStatus{store.VolumeExtending}, store.VolumeErrorExtending, set)
+				return err
+			}
+			to := store.VolumeAvailable
+			if att != nil {
+				to = store.VolumeInUse
+			}
+			_, err := store.ChangeVolumeStatus(tx, v.ID, []store.VolumeStatus{store.VolumeExtending}, to, map[string]any{"error_message": ""})
+			return err
+		case protocol.KindVolumeAttach:
+			return c.onAttachReport(tx, v, att, r, msg)
+		case protocol.KindVolumeDetach:
+			return c.onDetachReport(tx, v, att, r, msg)
+		}
+		log.Info("volume report of a kind the conductor does not record", "request_id", r.RequestID)
+		return nil
+	})
+}
+
+// onAttachReport ends an attach: in-use with the attachment attached, or
+// (failed) available again without it.
+func (c *Conductor) onAttachReport(tx *gorm.DB, v *store.Volume, att *store.VolumeAttachment, r protocol.VolumeReport, msg string) error {
+	if att == nil || att.ID != r.AttachmentID || att.Status != store.AttachmentAttaching {
+		return nil // superseded
+	}
+	if r.OK {
+		if err := tx.Model(&store.VolumeAttachment{}).Where("id = ?", att.ID).Update("status", store.AttachmentAttached).Error; err != nil {
+			return fmt.Errorf("attachment %s attached: %w", att.ID, err)
+		}
+		_, err := store.ChangeVolumeStatus(tx, v.ID, []store.VolumeStatus{store.VolumeAttaching}, store.VolumeInUse, map[string]any{"error_message": ""})
+		return err
+	}
+	if err := tx.Where("id = ?", att.ID).Delete(&store.VolumeAttachment{}).Error; err != nil {
+		return fmt.Errorf("drop failed attachment %s: %w", att.ID, err)
+	}
+	_, err := store.ChangeVolumeStatus(tx, v.ID, []store.VolumeStatus{store.VolumeAttaching}, store.VolumeAvailable, map[string]any{"error_message": msg})
+	return err
+}
+
+// onDetachReport ends a detach: available without the attachment, or
+// (refused, e.g. busy) in-use with it attached again.
+func (c *Conductor) onDetachReport(tx *gorm.DB, v *store.Volume, att *store.VolumeAttachment, r protocol.VolumeReport, msg string) error {
+	if att == nil || att.ID != r.AttachmentID || att.Status != store.AttachmentDetaching {
+		return nil
+	}
+	if !r.OK {
+		if err := tx.Model(&store.VolumeAttachment{}).Where("id = ?", att.ID).Update("status", store.AttachmentAttached).Error; err != nil {
+			return fmt.Errorf("attachment %s back to attached: %w", att.ID, err)
+		}
+		_, err := store.ChangeVolumeStatus(tx, v.ID, []store.VolumeStatus{store.VolumeDetaching}, store.VolumeInUse, map[string]any{"error_message": msg})
+		return err
+	}
+	if err := tx.Where("id = ?", att.ID).Delete(&store.VolumeAttachment{}).Error; err != nil {
+		return fmt.Errorf("drop attachment %s: %w", att.ID, err)
+	}
+	_, err := store.ChangeVolumeStatus(tx, v.ID, []store.VolumeStatus{store.VolumeDetaching}, store.VolumeAvailable, map[string]any{"error_message": ""})
+	return err
+}
+
+func (c *Conductor) onSnapshotWork(tx *gorm.DB, r protocol.VolumeReport) error {
+	sn, err := store.GetVolumeSnapshot(tx, r.SnapshotID)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if sn.Host != r.Host {
+		return errdefs.Forbiddenf("conductor: host %s reported on snapshot %s of host %s", r.Host, sn.ID, sn.Host)
+	}
+	msg := errMessage(r)
+	if r.Kind == protocol.KindSnapshotCreate {
+		to := store.SnapshotAvailable
+		if !r.OK {
+			to = store.SnapshotError
+		}
+		_, err := store.ChangeSnapshotStatus(tx, sn.ID, []store.SnapshotStatus{store.SnapshotCreating}, to, map[string]any{"error_message": msg})
+		return err
+	}
+	if r.OK {
+		return tx.Where("id = ? AND status = ?", sn.ID, store.SnapshotDeleting).Delete(&store.VolumeSnapshot{}).Error
+	}
+	_, err = store.ChangeSnapshotStatus(tx, sn.ID, []store.SnapshotStatus{store.SnapshotDeleting}, store.SnapshotErrorDeleting, map[string]any{"error_message": msg})
+	return err
+}
+
+// errMessage is what a failed report tells the volume's owner.
+func errMessage(r protocol.VolumeReport) string {
+	if r.OK {
+		return ""
+	}
+	if r.ErrorMessage != "" {
+		return r.ErrorMessage
+	}
+	return "volume work failed on host " + r.Host
+}
+
+func volumeAttachment(tx *gorm.DB, volumeID string) (*store.VolumeAttachment, error) {
+	var a store.VolumeAttachment
+	err := tx.Where("volume_id = ?", volumeID).Take(&a).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("attachment of volume %s: %w", volumeID, err)
+	}
+	return &a, nil
+}
+
+// volumesOnHost answers an agent's reconcile: the volumes and snapshots
+// whose data the control plane places on host.
+func (c *Conductor) volumesOnHost(ctx context.Context, host string) (*protocol.VolumesOnHostReply, error) {
+	db := c.st.WithContext(ctx)
+	var vols []store.Volume
+	if err := db.Where("host = ? AND backend = ?", host, protocol.BackendLocal).Find(&vols).Error; err != nil {
+		return nil, fmt.Errorf("volumes on host %s: %w", host, err)
+	}
+	out := &protocol.VolumesOnHostReply{Volumes: []protocol.VolumeSpec{}, Snapshots: []string{}}
+	for _, v := range vols {
+		out.Volumes = append(out.Volumes, protocol.VolumeSpec{ID: v.ID, ProjectID: v.ProjectID, SizeGB: v.SizeGB, Backend: v.Backend, Host: v.Host})
+	}
+	if err := db.Model(&store.VolumeSnapshot{}).Where("host = ?", host).Order("id").Pluck("id", &out.Snapshots).Error; err != nil {
+		return nil, fmt.Errorf("snapshots on host %s: %w", host, err)
+	}
+	return out, nil
+}

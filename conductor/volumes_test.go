@@ -1,0 +1,97 @@
+package conductor
+
+import (
+	"testing"
+
+	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/internal/storetest"
+	"github.com/capsule-cloud/capsule/protocol"
+	"github.com/capsule-cloud/capsule/store"
+)
+
+func addVolume(t *testing.T, st *store.Store, id, host string, status store.VolumeStatus) {
+	t.Helper()
+	v := store.Volume{ID: id, ProjectID: "p1", SizeGB: 1, Status: status, Backend: protocol.BackendLocal, Host: host, CreatedAt: testNow}
+	if err := st.DB.Create(&v).Error; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func volumeStatus(t *testing.T, st *store.Store, id string) store.VolumeStatus {
+	t.Helper()
+	v, err := store.GetVolume(st.DB, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v.Status
+}
+
+// Reports move volumes along the state machine once; a report from a host
+// that does not hold the volume is refused and changes nothing.
+func TestVolumeReports(t *testing.T) {
+	st := storetest.SQLite(t)
+	b := bus.NewMem()
+	defer b.Close()
+	c := newTestConductor(st, b, 3)
+	addVolume(t, st, "v1", "h1", store.VolumeCreating)
+	addVolume(t, st, "v2", "h1", store.VolumeCreating)
+
+	if _, err := send(t, c, protocol.KindVolumeReport, protocol.VolumeReport{Kind: protocol.KindVolumeCreate, VolumeID: "v1", Host: "h2", OK: true}); err == nil {
+		t.Fatal("a report of another host's volume accepted")
+	}
+	if got := volumeStatus(t, st, "v1"); got != store.VolumeCreating {
+		t.Fatalf("after a foreign report: %s", got)
+	}
+	mustSend(t, c, protocol.KindVolumeReport, protocol.VolumeReport{Kind: protocol.KindVolumeCreate, VolumeID: "v1", Host: "h1", OK: true})
+	mustSend(t, c, protocol.KindVolumeReport, protocol.VolumeReport{Kind: protocol.KindVolumeCreate, VolumeID: "v2", Host: "h1",
+		ErrorMessage: "no space left on the host"})
+	if got := volumeStatus(t, st, "v1"); got != store.VolumeAvailable {
+		t.Fatalf("v1 %s", got)
+	}
+	v2, _ := store.GetVolume(st.DB, "v2")
+	if v2.Status != store.VolumeError || v2.ErrorMessage != "no space left on the host" {
+		t.Fatalf("v2 %+v", v2)
+	}
+	// a redelivered failure of v1's create changes nothing
+	mustSend(t, c, protocol.KindVolumeReport, protocol.VolumeReport{Kind: protocol.KindVolumeCreate, VolumeID: "v1", Host: "h1"})
+	if got := volumeStatus(t, st, "v1"); got != store.VolumeAvailable {
+		t.Fatalf("v1 after a stale report %s", got)
+	}
+
+	// attach then a refused (busy) detach, then a detach
+	if err := st.DB.Create(&store.VolumeAttachment{ID: "a1", VolumeID: "v1", InstanceID: "i1", Host: "h1", Status: store.AttachmentAttaching}).Error; err != nil {
+		t.Fatal(err)
+	}
+	store.ChangeVolumeStatus(st.DB, "v1", []store.VolumeStatus{store.VolumeAvailable}, store.VolumeAttaching, nil)
+	mustSend(t, c, protocol.KindVolumeReport, protocol.VolumeReport{Kind: protocol.KindVolumeAttach, VolumeID: "v1", AttachmentID: "a1", Host: "h1", OK: true})
+	if got := volumeStatus(t, st, "v1"); got != store.VolumeInUse {
+		t.Fatalf("attached %s", got)
+	}
+	st.DB.Model(&store.VolumeAttachment{}).Where("id = ?", "a1").Update("status", store.AttachmentDetaching)
+	store.ChangeVolumeStatus(st.DB, "v1", []store.VolumeStatus{store.VolumeInUse}, store.VolumeDetaching, nil)
+	mustSend(t, c, protocol.KindVolumeReport, protocol.VolumeReport{Kind: protocol.KindVolumeDetach, VolumeID: "v1", AttachmentID: "a1", Host: "h1",
+		ErrorKind: "conflict", ErrorMessage: "target is busy"})
+	v1, _ := store.GetVolume(st.DB, "v1")
+	if v1.Status != store.VolumeInUse || v1.ErrorMessage != "target is busy" {
+		t.Fatalf("busy detach left %+v", v1)
+	}
+	st.DB.Model(&store.VolumeAttachment{}).Where("id = ?", "a1").Update("status", store.AttachmentDetaching)
+	store.ChangeVolumeStatus(st.DB, "v1", []store.VolumeStatus{store.VolumeInUse}, store.VolumeDetaching, nil)
+	mustSend(t, c, protocol.KindVolumeReport, protocol.VolumeReport{Kind: protocol.KindVolumeDetach, VolumeID: "v1", AttachmentID: "a1", Host: "h1", OK: true})
+	var n int64
+	st.DB.Model(&store.VolumeAttachment{}).Count(&n)
+	if got := volumeStatus(t, st, "v1"); got != store.VolumeAvailable || n != 0 {
+		t.Fatalf("detached %s, %d attachments", got, n)
+	}
+
+	// delete
+	store.ChangeVolumeStatus(st.DB, "v1", []store.VolumeStatus{store.VolumeAvailable}, store.VolumeDeleting, nil)
+	mustSend(t, c, protocol.KindVolumeReport, protocol.VolumeReport{Kind: protocol.KindVolumeDelete, VolumeID: "v1", Host: "h1", OK: true})
+	if _, err := store.GetVolume(st.DB, "v1"); err == nil {
+		t.Fatal("v1 still there after its delete")
+	}
+	reply := mustSend(t, c, protocol.KindVolumesOnHost, protocol.VolumesOnHostRequest{Host: "h1"}).(*protocol.VolumesOnHostReply)
+	if len(reply.Volumes) != 1 || reply.Volumes[0].ID != "v2" {
+		t.Fatalf("volumes on h1 %+v", reply)
+	}
+}
