@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -198,6 +199,23 @@ func getGroup(tx *gorm.DB, id string) (*SecurityGroup, error) {
 }
 
 // GetSecurityGroup returns a group with its rules.
+// SecurityGroupNames maps each of ids that exists to its group's name, in
+// one query per thousand ids (a page of servers' views).
+func (s *Store) SecurityGroupNames(ctx context.Context, ids []string) (map[string]string, error) {
+	out := map[string]string{}
+	ids = slices.Compact(slices.Sorted(slices.Values(ids)))
+	for chunk := range slices.Chunk(ids, 1000) {
+		var rows []struct{ ID, Name string }
+		if err := s.WithContext(ctx).Model(&SecurityGroup{}).Select("id, name").Where("id IN ?", chunk).Scan(&rows).Error; err != nil {
+			return nil, fmt.Errorf("names of %d security groups: %w", len(chunk), err)
+		}
+		for _, r := range rows {
+			out[r.ID] = r.Name
+		}
+	}
+	return out, nil
+}
+
 func (s *Store) GetSecurityGroup(ctx context.Context, id string) (*SecurityGroup, error) {
 	return getGroup(s.WithContext(ctx), id)
 }

@@ -179,17 +179,31 @@ func (s *Service) resolveSecurityGroups(ctx context.Context, project string, ref
 // securityGroupNames are the names of the groups of a server's NICs, once
 // each, in port order (the server view's security_groups).
 func (s *Service) securityGroupNames(ctx context.Context, nics []serverNIC) []map[string]string {
+	var ids []string
+	for _, n := range nics {
+		ids = append(ids, n.port.SecurityGroups...)
+	}
+	names, err := s.st.SecurityGroupNames(ctx, ids)
+	if err != nil {
+		s.log.Warn("security groups of server", "error", err)
+		return []map[string]string{}
+	}
+	return groupNamesOf(nics, names)
+}
+
+// groupNamesOf is the servers' "security_groups" of nics: each group of
+// theirs once, in the order the NICs list them, by name (names: by id).
+func groupNamesOf(nics []serverNIC, names map[string]string) []map[string]string {
 	out := []map[string]string{}
 	seen := map[string]bool{}
 	for _, n := range nics {
 		for _, id := range n.port.SecurityGroups {
-			if seen[id] {
+			name, ok := names[id]
+			if seen[id] || !ok {
 				continue
 			}
 			seen[id] = true
-			if g, err := s.st.GetSecurityGroup(ctx, id); err == nil {
-				out = append(out, map[string]string{"name": g.Name})
-			}
+			out = append(out, map[string]string{"name": name})
 		}
 	}
 	return out

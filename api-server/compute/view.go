@@ -70,6 +70,7 @@ func (s *Service) serverView(r *http.Request, inst *store.Instance, kind viewKin
 // of a few per server.
 type viewBatch struct {
 	nics       map[string][]serverNIC // by instance id
+	groupNames map[string]string      // security groups' names by id
 	hostStatus map[string]string      // by host
 }
 
@@ -96,9 +97,15 @@ func (s *Service) loadViewBatch(ctx context.Context, insts []store.Instance) *vi
 		s.log.Warn("ports of servers", "error", err)
 		return nil
 	}
-	var netIDs []string
+	var netIDs, portIDs, groupIDs []string
 	for _, p := range ports {
 		netIDs = append(netIDs, p.NetworkID)
+		portIDs = append(portIDs, p.ID)
+	}
+	groupsOf, err := s.st.PortsSecurityGroupIDs(ctx, portIDs)
+	if err != nil {
+		s.log.Warn("security groups of servers' ports", "error", err)
+		return nil
 	}
 	names, err := s.st.NetworkNames(ctx, netIDs)
 	if err != nil {
@@ -113,7 +120,13 @@ func (s *Service) loadViewBatch(ctx context.Context, insts []store.Instance) *vi
 		if name == "" {
 			name = p.NetworkID
 		}
+		p.SecurityGroups = groupsOf[p.ID]
 		b.nics[p.DeviceID] = append(b.nics[p.DeviceID], serverNIC{port: p, netName: name})
+		groupIDs = append(groupIDs, p.SecurityGroups...)
+	}
+	if b.groupNames, err = s.st.SecurityGroupNames(ctx, groupIDs); err != nil {
+		s.log.Warn("security groups of servers", "error", err)
+		return nil
 	}
 	if creds := auth.FromContext(ctx); creds != nil && creds.IsAdmin() && len(hosts) > 0 {
 		var svcs []store.Service
@@ -218,7 +231,13 @@ func (s *Service) serverViewWith(r *http.Request, inst *store.Instance, kind vie
 	}
 	out["key_name"] = inst.KeyName
 	// Omitted when the server has none (no NIC, or none with a group), as Nova.
-	if sgs := s.securityGroupNames(r.Context(), s.serverNICs(r.Context(), inst)); len(sgs) > 0 {
+	var sgs []map[string]string
+	if b != nil {
+		sgs = groupNamesOf(b.nics[inst.ID], b.groupNames)
+	} else {
+		sgs = s.securityGroupNames(r.Context(), s.serverNICs(r.Context(), inst))
+	}
+	if len(sgs) > 0 {
 		out["security_groups"] = sgs
 	}
 	out["config_drive"] = ""
