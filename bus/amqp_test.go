@@ -629,7 +629,9 @@ func TestAMQPNackedPublishRetriedOnFreshChannel(t *testing.T) {
 
 	// The queue is full: the broker nacks the second message, and a
 	// publish with a short deadline fails with that deadline.
-	sctx, cancel := context.WithTimeout(ctx, 400*time.Millisecond)
+	// (2 s: the nack must come back before it, which took over 400 ms
+	// on a loaded CI machine.)
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	err := b.Publish(sctx, q, second)
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "nack") {
