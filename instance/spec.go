@@ -82,6 +82,9 @@ func nicsFor(ctx context.Context, st *store.Store, inst *store.Instance) ([]prot
 		nic := protocol.NIC{PortID: p.ID, NetworkID: p.NetworkID, MAC: p.MACAddress, MTU: n.MTU,
 			PhysicalNetwork: n.PhysicalNetwork, NetworkType: n.NetworkType, SegmentationID: n.SegmentationID,
 			PortSecurity: p.PortSecurityEnabled}
+		for _, ap := range p.AddressPairs() {
+			nic.AllowedAddressPairs = append(nic.AllowedAddressPairs, protocol.AddressPair{IP: ap.IPAddress, MAC: ap.MACAddress})
+		}
 		if nic.Firewall, err = firewallFor(ctx, st, &p); err != nil {
 			return nil, fmt.Errorf("firewall of port %s: %w", p.ID, err)
 		}

@@ -92,6 +92,17 @@ type NIC struct {
 	// Bandwidth shapes the NIC (Nova's quota:vif_* extra specs); nil or
 	// zero values mean unlimited.
 	Bandwidth *Bandwidth `json:"bandwidth,omitempty"`
+	// AllowedAddressPairs are the other sources the port may send from
+	// (Neutron's allowed address pairs): the anti-spoofing flows allow
+	// each address or prefix with its MAC, and a firewall applies to
+	// traffic to those MACs too.
+	AllowedAddressPairs []AddressPair `json:"allowed_address_pairs,omitempty"`
+}
+
+// AddressPair is an address or CIDR prefix and the MAC it is sent with.
+type AddressPair struct {
+	IP  string `json:"ip"`
+	MAC string `json:"mac"`
 }
 
 // Bandwidth is a NIC's traffic shaping in Nova's units: averages and peaks

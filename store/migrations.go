@@ -198,6 +198,12 @@ var migrations = []migration{
 	{23, "volumes, volume snapshots, volume attachments, volume quota limits", func(tx *gorm.DB) error {
 		return tx.AutoMigrate(&Volume{}, &VolumeSnapshot{}, &VolumeAttachment{}, &VolumeQuotaLimit{})
 	}},
+	{24, "ports' allowed address pairs", func(tx *gorm.DB) error {
+		if tx.Migrator().HasColumn(&Port{}, "AllowedAddressPairs") {
+			return nil
+		}
+		return tx.Migrator().AddColumn(&Port{}, "AllowedAddressPairs")
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

@@ -107,6 +107,9 @@ type Port struct {
 	RevisionNumber int
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
+	// AllowedAddressPairs is a JSON list of AddressPair; read it with
+	// AddressPairs().
+	AllowedAddressPairs string
 
 	// SecurityGroups are the ids of the groups the port is a member of
 	// (port_security_groups), sorted; loaded with the port.
@@ -795,6 +798,9 @@ type PortRequest struct {
 	// port security; non-nil: exactly these groups of the port's project
 	// (none allowed without port security).
 	SecurityGroups *[]string
+	// AllowedAddressPairs: see AddressPair (a MAC left empty is the
+	// port's).
+	AllowedAddressPairs []AddressPair
 	// Quota, when set, runs first in the port's transaction (the
 	// project's port quota).
 	Quota Guard
@@ -853,6 +859,9 @@ func (s *Store) allocatePort(ctx context.Context, req PortRequest, mac string) (
 		p.PortSecurityEnabled = net.PortSecurityEnabled
 		if req.PortSecurity != nil {
 			p.PortSecurityEnabled = *req.PortSecurity
+		}
+		if err := setAddressPairs(p, req.AllowedAddressPairs); err != nil {
+			return err
 		}
 		subnets, wants, err := resolveFixedIPs(tx, net.ID, req.FixedIPs, req.Admin)
 		if err != nil {
@@ -1265,6 +1274,8 @@ type PortUpdate struct {
 	// none allowed without port security).
 	SecurityGroups *[]string
 	Admin          bool
+	// AllowedAddressPairs replaces the port's pairs.
+	AllowedAddressPairs *[]AddressPair
 	// IfRevision refuses the update (ErrRevisionConstraint) unless the
 	// port is at that revision (Neutron's If-Match).
 	IfRevision *int
@@ -1315,6 +1326,14 @@ func (s *Store) UpdatePort(ctx context.Context, id string, u PortUpdate) (*Port,
 				return err
 			}
 			p.MACAddress = m
+		}
+		switch {
+		case u.AllowedAddressPairs != nil:
+			if err := setAddressPairs(p, *u.AllowedAddressPairs); err != nil {
+				return err
+			}
+		case !p.PortSecurityEnabled && p.AllowedAddressPairs != "":
+			return netErr(ErrAddressPairsNeedSecurity, "Port Security must be enabled in order to have allowed address pairs on a port.")
 		}
 		p.Status = portStatus(p)
 		p.RevisionNumber++

@@ -79,50 +79,65 @@ func egressAction(zone int) string {
 // firewallFlows are the flows of a port's firewall beyond table 0's
 // anti-spoofing ones: the capture of its inbound traffic and its ingress
 // and egress rules.
-func firewallFlows(cookie uint64, ofport int, mac net.HardwareAddr, zone int, fw *protocol.Firewall) []string {
+//
+// macs are the port's MAC and those of its allowed address pairs: traffic
+// to any of them is the port's ingress.
+func firewallFlows(cookie uint64, ofport int, macs []net.HardwareAddr, zone int, fw *protocol.Firewall) []string {
 	c := fmt.Sprintf("cookie=%#x", cookie)
 	in := fmt.Sprintf("%s,table=%d", c, TableIngress)
 	out := fmt.Sprintf("%s,table=%d", c, TableEgress)
-	toPort := fmt.Sprintf("dl_dst=%s", mac)
 	fromPort := fmt.Sprintf("in_port=%d", ofport)
 	ingress := fmt.Sprintf("ct(table=%d,zone=%d)", TableIngress, zone)
 	var flows []string
-	for _, l3 := range []string{"ip", "ipv6"} {
-		flows = append(flows,
-			fmt.Sprintf("%s,table=0,priority=%d,%s,%s,actions=%s", c, prioCapture, l3, toPort, ingress),
-			fmt.Sprintf("%s,table=%d,priority=%d,%s,%s,actions=%s", c, TableDispatch, prioCapture, l3, toPort, ingress))
+	heads := map[string][]string{"egress": {out + "," + fromPort}}
+	for _, mac := range macs {
+		toPort := fmt.Sprintf("dl_dst=%s", mac)
+		for _, l3 := range []string{"ip", "ipv6"} {
+			flows = append(flows,
+				fmt.Sprintf("%s,table=0,priority=%d,%s,%s,actions=%s", c, prioCapture, l3, toPort, ingress),
+				fmt.Sprintf("%s,table=%d,priority=%d,%s,%s,actions=%s", c, TableDispatch, prioCapture, l3, toPort, ingress))
+		}
+		heads["ingress"] = append(heads["ingress"], in+","+toPort)
 	}
 	pass := map[string]string{"egress": fmt.Sprintf("resubmit(,%d)", TableDispatch), "ingress": "NORMAL"}
-	head := map[string]string{"egress": out + "," + fromPort, "ingress": in + "," + toPort}
 	for _, dir := range []string{"egress", "ingress"} {
-		h := head[dir]
-		flows = append(flows,
-			fmt.Sprintf("%s,priority=%d,ct_state=-new+est-inv+trk,actions=%s", h, prioFwState, pass[dir]),
-			fmt.Sprintf("%s,priority=%d,ct_state=-new+rel-inv+trk,actions=%s", h, prioFwState, pass[dir]),
-			fmt.Sprintf("%s,priority=%d,ct_state=+inv+trk,actions=drop", h, prioFwState))
-		for _, t := range []int{130, 131, 132, 133, 134, 135, 136, 143} {
-			if dir == "egress" && t == 134 {
-				continue // router advertisements: table 0 drops them anyway
-			}
-			flows = append(flows, fmt.Sprintf("%s,priority=%d,icmp6,icmp_type=%d,actions=%s", h, prioFwND, t, pass[dir]))
+		for _, h := range heads[dir] {
+			flows = append(flows, dirFlows(h, dir, pass[dir], zone, fw)...)
 		}
-		flows = append(flows, fmt.Sprintf("%s,priority=%d,actions=drop", h, prioFwDrop))
 	}
+	return flows
+}
+
+// dirFlows are the flows of one direction of a port's firewall under
+// head (its table and match: the sending port, or one MAC it receives
+// on).
+func dirFlows(h, dir, pass string, zone int, fw *protocol.Firewall) []string {
+	flows := []string{
+		fmt.Sprintf("%s,priority=%d,ct_state=-new+est-inv+trk,actions=%s", h, prioFwState, pass),
+		fmt.Sprintf("%s,priority=%d,ct_state=-new+rel-inv+trk,actions=%s", h, prioFwState, pass),
+		fmt.Sprintf("%s,priority=%d,ct_state=+inv+trk,actions=drop", h, prioFwState),
+	}
+	for _, t := range []int{130, 131, 132, 133, 134, 135, 136, 143} {
+		if dir == "egress" && t == 134 {
+			continue // router advertisements: table 0 drops them anyway
+		}
+		flows = append(flows, fmt.Sprintf("%s,priority=%d,icmp6,icmp_type=%d,actions=%s", h, prioFwND, t, pass))
+	}
+	flows = append(flows, fmt.Sprintf("%s,priority=%d,actions=drop", h, prioFwDrop))
 	if fw == nil {
 		return flows
 	}
 	for _, r := range fw.Rules {
-		dir := r.Direction
-		if dir != "ingress" && dir != "egress" {
+		if r.Direction != dir {
 			continue
 		}
-		state, action := "", pass[dir]
+		state, action := "", pass
 		if r.Stateful {
 			state = "ct_state=+new-est+trk,"
-			action = fmt.Sprintf("ct(commit,zone=%d),%s", zone, pass[dir])
+			action = fmt.Sprintf("ct(commit,zone=%d),%s", zone, pass)
 		}
 		for _, m := range RuleMatches(r) {
-			flows = append(flows, fmt.Sprintf("%s,priority=%d,%s%s,actions=%s", head[dir], prioFwRule, state, m, action))
+			flows = append(flows, fmt.Sprintf("%s,priority=%d,%s%s,actions=%s", h, prioFwRule, state, m, action))
 		}
 	}
 	return flows
@@ -261,5 +276,5 @@ func (p *Plumber) Refilter(ctx context.Context, id string, nic protocol.NIC) err
 		}
 	}
 	return p.ovs.ReplaceFlows(ctx, pl.bridge, pl.cookie,
-		securityFlows(pl.cookie, port.OFPort, pl.mac, pl.ips(), nic.Firewall, Zone(nic.PortID)))
+		securityFlows(pl.cookie, port.OFPort, pl.mac, pl.ips(), pl.pairs, nic.Firewall, Zone(nic.PortID)))
 }

@@ -106,7 +106,7 @@ func TestRuleMatches(t *testing.T) {
 func TestFirewallFlows(t *testing.T) {
 	mac, _ := net.ParseMAC("fa:16:3e:00:00:01")
 	ips := []net.IP{net.ParseIP("10.0.0.5").To4()}
-	plain := securityFlows(0x1, 7, mac, ips, nil, 0)
+	plain := securityFlows(0x1, 7, mac, ips, nil, nil, 0)
 	for _, f := range plain {
 		if strings.Contains(f, "ct(") || strings.Contains(f, "table=") {
 			t.Fatalf("anti-spoofing without a firewall has %q", f)
@@ -116,7 +116,7 @@ func TestFirewallFlows(t *testing.T) {
 		{Direction: "ingress", EtherType: "IPv4", Protocol: 6, PortMin: intp(80), PortMax: intp(80), RemoteAny: true, Stateful: true},
 		{Direction: "egress", EtherType: "IPv4", Protocol: -1, RemoteAny: true, Stateful: false},
 	}}
-	flows := securityFlows(0x1, 7, mac, ips, fw, 42)
+	flows := securityFlows(0x1, 7, mac, ips, nil, fw, 42)
 	want := []string{
 		"cookie=0x1,in_port=7,dl_src=fa:16:3e:00:00:01,priority=100,ip,nw_src=10.0.0.5,actions=ct(table=71,zone=42)",
 		"cookie=0x1,table=0,priority=50,ip,dl_dst=fa:16:3e:00:00:01,actions=ct(table=73,zone=42)",
@@ -161,7 +161,7 @@ func TestFirewallFlowsInstall(t *testing.T) {
 		{Direction: "ingress", EtherType: "IPv4", Protocol: 47, RemoteAny: true, Stateful: true},
 	}}
 	cookie := Cookie("fw-install-test")
-	flows := securityFlows(cookie, 5, mac, []net.IP{net.ParseIP("10.0.0.2").To4(), net.ParseIP("fd00::2")}, fw, Zone("p"))
+	flows := securityFlows(cookie, 5, mac, []net.IP{net.ParseIP("10.0.0.2").To4(), net.ParseIP("fd00::2")}, nil, fw, Zone("p"))
 	if err := c.AddFlows(ctx, br, append([]string{dispatchFallback()}, flows...)); err != nil {
 		t.Fatal(err)
 	}

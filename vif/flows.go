@@ -1,9 +1,12 @@
 package vif
 
 import (
+	"bytes"
 	"fmt"
 	"hash/fnv"
 	"net"
+	"net/netip"
+	"slices"
 
 	"github.com/capsule-cloud/capsule/ovs"
 	"github.com/capsule-cloud/capsule/protocol"
@@ -41,12 +44,18 @@ const (
 // for them, no router advertisements; all else from the port dropped.
 // Traffic to the port is not filtered here: the VLAN does that.
 //
+// Each allowed address pair adds a source: IPv4 (and ARP) or IPv6 (and
+// neighbour advertisements) from its address or prefix with its MAC.
+//
 // With a firewall (fw not nil: the port's security groups) the IP and IPv6
 // it may send go through its egress rules (ct, table 71) instead of
 // straight to NORMAL, and what is sent to it through its ingress rules
 // (firewall.go).
-func securityFlows(cookie uint64, ofport int, mac net.HardwareAddr, ips []net.IP, fw *protocol.Firewall, zone int) []string {
-	from := fmt.Sprintf("cookie=%#x,in_port=%d,dl_src=%s", cookie, ofport, mac)
+func securityFlows(cookie uint64, ofport int, mac net.HardwareAddr, ips []net.IP, pairs []addressPair, fw *protocol.Firewall, zone int) []string {
+	fromMAC := func(m net.HardwareAddr) string {
+		return fmt.Sprintf("cookie=%#x,in_port=%d,dl_src=%s", cookie, ofport, m)
+	}
+	from := fromMAC(mac)
 	ipAction := "NORMAL"
 	if fw != nil {
 		ipAction = egressAction(zone)
@@ -62,7 +71,21 @@ func securityFlows(cookie uint64, ofport int, mac net.HardwareAddr, ips []net.IP
 			v6 = append(v6, ip)
 		}
 	}
-	if len(v6) > 0 {
+	pairV6 := false
+	for _, ap := range pairs {
+		f := fromMAC(ap.mac)
+		if ap.prefix.Addr().Is4() {
+			flows = append(flows,
+				fmt.Sprintf("%s,priority=%d,ip,nw_src=%s,actions=%s", f, prioAllow, ap.prefix, ipAction),
+				fmt.Sprintf("%s,priority=%d,arp,arp_sha=%s,arp_spa=%s,actions=NORMAL", f, prioAllow, ap.mac, ap.prefix))
+			continue
+		}
+		pairV6 = true
+		flows = append(flows,
+			fmt.Sprintf("%s,priority=%d,icmp6,icmp_type=136,icmp_code=0,nd_target=%s,actions=NORMAL", f, prioAllowND, ap.prefix),
+			fmt.Sprintf("%s,priority=%d,ipv6,ipv6_src=%s,actions=%s", f, prioAllow, ap.prefix, ipAction))
+	}
+	if len(v6) > 0 || pairV6 {
 		v6 = append(v6, linkLocal(mac))
 		for _, ip := range v6 {
 			flows = append(flows,
@@ -78,9 +101,41 @@ func securityFlows(cookie uint64, ofport int, mac net.HardwareAddr, ips []net.IP
 	}
 	flows = append(flows, fmt.Sprintf("cookie=%#x,in_port=%d,priority=%d,actions=drop", cookie, ofport, prioDropPort))
 	if fw != nil {
-		flows = append(flows, firewallFlows(cookie, ofport, mac, zone, fw)...)
+		macs := []net.HardwareAddr{mac}
+		for _, ap := range pairs {
+			if !slices.ContainsFunc(macs, func(m net.HardwareAddr) bool { return bytes.Equal(m, ap.mac) }) {
+				macs = append(macs, ap.mac)
+			}
+		}
+		flows = append(flows, firewallFlows(cookie, ofport, macs, zone, fw)...)
 	}
 	return flows
+}
+
+// addressPair is a validated protocol.AddressPair.
+type addressPair struct {
+	prefix netip.Prefix // a single address is a /32 or /128
+	mac    net.HardwareAddr
+}
+
+// parsePairs validates a NIC's allowed address pairs.
+func parsePairs(in []protocol.AddressPair) ([]addressPair, error) {
+	out := make([]addressPair, 0, len(in))
+	for _, ap := range in {
+		mac, err := net.ParseMAC(ap.MAC)
+		if err != nil || len(mac) != 6 || mac[0]&1 != 0 {
+			return nil, fmt.Errorf("allowed address pair MAC %q is not a unicast Ethernet address", ap.MAC)
+		}
+		var pfx netip.Prefix
+		if a, err := netip.ParseAddr(ap.IP); err == nil && a.Zone() == "" {
+			a = a.Unmap()
+			pfx = netip.PrefixFrom(a, a.BitLen())
+		} else if pfx, err = netip.ParsePrefix(ap.IP); err != nil {
+			return nil, fmt.Errorf("allowed address pair %q is not an address or a prefix", ap.IP)
+		}
+		out = append(out, addressPair{prefix: pfx.Masked(), mac: mac})
+	}
+	return out, nil
 }
 
 // linkLocal is the EUI-64 IPv6 link-local address the kernel derives from

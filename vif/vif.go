@@ -113,6 +113,7 @@ type nicPlan struct {
 	tag    int // 0 = untagged (flat)
 	mac    net.HardwareAddr
 	addrs  []*net.IPNet // address with its prefix length
+	pairs  []addressPair
 	gw     net.IP
 	mtu    int // 0 = leave the kernel default
 	cookie uint64
@@ -177,6 +178,9 @@ func (p *Plumber) plan(id string, nics []protocol.NIC) ([]nicPlan, error) {
 				return nil, bad("prefix length %d of %s out of range", a.PrefixLen, a.Address)
 			}
 			pl.addrs = append(pl.addrs, &net.IPNet{IP: ip, Mask: net.CIDRMask(a.PrefixLen, bits)})
+		}
+		if pl.pairs, err = parsePairs(nic.AllowedAddressPairs); err != nil {
+			return nil, bad("%v", err)
 		}
 		if nic.Gateway != "" {
 			if pl.gw = net.ParseIP(nic.Gateway); pl.gw == nil {
@@ -410,7 +414,7 @@ func (p *Plumber) plugNIC(ctx context.Context, id string, ns netns.NsHandle, nsh
 			}
 		}
 		return p.ovs.ReplaceFlows(ctx, pl.bridge, pl.cookie,
-			securityFlows(pl.cookie, port.OFPort, pl.mac, pl.ips(), pl.nic.Firewall, Zone(pl.nic.PortID)))
+			securityFlows(pl.cookie, port.OFPort, pl.mac, pl.ips(), pl.pairs, pl.nic.Firewall, Zone(pl.nic.PortID)))
 	}
 	return p.ovs.DeleteFlows(ctx, pl.bridge, ovs.CookieMatch(pl.cookie))
 }

@@ -487,7 +487,7 @@ func TestPorts(t *testing.T) {
 	e.fails(400, "InvalidIpForSubnet", "POST", "/v2.0/ports", "alice", obj{"port": obj{"network_id": nid, "fixed_ips": []obj{{"subnet_id": sid, "ip_address": "10.9.0.1"}}}})
 	e.fails(400, "InvalidIpForNetwork", "POST", "/v2.0/ports", "alice", obj{"port": obj{"network_id": nid, "fixed_ips": []obj{{"ip_address": "10.9.0.1"}}}})
 	e.fails(400, "InvalidInput", "POST", "/v2.0/ports", "alice", obj{"port": obj{"network_id": nid, "mac_address": "zz:16:3e:00:00:01"}})
-	e.fails(400, "InvalidInput", "POST", "/v2.0/ports", "alice", obj{"port": obj{"network_id": nid, "allowed_address_pairs": []obj{{"ip_address": "1.2.3.4"}}}})
+	e.fails(400, "InvalidInput", "POST", "/v2.0/ports", "alice", obj{"port": obj{"network_id": nid, "allowed_address_pairs": []obj{{"ip_address": "1.2.3.400"}}}})
 	e.fails(403, "PolicyNotAuthorized", "POST", "/v2.0/ports", "alice", obj{"port": obj{"network_id": nid, "binding:host_id": "host-a"}})
 	e.fails(404, "NetworkNotFound", "POST", "/v2.0/ports", "bob", obj{"port": obj{"network_id": nid}})
 	e.fails(404, "SubnetNotFound", "POST", "/v2.0/ports", "alice", obj{"port": obj{"network_id": nid, "fixed_ips": []obj{{"subnet_id": "nope"}}}})

@@ -2,6 +2,7 @@ package network
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -25,7 +26,7 @@ func portView(p *store.Port, admin bool) view {
 		"id": p.ID, "name": p.Name, "network_id": p.NetworkID, "project_id": p.ProjectID, "tenant_id": p.ProjectID,
 		"mac_address": p.MACAddress, "fixed_ips": ips, "device_id": p.DeviceID, "device_owner": p.DeviceOwner,
 		"status": p.Status, "admin_state_up": p.AdminStateUp, "security_groups": nonNilStrings(p.SecurityGroups),
-		"port_security_enabled": p.PortSecurityEnabled, "allowed_address_pairs": []any{}, "extra_dhcp_opts": []any{},
+		"port_security_enabled": p.PortSecurityEnabled, "allowed_address_pairs": p.AddressPairs(), "extra_dhcp_opts": []any{},
 		"description": p.Description, "tags": []string{}, "created_at": ts(p.CreatedAt), "updated_at": ts(p.UpdatedAt),
 		"revision_number": p.RevisionNumber,
 	}
@@ -129,13 +130,50 @@ func fixedIPs(a attrs) (*[]store.FixedIPRequest, error) {
 	return &out, nil
 }
 
+// addressPairs decodes allowed_address_pairs; nil when absent, an empty
+// list for null (Neutron clears them so).
+func addressPairs(a attrs) (*[]store.AddressPair, error) {
+	raw, ok := a["allowed_address_pairs"]
+	if !ok {
+		return nil, nil
+	}
+	out := []store.AddressPair{}
+	if isNull(raw) {
+		return &out, nil
+	}
+	var list []attrs
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return nil, inputErr("allowed_address_pairs must be a list of objects")
+	}
+	for _, p := range list {
+		if err := p.unknown("ip_address", "mac_address"); err != nil {
+			return nil, err
+		}
+		ip, err := p.str("ip_address")
+		if err != nil {
+			return nil, err
+		}
+		if ip == nil {
+			return nil, inputErr("Allowed address pair must contain ip_address")
+		}
+		mac, err := p.str("mac_address")
+		if err != nil {
+			return nil, err
+		}
+		ap := store.AddressPair{IPAddress: *ip}
+		if mac != nil {
+			ap.MACAddress = *mac
+		}
+		out = append(out, ap)
+	}
+	return &out, nil
+}
+
 // checkUnsupported refuses non-empty values of port features Capsule has
 // not got.
 func checkUnsupported(a attrs) error {
-	for _, k := range []string{"allowed_address_pairs", "extra_dhcp_opts"} {
-		if err := a.emptyList(k); err != nil {
-			return err
-		}
+	if err := a.emptyList("extra_dhcp_opts"); err != nil {
+		return err
 	}
 	if v, err := a.str("binding:vnic_type"); err != nil || (v != nil && *v != "normal") {
 		return inputErr("binding:vnic_type must be normal")
@@ -235,6 +273,13 @@ func (s *Service) portFromRequest(w http.ResponseWriter, r *http.Request, a attr
 	if ips != nil {
 		req.FixedIPs = *ips
 	}
+	pairs, err := addressPairs(a)
+	if err != nil {
+		return bad(err)
+	}
+	if pairs != nil {
+		req.AllowedAddressPairs = *pairs
+	}
 	if req.HostID != "" && !c.IsAdmin() {
 		return req, func() { forbidden(w, "rule:create_port and rule:create_port:binding:host_id") }
 	}
@@ -260,6 +305,9 @@ func (s *Service) portFromRequest(w http.ResponseWriter, r *http.Request, a attr
 		}
 		if req.MAC != "" {
 			return req, func() { forbidden(w, "rule:create_port and rule:create_port:mac_address") }
+		}
+		if len(req.AllowedAddressPairs) > 0 {
+			return req, func() { forbidden(w, "rule:create_port and rule:create_port:allowed_address_pairs") }
 		}
 		for _, f := range req.FixedIPs {
 			if f.IP != "" {
@@ -322,6 +370,16 @@ func (s *Service) updatePort(w http.ResponseWriter, r *http.Request) {
 	}
 	if u.SecurityGroups, err = portGroupsAttr(a); err != nil {
 		invalidInput(w, err.Error())
+		return
+	}
+	if u.AllowedAddressPairs, err = addressPairs(a); err != nil {
+		invalidInput(w, err.Error())
+		return
+	}
+	if u.AllowedAddressPairs != nil && !owns(c, n.ProjectID) {
+		// Pairs let a port send from other addresses: on a shared network
+		// only its owner grants that, as Neutron's policy has it.
+		forbidden(w, "rule:update_port and rule:update_port:allowed_address_pairs")
 		return
 	}
 	if err := bindingProfile(a, c, "update_port"); err != nil {
@@ -398,9 +456,9 @@ func (s *Service) membersChanged(ctx context.Context, port string, old, cur []st
 }
 
 // plugChange: u changes what the host applies for the port (addresses,
-// MAC, anti-spoofing flows).
+// MAC, anti-spoofing flows and the address pairs they allow).
 func plugChange(cur *store.Port, u store.PortUpdate) bool {
-	return u.FixedIPs != nil || changed(u.MAC, cur.MACAddress) ||
+	return u.FixedIPs != nil || changed(u.MAC, cur.MACAddress) || u.AllowedAddressPairs != nil ||
 		(u.PortSecurity != nil && *u.PortSecurity != cur.PortSecurityEnabled)
 }
 
@@ -466,9 +524,10 @@ func (s *Service) rollBackPort(ctx context.Context, old *store.Port) {
 	for _, a := range old.FixedIPs {
 		ips = append(ips, store.FixedIPRequest{SubnetID: a.SubnetID, IP: a.IPAddress})
 	}
+	pairs := old.AddressPairs()
 	p, err := s.st.UpdatePort(ctx, old.ID, store.PortUpdate{Name: &old.Name, Description: &old.Description,
 		AdminStateUp: &old.AdminStateUp, PortSecurity: &old.PortSecurityEnabled, MAC: &old.MACAddress,
-		HostID: &old.BindingHostID, FixedIPs: &ips, Admin: true})
+		HostID: &old.BindingHostID, FixedIPs: &ips, AllowedAddressPairs: &pairs, Admin: true})
 	if err != nil {
 		s.log.Error("roll back port after a failed re-plug", "port", old.ID, "error", err)
 		return
