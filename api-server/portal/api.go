@@ -348,7 +348,9 @@ const actionDetails = 25
 
 // instanceActions lists the server's actions, newest first, with the
 // events of the newest ones. The list has no events; each action's own
-// GET has them for members from 2.51 (for admins always).
+// GET has them for members from 2.51 (for admins always), and from 2.84
+// each failed event's details, which say why (e.g. "No valid host was
+// found" for a migration nobody could take).
 func (s *Server) instanceActions(ctx context.Context, sess *session, id string) ([]InstanceAction, error) {
 	var body struct {
 		Actions []InstanceAction `json:"instanceActions"`
@@ -371,7 +373,7 @@ func (s *Server) instanceActions(ctx context.Context, sess *session, id string) 
 			}
 			// Without its events an action is still listed: the log
 			// matters more than the highlight.
-			if _, err := s.up.doAt(ctx, "compute", "2.51", sess.Token, http.MethodGet, base+"/"+url.PathEscape(a.RequestID), nil, &one); err == nil {
+			if _, err := s.up.doAt(ctx, "compute", "2.84", sess.Token, http.MethodGet, base+"/"+url.PathEscape(a.RequestID), nil, &one); err == nil {
 				a.Events = one.Action.Events
 			}
 		}()

@@ -89,8 +89,20 @@ type hostRow struct {
 	Updated string
 	HV      *Hypervisor
 	Servers []AdminServer
-	Others  []string // the other hosts, for the migrate picker
-	Err     string   // its servers could not be listed
+	// Targets are the other hosts that are up and enabled: where the
+	// scheduler may move the host's servers (the migrate picker's
+	// choices). Without any, a migration can only fail.
+	Targets []string
+	Err     string // its servers could not be listed
+}
+
+// NoTarget says why the host's servers cannot be migrated, "" when they
+// can.
+func (h *hostRow) NoTarget() string {
+	if len(h.Targets) > 0 {
+		return ""
+	}
+	return "No other host is up and enabled: there is nowhere to migrate to."
 }
 
 // Up reports whether the host's service reports in.
@@ -103,13 +115,22 @@ type migrationRow struct {
 	Migration
 	Server string // the server's name, when it is listed under a host
 	Verify bool   // the server waits in VERIFY_RESIZE
+	Why    string // why a failed migration failed, where the API tells
 }
+
+// Failed reports whether the migration ended in error.
+func (m *migrationRow) Failed() bool { return migrationFailed(m.Status) }
+
+func migrationFailed(status string) bool { return status == "error" || status == "failed" }
 
 type hostsData struct {
 	Hosts      []*hostRow
 	Migrations []migrationRow
 	Events     []HostEvent
 	EventsNote string // why there are no events to show
+	// Watch is the server whose migration was just requested: the page
+	// follows it to its outcome.
+	Watch string
 }
 
 func (s *Server) hypervisors(ctx context.Context, sess *session) ([]Hypervisor, error) {
@@ -173,6 +194,98 @@ func (s *Server) setHostEnabled(ctx context.Context, sess *session, host string,
 	return err
 }
 
+// maxExplained bounds how many failed migrations the Hosts page explains.
+const maxExplained = 5
+
+// migrationFailure is why the server's newest migration failed: its
+// newest failed migrate (or resize) action's reason, "" if unknown.
+func (s *Server) migrationFailure(ctx context.Context, sess *session, id string) string {
+	acts, err := s.instanceActions(ctx, sess, id)
+	if err != nil {
+		return ""
+	}
+	for i := range acts {
+		a := &acts[i]
+		if a.Action != "migrate" && a.Action != "resize" {
+			continue
+		}
+		if a.Failed() {
+			return a.Why()
+		}
+		return ""
+	}
+	return ""
+}
+
+// migrationOutcome is where the server's newest migration stands, for
+// the Hosts page's script: running until it settles, then done or failed
+// with the reason.
+type migrationOutcome struct {
+	State   string `json:"state"` // none, running, done, failed
+	Status  string `json:"status"`
+	Message string `json:"message"`
+}
+
+func (s *Server) serverMigration(ctx context.Context, sess *session, id string) (*migrationOutcome, error) {
+	var body struct {
+		Migrations []Migration `json:"migrations"`
+	}
+	_, err := s.up.doAt(ctx, "compute", "2.59", sess.Token, http.MethodGet, s.ep.Compute+"/os-migrations?instance_uuid="+url.QueryEscape(id), nil, &body)
+	if err != nil {
+		return nil, err
+	}
+	if len(body.Migrations) == 0 {
+		return &migrationOutcome{State: "none", Message: "The server has no migration."}, nil
+	}
+	m := body.Migrations[0] // newest first
+	for _, o := range body.Migrations[1:] {
+		if o.CreatedAt > m.CreatedAt || o.CreatedAt == m.CreatedAt && o.ID > m.ID {
+			m = o
+		}
+	}
+	name := id
+	if sv, err := s.getServer(ctx, sess, id); err == nil && sv.Name != "" {
+		name = sv.Name
+	}
+	out := &migrationOutcome{State: "running", Status: m.Status}
+	switch {
+	case migrationFailed(m.Status):
+		out.State = "failed"
+		out.Message = "The migration of " + name + " failed"
+		if why := s.migrationFailure(ctx, sess, id); why != "" {
+			out.Message += ": " + why
+		} else {
+			out.Message += "; the server's action log may say more."
+		}
+	case m.Status == "finished":
+		out.State = "done"
+		out.Message = name + " moved from " + m.Source + " to " + m.Dest + ": confirm or revert the migration below."
+	case m.Status == "confirmed":
+		out.State = "done"
+		out.Message = name + " migrated from " + m.Source + " to " + m.Dest + "."
+	case m.Status == "reverted":
+		out.State = "done"
+		out.Message = "The migration of " + name + " was reverted: it runs on " + m.Source + "."
+	default:
+		out.Message = "Migrating " + name + " (" + m.Status + ")…"
+	}
+	return out, nil
+}
+
+// serverMigrationJSON is the outcome the Hosts page's script polls.
+func (s *Server) serverMigrationJSON(w http.ResponseWriter, r *http.Request, sess *session) {
+	if !sess.Admin {
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": "Migrations are for cloud administrators."})
+		return
+	}
+	out, err := s.serverMigration(r.Context(), sess, r.PathValue("id"))
+	if err != nil {
+		s.failJSON(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
 // maxListed bounds the migrations and events lists: the newest matter.
 const maxListed = 50
 
@@ -233,8 +346,8 @@ func (s *Server) hostsData(ctx context.Context, sess *session) (*hostsData, erro
 	for _, n := range hostNames {
 		h := hostsByName[n]
 		for _, o := range hostNames {
-			if o != n {
-				h.Others = append(h.Others, o)
+			if oh := hostsByName[o]; o != n && oh.Up() && oh.Enabled() {
+				h.Targets = append(h.Targets, o)
 			}
 		}
 		d.Hosts = append(d.Hosts, h)
@@ -270,6 +383,22 @@ func (s *Server) hostsData(ctx context.Context, sess *session) (*hostsData, erro
 		}
 		d.Migrations = append(d.Migrations, mr)
 	}
+	// Why the newest failed migrations failed: their server's failed
+	// migrate action says (one call each, so a few only).
+	failed := 0
+	for i := range d.Migrations {
+		m := &d.Migrations[i]
+		if !m.Failed() || failed == maxExplained {
+			continue
+		}
+		failed++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.Why = s.migrationFailure(ctx, sess, m.InstanceID)
+		}()
+	}
+	wg.Wait()
 	switch {
 	case evErr != nil:
 		d.EventsNote = "The host events could not be read: " + messageOf(evErr)
@@ -306,17 +435,25 @@ func (s *Server) adminOnly(h sessHandler) sessHandler {
 }
 
 func (s *Server) hostsPage(w http.ResponseWriter, r *http.Request, sess *session) {
-	s.renderHosts(w, r, sess, http.StatusOK, hostsDone(r.URL.Query().Get("done"), r.URL.Query().Get("host")), "")
+	q := r.URL.Query()
+	notice, watch := hostsDone(q.Get("done"), q.Get("host")), ""
+	if q.Get("done") == "migrate" && q.Get("server") != "" {
+		// The request was accepted, which says nothing of the outcome:
+		// the page follows the migration instead of saying "done".
+		notice, watch = "", q.Get("server")
+	}
+	s.renderHosts(w, r, sess, http.StatusOK, notice, "", watch)
 }
 
 // renderHosts shows the Hosts page with a notice or an error (the page
 // itself stays, so the admin sees the error where they acted).
-func (s *Server) renderHosts(w http.ResponseWriter, r *http.Request, sess *session, status int, notice, errMsg string) {
+func (s *Server) renderHosts(w http.ResponseWriter, r *http.Request, sess *session, status int, notice, errMsg, watch string) {
 	d, err := s.hostsData(r.Context(), sess)
 	if err != nil {
 		s.fail(w, r, sess, "Hosts", err)
 		return
 	}
+	d.Watch = watch
 	s.render(w, r, status, "hosts", view{Title: "Hosts", Nav: "hosts", Sess: sess, Data: d, Notice: notice, Error: errMsg})
 }
 
@@ -329,7 +466,7 @@ func hostsDone(code, host string) string {
 	case "disable":
 		return "Host " + host + " is disabled: the scheduler places no new servers on it; its servers keep running."
 	case "migrate":
-		return "Migration requested: it appears under Migrations; confirm or revert it once the server shows VERIFY_RESIZE."
+		return "Migration requested: follow it under Migrations; confirm or revert it once the server shows VERIFY_RESIZE."
 	case "confirmResize":
 		return "Migration confirmed."
 	case "revertResize":
@@ -357,7 +494,7 @@ func (s *Server) hostsResult(w http.ResponseWriter, r *http.Request, sess *sessi
 	if st < 400 {
 		st = http.StatusBadGateway
 	}
-	s.renderHosts(w, r, sess, st, "", messageOf(err))
+	s.renderHosts(w, r, sess, st, "", messageOf(err), "")
 }
 
 func (s *Server) hostEnablePost(w http.ResponseWriter, r *http.Request, sess *session) {
@@ -385,6 +522,10 @@ func (s *Server) migratePost(w http.ResponseWriter, r *http.Request, sess *sessi
 	err := s.serverAction(r.Context(), sess, id, op, ActionArgs{Host: strings.TrimSpace(r.PostFormValue("host"))})
 	if err == nil {
 		s.log.Info("portal: "+op, "user", sess.User, "server", id, "host", r.PostFormValue("host"))
+	}
+	if err == nil && op == "migrate" {
+		http.Redirect(w, r, "/hosts?"+url.Values{"done": {op}, "server": {id}}.Encode(), http.StatusSeeOther)
+		return
 	}
 	s.hostsResult(w, r, sess, op, "", err)
 }

@@ -178,6 +178,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/servers", s.authedJSON(s.serversJSON))
 	mux.HandleFunc("GET /api/servers/{id}", s.authedJSON(s.serverJSON))
 	mux.HandleFunc("GET /api/servers/{id}/diagnostics", s.authedJSON(s.diagnosticsJSON))
+	mux.HandleFunc("GET /api/servers/{id}/migration", s.authedJSON(s.serverMigrationJSON))
 	mux.HandleFunc("GET /launch", s.authed(s.launchPage))
 	mux.HandleFunc("POST /launch", s.authed(s.launchPost))
 	mux.HandleFunc("GET /servers/{id}", s.authed(s.serverPage))

@@ -34,6 +34,14 @@ type fakeAPI struct {
 	// network); launches without a network are refused as Nova does when
 	// more than one of them is the project's own or shared.
 	networks []map[string]any
+	// migrations replaces os-migrations' list (nil: one finished
+	// migration of s1); acceptMigrate makes migrate answer 202 and list a
+	// pre-migrating migration of the server.
+	migrations    []map[string]any
+	acceptMigrate bool
+	// serverActions are extra instance actions (newest first) shown
+	// before the fixed ones, with their events.
+	serverActions []map[string]any
 }
 
 func (f *fakeAPI) handler(t *testing.T) http.Handler {
@@ -139,9 +147,16 @@ func (f *fakeAPI) handler(t *testing.T) http.Handler {
 		writeJSON(w, 404, map[string]any{"itemNotFound": map[string]any{"code": 404, "message": "Instance " + r.PathValue("id") + " could not be found."}})
 	}))
 	mux.HandleFunc("GET /v2.1/servers/{id}/os-instance-actions", authed(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, 200, map[string]any{"instanceActions": []map[string]any{
-			{"action": "oom_kill", "request_id": "req-2", "start_time": "2026-01-01T00:01:00.000000", "message": "a process was killed: out of memory"},
-			{"action": "create", "request_id": "req-1", "start_time": "2026-01-01T00:00:00.000000"}}})
+		f.mu.Lock()
+		list := []map[string]any{}
+		for _, a := range f.serverActions {
+			list = append(list, map[string]any{"action": a["action"], "request_id": a["request_id"], "start_time": a["start_time"]})
+		}
+		f.mu.Unlock()
+		list = append(list,
+			map[string]any{"action": "oom_kill", "request_id": "req-2", "start_time": "2026-01-01T00:01:00.000000", "message": "a process was killed: out of memory"},
+			map[string]any{"action": "create", "request_id": "req-1", "start_time": "2026-01-01T00:00:00.000000"})
+		writeJSON(w, 200, map[string]any{"instanceActions": list})
 	}))
 	mux.HandleFunc("POST /v2.1/servers", authed(func(w http.ResponseWriter, r *http.Request) {
 		var body struct{ Server map[string]any }
@@ -202,10 +217,19 @@ func (f *fakeAPI) handler(t *testing.T) http.Handler {
 		writeJSON(w, 404, map[string]any{"itemNotFound": map[string]any{"code": 404, "message": "Keypair " + r.PathValue("name") + " not found."}})
 	}))
 	mux.HandleFunc("GET /v2.1/servers/{id}/os-instance-actions/{req}", authed(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("OpenStack-API-Version") != "compute 2.51" {
-			writeJSON(w, 200, map[string]any{"instanceAction": map[string]any{"action": "x"}}) // no events below 2.51
+		if r.Header.Get("OpenStack-API-Version") != "compute 2.84" {
+			writeJSON(w, 200, map[string]any{"instanceAction": map[string]any{"action": "x"}}) // no events below 2.51, no details below 2.84
 			return
 		}
+		f.mu.Lock()
+		for _, a := range f.serverActions {
+			if a["request_id"] == r.PathValue("req") {
+				f.mu.Unlock()
+				writeJSON(w, 200, map[string]any{"instanceAction": a})
+				return
+			}
+		}
+		f.mu.Unlock()
 		act := map[string]any{"action": "create", "request_id": "req-1", "events": []map[string]any{{"event": "compute_build", "result": "Success"}}}
 		if r.PathValue("req") == "req-2" {
 			act = map[string]any{"action": "oom_kill", "request_id": "req-2", "events": []map[string]any{{"event": "oom_kill", "result": "Error",
@@ -268,8 +292,23 @@ func (f *fakeAPI) handler(t *testing.T) http.Handler {
 			writeJSON(w, 400, map[string]any{"badRequest": map[string]any{"code": 400, "message": "want 2.59"}})
 			return
 		}
-		writeJSON(w, 200, map[string]any{"migrations": []map[string]any{{"id": 1, "uuid": "m-1", "status": "finished",
-			"instance_uuid": "s1", "source_compute": "cn-a", "dest_compute": "cn-b", "migration_type": "migration"}}})
+		f.mu.Lock()
+		migs := f.migrations
+		f.mu.Unlock()
+		if migs == nil {
+			migs = []map[string]any{{"id": 1, "uuid": "m-1", "status": "finished",
+				"instance_uuid": "s1", "source_compute": "cn-a", "dest_compute": "cn-b", "migration_type": "migration"}}
+		}
+		if id := r.URL.Query().Get("instance_uuid"); id != "" {
+			var mine []map[string]any
+			for _, m := range migs {
+				if m["instance_uuid"] == id {
+					mine = append(mine, m)
+				}
+			}
+			migs = mine
+		}
+		writeJSON(w, 200, map[string]any{"migrations": migs})
 	}))
 	mux.HandleFunc("POST /v2.1/servers/{id}/action", authed(func(w http.ResponseWriter, r *http.Request) {
 		var body map[string]any
@@ -279,6 +318,14 @@ func (f *fakeAPI) handler(t *testing.T) http.Handler {
 		f.bodies = append(f.bodies, strings.TrimSpace(r.Header.Get("OpenStack-API-Version")+" "+string(raw)))
 		f.mu.Unlock()
 		for k := range body {
+			if k == "migrate" && f.accepts() {
+				f.mu.Lock()
+				f.migrations = append([]map[string]any{{"id": len(f.migrations) + 2, "uuid": "m-new", "status": "pre-migrating",
+					"instance_uuid": r.PathValue("id"), "source_compute": "cn-a", "dest_compute": "", "migration_type": "migration"}}, f.migrations...)
+				f.mu.Unlock()
+				w.WriteHeader(202)
+				return
+			}
 			if k == "migrate" {
 				writeJSON(w, 400, map[string]any{"badRequest": map[string]any{"code": 400,
 					"message": "Action 'migrate' (cold migration) is not supported by this Capsule release yet."}})
@@ -333,6 +380,12 @@ func (f *fakeAPI) handler(t *testing.T) http.Handler {
 		writeJSON(w, 200, map[string]any{"subnets": []map[string]any{{"id": "sn-1", "cidr": "10.0.0.0/24"}}})
 	}))
 	return mux
+}
+
+func (f *fakeAPI) accepts() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.acceptMigrate
 }
 
 // usableNetworks counts the networks a launch without one would choose

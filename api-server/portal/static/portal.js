@@ -91,6 +91,29 @@
     });
   }
 
+  // followMigration polls the migration just requested on the Hosts
+  // page until it settles, and says how it ended (and why it failed).
+  function followMigration(p) {
+    var id = p.getAttribute("data-id");
+    fetch("/api/servers/" + encodeURIComponent(id) + "/migration", { credentials: "same-origin", cache: "no-store" })
+      .then(function (r) { return r.json().then(function (b) { return { ok: r.ok, status: r.status, body: b }; }); })
+      .then(function (res) {
+        if (!res.ok) {
+          p.textContent = "The migration's outcome cannot be read: " + (res.body.error || ("HTTP " + res.status));
+          p.className = "error";
+          return res.status >= 500;
+        }
+        p.textContent = res.body.message;
+        p.setAttribute("data-state", res.body.state);
+        if (res.body.state === "failed") { p.className = "error"; return false; }
+        if (res.body.state === "done") { p.className = "notice"; return false; }
+        p.className = "notice busy";
+        return true;
+      })
+      .catch(function () { return true; })
+      .then(function (again) { if (again) setTimeout(function () { followMigration(p); }, POLL_MS); });
+  }
+
   // ---- usage charts ----
 
   var CHART_MS = 3000, KEEP = 60, SVGNS = "http://www.w3.org/2000/svg";
@@ -204,6 +227,8 @@
     if (table) setTimeout(function () { pollList(table); }, POLL_MS);
     var badge = document.getElementById("status");
     if (badge && badge.getAttribute("data-id")) setTimeout(function () { pollServer(badge); }, POLL_MS);
+    var mig = document.getElementById("migration-outcome");
+    if (mig) followMigration(mig);
     var root = document.getElementById("charts");
     if (root) charts(root);
     // Small destructive forms (a key pair's delete) ask first.
