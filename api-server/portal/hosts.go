@@ -538,21 +538,55 @@ type evacuateResult struct {
 type evacuateData struct {
 	Host     string
 	Servers  []AdminServer
+	NoTarget string // the warning when no other host can take the servers
 	Disabled string // the refusal to disable the host, if any
 	Results  []evacuateResult
 	Done     bool
 }
 
+// evacuateTargets checks that host is a compute host (a 404 page when it
+// is not, and false) and returns the warning when no other host is up
+// and enabled to take its servers.
+func (s *Server) evacuateTargets(w http.ResponseWriter, r *http.Request, sess *session, host string) (string, bool) {
+	svcs, err := s.computeServices(r.Context(), sess)
+	if err != nil {
+		s.fail(w, r, sess, "Evacuate", err)
+		return "", false
+	}
+	known, targets := false, 0
+	for _, sv := range svcs {
+		switch {
+		case sv.Host == host:
+			known = true
+		case sv.State == "up" && sv.Status != "disabled":
+			targets++
+		}
+	}
+	if !known {
+		s.render(w, r, http.StatusNotFound, "error", view{Title: "Not found", Nav: "hosts", Sess: sess,
+			Error: "There is no compute host " + strconv.Quote(host) + "."})
+		return "", false
+	}
+	if targets == 0 {
+		return "No other host is up and enabled: there is nowhere to move the servers, so each migration would fail.", true
+	}
+	return "", true
+}
+
 // evacuatePage asks for confirmation, listing what will move.
 func (s *Server) evacuatePage(w http.ResponseWriter, r *http.Request, sess *session) {
 	host := r.PathValue("host")
+	warn, ok := s.evacuateTargets(w, r, sess, host)
+	if !ok {
+		return
+	}
 	list, err := s.hostServers(r.Context(), sess, host)
 	if err != nil {
 		s.fail(w, r, sess, "Evacuate", err)
 		return
 	}
 	s.render(w, r, http.StatusOK, "evacuate", view{Title: "Evacuate " + host, Nav: "hosts", Sess: sess,
-		Data: evacuateData{Host: host, Servers: list}})
+		Data: evacuateData{Host: host, Servers: list, NoTarget: warn}})
 }
 
 // evacuatePost disables the host (so nothing new lands on it and the
@@ -560,6 +594,9 @@ func (s *Server) evacuatePage(w http.ResponseWriter, r *http.Request, sess *sess
 // each of its servers, one after the other, and shows each answer.
 func (s *Server) evacuatePost(w http.ResponseWriter, r *http.Request, sess *session) {
 	host := r.PathValue("host")
+	if _, ok := s.evacuateTargets(w, r, sess, host); !ok {
+		return
+	}
 	d := evacuateData{Host: host, Done: true}
 	if err := s.setHostEnabled(r.Context(), sess, host, false); err != nil {
 		if statusOf(err) == http.StatusUnauthorized {
