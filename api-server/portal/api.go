@@ -97,6 +97,26 @@ type Limits struct {
 	UsedRAM       int `json:"totalRAMUsed"`
 }
 
+// left is what remains of max after used ("unlimited" for -1).
+func left(used, max int) string {
+	if max < 0 {
+		return "unlimited"
+	}
+	return strconv.Itoa(max-min(used, max)) + " of " + strconv.Itoa(max)
+}
+
+// Full reports whether no server can be launched within the quota.
+func (l *Limits) Full() bool {
+	return l.MaxInstances >= 0 && l.UsedInstances >= l.MaxInstances ||
+		l.MaxCores >= 0 && l.UsedCores >= l.MaxCores || l.MaxRAM >= 0 && l.UsedRAM >= l.MaxRAM
+}
+
+// Left says what the quota leaves, for the launch form.
+func (l *Limits) Left() string {
+	return left(l.UsedInstances, l.MaxInstances) + " servers, " + left(l.UsedCores, l.MaxCores) + " vCPUs, " +
+		left(l.UsedRAM, l.MaxRAM) + " MB RAM"
+}
+
 func (s *Server) limits(ctx context.Context, sess *session) (*Limits, error) {
 	var body struct {
 		Limits struct {
@@ -120,6 +140,7 @@ type ServerView struct {
 	Image     any                                `json:"image"`
 	Addresses map[string][]struct{ Addr string } `json:"addresses"`
 	Fault     *struct{ Message string }          `json:"fault"`
+	KeyName   *string                            `json:"key_name"`
 }
 
 // IPs lists the server's addresses as "net: ip" strings.

@@ -15,6 +15,22 @@ import (
 
 type loginData struct {
 	User, Project string
+	Next          string // the page to go to after the login
+}
+
+// safeNext is next if it is a path on this portal, "/" otherwise: a
+// login link cannot send the user to another site (no scheme, host or
+// "//", and no backslash, which browsers read as a slash).
+func safeNext(next string) string {
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\x00\r\n") {
+		return "/"
+	}
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || strings.HasPrefix(u.Path, "//") ||
+		u.Path == "/login" || u.Path == "/logout" {
+		return "/"
+	}
+	return next
 }
 
 func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
@@ -22,7 +38,7 @@ func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/", http.StatusSeeOther)
 		return
 	}
-	v := view{Title: "Log in", Data: loginData{Project: r.URL.Query().Get("project")}}
+	v := view{Title: "Log in", Data: loginData{Project: r.URL.Query().Get("project"), Next: safeNext(r.URL.Query().Get("next"))}}
 	if r.URL.Query().Get("expired") != "" {
 		v.Error = "Your session has ended: log in again."
 	}
@@ -47,7 +63,8 @@ func (s *Server) loginPost(w http.ResponseWriter, r *http.Request) {
 			Error: "The form's security token (CSRF) is missing or wrong. Reload the login page and try again."})
 		return
 	}
-	d := loginData{User: strings.TrimSpace(r.PostFormValue("user")), Project: strings.TrimSpace(r.PostFormValue("project"))}
+	d := loginData{User: strings.TrimSpace(r.PostFormValue("user")), Project: strings.TrimSpace(r.PostFormValue("project")),
+		Next: safeNext(r.PostFormValue("next"))}
 	pass := r.PostFormValue("password")
 	if d.Project == "" {
 		d.Project = d.User
@@ -56,7 +73,16 @@ func (s *Server) loginPost(w http.ResponseWriter, r *http.Request) {
 		s.renderLogin(w, r, http.StatusBadRequest, view{Title: "Log in", Data: d, Error: "Enter your user name and password."})
 		return
 	}
-	sess, err := s.login(withClientAddress(r.Context(), r), d.User, pass, d.Project)
+	ctx := withClientAddress(r.Context(), r)
+	addr := clientAddress(ctx)
+	if wait := s.throttle.blocked(d.User, addr); wait > 0 {
+		s.log.Warn("portal: login throttled", "user", d.User, "addr", addr)
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+		s.renderLogin(w, r, http.StatusTooManyRequests, view{Title: "Log in", Data: d,
+			Error: fmt.Sprintf("Too many failed logins for %s from your address: try again in %d minutes.", d.User, int(wait.Minutes())+1)})
+		return
+	}
+	sess, err := s.login(ctx, d.User, pass, d.Project)
 	if err != nil {
 		msg := "The identity service cannot be reached."
 		st := statusOf(err)
@@ -64,6 +90,7 @@ func (s *Server) loginPost(w http.ResponseWriter, r *http.Request) {
 			msg = ae.Message
 		}
 		if st == http.StatusUnauthorized {
+			s.throttle.failed(d.User, addr)
 			// Keystone's message for a bad password is deliberately vague;
 			// say what the user can check.
 			msg = "Wrong user name, password or project (" + msg + ")"
@@ -75,6 +102,7 @@ func (s *Server) loginPost(w http.ResponseWriter, r *http.Request) {
 		s.renderLogin(w, r, st, view{Title: "Log in", Data: d, Error: msg})
 		return
 	}
+	s.throttle.succeeded(d.User, addr)
 	setCookie(w, r, loginCookie, "", time.Time{})
 	if max := time.Now().Add(maxSessionTTL); sess.Expires.After(max) {
 		sess.Expires = max
@@ -82,7 +110,7 @@ func (s *Server) loginPost(w http.ResponseWriter, r *http.Request) {
 	// The cookie is a random ID of the session kept here, never the token.
 	setCookie(w, r, sessionCookie, s.sess.add(sess), sess.Expires)
 	s.log.Info("portal: login", "user", sess.User, "project", sess.Project)
-	http.Redirect(w, r, "/", http.StatusSeeOther)
+	http.Redirect(w, r, d.Next, http.StatusSeeOther)
 }
 
 func (s *Server) logout(w http.ResponseWriter, r *http.Request, sess *session) {
@@ -260,15 +288,19 @@ type serverData struct {
 	Server  *ServerView
 	Flavor  *Flavor
 	Flavors []Flavor // the resize picker's choices
-	Images  []Image  // the rebuild picker's choices
-	Image   string
-	IPs     []string
-	Actions []InstanceAction
-	Host    string
-	Task    string
-	Class   string
-	Console string
-	Lines   int
+	// Resize is the resize menu: every flavor, those the API would refuse
+	// (the current one, a smaller disk) disabled with the reason.
+	Resize    []resizeChoice
+	CanResize bool
+	Images    []Image // the rebuild picker's choices
+	Image     string
+	IPs       []string
+	Actions   []InstanceAction
+	Host      string
+	Task      string
+	Class     string
+	Console   string
+	Lines     int
 	// LastFailure is the newest failed action, said as "<action> at
 	// <time> failed" and why where the API tells (shown when the server
 	// has no fault: Nova shows one on ERROR servers only).
@@ -290,6 +322,7 @@ func (s *Server) serverData(ctx context.Context, sess *session, id string) (*ser
 			d.Flavor = &d.Flavors[i]
 		}
 	}
+	d.Resize, d.CanResize = resizeChoices(d.Flavors, d.Flavor, sv.Flavor.ID)
 	d.Images, _ = s.images(ctx, sess)
 	d.Image = orID(names(d.Images, func(i Image) string { return i.ID }, func(i Image) string { return i.Name }), sv.ImageID())
 	d.Actions, err = s.instanceActions(ctx, sess, id)
@@ -416,10 +449,43 @@ func (s *Server) actionPost(w http.ResponseWriter, r *http.Request, sess *sessio
 	}
 }
 
+// resizeChoice is one flavor of the resize menu.
+type resizeChoice struct {
+	Flavor Flavor
+	Why    string // why it cannot be picked, "" when it can
+	Pick   bool   // preselected
+}
+
+// resizeChoices marks the flavors the compute API refuses for a resize
+// from cur (id curID): the same flavor, and any with a smaller root disk
+// ("Resizing to a smaller disk flavor is not allowed"). The first that
+// fits is preselected.
+func resizeChoices(flavors []Flavor, cur *Flavor, curID string) ([]resizeChoice, bool) {
+	out := make([]resizeChoice, 0, len(flavors))
+	picked := false
+	for _, f := range flavors {
+		c := resizeChoice{Flavor: f}
+		switch {
+		case f.ID == curID:
+			c.Why = "current"
+		case cur != nil && f.Disk < cur.Disk:
+			c.Why = fmt.Sprintf("disk %d GB is smaller than the server's %d GB", f.Disk, cur.Disk)
+		case !picked:
+			c.Pick, picked = true, true
+		}
+		out = append(out, c)
+	}
+	return out, picked
+}
+
 // ---- launch ----
 
 type launchData struct {
-	Req      LaunchRequest
+	Req LaunchRequest
+	// Limits are the project's quota and usage (nil when the API did not
+	// say): the form shows what is left and offers no Launch when no
+	// server is.
+	Limits   *Limits
 	Images   []Image
 	Flavors  []Flavor
 	Networks []Network
@@ -441,6 +507,9 @@ func (s *Server) launchChoices(ctx context.Context, sess *session, d *launchData
 	}
 	if d.Networks, err = s.networks(ctx, sess); err != nil {
 		return err
+	}
+	if l, err := s.limits(ctx, sess); err == nil {
+		d.Limits = l
 	}
 	usable := usableNetworks(d.Networks, sess.ProjectID)
 	d.Usable = len(usable)

@@ -17,6 +17,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -47,14 +48,15 @@ type Options struct {
 
 // Server is the portal's HTTP handler set.
 type Server struct {
-	ep    Endpoints
-	admin string // the admin project's name
-	up    upstream
-	keys  keys
-	sess  *sessions
-	log   *slog.Logger
-	pages map[string]*template.Template
-	page  int
+	ep       Endpoints
+	admin    string // the admin project's name
+	up       upstream
+	keys     keys
+	sess     *sessions
+	throttle *loginLimiter
+	log      *slog.Logger
+	pages    map[string]*template.Template
+	page     int
 }
 
 // New returns a portal calling the APIs at opts.Endpoints.
@@ -62,7 +64,8 @@ func New(opts Options) (*Server, error) {
 	if opts.Endpoints.Identity == "" || opts.Endpoints.Compute == "" || opts.Endpoints.Image == "" || opts.Endpoints.Network == "" {
 		return nil, errors.New("portal: every API endpoint (identity, compute, image, network) is required")
 	}
-	s := &Server{ep: trimEndpoints(opts.Endpoints), keys: newKeys(opts.Secret), sess: newSessions(), log: opts.Logger, page: opts.PageSize}
+	s := &Server{ep: trimEndpoints(opts.Endpoints), keys: newKeys(opts.Secret), sess: newSessions(), log: opts.Logger, page: opts.PageSize,
+		throttle: newLoginLimiter(time.Now)}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -170,6 +173,13 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	static, _ := fs.Sub(assets, "static")
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, r *http.Request) {
+		// Browsers ask for it whatever the page links: the same icon.
+		b, _ := assets.ReadFile("static/favicon.svg")
+		w.Header().Set("Content-Type", "image/svg+xml")
+		w.Header().Set("Cache-Control", "max-age=86400")
+		_, _ = w.Write(b)
+	})
 	mux.HandleFunc("GET /login", s.loginPage)
 	mux.HandleFunc("POST /login", s.loginPost)
 	mux.HandleFunc("POST /logout", s.authed(s.logout))
@@ -234,7 +244,13 @@ func (s *Server) authed(h sessHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		sess := s.session(r)
 		if sess == nil {
-			http.Redirect(w, r, "/login", http.StatusSeeOther)
+			// Back to the page asked for after the login (a GET only:
+			// a form's POST cannot be replayed).
+			to := "/login"
+			if r.Method == http.MethodGet && r.URL.Path != "/" {
+				to += "?" + url.Values{"next": {r.URL.RequestURI()}}.Encode()
+			}
+			http.Redirect(w, r, to, http.StatusSeeOther)
 			return
 		}
 		if r.Method == http.MethodPost && !checkCSRF(r, s.keys.csrf(sess)) {

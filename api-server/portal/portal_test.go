@@ -42,6 +42,10 @@ type fakeAPI struct {
 	// serverActions are extra instance actions (newest first) shown
 	// before the fixed ones, with their events.
 	serverActions []map[string]any
+	// flavors and limits replace the fixed flavor list and absolute
+	// limits when set.
+	flavors []map[string]any
+	limits  map[string]any
 }
 
 func (f *fakeAPI) handler(t *testing.T) http.Handler {
@@ -103,9 +107,14 @@ func (f *fakeAPI) handler(t *testing.T) http.Handler {
 		w.WriteHeader(204)
 	}))
 	mux.HandleFunc("GET /v2.1/limits", authed(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, 200, map[string]any{"limits": map[string]any{"absolute": map[string]any{
-			"maxTotalInstances": 10, "totalInstancesUsed": 3, "maxTotalCores": 20, "totalCoresUsed": 5,
-			"maxTotalRAMSize": 51200, "totalRAMUsed": 1536}}})
+		abs := map[string]any{"maxTotalInstances": 10, "totalInstancesUsed": 3, "maxTotalCores": 20, "totalCoresUsed": 5,
+			"maxTotalRAMSize": 51200, "totalRAMUsed": 1536}
+		f.mu.Lock()
+		if f.limits != nil {
+			abs = f.limits
+		}
+		f.mu.Unlock()
+		writeJSON(w, 200, map[string]any{"limits": map[string]any{"absolute": abs}})
 	}))
 	mux.HandleFunc("GET /v2.1/servers/detail", authed(func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
@@ -357,7 +366,13 @@ func (f *fakeAPI) handler(t *testing.T) http.Handler {
 		w.WriteHeader(204)
 	}))
 	mux.HandleFunc("GET /v2.1/flavors/detail", authed(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, 200, map[string]any{"flavors": []map[string]any{{"id": "1", "name": "m1.tiny", "vcpus": 1, "ram": 512, "disk": 1}}})
+		fl := []map[string]any{{"id": "1", "name": "m1.tiny", "vcpus": 1, "ram": 512, "disk": 1}}
+		f.mu.Lock()
+		if f.flavors != nil {
+			fl = f.flavors
+		}
+		f.mu.Unlock()
+		writeJSON(w, 200, map[string]any{"flavors": fl})
 	}))
 	mux.HandleFunc("GET /v2/images", authed(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, map[string]any{"images": []map[string]any{{"id": "img-1", "name": "busybox", "status": "active", "visibility": "public"}}})

@@ -222,6 +222,12 @@
     poll();
   }
 
+  // A page restored from the back-forward cache (Back after logging out)
+  // is loaded again, so the server decides whether it may be shown.
+  window.addEventListener("pageshow", function (ev) {
+    if (ev.persisted && document.getElementById("who")) window.location.reload();
+  });
+
   document.addEventListener("DOMContentLoaded", function () {
     var table = document.getElementById("servers");
     if (table) setTimeout(function () { pollList(table); }, POLL_MS);
