@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"time"
@@ -94,15 +95,50 @@ func (s *Scheduler) schedule(ctx context.Context, req protocol.ScheduleInstance)
 			excluded = append(excluded, h)
 		}
 	}
-	host, err := s.Select(ctx, Request{
-		InstanceID: inst.ID, AvailabilityZone: inst.AvailabilityZone, Excluded: excluded, ForceHost: inst.RequestedHost,
-		Resources: store.Resources{VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB},
-		Dedicated: store.IsDedicated(inst.ExtraSpecs),
-	})
+	return s.placeAndSend(ctx, inst, placement{
+		request: Request{
+			InstanceID: inst.ID, AvailabilityZone: inst.AvailabilityZone, Excluded: excluded, ForceHost: inst.RequestedHost,
+			Resources: store.Resources{VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB},
+			Dedicated: store.IsDedicated(inst.ExtraSpecs),
+		},
+		noHost: func(message, details string) error {
+			return s.fail(ctx, inst, req.RequestID, start, message, details)
+		},
+		place: func(host, zone string) (bool, error) { return s.place(ctx, inst.ID, host, zone) },
+		send:  func(host string) error { return s.publishBuild(ctx, host, req.RequestID, attempt, spec) },
+		unplace: func(host string) error {
+			// Nothing will build it there: the instance waits for a host again.
+			return s.unplace(ctx, inst, host)
+		},
+		placed: func() { s.recordEvent(ctx, inst.ID, req.RequestID, start, true, "") },
+	}, log)
+}
+
+// placement is what a first build and an unshelve differ in when they
+// place a server: what host they ask for, how the choice is recorded and
+// undone, what the host is sent, and how the server fails or succeeds.
+type placement struct {
+	request Request
+	// noHost ends the request no host can take (message: the fault's).
+	noHost func(message, details string) error
+	// place records host (in zone) on the instance; false: the instance
+	// no longer waits for a host.
+	place func(host, zone string) (bool, error)
+	// send sends host the build; unplace undoes place when it failed.
+	send, unplace func(host string) error
+	// placed records the success.
+	placed func()
+}
+
+// placeAndSend selects a host for p.request (claiming its room), records
+// it on inst and sends it the build; every failure after the claim gives
+// the room back. Database and bus failures are bus.Retry.
+func (s *Scheduler) placeAndSend(ctx context.Context, inst *store.Instance, p placement, log *slog.Logger) error {
+	host, err := s.Select(ctx, p.request)
 	var nv *NoValidHostError
 	if errors.As(err, &nv) {
 		log.Warn("no valid host", "explain", nv.Explain())
-		return s.fail(ctx, inst, req.RequestID, start, NoValidHostMessage, nv.Explain())
+		return p.noHost(NoValidHostMessage, nv.Explain())
 	}
 	if err != nil {
 		return bus.Retry(err)
@@ -113,7 +149,7 @@ func (s *Scheduler) schedule(ctx context.Context, req protocol.ScheduleInstance)
 	if err != nil {
 		return s.undoClaim(ctx, inst.ID, host, err)
 	}
-	placed, err := s.place(ctx, inst.ID, host, zone)
+	placed, err := p.place(host, zone)
 	if err != nil {
 		return s.undoClaim(ctx, inst.ID, host, err)
 	}
@@ -128,18 +164,17 @@ func (s *Scheduler) schedule(ctx context.Context, req protocol.ScheduleInstance)
 		log.Info("instance changed while scheduling; claim released")
 		return s.undoClaim(ctx, inst.ID, host, nil)
 	}
-
-	if err := s.publishBuild(ctx, host, req.RequestID, attempt, spec); err != nil {
-		// Nothing will build it there: put the instance back to waiting
-		// for a host and free the room, then let the message come back.
-		log.Warn("publish build failed; unplacing instance", "error", err)
-		if uerr := s.unplace(ctx, inst, host); uerr != nil {
+	if err := p.send(host); err != nil {
+		// Nothing will build it there: the instance waits for a host
+		// again, its room freed, and the message comes back.
+		log.Warn("sending the build failed; unplacing instance", "error", err)
+		if uerr := p.unplace(host); uerr != nil {
 			log.Error("unplace after failed publish", "error", uerr)
 		}
 		return s.undoClaim(ctx, inst.ID, host, err)
 	}
 	log.Info("instance scheduled", "zone", zone)
-	s.recordEvent(ctx, inst.ID, req.RequestID, start, true, "")
+	p.placed()
 	return nil
 }
 

@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -59,49 +58,28 @@ func (s *Scheduler) scheduleUnshelve(ctx context.Context, req protocol.ScheduleI
 	if spec.ImageRef == "" {
 		return s.unplaced(ctx, inst, req.RequestID, start, fmt.Sprintf("Image %s could not be found.", inst.ShelvedImageID), "")
 	}
-	host, err := s.Select(ctx, Request{
-		InstanceID: inst.ID, AvailabilityZone: inst.AvailabilityZone, ForceHost: req.Host,
-		Resources: store.Resources{VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB},
-		Dedicated: store.IsDedicated(inst.ExtraSpecs),
-	})
-	var nv *NoValidHostError
-	if errors.As(err, &nv) {
-		log.Warn("no valid host to unshelve on", "explain", nv.Explain())
-		return s.unplaced(ctx, inst, req.RequestID, start, NoValidHostMessage, nv.Explain())
-	}
-	if err != nil {
-		return bus.Retry(err)
-	}
-	log = log.With("host", host)
-	zone, err := s.zoneOf(ctx, host)
-	if err != nil {
-		return s.undoClaim(ctx, inst.ID, host, err)
-	}
-	placed, err := instance.PlaceUnshelve(s.st.WithContext(ctx), inst.ID, host, zone, s.now().UTC())
-	if err != nil {
-		return s.undoClaim(ctx, inst.ID, host, err)
-	}
-	if !placed {
-		cur, err := s.loadInstance(ctx, inst.ID)
-		if err == nil && cur.DeletedAt == nil && cur.Host == host {
-			return nil
-		}
-		log.Info("instance changed while placing its unshelve; claim released")
-		return s.undoClaim(ctx, inst.ID, host, nil)
-	}
-	if err := s.publishUnshelve(ctx, host, req.RequestID, spec); err != nil {
-		// The build could not go: the server waits for a host again.
-		log.Warn("publish unshelve build failed; unplacing", "error", err)
-		db := s.st.WithContext(context.WithoutCancel(ctx))
-		if _, uerr := instance.Apply(db, inst.ID, instance.In(lifecycle.ShelvedOffloaded, lifecycle.Spawning).OnHost(host),
-			instance.Change{Task: lifecycle.Unshelving, Set: map[string]any{"host": ""}, At: s.now().UTC()}); uerr != nil {
-			log.Error("unplace unshelve after failed publish", "error", uerr)
-		}
-		return s.undoClaim(ctx, inst.ID, host, err)
-	}
-	log.Info("unshelve scheduled", "zone", zone)
-	s.recordUnshelveEvent(ctx, inst.ID, req.RequestID, start, true, "")
-	return nil
+	return s.placeAndSend(ctx, inst, placement{
+		request: Request{
+			InstanceID: inst.ID, AvailabilityZone: inst.AvailabilityZone, ForceHost: req.Host,
+			Resources: store.Resources{VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB},
+			Dedicated: store.IsDedicated(inst.ExtraSpecs),
+		},
+		noHost: func(message, details string) error {
+			return s.unplaced(ctx, inst, req.RequestID, start, message, details)
+		},
+		place: func(host, zone string) (bool, error) {
+			return instance.PlaceUnshelve(s.st.WithContext(ctx), inst.ID, host, zone, s.now().UTC())
+		},
+		send: func(host string) error { return s.publishUnshelve(ctx, host, req.RequestID, spec) },
+		unplace: func(host string) error {
+			// The server waits for a host again.
+			db := s.st.WithContext(context.WithoutCancel(ctx))
+			_, err := instance.Apply(db, inst.ID, instance.In(lifecycle.ShelvedOffloaded, lifecycle.Spawning).OnHost(host),
+				instance.Change{Task: lifecycle.Unshelving, Set: map[string]any{"host": ""}, At: s.now().UTC()})
+			return err
+		},
+		placed: func() { s.recordUnshelveEvent(ctx, inst.ID, req.RequestID, start, true, "") },
+	}, log)
 }
 
 // unshelveSpec is inst's spec with its shelve image as the image to
