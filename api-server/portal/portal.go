@@ -193,6 +193,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /launch", s.authed(s.launchPost))
 	mux.HandleFunc("GET /servers/{id}", s.authed(s.serverPage))
 	mux.HandleFunc("GET /servers/{id}/console", s.authed(s.consolePage))
+	mux.HandleFunc("GET /servers/{id}/terminal", s.terminal)
 	mux.HandleFunc("GET /servers/{id}/confirm", s.authed(s.confirmPage))
 	mux.HandleFunc("POST /servers/{id}/action", s.authed(s.actionPost))
 	mux.HandleFunc("GET /keypairs", s.authed(s.keypairsPage))
