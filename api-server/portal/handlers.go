@@ -587,6 +587,17 @@ func (s *Server) imagesPage(w http.ResponseWriter, r *http.Request, sess *sessio
 		Notice: doneMessage(r.URL.Query().Get("done"))})
 }
 
+// imagesJSON is the images list the Images page's script polls, so a
+// snapshot's status changes in place (queued, saving, active).
+func (s *Server) imagesJSON(w http.ResponseWriter, r *http.Request, sess *session) {
+	im, err := s.images(r.Context(), sess)
+	if err != nil {
+		s.failJSON(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"images": im})
+}
+
 func (s *Server) flavorsPage(w http.ResponseWriter, r *http.Request, sess *session) {
 	fl, err := s.flavors(r.Context(), sess)
 	if err != nil {

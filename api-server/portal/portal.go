@@ -200,6 +200,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /keypairs", s.authed(s.keypairsPost))
 	mux.HandleFunc("POST /keypairs/{name}/delete", s.authed(s.keypairDeletePost))
 	mux.HandleFunc("GET /images", s.authed(s.imagesPage))
+	mux.HandleFunc("GET /api/images", s.authedJSON(s.imagesJSON))
 	mux.HandleFunc("GET /flavors", s.authed(s.flavorsPage))
 	mux.HandleFunc("GET /networks", s.authed(s.networksPage))
 	mux.HandleFunc("GET /hosts", s.authed(s.adminOnly(s.hostsPage)))

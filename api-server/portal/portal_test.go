@@ -46,6 +46,7 @@ type fakeAPI struct {
 	// limits when set.
 	flavors []map[string]any
 	limits  map[string]any
+	images  []map[string]any
 }
 
 func (f *fakeAPI) handler(t *testing.T) http.Handler {
@@ -375,7 +376,13 @@ func (f *fakeAPI) handler(t *testing.T) http.Handler {
 		writeJSON(w, 200, map[string]any{"flavors": fl})
 	}))
 	mux.HandleFunc("GET /v2/images", authed(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, 200, map[string]any{"images": []map[string]any{{"id": "img-1", "name": "busybox", "status": "active", "visibility": "public"}}})
+		im := []map[string]any{{"id": "img-1", "name": "busybox", "status": "active", "visibility": "public"}}
+		f.mu.Lock()
+		if f.images != nil {
+			im = f.images
+		}
+		f.mu.Unlock()
+		writeJSON(w, 200, map[string]any{"images": im})
 	}))
 	mux.HandleFunc("GET /v2.0/networks", authed(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("X-Auth-Token") == "tok-admin" {

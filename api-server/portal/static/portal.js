@@ -91,6 +91,38 @@
     });
   }
 
+  // pollImages refreshes the Images list in place (a snapshot goes from
+  // queued to active while the page is open).
+  function pollImages(table) {
+    var live = document.getElementById("images-live");
+    fetch("/api/images", { credentials: "same-origin", cache: "no-store" })
+      .then(function (r) {
+        if (r.status === 401) { window.location = "/login?expired=1"; throw new Error("logged out"); }
+        return r.json().then(function (b) { if (!r.ok) throw new Error(b.error || ("HTTP " + r.status)); return b; });
+      })
+      .then(function (b) {
+        var fresh = document.createElement("tbody");
+        if (!b.images.length) {
+          var tr = el("tr"), td = el("td", "", "No images."); td.colSpan = 4; tr.appendChild(td); fresh.appendChild(tr);
+        }
+        b.images.forEach(function (im) {
+          var tr = el("tr"), name = el("td"), span = el("span", "clip", im.name);
+          tr.setAttribute("data-id", im.id);
+          span.title = im.name;
+          name.appendChild(span);
+          tr.appendChild(name);
+          tr.appendChild(el("td", "", im.status));
+          tr.appendChild(el("td", "", im.visibility));
+          var id = el("td", "wide"); id.appendChild(el("code", "", im.id)); tr.appendChild(id);
+          fresh.appendChild(tr);
+        });
+        table.replaceChild(fresh, table.tBodies[0]);
+        if (live) { live.textContent = "Statuses update live · " + new Date().toLocaleTimeString(); live.className = "hint"; }
+      })
+      .catch(function (e) { if (live) { live.textContent = "Live status paused: " + e.message; live.className = "error"; } })
+      .then(function () { setTimeout(function () { pollImages(table); }, POLL_MS); });
+  }
+
   // followMigration polls the migration just requested on the Hosts
   // page until it settles, and says how it ended (and why it failed).
   function followMigration(p) {
@@ -233,6 +265,8 @@
     if (table) setTimeout(function () { pollList(table); }, POLL_MS);
     var badge = document.getElementById("status");
     if (badge && badge.getAttribute("data-id")) setTimeout(function () { pollServer(badge); }, POLL_MS);
+    var images = document.getElementById("images");
+    if (images && images.getAttribute("data-live")) setTimeout(function () { pollImages(images); }, POLL_MS);
     var mig = document.getElementById("migration-outcome");
     if (mig) followMigration(mig);
     var root = document.getElementById("charts");
