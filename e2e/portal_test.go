@@ -382,7 +382,8 @@ func TestPortal(t *testing.T) {
 		t.Errorf("logout notice: %q", n)
 	}
 	b.open("/servers")
-	if loc := b.location(); !strings.HasSuffix(loc, "/login") {
+	// The login page, which returns to /servers after the next login.
+	if loc := b.location(); !strings.HasSuffix(loc, "/login?next=%2Fservers") {
 		t.Errorf("after logout /servers went to %s, want the login page", loc)
 	}
 

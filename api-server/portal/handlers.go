@@ -344,7 +344,12 @@ func (s *Server) serverData(ctx context.Context, sess *session, id string) (*ser
 }
 
 func (s *Server) serverPage(w http.ResponseWriter, r *http.Request, sess *session) {
-	s.renderServer(w, r, sess, r.PathValue("id"), http.StatusOK, doneMessage(r.URL.Query().Get("done")), "")
+	id := r.PathValue("id")
+	if f, ok := s.sess.takeFlash(sess, "server "+id); ok {
+		s.renderServer(w, r, sess, id, f.Status, "", f.Error)
+		return
+	}
+	s.renderServer(w, r, sess, id, http.StatusOK, doneMessage(r.URL.Query().Get("done")), "")
 }
 
 // renderServer shows the detail page, with a notice or the error of an
@@ -434,7 +439,10 @@ func (s *Server) actionPost(w http.ResponseWriter, r *http.Request, sess *sessio
 		if st < 400 {
 			st = http.StatusBadGateway
 		}
-		s.renderServer(w, r, sess, id, st, "", messageOf(err))
+		// POST-redirect-GET: the refusal shows on the server's page, and
+		// a reload of it does not ask again.
+		s.sess.setFlash(sess, "server "+id, flash{Status: st, Error: messageOf(err)})
+		http.Redirect(w, r, "/servers/"+url.PathEscape(id), http.StatusSeeOther)
 		return
 	}
 	s.log.Info("portal: server action", "user", sess.User, "project", sess.Project, "server", id, "action", action)
@@ -522,11 +530,19 @@ func (s *Server) launchChoices(ctx context.Context, sess *session, d *launchData
 
 func (s *Server) launchPage(w http.ResponseWriter, r *http.Request, sess *session) {
 	d := launchData{Req: LaunchRequest{Count: 1}}
+	status, errMsg := http.StatusOK, ""
+	if f, ok := s.sess.takeFlash(sess, "launch"); ok {
+		// The form the launch was refused for, as the user filled it.
+		status, errMsg = f.Status, f.Error
+		d.Req = LaunchRequest{Name: f.Form["name"], Image: f.Form["image"], Flavor: f.Form["flavor"], Network: f.Form["network"],
+			FixedIP: f.Form["fixed_ip"], KeyName: f.Form["key_name"]}
+		d.Req.Count, _ = strconv.Atoi(f.Form["count"])
+	}
 	if err := s.launchChoices(r.Context(), sess, &d); err != nil {
 		s.fail(w, r, sess, "Launch", err)
 		return
 	}
-	s.render(w, r, http.StatusOK, "launch", view{Title: "Launch servers", Nav: "launch", Sess: sess, Data: d})
+	s.render(w, r, status, "launch", view{Title: "Launch servers", Nav: "launch", Sess: sess, Data: d, Error: errMsg})
 }
 
 func (s *Server) launchPost(w http.ResponseWriter, r *http.Request, sess *session) {
@@ -567,12 +583,12 @@ func (s *Server) launchPost(w http.ResponseWriter, r *http.Request, sess *sessio
 			msg = ae.Message
 		}
 	}
-	d := launchData{Req: req}
-	if err := s.launchChoices(r.Context(), sess, &d); err != nil {
-		s.fail(w, r, sess, "Launch", err)
-		return
-	}
-	s.render(w, r, http.StatusBadRequest, "launch", view{Title: "Launch servers", Nav: "launch", Sess: sess, Data: d, Error: msg})
+	// POST-redirect-GET: the form comes back with the error and what was
+	// typed, and a reload of it does not launch again.
+	s.sess.setFlash(sess, "launch", flash{Status: http.StatusBadRequest, Error: msg, Form: map[string]string{"name": req.Name,
+		"image": req.Image, "flavor": req.Flavor, "network": req.Network, "fixed_ip": req.FixedIP, "key_name": req.KeyName,
+		"count": strings.TrimSpace(r.PostFormValue("count"))}})
+	http.Redirect(w, r, "/launch", http.StatusSeeOther)
 }
 
 // ---- lists ----

@@ -436,6 +436,10 @@ func (s *Server) adminOnly(h sessHandler) sessHandler {
 
 func (s *Server) hostsPage(w http.ResponseWriter, r *http.Request, sess *session) {
 	q := r.URL.Query()
+	if f, ok := s.sess.takeFlash(sess, "hosts"); ok {
+		s.renderHosts(w, r, sess, f.Status, "", f.Error, "")
+		return
+	}
 	notice, watch := hostsDone(q.Get("done"), q.Get("host")), ""
 	if q.Get("done") == "migrate" && q.Get("server") != "" {
 		// The request was accepted, which says nothing of the outcome:
@@ -494,7 +498,9 @@ func (s *Server) hostsResult(w http.ResponseWriter, r *http.Request, sess *sessi
 	if st < 400 {
 		st = http.StatusBadGateway
 	}
-	s.renderHosts(w, r, sess, st, "", messageOf(err), "")
+	// POST-redirect-GET: a reload of the Hosts page does not act again.
+	s.sess.setFlash(sess, "hosts", flash{Status: st, Error: messageOf(err)})
+	http.Redirect(w, r, "/hosts", http.StatusSeeOther)
 }
 
 func (s *Server) hostEnablePost(w http.ResponseWriter, r *http.Request, sess *session) {

@@ -69,7 +69,18 @@ type keypairsData struct {
 }
 
 func (s *Server) keypairsPage(w http.ResponseWriter, r *http.Request, sess *session) {
+	if f, ok := s.sess.takeFlash(sess, "keypairs"); ok {
+		s.renderKeypairs(w, r, sess, f.Status, keypairsData{Name: f.Form["name"], PublicKey: f.Form["public_key"]}, f.Error, "")
+		return
+	}
 	s.renderKeypairs(w, r, sess, http.StatusOK, keypairsData{}, "", doneMessage(r.URL.Query().Get("done")))
+}
+
+// keypairRefused sends the browser back to the form with the refusal
+// and what was typed (POST-redirect-GET: a reload does not post again).
+func (s *Server) keypairRefused(w http.ResponseWriter, r *http.Request, sess *session, status int, d keypairsData, msg string) {
+	s.sess.setFlash(sess, "keypairs", flash{Status: status, Error: msg, Form: map[string]string{"name": d.Name, "public_key": d.PublicKey}})
+	http.Redirect(w, r, "/keypairs", http.StatusSeeOther)
 }
 
 func (s *Server) renderKeypairs(w http.ResponseWriter, r *http.Request, sess *session, status int, d keypairsData, errMsg, notice string) {
@@ -87,7 +98,7 @@ func (s *Server) renderKeypairs(w http.ResponseWriter, r *http.Request, sess *se
 func (s *Server) keypairsPost(w http.ResponseWriter, r *http.Request, sess *session) {
 	d := keypairsData{Name: strings.TrimSpace(r.PostFormValue("name")), PublicKey: strings.TrimSpace(r.PostFormValue("public_key"))}
 	if d.Name == "" {
-		s.renderKeypairs(w, r, sess, http.StatusBadRequest, d, "Give the key pair a name.", "")
+		s.keypairRefused(w, r, sess, http.StatusBadRequest, d, "Give the key pair a name.")
 		return
 	}
 	priv, err := s.createKeypair(r.Context(), sess, d.Name, d.PublicKey)
@@ -95,7 +106,7 @@ func (s *Server) keypairsPost(w http.ResponseWriter, r *http.Request, sess *sess
 	switch {
 	case err == nil:
 	case errors.As(err, &ae) && ae.Status != http.StatusUnauthorized && ae.Status < 500:
-		s.renderKeypairs(w, r, sess, ae.Status, d, ae.Message, "")
+		s.keypairRefused(w, r, sess, ae.Status, d, ae.Message)
 		return
 	default:
 		s.fail(w, r, sess, "Key pairs", err)

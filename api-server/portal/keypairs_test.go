@@ -27,12 +27,12 @@ func TestKeypairsPage(t *testing.T) {
 	if resp.StatusCode != http.StatusCreated || !strings.Contains(b, "secret&lt;&amp;&gt;") || !strings.Contains(b, "shown only this once") {
 		t.Fatalf("generate: %d\n%s", resp.StatusCode, b)
 	}
-	resp = e.post("/keypairs", url.Values{"csrf": {csrf}, "name": {"broken"}, "public_key": {"bad"}})
+	resp = e.postBack("/keypairs", url.Values{"csrf": {csrf}, "name": {"broken"}, "public_key": {"bad"}})
 	b = body(resp)
 	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(b, "Keypair data is invalid: not a key") || !strings.Contains(b, `value="broken"`) {
 		t.Errorf("refused import: %d\n%s", resp.StatusCode, b)
 	}
-	resp = e.post("/keypairs", url.Values{"csrf": {csrf}, "name": {" "}})
+	resp = e.postBack("/keypairs", url.Values{"csrf": {csrf}, "name": {" "}})
 	if b := body(resp); resp.StatusCode != http.StatusBadRequest || !strings.Contains(b, "Give the key pair a name.") {
 		t.Errorf("no name: %d", resp.StatusCode)
 	}

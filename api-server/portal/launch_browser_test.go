@@ -68,7 +68,7 @@ func TestLaunchWithoutNetworkAsksForOne(t *testing.T) {
 		{"id": "net-shared", "name": "public", "shared": true, "project_id": "p-admin"},
 	}
 	csrf := e.login("demo")
-	resp := e.post("/launch", url.Values{"csrf": {csrf}, "name": {"web"}, "image": {"img-1"}, "flavor": {"1"}, "count": {"1"}})
+	resp := e.postBack("/launch", url.Values{"csrf": {csrf}, "name": {"web"}, "image": {"img-1"}, "flavor": {"1"}, "count": {"1"}})
 	if b := body(resp); resp.StatusCode != http.StatusBadRequest || !strings.Contains(b, "Choose a network") || len(e.api.created) != 0 {
 		t.Fatalf("launch without a network: %d, created %v\n%s", resp.StatusCode, e.api.created, b)
 	}

@@ -481,6 +481,24 @@ func (e *env) post(path string, form url.Values) *http.Response {
 	return resp
 }
 
+// postBack posts a form the portal refuses and follows its redirect
+// back to the page that shows the refusal (POST-redirect-GET), returning
+// that page; a POST answered otherwise is returned as it is.
+func (e *env) postBack(path string, form url.Values) *http.Response {
+	e.t.Helper()
+	resp := e.post(path, form)
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, "/") {
+		return resp
+	}
+	resp.Body.Close()
+	back, err := e.client.Get(e.portal.URL + loc)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return back
+}
+
 var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 
 func csrfOf(t *testing.T, page string) string {
@@ -677,12 +695,12 @@ func TestLaunchAndAPIErrors(t *testing.T) {
 		t.Errorf("create requests:\n got %s\nwant %s", got, want)
 	}
 	// Nova's refusal reaches the user as Nova wrote it, form kept.
-	resp = e.post("/launch", url.Values{"csrf": {csrf}, "name": {"big"}, "image": {"img-1"}, "flavor": {"huge"}, "count": {"1"}})
+	resp = e.postBack("/launch", url.Values{"csrf": {csrf}, "name": {"big"}, "image": {"img-1"}, "flavor": {"huge"}, "count": {"1"}})
 	b := body(resp)
 	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(b, "Quota exceeded for cores: Requested 64") || !strings.Contains(b, `value="big"`) {
 		t.Errorf("quota refusal: %d\n%s", resp.StatusCode, b)
 	}
-	resp = e.post("/launch", url.Values{"csrf": {csrf}, "name": {"x"}, "image": {"img-1"}, "flavor": {"1"}, "count": {"zero"}})
+	resp = e.postBack("/launch", url.Values{"csrf": {csrf}, "name": {"x"}, "image": {"img-1"}, "flavor": {"1"}, "count": {"zero"}})
 	if b := body(resp); !strings.Contains(b, "Count must be a whole number") {
 		t.Errorf("bad count: %s", b)
 	}
@@ -772,7 +790,7 @@ func TestServerDetailActionsConsole(t *testing.T) {
 		}
 	}
 	// Nova's conflict message for a start of a running server.
-	resp = e.post("/servers/s1/action", url.Values{"csrf": {csrf}, "action": {"start"}})
+	resp = e.postBack("/servers/s1/action", url.Values{"csrf": {csrf}, "action": {"start"}})
 	if b := body(resp); resp.StatusCode != http.StatusConflict || !strings.Contains(b, "Cannot &#39;start&#39; instance s1 while it is in vm_state active") {
 		t.Errorf("start conflict: %d\n%s", resp.StatusCode, b)
 	}
@@ -906,14 +924,14 @@ func TestNewServerActions(t *testing.T) {
 		t.Errorf("images page after a snapshot has no notice")
 	}
 	// Nova's refusal on the server's own page, with its status.
-	resp := e.post("/servers/s1/action", url.Values{"csrf": {csrf}, "action": {"resize"}, "flavor": {"1"}})
+	resp := e.postBack("/servers/s1/action", url.Values{"csrf": {csrf}, "action": {"resize"}, "flavor": {"1"}})
 	if b := body(resp); resp.StatusCode != http.StatusBadRequest || !strings.Contains(b, "When resizing, instances must change flavor!") ||
 		!strings.Contains(b, `id="act-pause"`) {
 		t.Errorf("resize to the same flavor: %d\n%s", resp.StatusCode, b)
 	}
 	// A snapshot without a name is refused before the API.
 	n := len(e.api.bodies)
-	resp = e.post("/servers/s1/action", url.Values{"csrf": {csrf}, "action": {"snapshot"}, "name": {" "}})
+	resp = e.postBack("/servers/s1/action", url.Values{"csrf": {csrf}, "action": {"snapshot"}, "name": {" "}})
 	if b := body(resp); resp.StatusCode != http.StatusBadRequest || !strings.Contains(b, "Give the snapshot a name.") || len(e.api.bodies) != n {
 		t.Errorf("nameless snapshot: %d\n%s", resp.StatusCode, b)
 	}
@@ -1005,7 +1023,7 @@ func TestHostsPage(t *testing.T) {
 	resp = a.post("/hosts/cn-b/enable", url.Values{"csrf": {csrf}})
 	resp.Body.Close()
 	// Migrate: the API's refusal on the Hosts page, readable.
-	resp = a.post("/admin/servers/s2/migrate", url.Values{"csrf": {csrf}, "host": {"cn-b"}})
+	resp = a.postBack("/admin/servers/s2/migrate", url.Values{"csrf": {csrf}, "host": {"cn-b"}})
 	if b := body(resp); resp.StatusCode != http.StatusBadRequest || !strings.Contains(b, "cold migration) is not supported") || !strings.Contains(b, `data-host="cn-a"`) {
 		t.Errorf("refused migration: %d\n%s", resp.StatusCode, b)
 	}

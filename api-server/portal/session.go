@@ -34,6 +34,17 @@ type session struct {
 	ProjectID string
 	Admin     bool
 	Expires   time.Time
+	// flashes are what failed forms left for the page they redirect to
+	// (POST-redirect-GET: a reload shows the error, never re-posts),
+	// by page; guarded by the sessions' lock.
+	flashes map[string]flash
+}
+
+// flash is a failed form's error and the values the user typed.
+type flash struct {
+	Status int
+	Error  string
+	Form   map[string]string
 }
 
 // keys derives CSRF tokens.
@@ -107,6 +118,25 @@ func (ss *sessions) get(id string) *session {
 		return nil
 	}
 	return s
+}
+
+// setFlash keeps f for the next GET of page in sess (replacing any).
+func (ss *sessions) setFlash(sess *session, page string, f flash) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if sess.flashes == nil {
+		sess.flashes = map[string]flash{}
+	}
+	sess.flashes[page] = f
+}
+
+// takeFlash returns and forgets sess's flash for page.
+func (ss *sessions) takeFlash(sess *session, page string) (flash, bool) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	f, ok := sess.flashes[page]
+	delete(sess.flashes, page)
+	return f, ok
 }
 
 // remove ends the session of id (logout).
