@@ -173,7 +173,9 @@ func TestUploadLimits(t *testing.T) {
 	reg, _ := sinkRegistry(t)
 	e := newEnv(t, &image.RegistryData{Registry: reg}, func(o *image.Options) {
 		o.MaxImageBytes = 1 << 20
-		o.UploadTimeout = 500 * time.Millisecond
+		// Long enough for the last upload on a loaded CI machine (500 ms
+		// was not), short for the stalled one.
+		o.UploadTimeout = 3 * time.Second
 	})
 	newImage := func() string {
 		r := e.want(e.do("POST", "/v2/images", e.alice, map[string]any{"name": "lim", "container_format": "docker", "disk_format": "raw"}), http.StatusCreated)
