@@ -204,6 +204,38 @@ var migrations = []migration{
 		}
 		return tx.Migrator().AddColumn(&Port{}, "AllowedAddressPairs")
 	}},
+	{25, "identity: domains, domain grants, application credentials; project tags and parents; user descriptions, options and extra attributes", func(tx *gorm.DB) error {
+		if err := tx.AutoMigrate(&Domain{}, &DomainRoleAssignment{}, &ApplicationCredential{}); err != nil {
+			return err
+		}
+		for model, cols := range map[any][]string{
+			&Project{}: {"ParentID", "Tags"},
+			&User{}:    {"Description", "Options", "Extra"},
+			&Token{}:   {"DomainID", "AppCredID"},
+		} {
+			for _, col := range cols {
+				if tx.Migrator().HasColumn(model, col) {
+					continue
+				}
+				if err := tx.Migrator().AddColumn(model, col); err != nil {
+					return err
+				}
+			}
+		}
+		if !tx.Migrator().HasIndex(&Project{}, "ParentID") {
+			if err := tx.Migrator().CreateIndex(&Project{}, "ParentID"); err != nil {
+				return err
+			}
+		}
+		if !tx.Migrator().HasIndex(&Token{}, "AppCredID") {
+			if err := tx.Migrator().CreateIndex(&Token{}, "AppCredID"); err != nil {
+				return err
+			}
+		}
+		// The default domain always exists (Keystone's "default").
+		return tx.Where(Domain{ID: "default"}).Attrs(Domain{Name: "Default", Description: "The default domain",
+			Enabled: true, Tags: "[]"}).FirstOrCreate(&Domain{}).Error
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

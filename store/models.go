@@ -17,6 +17,45 @@ type Project struct {
 	Description string
 	Enabled     bool
 	CreatedAt   time.Time
+	// ParentID is the parent project; "" means the domain is the parent.
+	ParentID string `gorm:"size:64;index"`
+	// Tags is the project's tags as a JSON array of strings.
+	Tags string
+}
+
+// Domain is a Keystone domain: a namespace of projects and users. The
+// "default" domain always exists.
+type Domain struct {
+	ID          string `gorm:"primaryKey;size:64"`
+	Name        string `gorm:"size:255;uniqueIndex"`
+	Description string
+	Enabled     bool
+	Tags        string // JSON array of strings
+	CreatedAt   time.Time
+}
+
+// DomainRoleAssignment grants a role to a user on a domain (a
+// domain-scoped token carries these roles).
+type DomainRoleAssignment struct {
+	UserID   string `gorm:"primaryKey;size:64"`
+	DomainID string `gorm:"primaryKey;size:64"`
+	RoleID   string `gorm:"primaryKey;size:64"`
+}
+
+// ApplicationCredential lets software log in as its user, limited to one
+// project and a subset of the user's roles there. Only a bcrypt hash of
+// the secret is stored.
+type ApplicationCredential struct {
+	ID           string `gorm:"primaryKey;size:64"`
+	Name         string `gorm:"size:255;uniqueIndex:ux_appcred_name"`
+	UserID       string `gorm:"size:64;uniqueIndex:ux_appcred_name"`
+	ProjectID    string `gorm:"size:64"`
+	Description  string
+	SecretHash   string
+	Roles        string // JSON array of role ids
+	ExpiresAt    *time.Time
+	Unrestricted bool
+	CreatedAt    time.Time
 }
 
 // User is a Keystone user; the password is stored only as a bcrypt hash.
@@ -29,6 +68,11 @@ type User struct {
 	Email            string
 	Enabled          bool
 	CreatedAt        time.Time
+	Description      string
+	// Options and Extra are JSON objects: Keystone's user options and
+	// the arbitrary attributes a client stored.
+	Options string
+	Extra   string
 }
 
 // Role is a Keystone role (admin, member, reader).
@@ -56,6 +100,11 @@ type Token struct {
 	IssuedAt  time.Time
 	ExpiresAt time.Time `gorm:"index"`
 	Revoked   bool
+	// DomainID is the domain of a domain-scoped token ("" otherwise).
+	DomainID string `gorm:"size:64"`
+	// AppCredID is the application credential the token was issued for
+	// ("" otherwise): its roles limit the token's, its deletion revokes it.
+	AppCredID string `gorm:"size:64;index"`
 }
 
 // Flavor is a Nova flavor. ID is the internal integer id (Nova reports it

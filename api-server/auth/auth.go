@@ -21,6 +21,10 @@ type Credentials struct {
 	// IsAdminProject: the token is scoped to the cloud's admin project
 	// (Keystone's is_admin_project), where the admin role is cloud-wide.
 	IsAdminProject bool
+	// AppCredID is the application credential the token came from ("" for
+	// other tokens); a restricted one may not manage credentials.
+	AppCredID         string
+	AppCredRestricted bool
 }
 
 // HasRole reports whether the caller holds role (case-insensitive).

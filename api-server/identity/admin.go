@@ -2,9 +2,12 @@ package identity
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 
@@ -70,52 +73,15 @@ func boolFilter(r *http.Request, key string) (val, ok bool) {
 	return v == "" || v == "1" || v == "true" || v == "yes" || v == "on", true
 }
 
-// domainFilterMatches reports whether ?domain_id= (if any) names the
-// default domain; any other domain has no entities.
-func domainFilterMatches(r *http.Request) bool {
-	d := r.URL.Query().Get("domain_id")
-	return d == "" || isDefaultDomain(d)
-}
-
-// ---- domains ----
-
-func (s *Service) domainView(r *http.Request) map[string]any {
-	return map[string]any{"id": DefaultDomainID, "name": DefaultDomainName, "description": "The default domain",
-		"enabled": true, "tags": []string{}, "options": map[string]any{},
-		"links": map[string]string{"self": s.selfURL(r, "domains", DefaultDomainID)}}
-}
-
-func (s *Service) listDomains(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.requireAdmin(w, r); !ok {
-		return
-	}
-	out := []map[string]any{}
-	q := r.URL.Query()
-	enabled, hasEnabled := boolFilter(r, "enabled")
-	if (!q.Has("name") || q.Get("name") == DefaultDomainName) && (!q.Has("id") || q.Get("id") == DefaultDomainID) &&
-		(!hasEnabled || enabled) {
-		out = append(out, s.domainView(r))
-	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"domains": out, "links": s.collectionLinks(r)})
-}
-
-func (s *Service) getDomain(w http.ResponseWriter, r *http.Request) {
-	if r.PathValue("id") != DefaultDomainID {
-		s.failErr(w, r, errdefs.NotFound("Could not find domain: "+r.PathValue("id")+"."))
-		return
-	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"domain": s.domainView(r)})
-}
-
-func (s *Service) authDomains(w http.ResponseWriter, r *http.Request) {
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"domains": []any{s.domainView(r)}, "links": s.collectionLinks(r)})
-}
-
 // ---- projects ----
 
 func (s *Service) projectView(r *http.Request, p *store.Project) map[string]any {
+	parent := p.ParentID
+	if parent == "" {
+		parent = p.DomainID
+	}
 	return map[string]any{"id": p.ID, "name": p.Name, "domain_id": p.DomainID, "description": p.Description,
-		"enabled": p.Enabled, "parent_id": p.DomainID, "is_domain": false, "tags": []string{},
+		"enabled": p.Enabled, "parent_id": parent, "is_domain": false, "tags": decodeTags(p.Tags),
 		"options": map[string]any{}, "links": map[string]string{"self": s.selfURL(r, "projects", p.ID)}}
 }
 
@@ -127,8 +93,38 @@ func (s *Service) projectsResponse(w http.ResponseWriter, r *http.Request, ps []
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"projects": out, "links": s.collectionLinks(r)})
 }
 
+// projectMatches applies the project list filters Keystone honours.
+func projectMatches(q url.Values, p *store.Project) bool {
+	parent := p.ParentID
+	if parent == "" {
+		parent = p.DomainID
+	}
+	enabled := strings.ToLower(q.Get("enabled"))
+	return nameMatches(q, p.Name) && tagsMatch(q, decodeTags(p.Tags)) &&
+		(!q.Has("domain_id") || q.Get("domain_id") == p.DomainID) &&
+		(!q.Has("parent_id") || q.Get("parent_id") == parent) &&
+		(!q.Has("enabled") || p.Enabled == (enabled == "" || enabled == "1" || enabled == "true" || enabled == "yes" || enabled == "on"))
+}
+
 func (s *Service) listProjects(w http.ResponseWriter, r *http.Request) {
 	if _, ok := s.requireAdmin(w, r); !ok {
+		return
+	}
+	q := r.URL.Query()
+	if isDomain, _ := boolFilter(r, "is_domain"); isDomain {
+		// Domains are the projects with is_domain true.
+		var ds []store.Domain
+		if err := s.st.WithContext(r.Context()).Order("name").Find(&ds).Error; err != nil {
+			s.internalError(w, r, fmt.Errorf("list domains: %w", err))
+			return
+		}
+		out := []map[string]any{}
+		for i := range ds {
+			if nameMatches(q, ds[i].Name) && tagsMatch(q, decodeTags(ds[i].Tags)) {
+				out = append(out, s.domainAsProject(r, &ds[i]))
+			}
+		}
+		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"projects": out, "links": s.collectionLinks(r)})
 		return
 	}
 	var ps []store.Project
@@ -136,25 +132,21 @@ func (s *Service) listProjects(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, fmt.Errorf("list projects: %w", err))
 		return
 	}
-	q := r.URL.Query()
-	enabled, hasEnabled := boolFilter(r, "enabled")
-	isDomain, _ := boolFilter(r, "is_domain")
-	ps = slices.DeleteFunc(ps, func(p store.Project) bool {
-		return !domainFilterMatches(r) || isDomain ||
-			(q.Has("name") && p.Name != q.Get("name")) ||
-			(q.Has("parent_id") && q.Get("parent_id") != p.DomainID) ||
-			(hasEnabled && p.Enabled != enabled)
-	})
+	if d := q.Get("domain_id"); d != "" && strings.EqualFold(d, DefaultDomainName) {
+		q.Set("domain_id", DefaultDomainID)
+	}
+	ps = slices.DeleteFunc(ps, func(p store.Project) bool { return !projectMatches(q, &p) })
 	s.projectsResponse(w, r, ps)
 }
 
 type projectInput struct {
-	Name        *string `json:"name"`
-	Description *string `json:"description"`
-	DomainID    *string `json:"domain_id"`
-	ParentID    *string `json:"parent_id"`
-	Enabled     *bool   `json:"enabled"`
-	IsDomain    *bool   `json:"is_domain"`
+	Name        *string   `json:"name"`
+	Description *string   `json:"description"`
+	DomainID    *string   `json:"domain_id"`
+	ParentID    *string   `json:"parent_id"`
+	Enabled     *bool     `json:"enabled"`
+	IsDomain    *bool     `json:"is_domain"`
+	Tags        *[]string `json:"tags"`
 }
 
 // checkProjectInput validates the fields common to create and update.
@@ -168,20 +160,12 @@ func checkProjectInput(in *projectInput) string {
 			return fmt.Sprintf("Invalid input for field 'name': longer than %d characters.", maxProjectName)
 		}
 	}
-	if in.DomainID != nil && *in.DomainID != "" && !isDefaultDomain(*in.DomainID) {
-		return "Could not find domain: " + *in.DomainID + "."
-	}
-	if in.ParentID != nil && *in.ParentID != "" && *in.ParentID != DefaultDomainID {
-		return "Capsule projects cannot be nested."
-	}
-	if in.IsDomain != nil && *in.IsDomain {
-		return "Capsule has a single domain; is_domain projects are not supported."
-	}
 	return ""
 }
 
 func (s *Service) createProject(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.requireAdmin(w, r); !ok {
+	c, ok := s.requireAdmin(w, r)
+	if !ok {
 		return
 	}
 	var in projectInput
@@ -196,12 +180,34 @@ func (s *Service) createProject(w http.ResponseWriter, r *http.Request) {
 		s.failErr(w, r, errdefs.InvalidArgument(msg))
 		return
 	}
-	p := store.Project{ID: newID(), Name: *in.Name, DomainID: DefaultDomainID, Enabled: true}
+	if in.IsDomain != nil && *in.IsDomain {
+		// A project that is a domain is a domain (Keystone's model).
+		d, err := s.newDomain(r.Context(), *in.Name, in.Description, in.Enabled, in.Tags)
+		if err != nil {
+			s.failErr(w, r, err)
+			return
+		}
+		httpapi.WriteJSON(w, http.StatusCreated, map[string]any{"project": s.domainAsProject(r, &d)})
+		return
+	}
+	p := store.Project{ID: newID(), Name: *in.Name, Enabled: true, Tags: "[]"}
+	if err := s.placeProject(r.Context(), &p, c, in.DomainID, in.ParentID); err != nil {
+		s.failErr(w, r, err)
+		return
+	}
 	if in.Description != nil {
 		p.Description = *in.Description
 	}
 	if in.Enabled != nil {
 		p.Enabled = *in.Enabled
+	}
+	if in.Tags != nil {
+		tags, err := checkTags(*in.Tags)
+		if err != nil {
+			s.failErr(w, r, err)
+			return
+		}
+		p.Tags = encodeTags(tags)
 	}
 	if err := s.st.WithContext(r.Context()).Create(&p).Error; err != nil {
 		if errors.Is(err, gorm.ErrDuplicatedKey) {
@@ -212,6 +218,49 @@ func (s *Service) createProject(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusCreated, map[string]any{"project": s.projectView(r, &p)})
+}
+
+// placeProject sets a new project's domain and parent: the domain given,
+// else the parent's, else the caller's; a parent must be a project of
+// the same domain, or the domain itself.
+func (s *Service) placeProject(ctx context.Context, p *store.Project, c *auth.Credentials, domainID, parentID *string) error {
+	var domain string
+	if domainID != nil && *domainID != "" {
+		d, err := s.findDomain(ctx, *domainID, "")
+		if err != nil {
+			return notFoundAs(err, "Could not find domain: "+*domainID+".")
+		}
+		domain = d.ID
+	}
+	if parentID != nil && *parentID != "" {
+		parent, err := s.loadProject(ctx, *parentID)
+		switch {
+		case err == nil:
+			if domain != "" && domain != parent.DomainID {
+				return errdefs.InvalidArgument("Cannot create project, the parent (" + parent.ID + ") is in a different domain.")
+			}
+			domain, p.ParentID = parent.DomainID, parent.ID
+		case errors.Is(err, store.ErrNotFound):
+			d, derr := s.loadDomain(ctx, *parentID)
+			if derr != nil {
+				return notFoundAs(derr, "Could not find project: "+*parentID+".")
+			}
+			if domain != "" && domain != d.ID {
+				return errdefs.InvalidArgument("Cannot create project, the parent (" + d.ID + ") is in a different domain.")
+			}
+			domain = d.ID
+		default:
+			return err
+		}
+	}
+	if domain == "" {
+		domain = DefaultDomainID
+		if c != nil && c.DomainID != "" {
+			domain = c.DomainID
+		}
+	}
+	p.DomainID = domain
+	return nil
 }
 
 func (s *Service) loadProject(ctx context.Context, id string) (store.Project, error) {
@@ -228,11 +277,86 @@ func (s *Service) getProject(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p, err := s.loadProject(r.Context(), id)
+	if errors.Is(err, store.ErrNotFound) {
+		if d, derr := s.loadDomain(r.Context(), id); derr == nil {
+			httpapi.WriteJSON(w, http.StatusOK, map[string]any{"project": s.domainAsProject(r, &d)})
+			return
+		}
+	}
 	if err != nil {
 		s.storeError(w, r, err, "Could not find project: "+id+".")
 		return
 	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"project": s.projectView(r, &p)})
+	view := s.projectView(r, &p)
+	q := r.URL.Query()
+	if q.Has("subtree_as_list") || q.Has("subtree_as_ids") || q.Has("parents_as_list") || q.Has("parents_as_ids") {
+		if err := s.addHierarchy(r, &p, view); err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"project": view})
+}
+
+// addHierarchy adds the subtree and parents views GET /v3/projects/{id}
+// asks for: *_as_list as project bodies, *_as_ids as nested id maps.
+func (s *Service) addHierarchy(r *http.Request, p *store.Project, view map[string]any) error {
+	var all []store.Project
+	if err := s.st.WithContext(r.Context()).Where("domain_id = ?", p.DomainID).Order("name").Find(&all).Error; err != nil {
+		return fmt.Errorf("load projects of domain %s: %w", p.DomainID, err)
+	}
+	byID := map[string]*store.Project{}
+	children := map[string][]*store.Project{}
+	for i := range all {
+		byID[all[i].ID] = &all[i]
+		children[all[i].ParentID] = append(children[all[i].ParentID], &all[i])
+	}
+	q := r.URL.Query()
+	if q.Has("subtree_as_list") {
+		list := []map[string]any{}
+		var walk func(id string, depth int)
+		walk = func(id string, depth int) {
+			for _, c := range children[id] {
+				if depth < 64 {
+					list = append(list, map[string]any{"project": s.projectView(r, c)})
+					walk(c.ID, depth+1)
+				}
+			}
+		}
+		walk(p.ID, 0)
+		view["subtree"] = list
+	} else if q.Has("subtree_as_ids") {
+		var ids func(id string, depth int) any
+		ids = func(id string, depth int) any {
+			if len(children[id]) == 0 || depth >= 64 {
+				return nil
+			}
+			m := map[string]any{}
+			for _, c := range children[id] {
+				m[c.ID] = ids(c.ID, depth+1)
+			}
+			return m
+		}
+		view["subtree"] = ids(p.ID, 0)
+	}
+	var parents []*store.Project
+	for cur := byID[p.ParentID]; cur != nil && len(parents) < 64; cur = byID[cur.ParentID] {
+		parents = append(parents, cur)
+	}
+	if q.Has("parents_as_list") {
+		list := []map[string]any{}
+		for _, pp := range parents {
+			list = append(list, map[string]any{"project": s.projectView(r, pp)})
+		}
+		view["parents"] = list
+	} else if q.Has("parents_as_ids") {
+		var m any = map[string]any{p.DomainID: nil}
+		for i := len(parents) - 1; i >= 0; i-- {
+			m = map[string]any{parents[i].ID: m}
+		}
+		view["parents"] = m
+	}
+	return nil
 }
 
 func (s *Service) updateProject(w http.ResponseWriter, r *http.Request) {
@@ -249,8 +373,27 @@ func (s *Service) updateProject(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p, err := s.loadProject(r.Context(), id)
+	if errors.Is(err, store.ErrNotFound) {
+		if _, derr := s.loadDomain(r.Context(), id); derr == nil {
+			d, err := s.changeDomain(r.Context(), id, in.Name, in.Description, in.Enabled, in.Tags)
+			if err != nil {
+				s.failErr(w, r, err)
+				return
+			}
+			httpapi.WriteJSON(w, http.StatusOK, map[string]any{"project": s.domainAsProject(r, &d)})
+			return
+		}
+	}
 	if err != nil {
 		s.storeError(w, r, err, "Could not find project: "+id+".")
+		return
+	}
+	if in.DomainID != nil && *in.DomainID != p.DomainID {
+		s.failErr(w, r, errdefs.InvalidArgument("Cannot change the domain of a project."))
+		return
+	}
+	if in.ParentID != nil && *in.ParentID != p.ParentID && !(p.ParentID == "" && *in.ParentID == p.DomainID) {
+		s.failErr(w, r, errdefs.Forbidden("Update of `parent_id` is not allowed."))
 		return
 	}
 	if in.Name != nil {
@@ -262,7 +405,15 @@ func (s *Service) updateProject(w http.ResponseWriter, r *http.Request) {
 	if in.Enabled != nil {
 		p.Enabled = *in.Enabled
 	}
-	if err := s.st.WithContext(r.Context()).Select("name", "description", "enabled").Save(&p).Error; err != nil {
+	if in.Tags != nil {
+		tags, err := checkTags(*in.Tags)
+		if err != nil {
+			s.failErr(w, r, err)
+			return
+		}
+		p.Tags = encodeTags(tags)
+	}
+	if err := s.st.WithContext(r.Context()).Select("name", "description", "enabled", "tags").Save(&p).Error; err != nil {
 		if errors.Is(err, gorm.ErrDuplicatedKey) {
 			s.failErr(w, r, errdefs.Conflict("Conflict occurred attempting to store project - Duplicate entry found with name "+p.Name+"."))
 			return
@@ -278,7 +429,24 @@ func (s *Service) deleteProject(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
+	if _, err := s.loadProject(r.Context(), id); errors.Is(err, store.ErrNotFound) {
+		if _, derr := s.loadDomain(r.Context(), id); derr == nil {
+			if err := s.removeDomain(r.Context(), id); err != nil {
+				s.failErr(w, r, err)
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+	}
 	err := s.st.WithContext(r.Context()).Transaction(func(tx *gorm.DB) error {
+		var children int64
+		if err := tx.Model(&store.Project{}).Where("parent_id = ?", id).Count(&children).Error; err != nil {
+			return err
+		}
+		if children > 0 {
+			return errdefs.Forbidden("Cannot delete the project " + id + " since it is not a leaf in the hierarchy.")
+		}
 		res := tx.Where("id = ?", id).Delete(&store.Project{})
 		if res.Error != nil {
 			return res.Error
@@ -286,16 +454,131 @@ func (s *Service) deleteProject(w http.ResponseWriter, r *http.Request) {
 		if res.RowsAffected == 0 {
 			return store.ErrNotFound
 		}
-		if err := tx.Where("project_id = ?", id).Delete(&store.RoleAssignment{}).Error; err != nil {
-			return err
+		for _, m := range []any{&store.RoleAssignment{}, &store.Token{}, &store.ApplicationCredential{}} {
+			if err := tx.Where("project_id = ?", id).Delete(m).Error; err != nil {
+				return err
+			}
 		}
-		return tx.Where("project_id = ?", id).Delete(&store.Token{}).Error
+		return nil
 	})
 	if err != nil {
 		s.storeError(w, r, err, "Could not find project: "+id+".")
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// ---- project tags ----
+
+// projectForTags loads the project of a tags URL; reads are for admins
+// and the project's own tokens, writes for admins.
+func (s *Service) projectForTags(w http.ResponseWriter, r *http.Request, write bool) (store.Project, bool) {
+	c := auth.FromContext(r.Context())
+	id := r.PathValue("id")
+	if !c.IsAdmin() && (write || c.ProjectID != id) {
+		s.failErr(w, r, errdefs.Forbidden(forbiddenMsg))
+		return store.Project{}, false
+	}
+	p, err := s.loadProject(r.Context(), id)
+	if err != nil {
+		s.storeError(w, r, err, "Could not find project: "+id+".")
+		return p, false
+	}
+	return p, true
+}
+
+func (s *Service) saveTags(w http.ResponseWriter, r *http.Request, p *store.Project, tags []string) bool {
+	tags, err := checkTags(tags)
+	if err != nil {
+		s.failErr(w, r, err)
+		return false
+	}
+	p.Tags = encodeTags(tags)
+	if err := s.st.WithContext(r.Context()).Model(p).Update("tags", p.Tags).Error; err != nil {
+		s.internalError(w, r, fmt.Errorf("update tags of project %s: %w", p.ID, err))
+		return false
+	}
+	return true
+}
+
+func (s *Service) listProjectTags(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.projectForTags(w, r, false)
+	if !ok {
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"tags": decodeTags(p.Tags)})
+}
+
+func (s *Service) replaceProjectTags(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.projectForTags(w, r, true)
+	if !ok {
+		return
+	}
+	var body struct {
+		Tags *[]string `json:"tags"`
+	}
+	if err := httpapi.ReadJSON(r, &body); err != nil || body.Tags == nil {
+		s.failErr(w, r, errdefs.InvalidArgument("Invalid input: a 'tags' list is required."))
+		return
+	}
+	if s.saveTags(w, r, &p, *body.Tags) {
+		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"tags": decodeTags(p.Tags)})
+	}
+}
+
+func (s *Service) clearProjectTags(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.projectForTags(w, r, true)
+	if ok && s.saveTags(w, r, &p, nil) {
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func (s *Service) checkProjectTag(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.projectForTags(w, r, false)
+	if !ok {
+		return
+	}
+	if !slices.Contains(decodeTags(p.Tags), r.PathValue("tag")) {
+		s.failErr(w, r, errdefs.NotFound("Could not find tag: "+r.PathValue("tag")+"."))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Service) addProjectTag(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.projectForTags(w, r, true)
+	if !ok {
+		return
+	}
+	tag := r.PathValue("tag")
+	if err := checkTag(tag); err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	tags := decodeTags(p.Tags)
+	if !slices.Contains(tags, tag) {
+		tags = append(tags, tag)
+	}
+	if s.saveTags(w, r, &p, tags) {
+		w.Header().Set("Location", s.selfURL(r, "projects", p.ID)+"/tags/"+url.PathEscape(tag))
+		w.WriteHeader(http.StatusCreated)
+	}
+}
+
+func (s *Service) deleteProjectTag(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.projectForTags(w, r, true)
+	if !ok {
+		return
+	}
+	tags := decodeTags(p.Tags)
+	i := slices.Index(tags, r.PathValue("tag"))
+	if i < 0 {
+		s.failErr(w, r, errdefs.NotFound("Could not find tag: "+r.PathValue("tag")+"."))
+		return
+	}
+	if s.saveTags(w, r, &p, slices.Delete(tags, i, i+1)) {
+		w.WriteHeader(http.StatusNoContent)
+	}
 }
 
 // authProjects is GET /v3/auth/projects: the projects the caller may
@@ -328,20 +611,30 @@ func (s *Service) userProjectsFor(w http.ResponseWriter, r *http.Request, userID
 		s.internalError(w, r, fmt.Errorf("list projects of user %s: %w", userID, err))
 		return
 	}
-	enabled, hasEnabled := boolFilter(r, "enabled")
 	q := r.URL.Query()
-	ps = slices.DeleteFunc(ps, func(p store.Project) bool {
-		return (hasEnabled && p.Enabled != enabled) || (q.Has("name") && q.Get("name") != p.Name)
-	})
+	ps = slices.DeleteFunc(ps, func(p store.Project) bool { return !projectMatches(q, &p) })
 	s.projectsResponse(w, r, ps)
 }
 
 // ---- users ----
 
 func (s *Service) userView(r *http.Request, u *store.User) map[string]any {
-	v := map[string]any{"id": u.ID, "name": u.Name, "domain_id": u.DomainID, "enabled": u.Enabled,
-		"password_expires_at": nil, "options": map[string]any{},
-		"links": map[string]string{"self": s.selfURL(r, "users", u.ID)}}
+	v := map[string]any{}
+	// Extra attributes first, so none can shadow a real one.
+	if u.Extra != "" {
+		_ = json.Unmarshal([]byte(u.Extra), &v)
+	}
+	opts := map[string]any{}
+	if u.Options != "" {
+		_ = json.Unmarshal([]byte(u.Options), &opts)
+	}
+	for k, x := range map[string]any{"id": u.ID, "name": u.Name, "domain_id": u.DomainID, "enabled": u.Enabled,
+		"password_expires_at": nil, "options": opts, "description": u.Description,
+		"links": map[string]string{"self": s.selfURL(r, "users", u.ID)}} {
+		v[k] = x
+	}
+	delete(v, "default_project_id")
+	delete(v, "email")
 	if u.DefaultProjectID != "" {
 		v["default_project_id"] = u.DefaultProjectID
 	}
@@ -367,10 +660,14 @@ func (s *Service) listUsers(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
+	if d := q.Get("domain_id"); d != "" && strings.EqualFold(d, DefaultDomainName) {
+		q.Set("domain_id", DefaultDomainID)
+	}
 	enabled, hasEnabled := boolFilter(r, "enabled")
 	us = slices.DeleteFunc(us, func(u store.User) bool {
-		return !domainFilterMatches(r) || (q.Has("name") && u.Name != q.Get("name")) ||
-			(hasEnabled && u.Enabled != enabled)
+		return !nameMatches(q, u.Name) || (q.Has("domain_id") && q.Get("domain_id") != u.DomainID) ||
+			(hasEnabled && u.Enabled != enabled) ||
+			(q.Has("default_project_id") && q.Get("default_project_id") != u.DefaultProjectID)
 	})
 	out := make([]map[string]any, 0, len(us))
 	for i := range us {
@@ -380,13 +677,52 @@ func (s *Service) listUsers(w http.ResponseWriter, r *http.Request) {
 }
 
 type userInput struct {
-	Name             *string `json:"name"`
-	Password         *string `json:"password"`
-	DomainID         *string `json:"domain_id"`
-	DefaultProjectID *string `json:"default_project_id"`
-	ProjectID        *string `json:"project_id"` // Tempest's identity_utils sends this
-	Email            *string `json:"email"`
-	Enabled          *bool   `json:"enabled"`
+	Name             *string                    `json:"name"`
+	Password         *string                    `json:"password"`
+	DomainID         *string                    `json:"domain_id"`
+	DefaultProjectID *string                    `json:"default_project_id"`
+	ProjectID        *string                    `json:"project_id"` // Tempest's identity_utils sends this
+	Email            *string                    `json:"email"`
+	Enabled          *bool                      `json:"enabled"`
+	Description      *string                    `json:"description"`
+	Options          map[string]json.RawMessage `json:"options"`
+	// extra is every other attribute, kept and shown as Keystone does.
+	extra map[string]any
+}
+
+// userAttributes are the user body's own keys; any other is extra.
+var userAttributes = []string{"id", "name", "password", "domain_id", "default_project_id", "project_id",
+	"email", "enabled", "description", "options", "links", "password_expires_at"}
+
+// readUser decodes a user body, collecting the attributes Keystone keeps
+// as extras.
+func (s *Service) readUser(w http.ResponseWriter, r *http.Request, in *userInput) bool {
+	var body map[string]jsonRaw
+	if err := httpapi.ReadJSON(r, &body); err != nil {
+		s.failErr(w, r, errdefs.InvalidArgument("Invalid input: "+err.Error()))
+		return false
+	}
+	raw, ok := body["user"]
+	if !ok {
+		s.failErr(w, r, errdefs.InvalidArgument("Invalid input: 'user' is a required property."))
+		return false
+	}
+	var all map[string]any
+	if err := raw.decode(in); err != nil {
+		s.failErr(w, r, errdefs.InvalidArgument("Invalid input for user: "+err.Error()))
+		return false
+	}
+	if err := raw.decode(&all); err != nil {
+		s.failErr(w, r, errdefs.InvalidArgument("Invalid input for user: "+err.Error()))
+		return false
+	}
+	in.extra = map[string]any{}
+	for k, v := range all {
+		if !slices.Contains(userAttributes, k) {
+			in.extra[k] = v
+		}
+	}
+	return true
 }
 
 func checkUserInput(in *userInput) string {
@@ -398,10 +734,60 @@ func checkUserInput(in *userInput) string {
 			return fmt.Sprintf("Invalid input for field 'name': longer than %d characters.", maxName)
 		}
 	}
-	if in.DomainID != nil && *in.DomainID != "" && !isDefaultDomain(*in.DomainID) {
-		return "Could not find domain: " + *in.DomainID + "."
-	}
 	return ""
+}
+
+// userOptions are Keystone's user options and whether each is a boolean
+// (the other, multi_factor_auth_rules, is a list of lists of methods).
+var userOptions = map[string]bool{
+	"ignore_change_password_upon_first_use": true, "ignore_password_expiry": true,
+	"ignore_lockout_failure_attempts": true, "lock_password": true, "ignore_user_inactivity": true,
+	"multi_factor_auth_enabled": true, "multi_factor_auth_rules": false,
+}
+
+// mergeOptions applies an options update to stored (JSON): a null value
+// removes the option.
+func mergeOptions(stored string, in map[string]json.RawMessage) (string, error) {
+	opts := map[string]any{}
+	if stored != "" {
+		_ = json.Unmarshal([]byte(stored), &opts)
+	}
+	for k, raw := range in {
+		isBool, known := userOptions[k]
+		if !known {
+			return "", errdefs.InvalidArgumentf("Invalid input for field 'options': unknown option %q.", k)
+		}
+		if string(raw) == "null" {
+			delete(opts, k)
+			continue
+		}
+		if isBool {
+			var b bool
+			if err := json.Unmarshal(raw, &b); err != nil {
+				return "", errdefs.InvalidArgumentf("Invalid input for field 'options': %s must be a boolean.", k)
+			}
+			opts[k] = b
+			continue
+		}
+		var rules [][]string
+		if err := json.Unmarshal(raw, &rules); err != nil {
+			return "", errdefs.InvalidArgumentf("Invalid input for field 'options': %s must be a list of lists of methods.", k)
+		}
+		opts[k] = rules
+	}
+	b, err := json.Marshal(opts)
+	return string(b), err
+}
+
+// mergeExtra adds a body's extra attributes to the stored ones.
+func mergeExtra(stored string, in map[string]any) string {
+	extra := map[string]any{}
+	if stored != "" {
+		_ = json.Unmarshal([]byte(stored), &extra)
+	}
+	maps.Copy(extra, in)
+	b, _ := json.Marshal(extra)
+	return string(b)
 }
 
 // MaxPasswordBytes is the longest password bcrypt uses whole; a longer
@@ -425,11 +811,12 @@ func hashPassword(pw string) (string, error) {
 }
 
 func (s *Service) createUser(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.requireAdmin(w, r); !ok {
+	c, ok := s.requireAdmin(w, r)
+	if !ok {
 		return
 	}
 	var in userInput
-	if !s.readEntity(w, r, "user", &in) {
+	if !s.readUser(w, r, &in) {
 		return
 	}
 	if in.Name == nil {
@@ -441,12 +828,32 @@ func (s *Service) createUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u := store.User{ID: newID(), Name: *in.Name, DomainID: DefaultDomainID, Enabled: true}
+	if c.DomainID != "" {
+		u.DomainID = c.DomainID
+	}
+	if in.DomainID != nil && *in.DomainID != "" {
+		d, err := s.findDomain(r.Context(), *in.DomainID, "")
+		if err != nil {
+			s.failErr(w, r, notFoundAs(err, "Could not find domain: "+*in.DomainID+"."))
+			return
+		}
+		u.DomainID = d.ID
+	}
 	if in.Enabled != nil {
 		u.Enabled = *in.Enabled
 	}
 	if in.Email != nil {
 		u.Email = *in.Email
 	}
+	if in.Description != nil {
+		u.Description = *in.Description
+	}
+	opts, err := mergeOptions("", in.Options)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	u.Options, u.Extra = opts, mergeExtra("", in.extra)
 	switch {
 	case in.DefaultProjectID != nil:
 		u.DefaultProjectID = *in.DefaultProjectID
@@ -469,7 +876,7 @@ func (s *Service) createUser(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := s.st.WithContext(r.Context()).Create(&u).Error; err != nil {
 		if errors.Is(err, gorm.ErrDuplicatedKey) {
-			s.failErr(w, r, errdefs.Conflict("Conflict occurred attempting to store user - Duplicate entry found with name "+u.Name+" at domain ID default."))
+			s.failErr(w, r, errdefs.Conflict("Conflict occurred attempting to store user - Duplicate entry found with name "+u.Name+" at domain ID "+u.DomainID+"."))
 			return
 		}
 		s.internalError(w, r, fmt.Errorf("create user: %w", err))
@@ -499,7 +906,7 @@ func (s *Service) updateUser(w http.ResponseWriter, r *http.Request) {
 	}
 	id := r.PathValue("id")
 	var in userInput
-	if !s.readEntity(w, r, "user", &in) {
+	if !s.readUser(w, r, &in) {
 		return
 	}
 	if msg := checkUserInput(&in); msg != "" {
@@ -511,6 +918,10 @@ func (s *Service) updateUser(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err, "Could not find user: "+id+".")
 		return
 	}
+	if in.DomainID != nil && *in.DomainID != u.DomainID && !(u.DomainID == DefaultDomainID && isDefaultDomain(*in.DomainID)) {
+		s.failErr(w, r, errdefs.InvalidArgument("Cannot change the domain of a user."))
+		return
+	}
 	revoke := false
 	if in.Name != nil {
 		u.Name = *in.Name
@@ -518,6 +929,16 @@ func (s *Service) updateUser(w http.ResponseWriter, r *http.Request) {
 	if in.Email != nil {
 		u.Email = *in.Email
 	}
+	if in.Description != nil {
+		u.Description = *in.Description
+	}
+	if in.Options != nil {
+		if u.Options, err = mergeOptions(u.Options, in.Options); err != nil {
+			s.failErr(w, r, err)
+			return
+		}
+	}
+	u.Extra = mergeExtra(u.Extra, in.extra)
 	if in.Enabled != nil {
 		revoke = revoke || (u.Enabled && !*in.Enabled)
 		u.Enabled = *in.Enabled
@@ -535,7 +956,8 @@ func (s *Service) updateUser(w http.ResponseWriter, r *http.Request) {
 		revoke = true
 	}
 	err = s.st.WithContext(r.Context()).Transaction(func(tx *gorm.DB) error {
-		if err := tx.Select("name", "email", "enabled", "default_project_id", "password_hash").Save(&u).Error; err != nil {
+		if err := tx.Select("name", "email", "enabled", "default_project_id", "password_hash", "description",
+			"options", "extra").Save(&u).Error; err != nil {
 			return err
 		}
 		if revoke {
@@ -559,19 +981,7 @@ func (s *Service) deleteUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	err := s.st.WithContext(r.Context()).Transaction(func(tx *gorm.DB) error {
-		res := tx.Where("id = ?", id).Delete(&store.User{})
-		if res.Error != nil {
-			return res.Error
-		}
-		if res.RowsAffected == 0 {
-			return store.ErrNotFound
-		}
-		if err := tx.Where("user_id = ?", id).Delete(&store.RoleAssignment{}).Error; err != nil {
-			return err
-		}
-		return tx.Where("user_id = ?", id).Delete(&store.Token{}).Error
-	})
+	err := s.st.WithContext(r.Context()).Transaction(func(tx *gorm.DB) error { return deleteUserRows(tx, id) })
 	if err != nil {
 		s.storeError(w, r, err, "Could not find user: "+id+".")
 		return
@@ -579,12 +989,13 @@ func (s *Service) deleteUser(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// changePassword is POST /v3/users/{id}/password: the user's own change,
-// which needs the original password and revokes the user's tokens.
+// changePassword is POST /v3/users/{id}/password: a change by the user,
+// or by a cloud admin (Keystone's admin_or_owner), that needs the original
+// password either way and revokes the user's tokens.
 func (s *Service) changePassword(w http.ResponseWriter, r *http.Request) {
 	c := auth.FromContext(r.Context())
 	id := r.PathValue("id")
-	if c.UserID != id {
+	if c.UserID != id && !c.IsAdmin() {
 		s.failErr(w, r, errdefs.Forbidden(forbiddenMsg))
 		return
 	}
@@ -672,7 +1083,16 @@ func (s *Service) listRoles(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	// Domain-specific roles do not exist: a domain_id filter finds none.
 	roles = slices.DeleteFunc(roles, func(ro store.Role) bool {
-		return (q.Has("name") && !strings.EqualFold(ro.Name, q.Get("name"))) || q.Get("domain_id") != ""
+		if q.Has("name") && !strings.EqualFold(ro.Name, q.Get("name")) {
+			return true
+		}
+		n := url.Values{}
+		for k, v := range q {
+			if k != "name" {
+				n[k] = v
+			}
+		}
+		return !nameMatches(n, ro.Name) || q.Get("domain_id") != ""
 	})
 	s.rolesResponse(w, r, roles)
 }
@@ -910,8 +1330,16 @@ func grant(ctx context.Context, st *store.Store, userID, projectID, roleID strin
 	return nil
 }
 
+// assignment is one row of GET /v3/role_assignments: a user's role on a
+// project or a domain.
+type assignment struct {
+	userID, roleID, projectID, domainID string
+}
+
 // listAssignments is GET /v3/role_assignments. Admins see all; others
-// only their own (user.id must be theirs).
+// only their own (user.id must be theirs). There are no groups, so the
+// effective list is the direct one; include_subtree widens a
+// scope.project.id filter to the project's descendants.
 func (s *Service) listAssignments(w http.ResponseWriter, r *http.Request) {
 	c := auth.FromContext(r.Context())
 	q := r.URL.Query()
@@ -919,77 +1347,160 @@ func (s *Service) listAssignments(w http.ResponseWriter, r *http.Request) {
 		s.failErr(w, r, errdefs.Forbidden(forbiddenMsg))
 		return
 	}
-	db := s.st.WithContext(r.Context()).Model(&store.RoleAssignment{})
-	if v := q.Get("user.id"); v != "" {
-		db = db.Where("user_id = ?", v)
+	if q.Has("scope.project.id") && q.Has("scope.domain.id") {
+		s.failErr(w, r, errdefs.InvalidArgument("Specify a domain or project, not both."))
+		return
 	}
-	if v := q.Get("scope.project.id"); v != "" {
-		db = db.Where("project_id = ?", v)
-	}
-	if v := q.Get("role.id"); v != "" {
-		db = db.Where("role_id = ?", v)
-	}
-	var ras []store.RoleAssignment
-	// No groups, domain-scoped or system assignments exist.
-	if q.Get("group.id") == "" && q.Get("scope.domain.id") == "" && q.Get("scope.system") == "" {
-		if err := db.Order("project_id, user_id, role_id").Find(&ras).Error; err != nil {
-			s.internalError(w, r, fmt.Errorf("list role assignments: %w", err))
-			return
+	ctx := r.Context()
+	db := s.st.WithContext(ctx)
+	var out []assignment
+	if q.Get("group.id") == "" && q.Get("scope.system") == "" {
+		if !q.Has("scope.domain.id") {
+			projects := []string{}
+			if v := q.Get("scope.project.id"); v != "" {
+				projects = append(projects, v)
+				if sub, _ := boolFilter(r, "include_subtree"); sub {
+					var err error
+					if projects, err = s.subtreeIDs(ctx, v); err != nil {
+						s.internalError(w, r, err)
+						return
+					}
+				}
+			}
+			pq := db.Model(&store.RoleAssignment{})
+			if v := q.Get("user.id"); v != "" {
+				pq = pq.Where("user_id = ?", v)
+			}
+			if len(projects) > 0 {
+				pq = pq.Where("project_id IN ?", projects)
+			}
+			if v := q.Get("role.id"); v != "" {
+				pq = pq.Where("role_id = ?", v)
+			}
+			var ras []store.RoleAssignment
+			if err := pq.Order("project_id, user_id, role_id").Find(&ras).Error; err != nil {
+				s.internalError(w, r, fmt.Errorf("list role assignments: %w", err))
+				return
+			}
+			for _, ra := range ras {
+				out = append(out, assignment{userID: ra.UserID, roleID: ra.RoleID, projectID: ra.ProjectID})
+			}
+		}
+		if !q.Has("scope.project.id") {
+			dq := db.Model(&store.DomainRoleAssignment{})
+			if v := q.Get("user.id"); v != "" {
+				dq = dq.Where("user_id = ?", v)
+			}
+			if v := q.Get("scope.domain.id"); v != "" {
+				dq = dq.Where("domain_id = ?", v)
+			}
+			if v := q.Get("role.id"); v != "" {
+				dq = dq.Where("role_id = ?", v)
+			}
+			var das []store.DomainRoleAssignment
+			if err := dq.Order("domain_id, user_id, role_id").Find(&das).Error; err != nil {
+				s.internalError(w, r, fmt.Errorf("list domain role assignments: %w", err))
+				return
+			}
+			for _, da := range das {
+				out = append(out, assignment{userID: da.UserID, roleID: da.RoleID, domainID: da.DomainID})
+			}
 		}
 	}
 	names, _ := boolFilter(r, "include_names")
-	var (
-		roleNames, userNames, projNames map[string]string
-		err                             error
-	)
+	var n *entityNameIndex
 	if names {
-		if roleNames, userNames, projNames, err = s.entityNames(r.Context()); err != nil {
+		var err error
+		if n, err = s.entityNames(ctx); err != nil {
 			s.internalError(w, r, err)
 			return
 		}
 	}
-	out := make([]map[string]any, 0, len(ras))
+	views := make([]map[string]any, 0, len(out))
 	base := httpapi.BaseURL(r)
-	for _, ra := range ras {
-		role := map[string]any{"id": ra.RoleID}
-		user := map[string]any{"id": ra.UserID}
-		proj := map[string]any{"id": ra.ProjectID}
-		if names {
-			role["name"] = roleNames[ra.RoleID]
-			user["name"], user["domain"] = userNames[ra.UserID], defaultDomain
-			proj["name"], proj["domain"] = projNames[ra.ProjectID], defaultDomain
+	for _, a := range out {
+		role := map[string]any{"id": a.roleID}
+		user := map[string]any{"id": a.userID}
+		scope, link := map[string]any{}, ""
+		if a.projectID != "" {
+			proj := map[string]any{"id": a.projectID}
+			if names {
+				proj["name"], proj["domain"] = n.projects[a.projectID].Name, n.domainOf(n.projects[a.projectID].DomainID)
+			}
+			scope["project"] = proj
+			link = base + "/v3/projects/" + a.projectID + "/users/" + a.userID + "/roles/" + a.roleID
+		} else {
+			dom := map[string]any{"id": a.domainID}
+			if names {
+				dom["name"] = n.domains[a.domainID]
+			}
+			scope["domain"] = dom
+			link = base + "/v3/domains/" + a.domainID + "/users/" + a.userID + "/roles/" + a.roleID
 		}
-		out = append(out, map[string]any{"role": role, "user": user, "scope": map[string]any{"project": proj},
-			"links": map[string]string{"assignment": base + "/v3/projects/" + ra.ProjectID + "/users/" +
-				ra.UserID + "/roles/" + ra.RoleID}})
+		if names {
+			role["name"] = n.roles[a.roleID]
+			user["name"], user["domain"] = n.users[a.userID].Name, n.domainOf(n.users[a.userID].DomainID)
+		}
+		views = append(views, map[string]any{"role": role, "user": user, "scope": scope,
+			"links": map[string]string{"assignment": link}})
 	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"role_assignments": out, "links": s.collectionLinks(r)})
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"role_assignments": views, "links": s.collectionLinks(r)})
 }
 
-func (s *Service) entityNames(ctx context.Context) (roles, users, projects map[string]string, err error) {
+// subtreeIDs returns id and the ids of all projects below it.
+func (s *Service) subtreeIDs(ctx context.Context, id string) ([]string, error) {
+	var all []store.Project
+	if err := s.st.WithContext(ctx).Select("id", "parent_id").Find(&all).Error; err != nil {
+		return nil, fmt.Errorf("load project tree: %w", err)
+	}
+	children := map[string][]string{}
+	for _, p := range all {
+		children[p.ParentID] = append(children[p.ParentID], p.ID)
+	}
+	out := []string{id}
+	for i := 0; i < len(out) && i < 10000; i++ {
+		out = append(out, children[out[i]]...)
+	}
+	return out, nil
+}
+
+type entityNameIndex struct {
+	roles    map[string]string
+	users    map[string]store.User
+	projects map[string]store.Project
+	domains  map[string]string
+}
+
+func (n *entityNameIndex) domainOf(id string) idName { return idName{ID: id, Name: n.domains[id]} }
+
+func (s *Service) entityNames(ctx context.Context) (*entityNameIndex, error) {
 	db := s.st.WithContext(ctx)
 	var rs []store.Role
 	var us []store.User
 	var ps []store.Project
+	var err error
 	if err = db.Find(&rs).Error; err == nil {
-		if err = db.Find(&us).Error; err == nil {
-			err = db.Find(&ps).Error
+		if err = db.Select("id", "name", "domain_id").Find(&us).Error; err == nil {
+			err = db.Select("id", "name", "domain_id").Find(&ps).Error
 		}
 	}
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("load entity names: %w", err)
+		return nil, fmt.Errorf("load entity names: %w", err)
 	}
-	roles, users, projects = map[string]string{}, map[string]string{}, map[string]string{}
+	n := &entityNameIndex{roles: map[string]string{}, users: map[string]store.User{}, projects: map[string]store.Project{}}
+	if n.domains, err = s.domainNames(ctx); err != nil {
+		return nil, err
+	}
 	for _, x := range rs {
-		roles[x.ID] = x.Name
+		n.roles[x.ID] = x.Name
 	}
 	for _, x := range us {
-		users[x.ID] = x.Name
+		n.users[x.ID] = x
 	}
 	for _, x := range ps {
-		projects[x.ID] = x.Name
+		n.projects[x.ID] = x
 	}
-	return roles, users, projects, nil
+	return n, nil
 }
 
 // jsonRaw defers decoding of one entity body.

@@ -111,20 +111,54 @@ func (s *Service) authCatalog(w http.ResponseWriter, r *http.Request) {
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"catalog": s.catalog(r, c.ProjectID), "links": s.collectionLinks(r)})
 }
 
-func (s *Service) listServices(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.requireAdmin(w, r); !ok {
-		return
-	}
+// serviceViews are the catalog's services as /v3/services shows them.
+func (s *Service) serviceViews(r *http.Request) []map[string]any {
 	var out []map[string]any
 	for _, svc := range s.services(r) {
 		id := stableID("service", svc.typ)
 		out = append(out, map[string]any{"id": id, "name": svc.name, "type": svc.typ, "enabled": true,
 			"description": "", "links": map[string]string{"self": s.selfURL(r, "services", id)}})
 	}
+	return out
+}
+
+func (s *Service) listServices(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.requireAdmin(w, r); !ok {
+		return
+	}
+	out := s.serviceViews(r)
 	if n := r.URL.Query().Get("type"); n != "" {
 		out = filterMaps(out, "type", n)
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"services": out, "links": s.collectionLinks(r)})
+}
+
+func (s *Service) getService(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.requireAdmin(w, r); !ok {
+		return
+	}
+	for _, v := range s.serviceViews(r) {
+		if v["id"] == r.PathValue("id") {
+			httpapi.WriteJSON(w, http.StatusOK, map[string]any{"service": v})
+			return
+		}
+	}
+	s.failErr(w, r, errdefs.NotFound("Could not find service: "+r.PathValue("id")+"."))
+}
+
+// endpointViews are the catalog's endpoints as /v3/endpoints shows them.
+func (s *Service) endpointViews(r *http.Request) []map[string]any {
+	var out []map[string]any
+	for _, svc := range s.services(r) {
+		sid := stableID("service", svc.typ)
+		for _, itf := range interfaces {
+			id := stableID("endpoint", svc.typ, itf)
+			out = append(out, map[string]any{"id": id, "interface": itf, "region": s.opts.Region,
+				"region_id": s.opts.Region, "url": svc.url, "service_id": sid, "enabled": true,
+				"links": map[string]string{"self": s.selfURL(r, "endpoints", id)}})
+		}
+	}
+	return out
 }
 
 func (s *Service) listEndpoints(w http.ResponseWriter, r *http.Request) {
@@ -132,30 +166,52 @@ func (s *Service) listEndpoints(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	var out []map[string]any
-	for _, svc := range s.services(r) {
-		sid := stableID("service", svc.typ)
-		if v := q.Get("service_id"); v != "" && v != sid {
+	out := []map[string]any{}
+	for _, e := range s.endpointViews(r) {
+		if (q.Get("service_id") != "" && q.Get("service_id") != e["service_id"]) ||
+			(q.Get("interface") != "" && q.Get("interface") != e["interface"]) ||
+			(q.Get("region_id") != "" && q.Get("region_id") != e["region_id"]) {
 			continue
 		}
-		for _, itf := range interfaces {
-			if v := q.Get("interface"); v != "" && v != itf {
-				continue
-			}
-			id := stableID("endpoint", svc.typ, itf)
-			out = append(out, map[string]any{"id": id, "interface": itf, "region": s.opts.Region,
-				"region_id": s.opts.Region, "url": svc.url, "service_id": sid, "enabled": true,
-				"links": map[string]string{"self": s.selfURL(r, "endpoints", id)}})
-		}
+		out = append(out, e)
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"endpoints": out, "links": s.collectionLinks(r)})
 }
 
+func (s *Service) getEndpoint(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.requireAdmin(w, r); !ok {
+		return
+	}
+	for _, e := range s.endpointViews(r) {
+		if e["id"] == r.PathValue("id") {
+			httpapi.WriteJSON(w, http.StatusOK, map[string]any{"endpoint": e})
+			return
+		}
+	}
+	s.failErr(w, r, errdefs.NotFound("Could not find endpoint: "+r.PathValue("id")+"."))
+}
+
+func (s *Service) regionView(r *http.Request) map[string]any {
+	return map[string]any{"id": s.opts.Region, "description": "", "parent_region_id": nil,
+		"links": map[string]string{"self": s.selfURL(r, "regions", s.opts.Region)}}
+}
+
 func (s *Service) listRegions(w http.ResponseWriter, r *http.Request) {
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"regions": []map[string]any{{
-		"id": s.opts.Region, "description": "", "parent_region_id": nil,
-		"links": map[string]string{"self": s.selfURL(r, "regions", s.opts.Region)}}},
-		"links": s.collectionLinks(r)})
+	out := []map[string]any{}
+	if p := r.URL.Query().Get("parent_region_id"); p == "" {
+		out = append(out, s.regionView(r))
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"regions": out, "links": s.collectionLinks(r)})
+}
+
+// getRegion is GET /v3/regions/{id}; any token may read regions, as in
+// Keystone.
+func (s *Service) getRegion(w http.ResponseWriter, r *http.Request) {
+	if r.PathValue("id") != s.opts.Region {
+		s.failErr(w, r, errdefs.NotFound("Could not find region: "+r.PathValue("id")+"."))
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"region": s.regionView(r)})
 }
 
 func filterMaps(in []map[string]any, key, want string) []map[string]any {

@@ -1,7 +1,8 @@
 // Package identity is Capsule's Keystone v3: password and token
 // authentication, opaque tokens stored hashed, the service catalog, and the
-// small admin API (projects, users, roles, grants) that the OpenStack CLI
-// and Tempest's dynamic credentials use. There is one domain, "default".
+// admin API (domains, projects, users, roles, grants, application
+// credentials) that the OpenStack CLI, Terraform and Tempest's dynamic
+// credentials use. The domain "default" always exists.
 package identity
 
 import (
@@ -20,7 +21,7 @@ import (
 	"github.com/google/uuid"
 )
 
-// The only domain. Keystone's default domain has id "default" and name
+// The default domain. Keystone's default domain has id "default" and name
 // "Default"; clients send either.
 const (
 	DefaultDomainID   = "default"
@@ -126,15 +127,25 @@ func (s *Service) Handler() http.Handler {
 
 	h("GET /v3/domains", s.listDomains)
 	h("GET /v3/domains/{id}", s.getDomain)
-	h("POST /v3/domains", s.notImplemented)
-	h("PATCH /v3/domains/{id}", s.notImplemented)
-	h("DELETE /v3/domains/{id}", s.notImplemented)
+	h("POST /v3/domains", s.createDomain)
+	h("PATCH /v3/domains/{id}", s.updateDomain)
+	h("DELETE /v3/domains/{id}", s.deleteDomain)
+	h("GET /v3/domains/{d}/users/{u}/roles", s.listDomainGrants)
+	h("GET /v3/domains/{d}/users/{u}/roles/{r}", s.checkDomainGrant) // also HEAD
+	h("PUT /v3/domains/{d}/users/{u}/roles/{r}", s.putDomainGrant)
+	h("DELETE /v3/domains/{d}/users/{u}/roles/{r}", s.deleteDomainGrant)
 
 	h("GET /v3/projects", s.listProjects)
 	h("POST /v3/projects", s.createProject)
 	h("GET /v3/projects/{id}", s.getProject)
 	h("PATCH /v3/projects/{id}", s.updateProject)
 	h("DELETE /v3/projects/{id}", s.deleteProject)
+	h("GET /v3/projects/{id}/tags", s.listProjectTags)
+	h("PUT /v3/projects/{id}/tags", s.replaceProjectTags)
+	h("DELETE /v3/projects/{id}/tags", s.clearProjectTags)
+	h("GET /v3/projects/{id}/tags/{tag}", s.checkProjectTag) // also HEAD
+	h("PUT /v3/projects/{id}/tags/{tag}", s.addProjectTag)
+	h("DELETE /v3/projects/{id}/tags/{tag}", s.deleteProjectTag)
 	h("GET /v3/projects/{p}/users/{u}/roles", s.listGrants)
 	h("GET /v3/projects/{p}/users/{u}/roles/{r}", s.checkGrant) // also HEAD
 	h("PUT /v3/projects/{p}/users/{u}/roles/{r}", s.putGrant)
@@ -148,6 +159,10 @@ func (s *Service) Handler() http.Handler {
 	h("POST /v3/users/{id}/password", s.changePassword)
 	h("GET /v3/users/{id}/projects", s.userProjects)
 	h("GET /v3/users/{id}/groups", s.userGroups)
+	h("GET /v3/users/{id}/application_credentials", s.listAppCreds)
+	h("POST /v3/users/{id}/application_credentials", s.createAppCred)
+	h("GET /v3/users/{id}/application_credentials/{cred}", s.getAppCred)
+	h("DELETE /v3/users/{id}/application_credentials/{cred}", s.deleteAppCred)
 
 	h("GET /v3/roles", s.listRoles)
 	h("POST /v3/roles", s.createRole)
@@ -157,8 +172,11 @@ func (s *Service) Handler() http.Handler {
 	h("GET /v3/role_assignments", s.listAssignments)
 
 	h("GET /v3/services", s.listServices)
+	h("GET /v3/services/{id}", s.getService)
 	h("GET /v3/endpoints", s.listEndpoints)
+	h("GET /v3/endpoints/{id}", s.getEndpoint)
 	h("GET /v3/regions", s.listRegions)
+	h("GET /v3/regions/{id}", s.getRegion)
 
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.failErr(w, r, errdefs.NotFound("The resource could not be found."))
@@ -193,10 +211,6 @@ func errorTitle(status int) string {
 		}
 		return "Error"
 	}
-}
-
-func (s *Service) notImplemented(w http.ResponseWriter, r *http.Request) {
-	s.failErr(w, r, errdefs.NotSupported("Capsule has a single domain, \"default\"; domains cannot be changed."))
 }
 
 // internalError logs err and answers 500 without leaking details.

@@ -79,7 +79,12 @@ type tokenInfo struct {
 	row     store.Token
 	user    store.User
 	project *store.Project
-	roles   []store.Role
+	// domain is the scope of a domain-scoped token.
+	domain *store.Domain
+	// userDomain and projectDomain are the domains the body names.
+	userDomain, projectDomain store.Domain
+	appCred                   *store.ApplicationCredential
+	roles                     []store.Role
 }
 
 // loadToken looks tok up and checks it is live: not expired, not revoked,
@@ -103,7 +108,11 @@ func (s *Service) loadToken(ctx context.Context, tok string) (*tokenInfo, error)
 	if !s.now().Before(row.ExpiresAt) {
 		return nil, fmt.Errorf("token expired at %s: %w", row.ExpiresAt.UTC().Format(time.RFC3339), ErrInvalidToken)
 	}
+	if row.AppCredID != "" && row.ProjectID == "" {
+		return nil, fmt.Errorf("application credential token without a project: %w", ErrInvalidToken)
+	}
 	ti := &tokenInfo{id: tok, row: row}
+	var err error
 	if err := db.Where("id = ?", row.UserID).Take(&ti.user).Error; err != nil {
 		if errors.Is(err, gorm.ErrRecordNotFound) {
 			return nil, fmt.Errorf("token user %s gone: %w", row.UserID, ErrInvalidToken)
@@ -113,7 +122,21 @@ func (s *Service) loadToken(ctx context.Context, tok string) (*tokenInfo, error)
 	if !ti.user.Enabled {
 		return nil, fmt.Errorf("user %s disabled: %w", row.UserID, ErrInvalidToken)
 	}
-	if row.ProjectID != "" {
+	if ti.userDomain, err = s.liveDomain(ctx, ti.user.DomainID); err != nil {
+		return nil, err
+	}
+	if row.AppCredID != "" {
+		var ac store.ApplicationCredential
+		if err := db.Where("id = ?", row.AppCredID).Take(&ac).Error; err != nil {
+			if errors.Is(err, gorm.ErrRecordNotFound) {
+				return nil, fmt.Errorf("application credential %s gone: %w", row.AppCredID, ErrInvalidToken)
+			}
+			return nil, fmt.Errorf("load application credential: %w: %w", ErrUnavailable, err)
+		}
+		ti.appCred = &ac
+	}
+	switch {
+	case row.ProjectID != "":
 		var p store.Project
 		if err := db.Where("id = ?", row.ProjectID).Take(&p).Error; err != nil {
 			if errors.Is(err, gorm.ErrRecordNotFound) {
@@ -124,17 +147,53 @@ func (s *Service) loadToken(ctx context.Context, tok string) (*tokenInfo, error)
 		if !p.Enabled {
 			return nil, fmt.Errorf("project %s disabled: %w", p.ID, ErrInvalidToken)
 		}
+		if ti.projectDomain, err = s.liveDomain(ctx, p.DomainID); err != nil {
+			return nil, err
+		}
 		ti.project = &p
 		roles, err := userRoles(ctx, s.st, row.UserID, p.ID)
 		if err != nil {
 			return nil, fmt.Errorf("load token roles: %w: %w", ErrUnavailable, err)
 		}
+		if ti.appCred != nil {
+			roles = appCredRoles(ti.appCred, roles)
+		}
 		if len(roles) == 0 {
 			return nil, fmt.Errorf("user %s has no role on project %s any more: %w", row.UserID, p.ID, ErrInvalidToken)
 		}
 		ti.roles = roles
+	case row.DomainID != "":
+		d, err := s.liveDomain(ctx, row.DomainID)
+		if err != nil {
+			return nil, err
+		}
+		ti.domain = &d
+		roles, err := userDomainRoles(ctx, s.st, row.UserID, d.ID)
+		if err != nil {
+			return nil, fmt.Errorf("load token roles: %w: %w", ErrUnavailable, err)
+		}
+		if len(roles) == 0 {
+			return nil, fmt.Errorf("user %s has no role on domain %s any more: %w", row.UserID, d.ID, ErrInvalidToken)
+		}
+		ti.roles = roles
 	}
 	return ti, nil
+}
+
+// liveDomain loads a domain a token depends on; a missing or disabled
+// domain invalidates the token.
+func (s *Service) liveDomain(ctx context.Context, id string) (store.Domain, error) {
+	var d store.Domain
+	if err := s.st.WithContext(ctx).Where("id = ?", id).Take(&d).Error; err != nil {
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			return d, fmt.Errorf("domain %s gone: %w", id, ErrInvalidToken)
+		}
+		return d, fmt.Errorf("load domain %s: %w: %w", id, ErrUnavailable, err)
+	}
+	if !d.Enabled {
+		return d, fmt.Errorf("domain %s disabled: %w", id, ErrInvalidToken)
+	}
+	return d, nil
 }
 
 // userRoles returns the roles userID holds on projectID, sorted by name.
@@ -165,6 +224,9 @@ func (ti *tokenInfo) credentials(adminProject string) *auth.Credentials {
 		c.ProjectID, c.ProjectName = ti.project.ID, ti.project.Name
 		c.IsAdminProject = adminProject == "*" || (ti.project.Name == adminProject && ti.project.DomainID == DefaultDomainID)
 	}
+	if ti.appCred != nil {
+		c.AppCredID, c.AppCredRestricted = ti.appCred.ID, !ti.appCred.Unrestricted
+	}
 	for _, r := range ti.roles {
 		c.Roles = append(c.Roles, strings.ToLower(r.Name))
 	}
@@ -187,6 +249,7 @@ type authRequest struct {
 			Token *struct {
 				ID string `json:"id"`
 			} `json:"token"`
+			ApplicationCredential *appCredAuth `json:"application_credential"`
 		} `json:"identity"`
 		Scope json.RawMessage `json:"scope"`
 	} `json:"auth"`
@@ -281,6 +344,7 @@ func (s *Service) authenticate(ctx context.Context, req *authRequest, source str
 		methods  []string
 		auditIDs []string
 		prevExp  time.Time
+		appCred  *store.ApplicationCredential
 	)
 	db := s.st.WithContext(ctx)
 	switch {
@@ -294,14 +358,22 @@ func (s *Service) authenticate(ctx context.Context, req *authRequest, source str
 		case pu.ID != "":
 			q = q.Where("id = ?", pu.ID)
 		case pu.Name != "":
-			// Keystone requires a domain with a name; Capsule has only
-			// one, so a missing domain means it.
-			if d := pu.Domain.ref(); d != "" && !isDefaultDomain(d) {
-				s.login.checkPassword("", pu.Password)
-				s.login.sources.fail(source, s.now())
-				return nil, unauthorized("unknown domain " + d)
+			// Keystone requires the user's domain with a name; a missing
+			// one means the default domain.
+			domainID := DefaultDomainID
+			if pu.Domain != nil && (pu.Domain.ID != "" || pu.Domain.Name != "") {
+				d, err := s.findDomain(ctx, pu.Domain.ID, pu.Domain.Name)
+				if err != nil {
+					if !errors.Is(err, store.ErrNotFound) {
+						return nil, err
+					}
+					s.login.checkPassword("", pu.Password)
+					s.login.sources.fail(source, s.now())
+					return nil, unauthorized("unknown domain " + pu.Domain.ref())
+				}
+				domainID = d.ID
 			}
-			q = q.Where("name = ? AND domain_id = ?", pu.Name, DefaultDomainID)
+			q = q.Where("name = ? AND domain_id = ?", pu.Name, domainID)
 		default:
 			return nil, badAuthRequest("Invalid authentication request: user id or name is required.")
 		}
@@ -348,16 +420,49 @@ func (s *Service) authenticate(ctx context.Context, req *authRequest, source str
 		methods = slices.Compact(methods)
 		auditIDs = append(auditIDs, strings.Split(prev.row.AuditID, ",")[0])
 		prevExp = prev.row.ExpiresAt
+		appCred = prev.appCred
+	case slices.Contains(id.Methods, "application_credential"):
+		ac, u, err := s.appCredLogin(ctx, id.ApplicationCredential, source)
+		if err != nil {
+			return nil, err
+		}
+		user, appCred = u, ac
+		methods = []string{"application_credential"}
+		if ac.ExpiresAt != nil {
+			prevExp = *ac.ExpiresAt
+		}
 	default:
 		return nil, unauthorized("unsupported authentication methods " + strings.Join(id.Methods, ","))
 	}
 	if !user.Enabled {
 		return nil, unauthorized("user " + user.ID + " is disabled")
 	}
-
-	projectID, err := s.resolveScope(ctx, req.Auth.Scope, &user)
-	if err != nil {
+	if _, err := s.liveDomain(ctx, user.DomainID); err != nil {
+		if errors.Is(err, ErrInvalidToken) {
+			return nil, unauthorized("domain of user " + user.ID + ": " + err.Error())
+		}
 		return nil, err
+	}
+
+	var projectID, domainID string
+	if appCred != nil {
+		// A token from an application credential is scoped to its project
+		// and nothing else.
+		if t := strings.TrimSpace(string(req.Auth.Scope)); t != "" && t != "null" {
+			p, d, err := s.resolveScope(ctx, req.Auth.Scope, &user)
+			if err != nil {
+				return nil, err
+			}
+			if p != appCred.ProjectID || d != "" {
+				return nil, unauthorized("application credential " + appCred.ID + " is limited to project " + appCred.ProjectID)
+			}
+		}
+		projectID = appCred.ProjectID
+	} else {
+		var err error
+		if projectID, domainID, err = s.resolveScope(ctx, req.Auth.Scope, &user); err != nil {
+			return nil, err
+		}
 	}
 
 	audit, err := randomString(16)
@@ -369,84 +474,126 @@ func (s *Service) authenticate(ctx context.Context, req *authRequest, source str
 	if !prevExp.IsZero() && prevExp.Before(exp) {
 		exp = prevExp
 	}
-	return &store.Token{UserID: user.ID, ProjectID: projectID, Methods: strings.Join(methods, ","),
-		AuditID: strings.Join(append([]string{audit}, auditIDs...), ","), IssuedAt: now, ExpiresAt: exp}, nil
+	row := &store.Token{UserID: user.ID, ProjectID: projectID, DomainID: domainID, Methods: strings.Join(methods, ","),
+		AuditID: strings.Join(append([]string{audit}, auditIDs...), ","), IssuedAt: now, ExpiresAt: exp}
+	if appCred != nil {
+		row.AppCredID = appCred.ID
+	}
+	return row, nil
 }
 
-// resolveScope returns the project the token is scoped to ("" unscoped).
-// With no scope at all, Keystone scopes to the user's default project
-// when the user has a role there.
-func (s *Service) resolveScope(ctx context.Context, raw json.RawMessage, user *store.User) (string, error) {
+// resolveScope returns the project or domain the token is scoped to (both
+// "" unscoped). With no scope at all, Keystone scopes to the user's
+// default project when the user has a role there.
+func (s *Service) resolveScope(ctx context.Context, raw json.RawMessage, user *store.User) (projectID, domainID string, err error) {
 	db := s.st.WithContext(ctx)
 	trimmed := strings.TrimSpace(string(raw))
 	if trimmed == "" || trimmed == "null" {
 		if user.DefaultProjectID == "" {
-			return "", nil
+			return "", "", nil
 		}
 		var p store.Project
 		if err := db.Where("id = ?", user.DefaultProjectID).Take(&p).Error; err != nil {
 			if errors.Is(err, gorm.ErrRecordNotFound) {
-				return "", nil
+				return "", "", nil
 			}
-			return "", fmt.Errorf("load default project: %w", err)
+			return "", "", fmt.Errorf("load default project: %w", err)
 		}
 		roles, err := userRoles(ctx, s.st, user.ID, p.ID)
 		if err != nil {
-			return "", fmt.Errorf("load roles: %w", err)
+			return "", "", fmt.Errorf("load roles: %w", err)
 		}
 		if !p.Enabled || len(roles) == 0 {
-			return "", nil
+			return "", "", nil
 		}
-		return p.ID, nil
+		if _, err := s.liveDomain(ctx, p.DomainID); err != nil {
+			return "", "", nil
+		}
+		return p.ID, "", nil
 	}
 	if trimmed == `"unscoped"` {
-		return "", nil
+		return "", "", nil
 	}
 	var sc scopeRequest
 	if err := json.Unmarshal(raw, &sc); err != nil {
-		return "", badAuthRequest("Invalid authentication request: malformed scope.")
+		return "", "", badAuthRequest("Invalid authentication request: malformed scope.")
 	}
 	switch {
 	case sc.Project != nil:
 	case sc.Domain != nil:
-		return "", unauthorized("domain-scoped tokens are not supported")
+		d, err := s.scopeDomain(ctx, sc.Domain.ID, sc.Domain.Name)
+		if err != nil {
+			return "", "", err
+		}
+		roles, err := userDomainRoles(ctx, s.st, user.ID, d.ID)
+		if err != nil {
+			return "", "", fmt.Errorf("load domain roles: %w", err)
+		}
+		if len(roles) == 0 {
+			return "", "", unauthorized("user " + user.ID + " has no role on domain " + d.ID)
+		}
+		return "", d.ID, nil
 	case len(sc.System) > 0:
-		return "", unauthorized("system-scoped tokens are not supported")
+		return "", "", unauthorized("system-scoped tokens are not supported")
 	case len(sc.Trust) > 0:
-		return "", unauthorized("trusts are not supported")
+		return "", "", unauthorized("trusts are not supported")
 	default:
-		return "", badAuthRequest("Invalid authentication request: unknown scope.")
+		return "", "", badAuthRequest("Invalid authentication request: unknown scope.")
 	}
 	q := db.Model(&store.Project{})
 	switch {
 	case sc.Project.ID != "":
 		q = q.Where("id = ?", sc.Project.ID)
 	case sc.Project.Name != "":
-		if d := sc.Project.Domain.ref(); d != "" && !isDefaultDomain(d) {
-			return "", unauthorized("unknown project domain " + d)
+		domainID := DefaultDomainID
+		if dr := sc.Project.Domain; dr != nil && (dr.ID != "" || dr.Name != "") {
+			d, err := s.scopeDomain(ctx, dr.ID, dr.Name)
+			if err != nil {
+				return "", "", err
+			}
+			domainID = d.ID
 		}
-		q = q.Where("name = ? AND domain_id = ?", sc.Project.Name, DefaultDomainID)
+		q = q.Where("name = ? AND domain_id = ?", sc.Project.Name, domainID)
 	default:
-		return "", badAuthRequest("Invalid authentication request: project id or name is required.")
+		return "", "", badAuthRequest("Invalid authentication request: project id or name is required.")
 	}
 	var p store.Project
 	if err := q.Take(&p).Error; err != nil {
 		if errors.Is(err, gorm.ErrRecordNotFound) {
-			return "", unauthorized("unknown project")
+			return "", "", unauthorized("unknown project")
 		}
-		return "", fmt.Errorf("load project: %w", err)
+		return "", "", fmt.Errorf("load project: %w", err)
 	}
 	if !p.Enabled {
-		return "", unauthorized("project " + p.ID + " is disabled")
+		return "", "", unauthorized("project " + p.ID + " is disabled")
+	}
+	if _, err := s.scopeDomain(ctx, p.DomainID, ""); err != nil {
+		return "", "", err
 	}
 	roles, err := userRoles(ctx, s.st, user.ID, p.ID)
 	if err != nil {
-		return "", fmt.Errorf("load roles: %w", err)
+		return "", "", fmt.Errorf("load roles: %w", err)
 	}
 	if len(roles) == 0 {
-		return "", unauthorized("user " + user.ID + " has no role on project " + p.ID)
+		return "", "", unauthorized("user " + user.ID + " has no role on project " + p.ID)
 	}
-	return p.ID, nil
+	return p.ID, "", nil
+}
+
+// scopeDomain resolves a domain named in a scope: it must exist and be
+// enabled (401 otherwise, as Keystone answers).
+func (s *Service) scopeDomain(ctx context.Context, id, name string) (store.Domain, error) {
+	d, err := s.findDomain(ctx, id, name)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return d, unauthorized("unknown domain " + id + name)
+		}
+		return d, err
+	}
+	if !d.Enabled {
+		return d, unauthorized("domain " + d.ID + " is disabled")
+	}
+	return d, nil
 }
 
 // Token response body. Field order and presence follow Keystone: an
@@ -458,6 +605,7 @@ type tokenView struct {
 	IssuedAt  string        `json:"issued_at"`
 	User      tokenUser     `json:"user"`
 	Project   *tokenProject `json:"project,omitempty"`
+	Domain    *idName       `json:"domain,omitempty"`
 	IsDomain  *bool         `json:"is_domain,omitempty"`
 	// IsAdminProject is Keystone's is_admin_project of a project-scoped
 	// token: whether the project is the admin project (Options.
@@ -465,6 +613,15 @@ type tokenView struct {
 	IsAdminProject *bool           `json:"is_admin_project,omitempty"`
 	Roles          []idName        `json:"roles,omitempty"`
 	Catalog        *[]catalogEntry `json:"catalog,omitempty"`
+	// AppCred names the application credential of a token issued for
+	// one, as Keystone shows it.
+	AppCred *tokenAppCred `json:"application_credential,omitempty"`
+}
+
+type tokenAppCred struct {
+	ID         string `json:"id"`
+	Name       string `json:"name"`
+	Restricted bool   `json:"restricted"`
 }
 
 type idName struct {
@@ -485,22 +642,28 @@ type tokenProject struct {
 	Domain idName `json:"domain"`
 }
 
-var defaultDomain = idName{ID: DefaultDomainID, Name: DefaultDomainName}
-
 func (s *Service) tokenBody(r *http.Request, ti *tokenInfo, withCatalog bool) map[string]any {
 	v := tokenView{
 		Methods:   strings.Split(ti.row.Methods, ","),
 		AuditIDs:  strings.Split(ti.row.AuditID, ","),
 		ExpiresAt: keystoneTime(ti.row.ExpiresAt),
 		IssuedAt:  keystoneTime(ti.row.IssuedAt),
-		User:      tokenUser{ID: ti.user.ID, Name: ti.user.Name, Domain: defaultDomain},
+		User: tokenUser{ID: ti.user.ID, Name: ti.user.Name,
+			Domain: idName{ID: ti.userDomain.ID, Name: ti.userDomain.Name}},
 	}
+	scoped := ti.project != nil || ti.domain != nil
 	if ti.project != nil {
 		isDomain := false
-		v.Project = &tokenProject{ID: ti.project.ID, Name: ti.project.Name, Domain: defaultDomain}
+		v.Project = &tokenProject{ID: ti.project.ID, Name: ti.project.Name,
+			Domain: idName{ID: ti.projectDomain.ID, Name: ti.projectDomain.Name}}
 		v.IsDomain = &isDomain
 		admin := ti.credentials(s.opts.AdminProject).IsAdminProject
 		v.IsAdminProject = &admin
+	}
+	if ti.domain != nil {
+		v.Domain = &idName{ID: ti.domain.ID, Name: ti.domain.Name}
+	}
+	if scoped {
 		v.Roles = []idName{}
 		for _, role := range ti.roles {
 			v.Roles = append(v.Roles, idName{ID: role.ID, Name: role.Name})
@@ -509,6 +672,9 @@ func (s *Service) tokenBody(r *http.Request, ti *tokenInfo, withCatalog bool) ma
 			cat := s.catalog(r, ti.project.ID)
 			v.Catalog = &cat
 		}
+	}
+	if ti.appCred != nil {
+		v.AppCred = &tokenAppCred{ID: ti.appCred.ID, Name: ti.appCred.Name, Restricted: !ti.appCred.Unrestricted}
 	}
 	return map[string]any{"token": v}
 }

@@ -47,6 +47,7 @@ var deleteRoutes = map[string]route{
 	"project":  {service: "identity", method: "DELETE", path: "/projects/%s"},
 	"user":     {service: "identity", method: "DELETE", path: "/users/%s"},
 	"role":     {service: "identity", method: "DELETE", path: "/roles/%s"},
+	"domain":   {service: "identity", method: "DELETE", path: "/domains/%s"},
 }
 
 func obj(k string, v any) map[string]any { return map[string]any{k: v} }
@@ -278,32 +279,50 @@ func routes() []route {
 	id(route{method: "GET", path: "/auth/projects"})
 	id(route{method: "GET", path: "/auth/domains"})
 	id(route{method: "GET", path: "/auth/catalog"})
-	id(route{method: "GET", path: "/domains", query: []string{"name", "enabled"}})
+	id(route{method: "GET", path: "/domains", query: []string{"name", "enabled", "name__contains", "tags"}})
 	id(route{method: "GET", path: "/domains/{domain}"})
-	id(route{method: "POST", path: "/domains", asAdmin: true, notImplemented: true, body: func(e *env) any { return obj("domain", map[string]any{"name": e.name("d")}) }})
-	id(route{method: "PATCH", path: "/domains/{domain}", asAdmin: true, notImplemented: true, body: func(e *env) any { return obj("domain", map[string]any{"enabled": false}) }})
-	id(route{method: "DELETE", path: "/domains/{domain}", asAdmin: true, notImplemented: true})
-	id(route{method: "GET", path: "/projects", query: []string{"name", "domain_id", "enabled", "is_domain", "parent_id", "tags"}})
+	id(route{method: "POST", path: "/domains", asAdmin: true, creates: "domain", body: func(e *env) any {
+		return obj("domain", map[string]any{"name": e.name("d"), "description": "d", "enabled": e.rng.IntN(2) == 0, "tags": []any{"t"}})
+	}})
+	id(route{method: "PATCH", path: "/domains/{domain}", asAdmin: true, destructive: true, body: func(e *env) any {
+		return obj("domain", map[string]any{"enabled": false, "description": "e"})
+	}})
+	id(route{method: "DELETE", path: "/domains/{domain}", asAdmin: true, destructive: true})
+	id(route{method: "GET", path: "/domains/{domain}/users/{user}/roles"})
+	id(route{method: "GET", path: "/domains/{domain}/users/{user}/roles/{role}"})
+	id(route{method: "HEAD", path: "/domains/{domain}/users/{user}/roles/{role}"})
+	id(route{method: "PUT", path: "/domains/{domain}/users/{user}/roles/{role}", asAdmin: true, destructive: true})
+	id(route{method: "DELETE", path: "/domains/{domain}/users/{user}/roles/{role}", asAdmin: true, destructive: true})
+	id(route{method: "GET", path: "/projects", query: []string{"name", "domain_id", "enabled", "is_domain", "parent_id", "tags",
+		"tags-any", "not-tags", "not-tags-any", "name__contains", "name__istartswith"}})
 	id(route{method: "POST", path: "/projects", asAdmin: true, creates: "project", body: func(e *env) any {
 		return obj("project", map[string]any{"name": e.name("p"), "description": "d", "enabled": true, "domain_id": "default",
 			"is_domain": false, "tags": []any{"x"}})
 	}})
-	id(route{method: "GET", path: "/projects/{project}"})
+	id(route{method: "GET", path: "/projects/{project}", query: []string{"subtree_as_list", "parents_as_list", "subtree_as_ids", "parents_as_ids"}})
 	id(route{method: "PATCH", path: "/projects/{project}", asAdmin: true, destructive: true, body: func(e *env) any {
-		return obj("project", map[string]any{"name": e.name("p"), "description": "e", "enabled": e.rng.IntN(2) == 0})
+		return obj("project", map[string]any{"name": e.name("p"), "description": "e", "enabled": e.rng.IntN(2) == 0, "tags": []any{"a", "b"}})
 	}})
+	id(route{method: "GET", path: "/projects/{project}/tags"})
+	id(route{method: "PUT", path: "/projects/{project}/tags", asAdmin: true, destructive: true, body: func(e *env) any {
+		return map[string]any{"tags": []any{"x", "y"}}
+	}})
+	id(route{method: "DELETE", path: "/projects/{project}/tags", asAdmin: true, destructive: true})
+	id(route{method: "GET", path: "/projects/{project}/tags/{tag}"})
+	id(route{method: "PUT", path: "/projects/{project}/tags/{tag}", asAdmin: true, destructive: true})
+	id(route{method: "DELETE", path: "/projects/{project}/tags/{tag}", asAdmin: true, destructive: true})
 	id(route{method: "DELETE", path: "/projects/{project}", asAdmin: true, destructive: true})
 	id(route{method: "GET", path: "/projects/{project}/users/{user}/roles"})
 	id(route{method: "GET", path: "/projects/{project}/users/{user}/roles/{role}"})
 	id(route{method: "HEAD", path: "/projects/{project}/users/{user}/roles/{role}"})
 	id(route{method: "PUT", path: "/projects/{project}/users/{user}/roles/{role}", asAdmin: true, destructive: true})
 	id(route{method: "DELETE", path: "/projects/{project}/users/{user}/roles/{role}", asAdmin: true, destructive: true})
-	id(route{method: "GET", path: "/users", query: []string{"name", "domain_id", "enabled", "password_expires_at"}})
+	id(route{method: "GET", path: "/users", query: []string{"name", "domain_id", "enabled", "password_expires_at", "name__contains", "name__endswith"}})
 	id(route{method: "POST", path: "/users", asAdmin: true, creates: "user", body: func(e *env) any {
 		return obj("user", map[string]any{"name": e.name("u"), "password": e.pickOf("pw-123456", "", "p\x00w",
 			"a-password-that-is-longer-than-seventy-two-bytes-which-is-what-bcrypt-can-take-at-most-x"),
 			"default_project_id": e.id("project"), "enabled": true, "domain_id": "default", "email": "u@example.org",
-			"description": "d"})
+			"description": "d", "options": map[string]any{"ignore_password_expiry": true}, "extra_attr": "x"})
 	}})
 	id(route{method: "GET", path: "/users/{user}"})
 	id(route{method: "PATCH", path: "/users/{user}", asAdmin: true, destructive: true, body: func(e *env) any {
@@ -315,7 +334,14 @@ func routes() []route {
 	}})
 	id(route{method: "GET", path: "/users/{user}/projects"})
 	id(route{method: "GET", path: "/users/{user}/groups"})
-	id(route{method: "GET", path: "/roles", query: []string{"name", "domain_id"}})
+	id(route{method: "GET", path: "/users/{user}/application_credentials", query: []string{"name"}})
+	id(route{method: "POST", path: "/users/{user}/application_credentials", body: func(e *env) any {
+		return obj("application_credential", map[string]any{"name": e.name("ac"), "description": "d",
+			"roles": []any{map[string]any{"name": "member"}}, "unrestricted": false, "expires_at": "2999-01-01T00:00:00"})
+	}})
+	id(route{method: "GET", path: "/users/{user}/application_credentials/{appcred}"})
+	id(route{method: "DELETE", path: "/users/{user}/application_credentials/{appcred}", destructive: true})
+	id(route{method: "GET", path: "/roles", query: []string{"name", "domain_id", "name__contains"}})
 	id(route{method: "POST", path: "/roles", asAdmin: true, creates: "role", body: func(e *env) any {
 		return obj("role", map[string]any{"name": e.name("r"), "description": "d"})
 	}})
@@ -327,8 +353,11 @@ func routes() []route {
 	id(route{method: "GET", path: "/role_assignments", query: []string{"user.id", "scope.project.id", "role.id", "include_names",
 		"effective", "include_subtree", "group.id", "scope.domain.id"}})
 	id(route{method: "GET", path: "/services"})
+	id(route{method: "GET", path: "/services/{service}"})
 	id(route{method: "GET", path: "/endpoints", query: []string{"interface", "service_id", "region_id"}})
-	id(route{method: "GET", path: "/regions"})
+	id(route{method: "GET", path: "/endpoints/{endpoint}"})
+	id(route{method: "GET", path: "/regions", query: []string{"parent_region_id"}})
+	id(route{method: "GET", path: "/regions/{region}"})
 	id(route{method: "GET", path: ""})
 	id(route{method: "GET", path: "/../"})
 

@@ -247,6 +247,8 @@ func (f *fuzzer) seed(ctx context.Context) error {
 	p.addKnown("project", f.admin.projectID, f.demo.projectID)
 	p.addKnown("user", f.admin.userID, f.demo.userID)
 	p.addKnown("token", f.demo.token)
+	p.addKnown("domain", "default")
+	p.addKnown("region", "RegionOne")
 	call := func(service, method, path string, tok string, body any) (map[string]any, error) {
 		b, _ := json.Marshal(body)
 		req, _ := http.NewRequestWithContext(ctx, method, f.endpoints[service]+path, bytes.NewReader(b))
