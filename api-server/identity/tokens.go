@@ -669,7 +669,11 @@ func (s *Service) tokenBody(r *http.Request, ti *tokenInfo, withCatalog bool) ma
 			v.Roles = append(v.Roles, idName{ID: role.ID, Name: role.Name})
 		}
 		if withCatalog {
-			cat := s.catalog(r, ti.project.ID)
+			projectID := ""
+			if ti.project != nil {
+				projectID = ti.project.ID
+			}
+			cat := s.catalog(r, projectID)
 			v.Catalog = &cat
 		}
 	}
