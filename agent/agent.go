@@ -18,6 +18,8 @@ import (
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/config"
 	"github.com/capsule-cloud/capsule/drivers"
+	"github.com/capsule-cloud/capsule/registry"
+	"github.com/capsule-cloud/capsule/volume"
 )
 
 // Defaults for what config.Agent does not carry.
@@ -59,6 +61,12 @@ type Agent struct {
 	// consoleTLS checks an https console proxy the agent dials back to.
 	consoleTLS *tls.Config
 	nics       *nicCache
+
+	// vols keeps this host's volumes (nil: none); reg is the registry
+	// local volumes move through; volc the servers' attached volumes.
+	vols *volume.Manager
+	reg  *registry.Client
+	volc *volCache
 
 	// resumeDue is set until a reconcile resumed the servers a host
 	// boot (or a runtime restart) stopped (resumeGuests) and its power
@@ -141,6 +149,7 @@ func New(cfg config.Agent, drv drivers.Driver, b bus.Bus, log *slog.Logger, opts
 		migDone:           newDoneSteps(tombstoneTTL),
 		inflight:          newInflight(),
 		nics:              newNICCache(),
+		volc:              newVolCache(),
 		kick:              make(chan struct{}, 1),
 	}
 	a.resumeDue.Store(cfg.ResumeOnHostBoot())

@@ -82,6 +82,9 @@ func ActionEvent(action lifecycle.Action) string {
 // be published asks for a redelivery (bus.Retry), which is safe because
 // every operation is idempotent.
 func (a *Agent) Handle(ctx context.Context, m bus.Message) (any, error) {
+	if isVolumeKind(m.Kind) {
+		return a.handleVolume(ctx, m)
+	}
 	switch m.Kind {
 	case protocol.KindBuildInstance:
 		var req protocol.BuildInstance
@@ -234,6 +237,7 @@ func (a *Agent) create(ctx context.Context, s protocol.InstanceSpec, firstBoot b
 	// Known before anything is plugged, so reconcile's orphan removal
 	// never takes this build's ports for leftovers.
 	a.nics.set(s.ID, s.NICs)
+	a.volc.set(s.ID, s.Volumes)
 	if len(s.NICs) > 0 {
 		// Refuse before creating anything we could not plumb.
 		if a.plumber == nil {
@@ -306,6 +310,7 @@ func (a *Agent) bringUp(ctx context.Context, id string, nics []protocol.NIC) (dr
 	if err := a.drv.Start(ctx, id); err != nil {
 		return drivers.PowerNoState, fmt.Errorf("start instance %s: %w", id, err)
 	}
+	a.afterStart(ctx, id)
 	st, err := a.drv.Status(ctx, id)
 	if err != nil {
 		return drivers.PowerNoState, fmt.Errorf("status of instance %s after start: %w", id, err)
@@ -331,6 +336,7 @@ func (a *Agent) destroy(ctx context.Context, id string) error {
 		return err
 	}
 	a.nics.del(id)
+	a.releaseVolumes(ctx, id)
 	return nil
 }
 
@@ -419,6 +425,8 @@ func (a *Agent) runAction(ctx context.Context, id string, action lifecycle.Actio
 			if err := a.drv.Reboot(ctx, id, hard); err != nil {
 				return err
 			}
+			// A new workload process: a new mount namespace.
+			a.afterStart(ctx, id)
 			// Normally a no-op: the workload rejoined the namespace
 			// plumbed above. It repairs the case of a sandbox that had
 			// been restarted under the running workload, whose reboot
@@ -465,7 +473,11 @@ func (a *Agent) start(ctx context.Context, id string) error {
 	if err := a.plumbFor(ctx, id); err != nil {
 		return err
 	}
-	return a.drv.Start(ctx, id)
+	if err := a.drv.Start(ctx, id); err != nil {
+		return err
+	}
+	a.afterStart(ctx, id)
+	return nil
 }
 
 // stop stops instance id (its grace: the agent's stop timeout).

@@ -39,6 +39,7 @@ func (a *Agent) rebuild(ctx context.Context, req protocol.RebuildInstance) (driv
 		return a.powerOf(ctx, id), fmt.Errorf("rebuild %s: %w", id, err)
 	}
 	a.nics.set(id, req.Spec.NICs)
+	a.volc.set(id, req.Spec.Volumes)
 	if err := a.drv.Rebuild(ctx, spec, a.cfg.StopTimeout); err != nil {
 		return a.powerOf(ctx, id), fmt.Errorf("rebuild instance %s: %w", id, err)
 	}

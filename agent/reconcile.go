@@ -30,6 +30,7 @@ import (
 // sent, which lets the conductor finish the delete.
 func (a *Agent) Reconcile(ctx context.Context) error {
 	gens := a.nics.generations()
+	vgens := a.volc.generations()
 	expected, err := a.instancesOnHost(ctx)
 	if err != nil {
 		return err
@@ -102,6 +103,8 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 	}
 	pruned := a.repairNetwork(ctx, gens, expected, placed)
 	a.repairLimits(ctx, expected, byID)
+	a.volc.pruneSince(vgens, placed)
+	a.repairVolumes(ctx, vgens, expected, byID)
 	a.dropKeptRootDisks(ctx)
 	if err != nil {
 		return fmt.Errorf("agent: reconcile: %w", err)

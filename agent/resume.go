@@ -105,6 +105,7 @@ func (a *Agent) resumeGuest(ctx context.Context, id string, vm lifecycle.VMState
 	if err := a.drv.Start(ctx, id); err != nil {
 		return drivers.PowerNoState, fmt.Errorf("start: %w", err)
 	}
+	a.afterStart(ctx, id)
 	if vm == lifecycle.Paused || vm == lifecycle.Suspended {
 		if !a.drv.Capabilities().Pause {
 			return drivers.PowerNoState, fmt.Errorf("pause it again: driver %s: %w", a.drv.Name(), drivers.ErrNotSupported)

@@ -279,6 +279,16 @@ type Agent struct {
 	// stopped, and puts one it cannot start in ERROR; unset means true.
 	// With false such servers become SHUTOFF, as their containers are.
 	ResumeGuestsStateOnHostBoot *bool `yaml:"resume_guests_state_on_host_boot"`
+	// VolumeDir holds the images of this host's local volumes ("" =
+	// /var/lib/capsule/volumes); simulated hosts on one machine need one
+	// each. SharedVolumeDir is the shared volume backend, a directory
+	// every host mounts at the same path (an NFS export); "" = none.
+	// VolumeMountDir holds the host mount point of each volume in use
+	// ("" = /run/capsule/volumes/<host>). See docs/operations.md
+	// "Volumes".
+	VolumeDir       string `yaml:"volume_dir"`
+	SharedVolumeDir string `yaml:"shared_volume_dir"`
+	VolumeMountDir  string `yaml:"volume_mount_dir"`
 }
 
 // ResumeOnHostBoot is ResumeGuestsStateOnHostBoot with its default (true).

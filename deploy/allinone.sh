@@ -179,6 +179,8 @@ agent:
   driver: docker
   bridge_mappings:
     $PHYSNET: $SINGLE_BRIDGE
+  volume_dir: /var/lib/capsule/volumes
+  shared_volume_dir: /var/lib/capsule/shared-volumes
 registry:
   address: $CAPSULE_REGISTRY_ADDR
 $(registry_login_yaml)
@@ -215,6 +217,10 @@ agent:
   driver: docker
   bridge_mappings:
     $PHYSNET: $(host_bridge "$host")
+  # Each simulated host keeps its local volumes apart; the shared backend
+  # is one directory all of them see (docs/operations.md "Volumes").
+  volume_dir: /var/lib/capsule/volumes/$host
+  shared_volume_dir: /var/lib/capsule/shared-volumes
 registry:
   address: $CAPSULE_REGISTRY_ADDR
 $(registry_login_yaml)

@@ -36,7 +36,7 @@ export PATH=/usr/local/go/bin:$PATH:/usr/local/sbin:/usr/sbin:/sbin
 # chromium runs the portal's browser tests (e2e/portal_test.go).
 CAPSULE_PACKAGES=(docker.io openvswitch-switch rabbitmq-server docker-registry postgresql
 	busybox-static python3-openstackclient apache2-utils curl ca-certificates iproute2 procps
-	cgroupfs-mount apparmor ethtool chromium lxcfs xfsprogs btrfs-progs)
+	cgroupfs-mount apparmor ethtool chromium lxcfs xfsprogs btrfs-progs e2fsprogs util-linux tar)
 
 # ---- messages ---------------------------------------------------------------
 

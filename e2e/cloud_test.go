@@ -335,7 +335,10 @@ func (c *cloud) agentSection(h *computeHost) string {
   stop_timeout: 5s
   bridge_mappings: %s
   sandbox_image: %s
-`, h.name, h.dockerHost, driver, mappings, c.baseImage) + c.agentExtra
+  volume_dir: %s
+  shared_volume_dir: %s
+`, h.name, h.dockerHost, driver, mappings, c.baseImage,
+		filepath.Join(c.dir, "volumes", h.name), filepath.Join(c.dir, "shared-volumes")) + c.agentExtra
 }
 
 // queueTypeLine is the bus: section's queue_type line ("" for the

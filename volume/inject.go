@@ -398,3 +398,18 @@ func isMountOf(dirfd int, name, dev string) bool {
 	}
 	return fmt.Sprintf("%d:%d", stx.Dev_major, stx.Dev_minor) == dev
 }
+
+// Device is the device ("major:minor") of volume id's host mount.
+func (m *Manager) Device(id string) (string, error) {
+	if err := checkID(id); err != nil {
+		return "", err
+	}
+	mounted, err := m.hostMounted(id)
+	if err != nil {
+		return "", err
+	}
+	if !mounted {
+		return "", errdefs.FailedPreconditionf("volume %s is not mounted on this host", id)
+	}
+	return deviceOf(m.MountPoint(id))
+}

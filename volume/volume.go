@@ -29,6 +29,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/capsule-cloud/capsule/errdefs"
 )
@@ -511,3 +512,13 @@ func backendName(b Backend) string {
 	}
 	return string(b)
 }
+
+// diskUsage is the bytes file fi takes on disk (its allocated blocks).
+func diskUsage(fi os.FileInfo) int64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Blocks * 512
+	}
+	return fi.Size()
+}
+
+func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }

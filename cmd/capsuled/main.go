@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/capsule-cloud/capsule/config"
+	"github.com/capsule-cloud/capsule/volume"
 )
 
 const usage = `usage: capsuled [-config FILE] [-log-level debug|info|warn] ROLE[,ROLE...]
@@ -40,6 +41,8 @@ roles:
 var version = "dev"
 
 func main() {
+	// The volume mount helper: this binary in a server's mount namespace.
+	volume.RunHelper(os.Args)
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "capsuled:", err)
 		os.Exit(1)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -38,6 +39,7 @@ import (
 	"github.com/capsule-cloud/capsule/scheduler"
 	"github.com/capsule-cloud/capsule/store"
 	"github.com/capsule-cloud/capsule/vif"
+	hostvolume "github.com/capsule-cloud/capsule/volume"
 )
 
 // deps are the connections roles share.
@@ -136,6 +138,13 @@ func runAgent(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger)
 		return fmt.Errorf("http.tls_ca_file: %w", err)
 	}
 	opts = append(opts, agent.WithConsoleTLS(ctls))
+	if cfg.Agent.Driver != "fake" {
+		vols, err := newVolumes(cfg, log)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, agent.WithVolumes(vols, registry.New(cfg.Registry)))
+	}
 	ag := agent.New(cfg.Agent, drv, d.bus, log, opts...)
 	if vp != nil && !cfg.Agent.MetadataDisabled {
 		stop := serveMetadata(ctx, cfg, vp, ag, log)
@@ -446,4 +455,14 @@ func crashAfterCommit(log *slog.Logger) func() {
 			select {} // the signal is on its way
 		}
 	}
+}
+
+// newVolumes is the agent's volume manager (docs/operations.md "Volumes").
+func newVolumes(cfg config.Config, log *slog.Logger) (*hostvolume.Manager, error) {
+	mountDir := cfg.Agent.VolumeMountDir
+	if mountDir == "" {
+		// Per host: simulated hosts of one machine mount apart.
+		mountDir = filepath.Join(hostvolume.DefaultMountDir, cfg.Agent.Host)
+	}
+	return hostvolume.New(hostvolume.Config{LocalDir: cfg.Agent.VolumeDir, SharedDir: cfg.Agent.SharedVolumeDir, MountDir: mountDir}, log)
 }

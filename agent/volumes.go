@@ -1,0 +1,561 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/drivers"
+	"github.com/capsule-cloud/capsule/errdefs"
+	"github.com/capsule-cloud/capsule/protocol"
+	"github.com/capsule-cloud/capsule/registry"
+	"github.com/capsule-cloud/capsule/volume"
+)
+
+// Persistent volumes on this host (protocol/volumes.go): the agent runs
+// the control plane's volume work through package volume and keeps every
+// server's attached volumes mounted in it. A server's mount namespace
+// dies with its workload (a stop, a reboot, a host boot, a dockerd
+// restart), so the volumes are mounted again right after every start
+// (afterStart) and reconcile re-mounts what is missing and removes mounts
+// of volumes no longer attached.
+
+// WithVolumes gives the agent its host's volumes and the registry local
+// volumes move through; without it volume work is refused (NotSupported).
+func WithVolumes(m *volume.Manager, reg *registry.Client) Option {
+	return func(a *Agent) { a.vols, a.reg = m, reg }
+}
+
+// volCache is what the agent knows of each server's attached volumes
+// (like nicCache): builds and attaches fill it, reconciles refresh it
+// from the conductor unless an attach or detach changed it since.
+type volCache struct {
+	mu  sync.Mutex
+	m   map[string][]protocol.VolumeMount
+	gen map[string]uint64
+	// busy counts the volume work in flight per volume: reconcile leaves
+	// those volumes' mounts alone.
+	busy map[string]int
+}
+
+func newVolCache() *volCache {
+	return &volCache{m: map[string][]protocol.VolumeMount{}, gen: map[string]uint64{}, busy: map[string]int{}}
+}
+
+func (c *volCache) get(id string) ([]protocol.VolumeMount, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.m[id]
+	return slices.Clone(v), ok
+}
+
+func (c *volCache) set(id string, v []protocol.VolumeMount) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m[id] = slices.Clone(v)
+	c.gen[id]++
+}
+
+func (c *volCache) del(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, id)
+	c.gen[id]++
+}
+
+// change applies f to id's list (an attach or detach).
+func (c *volCache) change(id string, f func([]protocol.VolumeMount) []protocol.VolumeMount) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m[id] = f(slices.Clone(c.m[id]))
+	c.gen[id]++
+}
+
+func (c *volCache) generations() map[string]uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	g := make(map[string]uint64, len(c.gen))
+	for k, v := range c.gen {
+		g[k] = v
+	}
+	return g
+}
+
+// refreshSince records the conductor's list unless id's changed since
+// gens were taken.
+func (c *volCache) refreshSince(gens map[string]uint64, id string, v []protocol.VolumeMount) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen[id] != gens[id] {
+		return false
+	}
+	c.m[id] = slices.Clone(v)
+	return true
+}
+
+// enter marks volume work on vol in flight; the returned func ends it.
+func (c *volCache) enter(vol string) func() {
+	c.mu.Lock()
+	c.busy[vol]++
+	c.mu.Unlock()
+	return func() {
+		c.mu.Lock()
+		if c.busy[vol]--; c.busy[vol] <= 0 {
+			delete(c.busy, vol)
+		}
+		c.mu.Unlock()
+	}
+}
+
+func (c *volCache) isBusy(vol string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.busy[vol] > 0
+}
+
+// inUse is the set of volumes some server of this host has attached.
+func (c *volCache) inUse() map[string]bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]bool{}
+	for _, ms := range c.m {
+		for _, m := range ms {
+			out[m.Volume.ID] = true
+		}
+	}
+	return out
+}
+
+// backendOf maps the protocol's backend to the volume package's.
+func backendOf(v protocol.VolumeSpec) volume.Backend {
+	if v.Backend == protocol.BackendShared {
+		return volume.Shared
+	}
+	return volume.Local
+}
+
+// errNoVolumes refuses volume work on a host without volumes.
+var errNoVolumes = errdefs.NotSupported("this host does not keep volumes")
+
+// volumeWork runs one piece of volume work and answers with its report
+// (the reply of a Call), also published to the conductor.
+func (a *Agent) volumeWork(ctx context.Context, kind string, rep protocol.VolumeReport, deadline time.Time,
+	run func(ctx context.Context, rep *protocol.VolumeReport) error) (protocol.VolumeReport, error) {
+	rep.Kind, rep.Host, rep.Started = kind, a.cfg.Host, a.now().UTC()
+	log := a.log.With("volume", rep.VolumeID, "kind", kind, "request_id", rep.RequestID)
+	var err error
+	switch {
+	case a.vols == nil:
+		err = errNoVolumes
+	case !deadline.IsZero() && a.now().After(deadline):
+		err = errdefs.Unavailablef("volume work %s arrived after its deadline %s", kind, deadline.UTC().Format(time.RFC3339))
+	default:
+		done := a.volc.enter(rep.VolumeID)
+		err = run(ctx, &rep)
+		done()
+	}
+	rep.Finished = a.now().UTC()
+	if err != nil {
+		log.Error("volume work failed", "err", err)
+		rep.OK, rep.Error, rep.ErrorMessage, rep.ErrorKind = false, err.Error(), errdefs.Message(err), string(errdefs.KindOf(err))
+	} else {
+		rep.OK = true
+		log.Info("volume work done", "instance", rep.InstanceID, "live", rep.Live)
+	}
+	if perr := a.publish(ctx, protocol.KindVolumeReport, rep); perr != nil {
+		return rep, perr
+	}
+	return rep, nil
+}
+
+// handleVolume serves the volume kinds of the compute queue.
+func (a *Agent) handleVolume(ctx context.Context, m bus.Message) (any, error) {
+	switch m.Kind {
+	case protocol.KindVolumeCreate:
+		var req protocol.VolumeCreate
+		if err := m.Decode(&req); err != nil {
+			return nil, err
+		}
+		return a.volumeWork(ctx, m.Kind, protocol.VolumeReport{RequestID: req.RequestID, VolumeID: req.Volume.ID}, req.Deadline,
+			func(ctx context.Context, rep *protocol.VolumeReport) error { return a.volumeCreate(ctx, req, rep) })
+	case protocol.KindVolumeDelete:
+		var req protocol.VolumeDelete
+		if err := m.Decode(&req); err != nil {
+			return nil, err
+		}
+		return a.volumeWork(ctx, m.Kind, protocol.VolumeReport{RequestID: req.RequestID, VolumeID: req.Volume.ID}, time.Time{},
+			func(ctx context.Context, rep *protocol.VolumeReport) error {
+				if err := a.vols.Unmount(ctx, req.Volume.ID); err != nil {
+					return err
+				}
+				return a.vols.Delete(ctx, backendOf(req.Volume), req.Volume.ID)
+			})
+	case protocol.KindVolumeExtend:
+		var req protocol.VolumeExtend
+		if err := m.Decode(&req); err != nil {
+			return nil, err
+		}
+		return a.volumeWork(ctx, m.Kind, protocol.VolumeReport{RequestID: req.RequestID, VolumeID: req.Volume.ID, InstanceID: req.InstanceID}, time.Time{},
+			func(ctx context.Context, rep *protocol.VolumeReport) error {
+				err := a.vols.Extend(ctx, backendOf(req.Volume), req.Volume.ID, req.Volume.SizeGB)
+				if gb, serr := a.vols.SizeGB(backendOf(req.Volume), req.Volume.ID); serr == nil {
+					rep.SizeGB = gb
+				}
+				return err
+			})
+	case protocol.KindVolumeAttach:
+		var req protocol.VolumeAttach
+		if err := m.Decode(&req); err != nil {
+			return nil, err
+		}
+		return a.volumeWork(ctx, m.Kind, protocol.VolumeReport{RequestID: req.RequestID, VolumeID: req.Mount.Volume.ID,
+			AttachmentID: req.Mount.AttachmentID, InstanceID: req.InstanceID}, req.Deadline,
+			func(ctx context.Context, rep *protocol.VolumeReport) error { return a.volumeAttach(ctx, req, rep) })
+	case protocol.KindVolumeDetach:
+		var req protocol.VolumeDetach
+		if err := m.Decode(&req); err != nil {
+			return nil, err
+		}
+		return a.volumeWork(ctx, m.Kind, protocol.VolumeReport{RequestID: req.RequestID, VolumeID: req.Mount.Volume.ID,
+			AttachmentID: req.Mount.AttachmentID, InstanceID: req.InstanceID}, req.Deadline,
+			func(ctx context.Context, rep *protocol.VolumeReport) error { return a.volumeDetach(ctx, req, rep) })
+	case protocol.KindSnapshotCreate, protocol.KindSnapshotDelete:
+		var req protocol.SnapshotCreate // SnapshotDelete has the same fields
+		if err := m.Decode(&req); err != nil {
+			return nil, err
+		}
+		return a.volumeWork(ctx, m.Kind, protocol.VolumeReport{RequestID: req.RequestID, VolumeID: req.Volume.ID, SnapshotID: req.SnapshotID}, time.Time{},
+			func(ctx context.Context, rep *protocol.VolumeReport) error {
+				b := backendOf(req.Volume)
+				if m.Kind == protocol.KindSnapshotDelete {
+					return a.vols.DeleteSnapshot(ctx, b, req.SnapshotID)
+				}
+				if err := a.vols.Snapshot(ctx, b, req.Volume.ID, req.SnapshotID); err != nil {
+					return err
+				}
+				rep.Bytes, _ = a.vols.UsedBytes(b, req.SnapshotID, true)
+				return nil
+			})
+	case protocol.KindVolumeExport, protocol.KindVolumeImport:
+		var req protocol.VolumeTransfer
+		if err := m.Decode(&req); err != nil {
+			return nil, err
+		}
+		return a.volumeWork(ctx, m.Kind, protocol.VolumeReport{RequestID: req.RequestID, VolumeID: req.Volume.ID}, req.Deadline,
+			func(ctx context.Context, rep *protocol.VolumeReport) error {
+				if a.reg == nil {
+					return errdefs.FailedPrecondition("this agent has no registry to move volumes through")
+				}
+				b := backendOf(req.Volume)
+				var err error
+				if m.Kind == protocol.KindVolumeExport {
+					if a.volc.inUse()[req.Volume.ID] {
+						return errdefs.Conflictf("volume %s is still attached to a server of this host", req.Volume.ID)
+					}
+					rep.Bytes, err = a.vols.Export(ctx, b, req.Volume.ID, a.reg, req.Ref)
+					return err
+				}
+				rep.Bytes, err = a.vols.Import(ctx, b, req.Volume.ID, req.Volume.SizeGB, a.reg, req.Ref)
+				if err == nil {
+					rep.SizeGB, _ = a.vols.SizeGB(b, req.Volume.ID)
+				}
+				return err
+			})
+	}
+	return nil, fmt.Errorf("agent: unknown volume message kind %q", m.Kind)
+}
+
+// isVolumeKind reports whether kind is volume work for this agent.
+func isVolumeKind(kind string) bool {
+	switch kind {
+	case protocol.KindVolumeCreate, protocol.KindVolumeDelete, protocol.KindVolumeExtend,
+		protocol.KindVolumeAttach, protocol.KindVolumeDetach, protocol.KindSnapshotCreate,
+		protocol.KindSnapshotDelete, protocol.KindVolumeExport, protocol.KindVolumeImport:
+		return true
+	}
+	return false
+}
+
+func (a *Agent) volumeCreate(ctx context.Context, req protocol.VolumeCreate, rep *protocol.VolumeReport) error {
+	src := volume.Source{Snapshot: req.SnapshotID}
+	b := backendOf(req.Volume)
+	if req.ImageRef != "" {
+		if ok, err := a.vols.Exists(b, req.Volume.ID); err != nil {
+			return err
+		} else if !ok {
+			ex, isEx := a.drv.(drivers.ImageExporter)
+			if !isEx {
+				return fmt.Errorf("volume %s from image %s: driver %s: %w", req.Volume.ID, req.ImageRef, a.drv.Name(), drivers.ErrNotSupported)
+			}
+			rc, err := ex.ExportImage(ctx, req.ImageRef)
+			if err != nil {
+				return fmt.Errorf("volume %s from image %s: %w", req.Volume.ID, req.ImageRef, err)
+			}
+			defer rc.Close()
+			src.Tar = rc
+		}
+	}
+	if err := a.vols.Create(ctx, b, req.Volume.ID, req.Volume.SizeGB, src); err != nil {
+		return err
+	}
+	rep.SizeGB, _ = a.vols.SizeGB(b, req.Volume.ID)
+	return nil
+}
+
+// volumeAttach records the attachment and mounts the volume into the
+// server when it runs (live: same PID 1); a stopped server gets it at its
+// next start. The volume is mounted on the host either way, so a volume
+// whose data is not here fails now rather than at the next start.
+func (a *Agent) volumeAttach(ctx context.Context, req protocol.VolumeAttach, rep *protocol.VolumeReport) error {
+	id, vm := req.InstanceID, req.Mount
+	if err := volume.CheckTarget(vm.MountPath); err != nil {
+		return err
+	}
+	unlock, err := a.locks.lock(ctx, id)
+	if err != nil {
+		return bus.Retry(err)
+	}
+	defer unlock()
+	if _, err := a.vols.Mount(ctx, backendOf(vm.Volume), vm.Volume.ID); err != nil {
+		return err
+	}
+	a.volc.change(id, func(ms []protocol.VolumeMount) []protocol.VolumeMount {
+		ms = slices.DeleteFunc(ms, func(m protocol.VolumeMount) bool { return m.Volume.ID == vm.Volume.ID })
+		return append(ms, vm)
+	})
+	pid, running, err := a.initPID(ctx, id)
+	if err != nil {
+		return err
+	}
+	if !running {
+		return nil
+	}
+	if err := a.vols.Attach(ctx, backendOf(vm.Volume), vm.Volume.ID, pid, vm.MountPath); err != nil {
+		return err
+	}
+	rep.Live = true
+	return nil
+}
+
+// volumeDetach unmounts the volume from the server (refused while busy
+// unless Force), then from the host, and forgets the attachment.
+func (a *Agent) volumeDetach(ctx context.Context, req protocol.VolumeDetach, rep *protocol.VolumeReport) error {
+	id, vm := req.InstanceID, req.Mount
+	unlock, err := a.locks.lock(ctx, id)
+	if err != nil {
+		return bus.Retry(err)
+	}
+	defer unlock()
+	pid, running, err := a.initPID(ctx, id)
+	if err != nil && !errdefs.IsNotFound(err) {
+		return err
+	}
+	if running && volume.CheckTarget(vm.MountPath) == nil {
+		err := a.vols.Detach(ctx, vm.Volume.ID, pid, vm.MountPath)
+		if err != nil && !(req.Force && errdefs.IsConflict(err)) {
+			return err
+		}
+		if err != nil {
+			// The server is going away: its mount namespace goes
+			// with it, and the host mount below lets go of the device
+			// once it has.
+			a.log.Warn("forced detach of a busy volume: it leaves with the server's processes", "volume", vm.Volume.ID, "instance", id)
+		}
+		rep.Live = true
+	}
+	a.volc.change(id, func(ms []protocol.VolumeMount) []protocol.VolumeMount {
+		return slices.DeleteFunc(ms, func(m protocol.VolumeMount) bool { return m.Volume.ID == vm.Volume.ID })
+	})
+	return a.vols.Unmount(ctx, vm.Volume.ID)
+}
+
+// initPID is the host PID of server id's init and whether it runs; a
+// driver without volume support refuses.
+func (a *Agent) initPID(ctx context.Context, id string) (int, bool, error) {
+	vh, ok := a.drv.(drivers.VolumeHost)
+	if !ok {
+		return 0, false, fmt.Errorf("volumes of instance %s: driver %s: %w", id, a.drv.Name(), drivers.ErrNotSupported)
+	}
+	pid, err := vh.InitPID(ctx, id)
+	if errors.Is(err, drivers.ErrInvalidState) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	return pid, true, nil
+}
+
+// volumesOf is server id's attached volumes, asking the conductor when
+// this agent does not know them (it restarted).
+func (a *Agent) volumesOf(ctx context.Context, id string) []protocol.VolumeMount {
+	if ms, ok := a.volc.get(id); ok {
+		return ms
+	}
+	gens := a.volc.generations()
+	expected, err := a.instancesOnHost(ctx)
+	if err != nil {
+		a.log.Warn("could not ask the conductor for the volumes of an instance; reconcile mounts them", "instance", id, "err", err)
+		return nil
+	}
+	for _, e := range expected {
+		a.volc.refreshSince(gens, e.Spec.ID, e.Spec.Volumes)
+	}
+	ms, _ := a.volc.get(id)
+	return ms
+}
+
+// afterStart mounts server id's attached volumes into its new mount
+// namespace, right after its workload started. A volume that cannot be
+// mounted does not fail the start (the server runs, the volume is
+// missing): it is logged and reconcile tries again.
+func (a *Agent) afterStart(ctx context.Context, id string) {
+	if a.vols == nil {
+		return
+	}
+	ms := a.volumesOf(ctx, id)
+	if len(ms) == 0 {
+		return
+	}
+	pid, running, err := a.initPID(ctx, id)
+	if err != nil || !running {
+		if err != nil {
+			a.log.Error("could not find the server's init to mount its volumes", "instance", id, "err", err)
+		}
+		return
+	}
+	for _, vm := range ms {
+		if err := a.vols.Attach(ctx, backendOf(vm.Volume), vm.Volume.ID, pid, vm.MountPath); err != nil {
+			a.log.Error("could not mount a volume into a started server; reconcile retries", "instance", id, "volume", vm.Volume.ID, "err", err)
+		}
+	}
+}
+
+// repairVolumes is reconcile's part for volumes: every running server
+// without an operation in flight gets its missing volumes mounted and the
+// mounts of volumes no longer attached to it removed; host mounts of
+// volumes no server here has attached go. Volumes with work in flight
+// are left alone.
+func (a *Agent) repairVolumes(ctx context.Context, gens map[string]uint64, expected []protocol.ExpectedInstance, observed map[string]drivers.Status) {
+	if a.vols == nil {
+		return
+	}
+	fresh := map[string]bool{}
+	for _, e := range expected {
+		fresh[e.Spec.ID] = a.volc.refreshSince(gens, e.Spec.ID, e.Spec.Volumes)
+	}
+	for _, e := range expected {
+		id := e.Spec.ID
+		if st, ok := observed[id]; !ok || st.Power != drivers.PowerRunning || deleting(e) || !fresh[id] {
+			continue
+		}
+		unlock, ok := a.locks.tryLock(id)
+		if !ok {
+			continue
+		}
+		a.repairServerVolumes(ctx, id)
+		unlock()
+	}
+	// Host mounts of volumes no server here has attached: a detach lost
+	// half-way, a server deleted behind the cloud's back.
+	mounted, err := a.vols.HostMounted()
+	if err != nil {
+		a.log.Error("reconcile: could not list the volumes mounted on this host", "err", err)
+		return
+	}
+	inUse := a.volc.inUse()
+	for _, vol := range mounted {
+		if inUse[vol] || a.volc.isBusy(vol) {
+			continue
+		}
+		if err := a.vols.Unmount(ctx, vol); err != nil {
+			a.log.Warn("reconcile: could not unmount a volume no server here has attached", "volume", vol, "err", err)
+			continue
+		}
+		a.log.Info("reconcile: unmounted a volume no server here has attached", "volume", vol)
+	}
+}
+
+// repairServerVolumes mounts server id's missing volumes and unmounts
+// the ones it no longer has (id's lock held).
+func (a *Agent) repairServerVolumes(ctx context.Context, id string) {
+	ms, _ := a.volc.get(id)
+	pid, running, err := a.initPID(ctx, id)
+	if err != nil || !running {
+		return
+	}
+	want := map[string]string{} // target -> volume
+	for _, vm := range ms {
+		want[vm.MountPath] = vm.Volume.ID
+		if a.volc.isBusy(vm.Volume.ID) {
+			continue
+		}
+		if ok, err := a.vols.AttachedIn(vm.Volume.ID, pid, vm.MountPath); err == nil && ok {
+			continue
+		}
+		if err := a.vols.Attach(ctx, backendOf(vm.Volume), vm.Volume.ID, pid, vm.MountPath); err != nil {
+			a.log.Error("reconcile: could not mount an attached volume into its server", "instance", id, "volume", vm.Volume.ID, "err", err)
+			continue
+		}
+		a.log.Info("reconcile: mounted a missing volume into its server", "instance", id, "volume", vm.Volume.ID, "target", vm.MountPath)
+	}
+	// Mounts of our volumes that are not (or no longer) attached here.
+	mounted, err := a.vols.HostMounted()
+	if err != nil {
+		return
+	}
+	devs := map[string]string{} // device -> volume
+	for _, vol := range mounted {
+		if dev, err := a.vols.Device(vol); err == nil {
+			devs[dev] = vol
+		}
+	}
+	inServer, err := volume.Mounts(pid)
+	if err != nil {
+		return
+	}
+	for target, dev := range inServer {
+		vol, ours := devs[dev]
+		if !ours || want[target] == vol || a.volc.isBusy(vol) {
+			continue
+		}
+		if err := a.vols.Detach(ctx, vol, pid, target); err != nil {
+			a.log.Warn("reconcile: could not unmount a volume no longer attached to its server", "instance", id, "volume", vol, "target", target, "err", err)
+			continue
+		}
+		a.log.Info("reconcile: unmounted a volume no longer attached to its server", "instance", id, "volume", vol, "target", target)
+	}
+}
+
+// pruneSince forgets the volumes of servers no longer placed here, unless
+// an attach changed them since gens were taken.
+func (c *volCache) pruneSince(gens map[string]uint64, placed map[string]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id := range c.m {
+		if !placed[id] && c.gen[id] == gens[id] {
+			delete(c.m, id)
+		}
+	}
+}
+
+// releaseVolumes unmounts from the host the volumes of server id, whose
+// container is gone (a delete, an offload, a failed build, a migration's
+// source): they stay attached in the cloud and are mounted again wherever
+// the server starts next. The server's own mounts went with it.
+func (a *Agent) releaseVolumes(ctx context.Context, id string) {
+	ms, _ := a.volc.get(id)
+	a.volc.del(id)
+	if a.vols == nil {
+		return
+	}
+	for _, vm := range ms {
+		if err := a.vols.Unmount(ctx, vm.Volume.ID); err != nil {
+			a.log.Warn("could not unmount the volume of a destroyed server; reconcile retries", "instance", id, "volume", vm.Volume.ID, "err", err)
+		}
+	}
+}
