@@ -29,6 +29,7 @@ type conductor struct {
 	syncs    []protocol.PowerSync
 	hosts    []protocol.HostReport
 	snaps    []protocol.SnapshotReport
+	volReps  []protocol.VolumeReport
 	asked    int
 }
 
@@ -54,6 +55,12 @@ func (c *conductor) handle(_ context.Context, m bus.Message) (any, error) {
 			return nil, err
 		}
 		c.snaps = append(c.snaps, r)
+	case protocol.KindVolumeReport:
+		var r protocol.VolumeReport
+		if err := m.Decode(&r); err != nil {
+			return nil, err
+		}
+		c.volReps = append(c.volReps, r)
 	case protocol.KindHostReport:
 		var r protocol.HostReport
 		if err := m.Decode(&r); err != nil {
