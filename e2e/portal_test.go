@@ -345,7 +345,7 @@ func TestPortal(t *testing.T) {
 		}
 	}
 	b.open("/servers")
-	b.shot("servers-phone")
+	copyShot(t, b.shot("servers-phone"), "portal-servers-phone.png")
 	b.do("desktop viewport", chromedp.EmulateViewport(1280, 860))
 
 	// Lists.
@@ -609,7 +609,7 @@ func portalAdmin(t *testing.T, b *browser, c *cloud, admin *gophercloud.ServiceC
 			t.Errorf("page %s is %dpx wider than a 390px phone", p, w)
 		}
 	}
-	b.shot("hosts-phone")
+	copyShot(t, b.shot("hosts-phone"), "portal-hosts-phone.png")
 	b.do("desktop viewport", chromedp.EmulateViewport(1280, 860))
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -119,6 +120,26 @@ func (b *tab) text(sel string) string {
 	defer cancel()
 	s, _ := chromedp.Run(ctx, chromedp.Evaluate[string](fmt.Sprintf(`(document.querySelector(%q)||{}).innerText||""`, sel)))
 	return s
+}
+
+// shot saves a screenshot of the page as name.png in the directory
+// CAPSULE_PORTAL_SHOTS names (docs/ pictures are made this way); without
+// it, nothing.
+func (b *tab) shot(name string) {
+	b.t.Helper()
+	dir := os.Getenv("CAPSULE_PORTAL_SHOTS")
+	if dir == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		b.t.Fatalf("screenshot %s: %v", name, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
+		b.t.Fatal(err)
+	}
 }
 
 func (b *tab) path() string { return js[string](b, `location.pathname + location.search`) }

@@ -41,6 +41,7 @@ func TestBrowserEvacuateChecksTheHost(t *testing.T) {
 	if w := b.text("#evacuate-warning"); !strings.Contains(w, "nowhere") {
 		t.Errorf("no warning that the servers have nowhere to go: %q (page %s)", w, b.text("main"))
 	}
+	b.shot("portal-evacuate-nowhere")
 	if !js[bool](b, `(document.querySelector("#evacuate-yes")||{disabled:true}).disabled`) {
 		t.Error("Yes, evacuate is offered although no host can take the servers")
 	}

@@ -40,6 +40,7 @@ func TestBrowserLaunchManyNetworks(t *testing.T) {
 	if p := b.path(); p != "/launch" || len(e.api.created) != 0 {
 		t.Fatalf("launch without a network went to %s (created %v)", p, e.api.created)
 	}
+	b.shot("portal-launch-networks")
 	b.do("pick the shared network", chromedp.SetValue(chromedp.CSS("#network"), "net-shared"))
 	b.click("#launch-go", "/servers?done=launched")
 	if len(e.api.created) != 1 || !strings.Contains(strings.ReplaceAll(fmtAny(e.api.created[0]["networks"]), " ", ""), "net-shared") {

@@ -28,6 +28,9 @@ func TestBrowserFormsAndHostsFit(t *testing.T) {
 		if ta["border"] != true || ta["font"] != true {
 			t.Errorf("%dpx: the textarea is not styled like the fields: %v", w, ta)
 		}
+		if w == 390 {
+			b.shot("portal-keypairs-phone")
+		}
 		if over := js[int](b, fmt.Sprintf(`document.documentElement.scrollWidth - %d`, w)); over > 0 {
 			t.Errorf("%dpx: the key pairs page is %dpx too wide", w, over)
 		}

@@ -47,6 +47,7 @@ func TestBrowserLongNameKeepsColumnsInView(t *testing.T) {
 				t.Errorf("%s: the long name's link has title %q, want the full name", what, title)
 			}
 		}
+		b.shot(fmt.Sprintf("portal-long-name-%d", size[0]))
 		b.open("/servers/s1")
 		what := fmt.Sprintf("detail at %dpx", size[0])
 		if w := js[float64](b, fmt.Sprintf(`document.querySelector("h1").getBoundingClientRect().right - %d`, size[0])); w > 0 {
