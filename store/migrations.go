@@ -236,6 +236,9 @@ var migrations = []migration{
 		return tx.Where(Domain{ID: "default"}).Attrs(Domain{Name: "Default", Description: "The default domain",
 			Enabled: true, Tags: "[]"}).FirstOrCreate(&Domain{}).Error
 	}},
+	{26, "image members (sharing with other projects)", func(tx *gorm.DB) error {
+		return tx.AutoMigrate(&ImageMember{})
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

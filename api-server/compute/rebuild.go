@@ -11,6 +11,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
+	"github.com/capsule-cloud/capsule/api-server/image"
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/instance"
@@ -234,6 +235,9 @@ func (s *Service) rebuildFields(w http.ResponseWriter, r *http.Request, inst *st
 	}
 	if img.Status != "active" {
 		return bad(fmt.Sprintf("Image %s is not active.", imageID))
+	}
+	if err := image.Bootable(img); err != nil {
+		return bad(errdefs.Message(err))
 	}
 	if img.MinRAM > inst.MemoryMB {
 		return bad("Flavor's memory is too small for requested image.")

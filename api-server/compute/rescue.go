@@ -6,6 +6,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/capsule-cloud/capsule/api-server/image"
 	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
@@ -59,6 +60,10 @@ func (s *Service) rescueServer(w http.ResponseWriter, r *http.Request, inst *sto
 	img, err := s.findImage(r.Context(), imageID)
 	if err != nil || img.Status != "active" || img.RegistryRef == "" {
 		writeFault(w, errdefs.InvalidArgumentf("Image %s could not be found.", imageID))
+		return
+	}
+	if err := image.Bootable(img); err != nil {
+		writeFault(w, err)
 		return
 	}
 	adminPass := randomPassword()

@@ -22,6 +22,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/capsule-cloud/capsule/api-server/auth"
+	"github.com/capsule-cloud/capsule/api-server/image"
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/instance"
@@ -224,6 +225,10 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 	}
 	if img.Status != "active" {
 		writeFault(w, errdefs.InvalidArgumentf("Image %s is not active.", imageID))
+		return
+	}
+	if err := image.Bootable(img); err != nil {
+		writeFault(w, err)
 		return
 	}
 	if img.MinRAM > flavor.MemoryMB {
@@ -568,7 +573,11 @@ func (s *Service) findImage(ctx context.Context, id string) (*store.Image, error
 	if err := s.st.WithContext(ctx).Where("id = ?", id).First(&img).Error; err != nil {
 		return nil, store.NotFound(err, "image "+id)
 	}
-	if img.Visibility != "public" && img.Owner != creds.ProjectID && !creds.IsAdmin() {
+	ok, err := image.CanUse(ctx, s.st, creds, &img)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
 		return nil, fmt.Errorf("image %s: %w", id, store.ErrNotFound)
 	}
 	return &img, nil

@@ -69,6 +69,19 @@ func (s *Service) tooLarge() error {
 // uploadImage is PUT /v2/images/{id}/file: only from queued; the data goes
 // to the Data backend (the registry) while size and checksums are taken.
 func (s *Service) uploadImage(w http.ResponseWriter, r *http.Request) {
+	s.receiveData(w, r, StatusActive)
+}
+
+// stageImage is PUT /v2/images/{id}/stage (the interoperable import's
+// glance-direct): the data is stored as by an upload, and the image waits
+// in uploading for POST /import to make it active.
+func (s *Service) stageImage(w http.ResponseWriter, r *http.Request) {
+	s.receiveData(w, r, StatusUploading)
+}
+
+// receiveData stores a request body as an image's data, the image ending
+// in status done.
+func (s *Service) receiveData(w http.ResponseWriter, r *http.Request, done string) {
 	img, c, ok := s.loadVisible(w, r)
 	if !ok {
 		return
@@ -137,7 +150,7 @@ func (s *Service) uploadImage(w http.ResponseWriter, r *http.Request) {
 	props[propHashAlgo] = "sha512"
 	props[propHashValue] = hex.EncodeToString(hr.sha512.Sum(nil))
 	setProperties(&img, props)
-	img.Status = StatusActive
+	img.Status = done
 	if err := s.save(r, &img); err != nil {
 		s.internalError(w, r, err)
 		return

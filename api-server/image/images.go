@@ -26,6 +26,7 @@ import (
 const (
 	StatusQueued      = "queued"
 	StatusSaving      = "saving"
+	StatusUploading   = "uploading" // staged, awaiting import
 	StatusActive      = "active"
 	StatusDeactivated = "deactivated"
 	StatusKilled      = "killed"
@@ -143,12 +144,38 @@ func View(img *store.Image) map[string]any {
 	return v
 }
 
-// canSee reports whether the caller may see img at all.
-func canSee(c *auth.Credentials, img *store.Image) bool {
+// canSee reports whether the caller may see img at all; memberOf are the
+// images the caller's project is a member of (any status: Glance shows a
+// shared image to its pending and rejected members too).
+func canSee(c *auth.Credentials, img *store.Image, memberOf map[string]string) bool {
 	if c.IsAdmin() || img.Visibility == VisibilityPublic || img.Visibility == VisibilityCommunity {
 		return true
 	}
+	if img.Visibility == VisibilityShared {
+		if _, ok := memberOf[img.ID]; ok {
+			return true
+		}
+	}
 	return img.Owner != "" && img.Owner == c.ProjectID
+}
+
+// CanUse reports whether c may see (and boot) img: its own, public,
+// community, or shared with c's project (the Compute API's check).
+func CanUse(ctx context.Context, st *store.Store, c *auth.Credentials, img *store.Image) (bool, error) {
+	memberOf, err := memberships(ctx, st, c, img)
+	if err != nil {
+		return false, err
+	}
+	return canSee(c, img, memberOf), nil
+}
+
+// memberships are the caller's memberships, read only when img (nil: a
+// list) is a shared image of another project.
+func memberships(ctx context.Context, st *store.Store, c *auth.Credentials, img *store.Image) (map[string]string, error) {
+	if c.IsAdmin() || (img != nil && (img.Visibility != VisibilityShared || img.Owner == c.ProjectID)) {
+		return nil, nil
+	}
+	return st.ImageMemberships(ctx, c.ProjectID)
 }
 
 // canModify reports whether the caller may change or delete img.
@@ -171,8 +198,11 @@ func (s *Service) loadVisible(w http.ResponseWriter, r *http.Request) (store.Ima
 	id := r.PathValue("id")
 	c := auth.FromContext(r.Context())
 	img, err := s.load(r.Context(), id)
-	if err == nil && !canSee(c, &img) {
-		err = fmt.Errorf("image %s: %w", id, store.ErrNotFound)
+	if err == nil {
+		var ok bool
+		if ok, err = CanUse(r.Context(), s.st, c, &img); err == nil && !ok {
+			err = fmt.Errorf("image %s: %w", id, store.ErrNotFound)
+		}
 	}
 	if err != nil {
 		s.storeError(w, r, err, id)
@@ -203,8 +233,11 @@ func (s *Service) deleteImage(w http.ResponseWriter, r *http.Request) {
 // image proxy.
 func (s *Service) DeleteImage(ctx context.Context, c *auth.Credentials, id string) error {
 	img, err := s.load(ctx, id)
-	if err == nil && !canSee(c, &img) {
-		err = fmt.Errorf("image %s: %w", id, store.ErrNotFound)
+	if err == nil {
+		var ok bool
+		if ok, err = CanUse(ctx, s.st, c, &img); err == nil && !ok {
+			err = fmt.Errorf("image %s: %w", id, store.ErrNotFound)
+		}
 	}
 	if errors.Is(err, store.ErrNotFound) {
 		return errdefs.NotFound("No image found with ID " + id)
@@ -218,11 +251,19 @@ func (s *Service) DeleteImage(ctx context.Context, c *auth.Credentials, id strin
 	if img.Protected {
 		return errdefs.Forbidden("Image " + img.ID + " is protected and cannot be deleted.")
 	}
-	res := s.st.WithContext(ctx).Where("id = ?", img.ID).Delete(&store.Image{})
-	if res.Error != nil {
-		return fmt.Errorf("delete image %s: %w", img.ID, res.Error)
+	var gone int64
+	err = s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		res := tx.Where("id = ?", img.ID).Delete(&store.Image{})
+		if res.Error != nil {
+			return res.Error
+		}
+		gone = res.RowsAffected
+		return tx.Where("image_id = ?", img.ID).Delete(&store.ImageMember{}).Error
+	})
+	if err != nil {
+		return fmt.Errorf("delete image %s: %w", img.ID, err)
 	}
-	if res.RowsAffected == 0 {
+	if gone == 0 {
 		return errdefs.NotFound("No image found with ID " + img.ID)
 	}
 	// The row is gone, so the image is deleted for clients; a registry
@@ -388,24 +429,44 @@ type filter func(img *store.Image, props map[string]string) bool
 // buildFilters turns the list query into predicates (visibility rules
 // included). Glance's "in:a,b" operator is supported for the string
 // attributes that are commonly filtered.
-func buildFilters(c *auth.Credentials, q url.Values) ([]filter, error) {
+//
+// memberOf are the caller's image memberships: another project's shared
+// image is listed when the caller's membership has the member_status
+// asked for (accepted by default, or all).
+func buildFilters(c *auth.Credentials, q url.Values, memberOf map[string]string) ([]filter, error) {
 	var fs []filter
 	own := func(img *store.Image) bool { return img.Owner != "" && img.Owner == c.ProjectID }
+	memberStatus := cmp.Or(q.Get("member_status"), MemberAccepted)
+	if !slices.Contains([]string{MemberAccepted, MemberPending, MemberRejected, "all"}, memberStatus) {
+		return nil, fmt.Errorf("invalid member_status value: %s", memberStatus)
+	}
+	sharedWithMe := func(img *store.Image) bool {
+		st, ok := memberOf[img.ID]
+		return ok && img.Visibility == VisibilityShared && !own(img) && (memberStatus == "all" || st == memberStatus)
+	}
+	// A member's view of an image shared with it depends on its status.
+	visible := func(img *store.Image) bool {
+		if _, member := memberOf[img.ID]; member && img.Visibility == VisibilityShared && !own(img) && !c.IsAdmin() {
+			return sharedWithMe(img)
+		}
+		return canSee(c, img, memberOf)
+	}
 	switch vis := q.Get("visibility"); vis {
 	case "":
-		// Default: own images, public ones; admins see everything but
-		// other tenants' community images.
+		// Default: own images, public ones, those shared with the caller
+		// (accepted); admins see everything but other tenants'
+		// community images.
 		fs = append(fs, func(img *store.Image, _ map[string]string) bool {
-			if own(img) || img.Visibility == VisibilityPublic {
+			if own(img) || img.Visibility == VisibilityPublic || sharedWithMe(img) {
 				return true
 			}
 			return c.IsAdmin() && img.Visibility != VisibilityCommunity
 		})
 	case "all":
-		fs = append(fs, func(img *store.Image, _ map[string]string) bool { return canSee(c, img) })
+		fs = append(fs, func(img *store.Image, _ map[string]string) bool { return visible(img) })
 	case VisibilityPublic, VisibilityCommunity, VisibilityPrivate, VisibilityShared:
 		fs = append(fs, func(img *store.Image, _ map[string]string) bool {
-			return img.Visibility == vis && canSee(c, img)
+			return img.Visibility == vis && visible(img)
 		})
 	default:
 		return nil, fmt.Errorf("invalid visibility value: %s", vis)
@@ -466,6 +527,15 @@ func buildFilters(c *auth.Credentials, q url.Values) ([]filter, error) {
 			return *img.Size <= n
 		})
 	}
+	for _, k := range []string{"created_at", "updated_at"} {
+		for _, v := range q[k] {
+			f, err := timeFilter(k, v)
+			if err != nil {
+				return nil, err
+			}
+			fs = append(fs, f)
+		}
+	}
 	if tags := q["tag"]; len(tags) > 0 {
 		fs = append(fs, func(_ *store.Image, props map[string]string) bool {
 			have := tagsOf(props)
@@ -492,6 +562,49 @@ func buildFilters(c *auth.Credentials, q url.Values) ([]filter, error) {
 	return fs, nil
 }
 
+// timeFilter is a created_at/updated_at filter: [op:]time with Glance's
+// operators eq, neq, gt, gte, lt, lte (eq when none) and an ISO 8601 time.
+func timeFilter(key, v string) (filter, error) {
+	op, val, ok := strings.Cut(v, ":")
+	switch op {
+	case "eq", "neq", "gt", "gte", "lt", "lte":
+	default:
+		op, val, ok = "eq", v, true
+	}
+	var at time.Time
+	var err error
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02T15:04", "2006-01-02"} {
+		if at, err = time.Parse(layout, val); err == nil {
+			break
+		}
+	}
+	if !ok || err != nil {
+		return nil, fmt.Errorf("invalid %s filter %q: expected [eq|neq|gt|gte|lt|lte:]<ISO 8601 time>", key, v)
+	}
+	// Glance stores whole seconds.
+	at = at.UTC().Truncate(time.Second)
+	return func(img *store.Image, _ map[string]string) bool {
+		t := img.CreatedAt
+		if key == "updated_at" {
+			t = img.UpdatedAt
+		}
+		c := t.UTC().Truncate(time.Second).Compare(at)
+		switch op {
+		case "neq":
+			return c != 0
+		case "gt":
+			return c > 0
+		case "gte":
+			return c >= 0
+		case "lt":
+			return c < 0
+		case "lte":
+			return c <= 0
+		}
+		return c == 0
+	}, nil
+}
+
 func (s *Service) listImages(w http.ResponseWriter, r *http.Request) {
 	c := auth.FromContext(r.Context())
 	q := r.URL.Query()
@@ -509,7 +622,12 @@ func (s *Service) listImages(w http.ResponseWriter, r *http.Request) {
 		s.respondErr(w, r, errdefs.InvalidArgument(err.Error()))
 		return
 	}
-	filters, err := buildFilters(c, q)
+	memberOf, err := memberships(r.Context(), s.st, c, nil)
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	filters, err := buildFilters(c, q, memberOf)
 	if err != nil {
 		s.respondErr(w, r, errdefs.InvalidArgument(err.Error()))
 		return
@@ -609,4 +727,17 @@ func Register(ctx context.Context, st *store.Store, name, registryRef string, si
 		return img, fmt.Errorf("register image %s: %w", name, err)
 	}
 	return img, nil
+}
+
+// Bootable is nil for an image a server can boot from: a docker image
+// (container_format docker: a `docker save` upload, a snapshot or a
+// registered registry image). Glance keeps any other format's bytes, but
+// a container cannot run a disk image: Nova's 400 ImageUnacceptable.
+func Bootable(img *store.Image) error {
+	if img.ContainerFormat == "docker" || img.ContainerFormat == "" && img.RegistryRef != "" && img.DiskFormat == "" {
+		return nil
+	}
+	return errdefs.InvalidArgumentf("Image %s is unacceptable: its container_format is %q and disk_format %q; "+
+		"only container_format docker images (docker save tarballs) can boot a server on this cloud.",
+		img.ID, img.ContainerFormat, img.DiskFormat)
 }

@@ -100,11 +100,18 @@ func (s *Service) Handler() http.Handler {
 	h("DELETE /v2/images/{id}", s.deleteImage)
 	h("PUT /v2/images/{id}/file", s.uploadImage)
 	h("GET /v2/images/{id}/file", s.downloadImage)
+	h("PUT /v2/images/{id}/stage", s.stageImage)
+	h("POST /v2/images/{id}/import", s.importImage)
+	h("GET /v2/info/import", s.importInfo)
 	h("POST /v2/images/{id}/actions/deactivate", s.deactivate)
 	h("POST /v2/images/{id}/actions/reactivate", s.reactivate)
 	h("PUT /v2/images/{id}/tags/{tag}", s.addTag)
 	h("DELETE /v2/images/{id}/tags/{tag}", s.deleteTag)
 	h("GET /v2/images/{id}/members", s.listMembers)
+	h("POST /v2/images/{id}/members", s.createMember)
+	h("GET /v2/images/{id}/members/{member}", s.getMember)
+	h("PUT /v2/images/{id}/members/{member}", s.updateMember)
+	h("DELETE /v2/images/{id}/members/{member}", s.deleteMember)
 	h("GET /v2/schemas/image", s.imageSchema)
 	h("GET /v2/schemas/images", s.imagesSchema)
 
@@ -164,7 +171,7 @@ func (s *Service) TooLarge(w http.ResponseWriter, r *http.Request, msg string) {
 }
 
 // IsDataTransfer tells the requests that carry image data (upload and
-// download of /v2/images/{id}/file): they stream, so the listener's small
+// download of /v2/images/{id}/file, the import's stage): they stream, so the listener's small
 // JSON body limit and its read and write timeouts do not apply to them;
 // the upload path bounds itself.
 func IsDataTransfer(r *http.Request) bool {
@@ -176,5 +183,5 @@ func IsDataTransfer(r *http.Request) bool {
 		return false
 	}
 	id, tail, ok := strings.Cut(rest, "/")
-	return ok && id != "" && tail == "file"
+	return ok && id != "" && (tail == "file" || (tail == "stage" && r.Method == http.MethodPut))
 }

@@ -413,11 +413,3 @@ func (s *Service) setActive(w http.ResponseWriter, r *http.Request, active bool)
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
-
-// listMembers: Capsule does not share images with other projects.
-func (s *Service) listMembers(w http.ResponseWriter, r *http.Request) {
-	if _, _, ok := s.loadVisible(w, r); !ok {
-		return
-	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"members": []any{}, "schema": "/v2/schemas/members"})
-}

@@ -398,6 +398,19 @@ func routes() []route {
 	im(route{method: "PUT", path: "/v2/images/{image}/tags/{tag}", destructive: true})
 	im(route{method: "DELETE", path: "/v2/images/{image}/tags/{tag}", destructive: true})
 	im(route{method: "GET", path: "/v2/images/{image}/members"})
+	im(route{method: "POST", path: "/v2/images/{image}/members", destructive: true, body: func(e *env) any {
+		return map[string]any{"member": e.pickOf(e.f.pools.any("project", e.rng), e.uuid(), "", 7)}
+	}})
+	im(route{method: "GET", path: "/v2/images/{image}/members/{project}"})
+	im(route{method: "PUT", path: "/v2/images/{image}/members/{project}", destructive: true, body: func(e *env) any {
+		return map[string]any{"status": e.pickOf("accepted", "rejected", "pending", "bogus", nil)}
+	}})
+	im(route{method: "DELETE", path: "/v2/images/{image}/members/{project}", destructive: true})
+	im(route{method: "PUT", path: "/v2/images/{image}/stage", destructive: true, rawBody: true, contentType: "application/octet-stream"})
+	im(route{method: "POST", path: "/v2/images/{image}/import", destructive: true, body: func(e *env) any {
+		return map[string]any{"method": map[string]any{"name": e.pickOf("glance-direct", "web-download", "copy-image", "")}}
+	}})
+	im(route{method: "GET", path: "/v2/info/import"})
 	im(route{method: "GET", path: "/v2/schemas/image"})
 	im(route{method: "GET", path: "/v2/schemas/images"})
 	im(route{method: "GET", path: "/versions"})
