@@ -115,8 +115,8 @@ func orNull(s string) any {
 func glanceTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05Z") }
 
 // View renders img as Glance does: every base attribute present (null
-// when unset) and additional properties as flat top-level strings. Never
-// a "properties" object: gophercloud decodes that key as a string.
+// when unset) and additional properties as flat top-level strings (a
+// "properties" one too: gophercloud decodes that key as a string).
 func View(img *store.Image) map[string]any {
 	props := Properties(img)
 	v := map[string]any{
@@ -136,7 +136,7 @@ func View(img *store.Image) map[string]any {
 		v["virtual_size"] = vs
 	}
 	for k, val := range props {
-		if isInternalProp(k) || k == "properties" || slices.Contains(baseAttrs, k) {
+		if isInternalProp(k) || slices.Contains(baseAttrs, k) {
 			continue
 		}
 		v[k] = val

@@ -157,3 +157,28 @@ func TestImageImportGlanceDirect(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Additional properties as gophercloud's and OSC's create sends them
+// ("properties" a string among them), JSON-patched, returned flat and
+// filterable.
+func TestImageCustomProperties(t *testing.T) {
+	e := newEnv(t, nil)
+	r := e.want(e.do("POST", "/v2/images", e.alice, map[string]any{"name": "p", "container_format": "bare", "disk_format": "qcow2",
+		"architecture": "x86_64", "os_distro": "cirros", "properties": "{'hypervisor_type': 'qemu'}"}), http.StatusCreated)
+	id := r.body["id"].(string)
+	if r.body["properties"] != "{'hypervisor_type': 'qemu'}" || r.body["os_distro"] != "cirros" {
+		t.Fatalf("created %s", r.raw)
+	}
+	patch := []map[string]any{{"op": "add", "path": "/hw_disk_bus", "value": "virtio"}, {"op": "replace", "path": "/os_distro", "value": "ubuntu"},
+		{"op": "remove", "path": "/architecture"}}
+	r = e.want(e.do("PATCH", "/v2/images/"+id, e.alice, patch, "Content-Type", "application/openstack-images-v2.1-json-patch"), http.StatusOK)
+	if r.body["hw_disk_bus"] != "virtio" || r.body["os_distro"] != "ubuntu" || r.body["architecture"] != nil {
+		t.Fatalf("patched %s", r.raw)
+	}
+	if got := names(e.want(e.do("GET", "/v2/images?os_distro=ubuntu", e.alice, nil), http.StatusOK)); !reflect.DeepEqual(got, []string{"p"}) {
+		t.Fatalf("os_distro filter %v", got)
+	}
+	if got := names(e.want(e.do("GET", "/v2/images?os_distro=cirros", e.alice, nil), http.StatusOK)); len(got) != 0 {
+		t.Fatalf("stale os_distro filter %v", got)
+	}
+}

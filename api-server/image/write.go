@@ -179,7 +179,9 @@ func setAttr(c *auth.Credentials, img *store.Image, props map[string]string, key
 		}
 		setTags(props, tags)
 	default:
-		if slices.Contains(baseAttrs, key) || key == "properties" || key == "" || len(key) > 255 {
+		// "properties" is an additional property like any other (a
+		// string: gophercloud sends and reads it so).
+		if slices.Contains(baseAttrs, key) || key == "" || len(key) > 255 {
 			return forbidden("Attribute '%s' is read-only.", key)
 		}
 		s, err := asString(key, val)
