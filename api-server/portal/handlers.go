@@ -322,7 +322,8 @@ func (s *Server) serverData(ctx context.Context, sess *session, id string) (*ser
 			d.Flavor = &d.Flavors[i]
 		}
 	}
-	d.Resize, d.CanResize = resizeChoices(d.Flavors, d.Flavor, sv.Flavor.ID)
+	lim, _ := s.limits(ctx, sess) // without limits the menu checks disks only
+	d.Resize, d.CanResize = resizeChoices(d.Flavors, d.Flavor, sv.Flavor.ID, lim)
 	d.Images, _ = s.images(ctx, sess)
 	d.Image = orID(names(d.Images, func(i Image) string { return i.ID }, func(i Image) string { return i.Name }), sv.ImageID())
 	d.Actions, err = s.instanceActions(ctx, sess, id)
@@ -465,10 +466,11 @@ type resizeChoice struct {
 }
 
 // resizeChoices marks the flavors the compute API refuses for a resize
-// from cur (id curID): the same flavor, and any with a smaller root disk
-// ("Resizing to a smaller disk flavor is not allowed"). The first that
-// fits is preselected.
-func resizeChoices(flavors []Flavor, cur *Flavor, curID string) ([]resizeChoice, bool) {
+// from cur (id curID): the same flavor, any with a smaller root disk
+// ("Resizing to a smaller disk flavor is not allowed"), and any whose
+// growth in vCPUs or RAM the project's quota (lim, if known) does not
+// leave. The first that fits is preselected.
+func resizeChoices(flavors []Flavor, cur *Flavor, curID string, lim *Limits) ([]resizeChoice, bool) {
 	out := make([]resizeChoice, 0, len(flavors))
 	picked := false
 	for _, f := range flavors {
@@ -478,6 +480,10 @@ func resizeChoices(flavors []Flavor, cur *Flavor, curID string) ([]resizeChoice,
 			c.Why = "current"
 		case cur != nil && f.Disk < cur.Disk:
 			c.Why = fmt.Sprintf("disk %d GB is smaller than the server's %d GB", f.Disk, cur.Disk)
+		case cur != nil && lim != nil && lim.MaxCores >= 0 && lim.UsedCores+f.VCPUs-cur.VCPUs > lim.MaxCores:
+			c.Why = fmt.Sprintf("needs %d more vCPUs, the quota leaves %d", f.VCPUs-cur.VCPUs, max(0, lim.MaxCores-lim.UsedCores))
+		case cur != nil && lim != nil && lim.MaxRAM >= 0 && lim.UsedRAM+f.RAM-cur.RAM > lim.MaxRAM:
+			c.Why = fmt.Sprintf("needs %d MB more RAM, the quota leaves %d MB", f.RAM-cur.RAM, max(0, lim.MaxRAM-lim.UsedRAM))
 		case !picked:
 			c.Pick, picked = true, true
 		}

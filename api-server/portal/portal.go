@@ -318,7 +318,11 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, sess *session, tit
 	st := statusOf(err)
 	if st == http.StatusUnauthorized {
 		setCookie(w, r, sessionCookie, "", time.Time{})
-		http.Redirect(w, r, "/login?expired=1", http.StatusSeeOther)
+		q := url.Values{"expired": {"1"}}
+		if r.Method == http.MethodGet {
+			q.Set("next", r.URL.RequestURI())
+		}
+		http.Redirect(w, r, "/login?"+q.Encode(), http.StatusSeeOther)
 		return
 	}
 	var msg string

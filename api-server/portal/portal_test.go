@@ -813,7 +813,7 @@ func TestExpiredTokenSendsToLogin(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/login?expired=1" {
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/login?expired=1&next=%2Fservers" {
 		t.Errorf("revoked token: %d %s", resp.StatusCode, resp.Header.Get("Location"))
 	}
 	if _, page := e.get("/login?expired=1"); !strings.Contains(page, "Your session has ended") {

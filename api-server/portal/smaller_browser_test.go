@@ -101,7 +101,8 @@ func TestBrowserServerPageKeyAndResizeFit(t *testing.T) {
 	srv["flavor"] = map[string]any{"id": "2"}
 	e.api.servers = []map[string]any{srv}
 	e.api.flavors = []map[string]any{{"id": "1", "name": "m1.tiny", "vcpus": 1, "ram": 512, "disk": 1},
-		{"id": "2", "name": "m1.small", "vcpus": 1, "ram": 2048, "disk": 20}, {"id": "3", "name": "m1.medium", "vcpus": 2, "ram": 4096, "disk": 40}}
+		{"id": "2", "name": "m1.small", "vcpus": 1, "ram": 2048, "disk": 20}, {"id": "3", "name": "m1.medium", "vcpus": 2, "ram": 4096, "disk": 40},
+		{"id": "4", "name": "m1.huge", "vcpus": 32, "ram": 4096, "disk": 40}}
 	b := newTab(t, e.portal.URL)
 	b.login("demo")
 	b.open("/servers/s1")
@@ -111,11 +112,11 @@ func TestBrowserServerPageKeyAndResizeFit(t *testing.T) {
 	opts := js[[]string](b, `Array.from(document.querySelectorAll("#resize-flavor option")).map(function(o){return o.value+"|"+o.disabled+"|"+o.text})`)
 	for _, o := range opts {
 		p := strings.SplitN(o, "|", 3)
-		if want := p[0] != "3"; fmt.Sprint(want) != p[1] {
+		if want := p[0] != "3"; fmt.Sprint(want) != p[1] { // 4 needs 31 more vCPUs: the quota leaves 15
 			t.Errorf("resize option %q: disabled=%s, want %v", p[2], p[1], want)
 		}
 	}
-	if !strings.Contains(strings.Join(opts, "\n"), "disk") {
+	if all := strings.Join(opts, "\n"); !strings.Contains(all, "disk") || !strings.Contains(all, "quota leaves 15") {
 		t.Errorf("disabled flavors do not say why: %v", opts)
 	}
 	if v := js[string](b, `document.querySelector("#resize-flavor").value`); v != "3" {
