@@ -7,7 +7,10 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/errdefs"
+	"github.com/capsule-cloud/capsule/instance"
+	"github.com/capsule-cloud/capsule/outbox"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/store"
 )
@@ -39,15 +42,18 @@ func (c *Conductor) onVolumeReport(ctx context.Context, r protocol.VolumeReport)
 		if err != nil {
 			return err
 		}
-		// Attach and detach run on the server's host; everything else on
-		// the host that holds the data.
-		want := v.Host
-		if (r.Kind == protocol.KindVolumeAttach || r.Kind == protocol.KindVolumeDetach ||
-			r.Kind == protocol.KindVolumeExtend) && att != nil {
-			want = att.Host
+		if r.Kind == protocol.KindVolumeDelete && v.Status != store.VolumeDeleting {
+			// The removal of the copy a transfer left on the old host.
+			return nil
 		}
-		if r.Kind == protocol.KindVolumeImport || r.Kind == protocol.KindVolumeExport {
-			want = r.Host // the transfer's driver checks its own hosts
+		// Attach, detach and an import run on the server's host; the
+		// rest on the host that holds the data.
+		want := v.Host
+		switch r.Kind {
+		case protocol.KindVolumeAttach, protocol.KindVolumeDetach, protocol.KindVolumeExtend, protocol.KindVolumeImport:
+			if att != nil {
+				want = att.Host
+			}
 		}
 		if want != r.Host {
 			return errdefs.Forbiddenf("conductor: host %s reported %s of volume %s of host %s", r.Host, r.Kind, v.ID, want)
@@ -86,6 +92,8 @@ func (c *Conductor) onVolumeReport(ctx context.Context, r protocol.VolumeReport)
 			return c.onAttachReport(tx, v, att, r, msg)
 		case protocol.KindVolumeDetach:
 			return c.onDetachReport(tx, v, att, r, msg)
+		case protocol.KindVolumeExport, protocol.KindVolumeImport:
+			return c.onTransferReport(tx, v, att, r, msg)
 		}
 		log.Info("volume report of a kind the conductor does not record", "request_id", r.RequestID)
 		return nil
@@ -128,8 +136,70 @@ func (c *Conductor) onDetachReport(tx *gorm.DB, v *store.Volume, att *store.Volu
 	if err := tx.Where("id = ?", att.ID).Delete(&store.VolumeAttachment{}).Error; err != nil {
 		return fmt.Errorf("drop attachment %s: %w", att.ID, err)
 	}
-	_, err := store.ChangeVolumeStatus(tx, v.ID, []store.VolumeStatus{store.VolumeDetaching}, store.VolumeAvailable, map[string]any{"error_message": ""})
-	return err
+	if _, err := store.ChangeVolumeStatus(tx, v.ID, []store.VolumeStatus{store.VolumeDetaching}, store.VolumeAvailable, map[string]any{"error_message": ""}); err != nil {
+		return err
+	}
+	if !att.DeleteOnTermination {
+		return nil
+	}
+	// delete_on_termination: the volume goes with its deleted server.
+	var gone int64
+	if err := tx.Model(&store.Instance{}).Where("id = ? AND deleted_at IS NOT NULL", att.InstanceID).Count(&gone).Error; err != nil {
+		return fmt.Errorf("server of attachment %s: %w", att.ID, err)
+	}
+	if gone == 0 {
+		return nil
+	}
+	var out outbox.Batch // the relay sends it once committed
+	return instance.DeleteVolume(tx, &out, v, []store.VolumeStatus{store.VolumeAvailable})
+}
+
+// onTransferReport moves a local volume's data to the host of the server
+// it is being attached to: export from the volume's host done -> import on
+// the server's host; import done -> the volume lives there now, the old
+// copy is removed and the attach goes ahead. A failure drops the
+// attachment; the volume stays available where it was.
+func (c *Conductor) onTransferReport(tx *gorm.DB, v *store.Volume, att *store.VolumeAttachment, r protocol.VolumeReport, msg string) error {
+	if att == nil || att.Status != store.AttachmentAttaching || v.Status != store.VolumeAttaching {
+		return nil // superseded
+	}
+	if !r.OK {
+		if err := tx.Where("id = ?", att.ID).Delete(&store.VolumeAttachment{}).Error; err != nil {
+			return fmt.Errorf("drop attachment %s: %w", att.ID, err)
+		}
+		_, err := store.ChangeVolumeStatus(tx, v.ID, []store.VolumeStatus{store.VolumeAttaching}, store.VolumeAvailable,
+			map[string]any{"error_message": "moving the volume to host " + att.Host + " failed: " + msg})
+		return err
+	}
+	var out outbox.Batch
+	cast := func(host, kind string, body any) error {
+		m, err := bus.NewMessage(kind, body)
+		if err != nil {
+			return err
+		}
+		return out.Enqueue(tx, bus.ComputeQueue(host), "", m)
+	}
+	spec := protocol.VolumeSpec{ID: v.ID, ProjectID: v.ProjectID, SizeGB: v.SizeGB, Backend: v.Backend, Host: v.Host}
+	if r.Kind == protocol.KindVolumeExport {
+		if v.Host == att.Host {
+			return nil
+		}
+		spec.Host = att.Host
+		return cast(att.Host, protocol.KindVolumeImport, protocol.VolumeTransfer{RequestID: r.RequestID, Volume: spec, Ref: r.Ref})
+	}
+	old := v.Host
+	if old == att.Host {
+		return nil // seen before
+	}
+	if err := tx.Model(&store.Volume{}).Where("id = ?", v.ID).Update("host", att.Host).Error; err != nil {
+		return fmt.Errorf("volume %s to host %s: %w", v.ID, att.Host, err)
+	}
+	v.Host = att.Host
+	if err := cast(old, protocol.KindVolumeDelete, protocol.VolumeDelete{RequestID: r.RequestID, Volume: spec}); err != nil {
+		return err
+	}
+	return cast(att.Host, protocol.KindVolumeAttach, protocol.VolumeAttach{RequestID: r.RequestID, InstanceID: att.InstanceID,
+		Mount: instance.VolumeMount(v, att)})
 }
 
 func (c *Conductor) onSnapshotWork(tx *gorm.DB, r protocol.VolumeReport) error {

@@ -1,9 +1,11 @@
 package conductor
 
 import (
+	"context"
 	"testing"
 
 	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/internal/storetest"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/store"
@@ -93,5 +95,97 @@ func TestVolumeReports(t *testing.T) {
 	reply := mustSend(t, c, protocol.KindVolumesOnHost, protocol.VolumesOnHostRequest{Host: "h1"}).(*protocol.VolumesOnHostReply)
 	if len(reply.Volumes) != 1 || reply.Volumes[0].ID != "v2" {
 		t.Fatalf("volumes on h1 %+v", reply)
+	}
+}
+
+// A local volume attached to a server on another host moves there:
+// export done -> import cast to the server's host; import done -> the
+// volume's host is the server's, the old copy goes, the attach is cast.
+func TestVolumeTransferForAttach(t *testing.T) {
+	st := storetest.SQLite(t)
+	b := bus.NewMem()
+	defer b.Close()
+	c := newTestConductor(st, b, 3)
+	addVolume(t, st, "v1", "h1", store.VolumeAttaching)
+	if err := st.DB.Create(&store.VolumeAttachment{ID: "a1", VolumeID: "v1", InstanceID: "i1", Host: "h2", MountPath: "/mnt/v1",
+		Status: store.AttachmentAttaching}).Error; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := send(t, c, protocol.KindVolumeReport, protocol.VolumeReport{Kind: protocol.KindVolumeExport, VolumeID: "v1", Host: "h2", OK: true, Ref: "r"}); err == nil {
+		t.Fatal("an export report from the target accepted")
+	}
+	mustSend(t, c, protocol.KindVolumeReport, protocol.VolumeReport{Kind: protocol.KindVolumeExport, VolumeID: "v1", Host: "h1", OK: true, Ref: "reg/capsule/volumes/v1:r"})
+	c.outbox.Pass(context.Background())
+	var imp protocol.VolumeTransfer
+	msgs := b.Sent(bus.ComputeQueue("h2"))
+	if len(msgs) != 1 || msgs[0].Kind != protocol.KindVolumeImport || msgs[0].Decode(&imp) != nil || imp.Ref != "reg/capsule/volumes/v1:r" || imp.Volume.Host != "h2" {
+		t.Fatalf("import %v %+v", msgs, imp)
+	}
+	mustSend(t, c, protocol.KindVolumeReport, protocol.VolumeReport{Kind: protocol.KindVolumeImport, VolumeID: "v1", Host: "h2", OK: true, Ref: imp.Ref})
+	c.outbox.Pass(context.Background())
+	v, _ := store.GetVolume(st.DB, "v1")
+	if v.Host != "h2" || v.Status != store.VolumeAttaching {
+		t.Fatalf("after import %+v", v)
+	}
+	kinds := func(h string) []string {
+		var out []string
+		for _, m := range b.Sent(bus.ComputeQueue(h)) {
+			out = append(out, m.Kind)
+		}
+		return out
+	}
+	if k := kinds("h1"); len(k) != 1 || k[0] != protocol.KindVolumeDelete {
+		t.Fatalf("to h1: %v", k)
+	}
+	if k := kinds("h2"); len(k) != 2 || k[1] != protocol.KindVolumeAttach {
+		t.Fatalf("to h2: %v", k)
+	}
+	// the old host's delete report changes nothing
+	mustSend(t, c, protocol.KindVolumeReport, protocol.VolumeReport{Kind: protocol.KindVolumeDelete, VolumeID: "v1", Host: "h1", OK: true})
+	if v, _ := store.GetVolume(st.DB, "v1"); v == nil || v.Status != store.VolumeAttaching {
+		t.Fatalf("after the old copy's delete %+v", v)
+	}
+}
+
+// Deleting a server detaches its volumes (forced) on its host and, once
+// the host unmounted them, deletes the delete_on_termination ones.
+func TestServerDeleteReleasesVolumes(t *testing.T) {
+	st := storetest.SQLite(t)
+	b := bus.NewMem()
+	defer b.Close()
+	c := newTestConductor(st, b, 3)
+	inst := addInstance(t, st, onHost("h1"))
+	addVolume(t, st, "keep", "h1", store.VolumeInUse)
+	addVolume(t, st, "dot", "h1", store.VolumeInUse)
+	for _, a := range []store.VolumeAttachment{
+		{ID: "a-keep", VolumeID: "keep", InstanceID: inst.ID, Host: "h1", MountPath: "/mnt/keep", Status: store.AttachmentAttached},
+		{ID: "a-dot", VolumeID: "dot", InstanceID: inst.ID, Host: "h1", MountPath: "/mnt/dot", Status: store.AttachmentAttached, DeleteOnTermination: true},
+	} {
+		if err := st.DB.Create(&a).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := instance.MarkDeleted(context.Background(), st, inst.ID, testNow); err != nil {
+		t.Fatal(err)
+	}
+	c.outbox.Pass(context.Background())
+	var forced int
+	for _, m := range b.Sent(bus.ComputeQueue("h1")) {
+		var d protocol.VolumeDetach
+		if m.Kind == protocol.KindVolumeDetach && m.Decode(&d) == nil && d.Force && d.InstanceID == inst.ID {
+			forced++
+		}
+	}
+	if forced != 2 || volumeStatus(t, st, "keep") != store.VolumeDetaching {
+		t.Fatalf("forced detaches %d, keep %s", forced, volumeStatus(t, st, "keep"))
+	}
+	for _, id := range []string{"keep", "dot"} {
+		mustSend(t, c, protocol.KindVolumeReport, protocol.VolumeReport{Kind: protocol.KindVolumeDetach, VolumeID: id, AttachmentID: "a-" + id, Host: "h1", OK: true})
+	}
+	if got := volumeStatus(t, st, "keep"); got != store.VolumeAvailable {
+		t.Fatalf("kept volume %s", got)
+	}
+	if got := volumeStatus(t, st, "dot"); got != store.VolumeDeleting {
+		t.Fatalf("delete_on_termination volume %s", got)
 	}
 }

@@ -123,6 +123,11 @@ func MarkDeleted(ctx context.Context, st *store.Store, id string, now time.Time)
 		if err := store.RemoveGroupMember(tx, id); err != nil {
 			return err
 		}
+		// Its volumes are detached (and delete_on_termination ones
+		// deleted), never left attached to a deleted server.
+		if err := releaseVolumes(tx, &inst); err != nil {
+			return err
+		}
 		_, err := Apply(tx, id, Guard{}, Change{VM: lifecycle.Deleted, Task: lifecycle.NoTask, At: now,
 			Set: map[string]any{"power_state": 0, "deleted_at": now, "terminated_at": now}})
 		if err != nil {

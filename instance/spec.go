@@ -44,6 +44,9 @@ func SpecFor(ctx context.Context, st *store.Store, inst *store.Instance) (protoc
 			spec.NICs[i].Bandwidth = &b
 		}
 	}
+	if spec.Volumes, err = volumesFor(st.WithContext(ctx), inst.ID); err != nil {
+		return spec, fmt.Errorf("spec of %s: %w", inst.ID, err)
+	}
 	if inst.ImageID == "" {
 		return spec, nil
 	}

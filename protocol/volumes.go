@@ -189,6 +189,8 @@ type VolumeReport struct {
 	SizeGB int `json:"size_gb,omitempty"`
 	// Bytes: export/import, bytes pushed/pulled; snapshot: bytes used.
 	Bytes int64 `json:"bytes,omitempty"`
+	// Ref (export, import): the work's registry reference, echoed.
+	Ref string `json:"ref,omitempty"`
 	// Live (attach/detach): the running server's mounts changed now
 	// (false: the server is stopped; applied at its next start).
 	Live     bool      `json:"live,omitempty"`

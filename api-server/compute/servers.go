@@ -218,6 +218,10 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	imageID := lastSegment(*in.ImageRef)
+	if err := checkBDMs(in.BDM, imageID); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	img, err := s.findImage(ctx, imageID)
 	if err != nil {
 		writeFault(w, errdefs.InvalidArgumentf("Image %s could not be found.", imageID))
@@ -1088,13 +1092,6 @@ func (s *Service) startActionMsg(w http.ResponseWriter, r *http.Request, inst *s
 	}
 	s.deliver(ctx, &out)
 	return nil
-}
-
-func (s *Service) listVolumeAttachments(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.loadServer(w, r); !ok {
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"volumeAttachments": []any{}})
 }
 
 // nameFilter is Nova's name filter: an unanchored regular expression, or

@@ -254,7 +254,7 @@ func (s *Service) serverViewWith(r *http.Request, inst *store.Instance, kind vie
 		out["OS-EXT-STS:task_state"] = string(task)
 	}
 	out["OS-EXT-STS:power_state"] = inst.PowerState
-	out["os-extended-volumes:volumes_attached"] = []any{}
+	out["os-extended-volumes:volumes_attached"] = s.volumesAttached(r.Context(), inst)
 	if v.AtLeast(90) && !isAdmin {
 		// 2.90: the hostname is everyone's (admins get it below).
 		out["OS-EXT-SRV-ATTR:hostname"] = inst.Hostname

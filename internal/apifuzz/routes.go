@@ -126,6 +126,16 @@ func routes() []route {
 	c(route{method: "DELETE", path: "/servers/{server}/metadata/{metakey}"})
 	c(route{method: "GET", path: "/servers/{server}/os-instance-actions", query: []string{"limit", "marker", "changes-since", "changes-before"}})
 	c(route{method: "GET", path: "/servers/{server}/os-instance-actions/{request}"})
+	c(route{method: "GET", path: "/servers/{server}/os-volume_attachments"})
+	c(route{method: "POST", path: "/servers/{server}/os-volume_attachments", body: func(e *env) any {
+		return obj("volumeAttachment", map[string]any{"volumeId": e.id("volume"), "device": e.pickOf(nil, "/dev/vdc", "/data", "../x"),
+			"delete_on_termination": e.pickOf(true, false), "tag": e.pickOf("t", nil)})
+	}})
+	c(route{method: "GET", path: "/servers/{server}/os-volume_attachments/{volume}"})
+	c(route{method: "PUT", path: "/servers/{server}/os-volume_attachments/{volume}", body: func(e *env) any {
+		return obj("volumeAttachment", map[string]any{"volumeId": e.id("volume"), "delete_on_termination": true})
+	}})
+	c(route{method: "DELETE", path: "/servers/{server}/os-volume_attachments/{volume}"})
 	c(route{method: "GET", path: "/servers/{server}/os-interface"})
 	c(route{method: "POST", path: "/servers/{server}/os-interface", body: func(e *env) any {
 		if e.rng.IntN(2) == 0 {

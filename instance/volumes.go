@@ -1,0 +1,123 @@
+package instance
+
+import (
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/outbox"
+	"github.com/capsule-cloud/capsule/protocol"
+	"github.com/capsule-cloud/capsule/store"
+)
+
+// volumesFor is a server's attached volumes as its spec carries them
+// (attachments still attaching or detaching are the attach and detach
+// work's to mount or unmount).
+func volumesFor(tx *gorm.DB, instanceID string) ([]protocol.VolumeMount, error) {
+	atts, err := store.InstanceVolumeAttachments(tx, instanceID)
+	if err != nil {
+		return nil, err
+	}
+	var out []protocol.VolumeMount
+	for _, a := range atts {
+		if a.Status != store.AttachmentAttached {
+			continue
+		}
+		v, err := store.GetVolume(tx, a.VolumeID)
+		if err != nil {
+			return nil, fmt.Errorf("volume of attachment %s: %w", a.ID, err)
+		}
+		out = append(out, VolumeMount(v, &a))
+	}
+	return out, nil
+}
+
+// VolumeMount is attachment a of volume v as the agents get it.
+func VolumeMount(v *store.Volume, a *store.VolumeAttachment) protocol.VolumeMount {
+	return protocol.VolumeMount{AttachmentID: a.ID, MountPath: a.MountPath, ReadOnly: a.ReadOnly,
+		Volume: protocol.VolumeSpec{ID: v.ID, ProjectID: v.ProjectID, SizeGB: v.SizeGB, Backend: v.Backend, Host: v.Host}}
+}
+
+// releaseVolumes detaches a deleted server's volumes in tx: from a server
+// that was on a host, the host is asked to unmount them (a forced detach:
+// the container is gone; the conductor deletes delete_on_termination
+// volumes once that is done); from one that never reached a host, they
+// are released at once, delete_on_termination ones deleted.
+func releaseVolumes(tx *gorm.DB, inst *store.Instance) error {
+	atts, err := store.InstanceVolumeAttachments(tx, inst.ID)
+	if err != nil || len(atts) == 0 {
+		return err
+	}
+	var out outbox.Batch // sent by the conductor's outbox relay
+	for _, a := range atts {
+		v, err := store.GetVolume(tx, a.VolumeID)
+		if err != nil {
+			return fmt.Errorf("volume of attachment %s: %w", a.ID, err)
+		}
+		host := a.Host
+		if host == "" {
+			host = inst.Host
+		}
+		if host != "" && a.Status != store.AttachmentAttaching {
+			if a.Status == store.AttachmentDetaching {
+				continue // a detach is under way already
+			}
+			if err := tx.Model(&store.VolumeAttachment{}).Where("id = ?", a.ID).Update("status", store.AttachmentDetaching).Error; err != nil {
+				return fmt.Errorf("attachment %s detaching: %w", a.ID, err)
+			}
+			if _, err := store.ChangeVolumeStatus(tx, v.ID, []store.VolumeStatus{store.VolumeInUse}, store.VolumeDetaching, nil); err != nil {
+				return err
+			}
+			msg, err := bus.NewMessage(protocol.KindVolumeDetach, protocol.VolumeDetach{RequestID: "req-delete-" + inst.ID,
+				InstanceID: inst.ID, Mount: VolumeMount(v, &a), Force: true})
+			if err != nil {
+				return err
+			}
+			if err := out.Enqueue(tx, bus.ComputeQueue(host), "", msg); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := tx.Where("id = ?", a.ID).Delete(&store.VolumeAttachment{}).Error; err != nil {
+			return fmt.Errorf("drop attachment %s: %w", a.ID, err)
+		}
+		from := []store.VolumeStatus{store.VolumeInUse, store.VolumeAttaching}
+		if !a.DeleteOnTermination || v.Host == "" {
+			if _, err := store.ChangeVolumeStatus(tx, v.ID, from, store.VolumeAvailable, nil); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := DeleteVolume(tx, &out, v, from); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DeleteVolume moves v from one of from to deleting and casts its delete
+// to the host holding it, in tx (out gets the message).
+func DeleteVolume(tx *gorm.DB, out *outbox.Batch, v *store.Volume, from []store.VolumeStatus) error {
+	// in-use and attaching cannot go to deleting directly: pass through
+	// available, as a detach would.
+	for _, f := range from {
+		if !f.CanBecome(store.VolumeDeleting) {
+			if _, err := store.ChangeVolumeStatus(tx, v.ID, []store.VolumeStatus{f}, store.VolumeAvailable, nil); err != nil {
+				return err
+			}
+		}
+	}
+	ok, err := store.ChangeVolumeStatus(tx, v.ID, []store.VolumeStatus{store.VolumeAvailable, store.VolumeError}, store.VolumeDeleting,
+		map[string]any{"updated_at": time.Now().UTC()})
+	if err != nil || !ok {
+		return err
+	}
+	msg, err := bus.NewMessage(protocol.KindVolumeDelete, protocol.VolumeDelete{RequestID: "req-dot-" + v.ID,
+		Volume: protocol.VolumeSpec{ID: v.ID, ProjectID: v.ProjectID, SizeGB: v.SizeGB, Backend: v.Backend, Host: v.Host}})
+	if err != nil {
+		return err
+	}
+	return out.Enqueue(tx, bus.ComputeQueue(v.Host), "", msg)
+}
