@@ -72,6 +72,8 @@ type viewBatch struct {
 	nics       map[string][]serverNIC // by instance id
 	groupNames map[string]string      // security groups' names by id
 	hostStatus map[string]string      // by host
+	// volumes are the servers' volume attachments, by instance id.
+	volumes map[string][]store.VolumeAttachment
 }
 
 // loadViewBatch loads the NICs of insts and, for an admin, their hosts'
@@ -123,6 +125,15 @@ func (s *Service) loadViewBatch(ctx context.Context, insts []store.Instance) *vi
 		p.SecurityGroups = groupsOf[p.ID]
 		b.nics[p.DeviceID] = append(b.nics[p.DeviceID], serverNIC{port: p, netName: name})
 		groupIDs = append(groupIDs, p.SecurityGroups...)
+	}
+	var atts []store.VolumeAttachment
+	if err := s.st.WithContext(ctx).Where("instance_id IN ?", ids).Order("created_at, id").Find(&atts).Error; err != nil {
+		s.log.Warn("volume attachments of servers", "error", err)
+		return nil
+	}
+	b.volumes = map[string][]store.VolumeAttachment{}
+	for _, a := range atts {
+		b.volumes[a.InstanceID] = append(b.volumes[a.InstanceID], a)
 	}
 	if b.groupNames, err = s.st.SecurityGroupNames(ctx, groupIDs); err != nil {
 		s.log.Warn("security groups of servers", "error", err)
@@ -254,7 +265,7 @@ func (s *Service) serverViewWith(r *http.Request, inst *store.Instance, kind vie
 		out["OS-EXT-STS:task_state"] = string(task)
 	}
 	out["OS-EXT-STS:power_state"] = inst.PowerState
-	out["os-extended-volumes:volumes_attached"] = s.volumesAttached(r.Context(), inst)
+	out["os-extended-volumes:volumes_attached"] = s.volumesAttached(r.Context(), inst, b)
 	if v.AtLeast(90) && !isAdmin {
 		// 2.90: the hostname is everyone's (admins get it below).
 		out["OS-EXT-SRV-ATTR:hostname"] = inst.Hostname

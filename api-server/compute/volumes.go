@@ -345,12 +345,18 @@ func (s *Service) detachVolume(w http.ResponseWriter, r *http.Request) {
 }
 
 // volumesAttached is a server view's os-extended-volumes:volumes_attached.
-func (s *Service) volumesAttached(ctx context.Context, inst *store.Instance) []any {
+// A page of servers takes them from its batch (b; nil: one query).
+func (s *Service) volumesAttached(ctx context.Context, inst *store.Instance, b *viewBatch) []any {
 	out := []any{}
-	atts, err := store.InstanceVolumeAttachments(s.st.WithContext(ctx), inst.ID)
-	if err != nil {
-		s.log.Warn("volumes of server view", "instance", inst.ID, "error", err)
-		return out
+	var atts []store.VolumeAttachment
+	if b != nil && b.volumes != nil {
+		atts = b.volumes[inst.ID]
+	} else {
+		var err error
+		if atts, err = store.InstanceVolumeAttachments(s.st.WithContext(ctx), inst.ID); err != nil {
+			s.log.Warn("volumes of server view", "instance", inst.ID, "error", err)
+			return out
+		}
 	}
 	v := versionOf(ctx)
 	for _, a := range atts {
