@@ -197,9 +197,12 @@ func TestPortal(t *testing.T) {
 	c := startCloud(t, withBridge)
 	ctx := context.Background()
 	admin := c.computeClient(t, "admin", c.adminPass, "admin")
-	// demo's own network, for the launch form's network and fixed IP.
+	// demo's own networks, for the launch form's network and fixed IP:
+	// two, so a launch without a network is one Nova refuses ("Multiple
+	// possible networks found") and the form must make the user choose.
 	netName := "portal-net"
 	tenantNetwork(t, c.networkClient(t, "demo", c.demoPass, "demo"), netName, "10.77.0.0/24", nil)
+	tenantNetwork(t, c.networkClient(t, "demo", c.demoPass, "demo"), "portal-net-2", "10.79.0.0/24", nil)
 	demo := c.computeClient(t, "demo", c.demoPass, "demo")
 	img := c.imageIDs(t, "demo", c.demoPass, "demo")["busybox"]
 
@@ -235,6 +238,13 @@ func TestPortal(t *testing.T) {
 	// Launch.
 	name := "portal-" + uuid.NewString()[:6]
 	b.open("/launch")
+	// Two usable networks: no "default" choice, a required pick instead.
+	if bad := evalJS[string](b, `Array.from(document.querySelectorAll("#network option")).filter(function(o){return o.value === "" && !o.disabled}).map(function(o){return o.text}).join(",")`); bad != "" {
+		t.Errorf("the launch form offers %q with two usable networks (Nova refuses it)", bad)
+	}
+	if !evalJS[bool](b, `document.querySelector("#network").required`) {
+		t.Error("the network is not a required pick with two usable networks")
+	}
 	b.do("fill the launch form",
 		chromedp.SetValue(chromedp.CSS("#name"), name),
 		chromedp.SetValue(chromedp.CSS("#image"), img),
