@@ -207,6 +207,18 @@ func (s *Server) getServer(ctx context.Context, sess *session, id string) (*Serv
 type LaunchRequest struct {
 	Name, Image, Flavor, Network, FixedIP, KeyName string
 	Count                                          int
+	// Groups are the security groups' names ("" = the project's default).
+	Groups []string
+}
+
+// HasGroup says the launch form asked for the group name.
+func (lr LaunchRequest) HasGroup(name string) bool {
+	for _, g := range lr.Groups {
+		if g == name {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) createServer(ctx context.Context, sess *session, lr LaunchRequest) error {
@@ -224,6 +236,13 @@ func (s *Server) createServer(ctx context.Context, sess *session, lr LaunchReque
 	if lr.KeyName != "" {
 		srv["key_name"] = lr.KeyName
 	}
+	if len(lr.Groups) > 0 {
+		sgs := make([]map[string]string, 0, len(lr.Groups))
+		for _, g := range lr.Groups {
+			sgs = append(sgs, map[string]string{"name": g})
+		}
+		srv["security_groups"] = sgs
+	}
 	_, err := s.up.do(ctx, "compute", sess.Token, http.MethodPost, s.ep.Compute+"/servers", map[string]any{"server": srv}, nil)
 	return err
 }
@@ -234,6 +253,7 @@ type ActionArgs struct {
 	Name   string // snapshot: the new image's name
 	Host   string // migrate: the target host ("" = the scheduler's choice)
 	Image  string // rebuild: the new image's id
+	Group  string // addSecurityGroup, removeSecurityGroup: the group's name
 }
 
 // actionBodies are the Nova action bodies of the portal's simple actions.
@@ -270,6 +290,11 @@ func (s *Server) serverAction(ctx context.Context, sess *session, id, action str
 			return &APIError{Status: http.StatusBadRequest, Service: "portal", Message: "Give the snapshot a name."}
 		}
 		body = map[string]any{"createImage": map[string]string{"name": strings.TrimSpace(args.Name)}}
+	case action == "addSecurityGroup" || action == "removeSecurityGroup":
+		if args.Group == "" {
+			return &APIError{Status: http.StatusBadRequest, Service: "portal", Message: "Choose a security group."}
+		}
+		body = map[string]any{action: map[string]string{"name": args.Group}}
 	case action == "rebuild":
 		if args.Image == "" {
 			return &APIError{Status: http.StatusBadRequest, Service: "portal", Message: "Choose the image to rebuild the server with."}

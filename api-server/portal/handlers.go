@@ -252,23 +252,29 @@ func (s *Server) serverJSON(w http.ResponseWriter, r *http.Request, sess *sessio
 // cannot make the portal say anything else.
 func doneMessage(code string) string {
 	return map[string]string{
-		"launched":        "Launch requested: the servers appear below and turn ACTIVE when they run.",
-		"start":           "Start requested.",
-		"stop":            "Stop requested.",
-		"reboot":          "Reboot requested.",
-		"delete":          "Delete requested: the server disappears once it is gone.",
-		"pause":           "Pause requested: the server's processes are frozen until you unpause it.",
-		"unpause":         "Unpause requested.",
-		"suspend":         "Suspend requested: the server's processes are frozen, memory kept, until you resume it.",
-		"resume":          "Resume requested.",
-		"resize":          "Resize requested: when the server shows VERIFY_RESIZE, confirm the new flavor or revert to the old one.",
-		"confirmResize":   "Resize confirmed.",
-		"revertResize":    "Resize reverted: the server goes back to its old flavor.",
-		"snapshot":        "Snapshot requested: the image is listed below and turns active once it is uploaded.",
-		"migrate":         "Migration requested.",
-		"rebuild":         "Rebuild requested: the server comes back on its new image, with its addresses and key.",
-		"keypair":         "Key pair added.",
-		"keypair-deleted": "Key pair deleted.",
+		"launched":            "Launch requested: the servers appear below and turn ACTIVE when they run.",
+		"start":               "Start requested.",
+		"stop":                "Stop requested.",
+		"reboot":              "Reboot requested.",
+		"delete":              "Delete requested: the server disappears once it is gone.",
+		"pause":               "Pause requested: the server's processes are frozen until you unpause it.",
+		"unpause":             "Unpause requested.",
+		"suspend":             "Suspend requested: the server's processes are frozen, memory kept, until you resume it.",
+		"resume":              "Resume requested.",
+		"resize":              "Resize requested: when the server shows VERIFY_RESIZE, confirm the new flavor or revert to the old one.",
+		"confirmResize":       "Resize confirmed.",
+		"revertResize":        "Resize reverted: the server goes back to its old flavor.",
+		"snapshot":            "Snapshot requested: the image is listed below and turns active once it is uploaded.",
+		"migrate":             "Migration requested.",
+		"rebuild":             "Rebuild requested: the server comes back on its new image, with its addresses and key.",
+		"keypair":             "Key pair added.",
+		"keypair-deleted":     "Key pair deleted.",
+		"sg-created":          "Security group created: it admits nothing until you add rules (its egress rules let servers out).",
+		"sg-deleted":          "Security group deleted.",
+		"rule-added":          "Rule added: servers in the group get it within seconds.",
+		"rule-deleted":        "Rule deleted: connections it admitted are refused from now on.",
+		"addSecurityGroup":    "Security group added to the server.",
+		"removeSecurityGroup": "Security group removed from the server.",
 	}[code]
 }
 
@@ -305,6 +311,9 @@ type serverData struct {
 	// <time> failed" and why where the API tells (shown when the server
 	// has no fault: Nova shows one on ERROR servers only).
 	LastFailure string
+	// Groups are the server's security groups, Available the project's
+	// others (the add picker's choices).
+	Groups, Available []SecurityGroup
 }
 
 func (s *Server) serverData(ctx context.Context, sess *session, id string) (*serverData, error) {
@@ -326,6 +335,18 @@ func (s *Server) serverData(ctx context.Context, sess *session, id string) (*ser
 	d.Resize, d.CanResize = resizeChoices(d.Flavors, d.Flavor, sv.Flavor.ID, lim)
 	d.Images, _ = s.images(ctx, sess)
 	d.Image = orID(names(d.Images, func(i Image) string { return i.ID }, func(i Image) string { return i.Name }), sv.ImageID())
+	d.Groups, _ = s.serverGroups(ctx, sess, id)
+	if all, err := s.securityGroups(ctx, sess); err == nil {
+		in := map[string]bool{}
+		for _, g := range d.Groups {
+			in[g.Name] = true
+		}
+		for _, g := range all {
+			if !in[g.Name] {
+				d.Available = append(d.Available, g)
+			}
+		}
+	}
 	d.Actions, err = s.instanceActions(ctx, sess, id)
 	if err != nil {
 		return nil, err
@@ -430,7 +451,7 @@ func (s *Server) actionPost(w http.ResponseWriter, r *http.Request, sess *sessio
 		return
 	}
 	args := ActionArgs{Flavor: r.PostFormValue("flavor"), Name: r.PostFormValue("name"), Host: r.PostFormValue("host"),
-		Image: r.PostFormValue("image")}
+		Image: r.PostFormValue("image"), Group: r.PostFormValue("group")}
 	if err := s.serverAction(r.Context(), sess, id, action, args); err != nil {
 		st := statusOf(err)
 		if st == http.StatusUnauthorized || st == http.StatusNotFound || action == "delete" {
@@ -504,6 +525,7 @@ type launchData struct {
 	Flavors  []Flavor
 	Networks []Network
 	Keypairs []Keypair
+	Groups   []SecurityGroup
 	// Usable is how many networks a launch without one would choose
 	// from: with more than one the API refuses such a launch, so the form
 	// makes the user pick; with one it is preselected; with none the
@@ -530,6 +552,7 @@ func (s *Server) launchChoices(ctx context.Context, sess *session, d *launchData
 	if d.Req.Network == "" && len(usable) == 1 {
 		d.Req.Network = usable[0].ID
 	}
+	d.Groups, _ = s.securityGroups(ctx, sess)
 	d.Keypairs, err = s.keypairs(ctx, sess)
 	return err
 }
@@ -554,7 +577,7 @@ func (s *Server) launchPage(w http.ResponseWriter, r *http.Request, sess *sessio
 func (s *Server) launchPost(w http.ResponseWriter, r *http.Request, sess *session) {
 	req := LaunchRequest{Name: strings.TrimSpace(r.PostFormValue("name")), Image: r.PostFormValue("image"),
 		Flavor: r.PostFormValue("flavor"), Network: r.PostFormValue("network"), FixedIP: strings.TrimSpace(r.PostFormValue("fixed_ip")),
-		KeyName: r.PostFormValue("key_name")}
+		KeyName: r.PostFormValue("key_name"), Groups: r.PostForm["security_groups"]}
 	var msg string
 	count, err := strconv.Atoi(strings.TrimSpace(r.PostFormValue("count")))
 	switch {

@@ -111,6 +111,7 @@ var funcs = template.FuncMap{
 		return strconv.Itoa(n)
 	},
 	"join":      joinOr,
+	"list":      func(v ...string) []string { return v },
 	"statusCSS": statusClass,
 	"deref": func(p *string) string {
 		if p == nil {
@@ -199,6 +200,12 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /keypairs", s.authed(s.keypairsPage))
 	mux.HandleFunc("POST /keypairs", s.authed(s.keypairsPost))
 	mux.HandleFunc("POST /keypairs/{name}/delete", s.authed(s.keypairDeletePost))
+	mux.HandleFunc("GET /security-groups", s.authed(s.groupsPage))
+	mux.HandleFunc("POST /security-groups", s.authed(s.groupCreatePost))
+	mux.HandleFunc("GET /security-groups/{id}", s.authed(s.groupPage))
+	mux.HandleFunc("POST /security-groups/{id}/delete", s.authed(s.groupDeletePost))
+	mux.HandleFunc("POST /security-groups/{id}/rules", s.authed(s.ruleCreatePost))
+	mux.HandleFunc("POST /security-groups/{id}/rules/{rule}/delete", s.authed(s.ruleDeletePost))
 	mux.HandleFunc("GET /images", s.authed(s.imagesPage))
 	mux.HandleFunc("GET /api/images", s.authedJSON(s.imagesJSON))
 	mux.HandleFunc("GET /flavors", s.authed(s.flavorsPage))
