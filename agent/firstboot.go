@@ -72,6 +72,43 @@ func (a *Agent) userDataHostname(s protocol.InstanceSpec) string {
 	return plan.Hostname
 }
 
+// setBuildPassword puts the adminPass hash of a create or rebuild in root's
+// /etc/shadow line of the new disk of server s (created, not yet
+// started), as Nova's driver injects the admin password at spawn. An
+// image without /etc/shadow (or a driver that cannot) keeps the build
+// going without a password, as Nova's spawn does: logged, and the
+// server's owner gets changePassword's 501 that says why.
+func (a *Agent) setBuildPassword(ctx context.Context, s protocol.InstanceSpec) {
+	if s.AdminPassHash == "" {
+		return
+	}
+	ps, ok := a.drv.(drivers.PasswordSetter)
+	if !ok {
+		a.log.Warn("adminPass not set: the driver cannot set passwords", "instance", s.ID, "driver", a.drv.Name())
+		return
+	}
+	if err := ps.SetAdminPassword(ctx, s.ID, s.AdminPassHash); err != nil {
+		a.log.Warn("adminPass not set in the new disk", "instance", s.ID, "error", err)
+	}
+}
+
+// setRescuePassword puts a rescue's adminPass hash in root's /etc/shadow
+// line of the rescue system just started; one without /etc/shadow boots
+// without it (logged), as Nova's rescue does without password injection.
+func (a *Agent) setRescuePassword(ctx context.Context, id, hash string) {
+	if hash == "" {
+		return
+	}
+	ps, ok := a.drv.(drivers.RescuePasswordSetter)
+	if !ok {
+		a.log.Warn("rescue adminPass not set: the driver cannot set passwords", "instance", id, "driver", a.drv.Name())
+		return
+	}
+	if err := ps.SetRescuePassword(ctx, id, hash); err != nil {
+		a.log.Warn("rescue adminPass not set in the rescue system", "instance", id, "error", err)
+	}
+}
+
 // setAdminPassword has the driver put req.Hash in root's /etc/shadow line
 // (changePassword); a driver or image that cannot is NotSupported.
 func (a *Agent) setAdminPassword(ctx context.Context, req protocol.SetAdminPassword) error {

@@ -260,6 +260,9 @@ func (a *Agent) create(ctx context.Context, s protocol.InstanceSpec, firstBoot b
 	if err := a.drv.Create(ctx, spec); err != nil {
 		return fmt.Errorf("create instance %s: %w", s.ID, err)
 	}
+	if firstBoot {
+		a.setBuildPassword(ctx, s)
+	}
 	return nil
 }
 

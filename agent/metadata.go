@@ -24,3 +24,21 @@ func (a *Agent) InstanceMetadata(ctx context.Context, id string) (protocol.Insta
 	}
 	return reply, nil
 }
+
+// SetMetadataPassword hands the conductor the password server id on this
+// host posted to the metadata service; it stores it once (a Conflict
+// after that).
+func (a *Agent) SetMetadataPassword(ctx context.Context, id, password string) error {
+	m, err := bus.NewMessage(protocol.KindSetMetadataPassword,
+		protocol.SetMetadataPassword{Host: a.cfg.Host, InstanceID: id, Password: password})
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, a.callTimeout)
+	defer cancel()
+	var reply struct{}
+	if err := a.bus.Call(cctx, bus.ConductorQueue, m, &reply); err != nil {
+		return fmt.Errorf("agent: password of %s: %w", id, err)
+	}
+	return nil
+}

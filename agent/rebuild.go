@@ -43,6 +43,7 @@ func (a *Agent) rebuild(ctx context.Context, req protocol.RebuildInstance) (driv
 	if err := a.drv.Rebuild(ctx, spec, a.cfg.StopTimeout); err != nil {
 		return a.powerOf(ctx, id), fmt.Errorf("rebuild instance %s: %w", id, err)
 	}
+	a.setBuildPassword(ctx, req.Spec)
 	if !req.Start {
 		return a.powerOf(ctx, id), nil
 	}

@@ -53,6 +53,7 @@ func (a *Agent) runRescue(ctx context.Context, req protocol.InstanceAction) (dri
 			}
 			return a.powerOf(ctx, id), fmt.Errorf("rescue instance %s: %w", id, err)
 		}
+		a.setRescuePassword(ctx, id, req.RescuePassHash)
 		// The sandbox may have been started again (a stopped server):
 		// its NICs are plumbed for the rescue system.
 		if err := a.plumbFor(ctx, id); err != nil {

@@ -140,6 +140,12 @@ func (c *Conductor) Handle(ctx context.Context, m bus.Message) (any, error) {
 			return nil, err
 		}
 		return c.instanceMetadata(ctx, r)
+	case protocol.KindSetMetadataPassword:
+		var r protocol.SetMetadataPassword
+		if err := m.Decode(&r); err != nil {
+			return nil, err
+		}
+		return struct{}{}, c.setMetadataPassword(ctx, r)
 	case protocol.KindSnapshotReport:
 		var r protocol.SnapshotReport
 		if err := m.Decode(&r); err != nil {

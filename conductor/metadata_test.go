@@ -2,6 +2,7 @@ package conductor
 
 import (
 	"encoding/base64"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,5 +59,45 @@ func TestInstanceMetadataOnlyForTheOwningHost(t *testing.T) {
 				t.Errorf("error kind %v (%v), want NotFound or Forbidden", k, err)
 			}
 		})
+	}
+}
+
+// A server's posted password is stored once, through its own host only;
+// the metadata then carries it.
+func TestSetMetadataPasswordOnceFromTheOwningHost(t *testing.T) {
+	st := openSQLite(t)
+	c := New(st, bus.NewMem(), config.Conductor{AgentUserPrefix: "capsule-agent-"}, 3, quietLog())
+	c.now = func() time.Time { return testNow }
+	addHost(t, st, "host-a")
+	addHost(t, st, "host-b")
+	inst := addInstance(t, st, onHost("host-a"), state(lifecycle.Active, lifecycle.NoTask))
+	post := func(sender, host, pw string) error {
+		_, err := sendAs(t, c, sender, protocol.KindSetMetadataPassword,
+			protocol.SetMetadataPassword{Host: host, InstanceID: inst.ID, Password: pw})
+		return err
+	}
+	for name, err := range map[string]error{
+		"host-b as itself":  post("capsule-agent-host-b", "host-b", "evil"),
+		"host-b as host-a":  post("capsule-agent-host-b", "host-a", "evil"),
+		"too long":          post("capsule-agent-host-a", "host-a", strings.Repeat("x", 257)),
+		"no host (control)": post("capsule", "", "evil"),
+	} {
+		if err == nil {
+			t.Errorf("%s: stored", name)
+		}
+	}
+	if err := post("capsule-agent-host-a", "host-a", "enc"); err != nil {
+		t.Fatalf("host-a's own server: %v", err)
+	}
+	if err := post("capsule-agent-host-a", "host-a", "again"); errdefs.KindOf(err) != errdefs.ErrConflict {
+		t.Errorf("second post: %v, want Conflict", err)
+	}
+	out, err := sendAs(t, c, "capsule-agent-host-a", protocol.KindInstanceMetadata,
+		protocol.InstanceMetadataRequest{Host: "host-a", InstanceID: inst.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md := out.(protocol.InstanceMetadata); md.Password != "enc" {
+		t.Errorf("metadata password %q, want enc", md.Password)
 	}
 }

@@ -148,6 +148,12 @@ type API struct {
 	// a config drive (its metadata tree written into it before its first
 	// boot), as if created with config_drive=true.
 	ForceConfigDrive bool `yaml:"force_config_drive"`
+	// EnableInstancePassword is Nova's enable_instance_password (nil:
+	// true): create, rebuild and rescue return the server's adminPass
+	// (the caller's or a generated one) and root's password is set to it
+	// where the image has an /etc/shadow. false: no adminPass is returned
+	// nor set.
+	EnableInstancePassword *bool `yaml:"enable_instance_password"`
 	// AdminProject names the admin project (Keystone's admin_project_name):
 	// the admin role is cloud-wide only in a token scoped to it. "*" makes
 	// every project the admin project (not recommended).

@@ -10,3 +10,11 @@ type PasswordSetter interface {
 	// root's line of instance id's /etc/shadow.
 	SetAdminPassword(ctx context.Context, id, hash string) error
 }
+
+// RescuePasswordSetter is a Rescuer that can set root's password in the
+// rescue system it booted for a server (Nova's rescue adminPass).
+type RescuePasswordSetter interface {
+	// SetRescuePassword puts hash in root's line of the /etc/shadow of
+	// instance id's rescue system; ErrNotSupported when it has none.
+	SetRescuePassword(ctx context.Context, id, hash string) error
+}

@@ -51,8 +51,9 @@ func demoNetwork(t *testing.T, c *cloud, name, cidr string) string {
 // answers with that server's own metadata — on both hosts, with no router
 // on the VLAN — even for two servers of two projects with the same address
 // on different VLANs (the server is named by its port, not its address);
-// a server that takes another's address reads nothing; the service
-// survives an agent restart.
+// a server that takes another's address reads nothing; a server posts its
+// password to the password endpoint once and its owner reads and clears it
+// (os-server-password); the service survives an agent restart.
 func TestMetadataService(t *testing.T) {
 	t.Parallel()
 	c := startCloud(t, twoHosts)
@@ -103,6 +104,48 @@ func TestMetadataService(t *testing.T) {
 	if out, err := a.exec("timeout", "5", "wget", "-qO-", "http://169.254.169.254/latest/meta-data/local-ipv4"); err != nil || out != a.ip {
 		t.Errorf("EC2 local-ipv4 of md-a = %q (%v)", out, err)
 	}
+
+	// The password endpoint: md-b posts its (encrypted) password once,
+	// reads it back, md-a still reads its own empty one; md-b's owner
+	// reads it with os-server-password and clears it, then md-b may post
+	// again.
+	t.Run("password", func(t *testing.T) {
+		const url = "http://169.254.169.254/openstack/latest/password"
+		post := func(x *netServer, body string) (string, error) {
+			return x.exec("timeout", "5", "wget", "-qO-", "--post-data="+body, url)
+		}
+		if out, err := post(b, "ZW5jLWI="); err != nil {
+			t.Fatalf("md-b posts its password: %v %q", err, out)
+		}
+		if out, err := b.exec("timeout", "5", "wget", "-qO-", url); err != nil || out != "ZW5jLWI=" {
+			t.Errorf("md-b reads its password %q (%v)", out, err)
+		}
+		if out, err := post(b, "YWdhaW4="); err == nil || !strings.Contains(out, "409") {
+			t.Errorf("md-b's second post: %v %q, want 409", err, out)
+		}
+		if out, err := a.exec("timeout", "5", "wget", "-qO-", url); err != nil || out != "" {
+			t.Errorf("md-a reads password %q (%v), want its own empty one", out, err)
+		}
+		got, err := servers.GetPassword(ctx, dcc, b.id).ExtractPassword(nil)
+		if err != nil || got != "ZW5jLWI=" {
+			t.Errorf("os-server-password of md-b: %q %v", got, err)
+		}
+		if got, err := servers.GetPassword(ctx, dcc, a.id).ExtractPassword(nil); err == nil {
+			t.Errorf("demo reads admin's md-a password %q", got)
+		}
+		if _, err := dcc.Delete(ctx, dcc.ServiceURL("servers", b.id, "os-server-password"), nil); err != nil {
+			t.Fatalf("clear md-b's password: %v", err)
+		}
+		if got, err := servers.GetPassword(ctx, dcc, b.id).ExtractPassword(nil); err != nil || got != "" {
+			t.Errorf("after clear: %q %v", got, err)
+		}
+		if out, err := post(b, "bmV3"); err != nil {
+			t.Fatalf("md-b posts again after the clear: %v %q", err, out)
+		}
+		if out, err := b.exec("timeout", "5", "wget", "-qO-", url); err != nil || out != "bmV3" {
+			t.Errorf("md-b reads its new password %q (%v)", out, err)
+		}
+	})
 
 	// s takes a's address: its requests match none of its port's flows
 	// and anti-spoofing drops them; it never reads a's metadata.

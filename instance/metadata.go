@@ -20,7 +20,7 @@ func MetadataFor(ctx context.Context, st *store.Store, inst *store.Instance) (pr
 		UUID: inst.ID, Name: inst.Name, Hostname: inst.Hostname, ProjectID: inst.ProjectID,
 		AvailabilityZone: inst.AvailabilityZone, LaunchIndex: inst.LaunchIndex, ReservationID: inst.ReservationID,
 		ImageID: inst.ImageID, FlavorName: inst.FlavorName, KeyData: inst.KeyData, Meta: spec.Metadata,
-		UserData: inst.UserData, NICs: spec.NICs,
+		UserData: inst.UserData, NICs: spec.NICs, Password: inst.MetadataPassword,
 	}
 	if m.Hostname == "" {
 		m.Hostname = inst.Name

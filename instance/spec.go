@@ -22,7 +22,7 @@ func SpecFor(ctx context.Context, st *store.Store, inst *store.Instance) (protoc
 		ID: inst.ID, Name: inst.Name, Hostname: inst.Hostname, ProjectID: inst.ProjectID,
 		VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB,
 		AuthorizedKeys: authorizedKeys(inst.KeyData),
-		UserData:       inst.UserData, ConfigDrive: inst.ConfigDrive,
+		UserData:       inst.UserData, ConfigDrive: inst.ConfigDrive, AdminPassHash: inst.AdminPassHash,
 	}
 	var err error
 	if spec.ExtraSpecs, err = stringMap(inst.ExtraSpecs); err != nil {

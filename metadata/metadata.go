@@ -66,9 +66,11 @@ func Render(m protocol.InstanceMetadata) (Tree, error) {
 		t[dir+"vendor_data.json"] = []byte("{}")
 		t[dir+"vendor_data2.json"] = []byte("{}")
 		t[dir+"network_data.json"] = network
-		// Nova serves the password the server posted (none here: a server
-		// reads an empty one, as before it posts).
-		t[dir+"password"] = []byte{}
+		// The password the server posted (empty before it posts), from
+		// 2013-04-04 (Grizzly) on, as Nova lists it.
+		if v != OpenStackVersions[0] {
+			t[dir+"password"] = []byte(m.Password)
+		}
 		if userData != nil {
 			t[dir+"user_data"] = userData
 		}

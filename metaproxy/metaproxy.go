@@ -10,6 +10,7 @@ package metaproxy
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -35,10 +36,15 @@ type Ports interface {
 // Fetch gets a server's metadata from the control plane.
 type Fetch func(ctx context.Context, instanceID string) (protocol.InstanceMetadata, error)
 
+// PostPassword stores the password a server posted with the control plane
+// (once: errdefs Conflict when it has one).
+type PostPassword func(ctx context.Context, instanceID, password string) error
+
 // Server serves every bridge's metadata port.
 type Server struct {
 	ports Ports
 	fetch Fetch
+	post  PostPassword
 	log   *slog.Logger
 	ttl   time.Duration
 	check time.Duration // how often a port's health is checked
@@ -53,12 +59,13 @@ type cached struct {
 }
 
 // New returns a metadata server; ttl is how long a server's tree is kept
-// (a change to its metadata shows after at most that).
-func New(ports Ports, fetch Fetch, ttl time.Duration, log *slog.Logger) *Server {
+// (a change to its metadata shows after at most that; a server's own
+// password post shows at once).
+func New(ports Ports, fetch Fetch, post PostPassword, ttl time.Duration, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{ports: ports, fetch: fetch, log: log, ttl: ttl, check: 10 * time.Second, cache: map[string]cached{}}
+	return &Server{ports: ports, fetch: fetch, post: post, log: log, ttl: ttl, check: 10 * time.Second, cache: map[string]cached{}}
 }
 
 // Run serves until ctx ends: each bridge's port is made, served, checked
@@ -143,18 +150,68 @@ func (s *Server) Handler(bridge string) http.Handler {
 			http.Error(w, "404 Not Found", http.StatusNotFound)
 			return
 		}
+		if metadata.IsPasswordPath(r.URL.Path) && r.Method != http.MethodGet && r.Method != http.MethodHead {
+			s.postPassword(w, r, id)
+			return
+		}
 		tree, err := s.tree(r.Context(), id)
 		if err != nil {
 			s.log.Warn("metadata of a server", "instance", id, "error", err)
-			if errdefs.IsNotFound(err) {
-				http.Error(w, "404 Not Found", http.StatusNotFound)
-				return
-			}
-			http.Error(w, "503 Service Unavailable", http.StatusServiceUnavailable)
+			s.controlPlaneError(w, err)
 			return
 		}
 		metadata.Serve(w, r, tree)
 	})
+}
+
+// controlPlaneError answers a request the control plane failed: 404 for a
+// server it does not place here, 409 for a password already set, 503 for
+// the rest (it did not answer).
+func (s *Server) controlPlaneError(w http.ResponseWriter, err error) {
+	switch {
+	case errdefs.IsNotFound(err):
+		http.Error(w, "404 Not Found", http.StatusNotFound)
+	case errdefs.IsConflict(err):
+		http.Error(w, "409 Conflict", http.StatusConflict)
+	default:
+		http.Error(w, "503 Service Unavailable", http.StatusServiceUnavailable)
+	}
+}
+
+// postPassword is Nova's password endpoint for a method other than GET:
+// POST stores the body (at most 256 bytes, else 400 "Request is too
+// large.") as the server's password, once (409 once one is set); any
+// other method is a 400, as Nova answers.
+func (s *Server) postPassword(w http.ResponseWriter, r *http.Request, id string) {
+	if r.Method != http.MethodPost || s.post == nil {
+		http.Error(w, "400 Bad Request", http.StatusBadRequest)
+		return
+	}
+	if r.ContentLength > protocol.MaxMetadataPassword {
+		http.Error(w, "400 Bad Request\n\nRequest is too large.", http.StatusBadRequest)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, protocol.MaxMetadataPassword+1))
+	if err != nil {
+		http.Error(w, "400 Bad Request", http.StatusBadRequest)
+		return
+	}
+	if len(body) > protocol.MaxMetadataPassword {
+		http.Error(w, "400 Bad Request\n\nRequest is too large.", http.StatusBadRequest)
+		return
+	}
+	if err := s.post(r.Context(), id, string(body)); err != nil {
+		if !errdefs.IsConflict(err) {
+			s.log.Warn("store a server's posted password", "instance", id, "error", err)
+		}
+		s.controlPlaneError(w, err)
+		return
+	}
+	// The server reads its password back at once, not after the TTL.
+	s.mu.Lock()
+	delete(s.cache, id)
+	s.mu.Unlock()
+	w.WriteHeader(http.StatusOK)
 }
 
 // tree is instance id's rendered tree, from the cache while fresh.

@@ -33,6 +33,9 @@ type InstanceMetadata struct {
 	UserData       string   `json:"user_data,omitempty"`
 	SecurityGroups []string `json:"security_groups,omitempty"`
 	NICs           []NIC    `json:"nics,omitempty"`
+	// Password is what the server posted to the metadata service's
+	// password endpoint ("" = nothing yet).
+	Password string `json:"password,omitempty"`
 }
 
 // KindSetAdminPassword (compute.<host>, request/reply) sets root's
@@ -44,4 +47,22 @@ const KindSetAdminPassword = "set_admin_password"
 type SetAdminPassword struct {
 	InstanceID string `json:"instance_id"`
 	Hash       string `json:"hash"`
+}
+
+// KindSetMetadataPassword (conductor queue, request/reply) stores the
+// password a server posted to the metadata service (Nova's encrypted
+// password): once; a second post is a Conflict. Like
+// KindInstanceMetadata, the agent names the server by the OVS port the
+// post came in on, and the conductor takes it only for a server on Host.
+const KindSetMetadataPassword = "set_metadata_password"
+
+// MaxMetadataPassword is the longest password a server may post (Nova's
+// 256 bytes).
+const MaxMetadataPassword = 256
+
+// SetMetadataPassword is a server's posted password.
+type SetMetadataPassword struct {
+	Host       string `json:"host"`
+	InstanceID string `json:"instance_id"`
+	Password   string `json:"password"`
 }

@@ -67,6 +67,10 @@ type InstanceSpec struct {
 	// the agent mounts them before the workload starts (build, start,
 	// migration import, unshelve, rebuild) and reconcile re-mounts them.
 	Volumes []VolumeMount `json:"volumes,omitempty"`
+	// AdminPassHash is the crypt(3) hash of the create's or rebuild's
+	// adminPass ("" = none): the agent puts it in root's /etc/shadow line
+	// of a new disk before its first boot, where the image has one.
+	AdminPassHash string `json:"admin_pass_hash,omitempty"`
 }
 
 // NIC is one network interface of a server: a Neutron port bound to the
@@ -169,6 +173,10 @@ type InstanceAction struct {
 	// RescueImage is a rescue's image (registry reference): the rescue
 	// system that gets the server's disk at /mnt.
 	RescueImage string `json:"rescue_image,omitempty"`
+	// RescuePassHash is the crypt(3) hash of a rescue's adminPass ("" =
+	// none): root's password of the rescue system, where its image has
+	// an /etc/shadow.
+	RescuePassHash string `json:"rescue_pass_hash,omitempty"`
 }
 
 // ConsoleOutputRequest asks an agent for the tail of a console log.

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/sha512"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"strings"
@@ -29,6 +30,20 @@ func Hash(password string) (string, error) {
 		salt[i] = itoa64[int(v)%len(itoa64)]
 	}
 	return crypt([]byte(password), salt), nil
+}
+
+// Verify says whether hash ("$6$<salt>$...", without rounds=) is
+// password's SHA-512 crypt.
+func Verify(password, hash string) bool {
+	rest, ok := strings.CutPrefix(hash, "$6$")
+	if !ok {
+		return false
+	}
+	salt, _, ok := strings.Cut(rest, "$")
+	if !ok || strings.HasPrefix(salt, "rounds=") {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(crypt([]byte(password), []byte(salt))), []byte(hash)) == 1
 }
 
 // crypt is "$6$<salt>$<hash>" of pw (the salt cut to 16 characters).

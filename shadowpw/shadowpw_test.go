@@ -54,3 +54,18 @@ func TestSetRoot(t *testing.T) {
 		t.Error("a hash with ':' accepted")
 	}
 }
+
+func TestVerify(t *testing.T) {
+	h, err := Hash("s3cret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !Verify("s3cret", h) {
+		t.Errorf("Verify(s3cret, %s) = false", h)
+	}
+	for _, bad := range []struct{ pw, hash string }{{"s3creT", h}, {"s3cret", "*"}, {"s3cret", "$1$abc$def"}, {"s3cret", ""}} {
+		if Verify(bad.pw, bad.hash) {
+			t.Errorf("Verify(%q, %q) = true", bad.pw, bad.hash)
+		}
+	}
+}

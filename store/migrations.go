@@ -239,6 +239,17 @@ var migrations = []migration{
 	{26, "image members (sharing with other projects)", func(tx *gorm.DB) error {
 		return tx.AutoMigrate(&ImageMember{})
 	}},
+	{27, "instances keep their adminPass hash and the password they posted to the metadata service", func(tx *gorm.DB) error {
+		for _, col := range []string{"AdminPassHash", "MetadataPassword"} {
+			if tx.Migrator().HasColumn(&Instance{}, col) {
+				continue
+			}
+			if err := tx.Migrator().AddColumn(&Instance{}, col); err != nil {
+				return err
+			}
+		}
+		return nil
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

@@ -244,6 +244,16 @@ type Instance struct {
 	CreatedAt      time.Time `gorm:"index"`
 	UpdatedAt      time.Time
 	DeletedAt      *time.Time `gorm:"index"` // soft delete: actions stay listable (2.21)
+
+	// AdminPassHash is the crypt(3) SHA-512 hash of the adminPass of the
+	// server's last create or rebuild (never the password): its host puts
+	// it in root's /etc/shadow line of the new disk before first boot.
+	AdminPassHash string `gorm:"size:255"`
+	// MetadataPassword is what the server posted to the metadata
+	// service's password endpoint (Nova's encrypted password, at most 256
+	// bytes): set once, read back by the server and by its owner
+	// (os-server-password), cleared by the owner.
+	MetadataPassword string `gorm:"size:256"`
 }
 
 // InstanceAction is one API-level operation on an instance

@@ -157,6 +157,13 @@ func (s *Service) rebuildServer(w http.ResponseWriter, r *http.Request, inst *st
 	if !ok {
 		return
 	}
+	// The new disk gets the new password (or none, when disabled).
+	adminPass, passHash, err := s.instancePassword(in.AdminPass)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	updated.AdminPassHash, fields["admin_pass_hash"] = passHash, passHash
 	vm, task := inst.VMState, inst.TaskState
 	newTask, err := lifecycle.Begin(lifecycle.ActRebuild, vm, task)
 	if err != nil {
@@ -196,10 +203,6 @@ func (s *Service) rebuildServer(w http.ResponseWriter, r *http.Request, inst *st
 		return
 	}
 	s.deliver(ctx, &cast)
-	adminPass := randomPassword()
-	if in.AdminPass != nil {
-		adminPass = *in.AdminPass
-	}
 	out := s.serverView(r, instance.Begun(updated, newTask), updateView(v))
 	s.addServerGroups(r, updated, out)
 	if v.AtLeast(54) {
@@ -212,7 +215,9 @@ func (s *Service) rebuildServer(w http.ResponseWriter, r *http.Request, inst *st
 			out["user_data"] = updated.UserData
 		}
 	}
-	out["adminPass"] = adminPass
+	if !s.opts.NoInstancePassword {
+		out["adminPass"] = adminPass
+	}
 	w.Header().Set("Location", s.links(r, "servers", inst.ID)[0]["href"])
 	writeJSON(w, http.StatusAccepted, map[string]any{"server": out})
 }

@@ -18,9 +18,9 @@ import (
 // same network namespace (same NICs and addresses), with the server's
 // root filesystem read-write at /mnt; unrescue brings the workload back
 // with every change made there. The rescue image is rescue_image_ref (an
-// image the caller may see) or the server's own. 200 {"adminPass"}: as on
-// create, the password is generated (or the caller's) but not set in the
-// guest (Capsule injects keys, not passwords).
+// image the caller may see) or the server's own. 200 {"adminPass"}: the
+// caller's or a generated password, set as root's in the rescue system
+// where its image has an /etc/shadow (as on create).
 func (s *Service) rescueServer(w http.ResponseWriter, r *http.Request, inst *store.Instance, arg json.RawMessage) {
 	var in map[string]json.RawMessage
 	if len(arg) > 0 && string(arg) != "null" {
@@ -66,11 +66,18 @@ func (s *Service) rescueServer(w http.ResponseWriter, r *http.Request, inst *sto
 		writeFault(w, err)
 		return
 	}
-	adminPass := randomPassword()
-	if pass != nil {
-		adminPass = *pass
+	adminPass, passHash, err := s.instancePassword(pass)
+	if err != nil {
+		s.fail(w, r, err)
+		return
 	}
-	if err := s.startActionMsg(w, r, inst, protocol.InstanceAction{Action: lifecycle.ActRescue, RescueImage: img.RegistryRef}, "rescue"); err != nil {
+	if err := s.startActionMsg(w, r, inst, protocol.InstanceAction{Action: lifecycle.ActRescue, RescueImage: img.RegistryRef,
+		RescuePassHash: passHash}, "rescue"); err != nil {
+		return
+	}
+	if s.opts.NoInstancePassword {
+		// Nova answers an empty body then.
+		writeJSON(w, http.StatusOK, map[string]any{})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"adminPass": adminPass})

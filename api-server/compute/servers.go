@@ -30,6 +30,7 @@ import (
 	"github.com/capsule-cloud/capsule/limits"
 	"github.com/capsule-cloud/capsule/outbox"
 	"github.com/capsule-cloud/capsule/protocol"
+	"github.com/capsule-cloud/capsule/shadowpw"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -364,11 +365,10 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 	for i := range nicReqs {
 		nicReqs[i].SecurityGroups = sgIDs
 	}
-	adminPass := ""
-	if in.AdminPass != nil {
-		adminPass = *in.AdminPass
-	} else {
-		adminPass = randomPassword()
+	adminPass, passHash, err := s.instancePassword(in.AdminPass)
+	if err != nil {
+		s.fail(w, r, err)
+		return
 	}
 	metaJSON, _ := json.Marshal(meta)
 	specs := map[string]string{}
@@ -391,6 +391,7 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 			Metadata:         string(metaJSON), AccessIPv4: ip4, AccessIPv6: ip6,
 			Description: in.Description, UserData: userData, ConfigDrive: configDrive, ReservationID: resID, LaunchIndex: i,
 			Hostname: hostnameOf(in.Hostname, name), BuildAttempts: 1, RequestedHost: forcedHost, Tags: store.EncodeTags(in.Tags),
+			AdminPassHash: passHash,
 		}
 		inst.SchedulerHints = placement.hintsJSON()
 		if keypair != nil {
@@ -498,7 +499,10 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 	links := s.links(r, "servers", first.ID)
 	w.Header().Set("Location", links[0]["href"])
 	body := map[string]any{"id": first.ID, "links": links, "OS-DCF:diskConfig": "MANUAL",
-		"security_groups": createdGroups(sgRefs), "adminPass": adminPass}
+		"security_groups": createdGroups(sgRefs)}
+	if !s.opts.NoInstancePassword {
+		body["adminPass"] = adminPass
+	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"server": body})
 }
 
@@ -542,6 +546,24 @@ func validateSecurityGroups(groups []map[string]any) ([]string, error) {
 		refs = append(refs, name)
 	}
 	return refs, nil
+}
+
+// instancePassword is the adminPass of a create, rebuild or rescue (the
+// caller's, else a generated one) and its crypt(3) hash, what the host
+// puts in root's /etc/shadow line; both "" when the cloud does not
+// enable instance passwords (Nova's enable_instance_password=false).
+func (s *Service) instancePassword(requested *string) (pass, hash string, err error) {
+	if s.opts.NoInstancePassword {
+		return "", "", nil
+	}
+	pass = randomPassword()
+	if requested != nil {
+		pass = *requested
+	}
+	if hash, err = shadowpw.Hash(pass); err != nil {
+		return "", "", fmt.Errorf("hash the adminPass: %w", err)
+	}
+	return pass, hash, nil
 }
 
 func randomPassword() string {

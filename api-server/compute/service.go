@@ -39,8 +39,12 @@ type Options struct {
 	// ForceConfigDrive gives every new server a config drive (Nova's
 	// force_config_drive).
 	ForceConfigDrive bool
-	ServiceDownTime  time.Duration // heartbeat age after which a host is "down"
-	DefaultQuota     Quota
+	// NoInstancePassword is Nova's enable_instance_password=false: no
+	// adminPass is returned by create, rebuild and rescue, nor set in
+	// the server.
+	NoInstancePassword bool
+	ServiceDownTime    time.Duration // heartbeat age after which a host is "down"
+	DefaultQuota       Quota
 	// DefaultPortQuota is every project's Neutron port quota (config
 	// network.quota.ports; 0: Neutron's 500): the ports a server's create
 	// or interface attach makes count against it.
@@ -312,6 +316,8 @@ func (s *Service) apiRoutes(mux *http.ServeMux, p string) {
 	mux.HandleFunc("POST "+p+"/servers/{id}/remote-consoles", s.writer(s.createRemoteConsole))
 	mux.HandleFunc("GET "+p+"/servers/{id}/diagnostics", s.admin(s.serverDiagnostics))
 	mux.HandleFunc("GET "+p+"/servers/{id}/topology", s.authed(s.serverTopology))
+	mux.HandleFunc("GET "+p+"/servers/{id}/os-server-password", s.authed(s.showServerPassword))
+	mux.HandleFunc("DELETE "+p+"/servers/{id}/os-server-password", s.writer(s.clearServerPassword))
 	mux.HandleFunc("GET "+p+"/servers/{id}/migrations", s.admin(s.listServerMigrations))
 	mux.HandleFunc("GET "+p+"/servers/{id}/migrations/{mid}", s.admin(s.showServerMigration))
 

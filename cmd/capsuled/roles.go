@@ -225,7 +225,7 @@ func serveMetadata(ctx context.Context, cfg config.Config, p *vif.Plumber, ag *a
 	if ttl <= 0 {
 		ttl = 5 * time.Second
 	}
-	srv := metaproxy.New(metadataPorts{p}, ag.InstanceMetadata, ttl, log)
+	srv := metaproxy.New(metadataPorts{p}, ag.InstanceMetadata, ag.SetMetadataPassword, ttl, log)
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -274,7 +274,8 @@ func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) e
 		consoles = proxy
 	}
 	comp := compute.New(d.st, d.bus, compute.Options{Consoles: consoles, PublicHost: a.PublicHost, ComputePort: a.ComputePort, ImagePort: a.ImagePort,
-		CallTimeout: a.CallTimeout, ForceConfigDrive: a.ForceConfigDrive, ServiceDownTime: cfg.Scheduler.ServiceDownTime, Validator: ids, Log: log,
+		CallTimeout: a.CallTimeout, ForceConfigDrive: a.ForceConfigDrive,
+		NoInstancePassword: a.EnableInstancePassword != nil && !*a.EnableInstancePassword, ServiceDownTime: cfg.Scheduler.ServiceDownTime, Validator: ids, Log: log,
 		RegistryAddress: cfg.Registry.Address, AfterCommit: crashAfterCommit(log), Images: img, Registry: registry.New(cfg.Registry),
 		DefaultQuota:     compute.Quota{Instances: cfg.Quota.Instances, Cores: cfg.Quota.Cores, RAM: cfg.Quota.RAMMB},
 		DefaultPortQuota: cfg.Network.Quota.Ports})

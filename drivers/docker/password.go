@@ -28,7 +28,35 @@ func (d *Driver) SetAdminPassword(ctx context.Context, id, hash string) error {
 	if err != nil {
 		return err
 	}
-	rc, _, err := d.cli.CopyFromContainer(ctx, c.ID, shadowPath)
+	if err := d.setShadowRoot(ctx, c.ID, id, hash); err != nil {
+		return err
+	}
+	d.log.Info("root password set", "instance", id)
+	return nil
+}
+
+// SetRescuePassword implements drivers.RescuePasswordSetter: root's line
+// of the /etc/shadow of instance id's rescue container gets hash, as
+// SetAdminPassword does for the workload.
+func (d *Driver) SetRescuePassword(ctx context.Context, id, hash string) error {
+	c, err := d.cli.ContainerInspect(ctx, RescueName(id))
+	if err != nil {
+		return wrap("set rescue password", id, err)
+	}
+	if c.Config == nil || c.Config.Labels[LabelInstance] != id || c.Config.Labels[LabelRole] != RoleRescue {
+		return fmt.Errorf("docker set rescue password %s: container %s is not its rescue container: %w", id, c.ID, drivers.ErrNotFound)
+	}
+	if err := d.setShadowRoot(ctx, c.ID, id, hash); err != nil {
+		return err
+	}
+	d.log.Info("rescue root password set", "instance", id)
+	return nil
+}
+
+// setShadowRoot puts hash in root's line of container cid's /etc/shadow
+// (of instance id), keeping the file's mode and owner.
+func (d *Driver) setShadowRoot(ctx context.Context, cid, id, hash string) error {
+	rc, _, err := d.cli.CopyFromContainer(ctx, cid, shadowPath)
 	if cerrdefs.IsNotFound(err) {
 		return errdefs.NotSupportedf("the server's image has no %s to hold a root password", shadowPath)
 	}
@@ -67,11 +95,13 @@ func (d *Driver) SetAdminPassword(ctx context.Context, id, hash string) error {
 	if err := tw.Close(); err != nil {
 		return err
 	}
-	if err := d.cli.CopyToContainer(ctx, c.ID, "/etc", &buf, container.CopyToContainerOptions{CopyUIDGID: true}); err != nil {
+	if err := d.cli.CopyToContainer(ctx, cid, "/etc", &buf, container.CopyToContainerOptions{CopyUIDGID: true}); err != nil {
 		return wrap("write "+shadowPath, id, err)
 	}
-	d.log.Info("root password set", "instance", id)
 	return nil
 }
 
-var _ drivers.PasswordSetter = (*Driver)(nil)
+var (
+	_ drivers.PasswordSetter       = (*Driver)(nil)
+	_ drivers.RescuePasswordSetter = (*Driver)(nil)
+)

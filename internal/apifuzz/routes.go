@@ -241,6 +241,8 @@ func routes() []route {
 	c(route{method: "GET", path: "/os-aggregates", asAdmin: true})
 	c(route{method: "GET", path: "/extensions"})
 	c(route{method: "GET", path: "/servers/{server}/topology"})
+	c(route{method: "GET", path: "/servers/{server}/os-server-password"})
+	c(route{method: "DELETE", path: "/servers/{server}/os-server-password", destructive: true})
 	// Security groups: a server's, and Nova's proxy (below 2.36).
 	c(route{method: "GET", path: "/servers/{server}/os-security-groups"})
 	c(route{method: "GET", path: "/os-security-groups"})
