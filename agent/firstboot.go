@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"sort"
+	"strings"
 
 	"github.com/capsule-cloud/capsule/drivers"
 	"github.com/capsule-cloud/capsule/metadata"
@@ -55,6 +56,21 @@ func (a *Agent) firstBootFiles(ctx context.Context, s protocol.InstanceSpec) ([]
 // hostnameRE is a host name Docker and the kernel take: labels of letters,
 // digits and hyphens, 63 characters at most.
 var hostnameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+
+// kernelHostname is the host name the server's UTS namespace takes for h:
+// h itself, or, for an FQDN longer than the kernel's 64 characters (2.94
+// allows 255), its first label (at most 63), as cloud-init sets the short
+// name of a long FQDN.
+func kernelHostname(h string) string {
+	if len(h) <= 64 {
+		return h
+	}
+	short, _, _ := strings.Cut(h, ".")
+	if len(short) > 63 {
+		short = short[:63]
+	}
+	return short
+}
 
 // userDataHostname is the hostname a cloud-config in s's user data asks
 // for ("" for none or one that is no valid host name, which is logged): a

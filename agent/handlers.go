@@ -301,6 +301,7 @@ func (a *Agent) driverSpec(s protocol.InstanceSpec) (drivers.Spec, error) {
 	if h := a.userDataHostname(s); h != "" {
 		spec.Hostname = h
 	}
+	spec.Hostname = kernelHostname(spec.Hostname)
 	return spec, nil
 }
 
