@@ -26,7 +26,7 @@ func (c *Conductor) onVolumeReport(ctx context.Context, r protocol.VolumeReport)
 	if !r.OK {
 		log.Warn("volume work failed", "error", r.Error)
 	}
-	return db.Transaction(func(tx *gorm.DB) error {
+	err := db.Transaction(func(tx *gorm.DB) error {
 		switch r.Kind {
 		case protocol.KindSnapshotCreate, protocol.KindSnapshotDelete:
 			return c.onSnapshotWork(tx, r)
@@ -98,6 +98,15 @@ func (c *Conductor) onVolumeReport(ctx context.Context, r protocol.VolumeReport)
 		log.Info("volume report of a kind the conductor does not record", "request_id", r.RequestID)
 		return nil
 	})
+	if err == nil && r.Ref != "" && (r.Kind == protocol.KindVolumeImport || r.Kind == protocol.KindVolumeExport && !r.OK) {
+		// The transfer's registry tag has done its job (or failed).
+		if c.reg == nil {
+			log.Warn("no registry client: volume transfer tag left in the registry", "ref", r.Ref)
+		} else if rerr := c.releaseImage(ctx, r.Ref); rerr != nil {
+			log.Warn("delete tag of volume transfer", "ref", r.Ref, "error", rerr)
+		}
+	}
+	return err
 }
 
 // onAttachReport ends an attach: in-use with the attachment attached, or

@@ -106,6 +106,8 @@ func TestVolumeTransferForAttach(t *testing.T) {
 	b := bus.NewMem()
 	defer b.Close()
 	c := newTestConductor(st, b, 3)
+	tags := &fakeTags{}
+	c.SetRegistry(tags)
 	addVolume(t, st, "v1", "h1", store.VolumeAttaching)
 	if err := st.DB.Create(&store.VolumeAttachment{ID: "a1", VolumeID: "v1", InstanceID: "i1", Host: "h2", MountPath: "/mnt/v1",
 		Status: store.AttachmentAttaching}).Error; err != nil {
@@ -114,15 +116,18 @@ func TestVolumeTransferForAttach(t *testing.T) {
 	if _, err := send(t, c, protocol.KindVolumeReport, protocol.VolumeReport{Kind: protocol.KindVolumeExport, VolumeID: "v1", Host: "h2", OK: true, Ref: "r"}); err == nil {
 		t.Fatal("an export report from the target accepted")
 	}
-	mustSend(t, c, protocol.KindVolumeReport, protocol.VolumeReport{Kind: protocol.KindVolumeExport, VolumeID: "v1", Host: "h1", OK: true, Ref: "reg/capsule/volumes/v1:r"})
+	mustSend(t, c, protocol.KindVolumeReport, protocol.VolumeReport{Kind: protocol.KindVolumeExport, VolumeID: "v1", Host: "h1", OK: true, Ref: "127.0.0.1:5050/capsule/volumes/v1:r"})
 	c.outbox.Pass(context.Background())
 	var imp protocol.VolumeTransfer
 	msgs := b.Sent(bus.ComputeQueue("h2"))
-	if len(msgs) != 1 || msgs[0].Kind != protocol.KindVolumeImport || msgs[0].Decode(&imp) != nil || imp.Ref != "reg/capsule/volumes/v1:r" || imp.Volume.Host != "h2" {
+	if len(msgs) != 1 || msgs[0].Kind != protocol.KindVolumeImport || msgs[0].Decode(&imp) != nil || imp.Ref != "127.0.0.1:5050/capsule/volumes/v1:r" || imp.Volume.Host != "h2" {
 		t.Fatalf("import %v %+v", msgs, imp)
 	}
 	mustSend(t, c, protocol.KindVolumeReport, protocol.VolumeReport{Kind: protocol.KindVolumeImport, VolumeID: "v1", Host: "h2", OK: true, Ref: imp.Ref})
 	c.outbox.Pass(context.Background())
+	if d := tags.deleted(); len(d) != 1 || d[0] != imp.Ref {
+		t.Fatalf("transfer tags deleted: %v", d)
+	}
 	v, _ := store.GetVolume(st.DB, "v1")
 	if v.Host != "h2" || v.Status != store.VolumeAttaching {
 		t.Fatalf("after import %+v", v)

@@ -59,6 +59,15 @@ func (s *Service) serverAction(w http.ResponseWriter, r *http.Request) {
 		writeFault(w, errdefs.Conflictf("Instance %s is locked", inst.ID))
 		return
 	}
+	// A server moving to another host would leave its local volumes
+	// behind (their data is on this host): refused until detached.
+	switch name {
+	case "resize", "migrate", "shelve", "shelveOffload":
+		if err := s.refuseLocalVolumes(r.Context(), inst, name); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
 	switch name {
 	case "changePassword":
 		s.changePassword(w, r, inst, arg)

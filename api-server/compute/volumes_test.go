@@ -132,3 +132,23 @@ func TestCreateRefusesVolumeBDMs(t *testing.T) {
 		t.Fatalf("root bdm: %d %v", resp.StatusCode, body)
 	}
 }
+
+// A server with a local volume attached does not change host (resize,
+// migrate, shelve) until the volume is detached: its data would stay
+// behind. Rebuild and reboot keep it.
+func TestLocalVolumePinsServer(t *testing.T) {
+	f := newFixture(t)
+	id := f.create("demo", "vm")
+	f.activate(id, "h1")
+	f.addVolume(vol1, "p-demo", "h1")
+	if err := f.st.DB.Create(&store.VolumeAttachment{ID: "a1", VolumeID: vol1, InstanceID: id, Host: "h1", Status: store.AttachmentAttached}).Error; err != nil {
+		t.Fatal(err)
+	}
+	for _, body := range []string{`{"migrate":null}`, `{"resize":{"flavorRef":"2"}}`, `{"shelve":null}`} {
+		resp, out := f.do("POST", "/v2.1/servers/"+id+"/action", "admin", body)
+		expectFault(t, resp, out, 409, "conflictingRequest")
+	}
+	if resp, out := f.do("POST", "/v2.1/servers/"+id+"/action", "demo", `{"reboot":{"type":"SOFT"}}`); resp.StatusCode != 202 {
+		t.Fatalf("reboot: %d %v", resp.StatusCode, out)
+	}
+}
