@@ -144,3 +144,36 @@ func TestSecurityGroupProxy(t *testing.T) {
 		t.Fatalf("delete group: %d", resp.StatusCode)
 	}
 }
+
+// TestContractSecurityGroups validates the os-security-groups proxy's
+// answers (below 2.36) against Tempest's compute security_groups response
+// schemas: list, show, create, update, delete, rule create and delete,
+// and servers/{id}/os-security-groups (a list).
+func TestContractSecurityGroups(t *testing.T) {
+	f := newFixture(t)
+	ts := loadTempestSchemas(t)
+	for _, v := range []apiVersion{{2, 1}, {2, 35}} {
+		const m = "security_groups"
+		name := "sg-" + v.String()
+		got := f.check(t, ts, v, contractCall{"demo", "POST", "/v2.1/os-security-groups",
+			`{"security_group":{"name":"` + name + `","description":"w"}}`, m, "create_security_group"})
+		gid := got["security_group"].(map[string]any)["id"].(string)
+		f.check(t, ts, v, contractCall{"demo", "PUT", "/v2.1/os-security-groups/" + gid,
+			`{"security_group":{"name":"` + name + `-2","description":"w2"}}`, m, "update_security_group"})
+		rule := f.check(t, ts, v, contractCall{"demo", "POST", "/v2.1/os-security-group-rules",
+			`{"security_group_rule":{"parent_group_id":"` + gid + `","ip_protocol":"tcp","from_port":80,"to_port":80,"cidr":"0.0.0.0/0"}}`,
+			m, "create_security_group_rule"})
+		f.check(t, ts, v, contractCall{"demo", "POST", "/v2.1/os-security-group-rules",
+			`{"security_group_rule":{"parent_group_id":"` + gid + `","ip_protocol":"icmp","from_port":-1,"to_port":-1,"group_id":"` + gid + `"}}`,
+			m, "create_security_group_rule"})
+		f.check(t, ts, v, contractCall{"demo", "GET", "/v2.1/os-security-groups/" + gid, "", m, "get_security_group"})
+		f.check(t, ts, v, contractCall{"demo", "GET", "/v2.1/os-security-groups", "", m, "list_security_groups"})
+		rid := rule["security_group_rule"].(map[string]any)["id"].(string)
+		f.check(t, ts, v, contractCall{"demo", "DELETE", "/v2.1/os-security-group-rules/" + rid, "", m, "delete_security_group_rule"})
+		f.check(t, ts, v, contractCall{"demo", "DELETE", "/v2.1/os-security-groups/" + gid, "", m, "delete_security_group"})
+	}
+	id := f.create("demo", "sgc")
+	for _, v := range []apiVersion{{2, 1}, maxVersion} {
+		f.check(t, ts, v, contractCall{"demo", "GET", "/v2.1/servers/" + id + "/os-security-groups", "", "security_groups", "list_security_groups"})
+	}
+}

@@ -47,6 +47,7 @@ MODULES = {
     'interfaces': ['v2_1', 'v2_70'],
     'extensions': ['v2_1'],
     'images': ['v2_1', 'v2_45'],
+    'security_groups': ['v2_1'],
 }
 
 # Dirs above 2.79, from Tempest master.
