@@ -112,4 +112,15 @@ func TestPortalConsole(t *testing.T) {
 	if got := closeCode(b, srv.ID); !strings.HasPrefix(got, "4409 ") {
 		t.Errorf("stopped server's terminal: close %q, want 4409", got)
 	}
+
+	// Rename and lock/unlock from the page (on the real API).
+	b.do("new name", chromedp.SetValue(chromedp.CSS("#rename-name"), name+"-renamed"))
+	b.submit("#act-rename", "/servers/"+srv.ID+"?done=rename")
+	if got, err := servers.Get(ctx, demo, srv.ID).Extract(); err != nil || got.Name != name+"-renamed" {
+		t.Errorf("after rename: %v %v", got, err)
+	}
+	b.submit("#act-lock", "/servers/"+srv.ID+"?done=lock")
+	b.waitVisible("#act-unlock", 5*time.Second)
+	b.submit("#act-unlock", "/servers/"+srv.ID+"?done=unlock")
+	b.waitVisible("#act-lock", 5*time.Second)
 }

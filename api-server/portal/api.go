@@ -250,7 +250,7 @@ func (s *Server) createServer(ctx context.Context, sess *session, lr LaunchReque
 // ActionArgs are the form fields some actions take.
 type ActionArgs struct {
 	Flavor string // resize: the new flavor's id
-	Name   string // snapshot: the new image's name
+	Name   string // snapshot: the new image's name; rename: the server's
 	Host   string // migrate: the target host ("" = the scheduler's choice)
 	Image  string // rebuild: the new image's id
 	Group  string // addSecurityGroup, removeSecurityGroup: the group's name
@@ -267,6 +267,12 @@ var actionBodies = map[string]any{
 	"resume":        map[string]any{"resume": nil},
 	"confirmResize": map[string]any{"confirmResize": nil},
 	"revertResize":  map[string]any{"revertResize": nil},
+	"lock":          map[string]any{"lock": nil},
+	"unlock":        map[string]any{"unlock": nil},
+	"shelve":        map[string]any{"shelve": nil},
+	"unshelve":      map[string]any{"unshelve": nil},
+	"rescue":        map[string]any{"rescue": nil},
+	"unrescue":      map[string]any{"unrescue": nil},
 }
 
 // serverAction runs one of the portal's actions on a server: the simple
@@ -290,6 +296,13 @@ func (s *Server) serverAction(ctx context.Context, sess *session, id, action str
 			return &APIError{Status: http.StatusBadRequest, Service: "portal", Message: "Give the snapshot a name."}
 		}
 		body = map[string]any{"createImage": map[string]string{"name": strings.TrimSpace(args.Name)}}
+	case action == "rename":
+		name := strings.TrimSpace(args.Name)
+		if name == "" {
+			return &APIError{Status: http.StatusBadRequest, Service: "portal", Message: "Give the server a name."}
+		}
+		_, err := s.up.do(ctx, "compute", sess.Token, http.MethodPut, u, map[string]any{"server": map[string]string{"name": name}}, nil)
+		return err
 	case action == "addSecurityGroup" || action == "removeSecurityGroup":
 		if args.Group == "" {
 			return &APIError{Status: http.StatusBadRequest, Service: "portal", Message: "Choose a security group."}

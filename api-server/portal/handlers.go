@@ -273,6 +273,13 @@ func doneMessage(code string) string {
 		"sg-deleted":          "Security group deleted.",
 		"rule-added":          "Rule added: servers in the group get it within seconds.",
 		"rule-deleted":        "Rule deleted: connections it admitted are refused from now on.",
+		"rename":              "Server renamed.",
+		"lock":                "Server locked: only an admin can act on it until it is unlocked.",
+		"unlock":              "Server unlocked.",
+		"shelve":              "Shelve requested: the server stops, is saved as an image and leaves its host (SHELVED_OFFLOADED); Unshelve brings it back.",
+		"unshelve":            "Unshelve requested: the server is placed on a host and starts again.",
+		"rescue":              "Rescue requested: a rescue system runs with the server's disk at /mnt (use the terminal); Unrescue starts the server again.",
+		"unrescue":            "Unrescue requested: the server starts again with any fixes made to its disk.",
 		"addSecurityGroup":    "Security group added to the server.",
 		"removeSecurityGroup": "Security group removed from the server.",
 	}[code]
@@ -314,6 +321,8 @@ type serverData struct {
 	// Groups are the server's security groups, Available the project's
 	// others (the add picker's choices).
 	Groups, Available []SecurityGroup
+	// Locked is Nova's lock (2.9).
+	Locked bool
 }
 
 func (s *Server) serverData(ctx context.Context, sess *session, id string) (*serverData, error) {
@@ -335,6 +344,14 @@ func (s *Server) serverData(ctx context.Context, sess *session, id string) (*ser
 	d.Resize, d.CanResize = resizeChoices(d.Flavors, d.Flavor, sv.Flavor.ID, lim)
 	d.Images, _ = s.images(ctx, sess)
 	d.Image = orID(names(d.Images, func(i Image) string { return i.ID }, func(i Image) string { return i.Name }), sv.ImageID())
+	var lk struct {
+		Server struct {
+			Locked bool `json:"locked"`
+		} `json:"server"`
+	}
+	if _, err := s.up.doAt(ctx, "compute", "2.9", sess.Token, http.MethodGet, s.ep.Compute+"/servers/"+url.PathEscape(id), nil, &lk); err == nil {
+		d.Locked = lk.Server.Locked
+	}
 	d.Groups, _ = s.serverGroups(ctx, sess, id)
 	if all, err := s.securityGroups(ctx, sess); err == nil {
 		in := map[string]bool{}
