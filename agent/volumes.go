@@ -245,7 +245,7 @@ func (a *Agent) handleVolume(ctx context.Context, m bus.Message) (any, error) {
 		if err := m.Decode(&req); err != nil {
 			return nil, err
 		}
-		return a.volumeWork(ctx, m.Kind, protocol.VolumeReport{RequestID: req.RequestID, VolumeID: req.Volume.ID}, req.Deadline,
+		return a.volumeWork(ctx, m.Kind, protocol.VolumeReport{RequestID: req.RequestID, VolumeID: req.Volume.ID, Ref: req.Ref}, req.Deadline,
 			func(ctx context.Context, rep *protocol.VolumeReport) error {
 				if a.reg == nil {
 					return errdefs.FailedPrecondition("this agent has no registry to move volumes through")
