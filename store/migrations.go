@@ -250,6 +250,25 @@ var migrations = []migration{
 		}
 		return nil
 	}},
+	{28, "identity: domain-specific roles (names unique per domain), role options and extra attributes", func(tx *gorm.DB) error {
+		for _, col := range []string{"DomainID", "Options", "Extra"} {
+			if tx.Migrator().HasColumn(&Role{}, col) {
+				continue
+			}
+			if err := tx.Migrator().AddColumn(&Role{}, col); err != nil {
+				return err
+			}
+		}
+		if tx.Migrator().HasIndex(&Role{}, "idx_roles_name") {
+			if err := tx.Migrator().DropIndex(&Role{}, "idx_roles_name"); err != nil {
+				return err
+			}
+		}
+		if !tx.Migrator().HasIndex(&Role{}, "ux_role_name") {
+			return tx.Migrator().CreateIndex(&Role{}, "ux_role_name")
+		}
+		return nil
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

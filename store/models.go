@@ -78,8 +78,16 @@ type User struct {
 // Role is a Keystone role (admin, member, reader).
 type Role struct {
 	ID          string `gorm:"primaryKey;size:64"`
-	Name        string `gorm:"size:255;uniqueIndex"`
+	Name        string `gorm:"size:255;uniqueIndex:ux_role_name"`
 	Description string
+	// DomainID is the domain of a domain-specific role ("" for a global
+	// role). Domain-specific roles never appear in tokens (as Keystone):
+	// they grant nothing by themselves.
+	DomainID string `gorm:"size:64;uniqueIndex:ux_role_name"`
+	// Options and Extra are JSON objects: Keystone's role options and the
+	// arbitrary attributes a client stored.
+	Options string
+	Extra   string
 }
 
 // RoleAssignment grants a role to a user on a project.

@@ -1053,8 +1053,21 @@ func (s *Service) userGroups(w http.ResponseWriter, r *http.Request) {
 // ---- roles ----
 
 func (s *Service) roleView(r *http.Request, ro *store.Role) map[string]any {
-	return map[string]any{"id": ro.ID, "name": ro.Name, "domain_id": nil, "description": ro.Description,
-		"options": map[string]any{}, "links": map[string]string{"self": s.selfURL(r, "roles", ro.ID)}}
+	v := map[string]any{}
+	if ro.Extra != "" {
+		_ = json.Unmarshal([]byte(ro.Extra), &v)
+	}
+	opts := map[string]any{}
+	if ro.Options != "" {
+		_ = json.Unmarshal([]byte(ro.Options), &opts)
+	}
+	var domain any
+	if ro.DomainID != "" {
+		domain = ro.DomainID
+	}
+	maps.Copy(v, map[string]any{"id": ro.ID, "name": ro.Name, "domain_id": domain, "description": ro.Description,
+		"options": opts, "links": map[string]string{"self": s.selfURL(r, "roles", ro.ID)}})
+	return v
 }
 
 func (s *Service) rolesResponse(w http.ResponseWriter, r *http.Request, roles []store.Role) {
@@ -1071,17 +1084,22 @@ func (s *Service) loadRole(ctx context.Context, id string) (store.Role, error) {
 	return ro, store.NotFound(err, "role "+id)
 }
 
+// listRoles lists the global roles, or with domain_id a domain's roles,
+// as Keystone does.
 func (s *Service) listRoles(w http.ResponseWriter, r *http.Request) {
 	if _, ok := s.requireAdmin(w, r); !ok {
 		return
 	}
+	q := r.URL.Query()
+	domain := q.Get("domain_id")
+	if strings.EqualFold(domain, DefaultDomainName) {
+		domain = DefaultDomainID
+	}
 	var roles []store.Role
-	if err := s.st.WithContext(r.Context()).Order("name").Find(&roles).Error; err != nil {
+	if err := s.st.WithContext(r.Context()).Where("domain_id = ?", domain).Order("name").Find(&roles).Error; err != nil {
 		s.internalError(w, r, fmt.Errorf("list roles: %w", err))
 		return
 	}
-	q := r.URL.Query()
-	// Domain-specific roles do not exist: a domain_id filter finds none.
 	roles = slices.DeleteFunc(roles, func(ro store.Role) bool {
 		if q.Has("name") && !strings.EqualFold(ro.Name, q.Get("name")) {
 			return true
@@ -1092,15 +1110,45 @@ func (s *Service) listRoles(w http.ResponseWriter, r *http.Request) {
 				n[k] = v
 			}
 		}
-		return !nameMatches(n, ro.Name) || q.Get("domain_id") != ""
+		return !nameMatches(n, ro.Name)
 	})
 	s.rolesResponse(w, r, roles)
 }
 
 type roleInput struct {
-	Name        *string `json:"name"`
-	Description *string `json:"description"`
-	DomainID    *string `json:"domain_id"`
+	Name        *string                    `json:"name"`
+	Description *string                    `json:"description"`
+	DomainID    *string                    `json:"domain_id"`
+	Options     map[string]json.RawMessage `json:"options"`
+	extra       map[string]any
+}
+
+// roleAttributes are the role body's own keys; any other is extra.
+var roleAttributes = []string{"id", "name", "description", "domain_id", "options", "links"}
+
+// roleOptions merges a role options update: "immutable" (a boolean) is
+// the only option Keystone has; null removes it.
+func roleOptions(stored string, in map[string]json.RawMessage) (string, error) {
+	opts := map[string]any{}
+	if stored != "" {
+		_ = json.Unmarshal([]byte(stored), &opts)
+	}
+	for k, raw := range in {
+		if k != "immutable" {
+			return "", errdefs.InvalidArgumentf("Invalid input for field 'options': unknown option %q.", k)
+		}
+		if string(raw) == "null" {
+			delete(opts, k)
+			continue
+		}
+		var b bool
+		if err := json.Unmarshal(raw, &b); err != nil {
+			return "", errdefs.InvalidArgument("Invalid input for field 'options': immutable must be a boolean.")
+		}
+		opts[k] = b
+	}
+	b, err := json.Marshal(opts)
+	return string(b), err
 }
 
 func (s *Service) createRole(w http.ResponseWriter, r *http.Request) {
@@ -1108,21 +1156,31 @@ func (s *Service) createRole(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var in roleInput
-	if !s.readEntity(w, r, "role", &in) {
+	if !s.readRoleBody(w, r, &in) {
 		return
 	}
 	if in.Name == nil || strings.TrimSpace(*in.Name) == "" || len(*in.Name) > maxName {
 		s.failErr(w, r, errdefs.InvalidArgument("Invalid input for field 'name': a non-empty name of at most 255 characters is required."))
 		return
 	}
-	if in.DomainID != nil && *in.DomainID != "" {
-		s.failErr(w, r, errdefs.InvalidArgument("Domain-specific roles are not supported."))
-		return
-	}
 	ro := store.Role{ID: newID(), Name: *in.Name}
+	if in.DomainID != nil && *in.DomainID != "" {
+		d, err := s.findDomain(r.Context(), *in.DomainID, "")
+		if err != nil {
+			s.failErr(w, r, notFoundAs(err, "Could not find domain: "+*in.DomainID+"."))
+			return
+		}
+		ro.DomainID = d.ID
+	}
 	if in.Description != nil {
 		ro.Description = *in.Description
 	}
+	var err error
+	if ro.Options, err = roleOptions("", in.Options); err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	ro.Extra = mergeExtra("", in.extra)
 	if err := s.createRoleRow(r.Context(), &ro); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			s.failErr(w, r, errdefs.Conflict("Conflict occurred attempting to store role - Duplicate entry found with name "+ro.Name+"."))
@@ -1134,12 +1192,44 @@ func (s *Service) createRole(w http.ResponseWriter, r *http.Request) {
 	httpapi.WriteJSON(w, http.StatusCreated, map[string]any{"role": s.roleView(r, &ro)})
 }
 
-// createRoleRow inserts ro; role names are unique regardless of case, as
-// Tempest and Keystone (on MySQL) treat them.
+// readRoleBody decodes a role body with its extra attributes.
+func (s *Service) readRoleBody(w http.ResponseWriter, r *http.Request, in *roleInput) bool {
+	var body map[string]jsonRaw
+	if err := httpapi.ReadJSON(r, &body); err != nil {
+		s.failErr(w, r, errdefs.InvalidArgument("Invalid input: "+err.Error()))
+		return false
+	}
+	raw, ok := body["role"]
+	if !ok {
+		s.failErr(w, r, errdefs.InvalidArgument("Invalid input: 'role' is a required property."))
+		return false
+	}
+	var all map[string]any
+	if err := raw.decode(in); err != nil {
+		s.failErr(w, r, errdefs.InvalidArgument("Invalid input for role: "+err.Error()))
+		return false
+	}
+	if err := raw.decode(&all); err != nil {
+		s.failErr(w, r, errdefs.InvalidArgument("Invalid input for role: "+err.Error()))
+		return false
+	}
+	in.extra = map[string]any{}
+	for k, v := range all {
+		if !slices.Contains(roleAttributes, k) {
+			in.extra[k] = v
+		}
+	}
+	return true
+}
+
+// createRoleRow inserts ro; role names are unique in their domain (or
+// among global roles) regardless of case, as Tempest and Keystone (on
+// MySQL) treat them.
 func (s *Service) createRoleRow(ctx context.Context, ro *store.Role) error {
 	return s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		var n int64
-		if err := tx.Model(&store.Role{}).Where("LOWER(name) = ?", strings.ToLower(ro.Name)).Count(&n).Error; err != nil {
+		if err := tx.Model(&store.Role{}).Where("LOWER(name) = ? AND domain_id = ?", strings.ToLower(ro.Name), ro.DomainID).
+			Count(&n).Error; err != nil {
 			return fmt.Errorf("check role name: %w", err)
 		}
 		if n > 0 {
@@ -1168,7 +1258,7 @@ func (s *Service) updateRole(w http.ResponseWriter, r *http.Request) {
 	}
 	id := r.PathValue("id")
 	var in roleInput
-	if !s.readEntity(w, r, "role", &in) {
+	if !s.readRoleBody(w, r, &in) {
 		return
 	}
 	ro, err := s.loadRole(r.Context(), id)
@@ -1186,7 +1276,22 @@ func (s *Service) updateRole(w http.ResponseWriter, r *http.Request) {
 	if in.Description != nil {
 		ro.Description = *in.Description
 	}
-	if err := s.st.WithContext(r.Context()).Select("name", "description").Save(&ro).Error; err != nil {
+	if in.DomainID != nil && *in.DomainID != ro.DomainID {
+		s.failErr(w, r, errdefs.InvalidArgument("Cannot change the domain of a role."))
+		return
+	}
+	if roleImmutable(&ro) && !(len(in.Options) == 1 && in.Options["immutable"] != nil && string(in.Options["immutable"]) != "true") {
+		s.failErr(w, r, errdefs.Forbidden("Role "+ro.ID+" is immutable; set the option immutable to false first."))
+		return
+	}
+	if in.Options != nil {
+		if ro.Options, err = roleOptions(ro.Options, in.Options); err != nil {
+			s.failErr(w, r, err)
+			return
+		}
+	}
+	ro.Extra = mergeExtra(ro.Extra, in.extra)
+	if err := s.st.WithContext(r.Context()).Select("name", "description", "options", "extra").Save(&ro).Error; err != nil {
 		if errors.Is(err, gorm.ErrDuplicatedKey) {
 			s.failErr(w, r, errdefs.Conflict("Conflict occurred attempting to store role - Duplicate entry found with name "+ro.Name+"."))
 			return
@@ -1197,11 +1302,23 @@ func (s *Service) updateRole(w http.ResponseWriter, r *http.Request) {
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"role": s.roleView(r, &ro)})
 }
 
+// roleImmutable reports Keystone's immutable option: such a role can be
+// neither changed (but for the option itself) nor deleted.
+func roleImmutable(ro *store.Role) bool {
+	var opts map[string]any
+	_ = json.Unmarshal([]byte(ro.Options), &opts)
+	return opts["immutable"] == true
+}
+
 func (s *Service) deleteRole(w http.ResponseWriter, r *http.Request) {
 	if _, ok := s.requireAdmin(w, r); !ok {
 		return
 	}
 	id := r.PathValue("id")
+	if ro, err := s.loadRole(r.Context(), id); err == nil && roleImmutable(&ro) {
+		s.failErr(w, r, errdefs.Forbidden("Role "+ro.ID+" is immutable; set the option immutable to false first."))
+		return
+	}
 	err := s.st.WithContext(r.Context()).Transaction(func(tx *gorm.DB) error {
 		res := tx.Where("id = ?", id).Delete(&store.Role{})
 		if res.Error != nil {
@@ -1249,7 +1366,7 @@ func (s *Service) listGrants(w http.ResponseWriter, r *http.Request) {
 	if !s.grantTargets(w, r, false) {
 		return
 	}
-	roles, err := userRoles(r.Context(), s.st, r.PathValue("u"), r.PathValue("p"))
+	roles, err := grantedRoles(r.Context(), s.st, r.PathValue("u"), r.PathValue("p"), false)
 	if err != nil {
 		s.internalError(w, r, fmt.Errorf("list grants: %w", err))
 		return

@@ -18,7 +18,7 @@ import (
 // EnsureRole returns the role named name (case-insensitive), creating it.
 func EnsureRole(ctx context.Context, st *store.Store, name string) (store.Role, error) {
 	var ro store.Role
-	err := st.WithContext(ctx).Where("LOWER(name) = ?", strings.ToLower(name)).Take(&ro).Error
+	err := st.WithContext(ctx).Where("LOWER(name) = ? AND domain_id = ?", strings.ToLower(name), "").Take(&ro).Error
 	if err == nil {
 		return ro, nil
 	}
@@ -145,6 +145,6 @@ func findUser(ctx context.Context, st *store.Store, ref string) (store.User, err
 
 func findRole(ctx context.Context, st *store.Store, ref string) (store.Role, error) {
 	var ro store.Role
-	err := st.WithContext(ctx).Where("id = ?", ref).Or("LOWER(name) = ?", strings.ToLower(ref)).Take(&ro).Error
+	err := st.WithContext(ctx).Where("id = ?", ref).Or("LOWER(name) = ? AND domain_id = ?", strings.ToLower(ref), "").Take(&ro).Error
 	return ro, store.NotFound(err, "role "+ref)
 }

@@ -446,7 +446,7 @@ func (s *Service) listDomainGrants(w http.ResponseWriter, r *http.Request) {
 	if !s.domainGrantTargets(w, r, false) {
 		return
 	}
-	roles, err := userDomainRoles(r.Context(), s.st, r.PathValue("u"), r.PathValue("d"))
+	roles, err := grantedRoles(r.Context(), s.st, r.PathValue("u"), r.PathValue("d"), true)
 	if err != nil {
 		s.internalError(w, r, fmt.Errorf("list domain grants: %w", err))
 		return
@@ -523,7 +523,7 @@ func userDomainRoles(ctx context.Context, st *store.Store, userID, domainID stri
 	var roles []store.Role
 	err := st.WithContext(ctx).
 		Joins("JOIN domain_role_assignments ra ON ra.role_id = roles.id").
-		Where("ra.user_id = ? AND ra.domain_id = ?", userID, domainID).
+		Where("ra.user_id = ? AND ra.domain_id = ? AND roles.domain_id = ?", userID, domainID, "").
 		Order("roles.name").Find(&roles).Error
 	return roles, err
 }

@@ -356,3 +356,49 @@ func testApplicationCredentials(t *testing.T, e *env) {
 		"access_rules": []map[string]any{{"path": "/v2.0/metrics", "service": "monitoring", "method": "GET"}}}}), http.StatusBadRequest)
 	e.want(e.do("POST", base, a, map[string]any{"application_credential": map[string]any{"name": "old", "expires_at": "2000-01-01T00:00:00"}}), http.StatusBadRequest)
 }
+
+// TestDomainSpecificRoles: a role may belong to a domain (its name free
+// in others), keeps options and extra attributes, is listed only with
+// its domain_id, and grants nothing in a token even when named admin.
+func TestDomainSpecificRoles(t *testing.T) { forEachDB(t, testDomainSpecificRoles) }
+
+func testDomainSpecificRoles(t *testing.T, e *env) {
+	a := e.admin
+	c := e.do("POST", "/v3/roles", a, map[string]any{"role": map[string]any{"name": "admin", "domain_id": "default",
+		"description": "d", "email": "r@example.com", "options": map[string]any{"immutable": false}}})
+	e.want(c, http.StatusCreated)
+	rid := e.id(c, "role")
+	if v := obj(c.body["role"]); v["domain_id"] != "default" || v["email"] != "r@example.com" || obj(v["options"])["immutable"] != false {
+		t.Fatalf("created %s", c.raw)
+	}
+	e.want(e.do("POST", "/v3/roles", a, map[string]any{"role": map[string]any{"name": "ADMIN", "domain_id": "default"}}), http.StatusConflict)
+	e.want(e.do("POST", "/v3/roles", a, map[string]any{"role": map[string]any{"name": "x", "domain_id": "nowhere"}}), http.StatusNotFound)
+	e.want(e.do("POST", "/v3/roles", e.member, map[string]any{"role": map[string]any{"name": "x", "domain_id": "default"}}), http.StatusForbidden)
+	if l := e.do("GET", "/v3/roles?name=admin", a, nil); len(l.body["roles"].([]any)) != 1 || obj(l.body["roles"].([]any)[0])["domain_id"] != nil {
+		t.Fatalf("global roles %s", l.raw)
+	}
+	if l := e.do("GET", "/v3/roles?domain_id=default", a, nil); !slices.Equal(names(l.body["roles"], "id"), []string{rid}) {
+		t.Fatalf("default's roles %s", l.raw)
+	}
+	up := e.do("PATCH", "/v3/roles/"+rid, a, map[string]any{"role": map[string]any{"description": "u", "email": "u@example.com"}})
+	e.want(up, http.StatusOK)
+	if v := obj(up.body["role"]); v["description"] != "u" || v["email"] != "u@example.com" {
+		t.Fatalf("updated %s", up.raw)
+	}
+	// Granted on alice's project, the domain role named admin gives her nothing.
+	alice, _ := e.svc.Validate(context.Background(), e.member)
+	e.want(e.do("PUT", "/v3/projects/"+alice.ProjectID+"/users/"+alice.UserID+"/roles/"+rid, a, nil), http.StatusNoContent)
+	if l := e.do("GET", "/v3/projects/"+alice.ProjectID+"/users/"+alice.UserID+"/roles", a, nil); len(l.body["roles"].([]any)) != 2 {
+		t.Fatalf("grants %s", l.raw)
+	}
+	tok := e.token(passwordAuth("alice", "alicepw", projectScope("demo")))
+	if c, err := e.svc.Validate(context.Background(), tok); err != nil || c.HasRole("admin") {
+		t.Fatalf("a domain-specific role reached a token: %+v %v", c, err)
+	}
+	// Immutable roles are neither changed nor deleted.
+	e.want(e.do("PATCH", "/v3/roles/"+rid, a, map[string]any{"role": map[string]any{"options": map[string]any{"immutable": true}}}), http.StatusOK)
+	e.want(e.do("DELETE", "/v3/roles/"+rid, a, nil), http.StatusForbidden)
+	e.want(e.do("PATCH", "/v3/roles/"+rid, a, map[string]any{"role": map[string]any{"description": "v"}}), http.StatusForbidden)
+	e.want(e.do("PATCH", "/v3/roles/"+rid, a, map[string]any{"role": map[string]any{"options": map[string]any{"immutable": nil}}}), http.StatusOK)
+	e.want(e.do("DELETE", "/v3/roles/"+rid, a, nil), http.StatusNoContent)
+}

@@ -180,6 +180,21 @@ func (s *Service) loadToken(ctx context.Context, tok string) (*tokenInfo, error)
 	return ti, nil
 }
 
+// grantedRoles returns every role (domain-specific ones too) granted to
+// userID on a project or (domain true) a domain, as the grant lists show.
+func grantedRoles(ctx context.Context, st *store.Store, userID, targetID string, domain bool) ([]store.Role, error) {
+	table, col := "role_assignments", "project_id"
+	if domain {
+		table, col = "domain_role_assignments", "domain_id"
+	}
+	var roles []store.Role
+	err := st.WithContext(ctx).
+		Joins("JOIN "+table+" ra ON ra.role_id = roles.id").
+		Where("ra.user_id = ? AND ra."+col+" = ?", userID, targetID).
+		Order("roles.name").Find(&roles).Error
+	return roles, err
+}
+
 // liveDomain loads a domain a token depends on; a missing or disabled
 // domain invalidates the token.
 func (s *Service) liveDomain(ctx context.Context, id string) (store.Domain, error) {
@@ -196,12 +211,13 @@ func (s *Service) liveDomain(ctx context.Context, id string) (store.Domain, erro
 	return d, nil
 }
 
-// userRoles returns the roles userID holds on projectID, sorted by name.
+// userRoles returns the global roles userID holds on projectID, sorted by
+// name: the roles a token carries (domain-specific roles never do).
 func userRoles(ctx context.Context, st *store.Store, userID, projectID string) ([]store.Role, error) {
 	var roles []store.Role
 	err := st.WithContext(ctx).
 		Joins("JOIN role_assignments ra ON ra.role_id = roles.id").
-		Where("ra.user_id = ? AND ra.project_id = ?", userID, projectID).
+		Where("ra.user_id = ? AND ra.project_id = ? AND roles.domain_id = ?", userID, projectID, "").
 		Order("roles.name").Find(&roles).Error
 	return roles, err
 }

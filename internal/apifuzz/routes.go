@@ -355,7 +355,8 @@ func routes() []route {
 	id(route{method: "DELETE", path: "/users/{user}/application_credentials/{appcred}", destructive: true})
 	id(route{method: "GET", path: "/roles", query: []string{"name", "domain_id", "name__contains"}})
 	id(route{method: "POST", path: "/roles", asAdmin: true, creates: "role", body: func(e *env) any {
-		return obj("role", map[string]any{"name": e.name("r"), "description": "d"})
+		return obj("role", map[string]any{"name": e.name("r"), "description": "d", "domain_id": e.pickOf("", "default"),
+			"options": map[string]any{"immutable": false}, "extra_attr": "x"})
 	}})
 	id(route{method: "GET", path: "/roles/{role}"})
 	id(route{method: "PATCH", path: "/roles/{role}", asAdmin: true, destructive: true, body: func(e *env) any {
