@@ -1564,15 +1564,22 @@ func (s *Service) listAssignments(w http.ResponseWriter, r *http.Request) {
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"role_assignments": views, "links": s.collectionLinks(r)})
 }
 
-// subtreeIDs returns id and the ids of all projects below it.
+// subtreeIDs returns id and the ids of all projects below it (id may be
+// a domain's).
 func (s *Service) subtreeIDs(ctx context.Context, id string) ([]string, error) {
 	var all []store.Project
-	if err := s.st.WithContext(ctx).Select("id", "parent_id").Find(&all).Error; err != nil {
+	if err := s.st.WithContext(ctx).Select("id", "parent_id", "domain_id").Find(&all).Error; err != nil {
 		return nil, fmt.Errorf("load project tree: %w", err)
 	}
+	// A top project's parent is its domain (Keystone's is_domain
+	// project), so a domain's subtree is all its projects.
 	children := map[string][]string{}
 	for _, p := range all {
-		children[p.ParentID] = append(children[p.ParentID], p.ID)
+		parent := p.ParentID
+		if parent == "" {
+			parent = p.DomainID
+		}
+		children[parent] = append(children[parent], p.ID)
 	}
 	out := []string{id}
 	for i := 0; i < len(out) && i < 10000; i++ {

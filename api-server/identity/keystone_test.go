@@ -240,6 +240,25 @@ func testProjectTagsAndHierarchy(t *testing.T, e *env) {
 	if l := e.do("GET", "/v3/projects?parent_id="+pid, a, nil); !slices.Equal(names(l.body["projects"], "id"), []string{cid}) {
 		t.Fatalf("children %s", l.raw)
 	}
+	// Assignments on a subtree: the project's, its child's; a domain's
+	// subtree is every project in it.
+	admin, _ := e.svc.Validate(context.Background(), a)
+	var member string
+	for _, x := range e.do("GET", "/v3/roles?name=member", a, nil).body["roles"].([]any) {
+		member = obj(x)["id"].(string)
+	}
+	e.want(e.do("PUT", "/v3/projects/"+cid+"/users/"+admin.UserID+"/roles/"+member, a, nil), http.StatusNoContent)
+	for _, scope := range []string{pid, "default"} {
+		l := e.do("GET", "/v3/role_assignments?user.id="+admin.UserID+"&scope.project.id="+scope+"&include_subtree=true&include_names", a, nil)
+		found := false
+		for _, x := range l.body["role_assignments"].([]any) {
+			p := obj(obj(x)["scope"])["project"]
+			found = found || (obj(p)["id"] == cid && obj(p)["name"] == "child" && obj(obj(p)["domain"])["id"] == "default")
+		}
+		if !found {
+			t.Fatalf("subtree of %s: %s", scope, l.raw)
+		}
+	}
 	e.want(e.do("DELETE", "/v3/projects/"+pid, a, nil), http.StatusForbidden) // not a leaf
 	e.want(e.do("DELETE", "/v3/projects/"+cid, a, nil), http.StatusNoContent)
 	e.want(e.do("DELETE", "/v3/projects/"+pid, a, nil), http.StatusNoContent)
