@@ -75,7 +75,8 @@ func isHard(policy string) bool {
 
 // ServerGroup passes, for a member of an affinity group, the host its
 // other members are on (any host while there are none); for an
-// anti-affinity group, hosts with none of them. Soft policies are the
+// anti-affinity group, hosts with fewer of them than its
+// max_server_per_host (1 by default). Soft policies are the
 // GroupWeigher's.
 type ServerGroup struct{}
 
@@ -83,7 +84,7 @@ func (ServerGroup) Name() string { return "ServerGroup" }
 
 func (ServerGroup) Pass(h HostState, req Request) bool {
 	g := req.Placement.Group
-	return g == nil || store.PolicyAllows(g.Policy, req.Placement.MemberHosts, h.Host)
+	return g == nil || g.Allows(req.Placement.MemberHosts, h.Host)
 }
 
 // SameHost passes, when the same_host hint was given, the hosts one of

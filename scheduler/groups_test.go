@@ -49,6 +49,7 @@ func place(t *testing.T, st *store.Store, id, host string) {
 func TestGroupFilters(t *testing.T) {
 	h := func(name string) HostState { return HostState{Host: name} }
 	members := map[string]int{"h1": 2}
+	members2 := map[string]int{"h1": 2, "h2": 1}
 	cases := []struct {
 		name string
 		f    Filter
@@ -58,6 +59,8 @@ func TestGroupFilters(t *testing.T) {
 		{"affinity with members", ServerGroup{}, Placement{Group: &store.ServerGroup{Policy: store.PolicyAffinity}, MemberHosts: members}, []string{"h1"}},
 		{"affinity first member", ServerGroup{}, Placement{Group: &store.ServerGroup{Policy: store.PolicyAffinity}}, []string{"h1", "h2", "h3"}},
 		{"anti-affinity", ServerGroup{}, Placement{Group: &store.ServerGroup{Policy: store.PolicyAntiAffinity}, MemberHosts: members}, []string{"h2", "h3"}},
+		{"anti-affinity, 2 per host", ServerGroup{}, Placement{Group: &store.ServerGroup{Policy: store.PolicyAntiAffinity, MaxServerPerHost: 2}, MemberHosts: members2}, []string{"h2", "h3"}},
+		{"anti-affinity, 3 per host", ServerGroup{}, Placement{Group: &store.ServerGroup{Policy: store.PolicyAntiAffinity, MaxServerPerHost: 3}, MemberHosts: members2}, []string{"h1", "h2", "h3"}},
 		{"soft policies do not filter", ServerGroup{}, Placement{Group: &store.ServerGroup{Policy: store.PolicySoftAntiAffinity}, MemberHosts: members}, []string{"h1", "h2", "h3"}},
 		{"no group", ServerGroup{}, Placement{}, []string{"h1", "h2", "h3"}},
 		{"same_host", SameHost{}, Placement{SameHost: []string{"h2"}, HasSameHost: true}, []string{"h2"}},

@@ -269,6 +269,12 @@ var migrations = []migration{
 		}
 		return nil
 	}},
+	{29, "server groups keep their max_server_per_host rule (2.64)", func(tx *gorm.DB) error {
+		if tx.Migrator().HasColumn(&ServerGroup{}, "MaxServerPerHost") {
+			return nil
+		}
+		return tx.Migrator().AddColumn(&ServerGroup{}, "MaxServerPerHost")
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

@@ -457,6 +457,10 @@ type ServerGroup struct {
 	ProjectID string `gorm:"size:64;index"`
 	UserID    string `gorm:"size:64"`
 	Policy    string `gorm:"size:32"` // affinity | anti-affinity | soft-affinity | soft-anti-affinity
+	// MaxServerPerHost is an anti-affinity group's max_server_per_host
+	// rule (2.64): how many members one host may hold; 0 = none given,
+	// Nova's default of 1.
+	MaxServerPerHost int `gorm:"not null;default:0"`
 	// ClaimGeneration is bumped by every claim of a member and every
 	// member added: the row lock that serialises them, so two concurrent
 	// boots of a group cannot both see the other's host as free.

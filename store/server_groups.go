@@ -218,11 +218,15 @@ func MemberHosts(tx *gorm.DB, groupID, instanceID string) (map[string]int, error
 	return out, nil
 }
 
-// PolicyAllows reports whether a hard policy lets a member land on host
-// given the other members' hosts; soft policies (preferences, weighed by
-// the scheduler) always allow.
-func PolicyAllows(policy string, memberHosts map[string]int, host string) bool {
-	switch policy {
+// PerHost is how many members of g one host may hold under its
+// anti-affinity policy: its max_server_per_host rule, 1 by default.
+func (g *ServerGroup) PerHost() int { return max(1, g.MaxServerPerHost) }
+
+// Allows reports whether g's hard policy lets a member land on host given
+// the other members' hosts; soft policies (preferences, weighed by the
+// scheduler) always allow.
+func (g *ServerGroup) Allows(memberHosts map[string]int, host string) bool {
+	switch g.Policy {
 	case PolicyAffinity:
 		for h := range memberHosts {
 			if h != host {
@@ -231,7 +235,7 @@ func PolicyAllows(policy string, memberHosts map[string]int, host string) bool {
 		}
 		return true
 	case PolicyAntiAffinity:
-		return memberHosts[host] == 0
+		return memberHosts[host] < g.PerHost()
 	}
 	return true
 }
@@ -252,7 +256,7 @@ func GroupClaimGuard(g *ServerGroup, instanceID string) ClaimGuard {
 		if err != nil {
 			return err
 		}
-		if !PolicyAllows(g.Policy, hosts, host) {
+		if !g.Allows(hosts, host) {
 			return fmt.Errorf("%s on %s: other members on %v: %w", g.Policy, host, sortedKeys(hosts), ErrGroupPolicy)
 		}
 		return nil

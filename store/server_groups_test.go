@@ -150,48 +150,55 @@ func addComputeHost(t *testing.T, st *store.Store, host string) {
 }
 
 // TestGroupClaimGuardConcurrent claims one host for 10 members of an
-// anti-affinity group at once, with the guard: exactly one may win.
+// anti-affinity group at once, with the guard: exactly as many win as
+// the group's max_server_per_host (1 by default) allows.
 func TestGroupClaimGuardConcurrent(t *testing.T) {
-	storetest.ForEach(t, func(t *testing.T, st *store.Store) {
-		ctx := context.Background()
-		addComputeHost(t, st, "h1")
-		g := newGroup("g", "p1", store.PolicyAntiAffinity)
-		if err := st.CreateServerGroup(ctx, g, -1); err != nil {
-			t.Fatal(err)
-		}
-		const n = 10
-		for i := range n {
-			if err := bootMember(st, fmt.Sprintf("m%d", i), "g", -1); err != nil {
-				t.Fatal(err)
-			}
-		}
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		won, refused := 0, 0
-		for i := range n {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				id := fmt.Sprintf("m%d", i)
-				err := st.ClaimOnHostIf(ctx, "h1", id, store.Resources{VCPUs: 1, MemoryMB: 64, DiskGB: 1}, nil,
-					store.GroupClaimGuard(g, id))
-				mu.Lock()
-				defer mu.Unlock()
-				switch {
-				case err == nil:
-					won++
-				case errors.Is(err, store.ErrGroupPolicy):
-					refused++
-				default:
-					t.Errorf("claim %s: %v", id, err)
+	for _, perHost := range []int{0, 3} {
+		t.Run(fmt.Sprintf("max_server_per_host=%d", perHost), func(t *testing.T) {
+			storetest.ForEach(t, func(t *testing.T, st *store.Store) {
+				ctx := context.Background()
+				addComputeHost(t, st, "h1")
+				g := newGroup("g", "p1", store.PolicyAntiAffinity)
+				g.MaxServerPerHost = perHost
+				if err := st.CreateServerGroup(ctx, g, -1); err != nil {
+					t.Fatal(err)
 				}
-			}()
-		}
-		wg.Wait()
-		if won != 1 || refused != n-1 {
-			t.Errorf("%d claims won, %d refused; want 1 and %d", won, refused, n-1)
-		}
-	})
+				const n = 10
+				for i := range n {
+					if err := bootMember(st, fmt.Sprintf("m%d", i), "g", -1); err != nil {
+						t.Fatal(err)
+					}
+				}
+				var wg sync.WaitGroup
+				var mu sync.Mutex
+				won, refused := 0, 0
+				for i := range n {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						id := fmt.Sprintf("m%d", i)
+						err := st.ClaimOnHostIf(ctx, "h1", id, store.Resources{VCPUs: 1, MemoryMB: 64, DiskGB: 1}, nil,
+							store.GroupClaimGuard(g, id))
+						mu.Lock()
+						defer mu.Unlock()
+						switch {
+						case err == nil:
+							won++
+						case errors.Is(err, store.ErrGroupPolicy):
+							refused++
+						default:
+							t.Errorf("claim %s: %v", id, err)
+						}
+					}()
+				}
+				wg.Wait()
+				want := max(1, perHost)
+				if won != want || refused != n-want {
+					t.Errorf("%d claims won, %d refused; want %d and %d", won, refused, want, n-want)
+				}
+			})
+		})
+	}
 }
 
 // TestMigration10FromVersion9 takes a database back to schema 9 (no

@@ -294,7 +294,7 @@ func FuzzServerGroupInput(f *testing.F) {
 			return
 		}
 		for _, v := range []apiVersion{{2, 1}, {2, 64}} {
-			if _, _, err := parseServerGroup(body, v); err != nil && errdefs.KindOf(err) != errdefs.ErrInvalidArgument {
+			if _, _, _, err := parseServerGroup(body, v); err != nil && errdefs.KindOf(err) != errdefs.ErrInvalidArgument {
 				t.Fatalf("parseServerGroup(%s): %v, not an InvalidArgument", raw, err)
 			}
 		}

@@ -127,23 +127,27 @@ func TestTrustedImageCertificates263(t *testing.T) {
 }
 
 // TestServerGroupPolicyRules264: from 2.64 a group is created with
-// "policy" (and "rules") and shown with policy and rules instead of
-// policies and metadata.
+// "policy" (and "rules") and shown with policy and the rules it was given
+// instead of policies and metadata.
 func TestServerGroupPolicyRules264(t *testing.T) {
 	f := newFixture(t)
 	ts := loadTempestSchemas(t)
 	v := apiVersion{2, 64}
-	for _, body := range []string{
-		`{"server_group":{"name":"a","policy":"anti-affinity"}}`,
-		`{"server_group":{"name":"b","policy":"anti-affinity","rules":{"max_server_per_host":1}}}`,
-		`{"server_group":{"name":"c","policy":"soft-affinity","rules":{}}}`,
+	for _, c := range []struct{ body, rules string }{
+		{`{"server_group":{"name":"a","policy":"anti-affinity"}}`, "map[]"},
+		{`{"server_group":{"name":"b","policy":"anti-affinity","rules":{"max_server_per_host":1}}}`, "map[max_server_per_host:1]"},
+		{`{"server_group":{"name":"c","policy":"soft-affinity","rules":{}}}`, "map[]"},
+		{`{"server_group":{"name":"d","policy":"anti-affinity","rules":{"max_server_per_host":"3"}}}`, "map[max_server_per_host:3]"},
 	} {
-		created := f.check(t, ts, v, contractCall{"demo", "POST", "/v2.1/os-server-groups", body, "server_groups", "create_show_server_group"})
+		created := f.check(t, ts, v, contractCall{"demo", "POST", "/v2.1/os-server-groups", c.body, "server_groups", "create_show_server_group"})
 		g := created["server_group"].(map[string]any)
-		if _, has := g["policies"]; has || g["policy"] == nil || fmt.Sprint(g["rules"]) != "map[]" {
-			t.Errorf("2.64 group %v", g)
+		if _, has := g["policies"]; has || g["policy"] == nil || fmt.Sprint(g["rules"]) != c.rules {
+			t.Errorf("2.64 group %v, want rules %s", g, c.rules)
 		}
-		f.check(t, ts, v, contractCall{"demo", "GET", "/v2.1/os-server-groups/" + g["id"].(string), "", "server_groups", "create_show_server_group"})
+		shown := f.check(t, ts, v, contractCall{"demo", "GET", "/v2.1/os-server-groups/" + g["id"].(string), "", "server_groups", "create_show_server_group"})
+		if got := fmt.Sprint(shown["server_group"].(map[string]any)["rules"]); got != c.rules {
+			t.Errorf("2.64 group shown with rules %s, want %s", got, c.rules)
+		}
 	}
 	f.check(t, ts, v, contractCall{"demo", "GET", "/v2.1/os-server-groups", "", "server_groups", "list_server_groups"})
 	// The old shape below 2.64, of the same groups.
@@ -154,9 +158,9 @@ func TestServerGroupPolicyRules264(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{
-		`{"server_group":{"name":"x","policies":["affinity"]}}`,                                    // the old key
-		`{"server_group":{"name":"x","policy":"affinity","rules":{"max_server_per_host":1}}}`,      // rules for anti-affinity only
-		`{"server_group":{"name":"x","policy":"anti-affinity","rules":{"max_server_per_host":2}}}`, // Capsule holds 1 per host
+		`{"server_group":{"name":"x","policies":["affinity"]}}`,                               // the old key
+		`{"server_group":{"name":"x","policy":"affinity","rules":{"max_server_per_host":1}}}`, // rules for anti-affinity only
+		`{"server_group":{"name":"x","policy":"anti-affinity","rules":{"max_server_per_host":1.5}}}`,
 		`{"server_group":{"name":"x","policy":"anti-affinity","rules":{"max_server_per_host":0}}}`,
 		`{"server_group":{"name":"x","policy":"anti-affinity","rules":{"other":1}}}`,
 		`{"server_group":{"name":"x","policy":"nope"}}`,

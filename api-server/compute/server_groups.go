@@ -22,10 +22,9 @@ import (
 // os-server-groups, as Nova: a group has one policy, given (and shown) as
 // a one-element "policies" list up to 2.63 and as "policy" with "rules"
 // from 2.64; the soft policies exist from 2.15, project_id and user_id
-// are shown from 2.13. The scheduler places at most one member of an
-// anti-affinity group per host, so the only rule accepted is Nova's
-// default, max_server_per_host 1 (a larger one is refused rather than
-// silently held to 1), and every group shows rules {}.
+// are shown from 2.13. An anti-affinity group may have 2.64's rule
+// max_server_per_host (how many members one host may hold, 1 by default),
+// which the scheduler enforces; a group shows the rules it was given.
 // Members join at server creation (os:scheduler_hints group) and leave
 // when the server is deleted; the scheduler enforces the policy.
 
@@ -85,11 +84,12 @@ func groupPolicy(raw any, v apiVersion) (string, error) {
 }
 
 // parseServerGroup validates a create body: {"server_group": {"name",
-// "policies"}} and nothing else.
-func parseServerGroup(body map[string]any, v apiVersion) (name, policy string, err error) {
+// "policies"}} (2.64: "policy" and "rules") and nothing else; perHost is
+// the max_server_per_host rule (0: none).
+func parseServerGroup(body map[string]any, v apiVersion) (name, policy string, perHost int, err error) {
 	sg, ok := body["server_group"].(map[string]any)
 	if !ok || len(body) != 1 {
-		return "", "", errdefs.InvalidArgument("Invalid input for field/attribute server_group. Value: 'server_group' is a required property and the only one allowed.")
+		return "", "", 0, errdefs.InvalidArgument("Invalid input for field/attribute server_group. Value: 'server_group' is a required property and the only one allowed.")
 	}
 	allowed := []string{"name", "policies"}
 	policyKey := "policies"
@@ -98,52 +98,52 @@ func parseServerGroup(body map[string]any, v apiVersion) (name, policy string, e
 	}
 	for _, k := range sortedBodyKeys(sg) {
 		if !slices.Contains(allowed, k) {
-			return "", "", errdefs.InvalidArgumentf("Additional properties are not allowed ('%s' was unexpected)", k)
+			return "", "", 0, errdefs.InvalidArgumentf("Additional properties are not allowed ('%s' was unexpected)", k)
 		}
 	}
 	if _, ok := sg["name"]; !ok {
-		return "", "", errdefs.InvalidArgument("Invalid input for field/attribute server_group. Value: 'name' is a required property")
+		return "", "", 0, errdefs.InvalidArgument("Invalid input for field/attribute server_group. Value: 'name' is a required property")
 	}
 	if _, ok := sg[policyKey]; !ok {
-		return "", "", errdefs.InvalidArgumentf("Invalid input for field/attribute server_group. Value: '%s' is a required property", policyKey)
+		return "", "", 0, errdefs.InvalidArgumentf("Invalid input for field/attribute server_group. Value: '%s' is a required property", policyKey)
 	}
 	if name, err = groupName(sg["name"]); err != nil {
-		return "", "", err
+		return "", "", 0, err
 	}
 	if !v.AtLeast(64) {
 		policy, err = groupPolicy(sg["policies"], v)
-		return name, policy, err
+		return name, policy, 0, err
 	}
 	p, ok := sg["policy"].(string)
 	if allowed := groupPolicies(v); !ok || !slices.Contains(allowed, p) {
-		return "", "", errdefs.InvalidArgumentf("Invalid input for field/attribute policy. Value: %v. It is not one of %q", sg["policy"], allowed)
+		return "", "", 0, errdefs.InvalidArgumentf("Invalid input for field/attribute policy. Value: %v. It is not one of %q", sg["policy"], allowed)
 	}
 	if raw, ok := sg["rules"]; ok {
-		if err := groupRules(raw, p); err != nil {
-			return "", "", err
+		if perHost, err = groupRules(raw, p); err != nil {
+			return "", "", 0, err
 		}
 	}
-	return name, p, nil
+	return name, p, perHost, nil
 }
 
 // groupRules checks 2.64's "rules": an object whose only key is
 // max_server_per_host (a positive integer, or a string of digits), for
-// anti-affinity only; Capsule honours Nova's default of 1 only.
-func groupRules(raw any, policy string) error {
+// anti-affinity only, and returns that number (0: no rule).
+func groupRules(raw any, policy string) (int, error) {
 	rules, ok := raw.(map[string]any)
 	if !ok {
-		return errdefs.InvalidArgument("Invalid input for field/attribute rules. Value: rules must be an object.")
+		return 0, errdefs.InvalidArgument("Invalid input for field/attribute rules. Value: rules must be an object.")
 	}
 	if len(rules) == 0 {
-		return nil
+		return 0, nil
 	}
 	for _, k := range sortedBodyKeys(rules) {
 		if k != "max_server_per_host" {
-			return errdefs.InvalidArgumentf("Additional properties are not allowed ('%s' was unexpected)", k)
+			return 0, errdefs.InvalidArgumentf("Additional properties are not allowed ('%s' was unexpected)", k)
 		}
 	}
 	if policy != store.PolicyAntiAffinity {
-		return errdefs.InvalidArgument("Only anti-affinity policy supports rules.")
+		return 0, errdefs.InvalidArgument("Only anti-affinity policy supports rules.")
 	}
 	var n int
 	switch x := rules["max_server_per_host"].(type) {
@@ -162,12 +162,9 @@ func groupRules(raw any, policy string) error {
 		n = -1
 	}
 	if n < 1 {
-		return errdefs.InvalidArgumentf("Invalid input for field/attribute max_server_per_host. Value: %v. It must be a positive integer.", rules["max_server_per_host"])
+		return 0, errdefs.InvalidArgumentf("Invalid input for field/attribute max_server_per_host. Value: %v. It must be a positive integer.", rules["max_server_per_host"])
 	}
-	if n != 1 {
-		return errdefs.InvalidArgumentf("max_server_per_host %d is not supported: Capsule places at most one server of an anti-affinity group per host.", n)
-	}
-	return nil
+	return n, nil
 }
 
 // groupView is a group's body at v; members lists its servers' ids.
@@ -177,7 +174,11 @@ func groupView(g *store.ServerGroup, members []string, v apiVersion) map[string]
 	}
 	out := map[string]any{"id": g.ID, "name": g.Name, "members": members}
 	if v.AtLeast(64) {
-		out["policy"], out["rules"] = g.Policy, map[string]any{}
+		rules := map[string]any{}
+		if g.MaxServerPerHost > 0 {
+			rules["max_server_per_host"] = g.MaxServerPerHost
+		}
+		out["policy"], out["rules"] = g.Policy, rules
 	} else {
 		out["policies"], out["metadata"] = []string{g.Policy}, map[string]any{}
 	}
@@ -194,7 +195,7 @@ func (s *Service) createServerGroup(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &body) {
 		return
 	}
-	name, policy, err := parseServerGroup(body, versionOf(ctx))
+	name, policy, perHost, err := parseServerGroup(body, versionOf(ctx))
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -205,7 +206,7 @@ func (s *Service) createServerGroup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g := &store.ServerGroup{ID: newUUID(), Name: name, ProjectID: creds.ProjectID, UserID: creds.UserID,
-		Policy: policy, CreatedAt: s.opts.Now()}
+		Policy: policy, MaxServerPerHost: perHost, CreatedAt: s.opts.Now()}
 	err = s.st.CreateServerGroup(ctx, g, limits["server_groups"])
 	if errors.Is(err, store.ErrServerGroupQuota) {
 		writeFault(w, errdefs.QuotaExceeded(msgGroupQuota))
