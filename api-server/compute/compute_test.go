@@ -75,7 +75,9 @@ func newFixtureOn(t *testing.T, st *store.Store) *fixture {
 		// The admin role on a project that is not the admin project.
 		"projadmin": {UserID: "u-projadmin", ProjectID: "p-demo", Roles: []string{"admin", "member", "reader"}},
 	}
-	svc := New(st, b, Options{PublicHost: "127.0.0.1", ComputePort: 8774, Validator: v, CallTimeout: time.Second,
+	// CallTimeout: the fake agents answer at once, but a loaded CI machine
+	// has delayed them past 1 s (a flake whose test the log did not keep).
+	svc := New(st, b, Options{PublicHost: "127.0.0.1", ComputePort: 8774, Validator: v, CallTimeout: 5 * time.Second,
 		Images: image.New(st, image.Options{Validator: v})})
 	srv := httptest.NewServer(svc.Handler())
 	t.Cleanup(srv.Close)
