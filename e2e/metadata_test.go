@@ -53,7 +53,8 @@ func demoNetwork(t *testing.T, c *cloud, name, cidr string) string {
 // on different VLANs (the server is named by its port, not its address);
 // a server that takes another's address reads nothing; a server posts its
 // password to the password endpoint once and its owner reads and clears it
-// (os-server-password); the service survives an agent restart.
+// (os-server-password); the service survives an agent restart and a cold
+// migration, which also applies a 2.90 hostname inside the server.
 func TestMetadataService(t *testing.T) {
 	t.Parallel()
 	c := startCloud(t, twoHosts)
@@ -171,6 +172,38 @@ func TestMetadataService(t *testing.T) {
 		p.start(t)
 		if md, raw, ok := a.metaData(t, 30); !ok || md["uuid"] != a.id {
 			t.Errorf("md-a after its agent restarted: %v %q", md, raw)
+		}
+	})
+
+	// A cold migration moves md-s to the other host: the server there
+	// reads its own metadata (its port moved with it), and a 2.90 hostname
+	// set before the move is the one inside the server it rebuilds and
+	// the one the metadata service serves.
+	t.Run("after a cold migration", func(t *testing.T) {
+		if code, body := rawV(t, cc, "2.90", "PUT", "servers/"+s.id, `{"server": {"hostname": "md-moved"}}`); code != 200 {
+			t.Fatalf("2.90 hostname update: %d %v", code, body)
+		}
+		if code, body := rawV(t, cc, "2.56", "POST", "servers/"+s.id+"/action", `{"migrate": {"host": "`+h0.name+`"}}`); code != 202 {
+			t.Fatalf("migrate md-s to %s: %d %v", h0.name, code, body)
+		}
+		waitStatus(t, cc, s.id, "VERIFY_RESIZE", 5*time.Minute)
+		if err := servers.ConfirmResize(ctx, cc, s.id).ExtractErr(); err != nil {
+			t.Fatalf("confirm md-s's migration: %v", err)
+		}
+		waitStatus(t, cc, s.id, "ACTIVE", time.Minute)
+		if h := serverHost(t, cc, s.id); h != h0.name {
+			t.Fatalf("md-s is on %s after its migration, want %s", h, h0.name)
+		}
+		moved := s.moved(h0)
+		md, raw, ok := moved.metaData(t, 30)
+		if !ok || md["uuid"] != s.id || md["name"] != "md-s" {
+			t.Fatalf("md-s after its migration to %s reads %v %q, want its own metadata", h0.name, md, raw)
+		}
+		if md["hostname"] != "md-moved" {
+			t.Errorf("metadata hostname after the 2.90 update: %v, want md-moved", md["hostname"])
+		}
+		if out, err := moved.exec("hostname"); err != nil || out != "md-moved" {
+			t.Errorf("hostname inside md-s after its migration: %q (%v), want md-moved", out, err)
 		}
 	})
 }
