@@ -616,6 +616,15 @@ func names[T any](items []T, id, name func(T) string) map[string]string {
 	return m
 }
 
+// addrOf is the address of an IPs() item ("net: 10.0.0.5" -> "10.0.0.5"),
+// what a copy button copies.
+func addrOf(item string) string {
+	if _, a, ok := strings.Cut(item, ": "); ok {
+		return a
+	}
+	return item
+}
+
 func joinOr(items []string, empty string) string {
 	if len(items) == 0 {
 		return empty

@@ -111,6 +111,7 @@ var funcs = template.FuncMap{
 		return strconv.Itoa(n)
 	},
 	"join":      joinOr,
+	"addr":      addrOf,
 	"list":      func(v ...string) []string { return v },
 	"statusCSS": statusClass,
 	"deref": func(p *string) string {

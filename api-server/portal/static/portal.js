@@ -20,19 +20,156 @@
     return td;
   }
 
+  function copyButton(text, label, shown) {
+    // The visible label is drawn by CSS (data-label), so a cell's text
+    // stays the name or the address alone.
+    var b = el("button", "copy");
+    b.type = "button";
+    b.setAttribute("data-label", shown);
+    b.setAttribute("data-copy", text);
+    b.setAttribute("aria-label", label);
+    b.title = label;
+    return b;
+  }
+
   function row(s) {
     var tr = el("tr");
     tr.setAttribute("data-id", s.id);
+    tr.setAttribute("data-name", s.name);
+    tr.setAttribute("data-status", s.status);
+    tr.setAttribute("data-created", s.created || "");
+    tr.setAttribute("data-ips", (s.ips || []).join(", "));
     var name = el("td"), a = el("a", "clip", s.name);
     a.title = s.name;
     a.href = "/servers/" + encodeURIComponent(s.id);
     name.appendChild(a);
+    name.appendChild(copyButton(s.id, "Copy the ID of " + s.name, "ID"));
     tr.appendChild(name);
     tr.appendChild(statusCell(s));
-    tr.appendChild(el("td", "", (s.ips && s.ips.length) ? s.ips.join(", ") : "-"));
+    var ips = el("td");
+    if (s.ips && s.ips.length) {
+      s.ips.forEach(function (ip) {
+        // An item is "network: address"; the button copies the address.
+        var span = el("span", "ip", ip), addr = ip.indexOf(": ") >= 0 ? ip.slice(ip.indexOf(": ") + 2) : ip;
+        span.appendChild(copyButton(addr, "Copy " + addr, "Copy"));
+        ips.appendChild(span);
+        ips.appendChild(document.createTextNode(" "));
+      });
+    } else {
+      ips.textContent = "-";
+    }
+    tr.appendChild(ips);
+    var age = el("td", "age"), t = el("time", "", s.created || "");
+    t.setAttribute("datetime", s.created || "");
+    age.appendChild(t);
+    tr.appendChild(age);
     tr.appendChild(el("td", "wide", s.flavor));
     tr.appendChild(el("td", "wide", s.image));
     return tr;
+  }
+
+  // ---- the servers list's tools: search, sort, ages, copy ----
+
+  // ago says how long ago an RFC 3339 time was ("5 min ago").
+  function ago(iso, now) {
+    var t = Date.parse(iso);
+    if (!isFinite(t)) return iso || "-";
+    var s = Math.max(0, Math.round((now - t) / 1000));
+    if (s < 60) return "just now";
+    if (s < 3600) return Math.floor(s / 60) + " min ago";
+    if (s < 86400) return Math.floor(s / 3600) + " h ago";
+    return Math.floor(s / 86400) + " d ago";
+  }
+
+  function showAges(table) {
+    var now = Date.now();
+    Array.prototype.forEach.call(table.querySelectorAll("time[datetime]"), function (t) {
+      var iso = t.getAttribute("datetime"), d = new Date(iso);
+      t.textContent = ago(iso, now);
+      t.title = isFinite(d.getTime()) ? d.toLocaleString() + " (" + iso + ")" : iso;
+    });
+  }
+
+  // listView applies the search box and the chosen sort to the rows in
+  // place; the live refresh calls it on every new set of rows.
+  function listView(table) {
+    var input = document.getElementById("server-search");
+    var q = input ? input.value.trim().toLowerCase() : "";
+    var key = table.getAttribute("data-sort-key"), dir = table.getAttribute("data-sort-dir") === "desc" ? -1 : 1;
+    var tbody = table.tBodies[0];
+    var rows = Array.prototype.filter.call(tbody.rows, function (r) { return r.hasAttribute("data-id"); });
+    if (key) {
+      rows.sort(function (a, b) {
+        var x = a.getAttribute("data-" + key) || "", y = b.getAttribute("data-" + key) || "";
+        var c = key === "created" ? (x < y ? -1 : x > y ? 1 : 0) : x.localeCompare(y, undefined, { sensitivity: "base", numeric: true });
+        return c * dir;
+      });
+      rows.forEach(function (r) { tbody.appendChild(r); });
+    }
+    var shown = 0;
+    rows.forEach(function (r) {
+      var hit = !q || (r.getAttribute("data-name") || "").toLowerCase().indexOf(q) >= 0 ||
+        (r.getAttribute("data-ips") || "").toLowerCase().indexOf(q) >= 0;
+      r.hidden = !hit;
+      if (hit) shown++;
+    });
+    var count = document.getElementById("search-count"), empty = document.getElementById("search-empty");
+    if (count) count.textContent = q ? shown + " of the " + rows.length + " on this page" : "";
+    if (empty) empty.hidden = !(q && rows.length && !shown);
+    Array.prototype.forEach.call(table.querySelectorAll("button.sort"), function (b) {
+      var k = b.getAttribute("data-sort");
+      b.parentNode.setAttribute("aria-sort", k !== key ? "none" : dir > 0 ? "ascending" : "descending");
+    });
+    showAges(table);
+  }
+
+  // copyText puts text on the clipboard: the Clipboard API where the page
+  // may use it (a secure context), else a selected textarea and
+  // execCommand("copy").
+  function copyText(text) {
+    if (navigator.clipboard && navigator.clipboard.writeText) {
+      return navigator.clipboard.writeText(text).catch(function () { return legacyCopy(text); });
+    }
+    return legacyCopy(text);
+  }
+
+  function legacyCopy(text) {
+    return new Promise(function (resolve, reject) {
+      var ta = el("textarea");
+      ta.value = text;
+      ta.setAttribute("readonly", "");
+      ta.style.position = "fixed"; ta.style.top = "0"; ta.style.left = "0"; ta.style.opacity = "0";
+      document.body.appendChild(ta);
+      ta.select();
+      var ok = false;
+      try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+      document.body.removeChild(ta);
+      if (ok) resolve(); else reject(new Error("copy refused"));
+    });
+  }
+
+  function listTools(table) {
+    var input = document.getElementById("server-search");
+    if (input) input.addEventListener("input", function () { listView(table); });
+    table.addEventListener("click", function (ev) {
+      var b = ev.target.closest("button");
+      if (!b || !table.contains(b)) return;
+      if (b.classList.contains("sort")) {
+        var k = b.getAttribute("data-sort");
+        var desc = table.getAttribute("data-sort-key") === k && table.getAttribute("data-sort-dir") !== "desc";
+        table.setAttribute("data-sort-key", k);
+        table.setAttribute("data-sort-dir", desc ? "desc" : "asc");
+        listView(table);
+        return;
+      }
+      if (b.classList.contains("copy")) {
+        var label = b.getAttribute("data-label");
+        copyText(b.getAttribute("data-copy")).then(function () { b.setAttribute("data-label", "Copied"); b.setAttribute("data-copied", "1"); },
+          function () { b.setAttribute("data-label", "Failed"); b.title = "Copying failed: select the text instead"; })
+          .then(function () { setTimeout(function () { b.setAttribute("data-label", label); }, 1500); });
+      }
+    });
+    listView(table);
   }
 
   function pollList(table) {
@@ -49,10 +186,11 @@
         var tbody = table.tBodies[0], fresh = document.createElement("tbody");
         if (!b.servers.length) {
           var tr = el("tr", "empty"), td = el("td", "", "No servers yet.");
-          td.colSpan = 5; tr.appendChild(td); fresh.appendChild(tr);
+          td.colSpan = 6; tr.appendChild(td); fresh.appendChild(tr);
         }
         b.servers.forEach(function (s) { fresh.appendChild(row(s)); });
         table.replaceChild(fresh, tbody);
+        listView(table);
         var next = document.getElementById("next");
         if (next) {
           next.hidden = !b.next;
@@ -262,7 +400,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     var table = document.getElementById("servers");
-    if (table) setTimeout(function () { pollList(table); }, POLL_MS);
+    if (table) { listTools(table); setTimeout(function () { pollList(table); }, POLL_MS); }
     var badge = document.getElementById("status");
     if (badge && badge.getAttribute("data-id")) setTimeout(function () { pollServer(badge); }, POLL_MS);
     var images = document.getElementById("images");

@@ -1,0 +1,162 @@
+package portal
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestBrowserServerListTools: on the servers list the search box narrows
+// the rows by name or by IP as one types (and the live refresh keeps the
+// filter and the sort), the Name, Status and Created headers sort (again:
+// the other way), the Created column says how long ago with the full time
+// on hover, the copy buttons hand the IP or the ID to the clipboard, and
+// the page still fits 390 px.
+func TestBrowserServerListTools(t *testing.T) {
+	e := newEnv(t)
+	now := time.Now().UTC()
+	mk := func(id, name, status, ip string, age time.Duration) map[string]any {
+		s := server(id, name, status)
+		s["addresses"] = map[string]any{"private": []map[string]any{{"addr": ip}}}
+		s["created"] = now.Add(-age).Format(time.RFC3339)
+		return s
+	}
+	e.api.servers = []map[string]any{
+		mk("id-b", "bravo", "SHUTOFF", "10.0.0.7", 5*time.Minute),
+		mk("id-a", "alpha<b>", "ACTIVE", "10.0.0.12", 3*time.Hour),
+		mk("id-c", "charlie", "ERROR", "192.168.5.9", 2*24*time.Hour),
+	}
+	b := newTab(t, e.portal.URL)
+	b.login("demo")
+	b.open("/servers?limit=10")
+	ids := func() string {
+		return js[string](b, `Array.from(document.querySelectorAll("#servers tbody tr")).filter(function(r){return !r.hidden}).map(function(r){return r.getAttribute("data-id")}).join(",")`)
+	}
+	typeIn := func(q string) {
+		b.t.Helper()
+		js[bool](b, fmt.Sprintf(`(function(){var i=document.querySelector("#server-search"); i.value=%q; i.dispatchEvent(new Event("input",{bubbles:true})); return true})()`, q))
+	}
+	sortBy := func(k string) {
+		b.t.Helper()
+		js[bool](b, fmt.Sprintf(`(document.querySelector('button.sort[data-sort=%q]').click(), true)`, k))
+	}
+
+	if got := ids(); got != "id-b,id-a,id-c" {
+		t.Fatalf("rows before any search: %s", got)
+	}
+	if !js[bool](b, `document.querySelector('label[for="server-search"]') !== null`) {
+		t.Error("the search box has no label")
+	}
+	typeIn("ALPHA")
+	if got := ids(); got != "id-a" {
+		t.Errorf("search by name (any case): rows %s, want id-a", got)
+	}
+	if got := b.text("#search-count"); !strings.Contains(got, "1 of the 3") {
+		t.Errorf("the search's count says %q", got)
+	}
+	typeIn("10.0.0.")
+	if got := ids(); got != "id-b,id-a" {
+		t.Errorf("search by IP: rows %s, want id-b,id-a", got)
+	}
+	typeIn("nothing-like-it")
+	if got := ids(); got != "" {
+		t.Errorf("a search matching nothing left rows %s", got)
+	}
+	if js[bool](b, `document.querySelector("#search-empty").hidden`) {
+		t.Error("a search matching nothing does not say so")
+	}
+	typeIn("")
+	if got := ids(); got != "id-b,id-a,id-c" {
+		t.Errorf("an emptied search shows %s", got)
+	}
+
+	sortBy("name")
+	if got := ids(); got != "id-a,id-b,id-c" {
+		t.Errorf("sorted by name: %s", got)
+	}
+	if s := js[string](b, `document.querySelector('button.sort[data-sort=name]').parentNode.getAttribute("aria-sort")`); s != "ascending" {
+		t.Errorf("the Name header's aria-sort is %q", s)
+	}
+	sortBy("name")
+	if got := ids(); got != "id-c,id-b,id-a" {
+		t.Errorf("sorted by name again (descending): %s", got)
+	}
+	sortBy("status")
+	if got := ids(); got != "id-a,id-c,id-b" {
+		t.Errorf("sorted by status: %s", got)
+	}
+	sortBy("created")
+	if got := ids(); got != "id-c,id-a,id-b" {
+		t.Errorf("sorted by created (oldest first): %s", got)
+	}
+	sortBy("created")
+	if got := ids(); got != "id-b,id-a,id-c" {
+		t.Errorf("sorted by created, newest first: %s", got)
+	}
+
+	ages := js[[]string](b, `Array.from(document.querySelectorAll("#servers tbody time")).map(function(t){return t.textContent})`)
+	if strings.Join(ages, "|") != "5 min ago|3 h ago|2 d ago" {
+		t.Errorf("ages %q", ages)
+	}
+	if title := js[string](b, `document.querySelector('#servers tr[data-id="id-b"] time').title`); !strings.Contains(title, now.Add(-5*time.Minute).Format(time.RFC3339)) {
+		t.Errorf("the age's title is %q, want the full timestamp", title)
+	}
+
+	// The live refresh rebuilds the rows: the search and sort stay.
+	typeIn("l")
+	sortBy("name")
+	b.waitJS("live refresh", `document.querySelector("#live").innerText.indexOf("·") > 0`, 10*time.Second)
+	if got := ids(); got != "id-a,id-c" {
+		t.Errorf("after the live refresh (search \"l\", by name): rows %s, want id-a,id-c", got)
+	}
+	if name := js[string](b, `document.querySelector('#servers tr[data-id="id-a"] a').textContent`); name != "alpha<b>" {
+		t.Errorf("the live row's name is %q (escaping)", name)
+	}
+	if n := js[int](b, `document.querySelectorAll("#servers b").length`); n != 0 {
+		t.Errorf("a name became markup: %d <b> elements", n)
+	}
+	// The copy buttons' labels are CSS: a cell's text is the name alone
+	// (what scripts and the e2e test read).
+	if name := js[string](b, `document.querySelector('#servers tr[data-id="id-a"]').cells[0].innerText.trim()`); name != "alpha<b>" {
+		t.Errorf("the name cell's text is %q", name)
+	}
+	if age := js[string](b, `document.querySelector('#servers tr[data-id="id-a"] time').textContent`); age != "3 h ago" {
+		t.Errorf("the live row's age is %q", age)
+	}
+	typeIn("")
+
+	// Copy: the Clipboard API gets the text (recorded here: a headless
+	// page has no user's clipboard to read back), and without it the
+	// execCommand fallback runs.
+	js[bool](b, `(function(){window.copied=[]; Object.defineProperty(navigator, "clipboard", {configurable:true, value:{writeText:function(t){window.copied.push(t); return Promise.resolve()}}}); return true})()`)
+	js[bool](b, `(document.querySelector('#servers tr[data-id="id-c"] .ip button.copy').click(), true)`)
+	js[bool](b, `(document.querySelector('#servers tr[data-id="id-c"] td:first-child button.copy').click(), true)`)
+	b.waitJS("copied", `window.copied.length === 2`, 5*time.Second)
+	if got := js[[]string](b, `window.copied`); strings.Join(got, "|") != "192.168.5.9|id-c" {
+		t.Errorf("copied %q, want the IP and the ID", got)
+	}
+	b.waitJS("copy acknowledged", `document.querySelector('#servers tr[data-id="id-c"] td:first-child button.copy').getAttribute("data-copied") === "1"`, 5*time.Second)
+	js[bool](b, `(function(){Object.defineProperty(navigator, "clipboard", {configurable:true, value:undefined}); window.execd=[]; var ex=document.execCommand.bind(document); document.execCommand=function(c){window.execd.push(c+":"+document.activeElement.value); return true}; return true})()`)
+	js[bool](b, `(document.querySelector('#servers tr[data-id="id-b"] .ip button.copy').click(), true)`)
+	b.waitJS("fallback copy", `window.execd.length === 1`, 5*time.Second)
+	if got := js[string](b, `window.execd[0]`); got != "copy:10.0.0.7" {
+		t.Errorf("the fallback copied %q", got)
+	}
+
+	for _, w := range []int{390, 1280} {
+		b.viewport(w, 844)
+		b.open("/servers?limit=10")
+		if over := js[int](b, fmt.Sprintf(`document.documentElement.scrollWidth - %d`, w)); over > 0 {
+			t.Errorf("%dpx: the servers list is %dpx too wide", w, over)
+		}
+		if right := js[float64](b, `document.querySelector("#servers").getBoundingClientRect().right`); right > float64(w) {
+			t.Errorf("%dpx: the list's table ends at %.0fpx (the Created column out of view)", w, right)
+		}
+		if w == 390 {
+			b.shot("portal-servers-tools-phone")
+		} else {
+			b.shot("portal-servers-tools")
+		}
+	}
+}
