@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 )
 
 // TestBrowserServerListTools: on the servers list the search box narrows
@@ -158,5 +160,95 @@ func TestBrowserServerListTools(t *testing.T) {
 		} else {
 			b.shot("portal-servers-tools")
 		}
+	}
+}
+
+// TestBrowserServerListBulk: servers ticked in the list are stopped,
+// started or deleted after one confirmation page naming them; ticks
+// survive the live refresh, a row the search hides is not acted on, and
+// the API's refusals are reported server by server.
+func TestBrowserServerListBulk(t *testing.T) {
+	e := newEnv(t)
+	e.api.servers = []map[string]any{server("id-a", "alpha", "ACTIVE"), server("id-b", "bravo", "ACTIVE"), server("id-c", "charlie", "SHUTOFF")}
+	b := newTab(t, e.portal.URL)
+	b.login("demo")
+	actions := func() string {
+		e.api.mu.Lock()
+		defer e.api.mu.Unlock()
+		a := strings.Join(e.api.actions, ",")
+		e.api.actions = nil
+		return a
+	}
+	tick := func(id string) {
+		t.Helper()
+		js[bool](b, fmt.Sprintf(`(document.querySelector('#servers input.pick[value=%q]').click(), true)`, id))
+	}
+	b.open("/servers?limit=10")
+	if !js[bool](b, `document.querySelector("#bulk-stop").disabled`) {
+		t.Error("Stop is enabled with nothing ticked")
+	}
+	tick("id-a")
+	tick("id-c")
+	if got := b.text("#bulk-count"); got != "2 ticked" {
+		t.Errorf("the count says %q", got)
+	}
+	b.waitJS("live refresh", `document.querySelector("#live").innerText.indexOf("·") > 0`, 10*time.Second)
+	if got := js[string](b, `Array.from(document.querySelectorAll("#servers input.pick:checked")).map(function(c){return c.value}).join(",")`); got != "id-a,id-c" {
+		t.Errorf("ticked after the live refresh: %q", got)
+	}
+	b.click("#bulk-stop", "/servers/bulk")
+	if got := js[string](b, `Array.from(document.querySelectorAll("#bulk-list li")).map(function(l){return l.innerText.trim()}).join(",")`); got != "alpha,charlie" {
+		t.Errorf("the confirmation lists %q", got)
+	}
+	if a := actions(); a != "" {
+		t.Errorf("actions before the confirmation: %s", a)
+	}
+	b.do("confirm", chromedp.Click(chromedp.CSS("#confirm-yes")))
+	b.waitJS("results", `!!document.querySelector("#bulk-results")`, 10*time.Second)
+	if a := actions(); a != "id-a os-stop,id-c os-stop" {
+		t.Errorf("bulk stop sent %q", a)
+	}
+	if n := js[int](b, `document.querySelectorAll("#bulk-results li.accepted").length`); n != 2 {
+		t.Errorf("%d accepted in the results: %s", n, b.text("main"))
+	}
+
+	// Start is refused by the fake API (409): each refusal is reported.
+	b.open("/servers?limit=10")
+	js[bool](b, `(document.querySelector("#pick-all").click(), true)`)
+	b.click("#bulk-start", "/servers/bulk")
+	b.do("confirm", chromedp.Click(chromedp.CSS("#confirm-yes")))
+	b.waitJS("results", `!!document.querySelector("#bulk-results")`, 10*time.Second)
+	if a := actions(); a != "id-a os-start,id-b os-start,id-c os-start" {
+		t.Errorf("bulk start sent %q", a)
+	}
+	if got := b.text("h1"); !strings.Contains(got, "3 refused") {
+		t.Errorf("results heading %q", got)
+	}
+	if got := b.text(`#bulk-results li[data-id="id-b"]`); !strings.Contains(got, "refused (409)") || !strings.Contains(got, "Cannot 'start' instance id-b") {
+		t.Errorf("id-b's refusal: %q", got)
+	}
+
+	// A ticked row the search hides is left alone.
+	b.open("/servers?limit=10")
+	tick("id-a")
+	tick("id-b")
+	js[bool](b, `(function(){var i=document.querySelector("#server-search"); i.value="brav"; i.dispatchEvent(new Event("input",{bubbles:true})); return true})()`)
+	if got := b.text("#bulk-count"); got != "1 ticked" {
+		t.Errorf("with alpha hidden the count says %q", got)
+	}
+	js[bool](b, `(window.confirm = function(){ return true }, true)`)
+	b.click("#bulk-delete", "/servers/bulk")
+	if got := js[int](b, `document.querySelectorAll("#bulk-list li").length`); got != 1 {
+		t.Errorf("the delete confirmation lists %d servers: %s", got, b.text("main"))
+	}
+	b.do("confirm", chromedp.Click(chromedp.CSS("#confirm-yes")))
+	b.waitJS("results", `!!document.querySelector("#bulk-results")`, 10*time.Second)
+	if a := actions(); a != "id-b delete" {
+		t.Errorf("bulk delete sent %q", a)
+	}
+	b.viewport(390, 844)
+	b.open("/servers?limit=10")
+	if over := js[int](b, `document.documentElement.scrollWidth - 390`); over > 0 {
+		t.Errorf("390px: the list with its bulk bar is %dpx too wide", over)
 	}
 }

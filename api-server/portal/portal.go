@@ -193,6 +193,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/servers/{id}/migration", s.authedJSON(s.serverMigrationJSON))
 	mux.HandleFunc("GET /launch", s.authed(s.launchPage))
 	mux.HandleFunc("POST /launch", s.authed(s.launchPost))
+	mux.HandleFunc("POST /servers/bulk", s.authed(s.bulkPost))
 	mux.HandleFunc("GET /servers/{id}", s.authed(s.serverPage))
 	mux.HandleFunc("GET /servers/{id}/console", s.authed(s.consolePage))
 	mux.HandleFunc("GET /servers/{id}/terminal", s.terminal)

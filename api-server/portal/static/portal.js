@@ -39,7 +39,10 @@
     tr.setAttribute("data-status", s.status);
     tr.setAttribute("data-created", s.created || "");
     tr.setAttribute("data-ips", (s.ips || []).join(", "));
-    var name = el("td"), a = el("a", "clip", s.name);
+    var name = el("td"), a = el("a", "clip", s.name), pick = el("input", "pick");
+    pick.type = "checkbox"; pick.name = "id"; pick.value = s.id;
+    pick.setAttribute("aria-label", "Tick " + s.name);
+    name.appendChild(pick);
     a.title = s.name;
     a.href = "/servers/" + encodeURIComponent(s.id);
     name.appendChild(a);
@@ -113,6 +116,10 @@
       r.hidden = !hit;
       if (hit) shown++;
     });
+    // A ticked row the search hides is not acted on (a disabled box is
+    // not sent).
+    rows.forEach(function (r) { var c = r.querySelector("input.pick"); if (c) c.disabled = r.hidden; });
+    ticks(table);
     var count = document.getElementById("search-count"), empty = document.getElementById("search-empty");
     if (count) count.textContent = q ? shown + " of the " + rows.length + " on this page" : "";
     if (empty) empty.hidden = !(q && rows.length && !shown);
@@ -121,6 +128,17 @@
       b.parentNode.setAttribute("aria-sort", k !== key ? "none" : dir > 0 ? "ascending" : "descending");
     });
     showAges(table);
+  }
+
+  // ticks shows how many servers are ticked and enables the bulk buttons.
+  function ticks(table) {
+    var boxes = Array.prototype.filter.call(table.tBodies[0].querySelectorAll("input.pick"), function (c) { return !c.disabled; });
+    var n = boxes.filter(function (c) { return c.checked; }).length;
+    var count = document.getElementById("bulk-count");
+    if (count) count.textContent = n ? n + " ticked" : "Tick servers to act on several at once.";
+    ["bulk-start", "bulk-stop", "bulk-delete"].forEach(function (id) { var b = document.getElementById(id); if (b) b.disabled = !n; });
+    var all = document.getElementById("pick-all");
+    if (all) { all.checked = n > 0 && n === boxes.length; all.indeterminate = n > 0 && n < boxes.length; }
   }
 
   // copyText puts text on the clipboard: the Clipboard API where the page
@@ -151,6 +169,12 @@
   function listTools(table) {
     var input = document.getElementById("server-search");
     if (input) input.addEventListener("input", function () { listView(table); });
+    table.addEventListener("change", function (ev) {
+      if (ev.target.id === "pick-all") {
+        Array.prototype.forEach.call(table.tBodies[0].querySelectorAll("input.pick"), function (c) { if (!c.disabled) c.checked = ev.target.checked; });
+      }
+      if (ev.target.classList.contains("pick")) ticks(table);
+    });
     table.addEventListener("click", function (ev) {
       var b = ev.target.closest("button");
       if (!b || !table.contains(b)) return;
@@ -183,12 +207,18 @@
         return r.json().then(function (b) { if (!r.ok) throw new Error(b.error || ("HTTP " + r.status)); return b; });
       })
       .then(function (b) {
-        var tbody = table.tBodies[0], fresh = document.createElement("tbody");
+        var tbody = table.tBodies[0], fresh = document.createElement("tbody"), ticked = {};
+        // The ticks survive the refresh (by server ID).
+        Array.prototype.forEach.call(tbody.querySelectorAll("input.pick:checked"), function (c) { ticked[c.value] = true; });
         if (!b.servers.length) {
           var tr = el("tr", "empty"), td = el("td", "", "No servers yet.");
           td.colSpan = 6; tr.appendChild(td); fresh.appendChild(tr);
         }
-        b.servers.forEach(function (s) { fresh.appendChild(row(s)); });
+        b.servers.forEach(function (s) {
+          var tr = row(s);
+          if (ticked[s.id]) tr.querySelector("input.pick").checked = true;
+          fresh.appendChild(tr);
+        });
         table.replaceChild(fresh, tbody);
         listView(table);
         var next = document.getElementById("next");
