@@ -275,6 +275,9 @@ var migrations = []migration{
 		}
 		return tx.Migrator().AddColumn(&ServerGroup{}, "MaxServerPerHost")
 	}},
+	{30, "identity: groups, their members and their role grants", func(tx *gorm.DB) error {
+		return tx.AutoMigrate(&Group{}, &GroupMember{}, &GroupRoleAssignment{})
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

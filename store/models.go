@@ -42,6 +42,33 @@ type DomainRoleAssignment struct {
 	RoleID   string `gorm:"primaryKey;size:64"`
 }
 
+// Group is a Keystone group: users in a domain that role grants can name
+// together. Names are unique per domain.
+type Group struct {
+	ID          string `gorm:"primaryKey;size:64"`
+	DomainID    string `gorm:"size:64;uniqueIndex:ux_group_name"`
+	Name        string `gorm:"size:255;uniqueIndex:ux_group_name"`
+	Description string
+	Extra       string // JSON object of the attributes Keystone keeps as extras
+	CreatedAt   time.Time
+}
+
+// GroupMember puts a user in a group.
+type GroupMember struct {
+	GroupID string `gorm:"primaryKey;size:64"`
+	UserID  string `gorm:"primaryKey;size:64;index"`
+}
+
+// GroupRoleAssignment grants a role to every member of a group on a
+// project (OnDomain false) or a domain (OnDomain true); TargetID is that
+// project's or domain's id.
+type GroupRoleAssignment struct {
+	GroupID  string `gorm:"primaryKey;size:64"`
+	TargetID string `gorm:"primaryKey;size:64"`
+	OnDomain bool   `gorm:"primaryKey"`
+	RoleID   string `gorm:"primaryKey;size:64"`
+}
+
 // ApplicationCredential lets software log in as its user, limited to one
 // project and a subset of the user's roles there. Only a bcrypt hash of
 // the secret is stored.

@@ -459,7 +459,7 @@ func (s *Service) deleteProject(w http.ResponseWriter, r *http.Request) {
 				return err
 			}
 		}
-		return nil
+		return tx.Where("target_id = ? AND on_domain = ?", id, false).Delete(&store.GroupRoleAssignment{}).Error
 	})
 	if err != nil {
 		s.storeError(w, r, err, "Could not find project: "+id+".")
@@ -603,9 +603,9 @@ func (s *Service) userProjects(w http.ResponseWriter, r *http.Request) {
 
 func (s *Service) userProjectsFor(w http.ResponseWriter, r *http.Request, userID string) {
 	var ps []store.Project
-	err := s.st.WithContext(r.Context()).
-		Where("id IN (?)", s.st.WithContext(r.Context()).Model(&store.RoleAssignment{}).
-			Select("project_id").Where("user_id = ?", userID)).
+	db := s.st.WithContext(r.Context())
+	err := db.Where(db.Where("id IN (?)", db.Model(&store.RoleAssignment{}).Select("project_id").Where("user_id = ?", userID)).
+		Or("id IN (?)", groupTargets(db, userID, false))).
 		Order("name").Find(&ps).Error
 	if err != nil {
 		s.internalError(w, r, fmt.Errorf("list projects of user %s: %w", userID, err))
@@ -1040,16 +1040,6 @@ func (s *Service) changePassword(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// userGroups: Capsule has no groups; OSC asks when showing a user.
-func (s *Service) userGroups(w http.ResponseWriter, r *http.Request) {
-	c := auth.FromContext(r.Context())
-	if c.UserID != r.PathValue("id") && !c.IsAdmin() {
-		s.failErr(w, r, errdefs.Forbidden(forbiddenMsg))
-		return
-	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"groups": []any{}, "links": s.collectionLinks(r)})
-}
-
 // ---- roles ----
 
 func (s *Service) roleView(r *http.Request, ro *store.Role) map[string]any {
@@ -1327,7 +1317,12 @@ func (s *Service) deleteRole(w http.ResponseWriter, r *http.Request) {
 		if res.RowsAffected == 0 {
 			return store.ErrNotFound
 		}
-		return tx.Where("role_id = ?", id).Delete(&store.RoleAssignment{}).Error
+		for _, m := range []any{&store.RoleAssignment{}, &store.DomainRoleAssignment{}, &store.GroupRoleAssignment{}} {
+			if err := tx.Where("role_id = ?", id).Delete(m).Error; err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		s.storeError(w, r, err, "Could not find role: "+id+".")
@@ -1450,13 +1445,14 @@ func grant(ctx context.Context, st *store.Store, userID, projectID, roleID strin
 // assignment is one row of GET /v3/role_assignments: a user's role on a
 // project or a domain.
 type assignment struct {
-	userID, roleID, projectID, domainID string
+	userID, groupID, roleID, projectID, domainID string
+	viaGroup                                     string // effective: the group the user holds it through
 }
 
 // listAssignments is GET /v3/role_assignments. Admins see all; others
-// only their own (user.id must be theirs). There are no groups, so the
-// effective list is the direct one; include_subtree widens a
-// scope.project.id filter to the project's descendants.
+// only their own (user.id must be theirs). Group grants are listed as
+// such, or with effective expanded to one row per member; include_subtree
+// widens a scope.project.id filter to the project's descendants.
 func (s *Service) listAssignments(w http.ResponseWriter, r *http.Request) {
 	c := auth.FromContext(r.Context())
 	q := r.URL.Query()
@@ -1471,19 +1467,19 @@ func (s *Service) listAssignments(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	db := s.st.WithContext(ctx)
 	var out []assignment
+	projects := []string{}
+	if v := q.Get("scope.project.id"); v != "" {
+		projects = append(projects, v)
+		if sub, _ := boolFilter(r, "include_subtree"); sub {
+			var err error
+			if projects, err = s.subtreeIDs(ctx, v); err != nil {
+				s.internalError(w, r, err)
+				return
+			}
+		}
+	}
 	if q.Get("group.id") == "" && q.Get("scope.system") == "" {
 		if !q.Has("scope.domain.id") {
-			projects := []string{}
-			if v := q.Get("scope.project.id"); v != "" {
-				projects = append(projects, v)
-				if sub, _ := boolFilter(r, "include_subtree"); sub {
-					var err error
-					if projects, err = s.subtreeIDs(ctx, v); err != nil {
-						s.internalError(w, r, err)
-						return
-					}
-				}
-			}
 			pq := db.Model(&store.RoleAssignment{})
 			if v := q.Get("user.id"); v != "" {
 				pq = pq.Where("user_id = ?", v)
@@ -1524,6 +1520,15 @@ func (s *Service) listAssignments(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	effective, _ := boolFilter(r, "effective")
+	if q.Get("scope.system") == "" && (q.Get("user.id") == "" || effective) {
+		groupRows, err := s.groupAssignments(ctx, q, projects, effective)
+		if err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+		out = append(out, groupRows...)
+	}
 	names, _ := boolFilter(r, "include_names")
 	var n *entityNameIndex
 	if names {
@@ -1537,7 +1542,10 @@ func (s *Service) listAssignments(w http.ResponseWriter, r *http.Request) {
 	base := httpapi.BaseURL(r)
 	for _, a := range out {
 		role := map[string]any{"id": a.roleID}
-		user := map[string]any{"id": a.userID}
+		actor, actorKind, actorPath := map[string]any{"id": a.userID}, "user", "/users/"+a.userID
+		if a.groupID != "" {
+			actor, actorKind, actorPath = map[string]any{"id": a.groupID}, "group", "/groups/"+a.groupID
+		}
 		scope, link := map[string]any{}, ""
 		if a.projectID != "" {
 			proj := map[string]any{"id": a.projectID}
@@ -1545,21 +1553,29 @@ func (s *Service) listAssignments(w http.ResponseWriter, r *http.Request) {
 				proj["name"], proj["domain"] = n.projects[a.projectID].Name, n.domainOf(n.projects[a.projectID].DomainID)
 			}
 			scope["project"] = proj
-			link = base + "/v3/projects/" + a.projectID + "/users/" + a.userID + "/roles/" + a.roleID
+			link = base + "/v3/projects/" + a.projectID + actorPath + "/roles/" + a.roleID
 		} else {
 			dom := map[string]any{"id": a.domainID}
 			if names {
 				dom["name"] = n.domains[a.domainID]
 			}
 			scope["domain"] = dom
-			link = base + "/v3/domains/" + a.domainID + "/users/" + a.userID + "/roles/" + a.roleID
+			link = base + "/v3/domains/" + a.domainID + actorPath + "/roles/" + a.roleID
 		}
 		if names {
 			role["name"] = n.roles[a.roleID]
-			user["name"], user["domain"] = n.users[a.userID].Name, n.domainOf(n.users[a.userID].DomainID)
+			if a.groupID != "" {
+				actor["name"], actor["domain"] = n.groups[a.groupID].Name, n.domainOf(n.groups[a.groupID].DomainID)
+			} else {
+				actor["name"], actor["domain"] = n.users[a.userID].Name, n.domainOf(n.users[a.userID].DomainID)
+			}
 		}
-		views = append(views, map[string]any{"role": role, "user": user, "scope": scope,
-			"links": map[string]string{"assignment": link}})
+		links := map[string]string{"assignment": link}
+		if a.viaGroup != "" {
+			// An effective assignment names the group grant it comes from.
+			links["membership"] = base + "/v3/groups/" + a.viaGroup + "/users/" + a.userID
+		}
+		views = append(views, map[string]any{"role": role, actorKind: actor, "scope": scope, "links": links})
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"role_assignments": views, "links": s.collectionLinks(r)})
 }
@@ -1591,6 +1607,7 @@ func (s *Service) subtreeIDs(ctx context.Context, id string) ([]string, error) {
 type entityNameIndex struct {
 	roles    map[string]string
 	users    map[string]store.User
+	groups   map[string]store.Group
 	projects map[string]store.Project
 	domains  map[string]string
 }
@@ -1611,7 +1628,15 @@ func (s *Service) entityNames(ctx context.Context) (*entityNameIndex, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load entity names: %w", err)
 	}
-	n := &entityNameIndex{roles: map[string]string{}, users: map[string]store.User{}, projects: map[string]store.Project{}}
+	var gs []store.Group
+	if err := db.Select("id", "name", "domain_id").Find(&gs).Error; err != nil {
+		return nil, fmt.Errorf("load group names: %w", err)
+	}
+	n := &entityNameIndex{roles: map[string]string{}, users: map[string]store.User{}, projects: map[string]store.Project{},
+		groups: map[string]store.Group{}}
+	for _, x := range gs {
+		n.groups[x.ID] = x
+	}
 	if n.domains, err = s.domainNames(ctx); err != nil {
 		return nil, err
 	}

@@ -212,8 +212,9 @@ func (s *Service) authDomains(w http.ResponseWriter, r *http.Request) {
 	c := auth.FromContext(r.Context())
 	var ds []store.Domain
 	db := s.st.WithContext(r.Context())
-	if err := db.Where("enabled = ? AND id IN (?)", true, db.Model(&store.DomainRoleAssignment{}).
-		Select("domain_id").Where("user_id = ?", c.UserID)).Order("name").Find(&ds).Error; err != nil {
+	if err := db.Where("enabled = ?", true).Where(db.Where("id IN (?)", db.Model(&store.DomainRoleAssignment{}).
+		Select("domain_id").Where("user_id = ?", c.UserID)).Or("id IN (?)", groupTargets(db, c.UserID, true))).
+		Order("name").Find(&ds).Error; err != nil {
 		s.internalError(w, r, fmt.Errorf("list domains of user %s: %w", c.UserID, err))
 		return
 	}
@@ -392,6 +393,18 @@ func (s *Service) removeDomain(ctx context.Context, id string) error {
 		if err := tx.Where("domain_id = ?", id).Delete(&store.DomainRoleAssignment{}).Error; err != nil {
 			return fmt.Errorf("delete grants on domain %s: %w", id, err)
 		}
+		var groups []string
+		if err := tx.Model(&store.Group{}).Where("domain_id = ?", id).Pluck("id", &groups).Error; err != nil {
+			return fmt.Errorf("groups of domain %s: %w", id, err)
+		}
+		for _, g := range groups {
+			if err := deleteGroupRows(tx, g); err != nil {
+				return err
+			}
+		}
+		if err := tx.Where("target_id = ? AND on_domain = ?", id, true).Delete(&store.GroupRoleAssignment{}).Error; err != nil {
+			return fmt.Errorf("delete group grants on domain %s: %w", id, err)
+		}
 		if err := tx.Where("domain_id = ?", id).Delete(&store.Token{}).Error; err != nil {
 			return fmt.Errorf("delete tokens of domain %s: %w", id, err)
 		}
@@ -408,7 +421,7 @@ func deleteUserRows(tx *gorm.DB, id string) error {
 	if res.RowsAffected == 0 {
 		return fmt.Errorf("user %s: %w", id, store.ErrNotFound)
 	}
-	for _, m := range []any{&store.RoleAssignment{}, &store.DomainRoleAssignment{}, &store.Token{}, &store.ApplicationCredential{}} {
+	for _, m := range []any{&store.RoleAssignment{}, &store.DomainRoleAssignment{}, &store.Token{}, &store.ApplicationCredential{}, &store.GroupMember{}} {
 		if err := tx.Where("user_id = ?", id).Delete(m).Error; err != nil {
 			return fmt.Errorf("delete rows of user %s: %w", id, err)
 		}
@@ -518,12 +531,15 @@ func (s *Service) deleteDomainGrant(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// userDomainRoles returns the roles userID holds on domainID, by name.
+// userDomainRoles returns the roles userID holds on domainID (itself or
+// through its groups), by name.
 func userDomainRoles(ctx context.Context, st *store.Store, userID, domainID string) ([]store.Role, error) {
 	var roles []store.Role
-	err := st.WithContext(ctx).
-		Joins("JOIN domain_role_assignments ra ON ra.role_id = roles.id").
-		Where("ra.user_id = ? AND ra.domain_id = ? AND roles.domain_id = ?", userID, domainID, "").
+	db := st.WithContext(ctx)
+	err := db.Where("roles.domain_id = ?", "").
+		Where(db.Where("id IN (?)", db.Model(&store.DomainRoleAssignment{}).Select("role_id").
+			Where("user_id = ? AND domain_id = ?", userID, domainID)).
+			Or("id IN (?)", groupRoleIDs(db, userID, domainID, true))).
 		Order("roles.name").Find(&roles).Error
 	return roles, err
 }

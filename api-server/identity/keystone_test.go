@@ -421,3 +421,103 @@ func testDomainSpecificRoles(t *testing.T, e *env) {
 	e.want(e.do("PATCH", "/v3/roles/"+rid, a, map[string]any{"role": map[string]any{"options": map[string]any{"immutable": nil}}}), http.StatusOK)
 	e.want(e.do("DELETE", "/v3/roles/"+rid, a, nil), http.StatusNoContent)
 }
+
+// TestGroups: admins manage groups (names unique per domain, extras kept,
+// name filters) and their members; a role granted to a group on a project
+// reaches its members' tokens and shows in role assignments (effective:
+// per member); members and others cannot manage groups; deleting the
+// group ends the grant.
+func TestGroups(t *testing.T) { forEachDB(t, testGroups) }
+
+func testGroups(t *testing.T, e *env) {
+	a := e.admin
+	c := e.do("POST", "/v3/groups", a, map[string]any{"group": map[string]any{"name": "ops", "description": "d", "email": "g@example.com"}})
+	e.want(c, http.StatusCreated)
+	gid := e.id(c, "group")
+	if v := obj(c.body["group"]); v["domain_id"] != "default" || v["email"] != "g@example.com" || v["description"] != "d" {
+		t.Fatalf("created %s", c.raw)
+	}
+	e.want(e.do("POST", "/v3/groups", a, map[string]any{"group": map[string]any{"name": "ops"}}), http.StatusConflict)
+	e.want(e.do("POST", "/v3/groups", a, map[string]any{"group": map[string]any{"name": "x", "domain_id": "nowhere"}}), http.StatusNotFound)
+	e.want(e.do("POST", "/v3/groups", e.member, map[string]any{"group": map[string]any{"name": "x"}}), http.StatusForbidden)
+	e.want(e.do("GET", "/v3/groups", e.member, nil), http.StatusForbidden)
+	e.want(e.do("GET", "/v3/groups", "", nil), http.StatusUnauthorized)
+	e.want(e.do("GET", "/v3/groups", "garbage", nil), http.StatusUnauthorized)
+	if l := e.do("GET", "/v3/groups?domain_id=default&name__contains=op", a, nil); !slices.Equal(names(l.body["groups"], "id"), []string{gid}) {
+		t.Fatalf("filtered groups %s", l.raw)
+	}
+	if l := e.do("GET", "/v3/groups?name__contains=zz", a, nil); len(l.body["groups"].([]any)) != 0 {
+		t.Fatalf("filtered groups %s", l.raw)
+	}
+	up := e.do("PATCH", "/v3/groups/"+gid, a, map[string]any{"group": map[string]any{"description": "", "email": "h@example.com"}})
+	e.want(up, http.StatusOK)
+	if v := obj(up.body["group"]); v["description"] != "" || v["email"] != "h@example.com" {
+		t.Fatalf("updated %s", up.raw)
+	}
+	e.want(e.do("PATCH", "/v3/groups/"+gid, e.member, map[string]any{"group": map[string]any{"description": "x"}}), http.StatusForbidden)
+
+	alice, _ := e.svc.Validate(context.Background(), e.member)
+	e.want(e.do("PUT", "/v3/groups/"+gid+"/users/"+alice.UserID, e.member, nil), http.StatusForbidden)
+	e.want(e.do("HEAD", "/v3/groups/"+gid+"/users/"+alice.UserID, a, nil), http.StatusNotFound)
+	e.want(e.do("PUT", "/v3/groups/"+gid+"/users/nobody", a, nil), http.StatusNotFound)
+	e.want(e.do("PUT", "/v3/groups/"+gid+"/users/"+alice.UserID, a, nil), http.StatusNoContent)
+	e.want(e.do("PUT", "/v3/groups/"+gid+"/users/"+alice.UserID, a, nil), http.StatusNoContent)
+	e.want(e.do("HEAD", "/v3/groups/"+gid+"/users/"+alice.UserID, a, nil), http.StatusNoContent)
+	if l := e.do("GET", "/v3/groups/"+gid+"/users", a, nil); !slices.Equal(names(l.body["users"], "id"), []string{alice.UserID}) {
+		t.Fatalf("members %s", l.raw)
+	}
+	if l := e.do("GET", "/v3/users/"+alice.UserID+"/groups", e.member, nil); !slices.Equal(names(l.body["groups"], "id"), []string{gid}) {
+		t.Fatalf("alice's groups %s", l.raw)
+	}
+
+	// A role granted to the group on the admin project reaches alice.
+	roles := e.do("GET", "/v3/roles?name=reader", a, nil)
+	reader := obj(roles.body["roles"].([]any)[0])["id"].(string)
+	admins := e.do("GET", "/v3/projects?name=admin", a, nil)
+	adminProject := obj(admins.body["projects"].([]any)[0])["id"].(string)
+	grant := "/v3/projects/" + adminProject + "/groups/" + gid + "/roles/" + reader
+	e.want(e.do("PUT", grant, e.member, nil), http.StatusForbidden)
+	e.want(e.do("PUT", grant, "", nil), http.StatusUnauthorized)
+	e.want(e.do("HEAD", grant, a, nil), http.StatusNotFound)
+	e.want(e.do("PUT", grant, a, nil), http.StatusNoContent)
+	e.want(e.do("HEAD", grant, a, nil), http.StatusNoContent)
+	if l := e.do("GET", "/v3/projects/"+adminProject+"/groups/"+gid+"/roles", a, nil); !slices.Equal(names(l.body["roles"], "id"), []string{reader}) {
+		t.Fatalf("group grants %s", l.raw)
+	}
+	tok := e.token(passwordAuth("alice", "alicepw", projectScope("admin")))
+	if c, err := e.svc.Validate(context.Background(), tok); err != nil || !c.HasRole("reader") || c.HasRole("admin") {
+		t.Fatalf("alice's token on admin through her group: %+v %v", c, err)
+	}
+	ra := e.do("GET", "/v3/role_assignments?group.id="+gid+"&include_names", a, nil)
+	if l := ra.body["role_assignments"].([]any); len(l) != 1 || obj(obj(l[0])["group"])["name"] != "ops" ||
+		obj(obj(obj(l[0])["scope"])["project"])["id"] != adminProject {
+		t.Fatalf("group assignments %s", ra.raw)
+	}
+	ra = e.do("GET", "/v3/role_assignments?effective&user.id="+alice.UserID+"&scope.project.id="+adminProject, e.member, nil)
+	if l := ra.body["role_assignments"].([]any); len(l) != 1 || obj(obj(l[0])["user"])["id"] != alice.UserID ||
+		obj(obj(l[0])["links"])["membership"] == nil {
+		t.Fatalf("effective assignments %s", ra.raw)
+	}
+
+	// Domain grants to groups.
+	dgrant := "/v3/domains/default/groups/" + gid + "/roles/" + reader
+	e.want(e.do("PUT", dgrant, e.member, nil), http.StatusForbidden)
+	e.want(e.do("PUT", dgrant, a, nil), http.StatusNoContent)
+	if l := e.do("GET", "/v3/domains/default/groups/"+gid+"/roles", a, nil); len(l.body["roles"].([]any)) != 1 {
+		t.Fatalf("domain group grants %s", l.raw)
+	}
+	e.want(e.do("DELETE", dgrant, a, nil), http.StatusNoContent)
+	e.want(e.do("DELETE", dgrant, a, nil), http.StatusNotFound)
+
+	// Leaving the group, or deleting it, ends the grant.
+	e.want(e.do("DELETE", "/v3/groups/"+gid+"/users/"+alice.UserID, a, nil), http.StatusNoContent)
+	e.want(e.do("POST", "/v3/auth/tokens", "", passwordAuth("alice", "alicepw", projectScope("admin"))), http.StatusUnauthorized)
+	e.want(e.do("PUT", "/v3/groups/"+gid+"/users/"+alice.UserID, a, nil), http.StatusNoContent)
+	e.want(e.do("DELETE", "/v3/groups/"+gid, e.member, nil), http.StatusForbidden)
+	e.want(e.do("DELETE", "/v3/groups/"+gid, a, nil), http.StatusNoContent)
+	e.want(e.do("GET", "/v3/groups/"+gid, a, nil), http.StatusNotFound)
+	e.want(e.do("POST", "/v3/auth/tokens", "", passwordAuth("alice", "alicepw", projectScope("admin"))), http.StatusUnauthorized)
+	if l := e.do("GET", "/v3/users/"+alice.UserID+"/groups", a, nil); len(l.body["groups"].([]any)) != 0 {
+		t.Fatalf("groups after delete %s", l.raw)
+	}
+}

@@ -164,6 +164,26 @@ func (s *Service) Handler() http.Handler {
 	h("GET /v3/users/{id}/application_credentials/{cred}", s.getAppCred)
 	h("DELETE /v3/users/{id}/application_credentials/{cred}", s.deleteAppCred)
 
+	h("GET /v3/groups", s.listGroups)
+	h("POST /v3/groups", s.createGroup)
+	h("GET /v3/groups/{id}", s.getGroup)
+	h("PATCH /v3/groups/{id}", s.updateGroup)
+	h("DELETE /v3/groups/{id}", s.deleteGroup)
+	h("GET /v3/groups/{g}/users", s.listGroupUsers)
+	h("GET /v3/groups/{g}/users/{u}", s.checkGroupMember) // also HEAD
+	h("PUT /v3/groups/{g}/users/{u}", s.addGroupMember)
+	h("DELETE /v3/groups/{g}/users/{u}", s.removeGroupMember)
+	for _, scope := range []struct {
+		prefix   string
+		onDomain bool
+	}{{"/v3/projects/{p}", false}, {"/v3/domains/{d}", true}} {
+		onDomain := scope.onDomain
+		h("GET "+scope.prefix+"/groups/{g}/roles", func(w http.ResponseWriter, r *http.Request) { s.listGroupGrants(w, r, onDomain) })
+		h("GET "+scope.prefix+"/groups/{g}/roles/{r}", func(w http.ResponseWriter, r *http.Request) { s.checkGroupGrant(w, r, onDomain) })
+		h("PUT "+scope.prefix+"/groups/{g}/roles/{r}", func(w http.ResponseWriter, r *http.Request) { s.putGroupGrant(w, r, onDomain) })
+		h("DELETE "+scope.prefix+"/groups/{g}/roles/{r}", func(w http.ResponseWriter, r *http.Request) { s.deleteGroupGrant(w, r, onDomain) })
+	}
+
 	h("GET /v3/roles", s.listRoles)
 	h("POST /v3/roles", s.createRole)
 	h("GET /v3/roles/{id}", s.getRole)

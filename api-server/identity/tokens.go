@@ -212,12 +212,15 @@ func (s *Service) liveDomain(ctx context.Context, id string) (store.Domain, erro
 }
 
 // userRoles returns the global roles userID holds on projectID, sorted by
-// name: the roles a token carries (domain-specific roles never do).
+// name: the roles a token carries (domain-specific roles never do),
+// granted to the user or to one of its groups.
 func userRoles(ctx context.Context, st *store.Store, userID, projectID string) ([]store.Role, error) {
 	var roles []store.Role
-	err := st.WithContext(ctx).
-		Joins("JOIN role_assignments ra ON ra.role_id = roles.id").
-		Where("ra.user_id = ? AND ra.project_id = ? AND roles.domain_id = ?", userID, projectID, "").
+	db := st.WithContext(ctx)
+	err := db.Where("roles.domain_id = ?", "").
+		Where(db.Where("id IN (?)", db.Model(&store.RoleAssignment{}).Select("role_id").
+			Where("user_id = ? AND project_id = ?", userID, projectID)).
+			Or("id IN (?)", groupRoleIDs(db, userID, projectID, false))).
 		Order("roles.name").Find(&roles).Error
 	return roles, err
 }

@@ -353,6 +353,27 @@ func routes() []route {
 	}})
 	id(route{method: "GET", path: "/users/{user}/application_credentials/{appcred}"})
 	id(route{method: "DELETE", path: "/users/{user}/application_credentials/{appcred}", destructive: true})
+	id(route{method: "GET", path: "/groups", query: []string{"name", "domain_id", "name__contains"}})
+	id(route{method: "POST", path: "/groups", asAdmin: true, creates: "group", body: func(e *env) any {
+		return obj("group", map[string]any{"name": e.name("g"), "description": "d", "domain_id": e.pickOf("", "default"), "email": "x"})
+	}})
+	id(route{method: "GET", path: "/groups/{group}"})
+	id(route{method: "PATCH", path: "/groups/{group}", asAdmin: true, destructive: true, body: func(e *env) any {
+		return obj("group", map[string]any{"name": e.name("g"), "description": "e"})
+	}})
+	id(route{method: "DELETE", path: "/groups/{group}", asAdmin: true, destructive: true})
+	id(route{method: "GET", path: "/groups/{group}/users"})
+	id(route{method: "GET", path: "/groups/{group}/users/{user}"})
+	id(route{method: "HEAD", path: "/groups/{group}/users/{user}"})
+	id(route{method: "PUT", path: "/groups/{group}/users/{user}", asAdmin: true, destructive: true})
+	id(route{method: "DELETE", path: "/groups/{group}/users/{user}", asAdmin: true, destructive: true})
+	for _, scope := range []string{"/projects/{project}", "/domains/{domain}"} {
+		id(route{method: "GET", path: scope + "/groups/{group}/roles"})
+		id(route{method: "GET", path: scope + "/groups/{group}/roles/{role}"})
+		id(route{method: "HEAD", path: scope + "/groups/{group}/roles/{role}"})
+		id(route{method: "PUT", path: scope + "/groups/{group}/roles/{role}", asAdmin: true, destructive: true})
+		id(route{method: "DELETE", path: scope + "/groups/{group}/roles/{role}", asAdmin: true, destructive: true})
+	}
 	id(route{method: "GET", path: "/roles", query: []string{"name", "domain_id", "name__contains"}})
 	id(route{method: "POST", path: "/roles", asAdmin: true, creates: "role", body: func(e *env) any {
 		return obj("role", map[string]any{"name": e.name("r"), "description": "d", "domain_id": e.pickOf("", "default"),
