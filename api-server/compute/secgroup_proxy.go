@@ -2,6 +2,7 @@ package compute
 
 import (
 	"encoding/json"
+	"github.com/google/uuid"
 	"net/http"
 	"strconv"
 	"strings"
@@ -38,6 +39,11 @@ func (s *Service) securityGroupRoutes(mux *http.ServeMux, p string) {
 // Nova's 404.
 func (s *Service) proxyGroup(r *http.Request, id string) (*store.SecurityGroup, error) {
 	c := auth.FromContext(r.Context())
+	if _, err := uuid.Parse(id); err != nil {
+		// Nova's answer for a Neutron group id that cannot be one
+		// (Tempest: test_create_security_group_rule_with_invalid_id).
+		return nil, errdefs.InvalidArgument("Security group id should be uuid")
+	}
 	if id == store.DefaultSecurityGroupID(c.ProjectID) {
 		if _, err := s.st.EnsureDefaultSecurityGroup(r.Context(), c.ProjectID); err != nil {
 			return nil, err
@@ -92,8 +98,11 @@ func (b proxyGroupBody) check() (name, desc string, err error) {
 	if b.Group == nil || b.Group.Name == nil || b.Group.Description == nil {
 		return "", "", errdefs.InvalidArgument("Invalid input for field/attribute security_group: name and description are required.")
 	}
-	name, desc = strings.TrimSpace(*b.Group.Name), *b.Group.Description
-	if name == "" || len(name) > 255 || len(desc) > 255 {
+	// The name is kept as given, spaces around it too (Nova does so, and
+	// Tempest's test_security_group_create_get_delete checks it); only a
+	// blank one is refused.
+	name, desc = *b.Group.Name, *b.Group.Description
+	if strings.TrimSpace(name) == "" || len(name) > 255 || len(desc) > 255 {
 		return "", "", errdefs.InvalidArgument("Security group name and description must be 1 to 255 characters.")
 	}
 	return name, desc, nil
