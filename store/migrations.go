@@ -278,6 +278,21 @@ var migrations = []migration{
 	{30, "identity: groups, their members and their role grants", func(tx *gorm.DB) error {
 		return tx.AutoMigrate(&Group{}, &GroupMember{}, &GroupRoleAssignment{})
 	}},
+	{31, "indexes in the ports list's order (a page reads its own rows only)", func(tx *gorm.DB) error {
+		// ListPortsPage pages oldest first, then by id (a keyset on both):
+		// across all ports (admins), or a project's own ports plus those on
+		// its networks (members).
+		for _, ddl := range []string{
+			"CREATE INDEX IF NOT EXISTS ix_ports_list ON ports (created_at, id)",
+			"CREATE INDEX IF NOT EXISTS ix_ports_project_list ON ports (project_id, created_at, id)",
+			"CREATE INDEX IF NOT EXISTS ix_ports_network_list ON ports (network_id, created_at, id)",
+		} {
+			if err := tx.Exec(ddl).Error; err != nil {
+				return err
+			}
+		}
+		return nil
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

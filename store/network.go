@@ -1164,6 +1164,89 @@ func (s *Store) ListPorts(ctx context.Context, f PortFilter) ([]Port, error) {
 	return out, nil
 }
 
+// PortColumns are the ports' columns a PortPage may filter on, by the
+// Networking API's attribute name (tenant_id is project_id).
+var PortColumns = map[string]string{"id": "id", "name": "name", "description": "description",
+	"network_id": "network_id", "project_id": "project_id", "tenant_id": "project_id", "device_id": "device_id",
+	"device_owner": "device_owner", "mac_address": "mac_address", "status": "status",
+	"binding:host_id": "binding_host_id"}
+
+// PortPage asks for one page of the ports list, in ListPorts' order
+// (created_at, id).
+type PortPage struct {
+	// Match: each attribute (a PortColumns key) must equal one of its
+	// values.
+	Match map[string][]string
+	// VisibleTo limits the list to the ports of this project and those on
+	// its networks; "" lists every port (admins).
+	VisibleTo string
+	// Marker is the id of the port the page starts after; it must itself
+	// be listed under the same filters.
+	Marker string
+	// Limit is the page size; 0 lists every port.
+	Limit int
+}
+
+// ListPortsPage returns a page of ports with their fixed IPs and security
+// groups and whether more follow. It reads limit + 1 rows from the
+// marker's own row (a keyset on created_at, id) and loads the page's fixed
+// IPs and groups in one query each. markerFound is false when Marker names
+// no port the same query lists.
+func (s *Store) ListPortsPage(ctx context.Context, pg PortPage) (page []Port, more, markerFound bool, err error) {
+	db := s.WithContext(ctx)
+	where := func() *gorm.DB {
+		q := db.Session(&gorm.Session{NewDB: true}).Model(&Port{})
+		keys := make([]string, 0, len(pg.Match))
+		for k := range pg.Match {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			col, ok := PortColumns[k]
+			if !ok {
+				continue
+			}
+			q = q.Where("ports."+col+" IN ?", pg.Match[k])
+		}
+		if pg.VisibleTo != "" {
+			q = q.Where("ports.project_id = ? OR ports.network_id IN (SELECT id FROM networks WHERE project_id = ?)",
+				pg.VisibleTo, pg.VisibleTo)
+		}
+		return q
+	}
+	for k := range pg.Match {
+		if _, ok := PortColumns[k]; !ok {
+			return nil, false, false, fmt.Errorf("list ports: %q is no port column", k)
+		}
+	}
+	q := where()
+	if pg.Marker != "" {
+		var marks []Port
+		if err := where().Select("id, created_at").Where("ports.id = ?", pg.Marker).Limit(1).Find(&marks).Error; err != nil {
+			return nil, false, false, fmt.Errorf("list ports: marker %s: %w", pg.Marker, err)
+		}
+		if len(marks) == 0 {
+			return nil, false, false, nil
+		}
+		m := marks[0]
+		q = q.Where("ports.created_at > ? OR (ports.created_at = ? AND ports.id > ?)", m.CreatedAt, m.CreatedAt, m.ID)
+	}
+	q = q.Order("ports.created_at, ports.id").Preload("FixedIPs", orderAllocations)
+	if pg.Limit > 0 {
+		q = q.Limit(pg.Limit + 1)
+	}
+	if err := q.Find(&page).Error; err != nil {
+		return nil, false, false, fmt.Errorf("list ports: %w", err)
+	}
+	if pg.Limit > 0 && len(page) > pg.Limit {
+		page, more = page[:pg.Limit], true
+	}
+	if err := loadPortGroups(db, portPtrs(page)); err != nil {
+		return nil, false, false, err
+	}
+	return page, more, true, nil
+}
+
 // ServerPorts returns the NICs of server instanceID of project, in port
 // creation order: the ports of that project the Compute API bound to it.
 // A port merely labelled with the server's id (device_id set through the

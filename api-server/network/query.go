@@ -74,25 +74,45 @@ func listQuery(w http.ResponseWriter, r *http.Request, coll string, views []view
 		}
 		views = views[i+1:]
 	}
+	n, ok := parseLimit(w, r)
+	if !ok {
+		return
+	}
+	writePage(w, r, coll, views, n)
+}
+
+// parseLimit reads the request's limit (0 when absent); false when it
+// answered an invalid one.
+func parseLimit(w http.ResponseWriter, r *http.Request) (int, bool) {
+	l := r.URL.Query().Get("limit")
+	if l == "" {
+		return 0, true
+	}
+	n, err := strconv.Atoi(l)
+	if err != nil || n < 0 {
+		invalidInput(w, fmt.Sprintf("'%s' is not a valid limit", l))
+		return 0, false
+	}
+	return n, true
+}
+
+// writePage writes {coll: views[:limit]} projected to the request's
+// fields, with <coll>_links to the next page when views has more than
+// limit entries (limit 0: all of them, no link).
+func writePage(w http.ResponseWriter, r *http.Request, coll string, views []view, limit int) {
+	q := r.URL.Query()
 	out := map[string]any{}
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 0 {
-			invalidInput(w, fmt.Sprintf("'%s' is not a valid limit", l))
-			return
-		}
-		if n > 0 && len(views) > n {
-			views = views[:n]
-			next := url.Values{}
-			for k, v := range q {
-				if k != "marker" {
-					next[k] = v
-				}
+	if limit > 0 && len(views) > limit {
+		views = views[:limit]
+		next := url.Values{}
+		for k, v := range q {
+			if k != "marker" {
+				next[k] = v
 			}
-			next.Set("marker", fmt.Sprint(views[n-1]["id"]))
-			out[coll+"_links"] = []map[string]string{{"rel": "next",
-				"href": httpapi.BaseURL(r) + r.URL.Path + "?" + next.Encode()}}
 		}
+		next.Set("marker", fmt.Sprint(views[limit-1]["id"]))
+		out[coll+"_links"] = []map[string]string{{"rel": "next",
+			"href": httpapi.BaseURL(r) + r.URL.Path + "?" + next.Encode()}}
 	}
 	fields := q["fields"]
 	items := make([]view, 0, len(views))
