@@ -1209,8 +1209,8 @@ func (s *Store) ListPortsPage(ctx context.Context, pg PortPage) (page []Port, mo
 			q = q.Where("ports."+col+" IN ?", pg.Match[k])
 		}
 		if pg.VisibleTo != "" {
-			q = q.Where("ports.project_id = ? OR ports.network_id IN (SELECT id FROM networks WHERE project_id = ?)",
-				pg.VisibleTo, pg.VisibleTo)
+			q = q.Where("ports.project_id = ? OR EXISTS (SELECT 1 FROM networks WHERE networks.id = ports.network_id "+
+				"AND networks.project_id = ?)", pg.VisibleTo, pg.VisibleTo)
 		}
 		return q
 	}
