@@ -252,3 +252,63 @@ func TestBrowserServerListBulk(t *testing.T) {
 		t.Errorf("390px: the list with its bulk bar is %dpx too wide", over)
 	}
 }
+
+// TestBrowserServerRowMenu: each row has an action menu (a <details>
+// reachable by keyboard) with the actions its status allows; Stop goes
+// through its confirmation, and the live refresh leaves an open menu
+// alone.
+func TestBrowserServerRowMenu(t *testing.T) {
+	e := newEnv(t)
+	e.api.servers = []map[string]any{server("id-a", "alpha", "ACTIVE"), server("id-c", "charlie", "SHUTOFF")}
+	b := newTab(t, e.portal.URL)
+	b.login("demo")
+	b.open("/servers?limit=10")
+	b.waitJS("live refresh", `document.querySelector("#live").innerText.indexOf("·") > 0`, 10*time.Second)
+	items := func(id string) string {
+		return js[string](b, fmt.Sprintf(`Array.from(document.querySelectorAll('#servers tr[data-id=%q] .menubox a, #servers tr[data-id=%q] .menubox button')).map(function(e){return e.textContent}).join(",")`, id, id))
+	}
+	if got := items("id-a"); got != "Open,Console output,Stop…,Reboot…,Delete…" {
+		t.Errorf("ACTIVE row's menu: %q", got)
+	}
+	if got := items("id-c"); got != "Open,Console output,Start,Delete…" {
+		t.Errorf("SHUTOFF row's menu: %q", got)
+	}
+	if label := js[string](b, `document.querySelector('#servers tr[data-id="id-a"] summary').getAttribute("aria-label")`); label != "Actions for alpha" {
+		t.Errorf("the menu's label is %q", label)
+	}
+	// Open by keyboard: focus the summary, press Enter.
+	js[bool](b, `(document.querySelector('#servers tr[data-id="id-a"] summary').focus(), true)`)
+	b.do("open the menu", chromedp.KeyEvent("\r"))
+	b.waitJS("menu open", `document.querySelector('#servers tr[data-id="id-a"] details').open`, 5*time.Second)
+	e.api.mu.Lock()
+	e.api.servers[0]["status"] = "SHUTOFF"
+	e.api.mu.Unlock()
+	b.waitJS("refresh waits", `document.querySelector("#live").innerText.indexOf("wait") > 0`, 10*time.Second)
+	if !js[bool](b, `document.querySelector('#servers tr[data-id="id-a"] details').open`) {
+		t.Error("the live refresh closed the open menu")
+	}
+	b.click(`#servers tr[data-id="id-a"] .menubox button[value=stop]`, "/servers/id-a/confirm?action=stop")
+	b.click("#confirm-yes", "/servers/id-a?done=stop")
+	e.api.mu.Lock()
+	got := strings.Join(e.api.actions, ",")
+	e.api.mu.Unlock()
+	if got != "id-a os-stop" {
+		t.Errorf("the menu's stop sent %q", got)
+	}
+	b.viewport(390, 844)
+	b.open("/servers?limit=10")
+	js[bool](b, `(document.querySelector('#servers tr[data-id="id-c"] summary').click(), true)`)
+	b.waitJS("menu placed", `document.querySelector('#servers tr[data-id="id-c"] .menubox').style.position === "fixed"`, 5*time.Second)
+	if over := js[int](b, `document.documentElement.scrollWidth - 390`); over > 0 {
+		t.Errorf("390px: the list with an open menu is %dpx too wide", over)
+	}
+	if right := js[float64](b, `document.querySelector('#servers tr[data-id="id-c"] .menubox').getBoundingClientRect().right`); right > 390 {
+		t.Errorf("390px: the open menu ends at %.0fpx", right)
+	}
+	// Not clipped by the table's scrolling box: its last item is the
+	// topmost element at its own place.
+	if !js[bool](b, `(function(){var d=document.querySelector('#servers tr[data-id="id-c"] .menubox button.danger'), r=d.getBoundingClientRect(); return document.elementFromPoint(r.left+r.width/2, r.top+r.height/2)===d})()`) {
+		t.Error("390px: the open menu's Delete is hidden (clipped)")
+	}
+	b.shot("portal-servers-menu-phone")
+}

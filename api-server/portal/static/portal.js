@@ -68,7 +68,32 @@
     tr.appendChild(age);
     tr.appendChild(el("td", "wide", s.flavor));
     tr.appendChild(el("td", "wide", s.image));
+    tr.appendChild(rowMenu(s));
     return tr;
+  }
+
+  // rowMenu is a row's action menu (a <details>, so keyboard and screen
+  // readers get it for free): open, console, and the actions that make
+  // sense in the status; stop, reboot and delete go to their confirmation.
+  function rowMenu(s) {
+    var td = el("td", "menu"), d = el("details", "rowmenu"), sum = el("summary", "", "\u22ee"), box = el("div", "menubox");
+    sum.setAttribute("aria-label", "Actions for " + s.name);
+    sum.title = "Actions";
+    d.appendChild(sum);
+    var base = "/servers/" + encodeURIComponent(s.id), open = el("a", "", "Open"), cons = el("a", "", "Console output");
+    open.href = base; cons.href = base + "/console";
+    box.appendChild(open); box.appendChild(cons);
+    var f = el("form"), csrf = document.querySelector('#bulk input[name="csrf"]');
+    f.method = "post"; f.action = base + "/action";
+    var tok = el("input"); tok.type = "hidden"; tok.name = "csrf"; tok.value = csrf ? csrf.value : ""; f.appendChild(tok);
+    var acts = s.status === "SHUTOFF" ? [["start", "Start"]] : s.status === "ACTIVE" ? [["stop", "Stop\u2026"], ["reboot", "Reboot\u2026"]] : [];
+    acts.concat([["delete", "Delete\u2026"]]).forEach(function (a) {
+      var b = el("button", a[0] === "delete" ? "danger" : "", a[1]); b.name = "action"; b.value = a[0]; f.appendChild(b);
+    });
+    box.appendChild(f);
+    d.appendChild(box);
+    td.appendChild(d);
+    return td;
   }
 
   // ---- the servers list's tools: search, sort, ages, copy ----
@@ -169,6 +194,25 @@
   function listTools(table) {
     var input = document.getElementById("server-search");
     if (input) input.addEventListener("input", function () { listView(table); });
+    // An open row menu is placed fixed under its button: the table's
+    // scrolling box would clip it otherwise.
+    table.addEventListener("toggle", function (ev) {
+      var d = ev.target;
+      if (!d.classList || !d.classList.contains("rowmenu") || !d.open) return;
+      Array.prototype.forEach.call(table.querySelectorAll("details.rowmenu[open]"), function (o) { if (o !== d) o.open = false; });
+      var r = d.querySelector("summary").getBoundingClientRect(), box = d.querySelector(".menubox");
+      box.style.position = "fixed";
+      box.style.top = Math.round(r.bottom + 2) + "px";
+      box.style.right = Math.max(4, Math.round(document.documentElement.clientWidth - r.right)) + "px";
+    }, true);
+    window.addEventListener("scroll", function () {
+      Array.prototype.forEach.call(table.querySelectorAll("details.rowmenu[open]"), function (o) { o.open = false; });
+    }, { passive: true });
+    document.addEventListener("keydown", function (ev) {
+      if (ev.key !== "Escape") return;
+      var d = table.querySelector("details.rowmenu[open]");
+      if (d) { d.open = false; d.querySelector("summary").focus(); }
+    });
     table.addEventListener("change", function (ev) {
       if (ev.target.id === "pick-all") {
         Array.prototype.forEach.call(table.tBodies[0].querySelectorAll("input.pick"), function (c) { if (!c.disabled) c.checked = ev.target.checked; });
@@ -212,7 +256,14 @@
         Array.prototype.forEach.call(tbody.querySelectorAll("input.pick:checked"), function (c) { ticked[c.value] = true; });
         if (!b.servers.length) {
           var tr = el("tr", "empty"), td = el("td", "", "No servers yet.");
-          td.colSpan = 6; tr.appendChild(td); fresh.appendChild(tr);
+          td.colSpan = 7; tr.appendChild(td); fresh.appendChild(tr);
+        }
+        // Not while the user is in the list (focus on a box or button, a
+        // menu open): rebuilding would take it away; the next poll
+        // catches up.
+        if (tbody.contains(document.activeElement) || tbody.querySelector("details[open]")) {
+          if (live) { live.textContent = "Status updates wait while you use the list."; live.className = "hint"; }
+          return;
         }
         b.servers.forEach(function (s) {
           var tr = row(s);
