@@ -625,6 +625,14 @@ func addrOf(item string) string {
 	return item
 }
 
+// netOf is the network of an IPs() item ("net: 10.0.0.5" -> "net"), "" without one.
+func netOf(item string) string {
+	if n, _, ok := strings.Cut(item, ": "); ok {
+		return n
+	}
+	return ""
+}
+
 func joinOr(items []string, empty string) string {
 	if len(items) == 0 {
 		return empty

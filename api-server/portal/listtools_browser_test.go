@@ -20,14 +20,14 @@ func TestBrowserServerListTools(t *testing.T) {
 	now := time.Now().UTC()
 	mk := func(id, name, status, ip string, age time.Duration) map[string]any {
 		s := server(id, name, status)
-		s["addresses"] = map[string]any{"private": []map[string]any{{"addr": ip}}}
+		s["addresses"] = map[string]any{"a-longer-network-name": []map[string]any{{"addr": ip}}}
 		s["created"] = now.Add(-age).Format(time.RFC3339)
 		return s
 	}
 	e.api.servers = []map[string]any{
 		mk("id-b", "bravo", "SHUTOFF", "10.0.0.7", 5*time.Minute),
 		mk("id-a", "alpha<b>", "ACTIVE", "10.0.0.12", 3*time.Hour),
-		mk("id-c", "charlie", "ERROR", "192.168.5.9", 2*24*time.Hour),
+		mk("id-c", "charlie-the-third", "ERROR", "192.168.5.9", 2*24*time.Hour),
 	}
 	b := newTab(t, e.portal.URL)
 	b.login("demo")
@@ -106,11 +106,11 @@ func TestBrowserServerListTools(t *testing.T) {
 	}
 
 	// The live refresh rebuilds the rows: the search and sort stay.
-	typeIn("l")
+	typeIn("ha")
 	sortBy("name")
 	b.waitJS("live refresh", `document.querySelector("#live").innerText.indexOf("·") > 0`, 10*time.Second)
 	if got := ids(); got != "id-a,id-c" {
-		t.Errorf("after the live refresh (search \"l\", by name): rows %s, want id-a,id-c", got)
+		t.Errorf("after the live refresh (search \"ha\", by name): rows %s, want id-a,id-c", got)
 	}
 	if name := js[string](b, `document.querySelector('#servers tr[data-id="id-a"] a').textContent`); name != "alpha<b>" {
 		t.Errorf("the live row's name is %q (escaping)", name)
@@ -154,6 +154,9 @@ func TestBrowserServerListTools(t *testing.T) {
 		}
 		if right := js[float64](b, `document.querySelector("#servers").getBoundingClientRect().right`); right > float64(w) {
 			t.Errorf("%dpx: the list's table ends at %.0fpx (the Created column out of view)", w, right)
+		}
+		if right := js[float64](b, `Math.max.apply(null, Array.from(document.querySelectorAll("#servers summary")).map(function(s){return s.getBoundingClientRect().right}))`); right > float64(w) {
+			t.Errorf("%dpx: a row menu's button ends at %.0fpx", w, right)
 		}
 		if w == 390 {
 			b.shot("portal-servers-tools-phone")

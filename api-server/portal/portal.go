@@ -112,6 +112,7 @@ var funcs = template.FuncMap{
 	},
 	"join":      joinOr,
 	"addr":      addrOf,
+	"net":       netOf,
 	"list":      func(v ...string) []string { return v },
 	"statusCSS": statusClass,
 	"deref": func(p *string) string {

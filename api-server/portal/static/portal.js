@@ -53,7 +53,10 @@
     if (s.ips && s.ips.length) {
       s.ips.forEach(function (ip) {
         // An item is "network: address"; the button copies the address.
-        var span = el("span", "ip", ip), addr = ip.indexOf(": ") >= 0 ? ip.slice(ip.indexOf(": ") + 2) : ip;
+        // The network's name hides on a phone (CSS), the address stays.
+        var cut = ip.indexOf(": "), addr = cut >= 0 ? ip.slice(cut + 2) : ip, span = el("span", "ip");
+        if (cut >= 0) span.appendChild(el("span", "net", ip.slice(0, cut + 2)));
+        span.appendChild(document.createTextNode(addr));
         span.appendChild(copyButton(addr, "Copy " + addr, "Copy"));
         ips.appendChild(span);
         ips.appendChild(document.createTextNode(" "));
