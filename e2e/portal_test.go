@@ -532,9 +532,9 @@ func portalAdmin(t *testing.T, b *browser, c *cloud, admin *gophercloud.ServiceC
 		t.Fatalf("start a burner in %s: %v %s", sid, err, out)
 	}
 	b.open("/servers/" + sid)
-	// Any sample at 20% of the vCPU or more: the burner wants all of it,
-	// the margin is for a busy test machine.
-	b.waitJS("CPU chart shows the burner", `parseFloat(document.querySelector("#cpu-now").innerText) >= 20`, 30*time.Second)
+	// Any sample at 5% of the vCPU or more (an idle server shows 0): the
+	// burner wants all of it, but on a loaded machine it got only 9%.
+	b.waitJS("CPU chart shows the burner", `parseFloat(document.querySelector("#cpu-now").innerText) >= 5`, 30*time.Second)
 	b.waitJS("CPU chart has 2 points", `+(document.querySelector("#chart-cpu polyline.cpu")||{getAttribute:function(){return 0}}).getAttribute("data-points") >= 2`, 40*time.Second)
 	if m := b.text("#mem-now"); !strings.Contains(m, "of 128 MB") {
 		t.Errorf("memory chart caption: %q, want used of the flavor's 128 MB", m)
