@@ -703,7 +703,7 @@ Try it:
   openstack server delete demo1
 
 Endpoints: identity $CAPSULE_IDENTITY_URL, compute :8774, image :9292,
-network :9696
+network :9696, block storage :8776, portal :8080
 Logs: $(capsuled_log_hint)$([ "$n" = 1 ] || echo ", $CAPSULE_LOG/agent-HOST.log"); passwords: $CAPSULE_SECRETS
 Stop: $0 stop      Remove everything: $0 clean
 EOF
