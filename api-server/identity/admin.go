@@ -1333,35 +1333,68 @@ func (s *Service) deleteRole(w http.ResponseWriter, r *http.Request) {
 
 // ---- grants ----
 
-// grantTargets checks the project, user and (when present) role of a
-// grant URL exist, answering 404 naming the missing one.
-func (s *Service) grantTargets(w http.ResponseWriter, r *http.Request, withRole bool) bool {
-	ctx := r.Context()
-	if _, err := s.loadProject(ctx, r.PathValue("p")); err != nil {
-		s.storeError(w, r, err, "Could not find project: "+r.PathValue("p")+".")
-		return false
-	}
-	if _, err := s.loadUser(ctx, r.PathValue("u")); err != nil {
-		s.storeError(w, r, err, "Could not find user: "+r.PathValue("u")+".")
-		return false
-	}
-	if withRole {
-		if _, err := s.loadRole(ctx, r.PathValue("r")); err != nil {
-			s.storeError(w, r, err, "Could not find role: "+r.PathValue("r")+".")
-			return false
-		}
-	}
-	return true
+// userGrant is the user's role grant a URL names:
+// /v3/projects/{p}/users/{u}/roles[/{r}] or /v3/domains/{d}/users/{u}/roles[/{r}].
+type userGrant struct {
+	onDomain                 bool
+	userID, targetID, roleID string
 }
 
-func (s *Service) listGrants(w http.ResponseWriter, r *http.Request) {
+// model is the grant's table: a project's or a domain's role assignments.
+func (g userGrant) model() any {
+	if g.onDomain {
+		return &store.DomainRoleAssignment{UserID: g.userID, DomainID: g.targetID, RoleID: g.roleID}
+	}
+	return &store.RoleAssignment{UserID: g.userID, ProjectID: g.targetID, RoleID: g.roleID}
+}
+
+// where selects the grant's row in its table.
+func (g userGrant) where(db *gorm.DB) *gorm.DB {
+	column := "project_id"
+	if g.onDomain {
+		column = "domain_id"
+	}
+	return db.Where("user_id = ? AND "+column+" = ? AND role_id = ?", g.userID, g.targetID, g.roleID)
+}
+
+// userGrantOf is the grant r names, once the caller is an admin and its
+// project or domain, user and (withRole) role exist; otherwise it has
+// answered (403, or 404 naming the missing one).
+func (s *Service) userGrantOf(w http.ResponseWriter, r *http.Request, onDomain, withRole bool) (userGrant, bool) {
+	g := userGrant{onDomain: onDomain, userID: r.PathValue("u"), targetID: r.PathValue("p"), roleID: r.PathValue("r")}
 	if _, ok := s.requireAdmin(w, r); !ok {
+		return g, false
+	}
+	ctx := r.Context()
+	if onDomain {
+		g.targetID = r.PathValue("d")
+		if _, err := s.loadDomain(ctx, g.targetID); err != nil {
+			s.storeError(w, r, err, "Could not find domain: "+g.targetID+".")
+			return g, false
+		}
+	} else if _, err := s.loadProject(ctx, g.targetID); err != nil {
+		s.storeError(w, r, err, "Could not find project: "+g.targetID+".")
+		return g, false
+	}
+	if _, err := s.loadUser(ctx, g.userID); err != nil {
+		s.storeError(w, r, err, "Could not find user: "+g.userID+".")
+		return g, false
+	}
+	if withRole {
+		if _, err := s.loadRole(ctx, g.roleID); err != nil {
+			s.storeError(w, r, err, "Could not find role: "+g.roleID+".")
+			return g, false
+		}
+	}
+	return g, true
+}
+
+func (s *Service) listUserGrants(w http.ResponseWriter, r *http.Request, onDomain bool) {
+	g, ok := s.userGrantOf(w, r, onDomain, false)
+	if !ok {
 		return
 	}
-	if !s.grantTargets(w, r, false) {
-		return
-	}
-	roles, err := grantedRoles(r.Context(), s.st, r.PathValue("u"), r.PathValue("p"), false)
+	roles, err := grantedRoles(r.Context(), s.st, g.userID, g.targetID, onDomain)
 	if err != nil {
 		s.internalError(w, r, fmt.Errorf("list grants: %w", err))
 		return
@@ -1369,17 +1402,13 @@ func (s *Service) listGrants(w http.ResponseWriter, r *http.Request) {
 	s.rolesResponse(w, r, roles)
 }
 
-func (s *Service) checkGrant(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.requireAdmin(w, r); !ok {
-		return
-	}
-	if !s.grantTargets(w, r, true) {
+func (s *Service) checkUserGrant(w http.ResponseWriter, r *http.Request, onDomain bool) {
+	g, ok := s.userGrantOf(w, r, onDomain, true)
+	if !ok {
 		return
 	}
 	var n int64
-	if err := s.st.WithContext(r.Context()).Model(&store.RoleAssignment{}).
-		Where("user_id = ? AND project_id = ? AND role_id = ?", r.PathValue("u"), r.PathValue("p"), r.PathValue("r")).
-		Count(&n).Error; err != nil {
+	if err := g.where(s.st.WithContext(r.Context()).Model(g.model())).Count(&n).Error; err != nil {
 		s.internalError(w, r, fmt.Errorf("check grant: %w", err))
 		return
 	}
@@ -1390,30 +1419,31 @@ func (s *Service) checkGrant(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (s *Service) putGrant(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.requireAdmin(w, r); !ok {
+func (s *Service) putUserGrant(w http.ResponseWriter, r *http.Request, onDomain bool) {
+	g, ok := s.userGrantOf(w, r, onDomain, true)
+	if !ok {
 		return
 	}
-	if !s.grantTargets(w, r, true) {
-		return
-	}
-	if err := grant(r.Context(), s.st, r.PathValue("u"), r.PathValue("p"), r.PathValue("r")); err != nil {
-		s.internalError(w, r, err)
+	err := s.st.WithContext(r.Context()).Transaction(func(tx *gorm.DB) error {
+		var n int64
+		if err := g.where(tx.Model(g.model())).Count(&n).Error; err != nil || n > 0 {
+			return err
+		}
+		return tx.Create(g.model()).Error
+	})
+	if err != nil && !errors.Is(err, gorm.ErrDuplicatedKey) {
+		s.internalError(w, r, fmt.Errorf("grant role %s to user %s on %s: %w", g.roleID, g.userID, g.targetID, err))
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (s *Service) deleteGrant(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.requireAdmin(w, r); !ok {
+func (s *Service) deleteUserGrant(w http.ResponseWriter, r *http.Request, onDomain bool) {
+	g, ok := s.userGrantOf(w, r, onDomain, true)
+	if !ok {
 		return
 	}
-	if !s.grantTargets(w, r, true) {
-		return
-	}
-	res := s.st.WithContext(r.Context()).
-		Where("user_id = ? AND project_id = ? AND role_id = ?", r.PathValue("u"), r.PathValue("p"), r.PathValue("r")).
-		Delete(&store.RoleAssignment{})
+	res := g.where(s.st.WithContext(r.Context())).Delete(g.model())
 	if res.Error != nil {
 		s.internalError(w, r, fmt.Errorf("delete grant: %w", res.Error))
 		return

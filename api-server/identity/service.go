@@ -130,10 +130,6 @@ func (s *Service) Handler() http.Handler {
 	h("POST /v3/domains", s.createDomain)
 	h("PATCH /v3/domains/{id}", s.updateDomain)
 	h("DELETE /v3/domains/{id}", s.deleteDomain)
-	h("GET /v3/domains/{d}/users/{u}/roles", s.listDomainGrants)
-	h("GET /v3/domains/{d}/users/{u}/roles/{r}", s.checkDomainGrant) // also HEAD
-	h("PUT /v3/domains/{d}/users/{u}/roles/{r}", s.putDomainGrant)
-	h("DELETE /v3/domains/{d}/users/{u}/roles/{r}", s.deleteDomainGrant)
 
 	h("GET /v3/projects", s.listProjects)
 	h("POST /v3/projects", s.createProject)
@@ -146,10 +142,6 @@ func (s *Service) Handler() http.Handler {
 	h("GET /v3/projects/{id}/tags/{tag}", s.checkProjectTag) // also HEAD
 	h("PUT /v3/projects/{id}/tags/{tag}", s.addProjectTag)
 	h("DELETE /v3/projects/{id}/tags/{tag}", s.deleteProjectTag)
-	h("GET /v3/projects/{p}/users/{u}/roles", s.listGrants)
-	h("GET /v3/projects/{p}/users/{u}/roles/{r}", s.checkGrant) // also HEAD
-	h("PUT /v3/projects/{p}/users/{u}/roles/{r}", s.putGrant)
-	h("DELETE /v3/projects/{p}/users/{u}/roles/{r}", s.deleteGrant)
 
 	h("GET /v3/users", s.listUsers)
 	h("POST /v3/users", s.createUser)
@@ -178,6 +170,10 @@ func (s *Service) Handler() http.Handler {
 		onDomain bool
 	}{{"/v3/projects/{p}", false}, {"/v3/domains/{d}", true}} {
 		onDomain := scope.onDomain
+		h("GET "+scope.prefix+"/users/{u}/roles", func(w http.ResponseWriter, r *http.Request) { s.listUserGrants(w, r, onDomain) })
+		h("GET "+scope.prefix+"/users/{u}/roles/{r}", func(w http.ResponseWriter, r *http.Request) { s.checkUserGrant(w, r, onDomain) }) // also HEAD
+		h("PUT "+scope.prefix+"/users/{u}/roles/{r}", func(w http.ResponseWriter, r *http.Request) { s.putUserGrant(w, r, onDomain) })
+		h("DELETE "+scope.prefix+"/users/{u}/roles/{r}", func(w http.ResponseWriter, r *http.Request) { s.deleteUserGrant(w, r, onDomain) })
 		h("GET "+scope.prefix+"/groups/{g}/roles", func(w http.ResponseWriter, r *http.Request) { s.listGroupGrants(w, r, onDomain) })
 		h("GET "+scope.prefix+"/groups/{g}/roles/{r}", func(w http.ResponseWriter, r *http.Request) { s.checkGroupGrant(w, r, onDomain) })
 		h("PUT "+scope.prefix+"/groups/{g}/roles/{r}", func(w http.ResponseWriter, r *http.Request) { s.putGroupGrant(w, r, onDomain) })
