@@ -2,6 +2,7 @@ package portal
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -13,10 +14,12 @@ import (
 )
 
 // Endpoints are the base URLs of the public APIs the portal calls, in the
-// catalog's shapes: Identity ends in /v3, Compute in /v2.1; Image and
-// Network are unversioned (the portal adds /v2 and /v2.0).
+// catalog's shapes: Identity ends in /v3, Compute in /v2.1; Image, Network
+// and Volume are unversioned (the portal adds /v2, /v2.0 and
+// /v3/{project_id}). Volume is optional: without it (the cloud serves no
+// Block Storage API) the Volumes page says so.
 type Endpoints struct {
-	Identity, Compute, Image, Network string
+	Identity, Compute, Image, Network, Volume string
 }
 
 type tokenBody struct {
@@ -60,9 +63,13 @@ func (s *Server) login(ctx context.Context, user, password, project string) (*se
 	// A cloud admin is the admin role on the admin project; elsewhere
 	// the role administers one project and the admin pages would only
 	// show the APIs' refusals.
+	sess.Reader = true
 	for _, r := range tb.Token.Roles {
 		if r.Name == "admin" && (s.admin == "*" || sess.Project == s.admin) {
 			sess.Admin = true
+		}
+		if r.Name == "admin" || r.Name == "member" {
+			sess.Reader = false
 		}
 	}
 	return sess, nil
@@ -206,7 +213,15 @@ func (s *Server) getServer(ctx context.Context, sess *session, id string) (*Serv
 // LaunchRequest is the launch form.
 type LaunchRequest struct {
 	Name, Image, Flavor, Network, FixedIP, KeyName string
-	Count                                          int
+	// Count is min_count; MaxCount max_count (0: Count): Nova launches as
+	// many as the quota allows up to MaxCount, at least Count.
+	Count, MaxCount int
+	// UserData is the user data as typed (the portal base64-encodes it).
+	UserData string
+	// Zone is the availability zone ("" = the scheduler's choice).
+	Zone string
+	// Tags are the servers' tags (sent at 2.52).
+	Tags []string
 	// Groups are the security groups' names ("" = the project's default).
 	Groups []string
 }
@@ -230,8 +245,23 @@ func (s *Server) createServer(ctx context.Context, sess *session, lr LaunchReque
 		}
 		srv["networks"] = []any{n}
 	}
-	if lr.Count > 1 {
-		srv["min_count"], srv["max_count"] = lr.Count, lr.Count
+	if hi := max(lr.MaxCount, lr.Count); hi > 1 {
+		srv["min_count"], srv["max_count"] = max(lr.Count, 1), hi
+	}
+	if lr.UserData != "" {
+		srv["user_data"] = base64.StdEncoding.EncodeToString([]byte(lr.UserData))
+	}
+	if lr.Zone != "" {
+		srv["availability_zone"] = lr.Zone
+	}
+	version := ""
+	if len(lr.Tags) > 0 {
+		// Tags at create came with 2.52, where (from 2.37) networks is
+		// required: "auto" is what no choice means below it.
+		version, srv["tags"] = "2.52", lr.Tags
+		if lr.Network == "" {
+			srv["networks"] = "auto"
+		}
 	}
 	if lr.KeyName != "" {
 		srv["key_name"] = lr.KeyName
@@ -243,8 +273,60 @@ func (s *Server) createServer(ctx context.Context, sess *session, lr LaunchReque
 		}
 		srv["security_groups"] = sgs
 	}
-	_, err := s.up.do(ctx, "compute", sess.Token, http.MethodPost, s.ep.Compute+"/servers", map[string]any{"server": srv}, nil)
+	_, err := s.up.doAt(ctx, "compute", version, sess.Token, http.MethodPost, s.ep.Compute+"/servers", map[string]any{"server": srv}, nil)
 	return err
+}
+
+// maxUserData is the most user data the launch form takes: Nova's
+// user_data is at most 65,535 base64 characters, 49,149 bytes before
+// encoding.
+const maxUserData = 65535 / 4 * 3
+
+// parseTags splits the launch form's tags (commas or new lines), checked
+// as Nova checks them (1 to 60 characters, no '/', at most 50).
+func parseTags(text string) ([]string, string) {
+	var tags []string
+	seen := map[string]bool{}
+	for _, t := range strings.FieldsFunc(text, func(r rune) bool { return r == ',' || r == '\n' || r == '\r' }) {
+		t = strings.TrimSpace(t)
+		if t == "" || seen[t] {
+			continue
+		}
+		if len(t) > 60 || strings.Contains(t, "/") {
+			return nil, "A tag is 1 to 60 characters without '/' or ',': " + strconv.Quote(t) + " is not."
+		}
+		seen[t] = true
+		tags = append(tags, t)
+	}
+	if len(tags) > 50 {
+		return nil, "A server has at most 50 tags."
+	}
+	return tags, ""
+}
+
+// Zone is an availability zone from os-availability-zone.
+type Zone struct {
+	Name      string `json:"zoneName"`
+	Available bool
+}
+
+func (s *Server) zones(ctx context.Context, sess *session) ([]Zone, error) {
+	var body struct {
+		Zones []struct {
+			Name  string `json:"zoneName"`
+			State struct {
+				Available bool `json:"available"`
+			} `json:"zoneState"`
+		} `json:"availabilityZoneInfo"`
+	}
+	if _, err := s.up.do(ctx, "compute", sess.Token, http.MethodGet, s.ep.Compute+"/os-availability-zone", nil, &body); err != nil {
+		return nil, err
+	}
+	out := make([]Zone, 0, len(body.Zones))
+	for _, z := range body.Zones {
+		out = append(out, Zone{Name: z.Name, Available: z.State.Available})
+	}
+	return out, nil
 }
 
 // ActionArgs are the form fields some actions take.

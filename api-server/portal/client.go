@@ -49,7 +49,8 @@ func (u upstream) do(ctx context.Context, service, token, method, url string, bo
 	return u.doAt(ctx, service, "", token, method, url, body, out)
 }
 
-// doAt is do at a compute microversion ("" = the API's default, 2.1):
+// doAt is do at a microversion of service ("" = the API's default, e.g.
+// compute 2.1):
 // pages ask for one only where a field or a call needs it, so the
 // bodies they parse stay the plain 2.1 ones elsewhere.
 func (u upstream) doAt(ctx context.Context, service, version, token, method, url string, body, out any) (http.Header, error) {
@@ -76,8 +77,10 @@ func (u upstream) doAt(ctx context.Context, service, version, token, method, url
 		req.Header.Set("X-Forwarded-For", addr)
 	}
 	if version != "" {
-		req.Header.Set("OpenStack-API-Version", "compute "+version)
-		req.Header.Set("X-OpenStack-Nova-API-Version", version)
+		req.Header.Set("OpenStack-API-Version", service+" "+version)
+		if service == "compute" {
+			req.Header.Set("X-OpenStack-Nova-API-Version", version)
+		}
 	}
 	resp, err := u.client.Do(req)
 	if err != nil {

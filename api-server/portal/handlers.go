@@ -282,6 +282,8 @@ func doneMessage(code string) string {
 		"unrescue":            "Unrescue requested: the server starts again with any fixes made to its disk.",
 		"addSecurityGroup":    "Security group added to the server.",
 		"removeSecurityGroup": "Security group removed from the server.",
+		"attach":              "Attach requested: the volume turns in-use once it is mounted in the server.",
+		"detach":              "Detach requested: the volume turns available once it is unmounted.",
 	}[code]
 }
 
@@ -323,6 +325,7 @@ type serverData struct {
 	Groups, Available []SecurityGroup
 	// Locked is Nova's lock (2.9).
 	Locked bool
+	serverVolumes
 }
 
 func (s *Server) serverData(ctx context.Context, sess *session, id string) (*serverData, error) {
@@ -364,6 +367,7 @@ func (s *Server) serverData(ctx context.Context, sess *session, id string) (*ser
 			}
 		}
 	}
+	s.serverVolumeData(ctx, sess, d)
 	d.Actions, err = s.instanceActions(ctx, sess, id)
 	if err != nil {
 		return nil, err
@@ -543,6 +547,11 @@ type launchData struct {
 	Networks []Network
 	Keypairs []Keypair
 	Groups   []SecurityGroup
+	Zones    []Zone
+	// TagText is the tags field as typed.
+	TagText string
+	// MaxUserData is the user data limit in bytes, for the form.
+	MaxUserData int
 	// Usable is how many networks a launch without one would choose
 	// from: with more than one the API refuses such a launch, so the form
 	// makes the user pick; with one it is preselected; with none the
@@ -570,6 +579,8 @@ func (s *Server) launchChoices(ctx context.Context, sess *session, d *launchData
 		d.Req.Network = usable[0].ID
 	}
 	d.Groups, _ = s.securityGroups(ctx, sess)
+	d.Zones, _ = s.zones(ctx, sess)
+	d.MaxUserData = maxUserData
 	d.Keypairs, err = s.keypairs(ctx, sess)
 	return err
 }
@@ -581,8 +592,11 @@ func (s *Server) launchPage(w http.ResponseWriter, r *http.Request, sess *sessio
 		// The form the launch was refused for, as the user filled it.
 		status, errMsg = f.Status, f.Error
 		d.Req = LaunchRequest{Name: f.Form["name"], Image: f.Form["image"], Flavor: f.Form["flavor"], Network: f.Form["network"],
-			FixedIP: f.Form["fixed_ip"], KeyName: f.Form["key_name"]}
+			FixedIP: f.Form["fixed_ip"], KeyName: f.Form["key_name"], UserData: f.Form["user_data"], Zone: f.Form["zone"],
+			Groups: strings.FieldsFunc(f.Form["security_groups"], func(r rune) bool { return r == '\n' })}
+		d.TagText = f.Form["tags"]
 		d.Req.Count, _ = strconv.Atoi(f.Form["count"])
+		d.Req.MaxCount, _ = strconv.Atoi(f.Form["max_count"])
 	}
 	if err := s.launchChoices(r.Context(), sess, &d); err != nil {
 		s.fail(w, r, sess, "Launch", err)
@@ -594,12 +608,26 @@ func (s *Server) launchPage(w http.ResponseWriter, r *http.Request, sess *sessio
 func (s *Server) launchPost(w http.ResponseWriter, r *http.Request, sess *session) {
 	req := LaunchRequest{Name: strings.TrimSpace(r.PostFormValue("name")), Image: r.PostFormValue("image"),
 		Flavor: r.PostFormValue("flavor"), Network: r.PostFormValue("network"), FixedIP: strings.TrimSpace(r.PostFormValue("fixed_ip")),
-		KeyName: r.PostFormValue("key_name"), Groups: r.PostForm["security_groups"]}
+		KeyName: r.PostFormValue("key_name"), Groups: r.PostForm["security_groups"], UserData: r.PostFormValue("user_data"),
+		Zone: r.PostFormValue("zone")}
 	var msg string
 	count, err := strconv.Atoi(strings.TrimSpace(r.PostFormValue("count")))
+	maxCount := count
+	maxText := strings.TrimSpace(r.PostFormValue("max_count"))
+	var maxErr error
+	if maxText != "" {
+		maxCount, maxErr = strconv.Atoi(maxText)
+	}
+	tags, tagMsg := parseTags(r.PostFormValue("tags"))
 	switch {
 	case err != nil || count < 1 || count > 100:
 		msg = "Count must be a whole number from 1 to 100."
+	case maxErr != nil || maxCount < count || maxCount > 100:
+		msg = "The most servers must be a whole number from the count to 100."
+	case len(req.UserData) > maxUserData:
+		msg = fmt.Sprintf("User data is at most %d bytes (Nova's 65,535 base64 characters); this is %d.", maxUserData, len(req.UserData))
+	case tagMsg != "":
+		msg = tagMsg
 	case req.Name == "":
 		msg = "Give the server a name."
 	case req.FixedIP != "" && req.Network == "":
@@ -612,11 +640,11 @@ func (s *Server) launchPost(w http.ResponseWriter, r *http.Request, sess *sessio
 			msg = "Choose a network: this project can use several."
 		}
 	}
-	req.Count = count
+	req.Count, req.MaxCount, req.Tags = count, maxCount, tags
 	if msg == "" {
 		err := s.createServer(r.Context(), sess, req)
 		if err == nil {
-			s.log.Info("portal: launch", "user", sess.User, "project", sess.Project, "name", req.Name, "count", count)
+			s.log.Info("portal: launch", "user", sess.User, "project", sess.Project, "name", req.Name, "count", count, "max_count", maxCount)
 			http.Redirect(w, r, "/servers?done=launched", http.StatusSeeOther)
 			return
 		}
@@ -633,7 +661,8 @@ func (s *Server) launchPost(w http.ResponseWriter, r *http.Request, sess *sessio
 	// typed, and a reload of it does not launch again.
 	s.sess.setFlash(sess, "launch", flash{Status: http.StatusBadRequest, Error: msg, Form: map[string]string{"name": req.Name,
 		"image": req.Image, "flavor": req.Flavor, "network": req.Network, "fixed_ip": req.FixedIP, "key_name": req.KeyName,
-		"count": strings.TrimSpace(r.PostFormValue("count"))}})
+		"count": strings.TrimSpace(r.PostFormValue("count")), "max_count": maxText, "user_data": req.UserData, "zone": req.Zone,
+		"tags": r.PostFormValue("tags"), "security_groups": strings.Join(req.Groups, "\n")}})
 	http.Redirect(w, r, "/launch", http.StatusSeeOther)
 }
 

@@ -90,7 +90,7 @@ func New(opts Options) (*Server, error) {
 
 func trimEndpoints(e Endpoints) Endpoints {
 	t := func(s string) string { return strings.TrimRight(s, "/") }
-	return Endpoints{Identity: t(e.Identity), Compute: t(e.Compute), Image: t(e.Image), Network: t(e.Network)}
+	return Endpoints{Identity: t(e.Identity), Compute: t(e.Compute), Image: t(e.Image), Network: t(e.Network), Volume: t(e.Volume)}
 }
 
 var funcs = template.FuncMap{
@@ -209,6 +209,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /security-groups/{id}/delete", s.authed(s.groupDeletePost))
 	mux.HandleFunc("POST /security-groups/{id}/rules", s.authed(s.ruleCreatePost))
 	mux.HandleFunc("POST /security-groups/{id}/rules/{rule}/delete", s.authed(s.ruleDeletePost))
+	s.volumeRoutes(mux)
 	mux.HandleFunc("GET /images", s.authed(s.imagesPage))
 	mux.HandleFunc("GET /api/images", s.authedJSON(s.imagesJSON))
 	mux.HandleFunc("GET /flavors", s.authed(s.flavorsPage))

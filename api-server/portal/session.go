@@ -33,7 +33,10 @@ type session struct {
 	Project   string
 	ProjectID string
 	Admin     bool
-	Expires   time.Time
+	// Reader: the token carries neither member nor admin, so the APIs
+	// refuse its changes; pages disable their write buttons.
+	Reader  bool
+	Expires time.Time
 	// flashes are what failed forms left for the page they redirect to
 	// (POST-redirect-GET: a reload shows the error, never re-posts),
 	// by page; guarded by the sessions' lock.

@@ -256,6 +256,15 @@ func (noopPlumber) RemoveOrphans(context.Context, func(string) bool) ([]string, 
 	return nil, nil
 }
 
+// volumeURL is the Block Storage API's base for the portal, "" when the
+// cloud serves none.
+func volumeURL(scheme, host string, port int) string {
+	if port <= 0 {
+		return ""
+	}
+	return httpapi.HostURL(scheme, host, port)
+}
+
 // runAPI serves each OpenStack service on its conventional port.
 func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) error {
 	a := cfg.API
@@ -294,7 +303,8 @@ func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) e
 	web, err := portal.New(portal.Options{Logger: log, AdminProject: a.AdminProject, Client: client, Endpoints: portal.Endpoints{
 		Identity: httpapi.HostURL(scheme, local, a.IdentityPort) + "/v3",
 		Compute:  httpapi.HostURL(scheme, local, a.ComputePort) + "/v2.1",
-		Image:    httpapi.HostURL(scheme, local, a.ImagePort), Network: httpapi.HostURL(scheme, local, a.NetworkPort)}})
+		Image:    httpapi.HostURL(scheme, local, a.ImagePort), Network: httpapi.HostURL(scheme, local, a.NetworkPort),
+		Volume: volumeURL(scheme, local, a.VolumePort)}})
 	if err != nil {
 		return err
 	}
