@@ -243,7 +243,7 @@ func (c *Conductor) onHostReport(ctx context.Context, r protocol.HostReport) err
 	if zone == "" {
 		zone = "nova"
 	}
-	svc := store.Service{UUID: uuid.NewString(), Host: r.Host, Binary: store.ComputeBinary, Zone: zone}
+	svc := store.Service{UUID: uuid.NewString(), Host: r.Host, Binary: store.ComputeBinary, Zone: zone, AgentZone: zone}
 	if err := db.Create(&svc).Error; err != nil && !errors.Is(err, gorm.ErrDuplicatedKey) {
 		return fmt.Errorf("register host %s: %w", r.Host, err)
 	}

@@ -293,6 +293,17 @@ var migrations = []migration{
 		}
 		return nil
 	}},
+	{32, "host aggregates; a compute host's zone is its zoned aggregate's, else its agent's", func(tx *gorm.DB) error {
+		if err := tx.AutoMigrate(&Aggregate{}, &AggregateHost{}); err != nil {
+			return err
+		}
+		if !tx.Migrator().HasColumn(&Service{}, "AgentZone") {
+			if err := tx.Migrator().AddColumn(&Service{}, "AgentZone"); err != nil {
+				return err
+			}
+		}
+		return tx.Exec("UPDATE services SET agent_zone = zone WHERE binary_name = ?", ComputeBinary).Error
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

@@ -326,11 +326,16 @@ type InstanceActionEvent struct {
 // nova-conductor). Compute services carry the host's capacity, reported
 // by its agent's heartbeats.
 type Service struct {
-	ID                  uint   `gorm:"primaryKey"`
-	UUID                string `gorm:"size:64;uniqueIndex"`
-	Host                string `gorm:"size:255;uniqueIndex:ux_service_host_binary"`
-	Binary              string `gorm:"column:binary_name;size:64;uniqueIndex:ux_service_host_binary"`
-	Zone                string
+	ID     uint   `gorm:"primaryKey"`
+	UUID   string `gorm:"size:64;uniqueIndex"`
+	Host   string `gorm:"size:255;uniqueIndex:ux_service_host_binary"`
+	Binary string `gorm:"column:binary_name;size:64;uniqueIndex:ux_service_host_binary"`
+	// Zone is the host's availability zone: that of the zoned aggregate
+	// holding it (store/aggregates.go), else AgentZone.
+	Zone string
+	// AgentZone is the zone the host's agent registered with (its
+	// configuration's zone; "" = nova).
+	AgentZone           string
 	Disabled            bool
 	DisabledReason      *string
 	ForcedDown          bool

@@ -30,6 +30,7 @@ var extensions = []extension{
 	{"os-access-ips", "AccessIPs", "Access IPs support."},
 	{"os-admin-password", "AdminPassword", "Admin password management support."},
 	{"os-admin-actions", "AdminActions", "Enable admin-only server actions\n\n    Actions include: resetNetwork, injectNetworkInfo, os-resetState\n    "},
+	{"os-aggregates", "Aggregates", "Admin-only aggregate administration."},
 	{"os-attach-interfaces", "AttachInterfaces", "Attach interface support."},
 	{"os-availability-zone", "AvailabilityZone", "1. Add availability_zone to the Create Server API.\n       2. Add availability zones describing.\n    "},
 	{"os-console-output", "ConsoleOutput", "Console log output support, with tailing ability."},

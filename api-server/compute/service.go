@@ -358,19 +358,13 @@ func (s *Service) apiRoutes(mux *http.ServeMux, p string) {
 	mux.HandleFunc("GET "+p+"/os-simple-tenant-usage/{project}", s.authed(s.showTenantUsage))
 	mux.HandleFunc("GET "+p+"/os-migrations", s.admin(s.listMigrations))
 	mux.HandleFunc("GET "+p+"/os-host-events", s.admin(s.listHostEvents))
-	mux.HandleFunc("GET "+p+"/os-aggregates", s.admin(emptyList("aggregates")))
+	s.aggregateRoutes(mux, p)
 	s.serverGroupRoutes(mux, p)
 	s.imageRoutes(mux, p)
 	s.securityGroupRoutes(mux, p)
 	s.keypairRoutes(mux, p)
 	mux.HandleFunc("GET "+p+"/extensions", s.authed(s.listExtensions))
 	mux.HandleFunc("GET "+p+"/extensions/{alias}", s.authed(s.showExtension))
-}
-
-func emptyList(key string) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{key: []any{}})
-	}
 }
 
 // Version documents.

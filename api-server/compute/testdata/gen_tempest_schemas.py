@@ -48,6 +48,7 @@ MODULES = {
     'extensions': ['v2_1'],
     'images': ['v2_1', 'v2_45'],
     'security_groups': ['v2_1'],
+    'aggregates': ['v2_1', 'v2_41'],
 }
 
 # Dirs above 2.79, from Tempest master.
