@@ -284,7 +284,11 @@ func (a *Agent) exportInstance(ctx context.Context, w protocol.MigrationWork) (s
 	if err != nil {
 		return "", 0, a.powerOf(ctx, id), fmt.Errorf("export instance %s to %s (%d bytes pushed): %w", id, w.Ref, prog.latest(), err)
 	}
-	return digest, pushed, a.powerOf(ctx, id), nil
+	vbytes, err := a.exportVolumes(ctx, w)
+	if err != nil {
+		return "", 0, a.powerOf(ctx, id), fmt.Errorf("export instance %s: %w", id, err)
+	}
+	return digest, pushed + vbytes, a.powerOf(ctx, id), nil
 }
 
 // importInstance is the target's part: pull w.Ref, create the instance
@@ -321,6 +325,14 @@ func (a *Agent) importInstance(ctx context.Context, w protocol.MigrationWork) (i
 	if err != nil {
 		return 0, a.powerOf(ctx, id), fmt.Errorf("import instance %s: pull %s: %w", id, ref, err)
 	}
+	// The volumes before the server: its start mounts them
+	// (s.Volumes). A failure leaves the copies made so far to the
+	// rollback's cleanup (DropVolumes).
+	vbytes, err := a.importVolumes(ctx, w)
+	if err != nil {
+		return pulled, a.powerOf(ctx, id), fmt.Errorf("import instance %s: %w", id, err)
+	}
+	pulled += vbytes
 
 	power, err := a.createFromImport(ctx, s, w.Start)
 	if err != nil {
@@ -372,6 +384,9 @@ func (a *Agent) cleanupInstance(ctx context.Context, w protocol.MigrationWork) (
 	a.nics.del(id)
 	if err := a.destroy(ctx, id); err != nil {
 		return a.powerOf(ctx, id), fmt.Errorf("clean up instance %s: %w", id, err)
+	}
+	if err := a.dropVolumes(ctx, w); err != nil {
+		return drivers.PowerNoState, fmt.Errorf("clean up instance %s: %w", id, err)
 	}
 	if w.Ref == "" {
 		return drivers.PowerNoState, nil

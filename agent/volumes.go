@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -558,4 +559,94 @@ func (a *Agent) releaseVolumes(ctx context.Context, id string) {
 			a.log.Warn("could not unmount the volume of a destroyed server; reconcile retries", "instance", id, "volume", vm.Volume.ID, "err", err)
 		}
 	}
+}
+
+// Local volumes moving with a migrated server (package migrate's
+// volumes.go): the source pushes them, the target pulls them into fresh
+// copies, the host that ends without the server deletes its copy.
+
+// exportVolumes pushes the local volumes of w.VolumeRefs (the server is
+// stopped: nothing writes to them) and returns the bytes pushed. Pushing
+// again (a redelivery) replaces the tag with the same data.
+func (a *Agent) exportVolumes(ctx context.Context, w protocol.MigrationWork) (int64, error) {
+	if len(w.VolumeRefs) == 0 {
+		return 0, nil
+	}
+	if a.vols == nil || a.reg == nil {
+		return 0, errdefs.FailedPrecondition("this host cannot move the server's local volumes (no volumes or no registry configured)")
+	}
+	var total int64
+	for _, vol := range slices.Sorted(maps.Keys(w.VolumeRefs)) {
+		done := a.volc.enter(vol)
+		n, err := a.vols.Export(ctx, volume.Local, vol, a.reg, w.VolumeRefs[vol])
+		done()
+		if err != nil {
+			return total, fmt.Errorf("push volume %s: %w", vol, err)
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// importVolumes pulls the local volumes of w.VolumeRefs into copies on
+// this host and returns the bytes pulled. A copy found here already is
+// replaced: it is left from an earlier move (this host is not where the
+// volume lives, or the conductor would not move it here), so only the
+// pushed data is current; a copy in use here is refused.
+func (a *Agent) importVolumes(ctx context.Context, w protocol.MigrationWork) (int64, error) {
+	if len(w.VolumeRefs) == 0 {
+		return 0, nil
+	}
+	if a.vols == nil || a.reg == nil {
+		return 0, errdefs.FailedPrecondition("this host cannot take the server's local volumes (no volumes or no registry configured)")
+	}
+	sizes := map[string]int{}
+	for _, vm := range w.Spec.Volumes {
+		sizes[vm.Volume.ID] = vm.Volume.SizeGB
+	}
+	var total int64
+	for _, vol := range slices.Sorted(maps.Keys(w.VolumeRefs)) {
+		if sizes[vol] <= 0 {
+			return total, fmt.Errorf("volume %s: not among the server's attached volumes", vol)
+		}
+		done := a.volc.enter(vol)
+		err := a.vols.Delete(ctx, volume.Local, vol)
+		var n int64
+		if err == nil {
+			n, err = a.vols.Import(ctx, volume.Local, vol, sizes[vol], a.reg, w.VolumeRefs[vol])
+		}
+		done()
+		if err != nil {
+			return total, fmt.Errorf("pull volume %s: %w", vol, err)
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// dropVolumes deletes this host's copies of w.DropVolumes (the server's
+// container, and so its mounts, went already). Deleting what is not here
+// succeeds.
+func (a *Agent) dropVolumes(ctx context.Context, w protocol.MigrationWork) error {
+	if len(w.DropVolumes) == 0 {
+		return nil
+	}
+	if a.vols == nil {
+		return errNoVolumes
+	}
+	var errs []error
+	for _, vol := range w.DropVolumes {
+		done := a.volc.enter(vol)
+		err := a.vols.Unmount(ctx, vol)
+		if err == nil {
+			err = a.vols.Delete(ctx, volume.Local, vol)
+		}
+		done()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("delete the copy of volume %s: %w", vol, err))
+			continue
+		}
+		a.log.Info("migration: deleted this host's obsolete copy of a volume", "instance", w.InstanceID, "volume", vol)
+	}
+	return errors.Join(errs...)
 }

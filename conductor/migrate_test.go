@@ -922,3 +922,144 @@ func TestMigrationCheckAnswers(t *testing.T) {
 		t.Error("late cleanup allowed despite a newer migration")
 	}
 }
+
+// migVolumes attaches a local volume (its data on host) and a shared one
+// to instance id.
+func migVolumes(t *testing.T, st *store.Store, id, host string) {
+	t.Helper()
+	addVolume(t, st, "v-loc", host, store.VolumeInUse)
+	if err := st.DB.Create(&store.Volume{ID: "v-sh", ProjectID: "p1", SizeGB: 2, Status: store.VolumeInUse, Backend: protocol.BackendShared,
+		Host: "h9", CreatedAt: testNow}).Error; err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []store.VolumeAttachment{
+		{ID: "a-loc", VolumeID: "v-loc", InstanceID: id, Host: host, MountPath: "/data", Status: store.AttachmentAttached},
+		{ID: "a-sh", VolumeID: "v-sh", InstanceID: id, Host: host, MountPath: "/mnt/v-sh", Status: store.AttachmentAttached},
+	} {
+		if err := st.DB.Create(&a).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func volumeHosts(t *testing.T, st *store.Store) (vol, locAtt, shAtt string) {
+	t.Helper()
+	v, err := store.GetVolume(st.DB, "v-loc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a, b store.VolumeAttachment
+	st.DB.Where("id = ?", "a-loc").First(&a)
+	st.DB.Where("id = ?", "a-sh").First(&b)
+	return v.Host, a.Host, b.Host
+}
+
+// TestColdMigrationMovesVolumes: the source pushes the server's local
+// volume and the target pulls it (shared ones are only mounted: the spec
+// carries both); the volume stays the source's until the confirm, which
+// moves it and the attachments to the target, has the source's copy
+// deleted and the volume's transfer tag removed. A revert deletes the
+// target's copy and keeps the volume on the source.
+func TestColdMigrationMovesVolumes(t *testing.T) {
+	forEachDB(t, func(t *testing.T, st *store.Store) {
+		h := newMigHarness(t, st, []string{"h1", "h2"}, "h1", "h2")
+		inst := h.server("h1", lifecycle.Active)
+		migVolumes(t, st, inst.ID, "h1")
+		m := h.begin(inst, nil, "req-migrate")
+		h.idle()
+		got := h.migration(m.ID)
+		vref := "registry.test:5050/capsule/volumes/v-loc:" + m.UUID
+		if got.Step != string(migrate.StepFinished) || got.VolumeIDs != "v-loc" {
+			t.Fatalf("migration = %+v", got)
+		}
+		exp, imp := h.agents["h1"].Seen()[0].Work, h.agents["h2"].Seen()[0].Work
+		if len(exp.VolumeRefs) != 1 || exp.VolumeRefs["v-loc"] != vref || len(imp.VolumeRefs) != 1 || imp.VolumeRefs["v-loc"] != vref {
+			t.Fatalf("export refs %v, import refs %v", exp.VolumeRefs, imp.VolumeRefs)
+		}
+		if len(imp.Spec.Volumes) != 2 {
+			t.Fatalf("import spec volumes %+v", imp.Spec.Volumes)
+		}
+		if vh, la, sa := volumeHosts(t, st); vh != "h1" || la != "h1" || sa != "h1" {
+			t.Errorf("in VERIFY_RESIZE: volume on %s, attachments on %s and %s; want all h1 until the confirm", vh, la, sa)
+		}
+		cur := loadInst(t, st, inst.ID)
+		if _, err := migrate.Confirm(h.ctx, st, &cur, migrate.Request{RequestID: "req-confirm"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := migrate.Kick(h.ctx, h.b, m.ID); err != nil {
+			t.Fatal(err)
+		}
+		h.idle()
+		if vh, la, sa := volumeHosts(t, st); vh != "h2" || la != "h2" || sa != "h2" {
+			t.Errorf("after confirm: volume on %s, attachments on %s and %s; want all h2", vh, la, sa)
+		}
+		if s := h.agents["h1"].Seen(); len(s) != 2 || !slices.Equal(s[1].Work.DropVolumes, []string{"v-loc"}) {
+			t.Errorf("source cleanup %+v, want v-loc dropped", s)
+		}
+		if del := h.reg.Deleted(); len(del) != 2 || del[1] != vref+"@" {
+			t.Errorf("registry deletions = %v, want the volume's tag too", del)
+		}
+
+		// Back to h1, reverted: the volume stays on h2, h1's copy goes.
+		cur = loadInst(t, st, inst.ID)
+		m2 := h.begin(cur, nil, "req-back")
+		h.idle()
+		if got := h.migration(m2.ID); got.Step != string(migrate.StepFinished) || got.VolumeIDs != "v-loc" {
+			t.Fatalf("second migration = %+v", got)
+		}
+		cur = loadInst(t, st, inst.ID)
+		if _, err := migrate.Revert(h.ctx, st, &cur, migrate.Request{RequestID: "req-revert"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := migrate.Kick(h.ctx, h.b, m2.ID); err != nil {
+			t.Fatal(err)
+		}
+		h.idle()
+		if vh, la, _ := volumeHosts(t, st); vh != "h2" || la != "h2" {
+			t.Errorf("after revert: volume on %s, attachment on %s; want h2", vh, la)
+		}
+		src := h.agents["h1"].Seen()
+		last := src[len(src)-1]
+		if last.Kind != protocol.KindMigrationCleanup || last.Work.Step != string(migrate.StepRevertTarget) || !slices.Equal(last.Work.DropVolumes, []string{"v-loc"}) {
+			t.Errorf("revert's cleanup on h1 = %+v, want v-loc dropped", last)
+		}
+		if s := h.agents["h2"].Seen(); s[len(s)-1].Kind != protocol.KindMigrationRestore {
+			t.Errorf("h2 last saw %+v", s[len(s)-1])
+		}
+	})
+}
+
+// TestDeletedMidMigrationDropsVolumeCopy: a server deleted while its
+// volume was being copied: the host the volume does not live on deletes
+// its copy, the other keeps the volume (it outlives the server).
+func TestDeletedMidMigrationDropsVolumeCopy(t *testing.T) {
+	forEachDB(t, func(t *testing.T, st *store.Store) {
+		h := newMigHarness(t, st, []string{"h1", "h2"}, "h1", "h2")
+		h.agents["h2"].Hold(protocol.KindMigrationImport)
+		inst := h.server("h1", lifecycle.Active)
+		migVolumes(t, st, inst.ID, "h1")
+		m := h.begin(inst, nil, "req-migrate")
+		h.idle()
+		st.DB.Model(&store.Instance{}).Where("id = ?", inst.ID).Update("task_state", string(lifecycle.Deleting))
+		mustSend(t, h.c, protocol.KindInstanceReport, protocol.InstanceReport{RequestID: "req-del", InstanceID: inst.ID,
+			Host: "h1", Action: lifecycle.ActDelete, OK: true})
+		h.idle()
+		if got := h.migration(m.ID); got.Step != string(migrate.StepDone) {
+			t.Fatalf("migration step %s", got.Step)
+		}
+		drops := map[string][]string{}
+		for _, host := range []string{"h1", "h2"} {
+			for _, s := range h.agents[host].Seen() {
+				if s.Work.Step == string(migrate.StepAbandoned) {
+					drops[host] = s.Work.DropVolumes
+				}
+			}
+		}
+		if len(drops["h1"]) != 0 || !slices.Equal(drops["h2"], []string{"v-loc"}) {
+			t.Errorf("copies dropped %v, want only h2's", drops)
+		}
+		if del := h.reg.Deleted(); len(del) != 2 {
+			t.Errorf("registry deletions = %v, want the server's and the volume's tags", del)
+		}
+	})
+}

@@ -329,13 +329,13 @@ func (e *Engine) publish(ctx context.Context, m *store.Migration, inst *store.In
 	if step == StepAbandoned {
 		hosts = []string{m.SourceCompute, m.DestCompute}
 	}
-	work, err := e.work(ctx, m, inst)
-	if err != nil {
-		return err
-	}
 	for _, h := range hosts {
 		if h == "" {
 			continue
+		}
+		work, err := e.work(ctx, m, inst, h)
+		if err != nil {
+			return err
 		}
 		msg, err := bus.NewMessage(step.Work(), work)
 		if err != nil {
@@ -344,19 +344,30 @@ func (e *Engine) publish(ctx context.Context, m *store.Migration, inst *store.In
 		if err := e.b.Publish(ctx, bus.ComputeQueue(h), msg); err != nil {
 			return fmt.Errorf("send %s of migration %s to %s: %w", step.Work(), m.UUID, h, err)
 		}
-		e.logFor(m).Info("migration work sent", "kind", step.Work(), "host", h, "deadline", work.Deadline)
+		e.logFor(m).Info("migration work sent", "kind", step.Work(), "host", h, "deadline", work.Deadline,
+			"volumes", len(work.VolumeRefs), "drop_volumes", len(work.DropVolumes))
 	}
 	e.markInflight(m.ID, step)
 	return nil
 }
 
-// work builds the message of m's current step.
-func (e *Engine) work(ctx context.Context, m *store.Migration, inst *store.Instance) (protocol.MigrationWork, error) {
+// work builds the message of m's current step for host.
+func (e *Engine) work(ctx context.Context, m *store.Migration, inst *store.Instance, host string) (protocol.MigrationWork, error) {
 	step := Step(m.Step)
 	w := protocol.MigrationWork{RequestID: m.RequestID, MigrationID: m.ID, MigrationUUID: m.UUID,
 		InstanceID: m.InstanceID, Step: m.Step, Ref: m.SnapshotRef}
 	if d := e.deadline(m); !d.IsZero() && step != StepAbandoned {
 		w.Deadline = d
+	}
+	switch step {
+	case StepExporting, StepImporting:
+		w.VolumeRefs = e.volumeRefs(m)
+	case StepConfirming, StepRevertTarget, StepAbandoned:
+		drop, err := e.dropOn(ctx, m, host)
+		if err != nil {
+			return w, err
+		}
+		w.DropVolumes = drop
 	}
 	if inst.DeletedAt != nil {
 		// Only a cleanup: the agent finds the container by instance id.

@@ -186,6 +186,11 @@ func settle(ctx context.Context, st *store.Store, inst *store.Instance, req Requ
 		if err != nil {
 			return err
 		}
+		if to == StepConfirming {
+			if err := moveVolumes(tx, m); err != nil {
+				return err
+			}
+		}
 		if err := tx.Create(&store.InstanceAction{InstanceID: inst.ID, Action: apiAction, RequestID: req.RequestID,
 			UserID: req.UserID, ProjectID: req.ProjectID, StartTime: at, UpdatedAt: at}).Error; err != nil {
 			return fmt.Errorf("record %s of %s: %w", apiAction, inst.ID, err)

@@ -66,8 +66,12 @@ func (e *Engine) schedule(ctx context.Context, m *store.Migration, inst *store.I
 		}
 	}
 	err = e.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		vols, err := localVolumesOf(tx, inst.ID, m.SourceCompute)
+		if err != nil {
+			return err
+		}
 		if err := move(tx, m, StepExporting, e.now(), map[string]any{"status": lifecycle.MigrationMigrating,
-			"dest_compute": target, "dest_node": target, "dest_host": target, "snapshot_ref": e.Ref(m)}); err != nil {
+			"dest_compute": target, "dest_node": target, "dest_host": target, "snapshot_ref": e.Ref(m), "volume_ids": vols}); err != nil {
 			return err
 		}
 		return updateInstance(tx, inst.ID, m.SourceVMState, []lifecycle.TaskState{lifecycle.ResizePrep},
@@ -397,6 +401,9 @@ func (e *Engine) deleteTag(ctx context.Context, m *store.Migration) error {
 			e.logFor(m).Warn("no registry client: migration image left in the registry", "ref", m.SnapshotRef)
 		} else if err := e.reg.DeleteImage(ctx, m.SnapshotRef, m.SnapshotDigest); err != nil {
 			e.logFor(m).Warn("delete migration image; will retry", "ref", m.SnapshotRef, "error", err)
+			return nil
+		} else if err := e.deleteVolumeTags(ctx, m); err != nil {
+			e.logFor(m).Warn("delete migration volume data; will retry", "error", err)
 			return nil
 		}
 	}

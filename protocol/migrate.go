@@ -7,7 +7,8 @@ import "time"
 // answered with one MigrationReport on the conductor queue.
 const (
 	// compute.<source>: stop the instance, unplug its NICs, refuse data
-	// in volumes, commit its container and push it to Ref.
+	// in Docker volumes, commit its container and push it to Ref, push
+	// its local volumes (VolumeRefs).
 	KindMigrationExport = "migration_export"
 	// compute.<target>: pull Ref, create the instance from it with the
 	// same UUID, NICs (same ports, bound here now) and limits, start it
@@ -50,6 +51,18 @@ type MigrationWork struct {
 	// Deadline is when the conductor stops waiting for this step; work
 	// picked up after it is skipped (the conductor rolled back).
 	Deadline time.Time `json:"deadline,omitempty"`
+	// VolumeRefs (export, import): the server's local volumes that move
+	// with it, volume id -> registry reference of their data
+	// (<registry>/capsule/volumes/<volume>:<migration uuid>). The source
+	// pushes each (the server is stopped: the data is consistent), the
+	// target pulls each into a fresh copy before the server starts there
+	// (Spec.Volumes mounts them).
+	VolumeRefs map[string]string `json:"volume_refs,omitempty"`
+	// DropVolumes (cleanup): local volumes whose copy on the receiving
+	// host the migration made obsolete (the source's after a confirm, the
+	// target's after a revert or a failure): unmounted and deleted here.
+	// The control plane keeps the volume on the other host.
+	DropVolumes []string `json:"drop_volumes,omitempty"`
 }
 
 // MigrationReport is an agent's outcome of one MigrationWork.

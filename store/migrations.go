@@ -304,6 +304,12 @@ var migrations = []migration{
 		}
 		return tx.Exec("UPDATE services SET agent_zone = zone WHERE binary_name = ?", ComputeBinary).Error
 	}},
+	{33, "cold migrations remember the local volumes they copy", func(tx *gorm.DB) error {
+		if tx.Migrator().HasColumn(&Migration{}, "VolumeIDs") {
+			return nil
+		}
+		return tx.Migrator().AddColumn(&Migration{}, "VolumeIDs")
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

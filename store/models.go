@@ -412,6 +412,11 @@ type Migration struct {
 	StepStartedAt  *time.Time        // deadline base of the current step
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
+	// VolumeIDs are the local volumes the migration copies to its target
+	// (space-separated ids, fixed when the target is chosen): their
+	// registry tags and the copy on the host that ends without the server
+	// are the migration's to remove.
+	VolumeIDs string
 }
 
 // HostEvent is something an agent saw that an operator should know: an

@@ -59,10 +59,11 @@ func (s *Service) serverAction(w http.ResponseWriter, r *http.Request) {
 		writeFault(w, errdefs.Conflictf("Instance %s is locked", inst.ID))
 		return
 	}
-	// A server moving to another host would leave its local volumes
-	// behind (their data is on this host): refused until detached.
+	// A shelved server may be unshelved on another host, which would
+	// leave its local volumes behind (their data is on this host):
+	// refused until detached. A cold migration or resize moves them.
 	switch name {
-	case "resize", "migrate", "shelve", "shelveOffload":
+	case "shelve", "shelveOffload":
 		if err := s.refuseLocalVolumes(r.Context(), inst, name); err != nil {
 			s.fail(w, r, err)
 			return

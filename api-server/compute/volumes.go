@@ -397,9 +397,9 @@ func checkBDMs(bdms []json.RawMessage, imageID string) error {
 }
 
 // refuseLocalVolumes is a 409 when inst has a local volume attached: its
-// data lives on the server's host, and moving it with a server that
-// changes host (resize, migrate, shelve) is not done yet; a shared volume
-// is simply mounted where the server goes.
+// data lives on the server's host, and moving it with a shelved server
+// unshelved elsewhere is not done; a shared volume is simply mounted
+// where the server goes (a cold migration or resize copies local ones).
 func (s *Service) refuseLocalVolumes(ctx context.Context, inst *store.Instance, action string) error {
 	var n int64
 	err := s.st.WithContext(ctx).Model(&store.VolumeAttachment{}).

@@ -133,9 +133,9 @@ func TestCreateRefusesVolumeBDMs(t *testing.T) {
 	}
 }
 
-// A server with a local volume attached does not change host (resize,
-// migrate, shelve) until the volume is detached: its data would stay
-// behind. Rebuild and reboot keep it.
+// A server with a local volume attached is not shelved until the volume
+// is detached (an unshelve elsewhere would leave its data behind); a cold
+// migration and a resize take it along, rebuild and reboot keep it.
 func TestLocalVolumePinsServer(t *testing.T) {
 	f := newFixture(t)
 	id := f.create("demo", "vm")
@@ -144,11 +144,15 @@ func TestLocalVolumePinsServer(t *testing.T) {
 	if err := f.st.DB.Create(&store.VolumeAttachment{ID: "a1", VolumeID: vol1, InstanceID: id, Host: "h1", Status: store.AttachmentAttached}).Error; err != nil {
 		t.Fatal(err)
 	}
-	for _, body := range []string{`{"migrate":null}`, `{"resize":{"flavorRef":"2"}}`, `{"shelve":null}`} {
+	for _, body := range []string{`{"shelve":null}`, `{"shelveOffload":null}`} {
 		resp, out := f.do("POST", "/v2.1/servers/"+id+"/action", "admin", body)
 		expectFault(t, resp, out, 409, "conflictingRequest")
 	}
 	if resp, out := f.do("POST", "/v2.1/servers/"+id+"/action", "demo", `{"reboot":{"type":"SOFT"}}`); resp.StatusCode != 202 {
 		t.Fatalf("reboot: %d %v", resp.StatusCode, out)
+	}
+	f.activate(id, "h1")
+	if resp, out := f.do("POST", "/v2.1/servers/"+id+"/action", "admin", `{"migrate":null}`); resp.StatusCode != 202 {
+		t.Fatalf("migrate with a local volume: %d %v", resp.StatusCode, out)
 	}
 }
