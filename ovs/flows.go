@@ -22,42 +22,75 @@ func (f Flow) String() string {
 	return fmt.Sprintf("cookie=%#x,table=%d,priority=%d,%s actions=%s", f.Cookie, f.Table, f.Priority, f.Match, f.Actions)
 }
 
+// FlowBatch is a list of flow changes to one bridge that ApplyFlows makes
+// as one atomic OpenFlow bundle, in order, with one ovs-ofctl run: a boot's
+// fallback, metadata and port-security flows cost one process, not four.
+// The zero value is an empty batch.
+type FlowBatch struct {
+	lines []string
+	err   error
+}
+
+// Add adds flows (ovs-ofctl flow syntax, one per element); a flow with the
+// same match and priority as an existing one replaces it.
+func (b *FlowBatch) Add(flows ...string) {
+	for _, f := range flows {
+		if err := oneLine(f); err != nil {
+			b.err = errors.Join(b.err, fmt.Errorf("flow %q: %w", f, err))
+			continue
+		}
+		b.lines = append(b.lines, "add "+f)
+	}
+}
+
+// DeleteCookie deletes every flow whose cookie is exactly cookie.
+func (b *FlowBatch) DeleteCookie(cookie uint64) {
+	b.lines = append(b.lines, "delete "+CookieMatch(cookie))
+}
+
+// Replace deletes every flow with cookie and adds flows (which should
+// carry it): within the bundle, so the rules change without a moment
+// where none apply.
+func (b *FlowBatch) Replace(cookie uint64, flows ...string) {
+	b.DeleteCookie(cookie)
+	b.Add(flows...)
+}
+
+// Len is the number of changes in the batch.
+func (b *FlowBatch) Len() int { return len(b.lines) }
+
+// ApplyFlows makes batch's changes to bridge as one atomic bundle: all or
+// none. An empty batch does nothing.
+func (c *Client) ApplyFlows(ctx context.Context, bridge string, batch *FlowBatch) error {
+	if batch.err != nil {
+		return fmt.Errorf("ovs: flows for %s: %w", bridge, batch.err)
+	}
+	if len(batch.lines) == 0 {
+		return nil
+	}
+	in := strings.Join(batch.lines, "\n") + "\n"
+	if _, err := c.Ofctl(ctx, in, "--bundle", "add-flows", bridge, "-"); err != nil {
+		return fmt.Errorf("ovs: %d flow changes on %s: %w", len(batch.lines), bridge, err)
+	}
+	return nil
+}
+
 // AddFlows adds flows (ovs-ofctl flow syntax, one per element) to bridge
 // as one atomic OpenFlow bundle: all are added or none. A flow with the
 // same match and priority as an existing one replaces it.
 func (c *Client) AddFlows(ctx context.Context, bridge string, flows []string) error {
-	if len(flows) == 0 {
-		return nil
-	}
-	var in strings.Builder
-	for _, f := range flows {
-		if err := oneLine(f); err != nil {
-			return fmt.Errorf("ovs: add flows to %s: %w", bridge, err)
-		}
-		in.WriteString("add " + f + "\n")
-	}
-	if _, err := c.Ofctl(ctx, in.String(), "--bundle", "add-flows", bridge, "-"); err != nil {
-		return fmt.Errorf("ovs: add %d flows to %s: %w", len(flows), bridge, err)
-	}
-	return nil
+	var b FlowBatch
+	b.Add(flows...)
+	return c.ApplyFlows(ctx, bridge, &b)
 }
 
 // ReplaceFlows atomically (one bundle) deletes every flow of bridge whose
 // cookie is cookie and adds flows, which should carry that cookie: a port's
 // rules change without a moment where none apply.
 func (c *Client) ReplaceFlows(ctx context.Context, bridge string, cookie uint64, flows []string) error {
-	var in strings.Builder
-	fmt.Fprintf(&in, "delete %s\n", CookieMatch(cookie))
-	for _, f := range flows {
-		if err := oneLine(f); err != nil {
-			return fmt.Errorf("ovs: replace flows on %s: %w", bridge, err)
-		}
-		in.WriteString("add " + f + "\n")
-	}
-	if _, err := c.Ofctl(ctx, in.String(), "--bundle", "add-flows", bridge, "-"); err != nil {
-		return fmt.Errorf("ovs: replace flows with cookie %#x on %s: %w", cookie, bridge, err)
-	}
-	return nil
+	var b FlowBatch
+	b.Replace(cookie, flows...)
+	return c.ApplyFlows(ctx, bridge, &b)
 }
 
 // DeleteFlows deletes the flows of bridge that match (ovs-ofctl del-flows

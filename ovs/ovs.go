@@ -38,6 +38,10 @@ type Options struct {
 	// OpenFlowVersion is passed to ovs-ofctl as -O (default "OpenFlow14":
 	// atomic bundles, used by AddFlows and ReplaceFlows, need 1.4).
 	OpenFlowVersion string
+	// DBSocket is ovsdb-server's unix socket, which port listings read
+	// in process (default: ovs-vsctl's, $OVS_RUNDIR/db.sock; "-": always
+	// run ovs-vsctl). An unreachable socket falls back to ovs-vsctl.
+	DBSocket string
 	// Logger receives a debug line per command (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -49,6 +53,7 @@ type Client struct {
 	timeout      time.Duration
 	datapath     string
 	ofVersion    string
+	dbSocket     string // "" = no in-process reads
 	log          *slog.Logger
 }
 
@@ -60,7 +65,14 @@ func New(opts Options) *Client {
 		timeout:   opts.Timeout,
 		datapath:  opts.DatapathType,
 		ofVersion: opts.OpenFlowVersion,
+		dbSocket:  opts.DBSocket,
 		log:       opts.Logger,
+	}
+	switch c.dbSocket {
+	case "":
+		c.dbSocket = defaultDBSocket()
+	case "-":
+		c.dbSocket = ""
 	}
 	if c.vsctl == "" {
 		c.vsctl = "ovs-vsctl"
@@ -172,12 +184,15 @@ func (c *Client) EnsureBridge(ctx context.Context, name string) error {
 // whatever no higher-priority flow decided. With fail_mode=secure nothing
 // else puts it back after a del-flows, so plumbing calls this to repair it.
 func (c *Client) EnsureFallbackFlow(ctx context.Context, bridge string) error {
-	flow := fmt.Sprintf("cookie=%#x,priority=0,actions=NORMAL", BaseCookie)
-	if err := c.AddFlows(ctx, bridge, []string{flow}); err != nil {
+	if err := c.AddFlows(ctx, bridge, []string{FallbackFlow()}); err != nil {
 		return fmt.Errorf("ovs: fallback flow on %s: %w", bridge, err)
 	}
 	return nil
 }
+
+// FallbackFlow is the bridge's priority-0 NORMAL flow, for a FlowBatch
+// that repairs it along with other changes (EnsureFallbackFlow alone).
+func FallbackFlow() string { return fmt.Sprintf("cookie=%#x,priority=0,actions=NORMAL", BaseCookie) }
 
 // DeleteBridge removes bridge name and its ports; a missing bridge is fine.
 func (c *Client) DeleteBridge(ctx context.Context, name string) error {

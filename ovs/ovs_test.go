@@ -3,6 +3,7 @@ package ovs_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -287,3 +288,105 @@ func TestTrunkAndPatch(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// Ports reads ovsdb-server's socket in process; what it returns must be
+// what ovs-vsctl lists.
+func TestPortsFromSocketMatchVsctl(t *testing.T) {
+	t.Parallel()
+	c := ovstest.Client(t)
+	ctx := ctxT(t)
+	br := ovstest.Bridge(t, c)
+	a, _ := veth(t)
+	if err := c.AddAccessPort(ctx, br, a, 42, ovs.ExternalIDs{IfaceID: "port-1", AttachedMAC: "fa:16:3e:00:00:01", VMUUID: "vm-1"}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.DeletePort(context.Background(), a) })
+	viaVsctl := ovs.New(ovs.Options{DBSocket: "-"})
+	viaNothing := ovs.New(ovs.Options{DBSocket: t.TempDir() + "/none.sock"}) // falls back to ovs-vsctl
+	ours := func(c *ovs.Client) ([]ovs.Port, map[string]bool) {
+		t.Helper()
+		all, bridges, err := c.Ports(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []ovs.Port
+		for _, p := range all {
+			if p.Bridge == br {
+				out = append(out, p)
+			}
+		}
+		return out, bridges
+	}
+	got, gotBridges := ours(c)
+	for _, other := range []*ovs.Client{viaVsctl, viaNothing} {
+		want, wantBridges := ours(other)
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("Ports via the socket = %+v, via ovs-vsctl = %+v", got, want)
+		}
+		if !gotBridges[br] || !wantBridges[br] {
+			t.Errorf("bridge %s missing: socket %v, ovs-vsctl %v", br, gotBridges, wantBridges)
+		}
+	}
+	if len(got) != 1 || got[0].Name != a || got[0].Tag != 42 || got[0].VLANMode != "access" || got[0].OFPort <= 0 ||
+		got[0].IfaceID() != "port-1" || got[0].VMUUID() != "vm-1" {
+		t.Errorf("port = %+v", got)
+	}
+}
+
+// One ApplyFlows makes a batch's changes in order: adds, a replace of one
+// cookie's flows and a delete, leaving other cookies alone.
+func TestApplyFlowsBatch(t *testing.T) {
+	t.Parallel()
+	c := ovstest.Client(t)
+	ctx := ctxT(t)
+	br := ovstest.Bridge(t, c)
+	const keep, repl, gone = ovs.CookiePrefix | 1, ovs.CookiePrefix | 2, ovs.CookiePrefix | 3
+	flow := func(cookie uint64, port int) string {
+		return fmt.Sprintf("cookie=%#x,priority=100,in_port=%d,actions=drop", cookie, port)
+	}
+	if err := c.AddFlows(ctx, br, []string{flow(keep, 1), flow(repl, 2), flow(repl, 3), flow(gone, 4)}); err != nil {
+		t.Fatal(err)
+	}
+	var b ovs.FlowBatch
+	b.Add(ovs.FallbackFlow())
+	b.Replace(repl, flow(repl, 5))
+	b.DeleteCookie(gone)
+	if err := c.ApplyFlows(ctx, br, &b); err != nil {
+		t.Fatal(err)
+	}
+	count := func(cookie uint64) []ovs.Flow {
+		fl, err := c.DumpFlows(ctx, br, ovs.CookieMatch(cookie))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fl
+	}
+	if fl := count(keep); len(fl) != 1 {
+		t.Errorf("flows of the cookie not in the batch = %v", fl)
+	}
+	if fl := count(repl); len(fl) != 1 || !strings.Contains(fl[0].Match, "in_port=5") {
+		t.Errorf("replaced flows = %v, want only in_port=5", fl)
+	}
+	if fl := count(gone); len(fl) != 0 {
+		t.Errorf("deleted flows = %v", fl)
+	}
+	if fl := count(ovs.BaseCookie); len(fl) != 1 {
+		t.Errorf("fallback flows = %v", fl)
+	}
+	// A bad flow fails the whole batch: nothing of it is applied.
+	var bad ovs.FlowBatch
+	bad.DeleteCookie(keep)
+	bad.Add("priority=1,actions=drop\nadd priority=2,actions=NORMAL")
+	if err := c.ApplyFlows(ctx, br, &bad); err == nil {
+		t.Error("a batch with a multi-line flow was applied")
+	}
+	bad = ovs.FlowBatch{}
+	bad.DeleteCookie(keep)
+	bad.Add("cookie=0x1,priority=1,no_such_field=1,actions=drop")
+	if err := c.ApplyFlows(ctx, br, &bad); err == nil {
+		t.Error("a batch with a flow OVS refuses was applied")
+	}
+	if fl := count(keep); len(fl) != 1 {
+		t.Errorf("a failed batch changed flows: %v", fl)
+	}
+}

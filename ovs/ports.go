@@ -194,6 +194,24 @@ func (c *Client) findPort(ctx context.Context, match func(Port) bool) (Port, boo
 // without each bridge's own internal port, as ovs-vsctl list-ports) and the set of bridge names, read in a single ovs-vsctl transaction so
 // the view is consistent.
 func (c *Client) Ports(ctx context.Context) ([]Port, map[string]bool, error) {
+	if c.dbSocket != "" {
+		rows, err := c.selectAll(ctx, []ovsdbOp{
+			{Op: "select", Table: "Bridge", Where: []any{}, Columns: []string{"name", "ports"}},
+			{Op: "select", Table: "Port", Where: []any{}, Columns: []string{"_uuid", "name", "tag", "vlan_mode", "interfaces"}},
+			{Op: "select", Table: "Interface", Where: []any{}, Columns: []string{"_uuid", "name", "ofport", "external_ids", "error"}},
+		})
+		if err == nil {
+			ports, bridges, err := portsOf(rows[0], rows[1], rows[2])
+			if err != nil {
+				return nil, nil, fmt.Errorf("ovs: list ports: parse ovsdb reply: %w", err)
+			}
+			return ports, bridges, nil
+		}
+		if !errors.Is(err, errNoDBSocket) {
+			return nil, nil, fmt.Errorf("ovs: list ports: %w", err)
+		}
+		c.log.Debug("ovsdb socket unreachable, listing ports with ovs-vsctl", "socket", c.dbSocket, "err", err)
+	}
 	out, err := c.Vsctl(ctx, "--format=json",
 		"--", "--columns=name,ports", "list", "Bridge",
 		"--", "--columns=_uuid,name,tag,vlan_mode,interfaces", "list", "Port",
@@ -243,13 +261,20 @@ func parsePorts(out string) ([]Port, map[string]bool, error) {
 	if len(tables) != 3 {
 		return nil, nil, fmt.Errorf("want 3 tables, got %d", len(tables))
 	}
+	return portsOf(tables[0].rows(), tables[1].rows(), tables[2].rows())
+}
+
+// portsOf joins rows of the Bridge (name, ports), Port (_uuid, name, tag,
+// vlan_mode, interfaces) and Interface (_uuid, name, ofport, external_ids,
+// error) tables into ports and the set of bridge names.
+func portsOf(bridgeRows, portRows, ifaceRows []map[string]json.RawMessage) ([]Port, map[string]bool, error) {
 	type iface struct {
 		name, err string
 		ofport    int
 		ids       map[string]string
 	}
 	ifaces := map[string]iface{}
-	for _, r := range tables[2].rows() {
+	for _, r := range ifaceRows {
 		id, err := ovsdbUUID(r["_uuid"])
 		if err != nil {
 			return nil, nil, err
@@ -280,7 +305,7 @@ func parsePorts(out string) ([]Port, map[string]bool, error) {
 	}
 	portBridge := map[string]string{}
 	bridges := map[string]bool{}
-	for _, r := range tables[0].rows() {
+	for _, r := range bridgeRows {
 		name, err := ovsdbString(r["name"])
 		if err != nil {
 			return nil, nil, err
@@ -295,7 +320,7 @@ func parsePorts(out string) ([]Port, map[string]bool, error) {
 		}
 	}
 	var ports []Port
-	for _, r := range tables[1].rows() {
+	for _, r := range portRows {
 		id, err := ovsdbUUID(r["_uuid"])
 		if err != nil {
 			return nil, nil, err

@@ -267,14 +267,22 @@ func (p *Plumber) Refilter(ctx context.Context, id string, nic protocol.NIC) err
 	if !found || port.OFPort <= 0 || port.Error != "" {
 		return fmt.Errorf("refilter port %s of instance %s: OVS port %s is not open on %s", nic.PortID, id, pl.host, pl.bridge)
 	}
-	if !nic.PortSecurity {
-		return p.ovs.DeleteFlows(ctx, pl.bridge, ovs.CookieMatch(pl.cookie))
+	var b ovs.FlowBatch
+	portSecurity(pl, port.OFPort, &b)
+	return p.ovs.ApplyFlows(ctx, pl.bridge, &b)
+}
+
+// portSecurity adds to b what makes the port's anti-spoofing and security
+// group flows exactly pl's: replaced under its cookie when port security
+// is on (with the bridge's dispatch fallback its firewall needs), deleted
+// when off.
+func portSecurity(pl nicPlan, ofport int, b *ovs.FlowBatch) {
+	if !pl.nic.PortSecurity {
+		b.DeleteCookie(pl.cookie)
+		return
 	}
-	if nic.Firewall != nil {
-		if err := p.ovs.AddFlows(ctx, pl.bridge, []string{dispatchFallback()}); err != nil {
-			return err
-		}
+	if pl.nic.Firewall != nil {
+		b.Add(dispatchFallback())
 	}
-	return p.ovs.ReplaceFlows(ctx, pl.bridge, pl.cookie,
-		securityFlows(pl.cookie, port.OFPort, pl.mac, pl.ips(), pl.pairs, nic.Firewall, Zone(nic.PortID)))
+	b.Replace(pl.cookie, securityFlows(pl.cookie, ofport, pl.mac, pl.ips(), pl.pairs, pl.nic.Firewall, Zone(pl.nic.PortID))...)
 }

@@ -161,9 +161,10 @@ func (p *Plumber) WithMetadata() *Plumber {
 	return p
 }
 
-// plugMetadata installs (or, with the service off or no IPv4 address,
-// removes) the metadata flows of the NIC pl on OpenFlow port ofport.
-func (p *Plumber) plugMetadata(ctx context.Context, pl nicPlan, ofport int) error {
+// plugMetadata adds to b what installs (or, with the service off or no
+// IPv4 address, removes) the metadata flows of the NIC pl on OpenFlow port
+// ofport.
+func (p *Plumber) plugMetadata(pl nicPlan, ofport int, b *ovs.FlowBatch) {
 	cookie := MetadataCookie(pl.nic.PortID)
 	var ip net.IP
 	for _, a := range pl.addrs {
@@ -173,13 +174,14 @@ func (p *Plumber) plugMetadata(ctx context.Context, pl nicPlan, ofport int) erro
 		}
 	}
 	if !p.metadata || ip == nil {
-		return p.ovs.DeleteFlows(ctx, pl.bridge, ovs.CookieMatch(cookie))
+		b.DeleteCookie(cookie)
+		return
 	}
 	flows := metadataFlows(cookie, ofport, pl.mac, ip, MetadataMAC(pl.bridge))
 	if flows == nil {
 		p.log.Warn("no metadata service for a port whose OpenFlow number has no token", "port", pl.nic.PortID, "ofport", ofport)
 	}
-	return p.ovs.ReplaceFlows(ctx, pl.bridge, cookie, flows)
+	b.Replace(cookie, flows...)
 }
 
 // metadataRoute routes 169.254.169.254 on-link through the first NIC with

@@ -346,10 +346,7 @@ func (p *Plumber) plugNIC(ctx context.Context, id string, ns netns.NsHandle, nsh
 	replace := found && (created || existing.OFPort <= 0 || existing.Error != "")
 	if found && existing.Bridge != pl.bridge {
 		p.log.Warn("moving OVS port to the mapped bridge", "instance", id, "port", pl.host, "from", existing.Bridge, "to", pl.bridge)
-		if err := p.ovs.DeleteFlows(ctx, existing.Bridge, ovs.CookieMatch(pl.cookie)); err != nil {
-			return err
-		}
-		if err := p.ovs.DeleteFlows(ctx, existing.Bridge, ovs.CookieMatch(MetadataCookie(pl.nic.PortID))); err != nil {
+		if err := p.ovs.ApplyFlows(ctx, existing.Bridge, portFlowsGone(pl.nic.PortID)); err != nil {
 			return err
 		}
 		replace = true
@@ -377,8 +374,7 @@ func (p *Plumber) plugNIC(ctx context.Context, id string, ns netns.NsHandle, nsh
 		// nothing and both undos tolerate that.
 		undo.push("OVS port "+pl.host, func(ctx context.Context) error {
 			return errors.Join(
-				p.ovs.DeleteFlows(ctx, pl.bridge, ovs.CookieMatch(pl.cookie)),
-				p.ovs.DeleteFlows(ctx, pl.bridge, ovs.CookieMatch(MetadataCookie(pl.nic.PortID))),
+				p.ovs.ApplyFlows(ctx, pl.bridge, portFlowsGone(pl.nic.PortID)),
 				p.ovs.DeletePort(ctx, pl.host))
 		})
 	}
@@ -399,24 +395,14 @@ func (p *Plumber) plugNIC(ctx context.Context, id string, ns netns.NsHandle, nsh
 		return err
 	}
 
-	// Flows: the bridge's fallback, then this port's rules (replaced
-	// atomically, so a running instance is never briefly unfiltered).
-	if err := p.ovs.EnsureFallbackFlow(ctx, pl.bridge); err != nil {
-		return err
-	}
-	if err := p.plugMetadata(ctx, pl, port.OFPort); err != nil {
-		return err
-	}
-	if pl.nic.PortSecurity {
-		if pl.nic.Firewall != nil {
-			if err := p.ovs.AddFlows(ctx, pl.bridge, []string{dispatchFallback()}); err != nil {
-				return err
-			}
-		}
-		return p.ovs.ReplaceFlows(ctx, pl.bridge, pl.cookie,
-			securityFlows(pl.cookie, port.OFPort, pl.mac, pl.ips(), pl.pairs, pl.nic.Firewall, Zone(pl.nic.PortID)))
-	}
-	return p.ovs.DeleteFlows(ctx, pl.bridge, ovs.CookieMatch(pl.cookie))
+	// Flows: the bridge's fallback, then this port's metadata and security
+	// rules, in one bundle (replaced atomically, so a running instance is
+	// never briefly unfiltered; one ovs-ofctl run per NIC).
+	var b ovs.FlowBatch
+	b.Add(ovs.FallbackFlow())
+	p.plugMetadata(pl, port.OFPort, &b)
+	portSecurity(pl, port.OFPort, &b)
+	return p.ovs.ApplyFlows(ctx, pl.bridge, &b)
 }
 
 // ensureVeth makes sure the host end pl.host and the namespace end pl.cont
@@ -674,10 +660,7 @@ func (p *Plumber) Unplug(ctx context.Context, id string, nics []protocol.NIC) er
 func (p *Plumber) remove(ctx context.Context, host *netlink.Handle, port Port, bridges []string, inOVS bool) error {
 	var errs []error
 	for _, br := range bridges {
-		if err := p.ovs.DeleteFlows(ctx, br, ovs.CookieMatch(Cookie(port.PortID))); err != nil {
-			errs = append(errs, err)
-		}
-		if err := p.ovs.DeleteFlows(ctx, br, ovs.CookieMatch(MetadataCookie(port.PortID))); err != nil {
+		if err := p.ovs.ApplyFlows(ctx, br, portFlowsGone(port.PortID)); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -690,6 +673,15 @@ func (p *Plumber) remove(ctx context.Context, host *netlink.Handle, port Port, b
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// portFlowsGone is the batch deleting every flow of port portID: its
+// security and its metadata flows.
+func portFlowsGone(portID string) *ovs.FlowBatch {
+	var b ovs.FlowBatch
+	b.DeleteCookie(Cookie(portID))
+	b.DeleteCookie(MetadataCookie(portID))
+	return &b
 }
 
 // Orphans lists OVS ports on the mapped bridges carrying a vm-uuid that is

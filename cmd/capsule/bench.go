@@ -17,6 +17,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/flavors"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/networks"
 )
 
 // benchResult summarises one series of boots.
@@ -87,6 +88,7 @@ func (c *cli) benchBoot(ctx context.Context, args []string) error {
 	dockerHost := fs.String("docker-host", "unix:///run/capsule/docker.sock", "dockerd of the compute host, for the raw docker baseline (empty: skip)")
 	timeout := fs.Duration("timeout", 3*time.Minute, "per-boot timeout")
 	rawRef := fs.String("raw-image", "", "registry reference for the raw docker baseline (default: the image's capsule_registry_ref property)")
+	network := fs.String("network", "", "network (name or id) every server gets a NIC on; empty: servers without a network")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -112,11 +114,21 @@ func (c *cli) benchBoot(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	var nets []servers.Network
+	name := "capsule (API to ACTIVE)"
+	if *network != "" {
+		netID, err := c.findNetwork(ctx, *network)
+		if err != nil {
+			return err
+		}
+		nets = []servers.Network{{UUID: netID}}
+		name = "capsule, networked (API to ACTIVE)"
+	}
 	prefix := "bench-" + uuid.NewString()[:6]
 	var created sync.Map
 	boot := func(ctx context.Context, i int) (time.Duration, error) {
 		start := time.Now()
-		s, err := servers.Create(ctx, cc, servers.CreateOpts{Name: fmt.Sprintf("%s-%d", prefix, i), ImageRef: imgID, FlavorRef: flv.ID}, nil).Extract()
+		s, err := servers.Create(ctx, cc, servers.CreateOpts{Name: fmt.Sprintf("%s-%d", prefix, i), ImageRef: imgID, FlavorRef: flv.ID, Networks: nets}, nil).Extract()
 		if err != nil {
 			return 0, fmt.Errorf("create: %w", err)
 		}
@@ -142,7 +154,7 @@ func (c *cli) benchBoot(ctx context.Context, args []string) error {
 		return 0, fmt.Errorf("server %s not ACTIVE after %s", s.ID, *timeout)
 	}
 	d, failures, wall := parallel(ctx, *count, *conc, boot)
-	results := []benchResult{summarise("capsule (API to ACTIVE)", d, wall, *conc, failures)}
+	results := []benchResult{summarise(name, d, wall, *conc, failures)}
 	// Clean up what failed half-way, so the raw run does not compete.
 	created.Range(func(k, _ any) bool {
 		_ = deleteAndWait(ctx, cc, k.(string))
@@ -213,6 +225,29 @@ func findFlavor(ctx context.Context, cc *gophercloud.ServiceClient, name string)
 		}
 	}
 	return nil, fmt.Errorf("flavor %q not found", name)
+}
+
+// findNetwork returns the id of the network named or numbered ref.
+func (c *cli) findNetwork(ctx context.Context, ref string) (string, error) {
+	nc, err := openstack.NewNetworkV2(c.pc, gophercloud.EndpointOpts{Region: c.region})
+	if err != nil {
+		return "", err
+	}
+	if n, err := networks.Get(ctx, nc, ref).Extract(); err == nil {
+		return n.ID, nil
+	}
+	pages, err := networks.List(nc, networks.ListOpts{Name: ref}).AllPages(ctx)
+	if err != nil {
+		return "", fmt.Errorf("find network %s: %w", ref, err)
+	}
+	list, err := networks.ExtractNetworks(pages)
+	if err != nil {
+		return "", fmt.Errorf("find network %s: %w", ref, err)
+	}
+	if len(list) != 1 {
+		return "", fmt.Errorf("network %q: %d networks have that name or id", ref, len(list))
+	}
+	return list[0].ID, nil
 }
 
 // rawDockerBench times plain "docker run -d" (create+start) of the same

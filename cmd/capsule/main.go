@@ -8,7 +8,7 @@
 //	capsule [-f table|json] server migrate|resize ...
 //	capsule [-f table|json] migration list
 //	capsule rescue-data SERVER --to DIR   (offline: reads Docker's data root)
-//	capsule bench boot --count N --concurrency C [--image NAME] [--flavor NAME]
+//	capsule bench boot --count N --concurrency C [--network NET] [--image NAME] [--flavor NAME]
 //	capsule bench sched --hosts N | bench list --servers N   (offline, scratch database)
 package main
 
@@ -48,7 +48,7 @@ commands:
                                    migrations and resizes, newest first (admin)
   rescue-data SERVER --to DIR [--data-root /var/lib/capsule/docker] | rescue-data --list
                                    offline: copy a server's files out of Docker's data root (dockerd may be down)
-  bench boot --count N --concurrency C [--image busybox] [--flavor m1.tiny] [--docker-host unix:///run/capsule/docker.sock]
+  bench boot --count N --concurrency C [--network NET] [--image busybox] [--flavor m1.tiny] [--docker-host unix:///run/capsule/docker.sock]
                                    boot-and-delete benchmark beside raw docker run
   bench sched [--hosts 5000] [--servers 10000] [--concurrency 8] [--postgres DSN]
                                    offline: the scheduler placing over simulated hosts in a scratch database
