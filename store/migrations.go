@@ -310,6 +310,21 @@ var migrations = []migration{
 		}
 		return tx.Migrator().AddColumn(&Migration{}, "VolumeIDs")
 	}},
+	{34, "indexes in the images list's default order (a page reads its own rows only)", func(tx *gorm.DB) error {
+		// GET /v2/images pages newest first, then by id (a keyset on
+		// both): across every image (admins), or a project's own images
+		// plus the public and shared ones.
+		for _, ddl := range []string{
+			"CREATE INDEX IF NOT EXISTS ix_images_list ON images (created_at, id)",
+			"CREATE INDEX IF NOT EXISTS ix_images_owner_list ON images (owner, created_at, id)",
+			"CREATE INDEX IF NOT EXISTS ix_images_visibility_list ON images (visibility, created_at, id)",
+		} {
+			if err := tx.Exec(ddl).Error; err != nil {
+				return err
+			}
+		}
+		return nil
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

@@ -163,29 +163,45 @@ func (s *Service) listProxyImages(detail bool) http.HandlerFunc {
 			}
 			db = db.Where("updated_at >= ?", t.UTC())
 		}
-		var imgs []store.Image
-		if err := db.Order("created_at DESC").Order("id DESC").Find(&imgs).Error; err != nil {
-			s.fail(w, r, fmt.Errorf("list images: %w", err))
-			return
-		}
 		// Nova's status, server (the snapshot's instance_uuid) and type
-		// (image_type) filters, on the Nova view.
-		kept := imgs[:0]
-		for i := range imgs {
-			props := image.AdditionalProperties(&imgs[i])
-			if st := q.Get("status"); st != "" && !strings.EqualFold(st, novaImageStatus(imgs[i].Status)) {
-				continue
+		// (image_type) filters, on the Nova view: checked on each row the
+		// database pages out.
+		keep := func(img *store.Image) bool {
+			if st := q.Get("status"); st != "" && !strings.EqualFold(st, novaImageStatus(img.Status)) {
+				return false
 			}
+			props := image.AdditionalProperties(img)
 			if srv := q.Get("server"); srv != "" && props["instance_uuid"] != lastSegment(srv) {
-				continue
+				return false
 			}
 			if typ := q.Get("type"); typ != "" && props["image_type"] != typ {
-				continue
+				return false
 			}
-			kept = append(kept, imgs[i])
+			return true
 		}
-		imgs, limit, more, ok := pageOf(w, r, kept, func(i *store.Image) string { return i.ID })
+		var from *store.Image
+		if m := q.Get("marker"); m != "" {
+			// The marker must be an image of this very list.
+			var mk store.Image
+			err := db.Session(&gorm.Session{}).Where("id = ?", m).Take(&mk).Error
+			if err != nil && !errors.Is(err, gorm.ErrRecordNotFound) {
+				s.fail(w, r, fmt.Errorf("list images: marker: %w", err))
+				return
+			}
+			if err != nil || !keep(&mk) {
+				writeFault(w, errdefs.InvalidArgumentf("marker [%s] not found", m))
+				return
+			}
+			from = &mk
+		}
+		limit, ok := pageLimit(w, r)
 		if !ok {
+			return
+		}
+		order := []image.SortKey{{Key: "created_at", Desc: true}, {Key: "id", Desc: true}}
+		imgs, more, err := image.Page(db, order, from, limit, keep)
+		if err != nil {
+			s.fail(w, r, fmt.Errorf("list images: %w", err))
 			return
 		}
 		items := make([]any, 0, len(imgs))

@@ -1,10 +1,14 @@
 package compute
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/conductor"
@@ -156,4 +160,62 @@ func TestImageProxyContract(t *testing.T) {
 	resp, body := f.do("GET", "/v2.1/images/"+mine, "demo", "")
 	expectFault(t, resp, body, 404, "itemNotFound")
 	f.check(t, ts, v, contractCall{"admin", "DELETE", "/v2.1/images/" + theirs, "", "images", "delete"})
+}
+
+// TestImageProxyListPages: the proxy's list pages in the database, newest
+// first with the id breaking ties; a walk over its images_links gives the
+// one-page list, filters included, and a marker outside the list is a 400.
+func TestImageProxyListPages(t *testing.T) {
+	f := newFixture(t)
+	base := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	for i := range 9 {
+		img := store.Image{ID: fmt.Sprintf("00000000-0000-0000-0000-%012d", i), Name: fmt.Sprintf("img-%d", i),
+			Owner: "p-demo", Visibility: "private", Status: "active", ContainerFormat: "docker", DiskFormat: "raw",
+			CreatedAt: base.Add(time.Duration(i/3) * time.Second)}
+		if i%2 == 0 {
+			img.Properties = `{"image_type":"snapshot"}`
+		}
+		if i == 8 {
+			img.Owner = "p-other" // not the caller's
+		}
+		if err := f.st.DB.Create(&img).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	walk := func(path string) []string {
+		t.Helper()
+		var ids []string
+		for pages := 0; path != ""; pages++ {
+			resp, body := f.do("GET", path, "demo", "")
+			if resp.StatusCode != 200 || pages > 20 {
+				t.Fatalf("GET %s: %d %v", path, resp.StatusCode, body)
+			}
+			for _, i := range body["images"].([]any) {
+				ids = append(ids, i.(map[string]any)["id"].(string))
+			}
+			path = ""
+			if links, _ := body["images_links"].([]any); len(links) > 0 {
+				u, _ := url.Parse(links[0].(map[string]any)["href"].(string))
+				path = u.RequestURI()
+			}
+		}
+		return ids
+	}
+	for _, q := range []string{"", "type=snapshot", "status=ACTIVE&name=img-3"} {
+		one := walk("/v2.1/images/detail?" + q)
+		if q == "" && (len(one) != 9 || one[0] != imageID || one[1] != "00000000-0000-0000-0000-000000000007" || slices.Contains(one, "00000000-0000-0000-0000-000000000008")) {
+			// The public busybox (made now), then the project's 8, newest first, ties by id descending.
+			t.Fatalf("one page: %v", one)
+		}
+		for _, limit := range []int{1, 2, 4} {
+			if got := walk(fmt.Sprintf("/v2.1/images?limit=%d&%s", limit, q)); !slices.Equal(got, one) {
+				t.Fatalf("%q by pages of %d: %v, want %v", q, limit, got, one)
+			}
+		}
+	}
+	for _, marker := range []string{"00000000-0000-0000-0000-000000000008", "00000000-0000-0000-0000-000000000001&type=snapshot", "nope"} {
+		if resp, body := f.do("GET", "/v2.1/images?marker="+marker, "demo", ""); resp.StatusCode != 400 {
+			t.Errorf("marker %s: %d %v, want 400", marker, resp.StatusCode, body)
+		}
+	}
 }

@@ -52,12 +52,18 @@ func port(t *testing.T, u string) int {
 
 func newEnv(t *testing.T, data image.Data, tune ...func(*image.Options)) *env {
 	t.Helper()
-	ctx := context.Background()
-	st, err := store.Open(ctx, "sqlite", filepath.Join(t.TempDir(), "capsule.db"))
+	st, err := store.Open(context.Background(), "sqlite", filepath.Join(t.TempDir(), "capsule.db"))
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
+	return newEnvOn(t, st, data, tune...)
+}
+
+// newEnvOn is newEnv on the store st.
+func newEnvOn(t *testing.T, st *store.Store, data image.Data, tune ...func(*image.Options)) *env {
+	t.Helper()
+	ctx := context.Background()
 	e := &env{t: t, st: st}
 	for _, r := range []string{"admin", "member", "reader"} {
 		if _, err := identity.EnsureRole(ctx, st, r); err != nil {

@@ -324,22 +324,17 @@ var listParams = []string{"limit", "marker", "sort_key", "sort_dir", "sort", "vi
 var sortKeys = []string{"name", "status", "container_format", "disk_format", "size", "id", "created_at",
 	"updated_at", "visibility", "owner", "min_disk", "min_ram"}
 
-type sortSpec struct {
-	key  string
-	desc bool
-}
-
 // parseSort reads sort_key/sort_dir (repeatable) or sort=key:dir,...;
 // default created_at desc, with id as the tie-breaker so paging is stable.
-func parseSort(q url.Values) ([]sortSpec, error) {
-	var specs []sortSpec
+func parseSort(q url.Values) ([]SortKey, error) {
+	var specs []SortKey
 	if v := q.Get("sort"); v != "" {
 		if q.Has("sort_key") || q.Has("sort_dir") {
 			return nil, errors.New("the 'sort' parameter cannot be combined with sort_key/sort_dir")
 		}
 		for _, part := range strings.Split(v, ",") {
 			key, dir, _ := strings.Cut(strings.TrimSpace(part), ":")
-			specs = append(specs, sortSpec{key: key, desc: dir == "" || dir == "desc"})
+			specs = append(specs, SortKey{Key: key, Desc: dir == "" || dir == "desc"})
 			if dir != "" && dir != "asc" && dir != "desc" {
 				return nil, fmt.Errorf("invalid sort direction %q", dir)
 			}
@@ -356,61 +351,25 @@ func parseSort(q url.Values) ([]sortSpec, error) {
 			if dir != "asc" && dir != "desc" {
 				return nil, fmt.Errorf("invalid sort direction %q", dir)
 			}
-			specs = append(specs, sortSpec{key: k, desc: dir == "desc"})
+			specs = append(specs, SortKey{Key: k, Desc: dir == "desc"})
 		}
 		if len(keys) == 0 {
 			dir := q.Get("sort_dir")
 			if dir != "" && dir != "asc" && dir != "desc" {
 				return nil, fmt.Errorf("invalid sort direction %q", dir)
 			}
-			specs = []sortSpec{{key: "created_at", desc: dir != "asc"}}
+			specs = []SortKey{{Key: "created_at", Desc: dir != "asc"}}
 		}
 	}
 	for _, sp := range specs {
-		if !slices.Contains(sortKeys, sp.key) {
-			return nil, fmt.Errorf("invalid sort key %q", sp.key)
+		if !slices.Contains(sortKeys, sp.Key) {
+			return nil, fmt.Errorf("invalid sort key %q", sp.Key)
 		}
 	}
-	if !slices.ContainsFunc(specs, func(sp sortSpec) bool { return sp.key == "id" }) {
-		specs = append(specs, sortSpec{key: "id", desc: specs[len(specs)-1].desc})
+	if !slices.ContainsFunc(specs, func(sp SortKey) bool { return sp.Key == "id" }) {
+		specs = append(specs, SortKey{Key: "id", Desc: specs[len(specs)-1].Desc})
 	}
 	return specs, nil
-}
-
-func compareBy(a, b *store.Image, key string) int {
-	switch key {
-	case "name":
-		return cmp.Compare(a.Name, b.Name)
-	case "status":
-		return cmp.Compare(a.Status, b.Status)
-	case "container_format":
-		return cmp.Compare(a.ContainerFormat, b.ContainerFormat)
-	case "disk_format":
-		return cmp.Compare(a.DiskFormat, b.DiskFormat)
-	case "size":
-		return cmp.Compare(sizeOf(a), sizeOf(b))
-	case "created_at":
-		return a.CreatedAt.Compare(b.CreatedAt)
-	case "updated_at":
-		return a.UpdatedAt.Compare(b.UpdatedAt)
-	case "visibility":
-		return cmp.Compare(a.Visibility, b.Visibility)
-	case "owner":
-		return cmp.Compare(a.Owner, b.Owner)
-	case "min_disk":
-		return cmp.Compare(a.MinDisk, b.MinDisk)
-	case "min_ram":
-		return cmp.Compare(a.MinRAM, b.MinRAM)
-	default:
-		return cmp.Compare(a.ID, b.ID)
-	}
-}
-
-func sizeOf(img *store.Image) int64 {
-	if img.Size == nil {
-		return -1
-	}
-	return *img.Size
 }
 
 func parseBool(v string) (bool, error) {
@@ -632,42 +591,34 @@ func (s *Service) listImages(w http.ResponseWriter, r *http.Request) {
 		s.respondErr(w, r, errdefs.InvalidArgument(err.Error()))
 		return
 	}
-	// The image table is small (tens to hundreds of rows): filtering and
-	// sorting here keeps property filters and markers simple and exact.
-	var all []store.Image
-	if err := s.st.WithContext(r.Context()).Find(&all).Error; err != nil {
-		s.internalError(w, r, fmt.Errorf("list images: %w", err))
-		return
+	// The database narrows the rows (visibility, column filters) and
+	// pages them in the list's order; the filters above, exact for every
+	// query key (properties, tags and times among them), keep or drop
+	// each row read.
+	keep := func(img *store.Image) bool {
+		props := Properties(img)
+		return !slices.ContainsFunc(filters, func(f filter) bool { return !f(img, props) })
 	}
-	var matched []store.Image
-	for i := range all {
-		props := Properties(&all[i])
-		if !slices.ContainsFunc(filters, func(f filter) bool { return !f(&all[i], props) }) {
-			matched = append(matched, all[i])
-		}
-	}
-	slices.SortStableFunc(matched, func(a, b store.Image) int {
-		for _, sp := range specs {
-			if d := compareBy(&a, &b, sp.key); d != 0 {
-				if sp.desc {
-					return -d
-				}
-				return d
-			}
-		}
-		return 0
-	})
-	if m := q.Get("marker"); m != "" {
-		i := slices.IndexFunc(matched, func(img store.Image) bool { return img.ID == m })
-		if i < 0 {
-			s.respondErr(w, r, errdefs.InvalidArgument("marker not found: "+m))
+	scope := listScope(s.st.WithContext(r.Context()).Model(&store.Image{}), c, q)
+	var from *store.Image
+	if marker := q.Get("marker"); marker != "" {
+		// The marker must be an image of this very list (else 400).
+		var m store.Image
+		err := s.st.WithContext(r.Context()).Where("id = ?", marker).Take(&m).Error
+		if err != nil && !errors.Is(err, gorm.ErrRecordNotFound) {
+			s.internalError(w, r, fmt.Errorf("list images: marker: %w", err))
 			return
 		}
-		matched = matched[i+1:]
+		if err != nil || !keep(&m) {
+			s.respondErr(w, r, errdefs.InvalidArgument("marker not found: "+marker))
+			return
+		}
+		from = &m
 	}
-	more := len(matched) > limit
-	if more {
-		matched = matched[:limit]
+	matched, more, err := Page(scope, specs, from, limit, keep)
+	if err != nil {
+		s.internalError(w, r, fmt.Errorf("list images: %w", err))
+		return
 	}
 	out := make([]map[string]any, 0, len(matched))
 	for i := range matched {

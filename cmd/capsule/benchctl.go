@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/capsule-cloud/capsule/internal/ctlbench"
 )
@@ -54,6 +55,7 @@ func (c *cli) benchList(ctx context.Context, args []string) error {
 	requests := fs.Int("requests", 50, "timed requests")
 	admin := fs.Bool("admin", false, "list as an admin with all_tenants=1 (adds host_status)")
 	path := fs.String("path", "/v2.1/servers/detail", "collection to list")
+	images := fs.Int("images", 0, "list GET /v2/images with this many images in the database instead of servers")
 	pg := fs.String("postgres", "", "PostgreSQL server DSN to make the scratch database on (default: SQLite)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -63,13 +65,17 @@ func (c *cli) benchList(ctx context.Context, args []string) error {
 		return err
 	}
 	defer cleanup()
-	fmt.Fprintf(os.Stderr, "bench: seeding %d servers on %s...\n", *servers, st.Driver)
-	r, err := ctlbench.List(ctx, st, ctlbench.ListOptions{Servers: *servers, Limit: *limit, Requests: *requests,
-		Path: *path, Admin: *admin})
+	o := ctlbench.ListOptions{Servers: *servers, Limit: *limit, Requests: *requests, Path: *path, Admin: *admin, Images: *images}
+	list, what := ctlbench.List, "Servers"
+	if *images > 0 {
+		list, what = ctlbench.ListImages, "Images"
+	}
+	fmt.Fprintf(os.Stderr, "bench: seeding %s on %s...\n", strings.ToLower(what), st.Driver)
+	r, err := list(ctx, st, o)
 	if err != nil {
 		return err
 	}
-	return c.table([]string{"DB", "Servers", "limit", "pages", "requests", "p50 ms", "p99 ms", "max ms"},
+	return c.table([]string{"DB", what, "limit", "pages", "requests", "p50 ms", "p99 ms", "max ms"},
 		[][]string{{st.Driver, fmt.Sprint(r.Servers), fmt.Sprint(r.Limit), fmt.Sprint(r.Pages), fmt.Sprint(r.Requests),
 			msf(r.P50), msf(r.P99), msf(r.Max)}})
 }

@@ -52,8 +52,8 @@ commands:
                                    boot-and-delete benchmark beside raw docker run
   bench sched [--hosts 5000] [--servers 10000] [--concurrency 8] [--postgres DSN]
                                    offline: the scheduler placing over simulated hosts in a scratch database
-  bench list [--servers 10000] [--limit 1000] [--requests 50] [--admin] [--postgres DSN]
-                                   offline: GET /servers/detail pages over a scratch database of N servers
+  bench list [--servers 10000 | --images N] [--limit 1000] [--requests 50] [--admin] [--postgres DSN]
+                                   offline: GET /servers/detail (or /v2/images) pages over a scratch database
 Credentials: OS_CLOUD (clouds.yaml) or OS_AUTH_URL/OS_USERNAME/... (source /etc/capsule/admin-openrc);
 OS_CACERT names the CA of an https endpoint.
 `

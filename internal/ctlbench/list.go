@@ -28,11 +28,12 @@ type ListOptions struct {
 	Requests int    // timed requests (first page, then walking the pages round and round)
 	Path     string // collection, "/v2.1/servers/detail" by default
 	Admin    bool   // as an admin with all_tenants=1 (adds host_status) instead of the project's member
+	Images   int    // for ListImages: images in the database
 }
 
-// ListResult is what a server-list run measured.
+// ListResult is what a list run measured.
 type ListResult struct {
-	Servers, Limit, Requests int
+	Servers, Limit, Requests int // Servers: the items in the database (images for ListImages)
 	Pages                    int // pages a walk over every server took
 	P50, P99, Max            time.Duration
 }
@@ -178,7 +179,13 @@ func List(ctx context.Context, st *store.Store, o ListOptions) (ListResult, erro
 		}
 		return ids, next, took, nil
 	}
-	// One walk: every server exactly once.
+	return walkAndTime(res, o.Servers, o.Requests, "server", page)
+}
+
+// walkAndTime walks a list's pages once (each of the n items exactly
+// once), then times requests pages, walking them again round and round.
+func walkAndTime(res ListResult, n, requests int, what string,
+	page func(marker string) (ids []string, next string, took time.Duration, err error)) (ListResult, error) {
 	seen := map[string]bool{}
 	var markers []string
 	for marker := ""; ; {
@@ -189,7 +196,7 @@ func List(ctx context.Context, st *store.Store, o ListOptions) (ListResult, erro
 		}
 		for _, id := range ids {
 			if seen[id] {
-				return res, fmt.Errorf("bench: server %s listed twice", id)
+				return res, fmt.Errorf("bench: %s %s listed twice", what, id)
 			}
 			seen[id] = true
 		}
@@ -199,11 +206,11 @@ func List(ctx context.Context, st *store.Store, o ListOptions) (ListResult, erro
 		}
 		marker = next
 	}
-	if len(seen) != o.Servers {
-		return res, fmt.Errorf("bench: the pages listed %d servers, want %d", len(seen), o.Servers)
+	if len(seen) != n {
+		return res, fmt.Errorf("bench: the pages listed %d %ss, want %d", len(seen), what, n)
 	}
-	lat := make([]time.Duration, 0, o.Requests)
-	for i := 0; i < o.Requests; i++ {
+	lat := make([]time.Duration, 0, requests)
+	for i := 0; i < requests; i++ {
 		_, _, took, err := page(markers[i%len(markers)])
 		if err != nil {
 			return res, err
