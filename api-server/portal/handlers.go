@@ -251,7 +251,7 @@ func (s *Server) serverJSON(w http.ResponseWriter, r *http.Request, sess *sessio
 // doneMessage is the notice after a redirect; a fixed set, so a link
 // cannot make the portal say anything else.
 func doneMessage(code string) string {
-	return map[string]string{
+	msg := map[string]string{
 		"launched":            "Launch requested: the servers appear below and turn ACTIVE when they run.",
 		"start":               "Start requested.",
 		"stop":                "Stop requested.",
@@ -285,6 +285,10 @@ func doneMessage(code string) string {
 		"attach":              "Attach requested: the volume turns in-use once it is mounted in the server.",
 		"detach":              "Detach requested: the volume turns available once it is unmounted.",
 	}[code]
+	if msg != "" {
+		return msg
+	}
+	return manageDone[code]
 }
 
 // diagnosticsJSON is one diagnostics sample for the detail page's charts.
@@ -668,16 +672,6 @@ func (s *Server) launchPost(w http.ResponseWriter, r *http.Request, sess *sessio
 
 // ---- lists ----
 
-func (s *Server) imagesPage(w http.ResponseWriter, r *http.Request, sess *session) {
-	im, err := s.images(r.Context(), sess)
-	if err != nil {
-		s.fail(w, r, sess, "Images", err)
-		return
-	}
-	s.render(w, r, http.StatusOK, "images", view{Title: "Images", Nav: "images", Sess: sess, Data: im,
-		Notice: doneMessage(r.URL.Query().Get("done"))})
-}
-
 // imagesJSON is the images list the Images page's script polls, so a
 // snapshot's status changes in place (queued, saving, active).
 func (s *Server) imagesJSON(w http.ResponseWriter, r *http.Request, sess *session) {
@@ -698,11 +692,3 @@ func (s *Server) flavorsPage(w http.ResponseWriter, r *http.Request, sess *sessi
 	s.render(w, r, http.StatusOK, "flavors", view{Title: "Flavors", Nav: "flavors", Sess: sess, Data: fl})
 }
 
-func (s *Server) networksPage(w http.ResponseWriter, r *http.Request, sess *session) {
-	nets, err := s.networks(r.Context(), sess)
-	if err != nil {
-		s.fail(w, r, sess, "Networks", err)
-		return
-	}
-	s.render(w, r, http.StatusOK, "networks", view{Title: "Networks", Nav: "networks", Sess: sess, Data: nets})
-}

@@ -427,7 +427,7 @@ func (s *Server) adminOnly(h sessHandler) sessHandler {
 	return func(w http.ResponseWriter, r *http.Request, sess *session) {
 		if !sess.Admin {
 			s.render(w, r, http.StatusForbidden, "error", view{Title: "Forbidden", Sess: sess,
-				Error: "The Hosts page is for cloud administrators: your role in this project is not admin."})
+				Error: "This page is for cloud administrators: your role in this project is not admin."})
 			return
 		}
 		h(w, r, sess)

@@ -336,7 +336,7 @@ func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) e
 	}
 	if a.PortalPort > 0 {
 		servers = append(servers, httpapi.NewServer(httpapi.Listener{Addr: hostPort(a.Listen, a.PortalPort), Limits: lim, TLS: tlsConf,
-			Handler: httpapi.AccessLog(log, "portal", web.Handler())}))
+			Streaming: portal.IsUpload, Handler: httpapi.AccessLog(log, "portal", web.Handler())}))
 	}
 	errc := make(chan error, len(servers))
 	for _, srv := range servers {

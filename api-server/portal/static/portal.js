@@ -328,9 +328,10 @@
           var tr = el("tr"), td = el("td", "", "No images."); td.colSpan = 4; tr.appendChild(td); fresh.appendChild(tr);
         }
         b.images.forEach(function (im) {
-          var tr = el("tr"), name = el("td"), span = el("span", "clip", im.name);
+          var tr = el("tr"), name = el("td"), span = el("a", "clip", im.name);
           tr.setAttribute("data-id", im.id);
           span.title = im.name;
+          span.href = "/images/" + encodeURIComponent(im.id);
           name.appendChild(span);
           tr.appendChild(name);
           tr.appendChild(el("td", "", im.status));
@@ -343,6 +344,37 @@
       })
       .catch(function (e) { if (live) { live.textContent = "Live status paused: " + e.message; live.className = "error"; } })
       .then(function () { setTimeout(function () { pollImages(table); }, POLL_MS); });
+  }
+
+  // upload sends the image form with a progress bar: the same multipart
+  // post as without script, the CSRF token in the header, the answer JSON.
+  function upload(form) {
+    var bar = document.getElementById("upload-progress"), st = document.getElementById("upload-status");
+    var go = document.getElementById("upload-go");
+    form.addEventListener("submit", function (ev) {
+      if (!window.FormData || !window.XMLHttpRequest) return;
+      ev.preventDefault();
+      var xhr = new XMLHttpRequest();
+      xhr.open("POST", form.action);
+      xhr.setRequestHeader("X-CSRF-Token", form.elements.csrf.value);
+      xhr.upload.onprogress = function (e) {
+        if (!e.lengthComputable) return;
+        bar.value = Math.floor(e.loaded * 100 / e.total);
+        st.textContent = bar.value + "% of " + bytes(e.total);
+      };
+      xhr.upload.onload = function () { st.textContent = "Sent; the image service is checking it…"; };
+      xhr.onload = function () {
+        var b = {};
+        try { b = JSON.parse(xhr.responseText); } catch (e) { b = { error: "HTTP " + xhr.status }; }
+        if (xhr.status === 201 && b.location) { window.location = b.location; return; }
+        if (xhr.status === 401) { window.location = "/login?expired=1"; return; }
+        go.disabled = false; bar.hidden = true;
+        st.textContent = b.error || ("HTTP " + xhr.status); st.className = "error";
+      };
+      xhr.onerror = function () { go.disabled = false; st.textContent = "The upload was cut off: try again."; st.className = "error"; };
+      bar.hidden = false; bar.value = 0; go.disabled = true; st.className = "hint"; st.textContent = "Starting…";
+      xhr.send(new FormData(form));
+    });
   }
 
   // followMigration polls the migration just requested on the Hosts
@@ -489,6 +521,8 @@
     if (badge && badge.getAttribute("data-id")) setTimeout(function () { pollServer(badge); }, POLL_MS);
     var images = document.getElementById("images");
     if (images && images.getAttribute("data-live")) setTimeout(function () { pollImages(images); }, POLL_MS);
+    var up = document.getElementById("upload-form");
+    if (up) upload(up);
     var mig = document.getElementById("migration-outcome");
     if (mig) followMigration(mig);
     var root = document.getElementById("charts");
