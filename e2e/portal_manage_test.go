@@ -3,11 +3,13 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	cdpbrowser "github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/chromedp"
 	"github.com/google/uuid"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
@@ -166,6 +168,9 @@ func TestPortalManage(t *testing.T) {
 	copyShot(t, b.shot("images-phone"), "portal-images-phone.png")
 	b.do("desktop viewport", chromedp.EmulateViewport(1280, 860))
 
+	portalManageAdmin(t, c, srv.ID, srvName, other, otherID)
+	portalManageAccess(t, c, srv.ID, srvName, netID, imgID, other, otherPass)
+
 	// A throwaway network deleted from its page; the image deleted.
 	b.open("/networks")
 	b.do("fill the network form", chromedp.SetValue(chromedp.CSS("#network-name"), netName+"-tmp"))
@@ -182,4 +187,153 @@ func TestPortalManage(t *testing.T) {
 	if strings.Contains(b.text("#images"), imgName) {
 		t.Errorf("deleted image still listed")
 	}
+}
+
+// portalManageAdmin: the admin pages show every project's servers with
+// the project's name, the projects and role assignments, a quota edited
+// and saved, and the migrations filter; a member gets 403 for each.
+func portalManageAdmin(t *testing.T, c *cloud, srvID, srvName, other, otherID string) {
+	ab := newBrowser(t, c.portalURL(t))
+	ab.login("admin", c.adminPass, "admin")
+	ab.open("/admin/servers")
+	row := fmt.Sprintf(`#admin-servers tr[data-id=%q]`, srvID)
+	if p := ab.text(row + " td.project"); p != "demo" {
+		t.Errorf("all servers: demo's server %s shows project %q, want the name demo (row %q)", srvName, p, ab.text(row))
+	}
+	copyShot(t, ab.shot("admin-servers"), "portal-admin-servers.png")
+	ab.open("/admin/projects")
+	if p := ab.text("#admin-projects"); !strings.Contains(p, other) || !strings.Contains(p, "demo") {
+		t.Errorf("projects: %q", p)
+	}
+	if a := ab.text("#admin-assignments"); !strings.Contains(a, other) || !strings.Contains(a, "member") {
+		t.Errorf("role assignments lack %s's member: %q", other, a)
+	}
+	// A new project and a user with the member role on it.
+	np := other + "-2"
+	ab.do("fill the project form", chromedp.SetValue(chromedp.CSS("#project-name"), np))
+	ab.submit("#project-go", "/admin/projects?done=project-created")
+	if !strings.Contains(ab.text("#admin-projects"), np) {
+		t.Errorf("new project %s not listed", np)
+	}
+	evalJS[bool](ab, fmt.Sprintf(`(function(){var s=document.querySelector("#user-project"); var o=Array.from(s.options).find(function(o){return o.text===%q}); s.value=o.value; return true})()`, np))
+	ab.do("fill the user form", chromedp.SetValue(chromedp.CSS("#user-name"), np+"-u"), chromedp.SetValue(chromedp.CSS("#user-password"), "pw-"+np))
+	ab.submit("#user-go", "/admin/projects?done=user-created")
+	if a := ab.text("#admin-assignments"); !strings.Contains(a, np+"-u") {
+		t.Errorf("the new user's role is not listed: %q", a)
+	}
+	nb := newBrowser(t, c.portalURL(t))
+	nb.login(np+"-u", "pw-"+np, np)
+	if w := nb.text("#who"); !strings.Contains(w, np) {
+		t.Errorf("the user made on the admin page cannot log in to its project: %q", w)
+	}
+	// A quota edited.
+	ab.open("/admin/quotas?project=" + otherID)
+	ab.do("set instances", chromedp.SetValue(chromedp.CSS(`#quotas input[name=instances]`), "7"))
+	ab.submit("#quota-go", "/admin/quotas?project="+otherID)
+	if v := evalJS[string](ab, `document.querySelector("#quotas input[name=instances]").value`); v != "7" {
+		t.Errorf("instances quota after the save: %q, want 7", v)
+	}
+	copyShot(t, ab.shot("admin-quotas"), "portal-admin-quotas.png")
+	ab.open("/admin/migrations?status=nosuchstatus")
+	if n := evalJS[int](ab, `document.querySelectorAll("#admin-migrations tbody tr[data-id]").length`); n != 0 {
+		t.Errorf("migrations filtered on a status none has: %d rows", n)
+	}
+	ab.do("phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
+	for _, p := range []string{"/admin/servers", "/admin/projects", "/admin/quotas", "/admin/migrations"} {
+		ab.open(p)
+		if w := evalJS[int](ab, phoneOverflowJS); w > 0 {
+			t.Errorf("page %s is %dpx wider than a 390px phone", p, w)
+		}
+	}
+	ab.open("/admin/servers")
+	copyShot(t, ab.shot("admin-servers-phone"), "portal-admin-servers-phone.png")
+
+	// A member is refused every admin page.
+	db := newBrowser(t, c.portalURL(t))
+	db.login("demo", c.demoPass, "demo")
+	for _, p := range []string{"/admin/servers", "/admin/projects", "/admin/quotas", "/admin/migrations"} {
+		if st := statusJS(db, p); st != 403 {
+			t.Errorf("member's GET %s: %d, want 403", p, st)
+		}
+	}
+	if evalJS[bool](db, `!!document.querySelector("#admin-link")`) {
+		t.Errorf("a member is shown the Admin link")
+	}
+}
+
+// portalManageAccess: a generated key pair's private key downloads as a
+// .pem; a reader of demo sees the write buttons disabled with a reason;
+// a user with roles on two projects switches between them and the
+// servers list follows.
+func portalManageAccess(t *testing.T, c *cloud, srvID, srvName, netID, imgID, other, otherPass string) {
+	b := newBrowser(t, c.portalURL(t))
+	b.login("demo", c.demoPass, "demo")
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	if _, err := chromedp.CallBrowser(ctx, cdpbrowser.SetDownloadBehavior, cdpbrowser.SetDownloadBehaviorParams{
+		Behavior: cdpbrowser.SetDownloadBehaviorBehaviorAllow, DownloadPath: dir}); err != nil {
+		t.Fatalf("allow downloads: %v", err)
+	}
+	cancel()
+	kp := "pm-key-" + uuid.NewString()[:6]
+	b.open("/keypairs")
+	b.do("name the key", chromedp.SetValue(chromedp.CSS("#keypair-name"), kp))
+	b.submit("#keypair-go", "/keypairs")
+	b.waitVisible("#private-key-download", 10*time.Second)
+	b.do("download the key", chromedp.Click(chromedp.CSS("#private-key-download")))
+	pem := filepath.Join(dir, kp+".pem")
+	eventually(t, 20*time.Second, "the .pem downloaded", func() bool {
+		st, err := os.Stat(pem)
+		return err == nil && st.Size() > 0
+	})
+	data, _ := os.ReadFile(pem)
+	if !strings.Contains(string(data), "-----BEGIN") || !strings.Contains(string(data), "PRIVATE KEY-----") {
+		t.Errorf("%s.pem holds no PEM private key: %.80q", kp, data)
+	}
+	b.open("/keypairs")
+	if evalJS[bool](b, `!!document.querySelector("#private-key-download")`) {
+		t.Errorf("the private key is offered again after the first answer")
+	}
+
+	// A reader of demo.
+	admin := c.openstack(t, "admin", c.adminPass, "admin")
+	reader, multi := other+"-reader", other+"-multi"
+	admin.run("user", "create", "--password", otherPass, "--project", "demo", reader)
+	admin.run("role", "add", "--project", "demo", "--user", reader, "reader")
+	rb := newBrowser(t, c.portalURL(t))
+	rb.login(reader, otherPass, "demo")
+	for _, p := range []string{"/servers/" + srvID, "/images", "/images/" + imgID, "/networks", "/networks/" + netID, "/keypairs", "/launch"} {
+		rb.open(p)
+		rb.waitJS("page scripted", `document.readyState === "complete"`, 10*time.Second)
+		n := evalJS[int](rb, `Array.from(document.querySelectorAll("form[method=post] button")).filter(function(b){var a=b.form.getAttribute("action"); return a!=="/logout" && a!=="/switch-project"}).length`)
+		enabled := evalJS[int](rb, `Array.from(document.querySelectorAll("form[method=post] button")).filter(function(b){var a=b.form.getAttribute("action"); return a!=="/logout" && a!=="/switch-project" && (!b.disabled || b.title.indexOf("reader")<0)}).length`)
+		if n == 0 || enabled != 0 {
+			t.Errorf("reader's %s: %d write buttons, %d of them enabled or without the reason", p, n, enabled)
+		}
+	}
+	rb.open("/networks/" + netID)
+	copyShot(t, rb.shot("reader"), "portal-reader.png")
+
+	// A user with roles on demo and the other project switches.
+	admin.run("user", "create", "--password", otherPass, "--project", "demo", multi)
+	admin.run("role", "add", "--project", "demo", "--user", multi, "member")
+	admin.run("role", "add", "--project", other, "--user", multi, "member")
+	mb := newBrowser(t, c.portalURL(t))
+	mb.login(multi, otherPass, "demo")
+	mb.open("/servers")
+	if !strings.Contains(mb.text("#servers"), srvName) {
+		t.Fatalf("multi on demo does not list %s: %q", srvName, mb.text("#servers"))
+	}
+	evalJS[bool](mb, fmt.Sprintf(`(function(){var s=document.querySelector("#switch-project"); var o=Array.from(s.options).find(function(o){return o.text===%q}); s.value=o.value; return true})()`, other))
+	mb.submit("#switch-go", "/servers?done=switched")
+	if w := mb.text("#who"); !strings.Contains(w, other) {
+		t.Errorf("after the switch the header says %q, want project %s", w, other)
+	}
+	if strings.Contains(mb.text("#servers"), srvName) {
+		t.Errorf("after switching to %s the servers list still shows demo's %s", other, srvName)
+	}
+	if st := statusJS(mb, "/servers/"+srvID); st != 404 {
+		t.Errorf("after the switch demo's server answers %d, want 404", st)
+	}
+	copyShot(t, mb.shot("switched"), "portal-switch.png")
 }

@@ -46,6 +46,13 @@ func (s *Server) login(ctx context.Context, user, password, project string) (*se
 			"password": map[string]any{"user": map[string]any{"name": user, "domain": domain, "password": password}}},
 		"scope": map[string]any{"project": map[string]any{"name": project, "domain": domain}},
 	}}
+	return s.newSession(ctx, body)
+}
+
+// newSession asks Keystone for the token body describes and makes the
+// session of it: who, which project, whether admin or only a reader, and
+// the other projects the user may switch to.
+func (s *Server) newSession(ctx context.Context, body any) (*session, error) {
 	var tb tokenBody
 	hdr, err := s.up.do(ctx, "identity", "", http.MethodPost, s.ep.Identity+"/auth/tokens?nocatalog", body, &tb)
 	if err != nil {
@@ -70,6 +77,19 @@ func (s *Server) login(ctx context.Context, user, password, project string) (*se
 		}
 		if r.Name == "admin" || r.Name == "member" {
 			sess.Reader = false
+		}
+	}
+	var pb struct {
+		Projects []Project `json:"projects"`
+	}
+	// The projects the user has roles on (the switcher's choices); a
+	// failure only leaves the switcher out.
+	if _, err := s.up.do(ctx, "identity", sess.Token, http.MethodGet, s.ep.Identity+"/auth/projects", nil, &pb); err == nil {
+		sort.Slice(pb.Projects, func(i, j int) bool { return pb.Projects[i].Name < pb.Projects[j].Name })
+		for _, p := range pb.Projects {
+			if p.Enabled {
+				sess.Projects = append(sess.Projects, p)
+			}
 		}
 	}
 	return sess, nil

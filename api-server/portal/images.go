@@ -2,6 +2,7 @@ package portal
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -320,8 +321,7 @@ func (s *Server) imageUploadPost(w http.ResponseWriter, r *http.Request) {
 		case csrfField:
 			v, _ := io.ReadAll(io.LimitReader(p, 256))
 			if !script {
-				r2 := &http.Request{Header: http.Header{csrfHeader: {string(v)}}}
-				csrfOK = checkCSRF(r2, want)
+				csrfOK = len(v) > 0 && subtle.ConstantTimeCompare(v, []byte(want)) == 1
 			}
 		case "name":
 			v, _ := io.ReadAll(io.LimitReader(p, 1024))

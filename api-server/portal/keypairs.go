@@ -2,7 +2,9 @@ package portal
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
+	"html/template"
 	"net/http"
 	"net/url"
 	"sort"
@@ -127,4 +129,11 @@ func (s *Server) keypairDeletePost(w http.ResponseWriter, r *http.Request, sess 
 		return
 	}
 	http.Redirect(w, r, "/keypairs?done=keypair-deleted", http.StatusSeeOther)
+}
+
+// pemURL is a generated private key as a data: URL, what the page's
+// download link saves as <name>.pem: the key travels in this one answer
+// and is kept nowhere on the server side.
+func pemURL(key string) template.URL {
+	return template.URL("data:application/x-pem-file;base64," + base64.StdEncoding.EncodeToString([]byte(key)))
 }

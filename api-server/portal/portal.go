@@ -111,6 +111,7 @@ var funcs = template.FuncMap{
 		return strconv.Itoa(n)
 	},
 	"join":      joinOr,
+	"pemURL":    pemURL,
 	"addr":      addrOf,
 	"net":       netOf,
 	"list":      func(v ...string) []string { return v },
@@ -186,6 +187,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /login", s.loginPage)
 	mux.HandleFunc("POST /login", s.loginPost)
 	mux.HandleFunc("POST /logout", s.authed(s.logout))
+	mux.HandleFunc("POST /switch-project", s.authed(s.switchProjectPost))
 	mux.HandleFunc("GET /{$}", s.authed(s.overview))
 	mux.HandleFunc("GET /servers", s.authed(s.serversPage))
 	mux.HandleFunc("GET /api/servers", s.authedJSON(s.serversJSON))

@@ -35,8 +35,10 @@ type session struct {
 	Admin     bool
 	// Reader: the token carries neither member nor admin, so the APIs
 	// refuse its changes; pages disable their write buttons.
-	Reader  bool
-	Expires time.Time
+	Reader bool
+	// Projects are those the user has a role on (the project switcher).
+	Projects []Project
+	Expires  time.Time
 	// flashes are what failed forms left for the page they redirect to
 	// (POST-redirect-GET: a reload shows the error, never re-posts),
 	// by page; guarded by the sessions' lock.

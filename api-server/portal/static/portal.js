@@ -346,6 +346,28 @@
       .then(function () { setTimeout(function () { pollImages(table); }, POLL_MS); });
   }
 
+  // readOnly disables the write buttons of a reader's pages (every form
+  // that posts, but logging out and switching project), saying why on
+  // hover: the APIs would refuse them.
+  function readOnly() {
+    var why = "Your role in this project is reader: you can look, not change.";
+    Array.prototype.forEach.call(document.querySelectorAll("form"), function (f) {
+      if ((f.getAttribute("method") || "get").toLowerCase() !== "post") return;
+      var a = f.getAttribute("action") || "";
+      if (a === "/logout" || a === "/switch-project") return;
+      Array.prototype.forEach.call(f.querySelectorAll("button, input[type=submit]"), function (b) {
+        b.disabled = true; b.title = why; b.classList.add("read-only");
+        // A disabled button shows no title in some browsers: its
+        // wrapper carries it too.
+        if (b.parentNode) b.parentNode.title = why;
+      });
+    });
+    Array.prototype.forEach.call(document.querySelectorAll("a.write"), function (l) {
+      l.setAttribute("aria-disabled", "true"); l.title = why; l.classList.add("read-only");
+      l.addEventListener("click", function (ev) { ev.preventDefault(); });
+    });
+  }
+
   // upload sends the image form with a progress bar: the same multipart
   // post as without script, the CSRF token in the header, the answer JSON.
   function upload(form) {
@@ -521,6 +543,7 @@
     if (badge && badge.getAttribute("data-id")) setTimeout(function () { pollServer(badge); }, POLL_MS);
     var images = document.getElementById("images");
     if (images && images.getAttribute("data-live")) setTimeout(function () { pollImages(images); }, POLL_MS);
+    if (document.body.getAttribute("data-reader")) readOnly();
     var up = document.getElementById("upload-form");
     if (up) upload(up);
     var mig = document.getElementById("migration-outcome");
