@@ -316,11 +316,11 @@ func (s *Server) adminQuotaPost(w http.ResponseWriter, r *http.Request, sess *se
 // ---- migrations ----
 
 type migrationsData struct {
-	Rows                []migrationRow
-	Hosts, Statuses     []string
-	Host, Status, Age   string
-	Total               int
-	Ages                []struct{ Value, Label string }
+	Rows              []migrationRow
+	Hosts, Statuses   []string
+	Host, Status, Age string
+	Total             int
+	Ages              []struct{ Value, Label string }
 }
 
 // migrationAges are the age filter's choices.

@@ -691,4 +691,3 @@ func (s *Server) flavorsPage(w http.ResponseWriter, r *http.Request, sess *sessi
 	}
 	s.render(w, r, http.StatusOK, "flavors", view{Title: "Flavors", Nav: "flavors", Sess: sess, Data: fl})
 }
-

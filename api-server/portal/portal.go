@@ -232,7 +232,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /hosts/{host}/evacuate", s.authed(s.adminOnly(s.evacuatePage)))
 	mux.HandleFunc("POST /hosts/{host}/evacuate", s.authed(s.adminOnly(s.evacuatePost)))
 	mux.HandleFunc("POST /admin/servers/{id}/{op}", s.authed(s.adminOnly(s.migratePost)))
-	mux.HandleFunc("GET /admin", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/admin/servers", http.StatusSeeOther) })
+	mux.HandleFunc("GET /admin", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/admin/servers", http.StatusSeeOther)
+	})
 	mux.HandleFunc("GET /admin/servers", s.authed(s.adminOnly(s.adminServersPage)))
 	mux.HandleFunc("GET /admin/projects", s.authed(s.adminOnly(s.adminProjectsPage)))
 	mux.HandleFunc("POST /admin/projects", s.authed(s.adminOnly(s.adminProjectPost)))
