@@ -26,6 +26,9 @@ func (c *Conductor) onVolumeReport(ctx context.Context, r protocol.VolumeReport)
 	if !r.OK {
 		log.Warn("volume work failed", "error", r.Error)
 	}
+	// An export nothing imports any more (its attach was superseded)
+	// leaves its tag to be deleted here too.
+	orphanExport := false
 	err := db.Transaction(func(tx *gorm.DB) error {
 		switch r.Kind {
 		case protocol.KindSnapshotCreate, protocol.KindSnapshotDelete:
@@ -33,7 +36,12 @@ func (c *Conductor) onVolumeReport(ctx context.Context, r protocol.VolumeReport)
 		}
 		v, err := store.GetVolume(tx, r.VolumeID)
 		if errdefs.IsNotFound(err) {
-			return nil // deleted meanwhile
+			// Deleted meanwhile; a copy its transfer made is not.
+			orphanExport = r.Kind == protocol.KindVolumeExport
+			if r.Kind == protocol.KindVolumeImport && r.OK {
+				return c.dropVolumeCopy(tx, protocol.VolumeSpec{ID: r.VolumeID, Backend: protocol.BackendLocal}, r.Host)
+			}
+			return nil
 		}
 		if err != nil {
 			return err
@@ -42,8 +50,19 @@ func (c *Conductor) onVolumeReport(ctx context.Context, r protocol.VolumeReport)
 		if err != nil {
 			return err
 		}
-		if r.Kind == protocol.KindVolumeDelete && v.Status != store.VolumeDeleting {
-			// The removal of the copy a transfer left on the old host.
+		if r.Kind == protocol.KindVolumeDelete && (v.Status != store.VolumeDeleting || r.Host != v.Host) {
+			// The removal of the copy a transfer left on another host.
+			return nil
+		}
+		if transferSuperseded(v, att, r) {
+			// The attach the transfer was for is gone (its server
+			// deleted, the volume detached or deleting): a copy the
+			// import made is not the volume and goes.
+			orphanExport = r.Kind == protocol.KindVolumeExport
+			if r.Kind == protocol.KindVolumeImport && r.OK && r.Host != v.Host {
+				log.Info("volume copy of a superseded transfer: deleting it", "request_id", r.RequestID)
+				return c.dropVolumeCopy(tx, protocol.VolumeSpec{ID: v.ID, ProjectID: v.ProjectID, SizeGB: v.SizeGB, Backend: v.Backend, Host: r.Host}, r.Host)
+			}
 			return nil
 		}
 		// Attach, detach and an import run on the server's host; the
@@ -98,7 +117,7 @@ func (c *Conductor) onVolumeReport(ctx context.Context, r protocol.VolumeReport)
 		log.Info("volume report of a kind the conductor does not record", "request_id", r.RequestID)
 		return nil
 	})
-	if err == nil && r.Ref != "" && (r.Kind == protocol.KindVolumeImport || r.Kind == protocol.KindVolumeExport && !r.OK) {
+	if err == nil && r.Ref != "" && (r.Kind == protocol.KindVolumeImport || r.Kind == protocol.KindVolumeExport && (!r.OK || orphanExport)) {
 		// The transfer's registry tag has done its job (or failed).
 		if c.reg == nil {
 			log.Warn("no registry client: volume transfer tag left in the registry", "ref", r.Ref)
@@ -161,6 +180,35 @@ func (c *Conductor) onDetachReport(tx *gorm.DB, v *store.Volume, att *store.Volu
 	}
 	var out outbox.Batch // the relay sends it once committed
 	return instance.DeleteVolume(tx, &out, v, []store.VolumeStatus{store.VolumeAvailable})
+}
+
+// transferSuperseded reports whether r is the export or import of a
+// transfer whose attach no longer waits for it.
+func transferSuperseded(v *store.Volume, att *store.VolumeAttachment, r protocol.VolumeReport) bool {
+	if r.Kind != protocol.KindVolumeExport && r.Kind != protocol.KindVolumeImport {
+		return false
+	}
+	if att == nil || att.Status != store.AttachmentAttaching || v.Status != store.VolumeAttaching {
+		return true
+	}
+	// An import's host must be the attach's (else it is not this
+	// transfer's: refused below).
+	return r.Kind == protocol.KindVolumeImport && att.Host != r.Host && v.Host != r.Host
+}
+
+// dropVolumeCopy casts the deletion of volume vs's copy on host, in tx
+// (the outbox relay sends it once committed). Its report changes nothing
+// (a delete reported by a host the volume does not live on).
+func (c *Conductor) dropVolumeCopy(tx *gorm.DB, vs protocol.VolumeSpec, host string) error {
+	if vs.Backend != protocol.BackendLocal || host == "" {
+		return nil
+	}
+	m, err := bus.NewMessage(protocol.KindVolumeDelete, protocol.VolumeDelete{RequestID: "req-drop-copy-" + vs.ID, Volume: vs})
+	if err != nil {
+		return err
+	}
+	var out outbox.Batch
+	return out.Enqueue(tx, bus.ComputeQueue(host), "", m)
 }
 
 // onTransferReport moves a local volume's data to the host of the server

@@ -2,6 +2,7 @@ package conductor
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/capsule-cloud/capsule/bus"
@@ -192,5 +193,58 @@ func TestServerDeleteReleasesVolumes(t *testing.T) {
 	}
 	if got := volumeStatus(t, st, "dot"); got != store.VolumeDeleting {
 		t.Fatalf("delete_on_termination volume %s", got)
+	}
+}
+
+// A transfer whose attach is gone (its server deleted mid-move) leaves
+// nothing: the copy an import made on the server's host is deleted there
+// (the volume stays on its host), also when the volume itself was
+// deleted meanwhile; an export nothing will import has its tag deleted.
+func TestSupersededVolumeTransferLeavesNoCopy(t *testing.T) {
+	st := storetest.SQLite(t)
+	b := bus.NewMem()
+	defer b.Close()
+	c := newTestConductor(st, b, 3)
+	tags := &fakeTags{}
+	c.SetRegistry(tags)
+	addVolume(t, st, "v1", "h1", store.VolumeAvailable) // its attach to a server on h2 was dropped
+	drops := func(h string) []string {
+		var out []string
+		for _, m := range b.Sent(bus.ComputeQueue(h)) {
+			var d protocol.VolumeDelete
+			if m.Kind == protocol.KindVolumeDelete && m.Decode(&d) == nil {
+				out = append(out, d.Volume.ID)
+			}
+		}
+		return out
+	}
+	mustSend(t, c, protocol.KindVolumeReport, protocol.VolumeReport{Kind: protocol.KindVolumeExport, VolumeID: "v1", Host: "h1", OK: true, Ref: "127.0.0.1:5050/capsule/volumes/v1:a"})
+	mustSend(t, c, protocol.KindVolumeReport, protocol.VolumeReport{Kind: protocol.KindVolumeImport, VolumeID: "v1", Host: "h2", OK: true, Ref: "127.0.0.1:5050/capsule/volumes/v1:b"})
+	c.outbox.Pass(context.Background())
+	if d := drops("h2"); len(d) != 1 || d[0] != "v1" {
+		t.Fatalf("copy deletions sent to h2: %v", d)
+	}
+	if d := drops("h1"); len(d) != 0 {
+		t.Fatalf("the volume's own host was told to delete it: %v", d)
+	}
+	if v, _ := store.GetVolume(st.DB, "v1"); v.Host != "h1" || v.Status != store.VolumeAvailable {
+		t.Fatalf("volume %+v", v)
+	}
+	if d := tags.deleted(); !slices.Equal(d, []string{"127.0.0.1:5050/capsule/volumes/v1:a", "127.0.0.1:5050/capsule/volumes/v1:b"}) {
+		t.Fatalf("tags deleted %v", d)
+	}
+	// The copy's delete report changes nothing, even while the volume
+	// is being deleted on its own host.
+	st.DB.Model(&store.Volume{}).Where("id = ?", "v1").Update("status", store.VolumeDeleting)
+	mustSend(t, c, protocol.KindVolumeReport, protocol.VolumeReport{Kind: protocol.KindVolumeDelete, VolumeID: "v1", Host: "h2", OK: true})
+	if v, err := store.GetVolume(st.DB, "v1"); err != nil || v.Status != store.VolumeDeleting {
+		t.Fatalf("after the copy's delete report: %+v %v", v, err)
+	}
+	// Deleted volume: a late import's copy goes too.
+	st.DB.Where("id = ?", "v1").Delete(&store.Volume{})
+	mustSend(t, c, protocol.KindVolumeReport, protocol.VolumeReport{Kind: protocol.KindVolumeImport, VolumeID: "v1", Host: "h3", OK: true, Ref: "127.0.0.1:5050/capsule/volumes/v1:c"})
+	c.outbox.Pass(context.Background())
+	if d := drops("h3"); len(d) != 1 || d[0] != "v1" {
+		t.Fatalf("copy deletions sent to h3: %v", d)
 	}
 }
