@@ -67,7 +67,8 @@ func TestPortalManage(t *testing.T) {
 	}
 	// A bad CIDR: the form's message, the values kept.
 	b.do("bad cidr", chromedp.SetValue(chromedp.CSS("#subnet-cidr"), "10.84.0.0/99"))
-	b.submit("#subnet-go", "/networks/"+netID)
+	b.do("add the bad subnet", chromedp.Click(chromedp.CSS("#subnet-go")))
+	b.waitJS("the refusal", `document.readyState === "complete" && location.search === "" && !!document.querySelector("#error")`, 30*time.Second)
 	if e := b.text("#error"); !strings.Contains(e, "CIDR") {
 		t.Errorf("bad CIDR: error %q", e)
 	}
@@ -229,7 +230,7 @@ func portalManageAdmin(t *testing.T, c *cloud, srvID, srvName, other, otherID st
 	// A quota edited.
 	ab.open("/admin/quotas?project=" + otherID)
 	ab.do("set instances", chromedp.SetValue(chromedp.CSS(`#quotas input[name=instances]`), "7"))
-	ab.submit("#quota-go", "/admin/quotas?project="+otherID)
+	ab.submit("#quota-go", "/admin/quotas?project="+otherID+"&done=quota-saved")
 	if v := evalJS[string](ab, `document.querySelector("#quotas input[name=instances]").value`); v != "7" {
 		t.Errorf("instances quota after the save: %q, want 7", v)
 	}
