@@ -325,6 +325,20 @@ var migrations = []migration{
 		}
 		return nil
 	}},
+	{35, "tags on networks, subnets, ports and security groups (standard-attr-tag); ports keep binding:profile", func(tx *gorm.DB) error {
+		for _, m := range []any{&Network{}, &Subnet{}, &Port{}, &SecurityGroup{}} {
+			if tx.Migrator().HasColumn(m, "Tags") {
+				continue
+			}
+			if err := tx.Migrator().AddColumn(m, "Tags"); err != nil {
+				return err
+			}
+		}
+		if tx.Migrator().HasColumn(&Port{}, "BindingProfile") {
+			return nil
+		}
+		return tx.Migrator().AddColumn(&Port{}, "BindingProfile")
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

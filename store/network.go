@@ -53,6 +53,9 @@ type Network struct {
 	// SegmentationID is the VLAN id (1-4094); 0 for flat networks, which
 	// the unique index then limits to one per physical network.
 	SegmentationID int `gorm:"uniqueIndex:ux_network_segment"`
+	// Tags are the resource's tags (standard-attr-tag): a sorted JSON
+	// list of distinct strings; read with DecodeTags.
+	Tags           string
 	RevisionNumber int
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
@@ -75,7 +78,10 @@ type Subnet struct {
 	HostRoutes      string
 	// EnableDHCP is stored because clients set and read it; Capsule never
 	// runs DHCP (addresses are configured statically in the container).
-	EnableDHCP     bool `gorm:"column:enable_dhcp"`
+	EnableDHCP bool `gorm:"column:enable_dhcp"`
+	// Tags are the resource's tags (standard-attr-tag): a sorted JSON
+	// list of distinct strings; read with DecodeTags.
+	Tags           string
 	RevisionNumber int
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
@@ -103,13 +109,20 @@ type Port struct {
 	// server's own project, is one of the server's NICs (ServerPorts).
 	// device_id itself is a label anyone may write through the Networking
 	// API, as in Neutron; it never plugs anything.
-	ComputeBound   bool
+	ComputeBound bool
+	// Tags are the resource's tags (standard-attr-tag): a sorted JSON
+	// list of distinct strings; read with DecodeTags.
+	Tags           string
 	RevisionNumber int
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
 	// AllowedAddressPairs is a JSON list of AddressPair; read it with
 	// AddressPairs().
 	AllowedAddressPairs string
+	// BindingProfile is binding:profile, a JSON object an admin sets for
+	// the binding's driver ("" = {}); Capsule's OVS binding uses none of
+	// it, it is kept and shown as Neutron does.
+	BindingProfile string
 
 	// SecurityGroups are the ids of the groups the port is a member of
 	// (port_security_groups), sorted; loaded with the port.
@@ -785,8 +798,10 @@ type PortRequest struct {
 	// NICs (see Port.ComputeBound).
 	ComputeBound bool
 	HostID       string // binding:host_id; a port with a host is ACTIVE
-	Name         string
-	Description  string
+	// BindingProfile is binding:profile (JSON object; "" = none).
+	BindingProfile string
+	Name           string
+	Description    string
 	// PortSecurity nil: the network's port_security_enabled.
 	PortSecurity *bool
 	// AdminStateUp nil: true.
@@ -843,7 +858,7 @@ func (s *Store) AllocatePort(ctx context.Context, req PortRequest) (*Port, error
 func (s *Store) allocatePort(ctx context.Context, req PortRequest, mac string) (*Port, error) {
 	p := &Port{ID: req.ID, NetworkID: req.NetworkID, ProjectID: req.ProjectID, Name: req.Name,
 		Description: req.Description, MACAddress: mac, DeviceID: req.DeviceID, DeviceOwner: req.DeviceOwner,
-		ComputeBound: req.ComputeBound && req.DeviceID != "", BindingHostID: req.HostID, AdminStateUp: req.AdminStateUp == nil || *req.AdminStateUp, RevisionNumber: 1}
+		ComputeBound: req.ComputeBound && req.DeviceID != "", BindingHostID: req.HostID, BindingProfile: req.BindingProfile, AdminStateUp: req.AdminStateUp == nil || *req.AdminStateUp, RevisionNumber: 1}
 	if p.ID == "" {
 		p.ID = uuid.NewString()
 	}
@@ -1343,6 +1358,7 @@ type PortUpdate struct {
 	AdminStateUp          *bool
 	DeviceID, DeviceOwner *string
 	HostID                *string
+	BindingProfile        *string // JSON object; "" = none
 	PortSecurity          *bool
 	MAC                   *string
 	// ComputeBound sets Port.ComputeBound (the Compute API's bind path);
@@ -1394,6 +1410,7 @@ func (s *Store) UpdatePort(ctx context.Context, id string, u PortUpdate) (*Port,
 			p.ComputeBound = false
 		}
 		set(&p.BindingHostID, u.HostID)
+		set(&p.BindingProfile, u.BindingProfile)
 		if u.AdminStateUp != nil {
 			p.AdminStateUp = *u.AdminStateUp
 		}

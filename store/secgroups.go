@@ -37,7 +37,10 @@ type SecurityGroup struct {
 	Stateful    bool
 	// DefaultFor is the project whose "default" group this is (nil for
 	// every other group): unique, so a project has one.
-	DefaultFor     *string `gorm:"size:64;uniqueIndex"`
+	DefaultFor *string `gorm:"size:64;uniqueIndex"`
+	// Tags are the resource's tags (standard-attr-tag): a sorted JSON
+	// list of distinct strings; read with DecodeTags.
+	Tags           string
 	RevisionNumber int
 	CreatedAt      time.Time
 	UpdatedAt      time.Time

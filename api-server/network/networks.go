@@ -31,7 +31,7 @@ func networkView(n *store.Network, subnets []string, admin bool) view {
 		"subnets": subnets, "mtu": n.MTU, "port_security_enabled": n.PortSecurityEnabled,
 		"availability_zone_hints": []string{}, "availability_zones": []string{"nova"},
 		"ipv4_address_scope": nil, "ipv6_address_scope": nil, "is_default": false,
-		"description": n.Description, "tags": []string{}, "created_at": ts(n.CreatedAt), "updated_at": ts(n.UpdatedAt),
+		"description": n.Description, "tags": store.DecodeTags(n.Tags), "created_at": ts(n.CreatedAt), "updated_at": ts(n.UpdatedAt),
 		"revision_number": n.RevisionNumber,
 	}
 	if admin {

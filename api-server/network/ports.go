@@ -28,7 +28,7 @@ func portView(p *store.Port, admin bool) view {
 		"mac_address": p.MACAddress, "fixed_ips": ips, "device_id": p.DeviceID, "device_owner": p.DeviceOwner,
 		"status": p.Status, "admin_state_up": p.AdminStateUp, "security_groups": nonNilStrings(p.SecurityGroups),
 		"port_security_enabled": p.PortSecurityEnabled, "allowed_address_pairs": p.AddressPairs(), "extra_dhcp_opts": []any{},
-		"description": p.Description, "tags": []string{}, "created_at": ts(p.CreatedAt), "updated_at": ts(p.UpdatedAt),
+		"description": p.Description, "tags": store.DecodeTags(p.Tags), "created_at": ts(p.CreatedAt), "updated_at": ts(p.UpdatedAt),
 		"revision_number": p.RevisionNumber,
 	}
 	if admin {
@@ -41,7 +41,11 @@ func portView(p *store.Port, admin bool) view {
 		v["binding:host_id"] = p.BindingHostID
 		v["binding:vif_type"] = vif
 		v["binding:vnic_type"] = "normal"
-		v["binding:profile"] = map[string]any{}
+		profile := map[string]any{}
+		if p.BindingProfile != "" {
+			_ = json.Unmarshal([]byte(p.BindingProfile), &profile)
+		}
+		v["binding:profile"] = profile
 		v["binding:vif_details"] = details
 	}
 	return v
@@ -340,8 +344,10 @@ func (s *Service) portFromRequest(w http.ResponseWriter, r *http.Request, a attr
 	if req.HostID != "" && !c.IsAdmin() {
 		return req, func() { forbidden(w, "rule:create_port and rule:create_port:binding:host_id") }
 	}
-	if err := bindingProfile(a, c, "create_port"); err != nil {
+	if prof, err := bindingProfile(a, c, "create_port"); err != nil {
 		return req, func() { writeFault(w, err) }
+	} else if prof != nil {
+		req.BindingProfile = *prof
 	}
 	n, err := s.st.GetNetwork(r.Context(), req.NetworkID)
 	if err == nil && !canSeeNetwork(c, n) {
@@ -439,10 +445,12 @@ func (s *Service) updatePort(w http.ResponseWriter, r *http.Request) {
 		forbidden(w, "rule:update_port and rule:update_port:allowed_address_pairs")
 		return
 	}
-	if err := bindingProfile(a, c, "update_port"); err != nil {
+	prof, err := bindingProfile(a, c, "update_port")
+	if err != nil {
 		writeFault(w, err)
 		return
 	}
+	u.BindingProfile = prof
 	if changed(u.DeviceID, cur.DeviceID) || changed(u.DeviceOwner, cur.DeviceOwner) {
 		if cur.ComputeBound {
 			// Its server's NIC: only the Compute API (interface detach,
@@ -609,16 +617,34 @@ func portInUse(p *store.Port) error {
 		p.ID, p.NetworkID, p.DeviceID).WithReason("PortInUse")
 }
 
-// bindingProfile refuses binding:profile from a non-admin (Neutron's
-// <op>:binding:profile is admin-only); Capsule has no use for one.
-func bindingProfile(a attrs, c *auth.Credentials, op string) error {
+// bindingProfile reads binding:profile: nil when absent, its JSON
+// encoding ("" for {} or null) otherwise. A non-empty one is admins'
+// (Neutron's <op>:binding:profile is admin-only); Capsule's OVS binding
+// reads nothing from it, it is kept and shown to admins as in Neutron.
+func bindingProfile(a attrs, c *auth.Credentials, op string) (*string, error) {
 	var v map[string]any
-	if ok, err := a.decode("binding:profile", &v); err != nil {
-		return store.ErrInvalidInput.New("Invalid input for operation: " + err.Error() + ".")
-	} else if ok && len(v) > 0 && !c.IsAdmin() {
-		return policyRefused("rule:" + op + " and rule:" + op + ":binding:profile")
+	ok, err := a.decode("binding:profile", &v)
+	if err != nil {
+		return nil, store.ErrInvalidInput.New("Invalid input for operation: " + err.Error() + ".")
 	}
-	return nil
+	if !ok {
+		return nil, nil
+	}
+	if len(v) > 0 && !c.IsAdmin() {
+		return nil, policyRefused("rule:" + op + " and rule:" + op + ":binding:profile")
+	}
+	enc := ""
+	if len(v) > 0 {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return nil, store.ErrInvalidInput.New("Invalid input for operation: binding:profile must be a JSON object.")
+		}
+		if len(b) > 4096 {
+			return nil, store.ErrInvalidInput.New("Invalid input for operation: binding:profile is longer than 4096 bytes.")
+		}
+		enc = string(b)
+	}
+	return &enc, nil
 }
 
 // checkDevice applies Neutron's rules to a device_id/device_owner a

@@ -32,9 +32,8 @@ func listQuery(w http.ResponseWriter, r *http.Request, coll string, views []view
 			continue
 		}
 		switch {
-		case k == "tags" || k == "tags-any":
-			views = nil // no resource has tags
-		case k == "not-tags" || k == "not-tags-any":
+		case k == "tags" || k == "tags-any" || k == "not-tags" || k == "not-tags-any":
+			views = slices.DeleteFunc(views, func(v view) bool { return !matchTags(v, k, vals) })
 		case k == "fixed_ips" && known["fixed_ips"]:
 			views = slices.DeleteFunc(views, func(v view) bool { return !matchFixedIPs(v, vals) })
 		case known[k]:
@@ -170,6 +169,38 @@ func match(val any, f string) bool {
 		return slices.Contains(v, f)
 	}
 	return fmt.Sprint(val) == f
+}
+
+// matchTags applies a tag filter (standard-attr-tag): its values are
+// comma-separated tags (repeated parameters add to the list); "tags"
+// keeps resources with all of them, "tags-any" with one of them,
+// "not-tags" drops those with all of them, "not-tags-any" those with one.
+func matchTags(v view, filter string, vals []string) bool {
+	var want []string
+	for _, val := range vals {
+		for _, t := range strings.Split(val, ",") {
+			if t != "" {
+				want = append(want, t)
+			}
+		}
+	}
+	have, _ := v["tags"].([]string)
+	all, any := len(want) > 0, false
+	for _, t := range want {
+		in := slices.Contains(have, t)
+		all = all && in
+		any = any || in
+	}
+	switch filter {
+	case "tags":
+		return all
+	case "tags-any":
+		return any
+	case "not-tags":
+		return !all
+	default: // not-tags-any
+		return !any
+	}
 }
 
 // matchFixedIPs: every fixed_ips=key=value filter must match one of the

@@ -60,7 +60,7 @@ func groupView(g *store.SecurityGroup) view {
 	}
 	return view{
 		"id": g.ID, "name": g.Name, "description": g.Description, "project_id": g.ProjectID, "tenant_id": g.ProjectID,
-		"stateful": g.Stateful, "security_group_rules": rules, "tags": []string{}, "shared": false,
+		"stateful": g.Stateful, "security_group_rules": rules, "tags": store.DecodeTags(g.Tags), "shared": false,
 		"created_at": ts(g.CreatedAt), "updated_at": ts(g.UpdatedAt), "revision_number": g.RevisionNumber,
 	}
 }

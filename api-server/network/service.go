@@ -137,6 +137,7 @@ func (s *Service) Handler() http.Handler {
 	h("POST /v2.0/security-group-rules", s.createSecurityGroupRules)
 	h("GET /v2.0/security-group-rules/{id}", s.getSecurityGroupRule)
 	h("DELETE /v2.0/security-group-rules/{id}", s.deleteSecurityGroupRule)
+	s.tagRoutes(h)
 	return s.finish(mux)
 }
 

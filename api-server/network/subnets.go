@@ -21,7 +21,7 @@ func subnetView(sn *store.Subnet) view {
 		"ip_version": sn.IPVersion, "cidr": sn.CIDR, "gateway_ip": gw, "allocation_pools": sn.Pools(),
 		"enable_dhcp": sn.EnableDHCP, "dns_nameservers": sn.DNS(), "host_routes": sn.Routes(),
 		"ipv6_ra_mode": nil, "ipv6_address_mode": nil, "subnetpool_id": nil, "segment_id": nil,
-		"service_types": []string{}, "description": sn.Description, "tags": []string{},
+		"service_types": []string{}, "description": sn.Description, "tags": store.DecodeTags(sn.Tags),
 		"created_at": ts(sn.CreatedAt), "updated_at": ts(sn.UpdatedAt), "revision_number": sn.RevisionNumber,
 	}
 }

@@ -239,6 +239,10 @@ func routes() []route {
 		"limit", "marker", "changes-since", "changes-before", "user_id", "project_id"}})
 	c(route{method: "GET", path: "/os-host-events", asAdmin: true, query: []string{"host", "since", "limit", "type"}})
 	c(route{method: "GET", path: "/os-aggregates", asAdmin: true})
+	c(route{method: "GET", path: "/os-aggregates/{aggregate}", asAdmin: true})
+	c(route{method: "POST", path: "/os-aggregates/{aggregate}/action", asAdmin: true, destructive: true, body: func(e *env) any {
+		return obj("set_metadata", obj("metadata", map[string]any{"k": e.name("v"), "availability_zone": nil}))
+	}})
 	c(route{method: "GET", path: "/extensions"})
 	c(route{method: "GET", path: "/servers/{server}/topology"})
 	c(route{method: "GET", path: "/servers/{server}/os-server-password"})
@@ -535,6 +539,14 @@ func routes() []route {
 			"port_security_enabled": e.rng.IntN(2) == 0, "mtu": 1400})
 	}})
 	nw(route{method: "DELETE", path: "/v2.0/networks/{network}", destructive: true})
+	nw(route{method: "GET", path: "/v2.0/networks/{network}/tags"})
+	nw(route{method: "PUT", path: "/v2.0/networks/{network}/tags", destructive: true, body: func(e *env) any {
+		return obj("tags", []any{e.name("t"), "blue"})
+	}})
+	nw(route{method: "PUT", path: "/v2.0/ports/{port}/tags/blue", destructive: true})
+	nw(route{method: "GET", path: "/v2.0/subnets/{subnet}/tags/blue"})
+	nw(route{method: "DELETE", path: "/v2.0/security-groups/{secgroup}/tags/blue", destructive: true})
+	nw(route{method: "DELETE", path: "/v2.0/networks/{network}/tags", destructive: true})
 	subnet := func(e *env) map[string]any {
 		x := e.rng.IntN(250)
 		s := map[string]any{"network_id": e.id("network"), "cidr": fmt.Sprintf("10.%d.%d.0/24", 100+x%100, x), "ip_version": 4,
