@@ -339,6 +339,15 @@ var migrations = []migration{
 		}
 		return tx.Migrator().AddColumn(&Port{}, "BindingProfile")
 	}},
+	{36, "identity: inherited (OS-INHERIT) and system role grants, implied roles, system-scoped tokens", func(tx *gorm.DB) error {
+		if err := tx.AutoMigrate(&InheritedRoleAssignment{}, &SystemRoleAssignment{}, &ImpliedRole{}); err != nil {
+			return err
+		}
+		if tx.Migrator().HasColumn(&Token{}, "System") {
+			return nil
+		}
+		return tx.Migrator().AddColumn(&Token{}, "System")
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

@@ -69,6 +69,32 @@ type GroupRoleAssignment struct {
 	RoleID   string `gorm:"primaryKey;size:64"`
 }
 
+// InheritedRoleAssignment is an OS-INHERIT grant: a role a user (IsGroup
+// false) or a group's members hold on every project below a domain
+// (OnDomain true) or below a project (not on the project itself).
+type InheritedRoleAssignment struct {
+	ActorID  string `gorm:"primaryKey;size:64"`
+	IsGroup  bool   `gorm:"primaryKey"`
+	TargetID string `gorm:"primaryKey;size:64"`
+	OnDomain bool   `gorm:"primaryKey"`
+	RoleID   string `gorm:"primaryKey;size:64"`
+}
+
+// SystemRoleAssignment grants a role on the system (Keystone's system
+// scope "all") to a user or (IsGroup) a group's members.
+type SystemRoleAssignment struct {
+	ActorID string `gorm:"primaryKey;size:64"`
+	IsGroup bool   `gorm:"primaryKey"`
+	RoleID  string `gorm:"primaryKey;size:64"`
+}
+
+// ImpliedRole is a role inference rule: whoever holds the prior role on
+// a target holds the implied one there too.
+type ImpliedRole struct {
+	PriorRoleID   string `gorm:"primaryKey;size:64"`
+	ImpliedRoleID string `gorm:"primaryKey;size:64;index"`
+}
+
 // ApplicationCredential lets software log in as its user, limited to one
 // project and a subset of the user's roles there. Only a bcrypt hash of
 // the secret is stored.
@@ -140,6 +166,8 @@ type Token struct {
 	// AppCredID is the application credential the token was issued for
 	// ("" otherwise): its roles limit the token's, its deletion revokes it.
 	AppCredID string `gorm:"size:64;index"`
+	// System says the token is system-scoped (scope {"system":{"all":true}}).
+	System bool
 }
 
 // Flavor is a Nova flavor. ID is the internal integer id (Nova reports it

@@ -25,6 +25,12 @@ type Credentials struct {
 	// other tokens); a restricted one may not manage credentials.
 	AppCredID         string
 	AppCredRestricted bool
+	// System: the token is system-scoped (Keystone's scope {"system":
+	// {"all": true}}). It carries no project: the identity API takes its
+	// admin role as a cloud administrator's (IsSystemAdmin); the other
+	// services, whose policies are project-scoped, treat it as a token
+	// without a project.
+	System bool
 }
 
 // HasRole reports whether the caller holds role (case-insensitive).
@@ -43,6 +49,10 @@ func (c *Credentials) HasRole(role string) bool {
 // other project administers that project only: it writes there like a
 // member and sees nothing of other projects.
 func (c *Credentials) IsAdmin() bool { return c.HasRole("admin") && c.IsAdminProject }
+
+// IsSystemAdmin reports whether the caller holds the admin role on the
+// system (Keystone's "role:admin and system_scope:all").
+func (c *Credentials) IsSystemAdmin() bool { return c.System && c.HasRole("admin") }
 
 // CanWrite reports whether the caller may change resources: a token that
 // carries only "reader" may not. The admin role implies member (Keystone's

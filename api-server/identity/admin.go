@@ -30,7 +30,7 @@ const forbiddenMsg = "You are not authorized to perform the requested action."
 // requireAdmin answers 403 unless the caller has the admin role.
 func (s *Service) requireAdmin(w http.ResponseWriter, r *http.Request) (*auth.Credentials, bool) {
 	c := auth.FromContext(r.Context())
-	if c == nil || !c.IsAdmin() {
+	if c == nil || !cloudAdmin(c) {
 		s.failErr(w, r, errdefs.Forbidden(forbiddenMsg))
 		return c, false
 	}
@@ -272,7 +272,7 @@ func (s *Service) loadProject(ctx context.Context, id string) (store.Project, er
 func (s *Service) getProject(w http.ResponseWriter, r *http.Request) {
 	c := auth.FromContext(r.Context())
 	id := r.PathValue("id")
-	if !c.IsAdmin() && c.ProjectID != id {
+	if !cloudAdmin(c) && c.ProjectID != id {
 		s.failErr(w, r, errdefs.Forbidden(forbiddenMsg))
 		return
 	}
@@ -459,7 +459,12 @@ func (s *Service) deleteProject(w http.ResponseWriter, r *http.Request) {
 				return err
 			}
 		}
-		return tx.Where("target_id = ? AND on_domain = ?", id, false).Delete(&store.GroupRoleAssignment{}).Error
+		for _, m := range []any{&store.GroupRoleAssignment{}, &store.InheritedRoleAssignment{}} {
+			if err := tx.Where("target_id = ? AND on_domain = ?", id, false).Delete(m).Error; err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		s.storeError(w, r, err, "Could not find project: "+id+".")
@@ -475,7 +480,7 @@ func (s *Service) deleteProject(w http.ResponseWriter, r *http.Request) {
 func (s *Service) projectForTags(w http.ResponseWriter, r *http.Request, write bool) (store.Project, bool) {
 	c := auth.FromContext(r.Context())
 	id := r.PathValue("id")
-	if !c.IsAdmin() && (write || c.ProjectID != id) {
+	if !cloudAdmin(c) && (write || c.ProjectID != id) {
 		s.failErr(w, r, errdefs.Forbidden(forbiddenMsg))
 		return store.Project{}, false
 	}
@@ -590,7 +595,7 @@ func (s *Service) authProjects(w http.ResponseWriter, r *http.Request) {
 func (s *Service) userProjects(w http.ResponseWriter, r *http.Request) {
 	c := auth.FromContext(r.Context())
 	id := r.PathValue("id")
-	if c.UserID != id && !c.IsAdmin() {
+	if c.UserID != id && !cloudAdmin(c) {
 		s.failErr(w, r, errdefs.Forbidden(forbiddenMsg))
 		return
 	}
@@ -609,6 +614,10 @@ func (s *Service) userProjectsFor(w http.ResponseWriter, r *http.Request, userID
 		Order("name").Find(&ps).Error
 	if err != nil {
 		s.internalError(w, r, fmt.Errorf("list projects of user %s: %w", userID, err))
+		return
+	}
+	if ps, err = s.withInheritedProjects(r.Context(), userID, ps); err != nil {
+		s.internalError(w, r, err)
 		return
 	}
 	q := r.URL.Query()
@@ -888,7 +897,7 @@ func (s *Service) createUser(w http.ResponseWriter, r *http.Request) {
 func (s *Service) getUser(w http.ResponseWriter, r *http.Request) {
 	c := auth.FromContext(r.Context())
 	id := r.PathValue("id")
-	if c.UserID != id && !c.IsAdmin() {
+	if c.UserID != id && !cloudAdmin(c) {
 		s.failErr(w, r, errdefs.Forbidden(forbiddenMsg))
 		return
 	}
@@ -995,7 +1004,7 @@ func (s *Service) deleteUser(w http.ResponseWriter, r *http.Request) {
 func (s *Service) changePassword(w http.ResponseWriter, r *http.Request) {
 	c := auth.FromContext(r.Context())
 	id := r.PathValue("id")
-	if c.UserID != id && !c.IsAdmin() {
+	if c.UserID != id && !cloudAdmin(c) {
 		s.failErr(w, r, errdefs.Forbidden(forbiddenMsg))
 		return
 	}
@@ -1317,12 +1326,13 @@ func (s *Service) deleteRole(w http.ResponseWriter, r *http.Request) {
 		if res.RowsAffected == 0 {
 			return store.ErrNotFound
 		}
-		for _, m := range []any{&store.RoleAssignment{}, &store.DomainRoleAssignment{}, &store.GroupRoleAssignment{}} {
+		for _, m := range []any{&store.RoleAssignment{}, &store.DomainRoleAssignment{}, &store.GroupRoleAssignment{},
+			&store.InheritedRoleAssignment{}, &store.SystemRoleAssignment{}} {
 			if err := tx.Where("role_id = ?", id).Delete(m).Error; err != nil {
 				return err
 			}
 		}
-		return nil
+		return tx.Where("prior_role_id = ? OR implied_role_id = ?", id, id).Delete(&store.ImpliedRole{}).Error
 	})
 	if err != nil {
 		s.storeError(w, r, err, "Could not find role: "+id+".")
@@ -1470,144 +1480,6 @@ func grant(ctx context.Context, st *store.Store, userID, projectID, roleID strin
 		return fmt.Errorf("grant role %s to user %s on project %s: %w", roleID, userID, projectID, err)
 	}
 	return nil
-}
-
-// assignment is one row of GET /v3/role_assignments: a user's role on a
-// project or a domain.
-type assignment struct {
-	userID, groupID, roleID, projectID, domainID string
-	viaGroup                                     string // effective: the group the user holds it through
-}
-
-// listAssignments is GET /v3/role_assignments. Admins see all; others
-// only their own (user.id must be theirs). Group grants are listed as
-// such, or with effective expanded to one row per member; include_subtree
-// widens a scope.project.id filter to the project's descendants.
-func (s *Service) listAssignments(w http.ResponseWriter, r *http.Request) {
-	c := auth.FromContext(r.Context())
-	q := r.URL.Query()
-	if !c.IsAdmin() && q.Get("user.id") != c.UserID {
-		s.failErr(w, r, errdefs.Forbidden(forbiddenMsg))
-		return
-	}
-	if q.Has("scope.project.id") && q.Has("scope.domain.id") {
-		s.failErr(w, r, errdefs.InvalidArgument("Specify a domain or project, not both."))
-		return
-	}
-	ctx := r.Context()
-	db := s.st.WithContext(ctx)
-	var out []assignment
-	projects := []string{}
-	if v := q.Get("scope.project.id"); v != "" {
-		projects = append(projects, v)
-		if sub, _ := boolFilter(r, "include_subtree"); sub {
-			var err error
-			if projects, err = s.subtreeIDs(ctx, v); err != nil {
-				s.internalError(w, r, err)
-				return
-			}
-		}
-	}
-	if q.Get("group.id") == "" && q.Get("scope.system") == "" {
-		if !q.Has("scope.domain.id") {
-			pq := db.Model(&store.RoleAssignment{})
-			if v := q.Get("user.id"); v != "" {
-				pq = pq.Where("user_id = ?", v)
-			}
-			if len(projects) > 0 {
-				pq = pq.Where("project_id IN ?", projects)
-			}
-			if v := q.Get("role.id"); v != "" {
-				pq = pq.Where("role_id = ?", v)
-			}
-			var ras []store.RoleAssignment
-			if err := pq.Order("project_id, user_id, role_id").Find(&ras).Error; err != nil {
-				s.internalError(w, r, fmt.Errorf("list role assignments: %w", err))
-				return
-			}
-			for _, ra := range ras {
-				out = append(out, assignment{userID: ra.UserID, roleID: ra.RoleID, projectID: ra.ProjectID})
-			}
-		}
-		if !q.Has("scope.project.id") {
-			dq := db.Model(&store.DomainRoleAssignment{})
-			if v := q.Get("user.id"); v != "" {
-				dq = dq.Where("user_id = ?", v)
-			}
-			if v := q.Get("scope.domain.id"); v != "" {
-				dq = dq.Where("domain_id = ?", v)
-			}
-			if v := q.Get("role.id"); v != "" {
-				dq = dq.Where("role_id = ?", v)
-			}
-			var das []store.DomainRoleAssignment
-			if err := dq.Order("domain_id, user_id, role_id").Find(&das).Error; err != nil {
-				s.internalError(w, r, fmt.Errorf("list domain role assignments: %w", err))
-				return
-			}
-			for _, da := range das {
-				out = append(out, assignment{userID: da.UserID, roleID: da.RoleID, domainID: da.DomainID})
-			}
-		}
-	}
-	effective, _ := boolFilter(r, "effective")
-	if q.Get("scope.system") == "" && (q.Get("user.id") == "" || effective) {
-		groupRows, err := s.groupAssignments(ctx, q, projects, effective)
-		if err != nil {
-			s.internalError(w, r, err)
-			return
-		}
-		out = append(out, groupRows...)
-	}
-	names, _ := boolFilter(r, "include_names")
-	var n *entityNameIndex
-	if names {
-		var err error
-		if n, err = s.entityNames(ctx); err != nil {
-			s.internalError(w, r, err)
-			return
-		}
-	}
-	views := make([]map[string]any, 0, len(out))
-	base := httpapi.BaseURL(r)
-	for _, a := range out {
-		role := map[string]any{"id": a.roleID}
-		actor, actorKind, actorPath := map[string]any{"id": a.userID}, "user", "/users/"+a.userID
-		if a.groupID != "" {
-			actor, actorKind, actorPath = map[string]any{"id": a.groupID}, "group", "/groups/"+a.groupID
-		}
-		scope, link := map[string]any{}, ""
-		if a.projectID != "" {
-			proj := map[string]any{"id": a.projectID}
-			if names {
-				proj["name"], proj["domain"] = n.projects[a.projectID].Name, n.domainOf(n.projects[a.projectID].DomainID)
-			}
-			scope["project"] = proj
-			link = base + "/v3/projects/" + a.projectID + actorPath + "/roles/" + a.roleID
-		} else {
-			dom := map[string]any{"id": a.domainID}
-			if names {
-				dom["name"] = n.domains[a.domainID]
-			}
-			scope["domain"] = dom
-			link = base + "/v3/domains/" + a.domainID + actorPath + "/roles/" + a.roleID
-		}
-		if names {
-			role["name"] = n.roles[a.roleID]
-			if a.groupID != "" {
-				actor["name"], actor["domain"] = n.groups[a.groupID].Name, n.domainOf(n.groups[a.groupID].DomainID)
-			} else {
-				actor["name"], actor["domain"] = n.users[a.userID].Name, n.domainOf(n.users[a.userID].DomainID)
-			}
-		}
-		links := map[string]string{"assignment": link}
-		if a.viaGroup != "" {
-			// An effective assignment names the group grant it comes from.
-			links["membership"] = base + "/v3/groups/" + a.viaGroup + "/users/" + a.userID
-		}
-		views = append(views, map[string]any{"role": role, actorKind: actor, "scope": scope, "links": links})
-	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"role_assignments": views, "links": s.collectionLinks(r)})
 }
 
 // subtreeIDs returns id and the ids of all projects below it (id may be

@@ -86,7 +86,7 @@ func (s *Service) storedRoles(ctx context.Context, ac *store.ApplicationCredenti
 // its owner, or (read and delete) a cloud admin.
 func (s *Service) appCredOwner(w http.ResponseWriter, r *http.Request, adminMay bool) (*auth.Credentials, bool) {
 	c := auth.FromContext(r.Context())
-	if c.UserID != r.PathValue("id") && !(adminMay && c.IsAdmin()) {
+	if c.UserID != r.PathValue("id") && !(adminMay && cloudAdmin(c)) {
 		s.failErr(w, r, errdefs.Forbidden(forbiddenMsg))
 		return c, false
 	}

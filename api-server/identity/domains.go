@@ -194,7 +194,7 @@ func (s *Service) listDomains(w http.ResponseWriter, r *http.Request) {
 func (s *Service) getDomain(w http.ResponseWriter, r *http.Request) {
 	c := auth.FromContext(r.Context())
 	id := r.PathValue("id")
-	if !c.IsAdmin() && c.DomainID != id {
+	if !cloudAdmin(c) && c.DomainID != id {
 		s.failErr(w, r, errdefs.Forbidden(forbiddenMsg))
 		return
 	}
@@ -402,8 +402,10 @@ func (s *Service) removeDomain(ctx context.Context, id string) error {
 				return err
 			}
 		}
-		if err := tx.Where("target_id = ? AND on_domain = ?", id, true).Delete(&store.GroupRoleAssignment{}).Error; err != nil {
-			return fmt.Errorf("delete group grants on domain %s: %w", id, err)
+		for _, m := range []any{&store.GroupRoleAssignment{}, &store.InheritedRoleAssignment{}} {
+			if err := tx.Where("target_id = ? AND on_domain = ?", id, true).Delete(m).Error; err != nil {
+				return fmt.Errorf("delete group and inherited grants on domain %s: %w", id, err)
+			}
 		}
 		if err := tx.Where("domain_id = ?", id).Delete(&store.Token{}).Error; err != nil {
 			return fmt.Errorf("delete tokens of domain %s: %w", id, err)
@@ -426,20 +428,16 @@ func deleteUserRows(tx *gorm.DB, id string) error {
 			return fmt.Errorf("delete rows of user %s: %w", id, err)
 		}
 	}
-	return nil
+	return deleteActorRows(tx, id, false)
 }
 
-// ---- domain grants ----
-
-// userDomainRoles returns the roles userID holds on domainID (itself or
-// through its groups), by name.
-func userDomainRoles(ctx context.Context, st *store.Store, userID, domainID string) ([]store.Role, error) {
-	var roles []store.Role
-	db := st.WithContext(ctx)
-	err := db.Where("roles.domain_id = ?", "").
-		Where(db.Where("id IN (?)", db.Model(&store.DomainRoleAssignment{}).Select("role_id").
-			Where("user_id = ? AND domain_id = ?", userID, domainID)).
-			Or("id IN (?)", groupRoleIDs(db, userID, domainID, true))).
-		Order("roles.name").Find(&roles).Error
-	return roles, err
+// deleteActorRows deletes the inherited and system grants of a user or
+// (isGroup) a group.
+func deleteActorRows(tx *gorm.DB, id string, isGroup bool) error {
+	for _, m := range []any{&store.InheritedRoleAssignment{}, &store.SystemRoleAssignment{}} {
+		if err := tx.Where("actor_id = ? AND is_group = ?", id, isGroup).Delete(m).Error; err != nil {
+			return fmt.Errorf("delete inherited and system grants of %s: %w", id, err)
+		}
+	}
+	return nil
 }

@@ -116,9 +116,32 @@ func FuzzListFilters(f *testing.F) {
 	}
 	fi := newFuzzIdentity(f)
 	f.Fuzz(func(t *testing.T, q string) {
-		for _, p := range []string{"/v3/users", "/v3/projects", "/v3/roles", "/v3/role_assignments", "/v3/endpoints", "/v3/domains"} {
+		for _, p := range []string{"/v3/users", "/v3/projects", "/v3/roles", "/v3/role_assignments", "/v3/endpoints", "/v3/domains",
+			"/v3/role_inferences"} {
 			fuzzhttp.Check(t, fuzzhttp.Do(fi.h, "GET", p+"?"+q, fi.admin, nil), "GET "+p)
 		}
+	})
+}
+
+// FuzzGrantPaths: the ids in the inherited, system and implied-role grant
+// URLs (any method) answer 2xx or a Keystone 4xx, never a 5xx.
+func FuzzGrantPaths(f *testing.F) {
+	for i, s := range [][2]string{{"PROJECT", "USER"}, {"default", "USER"}, {"x", ""}, {"%00", "..%2F"}, {"PROJECT", "admin"}} {
+		f.Add(uint8(i), s[0], s[1], "member")
+	}
+	fi := newFuzzIdentity(f)
+	f.Fuzz(func(t *testing.T, pick uint8, target, actor, role string) {
+		esc := func(s string) string { return url.PathEscape(replaceFuzzIDs(s, fi)) }
+		target, actor, role = esc(target), esc(actor), esc(role)
+		paths := []string{
+			"/v3/OS-INHERIT/projects/" + target + "/users/" + actor + "/roles/" + role + "/inherited_to_projects",
+			"/v3/OS-INHERIT/domains/" + target + "/groups/" + actor + "/roles/" + role + "/inherited_to_projects",
+			"/v3/OS-INHERIT/domains/" + target + "/users/" + actor + "/roles/inherited_to_projects",
+			"/v3/system/users/" + actor + "/roles/" + role, "/v3/system/groups/" + actor + "/roles",
+			"/v3/roles/" + target + "/implies/" + role, "/v3/roles/" + target + "/implies",
+		}
+		p, m := paths[int(pick)%len(paths)], []string{"GET", "HEAD", "PUT", "DELETE"}[int(pick/16)%4]
+		fuzzhttp.Check(t, fuzzhttp.Do(fi.h, m, p, fi.admin, nil), m+" "+p)
 	})
 }
 

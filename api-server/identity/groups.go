@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 
@@ -240,7 +239,7 @@ func deleteGroupRows(tx *gorm.DB, id string) error {
 			return fmt.Errorf("delete rows of group %s: %w", id, err)
 		}
 	}
-	return nil
+	return deleteActorRows(tx, id, true)
 }
 
 // ---- membership ----
@@ -341,7 +340,7 @@ func (s *Service) removeGroupMember(w http.ResponseWriter, r *http.Request) {
 func (s *Service) userGroups(w http.ResponseWriter, r *http.Request) {
 	c := auth.FromContext(r.Context())
 	id := r.PathValue("id")
-	if c.UserID != id && !c.IsAdmin() {
+	if c.UserID != id && !cloudAdmin(c) {
 		s.failErr(w, r, errdefs.Forbidden(forbiddenMsg))
 		return
 	}
@@ -485,61 +484,4 @@ func groupTargets(db *gorm.DB, userID string, onDomain bool) *gorm.DB {
 	return db.Model(&store.GroupRoleAssignment{}).Select("group_role_assignments.target_id").
 		Joins("JOIN group_members gm ON gm.group_id = group_role_assignments.group_id").
 		Where("gm.user_id = ? AND group_role_assignments.on_domain = ?", userID, onDomain)
-}
-
-// groupAssignments lists the group grants matching a role_assignments
-// query (projects: the scope.project.id filter widened to its subtree);
-// effective expands each to the group's members.
-func (s *Service) groupAssignments(ctx context.Context, q url.Values, projects []string, effective bool) ([]assignment, error) {
-	db := s.st.WithContext(ctx)
-	gq := db.Model(&store.GroupRoleAssignment{})
-	if v := q.Get("group.id"); v != "" {
-		gq = gq.Where("group_id = ?", v)
-	}
-	if v := q.Get("role.id"); v != "" {
-		gq = gq.Where("role_id = ?", v)
-	}
-	switch {
-	case q.Has("scope.domain.id"):
-		gq = gq.Where("on_domain = ? AND target_id = ?", true, q.Get("scope.domain.id"))
-	case len(projects) > 0:
-		gq = gq.Where("on_domain = ? AND target_id IN ?", false, projects)
-	}
-	var gas []store.GroupRoleAssignment
-	if err := gq.Order("on_domain, target_id, group_id, role_id").Find(&gas).Error; err != nil {
-		return nil, fmt.Errorf("list group role assignments: %w", err)
-	}
-	members := map[string][]string{}
-	if effective && len(gas) > 0 {
-		var ms []store.GroupMember
-		mq := db.Order("user_id")
-		if v := q.Get("user.id"); v != "" {
-			mq = mq.Where("user_id = ?", v)
-		}
-		if err := mq.Find(&ms).Error; err != nil {
-			return nil, fmt.Errorf("list group members: %w", err)
-		}
-		for _, m := range ms {
-			members[m.GroupID] = append(members[m.GroupID], m.UserID)
-		}
-	}
-	var out []assignment
-	for _, ga := range gas {
-		a := assignment{roleID: ga.RoleID}
-		if ga.OnDomain {
-			a.domainID = ga.TargetID
-		} else {
-			a.projectID = ga.TargetID
-		}
-		if !effective {
-			a.groupID = ga.GroupID
-			out = append(out, a)
-			continue
-		}
-		for _, u := range members[ga.GroupID] {
-			a.userID, a.viaGroup = u, ga.GroupID
-			out = append(out, a)
-		}
-	}
-	return out, nil
 }

@@ -186,6 +186,12 @@ func (s *Service) Handler() http.Handler {
 	h("PATCH /v3/roles/{id}", s.updateRole)
 	h("DELETE /v3/roles/{id}", s.deleteRole)
 	h("GET /v3/role_assignments", s.listAssignments)
+	h("GET /v3/roles/{prior}/implies", s.listImpliedRoles)
+	h("GET /v3/roles/{prior}/implies/{implied}", s.getImpliedRole) // also HEAD
+	h("PUT /v3/roles/{prior}/implies/{implied}", s.putImpliedRole)
+	h("DELETE /v3/roles/{prior}/implies/{implied}", s.deleteImpliedRole)
+	h("GET /v3/role_inferences", s.listRoleInferences)
+	s.handleActorGrants(h)
 
 	h("GET /v3/services", s.listServices)
 	h("GET /v3/services/{id}", s.getService)

@@ -85,6 +85,8 @@ type tokenInfo struct {
 	userDomain, projectDomain store.Domain
 	appCred                   *store.ApplicationCredential
 	roles                     []store.Role
+	// system says the token is system-scoped.
+	system bool
 }
 
 // loadToken looks tok up and checks it is live: not expired, not revoked,
@@ -162,6 +164,15 @@ func (s *Service) loadToken(ctx context.Context, tok string) (*tokenInfo, error)
 			return nil, fmt.Errorf("user %s has no role on project %s any more: %w", row.UserID, p.ID, ErrInvalidToken)
 		}
 		ti.roles = roles
+	case row.System:
+		roles, err := userSystemRoles(ctx, s.st, row.UserID)
+		if err != nil {
+			return nil, fmt.Errorf("load token roles: %w: %w", ErrUnavailable, err)
+		}
+		if len(roles) == 0 {
+			return nil, fmt.Errorf("user %s has no role on the system any more: %w", row.UserID, ErrInvalidToken)
+		}
+		ti.roles, ti.system = roles, true
 	case row.DomainID != "":
 		d, err := s.liveDomain(ctx, row.DomainID)
 		if err != nil {
@@ -211,20 +222,6 @@ func (s *Service) liveDomain(ctx context.Context, id string) (store.Domain, erro
 	return d, nil
 }
 
-// userRoles returns the global roles userID holds on projectID, sorted by
-// name: the roles a token carries (domain-specific roles never do),
-// granted to the user or to one of its groups.
-func userRoles(ctx context.Context, st *store.Store, userID, projectID string) ([]store.Role, error) {
-	var roles []store.Role
-	db := st.WithContext(ctx)
-	err := db.Where("roles.domain_id = ?", "").
-		Where(db.Where("id IN (?)", db.Model(&store.RoleAssignment{}).Select("role_id").
-			Where("user_id = ? AND project_id = ?", userID, projectID)).
-			Or("id IN (?)", groupRoleIDs(db, userID, projectID, false))).
-		Order("roles.name").Find(&roles).Error
-	return roles, err
-}
-
 // Validate implements auth.Validator for every API service.
 func (s *Service) Validate(ctx context.Context, tok string) (*auth.Credentials, error) {
 	ti, err := s.loadToken(ctx, tok)
@@ -243,6 +240,7 @@ func (ti *tokenInfo) credentials(adminProject string) *auth.Credentials {
 		c.ProjectID, c.ProjectName = ti.project.ID, ti.project.Name
 		c.IsAdminProject = adminProject == "*" || (ti.project.Name == adminProject && ti.project.DomainID == DefaultDomainID)
 	}
+	c.System = ti.system
 	if ti.appCred != nil {
 		c.AppCredID, c.AppCredRestricted = ti.appCred.ID, !ti.appCred.Unrestricted
 	}
@@ -463,23 +461,26 @@ func (s *Service) authenticate(ctx context.Context, req *authRequest, source str
 		return nil, err
 	}
 
-	var projectID, domainID string
+	var (
+		projectID, domainID string
+		system              bool
+	)
 	if appCred != nil {
 		// A token from an application credential is scoped to its project
 		// and nothing else.
 		if t := strings.TrimSpace(string(req.Auth.Scope)); t != "" && t != "null" {
-			p, d, err := s.resolveScope(ctx, req.Auth.Scope, &user)
+			p, d, sys, err := s.resolveScope(ctx, req.Auth.Scope, &user)
 			if err != nil {
 				return nil, err
 			}
-			if p != appCred.ProjectID || d != "" {
+			if p != appCred.ProjectID || d != "" || sys {
 				return nil, unauthorized("application credential " + appCred.ID + " is limited to project " + appCred.ProjectID)
 			}
 		}
 		projectID = appCred.ProjectID
 	} else {
 		var err error
-		if projectID, domainID, err = s.resolveScope(ctx, req.Auth.Scope, &user); err != nil {
+		if projectID, domainID, system, err = s.resolveScope(ctx, req.Auth.Scope, &user); err != nil {
 			return nil, err
 		}
 	}
@@ -494,7 +495,7 @@ func (s *Service) authenticate(ctx context.Context, req *authRequest, source str
 		exp = prevExp
 	}
 	row := &store.Token{UserID: user.ID, ProjectID: projectID, DomainID: domainID, Methods: strings.Join(methods, ","),
-		AuditID: strings.Join(append([]string{audit}, auditIDs...), ","), IssuedAt: now, ExpiresAt: exp}
+		AuditID: strings.Join(append([]string{audit}, auditIDs...), ","), IssuedAt: now, ExpiresAt: exp, System: system}
 	if appCred != nil {
 		row.AppCredID = appCred.ID
 	}
@@ -504,60 +505,73 @@ func (s *Service) authenticate(ctx context.Context, req *authRequest, source str
 // resolveScope returns the project or domain the token is scoped to (both
 // "" unscoped). With no scope at all, Keystone scopes to the user's
 // default project when the user has a role there.
-func (s *Service) resolveScope(ctx context.Context, raw json.RawMessage, user *store.User) (projectID, domainID string, err error) {
+func (s *Service) resolveScope(ctx context.Context, raw json.RawMessage, user *store.User) (projectID, domainID string, system bool, err error) {
 	db := s.st.WithContext(ctx)
 	trimmed := strings.TrimSpace(string(raw))
 	if trimmed == "" || trimmed == "null" {
 		if user.DefaultProjectID == "" {
-			return "", "", nil
+			return "", "", false, nil
 		}
 		var p store.Project
 		if err := db.Where("id = ?", user.DefaultProjectID).Take(&p).Error; err != nil {
 			if errors.Is(err, gorm.ErrRecordNotFound) {
-				return "", "", nil
+				return "", "", false, nil
 			}
-			return "", "", fmt.Errorf("load default project: %w", err)
+			return "", "", false, fmt.Errorf("load default project: %w", err)
 		}
 		roles, err := userRoles(ctx, s.st, user.ID, p.ID)
 		if err != nil {
-			return "", "", fmt.Errorf("load roles: %w", err)
+			return "", "", false, fmt.Errorf("load roles: %w", err)
 		}
 		if !p.Enabled || len(roles) == 0 {
-			return "", "", nil
+			return "", "", false, nil
 		}
 		if _, err := s.liveDomain(ctx, p.DomainID); err != nil {
-			return "", "", nil
+			return "", "", false, nil
 		}
-		return p.ID, "", nil
+		return p.ID, "", false, nil
 	}
 	if trimmed == `"unscoped"` {
-		return "", "", nil
+		return "", "", false, nil
 	}
 	var sc scopeRequest
 	if err := json.Unmarshal(raw, &sc); err != nil {
-		return "", "", badAuthRequest("Invalid authentication request: malformed scope.")
+		return "", "", false, badAuthRequest("Invalid authentication request: malformed scope.")
 	}
 	switch {
 	case sc.Project != nil:
 	case sc.Domain != nil:
 		d, err := s.scopeDomain(ctx, sc.Domain.ID, sc.Domain.Name)
 		if err != nil {
-			return "", "", err
+			return "", "", false, err
 		}
 		roles, err := userDomainRoles(ctx, s.st, user.ID, d.ID)
 		if err != nil {
-			return "", "", fmt.Errorf("load domain roles: %w", err)
+			return "", "", false, fmt.Errorf("load domain roles: %w", err)
 		}
 		if len(roles) == 0 {
-			return "", "", unauthorized("user " + user.ID + " has no role on domain " + d.ID)
+			return "", "", false, unauthorized("user " + user.ID + " has no role on domain " + d.ID)
 		}
-		return "", d.ID, nil
+		return "", d.ID, false, nil
 	case len(sc.System) > 0:
-		return "", "", unauthorized("system-scoped tokens are not supported")
+		var sys struct {
+			All bool `json:"all"`
+		}
+		if err := json.Unmarshal(sc.System, &sys); err != nil || !sys.All {
+			return "", "", false, badAuthRequest("Invalid authentication request: the system scope is {\"all\": true}.")
+		}
+		roles, err := userSystemRoles(ctx, s.st, user.ID)
+		if err != nil {
+			return "", "", false, fmt.Errorf("load system roles: %w", err)
+		}
+		if len(roles) == 0 {
+			return "", "", false, unauthorized("user " + user.ID + " has no role on the system")
+		}
+		return "", "", true, nil
 	case len(sc.Trust) > 0:
-		return "", "", unauthorized("trusts are not supported")
+		return "", "", false, unauthorized("trusts are not supported")
 	default:
-		return "", "", badAuthRequest("Invalid authentication request: unknown scope.")
+		return "", "", false, badAuthRequest("Invalid authentication request: unknown scope.")
 	}
 	q := db.Model(&store.Project{})
 	switch {
@@ -568,35 +582,35 @@ func (s *Service) resolveScope(ctx context.Context, raw json.RawMessage, user *s
 		if dr := sc.Project.Domain; dr != nil && (dr.ID != "" || dr.Name != "") {
 			d, err := s.scopeDomain(ctx, dr.ID, dr.Name)
 			if err != nil {
-				return "", "", err
+				return "", "", false, err
 			}
 			domainID = d.ID
 		}
 		q = q.Where("name = ? AND domain_id = ?", sc.Project.Name, domainID)
 	default:
-		return "", "", badAuthRequest("Invalid authentication request: project id or name is required.")
+		return "", "", false, badAuthRequest("Invalid authentication request: project id or name is required.")
 	}
 	var p store.Project
 	if err := q.Take(&p).Error; err != nil {
 		if errors.Is(err, gorm.ErrRecordNotFound) {
-			return "", "", unauthorized("unknown project")
+			return "", "", false, unauthorized("unknown project")
 		}
-		return "", "", fmt.Errorf("load project: %w", err)
+		return "", "", false, fmt.Errorf("load project: %w", err)
 	}
 	if !p.Enabled {
-		return "", "", unauthorized("project " + p.ID + " is disabled")
+		return "", "", false, unauthorized("project " + p.ID + " is disabled")
 	}
 	if _, err := s.scopeDomain(ctx, p.DomainID, ""); err != nil {
-		return "", "", err
+		return "", "", false, err
 	}
 	roles, err := userRoles(ctx, s.st, user.ID, p.ID)
 	if err != nil {
-		return "", "", fmt.Errorf("load roles: %w", err)
+		return "", "", false, fmt.Errorf("load roles: %w", err)
 	}
 	if len(roles) == 0 {
-		return "", "", unauthorized("user " + user.ID + " has no role on project " + p.ID)
+		return "", "", false, unauthorized("user " + user.ID + " has no role on project " + p.ID)
 	}
-	return p.ID, "", nil
+	return p.ID, "", false, nil
 }
 
 // scopeDomain resolves a domain named in a scope: it must exist and be
@@ -625,7 +639,9 @@ type tokenView struct {
 	User      tokenUser     `json:"user"`
 	Project   *tokenProject `json:"project,omitempty"`
 	Domain    *idName       `json:"domain,omitempty"`
-	IsDomain  *bool         `json:"is_domain,omitempty"`
+	// System is a system-scoped token's scope, {"all": true}.
+	System   map[string]bool `json:"system,omitempty"`
+	IsDomain *bool           `json:"is_domain,omitempty"`
 	// IsAdminProject is Keystone's is_admin_project of a project-scoped
 	// token: whether the project is the admin project (Options.
 	// AdminProject), which services' is_admin_project:True rules read.
@@ -670,7 +686,10 @@ func (s *Service) tokenBody(r *http.Request, ti *tokenInfo, withCatalog bool) ma
 		User: tokenUser{ID: ti.user.ID, Name: ti.user.Name,
 			Domain: idName{ID: ti.userDomain.ID, Name: ti.userDomain.Name}},
 	}
-	scoped := ti.project != nil || ti.domain != nil
+	scoped := ti.project != nil || ti.domain != nil || ti.system
+	if ti.system {
+		v.System = map[string]bool{"all": true}
+	}
 	if ti.project != nil {
 		isDomain := false
 		v.Project = &tokenProject{ID: ti.project.ID, Name: ti.project.Name,
@@ -720,7 +739,7 @@ func (s *Service) subjectToken(w http.ResponseWriter, r *http.Request) (*tokenIn
 		s.internalError(w, r, err)
 		return nil, false
 	}
-	if ti.user.ID != caller.UserID && !caller.IsAdmin() {
+	if ti.user.ID != caller.UserID && !cloudAdmin(caller) {
 		s.failErr(w, r, errdefs.Forbidden("You are not authorized to perform the requested action: identity:validate_token."))
 		return nil, false
 	}
