@@ -314,6 +314,16 @@ func portalManageAccess(t *testing.T, c *cloud, srvID, srvName, netID, imgID, ot
 	}
 	rb.open("/networks/" + netID)
 	copyShot(t, rb.shot("reader"), "portal-reader.png")
+	// A reader's write sent anyway is the API's 403, shown; nothing changes.
+	refused := evalJS[bool](rb, fmt.Sprintf(`fetch("/networks/%s/delete", {method: "POST", credentials: "same-origin",
+		headers: {"Content-Type": "application/x-www-form-urlencoded"},
+		body: "csrf=" + encodeURIComponent(document.querySelector("input[name=csrf]").value)}).then(function(r){return r.text()}).then(function(t){return t.indexOf('id="error"') >= 0})`, netID))
+	if !refused {
+		t.Errorf("the reader's network delete: no refusal shown")
+	}
+	if st := statusJS(rb, "/networks/"+netID); st != 200 {
+		t.Errorf("the network after the reader's delete: %d, want 200", st)
+	}
 
 	// A user with roles on demo and the other project switches.
 	admin.run("user", "create", "--password", otherPass, "--project", "demo", multi)
