@@ -140,6 +140,15 @@ func TestVolumeAttachSurvivesRestartsAndReconcile(t *testing.T) {
 	if out, err := dockerExec(t, id, "cat "+mount.MountPath+"/f"); err != nil || out != "kept" {
 		t.Fatalf("after stop/start the server reads %q (%v)", out, err)
 	}
+	// Rebuild: a new disk, the same volume mounted with its data.
+	e.publish(protocol.KindRebuildInstance, protocol.RebuildInstance{RequestID: "rebuild-1", Start: true,
+		Spec: protocol.InstanceSpec{ID: id, Name: "vm", ImageRef: image, VCPUs: 1, MemoryMB: 256, Volumes: []protocol.VolumeMount{mount}}})
+	if r := e.waitReport(id, 4, 2*time.Minute); !r.OK || r.Action != lifecycle.ActRebuild {
+		t.Fatalf("rebuild: %+v", r)
+	}
+	if out, err := dockerExec(t, id, "cat "+mount.MountPath+"/f"); err != nil || out != "kept" {
+		t.Fatalf("after a rebuild the server reads %q (%v)", out, err)
+	}
 
 	// Agent restart, and the mount lost meanwhile: reconcile puts it back.
 	e.stop()
