@@ -214,6 +214,9 @@ func (s *Service) createSnapshot(w http.ResponseWriter, r *http.Request) {
 		if !ok {
 			return store.ErrVolumeStatus.Newf("Invalid volume: Volume %s status must be available, but current status is: %s.", v.ID, v.Status)
 		}
+		if err := s.refuseWhileMoving(tx, v, "snapshot"); err != nil {
+			return err
+		}
 		guard := store.VolumeQuotaGuard(v.ProjectID, map[string]int{store.QuotaSnapshots: 1, store.QuotaGigabytes: v.SizeGB}, s.quotaDefaults())
 		if err := guard(tx); err != nil {
 			return err

@@ -334,3 +334,37 @@ func TestVersionsTypesAndMicroversions(t *testing.T) {
 	e.fails(http.StatusBadRequest, "badRequest", "POST", "/volumes", "alice", obj{"volume": obj{"size": 1, "availability_zone": "elsewhere"}})
 	e.fails(http.StatusBadRequest, "badRequest", "GET", "/v3/p2/volumes", "alice", nil)
 }
+
+// A local volume whose server is being cold-migrated with it is not
+// extended or snapshotted until the migration is confirmed or reverted
+// (the server runs on a copy meanwhile); afterwards it is.
+func TestVolumeRefusedWhileItsServerMigrates(t *testing.T) {
+	e := newEnv(t)
+	id := e.volume("alice", obj{"size": 1})["id"].(string)
+	if err := e.st.DB.Create(&store.VolumeAttachment{ID: "a1", VolumeID: id, InstanceID: "i1", Host: "h1", MountPath: "/data",
+		Status: store.AttachmentAttached}).Error; err != nil {
+		t.Fatal(err)
+	}
+	e.st.DB.Model(&store.Volume{}).Where("id = ?", id).Update("status", store.VolumeInUse)
+	m := store.Migration{UUID: "m1", InstanceID: "i1", Step: "finished", SourceCompute: "h1", DestCompute: "h2", VolumeIDs: id}
+	if err := e.st.DB.Create(&m).Error; err != nil {
+		t.Fatal(err)
+	}
+	hdr := "OpenStack-API-Version"
+	for _, c := range []struct {
+		path string
+		body obj
+	}{
+		{"/volumes/" + id + "/action", obj{"os-extend": obj{"new_size": 2}}},
+		{"/snapshots", obj{"snapshot": obj{"volume_id": id, "force": true}}},
+	} {
+		code, out, _ := e.do("POST", c.path, "alice", c.body, hdr, "volume 3.64")
+		if f, _ := out["badRequest"].(obj); code != 400 || f == nil || !strings.Contains(f["message"].(string), "being migrated") {
+			t.Fatalf("POST %s during the migration: %d %v", c.path, code, out)
+		}
+	}
+	e.st.DB.Model(&store.Migration{}).Where("id = ?", m.ID).Update("step", "done")
+	if code, out, _ := e.do("POST", "/volumes/"+id+"/action", "alice", obj{"os-extend": obj{"new_size": 2}}, hdr, "volume 3.64"); code != 202 {
+		t.Fatalf("extend after the migration: %d %v", code, out)
+	}
+}

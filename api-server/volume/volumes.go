@@ -101,6 +101,30 @@ func (s *Service) attachmentOf(tx *gorm.DB, id string) (*store.VolumeAttachment,
 	return nil, nil
 }
 
+// refuseWhileMoving refuses work on local volume v while the server it is
+// attached to is in a cold migration: until the confirm or revert the
+// server runs on a copy on the target and the volume's host keeps the
+// other one, so an extend or a snapshot would act on one copy of two.
+func (s *Service) refuseWhileMoving(tx *gorm.DB, v *store.Volume, action string) error {
+	if v.Backend != protocol.BackendLocal || v.Status != store.VolumeInUse {
+		return nil
+	}
+	att, err := s.attachmentOf(tx, v.ID)
+	if err != nil || att == nil {
+		return err
+	}
+	var n int64
+	err = tx.Model(&store.Migration{}).Where("instance_id = ? AND step NOT IN ?", att.InstanceID, []string{"", "done", "delete_tag"}).Count(&n).Error
+	if err != nil {
+		return fmt.Errorf("migrations of server %s: %w", att.InstanceID, err)
+	}
+	if n > 0 {
+		return store.ErrVolumeStatus.Newf("Invalid volume: Volume %s is attached to server %s, which is being migrated with it; %s it once the migration is confirmed or reverted.",
+			v.ID, att.InstanceID, action)
+	}
+	return nil
+}
+
 func (s *Service) getVolume(w http.ResponseWriter, r *http.Request) {
 	c := creds(r)
 	db := s.st.WithContext(r.Context())
@@ -758,6 +782,9 @@ func (s *Service) extend(w http.ResponseWriter, r *http.Request, c *auth.Credent
 		}
 		if newSize <= v.SizeGB {
 			return errdefs.InvalidArgumentf("Invalid input received: New size for extend must be greater than current size. (current: %d, extended: %d).", v.SizeGB, newSize)
+		}
+		if err := s.refuseWhileMoving(tx, v, "extend"); err != nil {
+			return err
 		}
 		guard := store.VolumeQuotaGuard(v.ProjectID, map[string]int{store.QuotaGigabytes: newSize - v.SizeGB}, s.quotaDefaults())
 		if err := guard(tx); err != nil {
