@@ -253,6 +253,9 @@ func (a *Agent) create(ctx context.Context, s protocol.InstanceSpec, firstBoot b
 		return err
 	}
 	if firstBoot {
+		// A build plumbs and starts right after: the sandbox may start
+		// while the workload is created.
+		spec.StartSandbox = spec.Networked
 		if spec.Files, err = a.firstBootFiles(ctx, s); err != nil {
 			return fmt.Errorf("build %s: %w", s.ID, err)
 		}

@@ -56,6 +56,12 @@ type Spec struct {
 	// agent plumbs first) and survives workload restarts. A server
 	// without NICs needs none and boots as one container.
 	Networked bool
+	// StartSandbox (with Networked) lets Create start the sandbox while
+	// it creates the workload, for a build that plumbs and starts right
+	// after: the sandbox's start overlaps the workload's create instead of
+	// following it. A create that must leave the server stopped (a
+	// migration import) leaves it false. Drivers without a sandbox ignore it.
+	StartSandbox bool
 	// Command, when set, replaces the image's command (its CMD; the
 	// entrypoint stays). Servers boot their image's init; this is for
 	// tests and special images.

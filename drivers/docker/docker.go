@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -391,14 +392,25 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 		}
 		diskDev = dev
 	}
+	// joinSandbox waits for a sandbox start begun below and returns its
+	// error; every path out of Create waits for it, so a cleanup never
+	// races the start.
+	joinSandbox := func() error { return nil }
+	defer func() { _ = joinSandbox() }()
 	if spec.Networked {
 		if err := d.ensureImage(ctx, d.opts.SandboxImage); err != nil {
 			dropCopy()
 			return fmt.Errorf("docker create %s: sandbox: %w", spec.ID, err)
 		}
-		if _, err := d.createSandbox(ctx, spec); err != nil {
+		sbID, err := d.createSandbox(ctx, spec)
+		if err != nil {
 			dropCopy()
 			return err
+		}
+		if spec.StartSandbox {
+			started := make(chan error, 1)
+			go func() { started <- d.cli.ContainerStart(ctx, sbID, container.StartOptions{}) }()
+			joinSandbox = sync.OnceValue(func() error { return <-started })
 		}
 	}
 	cfg, host := d.configs(spec, diskDev)
@@ -409,6 +421,7 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 	// The flavor's disk caps the writable layer where dockerd can.
 	host.StorageOpt = d.root.storageOpt(spec.DiskGB)
 	if err := d.maskImageLabels(ctx, spec.Image, cfg.Labels); err != nil {
+		_ = joinSandbox()
 		if rerr := d.removeSandbox(context.WithoutCancel(ctx), spec.ID); rerr != nil {
 			d.log.Error("could not remove the sandbox of a failed create", "instance", spec.ID, "err", rerr)
 		}
@@ -424,6 +437,7 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 				return nil
 			}
 		}
+		_ = joinSandbox()
 		if rerr := d.removeSandbox(context.WithoutCancel(ctx), spec.ID); rerr != nil {
 			d.log.Error("could not remove the sandbox of a failed create", "instance", spec.ID, "err", rerr)
 		}
@@ -436,6 +450,7 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 	// The VOLUME directories first: a file may be written into one.
 	if err := d.makeVolumeDirs(ctx, resp.ID, volumeDirs); err != nil {
 		// Not half an instance, as for the files and keys below.
+		_ = joinSandbox()
 		if derr := d.Destroy(context.WithoutCancel(ctx), spec.ID); derr != nil {
 			d.log.Error("could not remove a container whose VOLUME directories could not be made", "instance", spec.ID, "err", derr)
 		}
@@ -443,6 +458,7 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 	}
 	if len(spec.Files) > 0 {
 		if err := d.writeFiles(ctx, resp.ID, spec.Files); err != nil {
+			_ = joinSandbox()
 			if derr := d.Destroy(context.WithoutCancel(ctx), spec.ID); derr != nil {
 				d.log.Error("could not remove a container whose files could not be written", "instance", spec.ID, "err", derr)
 			}
@@ -453,6 +469,7 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 		if err := d.writeAuthorizedKeys(ctx, resp.ID, spec.AuthorizedKeys); err != nil {
 			// Not half an instance: a replayed create would accept the
 			// container as is and boot it without its key.
+			_ = joinSandbox()
 			if derr := d.Destroy(context.WithoutCancel(ctx), spec.ID); derr != nil {
 				d.log.Error("could not remove a container whose key could not be written", "instance", spec.ID, "err", derr)
 			}
@@ -463,6 +480,11 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 		"vcpus", spec.VCPUs, "memory_mb", spec.MemoryMB, "pids_limit", pidsLimit(spec),
 		"cpu_quota_us", host.CPUQuota, "cpu_period_us", host.CPUPeriod, "cpu_shares", host.CPUShares, "disk_device", diskDev,
 		"cpuset", host.CpusetCpus, "lxcfs", len(host.Mounts) > 0, "root_disk", host.StorageOpt["size"])
+	if err := joinSandbox(); err != nil {
+		// The server is whole; its sandbox starts again when the agent
+		// plumbs it (Sandbox), which reports what keeps it from running.
+		d.log.Warn("early sandbox start failed", "instance", spec.ID, "err", err)
+	}
 	return nil
 }
 

@@ -268,3 +268,45 @@ func TestFailedCreateLeavesNoSandbox(t *testing.T) {
 		t.Errorf("Sandbox of the failed create: %v, want ErrNotFound", err)
 	}
 }
+
+// TestCreateStartsTheSandboxEarly: with StartSandbox (a build), Create
+// returns with the sandbox running and the workload not started, so the
+// agent plumbs at once; without it (an import) the sandbox stays stopped.
+func TestCreateStartsTheSandboxEarly(t *testing.T) {
+	image := testenv.Image(t)
+	d := newDriver(t)
+	ctx := drivertest.Ctx(t)
+	cli := d.Client()
+	for _, early := range []bool{true, false} {
+		spec := drivertest.Spec(image)
+		spec.Networked, spec.StartSandbox = true, early
+		drivertest.Create(t, d, spec)
+		sb, err := cli.ContainerInspect(ctx, docker.SandboxName(spec.ID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sb.State.Running != early {
+			t.Errorf("StartSandbox %v: sandbox running after Create = %v", early, sb.State.Running)
+		}
+		w, err := cli.ContainerInspect(ctx, docker.ContainerName(spec.ID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w.State.Running {
+			t.Errorf("StartSandbox %v: Create started the workload", early)
+		}
+		path, err := d.Sandbox(ctx, spec.ID)
+		if err != nil {
+			t.Fatalf("sandbox: %v", err)
+		}
+		if want := fmt.Sprintf("/proc/%d/ns/net", pidOf(t, ctx, d, docker.SandboxName(spec.ID))); path != want {
+			t.Errorf("StartSandbox %v: Sandbox = %s, want %s", early, path, want)
+		}
+		if err := d.Destroy(ctx, spec.ID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cli.ContainerInspect(ctx, docker.SandboxName(spec.ID)); err == nil {
+			t.Errorf("StartSandbox %v: Destroy left the sandbox", early)
+		}
+	}
+}

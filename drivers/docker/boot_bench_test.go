@@ -1,0 +1,86 @@
+package docker_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+
+	"github.com/capsule-cloud/capsule/drivers/docker"
+	"github.com/capsule-cloud/capsule/drivers/drivertest"
+	"github.com/capsule-cloud/capsule/internal/testenv"
+)
+
+// BenchmarkBootNetworked is the driver's share of a networked boot
+// (issue 15): Create (sandbox + workload), Sandbox (the namespace the
+// agent plumbs), Start; then Destroy, untimed. "early" starts the sandbox
+// during Create (Spec.StartSandbox, what a build does); "raw" is docker
+// create + start of the same image with --net=none, the floor.
+// go test ./drivers/docker -run X -bench BootNetworked -benchtime 10x
+func BenchmarkBootNetworked(b *testing.B) {
+	host, image := testenv.DockerHost(b), testenv.Image(b)
+	ctx := context.Background()
+	d, err := docker.New(ctx, docker.Options{Host: host, StopTimeout: 5 * time.Second, SandboxImage: image,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { d.Close() })
+	for _, early := range []bool{false, true} {
+		name := "sandbox-at-plumb"
+		if early {
+			name = "sandbox-early"
+		}
+		b.Run(name, func(b *testing.B) {
+			var create, sandbox, start time.Duration
+			for i := 0; i < b.N; i++ {
+				spec := drivertest.Spec(image)
+				spec.Networked, spec.StartSandbox = true, early
+				t0 := time.Now()
+				if err := d.Create(ctx, spec); err != nil {
+					b.Fatal(err)
+				}
+				t1 := time.Now()
+				if _, err := d.Sandbox(ctx, spec.ID); err != nil {
+					b.Fatal(err)
+				}
+				t2 := time.Now()
+				if err := d.Start(ctx, spec.ID); err != nil {
+					b.Fatal(err)
+				}
+				t3 := time.Now()
+				create, sandbox, start = create+t1.Sub(t0), sandbox+t2.Sub(t1), start+t3.Sub(t2)
+				b.StopTimer()
+				if err := d.Destroy(ctx, spec.ID); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+			n := float64(b.N) * float64(time.Millisecond)
+			b.ReportMetric(float64(create)/n, "create-ms")
+			b.ReportMetric(float64(sandbox)/n, "sandbox-ms")
+			b.ReportMetric(float64(start)/n, "start-ms")
+		})
+	}
+	b.Run("raw", func(b *testing.B) {
+		cli := d.Client()
+		for i := 0; i < b.N; i++ {
+			resp, err := cli.ContainerCreate(ctx, &container.Config{Image: image, Labels: map[string]string{"capsule.bench": "raw"}},
+				&container.HostConfig{NetworkMode: "none"}, nil, nil, "")
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := cli.ContainerStart(ctx, resp.ID, container.StartOptions{}); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			if err := cli.ContainerRemove(ctx, resp.ID, container.RemoveOptions{Force: true}); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+		}
+	})
+}
