@@ -210,6 +210,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("agent serving", "queue", queue)
 	wg.Go(func() { a.heartbeatLoop(ctx) })
 	wg.Go(func() { a.alarmLoop(ctx) })
+	wg.Go(func() { a.usageLoop(ctx) })
 	wg.Go(func() {
 		if err := a.reconcileUntilDone(ctx); err != nil {
 			return // stopped before the conductor ever answered

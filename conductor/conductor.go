@@ -170,6 +170,16 @@ func (c *Conductor) Handle(ctx context.Context, m bus.Message) (any, error) {
 			return nil, err
 		}
 		return c.volumesOnHost(ctx, r.Host)
+	case protocol.KindServerUsage:
+		var r protocol.ServerUsage
+		if err := m.Decode(&r); err != nil {
+			return nil, err
+		}
+		// Best effort: a lost round is a gap in the history.
+		if err := c.onServerUsage(ctx, r); err != nil {
+			c.log.Warn("record server usage", "host", r.Host, "points", len(r.Points), "error", err)
+		}
+		return nil, nil
 	case protocol.KindHostEvent:
 		var r protocol.HostEvent
 		if err := m.Decode(&r); err != nil {

@@ -20,7 +20,7 @@ var agentKinds = map[string]bool{
 	protocol.KindInstancesOnHost: true, protocol.KindSnapshotReport: true, protocol.KindHostEvent: true,
 	protocol.KindMigrationReport: true, protocol.KindMigrationProgress: true, protocol.KindMigrationCheck: true,
 	protocol.KindInstanceMetadata: true, protocol.KindVolumeReport: true, protocol.KindVolumesOnHost: true,
-	protocol.KindSetMetadataPassword: true,
+	protocol.KindSetMetadataPassword: true, protocol.KindServerUsage: true,
 }
 
 // senderHost says which compute host's broker user sent m: the host

@@ -272,6 +272,11 @@ type Agent struct {
 	LXCFS string `yaml:"lxcfs"`
 	// Alarms are the thresholds the agent checks every AlarmInterval.
 	Alarms Alarms `yaml:"alarms"`
+	// UsageInterval is how often the agent sends each running server's
+	// usage (CPU, memory, disk IO, network) to the conductor for the
+	// servers' usage history (default 1m: its finest resolution); 0 turns
+	// it off.
+	UsageInterval time.Duration `yaml:"usage_interval"`
 	// CPUDedicatedSet is Nova's [compute] cpu_dedicated_set, a CPU list
 	// ("1", "2-3,6"): the host CPUs reserved for hw:cpu_policy=dedicated
 	// servers, one server per CPU; shared servers are pinned within the
@@ -341,6 +346,7 @@ func Default() Config {
 			Driver: "docker", PidsLimit: 1024, CPUAllocationRatio: 16, RAMAllocationRatio: 1, DiskAllocationRatio: 1,
 			ReservedMemoryMB: 512, HeartbeatInterval: 10 * time.Second, StopTimeout: 10 * time.Second,
 			MetricsListen: "127.0.0.1:9180", LXCFS: "/var/lib/lxcfs",
+			UsageInterval: time.Minute,
 			Alarms: Alarms{Interval: 5 * time.Second, ServerPids: 0.9, ServerMemory: 0.9, ServerThrottled: 0.9,
 				HostPids: 0.8, HostConntrack: 0.8}},
 		Registry: Registry{Address: "127.0.0.1:5050"},

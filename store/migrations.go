@@ -348,6 +348,9 @@ var migrations = []migration{
 		}
 		return tx.Migrator().AddColumn(&Token{}, "System")
 	}},
+	{37, "servers' usage history (two tiers of bounded length)", func(tx *gorm.DB) error {
+		return tx.AutoMigrate(&UsagePoint{})
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

@@ -303,6 +303,7 @@ func (s *Service) apiRoutes(mux *http.ServeMux, p string) {
 	mux.HandleFunc("PUT "+p+"/servers/{id}/metadata/{key}", s.writer(s.putMetadataItem))
 	mux.HandleFunc("DELETE "+p+"/servers/{id}/metadata/{key}", s.writer(s.deleteMetadataItem))
 	mux.HandleFunc("GET "+p+"/servers/{id}/os-instance-actions", s.authed(s.listInstanceActions))
+	mux.HandleFunc("GET "+p+"/servers/{id}/capsule-usage", s.authed(s.serverUsageHistory))
 	mux.HandleFunc("GET "+p+"/servers/{id}/os-instance-actions/{req}", s.authed(s.showInstanceAction))
 	mux.HandleFunc("GET "+p+"/servers/{id}/os-volume_attachments", s.authed(s.listVolumeAttachments))
 	mux.HandleFunc("POST "+p+"/servers/{id}/os-volume_attachments", s.writer(s.attachVolume))

@@ -614,6 +614,9 @@ func (s *Server) launchPost(w http.ResponseWriter, r *http.Request, sess *sessio
 		Flavor: r.PostFormValue("flavor"), Network: r.PostFormValue("network"), FixedIP: strings.TrimSpace(r.PostFormValue("fixed_ip")),
 		KeyName: r.PostFormValue("key_name"), Groups: r.PostForm["security_groups"], UserData: r.PostFormValue("user_data"),
 		Zone: r.PostFormValue("zone")}
+	// Browsers send a textarea's line breaks as CRLF; a script with them
+	// would not run (#!/bin/sh\r).
+	req.UserData = strings.ReplaceAll(req.UserData, "\r\n", "\n")
 	var msg string
 	count, err := strconv.Atoi(strings.TrimSpace(r.PostFormValue("count")))
 	maxCount := count

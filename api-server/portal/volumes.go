@@ -181,6 +181,21 @@ func (s *Server) volumeRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/volumes", s.authedJSON(s.volumesJSON))
 	mux.HandleFunc("GET /volumes/{id}", s.authed(s.volumePage))
 	mux.HandleFunc("POST /volumes/{id}/{op}", s.authed(s.volumeOpPost))
+	mux.HandleFunc("GET /api/servers/{id}/usage", s.authedJSON(s.usageJSON))
+}
+
+// usageJSON is a server's usage history for the server page's charts: the
+// compute API's capsule-usage (the cloud keeps it; another project's
+// server is its 404).
+func (s *Server) usageJSON(w http.ResponseWriter, r *http.Request, sess *session) {
+	q := url.Values{"period": {r.URL.Query().Get("period")}}
+	var body map[string]any
+	if _, err := s.up.do(r.Context(), "compute", sess.Token, http.MethodGet,
+		s.ep.Compute+"/servers/"+url.PathEscape(r.PathValue("id"))+"/capsule-usage?"+q.Encode(), nil, &body); err != nil {
+		s.failJSON(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, body)
 }
 
 // noVolumes answers when the cloud serves no Block Storage API.
@@ -380,8 +395,9 @@ func (s *Server) volumeOpPost(w http.ResponseWriter, r *http.Request, sess *sess
 			msg = "The new size must be a whole number of gigabytes."
 			break
 		}
-		// 3.42 grows an in-use volume too (online, where it is mounted).
-		_, err = s.up.doAt(r.Context(), "volume", "3.42", sess.Token, http.MethodPost, s.volumeURL(sess, "/volumes/"+url.PathEscape(id)+"/action"),
+		// At Cinder's base microversion: an available volume only (the
+		// page says to detach it first).
+		_, err = s.up.do(r.Context(), "volume", sess.Token, http.MethodPost, s.volumeURL(sess, "/volumes/"+url.PathEscape(id)+"/action"),
 			map[string]any{"os-extend": map[string]int{"new_size": n}}, nil)
 	case "delete":
 		_, err = s.up.do(r.Context(), "volume", sess.Token, http.MethodDelete, s.volumeURL(sess, "/volumes/"+url.PathEscape(id)), nil, nil)

@@ -126,6 +126,7 @@ func routes() []route {
 	c(route{method: "DELETE", path: "/servers/{server}/metadata/{metakey}"})
 	c(route{method: "GET", path: "/servers/{server}/os-instance-actions", query: []string{"limit", "marker", "changes-since", "changes-before"}})
 	c(route{method: "GET", path: "/servers/{server}/os-instance-actions/{request}"})
+	c(route{method: "GET", path: "/servers/{server}/capsule-usage", query: []string{"period"}})
 	c(route{method: "GET", path: "/servers/{server}/os-volume_attachments"})
 	c(route{method: "POST", path: "/servers/{server}/os-volume_attachments", body: func(e *env) any {
 		return obj("volumeAttachment", map[string]any{"volumeId": e.id("volume"), "device": e.pickOf(nil, "/dev/vdc", "/data", "../x"),
