@@ -586,17 +586,28 @@ start_host_dockerd() {
 
 # ---- commands ---------------------------------------------------------------
 
+# phase NAME: starts a section of the start, timing the one before (the
+# closing message says where the time went).
+PHASE_TIMES=()
+PHASE_NAME=""
+PHASE_T0=0
+phase() {
+	[ -z "$PHASE_NAME" ] || PHASE_TIMES+=("$PHASE_NAME $((SECONDS - PHASE_T0))s")
+	PHASE_NAME=$1 PHASE_T0=$SECONDS
+	[ -z "$1" ] || cap_section "$1"
+}
+
 do_start() {
 	local n=$1 tls=$2 t0=$SECONDS rabbit_pw agent_pw admin_pw demo_pw h hosts
 	cap_need_root
 
-	cap_section "Packages"
-	cap_install_deps
+	phase "Packages"
+	cap_install_deps cloud
 
-	cap_section "Build"
+	phase "Build"
 	cap_build
 
-	cap_section "Services"
+	phase "Services"
 	cap_dirs
 	if cap_systemd; then
 		# Units up front: capsule.service requires capsule-dockerd even
@@ -626,7 +637,7 @@ do_start() {
 		cap_say "TLS: local CA $TLS_CA, server certificate for $(cat "$TLS_DIR/server.sans")"
 	fi
 
-	cap_section "Compute hosts ($n)"
+	phase "Compute hosts ($n)"
 	# Agents stop first: a host being removed must not report meanwhile.
 	stop_capsuled
 	prune_topology "$n"
@@ -644,12 +655,13 @@ do_start() {
 	fi
 	record_hosts "$n"
 
-	cap_section "Capsule"
+	phase "Capsule"
 	write_config "$rabbit_pw" "$tls"
 	admin_pw=$(cap_secret ADMIN_PASSWORD)
 	demo_pw=$(cap_secret DEMO_PASSWORD)
 	# Bootstrap writes the database: capsuled is stopped meanwhile (above),
 	# and restarted afterwards so a rebuilt binary or an edited config is used.
+	phase "Bootstrap"
 	cap_say "bootstrap (domain, projects, users, flavors, image)"
 	# The passwords go in the environment (readable by root only), never
 	# on a command line (ps shows it to every user).
@@ -663,6 +675,7 @@ do_start() {
 	else
 		cap_say "starting capsuled (api, scheduler, conductor) and $n agents"
 	fi
+	phase "Start and wait for the APIs and agents"
 	start_control "$n"
 	wait_for 60 "the Identity API answered on $CAPSULE_IDENTITY_URL" cap_api_up
 	if [ "$n" -gt 1 ]; then
@@ -678,7 +691,10 @@ do_start() {
 	# shellcheck disable=SC2086
 	sync_services "$admin_pw" $hosts
 
-	cap_section "Ready in $((SECONDS - t0))s"
+	phase ""
+	local times
+	times=$(printf '%s, ' "${PHASE_TIMES[@]}")
+	cap_section "Ready in $((SECONDS - t0))s (${times%, })"
 	echo "Capsule runs on this machine with $n compute host(s):"
 	print_hosts "$n"
 	if [ "$n" -gt 1 ]; then

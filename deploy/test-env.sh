@@ -23,7 +23,7 @@ exec 3>&1 1>&2
 TEST_HOSTS=(test-a test-b)
 
 cap_need_root
-[ "${1:-}" = --install ] && cap_install_deps
+[ "${1:-}" = --install ] && cap_install_deps --test
 
 # Networking tests plumb veths (iproute2) and turn checksum offload off
 # (ethtool); a machine set up before they were needed may lack them.
