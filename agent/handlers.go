@@ -253,6 +253,14 @@ func (a *Agent) create(ctx context.Context, s protocol.InstanceSpec, firstBoot b
 		return err
 	}
 	if firstBoot {
+		if err := a.buildVolumes(ctx, s); err != nil {
+			return err
+		}
+	}
+	if spec.RootVolume, err = a.rootVolume(ctx, s.ID, s.Volumes); err != nil {
+		return err
+	}
+	if firstBoot {
 		// A build plumbs and starts right after: the sandbox may start
 		// while the workload is created.
 		spec.StartSandbox = spec.Networked
@@ -478,6 +486,9 @@ func (a *Agent) runAction(ctx context.Context, id string, action lifecycle.Actio
 // plumbed before the workload joins it.
 func (a *Agent) start(ctx context.Context, id string) error {
 	if err := a.plumbFor(ctx, id); err != nil {
+		return err
+	}
+	if err := a.beforeStart(ctx, id); err != nil {
 		return err
 	}
 	if err := a.drv.Start(ctx, id); err != nil {

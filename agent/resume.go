@@ -102,6 +102,9 @@ func (a *Agent) resumeGuest(ctx context.Context, id string, vm lifecycle.VMState
 	if err := a.plumbFor(ctx, id); err != nil {
 		return drivers.PowerNoState, fmt.Errorf("re-plumb its network: %w", err)
 	}
+	if err := a.beforeStart(ctx, id); err != nil {
+		return drivers.PowerNoState, err
+	}
 	if err := a.drv.Start(ctx, id); err != nil {
 		return drivers.PowerNoState, fmt.Errorf("start: %w", err)
 	}

@@ -430,6 +430,9 @@ func (a *Agent) afterStart(ctx context.Context, id string) {
 		return
 	}
 	for _, vm := range ms {
+		if vm.Root() {
+			continue // bound when the workload was created
+		}
 		if err := a.vols.Attach(ctx, backendOf(vm.Volume), vm.Volume.ID, pid, vm.MountPath); err != nil {
 			a.log.Error("could not mount a volume into a started server; reconcile retries", "instance", id, "volume", vm.Volume.ID, "err", err)
 		}
@@ -490,7 +493,12 @@ func (a *Agent) repairServerVolumes(ctx context.Context, id string) {
 		return
 	}
 	want := map[string]string{} // target -> volume
+	root := ""                  // the boot volume: its directories are bound over the root
 	for _, vm := range ms {
+		if vm.Root() {
+			root = vm.Volume.ID
+			continue
+		}
 		want[vm.MountPath] = vm.Volume.ID
 		if a.volc.isBusy(vm.Volume.ID) {
 			continue
@@ -521,7 +529,7 @@ func (a *Agent) repairServerVolumes(ctx context.Context, id string) {
 	}
 	for target, dev := range inServer {
 		vol, ours := devs[dev]
-		if !ours || want[target] == vol || a.volc.isBusy(vol) {
+		if !ours || want[target] == vol || vol == root || a.volc.isBusy(vol) {
 			continue
 		}
 		if err := a.vols.Detach(ctx, vol, pid, target); err != nil {
@@ -649,4 +657,61 @@ func (a *Agent) dropVolumes(ctx context.Context, w protocol.MigrationWork) error
 		a.log.Info("migration: deleted this host's obsolete copy of a volume", "instance", w.InstanceID, "volume", vol)
 	}
 	return errors.Join(errs...)
+}
+
+// buildVolumes makes the volumes a new server's create asked for that do
+// not exist yet (block-device mappings: Create set), on this host, before
+// the server is created; what was made already (a redelivered build) is
+// kept. A failure fails the build; the control plane deletes or keeps
+// the volumes as their delete_on_termination says.
+func (a *Agent) buildVolumes(ctx context.Context, s protocol.InstanceSpec) error {
+	for _, vm := range s.Volumes {
+		if vm.Create == nil {
+			continue
+		}
+		if a.vols == nil {
+			return fmt.Errorf("build %s: volume %s: %w", s.ID, vm.Volume.ID, errNoVolumes)
+		}
+		done := a.volc.enter(vm.Volume.ID)
+		err := a.volumeCreate(ctx, protocol.VolumeCreate{Volume: vm.Volume, ImageRef: vm.Create.ImageRef, SnapshotID: vm.Create.SnapshotID},
+			&protocol.VolumeReport{})
+		done()
+		if err != nil {
+			return fmt.Errorf("build %s: create volume %s: %w", s.ID, vm.Volume.ID, err)
+		}
+	}
+	return nil
+}
+
+// rootVolume mounts server id's boot volume on this host and returns
+// where ("" when the server boots from its image). A volume-backed
+// server's workload binds the volume's directories (drivers.Spec
+// RootVolume), so the host mount must exist before every start: after a
+// host reboot or an unmount by a past reconcile it is made again here.
+func (a *Agent) rootVolume(ctx context.Context, id string, ms []protocol.VolumeMount) (string, error) {
+	for _, vm := range ms {
+		if !vm.Root() {
+			continue
+		}
+		if a.vols == nil {
+			return "", fmt.Errorf("boot volume %s of instance %s: %w", vm.Volume.ID, id, errNoVolumes)
+		}
+		dir, err := a.vols.Mount(ctx, backendOf(vm.Volume), vm.Volume.ID)
+		if err != nil {
+			return "", fmt.Errorf("mount boot volume %s of instance %s: %w", vm.Volume.ID, id, err)
+		}
+		return dir, nil
+	}
+	return "", nil
+}
+
+// beforeStart gets server id's boot volume mounted on this host (see
+// rootVolume) before its workload starts.
+func (a *Agent) beforeStart(ctx context.Context, id string) error {
+	if a.vols == nil {
+		return nil
+	}
+	ms := a.volumesOf(ctx, id)
+	_, err := a.rootVolume(ctx, id, ms)
+	return err
 }

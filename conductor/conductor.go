@@ -317,7 +317,14 @@ func (c *Conductor) onBuildReport(ctx context.Context, inst *store.Instance, r p
 	}
 	if r.OK {
 		now := c.now()
-		_, err := instance.Launched(c.st.WithContext(ctx), inst.ID, lifecycle.PowerState(r.PowerState), now)
+		err := c.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+			ok, err := instance.Launched(tx, inst.ID, lifecycle.PowerState(r.PowerState), now)
+			if err != nil || !ok {
+				return err
+			}
+			// The volumes its create asked for are mounted now.
+			return instance.AttachBuildVolumes(tx, inst.ID)
+		})
 		if err == nil {
 			c.log.Info("instance active", "instance", inst.ID, "host", r.Host)
 		}

@@ -76,6 +76,13 @@ type Spec struct {
 	// the user data), owned by root, their directories made 0755 when
 	// missing.
 	Files []File
+	// RootVolume, when set, is the host directory where the server's boot
+	// volume is mounted (boot from volume): the server's root filesystem
+	// is the volume's, not the image's (the image gives its config: the
+	// command, environment, user). Docker cannot take a directory as a
+	// container's root, so its driver bind-mounts each top-level
+	// directory of the volume over the image's.
+	RootVolume string
 }
 
 // File is one file Create writes into a new server.

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -69,11 +70,52 @@ func TestVolumeCLI(t *testing.T) {
 		t.Fatalf("a volume beyond the gigabytes quota: %v\n%s", err, out)
 	}
 	demo.run("volume", "delete", "cli-vol")
-	for end := time.Now().Add(time.Minute); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
-		demo.json(&list, "volume", "list")
-		if len(list) == 0 {
-			return
+	waitGone := func(what string) {
+		t.Helper()
+		for end := time.Now().Add(time.Minute); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
+			demo.json(&list, "volume", "list")
+			if len(list) == 0 {
+				return
+			}
 		}
+		t.Fatalf("volume still listed after %s: %v", what, list)
 	}
-	t.Fatalf("volume still listed after its delete: %v", list)
+	waitGone("its delete")
+	adm.run("quota", "set", "--gigabytes", "20", "demo")
+
+	// Boot from a new volume made from the image (--boot-from-volume: not
+	// deleted with the server): the server's root filesystem is the
+	// volume's, so a file written in it outlives the server and is there
+	// in a second server booted from the same volume (--volume).
+	var srv map[string]any
+	demo.json(&srv, "server", "create", "--image", "busybox", "--boot-from-volume", "1", "--flavor", "m1.tiny", "--wait", "bfv-1")
+	if img := fmt.Sprint(srv["image"]); strings.Contains(img, "busybox") {
+		t.Fatalf("a volume-backed server shows an image: %v", srv)
+	}
+	demo.json(&list, "volume", "list")
+	if len(list) != 1 || list[0]["Status"] != "in-use" {
+		t.Fatalf("boot volume: %v", list)
+	}
+	bootVol := list[0]["ID"].(string)
+	cid, running, _ := c.containerOf(t, srv["id"].(string))
+	if !running {
+		t.Fatalf("server bfv-1 does not run")
+	}
+	if out, err := c.docker("exec", cid, "sh", "-c", "echo written-in-bfv-1 > /root/bfv.txt && sync"); err != nil {
+		t.Fatalf("write in the volume-backed server: %v %s", err, out)
+	}
+	demo.run("server", "delete", "--wait", "bfv-1")
+	waitVolume(bootVol, "available", 1)
+	demo.json(&srv, "server", "create", "--volume", bootVol, "--flavor", "m1.tiny", "--wait", "bfv-2")
+	cid, _, _ = c.containerOf(t, srv["id"].(string))
+	if out, err := c.docker("exec", cid, "cat", "/root/bfv.txt"); err != nil || strings.TrimSpace(out) != "written-in-bfv-1" {
+		t.Fatalf("the file written by bfv-1 in bfv-2: %v %q", err, out)
+	}
+	if out, err := demo.try("volume", "delete", bootVol); err == nil {
+		t.Fatalf("an in-use boot volume was deleted: %s", out)
+	}
+	demo.run("server", "delete", "--wait", "bfv-2")
+	waitVolume(bootVol, "available", 1)
+	demo.run("volume", "delete", bootVol)
+	waitGone("the boot volume's delete")
 }

@@ -9,6 +9,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/capsule-cloud/capsule/lifecycle"
+	"github.com/capsule-cloud/capsule/outbox"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -27,6 +28,9 @@ func Place(tx *gorm.DB, id, host, zone string, at time.Time) (bool, error) {
 		placed = true
 		if err := tx.Where("instance_id = ? AND host <> ?", id, host).Delete(&store.Claim{}).Error; err != nil {
 			return fmt.Errorf("drop stale claims of %s: %w", id, err)
+		}
+		if err := placeVolumes(tx, id, host); err != nil {
+			return err
 		}
 		// Neutron's binding:host_id, in the same transaction.
 		return BindPorts(tx, id, host)
@@ -60,6 +64,10 @@ func FailScheduling(tx *gorm.DB, id string, fault Fault) (bool, error) {
 			return err
 		}
 		failed = true
+		var out outbox.Batch // sent by the conductor's outbox relay
+		if err := releaseBuildVolumes(tx, id, &out); err != nil {
+			return err
+		}
 		return ReleaseClaims(tx, id, "")
 	})
 	return failed, err
@@ -95,6 +103,15 @@ func BuildFailed(tx *gorm.DB, id string, f BuildFailure, fault *Fault, at time.T
 			return err
 		}
 		applied = true
+		var out outbox.Batch // sent by the conductor's outbox relay
+		if fault != nil {
+			err = releaseBuildVolumes(tx, id, &out)
+		} else {
+			err = unplaceVolumes(tx, id, f.Host, &out)
+		}
+		if err != nil {
+			return err
+		}
 		return ReleaseClaims(tx, id, f.Host)
 	})
 	return applied, err

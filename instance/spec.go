@@ -44,15 +44,23 @@ func SpecFor(ctx context.Context, st *store.Store, inst *store.Instance) (protoc
 			spec.NICs[i].Bandwidth = &b
 		}
 	}
-	if spec.Volumes, err = volumesFor(st.WithContext(ctx), inst.ID); err != nil {
+	if spec.Volumes, err = volumesFor(st.WithContext(ctx), inst); err != nil {
 		return spec, fmt.Errorf("spec of %s: %w", inst.ID, err)
 	}
-	if inst.ImageID == "" {
+	imageID := inst.ImageID
+	if imageID == "" {
+		// Volume-backed: the workload's config is the image its boot
+		// volume was filled from.
+		if imageID, err = bootImage(st.WithContext(ctx), inst.ID); err != nil {
+			return spec, fmt.Errorf("spec of %s: %w", inst.ID, err)
+		}
+	}
+	if imageID == "" {
 		return spec, nil
 	}
 	var img store.Image
-	err = st.WithContext(ctx).Where("id = ?", inst.ImageID).First(&img).Error
-	if err = store.NotFound(err, "image "+inst.ImageID); err != nil {
+	err = st.WithContext(ctx).Where("id = ?", imageID).First(&img).Error
+	if err = store.NotFound(err, "image "+imageID); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return spec, nil
 		}

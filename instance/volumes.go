@@ -7,6 +7,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/outbox"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/store"
@@ -14,24 +15,47 @@ import (
 
 // volumesFor is a server's attached volumes as its spec carries them
 // (attachments still attaching or detaching are the attach and detach
-// work's to mount or unmount).
-func volumesFor(tx *gorm.DB, instanceID string) ([]protocol.VolumeMount, error) {
-	atts, err := store.InstanceVolumeAttachments(tx, instanceID)
+// work's to mount or unmount). A building server's spec also carries the
+// volumes its create asked for (block-device mappings, attaching until
+// the build is done), those still to be made with their source.
+func volumesFor(tx *gorm.DB, inst *store.Instance) ([]protocol.VolumeMount, error) {
+	atts, err := store.InstanceVolumeAttachments(tx, inst.ID)
 	if err != nil {
 		return nil, err
 	}
+	building := inst.VMState == lifecycle.Building
 	var out []protocol.VolumeMount
 	for _, a := range atts {
-		if a.Status != store.AttachmentAttached {
+		if a.Status != store.AttachmentAttached && !(building && a.Status == store.AttachmentAttaching) {
 			continue
 		}
 		v, err := store.GetVolume(tx, a.VolumeID)
 		if err != nil {
 			return nil, fmt.Errorf("volume of attachment %s: %w", a.ID, err)
 		}
-		out = append(out, VolumeMount(v, &a))
+		m := VolumeMount(v, &a)
+		if building && v.Status == store.VolumeCreating {
+			m.Create = &protocol.VolumeSource{SnapshotID: v.SnapshotID}
+			if v.ImageID != "" && v.SnapshotID == "" {
+				ref, err := imageRef(tx, v.ImageID)
+				if err != nil {
+					return nil, fmt.Errorf("image of volume %s: %w", v.ID, err)
+				}
+				m.Create.ImageRef = ref
+			}
+		}
+		out = append(out, m)
 	}
 	return out, nil
+}
+
+// imageRef is image id's registry reference.
+func imageRef(tx *gorm.DB, id string) (string, error) {
+	var img store.Image
+	if err := tx.Where("id = ?", id).First(&img).Error; err != nil {
+		return "", store.NotFound(err, "image "+id)
+	}
+	return img.RegistryRef, nil
 }
 
 // VolumeMount is attachment a of volume v as the agents get it.
@@ -46,11 +70,16 @@ func VolumeMount(v *store.Volume, a *store.VolumeAttachment) protocol.VolumeMoun
 // volumes once that is done); from one that never reached a host, they
 // are released at once, delete_on_termination ones deleted.
 func releaseVolumes(tx *gorm.DB, inst *store.Instance) error {
+	var out outbox.Batch // sent by the conductor's outbox relay
+	// Attachments still attaching (a build's block-device mappings, an
+	// attach in flight) end first.
+	if err := releaseBuildVolumes(tx, inst.ID, &out); err != nil {
+		return err
+	}
 	atts, err := store.InstanceVolumeAttachments(tx, inst.ID)
 	if err != nil || len(atts) == 0 {
 		return err
 	}
-	var out outbox.Batch // sent by the conductor's outbox relay
 	for _, a := range atts {
 		v, err := store.GetVolume(tx, a.VolumeID)
 		if err != nil {

@@ -115,8 +115,30 @@ type VolumeExtend struct {
 type VolumeMount struct {
 	AttachmentID string     `json:"attachment_id"`
 	Volume       VolumeSpec `json:"volume"`
-	MountPath    string     `json:"mount_path"` // absolute path inside the server
+	MountPath    string     `json:"mount_path"` // absolute path inside the server; RootMountPath: the root
 	ReadOnly     bool       `json:"read_only,omitempty"`
+	// Create, set in a build's spec for a volume the server's create asked
+	// for (a block-device mapping) that does not exist yet: the building
+	// host makes it (from the image, the snapshot or blank) before the
+	// server is created, so it is local to the server's host.
+	Create *VolumeSource `json:"create,omitempty"`
+}
+
+// RootMountPath is a boot volume's MountPath: the server's root
+// filesystem lives on the volume (boot from volume). Its top-level
+// directories are bind-mounted over the image's when the workload is
+// created (drivers/docker), so it is never mounted live.
+const RootMountPath = "/"
+
+// Root reports whether m is the server's boot volume.
+func (m VolumeMount) Root() bool { return m.MountPath == RootMountPath }
+
+// VolumeSource is what a volume made during a build is filled with: the
+// filesystem of image ImageRef, a copy of snapshot SnapshotID (on the
+// same host), or nothing (blank).
+type VolumeSource struct {
+	ImageRef   string `json:"image_ref,omitempty"`
+	SnapshotID string `json:"snapshot_id,omitempty"`
 }
 
 // VolumeAttach asks for a volume to be mounted into server InstanceID on

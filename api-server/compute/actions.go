@@ -70,6 +70,13 @@ func (s *Service) serverAction(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	switch name {
+	case "createImage", "createBackup", "rebuild", "rescue", "shelve", "shelveOffload", "resize", "migrate", "os-migrateLive":
+		if err := s.refuseVolumeBacked(r.Context(), inst, name); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	switch name {
 	case "changePassword":
 		s.changePassword(w, r, inst, arg)
 	case "os-start":

@@ -163,14 +163,9 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 		if json.Unmarshal(raw, &bdm) != nil {
 			continue
 		}
-		if _, ok := bdm["volume_type"]; ok {
-			// 2.67's volume_type names a Cinder volume type; Capsule
-			// has no volumes (below 2.67 the key is unknown).
-			if v.AtLeast(67) {
-				writeFault(w, errdefs.InvalidArgument("Block device mapping volume_type is not supported: Capsule has no volumes, a server's disk is its image's."))
-			} else {
-				writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute block_device_mapping_v2. Additional properties are not allowed ('volume_type' was unexpected)"))
-			}
+		if _, ok := bdm["volume_type"]; ok && !v.AtLeast(67) {
+			// 2.67's volume_type (below it the key is unknown).
+			writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute block_device_mapping_v2. Additional properties are not allowed ('volume_type' was unexpected)"))
 			return
 		}
 	}
@@ -210,31 +205,38 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 		writeFault(w, errdefs.InvalidArgumentf("Flavor %s has invalid extra specs: %v", flavor.FlavorID, err))
 		return
 	}
-	if in.ImageRef == nil || *in.ImageRef == "" {
-		if len(in.BDM) > 0 {
-			writeFault(w, errdefs.InvalidArgument("Block device mapping is not supported: Capsule servers boot from an image."))
-			return
-		}
-		writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute imageRef. An image is required to boot a server."))
-		return
+	imageID := ""
+	if in.ImageRef != nil {
+		imageID = lastSegment(*in.ImageRef)
 	}
-	imageID := lastSegment(*in.ImageRef)
-	if err := checkBDMs(in.BDM, imageID); err != nil {
+	plans, volumeHost, err := s.planBDMs(ctx, in.BDM, imageID, creds.ProjectID, flavor.RootGB)
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	img, err := s.findImage(ctx, imageID)
-	if err != nil {
-		writeFault(w, errdefs.InvalidArgumentf("Image %s could not be found.", imageID))
+	bootVol := bootVolumePlan(plans)
+	if bootVol != nil {
+		// Volume-backed: the image (if any) is the boot volume's source.
+		imageID = ""
+	} else if imageID == "" {
+		writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute imageRef. An image is required to boot a server (or a block-device mapping with boot_index 0 and destination_type volume)."))
 		return
 	}
-	if img.Status != "active" {
-		writeFault(w, errdefs.InvalidArgumentf("Image %s is not active.", imageID))
-		return
-	}
-	if err := image.Bootable(img); err != nil {
-		writeFault(w, err)
-		return
+	img := &store.Image{}
+	if imageID != "" {
+		img, err = s.findImage(ctx, imageID)
+		if err != nil {
+			writeFault(w, errdefs.InvalidArgumentf("Image %s could not be found.", imageID))
+			return
+		}
+		if img.Status != "active" {
+			writeFault(w, errdefs.InvalidArgumentf("Image %s is not active.", imageID))
+			return
+		}
+		if err := image.Bootable(img); err != nil {
+			writeFault(w, err)
+			return
+		}
 	}
 	if img.MinRAM > flavor.MemoryMB {
 		writeFault(w, errdefs.InvalidArgument("Flavor's memory is too small for requested image."))
@@ -349,6 +351,21 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 		writeFault(w, errdefs.InvalidArgument("min_count and max_count must be integers >= 1 with min_count <= max_count."))
 		return
 	}
+	if volumeHost != "" {
+		if forcedHost != "" && forcedHost != volumeHost {
+			writeFault(w, errdefs.InvalidArgumentf("Block Device Mapping is Invalid: the server is asked for on host %s, its local volumes are on host %s.", forcedHost, volumeHost))
+			return
+		}
+		forcedHost = volumeHost
+	}
+	if maxCount > 1 && len(plans) > 0 {
+		for _, p := range plans {
+			if p.volume != nil || p.snapshot != nil {
+				writeFault(w, errdefs.InvalidArgument("Cannot attach one or more volumes to multiple instances"))
+				return
+			}
+		}
+	}
 	if in.Hostname != nil && maxCount > 1 {
 		writeFault(w, errdefs.InvalidArgument("Unable to launch multiple instances with a single configured hostname."))
 		return
@@ -412,9 +429,20 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 			return err
 		}
 		now := s.opts.Now()
+		if vols, gb := newGigabytes(plans); vols > 0 {
+			// The volumes the mappings make count against the project's
+			// Block Storage quota, under its lock, with the servers.
+			guard := store.VolumeQuotaGuard(creds.ProjectID, map[string]int{store.QuotaVolumes: vols * count, store.QuotaGigabytes: gb * count}, s.opts.VolumeQuota)
+			if err := guard(tx); err != nil {
+				return err
+			}
+		}
 		for i := 0; i < count; i++ {
 			inst := newInstance(i, count)
 			if err := instance.Create(tx, &inst); err != nil {
+				return err
+			}
+			if err := s.recordBDMs(tx, &inst, plans, now); err != nil {
 				return err
 			}
 			if err := placement.join(tx, inst.ID); err != nil {
@@ -431,7 +459,7 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 	if err != nil && writeJoinError(w, placement, err) {
 		return
 	}
-	if errdefs.IsQuotaExceeded(err) {
+	if errdefs.IsQuotaExceeded(err) || errdefs.IsInvalidArgument(err) {
 		s.fail(w, r, err)
 		return
 	}
@@ -448,6 +476,9 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 			inst := &insts[i]
 			if err := s.st.ReleaseInstancePorts(ctx, inst); err != nil {
 				s.log.Error("release ports of a server not created", "instance", inst.ID, "error", err)
+			}
+			if err := instance.ForgetBuildVolumes(s.st.WithContext(ctx), inst.ID); err != nil {
+				s.log.Error("release volumes of a server not created", "instance", inst.ID, "error", err)
 			}
 			s.st.WithContext(ctx).Where("instance_id = ?", inst.ID).Delete(&store.InstanceAction{})
 			_ = store.RemoveGroupMember(s.st.WithContext(ctx), inst.ID)

@@ -49,7 +49,15 @@ type Options struct {
 	// network.quota.ports; 0: Neutron's 500): the ports a server's create
 	// or interface attach makes count against it.
 	DefaultPortQuota int
-	Validator        auth.Validator
+	// VolumeQuota is every project's default Block Storage quota
+	// (store.QuotaVolumes, QuotaGigabytes, QuotaSnapshots; config
+	// volume.quota): the volumes a create's block-device mappings make
+	// count against it. VolumeBackend and VolumeZone are those volumes'
+	// (config volume.backend and availability_zone).
+	VolumeQuota   map[string]int
+	VolumeBackend string
+	VolumeZone    string
+	Validator     auth.Validator
 	// Images deletes images for the image proxy (DELETE /images/{id})
 	// as Glance does; package image's Service.
 	Images ImageDeleter
@@ -95,6 +103,9 @@ func New(st *store.Store, b bus.Bus, opts Options) *Service {
 	}
 	if opts.ServiceDownTime <= 0 {
 		opts.ServiceDownTime = 60 * time.Second
+	}
+	if opts.VolumeQuota == nil {
+		opts.VolumeQuota = map[string]int{store.QuotaVolumes: 10, store.QuotaGigabytes: 1000, store.QuotaSnapshots: 10}
 	}
 	if opts.DefaultPortQuota == 0 {
 		opts.DefaultPortQuota = 500

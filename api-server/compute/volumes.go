@@ -2,7 +2,6 @@ package compute
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -312,6 +311,9 @@ func (s *Service) detachVolume(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return err
 		}
+		if a.MountPath == protocol.RootMountPath {
+			return errdefs.InvalidArgument("Invalid volume: Can't detach root device volume")
+		}
 		vol, err := store.GetVolume(tx, a.VolumeID)
 		if err != nil {
 			return err
@@ -369,33 +371,6 @@ func (s *Service) volumesAttached(ctx context.Context, inst *store.Instance, b *
 	return out
 }
 
-// checkBDMs accepts a create's block_device_mapping_v2 only when it says
-// what Capsule does anyway: the image (imageID) as the local root disk.
-// Anything else (volumes, blank, snapshot or ephemeral disks, swap) is
-// refused with Nova's 400, never dropped: the server would boot without
-// the disks its user asked for. Attach volumes once the server runs
-// (os-volume_attachments).
-func checkBDMs(bdms []json.RawMessage, imageID string) error {
-	for _, raw := range bdms {
-		var b struct {
-			SourceType      string `json:"source_type"`
-			DestinationType string `json:"destination_type"`
-			UUID            string `json:"uuid"`
-			BootIndex       any    `json:"boot_index"`
-		}
-		if err := json.Unmarshal(raw, &b); err != nil {
-			return errdefs.InvalidArgumentf("Invalid input for field/attribute block_device_mapping_v2: %v", err)
-		}
-		root := b.SourceType == "image" && (b.DestinationType == "" || b.DestinationType == "local") &&
-			(b.UUID == "" || b.UUID == imageID) && fmt.Sprint(b.BootIndex) == "0"
-		if !root {
-			return errdefs.InvalidArgumentf("Block device mapping (source_type=%s, destination_type=%s) is not supported: Capsule servers boot from their image's local disk; create the volume and attach it to the running server (os-volume_attachments).",
-				b.SourceType, b.DestinationType)
-		}
-	}
-	return nil
-}
-
 // refuseLocalVolumes is a 409 when inst has a local volume attached: its
 // data lives on the server's host, and moving it with a shelved server
 // unshelved elsewhere is not done; a shared volume is simply mounted
@@ -410,6 +385,27 @@ func (s *Service) refuseLocalVolumes(ctx context.Context, inst *store.Instance, 
 	}
 	if n > 0 {
 		return errdefs.Conflictf("Cannot '%s' instance %s: it has local volumes attached, whose data stays on its host; detach them first (os-volume_attachments) and attach them again afterwards.", action, inst.ID)
+	}
+	return nil
+}
+
+// refuseVolumeBacked is a 409 for action on a server that boots from a
+// volume: its root filesystem is the volume's, which a container commit
+// (snapshot, shelve), a rebuild from an image or a rescue would not see;
+// moving one (resize, migrate) is not built yet. Snapshot the volume
+// instead (openstack volume snapshot create).
+func (s *Service) refuseVolumeBacked(ctx context.Context, inst *store.Instance, action string) error {
+	if inst.ImageID != "" {
+		return nil
+	}
+	var n int64
+	err := s.st.WithContext(ctx).Model(&store.VolumeAttachment{}).
+		Where("instance_id = ? AND mount_path = ?", inst.ID, protocol.RootMountPath).Count(&n).Error
+	if err != nil {
+		return fmt.Errorf("boot volume of server %s: %w", inst.ID, err)
+	}
+	if n > 0 {
+		return errdefs.Conflictf("Cannot '%s' instance %s: it boots from a volume (its root filesystem is the volume's); this is not supported for volume-backed servers in Capsule. Snapshot the volume instead.", action, inst.ID)
 	}
 	return nil
 }

@@ -115,21 +115,109 @@ func TestVolumeAttachDetach(t *testing.T) {
 	}
 }
 
-// A block-device mapping Capsule cannot honour is refused, never dropped.
-func TestCreateRefusesVolumeBDMs(t *testing.T) {
+// Block-device mappings on create: volumes are recorded with the server
+// (new ones creating, with no host yet; the user's attaching, binding the
+// server to their host), a boot volume makes a volume-backed server
+// (image ""), the volume quota holds, what Capsule cannot do is refused
+// (never dropped), and a server deleted before it was built lets go of
+// its volumes as delete_on_termination says.
+func TestCreateBDMs(t *testing.T) {
 	f := newFixture(t)
+	f.addVolume(vol1, "p-demo", "h2")
+	f.addVolume(vol2, "p-other", "h1")
+	create := func(token, extra, bdms string) (int, map[string]any) {
+		resp, body := f.do("POST", "/v2.1/servers", token, `{"server":{"name":"b","flavorRef":"1"`+extra+`,"block_device_mapping_v2":[`+bdms+`]}}`)
+		return resp.StatusCode, body
+	}
+	img := `,"imageRef":"` + f.image + `"`
 	for _, bdm := range []string{
-		`{"source_type":"blank","destination_type":"volume","volume_size":1,"boot_index":-1}`,
-		`{"source_type":"volume","destination_type":"volume","uuid":"` + vol1 + `","boot_index":1}`,
 		`{"source_type":"blank","destination_type":"local","guest_format":"swap","boot_index":-1}`,
+		`{"source_type":"blank","destination_type":"volume","boot_index":-1}`,                       // no size
+		`{"source_type":"blank","destination_type":"volume","volume_size":1,"boot_index":0}`,        // blank boot
+		`{"source_type":"volume","destination_type":"volume","uuid":"` + vol2 + `","boot_index":1}`, // another project's
+		`{"source_type":"image","destination_type":"volume","uuid":"` + f.image + `","volume_size":1,"boot_index":0},{"source_type":"image","destination_type":"volume","uuid":"` + f.image + `","volume_size":1,"boot_index":"0"}`,
 	} {
 		resp, body := f.do("POST", "/v2.1/servers", "demo", `{"server":{"name":"b","imageRef":"`+f.image+`","flavorRef":"1","block_device_mapping_v2":[`+bdm+`]}}`)
 		expectFault(t, resp, body, 400, "badRequest")
 	}
+	// over the gigabytes quota (1000 by default)
+	resp, body := f.do("POST", "/v2.1/servers", "demo", `{"server":{"name":"b","imageRef":"`+f.image+`","flavorRef":"1","block_device_mapping_v2":[{"source_type":"blank","destination_type":"volume","volume_size":1001}]}}`)
+	expectFault(t, resp, body, 403, "forbidden")
 	// the image as the local root is what Capsule does anyway
-	resp, body := f.do("POST", "/v2.1/servers", "demo", `{"server":{"name":"b","imageRef":"`+f.image+`","flavorRef":"1","block_device_mapping_v2":[{"source_type":"image","destination_type":"local","uuid":"`+f.image+`","boot_index":0}]}}`)
-	if resp.StatusCode != 202 {
-		t.Fatalf("root bdm: %d %v", resp.StatusCode, body)
+	if code, body := create("demo", img, `{"source_type":"image","destination_type":"local","uuid":"`+f.image+`","boot_index":0}`); code != 202 {
+		t.Fatalf("root bdm: %d %v", code, body)
+	}
+
+	// a blank volume and the user's volume, attached at boot
+	code, body := create("demo", img, `{"source_type":"image","destination_type":"local","uuid":"`+f.image+`","boot_index":0},`+
+		`{"source_type":"blank","destination_type":"volume","volume_size":2,"boot_index":1,"delete_on_termination":true,"tag":"data"},`+
+		`{"source_type":"volume","destination_type":"volume","uuid":"`+vol1+`","boot_index":2,"device_name":"vdd"}`)
+	if code != 202 {
+		t.Fatalf("volume bdms: %d %v", code, body)
+	}
+	id := body["server"].(map[string]any)["id"].(string)
+	atts, err := store.InstanceVolumeAttachments(f.st.DB, id)
+	if err != nil || len(atts) != 2 {
+		t.Fatalf("attachments %v %v", atts, err)
+	}
+	var blank *store.Volume
+	for _, a := range atts {
+		if a.Status != store.AttachmentAttaching || a.MountPath == protocol.RootMountPath {
+			t.Fatalf("attachment %+v", a)
+		}
+		if a.VolumeID == vol1 {
+			if a.Device != "/dev/vdd" || a.DeleteOnTermination {
+				t.Fatalf("existing volume's attachment %+v", a)
+			}
+			continue
+		}
+		if blank, err = store.GetVolume(f.st.DB, a.VolumeID); err != nil {
+			t.Fatal(err)
+		}
+		if a.Device != "/dev/vdb" || !a.DeleteOnTermination || a.Tag != "data" || blank.Status != store.VolumeCreating || blank.SizeGB != 2 || blank.Host != "" {
+			t.Fatalf("blank volume %+v, attachment %+v", blank, a)
+		}
+	}
+	if blank == nil || f.volumeStatus(vol1) != store.VolumeAttaching {
+		t.Fatalf("volumes: blank %v, vol1 %s", blank, f.volumeStatus(vol1))
+	}
+	var inst store.Instance
+	if err := f.st.DB.Where("id = ?", id).First(&inst).Error; err != nil || inst.RequestedHost != "h2" {
+		t.Fatalf("server bound to its volume's host: %q %v", inst.RequestedHost, err)
+	}
+	// deleted before a host took it: the new volume goes, vol1 is free
+	if resp, body := f.do("DELETE", "/v2.1/servers/"+id, "demo", ""); resp.StatusCode != 204 {
+		t.Fatalf("delete: %d %v", resp.StatusCode, body)
+	}
+	if _, err := store.GetVolume(f.st.DB, blank.ID); err == nil {
+		t.Fatalf("the blank volume of a server deleted before its build is still there")
+	}
+	if st := f.volumeStatus(vol1); st != store.VolumeAvailable {
+		t.Fatalf("vol1 %s after its server's delete", st)
+	}
+
+	// boot from a new volume made from the image: a volume-backed server
+	code, body = create("demo", "", `{"source_type":"image","destination_type":"volume","uuid":"`+f.image+`","volume_size":3,"boot_index":0}`)
+	if code != 202 {
+		t.Fatalf("boot from volume: %d %v", code, body)
+	}
+	id = body["server"].(map[string]any)["id"].(string)
+	resp, body = f.do("GET", "/v2.1/servers/"+id, "demo", "")
+	if resp.StatusCode != 200 || body["server"].(map[string]any)["image"] != "" {
+		t.Fatalf("volume-backed server's image: %v", body)
+	}
+	atts, _ = store.InstanceVolumeAttachments(f.st.DB, id)
+	if len(atts) != 1 || atts[0].MountPath != protocol.RootMountPath || atts[0].Device != "/dev/vda" {
+		t.Fatalf("boot attachment %+v", atts)
+	}
+	root, _ := store.GetVolume(f.st.DB, atts[0].VolumeID)
+	if root.ImageID != f.image || !root.Bootable || root.SizeGB != 3 {
+		t.Fatalf("boot volume %+v", root)
+	}
+	// no image and no boot volume
+	code, body = create("demo", "", `{"source_type":"blank","destination_type":"volume","volume_size":1,"boot_index":1}`)
+	if code != 400 {
+		t.Fatalf("no image, no boot volume: %d %v", code, body)
 	}
 }
 

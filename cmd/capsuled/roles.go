@@ -287,7 +287,9 @@ func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) e
 		NoInstancePassword: a.EnableInstancePassword != nil && !*a.EnableInstancePassword, ServiceDownTime: cfg.Scheduler.ServiceDownTime, Validator: ids, Log: log,
 		RegistryAddress: cfg.Registry.Address, AfterCommit: crashAfterCommit(log), Images: img, Registry: registry.New(cfg.Registry),
 		DefaultQuota:     compute.Quota{Instances: cfg.Quota.Instances, Cores: cfg.Quota.Cores, RAM: cfg.Quota.RAMMB},
-		DefaultPortQuota: cfg.Network.Quota.Ports})
+		DefaultPortQuota: cfg.Network.Quota.Ports, VolumeBackend: cfg.Volume.Backend, VolumeZone: cfg.Volume.AvailabilityZone,
+		VolumeQuota: map[string]int{store.QuotaVolumes: cfg.Volume.Quota.Volumes, store.QuotaGigabytes: cfg.Volume.Quota.Gigabytes,
+			store.QuotaSnapshots: cfg.Volume.Quota.Snapshots}})
 	netw := network.New(ids, network.WithStore(d.st), network.WithConfig(cfg.Network), network.WithLogger(log),
 		network.WithPortDetacher(comp), network.WithPortUpdater(comp), network.WithSecurityGroupNotifier(comp))
 	// The portal is a client of the APIs above, reaching them where they

@@ -414,6 +414,17 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 		}
 	}
 	cfg, host := d.configs(spec, diskDev)
+	if spec.RootVolume != "" {
+		mounts, err := rootVolumeMounts(spec.RootVolume)
+		if err != nil {
+			if rerr := d.removeSandbox(context.WithoutCancel(ctx), spec.ID); rerr != nil {
+				d.log.Error("could not remove the sandbox of a failed create", "instance", spec.ID, "err", rerr)
+			}
+			dropCopy()
+			return fmt.Errorf("docker create %s: %w", spec.ID, err)
+		}
+		host.Mounts = append(host.Mounts, mounts...)
+	}
 	if copied {
 		cfg.Image = img
 		cfg.Labels[LabelSourceImage] = spec.Image
