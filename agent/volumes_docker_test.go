@@ -232,3 +232,55 @@ func TestVolumeAttachSurvivesRestartsAndReconcile(t *testing.T) {
 		t.Errorf("redelivered delete: %+v", r)
 	}
 }
+
+// Boot from volume on a real dockerd: the build makes the boot volume
+// from the image on this host, the server's root directories are the
+// volume's (a file written in /root is in the volume's filesystem), and
+// a server built again from the same volume (not made again) finds it.
+func TestBootFromVolume(t *testing.T) {
+	image := testenv.Image(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	e, drv, vols, id := volumeEnv(t, ctx)
+	vol := protocol.VolumeSpec{ID: "bfv-" + uuid.NewString()[:8], ProjectID: "proj-1", SizeGB: 1, Backend: protocol.BackendLocal, Host: testHost}
+	root := protocol.VolumeMount{AttachmentID: "att-root", Volume: vol, MountPath: protocol.RootMountPath,
+		Create: &protocol.VolumeSource{ImageRef: image}}
+	build := func(req string, n int, m protocol.VolumeMount) {
+		t.Helper()
+		e.publish(protocol.KindBuildInstance, protocol.BuildInstance{RequestID: req, Attempt: 1,
+			Spec: protocol.InstanceSpec{ID: id, Name: "srv-" + id, ProjectID: "proj-1", ImageRef: image,
+				VCPUs: 1, MemoryMB: 64, DiskGB: 1, Volumes: []protocol.VolumeMount{m}}})
+		if r := e.waitReport(id, n, 2*time.Minute); !r.OK {
+			t.Fatalf("build %s: %+v", req, r)
+		}
+	}
+	build("req-bfv1", 1, root)
+	if out, err := dockerExec(t, id, "echo on-the-volume > /root/bfv && sync && cat /root/bfv"); err != nil || out != "on-the-volume" {
+		t.Fatalf("write in the volume-backed server: %v %s", err, out)
+	}
+	b, err := os.ReadFile(filepath.Join(vols.MountPoint(vol.ID), "root", "bfv"))
+	if err != nil || strings.TrimSpace(string(b)) != "on-the-volume" {
+		t.Fatalf("the file is not on the boot volume: %v %q", err, b)
+	}
+	// The server goes (its host mount with it), the volume stays.
+	if err := drv.Destroy(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := vols.Unmount(ctx, vol.ID); err != nil {
+		t.Fatal(err)
+	}
+	root.Create = nil
+	build("req-bfv2", 2, root)
+	if out, err := dockerExec(t, id, "cat /root/bfv"); err != nil || out != "on-the-volume" {
+		t.Fatalf("the second server does not see the first one's file: %v %q", err, out)
+	}
+	if err := drv.Destroy(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := vols.Unmount(ctx, vol.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := vols.Delete(ctx, volume.Local, vol.ID); err != nil {
+		t.Fatal(err)
+	}
+}
