@@ -184,14 +184,14 @@ func TestVolumeAttachSurvivesRestartsAndReconcile(t *testing.T) {
 		"cd "+mount.MountPath+" && exec sleep 120").CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	var busy protocol.VolumeReport
-	waitFor(t, 10*time.Second, "a busy detach", func() bool {
-		busy = e2.volumeCall(protocol.KindVolumeDetach, protocol.VolumeDetach{RequestID: "d0", InstanceID: id, Mount: mount})
-		if busy.OK { // the sleeper was not in yet: attach again
-			e2.volumeCall(protocol.KindVolumeAttach, protocol.VolumeAttach{RequestID: "a2", InstanceID: id, Mount: mount})
-		}
-		return !busy.OK
+	// docker exec -d answers before the sleeper is in the mount: a detach
+	// sent earlier would succeed, and the sleeper would then sit in the
+	// empty mount point, never making the volume busy.
+	waitFor(t, time.Minute, "the sleeper's working directory in the volume", func() bool {
+		out, _ := dockerExec(t, id, "for p in /proc/[0-9]*; do [ \"$(readlink $p/cwd)\" = "+mount.MountPath+" ] && echo sleeper-in-volume; done; true")
+		return strings.Contains(out, "sleeper-in-volume")
 	})
+	busy := e2.volumeCall(protocol.KindVolumeDetach, protocol.VolumeDetach{RequestID: "d0", InstanceID: id, Mount: mount})
 	if busy.ErrorKind != "Conflict" || !strings.Contains(busy.ErrorMessage, mount.MountPath) {
 		t.Errorf("busy detach: %+v", busy)
 	}

@@ -708,11 +708,29 @@ func (d *Driver) Pause(ctx context.Context, id string) error {
 	if c.State.Paused {
 		return nil
 	}
-	if err := d.cli.ContainerPause(ctx, c.ID); err != nil {
-		return wrap("pause", id, err)
+	// runc gives up on a cgroup v1 freezer that has not reached FROZEN
+	// after its own short retries ("unable to freeze"), which a busy host
+	// hits while the container's tasks are being scheduled; the freeze is
+	// safe to ask again, so a transient refusal does not fail the pause.
+	for attempt := 1; ; attempt++ {
+		err := d.cli.ContainerPause(ctx, c.ID)
+		if err == nil {
+			return nil
+		}
+		if attempt == pauseAttempts || !strings.Contains(err.Error(), "unable to freeze") {
+			return wrap("pause", id, err)
+		}
+		d.log.WarnContext(ctx, "docker pause: the freezer did not settle, trying again", "instance", id, "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return wrap("pause", id, err)
+		case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
+		}
 	}
-	return nil
 }
+
+// pauseAttempts bounds the pause retries on runc's "unable to freeze".
+const pauseAttempts = 5
 
 // Unpause implements drivers.Driver; unpausing a running instance succeeds.
 func (d *Driver) Unpause(ctx context.Context, id string) error {
