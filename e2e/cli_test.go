@@ -56,4 +56,5 @@ func TestOpenstackCLI(t *testing.T) {
 	if out := run("server", "list", "-f", "value"); strings.TrimSpace(out) != "" {
 		t.Errorf("server list after delete = %q", out)
 	}
+	t.Run("identity", func(t *testing.T) { testIdentityCLI(t, c) })
 }
