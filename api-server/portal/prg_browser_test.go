@@ -30,6 +30,10 @@ func TestBrowserFailedFormReloadDoesNotRepost(t *testing.T) {
 	e.api.flavors = []map[string]any{{"id": "1", "name": "m1.tiny", "vcpus": 1, "ram": 512, "disk": 1},
 		{"id": "huge", "name": "huge", "vcpus": 64, "ram": 512, "disk": 1}}
 	e.api.servers = []map[string]any{server("s1", "web", "ACTIVE")}
+	// The quota preview sees room for the huge flavor; the API still
+	// refuses it, as when another launch took the cores meanwhile.
+	e.api.limits = map[string]any{"maxTotalInstances": 10, "totalInstancesUsed": 3, "maxTotalCores": 100, "totalCoresUsed": 5,
+		"maxTotalRAMSize": 51200, "totalRAMUsed": 1536}
 	b := newTab(t, e.portal.URL)
 	b.login("demo")
 	b.open("/launch")
