@@ -65,8 +65,10 @@
         if (bytes > maxUD) reasons.push("the user data is " + (bytes - maxUD) + " bytes too long");
       }
       var block = quotaFull || reasons.length > 0;
-      go.disabled = block;
-      go.title = reasons.length ? "Cannot launch: " + reasons.join("; ") : "";
+      // A reader's Launch stays disabled with portal.js's reason.
+      var reader = !!document.body.getAttribute("data-reader");
+      go.disabled = block || reader;
+      if (!reader) go.title = reasons.length ? "Cannot launch: " + reasons.join("; ") : "";
       var note = document.getElementById("launch-why");
       if (!note) {
         note = document.createElement("p");
