@@ -35,14 +35,18 @@ import "time"
 // build, a start after a host reboot, a migration import, an unshelve, a
 // rebuild and the agent's reconcile (re)mount them from the spec alone.
 //
-// Moving data. When a server with a local volume moves to another host
-// (cold migration, evacuation, unshelve elsewhere) the conductor asks the
-// source for KindVolumeExport (push the image file to Ref in the
-// private registry) and the target for KindVolumeImport (pull Ref into
-// a new image file of the volume's size); afterwards the volume's Host is
-// the target and the source is sent KindVolumeDelete. For an evacuation
-// (source down) a local volume cannot be copied: it stays on its host and
-// the attachment is kept in error (shared volumes are simply re-mounted).
+// Moving data. A local volume attached to a server on another host moves
+// there first: the conductor asks the volume's host for KindVolumeExport
+// (push the image file to Ref in the private registry) and the server's
+// host for KindVolumeImport (pull Ref into a new image file of the
+// volume's size); afterwards the volume's Host is the server's and the
+// old host is sent KindVolumeDelete. A server cold-migrated or resized to
+// another host takes its local volumes along inside the migration's own
+// steps (MigrationWork.VolumeRefs, DropVolumes; package migrate's
+// volumes.go). Shared volumes are simply mounted where the server runs.
+// A shelved server with a local volume is refused (an unshelve elsewhere
+// would leave the data behind) and evacuation is refused for every
+// server, so no local volume is left behind on a dead host by either.
 const (
 	// compute.<host> queues (work; answered with a VolumeReport)
 	KindVolumeCreate   = "volume_create" // VolumeCreate
