@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,10 +17,13 @@ import (
 // takes 50 MiB, holds its size limit (ENOSPC past it), moves with a
 // detach and an attach to a server of the other host (same checksum:
 // the local volume's data moved through the registry), and outlives a
-// deleted server.
+// deleted server. Then the server with the volume is cold-migrated back:
+// the volume goes along (same checksum on the new host), a revert returns
+// to the source's untouched copy, a confirmed migration leaves the volume
+// on the new host with the old copy and every transfer tag gone.
 func TestVolumeLifecycleTwoHosts(t *testing.T) {
 	t.Parallel()
-	c, _ := migrationCloud(t)
+	c, reg := migrationCloud(t)
 	ctx := context.Background()
 	cc := c.computeClient(t, "admin", c.adminPass, "admin")
 	nc := c.networkClient(t, "admin", c.adminPass, "admin")
@@ -101,6 +106,55 @@ func TestVolumeLifecycleTwoHosts(t *testing.T) {
 	if got := sha256Of(t, b, mnt+"/data"); got != sum {
 		t.Fatalf("checksum on the other host's server %s, want %s", got, sum)
 	}
+
+	// A cold migration takes the volume along (hb -> ha): the copy on ha
+	// is mounted in the moved server with the same data.
+	imgOn := func(h *computeHost) string { return filepath.Join(c.dir, "volumes", h.name, volID+".img") }
+	exists := func(p string) bool { _, err := os.Stat(p); return err == nil }
+	must("server", "migrate", "--wait", bID)
+	waitStatus(t, cc, bID, "VERIFY_RESIZE", 5*time.Minute)
+	if h := serverHost(t, cc, bID); h != ha.name {
+		t.Fatalf("after migrate the server is on %q, want %s", h, ha.name)
+	}
+	bm := b.moved(ha)
+	if got := sha256Of(t, bm, mnt+"/data"); got != sum {
+		t.Fatalf("volume data on the migration's target: sha256 %s, want %s", got, sum)
+	}
+	if out, err := bm.exec("sh", "-c", "echo target > "+mnt+"/written-on-target && sync"); err != nil {
+		t.Fatalf("write on the target: %v %s", err, out)
+	}
+	// Revert: back on hb with hb's copy as it was; ha's copy is gone.
+	must("server", "resize", "revert", bID)
+	waitStatus(t, cc, bID, "ACTIVE", 3*time.Minute)
+	if h := serverHost(t, cc, bID); h != hb.name {
+		t.Fatalf("after revert the server is on %q, want %s", h, hb.name)
+	}
+	eventually(t, time.Minute, "volume mounted again in the reverted server", func() bool {
+		out, _ := b.exec("sh", "-c", "grep -c ' "+mnt+" ' /proc/mounts")
+		return out == "1"
+	})
+	if got := sha256Of(t, b, mnt+"/data"); got != sum {
+		t.Fatalf("volume data after revert: sha256 %s, want %s", got, sum)
+	}
+	if out, _ := b.exec("sh", "-c", "test -e "+mnt+"/written-on-target && echo present"); out == "present" {
+		t.Errorf("a file written on the reverted target is in the source's copy")
+	}
+	eventually(t, time.Minute, "the reverted target's copy deleted", func() bool { return !exists(imgOn(ha)) })
+	// Migrated and confirmed: the volume is ha's, hb's copy goes.
+	must("server", "migrate", "--wait", bID)
+	waitStatus(t, cc, bID, "VERIFY_RESIZE", 5*time.Minute)
+	must("server", "resize", "confirm", bID)
+	waitStatus(t, cc, bID, "ACTIVE", time.Minute)
+	if got := sha256Of(t, bm, mnt+"/data"); got != sum {
+		t.Fatalf("volume data after the confirmed migration: sha256 %s, want %s", got, sum)
+	}
+	if host := must("volume", "show", volID, "-f", "value", "-c", "os-vol-host-attr:host"); !strings.HasPrefix(host, ha.name+"@") {
+		t.Errorf("volume host after the confirm %q, want %s@...", host, ha.name)
+	}
+	eventually(t, time.Minute, "the confirmed source's copy deleted", func() bool { return !exists(imgOn(hb)) && exists(imgOn(ha)) })
+	eventually(t, time.Minute, "the volume's transfer tags deleted", func() bool {
+		return len(reg.tags(t, "capsule/volumes/"+volID)) == 0
+	})
 
 	// Deleting the server keeps the volume.
 	if err := servers.Delete(ctx, cc, bID).ExtractErr(); err != nil {
