@@ -28,8 +28,7 @@ type Credentials struct {
 	// System: the token is system-scoped (Keystone's scope {"system":
 	// {"all": true}}). It carries no project: the identity API takes its
 	// admin role as a cloud administrator's (IsSystemAdmin); the other
-	// services, whose policies are project-scoped, treat it as a token
-	// without a project.
+	// services, whose policies are project-scoped, refuse it.
 	System bool
 }
 

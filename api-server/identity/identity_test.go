@@ -603,6 +603,18 @@ func testBootstrapIdempotent(t *testing.T, e *env) {
 	}
 }
 
+// systemToken grants admin the admin role on the system and returns its
+// system-scoped token.
+func (e *env) systemToken() string {
+	e.t.Helper()
+	admins := e.do("GET", "/v3/users?name=admin", e.admin, nil)
+	uid := obj(admins.body["users"].([]any)[0])["id"].(string)
+	roles := e.do("GET", "/v3/roles?name=admin", e.admin, nil)
+	rid := obj(roles.body["roles"].([]any)[0])["id"].(string)
+	e.want(e.do("PUT", "/v3/system/users/"+uid+"/roles/"+rid, e.admin, nil), http.StatusNoContent)
+	return e.token(passwordAuth("admin", "s3cret", map[string]any{"system": map[string]any{"all": true}}))
+}
+
 func TestRequireTokenMiddleware(t *testing.T) {
 	e := newEnv(t)
 	var failed []int
@@ -610,6 +622,9 @@ func TestRequireTokenMiddleware(t *testing.T) {
 		status := http.StatusInternalServerError
 		if errdefs.IsUnauthenticated(err) {
 			status = http.StatusUnauthorized
+		}
+		if errdefs.IsForbidden(err) {
+			status = http.StatusForbidden
 		}
 		failed = append(failed, status)
 		http.Error(w, errdefs.Message(err), status)
@@ -622,7 +637,7 @@ func TestRequireTokenMiddleware(t *testing.T) {
 		tok    string
 		status int
 		body   string
-	}{{"", 401, ""}, {"bad", 401, ""}, {e.admin, 200, e.projID + " true"}} {
+	}{{"", 401, ""}, {"bad", 401, ""}, {e.admin, 200, e.projID + " true"}, {e.systemToken(), 403, ""}} {
 		rec := httptest.NewRecorder()
 		req := httptest.NewRequest("GET", "/x", nil)
 		if tc.tok != "" {
@@ -633,7 +648,7 @@ func TestRequireTokenMiddleware(t *testing.T) {
 			t.Fatalf("token %q: %d %q", tc.tok, rec.Code, rec.Body.String())
 		}
 	}
-	if !reflect.DeepEqual(failed, []int{401, 401}) {
+	if !reflect.DeepEqual(failed, []int{401, 401, 403}) {
 		t.Fatalf("onFail calls %v", failed)
 	}
 }

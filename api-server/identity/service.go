@@ -111,7 +111,7 @@ func New(st *store.Store, opts Options) *Service {
 // Handler serves the identity port.
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
-	authed := RequireToken(s, s.failErr)
+	authed := requireToken(s, s.failErr, true)
 	h := func(pattern string, fn http.HandlerFunc) { mux.Handle(pattern, authed(fn)) }
 
 	// Discovery answers without a token (keystoneauth asks unauthenticated).

@@ -37,7 +37,17 @@ const authFailMsg = "The request you have made requires authentication."
 // service renders failures in its own error format through onFail, which
 // maps the error's kind (Unauthenticated for a missing or invalid token,
 // Unavailable when validation cannot run).
+//
+// A system-scoped token is refused (Forbidden): the services that use
+// this middleware (Neutron, Glance, Cinder) have project-scoped policies,
+// as upstream's have since 2023.2, and a caller without a project must not
+// create resources that no project owns. Only the identity API takes one.
 func RequireToken(v auth.Validator, onFail func(w http.ResponseWriter, r *http.Request, err error)) func(http.Handler) http.Handler {
+	return requireToken(v, onFail, false)
+}
+
+// requireToken is RequireToken; withSystem lets system-scoped tokens in.
+func requireToken(v auth.Validator, onFail func(w http.ResponseWriter, r *http.Request, err error), withSystem bool) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			tok := r.Header.Get("X-Auth-Token")
@@ -52,6 +62,10 @@ func RequireToken(v auth.Validator, onFail func(w http.ResponseWriter, r *http.R
 					return
 				}
 				onFail(w, r, errdefs.Unauthenticated(authFailMsg).WithCause(err))
+				return
+			}
+			if c.System && !withSystem {
+				onFail(w, r, errdefs.Forbidden("A system-scoped token cannot be used here: this service needs a project-scoped token."))
 				return
 			}
 			next.ServeHTTP(w, r.WithContext(auth.WithCredentials(r.Context(), c)))
