@@ -622,6 +622,10 @@ func portInUse(p *store.Port) error {
 // (Neutron's <op>:binding:profile is admin-only); Capsule's OVS binding
 // reads nothing from it, it is kept and shown to admins as in Neutron.
 func bindingProfile(a attrs, c *auth.Credentials, op string) (*string, error) {
+	if raw, present := a["binding:profile"]; present && isNull(raw) {
+		none := "" // null clears it, as {} does
+		return &none, nil
+	}
 	var v map[string]any
 	ok, err := a.decode("binding:profile", &v)
 	if err != nil {

@@ -176,6 +176,11 @@ func TestBindingProfileKept(t *testing.T) {
 	if fmt.Sprint(got["binding:profile"]) != "map[]" || got["binding:host_id"] != "127.0.0.1" {
 		t.Fatalf("updated %v", got)
 	}
+	e.must(http.StatusOK, "PUT", path, "admin", obj{"port": obj{"binding:profile": obj{"x": "y"}}})
+	got = e.must(http.StatusOK, "PUT", path, "admin", obj{"port": obj{"binding:profile": nil}})["port"].(obj)
+	if fmt.Sprint(got["binding:profile"]) != "map[]" {
+		t.Fatalf("after null: %v", got["binding:profile"])
+	}
 	own := e.network("alice", obj{"name": "own"})
 	e.subnet("alice", obj{"network_id": own["id"], "cidr": "10.71.0.0/24"})
 	e.fails(http.StatusForbidden, "PolicyNotAuthorized", "POST", "/v2.0/ports", "alice",
