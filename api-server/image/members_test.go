@@ -129,7 +129,11 @@ func TestImageImportGlanceDirect(t *testing.T) {
 	if v := info["import-methods"].(map[string]any)["value"]; !reflect.DeepEqual(v, []any{"glance-direct"}) {
 		t.Fatalf("import methods %v", v)
 	}
-	id := e.want(e.do("POST", "/v2/images", e.alice, map[string]any{"name": "imp", "container_format": "bare", "disk_format": "qcow2"}), http.StatusCreated).body["id"].(string)
+	created := e.want(e.do("POST", "/v2/images", e.alice, map[string]any{"name": "imp", "container_format": "bare", "disk_format": "qcow2"}), http.StatusCreated)
+	if h := created.header.Get("OpenStack-image-import-methods"); h != "glance-direct" {
+		t.Errorf("create's OpenStack-image-import-methods header %q, want glance-direct", h)
+	}
+	id := created.body["id"].(string)
 	imp := "/v2/images/" + id + "/import"
 	e.wantError(e.do("POST", imp, e.alice, map[string]any{"method": map[string]any{"name": "glance-direct"}}), http.StatusConflict)
 	e.wantError(e.do("PUT", "/v2/images/"+id+"/stage", e.bob, []byte("x"), "Content-Type", "application/octet-stream"), http.StatusNotFound)

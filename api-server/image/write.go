@@ -227,6 +227,9 @@ func (s *Service) createImage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Location", httpapi.BaseURL(r)+"/v2/images/"+img.ID)
+	// Glance names the import methods a new image can take in this header;
+	// openstacksdk reads it (not /v2/info/import) before staging an import.
+	w.Header().Set("OpenStack-image-import-methods", strings.Join(importMethods, ","))
 	httpapi.WriteJSON(w, http.StatusCreated, View(&img))
 }
 
