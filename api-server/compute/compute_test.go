@@ -227,6 +227,9 @@ func TestCreateServerBadInput(t *testing.T) {
 		{"no flavor", `{"server":{"name":"x","imageRef":"` + imageID + `"}}`},
 		{"bad network", `{"server":{"name":"x","imageRef":"` + imageID + `","flavorRef":"1","networks":[{"uuid":"nope"}]}}`},
 		{"bad count", `{"server":{"name":"x","imageRef":"` + imageID + `","flavorRef":"1","min_count":3,"max_count":2}}`},
+		{"user_data not base64", `{"server":{"name":"x","imageRef":"` + imageID + `","flavorRef":"1","user_data":"@@"}}`},
+		// Valid base64, one character over Nova's 65,535.
+		{"user_data too long", `{"server":{"name":"x","imageRef":"` + imageID + `","flavorRef":"1","user_data":"` + strings.Repeat("A", 65536) + `"}}`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

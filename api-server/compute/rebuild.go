@@ -2,7 +2,6 @@ package compute
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -315,8 +314,8 @@ func (s *Service) rebuildFields(w http.ResponseWriter, r *http.Request, inst *st
 		}
 		u.UserData = ""
 		if ud != nil {
-			if _, err := base64.StdEncoding.DecodeString(*ud); err != nil {
-				return bad("Invalid input for field/attribute user_data. Value must be base64 encoded.")
+			if err := checkUserData(*ud); err != nil {
+				return bad(err.Error())
 			}
 			u.UserData = *ud
 		}

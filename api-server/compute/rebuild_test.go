@@ -2,6 +2,7 @@ package compute
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/capsule-cloud/capsule/bus"
@@ -99,6 +100,7 @@ func TestRebuildBadInput(t *testing.T) {
 		{"personality from 2.57", id, `{"rebuild":{"imageRef":"` + img + `","personality":[]}}`, "2.57", 400, "badRequest"},
 		{"unknown key_name", id, `{"rebuild":{"imageRef":"` + img + `","key_name":"nope"}}`, "2.54", 400, "badRequest"},
 		{"user_data not base64", id, `{"rebuild":{"imageRef":"` + img + `","user_data":"@@"}}`, "2.57", 400, "badRequest"},
+		{"user_data too long", id, `{"rebuild":{"imageRef":"` + img + `","user_data":"` + strings.Repeat("A", 65536) + `"}}`, "2.57", 400, "badRequest"},
 		{"bad name", id, `{"rebuild":{"imageRef":"` + img + `","name":""}}`, "2.1", 400, "badRequest"},
 		{"bad metadata", id, `{"rebuild":{"imageRef":"` + img + `","metadata":{"k":1}}}`, "2.1", 400, "badRequest"},
 		{"bad access IP", id, `{"rebuild":{"imageRef":"` + img + `","accessIPv4":"1.2.3"}}`, "2.1", 400, "badRequest"},

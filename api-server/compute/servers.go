@@ -330,8 +330,8 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 	}
 	userData := ""
 	if in.UserData != nil && *in.UserData != "" {
-		if _, err := base64.StdEncoding.DecodeString(*in.UserData); err != nil {
-			writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute user_data. Value must be base64 encoded."))
+		if err := checkUserData(*in.UserData); err != nil {
+			writeFault(w, err)
 			return
 		}
 		userData = *in.UserData
@@ -644,6 +644,22 @@ func (s *Service) computeHostExists(ctx context.Context, host string) bool {
 	var n int64
 	s.st.WithContext(ctx).Model(&store.Service{}).Where("binary_name = ? AND host = ?", store.ComputeBinary, host).Count(&n)
 	return n > 0
+}
+
+// maxUserData is Nova's schema limit on user_data: 65,535 characters of
+// base64 (about 48 KiB of data).
+const maxUserData = 65535
+
+// checkUserData validates user_data as Nova's schema does on create and
+// rebuild: base64, at most maxUserData characters.
+func checkUserData(ud string) error {
+	if len(ud) > maxUserData {
+		return errdefs.InvalidArgumentf("Invalid input for field/attribute user_data. Value is too long: %d characters of base64, at most %d.", len(ud), maxUserData)
+	}
+	if _, err := base64.StdEncoding.DecodeString(ud); err != nil {
+		return errdefs.InvalidArgument("Invalid input for field/attribute user_data. Value must be base64 encoded.")
+	}
+	return nil
 }
 
 func (s *Service) zoneExists(ctx context.Context, zone string) bool {
