@@ -186,7 +186,14 @@ func TestPortalSecurityGroups(t *testing.T) {
 	rb.login(other+"-r", otherPass, "demo")
 	rb.open("/security-groups/" + gid)
 	before := evalJS[int](rb, `document.querySelectorAll("#rules tbody tr[data-id]").length`)
+	// A reader's write buttons are disabled; the form sent anyway (the
+	// button enabled again, as a crafted request would) is refused by
+	// the API.
+	if !evalJS[bool](rb, `document.querySelector("#rule-go").disabled`) {
+		t.Errorf("a reader's Add rule button is enabled")
+	}
 	rb.do("fill the rule form", chromedp.SetValue(chromedp.CSS("#rule-port-min"), "22"))
+	evalJS[bool](rb, `(function(){document.querySelector("#rule-go").disabled=false; return true})()`)
 	rb.submit("#rule-go", "/security-groups/"+gid+"/rules")
 	if e := rb.text("#error"); e == "" {
 		t.Errorf("reader's rule: no refusal shown")

@@ -45,9 +45,12 @@ func TestOpenstackSDKCompat(t *testing.T) {
 	}
 
 	// The CLI as a user runs it, with --debug: keystoneauth logs every
-	// answer ("RESP: [status]"); a 4xx among them is a request the client
-	// had to retry or work around.
-	resp := regexp.MustCompile(`RESP: \[(\d{3})\]`)
+	// request ("REQ: curl ... URL") and answer ("RESP: [status]"); a 4xx
+	// among them is a request the client had to retry or work around. One
+	// 404 is the contract, not a workaround: the CLI asks Neutron for an
+	// extension by name (GET /v2.0/extensions/Availability Zone) to learn
+	// whether it exists, and Neutron answers 404 for one it lacks.
+	resp := regexp.MustCompile(`REQ: curl .* -X (\w+) (\S+)|RESP: \[(\d{3})\]`)
 	for _, args := range [][]string{
 		{"server", "show", made.Server},
 		{"server", "list", "--ip", `10\.79\.0\.`},
@@ -64,11 +67,18 @@ func TestOpenstackSDKCompat(t *testing.T) {
 		if err != nil {
 			t.Fatalf("openstack --debug %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
-		n := 0
+		n, req := 0, ""
 		for _, m := range resp.FindAllStringSubmatch(out, -1) {
+			if m[3] == "" {
+				req = m[1] + " " + m[2]
+				continue
+			}
 			n++
-			if m[1][0] == '4' || m[1][0] == '5' {
-				t.Errorf("openstack %s: a request answered %s:\n%s", strings.Join(args, " "), m[1], out)
+			if m[3] == "404" && strings.HasPrefix(req, "GET ") && strings.Contains(req, "/v2.0/extensions/") {
+				continue
+			}
+			if m[3][0] == '4' || m[3][0] == '5' {
+				t.Errorf("openstack %s: %s answered %s:\n%s", strings.Join(args, " "), req, m[3], out)
 			}
 		}
 		if n == 0 {

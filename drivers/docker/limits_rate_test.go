@@ -203,6 +203,8 @@ func TestRateForkBombStopsAtPidsLimit(t *testing.T) {
 	// Then a leak that holds the cap: sleepers forked until the kernel
 	// refuses, which leaves the server one task short of its cap for
 	// as long as the checks below take.
+	// Its own deadline: a slow die-out must not leave it none.
+	deadline = time.Now().Add(30 * time.Second)
 	startExec(t, ctx, d, bomb.ID, "while :; do sleep 1000 & done")
 	var held uint64
 	for held < max-1 && time.Now().Before(deadline) {

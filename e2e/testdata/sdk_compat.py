@@ -69,7 +69,7 @@ net.delete_port(p)
 img = conn.image.create_image('sdk-img', data=b'not a docker image', disk_format='raw', container_format='bare',
                               use_import=True, os_distro='capsule', wait=True)
 img = conn.image.get_image(img.id)
-check(img.status == 'active' and img.properties.get('os_distro') == 'capsule', 'imported image %s %s' % (img.status, img.properties))
+check(img.status == 'active' and img.os_distro == 'capsule', 'imported image %s %s %s' % (img.status, img.os_distro, img.properties))
 found = conn.image.get('/images?os_distro=capsule').json()['images']
 check([i['id'] for i in found] == [img.id], 'property filter %s' % found)
 conn.image.update_image(img, visibility='shared')
