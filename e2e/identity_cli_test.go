@@ -123,6 +123,23 @@ func testIdentityCLI(t *testing.T, c *cloud) {
 		t.Errorf("server list with a system-scoped token succeeded: %s", out)
 	}
 	admin.run("role", "remove", "--system", "all", "--user", "admin", "--user-domain", "Default", "admin")
+
+	// What the operator made, read back by id with --debug: no request
+	// answered 4xx (a name would first be tried as an id, and 404, in
+	// Keystone as here).
+	uid := stringOf(user["id"])
+	for _, args := range [][]string{
+		{"project", "show", stringOf(child["id"])},
+		{"project", "list", "--tags", "alpha"},
+		{"user", "show", uid},
+		{"role", "assignment", "list", "--effective", "--names", "--user", uid},
+		{"role", "assignment", "list", "--inherited", "--user", uid},
+		{"implied", "role", "list"},
+		{"domain", "list"},
+		{"group", "list", "--user", uid},
+	} {
+		admin.debugClean(args...)
+	}
 }
 
 func stringOf(v any) string {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -48,5 +49,37 @@ func (o *openstackCLI) json(v any, args ...string) {
 	out := o.run(append(args, "-f", "json")...)
 	if err := json.Unmarshal([]byte(out), v); err != nil {
 		o.t.Fatalf("openstack %s: not JSON: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// debugExchange is a request ("REQ: curl ... -X METHOD URL") or an answer
+// ("RESP: [status]") in keystoneauth's --debug log.
+var debugExchange = regexp.MustCompile(`REQ: curl .* -X (\w+) (\S+)|RESP: \[(\d{3})\]`)
+
+// debugClean runs one command with --debug and fails the test when any
+// of its requests was answered 4xx or 5xx: a request the client had to
+// retry or work around. One 404 is the contract, not a workaround: the
+// CLI asks Neutron for an extension by name (GET /v2.0/extensions/
+// Availability Zone) to learn whether it exists, and Neutron answers 404
+// for one it lacks.
+func (o *openstackCLI) debugClean(args ...string) {
+	o.t.Helper()
+	out := o.run(append([]string{"--debug"}, args...)...)
+	n, req := 0, ""
+	for _, m := range debugExchange.FindAllStringSubmatch(out, -1) {
+		if m[3] == "" {
+			req = m[1] + " " + m[2]
+			continue
+		}
+		n++
+		if m[3] == "404" && strings.HasPrefix(req, "GET ") && strings.Contains(req, "/v2.0/extensions/") {
+			continue
+		}
+		if m[3][0] == '4' || m[3][0] == '5' {
+			o.t.Errorf("openstack %s: %s answered %s:\n%s", strings.Join(args, " "), req, m[3], out)
+		}
+	}
+	if n == 0 {
+		o.t.Errorf("openstack --debug %s logged no response", strings.Join(args, " "))
 	}
 }
