@@ -194,9 +194,9 @@ cap_apt_install() {
 # test packages and docker-compose when the distribution has it (optional:
 # used only to validate docker-compose.yml; tried once per machine).
 cap_install_deps() {
-	local missing=() p compose_marker=$CAPSULE_LIB/.docker-compose-tried want=("${CAPSULE_PACKAGES[@]}")
-	[ "${1:-}" = --test ] && want+=("${CAPSULE_TEST_PACKAGES[@]}")
-	for p in "${want[@]}"; do cap_pkg_installed "$p" || missing+=("$p"); done
+	local missing=() p compose_marker=$CAPSULE_LIB/.docker-compose-tried wanted=("${CAPSULE_PACKAGES[@]}")
+	[ "${1:-}" = --test ] && wanted+=("${CAPSULE_TEST_PACKAGES[@]}")
+	for p in "${wanted[@]}"; do cap_pkg_installed "$p" || missing+=("$p"); done
 	if [ ${#missing[@]} -gt 0 ]; then
 		cap_say "installing: ${missing[*]}"
 		cap_apt_update
