@@ -27,21 +27,36 @@ import (
 // migrationRepo is where agents push migration commits.
 const migrationRepo = "capsule/migrations"
 
+// migrationStepTimeout bounds one migration step in the e2e clouds. A
+// step is a commit and push of up to 150 MB, which under the e2e tier's
+// load (eight clouds side by side on two cores) has taken over 40 s; the
+// test of a dead agent uses deadAgentStepTimeout instead.
+const (
+	migrationStepTimeout = 3 * time.Minute
+	deadAgentStepTimeout = 40 * time.Second
+)
+
 // migrationCloud starts a two-host cloud using its own authenticated
-// registry, with a short migration step timeout so a dead agent is given
-// up on quickly.
+// registry.
 func migrationCloud(t *testing.T) (*cloud, *authRegistry) {
 	t.Helper()
-	return migrationCloudQuota(t, 20)
+	return migrationCloudWith(t, 20, migrationStepTimeout)
 }
 
 // migrationCloudQuota is migrationCloud with a quota of n instances (n
 // GB of RAM, 4n cores).
 func migrationCloudQuota(t *testing.T, n int) (*cloud, *authRegistry) {
 	t.Helper()
+	return migrationCloudWith(t, n, migrationStepTimeout)
+}
+
+// migrationCloudWith is migrationCloud with a quota of n instances and
+// the conductor giving up on a migration step after stepTimeout.
+func migrationCloudWith(t *testing.T, n int, stepTimeout time.Duration) (*cloud, *authRegistry) {
+	t.Helper()
 	reg := startAuthRegistry(t)
 	c := startCloud(t, twoHosts, withRegistry(reg), withQuota(n), func(t *testing.T, c *cloud) {
-		c.extraConfig += "conductor:\n  migration_step_timeout: 40s\n  periodic_interval: 2s\n"
+		c.extraConfig += fmt.Sprintf("conductor:\n  migration_step_timeout: %s\n  periodic_interval: 2s\n", stepTimeout)
 	})
 	return c, reg
 }
@@ -308,7 +323,8 @@ func TestColdMigration(t *testing.T) {
 // nothing is leaked (container, tag, claim, port binding).
 func TestMigrationTargetAgentDies(t *testing.T) {
 	t.Parallel()
-	c, reg := migrationCloud(t)
+	// A short step timeout: the conductor gives up on the dead agent.
+	c, reg := migrationCloudWith(t, 20, deadAgentStepTimeout)
 	ctx := context.Background()
 	cc := c.computeClient(t, "admin", c.adminPass, "admin")
 	nc := c.networkClient(t, "admin", c.adminPass, "admin")
