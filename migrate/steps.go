@@ -56,7 +56,7 @@ func (e *Engine) schedule(ctx context.Context, m *store.Migration, inst *store.I
 	if target == "" {
 		target, err = e.sched.SelectTarget(ctx, instance.MigrationTarget{InstanceID: inst.ID, MigrationID: m.ID,
 			Resources:        store.Resources{VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB},
-			AvailabilityZone: inst.AvailabilityZone, Source: m.SourceCompute, Host: m.RequestedHost})
+			AvailabilityZone: inst.RequestedZone, Source: m.SourceCompute, Host: m.RequestedHost})
 		var nv interface{ Explain() string }
 		if errors.As(err, &nv) {
 			return e.noValidHost(ctx, m, inst, start, nv.Explain())

@@ -97,7 +97,7 @@ func (s *Scheduler) schedule(ctx context.Context, req protocol.ScheduleInstance)
 	}
 	return s.placeAndSend(ctx, inst, placement{
 		request: Request{
-			InstanceID: inst.ID, AvailabilityZone: inst.AvailabilityZone, Excluded: excluded, ForceHost: inst.RequestedHost,
+			InstanceID: inst.ID, AvailabilityZone: inst.RequestedZone, Excluded: excluded, ForceHost: inst.RequestedHost,
 			Resources: store.Resources{VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB},
 			Dedicated: store.IsDedicated(inst.ExtraSpecs),
 		},

@@ -60,7 +60,7 @@ func (s *Scheduler) scheduleUnshelve(ctx context.Context, req protocol.ScheduleI
 	}
 	return s.placeAndSend(ctx, inst, placement{
 		request: Request{
-			InstanceID: inst.ID, AvailabilityZone: inst.AvailabilityZone, ForceHost: req.Host,
+			InstanceID: inst.ID, AvailabilityZone: inst.RequestedZone, ForceHost: req.Host,
 			Resources: store.Resources{VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB},
 			Dedicated: store.IsDedicated(inst.ExtraSpecs),
 		},

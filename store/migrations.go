@@ -351,6 +351,16 @@ var migrations = []migration{
 	{37, "servers' usage history (two tiers of bounded length)", func(tx *gorm.DB) error {
 		return tx.AutoMigrate(&UsagePoint{})
 	}},
+	{38, "instances' requested (pinned) availability zone, apart from the zone they run in", func(tx *gorm.DB) error {
+		if !tx.Migrator().HasColumn(&Instance{}, "RequestedZone") {
+			if err := tx.Migrator().AddColumn(&Instance{}, "RequestedZone"); err != nil {
+				return err
+			}
+		}
+		// What older servers asked for is not recorded; their placed zone
+		// is what every later placement kept them in so far.
+		return tx.Model(&Instance{}).Where("1 = 1").Update("requested_zone", gorm.Expr("availability_zone")).Error
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

@@ -240,17 +240,22 @@ type Instance struct {
 	RootGB           int
 	ExtraSpecs       string // JSON object
 	Host             string `gorm:"size:255;index"`
-	AvailabilityZone string
-	VMState          lifecycle.VMState   `gorm:"size:32;index"`
-	TaskState        lifecycle.TaskState `gorm:"size:32"`
-	PowerState       int
-	Metadata         string // JSON object
-	AccessIPv4       string
-	AccessIPv6       string
-	Description      *string
-	KeyName          *string
-	KeyData          string // the keypair's public key copied at boot (Nova's key_data): deleting the keypair changes nothing
-	UserData         string
+	AvailabilityZone string // the zone of the host it runs on (or last ran on)
+	// RequestedZone is the zone the server is pinned to: asked for at
+	// create, or at an unshelve from 2.77 ("" = any zone; Nova's request
+	// spec availability_zone, shown as pinned_availability_zone at 2.96).
+	// Every placement (build retry, migration, unshelve) stays in it.
+	RequestedZone string              `gorm:"size:255"`
+	VMState       lifecycle.VMState   `gorm:"size:32;index"`
+	TaskState     lifecycle.TaskState `gorm:"size:32"`
+	PowerState    int
+	Metadata      string // JSON object
+	AccessIPv4    string
+	AccessIPv6    string
+	Description   *string
+	KeyName       *string
+	KeyData       string // the keypair's public key copied at boot (Nova's key_data): deleting the keypair changes nothing
+	UserData      string
 	// ConfigDrive: the server's metadata tree is written into it before
 	// its first boot (Nova's config_drive).
 	ConfigDrive   bool

@@ -602,14 +602,14 @@ func TestUnshelveZone277(t *testing.T) {
 	if resp.StatusCode != 202 {
 		t.Fatalf("unshelve into zone-b: %d %v", resp.StatusCode, body)
 	}
-	if got := f.instance(id); got.AvailabilityZone != "zone-b" || got.TaskState != lifecycle.Unshelving {
-		t.Errorf("after unshelve: zone %q task %q", got.AvailabilityZone, got.TaskState)
+	if got := f.instance(id); got.RequestedZone != "zone-b" || got.TaskState != lifecycle.Unshelving {
+		t.Errorf("after unshelve: zone %q task %q", got.RequestedZone, got.TaskState)
 	}
 	// Below 2.77 the body is not read.
 	other := f.create("demo", "sv2")
 	f.setState(other, lifecycle.ShelvedOffloaded, lifecycle.NoTask)
 	resp, body = f.do("POST", "/v2.1/servers/"+other+"/action", "demo", `{"unshelve":{"availability_zone":"nowhere"}}`, mv(apiVersion{2, 76})...)
-	if resp.StatusCode != 202 || f.instance(other).AvailabilityZone == "nowhere" {
+	if resp.StatusCode != 202 || f.instance(other).RequestedZone == "nowhere" {
 		t.Errorf("2.76 unshelve: %d %v", resp.StatusCode, body)
 	}
 }
@@ -627,7 +627,7 @@ func TestUnshelveToHost291(t *testing.T) {
 	id := f.create("demo", "sv")
 	action := "/v2.1/servers/" + id + "/action"
 	f.setState(id, lifecycle.ShelvedOffloaded, lifecycle.NoTask)
-	f.st.DB.Model(&store.Instance{}).Where("id = ?", id).Update("availability_zone", "nova")
+	f.st.DB.Model(&store.Instance{}).Where("id = ?", id).Update("requested_zone", "nova")
 	v := mv(apiVersion{2, 91})
 	resp, body := f.do("POST", action, "demo", `{"unshelve":{"host":"h9"}}`, v...)
 	expectFault(t, resp, body, 403, "forbidden")
@@ -644,8 +644,8 @@ func TestUnshelveToHost291(t *testing.T) {
 	if len(sent) == 0 || sent[len(sent)-1].Decode(&req) != nil || req.Host != "h9" || req.InstanceID != id {
 		t.Errorf("schedule message %+v", req)
 	}
-	if got := f.instance(id); got.AvailabilityZone != "" || got.RequestedHost != "" {
-		t.Errorf("after unshelve: zone %q (want unpinned), requested host %q (want none kept)", got.AvailabilityZone, got.RequestedHost)
+	if got := f.instance(id); got.RequestedZone != "" || got.RequestedHost != "" {
+		t.Errorf("after unshelve: zone %q (want unpinned), requested host %q (want none kept)", got.RequestedZone, got.RequestedHost)
 	}
 }
 
@@ -728,13 +728,19 @@ func TestKeypairImportOnly292(t *testing.T) {
 }
 
 // TestPinnedAvailabilityZone296: from 2.96 a server shows the zone it is
-// pinned to (asked for at create), null when none.
+// pinned to (asked for at create), null when none, whatever zone it was
+// placed in.
 func TestPinnedAvailabilityZone296(t *testing.T) {
 	f := newFixture(t)
 	ts := loadTempestSchemas(t)
-	pinned := f.create("demo", "p")
+	resp, body := f.do("POST", "/v2.1/servers", "demo", `{"server":{"name":"p","imageRef":"`+imageID+`","flavorRef":"1","networks":"none","availability_zone":"nova"}}`, mv(apiVersion{2, 96})...)
+	if resp.StatusCode != 202 {
+		t.Fatalf("create pinned to nova: %d %v", resp.StatusCode, body)
+	}
+	pinned := body["server"].(map[string]any)["id"].(string)
 	free := f.create("demo", "f")
-	f.st.DB.Model(&store.Instance{}).Where("id = ?", pinned).Update("availability_zone", "nova")
+	// Placed: both run in zone nova; only the first asked for it.
+	f.st.DB.Model(&store.Instance{}).Where("id IN ?", []string{pinned, free}).Update("availability_zone", "nova")
 	for _, v := range []apiVersion{{2, 95}, {2, 96}} {
 		for id, want := range map[string]any{pinned: "nova", free: nil} {
 			body := f.check(t, ts, v, contractCall{"demo", "GET", "/v2.1/servers/" + id, "", "servers", "get_server"})

@@ -85,7 +85,7 @@ func (s *Service) unshelveServer(w http.ResponseWriter, r *http.Request, inst *s
 		if target.zone != "" || target.unpin {
 			// The scheduler places the server in its (new) zone; a
 			// requested host goes with the schedule message.
-			if err := tx.Model(&store.Instance{}).Where("id = ?", inst.ID).Update("availability_zone", target.zone).Error; err != nil {
+			if err := tx.Model(&store.Instance{}).Where("id = ?", inst.ID).Update("requested_zone", target.zone).Error; err != nil {
 				return fmt.Errorf("set availability zone of %s: %w", inst.ID, err)
 			}
 		}

@@ -274,8 +274,8 @@ func (s *Service) serverViewWith(r *http.Request, inst *store.Instance, kind vie
 		// 2.96: the zone the server is pinned to (asked for at create
 		// or unshelve), null when the scheduler may choose any.
 		var pinned any
-		if inst.AvailabilityZone != "" {
-			pinned = inst.AvailabilityZone
+		if inst.RequestedZone != "" {
+			pinned = inst.RequestedZone
 		}
 		out["pinned_availability_zone"] = pinned
 	}
