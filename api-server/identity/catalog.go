@@ -104,8 +104,11 @@ func (s *Service) version(w http.ResponseWriter, r *http.Request) {
 
 func (s *Service) authCatalog(w http.ResponseWriter, r *http.Request) {
 	c := auth.FromContext(r.Context())
-	if c.ProjectID == "" {
-		s.failErr(w, r, errdefs.Forbidden("A project-scoped token is required to produce a service catalog."))
+	// Every scoped token (project, domain or system) carries a catalog,
+	// as the token's own body does; only an unscoped one, which holds no
+	// role, has none.
+	if c.ProjectID == "" && !c.System && len(c.Roles) == 0 {
+		s.failErr(w, r, errdefs.Forbidden("A scoped token is required to produce a service catalog."))
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"catalog": s.catalog(r, c.ProjectID), "links": s.collectionLinks(r)})

@@ -306,6 +306,11 @@ func testUnscopedTokenAndRescope(t *testing.T, e *env) {
 	if !reflect.DeepEqual(v.body, r.body) {
 		t.Fatalf("validate body differs:\n%s\n%s", v.raw, r.raw)
 	}
+	// It has no catalog (Keystone's 403); a system-scoped one has one.
+	e.want(e.do("GET", "/v3/auth/catalog", tok, nil), http.StatusForbidden)
+	if cat := e.do("GET", "/v3/auth/catalog", e.systemToken(), nil); cat.status != http.StatusOK || len(cat.body["catalog"].([]any)) == 0 {
+		t.Fatalf("catalog of a system-scoped token: %d %s", cat.status, cat.raw)
+	}
 	// An unscoped token lists the projects it may scope to.
 	ps := e.do("GET", "/v3/auth/projects", tok, nil)
 	e.want(ps, http.StatusOK)

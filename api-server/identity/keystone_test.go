@@ -89,6 +89,12 @@ func testDomainsLifecycle(t *testing.T, e *env) {
 	if tb := obj(r.body["token"]); obj(tb["domain"])["id"] != did || len(tb["roles"].([]any)) != 1 || tb["project"] != nil {
 		t.Fatalf("domain-scoped token: %s", r.raw)
 	}
+	// Its catalog is the token's (no project in the URLs).
+	cat := e.do("GET", "/v3/auth/catalog", r.header.Get("X-Subject-Token"), nil)
+	e.want(cat, http.StatusOK)
+	if l, _ := cat.body["catalog"].([]any); len(l) == 0 || len(l) != len(obj(r.body["token"])["catalog"].([]any)) {
+		t.Fatalf("catalog of a domain-scoped token: %s", cat.raw)
+	}
 	ra := e.do("GET", "/v3/role_assignments?scope.domain.id="+did+"&include_names", a, nil)
 	if l := ra.body["role_assignments"].([]any); len(l) != 1 || obj(obj(obj(l[0])["scope"])["domain"])["name"] != "acme" ||
 		obj(obj(obj(l[0])["user"])["domain"])["name"] != "acme" {
