@@ -165,20 +165,6 @@ func (s *Service) Handler() http.Handler {
 	h("GET /v3/groups/{g}/users/{u}", s.checkGroupMember) // also HEAD
 	h("PUT /v3/groups/{g}/users/{u}", s.addGroupMember)
 	h("DELETE /v3/groups/{g}/users/{u}", s.removeGroupMember)
-	for _, scope := range []struct {
-		prefix   string
-		onDomain bool
-	}{{"/v3/projects/{p}", false}, {"/v3/domains/{d}", true}} {
-		onDomain := scope.onDomain
-		h("GET "+scope.prefix+"/users/{u}/roles", func(w http.ResponseWriter, r *http.Request) { s.listUserGrants(w, r, onDomain) })
-		h("GET "+scope.prefix+"/users/{u}/roles/{r}", func(w http.ResponseWriter, r *http.Request) { s.checkUserGrant(w, r, onDomain) }) // also HEAD
-		h("PUT "+scope.prefix+"/users/{u}/roles/{r}", func(w http.ResponseWriter, r *http.Request) { s.putUserGrant(w, r, onDomain) })
-		h("DELETE "+scope.prefix+"/users/{u}/roles/{r}", func(w http.ResponseWriter, r *http.Request) { s.deleteUserGrant(w, r, onDomain) })
-		h("GET "+scope.prefix+"/groups/{g}/roles", func(w http.ResponseWriter, r *http.Request) { s.listGroupGrants(w, r, onDomain) })
-		h("GET "+scope.prefix+"/groups/{g}/roles/{r}", func(w http.ResponseWriter, r *http.Request) { s.checkGroupGrant(w, r, onDomain) })
-		h("PUT "+scope.prefix+"/groups/{g}/roles/{r}", func(w http.ResponseWriter, r *http.Request) { s.putGroupGrant(w, r, onDomain) })
-		h("DELETE "+scope.prefix+"/groups/{g}/roles/{r}", func(w http.ResponseWriter, r *http.Request) { s.deleteGroupGrant(w, r, onDomain) })
-	}
 
 	h("GET /v3/roles", s.listRoles)
 	h("POST /v3/roles", s.createRole)
@@ -191,7 +177,7 @@ func (s *Service) Handler() http.Handler {
 	h("PUT /v3/roles/{prior}/implies/{implied}", s.putImpliedRole)
 	h("DELETE /v3/roles/{prior}/implies/{implied}", s.deleteImpliedRole)
 	h("GET /v3/role_inferences", s.listRoleInferences)
-	s.handleActorGrants(h)
+	s.handleGrants(h)
 
 	h("GET /v3/services", s.listServices)
 	h("GET /v3/services/{id}", s.getService)

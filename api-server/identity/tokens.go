@@ -205,21 +205,6 @@ func (s *Service) loadToken(ctx context.Context, tok string) (*tokenInfo, error)
 	return ti, nil
 }
 
-// grantedRoles returns every role (domain-specific ones too) granted to
-// userID on a project or (domain true) a domain, as the grant lists show.
-func grantedRoles(ctx context.Context, st *store.Store, userID, targetID string, domain bool) ([]store.Role, error) {
-	table, col := "role_assignments", "project_id"
-	if domain {
-		table, col = "domain_role_assignments", "domain_id"
-	}
-	var roles []store.Role
-	err := st.WithContext(ctx).
-		Joins("JOIN "+table+" ra ON ra.role_id = roles.id").
-		Where("ra.user_id = ? AND ra."+col+" = ?", userID, targetID).
-		Order("roles.name").Find(&roles).Error
-	return roles, err
-}
-
 // liveDomain loads a domain a token depends on; a missing or disabled
 // domain invalidates the token.
 func (s *Service) liveDomain(ctx context.Context, id string) (store.Domain, error) {
