@@ -21,6 +21,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/capsule-cloud/capsule/internal/webterm"
 )
 
 //go:embed static templates
@@ -177,6 +179,8 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	static, _ := fs.Sub(assets, "static")
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	// The terminal's script is shared with the console proxy's page.
+	mux.Handle("GET /static/terminal.js", webterm.Handler())
 	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, r *http.Request) {
 		// Browsers ask for it whatever the page links: the same icon.
 		b, _ := assets.ReadFile("static/favicon.svg")

@@ -1,9 +1,13 @@
-// Capsule portal: the server page's terminal. A small VT100/xterm subset
-// (the shell's line editing, prompts, clear, cursor moves; colours are
-// dropped) drawn as text in a <pre>, keystrokes from a hidden textarea
-// sent over the portal's websocket (/servers/{id}/terminal), which the
-// portal joins to the server's serial console. Text only: everything the
-// server prints lands in text nodes, never in markup.
+// Capsule's browser terminal: the portal's server page and the console
+// proxy's HTML5 console page (the URL `openstack console url show
+// --novnc` gives). A small VT100/xterm subset (the shell's line editing,
+// prompts, clear, cursor moves; colours are dropped) drawn as text in a
+// <pre>, keystrokes from a hidden textarea sent over a websocket joined to
+// the server's serial console: the portal's /servers/{id}/terminal, or
+// the root's data-ws URL (relative to the page) on the console page, which
+// also sets data-autoconnect (connect on load) and data-once (the URL's
+// token is single-use: no reconnect). Text only: everything the server
+// prints lands in text nodes, never in markup.
 (function () {
   "use strict";
   var SCROLLBACK = 1000;
@@ -174,7 +178,8 @@
     var pre = root.querySelector(".term-screen"), input = root.querySelector(".term-input");
     var state = root.querySelector(".term-state"), connect = root.querySelector(".term-connect");
     var copyBtn = root.querySelector(".term-copy"), pasteBtn = root.querySelector(".term-paste");
-    var ws = null, screen = null, drawn = false, enc = new TextEncoder(), dec = null;
+    var ws = null, screen = null, drawn = false, enc = new TextEncoder(), dec = null, opened = false;
+    var wsPath = root.getAttribute("data-ws"), once = root.hasAttribute("data-once");
 
     function say(text, bad) { state.textContent = text; state.className = "term-state " + (bad ? "error" : "hint"); }
     function size() {
@@ -186,7 +191,7 @@
       pre.removeChild(probe);
       var cs = getComputedStyle(pre), inner = pre.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight);
       var cols = Math.max(20, Math.min(250, Math.floor(inner / (w || 8))));
-      var rows = Math.max(8, Math.min(60, Math.floor((window.innerHeight * 0.6) / (h || 16))));
+      var rows = Math.max(8, Math.min(60, Math.floor((window.innerHeight * (wsPath ? 0.85 : 0.6)) / (h || 16))));
       return [cols, rows];
     }
     function render() {
@@ -217,9 +222,12 @@
       say("Connecting…", false);
       connect.disabled = true;
       var proto = location.protocol === "https:" ? "wss:" : "ws:";
-      ws = new WebSocket(proto + "//" + location.host + "/servers/" + encodeURIComponent(id) + "/terminal");
+      var target = proto + "//" + location.host + "/servers/" + encodeURIComponent(id) + "/terminal";
+      if (wsPath) { var u = new URL(wsPath, location.href); u.protocol = proto; target = u.href; }
+      opened = false;
+      ws = new WebSocket(target);
       ws.binaryType = "arraybuffer";
-      ws.onopen = function () { say("Connecting to the server's console…", false); };
+      ws.onopen = function () { opened = true; say("Connecting to the server's console…", false); };
       ws.onmessage = function (ev) {
         if (root.getAttribute("data-state") !== "open") {
           root.setAttribute("data-state", "open");
@@ -233,10 +241,16 @@
       ws.onclose = function (ev) {
         root.setAttribute("data-state", "closed");
         connect.textContent = "Connect"; connect.disabled = false;
-        var why = ev.reason || "the connection ended";
-        if (ev.code === 4401) { window.location = "/login?expired=1"; return; }
+        var why = ev.reason || (opened ? "the connection ended" : "the console could not be opened");
+        if (ev.code === 4401 && !wsPath) { window.location = "/login?expired=1"; return; }
         var bad = ev.code >= 4000 || (ev.code !== 1000 && ev.code !== 1005);
-        say((bad ? "Console closed: " : "Console closed (") + why + (bad ? "" : ")."), bad);
+        var msg = (bad ? "Console closed: " : "Console closed (") + why + (bad ? "" : ").");
+        if (once) {
+          // The URL's token was used: a new console needs a new URL.
+          connect.disabled = true;
+          msg += (bad ? "." : "") + " This console URL works once: ask for a new one.";
+        }
+        say(msg, bad);
         redraw();
       };
       input.focus();
@@ -306,6 +320,7 @@
       }, 150);
     });
     root.terminalScreen = function () { return screen ? screen.text().join("\n") : ""; };
+    if (root.hasAttribute("data-autoconnect")) open();
   }
 
   document.addEventListener("DOMContentLoaded", function () {
