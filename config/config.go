@@ -167,9 +167,10 @@ type API struct {
 	LockoutDuration              time.Duration `yaml:"lockout_duration"`
 	// TokenPurgeInterval is how often expired tokens are deleted.
 	TokenPurgeInterval time.Duration `yaml:"token_purge_interval"`
-	// The serial console proxy (nova-serialproxy's role) is served on the
-	// compute port under /console. SerialConsoleDisabled turns it off
-	// (remote consoles then answer "Unavailable console type serial.").
+	// The serial console proxy (nova-serialproxy's role) and its browser
+	// console page (the novnc URLs) are served on the compute port under
+	// /console. SerialConsoleDisabled turns both off (remote consoles
+	// then answer "Unavailable console type serial.").
 	// ConsoleTokenTTL is how long a console URL waits for its one use.
 	// ConsolePublicURL is the base of the URLs users get (default
 	// ws[s]://public_host:compute_port/console); ConsoleInternalURL the

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -30,10 +31,23 @@ import (
 	"github.com/capsule-cloud/capsule/store"
 )
 
-// PathPrefix is where the proxy's two endpoints live on the listener that
+// PathPrefix is where the proxy's endpoints live on the listener that
 // serves it: PathPrefix+"/serial" for users' websockets,
+// PathPrefix+"/novnc/vnc_auto.html" for the HTML5 console page (page.go),
+// PathPrefix+"/static/" for its script and style,
 // PathPrefix+"/agent/<session>" for agents' dial-backs.
 const PathPrefix = "/console"
+
+// Console types Issue hands out URLs for.
+const (
+	// TypeSerial is a ws(s):// URL of a websocket carrying the console's
+	// bytes (nova-serialproxy's).
+	TypeSerial = "serial"
+	// TypeNoVNC is an http(s):// URL of a page that runs a terminal on
+	// the serial console in the browser: containers have no framebuffer,
+	// so this is Capsule's answer to a VNC console.
+	TypeNoVNC = "novnc"
+)
 
 // IsConsole says r is for the proxy (its connections outlive the API's
 // read and write timeouts).
@@ -44,7 +58,8 @@ type Options struct {
 	Store *store.Store
 	Bus   bus.Bus
 	// PublicURL is the base of the URLs users get (ws:// or wss://,
-	// ending in PathPrefix), InternalURL the base agents dial back to
+	// ending in PathPrefix; the console page's URL is the same with
+	// http:// or https://), InternalURL the base agents dial back to
 	// (http:// or https://, ending in PathPrefix); both reach this
 	// process.
 	PublicURL   string
@@ -111,18 +126,80 @@ func hashOf(s string) string {
 	return hex.EncodeToString(h[:])
 }
 
-// Issue stores a new single-use token for the serial console of the
-// instance and returns its URL. The caller checked the policy and the
-// server's state.
-func (p *Proxy) Issue(ctx context.Context, instanceID, projectID string) (string, error) {
+// Issue stores a new single-use token for a console of type typ
+// (TypeSerial or TypeNoVNC) of the instance and returns its URL. The
+// caller checked the policy and the server's state.
+func (p *Proxy) Issue(ctx context.Context, instanceID, projectID, typ string) (string, error) {
+	switch typ {
+	case TypeSerial:
+		token, err := p.newToken(ctx, instanceID, projectID, TypeSerial, p.opts.TokenTTL)
+		if err != nil {
+			return "", err
+		}
+		return p.opts.PublicURL + "/serial?token=" + token, nil
+	case TypeNoVNC:
+		token, err := p.newToken(ctx, instanceID, projectID, TypeNoVNC, p.opts.TokenTTL)
+		if err != nil {
+			return "", err
+		}
+		// noVNC's form: the websocket's path, with the token, in the
+		// page's query.
+		return p.pageBase() + pagePath + "?path=" + url.QueryEscape("?token="+token), nil
+	}
+	return "", errdefs.InvalidArgumentf("Unavailable console type %s.", typ)
+}
+
+// newToken stores a single-use token of protocol proto valid for ttl.
+func (p *Proxy) newToken(ctx context.Context, instanceID, projectID, proto string, ttl time.Duration) (string, error) {
 	token := randomHex(32)
 	now := p.opts.Now().UTC()
-	t := &store.ConsoleToken{TokenHash: hashOf(token), InstanceID: instanceID, ProjectID: projectID, Protocol: "serial",
-		ExpiresAt: now.Add(p.opts.TokenTTL), CreatedAt: now}
+	t := &store.ConsoleToken{TokenHash: hashOf(token), InstanceID: instanceID, ProjectID: projectID, Protocol: proto,
+		ExpiresAt: now.Add(ttl), CreatedAt: now}
 	if err := p.opts.Store.CreateConsoleToken(ctx, t, now); err != nil {
 		return "", err
 	}
-	return p.opts.PublicURL + "/serial?token=" + token, nil
+	return token, nil
+}
+
+// pageBase is PublicURL with the web scheme of its websocket scheme.
+func (p *Proxy) pageBase() string {
+	if rest, ok := strings.CutPrefix(p.opts.PublicURL, "wss://"); ok {
+		return "https://" + rest
+	}
+	if rest, ok := strings.CutPrefix(p.opts.PublicURL, "ws://"); ok {
+		return "http://" + rest
+	}
+	return p.opts.PublicURL
+}
+
+// consume takes token's one use for protocol proto: the token, or a
+// reason to refuse it (invalid, used, expired or of another type: the
+// use spends it either way).
+func (p *Proxy) consume(ctx context.Context, token, proto string) (*store.ConsoleToken, bool) {
+	if token == "" {
+		return nil, false
+	}
+	tok, err := p.opts.Store.ConsumeConsoleToken(ctx, hashOf(token), p.opts.Now().UTC())
+	if err != nil {
+		if !errdefs.IsNotFound(err) {
+			p.opts.Log.Error("console token", "err", err)
+		}
+		return nil, false
+	}
+	return tok, tok.Protocol == proto
+}
+
+// liveInstance is the token's instance if it can have a console now, or
+// the status and message that say why not.
+func (p *Proxy) liveInstance(ctx context.Context, tok *store.ConsoleToken) (*store.Instance, int, string) {
+	var inst store.Instance
+	if err := p.opts.Store.WithContext(ctx).Where("id = ? AND deleted_at IS NULL", tok.InstanceID).First(&inst).Error; err != nil {
+		return nil, http.StatusNotFound, "The server is gone."
+	}
+	if inst.VMState != lifecycle.Active || inst.Host == "" {
+		return nil, http.StatusConflict, fmt.Sprintf("Instance %s is not ready (vm_state %s).", inst.ID, inst.VMState)
+	}
+	return &inst, 0, ""
 }
 
 // ServeHTTP serves the user and agent endpoints.
@@ -130,6 +207,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.URL.Path == PathPrefix+"/serial" || r.URL.Path == PathPrefix+"/serial/":
 		p.serveUser(w, r)
+	case r.URL.Path == PathPrefix+pagePath:
+		p.servePage(w, r)
+	case strings.HasPrefix(r.URL.Path, PathPrefix+"/static/"):
+		p.serveStatic(w, r, strings.TrimPrefix(r.URL.Path, PathPrefix+"/static/"))
 	case strings.HasPrefix(r.URL.Path, PathPrefix+"/agent/"):
 		p.serveAgent(w, r, strings.TrimPrefix(r.URL.Path, PathPrefix+"/agent/"))
 	default:
@@ -146,21 +227,14 @@ func (p *Proxy) serveUser(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "a console URL is opened with a websocket", http.StatusBadRequest)
 		return
 	}
-	tok, err := p.opts.Store.ConsumeConsoleToken(r.Context(), hashOf(token), p.opts.Now().UTC())
-	if err != nil {
-		if !errdefs.IsNotFound(err) {
-			p.opts.Log.Error("console token", "err", err)
-		}
+	tok, ok := p.consume(r.Context(), token, TypeSerial)
+	if !ok {
 		http.Error(w, "The token is invalid, used or expired.", http.StatusUnauthorized)
 		return
 	}
-	var inst store.Instance
-	if err := p.opts.Store.WithContext(r.Context()).Where("id = ? AND deleted_at IS NULL", tok.InstanceID).First(&inst).Error; err != nil {
-		http.Error(w, "The server is gone.", http.StatusNotFound)
-		return
-	}
-	if inst.VMState != lifecycle.Active || inst.Host == "" {
-		http.Error(w, fmt.Sprintf("Instance %s is not ready (vm_state %s).", inst.ID, inst.VMState), http.StatusConflict)
+	inst, status, msg := p.liveInstance(r.Context(), tok)
+	if inst == nil {
+		http.Error(w, msg, status)
 		return
 	}
 	ws, err := p.upgrader.Upgrade(w, r, nil)
@@ -171,7 +245,7 @@ func (p *Proxy) serveUser(w http.ResponseWriter, r *http.Request) {
 	// The API listener's timeouts do not apply to a console.
 	_ = ws.NetConn().SetDeadline(time.Time{})
 	log := p.opts.Log.With("instance", inst.ID, "host", inst.Host)
-	conn, err := p.attach(r.Context(), &inst)
+	conn, err := p.attach(r.Context(), inst)
 	if err != nil {
 		log.Warn("serial console not connected", "err", err)
 		msg := "console unavailable"

@@ -77,7 +77,7 @@ func TestProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	url, err := proxy.Issue(ctx, "i-1", "p")
+	url, err := proxy.Issue(ctx, "i-1", "p", console.TypeSerial)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func TestProxy(t *testing.T) {
 	}
 	refused("second use", url)
 	refused("forged token", "ws://"+base+console.PathPrefix+"/serial?token=00ff")
-	url2, err := proxy.Issue(ctx, "i-1", "p")
+	url2, err := proxy.Issue(ctx, "i-1", "p", console.TypeSerial)
 	if err != nil {
 		t.Fatal(err)
 	}

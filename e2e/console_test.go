@@ -108,9 +108,9 @@ func TestSerialConsole(t *testing.T) {
 	if code, b := remoteConsole(t, "garbage", path, body); code != 401 {
 		t.Errorf("garbage token: %d %s, want 401", code, b)
 	}
-	if code, b := remoteConsole(t, demo.TokenID, path, `{"remote_console": {"protocol": "vnc", "type": "novnc"}}`); code != 400 ||
+	if code, b := remoteConsole(t, demo.TokenID, path, `{"remote_console": {"protocol": "spice", "type": "spice-html5"}}`); code != 400 ||
 		!strings.Contains(b, "Unavailable console type") {
-		t.Errorf("vnc console: %d %s, want 400 Unavailable console type", code, b)
+		t.Errorf("spice console: %d %s, want 400 Unavailable console type", code, b)
 	}
 	forged := url[:strings.Index(url, "token=")+len("token=")] + fmt.Sprintf("%064x", 1)
 	if _, resp, err := d.Dial(forged, nil); err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {

@@ -10,16 +10,22 @@ import (
 	"github.com/capsule-cloud/capsule/store"
 )
 
-// ConsoleIssuer hands out single-use serial console URLs (package
-// console's Proxy).
+// ConsoleIssuer hands out single-use console URLs (package console's
+// Proxy) of type "serial" (a ws:// URL) or "novnc" (an http:// URL of
+// the proxy's HTML5 console page).
 type ConsoleIssuer interface {
-	Issue(ctx context.Context, instanceID, projectID string) (string, error)
+	Issue(ctx context.Context, instanceID, projectID, consoleType string) (string, error)
 }
 
-// Remote consoles: Capsule has the serial console only (a shell on a
-// terminal in the server, through the console proxy); every graphical
-// type is a console type this cloud does not enable, which Nova answers
-// with 400 "Unavailable console type".
+// Remote consoles: Capsule has the serial console (a shell on a terminal
+// in the server, through the console proxy) and, for vnc/novnc, a page of
+// the proxy that runs a terminal on that console in the browser (a
+// container has no framebuffer). Every other graphical type is a console
+// type this cloud does not enable, which Nova answers with 400
+// "Unavailable console type".
+
+// issuedTypes are the console types the proxy gives URLs for.
+var issuedTypes = map[string]bool{"serial": true, "novnc": true}
 
 // consoleTypes are the protocol -> types Nova's schema accepts (2.6, mks
 // from 2.8).
@@ -64,14 +70,15 @@ func (s *Service) createRemoteConsole(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	url, ok := s.serialConsoleURL(w, r, inst, rc.Type)
+	url, ok := s.consoleURL(w, r, inst, rc.Type)
 	if !ok {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"remote_console": map[string]any{"protocol": rc.Protocol, "type": rc.Type, "url": url}})
 }
 
-// consoleAction is the pre-2.6 actions os-getSerialConsole and friends.
+// consoleAction is the pre-2.6 actions os-getSerialConsole,
+// os-getVNCConsole and friends.
 func (s *Service) consoleAction(w http.ResponseWriter, r *http.Request, inst *store.Instance, name string, arg json.RawMessage) {
 	var opt struct {
 		Type string `json:"type"`
@@ -80,21 +87,34 @@ func (s *Service) consoleAction(w http.ResponseWriter, r *http.Request, inst *st
 		writeFault(w, errdefs.InvalidArgumentf("Invalid input for field/attribute %s. 'type' is a required property", name))
 		return
 	}
-	if name != "os-getSerialConsole" {
+	switch name {
+	case "os-getVNCConsole":
+		// Nova's schema: novnc or xvpvnc.
+		if opt.Type != "novnc" && opt.Type != "xvpvnc" {
+			writeFault(w, errdefs.InvalidArgumentf("Invalid input for field/attribute type. Value: %s. %q is not one of ['novnc', 'xvpvnc']", opt.Type, opt.Type))
+			return
+		}
+	case "os-getSerialConsole":
+		if opt.Type != "serial" {
+			writeFault(w, errdefs.InvalidArgumentf("Unavailable console type %s.", opt.Type))
+			return
+		}
+	default: // SPICE, RDP: not enabled
 		writeFault(w, errdefs.InvalidArgumentf("Unavailable console type %s.", opt.Type))
 		return
 	}
-	url, ok := s.serialConsoleURL(w, r, inst, opt.Type)
+	url, ok := s.consoleURL(w, r, inst, opt.Type)
 	if !ok {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"console": map[string]any{"type": opt.Type, "url": url}})
 }
 
-// serialConsoleURL issues a console URL of type typ for inst, or answers
-// why not.
-func (s *Service) serialConsoleURL(w http.ResponseWriter, r *http.Request, inst *store.Instance, typ string) (string, bool) {
-	if typ != "serial" || s.opts.Consoles == nil {
+// consoleURL issues a console URL of type typ for inst, or answers why
+// not: 400 for a type the proxy does not serve (or no proxy), 409 for a
+// server that is not running.
+func (s *Service) consoleURL(w http.ResponseWriter, r *http.Request, inst *store.Instance, typ string) (string, bool) {
+	if !issuedTypes[typ] || s.opts.Consoles == nil {
 		writeFault(w, errdefs.InvalidArgumentf("Unavailable console type %s.", typ))
 		return "", false
 	}
@@ -102,7 +122,7 @@ func (s *Service) serialConsoleURL(w http.ResponseWriter, r *http.Request, inst 
 		writeFault(w, errdefs.Conflictf("Instance %s is not ready.", inst.ID))
 		return "", false
 	}
-	url, err := s.opts.Consoles.Issue(r.Context(), inst.ID, inst.ProjectID)
+	url, err := s.opts.Consoles.Issue(r.Context(), inst.ID, inst.ProjectID, typ)
 	if err != nil {
 		s.fail(w, r, err)
 		return "", false

@@ -67,8 +67,8 @@ type Options struct {
 	// Registry deletes the registry tag of a shelve image when its server
 	// is deleted while offloaded (nil: the tag is left, logged).
 	Registry ImageReleaser
-	// Consoles issues serial console URLs (nil: the serial console is
-	// not enabled, Nova's 400 "Unavailable console type serial.").
+	// Consoles issues serial and novnc console URLs (nil: no console is
+	// enabled, Nova's 400 "Unavailable console type serial.").
 	Consoles ConsoleIssuer
 	// AfterCommit, when set, runs after a request committed its task and
 	// before its message is published (a test's kill point).
