@@ -603,6 +603,68 @@ func TestReconcileSkipsInstancesWithAnOperationInFlight(t *testing.T) {
 	}
 }
 
+// TestReconcileSkipsInstancesOperatedOnSinceItListed: an operation that
+// starts after reconcile's List and ends before the loop reaches its
+// instance (here a start, while the loop destroys an instance being
+// deleted) leaves the List's view stale; reporting it would mark a server
+// that just became ACTIVE stopped (seen in the networked boot benchmark at
+// concurrency 10: a build finished while reconcile destroyed another
+// server, and the server went SHUTOFF 180 ms after ACTIVE).
+func TestReconcileSkipsInstancesOperatedOnSinceItListed(t *testing.T) {
+	drv := newFakeDriver()
+	drv.put(t, "i-del", drivers.PowerRunning)
+	drv.put(t, "i-race", drivers.PowerShutdown)
+	drv.put(t, "i-idle", drivers.PowerShutdown)
+	e := newEnv(t, drv, testConfig())
+	e.serveConductor()
+	e.start()
+	e.cond.setExpected(
+		protocol.ExpectedInstance{Spec: protocol.InstanceSpec{ID: "i-del"}, VMState: lifecycle.Active, TaskState: lifecycle.Deleting},
+		protocol.ExpectedInstance{Spec: protocol.InstanceSpec{ID: "i-race"}, VMState: lifecycle.Stopped},
+		protocol.ExpectedInstance{Spec: protocol.InstanceSpec{ID: "i-idle"}, VMState: lifecycle.Stopped},
+	)
+	ctx := context.Background()
+	drv.setHook(func(op, id string) {
+		if op != "destroy" || id != "i-del" {
+			return
+		}
+		// A start of i-race runs to its end meanwhile.
+		unlock, err := e.agent.locks.lock(ctx, "i-race")
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if err := drv.Driver.Start(ctx, "i-race"); err != nil {
+			t.Error(err)
+		}
+		unlock()
+	})
+	before := len(e.cond.powerSyncs())
+	if err := e.agent.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	drv.setHook(nil)
+	waitFor(t, 5*time.Second, "the reconcile's power sync", func() bool { return len(e.cond.powerSyncs()) > before })
+	ps := e.cond.powerSyncs()[before]
+	if st, ok := ps.States["i-race"]; ok {
+		t.Errorf("power sync reports i-race as %d, what List saw before its start ran: %+v", st, ps)
+	}
+	if ps.States["i-idle"] != int(drivers.PowerShutdown) || ps.States["i-del"] != int(drivers.PowerNoState) {
+		t.Errorf("power sync = %+v, want i-idle shut down and i-del gone", ps)
+	}
+	if st, _ := drv.Status(ctx, "i-race"); st.Power != drivers.PowerRunning {
+		t.Fatalf("i-race is %v after its start", st.Power)
+	}
+	// The next reconcile reports it as it is.
+	if err := e.agent.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the next power sync", func() bool { return len(e.cond.powerSyncs()) > before+1 })
+	if st := e.cond.powerSyncs()[before+1].States["i-race"]; st != int(drivers.PowerRunning) {
+		t.Errorf("next power sync reports i-race as %d, want running", st)
+	}
+}
+
 // TestReconcileReappliesLimits: drift repair re-applies the flavor's
 // limits to running servers with no operation in flight, and leaves
 // stopped servers and servers mid-operation alone.

@@ -15,7 +15,12 @@ import (
 type instanceLocks struct {
 	mu sync.Mutex
 	m  map[string]*lockEntry
+	// watchers collect the ids whose lock an operation asks for while
+	// they are registered (see watch).
+	watchers map[*lockWatch]struct{}
 }
+
+type lockWatch struct{ ids map[string]bool }
 
 type lockEntry struct {
 	ch   chan struct{} // one token: holding it is holding the lock
@@ -23,7 +28,31 @@ type lockEntry struct {
 }
 
 func newInstanceLocks() *instanceLocks {
-	return &instanceLocks{m: map[string]*lockEntry{}}
+	return &instanceLocks{m: map[string]*lockEntry{}, watchers: map[*lockWatch]struct{}{}}
+}
+
+// watch records every id an operation (lock, not tryLock: background
+// work that changes no power state) asks the lock of from now until stop
+// is called; touched reports whether id was. Reconcile uses it so that an
+// observation taken before an operation that started and finished
+// meanwhile is not reported as the instance's state (busy alone misses
+// an operation that ended before it is asked).
+func (l *instanceLocks) watch() (touched func(id string) bool, stop func()) {
+	w := &lockWatch{ids: map[string]bool{}}
+	l.mu.Lock()
+	l.watchers[w] = struct{}{}
+	l.mu.Unlock()
+	touched = func(id string) bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return w.ids[id]
+	}
+	stop = func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		delete(l.watchers, w)
+	}
+	return touched, stop
 }
 
 // lock takes id's lock, waiting until it is free or ctx ends (a channel,
@@ -36,6 +65,9 @@ func (l *instanceLocks) lock(ctx context.Context, id string) (unlock func(), err
 		l.m[id] = e
 	}
 	e.refs++
+	for w := range l.watchers {
+		w.ids[id] = true
+	}
 	l.mu.Unlock()
 
 	release := func() {

@@ -16,8 +16,9 @@ import (
 // state of every expected instance (PowerNoState when its container is
 // missing, e.g. removed behind our back) and the orphans, managed
 // containers the cloud does not place here. Instances with an operation
-// in flight on this agent are left out of States: their state is a
-// transition and the operation's own report follows.
+// in flight on this agent, or one begun since the driver was asked, are
+// left out of States: their state is a transition (or the view is stale)
+// and the operation's own report follows.
 //
 // Orphans are only reported and logged: destroying them is an operator's
 // decision (they may be a failed migration's source or a database
@@ -29,6 +30,11 @@ import (
 // may have been lost, so its container is destroyed and a delete report
 // sent, which lets the conductor finish the delete.
 func (a *Agent) Reconcile(ctx context.Context) error {
+	// From before the driver is asked: an operation that starts after
+	// the List below (and may end before its instance's turn in the loop)
+	// makes the List's view of that instance stale.
+	touched, stopWatch := a.locks.watch()
+	defer stopWatch()
 	gens := a.nics.generations()
 	vgens := a.volc.generations()
 	expected, err := a.instancesOnHost(ctx)
@@ -61,9 +67,11 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 		if _, failed := ps.ResumeFailed[id]; failed {
 			continue
 		}
-		if a.locks.busy(id) {
-			// An operation on it runs here right now: what the driver
-			// shows is a transition, and that operation reports itself.
+		if a.locks.busy(id) || touched(id) {
+			// An operation on it runs here right now, or ran since the
+			// driver was asked (a build that finished while the loop
+			// destroyed another instance): what the driver showed is a
+			// transition or stale, and that operation reports itself.
 			continue
 		}
 		if deleting(e) {
