@@ -159,7 +159,7 @@ func (a *Agent) Handle(ctx context.Context, m bus.Message) (any, error) {
 		}
 		return nil, a.handleSnapshot(ctx, req)
 	case protocol.KindMigrationExport, protocol.KindMigrationImport,
-		protocol.KindMigrationCleanup, protocol.KindMigrationRestore:
+		protocol.KindMigrationCleanup, protocol.KindMigrationRestore, protocol.KindMigrationPrecopy, protocol.KindMigrationPrepull:
 		var w protocol.MigrationWork
 		if err := m.Decode(&w); err != nil {
 			return nil, err

@@ -41,7 +41,18 @@ type migrationExporter interface {
 	ExportMigration(ctx context.Context, id, ref string, progress func(bytes int64)) (digest string, pushed int64, err error)
 }
 
-// migrationEvent names the instance-action event of a migration work.
+// migrationPrecopier is what a driver offers when it can copy a running
+// instance ahead of its export (the docker driver): the pre-copy, then an
+// export that pushes only what changed since over it. A driver without
+// it pre-copies nothing, and its export moves everything.
+type migrationPrecopier interface {
+	PrecopyMigration(ctx context.Context, id, preRef string, progress func(bytes int64)) (digest string, pushed int64, err error)
+	ExportMigrationOnto(ctx context.Context, id, preRef, ref string, progress func(bytes int64)) (digest string, pushed int64, err error)
+	ForgetPrecopy(id string)
+}
+
+// migrationEvent names the instance-action event of a migration work
+// (the pre-copy and pre-pull have none: Nova has no such steps).
 func migrationEvent(kind, step string) string {
 	switch kind {
 	case protocol.KindMigrationExport:
@@ -128,6 +139,10 @@ func (a *Agent) handleMigration(ctx context.Context, kind string, w protocol.Mig
 		power, err = a.cleanupInstance(ctx, w)
 	case protocol.KindMigrationRestore:
 		power, err = a.restoreInstance(ctx, w)
+	case protocol.KindMigrationPrecopy:
+		rep.Digest, rep.Bytes, power, err = a.precopyInstance(ctx, w)
+	case protocol.KindMigrationPrepull:
+		rep.Bytes, power, err = a.prepullInstance(ctx, w)
 	default:
 		err = fmt.Errorf("agent: %s is not a migration work kind", kind)
 	}
@@ -275,7 +290,9 @@ func (a *Agent) exportInstance(ctx context.Context, w protocol.MigrationWork) (s
 	defer prog.wait()
 	var digest string
 	var pushed int64
-	if ex, ok := a.drv.(migrationExporter); ok {
+	if pc, ok := a.drv.(migrationPrecopier); ok && w.PreRef != "" {
+		digest, pushed, err = pc.ExportMigrationOnto(ctx, id, w.PreRef, w.Ref, prog.report)
+	} else if ex, ok := a.drv.(migrationExporter); ok {
 		digest, pushed, err = ex.ExportMigration(ctx, id, w.Ref, prog.report)
 	} else {
 		digest, _, err = sn.Snapshot(ctx, id, w.Ref, prog.report)
@@ -289,6 +306,62 @@ func (a *Agent) exportInstance(ctx context.Context, w protocol.MigrationWork) (s
 		return "", 0, a.powerOf(ctx, id), fmt.Errorf("export instance %s: %w", id, err)
 	}
 	return digest, pushed + vbytes, a.powerOf(ctx, id), nil
+}
+
+// precopyInstance is the source's pre-copy: the instance, still running,
+// is committed (not paused) and pushed to w.PreRef; the export after the
+// stop then pushes only what changed since. It returns the pushed digest
+// ("" when the driver cannot pre-copy: the engine skips the pre-pull) and
+// the bytes pushed. The instance keeps running whatever happens.
+func (a *Agent) precopyInstance(ctx context.Context, w protocol.MigrationWork) (string, int64, drivers.PowerState, error) {
+	id := w.InstanceID
+	pc, ok := a.drv.(migrationPrecopier)
+	if !ok || w.PreRef == "" {
+		return "", 0, a.powerOf(ctx, id), nil
+	}
+	mig, err := a.migrator("pre-copy", id)
+	if err != nil {
+		return "", 0, a.powerOf(ctx, id), err
+	}
+	if _, err := a.drv.Status(ctx, id); err != nil {
+		return "", 0, drivers.PowerNoState, fmt.Errorf("pre-copy instance %s: status: %w", id, err)
+	}
+	// The export refuses data in Docker volumes: refuse it before any
+	// copying too.
+	vols, err := mig.Volumes(ctx, id)
+	if err != nil {
+		return "", 0, a.powerOf(ctx, id), fmt.Errorf("pre-copy instance %s: list its volumes: %w", id, err)
+	}
+	if len(vols) > 0 {
+		return "", 0, a.powerOf(ctx, id), fmt.Errorf("pre-copy instance %s: mounts %s: %w", id, strings.Join(vols, ", "), drivers.ErrHasVolumes)
+	}
+	prog := a.newProgress(ctx, w)
+	defer prog.wait()
+	digest, pushed, err := pc.PrecopyMigration(ctx, id, w.PreRef, prog.report)
+	if err != nil {
+		return "", 0, a.powerOf(ctx, id), fmt.Errorf("pre-copy instance %s to %s: %w", id, w.PreRef, err)
+	}
+	return digest, pushed, a.powerOf(ctx, id), nil
+}
+
+// prepullInstance is the target's pre-pull of the pre-copy: the import
+// then fetches only the export's last layer. Nothing is created.
+func (a *Agent) prepullInstance(ctx context.Context, w protocol.MigrationWork) (int64, drivers.PowerState, error) {
+	id := w.InstanceID
+	if w.PreRef == "" {
+		return 0, drivers.PowerNoState, nil
+	}
+	mig, err := a.migrator("pre-pull", id)
+	if err != nil {
+		return 0, drivers.PowerNoState, err
+	}
+	prog := a.newProgress(ctx, w)
+	pulled, err := mig.Pull(ctx, w.PreRef, prog.report)
+	prog.wait()
+	if err != nil {
+		return pulled, drivers.PowerNoState, fmt.Errorf("pre-pull for instance %s: pull %s: %w", id, w.PreRef, err)
+	}
+	return pulled, drivers.PowerNoState, nil
 }
 
 // importInstance is the target's part: pull w.Ref, create the instance
@@ -342,6 +415,12 @@ func (a *Agent) importInstance(ctx context.Context, w protocol.MigrationWork) (i
 		}
 		return pulled, a.powerOf(ctx, id), err
 	}
+	if w.PreRef != "" {
+		// The pre-copy's tag: its layers stay, the imported image's.
+		if err := mig.RemoveImage(ctx, w.PreRef); err != nil {
+			a.log.Warn("import: could not untag the pre-copy; the migration's cleanup tries again", "instance", id, "ref", w.PreRef, "err", err)
+		}
+	}
 	return pulled, power, nil
 }
 
@@ -388,8 +467,8 @@ func (a *Agent) cleanupInstance(ctx context.Context, w protocol.MigrationWork) (
 	if err := a.dropVolumes(ctx, w); err != nil {
 		return drivers.PowerNoState, fmt.Errorf("clean up instance %s: %w", id, err)
 	}
-	if w.Ref == "" {
-		return drivers.PowerNoState, nil
+	if pc, ok := a.drv.(migrationPrecopier); ok {
+		pc.ForgetPrecopy(id)
 	}
 	mig, ok := a.drv.(drivers.Migrator)
 	if !ok {
@@ -397,8 +476,13 @@ func (a *Agent) cleanupInstance(ctx context.Context, w protocol.MigrationWork) (
 	}
 	rctx, cancel := context.WithTimeout(ctx, a.callTimeout+time.Minute)
 	defer cancel()
-	if err := mig.RemoveImage(rctx, w.Ref); err != nil {
-		return drivers.PowerNoState, fmt.Errorf("clean up instance %s: remove image %s: %w", id, w.Ref, err)
+	for _, ref := range []string{w.Ref, w.PreRef} {
+		if ref == "" {
+			continue
+		}
+		if err := mig.RemoveImage(rctx, ref); err != nil {
+			return drivers.PowerNoState, fmt.Errorf("clean up instance %s: remove image %s: %w", id, ref, err)
+		}
 	}
 	return drivers.PowerNoState, nil
 }
@@ -417,6 +501,14 @@ func (a *Agent) restoreInstance(ctx context.Context, w protocol.MigrationWork) (
 				id, a.cfg.Host, err)
 		}
 		return drivers.PowerNoState, fmt.Errorf("restore instance %s: status: %w", id, err)
+	}
+	if pc, ok := a.drv.(migrationPrecopier); ok {
+		pc.ForgetPrecopy(id)
+	}
+	if st.Power == drivers.PowerRunning {
+		// Rolled back before the export stopped it (during the
+		// pre-copy): it never stopped, nor lost its plumbing.
+		return st.Power, nil
 	}
 	var nics []protocol.NIC
 	if w.Spec.ID != "" || len(w.Spec.NICs) > 0 {

@@ -57,7 +57,7 @@ func New(st *store.Store, b bus.Bus, cfg config.Conductor, maxAttempts int, log 
 	// A working engine by default (default scheduler, no registry: tags
 	// are left behind, logged); the conductor role sets the real one.
 	c.mig = migrate.New(migrate.Options{Store: st, Bus: b, Scheduler: scheduler.New(st, b, config.Default().Scheduler, log),
-		RegistryAddress: config.Default().Registry.Address, StepTimeout: cfg.MigrationStepTimeout, Log: log,
+		RegistryAddress: config.Default().Registry.Address, StepTimeout: cfg.MigrationStepTimeout, Precopy: cfg.MigrationPrecopy, Log: log,
 		Now: func() time.Time { return c.now() }})
 	return c
 }

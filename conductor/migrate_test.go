@@ -162,6 +162,11 @@ func (a *fakeAgent) handle(ctx context.Context, m bus.Message) (any, error) {
 	default:
 		r.OK = true
 		switch m.Kind {
+		case protocol.KindMigrationPrecopy:
+			r.Digest, r.Bytes, r.PowerState = "sha256:"+fmt.Sprintf("%063dp", w.MigrationID), 100000, int(lifecycle.Running)
+			a.h.progress(ctx, protocol.MigrationProgress{MigrationID: w.MigrationID, Host: a.host, Step: w.Step, Bytes: 50000})
+		case protocol.KindMigrationPrepull:
+			r.Bytes = 90000
 		case protocol.KindMigrationExport:
 			r.Digest, r.Bytes, r.PowerState = "sha256:"+fmt.Sprintf("%064d", w.MigrationID), 4096, int(lifecycle.Shutdown)
 			a.h.progress(ctx, protocol.MigrationProgress{MigrationID: w.MigrationID, Host: a.host, Step: w.Step, Bytes: 2048})
@@ -189,6 +194,8 @@ type migHarness struct {
 	clock  *fakeClock
 	reg    *fakeRegistry
 	agents map[string]*fakeAgent
+	// precopy: the engine pre-copies (steps precopy and prepull).
+	precopy bool
 }
 
 // newMigHarness: hosts (4 vCPU/4096 MB/40 GB each, alive by the
@@ -196,10 +203,21 @@ type migHarness struct {
 // listed in up.
 func newMigHarness(t *testing.T, st *store.Store, hosts []string, up ...string) *migHarness {
 	t.Helper()
+	return newMigHarnessWith(t, st, false, hosts, up...)
+}
+
+// newPrecopyHarness is newMigHarness with an engine that pre-copies.
+func newPrecopyHarness(t *testing.T, st *store.Store, hosts []string, up ...string) *migHarness {
+	t.Helper()
+	return newMigHarnessWith(t, st, true, hosts, up...)
+}
+
+func newMigHarnessWith(t *testing.T, st *store.Store, precopy bool, hosts []string, up ...string) *migHarness {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	h := &migHarness{t: t, ctx: ctx, st: st, b: bus.NewMem(bus.MemLogger(quietLog())), clock: &fakeClock{t: time.Now().UTC()},
-		reg: &fakeRegistry{}, agents: map[string]*fakeAgent{}}
+		reg: &fakeRegistry{}, agents: map[string]*fakeAgent{}, precopy: precopy}
 	t.Cleanup(func() { h.b.Close() })
 	for _, host := range hosts {
 		hb := time.Now().UTC()
@@ -221,7 +239,7 @@ func newMigHarness(t *testing.T, st *store.Store, hosts []string, up ...string) 
 func (h *migHarness) startConductor(b *bus.Mem) {
 	h.c = newTestConductor(h.st, b, 3)
 	h.eng = migrate.New(migrate.Options{Store: h.st, Bus: b, Scheduler: scheduler.New(h.st, b, config.Scheduler{}, quietLog()),
-		Registry: h.reg, RegistryAddress: "registry.test:5050", StepTimeout: stepTimeout, Log: quietLog(),
+		Registry: h.reg, RegistryAddress: "registry.test:5050", StepTimeout: stepTimeout, Precopy: h.precopy, Log: quietLog(),
 		Now: h.clock.Now, Host: "conductor-1"})
 	h.c.SetMigrations(h.eng)
 	if err := b.Consume(h.ctx, bus.ConductorQueue, h.c.Handle); err != nil {
@@ -413,7 +431,7 @@ func TestColdMigrationConfirm(t *testing.T) {
 		if s := h.agents["h1"].Seen(); s[1].Work.Ref != ref {
 			t.Errorf("source cleanup without the ref: %+v", s[1].Work)
 		}
-		if del := h.reg.Deleted(); !slices.Equal(del, []string{ref + "@" + got.SnapshotDigest}) {
+		if del := h.reg.Deleted(); !slices.Equal(del, []string{ref + "@" + got.SnapshotDigest, ref + "-pre@"}) {
 			t.Errorf("registry deletions = %v", del)
 		}
 		if cl := h.claims(inst.ID); len(cl) != 1 || cl["h2"].MigrationID != nil {
@@ -505,7 +523,7 @@ func TestColdResizeRevert(t *testing.T) {
 		if s := h.agents["h2"].Seen(); s[1].Work.Ref != got.SnapshotRef {
 			t.Errorf("target cleanup lacks the ref: %+v", s[1].Work)
 		}
-		if len(h.reg.Deleted()) != 1 {
+		if len(h.reg.Deleted()) != 2 { // the server's tag and its pre-copy's
 			t.Errorf("registry deletions = %v", h.reg.Deleted())
 		}
 		if evs := eventNames(eventsOf(t, st, inst.ID, "req-revert")); !slices.Equal(evs, []string{
@@ -813,7 +831,7 @@ func TestInstanceDeletedMidMigration(t *testing.T) {
 		if did := h.agents["h2"].Did(); !slices.Contains(did, "migration_cleanup/abandoned") {
 			t.Errorf("target did %v", did)
 		}
-		if len(h.reg.Deleted()) != 1 {
+		if len(h.reg.Deleted()) != 2 { // the server's tag and its pre-copy's
 			t.Errorf("registry deletions = %v", h.reg.Deleted())
 		}
 		if cl := h.claims(inst.ID); len(cl) != 0 {
@@ -847,7 +865,7 @@ func TestTagDeletionRetried(t *testing.T) {
 		t.Fatalf("after a failed delete: %s / %s", got.Status, got.Step)
 	}
 	h.eng.Periodic(h.ctx)
-	if got := h.migration(m.ID); got.Step != string(migrate.StepDone) || len(h.reg.Deleted()) != 1 {
+	if got := h.migration(m.ID); got.Step != string(migrate.StepDone) || len(h.reg.Deleted()) != 2 {
 		t.Errorf("after the retry: %s, deletions %v", got.Step, h.reg.Deleted())
 	}
 }
@@ -996,7 +1014,7 @@ func TestColdMigrationMovesVolumes(t *testing.T) {
 		if s := h.agents["h1"].Seen(); len(s) != 2 || !slices.Equal(s[1].Work.DropVolumes, []string{"v-loc"}) {
 			t.Errorf("source cleanup %+v, want v-loc dropped", s)
 		}
-		if del := h.reg.Deleted(); len(del) != 2 || del[1] != vref+"@" {
+		if del := h.reg.Deleted(); len(del) != 3 || del[2] != vref+"@" {
 			t.Errorf("registry deletions = %v, want the volume's tag too", del)
 		}
 
@@ -1058,8 +1076,182 @@ func TestDeletedMidMigrationDropsVolumeCopy(t *testing.T) {
 		if len(drops["h1"]) != 0 || !slices.Equal(drops["h2"], []string{"v-loc"}) {
 			t.Errorf("copies dropped %v, want only h2's", drops)
 		}
-		if del := h.reg.Deleted(); len(del) != 2 {
-			t.Errorf("registry deletions = %v, want the server's and the volume's tags", del)
+		if del := h.reg.Deleted(); len(del) != 3 {
+			t.Errorf("registry deletions = %v, want the server's (and its pre-copy's) and the volume's tags", del)
+		}
+	})
+}
+
+// TestPrecopyMigration: with pre-copies on, the source copies the
+// running server first (precopy), the target pulls that (prepull), then
+// the export and import run as without; every step is persisted before
+// its work leaves, the server stays ACTIVE on its source meanwhile, the
+// bytes add up, and both tags go at the end.
+func TestPrecopyMigration(t *testing.T) {
+	forEachDB(t, func(t *testing.T, st *store.Store) {
+		h := newPrecopyHarness(t, st, []string{"h1", "h2"}, "h1", "h2")
+		inst := h.server("h1", lifecycle.Active)
+		m := h.begin(inst, nil, "req-migrate")
+		h.idle()
+
+		got := h.migration(m.ID)
+		ref := "registry.test:5050/capsule/migrations:" + m.UUID
+		if got.Step != string(migrate.StepFinished) || got.ImageBytes != 100000+4096 || got.PushedBytes != 100000+4096 ||
+			got.PulledBytes != 90000 {
+			t.Fatalf("migration after import = %+v", got)
+		}
+		src, dst := h.agents["h1"].Seen(), h.agents["h2"].Seen()
+		if len(src) != 2 || src[0].Kind != protocol.KindMigrationPrecopy || src[0].Work.Step != string(migrate.StepPrecopy) ||
+			!src[0].Proceed || src[0].Work.PreRef != ref+"-pre" || src[0].Task != string(lifecycle.ResizeMigrating) ||
+			src[0].PortHost != "h1" || src[0].Work.Deadline.IsZero() {
+			t.Fatalf("source saw %+v", src)
+		}
+		if src[1].Kind != protocol.KindMigrationExport || !src[1].Proceed || src[1].Work.PreRef != ref+"-pre" || src[1].Work.Ref != ref {
+			t.Fatalf("source's second work %+v", src[1])
+		}
+		if len(dst) != 2 || dst[0].Kind != protocol.KindMigrationPrepull || dst[0].Work.Step != string(migrate.StepPrepull) ||
+			!dst[0].Proceed || dst[0].Work.PreRef != ref+"-pre" || dst[0].PortHost != "h1" || dst[0].Task != string(lifecycle.ResizeMigrating) {
+			t.Fatalf("target saw %+v", dst)
+		}
+		if dst[1].Kind != protocol.KindMigrationImport || dst[1].Work.PreRef != ref+"-pre" || dst[1].PortHost != "h2" {
+			t.Fatalf("target's second work %+v", dst[1])
+		}
+		cur := loadInst(t, st, inst.ID)
+		if cur.Host != "h2" || status(cur) != "VERIFY_RESIZE" {
+			t.Errorf("instance = host %s %s", cur.Host, status(cur))
+		}
+		// Pre-copy and pre-pull record no instance-action events.
+		if evs := eventNames(eventsOf(t, st, inst.ID, "req-migrate")); !slices.Equal(evs, []string{
+			"conductor_migrate_server@conductor-1=Success", "compute_prep_resize@h1=Success", "compute_finish_resize@h2=Success"}) {
+			t.Errorf("events = %v", evs)
+		}
+		if _, err := migrate.Confirm(h.ctx, st, &cur, migrate.Request{RequestID: "req-confirm", UserID: "u1", ProjectID: "p1"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := migrate.Kick(h.ctx, h.b, m.ID); err != nil {
+			t.Fatal(err)
+		}
+		h.idle()
+		got = h.migration(m.ID)
+		if got.Step != string(migrate.StepDone) || got.Status != lifecycle.MigrationConfirmed {
+			t.Errorf("after confirm: %s / %s", got.Status, got.Step)
+		}
+		if del := h.reg.Deleted(); !slices.Equal(del, []string{ref + "@" + got.SnapshotDigest, ref + "-pre@"}) {
+			t.Errorf("registry deletions = %v", del)
+		}
+		if s := h.agents["h1"].Seen(); len(s) != 3 || s[2].Work.PreRef != ref+"-pre" {
+			t.Errorf("source cleanup without the pre-copy's ref: %+v", s)
+		}
+	})
+}
+
+// TestPrecopyFailuresRollBack: a failed pre-copy or pre-pull rolls back
+// like a failed export: the target cleans up, the source (never stopped)
+// is restored, the server is ACTIVE there with the fault, both tags go.
+func TestPrecopyFailuresRollBack(t *testing.T) {
+	for _, tc := range []struct{ host, kind, want string }{
+		{"h1", protocol.KindMigrationPrecopy, "Migration pre-copy on host h1 failed: registry unreachable"},
+		{"h2", protocol.KindMigrationPrepull, "Migration pre-pull on host h2 failed: registry unreachable"},
+	} {
+		t.Run(tc.kind, func(t *testing.T) {
+			st := openSQLite(t)
+			h := newPrecopyHarness(t, st, []string{"h1", "h2"}, "h1", "h2")
+			h.agents[tc.host].Fail(tc.kind, "registry unreachable")
+			inst := h.server("h1", lifecycle.Active)
+			m := h.begin(inst, nil, "req-migrate")
+			h.idle()
+			got := h.migration(m.ID)
+			if got.Status != lifecycle.MigrationError || got.Step != string(migrate.StepDone) || !got.Rollback || got.ErrorMessage != tc.want {
+				t.Fatalf("migration = %+v", got)
+			}
+			cur := loadInst(t, st, inst.ID)
+			if cur.Host != "h1" || status(cur) != "ACTIVE" || cur.FaultMessage != tc.want || h.portHost(inst.ID) != "h1" {
+				t.Errorf("instance = %s on %s fault %q", status(cur), cur.Host, cur.FaultMessage)
+			}
+			if cl := h.claims(inst.ID); len(cl) != 1 || cl["h1"].ID == 0 {
+				t.Errorf("claims = %+v, want only h1's", cl)
+			}
+			wantSrc := []string{"migration_precopy/precopy", "migration_restore/revert_source"}
+			wantDst := []string{"migration_cleanup/revert_target"}
+			if tc.kind == protocol.KindMigrationPrepull {
+				wantDst = []string{"migration_prepull/prepull", "migration_cleanup/revert_target"}
+			}
+			if did := h.agents["h1"].Did(); !slices.Equal(did, wantSrc) {
+				t.Errorf("source did %v, want %v", did, wantSrc)
+			}
+			if did := h.agents["h2"].Did(); !slices.Equal(did, wantDst) {
+				t.Errorf("target did %v, want %v", did, wantDst)
+			}
+			if s := h.agents["h2"].Seen(); s[len(s)-1].Work.PreRef == "" {
+				t.Errorf("target cleanup without the pre-copy's ref: %+v", s[len(s)-1].Work)
+			}
+			if del := h.reg.Deleted(); len(del) != 2 || del[1] != got.SnapshotRef+"-pre@" {
+				t.Errorf("registry deletions = %v", del)
+			}
+		})
+	}
+}
+
+// TestPrecopyResumesAndTimesOut: a conductor that dies during the
+// pre-pull (its message lost with its bus) sends it again at start-up
+// and the migration completes; a pre-copy no agent answers is rolled back
+// at its deadline, and its late work is refused.
+func TestPrecopyResumesAndTimesOut(t *testing.T) {
+	t.Run("resume", func(t *testing.T) {
+		st := openSQLite(t)
+		h := newPrecopyHarness(t, st, []string{"h1", "h2"}, "h1")
+		inst := h.server("h1", lifecycle.Active)
+		m := h.begin(inst, nil, "req-migrate")
+		h.idle()
+		if got := h.migration(m.ID); got.Step != string(migrate.StepPrepull) || len(h.b.Pending(bus.ComputeQueue("h2"))) != 1 {
+			t.Fatalf("before the restart: step %s", got.Step)
+		}
+		h.b.Close()
+		h.b = bus.NewMem(bus.MemLogger(quietLog()))
+		t.Cleanup(func() { h.b.Close() })
+		h.startConductor(h.b)
+		h.startAgent("h1")
+		h.startAgent("h2")
+		h.eng.Resume(h.ctx)
+		h.idle()
+		if got := h.migration(m.ID); got.Step != string(migrate.StepFinished) {
+			t.Fatalf("after the restart: step %s", got.Step)
+		}
+		if did := h.agents["h1"].Did(); !slices.Equal(did, []string{"migration_precopy/precopy", "migration_export/exporting"}) {
+			t.Errorf("source did %v", did)
+		}
+	})
+	t.Run("timeout", func(t *testing.T) {
+		st := openSQLite(t)
+		h := newPrecopyHarness(t, st, []string{"h1", "h2"}, "h2")
+		inst := h.server("h1", lifecycle.Active)
+		m := h.begin(inst, nil, "req-migrate")
+		h.idle()
+		if got := h.migration(m.ID); got.Step != string(migrate.StepPrecopy) {
+			t.Fatalf("step %s, want precopy (waiting in h1's queue)", got.Step)
+		}
+		h.clock.Add(stepTimeout + time.Second)
+		h.eng.Periodic(h.ctx)
+		h.idle()
+		if got := h.migration(m.ID); got.Step != string(migrate.StepRevertSource) || !got.Rollback ||
+			got.ErrorMessage != "Migration step precopy on host h1 timed out after 10m0s." {
+			t.Fatalf("migration = %+v", got)
+		}
+		a := h.startAgent("h1")
+		h.idle()
+		proceed := map[string]bool{}
+		for _, s := range a.Seen() {
+			proceed[s.Kind] = s.Proceed
+		}
+		if proceed[protocol.KindMigrationPrecopy] || !proceed[protocol.KindMigrationRestore] {
+			t.Errorf("h1 proceeded with %v; want the pre-copy refused and the restore done", proceed)
+		}
+		got := h.migration(m.ID)
+		if got.Step != string(migrate.StepDone) || got.Status != lifecycle.MigrationError {
+			t.Errorf("migration = %s / %s", got.Status, got.Step)
+		}
+		if cur := loadInst(t, st, inst.ID); cur.Host != "h1" || status(cur) != "ACTIVE" {
+			t.Errorf("instance = %s on %s", status(cur), cur.Host)
 		}
 	})
 }

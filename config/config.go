@@ -206,6 +206,10 @@ type Conductor struct {
 	// step's agent (export, import, cleanup, restore) before it rolls
 	// back; a push or pull of a large server must fit in it.
 	MigrationStepTimeout time.Duration `yaml:"migration_step_timeout"`
+	// MigrationPrecopy makes a cold migration copy the server while it
+	// still runs (steps precopy, prepull) so that, once it is stopped,
+	// only what changed since moves: the downtime is the final pass's.
+	MigrationPrecopy bool `yaml:"migration_precopy"`
 	// PeriodicInterval is how often the conductor looks for stuck builds,
 	// migrations and tasks (the sweeper's period).
 	PeriodicInterval time.Duration `yaml:"periodic_interval"`
@@ -340,7 +344,7 @@ func Default() Config {
 			AdminProject: "admin", LockoutFailureAttempts: 10, LockoutSourceFailureAttempts: 50, LockoutDuration: 5 * time.Minute,
 			TokenPurgeInterval: time.Hour, ConsoleTokenTTL: 10 * time.Minute},
 		Scheduler: Scheduler{Weigher: "spread", MaxAttempts: 3, ServiceDownTime: 60 * time.Second, HostStateMaxAge: time.Second},
-		Conductor: Conductor{BuildTimeout: 10 * time.Minute, MigrationStepTimeout: 15 * time.Minute, PeriodicInterval: 30 * time.Second,
+		Conductor: Conductor{BuildTimeout: 10 * time.Minute, MigrationStepTimeout: 15 * time.Minute, MigrationPrecopy: true, PeriodicInterval: 30 * time.Second,
 			TaskTimeout: 10 * time.Minute, ImageTaskTimeout: time.Hour, OutboxInterval: time.Second,
 			AgentUserPrefix: "capsule-agent-"},
 		Agent: Agent{Host: host, Zone: "nova", HostIP: "127.0.0.1", DockerHost: "unix:///run/capsule/docker.sock",

@@ -217,10 +217,34 @@ func TestColdMigration(t *testing.T) {
 	code, body = rawV(t, cc, "2.30", "POST", "servers/"+aID+"/action", `{"os-migrateLive": {"host": null, "block_migration": "auto"}}`)
 	novaFault(t, "live migration", code, body, 400, "badRequest")
 
+	// The pre-copy: the server is copied while it runs, then only what
+	// changed after that moves once it is stopped. The target's agent is
+	// down, so the migration waits after the pre-copy (at its pre-pull)
+	// with the server still running on its source, where a file is
+	// deleted and data written; the agent comes back (an agent restart
+	// mid-migration) and the target must see both changes.
+	if out, err := a.exec("sh", "-c", "echo doomed > /root/gone"); err != nil {
+		t.Fatalf("write /root/gone: %v %s", err, out)
+	}
+	agentB := c.proc(t, "agent-"+hb.name)
+	agentB.kill()
 	start := time.Now()
 	if err := servers.Migrate(ctx, cc, aID).ExtractErr(); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
+	eventually(t, 3*time.Minute, "migration pre-copied, waiting for the target's pre-pull", func() bool {
+		ms := migrations(t, cc, aID)
+		return len(ms) == 1 && c.migrationRow(t, fmt.Sprint(ms[0]["uuid"])).Step == "prepull"
+	})
+	if srv, err := servers.Get(ctx, cc, aID).Extract(); err != nil || srv.Status != "RESIZE" {
+		t.Errorf("server during the pre-copy: %v %v, want RESIZE (running on its source)", srv, err)
+	}
+	if out, err := a.exec("rm", "/root/gone"); err != nil {
+		t.Fatalf("delete /root/gone after the pre-copy: %v %s", err, out)
+	}
+	lateSum := writeData(t, a, "/root/late", 1)
+	agentB.start(t)
+	c.waitReady(t)
 	waitStatus(t, cc, aID, "VERIFY_RESIZE", 5*time.Minute)
 	took := time.Since(start)
 	if h := serverHost(t, cc, aID); h != hb.name {
@@ -233,6 +257,12 @@ func TestColdMigration(t *testing.T) {
 	moved := a.moved(hb)
 	if got := sha256Of(t, moved, "/root/data"); got != sum {
 		t.Fatalf("data after migration: sha256 %s, want %s", got, sum)
+	}
+	if got := sha256Of(t, moved, "/root/late"); got != lateSum {
+		t.Errorf("data written after the pre-copy: sha256 %s on the target, want %s", got, lateSum)
+	}
+	if out, err := moved.exec("sh", "-c", "test ! -e /root/gone && echo absent"); err != nil || strings.TrimSpace(out) != "absent" {
+		t.Errorf("a file deleted after the pre-copy is on the target: %v %s", err, out)
 	}
 	addrs, mac := moved.eth0(t)
 	if !slices.Contains(addrs, a.ip+"/24") || !strings.EqualFold(mac, a.mac) {
@@ -250,7 +280,10 @@ func TestColdMigration(t *testing.T) {
 		t.Fatalf("os-migrations = %v, want one finished migration %s -> %s", ms, ha.name, hb.name)
 	}
 	row := c.migrationRow(t, fmt.Sprint(ms[0]["uuid"]))
-	t.Logf("migration of a server with 100 MB changed: %d bytes pushed (compressed), %s end to end", row.ImageBytes, took.Round(time.Millisecond))
+	t.Logf("migration of a server with 100 MB changed: %d bytes pushed (compressed; pre-copy and final pass), %s end to end (the target's agent restarted meanwhile)",
+		row.ImageBytes, took.Round(time.Millisecond))
+	// The pre-copy moved the 100 MB; the final pass only the 1 MB
+	// written after it (a second copy of the 100 MB would be over).
 	if row.ImageBytes < 95<<20 || row.ImageBytes > 130<<20 {
 		t.Errorf("bytes pushed = %d, want about the 100 MB changed (95-130 MiB)", row.ImageBytes)
 	}

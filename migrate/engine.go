@@ -54,9 +54,12 @@ type Options struct {
 	RegistryAddress string
 	// StepTimeout is how long a step waits for its agent.
 	StepTimeout time.Duration
-	Log         *slog.Logger
-	Now         func() time.Time // default time.Now
-	Host        string           // names the conductor in instance-action events (default: hostname)
+	// Precopy: copy the server while it runs first (steps precopy and
+	// prepull), so the export after the stop pushes only what changed.
+	Precopy bool
+	Log     *slog.Logger
+	Now     func() time.Time // default time.Now
+	Host    string           // names the conductor in instance-action events (default: hostname)
 }
 
 // Engine drives cold migrations: it carries each step out, handles the
@@ -70,6 +73,7 @@ type Engine struct {
 	reg      Registry
 	regAddr  string
 	timeout  time.Duration
+	precopy  bool
 	log      *slog.Logger
 	now      func() time.Time
 	host     string
@@ -92,7 +96,7 @@ func New(o Options) *Engine {
 		o.Host, _ = os.Hostname()
 	}
 	return &Engine{st: o.Store, b: o.Bus, sched: o.Scheduler, reg: o.Registry, regAddr: o.RegistryAddress,
-		timeout: o.StepTimeout, log: o.Log.With("component", "migrate"), now: func() time.Time { return o.Now().UTC() },
+		timeout: o.StepTimeout, precopy: o.Precopy, log: o.Log.With("component", "migrate"), now: func() time.Time { return o.Now().UTC() },
 		host: o.Host, inflight: map[uint]Step{}}
 }
 
@@ -102,6 +106,17 @@ func (e *Engine) StepTimeout() time.Duration { return e.timeout }
 // Ref is the registry reference of migration m's commit.
 func (e *Engine) Ref(m *store.Migration) string {
 	return registry.Ref{Host: e.regAddr, Repo: registry.MigrationRepo, Tag: m.UUID}.String()
+}
+
+// PreRef is the registry reference of migration m's pre-copy (its
+// commit of the running server): the migration's reference with "-pre".
+// Every migration's work names it, whether or not it pre-copied: a
+// cleanup or a tag deletion of what is not there does nothing.
+func PreRef(m *store.Migration) string {
+	if m.SnapshotRef == "" {
+		return ""
+	}
+	return m.SnapshotRef + "-pre"
 }
 
 func (e *Engine) logFor(m *store.Migration) *slog.Logger {
@@ -196,7 +211,7 @@ func (e *Engine) advance(ctx context.Context, m *store.Migration, force bool) er
 			return e.enterImporting(ctx, m)
 		}
 		return e.publish(ctx, m, inst, force)
-	case StepImporting, StepConfirming, StepRevertSource:
+	case StepPrecopy, StepPrepull, StepImporting, StepConfirming, StepRevertSource:
 		return e.publish(ctx, m, inst, force)
 	case StepRevertTarget:
 		if err := e.publish(ctx, m, inst, force || m.Rollback); err != nil {
@@ -283,7 +298,7 @@ func (e *Engine) expire(ctx context.Context, m *store.Migration, force bool) err
 		return e.abandon(ctx, m)
 	}
 	switch step := Step(m.Step); step {
-	case StepExporting, StepImporting:
+	case StepPrecopy, StepPrepull, StepExporting, StepImporting:
 		log.Warn("migration step timed out; rolling back", "timeout", e.timeout)
 		return e.rollback(ctx, m, fmt.Sprintf("Migration step %s on host %s timed out after %s.", step, step.HostOf(m), e.timeout))
 	case StepConfirming:
@@ -355,7 +370,7 @@ func (e *Engine) publish(ctx context.Context, m *store.Migration, inst *store.In
 func (e *Engine) work(ctx context.Context, m *store.Migration, inst *store.Instance, host string) (protocol.MigrationWork, error) {
 	step := Step(m.Step)
 	w := protocol.MigrationWork{RequestID: m.RequestID, MigrationID: m.ID, MigrationUUID: m.UUID,
-		InstanceID: m.InstanceID, Step: m.Step, Ref: m.SnapshotRef}
+		InstanceID: m.InstanceID, Step: m.Step, Ref: m.SnapshotRef, PreRef: PreRef(m)}
 	if d := e.deadline(m); !d.IsZero() && step != StepAbandoned {
 		w.Deadline = d
 	}

@@ -48,6 +48,16 @@ func (e *Engine) OnReport(ctx context.Context, r protocol.MigrationReport) error
 		log.Warn("migration work failed", "error", r.Error)
 	}
 	switch step {
+	case StepPrecopy:
+		if r.OK {
+			return e.onPrecopied(ctx, m, r)
+		}
+		return e.rollback(ctx, m, fmt.Sprintf("Migration pre-copy on host %s failed: %s", r.Host, reportReason(r)))
+	case StepPrepull:
+		if r.OK {
+			return e.onPrepulled(ctx, m, r)
+		}
+		return e.rollback(ctx, m, fmt.Sprintf("Migration pre-pull on host %s failed: %s", r.Host, reportReason(r)))
 	case StepExporting:
 		if r.OK {
 			return e.onExported(ctx, m, r)
@@ -92,6 +102,13 @@ func (e *Engine) late(ctx context.Context, m *store.Migration, r protocol.Migrat
 		} else {
 			log.Error("late migration cleanup failed; the host keeps a stopped copy", "error", r.Error)
 		}
+	case r.Kind == protocol.KindMigrationPrecopy && r.OK && Step(m.Step) == StepDone:
+		// The migration's tag step is over: this push came after it.
+		if e.reg != nil {
+			if err := e.reg.DeleteImage(ctx, PreRef(m), r.Digest); err != nil {
+				log.Error("delete pre-copy image of a push that finished after the migration ended", "error", err)
+			}
+		}
 	case r.Kind == protocol.KindMigrationExport && r.OK && r.Digest != "" && r.Digest != m.SnapshotDigest:
 		if Step(m.Step) == StepDone {
 			if e.reg != nil {
@@ -117,10 +134,15 @@ func (e *Engine) late(ctx context.Context, m *store.Migration, r protocol.Migrat
 // OnProgress records how far a push or pull got.
 func (e *Engine) OnProgress(ctx context.Context, p protocol.MigrationProgress) error {
 	col, hostCol := "pushed_bytes", "source_compute"
+	val := maxExpr(col, p.Bytes)
 	switch Step(p.Step) {
+	case StepPrecopy:
 	case StepExporting:
-	case StepImporting:
+		// On top of the pre-copy's bytes (image_bytes, 0 without one).
+		val = gorm.Expr("CASE WHEN pushed_bytes > image_bytes + ? THEN pushed_bytes ELSE image_bytes + ? END", p.Bytes, p.Bytes)
+	case StepPrepull, StepImporting:
 		col, hostCol = "pulled_bytes", "dest_compute"
+		val = maxExpr(col, p.Bytes)
 	default:
 		return nil
 	}
@@ -128,7 +150,7 @@ func (e *Engine) OnProgress(ctx context.Context, p protocol.MigrationProgress) e
 		Where("id = ? AND step = ? AND "+hostCol+" = ?", p.MigrationID, p.Step, p.Host).
 		// Never backwards: progress messages may arrive out of order, or
 		// after the step's report.
-		Updates(map[string]any{col: maxExpr(col, p.Bytes), "updated_at": e.now()}).Error
+		Updates(map[string]any{col: val, "updated_at": e.now()}).Error
 	if err != nil {
 		return fmt.Errorf("record progress of migration %d: %w", p.MigrationID, err)
 	}
@@ -174,10 +196,10 @@ func (e *Engine) Check(ctx context.Context, q protocol.MigrationCheck) (protocol
 		if step == StepAbandoned || q.Host != step.HostOf(m) {
 			return reply(false, "step targets another host")
 		}
-		if d := e.deadline(m); (step == StepExporting || step == StepImporting) && !d.IsZero() && e.now().After(d) {
+		if d := e.deadline(m); step.transfer() && !d.IsZero() && e.now().After(d) {
 			return reply(false, "step deadline passed")
 		}
-		if step == StepExporting && inst.TaskState != lifecycle.ResizeMigrating {
+		if (step == StepExporting || step == StepPrecopy || step == StepPrepull) && inst.TaskState != lifecycle.ResizeMigrating {
 			return reply(false, "export already reported")
 		}
 		return reply(true, "")

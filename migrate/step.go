@@ -22,6 +22,13 @@ const (
 	// StepScheduling: pick and claim the target (status pre-migrating,
 	// task resize_prep). The engine does it itself, no agent involved.
 	StepScheduling Step = "scheduling"
+	// StepPrecopy: the source commits the server while it still runs
+	// and pushes that to the pre-copy tag (migrating, resize_migrating).
+	// A warm-up only: the export's final pass makes the image exact.
+	StepPrecopy Step = "precopy"
+	// StepPrepull: the target pulls the pre-copy, so the import fetches
+	// only the export's last layer (migrating, resize_migrating).
+	StepPrepull Step = "prepull"
 	// StepExporting: the source stops, commits and pushes (migrating,
 	// resize_migrating).
 	StepExporting Step = "exporting"
@@ -53,7 +60,9 @@ const (
 // transitions is the step machine: every move of a migration is checked
 // against it (move), nowhere else.
 var transitions = map[Step][]Step{
-	StepScheduling:   {StepExporting, StepDone, StepAbandoned},
+	StepScheduling:   {StepPrecopy, StepExporting, StepDone, StepAbandoned},
+	StepPrecopy:      {StepPrepull, StepExporting, StepRevertTarget, StepAbandoned},
+	StepPrepull:      {StepExporting, StepRevertTarget, StepAbandoned},
 	StepExporting:    {StepImporting, StepRevertTarget, StepAbandoned},
 	StepImporting:    {StepFinished, StepRevertTarget, StepAbandoned},
 	StepFinished:     {StepConfirming, StepRevertTarget, StepAbandoned},
@@ -75,6 +84,10 @@ func (s Step) Settled() bool { return s == StepDeleteTag || s == StepDone }
 // queue), "" for steps no agent works on.
 func (s Step) Work() string {
 	switch s {
+	case StepPrecopy:
+		return protocol.KindMigrationPrecopy
+	case StepPrepull:
+		return protocol.KindMigrationPrepull
 	case StepExporting:
 		return protocol.KindMigrationExport
 	case StepImporting:
@@ -91,12 +104,22 @@ func (s Step) Work() string {
 // abandoned step's cleanup goes to both hosts).
 func (s Step) HostOf(m *store.Migration) string {
 	switch s {
-	case StepExporting, StepConfirming, StepRevertSource:
+	case StepPrecopy, StepExporting, StepConfirming, StepRevertSource:
 		return m.SourceCompute
-	case StepImporting, StepRevertTarget:
+	case StepPrepull, StepImporting, StepRevertTarget:
 		return m.DestCompute
 	}
 	return ""
+}
+
+// transfer reports whether s moves the server's data (a pre-copy, the
+// export, or their pulls): a failure or a timeout there rolls back.
+func (s Step) transfer() bool {
+	switch s {
+	case StepPrecopy, StepPrepull, StepExporting, StepImporting:
+		return true
+	}
+	return false
 }
 
 // Terminal migration statuses: the user-visible outcome is final.

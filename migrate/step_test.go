@@ -26,7 +26,7 @@ func TestStepMachine(t *testing.T) {
 			}
 		}
 	}
-	for _, s := range []Step{StepExporting, StepImporting, StepFinished, StepConfirming, StepRevertTarget,
+	for _, s := range []Step{StepPrecopy, StepPrepull, StepExporting, StepImporting, StepFinished, StepConfirming, StepRevertTarget,
 		StepRevertSource, StepAbandoned, StepDeleteTag, StepDone} {
 		if !reach[s] {
 			t.Errorf("step %s unreachable", s)
@@ -38,11 +38,14 @@ func TestStepMachine(t *testing.T) {
 	if len(transitions[StepDone]) != 0 {
 		t.Error("done is not final")
 	}
-	if StepFinished.CanMoveTo(StepExporting) || StepDeleteTag.CanMoveTo(StepAbandoned) || !StepImporting.CanMoveTo(StepRevertTarget) {
+	if StepFinished.CanMoveTo(StepExporting) || StepPrepull.CanMoveTo(StepImporting) || !StepPrecopy.CanMoveTo(StepRevertTarget) ||
+		!StepPrepull.CanMoveTo(StepRevertTarget) || StepExporting.CanMoveTo(StepPrecopy) || StepDeleteTag.CanMoveTo(StepAbandoned) || !StepImporting.CanMoveTo(StepRevertTarget) {
 		t.Error("CanMoveTo disagrees with the table")
 	}
 	m := &store.Migration{SourceCompute: "src", DestCompute: "dst"}
 	for s, want := range map[Step][2]string{
+		StepPrecopy:      {protocol.KindMigrationPrecopy, "src"},
+		StepPrepull:      {protocol.KindMigrationPrepull, "dst"},
 		StepExporting:    {protocol.KindMigrationExport, "src"},
 		StepImporting:    {protocol.KindMigrationImport, "dst"},
 		StepConfirming:   {protocol.KindMigrationCleanup, "src"},

@@ -70,7 +70,11 @@ func (e *Engine) schedule(ctx context.Context, m *store.Migration, inst *store.I
 		if err != nil {
 			return err
 		}
-		if err := move(tx, m, StepExporting, e.now(), map[string]any{"status": lifecycle.MigrationMigrating,
+		first := StepExporting
+		if e.precopy {
+			first = StepPrecopy
+		}
+		if err := move(tx, m, first, e.now(), map[string]any{"status": lifecycle.MigrationMigrating,
 			"dest_compute": target, "dest_node": target, "dest_host": target, "snapshot_ref": e.Ref(m), "volume_ids": vols}); err != nil {
 			return err
 		}
@@ -121,14 +125,50 @@ func (e *Engine) noValidHost(ctx context.Context, m *store.Migration, inst *stor
 	return nil
 }
 
+// onPrecopied records what the pre-copy pushed, then the target pulls
+// it (the server still runs on the source).
+func (e *Engine) onPrecopied(ctx context.Context, m *store.Migration, r protocol.MigrationReport) error {
+	next := StepPrepull
+	if r.Digest == "" {
+		// The source's driver cannot pre-copy: nothing to pre-pull, the
+		// export moves it all.
+		next = StepExporting
+	}
+	// image_bytes holds the pre-copy's until the export adds its own.
+	if err := e.moveTo(ctx, m, next, map[string]any{"pushed_bytes": r.Bytes, "image_bytes": r.Bytes}); err != nil {
+		return ignoreMoved(err)
+	}
+	inst, err := e.instance(ctx, m)
+	if err != nil {
+		return err
+	}
+	return e.publish(ctx, m, inst, true)
+}
+
+// onPrepulled: the target holds the pre-copy; now the source stops the
+// server and pushes what changed since (the export).
+func (e *Engine) onPrepulled(ctx context.Context, m *store.Migration, r protocol.MigrationReport) error {
+	if err := e.moveTo(ctx, m, StepExporting, map[string]any{"pulled_bytes": r.Bytes}); err != nil {
+		return ignoreMoved(err)
+	}
+	inst, err := e.instance(ctx, m)
+	if err != nil {
+		return err
+	}
+	return e.publish(ctx, m, inst, true)
+}
+
 // onExported records what the source pushed (task resize_migrated),
 // then moves on to the import.
 func (e *Engine) onExported(ctx context.Context, m *store.Migration, r protocol.MigrationReport) error {
 	at := e.now()
 	err := e.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		res := tx.Model(&store.Migration{}).Where("id = ? AND step = ?", m.ID, string(StepExporting)).
-			Updates(map[string]any{"snapshot_digest": r.Digest, "image_bytes": r.Bytes,
-				"pushed_bytes": maxExpr("pushed_bytes", r.Bytes),
+		// What the export pushed comes on top of what the pre-copy did
+		// (image_bytes until now; 0 without one). Guarded on no digest
+		// recorded yet, so a duplicate report does not add it twice.
+		res := tx.Model(&store.Migration{}).Where("id = ? AND step = ? AND snapshot_digest = ''", m.ID, string(StepExporting)).
+			Updates(map[string]any{"snapshot_digest": r.Digest, "image_bytes": gorm.Expr("image_bytes + ?", r.Bytes),
+				"pushed_bytes": gorm.Expr("image_bytes + ?", r.Bytes),
 				"updated_at":   at})
 		if res.Error != nil {
 			return fmt.Errorf("record export of migration %s: %w", m.UUID, res.Error)
@@ -401,6 +441,11 @@ func (e *Engine) deleteTag(ctx context.Context, m *store.Migration) error {
 			e.logFor(m).Warn("no registry client: migration image left in the registry", "ref", m.SnapshotRef)
 		} else if err := e.reg.DeleteImage(ctx, m.SnapshotRef, m.SnapshotDigest); err != nil {
 			e.logFor(m).Warn("delete migration image; will retry", "ref", m.SnapshotRef, "error", err)
+			return nil
+		} else if err := e.reg.DeleteImage(ctx, PreRef(m), ""); err != nil {
+			// Every migration names a pre-copy tag; one that never
+			// pre-copied has none, which the registry answers as gone.
+			e.logFor(m).Warn("delete migration pre-copy image; will retry", "ref", PreRef(m), "error", err)
 			return nil
 		} else if err := e.deleteVolumeTags(ctx, m); err != nil {
 			e.logFor(m).Warn("delete migration volume data; will retry", "error", err)

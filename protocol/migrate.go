@@ -21,6 +21,15 @@ const (
 	// compute.<source>: bring the stopped source back: plumb its NICs,
 	// start it when Start (revert, or a failed migration's rollback).
 	KindMigrationRestore = "migration_restore"
+	// compute.<source>: the pre-copy, while the instance still runs:
+	// commit its container (not paused: only a warm-up, the export's
+	// final pass is what counts) and push it to PreRef, remembering what
+	// its writable layer held so the export then pushes only what
+	// changed since.
+	KindMigrationPrecopy = "migration_precopy"
+	// compute.<target>: pull PreRef ahead of the export, so the import
+	// then fetches only the export's last layer.
+	KindMigrationPrepull = "migration_prepull"
 
 	// conductor queue
 	KindMigrationReport   = "migration_report"
@@ -41,6 +50,11 @@ type MigrationWork struct {
 	// (<registry>/capsule/migrations:<migration uuid>): export pushes to
 	// it, import boots from it.
 	Ref string `json:"ref,omitempty"`
+	// PreRef is the pre-copy's reference (<Ref>-pre), set when the
+	// migration has one: the pre-copy pushes it, the pre-pull pulls it,
+	// the export pushes only a layer over it, imports and cleanups untag
+	// it.
+	PreRef string `json:"pre_ref,omitempty"`
 	// Spec is the instance as it must run on the receiving host (import,
 	// restore): flavor (the new one for a resize), NICs bound to that
 	// host, ImageRef = Ref for an import.

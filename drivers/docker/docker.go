@@ -141,7 +141,8 @@ type Driver struct {
 	proc procView // LXCFS mounts of every server (proc.go)
 	pin  pinning  // CPU pinning (cpuset.go)
 	live liveThrottles
-	root rootDisk // root disk caps (rootdisk.go)
+	root rootDisk  // root disk caps (rootdisk.go)
+	pre  precopies // migration pre-copies (precopy.go)
 }
 
 var _ drivers.Driver = (*Driver)(nil)

@@ -44,6 +44,13 @@ type pushResult struct {
 // commitPush commits instance id's workload container to ref, pushes ref
 // and drops the local tag (Snapshot and ExportMigration).
 func (d *Driver) commitPush(ctx context.Context, id, ref, comment string, progress func(bytes int64)) (pushResult, error) {
+	return d.commitPushWith(ctx, id, ref, comment, true, nil, progress)
+}
+
+// commitPushWith is commitPush with the commit's pause chosen, and
+// afterCommit (when set) run on the committed image before the push.
+func (d *Driver) commitPushWith(ctx context.Context, id, ref, comment string, pause bool,
+	afterCommit func(ctx context.Context, imageID string) error, progress func(bytes int64)) (pushResult, error) {
 	c, err := d.inspect(ctx, "snapshot", id)
 	if err != nil {
 		return pushResult{}, err
@@ -51,7 +58,7 @@ func (d *Driver) commitPush(ctx context.Context, id, ref, comment string, progre
 	res, err := d.cli.ContainerCommit(ctx, c.ID, container.CommitOptions{
 		Reference: ref,
 		Comment:   comment,
-		Pause:     true,
+		Pause:     pause,
 		Config:    &container.Config{Labels: blankCapsuleLabels(c.Config.Labels)},
 	})
 	if err != nil {
@@ -64,6 +71,11 @@ func (d *Driver) commitPush(ctx context.Context, id, ref, comment string, progre
 			d.log.Warn("could not remove the local snapshot tag", "instance", id, "ref", ref, "err", rerr)
 		}
 	}()
+	if afterCommit != nil {
+		if err := afterCommit(ctx, res.ID); err != nil {
+			return pushResult{}, err
+		}
+	}
 	var out pushResult
 	if ii, err := d.cli.ImageInspect(ctx, res.ID); err == nil {
 		out.size = ii.Size
