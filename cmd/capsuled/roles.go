@@ -85,7 +85,7 @@ func runConductor(ctx context.Context, cfg config.Config, d *deps, log *slog.Log
 	// weigher and delete their commit from the private registry.
 	c.SetMigrations(migrate.New(migrate.Options{Store: d.st, Bus: d.bus,
 		Scheduler: scheduler.New(d.st, d.bus, cfg.Scheduler, log), Registry: registry.New(cfg.Registry),
-		RegistryAddress: cfg.Registry.Address, StepTimeout: cfg.Conductor.MigrationStepTimeout, Log: log}))
+		RegistryAddress: cfg.Registry.Address, StepTimeout: cfg.Conductor.MigrationStepTimeout, Precopy: cfg.Conductor.MigrationPrecopy, Log: log}))
 	// Backups rotated out lose their registry tags too.
 	c.SetRegistry(registry.New(cfg.Registry))
 	return c.Run(ctx)
