@@ -100,6 +100,11 @@ type precopyState struct {
 	since   time.Time           // the first walk's start, less racyWindow
 	entries map[string]fileStat // the upper directory before the commit
 	layer   map[string]bool     // the pre-copy layer's paths (true: a whiteout)
+	// The pre-copy's manifest (and its media type) and config, read back
+	// after its push: the export, while the server is down, then makes
+	// only the requests that upload.
+	manifest, config []byte
+	manifestType     string
 }
 
 // precopies holds the pre-copies of this driver's instances.
@@ -246,6 +251,9 @@ func (d *Driver) PrecopyMigration(ctx context.Context, id, preRef string, progre
 		}
 	}
 	if st.upper != "" {
+		if st.manifest, st.manifestType, st.config, err = d.readImage(ctx, preRef, res.digest); err != nil {
+			d.log.Warn("pre-copy: cannot read its manifest back; the export will", "instance", id, "err", err)
+		}
 		d.pre.set(id, st)
 	}
 	d.log.Info("migration pre-copy pushed", "instance", id, "ref", preRef, "digest", res.digest, "bytes_pushed", pushed,
@@ -337,9 +345,11 @@ func (d *Driver) pushDelta(ctx context.Context, st *precopyState, ref string, pr
 	if progress != nil {
 		progress(layer.Size)
 	}
-	raw, mt, err := reg.RawManifest(ctx, r.Repo, st.digest)
-	if err != nil {
-		return "", 0, 0, fmt.Errorf("pre-copy manifest: %w", err)
+	raw, mt, cfgRaw := st.manifest, st.manifestType, st.config
+	if raw == nil || cfgRaw == nil {
+		if raw, mt, cfgRaw, err = d.readImage(ctx, ref, st.digest); err != nil {
+			return "", 0, 0, err
+		}
 	}
 	var man map[string]json.RawMessage
 	var parsed capreg.Manifest
@@ -348,15 +358,6 @@ func (d *Driver) pushDelta(ctx context.Context, st *precopyState, ref string, pr
 	}
 	if err := json.Unmarshal(raw, &parsed); err != nil {
 		return "", 0, 0, fmt.Errorf("pre-copy manifest: %w", err)
-	}
-	cfgBody, err := reg.GetBlob(ctx, r.Repo, parsed.Config.Digest)
-	if err != nil {
-		return "", 0, 0, fmt.Errorf("pre-copy config: %w", err)
-	}
-	cfgRaw, err := io.ReadAll(io.LimitReader(cfgBody, 16<<20))
-	cfgBody.Close()
-	if err != nil {
-		return "", 0, 0, fmt.Errorf("pre-copy config: %w", err)
 	}
 	cfg, err := appendLayerToConfig(cfgRaw, diffID, time.Now().UTC())
 	if err != nil {
@@ -388,6 +389,38 @@ func (d *Driver) pushDelta(ctx context.Context, st *precopyState, ref string, pr
 		return "", 0, 0, fmt.Errorf("put manifest: %w", err)
 	}
 	return digest, layer.Size + cfgDesc.Size, n, nil
+}
+
+// readImage reads manifest digest of ref's repository and its config
+// from the registry.
+func (d *Driver) readImage(ctx context.Context, ref, digest string) ([]byte, string, []byte, error) {
+	r, err := capreg.ParseNormalizedRef(ref)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	var user, pass string
+	if a := d.opts.RegistryAuth; a != nil {
+		user, pass = a.Username, a.Password
+	}
+	reg := capreg.Remote(r.Host, user, pass)
+	raw, mt, err := reg.RawManifest(ctx, r.Repo, digest)
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("pre-copy manifest: %w", err)
+	}
+	var parsed capreg.Manifest
+	if err := json.Unmarshal(raw, &parsed); err != nil {
+		return nil, "", nil, fmt.Errorf("pre-copy manifest: %w", err)
+	}
+	body, err := reg.GetBlob(ctx, r.Repo, parsed.Config.Digest)
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("pre-copy config: %w", err)
+	}
+	defer body.Close()
+	cfg, err := io.ReadAll(io.LimitReader(body, 16<<20))
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("pre-copy config: %w", err)
+	}
+	return raw, mt, cfg, nil
 }
 
 // appendLayerToConfig adds layer diffID (and its history line) to an
