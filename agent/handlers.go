@@ -190,10 +190,16 @@ func (a *Agent) handleBuild(ctx context.Context, req protocol.BuildInstance, red
 		rep.Action, rep.Event = lifecycle.ActUnshelve, EventUnshelve
 	}
 	log.Info("building instance", "image", req.Spec.ImageRef, "redelivered", redelivered, "unshelve", req.Unshelve)
-	power, err := a.build(ctx, req.Spec)
+	// An unshelve pulls the server's local volumes first (their data is
+	// in the registry while it is offloaded).
+	var power drivers.PowerState
+	pulled, err := a.pullShelvedVolumes(ctx, req.Spec, req.VolumeRefs)
+	if err == nil {
+		power, err = a.build(ctx, req.Spec)
+	}
 	if err != nil {
 		log.Error("build failed", "err", err)
-		rep.Error, rep.ErrorMessage = err.Error(), errdefs.Message(err)
+		rep.Error, rep.ErrorMessage, rep.ErrorKind = err.Error(), errdefs.Message(err), string(errdefs.KindOf(err))
 		// A build refused because the instance was deleted must not
 		// destroy anything: there is nothing of ours left.
 		if !errors.Is(err, errDeleted) {
@@ -201,6 +207,10 @@ func (a *Agent) handleBuild(ctx context.Context, req protocol.BuildInstance, red
 				log.Error("cleanup after failed build failed: the container may leak until reconcile", "err", derr)
 				rep.Error += "; cleanup failed: " + derr.Error()
 			}
+		}
+		if derr := a.dropPulledVolumes(ctx, id, pulled); derr != nil {
+			log.Error("could not delete the volume copies a failed unshelve pulled", "err", derr)
+			rep.Error += "; cleanup failed: " + derr.Error()
 		}
 	} else {
 		rep.OK = true
@@ -362,6 +372,9 @@ func (a *Agent) handleAction(ctx context.Context, req protocol.InstanceAction) e
 	return a.runReported(ctx, req.RequestID, req.InstanceID, req.Action, func(ctx context.Context) (drivers.PowerState, error) {
 		if req.Action == lifecycle.ActRescue || req.Action == lifecycle.ActUnrescue {
 			return a.runRescue(ctx, req)
+		}
+		if req.Action == lifecycle.ActShelveOffload && len(req.VolumeRefs) > 0 {
+			return a.offload(ctx, req)
 		}
 		return a.runAction(ctx, req.InstanceID, req.Action)
 	})

@@ -3,7 +3,9 @@ package conductor
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 
 	"github.com/google/uuid"
 	"gorm.io/gorm"
@@ -78,8 +80,12 @@ func (c *Conductor) offload(ctx context.Context, id, host, requestID string, act
 				return fmt.Errorf("record offload action of %s: %w", id, err)
 			}
 		}
+		refs, err := instance.OffloadVolumeRefs(tx, id, host)
+		if err != nil {
+			return err
+		}
 		msg, err := bus.NewMessage(protocol.KindInstanceAction,
-			protocol.InstanceAction{RequestID: requestID, InstanceID: id, Action: lifecycle.ActShelveOffload})
+			protocol.InstanceAction{RequestID: requestID, InstanceID: id, Action: lifecycle.ActShelveOffload, VolumeRefs: refs})
 		if err != nil {
 			return err
 		}
@@ -168,9 +174,22 @@ func (c *Conductor) onUnshelveReport(ctx context.Context, inst *store.Instance, 
 		return err
 	}
 	var ref string
+	var volRefs map[string]string
 	err := db.Transaction(func(tx *gorm.DB) error {
+		// The local volumes its offload pushed: the host pulled them, and
+		// Unshelved moves them there.
+		img, err := instance.ShelveImage(tx, inst)
+		if err != nil {
+			return err
+		}
+		if img != nil {
+			if volRefs, err = instance.ShelvedVolumeRefs(tx, inst.ID, "", img.RegistryRef); err != nil {
+				return err
+			}
+		}
 		ok, err := instance.Unshelved(tx, inst.ID, r.Host, lifecycle.PowerState(r.PowerState), now)
 		if err != nil || !ok {
+			volRefs = nil
 			return err
 		}
 		ref, err = dropShelveImage(tx, inst)
@@ -179,8 +198,12 @@ func (c *Conductor) onUnshelveReport(ctx context.Context, inst *store.Instance, 
 	if err != nil {
 		return err
 	}
-	c.log.Info("instance unshelved", "instance", inst.ID, "host", r.Host, "image", inst.ShelvedImageID)
+	c.log.Info("instance unshelved", "instance", inst.ID, "host", r.Host, "image", inst.ShelvedImageID, "volumes", len(volRefs))
 	c.releaseShelveImage(ctx, inst, ref)
+	for _, vol := range slices.Sorted(maps.Keys(volRefs)) {
+		// The volume lives on r.Host now: its tag has done its job.
+		c.releaseShelveImage(ctx, inst, volRefs[vol])
+	}
 	return nil
 }
 

@@ -7,7 +7,10 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/lifecycle"
+	"github.com/capsule-cloud/capsule/protocol"
+	"github.com/capsule-cloud/capsule/registry"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -22,6 +25,15 @@ import (
 // not even be stopped) with a fault; a failed unshelve of an offloaded
 // server leaves it shelved_offloaded, on no host, with a fault (Nova's
 // reverts_task_state); a failed offload leaves it shelved on its host.
+//
+// Local volumes stay attached (in-use) through a shelve, as Nova's do.
+// The offload pushes each one's data to the registry
+// (ShelvedVolumeRef) before the host deletes its copy: while offloaded a
+// local volume lives on no host (Volume.Host "", its attachment's host
+// ""), its data only in the registry. The unshelve's host pulls them
+// before the server is created; once it runs there they live on that
+// host (Unshelved) and the conductor deletes the tags. A failed unshelve
+// leaves them in the registry for the next one.
 
 // Shelved records that the host pushed the shelve image of an instance
 // shelving on host: it is shelved (stopped, on its host, its room still
@@ -67,9 +79,96 @@ func Offloaded(tx *gorm.DB, id, host string, at time.Time) (bool, error) {
 		if err := ReleaseClaims(tx, id, host); err != nil {
 			return err
 		}
+		if err := moveShelvedVolumes(tx, id, host, ""); err != nil {
+			return err
+		}
 		return UnbindPorts(tx, id)
 	})
 	return done, err
+}
+
+// ShelvedVolumeRef is where the offload of a shelved server pushes its
+// local volume volumeID: in the registry of its shelve image
+// (shelveImageRef), capsule/volumes/<volume>:shelved. A volume is
+// attached to one server, so the tag is the volume's own.
+func ShelvedVolumeRef(shelveImageRef, volumeID string) (string, error) {
+	r, err := registry.ParseRef(shelveImageRef)
+	if err != nil {
+		return "", fmt.Errorf("shelved volume %s: %w", volumeID, err)
+	}
+	return registry.Ref{Host: r.Host, Repo: "capsule/volumes/" + volumeID, Tag: "shelved"}.String(), nil
+}
+
+// LocalVolumesOn lists the local volumes attached to instance id whose
+// data is on host ("": an offloaded server's, in the registry), sorted.
+func LocalVolumesOn(tx *gorm.DB, id, host string) ([]string, error) {
+	var ids []string
+	err := tx.Model(&store.Volume{}).Joins("JOIN volume_attachments ON volume_attachments.volume_id = volumes.id").
+		Where("volume_attachments.instance_id = ? AND volumes.backend = ? AND volumes.host = ?", id, protocol.BackendLocal, host).
+		Order("volumes.id").Pluck("volumes.id", &ids).Error
+	if err != nil {
+		return nil, fmt.Errorf("local volumes of instance %s on host %q: %w", id, host, err)
+	}
+	return ids, nil
+}
+
+// ShelvedVolumeRefs maps the local volumes of instance id on host to
+// their ShelvedVolumeRef (nil when there are none): what an offload
+// pushes (host: the server's) and an unshelve pulls (host "").
+func ShelvedVolumeRefs(tx *gorm.DB, id, host, shelveImageRef string) (map[string]string, error) {
+	ids, err := LocalVolumesOn(tx, id, host)
+	if err != nil || len(ids) == 0 {
+		return nil, err
+	}
+	refs := make(map[string]string, len(ids))
+	for _, v := range ids {
+		if refs[v], err = ShelvedVolumeRef(shelveImageRef, v); err != nil {
+			return nil, err
+		}
+	}
+	return refs, nil
+}
+
+// OffloadVolumeRefs is where the offload of instance id pushes its local
+// volumes on host: next to its shelve image (ShelvedVolumeRef).
+// Without a shelve image there is nowhere to name: the offload fails
+// (it stays shelved, its volumes untouched).
+func OffloadVolumeRefs(tx *gorm.DB, id, host string) (map[string]string, error) {
+	vols, err := LocalVolumesOn(tx, id, host)
+	if err != nil || len(vols) == 0 {
+		return nil, err
+	}
+	var inst store.Instance
+	if err := tx.Where("id = ?", id).Take(&inst).Error; err != nil {
+		return nil, store.NotFound(err, "instance "+id)
+	}
+	img, err := ShelveImage(tx, &inst)
+	if err != nil {
+		return nil, err
+	}
+	if img == nil || img.RegistryRef == "" {
+		return nil, errdefs.Conflictf("Cannot offload instance %s: its shelve image %s is gone, so its local volumes have nowhere to go.", id, inst.ShelvedImageID)
+	}
+	return ShelvedVolumeRefs(tx, id, host, img.RegistryRef)
+}
+
+// moveShelvedVolumes records that the local volumes of instance id on
+// host from now live on host to ("": in the registry), and the server's
+// attachments with them.
+func moveShelvedVolumes(tx *gorm.DB, id, from, to string) error {
+	ids, err := LocalVolumesOn(tx, id, from)
+	if err != nil {
+		return err
+	}
+	if len(ids) > 0 {
+		if err := tx.Model(&store.Volume{}).Where("id IN ? AND host = ?", ids, from).Update("host", to).Error; err != nil {
+			return fmt.Errorf("volumes of instance %s to host %q: %w", id, to, err)
+		}
+	}
+	if err := tx.Model(&store.VolumeAttachment{}).Where("instance_id = ?", id).Update("host", to).Error; err != nil {
+		return fmt.Errorf("attachments of instance %s to host %q: %w", id, to, err)
+	}
+	return nil
 }
 
 // OffloadFailed ends an offload that failed on host: the server stays
@@ -103,12 +202,24 @@ func PlaceUnshelve(tx *gorm.DB, id, host, zone string, at time.Time) (bool, erro
 // Unshelved records that host runs the unshelved instance again (started
 // where it was shelved, or spawned from its shelve image): active, its
 // shelve image forgotten (the caller deletes it).
+//
+// An offloaded server's local volumes (in the registry) live on host
+// from now: it pulled them before the server started.
 func Unshelved(tx *gorm.DB, id, host string, power lifecycle.PowerState, at time.Time) (bool, error) {
 	g := Guard{VM: []lifecycle.VMState{lifecycle.Shelved, lifecycle.ShelvedOffloaded},
 		Task: []lifecycle.TaskState{lifecycle.Unshelving, lifecycle.Spawning}, Host: host}
-	return Apply(tx, id, g, Change{VM: lifecycle.Active, Task: lifecycle.NoTask, ClearFault: true, At: at,
-		Set: map[string]any{"power_state": int(power), "launched_at": at, "shelved_image_id": "", "shelved_at": nil,
-			"shelved_host": ""}})
+	done := false
+	err := tx.Transaction(func(tx *gorm.DB) error {
+		ok, err := Apply(tx, id, g, Change{VM: lifecycle.Active, Task: lifecycle.NoTask, ClearFault: true, At: at,
+			Set: map[string]any{"power_state": int(power), "launched_at": at, "shelved_image_id": "", "shelved_at": nil,
+				"shelved_host": ""}})
+		if err != nil || !ok {
+			return err
+		}
+		done = true
+		return moveShelvedVolumes(tx, id, "", host)
+	})
+	return done, err
 }
 
 // UnshelveFailed ends an unshelve that failed on host. A shelved server

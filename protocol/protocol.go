@@ -163,6 +163,12 @@ type BuildInstance struct {
 	// from its shelve image (Spec.ImageRef): the agent reports it as an
 	// unshelve (lifecycle.ActUnshelve), not a create.
 	Unshelve bool `json:"unshelve,omitempty"`
+	// VolumeRefs (unshelve): the offloaded server's local volumes whose
+	// data its offload pushed to the registry (volume id -> reference,
+	// instance.ShelvedVolumeRef); the host pulls each into a fresh copy
+	// before the server is created, and deletes those copies again when
+	// the unshelve fails (the registry keeps the data).
+	VolumeRefs map[string]string `json:"volume_refs,omitempty"`
 }
 
 // InstanceAction asks an agent to run a lifecycle action.
@@ -177,6 +183,11 @@ type InstanceAction struct {
 	// none): root's password of the rescue system, where its image has
 	// an /etc/shadow.
 	RescuePassHash string `json:"rescue_pass_hash,omitempty"`
+	// VolumeRefs (shelve offload): the shelved server's local volumes
+	// (volume id -> reference, instance.ShelvedVolumeRef): the host pushes
+	// each there before it removes the server, and deletes its copy only
+	// once every push succeeded.
+	VolumeRefs map[string]string `json:"volume_refs,omitempty"`
 }
 
 // ConsoleOutputRequest asks an agent for the tail of a console log.

@@ -36,14 +36,14 @@ func (s *Scheduler) scheduleUnshelve(ctx context.Context, req protocol.ScheduleI
 		if !claimed {
 			return nil
 		}
-		spec, err := s.unshelveSpec(ctx, inst)
+		spec, refs, err := s.unshelveSpec(ctx, inst)
 		if err != nil {
 			return bus.Retry(err)
 		}
 		if spec.ImageRef == "" {
 			return nil
 		}
-		if err := s.publishUnshelve(ctx, inst.Host, req.RequestID, spec); err != nil {
+		if err := s.publishUnshelve(ctx, inst.Host, req.RequestID, spec, refs); err != nil {
 			return bus.Retry(err)
 		}
 		return nil
@@ -51,7 +51,7 @@ func (s *Scheduler) scheduleUnshelve(ctx context.Context, req protocol.ScheduleI
 		log.Debug("instance not waiting to be unshelved; schedule request ignored", "task_state", inst.TaskState)
 		return nil
 	}
-	spec, err := s.unshelveSpec(ctx, inst)
+	spec, refs, err := s.unshelveSpec(ctx, inst)
 	if err != nil {
 		return bus.Retry(err)
 	}
@@ -70,7 +70,7 @@ func (s *Scheduler) scheduleUnshelve(ctx context.Context, req protocol.ScheduleI
 		place: func(host, zone string) (bool, error) {
 			return instance.PlaceUnshelve(s.st.WithContext(ctx), inst.ID, host, zone, s.now().UTC())
 		},
-		send: func(host string) error { return s.publishUnshelve(ctx, host, req.RequestID, spec) },
+		send: func(host string) error { return s.publishUnshelve(ctx, host, req.RequestID, spec, refs) },
 		unplace: func(host string) error {
 			// The server waits for a host again.
 			db := s.st.WithContext(context.WithoutCancel(ctx))
@@ -83,26 +83,30 @@ func (s *Scheduler) scheduleUnshelve(ctx context.Context, req protocol.ScheduleI
 }
 
 // unshelveSpec is inst's spec with its shelve image as the image to
-// build from (ImageRef "" when that image is gone).
-func (s *Scheduler) unshelveSpec(ctx context.Context, inst *store.Instance) (protocol.InstanceSpec, error) {
+// build from (ImageRef "" when that image is gone), and where the local
+// volumes its offload pushed are (instance.ShelvedVolumeRefs).
+func (s *Scheduler) unshelveSpec(ctx context.Context, inst *store.Instance) (protocol.InstanceSpec, map[string]string, error) {
 	spec, err := instance.SpecFor(ctx, s.st, inst)
 	if err != nil {
-		return spec, err
+		return spec, nil, err
 	}
-	img, err := instance.ShelveImage(s.st.WithContext(ctx), inst)
+	db := s.st.WithContext(ctx)
+	img, err := instance.ShelveImage(db, inst)
 	if err != nil {
-		return spec, err
+		return spec, nil, err
 	}
 	spec.ImageRef = ""
-	if img != nil && img.Status == "active" {
-		spec.ImageRef = img.RegistryRef
+	if img == nil || img.Status != "active" {
+		return spec, nil, nil
 	}
-	return spec, nil
+	spec.ImageRef = img.RegistryRef
+	refs, err := instance.ShelvedVolumeRefs(db, inst.ID, "", img.RegistryRef)
+	return spec, refs, err
 }
 
-func (s *Scheduler) publishUnshelve(ctx context.Context, host, requestID string, spec protocol.InstanceSpec) error {
+func (s *Scheduler) publishUnshelve(ctx context.Context, host, requestID string, spec protocol.InstanceSpec, refs map[string]string) error {
 	msg, err := bus.NewMessage(protocol.KindBuildInstance, protocol.BuildInstance{
-		RequestID: requestID, Attempt: 1, Spec: spec, Unshelve: true})
+		RequestID: requestID, Attempt: 1, Spec: spec, Unshelve: true, VolumeRefs: refs})
 	if err != nil {
 		return err
 	}

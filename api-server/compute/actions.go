@@ -59,16 +59,6 @@ func (s *Service) serverAction(w http.ResponseWriter, r *http.Request) {
 		writeFault(w, errdefs.Conflictf("Instance %s is locked", inst.ID))
 		return
 	}
-	// A shelved server may be unshelved on another host, which would
-	// leave its local volumes behind (their data is on this host):
-	// refused until detached. A cold migration or resize moves them.
-	switch name {
-	case "shelve", "shelveOffload":
-		if err := s.refuseLocalVolumes(r.Context(), inst, name); err != nil {
-			s.fail(w, r, err)
-			return
-		}
-	}
 	switch name {
 	case "createImage", "createBackup", "rebuild", "rescue", "shelve", "shelveOffload", "resize", "migrate", "os-migrateLive":
 		if err := s.refuseVolumeBacked(r.Context(), inst, name); err != nil {

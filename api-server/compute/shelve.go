@@ -45,7 +45,19 @@ func (s *Service) shelveOffload(w http.ResponseWriter, r *http.Request, inst *st
 		writeFault(w, errdefs.Forbidden("Policy doesn't allow os_compute_api:os-shelve:shelve_offload to be performed."))
 		return
 	}
-	s.simpleAction(w, r, inst, lifecycle.ActShelveOffload, "shelveOffload")
+	// Its local volumes go to the registry first (instance.OffloadVolumeRefs;
+	// no volume is attached or detached while it is shelved).
+	var refs map[string]string
+	if inst.VMState == lifecycle.Shelved {
+		var err error
+		if refs, err = instance.OffloadVolumeRefs(s.st.WithContext(r.Context()), inst.ID, inst.Host); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	if s.startActionMsg(w, r, inst, protocol.InstanceAction{Action: lifecycle.ActShelveOffload, VolumeRefs: refs}, "shelveOffload") == nil {
+		noContent(w, http.StatusAccepted)
+	}
 }
 
 // unshelveServer (Nova's unshelve; below 2.77 its body is not looked at;

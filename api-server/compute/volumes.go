@@ -371,24 +371,6 @@ func (s *Service) volumesAttached(ctx context.Context, inst *store.Instance, b *
 	return out
 }
 
-// refuseLocalVolumes is a 409 when inst has a local volume attached: its
-// data lives on the server's host, and moving it with a shelved server
-// unshelved elsewhere is not done; a shared volume is simply mounted
-// where the server goes (a cold migration or resize copies local ones).
-func (s *Service) refuseLocalVolumes(ctx context.Context, inst *store.Instance, action string) error {
-	var n int64
-	err := s.st.WithContext(ctx).Model(&store.VolumeAttachment{}).
-		Joins("JOIN volumes ON volumes.id = volume_attachments.volume_id").
-		Where("volume_attachments.instance_id = ? AND volumes.backend = ?", inst.ID, protocol.BackendLocal).Count(&n).Error
-	if err != nil {
-		return fmt.Errorf("volumes of server %s: %w", inst.ID, err)
-	}
-	if n > 0 {
-		return errdefs.Conflictf("Cannot '%s' instance %s: it has local volumes attached, whose data stays on its host; detach them first (os-volume_attachments) and attach them again afterwards.", action, inst.ID)
-	}
-	return nil
-}
-
 // refuseVolumeBacked is a 409 for action on a server that boots from a
 // volume: its root filesystem is the volume's, which a container commit
 // (snapshot, shelve), a rebuild from an image or a rescue would not see;
