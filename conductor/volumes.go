@@ -29,6 +29,9 @@ func (c *Conductor) onVolumeReport(ctx context.Context, r protocol.VolumeReport)
 	// An export nothing imports any more (its attach was superseded)
 	// leaves its tag to be deleted here too.
 	orphanExport := false
+	// A failed restore of a deleted shelved server's volume keeps its
+	// tag: the data is only there.
+	keepTag := false
 	err := db.Transaction(func(tx *gorm.DB) error {
 		switch r.Kind {
 		case protocol.KindSnapshotCreate, protocol.KindSnapshotDelete:
@@ -49,6 +52,14 @@ func (c *Conductor) onVolumeReport(ctx context.Context, r protocol.VolumeReport)
 		att, err := volumeAttachment(tx, v.ID)
 		if err != nil {
 			return err
+		}
+		if restore, del := instance.IsRestore(r.RequestID); restore && r.Kind == protocol.KindVolumeImport &&
+			v.Status == store.VolumeMaintenance && att == nil {
+			if r.Host != v.Host {
+				return errdefs.Forbiddenf("conductor: host %s reported the restore of volume %s of host %s", r.Host, v.ID, v.Host)
+			}
+			keepTag = !r.OK
+			return c.onRestoreReport(tx, v, r, del)
 		}
 		if r.Kind == protocol.KindVolumeDelete && (v.Status != store.VolumeDeleting || r.Host != v.Host) {
 			// The removal of the copy a transfer left on another host.
@@ -117,7 +128,7 @@ func (c *Conductor) onVolumeReport(ctx context.Context, r protocol.VolumeReport)
 		log.Info("volume report of a kind the conductor does not record", "request_id", r.RequestID)
 		return nil
 	})
-	if err == nil && r.Ref != "" && (r.Kind == protocol.KindVolumeImport || r.Kind == protocol.KindVolumeExport && (!r.OK || orphanExport)) {
+	if err == nil && r.Ref != "" && !keepTag && (r.Kind == protocol.KindVolumeImport || r.Kind == protocol.KindVolumeExport && (!r.OK || orphanExport)) {
 		// The transfer's registry tag has done its job (or failed).
 		if c.reg == nil {
 			log.Warn("no registry client: volume transfer tag left in the registry", "ref", r.Ref)
@@ -125,6 +136,26 @@ func (c *Conductor) onVolumeReport(ctx context.Context, r protocol.VolumeReport)
 			log.Warn("delete tag of volume transfer", "ref", r.Ref, "error", rerr)
 		}
 	}
+	return err
+}
+
+// onRestoreReport ends the pull of a local volume whose server was
+// deleted while offloaded (instance.restoreShelvedVolume) onto the host
+// it was shelved on: available there (or deleted: del), or in error with
+// its data still in the registry.
+func (c *Conductor) onRestoreReport(tx *gorm.DB, v *store.Volume, r protocol.VolumeReport, del bool) error {
+	if !r.OK {
+		_, err := store.ChangeVolumeStatus(tx, v.ID, []store.VolumeStatus{store.VolumeMaintenance}, store.VolumeError,
+			map[string]any{"error_message": fmt.Sprintf("pulling its data back onto host %s failed (%s); the data stays in the registry at %s",
+				r.Host, errMessage(r), r.Ref)})
+		return err
+	}
+	if del {
+		var out outbox.Batch // the relay sends it once committed
+		return instance.DeleteVolume(tx, &out, v, []store.VolumeStatus{store.VolumeMaintenance})
+	}
+	_, err := store.ChangeVolumeStatus(tx, v.ID, []store.VolumeStatus{store.VolumeMaintenance}, store.VolumeAvailable,
+		map[string]any{"error_message": ""})
 	return err
 }
 

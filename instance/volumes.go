@@ -2,6 +2,7 @@ package instance
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -85,6 +86,12 @@ func releaseVolumes(tx *gorm.DB, inst *store.Instance) error {
 		if err != nil {
 			return fmt.Errorf("volume of attachment %s: %w", a.ID, err)
 		}
+		if inst.VMState == lifecycle.ShelvedOffloaded && v.Backend == protocol.BackendLocal && v.Host == "" {
+			if err := restoreShelvedVolume(tx, &out, inst, v, &a); err != nil {
+				return err
+			}
+			continue
+		}
 		host := a.Host
 		if host == "" {
 			host = inst.Host
@@ -124,6 +131,69 @@ func releaseVolumes(tx *gorm.DB, inst *store.Instance) error {
 		}
 	}
 	return nil
+}
+
+// restoreShelvedVolume detaches local volume v (attachment a) from
+// deleted offloaded server inst: its data is only in the registry
+// (ShelvedVolumeRef), so it is pulled back onto the host the server was
+// shelved on, in maintenance until that host reports; the conductor then
+// makes it available (or deletes it, delete_on_termination) and deletes
+// the tag, or leaves it in error with the data still in the registry.
+func restoreShelvedVolume(tx *gorm.DB, out *outbox.Batch, inst *store.Instance, v *store.Volume, a *store.VolumeAttachment) error {
+	if err := tx.Where("id = ?", a.ID).Delete(&store.VolumeAttachment{}).Error; err != nil {
+		return fmt.Errorf("drop attachment %s: %w", a.ID, err)
+	}
+	img, err := ShelveImage(tx, inst)
+	if err != nil {
+		return err
+	}
+	host := inst.ShelvedHost
+	if _, err := store.ChangeVolumeStatus(tx, v.ID, []store.VolumeStatus{store.VolumeInUse}, store.VolumeMaintenance,
+		map[string]any{"host": host, "error_message": ""}); err != nil {
+		return err
+	}
+	if img == nil || host == "" {
+		// Nowhere known to pull it from or to: an admin's to recover.
+		_, err := store.ChangeVolumeStatus(tx, v.ID, []store.VolumeStatus{store.VolumeMaintenance}, store.VolumeError, map[string]any{"error_message": fmt.Sprintf(
+			"the server it was attached to was deleted while shelved; its data is in the registry under capsule/volumes/%s:shelved", v.ID)})
+		return err
+	}
+	ref, err := ShelvedVolumeRef(img.RegistryRef, v.ID)
+	if err != nil {
+		return err
+	}
+	spec := protocol.VolumeSpec{ID: v.ID, ProjectID: v.ProjectID, SizeGB: v.SizeGB, Backend: v.Backend, Host: host}
+	msg, err := bus.NewMessage(protocol.KindVolumeImport, protocol.VolumeTransfer{
+		RequestID: RestoreRequestID(v.ID, a.DeleteOnTermination), Volume: spec, Ref: ref})
+	if err != nil {
+		return err
+	}
+	return out.Enqueue(tx, bus.ComputeQueue(host), "", msg)
+}
+
+// Request ids of the pulls restoreShelvedVolume casts: the volume is
+// deleted once pulled when its attachment said delete_on_termination.
+const (
+	restorePrefix       = "req-restore-"
+	restoreDeletePrefix = "req-restore-delete-"
+)
+
+// RestoreRequestID is the request id of the pull that restores volume
+// id of a server deleted while offloaded.
+func RestoreRequestID(id string, deleteAfter bool) string {
+	if deleteAfter {
+		return restoreDeletePrefix + id
+	}
+	return restorePrefix + id
+}
+
+// IsRestore reports whether requestID is a RestoreRequestID, and whether
+// the volume goes once restored.
+func IsRestore(requestID string) (restore, deleteAfter bool) {
+	if strings.HasPrefix(requestID, restoreDeletePrefix) {
+		return true, true
+	}
+	return strings.HasPrefix(requestID, restorePrefix), false
 }
 
 // DeleteVolume moves v from one of from to deleting and casts its delete

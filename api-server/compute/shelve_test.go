@@ -12,6 +12,7 @@ import (
 	"github.com/capsule-cloud/capsule/conductor"
 	"github.com/capsule-cloud/capsule/config"
 	"github.com/capsule-cloud/capsule/lifecycle"
+	"github.com/capsule-cloud/capsule/outbox"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/scheduler"
 	"github.com/capsule-cloud/capsule/store"
@@ -294,5 +295,183 @@ func TestRescuePolicyAndStates(t *testing.T) {
 	}
 	if names := f.actionNames(id); strings.Join(names, ",") != "rescue,unrescue,rescue,create" {
 		t.Errorf("instance actions %v", names)
+	}
+}
+
+// TestShelveLocalVolume walks a server with a local volume attached
+// through shelve and unshelve (Nova keeps the volume attached, in-use):
+// the offload's work names where each local volume goes in the registry,
+// a failed offload leaves the volume on the host, a done one records it
+// on no host (the registry has it), attach and detach wait for the
+// unshelve, the unshelve's build pulls it, a failed unshelve leaves it in
+// the registry, a done one records it on the new host.
+func TestShelveLocalVolume(t *testing.T) {
+	f := newFixture(t)
+	id := f.create("demo", "sv")
+	f.placeActive(id, 4)
+	f.addVolume(vol1, "p-demo", "h1")
+	if err := f.st.DB.Model(&store.Volume{}).Where("id = ?", vol1).Update("status", store.VolumeInUse).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.DB.Create(&store.VolumeAttachment{ID: "a1", VolumeID: vol1, InstanceID: id, Host: "h1", Device: "/dev/vdb",
+		MountPath: "/mnt/data", Status: store.AttachmentAttached}).Error; err != nil {
+		t.Fatal(err)
+	}
+	action := "/v2.1/servers/" + id + "/action"
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cond := conductor.New(f.st, f.bus, config.Conductor{ShelvedOffloadTime: -1}, 3, logger)
+	sched := scheduler.New(f.st, f.bus, config.Default().Scheduler, logger)
+	volume := func() (store.Volume, store.VolumeAttachment) {
+		t.Helper()
+		var v store.Volume
+		var a store.VolumeAttachment
+		if err := f.st.DB.Where("id = ?", vol1).First(&v).Error; err != nil {
+			t.Fatal(err)
+		}
+		if err := f.st.DB.Where("volume_id = ?", vol1).First(&a).Error; err != nil {
+			t.Fatalf("attachment of %s: %v", vol1, err)
+		}
+		return v, a
+	}
+	wantVolume := func(when, host string) {
+		t.Helper()
+		v, a := volume()
+		if v.Host != host || a.Host != host || v.Status != store.VolumeInUse || a.InstanceID != id || a.MountPath != "/mnt/data" {
+			t.Fatalf("%s: volume on %q (%s), attachment on %q to %s at %s; want in-use on %q, attached at /mnt/data",
+				when, v.Host, v.Status, a.Host, a.InstanceID, a.MountPath, host)
+		}
+	}
+
+	if resp, body := f.do("POST", action, "demo", `{"shelve":null}`); resp.StatusCode != 202 {
+		t.Fatalf("shelve with a local volume: %d %v", resp.StatusCode, body)
+	}
+	req := f.lastSnapshotRequest()
+	f.snapshotReport(cond, protocol.SnapshotReport{RequestID: req.RequestID, InstanceID: id, ImageID: req.ImageID, Host: "h1",
+		Ref: req.Ref, Shelve: true, OK: true, PowerState: 4})
+	wantVolume("shelved", "h1")
+	// Attach and detach wait until it is unshelved.
+	resp, body := f.do("DELETE", "/v2.1/servers/"+id+"/os-volume_attachments/"+vol1, "demo", "")
+	expectFault(t, resp, body, 409, "conflictingRequest")
+
+	// The offload names the volume's place in the shelve image's registry;
+	// failed, it leaves the volume where it is.
+	resp, body = f.do("POST", action, "admin", `{"shelveOffload":null}`)
+	if resp.StatusCode != 202 {
+		t.Fatalf("shelveOffload: %d %v", resp.StatusCode, body)
+	}
+	var off protocol.InstanceAction
+	f.lastSent(bus.ComputeQueue("h1"), protocol.KindInstanceAction, &off)
+	host := strings.SplitN(req.Ref, "/", 2)[0]
+	wantRef := host + "/capsule/volumes/" + vol1 + ":shelved"
+	if off.Action != lifecycle.ActShelveOffload || len(off.VolumeRefs) != 1 || off.VolumeRefs[vol1] != wantRef {
+		t.Fatalf("offload cast %+v, want volume refs {%s: %s}", off, vol1, wantRef)
+	}
+	f.report(cond, protocol.InstanceReport{RequestID: off.RequestID, InstanceID: id, Host: "h1", Action: lifecycle.ActShelveOffload,
+		OK: false, Error: "push: 503", ErrorMessage: "could not push volume " + vol1 + " to the registry (it stays on host h1)", PowerState: 4})
+	if got := f.instance(id); got.VMState != lifecycle.Shelved || got.Host != "h1" || !strings.Contains(got.FaultMessage, vol1) {
+		t.Fatalf("after a failed offload: %s on %q fault %q", got.VMState, got.Host, got.FaultMessage)
+	}
+	wantVolume("failed offload", "h1")
+	f.do("POST", action, "admin", `{"shelveOffload":null}`)
+	f.lastSent(bus.ComputeQueue("h1"), protocol.KindInstanceAction, &off)
+	f.report(cond, protocol.InstanceReport{RequestID: off.RequestID, InstanceID: id, Host: "h1", Action: lifecycle.ActShelveOffload, OK: true})
+	if got := f.instance(id); got.VMState != lifecycle.ShelvedOffloaded || got.Host != "" {
+		t.Fatalf("after offload: %s on %q", got.VMState, got.Host)
+	}
+	wantVolume("offloaded", "")
+	resp, body = f.do("POST", "/v2.1/servers/"+id+"/os-volume_attachments", "demo", `{"volumeAttachment":{"volumeId":"`+vol2+`"}}`)
+	expectFault(t, resp, body, 409, "conflictingRequest")
+
+	// The unshelve's build pulls it; failed, the data stays in the
+	// registry (the volume on no host), and the next one moves it.
+	unshelve := func() protocol.BuildInstance {
+		t.Helper()
+		if resp, body := f.do("POST", action, "demo", `{"unshelve":null}`); resp.StatusCode != 202 {
+			t.Fatalf("unshelve: %d %v", resp.StatusCode, body)
+		}
+		var sreq protocol.ScheduleInstance
+		f.lastSent(bus.SchedulerQueue, protocol.KindScheduleInstance, &sreq)
+		m, _ := bus.NewMessage(protocol.KindScheduleInstance, sreq)
+		if _, err := sched.Handle(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+		var build protocol.BuildInstance
+		f.lastSent(bus.ComputeQueue("h1"), protocol.KindBuildInstance, &build)
+		if !build.Unshelve || build.VolumeRefs[vol1] != wantRef || len(build.Spec.Volumes) != 1 || build.Spec.Volumes[0].MountPath != "/mnt/data" {
+			t.Fatalf("unshelve build: refs %v volumes %+v", build.VolumeRefs, build.Spec.Volumes)
+		}
+		return build
+	}
+	build := unshelve()
+	f.report(cond, protocol.InstanceReport{RequestID: build.RequestID, InstanceID: id, Host: "h1", Action: lifecycle.ActUnshelve,
+		OK: false, Error: "import: no space", ErrorMessage: "could not pull volume " + vol1 + " onto host h1 (its data stays in the registry)"})
+	if got := f.instance(id); got.VMState != lifecycle.ShelvedOffloaded || got.Host != "" || !strings.Contains(got.FaultMessage, vol1) {
+		t.Fatalf("after a failed unshelve: %s on %q fault %q", got.VMState, got.Host, got.FaultMessage)
+	}
+	wantVolume("failed unshelve", "")
+	build = unshelve()
+	f.report(cond, protocol.InstanceReport{RequestID: build.RequestID, InstanceID: id, Host: "h1", Action: lifecycle.ActUnshelve,
+		OK: true, PowerState: 1})
+	if got := f.instance(id); got.VMState != lifecycle.Active || got.Host != "h1" {
+		t.Fatalf("after unshelve: %s on %q", got.VMState, got.Host)
+	}
+	wantVolume("unshelved", "h1")
+
+	// Deleted while offloaded: the volume is detached and pulled back
+	// onto the host the server was shelved on (maintenance meanwhile);
+	// pulled, it is available there. A failed pull leaves it in error,
+	// the data still in the registry.
+	for _, ok := range []bool{false, true} {
+		if ok {
+			id = f.create("demo", "sv2")
+			f.placeActive(id, 4)
+			action = "/v2.1/servers/" + id + "/action"
+			if err := f.st.DB.Model(&store.Volume{}).Where("id = ?", vol1).Updates(map[string]any{"status": store.VolumeInUse, "host": "h1"}).Error; err != nil {
+				t.Fatal(err)
+			}
+			if err := f.st.DB.Create(&store.VolumeAttachment{ID: "a2", VolumeID: vol1, InstanceID: id, Host: "h1", Device: "/dev/vdb",
+				MountPath: "/mnt/data", Status: store.AttachmentAttached}).Error; err != nil {
+				t.Fatal(err)
+			}
+		}
+		f.do("POST", action, "demo", `{"shelve":null}`)
+		req = f.lastSnapshotRequest()
+		f.snapshotReport(cond, protocol.SnapshotReport{RequestID: req.RequestID, InstanceID: id, ImageID: req.ImageID, Host: "h1",
+			Ref: req.Ref, Shelve: true, OK: true, PowerState: 4})
+		f.do("POST", action, "admin", `{"shelveOffload":null}`)
+		f.lastSent(bus.ComputeQueue("h1"), protocol.KindInstanceAction, &off)
+		f.report(cond, protocol.InstanceReport{RequestID: off.RequestID, InstanceID: id, Host: "h1", Action: lifecycle.ActShelveOffload, OK: true})
+		wantVolume("offloaded again", "")
+		if resp, _ := f.do("DELETE", "/v2.1/servers/"+id, "demo", ""); resp.StatusCode != 204 {
+			t.Fatalf("delete offloaded: %d", resp.StatusCode)
+		}
+		var v store.Volume
+		f.st.DB.Where("id = ?", vol1).First(&v)
+		var atts int64
+		f.st.DB.Model(&store.VolumeAttachment{}).Where("volume_id = ?", vol1).Count(&atts)
+		if v.Status != store.VolumeMaintenance || v.Host != "h1" || atts != 0 {
+			t.Fatalf("volume of the deleted offloaded server: %s on %q, %d attachments", v.Status, v.Host, atts)
+		}
+		relay := outbox.NewRelay(f.st, f.bus, outbox.Options{Owner: "test"})
+		if _, err := relay.Pass(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		var imp protocol.VolumeTransfer
+		f.lastSent(bus.ComputeQueue("h1"), protocol.KindVolumeImport, &imp)
+		if imp.Volume.ID != vol1 || imp.Volume.Host != "h1" || imp.Ref != wantRef {
+			t.Fatalf("restore pull %+v", imp)
+		}
+		m, _ := bus.NewMessage(protocol.KindVolumeReport, protocol.VolumeReport{RequestID: imp.RequestID, Kind: protocol.KindVolumeImport,
+			VolumeID: vol1, Host: "h1", OK: ok, Ref: imp.Ref, ErrorMessage: "disk full"})
+		if _, err := cond.Handle(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+		f.st.DB.Where("id = ?", vol1).First(&v)
+		if want := map[bool]store.VolumeStatus{true: store.VolumeAvailable, false: store.VolumeError}[ok]; v.Status != want || v.Host != "h1" {
+			t.Fatalf("restored (pull ok %v): %s on %q, want %s on h1", ok, v.Status, v.Host, want)
+		}
+		if !ok && !strings.Contains(v.ErrorMessage, wantRef) {
+			t.Errorf("failed restore: error message %q does not say where the data is", v.ErrorMessage)
+		}
 	}
 }

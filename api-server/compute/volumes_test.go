@@ -221,9 +221,9 @@ func TestCreateBDMs(t *testing.T) {
 	}
 }
 
-// A server with a local volume attached is not shelved until the volume
-// is detached (an unshelve elsewhere would leave its data behind); a cold
-// migration and a resize take it along, rebuild and reboot keep it.
+// A server with a local volume attached is rebooted and cold-migrated
+// with it (a migration and a resize take it along; shelving it:
+// TestShelveLocalVolume).
 func TestLocalVolumePinsServer(t *testing.T) {
 	f := newFixture(t)
 	id := f.create("demo", "vm")
@@ -231,10 +231,6 @@ func TestLocalVolumePinsServer(t *testing.T) {
 	f.addVolume(vol1, "p-demo", "h1")
 	if err := f.st.DB.Create(&store.VolumeAttachment{ID: "a1", VolumeID: vol1, InstanceID: id, Host: "h1", Status: store.AttachmentAttached}).Error; err != nil {
 		t.Fatal(err)
-	}
-	for _, body := range []string{`{"shelve":null}`, `{"shelveOffload":null}`} {
-		resp, out := f.do("POST", "/v2.1/servers/"+id+"/action", "admin", body)
-		expectFault(t, resp, out, 409, "conflictingRequest")
 	}
 	if resp, out := f.do("POST", "/v2.1/servers/"+id+"/action", "demo", `{"reboot":{"type":"SOFT"}}`); resp.StatusCode != 202 {
 		t.Fatalf("reboot: %d %v", resp.StatusCode, out)
