@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -10,6 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/capsule-cloud/capsule/internal/testenv"
+	capreg "github.com/capsule-cloud/capsule/registry"
 )
 
 // TestShelveLocalVolume is issue 17's shelve proof for a server with a
@@ -22,10 +26,12 @@ import (
 // the data in the registry (nothing on B). The unshelve onto B (2.77
 // availability_zone with the openstack CLI, A disabled) brings it up with
 // the same IP, MAC and volume data at the same path, the volume now B's,
-// in-use; no registry tag and nothing on A is left.
+// in-use; no registry tag and nothing on A is left. Shelved again and
+// deleted while offloaded, it gives the volume back (available on B).
 func TestShelveLocalVolume(t *testing.T) {
 	t.Parallel()
 	reg := startAuthRegistry(t)
+	shared := testenv.Registry(t)
 	c := startCloud(t, twoHosts, withRegistry(reg), withQuota(20), func(t *testing.T, c *cloud) {
 		c.extraConfig += "conductor:\n  periodic_interval: 2s\n  shelved_offload_time: 0s\n"
 	})
@@ -73,6 +79,17 @@ func TestShelveLocalVolume(t *testing.T) {
 		}
 		return v
 	}
+	// The volume's tags: its attach moves it through the configured
+	// registry, its shelve puts it next to the shelve image (the
+	// registry of the server's image).
+	volTags := func(vol string) []string {
+		t.Helper()
+		tags, err := (&capreg.Client{Address: shared}).Tags(context.Background(), "capsule/volumes/"+vol)
+		if err != nil {
+			t.Fatalf("list tags of volume %s: %v", vol, err)
+		}
+		return append(tags, reg.tags(t, "capsule/volumes/"+vol)...)
+	}
 	imgOn := func(h *computeHost, vol string) string { return filepath.Join(c.dir, "volumes", h.name, vol+".img") }
 	exists := func(p string) bool { _, err := os.Stat(p); return err == nil }
 
@@ -100,9 +117,11 @@ func TestShelveLocalVolume(t *testing.T) {
 	if v := inUseBy("offloaded", volID, id); v.Attachments[0].Device != device {
 		t.Errorf("offloaded: attached as %s, want %s", v.Attachments[0].Device, device)
 	}
-	if tags := reg.tags(t, "capsule/volumes/"+volID); !slices.Equal(tags, []string{"shelved"}) {
-		t.Fatalf("registry tags of the offloaded server's volume: %v, want [shelved]", tags)
-	}
+	eventually(t, 30*time.Second, "the offloaded server's volume tagged shelved (only)", func() bool {
+		tags := volTags(volID)
+		t.Logf("tags of volume %s: %v", volID, tags)
+		return slices.Equal(tags, []string{"shelved"})
+	})
 	// Attach and detach wait for the unshelve (a 409, the volume as it was).
 	code, body := raw(t, cc, "DELETE", "servers/"+id+"/os-volume_attachments/"+volID, "")
 	novaFault(t, "detach from an offloaded server", code, body, 409, "conflictingRequest")
@@ -137,7 +156,7 @@ func TestShelveLocalVolume(t *testing.T) {
 		t.Errorf("the failed unshelve left its container or the volume's copy on %s", hb.name)
 	}
 	inUseBy("after the failed unshelve", volID, id)
-	if tags := reg.tags(t, "capsule/volumes/"+volID); !slices.Equal(tags, []string{"shelved"}) {
+	if tags := volTags(volID); !slices.Equal(tags, []string{"shelved"}) {
 		t.Fatalf("registry tags after the failed unshelve: %v, want [shelved] (the data)", tags)
 	}
 	if err := os.RemoveAll(blocker); err != nil {
@@ -173,14 +192,32 @@ func TestShelveLocalVolume(t *testing.T) {
 		t.Errorf("volume files: on %s %v (want true), on %s %v (want false)", hb.name, exists(imgOn(hb, volID)), ha.name, exists(imgOn(ha, volID)))
 	}
 	eventually(t, time.Minute, "the volume's shelve tag deleted", func() bool {
-		return len(reg.tags(t, "capsule/volumes/"+volID)) == 0
+		return len(volTags(volID)) == 0
 	})
 	if n := len(containersOn(t, ha, id)); n != 0 {
 		t.Errorf("%d containers of the server left on %s", n, ha.name)
 	}
-	// The volume works as before: detached live, it is available on B.
-	must("server", "remove", "volume", id, volID)
-	eventually(t, 3*time.Minute, "volume available after detach", func() bool { return showVol(volID).Status == "available" })
+	// Shelved again and deleted while offloaded: the volume is given back,
+	// available on B (where it was shelved) with its data, no tag left.
+	must("server", "shelve", id)
+	waitStatus(t, cc, id, "SHELVED_OFFLOADED", 4*time.Minute)
+	if exists(imgOn(hb, volID)) {
+		t.Errorf("the volume's file is still on %s after the second offload", hb.name)
+	}
 	must("server", "delete", "--wait", id)
+	eventually(t, 2*time.Minute, "the deleted server's volume available again", func() bool {
+		v := showVol(volID)
+		if v.Status == "error" {
+			t.Fatalf("volume of the server deleted while offloaded went to error")
+		}
+		return v.Status == "available" && strings.HasPrefix(v.Host, hb.name+"@") && len(v.Attachments) == 0
+	})
+	if fi, err := os.Stat(imgOn(hb, volID)); err != nil || fi.Size() < 1<<30 {
+		t.Errorf("the given-back volume's file on %s: %v %v", hb.name, fi, err)
+	}
+	eventually(t, time.Minute, "the volume's shelve tag deleted after the give-back", func() bool { return len(volTags(volID)) == 0 })
 	c.hostClean(t, cc, hb, moved, false)
+	if n := len(containersOn(t, ha, id)); n != 0 || exists(imgOn(ha, volID)) {
+		t.Errorf("left on %s: %d containers, volume file %v", ha.name, n, exists(imgOn(ha, volID)))
+	}
 }

@@ -44,9 +44,17 @@ import "time"
 // another host takes its local volumes along inside the migration's own
 // steps (MigrationWork.VolumeRefs, DropVolumes; package migrate's
 // volumes.go). Shared volumes are simply mounted where the server runs.
-// A shelved server with a local volume is refused (an unshelve elsewhere
-// would leave the data behind) and evacuation is refused for every
-// server, so no local volume is left behind on a dead host by either.
+// A shelved server keeps its volumes attached (in-use, as Nova's); its
+// offload pushes each local volume to the registry
+// (InstanceAction.VolumeRefs, <registry>/capsule/volumes/<id>:shelved)
+// before the host removes the server and deletes its copy, so while
+// offloaded the volume lives on no host (Host ""), its data only in the
+// registry; the unshelve's host pulls them (BuildInstance.VolumeRefs)
+// before it creates the server, and they live there once it runs (their
+// tags deleted). A failed unshelve deletes the copies it pulled; a server
+// deleted while offloaded has them pulled back onto the host it was
+// shelved on (instance/shelve.go, instance/volumes.go). Evacuation is
+// refused for every server, so no local volume is left on a dead host.
 const (
 	// compute.<host> queues (work; answered with a VolumeReport)
 	KindVolumeCreate   = "volume_create" // VolumeCreate
