@@ -52,7 +52,8 @@ func (c *Conductor) taskDeadline(task lifecycle.TaskState) time.Duration {
 		long = time.Hour
 	}
 	switch task {
-	case lifecycle.ImageSnapshot, lifecycle.ImageBackup, lifecycle.Rebuilding, lifecycle.Shelving:
+	// An offload pushes the server's local volumes (instance/shelve.go).
+	case lifecycle.ImageSnapshot, lifecycle.ImageBackup, lifecycle.Rebuilding, lifecycle.Shelving, lifecycle.ShelvingOffloading:
 		return long
 	}
 	return short

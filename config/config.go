@@ -219,7 +219,8 @@ type Conductor struct {
 	// as failed: its worker died or its host is gone.
 	TaskTimeout time.Duration `yaml:"task_timeout"`
 	// ImageTaskTimeout is the same for the tasks that push or pull an
-	// image (snapshot, backup, rebuild): a large server's must fit.
+	// image (snapshot, backup, rebuild, shelve, and a shelve offload,
+	// which pushes local volumes): a large server's must fit.
 	ImageTaskTimeout time.Duration `yaml:"image_task_timeout"`
 	// OutboxInterval is how often the conductor relays the bus messages
 	// left in the outbox (by a role that died before publishing them, or
