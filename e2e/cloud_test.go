@@ -439,6 +439,21 @@ func (c *cloud) newProc(name, roles, config string) *proc {
 	return &proc{bin: c.bin, name: name, roles: roles, config: config, log: filepath.Join(c.dir, name+".log"), env: c.procEnv}
 }
 
+// sideBySide runs each of parts as a subtest of t (named by its key), all
+// at once, and returns when all have ended. They run in t's own slot of
+// go test -parallel: subtests started from goroutines rather than
+// parallel subtests, which would wait for slots behind every test not yet
+// started while t's cloud sits idle. Each part may fail (t.Fatal) on its
+// own.
+func sideBySide(t *testing.T, parts map[string]func(*testing.T)) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for name, part := range parts {
+		wg.Go(func() { t.Run(name, part) })
+	}
+	wg.Wait()
+}
+
 func tail(s string, n int) string {
 	if len(s) > n {
 		return s[len(s)-n:]

@@ -19,36 +19,59 @@ import (
 // agent-side failure (the server's container removed behind the cloud's
 // back, then a hard reboot) says why in `openstack server show` (fault,
 // the server in ERROR), `openstack server event show` (the admin's
-// traceback), `capsule server show` and the portal's server page.
+// traceback), `capsule server show` and the portal's server page. The
+// resizes and the failure are two servers of the one cloud, run side by
+// side (subtests): each checks only its own server.
 func TestColdResize(t *testing.T) {
 	t.Parallel()
 	c := startCloud(t, withBridge)
 	h := c.hosts[0]
 	adm := c.openstack(t, "admin", c.adminPass, "admin")
-	demo := c.openstack(t, "demo", c.demoPass, "demo")
 	vlan := 101 + rand.IntN(800)
 	adm.run("network", "create", "--provider-network-type", "vlan", "--provider-physical-network", "physnet1",
 		"--provider-segment", fmt.Sprint(vlan), "--share", "crnet")
 	adm.run("subnet", "create", "--network", "crnet", "--subnet-range", "10.83.0.0/24", "crnet-sub")
 	adm.run("flavor", "create", "--vcpus", "1", "--ram", "256", "--disk", "1", "cr.big")
 	adm.run("flavor", "create", "--vcpus", "1", "--ram", "64", "--disk", "1", "cr.small")
-	demo.run("server", "create", "--image", "busybox", "--flavor", "cr.big", "--nic", "net-id=crnet", "--wait", "crvm")
-	show := func() map[string]any {
+	// boot creates server name as demo and returns demo's CLI, the
+	// server and its status wait, all bound to subtest t.
+	boot := func(t *testing.T, name, flavor string) (demo *openstackCLI, s *netServer, waitFor func(string) map[string]any) {
 		t.Helper()
-		var s map[string]any
-		demo.json(&s, "server", "show", "crvm")
-		return s
+		demo = c.openstack(t, "demo", c.demoPass, "demo")
+		demo.run("server", "create", "--image", "busybox", "--flavor", flavor, "--nic", "net-id=crnet", "--wait", name)
+		show := func() map[string]any {
+			t.Helper()
+			var s map[string]any
+			demo.json(&s, "server", "show", name)
+			return s
+		}
+		waitFor = func(status string) map[string]any {
+			t.Helper()
+			var s map[string]any
+			eventually(t, 2*time.Minute, name+" "+status, func() bool {
+				s = show()
+				return s["status"] == status
+			})
+			return s
+		}
+		return demo, &netServer{name: name, id: show()["id"].(string), host: h}, waitFor
 	}
-	waitFor := func(status string) map[string]any {
-		t.Helper()
-		var s map[string]any
-		eventually(t, 2*time.Minute, "crvm "+status, func() bool {
-			s = show()
-			return s["status"] == status
-		})
-		return s
-	}
-	s := &netServer{name: "crvm", id: show()["id"].(string), host: h}
+	sideBySide(t, map[string]func(*testing.T){
+		"resize": func(t *testing.T) {
+			demo, s, waitFor := boot(t, "crvm", "cr.big")
+			coldResize(t, c, demo, s, waitFor)
+		},
+		"failure": func(t *testing.T) {
+			demo, s, waitFor := boot(t, "crfail", "cr.small")
+			inducedFailure(t, c, c.openstack(t, "admin", c.adminPass, "admin"), demo, s, waitFor)
+		},
+	})
+}
+
+// coldResize is TestColdResize's resizes of server s (flavor cr.big):
+// cold to cr.small then revert, cold to cr.small then confirm.
+func coldResize(t *testing.T, c *cloud, demo *openstackCLI, s *netServer, waitFor func(string) map[string]any) {
+	h := s.host
 	addrs, mac := s.eth0(t)
 	if len(addrs) != 1 || mac == "" {
 		t.Fatalf("eth0 of crvm: %v %s", addrs, mac)
@@ -88,7 +111,7 @@ func TestColdResize(t *testing.T) {
 	// Cold resize, then revert.
 	hold()
 	pid := s.pid(t)
-	demo.run("server", "resize", "--flavor", "cr.small", "--wait", "crvm")
+	demo.run("server", "resize", "--flavor", "cr.small", "--wait", s.name)
 	if v := waitFor("VERIFY_RESIZE"); !strings.Contains(flavorOf(v), "cr.small") {
 		t.Errorf("flavor in VERIFY_RESIZE: %v", v["flavor"])
 	}
@@ -96,7 +119,7 @@ func TestColdResize(t *testing.T) {
 		t.Errorf("the cold resize kept PID 1 %d: it did not restart the server", p)
 	}
 	same("after the cold resize", 64)
-	demo.run("server", "resize", "revert", "crvm")
+	demo.run("server", "resize", "revert", s.name)
 	if v := waitFor("ACTIVE"); !strings.Contains(flavorOf(v), "cr.big") {
 		t.Errorf("flavor after the revert: %v", v["flavor"])
 	}
@@ -104,9 +127,9 @@ func TestColdResize(t *testing.T) {
 
 	// Cold resize, then confirm.
 	hold()
-	demo.run("server", "resize", "--flavor", "cr.small", "--wait", "crvm")
+	demo.run("server", "resize", "--flavor", "cr.small", "--wait", s.name)
 	waitFor("VERIFY_RESIZE")
-	demo.run("server", "resize", "confirm", "crvm")
+	demo.run("server", "resize", "confirm", s.name)
 	if v := waitFor("ACTIVE"); !strings.Contains(flavorOf(v), "cr.small") || v["fault"] != nil {
 		t.Errorf("after the confirm: flavor %v fault %v", v["flavor"], v["fault"])
 	}
@@ -120,14 +143,17 @@ func TestColdResize(t *testing.T) {
 	if !slices.Equal(statuses, []string{"confirmed", "reverted"}) {
 		t.Errorf("migrations of crvm: %v, want one confirmed and one reverted", migs)
 	}
+}
 
-	// The induced failure: the container is gone; a hard reboot fails at
-	// the agent, and every view says why.
+// inducedFailure is TestColdResize's induced failure: server s's container
+// is gone; a hard reboot fails at the agent, and every view says why.
+func inducedFailure(t *testing.T, c *cloud, adm, demo *openstackCLI, s *netServer, waitFor func(string) map[string]any) {
+	h := s.host
 	const why = "the server's container is missing on its host"
 	if out, err := h.docker("rm", "-f", s.workload()); err != nil {
 		t.Fatalf("docker rm: %v %s", err, out)
 	}
-	demo.run("server", "reboot", "--hard", "crvm")
+	demo.run("server", "reboot", "--hard", s.name)
 	v := waitFor("ERROR")
 	fault, _ := v["fault"].(map[string]any)
 	if msg, _ := fault["message"].(string); !strings.Contains(msg, why) || fault["created"] == nil || fault["code"] != float64(500) {
@@ -163,5 +189,5 @@ func TestColdResize(t *testing.T) {
 		t.Errorf("portal server page: fault %q, want %q", got, why)
 	}
 
-	demo.run("server", "delete", "--wait", "crvm")
+	demo.run("server", "delete", "--wait", s.name)
 }

@@ -57,13 +57,15 @@ func startCappedDockerd(t *testing.T, gb int) *testDockerd {
 // (IP, MAC) and command; it waits in VERIFY_RESIZE; confirm keeps the new
 // cap and the data, revert brings the old container back (the data as of
 // the resize, the old cap). Nothing is left behind: no kept container, no
-// resize commit beyond the one the server runs from.
+// resize commit beyond the one the server runs from. The confirm and the
+// revert are two servers of the one cloud, run side by side (subtests):
+// each checks only its own server's container, commits and caps, and the
+// 8 GiB data root holds both (at most about 2.6 GiB and 1.5 GiB).
 func TestRootDiskResize(t *testing.T) {
 	t.Parallel()
 	d := startCappedDockerd(t, 8)
 	c := startCloud(t, onDockerd(d), withBridge)
 	adm := c.openstack(t, "admin", c.adminPass, "admin")
-	demo := c.openstack(t, "demo", c.demoPass, "demo")
 	vlan := 101 + rand.IntN(800)
 	adm.run("network", "create", "--provider-network-type", "vlan", "--provider-physical-network", "physnet1",
 		"--provider-segment", fmt.Sprint(vlan), "--share", "rdnet")
@@ -76,14 +78,17 @@ func TestRootDiskResize(t *testing.T) {
 	}
 	type server struct {
 		netServer
-		sum string
+		sum  string
+		t    *testing.T
+		demo *openstackCLI
 	}
-	boot := func(name string, keepMB int) *server {
+	boot := func(t *testing.T, name string, keepMB int) *server {
 		t.Helper()
+		demo := c.openstack(t, "demo", c.demoPass, "demo")
 		demo.run("server", "create", "--image", "busybox", "--flavor", "rd.1g", "--nic", "net-id=rdnet", "--wait", name)
 		var m map[string]any
 		demo.json(&m, "server", "show", name)
-		s := &server{netServer: netServer{name: name, id: m["id"].(string), host: c.hosts[0]}}
+		s := &server{netServer: netServer{name: name, id: m["id"].(string), host: c.hosts[0]}, t: t, demo: demo}
 		if out, err := s.exec("dd", "if=/dev/urandom", "of=/keep", "bs=1M", "count="+strconv.Itoa(keepMB)); err != nil {
 			t.Fatalf("%s: write %d MiB: %v %s", name, keepMB, err, out)
 		}
@@ -93,16 +98,17 @@ func TestRootDiskResize(t *testing.T) {
 	dd := func(s *server, file string, mb int) (string, error) {
 		out, err := s.exec("dd", "if=/dev/zero", "of="+file, "bs=1M", "count="+strconv.Itoa(mb))
 		if _, serr := s.exec("sync"); serr != nil {
-			t.Logf("sync in %s: %v", s.name, serr)
+			s.t.Logf("sync in %s: %v", s.name, serr)
 		}
 		return out, err
 	}
-	status := func(name string) map[string]any {
+	status := func(s *server) map[string]any {
 		var m map[string]any
-		demo.json(&m, "server", "show", name)
+		s.demo.json(&m, "server", "show", s.name)
 		return m
 	}
 	resize := func(s *server, flavor string) time.Duration {
+		t := s.t
 		t.Helper()
 		addrs, mac := s.eth0(t)
 		cmd, err := d.docker("inspect", "-f", "{{json .Config.Cmd}}", s.workload())
@@ -110,9 +116,9 @@ func TestRootDiskResize(t *testing.T) {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		demo.run("server", "resize", "--flavor", flavor, "--wait", s.name)
+		s.demo.run("server", "resize", "--flavor", flavor, "--wait", s.name)
 		took := time.Since(start)
-		if m := status(s.name); m["status"] != "VERIFY_RESIZE" {
+		if m := status(s); m["status"] != "VERIFY_RESIZE" {
 			t.Fatalf("%s after resize --wait: status %v, fault %v", s.name, m["status"], m["fault"])
 		}
 		if a, m := s.eth0(t); strings.Join(a, ",") != strings.Join(addrs, ",") || m != mac {
@@ -127,6 +133,7 @@ func TestRootDiskResize(t *testing.T) {
 		return took
 	}
 	leftovers := func(s *server, wantImages int) {
+		t := s.t
 		t.Helper()
 		eventually(t, time.Minute, s.name+"'s kept container removed", func() bool {
 			out, err := d.docker("ps", "-a", "-q", "--filter", "name="+docker.ContainerName(s.id)+".pre-resize")
@@ -142,73 +149,78 @@ func TestRootDiskResize(t *testing.T) {
 	}
 
 	// Confirm: the new cap stays, with the data.
-	g := boot("grower", 500)
-	if out, err := dd(g, "/fill", 600); !full(out, err) {
-		t.Errorf("grower (1 GB disk, 500 MiB kept): 600 MiB more: err %v %q, want ENOSPC or EDQUOT", err, out)
-	}
-	if _, err := g.exec("rm", "-f", "/fill"); err != nil {
-		t.Fatal(err)
-	}
-	took := resize(g, "rd.2g")
-	t.Logf("root disk resize 1 GB -> 2 GB of a server holding 500 MiB: %s (openstack server resize --wait)", took.Round(10*time.Millisecond))
-	if out, _ := d.docker("ps", "-a", "-q", "--filter", "name="+docker.ContainerName(g.id)+".pre-resize"); out == "" {
-		t.Errorf("grower in VERIFY_RESIZE has no kept pre-resize container")
-	}
-	if out, err := dd(g, "/fill", 800); err != nil {
-		t.Errorf("grower (2 GB disk now): 800 MiB beyond the old cap: %v %s", err, out)
-	}
-	if out, err := dd(g, "/more", 900); !full(out, err) {
-		t.Errorf("grower (2 GB disk, 1300 MiB used): 900 MiB more: err %v %q, want ENOSPC or EDQUOT", err, out)
-	}
-	demo.run("server", "resize", "confirm", g.name)
-	eventually(t, time.Minute, "grower ACTIVE", func() bool { return status(g.name)["status"] == "ACTIVE" })
-	if m := status(g.name); !strings.Contains(fmt.Sprint(m["flavor"]), "rd.2g") {
-		t.Errorf("grower's flavor after confirm: %v", m["flavor"])
-	}
-	if got := g.md5(t, "/keep"); got != g.sum {
-		t.Errorf("grower: /keep changed after confirm: md5 %s, was %s", got, g.sum)
-	}
-	leftovers(g, 1) // the commit the server now runs from
-	if out, err := d.docker("inspect", "-f", `{{index .Config.Labels "capsule.root_disk_gb"}}`, g.workload()); err != nil || out != "2" {
-		t.Errorf("grower's container root disk label %q (err %v), want 2", out, err)
-	}
-	demo.run("server", "delete", "--wait", g.name)
-	if out, _ := d.docker("images", "-q", "capsule-rootdisk/"+g.id); out != "" {
-		t.Errorf("grower deleted: its resize commit is left: %q", out)
+	confirm := func(t *testing.T) {
+		g := boot(t, "grower", 500)
+		if out, err := dd(g, "/fill", 600); !full(out, err) {
+			t.Errorf("grower (1 GB disk, 500 MiB kept): 600 MiB more: err %v %q, want ENOSPC or EDQUOT", err, out)
+		}
+		if _, err := g.exec("rm", "-f", "/fill"); err != nil {
+			t.Fatal(err)
+		}
+		took := resize(g, "rd.2g")
+		t.Logf("root disk resize 1 GB -> 2 GB of a server holding 500 MiB: %s (openstack server resize --wait)", took.Round(10*time.Millisecond))
+		if out, _ := d.docker("ps", "-a", "-q", "--filter", "name="+docker.ContainerName(g.id)+".pre-resize"); out == "" {
+			t.Errorf("grower in VERIFY_RESIZE has no kept pre-resize container")
+		}
+		if out, err := dd(g, "/fill", 800); err != nil {
+			t.Errorf("grower (2 GB disk now): 800 MiB beyond the old cap: %v %s", err, out)
+		}
+		if out, err := dd(g, "/more", 900); !full(out, err) {
+			t.Errorf("grower (2 GB disk, 1300 MiB used): 900 MiB more: err %v %q, want ENOSPC or EDQUOT", err, out)
+		}
+		g.demo.run("server", "resize", "confirm", g.name)
+		eventually(t, time.Minute, "grower ACTIVE", func() bool { return status(g)["status"] == "ACTIVE" })
+		if m := status(g); !strings.Contains(fmt.Sprint(m["flavor"]), "rd.2g") {
+			t.Errorf("grower's flavor after confirm: %v", m["flavor"])
+		}
+		if got := g.md5(t, "/keep"); got != g.sum {
+			t.Errorf("grower: /keep changed after confirm: md5 %s, was %s", got, g.sum)
+		}
+		leftovers(g, 1) // the commit the server now runs from
+		if out, err := d.docker("inspect", "-f", `{{index .Config.Labels "capsule.root_disk_gb"}}`, g.workload()); err != nil || out != "2" {
+			t.Errorf("grower's container root disk label %q (err %v), want 2", out, err)
+		}
+		g.demo.run("server", "delete", "--wait", g.name)
+		if out, _ := d.docker("images", "-q", "capsule-rootdisk/"+g.id); out != "" {
+			t.Errorf("grower deleted: its resize commit is left: %q", out)
+		}
 	}
 
 	// Revert: the old container comes back, with the data as of the
 	// resize and the old cap.
-	r := boot("reverter", 200)
-	resize(r, "rd.2g")
-	if out, err := dd(r, "/extra", 900); err != nil {
-		t.Errorf("reverter (2 GB disk now): 900 MiB: %v %s", err, out)
-	}
-	demo.run("server", "resize", "revert", r.name)
-	eventually(t, 2*time.Minute, "reverter ACTIVE", func() bool {
-		m := status(r.name)
-		if m["status"] == "ERROR" {
-			t.Fatalf("reverter in ERROR: %v", m["fault"])
+	revert := func(t *testing.T) {
+		r := boot(t, "reverter", 200)
+		resize(r, "rd.2g")
+		if out, err := dd(r, "/extra", 900); err != nil {
+			t.Errorf("reverter (2 GB disk now): 900 MiB: %v %s", err, out)
 		}
-		return m["status"] == "ACTIVE" && m["OS-EXT-STS:task_state"] == nil
-	})
-	if m := status(r.name); !strings.Contains(fmt.Sprint(m["flavor"]), "rd.1g") {
-		t.Errorf("reverter's flavor after revert: %v", m["flavor"])
+		r.demo.run("server", "resize", "revert", r.name)
+		eventually(t, 2*time.Minute, "reverter ACTIVE", func() bool {
+			m := status(r)
+			if m["status"] == "ERROR" {
+				t.Fatalf("reverter in ERROR: %v", m["fault"])
+			}
+			return m["status"] == "ACTIVE" && m["OS-EXT-STS:task_state"] == nil
+		})
+		if m := status(r); !strings.Contains(fmt.Sprint(m["flavor"]), "rd.1g") {
+			t.Errorf("reverter's flavor after revert: %v", m["flavor"])
+		}
+		if got := r.md5(t, "/keep"); got != r.sum {
+			t.Errorf("reverter: /keep changed by the revert: md5 %s, was %s", got, r.sum)
+		}
+		if out, err := r.exec("ls", "/extra"); err == nil {
+			t.Errorf("reverter: /extra, written in VERIFY_RESIZE, is still there after the revert (the old disk must come back): %s", out)
+		}
+		if out, err := dd(r, "/fill", 900); !full(out, err) {
+			t.Errorf("reverter (1 GB disk again, 200 MiB kept): 900 MiB more: err %v %q, want ENOSPC or EDQUOT", err, out)
+		}
+		leftovers(r, 0)
+		r.demo.run("server", "delete", "--wait", r.name)
+		if out, err := d.docker("ps", "-a", "-q", "--filter", "label=capsule.instance="+r.id); err != nil || out != "" {
+			t.Errorf("reverter deleted: containers left: %q (err %v)", out, err)
+		}
 	}
-	if got := r.md5(t, "/keep"); got != r.sum {
-		t.Errorf("reverter: /keep changed by the revert: md5 %s, was %s", got, r.sum)
-	}
-	if out, err := r.exec("ls", "/extra"); err == nil {
-		t.Errorf("reverter: /extra, written in VERIFY_RESIZE, is still there after the revert (the old disk must come back): %s", out)
-	}
-	if out, err := dd(r, "/fill", 900); !full(out, err) {
-		t.Errorf("reverter (1 GB disk again, 200 MiB kept): 900 MiB more: err %v %q, want ENOSPC or EDQUOT", err, out)
-	}
-	leftovers(r, 0)
-	demo.run("server", "delete", "--wait", r.name)
-	if out, err := d.docker("ps", "-a", "-q", "--filter", "label=capsule.instance="+r.id); err != nil || out != "" {
-		t.Errorf("reverter deleted: containers left: %q (err %v)", out, err)
-	}
+	sideBySide(t, map[string]func(*testing.T){"confirm": confirm, "revert": revert})
 }
 
 // md5 is the md5sum of file in the server.
