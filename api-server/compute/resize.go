@@ -121,7 +121,14 @@ func (s *Service) resizeServer(w http.ResponseWriter, r *http.Request, inst *sto
 		writeFault(w, errdefs.InvalidArgument("When resizing, instances must change flavor!"))
 		return
 	}
-	if flavor.RootGB < inst.RootGB {
+	// A volume-backed server's root is its volume: Nova ignores the
+	// flavor's root disk then (compute/api.py resize).
+	vb, err := s.volumeBacked(ctx, inst)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if !vb && flavor.RootGB < inst.RootGB {
 		// Nova's words (its exception's message), then the numbers.
 		writeFault(w, errdefs.InvalidArgumentf(
 			"Resizing to a smaller disk flavor is not allowed. Flavor %s has a %d GB root disk, the server has %d GB.", flavor.FlavorID, flavor.RootGB, inst.RootGB))

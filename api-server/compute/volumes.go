@@ -371,22 +371,32 @@ func (s *Service) volumesAttached(ctx context.Context, inst *store.Instance, b *
 	return out
 }
 
-// refuseVolumeBacked is a 409 for action on a server that boots from a
-// volume: its root filesystem is the volume's, which a container commit
-// (snapshot, shelve), a rebuild from an image or a rescue would not see;
-// moving one (resize, migrate) is not built yet. Snapshot the volume
-// instead (openstack volume snapshot create).
-func (s *Service) refuseVolumeBacked(ctx context.Context, inst *store.Instance, action string) error {
+// volumeBacked reports whether inst boots from a volume (its root
+// filesystem is the volume's; its image is "").
+func (s *Service) volumeBacked(ctx context.Context, inst *store.Instance) (bool, error) {
 	if inst.ImageID != "" {
-		return nil
+		return false, nil
 	}
 	var n int64
 	err := s.st.WithContext(ctx).Model(&store.VolumeAttachment{}).
 		Where("instance_id = ? AND mount_path = ?", inst.ID, protocol.RootMountPath).Count(&n).Error
 	if err != nil {
-		return fmt.Errorf("boot volume of server %s: %w", inst.ID, err)
+		return false, fmt.Errorf("boot volume of server %s: %w", inst.ID, err)
 	}
-	if n > 0 {
+	return n > 0, nil
+}
+
+// refuseVolumeBacked is a 409 for action on a server that boots from a
+// volume: its root filesystem is the volume's, which a container commit
+// (shelve), a rebuild from an image or a rescue would not see. A resize
+// or cold migration moves the boot volume as any local volume
+// (migrate/volumes.go); a snapshot snapshots it (snapshot.go).
+func (s *Service) refuseVolumeBacked(ctx context.Context, inst *store.Instance, action string) error {
+	vb, err := s.volumeBacked(ctx, inst)
+	if err != nil {
+		return err
+	}
+	if vb {
 		return errdefs.Conflictf("Cannot '%s' instance %s: it boots from a volume (its root filesystem is the volume's); this is not supported for volume-backed servers in Capsule. Snapshot the volume instead.", action, inst.ID)
 	}
 	return nil

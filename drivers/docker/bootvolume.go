@@ -23,6 +23,22 @@ import (
 // A new top-level directory made at run time is in the container's
 // writable layer and does not outlive the server.
 
+// LabelRootVolume is on a volume-backed server's workload: the host
+// directory of its boot volume, whose bind mounts (rootVolumeMounts) are
+// the server's root, not tenant data a migration's commit would miss
+// (the boot volume moves as the server's other volumes do).
+const LabelRootVolume = "capsule.root_volume"
+
+// underRootVolume reports whether a bind of host path src is one of
+// rootVolumeMounts' for the boot volume at dir.
+func underRootVolume(dir, src string) bool {
+	if dir == "" {
+		return false
+	}
+	dir = filepath.Clean(dir)
+	return filepath.Dir(filepath.Clean(src)) == dir
+}
+
 // kernelDirs are the top-level directories Docker mounts itself.
 var kernelDirs = []string{"proc", "sys", "dev"}
 

@@ -425,6 +425,7 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 			return fmt.Errorf("docker create %s: %w", spec.ID, err)
 		}
 		host.Mounts = append(host.Mounts, mounts...)
+		cfg.Labels[LabelRootVolume] = spec.RootVolume
 	}
 	if copied {
 		cfg.Image = img

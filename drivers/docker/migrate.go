@@ -44,16 +44,24 @@ func ownMount(dest string) bool {
 
 // Volumes implements drivers.Migrator: the named (or anonymous) volumes
 // and the bind-mounted host paths of the workload container, whose data a
-// commit would not carry. tmpfs mounts hold nothing that survives a stop.
+// commit would not carry (but a boot volume's binds, LabelRootVolume).
+// tmpfs mounts hold nothing that survives a stop.
 func (d *Driver) Volumes(ctx context.Context, id string) ([]string, error) {
 	c, err := d.inspect(ctx, "volumes", id)
 	if err != nil {
 		return nil, err
 	}
+	rootVol := ""
+	if c.Config != nil {
+		rootVol = c.Config.Labels[LabelRootVolume]
+	}
 	var out []string
 	for _, m := range c.Mounts {
 		if ownMount(m.Destination) {
 			continue
+		}
+		if m.Type == mount.TypeBind && underRootVolume(rootVol, m.Source) {
+			continue // the boot volume: it moves as a volume
 		}
 		switch m.Type {
 		case mount.TypeVolume:

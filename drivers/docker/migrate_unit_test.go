@@ -97,3 +97,25 @@ func TestDrainPush(t *testing.T) {
 		t.Error("a push without a digest succeeded")
 	}
 }
+
+// A boot volume's binds (one per top-level directory of its host mount)
+// are the server's root, not data a migration's commit misses; any other
+// bind is.
+func TestUnderRootVolume(t *testing.T) {
+	for _, c := range []struct {
+		dir, src string
+		want     bool
+	}{
+		{"/var/lib/capsule/volumes/mnt/v1", "/var/lib/capsule/volumes/mnt/v1/usr", true},
+		{"/var/lib/capsule/volumes/mnt/v1/", "/var/lib/capsule/volumes/mnt/v1/root", true},
+		{"/var/lib/capsule/volumes/mnt/v1", "/var/lib/capsule/volumes/mnt/v1", false},
+		{"/var/lib/capsule/volumes/mnt/v1", "/var/lib/capsule/volumes/mnt/v1/usr/lib", false},
+		{"/var/lib/capsule/volumes/mnt/v1", "/var/lib/capsule/volumes/mnt/v12/usr", false},
+		{"/var/lib/capsule/volumes/mnt/v1", "/srv/data", false},
+		{"", "/usr", false},
+	} {
+		if got := underRootVolume(c.dir, c.src); got != c.want {
+			t.Errorf("underRootVolume(%q, %q) = %v, want %v", c.dir, c.src, got, c.want)
+		}
+	}
+}

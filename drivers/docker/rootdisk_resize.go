@@ -221,6 +221,9 @@ func (d *Driver) restoreKept(ctx context.Context, id string, cur container.Inspe
 // puts src back under the instance's name.
 func (d *Driver) remake(ctx context.Context, id string, src container.InspectResponse, inPlace bool, diskGB int) error {
 	for _, m := range src.Mounts {
+		if m.Type == "bind" && underRootVolume(src.Config.Labels[LabelRootVolume], m.Source) {
+			continue // a boot volume's: the new container binds it as well
+		}
 		if !ownMount(m.Destination) && (m.Type == "volume" || m.Type == "bind") {
 			return errdefs.Wrap(fmt.Errorf("docker resize root disk %s: mount %s: %w", id, m.Destination, drivers.ErrHasVolumes),
 				errdefs.ErrFailedPrecondition, "the server keeps data in volumes, which a root disk resize cannot carry")

@@ -1,0 +1,121 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The volume-backed proofs of issue 17 on two simulated compute hosts,
+// the user's way (the openstack CLI): a server booted from a new volume
+// (--block-device ... boot_index=0) with data in its root is
+// cold-migrated to the other host and keeps the data (sha256) and its
+// address; a revert returns it to the source's untouched copy of the
+// boot volume, a confirmed migration leaves the volume on the new host
+// with the old copy and the transfer tags gone; a resize to a flavor
+// with no root disk is taken (the flavor's disk means nothing to a
+// volume-backed server, as in Nova); the delete takes the volume.
+func TestVolumeBackedServerTwoHosts(t *testing.T) {
+	t.Parallel()
+	c, reg := migrationCloud(t)
+	cc := c.computeClient(t, "admin", c.adminPass, "admin")
+	nc := c.networkClient(t, "admin", c.adminPass, "admin")
+	osc := c.openstack(t, "admin", c.adminPass, "admin")
+	ha, hb := c.hosts[0], c.hosts[1]
+	netID, _ := vlanNetwork(t, nc, "vb-net", 331, "10.33.1.0/24", true)
+	img := c.imageIDs(t, "admin", c.adminPass, "admin")["busybox"]
+	val := func(args ...string) string { return strings.TrimSpace(osc.run(args...)) }
+
+	id := val("server", "create", "--flavor", "m1.small", "--image", img, "--block-device",
+		"source_type=image,uuid="+img+",destination_type=volume,volume_size=1,boot_index=0,delete_on_termination=true",
+		"--nic", "net-id="+netID, "--availability-zone", "nova:"+ha.name, "-f", "value", "-c", "id", "vb-1")
+	s := activeServer(t, cc, nc, "vb-1", id, ha)
+	volID := val("server", "volume", "list", id, "-f", "value", "-c", "Volume ID")
+	if volID == "" || strings.Contains(volID, "\n") {
+		t.Fatalf("boot volume of the server: %q, want one", volID)
+	}
+	imgOn := func(h *computeHost) string { return filepath.Join(c.dir, "volumes", h.name, volID+".img") }
+	exists := func(p string) bool { _, err := os.Stat(p); return err == nil }
+	if !exists(imgOn(ha)) {
+		t.Fatalf("the boot volume's image is not on %s", ha.name)
+	}
+	sum := writeData(t, s, "/root/data", 20)
+
+	// Migrate: the boot volume goes along.
+	val("server", "migrate", "--wait", id)
+	waitStatus(t, cc, id, "VERIFY_RESIZE", 5*time.Minute)
+	if h := serverHost(t, cc, id); h != hb.name {
+		t.Fatalf("after migrate the server is on %q, want %s", h, hb.name)
+	}
+	m := s.moved(hb)
+	if got := sha256Of(t, m, "/root/data"); got != sum {
+		t.Fatalf("root data on the migration's target: sha256 %s, want %s", got, sum)
+	}
+	if addrs, _ := m.eth0(t); !slices.Contains(addrs, s.ip+"/24") {
+		t.Errorf("eth0 after migration: %v, want %s/24", addrs, s.ip)
+	}
+	if out, err := m.exec("sh", "-c", "echo target > /root/written-on-target && sync"); err != nil {
+		t.Fatalf("write on the target: %v %s", err, out)
+	}
+	// Revert: back on ha with ha's copy as it was; hb's copy goes.
+	val("server", "resize", "revert", id)
+	waitStatus(t, cc, id, "ACTIVE", 3*time.Minute)
+	if h := serverHost(t, cc, id); h != ha.name {
+		t.Fatalf("after revert the server is on %q, want %s", h, ha.name)
+	}
+	if got := sha256Of(t, s, "/root/data"); got != sum {
+		t.Fatalf("root data after revert: sha256 %s, want %s", got, sum)
+	}
+	if out, _ := s.exec("sh", "-c", "test -e /root/written-on-target && echo present"); out == "present" {
+		t.Errorf("a file written on the reverted target is in the source's boot volume")
+	}
+	eventually(t, time.Minute, "the reverted target's copy deleted", func() bool { return !exists(imgOn(hb)) })
+
+	// Migrate and confirm: the volume is hb's, ha's copy goes.
+	val("server", "migrate", "--wait", id)
+	waitStatus(t, cc, id, "VERIFY_RESIZE", 5*time.Minute)
+	val("server", "resize", "confirm", id)
+	waitStatus(t, cc, id, "ACTIVE", time.Minute)
+	if got := sha256Of(t, m, "/root/data"); got != sum {
+		t.Fatalf("root data after the confirmed migration: sha256 %s, want %s", got, sum)
+	}
+	if addrs, _ := m.eth0(t); !slices.Contains(addrs, s.ip+"/24") {
+		t.Errorf("eth0 after the confirmed migration: %v, want %s/24", addrs, s.ip)
+	}
+	if host := val("volume", "show", volID, "-f", "value", "-c", "os-vol-host-attr:host"); !strings.HasPrefix(host, hb.name+"@") {
+		t.Errorf("boot volume host after the confirm %q, want %s@...", host, hb.name)
+	}
+	eventually(t, time.Minute, "the confirmed source's copy deleted", func() bool { return !exists(imgOn(ha)) && exists(imgOn(hb)) })
+	eventually(t, time.Minute, "the volume's transfer tags deleted", func() bool {
+		return len(reg.tags(t, "capsule/volumes/"+volID)) == 0
+	})
+
+	// A flavor without a root disk fits a volume-backed server (Nova
+	// ignores root_gb for it).
+	val("flavor", "create", "--ram", "256", "--disk", "0", "--vcpus", "1", "vb.nodisk")
+	val("server", "resize", "--flavor", "vb.nodisk", "--wait", id)
+	waitStatus(t, cc, id, "VERIFY_RESIZE", 5*time.Minute)
+	val("server", "resize", "confirm", id)
+	waitStatus(t, cc, id, "ACTIVE", 2*time.Minute)
+	if f := val("server", "show", id, "-f", "value", "-c", "flavor"); !strings.Contains(f, "vb.nodisk") {
+		t.Errorf("flavor after the resize: %s", f)
+	}
+	if h := serverHost(t, cc, id); h == ha.name {
+		m = s
+	} else if h != hb.name {
+		t.Fatalf("after the resize the server is on %q", h)
+	}
+	if got := sha256Of(t, m, "/root/data"); got != sum {
+		t.Fatalf("root data after the resize: sha256 %s, want %s", got, sum)
+	}
+
+	// The delete takes the boot volume (delete_on_termination).
+	val("server", "delete", "--wait", id)
+	eventually(t, 2*time.Minute, "the boot volume deleted with its server", func() bool {
+		_, err := osc.try("volume", "show", volID)
+		return err != nil && !exists(imgOn(ha)) && !exists(imgOn(hb))
+	})
+}
