@@ -17,7 +17,9 @@ import (
 // boot volume, a confirmed migration leaves the volume on the new host
 // with the old copy and the transfer tags gone; a resize to a flavor
 // with no root disk is taken (the flavor's disk means nothing to a
-// volume-backed server, as in Nova); the delete takes the volume.
+// volume-backed server, as in Nova); its snapshot (server image create)
+// is an image of size 0 mapping a snapshot of the boot volume, which
+// boots a new server with the data; the delete takes the volume.
 func TestVolumeBackedServerTwoHosts(t *testing.T) {
 	t.Parallel()
 	c, reg := migrationCloud(t)
@@ -91,6 +93,32 @@ func TestVolumeBackedServerTwoHosts(t *testing.T) {
 	eventually(t, time.Minute, "the confirmed source's copy deleted", func() bool { return !exists(imgOn(ha)) && exists(imgOn(hb)) })
 	eventually(t, time.Minute, "the volume's transfer tags deleted", func() bool {
 		return len(reg.tags(t, "capsule/volumes/"+volID)) == 0
+	})
+
+	// Its snapshot (createImage) snapshots the boot volume, on hb now,
+	// into an image of size 0 mapping it; that image boots a new server
+	// (from a new volume made from the snapshot, on hb) with the data.
+	snapImg := val("server", "image", "create", "--name", "vb-snap", "--wait", "-f", "value", "-c", "id", id)
+	if p := val("image", "show", snapImg, "-f", "json", "-c", "properties", "-c", "size", "-c", "status"); !strings.Contains(p, `"bdm_v2": "True"`) ||
+		!strings.Contains(p, "snapshot_id") || !strings.Contains(p, `"size": 0`) || !strings.Contains(p, `"status": "active"`) {
+		t.Errorf("the snapshot image of a volume-backed server: %s", p)
+	}
+	eventually(t, 3*time.Minute, "the boot volume's snapshot available", func() bool {
+		return val("volume", "snapshot", "list", "--volume", volID, "-f", "value", "-c", "Status") == "available"
+	})
+	id2 := val("server", "create", "--flavor", "m1.tiny", "--image", "vb-snap", "--nic", "net-id="+netID, "-f", "value", "-c", "id", "vb-2")
+	s2 := activeServer(t, cc, nc, "vb-2", id2, hb)
+	if got := sha256Of(t, s2, "/root/data"); got != sum {
+		t.Fatalf("root data of the server booted from the snapshot image: sha256 %s, want %s", got, sum)
+	}
+	if img := val("server", "show", id2, "-f", "value", "-c", "image"); !strings.Contains(img, "booted from volume") && img != "" {
+		t.Errorf("the server booted from the snapshot image shows image %q, want none (volume-backed)", img)
+	}
+	vol2 := val("server", "volume", "list", id2, "-f", "value", "-c", "Volume ID")
+	val("server", "delete", "--wait", id2)
+	eventually(t, 2*time.Minute, "the new server's boot volume deleted with it", func() bool {
+		_, err := osc.try("volume", "show", vol2)
+		return err != nil
 	})
 
 	// A flavor without a root disk fits a volume-backed server (Nova

@@ -93,7 +93,9 @@ func invalidBDM(format string, a ...any) error {
 // (imageID) is accepted as is; the volume mappings come back as plans,
 // with the host they bind the server to ("" when none: a local volume or
 // snapshot that exists lives on one host, the server must go there).
-func (s *Service) planBDMs(ctx context.Context, bdms []json.RawMessage, imageID, project string, flavorRootGB int) ([]bdmPlan, string, error) {
+// baseImage is the image a boot from a snapshot runs when the snapshot's
+// volume is gone (a snapshot image's base_image_ref).
+func (s *Service) planBDMs(ctx context.Context, bdms []json.RawMessage, imageID, project string, flavorRootGB int, baseImage string) ([]bdmPlan, string, error) {
 	var plans []bdmPlan
 	host := ""
 	bind := func(h string) error {
@@ -195,6 +197,8 @@ func (s *Service) planBDMs(ctx context.Context, bdms []json.RawMessage, imageID,
 			}
 			if src, err := store.GetVolume(db, sn.VolumeID); err == nil && src.ImageID != "" {
 				p.image = &store.Image{ID: src.ImageID}
+			} else if baseImage != "" {
+				p.image = &store.Image{ID: baseImage}
 			}
 			if p.boot && p.image == nil {
 				return nil, "", errdefs.InvalidArgumentf("Block Device %s is not bootable.", sn.ID)
@@ -231,6 +235,29 @@ func (s *Service) planBDMs(ctx context.Context, bdms []json.RawMessage, imageID,
 		return nil, "", invalidBDM("Boot sequence for the instance and image/block device mapping combination is not valid (more than one boot_index 0).")
 	}
 	return plans, host, nil
+}
+
+// mergeBDMs puts a request's mappings over an image's: one with the
+// device_name of an image's mapping replaces it, as Nova's merge does.
+func mergeBDMs(image, req []json.RawMessage) []json.RawMessage {
+	dev := func(raw json.RawMessage) string {
+		var b bdmIn
+		_ = json.Unmarshal(raw, &b)
+		return strings.TrimPrefix(b.DeviceName, "/dev/")
+	}
+	taken := map[string]bool{}
+	for _, r := range req {
+		if d := dev(r); d != "" {
+			taken[d] = true
+		}
+	}
+	var out []json.RawMessage
+	for _, i := range image {
+		if d := dev(i); d == "" || !taken[d] {
+			out = append(out, i)
+		}
+	}
+	return append(out, req...)
 }
 
 // bootVolumePlan is the plan that boots the server (nil: it boots from

@@ -209,7 +209,23 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 	if in.ImageRef != nil {
 		imageID = lastSegment(*in.ImageRef)
 	}
-	plans, volumeHost, err := s.planBDMs(ctx, in.BDM, imageID, creds.ProjectID, flavor.RootGB)
+	bdms, baseImage := in.BDM, ""
+	if imageID != "" {
+		// A volume-backed server's snapshot image maps volume snapshots
+		// (volsnapshot.go): its mappings come before the request's, as
+		// Nova merges them.
+		if bi, err := s.findImage(ctx, imageID); err == nil {
+			ib, base, err := imageBDMs(bi)
+			if err != nil {
+				s.fail(w, r, err)
+				return
+			}
+			if len(ib) > 0 {
+				bdms, baseImage = mergeBDMs(ib, in.BDM), base
+			}
+		}
+	}
+	plans, volumeHost, err := s.planBDMs(ctx, bdms, imageID, creds.ProjectID, flavor.RootGB, baseImage)
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -48,6 +48,15 @@ func (s *Service) createImage(w http.ResponseWriter, r *http.Request, inst *stor
 		writeFault(w, errdefs.InvalidArgument("Invalid input for field/attribute createImage. Value: 'name' is a required property"))
 		return
 	}
+	vb, err := s.volumeBacked(r.Context(), inst)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if vb {
+		s.snapshotVolumeBacked(w, r, inst, strings.TrimSpace(*in.Name), in.Metadata)
+		return
+	}
 	s.startSnapshot(w, r, inst, snapshotRequest{act: lifecycle.ActSnapshot, apiName: "createImage",
 		name: strings.TrimSpace(*in.Name), props: in.Metadata})
 }
