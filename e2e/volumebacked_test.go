@@ -11,7 +11,7 @@ import (
 
 // The volume-backed proofs of issue 17 on two simulated compute hosts,
 // the user's way (the openstack CLI): a server booted from a new volume
-// (--block-device ... boot_index=0) with data in its root is
+// (--boot-from-volume) with data in its root is
 // cold-migrated to the other host and keeps the data (sha256) and its
 // address; a revert returns it to the source's untouched copy of the
 // boot volume, a confirmed migration leaves the volume on the new host
@@ -19,7 +19,7 @@ import (
 // with no root disk is taken (the flavor's disk means nothing to a
 // volume-backed server, as in Nova); its snapshot (server image create)
 // is an image of size 0 mapping a snapshot of the boot volume, which
-// boots a new server with the data; the delete takes the volume.
+// boots a new server with the data; the delete leaves the volume.
 func TestVolumeBackedServerTwoHosts(t *testing.T) {
 	t.Parallel()
 	c, reg := migrationCloud(t)
@@ -31,8 +31,7 @@ func TestVolumeBackedServerTwoHosts(t *testing.T) {
 	img := c.imageIDs(t, "admin", c.adminPass, "admin")["busybox"]
 	val := func(args ...string) string { return strings.TrimSpace(osc.run(args...)) }
 
-	id := val("server", "create", "--flavor", "m1.small", "--image", img, "--block-device",
-		"source_type=image,uuid="+img+",destination_type=volume,volume_size=1,boot_index=0,delete_on_termination=true",
+	id := val("server", "create", "--flavor", "m1.small", "--image", img, "--boot-from-volume", "1",
 		"--nic", "net-id="+netID, "--availability-zone", "nova:"+ha.name, "-f", "value", "-c", "id", "vb-1")
 	s := activeServer(t, cc, nc, "vb-1", id, ha)
 	volID := val("server", "volume", "list", id, "-f", "value", "-c", "Volume ID")
@@ -116,10 +115,10 @@ func TestVolumeBackedServerTwoHosts(t *testing.T) {
 	}
 	vol2 := val("server", "volume", "list", id2, "-f", "value", "-c", "Volume ID")
 	val("server", "delete", "--wait", id2)
-	eventually(t, 2*time.Minute, "the new server's boot volume deleted with it", func() bool {
-		_, err := osc.try("volume", "show", vol2)
-		return err != nil
+	eventually(t, 2*time.Minute, "the new server's boot volume available (its mapping kept the original's delete_on_termination, false)", func() bool {
+		return val("volume", "show", vol2, "-f", "value", "-c", "status") == "available"
 	})
+	val("volume", "delete", vol2)
 
 	// A flavor without a root disk fits a volume-backed server (Nova
 	// ignores root_gb for it).
@@ -140,9 +139,18 @@ func TestVolumeBackedServerTwoHosts(t *testing.T) {
 		t.Fatalf("root data after the resize: sha256 %s, want %s", got, sum)
 	}
 
-	// The delete takes the boot volume (delete_on_termination).
+	// The delete leaves the boot volume (--boot-from-volume: not
+	// delete_on_termination); deleting it leaves no copy anywhere.
 	val("server", "delete", "--wait", id)
-	eventually(t, 2*time.Minute, "the boot volume deleted with its server", func() bool {
+	eventually(t, 2*time.Minute, "the boot volume available after its server's delete", func() bool {
+		return val("volume", "show", volID, "-f", "value", "-c", "status") == "available"
+	})
+	val("volume", "snapshot", "delete", val("volume", "snapshot", "list", "--volume", volID, "-f", "value", "-c", "ID"))
+	eventually(t, 2*time.Minute, "the snapshot deleted", func() bool {
+		return val("volume", "snapshot", "list", "--volume", volID, "-f", "value", "-c", "ID") == ""
+	})
+	val("volume", "delete", volID)
+	eventually(t, 2*time.Minute, "the boot volume deleted", func() bool {
 		_, err := osc.try("volume", "show", volID)
 		return err != nil && !exists(imgOn(ha)) && !exists(imgOn(hb))
 	})
