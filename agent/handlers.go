@@ -206,6 +206,8 @@ func (a *Agent) handleBuild(ctx context.Context, req protocol.BuildInstance, red
 			if derr := a.destroy(ctx, id); derr != nil {
 				log.Error("cleanup after failed build failed: the container may leak until reconcile", "err", derr)
 				rep.Error += "; cleanup failed: " + derr.Error()
+			} else {
+				a.dropEphemeral(ctx, id) // a reschedule's next host makes them anew
 			}
 		}
 		if derr := a.dropPulledVolumes(ctx, id, pulled); derr != nil {
@@ -423,6 +425,7 @@ func (a *Agent) runAction(ctx context.Context, id string, action lifecycle.Actio
 		if err := a.destroy(ctx, id); err != nil {
 			return a.powerOf(ctx, id), fmt.Errorf("delete instance %s: %w", id, err)
 		}
+		a.dropEphemeral(ctx, id)
 		a.deleted.add(id, a.now())
 		return drivers.PowerNoState, nil
 	}

@@ -236,6 +236,7 @@ func (a *Agent) finishDelete(ctx context.Context, id string) error {
 	if err := a.destroy(ctx, id); err != nil {
 		return err
 	}
+	a.dropEphemeral(ctx, id)
 	a.deleted.add(id, a.now())
 	a.log.Info("reconcile: destroyed an instance being deleted", "instance", id)
 	rep.OK = true

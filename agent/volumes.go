@@ -569,6 +569,38 @@ func (a *Agent) releaseVolumes(ctx context.Context, id string) {
 	}
 }
 
+// dropEphemeral deletes server id's ephemeral disks on this host (the
+// server is deleted, offloaded or its build failed here: they live and
+// die with it; its container, so their mounts, went already). Each
+// failure is logged: the disk stays until the next delete of the server
+// finds it.
+func (a *Agent) dropEphemeral(ctx context.Context, id string) {
+	if a.vols == nil {
+		return
+	}
+	ids, err := a.vols.List(volume.Local, id+"-eph")
+	if err != nil {
+		a.log.Warn("could not list the ephemeral disks of a server gone from this host", "instance", id, "err", err)
+		return
+	}
+	for _, vol := range ids {
+		if !protocol.EphemeralOf(vol, id) {
+			continue
+		}
+		done := a.volc.enter(vol)
+		err := a.vols.Unmount(ctx, vol)
+		if err == nil {
+			err = a.vols.Delete(ctx, volume.Local, vol)
+		}
+		done()
+		if err != nil {
+			a.log.Warn("could not delete an ephemeral disk of a server gone from this host", "instance", id, "volume", vol, "err", err)
+			continue
+		}
+		a.log.Info("ephemeral disk deleted with its server", "instance", id, "volume", vol)
+	}
+}
+
 // Local volumes moving with a migrated server (package migrate's
 // volumes.go): the source pushes them, the target pulls them into fresh
 // copies, the host that ends without the server deletes its copy.

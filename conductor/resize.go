@@ -66,7 +66,7 @@ func (c *Conductor) onResizeReport(ctx context.Context, inst *store.Instance, r 
 				return err
 			}
 			c.log.Warn("resize failed; old flavor kept", "instance", inst.ID, "host", r.Host, "error", r.Error)
-			if err := instance.SetClaim(tx, inst.ID, inst.Host, store.Resources{VCPUs: inst.OldVCPUs, MemoryMB: inst.OldMemoryMB, DiskGB: inst.OldRootGB}); err != nil {
+			if err := instance.SetClaim(tx, inst.ID, inst.Host, store.Resources{VCPUs: inst.OldVCPUs, MemoryMB: inst.OldMemoryMB, DiskGB: inst.OldRootGB + inst.EphemeralGB()}); err != nil {
 				return err
 			}
 			return instance.SetResizeStatus(tx, inst.ID, lifecycle.MigrationError)
@@ -90,7 +90,7 @@ func (c *Conductor) onResizeReport(ctx context.Context, inst *store.Instance, r 
 				return err
 			}
 			c.log.Warn("resize revert failed; the new flavor keeps running", "instance", inst.ID, "host", r.Host, "error", r.Error)
-			if err := instance.SetClaim(tx, inst.ID, inst.Host, store.Resources{VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB}); err != nil {
+			if err := instance.SetClaim(tx, inst.ID, inst.Host, store.Resources{VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.ClaimDiskGB()}); err != nil {
 				return err
 			}
 			// Still awaiting a confirm or another revert.

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -153,5 +154,110 @@ func TestVolumeBackedServerTwoHosts(t *testing.T) {
 	eventually(t, 2*time.Minute, "the boot volume deleted", func() bool {
 		_, err := osc.try("volume", "show", volID)
 		return err != nil && !exists(imgOn(ha)) && !exists(imgOn(hb))
+	})
+}
+
+// Ephemeral disks (issue 17), the user's way: a flavor with a 2 GB
+// ephemeral size, a server with two 1 GB ephemeral disks
+// (--block-device source_type=blank,destination_type=local) sees two
+// ext4 mounts of that size at /mnt/ephemeral0 and /mnt/ephemeral1
+// (writing past one gives ENOSPC), invisible to the volume API; they
+// follow a cold migration with their data; a swap disk and disks larger
+// than the flavor allows are refused (400); the delete takes them.
+func TestEphemeralDisksTwoHosts(t *testing.T) {
+	t.Parallel()
+	c, reg := migrationCloud(t)
+	cc := c.computeClient(t, "admin", c.adminPass, "admin")
+	nc := c.networkClient(t, "admin", c.adminPass, "admin")
+	osc := c.openstack(t, "admin", c.adminPass, "admin")
+	ha, hb := c.hosts[0], c.hosts[1]
+	netID, _ := vlanNetwork(t, nc, "eph-net", 332, "10.33.2.0/24", true)
+	val := func(args ...string) string { return strings.TrimSpace(osc.run(args...)) }
+	val("flavor", "create", "--ram", "128", "--disk", "1", "--ephemeral", "2", "--vcpus", "1", "eph.2")
+	blank := "source_type=blank,destination_type=local,volume_size=1"
+
+	for _, bad := range [][]string{
+		{"--swap", "512"},
+		{"--block-device", "source_type=blank,destination_type=local,volume_size=3"},
+		{"--block-device", blank, "--block-device", blank, "--block-device", blank},
+	} {
+		args := append([]string{"server", "create", "--flavor", "eph.2", "--image", "busybox", "--nic", "net-id=" + netID}, bad...)
+		out, err := osc.try(append(args, "eph-bad")...)
+		if err == nil || !strings.Contains(out, "HTTP 400") {
+			t.Errorf("server create %v: %v %s, want a 400", bad, err, out)
+		}
+		if bad[0] == "--swap" && !strings.Contains(out, "Swap disks") {
+			t.Errorf("the swap refusal does not say why: %s", out)
+		}
+	}
+
+	id := val("server", "create", "--flavor", "eph.2", "--image", "busybox", "--block-device", blank,
+		"--block-device", blank+",guest_format=ext4", "--nic", "net-id="+netID, "--availability-zone", "nova:"+ha.name,
+		"-f", "value", "-c", "id", "eph-1")
+	s := activeServer(t, cc, nc, "eph-1", id, ha)
+	imgOn := func(h *computeHost, i int) string {
+		return filepath.Join(c.dir, "volumes", h.name, id+"-eph"+strconv.Itoa(i)+".img")
+	}
+	exists := func(p string) bool { _, err := os.Stat(p); return err == nil }
+	// Two ext4 mounts of 1 GiB (less the filesystem's own blocks).
+	var df string
+	eventually(t, time.Minute, "two ephemeral mounts", func() bool {
+		df, _ = s.exec("sh", "-c", "df -k /mnt/ephemeral0 /mnt/ephemeral1 | tail -n +2")
+		return len(strings.Split(strings.TrimSpace(df), "\n")) == 2 && strings.Contains(df, "/mnt/ephemeral1")
+	})
+	for _, line := range strings.Split(df, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 6 {
+			t.Fatalf("df: %q", df)
+		}
+		kb, _ := strconv.Atoi(f[1])
+		if kb < 900_000 || kb > 1<<20 {
+			t.Errorf("ephemeral disk %s is %d KiB, want about 1 GiB", f[5], kb)
+		}
+	}
+	if out, _ := s.exec("sh", "-c", "grep ' /mnt/ephemeral' /proc/mounts | awk '{print $3}' | sort -u"); out != "ext4" {
+		t.Errorf("ephemeral filesystems: %q, want ext4", out)
+	}
+	sum := writeData(t, s, "/mnt/ephemeral0/data", 20)
+	out, err := s.exec("sh", "-c", "dd if=/dev/zero of=/mnt/ephemeral1/fill bs=1M count=1100 2>&1; sync")
+	if !strings.Contains(out, "No space left on device") {
+		t.Errorf("writing past the ephemeral disk's size: %v %s, want ENOSPC", err, out)
+	}
+	if out, err := s.exec("rm", "-f", "/mnt/ephemeral1/fill"); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	if vols := val("volume", "list", "--all-projects", "-f", "value", "-c", "ID"); strings.Contains(vols, id) {
+		t.Errorf("the volume API lists the server's ephemeral disks: %s", vols)
+	}
+	if !exists(imgOn(ha, 0)) || !exists(imgOn(ha, 1)) {
+		t.Fatalf("the ephemeral disks are not on %s", ha.name)
+	}
+
+	// They follow a cold migration with their data; the confirm drops
+	// the source's copies and the transfer tags.
+	val("server", "migrate", "--wait", id)
+	waitStatus(t, cc, id, "VERIFY_RESIZE", 5*time.Minute)
+	val("server", "resize", "confirm", id)
+	waitStatus(t, cc, id, "ACTIVE", 2*time.Minute)
+	if h := serverHost(t, cc, id); h != hb.name {
+		t.Fatalf("after the migration the server is on %q, want %s", h, hb.name)
+	}
+	m := s.moved(hb)
+	eventually(t, time.Minute, "the ephemeral disks mounted on the target", func() bool {
+		out, _ := m.exec("sh", "-c", "grep -c ' /mnt/ephemeral' /proc/mounts")
+		return out == "2"
+	})
+	if got := sha256Of(t, m, "/mnt/ephemeral0/data"); got != sum {
+		t.Fatalf("ephemeral data after the migration: sha256 %s, want %s", got, sum)
+	}
+	eventually(t, time.Minute, "the source's copies and the transfer tags deleted", func() bool {
+		return !exists(imgOn(ha, 0)) && !exists(imgOn(ha, 1)) && exists(imgOn(hb, 0)) && exists(imgOn(hb, 1)) &&
+			len(reg.tags(t, "capsule/volumes/"+id+"-eph0")) == 0
+	})
+
+	// The delete takes them.
+	val("server", "delete", "--wait", id)
+	eventually(t, time.Minute, "the ephemeral disks deleted with their server", func() bool {
+		return !exists(imgOn(hb, 0)) && !exists(imgOn(hb, 1))
 	})
 }

@@ -47,6 +47,12 @@ func volumesFor(tx *gorm.DB, inst *store.Instance) ([]protocol.VolumeMount, erro
 		}
 		out = append(out, m)
 	}
+	for i, d := range inst.Ephemerals() {
+		out = append(out, protocol.VolumeMount{MountPath: protocol.EphemeralMountPath(i),
+			Volume: protocol.VolumeSpec{ID: protocol.EphemeralID(inst.ID, i), ProjectID: inst.ProjectID, SizeGB: d.SizeGB,
+				Backend: protocol.BackendLocal, Host: inst.Host},
+			Create: &protocol.VolumeSource{}})
+	}
 	return out, nil
 }
 

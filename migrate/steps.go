@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -55,7 +56,7 @@ func (e *Engine) schedule(ctx context.Context, m *store.Migration, inst *store.I
 	}
 	if target == "" {
 		target, err = e.sched.SelectTarget(ctx, instance.MigrationTarget{InstanceID: inst.ID, MigrationID: m.ID,
-			Resources:        store.Resources{VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB},
+			Resources:        store.Resources{VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.ClaimDiskGB()},
 			AvailabilityZone: inst.RequestedZone, Source: m.SourceCompute, Host: m.RequestedHost})
 		var nv interface{ Explain() string }
 		if errors.As(err, &nv) {
@@ -69,6 +70,11 @@ func (e *Engine) schedule(ctx context.Context, m *store.Migration, inst *store.I
 		vols, err := localVolumesOf(tx, inst.ID, m.SourceCompute)
 		if err != nil {
 			return err
+		}
+		// Its ephemeral disks move as local volumes do (no rows: each
+		// cleanup drops the copy of the host the server leaves).
+		for i := range inst.Ephemerals() {
+			vols = strings.TrimSpace(vols + " " + protocol.EphemeralID(inst.ID, i))
 		}
 		first := StepExporting
 		if e.precopy {

@@ -1,6 +1,10 @@
 package protocol
 
-import "time"
+import (
+	"strconv"
+	"strings"
+	"time"
+)
 
 // Persistent volumes (Cinder's Block Storage v3 subset, issue 17).
 //
@@ -144,6 +148,28 @@ const RootMountPath = "/"
 
 // Root reports whether m is the server's boot volume.
 func (m VolumeMount) Root() bool { return m.MountPath == RootMountPath }
+
+// Ephemeral disks (block-device mappings blank -> local, or the flavor's
+// ephemeral size) are local volumes owned by their server: no volume row,
+// not in the Block Storage API; the spec carries them as VolumeMounts
+// with EphemeralID ids and EphemeralMountPath paths, Create blank (a
+// build, or a start on a host without them, makes them empty); they move
+// with a cold migration as local volumes do and go with the server.
+
+// EphemeralID is the volume id of server instanceID's ephemeral disk i.
+func EphemeralID(instanceID string, i int) string { return instanceID + "-eph" + strconv.Itoa(i) }
+
+// EphemeralMountPath is where ephemeral disk i is mounted in its server.
+func EphemeralMountPath(i int) string { return "/mnt/ephemeral" + strconv.Itoa(i) }
+
+// EphemeralOf reports whether volume id is one of server instanceID's
+// ephemeral disks.
+func EphemeralOf(id, instanceID string) bool { return strings.HasPrefix(id, instanceID+"-eph") }
+
+// Ephemeral reports whether m is an ephemeral disk.
+func (m VolumeMount) Ephemeral() bool {
+	return m.AttachmentID == "" && strings.HasPrefix(m.MountPath, "/mnt/ephemeral")
+}
 
 // VolumeSource is what a volume made during a build is filled with: the
 // filesystem of image ImageRef, a copy of snapshot SnapshotID (on the

@@ -98,7 +98,7 @@ func (s *Scheduler) schedule(ctx context.Context, req protocol.ScheduleInstance)
 	return s.placeAndSend(ctx, inst, placement{
 		request: Request{
 			InstanceID: inst.ID, AvailabilityZone: inst.RequestedZone, Excluded: excluded, ForceHost: inst.RequestedHost,
-			Resources: store.Resources{VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB},
+			Resources: store.Resources{VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.ClaimDiskGB()},
 			Dedicated: store.IsDedicated(inst.ExtraSpecs),
 		},
 		noHost: func(message, details string) error {

@@ -361,6 +361,12 @@ var migrations = []migration{
 		// is what every later placement kept them in so far.
 		return tx.Model(&Instance{}).Where("1 = 1").Update("requested_zone", gorm.Expr("availability_zone")).Error
 	}},
+	{39, "servers' ephemeral disks (block-device mappings blank -> local, the flavor's ephemeral)", func(tx *gorm.DB) error {
+		if tx.Migrator().HasColumn(&Instance{}, "EphemeralDisks") {
+			return nil
+		}
+		return tx.Migrator().AddColumn(&Instance{}, "EphemeralDisks")
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/json"
 	"time"
 
 	"github.com/capsule-cloud/capsule/lifecycle"
@@ -239,6 +240,7 @@ type Instance struct {
 	MemoryMB         int
 	RootGB           int
 	ExtraSpecs       string // JSON object
+	EphemeralDisks   string // JSON list of EphemeralDisk: its ephemeral disks, which live and die with it
 	Host             string `gorm:"size:255;index"`
 	AvailabilityZone string // the zone of the host it runs on (or last ran on)
 	// RequestedZone is the zone the server is pinned to: asked for at
@@ -546,3 +548,35 @@ type ServerGroupMember struct {
 	InstanceID string `gorm:"size:64;uniqueIndex"`
 	CreatedAt  time.Time
 }
+
+// EphemeralDisk is one of a server's ephemeral disks: a local filesystem
+// of SizeGB mounted at /mnt/ephemeral<index> (ext4).
+type EphemeralDisk struct {
+	SizeGB int    `json:"size_gb"`
+	Format string `json:"format,omitempty"`
+}
+
+// Ephemerals are inst's ephemeral disks (none when unreadable: they were
+// written by the API, which checked them).
+func (inst *Instance) Ephemerals() []EphemeralDisk {
+	var out []EphemeralDisk
+	if inst.EphemeralDisks != "" {
+		_ = json.Unmarshal([]byte(inst.EphemeralDisks), &out)
+	}
+	return out
+}
+
+// EphemeralGB is the size of inst's ephemeral disks together: with its
+// root disk, what its host's disk claim counts (Nova's DISK_GB is
+// root_gb + ephemeral_gb).
+func (inst *Instance) EphemeralGB() int {
+	n := 0
+	for _, d := range inst.Ephemerals() {
+		n += d.SizeGB
+	}
+	return n
+}
+
+// ClaimDiskGB is the disk inst claims on its host: its root disk and its
+// ephemeral disks.
+func (inst *Instance) ClaimDiskGB() int { return inst.RootGB + inst.EphemeralGB() }

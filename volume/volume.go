@@ -150,6 +150,30 @@ func (m *Manager) ImagePath(b Backend, id string) (string, error) {
 	return filepath.Join(d, id+".img"), nil
 }
 
+// List names the volumes whose image is on backend b and whose id starts
+// with prefix.
+func (m *Manager) List(b Backend, prefix string) ([]string, error) {
+	d, err := m.dir(b)
+	if err != nil {
+		return nil, err
+	}
+	ents, err := os.ReadDir(d)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list volumes: %w", err)
+	}
+	var out []string
+	for _, e := range ents {
+		id, ok := strings.CutSuffix(e.Name(), ".img")
+		if ok && !e.IsDir() && strings.HasPrefix(id, prefix) && checkID(id) == nil {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
+
 // snapshotPath is the image file of snapshot id on backend b.
 func (m *Manager) snapshotPath(b Backend, id string) (string, error) {
 	if err := checkID(id); err != nil {

@@ -400,3 +400,31 @@ func hasCapSysResource(t *testing.T) bool {
 	}
 	return false
 }
+
+// List names the volumes of a backend by id prefix (a server's ephemeral
+// disks): images only, not snapshots, half-made images or other files.
+func TestListByPrefix(t *testing.T) {
+	dir := t.TempDir()
+	m, err := New(Config{LocalDir: dir}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := m.List(Local, "s1-eph"); err != nil || len(got) != 0 {
+		t.Fatalf("empty dir: %v %v", got, err)
+	}
+	for _, f := range []string{"s1-eph0.img", "s1-eph1.img", "s1-eph2.img.creating", "s12-eph0.img", "other.img", "s1-eph3.txt"} {
+		if err := os.WriteFile(filepath.Join(dir, f), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "snapshots"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	got, err := m.List(Local, "s1-eph")
+	if err != nil || strings.Join(got, ",") != "s1-eph0,s1-eph1" {
+		t.Fatalf("List(s1-eph) = %v %v", got, err)
+	}
+	if got, err := (&Manager{cfg: Config{LocalDir: filepath.Join(dir, "missing")}}).List(Local, ""); err != nil || got != nil {
+		t.Fatalf("missing dir: %v %v", got, err)
+	}
+}

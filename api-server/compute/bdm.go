@@ -30,8 +30,12 @@ import (
 //   - one of them with boot_index 0 boots the server from the volume:
 //     its root filesystem is the volume's (drivers/docker bootvolume.go),
 //     the server shows image "" as Nova's volume-backed servers do.
-// Ephemeral and swap disks (destination local from blank) are refused
-// with 400: a server has one local disk, its image's.
+//   - destination_type=local from source blank: an ephemeral disk (ext4,
+//     volume_size GB, else the flavor's ephemeral size; together at most
+//     the flavor's, Nova's rule), mounted at /mnt/ephemeral<i>
+//     (protocol.EphemeralID; instance/volumes.go). Swap disks
+//     (guest_format=swap) are refused with 400: a container has no swap
+//     device of its own.
 
 // bdmIn is one mapping as sent.
 type bdmIn struct {
@@ -45,6 +49,7 @@ type bdmIn struct {
 	Tag                 string          `json:"tag"`
 	VolumeType          *string         `json:"volume_type"`
 	NoDevice            any             `json:"no_device"`
+	GuestFormat         string          `json:"guest_format"`
 }
 
 // bdmPlan is one volume mapping checked: what the create makes or takes.
@@ -95,7 +100,9 @@ func invalidBDM(format string, a ...any) error {
 // snapshot that exists lives on one host, the server must go there).
 // baseImage is the image a boot from a snapshot runs when the snapshot's
 // volume is gone (a snapshot image's base_image_ref).
-func (s *Service) planBDMs(ctx context.Context, bdms []json.RawMessage, imageID, project string, flavorRootGB int, baseImage string) ([]bdmPlan, string, error) {
+// The ephemeral disks asked for (blank -> local) are appended to ephs,
+// their size 0 when the mapping gave none (the flavor's: ephemeralDisks).
+func (s *Service) planBDMs(ctx context.Context, bdms []json.RawMessage, imageID, project string, flavorRootGB int, baseImage string, ephs *[]store.EphemeralDisk) ([]bdmPlan, string, error) {
 	var plans []bdmPlan
 	host := ""
 	bind := func(h string) error {
@@ -137,7 +144,15 @@ func (s *Service) planBDMs(ctx context.Context, bdms []json.RawMessage, imageID,
 			if b.SourceType == "image" && idx == 0 && (b.UUID == "" || b.UUID == imageID) {
 				continue // the image's local disk, as without mappings
 			}
-			return nil, "", errdefs.InvalidArgumentf("Block device mapping (source_type=%s, destination_type=local) is not supported: a Capsule server has one local disk, its image's (no ephemeral or swap disks); use a volume (destination_type=volume).", b.SourceType)
+			if b.SourceType == "blank" {
+				d, err := ephemeralOf(b, idx, size)
+				if err != nil {
+					return nil, "", err
+				}
+				*ephs = append(*ephs, d)
+				continue
+			}
+			return nil, "", errdefs.InvalidArgumentf("Block device mapping (source_type=%s, destination_type=local) is not supported: a Capsule server's local disks are its image's root and blank ephemeral disks; use a volume (destination_type=volume).", b.SourceType)
 		}
 		if dest != "volume" {
 			return nil, "", invalidBDM("unknown destination_type %s.", dest)
@@ -258,6 +273,62 @@ func mergeBDMs(image, req []json.RawMessage) []json.RawMessage {
 		}
 	}
 	return append(out, req...)
+}
+
+// ephemeralOf checks a blank -> local mapping: an ephemeral disk (ext4)
+// of size GB (0: the flavor's). A swap disk is refused: a container has
+// no swap device of its own, its memory is its cgroup's (memory.swap.max
+// is 0 for every server), so a swap disk could not be honoured.
+func ephemeralOf(b bdmIn, bootIndex, size int) (store.EphemeralDisk, error) {
+	if b.GuestFormat == "swap" {
+		return store.EphemeralDisk{}, invalidBDM("Swap disks (guest_format=swap) are not supported: a Capsule server is a container, which has no swap device of its own (its memory is its cgroup's and is not swapped); use a flavor with more RAM instead.")
+	}
+	if bootIndex == 0 {
+		return store.EphemeralDisk{}, invalidBDM("Boot sequence for the instance and image/block device mapping combination is not valid (a blank local disk cannot boot a server).")
+	}
+	switch b.GuestFormat {
+	case "", "ext4", "ext3", "ext2":
+	default:
+		return store.EphemeralDisk{}, invalidBDM("guest_format %s is not supported for ephemeral disks: they are ext4 filesystems (guest_format ext4, or none).", b.GuestFormat)
+	}
+	return store.EphemeralDisk{SizeGB: size, Format: "ext4"}, nil
+}
+
+// maxEphemeralDisks bounds a server's ephemeral disks (Nova's
+// max_local_block_devices counts every local disk; its default is 3).
+const maxEphemeralDisks = 3
+
+// ephemeralDisks settles a create's ephemeral disks with its flavor, as
+// Nova does: a mapping without a size takes the flavor's ephemeral size;
+// together they may not exceed it; without any, a flavor with an
+// ephemeral size gives the server one disk of that size.
+func ephemeralDisks(asked []store.EphemeralDisk, flavorEphemeralGB int) ([]store.EphemeralDisk, error) {
+	if len(asked) == 0 {
+		if flavorEphemeralGB > 0 {
+			return []store.EphemeralDisk{{SizeGB: flavorEphemeralGB, Format: "ext4"}}, nil
+		}
+		return nil, nil
+	}
+	if len(asked) > maxEphemeralDisks {
+		return nil, invalidBDM("Maximum number of ephemeral disks (%d) exceeded.", maxEphemeralDisks)
+	}
+	total := 0
+	out := make([]store.EphemeralDisk, len(asked))
+	for i, d := range asked {
+		if d.SizeGB == 0 {
+			d.SizeGB = flavorEphemeralGB
+		}
+		if d.SizeGB <= 0 {
+			return nil, invalidBDM("Ephemeral disks need a size: give volume_size, or use a flavor with an ephemeral disk (OS-FLV-EXT-DATA:ephemeral).")
+		}
+		total += d.SizeGB
+		out[i] = d
+	}
+	if total > flavorEphemeralGB {
+		// Nova's InvalidBDMEphemeralSize.
+		return nil, errdefs.InvalidArgument("Ephemeral disks requested are larger than the instance type allows. If no size is given in one block device mapping, flavor ephemeral size will be used.")
+	}
+	return out, nil
 }
 
 // bootVolumePlan is the plan that boots the server (nil: it boots from

@@ -153,7 +153,7 @@ func (s *Service) resizeServer(w http.ResponseWriter, r *http.Request, inst *sto
 	mig := store.Migration{UUID: newUUID(), InstanceID: inst.ID, MigrationType: "resize", Status: lifecycle.MigrationPreMigrating,
 		SourceCompute: inst.Host, SourceNode: inst.Host, DestCompute: inst.Host, DestNode: inst.Host, DestHost: inst.Host,
 		OldFlavorID: inst.FlavorRowID, NewFlavorID: flavor.ID, CreatedAt: now, UpdatedAt: now}
-	want := store.Resources{VCPUs: flavor.VCPUs, MemoryMB: flavor.MemoryMB, DiskGB: flavor.RootGB}
+	want := store.Resources{VCPUs: flavor.VCPUs, MemoryMB: flavor.MemoryMB, DiskGB: flavor.RootGB + inst.EphemeralGB()}
 	var out outbox.Batch
 	// Claim, state, flavor swap, action and migration record commit
 	// together: a refused claim leaves nothing behind, and status is
@@ -353,7 +353,7 @@ func (s *Service) revertResize(w http.ResponseWriter, r *http.Request, inst *sto
 	}
 	reqID := requestID(w)
 	now := s.opts.Now()
-	old := store.Resources{VCPUs: inst.OldVCPUs, MemoryMB: inst.OldMemoryMB, DiskGB: inst.OldRootGB}
+	old := store.Resources{VCPUs: inst.OldVCPUs, MemoryMB: inst.OldMemoryMB, DiskGB: inst.OldRootGB + inst.EphemeralGB()}
 	var out outbox.Batch
 	guard := s.revertQuota(inst)
 	err = s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {

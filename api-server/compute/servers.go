@@ -225,10 +225,21 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	plans, volumeHost, err := s.planBDMs(ctx, bdms, imageID, creds.ProjectID, flavor.RootGB, baseImage)
+	var asked []store.EphemeralDisk
+	plans, volumeHost, err := s.planBDMs(ctx, bdms, imageID, creds.ProjectID, flavor.RootGB, baseImage, &asked)
 	if err != nil {
 		s.fail(w, r, err)
 		return
+	}
+	ephs, err := ephemeralDisks(asked, flavor.EphemeralGB)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ephJSON := ""
+	if len(ephs) > 0 {
+		b, _ := json.Marshal(ephs)
+		ephJSON = string(b)
 	}
 	bootVol := bootVolumePlan(plans)
 	if bootVol != nil {
@@ -419,7 +430,7 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 		inst := store.Instance{
 			ID: newUUID(), Name: name, ProjectID: creds.ProjectID, UserID: creds.UserID, ImageID: img.ID,
 			FlavorRowID: flavor.ID, FlavorID: flavor.FlavorID, FlavorName: flavor.Name, VCPUs: flavor.VCPUs,
-			MemoryMB: flavor.MemoryMB, RootGB: flavor.RootGB, ExtraSpecs: string(specsJSON),
+			MemoryMB: flavor.MemoryMB, RootGB: flavor.RootGB, ExtraSpecs: string(specsJSON), EphemeralDisks: ephJSON,
 			AvailabilityZone: zone, RequestedZone: zone,
 			Metadata: string(metaJSON), AccessIPv4: ip4, AccessIPv6: ip6,
 			Description: in.Description, UserData: userData, ConfigDrive: configDrive, ReservationID: resID, LaunchIndex: i,
