@@ -38,6 +38,11 @@ func (a *Agent) runRescue(ctx context.Context, req protocol.InstanceAction) (dri
 			return a.powerOf(ctx, id), fmt.Errorf("rescue instance %s: no rescue image", id)
 		}
 		wasRunning := a.powerOf(ctx, id) == drivers.PowerRunning
+		// A volume-backed server's boot volume is what the rescue
+		// system sees at /mnt: mounted on this host first.
+		if err := a.beforeStart(ctx, id); err != nil {
+			return a.powerOf(ctx, id), fmt.Errorf("rescue instance %s: %w", id, err)
+		}
 		if err := rs.Rescue(ctx, id, req.RescueImage, a.cfg.StopTimeout); err != nil {
 			// Whatever the rescue got to, the rescue system goes and
 			// the server is as it was: a running one is started again

@@ -20,7 +20,8 @@ import (
 // with no root disk is taken (the flavor's disk means nothing to a
 // volume-backed server, as in Nova); its snapshot (server image create)
 // is an image of size 0 mapping a snapshot of the boot volume, which
-// boots a new server with the data; the delete leaves the volume.
+// boots a new server with the data; a rescue (2.87) shows the boot
+// volume at /mnt; the delete leaves the volume.
 func TestVolumeBackedServerTwoHosts(t *testing.T) {
 	t.Parallel()
 	c, reg := migrationCloud(t)
@@ -138,6 +139,32 @@ func TestVolumeBackedServerTwoHosts(t *testing.T) {
 	}
 	if got := sha256Of(t, m, "/root/data"); got != sum {
 		t.Fatalf("root data after the resize: sha256 %s, want %s", got, sum)
+	}
+
+	// Rescue (Nova's rule: from 2.87; 400 below): the rescue system sees
+	// the boot volume at /mnt, and what it writes there the server has
+	// after the unrescue.
+	if out, err := osc.try("server", "rescue", id); err == nil || !strings.Contains(out, "HTTP 400") {
+		t.Errorf("rescue of a volume-backed server below 2.87: %v %s, want a 400", err, out)
+	}
+	val("--os-compute-api-version", "2.87", "server", "rescue", id)
+	waitStatus(t, cc, id, "RESCUE", 2*time.Minute)
+	rexec := func(args ...string) (string, error) {
+		return m.host.docker(append([]string{"exec", "capsule-" + id + "-rescue"}, args...)...)
+	}
+	if out, err := rexec("sha256sum", "/mnt/root/data"); err != nil || !strings.HasPrefix(strings.TrimSpace(out), sum) {
+		t.Fatalf("the boot volume's data from the rescue system: %q %v, want %s", out, err, sum)
+	}
+	if out, err := rexec("sh", "-c", "echo rescued > /mnt/root/rescued && sync"); err != nil {
+		t.Fatalf("write from the rescue system: %v %s", err, out)
+	}
+	val("server", "unrescue", id)
+	waitStatus(t, cc, id, "ACTIVE", 2*time.Minute)
+	if out, err := m.exec("cat", "/root/rescued"); err != nil || strings.TrimSpace(out) != "rescued" {
+		t.Errorf("the rescue system's write after the unrescue: %q %v", out, err)
+	}
+	if got := sha256Of(t, m, "/root/data"); got != sum {
+		t.Fatalf("root data after the unrescue: sha256 %s, want %s", got, sum)
 	}
 
 	// The delete leaves the boot volume (--boot-from-volume: not

@@ -49,7 +49,25 @@ func (s *Service) rescueServer(w http.ResponseWriter, r *http.Request, inst *sto
 	if _, ok := beginOnHost(w, inst, lifecycle.ActRescue, "rescue"); !ok {
 		return
 	}
+	vb, err := s.volumeBacked(r.Context(), inst)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	imageID := inst.ImageID
+	if vb {
+		// Nova rescues volume-backed servers from 2.87 (its boot volume
+		// is what the rescue system sees at /mnt), with the image the
+		// volume was filled from unless another is named.
+		if !versionOf(r.Context()).AtLeast(87) {
+			writeFault(w, errdefs.InvalidArgument("Cannot rescue a volume-backed instance"))
+			return
+		}
+		if imageID, err = s.bootImageOf(r.Context(), inst.ID); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
 	if ref != nil {
 		if _, err := uuid.Parse(*ref); err != nil {
 			writeFault(w, errdefs.InvalidArgumentf("Invalid input for field/attribute rescue_image_ref. Value: %s is not a 'uuid'", *ref))

@@ -46,7 +46,7 @@ func jsonInt(n int) string { b, _ := json.Marshal(n); return string(b) }
 // properties); booting that image makes a new volume from the snapshot
 // on the snapshot's host and boots from it. A resize to a flavor with a
 // smaller disk and a cold migration are taken (the boot volume goes
-// along); a backup, a rebuild, a rescue are still refused.
+// along); a backup and a rebuild are still refused.
 func TestVolumeBackedSnapshotAndMoves(t *testing.T) {
 	f := newFixture(t)
 	f.addHost("h1", false, false)
@@ -58,7 +58,7 @@ func TestVolumeBackedSnapshotAndMoves(t *testing.T) {
 	expectFault(t, resp, body, 404, "itemNotFound")
 	resp, body = f.do("POST", action, "read", `{"createImage":{"name":"snap"}}`)
 	expectFault(t, resp, body, 403, "forbidden")
-	for _, b := range []string{`{"createBackup":{"name":"b","backup_type":"daily","rotation":1}}`, `{"rebuild":{"imageRef":"` + f.image + `"}}`, `{"rescue":null}`} {
+	for _, b := range []string{`{"createBackup":{"name":"b","backup_type":"daily","rotation":1}}`, `{"rebuild":{"imageRef":"` + f.image + `"}}`} {
 		resp, body = f.do("POST", action, "admin", b)
 		expectFault(t, resp, body, 409, "conflictingRequest")
 	}
@@ -164,5 +164,29 @@ func TestImageBDMsAndMerge(t *testing.T) {
 	}
 	if got, _, err := imageBDMs(&store.Image{Properties: `{"os_distro":"x"}`}); err != nil || got != nil {
 		t.Fatalf("plain image: %s %v", got, err)
+	}
+}
+
+// A volume-backed server is rescued from 2.87 (Nova's rule; 400 below),
+// with the image its boot volume was filled from.
+func TestVolumeBackedRescue(t *testing.T) {
+	f := newFixture(t)
+	id, _ := f.bootedFromVolume("h1", 1)
+	action := "/v2.1/servers/" + id + "/action"
+	resp, body := f.do("POST", action, "demo", `{"rescue":null}`, "OpenStack-API-Version", "compute 2.86")
+	expectFault(t, resp, body, 400, "badRequest")
+	resp, body = f.do("POST", action, "other", `{"rescue":null}`, "OpenStack-API-Version", "compute 2.87")
+	expectFault(t, resp, body, 404, "itemNotFound")
+	resp, body = f.do("POST", action, "demo", `{"rescue":null}`, "OpenStack-API-Version", "compute 2.87")
+	if resp.StatusCode != 200 {
+		t.Fatalf("rescue at 2.87: %d %v", resp.StatusCode, body)
+	}
+	sent := f.sentTo("h1", protocol.KindInstanceAction)
+	if len(sent) != 1 {
+		t.Fatalf("rescue work sent to h1: %d", len(sent))
+	}
+	var act protocol.InstanceAction
+	if err := json.Unmarshal(sent[0].Body, &act); err != nil || act.RescueImage != "127.0.0.1:5050/capsule/busybox:latest" {
+		t.Fatalf("rescue work %+v %v", act, err)
 	}
 }

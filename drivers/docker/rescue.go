@@ -60,16 +60,23 @@ func (d *Driver) Rescue(ctx context.Context, id, image string, grace time.Durati
 		}
 	}
 	name := RescueName(id)
-	opts := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work
-	if v, err := d.cli.VolumeInspect(ctx, name); err == nil && v.Options["o"] != opts {
-		if err := d.cli.VolumeRemove(ctx, name, false); err != nil && !cerrdefs.IsNotFound(err) {
+	// A volume-backed server's root is its boot volume (bootvolume.go):
+	// its host mount, not the container's layers, is what /mnt shows,
+	// and the rescue image keeps its own directories (the workload's
+	// binds of the volume's are left out).
+	rootVol := c.Config.Labels[LabelRootVolume]
+	if rootVol == "" {
+		opts := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work
+		if v, err := d.cli.VolumeInspect(ctx, name); err == nil && v.Options["o"] != opts {
+			if err := d.cli.VolumeRemove(ctx, name, false); err != nil && !cerrdefs.IsNotFound(err) {
+				return wrap("rescue volume", id, err)
+			}
+		}
+		if _, err := d.cli.VolumeCreate(ctx, volume.CreateOptions{Name: name, Driver: "local",
+			DriverOpts: map[string]string{"type": "overlay", "device": "overlay", "o": opts},
+			Labels:     map[string]string{LabelInstance: id, LabelManaged: "true", LabelRole: RoleRescue}}); err != nil {
 			return wrap("rescue volume", id, err)
 		}
-	}
-	if _, err := d.cli.VolumeCreate(ctx, volume.CreateOptions{Name: name, Driver: "local",
-		DriverOpts: map[string]string{"type": "overlay", "device": "overlay", "o": opts},
-		Labels:     map[string]string{LabelInstance: id, LabelManaged: "true", LabelRole: RoleRescue}}); err != nil {
-		return wrap("rescue volume", id, err)
 	}
 	r, err := d.cli.ContainerInspect(ctx, name)
 	switch {
@@ -81,8 +88,20 @@ func (d *Driver) Rescue(ctx context.Context, id, image string, grace time.Durati
 		labels[LabelRole] = RoleRescue
 		cfg := &container.Config{Image: image, Labels: labels, StopTimeout: c.Config.StopTimeout}
 		host := *c.HostConfig
-		host.Mounts = append(append([]mount.Mount(nil), c.HostConfig.Mounts...),
-			mount.Mount{Type: mount.TypeVolume, Source: name, Target: "/mnt"})
+		host.Mounts = nil
+		for _, m := range c.HostConfig.Mounts {
+			if m.Type == mount.TypeBind && underRootVolume(rootVol, m.Source) {
+				continue
+			}
+			host.Mounts = append(host.Mounts, m)
+		}
+		if rootVol != "" {
+			delete(labels, LabelRootVolume)
+			host.Mounts = append(host.Mounts, mount.Mount{Type: mount.TypeBind, Source: rootVol, Target: "/mnt",
+				BindOptions: &mount.BindOptions{Propagation: mount.PropagationRPrivate}})
+		} else {
+			host.Mounts = append(host.Mounts, mount.Mount{Type: mount.TypeVolume, Source: name, Target: "/mnt"})
+		}
 		host.AutoRemove = false
 		if _, err := d.cli.ContainerCreate(ctx, cfg, &host, nil, nil, name); err != nil {
 			return wrap("rescue create", id, err)
