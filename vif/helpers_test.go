@@ -171,7 +171,7 @@ func mustReach(t *testing.T, from, to netnsT, ip string) {
 	}
 }
 
-//
+// mustNotReach checks that neither TCP nor ICMP gets from from to ip.
 // A change made under OVS (a port's tag, a deleted flow) reaches the
 // userspace datapath when its revalidator threads next run, which on a
 // loaded machine can be a second or more after the command returned:
