@@ -51,6 +51,13 @@ type migrationPrecopier interface {
 	ForgetPrecopy(id string)
 }
 
+// sandboxPreparer is a driver that can make a networked instance's
+// sandbox ahead of its creation (the docker driver): the pre-pull does,
+// so the import, while the server is down, does not.
+type sandboxPreparer interface {
+	PrepareSandbox(ctx context.Context, spec drivers.Spec) error
+}
+
 // migrationEvent names the instance-action event of a migration work
 // (the pre-copy and pre-pull have none: Nova has no such steps).
 func migrationEvent(kind, step string) string {
@@ -360,6 +367,14 @@ func (a *Agent) prepullInstance(ctx context.Context, w protocol.MigrationWork) (
 	prog.wait()
 	if err != nil {
 		return pulled, drivers.PowerNoState, fmt.Errorf("pre-pull for instance %s: pull %s: %w", id, w.PreRef, err)
+	}
+	if sp, ok := a.drv.(sandboxPreparer); ok && w.Spec.ID == id && len(w.Spec.NICs) > 0 {
+		// Best effort: the import makes it otherwise.
+		if spec, err := a.driverSpec(w.Spec); err != nil {
+			a.log.Warn("pre-pull: no sandbox made ahead", "instance", id, "err", err)
+		} else if err := sp.PrepareSandbox(ctx, spec); err != nil {
+			a.log.Warn("pre-pull: no sandbox made ahead; the import makes it", "instance", id, "err", err)
+		}
 	}
 	return pulled, drivers.PowerNoState, nil
 }

@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/capsule-cloud/capsule/drivers"
 	capreg "github.com/capsule-cloud/capsule/registry"
 )
 
@@ -649,4 +650,25 @@ func getxattr(p, name string) []byte {
 		return nil
 	}
 	return buf[:n]
+}
+
+// PrepareSandbox creates and starts the sandbox of spec (a networked
+// server about to be imported here) ahead of its import: the migration's
+// pre-pull does it while the server still runs on its source, so the
+// import, while the server is down, finds the namespace ready and only
+// plugs its NICs and creates and starts the workload (Create keeps an
+// existing sandbox). The sandbox has no NIC until then (network mode
+// none). A cleanup's Destroy removes it, workload or not.
+func (d *Driver) PrepareSandbox(ctx context.Context, spec drivers.Spec) error {
+	if !spec.Networked {
+		return nil
+	}
+	if err := d.ensureImage(ctx, d.opts.SandboxImage); err != nil {
+		return fmt.Errorf("docker prepare sandbox %s: %w", spec.ID, err)
+	}
+	if _, err := d.createSandbox(ctx, spec); err != nil {
+		return err
+	}
+	_, err := d.ensureSandbox(ctx, "prepare", spec.ID)
+	return err
 }
