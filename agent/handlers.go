@@ -375,7 +375,7 @@ func (a *Agent) handleAction(ctx context.Context, req protocol.InstanceAction) e
 		if req.Action == lifecycle.ActRescue || req.Action == lifecycle.ActUnrescue {
 			return a.runRescue(ctx, req)
 		}
-		if req.Action == lifecycle.ActShelveOffload && len(req.VolumeRefs) > 0 {
+		if req.Action == lifecycle.ActShelveOffload {
 			return a.offload(ctx, req)
 		}
 		return a.runAction(ctx, req.InstanceID, req.Action)

@@ -21,8 +21,9 @@ import (
 // the unshelve fails (the registry still has the data).
 
 // offload removes shelved server req.InstanceID from this host after its
-// local volumes (req.VolumeRefs) are in the registry. A failed push
-// leaves everything as it was (the server stays shelved here).
+// local volumes (req.VolumeRefs, if any) are in the registry, and drops
+// its ephemeral disks. A failed push leaves everything as it was (the
+// server stays shelved here).
 func (a *Agent) offload(ctx context.Context, req protocol.InstanceAction) (drivers.PowerState, error) {
 	id := req.InstanceID
 	if err := a.pushShelvedVolumes(ctx, id, req.VolumeRefs); err != nil {
@@ -32,6 +33,9 @@ func (a *Agent) offload(ctx context.Context, req protocol.InstanceAction) (drive
 	if err != nil {
 		return power, err
 	}
+	// Ephemeral disks die with the offload, as in Nova: the unshelve's
+	// host makes them anew, blank.
+	a.dropEphemeral(ctx, id)
 	if err := a.dropShelvedVolumes(ctx, id, req.VolumeRefs); err != nil {
 		return power, fmt.Errorf("offload instance %s: %w", id, err)
 	}

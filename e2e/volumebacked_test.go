@@ -282,9 +282,32 @@ func TestEphemeralDisksTwoHosts(t *testing.T) {
 			len(reg.tags(t, "capsule/volumes/"+id+"-eph0")) == 0
 	})
 
+	// A shelve offload drops them, as Nova loses ephemeral disks then;
+	// the unshelve's host makes them anew, blank.
+	// (shelved_offload_time is 0 by default, as Nova's: offloaded at once.)
+	val("server", "shelve", id)
+	waitStatus(t, cc, id, "SHELVED_OFFLOADED", 3*time.Minute)
+	eventually(t, time.Minute, "the ephemeral disks deleted by the offload", func() bool {
+		return !exists(imgOn(hb, 0)) && !exists(imgOn(hb, 1))
+	})
+	val("server", "unshelve", id)
+	waitStatus(t, cc, id, "ACTIVE", 3*time.Minute)
+	here := hb
+	if serverHost(t, cc, id) == ha.name {
+		here = ha
+	}
+	u := s.moved(here)
+	eventually(t, time.Minute, "the ephemeral disks mounted after the unshelve", func() bool {
+		out, _ := u.exec("sh", "-c", "grep -c ' /mnt/ephemeral' /proc/mounts")
+		return out == "2"
+	})
+	if out, _ := u.exec("ls", "/mnt/ephemeral0"); strings.Contains(out, "data") {
+		t.Errorf("an ephemeral disk kept its data through a shelve offload: %s", out)
+	}
+
 	// The delete takes them.
 	val("server", "delete", "--wait", id)
 	eventually(t, time.Minute, "the ephemeral disks deleted with their server", func() bool {
-		return !exists(imgOn(hb, 0)) && !exists(imgOn(hb, 1))
+		return !exists(imgOn(here, 0)) && !exists(imgOn(here, 1))
 	})
 }

@@ -61,7 +61,7 @@ func (s *Scheduler) scheduleUnshelve(ctx context.Context, req protocol.ScheduleI
 	return s.placeAndSend(ctx, inst, placement{
 		request: Request{
 			InstanceID: inst.ID, AvailabilityZone: inst.RequestedZone, ForceHost: req.Host,
-			Resources: store.Resources{VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.RootGB},
+			Resources: store.Resources{VCPUs: inst.VCPUs, MemoryMB: inst.MemoryMB, DiskGB: inst.ClaimDiskGB()},
 			Dedicated: store.IsDedicated(inst.ExtraSpecs),
 		},
 		noHost: func(message, details string) error {
