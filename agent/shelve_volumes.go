@@ -94,12 +94,7 @@ func (a *Agent) pushed(ctx context.Context, vol, ref string) error {
 func (a *Agent) dropShelvedVolumes(ctx context.Context, id string, refs map[string]string) error {
 	var errs []error
 	for _, vol := range slices.Sorted(maps.Keys(refs)) {
-		done := a.volc.enter(vol)
-		err := a.vols.Unmount(ctx, vol)
-		if err == nil {
-			err = a.vols.Delete(ctx, volume.Local, vol)
-		}
-		done()
+		err := a.deleteLocalCopy(ctx, vol)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("delete this host's copy of volume %s: %w", vol, err))
 			continue

@@ -569,6 +569,18 @@ func (a *Agent) releaseVolumes(ctx context.Context, id string) {
 	}
 }
 
+// deleteLocalCopy unmounts local volume vol from this host and deletes
+// its image file, under the volume's lock; deleting what is not here
+// succeeds.
+func (a *Agent) deleteLocalCopy(ctx context.Context, vol string) error {
+	done := a.volc.enter(vol)
+	defer done()
+	if err := a.vols.Unmount(ctx, vol); err != nil {
+		return err
+	}
+	return a.vols.Delete(ctx, volume.Local, vol)
+}
+
 // dropEphemeral deletes server id's ephemeral disks on this host (the
 // server is deleted, offloaded or its build failed here: they live and
 // die with it; its container, so their mounts, went already). Each
@@ -587,12 +599,7 @@ func (a *Agent) dropEphemeral(ctx context.Context, id string) {
 		if !protocol.EphemeralOf(vol, id) {
 			continue
 		}
-		done := a.volc.enter(vol)
-		err := a.vols.Unmount(ctx, vol)
-		if err == nil {
-			err = a.vols.Delete(ctx, volume.Local, vol)
-		}
-		done()
+		err := a.deleteLocalCopy(ctx, vol)
 		if err != nil {
 			a.log.Warn("could not delete an ephemeral disk of a server gone from this host", "instance", id, "volume", vol, "err", err)
 			continue
@@ -676,12 +683,7 @@ func (a *Agent) dropVolumes(ctx context.Context, w protocol.MigrationWork) error
 	}
 	var errs []error
 	for _, vol := range w.DropVolumes {
-		done := a.volc.enter(vol)
-		err := a.vols.Unmount(ctx, vol)
-		if err == nil {
-			err = a.vols.Delete(ctx, volume.Local, vol)
-		}
-		done()
+		err := a.deleteLocalCopy(ctx, vol)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("delete the copy of volume %s: %w", vol, err))
 			continue
