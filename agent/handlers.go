@@ -334,6 +334,12 @@ func (a *Agent) bringUp(ctx context.Context, id string, nics []protocol.NIC) (dr
 	if err := a.plumb(ctx, id, nics); err != nil {
 		return drivers.PowerNoState, err
 	}
+	// A volume-backed server binds its boot volume's directories: the
+	// host mount must be there (a migration's export or a past reconcile
+	// may have taken it down before a restore brings the server back).
+	if err := a.beforeStart(ctx, id); err != nil {
+		return drivers.PowerNoState, err
+	}
 	if err := a.drv.Start(ctx, id); err != nil {
 		return drivers.PowerNoState, fmt.Errorf("start instance %s: %w", id, err)
 	}

@@ -529,6 +529,9 @@ func (a *Agent) restoreInstance(ctx context.Context, w protocol.MigrationWork) (
 	if w.Spec.ID != "" || len(w.Spec.NICs) > 0 {
 		nics = w.Spec.NICs
 		a.nics.set(id, nics)
+		if a.vols != nil {
+			a.volc.set(id, w.Spec.Volumes)
+		}
 	} else if nics, err = a.nicsOf(ctx, id); err != nil {
 		return st.Power, fmt.Errorf("restore instance %s: %w", id, err)
 	}
