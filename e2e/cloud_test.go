@@ -304,6 +304,7 @@ scheduler:
 	t.Cleanup(func() {
 		c.stop()
 		c.removeContainers(t)
+		c.unmountVolumes(t)
 		if t.Failed() {
 			for _, p := range c.procs {
 				if b, err := os.ReadFile(p.log); err == nil {
@@ -315,6 +316,32 @@ scheduler:
 	c.start(t)
 	c.waitReady(t)
 	return c
+}
+
+// unmountVolumes takes down the host mounts the cloud's agents left
+// under /run/capsule/volumes/<host> (a volume still attached, or given
+// back available, when the test ended: the agent's reconcile would have
+// unmounted the latter later). Their image files go with the test's
+// directory; the mounts and loop devices would stay on the machine.
+func (c *cloud) unmountVolumes(t *testing.T) {
+	b, err := os.ReadFile("/proc/mounts")
+	if err != nil {
+		t.Logf("cleanup: %v", err)
+		return
+	}
+	for _, h := range c.hosts {
+		dir := "/run/capsule/volumes/" + h.name
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) > 1 && strings.HasPrefix(f[1], dir+"/") {
+				if out, err := exec.Command("umount", "-l", f[1]).CombinedOutput(); err != nil {
+					t.Logf("cleanup: umount %s: %v %s", f[1], err, out)
+					continue
+				}
+				_ = os.Remove(f[1]) // the empty mount point
+			}
+		}
+		_ = os.Remove(dir)
+	}
 }
 
 // agentSection is the agent: part of a config for compute host h.
