@@ -152,6 +152,13 @@ func (b *browser) shot(name string) string {
 		b.t.Logf("screenshot %s: %v", name, err)
 		return ""
 	}
+	// A name may come from a URL: keep it one file name.
+	name = strings.Map(func(r rune) rune {
+		if r == '-' || r == '_' || r == '.' || ('a' <= r && r <= 'z') || ('A' <= r && r <= 'Z') || ('0' <= r && r <= '9') {
+			return r
+		}
+		return '-'
+	}, name)
 	p := filepath.Join(b.dir, name+".png")
 	if err := os.WriteFile(p, png, 0o644); err != nil {
 		b.t.Fatal(err)
