@@ -605,21 +605,33 @@ func TestImportTimeoutRollsBackWithoutTarget(t *testing.T) {
 	if cl := h.claims(inst.ID); len(cl) != 1 || cl["h1"].ID == 0 {
 		t.Errorf("claims = %+v, want only h1's", cl)
 	}
+	// The import, then its cleanup. The periodic pass before the
+	// deadline may have published the import again (it re-publishes work
+	// it sees nothing in flight for, and agents are idempotent), which a
+	// loaded machine makes likely: repeats of it are allowed.
 	pend := h.b.Pending(bus.ComputeQueue("h2"))
-	if len(pend) != 2 || pend[0].Kind != protocol.KindMigrationImport || pend[1].Kind != protocol.KindMigrationCleanup {
-		t.Fatalf("h2's queue holds %d messages", len(pend))
+	if kinds := slices.Compact(kindsOf(pend)); !slices.Equal(kinds, []string{protocol.KindMigrationImport, protocol.KindMigrationCleanup}) {
+		t.Fatalf("h2's queue holds %d messages: %v, want the import (maybe repeated), then the cleanup", len(pend), kindsOf(pend))
 	}
 
 	// h2 comes back.
 	a := h.startAgent("h2")
 	h.idle()
-	// (The agent may take both at once: order does not matter.)
-	proceed := map[string]bool{}
+	// (The agent may take them at once: order does not matter.) Every
+	// delivery of the import is refused, the one cleanup allowed.
+	var imports, cleanups int
 	for _, s := range a.Seen() {
-		proceed[s.Kind] = s.Proceed
+		switch {
+		case s.Kind == protocol.KindMigrationImport && !s.Proceed:
+			imports++
+		case s.Kind == protocol.KindMigrationCleanup && s.Proceed:
+			cleanups++
+		default:
+			t.Errorf("h2 proceeded=%v with %s; want the import refused and the cleanup allowed", s.Proceed, s.Kind)
+		}
 	}
-	if len(a.Seen()) != 2 || proceed[protocol.KindMigrationImport] || !proceed[protocol.KindMigrationCleanup] {
-		t.Errorf("h2 proceeded with %v; want the import refused and the cleanup allowed", proceed)
+	if imports == 0 || cleanups != 1 {
+		t.Errorf("h2 saw %d refused imports and %d allowed cleanups; want at least one and exactly one", imports, cleanups)
 	}
 	if evs := eventNames(eventsOf(t, st, inst.ID, "req-migrate")); !slices.Contains(evs, "compute_cleanup_migration@h2=Success") {
 		t.Errorf("events = %v, want the late cleanup recorded", evs)
@@ -1254,4 +1266,13 @@ func TestPrecopyResumesAndTimesOut(t *testing.T) {
 			t.Errorf("instance = %s on %s", status(cur), cur.Host)
 		}
 	})
+}
+
+// kindsOf lists the kinds of msgs, for failure messages.
+func kindsOf(msgs []bus.Message) []string {
+	var out []string
+	for _, m := range msgs {
+		out = append(out, m.Kind)
+	}
+	return out
 }
