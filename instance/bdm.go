@@ -26,9 +26,9 @@ import (
 // mapping said delete_on_termination (else kept, in error when never
 // made) and existing ones are available again.
 
-// bootImage is the image the boot volume of server id was filled from
+// BootImage is the image the boot volume of server id was filled from
 // ("" when it has none).
-func bootImage(tx *gorm.DB, id string) (string, error) {
+func BootImage(tx *gorm.DB, id string) (string, error) {
 	var ids []string
 	err := tx.Model(&store.Volume{}).Joins("JOIN volume_attachments ON volume_attachments.volume_id = volumes.id").
 		Where("volume_attachments.instance_id = ? AND volume_attachments.mount_path = ?", id, protocol.RootMountPath).

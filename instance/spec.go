@@ -51,7 +51,7 @@ func SpecFor(ctx context.Context, st *store.Store, inst *store.Instance) (protoc
 	if imageID == "" {
 		// Volume-backed: the workload's config is the image its boot
 		// volume was filled from.
-		if imageID, err = bootImage(st.WithContext(ctx), inst.ID); err != nil {
+		if imageID, err = BootImage(st.WithContext(ctx), inst.ID); err != nil {
 			return spec, fmt.Errorf("spec of %s: %w", inst.ID, err)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/api-server/image"
 	"github.com/capsule-cloud/capsule/errdefs"
+	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/store"
@@ -63,7 +64,7 @@ func (s *Service) rescueServer(w http.ResponseWriter, r *http.Request, inst *sto
 			writeFault(w, errdefs.InvalidArgument("Cannot rescue a volume-backed instance"))
 			return
 		}
-		if imageID, err = s.bootImageOf(r.Context(), inst.ID); err != nil {
+		if imageID, err = instance.BootImage(s.st.WithContext(r.Context()), inst.ID); err != nil {
 			s.fail(w, r, err)
 			return
 		}

@@ -1,7 +1,6 @@
 package compute
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -186,20 +185,4 @@ func imageBDMs(img *store.Image) ([]json.RawMessage, string, error) {
 		out = append(out, b)
 	}
 	return out, props["base_image_ref"], nil
-}
-
-// bootImageOf is the image server id's boot volume was filled from ("" when
-// none).
-func (s *Service) bootImageOf(ctx context.Context, id string) (string, error) {
-	var ids []string
-	err := s.st.WithContext(ctx).Model(&store.Volume{}).Joins("JOIN volume_attachments ON volume_attachments.volume_id = volumes.id").
-		Where("volume_attachments.instance_id = ? AND volume_attachments.mount_path = ?", id, protocol.RootMountPath).
-		Pluck("volumes.image_id", &ids).Error
-	if err != nil {
-		return "", fmt.Errorf("boot volume of %s: %w", id, err)
-	}
-	if len(ids) == 0 {
-		return "", nil
-	}
-	return ids[0], nil
 }
