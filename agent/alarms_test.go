@@ -486,8 +486,10 @@ func TestAlarmMemoryPageCacheWithDocker(t *testing.T) {
 	}
 	ev, _ := d.rec.wait(t, id, protocol.EventMemoryAlarm, 10*time.Second)
 	t.Logf("memory alarm: %+v", ev)
-	if ev.Value < 64<<20 || math.Abs(ev.Threshold-0.6*(96<<20)) > 1 {
-		t.Errorf("memory alarm %+v, want 64 MiB and more against 60 %% of 96 MiB", ev)
+	// The alarm may fire mid-write, as soon as the pinned pages cross the
+	// threshold: its value is above the threshold, not necessarily 64 MiB.
+	if ev.Value < ev.Threshold || math.Abs(ev.Threshold-0.6*(96<<20)) > 1 {
+		t.Errorf("memory alarm %+v, want a value above 60 %% of 96 MiB", ev)
 	}
 }
 

@@ -169,7 +169,12 @@ func TestTenantNetworkIsolation(t *testing.T) {
 	// A changed address is on the host when the update answers (no
 	// reconcile in between): eth0 and the anti-spoofing flows carry the
 	// new address only, and the old one is free again.
+	// Addresses are allocated at random: the new one must differ from
+	// the victim's (an "update" to its own address changes nothing).
 	newIP := "10.83.0.200"
+	if victim.ip == newIP {
+		newIP = "10.83.0.201"
+	}
 	fixed := []ports.IP{{IPAddress: newIP}}
 	if _, err := ports.Update(ctx, anc, victim.portID, ports.UpdateOpts{FixedIPs: fixed}).Extract(); err != nil {
 		t.Fatalf("change the victim's address: %v", err)
