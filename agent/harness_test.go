@@ -31,6 +31,8 @@ type conductor struct {
 	snaps    []protocol.SnapshotReport
 	volReps  []protocol.VolumeReport
 	asked    int
+	// migrating: InstancesOnHostReply.Migrating
+	migrating []string
 }
 
 func (c *conductor) handle(_ context.Context, m bus.Message) (any, error) {
@@ -76,7 +78,8 @@ func (c *conductor) handle(_ context.Context, m bus.Message) (any, error) {
 			return nil, fmt.Errorf("instances_on_host for unexpected host %q", r.Host)
 		}
 		c.asked++
-		return protocol.InstancesOnHostReply{Instances: c.expected}, nil
+		// As the conductor: migrations listed, none unless set.
+		return protocol.InstancesOnHostReply{Instances: c.expected, Migrating: append([]string{}, c.migrating...)}, nil
 	case protocol.KindInstanceMetadata:
 		var r protocol.InstanceMetadataRequest
 		if err := m.Decode(&r); err != nil {
@@ -90,6 +93,13 @@ func (c *conductor) handle(_ context.Context, m bus.Message) (any, error) {
 		return nil, fmt.Errorf("conductor stand-in: unexpected kind %s", m.Kind)
 	}
 	return nil, nil
+}
+
+// setMigrating sets the servers whose migrations pass through this host.
+func (c *conductor) setMigrating(ids ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.migrating = ids
 }
 
 func (c *conductor) setExpected(e ...protocol.ExpectedInstance) {

@@ -37,10 +37,11 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 	defer stopWatch()
 	gens := a.nics.generations()
 	vgens := a.volc.generations()
-	expected, err := a.instancesOnHost(ctx)
+	reply, err := a.hostReply(ctx)
 	if err != nil {
 		return err
 	}
+	expected := reply.Instances
 	observed, err := a.drv.List(ctx)
 	if err != nil {
 		return fmt.Errorf("agent: reconcile: list instances: %w", err)
@@ -113,6 +114,7 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 	a.repairLimits(ctx, expected, byID)
 	a.volc.pruneSince(vgens, placed)
 	a.repairVolumes(ctx, vgens, expected, byID)
+	a.dropStrayEphemeral(ctx, reply.Migrating, placed, byID, touched)
 	a.dropKeptRootDisks(ctx)
 	if err != nil {
 		return fmt.Errorf("agent: reconcile: %w", err)
@@ -207,17 +209,24 @@ func deleting(e protocol.ExpectedInstance) bool {
 
 // instancesOnHost asks the conductor which instances it places here.
 func (a *Agent) instancesOnHost(ctx context.Context) ([]protocol.ExpectedInstance, error) {
+	reply, err := a.hostReply(ctx)
+	return reply.Instances, err
+}
+
+// hostReply asks the conductor which instances it places here, and which
+// others are migrating through this host.
+func (a *Agent) hostReply(ctx context.Context) (protocol.InstancesOnHostReply, error) {
+	var reply protocol.InstancesOnHostReply
 	m, err := bus.NewMessage(protocol.KindInstancesOnHost, protocol.InstancesOnHostRequest{Host: a.cfg.Host})
 	if err != nil {
-		return nil, err
+		return reply, err
 	}
 	cctx, cancel := context.WithTimeout(ctx, a.callTimeout)
 	defer cancel()
-	var reply protocol.InstancesOnHostReply
 	if err := a.bus.Call(cctx, bus.ConductorQueue, m, &reply); err != nil {
-		return nil, fmt.Errorf("agent: reconcile: ask the conductor for the instances on %s: %w", a.cfg.Host, err)
+		return reply, fmt.Errorf("agent: reconcile: ask the conductor for the instances on %s: %w", a.cfg.Host, err)
 	}
-	return reply.Instances, nil
+	return reply, nil
 }
 
 // finishDelete destroys an instance whose delete is in progress and

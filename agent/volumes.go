@@ -608,6 +608,42 @@ func (a *Agent) dropEphemeral(ctx context.Context, id string) {
 	}
 }
 
+// dropStrayEphemeral deletes (unmounting them first) the ephemeral disks
+// on this host of servers the cloud no longer has here: not placed here
+// (deleted, offloaded, rescheduled or moved elsewhere), with no container
+// here (an orphan's disks stay with it for an operator), no cold
+// migration through this host (migrating: its copies are the
+// migration's) and no operation on them since the reconcile began
+// (touched: a build or an import may be making them right now). A delete
+// cut short by an agent crash, or a failed build whose cleanup did not
+// run, leaves such disks; nothing else ever deletes them. A conductor
+// that does not list migrations (migrating nil) gets no sweep.
+func (a *Agent) dropStrayEphemeral(ctx context.Context, migrating []string, placed map[string]bool,
+	observed map[string]drivers.Status, touched func(string) bool) {
+	if a.vols == nil || migrating == nil {
+		return
+	}
+	ids, err := a.vols.List(volume.Local, "")
+	if err != nil {
+		a.log.Error("reconcile: could not list the local volumes of this host", "err", err)
+		return
+	}
+	for _, vol := range ids {
+		server, ok := protocol.EphemeralServer(vol)
+		if !ok || placed[server] || slices.Contains(migrating, server) {
+			continue
+		}
+		if _, here := observed[server]; here || a.locks.busy(server) || touched(server) || a.volc.isBusy(vol) {
+			continue
+		}
+		if err := a.deleteLocalCopy(ctx, vol); err != nil {
+			a.log.Warn("reconcile: could not delete the ephemeral disk of a server no longer here", "instance", server, "volume", vol, "err", err)
+			continue
+		}
+		a.log.Info("reconcile: deleted the ephemeral disk of a server no longer here", "instance", server, "volume", vol)
+	}
+}
+
 // Local volumes moving with a migrated server (package migrate's
 // volumes.go): the source pushes them, the target pulls them into fresh
 // copies, the host that ends without the server deletes its copy.

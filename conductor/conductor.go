@@ -508,7 +508,11 @@ func (c *Conductor) instancesOnHost(ctx context.Context, host string) (protocol.
 	if err := c.st.WithContext(ctx).Where("host = ? AND deleted_at IS NULL", host).Find(&insts).Error; err != nil {
 		return protocol.InstancesOnHostReply{}, fmt.Errorf("instances on %s: %w", host, err)
 	}
-	out := protocol.InstancesOnHostReply{Instances: []protocol.ExpectedInstance{}}
+	out := protocol.InstancesOnHostReply{Instances: []protocol.ExpectedInstance{}, Migrating: []string{}}
+	var err error
+	if out.Migrating, err = migrate.ThroughHost(ctx, c.st.DB, host); err != nil {
+		return out, err
+	}
 	for i := range insts {
 		spec, err := instance.SpecFor(ctx, c.st, &insts[i])
 		if err != nil {

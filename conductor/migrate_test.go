@@ -1276,3 +1276,32 @@ func kindsOf(msgs []bus.Message) []string {
 	}
 	return out
 }
+
+// instances_on_host names, besides the servers placed on a host, the
+// ones whose cold migration still has work there (source or target), so
+// the agent leaves their disks' copies alone; a finished one is not.
+func TestInstancesOnHostListsMigrationsThroughIt(t *testing.T) {
+	st := openSQLite(t)
+	c := newTestConductor(st, bus.NewMem(), 3)
+	for _, m := range []store.Migration{
+		{UUID: "m1", InstanceID: "i-out", SourceCompute: "h1", DestCompute: "h2", Step: "importing", Status: "migrating"},
+		{UUID: "m2", InstanceID: "i-in", SourceCompute: "h2", DestCompute: "h1", Step: "finished", Status: "finished"},
+		{UUID: "m3", InstanceID: "i-cleanup", SourceCompute: "h1", DestCompute: "h3", Step: "delete_tag", Status: "confirmed"},
+		{UUID: "m4", InstanceID: "i-done", SourceCompute: "h1", DestCompute: "h2", Step: "done", Status: "confirmed"},
+		{UUID: "m5", InstanceID: "i-other", SourceCompute: "h2", DestCompute: "h3", Step: "importing", Status: "migrating"},
+	} {
+		if err := st.DB.Create(&m).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	reply, err := c.instancesOnHost(context.Background(), "h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"i-cleanup", "i-in", "i-out"}; !slices.Equal(reply.Migrating, want) {
+		t.Errorf("migrating through h1 = %v, want %v", reply.Migrating, want)
+	}
+	if reply, err := c.instancesOnHost(context.Background(), "h9"); err != nil || reply.Migrating == nil || len(reply.Migrating) != 0 {
+		t.Errorf("migrating through h9 = %#v, %v; want an empty list", reply.Migrating, err)
+	}
+}

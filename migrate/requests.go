@@ -46,6 +46,22 @@ func Active(ctx context.Context, db *gorm.DB, instanceID string) (*store.Migrati
 	return &m, nil
 }
 
+// ThroughHost returns the ids of the servers whose cold migration has
+// host as its source or target and is not over (its steps still run, or
+// its outcome is not recorded): their disks' copies on host are the
+// migration's, whoever the server is placed on.
+func ThroughHost(ctx context.Context, db *gorm.DB, host string) ([]string, error) {
+	ids := []string{}
+	err := db.WithContext(ctx).Model(&store.Migration{}).
+		Where("(source_compute = ? OR dest_compute = ?) AND step <> '' AND (step <> ? OR status NOT IN ?)",
+			host, host, StepDone, terminalStatuses).
+		Distinct().Order("instance_id").Pluck("instance_id", &ids).Error
+	if err != nil {
+		return nil, fmt.Errorf("migrations through host %s: %w", host, err)
+	}
+	return ids, nil
+}
+
 func begin(ctx context.Context, st *store.Store, req BeginRequest) (*store.Migration, error) {
 	inst := req.Instance
 	if inst == nil {

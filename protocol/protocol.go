@@ -282,4 +282,9 @@ type ExpectedInstance struct {
 // InstancesOnHostReply lists the instances placed on a host.
 type InstancesOnHostReply struct {
 	Instances []ExpectedInstance `json:"instances"`
+	// Migrating lists the servers placed elsewhere whose unfinished cold
+	// migration has this host as its source or target: copies of their
+	// disks here are the migration's. nil (a conductor that does not
+	// list them): the agent removes no stray server data.
+	Migrating []string `json:"migrating"`
 }

@@ -166,6 +166,22 @@ func EphemeralMountPath(i int) string { return "/mnt/ephemeral" + strconv.Itoa(i
 // ephemeral disks.
 func EphemeralOf(id, instanceID string) bool { return strings.HasPrefix(id, instanceID+"-eph") }
 
+// EphemeralServer returns the server whose ephemeral disk volume id is
+// (EphemeralID's form: <server>-eph<digits>); ok is false for any other
+// volume id.
+func EphemeralServer(id string) (server string, ok bool) {
+	i := strings.LastIndex(id, "-eph")
+	if i <= 0 || i+4 == len(id) {
+		return "", false
+	}
+	for _, c := range id[i+4:] {
+		if c < '0' || c > '9' {
+			return "", false
+		}
+	}
+	return id[:i], true
+}
+
 // Ephemeral reports whether m is an ephemeral disk.
 func (m VolumeMount) Ephemeral() bool {
 	return m.AttachmentID == "" && strings.HasPrefix(m.MountPath, "/mnt/ephemeral")

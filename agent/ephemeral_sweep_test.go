@@ -1,0 +1,88 @@
+package agent
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/capsule-cloud/capsule/drivers"
+	"github.com/capsule-cloud/capsule/internal/testenv"
+	"github.com/capsule-cloud/capsule/lifecycle"
+	"github.com/capsule-cloud/capsule/protocol"
+	"github.com/capsule-cloud/capsule/volume"
+)
+
+// Ephemeral disks of a server this host no longer has (a delete cut
+// short by an agent crash, a failed build whose cleanup never ran) are
+// deleted by the reconcile, mounted or not; those of a server placed
+// here, of an orphan container (an operator's) and of a server migrating
+// through this host are kept, and so is every data volume.
+func TestReconcileDeletesStrayEphemeralDisks(t *testing.T) {
+	_, err := exec.LookPath("mkfs.ext4")
+	testenv.Require(t, os.Geteuid() == 0 && err == nil, "needs root and mkfs.ext4")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	vols, err := volume.New(volume.Config{LocalDir: filepath.Join(dir, "local"), MountDir: filepath.Join(dir, "mnt")}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ids, _ := vols.HostMounted()
+		for _, v := range ids {
+			_ = vols.Unmount(context.Background(), v)
+		}
+	})
+	drv := newFakeDriver()
+	drv.put(t, "i-here", drivers.PowerRunning)
+	drv.put(t, "i-orphan", drivers.PowerRunning)
+	disks := map[string]bool{ // volume -> kept
+		protocol.EphemeralID("i-here", 0):      true,
+		protocol.EphemeralID("i-orphan", 0):    true,
+		protocol.EphemeralID("i-migrating", 0): true,
+		protocol.EphemeralID("i-gone", 0):      false,
+		protocol.EphemeralID("i-gone", 1):      false,
+		protocol.EphemeralID("i-failed", 0):    false,
+		"vol-data-1":                           true, // a data volume (the conductor's business)
+	}
+	for vol := range disks {
+		if err := vols.Create(ctx, volume.Local, vol, 1, volume.Source{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The deleted server's disk is still mounted on the host (its delete
+	// died between the container's removal and the disk's).
+	if _, err := vols.Mount(ctx, volume.Local, protocol.EphemeralID("i-gone", 1)); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig()
+	off := false
+	cfg.ResumeGuestsStateOnHostBoot = &off
+	e := newEnv(t, drv, cfg, WithVolumes(vols, nil))
+	e.cond.setExpected(protocol.ExpectedInstance{Spec: protocol.InstanceSpec{ID: "i-here", Volumes: []protocol.VolumeMount{{
+		Volume: protocol.VolumeSpec{ID: protocol.EphemeralID("i-here", 0), SizeGB: 1, Backend: protocol.BackendLocal, Host: testHost},
+		MountPath: protocol.EphemeralMountPath(0)}}}, VMState: lifecycle.Active})
+	e.cond.setMigrating("i-migrating")
+	e.serveConductor()
+	e.start()
+	if err := e.agent.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	left, err := vols.List(volume.Local, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for vol, kept := range disks {
+		if got := slices.Contains(left, vol); got != kept {
+			t.Errorf("%s: on the host after reconcile %v, want %v", vol, got, kept)
+		}
+	}
+	mounted, _ := vols.HostMounted()
+	if slices.Contains(mounted, protocol.EphemeralID("i-gone", 1)) {
+		t.Errorf("the deleted server's ephemeral disk is still mounted: %v", mounted)
+	}
+}
