@@ -64,7 +64,7 @@ func TestReconcileDeletesStrayEphemeralDisks(t *testing.T) {
 	cfg.ResumeGuestsStateOnHostBoot = &off
 	e := newEnv(t, drv, cfg, WithVolumes(vols, nil))
 	e.cond.setExpected(protocol.ExpectedInstance{Spec: protocol.InstanceSpec{ID: "i-here", Volumes: []protocol.VolumeMount{{
-		Volume: protocol.VolumeSpec{ID: protocol.EphemeralID("i-here", 0), SizeGB: 1, Backend: protocol.BackendLocal, Host: testHost},
+		Volume:    protocol.VolumeSpec{ID: protocol.EphemeralID("i-here", 0), SizeGB: 1, Backend: protocol.BackendLocal, Host: testHost},
 		MountPath: protocol.EphemeralMountPath(0)}}}, VMState: lifecycle.Active})
 	e.cond.setMigrating("i-migrating")
 	e.serveConductor()
