@@ -362,19 +362,25 @@ func (a *Agent) prepullInstance(ctx context.Context, w protocol.MigrationWork) (
 	if err != nil {
 		return 0, drivers.PowerNoState, err
 	}
+	// The sandbox is made while the image is pulled (best effort: the
+	// import makes it otherwise). A failed pull leaves it to the
+	// rollback's cleanup of this host, as any later failure does.
+	var wg sync.WaitGroup
+	if sp, ok := a.drv.(sandboxPreparer); ok && w.Spec.ID == id && len(w.Spec.NICs) > 0 {
+		wg.Go(func() {
+			if spec, err := a.driverSpec(w.Spec); err != nil {
+				a.log.Warn("pre-pull: no sandbox made ahead", "instance", id, "err", err)
+			} else if err := sp.PrepareSandbox(ctx, spec); err != nil {
+				a.log.Warn("pre-pull: no sandbox made ahead; the import makes it", "instance", id, "err", err)
+			}
+		})
+	}
 	prog := a.newProgress(ctx, w)
 	pulled, err := mig.Pull(ctx, w.PreRef, prog.report)
 	prog.wait()
+	wg.Wait()
 	if err != nil {
 		return pulled, drivers.PowerNoState, fmt.Errorf("pre-pull for instance %s: pull %s: %w", id, w.PreRef, err)
-	}
-	if sp, ok := a.drv.(sandboxPreparer); ok && w.Spec.ID == id && len(w.Spec.NICs) > 0 {
-		// Best effort: the import makes it otherwise.
-		if spec, err := a.driverSpec(w.Spec); err != nil {
-			a.log.Warn("pre-pull: no sandbox made ahead", "instance", id, "err", err)
-		} else if err := sp.PrepareSandbox(ctx, spec); err != nil {
-			a.log.Warn("pre-pull: no sandbox made ahead; the import makes it", "instance", id, "err", err)
-		}
 	}
 	return pulled, drivers.PowerNoState, nil
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -32,10 +33,11 @@ import (
 // the longest run of failed connects, from the last success before to the
 // first after), and the bytes moved (the compressed sizes in the registry
 // of the layers the migration added: its pre-copy's and its final
-// layer) against the 100 MiB delta. Then the raw baseline on the same two
+// layer) against the 100 MiB delta. After each, the raw baseline on the same two
 // dockerds and registry, with the docker CLI: stop + commit + push + pull
 // + run of a container holding the same 100 MiB. A benchmark, not a timed
 // test: it fails only when something fails.
+// CAPSULE_BENCH_LOG copies the capsuled logs there.
 // go test -tags bench -run TestMigrationBench -v ./e2e
 func TestMigrationBench(t *testing.T) {
 	c, reg := migrationCloud(t)
@@ -67,6 +69,47 @@ func TestMigrationBench(t *testing.T) {
 	regc := capreg.Remote(reg.addr, reg.user, reg.pass)
 	const delta = 100 << 20
 	var report []string
+	// The raw baseline: the docker CLI on the same two dockerds and
+	// registry (logged in), a container of the same image with 100 MiB.
+	cfgDir := t.TempDir()
+	dockerCLI := func(h *computeHost, args ...string) (string, time.Duration) {
+		t.Helper()
+		t0 := time.Now()
+		out, err := exec.Command("docker", append([]string{"--config", cfgDir, "-H", h.dockerHost}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return strings.TrimSpace(string(out)), time.Since(t0)
+	}
+	login := exec.Command("docker", "--config", cfgDir, "-H", ha.dockerHost, "login", "-u", reg.user, "--password-stdin", reg.addr)
+	login.Stdin = strings.NewReader(reg.pass)
+	if out, err := login.CombinedOutput(); err != nil {
+		t.Fatalf("docker login: %v\n%s", err, out)
+	}
+	base := os.Getenv("CAPSULE_TEST_IMAGE")
+	raw := func(i int) time.Duration {
+		name := fmt.Sprintf("bench-raw-%d-%d", os.Getpid(), i)
+		ref := fmt.Sprintf("%s/bench/raw:%s", reg.addr, name)
+		dockerCLI(ha, "run", "-d", "--name", name, base)
+		dockerCLI(ha, "exec", name, "sh", "-c", "head -c 104857600 /dev/urandom > /root/data")
+		time.Sleep(time.Second)
+		_, stop := dockerCLI(ha, "stop", name)
+		_, commit := dockerCLI(ha, "commit", name, ref)
+		_, push := dockerCLI(ha, "push", ref)
+		_, pull := dockerCLI(hb, "pull", ref)
+		_, run := dockerCLI(hb, "run", "-d", "--name", name, ref)
+		total := stop + commit + push + pull + run
+		line := fmt.Sprintf("raw %d: stop %.2f + commit %.2f + push %.2f + pull %.2f + run %.2f = %.2f s",
+			i, stop.Seconds(), commit.Seconds(), push.Seconds(), pull.Seconds(), run.Seconds(), total.Seconds())
+		t.Log(line)
+		report = append(report, line)
+		for _, h := range []*computeHost{ha, hb} {
+			_, _ = h.docker("rm", "-f", name)
+			_, _ = h.docker("rmi", ref)
+		}
+		_ = regc.DeleteImage(ctx, ref, "")
+		return total
+	}
 	for i := 0; i < runs; i++ {
 		to := hb
 		if s.host == hb {
@@ -133,47 +176,25 @@ func TestMigrationBench(t *testing.T) {
 		}
 		waitStatus(t, cc, s.id, "ACTIVE", time.Minute)
 		s = s.moved(to)
-	}
-
-	// The raw baseline: the docker CLI on the same two dockerds and
-	// registry (logged in), a container of the same image with 100 MiB.
-	cfgDir := t.TempDir()
-	dockerCLI := func(h *computeHost, args ...string) (string, time.Duration) {
-		t.Helper()
-		t0 := time.Now()
-		out, err := exec.Command("docker", append([]string{"--config", cfgDir, "-H", h.dockerHost}, args...)...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return strings.TrimSpace(string(out)), time.Since(t0)
-	}
-	login := exec.Command("docker", "--config", cfgDir, "-H", ha.dockerHost, "login", "-u", reg.user, "--password-stdin", reg.addr)
-	login.Stdin = strings.NewReader(reg.pass)
-	if out, err := login.CombinedOutput(); err != nil {
-		t.Fatalf("docker login: %v\n%s", err, out)
-	}
-	base := os.Getenv("CAPSULE_TEST_IMAGE")
-	for i := 0; i < runs; i++ {
-		name := fmt.Sprintf("bench-raw-%d-%d", os.Getpid(), i)
-		ref := fmt.Sprintf("%s/bench/raw:%s", reg.addr, name)
-		dockerCLI(ha, "run", "-d", "--name", name, base)
-		dockerCLI(ha, "exec", name, "sh", "-c", "head -c 104857600 /dev/urandom > /root/data")
-		time.Sleep(time.Second)
-		_, stop := dockerCLI(ha, "stop", name)
-		_, commit := dockerCLI(ha, "commit", name, ref)
-		_, push := dockerCLI(ha, "push", ref)
-		_, pull := dockerCLI(hb, "pull", ref)
-		_, run := dockerCLI(hb, "run", "-d", "--name", name, ref)
-		total := stop + commit + push + pull + run
-		line := fmt.Sprintf("raw %d: stop %.2f + commit %.2f + push %.2f + pull %.2f + run %.2f = %.2f s",
-			i, stop.Seconds(), commit.Seconds(), push.Seconds(), pull.Seconds(), run.Seconds(), total.Seconds())
+		// The raw baseline right after, under the same load.
+		rawTotal := raw(i)
+		load, _ := os.ReadFile("/proc/loadavg")
+		line = fmt.Sprintf("migration %d: %.2f x raw (load average %s)", i, took.Seconds()/rawTotal.Seconds(), strings.TrimSpace(string(load)))
 		t.Log(line)
 		report = append(report, line)
-		for _, h := range []*computeHost{ha, hb} {
-			_, _ = h.docker("rm", "-f", name)
-			_, _ = h.docker("rmi", ref)
+	}
+	if dst := os.Getenv("CAPSULE_BENCH_LOG"); dst != "" {
+		// The capsuled logs (control plane and both agents), for reading
+		// where each migration's time went.
+		logs, _ := filepath.Glob(filepath.Join(c.dir, "*.log"))
+		var all []byte
+		for _, l := range logs {
+			b, _ := os.ReadFile(l)
+			all = append(all, b...)
 		}
-		_ = regc.DeleteImage(ctx, ref, "")
+		if err := os.WriteFile(dst, all, 0o644); err != nil {
+			t.Errorf("copy the logs to %s: %v", dst, err)
+		}
 	}
 	load, _ := os.ReadFile("/proc/loadavg")
 	t.Logf("summary (load average %s):\n%s", strings.TrimSpace(string(load)), strings.Join(report, "\n"))

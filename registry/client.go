@@ -205,6 +205,12 @@ func (c *Client) send(ctx context.Context, method, target string, body io.Reader
 		if err != nil {
 			return nil, fmt.Errorf("registry request %s %s: %w", method, target, err)
 		}
+		if sr, ok := body.(*sizedReader); ok {
+			req.ContentLength = sr.n
+			if sr.n == 0 {
+				req.Body = http.NoBody
+			}
+		}
 		for k, v := range hdr {
 			req.Header[k] = v
 		}

@@ -114,6 +114,22 @@ func TestRealRegistryBlobsAndManifests(t *testing.T) {
 		t.Errorf("get of a missing blob: %v, want ErrNotFound", err)
 	}
 
+	// The two-request upload of a blob whose digest is known; the
+	// registry refuses data that does not match it.
+	small := []byte("capsule monolithic upload")
+	d2, err := c.UploadBlobOf(ctx, repo, bytes.NewReader(small), int64(len(small)), digest.FromBytes(small).String())
+	if err != nil || d2.Digest != digest.FromBytes(small).String() || d2.Size != int64(len(small)) {
+		t.Fatalf("monolithic upload: %+v, %v", d2, err)
+	}
+	if rc, err := c.GetBlob(ctx, repo, d2.Digest); err != nil {
+		t.Fatalf("get monolithic blob: %v", err)
+	} else if got, err := io.ReadAll(rc); rc.Close() != nil || err != nil || !bytes.Equal(got, small) {
+		t.Fatalf("monolithic blob read back: %q, %v", got, err)
+	}
+	if _, err := c.UploadBlobOf(ctx, repo, bytes.NewReader(small), int64(len(small)), digest.FromString("other").String()); err == nil {
+		t.Error("monolithic upload with a wrong digest accepted")
+	}
+
 	tag := "t-" + uuid.NewString()
 	pushed := registrytest.PushTiny(t, c, repo, tag)
 	t.Cleanup(func() { _ = c.DeleteManifest(context.Background(), repo, pushed) })

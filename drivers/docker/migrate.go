@@ -101,6 +101,26 @@ func (d *Driver) Pull(ctx context.Context, ref string, progress func(bytes int64
 		return 0, err
 	}
 	d.log.Info("pulling migration image", "image", ref)
+	// The manifest's exact layer sizes are read while Docker pulls (a
+	// read after it would add a registry round trip to a migration's
+	// import, while the server is down).
+	mctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type sizes struct {
+		layers []capreg.Descriptor
+		err    error
+	}
+	manifest := make(chan sizes, 1)
+	go func() {
+		var s sizes
+		r, err := capreg.ParseNormalizedRef(ref)
+		if err == nil {
+			s.layers, s.err = d.manifestLayers(mctx, ref, r.Reference())
+		} else {
+			s.err = err
+		}
+		manifest <- s
+	}()
 	rc, err := d.cli.ImagePull(ctx, ref, image.PullOptions{RegistryAuth: enc})
 	if err != nil {
 		return 0, fmt.Errorf("docker pull %s: %w", ref, err)
@@ -113,9 +133,9 @@ func (d *Driver) Pull(ctx context.Context, ref string, progress func(bytes int64
 	if len(fetched) > 0 {
 		// Docker may send no progress line at all for a small layer:
 		// the manifest has the exact sizes of the layers fetched.
-		if exact, err := d.fetchedBytes(ctx, ref, fetched); err != nil {
-			d.log.Warn("could not read the pulled manifest's layer sizes; reporting the progress seen", "image", ref, "err", err)
-		} else if exact != n {
+		if s := <-manifest; s.err != nil {
+			d.log.Warn("could not read the pulled manifest's layer sizes; reporting the progress seen", "image", ref, "err", s.err)
+		} else if exact := fetchedBytes(s.layers, fetched); exact != n {
 			n = exact
 			if progress != nil {
 				progress(n)
@@ -126,24 +146,16 @@ func (d *Driver) Pull(ctx context.Context, ref string, progress func(bytes int64
 	return n, nil
 }
 
-// fetchedBytes sums the compressed sizes of ref's layers in fetched
-// (short digests, as pull progress names layers).
-func (d *Driver) fetchedBytes(ctx context.Context, ref string, fetched map[string]bool) (int64, error) {
-	r, err := capreg.ParseNormalizedRef(ref)
-	if err != nil {
-		return 0, err
-	}
-	layers, err := d.manifestLayers(ctx, ref, r.Reference())
-	if err != nil {
-		return 0, err
-	}
+// fetchedBytes sums the compressed sizes of the layers in fetched (short
+// digests, as pull progress names layers).
+func fetchedBytes(layers []capreg.Descriptor, fetched map[string]bool) int64 {
 	var n int64
 	for _, l := range layers {
 		if fetched[shortID(l.Digest)] {
 			n += l.Size
 		}
 	}
-	return n, nil
+	return n
 }
 
 // jsonMessage is one line of Docker's push and pull progress streams.

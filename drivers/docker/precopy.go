@@ -243,7 +243,25 @@ func (d *Driver) PrecopyMigration(ctx context.Context, id, preRef string, progre
 	}
 	st.digest = res.digest
 	pushed := res.sent
-	if layers, err := d.manifestLayers(ctx, preRef, res.digest); err == nil && len(layers) == len(res.diffIDs) {
+	// The manifest is read back once: its layers' compressed sizes count
+	// what was uploaded, and the export (while the server is down) needs
+	// it and the config.
+	var layers []capreg.Descriptor
+	if st.upper != "" {
+		var raw []byte
+		if raw, st.manifestType, st.config, err = d.readImage(ctx, preRef, res.digest); err != nil {
+			d.log.Warn("pre-copy: cannot read its manifest back; the export will", "instance", id, "err", err)
+			st.config = nil
+		} else {
+			var m capreg.Manifest
+			if json.Unmarshal(raw, &m) == nil {
+				st.manifest, layers = raw, m.Layers
+			}
+		}
+	} else {
+		layers, _ = d.manifestLayers(ctx, preRef, res.digest)
+	}
+	if len(layers) > 0 && len(layers) == len(res.diffIDs) {
 		pushed = 0
 		for i, diffID := range res.diffIDs {
 			if res.uploaded[shortID(diffID)] {
@@ -252,9 +270,6 @@ func (d *Driver) PrecopyMigration(ctx context.Context, id, preRef string, progre
 		}
 	}
 	if st.upper != "" {
-		if st.manifest, st.manifestType, st.config, err = d.readImage(ctx, preRef, res.digest); err != nil {
-			d.log.Warn("pre-copy: cannot read its manifest back; the export will", "instance", id, "err", err)
-		}
 		d.pre.set(id, st)
 	}
 	d.log.Info("migration pre-copy pushed", "instance", id, "ref", preRef, "digest", res.digest, "bytes_pushed", pushed,
@@ -323,7 +338,11 @@ func (d *Driver) pushDelta(ctx context.Context, st *precopyState, ref string, pr
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
 	// The fastest level: this layer is made while the server is down.
-	zw, err := gzip.NewWriterLevel(tmp, gzip.BestSpeed)
+	// Its compressed digest is taken as it is written, so the layer and
+	// the config (which names its uncompressed digest) upload side by
+	// side, each in two requests.
+	hz := sha256.New()
+	zw, err := gzip.NewWriterLevel(io.MultiWriter(tmp, hz), gzip.BestSpeed)
 	if err != nil {
 		return "", 0, 0, err
 	}
@@ -336,15 +355,9 @@ func (d *Driver) pushDelta(ctx context.Context, st *precopyState, ref string, pr
 		return "", 0, 0, err
 	}
 	diffID := "sha256:" + hex.EncodeToString(h.Sum(nil))
-	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
-		return "", 0, 0, err
-	}
-	layer, err := reg.UploadBlob(ctx, r.Repo, tmp)
+	size, err := tmp.Seek(0, io.SeekCurrent)
 	if err != nil {
-		return "", 0, 0, fmt.Errorf("upload layer: %w", err)
-	}
-	if progress != nil {
-		progress(layer.Size)
+		return "", 0, 0, err
 	}
 	raw, mt, cfgRaw := st.manifest, st.manifestType, st.config
 	if raw == nil || cfgRaw == nil {
@@ -364,9 +377,23 @@ func (d *Driver) pushDelta(ctx context.Context, st *precopyState, ref string, pr
 	if err != nil {
 		return "", 0, 0, err
 	}
-	cfgDesc, err := reg.UploadBlob(ctx, r.Repo, bytes.NewReader(cfg))
+	var layer capreg.Descriptor
+	var layerErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		layer, layerErr = reg.UploadBlobOf(ctx, r.Repo, io.NewSectionReader(tmp, 0, size), size,
+			"sha256:"+hex.EncodeToString(hz.Sum(nil)))
+	})
+	cfgDesc, err := reg.UploadBlobOf(ctx, r.Repo, bytes.NewReader(cfg), int64(len(cfg)), "sha256:"+hex.EncodeToString(sha256Sum(cfg)))
+	wg.Wait()
+	if layerErr != nil {
+		return "", 0, 0, fmt.Errorf("upload layer: %w", layerErr)
+	}
 	if err != nil {
 		return "", 0, 0, fmt.Errorf("upload config: %w", err)
+	}
+	if progress != nil {
+		progress(layer.Size)
 	}
 	cfgDesc.MediaType = parsed.Config.MediaType
 	layerType := "application/vnd.docker.image.rootfs.diff.tar.gzip"
@@ -671,4 +698,9 @@ func (d *Driver) PrepareSandbox(ctx context.Context, spec drivers.Spec) error {
 	}
 	_, err := d.ensureSandbox(ctx, "prepare", spec.ID)
 	return err
+}
+
+func sha256Sum(b []byte) []byte {
+	s := sha256.Sum256(b)
+	return s[:]
 }
