@@ -238,7 +238,14 @@ func (a *Agent) build(ctx context.Context, s protocol.InstanceSpec) (drivers.Pow
 	if err := a.create(ctx, s, true); err != nil {
 		return drivers.PowerNoState, err
 	}
-	return a.bringUp(ctx, s.ID, s.NICs)
+	// The adminPass goes into the new disk while the NICs are plumbed;
+	// the server starts once both are done.
+	pw := make(chan struct{})
+	go func() {
+		defer close(pw)
+		a.setBuildPassword(ctx, s)
+	}()
+	return a.bringUpWhen(ctx, s.ID, s.NICs, pw)
 }
 
 // create records s's NICs and creates the server (not started) with its
@@ -282,9 +289,6 @@ func (a *Agent) create(ctx context.Context, s protocol.InstanceSpec, firstBoot b
 	}
 	if err := a.drv.Create(ctx, spec); err != nil {
 		return fmt.Errorf("create instance %s: %w", s.ID, err)
-	}
-	if firstBoot {
-		a.setBuildPassword(ctx, s)
 	}
 	return nil
 }
@@ -331,7 +335,17 @@ func (a *Agent) driverSpec(s protocol.InstanceSpec) (drivers.Spec, error) {
 // bringUp plumbs nics of created server id, then starts it, and returns
 // its power state: running, or an error.
 func (a *Agent) bringUp(ctx context.Context, id string, nics []protocol.NIC) (drivers.PowerState, error) {
-	if err := a.plumb(ctx, id, nics); err != nil {
+	return a.bringUpWhen(ctx, id, nics, nil)
+}
+
+// bringUpWhen is bringUp that also waits, before the start, for ready to
+// be closed (nil: nothing to wait for), also when the plumbing fails.
+func (a *Agent) bringUpWhen(ctx context.Context, id string, nics []protocol.NIC, ready <-chan struct{}) (drivers.PowerState, error) {
+	err := a.plumb(ctx, id, nics)
+	if ready != nil {
+		<-ready
+	}
+	if err != nil {
 		return drivers.PowerNoState, err
 	}
 	// A volume-backed server binds its boot volume's directories: the

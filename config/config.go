@@ -260,6 +260,20 @@ type Agent struct {
 	// server's network namespace (docker driver); empty means the base
 	// image in the registry, <registry.address>/capsule/busybox:latest.
 	SandboxImage string `yaml:"sandbox_image"`
+	// NetworkMode is how the docker driver holds a networked server's
+	// network namespace: "sandbox" (default) a sandbox container beside
+	// the server's container; "netns" one container per server, joined by
+	// Capsule's OCI runtime wrapper (capsule-runc, registered with this
+	// host's dockerd as OCIRuntime) to a namespace the agent keeps as a
+	// file under NetnsDir. Existing servers keep the mode they were
+	// created in. See docs/architecture.md.
+	NetworkMode string `yaml:"network_mode"`
+	// NetnsDir is where mode netns keeps the namespaces (default
+	// /run/capsule/netns/<host>: a tmpfs, so a host reboot empties it).
+	NetnsDir string `yaml:"netns_dir"`
+	// OCIRuntime is the name capsule-runc is registered under with dockerd
+	// (default "capsule": dockerd --add-runtime capsule=/usr/local/bin/capsule-runc).
+	OCIRuntime string `yaml:"oci_runtime"`
 	// MetadataDisabled turns the metadata service (http://169.254.169.254/
 	// from every server on its VLAN, see docs/architecture.md) off on this
 	// host; it is on by default on hosts that plumb with Open vSwitch.

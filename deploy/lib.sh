@@ -304,7 +304,29 @@ cap_dockerd_args() {
 	echo --host "$(cap_dockerd_host "$name")" --data-root "$(cap_dockerd_data "$name")" \
 		--exec-root "$(cap_dockerd_exec "$name")" --pidfile "$(cap_dockerd_pidfile "$name")" \
 		--bridge=none --iptables=false --ip-forward=false --ip-masq=false --live-restore \
-		--containerd-namespace "$ns" --containerd-plugins-namespace "$ns-plugins" $extra
+		--containerd-namespace "$ns" --containerd-plugins-namespace "$ns-plugins" \
+		--add-runtime "capsule=$CAPSULE_BIN/capsule-runc" $extra
+}
+
+# cap_install_runtime: builds Capsule's OCI runtime wrapper (cmd/capsule-runc,
+# what a server in agent.network_mode netns runs under) into $CAPSULE_BIN,
+# before a dockerd that registers it starts (CAPSULE_SKIP_BUILD=1 keeps an
+# installed one).
+cap_install_runtime() {
+	if [ -n "${CAPSULE_SKIP_BUILD:-}" ] && [ -x "$CAPSULE_BIN/capsule-runc" ]; then
+		return 0
+	fi
+	cap_check_go
+	mkdir -p "$CAPSULE_REPO/bin"
+	(cd "$CAPSULE_REPO" && go build -o "$CAPSULE_REPO/bin/capsule-runc" ./cmd/capsule-runc) ||
+		cap_die "building capsule-runc failed (go build ./cmd/capsule-runc in $CAPSULE_REPO): see the compiler errors above"
+	install -m 755 "$CAPSULE_REPO/bin/capsule-runc" "$CAPSULE_BIN/"
+}
+
+# cap_dockerd_has_runtime [NAME]: instance NAME has Capsule's runtime (a
+# dockerd started by an older version of these scripts has not).
+cap_dockerd_has_runtime() {
+	curl -sf --max-time 5 --unix-socket "$(cap_dockerd_sock "${1:-}")" http://docker/info 2>/dev/null | grep -q '"capsule":'
 }
 
 # cap_loop_dataroot FS DIR IMG GB OPTS DESC HINT: the part the XFS and
@@ -462,9 +484,12 @@ cap_start_dockerd() {
 	log=$(cap_dockerd_log "$name")
 	if cap_dockerd_up "$name"; then
 		cap_say "dockerd already answers on $(cap_dockerd_host "$name")"
+		cap_dockerd_has_runtime "$name" ||
+			cap_warn "dockerd on $(cap_dockerd_host "$name") has no 'capsule' OCI runtime (started by an older version of this script): agents with network_mode netns refuse it; restart it to register $CAPSULE_BIN/capsule-runc"
 		return 0
 	fi
 	cap_dirs
+	cap_install_runtime
 	mkdir -p "$(cap_dockerd_data "$name")" "$(cap_dockerd_exec "$name")"
 	# The all-in-one caps servers' root disks (CAPSULE_DATAROOT_XFS=1):
 	# an XFS data root with project quotas, else a btrfs one, before

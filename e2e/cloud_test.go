@@ -365,7 +365,16 @@ func (c *cloud) agentSection(h *computeHost) string {
   volume_dir: %s
   shared_volume_dir: %s
 `, h.name, h.dockerHost, driver, mappings, c.baseImage,
-		filepath.Join(c.dir, "volumes", h.name), filepath.Join(c.dir, "shared-volumes")) + c.agentExtra
+		filepath.Join(c.dir, "volumes", h.name), filepath.Join(c.dir, "shared-volumes")) + networkModeLine() + c.agentExtra
+}
+
+// networkModeLine is the agent's network_mode line: the driver's default,
+// or CAPSULE_TEST_NETWORK_MODE's (the e2e gate runs in both modes).
+func networkModeLine() string {
+	if m := testenv.NetworkMode(); m != "" {
+		return "  network_mode: " + m + "\n"
+	}
+	return ""
 }
 
 // queueTypeLine is the bus: section's queue_type line ("" for the

@@ -101,7 +101,8 @@ func newDriver(ctx context.Context, cfg config.Config) (drivers.Driver, error) {
 		return fake.New(), nil
 	case "docker", "":
 		opts := docker.Options{Host: cfg.Agent.DockerHost, Owner: cfg.Agent.Host, StopTimeout: cfg.Agent.StopTimeout,
-			SandboxImage: sandboxImage(cfg), LXCFS: cfg.Agent.LXCFS, CPUDedicatedSet: cfg.Agent.CPUDedicatedSet}
+			SandboxImage: sandboxImage(cfg), LXCFS: cfg.Agent.LXCFS, CPUDedicatedSet: cfg.Agent.CPUDedicatedSet,
+			NetworkMode: cfg.Agent.NetworkMode, NetnsDir: cfg.Agent.NetnsDir, Runtime: cfg.Agent.OCIRuntime}
 		if cfg.Registry.Username != "" {
 			opts.RegistryAuth = &docker.RegistryAuth{Username: cfg.Registry.Username, Password: cfg.Registry.Password,
 				ServerAddress: cfg.Registry.Address}

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,6 +29,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/capsule-cloud/capsule/drivers"
+	"github.com/capsule-cloud/capsule/internal/netnsfile"
 	"github.com/capsule-cloud/capsule/limits"
 	capreg "github.com/capsule-cloud/capsule/registry"
 )
@@ -115,6 +117,18 @@ type Options struct {
 	// when empty; it must run forever.
 	SandboxImage string
 	SandboxCmd   []string
+	// NetworkMode is how a networked server holds its network namespace:
+	// NetworkSandbox (default) a sandbox container beside the workload
+	// (sandbox.go), NetworkNetns one container joined to a namespace the
+	// driver keeps as a file (netns.go). Servers keep the mode they were
+	// created in.
+	NetworkMode string
+	// NetnsDir is where NetworkNetns keeps the namespaces, one file per
+	// instance; default DefaultNetnsDir/<Owner, else "default">.
+	NetnsDir string
+	// Runtime is the name of Capsule's OCI runtime wrapper in dockerd
+	// (NetworkNetns); default DefaultRuntime. New checks dockerd has it.
+	Runtime string
 	// DiskDevice is the whole-disk block device holding Docker's data
 	// (e.g. /dev/vda), where a flavor's disk throttles apply. Empty: found
 	// from docker info and this host's mounts at the first throttled
@@ -174,6 +188,23 @@ func New(ctx context.Context, opts Options) (*Driver, error) {
 	if len(opts.SandboxCmd) == 0 {
 		opts.SandboxCmd = DefaultSandboxCmd
 	}
+	switch opts.NetworkMode {
+	case "":
+		opts.NetworkMode = NetworkSandbox
+	case NetworkSandbox, NetworkNetns:
+	default:
+		return nil, fmt.Errorf("docker driver: network mode %q: want %s or %s", opts.NetworkMode, NetworkSandbox, NetworkNetns)
+	}
+	if opts.Runtime == "" {
+		opts.Runtime = DefaultRuntime
+	}
+	if opts.NetnsDir == "" {
+		owner := opts.Owner
+		if owner == "" {
+			owner = "default"
+		}
+		opts.NetnsDir = filepath.Join(DefaultNetnsDir, owner)
+	}
 	copts := []client.Opt{client.FromEnv, client.WithAPIVersionNegotiation()}
 	if opts.Host != "" {
 		copts = append(copts, client.WithHost(opts.Host))
@@ -190,6 +221,12 @@ func New(ctx context.Context, opts Options) (*Driver, error) {
 	// use, and that is not safe when the first calls are concurrent.
 	cli.NegotiateAPIVersion(ctx)
 	d := &Driver{cli: cli, opts: opts, log: opts.Logger.With("driver", "docker")}
+	if d.netnsMode() {
+		if err := d.checkRuntime(ctx); err != nil {
+			cli.Close()
+			return nil, fmt.Errorf("docker driver: %w", err)
+		}
+	}
 	if opts.CPUDedicatedSet != "" {
 		pools, err := d.cpuPools(ctx)
 		if err != nil {
@@ -274,7 +311,7 @@ func validate(spec drivers.Spec) error {
 
 // configs builds the container and host configuration of spec; diskDev
 // is where its disk throttles apply (empty: none).
-func (d *Driver) configs(spec drivers.Spec, diskDev string) (*container.Config, *container.HostConfig) {
+func (d *Driver) configs(spec drivers.Spec, diskDev string, useNetns bool) (*container.Config, *container.HostConfig) {
 	labels := make(map[string]string, len(spec.Labels)+2)
 	for k, v := range spec.Labels {
 		labels[k] = v
@@ -331,6 +368,13 @@ func (d *Driver) configs(spec drivers.Spec, diskDev string) (*container.Config, 
 		cfg.Hostname = spec.Hostname
 		host.NetworkMode = "none"
 		host.DNS = spec.DNS
+	} else if useNetns {
+		// One container (netns.go): Docker gives it no network, its
+		// runtime joins it to the namespace the agent plumbed.
+		cfg.Hostname = spec.Hostname
+		host.NetworkMode = "none"
+		host.DNS = spec.DNS
+		host.Runtime = d.opts.Runtime
 	}
 	return cfg, host
 }
@@ -345,6 +389,12 @@ func sandboxed(c container.InspectResponse) bool {
 // existing workload container of the same instance is accepted as is; a
 // failed create leaves no sandbox behind.
 func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
+	return d.create(ctx, spec, d.netnsMode())
+}
+
+// create is Create; useNetns: a networked spec gets one container
+// (netns.go) rather than a sandbox (a rebuild keeps the server's mode).
+func (d *Driver) create(ctx context.Context, spec drivers.Spec, useNetns bool) error {
 	if err := validate(spec); err != nil {
 		return err
 	}
@@ -398,7 +448,12 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 	// races the start.
 	joinSandbox := func() error { return nil }
 	defer func() { _ = joinSandbox() }()
-	if spec.Networked {
+	if spec.Networked && useNetns {
+		// The namespace is made while the container is created.
+		made := make(chan error, 1)
+		go func() { made <- netnsfile.Make(d.netnsPathOf(spec.ID)) }()
+		joinSandbox = sync.OnceValue(func() error { return <-made })
+	} else if spec.Networked {
 		if err := d.ensureImage(ctx, d.opts.SandboxImage); err != nil {
 			dropCopy()
 			return fmt.Errorf("docker create %s: sandbox: %w", spec.ID, err)
@@ -414,11 +469,12 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 			joinSandbox = sync.OnceValue(func() error { return <-started })
 		}
 	}
-	cfg, host := d.configs(spec, diskDev)
+	cfg, host := d.configs(spec, diskDev, useNetns)
 	if spec.RootVolume != "" {
 		mounts, err := rootVolumeMounts(spec.RootVolume)
 		if err != nil {
-			if rerr := d.removeSandbox(context.WithoutCancel(ctx), spec.ID); rerr != nil {
+			_ = joinSandbox()
+			if rerr := d.dropNetwork(context.WithoutCancel(ctx), spec.ID); rerr != nil {
 				d.log.Error("could not remove the sandbox of a failed create", "instance", spec.ID, "err", rerr)
 			}
 			dropCopy()
@@ -435,7 +491,7 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 	host.StorageOpt = d.root.storageOpt(spec.DiskGB)
 	if err := d.maskImageLabels(ctx, spec.Image, cfg.Labels); err != nil {
 		_ = joinSandbox()
-		if rerr := d.removeSandbox(context.WithoutCancel(ctx), spec.ID); rerr != nil {
+		if rerr := d.dropNetwork(context.WithoutCancel(ctx), spec.ID); rerr != nil {
 			d.log.Error("could not remove the sandbox of a failed create", "instance", spec.ID, "err", rerr)
 		}
 		dropCopy()
@@ -451,7 +507,7 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 			}
 		}
 		_ = joinSandbox()
-		if rerr := d.removeSandbox(context.WithoutCancel(ctx), spec.ID); rerr != nil {
+		if rerr := d.dropNetwork(context.WithoutCancel(ctx), spec.ID); rerr != nil {
 			d.log.Error("could not remove the sandbox of a failed create", "instance", spec.ID, "err", rerr)
 		}
 		dropCopy()
@@ -494,9 +550,14 @@ func (d *Driver) Create(ctx context.Context, spec drivers.Spec) error {
 		"cpu_quota_us", host.CPUQuota, "cpu_period_us", host.CPUPeriod, "cpu_shares", host.CPUShares, "disk_device", diskDev,
 		"cpuset", host.CpusetCpus, "lxcfs", len(host.Mounts) > 0, "root_disk", host.StorageOpt["size"])
 	if err := joinSandbox(); err != nil {
-		// The server is whole; its sandbox starts again when the agent
-		// plumbs it (Sandbox), which reports what keeps it from running.
+		// The server is whole; its sandbox starts again (its namespace
+		// is made again) when the agent plumbs it (Sandbox), which
+		// reports what keeps it from running.
 		d.log.Warn("early sandbox start failed", "instance", spec.ID, "err", err)
+	} else if spec.Networked && useNetns {
+		if err := netnsfile.WriteMap(netnsfile.MapDir, resp.ID, d.netnsPathOf(spec.ID)); err != nil {
+			d.log.Warn("network namespace map", "instance", spec.ID, "err", err) // written again before the start
+		}
 	}
 	return nil
 }
@@ -609,6 +670,11 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 	if c.State.Running && !c.State.Paused {
 		return nil
 	}
+	if d.inNetns(c) {
+		if _, err := d.joinNetns(id, c.ID); err != nil {
+			return err
+		}
+	}
 	if err := d.cli.ContainerStart(ctx, c.ID, container.StartOptions{}); err != nil {
 		return wrap("start", id, err)
 	}
@@ -652,6 +718,11 @@ func (d *Driver) Reboot(ctx context.Context, id string, hard bool) error {
 	// The restarted workload joins the sandbox's namespace.
 	if sandboxed(c) {
 		if _, err := d.ensureSandbox(ctx, "reboot", id); err != nil {
+			return err
+		}
+	}
+	if d.inNetns(c) {
+		if _, err := d.joinNetns(id, c.ID); err != nil {
 			return err
 		}
 	}
@@ -765,7 +836,10 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 	}
 	c, err := d.inspect(ctx, "destroy", id)
 	if errors.Is(err, drivers.ErrNotFound) {
-		return d.removeSandbox(ctx, id)
+		if err := d.removeSandbox(ctx, id); err != nil {
+			return err
+		}
+		return d.removeNetns(id, "")
 	} else if err != nil {
 		return err
 	}
@@ -774,6 +848,9 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 	}
 	if err := d.removeSandbox(ctx, id); err != nil {
 		return err
+	}
+	if err := d.removeNetns(id, c.ID); err != nil {
+		return fmt.Errorf("destroy: %w", err)
 	}
 	d.pruneResizeImages(ctx, id)
 	d.log.Info("container destroyed", "instance", id, "container", c.ID)
@@ -879,8 +956,10 @@ func (d *Driver) List(ctx context.Context) ([]drivers.Status, error) {
 	}
 	out := make([]drivers.Status, 0, len(cs))
 	workloads := map[string]bool{}
+	listed := make(map[string]bool, len(cs))
 	var sandboxes []drivers.Status
 	for _, s := range cs {
+		listed[s.ID] = true
 		id := s.Labels[LabelInstance]
 		if id == "" {
 			continue
@@ -910,8 +989,10 @@ func (d *Driver) List(ctx context.Context) ([]drivers.Status, error) {
 	for _, sb := range sandboxes {
 		if !workloads[sb.ID] {
 			out = append(out, sb)
+			workloads[sb.ID] = true
 		}
 	}
+	out = append(out, d.netnsOrphans(ctx, workloads, listed)...)
 	return out, nil
 }
 

@@ -22,6 +22,12 @@ import (
 
 func newDriver(t *testing.T) *docker.Driver {
 	t.Helper()
+	return newDriverMode(t, testenv.NetworkMode())
+}
+
+// newDriverMode is newDriver in network mode mode ("" the default).
+func newDriverMode(t *testing.T, mode string) *docker.Driver {
+	t.Helper()
 	host := testenv.DockerHost(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -30,6 +36,7 @@ func newDriver(t *testing.T) *docker.Driver {
 		StopTimeout:  5 * time.Second,
 		SandboxImage: testenv.Image(t),
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		NetworkMode:  mode,
 	})
 	if err != nil {
 		t.Fatalf("docker.New: %v", err)

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/capsule-cloud/capsule/drivers"
+	"github.com/capsule-cloud/capsule/internal/netnsfile"
 	capreg "github.com/capsule-cloud/capsule/registry"
 )
 
@@ -688,6 +689,13 @@ func getxattr(p, name string) []byte {
 // none). A cleanup's Destroy removes it, workload or not.
 func (d *Driver) PrepareSandbox(ctx context.Context, spec drivers.Spec) error {
 	if !spec.Networked {
+		return nil
+	}
+	if d.netnsMode() {
+		// One container (netns.go): the namespace alone.
+		if err := netnsfile.Make(d.netnsPathOf(spec.ID)); err != nil {
+			return fmt.Errorf("docker prepare network namespace %s: %w", spec.ID, err)
+		}
 		return nil
 	}
 	if err := d.ensureImage(ctx, d.opts.SandboxImage); err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 
 	"github.com/capsule-cloud/capsule/drivers"
+	"github.com/capsule-cloud/capsule/internal/netnsfile"
 )
 
 // Rebuild implements drivers.Driver: it replaces the workload container
@@ -28,11 +29,20 @@ func (d *Driver) Rebuild(ctx context.Context, spec drivers.Spec, grace time.Dura
 		return fmt.Errorf("docker rebuild %s: %w", spec.ID, err)
 	}
 	old, err := d.inspect(ctx, "rebuild", spec.ID)
+	// The server keeps its network mode: a sandbox's server gets a
+	// workload joining that sandbox again.
+	useNetns := d.netnsMode()
 	switch {
 	case errors.Is(err, drivers.ErrNotFound):
+		if _, serr := d.inspectSandbox(ctx, "rebuild", spec.ID); serr == nil {
+			useNetns = false
+		}
 	case err != nil:
 		return err
 	default:
+		if spec.Networked && (sandboxed(old) || d.inNetns(old)) {
+			useNetns = d.inNetns(old)
+		}
 		if err := d.stopWorkload(ctx, spec.ID, old, grace); err != nil {
 			return err
 		}
@@ -41,7 +51,7 @@ func (d *Driver) Rebuild(ctx context.Context, spec drivers.Spec, grace time.Dura
 		}
 		d.log.Info("workload removed for a rebuild", "instance", spec.ID, "container", old.ID, "old_image", old.Config.Image)
 	}
-	return d.Create(ctx, spec)
+	return d.create(ctx, spec, useNetns)
 }
 
 // stopWorkload stops the workload container c of instance id alone,
@@ -82,6 +92,9 @@ func (d *Driver) removeWorkload(ctx context.Context, id string, c container.Insp
 		return wrap("remove", id, err)
 	}
 	d.live.forget(c.ID)
+	if err := netnsfile.RemoveMap(netnsfile.MapDir, c.ID); err != nil {
+		d.log.Warn("could not remove the network namespace map entry of a removed workload", "instance", id, "err", err)
+	}
 	if c.Config == nil {
 		return nil
 	}

@@ -79,6 +79,10 @@ func (d *Driver) Rescue(ctx context.Context, id, image string, grace time.Durati
 		}
 	}
 	r, err := d.cli.ContainerInspect(ctx, name)
+	rid := name
+	if err == nil {
+		rid = r.ID
+	}
 	switch {
 	case cerrdefs.IsNotFound(err):
 		labels := map[string]string{}
@@ -87,6 +91,11 @@ func (d *Driver) Rescue(ctx context.Context, id, image string, grace time.Durati
 		}
 		labels[LabelRole] = RoleRescue
 		cfg := &container.Config{Image: image, Labels: labels, StopTimeout: c.Config.StopTimeout}
+		if d.inNetns(c) {
+			// One container (netns.go): the server's hostname; its
+			// runtime joins it to the server's namespace below.
+			cfg.Hostname = c.Config.Hostname
+		}
 		host := *c.HostConfig
 		host.Mounts = nil
 		for _, m := range c.HostConfig.Mounts {
@@ -103,13 +112,20 @@ func (d *Driver) Rescue(ctx context.Context, id, image string, grace time.Durati
 			host.Mounts = append(host.Mounts, mount.Mount{Type: mount.TypeVolume, Source: name, Target: "/mnt"})
 		}
 		host.AutoRemove = false
-		if _, err := d.cli.ContainerCreate(ctx, cfg, &host, nil, nil, name); err != nil {
+		resp, err := d.cli.ContainerCreate(ctx, cfg, &host, nil, nil, name)
+		if err != nil {
 			return wrap("rescue create", id, err)
 		}
+		rid = resp.ID
 	case err != nil:
 		return wrap("rescue inspect", id, err)
 	case r.State != nil && r.State.Running:
 		return nil
+	}
+	if d.inNetns(c) {
+		if _, err := d.joinNetns(id, rid); err != nil {
+			return err
+		}
 	}
 	if err := d.cli.ContainerStart(ctx, name, container.StartOptions{}); err != nil {
 		return wrap("rescue start", id, err)

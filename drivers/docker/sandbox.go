@@ -218,6 +218,14 @@ func (d *Driver) Sandbox(ctx context.Context, id string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if d.inNetns(w) {
+		// One container (netns.go): the namespace it runs in, else the
+		// one it joins at its next start.
+		if w.State.Running && w.State.Pid > 0 {
+			return netnsPath(w.State.Pid), nil
+		}
+		return d.joinNetns(id, w.ID)
+	}
 	if !sandboxed(w) {
 		return "", fmt.Errorf("docker sandbox %s: created without network (Spec.Networked false): %w", id, drivers.ErrNotSupported)
 	}

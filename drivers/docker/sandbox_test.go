@@ -53,7 +53,7 @@ func nsOfPid(t *testing.T, pid int) uint64 {
 // one; destroy removes both containers.
 func TestSandboxHoldsTheNetwork(t *testing.T) {
 	image := testenv.Image(t)
-	d := newDriver(t)
+	d := newDriverMode(t, docker.NetworkSandbox)
 	ctx := drivertest.Ctx(t)
 	spec := drivertest.Spec(image)
 	spec.Networked = true
@@ -212,7 +212,7 @@ func TestSandboxHoldsTheNetwork(t *testing.T) {
 // a separate one, and Destroy removes it.
 func TestSandboxLeftoverIsListedAndDestroyed(t *testing.T) {
 	image := testenv.Image(t)
-	d := newDriver(t)
+	d := newDriverMode(t, docker.NetworkSandbox)
 	ctx := drivertest.Ctx(t)
 	spec := drivertest.Spec(image)
 	spec.Networked = true
@@ -247,7 +247,7 @@ func TestSandboxLeftoverIsListedAndDestroyed(t *testing.T) {
 // name is taken by a foreign container) takes its new sandbox with it.
 func TestFailedCreateLeavesNoSandbox(t *testing.T) {
 	image := testenv.Image(t)
-	d := newDriver(t)
+	d := newDriverMode(t, docker.NetworkSandbox)
 	ctx := drivertest.Ctx(t)
 	spec := drivertest.Spec(image)
 	spec.Networked = true
@@ -274,7 +274,7 @@ func TestFailedCreateLeavesNoSandbox(t *testing.T) {
 // agent plumbs at once; without it (an import) the sandbox stays stopped.
 func TestCreateStartsTheSandboxEarly(t *testing.T) {
 	image := testenv.Image(t)
-	d := newDriver(t)
+	d := newDriverMode(t, docker.NetworkSandbox)
 	ctx := drivertest.Ctx(t)
 	cli := d.Client()
 	for _, early := range []bool{true, false} {

@@ -67,3 +67,9 @@ func Registry(t testing.TB) string {
 	t.Helper()
 	return Env(t, "CAPSULE_TEST_REGISTRY", "the registry")
 }
+
+// NetworkMode is the docker driver's network mode tests run in:
+// CAPSULE_TEST_NETWORK_MODE ("sandbox" or "netns"; "" is the driver's
+// default). Mode netns needs dockerds with Capsule's runtime
+// (deploy/test-env.sh starts them so).
+func NetworkMode() string { return os.Getenv("CAPSULE_TEST_NETWORK_MODE") }
