@@ -339,7 +339,7 @@ func startAlarmDocker(t *testing.T, interval time.Duration, tune func(*config.Al
 	host := testenv.DockerHost(t)
 	image := testenv.Image(t)
 	ctx := context.Background()
-	drv, err := docker.New(ctx, docker.Options{Host: host, StopTimeout: 5 * time.Second, Logger: testLogger(t), SandboxImage: image})
+	drv, err := docker.New(ctx, docker.Options{Host: host, StopTimeout: 5 * time.Second, Logger: testLogger(t), SandboxImage: image, NetworkMode: testenv.NetworkMode()})
 	if err != nil {
 		t.Fatalf("docker.New: %v", err)
 	}

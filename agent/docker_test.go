@@ -30,7 +30,7 @@ func newDockerEnv(t *testing.T, ctx context.Context) (*env, *docker.Driver, stri
 	t.Helper()
 	host := testenv.DockerHost(t)
 	drv, err := docker.New(ctx, docker.Options{Host: host, StopTimeout: 5 * time.Second, Logger: testLogger(t),
-		SandboxImage: testenv.Image(t)})
+		SandboxImage: testenv.Image(t), NetworkMode: testenv.NetworkMode()})
 	if err != nil {
 		t.Fatalf("docker.New: %v", err)
 	}
@@ -216,7 +216,7 @@ func TestAgentWithDockerPlumbsTheSandbox(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	host := testenv.DockerHost(t)
-	drv, err := docker.New(ctx, docker.Options{Host: host, StopTimeout: 5 * time.Second, Logger: testLogger(t), SandboxImage: image})
+	drv, err := docker.New(ctx, docker.Options{Host: host, StopTimeout: 5 * time.Second, Logger: testLogger(t), SandboxImage: image, NetworkMode: testenv.NetworkMode()})
 	if err != nil {
 		t.Fatalf("docker.New: %v", err)
 	}

@@ -26,7 +26,7 @@ func dockerOn(t *testing.T, env string) *docker.Driver {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	drv, err := docker.New(ctx, docker.Options{Host: host, StopTimeout: 5 * time.Second, Logger: testLogger(t),
-		SandboxImage: testenv.Image(t)})
+		SandboxImage: testenv.Image(t), NetworkMode: testenv.NetworkMode()})
 	if err != nil {
 		t.Fatalf("docker.New(%s): %v", host, err)
 	}

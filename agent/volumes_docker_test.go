@@ -27,7 +27,7 @@ func volumeEnv(t *testing.T, ctx context.Context) (*env, *docker.Driver, *volume
 	testenv.Require(t, os.Geteuid() == 0 && err == nil, "needs root and mkfs.ext4")
 	host := testenv.DockerHost(t)
 	drv, err := docker.New(ctx, docker.Options{Host: host, StopTimeout: 5 * time.Second, Logger: testLogger(t),
-		SandboxImage: testenv.Image(t)})
+		SandboxImage: testenv.Image(t), NetworkMode: testenv.NetworkMode()})
 	if err != nil {
 		t.Fatalf("docker.New: %v", err)
 	}
