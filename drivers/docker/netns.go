@@ -60,10 +60,6 @@ func (d *Driver) inNetns(c container.InspectResponse) bool {
 		c.HostConfig.NetworkMode.IsNone()
 }
 
-// networked reports whether the workload c has a namespace of its own to
-// plumb, either way.
-func (d *Driver) networked(c container.InspectResponse) bool { return sandboxed(c) || d.inNetns(c) }
-
 // netnsPathOf is the namespace file of instance id.
 func (d *Driver) netnsPathOf(id string) string { return filepath.Join(d.opts.NetnsDir, id) }
 
