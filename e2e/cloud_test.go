@@ -33,6 +33,8 @@ import (
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack"
 
+	"github.com/capsule-cloud/capsule/drivers/docker"
+	"github.com/capsule-cloud/capsule/internal/netnsfile"
 	"github.com/capsule-cloud/capsule/internal/testenv"
 	"github.com/capsule-cloud/capsule/ovs/ovstest"
 	"github.com/capsule-cloud/capsule/vif"
@@ -304,6 +306,7 @@ scheduler:
 	t.Cleanup(func() {
 		c.stop()
 		c.removeContainers(t)
+		c.removeNetns(t)
 		c.unmountVolumes(t)
 		if t.Failed() {
 			for _, p := range c.procs {
@@ -692,6 +695,28 @@ func (c *cloud) removeContainers(t *testing.T) {
 		for _, id := range strings.Fields(ids) {
 			_, _ = h.docker("rm", "-f", id)
 		}
+	}
+}
+
+// removeNetns removes the network namespaces the agents kept in network
+// mode netns (drivers/docker/netns.go) for servers still there at the
+// end, and their map entries: removeContainers took their containers.
+func (c *cloud) removeNetns(t *testing.T) {
+	maps, _ := netnsfile.Maps(netnsfile.MapDir)
+	for _, h := range c.hosts {
+		dir := filepath.Join(docker.DefaultNetnsDir, h.name)
+		for cid, p := range maps {
+			if filepath.Dir(p) == dir {
+				_ = netnsfile.RemoveMap(netnsfile.MapDir, cid)
+			}
+		}
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			if err := netnsfile.Remove(filepath.Join(dir, e.Name())); err != nil {
+				t.Logf("cleanup: %v", err)
+			}
+		}
+		_ = os.Remove(dir)
 	}
 }
 
