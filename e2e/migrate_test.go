@@ -16,6 +16,8 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 
 	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/drivers/docker"
+	"github.com/capsule-cloud/capsule/internal/testenv"
 	"github.com/capsule-cloud/capsule/ovs"
 	"github.com/capsule-cloud/capsule/store"
 )
@@ -71,6 +73,15 @@ func serverHost(t *testing.T, cc *gophercloud.ServiceClient, id string) string {
 		t.Fatal(err)
 	}
 	return ext.Host
+}
+
+// containersPerServer is how many containers a networked server is: its
+// workload, and in network mode sandbox (the default) its sandbox.
+func containersPerServer() int {
+	if testenv.NetworkMode() == docker.NetworkNetns {
+		return 1
+	}
+	return 2
 }
 
 // containersOn lists the ids of instance id's containers on host h

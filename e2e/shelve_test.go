@@ -220,8 +220,8 @@ func TestRescueUnrescue(t *testing.T) {
 	if !slices.Contains(addrs, s.ip+"/24") || !strings.EqualFold(mac, s.mac) {
 		t.Errorf("eth0 after unrescue: %v %s, want %s/24 %s", addrs, mac, s.ip, s.mac)
 	}
-	if n := len(containersOn(t, ha, id)); n != 2 {
-		t.Errorf("%d containers of the server after unrescue, want 2 (workload, sandbox)", n)
+	if n, want := len(containersOn(t, ha, id)), containersPerServer(); n != want {
+		t.Errorf("%d containers of the server after unrescue, want %d (the workload, and in network mode sandbox its sandbox)", n, want)
 	}
 	if out, _ := ha.docker("volume", "ls", "-q", "--filter", "name=capsule-"+id+"-rescue"); strings.TrimSpace(out) != "" {
 		t.Errorf("rescue volume left: %q", out)

@@ -454,10 +454,15 @@ func ncPID(t *testing.T, s *netServer) string {
 	return out
 }
 
-// sandboxPID is the PID of the server's sandbox (its network namespace).
+// sandboxPID is the PID of the server's sandbox (its network namespace);
+// in network mode netns, which has none, its workload container's.
 func (s *netServer) sandboxPID(t *testing.T) int {
 	t.Helper()
-	out, err := s.host.docker("inspect", "-f", "{{.State.Pid}}", s.workload()+"-sandbox")
+	name := s.workload() + "-sandbox"
+	if containersPerServer() == 1 {
+		name = s.workload()
+	}
+	out, err := s.host.docker("inspect", "-f", "{{.State.Pid}}", name)
 	if err != nil {
 		t.Fatalf("inspect sandbox of %s: %v %s", s.name, err, out)
 	}
