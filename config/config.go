@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
 	"gopkg.in/yaml.v3"
 
 	"github.com/capsule-cloud/capsule/limits"
@@ -165,6 +166,11 @@ type API struct {
 	LockoutFailureAttempts       int           `yaml:"lockout_failure_attempts"`
 	LockoutSourceFailureAttempts int           `yaml:"lockout_source_failure_attempts"`
 	LockoutDuration              time.Duration `yaml:"lockout_duration"`
+	// PasswordHashRounds is the bcrypt cost of the password hashes made
+	// from now on (Keystone's [identity] password_hash_rounds), 4 to 31;
+	// each step doubles the work of every login. Hashes made at another
+	// cost keep verifying.
+	PasswordHashRounds int `yaml:"password_hash_rounds"`
 	// TokenPurgeInterval is how often expired tokens are deleted.
 	TokenPurgeInterval time.Duration `yaml:"token_purge_interval"`
 	// The serial console proxy (nova-serialproxy's role) and its browser
@@ -357,6 +363,7 @@ func Default() Config {
 		API: API{PublicHost: "127.0.0.1", Listen: "0.0.0.0", IdentityPort: 5000, ComputePort: 8774,
 			ImagePort: 9292, NetworkPort: 9696, VolumePort: 8776, PortalPort: 8080, TokenTTL: 12 * time.Hour, CallTimeout: 30 * time.Second,
 			AdminProject: "admin", LockoutFailureAttempts: 10, LockoutSourceFailureAttempts: 50, LockoutDuration: 5 * time.Minute,
+			PasswordHashRounds: bcrypt.DefaultCost,
 			TokenPurgeInterval: time.Hour, ConsoleTokenTTL: 10 * time.Minute},
 		Scheduler: Scheduler{Weigher: "spread", MaxAttempts: 3, ServiceDownTime: 60 * time.Second, HostStateMaxAge: time.Second},
 		Conductor: Conductor{BuildTimeout: 10 * time.Minute, MigrationStepTimeout: 15 * time.Minute, MigrationPrecopy: true, PeriodicInterval: 30 * time.Second,
@@ -398,6 +405,10 @@ func Load(path string) (Config, error) {
 	// driver at start; a malformed list fails every role here.
 	if _, err := limits.ParseCPUList(c.Agent.CPUDedicatedSet); err != nil {
 		return c, fmt.Errorf("config: %s: agent.cpu_dedicated_set: %w", path, err)
+	}
+	if r := c.API.PasswordHashRounds; r < bcrypt.MinCost || r > bcrypt.MaxCost {
+		return c, fmt.Errorf("config: %s: api.password_hash_rounds %d: a bcrypt cost is %d to %d", path, r,
+			bcrypt.MinCost, bcrypt.MaxCost)
 	}
 	if (c.HTTP.TLSCertFile == "") != (c.HTTP.TLSKeyFile == "") {
 		return c, fmt.Errorf("config: %s: http.tls_cert_file and http.tls_key_file go together", path)

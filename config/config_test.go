@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -91,5 +92,23 @@ func TestTLSCertAndKeyGoTogether(t *testing.T) {
 	}
 	if _, err := Load(p); err == nil {
 		t.Error("a certificate without its key loaded")
+	}
+}
+
+func TestPasswordHashRounds(t *testing.T) {
+	if r := load(t, "").API.PasswordHashRounds; r != 10 {
+		t.Errorf("default password_hash_rounds = %d, want bcrypt's default 10", r)
+	}
+	if r := load(t, "api:\n  password_hash_rounds: 4\n").API.PasswordHashRounds; r != 4 {
+		t.Errorf("password_hash_rounds = %d, want 4", r)
+	}
+	for _, bad := range []string{"3", "32", "0", "-1"} {
+		p := filepath.Join(t.TempDir(), "c.yaml")
+		if err := os.WriteFile(p, []byte("api:\n  password_hash_rounds: "+bad+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "password_hash_rounds") {
+			t.Errorf("password_hash_rounds %s: %v, want an error naming it", bad, err)
+		}
 	}
 }

@@ -262,6 +262,7 @@ bus:
   network_port: %d
   portal_port: %d
   volume_port: %d
+  password_hash_rounds: 4 # bcrypt's cheapest cost: a test cloud's logins and users
 scheduler:
   service_down_time: 30s
 `, c.dbDriver, c.dbDSN, c.amqp, c.queueTypeLine(), identity, compute, image, network, portal, freePort(t))

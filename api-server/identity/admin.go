@@ -808,11 +808,24 @@ const MaxPasswordBytes = 72
 var errPasswordTooLong = errdefs.InvalidArgument(fmt.Sprintf(
 	"Invalid input for field 'password': the password is longer than %d bytes.", MaxPasswordBytes))
 
-func hashPassword(pw string) (string, error) {
+// Password hash rounds (Keystone's [identity] password_hash_rounds): the
+// bcrypt cost of the hashes made from now on. A hash keeps the cost it was
+// made with, so a hash of any cost verifies whatever the setting.
+const (
+	MinPasswordHashRounds     = bcrypt.MinCost     // 4: for tests only
+	MaxPasswordHashRounds     = bcrypt.MaxCost     // 31
+	DefaultPasswordHashRounds = bcrypt.DefaultCost // 10
+)
+
+// hashPassword hashes pw at rounds (0: DefaultPasswordHashRounds).
+func hashPassword(pw string, rounds int) (string, error) {
 	if len(pw) > MaxPasswordBytes {
 		return "", errPasswordTooLong
 	}
-	h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.DefaultCost)
+	if rounds == 0 {
+		rounds = DefaultPasswordHashRounds
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte(pw), rounds)
 	if err != nil {
 		return "", fmt.Errorf("hash password: %w", err)
 	}
@@ -876,7 +889,7 @@ func (s *Service) createUser(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if in.Password != nil {
-		h, err := hashPassword(*in.Password)
+		h, err := hashPassword(*in.Password, s.opts.PasswordHashRounds)
 		if err != nil {
 			s.failErr(w, r, err)
 			return
@@ -956,7 +969,7 @@ func (s *Service) updateUser(w http.ResponseWriter, r *http.Request) {
 		u.DefaultProjectID = *in.DefaultProjectID
 	}
 	if in.Password != nil {
-		h, err := hashPassword(*in.Password)
+		h, err := hashPassword(*in.Password, s.opts.PasswordHashRounds)
 		if err != nil {
 			s.failErr(w, r, err)
 			return
@@ -1031,7 +1044,7 @@ func (s *Service) changePassword(w http.ResponseWriter, r *http.Request) {
 		s.failErr(w, r, errdefs.Unauthenticated(authFailMsg))
 		return
 	}
-	h, err := hashPassword(*in.Password)
+	h, err := hashPassword(*in.Password, s.opts.PasswordHashRounds)
 	if err != nil {
 		s.failErr(w, r, err)
 		return

@@ -25,9 +25,9 @@ import (
 // user's roles there. The secret is shown once, at creation; only a bcrypt
 // hash of its SHA-256 is kept (so a secret of any length hashes whole).
 
-func hashAppCredSecret(secret string) (string, error) {
+func hashAppCredSecret(secret string, rounds int) (string, error) {
 	sum := sha256.Sum256([]byte(secret))
-	h, err := bcrypt.GenerateFromPassword([]byte(hex.EncodeToString(sum[:])), bcrypt.DefaultCost)
+	h, err := bcrypt.GenerateFromPassword([]byte(hex.EncodeToString(sum[:])), rounds)
 	if err != nil {
 		return "", fmt.Errorf("hash application credential secret: %w", err)
 	}
@@ -204,7 +204,7 @@ func (s *Service) createAppCred(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, err)
 		return
 	}
-	if ac.SecretHash, err = hashAppCredSecret(secret); err != nil {
+	if ac.SecretHash, err = hashAppCredSecret(secret, s.opts.PasswordHashRounds); err != nil {
 		s.internalError(w, r, err)
 		return
 	}

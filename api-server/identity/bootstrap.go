@@ -53,8 +53,9 @@ func EnsureProject(ctx context.Context, st *store.Store, name, description strin
 // EnsureUser returns the default-domain user named name, creating it.
 // defaultProject (a project name or id, "" for none) becomes its default
 // project. An existing user whose password differs gets the new one, and
-// its tokens are revoked.
-func EnsureUser(ctx context.Context, st *store.Store, name, password, defaultProject string) (store.User, error) {
+// its tokens are revoked. A new hash is made at rounds (the bcrypt cost,
+// api.password_hash_rounds; 0: DefaultPasswordHashRounds).
+func EnsureUser(ctx context.Context, st *store.Store, name, password, defaultProject string, rounds int) (store.User, error) {
 	var projectID string
 	if defaultProject != "" {
 		p, err := findProject(ctx, st, defaultProject)
@@ -68,7 +69,7 @@ func EnsureUser(ctx context.Context, st *store.Store, name, password, defaultPro
 	err := db.Where("name = ? AND domain_id = ?", name, DefaultDomainID).Take(&u).Error
 	switch {
 	case errors.Is(err, gorm.ErrRecordNotFound):
-		h, err := hashPassword(password)
+		h, err := hashPassword(password, rounds)
 		if err != nil {
 			return u, err
 		}
@@ -83,7 +84,7 @@ func EnsureUser(ctx context.Context, st *store.Store, name, password, defaultPro
 	}
 	changed := false
 	if bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(password)) != nil {
-		h, err := hashPassword(password)
+		h, err := hashPassword(password, rounds)
 		if err != nil {
 			return u, err
 		}

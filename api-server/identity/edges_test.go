@@ -11,11 +11,13 @@ import (
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/api-server/identity"
 	"github.com/capsule-cloud/capsule/store"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // withService swaps e's server for one with opts (over the same store).
 func (e *env) withService(opts identity.Options) {
 	opts.Logger = quiet()
+	opts.PasswordHashRounds = identity.MinPasswordHashRounds
 	e.svc = identity.New(e.st, opts)
 	e.srv = httptest.NewServer(e.svc.Handler())
 	e.t.Cleanup(e.srv.Close)
@@ -43,7 +45,7 @@ func TestPasswordLongerThan72Bytes(t *testing.T) {
 	aliceID := e.do("GET", "/v3/auth/tokens", e.member, nil, "X-Subject-Token", e.member).body["token"].(map[string]any)["user"].(map[string]any)["id"].(string)
 	e.want(e.do("POST", "/v3/users/"+aliceID+"/password", e.member,
 		map[string]any{"user": map[string]any{"password": long, "original_password": "alicepw"}}), http.StatusBadRequest)
-	if _, err := identity.EnsureUser(context.Background(), e.st, "boot", long, ""); err == nil {
+	if _, err := identity.EnsureUser(context.Background(), e.st, "boot", long, "", identity.MinPasswordHashRounds); err == nil {
 		t.Fatal("EnsureUser took a password bcrypt cannot hold")
 	}
 	if got := e.login("alice", "alicepw"+strings.Repeat("x", 80)); got != http.StatusUnauthorized {
@@ -264,4 +266,45 @@ func TestTokenIsAdminProject(t *testing.T) {
 	if got, has := isAdminProject(passwordAuth("alice", "alicepw", projectScope("demo")), "admin_project *"); !has || got != true {
 		t.Errorf("admin_project *: is_admin_project %v (present %v), want true", got, has)
 	}
+}
+
+// api.password_hash_rounds sets the bcrypt cost of the hashes made from
+// then on (a created user's, an application credential's); a hash of
+// another cost (one made before the setting changed) keeps verifying.
+func TestPasswordHashRounds(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	cost := func(user string) int {
+		t.Helper()
+		var u store.User
+		if err := e.st.DB.Where("name = ?", user).Take(&u).Error; err != nil {
+			t.Fatal(err)
+		}
+		c, err := bcrypt.Cost([]byte(u.PasswordHash))
+		if err != nil {
+			t.Fatalf("hash of %s: %v", user, err)
+		}
+		return c
+	}
+	// Made at the default cost, as before the setting existed.
+	if _, err := identity.EnsureUser(ctx, e.st, "old", "old-pw", "demo", 0); err != nil {
+		t.Fatal(err)
+	}
+	if c := cost("old"); c != bcrypt.DefaultCost {
+		t.Fatalf("EnsureUser with rounds 0 hashed at cost %d, want the default %d", c, bcrypt.DefaultCost)
+	}
+	e.withService(identity.Options{}) // PasswordHashRounds: MinPasswordHashRounds
+	e.token(passwordAuth("old", "old-pw", nil))
+	e.want(e.do("POST", "/v3/auth/tokens", "", passwordAuth("old", "wrong", nil)), http.StatusUnauthorized)
+	e.want(e.do("POST", "/v3/users", e.admin, map[string]any{"user": map[string]any{"name": "new", "password": "new-pw",
+		"domain_id": "default"}}), http.StatusCreated)
+	if c := cost("new"); c != identity.MinPasswordHashRounds {
+		t.Fatalf("created user hashed at cost %d, want %d", c, identity.MinPasswordHashRounds)
+	}
+	e.token(passwordAuth("new", "new-pw", nil))
+	// A service at the default cost verifies the cheap hash as well.
+	e.svc = identity.New(e.st, identity.Options{Logger: quiet()})
+	e.srv = httptest.NewServer(e.svc.Handler())
+	t.Cleanup(e.srv.Close)
+	e.token(passwordAuth("new", "new-pw", nil))
 }

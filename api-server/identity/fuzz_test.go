@@ -34,7 +34,7 @@ func newFuzzIdentity(tb testing.TB) *fuzzIdentity {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	u, err := EnsureUser(ctx, st, "admin", "pw-admin", p.ID)
+	u, err := EnsureUser(ctx, st, "admin", "pw-admin", p.ID, MinPasswordHashRounds)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -43,7 +43,7 @@ func newFuzzIdentity(tb testing.TB) *fuzzIdentity {
 			tb.Fatal(err)
 		}
 	}
-	s := New(st, Options{PublicHost: "127.0.0.1"})
+	s := New(st, Options{PublicHost: "127.0.0.1", PasswordHashRounds: MinPasswordHashRounds})
 	fi := &fuzzIdentity{h: s.Handler(), user: u.ID, project: p.ID}
 	rec := fuzzhttp.Do(fi.h, "POST", "/v3/auth/tokens", "", []byte(`{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"admin","domain":{"id":"default"},"password":"pw-admin"}}},"scope":{"project":{"name":"admin","domain":{"id":"default"}}}}}`))
 	if rec.Code != http.StatusCreated {

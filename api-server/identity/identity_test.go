@@ -61,10 +61,10 @@ func newEnvOn(t *testing.T, st *store.Store) *env {
 	if _, err := identity.EnsureProject(ctx, st, "demo", ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := identity.EnsureUser(ctx, st, "admin", "s3cret", "admin"); err != nil {
+	if _, err := identity.EnsureUser(ctx, st, "admin", "s3cret", "admin", identity.MinPasswordHashRounds); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := identity.EnsureUser(ctx, st, "alice", "alicepw", ""); err != nil {
+	if _, err := identity.EnsureUser(ctx, st, "alice", "alicepw", "", identity.MinPasswordHashRounds); err != nil {
 		t.Fatal(err)
 	}
 	for _, g := range [][3]string{{"admin", "admin", "admin"}, {"admin", "admin", "member"}, {"alice", "demo", "member"}} {
@@ -72,7 +72,8 @@ func newEnvOn(t *testing.T, st *store.Store) *env {
 			t.Fatal(err)
 		}
 	}
-	svc := identity.New(st, identity.Options{PublicHost: "cloud.example", TokenTTL: time.Hour, Logger: quiet()})
+	svc := identity.New(st, identity.Options{PublicHost: "cloud.example", TokenTTL: time.Hour, Logger: quiet(),
+		PasswordHashRounds: identity.MinPasswordHashRounds})
 	srv := httptest.NewServer(svc.Handler())
 	t.Cleanup(srv.Close)
 	e := &env{t: t, st: st, svc: svc, srv: srv, projID: p.ID}
@@ -577,8 +578,8 @@ func TestBootstrapIdempotent(t *testing.T) { forEachDB(t, testBootstrapIdempoten
 
 func testBootstrapIdempotent(t *testing.T, e *env) {
 	ctx := context.Background()
-	u1, _ := identity.EnsureUser(ctx, e.st, "admin", "s3cret", "admin")
-	u2, _ := identity.EnsureUser(ctx, e.st, "admin", "s3cret", "admin")
+	u1, _ := identity.EnsureUser(ctx, e.st, "admin", "s3cret", "admin", identity.MinPasswordHashRounds)
+	u2, _ := identity.EnsureUser(ctx, e.st, "admin", "s3cret", "admin", identity.MinPasswordHashRounds)
 	if u1.ID != u2.ID || u1.PasswordHash != u2.PasswordHash {
 		t.Fatal("EnsureUser not idempotent")
 	}
@@ -595,7 +596,7 @@ func testBootstrapIdempotent(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	// A changed password is applied and old tokens die.
-	if _, err := identity.EnsureUser(ctx, e.st, "admin", "n3w", "admin"); err != nil {
+	if _, err := identity.EnsureUser(ctx, e.st, "admin", "n3w", "admin", identity.MinPasswordHashRounds); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.svc.Validate(ctx, e.admin); err == nil {
@@ -667,9 +668,10 @@ func TestCatalogUsesRequestHostWithoutPublicHost(t *testing.T) {
 	defer st.Close()
 	identity.EnsureRole(ctx, st, "member")
 	identity.EnsureProject(ctx, st, "p", "")
-	identity.EnsureUser(ctx, st, "u", "pw", "p")
+	identity.EnsureUser(ctx, st, "u", "pw", "p", identity.MinPasswordHashRounds)
 	identity.Grant(ctx, st, "u", "p", "member")
-	svc := identity.New(st, identity.Options{Ports: identity.Ports{Image: 19292}, Logger: quiet()})
+	svc := identity.New(st, identity.Options{Ports: identity.Ports{Image: 19292}, Logger: quiet(),
+		PasswordHashRounds: identity.MinPasswordHashRounds})
 	srv := httptest.NewServer(svc.Handler())
 	defer srv.Close()
 	e := &env{t: t, st: st, svc: svc, srv: srv}

@@ -111,12 +111,14 @@ type loginGuard struct {
 	users   *throttle
 	sources *throttle
 
+	rounds    int // the cost of the dummy hash: the stored hashes'
 	dummyOnce sync.Once
 	dummy     []byte
 }
 
-func newLoginGuard(l Lockout) *loginGuard {
-	return &loginGuard{users: newThrottle(l.UserAttempts, l.Duration), sources: newThrottle(l.SourceAttempts, l.Duration)}
+func newLoginGuard(l Lockout, rounds int) *loginGuard {
+	return &loginGuard{users: newThrottle(l.UserAttempts, l.Duration), sources: newThrottle(l.SourceAttempts, l.Duration),
+		rounds: rounds}
 }
 
 // checkPassword reports whether password matches hash. It spends the same
@@ -126,8 +128,8 @@ func newLoginGuard(l Lockout) *loginGuard {
 func (g *loginGuard) checkPassword(hash, password string) bool {
 	if hash == "" || len(password) > MaxPasswordBytes {
 		g.dummyOnce.Do(func() {
-			// Same cost as stored hashes, so the work is the same.
-			g.dummy, _ = bcrypt.GenerateFromPassword([]byte("capsule-no-such-user"), bcrypt.DefaultCost)
+			// Same cost as new hashes, so the work is the same.
+			g.dummy, _ = bcrypt.GenerateFromPassword([]byte("capsule-no-such-user"), g.rounds)
 		})
 		_ = bcrypt.CompareHashAndPassword(g.dummy, []byte(truncateBytes(password, MaxPasswordBytes)))
 		return false

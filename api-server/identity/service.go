@@ -59,6 +59,11 @@ type Options struct {
 	AdminProject string
 	// Lockout throttles password logins; zero takes DefaultLockout.
 	Lockout Lockout
+	// PasswordHashRounds is the bcrypt cost of the password and
+	// application credential hashes it makes (Keystone's [identity]
+	// password_hash_rounds); 0 takes DefaultPasswordHashRounds. Hashes
+	// made at another cost keep verifying.
+	PasswordHashRounds int
 }
 
 // Service is the identity API. It also validates tokens for the other
@@ -104,7 +109,10 @@ func New(st *store.Store, opts Options) *Service {
 	if opts.Lockout.Duration <= 0 {
 		opts.Lockout.Duration = DefaultLockout().Duration
 	}
-	return &Service{st: st, opts: opts, log: opts.Logger.With("service", "identity"), login: newLoginGuard(opts.Lockout),
+	if opts.PasswordHashRounds == 0 {
+		opts.PasswordHashRounds = DefaultPasswordHashRounds
+	}
+	return &Service{st: st, opts: opts, log: opts.Logger.With("service", "identity"), login: newLoginGuard(opts.Lockout, opts.PasswordHashRounds),
 		now: func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }}
 }
 

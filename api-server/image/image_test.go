@@ -78,7 +78,7 @@ func newEnvOn(t *testing.T, st *store.Store, data image.Data, tune ...func(*imag
 		*dst = p.ID
 	}
 	for _, u := range [][2]string{{"admin", "admin"}, {"alice", "demo"}, {"bob", "other"}, {"rita", "demo"}} {
-		if _, err := identity.EnsureUser(ctx, st, u[0], "pw-"+u[0], u[1]); err != nil {
+		if _, err := identity.EnsureUser(ctx, st, u[0], "pw-"+u[0], u[1], identity.MinPasswordHashRounds); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -94,7 +94,7 @@ func newEnvOn(t *testing.T, st *store.Store, data image.Data, tune ...func(*imag
 	t.Cleanup(e.idSrv.Close)
 	e.imgSrv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { imgH.ServeHTTP(w, r) }))
 	t.Cleanup(e.imgSrv.Close)
-	ids := identity.New(st, identity.Options{PublicHost: "127.0.0.1", Logger: quiet(),
+	ids := identity.New(st, identity.Options{PublicHost: "127.0.0.1", Logger: quiet(), PasswordHashRounds: identity.MinPasswordHashRounds,
 		Ports: identity.Ports{Identity: port(t, e.idSrv.URL), Image: port(t, e.imgSrv.URL)}})
 	idH = ids.Handler()
 	opts := image.Options{Validator: ids, Data: data, Logger: quiet()}

@@ -63,7 +63,7 @@ func bootstrap(ctx context.Context, cfg config.Config, args []string, log *slog.
 		if err != nil {
 			return err
 		}
-		u, err := identity.EnsureUser(ctx, st, a.user, a.pass, p.ID)
+		u, err := identity.EnsureUser(ctx, st, a.user, a.pass, p.ID, cfg.API.PasswordHashRounds)
 		if err != nil {
 			return err
 		}

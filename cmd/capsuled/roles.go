@@ -270,9 +270,10 @@ func volumeURL(scheme, host string, port int) string {
 func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) error {
 	a := cfg.API
 	ids := identity.New(d.st, identity.Options{PublicHost: a.PublicHost, Region: cfg.Region, TokenTTL: a.TokenTTL, Logger: log,
-		Ports:        identity.Ports{Identity: a.IdentityPort, Compute: a.ComputePort, Image: a.ImagePort, Network: a.NetworkPort, Volume: a.VolumePort},
-		TLS:          cfg.HTTP.TLS(),
-		AdminProject: a.AdminProject,
+		Ports:              identity.Ports{Identity: a.IdentityPort, Compute: a.ComputePort, Image: a.ImagePort, Network: a.NetworkPort, Volume: a.VolumePort},
+		TLS:                cfg.HTTP.TLS(),
+		AdminProject:       a.AdminProject,
+		PasswordHashRounds: a.PasswordHashRounds,
 		Lockout: identity.Lockout{UserAttempts: a.LockoutFailureAttempts, SourceAttempts: a.LockoutSourceFailureAttempts,
 			Duration: a.LockoutDuration}})
 	go ids.PurgeTokensEvery(ctx, a.TokenPurgeInterval)

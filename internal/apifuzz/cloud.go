@@ -168,7 +168,7 @@ func StartCloud(ctx context.Context, dir string) (*Cloud, error) {
 		}
 	}
 	port := func(i int) int { return lns[i].Addr().(*net.TCPAddr).Port }
-	ids := identity.New(st, identity.Options{PublicHost: "127.0.0.1", Logger: lg,
+	ids := identity.New(st, identity.Options{PublicHost: "127.0.0.1", Logger: lg, PasswordHashRounds: identity.MinPasswordHashRounds,
 		Ports: identity.Ports{Identity: port(0), Compute: port(1), Image: port(2), Network: port(3), Volume: port(4)}})
 	img := image.New(st, image.Options{Validator: ids, Logger: lg, Data: newMemData()})
 	comp := compute.New(st, c.bus, compute.Options{PublicHost: "127.0.0.1", ComputePort: port(1), ImagePort: port(2),
@@ -282,7 +282,7 @@ func bootstrap(ctx context.Context, st *store.Store, adminPass, demoPass string)
 		if err != nil {
 			return err
 		}
-		u, err := identity.EnsureUser(ctx, st, a.user, a.pass, p.ID)
+		u, err := identity.EnsureUser(ctx, st, a.user, a.pass, p.ID, identity.MinPasswordHashRounds)
 		if err != nil {
 			return err
 		}
