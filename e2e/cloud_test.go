@@ -59,6 +59,7 @@ type cloud struct {
 	dbDriver   string
 	dbDSN      string
 	amqp       string // the bus URL: a vhost of its own on the shared broker unless an option set one
+	vhost      string // that vhost ("" when an option set the URL)
 
 	// Set by options before the cloud starts.
 	twoHosts    bool     // control plane + two agents on bridges joined by a trunk
@@ -501,26 +502,23 @@ func tail(s string, n int) string {
 	return s
 }
 
-// vhost is the cloud's RabbitMQ virtual host.
-func (c *cloud) vhost() string { return "capsule-" + c.host }
-
 // ownVhost gives the cloud a RabbitMQ virtual host of its own, as separate
 // clouds sharing a broker have: queue names ("conductor", "scheduler")
-// would otherwise be shared between the clouds of concurrent tests.
+// would otherwise be shared between the clouds of concurrent tests. The
+// host comes from rabbitVhosts (made and deleted in batches) and is
+// given back at the test's cleanup.
 func (c *cloud) ownVhost(t *testing.T, amqpURL string) string {
 	t.Helper()
 	u, err := url.Parse(amqpURL)
 	if err != nil {
 		t.Fatalf("bad CAPSULE_TEST_AMQP_URL: %v", err)
 	}
-	vhost := c.vhost()
-	user := u.User.Username()
-	for _, args := range [][]string{{"add_vhost", vhost}, {"set_permissions", "-p", vhost, user, ".*", ".*", ".*"}} {
-		if out, err := exec.Command("rabbitmqctl", args...).CombinedOutput(); err != nil {
-			t.Fatalf("rabbitmqctl %v: %v\n%s", args, err, out)
-		}
+	vhost, err := rabbitVhosts.take(u.User.Username())
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = exec.Command("rabbitmqctl", "delete_vhost", vhost).Run() })
+	t.Cleanup(func() { rabbitVhosts.release(vhost) })
+	c.vhost = vhost
 	u.Path = "/" + vhost
 	return u.String()
 }
@@ -530,7 +528,7 @@ func (c *cloud) ownVhost(t *testing.T, amqpURL string) string {
 // once the handler returned).
 func (c *cloud) queueDepth(t *testing.T, queue string) int {
 	t.Helper()
-	out, err := exec.Command("rabbitmqctl", "list_queues", "-q", "--no-table-headers", "-p", c.vhost(),
+	out, err := exec.Command("rabbitmqctl", "list_queues", "-q", "--no-table-headers", "-p", c.vhost,
 		"name", "messages").CombinedOutput()
 	if err != nil {
 		t.Fatalf("rabbitmqctl list_queues: %v\n%s", err, out)
