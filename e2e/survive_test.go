@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -139,7 +140,10 @@ func (d *testDockerd) start(t *testing.T) {
 // forgetZombieContainerd removes the pid file of a containerd that died
 // with a killed dockerd but was never reaped. On a host, init reaps it;
 // where PID 1 does not (this test machine's), dockerd takes the zombie for
-// a live containerd, waits for its socket and gives up.
+// a live containerd, waits for its socket and gives up. dockerd starts its
+// containerd with a parent-death SIGKILL, so right after dockerd is killed
+// its containerd may still be dying (not yet a zombie) on a loaded machine:
+// wait until it either is gone or answers on its socket.
 func (d *testDockerd) forgetZombieContainerd(t *testing.T) {
 	t.Helper()
 	var execRoot string
@@ -149,17 +153,32 @@ func (d *testDockerd) forgetZombieContainerd(t *testing.T) {
 		}
 	}
 	pidfile := filepath.Join(execRoot, "containerd", "containerd.pid")
-	b, err := os.ReadFile(pidfile)
-	if err != nil {
-		return
-	}
-	stat, err := os.ReadFile(filepath.Join("/proc", strings.TrimSpace(string(b)), "stat"))
-	// The state follows the command name in parentheses.
-	if i := strings.LastIndexByte(string(stat), ')'); err == nil && i >= 0 && !strings.HasPrefix(string(stat[i+1:]), " Z") {
-		return // alive: the new dockerd reconnects to it
-	}
-	if err := os.Remove(pidfile); err != nil {
-		t.Fatalf("remove the pid file of a dead containerd: %v", err)
+	sock := filepath.Join(execRoot, "containerd", "containerd.sock")
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		b, err := os.ReadFile(pidfile)
+		if err != nil {
+			return
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", strings.TrimSpace(string(b)), "stat"))
+		// The state follows the command name in parentheses.
+		i := strings.LastIndexByte(string(stat), ')')
+		dead := err != nil || i < 0 || strings.HasPrefix(string(stat[i+1:]), " Z") || strings.HasPrefix(string(stat[i+1:]), " X")
+		if dead {
+			if err := os.Remove(pidfile); err != nil && !os.IsNotExist(err) {
+				t.Fatalf("remove the pid file of a dead containerd: %v", err)
+			}
+			return
+		}
+		if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
+			c.Close()
+			return // alive and serving: the new dockerd reconnects to it
+		}
+		if time.Now().After(deadline) {
+			t.Logf("containerd %s neither exited nor answers on %s after 15s", strings.TrimSpace(string(b)), sock)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
