@@ -255,8 +255,12 @@ func (c *Conductor) onTransferReport(tx *gorm.DB, v *store.Volume, att *store.Vo
 		if err := tx.Where("id = ?", att.ID).Delete(&store.VolumeAttachment{}).Error; err != nil {
 			return fmt.Errorf("drop attachment %s: %w", att.ID, err)
 		}
+		where := "to host " + att.Host
+		if att.Host == "" {
+			where = "to the registry for its shelved server"
+		}
 		_, err := store.ChangeVolumeStatus(tx, v.ID, []store.VolumeStatus{store.VolumeAttaching}, store.VolumeAvailable,
-			map[string]any{"error_message": "moving the volume to host " + att.Host + " failed: " + msg})
+			map[string]any{"error_message": "moving the volume " + where + " failed: " + msg})
 		return err
 	}
 	var out outbox.Batch
@@ -268,6 +272,9 @@ func (c *Conductor) onTransferReport(tx *gorm.DB, v *store.Volume, att *store.Vo
 		return out.Enqueue(tx, bus.ComputeQueue(host), "", m)
 	}
 	spec := protocol.VolumeSpec{ID: v.ID, ProjectID: v.ProjectID, SizeGB: v.SizeGB, Backend: v.Backend, Host: v.Host}
+	if r.Kind == protocol.KindVolumeExport && att.Host == "" {
+		return c.parkVolume(tx, v, att, r, spec, cast)
+	}
 	if r.Kind == protocol.KindVolumeExport {
 		if v.Host == att.Host {
 			return nil
@@ -288,6 +295,33 @@ func (c *Conductor) onTransferReport(tx *gorm.DB, v *store.Volume, att *store.Vo
 	}
 	return cast(att.Host, protocol.KindVolumeAttach, protocol.VolumeAttach{RequestID: r.RequestID, InstanceID: att.InstanceID,
 		Mount: instance.VolumeMount(v, att)})
+}
+
+// parkVolume ends the export of a local volume being attached to a
+// shelved-offloaded server (its attachment on no host; an unshelve since
+// would have given it the server's new host): its data is in the
+// registry next to the server's shelve image (instance.ParkedVolumeRef,
+// the tag the unshelve pulls), so it lives on no host now, attached and
+// in-use like the server's other local volumes, and the copy on the host
+// it left goes. The tag stays: it is the volume's only copy.
+func (c *Conductor) parkVolume(tx *gorm.DB, v *store.Volume, att *store.VolumeAttachment, r protocol.VolumeReport,
+	spec protocol.VolumeSpec, cast func(host, kind string, body any) error) error {
+	old := v.Host
+	if old == "" {
+		return nil // seen before
+	}
+	if err := tx.Model(&store.VolumeAttachment{}).Where("id = ? AND status = ?", att.ID, store.AttachmentAttaching).
+		Update("status", store.AttachmentAttached).Error; err != nil {
+		return fmt.Errorf("attachment %s attached: %w", att.ID, err)
+	}
+	ok, err := store.ChangeVolumeStatus(tx, v.ID, []store.VolumeStatus{store.VolumeAttaching}, store.VolumeInUse,
+		map[string]any{"host": "", "error_message": ""})
+	if err != nil || !ok {
+		return err
+	}
+	c.log.Info("volume attached to a shelved server: its data waits in the registry", "volume", v.ID, "instance", att.InstanceID,
+		"ref", r.Ref, "old_host", old)
+	return cast(old, protocol.KindVolumeDelete, protocol.VolumeDelete{RequestID: r.RequestID, Volume: spec})
 }
 
 func (c *Conductor) onSnapshotWork(tx *gorm.DB, r protocol.VolumeReport) error {

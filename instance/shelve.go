@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/lifecycle"
@@ -169,6 +170,55 @@ func moveShelvedVolumes(tx *gorm.DB, id, from, to string) error {
 		return fmt.Errorf("attachments of instance %s to host %q: %w", id, to, err)
 	}
 	return nil
+}
+
+// ParkedVolumeRef is where a local volume attached to offloaded server
+// inst goes until its unshelve, as if it had been attached when the
+// server was offloaded: ShelvedVolumeRef next to its shelve image. A
+// server whose shelve image is gone has nowhere to keep it (409).
+func ParkedVolumeRef(tx *gorm.DB, inst *store.Instance, volumeID string) (string, error) {
+	img, err := ShelveImage(tx, inst)
+	if err != nil {
+		return "", err
+	}
+	if img == nil || img.RegistryRef == "" {
+		return "", errdefs.Conflictf("Cannot attach a local volume to instance %s: its shelve image %s is gone, so the volume's data has nowhere to wait for the unshelve.", inst.ID, inst.ShelvedImageID)
+	}
+	return ShelvedVolumeRef(img.RegistryRef, volumeID)
+}
+
+// LockOffloaded locks instance id's row until tx ends and checks that
+// it is still shelved_offloaded with no task (op names the caller's
+// action in the 409 otherwise): a volume attached or detached in tx
+// cannot then race the server's unshelve, which updates that row first
+// and looks at the attachments after (VolumeAttaching).
+func LockOffloaded(tx *gorm.DB, id, op string) error {
+	var inst store.Instance
+	err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Select("id", "vm_state", "task_state").
+		Where("id = ? AND deleted_at IS NULL", id).Take(&inst).Error
+	if err != nil {
+		return store.NotFound(err, "instance "+id)
+	}
+	if inst.VMState != lifecycle.ShelvedOffloaded || inst.TaskState != lifecycle.NoTask {
+		return errdefs.Conflictf("Cannot '%s' instance %s while it is in vm_state %s", op, id, inst.VMState)
+	}
+	return nil
+}
+
+// VolumeAttaching returns a volume whose attach to instance id is still
+// under way ("" when none is): an offloaded server is not unshelved
+// before its volumes settled (a local one moves to the registry first).
+func VolumeAttaching(tx *gorm.DB, id string) (string, error) {
+	var vols []string
+	err := tx.Model(&store.VolumeAttachment{}).Where("instance_id = ? AND status = ?", id, store.AttachmentAttaching).
+		Order("volume_id").Limit(1).Pluck("volume_id", &vols).Error
+	if err != nil {
+		return "", fmt.Errorf("attachments of instance %s: %w", id, err)
+	}
+	if len(vols) == 0 {
+		return "", nil
+	}
+	return vols[0], nil
 }
 
 // OffloadFailed ends an offload that failed on host: the server stays

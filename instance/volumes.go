@@ -93,7 +93,8 @@ func releaseVolumes(tx *gorm.DB, inst *store.Instance) error {
 			return fmt.Errorf("volume of attachment %s: %w", a.ID, err)
 		}
 		if inst.VMState == lifecycle.ShelvedOffloaded && v.Backend == protocol.BackendLocal && v.Host == "" {
-			if err := restoreShelvedVolume(tx, &out, inst, v, &a); err != nil {
+			if err := restoreShelvedVolume(tx, &out, inst, v, &a, a.DeleteOnTermination,
+				"the server it was attached to was deleted while shelved"); err != nil {
 				return err
 			}
 			continue
@@ -139,13 +140,24 @@ func releaseVolumes(tx *gorm.DB, inst *store.Instance) error {
 	return nil
 }
 
+// DetachShelvedVolume detaches local volume v (attachment a) from
+// offloaded server inst, its data in the registry (ShelvedVolumeRef):
+// the volume is pulled back onto the host the server was shelved on (see
+// restoreShelvedVolume) and is available there once pulled; out gets the
+// pull.
+func DetachShelvedVolume(tx *gorm.DB, out *outbox.Batch, inst *store.Instance, v *store.Volume, a *store.VolumeAttachment) error {
+	return restoreShelvedVolume(tx, out, inst, v, a, false, "it was detached from a shelved server")
+}
+
 // restoreShelvedVolume detaches local volume v (attachment a) from
-// deleted offloaded server inst: its data is only in the registry
-// (ShelvedVolumeRef), so it is pulled back onto the host the server was
-// shelved on, in maintenance until that host reports; the conductor then
-// makes it available (or deletes it, delete_on_termination) and deletes
-// the tag, or leaves it in error with the data still in the registry.
-func restoreShelvedVolume(tx *gorm.DB, out *outbox.Batch, inst *store.Instance, v *store.Volume, a *store.VolumeAttachment) error {
+// offloaded server inst (deleted, or the volume detached: why): its data
+// is only in the registry (ShelvedVolumeRef), so it is pulled back onto
+// the host the server was shelved on, in maintenance until that host
+// reports; the conductor then makes it available (or deletes it:
+// deleteAfter) and deletes the tag, or leaves it in error with the data
+// still in the registry.
+func restoreShelvedVolume(tx *gorm.DB, out *outbox.Batch, inst *store.Instance, v *store.Volume, a *store.VolumeAttachment,
+	deleteAfter bool, why string) error {
 	if err := tx.Where("id = ?", a.ID).Delete(&store.VolumeAttachment{}).Error; err != nil {
 		return fmt.Errorf("drop attachment %s: %w", a.ID, err)
 	}
@@ -161,7 +173,7 @@ func restoreShelvedVolume(tx *gorm.DB, out *outbox.Batch, inst *store.Instance, 
 	if img == nil || host == "" {
 		// Nowhere known to pull it from or to: an admin's to recover.
 		_, err := store.ChangeVolumeStatus(tx, v.ID, []store.VolumeStatus{store.VolumeMaintenance}, store.VolumeError, map[string]any{"error_message": fmt.Sprintf(
-			"the server it was attached to was deleted while shelved; its data is in the registry under capsule/volumes/%s:shelved", v.ID)})
+			"%s; its data is in the registry under capsule/volumes/%s:shelved", why, v.ID)})
 		return err
 	}
 	ref, err := ShelvedVolumeRef(img.RegistryRef, v.ID)
@@ -170,7 +182,7 @@ func restoreShelvedVolume(tx *gorm.DB, out *outbox.Batch, inst *store.Instance, 
 	}
 	spec := protocol.VolumeSpec{ID: v.ID, ProjectID: v.ProjectID, SizeGB: v.SizeGB, Backend: v.Backend, Host: host}
 	msg, err := bus.NewMessage(protocol.KindVolumeImport, protocol.VolumeTransfer{
-		RequestID: RestoreRequestID(v.ID, a.DeleteOnTermination), Volume: spec, Ref: ref})
+		RequestID: RestoreRequestID(v.ID, deleteAfter), Volume: spec, Ref: ref})
 	if err != nil {
 		return err
 	}

@@ -60,7 +60,7 @@ func (s *Service) serverAction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch name {
-	case "createBackup", "rebuild", "shelve", "shelveOffload", "os-migrateLive":
+	case "createBackup", "rebuild", "os-migrateLive":
 		if err := s.refuseVolumeBacked(r.Context(), inst, name); err != nil {
 			s.fail(w, r, err)
 			return

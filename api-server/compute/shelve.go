@@ -94,6 +94,14 @@ func (s *Service) unshelveServer(w http.ResponseWriter, r *http.Request, inst *s
 		if _, err := instance.Begin(tx, inst, lifecycle.ActUnshelve, s.opts.Now(), nil); err != nil {
 			return err
 		}
+		// After Begin (which holds the row): an attach made while it
+		// was offloaded has either settled or is seen here.
+		if vol, err := instance.VolumeAttaching(tx, inst.ID); err != nil || vol != "" {
+			if err == nil {
+				err = errdefs.Conflictf("Cannot 'unshelve' instance %s while volume %s is being attached to it; try again once it is in-use.", inst.ID, vol)
+			}
+			return err
+		}
 		if target.zone != "" || target.unpin {
 			// The scheduler places the server in its (new) zone; a
 			// requested host goes with the schedule message.

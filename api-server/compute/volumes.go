@@ -107,14 +107,26 @@ type volumeAttachmentBody struct {
 }
 
 // checkVolumeServer refuses a volume change of a locked or busy server.
+// From 2.20 a shelved-offloaded server takes one too (Nova's rule: 409
+// below): it runs nowhere, so the attachment is only recorded and its
+// unshelve mounts the volume wherever it goes (offloaded).
 func checkVolumeServer(ctx context.Context, inst *store.Instance, op string) error {
 	if inst.Locked && !auth.FromContext(ctx).IsAdmin() {
 		return errdefs.Conflictf("Instance %s is locked", inst.ID)
+	}
+	if offloaded(ctx, inst) {
+		return nil
 	}
 	if !slices.Contains(volumeStates, inst.VMState) || inst.TaskState != lifecycle.NoTask || inst.Host == "" {
 		return errdefs.Conflictf("Cannot '%s' instance %s while it is in vm_state %s", op, inst.ID, inst.VMState)
 	}
 	return nil
+}
+
+// offloaded reports whether a volume change of inst is one of a
+// shelved-offloaded server with no task, from 2.20.
+func offloaded(ctx context.Context, inst *store.Instance) bool {
+	return inst.VMState == lifecycle.ShelvedOffloaded && inst.TaskState == lifecycle.NoTask && versionOf(ctx).AtLeast(20)
 }
 
 // nextDevice is the first /dev/vdX (from vdb; vda is the root disk) no
@@ -175,13 +187,22 @@ func (s *Service) attachVolume(w http.ResponseWriter, r *http.Request) {
 	}
 	var att *store.VolumeAttachment
 	var out outbox.Batch
+	parked := offloaded(ctx, inst)
 	err := s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if parked {
+			if err := instance.LockOffloaded(tx, inst.ID, "attach_volume"); err != nil {
+				return err
+			}
+		}
 		vol, err := store.GetVolume(tx, b.VolumeID)
 		if err != nil || vol.ProjectID != inst.ProjectID {
 			return errdefs.NotFoundf("Volume %s could not be found.", b.VolumeID)
 		}
 		if vol.Status != store.VolumeAvailable {
 			return errdefs.InvalidArgumentf("Invalid volume: volume %s status must be 'available'. Currently in '%s'", vol.ID, vol.Status)
+		}
+		if parked && vol.Backend == protocol.BackendLocal && vol.Host == "" {
+			return errdefs.InvalidArgumentf("Invalid volume: volume %s has no host holding its data.", vol.ID)
 		}
 		atts, err := store.InstanceVolumeAttachments(tx, inst.ID)
 		if err != nil {
@@ -214,10 +235,31 @@ func (s *Service) attachVolume(w http.ResponseWriter, r *http.Request) {
 		if !ok {
 			return errdefs.InvalidArgumentf("Invalid volume: volume %s status must be 'available'.", vol.ID)
 		}
+		if parked && vol.Backend != protocol.BackendLocal {
+			// Nothing to move: the unshelve's host mounts it.
+			att.Status = store.AttachmentAttached
+			if _, err := store.ChangeVolumeStatus(tx, vol.ID, []store.VolumeStatus{store.VolumeAttaching}, store.VolumeInUse, nil); err != nil {
+				return err
+			}
+		}
 		if err := tx.Create(att).Error; err != nil {
 			return fmt.Errorf("record attachment: %w", err)
 		}
 		reqID := httpapi.RequestID(ctx)
+		if parked {
+			if vol.Backend != protocol.BackendLocal {
+				return nil
+			}
+			// A local volume's data joins the server's other local
+			// volumes in the registry (the conductor records it on no
+			// host once pushed), so any host can unshelve it.
+			ref, err := instance.ParkedVolumeRef(tx, inst, vol.ID)
+			if err != nil {
+				return err
+			}
+			return s.cast(tx, &out, vol.Host, "", protocol.KindVolumeExport,
+				protocol.VolumeTransfer{RequestID: reqID, Ref: ref, Volume: instance.VolumeMount(vol, att).Volume})
+		}
 		if vol.Backend == protocol.BackendLocal && vol.Host != inst.Host {
 			// The data moves to the server's host first (the conductor
 			// goes on from the export's report).
@@ -306,7 +348,13 @@ func (s *Service) detachVolume(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var out outbox.Batch
+	parked := offloaded(ctx, inst)
 	err := s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if parked {
+			if err := instance.LockOffloaded(tx, inst.ID, "detach_volume"); err != nil {
+				return err
+			}
+		}
 		a, err := serverAttachment(tx, inst, r.PathValue("volume"))
 		if err != nil {
 			return err
@@ -320,6 +368,9 @@ func (s *Service) detachVolume(w http.ResponseWriter, r *http.Request) {
 		}
 		if a.Status != store.AttachmentAttached || vol.Status != store.VolumeInUse {
 			return errdefs.InvalidArgumentf("Invalid volume: Unable to detach volume. Volume status must be 'in-use' and attach_status must be 'attached' to detach (volume %s is %s).", vol.ID, vol.Status)
+		}
+		if parked {
+			return detachParked(tx, &out, inst, vol, a)
 		}
 		if err := tx.Model(&store.VolumeAttachment{}).Where("id = ?", a.ID).Update("status", store.AttachmentDetaching).Error; err != nil {
 			return fmt.Errorf("attachment %s detaching: %w", a.ID, err)
@@ -344,6 +395,29 @@ func (s *Service) detachVolume(w http.ResponseWriter, r *http.Request) {
 	}
 	s.deliver(ctx, &out)
 	noContent(w, http.StatusAccepted)
+}
+
+// detachParked detaches volume vol (attachment a) from offloaded server
+// inst, which runs nowhere: the record goes, and a local volume whose
+// data waits in the registry is pulled back onto the host the server was
+// shelved on (instance.DetachShelvedVolume: maintenance until then); any
+// other volume is available at once.
+func detachParked(tx *gorm.DB, out *outbox.Batch, inst *store.Instance, vol *store.Volume, a *store.VolumeAttachment) error {
+	if vol.Backend == protocol.BackendLocal && vol.Host == "" {
+		return instance.DetachShelvedVolume(tx, out, inst, vol, a)
+	}
+	if err := tx.Where("id = ?", a.ID).Delete(&store.VolumeAttachment{}).Error; err != nil {
+		return fmt.Errorf("drop attachment %s: %w", a.ID, err)
+	}
+	ok, err := store.ChangeVolumeStatus(tx, vol.ID, []store.VolumeStatus{store.VolumeInUse}, store.VolumeDetaching, map[string]any{"error_message": ""})
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errdefs.Conflictf("Volume %s changed meanwhile; try again.", vol.ID)
+	}
+	_, err = store.ChangeVolumeStatus(tx, vol.ID, []store.VolumeStatus{store.VolumeDetaching}, store.VolumeAvailable, nil)
+	return err
 }
 
 // volumesAttached is a server view's os-extended-volumes:volumes_attached.
@@ -387,10 +461,13 @@ func (s *Service) volumeBacked(ctx context.Context, inst *store.Instance) (bool,
 }
 
 // refuseVolumeBacked is a 409 for action on a server that boots from a
-// volume: its root filesystem is the volume's, which a container commit
-// (shelve), a rebuild from an image or a rescue would not see. A resize
+// volume: its root filesystem is the volume's, which a backup (a
+// container commit) or a rebuild from an image would not see. A resize
 // or cold migration moves the boot volume as any local volume
-// (migrate/volumes.go); a snapshot snapshots it (snapshot.go).
+// (migrate/volumes.go), and so does a shelve (its commit is the
+// workload's config and layer, the boot volume stays attached and its
+// offload takes it to the registry when it is local); a snapshot
+// snapshots it (snapshot.go).
 func (s *Service) refuseVolumeBacked(ctx context.Context, inst *store.Instance, action string) error {
 	vb, err := s.volumeBacked(ctx, inst)
 	if err != nil {
