@@ -56,7 +56,10 @@ func placeVolumes(tx *gorm.DB, id, host string) error {
 		if err := tx.Model(&store.VolumeAttachment{}).Where("id = ?", a.ID).Update("host", host).Error; err != nil {
 			return fmt.Errorf("attachment %s to host %s: %w", a.ID, host, err)
 		}
-		err := tx.Model(&store.Volume{}).Where("id = ? AND status = ? AND backend = ?", a.VolumeID, store.VolumeCreating, protocol.BackendLocal).
+		// A shared volume gets the host too: it makes the volume, and a
+		// delete needs a host to cast to (one with no host has nothing
+		// anywhere, so its delete would only drop the row).
+		err := tx.Model(&store.Volume{}).Where("id = ? AND status = ?", a.VolumeID, store.VolumeCreating).
 			Update("host", host).Error
 		if err != nil {
 			return fmt.Errorf("volume %s to host %s: %w", a.VolumeID, host, err)
