@@ -97,9 +97,15 @@ rm -rf /root/d && mkdir /root/d && echo z > /root/d/z && rm /etc/group && ln -s 
 	if _, err := b.Pull(ctx, preRef, nil); err != nil {
 		t.Fatalf("pre-pull on B: %v", err)
 	}
-	pulled, err := b.Pull(ctx, ref, nil)
+	// The import's fetch: the last layer and the config, loaded over the
+	// pre-pulled pre-copy.
+	pulled, err := b.PullDelta(ctx, ref, preRef, nil)
 	if err != nil {
-		t.Fatalf("pull on B: %v", err)
+		t.Fatalf("pull of the delta on B: %v", err)
+	}
+	if ii, err := b.Client().ImageInspect(ctx, ref); err != nil || len(ii.RepoDigests) != 0 {
+		// A Docker pull records the registry digest; a load does not.
+		t.Errorf("image %s after PullDelta: repo digests %v, %v; want it loaded, not pulled", ref, ii.RepoDigests, err)
 	}
 	t.Cleanup(func() {
 		for _, r := range []string{ref, preRef} {
