@@ -295,11 +295,16 @@ func (a *Agent) exportInstance(ctx context.Context, w protocol.MigrationWork) (s
 		return "", 0, a.powerOf(ctx, id), fmt.Errorf("export instance %s: stop: %w", id, err)
 	}
 	// As a stop does: the sandbox went with the workload, so the ports
-	// go too, before the target plugs the same ones. A failure leaves
-	// only inert OVS records behind; the migration goes on.
-	if err := a.unplug(ctx, id); err != nil {
-		a.log.Error("export: could not unplug the stopped instance", "instance", id, "err", err)
-	}
+	// go too, before the target plugs the same ones (the report, after
+	// both, lets it). A failure leaves only inert OVS records behind; the
+	// migration goes on. It runs beside the push: both are downtime.
+	var unplugged sync.WaitGroup
+	unplugged.Go(func() {
+		if err := a.unplug(ctx, id); err != nil {
+			a.log.Error("export: could not unplug the stopped instance", "instance", id, "err", err)
+		}
+	})
+	defer unplugged.Wait()
 
 	prog := a.newProgress(ctx, w)
 	defer prog.wait()
