@@ -31,6 +31,9 @@ const (
 	EventShelve        = "compute_shelve_instance"
 	EventShelveOffload = "compute_shelve_offload_instance"
 	EventUnshelve      = "compute_unshelve_instance"
+	// EventEvacuate: the rebuild of an evacuated server on its new host
+	// (Nova records an evacuation's rebuild under this name).
+	EventEvacuate = "compute_rebuild_instance"
 )
 
 // Labels the agent puts on every server it creates, on top of the ones the
@@ -72,6 +75,8 @@ func ActionEvent(action lifecycle.Action) string {
 		return EventShelveOffload
 	case lifecycle.ActUnshelve:
 		return EventUnshelve
+	case lifecycle.ActEvacuate:
+		return EventEvacuate
 	}
 	return "compute_" + string(action) + "_instance"
 }
@@ -186,16 +191,27 @@ func (a *Agent) handleBuild(ctx context.Context, req protocol.BuildInstance, red
 		Action: lifecycle.ActCreate, Attempt: req.Attempt, Event: EventBuild,
 		Started: a.now().UTC(),
 	}
-	if req.Unshelve {
+	switch {
+	case req.Unshelve:
 		rep.Action, rep.Event = lifecycle.ActUnshelve, EventUnshelve
+	case req.Evacuate:
+		rep.Action, rep.Event = lifecycle.ActEvacuate, EventEvacuate
 	}
-	log.Info("building instance", "image", req.Spec.ImageRef, "redelivered", redelivered, "unshelve", req.Unshelve)
+	log.Info("building instance", "image", req.Spec.ImageRef, "redelivered", redelivered, "unshelve", req.Unshelve,
+		"evacuate", req.Evacuate)
 	// An unshelve pulls the server's local volumes first (their data is
 	// in the registry while it is offloaded).
 	var power drivers.PowerState
 	pulled, err := a.pullShelvedVolumes(ctx, req.Spec, req.VolumeRefs)
 	if err == nil {
 		power, err = a.build(ctx, req.Spec)
+	}
+	if err == nil && req.Stopped {
+		// An evacuated server that was stopped (or asked to end
+		// stopped, Nova's 2.95) is left stopped, as its rebuild would.
+		if err = a.stop(ctx, id); err == nil {
+			power = a.powerOf(ctx, id)
+		}
 	}
 	if err != nil {
 		log.Error("build failed", "err", err)

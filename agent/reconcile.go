@@ -25,7 +25,9 @@ import (
 // restored from an old backup); the network plumbing of instances not
 // placed here is removed, though (see repairNetwork): ports hold no tenant
 // data; so are NICs still plugged for a server that no longer has them.
-// The exception is an expected instance
+// Servers evacuated from this host while it was down (the conductor lists
+// them) are no orphans: what is left of them here is removed
+// (dropEvacuated). The exception is an expected instance
 // whose delete is in progress (task_state deleting): its delete request
 // may have been lost, so its container is destroyed and a delete report
 // sent, which lets the conductor finish the delete.
@@ -94,7 +96,15 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 		}
 		ps.States[id] = int(st.Power)
 	}
+	// Servers evacuated from this host while it was down (rebuilt on
+	// another): what is left of them here goes (before the orphan scan,
+	// and before the network and volume repairs below take their ports
+	// and host mounts).
+	ps.Evacuated = a.dropEvacuated(ctx, reply.Evacuated, placed, byID)
 	for _, st := range observed {
+		if _, present := byID[st.ID]; !present {
+			continue // removed above (evacuated)
+		}
 		if !placed[st.ID] {
 			ps.Orphans = append(ps.Orphans, st.ID)
 			a.log.Warn("reconcile: orphan instance: managed here but not placed here by the cloud; left alone for an operator",
@@ -207,14 +217,56 @@ func deleting(e protocol.ExpectedInstance) bool {
 	return e.TaskState == lifecycle.Deleting || e.VMState == lifecycle.Deleted
 }
 
+// dropEvacuated removes what is left here of each server in evacuated
+// (evacuated from this host while it was down): its container and
+// sandbox, ports and ephemeral disks; the server itself runs on another
+// host, which this touches in no way (everything removed is this host's,
+// found by the instance's id). A server placed here again since is
+// left alone. It returns the servers nothing is left of any more, whose
+// evacuations the conductor completes; a removal that failed is retried
+// by the next reconcile. Removed ones leave byID.
+func (a *Agent) dropEvacuated(ctx context.Context, evacuated []string, placed map[string]bool, byID map[string]drivers.Status) []string {
+	var done []string
+	for _, id := range evacuated {
+		if placed[id] {
+			done = append(done, id)
+			continue
+		}
+		if _, ok := byID[id]; !ok {
+			a.dropEphemeral(ctx, id)
+			done = append(done, id)
+			continue
+		}
+		unlock, ok := a.locks.tryLock(id)
+		if !ok {
+			continue
+		}
+		err := a.destroy(ctx, id)
+		if err == nil {
+			a.dropEphemeral(ctx, id)
+		}
+		unlock()
+		if err != nil {
+			a.log.Error("reconcile: could not remove what is left of a server evacuated from this host; next reconcile retries",
+				"instance", id, "err", err)
+			continue
+		}
+		delete(byID, id)
+		a.log.Info("reconcile: removed what was left of a server evacuated from this host while it was down", "instance", id)
+		done = append(done, id)
+	}
+	return done
+}
+
 // instancesOnHost asks the conductor which instances it places here.
 func (a *Agent) instancesOnHost(ctx context.Context) ([]protocol.ExpectedInstance, error) {
 	reply, err := a.hostReply(ctx)
 	return reply.Instances, err
 }
 
-// hostReply asks the conductor which instances it places here, and which
-// others are migrating through this host.
+// hostReply asks the conductor which instances it places here, which
+// others are migrating through this host, and which were evacuated from
+// it.
 func (a *Agent) hostReply(ctx context.Context) (protocol.InstancesOnHostReply, error) {
 	var reply protocol.InstancesOnHostReply
 	m, err := bus.NewMessage(protocol.KindInstancesOnHost, protocol.InstancesOnHostRequest{Host: a.cfg.Host})

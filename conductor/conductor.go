@@ -293,6 +293,8 @@ func (c *Conductor) onInstanceReport(ctx context.Context, r protocol.InstanceRep
 		return c.onOffloadReport(ctx, inst, r)
 	case lifecycle.ActUnshelve:
 		return c.onUnshelveReport(ctx, inst, r)
+	case lifecycle.ActEvacuate:
+		return c.onEvacuateReport(ctx, inst, r)
 	default:
 		return c.onActionReport(ctx, inst, r)
 	}
@@ -463,7 +465,8 @@ func (c *Conductor) onPowerSync(ctx context.Context, r protocol.PowerSync) error
 	for _, o := range r.Orphans {
 		c.log.Warn("orphan container on host", "host", r.Host, "instance", o)
 	}
-	return nil
+	// The host removed what was left of servers evacuated from it.
+	return instance.EvacuationCleaned(c.st.WithContext(ctx), r.Host, r.Evacuated, c.now())
 }
 
 // onResumeFailed puts into ERROR, with the agent's reason as the fault,
@@ -521,6 +524,11 @@ func (c *Conductor) instancesOnHost(ctx context.Context, host string) (protocol.
 		out.Instances = append(out.Instances, protocol.ExpectedInstance{Spec: spec,
 			VMState: insts[i].VMState, TaskState: insts[i].TaskState, PowerState: insts[i].PowerState})
 	}
+	evacuated, err := instance.EvacuatedFrom(c.st.WithContext(ctx), host)
+	if err != nil {
+		return out, err
+	}
+	out.Evacuated = evacuated
 	return out, nil
 }
 

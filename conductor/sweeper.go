@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/migrate"
 	"github.com/capsule-cloud/capsule/protocol"
@@ -30,6 +31,8 @@ var sweptTasks = map[lifecycle.TaskState]lifecycle.Action{
 	lifecycle.ResizeFinish:    lifecycle.ActResize,
 	lifecycle.ResizeReverting: lifecycle.ActRevertResize,
 	lifecycle.Rebuilding:      lifecycle.ActRebuild,
+	// An evacuation's build on its new host.
+	lifecycle.RebuildSpawning: lifecycle.ActEvacuate,
 	lifecycle.ImageSnapshot:   lifecycle.ActSnapshot,
 	lifecycle.ImageBackup:     lifecycle.ActBackup,
 	// A shelve pushes (its deadline is an image task's); an offload
@@ -53,7 +56,8 @@ func (c *Conductor) taskDeadline(task lifecycle.TaskState) time.Duration {
 	}
 	switch task {
 	// An offload pushes the server's local volumes (instance/shelve.go).
-	case lifecycle.ImageSnapshot, lifecycle.ImageBackup, lifecycle.Rebuilding, lifecycle.Shelving, lifecycle.ShelvingOffloading:
+	case lifecycle.ImageSnapshot, lifecycle.ImageBackup, lifecycle.Rebuilding, lifecycle.RebuildSpawning, lifecycle.Shelving,
+		lifecycle.ShelvingOffloading:
 		return long
 	}
 	return short
@@ -118,6 +122,20 @@ func (c *Conductor) expireTask(ctx context.Context, inst *store.Instance, deadli
 		return err // a cold migration: its engine's step deadlines end it
 	}
 	action := sweptTasks[inst.TaskState]
+	if inst.TaskState == lifecycle.Rebuilding {
+		// An evacuation no scheduler placed: it stays on its dead host.
+		if m, err := instance.Evacuation(db, inst.ID); err != nil || m != nil {
+			if err != nil {
+				return err
+			}
+			ok, err := instance.EvacuationUnplaced(db, inst.ID, m, instance.Fault{Code: 500, At: now,
+				Message: fmt.Sprintf("Evacuation failed: no host was chosen for it within %s", deadline)})
+			if ok {
+				c.log.Warn("evacuation timed out waiting for a host", "instance", inst.ID, "source", m.SourceCompute)
+			}
+			return err
+		}
+	}
 	var last store.InstanceAction
 	if err := db.Where("instance_id = ?", inst.ID).Order("id DESC").Limit(1).Find(&last).Error; err != nil {
 		return fmt.Errorf("last action of %s: %w", inst.ID, err)

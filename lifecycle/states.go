@@ -71,6 +71,9 @@ const (
 	ImageSnapshot    TaskState = "image_snapshot"
 	ImageBackup      TaskState = "image_backup"
 	Rebuilding       TaskState = "rebuilding"
+	// RebuildSpawning: an evacuated server is being rebuilt on the host
+	// the scheduler chose (Nova's rebuild_spawning; REBUILD).
+	RebuildSpawning TaskState = "rebuild_spawning"
 	// Shelving: the host stops, commits and pushes the server;
 	// ShelvingOffloading: it removes the container and sandbox;
 	// Unshelving: a host is chosen (offloaded) or the server started
@@ -104,7 +107,7 @@ func Status(vm VMState, task TaskState) string {
 		return "BUILD"
 	case Active:
 		switch task {
-		case Rebuilding:
+		case Rebuilding, RebuildSpawning:
 			return "REBUILD"
 		case Rebooting:
 			return "REBOOT"
@@ -118,7 +121,7 @@ func Status(vm VMState, task TaskState) string {
 		return "ACTIVE"
 	case Stopped:
 		switch task {
-		case Rebuilding:
+		case Rebuilding, RebuildSpawning:
 			return "REBUILD"
 		case ResizePrep, ResizeMigrating, ResizeMigrated, ResizeFinish:
 			return "RESIZE"
@@ -143,7 +146,7 @@ func Status(vm VMState, task TaskState) string {
 		}
 		return "VERIFY_RESIZE"
 	case Error:
-		if task == Rebuilding {
+		if task == Rebuilding || task == RebuildSpawning {
 			return "REBUILD"
 		}
 		return "ERROR"
@@ -178,7 +181,7 @@ var (
 	allVMStates   = []VMState{Building, Active, Stopped, Paused, Suspended, Resized, Shelved, ShelvedOffloaded, Rescued, Error, Deleted}
 	allTaskStates = []TaskState{NoTask, Scheduling, Spawning, PoweringOff, PoweringOn, Rebooting, RebootingHard,
 		Pausing, Unpausing, Suspending, Resuming, Deleting, ResizePrep, ResizeMigrating, ResizeMigrated, ResizeFinish,
-		ResizeReverting, ResizeConfirming, Migrating, ImageSnapshot, ImageBackup, Rebuilding, Shelving,
+		ResizeReverting, ResizeConfirming, Migrating, ImageSnapshot, ImageBackup, Rebuilding, RebuildSpawning, Shelving,
 		ShelvingOffloading, Unshelving, Rescuing, Unrescuing}
 )
 
@@ -236,6 +239,12 @@ const (
 	// layer is wiped) keeping its identity, flavor, ports and addresses.
 	// A stopped server stays stopped; an errored one comes back active.
 	ActRebuild Action = "rebuild"
+	// Evacuate rebuilds the server of a dead host on another host from
+	// its image, with its ports, addresses and shared volumes
+	// (rebuilding while a host is chosen, rebuild_spawning while that
+	// host builds it). It ends as it was (active or stopped; an errored
+	// one active), or stopped when asked (2.95).
+	ActEvacuate Action = "evacuate"
 	// Shelve stops the server and pushes it as its shelve image (Nova's
 	// <name>-shelved snapshot); it ends in shelved, on its host.
 	ActShelve Action = "shelve"
@@ -295,6 +304,8 @@ var rules = map[Action]rule{
 	// create, start), all shown as RESIZE, as Nova's.
 	ActMigrate: {From: []VMState{Active, Stopped}, Task: ResizePrep},
 	ActRebuild: {From: []VMState{Active, Stopped, Error}, Task: Rebuilding},
+	// Nova's evacuate: active, stopped, error.
+	ActEvacuate: {From: []VMState{Active, Stopped, Error}, Task: Rebuilding},
 	// Nova's shelve allows active, stopped, paused and suspended;
 	// shelveOffload only shelved; unshelve both shelved states.
 	ActShelve:        {From: []VMState{Active, Stopped, Paused, Suspended}, Task: Shelving},

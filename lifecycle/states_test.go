@@ -12,11 +12,11 @@ var (
 	testVMStates   = []VMState{Building, Active, Stopped, Paused, Suspended, Resized, Shelved, ShelvedOffloaded, Rescued, Error, Deleted}
 	testTaskStates = []TaskState{NoTask, Scheduling, Spawning, PoweringOff, PoweringOn, Rebooting, RebootingHard,
 		Pausing, Unpausing, Suspending, Resuming, Deleting, ResizePrep, ResizeMigrating, ResizeMigrated, ResizeFinish,
-		ResizeReverting, ResizeConfirming, Migrating, ImageSnapshot, ImageBackup, Rebuilding, Shelving,
+		ResizeReverting, ResizeConfirming, Migrating, ImageSnapshot, ImageBackup, Rebuilding, RebuildSpawning, Shelving,
 		ShelvingOffloading, Unshelving, Rescuing, Unrescuing}
 	userActions = []Action{ActStart, ActStop, ActReboot, ActRebootHard, ActPause, ActUnpause, ActSuspend, ActResume,
 		ActDelete, ActRebuild, ActSnapshot, ActBackup, ActResize, ActMigrate, ActShelve, ActShelveOffload, ActUnshelve,
-		ActRescue, ActUnrescue}
+		ActRescue, ActUnrescue, ActEvacuate}
 )
 
 // TestStateListsComplete keeps the package's own state lists (used by
@@ -55,6 +55,8 @@ func TestBegin(t *testing.T) {
 		ActDelete: {from: []VMState{Building, Active, Stopped, Paused, Suspended, Resized, Shelved, ShelvedOffloaded, Rescued, Error},
 			task: Deleting, any: true},
 		ActRebuild: {from: []VMState{Active, Stopped, Error}, task: Rebuilding},
+		// Nova's evacuate: ACTIVE, STOPPED, ERROR (rebuilt elsewhere).
+		ActEvacuate: {from: []VMState{Active, Stopped, Error}, task: Rebuilding},
 		// snapshot and backup: ACTIVE, STOPPED, PAUSED, SUSPENDED; resize
 		// and migrate: ACTIVE, STOPPED only.
 		ActSnapshot: {from: []VMState{Active, Stopped, Paused, Suspended}, task: ImageSnapshot},
@@ -241,10 +243,10 @@ var novaStateMap = map[VMState]struct {
 	overrides map[TaskState]string
 }{
 	Active: {"ACTIVE", map[TaskState]string{
-		Rebooting: "REBOOT", RebootingHard: "HARD_REBOOT", Migrating: "MIGRATING", Rebuilding: "REBUILD",
+		Rebooting: "REBOOT", RebootingHard: "HARD_REBOOT", Migrating: "MIGRATING", Rebuilding: "REBUILD", RebuildSpawning: "REBUILD",
 		ResizePrep: "RESIZE", ResizeMigrating: "RESIZE", ResizeMigrated: "RESIZE", ResizeFinish: "RESIZE"}},
 	Building: {"BUILD", nil},
-	Stopped: {"SHUTOFF", map[TaskState]string{Rebuilding: "REBUILD",
+	Stopped: {"SHUTOFF", map[TaskState]string{Rebuilding: "REBUILD", RebuildSpawning: "REBUILD",
 		ResizePrep: "RESIZE", ResizeMigrating: "RESIZE", ResizeMigrated: "RESIZE", ResizeFinish: "RESIZE"}},
 	Resized:          {"VERIFY_RESIZE", map[TaskState]string{ResizeReverting: "REVERT_RESIZE"}},
 	Paused:           {"PAUSED", map[TaskState]string{Migrating: "MIGRATING"}},
@@ -252,7 +254,7 @@ var novaStateMap = map[VMState]struct {
 	Shelved:          {"SHELVED", nil},
 	ShelvedOffloaded: {"SHELVED_OFFLOADED", nil},
 	Rescued:          {"RESCUE", nil},
-	Error:            {"ERROR", map[TaskState]string{Rebuilding: "REBUILD"}},
+	Error:            {"ERROR", map[TaskState]string{Rebuilding: "REBUILD", RebuildSpawning: "REBUILD"}},
 	Deleted:          {"DELETED", nil},
 }
 

@@ -35,6 +35,10 @@ type ScheduleInstance struct {
 	// Host is the only host an unshelve may place the server on (2.91's
 	// unshelve to a host, admins'); "" lets the scheduler choose.
 	Host string `json:"host,omitempty"`
+	// Evacuate asks for a host for the evacuation of a server whose host
+	// is down (it stays on its dead host until one is chosen); Host is
+	// then the one an admin named ("" lets the scheduler choose).
+	Evacuate bool `json:"evacuate,omitempty"`
 }
 
 // InstanceSpec is everything an agent needs to build an instance; agents
@@ -169,6 +173,13 @@ type BuildInstance struct {
 	// before the server is created, and deletes those copies again when
 	// the unshelve fails (the registry keeps the data).
 	VolumeRefs map[string]string `json:"volume_refs,omitempty"`
+	// Evacuate is set when the build rebuilds, from its image, a server
+	// evacuated from a dead host: the agent reports it as an evacuation
+	// (lifecycle.ActEvacuate), not a create.
+	Evacuate bool `json:"evacuate,omitempty"`
+	// Stopped (evacuate): the server is created but left stopped (it was
+	// SHUTOFF, or the evacuation asked for it, Nova's 2.95).
+	Stopped bool `json:"stopped,omitempty"`
 }
 
 // InstanceAction asks an agent to run a lifecycle action.
@@ -259,6 +270,10 @@ type PowerSync struct {
 	// it in ERROR with that reason as its fault. Such instances are not
 	// in States.
 	ResumeFailed map[string]string `json:"resume_failed,omitempty"`
+	// Evacuated lists the servers evacuated from this host whose leftovers
+	// (container, sandbox, ephemeral disks) the agent removed; the
+	// conductor completes their evacuations.
+	Evacuated []string `json:"evacuated,omitempty"`
 }
 
 // InstancesOnHostRequest asks the conductor what should run on a host.
@@ -287,4 +302,7 @@ type InstancesOnHostReply struct {
 	// disks here are the migration's. nil (a conductor that does not
 	// list them): the agent removes no stray server data.
 	Migrating []string `json:"migrating"`
+	// Evacuated are the servers evacuated from this host (rebuilt on
+	// another while it was down) whose leftovers here the agent removes.
+	Evacuated []string `json:"evacuated,omitempty"`
 }

@@ -57,8 +57,9 @@ import (
 // before it creates the server, and they live there once it runs (their
 // tags deleted). A failed unshelve deletes the copies it pulled; a server
 // deleted while offloaded has them pulled back onto the host it was
-// shelved on (instance/shelve.go, instance/volumes.go). Evacuation is
-// refused for every server, so no local volume is left on a dead host.
+// shelved on (instance/shelve.go, instance/volumes.go). Evacuation
+// refuses a server with a local volume (its data is on the dead host) and
+// re-mounts shared ones on the new host (instance/evacuate.go).
 const (
 	// compute.<host> queues (work; answered with a VolumeReport)
 	KindVolumeCreate   = "volume_create" // VolumeCreate

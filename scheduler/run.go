@@ -60,6 +60,9 @@ func (s *Scheduler) schedule(ctx context.Context, req protocol.ScheduleInstance)
 	if err != nil {
 		return bus.Retry(err)
 	}
+	if inst.DeletedAt == nil && req.Evacuate {
+		return s.scheduleEvacuate(ctx, req, inst, start, log)
+	}
 	if inst.DeletedAt == nil && inst.VMState == lifecycle.ShelvedOffloaded {
 		return s.scheduleUnshelve(ctx, req, inst, start, log)
 	}

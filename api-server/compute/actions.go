@@ -122,7 +122,7 @@ func (s *Service) serverAction(w http.ResponseWriter, r *http.Request) {
 	case "os-migrateLive":
 		s.migrateLive(w, r)
 	case "evacuate":
-		s.evacuate(w, r)
+		s.evacuateServer(w, r, inst, arg)
 	case "rebuild":
 		s.rebuildServer(w, r, inst, arg)
 	case "shelve":

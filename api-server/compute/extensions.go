@@ -36,6 +36,7 @@ var extensions = []extension{
 	{"os-console-output", "ConsoleOutput", "Console log output support, with tailing ability."},
 	{"os-config-drive", "ConfigDrive", "Config Drive Extension."},
 	{"os-create-backup", "CreateBackup", "Create a backup of a server."},
+	{"os-evacuate", "Evacuate", "Enables server evacuation."},
 	{"os-flavor-access", "FlavorAccess", "Flavor access support."},
 	{"os-flavor-extra-specs", "FlavorExtraSpecs", "Flavors extra specs support."},
 	{"os-flavor-manage", "FlavorManage", "Flavor create/delete API support."},

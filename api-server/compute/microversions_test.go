@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -243,17 +244,27 @@ func TestBDMVolumeType267(t *testing.T) {
 }
 
 // TestForcedMoves268: 2.68 removes "force" from os-migrateLive and
-// evacuate; Capsule refuses both actions at every microversion (no live
-// memory move, no rebuild from a dead host's disk), forced or not.
+// evacuate; Capsule refuses os-migrateLive at every microversion (no live
+// memory move), forced or not; evacuate takes force at 2.67 only (its
+// host being up is then the refusal) and refuses it as unknown at 2.68.
 func TestForcedMoves268(t *testing.T) {
 	f := newFixture(t)
 	id := f.create("demo", "vm")
-	f.activate(id, "h1")
+	f.placeActive(id, 4)
 	for _, v := range []apiVersion{{2, 67}, {2, 68}} {
 		for _, body := range []string{`{"os-migrateLive":{"host":null,"block_migration":"auto","force":true}}`,
 			`{"os-migrateLive":{"host":null,"block_migration":"auto"}}`, `{"evacuate":{"force":true}}`, `{"evacuate":{}}`} {
 			resp, b := f.do("POST", "/v2.1/servers/"+id+"/action", "admin", body, mv(v)...)
 			expectFault(t, resp, b, 400, "badRequest")
+			if strings.HasPrefix(body, `{"evacuate"`) {
+				want := "Compute service of h1 is still in use."
+				if v.Minor == 68 && strings.Contains(body, "force") {
+					want = "('force' was unexpected)"
+				}
+				if !strings.Contains(faultOf(b), want) {
+					t.Errorf("%s %s: %q, want %q", v, body, faultOf(b), want)
+				}
+			}
 		}
 	}
 }

@@ -243,17 +243,6 @@ func (s *Service) migrateLive(w http.ResponseWriter, r *http.Request) {
 		"server's id, addresses and data."))
 }
 
-// evacuate refuses Nova's rebuild-elsewhere of a dead host's server.
-func (s *Service) evacuate(w http.ResponseWriter, r *http.Request) {
-	if !auth.FromContext(r.Context()).IsAdmin() {
-		writeFault(w, errdefs.Forbidden("Policy doesn't allow os_compute_api:os-evacuate to be performed."))
-		return
-	}
-	writeFault(w, errdefs.InvalidArgument("Evacuate is not supported: Capsule cannot rebuild a server from a dead host's "+
-		"disk. To move servers off a host that still runs, cold-migrate them: `capsule host evacuate HOST` disables "+
-		"the host and migrates each of its servers away."))
-}
-
 // terminalMigration are the statuses of a migration that is over.
 var terminalMigration = []lifecycle.MigrationStatus{lifecycle.MigrationConfirmed, lifecycle.MigrationReverted, lifecycle.MigrationError,
 	"failed", "done", "cancelled", "completed"}

@@ -212,7 +212,7 @@ func TestMigrateValidation(t *testing.T) {
 	expectFault(t, resp, body, 409, "conflictingRequest")
 }
 
-func TestLiveMigrateAndEvacuateRefused(t *testing.T) {
+func TestLiveMigrateRefused(t *testing.T) {
 	f := newMigrateFixture(t, &fakeMigrator{})
 	id := f.create("demo", "lm")
 	f.placeActive(id, 4)
@@ -222,14 +222,7 @@ func TestLiveMigrateAndEvacuateRefused(t *testing.T) {
 	if msg := faultOf(body); !strings.Contains(msg, "live migration is not supported") || !strings.Contains(msg, "cold migration") {
 		t.Errorf("os-migrateLive message %q", msg)
 	}
-	resp, body = f.do("POST", action, "admin", `{"evacuate":{"host":"h2"}}`)
-	expectFault(t, resp, body, 400, "badRequest")
-	if msg := faultOf(body); !strings.Contains(msg, "dead host") || !strings.Contains(msg, "capsule host evacuate") {
-		t.Errorf("evacuate message %q", msg)
-	}
 	resp, body = f.do("POST", action, "demo", `{"os-migrateLive":{"host":null,"block_migration":"auto"}}`)
-	expectFault(t, resp, body, 403, "forbidden")
-	resp, body = f.do("POST", action, "demo", `{"evacuate":{}}`)
 	expectFault(t, resp, body, 403, "forbidden")
 }
 

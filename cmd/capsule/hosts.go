@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"sync"
 	"time"
@@ -16,7 +17,11 @@ import (
 
 // mvServices is the microversion whose os-services ids are UUIDs, so a
 // host is updated with PUT /os-services/{id}.
-const mvServices = "2.53"
+const (
+	mvServices = "2.53"
+	// mvEvacuate: evacuate without onSharedStorage, answered with no body.
+	mvEvacuate = "2.14"
+)
 
 // computeService finds host's nova-compute service.
 func computeService(ctx context.Context, cc *gophercloud.ServiceClient, host string) (*services.Service, error) {
@@ -115,9 +120,12 @@ func failures(evs []evacuation) int {
 	return n
 }
 
-// hostEvacuate disables a host and cold-migrates its servers away; with
-// --wait it confirms each migration once the server waits in
-// VERIFY_RESIZE.
+// hostEvacuate disables a host and moves its servers away: a host that
+// is up has them cold-migrated (with --wait each migration is confirmed
+// once the server waits in VERIFY_RESIZE); a host that is down (or
+// forced down) has them evacuated (Nova's evacuate: rebuilt on another
+// host from their images, with their addresses and shared volumes; with
+// --wait until each runs there).
 func (c *cli) hostEvacuate(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("host evacuate", flag.ContinueOnError)
 	wait := fs.Bool("wait", false, "wait for each migration and confirm it")
@@ -135,14 +143,21 @@ func (c *cli) hostEvacuate(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := setHostEnabled(ctx, cc, host, false, "evacuating"); err != nil {
+	svc, err := setHostEnabled(ctx, cc, host, false, "evacuating")
+	if err != nil {
 		return err
 	}
+	dead := svc.State == "down"
 	list, err := listServers(ctx, cc, servers.ListOpts{AllTenants: true, Host: host})
 	if err != nil {
 		return fmt.Errorf("list servers on %s: %w", host, err)
 	}
-	fmt.Fprintf(os.Stderr, "host %s disabled; migrating %d server(s) away\n", safe(host), len(list))
+	if dead {
+		fmt.Fprintf(os.Stderr, "host %s is down and disabled; evacuating %d server(s): each is rebuilt on another host from its image\n",
+			safe(host), len(list))
+	} else {
+		fmt.Fprintf(os.Stderr, "host %s disabled; migrating %d server(s) away\n", safe(host), len(list))
+	}
 	evs := make([]evacuation, len(list))
 	var mu sync.Mutex // serialises the progress lines
 	say := func(format string, a ...any) {
@@ -158,7 +173,11 @@ func (c *cli) hostEvacuate(ctx context.Context, args []string) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			evs[i] = evacuateOne(ctx, cc, &list[i], *wait, *timeout, say)
+			if dead {
+				evs[i] = rebuildElsewhere(ctx, cc, &list[i], *wait, *timeout, say)
+			} else {
+				evs[i] = evacuateOne(ctx, cc, &list[i], *wait, *timeout, say)
+			}
 		}()
 	}
 	wg.Wait()
@@ -166,7 +185,11 @@ func (c *cli) hostEvacuate(ctx context.Context, args []string) error {
 		return err
 	}
 	if n := failures(evs); n > 0 {
-		return fmt.Errorf("%d of %d server(s) could not be migrated off %s (it stays disabled)", n, len(evs), host)
+		verb := "migrated"
+		if dead {
+			verb = "evacuated"
+		}
+		return fmt.Errorf("%d of %d server(s) could not be %s off %s (it stays disabled)", n, len(evs), verb, host)
 	}
 	return nil
 }
@@ -206,5 +229,41 @@ func evacuateOne(ctx context.Context, cc *gophercloud.ServiceClient, s *serverEx
 	}
 	ev.To, ev.Result = st.Host, "migrated ("+st.Status+")"
 	say("%s (%s): on %s, confirmed", s.Name, s.ID, st.Host)
+	return ev
+}
+
+// rebuildElsewhere evacuates one server of a dead host (Nova's evacuate,
+// 2.14: the scheduler picks the host); with wait, until it settles
+// (ACTIVE or SHUTOFF) on another host.
+func rebuildElsewhere(ctx context.Context, cc *gophercloud.ServiceClient, s *serverExt, wait bool, timeout time.Duration,
+	say func(string, ...any)) evacuation {
+	ev := evacuation{ID: s.ID, Name: s.Name, From: s.Host}
+	fail := func(err error) evacuation {
+		say("%s (%s): %v", s.Name, s.ID, err)
+		ev.Result, ev.Failed = "failed: "+err.Error(), true
+		return ev
+	}
+	c := atVersion(cc, mvEvacuate)
+	if _, err := c.Post(ctx, c.ServiceURL("servers", s.ID, "action"), map[string]any{"evacuate": map[string]any{}}, nil,
+		&gophercloud.RequestOpts{OkCodes: []int{http.StatusOK}}); err != nil {
+		return fail(fmt.Errorf("evacuate: %w", err))
+	}
+	say("%s (%s): evacuation started", s.Name, s.ID)
+	if !wait {
+		ev.Result = "evacuating"
+		return ev
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	st, err := waitMigration(ctx, cc, s.ID, "", goalSettled, nil)
+	if err != nil {
+		return fail(err)
+	}
+	ev.To = st.Host
+	if st.Host == s.Host {
+		return fail(errors.New("no host took it: it is still on its dead host (see its fault)"))
+	}
+	ev.Result = "evacuated (" + st.Status + ")"
+	say("%s (%s): rebuilt on %s", s.Name, s.ID, st.Host)
 	return ev
 }
