@@ -254,6 +254,43 @@ func TestConsoleOutput(t *testing.T) {
 	}
 }
 
+// TestReconcileRemovesEvacuated: a server the conductor says was
+// evacuated from this host (rebuilt on another while this one was down)
+// has what is left of it here destroyed and is reported as cleaned; an
+// orphan the conductor does not name stays (an operator's decision); an
+// evacuated server placed here again since is left running; one with
+// nothing left here is reported cleaned too.
+func TestReconcileRemovesEvacuated(t *testing.T) {
+	drv := newFakeDriver()
+	drv.put(t, "i-gone-away", drivers.PowerRunning)
+	drv.put(t, "i-orphan", drivers.PowerRunning)
+	drv.put(t, "i-back", drivers.PowerRunning)
+	e := newEnv(t, drv, testConfig())
+	e.cond.setExpected(protocol.ExpectedInstance{Spec: protocol.InstanceSpec{ID: "i-back"}, VMState: lifecycle.Active})
+	e.cond.mu.Lock()
+	e.cond.evacuated = []string{"i-back", "i-gone-away", "i-nothing-left"}
+	e.cond.mu.Unlock()
+	e.serveConductor()
+	e.start()
+
+	ps := e.cond.powerSyncs()[0]
+	if _, ok := drv.get("i-gone-away"); ok {
+		t.Error("the evacuated server's leftover container is still here")
+	}
+	if _, ok := drv.get("i-orphan"); !ok {
+		t.Error("an orphan the conductor did not name was destroyed")
+	}
+	if _, ok := drv.get("i-back"); !ok || ps.States["i-back"] != int(drivers.PowerRunning) {
+		t.Errorf("the server placed here again was touched: %v", ps.States)
+	}
+	if !slices.Equal(ps.Orphans, []string{"i-orphan"}) {
+		t.Errorf("orphans = %v, want [i-orphan]", ps.Orphans)
+	}
+	if want := []string{"i-back", "i-gone-away", "i-nothing-left"}; !slices.Equal(ps.Evacuated, want) {
+		t.Errorf("evacuated = %v, want %v", ps.Evacuated, want)
+	}
+}
+
 func TestReconcileReportsPowerStatesAndOrphans(t *testing.T) {
 	drv := newFakeDriver()
 	drv.put(t, "i-run", drivers.PowerRunning)

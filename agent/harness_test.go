@@ -33,6 +33,9 @@ type conductor struct {
 	asked    int
 	// migrating: InstancesOnHostReply.Migrating
 	migrating []string
+	// evacuated: the instances_on_host reply's servers evacuated from
+	// the host.
+	evacuated []string
 }
 
 func (c *conductor) handle(_ context.Context, m bus.Message) (any, error) {
@@ -79,7 +82,8 @@ func (c *conductor) handle(_ context.Context, m bus.Message) (any, error) {
 		}
 		c.asked++
 		// As the conductor: migrations listed, none unless set.
-		return protocol.InstancesOnHostReply{Instances: c.expected, Migrating: append([]string{}, c.migrating...)}, nil
+		return protocol.InstancesOnHostReply{Instances: c.expected, Migrating: append([]string{}, c.migrating...),
+			Evacuated: c.evacuated}, nil
 	case protocol.KindInstanceMetadata:
 		var r protocol.InstanceMetadataRequest
 		if err := m.Decode(&r); err != nil {

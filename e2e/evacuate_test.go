@@ -97,10 +97,12 @@ func TestEvacuate(t *testing.T) {
 	aID := c.bootOn(t, cc, "evac-a", ha, netID, "")
 	sID := c.bootOn(t, cc, "evac-s", ha, netID, "")
 	lID := c.bootOn(t, cc, "evac-l", ha, netID, "")
+	cID := c.bootOn(t, cc, "evac-c", ha, netID, "")
 	pID := c.bootOn(t, cc, "evac-p", hb, netID, "")
 	a := activeServer(t, cc, nc, "evac-a", aID, ha)
 	activeServer(t, cc, nc, "evac-s", sID, ha)
 	activeServer(t, cc, nc, "evac-l", lID, ha)
+	activeServer(t, cc, nc, "evac-c", cID, ha)
 	p := activeServer(t, cc, nc, "evac-p", pID, hb)
 
 	// A shared volume on a, with data (synced: a's page cache dies with a).
@@ -206,14 +208,29 @@ func TestEvacuate(t *testing.T) {
 		t.Errorf("2.95 evacuation to %q, want %s", h, hb.name)
 	}
 
-	// Host a comes back: what is left of a and s there goes; l stays.
+	// capsule host evacuate of the dead host evacuates what is left on
+	// it (c) and reports l's refusal, naming its local volume.
+	capsule := exec.Command(buildCapsuleCLI(t), "host", "evacuate", ha.name, "--wait")
+	capsule.Env = c.env("admin", c.adminPass, "admin")
+	out, err := capsule.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "is down and disabled; evacuating 2 server(s)") ||
+		!strings.Contains(string(out), lvol) || !strings.Contains(string(out), "1 of 2 server(s) could not be evacuated") {
+		t.Errorf("capsule host evacuate %s: %v\n%s", ha.name, err, out)
+	}
+	t.Logf("capsule host evacuate %s: %s", ha.name, strings.TrimSpace(string(out)))
+	waitStatus(t, cc, cID, "ACTIVE", time.Minute)
+	if h := serverHost(t, cc, cID); h != hb.name {
+		t.Errorf("capsule host evacuate moved evac-c to %q, want %s", h, hb.name)
+	}
+
+	// Host a comes back: what is left of a, s and c there goes; l stays.
 	pid := moved.pid(t)
 	code, body = rawV(t, cc, "2.53", "PUT", "os-services/"+svcID, `{"forced_down": false}`)
 	if code != 200 {
 		t.Fatalf("unset forced_down: %d %v", code, body)
 	}
 	agentA.start(t)
-	for _, id := range []string{aID, sID} {
+	for _, id := range []string{aID, sID, cID} {
 		eventually(t, 2*time.Minute, "leftover containers of "+id+" removed from "+ha.name, func() bool {
 			return len(containersOn(t, ha, id)) == 0
 		})
@@ -226,11 +243,11 @@ func TestEvacuate(t *testing.T) {
 		ml, _ := migs["migrations"].([]any)
 		return len(ml) == 1 && ml[0].(map[string]any)["status"] == "completed"
 	})
-	out, err := ovs.New(ovs.Options{}).Vsctl(context.Background(), "list-ports", ha.bridge)
+	ports, err := ovs.New(ovs.Options{}).Vsctl(context.Background(), "list-ports", ha.bridge)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if slices.Contains(strings.Fields(out), vif.HostIfName(a.portID)) {
+	if slices.Contains(strings.Fields(ports), vif.HostIfName(a.portID)) {
 		t.Errorf("OVS port %s of the evacuated server left on %s", vif.HostIfName(a.portID), ha.bridge)
 	}
 	c.unfence(t, ha)

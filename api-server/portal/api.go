@@ -415,6 +415,10 @@ func (s *Server) serverAction(ctx context.Context, sess *session, id, action str
 			return &APIError{Status: http.StatusBadRequest, Service: "portal", Message: "Choose the image to rebuild the server with."}
 		}
 		body = map[string]any{"rebuild": map[string]string{"imageRef": args.Image}}
+	case action == "evacuate":
+		// 2.14: no onSharedStorage; the scheduler picks the host.
+		version = "2.14"
+		body = map[string]any{"evacuate": map[string]any{}}
 	case action == "migrate":
 		body = map[string]any{"migrate": nil}
 		if args.Host != "" {

@@ -542,7 +542,11 @@ type evacuateResult struct {
 }
 
 type evacuateData struct {
-	Host     string
+	Host string
+	// Dead: the host's compute service is down (or forced down): its
+	// servers are evacuated (rebuilt elsewhere from their images), not
+	// cold-migrated, which needs the host's agent.
+	Dead     bool
 	Servers  []AdminServer
 	NoTarget string // the warning when no other host can take the servers
 	Disabled string // the refusal to disable the host, if any
@@ -552,18 +556,18 @@ type evacuateData struct {
 
 // evacuateTargets checks that host is a compute host (a 404 page when it
 // is not, and false) and returns the warning when no other host is up
-// and enabled to take its servers.
-func (s *Server) evacuateTargets(w http.ResponseWriter, r *http.Request, sess *session, host string) (string, bool) {
+// and enabled to take its servers, and whether host is down.
+func (s *Server) evacuateTargets(w http.ResponseWriter, r *http.Request, sess *session, host string) (string, bool, bool) {
 	svcs, err := s.computeServices(r.Context(), sess)
 	if err != nil {
 		s.fail(w, r, sess, "Evacuate", err)
-		return "", false
+		return "", false, false
 	}
-	known, targets := false, 0
+	known, dead, targets := false, false, 0
 	for _, sv := range svcs {
 		switch {
 		case sv.Host == host:
-			known = true
+			known, dead = true, sv.State == "down"
 		case sv.State == "up" && sv.Status != "disabled":
 			targets++
 		}
@@ -571,18 +575,18 @@ func (s *Server) evacuateTargets(w http.ResponseWriter, r *http.Request, sess *s
 	if !known {
 		s.render(w, r, http.StatusNotFound, "error", view{Title: "Not found", Nav: "hosts", Sess: sess,
 			Error: "There is no compute host " + strconv.Quote(host) + "."})
-		return "", false
+		return "", false, false
 	}
 	if targets == 0 {
-		return "No other host is up and enabled: there is nowhere to move the servers, so each migration would fail.", true
+		return "No other host is up and enabled: there is nowhere to move the servers, so each move would fail.", dead, true
 	}
-	return "", true
+	return "", dead, true
 }
 
 // evacuatePage asks for confirmation, listing what will move.
 func (s *Server) evacuatePage(w http.ResponseWriter, r *http.Request, sess *session) {
 	host := r.PathValue("host")
-	warn, ok := s.evacuateTargets(w, r, sess, host)
+	warn, dead, ok := s.evacuateTargets(w, r, sess, host)
 	if !ok {
 		return
 	}
@@ -592,18 +596,25 @@ func (s *Server) evacuatePage(w http.ResponseWriter, r *http.Request, sess *sess
 		return
 	}
 	s.render(w, r, http.StatusOK, "evacuate", view{Title: "Evacuate " + host, Nav: "hosts", Sess: sess,
-		Data: evacuateData{Host: host, Servers: list, NoTarget: warn}})
+		Data: evacuateData{Host: host, Dead: dead, Servers: list, NoTarget: warn}})
 }
 
 // evacuatePost disables the host (so nothing new lands on it and the
 // scheduler does not pick it back), then asks for a cold migration of
-// each of its servers, one after the other, and shows each answer.
+// each of its servers (a host that is up) or their evacuation (a host
+// that is down: rebuilt elsewhere from their images), one after the
+// other, and shows each answer.
 func (s *Server) evacuatePost(w http.ResponseWriter, r *http.Request, sess *session) {
 	host := r.PathValue("host")
-	if _, ok := s.evacuateTargets(w, r, sess, host); !ok {
+	_, dead, ok := s.evacuateTargets(w, r, sess, host)
+	if !ok {
 		return
 	}
-	d := evacuateData{Host: host, Done: true}
+	action := "migrate"
+	if dead {
+		action = "evacuate"
+	}
+	d := evacuateData{Host: host, Dead: dead, Done: true}
 	if err := s.setHostEnabled(r.Context(), sess, host, false); err != nil {
 		if statusOf(err) == http.StatusUnauthorized {
 			s.fail(w, r, sess, "Evacuate", err)
@@ -619,11 +630,11 @@ func (s *Server) evacuatePost(w http.ResponseWriter, r *http.Request, sess *sess
 	d.Servers = list
 	for _, sv := range list {
 		res := evacuateResult{ID: sv.ID, Name: sv.Name, Project: sv.ProjectID}
-		if err := s.serverAction(r.Context(), sess, sv.ID, "migrate", ActionArgs{}); err != nil {
+		if err := s.serverAction(r.Context(), sess, sv.ID, action, ActionArgs{}); err != nil {
 			res.Err = messageOf(err)
 		}
 		d.Results = append(d.Results, res)
 	}
-	s.log.Info("portal: evacuate", "user", sess.User, "host", host, "servers", len(list))
+	s.log.Info("portal: evacuate", "user", sess.User, "host", host, "servers", len(list), "action", action)
 	s.render(w, r, http.StatusOK, "evacuate", view{Title: "Evacuate " + host, Nav: "hosts", Sess: sess, Data: d})
 }

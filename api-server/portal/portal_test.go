@@ -27,7 +27,8 @@ type fakeAPI struct {
 	actions  []string
 	bodies   []string // action bodies, with the microversion asked for
 	services map[string]bool
-	keypairs []string // names, in creation order
+	down     map[string]bool // compute hosts whose service is down
+	keypairs []string        // names, in creation order
 	// keypairVersions is the OpenStack-API-Version of each keypair create.
 	keypairVersions []string
 	// networks replaces the network list members see (nil: one private
@@ -274,7 +275,11 @@ func (f *fakeAPI) handler(t *testing.T) http.Handler {
 			if f.services[h] {
 				st = "disabled"
 			}
-			list = append(list, map[string]any{"host": h, "binary": "nova-compute", "state": "up", "status": st, "zone": "nova"})
+			state := "up"
+			if f.down[h] {
+				state = "down"
+			}
+			list = append(list, map[string]any{"host": h, "binary": "nova-compute", "state": state, "status": st, "zone": "nova"})
 		}
 		writeJSON(w, 200, map[string]any{"services": list})
 	}))
@@ -1045,5 +1050,22 @@ func TestHostsPage(t *testing.T) {
 		`{"confirmResize":null}`, "service disable cn-a nova-compute", `{"migrate":null}`, `{"migrate":null}`}
 	if got := strings.Join(a.api.bodies, " | "); got != strings.Join(want, " | ") {
 		t.Errorf("requests:\n got %s\nwant %s", got, strings.Join(want, " | "))
+	}
+	// A host that is down: its servers are evacuated (rebuilt elsewhere),
+	// not cold-migrated, and the page says so.
+	a.api.mu.Lock()
+	a.api.down, a.api.bodies = map[string]bool{"cn-a": true}, nil
+	a.api.mu.Unlock()
+	if _, page := a.get("/hosts/cn-a/evacuate"); !strings.Contains(page, `id="evacuate-dead"`) || !strings.Contains(page, "rebuilt on another host") {
+		t.Errorf("evacuate confirmation of a down host:\n%s", page)
+	}
+	resp = a.post("/hosts/cn-a/evacuate", url.Values{"csrf": {csrf}})
+	b = body(resp)
+	if resp.StatusCode != 200 || strings.Count(b, "evacuating</span>") != 2 {
+		t.Errorf("evacuate of a down host: %d\n%s", resp.StatusCode, b)
+	}
+	want = []string{"service disable cn-a nova-compute", `compute 2.14 {"evacuate":{}}`, `compute 2.14 {"evacuate":{}}`}
+	if got := strings.Join(a.api.bodies, " | "); got != strings.Join(want, " | ") {
+		t.Errorf("requests for a down host:\n got %s\nwant %s", got, strings.Join(want, " | "))
 	}
 }

@@ -40,7 +40,8 @@ commands:
   host disable HOST [--reason R] | host enable HOST
                                    keep the scheduler off a host, or let it back
   host evacuate HOST [--wait] [--parallel N]
-                                   disable HOST and cold-migrate every server away (admin);
+                                   disable HOST and cold-migrate every server away (admin;
+                                   a HOST that is down: evacuate them, rebuilt elsewhere);
                                    --wait confirms each move; --timeout D bounds every wait
   host events [HOST] [--server S] [--kind K] [--since 1h] [--limit N]
                                    alarms and OOM kills agents raised (admin)
