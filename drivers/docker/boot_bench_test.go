@@ -20,7 +20,8 @@ import (
 // during Create (Spec.StartSandbox, what a build does); "raw" is docker
 // create + start of the same image with --net=none, the floor;
 // "sandbox-prestarted" boots with the sandbox already running (what a
-// pool of pre-started sandboxes would leave on the path).
+// pool of pre-started sandboxes would leave on the path); "netns" is one
+// container per server (network mode netns).
 // go test ./drivers/docker -run X -bench BootNetworked -benchtime 10x
 func BenchmarkBootNetworked(b *testing.B) {
 	host, image := testenv.DockerHost(b), testenv.Image(b)
@@ -121,6 +122,45 @@ func BenchmarkBootNetworked(b *testing.B) {
 		}
 		n := float64(b.N) * float64(time.Millisecond)
 		b.ReportMetric(float64(rename)/n, "rename-ms")
+		b.ReportMetric(float64(create)/n, "create-ms")
+		b.ReportMetric(float64(sandbox)/n, "sandbox-ms")
+		b.ReportMetric(float64(start)/n, "start-ms")
+	})
+	// One container per server (network mode netns, netns.go): Create
+	// (workload, namespace made meanwhile), Sandbox, Start. Needs a
+	// dockerd with Capsule's runtime.
+	b.Run("netns", func(b *testing.B) {
+		dn, err := docker.New(ctx, docker.Options{Host: host, StopTimeout: 5 * time.Second, SandboxImage: image,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), NetworkMode: docker.NetworkNetns, NetnsDir: "/run/capsule/netns/bench"})
+		if err != nil {
+			b.Skip(err)
+		}
+		defer dn.Close()
+		var create, sandbox, start time.Duration
+		for i := 0; i < b.N; i++ {
+			spec := drivertest.Spec(image)
+			spec.Networked, spec.StartSandbox = true, true
+			t0 := time.Now()
+			if err := dn.Create(ctx, spec); err != nil {
+				b.Fatal(err)
+			}
+			t1 := time.Now()
+			if _, err := dn.Sandbox(ctx, spec.ID); err != nil {
+				b.Fatal(err)
+			}
+			t2 := time.Now()
+			if err := dn.Start(ctx, spec.ID); err != nil {
+				b.Fatal(err)
+			}
+			t3 := time.Now()
+			create, sandbox, start = create+t1.Sub(t0), sandbox+t2.Sub(t1), start+t3.Sub(t2)
+			b.StopTimer()
+			if err := dn.Destroy(ctx, spec.ID); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+		}
+		n := float64(b.N) * float64(time.Millisecond)
 		b.ReportMetric(float64(create)/n, "create-ms")
 		b.ReportMetric(float64(sandbox)/n, "sandbox-ms")
 		b.ReportMetric(float64(start)/n, "start-ms")
