@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/pkg/stdcopy"
 	"github.com/google/uuid"
@@ -169,13 +170,15 @@ func (p *nsPlumber) Plug(ctx context.Context, id, netns string, nics []protocol.
 		return fmt.Errorf("netns %s: %w", netns, err)
 	}
 	ino := fi.Sys().(*syscall.Stat_t).Ino
+	// In network mode netns a build plugs while the container is being
+	// created: it may not exist yet.
 	c, err := p.drv.Client().ContainerInspect(ctx, docker.ContainerName(id))
-	if err != nil {
+	if err != nil && !cerrdefs.IsNotFound(err) {
 		return err
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if c.State.Running {
+	if err == nil && c.State.Running {
 		if w := nsInode(c.State.Pid); w != ino {
 			p.bad = append(p.bad, fmt.Sprintf("plug into netns %d while the workload runs in %d", ino, w))
 		}

@@ -251,7 +251,16 @@ func (a *Agent) build(ctx context.Context, s protocol.InstanceSpec) (drivers.Pow
 	}
 	ctx, cancel := context.WithTimeout(ctx, a.buildTimeout)
 	defer cancel()
-	if err := a.create(ctx, s, true); err != nil {
+	// Where the driver can make the namespace first, it is plumbed while
+	// the container is created (a failed build's destroy unplugs it).
+	early, plugged := a.plugEarly(ctx, s)
+	err := a.create(ctx, s, true)
+	if early != "" {
+		if perr := <-plugged; perr != nil && err == nil {
+			err = fmt.Errorf("plug NICs of instance %s into %s: %w", s.ID, early, perr)
+		}
+	}
+	if err != nil {
 		return drivers.PowerNoState, err
 	}
 	// The adminPass goes into the new disk while the NICs are plumbed;
@@ -261,7 +270,37 @@ func (a *Agent) build(ctx context.Context, s protocol.InstanceSpec) (drivers.Pow
 		defer close(pw)
 		a.setBuildPassword(ctx, s)
 	}()
+	if early != "" {
+		// Plugged already, unless the container is not in that
+		// namespace (one a replayed build found, of another mode).
+		if p, err := a.drv.Sandbox(ctx, s.ID); err == nil && p == early {
+			return a.bringUpWhen(ctx, s.ID, nil, pw)
+		}
+	}
 	return a.bringUpWhen(ctx, s.ID, s.NICs, pw)
+}
+
+// plugEarly starts plugging s's NICs into a namespace the driver makes
+// before the container (drivers.NetnsPreparer); it returns the
+// namespace's path ("" when it did not) and where the plug's outcome
+// comes.
+func (a *Agent) plugEarly(ctx context.Context, s protocol.InstanceSpec) (string, <-chan error) {
+	np, ok := a.drv.(drivers.NetnsPreparer)
+	if !ok || len(s.NICs) == 0 || a.plumber == nil || !a.drv.Capabilities().Networking {
+		return "", nil
+	}
+	path, err := np.PrepareNetns(ctx, s.ID)
+	if err != nil || path == "" {
+		if err != nil {
+			a.log.Warn("build: network namespace not made ahead of the container; plugging after it", "instance", s.ID, "err", err)
+		}
+		return "", nil
+	}
+	// Known before anything is plugged (as create does).
+	a.nics.set(s.ID, s.NICs)
+	done := make(chan error, 1)
+	go func() { done <- a.plumber.Plug(ctx, s.ID, path, s.NICs) }()
+	return path, done
 }
 
 // create records s's NICs and creates the server (not started) with its

@@ -157,6 +157,15 @@ type Capabilities struct {
 	Networking bool
 }
 
+// NetnsPreparer is a driver that can make a networked instance's network
+// namespace before its container exists (docker network mode netns), so
+// the agent plumbs it while the container is created. PrepareNetns makes
+// it and returns its path, or "" when new instances get no such namespace
+// (the driver makes a sandbox with the container).
+type NetnsPreparer interface {
+	PrepareNetns(ctx context.Context, id string) (netnsPath string, err error)
+}
+
 // Driver runs servers on one host. Every method is idempotent where it
 // makes sense: Create of an existing instance with the same ID succeeds,
 // Destroy of a missing one succeeds, Start of a running one succeeds, Stop

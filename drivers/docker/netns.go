@@ -160,3 +160,16 @@ func (d *Driver) dropNetwork(ctx context.Context, id string) error {
 	}
 	return d.removeNetns(id, "")
 }
+
+// PrepareNetns implements drivers.NetnsPreparer: in mode netns it makes
+// instance id's namespace (Create keeps it) and returns its path.
+func (d *Driver) PrepareNetns(_ context.Context, id string) (string, error) {
+	if !d.netnsMode() {
+		return "", nil
+	}
+	p := d.netnsPathOf(id)
+	if err := netnsfile.Make(p); err != nil {
+		return "", fmt.Errorf("docker network namespace of %s: %w", id, err)
+	}
+	return p, nil
+}
