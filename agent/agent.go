@@ -61,6 +61,8 @@ type Agent struct {
 	// consoleTLS checks an https console proxy the agent dials back to.
 	consoleTLS *tls.Config
 	nics       *nicCache
+	// fwSeen orders the firewall refreshes of each port (firewall.go).
+	fwSeen fwClock
 
 	// vols keeps this host's volumes (nil: none); reg is the registry
 	// local volumes move through; volc the servers' attached volumes.

@@ -133,6 +133,12 @@ func (a *Agent) Handle(ctx context.Context, m bus.Message) (any, error) {
 			return nil, err
 		}
 		return a.attachInterface(ctx, req)
+	case protocol.KindRefreshFirewall:
+		var req protocol.RefreshFirewall
+		if err := m.Decode(&req); err != nil {
+			return nil, err
+		}
+		return nil, a.refreshFirewall(ctx, req)
 	case protocol.KindDetachInterface:
 		var req protocol.DetachInterface
 		if err := m.Decode(&req); err != nil {

@@ -13,7 +13,31 @@ const (
 	// KindDetachInterface is request/reply: DetachInterface in,
 	// InterfaceReply out.
 	KindDetachInterface = "detach_interface"
+	// KindRefreshFirewall is one-way: RefreshFirewall in, no answer.
+	KindRefreshFirewall = "refresh_firewall"
 )
+
+// RefreshFirewall gives the agent a NIC's current filter after its
+// remote groups' members changed (a server built, deleted, an interface
+// attached or detached in a group its rules name). The agent replaces
+// only the port's flows (anti-spoofing and security group rules, one
+// bundle) when the rest of the NIC is the one plugged and the server
+// runs; otherwise it does nothing (a stopped server gets its filter at
+// its next start, a NIC that differs from the plugged one from drift
+// repair, which recomputes every running server's flows). Applying it
+// twice changes nothing; the API sends at most one per port per
+// coalescing window, and none to a server still building.
+type RefreshFirewall struct {
+	RequestID  string `json:"request_id"`
+	InstanceID string `json:"instance_id"`
+	// NIC is the port's NIC as the control plane describes it now,
+	// Firewall included.
+	NIC NIC `json:"nic"`
+	// ComputedAt is when NIC was read from the database: an agent
+	// ignores a refresh older than the last one it applied to the port
+	// (two may be handled concurrently).
+	ComputedAt time.Time `json:"computed_at,omitzero"`
+}
 
 // AttachInterface asks for NIC to be added to a server: plugged at once
 // into a running (or paused) server, only remembered for a stopped one

@@ -23,6 +23,7 @@ type ifaceAgent struct {
 	mu       sync.Mutex
 	attached []protocol.AttachInterface
 	detached []protocol.DetachInterface
+	refresh  []protocol.RefreshFirewall
 	fail     map[string]error
 }
 
@@ -45,6 +46,13 @@ func (f *fixture) serveInterfaces(host string) *ifaceAgent {
 				}
 			}
 			return protocol.InterfaceReply{Live: true}, nil
+		case protocol.KindRefreshFirewall:
+			var req protocol.RefreshFirewall
+			if err := m.Decode(&req); err != nil {
+				return nil, err
+			}
+			ag.refresh = append(ag.refresh, req)
+			return nil, nil
 		case protocol.KindDetachInterface:
 			var req protocol.DetachInterface
 			if err := m.Decode(&req); err != nil {

@@ -74,10 +74,11 @@ func (s *Service) refilter(ctx context.Context, ports []string) []string {
 
 // membersChanged tells the hosts that ports joined or left groups (a
 // server created, an interface attached or detached): every port whose
-// rules name one of groups as remote group gets its filter again, in the
-// background (the request does not wait for other servers' hosts). The
-// ports of server skip are left out: its own plug (the build, the
-// attach) is under way.
+// rules name one of groups as remote group gets its filter refreshed
+// (flows only), in the background and coalesced with the other changes
+// of the same window (fwRefresher; the request does not wait for other
+// servers' hosts). The ports of server skip are left out: its own plug
+// (the build, the attach) is under way.
 func (s *Service) membersChanged(ctx context.Context, groups []string, skip *store.Instance) {
 	if len(groups) == 0 {
 		return
@@ -93,7 +94,7 @@ func (s *Service) membersChanged(ctx context.Context, groups []string, skip *sto
 		watchers = slices.DeleteFunc(watchers, func(id string) bool {
 			return slices.ContainsFunc(own, func(p store.Port) bool { return p.ID == id })
 		})
-		s.SecurityGroupsChanged(ctx, watchers)
+		s.fw.mark(watchers)
 	}()
 }
 
@@ -385,7 +386,7 @@ func (s *Service) refreshAfterDelete(ctx context.Context, inst *store.Instance, 
 					s.log.Warn("ports watching the groups of a deleted server", "instance", inst.ID, "error", err)
 					return
 				}
-				s.SecurityGroupsChanged(ctx, watchers)
+				s.fw.mark(watchers)
 				return
 			}
 		}

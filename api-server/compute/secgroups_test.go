@@ -2,9 +2,12 @@ package compute
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
+	"time"
 
+	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -175,5 +178,137 @@ func TestContractSecurityGroups(t *testing.T) {
 	id := f.create("demo", "sgc")
 	for _, v := range []apiVersion{{2, 1}, maxVersion} {
 		f.check(t, ts, v, contractCall{"demo", "GET", "/v2.1/servers/" + id + "/os-security-groups", "", "security_groups", "list_security_groups"})
+	}
+}
+
+// refreshes returns the firewall refreshes the agent stand-in got.
+func (ag *ifaceAgent) refreshes() []protocol.RefreshFirewall {
+	ag.mu.Lock()
+	defer ag.mu.Unlock()
+	return slices.Clone(ag.refresh)
+}
+
+// waitFor polls cond (the agent stand-in consumes in the background).
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 20 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// pendingRefreshes is how many ports wait for a firewall refresh.
+func (r *fwRefresher) pendingRefreshes() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.pending)
+}
+
+// A burst of boots into one group whose rules name it (the default
+// group) refreshes the filter of each of its members once per window,
+// flows only (refresh_firewall, never an attach_interface re-plug), and
+// none of a server still building until it is ACTIVE; a delete refreshes
+// the remaining members once it is done.
+func TestMembershipRefreshCoalesced(t *testing.T) {
+	const existing, boots = 3, 7 // the default quota: 10 servers
+	f := newFixture(t)
+	f.svc.fw.delay = time.Hour // flushed by hand below
+	f.addNetwork("net", "p-demo", "10.32.0.0/24", false)
+	ag := f.serveInterfaces("h1")
+	ctx := context.Background()
+	waitPending := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for f.svc.fw.pendingRefreshes() != n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d ports wait for a refresh, want %d", f.svc.fw.pendingRefreshes(), n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	var active []string
+	for i := range existing {
+		id := f.create("demo", fmt.Sprintf("old-%d", i))
+		f.activate(id, "h1")
+		active = append(active, id)
+	}
+	waitPending(existing - 1) // each create marks the members before it
+	before := f.svc.fw.flush(ctx)
+	waitPending(0)
+	waitFor(t, func() bool { return len(ag.refreshes()) == before })
+
+	var building []string
+	for i := range boots {
+		building = append(building, f.create("demo", fmt.Sprintf("new-%d", i)))
+	}
+	// Every member but the last new one is named by a later boot.
+	waitPending(existing + boots - 1)
+	if sent := f.svc.fw.flush(ctx); sent != existing {
+		t.Fatalf("first window sent %d refreshes, want %d (one per ACTIVE member)", sent, existing)
+	}
+	waitFor(t, func() bool { return len(ag.refreshes()) == before+existing })
+	perPort := map[string]int{}
+	for _, r := range ag.refreshes()[before:] {
+		perPort[r.NIC.PortID]++
+		if r.NIC.Firewall == nil || r.ComputedAt.IsZero() || !slices.Contains(active, r.InstanceID) {
+			t.Fatalf("refresh %+v: want an ACTIVE server's NIC with its filter and time", r)
+		}
+	}
+	if len(perPort) != existing {
+		t.Fatalf("refreshes per port %v, want one for each of the %d ACTIVE members", perPort, existing)
+	}
+	// The new members' addresses are in the refreshed filters.
+	newIP := f.portsOf(building[0])[0].FixedIPs[0].IPAddress
+	if !slices.ContainsFunc(ag.refreshes()[before].NIC.Firewall.Rules, func(r protocol.FirewallRule) bool {
+		return slices.Contains(r.Remotes, newIP+"/32")
+	}) {
+		t.Fatalf("refreshed filter %+v lacks the new member %s", ag.refreshes()[before].NIC.Firewall, newIP)
+	}
+	attached, _ := ag.calls()
+	if len(attached) != 0 {
+		t.Fatalf("%d attach_interface re-plugs for membership changes, want none", len(attached))
+	}
+	// The servers still building wait, and get theirs once ACTIVE.
+	waitPending(boots - 1)
+	for _, id := range building {
+		f.activate(id, "h1")
+	}
+	if sent := f.svc.fw.flush(ctx); sent != boots-1 {
+		t.Fatalf("second window sent %d refreshes, want %d", sent, boots-1)
+	}
+	waitFor(t, func() bool { return len(ag.refreshes()) == before+existing+boots-1 })
+
+	// A delete: once done (the conductor's release, here by hand), the
+	// other members get one refresh each without its address.
+	gone := active[0]
+	goneIP := f.portsOf(gone)[0].FixedIPs[0].IPAddress
+	if resp, _ := f.do("DELETE", "/v2.1/servers/"+gone, "demo", ""); resp.StatusCode != 204 {
+		t.Fatalf("delete: %d", resp.StatusCode)
+	}
+	inst := f.instance(gone)
+	if err := f.st.ReleaseInstancePorts(ctx, &inst); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.DB.Delete(&store.Instance{}, "id = ?", gone).Error; err != nil {
+		t.Fatal(err)
+	}
+	waitPending(existing + boots - 1)
+	mark := len(ag.refreshes())
+	if sent := f.svc.fw.flush(ctx); sent != existing+boots-1 {
+		t.Fatalf("after the delete: %d refreshes, want %d", sent, existing+boots-1)
+	}
+	waitFor(t, func() bool { return len(ag.refreshes()) == mark+existing+boots-1 })
+	for _, r := range ag.refreshes()[mark:] {
+		for _, rule := range r.NIC.Firewall.Rules {
+			if slices.Contains(rule.Remotes, goneIP+"/32") {
+				t.Fatalf("refresh after the delete still admits %s: %+v", goneIP, rule)
+			}
+		}
+	}
+	if attached, _ := ag.calls(); len(attached) != 0 {
+		t.Fatalf("%d attach_interface re-plugs, want none", len(attached))
 	}
 }

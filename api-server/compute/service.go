@@ -32,10 +32,15 @@ var (
 
 // Options configure the compute service.
 type Options struct {
-	PublicHost  string // host clients reach, for links
-	ComputePort int
-	ImagePort   int
-	CallTimeout time.Duration // request/reply to agents
+	// FirewallRefreshDelay is how long membership changes of security
+	// groups are gathered before the ports whose rules name those
+	// groups get their new filters (one refresh per port per window);
+	// 0 takes a second.
+	FirewallRefreshDelay time.Duration
+	PublicHost           string // host clients reach, for links
+	ComputePort          int
+	ImagePort            int
+	CallTimeout          time.Duration // request/reply to agents
 	// ForceConfigDrive gives every new server a config drive (Nova's
 	// force_config_drive).
 	ForceConfigDrive bool
@@ -94,6 +99,8 @@ type Service struct {
 	// outbox publishes the messages handlers committed with their state
 	// changes; what it cannot, the conductor's relay sends later.
 	outbox *outbox.Relay
+	// fw sends the firewall refreshes of membership changes, coalesced.
+	fw *fwRefresher
 }
 
 // New returns the compute API service.
@@ -119,9 +126,14 @@ func New(st *store.Store, b bus.Bus, opts Options) *Service {
 	if opts.Now == nil {
 		opts.Now = func() time.Time { return time.Now().UTC() }
 	}
+	if opts.FirewallRefreshDelay <= 0 {
+		opts.FirewallRefreshDelay = time.Second
+	}
 	host, _ := os.Hostname()
-	return &Service{st: st, bus: b, opts: opts, log: opts.Log.With("api", "compute"), mig: engineMigrator{},
+	s := &Service{st: st, bus: b, opts: opts, log: opts.Log.With("api", "compute"), mig: engineMigrator{},
 		outbox: outbox.NewRelay(st, b, outbox.Options{Owner: fmt.Sprintf("api@%s:%d", host, os.Getpid()), Log: opts.Log})}
+	s.fw = newFWRefresher(s, opts.FirewallRefreshDelay)
+	return s
 }
 
 // apiVersion is a compute microversion.
