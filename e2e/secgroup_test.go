@@ -28,8 +28,11 @@ func tcpTo(from, to *netServer, ip string, port int) bool {
 // members of "admin"); B (other host) and C (A's host) are in "default".
 // B and C reach A on 80 (A's replies flow), not on 8080, and cannot ping
 // it until B joins "admin"; a deleted rule refuses the next connection
-// within a second with A running on (same PID); A's filter survives an
-// agent restart and the start-up reconcile repairs its deleted flows.
+// within a second with A running on (same PID); a server booted into
+// admin pings A once ACTIVE, and once deleted its address leaves A's
+// flows (a server of default booted with that address cannot ping A);
+// A's filter survives an agent restart and the start-up reconcile
+// repairs its deleted flows.
 func TestSecurityGroupsEnforced(t *testing.T) {
 	t.Parallel()
 	c := startCloud(t, twoHosts)
@@ -140,7 +143,9 @@ func TestSecurityGroupsEnforced(t *testing.T) {
 		t.Fatal(err)
 	}
 	dd := activeServer(t, cc, nc, "sg-d", dsrv.ID, h1)
+	start = time.Now()
 	eventually(t, 10*time.Second, "a new member of admin pings A", func() bool { return dd.ping(t, a.ip) })
+	t.Logf("the new member pinged A %v after it was ACTIVE", time.Since(start))
 	aFlows := func() string {
 		out, _ := exec.Command("ovs-ofctl", "-O", "OpenFlow14", "dump-flows", h0.bridge,
 			fmt.Sprintf("table=%d,cookie=%#x/-1", vif.TableIngress, vif.Cookie(a.portID))).CombinedOutput()
@@ -156,6 +161,14 @@ func TestSecurityGroupsEnforced(t *testing.T) {
 	eventually(t, 10*time.Second, "the deleted member's address leaves A's flows", func() bool {
 		return !strings.Contains(aFlows(), "nw_src=10.79.0.13")
 	})
+	// Its address is no longer admitted: a server of default (not admin)
+	// booted with it reaches C (default admits its new member) but
+	// cannot ping A.
+	es := activeServer(t, cc, nc, "sg-e", c.bootOn(t, cc, "sg-e", h1, netID, "10.79.0.13"), h1)
+	eventually(t, 10*time.Second, "a new member of default pings C", func() bool { return es.ping(t, cs.ip) })
+	if es.ping(t, a.ip) {
+		t.Error("the deleted admin member's address still pings A (from a server not in admin)")
+	}
 
 	// Drift: A's ingress flows go; the agent's start-up reconcile puts
 	// them back, and the filter holds across the restart.
