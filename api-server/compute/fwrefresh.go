@@ -10,6 +10,7 @@ import (
 	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
+	"github.com/capsule-cloud/capsule/store"
 )
 
 // fwBusyWait is how long a port whose server is busy (building, or in
@@ -103,8 +104,8 @@ func (r *fwRefresher) flush(ctx context.Context) int {
 }
 
 // refreshFirewall sends port's current filter to its server's host when
-// the server is ACTIVE or PAUSED there (sent), and reports a server
-// busy with a task, a build among them (wait).
+// the server is ACTIVE or PAUSED there (sent), and reports a server still
+// building or busy with a task (wait).
 func (s *Service) refreshFirewall(ctx context.Context, portID string) (sent, wait bool) {
 	port, err := s.st.GetPort(ctx, portID)
 	if err != nil {
@@ -112,7 +113,14 @@ func (s *Service) refreshFirewall(ctx context.Context, portID string) (sent, wai
 	}
 	inst, err := s.pluggedServer(ctx, port)
 	if errdefs.IsConflict(err) {
-		return false, true
+		// Worth waiting for only while it builds or runs a task; a server
+		// in ERROR, rescued or resized gets its filter from its next plug.
+		var st store.Instance
+		if s.st.WithContext(ctx).Select("vm_state", "task_state").Where("id = ?", port.DeviceID).Take(&st).Error == nil &&
+			(st.VMState == lifecycle.Building || st.TaskState != "") {
+			return false, true
+		}
+		return false, false
 	}
 	if err != nil || inst == nil || (inst.VMState != lifecycle.Active && inst.VMState != lifecycle.Paused) {
 		return false, false

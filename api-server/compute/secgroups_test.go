@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/store"
 )
@@ -271,15 +272,20 @@ func TestMembershipRefreshCoalesced(t *testing.T) {
 	if len(attached) != 0 {
 		t.Fatalf("%d attach_interface re-plugs for membership changes, want none", len(attached))
 	}
-	// The servers still building wait, and get theirs once ACTIVE.
+	// The servers still building wait, and get theirs once ACTIVE; one
+	// that failed (ERROR) waits no more and gets none.
 	waitPending(boots - 1)
-	for _, id := range building {
+	for _, id := range building[1:] {
 		f.activate(id, "h1")
 	}
-	if sent := f.svc.fw.flush(ctx); sent != boots-1 {
-		t.Fatalf("second window sent %d refreshes, want %d", sent, boots-1)
+	f.activate(building[0], "h1") // placed, then failed
+	f.setState(building[0], lifecycle.Error, "")
+	if sent := f.svc.fw.flush(ctx); sent != boots-2 {
+		t.Fatalf("second window sent %d refreshes, want %d", sent, boots-2)
 	}
-	waitFor(t, func() bool { return len(ag.refreshes()) == before+existing+boots-1 })
+	waitPending(0)
+	waitFor(t, func() bool { return len(ag.refreshes()) == before+existing+boots-2 })
+	f.activate(building[0], "h1")
 
 	// A delete: once done (the conductor's release, here by hand), the
 	// other members get one refresh each without its address.
