@@ -52,13 +52,13 @@ func EvacuateBlockers(tx *gorm.DB, id, host string) error {
 	if err != nil || len(vols) == 0 {
 		return err
 	}
-	what := "local volume"
+	what, verb, it := "local volume", "lives", "it"
 	if len(vols) > 1 {
-		what = "local volumes"
+		what, verb, it = "local volumes", "live", "them"
 	}
-	msg := fmt.Sprintf("Cannot 'evacuate' instance %s: its %s %s live on host %s, which is down, and cannot be moved from it "+
-		"(only volumes on the shared backend move with an evacuation). Detach them, or bring %s back.",
-		id, what, strings.Join(vols, ", "), host, host)
+	msg := fmt.Sprintf("Cannot 'evacuate' instance %s: its %s %s %s on host %s, which is down, and cannot be moved from it "+
+		"(only volumes on the shared backend move with an evacuation). Detach %s, or bring %s back.",
+		id, what, strings.Join(vols, ", "), verb, host, it, host)
 	var root []string
 	if err := tx.Model(&store.VolumeAttachment{}).Where("instance_id = ? AND volume_id IN ? AND mount_path = ?", id, vols, protocol.RootMountPath).
 		Pluck("volume_id", &root).Error; err != nil {
