@@ -72,10 +72,21 @@ func TestReconcileDeletesStrayEphemeralDisks(t *testing.T) {
 	if err := e.agent.Reconcile(ctx); err != nil {
 		t.Fatal(err)
 	}
-	left, err := vols.List(volume.Local, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Run's own start-up reconcile may be deleting a disk while this one
+	// ran (this one then skips the disk it finds busy): wait for the
+	// deletes in flight, and check what is kept after them.
+	var left []string
+	waitFor(t, 20*time.Second, "the stray ephemeral disks deleted", func() bool {
+		if left, err = vols.List(volume.Local, ""); err != nil {
+			t.Fatal(err)
+		}
+		for vol, kept := range disks {
+			if !kept && slices.Contains(left, vol) {
+				return false
+			}
+		}
+		return true
+	})
 	for vol, kept := range disks {
 		if got := slices.Contains(left, vol); got != kept {
 			t.Errorf("%s: on the host after reconcile %v, want %v", vol, got, kept)

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"io"
 	"log/slog"
 	"math/big"
@@ -132,33 +133,10 @@ func TestAllInOnePKIServesTLS(t *testing.T) {
 }
 
 func checkAPIServesTLS(t *testing.T, dir, caFile, certFile, keyFile string) {
-	cfg := config.Default()
-	cfg.Database = config.Database{Driver: "sqlite", DSN: filepath.Join(dir, "capsule.db")}
-	cfg.API.PublicHost, cfg.API.Listen = "127.0.0.1", "127.0.0.1"
-	cfg.API.IdentityPort, cfg.API.ComputePort, cfg.API.ImagePort = freePort(t), freePort(t), freePort(t)
-	cfg.API.NetworkPort, cfg.API.PortalPort, cfg.API.VolumePort = freePort(t), freePort(t), freePort(t)
-	cfg.HTTP.TLSCertFile, cfg.HTTP.TLSKeyFile, cfg.HTTP.TLSCAFile = certFile, keyFile, caFile
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := bootstrap(ctx, cfg, []string{"-admin-password", "admin-pw", "-demo-password", "demo-pw"}, log); err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(ctx, cfg.Database.Driver, cfg.Database.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	apiCtx, stopAPI := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- runAPI(apiCtx, cfg, &deps{st: st, bus: bus.NewMem()}, log) }()
-	defer func() {
-		stopAPI()
-		if err := <-done; err != nil {
-			t.Errorf("runAPI: %v", err)
-		}
-	}()
+	cfg, stopAPI := startTLSAPI(ctx, t, dir, caFile, certFile, keyFile)
+	defer stopAPI()
 
 	pool := x509.NewCertPool()
 	caPEM, err := os.ReadFile(caFile)
@@ -269,3 +247,91 @@ func mustIdentity(t *testing.T, pc *gophercloud.ProviderClient) *gophercloud.Ser
 }
 
 func itoa(n int) string { return big.NewInt(int64(n)).String() }
+
+// startTLSAPI bootstraps a database and runs the API role over TLS on free
+// ports, and returns its configuration and how to stop it. A port found
+// free can still be bound by another test's server before the API binds it
+// (other packages' tests and e2e clouds pick from the same range on a
+// shared machine; once one answered the portal's port): the API then
+// fails at once, and the run is retried on other ports with a fresh
+// database, since the catalog names the ports.
+func startTLSAPI(ctx context.Context, t *testing.T, dir, caFile, certFile, keyFile string) (config.Config, func()) {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	pool := x509.NewCertPool()
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.AppendCertsFromPEM(caPEM)
+	for attempt := 1; ; attempt++ {
+		sub := filepath.Join(dir, "try"+itoa(attempt))
+		if err := os.MkdirAll(sub, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		cfg := config.Default()
+		cfg.Database = config.Database{Driver: "sqlite", DSN: filepath.Join(sub, "capsule.db")}
+		cfg.API.PublicHost, cfg.API.Listen = "127.0.0.1", "127.0.0.1"
+		cfg.API.IdentityPort, cfg.API.ComputePort, cfg.API.ImagePort = freePort(t), freePort(t), freePort(t)
+		cfg.API.NetworkPort, cfg.API.PortalPort, cfg.API.VolumePort = freePort(t), freePort(t), freePort(t)
+		cfg.HTTP.TLSCertFile, cfg.HTTP.TLSKeyFile, cfg.HTTP.TLSCAFile = certFile, keyFile, caFile
+		if err := bootstrap(ctx, cfg, []string{"-admin-password", "admin-pw", "-demo-password", "demo-pw"}, log); err != nil {
+			t.Fatal(err)
+		}
+		st, err := store.Open(ctx, cfg.Database.Driver, cfg.Database.DSN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		apiCtx, stopAPI := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- runAPI(apiCtx, cfg, &deps{st: st, bus: bus.NewMem()}, log) }()
+		ports := []int{cfg.API.IdentityPort, cfg.API.ComputePort, cfg.API.ImagePort, cfg.API.NetworkPort, cfg.API.PortalPort, cfg.API.VolumePort}
+		err = waitServingTLS(ctx, ports, pool, done)
+		if err == nil {
+			return cfg, func() {
+				stopAPI()
+				if err := <-done; err != nil {
+					t.Errorf("runAPI: %v", err)
+				}
+				st.Close()
+			}
+		}
+		stopAPI()
+		st.Close()
+		if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatalf("runAPI: %v", err)
+		}
+		t.Logf("another server took a port first (%v): again on other ports", err)
+	}
+}
+
+// waitServingTLS waits until every port completes a TLS handshake with a
+// certificate of the test's CA (this API, not another test's server), or
+// the API ends (its error) or ctx does.
+func waitServingTLS(ctx context.Context, ports []int, pool *x509.CertPool, done <-chan error) error {
+	for {
+		ready := true
+		for _, p := range ports {
+			c, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", "127.0.0.1:"+itoa(p),
+				&tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12})
+			if err != nil {
+				ready = false
+				break
+			}
+			c.Close()
+		}
+		if ready {
+			return nil
+		}
+		select {
+		case err := <-done:
+			if err == nil {
+				err = errors.New("the API role returned before serving")
+			}
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
