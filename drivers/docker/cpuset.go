@@ -51,6 +51,17 @@ var ErrNoFreeCPUs = errors.New("not enough dedicated host CPUs free for exclusiv
 type pinning struct {
 	mu    sync.Mutex
 	pools *limits.CPUPools // the host's CPUs split by the dedicated set, found once
+	// pending are the CPUs picked for creates in flight, by instance id:
+	// counted by cpuUse until the instance's container is listed, so the
+	// container create itself runs outside mu (concurrent boots would
+	// otherwise queue on each other's creates).
+	pending map[string]pendingPick
+}
+
+// pendingPick is the CPUs a create in flight was given.
+type pendingPick struct {
+	cpus      []int
+	dedicated bool
 }
 
 // cpuUse is how the host's CPUs are taken by the servers pinned to them.
@@ -171,7 +182,11 @@ func (d *Driver) cpuUse(ctx context.Context, pools limits.CPUPools, except strin
 	if err != nil {
 		return use, fmt.Errorf("list containers for cpu pinning: %w", err)
 	}
+	listed := make(map[string]bool, len(cs))
 	for _, s := range cs {
+		if !isSandbox(s) && !isKept(s) {
+			listed[s.Labels[LabelInstance]] = true
+		}
 		if s.ID == except || isSandbox(s) || isKept(s) {
 			continue
 		}
@@ -188,36 +203,65 @@ func (d *Driver) cpuUse(ctx context.Context, pools limits.CPUPools, except strin
 		if len(cpus) == 0 || (!dedicated && len(cpus) >= host) {
 			continue
 		}
-		for _, cpu := range cpus {
-			if dedicated {
-				use.dedicated[cpu] = true
-			} else {
-				use.load[cpu]++
-			}
+		use.add(cpus, dedicated)
+	}
+	for id, p := range d.pin.pending {
+		if !listed[id] {
+			use.add(p.cpus, p.dedicated)
 		}
 	}
 	return use, nil
 }
 
+// add counts a server pinned to cpus.
+func (u cpuUse) add(cpus []int, dedicated bool) {
+	for _, cpu := range cpus {
+		if dedicated {
+			u.dedicated[cpu] = true
+		} else {
+			u.load[cpu]++
+		}
+	}
+}
+
 // createPinned creates the workload container of spec pinned to its CPUs,
-// choosing them and creating under the pinning lock.
+// choosing them under the pinning lock and holding them as pending (see
+// pinning) while the container is created.
 func (d *Driver) createPinned(ctx context.Context, spec drivers.Spec, cfg *container.Config, host *container.HostConfig) (container.CreateResponse, error) {
+	cpus, err := d.pickPending(ctx, spec)
+	if err != nil {
+		return container.CreateResponse{}, err
+	}
+	defer func() {
+		d.pin.mu.Lock()
+		delete(d.pin.pending, spec.ID)
+		d.pin.mu.Unlock()
+	}()
+	host.Resources.CpusetCpus = limits.FormatCPUList(cpus)
+	return d.cli.ContainerCreate(ctx, cfg, host, nil, nil, ContainerName(spec.ID))
+}
+
+// pickPending chooses spec's CPUs and records them as pending.
+func (d *Driver) pickPending(ctx context.Context, spec drivers.Spec) ([]int, error) {
 	d.pin.mu.Lock()
 	defer d.pin.mu.Unlock()
 	pools, err := d.cpuPools(ctx)
 	if err != nil {
-		return container.CreateResponse{}, fmt.Errorf("cpu pinning: %w", err)
+		return nil, fmt.Errorf("cpu pinning: %w", err)
 	}
 	use, err := d.cpuUse(ctx, pools, "")
 	if err != nil {
-		return container.CreateResponse{}, err
+		return nil, err
 	}
 	cpus, err := pickCPUs(pools, use, spec.VCPUs, spec.Limits.CPU.Dedicated, nil)
 	if err != nil {
-		return container.CreateResponse{}, err
+		return nil, err
 	}
-	host.Resources.CpusetCpus = limits.FormatCPUList(cpus)
-	return d.cli.ContainerCreate(ctx, cfg, host, nil, nil, ContainerName(spec.ID))
+	if d.pin.pending == nil {
+		d.pin.pending = map[string]pendingPick{}
+	}
+	d.pin.pending[spec.ID] = pendingPick{cpus: cpus, dedicated: spec.Limits.CPU.Dedicated}
+	return cpus, nil
 }
 
 // resizeCPUs returns the cpuset of container c resized to vcpus (to set

@@ -155,3 +155,43 @@ func TestDedicatedCPUPools(t *testing.T) {
 		t.Errorf("resize dedicated -> shared: %v, want ErrNotSupported", err)
 	}
 }
+
+// TestDedicatedConcurrentCreates: two dedicated servers created at once on
+// a host with one dedicated CPU: one gets it, the other is refused (the
+// CPUs picked for a create in flight count, though the container create
+// itself runs outside the pinning lock).
+func TestDedicatedConcurrentCreates(t *testing.T) {
+	image := testenv.Image(t)
+	ctx := drivertest.Ctx(t)
+	d, err := newPoolDriver(t, "1")
+	if err != nil {
+		t.Skipf("a host without CPU 1: %v", err)
+	}
+	if foreignOn(t, ctx, d, 1) {
+		t.Skip("another test's server holds CPU 1")
+	}
+	var specs [2]drivers.Spec
+	var errs [2]error
+	done := make(chan int, len(specs))
+	for i := range specs {
+		specs[i] = drivertest.Spec(image)
+		specs[i].Limits.CPU.Dedicated = true
+		id := specs[i].ID
+		t.Cleanup(func() { _ = d.Destroy(context.Background(), id) })
+		go func() { errs[i] = d.Create(ctx, specs[i]); done <- i }()
+	}
+	for range specs {
+		<-done
+	}
+	created := 0
+	for i, err := range errs {
+		if err == nil {
+			created++
+		} else if !errors.Is(err, drivers.ErrInvalidState) && !strings.Contains(err.Error(), "dedicated") {
+			t.Errorf("create %d: %v", i, err)
+		}
+	}
+	if created != 1 {
+		t.Errorf("%d of two concurrent dedicated servers created on one dedicated CPU (errors %v), want 1", created, errs)
+	}
+}
