@@ -33,12 +33,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/capsule-cloud/capsule/internal/netnsfile"
 	"github.com/capsule-cloud/capsule/ovs"
 )
 
@@ -231,7 +231,7 @@ func (l *MetadataListener) Close() error {
 // port's device with it, and the next one makes it again (the servers'
 // flows name the fixed port number, so they keep working).
 func (p *Plumber) ListenMetadata(ctx context.Context, bridge string) (_ *MetadataListener, err error) {
-	ns, err := newNamespace()
+	ns, err := netnsfile.NewHandle()
 	if err != nil {
 		return nil, fmt.Errorf("vif: metadata port of %s: %w", bridge, err)
 	}
@@ -285,43 +285,6 @@ func (p *Plumber) ListenMetadata(ctx context.Context, bridge string) (_ *Metadat
 	}
 	p.log.Info("metadata service port ready", "bridge", bridge, "port", hostIf, "ofport", MetadataOFPort)
 	return &MetadataListener{Listener: ln, ns: ns}, nil
-}
-
-// newNamespace makes a new network namespace and returns a handle to it,
-// leaving the caller's thread where it was.
-func newNamespace() (netns.NsHandle, error) {
-	type result struct {
-		ns  netns.NsHandle
-		err error
-	}
-	c := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			c <- result{err: fmt.Errorf("get current network namespace: %w", err)}
-			return
-		}
-		defer orig.Close()
-		ns, err := netns.New() // moves this thread into it
-		if err != nil {
-			if netns.Set(orig) == nil {
-				runtime.UnlockOSThread()
-			}
-			c <- result{err: fmt.Errorf("new network namespace: %w", err)}
-			return
-		}
-		if err := netns.Set(orig); err != nil {
-			ns.Close()
-			c <- result{err: fmt.Errorf("return to the original network namespace: %w", err)} // thread dies locked
-			return
-		}
-		runtime.UnlockOSThread()
-		c <- result{ns: ns}
-	}()
-	r := <-c
-	return r.ns, r.err
 }
 
 // configureMetadataNS sets up md0 in ns: 169.254.169.254/32, up (and lo),

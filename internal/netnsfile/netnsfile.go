@@ -57,7 +57,7 @@ func Make(path string) error {
 		return fmt.Errorf("netns %s: mount point: %w", path, err)
 	}
 	f.Close()
-	ns, err := newNamespace()
+	ns, err := NewHandle()
 	if err != nil {
 		_ = os.Remove(path)
 		return fmt.Errorf("netns %s: %w", path, err)
@@ -89,9 +89,10 @@ func Remove(path string) error {
 	return nil
 }
 
-// newNamespace makes a new network namespace and returns a handle to it,
-// leaving the caller's thread where it was.
-func newNamespace() (netns.NsHandle, error) {
+// NewHandle makes a new, anonymous network namespace and returns a handle
+// to it, leaving the caller's thread where it was (it lives as long as a
+// handle or a bind mount holds it).
+func NewHandle() (netns.NsHandle, error) {
 	type result struct {
 		ns  netns.NsHandle
 		err error
