@@ -267,12 +267,13 @@ type Agent struct {
 	// image in the registry, <registry.address>/capsule/busybox:latest.
 	SandboxImage string `yaml:"sandbox_image"`
 	// NetworkMode is how the docker driver holds a networked server's
-	// network namespace: "sandbox" (default) a sandbox container beside
-	// the server's container; "netns" one container per server, joined by
+	// network namespace: "netns" (default) one container per server, joined by
 	// Capsule's OCI runtime wrapper (capsule-runc, registered with this
 	// host's dockerd as OCIRuntime) to a namespace the agent keeps as a
-	// file under NetnsDir. Existing servers keep the mode they were
-	// created in. See docs/architecture.md.
+	// file under NetnsDir; "sandbox" a sandbox container beside the
+	// server's container (for a dockerd without that runtime). Existing
+	// servers keep the mode they were created in. See
+	// docs/architecture.md.
 	NetworkMode string `yaml:"network_mode"`
 	// NetnsDir is where mode netns keeps the namespaces (default
 	// /run/capsule/netns/<host>: a tmpfs, so a host reboot empties it).

@@ -14,8 +14,8 @@
 #                       to 8 at a time: go test -parallel 8
 #                       (CAPSULE_E2E_PARALLEL overrides it; they mostly
 #                       wait on dockerd, so more clouds than cores pay);
-#                       Four of them run again in network mode netns
-#                       (CAPSULE_TEST_NETWORK_MODE=netns);
+#                       Four of them run again in network mode sandbox
+#                       (CAPSULE_TEST_NETWORK_MODE=sandbox);
 #   go fuzz (short)     each native fuzz target (func Fuzz* in a _test.go)
 #                       of the packages run for CAPSULE_FUZZTIME (default
 #                       2000x: 2000 inputs) with -fuzz; their seed corpora already ran as
@@ -228,11 +228,11 @@ if [ ${#e2e_pkgs[@]} -gt 0 ]; then
 	step "go test ./e2e" logged e2e go test -count=1 -timeout 40m -parallel "${CAPSULE_E2E_PARALLEL:-8}" "${e2e_pkgs[@]}"
 fi
 if [ ${#e2e_pkgs[@]} -gt 0 ]; then
-	# The one-container network mode (agent.network_mode: netns, not yet
-	# the default) on the tests of a networked server's life: boot, stop,
-	# start, reboot and delete, two hosts, rescue, dockerd restarts and a
-	# host reboot.
-	step "go test ./e2e (network_mode netns)" logged e2e-netns env CAPSULE_TEST_NETWORK_MODE=netns go test -count=1 -timeout 20m \
+	# The sandbox network mode (agent.network_mode: sandbox, a sandbox
+	# container beside each server; the default is netns, one container)
+	# on the tests of a networked server's life: boot, stop, start, reboot
+	# and delete, two hosts, rescue, dockerd restarts and a host reboot.
+	step "go test ./e2e (network_mode sandbox)" logged e2e-sandbox env CAPSULE_TEST_NETWORK_MODE=sandbox go test -count=1 -timeout 20m \
 		-parallel "${CAPSULE_E2E_PARALLEL:-8}" -run '^(TestServerLifecycle|TestNetworkTwoHosts|TestRescueUnrescue|TestServersSurviveDockerdRestartAndHostReboot)$' "${e2e_pkgs[@]}"
 fi
 if [ ${#rate_pkgs[@]} -gt 0 ]; then

@@ -76,12 +76,21 @@ func serverHost(t *testing.T, cc *gophercloud.ServiceClient, id string) string {
 }
 
 // containersPerServer is how many containers a networked server is: its
-// workload, and in network mode sandbox (the default) its sandbox.
+// workload, and in network mode sandbox its sandbox.
 func containersPerServer() int {
-	if testenv.NetworkMode() == docker.NetworkNetns {
+	if networkMode() == docker.NetworkNetns {
 		return 1
 	}
 	return 2
+}
+
+// networkMode is the docker driver's network mode the test clouds run
+// in: CAPSULE_TEST_NETWORK_MODE's, or the driver's default.
+func networkMode() string {
+	if m := testenv.NetworkMode(); m != "" {
+		return m
+	}
+	return docker.DefaultNetworkMode
 }
 
 // containersOn lists the ids of instance id's containers on host h

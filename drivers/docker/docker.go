@@ -190,7 +190,7 @@ func New(ctx context.Context, opts Options) (*Driver, error) {
 	}
 	switch opts.NetworkMode {
 	case "":
-		opts.NetworkMode = NetworkSandbox
+		opts.NetworkMode = DefaultNetworkMode
 	case NetworkSandbox, NetworkNetns:
 	default:
 		return nil, fmt.Errorf("docker driver: network mode %q: want %s or %s", opts.NetworkMode, NetworkSandbox, NetworkNetns)

@@ -41,6 +41,12 @@ const (
 	NetworkNetns   = "netns"
 )
 
+// DefaultNetworkMode is the mode of a driver configured with none: one
+// container per server (one create, start and shim per boot; the sandbox
+// mode's second container is kept for hosts whose dockerd cannot register
+// Capsule's runtime).
+const DefaultNetworkMode = NetworkNetns
+
 // DefaultRuntime is the name Capsule's runc wrapper is registered under
 // with dockerd (--add-runtime capsule=/usr/local/bin/capsule-runc).
 const DefaultRuntime = "capsule"
