@@ -97,3 +97,56 @@ func TestReconcileDeletesStrayEphemeralDisks(t *testing.T) {
 		t.Errorf("the deleted server's ephemeral disk is still mounted: %v", mounted)
 	}
 }
+
+// The boot volume of a server migrating into this host stays mounted
+// through a reconcile between the import's create (which mounts it) and
+// its start (which binds it): the server is still placed on the source,
+// but its migration runs through this host.
+func TestReconcileKeepsMountsOfServersMigratingHere(t *testing.T) {
+	_, err := exec.LookPath("mkfs.ext4")
+	testenv.Require(t, os.Geteuid() == 0 && err == nil, "needs root and mkfs.ext4")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	vols, err := volume.New(volume.Config{LocalDir: filepath.Join(dir, "local"), MountDir: filepath.Join(dir, "mnt")}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ids, _ := vols.HostMounted()
+		for _, v := range ids {
+			_ = vols.Unmount(context.Background(), v)
+		}
+	})
+	for _, vol := range []string{"vol-boot-importing", "vol-stale"} {
+		if err := vols.Create(ctx, volume.Local, vol, 1, volume.Source{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := vols.Mount(ctx, volume.Local, vol); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := testConfig()
+	off := false
+	cfg.ResumeGuestsStateOnHostBoot = &off
+	e := newEnv(t, newFakeDriver(), cfg, WithVolumes(vols, nil))
+	e.cond.setMigrating("i-importing")
+	// The import's create recorded the server's volumes (and mounted
+	// the boot volume) before the reconciles began.
+	e.agent.volc.set("i-importing", []protocol.VolumeMount{{
+		Volume:    protocol.VolumeSpec{ID: "vol-boot-importing", SizeGB: 1, Backend: protocol.BackendLocal, Host: testHost},
+		MountPath: protocol.RootMountPath}})
+	e.serveConductor()
+	e.start()
+	if err := e.agent.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var mounted []string
+	waitFor(t, 20*time.Second, "the stale host mount removed", func() bool {
+		mounted, _ = vols.HostMounted()
+		return !slices.Contains(mounted, "vol-stale")
+	})
+	if !slices.Contains(mounted, "vol-boot-importing") {
+		t.Errorf("the importing server's boot volume was unmounted by the reconcile: mounted %v", mounted)
+	}
+}

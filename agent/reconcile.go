@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/capsule-cloud/capsule/bus"
@@ -122,7 +123,15 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 	}
 	pruned := a.repairNetwork(ctx, gens, expected, placed)
 	a.repairLimits(ctx, expected, byID)
-	a.volc.pruneSince(vgens, placed)
+	// A server migrating through this host keeps its volume list (so its
+	// host mounts): an import mounts the boot volume at its create and
+	// binds it at its start, while the server is still placed on the
+	// source; a reconcile in between must not unmount it.
+	volPlaced := maps.Clone(placed)
+	for _, id := range reply.Migrating {
+		volPlaced[id] = true
+	}
+	a.volc.pruneSince(vgens, volPlaced)
 	a.repairVolumes(ctx, vgens, expected, byID)
 	a.dropStrayEphemeral(ctx, reply.Migrating, placed, byID, touched)
 	a.dropKeptRootDisks(ctx)
