@@ -69,7 +69,11 @@ func foreignOn(t *testing.T, ctx context.Context, d *docker.Driver, cpu int, our
 func TestDedicatedCPUPools(t *testing.T) {
 	image := testenv.Image(t)
 	probe := newDriver(t)
-	ctx := drivertest.Ctx(t)
+	// Longer than the wait for CPU 1 below (2 min, then a skip), so the
+	// wait cannot use up the calls' deadline (as it did while leftovers
+	// of a killed run held CPU 1).
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
 	info, err := probe.Client().Info(ctx)
 	if err != nil {
 		t.Fatal(err)
