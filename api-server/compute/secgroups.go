@@ -25,22 +25,14 @@ const sgReplugConcurrency = 8
 // is a running or paused server's NIC gets its filter again from the
 // database through its host's agent (the in-place re-plug of an
 // interface attach, which replaces the port's flows atomically), before
-// the change answers. A server busy with a task (a build among them) is
-// retried in the background every 2 s for up to a minute; a stopped
+// the change answers. A port whose server is busy with a task (a build
+// among them) gets a flows-only refresh once the server is done, through
+// the membership refresher (re-checked every window for up to
+// fwBusyWait, on a timer: no goroutine outlives the request); a stopped
 // server gets its filter at its next start, and a host that does not
 // answer from the agent's drift repair.
 func (s *Service) SecurityGroupsChanged(ctx context.Context, ports []string) {
-	busy := s.refilter(ctx, ports)
-	if len(busy) == 0 {
-		return
-	}
-	ctx = context.WithoutCancel(ctx)
-	go func() {
-		for attempt := 0; attempt < 30 && len(busy) > 0; attempt++ {
-			time.Sleep(2 * time.Second)
-			busy = s.refilter(ctx, busy)
-		}
-	}()
+	s.fw.mark(s.refilter(ctx, ports))
 }
 
 // refilter re-plugs ports (each once, up to sgReplugConcurrency at once)
