@@ -226,6 +226,23 @@ func Run(t *testing.T, newDriver func(t *testing.T) drivers.Driver, image string
 		d := newDriver(t)
 		spec := Spec(image)
 		Boot(t, d, spec)
+		// A clean stop needs a guest that handles it: wait until its init
+		// has written to the console (the test image's sets its SIGTERM
+		// trap first), as a VM's ACPI shutdown needs a booted OS. A stop
+		// that came first, on a loaded machine, was a kill (137).
+		if d.Capabilities().ConsoleOutput {
+			deadline := time.Now().Add(pollTimeout)
+			for {
+				out, err := d.ConsoleOutput(Ctx(t), spec.ID, -1)
+				if err == nil && strings.TrimSpace(out) != "" {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no console output %s after the start: %q %v", pollTimeout, out, err)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
 		if err := d.Stop(Ctx(t), spec.ID, stopGrace); err != nil {
 			t.Fatalf("stop: %v", err)
 		}
