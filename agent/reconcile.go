@@ -122,7 +122,7 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 		a.resumeDue.Store(false)
 	}
 	pruned := a.repairNetwork(ctx, gens, expected, placed)
-	a.repairLimits(ctx, expected, byID)
+	a.repairLimits(ctx, expected, byID, touched)
 	// A server migrating through this host keeps its volume list (so its
 	// host mounts): an import mounts the boot volume at its create and
 	// binds it at its start, while the server is still placed on the
@@ -146,7 +146,8 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 // to every running server with no operation in flight, so a limit changed
 // behind the cloud's back (by hand, or lost in a dockerd restart) comes
 // back within one reconcile. Re-applying unchanged limits changes nothing.
-func (a *Agent) repairLimits(ctx context.Context, expected []protocol.ExpectedInstance, observed map[string]drivers.Status) {
+func (a *Agent) repairLimits(ctx context.Context, expected []protocol.ExpectedInstance, observed map[string]drivers.Status,
+	touched func(string) bool) {
 	if !a.drv.Capabilities().LiveResize {
 		return
 	}
@@ -159,6 +160,13 @@ func (a *Agent) repairLimits(ctx context.Context, expected []protocol.ExpectedIn
 		}
 		unlock, ok := a.locks.tryLock(id)
 		if !ok {
+			continue
+		}
+		// An operation since the reconcile listed (a resize's revert or
+		// confirm) makes e.Spec's flavor stale: re-applying it would undo
+		// the operation's limits. The next reconcile repairs it.
+		if touched(id) {
+			unlock()
 			continue
 		}
 		if _, err := a.resize(ctx, e.Spec); err != nil {
