@@ -14,21 +14,13 @@ import (
 // UploadBlob streams r to repo as one blob (a chunked upload: neither
 // length nor digest is needed up front) and returns its digest and size.
 func (c *Client) UploadBlob(ctx context.Context, repo string, r io.Reader) (Descriptor, error) {
-	res, err := c.do(ctx, http.MethodPost, repo, "/v2/"+repo+"/blobs/uploads/", nil, nil)
-	if err != nil {
-		return Descriptor{}, err
-	}
-	if res.StatusCode != http.StatusAccepted {
-		return Descriptor{}, statusError(res, "start blob upload")
-	}
-	res.Body.Close()
-	loc, err := c.location(res)
+	loc, err := c.startUpload(ctx, repo)
 	if err != nil {
 		return Descriptor{}, err
 	}
 	dg := digest.Canonical.Digester()
 	cr := &countReader{r: io.TeeReader(r, dg.Hash())}
-	res, err = c.do(ctx, http.MethodPatch, repo, loc, cr, http.Header{"Content-Type": {"application/octet-stream"}})
+	res, err := c.do(ctx, http.MethodPatch, repo, loc, cr, http.Header{"Content-Type": {"application/octet-stream"}})
 	if err != nil {
 		return Descriptor{}, err
 	}
@@ -64,15 +56,7 @@ func (c *Client) UploadBlob(ctx context.Context, repo string, r io.Reader) (Desc
 // than UploadBlob's three. The registry checks the digest. Every request
 // counts where a registry authenticates each one (htpasswd's bcrypt).
 func (c *Client) UploadBlobOf(ctx context.Context, repo string, r io.ReadSeeker, size int64, dgst string) (Descriptor, error) {
-	res, err := c.do(ctx, http.MethodPost, repo, "/v2/"+repo+"/blobs/uploads/", nil, nil)
-	if err != nil {
-		return Descriptor{}, err
-	}
-	if res.StatusCode != http.StatusAccepted {
-		return Descriptor{}, statusError(res, "start blob upload")
-	}
-	res.Body.Close()
-	loc, err := c.location(res)
+	loc, err := c.startUpload(ctx, repo)
 	if err != nil {
 		return Descriptor{}, err
 	}
@@ -83,7 +67,7 @@ func (c *Client) UploadBlobOf(ctx context.Context, repo string, r io.ReadSeeker,
 	q := u.Query()
 	q.Set("digest", dgst)
 	u.RawQuery = q.Encode()
-	res, err = c.do(ctx, http.MethodPut, repo, u.String(), &sizedReader{ReadSeeker: r, n: size},
+	res, err := c.do(ctx, http.MethodPut, repo, u.String(), &sizedReader{ReadSeeker: r, n: size},
 		http.Header{"Content-Type": {"application/octet-stream"}})
 	if err != nil {
 		return Descriptor{}, err
@@ -152,4 +136,18 @@ func (c *Client) GetBlob(ctx context.Context, repo, digest string) (io.ReadClose
 		return nil, statusError(res, "get blob "+digest)
 	}
 	return res.Body, nil
+}
+
+// startUpload starts a blob upload to repo and returns where its data
+// goes (the Location the registry answered).
+func (c *Client) startUpload(ctx context.Context, repo string) (string, error) {
+	res, err := c.do(ctx, http.MethodPost, repo, "/v2/"+repo+"/blobs/uploads/", nil, nil)
+	if err != nil {
+		return "", err
+	}
+	if res.StatusCode != http.StatusAccepted {
+		return "", statusError(res, "start blob upload")
+	}
+	res.Body.Close()
+	return c.location(res)
 }

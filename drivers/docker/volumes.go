@@ -106,12 +106,20 @@ func configOnlyTarball(cfg []byte, layers int) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return imageArchive(tarFile{"config.json", cfg}, tarFile{"manifest.json", mb})
+}
+
+// tarFile is one regular file of an image archive.
+type tarFile struct {
+	name string
+	data []byte
+}
+
+// imageArchive is a tar of files, in order (docker load's input).
+func imageArchive(files ...tarFile) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	for _, f := range []struct {
-		name string
-		data []byte
-	}{{"config.json", cfg}, {"manifest.json", mb}} {
+	for _, f := range files {
 		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o644, Size: int64(len(f.data)), Typeflag: tar.TypeReg}); err != nil {
 			return nil, err
 		}
