@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/config"
 	"github.com/capsule-cloud/capsule/lifecycle"
@@ -858,4 +860,51 @@ func TestPowerSyncResumeFailed(t *testing.T) {
 	for id, b := range before {
 		sameInstance(t, loadInst(t, st, id), b)
 	}
+}
+
+// The conductor's offload of a server shelved longer than
+// shelved_offload_time waits while a volume is being attached to or
+// detached from it (from 2.20 a shelved server takes volume changes on
+// its host, which an offload would cut short): it stays shelved, nothing
+// is sent, and the next pass once the volume settled offloads it.
+func TestOffloadWaitsForVolumeWork(t *testing.T) {
+	forEachDB(t, func(t *testing.T, st *store.Store) {
+		b := bus.NewMem()
+		c := New(st, b, config.Conductor{ShelvedOffloadTime: time.Minute}, 3, quietLog())
+		c.now = func() time.Time { return testNow }
+		addHost(t, st, "h1")
+		at := testNow.Add(-time.Hour)
+		inst := addInstance(t, st, onHost("h1"), state(lifecycle.Shelved, lifecycle.NoTask), func(i *store.Instance) {
+			i.ShelvedAt, i.ShelvedHost = &at, "h1"
+		})
+		vol := uuid.NewString()
+		if err := st.DB.Create(&store.Volume{ID: vol, ProjectID: "p1", SizeGB: 1, Status: store.VolumeDetaching,
+			Backend: protocol.BackendShared}).Error; err != nil {
+			t.Fatal(err)
+		}
+		att := store.VolumeAttachment{ID: uuid.NewString(), VolumeID: vol, InstanceID: inst.ID, Host: "h1",
+			Device: "/dev/vdb", MountPath: "/mnt/" + vol, Status: store.AttachmentDetaching}
+		if err := st.DB.Create(&att).Error; err != nil {
+			t.Fatal(err)
+		}
+		c.offloadShelved(context.Background())
+		if got := loadInst(t, st, inst.ID); got.VMState != lifecycle.Shelved || got.TaskState != lifecycle.NoTask {
+			t.Fatalf("offloaded with a detach in flight: %s/%s", got.VMState, got.TaskState)
+		}
+		if sent := b.Sent(bus.ComputeQueue("h1")); len(sent) != 0 {
+			t.Fatalf("sent %v with a detach in flight", sent)
+		}
+		var n int64
+		st.DB.Model(&store.InstanceAction{}).Where("instance_id = ?", inst.ID).Count(&n)
+		if n != 0 {
+			t.Fatalf("%d offload actions recorded for an offload that did not start", n)
+		}
+		if err := st.DB.Model(&store.VolumeAttachment{}).Where("id = ?", att.ID).Update("status", store.AttachmentAttached).Error; err != nil {
+			t.Fatal(err)
+		}
+		c.offloadShelved(context.Background())
+		if got := loadInst(t, st, inst.ID); got.TaskState != lifecycle.ShelvingOffloading {
+			t.Fatalf("settled volume, yet not offloading: %s/%s", got.VMState, got.TaskState)
+		}
+	})
 }

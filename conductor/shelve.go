@@ -11,6 +11,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/outbox"
@@ -91,6 +92,13 @@ func (c *Conductor) offload(ctx context.Context, id, host, requestID string, act
 		}
 		return out.Enqueue(tx, bus.ComputeQueue(host), id, msg)
 	})
+	if errdefs.IsConflict(err) {
+		// A volume attach or detach still in flight (or no shelve image
+		// to park its local volumes next to): it stays shelved, and the
+		// next pass of offloadShelved tries again.
+		c.log.Warn("shelved instance not offloaded for now", "instance", id, "host", host, "reason", err)
+		return nil
+	}
 	if err != nil || !started {
 		return err
 	}

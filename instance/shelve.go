@@ -134,7 +134,17 @@ func ShelvedVolumeRefs(tx *gorm.DB, id, host, shelveImageRef string) (map[string
 // volumes on host: next to its shelve image (ShelvedVolumeRef).
 // Without a shelve image there is nowhere to name: the offload fails
 // (it stays shelved, its volumes untouched).
+//
+// A volume attached or detached while the server is shelved (from 2.20)
+// must have settled first (a 409 otherwise): callers call it after
+// BeginOffload, which holds the server's row against LockShelved.
 func OffloadVolumeRefs(tx *gorm.DB, id, host string) (map[string]string, error) {
+	if vol, err := VolumeBusy(tx, id); err != nil || vol != "" {
+		if err == nil {
+			err = errdefs.Conflictf("Cannot 'shelveOffload' instance %s while volume %s is being attached to or detached from it; try again once it settled.", id, vol)
+		}
+		return nil, err
+	}
 	vols, err := LocalVolumesOn(tx, id, host)
 	if err != nil || len(vols) == 0 {
 		return nil, err
@@ -187,22 +197,42 @@ func ParkedVolumeRef(tx *gorm.DB, inst *store.Instance, volumeID string) (string
 	return ShelvedVolumeRef(img.RegistryRef, volumeID)
 }
 
-// LockOffloaded locks instance id's row until tx ends and checks that
-// it is still shelved_offloaded with no task (op names the caller's
-// action in the 409 otherwise): a volume attached or detached in tx
-// cannot then race the server's unshelve, which updates that row first
-// and looks at the attachments after (VolumeAttaching).
-func LockOffloaded(tx *gorm.DB, id, op string) error {
+// LockShelved locks instance id's row until tx ends and checks that it
+// is still in vm (shelved or shelved_offloaded) with no task (op names
+// the caller's action in the 409 otherwise): a volume attached or
+// detached in tx cannot then race the server's unshelve or offload,
+// which update that row first and look at the attachments after
+// (VolumeAttaching, VolumeBusy).
+func LockShelved(tx *gorm.DB, id string, vm lifecycle.VMState, op string) error {
 	var inst store.Instance
 	err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Select("id", "vm_state", "task_state").
 		Where("id = ? AND deleted_at IS NULL", id).Take(&inst).Error
 	if err != nil {
 		return store.NotFound(err, "instance "+id)
 	}
-	if inst.VMState != lifecycle.ShelvedOffloaded || inst.TaskState != lifecycle.NoTask {
+	if inst.VMState != vm || inst.TaskState != lifecycle.NoTask {
 		return errdefs.Conflictf("Cannot '%s' instance %s while it is in vm_state %s", op, id, inst.VMState)
 	}
 	return nil
+}
+
+// VolumeBusy returns a volume whose attach to or detach from instance id
+// is still under way ("" when none is): a shelved server is not
+// offloaded before its volumes settled (the offload moves the attached
+// ones to the registry and the server off its host, which an attach or
+// detach in flight would miss).
+func VolumeBusy(tx *gorm.DB, id string) (string, error) {
+	var vols []string
+	err := tx.Model(&store.VolumeAttachment{}).Where("instance_id = ? AND status IN ?", id,
+		[]string{store.AttachmentAttaching, store.AttachmentDetaching}).
+		Order("volume_id").Limit(1).Pluck("volume_id", &vols).Error
+	if err != nil {
+		return "", fmt.Errorf("attachments of instance %s: %w", id, err)
+	}
+	if len(vols) == 0 {
+		return "", nil
+	}
+	return vols[0], nil
 }
 
 // VolumeAttaching returns a volume whose attach to instance id is still

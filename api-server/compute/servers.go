@@ -1129,6 +1129,14 @@ func (s *Service) startAction(w http.ResponseWriter, r *http.Request, inst *stor
 // ids filled in): an action that carries more than its name (a rescue's
 // image).
 func (s *Service) startActionMsg(w http.ResponseWriter, r *http.Request, inst *store.Instance, msg protocol.InstanceAction, apiName string) error {
+	return s.startActionPrep(w, r, inst, msg, apiName, nil)
+}
+
+// startActionPrep is startActionMsg with prep run in the action's
+// transaction once the task is set (the server's row held): it may
+// complete msg or refuse the action (an errdefs error is the answer).
+func (s *Service) startActionPrep(w http.ResponseWriter, r *http.Request, inst *store.Instance, msg protocol.InstanceAction, apiName string,
+	prep func(tx *gorm.DB, msg *protocol.InstanceAction) error) error {
 	action := msg.Action
 	ctx := r.Context()
 	creds := auth.FromContext(ctx)
@@ -1169,6 +1177,11 @@ func (s *Service) startActionMsg(w http.ResponseWriter, r *http.Request, inst *s
 		if _, err := instance.Begin(tx, inst, action, s.opts.Now(), nil); err != nil {
 			return err
 		}
+		if prep != nil {
+			if err := prep(tx, &msg); err != nil {
+				return err
+			}
+		}
 		now := s.opts.Now()
 		if err := tx.Create(&store.InstanceAction{InstanceID: inst.ID, Action: apiName, RequestID: reqID,
 			UserID: creds.UserID, ProjectID: creds.ProjectID, StartTime: now, UpdatedAt: now}).Error; err != nil {
@@ -1179,6 +1192,10 @@ func (s *Service) startActionMsg(w http.ResponseWriter, r *http.Request, inst *s
 	})
 	if errors.Is(err, errStateChanged) {
 		writeFault(w, errdefs.Conflictf("Cannot '%s' instance %s: its state changed meanwhile", apiName, inst.ID))
+		return err
+	}
+	if err != nil && errdefs.KindOf(err) != "" {
+		s.fail(w, r, err)
 		return err
 	}
 	if err != nil {

@@ -45,17 +45,18 @@ func (s *Service) shelveOffload(w http.ResponseWriter, r *http.Request, inst *st
 		writeFault(w, errdefs.Forbidden("Policy doesn't allow os_compute_api:os-shelve:shelve_offload to be performed."))
 		return
 	}
-	// Its local volumes go to the registry first (instance.OffloadVolumeRefs;
-	// no volume is attached or detached while it is shelved).
-	var refs map[string]string
-	if inst.VMState == lifecycle.Shelved {
-		var err error
-		if refs, err = instance.OffloadVolumeRefs(s.st.WithContext(r.Context()), inst.ID, inst.Host); err != nil {
-			s.fail(w, r, err)
-			return
+	// Its local volumes go to the registry first (instance.OffloadVolumeRefs,
+	// once the task is set: a volume attached or detached while it is
+	// shelved must have settled, 409 otherwise).
+	prep := func(tx *gorm.DB, msg *protocol.InstanceAction) error {
+		if inst.VMState != lifecycle.Shelved {
+			return nil
 		}
+		var err error
+		msg.VolumeRefs, err = instance.OffloadVolumeRefs(tx, inst.ID, inst.Host)
+		return err
 	}
-	if s.startActionMsg(w, r, inst, protocol.InstanceAction{Action: lifecycle.ActShelveOffload, VolumeRefs: refs}, "shelveOffload") == nil {
+	if s.startActionPrep(w, r, inst, protocol.InstanceAction{Action: lifecycle.ActShelveOffload}, "shelveOffload", prep) == nil {
 		noContent(w, http.StatusAccepted)
 	}
 }

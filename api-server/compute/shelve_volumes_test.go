@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/conductor"
@@ -226,6 +227,202 @@ func TestVolumeAttachDetachOffloaded(t *testing.T) {
 	f.report(cond, protocol.InstanceReport{RequestID: build.RequestID, InstanceID: id, Host: "h1", Action: lifecycle.ActUnshelve, OK: true, PowerState: 1})
 	if v, a := f.volumeRow(vol1); v.Host != "h1" || v.Status != store.VolumeInUse || a == nil || a.Host != "h1" {
 		t.Fatalf("local volume after the unshelve: %s on %q %+v", v.Status, v.Host, a)
+	}
+}
+
+// shelveServer shelves server id (active on h1) through cond, which
+// must not offload it at once: it is shelved on h1 afterwards.
+func (f *fixture) shelveServer(cond *conductor.Conductor, id string) protocol.SnapshotInstance {
+	f.t.Helper()
+	if resp, body := f.do("POST", "/v2.1/servers/"+id+"/action", "demo", `{"shelve":null}`); resp.StatusCode != 202 {
+		f.t.Fatalf("shelve: %d %v", resp.StatusCode, body)
+	}
+	req := f.lastSnapshotRequest()
+	f.snapshotReport(cond, protocol.SnapshotReport{RequestID: req.RequestID, InstanceID: id, ImageID: req.ImageID, Host: "h1",
+		Ref: req.Ref, Shelve: true, OK: true, PowerState: 4})
+	if got := f.instance(id); got.VMState != lifecycle.Shelved || got.Host != "h1" || got.TaskState != lifecycle.NoTask {
+		f.t.Fatalf("after shelve: %s/%s on %q", got.VMState, got.TaskState, got.Host)
+	}
+	return req
+}
+
+// Attach and detach on a SHELVED server (shelved, not yet offloaded: its
+// stopped container still on h1; Nova from 2.20, 409 below): the work
+// goes to h1 as for a stopped server (a local volume of another host is
+// moved there first), and the server takes the volume either way it
+// leaves the shelf: started again on h1 (it is attached there), or
+// offloaded (the offload pushes it with the server's other local
+// volumes) and built from the shelve image elsewhere. An offload waits
+// for an attach in flight (409). Another project
+// gets 404, a reader 403, no token 401.
+func TestVolumeAttachDetachShelved(t *testing.T) {
+	f := newFixture(t)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cond := conductor.New(f.st, f.bus, config.Conductor{ShelvedOffloadTime: time.Hour}, 3, logger)
+	sched := scheduler.New(f.st, f.bus, config.Default().Scheduler, logger)
+	relay := outbox.NewRelay(f.st, f.bus, outbox.Options{Owner: "test"})
+	pass := func() {
+		t.Helper()
+		if _, err := relay.Pass(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id := f.create("demo", "shelf")
+	f.placeActive(id, 1)
+	shelveReq := f.shelveServer(cond, id)
+	f.addVolume(vol1, "p-demo", "h2") // local, on another host
+	if err := f.st.DB.Create(&store.Volume{ID: vol2, ProjectID: "p-demo", SizeGB: 1, Status: store.VolumeAvailable,
+		Backend: protocol.BackendShared, Host: "h2"}).Error; err != nil {
+		t.Fatal(err)
+	}
+	base := "/v2.1/servers/" + id + "/os-volume_attachments"
+	action := "/v2.1/servers/" + id + "/action"
+	v220 := []string{"OpenStack-API-Version", "compute 2.20"}
+	attach := func(token, vol string, hdr ...string) (int, map[string]any) {
+		resp, body := f.do("POST", base, token, `{"volumeAttachment":{"volumeId":"`+vol+`","device":"/data-`+vol[len(vol)-1:]+`"}}`, hdr...)
+		return resp.StatusCode, body
+	}
+	attached := func(vol, host string) {
+		t.Helper()
+		var a protocol.VolumeAttach
+		f.lastSent(bus.ComputeQueue(host), protocol.KindVolumeAttach, &a)
+		if a.InstanceID != id || a.Mount.Volume.ID != vol {
+			t.Fatalf("attach sent to %s: %+v", host, a)
+		}
+		f.volumeReport(cond, protocol.VolumeReport{RequestID: a.RequestID, Kind: protocol.KindVolumeAttach, VolumeID: vol, Host: host,
+			AttachmentID: a.Mount.AttachmentID, InstanceID: id, OK: true})
+		if v, at := f.volumeRow(vol); v.Status != store.VolumeInUse || at == nil || at.Status != store.AttachmentAttached || at.Host != host {
+			t.Fatalf("volume %s after its attach: %s %+v", vol, v.Status, at)
+		}
+	}
+
+	// Before 2.20: Nova's 409; tenant isolation on the new behaviour.
+	resp, body := f.do("POST", base, "demo", `{"volumeAttachment":{"volumeId":"`+vol2+`"}}`, "OpenStack-API-Version", "compute 2.19")
+	expectFault(t, resp, body, 409, "conflictingRequest")
+	resp, body = f.do("POST", base, "other", `{"volumeAttachment":{"volumeId":"`+vol2+`"}}`, v220...)
+	expectFault(t, resp, body, 404, "itemNotFound")
+	resp, body = f.do("POST", base, "read", `{"volumeAttachment":{"volumeId":"`+vol2+`"}}`, v220...)
+	expectFault(t, resp, body, 403, "forbidden")
+	if resp, _ := f.do("POST", base, "", `{"volumeAttachment":{"volumeId":"`+vol2+`"}}`, v220...); resp.StatusCode != 401 {
+		t.Fatalf("no token: %d", resp.StatusCode)
+	}
+	if v, a := f.volumeRow(vol2); v.Status != store.VolumeAvailable || a != nil {
+		t.Fatalf("refused attaches changed the volume: %s %+v", v.Status, a)
+	}
+
+	// The local volume moves from h2 to h1 first (as for a stopped
+	// server), not to the shelved tag.
+	if code, body := attach("demo", vol1, v220...); code != 200 {
+		t.Fatalf("attach local: %d %v", code, body)
+	}
+	pass()
+	var exp protocol.VolumeTransfer
+	f.lastSent(bus.ComputeQueue("h2"), protocol.KindVolumeExport, &exp)
+	wantRef := strings.SplitN(shelveReq.Ref, "/", 2)[0] + "/capsule/volumes/" + vol1 + ":shelved"
+	if exp.Volume.ID != vol1 || exp.Ref == wantRef {
+		t.Fatalf("export %+v", exp)
+	}
+	// No offload while it moves: the admin's is refused, the server stays
+	// as it was.
+	resp, body = f.do("POST", action, "admin", `{"shelveOffload":null}`)
+	expectFault(t, resp, body, 409, "conflictingRequest")
+	if got := f.instance(id); got.VMState != lifecycle.Shelved || got.TaskState != lifecycle.NoTask || got.Host != "h1" {
+		t.Fatalf("refused offload changed the server: %s/%s on %q", got.VMState, got.TaskState, got.Host)
+	}
+	f.volumeReport(cond, protocol.VolumeReport{RequestID: exp.RequestID, Kind: protocol.KindVolumeExport, VolumeID: vol1, Host: "h2",
+		OK: true, Ref: exp.Ref})
+	pass()
+	var imp protocol.VolumeTransfer
+	f.lastSent(bus.ComputeQueue("h1"), protocol.KindVolumeImport, &imp)
+	f.volumeReport(cond, protocol.VolumeReport{RequestID: imp.RequestID, Kind: protocol.KindVolumeImport, VolumeID: vol1, Host: "h1",
+		OK: true, Ref: imp.Ref})
+	pass()
+	attached(vol1, "h1")
+	if v, _ := f.volumeRow(vol1); v.Host != "h1" {
+		t.Fatalf("local volume lives on %q, want h1", v.Host)
+	}
+	// The shared one goes straight to h1.
+	if code, body := attach("demo", vol2, v220...); code != 200 {
+		t.Fatalf("attach shared: %d %v", code, body)
+	}
+	attached(vol2, "h1")
+
+	// Detach (below 2.20 409, reader 403, other project 404) goes to h1.
+	resp, body = f.do("DELETE", base+"/"+vol2, "demo", "")
+	expectFault(t, resp, body, 409, "conflictingRequest")
+	resp, body = f.do("DELETE", base+"/"+vol2, "read", "", v220...)
+	expectFault(t, resp, body, 403, "forbidden")
+	resp, body = f.do("DELETE", base+"/"+vol2, "other", "", v220...)
+	expectFault(t, resp, body, 404, "itemNotFound")
+	if resp, body := f.do("DELETE", base+"/"+vol2, "demo", "", v220...); resp.StatusCode != 202 {
+		t.Fatalf("detach shared: %d %v", resp.StatusCode, body)
+	}
+	var det protocol.VolumeDetach
+	f.lastSent(bus.ComputeQueue("h1"), protocol.KindVolumeDetach, &det)
+	if det.InstanceID != id || det.Mount.Volume.ID != vol2 {
+		t.Fatalf("detach sent %+v", det)
+	}
+	f.volumeReport(cond, protocol.VolumeReport{RequestID: det.RequestID, Kind: protocol.KindVolumeDetach, VolumeID: vol2, Host: "h1",
+		AttachmentID: det.Mount.AttachmentID, InstanceID: id, OK: true})
+	if v, a := f.volumeRow(vol2); v.Status != store.VolumeAvailable || a != nil {
+		t.Fatalf("shared volume after detach: %s %+v", v.Status, a)
+	}
+
+	// Unshelved on h1: started there with the volume attached.
+	if resp, body := f.do("POST", action, "demo", `{"unshelve":null}`); resp.StatusCode != 202 {
+		t.Fatalf("unshelve: %d %v", resp.StatusCode, body)
+	}
+	var un protocol.InstanceAction
+	f.lastSent(bus.ComputeQueue("h1"), protocol.KindInstanceAction, &un)
+	if un.Action != lifecycle.ActUnshelve {
+		t.Fatalf("h1 got %+v, want the unshelve", un)
+	}
+	f.report(cond, protocol.InstanceReport{RequestID: un.RequestID, InstanceID: id, Host: "h1", Action: lifecycle.ActUnshelve, OK: true, PowerState: 1})
+	if got := f.instance(id); got.VMState != lifecycle.Active || got.Host != "h1" {
+		t.Fatalf("after unshelve: %s on %q", got.VMState, got.Host)
+	}
+	if v, a := f.volumeRow(vol1); v.Status != store.VolumeInUse || v.Host != "h1" || a == nil || a.Host != "h1" {
+		t.Fatalf("local volume after the unshelve: %s on %q %+v", v.Status, v.Host, a)
+	}
+
+	// Shelved again, the shared volume attached while shelved, then
+	// offloaded: the offload pushes the local one with the server, and
+	// the unshelve's build pulls it and mounts both.
+	shelveReq = f.shelveServer(cond, id)
+	wantRef = strings.SplitN(shelveReq.Ref, "/", 2)[0] + "/capsule/volumes/" + vol1 + ":shelved"
+	if code, body := attach("demo", vol2, v220...); code != 200 {
+		t.Fatalf("attach shared again: %d %v", code, body)
+	}
+	attached(vol2, "h1")
+	if resp, body := f.do("POST", action, "admin", `{"shelveOffload":null}`); resp.StatusCode != 202 {
+		t.Fatalf("offload: %d %v", resp.StatusCode, body)
+	}
+	var off protocol.InstanceAction
+	f.lastSent(bus.ComputeQueue("h1"), protocol.KindInstanceAction, &off)
+	if off.Action != lifecycle.ActShelveOffload || len(off.VolumeRefs) != 1 || off.VolumeRefs[vol1] != wantRef {
+		t.Fatalf("offload %+v, want vol1 pushed to %s", off, wantRef)
+	}
+	f.report(cond, protocol.InstanceReport{RequestID: off.RequestID, InstanceID: id, Host: "h1", Action: lifecycle.ActShelveOffload, OK: true})
+	if v, a := f.volumeRow(vol1); v.Status != store.VolumeInUse || v.Host != "" || a == nil || a.Host != "" {
+		t.Fatalf("local volume after the offload: %s on %q %+v", v.Status, v.Host, a)
+	}
+	if resp, body := f.do("POST", action, "demo", `{"unshelve":null}`); resp.StatusCode != 202 {
+		t.Fatalf("unshelve offloaded: %d %v", resp.StatusCode, body)
+	}
+	var sreq protocol.ScheduleInstance
+	f.lastSent(bus.SchedulerQueue, protocol.KindScheduleInstance, &sreq)
+	m, _ := bus.NewMessage(protocol.KindScheduleInstance, sreq)
+	if _, err := sched.Handle(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	var build protocol.BuildInstance
+	f.lastSent(bus.ComputeQueue("h1"), protocol.KindBuildInstance, &build)
+	paths := map[string]string{}
+	for _, vm := range build.Spec.Volumes {
+		paths[vm.Volume.ID] = vm.MountPath
+	}
+	if !build.Unshelve || build.VolumeRefs[vol1] != wantRef || len(build.VolumeRefs) != 1 || paths[vol1] != "/data-1" || paths[vol2] != "/data-2" {
+		t.Fatalf("unshelve build: refs %v volumes %v", build.VolumeRefs, paths)
 	}
 }
 

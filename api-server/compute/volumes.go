@@ -107,14 +107,18 @@ type volumeAttachmentBody struct {
 }
 
 // checkVolumeServer refuses a volume change of a locked or busy server.
-// From 2.20 a shelved-offloaded server takes one too (Nova's rule: 409
-// below): it runs nowhere, so the attachment is only recorded and its
-// unshelve mounts the volume wherever it goes (offloaded).
+// From 2.20 a shelved or shelved-offloaded server takes one too (Nova's
+// rule: 409 below). A shelved one is still on its host (its stopped
+// container there): the change goes to that host as for a stopped
+// server, and its unshelve there mounts the volume, or its offload takes
+// it along. An offloaded one runs nowhere, so the attachment is only
+// recorded and its unshelve mounts the volume wherever it goes
+// (offloaded).
 func checkVolumeServer(ctx context.Context, inst *store.Instance, op string) error {
 	if inst.Locked && !auth.FromContext(ctx).IsAdmin() {
 		return errdefs.Conflictf("Instance %s is locked", inst.ID)
 	}
-	if offloaded(ctx, inst) {
+	if offloaded(ctx, inst) || shelvedOnHost(ctx, inst) {
 		return nil
 	}
 	if !slices.Contains(volumeStates, inst.VMState) || inst.TaskState != lifecycle.NoTask || inst.Host == "" {
@@ -127,6 +131,27 @@ func checkVolumeServer(ctx context.Context, inst *store.Instance, op string) err
 // shelved-offloaded server with no task, from 2.20.
 func offloaded(ctx context.Context, inst *store.Instance) bool {
 	return inst.VMState == lifecycle.ShelvedOffloaded && inst.TaskState == lifecycle.NoTask && versionOf(ctx).AtLeast(20)
+}
+
+// shelvedOnHost reports whether a volume change of inst is one of a
+// shelved (not yet offloaded) server with no task on its host, from
+// 2.20.
+func shelvedOnHost(ctx context.Context, inst *store.Instance) bool {
+	return inst.VMState == lifecycle.Shelved && inst.TaskState == lifecycle.NoTask && inst.Host != "" && versionOf(ctx).AtLeast(20)
+}
+
+// lockShelved holds a shelved or offloaded server's row for a volume
+// change in tx (instance.LockShelved: its offload or unshelve cannot
+// start meanwhile, and sees the change once it does); any other
+// server's state is checked by checkVolumeServer alone, as before.
+func lockShelved(ctx context.Context, tx *gorm.DB, inst *store.Instance, op string) error {
+	switch {
+	case offloaded(ctx, inst):
+		return instance.LockShelved(tx, inst.ID, lifecycle.ShelvedOffloaded, op)
+	case shelvedOnHost(ctx, inst):
+		return instance.LockShelved(tx, inst.ID, lifecycle.Shelved, op)
+	}
+	return nil
 }
 
 // nextDevice is the first /dev/vdX (from vdb; vda is the root disk) no
@@ -189,10 +214,8 @@ func (s *Service) attachVolume(w http.ResponseWriter, r *http.Request) {
 	var out outbox.Batch
 	parked := offloaded(ctx, inst)
 	err := s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if parked {
-			if err := instance.LockOffloaded(tx, inst.ID, "attach_volume"); err != nil {
-				return err
-			}
+		if err := lockShelved(ctx, tx, inst, "attach_volume"); err != nil {
+			return err
 		}
 		vol, err := store.GetVolume(tx, b.VolumeID)
 		if err != nil || vol.ProjectID != inst.ProjectID {
@@ -350,10 +373,8 @@ func (s *Service) detachVolume(w http.ResponseWriter, r *http.Request) {
 	var out outbox.Batch
 	parked := offloaded(ctx, inst)
 	err := s.st.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if parked {
-			if err := instance.LockOffloaded(tx, inst.ID, "detach_volume"); err != nil {
-				return err
-			}
+		if err := lockShelved(ctx, tx, inst, "detach_volume"); err != nil {
+			return err
 		}
 		a, err := serverAttachment(tx, inst, r.PathValue("volume"))
 		if err != nil {
