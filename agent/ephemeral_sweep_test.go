@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/capsule-cloud/capsule/drivers"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/internal/testenv"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
@@ -148,5 +149,53 @@ func TestReconcileKeepsMountsOfServersMigratingHere(t *testing.T) {
 	})
 	if !slices.Contains(mounted, "vol-boot-importing") {
 		t.Errorf("the importing server's boot volume was unmounted by the reconcile: mounted %v", mounted)
+	}
+}
+
+// Volume work picked up after its deadline (a message redelivered once
+// the agent is back, after the conductor's sweep gave the volume back)
+// is refused and reported as failed (unavailable), doing nothing: an
+// attach mounts nothing and records nothing, an import makes no copy.
+func TestVolumeWorkPastItsDeadlineIsRefused(t *testing.T) {
+	_, err := exec.LookPath("mkfs.ext4")
+	testenv.Require(t, os.Geteuid() == 0 && err == nil, "needs root and mkfs.ext4")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	vols, err := volume.New(volume.Config{LocalDir: filepath.Join(dir, "local"), MountDir: filepath.Join(dir, "mnt")}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ids, _ := vols.HostMounted()
+		for _, v := range ids {
+			_ = vols.Unmount(context.Background(), v)
+		}
+	})
+	e := newEnv(t, newFakeDriver(), testConfig(), WithVolumes(vols, nil))
+	vol := protocol.VolumeSpec{ID: "vol-late", ProjectID: "p1", SizeGB: 1, Backend: protocol.BackendLocal, Host: testHost}
+	if err := vols.Create(ctx, volume.Local, vol.ID, 1, volume.Source{}); err != nil {
+		t.Fatal(err)
+	}
+	past := e.agent.now().Add(-time.Second)
+	r := e.volumeCall(protocol.KindVolumeAttach, protocol.VolumeAttach{RequestID: "a-late", InstanceID: "i-late",
+		Mount: protocol.VolumeMount{AttachmentID: "att-late", Volume: vol, MountPath: "/mnt/vol-late"}, Deadline: past})
+	if r.OK || r.ErrorKind != string(errdefs.ErrUnavailable) || r.AttachmentID != "att-late" {
+		t.Fatalf("late attach: %+v, want refused (unavailable)", r)
+	}
+	if mounted, _ := vols.HostMounted(); slices.Contains(mounted, vol.ID) {
+		t.Errorf("a refused attach mounted the volume on the host")
+	}
+	if _, ok := e.agent.volc.get("i-late"); ok {
+		t.Errorf("a refused attach recorded the volume for its server")
+	}
+	imp := protocol.VolumeSpec{ID: "vol-late-import", ProjectID: "p1", SizeGB: 1, Backend: protocol.BackendLocal, Host: testHost}
+	r = e.volumeCall(protocol.KindVolumeImport, protocol.VolumeTransfer{RequestID: "i-late", Volume: imp,
+		Ref: "127.0.0.1:5050/capsule/volumes/vol-late-import:r", Deadline: past})
+	if r.OK || r.ErrorKind != string(errdefs.ErrUnavailable) {
+		t.Fatalf("late import: %+v, want refused (unavailable)", r)
+	}
+	if ok, _ := vols.Exists(volume.Local, imp.ID); ok {
+		t.Errorf("a refused import made a copy")
 	}
 }

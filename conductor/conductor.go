@@ -533,8 +533,9 @@ func (c *Conductor) instancesOnHost(ctx context.Context, host string) (protocol.
 }
 
 // periodic puts builds that never finished into ERROR, drops claims left
-// by deleted instances and ends the tasks whose worker died (sweepTasks),
-// so nothing stays stuck or leaks.
+// by deleted instances and ends the tasks whose worker died (sweepTasks)
+// and the volume attaches and detaches whose work was lost
+// (sweepVolumes), so nothing stays stuck or leaks.
 func (c *Conductor) periodic(ctx context.Context) {
 	timeout := c.cfg.BuildTimeout
 	if timeout <= 0 {
@@ -565,4 +566,5 @@ func (c *Conductor) periodic(ctx context.Context) {
 	}
 	c.offloadShelved(ctx)
 	c.sweepTasks(ctx)
+	c.sweepVolumes(ctx)
 }

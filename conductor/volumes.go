@@ -70,7 +70,10 @@ func (c *Conductor) onVolumeReport(ctx context.Context, r protocol.VolumeReport)
 			// deleted, the volume detached or deleting): a copy the
 			// import made is not the volume and goes.
 			orphanExport = r.Kind == protocol.KindVolumeExport
-			if r.Kind == protocol.KindVolumeImport && r.OK && r.Host != v.Host {
+			// A failed import may have made its copy all the same (a
+			// redelivery past its deadline of an import whose host died
+			// after the pull): deleting what is not there succeeds.
+			if r.Kind == protocol.KindVolumeImport && r.Host != v.Host {
 				log.Info("volume copy of a superseded transfer: deleting it", "request_id", r.RequestID)
 				return c.dropVolumeCopy(tx, protocol.VolumeSpec{ID: v.ID, ProjectID: v.ProjectID, SizeGB: v.SizeGB, Backend: v.Backend, Host: r.Host}, r.Host)
 			}
@@ -279,8 +282,14 @@ func (c *Conductor) onTransferReport(tx *gorm.DB, v *store.Volume, att *store.Vo
 		if v.Host == att.Host {
 			return nil
 		}
+		// Progress: the sweep's deadline (instance.VolumeWorkTimeout)
+		// starts again with the import.
+		if err := tx.Model(&store.Volume{}).Where("id = ?", v.ID).Update("updated_at", c.now()).Error; err != nil {
+			return fmt.Errorf("volume %s exported: %w", v.ID, err)
+		}
 		spec.Host = att.Host
-		return cast(att.Host, protocol.KindVolumeImport, protocol.VolumeTransfer{RequestID: r.RequestID, Volume: spec, Ref: r.Ref})
+		return cast(att.Host, protocol.KindVolumeImport, protocol.VolumeTransfer{RequestID: r.RequestID, Volume: spec, Ref: r.Ref,
+			Deadline: instance.VolumeWorkDeadline(c.now(), true)})
 	}
 	old := v.Host
 	if old == att.Host {
@@ -294,7 +303,7 @@ func (c *Conductor) onTransferReport(tx *gorm.DB, v *store.Volume, att *store.Vo
 		return err
 	}
 	return cast(att.Host, protocol.KindVolumeAttach, protocol.VolumeAttach{RequestID: r.RequestID, InstanceID: att.InstanceID,
-		Mount: instance.VolumeMount(v, att)})
+		Mount: instance.VolumeMount(v, att), Deadline: instance.VolumeWorkDeadline(c.now(), false)})
 }
 
 // parkVolume ends the export of a local volume being attached to a

@@ -65,6 +65,45 @@ func imageRef(tx *gorm.DB, id string) (string, error) {
 	return img.RegistryRef, nil
 }
 
+// Volume work deadlines. An attach or detach whose work made no progress
+// for its deadline (its host died, or its report was lost) is ended as
+// failed by the conductor's sweep (conductor.sweepVolumes), as Cinder's
+// admin would with os-reset_status; each message of that work carries
+// the deadline (VolumeWorkDeadline), and a host refuses work it picks up
+// after it, so work lost with its host cannot land once the volume was
+// given back. Moving a local volume's data between hosts (VolumeMoving)
+// gets longer: its size is the user's.
+const (
+	VolumeAttachTimeout = 10 * time.Minute
+	VolumeMoveTimeout   = time.Hour
+)
+
+// VolumeMoving reports whether attachment a (attaching) of volume v waits
+// for v's data to move: a local volume whose data is not yet on the
+// attachment's host (or, for an offloaded server's attachment on no
+// host, not yet in the registry).
+func VolumeMoving(v *store.Volume, a *store.VolumeAttachment) bool {
+	return a.Status == store.AttachmentAttaching && v.Backend == protocol.BackendLocal && v.Host != a.Host
+}
+
+// VolumeWorkTimeout is how long the work of attachment a of volume v
+// may go without progress (see VolumeAttachTimeout).
+func VolumeWorkTimeout(v *store.Volume, a *store.VolumeAttachment) time.Duration {
+	if VolumeMoving(v, a) {
+		return VolumeMoveTimeout
+	}
+	return VolumeAttachTimeout
+}
+
+// VolumeWorkDeadline is the deadline of a message of that work sent at
+// now (moving: the data moves first).
+func VolumeWorkDeadline(now time.Time, moving bool) time.Time {
+	if moving {
+		return now.Add(VolumeMoveTimeout)
+	}
+	return now.Add(VolumeAttachTimeout)
+}
+
 // VolumeMount is attachment a of volume v as the agents get it.
 func VolumeMount(v *store.Volume, a *store.VolumeAttachment) protocol.VolumeMount {
 	return protocol.VolumeMount{AttachmentID: a.ID, MountPath: a.MountPath, ReadOnly: a.ReadOnly,
