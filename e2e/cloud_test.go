@@ -311,9 +311,14 @@ scheduler:
 		c.removeNetns(t)
 		c.unmountVolumes(t)
 		if t.Failed() {
+			kept := c.keepLogs(t)
 			for _, p := range c.procs {
 				if b, err := os.ReadFile(p.log); err == nil {
-					t.Logf("%s log (%s, last 8 KiB):\n%s", p.name, p.log, tail(string(b), 8192))
+					path := p.log
+					if kept != "" {
+						path = filepath.Join(kept, filepath.Base(p.log))
+					}
+					t.Logf("%s log (%s, last 8 KiB):\n%s", p.name, path, tail(string(b), 8192))
 				}
 			}
 		}
@@ -321,6 +326,31 @@ scheduler:
 	c.start(t)
 	c.waitReady(t)
 	return c
+}
+
+// keepLogs copies the processes' logs of a failed test out of its
+// temporary directory (removed when the test ends) into
+// $CAPSULE_E2E_LOG_DIR (default <tmp>/capsule-e2e-logs)/<test>-<cloud>/
+// and returns that directory ("" when nothing could be kept).
+func (c *cloud) keepLogs(t *testing.T) string {
+	root := os.Getenv("CAPSULE_E2E_LOG_DIR")
+	if root == "" {
+		root = filepath.Join(os.TempDir(), "capsule-e2e-logs")
+	}
+	dir := filepath.Join(root, strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())+"-"+strings.TrimPrefix(c.host, "e2e-"))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Logf("keep logs: %v", err)
+		return ""
+	}
+	for _, p := range c.procs {
+		if b, err := os.ReadFile(p.log); err == nil {
+			if err := os.WriteFile(filepath.Join(dir, filepath.Base(p.log)), b, 0o644); err != nil {
+				t.Logf("keep logs: %v", err)
+			}
+		}
+	}
+	t.Logf("full logs of the cloud's processes kept in %s", dir)
+	return dir
 }
 
 // unmountVolumes takes down the host mounts the cloud's agents left
@@ -606,6 +636,16 @@ func (p *proc) start(t *testing.T) {
 	// The child has its own copy of the descriptor.
 	logf.Close()
 	p.cmd = cmd
+}
+
+// pid is the process's PID, 0 when it does not run.
+func (p *proc) pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
 }
 
 func (p *proc) take() *exec.Cmd {

@@ -92,6 +92,7 @@ func TestMetadataService(t *testing.T) {
 	for _, x := range []*netServer{a, s, b} {
 		md, raw, ok := x.metaData(t, 10)
 		if !ok {
+			c.metadataState(t, x)
 			t.Fatalf("%s (on %s) cannot read its metadata: %s", x.name, x.host.name, raw)
 		}
 		if md["uuid"] != x.id || md["name"] != x.name {
@@ -161,6 +162,7 @@ func TestMetadataService(t *testing.T) {
 		s.netns(t, "ip", "addr", "add", s.ip+"/24", "dev", "eth0")
 		s.netns(t, "ip", "route", "replace", "169.254.169.254/32", "dev", "eth0", "scope", "link", "src", s.ip)
 		if md, raw, ok := s.metaData(t, 5); !ok || md["uuid"] != s.id {
+			c.metadataState(t, s)
 			t.Errorf("md-s with its own address again: %v %q", md, raw)
 		}
 	})
@@ -171,6 +173,7 @@ func TestMetadataService(t *testing.T) {
 		p.stop()
 		p.start(t)
 		if md, raw, ok := a.metaData(t, 30); !ok || md["uuid"] != a.id {
+			c.metadataState(t, a)
 			t.Errorf("md-a after its agent restarted: %v %q", md, raw)
 		}
 	})
@@ -197,6 +200,7 @@ func TestMetadataService(t *testing.T) {
 		moved := s.moved(h0)
 		md, raw, ok := moved.metaData(t, 30)
 		if !ok || md["uuid"] != s.id || md["name"] != "md-s" {
+			c.metadataState(t, moved)
 			t.Fatalf("md-s after its migration to %s reads %v %q, want its own metadata", h0.name, md, raw)
 		}
 		if md["hostname"] != "md-moved" {

@@ -37,6 +37,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/capsule-cloud/capsule/internal/netnsfile"
 	"github.com/capsule-cloud/capsule/ovs"
@@ -246,7 +247,20 @@ func (p *Plumber) ListenMetadata(ctx context.Context, bridge string) (_ *Metadat
 		return nil, fmt.Errorf("vif: metadata port of %s: netlink: %w", bridge, err)
 	}
 	defer host.Close()
-	if err := deleteLink(host, hostIf); err != nil { // a previous agent's, if any
+	// A previous agent's port and device, if any: the OVS port first,
+	// while no new device has its name. Closing a port, OVS's userspace
+	// datapath puts back the flags it changed (promiscuous mode), writing
+	// by name a flag word computed from its cache of the old device, which
+	// says down when the old device went with its namespace: a new device
+	// made before that delete was set down, OVS could not send to it
+	// ("Network is down") and no server reached the service while the
+	// port looked healthy in OVS (e2e TestMetadataService/agent restart,
+	// on a loaded machine where ovs-vswitchd saw the delete before the
+	// new device's netlink news).
+	if err := p.ovs.DeletePort(ctx, hostIf); err != nil {
+		return nil, fmt.Errorf("vif: metadata port of %s: %w", bridge, err)
+	}
+	if err := deleteLink(host, hostIf); err != nil {
 		return nil, fmt.Errorf("vif: metadata port of %s: %w", bridge, err)
 	}
 	if err := host.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostIf}, PeerName: metadataNSIf,
@@ -274,6 +288,12 @@ func (p *Plumber) ListenMetadata(ctx context.Context, bridge string) (_ *Metadat
 	}
 	if err := p.ensureMetadataPort(ctx, bridge, hostIf); err != nil {
 		return nil, fmt.Errorf("vif: metadata port of %s: %w", bridge, err)
+	}
+	// Up again once OVS has the port open: opening it, OVS turns
+	// promiscuous mode on the same way, from a cache that may still be
+	// the old device's.
+	if err := host.LinkSetUp(link); err != nil {
+		return nil, fmt.Errorf("vif: metadata port of %s: set %s up: %w", bridge, hostIf, err)
 	}
 	var ln net.Listener
 	if err := inNamespace(ns, func() error {
@@ -327,15 +347,11 @@ func configureMetadataNS(ns netns.NsHandle) error {
 	return nil
 }
 
-// ensureMetadataPort (re)adds hostIf to bridge as OpenFlow port
+// ensureMetadataPort adds hostIf (a new device: ListenMetadata deleted
+// any port of that name before making it) to bridge as OpenFlow port
 // MetadataOFPort and drops whatever it sends that no server's reply flow
 // takes.
 func (p *Plumber) ensureMetadataPort(ctx context.Context, bridge, hostIf string) error {
-	// The device is new: a port of that name left by a previous agent
-	// points at the old one (see ReplaceAccessPort).
-	if err := p.ovs.DeletePort(ctx, hostIf); err != nil {
-		return err
-	}
 	if _, err := p.ovs.Vsctl(ctx, "--may-exist", "add-port", bridge, hostIf,
 		"--", "set", "Interface", hostIf, fmt.Sprintf("ofport_request=%d", MetadataOFPort),
 		"external_ids:capsule-role=metadata"); err != nil {
@@ -369,14 +385,35 @@ func (p *Plumber) ensureMetadataPort(ctx context.Context, bridge, hostIf string)
 }
 
 // MetadataPortHealthy reports whether bridge's metadata port is in OVS as
-// OpenFlow port MetadataOFPort with its device open (drift repair makes it
-// again when not).
+// OpenFlow port MetadataOFPort with its device open, and whether that
+// device is a veth that is up with its carrier (its md0 end up too): OVS
+// shows a port whose device was set down as healthy, and sends nothing
+// through it. Drift repair makes the port again when not.
 func (p *Plumber) MetadataPortHealthy(ctx context.Context, bridge string) (bool, error) {
-	port, found, err := p.ovs.PortByName(ctx, MetadataIfName(bridge))
+	hostIf := MetadataIfName(bridge)
+	port, found, err := p.ovs.PortByName(ctx, hostIf)
 	if err != nil {
 		return false, err
 	}
-	return found && port.Bridge == bridge && port.OFPort == MetadataOFPort && port.Error == "", nil
+	if !found || port.Bridge != bridge || port.OFPort != MetadataOFPort || port.Error != "" {
+		return false, nil
+	}
+	host, err := netlink.NewHandle()
+	if err != nil {
+		return false, fmt.Errorf("vif: metadata port of %s: netlink: %w", bridge, err)
+	}
+	defer host.Close()
+	link, err := linkByName(host, hostIf)
+	if err != nil {
+		return false, fmt.Errorf("vif: metadata port of %s: %w", bridge, err)
+	}
+	return link != nil && linkUp(link), nil
+}
+
+// linkUp reports whether a veth is administratively up and has its
+// carrier (its peer is up).
+func linkUp(l netlink.Link) bool {
+	return l.Type() == "veth" && l.Attrs().Flags&net.FlagUp != 0 && l.Attrs().RawFlags&unix.IFF_LOWER_UP != 0
 }
 
 // MetadataClient names the server behind a connection to bridge's

@@ -388,6 +388,16 @@ func (p *Plumber) plugNIC(ctx context.Context, id string, ns netns.NsHandle, nsh
 	if !found || port.OFPort <= 0 || port.Error != "" {
 		return fmt.Errorf("OVS did not open port %s on %s (ofport %d): %s", pl.host, pl.bridge, port.OFPort, port.Error)
 	}
+	if !found || replace {
+		// Up again once OVS has the port open: closing an old port of
+		// that name, and opening this one, OVS's userspace datapath sets
+		// the device's flags (promiscuous mode) by writing a flag word
+		// computed from its cache, which may still be an old device's,
+		// down (see ListenMetadata).
+		if err := configureHostEnd(host, pl); err != nil {
+			return err
+		}
+	}
 	// Shaping only once OVS has the port open: opening a port, OVS resets
 	// its root qdisc to the port's (empty) QoS. The qdiscs go with the veth
 	// when an undo deletes it.
