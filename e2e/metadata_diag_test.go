@@ -66,8 +66,10 @@ func (c *cloud) metadataState(t *testing.T, s *netServer) {
 					continue
 				}
 				fmt.Fprintf(&b, "agent %d holds namespace %s (%s)\n", pid, l, fd)
+				// The last asks the listener from inside (bash's
+				// /dev/tcp: the host's busybox wget may not run here).
 				for _, args := range [][]string{{"ip", "-d", "addr"}, {"ip", "route"}, {"ip", "neigh"}, {"ss", "-tan"},
-					{"busybox", "wget", "-T", "3", "-qO-", "http://169.254.169.254/openstack"}} {
+					{"timeout", "5", "bash", "-c", `exec 3<>/dev/tcp/169.254.169.254/80 && printf 'GET /openstack HTTP/1.0\r\n\r\n' >&3 && cat <&3`}} {
 					run("nsenter", append([]string{"--net=" + fd}, args...)...)
 				}
 			}
