@@ -26,7 +26,8 @@ import (
 // running a TCP service (busybox httpd, started by its user data's
 // bootcmd at every boot) with 100 MiB of random data written is
 // cold-migrated to the other host, CAPSULE_BENCH_MIGRATIONS times (default
-// 3, back and forth, each with a new 100 MiB file). Per migration it logs
+// 3, back and forth, each with a new 100 MiB file replacing the one
+// before). Per migration it logs
 // the time from the API call to VERIFY_RESIZE (status polled every
 // 100 ms), the downtime (the service's port polled every 100 ms by a TCP
 // connect from a neighbour server's network namespace on the other host:
@@ -114,6 +115,15 @@ func TestMigrationBench(t *testing.T) {
 		to := hb
 		if s.host == hb {
 			to = ha
+		}
+		// The server's change stays 100 MiB: each migration's file
+		// replaces the one before (deleted), as the target's "a server
+		// with a 100 MiB change" says; what a migration then moves
+		// beyond it is what its image still carries of deleted data.
+		if i > 0 {
+			if out, err := s.exec("rm", "-f", fmt.Sprintf("/root/data-%d", i-1)); err != nil {
+				t.Fatalf("delete the previous data: %v %s", err, out)
+			}
 		}
 		file := fmt.Sprintf("/root/data-%d", i)
 		writeData(t, s, file, 100)
