@@ -202,8 +202,21 @@ func (d *Driver) PrecopyMigration(ctx context.Context, id, preRef string, progre
 	if err != nil {
 		return "", 0, err
 	}
-	st := &precopyState{preRef: preRef}
 	upper, why := d.upperDir(ctx, c.GraphDriver.Data, c.GraphDriver.Name)
+	if upper != "" {
+		sq, pushed, err := d.precopySquashed(ctx, c, id, upper, preRef, progress)
+		if err == nil {
+			d.pre.set(id, sq)
+			d.log.Info("migration pre-copy pushed", "instance", id, "ref", preRef, "digest", sq.digest, "bytes_pushed", pushed,
+				"entries", len(sq.entries), "delta_ready", true)
+			return sq.digest, pushed, nil
+		}
+		if ctx.Err() != nil {
+			return "", 0, fmt.Errorf("docker pre-copy %s: %w", id, err)
+		}
+		d.log.Warn("pre-copy: could not write it as one layer over the original image's; committing it", "instance", id, "err", err)
+	}
+	st := &precopyState{preRef: preRef}
 	if upper != "" {
 		start := time.Now()
 		if err := syncDir(upper); err != nil {

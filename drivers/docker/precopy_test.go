@@ -2,6 +2,7 @@ package docker_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -121,7 +122,80 @@ rm -rf /root/d && mkdir /root/d && echo z > /root/d/z && rm /etc/group && ln -s 
 	if got := sh(b, moved.ID, listing); got != want {
 		t.Errorf("files on B differ from the source's at its stop:\n--- source\n%s\n--- B\n%s", want, got)
 	}
+
+	// And back: the server, now on B from the migration's image (its
+	// original layers plus two), has the 20 MiB blob deleted, a
+	// directory replaced again and a base file changed. The pre-copy is
+	// one layer over the original layers (the migration layers and the
+	// writable layer squashed: the deleted blob is not in it), and the
+	// image on A is again the original layers plus two.
+	if err := a.Destroy(ctx, spec.ID); err != nil {
+		t.Fatal(err)
+	}
+	sh(b, moved.ID, `rm /root/blob && head -c 2097152 /dev/urandom > /root/blob2 && mkdir -p /root/e && echo e > /root/e/f &&
+rm -rf /root/d && mkdir /root/d && echo w > /root/d/w && echo more >> /etc/passwd && rm /root/link`)
+	time.Sleep(500 * time.Millisecond)
+	ref2, preRef2 := ref+"-back", ref+"-back-pre"
+	registrytest.DeleteAtCleanup(t, ref2)
+	registrytest.DeleteAtCleanup(t, preRef2)
+	preDigest2, _, err := b.PrecopyMigration(ctx, moved.ID, preRef2, nil)
+	if err != nil {
+		t.Fatalf("second pre-copy: %v", err)
+	}
+	pre2 := layerSizes(t, registry, repo, preDigest2)
+	if len(pre2) != len(pre) {
+		t.Errorf("second pre-copy's layers %v, want the original image's and one (as the first's %v)", pre2, pre)
+	}
+	if last := pre2[len(pre2)-1]; last > 8<<20 || last < 3<<20 {
+		t.Errorf("second pre-copy's layer is %d bytes, want the 3 MiB the server holds over its image (not the deleted 20 MiB)", last)
+	}
+	sh(b, moved.ID, `echo three >> /root/keep && rm /root/e/f && ln -s keep /root/link2`)
+	want2 := sh(b, moved.ID, listing)
+	if strings.Contains(want2, "root/blob ") || !strings.Contains(want2, "root/blob2 ") {
+		t.Fatalf("listing on B:\n%s", want2)
+	}
+	if err := b.Stop(ctx, moved.ID, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	digest2, _, err := b.ExportMigrationOnto(ctx, moved.ID, preRef2, ref2, nil)
+	if err != nil {
+		t.Fatalf("second export: %v", err)
+	}
+	if full2 := layerSizes(t, registry, repo, digest2); len(full2) != len(full) {
+		t.Errorf("second export's layers %v, want as many as the first's %v", full2, full)
+	}
+	if _, err := a.Pull(ctx, preRef2, nil); err != nil {
+		t.Fatalf("pre-pull on A: %v", err)
+	}
+	if _, err := a.PullDelta(ctx, ref2, preRef2, nil); err != nil {
+		t.Fatalf("pull of the second delta on A: %v", err)
+	}
+	t.Cleanup(func() {
+		for _, r := range []string{ref2, preRef2} {
+			_, _ = a.Client().ImageRemove(context.Background(), r, image.RemoveOptions{Force: true})
+		}
+	})
+	// The image's metadata is the server's.
+	iiB, errB := b.Client().ImageInspect(ctx, ref)
+	iiA, errA := a.Client().ImageInspect(ctx, ref2)
+	if errA != nil || errB != nil {
+		t.Fatalf("inspect: %v %v", errA, errB)
+	}
+	if !slices.Equal(iiA.Config.Env, iiB.Config.Env) || !slices.Equal(iiA.Config.Cmd, iiB.Config.Cmd) ||
+		!slices.Equal(iiA.Config.Entrypoint, iiB.Config.Entrypoint) || iiA.Config.User != iiB.Config.User ||
+		iiA.Config.WorkingDir != iiB.Config.WorkingDir {
+		t.Errorf("image config on A %+v, want B's %+v", iiA.Config, iiB.Config)
+	}
 	if err := b.Destroy(ctx, moved.ID); err != nil {
+		t.Fatal(err)
+	}
+	back := spec
+	back.Image = ref2
+	drivertest.Boot(t, a, back)
+	if got := sh(a, back.ID, listing); got != want2 {
+		t.Errorf("files on A differ from B's at its stop:\n--- B\n%s\n--- A\n%s", want2, got)
+	}
+	if err := a.Destroy(ctx, back.ID); err != nil {
 		t.Fatal(err)
 	}
 }
