@@ -27,9 +27,11 @@ import (
 	capreg "github.com/capsule-cloud/capsule/registry"
 )
 
-// A migration's pre-copy (PrecopyMigration) commits the server while it
-// still runs, without pausing it, and pushes that image: a warm-up that
-// moves the bulk of its disk while it serves. The export after the stop
+// A migration's pre-copy (PrecopyMigration) writes the server's changes
+// while it still runs, without pausing it, as one layer over its
+// original image (squash.go; a commit when that cannot be done) and
+// pushes that image: a warm-up that moves the bulk of its disk while it
+// serves. The export after the stop
 // (ExportMigrationOnto) then pushes one more layer over the pre-copy's
 // image, holding only what changed in the container's writable layer
 // since, deletions as whiteouts: the final image's filesystem is the one
@@ -192,8 +194,10 @@ func walkUpper(root string, each func(rel, full string, st fileStat) error) erro
 	})
 }
 
-// PrecopyMigration commits instance id as it runs (not paused) to preRef,
-// pushes it and drops the local tag, like ExportMigration, and remembers
+// PrecopyMigration writes instance id's changes as it runs (not paused)
+// as one layer over its original image and pushes that to preRef
+// (squash.go), or, when it cannot, commits and pushes it like
+// ExportMigration; either way it remembers
 // what its writable layer held for ExportMigrationOnto. It returns the
 // pushed digest and the compressed bytes this push uploaded.
 func (d *Driver) PrecopyMigration(ctx context.Context, id, preRef string, progress func(bytes int64)) (string, int64, error) {
