@@ -625,14 +625,32 @@ func whiteoutName(rel string) string {
 
 // writeEntry writes one upper-directory entry as a commit would: an
 // overlay whiteout as a .wh. file, a second name of an inode as a hard
-// link, sockets not at all.
+// link, sockets not at all. The pre-copy reads a running server's
+// writable layer, which it can change meanwhile, even swap a directory
+// for a symbolic link to anywhere: the entry is reached through its
+// parent directory opened beneath the layer's root without following
+// any link (openat2), and a regular file is read only when what was
+// opened is the inode the walk saw. An entry gone or replaced since is
+// skipped (false): the export, which compares with that walk, sends it.
 func writeEntry(tw *tar.Writer, e deltaEntry, links map[uint64]string) (bool, error) {
 	if isWhiteout(e.st) {
 		return true, tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: whiteoutName(e.rel), Mode: 0o600,
 			Format: tar.FormatPAX})
 	}
-	fi, err := os.Lstat(e.full)
-	if errors.Is(err, fs.ErrNotExist) {
+	p := e.full
+	switch pfd, base, err := parentBeneath(e); {
+	case err == nil:
+		defer unix.Close(pfd)
+		p = fmt.Sprintf("/proc/self/fd/%d/%s", pfd, base)
+	case errors.Is(err, unix.ENOSYS):
+		// A kernel without openat2 (before 5.6): the path as it is.
+	case changedSince(err):
+		return false, nil
+	default:
+		return false, fmt.Errorf("open the directory of %s: %w", e.rel, err)
+	}
+	fi, err := os.Lstat(p)
+	if changedSince(err) {
 		return false, nil
 	}
 	if err != nil {
@@ -641,9 +659,19 @@ func writeEntry(tw *tar.Writer, e deltaEntry, links map[uint64]string) (bool, er
 	if fi.Mode()&os.ModeSocket != 0 {
 		return false, nil
 	}
+	var sys unix.Stat_t
+	if err := unix.Lstat(p, &sys); err != nil {
+		if changedSince(err) {
+			return false, nil
+		}
+		return false, err
+	}
 	link := ""
 	if fi.Mode()&os.ModeSymlink != 0 {
-		if link, err = os.Readlink(e.full); err != nil {
+		if link, err = os.Readlink(p); err != nil {
+			if changedSince(err) {
+				return false, nil
+			}
 			return false, err
 		}
 	}
@@ -660,32 +688,94 @@ func writeEntry(tw *tar.Writer, e deltaEntry, links map[uint64]string) (bool, er
 	hdr.AccessTime, hdr.ChangeTime = time.Time{}, time.Time{}
 	hdr.Uid, hdr.Gid = int(e.st.uid), int(e.st.gid)
 	hdr.Uname, hdr.Gname = "", ""
-	if caps := getxattr(e.full, "security.capability"); caps != nil {
+	if caps := getxattr(p, "security.capability"); caps != nil {
 		hdr.PAXRecords = map[string]string{"SCHILY.xattr.security.capability": string(caps)}
 	}
-	var sys unix.Stat_t
-	if err := unix.Lstat(e.full, &sys); err == nil && fi.Mode().IsRegular() && sys.Nlink > 1 {
+	if fi.Mode().IsRegular() && sys.Nlink > 1 {
 		if first, ok := links[sys.Ino]; ok {
 			hdr.Typeflag, hdr.Linkname, hdr.Size = tar.TypeLink, first, 0
 			return true, tw.WriteHeader(hdr)
 		}
-		links[sys.Ino] = e.rel
+	}
+	var f *os.File
+	if hdr.Typeflag == tar.TypeReg && hdr.Size > 0 {
+		// Not a FIFO swapped in (O_NONBLOCK), not a link (O_NOFOLLOW),
+		// and the inode stat saw.
+		f, err = os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+		if changedSince(err) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		defer f.Close()
+		var fst unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &fst); err != nil {
+			return false, err
+		}
+		if fst.Ino != sys.Ino || fst.Ino != e.st.ino || fst.Mode&unix.S_IFMT != unix.S_IFREG {
+			return false, nil
+		}
 	}
 	if err := tw.WriteHeader(hdr); err != nil {
 		return false, err
 	}
-	if hdr.Typeflag != tar.TypeReg || hdr.Size == 0 {
+	if fi.Mode().IsRegular() && sys.Nlink > 1 {
+		links[sys.Ino] = e.rel
+	}
+	if f == nil {
 		return true, nil
 	}
-	f, err := os.Open(e.full)
-	if err != nil {
-		return false, err
+	n, err := io.CopyN(tw, f, hdr.Size)
+	if errors.Is(err, io.EOF) {
+		// Truncated since its stat (a running server's file): its
+		// change is the export's; the entry is padded to its header.
+		_, err = io.CopyN(tw, zeroReader{}, hdr.Size-n)
 	}
-	defer f.Close()
-	if _, err := io.CopyN(tw, f, hdr.Size); err != nil {
+	if err != nil {
 		return false, fmt.Errorf("read %s: %w", e.rel, err)
 	}
 	return true, nil
+}
+
+// parentBeneath opens (O_PATH) the directory holding entry e, resolved
+// beneath the root e was walked from without following any link, and
+// returns it and e's last name.
+func parentBeneath(e deltaEntry) (int, string, error) {
+	root := strings.TrimSuffix(e.full, "/"+e.rel)
+	if root == e.full {
+		return -1, "", fmt.Errorf("%s is not under its root: %w", e.full, unix.EINVAL)
+	}
+	dir, base := path.Split(e.rel)
+	dir = strings.TrimSuffix(dir, "/")
+	if dir == "" {
+		dir = "."
+	}
+	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, "", err
+	}
+	defer unix.Close(rfd)
+	fd, err := unix.Openat2(rfd, dir, &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS})
+	if err != nil {
+		return -1, "", err
+	}
+	return fd, base, nil
+}
+
+// changedSince: an error of reaching an entry that is gone or was
+// replaced (by a link, a non-directory) since the walk.
+func changedSince(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) ||
+		errors.Is(err, unix.EXDEV) || errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.ENXIO)
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }
 
 func getxattr(p, name string) []byte {

@@ -134,3 +134,49 @@ func TestBaseHistory(t *testing.T) {
 		t.Errorf("baseHistory that cannot match = %v", h)
 	}
 }
+
+// TestWriteEntryNotThroughSwappedLink: a running server that swaps a
+// directory of its writable layer for a symbolic link after the walk
+// does not get the host's file under it read into its image.
+func TestWriteEntryNotThroughSwappedLink(t *testing.T) {
+	root := t.TempDir()
+	upper, host := filepath.Join(root, "upper"), filepath.Join(root, "host")
+	for _, d := range []string{upper + "/d", host} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(upper+"/d/f", []byte("tenant"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(host+"/f", []byte("host secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var entries []deltaEntry
+	if err := walkUpper(upper, func(rel, full string, st fileStat) error {
+		entries = append(entries, deltaEntry{rel: rel, full: full, st: st})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The swap, after the walk.
+	if err := os.Rename(upper+"/d", upper+"/d.old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(host, upper+"/d"); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		if _, err := writeEntry(tw, e, map[uint64]string{}); err != nil {
+			t.Fatalf("%s: %v", e.rel, err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(buf.Bytes(), []byte("host secret")) {
+		t.Fatal("the host's file was read through the swapped link")
+	}
+}
