@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -35,6 +36,91 @@ func waitStatus(t *testing.T, cc *gophercloud.ServiceClient, id, want string, ti
 	}
 	t.Fatalf("server %s did not reach %s within %s (last status %s task %q)", id, want, timeout, last.Status, last.TaskState)
 	return nil
+}
+
+// waitVerifyResize waits for server id to wait in VERIFY_RESIZE after a
+// resize or cold migration (up to timeout) and returns it; it fails at
+// once, saying why, when the move cannot get there any more
+// (resizeOutcome).
+func waitVerifyResize(t *testing.T, cc *gophercloud.ServiceClient, id string, timeout time.Duration) *servers.Server {
+	t.Helper()
+	s, why := resizeOutcome(t, cc, id, timeout)
+	if why != "" {
+		t.Fatalf("server %s will not reach VERIFY_RESIZE: %s", id, why)
+	}
+	return s
+}
+
+// resizeOutcome waits for server id's resize or cold migration to end
+// (up to timeout): the server waiting in VERIFY_RESIZE (why ""), or why
+// it will not get there: it went ERROR, or it has no task left in
+// another status (the move failed and was rolled back: ACTIVE or SHUTOFF
+// again), with its fault, its newest migration's status (when cc may list
+// them) and the failed events of its newest instance action; no need to
+// wait out timeout for a move that failed.
+func resizeOutcome(t *testing.T, cc *gophercloud.ServiceClient, id string, timeout time.Duration) (*servers.Server, string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last *servers.Server
+	for time.Now().Before(deadline) {
+		s, err := servers.Get(context.Background(), cc, id).Extract()
+		if err != nil {
+			t.Fatalf("get server %s: %v", id, err)
+		}
+		last = s
+		switch {
+		case s.Status == "VERIFY_RESIZE" && s.TaskState == "":
+			return s, ""
+		case s.Status == "ERROR", s.TaskState == "" && s.Status != "VERIFY_RESIZE":
+			return s, "it is " + s.Status + "; " + moveFailure(t, cc, s)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Fatalf("server %s did not reach VERIFY_RESIZE within %s (last status %s task %q)", id, timeout, last.Status, last.TaskState)
+	return nil, ""
+}
+
+// moveFailure says why server s's resize or migration failed, from what
+// the API shows: its fault, its newest migration (os-migrations, for an
+// admin's cc) and the failed events of its newest instance action.
+func moveFailure(t *testing.T, cc *gophercloud.ServiceClient, s *servers.Server) string {
+	t.Helper()
+	var why []string
+	if s.Fault.Message != "" {
+		why = append(why, fmt.Sprintf("fault %d %q %s", s.Fault.Code, s.Fault.Message, s.Fault.Details))
+	}
+	if code, body := rawV(t, cc, "2.59", "GET", "os-migrations?instance_uuid="+s.ID, ""); code == 200 {
+		if migs, _ := body["migrations"].([]any); len(migs) > 0 {
+			var newest map[string]any
+			for _, m := range migs {
+				mm, _ := m.(map[string]any)
+				if newest == nil || fmt.Sprint(mm["created_at"]) >= fmt.Sprint(newest["created_at"]) {
+					newest = mm
+				}
+			}
+			why = append(why, fmt.Sprintf("migration %v %v -> %v: %v", newest["uuid"], newest["source_compute"], newest["dest_compute"], newest["status"]))
+		}
+	}
+	if code, body := rawV(t, cc, "2.84", "GET", "servers/"+s.ID+"/os-instance-actions", ""); code == 200 {
+		if acts, _ := body["instanceActions"].([]any); len(acts) > 0 {
+			newest, _ := acts[0].(map[string]any) // newest first
+			req := fmt.Sprint(newest["request_id"])
+			if code, body := rawV(t, cc, "2.84", "GET", "servers/"+s.ID+"/os-instance-actions/"+req, ""); code == 200 {
+				act, _ := body["instanceAction"].(map[string]any)
+				evs, _ := act["events"].([]any)
+				for _, e := range evs {
+					ev, _ := e.(map[string]any)
+					if ev["result"] == "Error" {
+						why = append(why, fmt.Sprintf("%v event %v on %v failed: %v %v", newest["action"], ev["event"], ev["host"], ev["details"], ev["traceback"]))
+					}
+				}
+			}
+		}
+	}
+	if len(why) == 0 {
+		return "no fault, migration or failed event recorded"
+	}
+	return strings.Join(why, "; ")
 }
 
 func waitGone(t *testing.T, cc *gophercloud.ServiceClient, id string, timeout time.Duration) {

@@ -31,6 +31,21 @@ func disableHost(t *testing.T, c *cloud, h *computeHost) {
 	}
 }
 
+// enableHost enables host h's compute service again (2.53).
+func enableHost(t *testing.T, c *cloud, h *computeHost) {
+	t.Helper()
+	cc := c.computeClient(t, "admin", c.adminPass, "admin")
+	st, svc := rawV(t, cc, "2.53", "GET", "os-services?binary=nova-compute&host="+h.name, "")
+	svcs, _ := svc["services"].([]any)
+	if st != 200 || len(svcs) != 1 {
+		t.Fatalf("os-services of %s: %d %v", h.name, st, svc)
+	}
+	svcID := fmt.Sprint(svcs[0].(map[string]any)["id"])
+	if code, body := rawV(t, cc, "2.53", "PUT", "os-services/"+svcID, `{"status":"enabled"}`); code != 200 {
+		t.Fatalf("enable %s: %d %v", h.name, code, body)
+	}
+}
+
 // volumeState is a volume as `openstack volume show -f json` shows it.
 type volumeState struct {
 	Status      string `json:"status"`

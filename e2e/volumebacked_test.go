@@ -47,9 +47,26 @@ func TestVolumeBackedServerTwoHosts(t *testing.T) {
 	}
 	sum := writeData(t, s, "/root/data", 20)
 
+	// A migration with nowhere to go (the only other host disabled) is
+	// told apart from a slow one at once: no valid host, the migration
+	// in error, the server ACTIVE on ha again.
+	disableHost(t, c, hb)
+	if code, body := rawV(t, cc, "2.1", "POST", "servers/"+id+"/action", `{"migrate":null}`); code != 202 {
+		t.Fatalf("migrate with no other host: %d %v", code, body)
+	}
+	srv, why := resizeOutcome(t, cc, id, 5*time.Minute)
+	if !strings.Contains(why, "it is ACTIVE") || !strings.Contains(why, ": error") {
+		t.Fatalf("migration with no valid host: %q, want its failure (ACTIVE, migration error)", why)
+	}
+	// The failed event is recorded just after the rollback.
+	eventually(t, time.Minute, "the failed migration's event says why", func() bool {
+		return strings.Contains(moveFailure(t, cc, srv), "No valid host")
+	})
+	enableHost(t, c, hb)
+
 	// Migrate: the boot volume goes along.
 	val("server", "migrate", "--wait", id)
-	waitStatus(t, cc, id, "VERIFY_RESIZE", 5*time.Minute)
+	waitVerifyResize(t, cc, id, 5*time.Minute)
 	if h := serverHost(t, cc, id); h != hb.name {
 		t.Fatalf("after migrate the server is on %q, want %s", h, hb.name)
 	}
@@ -79,7 +96,7 @@ func TestVolumeBackedServerTwoHosts(t *testing.T) {
 
 	// Migrate and confirm: the volume is hb's, ha's copy goes.
 	val("server", "migrate", "--wait", id)
-	waitStatus(t, cc, id, "VERIFY_RESIZE", 5*time.Minute)
+	waitVerifyResize(t, cc, id, 5*time.Minute)
 	val("server", "resize", "confirm", id)
 	waitStatus(t, cc, id, "ACTIVE", time.Minute)
 	if got := sha256Of(t, m, "/root/data"); got != sum {
@@ -126,7 +143,7 @@ func TestVolumeBackedServerTwoHosts(t *testing.T) {
 	// ignores root_gb for it).
 	val("flavor", "create", "--ram", "256", "--disk", "0", "--vcpus", "1", "vb.nodisk")
 	val("server", "resize", "--flavor", "vb.nodisk", "--wait", id)
-	waitStatus(t, cc, id, "VERIFY_RESIZE", 5*time.Minute)
+	waitVerifyResize(t, cc, id, 5*time.Minute)
 	val("server", "resize", "confirm", id)
 	waitStatus(t, cc, id, "ACTIVE", 2*time.Minute)
 	if f := val("server", "show", id, "-f", "value", "-c", "flavor"); !strings.Contains(f, "vb.nodisk") {
@@ -263,7 +280,7 @@ func TestEphemeralDisksTwoHosts(t *testing.T) {
 	// They follow a cold migration with their data; the confirm drops
 	// the source's copies and the transfer tags.
 	val("server", "migrate", "--wait", id)
-	waitStatus(t, cc, id, "VERIFY_RESIZE", 5*time.Minute)
+	waitVerifyResize(t, cc, id, 5*time.Minute)
 	val("server", "resize", "confirm", id)
 	waitStatus(t, cc, id, "ACTIVE", 2*time.Minute)
 	if h := serverHost(t, cc, id); h != hb.name {
