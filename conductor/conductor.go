@@ -44,6 +44,9 @@ type Conductor struct {
 	// outbox publishes the messages the conductor commits with a state
 	// change (an offload's work); what it cannot, the relay sends later.
 	outbox *outbox.Relay
+	// volTimeouts are the deadlines of volume attach and detach work
+	// (zero: the defaults).
+	volTimeouts instance.VolumeTimeouts
 }
 
 // New returns a conductor; maxAttempts bounds build reschedules.

@@ -16,7 +16,7 @@ import (
 // sweepVolumes ends the volume attaches and detaches whose work was lost:
 // a volume attaching or detaching that made no progress (its row's
 // updated_at: each step of the work touches it) for its deadline
-// (instance.VolumeWorkTimeout) is given back as the host's failure
+// (instance.VolumeTimeouts.Work) is given back as the host's failure
 // report would: an attach's volume available again without its
 // attachment (whatever step it was at: moving the data, mounting it), a
 // detach's in-use and attached again, each with an error message, and
@@ -35,7 +35,7 @@ func (c *Conductor) sweepVolumes(ctx context.Context) {
 	now := c.now()
 	var vols []store.Volume
 	err := c.st.WithContext(ctx).Where("status IN ? AND updated_at < ?",
-		[]store.VolumeStatus{store.VolumeAttaching, store.VolumeDetaching}, now.Add(-instance.VolumeAttachTimeout)).
+		[]store.VolumeStatus{store.VolumeAttaching, store.VolumeDetaching}, now.Add(-c.volTimeouts.Shortest())).
 		Order("updated_at").Find(&vols).Error
 	if err != nil {
 		c.log.Error("find volumes stuck attaching or detaching", "error", err)
@@ -62,7 +62,7 @@ func (c *Conductor) expireVolumeWork(ctx context.Context, id string, now time.Ti
 		if err != nil || att == nil {
 			return err
 		}
-		timeout := instance.VolumeWorkTimeout(v, att)
+		timeout := c.volTimeouts.Work(v, att)
 		if v.UpdatedAt.After(now.Add(-timeout)) {
 			return nil
 		}
@@ -118,6 +118,11 @@ func (c *Conductor) expireVolumeWork(ctx context.Context, id string, now time.Ti
 	}
 	return c.st.RecordEvent(ctx, ev)
 }
+
+// SetVolumeTimeouts sets the deadlines of volume attach and detach work
+// (config volume.attach_timeout, volume.move_timeout): those of the
+// messages it casts and its sweep's.
+func (c *Conductor) SetVolumeTimeouts(t instance.VolumeTimeouts) { c.volTimeouts = t }
 
 // hostName is host for a message ("(none)" for no host).
 func hostName(host string) string {

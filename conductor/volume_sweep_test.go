@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/capsule-cloud/capsule/bus"
+	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/lifecycle"
 	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/store"
@@ -138,4 +139,47 @@ func TestSweepLostVolumeWork(t *testing.T) {
 			t.Errorf("%d actions after a second pass, want 4", n)
 		}
 	})
+}
+
+// The sweep keeps to the configured deadlines (volume.attach_timeout,
+// volume.move_timeout), and the messages the conductor casts carry them.
+func TestSweepVolumeWorkConfiguredTimeouts(t *testing.T) {
+	st := openSQLite(t)
+	b := bus.NewMem()
+	defer b.Close()
+	c := newTestConductor(st, b, 3)
+	c.SetVolumeTimeouts(instance.VolumeTimeouts{Attach: time.Minute, Move: 3 * time.Minute})
+	addHost(t, st, "h1")
+	inst := addInstance(t, st, onHost("h1"), state(lifecycle.Active, lifecycle.NoTask))
+	for _, w := range []struct {
+		vol, volHost string
+		age          time.Duration
+	}{{"v-mount", "h1", 2 * time.Minute}, {"v-move", "h2", 2 * time.Minute}} {
+		addVolume(t, st, w.vol, w.volHost, store.VolumeAttaching)
+		if err := st.DB.Create(&store.VolumeAttachment{ID: "a-" + w.vol, VolumeID: w.vol, InstanceID: inst.ID, Host: "h1",
+			MountPath: "/mnt/" + w.vol, Status: store.AttachmentAttaching}).Error; err != nil {
+			t.Fatal(err)
+		}
+		st.DB.Model(&store.Volume{}).Where("id = ?", w.vol).UpdateColumn("updated_at", testNow.Add(-w.age))
+	}
+	c.periodic(context.Background())
+	if got := volumeStatus(t, st, "v-mount"); got != store.VolumeAvailable {
+		t.Errorf("mount past its 1 minute: %s", got)
+	}
+	if got := volumeStatus(t, st, "v-move"); got != store.VolumeAttaching {
+		t.Errorf("move within its 3 minutes: %s", got)
+	}
+	// The move's export done: the import it casts carries the move's deadline.
+	mustSend(t, c, protocol.KindVolumeReport, protocol.VolumeReport{Kind: protocol.KindVolumeExport, VolumeID: "v-move", Host: "h2",
+		OK: true, Ref: "127.0.0.1:5050/capsule/volumes/v-move:r"})
+	c.outbox.Pass(context.Background())
+	var imp protocol.VolumeTransfer
+	for _, m := range b.Sent(bus.ComputeQueue("h1")) {
+		if m.Kind == protocol.KindVolumeImport {
+			_ = m.Decode(&imp)
+		}
+	}
+	if want := testNow.Add(3 * time.Minute); !imp.Deadline.Equal(want) {
+		t.Errorf("import deadline %s, want %s", imp.Deadline, want)
+	}
 }

@@ -282,14 +282,14 @@ func (c *Conductor) onTransferReport(tx *gorm.DB, v *store.Volume, att *store.Vo
 		if v.Host == att.Host {
 			return nil
 		}
-		// Progress: the sweep's deadline (instance.VolumeWorkTimeout)
+		// Progress: the sweep's deadline (instance.VolumeTimeouts.Work)
 		// starts again with the import.
 		if err := tx.Model(&store.Volume{}).Where("id = ?", v.ID).Update("updated_at", c.now()).Error; err != nil {
 			return fmt.Errorf("volume %s exported: %w", v.ID, err)
 		}
 		spec.Host = att.Host
 		return cast(att.Host, protocol.KindVolumeImport, protocol.VolumeTransfer{RequestID: r.RequestID, Volume: spec, Ref: r.Ref,
-			Deadline: instance.VolumeWorkDeadline(c.now(), true)})
+			Deadline: c.volTimeouts.Deadline(c.now(), true)})
 	}
 	old := v.Host
 	if old == att.Host {
@@ -303,7 +303,7 @@ func (c *Conductor) onTransferReport(tx *gorm.DB, v *store.Volume, att *store.Vo
 		return err
 	}
 	return cast(att.Host, protocol.KindVolumeAttach, protocol.VolumeAttach{RequestID: r.RequestID, InstanceID: att.InstanceID,
-		Mount: instance.VolumeMount(v, att), Deadline: instance.VolumeWorkDeadline(c.now(), false)})
+		Mount: instance.VolumeMount(v, att), Deadline: c.volTimeouts.Deadline(c.now(), false)})
 }
 
 // parkVolume ends the export of a local volume being attached to a

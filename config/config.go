@@ -42,6 +42,12 @@ type Volume struct {
 	// storage_availability_zone).
 	AvailabilityZone string      `yaml:"availability_zone"`
 	Quota            VolumeQuota `yaml:"quota"`
+	// AttachTimeout and MoveTimeout are how long a volume attach or
+	// detach may go without progress (MoveTimeout while a local volume's
+	// data moves between hosts) before the conductor gives the volume
+	// back; its hosts refuse that work once past them.
+	AttachTimeout time.Duration `yaml:"attach_timeout"`
+	MoveTimeout   time.Duration `yaml:"move_timeout"`
 }
 
 // VolumeQuota is the default Block Storage quota of a project (-1:
@@ -379,7 +385,8 @@ func Default() Config {
 				HostPids: 0.8, HostConntrack: 0.8}},
 		Registry: Registry{Address: "127.0.0.1:5050"},
 		Quota:    Quota{Instances: 10, Cores: 20, RAMMB: 51200},
-		Volume:   Volume{Backend: "local", AvailabilityZone: "nova", Quota: VolumeQuota{Volumes: 10, Gigabytes: 1000, Snapshots: 10}},
+		Volume: Volume{Backend: "local", AvailabilityZone: "nova", Quota: VolumeQuota{Volumes: 10, Gigabytes: 1000, Snapshots: 10},
+			AttachTimeout: 10 * time.Minute, MoveTimeout: time.Hour},
 		Network: Network{TenantPhysicalNetwork: "physnet1", TenantVLANMin: 100, TenantVLANMax: 199,
 			PhysicalNetworks: []string{"physnet1"}, MTU: 1500,
 			Quota: NetworkQuota{Networks: 100, Subnets: 100, Ports: 500}},
@@ -410,6 +417,9 @@ func Load(path string) (Config, error) {
 	if r := c.API.PasswordHashRounds; r < bcrypt.MinCost || r > bcrypt.MaxCost {
 		return c, fmt.Errorf("config: %s: api.password_hash_rounds %d: a bcrypt cost is %d to %d", path, r,
 			bcrypt.MinCost, bcrypt.MaxCost)
+	}
+	if c.Volume.AttachTimeout <= 0 || c.Volume.MoveTimeout <= 0 {
+		return c, fmt.Errorf("config: %s: volume.attach_timeout and volume.move_timeout must be positive", path)
 	}
 	if (c.HTTP.TLSCertFile == "") != (c.HTTP.TLSKeyFile == "") {
 		return c, fmt.Errorf("config: %s: http.tls_cert_file and http.tls_key_file go together", path)

@@ -112,3 +112,23 @@ func TestPasswordHashRounds(t *testing.T) {
 		}
 	}
 }
+
+// The volume work deadlines default to 10 minutes and an hour, may be
+// set, and must be positive.
+func TestVolumeTimeouts(t *testing.T) {
+	if c := load(t, ""); c.Volume.AttachTimeout != 10*time.Minute || c.Volume.MoveTimeout != time.Hour {
+		t.Errorf("defaults: %+v", c.Volume)
+	}
+	if c := load(t, "volume:\n  attach_timeout: 20s\n  move_timeout: 30s\n"); c.Volume.AttachTimeout != 20*time.Second || c.Volume.MoveTimeout != 30*time.Second {
+		t.Errorf("set: %+v", c.Volume)
+	}
+	for _, bad := range []string{"volume:\n  attach_timeout: 0s\n", "volume:\n  move_timeout: -1s\n"} {
+		p := filepath.Join(t.TempDir(), "c.yaml")
+		if err := os.WriteFile(p, []byte(bad), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "volume.attach_timeout") {
+			t.Errorf("%q loaded: %v", bad, err)
+		}
+	}
+}

@@ -65,18 +65,37 @@ func imageRef(tx *gorm.DB, id string) (string, error) {
 	return img.RegistryRef, nil
 }
 
-// Volume work deadlines. An attach or detach whose work made no progress
-// for its deadline (its host died, or its report was lost) is ended as
-// failed by the conductor's sweep (conductor.sweepVolumes), as Cinder's
-// admin would with os-reset_status; each message of that work carries
-// the deadline (VolumeWorkDeadline), and a host refuses work it picks up
-// after it, so work lost with its host cannot land once the volume was
-// given back. Moving a local volume's data between hosts (VolumeMoving)
-// gets longer: its size is the user's.
-const (
-	VolumeAttachTimeout = 10 * time.Minute
-	VolumeMoveTimeout   = time.Hour
-)
+// VolumeTimeouts are the deadlines of volume attach and detach work
+// (config volume.attach_timeout and volume.move_timeout). An attach or
+// detach whose work made no progress for its deadline (its host died, or
+// its report was lost) is ended as failed by the conductor's sweep
+// (conductor.sweepVolumes), as Cinder's admin would with
+// os-reset_status; each message of that work carries the deadline
+// (Deadline), and a host refuses work it picks up after it, so work lost
+// with its host cannot land once the volume was given back. Moving a
+// local volume's data between hosts (VolumeMoving) gets Move: its size is
+// the user's. A zero field is its default.
+type VolumeTimeouts struct {
+	Attach time.Duration // a mount or unmount (default 10 minutes)
+	Move   time.Duration // while a local volume's data moves (default 1 hour)
+}
+
+func (t VolumeTimeouts) attach() time.Duration {
+	if t.Attach > 0 {
+		return t.Attach
+	}
+	return 10 * time.Minute
+}
+
+func (t VolumeTimeouts) move() time.Duration {
+	if t.Move > 0 {
+		return t.Move
+	}
+	return time.Hour
+}
+
+// Shortest is the shortest deadline of any volume work.
+func (t VolumeTimeouts) Shortest() time.Duration { return min(t.attach(), t.move()) }
 
 // VolumeMoving reports whether attachment a (attaching) of volume v waits
 // for v's data to move: a local volume whose data is not yet on the
@@ -86,22 +105,22 @@ func VolumeMoving(v *store.Volume, a *store.VolumeAttachment) bool {
 	return a.Status == store.AttachmentAttaching && v.Backend == protocol.BackendLocal && v.Host != a.Host
 }
 
-// VolumeWorkTimeout is how long the work of attachment a of volume v
-// may go without progress (see VolumeAttachTimeout).
-func VolumeWorkTimeout(v *store.Volume, a *store.VolumeAttachment) time.Duration {
+// Work is how long the work of attachment a of volume v may go without
+// progress.
+func (t VolumeTimeouts) Work(v *store.Volume, a *store.VolumeAttachment) time.Duration {
 	if VolumeMoving(v, a) {
-		return VolumeMoveTimeout
+		return t.move()
 	}
-	return VolumeAttachTimeout
+	return t.attach()
 }
 
-// VolumeWorkDeadline is the deadline of a message of that work sent at
-// now (moving: the data moves first).
-func VolumeWorkDeadline(now time.Time, moving bool) time.Time {
+// Deadline is the deadline of a message of that work sent at now
+// (moving: the data moves first).
+func (t VolumeTimeouts) Deadline(now time.Time, moving bool) time.Time {
 	if moving {
-		return now.Add(VolumeMoveTimeout)
+		return now.Add(t.move())
 	}
-	return now.Add(VolumeAttachTimeout)
+	return now.Add(t.attach())
 }
 
 // VolumeMount is attachment a of volume v as the agents get it.

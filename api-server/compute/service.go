@@ -18,6 +18,7 @@ import (
 	"github.com/capsule-cloud/capsule/api-server/auth"
 	"github.com/capsule-cloud/capsule/bus"
 	"github.com/capsule-cloud/capsule/errdefs"
+	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/outbox"
 	"github.com/capsule-cloud/capsule/store"
 )
@@ -75,6 +76,9 @@ type Options struct {
 	// Consoles issues serial and novnc console URLs (nil: no console is
 	// enabled, Nova's 400 "Unavailable console type serial.").
 	Consoles ConsoleIssuer
+	// VolumeTimeouts are the deadlines of the volume attach and detach
+	// work it casts (the conductor's sweep ends work past them).
+	VolumeTimeouts instance.VolumeTimeouts
 	// AfterCommit, when set, runs after a request committed its task and
 	// before its message is published (a test's kill point).
 	AfterCommit func()

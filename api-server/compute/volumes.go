@@ -282,7 +282,7 @@ func (s *Service) attachVolume(w http.ResponseWriter, r *http.Request) {
 			}
 			return s.cast(tx, &out, vol.Host, "", protocol.KindVolumeExport,
 				protocol.VolumeTransfer{RequestID: reqID, Ref: ref, Volume: instance.VolumeMount(vol, att).Volume,
-					Deadline: instance.VolumeWorkDeadline(s.opts.Now(), true)})
+					Deadline: s.opts.VolumeTimeouts.Deadline(s.opts.Now(), true)})
 		}
 		if vol.Backend == protocol.BackendLocal && vol.Host != inst.Host {
 			// The data moves to the server's host first (the conductor
@@ -290,11 +290,11 @@ func (s *Service) attachVolume(w http.ResponseWriter, r *http.Request) {
 			ref := fmt.Sprintf("%s/capsule/volumes/%s:%s", s.opts.RegistryAddress, vol.ID, tagOf(reqID))
 			return s.cast(tx, &out, vol.Host, "", protocol.KindVolumeExport,
 				protocol.VolumeTransfer{RequestID: reqID, Ref: ref, Volume: instance.VolumeMount(vol, att).Volume,
-					Deadline: instance.VolumeWorkDeadline(s.opts.Now(), true)})
+					Deadline: s.opts.VolumeTimeouts.Deadline(s.opts.Now(), true)})
 		}
 		return s.cast(tx, &out, inst.Host, "", protocol.KindVolumeAttach,
 			protocol.VolumeAttach{RequestID: reqID, InstanceID: inst.ID, Mount: instance.VolumeMount(vol, att),
-				Deadline: instance.VolumeWorkDeadline(s.opts.Now(), false)})
+				Deadline: s.opts.VolumeTimeouts.Deadline(s.opts.Now(), false)})
 	})
 	if err != nil {
 		s.fail(w, r, err)
@@ -412,7 +412,7 @@ func (s *Service) detachVolume(w http.ResponseWriter, r *http.Request) {
 		}
 		return s.cast(tx, &out, host, "", protocol.KindVolumeDetach,
 			protocol.VolumeDetach{RequestID: httpapi.RequestID(ctx), InstanceID: inst.ID, Mount: instance.VolumeMount(vol, a),
-				Deadline: instance.VolumeWorkDeadline(s.opts.Now(), false)})
+				Deadline: s.opts.VolumeTimeouts.Deadline(s.opts.Now(), false)})
 	})
 	if err != nil {
 		s.fail(w, r, err)

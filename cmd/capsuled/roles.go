@@ -30,6 +30,7 @@ import (
 	"github.com/capsule-cloud/capsule/drivers"
 	"github.com/capsule-cloud/capsule/drivers/docker"
 	"github.com/capsule-cloud/capsule/drivers/fake"
+	"github.com/capsule-cloud/capsule/instance"
 	"github.com/capsule-cloud/capsule/metaproxy"
 	"github.com/capsule-cloud/capsule/metrics"
 	"github.com/capsule-cloud/capsule/migrate"
@@ -88,7 +89,14 @@ func runConductor(ctx context.Context, cfg config.Config, d *deps, log *slog.Log
 		RegistryAddress: cfg.Registry.Address, StepTimeout: cfg.Conductor.MigrationStepTimeout, Precopy: cfg.Conductor.MigrationPrecopy, Log: log}))
 	// Backups rotated out lose their registry tags too.
 	c.SetRegistry(registry.New(cfg.Registry))
+	c.SetVolumeTimeouts(volumeTimeouts(cfg))
 	return c.Run(ctx)
+}
+
+// volumeTimeouts are the deadlines of volume attach and detach work, the
+// same for the API that casts it and the conductor that sweeps it.
+func volumeTimeouts(cfg config.Config) instance.VolumeTimeouts {
+	return instance.VolumeTimeouts{Attach: cfg.Volume.AttachTimeout, Move: cfg.Volume.MoveTimeout}
 }
 
 func runScheduler(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) error {
@@ -291,7 +299,8 @@ func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) e
 		DefaultQuota:     compute.Quota{Instances: cfg.Quota.Instances, Cores: cfg.Quota.Cores, RAM: cfg.Quota.RAMMB},
 		DefaultPortQuota: cfg.Network.Quota.Ports, VolumeBackend: cfg.Volume.Backend, VolumeZone: cfg.Volume.AvailabilityZone,
 		VolumeQuota: map[string]int{store.QuotaVolumes: cfg.Volume.Quota.Volumes, store.QuotaGigabytes: cfg.Volume.Quota.Gigabytes,
-			store.QuotaSnapshots: cfg.Volume.Quota.Snapshots}})
+			store.QuotaSnapshots: cfg.Volume.Quota.Snapshots},
+		VolumeTimeouts: volumeTimeouts(cfg)})
 	netw := network.New(ids, network.WithStore(d.st), network.WithConfig(cfg.Network), network.WithLogger(log),
 		network.WithPortDetacher(comp), network.WithPortUpdater(comp), network.WithSecurityGroupNotifier(comp))
 	// The portal is a client of the APIs above, reaching them where they
