@@ -69,6 +69,12 @@ func (d *Driver) Resize(ctx context.Context, id string, vcpus, memoryMB int, l l
 	if want.CpusetCpus, old.CpusetCpus, err = d.resizeCPUs(ctx, c, vcpus, l); err != nil {
 		return fmt.Errorf("docker resize %s: %w", id, err)
 	}
+	sameDisk := throttles == nil || (!throttles.pending && slices.Equal(throttles.old, throttles.new))
+	if sameDisk && d.limitsInPlace(c, want) {
+		// Nothing to change (the agent's drift repair asks every
+		// reconcile): no docker update, no log.
+		return nil
+	}
 	err = d.update(ctx, c.ID, want)
 	if err == nil && throttles != nil && !throttles.pending {
 		if err = cgroup.SetDiskThrottles(c.State.Pid, throttles.new); err != nil {
@@ -219,6 +225,57 @@ func (d *Driver) update(ctx context.Context, cid string, r container.Resources) 
 		d.log.Warn("container update warning", "container", cid, "warning", w)
 	}
 	return nil
+}
+
+// limitsInPlace reports whether container c already has the CPU, memory,
+// pids and cpuset limits of want (disk throttles are throttleChange's):
+// in Docker's record and, for a running container of this host, in its
+// cgroup, the kernel's view (a change written there behind Docker's back
+// is drift too). Anything it cannot read counts as a difference, so the
+// update is made.
+func (d *Driver) limitsInPlace(c container.InspectResponse, want container.Resources) bool {
+	rec := c.HostConfig.Resources
+	quotaOff := func(q int64) bool { return q <= 0 }
+	recPids, wantPids := int64(0), int64(0)
+	if rec.PidsLimit != nil {
+		recPids = *rec.PidsLimit
+	}
+	if want.PidsLimit != nil {
+		wantPids = *want.PidsLimit
+	}
+	if !(rec.CPUQuota == want.CPUQuota || quotaOff(rec.CPUQuota) && quotaOff(want.CPUQuota)) ||
+		(!quotaOff(want.CPUQuota) && rec.CPUPeriod != want.CPUPeriod) ||
+		rec.CPUShares != want.CPUShares || rec.Memory != want.Memory || rec.MemorySwap != want.MemorySwap ||
+		recPids != wantPids || (want.CpusetCpus != "" && want.CpusetCpus != rec.CpusetCpus) {
+		return false
+	}
+	if c.State == nil || !c.State.Running || c.State.Pid <= 0 || !d.local() {
+		return true // nothing runs to read, or not here: the record is what a start applies
+	}
+	k, err := cgroup.LimitsOf(c.State.Pid)
+	if err != nil {
+		return false
+	}
+	period := want.CPUPeriod
+	if period == 0 {
+		period = 100000 // the kernel's default CFS period
+	}
+	switch {
+	case quotaOff(want.CPUQuota) && k.CPUQuotaUS != -1,
+		!quotaOff(want.CPUQuota) && (k.CPUQuotaUS != want.CPUQuota || k.CPUPeriodUS != period),
+		k.CgroupVersion == 1 && want.CPUShares > 0 && k.CPUShares != want.CPUShares,
+		want.Memory > 0 && k.MemoryBytes != want.Memory,
+		wantPids > 0 && k.PidsMax != wantPids:
+		return false
+	}
+	if want.CpusetCpus != "" {
+		have, herr := limits.ParseCPUList(k.Cpuset)
+		wantSet, werr := limits.ParseCPUList(want.CpusetCpus)
+		if herr != nil || werr != nil || !slices.Equal(have, wantSet) {
+			return false
+		}
+	}
+	return true
 }
 
 // sameThrottles reports whether a and b throttle the same devices alike.
