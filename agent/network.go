@@ -49,6 +49,16 @@ type FilterUpdater interface {
 	Refilter(ctx context.Context, id string, nic protocol.NIC) error
 }
 
+// DriftChecker is implemented by a Plumber that can tell, reading only,
+// how a plugged server differs from what Plug makes of its NICs
+// (vif.Plumber.Drift): drift repair then plugs again only a server that
+// drifted. Without it every running server is plugged again at every
+// reconcile (Plug is idempotent).
+type DriftChecker interface {
+	// Drift names what differs ("" when nothing does).
+	Drift(ctx context.Context, id, netnsPath string, nics []protocol.NIC) (string, error)
+}
+
 // WithPlumber gives the agent its network plumbing. Without one, a build
 // with NICs fails: a server never runs without its network.
 func WithPlumber(p Plumber) Option { return func(a *Agent) { a.plumber = p } }
@@ -207,9 +217,9 @@ func (a *Agent) unplug(ctx context.Context, id string) error {
 }
 
 // repairNetwork is reconcile's drift repair: every instance with NICs
-// whose workload runs here is plugged again (Plug is idempotent and puts
-// back veths, ports, tags and flows lost to an agent, OVS or host
-// restart); one whose workload does not run is unplugged (its namespace
+// whose workload runs here and whose plumbing drifted (see
+// networkDrifted) is plugged again (Plug puts back veths, ports, tags and
+// flows lost to an agent, OVS or host restart); one whose workload does not run is unplugged (its namespace
 // is gone with its sandbox, see drivers/docker/sandbox.go); what is
 // plugged for an instance beyond its NICs is removed (see pruneNICs), and
 // so is what is plugged for instances this host does not hold. Instances
@@ -286,6 +296,9 @@ func (a *Agent) repairInstance(ctx context.Context, id string, nics []protocol.N
 	case err != nil && !errors.Is(err, drivers.ErrNotFound):
 		a.log.Error("reconcile: status for the network repair", "instance", id, "err", err)
 	case err == nil && (st.Power == drivers.PowerRunning || st.Power == drivers.PowerPaused):
+		if !a.networkDrifted(ctx, id, nics) {
+			return
+		}
 		if err := a.plumb(ctx, id, nics); err != nil {
 			a.log.Error("reconcile: could not repair the network of a running instance", "instance", id, "err", err)
 		}
@@ -294,4 +307,29 @@ func (a *Agent) repairInstance(ctx context.Context, id string, nics []protocol.N
 			a.log.Error("reconcile: could not unplug the network of an instance that is not running", "instance", id, "err", err)
 		}
 	}
+}
+
+// networkDrifted reports whether running instance id's plumbing differs
+// from what Plug makes of nics, so drift repair plugs it again: true
+// when the plumber cannot tell (no DriftChecker, or the check failed),
+// false for a server in place, which is left untouched.
+func (a *Agent) networkDrifted(ctx context.Context, id string, nics []protocol.NIC) bool {
+	dc, ok := a.plumber.(DriftChecker)
+	if !ok || !a.drv.Capabilities().Networking {
+		return true
+	}
+	netns, err := a.drv.Sandbox(ctx, id)
+	if err != nil {
+		return true // plumb reports it
+	}
+	drift, err := dc.Drift(ctx, id, netns, nics)
+	switch {
+	case err != nil:
+		a.log.Warn("reconcile: could not compare the network of an instance with its NICs; plugging it again", "instance", id, "err", err)
+		return true
+	case drift != "":
+		a.log.Warn("reconcile: the network of an instance drifted; plugging it again", "instance", id, "drift", drift)
+		return true
+	}
+	return false
 }

@@ -84,6 +84,24 @@ func (p *fakePlumber) RemoveOrphans(_ context.Context, keep func(string) bool) (
 	return out, nil
 }
 
+// Drift implements DriftChecker: what is plugged for id differs from a
+// Plug of nics into netns when it is missing or was plugged elsewhere or
+// with other NICs.
+func (p *fakePlumber) Drift(_ context.Context, id, netns string, nics []protocol.NIC) (string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	v, ok := p.plugged[id]
+	switch {
+	case !ok:
+		return "not plugged", nil
+	case v.netns != netns:
+		return "plugged into " + v.netns, nil
+	case !slices.EqualFunc(v.nics, nics, func(a, b protocol.NIC) bool { return a.PortID == b.PortID && a.MAC == b.MAC }):
+		return "other NICs", nil
+	}
+	return "", nil
+}
+
 func (p *fakePlumber) get(id string) (plugged, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -495,4 +513,45 @@ func TestReconcileRepairsDriftAndRemovesOrphanPorts(t *testing.T) {
 		t.Fatalf("build report = %+v", r)
 	}
 	wantJoined(t, drv, p, "i-g4")
+}
+
+// TestReconcileLeavesHealthyServersAlone: a reconcile plugs again only a
+// running server whose plumbing drifted; one in place is not touched
+// (no Plug: it rewrites OVS rows and flows, and logs, every minute).
+func TestReconcileLeavesHealthyServersAlone(t *testing.T) {
+	e, drv, p := startNet(t)
+	e.buildNet("i-ok", "req-ok")
+	e.waitReport("i-ok", 1, 5*time.Second)
+	e.buildNet("i-lost", "req-lost")
+	e.waitReport("i-lost", 1, 5*time.Second)
+	e.cond.setExpected(
+		protocol.ExpectedInstance{Spec: netSpec("i-ok"), VMState: lifecycle.Active},
+		protocol.ExpectedInstance{Spec: netSpec("i-lost"), VMState: lifecycle.Active},
+	)
+	// i-lost's ports went (OVS lost them); i-ok's are in place.
+	p.mu.Lock()
+	delete(p.plugged, "i-lost")
+	p.mu.Unlock()
+	drv.resetCalls()
+	if err := e.agent.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := drv.seq("i-ok", "plug", "unplug"); len(got) != 0 {
+		t.Errorf("reconcile re-plumbed the healthy server: %v", got)
+	}
+	if got := drv.seq("i-lost", "plug"); len(got) != 1 {
+		t.Errorf("reconcile plugs of the server whose ports went: %v, want one", got)
+	}
+	wantJoined(t, drv, p, "i-lost")
+	// Again: both are in place now.
+	drv.resetCalls()
+	if err := e.agent.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := drv.seq("i-ok", "plug"); len(got) != 0 {
+		t.Errorf("second reconcile plugged i-ok: %v", got)
+	}
+	if got := drv.seq("i-lost", "plug"); len(got) != 0 {
+		t.Errorf("second reconcile plugged i-lost again: %v", got)
+	}
 }

@@ -56,6 +56,17 @@ func (b *FlowBatch) Replace(cookie uint64, flows ...string) {
 	b.Add(flows...)
 }
 
+// Added are the flows the batch adds, in order.
+func (b *FlowBatch) Added() []string {
+	var out []string
+	for _, l := range b.lines {
+		if f, ok := strings.CutPrefix(l, "add "); ok {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
 // Len is the number of changes in the batch.
 func (b *FlowBatch) Len() int { return len(b.lines) }
 
@@ -176,3 +187,8 @@ func parseFlow(line string) (Flow, error) {
 	f.Match = strings.Join(match, ",")
 	return f, nil
 }
+
+// ParseFlow reads one flow as dump-flows --no-stats prints it or as
+// add-flows takes it (cookie, table and priority apart, the rest of the
+// match as written, the actions).
+func ParseFlow(line string) (Flow, error) { return parseFlow(line) }

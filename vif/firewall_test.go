@@ -170,8 +170,17 @@ func TestFirewallFlowsInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	tables := map[int]int{}
+	n := 0
 	for _, f := range got {
 		tables[f.Table]++
+		if f.Cookie == cookie {
+			n++
+		}
+	}
+	// One flow in the bridge for each made (none merged): Drift counts
+	// them.
+	if n != len(flows) {
+		t.Errorf("%d flows with the port's cookie in the bridge, %d installed", n, len(flows))
 	}
 	if tables[TableEgress] == 0 || tables[TableIngress] == 0 || tables[TableDispatch] < 3 {
 		t.Fatalf("flows per table %v", tables)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/capsule-cloud/capsule/protocol"
 )
 
 // getMetadata sends GET / to 169.254.169.254:80 from inside n (a
@@ -94,7 +96,11 @@ func TestMetadataPortSurvivesAgentRestarts(t *testing.T) {
 	t.Parallel()
 	c, br, p := setup(t)
 	p.WithMetadata()
-	_, n := plug(t, p, vlanNIC(t, subnet(t), 10, 101, true))
+	nic := vlanNIC(t, subnet(t), 10, 101, true)
+	id, n := plug(t, p, nic)
+	if d, err := p.Drift(testCtx(t), id, n.path, []protocol.NIC{nic}); err != nil || d != "" {
+		t.Errorf("drift of a server with the metadata service right after its Plug: %q %v", d, err)
+	}
 	for round := range 4 {
 		stop := serveMetadata(t, New(c, map[string]string{"physnet1": br}, testLogger(t)).WithMetadata(), br, round)
 		mustGetMetadata(t, c, br, n, round)

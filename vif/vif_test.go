@@ -283,10 +283,29 @@ func TestPlugRepairsDrift(t *testing.T) {
 	idA, a := plug(t, p, nicA)
 	_, b := plug(t, p, nicB)
 	tap := HostIfName(nicA.PortID)
+	// drift is what Drift names for a ("" when in sync).
+	drift := func() string {
+		t.Helper()
+		d, err := p.Drift(ctx, idA, a.path, []protocol.NIC{nicA})
+		if err != nil {
+			t.Fatalf("Drift: %v", err)
+		}
+		return d
+	}
+	// replug plugs a again, once Drift saw the drift the subtest made;
+	// afterwards there is none.
 	replug := func() {
 		t.Helper()
+		if d := drift(); d == "" {
+			t.Errorf("Drift saw no drift before the repair")
+		} else {
+			t.Logf("drift: %s", d)
+		}
 		if err := p.Plug(ctx, idA, a.path, []protocol.NIC{nicA}); err != nil {
 			t.Fatalf("re-Plug: %v", err)
+		}
+		if d := drift(); d != "" {
+			t.Errorf("drift after the repair: %s", d)
 		}
 	}
 	state := func() (int, int, []ovs.Flow) {
@@ -307,8 +326,18 @@ func TestPlugRepairsDrift(t *testing.T) {
 	idx0, of0, flows0 := state()
 
 	t.Run("idempotent", func(t *testing.T) {
-		replug()
-		replug()
+		if d := drift(); d != "" {
+			t.Errorf("drift right after Plug: %s", d)
+		}
+		if err := p.Plug(ctx, idA, a.path, []protocol.NIC{nicA}); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Plug(ctx, idA, a.path, []protocol.NIC{nicA}); err != nil {
+			t.Fatal(err)
+		}
+		if d := drift(); d != "" {
+			t.Errorf("drift after re-Plugs: %s", d)
+		}
 		idx, of, flows := state()
 		if idx != idx0 || of != of0 || fmt.Sprint(flows) != fmt.Sprint(flows0) {
 			t.Errorf("re-Plug changed things: ifindex %d->%d ofport %d->%d flows %v -> %v", idx0, idx, of0, of, flows0, flows)
@@ -357,6 +386,16 @@ func TestPlugRepairsDrift(t *testing.T) {
 		if err := p.Plug(ctx, mustPortVM(t, c, nicB.PortID), b.path, []protocol.NIC{nicB}); err != nil {
 			t.Fatal(err)
 		}
+		mustReach(t, a, b, sn+"11")
+	})
+	t.Run("link down", func(t *testing.T) {
+		run(t, "ip", "link", "set", tap, "down")
+		replug()
+		mustReach(t, a, b, sn+"11")
+	})
+	t.Run("address", func(t *testing.T) {
+		a.ip(t, "addr", "del", sn+"10/24", "dev", "eth0")
+		replug()
 		mustReach(t, a, b, sn+"11")
 	})
 	t.Run("veth", func(t *testing.T) {
