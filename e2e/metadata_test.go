@@ -167,11 +167,20 @@ func TestMetadataService(t *testing.T) {
 		}
 	})
 
-	// The agent restarts: its metadata port comes back and serves again.
+	// The agent restarts: its metadata port comes back and serves again;
+	// its start-up reconcile finds md-a's (and md-b's) plumbing and limits
+	// in place and leaves them alone (no re-plug, no docker update).
 	t.Run("agent restart", func(t *testing.T) {
 		p := c.proc(t, "agent-"+h0.name)
+		const plugged, resized = `msg="plugged NICs"`, `msg="container resized"`
+		nPlug, nResize, nRec := p.logged(t, plugged), p.logged(t, resized), p.logged(t, agentReconciled)
 		p.stop()
 		p.start(t)
+		p.waitLogged(t, agentReconciled, nRec, time.Minute)
+		if n, m := p.logged(t, plugged)-nPlug, p.logged(t, resized)-nResize; n != 0 || m != 0 {
+			t.Errorf("the restarted agent's reconcile plugged %d and resized %d servers in place: %q", n, m,
+				p.logLines(t, "drifted"))
+		}
 		if md, raw, ok := a.metaData(t, 30); !ok || md["uuid"] != a.id {
 			c.metadataState(t, a)
 			t.Errorf("md-a after its agent restarted: %v %q", md, raw)
