@@ -745,6 +745,35 @@ func TestStaleAndDuplicateReportsIgnored(t *testing.T) {
 	}
 }
 
+// TestExportProgressAfterItsReport: a progress message of the export that
+// is handled after the export's report was recorded (the report and the
+// progress are handled concurrently) does not add its bytes on top of the
+// export's total again.
+func TestExportProgressAfterItsReport(t *testing.T) {
+	forEachDB(t, func(t *testing.T, st *store.Store) {
+		h := newMigHarness(t, st, []string{"h1", "h2"}, "h1", "h2")
+		h.agents["h1"].Hold(protocol.KindMigrationExport)
+		inst := h.server("h1", lifecycle.Active)
+		m := h.begin(inst, nil, "req-migrate")
+		h.idle()
+		if got := h.migration(m.ID); got.Step != "exporting" {
+			t.Fatalf("step %s, want exporting", got.Step)
+		}
+		// The export's report is recorded; the move to importing has not
+		// happened yet.
+		if err := st.DB.Model(&store.Migration{}).Where("id = ?", m.ID).
+			Updates(map[string]any{"snapshot_digest": "sha256:1", "image_bytes": 4096, "pushed_bytes": 4096}).Error; err != nil {
+			t.Fatal(err)
+		}
+		if err := h.eng.OnProgress(h.ctx, protocol.MigrationProgress{MigrationID: m.ID, Host: "h1", Step: "exporting", Bytes: 2048}); err != nil {
+			t.Fatal(err)
+		}
+		if got := h.migration(m.ID); got.PushedBytes != 4096 || got.ImageBytes != 4096 {
+			t.Errorf("pushed %d, image %d bytes after a late export progress, want 4096 and 4096", got.PushedBytes, got.ImageBytes)
+		}
+	})
+}
+
 // TestNoValidHost: with no other host (or a requested host that is full)
 // the migration ends in error and the server is back as it was.
 func TestNoValidHost(t *testing.T) {

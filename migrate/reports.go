@@ -133,21 +133,27 @@ func (e *Engine) late(ctx context.Context, m *store.Migration, r protocol.Migrat
 
 // OnProgress records how far a push or pull got.
 func (e *Engine) OnProgress(ctx context.Context, p protocol.MigrationProgress) error {
-	col, hostCol := "pushed_bytes", "source_compute"
+	col := "pushed_bytes"
 	val := maxExpr(col, p.Bytes)
+	where := "id = ? AND step = ? AND source_compute = ?"
 	switch Step(p.Step) {
 	case StepPrecopy:
 	case StepExporting:
-		// On top of the pre-copy's bytes (image_bytes, 0 without one).
+		// On top of the pre-copy's bytes (image_bytes, 0 without one),
+		// until the export's report is recorded: that adds the export's
+		// total to image_bytes, and a progress handled after it (the two
+		// are handled concurrently) would count its bytes twice.
 		val = gorm.Expr("CASE WHEN pushed_bytes > image_bytes + ? THEN pushed_bytes ELSE image_bytes + ? END", p.Bytes, p.Bytes)
+		where += " AND snapshot_digest = ''"
 	case StepPrepull, StepImporting:
-		col, hostCol = "pulled_bytes", "dest_compute"
+		col = "pulled_bytes"
+		where = "id = ? AND step = ? AND dest_compute = ?"
 		val = maxExpr(col, p.Bytes)
 	default:
 		return nil
 	}
 	err := e.st.WithContext(ctx).Model(&store.Migration{}).
-		Where("id = ? AND step = ? AND "+hostCol+" = ?", p.MigrationID, p.Step, p.Host).
+		Where(where, p.MigrationID, p.Step, p.Host).
 		// Never backwards: progress messages may arrive out of order, or
 		// after the step's report.
 		Updates(map[string]any{col: val, "updated_at": e.now()}).Error
