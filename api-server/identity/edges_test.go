@@ -2,9 +2,11 @@ package identity_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 	"github.com/capsule-cloud/capsule/api-server/identity"
 	"github.com/capsule-cloud/capsule/store"
 	"golang.org/x/crypto/bcrypt"
+	"gorm.io/gorm"
 )
 
 // withService swaps e's server for one with opts (over the same store).
@@ -307,4 +310,36 @@ func TestPasswordHashRounds(t *testing.T) {
 	e.srv = httptest.NewServer(e.svc.Handler())
 	t.Cleanup(e.srv.Close)
 	e.token(passwordAuth("new", "new-pw", nil))
+}
+
+// A validated token is not read again while nothing is written (a client
+// polling every 20 ms paid about ten queries a request), and any write
+// through the store ends the reuse: a revocation made directly in the
+// database takes effect on the next request.
+func TestValidateCachedUntilAWrite(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	tok := e.token(passwordAuth("alice", "alicepw", projectScope("demo")))
+	if _, err := e.svc.Validate(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	var queries atomic.Int64
+	if err := e.st.DB.Callback().Query().Before("gorm:query").Register("test:count-queries", func(*gorm.DB) { queries.Add(1) }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.st.DB.Callback().Query().Remove("test:count-queries") })
+	for range 3 {
+		if c, err := e.svc.Validate(ctx, tok); err != nil || c.UserName != "alice" || !c.HasRole("member") {
+			t.Fatalf("cached validation: %+v %v", c, err)
+		}
+	}
+	if n := queries.Load(); n != 0 {
+		t.Fatalf("%d queries for three validations of a token validated just before, want 0", n)
+	}
+	if err := e.st.DB.Model(&store.Token{}).Where("1 = 1").Update("revoked", true).Error; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Validate(ctx, tok); !errors.Is(err, identity.ErrInvalidToken) {
+		t.Fatalf("validation after a revocation written to the database: %v, want ErrInvalidToken", err)
+	}
 }

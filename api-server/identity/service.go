@@ -74,6 +74,8 @@ type Service struct {
 	log   *slog.Logger
 	now   func() time.Time
 	login *loginGuard
+	// tokens caches validated tokens (tokencache.go).
+	tokens *tokenCache
 }
 
 // New returns the identity service over st, filling unset options with
@@ -113,7 +115,8 @@ func New(st *store.Store, opts Options) *Service {
 		opts.PasswordHashRounds = DefaultPasswordHashRounds
 	}
 	return &Service{st: st, opts: opts, log: opts.Logger.With("service", "identity"), login: newLoginGuard(opts.Lockout, opts.PasswordHashRounds),
-		now: func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }}
+		tokens: newTokenCache(st),
+		now:    func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }}
 }
 
 // Handler serves the identity port.

@@ -222,12 +222,21 @@ func (s *Service) liveDomain(ctx context.Context, id string) (store.Domain, erro
 }
 
 // Validate implements auth.Validator for every API service.
+// A token validated in the last TokenCacheTTL, with no write to the
+// store since, is not read again (tokencache.go).
 func (s *Service) Validate(ctx context.Context, tok string) (*auth.Credentials, error) {
+	hash := hashToken(tok)
+	c, gen, ok := s.tokens.get(hash, s.now())
+	if ok {
+		return c, nil
+	}
 	ti, err := s.loadToken(ctx, tok)
 	if err != nil {
 		return nil, err
 	}
-	return ti.credentials(s.opts.AdminProject), nil
+	c = ti.credentials(s.opts.AdminProject)
+	s.tokens.put(hash, c, gen, s.now())
+	return c, nil
 }
 
 // credentials are what the token says of its caller; adminProject is the
