@@ -67,6 +67,27 @@ func TestSetNetworkNamespace(t *testing.T) {
 	if len(spec.Linux.Namespaces) != 3 || got["network"] != "/run/capsule/netns/h/s1" || got["mount"] != "" {
 		t.Errorf("namespaces after the rewrite: %+v", spec.Linux.Namespaces)
 	}
+	// Docker's libnetwork-setkey hook goes, other hooks stay.
+	withHooks := `{"linux":{"namespaces":[{"type":"network"}]},"hooks":{"prestart":[` +
+		`{"path":"/proc/42/exe","args":["libnetwork-setkey","-exec-root=/run/docker","c1","d8289"]},` +
+		`{"path":"/usr/bin/nvidia-hook","args":["nvidia-hook","prestart"]}],` +
+		`"createRuntime":[{"path":"/proc/42/exe","args":["libnetwork-setkey","c1","d8289"]}]}}`
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(withHooks), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := SetNetworkNamespace(dir, "/ns"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = os.ReadFile(filepath.Join(dir, "config.json"))
+	var hooked struct {
+		Hooks map[string][]struct{ Args []string }
+	}
+	if err := json.Unmarshal(b, &hooked); err != nil {
+		t.Fatal(err)
+	}
+	if len(hooked.Hooks) != 1 || len(hooked.Hooks["prestart"]) != 1 || hooked.Hooks["prestart"][0].Args[0] != "nvidia-hook" {
+		t.Errorf("hooks after the rewrite: %s", b)
+	}
 	// A spec without a network namespace gets one.
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(`{"linux":{"namespaces":[{"type":"pid"}]}}`), 0o600); err != nil {
 		t.Fatal(err)

@@ -59,8 +59,9 @@ func CreateArgs(args []string) (bundle, id string, ok bool) {
 }
 
 // SetNetworkNamespace rewrites the OCI config.json in bundle so that the
-// container joins the network namespace at nsPath. Every other field is
-// kept as it is (numbers too: they are not round-tripped through floats).
+// container joins the network namespace at nsPath, and drops Docker's
+// libnetwork-setkey hook (dropSetKeyHook). Every other field is kept as
+// it is (numbers too: they are not round-tripped through floats).
 func SetNetworkNamespace(bundle, nsPath string) error {
 	file := filepath.Join(bundle, "config.json")
 	b, err := os.ReadFile(file)
@@ -90,6 +91,7 @@ func SetNetworkNamespace(bundle, nsPath string) error {
 		nss = append(nss, map[string]any{"type": "network", "path": nsPath})
 	}
 	linux["namespaces"] = nss
+	dropSetKeyHook(spec)
 	out, err := json.Marshal(spec)
 	if err != nil {
 		return err
@@ -103,4 +105,48 @@ func SetNetworkNamespace(bundle, nsPath string) error {
 		return err
 	}
 	return os.Rename(tmp, file)
+}
+
+// setKeyHook is the argv[0] of dockerd's hook (dockerd re-executed
+// as /proc/PID/exe libnetwork-setkey ...), which Docker adds to every
+// container whose network namespace it has not made yet.
+const setKeyHook = "libnetwork-setkey"
+
+// dropSetKeyHook removes Docker's libnetwork-setkey hooks from spec. The
+// hook runs dockerd's binary once per container start, which then hands
+// the namespace to dockerd to bind-mount under its netns directory and to
+// set its loopback up: a start's largest cost after runc's own on a busy
+// host. A container joined to the agent's namespace needs neither (the
+// namespace is the agent's file, its loopback is up since Make; a
+// "none" container has no endpoint for dockerd to plumb), and dockerd
+// does not wait for the hook: without it its sandbox keeps no namespace,
+// which its stop and remove then have nothing to release of.
+func dropSetKeyHook(spec map[string]any) {
+	hooks, _ := spec["hooks"].(map[string]any)
+	if hooks == nil {
+		return
+	}
+	for _, kind := range []string{"prestart", "createRuntime"} {
+		list, ok := hooks[kind].([]any)
+		if !ok {
+			continue
+		}
+		kept := list[:0]
+		for _, h := range list {
+			m, _ := h.(map[string]any)
+			args, _ := m["args"].([]any)
+			if len(args) > 0 && args[0] == setKeyHook {
+				continue
+			}
+			kept = append(kept, h)
+		}
+		if len(kept) == 0 {
+			delete(hooks, kind)
+		} else {
+			hooks[kind] = kept
+		}
+	}
+	if len(hooks) == 0 {
+		delete(spec, "hooks")
+	}
 }
