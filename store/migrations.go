@@ -367,6 +367,12 @@ var migrations = []migration{
 		}
 		return tx.Migrator().AddColumn(&Instance{}, "EphemeralDisks")
 	}},
+	{40, "volumes' image metadata (Cinder's os-set_image_metadata)", func(tx *gorm.DB) error {
+		if tx.Migrator().HasColumn(&Volume{}, "ImageMetadata") {
+			return nil
+		}
+		return tx.Migrator().AddColumn(&Volume{}, "ImageMetadata")
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

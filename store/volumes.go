@@ -117,7 +117,11 @@ type Volume struct {
 	SnapshotID string `gorm:"size:64;index"` // created from this snapshot
 	ImageID    string `gorm:"size:64"`       // pre-filled from this image
 	Bootable   bool
-	Metadata   string // JSON object
+	// ImageMetadata is the volume's image metadata (Cinder's
+	// volume_image_metadata, os-set_image_metadata) as a JSON object,
+	// shown beside image_id.
+	ImageMetadata string
+	Metadata      string // JSON object
 	// ErrorMessage is why the last work on the volume failed (shown to
 	// admins; Cinder keeps it in its user messages).
 	ErrorMessage string

@@ -2,6 +2,7 @@ package volume
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 
@@ -157,11 +158,12 @@ func (s *Service) updateQuota(w http.ResponseWriter, r *http.Request) {
 	}
 	set := map[string]int{}
 	for k, raw := range body.QuotaSet {
-		switch k {
-		case store.QuotaVolumes, store.QuotaGigabytes, store.QuotaSnapshots:
-		case "tenant_id", "id":
+		fixed, isFixed := fixedQuotas[k]
+		switch {
+		case k == store.QuotaVolumes || k == store.QuotaGigabytes || k == store.QuotaSnapshots:
+		case k == "tenant_id" || k == "id":
 			continue
-		default:
+		case !isFixed:
 			badRequest(w, "Invalid input received: Bad key(s) in quota set: "+k)
 			return
 		}
@@ -171,6 +173,16 @@ func (s *Service) updateQuota(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			badRequest(w, "Invalid input received: Quota "+k+": "+err.Error())
 			return
+		}
+		if isFixed {
+			// What Capsule shows for a resource it does not have (or does
+			// not limit) may be sent back as it is (clients restore a
+			// whole quota set), never changed.
+			if n != fixed.value {
+				badRequest(w, fmt.Sprintf("Invalid input received: Quota %s cannot be set to %d: %s, so it stays %d.", k, n, fixed.why, fixed.value))
+				return
+			}
+			continue
 		}
 		set[k] = n
 	}
@@ -187,6 +199,21 @@ func (s *Service) updateQuota(w http.ResponseWriter, r *http.Request) {
 	qs := quotaSet(target, lim, nil)
 	delete(qs, "id")
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"quota_set": qs})
+}
+
+// fixedQuotas are the quota_set keys Capsule shows but does not enforce:
+// their one value and why.
+var fixedQuotas = map[string]struct {
+	value int
+	why   string
+}{
+	"backups":                      {0, "Capsule has no volume backups"},
+	"backup_gigabytes":             {0, "Capsule has no volume backups"},
+	"groups":                       {0, "Capsule has no volume groups"},
+	"per_volume_gigabytes":         {-1, "Capsule limits a volume's size by the project's gigabytes only"},
+	"volumes_" + defaultTypeName:   {-1, "Capsule has one volume type, limited by the project's volumes"},
+	"gigabytes_" + defaultTypeName: {-1, "Capsule has one volume type, limited by the project's gigabytes"},
+	"snapshots_" + defaultTypeName: {-1, "Capsule has one volume type, limited by the project's snapshots"},
 }
 
 func quotaValue(v any) (int, error) {

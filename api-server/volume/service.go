@@ -122,6 +122,8 @@ func (s *Service) Handler() http.Handler {
 	h("GET /os-quota-sets/{target}/defaults", s.showQuotaDefaults)
 	h("PUT /os-quota-sets/{target}", s.updateQuota)
 	h("DELETE /os-quota-sets/{target}", s.deleteQuota)
+	h("GET /os-services", s.listServices)
+	h("GET /scheduler-stats/get_pools", s.getPools)
 
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "The resource could not be found.")

@@ -37,7 +37,7 @@ func (s *Service) volumeView(r *http.Request, c *auth.Credentials, v *store.Volu
 			"id": v.ID, "attachment_id": att.ID, "volume_id": v.ID, "server_id": att.InstanceID,
 			"host_name": att.Host, "device": att.Device, "attached_at": cinderTime(att.CreatedAt)})
 	}
-	var snap, image any
+	var snap any
 	if v.SnapshotID != "" {
 		snap = v.SnapshotID
 	}
@@ -54,9 +54,8 @@ func (s *Service) volumeView(r *http.Request, c *auth.Credentials, v *store.Volu
 		"os-vol-mig-status-attr:name_id": nil,
 		"links":                          s.links(r, "volumes", v.ID),
 	}
-	if v.ImageID != "" {
-		image = map[string]string{"image_id": v.ImageID}
-		out["volume_image_metadata"] = image
+	if m := imageMetadata(v); len(m) > 0 {
+		out["volume_image_metadata"] = m
 	}
 	if c.IsAdmin() {
 		host := any(nil)
@@ -724,7 +723,8 @@ func (s *Service) deleteVolume(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusAccepted)
 }
 
-// volumeAction serves POST /volumes/{id}/action: os-extend and, for
+// volumeAction serves POST /volumes/{id}/action: os-extend, os-reserve,
+// os-unreserve, os-set_bootable, the image metadata actions and, for
 // admins, os-reset_status.
 func (s *Service) volumeAction(w http.ResponseWriter, r *http.Request) {
 	c := creds(r)
@@ -742,6 +742,18 @@ func (s *Service) volumeAction(w http.ResponseWriter, r *http.Request) {
 			s.extend(w, r, c, raw)
 		case "os-reset_status":
 			s.resetStatus(w, r, c, raw)
+		case "os-reserve":
+			s.reserve(w, r, c)
+		case "os-unreserve":
+			s.unreserve(w, r, c)
+		case "os-set_bootable":
+			s.setBootable(w, r, c, raw)
+		case "os-set_image_metadata":
+			s.setImageMetadata(w, r, c, raw)
+		case "os-unset_image_metadata":
+			s.unsetImageMetadata(w, r, c, raw)
+		case "os-show_image_metadata":
+			s.showImageMetadata(w, r, c)
 		default:
 			badRequest(w, "There is no such action: "+name)
 		}

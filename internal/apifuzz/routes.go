@@ -481,8 +481,19 @@ func routes() []route {
 	}})
 	vo(route{method: "DELETE", path: "/volumes/{volume}", destructive: true, query: []string{"cascade"}})
 	vo(route{method: "POST", path: "/volumes/{volume}/action", body: func(e *env) any {
-		if e.rng.IntN(3) == 0 {
+		switch e.rng.IntN(8) {
+		case 0:
 			return obj("os-reset_status", map[string]any{"status": e.pickOf("available", "error", "in-use", "bogus")})
+		case 1:
+			return obj(e.pickOf("os-reserve", "os-unreserve").(string), map[string]any{})
+		case 2:
+			return obj("os-set_bootable", map[string]any{"bootable": e.pickOf(true, false, "yes", "maybe", nil)})
+		case 3:
+			return obj("os-set_image_metadata", map[string]any{"metadata": e.pickOf(map[string]any{"image_name": "x"}, "x", nil)})
+		case 4:
+			return obj("os-unset_image_metadata", map[string]any{"key": e.pickOf("image_name", "", 3)})
+		case 5:
+			return obj("os-show_image_metadata", map[string]any{})
 		}
 		return obj("os-extend", map[string]any{"new_size": e.pickOf(2, 3, 0, "4", 1000000)})
 	}})
@@ -509,6 +520,8 @@ func routes() []route {
 		return obj("quota_set", map[string]any{"volumes": e.pickOf(10, -1, -2, "5"), "gigabytes": 1000})
 	}})
 	vo(route{method: "DELETE", path: "/os-quota-sets/{project}", asAdmin: true, destructive: true})
+	vo(route{method: "GET", path: "/os-services", asAdmin: true, query: []string{"host", "binary"}})
+	vo(route{method: "GET", path: "/scheduler-stats/get_pools", asAdmin: true, query: []string{"detail", "name"}})
 
 	// Network.
 	nw := func(r route) { r.service = "network"; rs = append(rs, r) }
