@@ -402,12 +402,28 @@ func forceVolumeStatus(tx *gorm.DB, id string, from []VolumeStatus, to VolumeSta
 	return res.RowsAffected == 1, nil
 }
 
+// Valid reports whether s is a known snapshot status.
+func (s SnapshotStatus) Valid() bool {
+	_, ok := snapshotTransitions[s]
+	return ok
+}
+
 // ChangeSnapshotStatus is ChangeVolumeStatus for snapshots.
 func ChangeSnapshotStatus(tx *gorm.DB, id string, from []SnapshotStatus, to SnapshotStatus, set map[string]any) (bool, error) {
 	for _, f := range from {
 		if !f.CanBecome(to) {
 			return false, fmt.Errorf("snapshot %s: transition %s -> %s not allowed", id, f, to)
 		}
+	}
+	return ForceSnapshotStatus(tx, id, from, to, set)
+}
+
+// ForceSnapshotStatus is an admin's repair (os-reset_status,
+// os-force_delete): snapshot id from one of from to any known status,
+// past the state machine.
+func ForceSnapshotStatus(tx *gorm.DB, id string, from []SnapshotStatus, to SnapshotStatus, set map[string]any) (bool, error) {
+	if !to.Valid() {
+		return false, fmt.Errorf("snapshot %s: unknown status %q", id, to)
 	}
 	fields := make(map[string]any, len(set)+2)
 	for k, v := range set {

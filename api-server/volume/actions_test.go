@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/capsule-cloud/capsule/protocol"
 	"github.com/capsule-cloud/capsule/store"
 )
 
@@ -148,4 +149,50 @@ func TestVolumeServicesAndPools(t *testing.T) {
 	if p := e.must(http.StatusOK, "GET", "/scheduler-stats/get_pools", "admin", nil)["pools"].([]any)[0].(obj); p["capabilities"] != nil {
 		t.Fatalf("pool without detail %v", p)
 	}
+}
+
+func TestSnapshotAdminActions(t *testing.T) {
+	e := newEnv(t)
+	vid := e.volume("alice", obj{"size": 1})["id"].(string)
+	sid := e.must(http.StatusAccepted, "POST", "/snapshots", "alice", obj{"snapshot": obj{"volume_id": vid}})["snapshot"].(obj)["id"].(string)
+	act := "/snapshots/" + sid + "/action"
+	status := func() string {
+		return e.must(http.StatusOK, "GET", "/snapshots/"+sid, "alice", nil)["snapshot"].(obj)["status"].(string)
+	}
+	// every action is the admins': a member, the reader, another project get 403; no token 401
+	for _, body := range []obj{
+		{"os-reset_status": obj{"status": "error"}},
+		{"os-force_delete": obj{}},
+		{"os-update_snapshot_status": obj{"status": "available"}},
+	} {
+		for _, tok := range []string{"alice", "reader", "bob"} {
+			e.fails(http.StatusForbidden, "forbidden", "POST", act, tok, body)
+		}
+		if code, _, _ := e.do("POST", act, "garbage", body); code != http.StatusUnauthorized {
+			t.Errorf("%v with a bad token: %d", body, code)
+		}
+	}
+	e.fails(http.StatusNotFound, "itemNotFound", "POST", "/snapshots/nope/action", "admin", obj{"os-reset_status": obj{"status": "error"}})
+	e.fails(http.StatusBadRequest, "badRequest", "POST", act, "admin", obj{"os-reset_status": obj{"status": "bogus"}})
+	e.fails(http.StatusBadRequest, "badRequest", "POST", act, "admin", obj{"os-bogus": obj{}})
+	// update_snapshot_status: creating -> available, not back
+	e.must(http.StatusAccepted, "POST", act, "admin", obj{"os-update_snapshot_status": obj{"status": "available", "progress": "100%"}})
+	if got := status(); got != "available" {
+		t.Fatalf("after update %s", got)
+	}
+	e.fails(http.StatusBadRequest, "badRequest", "POST", act, "admin", obj{"os-update_snapshot_status": obj{"status": "error"}})
+	// reset: any status
+	e.must(http.StatusAccepted, "POST", act, "admin", obj{"os-reset_status": obj{"status": "creating"}})
+	if got := status(); got != "creating" {
+		t.Fatalf("after reset %s", got)
+	}
+	// force delete, even of a creating snapshot: its host deletes it
+	e.must(http.StatusAccepted, "POST", act, "admin", obj{"os-force_delete": obj{}})
+	if got := status(); got != "deleting" {
+		t.Fatalf("after force delete %s", got)
+	}
+	if n := len(e.sent(protocol.KindSnapshotDelete)); n != 1 {
+		t.Fatalf("snapshot delete work: %d", n)
+	}
+	e.fails(http.StatusBadRequest, "badRequest", "POST", act, "admin", obj{"os-force_delete": obj{}})
 }

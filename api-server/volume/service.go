@@ -112,6 +112,7 @@ func (s *Service) Handler() http.Handler {
 	h("GET /snapshots/{id}", s.getSnapshot)
 	h("PUT /snapshots/{id}", s.updateSnapshot)
 	h("DELETE /snapshots/{id}", s.deleteSnapshot)
+	h("POST /snapshots/{id}/action", s.snapshotAction)
 
 	h("GET /types", s.listTypes)
 	h("GET /types/default", s.defaultType)

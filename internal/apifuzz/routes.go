@@ -509,6 +509,15 @@ func routes() []route {
 	vo(route{method: "GET", path: "/snapshots/{vsnap}"})
 	vo(route{method: "PUT", path: "/snapshots/{vsnap}", body: func(e *env) any { return obj("snapshot", map[string]any{"name": e.name("snap")}) }})
 	vo(route{method: "DELETE", path: "/snapshots/{vsnap}", destructive: true})
+	vo(route{method: "POST", path: "/snapshots/{vsnap}/action", asAdmin: true, destructive: true, body: func(e *env) any {
+		switch e.rng.IntN(3) {
+		case 0:
+			return obj("os-reset_status", map[string]any{"status": e.pickOf("available", "error", "creating", "bogus")})
+		case 1:
+			return obj("os-update_snapshot_status", map[string]any{"status": e.pickOf("available", "error", "error_deleting", 3)})
+		}
+		return obj("os-force_delete", map[string]any{})
+	}})
 	vo(route{method: "GET", path: "/types"})
 	vo(route{method: "GET", path: "/types/default"})
 	vo(route{method: "GET", path: "/types/{vtype}"})
