@@ -177,6 +177,11 @@ type API struct {
 	// each step doubles the work of every login. Hashes made at another
 	// cost keep verifying.
 	PasswordHashRounds int `yaml:"password_hash_rounds"`
+	// CredentialKeyFile holds the key that encrypts Keystone credential
+	// blobs (/v3/credentials, OS-EC2 secrets) at rest: the base64 of 32
+	// random bytes. Empty: blobs are stored unencrypted (a warning at
+	// start), as Keystone does without credential keys.
+	CredentialKeyFile string `yaml:"credential_key_file"`
 	// TokenPurgeInterval is how often expired tokens are deleted.
 	TokenPurgeInterval time.Duration `yaml:"token_purge_interval"`
 	// The serial console proxy (nova-serialproxy's role) and its browser

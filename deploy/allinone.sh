@@ -146,6 +146,9 @@ write_config() {
 	fi
 	cap_say "writing $CAPSULE_CONFIG"
 	umask 077
+	# The key that encrypts Keystone credential blobs at rest (kept if
+	# there: losing it loses every credential's blob).
+	[ -f "$CAPSULE_ETC/credential.key" ] || head -c 32 /dev/urandom | base64 >"$CAPSULE_ETC/credential.key"
 	cat >"$CAPSULE_CONFIG" <<EOF
 # Capsule all-in-one configuration (written once by deploy/allinone.sh;
 # edit freely, it is never overwritten). Keys: config/config.go.
@@ -165,6 +168,7 @@ api:
   image_port: 9292
   network_port: 9696
   portal_port: 8080
+  credential_key_file: $CAPSULE_ETC/credential.key
 network:
   # Tenant networks get a VLAN of this range on this physical network.
   tenant_physical_network: $PHYSNET

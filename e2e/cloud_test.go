@@ -16,6 +16,8 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	mathrand "math/rand/v2"
 	"net"
@@ -245,6 +247,16 @@ func startCloud(t *testing.T, opts ...cloudOption) *cloud {
 	c.makeBridges(t)
 
 	c.configPath = filepath.Join(c.dir, "capsule.yaml")
+	// Credential blobs (/v3/credentials, OS-EC2) are encrypted at rest
+	// with a key of the cloud's own.
+	credKey := make([]byte, 32)
+	if _, err := rand.Read(credKey); err != nil {
+		t.Fatal(err)
+	}
+	credKeyPath := filepath.Join(c.dir, "credential.key")
+	if err := os.WriteFile(credKeyPath, []byte(base64.StdEncoding.EncodeToString(credKey)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	// render is the control plane's config with the API on the given
 	// identity, compute, image, network and portal ports.
 	render := func(identity, compute, image, network, portal int) string {
@@ -264,9 +276,10 @@ bus:
   portal_port: %d
   volume_port: %d
   password_hash_rounds: 4 # bcrypt's cheapest cost: a test cloud's logins and users
+  credential_key_file: %s
 scheduler:
   service_down_time: 30s
-`, c.dbDriver, c.dbDSN, c.amqp, c.queueTypeLine(), identity, compute, image, network, portal, freePort(t))
+`, c.dbDriver, c.dbDSN, c.amqp, c.queueTypeLine(), identity, compute, image, network, portal, freePort(t), credKeyPath)
 		if !c.twoHosts && !c.ownAgent {
 			cfg += c.agentSection(c.hosts[0])
 		}

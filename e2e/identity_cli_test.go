@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"strings"
@@ -103,6 +105,52 @@ func testIdentityCLI(t *testing.T, c *cloud) {
 		t.Errorf("a deleted application credential still logs in")
 	}
 
+	// Credentials: an ec2 one made by the operator for cli-user (its id
+	// the access key's hash), read by her, changed, deleted; then OS-EC2
+	// credentials she makes for herself.
+	uid, pid := stringOf(user["id"]), stringOf(parent["id"])
+	blob := `{"access":"cli-access","secret":"cli-secret"}`
+	var cred map[string]any
+	admin.json(&cred, "credential", "create", uid, blob, "--type", "ec2", "--project", pid)
+	sum := sha256.Sum256([]byte("cli-access"))
+	credID := hex.EncodeToString(sum[:])
+	if cred["id"] != credID || cred["blob"] != blob || cred["project_id"] != pid || cred["user_id"] != uid {
+		t.Fatalf("credential create: %v", cred)
+	}
+	var creds []map[string]any
+	admin.json(&creds, "credential", "list", "--user", uid, "--type", "ec2")
+	if len(creds) != 1 || creds[0]["ID"] != credID {
+		t.Fatalf("credential list: %v", creds)
+	}
+	blob2 := `{"access":"cli-access","secret":"cli-secret-2"}`
+	admin.run("credential", "set", "--user", uid, "--type", "ec2", "--data", blob2, "--project", pid, credID)
+	var shown map[string]any
+	as("cli-parent", "second-pw").json(&shown, "credential", "show", credID)
+	if shown["blob"] != blob2 {
+		t.Fatalf("credential show by its user after set: %v", shown)
+	}
+	as("cli-parent", "second-pw").run("credential", "delete", credID)
+	if out, err := admin.try("credential", "show", credID); err == nil {
+		t.Errorf("a deleted credential is still shown: %s", out)
+	}
+	var ec2 map[string]any
+	as("cli-parent", "second-pw").json(&ec2, "ec2", "credentials", "create")
+	access := stringOf(ec2["access"])
+	if access == "" || stringOf(ec2["secret"]) == "" || ec2["project_id"] != pid {
+		t.Fatalf("ec2 credentials create: %v", ec2)
+	}
+	var ec2s []map[string]any
+	as("cli-parent", "second-pw").json(&ec2s, "ec2", "credentials", "list")
+	if len(ec2s) != 1 || ec2s[0]["Access"] != access {
+		t.Fatalf("ec2 credentials list: %v", ec2s)
+	}
+	as("cli-parent", "second-pw").run("ec2", "credentials", "show", access)
+	as("cli-parent", "second-pw").run("ec2", "credentials", "delete", access)
+	as("cli-parent", "second-pw").json(&ec2s, "ec2", "credentials", "list")
+	if len(ec2s) != 0 {
+		t.Fatalf("ec2 credentials list after delete: %v", ec2s)
+	}
+
 	// A system-scoped administrator manages identity without a project.
 	admin.run("role", "add", "--system", "all", "--user", "admin", "--user-domain", "Default", "admin")
 	sys := &openstackCLI{t: t, env: append(os.Environ(), "OS_AUTH_URL="+c.authURL(), "OS_USERNAME=admin",
@@ -127,7 +175,7 @@ func testIdentityCLI(t *testing.T, c *cloud) {
 	// What the operator made, read back by id with --debug: no request
 	// answered 4xx (a name would first be tried as an id, and 404, in
 	// Keystone as here).
-	uid := stringOf(user["id"])
+	uid = stringOf(user["id"])
 	for _, args := range [][]string{
 		{"project", "show", stringOf(child["id"])},
 		{"project", "list", "--tags", "alpha"},

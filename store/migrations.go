@@ -373,6 +373,9 @@ var migrations = []migration{
 		}
 		return tx.Migrator().AddColumn(&Volume{}, "ImageMetadata")
 	}},
+	{41, "Keystone credentials (/v3/credentials, OS-EC2)", func(tx *gorm.DB) error {
+		return tx.AutoMigrate(&Credential{})
+	}},
 }
 
 // SchemaVersion is the newest schema version this binary knows.

@@ -112,6 +112,22 @@ type ApplicationCredential struct {
 	CreatedAt    time.Time
 }
 
+// Credential is a Keystone credential (/v3/credentials): a blob of its
+// user's, of a type (ec2, totp, cert, ...), for one project or none. An
+// ec2 credential's id is the SHA-256 of its access key. The blob is kept
+// AES-256-GCM encrypted under the configured credential key (KeyHash
+// names it); with no key configured it is kept as given (KeyHash "") and
+// the API server warns at start, as Keystone does with its null key.
+type Credential struct {
+	ID        string `gorm:"primaryKey;size:64"`
+	UserID    string `gorm:"size:64;index"`
+	ProjectID string `gorm:"size:64;index"`
+	Type      string `gorm:"size:255"`
+	Blob      []byte // sealed blob (nonce || ciphertext), or the blob itself when KeyHash is ""
+	KeyHash   string `gorm:"size:64"`
+	CreatedAt time.Time
+}
+
 // User is a Keystone user; the password is stored only as a bcrypt hash.
 type User struct {
 	ID               string `gorm:"primaryKey;size:64"`

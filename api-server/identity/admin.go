@@ -454,7 +454,7 @@ func (s *Service) deleteProject(w http.ResponseWriter, r *http.Request) {
 		if res.RowsAffected == 0 {
 			return store.ErrNotFound
 		}
-		for _, m := range []any{&store.RoleAssignment{}, &store.Token{}, &store.ApplicationCredential{}} {
+		for _, m := range []any{&store.RoleAssignment{}, &store.Token{}, &store.ApplicationCredential{}, &store.Credential{}} {
 			if err := tx.Where("project_id = ?", id).Delete(m).Error; err != nil {
 				return err
 			}

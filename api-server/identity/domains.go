@@ -423,7 +423,7 @@ func deleteUserRows(tx *gorm.DB, id string) error {
 	if res.RowsAffected == 0 {
 		return fmt.Errorf("user %s: %w", id, store.ErrNotFound)
 	}
-	for _, m := range []any{&store.RoleAssignment{}, &store.DomainRoleAssignment{}, &store.Token{}, &store.ApplicationCredential{}, &store.GroupMember{}} {
+	for _, m := range []any{&store.RoleAssignment{}, &store.DomainRoleAssignment{}, &store.Token{}, &store.ApplicationCredential{}, &store.Credential{}, &store.GroupMember{}} {
 		if err := tx.Where("user_id = ?", id).Delete(m).Error; err != nil {
 			return fmt.Errorf("delete rows of user %s: %w", id, err)
 		}

@@ -64,6 +64,10 @@ type Options struct {
 	// password_hash_rounds); 0 takes DefaultPasswordHashRounds. Hashes
 	// made at another cost keep verifying.
 	PasswordHashRounds int
+	// CredentialKey encrypts credential blobs at rest (LoadCredentialKey
+	// reads one). nil: blobs are stored as given, and New warns, as
+	// Keystone does with its null key.
+	CredentialKey *CredentialKey
 }
 
 // Service is the identity API. It also validates tokens for the other
@@ -76,6 +80,8 @@ type Service struct {
 	login *loginGuard
 	// tokens caches validated tokens (tokencache.go).
 	tokens *tokenCache
+	// sealer encrypts credential blobs (nil: no key configured).
+	sealer *credentialSealer
 }
 
 // New returns the identity service over st, filling unset options with
@@ -114,9 +120,13 @@ func New(st *store.Store, opts Options) *Service {
 	if opts.PasswordHashRounds == 0 {
 		opts.PasswordHashRounds = DefaultPasswordHashRounds
 	}
-	return &Service{st: st, opts: opts, log: opts.Logger.With("service", "identity"), login: newLoginGuard(opts.Lockout, opts.PasswordHashRounds),
+	s := &Service{st: st, opts: opts, log: opts.Logger.With("service", "identity"), login: newLoginGuard(opts.Lockout, opts.PasswordHashRounds),
 		tokens: newTokenCache(st),
-		now:    func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }}
+		now:    func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }, sealer: (*credentialSealer)(opts.CredentialKey)}
+	if s.sealer == nil {
+		s.log.Warn("no credential key (api.credential_key_file): credential blobs are stored unencrypted")
+	}
+	return s
 }
 
 // Handler serves the identity port.
@@ -130,7 +140,8 @@ func (s *Service) Handler() http.Handler {
 	mux.HandleFunc("GET /v3", s.version)
 
 	mux.HandleFunc("POST /v3/auth/tokens", s.issueToken)
-	h("GET /v3/auth/tokens", s.validateToken) // also HEAD
+	mux.HandleFunc("POST /v3/s3tokens", s.s3Tokens) // no token, as Keystone's
+	h("GET /v3/auth/tokens", s.validateToken)       // also HEAD
 	h("DELETE /v3/auth/tokens", s.revokeToken)
 	h("GET /v3/auth/projects", s.authProjects)
 	h("GET /v3/auth/domains", s.authDomains)
@@ -166,6 +177,17 @@ func (s *Service) Handler() http.Handler {
 	h("POST /v3/users/{id}/application_credentials", s.createAppCred)
 	h("GET /v3/users/{id}/application_credentials/{cred}", s.getAppCred)
 	h("DELETE /v3/users/{id}/application_credentials/{cred}", s.deleteAppCred)
+
+	h("GET /v3/credentials", s.listCredentials)
+	h("POST /v3/credentials", s.createCredential)
+	h("GET /v3/credentials/{id}", s.getCredential)
+	h("PATCH /v3/credentials/{id}", s.updateCredential)
+	h("DELETE /v3/credentials/{id}", s.deleteCredential)
+
+	h("GET /v3/users/{id}/credentials/OS-EC2", s.listEC2)
+	h("POST /v3/users/{id}/credentials/OS-EC2", s.createEC2)
+	h("GET /v3/users/{id}/credentials/OS-EC2/{access}", s.getEC2)
+	h("DELETE /v3/users/{id}/credentials/OS-EC2/{access}", s.deleteEC2)
 
 	h("GET /v3/groups", s.listGroups)
 	h("POST /v3/groups", s.createGroup)

@@ -338,6 +338,11 @@ func (s *Service) issueToken(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	s.writeNewToken(w, r, row, http.StatusCreated)
+}
+
+// writeNewToken stores row as a new token and answers it with status.
+func (s *Service) writeNewToken(w http.ResponseWriter, r *http.Request, row *store.Token, status int) {
 	tok, err := randomString(32)
 	if err != nil {
 		s.internalError(w, r, err)
@@ -354,7 +359,7 @@ func (s *Service) issueToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("X-Subject-Token", tok)
-	httpapi.WriteJSON(w, http.StatusCreated, s.tokenBody(r, ti, !r.URL.Query().Has("nocatalog")))
+	httpapi.WriteJSON(w, status, s.tokenBody(r, ti, !r.URL.Query().Has("nocatalog")))
 }
 
 // authenticate checks the identity methods and the requested scope and

@@ -277,7 +277,15 @@ func volumeURL(scheme, host string, port int) string {
 // runAPI serves each OpenStack service on its conventional port.
 func runAPI(ctx context.Context, cfg config.Config, d *deps, log *slog.Logger) error {
 	a := cfg.API
+	var credKey *identity.CredentialKey
+	if a.CredentialKeyFile != "" {
+		var err error
+		if credKey, err = identity.LoadCredentialKey(a.CredentialKeyFile); err != nil {
+			return err
+		}
+	}
 	ids := identity.New(d.st, identity.Options{PublicHost: a.PublicHost, Region: cfg.Region, TokenTTL: a.TokenTTL, Logger: log,
+		CredentialKey:      credKey,
 		Ports:              identity.Ports{Identity: a.IdentityPort, Compute: a.ComputePort, Image: a.ImagePort, Network: a.NetworkPort, Volume: a.VolumePort},
 		TLS:                cfg.HTTP.TLS(),
 		AdminProject:       a.AdminProject,
