@@ -32,22 +32,23 @@ type route struct {
 
 // deleteRoutes is how the janitor deletes a created resource of a pool.
 var deleteRoutes = map[string]route{
-	"server":   {service: "compute", method: "DELETE", path: "/servers/%s"},
-	"flavor":   {service: "compute", method: "DELETE", path: "/flavors/%s"},
-	"keypair":  {service: "compute", method: "DELETE", path: "/os-keypairs/%s"},
-	"group":    {service: "compute", method: "DELETE", path: "/os-server-groups/%s"},
-	"image":    {service: "image", method: "DELETE", path: "/v2/images/%s"},
-	"network":  {service: "network", method: "DELETE", path: "/v2.0/networks/%s"},
-	"subnet":   {service: "network", method: "DELETE", path: "/v2.0/subnets/%s"},
-	"port":     {service: "network", method: "DELETE", path: "/v2.0/ports/%s"},
-	"secgroup": {service: "network", method: "DELETE", path: "/v2.0/security-groups/%s"},
-	"sgrule":   {service: "network", method: "DELETE", path: "/v2.0/security-group-rules/%s"},
-	"volume":   {service: "volumev3", method: "DELETE", path: "/volumes/%s"},
-	"vsnap":    {service: "volumev3", method: "DELETE", path: "/snapshots/%s"},
-	"project":  {service: "identity", method: "DELETE", path: "/projects/%s"},
-	"user":     {service: "identity", method: "DELETE", path: "/users/%s"},
-	"role":     {service: "identity", method: "DELETE", path: "/roles/%s"},
-	"domain":   {service: "identity", method: "DELETE", path: "/domains/%s"},
+	"server":     {service: "compute", method: "DELETE", path: "/servers/%s"},
+	"flavor":     {service: "compute", method: "DELETE", path: "/flavors/%s"},
+	"keypair":    {service: "compute", method: "DELETE", path: "/os-keypairs/%s"},
+	"group":      {service: "compute", method: "DELETE", path: "/os-server-groups/%s"},
+	"image":      {service: "image", method: "DELETE", path: "/v2/images/%s"},
+	"network":    {service: "network", method: "DELETE", path: "/v2.0/networks/%s"},
+	"subnet":     {service: "network", method: "DELETE", path: "/v2.0/subnets/%s"},
+	"port":       {service: "network", method: "DELETE", path: "/v2.0/ports/%s"},
+	"secgroup":   {service: "network", method: "DELETE", path: "/v2.0/security-groups/%s"},
+	"sgrule":     {service: "network", method: "DELETE", path: "/v2.0/security-group-rules/%s"},
+	"volume":     {service: "volumev3", method: "DELETE", path: "/volumes/%s"},
+	"vsnap":      {service: "volumev3", method: "DELETE", path: "/snapshots/%s"},
+	"project":    {service: "identity", method: "DELETE", path: "/projects/%s"},
+	"user":       {service: "identity", method: "DELETE", path: "/users/%s"},
+	"role":       {service: "identity", method: "DELETE", path: "/roles/%s"},
+	"domain":     {service: "identity", method: "DELETE", path: "/domains/%s"},
+	"credential": {service: "identity", method: "DELETE", path: "/credentials/%s"},
 }
 
 func obj(k string, v any) map[string]any { return map[string]any{k: v} }
@@ -358,6 +359,28 @@ func routes() []route {
 	}})
 	id(route{method: "GET", path: "/users/{user}/application_credentials/{appcred}"})
 	id(route{method: "DELETE", path: "/users/{user}/application_credentials/{appcred}", destructive: true})
+	id(route{method: "GET", path: "/credentials", query: []string{"user_id", "type"}})
+	id(route{method: "POST", path: "/credentials", creates: "credential", body: func(e *env) any {
+		if e.rng.IntN(2) == 0 {
+			return obj("credential", map[string]any{"user_id": e.f.demo.userID, "type": "cert", "blob": "b"})
+		}
+		return obj("credential", map[string]any{"user_id": e.f.demo.userID, "project_id": e.f.demo.projectID, "type": "ec2",
+			"blob": `{"access":"` + e.name("a") + `","secret":"s"}`})
+	}})
+	id(route{method: "GET", path: "/credentials/{credential}"})
+	id(route{method: "PATCH", path: "/credentials/{credential}", destructive: true, body: func(e *env) any {
+		return obj("credential", map[string]any{"blob": "new", "type": "cert"})
+	}})
+	id(route{method: "DELETE", path: "/credentials/{credential}", destructive: true})
+	id(route{method: "GET", path: "/users/{user}/credentials/OS-EC2"})
+	id(route{method: "POST", path: "/users/{user}/credentials/OS-EC2", body: func(e *env) any {
+		return map[string]any{"tenant_id": e.f.demo.projectID}
+	}})
+	id(route{method: "GET", path: "/users/{user}/credentials/OS-EC2/{ec2access}"})
+	id(route{method: "DELETE", path: "/users/{user}/credentials/OS-EC2/{ec2access}", destructive: true})
+	id(route{method: "POST", path: "/s3tokens", body: func(e *env) any {
+		return obj("credentials", map[string]any{"access": e.name("a"), "signature": "x", "token": "R0VUCg=="})
+	}})
 	id(route{method: "GET", path: "/groups", query: []string{"name", "domain_id", "name__contains"}})
 	id(route{method: "POST", path: "/groups", asAdmin: true, creates: "group", body: func(e *env) any {
 		return obj("group", map[string]any{"name": e.name("g"), "description": "d", "domain_id": e.pickOf("", "default"), "email": "x"})
