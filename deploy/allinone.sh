@@ -141,14 +141,13 @@ write_config() {
 	if [ -f "$CAPSULE_CONFIG" ]; then
 		cap_say "keeping existing $CAPSULE_CONFIG"
 		upgrade_config
+		config_credential_key
 		if [ "$2" = 1 ]; then config_tls; fi
 		return 0
 	fi
 	cap_say "writing $CAPSULE_CONFIG"
 	umask 077
-	# The key that encrypts Keystone credential blobs at rest (kept if
-	# there: losing it loses every credential's blob).
-	[ -f "$CAPSULE_ETC/credential.key" ] || head -c 32 /dev/urandom | base64 >"$CAPSULE_ETC/credential.key"
+	credential_key
 	cat >"$CAPSULE_CONFIG" <<EOF
 # Capsule all-in-one configuration (written once by deploy/allinone.sh;
 # edit freely, it is never overwritten). Keys: config/config.go.
@@ -249,6 +248,27 @@ upgrade_config() {
 	# The password through the environment: awk -v would show it in ps.
 	CAP_REG_PW=$(cap_registry_password) awk -v u="$CAPSULE_REGISTRY_USER" \
 		'{print} /^registry:/ {print "  username: " u; print "  password: " ENVIRON["CAP_REG_PW"]}' "$CAPSULE_CONFIG" >"$CAPSULE_CONFIG.tmp"
+	umask 022
+	mv "$CAPSULE_CONFIG.tmp" "$CAPSULE_CONFIG"
+}
+
+# credential_key: writes the key that encrypts Keystone credential blobs
+# at rest, once (kept if there: losing it loses every sealed blob).
+credential_key() {
+	[ -f "$CAPSULE_ETC/credential.key" ] && return 0
+	(umask 077 && head -c 32 /dev/urandom | base64 >"$CAPSULE_ETC/credential.key")
+}
+
+# config_credential_key: gives an existing config without one the
+# credential key (blobs stored before stay readable: they are marked
+# unencrypted; new ones are sealed).
+config_credential_key() {
+	grep -q '^  credential_key_file:' "$CAPSULE_CONFIG" && return 0
+	grep -q '^api:' "$CAPSULE_CONFIG" || return 0
+	cap_say "adding a credential key to $CAPSULE_CONFIG"
+	credential_key
+	umask 077
+	awk -v k="  credential_key_file: $CAPSULE_ETC/credential.key" '{print} /^api:/ {print k}' "$CAPSULE_CONFIG" >"$CAPSULE_CONFIG.tmp"
 	umask 022
 	mv "$CAPSULE_CONFIG.tmp" "$CAPSULE_CONFIG"
 }

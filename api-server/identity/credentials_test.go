@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -307,4 +308,32 @@ func testEC2Credentials(t *testing.T, e0 *env) {
 	e.want(e.do("DELETE", base+"/"+access, e.member, nil), http.StatusNoContent)
 	e.want(e.do("GET", base+"/"+access, e.member, nil), http.StatusNotFound)
 	e.want(s3(sts4, sig4), http.StatusUnauthorized)
+}
+
+// TestLoadCredentialKey: a key file is the base64 of 32 bytes (a trailing
+// newline, as `base64` writes it, is fine); anything else is refused.
+func TestLoadCredentialKey(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := dir + "/" + name
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if _, err := identity.LoadCredentialKey(write("good", base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{1}, 32))+"\n")); err != nil {
+		t.Fatalf("good key: %v", err)
+	}
+	for name, content := range map[string]string{
+		"short":  base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{1}, 16)),
+		"notb64": strings.Repeat("!", 44),
+		"empty":  "",
+	} {
+		if _, err := identity.LoadCredentialKey(write(name, content)); err == nil {
+			t.Errorf("%s key accepted", name)
+		}
+	}
+	if _, err := identity.LoadCredentialKey(dir + "/missing"); err == nil {
+		t.Error("a missing key file accepted")
+	}
 }
