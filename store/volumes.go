@@ -197,6 +197,10 @@ const (
 	QuotaVolumes   = "volumes"
 	QuotaGigabytes = "gigabytes"
 	QuotaSnapshots = "snapshots"
+	// QuotaPerVolumeGigabytes limits one volume's size (-1 unless set for
+	// the project). Its delta in VolumeQuotaGuard is the size of the
+	// largest volume the request makes or grows to, not a sum.
+	QuotaPerVolumeGigabytes = "per_volume_gigabytes"
 )
 
 // ErrVolumeOverQuota is Cinder's OverQuota (413 VolumeSizeExceedsAvailableQuota
@@ -257,6 +261,18 @@ func VolumeQuotaGuard(projectID string, deltas map[string]int, defaults map[stri
 		set, err := VolumeQuotaLimitsIn(tx, projectID)
 		if err != nil {
 			return err
+		}
+		if size := deltas[QuotaPerVolumeGigabytes]; size > 0 {
+			limit, ok := set[QuotaPerVolumeGigabytes]
+			if !ok {
+				limit = -1
+				if d, ok := defaults[QuotaPerVolumeGigabytes]; ok {
+					limit = d
+				}
+			}
+			if limit >= 0 && size > limit {
+				return ErrVolumeOverQuota.Newf("VolumeSizeExceedsLimit: Requested volume size %dG is larger than maximum allowed limit %dG.", size, limit)
+			}
 		}
 		used, err := VolumeUsage(tx, projectID)
 		if err != nil {

@@ -343,14 +343,15 @@ func bootVolumePlan(plans []bdmPlan) *bdmPlan {
 }
 
 // newGigabytes is what plans add to the volume quota per server.
-func newGigabytes(plans []bdmPlan) (vols, gb int) {
+func newGigabytes(plans []bdmPlan) (vols, gb, largest int) {
 	for _, p := range plans {
 		if p.volume == nil {
 			vols++
 			gb += p.sizeGB
+			largest = max(largest, p.sizeGB)
 		}
 	}
-	return vols, gb
+	return vols, gb, largest
 }
 
 // recordBDMs records in tx the volumes and attachments of plans for a new

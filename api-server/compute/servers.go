@@ -456,10 +456,11 @@ func (s *Service) createServer(w http.ResponseWriter, r *http.Request) {
 			return err
 		}
 		now := s.opts.Now()
-		if vols, gb := newGigabytes(plans); vols > 0 {
+		if vols, gb, largest := newGigabytes(plans); vols > 0 {
 			// The volumes the mappings make count against the project's
 			// Block Storage quota, under its lock, with the servers.
-			guard := store.VolumeQuotaGuard(creds.ProjectID, map[string]int{store.QuotaVolumes: vols * count, store.QuotaGigabytes: gb * count}, s.opts.VolumeQuota)
+			guard := store.VolumeQuotaGuard(creds.ProjectID, map[string]int{store.QuotaVolumes: vols * count, store.QuotaGigabytes: gb * count,
+				store.QuotaPerVolumeGigabytes: largest}, s.opts.VolumeQuota)
 			if err := guard(tx); err != nil {
 				return err
 			}

@@ -1,6 +1,7 @@
 package compute
 
 import (
+	"context"
 	"encoding/json"
 	"testing"
 
@@ -143,6 +144,15 @@ func TestCreateBDMs(t *testing.T) {
 	// over the gigabytes quota (1000 by default)
 	resp, body := f.do("POST", "/v2.1/servers", "demo", `{"server":{"name":"b","imageRef":"`+f.image+`","flavorRef":"1","block_device_mapping_v2":[{"source_type":"blank","destination_type":"volume","volume_size":1001}]}}`)
 	expectFault(t, resp, body, 403, "forbidden")
+	// over the project's per_volume_gigabytes: the largest volume counts, not the sum
+	if err := f.st.SetVolumeQuotaLimits(context.Background(), "p-demo", map[string]int{store.QuotaPerVolumeGigabytes: 2}); err != nil {
+		t.Fatal(err)
+	}
+	resp, body = f.do("POST", "/v2.1/servers", "demo", `{"server":{"name":"b","imageRef":"`+f.image+`","flavorRef":"1","block_device_mapping_v2":[{"source_type":"blank","destination_type":"volume","volume_size":3}]}}`)
+	expectFault(t, resp, body, 403, "forbidden")
+	if err := f.st.SetVolumeQuotaLimits(context.Background(), "p-demo", map[string]int{store.QuotaPerVolumeGigabytes: -1}); err != nil {
+		t.Fatal(err)
+	}
 	// the image as the local root is what Capsule does anyway
 	if code, body := create("demo", img, `{"source_type":"image","destination_type":"local","uuid":"`+f.image+`","boot_index":0}`); code != 202 {
 		t.Fatalf("root bdm: %d %v", code, body)

@@ -105,7 +105,6 @@ func TestQuotaSetRoundTrip(t *testing.T) {
 			t.Errorf("%s refused with %q", k, msg)
 		}
 	}
-	e.fails(http.StatusBadRequest, "badRequest", "PUT", "/os-quota-sets/p1", "admin", obj{"quota_set": obj{"per_volume_gigabytes": 50}})
 	e.fails(http.StatusBadRequest, "badRequest", "PUT", "/os-quota-sets/p1", "admin", obj{"quota_set": obj{"volumes_foo": 5}})
 	// nothing of a refused set was applied
 	e.fails(http.StatusBadRequest, "badRequest", "PUT", "/os-quota-sets/p1", "admin", obj{"quota_set": obj{"volumes": 7, "groups": 1}})
@@ -195,4 +194,26 @@ func TestSnapshotAdminActions(t *testing.T) {
 		t.Fatalf("snapshot delete work: %d", n)
 	}
 	e.fails(http.StatusBadRequest, "badRequest", "POST", act, "admin", obj{"os-force_delete": obj{}})
+}
+
+// per_volume_gigabytes limits one volume's size at create and extend.
+func TestPerVolumeGigabytes(t *testing.T) {
+	e := newEnv(t)
+	if qs := e.must(http.StatusOK, "GET", "/os-quota-sets/p1", "alice", nil)["quota_set"].(obj); qs["per_volume_gigabytes"] != float64(-1) {
+		t.Fatalf("default %v", qs)
+	}
+	e.must(http.StatusOK, "PUT", "/os-quota-sets/p1", "admin", obj{"quota_set": obj{"per_volume_gigabytes": 2}})
+	if qs := e.must(http.StatusOK, "GET", "/os-quota-sets/p1?usage=true", "alice", nil)["quota_set"].(obj); qs["per_volume_gigabytes"].(obj)["limit"] != float64(2) {
+		t.Fatalf("set %v", qs)
+	}
+	msg := e.fails(http.StatusRequestEntityTooLarge, "overLimit", "POST", "/volumes", "alice", obj{"volume": obj{"size": 3}})
+	if !strings.Contains(msg, "maximum allowed limit 2G") {
+		t.Fatalf("refused with %q", msg)
+	}
+	id := e.volume("alice", obj{"size": 2})["id"].(string)
+	e.fails(http.StatusRequestEntityTooLarge, "overLimit", "POST", "/volumes/"+id+"/action", "alice", obj{"os-extend": obj{"new_size": 3}})
+	// another project is not limited
+	e.volume("bob", obj{"size": 3})
+	e.must(http.StatusOK, "PUT", "/os-quota-sets/p1", "admin", obj{"quota_set": obj{"per_volume_gigabytes": -1}})
+	e.must(http.StatusAccepted, "POST", "/volumes/"+id+"/action", "alice", obj{"os-extend": obj{"new_size": 3}})
 }

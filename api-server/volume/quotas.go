@@ -106,7 +106,7 @@ func quotaSet(project string, lim map[string]int, used map[string]int) map[strin
 	add("backups", 0, 0)
 	add("backup_gigabytes", 0, 0)
 	add("groups", 0, 0)
-	add("per_volume_gigabytes", -1, 0)
+	add(store.QuotaPerVolumeGigabytes, lim[store.QuotaPerVolumeGigabytes], 0)
 	return out
 }
 
@@ -160,7 +160,7 @@ func (s *Service) updateQuota(w http.ResponseWriter, r *http.Request) {
 	for k, raw := range body.QuotaSet {
 		fixed, isFixed := fixedQuotas[k]
 		switch {
-		case k == store.QuotaVolumes || k == store.QuotaGigabytes || k == store.QuotaSnapshots:
+		case k == store.QuotaVolumes || k == store.QuotaGigabytes || k == store.QuotaSnapshots || k == store.QuotaPerVolumeGigabytes:
 		case k == "tenant_id" || k == "id":
 			continue
 		case !isFixed:
@@ -210,7 +210,6 @@ var fixedQuotas = map[string]struct {
 	"backups":                      {0, "Capsule has no volume backups"},
 	"backup_gigabytes":             {0, "Capsule has no volume backups"},
 	"groups":                       {0, "Capsule has no volume groups"},
-	"per_volume_gigabytes":         {-1, "Capsule limits a volume's size by the project's gigabytes only"},
 	"volumes_" + defaultTypeName:   {-1, "Capsule has one volume type, limited by the project's volumes"},
 	"gigabytes_" + defaultTypeName: {-1, "Capsule has one volume type, limited by the project's gigabytes"},
 	"snapshots_" + defaultTypeName: {-1, "Capsule has one volume type, limited by the project's snapshots"},

@@ -405,7 +405,8 @@ func checkType(t string) error {
 
 func (s *Service) quotaDefaults() map[string]int {
 	q := s.opts.Config.Quota
-	return map[string]int{store.QuotaVolumes: q.Volumes, store.QuotaGigabytes: q.Gigabytes, store.QuotaSnapshots: q.Snapshots}
+	return map[string]int{store.QuotaVolumes: q.Volumes, store.QuotaGigabytes: q.Gigabytes, store.QuotaSnapshots: q.Snapshots,
+		store.QuotaPerVolumeGigabytes: -1}
 }
 
 func (s *Service) createVolume(w http.ResponseWriter, r *http.Request) {
@@ -539,7 +540,7 @@ func (s *Service) createVolume(w http.ResponseWriter, r *http.Request) {
 	}
 	var out outbox.Batch
 	err := db.Transaction(func(tx *gorm.DB) error {
-		guard := store.VolumeQuotaGuard(c.ProjectID, map[string]int{store.QuotaVolumes: 1, store.QuotaGigabytes: size}, s.quotaDefaults())
+		guard := store.VolumeQuotaGuard(c.ProjectID, map[string]int{store.QuotaVolumes: 1, store.QuotaGigabytes: size, store.QuotaPerVolumeGigabytes: size}, s.quotaDefaults())
 		if err := guard(tx); err != nil {
 			return err
 		}
@@ -798,7 +799,7 @@ func (s *Service) extend(w http.ResponseWriter, r *http.Request, c *auth.Credent
 		if err := s.refuseWhileMoving(tx, v, "extend"); err != nil {
 			return err
 		}
-		guard := store.VolumeQuotaGuard(v.ProjectID, map[string]int{store.QuotaGigabytes: newSize - v.SizeGB}, s.quotaDefaults())
+		guard := store.VolumeQuotaGuard(v.ProjectID, map[string]int{store.QuotaGigabytes: newSize - v.SizeGB, store.QuotaPerVolumeGigabytes: newSize}, s.quotaDefaults())
 		if err := guard(tx); err != nil {
 			return err
 		}
