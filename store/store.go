@@ -79,6 +79,11 @@ func Open(ctx context.Context, driver, dsn string) (*Store, error) {
 	} else {
 		sqlDB.SetMaxOpenConns(20)
 	}
+	if driver == "postgres" {
+		if err := registerPGInvalidText(db); err != nil {
+			return nil, fmt.Errorf("store: register callbacks: %w", err)
+		}
+	}
 	s := &Store{DB: db, Driver: driver}
 	if err := s.Migrate(ctx); err != nil {
 		return nil, err

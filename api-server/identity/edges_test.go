@@ -343,3 +343,26 @@ func TestValidateCachedUntilAWrite(t *testing.T) {
 		t.Fatalf("validation after a revocation written to the database: %v, want ErrInvalidToken", err)
 	}
 }
+
+// A NUL byte or invalid UTF-8 in a path id, a filter or a name is bad
+// input on both databases (PostgreSQL refuses such text; it answered 500):
+// 400 or 404, never 5xx.
+func TestNULBytesAreBadInput(t *testing.T) {
+	forEachDB(t, func(t *testing.T, e *env) {
+		for _, path := range []string{"/v3/projects/a%00b", "/v3/users/a%00b", "/v3/credentials/a%ffb"} {
+			if r := e.do("GET", path, e.admin, nil); r.status != 400 && r.status != 404 {
+				t.Errorf("GET %s: %d %s, want 400 or 404", path, r.status, r.raw)
+			}
+		}
+		// A filter nothing can match: an empty list (SQLite) or 400.
+		for _, path := range []string{"/v3/projects?name=a%00b", "/v3/users?name=%ff"} {
+			if r := e.do("GET", path, e.admin, nil); r.status != 400 && r.status != 200 {
+				t.Errorf("GET %s: %d %s, want 200 or 400", path, r.status, r.raw)
+			}
+		}
+		r := e.do("POST", "/v3/projects", e.admin, map[string]any{"project": map[string]any{"name": "a\x00b"}})
+		if r.status >= 500 {
+			t.Errorf("a project named with a NUL byte: %d %s", r.status, r.raw)
+		}
+	})
+}

@@ -254,8 +254,13 @@ func errorTitle(status int) string {
 	}
 }
 
-// internalError logs err and answers 500 without leaking details.
+// internalError logs err and answers 500 without leaking details; a
+// store's refusal of the request's own text (store/pgtext.go) is a 400.
 func (s *Service) internalError(w http.ResponseWriter, r *http.Request, err error) {
+	if errdefs.IsInvalidArgument(err) {
+		s.failErr(w, r, err)
+		return
+	}
 	s.log.ErrorContext(r.Context(), "identity request failed", "error", err,
 		"request_id", httpapi.RequestID(r.Context()))
 	s.fail(w, r, http.StatusInternalServerError, "An unexpected error prevented the server from fulfilling your request.")

@@ -131,7 +131,13 @@ func (s *Service) fail(w http.ResponseWriter, r *http.Request, status int, msg s
 	httpapi.WriteJSON(w, status, map[string]any{"code": status, "title": title, "message": msg})
 }
 
+// internalError logs err and answers 500 without details; a store's
+// refusal of the request's own text (store/pgtext.go) is a 400.
 func (s *Service) internalError(w http.ResponseWriter, r *http.Request, err error) {
+	if errdefs.IsInvalidArgument(err) {
+		s.respondErr(w, r, err)
+		return
+	}
 	s.log.ErrorContext(r.Context(), "image request failed", "error", err,
 		"request_id", httpapi.RequestID(r.Context()))
 	s.fail(w, r, http.StatusInternalServerError, "The server failed to handle the request.")
