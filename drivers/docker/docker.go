@@ -5,6 +5,7 @@
 package docker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -403,7 +404,11 @@ func (d *Driver) create(ctx context.Context, spec drivers.Spec, useNetns bool) e
 	} else if !errors.Is(err, drivers.ErrNotFound) {
 		return err
 	}
-	if err := d.ensureImage(ctx, spec.Image); err != nil {
+	// One inspect of the image serves the whole create: its volumes and
+	// its labels are read from it (a tag may move between two inspects,
+	// and each is a dockerd round trip at every boot).
+	raw, err := d.ensureImageRaw(ctx, spec.Image)
+	if err != nil {
 		return fmt.Errorf("docker create %s: %w", spec.ID, err)
 	}
 	if spec.DiskGB > 0 {
@@ -413,7 +418,7 @@ func (d *Driver) create(ctx context.Context, spec drivers.Spec, useNetns bool) e
 	}
 	// The server's VOLUME paths are directories of its root disk
 	// (volumes.go): it runs a copy of its image without them.
-	img, volumeDirs, err := d.volumeFreeImage(ctx, spec.Image)
+	img, volumeDirs, err := d.volumeFreeImage(ctx, spec.Image, raw)
 	if err != nil {
 		if !d.root.enforced() {
 			// Without a cap to escape, a volume costs the host nothing
@@ -489,7 +494,7 @@ func (d *Driver) create(ctx context.Context, spec drivers.Spec, useNetns bool) e
 	}
 	// The flavor's disk caps the writable layer where dockerd can.
 	host.StorageOpt = d.root.storageOpt(spec.DiskGB)
-	if err := d.maskImageLabels(ctx, spec.Image, cfg.Labels); err != nil {
+	if err := maskRawImageLabels(spec.Image, raw, cfg.Labels); err != nil {
 		_ = joinSandbox()
 		if rerr := d.dropNetwork(context.WithoutCancel(ctx), spec.ID); rerr != nil {
 			d.log.Error("could not remove the sandbox of a failed create", "instance", spec.ID, "err", rerr)
@@ -580,12 +585,33 @@ func (d *Driver) maskImageLabels(ctx context.Context, ref string, labels map[str
 	if img.Config == nil {
 		return nil
 	}
-	for k := range img.Config.Labels {
+	maskLabels(img.Config.Labels, labels)
+	return nil
+}
+
+// maskRawImageLabels is maskImageLabels for an image already inspected
+// (raw: the body of docker image inspect of ref).
+func maskRawImageLabels(ref string, raw []byte, labels map[string]string) error {
+	var img struct {
+		Config *struct{ Labels map[string]string }
+	}
+	if err := json.Unmarshal(raw, &img); err != nil {
+		return fmt.Errorf("decode the inspect of image %s for its labels: %w", ref, err)
+	}
+	if img.Config != nil {
+		maskLabels(img.Config.Labels, labels)
+	}
+	return nil
+}
+
+// maskLabels blanks in labels every capsule.* label of imageLabels that
+// labels does not set.
+func maskLabels(imageLabels, labels map[string]string) {
+	for k := range imageLabels {
 		if _, set := labels[k]; !set && strings.HasPrefix(k, labelPrefix) {
 			labels[k] = ""
 		}
 	}
-	return nil
 }
 
 // isSandbox reports whether the listed container is a sandbox: its role
@@ -606,6 +632,30 @@ func (d *Driver) ensureImage(ctx context.Context, ref string) error {
 	} else if !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("inspect image %s: %w", ref, err)
 	}
+	return d.pullImage(ctx, ref)
+}
+
+// ensureImageRaw pulls ref unless it is already present and returns the
+// body of its docker image inspect: one round trip when it is present.
+func (d *Driver) ensureImageRaw(ctx context.Context, ref string) ([]byte, error) {
+	var raw bytes.Buffer
+	if _, err := d.cli.ImageInspect(ctx, ref, client.ImageInspectWithRawResponse(&raw)); err == nil {
+		return raw.Bytes(), nil
+	} else if !cerrdefs.IsNotFound(err) {
+		return nil, fmt.Errorf("inspect image %s: %w", ref, err)
+	}
+	if err := d.pullImage(ctx, ref); err != nil {
+		return nil, err
+	}
+	raw.Reset()
+	if _, err := d.cli.ImageInspect(ctx, ref, client.ImageInspectWithRawResponse(&raw)); err != nil {
+		return nil, fmt.Errorf("inspect image %s after its pull: %w", ref, err)
+	}
+	return raw.Bytes(), nil
+}
+
+// pullImage pulls ref (with the registry's credentials, if any).
+func (d *Driver) pullImage(ctx context.Context, ref string) error {
 	var popts image.PullOptions
 	if a := d.opts.RegistryAuth; a != nil {
 		enc, err := registry.EncodeAuthConfig(registry.AuthConfig{

@@ -145,13 +145,10 @@ func layerNames(n int) []string {
 // volumeFreeImage returns the image to create a server of image ref from
 // and the directories of the server's VOLUME paths (registry.VolumeDirs):
 // ref itself when it declares no VOLUME, else the ID of its volume-free
-// copy (made here unless dockerd has it already). ref is present.
-func (d *Driver) volumeFreeImage(ctx context.Context, ref string) (string, []string, error) {
-	var raw bytes.Buffer
-	if _, err := d.cli.ImageInspect(ctx, ref, client.ImageInspectWithRawResponse(&raw)); err != nil {
-		return "", nil, fmt.Errorf("inspect image %s for its volumes: %w", ref, err)
-	}
-	cfg, dropped, err := volumeFreeConfig(raw.Bytes())
+// copy (made here unless dockerd has it already). ref is present; raw is
+// the body of its docker image inspect.
+func (d *Driver) volumeFreeImage(ctx context.Context, ref string, raw []byte) (string, []string, error) {
+	cfg, dropped, err := volumeFreeConfig(raw)
 	if err != nil {
 		return "", nil, fmt.Errorf("image %s: %w", ref, err)
 	}
@@ -165,7 +162,7 @@ func (d *Driver) volumeFreeImage(ctx context.Context, ref string) (string, []str
 	if len(dropped) == 0 {
 		return ref, dirs, nil
 	}
-	id, err := d.loadVolumeFreeCopy(ctx, ref, raw.Bytes(), cfg)
+	id, err := d.loadVolumeFreeCopy(ctx, ref, raw, cfg)
 	if err != nil {
 		return "", nil, err
 	}
