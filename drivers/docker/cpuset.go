@@ -56,6 +56,51 @@ type pinning struct {
 	// container create itself runs outside mu (concurrent boots would
 	// otherwise queue on each other's creates).
 	pending map[string]pendingPick
+	// cpusets caches, by container ID, the cpuset of this driver's own
+	// servers (owner label = Options.Owner), so a create's cpuUse lists
+	// the containers instead of inspecting each one (an inspect per
+	// server per boot, under mu). Only docker update changes a cpuset and
+	// only this driver updates its own servers: update empties the cache
+	// (cpusetsMu, not mu, which a resize holds across its update). Other
+	// agents' servers on a shared dockerd are inspected every time.
+	cpusetsMu sync.Mutex
+	cpusets   map[string]string
+}
+
+// cachedCPUset returns the cached cpuset of container id.
+func (p *pinning) cachedCPUset(id string) (string, bool) {
+	p.cpusetsMu.Lock()
+	defer p.cpusetsMu.Unlock()
+	s, ok := p.cpusets[id]
+	return s, ok
+}
+
+// cacheCPUset records container id's cpuset.
+func (p *pinning) cacheCPUset(id, cpuset string) {
+	p.cpusetsMu.Lock()
+	defer p.cpusetsMu.Unlock()
+	if p.cpusets == nil {
+		p.cpusets = map[string]string{}
+	}
+	p.cpusets[id] = cpuset
+}
+
+// keepCPUsets drops the cached cpusets of containers not in ids (removed).
+func (p *pinning) keepCPUsets(ids map[string]bool) {
+	p.cpusetsMu.Lock()
+	defer p.cpusetsMu.Unlock()
+	for id := range p.cpusets {
+		if !ids[id] {
+			delete(p.cpusets, id)
+		}
+	}
+}
+
+// forgetCPUsets empties the cache (a container's resources are updated).
+func (p *pinning) forgetCPUsets() {
+	p.cpusetsMu.Lock()
+	defer p.cpusetsMu.Unlock()
+	clear(p.cpusets)
 }
 
 // pendingPick is the CPUs a create in flight was given.
@@ -183,6 +228,11 @@ func (d *Driver) cpuUse(ctx context.Context, pools limits.CPUPools, except strin
 		return use, fmt.Errorf("list containers for cpu pinning: %w", err)
 	}
 	listed := make(map[string]bool, len(cs))
+	present := make(map[string]bool, len(cs))
+	for _, s := range cs {
+		present[s.ID] = true
+	}
+	d.pin.keepCPUsets(present)
 	for _, s := range cs {
 		if !isSandbox(s) && !isKept(s) {
 			listed[s.Labels[LabelInstance]] = true
@@ -190,13 +240,13 @@ func (d *Driver) cpuUse(ctx context.Context, pools limits.CPUPools, except strin
 		if s.ID == except || isSandbox(s) || isKept(s) {
 			continue
 		}
-		c, err := d.cli.ContainerInspect(ctx, s.ID)
-		if err != nil || c.HostConfig == nil {
+		cpuset, ok := d.cpusetOf(ctx, s)
+		if !ok {
 			continue // removed since the listing
 		}
-		cpus, err := limits.ParseCPUList(c.HostConfig.CpusetCpus)
+		cpus, err := limits.ParseCPUList(cpuset)
 		if err != nil {
-			d.log.Warn("ignoring a container's unreadable cpuset", "container", s.ID, "cpuset", c.HostConfig.CpusetCpus, "err", err)
+			d.log.Warn("ignoring a container's unreadable cpuset", "container", s.ID, "cpuset", cpuset, "err", err)
 			continue
 		}
 		dedicated := s.Labels[LabelCPUPolicy] == policyDedicated
@@ -211,6 +261,26 @@ func (d *Driver) cpuUse(ctx context.Context, pools limits.CPUPools, except strin
 		}
 	}
 	return use, nil
+}
+
+// cpusetOf returns the cpuset of listed container s: cached for this
+// driver's own servers (see pinning.cpusets), else inspected; false when
+// it is gone.
+func (d *Driver) cpusetOf(ctx context.Context, s container.Summary) (string, bool) {
+	own := s.Labels[LabelOwnerHost] == d.opts.Owner
+	if own {
+		if cpuset, ok := d.pin.cachedCPUset(s.ID); ok {
+			return cpuset, true
+		}
+	}
+	c, err := d.cli.ContainerInspect(ctx, s.ID)
+	if err != nil || c.HostConfig == nil {
+		return "", false
+	}
+	if own {
+		d.pin.cacheCPUset(s.ID, c.HostConfig.CpusetCpus)
+	}
+	return c.HostConfig.CpusetCpus, true
 }
 
 // add counts a server pinned to cpus.
@@ -238,7 +308,11 @@ func (d *Driver) createPinned(ctx context.Context, spec drivers.Spec, cfg *conta
 		d.pin.mu.Unlock()
 	}()
 	host.Resources.CpusetCpus = limits.FormatCPUList(cpus)
-	return d.cli.ContainerCreate(ctx, cfg, host, nil, nil, ContainerName(spec.ID))
+	resp, err := d.cli.ContainerCreate(ctx, cfg, host, nil, nil, ContainerName(spec.ID))
+	if err == nil && cfg.Labels[LabelOwnerHost] == d.opts.Owner {
+		d.pin.cacheCPUset(resp.ID, host.Resources.CpusetCpus)
+	}
+	return resp, err
 }
 
 // pickPending chooses spec's CPUs and records them as pending.

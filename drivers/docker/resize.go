@@ -217,7 +217,11 @@ func (d *Driver) update(ctx context.Context, cid string, r container.Resources) 
 		// 0 means "leave as is" to docker update; -1 lifts a quota.
 		u.CPUQuota = -1
 	}
+	// The cpusets cpuUse cached may change (cpuset.go): forgotten before,
+	// and after for a cpuUse that read the old one meanwhile.
+	d.pin.forgetCPUsets()
 	resp, err := d.cli.ContainerUpdate(ctx, cid, container.UpdateConfig{Resources: u})
+	d.pin.forgetCPUsets()
 	if err != nil {
 		return wrap("update", cid, err)
 	}
