@@ -41,7 +41,8 @@ const (
 // AMQPOptions tunes an AMQP bus; the zero value is production-ready.
 type AMQPOptions struct {
 	// Prefetch is how many unacked messages one consumer holds, i.e. how
-	// many of its handlers run at once (default 8).
+	// many of its handlers run at once (default DefaultPrefetch: an agent takes ten
+	// boots and their deletes at once).
 	Prefetch int
 	// RetryDelay is how long a Retry-marked message waits before it is
 	// requeued (default RetryDelay).
@@ -97,7 +98,7 @@ func (o AMQPOptions) withDefaults() AMQPOptions {
 		o.QueueType = QueueClassic
 	}
 	if o.Prefetch <= 0 {
-		o.Prefetch = 8
+		o.Prefetch = DefaultPrefetch
 	}
 	if o.RetryDelay <= 0 {
 		o.RetryDelay = RetryDelay

@@ -151,3 +151,8 @@ func IsRetry(err error) bool {
 // RetryDelay is how long a consumer waits before requeueing a message
 // whose handler asked for a retry.
 const RetryDelay = 2 * time.Second
+
+// DefaultPrefetch is how many deliveries one consumer handles at once
+// unless told otherwise: above an agent's ten concurrent boots and their
+// deletes (with 8, a burst of boots queued behind the deletes in flight).
+const DefaultPrefetch = 32

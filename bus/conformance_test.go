@@ -481,7 +481,8 @@ func runConformance(t *testing.T, h harness) {
 		b, q := h.newBus(t), h.queue(t)
 		ctx := testCtx(t, 20*time.Second)
 		var cur, peak atomic.Int32
-		done := make(chan struct{}, 32)
+		const n = 2 * DefaultPrefetch
+		done := make(chan struct{}, n)
 		if err := b.Consume(ctx, q, func(_ context.Context, m Message) (any, error) {
 			c := cur.Add(1)
 			for {
@@ -497,7 +498,6 @@ func runConformance(t *testing.T, h harness) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		const n = 20
 		for i := range n {
 			if err := b.Publish(ctx, q, mustMsg(t, "w", echoBody{N: i})); err != nil {
 				t.Fatal(err)
@@ -510,9 +510,9 @@ func runConformance(t *testing.T, h harness) {
 				t.Fatal("handlers did not finish")
 			}
 		}
-		// Default prefetch is 8: handlers run concurrently but bounded.
-		if p := peak.Load(); p < 2 || p > 8 {
-			t.Fatalf("peak concurrency %d, want 2..8", p)
+		// Handlers run concurrently but bounded by the default prefetch.
+		if p := peak.Load(); p < 2 || p > DefaultPrefetch {
+			t.Fatalf("peak concurrency %d, want 2..%d", p, DefaultPrefetch)
 		}
 	})
 

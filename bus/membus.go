@@ -53,7 +53,7 @@ type MemOption func(*Mem)
 func MemRetryDelay(d time.Duration) MemOption { return func(m *Mem) { m.retryDelay = d } }
 
 // MemPrefetch sets how many messages one consumer handles at once
-// (default 8, like AMQPOptions).
+// (default DefaultPrefetch, like AMQPOptions).
 func MemPrefetch(n int) MemOption { return func(m *Mem) { m.prefetch = n } }
 
 // MemNoHistory stops Mem from keeping every message for Sent: a process
@@ -96,7 +96,7 @@ func NewMem(opts ...MemOption) *Mem {
 	m := &Mem{
 		sender:     MemSender,
 		retryDelay: 10 * time.Millisecond,
-		prefetch:   8,
+		prefetch:   DefaultPrefetch,
 		log:        slog.Default(),
 		queues:     map[string]*memQueue{},
 		changed:    make(chan struct{}),

@@ -371,7 +371,7 @@ func Default() Config {
 	return Config{
 		Region:   "RegionOne",
 		Database: Database{Driver: "sqlite", DSN: "/var/lib/capsule/capsule.db"},
-		Bus:      Bus{URL: "amqp://guest:guest@127.0.0.1:5672/", Prefetch: 8, QueueType: "classic"},
+		Bus:      Bus{URL: "amqp://guest:guest@127.0.0.1:5672/", Prefetch: 32, QueueType: "classic"},
 		API: API{PublicHost: "127.0.0.1", Listen: "0.0.0.0", IdentityPort: 5000, ComputePort: 8774,
 			ImagePort: 9292, NetworkPort: 9696, VolumePort: 8776, PortalPort: 8080, TokenTTL: 12 * time.Hour, CallTimeout: 30 * time.Second,
 			AdminProject: "admin", LockoutFailureAttempts: 10, LockoutSourceFailureAttempts: 50, LockoutDuration: 5 * time.Minute,
