@@ -15,6 +15,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -875,18 +876,38 @@ func (d *Driver) Unpause(ctx context.Context, id string) error {
 // workload is already gone, e.g. after a create that died half-way). A
 // missing instance is not an error.
 func (d *Driver) Destroy(ctx context.Context, id string) error {
-	// A container a root disk resize kept aside goes too (its image
-	// with it).
-	if err := d.ConfirmRootDisk(ctx, id); err != nil {
+	// Which of the instance's containers exist, in one listing: most
+	// servers have no kept, rescue or sandbox container, and asking for
+	// each cost a round trip per delete.
+	has, err := d.instanceContainers(ctx, id)
+	if err != nil {
 		return fmt.Errorf("destroy: %w", err)
 	}
-	// So does a rescue system (with the volume mounting the disk).
-	if err := d.Unrescue(ctx, id, time.Second); err != nil {
-		return fmt.Errorf("destroy: %w", err)
+	// A container a root disk resize kept aside goes too (its image
+	// with it).
+	if has[keptName(id)] {
+		if err := d.ConfirmRootDisk(ctx, id); err != nil {
+			return fmt.Errorf("destroy: %w", err)
+		}
+	}
+	// So does a rescue system (with the volume mounting the disk, which
+	// an unrescue cut short may have left without its container).
+	if has[RescueName(id)] {
+		if err := d.Unrescue(ctx, id, time.Second); err != nil {
+			return fmt.Errorf("destroy: %w", err)
+		}
+	} else if err := d.cli.VolumeRemove(ctx, RescueName(id), true); err != nil && !cerrdefs.IsNotFound(err) {
+		return wrap("destroy rescue volume", id, err)
+	}
+	removeSandbox := func() error {
+		if !has[SandboxName(id)] {
+			return nil
+		}
+		return d.removeSandbox(ctx, id)
 	}
 	c, err := d.inspect(ctx, "destroy", id)
 	if errors.Is(err, drivers.ErrNotFound) {
-		if err := d.removeSandbox(ctx, id); err != nil {
+		if err := removeSandbox(); err != nil {
 			return err
 		}
 		return d.removeNetns(id, "")
@@ -896,7 +917,7 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 	if err := d.removeWorkload(ctx, id, c); err != nil {
 		return fmt.Errorf("destroy: %w", err)
 	}
-	if err := d.removeSandbox(ctx, id); err != nil {
+	if err := removeSandbox(); err != nil {
 		return err
 	}
 	if err := d.removeNetns(id, c.ID); err != nil {
@@ -905,6 +926,24 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 	d.pruneResizeImages(ctx, id)
 	d.log.Info("container destroyed", "instance", id, "container", c.ID)
 	return nil
+}
+
+// instanceContainers returns the names (without their leading slash) of
+// the containers of instance id on this dockerd: its workload, sandbox,
+// rescue and kept containers, whichever exist.
+func (d *Driver) instanceContainers(ctx context.Context, id string) (map[string]bool, error) {
+	cs, err := d.cli.ContainerList(ctx, container.ListOptions{All: true,
+		Filters: filters.NewArgs(filters.Arg("name", regexp.QuoteMeta(ContainerName(id))))})
+	if err != nil {
+		return nil, fmt.Errorf("list the containers of %s: %w", id, err)
+	}
+	has := map[string]bool{}
+	for _, s := range cs {
+		for _, n := range s.Names {
+			has[strings.TrimPrefix(n, "/")] = true
+		}
+	}
+	return has, nil
 }
 
 // isMigrationImage reports whether ref is a migration commit
