@@ -730,7 +730,10 @@ func (s *Service) showServer(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	out := s.serverView(r, inst, viewFull)
+	// The list's few batched queries rather than the single view's
+	// per-NIC ones: clients poll this every few tens of milliseconds.
+	b := s.loadViewBatch(r.Context(), []store.Instance{*inst})
+	out := s.serverViewWith(r, inst, viewFull, b)
 	s.addServerGroups(r, inst, out)
 	writeJSON(w, http.StatusOK, map[string]any{"server": out})
 }
