@@ -31,7 +31,7 @@ func (v stubValidator) Validate(_ context.Context, tok string) (*auth.Credential
 }
 
 type fixture struct {
-	t     *testing.T
+	t     testing.TB
 	st    *store.Store
 	bus   *bus.Mem
 	srv   *httptest.Server
@@ -41,7 +41,7 @@ type fixture struct {
 
 const imageID = "11111111-2222-4333-8444-555555555555"
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, "sqlite", filepath.Join(t.TempDir(), "c.db"))
@@ -53,7 +53,7 @@ func newFixture(t *testing.T) *fixture {
 }
 
 // newFixtureOn is newFixture on the store st.
-func newFixtureOn(t *testing.T, st *store.Store) *fixture {
+func newFixtureOn(t testing.TB, st *store.Store) *fixture {
 	t.Helper()
 	must := func(err error) {
 		t.Helper()
@@ -120,7 +120,7 @@ func (f *fixture) future(v apiVersion) *fixture {
 	return &g
 }
 
-func expectFault(t *testing.T, resp *http.Response, body map[string]any, status int, name string) {
+func expectFault(t testing.TB, resp *http.Response, body map[string]any, status int, name string) {
 	t.Helper()
 	if resp.StatusCode != status {
 		t.Fatalf("status %d, want %d (%v)", resp.StatusCode, status, body)

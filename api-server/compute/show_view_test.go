@@ -200,3 +200,16 @@ func TestShowQueriesDoNotGrowWithNICs(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkServerShow is GET /servers/{id} of a server with four NICs on
+// three networks, two security groups and two volumes, as a member at
+// 2.96, over HTTP on SQLite (docs/benchmarks.md).
+func BenchmarkServerShow(b *testing.B) {
+	f := newFixture(b)
+	id := f.richServers()[0]
+	for b.Loop() {
+		if resp, body := f.do("GET", "/v2.1/servers/"+id, "demo", "", "X-OpenStack-Nova-API-Version", "2.96"); resp.StatusCode != 200 {
+			b.Fatalf("show: %d %v", resp.StatusCode, body)
+		}
+	}
+}
