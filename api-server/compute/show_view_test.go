@@ -69,9 +69,21 @@ func (f *fixture) richServers() []string {
 		if len(ports) != 4 {
 			f.t.Fatalf("server %s has %d NICs, want 4", id, len(ports))
 		}
-		// A second fixed IP on the first NIC, below its first in
-		// neither string nor address order.
-		extra := store.IPAllocation{SubnetID: ports[0].FixedIPs[0].SubnetID, IPAddress: fmt.Sprintf("10.32.0.%d", 200+i),
+		// A second fixed IP on the first NIC: the first free address
+		// from .200 (the allocator picks addresses at random, so a
+		// fixed one may be taken already).
+		var taken []string
+		if err := f.st.DB.Model(&store.IPAllocation{}).Where("subnet_id = ?", ports[0].FixedIPs[0].SubnetID).
+			Pluck("ip_address", &taken).Error; err != nil {
+			f.t.Fatal(err)
+		}
+		addr := ""
+		for n := 200; n < 255 && addr == ""; n++ {
+			if a := fmt.Sprintf("10.32.0.%d", n); !slices.Contains(taken, a) {
+				addr = a
+			}
+		}
+		extra := store.IPAllocation{SubnetID: ports[0].FixedIPs[0].SubnetID, IPAddress: addr,
 			PortID: ports[0].ID, NetworkID: ports[0].NetworkID}
 		if err := f.st.DB.Create(&extra).Error; err != nil {
 			f.t.Fatal(err)
@@ -183,14 +195,23 @@ func TestShowQueriesDoNotGrowWithNICs(t *testing.T) {
 	plain := out["server"].(map[string]any)["id"].(string)
 	f.activate(plain, "h1")
 	queries := f.countQueries()
+	// The count is the database's, so a background query of the
+	// fixture's (the membership refresher's timer) can land in one show's
+	// count: the fewest of five shows is the show's own.
 	shown := func(id, token string) int64 {
 		t.Helper()
-		queries.Store(0)
-		resp, body := f.do("GET", "/v2.1/servers/"+id, token, "", "X-OpenStack-Nova-API-Version", "2.96")
-		if resp.StatusCode != 200 {
-			t.Fatalf("show: %d %v", resp.StatusCode, body)
+		fewest := int64(-1)
+		for range 5 {
+			queries.Store(0)
+			resp, body := f.do("GET", "/v2.1/servers/"+id, token, "", "X-OpenStack-Nova-API-Version", "2.96")
+			if resp.StatusCode != 200 {
+				t.Fatalf("show: %d %v", resp.StatusCode, body)
+			}
+			if n := queries.Load(); fewest < 0 || n < fewest {
+				fewest = n
+			}
 		}
-		return queries.Load()
+		return fewest
 	}
 	for _, token := range []string{"demo", "admin"} {
 		one, four := shown(plain, token), shown(ids[0], token)
