@@ -98,6 +98,12 @@ func (from SnapshotStatus) CanBecome(to SnapshotStatus) bool {
 	return slices.Contains(snapshotTransitions[from], to)
 }
 
+// MaxVolumeSizeGB is the largest volume size, in GiB, a request may ask
+// for: Cinder's and Nova's schema maximum (their database's 32-bit
+// integer). Without it a size near the 64-bit limit was stored, and every
+// later sum of a project's or a host's gigabytes overflowed (500s).
+const MaxVolumeSizeGB = 1<<31 - 1
+
 // Volume is a Cinder volume.
 type Volume struct {
 	ID               string `gorm:"primaryKey;size:64"`

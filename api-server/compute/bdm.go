@@ -87,6 +87,9 @@ func sizeOf(raw json.RawMessage) (int, error) {
 	if err != nil || n < 0 {
 		return 0, errdefs.InvalidArgumentf("Invalid input for field/attribute volume_size. Value: %s.", s)
 	}
+	if n > store.MaxVolumeSizeGB {
+		return 0, errdefs.InvalidArgumentf("Invalid input for field/attribute volume_size. Value: %s. %d is greater than the maximum of %d", s, n, store.MaxVolumeSizeGB)
+	}
 	return n, nil
 }
 

@@ -133,9 +133,10 @@ func TestCreateBDMs(t *testing.T) {
 	img := `,"imageRef":"` + f.image + `"`
 	for _, bdm := range []string{
 		`{"source_type":"blank","destination_type":"local","guest_format":"swap","boot_index":-1}`,
-		`{"source_type":"blank","destination_type":"volume","boot_index":-1}`,                       // no size
-		`{"source_type":"blank","destination_type":"volume","volume_size":1,"boot_index":0}`,        // blank boot
-		`{"source_type":"volume","destination_type":"volume","uuid":"` + vol2 + `","boot_index":1}`, // another project's
+		`{"source_type":"blank","destination_type":"volume","boot_index":-1}`,                                   // no size
+		`{"source_type":"blank","destination_type":"volume","volume_size":1,"boot_index":0}`,                    // blank boot
+		`{"source_type":"blank","destination_type":"volume","volume_size":9223372036854775807,"boot_index":-1}`, // above Nova's 2^31-1
+		`{"source_type":"volume","destination_type":"volume","uuid":"` + vol2 + `","boot_index":1}`,             // another project's
 		`{"source_type":"image","destination_type":"volume","uuid":"` + f.image + `","volume_size":1,"boot_index":0},{"source_type":"image","destination_type":"volume","uuid":"` + f.image + `","volume_size":1,"boot_index":"0"}`,
 	} {
 		resp, body := f.do("POST", "/v2.1/servers", "demo", `{"server":{"name":"b","imageRef":"`+f.image+`","flavorRef":"1","block_device_mapping_v2":[`+bdm+`]}}`)

@@ -186,6 +186,7 @@ func TestVolumeLifecycle(t *testing.T) {
 	}
 	// extend: bigger only, within the quota, then the host grows it
 	e.fails(http.StatusBadRequest, "badRequest", "POST", "/volumes/"+id+"/action", "alice", obj{"os-extend": obj{"new_size": 1}})
+	e.fails(http.StatusBadRequest, "badRequest", "POST", "/volumes/"+id+"/action", "alice", obj{"os-extend": obj{"new_size": json.Number("9223372036854775807")}})
 	e.fails(http.StatusRequestEntityTooLarge, "overLimit", "POST", "/volumes/"+id+"/action", "alice", obj{"os-extend": obj{"new_size": 11}})
 	e.must(http.StatusAccepted, "POST", "/volumes/"+id+"/action", "alice", obj{"os-extend": obj{"new_size": 3}})
 	if got := e.must(http.StatusOK, "GET", "/volumes/"+id, "alice", nil)["volume"].(obj); got["status"] != "extending" || got["size"] != float64(3) {
@@ -331,6 +332,10 @@ func TestVersionsTypesAndMicroversions(t *testing.T) {
 	e.must(http.StatusOK, "GET", "/types/default", "alice", nil)
 	e.fails(http.StatusNotFound, "itemNotFound", "POST", "/volumes", "alice", obj{"volume": obj{"size": 1, "volume_type": "ssd"}})
 	e.fails(http.StatusBadRequest, "badRequest", "POST", "/volumes", "alice", obj{"volume": obj{"size": 0}})
+	// Above Cinder's schema maximum (2^31-1 GiB): a size near 2^63 was
+	// stored under an unlimited quota and overflowed every later sum.
+	e.fails(http.StatusBadRequest, "badRequest", "POST", "/volumes", "alice", obj{"volume": obj{"size": json.Number("2147483648")}})
+	e.fails(http.StatusBadRequest, "badRequest", "POST", "/volumes", "alice", obj{"volume": obj{"size": json.Number("9223372036854775807")}})
 	e.fails(http.StatusBadRequest, "badRequest", "POST", "/volumes", "alice", obj{"volume": obj{"size": 1, "availability_zone": "elsewhere"}})
 	e.fails(http.StatusBadRequest, "badRequest", "GET", "/v3/p2/volumes", "alice", nil)
 }

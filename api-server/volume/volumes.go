@@ -471,6 +471,10 @@ func (s *Service) createVolume(w http.ResponseWriter, r *http.Request) {
 			badRequest(w, fmt.Sprintf("Invalid input received: Invalid volume: Volume size '%s' must be an integer and greater than 0.", b.Size))
 			return
 		}
+		if n > store.MaxVolumeSizeGB {
+			badRequest(w, fmt.Sprintf("Invalid input for field/attribute size. Value: %d. %d is greater than the maximum of %d", n, n, store.MaxVolumeSizeGB))
+			return
+		}
 		size = n
 	}
 	ctx := r.Context()
@@ -775,6 +779,10 @@ func (s *Service) extend(w http.ResponseWriter, r *http.Request, c *auth.Credent
 	newSize, err := strconv.Atoi(string(b.NewSize))
 	if err != nil || newSize <= 0 {
 		badRequest(w, "Invalid input for field/attribute new_size. Value: "+string(b.NewSize)+". must be an integer greater than 0")
+		return
+	}
+	if newSize > store.MaxVolumeSizeGB {
+		badRequest(w, fmt.Sprintf("Invalid input for field/attribute new_size. Value: %d. %d is greater than the maximum of %d", newSize, newSize, store.MaxVolumeSizeGB))
 		return
 	}
 	ctx := r.Context()
