@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os/exec"
+	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -164,7 +167,13 @@ func TestAccessPortErrors(t *testing.T) {
 		t.Error("tag 4095 accepted")
 	}
 	missing := ovstest.Name("brt-none")
-	err := c.AddAccessPort(ctx, missing, dev, 5, ovs.ExternalIDs{IfaceID: "x"})
+	// In process (ovsdb-server's socket) and with ovs-vsctl, the same
+	// error; ovs-vsctl's is an *ovs.Error with the command and its stderr.
+	if err := c.AddAccessPort(ctx, missing, dev, 5, ovs.ExternalIDs{IfaceID: "x"}); err == nil ||
+		!strings.Contains(err.Error(), "no bridge named "+missing) {
+		t.Errorf("AddAccessPort to a missing bridge: %v", err)
+	}
+	err := ovs.New(ovs.Options{DBSocket: "-"}).AddAccessPort(ctx, missing, dev, 5, ovs.ExternalIDs{IfaceID: "x"})
 	var oe *ovs.Error
 	if !errors.As(err, &oe) {
 		t.Fatalf("error %v is not an *ovs.Error", err)
@@ -388,5 +397,226 @@ func TestApplyFlowsBatch(t *testing.T) {
 	}
 	if fl := count(keep); len(fl) != 1 {
 		t.Errorf("a failed batch changed flows: %v", fl)
+	}
+}
+
+// logCounter counts log lines by message: "ovs command" is one
+// ovs-vsctl/ovs-ofctl process, "ovsdb transact" one in-process write.
+type logCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (l *logCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logCounter) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.n[r.Message]++
+	return nil
+}
+func (l *logCounter) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logCounter) WithGroup(string) slog.Handler      { return l }
+func (l *logCounter) count(msg string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.n[msg]
+}
+
+func listPorts(t *testing.T, c *ovs.Client, br string) []string {
+	t.Helper()
+	out, err := c.Vsctl(ctxT(t), "list-ports", br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Fields(out)
+}
+
+// AddAccessPort and DeletePort write over ovsdb-server's socket, in
+// process, with ovs-vsctl's --may-exist and --if-exists semantics; an
+// unreachable socket falls back to ovs-vsctl.
+func TestAccessPortInProcess(t *testing.T) {
+	t.Parallel()
+	ovstest.Client(t)
+	logs := &logCounter{n: map[string]int{}}
+	c := ovs.New(ovs.Options{Logger: slog.New(logs)})
+	ctx := ctxT(t)
+	br, other := ovstest.Bridge(t, c), ovstest.Bridge(t, c)
+	dev, _ := veth(t)
+	ids := ovs.ExternalIDs{IfaceID: "port-1", AttachedMAC: "fa:16:3e:00:00:01", VMUUID: "vm-1"}
+	// noProcess runs f and checks it ran no ovs-vsctl/ovs-ofctl.
+	noProcess := func(f func() error) error {
+		t.Helper()
+		before := logs.count("ovs command")
+		err := f()
+		if n := logs.count("ovs command") - before; n != 0 {
+			t.Errorf("%d ovs processes run by an in-process write", n)
+		}
+		return err
+	}
+
+	if err := noProcess(func() error { return c.AddAccessPort(ctx, br, dev, 101, ids) }); err != nil {
+		t.Fatal(err)
+	}
+	if got := vsctlGet(t, c, "Port", dev, "tag"); got != "101" {
+		t.Errorf("tag = %s, want 101", got)
+	}
+	// Someone makes it a trunk and adds an external id of its own.
+	if _, err := c.Vsctl(ctx, "set", "Port", dev, "trunks=5,6", "vlan_mode=trunk", "--", "set", "Interface", dev, "external_ids:other=kept"); err != nil {
+		t.Fatal(err)
+	}
+	// Again with another tag and ids: the same port, updated.
+	ids2 := ovs.ExternalIDs{IfaceID: "port-2", AttachedMAC: "fa:16:3e:00:00:02", VMUUID: "vm-2"}
+	if err := noProcess(func() error { return c.AddAccessPort(ctx, br, dev, 202, ids2) }); err != nil {
+		t.Fatalf("AddAccessPort again: %v", err)
+	}
+	if got := listPorts(t, c, br); len(got) != 1 || got[0] != dev {
+		t.Errorf("list-ports = %v, want [%s]", got, dev)
+	}
+	for col, want := range map[string]string{"tag": "202", "vlan_mode": "access", "trunks": "[]"} {
+		if got := vsctlGet(t, c, "Port", dev, col); got != want {
+			t.Errorf("Port %s = %s, want %s", col, got, want)
+		}
+	}
+	for key, want := range map[string]string{"iface-id": "port-2", "attached-mac": "fa:16:3e:00:00:02", "vm-uuid": "vm-2", "iface-status": "active", "other": "kept"} {
+		if got := vsctlGet(t, c, "Interface", dev, "external_ids:"+key); got != strconv.Quote(want) && got != want {
+			t.Errorf("external_ids:%s = %s, want %s", key, got, want)
+		}
+	}
+	// Unchanged: a no-op.
+	if err := c.AddAccessPort(ctx, br, dev, 202, ids2); err != nil {
+		t.Fatalf("AddAccessPort unchanged: %v", err)
+	}
+	// The same name on another bridge is an error, and changes nothing.
+	err := c.AddAccessPort(ctx, other, dev, 7, ids)
+	if err == nil || !strings.Contains(err.Error(), "is actually attached to bridge "+br) {
+		t.Errorf("AddAccessPort on another bridge: %v", err)
+	}
+	if got := listPorts(t, c, other); len(got) != 0 {
+		t.Errorf("list-ports %s = %v, want none", other, got)
+	}
+	if got := vsctlGet(t, c, "Port", dev, "tag"); got != "202" {
+		t.Errorf("tag after the failed add elsewhere = %s, want 202", got)
+	}
+	// A bridge's own port is not an access port to update.
+	if err := c.AddAccessPort(ctx, br, other, 7, ids); err == nil {
+		t.Error("AddAccessPort of another bridge's local port succeeded")
+	}
+	if err := noProcess(func() error { return c.DeletePort(ctx, dev) }); err != nil {
+		t.Fatal(err)
+	}
+	if got := listPorts(t, c, br); len(got) != 0 {
+		t.Errorf("list-ports after DeletePort = %v", got)
+	}
+	if out, err := c.Vsctl(ctx, "--columns=name", "find", "Interface", "name="+dev); err != nil || strings.TrimSpace(out) != "" {
+		t.Errorf("Interface row left after DeletePort: %q %v", out, err)
+	}
+	if err := c.DeletePort(ctx, dev); err != nil {
+		t.Errorf("deleting a missing port: %v", err)
+	}
+	// --if-exists del-port leaves a bridge's local port alone.
+	if err := c.DeletePort(ctx, br); err != nil {
+		t.Errorf("DeletePort of a bridge's local port: %v", err)
+	}
+	if ok, err := c.BridgeExists(ctx, br); err != nil || !ok {
+		t.Errorf("bridge gone after DeletePort of its local port: %v %v", ok, err)
+	}
+	if logs.count("ovsdb transact") < 5 {
+		t.Errorf("%d in-process writes logged, want at least 5", logs.count("ovsdb transact"))
+	}
+
+	// Without the socket: ovs-vsctl, one process per write.
+	fb := &logCounter{n: map[string]int{}}
+	vc := ovs.New(ovs.Options{DBSocket: t.TempDir() + "/none.sock", Logger: slog.New(fb)})
+	if err := vc.AddAccessPort(ctx, br, dev, 9, ids); err != nil {
+		t.Fatal(err)
+	}
+	if got := vsctlGet(t, c, "Port", dev, "tag"); got != "9" {
+		t.Errorf("tag via ovs-vsctl = %s, want 9", got)
+	}
+	if err := vc.DeletePort(ctx, dev); err != nil {
+		t.Fatal(err)
+	}
+	if got := listPorts(t, c, br); len(got) != 0 {
+		t.Errorf("list-ports after DeletePort via ovs-vsctl = %v", got)
+	}
+	if fb.count("ovs command") != 2 || fb.count("ovsdb transact") != 0 {
+		t.Errorf("fallback logged %d commands, %d transactions; want 2, 0", fb.count("ovs command"), fb.count("ovsdb transact"))
+	}
+}
+
+// Concurrent adds and deletes on one bridge mutate Bridge.ports, so none
+// loses another's port.
+func TestAccessPortConcurrent(t *testing.T) {
+	t.Parallel()
+	c := ovstest.Client(t)
+	ctx := ctxT(t)
+	br := ovstest.Bridge(t, c)
+	const n = 20
+	devs := make([]string, n)
+	for i := range devs {
+		devs[i], _ = veth(t)
+	}
+	run := func(f func(i int) error) {
+		t.Helper()
+		errs := make(chan error, n)
+		for i := range devs {
+			go func() { errs <- f(i) }()
+		}
+		for range devs {
+			if err := <-errs; err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	run(func(i int) error {
+		return c.AddAccessPort(ctx, br, devs[i], 100+i, ovs.ExternalIDs{IfaceID: "p" + itoa(i), AttachedMAC: "fa:16:3e:00:00:01", VMUUID: "vm"})
+	})
+	got := listPorts(t, c, br)
+	want := append([]string(nil), devs...)
+	sort.Strings(want)
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("after %d concurrent adds, list-ports = %v, want %v", n, got, want)
+	}
+	ports, err := c.ListPorts(ctx, br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range ports {
+		if p.OFPort <= 0 || p.VLANMode != "access" || p.Tag < 100 || p.Tag >= 100+n ||
+			devs[p.Tag-100] != p.Name || p.IfaceID() != "p"+itoa(p.Tag-100) {
+			t.Errorf("port %+v: want an open access port with its own tag and iface-id", p)
+		}
+	}
+	run(func(i int) error { return c.DeletePort(ctx, devs[i]) })
+	if got := listPorts(t, c, br); len(got) != 0 {
+		t.Fatalf("after %d concurrent deletes, list-ports = %v", n, got)
+	}
+}
+
+// When AddAccessPort returns, ovs-vswitchd has the port (it waits for
+// cur_cfg >= next_cfg, as ovs-vsctl does): the port has its OpenFlow number
+// and a flow naming it (in_port=NAME, resolved by ovs-ofctl from
+// ovs-vswitchd) goes in at once.
+func TestAccessPortFlowRightAfter(t *testing.T) {
+	t.Parallel()
+	c := ovstest.Client(t)
+	ctx := ctxT(t)
+	br := ovstest.Bridge(t, c)
+	for i := 0; i < 5; i++ {
+		dev, _ := veth(t)
+		if err := c.AddAccessPort(ctx, br, dev, 10+i, ovs.ExternalIDs{IfaceID: "p" + itoa(i)}); err != nil {
+			t.Fatal(err)
+		}
+		// ovs-vswitchd numbers the port when it applies the change
+		// (what the plumbing checks right after, in process).
+		if p, ok, err := c.PortByName(ctx, dev); err != nil || !ok || p.OFPort <= 0 {
+			t.Errorf("port %s right after AddAccessPort: %+v %v %v; want it open, with an OpenFlow number", dev, p, ok, err)
+		}
+		if _, err := c.Ofctl(ctx, "", "add-flow", br, "cookie=0x1,priority=10,in_port="+dev+",actions=drop"); err != nil {
+			t.Fatalf("flow naming port %s right after AddAccessPort: %v", dev, err)
+		}
+		if err := c.DeletePort(ctx, dev); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 )
 
@@ -50,9 +51,11 @@ type ovsdbOp struct {
 	Columns []string `json:"columns,omitempty"`
 }
 
-// opResult is one operation's result; select fills Rows.
+// opResult is one operation's result; select fills Rows, update and
+// mutate Count.
 type opResult struct {
 	Rows    []map[string]json.RawMessage `json:"rows"`
+	Count   int                          `json:"count"`
 	Error   string                       `json:"error"`
 	Details string                       `json:"details"`
 }
@@ -67,37 +70,87 @@ var errNoDBSocket = errors.New("ovsdb socket unreachable")
 func (c *Client) selectAll(ctx context.Context, ops []ovsdbOp) ([][]map[string]json.RawMessage, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
+	db, err := c.dialDB(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer db.close()
+	start := time.Now()
+	anyOps := make([]any, len(ops))
+	for i, op := range ops {
+		anyOps[i] = op
+	}
+	results, err := db.transact(anyOps)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]map[string]json.RawMessage, len(ops))
+	for i, r := range results[:len(ops)] {
+		if r.Error != "" {
+			return nil, fmt.Errorf("ovsdb transact: %s on %s: %s: %s", ops[i].Op, ops[i].Table, r.Error, r.Details)
+		}
+		out[i] = r.Rows
+	}
+	c.log.Debug("ovsdb select", "socket", c.dbSocket, "tables", len(ops), "took", time.Since(start))
+	return out, nil
+}
+
+// dbConn is one JSON-RPC connection to ovsdb-server, used for a few
+// transactions in a row by one goroutine.
+type dbConn struct {
+	conn   net.Conn
+	enc    *json.Encoder
+	dec    *json.Decoder
+	nextID int
+	stop   func() bool // unregisters the ctx cancellation hook
+}
+
+// dialDB connects to c.dbSocket; the connection's deadline is ctx's, and
+// cancelling ctx interrupts whatever it is waiting for. An unreachable
+// socket is errNoDBSocket.
+func (c *Client) dialDB(ctx context.Context) (*dbConn, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", c.dbSocket)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errNoDBSocket, err)
 	}
-	defer conn.Close()
-	deadline, _ := ctx.Deadline()
-	if err := conn.SetDeadline(deadline); err != nil {
-		return nil, err
+	if deadline, ok := ctx.Deadline(); ok {
+		if err := conn.SetDeadline(deadline); err != nil {
+			conn.Close()
+			return nil, err
+		}
 	}
-	params := []any{"Open_vSwitch"}
-	for _, op := range ops {
-		params = append(params, op)
-	}
-	start := time.Now()
-	enc, dec := json.NewEncoder(conn), json.NewDecoder(conn)
-	if err := enc.Encode(rpcRequest{Method: "transact", Params: params, ID: 1}); err != nil {
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	return &dbConn{conn: conn, enc: json.NewEncoder(conn), dec: json.NewDecoder(conn), nextID: 1, stop: stop}, nil
+}
+
+func (db *dbConn) close() {
+	db.stop()
+	db.conn.Close()
+}
+
+// transact runs ops (ovsdbOp or map values) as one transaction on the
+// Open_vSwitch database and returns the results: one per operation, and one
+// more when the commit itself failed (RFC 7047 5.2: a failed operation ends
+// the transaction, its error in its result, later results null).
+func (db *dbConn) transact(ops []any) ([]opResult, error) {
+	id := db.nextID
+	db.nextID++
+	if err := db.enc.Encode(rpcRequest{Method: "transact", Params: append([]any{"Open_vSwitch"}, ops...), ID: id}); err != nil {
 		return nil, fmt.Errorf("ovsdb transact: send: %w", err)
 	}
 	for {
 		var resp rpcResponse
-		if err := dec.Decode(&resp); err != nil {
+		if err := db.dec.Decode(&resp); err != nil {
 			return nil, fmt.Errorf("ovsdb transact: read reply: %w", err)
 		}
 		if resp.Method == "echo" { // the server's keepalive: answer it
-			if err := enc.Encode(map[string]any{"result": resp.Params, "error": nil, "id": resp.ID}); err != nil {
+			if err := db.enc.Encode(map[string]any{"result": resp.Params, "error": nil, "id": resp.ID}); err != nil {
 				return nil, fmt.Errorf("ovsdb transact: answer echo: %w", err)
 			}
 			continue
 		}
-		if resp.Method != "" || string(resp.ID) != "1" {
+		if resp.Method != "" || string(resp.ID) != strconv.Itoa(id) {
 			continue // a notification not meant for this request
 		}
 		if len(resp.Error) > 0 && string(resp.Error) != "null" {
@@ -106,18 +159,15 @@ func (c *Client) selectAll(ctx context.Context, ops []ovsdbOp) ([][]map[string]j
 		if len(resp.Result) < len(ops) {
 			return nil, fmt.Errorf("ovsdb transact: %d results for %d operations", len(resp.Result), len(ops))
 		}
-		out := make([][]map[string]json.RawMessage, len(ops))
-		for i := range ops {
-			var r opResult
-			if err := json.Unmarshal(resp.Result[i], &r); err != nil {
+		out := make([]opResult, len(resp.Result))
+		for i, raw := range resp.Result {
+			if string(raw) == "null" {
+				continue // not executed: an earlier operation failed
+			}
+			if err := json.Unmarshal(raw, &out[i]); err != nil {
 				return nil, fmt.Errorf("ovsdb transact: result %d: %w", i, err)
 			}
-			if r.Error != "" {
-				return nil, fmt.Errorf("ovsdb transact: %s on %s: %s: %s", ops[i].Op, ops[i].Table, r.Error, r.Details)
-			}
-			out[i] = r.Rows
 		}
-		c.log.Debug("ovsdb select", "socket", c.dbSocket, "tables", len(ops), "took", time.Since(start))
 		return out, nil
 	}
 }

@@ -78,6 +78,13 @@ func (c *Client) addAccessPort(ctx context.Context, bridge, port string, tag int
 	if tag < 0 || tag > 4094 {
 		return fmt.Errorf("ovs: add access port %s: VLAN tag %d out of range 0-4094", port, tag)
 	}
+	if c.dbSocket != "" {
+		err := c.addAccessPortDB(ctx, bridge, port, tag, ids)
+		if !errors.Is(err, errNoDBSocket) {
+			return err
+		}
+		c.log.Debug("ovsdb socket unreachable, adding the port with ovs-vsctl", "socket", c.dbSocket, "err", err)
+	}
 	args := []string{"--may-exist", "add-port", bridge, port}
 	// vlan_mode=access also for flat ports: an untagged port without it
 	// would be a trunk, letting the instance send tagged frames onto any VLAN.
@@ -143,6 +150,13 @@ func (c *Client) AddPatchPair(ctx context.Context, bridgeA, portA, bridgeB, port
 // DeletePort removes port from whichever bridge has it; a missing port is
 // fine.
 func (c *Client) DeletePort(ctx context.Context, port string) error {
+	if c.dbSocket != "" {
+		err := c.deletePortDB(ctx, port)
+		if !errors.Is(err, errNoDBSocket) {
+			return err
+		}
+		c.log.Debug("ovsdb socket unreachable, deleting the port with ovs-vsctl", "socket", c.dbSocket, "err", err)
+	}
 	if _, err := c.Vsctl(ctx, "--if-exists", "del-port", port); err != nil {
 		return fmt.Errorf("ovs: delete port %s: %w", port, err)
 	}
