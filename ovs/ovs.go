@@ -1,7 +1,17 @@
-// Package ovs is a small wrapper over the Open vSwitch command-line tools
-// (ovs-vsctl for the database, ovs-ofctl for OpenFlow), in the spirit of
+// Package ovs is a small wrapper over Open vSwitch, in the spirit of
 // digitalocean/go-openvswitch: every call takes a context, runs one command
-// with --timeout, and wraps failures with the command and its stderr.
+// with --timeout (ovs-vsctl for the database, ovs-ofctl for OpenFlow), and
+// wraps failures with the command and its stderr.
+//
+// What every plug and unplug does talks to ovsdb-server's unix socket in
+// process instead (RFC 7047 JSON-RPC, ovsdb.go and ovsdb_write.go): the port
+// listings, and the two writes AddAccessPort and DeletePort, which do what
+// "ovs-vsctl --may-exist add-port" and "--if-exists del-port" do, in one
+// transaction each, and wait, as ovs-vsctl does, until ovs-vswitchd has
+// applied the change (Open_vSwitch cur_cfg >= next_cfg) so that flows naming
+// the port can follow at once. Each is logged at debug level as "ovsdb
+// select" or "ovsdb transact"; each process run as "ovs command". When the
+// socket cannot be reached (or Options.DBSocket is "-"), ovs-vsctl does it.
 //
 // Capsule's bridges use the userspace datapath (datapath_type=netdev) by
 // default because compute hosts may lack the openvswitch kernel module, and
@@ -38,15 +48,17 @@ type Options struct {
 	// OpenFlowVersion is passed to ovs-ofctl as -O (default "OpenFlow14":
 	// atomic bundles, used by AddFlows and ReplaceFlows, need 1.4).
 	OpenFlowVersion string
-	// DBSocket is ovsdb-server's unix socket, which port listings read
-	// in process (default: ovs-vsctl's, $OVS_RUNDIR/db.sock; "-": always
-	// run ovs-vsctl). An unreachable socket falls back to ovs-vsctl.
+	// DBSocket is ovsdb-server's unix socket, which port listings,
+	// AddAccessPort and DeletePort use in process (default: ovs-vsctl's,
+	// $OVS_RUNDIR/db.sock; "-": always run ovs-vsctl). An unreachable
+	// socket falls back to ovs-vsctl.
 	DBSocket string
 	// Logger receives a debug line per command (default slog.Default()).
 	Logger *slog.Logger
 }
 
-// Client runs ovs-vsctl and ovs-ofctl. It holds no mutable state and is
+// Client runs ovs-vsctl and ovs-ofctl, or talks to ovsdb-server's socket
+// (a connection per call). It holds no mutable state and is
 // safe for concurrent use (OVSDB transactions serialise in ovsdb-server).
 type Client struct {
 	vsctl, ofctl string

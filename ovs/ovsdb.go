@@ -12,11 +12,12 @@ import (
 	"time"
 )
 
-// A read of the Open_vSwitch database over its unix socket (RFC 7047's
-// JSON-RPC "transact"), in process: the port lookups a boot makes cost a
-// socket round trip, not an ovs-vsctl process (tens of milliseconds on a
-// loaded host). Writes stay with ovs-vsctl, whose --may-exist semantics and
-// wait for ovs-vswitchd the plumbing relies on.
+// Transactions on the Open_vSwitch database over its unix socket (RFC 7047's
+// JSON-RPC "transact"), in process: the port lookups a boot makes, and the
+// add-port and del-port of every plug and unplug (ovsdb_write.go), cost a
+// socket round trip, not an ovs-vsctl process (tens of milliseconds of CPU
+// on a loaded host). Other writes (bridges, trunk and patch ports) stay with
+// ovs-vsctl.
 
 // defaultDBSocket is where ovs-vsctl looks for ovsdb-server by default:
 // $OVS_RUNDIR/db.sock, OVS_RUNDIR defaulting to /var/run/openvswitch.

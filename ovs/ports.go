@@ -49,11 +49,14 @@ func (p Port) VMUUID() string { return p.ExternalIDs[KeyVMUUID] }
 
 // AddAccessPort attaches the existing network device port to bridge as an
 // access port on VLAN tag (untagged/flat when tag is 0) with ids, all in one
-// ovs-vsctl transaction, so the port never exists without its VLAN. Calling
-// it again for the same bridge fixes the tag and external_ids (--may-exist
-// skips add-port's own column arguments for an existing port, which is why
-// the tag is set with a separate "set Port" in the same transaction). A port
-// of that name on another bridge is an error: delete it first.
+// OVSDB transaction, so the port never exists without its VLAN, and returns
+// once ovs-vswitchd has applied it (flows may name the port then). Calling
+// it again for the same bridge fixes the tag, vlan_mode, trunks and those
+// external_ids. A port of that name on another bridge is an error: delete it
+// first. In process over ovsdb-server's socket (ovsdb_write.go); with
+// ovs-vsctl when that is unreachable (--may-exist skips add-port's own
+// column arguments for an existing port, which is why the tag is set with a
+// separate "set Port" in the same transaction).
 func (c *Client) AddAccessPort(ctx context.Context, bridge, port string, tag int, ids ExternalIDs) error {
 	return c.addAccessPort(ctx, bridge, port, tag, ids)
 }
@@ -147,8 +150,10 @@ func (c *Client) AddPatchPair(ctx context.Context, bridgeA, portA, bridgeB, port
 	return nil
 }
 
-// DeletePort removes port from whichever bridge has it; a missing port is
-// fine.
+// DeletePort removes port from whichever bridge has it ("ovs-vsctl
+// --if-exists del-port", in process when ovsdb-server's socket is
+// reachable) and returns once ovs-vswitchd has applied it; a missing port
+// is fine.
 func (c *Client) DeletePort(ctx context.Context, port string) error {
 	if c.dbSocket != "" {
 		err := c.deletePortDB(ctx, port)
