@@ -37,6 +37,15 @@ import (
 //     resolves the name from ovs-vswitchd, which knows the port only once it
 //     has reconfigured.
 
+// withCtx adds ctx's error to err when ctx ended (the socket deadline it
+// set is what interrupted the call).
+func withCtx(ctx context.Context, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
+		return fmt.Errorf("%w (%w)", err, ctxErr)
+	}
+	return err
+}
+
 // maxTxnTries bounds the retries of a write whose guard (a "wait" with
 // timeout 0) failed because a concurrent transaction changed what it read.
 const maxTxnTries = 5
@@ -182,12 +191,12 @@ func (c *Client) addAccessPortDB(ctx context.Context, bridge, port string, tag i
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("ovs: add access port %s to %s (tag %d): %w", port, bridge, tag, err)
+			return fmt.Errorf("ovs: add access port %s to %s (tag %d): %w", port, bridge, tag, withCtx(ctx, err))
 		}
 		ofport := 0
 		if changed {
 			if ofport, err = db.waitReload(ctx, nextCfg, port); err != nil {
-				return fmt.Errorf("ovs: add access port %s to %s (tag %d): %w", port, bridge, tag, err)
+				return fmt.Errorf("ovs: add access port %s to %s (tag %d): %w", port, bridge, tag, withCtx(ctx, err))
 			}
 			if ofport <= 0 {
 				// What ovs-vsctl prints after the reload (its exit status
@@ -381,11 +390,11 @@ func (c *Client) deletePortDB(ctx context.Context, port string) error {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("ovs: delete port %s: %w", port, err)
+			return fmt.Errorf("ovs: delete port %s: %w", port, withCtx(ctx, err))
 		}
 		if bridge != "" {
 			if _, err := db.waitReload(ctx, nextCfg, ""); err != nil {
-				return fmt.Errorf("ovs: delete port %s: %w", port, err)
+				return fmt.Errorf("ovs: delete port %s: %w", port, withCtx(ctx, err))
 			}
 		}
 		c.log.Debug("ovsdb transact", "op", "del-port", "port", port, "bridge", bridge,
