@@ -93,9 +93,11 @@ func (a *Agent) userDataHostname(s protocol.InstanceSpec) string {
 // started), as Nova's driver injects the admin password at spawn. An
 // image without /etc/shadow (or a driver that cannot) keeps the build
 // going without a password, as Nova's spawn does: logged, and the
-// server's owner gets changePassword's 501 that says why.
+// server's owner gets changePassword's 501 that says why. A driver that
+// sets it at create (Capabilities.PasswordAtCreate: buildPassword gave it
+// the hash) has done so already.
 func (a *Agent) setBuildPassword(ctx context.Context, s protocol.InstanceSpec) {
-	if s.AdminPassHash == "" {
+	if s.AdminPassHash == "" || a.drv.Capabilities().PasswordAtCreate {
 		return
 	}
 	ps, ok := a.drv.(drivers.PasswordSetter)
@@ -106,6 +108,16 @@ func (a *Agent) setBuildPassword(ctx context.Context, s protocol.InstanceSpec) {
 	if err := ps.SetAdminPassword(ctx, s.ID, s.AdminPassHash); err != nil {
 		a.log.Warn("adminPass not set in the new disk", "instance", s.ID, "error", err)
 	}
+}
+
+// buildPassword is the hash a new disk of server s gets from the driver's
+// Create or Rebuild (drivers.Spec.AdminPassHash): s's adminPass's for a
+// driver that sets it there, else "" (setBuildPassword sets it after).
+func (a *Agent) buildPassword(s protocol.InstanceSpec) string {
+	if !a.drv.Capabilities().PasswordAtCreate {
+		return ""
+	}
+	return s.AdminPassHash
 }
 
 // setRescuePassword puts a rescue's adminPass hash in root's /etc/shadow

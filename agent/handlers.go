@@ -269,13 +269,17 @@ func (a *Agent) build(ctx context.Context, s protocol.InstanceSpec) (drivers.Pow
 	if err != nil {
 		return drivers.PowerNoState, err
 	}
-	// The adminPass goes into the new disk while the NICs are plumbed;
-	// the server starts once both are done.
-	pw := make(chan struct{})
-	go func() {
-		defer close(pw)
-		a.setBuildPassword(ctx, s)
-	}()
+	// The adminPass goes into the new disk while the NICs are plumbed
+	// (unless the driver's create put it there); the server starts once
+	// both are done.
+	var pw chan struct{}
+	if s.AdminPassHash != "" && !a.drv.Capabilities().PasswordAtCreate {
+		pw = make(chan struct{})
+		go func() {
+			defer close(pw)
+			a.setBuildPassword(ctx, s)
+		}()
+	}
 	if early != "" {
 		// Plugged already, unless the container is not in that
 		// namespace (one a replayed build found, of another mode).
@@ -344,6 +348,7 @@ func (a *Agent) create(ctx context.Context, s protocol.InstanceSpec, firstBoot b
 		// A build plumbs and starts right after: the sandbox may start
 		// while the workload is created.
 		spec.StartSandbox = spec.Networked
+		spec.AdminPassHash = a.buildPassword(s)
 		if spec.Files, err = a.firstBootFiles(ctx, s); err != nil {
 			return fmt.Errorf("build %s: %w", s.ID, err)
 		}

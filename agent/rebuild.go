@@ -38,6 +38,7 @@ func (a *Agent) rebuild(ctx context.Context, req protocol.RebuildInstance) (driv
 	if spec.Files, err = a.firstBootFiles(ctx, req.Spec); err != nil {
 		return a.powerOf(ctx, id), fmt.Errorf("rebuild %s: %w", id, err)
 	}
+	spec.AdminPassHash = a.buildPassword(req.Spec)
 	a.nics.set(id, req.Spec.NICs)
 	a.volc.set(id, req.Spec.Volumes)
 	if err := a.drv.Rebuild(ctx, spec, a.cfg.StopTimeout); err != nil {

@@ -76,6 +76,14 @@ type Spec struct {
 	// the user data), owned by root, their directories made 0755 when
 	// missing.
 	Files []File
+	// AdminPassHash, for a driver with Capabilities.PasswordAtCreate, is
+	// a crypt(3) hash Create (and Rebuild) put in root's line of the new
+	// disk's /etc/shadow before its first start (a build's adminPass).
+	// A disk that cannot hold it (no /etc/shadow, not a regular file, no
+	// root entry) is built without it: logged ("adminPass not set in the
+	// new disk"), not an error. Other drivers ignore it: the agent sets
+	// the password after the create (PasswordSetter).
+	AdminPassHash string
 	// RootVolume, when set, is the host directory where the server's boot
 	// volume is mounted (boot from volume): the server's root filesystem
 	// is the volume's, not the image's (the image gives its config: the
@@ -155,6 +163,9 @@ type Capabilities struct {
 	// from its workload (a sandbox), so it can be plumbed before the
 	// workload starts and survives workload restarts; Sandbox works.
 	Networking bool
+	// PasswordAtCreate: Create and Rebuild set Spec.AdminPassHash
+	// themselves, with the first-boot files.
+	PasswordAtCreate bool
 }
 
 // NetnsPreparer is a driver that can make a networked instance's network

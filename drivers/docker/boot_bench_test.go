@@ -11,6 +11,7 @@ import (
 
 	"github.com/capsule-cloud/capsule/drivers/docker"
 	"github.com/capsule-cloud/capsule/drivers/drivertest"
+	"github.com/capsule-cloud/capsule/errdefs"
 	"github.com/capsule-cloud/capsule/internal/testenv"
 )
 
@@ -64,6 +65,60 @@ func BenchmarkBootNetworked(b *testing.B) {
 			}
 			n := float64(b.N) * float64(time.Millisecond)
 			b.ReportMetric(float64(create)/n, "create-ms")
+			b.ReportMetric(float64(sandbox)/n, "sandbox-ms")
+			b.ReportMetric(float64(start)/n, "start-ms")
+		})
+	}
+	// A build's adminPass (every Nova build has one): "at-create" is
+	// Spec.AdminPassHash (the shadow cache: for the base image, which has
+	// no /etc/shadow, no archive call once known), "after-create" the
+	// agent's path before it, SetAdminPassword between Create and Start
+	// (a copy of /etc/shadow out of each new container, in when it has
+	// one), timed as password-ms.
+	for _, atCreate := range []bool{true, false} {
+		name := "password-after-create"
+		if atCreate {
+			name = "password-at-create"
+		}
+		b.Run(name, func(b *testing.B) {
+			var create, password, sandbox, start time.Duration
+			for i := 0; i < b.N; i++ {
+				spec := drivertest.Spec(image)
+				spec.Networked, spec.StartSandbox = true, true
+				if atCreate {
+					spec.AdminPassHash = "$6$bench$hash"
+				}
+				t0 := time.Now()
+				if err := d.Create(ctx, spec); err != nil {
+					b.Fatal(err)
+				}
+				t1 := time.Now()
+				if !atCreate {
+					// The image has no /etc/shadow: NotSupported, as
+					// the agent logged it.
+					if err := d.SetAdminPassword(ctx, spec.ID, "$6$bench$hash"); !errdefs.IsNotSupported(err) {
+						b.Fatal(err)
+					}
+				}
+				t2 := time.Now()
+				if _, err := d.Sandbox(ctx, spec.ID); err != nil {
+					b.Fatal(err)
+				}
+				t3 := time.Now()
+				if err := d.Start(ctx, spec.ID); err != nil {
+					b.Fatal(err)
+				}
+				t4 := time.Now()
+				create, password, sandbox, start = create+t1.Sub(t0), password+t2.Sub(t1), sandbox+t3.Sub(t2), start+t4.Sub(t3)
+				b.StopTimer()
+				if err := d.Destroy(ctx, spec.ID); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+			n := float64(b.N) * float64(time.Millisecond)
+			b.ReportMetric(float64(create)/n, "create-ms")
+			b.ReportMetric(float64(password)/n, "password-ms")
 			b.ReportMetric(float64(sandbox)/n, "sandbox-ms")
 			b.ReportMetric(float64(start)/n, "start-ms")
 		})

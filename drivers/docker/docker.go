@@ -159,6 +159,9 @@ type Driver struct {
 	live liveThrottles
 	root rootDisk  // root disk caps (rootdisk.go)
 	pre  precopies // migration pre-copies (precopy.go)
+	// shadows: images' /etc/shadow by image ID, for a build's adminPass
+	// (password.go, shadowcache.go).
+	shadows shadowCache
 }
 
 var _ drivers.Driver = (*Driver)(nil)
@@ -260,7 +263,7 @@ func (d *Driver) Name() string { return "docker" }
 
 // Capabilities implements drivers.Driver.
 func (d *Driver) Capabilities() drivers.Capabilities {
-	return drivers.Capabilities{Pause: true, ConsoleOutput: true, Networking: true, LiveResize: true}
+	return drivers.Capabilities{Pause: true, ConsoleOutput: true, Networking: true, LiveResize: true, PasswordAtCreate: true}
 }
 
 // wrap turns a Docker error into one carrying the driver's error kind.
@@ -531,13 +534,36 @@ func (d *Driver) create(ctx context.Context, spec drivers.Spec, useNetns bool) e
 		}
 		return wrap("create", spec.ID, err)
 	}
-	if len(spec.Files) > 0 {
-		if err := d.writeFiles(ctx, resp.ID, spec.Files); err != nil {
+	// The adminPass goes into /etc/shadow with the first-boot files, in
+	// one copy into the container (none when the image cannot hold it).
+	files := filesOf(spec.Files)
+	if spec.AdminPassHash != "" {
+		runImageID := imageIDOf(raw)
+		if copied {
+			runImageID = img
+		}
+		if f, err := d.newDiskShadow(ctx, resp.ID, spec, imageIDOf(raw), runImageID); err != nil {
+			// As Nova's spawn without password injection: the server
+			// is built without it (changePassword then says why).
+			d.log.Warn("adminPass not set in the new disk", "instance", spec.ID, "error", err)
+		} else {
+			files = append([]diskFile{f}, files...)
+		}
+	}
+	if len(files) > 0 {
+		err := d.writeDiskFiles(ctx, resp.ID, files)
+		switch {
+		case err != nil && len(spec.Files) == 0:
+			// The password alone: the build goes on without it.
+			d.log.Warn("adminPass not set in the new disk", "instance", spec.ID, "error", wrap("write "+shadowPath, spec.ID, err))
+		case err != nil:
 			_ = joinSandbox()
 			if derr := d.Destroy(context.WithoutCancel(ctx), spec.ID); derr != nil {
 				d.log.Error("could not remove a container whose files could not be written", "instance", spec.ID, "err", derr)
 			}
 			return wrap("create", spec.ID, err)
+		case len(files) > len(spec.Files):
+			d.log.Info("root password set", "instance", spec.ID)
 		}
 	}
 	if spec.AuthorizedKeys != "" {
@@ -588,6 +614,18 @@ func (d *Driver) maskImageLabels(ctx context.Context, ref string, labels map[str
 	}
 	maskLabels(img.Config.Labels, labels)
 	return nil
+}
+
+// imageIDOf is the ID of the image whose docker image inspect is raw
+// ("" when raw has none).
+func imageIDOf(raw []byte) string {
+	var img struct {
+		ID string `json:"Id"`
+	}
+	if json.Unmarshal(raw, &img) != nil {
+		return ""
+	}
+	return img.ID
 }
 
 // maskRawImageLabels is maskImageLabels for an image already inspected

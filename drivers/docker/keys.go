@@ -75,25 +75,45 @@ func authorizedKeysTar(keys string, withRoot bool, now time.Time) (*bytes.Reader
 	return bytes.NewReader(buf.Bytes()), nil
 }
 
-// writeFiles copies files into the created, never started container cid
-// as one tar stream of regular files only: Docker makes a missing parent
-// directory 0755 root-owned and leaves an existing one as it is (a tar
-// entry for /var, say, would change the image's own directory).
-func (d *Driver) writeFiles(ctx context.Context, cid string, files []drivers.File) error {
+// diskFile is one regular file written into a container: its absolute
+// path, permission bits, owner (the container's IDs) and content.
+type diskFile struct {
+	path     string
+	mode     int64
+	uid, gid int
+	content  []byte
+}
+
+// filesOf is files as diskFiles, owned by root.
+func filesOf(files []drivers.File) []diskFile {
+	out := make([]diskFile, 0, len(files))
+	for _, f := range files {
+		out = append(out, diskFile{path: f.Path, mode: f.Mode, content: f.Content})
+	}
+	return out
+}
+
+// writeDiskFiles copies files into container cid as one tar stream of
+// regular files only, owned as each says (CopyUIDGID false: dockerd
+// keeps the tar's owners, mapped as the container's IDs): Docker makes a
+// missing parent directory 0755 root-owned and leaves an existing one as
+// it is (a tar entry for /var, say, would change the image's own
+// directory).
+func (d *Driver) writeDiskFiles(ctx context.Context, cid string, files []diskFile) error {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	now := time.Now()
 	for _, f := range files {
-		name := strings.TrimPrefix(path.Clean(f.Path), "/")
-		if !path.IsAbs(f.Path) || name == "" || name == "." {
-			return fmt.Errorf("write files: %q is not an absolute file path", f.Path)
+		name := strings.TrimPrefix(path.Clean(f.path), "/")
+		if !path.IsAbs(f.path) || name == "" || name == "." {
+			return fmt.Errorf("write files: %q is not an absolute file path", f.path)
 		}
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: f.Mode & 0o7777,
-			Size: int64(len(f.Content)), ModTime: now}); err != nil {
-			return fmt.Errorf("tar %s: %w", f.Path, err)
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: f.mode & 0o7777,
+			Uid: f.uid, Gid: f.gid, Size: int64(len(f.content)), ModTime: now}); err != nil {
+			return fmt.Errorf("tar %s: %w", f.path, err)
 		}
-		if _, err := tw.Write(f.Content); err != nil {
-			return fmt.Errorf("tar %s: %w", f.Path, err)
+		if _, err := tw.Write(f.content); err != nil {
+			return fmt.Errorf("tar %s: %w", f.path, err)
 		}
 	}
 	if err := tw.Close(); err != nil {

@@ -2,7 +2,6 @@ package docker
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/container"
 
 	"github.com/capsule-cloud/capsule/drivers"
 	"github.com/capsule-cloud/capsule/errdefs"
@@ -54,51 +52,102 @@ func (d *Driver) SetRescuePassword(ctx context.Context, id, hash string) error {
 }
 
 // setShadowRoot puts hash in root's line of container cid's /etc/shadow
-// (of instance id), keeping the file's mode and owner.
+// (of instance id), keeping the file's mode and owner: a copy out of the
+// container and one into it, the file as the guest has it now (never
+// the shadow cache's: changePassword and rescue).
 func (d *Driver) setShadowRoot(ctx context.Context, cid, id, hash string) error {
+	sh, err := d.readShadow(ctx, cid, id)
+	if err != nil {
+		return err
+	}
+	f, err := rootPasswordFile(sh, hash)
+	if err != nil {
+		return err
+	}
+	if err := d.writeDiskFiles(ctx, cid, []diskFile{f}); err != nil {
+		return wrap("write "+shadowPath, id, err)
+	}
+	return nil
+}
+
+// readShadow reads container cid's /etc/shadow (of instance id): one
+// that is missing or not a regular file is an imageShadow not present,
+// with why; err is for a read that failed.
+func (d *Driver) readShadow(ctx context.Context, cid, id string) (imageShadow, error) {
 	rc, _, err := d.cli.CopyFromContainer(ctx, cid, shadowPath)
 	if cerrdefs.IsNotFound(err) {
-		return errdefs.NotSupportedf("the server's image has no %s to hold a root password", shadowPath)
+		return imageShadow{reason: fmt.Sprintf("the server's image has no %s to hold a root password", shadowPath)}, nil
 	}
 	if err != nil {
-		return wrap("read "+shadowPath, id, err)
+		return imageShadow{}, wrap("read "+shadowPath, id, err)
 	}
 	defer rc.Close()
 	tr := tar.NewReader(rc)
 	hdr, err := tr.Next()
 	if err != nil {
-		return fmt.Errorf("docker set password %s: read %s: %w", id, shadowPath, err)
+		return imageShadow{}, fmt.Errorf("docker set password %s: read %s: %w", id, shadowPath, err)
 	}
 	if hdr.Typeflag != tar.TypeReg {
-		return errdefs.NotSupportedf("the server's %s is not a regular file", shadowPath)
+		return imageShadow{reason: fmt.Sprintf("the server's %s is not a regular file", shadowPath)}, nil
 	}
-	old, err := io.ReadAll(io.LimitReader(tr, 4<<20))
+	content, err := io.ReadAll(io.LimitReader(tr, 4<<20))
 	if err != nil {
-		return fmt.Errorf("docker set password %s: read %s: %w", id, shadowPath, err)
+		return imageShadow{}, fmt.Errorf("docker set password %s: read %s: %w", id, shadowPath, err)
 	}
-	updated, err := shadowpw.SetRoot(old, hash, time.Now().Unix()/86400)
+	return imageShadow{present: true, content: content, mode: hdr.Mode, uid: hdr.Uid, gid: hdr.Gid}, nil
+}
+
+// rootPasswordFile is /etc/shadow sh with hash in root's line (changed
+// today), with sh's mode and owner; NotSupported when sh cannot hold it.
+func rootPasswordFile(sh imageShadow, hash string) (diskFile, error) {
+	if !sh.present {
+		return diskFile{}, errdefs.NotSupported(sh.reason)
+	}
+	updated, err := shadowpw.SetRoot(sh.content, hash, time.Now().Unix()/86400)
 	if errors.Is(err, shadowpw.ErrNoRoot) {
-		return errdefs.NotSupportedf("the server's %s has no root entry", shadowPath)
+		return diskFile{}, errdefs.NotSupportedf("the server's %s has no root entry", shadowPath)
 	}
 	if err != nil {
-		return err
+		return diskFile{}, err
 	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "shadow", Mode: hdr.Mode, Uid: hdr.Uid, Gid: hdr.Gid,
-		Size: int64(len(updated)), ModTime: time.Now()}); err != nil {
-		return err
+	return diskFile{path: shadowPath, mode: sh.mode, uid: sh.uid, gid: sh.gid, content: updated}, nil
+}
+
+// newDiskShadow is the /etc/shadow with hash in root's line that the
+// created, never started container cid of spec (spec.AdminPassHash is
+// hash) gets, from the shadow cache when image imageID is in it, else
+// read from the container once and remembered. runImageID is the image
+// the container must be running for what it has to be remembered as
+// imageID's (the image ID, or its volume-free copy's: the same layers);
+// a tag moved between the image's inspect and the container's create
+// leaves the cache alone. A boot volume's /etc is the volume's: read
+// from the container, never cached.
+func (d *Driver) newDiskShadow(ctx context.Context, cid string, spec drivers.Spec, imageID, runImageID string) (diskFile, error) {
+	if spec.RootVolume != "" || imageID == "" {
+		sh, err := d.readShadow(ctx, cid, spec.ID)
+		if err != nil {
+			return diskFile{}, err
+		}
+		return rootPasswordFile(sh, spec.AdminPassHash)
 	}
-	if _, err := tw.Write(updated); err != nil {
-		return err
+	sh, ok := d.shadows.get(imageID)
+	if !ok {
+		var err error
+		if sh, err = d.readShadow(ctx, cid, spec.ID); err != nil {
+			return diskFile{}, err
+		}
+		c, err := d.cli.ContainerInspect(ctx, cid)
+		switch {
+		case err != nil:
+			d.log.Warn("shadow cache: cannot inspect a new container; its image's /etc/shadow is not remembered", "instance", spec.ID, "err", err)
+		case c.Image != runImageID:
+			d.log.Warn("shadow cache: the new container runs another image than the one inspected (its tag moved); not remembered",
+				"instance", spec.ID, "image", spec.Image, "inspected", runImageID, "running", c.Image)
+		default:
+			d.shadows.put(imageID, sh)
+		}
 	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	if err := d.cli.CopyToContainer(ctx, cid, "/etc", &buf, container.CopyToContainerOptions{CopyUIDGID: true}); err != nil {
-		return wrap("write "+shadowPath, id, err)
-	}
-	return nil
+	return rootPasswordFile(sh, spec.AdminPassHash)
 }
 
 var (
