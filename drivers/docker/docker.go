@@ -403,7 +403,8 @@ func (d *Driver) create(ctx context.Context, spec drivers.Spec, useNetns bool) e
 	if err := validate(spec); err != nil {
 		return err
 	}
-	if _, err := d.inspect(ctx, "create", spec.ID); err == nil {
+	if c, err := d.inspect(ctx, "create", spec.ID); err == nil {
+		d.setReplayedPassword(ctx, c.ID, spec)
 		return nil
 	} else if !errors.Is(err, drivers.ErrNotFound) {
 		return err
@@ -511,7 +512,8 @@ func (d *Driver) create(ctx context.Context, spec drivers.Spec, useNetns bool) e
 	if err != nil {
 		if cerrdefs.IsConflict(err) {
 			// A concurrent create of the same instance won the name.
-			if _, ierr := d.inspect(ctx, "create", spec.ID); ierr == nil {
+			if c, ierr := d.inspect(ctx, "create", spec.ID); ierr == nil {
+				d.setReplayedPassword(ctx, c.ID, spec)
 				return nil
 			}
 		}

@@ -113,6 +113,21 @@ func rootPasswordFile(sh imageShadow, hash string) (diskFile, error) {
 	return diskFile{path: shadowPath, mode: sh.mode, uid: sh.uid, gid: sh.gid, content: updated}, nil
 }
 
+// setReplayedPassword sets spec.AdminPassHash in container cid, which a
+// create of spec found made already (a replayed build): in its
+// /etc/shadow as it is, never the cache's, as the agent set a build's
+// password after any create; a failure is logged, as for a new disk.
+func (d *Driver) setReplayedPassword(ctx context.Context, cid string, spec drivers.Spec) {
+	if spec.AdminPassHash == "" {
+		return
+	}
+	if err := d.setShadowRoot(ctx, cid, spec.ID, spec.AdminPassHash); err != nil {
+		d.log.Warn("adminPass not set in the new disk", "instance", spec.ID, "error", err)
+		return
+	}
+	d.log.Info("root password set", "instance", spec.ID)
+}
+
 // newDiskShadow is the /etc/shadow with hash in root's line that the
 // created, never started container cid of spec (spec.AdminPassHash is
 // hash) gets, from the shadow cache when image imageID is in it, else

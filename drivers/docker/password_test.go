@@ -184,6 +184,18 @@ func TestBuildPasswordFromTheShadowCache(t *testing.T) {
 			h, f.mode, f.uid, f.gid, f.body, s1.AdminPassHash)
 	}
 
+	// A replayed create (the container is there) sets the password in
+	// the file the container has, as the agent did after any create.
+	replay := s1
+	replay.AdminPassHash = "$6$salt1r$hash1r"
+	if err := d.Create(ctx, replay); err != nil {
+		t.Fatalf("replayed create: %v", err)
+	}
+	if h, _ := rootHashIn(t, plain, s1.ID); h != replay.AdminPassHash {
+		t.Errorf("after a replayed create root's hash is %q, want %q", h, replay.AdminPassHash)
+	}
+	out, in = cnt.counts()
+
 	// A hit, with first-boot files: one copy in for both, none out.
 	s2 := drivertest.Spec(ref)
 	s2.AdminPassHash = "$6$salt2$hash2"
