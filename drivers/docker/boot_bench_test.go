@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/google/uuid"
 
 	"github.com/capsule-cloud/capsule/drivers/docker"
 	"github.com/capsule-cloud/capsule/drivers/drivertest"
@@ -71,14 +72,24 @@ func BenchmarkBootNetworked(b *testing.B) {
 	}
 	// A build's adminPass (every Nova build has one): "at-create" is
 	// Spec.AdminPassHash (the shadow cache: for the base image, which has
-	// no /etc/shadow, no archive call once known), "after-create" the
+	// no /etc/shadow, no archive call once known; for "-shadow", the base
+	// image with one, a copy into the container), "after-create" the
 	// agent's path before it, SetAdminPassword between Create and Start
-	// (a copy of /etc/shadow out of each new container, in when it has
-	// one), timed as password-ms.
-	for _, atCreate := range []bool{true, false} {
+	// (a copy of /etc/shadow out of each new container, and in when it
+	// has one), timed as password-ms.
+	shadowRef := "capsuletest-shadow-bench:" + uuid.NewString()[:8]
+	shadowImage(b, d, image, shadowRef, "root:*:19000:0:99999:7:::\n")
+	for _, v := range []struct {
+		atCreate bool
+		image    string
+	}{{true, image}, {false, image}, {true, shadowRef}, {false, shadowRef}} {
+		atCreate, image := v.atCreate, v.image
 		name := "password-after-create"
 		if atCreate {
 			name = "password-at-create"
+		}
+		if image == shadowRef {
+			name += "-shadow"
 		}
 		b.Run(name, func(b *testing.B) {
 			var create, password, sandbox, start time.Duration
@@ -94,9 +105,10 @@ func BenchmarkBootNetworked(b *testing.B) {
 				}
 				t1 := time.Now()
 				if !atCreate {
-					// The image has no /etc/shadow: NotSupported, as
-					// the agent logged it.
-					if err := d.SetAdminPassword(ctx, spec.ID, "$6$bench$hash"); !errdefs.IsNotSupported(err) {
+					// Without /etc/shadow NotSupported, as the agent
+					// logged it.
+					err := d.SetAdminPassword(ctx, spec.ID, "$6$bench$hash")
+					if (image == shadowRef) != (err == nil) || (err != nil && !errdefs.IsNotSupported(err)) {
 						b.Fatal(err)
 					}
 				}

@@ -100,9 +100,10 @@ func countingDriver(t *testing.T) (*docker.Driver, *archiveCounter) {
 
 // shadowImage builds, as tag ref, base with /etc/shadow holding content
 // (mode 0640, owner 0:42, as Debian's).
-func shadowImage(t *testing.T, d *docker.Driver, base, ref, content string) string {
+func shadowImage(t testing.TB, d *docker.Driver, base, ref, content string) string {
 	t.Helper()
-	ctx := drivertest.Ctx(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, f := range []struct {
