@@ -5,7 +5,9 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -313,9 +315,9 @@ func TestPasswordHashRounds(t *testing.T) {
 }
 
 // A validated token is not read again while nothing is written (a client
-// polling every 20 ms paid about ten queries a request), and any write
-// through the store ends the reuse: a revocation made directly in the
-// database takes effect on the next request.
+// polling every 20 ms paid about ten queries a request), and a write to
+// an identity table through the store ends the reuse: a revocation made
+// directly in the database takes effect on the next request.
 func TestValidateCachedUntilAWrite(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
@@ -342,6 +344,99 @@ func TestValidateCachedUntilAWrite(t *testing.T) {
 	if _, err := e.svc.Validate(ctx, tok); !errors.Is(err, identity.ErrInvalidToken) {
 		t.Fatalf("validation after a revocation written to the database: %v, want ErrInvalidToken", err)
 	}
+}
+
+// The cache outlives writes to tables a validation does not read (a
+// cloud at work writes servers, ports and actions many times a second)
+// and is emptied by a write to any table it does read: each table the
+// queries of a project-, system- and application-credential-scoped
+// validation touch is written once, and the next validation reads again.
+func TestCacheEmptiedByEveryTableValidationReads(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	sys := e.systemToken()
+	admin, _ := e.svc.Validate(ctx, e.admin)
+	c := e.do("POST", "/v3/users/"+admin.UserID+"/application_credentials", e.admin, map[string]any{
+		"application_credential": map[string]any{"name": "cache", "roles": []map[string]any{{"name": "member"}}}})
+	e.want(c, http.StatusCreated)
+	ac := obj(c.body["application_credential"])
+	acTok := e.token(map[string]any{"auth": map[string]any{"identity": map[string]any{"methods": []string{"application_credential"},
+		"application_credential": map[string]any{"id": ac["id"], "secret": ac["secret"]}}}})
+	tokens := []string{e.member, sys, acTok}
+
+	var mu sync.Mutex
+	var queries int
+	read := map[string]bool{}
+	if err := e.st.DB.Callback().Query().Before("gorm:query").Register("test:tables-read", func(db *gorm.DB) {
+		mu.Lock()
+		defer mu.Unlock()
+		queries++
+		read[db.Statement.Table] = true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.st.DB.Callback().Query().Remove("test:tables-read") })
+	count := func() int { mu.Lock(); defer mu.Unlock(); return queries }
+	validateAll := func(what string) int {
+		t.Helper()
+		before := count()
+		for _, tok := range tokens {
+			if _, err := e.svc.Validate(ctx, tok); err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+		}
+		return count() - before
+	}
+	// Emptied by a write to the tokens table above (the credential's
+	// token): the first round reads, the second does not.
+	e.st.DB.Model(&store.Token{}).Where("1 = 0").Update("revoked", true)
+	if n := validateAll("first validation"); n == 0 {
+		t.Fatal("no query for validations after a write to tokens")
+	}
+	if n := validateAll("cached validation"); n != 0 {
+		t.Fatalf("%d queries for cached validations", n)
+	}
+	// Writes to the cloud's busy tables leave the cache alone.
+	for _, m := range []any{&store.Instance{}, &store.Port{}, &store.InstanceAction{}} {
+		if err := e.st.DB.Model(m).Where("1 = 0").Update("updated_at", time.Now()).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := validateAll("validation after writes to servers, ports, actions"); n != 0 {
+		t.Fatalf("%d queries after writes to tables validation does not read, want 0", n)
+	}
+	mu.Lock()
+	tables := make([]string, 0, len(read))
+	for tb := range read {
+		tables = append(tables, tb)
+	}
+	mu.Unlock()
+	slices.Sort(tables)
+	if len(tables) < 5 {
+		t.Fatalf("validation read only %v", tables)
+	}
+	for _, tb := range tables {
+		if tb == "" {
+			t.Fatal("a validation query without a table name: the cache cannot tell which writes concern it")
+		}
+		_ = validateAll("refill")
+		if err := e.st.DB.Table(tb).Where("1 = 0").Update(firstColumn(t, e, tb), gorm.Expr(firstColumn(t, e, tb))).Error; err != nil {
+			t.Fatal(err)
+		}
+		if n := validateAll("validation after a write to " + tb); n == 0 {
+			t.Errorf("a write to %s (read by validation) left the token cache in use", tb)
+		}
+	}
+}
+
+// firstColumn is a column of table tb.
+func firstColumn(t *testing.T, e *env, tb string) string {
+	t.Helper()
+	cols, err := e.st.DB.Migrator().ColumnTypes(tb)
+	if err != nil || len(cols) == 0 {
+		t.Fatalf("columns of %s: %v", tb, err)
+	}
+	return cols[0].Name()
 }
 
 // A NUL byte or invalid UTF-8 in a path id, a filter or a name is bad

@@ -22,15 +22,34 @@ import (
 // here takes effect on the next request; one made by another process on
 // the same database (a second API process) within TokenCacheTTL
 // (Keystone's auth_token middleware caches for 300 s by default).
+// "Any write" means any write to a table validation reads (identityModels)
+// or whose table gorm cannot name: at ten boots in flight the cloud writes
+// servers, ports and actions many times a second, and emptying the cache
+// on those made it miss almost every time.
 const TokenCacheTTL = 2 * time.Second
 
+// identityModels are the rows a validation reads (loadToken and the role
+// resolution in inherit.go): a write to any of their tables empties the
+// cache. TestCacheEmptiedByEveryTableValidationReads checks the list
+// against the queries a validation makes.
+func identityModels() []any {
+	return []any{
+		&store.Token{}, &store.User{}, &store.Domain{}, &store.Project{}, &store.ApplicationCredential{},
+		&store.Role{}, &store.ImpliedRole{}, &store.RoleAssignment{}, &store.DomainRoleAssignment{},
+		&store.SystemRoleAssignment{}, &store.InheritedRoleAssignment{}, &store.Group{}, &store.GroupMember{},
+		&store.GroupRoleAssignment{},
+	}
+}
+
 // tokenCache remembers credentials of live tokens by token hash. gen
-// counts the store's writes: an entry loaded while a write ran is not
-// kept.
+// counts the writes to identity tables: an entry loaded while such a
+// write ran is not kept.
 type tokenCache struct {
 	mu      sync.Mutex
 	gen     uint64
 	entries map[string]cachedToken
+	// tables are identityModels' table names (nil: every write counts).
+	tables map[string]bool
 }
 
 type cachedToken struct {
@@ -46,6 +65,7 @@ func newTokenCache(st *store.Store) *tokenCache {
 	if st == nil || st.DB == nil {
 		return c
 	}
+	c.tables = tableNames(st.DB, identityModels())
 	name := fmt.Sprintf("capsule:identity-token-cache-%p", c)
 	cb := st.DB.Callback()
 	// Errors only for a duplicate name, which %p rules out.
@@ -56,10 +76,28 @@ func newTokenCache(st *store.Store) *tokenCache {
 	return c
 }
 
-// written empties the cache after any write (also one of a transaction
-// not committed yet: the entry a validation makes before the commit
-// lives at most TokenCacheTTL).
-func (c *tokenCache) written(*gorm.DB) {
+// tableNames returns the tables of models as db names them; nil when one
+// cannot be parsed (then every write empties the cache).
+func tableNames(db *gorm.DB, models []any) map[string]bool {
+	out := map[string]bool{}
+	for _, m := range models {
+		stmt := &gorm.Statement{DB: db}
+		if err := stmt.Parse(m); err != nil || stmt.Schema == nil {
+			return nil
+		}
+		out[stmt.Schema.Table] = true
+	}
+	return out
+}
+
+// written empties the cache after a write to an identity table, or to a
+// table it cannot tell (raw SQL), also one of a transaction not committed
+// yet: the entry a validation makes before the commit lives at most
+// TokenCacheTTL.
+func (c *tokenCache) written(db *gorm.DB) {
+	if c.tables != nil && db.Statement != nil && db.Statement.Table != "" && !c.tables[db.Statement.Table] {
+		return
+	}
 	c.mu.Lock()
 	c.gen++
 	clear(c.entries)
