@@ -304,8 +304,11 @@ func TestDeleteUnplugs(t *testing.T) {
 	if !r.OK {
 		t.Fatalf("delete report = %+v", r)
 	}
-	if got, want := drv.seq("i-d1", netOps...), []string{"destroy", "unplug"}; !slices.Equal(got, want) {
-		t.Errorf("calls = %v, want %v", got, want)
+	// Both, in either order: the unplug runs while the container goes.
+	got := drv.seq("i-d1", netOps...)
+	slices.Sort(got)
+	if want := []string{"destroy", "unplug"}; !slices.Equal(got, want) {
+		t.Errorf("calls = %v, want %v in any order", got, want)
 	}
 	if _, ok := p.get("i-d1"); ok {
 		t.Error("ports left after delete")

@@ -195,6 +195,11 @@ func (a *Agent) dropKeptRootDisks(ctx context.Context) {
 	for _, id := range kept {
 		a.dropKeptRootDisk(ctx, dr, id)
 	}
+	if n, err := dr.DropStrayResizeImages(ctx); err != nil {
+		a.log.Error("reconcile: could not remove stray resize commits", "err", err)
+	} else if n > 0 {
+		a.log.Info("reconcile: removed resize commits of deleted servers", "images", n)
+	}
 }
 
 // dropKeptRootDisk is dropKeptRootDisks for instance id. Its state is read

@@ -81,6 +81,12 @@ func (d *diskFake) KeptRootDisks(context.Context) ([]string, error) {
 	return ids, nil
 }
 
+func (d *diskFake) DropStrayResizeImages(context.Context) (int, error) { return 0, nil }
+
+// A method the interface gains must be added here: the agent finds the
+// capability by a type assertion, which would fail silently.
+var _ drivers.RootDiskResizer = (*diskFake)(nil)
+
 func (d *diskFake) state(id string) (disk int, kept int, hasKept bool) {
 	d.dmu.Lock()
 	defer d.dmu.Unlock()

@@ -269,6 +269,9 @@ type RootDiskResizer interface {
 	ConfirmRootDisk(ctx context.Context, id string) error
 	// KeptRootDisks lists the instances that have a kept container.
 	KeptRootDisks(ctx context.Context) ([]string, error)
+	// DropStrayResizeImages removes what resizes left of instances
+	// that have no container here any more, and says how many.
+	DropStrayResizeImages(ctx context.Context) (int, error)
 }
 
 // Consoler is a driver that opens an interactive shell on a terminal in a

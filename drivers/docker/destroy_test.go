@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/docker/docker/api/types/container"
+	dimage "github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/volume"
 
 	"github.com/capsule-cloud/capsule/drivers/docker"
@@ -71,5 +72,49 @@ func TestDestroyRemovesEveryContainerOfTheInstance(t *testing.T) {
 	}
 	if _, err := cli.VolumeInspect(ctx, docker.RescueName(again.ID)); err == nil {
 		t.Error("a rescue volume without its container is left after Destroy")
+	}
+}
+
+// TestStrayResizeImagesDropped: the delete of a server never resized here
+// lists no images, so a resize commit some cut-short resize left for it
+// outlives the delete; the reconcile's DropStrayResizeImages removes it,
+// and keeps the commits of instances that still have a container.
+func TestStrayResizeImagesDropped(t *testing.T) {
+	image := testenv.Image(t)
+	d := newDriver(t)
+	ctx := drivertest.Ctx(t)
+	cli := d.Client()
+	gone, live := drivertest.Spec(image), drivertest.Spec(image)
+	drivertest.Create(t, d, gone)
+	drivertest.Create(t, d, live)
+	t.Cleanup(func() { _ = d.Destroy(context.Background(), live.ID) })
+	commit := func(id string) string {
+		t.Helper()
+		ref := "capsule-rootdisk/" + id + ":stray"
+		if err := cli.ImageTag(ctx, image, ref); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _, _ = cli.ImageRemove(context.Background(), ref, dimage.RemoveOptions{}) })
+		return ref
+	}
+	goneRef, liveRef := commit(gone.ID), commit(live.ID)
+	if err := d.Destroy(ctx, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.ImageInspect(ctx, goneRef); err != nil {
+		t.Fatalf("the delete of a server never resized here looked for its resize commits (%v): the test's premise", err)
+	}
+	n, err := d.DropStrayResizeImages(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.ImageInspect(ctx, goneRef); err == nil {
+		t.Errorf("the resize commit of a deleted server is left after DropStrayResizeImages (dropped %d)", n)
+	}
+	if _, err := cli.ImageInspect(ctx, liveRef); err != nil {
+		t.Errorf("the resize commit of a server that still has its container was removed: %v", err)
+	}
+	if n < 1 {
+		t.Errorf("DropStrayResizeImages said %d dropped", n)
 	}
 }

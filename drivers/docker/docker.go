@@ -963,7 +963,14 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 	if err := d.removeNetns(id, c.ID); err != nil {
 		return fmt.Errorf("destroy: %w", err)
 	}
-	d.pruneResizeImages(ctx, id)
+	// Other resize commits of a server that was resized here. Listing
+	// images costs dockerd a walk of every image on the host, so a server
+	// never resized here is not asked about; a commit some cut-short
+	// resize left for it is collected by the reconcile
+	// (DropStrayResizeImages).
+	if has[keptName(id)] || (c.Config != nil && isResizeImage(c.Config.Image)) {
+		d.pruneResizeImages(ctx, id)
+	}
 	d.log.Info("container destroyed", "instance", id, "container", c.ID)
 	return nil
 }

@@ -349,6 +349,48 @@ func (d *Driver) KeptRootDisks(ctx context.Context) ([]string, error) {
 	return ids, nil
 }
 
+// DropStrayResizeImages implements drivers.RootDiskResizer: the resize
+// commits of instances with no container on this dockerd go (a delete
+// lists them only for servers it knows were resized). Images are listed
+// before containers, so a commit made meanwhile belongs to an instance the
+// container list shows; RemoveImage keeps one a container runs from.
+func (d *Driver) DropStrayResizeImages(ctx context.Context) (int, error) {
+	imgs, err := d.cli.ImageList(ctx, image.ListOptions{Filters: filters.NewArgs(filters.Arg("reference", resizeRepo+"/*"))})
+	if err != nil {
+		return 0, fmt.Errorf("docker list resize commits: %w", err)
+	}
+	if len(imgs) == 0 {
+		return 0, nil
+	}
+	cs, err := d.cli.ContainerList(ctx, container.ListOptions{All: true,
+		Filters: filters.NewArgs(filters.Arg("label", LabelManaged+"=true"))})
+	if err != nil {
+		return 0, fmt.Errorf("docker list containers: %w", err)
+	}
+	have := map[string]bool{}
+	for _, c := range cs {
+		have[c.Labels[LabelInstance]] = true
+	}
+	dropped := 0
+	for _, img := range imgs {
+		for _, ref := range img.RepoTags {
+			id := strings.TrimPrefix(ref, resizeRepo+"/")
+			if i := strings.LastIndexByte(id, ':'); i >= 0 {
+				id = id[:i]
+			}
+			if !isResizeImage(ref) || have[id] {
+				continue
+			}
+			if err := d.RemoveImage(ctx, ref); err != nil {
+				d.log.Warn("could not remove a stray resize commit", "instance", id, "image", ref, "err", err)
+				continue
+			}
+			dropped++
+		}
+	}
+	return dropped, nil
+}
+
 // pruneResizeImages removes instance id's resize commits no container
 // runs from (RemoveImage keeps one in use): those a revert or confirm
 // cut short by an agent restart left, the crash between a remove and a
