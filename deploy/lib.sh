@@ -318,7 +318,10 @@ cap_install_runtime() {
 	fi
 	cap_check_go
 	mkdir -p "$CAPSULE_REPO/bin"
-	(cd "$CAPSULE_REPO" && go build -o "$CAPSULE_REPO/bin/capsule-runc" ./cmd/capsule-runc) ||
+	# Static (no cgo): containerd's shim runs it for every runc call of
+	# every server (create, start, state, kill, delete), and a static
+	# binary starts without the dynamic loader.
+	(cd "$CAPSULE_REPO" && CGO_ENABLED=0 go build -o "$CAPSULE_REPO/bin/capsule-runc" ./cmd/capsule-runc) ||
 		cap_die "building capsule-runc failed (go build ./cmd/capsule-runc in $CAPSULE_REPO): see the compiler errors above"
 	install -m 755 "$CAPSULE_REPO/bin/capsule-runc" "$CAPSULE_BIN/"
 }
