@@ -1287,25 +1287,32 @@ func (s *Store) ServerPorts(ctx context.Context, instanceID, project string) ([]
 // PortsOfServers returns the ports the Compute API bound to any of the
 // servers ids, in ServerPorts' order, with what a server view shows of
 // them: id, device, project, network, MAC and fixed IPs (ordered as
-// ServerPorts orders them). A server's NICs are those of its own project:
-// the caller keeps those. One query per 1,000 servers.
-func (s *Store) PortsOfServers(ctx context.Context, ids []string) ([]Port, error) {
+// ServerPorts orders them), and the names of their networks (by id; a
+// network gone is left out). A server's NICs are those of its own
+// project: the caller keeps those. One query per 1,000 servers: a client
+// polling a server pays it at every GET.
+func (s *Store) PortsOfServers(ctx context.Context, ids []string) ([]Port, map[string]string, error) {
 	var out []Port
+	names := map[string]string{}
 	for chunk := range slices.Chunk(ids, 1000) {
 		var rows []struct {
 			ID, DeviceID, ProjectID, NetworkID, MACAddress string
-			SubnetID, IPAddress                            *string
+			SubnetID, IPAddress, NetworkName               *string
 		}
 		err := s.WithContext(ctx).Table("ports").
 			Select("ports.id, ports.device_id, ports.project_id, ports.network_id, ports.mac_address, "+
-				"ip_allocations.subnet_id, ip_allocations.ip_address").
+				"ip_allocations.subnet_id, ip_allocations.ip_address, networks.name AS network_name").
 			Joins("LEFT JOIN ip_allocations ON ip_allocations.port_id = ports.id").
+			Joins("LEFT JOIN networks ON networks.id = ports.network_id").
 			Where("ports.device_id IN ? AND ports.compute_bound = ?", chunk, true).
 			Order("ports.created_at, ports.id, ip_allocations.subnet_id, ip_allocations.ip_address").Scan(&rows).Error
 		if err != nil {
-			return nil, fmt.Errorf("ports of %d servers: %w", len(chunk), err)
+			return nil, nil, fmt.Errorf("ports of %d servers: %w", len(chunk), err)
 		}
 		for _, r := range rows {
+			if r.NetworkName != nil {
+				names[r.NetworkID] = *r.NetworkName
+			}
 			if len(out) == 0 || out[len(out)-1].ID != r.ID {
 				out = append(out, Port{ID: r.ID, DeviceID: r.DeviceID, ProjectID: r.ProjectID, NetworkID: r.NetworkID,
 					MACAddress: r.MACAddress, FixedIPs: []IPAllocation{}})
@@ -1317,25 +1324,7 @@ func (s *Store) PortsOfServers(ctx context.Context, ids []string) ([]Port, error
 			}
 		}
 	}
-	return out, nil
-}
-
-// NetworkNames returns the names of the networks ids (missing ones are
-// left out).
-func (s *Store) NetworkNames(ctx context.Context, ids []string) (map[string]string, error) {
-	out := map[string]string{}
-	slices.Sort(ids)
-	ids = slices.Compact(ids)
-	for chunk := range slices.Chunk(ids, 1000) {
-		var rows []struct{ ID, Name string }
-		if err := s.WithContext(ctx).Model(&Network{}).Select("id, name").Where("id IN ?", chunk).Scan(&rows).Error; err != nil {
-			return nil, fmt.Errorf("names of %d networks: %w", len(chunk), err)
-		}
-		for _, r := range rows {
-			out[r.ID] = r.Name
-		}
-	}
-	return out, nil
+	return out, names, nil
 }
 
 // InstanceProject returns the project of live instance id; ok is false

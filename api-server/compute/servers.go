@@ -713,7 +713,9 @@ func (s *Service) loadServerAny(w http.ResponseWriter, r *http.Request, withDele
 	if !creds.IsAdmin() {
 		q = q.Where("project_id = ?", creds.ProjectID)
 	}
-	if err := q.First(&inst).Error; err != nil {
+	// Take, not First: the id is the key, and First's ORDER BY is more
+	// SQL to parse at every GET of a polled server.
+	if err := q.Take(&inst).Error; err != nil {
 		if errors.Is(err, gorm.ErrRecordNotFound) {
 			writeFault(w, errdefs.NotFoundf("Instance %s could not be found.", id))
 		} else {

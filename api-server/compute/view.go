@@ -94,26 +94,23 @@ func (s *Service) loadViewBatch(ctx context.Context, insts []store.Instance) *vi
 			hosts[insts[i].Host] = true
 		}
 	}
-	ports, err := s.st.PortsOfServers(ctx, ids)
+	// Each with the names it needs joined in: a client polling a server
+	// pays every query of this at every GET.
+	ports, names, err := s.st.PortsOfServers(ctx, ids)
 	if err != nil {
 		s.log.Warn("ports of servers", "error", err)
 		return nil
 	}
-	var netIDs, portIDs, groupIDs []string
+	var portIDs []string
 	for _, p := range ports {
-		netIDs = append(netIDs, p.NetworkID)
 		portIDs = append(portIDs, p.ID)
 	}
-	groupsOf, err := s.st.PortsSecurityGroupIDs(ctx, portIDs)
+	groupsOf, groupNames, err := s.st.PortsSecurityGroupIDs(ctx, portIDs)
 	if err != nil {
 		s.log.Warn("security groups of servers' ports", "error", err)
 		return nil
 	}
-	names, err := s.st.NetworkNames(ctx, netIDs)
-	if err != nil {
-		s.log.Warn("networks of servers", "error", err)
-		return nil
-	}
+	b.groupNames = groupNames
 	for _, p := range ports {
 		if projectOf[p.DeviceID] != p.ProjectID {
 			continue // not the server's NIC (see store.ServerPorts)
@@ -124,7 +121,6 @@ func (s *Service) loadViewBatch(ctx context.Context, insts []store.Instance) *vi
 		}
 		p.SecurityGroups = groupsOf[p.ID]
 		b.nics[p.DeviceID] = append(b.nics[p.DeviceID], serverNIC{port: p, netName: name})
-		groupIDs = append(groupIDs, p.SecurityGroups...)
 	}
 	var atts []store.VolumeAttachment
 	if err := s.st.WithContext(ctx).Where("instance_id IN ?", ids).Order("created_at, id").Find(&atts).Error; err != nil {
@@ -134,10 +130,6 @@ func (s *Service) loadViewBatch(ctx context.Context, insts []store.Instance) *vi
 	b.volumes = map[string][]store.VolumeAttachment{}
 	for _, a := range atts {
 		b.volumes[a.InstanceID] = append(b.volumes[a.InstanceID], a)
-	}
-	if b.groupNames, err = s.st.SecurityGroupNames(ctx, groupIDs); err != nil {
-		s.log.Warn("security groups of servers", "error", err)
-		return nil
 	}
 	if creds := auth.FromContext(ctx); creds != nil && creds.IsAdmin() && len(hosts) > 0 {
 		var svcs []store.Service
