@@ -135,8 +135,10 @@ func (d *Driver) setReplayedPassword(ctx context.Context, cid string, spec drive
 // the container must be running for what it has to be remembered as
 // imageID's (the image ID, or its volume-free copy's: the same layers);
 // a tag moved between the image's inspect and the container's create
-// leaves the cache alone. A boot volume's /etc is the volume's: read
-// from the container, never cached.
+// leaves the cache alone. (A hit does not check it: a tag moved in those
+// milliseconds would give this one container the inspected image's file,
+// the window create already accepts for the image's labels.) A boot
+// volume's /etc is the volume's: read from the container, never cached.
 func (d *Driver) newDiskShadow(ctx context.Context, cid string, spec drivers.Spec, imageID, runImageID string) (diskFile, error) {
 	if spec.RootVolume != "" || imageID == "" {
 		sh, err := d.readShadow(ctx, cid, spec.ID)
