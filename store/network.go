@@ -1284,47 +1284,75 @@ func (s *Store) ServerPorts(ctx context.Context, instanceID, project string) ([]
 	return out, nil
 }
 
+// ServerPortsView is what a server view shows of servers' ports
+// (PortsOfServers): the ports with their fixed IPs and security groups,
+// and the names of their networks and groups by id (one gone is left
+// out).
+type ServerPortsView struct {
+	Ports        []Port
+	NetworkNames map[string]string
+	GroupNames   map[string]string
+}
+
 // PortsOfServers returns the ports the Compute API bound to any of the
 // servers ids, in ServerPorts' order, with what a server view shows of
-// them: id, device, project, network, MAC and fixed IPs (ordered as
-// ServerPorts orders them), and the names of their networks (by id; a
-// network gone is left out). A server's NICs are those of its own
+// them: id, device, project, network, MAC, fixed IPs (ordered as
+// ServerPorts orders them) and security groups (sorted), and the names
+// of their networks and groups. A server's NICs are those of its own
 // project: the caller keeps those. One query per 1,000 servers: a client
 // polling a server pays it at every GET.
-func (s *Store) PortsOfServers(ctx context.Context, ids []string) ([]Port, map[string]string, error) {
-	var out []Port
-	names := map[string]string{}
+func (s *Store) PortsOfServers(ctx context.Context, ids []string) (ServerPortsView, error) {
+	out := ServerPortsView{NetworkNames: map[string]string{}, GroupNames: map[string]string{}}
 	for chunk := range slices.Chunk(ids, 1000) {
 		var rows []struct {
-			ID, DeviceID, ProjectID, NetworkID, MACAddress string
-			SubnetID, IPAddress, NetworkName               *string
+			ID, DeviceID, ProjectID, NetworkID, MACAddress       string
+			SubnetID, IPAddress, NetworkName, GroupID, GroupName *string
 		}
 		err := s.WithContext(ctx).Table("ports").
 			Select("ports.id, ports.device_id, ports.project_id, ports.network_id, ports.mac_address, "+
-				"ip_allocations.subnet_id, ip_allocations.ip_address, networks.name AS network_name").
+				"ip_allocations.subnet_id, ip_allocations.ip_address, networks.name AS network_name, "+
+				"port_security_groups.security_group_id AS group_id, security_groups.name AS group_name").
 			Joins("LEFT JOIN ip_allocations ON ip_allocations.port_id = ports.id").
 			Joins("LEFT JOIN networks ON networks.id = ports.network_id").
+			Joins("LEFT JOIN port_security_groups ON port_security_groups.port_id = ports.id").
+			Joins("LEFT JOIN security_groups ON security_groups.id = port_security_groups.security_group_id").
 			Where("ports.device_id IN ? AND ports.compute_bound = ?", chunk, true).
-			Order("ports.created_at, ports.id, ip_allocations.subnet_id, ip_allocations.ip_address").Scan(&rows).Error
+			Order("ports.created_at, ports.id, ip_allocations.subnet_id, ip_allocations.ip_address, port_security_groups.security_group_id").
+			Scan(&rows).Error
 		if err != nil {
-			return nil, nil, fmt.Errorf("ports of %d servers: %w", len(chunk), err)
+			return ServerPortsView{}, fmt.Errorf("ports of %d servers: %w", len(chunk), err)
 		}
+		// A row per port, fixed IP and group: the IPs come in order
+		// (each repeated once per group), the groups once per IP.
+		var ips, groups map[string]bool
 		for _, r := range rows {
 			if r.NetworkName != nil {
-				names[r.NetworkID] = *r.NetworkName
+				out.NetworkNames[r.NetworkID] = *r.NetworkName
 			}
-			if len(out) == 0 || out[len(out)-1].ID != r.ID {
-				out = append(out, Port{ID: r.ID, DeviceID: r.DeviceID, ProjectID: r.ProjectID, NetworkID: r.NetworkID,
+			if r.GroupID != nil && r.GroupName != nil {
+				out.GroupNames[*r.GroupID] = *r.GroupName
+			}
+			if len(out.Ports) == 0 || out.Ports[len(out.Ports)-1].ID != r.ID {
+				out.Ports = append(out.Ports, Port{ID: r.ID, DeviceID: r.DeviceID, ProjectID: r.ProjectID, NetworkID: r.NetworkID,
 					MACAddress: r.MACAddress, FixedIPs: []IPAllocation{}})
+				ips, groups = map[string]bool{}, map[string]bool{}
 			}
-			if r.IPAddress != nil {
-				p := &out[len(out)-1]
+			p := &out.Ports[len(out.Ports)-1]
+			if r.IPAddress != nil && !ips[*r.SubnetID+" "+*r.IPAddress] {
+				ips[*r.SubnetID+" "+*r.IPAddress] = true
 				p.FixedIPs = append(p.FixedIPs, IPAllocation{SubnetID: *r.SubnetID, IPAddress: *r.IPAddress, PortID: r.ID,
 					NetworkID: r.NetworkID})
 			}
+			if r.GroupID != nil && !groups[*r.GroupID] {
+				groups[*r.GroupID] = true
+				p.SecurityGroups = append(p.SecurityGroups, *r.GroupID)
+			}
 		}
 	}
-	return out, names, nil
+	for i := range out.Ports {
+		slices.Sort(out.Ports[i].SecurityGroups)
+	}
+	return out, nil
 }
 
 // InstanceProject returns the project of live instance id; ok is false

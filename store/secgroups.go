@@ -588,33 +588,6 @@ func (s *Store) PortSecurityGroupIDs(ctx context.Context, portID string) ([]stri
 	return out, nil
 }
 
-// PortsSecurityGroupIDs returns the groups of each of ports, and the
-// groups' names (by id; a group gone is left out): one query.
-func (s *Store) PortsSecurityGroupIDs(ctx context.Context, ports []string) (map[string][]string, map[string]string, error) {
-	out, names := map[string][]string{}, map[string]string{}
-	if len(ports) == 0 {
-		return out, names, nil
-	}
-	var rows []struct {
-		PortID, SecurityGroupID string
-		Name                    *string
-	}
-	if err := s.WithContext(ctx).Table("port_security_groups").
-		Select("port_security_groups.port_id, port_security_groups.security_group_id, security_groups.name").
-		Joins("LEFT JOIN security_groups ON security_groups.id = port_security_groups.security_group_id").
-		Where("port_security_groups.port_id IN ?", ports).
-		Order("port_security_groups.port_id, port_security_groups.security_group_id").Scan(&rows).Error; err != nil {
-		return nil, nil, fmt.Errorf("security groups of ports: %w", err)
-	}
-	for _, r := range rows {
-		out[r.PortID] = append(out[r.PortID], r.SecurityGroupID)
-		if r.Name != nil {
-			names[r.SecurityGroupID] = *r.Name
-		}
-	}
-	return out, names, nil
-}
-
 // resolvePortGroups checks that every group exists and belongs to
 // project (another project's group is not found, as Neutron answers);
 // nil asks for project's default group (created on first use).

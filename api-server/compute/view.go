@@ -94,23 +94,15 @@ func (s *Service) loadViewBatch(ctx context.Context, insts []store.Instance) *vi
 			hosts[insts[i].Host] = true
 		}
 	}
-	// Each with the names it needs joined in: a client polling a server
-	// pays every query of this at every GET.
-	ports, names, err := s.st.PortsOfServers(ctx, ids)
+	// One query with the names it needs joined in: a client polling a
+	// server pays every query of this at every GET.
+	sp, err := s.st.PortsOfServers(ctx, ids)
 	if err != nil {
 		s.log.Warn("ports of servers", "error", err)
 		return nil
 	}
-	var portIDs []string
-	for _, p := range ports {
-		portIDs = append(portIDs, p.ID)
-	}
-	groupsOf, groupNames, err := s.st.PortsSecurityGroupIDs(ctx, portIDs)
-	if err != nil {
-		s.log.Warn("security groups of servers' ports", "error", err)
-		return nil
-	}
-	b.groupNames = groupNames
+	ports, names := sp.Ports, sp.NetworkNames
+	b.groupNames = sp.GroupNames
 	for _, p := range ports {
 		if projectOf[p.DeviceID] != p.ProjectID {
 			continue // not the server's NIC (see store.ServerPorts)
@@ -119,7 +111,6 @@ func (s *Service) loadViewBatch(ctx context.Context, insts []store.Instance) *vi
 		if name == "" {
 			name = p.NetworkID
 		}
-		p.SecurityGroups = groupsOf[p.ID]
 		b.nics[p.DeviceID] = append(b.nics[p.DeviceID], serverNIC{port: p, netName: name})
 	}
 	var atts []store.VolumeAttachment
