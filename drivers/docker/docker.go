@@ -28,6 +28,7 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/registry"
+	"github.com/docker/docker/api/types/system"
 	"github.com/docker/docker/client"
 
 	"github.com/capsule-cloud/capsule/drivers"
@@ -162,6 +163,52 @@ type Driver struct {
 	// shadows: images' /etc/shadow by image ID, for a build's adminPass
 	// (password.go, shadowcache.go).
 	shadows shadowCache
+	info    infoCache // docker info for Fingerprint
+}
+
+// infoCache keeps the last docker info for fingerprintInfoTTL: every
+// docker info makes dockerd run `runc --version` and `docker-init
+// --version` (two processes), and the heartbeat fingerprints every few
+// seconds for figures that change only with the daemon.
+type infoCache struct {
+	mu sync.Mutex
+	v  system.Info
+	at time.Time // zero: nothing cached
+}
+
+// fingerprintInfoTTL is how long Fingerprint reuses a docker info (a ping
+// still checks that dockerd answers each time).
+const fingerprintInfoTTL = time.Minute
+
+// dockerInfo is docker info, reused for fingerprintInfoTTL after a ping.
+func (d *Driver) dockerInfo(ctx context.Context) (system.Info, error) {
+	d.info.mu.Lock()
+	v, at := d.info.v, d.info.at
+	d.info.mu.Unlock()
+	if !at.IsZero() && time.Since(at) < fingerprintInfoTTL {
+		if _, err := d.cli.Ping(ctx); err != nil {
+			d.forgetInfo()
+			return system.Info{}, err
+		}
+		return v, nil
+	}
+	v, err := d.cli.Info(ctx)
+	if err != nil {
+		d.forgetInfo()
+		return system.Info{}, err
+	}
+	d.info.mu.Lock()
+	d.info.v, d.info.at = v, time.Now()
+	d.info.mu.Unlock()
+	return v, nil
+}
+
+// forgetInfo drops the cached docker info (dockerd went away or came back:
+// it may be another version now).
+func (d *Driver) forgetInfo() {
+	d.info.mu.Lock()
+	d.info.at = time.Time{}
+	d.info.mu.Unlock()
 }
 
 var _ drivers.Driver = (*Driver)(nil)
@@ -1183,7 +1230,7 @@ func lastLines(s string, n int) string {
 // Fingerprint implements drivers.Driver from docker info, the daemon's
 // version and the filesystem holding Docker's root dir.
 func (d *Driver) Fingerprint(ctx context.Context) (drivers.HostInfo, error) {
-	info, err := d.cli.Info(ctx)
+	info, err := d.dockerInfo(ctx)
 	if err != nil {
 		return drivers.HostInfo{}, fmt.Errorf("docker info: %w", err)
 	}

@@ -28,15 +28,20 @@ import (
 )
 
 // archiveCounter is a proxy in front of dockerd counting the archive
-// calls (docker cp) made through it: GET is a copy out of a container,
-// PUT one into it.
+// calls (docker cp) made through it (GET is a copy out of a container,
+// PUT one into it) and the docker info calls.
 type archiveCounter struct {
 	mu       sync.Mutex
 	out, in  int
+	info     int // docker info calls
 	sockPath string
+	stop     func() // closes the proxy: dockerd stops answering
 }
 
-var archivePath = regexp.MustCompile(`^(/v[0-9.]+)?/containers/[^/]+/archive$`)
+var (
+	archivePath = regexp.MustCompile(`^(/v[0-9.]+)?/containers/[^/]+/archive$`)
+	infoPath    = regexp.MustCompile(`^(/v[0-9.]+)?/info$`)
+)
 
 func (c *archiveCounter) counts() (out, in int) {
 	c.mu.Lock()
@@ -68,6 +73,11 @@ func countingDriver(t *testing.T) (*docker.Driver, *archiveCounter) {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if infoPath.MatchString(r.URL.Path) {
+			c.mu.Lock()
+			c.info++
+			c.mu.Unlock()
+		}
 		if archivePath.MatchString(r.URL.Path) {
 			c.mu.Lock()
 			switch r.Method {
@@ -81,6 +91,7 @@ func countingDriver(t *testing.T) (*docker.Driver, *archiveCounter) {
 		proxy.ServeHTTP(w, r)
 	})}
 	go func() { _ = srv.Serve(l) }()
+	c.stop = func() { srv.Close() }
 	t.Cleanup(func() { srv.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -293,5 +304,32 @@ func TestChangePasswordReadsTheServersShadow(t *testing.T) {
 	h, f := rootHashIn(t, plain, s.ID)
 	if h != "$6$salt2$hash2" || !strings.Contains(f.body, "\nguest:!:19002::::::\n") || f.gid != 42 || f.mode != 0o640 {
 		t.Errorf("after changePassword: root hash %q, body %q, mode %o gid %d; want the guest's line kept", h, f.body, f.mode, f.gid)
+	}
+}
+
+// TestFingerprintReusesDockerInfo: the heartbeat's fingerprints reuse one
+// docker info (each makes dockerd run two processes) and still fail as
+// soon as dockerd stops answering.
+func TestFingerprintReusesDockerInfo(t *testing.T) {
+	d, c := countingDriver(t)
+	ctx := drivertest.Ctx(t)
+	c.mu.Lock()
+	before := c.info
+	c.mu.Unlock()
+	for range 3 {
+		hi, err := d.Fingerprint(ctx)
+		if err != nil || hi.VCPUs <= 0 || hi.MemoryMB <= 0 {
+			t.Fatalf("fingerprint: %+v, %v", hi, err)
+		}
+	}
+	c.mu.Lock()
+	got := c.info - before
+	c.mu.Unlock()
+	if got != 1 {
+		t.Errorf("three fingerprints made %d docker info calls, want 1", got)
+	}
+	c.stop()
+	if _, err := d.Fingerprint(ctx); err == nil {
+		t.Error("fingerprint succeeded with dockerd not answering (a cached docker info)")
 	}
 }

@@ -42,6 +42,7 @@ func (d *Driver) WatchRuntime(ctx context.Context, restarted func()) {
 		delay = 100 * time.Millisecond
 		if lost {
 			d.log.Info("dockerd answers again", "host", d.opts.Host)
+			d.forgetInfo()
 			restarted()
 			lost = false
 		}
