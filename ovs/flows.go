@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -72,6 +74,19 @@ func (b *FlowBatch) Len() int { return len(b.lines) }
 
 // ApplyFlows makes batch's changes to bridge as one atomic bundle: all or
 // none. An empty batch does nothing.
+//
+// Group commit: a call that finds no ovs-ofctl of this Client running for
+// bridge runs at once, alone (no timer, no waiting window). Calls that
+// arrive while one runs queue up, and when it ends all queued batches go
+// in ONE "ovs-ofctl --bundle add-flows" run, their lines concatenated in
+// arrival order (FIFO per bridge: a later delete of a cookie never runs
+// before an earlier add of it; bridges are independent). The combined
+// bundle is atomic too, so if it fails nothing of it was applied: each
+// queued batch is then run again alone, in order, so that each caller gets
+// its own outcome and a bad batch does not fail the others'. A caller whose
+// ctx ends while its batch is still queued is removed from the queue and
+// gets ctx's error; once a run has taken the batch, the caller waits for
+// that run's result (bounded by the Client's timeout per run).
 func (c *Client) ApplyFlows(ctx context.Context, bridge string, batch *FlowBatch) error {
 	if batch.err != nil {
 		return fmt.Errorf("ovs: flows for %s: %w", bridge, batch.err)
@@ -79,9 +94,122 @@ func (c *Client) ApplyFlows(ctx context.Context, bridge string, batch *FlowBatch
 	if len(batch.lines) == 0 {
 		return nil
 	}
-	in := strings.Join(batch.lines, "\n") + "\n"
-	if _, err := c.Ofctl(ctx, in, "--bundle", "add-flows", bridge, "-"); err != nil {
-		return fmt.Errorf("ovs: %d flow changes on %s: %w", len(batch.lines), bridge, err)
+	c.mu.Lock()
+	q := c.flowQueues[bridge]
+	if q == nil {
+		// Nothing running: run now, alone, with the caller's ctx.
+		if c.flowQueues == nil {
+			c.flowQueues = map[string]*flowQueue{}
+		}
+		c.flowQueues[bridge] = &flowQueue{}
+		c.mu.Unlock()
+		err := c.applyLines(ctx, bridge, batch.lines, 1)
+		c.nextFlowRun(ctx, bridge)
+		return err
+	}
+	req := &flowReq{lines: batch.lines, done: make(chan error, 1)}
+	q.pending = append(q.pending, req)
+	c.mu.Unlock()
+	select {
+	case err := <-req.done:
+		return err
+	case <-ctx.Done():
+	}
+	c.mu.Lock()
+	if !req.taken {
+		q.pending = slices.DeleteFunc(q.pending, func(r *flowReq) bool { return r == req })
+		c.mu.Unlock()
+		return fmt.Errorf("ovs: %d flow changes on %s: not applied: %w", len(batch.lines), bridge, ctx.Err())
+	}
+	c.mu.Unlock()
+	return <-req.done
+}
+
+// flowQueue is a bridge's ApplyFlows state: it exists while a run for the
+// bridge is under way, and pending are the batches that arrived meanwhile.
+type flowQueue struct {
+	pending []*flowReq
+}
+
+// flowReq is one queued ApplyFlows call; taken (under Client.mu) once a run
+// has it, after which done receives its outcome.
+type flowReq struct {
+	lines []string
+	taken bool
+	done  chan error
+}
+
+// nextFlowRun is called when a run for bridge has ended: with nothing
+// queued the bridge goes idle, else a goroutine runs what is queued (so
+// that the caller who ran first does not wait for the others' batches).
+func (c *Client) nextFlowRun(ctx context.Context, bridge string) {
+	if reqs := c.takeFlowReqs(bridge); len(reqs) > 0 {
+		go c.drainFlows(context.WithoutCancel(ctx), bridge, reqs)
+	}
+}
+
+// takeFlowReqs takes every queued batch of bridge; with none it removes the
+// bridge's queue (the bridge is idle: the next call runs at once).
+func (c *Client) takeFlowReqs(bridge string) []*flowReq {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	q := c.flowQueues[bridge]
+	if len(q.pending) == 0 {
+		delete(c.flowQueues, bridge)
+		return nil
+	}
+	reqs := q.pending
+	q.pending = nil
+	for _, r := range reqs {
+		r.taken = true
+	}
+	return reqs
+}
+
+// drainFlows runs queued batches, merged, until the bridge's queue is empty.
+// Its ctx carries no cancellation: the callers whose batches it took wait
+// for it, each run bounded by the Client's timeout.
+func (c *Client) drainFlows(ctx context.Context, bridge string, reqs []*flowReq) {
+	for len(reqs) > 0 {
+		c.applyMerged(ctx, bridge, reqs)
+		reqs = c.takeFlowReqs(bridge)
+	}
+}
+
+// applyMerged applies reqs in one bundle and tells each its outcome. When
+// ovs-ofctl refuses the bundle (exits with an error status; the bundle is
+// atomic, so nothing of it was applied), each batch runs again alone, in
+// order, so that a bad batch fails only its own caller and the others'
+// flows still go in. When the run was killed instead (its timeout), every
+// caller gets that error: running each again could only multiply the wait.
+func (c *Client) applyMerged(ctx context.Context, bridge string, reqs []*flowReq) {
+	if len(reqs) > 1 {
+		var lines []string
+		for _, r := range reqs {
+			lines = append(lines, r.lines...)
+		}
+		err := c.applyLines(ctx, bridge, lines, len(reqs))
+		var ee *exec.ExitError
+		if err == nil || !errors.As(err, &ee) || ee.ExitCode() <= 0 {
+			for _, r := range reqs {
+				r.done <- err
+			}
+			return
+		}
+	}
+	for _, r := range reqs {
+		r.done <- c.applyLines(ctx, bridge, r.lines, 1)
+	}
+}
+
+// applyLines runs one "ovs-ofctl --bundle add-flows" with lines, the
+// changes of batches callers' batches (its "ovs command" line says
+// batches=N).
+func (c *Client) applyLines(ctx context.Context, bridge string, lines []string, batches int) error {
+	in := strings.Join(lines, "\n") + "\n"
+	args := []string{c.timeoutArg(), "-O", c.ofVersion, "--bundle", "add-flows", bridge, "-"}
+	if _, err := c.runLogged(ctx, in, []any{"batches", batches}, c.ofctl, args...); err != nil {
+		return fmt.Errorf("ovs: %d flow changes on %s: %w", len(lines), bridge, err)
 	}
 	return nil
 }

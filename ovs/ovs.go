@@ -31,6 +31,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -58,8 +59,11 @@ type Options struct {
 }
 
 // Client runs ovs-vsctl and ovs-ofctl, or talks to ovsdb-server's socket
-// (a connection per call). It holds no mutable state and is
-// safe for concurrent use (OVSDB transactions serialise in ovsdb-server).
+// (a connection per call). It is safe for concurrent use (OVSDB
+// transactions serialise in ovsdb-server). Its only mutable state is
+// ApplyFlows' per-bridge queue (flowQueues, under mu), which merges the
+// batches of concurrent callers into one ovs-ofctl run: share one Client
+// per host to get that merging.
 type Client struct {
 	vsctl, ofctl string
 	timeout      time.Duration
@@ -67,6 +71,9 @@ type Client struct {
 	ofVersion    string
 	dbSocket     string // "" = no in-process reads
 	log          *slog.Logger
+
+	mu         sync.Mutex
+	flowQueues map[string]*flowQueue // by bridge; present while a run is under way
 }
 
 // New returns a Client for opts.
@@ -131,6 +138,11 @@ func (c *Client) timeoutArg() string {
 
 // run executes one tool invocation and returns its stdout.
 func (c *Client) run(ctx context.Context, stdin string, bin string, args ...string) (string, error) {
+	return c.runLogged(ctx, stdin, nil, bin, args...)
+}
+
+// runLogged is run with extra attributes (key, value pairs) on its debug line.
+func (c *Client) runLogged(ctx context.Context, stdin string, logAttrs []any, bin string, args ...string) (string, error) {
 	// The tool's own --timeout makes it give up cleanly; the context
 	// deadline (a little later) is the backstop for a hung process.
 	ctx, cancel := context.WithTimeout(ctx, c.timeout+2*time.Second)
@@ -144,7 +156,8 @@ func (c *Client) run(ctx context.Context, stdin string, bin string, args ...stri
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
 	err := cmd.Run()
-	c.log.Debug("ovs command", "cmd", bin, "args", args, "took", time.Since(start), "err", err)
+	// One line per process: the e2e boot benchmark counts them.
+	c.log.Debug("ovs command", append([]any{"cmd", bin, "args", args, "took", time.Since(start), "err", err}, logAttrs...)...)
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			err = fmt.Errorf("%w (%w)", err, ctxErr)
