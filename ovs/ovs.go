@@ -10,8 +10,10 @@
 // transaction each, and wait, as ovs-vsctl does, until ovs-vswitchd has
 // applied the change (Open_vSwitch cur_cfg >= next_cfg) so that flows naming
 // the port can follow at once. Each is logged at debug level as "ovsdb
-// select" or "ovsdb transact"; each process run as "ovs command". When the
-// socket cannot be reached (or Options.DBSocket is "-"), ovs-vsctl does it.
+// select" or "ovsdb transact"; each process run as "ovs command" (one line
+// per process; ApplyFlows' runs add batches=N, the callers' batches the run
+// merged: see ApplyFlows). When the socket cannot be reached (or
+// Options.DBSocket is "-"), ovs-vsctl does it.
 //
 // Capsule's bridges use the userspace datapath (datapath_type=netdev) by
 // default because compute hosts may lack the openvswitch kernel module, and
