@@ -376,6 +376,55 @@ var migrations = []migration{
 	{41, "Keystone credentials (/v3/credentials, OS-EC2)", func(tx *gorm.DB) error {
 		return tx.AutoMigrate(&Credential{})
 	}},
+	{42, "instances count their updates (row_version, raised by a trigger at every UPDATE)", func(tx *gorm.DB) error {
+		if !tx.Migrator().HasColumn(&Instance{}, "RowVersion") {
+			if err := tx.Migrator().AddColumn(&Instance{}, "RowVersion"); err != nil {
+				return err
+			}
+		}
+		for _, ddl := range instanceRowVersionTrigger(tx.Dialector.Name()) {
+			if err := tx.Exec(ddl).Error; err != nil {
+				return err
+			}
+		}
+		return nil
+	}},
+}
+
+// instanceRowVersionTrigger is the DDL of the trigger that raises
+// instances.row_version at every UPDATE of a row, whatever the statement
+// sets (a Save of a whole struct, a map of columns, raw SQL), so a reader
+// that saw version v knows the row is unchanged while it still reads v.
+// A statement that sets row_version itself cannot lower it: the new
+// version is always the old one plus one. Idempotent (the migration tests
+// re-run it).
+func instanceRowVersionTrigger(dialect string) []string {
+	if dialect == "postgres" {
+		// BEFORE UPDATE: the row is written once, with its new version.
+		return []string{
+			`CREATE OR REPLACE FUNCTION instances_bump_row_version() RETURNS trigger AS $$
+BEGIN
+	NEW.row_version := OLD.row_version + 1;
+	RETURN NEW;
+END
+$$ LANGUAGE plpgsql`,
+			"DROP TRIGGER IF EXISTS instances_row_version ON instances",
+			"CREATE TRIGGER instances_row_version BEFORE UPDATE ON instances FOR EACH ROW EXECUTE PROCEDURE instances_bump_row_version()",
+		}
+	}
+	// SQLite's BEFORE triggers cannot change NEW: an AFTER trigger writes
+	// the version. Its own UPDATE does not fire it again (recursive
+	// triggers are off by default), and the WHEN guard stops it anyway:
+	// that UPDATE leaves the version above the old one. A statement that
+	// set row_version lower or equal gets old + 1 too.
+	return []string{
+		"DROP TRIGGER IF EXISTS instances_row_version",
+		`CREATE TRIGGER instances_row_version AFTER UPDATE ON instances FOR EACH ROW
+WHEN NEW.row_version <= OLD.row_version
+BEGIN
+	UPDATE instances SET row_version = OLD.row_version + 1 WHERE rowid = NEW.rowid;
+END`,
+	}
 }
 
 // SchemaVersion is the newest schema version this binary knows.

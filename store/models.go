@@ -340,6 +340,13 @@ type Instance struct {
 	// bytes): set once, read back by the server and by its owner
 	// (os-server-password), cleared by the owner.
 	MetadataPassword string `gorm:"size:256"`
+	// RowVersion is the database's count of the row's updates: a trigger
+	// (migration 42) raises it at every UPDATE of the row, whoever runs it
+	// (any API process, the conductor, raw SQL). Read-only for gorm, so a
+	// Save of a stale struct never writes an old version back. The
+	// compute API's show keeps rows it served by it (see
+	// api-server/compute/rowcache.go).
+	RowVersion int64 `gorm:"->;not null;default:0"`
 }
 
 // InstanceAction is one API-level operation on an instance

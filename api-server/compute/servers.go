@@ -728,7 +728,9 @@ func (s *Service) loadServerAny(w http.ResponseWriter, r *http.Request, withDele
 }
 
 func (s *Service) showServer(w http.ResponseWriter, r *http.Request) {
-	inst, ok := s.loadServer(w, r)
+	// The row as the version query finds it unchanged since the last
+	// show, else read whole (rowcache.go).
+	inst, ok := s.loadServerCached(w, r)
 	if !ok {
 		return
 	}

@@ -105,6 +105,8 @@ type Service struct {
 	outbox *outbox.Relay
 	// fw sends the firewall refreshes of membership changes, coalesced.
 	fw *fwRefresher
+	// rows keeps the instance rows the show served (see rowcache.go).
+	rows *rowCache
 }
 
 // New returns the compute API service.
@@ -135,7 +137,8 @@ func New(st *store.Store, b bus.Bus, opts Options) *Service {
 	}
 	host, _ := os.Hostname()
 	s := &Service{st: st, bus: b, opts: opts, log: opts.Log.With("api", "compute"), mig: engineMigrator{},
-		outbox: outbox.NewRelay(st, b, outbox.Options{Owner: fmt.Sprintf("api@%s:%d", host, os.Getpid()), Log: opts.Log})}
+		outbox: outbox.NewRelay(st, b, outbox.Options{Owner: fmt.Sprintf("api@%s:%d", host, os.Getpid()), Log: opts.Log}),
+		rows:   newRowCache(rowCacheSize)}
 	s.fw = newFWRefresher(s, opts.FirewallRefreshDelay)
 	return s
 }
