@@ -863,7 +863,7 @@ do_clean() {
 	cap_unmount_under "$CAPSULE_LIB/docker"
 	cap_say "removing $CAPSULE_LIB $CAPSULE_ETC $CAPSULE_LOG $CAPSULE_RUN"
 	rm -rf "${CAPSULE_LIB:?}" "${CAPSULE_ETC:?}" "${CAPSULE_LOG:?}" "${CAPSULE_RUN:?}"
-	rm -f "$CAPSULE_BIN/capsuled" "$CAPSULE_BIN/capsule" "$CAPSULE_BIN/capsule-runc"
+	rm -f "$CAPSULE_BIN/capsuled" "$CAPSULE_BIN/capsule" "$CAPSULE_BIN/capsule-runc" "$CAPSULE_BIN/capsule-runc-join"
 	if cap_systemd; then
 		# The main dockerd's XFS or btrfs data root (cap_capped_dataroot),
 		# unmounted above, and its storage driver drop-in.

@@ -309,21 +309,27 @@ cap_dockerd_args() {
 }
 
 # cap_install_runtime: builds Capsule's OCI runtime wrapper (cmd/capsule-runc,
-# what a server in agent.network_mode netns runs under) into $CAPSULE_BIN,
-# before a dockerd that registers it starts (CAPSULE_SKIP_BUILD=1 keeps an
-# installed one).
+# what a server in agent.network_mode netns runs under) into $CAPSULE_BIN as
+# capsule-runc-join, with cmd/capsule-runc/capsule-runc.sh as capsule-runc
+# (the name dockerd registers: it runs the Go wrapper for `runc create` only,
+# runc itself for the rest), before a dockerd that registers it starts
+# (CAPSULE_SKIP_BUILD=1 keeps installed ones).
 cap_install_runtime() {
-	if [ -n "${CAPSULE_SKIP_BUILD:-}" ] && [ -x "$CAPSULE_BIN/capsule-runc" ]; then
+	if [ -n "${CAPSULE_SKIP_BUILD:-}" ] && [ -x "$CAPSULE_BIN/capsule-runc" ] && [ -x "$CAPSULE_BIN/capsule-runc-join" ]; then
 		return 0
 	fi
 	cap_check_go
 	mkdir -p "$CAPSULE_REPO/bin"
-	# Static (no cgo): containerd's shim runs it for every runc call of
-	# every server (create, start, state, kill, delete), and a static
-	# binary starts without the dynamic loader.
-	(cd "$CAPSULE_REPO" && CGO_ENABLED=0 go build -o "$CAPSULE_REPO/bin/capsule-runc" ./cmd/capsule-runc) ||
+	# Static (no cgo): it starts without the dynamic loader at every
+	# container create.
+	(cd "$CAPSULE_REPO" && CGO_ENABLED=0 go build -o "$CAPSULE_REPO/bin/capsule-runc-join" ./cmd/capsule-runc) ||
 		cap_die "building capsule-runc failed (go build ./cmd/capsule-runc in $CAPSULE_REPO): see the compiler errors above"
-	install -m 755 "$CAPSULE_REPO/bin/capsule-runc" "$CAPSULE_BIN/"
+	install -m 755 "$CAPSULE_REPO/bin/capsule-runc-join" "$CAPSULE_BIN/capsule-runc-join.new"
+	install -m 755 "$CAPSULE_REPO/cmd/capsule-runc/capsule-runc.sh" "$CAPSULE_BIN/capsule-runc.new"
+	# Renamed into place: running dockerds call the runtime by path at
+	# every container operation, never a half-written file.
+	mv -f "$CAPSULE_BIN/capsule-runc-join.new" "$CAPSULE_BIN/capsule-runc-join"
+	mv -f "$CAPSULE_BIN/capsule-runc.new" "$CAPSULE_BIN/capsule-runc"
 }
 
 # cap_dockerd_has_runtime [NAME]: instance NAME has Capsule's runtime (a
