@@ -109,7 +109,13 @@ use_tls() {
 	CAPSULE_IDENTITY_URL=${CAPSULE_IDENTITY_URL/#http:/https:}
 	CAPSULE_COMPUTE_URL=${CAPSULE_COMPUTE_URL/#http:/https:}
 	export CURL_CA_BUNDLE=$TLS_CA
+	SERVES_TLS=1
 }
+
+# SERVES_TLS is 1 once use_tls ran: the openrc files and clouds.yaml then
+# name the CA. (Not CURL_CA_BUNDLE, which the caller's environment may
+# already set to the system's bundle.)
+SERVES_TLS=
 
 # tls_yaml: the http section's TLS lines.
 tls_yaml() {
@@ -296,7 +302,7 @@ export OS_IDENTITY_API_VERSION=3
 export OS_REGION_NAME=RegionOne
 export OS_INTERFACE=public
 EOF
-	if [ -n "${CURL_CA_BUNDLE:-}" ]; then
+	if [ "$SERVES_TLS" = 1 ]; then
 		printf 'export OS_CACERT=%s\n' "$TLS_CA" >>"$file"
 	fi
 	umask 022
@@ -325,7 +331,7 @@ write_clouds_yaml() {
       user_domain_name: Default
       project_domain_name: Default
 EOF
-			if [ -n "${CURL_CA_BUNDLE:-}" ]; then echo "    cacert: $TLS_CA"; fi
+			if [ "$SERVES_TLS" = 1 ]; then echo "    cacert: $TLS_CA"; fi
 		done
 	} >"$CAPSULE_ETC/clouds.yaml"
 	umask 022

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/gophercloud/gophercloud/v2"
@@ -156,7 +157,14 @@ func (c *cli) authenticate(ctx context.Context) error {
 	}
 	if ca := os.Getenv("OS_CACERT"); ca != "" && tc == nil {
 		if tc, err = caTLS(ca); err != nil {
-			return err
+			// The openstack CLI opens the CA only for an https
+			// connection: a stale OS_CACERT beside an http cloud does
+			// not stop it, nor this.
+			if !strings.HasPrefix(ao.IdentityEndpoint, "http://") {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "capsule: %v (ignored: the identity endpoint is http)\n", err)
+			tc = nil
 		}
 	}
 	ao.AllowReauth = true
