@@ -14,6 +14,8 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
 	"github.com/google/uuid"
+
+	"github.com/capsule-cloud/capsule/drivers/docker"
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/flavors"
@@ -134,7 +136,7 @@ func (c *cli) benchBoot(ctx context.Context, args []string) error {
 	flavorName := fs.String("flavor", "m1.tiny", "flavor name")
 	dockerHost := fs.String("docker-host", "unix:///run/capsule/docker.sock", "dockerd of the compute host, for the raw docker baseline (empty: skip)")
 	timeout := fs.Duration("timeout", 3*time.Minute, "per-boot timeout")
-	rawRef := fs.String("raw-image", "", "registry reference for the raw docker baseline (default: the image's capsule_registry_ref property)")
+	rawRef := fs.String("raw-image", "", "image for the raw docker baseline (default: the image's capsule_registry_ref property, else what the first server's container ran on --docker-host)")
 	network := fs.String("network", "", "network (name or id) every server gets a NIC on; empty: servers without a network")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -173,6 +175,17 @@ func (c *cli) benchBoot(ctx context.Context, args []string) error {
 	}
 	prefix := "bench-" + uuid.NewString()[:6]
 	var created sync.Map
+	// Without --raw-image or the image's capsule_registry_ref, the raw
+	// baseline runs the image the first ACTIVE server's container runs
+	// (read from --docker-host): the same bytes, the same dockerd.
+	var ranImage sync.Once
+	var ran string // set once, read after the series
+	seenRef := func(ctx context.Context, id string) {
+		if imgRef != "" || *dockerHost == "" {
+			return
+		}
+		ranImage.Do(func() { ran = containerImage(ctx, *dockerHost, docker.ContainerName(id)) })
+	}
 	boot := func(ctx context.Context, i int) (time.Duration, error) {
 		start := time.Now()
 		s, err := servers.Create(ctx, cc, servers.CreateOpts{Name: fmt.Sprintf("%s-%d", prefix, i), ImageRef: imgID, FlavorRef: flv.ID, Networks: nets}, nil).Extract()
@@ -185,6 +198,7 @@ func (c *cli) benchBoot(ctx context.Context, args []string) error {
 			cur, err := servers.Get(ctx, cc, s.ID).Extract()
 			if err == nil && cur.Status == "ACTIVE" {
 				took := time.Since(start)
+				seenRef(ctx, s.ID)
 				// Boot-and-delete, as Rally's scenario: the host holds at
 				// most "concurrency" servers at a time.
 				if err := deleteAndWait(ctx, cc, s.ID); err != nil {
@@ -209,6 +223,9 @@ func (c *cli) benchBoot(ctx context.Context, args []string) error {
 		_ = deleteAndWait(ctx, cc, k.(string))
 		return true
 	})
+	if imgRef == "" {
+		imgRef = ran
+	}
 	if *dockerHost != "" && imgRef == "" {
 		fmt.Fprintln(os.Stderr, "bench: raw docker baseline skipped: pass --raw-image REGISTRY_REF")
 	}
@@ -306,6 +323,21 @@ func (c *cli) findNetwork(ctx context.Context, ref string) (string, error) {
 		return "", fmt.Errorf("network %q: %d networks have that name or id", ref, len(list))
 	}
 	return list[0].ID, nil
+}
+
+// containerImage returns the image container name runs on the dockerd at
+// host ("" when it cannot tell).
+func containerImage(ctx context.Context, host, name string) string {
+	cli, err := client.NewClientWithOpts(client.WithHost(host), client.WithAPIVersionNegotiation())
+	if err != nil {
+		return ""
+	}
+	defer cli.Close()
+	c, err := cli.ContainerInspect(ctx, name)
+	if err != nil || c.Config == nil {
+		return ""
+	}
+	return c.Config.Image
 }
 
 // rawDockerBench times plain "docker run -d" (create+start) of the same
