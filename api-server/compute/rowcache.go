@@ -119,11 +119,13 @@ func (s *Service) loadServerCached(w http.ResponseWriter, r *http.Request) (*sto
 	if err := db.QueryRowContext(r.Context(), q, args...).Scan(&version); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			writeFault(w, errdefs.NotFoundf("Instance %s could not be found.", id))
-		} else {
-			s.log.Error("load server version", "id", id, "error", err)
-			writeError(w, http.StatusInternalServerError, "Unexpected API Error.")
+			return nil, false
 		}
-		return nil, false
+		// Anything else (PostgreSQL refuses an id with a NUL byte or
+		// invalid UTF-8, SQLSTATE 22021, which gorm's callbacks turn into
+		// a 400; a lost connection): the whole-row read, whose errors are
+		// answered as everywhere else.
+		return s.loadServer(w, r)
 	}
 	if inst, ok := s.rows.get(id, version); ok {
 		return &inst, true

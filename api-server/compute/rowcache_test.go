@@ -118,6 +118,23 @@ func TestShowRowCache(t *testing.T) {
 	})
 }
 
+// An id PostgreSQL refuses as text (a NUL byte, invalid UTF-8) is bad
+// input or unknown on both databases, never a 500 from the show's
+// version query, which gorm's error mapping does not see.
+func TestShowBadTextID(t *testing.T) {
+	storetest.ForEach(t, func(t *testing.T, st *store.Store) {
+		f := newFixtureOn(t, st)
+		for _, id := range []string{"a%00b", "a%ffb"} {
+			for _, token := range []string{"demo", "admin"} {
+				resp, body := f.do("GET", "/v2.1/servers/"+id, token, "")
+				if resp.StatusCode != 400 && resp.StatusCode != 404 {
+					t.Errorf("GET /servers/%s as %s: %d %v, want 400 or 404", id, token, resp.StatusCode, body)
+				}
+			}
+		}
+	})
+}
+
 // TestRowCacheCopies: a kept row is handed out as a copy (pointers
 // included), and an older read never replaces a newer one.
 func TestRowCacheCopies(t *testing.T) {

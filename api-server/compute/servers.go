@@ -716,7 +716,9 @@ func (s *Service) loadServerAny(w http.ResponseWriter, r *http.Request, withDele
 	// Take, not First: the id is the key, and First's ORDER BY is more
 	// SQL to parse at every GET of a polled server.
 	if err := q.Take(&inst).Error; err != nil {
-		if errors.Is(err, gorm.ErrRecordNotFound) {
+		// An id the database refuses as text (PostgreSQL: a NUL byte,
+		// invalid UTF-8) names no server either.
+		if errors.Is(err, gorm.ErrRecordNotFound) || errdefs.KindOf(err) == errdefs.ErrInvalidArgument {
 			writeFault(w, errdefs.NotFoundf("Instance %s could not be found.", id))
 		} else {
 			s.log.Error("load server", "id", id, "error", err)
