@@ -292,6 +292,23 @@ func readBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	return true
 }
 
+// readAction reads an action request's body, {"<action>": <argument>},
+// which names exactly one action (Cinder's rule for POST .../action).
+func readAction(w http.ResponseWriter, r *http.Request) (string, json.RawMessage, bool) {
+	var body map[string]json.RawMessage
+	if !readBody(w, r, &body) {
+		return "", nil, false
+	}
+	if len(body) != 1 {
+		badRequest(w, "Invalid request body: exactly one action is required")
+		return "", nil, false
+	}
+	for name, raw := range body {
+		return name, raw, true
+	}
+	return "", nil, false // unreachable: one key
+}
+
 // jsonMap decodes a stored JSON object ("" is empty).
 func jsonMap(s string) map[string]string {
 	out := map[string]string{}

@@ -21,25 +21,19 @@ import (
 // admin's repair here, like os-reset_status.
 func (s *Service) snapshotAction(w http.ResponseWriter, r *http.Request) {
 	c := creds(r)
-	var body map[string]json.RawMessage
-	if !readBody(w, r, &body) {
+	name, raw, ok := readAction(w, r)
+	if !ok {
 		return
 	}
-	if len(body) != 1 {
-		badRequest(w, "Invalid request body: exactly one action is required")
-		return
-	}
-	for name, raw := range body {
-		switch name {
-		case "os-reset_status":
-			s.resetSnapshotStatus(w, r, c, raw)
-		case "os-force_delete":
-			s.forceDeleteSnapshot(w, r, c)
-		case "os-update_snapshot_status":
-			s.updateSnapshotStatus(w, r, c, raw)
-		default:
-			badRequest(w, "There is no such action: "+name)
-		}
+	switch name {
+	case "os-reset_status":
+		s.resetSnapshotStatus(w, r, c, raw)
+	case "os-force_delete":
+		s.forceDeleteSnapshot(w, r, c)
+	case "os-update_snapshot_status":
+		s.updateSnapshotStatus(w, r, c, raw)
+	default:
+		badRequest(w, "There is no such action: "+name)
 	}
 }
 

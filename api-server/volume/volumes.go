@@ -733,35 +733,29 @@ func (s *Service) deleteVolume(w http.ResponseWriter, r *http.Request) {
 // admins, os-reset_status.
 func (s *Service) volumeAction(w http.ResponseWriter, r *http.Request) {
 	c := creds(r)
-	var body map[string]json.RawMessage
-	if !readBody(w, r, &body) {
+	name, raw, ok := readAction(w, r)
+	if !ok {
 		return
 	}
-	if len(body) != 1 {
-		badRequest(w, "Invalid request body: exactly one action is required")
-		return
-	}
-	for name, raw := range body {
-		switch name {
-		case "os-extend":
-			s.extend(w, r, c, raw)
-		case "os-reset_status":
-			s.resetStatus(w, r, c, raw)
-		case "os-reserve":
-			s.reserve(w, r, c)
-		case "os-unreserve":
-			s.unreserve(w, r, c)
-		case "os-set_bootable":
-			s.setBootable(w, r, c, raw)
-		case "os-set_image_metadata":
-			s.setImageMetadata(w, r, c, raw)
-		case "os-unset_image_metadata":
-			s.unsetImageMetadata(w, r, c, raw)
-		case "os-show_image_metadata":
-			s.showImageMetadata(w, r, c)
-		default:
-			badRequest(w, "There is no such action: "+name)
-		}
+	switch name {
+	case "os-extend":
+		s.extend(w, r, c, raw)
+	case "os-reset_status":
+		s.resetStatus(w, r, c, raw)
+	case "os-reserve":
+		s.reserve(w, r, c)
+	case "os-unreserve":
+		s.unreserve(w, r, c)
+	case "os-set_bootable":
+		s.setBootable(w, r, c, raw)
+	case "os-set_image_metadata":
+		s.setImageMetadata(w, r, c, raw)
+	case "os-unset_image_metadata":
+		s.unsetImageMetadata(w, r, c, raw)
+	case "os-show_image_metadata":
+		s.showImageMetadata(w, r, c)
+	default:
+		badRequest(w, "There is no such action: "+name)
 	}
 }
 
