@@ -217,3 +217,15 @@ func TestPerVolumeGigabytes(t *testing.T) {
 	e.must(http.StatusOK, "PUT", "/os-quota-sets/p1", "admin", obj{"quota_set": obj{"per_volume_gigabytes": -1}})
 	e.must(http.StatusAccepted, "POST", "/volumes/"+id+"/action", "alice", obj{"os-extend": obj{"new_size": 3}})
 }
+
+// An action body names exactly one known action, on volumes and snapshots
+// alike: none, two or an unknown one is a 400.
+func TestActionBodyNamesOneAction(t *testing.T) {
+	e := newEnv(t)
+	id := e.volume("alice", obj{"size": 1})["id"].(string)
+	for _, path := range []string{"/volumes/" + id + "/action", "/snapshots/any/action"} {
+		for _, body := range []obj{{}, {"os-reserve": obj{}, "os-unreserve": obj{}}, {"os-teleport": obj{}}} {
+			e.fails(http.StatusBadRequest, "badRequest", "POST", path, "admin", body)
+		}
+	}
+}
