@@ -143,7 +143,7 @@ func TestLiveAttachDetachKeepsTheServerRunning(t *testing.T) {
 	if err := m.Unmount(ctx, "live"); err != nil {
 		t.Fatal(err)
 	}
-	if devs := loopDevicesOf(t, img); len(devs) > 0 {
+	if devs := loopDevicesLeft(t, img); len(devs) > 0 {
 		t.Errorf("loop devices left: %v", devs)
 	}
 	if err := m.Delete(ctx, Local, "live"); err != nil {

@@ -159,6 +159,23 @@ func loopDevicesOf(t *testing.T, img string) []string {
 	return strings.Fields(string(out))
 }
 
+// loopDevicesLeft is loopDevicesOf once the kernel has had up to 5 s to
+// release img's loop devices: an auto-clearing device goes when its last
+// mount does, and a mount detached lazily from a server's mount namespace
+// goes asynchronously (CI saw one still listed right after Unmount). A
+// device still there after that is a leak.
+func loopDevicesLeft(t *testing.T, img string) []string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		devs := loopDevicesOf(t, img)
+		if len(devs) == 0 || time.Now().After(deadline) {
+			return devs
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func TestSizeLimitHoldsAndExtendGrowsIt(t *testing.T) {
 	needRoot(t)
 	m := newManager(t)
@@ -220,7 +237,7 @@ func TestSizeLimitHoldsAndExtendGrowsIt(t *testing.T) {
 	if err := m.Unmount(ctx, "small"); err != nil {
 		t.Fatal(err)
 	}
-	if devs := loopDevicesOf(t, img); len(devs) > 0 {
+	if devs := loopDevicesLeft(t, img); len(devs) > 0 {
 		t.Errorf("loop devices left after unmount: %v", devs)
 	}
 	// Offline extend.
